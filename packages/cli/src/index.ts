@@ -1,0 +1,2 @@
+export { run, buildProgram } from './main.js';
+export { parseAssignments } from './assignments.js';

@@ -1,0 +1,202 @@
+import { Command, CommanderError, Option } from 'commander';
+import { isMeridianError } from '@meridian/store';
+import { initDataDir, MeridianNode, resolveConfig, VERSION, type ConfigInput } from '@meridian/node';
+import { AdminClient, CliError } from './client.js';
+import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
+import { parseAssignments } from './assignments.js';
+
+interface ClientFlags {
+  node: string;
+  user: string;
+  password?: string;
+  json?: boolean;
+}
+
+function out(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function clientOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--node <url>', 'the node to talk to').default('http://127.0.0.1:8080').env('MERIDIAN_NODE'))
+    .addOption(new Option('--user <name>', 'admin API user').default('admin').env('MERIDIAN_USER'))
+    .addOption(new Option('--password <password>', 'admin API password').env('MERIDIAN_PASSWORD'))
+    .option('--json', 'print JSON on stdout instead of text');
+}
+
+function client(flags: ClientFlags): AdminClient {
+  return new AdminClient({ node: flags.node, user: flags.user, password: flags.password });
+}
+
+function nodeOptions(cmd: Command): Command {
+  return cmd
+    .option('--config <file>', 'YAML config file (flags override it, environment overrides it too)')
+    .option('--dir <dir>', 'data directory (default ./data)')
+    .option('--node-id <id>', 'this node\'s id, fixed at the first start')
+    .option('--schema <file>', 'schema file (default: the bundled CRM schema)')
+    .option('--admin-password <password>', 'admin password (env MERIDIAN_ADMIN_PASSWORD); generated and printed once if never set');
+}
+
+function configFrom(flags: Record<string, unknown>): ReturnType<typeof resolveConfig> {
+  const input: ConfigInput = {};
+  for (const k of ['dir', 'nodeId', 'schema', 'adminPassword', 'host', 'httpPort', 'maxBody', 'cacheBytes', 'sample', 'sampleSize'] as const) {
+    if (flags[k] !== undefined) (input as Record<string, unknown>)[k] = flags[k];
+  }
+  return resolveConfig({ flags: input, env: process.env, file: flags['config'] as string | undefined });
+}
+
+export function buildProgram(): Command {
+  const program = new Command('meridian')
+    .description('Meridian: a multi-master replicated object store')
+    .version(VERSION)
+    .showHelpAfterError('(run "meridian --help" for usage)')
+    .exitOverride();
+
+  nodeOptions(program.command('init').description('prepare a data directory: node id and admin password'))
+    .action(async (flags: Record<string, unknown>) => {
+      const r = await initDataDir(configFrom(flags));
+      out(`initialised node ${r.nodeId}`);
+      if (r.generatedPassword) out(`admin password (shown once; only a hash is stored): ${r.generatedPassword}`);
+    });
+
+  nodeOptions(program.command('serve').description('run a node'))
+    .option('--host <address>', 'address to listen on (default 127.0.0.1)')
+    .option('--http-port <port>', 'HTTP port for the admin API, status and health (default 8080; 0 picks a free one)')
+    .option('--max-body <bytes>', 'largest request body accepted (default 1 MiB)')
+    .option('--cache-bytes <bytes>', 'object cache budget (default 64 MiB)')
+    .option('--sample', 'load the sample CRM dataset on the first start')
+    .option('--sample-size <persons>', 'about how many persons the sample dataset has (default 1000)')
+    .action(async (flags: Record<string, unknown>) => {
+      const node = await MeridianNode.start(configFrom(flags));
+      out(`meridian node ${node.store.nodeId} listening on ${node.url}`);
+      let stopping = false;
+      const stop = (signal: string): void => {
+        if (stopping) process.exit(1);
+        stopping = true;
+        node.log.info({ signal }, 'shutting down');
+        node.stop().then(
+          () => process.exit(0),
+          (e: unknown) => {
+            process.stderr.write(`meridian: shutdown failed: ${(e as Error).message}\n`);
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+      await new Promise(() => undefined);
+    });
+
+  clientOptions(program.command('status').description('show a node\'s status')).action(async (flags: ClientFlags) => {
+    const { body } = await client(flags).request<StatusView>('GET', '/status');
+    out(flags.json ? JSON.stringify(body) : formatStatus(body));
+  });
+
+  clientOptions(program.command('get').description('show one object').argument('<id>', 'object id'))
+    .option('--deleted', 'show the object even if it was deleted')
+    .action(async (id: string, flags: ClientFlags & { deleted?: boolean }) => {
+      const { body } = await client(flags).request<ObjectView>('GET', `/api/objects/${encodeURIComponent(id)}${flags.deleted ? '?deleted=1' : ''}`);
+      out(flags.json ? JSON.stringify(body) : formatObject(body));
+    });
+
+  clientOptions(
+    program
+      .command('put')
+      .description('create or update an object; prints its id (repeat a field for several values; "field=" removes it)')
+      .argument('<type>', 'object type, such as Person')
+      .argument('[id-and-fields...]', 'an optional id, then field=value pairs'),
+  ).action(async (type: string, rest: string[], flags: ClientFlags) => {
+    const id = rest.length > 0 && !rest[0]!.includes('=') ? rest[0] : undefined;
+    const fields = parseAssignments(id === undefined ? rest : rest.slice(1));
+    const c = client(flags);
+    let result: ObjectView;
+    if (id === undefined) {
+      result = (await c.request<ObjectView>('POST', '/api/objects', { type, fields: dropNulls(fields) })).body;
+    } else {
+      const existing = await c.request<ObjectView>('GET', `/api/objects/${encodeURIComponent(id)}?deleted=1`).catch((e: unknown) => {
+        if (e instanceof CliError && /^no object /.test(e.message)) return undefined;
+        throw e;
+      });
+      if (existing && existing.body.type !== type) {
+        throw new CliError(`${id} is a ${existing.body.type}, not a ${type}; an object's type never changes`);
+      }
+      result = existing
+        ? (await c.request<ObjectView>('PATCH', `/api/objects/${encodeURIComponent(id)}`, { fields })).body
+        : (await c.request<ObjectView>('POST', '/api/objects', { type, id, fields: dropNulls(fields) })).body;
+    }
+    out(flags.json ? JSON.stringify(result) : result.id);
+  });
+
+  clientOptions(
+    program
+      .command('list')
+      .description('list objects of a type, optionally those whose indexed field has a value')
+      .argument('<type>', 'object type')
+      .argument('[filter]', 'field=value on an indexed field (case-insensitive)'),
+  )
+    .option('--limit <n>', 'objects per page', '100')
+    .option('--after <cursor>', 'continue after this cursor')
+    .option('--all', 'follow the cursor to the end')
+    .action(async (type: string, filter: string | undefined, flags: ClientFlags & { limit: string; after?: string; all?: boolean }) => {
+      const q = new URLSearchParams({ type, limit: flags.limit });
+      if (filter !== undefined) {
+        const f = parseAssignments([filter]);
+        const [k, v] = Object.entries(f)[0]!;
+        if (v === null || Array.isArray(v)) throw new CliError(`the filter must be one field=value, got "${filter}"`, 2);
+        q.set(k, v);
+      }
+      if (flags.after) q.set('after', flags.after);
+      const c = client(flags);
+      const items: ObjectView[] = [];
+      let next: string | null = null;
+      do {
+        if (next) q.set('after', next);
+        const { body } = await c.request<{ items: ObjectView[]; next: string | null }>('GET', `/api/objects?${q}`);
+        items.push(...body.items);
+        next = body.next;
+      } while (flags.all && next);
+      if (flags.json) out(JSON.stringify({ items, next }));
+      else {
+        out(formatList(items));
+        if (next) process.stderr.write(`more: meridian list ${type} --after ${next}\n`);
+      }
+    });
+
+  clientOptions(program.command('delete').description('delete an object (it leaves a replicated tombstone)').argument('<id>', 'object id')).action(
+    async (id: string, flags: ClientFlags) => {
+      const { body } = await client(flags).request<ObjectView>('DELETE', `/api/objects/${encodeURIComponent(id)}`);
+      out(flags.json ? JSON.stringify(body) : `deleted ${body.type} ${body.id}`);
+    },
+  );
+
+  return program;
+}
+
+function dropNulls(fields: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== null));
+}
+
+/** Runs the CLI; resolves to the exit code. */
+export async function run(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // help and version end here too, with exit code 0
+      return e.exitCode === 0 ? 0 : 2;
+    }
+    if (e instanceof CliError) {
+      process.stderr.write(`meridian: ${e.message}\n`);
+      return e.exitCode;
+    }
+    if (isMeridianError(e) || (e instanceof Error && 'status' in e)) {
+      process.stderr.write(`meridian: ${(e as Error).message}\n`);
+      return 1;
+    }
+    process.stderr.write(`meridian: unexpected error: ${(e as Error)?.message ?? String(e)}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,203 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { publicFields, type Store, type StoredObject } from '@meridian/store';
+import { HttpError, readJson, sendJson } from './http-util.js';
+
+/**
+ * The JSON admin API the CLI speaks: objects by id, lists by type and
+ * indexed field, and the changes feed. Documented in docs/operations.md.
+ */
+export interface AdminContext {
+  store: Store;
+  maxBody: number;
+  principal: string;
+}
+
+export interface ObjectJson {
+  id: string;
+  type: string;
+  version: string;
+  modified: string;
+  deleted: boolean;
+  fields: Record<string, unknown>;
+}
+
+export function objectJson(store: Store, o: StoredObject): ObjectJson {
+  return {
+    id: o.id,
+    type: o.type,
+    version: o.version,
+    modified: o.modified,
+    deleted: o.deleted,
+    fields: publicFields(store.schema.types.get(o.type), o.fields),
+  };
+}
+
+export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  const parts = url.pathname.split('/').filter(Boolean).map(decodeSegment); // ['api', ...]
+  const method = req.method ?? 'GET';
+  if (parts[1] === 'objects' && parts.length === 2) {
+    if (method === 'GET' || method === 'HEAD') return list(ctx, res, url);
+    if (method === 'POST') return create(ctx, req, res);
+    throw methodNotAllowed(method, 'GET, POST');
+  }
+  if (parts[1] === 'objects' && parts.length === 3) {
+    const id = parts[2]!;
+    switch (method) {
+      case 'GET':
+      case 'HEAD':
+        return getOne(ctx, res, id, url.searchParams.get('deleted') === '1');
+      case 'PATCH':
+      case 'PUT':
+        return change(ctx, req, res, id, method);
+      case 'DELETE':
+        return remove(ctx, req, res, id);
+      default:
+        throw methodNotAllowed(method, 'GET, PATCH, PUT, DELETE');
+    }
+  }
+  if (parts[1] === 'feed' && parts.length === 2) {
+    if (method !== 'GET') throw methodNotAllowed(method, 'GET');
+    return feed(ctx, res, url);
+  }
+  throw new HttpError(404, `no such API resource ${url.pathname}`, 'not-found');
+}
+
+function decodeSegment(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw new HttpError(400, `the path segment "${s}" is not valid percent-encoding`);
+  }
+}
+
+function methodNotAllowed(method: string, allowed: string): HttpError {
+  return new HttpError(405, `${method} is not allowed here; use ${allowed}`, 'method-not-allowed', { allow: allowed });
+}
+
+function etag(o: StoredObject): string {
+  return `"${o.version}"`;
+}
+
+/** The version named by If-Match, if any; `*` means "any existing version". */
+function ifMatch(req: IncomingMessage): string | undefined {
+  const h = req.headers['if-match'];
+  if (h === undefined || h.trim() === '*') return undefined;
+  const m = /^\s*(?:W\/)?"([^"]*)"\s*$/.exec(h);
+  if (!m) throw new HttpError(400, 'If-Match must be one quoted version, as sent in ETag');
+  return m[1];
+}
+
+async function getOne(ctx: AdminContext, res: ServerResponse, id: string, withDeleted: boolean): Promise<void> {
+  const o = await ctx.store.get(id);
+  if (!o) throw new HttpError(404, `no object ${id}`, 'not-found');
+  if (o.deleted && !withDeleted) throw new HttpError(404, `${o.type} ${id} was deleted at ${o.modified}`, 'deleted');
+  sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });
+}
+
+const CURSOR_RE = /^[A-Za-z0-9_-]{1,400}$/;
+
+function decodeCursor(s: string | null): string | undefined {
+  if (s === null || s === '') return undefined;
+  if (!CURSOR_RE.test(s)) throw new HttpError(400, 'the cursor is not one this node handed out; start again without "after"');
+  return Buffer.from(s, 'base64url').toString('utf8');
+}
+
+function encodeCursor(s: string | undefined): string | undefined {
+  return s === undefined ? undefined : Buffer.from(s, 'utf8').toString('base64url');
+}
+
+async function list(ctx: AdminContext, res: ServerResponse, url: URL): Promise<void> {
+  const q = url.searchParams;
+  const type = q.get('type');
+  if (!type) throw new HttpError(400, 'say which type to list with ?type=, for example ?type=Person');
+  const limitText = q.get('limit');
+  const limit = limitText === null ? 100 : Number(limitText);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 10000) throw new HttpError(400, 'limit must be a whole number from 1 to 10000');
+  const after = decodeCursor(q.get('after'));
+  const filters = [...q.entries()].filter(([k]) => !['type', 'limit', 'after'].includes(k));
+  if (filters.length > 1) throw new HttpError(400, 'filter by one field at a time, for example ?type=Person&mail=anna@example.com');
+  const page =
+    filters.length === 1
+      ? await ctx.store.lookup(type, filters[0]![0], filters[0]![1], { limit, after })
+      : await ctx.store.list(type, { limit, after });
+  sendJson(res, 200, { items: page.items.map((o) => objectJson(ctx.store, o)), next: encodeCursor(page.next) ?? null });
+}
+
+type Body = Record<string, unknown>;
+
+function objectBody(body: unknown, allowed: string[]): Body {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new HttpError(400, `the body must be a JSON object with ${allowed.map((k) => `"${k}"`).join(', ')}`);
+  }
+  for (const k of Object.keys(body)) {
+    if (!allowed.includes(k)) throw new HttpError(400, `unknown property "${k}" in the body; expected ${allowed.join(', ')}`);
+  }
+  return body as Body;
+}
+
+function fieldsOf(body: Body): Record<string, unknown> {
+  const f = body['fields'];
+  if (typeof f !== 'object' || f === null || Array.isArray(f)) {
+    throw new HttpError(400, '"fields" must be a JSON object of field names to values');
+  }
+  for (const [k, v] of Object.entries(f)) {
+    const ok = (x: unknown): boolean => typeof x === 'string' || typeof x === 'number' || typeof x === 'boolean';
+    if (v !== null && !ok(v) && !(Array.isArray(v) && v.every(ok))) {
+      throw new HttpError(400, `field "${k}" must be a string, number, boolean, list of those, or null`);
+    }
+  }
+  return f as Record<string, unknown>;
+}
+
+async function create(ctx: AdminContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const body = objectBody(await readJson(req, ctx.maxBody), ['type', 'id', 'fields']);
+  if (typeof body['type'] !== 'string') throw new HttpError(400, '"type" must name a type of the schema');
+  if (body['id'] !== undefined && typeof body['id'] !== 'string') throw new HttpError(400, '"id" must be a string');
+  const o = await ctx.store.create(body['type'], fieldsOf(body), {
+    id: body['id'] as string | undefined,
+    principal: ctx.principal,
+  });
+  sendJson(res, 201, objectJson(ctx.store, o), { etag: etag(o), location: `/api/objects/${encodeURIComponent(o.id)}` });
+}
+
+async function change(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string, method: string): Promise<void> {
+  const body = objectBody(await readJson(req, ctx.maxBody), ['fields', 'type']);
+  const fields = fieldsOf(body);
+  const opts = { principal: ctx.principal, ifVersion: ifMatch(req) };
+  if (method === 'PUT') {
+    const cur = await ctx.store.get(id);
+    if (cur && body['type'] !== undefined && body['type'] !== cur.type) {
+      throw new HttpError(409, `${id} is a ${cur.type}, not a ${String(body['type'])}; an object's type never changes`, 'type-mismatch');
+    }
+  }
+  const o = method === 'PUT' ? await ctx.store.replace(id, fields, opts) : await ctx.store.update(id, fields, opts);
+  sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });
+}
+
+async function remove(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
+  const o = await ctx.store.delete(id, { principal: ctx.principal, ifVersion: ifMatch(req) });
+  sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });
+}
+
+async function feed(ctx: AdminContext, res: ServerResponse, url: URL): Promise<void> {
+  const after = Number(url.searchParams.get('after') ?? '0');
+  const limit = Number(url.searchParams.get('limit') ?? '100');
+  if (!Number.isSafeInteger(after) || after < 0) throw new HttpError(400, 'after must be a feed position (a whole number, 0 for the start)');
+  if (!Number.isInteger(limit) || limit < 1 || limit > 10000) throw new HttpError(400, 'limit must be a whole number from 1 to 10000');
+  const entries = await ctx.store.readFeed(after, limit);
+  sendJson(res, 200, {
+    entries: entries.map((e) => ({
+      seq: e.seq,
+      origin: e.origin,
+      originSeq: e.originSeq,
+      id: e.id,
+      type: e.type,
+      kind: e.kind,
+      time: new Date(Math.floor(e.hlc / 1000)).toISOString(),
+      principal: e.principal,
+      fields: e.fields,
+      bytes: e.update.length,
+    })),
+    lastSeq: ctx.store.lastSeq,
+  });
+}

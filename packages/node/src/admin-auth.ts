@@ -1,0 +1,44 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { hashPassword, verifyPassword, type Store } from '@meridian/store';
+
+/**
+ * The admin principal. Only a salted scrypt hash of its password is stored.
+ * Successful checks are remembered by a fast digest for the life of the
+ * process, so the CLI and scripts do not pay a slow hash on every request.
+ */
+export class AdminAuth {
+  private readonly verified = new Set<string>();
+
+  private constructor(
+    private hash: string,
+    /** set only when this start generated the password: print it once */
+    readonly generated: string | undefined,
+  ) {}
+
+  static async init(store: Store, given: string | undefined): Promise<AdminAuth> {
+    const stored = await store.getMeta<string>('adminHash');
+    if (given !== undefined) {
+      const auth = new AdminAuth(stored ?? '', undefined);
+      if (!stored || !(await verifyPassword(given, stored))) {
+        auth.hash = await hashPassword(given);
+        await store.setMeta('adminHash', auth.hash);
+      }
+      return auth;
+    }
+    if (stored) return new AdminAuth(stored, undefined);
+    const generated = randomBytes(12).toString('base64url');
+    const hash = await hashPassword(generated);
+    await store.setMeta('adminHash', hash);
+    return new AdminAuth(hash, generated);
+  }
+
+  async check(user: string, password: string): Promise<boolean> {
+    if (user !== 'admin' || password.length === 0) return false;
+    const key = createHash('sha256').update(this.hash).update('\0').update(password).digest('base64');
+    if (this.verified.has(key)) return true;
+    if (!(await verifyPassword(password, this.hash))) return false;
+    if (this.verified.size > 1000) this.verified.clear();
+    this.verified.add(key);
+    return true;
+  }
+}

@@ -1,0 +1,114 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import { MeridianError } from '@meridian/store';
+
+/**
+ * A node's settings. Each can come from a command-line flag, an environment
+ * variable or a config file; flags win over the environment, which wins over
+ * the file, which wins over the defaults.
+ */
+export interface NodeConfig {
+  dir: string;
+  nodeId: string | undefined;
+  host: string;
+  httpPort: number;
+  schema: string;
+  adminPassword: string | undefined;
+  /** largest request body the HTTP server reads, in bytes */
+  maxBody: number;
+  /** object cache budget, in bytes */
+  cacheBytes: number;
+  /** load the sample dataset on first start */
+  sample: boolean;
+  sampleSize: number;
+}
+
+export type ConfigInput = { [K in keyof NodeConfig]?: NodeConfig[K] | string };
+
+export const DEFAULT_SCHEMA = fileURLToPath(new URL('../schema/crm.yaml', import.meta.url));
+
+const DEFAULTS: NodeConfig = {
+  dir: './data',
+  nodeId: undefined,
+  host: '127.0.0.1',
+  httpPort: 8080,
+  schema: DEFAULT_SCHEMA,
+  adminPassword: undefined,
+  maxBody: 1024 * 1024,
+  cacheBytes: 64 * 1024 * 1024,
+  sample: false,
+  sampleSize: 1000,
+};
+
+const ENV: Record<keyof NodeConfig, string> = {
+  dir: 'MERIDIAN_DIR',
+  nodeId: 'MERIDIAN_NODE_ID',
+  host: 'MERIDIAN_HOST',
+  httpPort: 'MERIDIAN_HTTP_PORT',
+  schema: 'MERIDIAN_SCHEMA',
+  adminPassword: 'MERIDIAN_ADMIN_PASSWORD',
+  maxBody: 'MERIDIAN_MAX_BODY',
+  cacheBytes: 'MERIDIAN_CACHE_BYTES',
+  sample: 'MERIDIAN_SAMPLE',
+  sampleSize: 'MERIDIAN_SAMPLE_SIZE',
+};
+
+const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize']);
+
+function configError(source: string, key: string, problem: string): MeridianError {
+  return new MeridianError('bad-request', `${source}: ${key} ${problem}`);
+}
+
+function coerce(source: string, key: keyof NodeConfig, raw: unknown): NodeConfig[keyof NodeConfig] {
+  if (NUMERIC.has(key)) {
+    const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : NaN;
+    if (!Number.isSafeInteger(n) || n < 0) throw configError(source, key, `must be a whole number, got ${JSON.stringify(raw)}`);
+    if (key === 'httpPort' && n > 65535) throw configError(source, key, `must be a port number (0-65535), got ${n}`);
+    return n;
+  }
+  if (key === 'sample') {
+    if (typeof raw === 'boolean') return raw;
+    if (raw === 'true' || raw === '1') return true;
+    if (raw === 'false' || raw === '0' || raw === '') return false;
+    throw configError(source, key, `must be true or false, got ${JSON.stringify(raw)}`);
+  }
+  if (typeof raw !== 'string' || raw === '') throw configError(source, key, `must be a non-empty string`);
+  return raw;
+}
+
+export function readConfigFile(path: string): ConfigInput {
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new MeridianError('bad-request', `cannot read config file ${path}: ${(e as Error).message.split('\n')[0]}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new MeridianError('bad-request', `config file ${path} must be a mapping of settings`);
+  const out: ConfigInput = {};
+  for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+    if (!(k in DEFAULTS)) throw new MeridianError('bad-request', `config file ${path}: unknown setting "${k}"; known are ${Object.keys(DEFAULTS).join(', ')}`);
+    (out as Record<string, unknown>)[k] = v;
+  }
+  return out;
+}
+
+/** Merges the sources: flags over environment over config file over defaults. */
+export function resolveConfig(opts: { flags?: ConfigInput; env?: NodeJS.ProcessEnv; file?: string }): NodeConfig {
+  const fromFile = opts.file ? readConfigFile(opts.file) : {};
+  const env = opts.env ?? {};
+  const out: Record<string, unknown> = { ...DEFAULTS };
+  for (const key of Object.keys(DEFAULTS) as (keyof NodeConfig)[]) {
+    const flag = opts.flags?.[key];
+    const fromEnv = env[ENV[key]];
+    if (flag !== undefined) out[key] = coerce(`--${kebab(key)}`, key, flag);
+    else if (fromEnv !== undefined && fromEnv !== '') out[key] = coerce(ENV[key], key, fromEnv);
+    else if (fromFile[key] !== undefined) out[key] = coerce(`config file ${opts.file}`, key, fromFile[key]);
+  }
+  return out as unknown as NodeConfig;
+}
+
+export function kebab(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}

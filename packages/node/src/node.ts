@@ -1,0 +1,198 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { destination, pino, type Logger } from 'pino';
+import { hlcToIso, loadSchemaFile, Store } from '@meridian/store';
+import { AdminAuth } from './admin-auth.js';
+import { handleAdmin } from './admin-api.js';
+import type { NodeConfig } from './config.js';
+import { basicCredentials, HttpError, sendError, sendJson, toHttpError } from './http-util.js';
+import { generateSample } from './sample-data.js';
+
+export const VERSION = '0.1.0';
+
+export interface StatusJson {
+  nodeId: string;
+  role: 'master';
+  mode: 'read-write' | 'read-only';
+  version: string;
+  startedAt: string;
+  uptimeSeconds: number;
+  objects: number;
+  objectsByType: Record<string, number>;
+  feed: { lastSeq: number; lastChange: string | null };
+  versionVector: Record<string, number>;
+  peers: never[];
+  schema: { name: string; digest: string };
+  cache: { objects: number; bytes: number };
+}
+
+/**
+ * One Meridian node: the store and the HTTP server in front of it (health,
+ * status and the admin API; replication and gateways attach here later).
+ */
+export class MeridianNode {
+  private readonly startedAt = new Date();
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly config: NodeConfig,
+    readonly store: Store,
+    readonly log: Logger,
+    private readonly auth: AdminAuth,
+    private readonly server: Server,
+  ) {}
+
+  /** Opens the store, loads the sample data if asked, and listens. */
+  static async start(config: NodeConfig, log: Logger = pino({ level: 'info' }, destination(2))): Promise<MeridianNode> {
+    const schema = loadSchemaFile(config.schema);
+    const store = await Store.open({ dir: config.dir, schema, nodeId: config.nodeId, cacheBytes: config.cacheBytes });
+    try {
+      const auth = await AdminAuth.init(store, config.adminPassword);
+      if (config.sample && !(await store.getMeta<boolean>('sampleLoaded'))) {
+        const n = await loadSample(store, config.sampleSize);
+        await store.setMeta('sampleLoaded', true);
+        log.info({ objects: n }, 'loaded the sample dataset');
+      }
+      const server = createServer({ keepAliveTimeout: 5000 });
+      const node = new MeridianNode(config, store, log, auth, server);
+      server.on('request', (req, res) => void node.handle(req, res));
+      server.on('clientError', (_err, socket) => {
+        if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+        else socket.destroy();
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (e: NodeJS.ErrnoException) =>
+          reject(
+            e.code === 'EADDRINUSE'
+              ? new HttpError(503, `port ${config.httpPort} on ${config.host} is already in use; choose another --http-port`)
+              : e,
+          ),
+        );
+        server.listen(config.httpPort, config.host, () => resolve());
+      });
+      if (auth.generated) {
+        process.stdout.write(`admin password (shown once; only a hash is stored): ${auth.generated}\n`);
+      }
+      log.info({ nodeId: store.nodeId, url: node.url, dir: config.dir }, 'listening');
+      return node;
+    } catch (e) {
+      await store.close();
+      throw e;
+    }
+  }
+
+  get url(): string {
+    const a = this.server.address() as AddressInfo;
+    const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+    return `http://${host}:${a.port}`;
+  }
+
+  status(): StatusJson {
+    const byType = this.store.objectCounts();
+    const lastHlc = this.store.hlc;
+    return {
+      nodeId: this.store.nodeId,
+      role: 'master',
+      mode: 'read-write',
+      version: VERSION,
+      startedAt: this.startedAt.toISOString(),
+      uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
+      objects: Object.values(byType).reduce((a, b) => a + b, 0),
+      objectsByType: byType,
+      feed: { lastSeq: this.store.lastSeq, lastChange: this.store.lastSeq > 0 ? hlcToIso(lastHlc) : null },
+      versionVector: this.store.versionVector(),
+      peers: [],
+      schema: { name: this.store.schema.name, digest: this.store.schema.digest },
+      cache: this.store.cacheStats(),
+    };
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      const url = new URL(req.url ?? '/', 'http://node');
+      if (url.pathname === '/healthz') {
+        sendJson(res, 200, { ok: true, nodeId: this.store.nodeId });
+        return;
+      }
+      if (url.pathname === '/status' || url.pathname.startsWith('/api/')) {
+        await this.authenticate(req);
+        if (url.pathname === '/status') {
+          if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, `${req.method} is not allowed here; use GET`, 'method-not-allowed', { allow: 'GET' });
+          sendJson(res, 200, this.status());
+          return;
+        }
+        await handleAdmin({ store: this.store, maxBody: this.config.maxBody, principal: 'admin' }, req, res, url);
+        return;
+      }
+      throw new HttpError(404, `nothing at ${url.pathname}; try /status or /api/objects`, 'not-found');
+    } catch (e) {
+      const err = toHttpError(e);
+      if (err.status >= 500) this.log.error({ err: e, url: req.url, method: req.method }, 'request failed');
+      sendError(res, err);
+    }
+  }
+
+  private async authenticate(req: IncomingMessage): Promise<void> {
+    const cred = basicCredentials(req);
+    if (cred && (await this.auth.check(cred.user, cred.password))) return;
+    throw new HttpError(
+      401,
+      cred ? 'wrong user or password' : 'this needs the admin password: HTTP Basic auth as user "admin"',
+      'unauthorized',
+      { 'www-authenticate': 'Basic realm="meridian", charset="UTF-8"' },
+    );
+  }
+
+  /** Stops accepting requests, lets in-flight writes reach the disk, closes the store. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+      this.server.closeIdleConnections();
+      const force = setTimeout(() => this.server.closeAllConnections(), 5000);
+      await closed;
+      clearTimeout(force);
+      await this.store.close();
+      this.log.info({ nodeId: this.store.nodeId }, 'stopped');
+    })();
+    return this.stopping;
+  }
+}
+
+async function loadSample(store: Store, size: number): Promise<number> {
+  const objects = generateSample({ size, password: 'meridian' });
+  // Concurrent writes keep group commit busy, but an object may only be
+  // written once everything it refers to is: write level by level.
+  const level = new Map<string, number>();
+  for (const o of objects) {
+    let l = 0;
+    for (const v of Object.values(o.fields)) {
+      for (const one of Array.isArray(v) ? v : [v]) {
+        const dep = typeof one === 'string' ? level.get(one) : undefined;
+        if (dep !== undefined) l = Math.max(l, dep + 1);
+      }
+    }
+    level.set(o.id, l);
+  }
+  const levels = [...new Set(level.values())].sort((a, b) => a - b);
+  for (const l of levels) {
+    const batch = objects.filter((o) => level.get(o.id) === l);
+    for (let i = 0; i < batch.length; i += 256) {
+      await Promise.all(batch.slice(i, i + 256).map((o) => store.create(o.type, o.fields, { id: o.id, principal: 'sample-loader' })));
+    }
+  }
+  return objects.length;
+}
+
+/**
+ * Prepares a data dir without serving it: records the node id and the admin
+ * password hash. Returns the generated password when none was given.
+ */
+export async function initDataDir(config: NodeConfig): Promise<{ nodeId: string; generatedPassword: string | undefined }> {
+  const store = await Store.open({ dir: config.dir, schema: loadSchemaFile(config.schema), nodeId: config.nodeId });
+  try {
+    const auth = await AdminAuth.init(store, config.adminPassword);
+    return { nodeId: store.nodeId, generatedPassword: auth.generated };
+  } finally {
+    await store.close();
+  }
+}

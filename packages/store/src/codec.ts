@@ -1,0 +1,59 @@
+import { Packr } from 'msgpackr';
+
+/**
+ * Records as stored. Short property names: these are written once per object
+ * and once per change, so every byte is paid many times over.
+ */
+export interface ObjectRecord {
+  /** type */
+  t: string;
+  /** materialised fields, so reads never need Yjs */
+  f: Record<string, FieldValue>;
+  /** tombstone */
+  d: boolean;
+  /** HLC of the last change */
+  h: number;
+  /** local feed seq of the last change */
+  s: number;
+  /** version: digest of the Yjs state vector, equal on nodes that converged */
+  v: string;
+  /** merged Yjs update: the whole state of the object */
+  y: Uint8Array;
+}
+
+export interface FeedRecord {
+  /** origin node id */
+  o: string;
+  /** origin seq */
+  n: number;
+  /** object id */
+  i: string;
+  /** object type */
+  t: string;
+  /** Yjs update of this change */
+  u: Uint8Array;
+  /** HLC */
+  h: number;
+  /** principal who made the change */
+  p: string;
+  /** fields changed (names) */
+  c: string[];
+  /** kind: create, update, delete, undelete */
+  k: ChangeKind;
+}
+
+export type ChangeKind = 'create' | 'update' | 'delete' | 'undelete';
+export type Scalar = string | number | boolean;
+export type FieldValue = Scalar | Scalar[];
+
+// structuredClone-free, record-free packing: records are plain and small, and
+// shared structures would tie stored bytes to one process's structure table.
+const packr = new Packr({ useRecords: false, moreTypes: false });
+
+export function encode(value: unknown): Buffer {
+  return packr.pack(value);
+}
+
+export function decode<T>(buf: Uint8Array): T {
+  return packr.unpack(buf) as T;
+}

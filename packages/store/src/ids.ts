@@ -1,0 +1,30 @@
+import { randomBytes } from 'node:crypto';
+
+/**
+ * Object ids are stable forever and end up in LDAP RDNs, URLs and XML
+ * attributes, so they are restricted to characters that need no escaping in
+ * any of them.
+ */
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export function isValidId(id: string): boolean {
+  return ID_RE.test(id);
+}
+
+const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz'; // Crockford base32, lower case
+
+// randomBytes per id showed up in profiles of bulk writes; draw in blocks.
+const POOL_IDS = 512;
+let pool = Buffer.alloc(0);
+let offset = 0;
+
+/** A new id: the type's prefix and 60 random bits, so ids of independent nodes never collide. */
+export function newId(prefix: string): string {
+  if (offset >= pool.length) {
+    pool = randomBytes(POOL_IDS * 12);
+    offset = 0;
+  }
+  let out = `${prefix}-`;
+  for (let i = 0; i < 12; i++) out += ALPHABET[pool[offset++]! & 31];
+  return out;
+}

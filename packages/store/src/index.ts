@@ -1,0 +1,12 @@
+export { Store } from './store.js';
+export type { StoreOptions, StoredObject, FeedEntry, WriteOptions, Page, PageOptions } from './store.js';
+export { MeridianError, ValidationError, isMeridianError } from './errors.js';
+export type { ErrorCode } from './errors.js';
+export { parseSchema, loadSchemaFile, publicFields, foldValue } from './schema.js';
+export type { Schema, TypeDef, FieldDef, FieldKind } from './schema.js';
+export type { FieldValue, Scalar, ChangeKind } from './codec.js';
+export { hashPassword, verifyPassword, isPasswordHash, DEFAULT_COST } from './password.js';
+export type { ScryptCost } from './password.js';
+export { hlcToIso, hlcWall } from './hlc.js';
+export { isValidId } from './ids.js';
+export { checkIndexes } from './check.js';

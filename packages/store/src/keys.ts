@@ -1,0 +1,47 @@
+/**
+ * The key spaces of one node's LevelDB. Keys are UTF-8 strings whose byte order
+ * is the order we scan in: a one-letter space prefix, then parts separated by
+ * NUL. Validation forbids NUL in ids and values, so a part can never contain
+ * the separator, and fixed-width hex keeps sequence numbers in numeric order.
+ */
+export const SEP = '\u0000';
+/** Upper bound for a prefix scan: sorts after every key that starts with the prefix. */
+export const HIGH = '\uffff';
+
+const SEQ_WIDTH = 14; // 56 bits: every safe integer fits
+
+export function seqPart(seq: number): string {
+  return seq.toString(16).padStart(SEQ_WIDTH, '0');
+}
+
+export function parseSeqPart(s: string): number {
+  return parseInt(s, 16);
+}
+
+export const keys = {
+  /** object state: o<id> -> ObjectRecord */
+  object: (id: string): string => `o${id}`,
+  objectPrefix: 'o',
+  /** changes feed: f<seq> -> FeedEntry */
+  feed: (seq: number): string => `f${seqPart(seq)}`,
+  feedPrefix: 'f',
+  /** version vector: v<origin node> -> highest origin seq applied */
+  vector: (origin: string): string => `v${origin}`,
+  vectorPrefix: 'v',
+  /** node metadata: m<name> -> value */
+  meta: (name: string): string => `m${name}`,
+  /** type index: t<type>\0<id> -> '' */
+  type: (type: string, id: string): string => `t${type}${SEP}${id}`,
+  typePrefix: (type: string): string => `t${type}${SEP}`,
+  /** field index: x<type>\0<field>\0<value>\0<id> -> '' */
+  field: (type: string, field: string, value: string, id: string): string =>
+    `x${type}${SEP}${field}${SEP}${value}${SEP}${id}`,
+  fieldPrefix: (type: string, field: string, value: string): string => `x${type}${SEP}${field}${SEP}${value}${SEP}`,
+  /** unique index: u<type>\0<field>\0<value> -> owner id */
+  unique: (type: string, field: string, value: string): string => `u${type}${SEP}${field}${SEP}${value}`,
+} as const;
+
+/** The id at the end of an index key (type or field index). */
+export function idFromIndexKey(key: string): string {
+  return key.slice(key.lastIndexOf(SEP) + 1);
+}

@@ -1,0 +1,112 @@
+/**
+ * A read-through LRU cache whose entries can be pinned.
+ *
+ * The write path mutates cached entries before their batch reaches the disk,
+ * so an entry with a pending change must never be evicted (a reload would
+ * read the older durable value). Writers pin what they touch until their batch
+ * is durable; eviction only ever drops unpinned entries. Loads of one key are
+ * shared, so a second reader can never insert an older copy over a newer one.
+ */
+export interface Slot<V> {
+  readonly key: string;
+  value: V;
+  pins: number;
+  cost: number;
+}
+
+export class PinnedCache<V> {
+  private readonly entries = new Map<string, Slot<V>>();
+  private readonly loading = new Map<string, Promise<Slot<V>>>();
+  private used = 0;
+
+  constructor(
+    private readonly budget: number,
+    private readonly costOf: (key: string, value: V) => number,
+  ) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get bytes(): number {
+    return this.used;
+  }
+
+  /** The cached slot, if any, marked as recently used. */
+  peek(key: string): Slot<V> | undefined {
+    const slot = this.entries.get(key);
+    if (slot) {
+      this.entries.delete(key);
+      this.entries.set(key, slot);
+    }
+    return slot;
+  }
+
+  /** The slot for key, loading it if needed; not pinned. */
+  async get(key: string, load: (key: string) => Promise<V>): Promise<Slot<V>> {
+    const hit = this.peek(key);
+    if (hit) return hit;
+    let pending = this.loading.get(key);
+    if (!pending) {
+      pending = load(key).then(
+        (value) => {
+          this.loading.delete(key);
+          return this.entries.get(key) ?? this.insert(key, value);
+        },
+        (err: unknown) => {
+          this.loading.delete(key);
+          throw err;
+        },
+      );
+      this.loading.set(key, pending);
+    }
+    return pending;
+  }
+
+  /** The slot for key, pinned: it stays cached until release(). */
+  async acquire(key: string, load: (key: string) => Promise<V>): Promise<Slot<V>> {
+    for (;;) {
+      const slot = await this.get(key, load);
+      // Another task may have evicted it while we were waiting to resume.
+      if (this.entries.get(key) === slot) {
+        slot.pins++;
+        return slot;
+      }
+    }
+  }
+
+  release(slot: Slot<V>): void {
+    slot.pins--;
+    if (slot.pins === 0 && this.used > this.budget) this.evict();
+  }
+
+  /** Recompute a slot's cost after its value changed. */
+  resize(slot: Slot<V>): void {
+    const cost = this.costOf(slot.key, slot.value);
+    this.used += cost - slot.cost;
+    slot.cost = cost;
+    if (this.used > this.budget) this.evict();
+  }
+
+  clear(): void {
+    this.entries.clear();
+    this.used = 0;
+  }
+
+  private insert(key: string, value: V): Slot<V> {
+    const slot: Slot<V> = { key, value, pins: 0, cost: this.costOf(key, value) };
+    this.entries.set(key, slot);
+    this.used += slot.cost;
+    if (this.used > this.budget) this.evict(slot);
+    return slot;
+  }
+
+  private evict(keep?: Slot<V>): void {
+    for (const slot of this.entries.values()) {
+      if (this.used <= this.budget) return;
+      if (slot.pins > 0 || slot === keep) continue;
+      this.entries.delete(slot.key);
+      this.used -= slot.cost;
+    }
+  }
+}

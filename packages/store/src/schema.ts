@@ -1,0 +1,289 @@
+import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { parse as parseYaml } from 'yaml';
+import { MeridianError, ValidationError } from './errors.js';
+import type { FieldValue, Scalar } from './codec.js';
+import { isValidId } from './ids.js';
+
+/**
+ * The declarative schema: an operator-editable YAML file listing types and
+ * their fields. Masters validate every write against it before committing.
+ */
+export type FieldKind = 'string' | 'integer' | 'number' | 'boolean' | 'date' | 'enum' | 'ref' | 'password';
+
+export interface FieldDef {
+  readonly name: string;
+  readonly kind: FieldKind;
+  readonly required: boolean;
+  readonly multi: boolean;
+  /** no two live objects of the type share a (case-folded) value */
+  readonly unique: boolean;
+  /** equality lookups by this field are served from an index */
+  readonly indexed: boolean;
+  readonly values: readonly string[] | undefined;
+  readonly to: string | undefined;
+  /** the referenced object must also match these field values */
+  readonly where: Readonly<Record<string, string>> | undefined;
+  readonly pattern: RegExp | undefined;
+  readonly maxLength: number;
+  readonly min: number | undefined;
+  readonly max: number | undefined;
+  readonly ldap: string | undefined;
+  readonly description: string | undefined;
+}
+
+export interface TypeDef {
+  readonly name: string;
+  readonly idPrefix: string;
+  readonly description: string | undefined;
+  readonly ldapObjectClass: readonly string[] | undefined;
+  readonly fields: ReadonlyMap<string, FieldDef>;
+}
+
+export interface Schema {
+  readonly name: string;
+  readonly types: ReadonlyMap<string, TypeDef>;
+  /** digest of the schema source, recorded by nodes to notice schema changes */
+  readonly digest: string;
+}
+
+const KINDS: readonly FieldKind[] = ['string', 'integer', 'number', 'boolean', 'date', 'enum', 'ref', 'password'];
+const NAME_RE = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
+const DEFAULT_MAX_LENGTH = 4096;
+
+type Raw = Record<string, unknown>;
+
+function isRecord(v: unknown): v is Raw {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function schemaError(where: string, problem: string): MeridianError {
+  return new MeridianError('bad-request', `schema ${where}: ${problem}`);
+}
+
+export function loadSchemaFile(path: string): Schema {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new MeridianError('bad-request', `cannot read schema file ${path}: ${(e as Error).message}`);
+  }
+  return parseSchema(text, path);
+}
+
+export function parseSchema(text: string, source = 'schema'): Schema {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw schemaError(source, `is not valid YAML (${(e as Error).message.split('\n')[0]})`);
+  }
+  if (!isRecord(doc) || !isRecord(doc['types'])) throw schemaError(source, 'needs a "types" mapping');
+  const types = new Map<string, TypeDef>();
+  const prefixes = new Set<string>();
+  for (const [typeName, rawType] of Object.entries(doc['types'])) {
+    const where = `${source} type ${typeName}`;
+    if (!NAME_RE.test(typeName)) throw schemaError(where, 'type names are letters, digits and _');
+    if (!isRecord(rawType) || !isRecord(rawType['fields'])) throw schemaError(where, 'needs a "fields" mapping');
+    const idPrefix = typeof rawType['idPrefix'] === 'string' ? rawType['idPrefix'] : typeName.slice(0, 3).toLowerCase();
+    if (!/^[a-z0-9]{1,8}$/.test(idPrefix)) throw schemaError(where, 'idPrefix must be 1 to 8 lower-case letters or digits');
+    if (prefixes.has(idPrefix)) throw schemaError(where, `idPrefix "${idPrefix}" is used by another type`);
+    prefixes.add(idPrefix);
+    const fields = new Map<string, FieldDef>();
+    for (const [fieldName, rawField] of Object.entries(rawType['fields'])) {
+      fields.set(fieldName, parseField(`${where} field ${fieldName}`, fieldName, rawField));
+    }
+    const ldap = isRecord(rawType['ldap']) ? rawType['ldap'] : undefined;
+    const oc = ldap?.['objectClass'];
+    types.set(typeName, {
+      name: typeName,
+      idPrefix,
+      description: typeof rawType['description'] === 'string' ? rawType['description'] : undefined,
+      ldapObjectClass: Array.isArray(oc) ? oc.map(String) : undefined,
+      fields,
+    });
+  }
+  for (const t of types.values()) {
+    for (const f of t.fields.values()) {
+      if (f.kind === 'ref' && !types.has(f.to!)) {
+        throw schemaError(`${source} type ${t.name} field ${f.name}`, `refers to unknown type "${f.to}"`);
+      }
+    }
+  }
+  return {
+    name: typeof doc['name'] === 'string' ? doc['name'] : 'schema',
+    types,
+    digest: createHash('sha256').update(text).digest('hex').slice(0, 16),
+  };
+}
+
+function parseField(where: string, name: string, raw: unknown): FieldDef {
+  if (!NAME_RE.test(name)) throw schemaError(where, 'field names are letters, digits and _');
+  const r: Raw = typeof raw === 'string' ? { type: raw } : isRecord(raw) ? raw : {};
+  const kind = (r['type'] ?? 'string') as FieldKind;
+  if (!KINDS.includes(kind)) throw schemaError(where, `type must be one of ${KINDS.join(', ')}`);
+  const values = r['values'];
+  if (kind === 'enum' && (!Array.isArray(values) || values.length === 0)) throw schemaError(where, 'an enum needs "values"');
+  if (kind === 'ref' && typeof r['to'] !== 'string') throw schemaError(where, 'a ref needs "to"');
+  let pattern: RegExp | undefined;
+  if (r['pattern'] !== undefined) {
+    try {
+      pattern = new RegExp(String(r['pattern']), 'u');
+    } catch {
+      throw schemaError(where, 'pattern is not a valid regular expression');
+    }
+  }
+  const num = (k: string): number | undefined => (typeof r[k] === 'number' ? (r[k] as number) : undefined);
+  const unique = r['unique'] === true;
+  return {
+    name,
+    kind,
+    required: r['required'] === true,
+    multi: r['multi'] === true,
+    unique,
+    // references are always indexed: "the persons of this organisation" is a common query
+    indexed: r['index'] === true || kind === 'ref',
+    values: Array.isArray(values) ? values.map(String) : undefined,
+    to: typeof r['to'] === 'string' ? r['to'] : undefined,
+    where: isRecord(r['where']) ? Object.fromEntries(Object.entries(r['where']).map(([k, v]) => [k, String(v)])) : undefined,
+    pattern,
+    maxLength: num('maxLength') ?? DEFAULT_MAX_LENGTH,
+    min: num('min'),
+    max: num('max'),
+    ldap: typeof r['ldap'] === 'string' ? r['ldap'] : undefined,
+    description: typeof r['description'] === 'string' ? r['description'] : undefined,
+  };
+}
+
+/** Case folding used by indexes and uniqueness: `Anna@Example.COM` and `anna@example.com` are one value. */
+export function foldValue(field: FieldDef, value: Scalar): string {
+  const s = String(value);
+  return field.kind === 'ref' ? s : s.normalize('NFC').toLowerCase();
+}
+
+// C0 controls other than tab, newline and carriage return cannot be stored:
+// NUL separates index key parts and XML 1.0 cannot carry the others.
+// eslint-disable-next-line no-control-regex
+const CONTROL_RE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/;
+const DATE_RE = /^(\d{4})-(\d{2})-(\d{2})$/;
+
+function describe(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v);
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'an object';
+  return String(v);
+}
+
+function fail(type: TypeDef, id: string | undefined, field: string | undefined, rule: string, problem: string): ValidationError {
+  const subject = id ? `${type.name} ${id}` : `new ${type.name}`;
+  const message = field ? `${subject}: field "${field}" ${problem}` : `${subject}: ${problem}`;
+  return new ValidationError({ objectId: id, type: type.name, field, rule, message });
+}
+
+/**
+ * Checks and canonicalises one scalar: strings arriving from the CLI, XML or
+ * LDAP become the field's type ("5" -> 5 for an integer), exactly once, here.
+ */
+function scalar(type: TypeDef, id: string | undefined, f: FieldDef, v: unknown): Scalar {
+  const bad = (rule: string, problem: string): ValidationError => fail(type, id, f.name, rule, problem);
+  switch (f.kind) {
+    case 'integer':
+    case 'number': {
+      let n: number;
+      if (typeof v === 'number') n = v;
+      else if (typeof v === 'string' && /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(v.trim())) n = Number(v.trim());
+      else throw bad('type', `must be ${f.kind === 'integer' ? 'an integer' : 'a number'}, got ${describe(v)}`);
+      if (!Number.isFinite(n) || (f.kind === 'integer' && !Number.isSafeInteger(n))) {
+        throw bad('type', `must be ${f.kind === 'integer' ? 'an integer' : 'a number'}, got ${describe(v)}`);
+      }
+      if (f.min !== undefined && n < f.min) throw bad('min', `must be at least ${f.min}, got ${n}`);
+      if (f.max !== undefined && n > f.max) throw bad('max', `must be at most ${f.max}, got ${n}`);
+      return n;
+    }
+    case 'boolean':
+      if (typeof v === 'boolean') return v;
+      if (v === 'true' || v === 'false') return v === 'true';
+      throw bad('type', `must be true or false, got ${describe(v)}`);
+    default: {
+      if (typeof v !== 'string') throw bad('type', `must be a string, got ${describe(v)}`);
+      if (CONTROL_RE.test(v)) throw bad('type', 'contains a control character');
+      if (v.length > f.maxLength) throw bad('maxLength', `is longer than ${f.maxLength} characters`);
+      if (f.kind === 'enum' && !f.values!.includes(v)) {
+        throw bad('enum', `must be one of ${f.values!.join(', ')}, got ${describe(v)}`);
+      }
+      if (f.kind === 'date') {
+        const m = DATE_RE.exec(v);
+        const d = m ? new Date(`${v}T00:00:00Z`) : undefined;
+        if (!m || !d || Number.isNaN(d.getTime()) || d.toISOString().slice(0, 10) !== v) {
+          throw bad('type', `must be a date as YYYY-MM-DD, got ${describe(v)}`);
+        }
+      }
+      if (f.kind === 'ref' && !isValidId(v)) throw bad('type', `must be an object id, got ${describe(v)}`);
+      if (f.kind === 'string' && v === '') throw bad('type', 'must not be empty; remove the field instead');
+      if (f.pattern && f.kind !== 'password' && !f.pattern.test(v)) throw bad('pattern', `value ${describe(v)} does not match ${f.pattern.source}`);
+      return v;
+    }
+  }
+}
+
+/**
+ * Checks the values a write supplies. `null` (remove the field) passes through;
+ * the caller checks required fields on the merged result.
+ */
+export function checkFieldValues(
+  type: TypeDef,
+  id: string | undefined,
+  input: Readonly<Record<string, unknown>>,
+): Record<string, FieldValue | null> {
+  const out: Record<string, FieldValue | null> = {};
+  for (const [name, raw] of Object.entries(input)) {
+    const f = type.fields.get(name);
+    if (!f) throw fail(type, id, name, 'unknown-field', `is not a field of ${type.name}`);
+    if (raw === null || raw === undefined) {
+      out[name] = null;
+      continue;
+    }
+    if (f.multi) {
+      const list = Array.isArray(raw) ? raw : [raw];
+      if (list.length > 1000) throw fail(type, id, name, 'maxItems', 'has more than 1000 values');
+      const values = list.map((v) => scalar(type, id, f, v));
+      const seen = new Set<string>();
+      const dedup = values.filter((v) => {
+        const k = foldValue(f, v);
+        if (seen.has(k)) return false;
+        seen.add(k);
+        return true;
+      });
+      out[name] = dedup.length === 0 ? null : dedup;
+    } else {
+      if (Array.isArray(raw)) {
+        if (raw.length !== 1) throw fail(type, id, name, 'single', `takes one value, got ${raw.length}`);
+        out[name] = scalar(type, id, f, raw[0]);
+      } else {
+        out[name] = scalar(type, id, f, raw);
+      }
+    }
+  }
+  return out;
+}
+
+export function checkRequired(type: TypeDef, id: string | undefined, fields: Readonly<Record<string, FieldValue>>): void {
+  for (const f of type.fields.values()) {
+    if (f.required && fields[f.name] === undefined) throw fail(type, id, f.name, 'required', 'is required');
+  }
+}
+
+export function validationFailure(type: TypeDef, id: string | undefined, field: string, rule: string, problem: string): ValidationError {
+  return fail(type, id, field, rule, problem);
+}
+
+/** Fields safe to show outside the store: password hashes never leave it. */
+export function publicFields(type: TypeDef | undefined, fields: Readonly<Record<string, FieldValue>>): Record<string, FieldValue> {
+  const out: Record<string, FieldValue> = {};
+  for (const [k, v] of Object.entries(fields)) {
+    if (type?.fields.get(k)?.kind === 'password') continue;
+    out[k] = v;
+  }
+  return out;
+}

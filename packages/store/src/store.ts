@@ -1,0 +1,731 @@
+import { randomInt } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { Level } from 'level';
+import type * as Y from 'yjs';
+import { decode, encode, type ChangeKind, type FeedRecord, type FieldValue, type ObjectRecord } from './codec.js';
+import { MeridianError, ValidationError } from './errors.js';
+import { GroupCommit, type BatchOp } from './group-commit.js';
+import { HybridClock, hlcToIso } from './hlc.js';
+import { newId, isValidId } from './ids.js';
+import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
+import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
+import { DEFAULT_COST, hashPassword, isPasswordHash, type ScryptCost } from './password.js';
+import { PinnedCache, type Slot } from './pinned-cache.js';
+import { ReadBatcher } from './read-batcher.js';
+import {
+  checkFieldValues,
+  checkRequired,
+  foldValue,
+  validationFailure,
+  type Schema,
+  type TypeDef,
+} from './schema.js';
+import { applyLocal, docFromState, docVersion, encodeState, newDoc, readFields } from './yobject.js';
+
+export interface StoreOptions {
+  dir: string;
+  schema: Schema;
+  /** this node's id; recorded on first open and checked on every later one */
+  nodeId?: string;
+  /** memory budget of the object cache, in bytes (estimated) */
+  cacheBytes?: number;
+  /** scrypt cost for password fields */
+  passwordCost?: ScryptCost;
+  now?: () => number;
+}
+
+export interface StoredObject {
+  id: string;
+  type: string;
+  fields: Record<string, FieldValue>;
+  deleted: boolean;
+  /** equal on every node holding the same merged state */
+  version: string;
+  hlc: number;
+  /** ISO time of the last change */
+  modified: string;
+  /** local feed seq of the last change */
+  seq: number;
+}
+
+export interface FeedEntry {
+  seq: number;
+  origin: string;
+  originSeq: number;
+  id: string;
+  type: string;
+  kind: ChangeKind;
+  update: Uint8Array;
+  hlc: number;
+  principal: string;
+  fields: string[];
+}
+
+export interface WriteOptions {
+  /** who makes the change; recorded in the feed */
+  principal?: string;
+  /** refuse the write unless the object is still at this version */
+  ifVersion?: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  /** pass as `after` to get the next page; undefined on the last page */
+  next: string | undefined;
+}
+
+export interface PageOptions {
+  limit?: number;
+  after?: string;
+}
+
+type Intent =
+  | { kind: 'create'; id: string; type: string; fields: Record<string, unknown>; fresh: boolean }
+  | { kind: 'update'; id: string; fields: Record<string, unknown> }
+  | { kind: 'replace'; id: string; fields: Record<string, unknown> }
+  | { kind: 'delete'; id: string }
+  | { kind: 'undelete'; id: string };
+
+interface CachedObject {
+  /** latest committed state, possibly not yet on disk; what writers build on */
+  current: ObjectRecord | null;
+  /** latest state known to be on disk; what readers see */
+  durable: ObjectRecord | null;
+  doc: Y.Doc | undefined;
+  /** settles when `current` is on disk */
+  pending: Promise<void> | undefined;
+}
+
+/** unique-index owner as writers see it (pending changes included) */
+interface CachedClaim {
+  owner: string | null;
+}
+
+const RETRY = Symbol('retry');
+const MAX_PAGE = 10_000;
+const DEFAULT_PAGE = 100;
+
+export class Store {
+  readonly nodeId: string;
+  readonly clientId: number;
+  readonly schema: Schema;
+  readonly dir: string;
+
+  private readonly db: Level<string, Buffer>;
+  private readonly clock: HybridClock;
+  private readonly objects: PinnedCache<CachedObject>;
+  private readonly claims: PinnedCache<CachedClaim>;
+  private readonly commits: GroupCommit;
+  private readonly reads: ReadBatcher;
+  private readonly vector: Map<string, number>;
+  private readonly counts: Map<string, number>;
+  private readonly passwordCost: ScryptCost;
+  private readonly listeners = new Set<(entries: FeedEntry[]) => void>();
+  private notifyQueue: FeedEntry[] = [];
+  private seq: number;
+  private durableSeq: number;
+  private closed = false;
+
+  private constructor(init: {
+    db: Level<string, Buffer>;
+    opts: StoreOptions;
+    nodeId: string;
+    clientId: number;
+    hlc: number;
+    seq: number;
+    vector: Map<string, number>;
+    counts: Map<string, number>;
+  }) {
+    this.db = init.db;
+    this.dir = init.opts.dir;
+    this.schema = init.opts.schema;
+    this.nodeId = init.nodeId;
+    this.clientId = init.clientId;
+    this.clock = new HybridClock(init.hlc, init.opts.now);
+    this.seq = init.seq;
+    this.durableSeq = init.seq;
+    this.vector = init.vector;
+    this.counts = init.counts;
+    this.passwordCost = init.opts.passwordCost ?? DEFAULT_COST;
+    const budget = init.opts.cacheBytes ?? 64 * 1024 * 1024;
+    this.objects = new PinnedCache<CachedObject>(budget, objectCost);
+    this.claims = new PinnedCache<CachedClaim>(Math.max(1024 * 1024, budget / 8), (k) => 64 + k.length * 2);
+    this.reads = new ReadBatcher((ks) => this.db.getMany(ks));
+    this.commits = new GroupCommit(
+      (ops) => {
+        // A chained batch costs a quarter of an array batch per operation
+        // (measured: 1.6 vs 6.6 us), which decided group-commit throughput.
+        const batch = this.db.batch();
+        for (const op of ops) {
+          if (op.type === 'put') batch.put(op.key, op.value as Buffer);
+          else batch.del(op.key);
+        }
+        return batch.write({ sync: true });
+      },
+      () => this.batchTrailer(),
+    );
+  }
+
+  static async open(opts: StoreOptions): Promise<Store> {
+    mkdirSync(opts.dir, { recursive: true });
+    const db = new Level<string, Buffer>(opts.dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+    try {
+      await db.open();
+    } catch (e) {
+      throw openError(opts.dir, e);
+    }
+    try {
+      const getMeta = async <T>(name: string): Promise<T | undefined> => {
+        const v = await db.get(keys.meta(name));
+        return v === undefined ? undefined : decode<T>(v);
+      };
+      let nodeId = await getMeta<string>('nodeId');
+      if (nodeId === undefined) {
+        nodeId = opts.nodeId ?? newId('node');
+        if (!isValidId(nodeId)) {
+          throw new MeridianError('bad-request', `node id "${nodeId}" may hold only letters, digits, ".", "_" and "-"`);
+        }
+        await db.put(keys.meta('nodeId'), encode(nodeId), { sync: true });
+      } else if (opts.nodeId !== undefined && opts.nodeId !== nodeId) {
+        throw new MeridianError(
+          'bad-request',
+          `data dir ${opts.dir} belongs to node "${nodeId}", not "${opts.nodeId}"; use that node id or another --dir`,
+        );
+      }
+      // A fresh Yjs clientID for every process start, never one used before
+      // here, so a restarted or restored node cannot reuse (client, clock) pairs.
+      const clients = (await getMeta<{ id: number; at: string }[]>('clients')) ?? [];
+      const used = new Set(clients.map((c) => c.id));
+      let clientId: number;
+      do clientId = randomInt(1, 2 ** 32 - 1);
+      while (used.has(clientId));
+      clients.push({ id: clientId, at: new Date().toISOString() });
+      await db.put(keys.meta('clients'), encode(clients), { sync: true });
+
+      const vector = new Map<string, number>();
+      for await (const [k, v] of db.iterator({ gte: keys.vectorPrefix, lt: keys.vectorPrefix + HIGH })) {
+        vector.set(k.slice(1), decode<number>(v));
+      }
+      const last = await db.keys({ gte: keys.feedPrefix, lt: keys.feedPrefix + HIGH, reverse: true, limit: 1 }).all();
+      const seq = last.length ? parseSeqPart(last[0]!.slice(1)) : 0;
+      const counts = new Map(Object.entries((await getMeta<Record<string, number>>('counts')) ?? {}));
+      const hlc = (await getMeta<number>('hlc')) ?? 0;
+      return new Store({ db, opts, nodeId, clientId, hlc, seq, vector, counts });
+    } catch (e) {
+      await db.close().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  // ---- writes ----------------------------------------------------------
+
+  async create(type: string, fields: Record<string, unknown>, opts: WriteOptions & { id?: string } = {}): Promise<StoredObject> {
+    const def = this.typeDef(type);
+    const id = opts.id ?? newId(def.idPrefix);
+    if (!isValidId(id)) {
+      throw new ValidationError({ type, rule: 'id', message: `object id "${id}" may hold only letters, digits, ".", "_" and "-" (at most 128)` });
+    }
+    return this.write({ kind: 'create', id, type, fields, fresh: opts.id === undefined }, opts);
+  }
+
+  /** Sets the given fields; a null value removes that field. */
+  update(id: string, fields: Record<string, unknown>, opts: WriteOptions = {}): Promise<StoredObject> {
+    return this.write({ kind: 'update', id, fields }, opts);
+  }
+
+  /** Makes the object hold exactly these fields (password fields are kept unless given). */
+  replace(id: string, fields: Record<string, unknown>, opts: WriteOptions = {}): Promise<StoredObject> {
+    return this.write({ kind: 'replace', id, fields }, opts);
+  }
+
+  /** Tombstones the object: it keeps its id and history, and leaves every index. */
+  delete(id: string, opts: WriteOptions = {}): Promise<StoredObject> {
+    return this.write({ kind: 'delete', id }, opts);
+  }
+
+  undelete(id: string, opts: WriteOptions = {}): Promise<StoredObject> {
+    return this.write({ kind: 'undelete', id }, opts);
+  }
+
+  private async write(intent: Intent, opts: WriteOptions): Promise<StoredObject> {
+    this.assertOpen();
+    let checked: Record<string, FieldValue | null> | undefined;
+    // A freshly drawn 60-bit id cannot name a stored object: skip the read.
+    const load = intent.kind === 'create' && intent.fresh ? absentObject : this.loadObject;
+    for (;;) {
+      const slot = await this.objects.acquire(intent.id, load);
+      const held: Slot<CachedClaim>[] = [];
+      const refs: Slot<CachedObject>[] = [];
+      let committed: Promise<StoredObject> | undefined;
+      try {
+        const cur = slot.value.current;
+        const def = this.typeFor(intent, cur);
+        if ('fields' in intent && checked === undefined) {
+          const shownId = intent.kind === 'create' ? undefined : intent.id;
+          checked = await this.hashPasswords(def, checkFieldValues(def, shownId, intent.fields));
+        }
+        const plan = this.plan(intent, def, cur, checked ?? {});
+        if (plan === null) {
+          // nothing changes: answer with the state once it is on disk
+          await slot.value.pending;
+          return toStored(intent.id, cur!);
+        }
+        // Pushed as each settles, so the finally below releases exactly what was pinned.
+        await Promise.all([
+          ...plan.claimKeys.map(async (key) => held.push(await this.claims.acquire(key, this.loadClaim))),
+          ...plan.refIds.map(async (ref) => refs.push(await this.objects.acquire(ref, this.loadObject))),
+        ]);
+        const result = this.commit(intent, opts, slot, def, plan, held, refs);
+        if (result !== RETRY) committed = result;
+      } finally {
+        for (const r of refs) this.objects.release(r);
+        if (!committed) {
+          for (const c of held) this.claims.release(c);
+          this.objects.release(slot);
+        }
+      }
+      if (committed) return committed;
+    }
+  }
+
+  private typeFor(intent: Intent, cur: ObjectRecord | null): TypeDef {
+    if (intent.kind === 'create') {
+      if (cur) {
+        throw new MeridianError(
+          'exists',
+          cur.d
+            ? `${cur.t} ${intent.id} exists as a deleted object; undelete it or choose another id`
+            : `${cur.t} ${intent.id} already exists; update it or choose another id`,
+        );
+      }
+      return this.schema.types.get(intent.type)!;
+    }
+    if (!cur) throw new MeridianError('not-found', `no object ${intent.id}`);
+    if (cur.d && intent.kind !== 'undelete') throw new MeridianError('not-found', `${cur.t} ${intent.id} was deleted`);
+    if (!cur.d && intent.kind === 'undelete') throw new MeridianError('exists', `${cur.t} ${intent.id} is not deleted`);
+    const def = this.schema.types.get(cur.t);
+    if (!def) throw new MeridianError('validation', `${cur.t} ${intent.id} has a type the schema no longer defines`);
+    return def;
+  }
+
+  private async hashPasswords(def: TypeDef, values: Record<string, FieldValue | null>): Promise<Record<string, FieldValue | null>> {
+    for (const f of def.fields.values()) {
+      const v = values[f.name];
+      if (f.kind !== 'password' || typeof v !== 'string' || isPasswordHash(v)) continue;
+      values[f.name] = await hashPassword(v, this.passwordCost);
+    }
+    return values;
+  }
+
+  /** What the write would make of the object, and which index entries and referenced objects it must hold. */
+  private plan(intent: Intent, def: TypeDef, cur: ObjectRecord | null, values: Record<string, FieldValue | null>): Plan | null {
+    let fields: Record<string, FieldValue>;
+    let deleted = false;
+    let touched: string[];
+    switch (intent.kind) {
+      case 'create':
+      case 'update':
+      case 'replace': {
+        const base: Record<string, FieldValue | null> = {};
+        if (intent.kind === 'update') Object.assign(base, cur!.f);
+        if (intent.kind === 'replace') {
+          for (const f of def.fields.values()) if (f.kind === 'password' && cur!.f[f.name] !== undefined) base[f.name] = cur!.f[f.name]!;
+        }
+        Object.assign(base, values);
+        fields = {};
+        for (const [k, v] of Object.entries(base)) if (v !== null) fields[k] = v;
+        touched = Object.keys(values);
+        if (intent.kind === 'replace') touched = [...def.fields.keys()];
+        checkRequired(def, intent.kind === 'create' ? undefined : intent.id, fields);
+        break;
+      }
+      case 'delete':
+        fields = cur!.f;
+        deleted = true;
+        touched = [];
+        break;
+      case 'undelete':
+        fields = cur!.f;
+        touched = Object.keys(fields);
+        break;
+    }
+    if (cur && !deleted && intent.kind !== 'undelete' && sameFields(cur.f, fields)) return null;
+    const before = cur ? indexSet(def, intent.id, cur.f, cur.d) : EMPTY_INDEX;
+    const after = indexSet(def, intent.id, fields, deleted);
+    const claimKeys = new Set<string>();
+    for (const k of before.unique) if (!after.unique.has(k)) claimKeys.add(k);
+    for (const k of after.unique) if (!before.unique.has(k)) claimKeys.add(k);
+    const refIds = new Set<string>();
+    if (!deleted) {
+      for (const name of touched) {
+        const f = def.fields.get(name);
+        const v = fields[name];
+        if (f?.kind === 'ref' && typeof v === 'string') refIds.add(v);
+        if (f?.kind === 'ref' && Array.isArray(v)) for (const one of v) refIds.add(String(one));
+      }
+    }
+    return { from: cur, fields, deleted, touched, before, after, claimKeys: [...claimKeys].sort(), refIds: [...refIds].sort() };
+  }
+
+  /**
+   * The synchronous heart of a write: re-checks against the latest in-memory
+   * state, applies the change to the Y.Doc and queues one atomic batch. No
+   * await between the checks and the queueing, so no other write interleaves.
+   */
+  private commit(
+    intent: Intent,
+    opts: WriteOptions,
+    slot: Slot<CachedObject>,
+    def: TypeDef,
+    plan: Plan,
+    claims: Slot<CachedClaim>[],
+    refs: Slot<CachedObject>[],
+  ): Promise<StoredObject> | typeof RETRY {
+    this.assertOpen();
+    const id = intent.id;
+    const cur = slot.value.current;
+    const shown = intent.kind === 'create' ? undefined : id;
+    // The object may have changed while we waited for index and reference
+    // loads: the plan was made from one record, so plan again from the new one.
+    if (cur !== plan.from) return RETRY;
+    if (opts.ifVersion !== undefined && cur && cur.v !== opts.ifVersion) {
+      throw new MeridianError('precondition', `${def.name} ${id} has changed since version ${opts.ifVersion}; fetch it again and retry`);
+    }
+    for (const key of plan.after.unique) {
+      if (plan.before.unique.has(key)) continue;
+      const owner = claims.find((c) => c.key === key)!.value.owner;
+      if (owner !== null && owner !== id) {
+        const [, field, value] = key.slice(1).split(SEP) as [string, string, string];
+        throw validationFailure(def, shown, field, 'unique', `value "${value}" is already used by ${def.name} ${owner}`);
+      }
+    }
+    for (const r of refs) {
+      const target = r.value.current;
+      const field = [...def.fields.values()].find((f) => {
+        const v = plan.fields[f.name];
+        return f.kind === 'ref' && (v === r.key || (Array.isArray(v) && v.includes(r.key)));
+      })!;
+      if (!target || target.d) {
+        throw validationFailure(def, shown, field.name, 'reference', `refers to ${target ? 'deleted' : 'missing'} object ${r.key}`);
+      }
+      if (target.t !== field.to) {
+        throw validationFailure(def, shown, field.name, 'reference', `must refer to a ${field.to}, but ${r.key} is a ${target.t}`);
+      }
+      for (const [k, want] of Object.entries(field.where ?? {})) {
+        if (String(target.f[k]) !== want) {
+          throw validationFailure(def, shown, field.name, 'reference', `must refer to a ${field.to} whose ${k} is ${want}, but ${r.key} has ${k} ${String(target.f[k] ?? '(none)')}`);
+        }
+      }
+    }
+
+    // -- from here on nothing throws for a bad request: the change is made --
+    const doc = slot.value.doc ?? (cur ? docFromState(id, cur.y, this.clientId) : newDoc(id, this.clientId));
+    slot.value.doc = doc;
+    const setFields: Record<string, FieldValue | null> = {};
+    for (const name of plan.touched) setFields[name] = plan.fields[name] ?? null;
+    const change = applyLocal(doc, setFields, { type: def.name, deleted: plan.deleted });
+    const hlc = this.clock.tick();
+    const seq = ++this.seq;
+    const originSeq = (this.vector.get(this.nodeId) ?? 0) + 1;
+    this.vector.set(this.nodeId, originSeq);
+    const kind: ChangeKind = intent.kind === 'replace' ? 'update' : intent.kind;
+    // A new object's whole state is its first update: skip re-encoding it.
+    const isNew = cur === null;
+    const record: ObjectRecord = {
+      t: def.name,
+      f: isNew ? plan.fields : readFields(doc),
+      d: plan.deleted,
+      h: hlc,
+      s: seq,
+      v: docVersion(doc),
+      y: isNew && change.update ? change.update : encodeState(doc),
+    };
+    const feed: FeedRecord = {
+      o: this.nodeId,
+      n: originSeq,
+      i: id,
+      t: def.name,
+      u: change.update ?? new Uint8Array(0),
+      h: hlc,
+      p: opts.principal ?? 'system',
+      c: change.changed,
+      k: kind,
+    };
+    const ops: BatchOp[] = [
+      { type: 'put', key: keys.object(id), value: encode(record) },
+      { type: 'put', key: keys.feed(seq), value: encode(feed) },
+    ];
+    for (const k of plan.before.plain) if (!plan.after.plain.has(k)) ops.push({ type: 'del', key: k });
+    for (const k of plan.after.plain) if (!plan.before.plain.has(k)) ops.push({ type: 'put', key: k, value: EMPTY });
+    for (const c of claims) {
+      if (plan.after.unique.has(c.key)) {
+        c.value.owner = id;
+        ops.push({ type: 'put', key: c.key, value: Buffer.from(id) });
+      } else if (c.value.owner === id) {
+        c.value.owner = null;
+        ops.push({ type: 'del', key: c.key });
+      }
+    }
+    const wasLive = cur !== null && !cur.d;
+    if (wasLive !== !plan.deleted) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + (plan.deleted ? -1 : 1));
+
+    slot.value.current = record;
+    this.objects.resize(slot);
+    const entry: FeedEntry = feedEntry(seq, feed);
+    const durable = this.commits.add(ops, () => {
+      if ((slot.value.durable?.s ?? 0) < record.s) slot.value.durable = record;
+      if (slot.value.current === record) slot.value.pending = undefined;
+      this.durableSeq = seq;
+      this.objects.release(slot);
+      for (const c of claims) this.claims.release(c);
+      this.notify(entry);
+    });
+    slot.value.pending = durable;
+    return durable.then(() => toStored(id, record));
+  }
+
+  /** Records written once per batch with their latest value. */
+  private batchTrailer(): BatchOp[] {
+    return [
+      { type: 'put', key: keys.meta('hlc'), value: encode(this.clock.current) },
+      { type: 'put', key: keys.vector(this.nodeId), value: encode(this.vector.get(this.nodeId) ?? 0) },
+      { type: 'put', key: keys.meta('counts'), value: encode(Object.fromEntries(this.counts)) },
+    ];
+  }
+
+  private readonly loadObject = async (id: string): Promise<CachedObject> => {
+    const buf = await this.reads.get(keys.object(id));
+    const rec = buf === undefined ? null : decode<ObjectRecord>(buf);
+    return { current: rec, durable: rec, doc: undefined, pending: undefined };
+  };
+
+  private readonly loadClaim = async (key: string): Promise<CachedClaim> => {
+    const buf = await this.reads.get(key);
+    return { owner: buf === undefined ? null : buf.toString('utf8') };
+  };
+
+  // ---- reads ------------------------------------------------------------
+
+  /** The object as last stored durably, tombstones included; undefined if it never existed. */
+  async get(id: string): Promise<StoredObject | undefined> {
+    this.assertOpen();
+    if (!isValidId(id)) return undefined;
+    const slot = await this.objects.get(id, this.loadObject);
+    const rec = slot.value.durable;
+    return rec ? toStored(id, rec) : undefined;
+  }
+
+  /** Live objects of a type in id order. */
+  async list(type: string, page: PageOptions = {}): Promise<Page<StoredObject>> {
+    this.assertOpen();
+    this.typeDef(type);
+    const prefix = keys.typePrefix(type);
+    return this.idPage(prefix, page);
+  }
+
+  /**
+   * Live objects of a type whose field holds the value (case-insensitive for
+   * strings), from the field's index.
+   */
+  async lookup(type: string, field: string, value: string, page: PageOptions = {}): Promise<Page<StoredObject>> {
+    this.assertOpen();
+    const def = this.typeDef(type);
+    const f = def.fields.get(field);
+    if (!f) throw new ValidationError({ type, field, rule: 'unknown-field', message: `"${field}" is not a field of ${type}` });
+    if (!f.unique && !f.indexed) {
+      throw new ValidationError({ type, field, rule: 'not-indexed', message: `${type} field "${field}" is not indexed; list by one of ${indexedFields(def).join(', ')}` });
+    }
+    const folded = foldValue(f, value);
+    if (f.unique) {
+      const owner = await this.db.get(keys.unique(type, field, folded));
+      const obj = owner === undefined ? undefined : await this.get(owner.toString('utf8'));
+      return { items: obj && !obj.deleted ? [obj] : [], next: undefined };
+    }
+    return this.idPage(keys.fieldPrefix(type, field, folded), page);
+  }
+
+  private async idPage(prefix: string, page: PageOptions): Promise<Page<StoredObject>> {
+    const limit = clampLimit(page.limit);
+    const ks = await this.db
+      .keys({ gt: page.after !== undefined ? prefix + page.after : prefix, lt: prefix + HIGH, limit: limit + 1 })
+      .all();
+    const more = ks.length > limit;
+    const ids = ks.slice(0, limit).map(idFromIndexKey);
+    const objs = await Promise.all(ids.map((id) => this.get(id)));
+    const items = objs.filter((o): o is StoredObject => o !== undefined && !o.deleted);
+    return { items, next: more ? ids[ids.length - 1] : undefined };
+  }
+
+  /** Every object, tombstones included, in id order, read straight from disk. */
+  async scan(page: PageOptions = {}): Promise<Page<StoredObject>> {
+    this.assertOpen();
+    const limit = clampLimit(page.limit);
+    const p = keys.objectPrefix;
+    const items: StoredObject[] = [];
+    for await (const [k, v] of this.db.iterator({ gt: page.after !== undefined ? p + page.after : p, lt: p + HIGH, limit: limit + 1 })) {
+      items.push(toStored(k.slice(1), decode<ObjectRecord>(v)));
+    }
+    const more = items.length > limit;
+    if (more) items.pop();
+    return { items, next: more ? items[items.length - 1]!.id : undefined };
+  }
+
+  /** Changes feed entries after `after`, in the order this node applied them. */
+  async readFeed(after: number, limit = DEFAULT_PAGE): Promise<FeedEntry[]> {
+    this.assertOpen();
+    const out: FeedEntry[] = [];
+    for await (const [k, v] of this.db.iterator({ gt: keys.feed(after), lt: keys.feedPrefix + HIGH, limit: clampLimit(limit) })) {
+      out.push(feedEntry(parseSeqPart(k.slice(1)), decode<FeedRecord>(v)));
+    }
+    return out;
+  }
+
+  /**
+   * Calls the listener with each group of changes right after it is on disk,
+   * in feed order. Returns the function that unsubscribes.
+   */
+  subscribe(listener: (entries: FeedEntry[]) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private notify(entry: FeedEntry): void {
+    if (this.notifyQueue.push(entry) > 1) return;
+    queueMicrotask(() => {
+      const batch = this.notifyQueue;
+      this.notifyQueue = [];
+      for (const l of this.listeners) {
+        try {
+          l(batch);
+        } catch {
+          // a listener's failure is its own; the feed goes on
+        }
+      }
+    });
+  }
+
+  /** The highest feed seq on disk. */
+  get lastSeq(): number {
+    return this.durableSeq;
+  }
+
+  get hlc(): number {
+    return this.clock.current;
+  }
+
+  versionVector(): Record<string, number> {
+    return Object.fromEntries(this.vector);
+  }
+
+  /** Live objects per type. */
+  objectCounts(): Record<string, number> {
+    return Object.fromEntries(this.counts);
+  }
+
+  cacheStats(): { objects: number; bytes: number } {
+    return { objects: this.objects.size, bytes: this.objects.bytes };
+  }
+
+  // ---- node metadata ----------------------------------------------------
+
+  async getMeta<T>(name: string): Promise<T | undefined> {
+    this.assertOpen();
+    const v = await this.db.get(keys.meta(`x.${name}`));
+    return v === undefined ? undefined : decode<T>(v);
+  }
+
+  async setMeta(name: string, value: unknown): Promise<void> {
+    this.assertOpen();
+    await this.db.put(keys.meta(`x.${name}`), encode(value), { sync: true });
+  }
+
+  /** Raw key/value pairs of one key space, for consistency checks and tools. */
+  async *raw(prefix: string): AsyncGenerator<[string, Buffer]> {
+    yield* this.db.iterator({ gte: prefix, lt: prefix + HIGH });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.commits.drain();
+    this.closed = true;
+    this.listeners.clear();
+    this.objects.clear();
+    await this.db.close();
+  }
+
+  private typeDef(type: string): TypeDef {
+    const def = this.schema.types.get(type);
+    if (!def) throw new ValidationError({ type, rule: 'unknown-type', message: `unknown type "${type}"; the schema has ${[...this.schema.types.keys()].join(', ')}` });
+    return def;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new MeridianError('closed', 'the store is closed');
+    if (this.commits.failed !== undefined) {
+      throw new MeridianError('closed', `the store stopped after a disk write failed (${String((this.commits.failed as Error).message ?? this.commits.failed)}); restart the node`);
+    }
+  }
+}
+
+interface Plan {
+  /** the record the plan was made from */
+  from: ObjectRecord | null;
+  fields: Record<string, FieldValue>;
+  deleted: boolean;
+  touched: string[];
+  before: IndexSet;
+  after: IndexSet;
+  claimKeys: string[];
+  refIds: string[];
+}
+
+const EMPTY = Buffer.alloc(0);
+
+const absentObject = (): Promise<CachedObject> =>
+  Promise.resolve({ current: null, durable: null, doc: undefined, pending: undefined });
+
+function toStored(id: string, r: ObjectRecord): StoredObject {
+  return { id, type: r.t, fields: r.f, deleted: r.d, version: r.v, hlc: r.h, modified: hlcToIso(r.h), seq: r.s };
+}
+
+function feedEntry(seq: number, r: FeedRecord): FeedEntry {
+  return { seq, origin: r.o, originSeq: r.n, id: r.i, type: r.t, kind: r.k, update: r.u, hlc: r.h, principal: r.p, fields: r.c };
+}
+
+function objectCost(key: string, v: CachedObject): number {
+  const state = v.current?.y.length ?? 0;
+  // A live Y.Doc costs roughly ten times its encoded state.
+  return 200 + key.length * 2 + state * (v.doc ? 12 : 3);
+}
+
+function sameFields(a: Record<string, FieldValue>, b: Record<string, FieldValue>): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  return ka.every((k) => {
+    const x = a[k];
+    const y = b[k];
+    if (Array.isArray(x) && Array.isArray(y)) return x.length === y.length && x.every((v, i) => v === y[i]);
+    return x === y;
+  });
+}
+
+function sameSet(a: Set<string>, b: Set<string>): boolean {
+  return a.size === b.size && [...a].every((k) => b.has(k));
+}
+
+function clampLimit(limit: number | undefined): number {
+  if (limit === undefined) return DEFAULT_PAGE;
+  return Math.max(1, Math.min(MAX_PAGE, Math.floor(limit)));
+}
+
+function indexedFields(def: TypeDef): string[] {
+  return [...def.fields.values()].filter((f) => f.indexed || f.unique).map((f) => f.name);
+}
+
+function openError(dir: string, e: unknown): MeridianError {
+  const err = e as { code?: string; cause?: { code?: string; message?: string }; message?: string };
+  if (err.cause?.code === 'LEVEL_LOCKED' || /lock/i.test(err.cause?.message ?? '')) {
+    return new MeridianError('locked', `data dir ${dir} is in use by another Meridian process; stop it or choose another --dir`);
+  }
+  return new MeridianError('bad-request', `cannot open the store in ${dir}: ${err.cause?.message ?? err.message ?? String(e)}`);
+}

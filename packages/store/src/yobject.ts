@@ -1,0 +1,103 @@
+import { createHash } from 'node:crypto';
+import * as Y from 'yjs';
+import type { FieldValue } from './codec.js';
+
+/**
+ * One object is one Y.Doc (guid = object id): a Y.Map "f" of fields and a
+ * Y.Map "m" of metadata (type, deleted). A multi-valued field is one list
+ * value, so concurrent edits of a field resolve as one last-writer-wins choice
+ * per field, which is what conflicts are recorded against.
+ */
+const FIELDS = 'f';
+const META = 'm';
+
+export function newDoc(id: string, clientId: number): Y.Doc {
+  const doc = new Y.Doc({ guid: id, gc: true });
+  doc.clientID = clientId;
+  return doc;
+}
+
+export function docFromState(id: string, state: Uint8Array, clientId: number): Y.Doc {
+  const doc = newDoc(id, clientId);
+  Y.applyUpdate(doc, state);
+  return doc;
+}
+
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+  return a.every((v, i) => v === b[i]);
+}
+
+export interface LocalChange {
+  /** the Yjs update of this change, or undefined when it changed nothing */
+  update: Uint8Array | undefined;
+  changed: string[];
+}
+
+/**
+ * Applies field sets/removals and metadata in one Yjs transaction and returns
+ * the update it produced. Values equal to the current ones are not written, so
+ * a write that changes nothing produces no update and no feed entry.
+ */
+export function applyLocal(
+  doc: Y.Doc,
+  fields: Readonly<Record<string, FieldValue | null>>,
+  meta: { type?: string; deleted?: boolean },
+): LocalChange {
+  const f = doc.getMap<FieldValue>(FIELDS);
+  const m = doc.getMap<unknown>(META);
+  const changed: string[] = [];
+  let update: Uint8Array | undefined;
+  const capture = (u: Uint8Array): void => {
+    update = u;
+  };
+  doc.on('update', capture);
+  try {
+    doc.transact(() => {
+      for (const [k, v] of Object.entries(fields)) {
+        if (v === null) {
+          if (f.has(k)) {
+            f.delete(k);
+            changed.push(k);
+          }
+        } else if (!sameValue(f.get(k), v)) {
+          f.set(k, Array.isArray(v) ? [...v] : v);
+          changed.push(k);
+        }
+      }
+      if (meta.type !== undefined && m.get('type') !== meta.type) m.set('type', meta.type);
+      if (meta.deleted !== undefined && (m.get('deleted') === true) !== meta.deleted) m.set('deleted', meta.deleted);
+    });
+  } finally {
+    doc.off('update', capture);
+  }
+  return { update, changed };
+}
+
+export function readFields(doc: Y.Doc): Record<string, FieldValue> {
+  const out: Record<string, FieldValue> = {};
+  for (const [k, v] of doc.getMap<FieldValue>(FIELDS).entries()) out[k] = Array.isArray(v) ? [...v] : v;
+  return out;
+}
+
+export function readMeta(doc: Y.Doc): { type: string | undefined; deleted: boolean } {
+  const m = doc.getMap<unknown>(META);
+  const type = m.get('type');
+  return { type: typeof type === 'string' ? type : undefined, deleted: m.get('deleted') === true };
+}
+
+export function encodeState(doc: Y.Doc): Uint8Array {
+  return Y.encodeStateAsUpdate(doc);
+}
+
+/**
+ * The object's version: a digest of its state vector with clients sorted, so
+ * two nodes holding the same merged state report the same version (the XML
+ * gateway's strong ETag) whatever order they received the changes in.
+ */
+export function docVersion(doc: Y.Doc): string {
+  const sv = Y.decodeStateVector(Y.encodeStateVector(doc));
+  const parts = [...sv.entries()].sort((a, b) => a[0] - b[0]).map(([c, k]) => `${c}:${k}`);
+  return createHash('sha1').update(parts.join(',')).digest('base64url').slice(0, 16);
+}
