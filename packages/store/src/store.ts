@@ -409,11 +409,11 @@ export class Store {
         throw validationFailure(def, shown, field.name, 'reference', `refers to ${target ? 'deleted' : 'missing'} object ${r.key}`);
       }
       if (target.t !== field.to) {
-        throw validationFailure(def, shown, field.name, 'reference', `must refer to a ${field.to}, but ${r.key} is a ${target.t}`);
+        throw validationFailure(def, shown, field.name, 'reference', `must refer to ${article(field.to!)}, but ${r.key} is ${article(target.t)}`);
       }
       for (const [k, want] of Object.entries(field.where ?? {})) {
         if (String(target.f[k]) !== want) {
-          throw validationFailure(def, shown, field.name, 'reference', `must refer to a ${field.to} whose ${k} is ${want}, but ${r.key} has ${k} ${String(target.f[k] ?? '(none)')}`);
+          throw validationFailure(def, shown, field.name, 'reference', `must refer to ${article(field.to!)} whose ${k} is ${want}, but ${r.key} has ${k} ${String(target.f[k] ?? '(none)')}`);
         }
       }
     }
@@ -709,8 +709,8 @@ function sameFields(a: Record<string, FieldValue>, b: Record<string, FieldValue>
   });
 }
 
-function sameSet(a: Set<string>, b: Set<string>): boolean {
-  return a.size === b.size && [...a].every((k) => b.has(k));
+function article(noun: string): string {
+  return `${/^[AEIOU]/i.test(noun) ? 'an' : 'a'} ${noun}`;
 }
 
 function clampLimit(limit: number | undefined): number {

@@ -1,0 +1,53 @@
+import t from 'tap';
+import { GroupCommit, type BatchOp } from '../dist/group-commit.js';
+import { PinnedCache } from '../dist/pinned-cache.js';
+
+const put = (key: string): BatchOp => ({ type: 'put', key, value: new Uint8Array(0) });
+
+t.test('concurrent writes share one batch, and none is acknowledged before its batch is written', async (t) => {
+  const batches: BatchOp[][] = [];
+  let release!: () => void;
+  const gc = new GroupCommit(
+    (ops) => {
+      batches.push(ops);
+      return new Promise<void>((r) => (release = r));
+    },
+    () => [put('trailer')],
+  );
+  const acked: string[] = [];
+  const first = gc.add([put('a')], () => acked.push('after a')).then(() => acked.push('a'));
+  await new Promise((r) => setImmediate(r));
+  t.equal(batches.length, 1, 'the first write goes out at once');
+  const rest = ['b', 'c', 'd'].map((k) => gc.add([put(k)], () => acked.push(`after ${k}`)).then(() => acked.push(k)));
+  await new Promise((r) => setImmediate(r));
+  t.same(acked, [], 'nothing acknowledged while the batch is being written');
+  release();
+  await first;
+  await new Promise((r) => setImmediate(r));
+  t.equal(batches.length, 2, 'the three writes queued behind it share the next batch');
+  t.same(batches[1]!.map((o) => o.key), ['b', 'c', 'd', 'trailer']);
+  release();
+  await Promise.all(rest);
+  t.same(acked, ['after a', 'a', 'after b', 'after c', 'after d', 'b', 'c', 'd'], 'after-hooks run in commit order before writers resume');
+});
+
+t.test('a failed batch fails its writes and every later one', async (t) => {
+  const gc = new GroupCommit(() => Promise.reject(new Error('disk full')), () => []);
+  await t.rejects(gc.add([put('a')]), { message: 'disk full' });
+  await t.rejects(gc.add([put('b')]), { message: 'disk full' });
+  t.ok(gc.failed);
+});
+
+t.test('the cache stays within budget but never evicts a pinned entry', async (t) => {
+  const cache = new PinnedCache<string>(100, () => 40);
+  const load = async (k: string): Promise<string> => `v${k}`;
+  const a = await cache.acquire('a', load);
+  await cache.get('b', load);
+  await cache.get('c', load);
+  t.ok(cache.bytes <= 100 || cache.size === 1, 'within budget');
+  t.equal(cache.peek('a')?.value, 'va', 'the pinned entry stayed');
+  cache.release(a);
+  let loads = 0;
+  await Promise.all([1, 2, 3].map(() => cache.get('z', async (k) => (loads++, k))));
+  t.equal(loads, 1, 'concurrent loads of one key share one read');
+});

@@ -1,0 +1,93 @@
+import t, { type Test } from 'tap';
+import { ValidationError, MeridianError } from '../dist/index.js';
+import { openStore } from './fixtures.js';
+
+async function rejects(t: Test, p: Promise<unknown>, rule: string, field: string | undefined, message: RegExp): Promise<void> {
+  try {
+    await p;
+    t.fail(`expected the ${rule} rule to refuse the write`);
+  } catch (e) {
+    t.type(e, ValidationError);
+    const v = e as ValidationError;
+    t.equal(v.rule, rule, `rule ${rule}`);
+    t.equal(v.field, field, `field ${field}`);
+    t.match(v.message, message);
+  }
+}
+
+t.test('every schema rule refuses a bad write with one sentence naming object, field and rule', async (t) => {
+  const s = await openStore(t);
+  const reseller = await s.create('Org', { name: 'R', kind: 'reseller' });
+  const customer = await s.create('Org', { name: 'C', kind: 'customer', reseller: reseller.id });
+  const anna = await s.create('Person', { cn: 'Anna', sn: 'A', mail: ['Anna@Example.com'], uid: 'anna' });
+  const before = s.lastSeq;
+
+  await rejects(t, s.create('Nope', { a: 1 }), 'unknown-type', undefined, /unknown type "Nope"; the schema has Org, Person, License/);
+  await rejects(t, s.create('Person', { cn: 'X', sn: 'Y', shoe: '42' }), 'unknown-field', 'shoe', /^new Person: field "shoe" is not a field of Person$/);
+  await rejects(t, s.create('License', { customer: customer.id, seats: 'many', validFrom: '2024-01-01' }), 'type', 'seats', /must be an integer, got "many"/);
+  await rejects(t, s.create('License', { customer: customer.id, seats: 1.5, validFrom: '2024-01-01' }), 'type', 'seats', /must be an integer/);
+  await rejects(t, s.create('License', { customer: customer.id, seats: 3, ratio: 'x', validFrom: '2024-01-01' }), 'type', 'ratio', /must be a number/);
+  await rejects(t, s.create('License', { customer: customer.id, seats: 3, active: 'yes', validFrom: '2024-01-01' }), 'type', 'active', /must be true or false/);
+  await rejects(t, s.create('License', { customer: customer.id, seats: 3, validFrom: '2024-02-30' }), 'type', 'validFrom', /must be a date as YYYY-MM-DD/);
+  await rejects(t, s.create('License', { customer: customer.id, seats: 0, validFrom: '2024-01-01' }), 'min', 'seats', /must be at least 1/);
+  await rejects(t, s.create('License', { customer: customer.id, seats: 101, validFrom: '2024-01-01' }), 'max', 'seats', /must be at most 100/);
+  await rejects(t, s.create('Person', { cn: 'X', sn: 5 }), 'type', 'sn', /must be a string, got 5/);
+  await rejects(t, s.create('Person', { cn: 'X', sn: 'a\u0000b' }), 'type', 'sn', /control character/);
+  await rejects(t, s.create('Person', { cn: 'X', sn: ['a', 'b'] }), 'single', 'sn', /takes one value, got 2/);
+  await rejects(t, s.create('Person', { cn: 'X' }), 'required', 'sn', /^new Person: field "sn" is required$/);
+  await rejects(t, s.create('Org', { name: 'X', kind: 'partner' }), 'enum', 'kind', /must be one of vendor, reseller, customer, got "partner"/);
+  await rejects(t, s.create('Person', { cn: 'X', sn: 'Y', mail: 'not-an-address' }), 'pattern', 'mail', /does not match/);
+  await rejects(t, s.create('Person', { cn: 'X', sn: 'Y', org: 'org-missing' }), 'reference', 'org', /refers to missing object org-missing/);
+  await rejects(t, s.create('Person', { cn: 'X', sn: 'Y', org: anna.id }), 'reference', 'org', new RegExp(`must refer to an Org, but ${anna.id} is a Person`));
+  await rejects(t, s.create('License', { customer: reseller.id, seats: 1, validFrom: '2024-01-01' }), 'reference', 'customer', /whose kind is customer/);
+  await rejects(t, s.create('Person', { cn: 'X', sn: 'Y', mail: 'anna@EXAMPLE.com' }), 'unique', 'mail', new RegExp(`already used by Person ${anna.id}`));
+  await rejects(t, s.create('Person', { cn: 'X', sn: 'Y', uid: 'ANNA' }), 'unique', 'uid', /already used/);
+  await rejects(t, s.update(anna.id, { cn: null }), 'required', 'cn', new RegExp(`^Person ${anna.id}: field "cn" is required$`));
+
+  const gone = await s.create('Org', { name: 'Gone', kind: 'customer' });
+  await s.delete(gone.id);
+  const after = s.lastSeq;
+  await rejects(t, s.create('Person', { cn: 'X', sn: 'Y', org: gone.id }), 'reference', 'org', new RegExp(`refers to deleted object ${gone.id}`));
+  t.equal(s.lastSeq, after, 'no refused write reached the feed');
+  t.equal(after, before + 2, 'only the two accepted writes did');
+});
+
+t.test('strings from the CLI, XML or LDAP become the field type once; strings stay exactly as given', async (t) => {
+  const s = await openStore(t);
+  const c = await s.create('Org', { name: 'C', kind: 'customer' });
+  const l = await s.create('License', { customer: c.id, seats: '7', ratio: '0.5', active: 'true', validFrom: '2024-02-29' });
+  t.same(l.fields, { customer: c.id, seats: 7, ratio: 0.5, active: true, validFrom: '2024-02-29' });
+  const p = await s.create('Person', { cn: 'X', sn: 'Y', telephoneNumber: '+27 021', mail: ['a@b.c', 'A@B.C'] });
+  t.same(p.fields['telephoneNumber'], ['+27 021'], 'a single value of a multi-valued field becomes a list');
+  t.same(p.fields['mail'], ['a@b.c'], 'values equal after case folding are kept once');
+  const q = await s.create('Person', { cn: '0049', sn: '  spaced  ' });
+  t.same([q.fields['cn'], q.fields['sn']], ['0049', '  spaced  ']);
+});
+
+t.test('ids and object lifecycle errors', async (t) => {
+  const s = await openStore(t);
+  await t.rejects(s.create('Org', { name: 'X', kind: 'vendor' }, { id: 'bad id!' }), { rule: 'id' });
+  const o = await s.create('Org', { name: 'X', kind: 'vendor' }, { id: 'org-x' });
+  await t.rejects(s.create('Org', { name: 'Y', kind: 'vendor' }, { id: 'org-x' }), { code: 'exists', message: /already exists/ });
+  await t.rejects(s.update('org-nope', { name: 'Z' }), { code: 'not-found' });
+  await t.rejects(s.update(o.id, { name: 'Z' }, { ifVersion: 'stale' }), { code: 'precondition', message: /has changed since version stale/ });
+  await s.delete(o.id);
+  await t.rejects(s.update(o.id, { name: 'Z' }), { code: 'not-found', message: /was deleted/ });
+  await t.rejects(s.create('Org', { name: 'Y', kind: 'vendor' }, { id: 'org-x' }), { code: 'exists', message: /exists as a deleted object/ });
+  t.type(new MeridianError('closed', 'x'), Error);
+});
+
+t.test('passwords are stored only as salted hashes and never shown', async (t) => {
+  const { publicFields, verifyPassword } = await import('../dist/index.js');
+  const s = await openStore(t);
+  const p = await s.create('Person', { cn: 'X', sn: 'Y', password: 'secret' });
+  const stored = p.fields['password'] as string;
+  t.match(stored, /^\$scrypt\$N=1024,r=8,p=1\$/);
+  t.ok(await verifyPassword('secret', stored));
+  t.notOk(await verifyPassword('wrong', stored));
+  t.notOk(await verifyPassword('', stored), 'an empty password never matches');
+  t.notOk('password' in publicFields(s.schema.types.get('Person'), p.fields));
+  for await (const [, v] of s.raw('')) t.notOk(v.includes(Buffer.from('secret')), 'clear text never reaches the disk');
+  const q = await s.replace(p.id, { cn: 'X2', sn: 'Y' });
+  t.equal(q.fields['password'], stored, 'a full replace keeps the password it cannot see');
+});

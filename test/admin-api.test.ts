@@ -1,0 +1,110 @@
+import { request } from 'node:http';
+import t, { type Test } from 'tap';
+import { pino } from 'pino';
+import { MeridianNode, resolveConfig } from '@meridian/node';
+import { tempDir } from './helpers/tmp.js';
+
+const AUTH = `Basic ${Buffer.from('admin:pw').toString('base64')}`;
+
+async function startInProcess(t: Test): Promise<MeridianNode> {
+  const config = resolveConfig({ flags: { dir: tempDir(t), httpPort: 0, adminPassword: 'pw', maxBody: 4096 } });
+  const node = await MeridianNode.start(config, pino({ level: 'silent' }));
+  t.teardown(() => node.stop());
+  return node;
+}
+
+interface Reply {
+  status: number;
+  body: { error?: { code: string; message: string; field?: string } } & Record<string, unknown>;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+function call(node: MeridianNode, method: string, path: string, body?: string | Buffer, headers: Record<string, string> = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${node.url}${path}`, { method, headers: { authorization: AUTH, ...headers } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : {}, headers: res.headers });
+      });
+    });
+    req.on('error', reject);
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
+const json = { 'content-type': 'application/json' };
+
+t.test('bad input on the admin API gets a clear 4xx and stores nothing', async (t) => {
+  const node = await startInProcess(t);
+  const seq = node.store.lastSeq;
+  const cases: [string, string, string | Buffer | undefined, Record<string, string>, number, RegExp][] = [
+    ['POST', '/api/objects', '{"type": "Person", ', json, 400, /^the body is not valid JSON/],
+    ['POST', '/api/objects', 'x'.repeat(5000), json, 413, /^request body is larger than the limit of 4096 bytes$/],
+    ['POST', '/api/objects', '{"type":"Person","fields":{"cn":"a","sn":"b"}}', { 'content-type': 'text/plain' }, 415, /send the body as application\/json/],
+    ['POST', '/api/objects', '[1,2]', json, 400, /must be a JSON object/],
+    ['POST', '/api/objects', '{"type":"Person","fields":{"cn":"a","sn":"b"},"extra":1}', json, 400, /unknown property "extra"/],
+    ['POST', '/api/objects', '{"type":5,"fields":{}}', json, 400, /"type" must name a type/],
+    ['POST', '/api/objects', '{"type":"Person","fields":"cn=a"}', json, 400, /"fields" must be a JSON object/],
+    ['POST', '/api/objects', '{"type":"Person","fields":{"cn":{"x":1},"sn":"b"}}', json, 400, /field "cn" must be a string, number, boolean, list of those, or null/],
+    ['POST', '/api/objects', '{"type":"Person","fields":{"cn":"a"}}', json, 422, /field "sn" is required/],
+    ['POST', '/api/objects', '{"type":"Spaceship","fields":{}}', json, 422, /unknown type "Spaceship"/],
+    ['POST', '/api/objects', '{"type":"Person","id":"bad id","fields":{"cn":"a","sn":"b"}}', json, 422, /may hold only letters/],
+    ['POST', '/api/objects', '{"type":"License","fields":{"seats":"lots"}}', json, 422, /"seats" must be an integer/],
+    ['PATCH', '/api/objects/per-none', '{"fields":{"cn":"x"}}', json, 404, /^no object per-none$/],
+    ['PUT', '/api/objects/x/y', '{}', json, 404, /no such API resource/],
+    ['DELETE', '/api/objects', undefined, {}, 405, /DELETE is not allowed here; use GET, POST/],
+    ['GET', '/api/objects', undefined, {}, 400, /say which type to list/],
+    ['GET', '/api/objects?type=Person&limit=0', undefined, {}, 400, /limit must be a whole number/],
+    ['GET', '/api/objects?type=Person&after=%%%', undefined, {}, 400, /cursor is not one this node handed out/],
+    ['GET', '/api/objects?type=Person&cn=a&sn=b', undefined, {}, 400, /filter by one field at a time/],
+    ['GET', '/api/objects/%E0%A4%A', undefined, {}, 400, /not valid percent-encoding/],
+    ['GET', '/api/feed?after=-1', undefined, {}, 400, /after must be a feed position/],
+    ['GET', '/nowhere', undefined, {}, 404, /nothing at \/nowhere/],
+  ];
+  for (const [method, path, body, headers, status, message] of cases) {
+    const r = await call(node, method, path, body, headers);
+    t.equal(r.status, status, `${method} ${path} -> ${status}`);
+    t.match(r.body.error?.message ?? '', message, `${method} ${path}: ${r.body.error?.message}`);
+  }
+  const v = await call(node, 'POST', '/api/objects', '{"type":"License","fields":{"seats":"lots"}}', json);
+  t.equal(v.body.error?.field, 'seats', 'validation errors name the field');
+  t.equal(node.store.lastSeq, seq, 'nothing was stored');
+  const unauth = await call(node, 'GET', '/status', undefined, { authorization: '' });
+  t.equal(unauth.status, 401);
+  t.match(unauth.headers['www-authenticate'], /^Basic realm="meridian"/);
+  t.equal((await call(node, 'GET', '/healthz', undefined, { authorization: '' })).status, 200, 'liveness needs no password');
+});
+
+t.test('ETags and If-Match guard against lost updates', async (t) => {
+  const node = await startInProcess(t);
+  const created = await call(node, 'POST', '/api/objects', JSON.stringify({ type: 'Organisation', fields: { name: 'Acme', kind: 'customer' } }), json);
+  t.equal(created.status, 201);
+  const id = created.body['id'] as string;
+  t.equal(created.headers['location'], `/api/objects/${id}`);
+  const etag = created.headers['etag'] as string;
+  const ok = await call(node, 'PATCH', `/api/objects/${id}`, '{"fields":{"l":"Cape Town"}}', { ...json, 'if-match': etag });
+  t.equal(ok.status, 200);
+  const stale = await call(node, 'PATCH', `/api/objects/${id}`, '{"fields":{"l":"Durban"}}', { ...json, 'if-match': etag });
+  t.equal(stale.status, 412);
+  t.match(stale.body.error?.message, /has changed since version .*; fetch it again and retry/);
+  const replaced = await call(node, 'PUT', `/api/objects/${id}`, '{"fields":{"name":"Acme Ltd","kind":"customer"}}', json);
+  t.same(replaced.body['fields'], { name: 'Acme Ltd', kind: 'customer' }, 'PUT replaces the whole object');
+});
+
+t.test('random bodies never crash the node, never store, always 4xx', async (t) => {
+  const node = await startInProcess(t);
+  const seq = node.store.lastSeq;
+  let seed = 7;
+  const rnd = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const pieces = ['{', '}', '[', ']', '"type"', '"fields"', '"Person"', ':', ',', '"cn"', 'null', '1e999', '"\\u0000"', 'true', '"x"', '"id"', '"../x"'];
+  for (let i = 0; i < 300; i++) {
+    const body = rnd() < 0.5 ? Buffer.from(Array.from({ length: Math.floor(rnd() * 64) }, () => Math.floor(rnd() * 256))) : Array.from({ length: Math.floor(rnd() * 12) }, () => pieces[Math.floor(rnd() * pieces.length)]).join('');
+    const r = await call(node, rnd() < 0.5 ? 'POST' : 'PATCH', rnd() < 0.5 ? '/api/objects' : '/api/objects/per-x', body, json);
+    if (r.status < 400 || r.status >= 500) t.fail(`body ${JSON.stringify(body.toString())} got ${r.status}`);
+  }
+  t.equal(node.store.lastSeq, seq, 'nothing stored');
+  t.equal((await call(node, 'GET', '/healthz')).status, 200, 'still serving');
+});

@@ -1,0 +1,99 @@
+import t from 'tap';
+import { cli, startNode } from './helpers/node-process.js';
+import { tempDir } from './helpers/tmp.js';
+
+const PW = 'test-admin-pw';
+
+t.test('the CLI end to end against a node started through bin/meridian', async (t) => {
+  const dir = tempDir(t);
+  const node = await startNode(t, ['--dir', dir, '--admin-password', PW, '--node-id', 'eu-1']);
+  const env = { MERIDIAN_NODE: node.url, MERIDIAN_PASSWORD: PW };
+
+  const status = cli(['status', '--json'], env);
+  t.equal(status.code, 0, status.stderr);
+  const s = JSON.parse(status.stdout);
+  t.match(s, { nodeId: 'eu-1', role: 'master', mode: 'read-write', objects: 0, peers: [] });
+  t.match(cli(['status'], env).stdout, /node\s+eu-1 \(master, read-write\)/);
+
+  const org = cli(['put', 'Organisation', 'org-acme', 'name=Acme Ltd', 'kind=customer', 'postalCode=0049'], env);
+  t.equal(org.code, 0, org.stderr);
+  t.equal(org.stdout.trim(), 'org-acme', 'put prints the id');
+  const created = cli(['put', 'Person', 'cn=Anna Smith', 'sn=Smith', 'mail=Anna@Example.com', 'mail=anna.smith@example.com', 'organisation=org-acme', 'telephoneNumber=+27 021 555'], env);
+  t.equal(created.code, 0, created.stderr);
+  const id = created.stdout.trim();
+  t.match(id, /^per-[0-9a-z]{12}$/);
+
+  const got = JSON.parse(cli(['get', id, '--json'], env).stdout);
+  t.same(got.fields, { cn: 'Anna Smith', sn: 'Smith', mail: ['Anna@Example.com', 'anna.smith@example.com'], organisation: 'org-acme', telephoneNumber: ['+27 021 555'] });
+  t.match(cli(['get', 'org-acme'], env).stdout, /postalCode\s+0049/, 'values stay strings exactly as given');
+
+  const upd = cli(['put', 'Person', id, 'title=CIO', 'telephoneNumber='], env);
+  t.equal(upd.code, 0, upd.stderr);
+  const after = JSON.parse(cli(['get', id, '--json'], env).stdout);
+  t.equal(after.fields.title, 'CIO');
+  t.notOk('telephoneNumber' in after.fields, '"field=" removes the field');
+
+  const list = JSON.parse(cli(['list', 'Person', 'mail=ANNA@example.com', '--json'], env).stdout);
+  t.same(list.items.map((o: { id: string }) => o.id), [id], 'lookup by mail is case-insensitive');
+  t.match(cli(['list', 'Person'], env).stdout, new RegExp(`${id}\\s+Anna Smith`));
+
+  const bad = cli(['put', 'Person', 'cn=X', 'mail=anna@EXAMPLE.com', 'sn=Y'], env);
+  t.equal(bad.code, 1);
+  t.equal(bad.stderr, `meridian: new Person: field "mail" value "anna@example.com" is already used by Person ${id}\n`);
+  t.equal(bad.stdout, '');
+
+  const del = cli(['delete', id], env);
+  t.equal(del.code, 0, del.stderr);
+  const gone = cli(['get', id], env);
+  t.equal(gone.code, 1);
+  t.match(gone.stderr, new RegExp(`^meridian: Person ${id} was deleted at .*Z\\n$`));
+  t.equal(JSON.parse(cli(['get', id, '--deleted', '--json'], env).stdout).deleted, true);
+
+  // usage errors exit 2, operation failures exit 1, never a stack trace
+  t.equal(cli(['frobnicate'], env).code, 2);
+  t.equal(cli(['put', 'Person', 'x', 'notanassignment'], env).code, 2);
+  const unauth = cli(['status'], { MERIDIAN_NODE: node.url, MERIDIAN_PASSWORD: 'wrong' });
+  t.equal(unauth.code, 1);
+  t.equal(unauth.stderr, 'meridian: wrong user or password\n');
+  const noPw = cli(['status', '--node', node.url], { MERIDIAN_PASSWORD: undefined });
+  t.match(noPw.stderr, /pass --password or set MERIDIAN_PASSWORD/);
+  const down = cli(['status', '--node', 'http://127.0.0.1:9'], env);
+  t.equal(down.code, 1);
+  t.match(down.stderr, /^meridian: cannot reach the node at http:\/\/127\.0\.0\.1:9 .*; is "meridian serve" running there\?\n$/);
+  for (const r of [bad, gone, unauth, down]) t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  t.match(cli(['--help']).stdout, /init[\s\S]*serve[\s\S]*status[\s\S]*get[\s\S]*put[\s\S]*list[\s\S]*delete/);
+
+  // a second node on the same data dir refuses with a clear sentence
+  const second = cli(['serve', '--dir', dir, '--http-port', '0']);
+  t.equal(second.code, 1);
+  t.equal(second.stderr.trim(), `meridian: data dir ${dir} is in use by another Meridian process; stop it or choose another --dir`);
+
+  t.equal(await node.stop(), 0, 'SIGTERM shuts down cleanly');
+  t.match(node.output(), /"msg":"stopped"/);
+});
+
+t.test('without an admin password the first start generates one, prints it once, and stores only a hash', async (t) => {
+  const dir = tempDir(t);
+  const first = await startNode(t, ['--dir', dir], { MERIDIAN_ADMIN_PASSWORD: '' });
+  const m = /admin password \(shown once; only a hash is stored\): (\S+)/.exec(first.output());
+  t.ok(m, 'printed');
+  const pw = m![1]!;
+  t.equal(cli(['status'], { MERIDIAN_NODE: first.url, MERIDIAN_PASSWORD: pw }).code, 0);
+  await first.stop();
+  const { readdirSync, readFileSync } = await import('node:fs');
+  for (const f of readdirSync(dir)) t.notOk(readFileSync(`${dir}/${f}`).includes(Buffer.from(pw)), `${f} does not hold the password`);
+  const second = await startNode(t, ['--dir', dir], { MERIDIAN_ADMIN_PASSWORD: '' });
+  t.notMatch(second.output(), /admin password/, 'not printed again');
+  t.equal(cli(['status'], { MERIDIAN_NODE: second.url, MERIDIAN_PASSWORD: pw }).code, 0, 'and it still works');
+  await second.stop();
+});
+
+t.test('init prepares a data dir that serve then uses', async (t) => {
+  const dir = tempDir(t);
+  const r = cli(['init', '--dir', dir, '--node-id', 'za-1']);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /initialised node za-1\nadmin password \(shown once; only a hash is stored\): \S+\n/);
+  const node = await startNode(t, ['--dir', dir], { MERIDIAN_ADMIN_PASSWORD: '' });
+  t.match(node.output(), /meridian node za-1 listening/);
+  await node.stop();
+});

@@ -1,0 +1,25 @@
+import { writeFileSync } from 'node:fs';
+import t from 'tap';
+import { resolveConfig } from '@meridian/node';
+import { tempDir } from './helpers/tmp.js';
+
+t.test('flags win over the environment, which wins over the config file', async (t) => {
+  const file = `${tempDir(t)}/meridian.yaml`;
+  writeFileSync(file, 'dir: /from/file\nhttpPort: 9001\nnodeId: file-node\nhost: 0.0.0.0\n');
+  const c = resolveConfig({
+    file,
+    env: { MERIDIAN_HTTP_PORT: '9002', MERIDIAN_NODE_ID: 'env-node' },
+    flags: { nodeId: 'flag-node' },
+  });
+  t.match(c, { dir: '/from/file', httpPort: 9002, nodeId: 'flag-node', host: '0.0.0.0' });
+  t.equal(resolveConfig({}).httpPort, 8080, 'defaults');
+});
+
+t.test('bad settings are refused with the source named', async (t) => {
+  const file = `${tempDir(t)}/meridian.yaml`;
+  writeFileSync(file, 'httpPort: 9001\ncolour: blue\n');
+  t.throws(() => resolveConfig({ file }), { message: /config file .*meridian.yaml: unknown setting "colour"/ });
+  t.throws(() => resolveConfig({ flags: { httpPort: 'eighty' } }), { message: '--http-port: httpPort must be a whole number, got "eighty"' });
+  t.throws(() => resolveConfig({ env: { MERIDIAN_HTTP_PORT: '70000' } }), { message: /MERIDIAN_HTTP_PORT: httpPort must be a port number/ });
+  t.throws(() => resolveConfig({ file: '/nonexistent/m.yaml' }), { message: /cannot read config file \/nonexistent\/m.yaml/ });
+});

@@ -1,0 +1,89 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Test } from 'tap';
+
+export const BIN = fileURLToPath(new URL('../../bin/meridian', import.meta.url));
+
+/**
+ * tap wraps child_process and puts its loaders into NODE_OPTIONS of every
+ * child, which makes each CLI run take a second. The children here are the
+ * real binary, so start them through env(1) with NODE_OPTIONS removed;
+ * env execs node, so the pid stays the node's.
+ */
+export function nodeCommand(args: string[]): [string, string[]] {
+  return ['/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath, BIN, ...args]];
+}
+
+export interface RunningNode {
+  proc: ChildProcess;
+  url: string;
+  pid: number;
+  output: () => string;
+  /** SIGTERM and wait for exit; resolves to the exit code */
+  stop: () => Promise<number | null>;
+  kill9: () => Promise<void>;
+}
+
+/**
+ * Starts `meridian serve` on a free port (--http-port 0) and waits for its
+ * "listening on" line. The process is killed by pid when the test ends.
+ */
+export async function startNode(t: Test, args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunningNode> {
+  const [cmd, argv] = nodeCommand(['serve', '--http-port', '0', ...args]);
+  const proc = spawn(cmd, argv, {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  t.teardown(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      process.kill(proc.pid!, 'SIGKILL');
+      await exited;
+    }
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`node did not start in 20 s:\n${out}`)), 20_000);
+    const onData = (): void => {
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    };
+    proc.stdout!.on('data', onData);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`node exited with ${code} before listening:\n${out}`));
+    });
+  });
+  return {
+    proc,
+    url,
+    pid: proc.pid!,
+    output: () => out,
+    stop: async () => {
+      process.kill(proc.pid!, 'SIGTERM');
+      return exited;
+    },
+    kill9: async () => {
+      process.kill(proc.pid!, 'SIGKILL');
+      await exited;
+    },
+  };
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real CLI through bin/meridian. */
+export function cli(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
+  const [cmd, argv] = nodeCommand(args);
+  const r = spawnSync(cmd, argv, { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
