@@ -1,5 +1,6 @@
 export { Store } from './store.js';
-export type { StoreOptions, StoredObject, FeedEntry, WriteOptions, Page, PageOptions } from './store.js';
+export type { StoreOptions, StoredObject, FeedEntry, WriteOptions, Page, PageOptions, RemoteChange, ApplyResult } from './store.js';
+export type { ConflictRecord, ConflictValue } from './conflicts.js';
 export { MeridianError, ValidationError, isMeridianError } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { parseSchema, loadSchemaFile, publicFields, foldValue } from './schema.js';

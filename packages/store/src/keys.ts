@@ -28,6 +28,8 @@ export const keys = {
   /** version vector: v<origin node> -> highest origin seq applied */
   vector: (origin: string): string => `v${origin}`,
   vectorPrefix: 'v',
+  /** replication checkpoint: c<peer> -> that peer's feed seq applied here */
+  checkpoint: (peer: string): string => `c${peer}`,
   /** node metadata: m<name> -> value */
   meta: (name: string): string => `m${name}`,
   /** type index: t<type>\0<id> -> '' */

@@ -1,13 +1,14 @@
 import { randomInt } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { Level } from 'level';
-import type * as Y from 'yjs';
+import * as Y from 'yjs';
 import { decode, encode, type ChangeKind, type FeedRecord, type FieldValue, type ObjectRecord } from './codec.js';
 import { MeridianError, ValidationError } from './errors.js';
 import { GroupCommit, type BatchOp } from './group-commit.js';
 import { HybridClock, hlcToIso } from './hlc.js';
 import { newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
+import { conflictKey, detectConflicts, snapshotFieldItems, type ConflictRecord, type DetectedConflict } from './conflicts.js';
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
 import { DEFAULT_COST, hashPassword, isPasswordHash, type ScryptCost } from './password.js';
 import { PinnedCache, type Slot } from './pinned-cache.js';
@@ -20,7 +21,7 @@ import {
   type Schema,
   type TypeDef,
 } from './schema.js';
-import { applyLocal, docFromState, docVersion, encodeState, newDoc, readFields } from './yobject.js';
+import { applyLocal, docFromState, docVersion, encodeState, fieldsMap, newDoc, readFields, readMeta } from './yobject.js';
 
 export interface StoreOptions {
   dir: string;
@@ -79,6 +80,15 @@ export interface PageOptions {
   after?: string;
 }
 
+/** A change as it travels between nodes: a feed entry without the local seq. */
+export type RemoteChange = Omit<FeedEntry, 'seq'>;
+
+export interface ApplyResult {
+  applied: number;
+  skipped: number;
+  conflicts: number;
+}
+
 type Intent =
   | { kind: 'create'; id: string; type: string; fields: Record<string, unknown>; fresh: boolean }
   | { kind: 'update'; id: string; fields: Record<string, unknown> }
@@ -94,6 +104,8 @@ interface CachedObject {
   doc: Y.Doc | undefined;
   /** settles when `current` is on disk */
   pending: Promise<void> | undefined;
+  /** set while a remote change is being applied; local writes wait for it */
+  busy?: Promise<void> | undefined;
 }
 
 /** unique-index owner as writers see it (pending changes included) */
@@ -122,6 +134,12 @@ export class Store {
   private readonly passwordCost: ScryptCost;
   private readonly listeners = new Set<(entries: FeedEntry[]) => void>();
   private notifyQueue: FeedEntry[] = [];
+  private readonly dirtyVector = new Set<string>();
+  /** which node each Yjs clientID belongs to, for conflict reports */
+  private readonly clientNodes: Map<number, string>;
+  private clientNodesDirty = false;
+  /** unsettled conflicts by object id, then conflict key */
+  private readonly openConflicts: Map<string, Map<string, ConflictRecord>>;
   private seq: number;
   private durableSeq: number;
   private closed = false;
@@ -135,7 +153,11 @@ export class Store {
     seq: number;
     vector: Map<string, number>;
     counts: Map<string, number>;
+    clientNodes: Map<number, string>;
+    openConflicts: Map<string, Map<string, ConflictRecord>>;
   }) {
+    this.clientNodes = init.clientNodes;
+    this.openConflicts = init.openConflicts;
     this.db = init.db;
     this.dir = init.opts.dir;
     this.schema = init.opts.schema;
@@ -210,7 +232,19 @@ export class Store {
       const seq = last.length ? parseSeqPart(last[0]!.slice(1)) : 0;
       const counts = new Map(Object.entries((await getMeta<Record<string, number>>('counts')) ?? {}));
       const hlc = (await getMeta<number>('hlc')) ?? 0;
-      return new Store({ db, opts, nodeId, clientId, hlc, seq, vector, counts });
+      const clientNodes = new Map<number, string>(
+        Object.entries((await getMeta<Record<string, string>>('clientNodes')) ?? {}).map(([c, n]) => [Number(c), n]),
+      );
+      for (const c of clients) clientNodes.set(c.id, nodeId);
+      const openConflicts = new Map<string, Map<string, ConflictRecord>>();
+      for await (const [k, v] of db.iterator({ gte: 'k', lt: `k${HIGH}` })) {
+        const rec = decode<ConflictRecord>(v);
+        if (rec.settled !== undefined) continue;
+        let m = openConflicts.get(rec.objectId);
+        if (!m) openConflicts.set(rec.objectId, (m = new Map()));
+        m.set(k, rec);
+      }
+      return new Store({ db, opts, nodeId, clientId, hlc, seq, vector, counts, clientNodes, openConflicts });
     } catch (e) {
       await db.close().catch(() => undefined);
       throw e;
@@ -254,6 +288,7 @@ export class Store {
     const load = intent.kind === 'create' && intent.fresh ? absentObject : this.loadObject;
     for (;;) {
       const slot = await this.objects.acquire(intent.id, load);
+      while (slot.value.busy) await slot.value.busy;
       const held: Slot<CachedClaim>[] = [];
       const refs: Slot<CachedObject>[] = [];
       let committed: Promise<StoredObject> | undefined;
@@ -451,14 +486,40 @@ export class Store {
       c: change.changed,
       k: kind,
     };
+    const settle = change.changed.flatMap((f) => this.settleOps(id, f, hlc));
+    return this.persist(slot, def, cur, record, feed, plan.before, plan.after, claims, settle).then(() => toStored(id, record));
+  }
+
+  /**
+   * Queues one change for the next batch: object record, feed entry, index
+   * differences and unique-index claims, plus any extra records; updates the
+   * cache at once and acknowledges once the batch is on disk.
+   */
+  private persist(
+    slot: Slot<CachedObject>,
+    def: TypeDef | undefined,
+    cur: ObjectRecord | null,
+    record: ObjectRecord,
+    feed: FeedRecord,
+    before: IndexSet,
+    after: IndexSet,
+    claims: Slot<CachedClaim>[],
+    extra: BatchOp[],
+  ): Promise<void> {
+    const id = feed.i;
+    const seq = record.s;
     const ops: BatchOp[] = [
       { type: 'put', key: keys.object(id), value: encode(record) },
       { type: 'put', key: keys.feed(seq), value: encode(feed) },
+      ...extra,
     ];
-    for (const k of plan.before.plain) if (!plan.after.plain.has(k)) ops.push({ type: 'del', key: k });
-    for (const k of plan.after.plain) if (!plan.before.plain.has(k)) ops.push({ type: 'put', key: k, value: EMPTY });
+    for (const k of before.plain) if (!after.plain.has(k)) ops.push({ type: 'del', key: k });
+    for (const k of after.plain) if (!before.plain.has(k)) ops.push({ type: 'put', key: k, value: EMPTY });
     for (const c of claims) {
-      if (plan.after.unique.has(c.key)) {
+      if (after.unique.has(c.key)) {
+        // A remote change may carry a value another object holds here: the
+        // first holder keeps the index entry, and the clash is a conflict.
+        if (c.value.owner !== null && c.value.owner !== id) continue;
         c.value.owner = id;
         ops.push({ type: 'put', key: c.key, value: Buffer.from(id) });
       } else if (c.value.owner === id) {
@@ -467,7 +528,8 @@ export class Store {
       }
     }
     const wasLive = cur !== null && !cur.d;
-    if (wasLive !== !plan.deleted) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + (plan.deleted ? -1 : 1));
+    if (def && wasLive !== !record.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + (record.d ? -1 : 1));
+    this.dirtyVector.add(feed.o);
 
     slot.value.current = record;
     this.objects.resize(slot);
@@ -481,16 +543,191 @@ export class Store {
       this.notify(entry);
     });
     slot.value.pending = durable;
-    return durable.then(() => toStored(id, record));
+    return durable;
+  }
+
+  // ---- replication ------------------------------------------------------
+
+  /**
+   * Applies changes received from a peer, in order, each as it was made at
+   * its origin (origin node, origin seq, HLC and principal kept). Changes the
+   * version vector already covers are skipped, so changes relayed through
+   * several nodes apply once. Remote changes are not validated: the origin
+   * master validated them, and refusing one here would make nodes diverge.
+   * With `checkpoint`, the peer's feed position is stored in the same batch
+   * as the last change, so the checkpoint never runs ahead of the data.
+   */
+  async applyRemote(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } } = {}): Promise<ApplyResult> {
+    this.assertOpen();
+    const result: ApplyResult = { applied: 0, skipped: 0, conflicts: 0 };
+    let last: Promise<void> | undefined;
+    for (let i = 0; i < changes.length; i++) {
+      const c = changes[i]!;
+      const extra: BatchOp[] = i === changes.length - 1 && opts.checkpoint ? [checkpointOp(opts.checkpoint)] : [];
+      if ((this.vector.get(c.origin) ?? 0) >= c.originSeq) {
+        result.skipped++;
+        if (extra.length) last = this.commits.add(extra);
+        continue;
+      }
+      const r = await this.applyOne(c, extra);
+      result.applied++;
+      result.conflicts += r.conflicts;
+      last = r.durable;
+    }
+    if (changes.length === 0 && opts.checkpoint) last = this.commits.add([checkpointOp(opts.checkpoint)]);
+    await last;
+    return result;
+  }
+
+  private async applyOne(c: RemoteChange, extra: BatchOp[]): Promise<{ durable: Promise<void>; conflicts: number }> {
+    const slot = await this.objects.acquire(c.id, this.loadObject);
+    while (slot.value.busy) await slot.value.busy;
+    let done!: () => void;
+    slot.value.busy = new Promise<void>((r) => (done = r));
+    const claims: Slot<CachedClaim>[] = [];
+    let handedOver = false;
+    try {
+      const cur = slot.value.current;
+      const doc = slot.value.doc ?? (cur ? docFromState(c.id, cur.y, this.clientId) : newDoc(c.id, this.clientId));
+      slot.value.doc = doc;
+      const map = fieldsMap(doc);
+      const before = snapshotFieldItems(map);
+      let found: DetectedConflict[] = [];
+      const onAfter = (tr: Y.Transaction): void => {
+        for (const [client, clock] of tr.afterState) {
+          if (clock > (tr.beforeState.get(client) ?? 0) && !this.clientNodes.has(client)) {
+            this.clientNodes.set(client, c.origin);
+            this.clientNodesDirty = true;
+          }
+        }
+        found = detectConflicts(doc, map, tr, before, (client) => this.clientNodes.get(client));
+      };
+      doc.on('afterTransaction', onAfter);
+      try {
+        Y.applyUpdate(doc, c.update, 'remote');
+      } finally {
+        doc.off('afterTransaction', onAfter);
+      }
+      const meta = readMeta(doc);
+      const type = meta.type ?? c.type;
+      const def = this.schema.types.get(type);
+      const fields = readFields(doc);
+      const beforeIdx = cur && def ? indexSet(def, c.id, cur.f, cur.d) : EMPTY_INDEX;
+      const afterIdx = def ? indexSet(def, c.id, fields, meta.deleted) : EMPTY_INDEX;
+      const claimKeys = new Set<string>();
+      for (const k of beforeIdx.unique) if (!afterIdx.unique.has(k)) claimKeys.add(k);
+      for (const k of afterIdx.unique) if (!beforeIdx.unique.has(k)) claimKeys.add(k);
+      await Promise.all([...claimKeys].map(async (k) => claims.push(await this.claims.acquire(k, this.loadClaim))));
+
+      // -- synchronous from here: no other change interleaves --
+      this.clock.observe(c.hlc);
+      const hlc = c.hlc;
+      const seq = ++this.seq;
+      if ((this.vector.get(c.origin) ?? 0) < c.originSeq) this.vector.set(c.origin, c.originSeq);
+      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(hlc, cur?.h ?? 0), s: seq, v: docVersion(doc), y: encodeState(doc) };
+      const feed: FeedRecord = { o: c.origin, n: c.originSeq, i: c.id, t: type, u: c.update, h: hlc, p: c.principal, c: c.fields, k: c.kind };
+      const conflictOps: BatchOp[] = [];
+      const conflicted = new Set(found.map((f) => f.field));
+      for (const f of found) {
+        const rec: ConflictRecord = { objectId: c.id, type, field: f.field, values: f.values, winner: f.winner, detected: this.clock.tick(), settled: undefined };
+        const key = conflictKey(c.id, f.field, [f.values[0].item, f.values[1].item]);
+        conflictOps.push({ type: 'put', key, value: encode(rec) });
+        let m = this.openConflicts.get(c.id);
+        if (!m) this.openConflicts.set(c.id, (m = new Map()));
+        m.set(key, rec);
+      }
+      for (const k of afterIdx.unique) {
+        const owner = claims.find((s) => s.key === k)?.value.owner;
+        if (!beforeIdx.unique.has(k) && owner && owner !== c.id) {
+          const [, field, value] = k.slice(1).split(SEP) as [string, string, string];
+          const rec: ConflictRecord = {
+            objectId: c.id,
+            type,
+            field,
+            values: [
+              { item: `unique:${owner}`, node: undefined, value },
+              { item: `unique:${c.id}`, node: c.origin, value },
+            ],
+            winner: `unique:${owner}`,
+            detected: this.clock.tick(),
+            settled: undefined,
+          };
+          conflictOps.push({ type: 'put', key: conflictKey(c.id, field, [`unique:${owner}`, `unique:${c.id}`]), value: encode(rec) });
+        }
+      }
+      const settle = c.fields.filter((f) => !conflicted.has(f)).flatMap((f) => this.settleOps(c.id, f, hlc));
+      const durable = this.persist(slot, def, cur, record, feed, beforeIdx, afterIdx, claims, [...extra, ...conflictOps, ...settle]);
+      handedOver = true;
+      return { durable, conflicts: conflictOps.length };
+    } finally {
+      slot.value.busy = undefined;
+      done();
+      if (!handedOver) {
+        for (const cl of claims) this.claims.release(cl);
+        this.objects.release(slot);
+      }
+    }
+  }
+
+  /** Marks the open conflicts on one field settled by a later write to it. */
+  private settleOps(objectId: string, field: string, hlc: number): BatchOp[] {
+    const open = this.openConflicts.get(objectId);
+    if (!open) return [];
+    const ops: BatchOp[] = [];
+    for (const [key, rec] of open) {
+      if (rec.field !== field) continue;
+      rec.settled = hlc;
+      open.delete(key);
+      ops.push({ type: 'put', key, value: encode(rec) });
+    }
+    if (open.size === 0) this.openConflicts.delete(objectId);
+    return ops;
+  }
+
+  /** Recorded conflicts in object order; `open` leaves out settled ones. */
+  async conflicts(opts: { open?: boolean; limit?: number; after?: string } = {}): Promise<Page<ConflictRecord & { key: string }>> {
+    this.assertOpen();
+    const limit = clampLimit(opts.limit);
+    const items: (ConflictRecord & { key: string })[] = [];
+    let next: string | undefined;
+    for await (const [k, v] of this.db.iterator({ gt: opts.after ?? 'k', lt: `k${HIGH}` })) {
+      const rec = decode<ConflictRecord>(v);
+      if (opts.open && rec.settled !== undefined) continue;
+      if (items.length === limit) {
+        next = items[items.length - 1]!.key;
+        break;
+      }
+      items.push({ ...rec, key: k });
+    }
+    return { items, next };
+  }
+
+  /** The last feed seq of `peer` this node has applied (0 if none). */
+  async checkpoint(peer: string): Promise<number> {
+    this.assertOpen();
+    const v = await this.db.get(keys.checkpoint(peer));
+    return v === undefined ? 0 : decode<number>(v);
+  }
+
+  /** The oldest feed seq still retained (feed retention trims below it). */
+  async firstSeq(): Promise<number> {
+    const first = await this.db.keys({ gte: keys.feedPrefix, lt: keys.feedPrefix + HIGH, limit: 1 }).all();
+    return first.length ? parseSeqPart(first[0]!.slice(1)) : this.durableSeq + 1;
   }
 
   /** Records written once per batch with their latest value. */
   private batchTrailer(): BatchOp[] {
-    return [
+    const ops: BatchOp[] = [
       { type: 'put', key: keys.meta('hlc'), value: encode(this.clock.current) },
-      { type: 'put', key: keys.vector(this.nodeId), value: encode(this.vector.get(this.nodeId) ?? 0) },
       { type: 'put', key: keys.meta('counts'), value: encode(Object.fromEntries(this.counts)) },
     ];
+    for (const origin of this.dirtyVector) ops.push({ type: 'put', key: keys.vector(origin), value: encode(this.vector.get(origin) ?? 0) });
+    this.dirtyVector.clear();
+    if (this.clientNodesDirty) {
+      ops.push({ type: 'put', key: keys.meta('clientNodes'), value: encode(Object.fromEntries(this.clientNodes)) });
+      this.clientNodesDirty = false;
+    }
+    return ops;
   }
 
   private readonly loadObject = async (id: string): Promise<CachedObject> => {
@@ -680,6 +917,10 @@ interface Plan {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+function checkpointOp(cp: { peer: string; seq: number }): BatchOp {
+  return { type: 'put', key: keys.checkpoint(cp.peer), value: encode(cp.seq) };
+}
 
 const absentObject = (): Promise<CachedObject> =>
   Promise.resolve({ current: null, durable: null, doc: undefined, pending: undefined });

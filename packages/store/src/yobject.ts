@@ -75,6 +75,10 @@ export function applyLocal(
   return { update, changed };
 }
 
+export function fieldsMap(doc: Y.Doc): Y.Map<unknown> {
+  return doc.getMap<unknown>(FIELDS);
+}
+
 export function readFields(doc: Y.Doc): Record<string, FieldValue> {
   const out: Record<string, FieldValue> = {};
   for (const [k, v] of doc.getMap<FieldValue>(FIELDS).entries()) out[k] = Array.isArray(v) ? [...v] : v;

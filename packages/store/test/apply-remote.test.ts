@@ -1,0 +1,90 @@
+import t, { type Test } from 'tap';
+import { checkIndexes, type Store } from '../dist/index.js';
+import { openStore } from './fixtures.js';
+
+/** Ships every feed entry of `from` after `since` to `to`, as replication will. */
+async function ship(from: Store, to: Store, since = 0): Promise<number> {
+  const entries = await from.readFeed(since, 10_000);
+  await to.applyRemote(entries.map(({ seq: _seq, ...c }) => c), { checkpoint: { peer: from.nodeId, seq: from.lastSeq } });
+  return from.lastSeq;
+}
+
+async function pair(t: Test): Promise<[Store, Store]> {
+  return [await openStore(t, { nodeId: 'a' }), await openStore(t, { nodeId: 'b' })];
+}
+
+t.test('remote changes converge, keep their origin, and apply once', async (t) => {
+  const [a, b] = await pair(t);
+  const org = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const p = await a.create('Person', { cn: 'Anna', sn: 'A', mail: 'anna@x.com', org: org.id }, { principal: 'admin' });
+  await ship(a, b);
+  const onB = await b.get(p.id);
+  t.same(onB?.fields, p.fields);
+  t.equal(onB?.version, p.version, 'same state, same version on both nodes');
+  t.same(b.versionVector(), { a: 2 });
+  t.equal(await b.checkpoint('a'), 2);
+  const feed = await b.readFeed(0);
+  t.same(feed.map((e) => [e.origin, e.originSeq, e.principal]), [['a', 1, 'system'], ['a', 2, 'admin']]);
+  const again = await b.applyRemote((await a.readFeed(0)).map(({ seq: _s, ...c }) => c));
+  t.same(again, { applied: 0, skipped: 2, conflicts: 0 }, 'already covered by the version vector');
+  t.equal((await b.lookup('Person', 'mail', 'ANNA@x.com')).items[0]?.id, p.id, 'indexes follow remote changes');
+  t.same(await checkIndexes(b), []);
+});
+
+t.test('concurrent writes to one field converge and both nodes record the same conflict', async (t) => {
+  const [a, b] = await pair(t);
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  let sa = await ship(a, b);
+  await a.update(o.id, { name: 'Acme East' });
+  await b.update(o.id, { name: 'Acme West' });
+  await b.update(o.id, { kind: 'reseller' }); // a different field: no conflict
+  const sb = await ship(b, a);
+  sa = await ship(a, b, sa);
+  const [oa, ob] = [await a.get(o.id), await b.get(o.id)];
+  t.same(oa?.fields, ob?.fields, 'same fields');
+  t.equal(oa?.version, ob?.version, 'same version');
+  t.equal(oa?.fields['kind'], 'reseller');
+  const [ca, cb] = [(await a.conflicts()).items, (await b.conflicts()).items];
+  t.equal(ca.length, 1);
+  t.same(ca.map(({ detected: _d, key: _k, ...r }) => r), cb.map(({ detected: _d, key: _k, ...r }) => r), 'the same record on both');
+  const c = ca[0]!;
+  t.equal(c.field, 'name');
+  t.same(c.values.map((v) => v.value).sort(), ['Acme East', 'Acme West']);
+  t.same(new Set(c.values.map((v) => v.node)), new Set(['a', 'b']), 'each value names its node');
+  const winner = c.values.find((v) => v.item === c.winner)!;
+  t.equal(oa?.fields['name'], winner.value, 'the recorded winner is the value kept');
+
+  // writing the field again settles it, and the settlement replicates
+  await b.update(o.id, { name: 'Acme Global' });
+  await ship(b, a, sb);
+  t.same((await a.conflicts({ open: true })).items, []);
+  t.same((await b.conflicts({ open: true })).items, []);
+  t.equal((await a.conflicts()).items[0]?.settled !== undefined, true, 'kept, marked settled');
+  void sa;
+});
+
+t.test('a unique value taken on both sides while partitioned is kept and reported', async (t) => {
+  const [a, b] = await pair(t);
+  const pa = await a.create('Person', { cn: 'A', sn: 'A', uid: 'jo' });
+  const pb = await b.create('Person', { cn: 'B', sn: 'B', uid: 'JO' });
+  await ship(b, a);
+  t.equal((await a.get(pb.id))?.fields['uid'], 'JO', 'the remote object is stored as it is');
+  const c = (await a.conflicts()).items;
+  t.equal(c.length, 1);
+  t.match(c[0], { field: 'uid', winner: `unique:${pa.id}` });
+  t.equal((await a.lookup('Person', 'uid', 'jo')).items[0]?.id, pa.id, 'the first holder keeps the index entry');
+});
+
+t.test('a remote delete and a local update merge into a tombstone with the update', async (t) => {
+  const [a, b] = await pair(t);
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  await ship(a, b);
+  await a.delete(o.id);
+  await b.update(o.id, { name: 'Acme 2' });
+  await ship(a, b, 1);
+  await ship(b, a, 1);
+  const [oa, ob] = [await a.get(o.id), await b.get(o.id)];
+  t.equal(oa?.deleted, true);
+  t.same(oa, { ...ob, seq: oa?.seq, hlc: oa?.hlc, modified: oa?.modified }, 'same on both');
+  t.same(a.objectCounts(), b.objectCounts());
+});
