@@ -1,0 +1,140 @@
+// Small helpers shared by the *.bench.js files. Plain ESM, no build step.
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Session } from 'node:inspector/promises';
+
+const live = new Set();
+// An interrupted run (Ctrl-C, a closed pipe) skips the benchmarks' finally
+// blocks; remove their temp dirs on the way out anyway.
+process.on('exit', () => live.forEach(rmTemp));
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
+
+/** A fresh directory under the OS temp dir; remove it with rmTemp. */
+export function tempDir(label) {
+  const dir = mkdtempSync(join(tmpdir(), `meridian-bench-${label}-`));
+  live.add(dir);
+  return dir;
+}
+
+export function rmTemp(dir) {
+  rmSync(dir, { recursive: true, force: true });
+  live.delete(dir);
+}
+
+/** Sum of the sizes of all files below dir (apparent size, like `du -b`). */
+export function dirBytes(dir) {
+  let total = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) total += statSync(join(e.parentPath ?? e.path, e.name)).size;
+  }
+  return total;
+}
+
+/**
+ * Runs `fn(i)` for i in [0, n) from `writers` concurrent async loops sharing
+ * one counter, the way many independent clients would hit a server.
+ * Returns the elapsed seconds.
+ */
+export async function concurrent(n, writers, fn) {
+  let next = 0;
+  const loop = async () => {
+    while (next < n) await fn(next++);
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: Math.min(writers, n) }, loop));
+  return (performance.now() - t0) / 1000;
+}
+
+/** Awaits fn(i) one at a time; returns each call's latency in milliseconds. */
+export async function sequentialLatencies(n, fn) {
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await fn(i);
+    out[i] = performance.now() - t0;
+  }
+  return out;
+}
+
+/** Nearest-rank percentile of a list of numbers (p in 0..100). */
+export function percentile(values, p) {
+  const sorted = Float64Array.from(values).sort();
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
+}
+
+export function fmt(n, digits = 0) {
+  if (!Number.isFinite(n)) return String(n);
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+/** Prints rows (arrays of cells) as an aligned table; the first row is the header. */
+export function printTable(rows, log = console.log) {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
+  const line = (r) => r.map((cell, c) => (c === 0 ? String(cell).padEnd(widths[c]) : String(cell).padStart(widths[c]))).join('  ');
+  log(line(rows[0]));
+  log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const r of rows.slice(1)) log(line(r));
+}
+
+/**
+ * CPU-profiles one phase through the inspector (rather than --cpu-prof, which
+ * would mix in setup, the other database and the other phases), writes the
+ * .cpuprofile and returns the functions with the most self time.
+ */
+export async function profiled(file, fn) {
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  // 100 us instead of the default 1 ms: a run lasts only a few seconds
+  await session.post('Profiler.setSamplingInterval', { interval: 100 });
+  await session.post('Profiler.start');
+  let result;
+  try {
+    result = await fn();
+  } finally {
+    const { profile } = await session.post('Profiler.stop');
+    session.disconnect();
+    writeFileSync(file, JSON.stringify(profile));
+    result = { result, top: topSelfTime(profile) };
+  }
+  return result;
+}
+
+/** Self time per function (summed over its nodes), largest first. */
+export function topSelfTime(profile, limit = 15) {
+  const dt = new Map();
+  // timeDeltas[i] is the time before samples[i]; charge it to that sample's node
+  profile.samples.forEach((id, i) => dt.set(id, (dt.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  // Samples taken inside our own Profiler.stop call are the profiler's cost, not the store's.
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const skip = new Set();
+  const mark = (n) => {
+    skip.add(n.id);
+    for (const c of n.children ?? []) mark(byId.get(c));
+  };
+  for (const n of profile.nodes) if (n.callFrame.url === 'node:inspector') mark(n);
+  const parent = new Map();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n);
+  const label = ({ functionName, url, lineNumber }) => {
+    const where = url.replace(/^file:\/\//, '').replace(/^.*\/node_modules\//, '~/').replace(/^.*\/packages\//, 'packages/');
+    return `${functionName || '(anonymous)'}${url ? ` ${where}:${lineNumber + 1}` : ''}`;
+  };
+  let total = 0;
+  const byFn = new Map();
+  for (const node of profile.nodes) {
+    if (skip.has(node.id)) continue;
+    const { functionName, url } = node.callFrame;
+    // Native code has no url; name it by its JS caller (e.g. a LevelDB binding call).
+    const native = !url && !/^\(/.test(functionName) && parent.has(node.id);
+    const key = native ? `${label(node.callFrame)} [native, from ${label(parent.get(node.id).callFrame)}]` : label(node.callFrame);
+    const us = dt.get(node.id) ?? 0;
+    byFn.set(key, (byFn.get(key) ?? 0) + us);
+    total += us;
+  }
+  return [...byFn.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, limit)
+    .map(([fn, us]) => ({ fn, ms: us / 1000, pct: (100 * us) / (total || 1) }));
+}
