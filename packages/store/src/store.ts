@@ -21,7 +21,7 @@ import {
   type Schema,
   type TypeDef,
 } from './schema.js';
-import { applyLocal, docFromState, docVersion, encodeState, fieldsMap, newDoc, readFields, readMeta } from './yobject.js';
+import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, newDoc, readFields, readMeta, singleClientVersion } from './yobject.js';
 
 export interface StoreOptions {
   dir: string;
@@ -135,6 +135,9 @@ export class Store {
   private readonly listeners = new Set<(entries: FeedEntry[]) => void>();
   private notifyQueue: FeedEntry[] = [];
   private readonly dirtyVector = new Set<string>();
+  /** objects whose Y.Doc is kept, oldest first */
+  private readonly docHolders = new Set<Slot<CachedObject>>();
+  private readonly maxDocs = 1024;
   /** which node each Yjs clientID belongs to, for conflict reports */
   private readonly clientNodes: Map<number, string>;
   private clientNodesDirty = false;
@@ -190,7 +193,8 @@ export class Store {
 
   static async open(opts: StoreOptions): Promise<Store> {
     mkdirSync(opts.dir, { recursive: true });
-    const db = new Level<string, Buffer>(opts.dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+    // A larger memtable than LevelDB's 4 MB default halves compactions under bulk writes.
+    const db = new Level<string, Buffer>(opts.dir, { keyEncoding: 'utf8', valueEncoding: 'buffer', writeBufferSize: 32 * 1024 * 1024, cacheSize: 32 * 1024 * 1024 });
     try {
       await db.open();
     } catch (e) {
@@ -454,39 +458,48 @@ export class Store {
     }
 
     // -- from here on nothing throws for a bad request: the change is made --
-    const doc = slot.value.doc ?? (cur ? docFromState(id, cur.y, this.clientId) : newDoc(id, this.clientId));
-    slot.value.doc = doc;
     const setFields: Record<string, FieldValue | null> = {};
     for (const name of plan.touched) setFields[name] = plan.fields[name] ?? null;
-    const change = applyLocal(doc, setFields, { type: def.name, deleted: plan.deleted });
+    let update: Uint8Array | undefined;
+    let changed: string[];
+    let version: string;
+    let state: Uint8Array;
+    let fields: Record<string, FieldValue>;
+    if (cur === null) {
+      // A new object needs no Y.Doc: its first update is its whole state.
+      const created = encodeCreate(this.clientId, setFields, def.name);
+      update = state = created.update;
+      version = singleClientVersion(this.clientId, created.clock);
+      changed = Object.keys(plan.fields);
+      fields = plan.fields;
+    } else {
+      const doc = slot.value.doc ?? docFromState(id, cur.y, this.clientId);
+      this.holdDoc(slot, doc);
+      const change = applyLocal(doc, setFields, { type: def.name, deleted: plan.deleted });
+      update = change.update;
+      changed = change.changed;
+      version = docVersion(doc);
+      state = encodeState(doc);
+      fields = readFields(doc);
+    }
     const hlc = this.clock.tick();
     const seq = ++this.seq;
     const originSeq = (this.vector.get(this.nodeId) ?? 0) + 1;
     this.vector.set(this.nodeId, originSeq);
     const kind: ChangeKind = intent.kind === 'replace' ? 'update' : intent.kind;
-    // A new object's whole state is its first update: skip re-encoding it.
-    const isNew = cur === null;
-    const record: ObjectRecord = {
-      t: def.name,
-      f: isNew ? plan.fields : readFields(doc),
-      d: plan.deleted,
-      h: hlc,
-      s: seq,
-      v: docVersion(doc),
-      y: isNew && change.update ? change.update : encodeState(doc),
-    };
+    const record: ObjectRecord = { t: def.name, f: fields, d: plan.deleted, h: hlc, s: seq, v: version, y: state };
     const feed: FeedRecord = {
       o: this.nodeId,
       n: originSeq,
       i: id,
       t: def.name,
-      u: change.update ?? new Uint8Array(0),
+      u: update ?? new Uint8Array(0),
       h: hlc,
       p: opts.principal ?? 'system',
-      c: change.changed,
+      c: changed,
       k: kind,
     };
-    const settle = change.changed.flatMap((f) => this.settleOps(id, f, hlc));
+    const settle = changed.flatMap((f) => this.settleOps(id, f, hlc));
     return this.persist(slot, def, cur, record, feed, plan.before, plan.after, claims, settle).then(() => toStored(id, record));
   }
 
@@ -589,7 +602,7 @@ export class Store {
     try {
       const cur = slot.value.current;
       const doc = slot.value.doc ?? (cur ? docFromState(c.id, cur.y, this.clientId) : newDoc(c.id, this.clientId));
-      slot.value.doc = doc;
+      this.holdDoc(slot, doc);
       const map = fieldsMap(doc);
       const before = snapshotFieldItems(map);
       let found: DetectedConflict[] = [];
@@ -607,6 +620,8 @@ export class Store {
         Y.applyUpdate(doc, c.update, 'remote');
       } finally {
         doc.off('afterTransaction', onAfter);
+        // Yjs draws a random clientID when a remote update carries ours; keep ours.
+        doc.clientID = this.clientId;
       }
       const meta = readMeta(doc);
       const type = meta.type ?? c.type;
@@ -666,6 +681,27 @@ export class Store {
         for (const cl of claims) this.claims.release(cl);
         this.objects.release(slot);
       }
+    }
+  }
+
+  /**
+   * Keeps the Y.Doc of recently written objects. A live Y.Doc costs about
+   * 8 KB of heap; holding one per cached object made garbage collection the
+   * largest cost of bulk writes, so only the most recently written few keep
+   * theirs and the rest rebuild it from the stored state when written again.
+   */
+  private holdDoc(slot: Slot<CachedObject>, doc: Y.Doc): void {
+    slot.value.doc = doc;
+    this.docHolders.delete(slot);
+    this.docHolders.add(slot);
+    if (this.docHolders.size <= this.maxDocs) return;
+    for (const old of this.docHolders) {
+      if (this.docHolders.size <= this.maxDocs) break;
+      // a doc with a change on its way to disk is the base of the next change
+      if (old.value.pending) continue;
+      old.value.doc?.destroy();
+      old.value.doc = undefined;
+      this.docHolders.delete(old);
     }
   }
 

@@ -1,4 +1,5 @@
 import t from 'tap';
+import * as Y from 'yjs';
 import { Store } from '../dist/index.js';
 import { schema, tempDir } from './fixtures.js';
 
@@ -22,6 +23,16 @@ t.test('HLC stays monotonic across restarts even when the wall clock goes back',
   t.same(s2.versionVector(), { [s2.nodeId]: 3 });
   const clients = (await s2.raw('mclients').next()).value;
   t.ok(clients, 'clientIDs are recorded');
+  // changes to objects made before and in this process carry its clientID
+  // (Yjs swaps in a random one when loading a state that holds our own items)
+  await s2.update(a.id, { name: 'A2' });
+  await s2.update(c.id, { name: 'C2' });
+  const entries = await s2.readFeed(3, 2);
+  t.equal(entries.length, 2);
+  for (const entry of entries) {
+    const writers = new Set(Y.decodeUpdate(entry.update).structs.map((st) => st.id.client));
+    t.same([...writers], [s2.clientId], 'changes carry the clientID recorded for this start');
+  }
   await s2.close();
 });
 
