@@ -43,6 +43,7 @@ export interface StatusView {
   feed: { lastSeq: number; lastChange: string | null };
   versionVector: Record<string, number>;
   peers: unknown[];
+  conflicts?: { open: number };
 }
 
 export function formatStatus(s: StatusView): string {
@@ -56,6 +57,10 @@ export function formatStatus(s: StatusView): string {
     `objects   ${s.objects}${types ? ` (${types})` : ''}`,
     `feed      seq ${s.feed.lastSeq}${s.feed.lastChange ? `, last change ${s.feed.lastChange}` : ''}`,
     `vector    ${Object.entries(s.versionVector).map(([n, v]) => `${n}=${v}`).join(' ') || '(empty)'}`,
-    `peers     ${s.peers.length === 0 ? 'none configured' : s.peers.length}`,
-  ].join('\n');
+    `conflicts ${s.conflicts?.open ?? 0} open`,
+    `peers     ${s.peers.length === 0 ? 'none configured' : ''}`,
+    ...(s.peers as { node: string | null; url: string | null; state: string; lagEntries: number; lagSeconds: number; reason: string | null }[]).map(
+      (p) => `  ${p.node ?? p.url}: ${p.state}${p.reason && p.state !== 'live' ? ` (${p.reason})` : ''}, lag ${p.lagEntries} entries / ${p.lagSeconds.toFixed(1)} s`,
+    ),
+  ].join('\n').replace(/peers     \n/, 'peers\n');
 }

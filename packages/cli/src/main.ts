@@ -3,6 +3,7 @@ import { isMeridianError } from '@meridian/store';
 import { initDataDir, MeridianNode, resolveConfig, VERSION, type ConfigInput } from '@meridian/node';
 import { AdminClient, CliError } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
+import { compareDigests, formatConflicts, formatPeers, formatVerify, type ConflictView, type DigestView, type PeerView } from './replication-views.js';
 import { parseAssignments } from './assignments.js';
 
 interface ClientFlags {
@@ -39,7 +40,7 @@ function nodeOptions(cmd: Command): Command {
 
 function configFrom(flags: Record<string, unknown>): ReturnType<typeof resolveConfig> {
   const input: ConfigInput = {};
-  for (const k of ['dir', 'nodeId', 'schema', 'adminPassword', 'host', 'httpPort', 'maxBody', 'cacheBytes', 'sample', 'sampleSize'] as const) {
+  for (const k of ['dir', 'nodeId', 'schema', 'adminPassword', 'host', 'httpPort', 'maxBody', 'cacheBytes', 'sample', 'sampleSize', 'peers', 'clusterSecret', 'clusterId', 'heartbeat', 'linkTimeout'] as const) {
     if (flags[k] !== undefined) (input as Record<string, unknown>)[k] = flags[k];
   }
   return resolveConfig({ flags: input, env: process.env, file: flags['config'] as string | undefined });
@@ -66,6 +67,11 @@ export function buildProgram(): Command {
     .option('--cache-bytes <bytes>', 'object cache budget (default 64 MiB)')
     .option('--sample', 'load the sample CRM dataset on the first start')
     .option('--sample-size <persons>', 'about how many persons the sample dataset has (default 1000)')
+    .option('--peers <urls>', 'comma-separated ws:// URLs of peer masters (their /sync endpoint)')
+    .option('--cluster-secret <secret>', 'shared secret masters authenticate each other with (env MERIDIAN_CLUSTER_SECRET)')
+    .option('--cluster-id <id>', 'cluster name; nodes of another cluster are refused (default meridian)')
+    .option('--heartbeat <ms>', 'ping interval on replication links (default 2000)')
+    .option('--link-timeout <ms>', 'a replication link with no heartbeat for this long is dead (default 10000)')
     .action(async (flags: Record<string, unknown>) => {
       const node = await MeridianNode.start(configFrom(flags));
       out(`meridian node ${node.store.nodeId} listening on ${node.url}`);
@@ -168,6 +174,39 @@ export function buildProgram(): Command {
       out(flags.json ? JSON.stringify(body) : `deleted ${body.type} ${body.id}`);
     },
   );
+
+  clientOptions(program.command('peers').description('show replication peers: state, lag, last contact')).action(async (flags: ClientFlags) => {
+    const { body } = await client(flags).request<StatusView>('GET', '/status');
+    out(flags.json ? JSON.stringify(body.peers) : formatPeers(body.peers as PeerView[]));
+  });
+
+  clientOptions(program.command('conflicts').description('list concurrent writes that overwrote each other'))
+    .option('--all', 'include settled conflicts')
+    .action(async (flags: ClientFlags & { all?: boolean }) => {
+      const items: ConflictView[] = [];
+      const c = client(flags);
+      let next: string | null = null;
+      do {
+        const q = new URLSearchParams({ limit: '1000' });
+        if (flags.all) q.set('all', '1');
+        if (next) q.set('after', next);
+        const { body } = await c.request<{ items: ConflictView[]; next: string | null }>('GET', `/api/conflicts?${q}`);
+        items.push(...body.items);
+        next = body.next;
+      } while (next);
+      out(flags.json ? JSON.stringify(items) : formatConflicts(items));
+    });
+
+  clientOptions(program.command('verify').description('compare the data of several nodes; exit 1 if they differ'))
+    .requiredOption('--nodes <urls>', 'comma-separated node URLs')
+    .action(async (flags: ClientFlags & { nodes: string }) => {
+      const urls = flags.nodes.split(',').map((u) => u.trim()).filter(Boolean);
+      if (urls.length < 2) throw new CliError('--nodes needs at least two node URLs to compare', 2);
+      const digests = await Promise.all(urls.map(async (u) => ({ url: u, ...(await client({ ...flags, node: u }).request<DigestView>('GET', '/api/digest')).body })));
+      const result = compareDigests(digests);
+      out(flags.json ? JSON.stringify(result) : formatVerify(result));
+      if (!result.identical) process.exitCode = 1;
+    });
 
   return program;
 }

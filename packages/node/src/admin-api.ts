@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { publicFields, type Store, type StoredObject } from '@meridian/store';
+import { hlcToIso, publicFields, storeDigest, type Store, type StoredObject } from '@meridian/store';
 import { HttpError, readJson, sendJson } from './http-util.js';
 
 /**
@@ -54,6 +54,15 @@ export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: 
       default:
         throw methodNotAllowed(method, 'GET, PATCH, PUT, DELETE');
     }
+  }
+  if (parts[1] === 'digest' && parts.length === 2) {
+    if (method !== 'GET') throw methodNotAllowed(method, 'GET');
+    sendJson(res, 200, { nodeId: ctx.store.nodeId, lastSeq: ctx.store.lastSeq, ...(await storeDigest(ctx.store)) });
+    return;
+  }
+  if (parts[1] === 'conflicts' && parts.length === 2) {
+    if (method !== 'GET') throw methodNotAllowed(method, 'GET');
+    return conflicts(ctx, res, url);
   }
   if (parts[1] === 'feed' && parts.length === 2) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
@@ -199,5 +208,25 @@ async function feed(ctx: AdminContext, res: ServerResponse, url: URL): Promise<v
       bytes: e.update.length,
     })),
     lastSeq: ctx.store.lastSeq,
+  });
+}
+
+async function conflicts(ctx: AdminContext, res: ServerResponse, url: URL): Promise<void> {
+  const open = url.searchParams.get('all') !== '1';
+  const limitText = url.searchParams.get('limit');
+  const limit = limitText === null ? 100 : Number(limitText);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 10000) throw new HttpError(400, 'limit must be a whole number from 1 to 10000');
+  const page = await ctx.store.conflicts({ open, limit, after: decodeCursor(url.searchParams.get('after')) });
+  sendJson(res, 200, {
+    items: page.items.map((c) => ({
+      objectId: c.objectId,
+      type: c.type,
+      field: c.field,
+      values: c.values,
+      winner: c.winner,
+      detected: hlcToIso(c.detected),
+      settled: c.settled === undefined ? null : hlcToIso(c.settled),
+    })),
+    next: encodeCursor(page.next) ?? null,
   });
 }

@@ -22,9 +22,28 @@ export interface NodeConfig {
   /** load the sample dataset on first start */
   sample: boolean;
   sampleSize: number;
+  /** ws:// or wss:// URLs of peer masters */
+  peers: string[];
+  clusterSecret: string | undefined;
+  clusterId: string;
+  /** ms between heartbeats on replication links */
+  heartbeat: number;
+  /** ms without a heartbeat after which a link is dead */
+  linkTimeout: number;
 }
 
 export type ConfigInput = { [K in keyof NodeConfig]?: NodeConfig[K] | string };
+
+/** Settings that only make sense together, checked once all sources are merged. */
+function checkCombination(c: NodeConfig): void {
+  if (c.peers.length > 0 && !c.clusterSecret) {
+    throw new MeridianError('bad-request', '--peers needs --cluster-secret (or MERIDIAN_CLUSTER_SECRET): masters authenticate each other with it');
+  }
+  if (c.clusterSecret !== undefined && c.clusterSecret.length < 16) {
+    throw new MeridianError('bad-request', '--cluster-secret must be at least 16 characters');
+  }
+  if (c.linkTimeout <= c.heartbeat) throw new MeridianError('bad-request', '--link-timeout must be longer than --heartbeat');
+}
 
 export const DEFAULT_SCHEMA = fileURLToPath(new URL('../schema/crm.yaml', import.meta.url));
 
@@ -39,6 +58,11 @@ const DEFAULTS: NodeConfig = {
   cacheBytes: 64 * 1024 * 1024,
   sample: false,
   sampleSize: 1000,
+  peers: [],
+  clusterSecret: undefined,
+  clusterId: 'meridian',
+  heartbeat: 2000,
+  linkTimeout: 10_000,
 };
 
 const ENV: Record<keyof NodeConfig, string> = {
@@ -52,9 +76,14 @@ const ENV: Record<keyof NodeConfig, string> = {
   cacheBytes: 'MERIDIAN_CACHE_BYTES',
   sample: 'MERIDIAN_SAMPLE',
   sampleSize: 'MERIDIAN_SAMPLE_SIZE',
+  peers: 'MERIDIAN_PEERS',
+  clusterSecret: 'MERIDIAN_CLUSTER_SECRET',
+  clusterId: 'MERIDIAN_CLUSTER_ID',
+  heartbeat: 'MERIDIAN_HEARTBEAT',
+  linkTimeout: 'MERIDIAN_LINK_TIMEOUT',
 };
 
-const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize']);
+const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize', 'heartbeat', 'linkTimeout']);
 
 function configError(source: string, key: string, problem: string): MeridianError {
   return new MeridianError('bad-request', `${source}: ${key} ${problem}`);
@@ -72,6 +101,21 @@ function coerce(source: string, key: keyof NodeConfig, raw: unknown): NodeConfig
     if (raw === 'true' || raw === '1') return true;
     if (raw === 'false' || raw === '0' || raw === '') return false;
     throw configError(source, key, `must be true or false, got ${JSON.stringify(raw)}`);
+  }
+  if (key === 'peers') {
+    const list = Array.isArray(raw) ? raw.map(String) : typeof raw === 'string' ? raw.split(',') : undefined;
+    if (!list) throw configError(source, key, 'must be a list of ws:// or wss:// URLs');
+    const urls = list.map((u) => u.trim()).filter(Boolean);
+    for (const u of urls) {
+      let ok = false;
+      try {
+        ok = ['ws:', 'wss:'].includes(new URL(u).protocol);
+      } catch {
+        ok = false;
+      }
+      if (!ok) throw configError(source, key, `must be ws:// or wss:// URLs, got "${u}"`);
+    }
+    return urls;
   }
   if (typeof raw !== 'string' || raw === '') throw configError(source, key, `must be a non-empty string`);
   return raw;
@@ -106,7 +150,9 @@ export function resolveConfig(opts: { flags?: ConfigInput; env?: NodeJS.ProcessE
     else if (fromEnv !== undefined && fromEnv !== '') out[key] = coerce(ENV[key], key, fromEnv);
     else if (fromFile[key] !== undefined) out[key] = coerce(`config file ${opts.file}`, key, fromFile[key]);
   }
-  return out as unknown as NodeConfig;
+  const config = out as unknown as NodeConfig;
+  checkCombination(config);
+  return config;
 }
 
 export function kebab(key: string): string {

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { destination, pino, type Logger } from 'pino';
 import { hlcToIso, loadSchemaFile, Store } from '@meridian/store';
+import { Replicator, type PeerStatus } from '@meridian/sync';
 import { AdminAuth } from './admin-auth.js';
 import { handleAdmin } from './admin-api.js';
 import type { NodeConfig } from './config.js';
@@ -21,7 +22,8 @@ export interface StatusJson {
   objectsByType: Record<string, number>;
   feed: { lastSeq: number; lastChange: string | null };
   versionVector: Record<string, number>;
-  peers: never[];
+  peers: PeerStatus[];
+  conflicts: { open: number };
   schema: { name: string; digest: string };
   cache: { objects: number; bytes: number };
 }
@@ -40,6 +42,7 @@ export class MeridianNode {
     readonly log: Logger,
     private readonly auth: AdminAuth,
     private readonly server: Server,
+    readonly replicator: Replicator | undefined,
   ) {}
 
   /** Opens the store, loads the sample data if asked, and listens. */
@@ -54,7 +57,27 @@ export class MeridianNode {
         log.info({ objects: n }, 'loaded the sample dataset');
       }
       const server = createServer({ keepAliveTimeout: 5000 });
-      const node = new MeridianNode(config, store, log, auth, server);
+      const replicator = config.clusterSecret
+        ? new Replicator({
+            store,
+            cluster: config.clusterId,
+            secret: config.clusterSecret,
+            peers: config.peers,
+            log,
+            heartbeat: config.heartbeat,
+            timeout: config.linkTimeout,
+          })
+        : undefined;
+      const node = new MeridianNode(config, store, log, auth, server, replicator);
+      server.on('upgrade', (req, socket, head) => {
+        const path = (req.url ?? '').split('?')[0];
+        if (path === '/sync' && replicator) {
+          replicator.handleUpgrade(req, socket, head);
+          return;
+        }
+        const why = path === '/sync' ? 'replication is not configured on this node (no cluster secret)' : `no WebSocket endpoint at ${path}`;
+        socket.end(`HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(why)}\r\n\r\n${why}`);
+      });
       server.on('request', (req, res) => void node.handle(req, res));
       server.on('clientError', (_err, socket) => {
         if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
@@ -101,7 +124,8 @@ export class MeridianNode {
       objectsByType: byType,
       feed: { lastSeq: this.store.lastSeq, lastChange: this.store.lastSeq > 0 ? hlcToIso(lastHlc) : null },
       versionVector: this.store.versionVector(),
-      peers: [],
+      peers: this.replicator?.status() ?? [],
+      conflicts: { open: this.store.openConflictCount() },
       schema: { name: this.store.schema.name, digest: this.store.schema.digest },
       cache: this.store.cacheStats(),
     };
@@ -149,6 +173,7 @@ export class MeridianNode {
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
       const force = setTimeout(() => this.server.closeAllConnections(), 5000);
+      await this.replicator?.close();
       await closed;
       clearTimeout(force);
       await this.store.close();

@@ -11,3 +11,5 @@ export type { ScryptCost } from './password.js';
 export { hlcToIso, hlcWall } from './hlc.js';
 export { isValidId } from './ids.js';
 export { checkIndexes } from './check.js';
+export { storeDigest, BUCKETS } from './digest.js';
+export type { StoreDigest } from './digest.js';

@@ -738,6 +738,12 @@ export class Store {
     return { items, next };
   }
 
+  openConflictCount(): number {
+    let n = 0;
+    for (const m of this.openConflicts.values()) n += m.size;
+    return n;
+  }
+
   /** The last feed seq of `peer` this node has applied (0 if none). */
   async checkpoint(peer: string): Promise<number> {
     this.assertOpen();
@@ -786,6 +792,14 @@ export class Store {
     const slot = await this.objects.get(id, this.loadObject);
     const rec = slot.value.durable;
     return rec ? toStored(id, rec) : undefined;
+  }
+
+  /** The object's whole Yjs state as stored durably (tombstones included). */
+  async objectState(id: string): Promise<Uint8Array | undefined> {
+    this.assertOpen();
+    if (!isValidId(id)) return undefined;
+    const slot = await this.objects.get(id, this.loadObject);
+    return slot.value.durable?.y;
   }
 
   /** Live objects of a type in id order. */

@@ -1,0 +1,85 @@
+/** Output of the replication commands: peers, conflicts, verify. */
+export interface PeerView {
+  node: string | null;
+  url: string | null;
+  direction: string;
+  state: string;
+  reason: string | null;
+  lagEntries: number;
+  lagSeconds: number;
+  lastContact: string | null;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export function formatPeers(peers: PeerView[]): string {
+  if (peers.length === 0) return 'no peers configured';
+  const rows = peers.map((p) => [
+    p.node ?? '?',
+    p.url ?? `(${p.direction})`,
+    p.state + (p.reason && p.state !== 'live' ? ` (${p.reason})` : ''),
+    `${p.lagEntries} entries / ${p.lagSeconds.toFixed(1)} s`,
+    p.lastContact ?? 'never',
+    `${p.bytesIn} in / ${p.bytesOut} out`,
+  ]);
+  return table(['peer', 'url', 'state', 'lag', 'last contact', 'bytes'], rows);
+}
+
+export interface ConflictView {
+  objectId: string;
+  type: string;
+  field: string;
+  values: { item: string; node: string | null; value: unknown }[];
+  winner: string;
+  detected: string;
+  settled: string | null;
+}
+
+export function formatConflicts(items: ConflictView[]): string {
+  if (items.length === 0) return 'no open conflicts';
+  return items
+    .map((c) => {
+      const vals = c.values.map((v) => `${v.item === c.winner ? 'kept' : 'lost'}: ${JSON.stringify(v.value)} from ${v.node ?? 'unknown node'}`).join('; ');
+      return `${c.type} ${c.objectId} field ${c.field}: ${vals}${c.settled ? ` (settled ${c.settled})` : ''}`;
+    })
+    .join('\n');
+}
+
+export interface DigestView {
+  nodeId: string;
+  lastSeq: number;
+  objects: number;
+  buckets: { count: number; hash: string }[];
+}
+
+export interface VerifyResult {
+  identical: boolean;
+  nodes: { url: string; nodeId: string; objects: number }[];
+  /** buckets (id ranges by hash) that differ, with each node's object count there */
+  differing: { bucket: string; counts: Record<string, number> }[];
+}
+
+export function compareDigests(digests: (DigestView & { url: string })[]): VerifyResult {
+  const differing: VerifyResult['differing'] = [];
+  const width = digests[0]!.buckets.length;
+  for (let b = 0; b < width; b++) {
+    const hashes = new Set(digests.map((d) => d.buckets[b]!.hash));
+    if (hashes.size > 1) {
+      differing.push({ bucket: b.toString(16), counts: Object.fromEntries(digests.map((d) => [d.nodeId, d.buckets[b]!.count])) });
+    }
+  }
+  return { identical: differing.length === 0, nodes: digests.map((d) => ({ url: d.url, nodeId: d.nodeId, objects: d.objects })), differing };
+}
+
+export function formatVerify(r: VerifyResult): string {
+  const head = r.nodes.map((n) => `${n.nodeId} (${n.url}): ${n.objects} objects`).join('\n');
+  if (r.identical) return `${head}\nidentical: every id range has the same digest on every node`;
+  const lines = r.differing.map((d) => `id range ${d.bucket}: ${Object.entries(d.counts).map(([n, c]) => `${n} ${c}`).join(', ')}`);
+  return `${head}\nDIVERGED in ${r.differing.length} of 16 id ranges (ranges by the first hex digit of sha1(id)):\n${lines.join('\n')}`;
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [line(header), ...rows.map(line)].join('\n');
+}

@@ -1,0 +1,169 @@
+import { Packr } from 'msgpackr';
+
+/**
+ * Every frame of the replication protocol, in one place. A frame is one
+ * msgpack map in one WebSocket binary message; `t` names its kind.
+ * docs/protocol.md describes the exchange.
+ */
+export const PROTOCOL_VERSION = 1;
+
+export type Role = 'master' | 'replica';
+
+/** First frame each side sends. */
+export interface HelloFrame {
+  t: 'hello';
+  /** protocol version */
+  v: number;
+  cluster: string;
+  node: string;
+  role: Role;
+  /** 16 random bytes the peer must answer for */
+  nonce: Uint8Array;
+}
+
+/** Proof of the cluster secret: HMAC over both nonces and both node ids. */
+export interface AuthFrame {
+  t: 'auth';
+  proof: Uint8Array;
+}
+
+/** "Send me your changes after `since`; my vector is this." */
+export interface SubscribeFrame {
+  t: 'sub';
+  since: number;
+  vector: Record<string, number>;
+}
+
+/** One change as it travels: a feed entry without the sender's local seq. */
+export interface WireChange {
+  /** origin node */
+  o: string;
+  /** origin seq */
+  n: number;
+  /** object id, type */
+  i: string;
+  y: string;
+  /** kind */
+  k: 'create' | 'update' | 'delete' | 'undelete';
+  /** Yjs update */
+  u: Uint8Array;
+  /** HLC */
+  h: number;
+  /** principal */
+  p: string;
+  /** fields changed */
+  c: string[];
+}
+
+/** Changes from the sender's feed; `last` is the sender seq they reach (skipped ones included). */
+export interface ChangesFrame {
+  t: 'changes';
+  changes: WireChange[];
+  last: number;
+  /** the sender's feed head when it sent this, for lag */
+  head: number;
+}
+
+/** The receiver has durably applied everything up to `seq` of the sender's feed. */
+export interface AckFrame {
+  t: 'ack';
+  seq: number;
+}
+
+/** The sender's feed head, sent when idle so the receiver can tell it is live. */
+export interface HeadFrame {
+  t: 'head';
+  head: number;
+}
+
+/** Why the sender is closing the session; sent once, then the socket closes. */
+export interface ErrorFrame {
+  t: 'error';
+  reason: string;
+}
+
+export type Frame = HelloFrame | AuthFrame | SubscribeFrame | ChangesFrame | AckFrame | HeadFrame | ErrorFrame;
+
+export class FrameError extends Error {}
+
+const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+
+export function encodeFrame(f: Frame): Uint8Array {
+  return packr.pack(f);
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+const isStr = (v: unknown, max = 256): v is string => typeof v === 'string' && v.length > 0 && v.length <= max;
+const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isBytes = (v: unknown, max: number): v is Uint8Array => v instanceof Uint8Array && v.length <= max;
+const KINDS = new Set(['create', 'update', 'delete', 'undelete']);
+
+function check(cond: boolean, what: string): asserts cond {
+  if (!cond) throw new FrameError(what);
+}
+
+function checkVector(v: unknown): Record<string, number> {
+  check(isObj(v), 'vector must be a map');
+  const entries = Object.entries(v);
+  check(entries.length <= 10_000, 'vector too large');
+  for (const [k, n] of entries) check(isStr(k, 128) && isSeq(n), 'vector entries must be node id -> seq');
+  return v as Record<string, number>;
+}
+
+function checkChange(c: unknown): WireChange {
+  check(isObj(c), 'a change must be a map');
+  check(isStr(c['o'], 128) && isSeq(c['n']) && c['n'] > 0, 'change origin is malformed');
+  check(isStr(c['i'], 128) && isStr(c['y'], 64), 'change object id or type is malformed');
+  check(typeof c['k'] === 'string' && KINDS.has(c['k']), 'change kind is unknown');
+  check(isBytes(c['u'], 4 * 1024 * 1024), 'change update must be bytes');
+  check(isSeq(c['h']), 'change HLC is malformed');
+  check(typeof c['p'] === 'string' && c['p'].length <= 256, 'change principal is malformed');
+  check(Array.isArray(c['c']) && c['c'].length <= 1000 && c['c'].every((f) => isStr(f, 64)), 'change field list is malformed');
+  return c as unknown as WireChange;
+}
+
+/**
+ * Decodes and checks one frame. Anything not exactly a frame of this
+ * protocol throws a FrameError naming what is wrong; the caller closes the
+ * connection with that reason and stores nothing.
+ */
+export function decodeFrame(data: Uint8Array): Frame {
+  let f: unknown;
+  try {
+    f = packr.unpack(data);
+  } catch (e) {
+    throw new FrameError(`not msgpack (${(e as Error).message})`);
+  }
+  check(isObj(f), 'a frame must be a msgpack map');
+  switch (f['t']) {
+    case 'hello':
+      check(isSeq(f['v']), 'hello without a protocol version');
+      check(isStr(f['cluster'], 128) && isStr(f['node'], 128), 'hello needs cluster and node ids');
+      check(f['role'] === 'master' || f['role'] === 'replica', 'hello role must be master or replica');
+      check(isBytes(f['nonce'], 64) && f['nonce'].length >= 16, 'hello nonce must be at least 16 bytes');
+      return f as unknown as HelloFrame;
+    case 'auth':
+      check(isBytes(f['proof'], 64), 'auth proof must be bytes');
+      return f as unknown as AuthFrame;
+    case 'sub':
+      check(isSeq(f['since']), 'sub needs a feed position');
+      checkVector(f['vector']);
+      return f as unknown as SubscribeFrame;
+    case 'changes':
+      check(Array.isArray(f['changes']) && f['changes'].length <= 10_000, 'changes must be a list of at most 10000');
+      (f['changes'] as unknown[]).forEach(checkChange);
+      check(isSeq(f['last']) && isSeq(f['head']), 'changes need last and head positions');
+      return f as unknown as ChangesFrame;
+    case 'ack':
+      check(isSeq(f['seq']), 'ack needs a seq');
+      return f as unknown as AckFrame;
+    case 'head':
+      check(isSeq(f['head']), 'head needs a seq');
+      return f as unknown as HeadFrame;
+    case 'error':
+      check(typeof f['reason'] === 'string', 'error needs a reason');
+      return { t: 'error', reason: (f['reason'] as string).slice(0, 500) };
+    default:
+      throw new FrameError(`unknown frame type ${JSON.stringify(String(f['t']).slice(0, 32))}`);
+  }
+}

@@ -1,0 +1,7 @@
+export { SyncSession } from './session.js';
+export type { Action, SessionOptions, SessionState, SessionStats } from './session.js';
+export { encodeFrame, decodeFrame, FrameError, PROTOCOL_VERSION } from './frames.js';
+export type { Frame, Role, WireChange } from './frames.js';
+export { backoffDelay } from './backoff.js';
+export { Replicator } from './replicator.js';
+export type { FeedStore, PeerState, PeerStatus, ReplicatorLog, ReplicatorOptions } from './replicator.js';

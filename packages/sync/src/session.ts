@@ -1,0 +1,260 @@
+import type { FeedEntry, RemoteChange } from '@meridian/store';
+import { proof, proofMatches } from './auth.js';
+import { PROTOCOL_VERSION, type ChangesFrame, type Frame, type Role, type WireChange } from './frames.js';
+
+/**
+ * One replication session over one connection, as a pure state machine: it
+ * takes frames, feed reads, apply results and clock ticks, and returns
+ * actions for its driver to run (send a frame, read the feed, apply changes,
+ * load a checkpoint, close). It never touches a socket, a clock or the disk,
+ * so the WebSocket transport and the deterministic simulator drive the same
+ * code.
+ *
+ * Both directions run at once on one session: each side streams its own
+ * feed from the position the other side asked for (its checkpoint), skipping
+ * what the other side's version vector already covers, and applies what the
+ * other side streams, acknowledging each batch once it is on disk. At most
+ * `window` batches are unacknowledged, so a peer that stops reading holds
+ * back the sender instead of growing its memory.
+ */
+export type Action =
+  | { type: 'send'; frame: Frame }
+  | { type: 'read'; after: number; limit: number }
+  | { type: 'apply'; changes: RemoteChange[]; last: number }
+  | { type: 'load-checkpoint'; peer: string }
+  | { type: 'open'; peer: string; role: Role }
+  | { type: 'close'; reason: string; refused: boolean };
+
+export type SessionState = 'hello' | 'auth' | 'open' | 'closed';
+
+export interface SessionOptions {
+  nodeId: string;
+  cluster: string;
+  secret: string;
+  role: Role;
+  /** 16+ random bytes for this session's challenge */
+  nonce: Uint8Array;
+  /** this node's version vector, when subscribing */
+  vector: () => Record<string, number>;
+  /** the local feed head at start */
+  head: number;
+  /** changes per batch */
+  batch?: number;
+  /** unacknowledged batches allowed in flight */
+  window?: number;
+  /** ms to complete the handshake */
+  authTimeout?: number;
+}
+
+export interface SessionStats {
+  /** their feed head as last reported */
+  remoteHead: number;
+  /** their feed seq durably applied here */
+  applied: number;
+  /** our feed seq they acknowledged */
+  acked: number;
+  /** our feed seq sent */
+  sent: number;
+  /** HLC of the oldest change received and not yet applied, or of the last applied while behind */
+  behindSince: number | undefined;
+}
+
+export class SyncSession {
+  state: SessionState = 'hello';
+  peer: string | undefined;
+  peerRole: Role | undefined;
+  readonly stats: SessionStats = { remoteHead: 0, applied: 0, acked: 0, sent: 0, behindSince: undefined };
+
+  private peerNonce: Uint8Array | undefined;
+  private startedAt = 0;
+  private head: number;
+  /** sender side: our feed position streamed so far; undefined until they subscribe */
+  private cursor: number | undefined;
+  private peerVector: Record<string, number> = {};
+  private reading = false;
+  private inFlight = 0;
+  /** receiver side: batches waiting to be applied, oldest first */
+  private readonly pendingApply: ChangesFrame[] = [];
+  private applying = false;
+  private readonly batch: number;
+  private readonly window: number;
+  private readonly authTimeout: number;
+
+  constructor(private readonly opts: SessionOptions) {
+    this.head = opts.head;
+    this.batch = opts.batch ?? 500;
+    this.window = opts.window ?? 4;
+    this.authTimeout = opts.authTimeout ?? 10_000;
+  }
+
+  start(now: number): Action[] {
+    this.startedAt = now;
+    return [{ type: 'send', frame: { t: 'hello', v: PROTOCOL_VERSION, cluster: this.opts.cluster, node: this.opts.nodeId, role: this.opts.role, nonce: this.opts.nonce } }];
+  }
+
+  tick(now: number): Action[] {
+    if (this.state !== 'open' && this.state !== 'closed' && now - this.startedAt > this.authTimeout) {
+      return this.fail('the handshake did not complete in time', false);
+    }
+    return [];
+  }
+
+  receive(frame: Frame): Action[] {
+    if (this.state === 'closed') return [];
+    if (frame.t === 'error') {
+      this.state = 'closed';
+      return [{ type: 'close', reason: `peer closed the session: ${frame.reason}`, refused: this.peer === undefined }];
+    }
+    switch (this.state) {
+      case 'hello':
+        if (frame.t !== 'hello') return this.fail(`expected hello, got ${frame.t} before authentication`, true);
+        return this.onHello(frame);
+      case 'auth':
+        if (frame.t !== 'auth') return this.fail(`expected auth, got ${frame.t} before authentication`, true);
+        return this.onAuth(frame.proof);
+      case 'open':
+        return this.onOpenFrame(frame);
+      default:
+        return [];
+    }
+  }
+
+  private onHello(h: Extract<Frame, { t: 'hello' }>): Action[] {
+    if (h.v !== PROTOCOL_VERSION) return this.fail(`unsupported protocol version ${h.v}; this node speaks ${PROTOCOL_VERSION}`, true);
+    if (h.cluster !== this.opts.cluster) return this.fail(`cluster id "${h.cluster}" is not this cluster ("${this.opts.cluster}")`, true);
+    if (h.node === this.opts.nodeId) return this.fail(`the peer has this node's own id "${h.node}"`, true);
+    if (h.role !== 'master') return this.fail(`role ${h.role} cannot join with the cluster secret; replicas use their own credential`, true);
+    this.peer = h.node;
+    this.peerRole = h.role;
+    this.peerNonce = h.nonce;
+    this.state = 'auth';
+    const p = proof(this.opts.secret, this.opts.cluster, this.opts.nodeId, h.node, this.opts.nonce, h.nonce);
+    return [{ type: 'send', frame: { t: 'auth', proof: p } }];
+  }
+
+  private onAuth(got: Uint8Array): Action[] {
+    const expected = proof(this.opts.secret, this.opts.cluster, this.peer!, this.opts.nodeId, this.peerNonce!, this.opts.nonce);
+    if (!proofMatches(expected, got)) return this.fail('authentication failed: the peer does not hold this cluster\'s secret', true);
+    this.state = 'open';
+    return [
+      { type: 'open', peer: this.peer!, role: this.peerRole! },
+      { type: 'load-checkpoint', peer: this.peer! },
+    ];
+  }
+
+  /** The checkpoint for this peer is loaded: ask for everything after it. */
+  checkpointLoaded(seq: number): Action[] {
+    if (this.state !== 'open') return [];
+    this.stats.applied = seq;
+    return [{ type: 'send', frame: { t: 'sub', since: seq, vector: this.opts.vector() } }];
+  }
+
+  private onOpenFrame(f: Frame): Action[] {
+    switch (f.t) {
+      case 'sub':
+        if (this.cursor !== undefined) return this.fail('subscribed twice on one session', true);
+        this.cursor = Math.min(f.since, this.head);
+        this.stats.sent = this.stats.acked = this.cursor;
+        this.peerVector = { ...f.vector };
+        return this.pump();
+      case 'changes': {
+        this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head, f.last);
+        if (f.last <= this.lastQueued()) return this.fail(`changes frame goes back to ${f.last}`, true);
+        if (f.changes.length && this.stats.behindSince === undefined) this.stats.behindSince = f.changes[0]!.h;
+        this.pendingApply.push(f);
+        return this.nextApply();
+      }
+      case 'ack':
+        if (this.cursor === undefined || f.seq > this.stats.sent || this.inFlight === 0) return this.fail(`ack of ${f.seq}, which was never sent`, true);
+        this.inFlight--;
+        this.stats.acked = f.seq;
+        return this.pump();
+      case 'head':
+        this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head);
+        return [];
+      default:
+        return this.fail(`unexpected ${f.t} frame on an open session`, true);
+    }
+  }
+
+  private lastQueued(): number {
+    return this.pendingApply.length ? this.pendingApply[this.pendingApply.length - 1]!.last : this.stats.applied;
+  }
+
+  private nextApply(): Action[] {
+    if (this.applying || this.pendingApply.length === 0) return [];
+    this.applying = true;
+    const f = this.pendingApply[0]!;
+    return [{ type: 'apply', changes: f.changes.map(fromWire), last: f.last }];
+  }
+
+  /** The oldest pending batch is on disk here: acknowledge it. */
+  applied(): Action[] {
+    if (this.state !== 'open' || !this.applying) return [];
+    const f = this.pendingApply.shift()!;
+    this.applying = false;
+    this.stats.applied = f.last;
+    const nextOldest = this.pendingApply[0]?.changes[0]?.h;
+    this.stats.behindSince = nextOldest ?? (f.last < this.stats.remoteHead ? f.changes.at(-1)?.h ?? this.stats.behindSince : undefined);
+    return [{ type: 'send', frame: { t: 'ack', seq: f.last } }, ...this.nextApply()];
+  }
+
+  /** The local feed grew: stream the new changes if the window allows. */
+  feedAdvanced(head: number): Action[] {
+    if (head <= this.head) return [];
+    this.head = head;
+    return this.pump();
+  }
+
+  private pump(): Action[] {
+    if (this.state !== 'open' || this.cursor === undefined || this.reading || this.inFlight >= this.window) return [];
+    if (this.cursor >= this.head) return [];
+    this.reading = true;
+    return [{ type: 'read', after: this.cursor, limit: this.batch }];
+  }
+
+  /**
+   * Entries read from the local feed after the cursor. Those the peer holds
+   * already (its own, or covered by its vector) are left out, but the
+   * position still moves past them.
+   */
+  feedRead(entries: FeedEntry[]): Action[] {
+    if (this.state !== 'open' || !this.reading) return [];
+    this.reading = false;
+    if (entries.length === 0) return [];
+    const changes: WireChange[] = [];
+    for (const e of entries) {
+      if (e.origin === this.peer || (this.peerVector[e.origin] ?? 0) >= e.originSeq) continue;
+      this.peerVector[e.origin] = e.originSeq;
+      changes.push(toWire(e));
+    }
+    const last = entries[entries.length - 1]!.seq;
+    this.cursor = last;
+    this.stats.sent = last;
+    this.inFlight++;
+    return [{ type: 'send', frame: { t: 'changes', changes, last, head: this.head } }, ...this.pump()];
+  }
+
+  /** A failure seen by the driver (socket error, bad frame): close with a reason. */
+  fail(reason: string, refused: boolean): Action[] {
+    if (this.state === 'closed') return [];
+    this.state = 'closed';
+    return [
+      { type: 'send', frame: { t: 'error', reason } },
+      { type: 'close', reason, refused },
+    ];
+  }
+
+  /** Whether this side has sent everything and applied everything it was sent. */
+  get live(): boolean {
+    return this.state === 'open' && this.cursor !== undefined && this.cursor >= this.head && this.stats.applied >= this.stats.remoteHead && !this.applying;
+  }
+}
+
+function toWire(e: FeedEntry): WireChange {
+  return { o: e.origin, n: e.originSeq, i: e.id, y: e.type, k: e.kind, u: e.update, h: e.hlc, p: e.principal, c: e.fields };
+}
+
+function fromWire(c: WireChange): RemoteChange {
+  return { origin: c.o, originSeq: c.n, id: c.i, type: c.y, kind: c.k, update: c.u, hlc: c.h, principal: c.p, fields: c.c };
+}
