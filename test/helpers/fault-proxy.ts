@@ -1,0 +1,67 @@
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+
+/**
+ * A TCP proxy between two nodes that a test can cut (partition) and heal.
+ * Its target can change, so a node restarted on a new port stays reachable
+ * at the same proxy address. While cut, or before it has a target, it
+ * accepts and immediately drops connections, as a broken network would.
+ */
+export class FaultProxy {
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+  private target: number | undefined;
+  private cut = false;
+
+  private constructor(server: Server) {
+    this.server = server;
+  }
+
+  static async start(): Promise<FaultProxy> {
+    const server = createServer();
+    const proxy = new FaultProxy(server);
+    server.on('connection', (client) => proxy.accept(client));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    return proxy;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  setTarget(port: number): void {
+    this.target = port;
+  }
+
+  /** Drops every connection through the proxy and refuses new ones until heal(). */
+  partition(): void {
+    this.cut = true;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  heal(): void {
+    this.cut = false;
+  }
+
+  private accept(client: Socket): void {
+    if (this.cut || this.target === undefined) {
+      client.destroy();
+      return;
+    }
+    const upstream = connect(this.target, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+      s.on('error', () => undefined);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  }
+
+  async close(): Promise<void> {
+    this.partition();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}

@@ -1,0 +1,183 @@
+import t from 'tap';
+import { cli, startNode, type RunningNode } from './helpers/node-process.js';
+import { FaultProxy } from './helpers/fault-proxy.js';
+import { tempDir } from './helpers/tmp.js';
+
+const PW = 'test-admin-pw';
+const SECRET = 'replication-test-secret';
+const AUTH = `Basic ${Buffer.from(`admin:${PW}`).toString('base64')}`;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface Writer {
+  /** object id -> the last acknowledged value, and values tried after it */
+  objects: Map<string, { acked: string | undefined; after: string[] }>;
+  failures: number;
+  writes: number;
+}
+
+/** Writes through one node's admin API until stopped; records what was acknowledged. */
+function writeLoop(name: string, url: () => string, stop: { now: boolean }): { done: Promise<void>; w: Writer } {
+  const w: Writer = { objects: new Map(), failures: 0, writes: 0 };
+  const call = async (method: string, path: string, body: unknown): Promise<{ id: string } | undefined> => {
+    try {
+      const res = await fetch(`${url()}${path}`, {
+        method,
+        headers: { authorization: AUTH, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(3000),
+      });
+      if (!res.ok) return undefined;
+      return (await res.json()) as { id: string };
+    } catch {
+      return undefined;
+    }
+  };
+  const done = (async () => {
+    for (let i = 0; !stop.now; i++) {
+      const ids = [...w.objects.keys()];
+      const value = `${name}-${i}`;
+      if (ids.length < 5 || i % 4 === 0) {
+        const r = await call('POST', '/api/objects', { type: 'Organisation', fields: { name: value, kind: 'customer' } });
+        if (r) w.objects.set(r.id, { acked: value, after: [] });
+        else w.failures++;
+      } else {
+        const id = ids[i % ids.length]!;
+        const o = w.objects.get(id)!;
+        o.after.push(value);
+        const r = await call('PATCH', `/api/objects/${id}`, { fields: { name: value } });
+        if (r) o.after = [];
+        if (r) o.acked = value;
+        else w.failures++;
+      }
+      w.writes++;
+      await sleep(5);
+    }
+  })();
+  return { done, w };
+}
+
+t.test('three masters converge through partitions and a SIGKILL, losing no acknowledged write', async (t) => {
+  const names = ['a', 'b', 'c'];
+  const dirs = names.map(() => tempDir(t));
+  // a ring of proxies: a dials b, b dials c, c dials a
+  const proxies = await Promise.all(names.map(() => FaultProxy.start()));
+  t.teardown(() => Promise.all(proxies.map((p) => p.close())));
+  const toB = proxies[0]!;
+  const toC = proxies[1]!;
+  const toA = proxies[2]!;
+  const dialing = [toB, toC, toA];
+  const targetOf = [toA, toB, toC];
+  const nodes: RunningNode[] = [];
+  const start = async (i: number): Promise<RunningNode> => {
+    const n = await startNode(t, [
+      '--dir', dirs[i]!, '--node-id', names[i]!, '--admin-password', PW,
+      '--cluster-secret', SECRET, '--peers', `ws://127.0.0.1:${dialing[i]!.port}/sync`,
+      '--heartbeat', '300', '--link-timeout', '1500',
+    ]);
+    targetOf[i]!.setTarget(Number(new URL(n.url).port));
+    return n;
+  };
+  for (let i = 0; i < 3; i++) nodes[i] = await start(i);
+
+  const stop = { now: false };
+  const loops = names.map((name, i) => writeLoop(name, () => nodes[i]!.url, stop));
+  await sleep(1500);
+
+  // cut a off from both others while everyone keeps writing, then heal
+  toA.partition();
+  toB.partition();
+  await sleep(2000);
+  toA.heal();
+  toB.heal();
+  await sleep(1000);
+
+  // SIGKILL b mid-traffic and bring it back (on a new port, behind the same proxy)
+  await nodes[1]!.kill9();
+  await sleep(800);
+  nodes[1] = await start(1);
+  await sleep(1500);
+  stop.now = true;
+  await Promise.all(loops.map((l) => l.done));
+
+  const urls = nodes.map((n) => n.url).join(',');
+  let verify = cli(['verify', '--nodes', urls, '--json'], { MERIDIAN_PASSWORD: PW });
+  for (let i = 0; i < 60 && verify.code !== 0; i++) {
+    await sleep(500);
+    verify = cli(['verify', '--nodes', urls, '--json'], { MERIDIAN_PASSWORD: PW });
+  }
+  t.equal(verify.code, 0, `meridian verify passes: ${verify.stdout}${verify.stderr}`);
+
+  let acked = 0;
+  let missing = 0;
+  for (const { w } of loops) {
+    t.ok(w.writes > 50, `writer made ${w.writes} writes (${w.failures} failed while its node was down or cut)`);
+    for (const [id, o] of w.objects) {
+      for (const n of nodes) {
+        const res = await fetch(`${n.url}/api/objects/${id}`, { headers: { authorization: AUTH } });
+        const body = res.ok ? ((await res.json()) as { fields: { name: string } }) : undefined;
+        acked++;
+        // the final value is the last acknowledged one, or a later write whose ack was lost
+        if (!body || (body.fields.name !== o.acked && !o.after.includes(body.fields.name))) missing++;
+      }
+    }
+  }
+  t.equal(missing, 0, `every acknowledged write is present on every node (${acked} checks)`);
+
+  const status = JSON.parse(cli(['status', '--json', '--node', nodes[0]!.url], { MERIDIAN_PASSWORD: PW }).stdout);
+  t.ok(status.peers.length >= 1 && status.peers.every((p: { state: string }) => p.state === 'live'), 'peers live after heal');
+  t.match(nodes[0]!.output() + nodes[2]!.output(), /replication link down; backing off|no heartbeat/, 'the partition was seen and logged');
+});
+
+t.test('a wrong cluster secret is refused, logged with the reason, and receives no data', async (t) => {
+  const a = await startNode(t, ['--dir', tempDir(t), '--node-id', 'a', '--admin-password', PW, '--cluster-secret', SECRET]);
+  cli(['put', 'Organisation', 'name=Secret Ltd', 'kind=customer', '--node', a.url], { MERIDIAN_PASSWORD: PW });
+  const intruder = await startNode(t, [
+    '--dir', tempDir(t), '--node-id', 'x', '--admin-password', PW,
+    '--cluster-secret', 'not-the-right-secret', '--peers', `${a.url.replace('http', 'ws')}/sync`,
+  ]);
+  await sleep(1500);
+  const peers = JSON.parse(cli(['peers', '--json', '--node', intruder.url], { MERIDIAN_PASSWORD: PW }).stdout);
+  t.match(peers[0], { state: 'refused', reason: /authentication failed/ });
+  t.match(a.output(), /"reason":"authentication failed: the peer does not hold this cluster's secret","msg":"replication peer refused"/);
+  const status = JSON.parse(cli(['status', '--json', '--node', intruder.url], { MERIDIAN_PASSWORD: PW }).stdout);
+  t.equal(status.objects, 0, 'nothing reached the intruder');
+});
+
+t.test('concurrent writes to one field on two masters: same value and same conflict everywhere; a write settles it', async (t) => {
+  const link = await FaultProxy.start();
+  t.teardown(() => link.close());
+  const common = ['--admin-password', PW, '--cluster-secret', SECRET, '--heartbeat', '300', '--link-timeout', '1500'];
+  const a = await startNode(t, ['--dir', tempDir(t), '--node-id', 'a', ...common]);
+  link.setTarget(Number(new URL(a.url).port));
+  const b = await startNode(t, ['--dir', tempDir(t), '--node-id', 'b', ...common, '--peers', `ws://127.0.0.1:${link.port}/sync`]);
+  const env = { MERIDIAN_PASSWORD: PW };
+  const id = cli(['put', 'Organisation', 'org-shared', 'name=Shared', 'kind=customer', '--node', a.url], env).stdout.trim();
+  const until = async (cond: () => boolean): Promise<void> => {
+    for (let i = 0; i < 100 && !cond(); i++) await sleep(100);
+  };
+  await until(() => cli(['get', id, '--node', b.url], env).code === 0);
+
+  link.partition();
+  t.equal(cli(['put', 'Organisation', id, 'name=Shared East', '--node', a.url], env).code, 0);
+  t.equal(cli(['put', 'Organisation', id, 'name=Shared West', 'l=Cape Town', '--node', b.url], env).code, 0);
+  link.heal();
+  const conflictsOn = (url: string): { field: string; values: { value: string }[]; winner: string; detected?: string }[] =>
+    JSON.parse(cli(['conflicts', '--json', '--node', url], env).stdout);
+  await until(() => conflictsOn(a.url).length === 1 && conflictsOn(b.url).length === 1);
+  const [ca, cb] = [conflictsOn(a.url), conflictsOn(b.url)];
+  const withoutTime = (cs: typeof ca): unknown => cs.map(({ detected: _d, ...rest }: { detected?: string }) => rest);
+  t.same(withoutTime(ca), withoutTime(cb), 'both nodes record the same conflict (detection time is local)');
+  t.equal(ca[0]!.field, 'name');
+  t.same(ca[0]!.values.map((v) => v.value).sort(), ['Shared East', 'Shared West']);
+  const [oa, ob] = [JSON.parse(cli(['get', id, '--json', '--node', a.url], env).stdout), JSON.parse(cli(['get', id, '--json', '--node', b.url], env).stdout)];
+  t.same(oa.fields, ob.fields, 'same fields on both');
+  t.equal(oa.version, ob.version, 'same version on both');
+  t.equal(oa.fields.l, 'Cape Town', 'the other field merged without conflict');
+  t.match(cli(['conflicts', '--node', a.url], env).stdout, /Organisation org-shared field name: (kept|lost): "Shared (East|West)" from [ab]; (kept|lost)/);
+
+  t.equal(cli(['put', 'Organisation', id, 'name=Shared Global', '--node', a.url], env).code, 0);
+  await until(() => conflictsOn(b.url).length === 0);
+  t.same(conflictsOn(a.url), [], 'settled on the writer');
+  t.same(conflictsOn(b.url), [], 'settled on the other master too');
+  t.equal(JSON.parse(cli(['conflicts', '--all', '--json', '--node', b.url], env).stdout).length, 1, 'kept in the history');
+});
