@@ -40,7 +40,7 @@ function nodeOptions(cmd: Command): Command {
 
 function configFrom(flags: Record<string, unknown>): ReturnType<typeof resolveConfig> {
   const input: ConfigInput = {};
-  for (const k of ['dir', 'nodeId', 'schema', 'adminPassword', 'host', 'httpPort', 'maxBody', 'cacheBytes', 'sample', 'sampleSize', 'peers', 'clusterSecret', 'clusterId', 'heartbeat', 'linkTimeout'] as const) {
+  for (const k of ['dir', 'nodeId', 'schema', 'adminPassword', 'host', 'httpPort', 'maxBody', 'cacheBytes', 'sample', 'sampleSize', 'peers', 'clusterSecret', 'clusterId', 'heartbeat', 'linkTimeout', 'tlsCert', 'tlsKey', 'tlsCa'] as const) {
     if (flags[k] !== undefined) (input as Record<string, unknown>)[k] = flags[k];
   }
   return resolveConfig({ flags: input, env: process.env, file: flags['config'] as string | undefined });
@@ -72,6 +72,9 @@ export function buildProgram(): Command {
     .option('--cluster-id <id>', 'cluster name; nodes of another cluster are refused (default meridian)')
     .option('--heartbeat <ms>', 'ping interval on replication links (default 2000)')
     .option('--link-timeout <ms>', 'a replication link with no heartbeat for this long is dead (default 10000)')
+    .option('--tls-cert <file>', 'PEM certificate: serve HTTPS, and wss:// on /sync')
+    .option('--tls-key <file>', 'PEM private key for --tls-cert')
+    .option('--tls-ca <file>', 'PEM CA certificate trusted when dialing wss:// peers')
     .action(async (flags: Record<string, unknown>) => {
       const node = await MeridianNode.start(configFrom(flags));
       out(`meridian node ${node.store.nodeId} listening on ${node.url}`);

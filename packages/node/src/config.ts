@@ -30,6 +30,11 @@ export interface NodeConfig {
   heartbeat: number;
   /** ms without a heartbeat after which a link is dead */
   linkTimeout: number;
+  /** PEM certificate and key files: serve HTTPS (and wss:// on /sync) */
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  /** PEM CA file trusted when dialing wss:// peers */
+  tlsCa: string | undefined;
 }
 
 export type ConfigInput = { [K in keyof NodeConfig]?: NodeConfig[K] | string };
@@ -43,6 +48,7 @@ function checkCombination(c: NodeConfig): void {
     throw new MeridianError('bad-request', '--cluster-secret must be at least 16 characters');
   }
   if (c.linkTimeout <= c.heartbeat) throw new MeridianError('bad-request', '--link-timeout must be longer than --heartbeat');
+  if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new MeridianError('bad-request', '--tls-cert and --tls-key go together');
 }
 
 export const DEFAULT_SCHEMA = fileURLToPath(new URL('../schema/crm.yaml', import.meta.url));
@@ -63,6 +69,9 @@ const DEFAULTS: NodeConfig = {
   clusterId: 'meridian',
   heartbeat: 2000,
   linkTimeout: 10_000,
+  tlsCert: undefined,
+  tlsKey: undefined,
+  tlsCa: undefined,
 };
 
 const ENV: Record<keyof NodeConfig, string> = {
@@ -81,6 +90,9 @@ const ENV: Record<keyof NodeConfig, string> = {
   clusterId: 'MERIDIAN_CLUSTER_ID',
   heartbeat: 'MERIDIAN_HEARTBEAT',
   linkTimeout: 'MERIDIAN_LINK_TIMEOUT',
+  tlsCert: 'MERIDIAN_TLS_CERT',
+  tlsKey: 'MERIDIAN_TLS_KEY',
+  tlsCa: 'MERIDIAN_TLS_CA',
 };
 
 const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize', 'heartbeat', 'linkTimeout']);

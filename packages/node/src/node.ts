@@ -1,7 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { destination, pino, type Logger } from 'pino';
-import { hlcToIso, loadSchemaFile, Store } from '@meridian/store';
+import { hlcToIso, loadSchemaFile, MeridianError, Store } from '@meridian/store';
 import { Replicator, type PeerStatus } from '@meridian/sync';
 import { AdminAuth } from './admin-auth.js';
 import { handleAdmin } from './admin-api.js';
@@ -56,7 +58,9 @@ export class MeridianNode {
         await store.setMeta('sampleLoaded', true);
         log.info({ objects: n }, 'loaded the sample dataset');
       }
-      const server = createServer({ keepAliveTimeout: 5000 });
+      const server = config.tlsCert
+        ? createTlsServer({ keepAliveTimeout: 5000, cert: readPem(config.tlsCert, '--tls-cert'), key: readPem(config.tlsKey!, '--tls-key') })
+        : createServer({ keepAliveTimeout: 5000 });
       const replicator = config.clusterSecret
         ? new Replicator({
             store,
@@ -66,6 +70,7 @@ export class MeridianNode {
             log,
             heartbeat: config.heartbeat,
             timeout: config.linkTimeout,
+            tls: config.tlsCa ? { ca: readPem(config.tlsCa, '--tls-ca') } : undefined,
           })
         : undefined;
       const node = new MeridianNode(config, store, log, auth, server, replicator);
@@ -107,7 +112,7 @@ export class MeridianNode {
   get url(): string {
     const a = this.server.address() as AddressInfo;
     const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-    return `http://${host}:${a.port}`;
+    return `${this.config.tlsCert ? 'https' : 'http'}://${host}:${a.port}`;
   }
 
   status(): StatusJson {
@@ -180,6 +185,14 @@ export class MeridianNode {
       this.log.info({ nodeId: this.store.nodeId }, 'stopped');
     })();
     return this.stopping;
+  }
+}
+
+function readPem(path: string, flag: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new MeridianError('bad-request', `cannot read ${flag} file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
 }
 
