@@ -44,6 +44,9 @@ function checkCombination(c: NodeConfig): void {
   if (c.peers.length > 0 && !c.clusterSecret) {
     throw new MeridianError('bad-request', '--peers needs --cluster-secret (or MERIDIAN_CLUSTER_SECRET): masters authenticate each other with it');
   }
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(c.clusterId)) {
+    throw new MeridianError('bad-request', '--cluster-id may hold only letters, digits, ".", "_" and "-" (at most 128)');
+  }
   if (c.clusterSecret !== undefined && c.clusterSecret.length < 16) {
     throw new MeridianError('bad-request', '--cluster-secret must be at least 16 characters');
   }

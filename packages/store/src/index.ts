@@ -13,3 +13,4 @@ export { isValidId } from './ids.js';
 export { checkIndexes } from './check.js';
 export { storeDigest, BUCKETS } from './digest.js';
 export type { StoreDigest } from './digest.js';
+export { VersionVector } from './version-vector.js';

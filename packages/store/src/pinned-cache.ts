@@ -73,6 +73,18 @@ export class PinnedCache<V> {
     return pending;
   }
 
+  /**
+   * Sets a key's value directly (for data written without a load). A load of
+   * the key already under way resolves to this slot, never to its older read.
+   */
+  set(key: string, value: V): Slot<V> {
+    const slot = this.entries.get(key);
+    if (!slot) return this.insert(key, value);
+    slot.value = value;
+    this.resize(slot);
+    return slot;
+  }
+
   /** The slot for key, pinned: it stays cached until release(). */
   async acquire(key: string, load: (key: string) => Promise<V>): Promise<Slot<V>> {
     for (;;) {

@@ -13,6 +13,7 @@ import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
 import { DEFAULT_COST, hashPassword, isPasswordHash, type ScryptCost } from './password.js';
 import { PinnedCache, type Slot } from './pinned-cache.js';
 import { ReadBatcher } from './read-batcher.js';
+import { VersionVector } from './version-vector.js';
 import {
   checkFieldValues,
   checkRequired,
@@ -129,7 +130,7 @@ export class Store {
   private readonly claims: PinnedCache<CachedClaim>;
   private readonly commits: GroupCommit;
   private readonly reads: ReadBatcher;
-  private readonly vector: Map<string, number>;
+  private readonly vector: VersionVector;
   private readonly counts: Map<string, number>;
   private readonly passwordCost: ScryptCost;
   private readonly listeners = new Set<(entries: FeedEntry[]) => void>();
@@ -145,6 +146,10 @@ export class Store {
   private readonly openConflicts: Map<string, Map<string, ConflictRecord>>;
   private seq: number;
   private durableSeq: number;
+  /** the version vector of what is on disk (the `vector` field runs ahead by pending changes) */
+  private readonly durableVector: VersionVector;
+  /** changes this node holds but whose feed entries it never had (it was cloned): see feedBase() */
+  private base: Record<string, number>;
   private closed = false;
 
   private constructor(init: {
@@ -158,8 +163,11 @@ export class Store {
     counts: Map<string, number>;
     clientNodes: Map<number, string>;
     openConflicts: Map<string, Map<string, ConflictRecord>>;
+    feedBase: Record<string, number>;
   }) {
     this.clientNodes = init.clientNodes;
+    this.durableVector = new VersionVector(init.vector);
+    this.base = init.feedBase;
     this.openConflicts = init.openConflicts;
     this.db = init.db;
     this.dir = init.opts.dir;
@@ -169,7 +177,7 @@ export class Store {
     this.clock = new HybridClock(init.hlc, init.opts.now);
     this.seq = init.seq;
     this.durableSeq = init.seq;
-    this.vector = init.vector;
+    this.vector = new VersionVector(init.vector);
     this.counts = init.counts;
     this.passwordCost = init.opts.passwordCost ?? DEFAULT_COST;
     const budget = init.opts.cacheBytes ?? 64 * 1024 * 1024;
@@ -248,7 +256,8 @@ export class Store {
         if (!m) openConflicts.set(rec.objectId, (m = new Map()));
         m.set(k, rec);
       }
-      return new Store({ db, opts, nodeId, clientId, hlc, seq, vector, counts, clientNodes, openConflicts });
+      const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
+      return new Store({ db, opts, nodeId, clientId, hlc, seq, vector, counts, clientNodes, openConflicts, feedBase });
     } catch (e) {
       await db.close().catch(() => undefined);
       throw e;
@@ -469,7 +478,7 @@ export class Store {
       // A new object needs no Y.Doc: its first update is its whole state.
       const created = encodeCreate(this.clientId, setFields, def.name);
       update = state = created.update;
-      version = singleClientVersion(this.clientId, created.clock);
+      version = singleClientVersion(this.clientId, created.clock, plan.fields);
       changed = Object.keys(plan.fields);
       fields = plan.fields;
     } else {
@@ -484,8 +493,8 @@ export class Store {
     }
     const hlc = this.clock.tick();
     const seq = ++this.seq;
-    const originSeq = (this.vector.get(this.nodeId) ?? 0) + 1;
-    this.vector.set(this.nodeId, originSeq);
+    const originSeq = this.vector.get(this.nodeId) + 1;
+    this.vector.add(this.nodeId, originSeq);
     const kind: ChangeKind = intent.kind === 'replace' ? 'update' : intent.kind;
     const record: ObjectRecord = { t: def.name, f: fields, d: plan.deleted, h: hlc, s: seq, v: version, y: state };
     const feed: FeedRecord = {
@@ -513,19 +522,17 @@ export class Store {
     def: TypeDef | undefined,
     cur: ObjectRecord | null,
     record: ObjectRecord,
-    feed: FeedRecord,
+    feed: FeedRecord | undefined,
     before: IndexSet,
     after: IndexSet,
     claims: Slot<CachedClaim>[],
     extra: BatchOp[],
   ): Promise<void> {
-    const id = feed.i;
+    const id = slot.key;
     const seq = record.s;
-    const ops: BatchOp[] = [
-      { type: 'put', key: keys.object(id), value: encode(record) },
-      { type: 'put', key: keys.feed(seq), value: encode(feed) },
-      ...extra,
-    ];
+    const ops: BatchOp[] = [{ type: 'put', key: keys.object(id), value: encode(record) }, ...extra];
+    // a merged clone state has no feed entry of its own (see cloneStates)
+    if (feed) ops.push({ type: 'put', key: keys.feed(seq), value: encode(feed) });
     for (const k of before.plain) if (!after.plain.has(k)) ops.push({ type: 'del', key: k });
     for (const k of after.plain) if (!before.plain.has(k)) ops.push({ type: 'put', key: k, value: EMPTY });
     for (const c of claims) {
@@ -542,18 +549,23 @@ export class Store {
     }
     const wasLive = cur !== null && !cur.d;
     if (def && wasLive !== !record.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + (record.d ? -1 : 1));
-    this.dirtyVector.add(feed.o);
+    if (feed) this.dirtyVector.add(feed.o);
 
     slot.value.current = record;
     this.objects.resize(slot);
-    const entry: FeedEntry = feedEntry(seq, feed);
+    const entry: FeedEntry | undefined = feed && feedEntry(seq, feed);
     const durable = this.commits.add(ops, () => {
-      if ((slot.value.durable?.s ?? 0) < record.s) slot.value.durable = record;
-      if (slot.value.current === record) slot.value.pending = undefined;
-      this.durableSeq = seq;
+      if (slot.value.current === record) {
+        slot.value.durable = record;
+        slot.value.pending = undefined;
+      } else if ((slot.value.durable?.s ?? 0) < record.s) slot.value.durable = record;
+      if (feed) {
+        this.durableSeq = seq;
+        this.durableVector.add(feed.o, feed.n);
+      }
       this.objects.release(slot);
       for (const c of claims) this.claims.release(c);
-      this.notify(entry);
+      if (entry) this.notify(entry);
     });
     slot.value.pending = durable;
     return durable;
@@ -577,13 +589,14 @@ export class Store {
     for (let i = 0; i < changes.length; i++) {
       const c = changes[i]!;
       const extra: BatchOp[] = i === changes.length - 1 && opts.checkpoint ? [checkpointOp(opts.checkpoint)] : [];
-      if ((this.vector.get(c.origin) ?? 0) >= c.originSeq) {
+      if (this.vector.has(c.origin, c.originSeq)) {
         result.skipped++;
         if (extra.length) last = this.commits.add(extra);
         continue;
       }
       const r = await this.applyOne(c, extra);
-      result.applied++;
+      if (r.skipped) result.skipped++;
+      else result.applied++;
       result.conflicts += r.conflicts;
       last = r.durable;
     }
@@ -592,7 +605,7 @@ export class Store {
     return result;
   }
 
-  private async applyOne(c: RemoteChange, extra: BatchOp[]): Promise<{ durable: Promise<void>; conflicts: number }> {
+  private async applyOne(c: RemoteChange, extra: BatchOp[]): Promise<{ durable: Promise<void>; conflicts: number; skipped?: boolean }> {
     const slot = await this.objects.acquire(c.id, this.loadObject);
     while (slot.value.busy) await slot.value.busy;
     let done!: () => void;
@@ -600,6 +613,10 @@ export class Store {
     const claims: Slot<CachedClaim>[] = [];
     let handedOver = false;
     try {
+      // The same change may arrive over two sessions at once: the first to get here applies it.
+      if (this.vector.has(c.origin, c.originSeq)) {
+        return { durable: extra.length ? this.commits.add(extra) : Promise.resolve(), conflicts: 0, skipped: true };
+      }
       const cur = slot.value.current;
       const doc = slot.value.doc ?? (cur ? docFromState(c.id, cur.y, this.clientId) : newDoc(c.id, this.clientId));
       this.holdDoc(slot, doc);
@@ -638,7 +655,7 @@ export class Store {
       this.clock.observe(c.hlc);
       const hlc = c.hlc;
       const seq = ++this.seq;
-      if ((this.vector.get(c.origin) ?? 0) < c.originSeq) this.vector.set(c.origin, c.originSeq);
+      this.vector.add(c.origin, c.originSeq);
       const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(hlc, cur?.h ?? 0), s: seq, v: docVersion(doc), y: encodeState(doc) };
       const feed: FeedRecord = { o: c.origin, n: c.originSeq, i: c.id, t: type, u: c.update, h: hlc, p: c.principal, c: c.fields, k: c.kind };
       const conflictOps: BatchOp[] = [];
@@ -751,6 +768,139 @@ export class Store {
     return v === undefined ? 0 : decode<number>(v);
   }
 
+  /**
+   * The changes this node holds without their feed entries: empty, unless
+   * it was cloned, in which case it is the vector of the state it was cloned
+   * from. A peer whose vector does not cover it cannot be served from the
+   * feed alone.
+   */
+  feedBase(): Record<string, number> {
+    return { ...this.base };
+  }
+
+  /**
+   * A consistent read of every object's stored record, for cloning another
+   * node. `head` and `vector` describe at least what the records hold (a
+   * batch landing while the snapshot is taken may add a little more, which
+   * the feed from `head` then re-delivers and Yjs merges as a no-op).
+   */
+  snapshotStates(batch = 1000): { head: number; vector: Record<string, number>; base: Record<string, number>; batches: AsyncGenerator<{ id: string; record: Uint8Array }[]> } {
+    this.assertOpen();
+    const head = this.durableSeq;
+    const vector = this.durableVector.toObject();
+    const it = this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH });
+    async function* batches(): AsyncGenerator<{ id: string; record: Uint8Array }[]> {
+      try {
+        for (;;) {
+          const entries = await it.nextv(batch);
+          if (entries.length === 0) return;
+          yield entries.map(([k, v]) => ({ id: k.slice(1), record: v }));
+        }
+      } finally {
+        await it.close();
+      }
+    }
+    return { head, vector, base: { ...this.base }, batches: batches() };
+  }
+
+  /**
+   * Stores object records streamed from a peer as they are, with no Yjs
+   * work: the fast path for a node that starts empty. With `done`, the
+   * peer's vector becomes this node's vector and feed base, and the peer's
+   * checkpoint is set to the snapshot's feed position, in the same batch.
+   */
+  async cloneStates(items: { id: string; record: Uint8Array }[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void> {
+    this.assertOpen();
+    const ops: BatchOp[] = [];
+    const merges: Promise<void>[] = [];
+    const cloned: Slot<CachedObject>[] = [];
+    const present = await this.db.getMany(items.map((i) => keys.object(i.id)));
+    // From here to the commit below nothing awaits, so no write can create
+    // one of these objects in between; a load already under way resolves to
+    // the cache entry set here.
+    for (const [n, { id, record }] of items.entries()) {
+      if (!isValidId(id)) throw new MeridianError('bad-request', `cloned object id "${id.slice(0, 40)}" is not valid`);
+      const rec = decode<ObjectRecord>(record);
+      if (typeof rec.t !== 'string' || !(rec.y instanceof Uint8Array) || typeof rec.f !== 'object' || rec.f === null) {
+        throw new MeridianError('bad-request', `cloned object ${id} is not an object record`);
+      }
+      if (this.objects.peek(id) || present[n] !== undefined) {
+        // Held here already (written meanwhile, or cloned from two peers at once): merge.
+        merges.push(this.mergeState(id, rec.y));
+        continue;
+      }
+      rec.s = this.durableSeq;
+      const def = this.schema.types.get(rec.t);
+      const idx = def ? indexSet(def, id, rec.f, rec.d) : EMPTY_INDEX;
+      ops.push({ type: 'put', key: keys.object(id), value: encode(rec) });
+      for (const k of idx.plain) ops.push({ type: 'put', key: k, value: EMPTY });
+      for (const k of idx.unique) {
+        const claim = this.claims.peek(k);
+        if (claim && claim.value.owner !== null) continue;
+        this.claims.set(k, { owner: id });
+        ops.push({ type: 'put', key: k, value: Buffer.from(id) });
+      }
+      if (def && !rec.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + 1);
+      const slot = this.objects.set(id, { current: rec, durable: null, doc: undefined, pending: undefined });
+      slot.pins++;
+      cloned.push(slot);
+    }
+    const written = this.commits.add(ops, () => {
+      for (const slot of cloned) {
+        slot.value.durable ??= slot.value.current;
+        this.objects.release(slot);
+      }
+    });
+    await Promise.all([written, ...merges]);
+    if (done) {
+      // only now: the vector must never claim what is not on disk
+      const doneOps: BatchOp[] = [];
+      for (const [origin, n] of Object.entries(done.vector)) {
+        this.vector.raise(origin, n);
+        this.durableVector.raise(origin, n);
+        this.dirtyVector.add(origin);
+        this.base[origin] = Math.max(this.base[origin] ?? 0, n);
+      }
+      doneOps.push({ type: 'put', key: keys.meta('feedBase'), value: encode(this.base) });
+      doneOps.push(checkpointOp({ peer: done.peer, seq: done.head }));
+      await this.commits.add(doneOps);
+    }
+  }
+
+  /** Merges a whole object state from a clone into the object held here, without a feed entry. */
+  private async mergeState(id: string, state: Uint8Array): Promise<void> {
+    const slot = await this.objects.acquire(id, this.loadObject);
+    while (slot.value.busy) await slot.value.busy;
+    const claims: Slot<CachedClaim>[] = [];
+    let handedOver = false;
+    try {
+      const cur = slot.value.current;
+      const doc = slot.value.doc ?? (cur ? docFromState(id, cur.y, this.clientId) : newDoc(id, this.clientId));
+      this.holdDoc(slot, doc);
+      Y.applyUpdate(doc, state, 'remote');
+      doc.clientID = this.clientId;
+      const meta = readMeta(doc);
+      const type = meta.type ?? cur?.t ?? '';
+      const def = this.schema.types.get(type);
+      const fields = readFields(doc);
+      const before = cur && def ? indexSet(def, id, cur.f, cur.d) : EMPTY_INDEX;
+      const after = def ? indexSet(def, id, fields, meta.deleted) : EMPTY_INDEX;
+      const keysToClaim = new Set<string>();
+      for (const k of before.unique) if (!after.unique.has(k)) keysToClaim.add(k);
+      for (const k of after.unique) if (!before.unique.has(k)) keysToClaim.add(k);
+      await Promise.all([...keysToClaim].map(async (k) => claims.push(await this.claims.acquire(k, this.loadClaim))));
+      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: cur?.h ?? 0, s: cur?.s ?? this.durableSeq, v: docVersion(doc), y: encodeState(doc) };
+      const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, []);
+      handedOver = true;
+      await durable;
+    } finally {
+      if (!handedOver) {
+        for (const c of claims) this.claims.release(c);
+        this.objects.release(slot);
+      }
+    }
+  }
+
   /** The oldest feed seq still retained (feed retention trims below it). */
   async firstSeq(): Promise<number> {
     const first = await this.db.keys({ gte: keys.feedPrefix, lt: keys.feedPrefix + HIGH, limit: 1 }).all();
@@ -763,7 +913,7 @@ export class Store {
       { type: 'put', key: keys.meta('hlc'), value: encode(this.clock.current) },
       { type: 'put', key: keys.meta('counts'), value: encode(Object.fromEntries(this.counts)) },
     ];
-    for (const origin of this.dirtyVector) ops.push({ type: 'put', key: keys.vector(origin), value: encode(this.vector.get(origin) ?? 0) });
+    for (const origin of this.dirtyVector) ops.push({ type: 'put', key: keys.vector(origin), value: encode(this.vector.get(origin)) });
     this.dirtyVector.clear();
     if (this.clientNodesDirty) {
       ops.push({ type: 'put', key: keys.meta('clientNodes'), value: encode(Object.fromEntries(this.clientNodes)) });
@@ -901,7 +1051,7 @@ export class Store {
   }
 
   versionVector(): Record<string, number> {
-    return Object.fromEntries(this.vector);
+    return this.vector.toObject();
   }
 
   /** Live objects per type. */

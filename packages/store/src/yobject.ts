@@ -107,8 +107,20 @@ export function encodeState(doc: Y.Doc): Uint8Array {
  */
 export function docVersion(doc: Y.Doc): string {
   const sv = Y.decodeStateVector(Y.encodeStateVector(doc));
+  return versionOf(sv, readFields(doc), readMeta(doc).deleted);
+}
+
+/**
+ * The state vector alone does not change when a field is removed (a Yjs
+ * deletion adds no item), so the version also covers the visible content:
+ * fields in key order and the deleted flag.
+ */
+function versionOf(sv: Map<number, number>, fields: Readonly<Record<string, FieldValue>>, deleted: boolean): string {
   const parts = [...sv.entries()].sort((a, b) => a[0] - b[0]).map(([c, k]) => `${c}:${k}`);
-  return createHash('sha1').update(parts.join(',')).digest('base64url').slice(0, 16);
+  const content = Object.keys(fields)
+    .sort()
+    .map((k) => [k, fields[k]]);
+  return createHash('sha1').update(parts.join(',')).update('\0').update(JSON.stringify(content)).update(deleted ? '\0d' : '\0').digest('base64url').slice(0, 16);
 }
 
 /**
@@ -140,7 +152,7 @@ export function encodeCreate(clientId: number, fields: Readonly<Record<string, F
   return { update: encoding.toUint8Array(e), clock: items.length };
 }
 
-/** docVersion of a document that holds only the `clock` items of one client. */
-export function singleClientVersion(clientId: number, clock: number): string {
-  return createHash('sha1').update(`${clientId}:${clock}`).digest('base64url').slice(0, 16);
+/** docVersion of a new document: `clock` items of one client, these fields, not deleted. */
+export function singleClientVersion(clientId: number, clock: number, fields: Readonly<Record<string, FieldValue>>): string {
+  return versionOf(new Map([[clientId, clock]]), fields, false);
 }

@@ -34,7 +34,7 @@ t.test('a hand-encoded create is byte for byte what Yjs writes', async (t) => {
       t.fail(`case ${i}: bytes differ for ${JSON.stringify(fields)}`);
       return;
     }
-    t.equal(singleClientVersion(clientId, mine.clock), docVersion(doc));
+    t.equal(singleClientVersion(clientId, mine.clock, fields as Record<string, string>), docVersion(doc));
     const back = new Y.Doc();
     Y.applyUpdate(back, mine.update);
     t.same(back.getMap('f').toJSON(), fields);

@@ -8,9 +8,14 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
  */
 export function proof(secret: string, cluster: string, from: string, to: string, fromNonce: Uint8Array, toNonce: Uint8Array): Uint8Array {
   const mac = createHmac('sha256', secret);
-  mac.update(`meridian-sync/1\0${cluster}\0${from}\0${to}\0`);
-  mac.update(fromNonce);
-  mac.update(toNonce);
+  // Every part is length-prefixed: with plain separators, ids containing
+  // the separator let one connection's proof be replayed as another's.
+  for (const part of [Buffer.from('meridian-sync/1'), Buffer.from(cluster), Buffer.from(from), Buffer.from(to), fromNonce, toNonce]) {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(part.length);
+    mac.update(len);
+    mac.update(part);
+  }
   return mac.digest();
 }
 

@@ -32,6 +32,18 @@ export interface SubscribeFrame {
   t: 'sub';
   since: number;
   vector: Record<string, number>;
+  /** the subscriber is empty: send object states first, then the feed */
+  clone?: boolean;
+}
+
+/** Stored object records for a cloning subscriber; the last frame has `done` with the snapshot's position. */
+export interface StatesFrame {
+  t: 'states';
+  objects: { i: string; r: Uint8Array }[];
+  done: boolean;
+  /** with done: the sender's feed seq the snapshot covers, and its vector */
+  head?: number;
+  vector?: Record<string, number>;
 }
 
 /** One change as it travels: a feed entry without the sender's local seq. */
@@ -70,7 +82,7 @@ export interface AckFrame {
   seq: number;
 }
 
-/** The sender's feed head, sent when idle so the receiver can tell it is live. */
+/** The sender's feed head; accepted for lag reporting (this version does not send it). */
 export interface HeadFrame {
   t: 'head';
   head: number;
@@ -82,11 +94,12 @@ export interface ErrorFrame {
   reason: string;
 }
 
-export type Frame = HelloFrame | AuthFrame | SubscribeFrame | ChangesFrame | AckFrame | HeadFrame | ErrorFrame;
+export type Frame = HelloFrame | AuthFrame | SubscribeFrame | StatesFrame | ChangesFrame | AckFrame | HeadFrame | ErrorFrame;
 
 export class FrameError extends Error {}
 
-const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+// int64 as number: other implementations may encode HLCs (> 2^32) as uint64.
+const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' });
 
 export function encodeFrame(f: Frame): Uint8Array {
   return packr.pack(f);
@@ -94,6 +107,8 @@ export function encodeFrame(f: Frame): Uint8Array {
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 const isStr = (v: unknown, max = 256): v is string => typeof v === 'string' && v.length > 0 && v.length <= max;
+/** node and cluster ids: the characters object ids may use */
+const isId = (v: unknown): v is string => typeof v === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(v);
 const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isBytes = (v: unknown, max: number): v is Uint8Array => v instanceof Uint8Array && v.length <= max;
 const KINDS = new Set(['create', 'update', 'delete', 'undelete']);
@@ -106,19 +121,19 @@ function checkVector(v: unknown): Record<string, number> {
   check(isObj(v), 'vector must be a map');
   const entries = Object.entries(v);
   check(entries.length <= 10_000, 'vector too large');
-  for (const [k, n] of entries) check(isStr(k, 128) && isSeq(n), 'vector entries must be node id -> seq');
+  for (const [k, n] of entries) check(isId(k) && isSeq(n), 'vector entries must be node id -> seq');
   return v as Record<string, number>;
 }
 
 function checkChange(c: unknown): WireChange {
   check(isObj(c), 'a change must be a map');
-  check(isStr(c['o'], 128) && isSeq(c['n']) && c['n'] > 0, 'change origin is malformed');
-  check(isStr(c['i'], 128) && isStr(c['y'], 64), 'change object id or type is malformed');
+  check(isId(c['o']) && isSeq(c['n']) && c['n'] > 0, 'change origin is malformed');
+  check(isId(c['i']) && typeof c['y'] === 'string' && /^[A-Za-z][A-Za-z0-9_]{0,63}$/.test(c['y']), 'change object id or type is malformed');
   check(typeof c['k'] === 'string' && KINDS.has(c['k']), 'change kind is unknown');
   check(isBytes(c['u'], 4 * 1024 * 1024), 'change update must be bytes');
   check(isSeq(c['h']), 'change HLC is malformed');
   check(typeof c['p'] === 'string' && c['p'].length <= 256, 'change principal is malformed');
-  check(Array.isArray(c['c']) && c['c'].length <= 1000 && c['c'].every((f) => isStr(f, 64)), 'change field list is malformed');
+  check(Array.isArray(c['c']) && c['c'].length <= 1000 && c['c'].every((f) => typeof f === 'string' && /^[A-Za-z][A-Za-z0-9_]{0,63}$/.test(f)), 'change field list is malformed');
   return c as unknown as WireChange;
 }
 
@@ -138,7 +153,7 @@ export function decodeFrame(data: Uint8Array): Frame {
   switch (f['t']) {
     case 'hello':
       check(isSeq(f['v']), 'hello without a protocol version');
-      check(isStr(f['cluster'], 128) && isStr(f['node'], 128), 'hello needs cluster and node ids');
+      check(isId(f['cluster']) && isId(f['node']), 'hello needs cluster and node ids of letters, digits, ".", "_" and "-"');
       check(f['role'] === 'master' || f['role'] === 'replica', 'hello role must be master or replica');
       check(isBytes(f['nonce'], 64) && f['nonce'].length >= 16, 'hello nonce must be at least 16 bytes');
       return f as unknown as HelloFrame;
@@ -148,7 +163,19 @@ export function decodeFrame(data: Uint8Array): Frame {
     case 'sub':
       check(isSeq(f['since']), 'sub needs a feed position');
       checkVector(f['vector']);
+      check(f['clone'] === undefined || typeof f['clone'] === 'boolean', 'sub clone must be a boolean');
       return f as unknown as SubscribeFrame;
+    case 'states':
+      check(Array.isArray(f['objects']) && f['objects'].length <= 10_000, 'states must carry a list of at most 10000 objects');
+      for (const o of f['objects'] as unknown[]) {
+        check(isObj(o) && isStr(o['i'], 128) && isBytes(o['r'], 16 * 1024 * 1024), 'a state must be an object id and record bytes');
+      }
+      check(typeof f['done'] === 'boolean', 'states need done');
+      if (f['done']) {
+        check(isSeq(f['head']), 'the last states frame needs the snapshot head');
+        checkVector(f['vector']);
+      }
+      return f as unknown as StatesFrame;
     case 'changes':
       check(Array.isArray(f['changes']) && f['changes'].length <= 10_000, 'changes must be a list of at most 10000');
       (f['changes'] as unknown[]).forEach(checkChange);
@@ -164,6 +191,6 @@ export function decodeFrame(data: Uint8Array): Frame {
       check(typeof f['reason'] === 'string', 'error needs a reason');
       return { t: 'error', reason: (f['reason'] as string).slice(0, 500) };
     default:
-      throw new FrameError(`unknown frame type ${JSON.stringify(String(f['t']).slice(0, 32))}`);
+      throw new FrameError(`unknown frame type ${typeof f['t'] === 'string' ? JSON.stringify(f['t'].slice(0, 32)) : typeof f['t']}`);
   }
 }

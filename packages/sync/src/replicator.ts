@@ -11,6 +11,9 @@ import { SyncSession, type Action } from './session.js';
 export interface FeedStore {
   readonly nodeId: string;
   readonly lastSeq: number;
+  feedBase(): Record<string, number>;
+  snapshotStates(batch?: number): { head: number; vector: Record<string, number>; batches: AsyncGenerator<{ id: string; record: Uint8Array }[]> };
+  cloneStates(items: { id: string; record: Uint8Array }[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void>;
   versionVector(): Record<string, number>;
   readFeed(after: number, limit: number): Promise<FeedEntry[]>;
   applyRemote(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } }): Promise<ApplyResult>;
@@ -70,6 +73,8 @@ interface Link {
   direction: 'outbound' | 'inbound';
   url: string | null;
   queue: Promise<void>;
+  /** the state snapshot being streamed to a cloning peer */
+  snapshot: ReturnType<FeedStore['snapshotStates']> | undefined;
   bytesIn: number;
   bytesOut: number;
   lastContact: number;
@@ -148,8 +153,10 @@ export class Replicator {
       nonce: randomBytes(16),
       vector: () => store.versionVector(),
       head: store.lastSeq,
+      empty: () => store.lastSeq === 0 && Object.keys(store.versionVector()).length === 0,
+      feedBase: () => store.feedBase(),
     });
-    const link: Link = { ws, session, direction, url, queue: Promise.resolve(), bytesIn: 0, bytesOut: 0, lastContact: 0, lastPong: Date.now(), timer: undefined };
+    const link: Link = { ws, session, direction, url, queue: Promise.resolve(), snapshot: undefined, bytesIn: 0, bytesOut: 0, lastContact: 0, lastPong: Date.now(), timer: undefined };
     this.links.add(link);
     const begin = (): void => {
       link.lastPong = Date.now();
@@ -178,7 +185,10 @@ export class Replicator {
       this.run(link, actions);
     });
     ws.on('close', () => this.ended(link, session.state === 'closed' ? undefined : 'connection closed'));
-    ws.on('error', () => undefined); // 'close' follows and reports
+    // 'close' follows and reports; keep what ws says (an oversized frame, a TLS failure)
+    ws.on('error', (e) => {
+      if (!this.lastReason.has(link)) this.lastReason.set(link, e.message);
+    });
     return link;
   }
 
@@ -228,6 +238,21 @@ export class Replicator {
         case 'load-checkpoint':
           queue.push(...link.session.checkpointLoaded(await store.checkpoint(a.peer)));
           break;
+        case 'read-states': {
+          link.snapshot ??= store.snapshotStates(500);
+          const next = await link.snapshot.batches.next();
+          if (next.done) {
+            queue.push(...link.session.statesRead([], { head: link.snapshot.head, vector: link.snapshot.vector }));
+            link.snapshot = undefined;
+          } else {
+            queue.push(...link.session.statesRead(next.value));
+          }
+          break;
+        }
+        case 'clone':
+          await store.cloneStates(a.objects, a.done && { peer: link.session.peer!, ...a.done });
+          queue.push(...link.session.applied());
+          break;
         case 'open':
           if (!this.admit(link, a.peer)) return;
           this.opts.log.info({ peer: a.peer, direction: link.direction, url: link.url }, 'replication session open');
@@ -237,7 +262,7 @@ export class Replicator {
           if (a.refused) this.opts.log.warn({ peer: link.session.peer, url: link.url, reason: a.reason }, 'replication peer refused');
           else this.opts.log.info({ peer: link.session.peer, url: link.url, reason: a.reason }, 'replication session closed');
           this.refused.set(link, a.refused);
-          link.ws.close(1008, a.reason.slice(0, 120));
+          link.ws.close(1008, closeReason(a.reason));
           return;
       }
     }
@@ -269,9 +294,13 @@ export class Replicator {
   private ended(link: Link, fallback: string | undefined): void {
     if (!this.links.delete(link)) return;
     clearInterval(link.timer);
+    void link.snapshot?.batches.return(undefined);
     const reason = this.lastReason.get(link) ?? fallback ?? 'closed';
     const d = this.dialers.find((x) => x.link === link);
-    if (!d) return;
+    if (!d) {
+      if (reason !== 'duplicate session') this.opts.log.info({ peer: link.session.peer ?? null, direction: 'inbound', reason }, 'replication link closed');
+      return;
+    }
     d.link = undefined;
     d.bytesIn += link.bytesIn;
     d.bytesOut += link.bytesOut;
@@ -357,4 +386,11 @@ export class Replicator {
     this.links.clear();
     this.wss.close();
   }
+}
+
+/** A WebSocket close reason is at most 123 bytes of UTF-8. */
+function closeReason(reason: string): string {
+  let r = reason;
+  while (Buffer.byteLength(r) > 123) r = r.slice(0, -1);
+  return r;
 }

@@ -1,6 +1,6 @@
-import type { FeedEntry, RemoteChange } from '@meridian/store';
+import { VersionVector, type FeedEntry, type RemoteChange } from '@meridian/store';
 import { proof, proofMatches } from './auth.js';
-import { PROTOCOL_VERSION, type ChangesFrame, type Frame, type Role, type WireChange } from './frames.js';
+import { PROTOCOL_VERSION, type ChangesFrame, type Frame, type Role, type StatesFrame, type WireChange } from './frames.js';
 
 /**
  * One replication session over one connection, as a pure state machine: it
@@ -21,6 +21,8 @@ export type Action =
   | { type: 'send'; frame: Frame }
   | { type: 'read'; after: number; limit: number }
   | { type: 'apply'; changes: RemoteChange[]; last: number }
+  | { type: 'read-states' }
+  | { type: 'clone'; objects: { id: string; record: Uint8Array }[]; done: { head: number; vector: Record<string, number> } | undefined }
   | { type: 'load-checkpoint'; peer: string }
   | { type: 'open'; peer: string; role: Role }
   | { type: 'close'; reason: string; refused: boolean };
@@ -38,6 +40,10 @@ export interface SessionOptions {
   vector: () => Record<string, number>;
   /** the local feed head at start */
   head: number;
+  /** whether this node holds nothing yet (then it asks to be cloned) */
+  empty?: () => boolean;
+  /** changes this node holds without feed entries (it was cloned) */
+  feedBase?: () => Record<string, number>;
   /** changes per batch */
   batch?: number;
   /** unacknowledged batches allowed in flight */
@@ -70,11 +76,14 @@ export class SyncSession {
   private head: number;
   /** sender side: our feed position streamed so far; undefined until they subscribe */
   private cursor: number | undefined;
-  private peerVector: Record<string, number> = {};
+  /** what the peer holds: its vector at subscription, plus what this session sent it */
+  private peerHas = new VersionVector();
   private reading = false;
   private inFlight = 0;
+  /** sender side: streaming object states to a cloning peer */
+  private cloning = false;
   /** receiver side: batches waiting to be applied, oldest first */
-  private readonly pendingApply: ChangesFrame[] = [];
+  private readonly pendingApply: (ChangesFrame | StatesFrame)[] = [];
   private applying = false;
   private readonly batch: number;
   private readonly window: number;
@@ -146,18 +155,37 @@ export class SyncSession {
   checkpointLoaded(seq: number): Action[] {
     if (this.state !== 'open') return [];
     this.stats.applied = seq;
-    return [{ type: 'send', frame: { t: 'sub', since: seq, vector: this.opts.vector() } }];
+    const clone = seq === 0 && (this.opts.empty?.() ?? false);
+    return [{ type: 'send', frame: { t: 'sub', since: seq, vector: this.opts.vector(), ...(clone ? { clone: true } : {}) } }];
   }
 
   private onOpenFrame(f: Frame): Action[] {
     switch (f.t) {
-      case 'sub':
-        if (this.cursor !== undefined) return this.fail('subscribed twice on one session', true);
+      case 'sub': {
+        if (this.cursor !== undefined || this.cloning) return this.fail('subscribed twice on one session', true);
+        this.peerHas = new VersionVector(Object.entries(f.vector));
+        if (f.clone) {
+          this.cloning = true;
+          return this.pump();
+        }
+        const base = this.opts.feedBase?.() ?? {};
+        const lacking = Object.entries(base).find(([o, n]) => (f.vector[o] ?? 0) < n);
+        if (lacking) {
+          return this.fail(
+            `this node was cloned and its feed lacks changes of ${lacking[0]} up to ${lacking[1]} that the peer is missing; connect the peer to a node that has them`,
+            false,
+          );
+        }
         this.cursor = Math.min(f.since, this.head);
         this.stats.sent = this.stats.acked = this.cursor;
-        this.peerVector = { ...f.vector };
         return this.pump();
+      }
+      case 'states':
+        if (f.done && f.head !== undefined) this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head);
+        this.pendingApply.push(f);
+        return this.nextApply();
       case 'changes': {
+        if (this.pendingApply.some((p) => p.t === 'states' && !p.done)) return this.fail('changes before the state snapshot ended', true);
         this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head, f.last);
         if (f.last <= this.lastQueued()) return this.fail(`changes frame goes back to ${f.last}`, true);
         if (f.changes.length && this.stats.behindSince === undefined) this.stats.behindSince = f.changes[0]!.h;
@@ -165,7 +193,7 @@ export class SyncSession {
         return this.nextApply();
       }
       case 'ack':
-        if (this.cursor === undefined || f.seq > this.stats.sent || this.inFlight === 0) return this.fail(`ack of ${f.seq}, which was never sent`, true);
+        if ((this.cursor === undefined && !this.cloning) || f.seq > this.stats.sent || this.inFlight === 0) return this.fail(`ack of ${f.seq}, which was never sent`, true);
         this.inFlight--;
         this.stats.acked = f.seq;
         return this.pump();
@@ -178,13 +206,19 @@ export class SyncSession {
   }
 
   private lastQueued(): number {
-    return this.pendingApply.length ? this.pendingApply[this.pendingApply.length - 1]!.last : this.stats.applied;
+    const last = this.pendingApply[this.pendingApply.length - 1];
+    if (!last) return this.stats.applied;
+    return last.t === 'changes' ? last.last : (last.head ?? 0);
   }
 
   private nextApply(): Action[] {
     if (this.applying || this.pendingApply.length === 0) return [];
     this.applying = true;
     const f = this.pendingApply[0]!;
+    if (f.t === 'states') {
+      const done = f.done ? { head: f.head!, vector: f.vector! } : undefined;
+      return [{ type: 'clone', objects: f.objects.map((o) => ({ id: o.i, record: o.r })), done }];
+    }
     return [{ type: 'apply', changes: f.changes.map(fromWire), last: f.last }];
   }
 
@@ -193,8 +227,13 @@ export class SyncSession {
     if (this.state !== 'open' || !this.applying) return [];
     const f = this.pendingApply.shift()!;
     this.applying = false;
+    if (f.t === 'states') {
+      if (f.done) this.stats.applied = f.head!;
+      return [{ type: 'send', frame: { t: 'ack', seq: f.done ? f.head! : 0 } }, ...this.nextApply()];
+    }
     this.stats.applied = f.last;
-    const nextOldest = this.pendingApply[0]?.changes[0]?.h;
+    const next = this.pendingApply[0];
+    const nextOldest = next?.t === 'changes' ? next.changes[0]?.h : undefined;
     this.stats.behindSince = nextOldest ?? (f.last < this.stats.remoteHead ? f.changes.at(-1)?.h ?? this.stats.behindSince : undefined);
     return [{ type: 'send', frame: { t: 'ack', seq: f.last } }, ...this.nextApply()];
   }
@@ -207,7 +246,12 @@ export class SyncSession {
   }
 
   private pump(): Action[] {
-    if (this.state !== 'open' || this.cursor === undefined || this.reading || this.inFlight >= this.window) return [];
+    if (this.state !== 'open' || this.reading || this.inFlight >= this.window) return [];
+    if (this.cloning) {
+      this.reading = true;
+      return [{ type: 'read-states' }];
+    }
+    if (this.cursor === undefined) return [];
     if (this.cursor >= this.head) return [];
     this.reading = true;
     return [{ type: 'read', after: this.cursor, limit: this.batch }];
@@ -223,16 +267,43 @@ export class SyncSession {
     this.reading = false;
     if (entries.length === 0) return [];
     const changes: WireChange[] = [];
+    // A frame must stay well under the peer's 16 MiB message limit: a batch
+    // over it would be refused and resent forever.
+    let bytes = 0;
+    let last = this.cursor!;
     for (const e of entries) {
-      if (e.origin === this.peer || (this.peerVector[e.origin] ?? 0) >= e.originSeq) continue;
-      this.peerVector[e.origin] = e.originSeq;
+      if (changes.length > 0 && bytes + e.update.length > FRAME_BUDGET) break;
+      last = e.seq;
+      if (e.origin === this.peer || this.peerHas.has(e.origin, e.originSeq)) continue;
+      this.peerHas.add(e.origin, e.originSeq);
+      bytes += e.update.length + 64;
       changes.push(toWire(e));
     }
-    const last = entries[entries.length - 1]!.seq;
     this.cursor = last;
     this.stats.sent = last;
     this.inFlight++;
     return [{ type: 'send', frame: { t: 'changes', changes, last, head: this.head } }, ...this.pump()];
+  }
+
+  /**
+   * The next batch of the state snapshot, or the end of it (`end` with the
+   * snapshot's feed head and vector): then streaming continues from the
+   * feed at that head.
+   */
+  statesRead(objects: { id: string; record: Uint8Array }[], end?: { head: number; vector: Record<string, number> }): Action[] {
+    if (this.state !== 'open' || !this.cloning || !this.reading) return [];
+    this.reading = false;
+    this.inFlight++;
+    const frame: StatesFrame = { t: 'states', objects: objects.map((o) => ({ i: o.id, r: o.record })), done: end !== undefined };
+    if (end) {
+      frame.head = end.head;
+      frame.vector = end.vector;
+      this.cloning = false;
+      this.cursor = end.head;
+      this.stats.sent = end.head;
+      for (const [o, n] of Object.entries(end.vector)) this.peerHas.raise(o, n);
+    }
+    return [{ type: 'send', frame }, ...this.pump()];
   }
 
   /** A failure seen by the driver (socket error, bad frame): close with a reason. */
@@ -250,6 +321,8 @@ export class SyncSession {
     return this.state === 'open' && this.cursor !== undefined && this.cursor >= this.head && this.stats.applied >= this.stats.remoteHead && !this.applying;
   }
 }
+
+const FRAME_BUDGET = 4 * 1024 * 1024;
 
 function toWire(e: FeedEntry): WireChange {
   return { o: e.origin, n: e.originSeq, i: e.id, y: e.type, k: e.kind, u: e.update, h: e.hlc, p: e.principal, c: e.fields };

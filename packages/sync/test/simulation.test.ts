@@ -65,6 +65,7 @@ interface Conn {
 interface SimSide {
   node: SimNode;
   session: SyncSession;
+  snapshot?: ReturnType<Store['snapshotStates']>;
   /** time the last frame towards this side is delivered: keeps each direction FIFO */
   lastDelivery: number;
 }
@@ -89,7 +90,7 @@ class Simulation {
   private readonly redialAt = new Map<string, number>();
   readonly acked: Acked[] = [];
   readonly ids: string[] = [];
-  faults = true;
+  faults = process.env["SIM_FAULTS"] !== "0";
   log: string[] = [];
 
   constructor(
@@ -112,11 +113,19 @@ class Simulation {
     this.events.splice(i, 0, e);
   }
 
+  /** All nodes but the last start now; the last joins empty later and is cloned. */
   async start(): Promise<void> {
-    for (const node of this.nodes) {
+    for (const node of this.nodes.slice(0, -1)) {
       node.store = await Store.open({ dir: node.dir, schema, nodeId: node.id });
       node.up = true;
     }
+    const late = this.nodes[this.nodes.length - 1]!;
+    this.at(100 + Math.floor(this.rnd() * 300), async () => {
+      if (late.up) return;
+      late.store = await Store.open({ dir: late.dir, schema, nodeId: late.id });
+      late.up = true;
+      this.log.push(`${this.now}: ${late.id} joins`);
+    });
   }
 
   private pairKey(a: SimNode, b: SimNode): string {
@@ -142,6 +151,8 @@ class Simulation {
             nonce: Uint8Array.from({ length: 16 }, () => Math.floor(this.rnd() * 256)),
             vector: () => node.store!.versionVector(),
             head: node.store!.lastSeq,
+            empty: () => node.store!.lastSeq === 0 && Object.keys(node.store!.versionVector()).length === 0,
+            feedBase: () => node.store!.feedBase(),
             batch: 1 + Math.floor(this.rnd() * 20),
             window: 1 + Math.floor(this.rnd() * 3),
           }),
@@ -161,6 +172,7 @@ class Simulation {
     if (!conn.open) return;
     conn.open = false;
     this.conns.delete(conn.key);
+    for (const end of conn.ends) void end.snapshot?.batches.return(undefined);
     this.redialAt.set(conn.key, this.now + 5 + Math.floor(this.rnd() * 50));
     this.log.push(`${this.now}: drop ${conn.key}: ${why}`);
   }
@@ -197,6 +209,19 @@ class Simulation {
           break;
         case 'load-checkpoint':
           queue.push(...side.session.checkpointLoaded(await store.checkpoint(a.peer)));
+          break;
+        case 'read-states': {
+          side.snapshot ??= store.snapshotStates(1 + Math.floor(this.rnd() * 10));
+          const next = await side.snapshot.batches.next();
+          if (next.done) {
+            queue.push(...side.session.statesRead([], { head: side.snapshot.head, vector: side.snapshot.vector }));
+            side.snapshot = undefined;
+          } else queue.push(...side.session.statesRead(next.value));
+          break;
+        }
+        case 'clone':
+          await store.cloneStates(a.objects, a.done && { peer: side.session.peer!, ...a.done });
+          queue.push(...side.session.applied());
           break;
         case 'open':
           break;
@@ -271,6 +296,7 @@ class Simulation {
       node.store = undefined;
       this.log.push(`${this.now}: crash ${node.id}`);
       this.at(20 + Math.floor(this.rnd() * 200), async () => {
+        if (node.up) return;
         node.store = await Store.open({ dir: node.dir, schema, nodeId: node.id });
         node.up = true;
         this.log.push(`${this.now}: restart ${node.id}`);
@@ -348,7 +374,11 @@ async function simulate(seed: number): Promise<string | undefined> {
       if (digests[i] !== digests[0]) {
         const [x, y] = [digests[0]!.split('\n'), digests[i]!.split('\n')];
         const k = x.findIndex((line, j) => line !== y[j]);
-        return `${sim.nodes[i]!.id} differs from ${sim.nodes[0]!.id}: ${x.length} vs ${y.length} objects; first difference:\n  ${x[k]}\n  ${y[k]}\n${sim.log.slice(-10).join('\n')}`;
+        const yIds = new Set(y.map((l) => l.split(' ')[0]));
+        const oid = (x.find((l) => !yIds.has(l.split(' ')[0])) ?? x[k] ?? y[k] ?? '').split(' ')[0]!;
+        const feeds = await Promise.all(sim.nodes.map(async (m) => `${m.id} feed for ${oid}: ` + (await m.store!.readFeed(0, 10000)).filter((e) => e.id === oid).map((e) => `${e.seq}:${e.origin}/${e.originSeq}:${e.kind}`).join(' ')));
+        const svs = await Promise.all(sim.nodes.map(async (m) => { const st = await m.store!.objectState(oid); return `${m.id}:${JSON.stringify([...(st ? Y.decodeStateVector(Y.encodeStateVectorFromUpdate(st)) : new Map())])} base=${JSON.stringify(m.store!.feedBase())} vec=${JSON.stringify(m.store!.versionVector())}`; }));
+        return `${sim.nodes[i]!.id} differs from ${sim.nodes[0]!.id}: ${x.length} vs ${y.length} objects; first difference:\n  ${x[k]}\n  ${y[k]}\n${svs.join('\n')}\n${feeds.join('\n')}\n${sim.log.join('\n')}`;
       }
     }
     for (const n of sim.nodes) {

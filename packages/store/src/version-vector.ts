@@ -1,0 +1,58 @@
+/**
+ * A version vector whose entry for an origin means "every change of that
+ * origin up to here is applied": it only advances over contiguous
+ * sequence numbers. Changes that arrive ahead of a gap (possible when one
+ * peer's feed lacks entries it got by cloning while another's has them) are
+ * remembered apart until the gap fills, so a receiver never takes a missing
+ * change for one it holds, and a subscriber never tells a sender it holds
+ * more than it does. The ones ahead are kept in memory only: after a
+ * restart they are simply received again and merge as no-ops.
+ */
+export class VersionVector {
+  private readonly upTo: Map<string, number>;
+  private readonly ahead = new Map<string, Set<number>>();
+
+  constructor(initial: Iterable<[string, number]> = []) {
+    this.upTo = new Map(initial);
+  }
+
+  get(origin: string): number {
+    return this.upTo.get(origin) ?? 0;
+  }
+
+  /** Whether the change (origin, seq) is applied here. */
+  has(origin: string, seq: number): boolean {
+    return seq <= this.get(origin) || (this.ahead.get(origin)?.has(seq) ?? false);
+  }
+
+  /** Records (origin, seq) as applied; returns whether the contiguous entry moved. */
+  add(origin: string, seq: number): boolean {
+    let at = this.get(origin);
+    if (seq <= at) return false;
+    if (seq > at + 1) {
+      let set = this.ahead.get(origin);
+      if (!set) this.ahead.set(origin, (set = new Set()));
+      set.add(seq);
+      return false;
+    }
+    at = seq;
+    const set = this.ahead.get(origin);
+    while (set?.delete(at + 1)) at++;
+    if (set && set.size === 0) this.ahead.delete(origin);
+    this.upTo.set(origin, at);
+    return true;
+  }
+
+  /** Everything of `origin` up to `seq` is applied (a clone brought it). */
+  raise(origin: string, seq: number): void {
+    if (seq <= this.get(origin)) return;
+    const set = this.ahead.get(origin);
+    if (set) for (const n of set) if (n <= seq) set.delete(n);
+    this.upTo.set(origin, seq - 1);
+    this.add(origin, seq);
+  }
+
+  toObject(): Record<string, number> {
+    return Object.fromEntries(this.upTo);
+  }
+}

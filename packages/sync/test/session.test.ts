@@ -1,0 +1,724 @@
+/**
+ * Unit tests of the sans-IO replication core: two SyncSessions wired back
+ * to back in memory, every frame passing through encodeFrame/decodeFrame as
+ * it would over a WebSocket; the frame codec on its own, table-driven and
+ * fuzzed; and the reconnect backoff.
+ *
+ * FUZZ_SEED=s replays the fuzz loop with another seed.
+ */
+import t, { type Test } from 'tap';
+import type { FeedEntry, RemoteChange } from '@meridian/store';
+import { Packr } from 'msgpackr';
+import { backoffDelay, decodeFrame, encodeFrame, FrameError, PROTOCOL_VERSION, SyncSession, type Action, type Frame, type SessionOptions } from '../dist/index.js';
+
+const CLUSTER = 'unit';
+const SECRET = 'unit-test-cluster-secret';
+
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(a ^ (a >>> 15), a | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const bytes = (n: number, fill = 7): Uint8Array => new Uint8Array(n).fill(fill);
+let nonceCounter = 0;
+/** A distinct 16-byte nonce per call (the sessions need distinct, not secret, nonces here). */
+const nonce = (): Uint8Array => {
+  const n = new Uint8Array(16);
+  new DataView(n.buffer).setUint32(0, ++nonceCounter);
+  return n;
+};
+
+/** A feed entry as the store would return it. */
+function entry(seq: number, origin: string, originSeq = seq): FeedEntry {
+  return { seq, origin, originSeq, id: `per-${origin}-${originSeq}`, type: 'Person', kind: 'create', update: bytes(8, seq & 0xff), hlc: 1_000_000 + seq, principal: 'admin', fields: ['cn'] };
+}
+
+/** A fake feed: entries 1..head, made on demand by `make`; `read` answers like Store.readFeed. */
+class FakeFeed {
+  head: number;
+  constructor(
+    private readonly make: (seq: number) => FeedEntry,
+    head = 0,
+  ) {
+    this.head = head;
+  }
+  read(after: number, limit: number): FeedEntry[] {
+    const out: FeedEntry[] = [];
+    for (let s = after + 1; s <= this.head && out.length < limit; s++) out.push(this.make(s));
+    return out;
+  }
+}
+
+interface Side {
+  name: string;
+  session: SyncSession;
+  feed: FakeFeed;
+  /** every action the session returned, in order */
+  log: Action[];
+  /** frames delivered to this side, decoded */
+  received: Frame[];
+  /** encoded frames on their way to this side */
+  inbox: Uint8Array[];
+  /** apply the batches it is sent (and so ack them) as soon as asked */
+  autoApply: boolean;
+  applies: { changes: RemoteChange[]; last: number }[];
+  checkpoint: number;
+}
+
+function sessionOpts(o: Partial<SessionOptions> & { nodeId: string }): SessionOptions {
+  return { cluster: CLUSTER, secret: SECRET, role: 'master', nonce: nonce(), vector: () => ({}), head: 0, ...o };
+}
+
+/** Two sessions back to back over an in-memory, ordered, reliable link. */
+class Pair {
+  readonly a: Side;
+  readonly b: Side;
+  now = 0;
+
+  constructor(a: Partial<SessionOptions> & { nodeId: string }, b: Partial<SessionOptions> & { nodeId: string }, feeds: { a?: FakeFeed; b?: FakeFeed } = {}) {
+    const side = (o: Partial<SessionOptions> & { nodeId: string }, feed: FakeFeed | undefined): Side => {
+      const f = feed ?? new FakeFeed((s) => entry(s, o.nodeId));
+      return { name: o.nodeId, session: new SyncSession(sessionOpts({ head: f.head, ...o })), feed: f, log: [], received: [], inbox: [], autoApply: true, applies: [], checkpoint: 0 };
+    };
+    this.a = side(a, feeds.a);
+    this.b = side(b, feeds.b);
+  }
+
+  other(s: Side): Side {
+    return s === this.a ? this.b : this.a;
+  }
+
+  /** Runs a session's actions the way a driver does, feeding results back. */
+  run(s: Side, actions: Action[]): void {
+    const queue = [...actions];
+    while (queue.length) {
+      const a = queue.shift()!;
+      s.log.push(a);
+      switch (a.type) {
+        case 'send':
+          this.other(s).inbox.push(encodeFrame(a.frame));
+          break;
+        case 'read':
+          queue.push(...s.session.feedRead(s.feed.read(a.after, a.limit)));
+          break;
+        case 'apply':
+          s.applies.push({ changes: a.changes, last: a.last });
+          if (s.autoApply) queue.push(...s.session.applied());
+          break;
+        case 'load-checkpoint':
+          queue.push(...s.session.checkpointLoaded(s.checkpoint));
+          break;
+        case 'open':
+        case 'close':
+          break;
+      }
+    }
+  }
+
+  start(): this {
+    this.run(this.a, this.a.session.start(this.now));
+    this.run(this.b, this.b.session.start(this.now));
+    return this;
+  }
+
+  /** Delivers one frame to `to`, if one is waiting. */
+  deliverOne(to: Side): boolean {
+    const bytes = to.inbox.shift();
+    if (!bytes) return false;
+    const f = decodeFrame(bytes);
+    to.received.push(f);
+    this.run(to, to.session.receive(f));
+    return true;
+  }
+
+  /** Delivers frames alternately until both directions are quiet. */
+  settle(maxSteps = 10_000): this {
+    for (let i = 0; i < maxSteps; i++) {
+      const x = this.deliverOne(this.a);
+      const y = this.deliverOne(this.b);
+      if (!x && !y) return this;
+    }
+    throw new Error('the pair did not settle');
+  }
+
+  /** Feeds `f` to side `to` as if the peer had sent it. */
+  inject(to: Side, f: Frame): Action[] {
+    const decoded = decodeFrame(encodeFrame(f));
+    to.received.push(decoded);
+    const actions = to.session.receive(decoded);
+    this.run(to, actions);
+    return actions;
+  }
+}
+
+const sends = (s: Side, t?: Frame['t']): Frame[] => s.log.flatMap((a) => (a.type === 'send' && (t === undefined || a.frame.t === t) ? [a.frame] : []));
+const ofType = <K extends Action['type']>(s: Side, type: K): Extract<Action, { type: K }>[] => s.log.filter((a): a is Extract<Action, { type: K }> => a.type === type);
+const hello = (over: Partial<Extract<Frame, { t: 'hello' }>> = {}): Frame => ({ t: 'hello', v: PROTOCOL_VERSION, cluster: CLUSTER, node: 'peer', role: 'master', nonce: nonce(), ...over });
+
+/** Asserts that `s` refused its peer with a reason matching `reason`, and never read, applied or opened. */
+function assertRefused(t: Test, s: Side, reason: RegExp): void {
+  t.equal(s.session.state, 'closed', `${s.name} is closed`);
+  const closes = ofType(s, 'close');
+  t.equal(closes.length, 1, `${s.name} closes once`);
+  t.match(closes[0]?.reason ?? '', reason, `${s.name}: ${closes[0]?.reason}`);
+  t.equal(closes[0]?.refused, true, `${s.name} refused the peer`);
+  const errors = sends(s, 'error') as Extract<Frame, { t: 'error' }>[];
+  t.equal(errors.length, 1, `${s.name} sends one error frame`);
+  t.equal(errors[0]?.reason, closes[0]?.reason, `${s.name} tells the peer why`);
+  for (const kind of ['open', 'load-checkpoint', 'read', 'apply'] as const) t.equal(ofType(s, kind).length, 0, `${s.name} emits no ${kind}`);
+  t.equal(sends(s).filter((f) => !['hello', 'auth', 'error'].includes(f.t)).length, 0, `${s.name} sends nothing past the handshake`);
+  t.equal(s.applies.length, 0, `${s.name} applied nothing`);
+}
+
+/** A frame that would apply something, to throw at a session that should ignore it. */
+const changesFrame = (last: number, n = 1): Frame => ({ t: 'changes', changes: Array.from({ length: n }, (_, i) => wire(entry(i + 1, 'x'))), last, head: last });
+function wire(e: FeedEntry): Extract<Frame, { t: 'changes' }>['changes'][number] {
+  return { o: e.origin, n: e.originSeq, i: e.id, y: e.type, k: e.kind, u: e.update, h: e.hlc, p: e.principal, c: e.fields };
+}
+
+// ---------------------------------------------------------------------------
+// handshake
+
+t.test('two masters with the same secret authenticate each other and replicate both ways', async (t) => {
+  for (const order of ['alternate', 'a first', 'b first'] as const) {
+    const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }, { a: new FakeFeed((s) => entry(s, 'alpha'), 5), b: new FakeFeed((s) => entry(s, 'bravo'), 3) });
+    pair.start();
+    if (order === 'a first') while (pair.deliverOne(pair.b) || pair.deliverOne(pair.a));
+    if (order === 'b first') while (pair.deliverOne(pair.a) || pair.deliverOne(pair.b));
+    pair.settle();
+    const { a, b } = pair;
+    for (const [s, peer, theirs] of [[a, 'bravo', 3], [b, 'alpha', 5]] as const) {
+      t.equal(s.session.state, 'open', `${order}: ${s.name} is open`);
+      t.equal(s.session.peer, peer, `${order}: ${s.name} knows its peer`);
+      t.equal(s.session.peerRole, 'master');
+      t.same(ofType(s, 'open'), [{ type: 'open', peer, role: 'master' }], `${order}: ${s.name} opened once`);
+      t.same(ofType(s, 'load-checkpoint'), [{ type: 'load-checkpoint', peer }]);
+      t.equal(ofType(s, 'close').length, 0, `${order}: ${s.name} did not close`);
+      t.same(s.applies.flatMap((x) => x.changes.map((c) => `${c.origin}:${c.originSeq}`)), Array.from({ length: theirs }, (_, i) => `${peer}:${i + 1}`), `${order}: ${s.name} applied all of ${peer}'s feed, in order`);
+      t.equal(s.session.stats.applied, theirs);
+      t.equal(s.session.stats.acked, s.feed.head, `${order}: ${s.name}'s feed is acknowledged`);
+      t.ok(s.session.live, `${order}: ${s.name} is live`);
+    }
+    // what crossed the wire maps back field for field
+    const got = a.applies[0]!.changes[0]!;
+    const sent = entry(1, 'bravo');
+    t.same({ ...got, update: [...got.update] }, { origin: sent.origin, originSeq: sent.originSeq, id: sent.id, type: sent.type, kind: sent.kind, update: [...sent.update], hlc: sent.hlc, principal: sent.principal, fields: sent.fields });
+  }
+});
+
+t.test('a session resumes from its checkpoint and streams what the feed gains later', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }, { a: new FakeFeed((s) => entry(s, 'alpha'), 10) });
+  pair.b.checkpoint = 6;
+  pair.start().settle();
+  t.same(pair.b.applies.flatMap((x) => x.changes.map((c) => c.originSeq)), [7, 8, 9, 10], 'only what is after the checkpoint');
+  pair.a.feed.head = 12;
+  pair.run(pair.a, pair.a.session.feedAdvanced(12));
+  pair.settle();
+  t.same(pair.b.applies.flatMap((x) => x.changes.map((c) => c.originSeq)), [7, 8, 9, 10, 11, 12]);
+  t.ok(pair.a.session.live && pair.b.session.live);
+  t.same(pair.a.session.feedAdvanced(12), [], 'no news is nothing to do');
+});
+
+// ---------------------------------------------------------------------------
+// refusals
+
+t.test('a peer with the wrong cluster secret is refused on both sides and nothing is applied', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha', secret: SECRET }, { nodeId: 'bravo', secret: 'some-other-secret-entirely' }, { a: new FakeFeed((s) => entry(s, 'alpha'), 4), b: new FakeFeed((s) => entry(s, 'bravo'), 4) });
+  pair.start().settle();
+  for (const s of [pair.a, pair.b]) assertRefused(t, s, /^authentication failed: .*secret/);
+  // whatever arrives after the refusal is ignored
+  for (const s of [pair.a, pair.b]) {
+    t.same(pair.inject(s, { t: 'sub', since: 0, vector: {} }), [], `${s.name} ignores a sub after refusing`);
+    t.same(pair.inject(s, changesFrame(3, 3)), [], `${s.name} ignores changes after refusing`);
+    t.same(s.session.feedAdvanced(100), [], `${s.name} does not stream after refusing`);
+    t.equal(ofType(s, 'read').length + ofType(s, 'apply').length, 0, `${s.name} never reads or applies`);
+  }
+});
+
+t.test('a proof made for another connection is refused', async (t) => {
+  // a proof recorded on one connection does not open another one (fresh nonces)
+  const first = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start().settle();
+  const recorded = (sends(first.b, 'auth')[0] as Extract<Frame, { t: 'auth' }>).proof;
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start();
+  pair.deliverOne(pair.a); // bravo's hello
+  pair.inject(pair.a, { t: 'auth', proof: recorded });
+  assertRefused(t, pair.a, /^authentication failed/);
+  // and a side's own proof reflected back is refused
+  const mirror = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start();
+  mirror.deliverOne(mirror.a); // alpha got bravo's hello, sent its proof
+  const own = (sends(mirror.a, 'auth')[0] as Extract<Frame, { t: 'auth' }>).proof;
+  mirror.inject(mirror.a, { t: 'auth', proof: own });
+  assertRefused(t, mirror.a, /^authentication failed/);
+  // a proof of the wrong length
+  const short = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start();
+  short.deliverOne(short.a);
+  short.inject(short.a, { t: 'auth', proof: bytes(31) });
+  assertRefused(t, short.a, /^authentication failed/);
+});
+
+t.test('a peer from another cluster is refused on both sides', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha', cluster: 'east' }, { nodeId: 'bravo', cluster: 'west' }).start().settle();
+  assertRefused(t, pair.a, /^cluster id "west" is not this cluster \("east"\)$/);
+  assertRefused(t, pair.b, /^cluster id "east" is not this cluster \("west"\)$/);
+  t.equal(sends(pair.a, 'auth').length + sends(pair.b, 'auth').length, 0, 'no proof is given to another cluster');
+});
+
+t.test('an unsupported protocol version is refused', async (t) => {
+  for (const v of [0, PROTOCOL_VERSION + 1, 99]) {
+    const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start();
+    pair.inject(pair.a, hello({ v }));
+    assertRefused(t, pair.a, new RegExp(`^unsupported protocol version ${v}; this node speaks ${PROTOCOL_VERSION}$`));
+    t.equal(sends(pair.a, 'auth').length, 0, `no proof for version ${v}`);
+  }
+});
+
+t.test("a peer using this node's own id is refused on both sides", async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'alpha' }).start().settle();
+  assertRefused(t, pair.a, /^the peer has this node's own id "alpha"$/);
+  assertRefused(t, pair.b, /^the peer has this node's own id "alpha"$/);
+});
+
+t.test('a replica is refused by a master', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo', role: 'replica' }).start().settle();
+  assertRefused(t, pair.a, /^role replica cannot join with the cluster secret/);
+  t.equal(sends(pair.a, 'auth').length, 0, 'the master gave the replica no proof');
+  t.equal(pair.b.session.state, 'closed', 'the replica side is closed by the error frame');
+  t.match(ofType(pair.b, 'close')[0]?.reason, /^peer closed the session: role replica/);
+  t.equal(ofType(pair.b, 'open').length + ofType(pair.b, 'apply').length + ofType(pair.b, 'read').length, 0);
+});
+
+t.test('any frame but hello and auth before authentication is refused', async (t) => {
+  const early: Frame[] = [
+    { t: 'sub', since: 0, vector: {} },
+    changesFrame(1),
+    { t: 'ack', seq: 0 },
+    { t: 'head', head: 5 },
+  ];
+  for (const f of [...early, { t: 'auth', proof: bytes(32) } as Frame]) {
+    const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start();
+    pair.inject(pair.a, f);
+    assertRefused(t, pair.a, new RegExp(`^expected hello, got ${f.t} before authentication$`));
+  }
+  // after hello, before auth
+  for (const f of [...early, hello()]) {
+    const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start();
+    pair.deliverOne(pair.a); // bravo's hello
+    t.equal(pair.a.session.state, 'auth');
+    pair.inject(pair.a, f);
+    t.equal(pair.a.session.state, 'closed', `${f.t} after hello closes`);
+    const close = ofType(pair.a, 'close')[0];
+    t.match(close?.reason, new RegExp(`^expected auth, got ${f.t} before authentication$`));
+    t.equal(close?.refused, true);
+    for (const kind of ['open', 'read', 'apply'] as const) t.equal(ofType(pair.a, kind).length, 0, `no ${kind} for an early ${f.t}`);
+  }
+});
+
+t.test('a handshake that does not complete in time is closed', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha', authTimeout: 1000 }, { nodeId: 'bravo' }).start();
+  t.same(pair.a.session.tick(999), [], 'not yet');
+  const actions = pair.a.session.tick(1001);
+  t.same(actions.at(-1), { type: 'close', reason: 'the handshake did not complete in time', refused: false });
+  // an open session does not time out
+  const open = new Pair({ nodeId: 'alpha', authTimeout: 1000 }, { nodeId: 'bravo' }).start().settle();
+  t.same(open.a.session.tick(1_000_000), []);
+});
+
+// ---------------------------------------------------------------------------
+// protocol violations on an open session
+
+t.test('a changes frame going backwards is refused', async (t) => {
+  for (const [first, second] of [[5, 5], [5, 3], [undefined, 0]] as const) {
+    const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start().settle();
+    if (first !== undefined) {
+      pair.inject(pair.a, changesFrame(first));
+      t.equal(pair.a.session.stats.applied, first, 'the first batch is applied');
+    }
+    const appliesBefore = pair.a.applies.length;
+    pair.inject(pair.a, changesFrame(second));
+    assertClosedWith(t, pair.a, new RegExp(`^changes frame goes back to ${second}$`));
+    t.equal(pair.a.applies.length, appliesBefore, 'the backwards batch is not applied');
+  }
+  // behind the checkpoint the session resumed from
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' });
+  pair.a.checkpoint = 10;
+  pair.start().settle();
+  pair.inject(pair.a, changesFrame(9));
+  assertClosedWith(t, pair.a, /^changes frame goes back to 9$/);
+  t.equal(pair.a.applies.length, 0);
+});
+
+function assertClosedWith(t: Test, s: Side, reason: RegExp): void {
+  t.equal(s.session.state, 'closed');
+  const close = ofType(s, 'close');
+  t.equal(close.length, 1);
+  t.match(close[0]?.reason, reason, close[0]?.reason);
+  t.equal(close[0]?.refused, true);
+  t.equal((sends(s, 'error')[0] as Extract<Frame, { t: 'error' }> | undefined)?.reason, close[0]?.reason, 'the peer is told why');
+}
+
+t.test('an ack for something never sent is refused', async (t) => {
+  // before the peer subscribed: nothing was ever sent
+  const early = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start();
+  early.deliverOne(early.a); // bravo's hello
+  early.deliverOne(early.b); // alpha's hello
+  early.deliverOne(early.a); // bravo's proof: alpha is open, bravo has not subscribed
+  t.equal(early.a.session.state, 'open');
+  early.inject(early.a, { t: 'ack', seq: 0 });
+  assertClosedWith(t, early.a, /^ack of 0, which was never sent$/);
+
+  // beyond what was sent
+  const ahead = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }, { a: new FakeFeed((s) => entry(s, 'alpha'), 3) });
+  ahead.b.autoApply = false;
+  ahead.start().settle();
+  t.equal(ahead.a.session.stats.sent, 3);
+  ahead.inject(ahead.a, { t: 'ack', seq: 4 });
+  assertClosedWith(t, ahead.a, /^ack of 4, which was never sent$/);
+
+  // once everything sent is acknowledged, another ack is one too many
+  const extra = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }, { a: new FakeFeed((s) => entry(s, 'alpha'), 3) }).start().settle();
+  t.equal(extra.a.session.stats.acked, 3);
+  extra.inject(extra.a, { t: 'ack', seq: 3 });
+  assertClosedWith(t, extra.a, /^ack of 3, which was never sent$/);
+});
+
+t.test('frames that have no place on an open session are refused', async (t) => {
+  for (const f of [hello(), { t: 'auth', proof: bytes(32) } as Frame]) {
+    const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start().settle();
+    pair.inject(pair.a, f);
+    assertClosedWith(t, pair.a, new RegExp(`^unexpected ${f.t} frame on an open session$`));
+  }
+  const twice = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start().settle();
+  twice.inject(twice.a, { t: 'sub', since: 0, vector: {} });
+  assertClosedWith(t, twice.a, /^subscribed twice on one session$/);
+});
+
+// ---------------------------------------------------------------------------
+// flow control and skipping
+
+t.test('at most `window` batches are in flight to a peer that does not acknowledge', async (t) => {
+  const feed = new FakeFeed((s) => entry(s, 'alpha'), 0);
+  const pair = new Pair({ nodeId: 'alpha', window: 2, batch: 3 }, { nodeId: 'bravo' }, { a: feed });
+  pair.b.autoApply = false; // bravo never finishes applying, so never acks
+  pair.start().settle();
+  const flights = (): Extract<Frame, { t: 'changes' }>[] => sends(pair.a, 'changes') as Extract<Frame, { t: 'changes' }>[];
+  t.equal(flights().length, 0, 'nothing to send yet');
+  for (const head of [1, 2, 10, 50, 300, 1000]) {
+    feed.head = head;
+    pair.run(pair.a, pair.a.session.feedAdvanced(head));
+    pair.settle();
+    t.ok(flights().length <= 2, `feed at ${head}: ${flights().length} changes frames sent`);
+  }
+  t.same(flights().map((f) => f.last), [1, 2], 'the window is full after two batches');
+  t.equal(ofType(pair.a, 'read').length, 2, 'no feed read while the window is full');
+  t.equal(sends(pair.b, 'ack').length, 0);
+  t.equal(pair.a.session.stats.sent, 2);
+  t.equal(pair.a.session.stats.acked, 0);
+  t.notOk(pair.a.session.live);
+  t.equal(pair.a.session.stats.behindSince, undefined, "the sender's own lag is not affected");
+  t.equal(pair.b.session.stats.remoteHead, 2, 'the receiver knows how far behind it is');
+
+  // bravo applies the first batch: one ack, one more batch
+  pair.run(pair.b, pair.b.session.applied());
+  pair.settle();
+  t.equal(sends(pair.b, 'ack').length, 1);
+  t.same(flights().map((f) => f.last), [1, 2, 5], 'the sender resumes after an ack, with a full batch');
+  t.equal(pair.a.session.stats.acked, 1);
+  t.equal(pair.a.session.stats.sent, 5);
+  pair.run(pair.a, pair.a.session.feedAdvanced(1000));
+  pair.settle();
+  t.equal(flights().length, 3, 'and stops again at the window');
+
+  // from here bravo applies promptly: the sender drains the feed, never more than 2 ahead
+  pair.b.autoApply = true;
+  let maxInFlight = 0;
+  pair.run(pair.b, pair.b.session.applied());
+  for (let step = 0; step < 100_000 && (pair.deliverOne(pair.a) || pair.deliverOne(pair.b)); step++) {
+    maxInFlight = Math.max(maxInFlight, flights().length - pair.a.received.filter((f) => f.t === 'ack').length);
+  }
+  t.equal(maxInFlight, 2, 'never more than the window unacknowledged');
+  t.equal(pair.a.session.stats.acked, 1000, 'the whole feed is acknowledged');
+  t.ok(pair.a.session.live && pair.b.session.live);
+  t.ok(flights().every((f) => f.changes.length <= 3), 'batches hold at most `batch` changes');
+  t.same(pair.b.applies.flatMap((x) => x.changes.map((c) => c.originSeq)), Array.from({ length: 1000 }, (_, i) => i + 1), 'every change arrives once, in order');
+});
+
+t.test('entries the peer holds already are skipped, and the position still advances', async (t) => {
+  // alpha's feed, as bravo will see it:
+  // 1 bravo:1 (bravo's own)       2 carol:1 (bravo has carol up to 2)
+  // 3 alpha:1 (new)               4 carol:2 (covered)
+  // 5 carol:3 (new)               6 bravo:2 (own)
+  // 7 delta:1 (new)               8 delta:1 (again, through another relay)
+  // 9 carol:1                     10 bravo:3 (own)
+  const script: [string, number][] = [['bravo', 1], ['carol', 1], ['alpha', 1], ['carol', 2], ['carol', 3], ['bravo', 2], ['delta', 1], ['delta', 1], ['carol', 1], ['bravo', 3]];
+  const feed = new FakeFeed((s) => entry(s, script[s - 1]![0], script[s - 1]![1]), script.length);
+  const pair = new Pair({ nodeId: 'alpha', batch: 5 }, { nodeId: 'bravo', vector: () => ({ carol: 2, bravo: 0 }) }, { a: feed });
+  pair.start().settle();
+  const frames = sends(pair.a, 'changes') as Extract<Frame, { t: 'changes' }>[];
+  t.same(frames.map((f) => f.last), [5, 10], 'positions advance over skipped entries');
+  t.same(frames.map((f) => f.changes.map((c) => `${c.o}:${c.n}`)), [['alpha:1', 'carol:3'], ['delta:1']], 'only what bravo lacks is sent');
+  t.same(frames.map((f) => f.head), [10, 10]);
+  t.equal(pair.a.session.stats.acked, 10, 'bravo acknowledged up to the end, skipped entries included');
+  t.equal(pair.b.session.stats.applied, 10);
+  t.ok(pair.a.session.live && pair.b.session.live);
+
+  // a batch where everything is skipped still moves the position: an empty changes frame
+  const own = new FakeFeed((s) => entry(s, 'bravo', s), 4);
+  const skipAll = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }, { a: own }).start().settle();
+  const only = sends(skipAll.a, 'changes') as Extract<Frame, { t: 'changes' }>[];
+  t.same(only.map((f) => [f.changes.length, f.last]), [[0, 4]], 'one empty batch reaching 4');
+  t.equal(skipAll.a.session.stats.acked, 4);
+  t.ok(skipAll.a.session.live);
+});
+
+// ---------------------------------------------------------------------------
+// backoff
+
+t.test('backoffDelay grows exponentially, is capped, and jitters within [exp/2, exp]', async (t) => {
+  const base = 250;
+  const cap = 30_000;
+  let last = 0;
+  for (let attempt = 0; attempt <= 40; attempt++) {
+    const exp = Math.min(cap, base * 2 ** attempt);
+    const lo = backoffDelay(attempt, 0, base, cap);
+    const hi = backoffDelay(attempt, 0.999999, base, cap);
+    t.equal(lo, Math.round(exp / 2), `attempt ${attempt}: the fixed half`);
+    t.ok(hi <= exp && hi >= exp - 1, `attempt ${attempt}: at most exp (${hi} vs ${exp})`);
+    t.ok(lo >= last, `attempt ${attempt}: never shrinks`);
+    if (2 * exp <= cap) t.equal(backoffDelay(attempt + 1, 0, base, cap), 2 * lo, `attempt ${attempt + 1} doubles`);
+    else t.equal(backoffDelay(attempt + 1, 0, base, cap), cap / 2, `attempt ${attempt + 1} is capped`);
+    last = lo;
+  }
+  t.equal(backoffDelay(0, 0), 125, 'defaults: base 250');
+  t.equal(backoffDelay(1000, 1), 30_000, 'defaults: cap 30 s');
+  t.equal(backoffDelay(Number.MAX_SAFE_INTEGER, 0.5), 22_500, 'a huge attempt count stays finite');
+  const rnd = prng(7);
+  for (let i = 0; i < 2000; i++) {
+    const attempt = Math.floor(rnd() * 30);
+    const bs = 1 + Math.floor(rnd() * 1000);
+    const cp = bs + Math.floor(rnd() * 100_000);
+    const exp = Math.min(cp, bs * 2 ** attempt);
+    const d = backoffDelay(attempt, rnd(), bs, cp);
+    if (!(d >= Math.floor(exp / 2) && d <= Math.ceil(exp))) {
+      t.fail(`backoffDelay(${attempt}, _, ${bs}, ${cp}) = ${d} outside [${exp / 2}, ${exp}]`);
+      break;
+    }
+  }
+  t.pass('random attempts stay within bounds');
+});
+
+// ---------------------------------------------------------------------------
+// frames
+
+const raw = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+const change = (): Record<string, unknown> => wire(entry(1, 'carol')) as unknown as Record<string, unknown>;
+const validFrames = (): Record<string, unknown>[] => [
+  { t: 'hello', v: PROTOCOL_VERSION, cluster: CLUSTER, node: 'alpha', role: 'master', nonce: bytes(16) },
+  { t: 'hello', v: PROTOCOL_VERSION, cluster: 'c'.repeat(128), node: 'n'.repeat(128), role: 'replica', nonce: bytes(64) },
+  { t: 'auth', proof: bytes(32) },
+  { t: 'auth', proof: new Uint8Array(0) },
+  { t: 'sub', since: 0, vector: {} },
+  { t: 'sub', since: 42, vector: { alpha: 3, bravo: 0 } },
+  { t: 'changes', changes: [], last: 0, head: 0 },
+  { t: 'changes', changes: [change(), { ...change(), n: 2, k: 'delete', c: [], p: '' }], last: 9, head: 12 },
+  { t: 'ack', seq: 0 },
+  { t: 'ack', seq: Number.MAX_SAFE_INTEGER },
+  { t: 'head', head: 7 },
+  { t: 'error', reason: 'because' },
+  { t: 'error', reason: '' },
+];
+
+/** Asserts decodeFrame throws a FrameError, and no other kind of error, with a message matching `message`. */
+function rejects(t: Test, data: Uint8Array, message: RegExp, name: string): void {
+  try {
+    const f = decodeFrame(data);
+    t.fail(`${name}: accepted as ${JSON.stringify(normalize(f)).slice(0, 80)}`);
+  } catch (e) {
+    if (e instanceof FrameError && message.test(e.message)) t.pass(`${name}: ${e.message.slice(0, 60)}`);
+    else t.fail(`${name}: ${(e as Error).constructor.name}: ${(e as Error).message}, wanted FrameError ${message}`);
+  }
+}
+
+const normalize = (v: unknown): unknown => (v instanceof Uint8Array ? [...v] : Array.isArray(v) ? v.map(normalize) : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, normalize(x)])) : v);
+
+t.test('decodeFrame accepts every frame encodeFrame produces', async (t) => {
+  for (const f of validFrames()) {
+    const back = decodeFrame(encodeFrame(f as unknown as Frame));
+    t.same(normalize(back), normalize(f), `${f['t']} round-trips`);
+  }
+  for (const kind of ['create', 'update', 'delete', 'undelete']) {
+    t.equal((decodeFrame(encodeFrame({ t: 'changes', changes: [{ ...change(), k: kind } as never], last: 1, head: 1 })) as Extract<Frame, { t: 'changes' }>).changes[0]!.k, kind);
+  }
+  // an error reason is cut to 500 characters
+  t.equal((decodeFrame(encodeFrame({ t: 'error', reason: 'x'.repeat(2000) })) as Extract<Frame, { t: 'error' }>).reason.length, 500);
+  // everything two live sessions say to each other decodes (the Pair decodes every frame it delivers)
+  const pair = new Pair({ nodeId: 'alpha', batch: 2 }, { nodeId: 'bravo' }, { a: new FakeFeed((s) => entry(s, 'alpha'), 7), b: new FakeFeed((s) => entry(s, 'bravo'), 2) }).start().settle();
+  t.same([...new Set([...pair.a.received, ...pair.b.received].map((f) => f.t))].sort(), ['ack', 'auth', 'changes', 'hello', 'sub']);
+  const limit = { t: 'changes', changes: Array.from({ length: 10_000 }, (_, i) => ({ ...change(), n: i + 1 })), last: 10_000, head: 10_000 };
+  t.equal((decodeFrame(raw.pack(limit)) as Extract<Frame, { t: 'changes' }>).changes.length, 10_000, '10000 changes is the limit, inclusive');
+});
+
+t.test('decodeFrame rejects what is not msgpack, not a map, or of an unknown type', async (t) => {
+  const hello0 = encodeFrame(validFrames()[0] as unknown as Frame);
+  const cases: [string, Uint8Array, RegExp][] = [
+    ['empty', new Uint8Array(0), /^not msgpack/],
+    // msgpackr decodes the reserved byte 0xc1 to a marker object; rejected either way
+    ['the reserved byte 0xc1', Uint8Array.of(0xc1), /^(not msgpack|a frame must be a msgpack map|unknown frame type)/],
+    ['0xc1 and more', Uint8Array.of(0xc1, 0xff, 0x00), /^not msgpack/],
+    ['text', new TextEncoder().encode('GET / HTTP/1.1\r\n'), /^not msgpack/],
+    ['a truncated frame', hello0.subarray(0, hello0.length - 3), /^not msgpack/],
+    ['a frame with trailing bytes', Uint8Array.from([...hello0, 0x00]), /^not msgpack/],
+    ['a str32 claiming 4 GiB', Uint8Array.of(0xdb, 0xff, 0xff, 0xff, 0xff, 0x61), /^not msgpack/],
+    ['a number', raw.pack(5), /^a frame must be a msgpack map$/],
+    ['a string', raw.pack('hello'), /^a frame must be a msgpack map$/],
+    ['nil', raw.pack(null), /^a frame must be a msgpack map$/],
+    ['a list', raw.pack([{ t: 'ack', seq: 1 }]), /^a frame must be a msgpack map$/],
+    ['bytes', raw.pack(bytes(4)), /^a frame must be a msgpack map$/],
+    ['no type', raw.pack({ seq: 1 }), /^unknown frame type undefined$/],
+    ['an unknown type', raw.pack({ t: 'nope', seq: 1 }), /^unknown frame type "nope"$/],
+    ['a type of another case', raw.pack({ t: 'ACK', seq: 1 }), /^unknown frame type "ACK"$/],
+    ['a numeric type', raw.pack({ t: 3 }), /^unknown frame type number$/],
+    ['a long unknown type', raw.pack({ t: 'z'.repeat(1000) }), /^unknown frame type "z{32}"$/],
+  ];
+  for (const [name, data, message] of cases) {
+    rejects(t, data, message, name);
+  }
+});
+
+t.test('decodeFrame rejects each required field missing or of the wrong type', async (t) => {
+  const REMOVE = Symbol('remove');
+  const b = bytes;
+  // [frame, field, bad values, message]
+  const table: [string, string, unknown[], RegExp][] = [
+    ['hello', 'v', [REMOVE, '1', -1, 1.5, null, true, Number.MAX_SAFE_INTEGER + 2], /^hello without a protocol version$/],
+    ['hello', 'cluster', [REMOVE, 5, '', 'c'.repeat(129), null, ['c'], b(4)], /^hello needs cluster and node ids of letters, digits/],
+    ['hello', 'node', [REMOVE, 5, '', 'n'.repeat(129), null, { id: 'n' }], /^hello needs cluster and node ids of letters, digits/],
+    ['hello', 'role', [REMOVE, 'admin', 'Master', 1, null], /^hello role must be master or replica$/],
+    ['hello', 'nonce', [REMOVE, 'x'.repeat(16), b(15), b(65), Array.from({ length: 16 }, () => 1), null, 16], /^hello nonce must be at least 16 bytes$/],
+    ['auth', 'proof', [REMOVE, 'proof', b(65), [1, 2, 3], null, 0], /^auth proof must be bytes$/],
+    ['sub', 'since', [REMOVE, '0', -1, 0.5, null], /^sub needs a feed position$/],
+    ['sub', 'vector', [REMOVE, [], 'v', null, 3, b(3)], /^vector must be a map$/],
+    ['sub', 'vector', [{ alpha: '1' }, { alpha: -1 }, { alpha: 1.5 }, { alpha: null }, { ['n'.repeat(129)]: 1 }, { '': 1 }], /^vector entries must be node id -> seq$/],
+    ['sub', 'vector', [Object.fromEntries(Array.from({ length: 10_001 }, (_, i) => [`n${i}`, i]))], /^vector too large$/],
+    ['changes', 'changes', [REMOVE, {}, 'x', null, 1, b(2)], /^changes must be a list of at most 10000$/],
+    ['changes', 'last', [REMOVE, '1', -1, 1.5, null], /^changes need last and head positions$/],
+    ['changes', 'head', [REMOVE, '1', -1, 1.5, null], /^changes need last and head positions$/],
+    ['ack', 'seq', [REMOVE, '1', -1, 2.5, null, [1]], /^ack needs a seq$/],
+    ['head', 'head', [REMOVE, 'x', -1, 0.1, null], /^head needs a seq$/],
+    ['error', 'reason', [REMOVE, 5, null, ['why'], b(3)], /^error needs a reason$/],
+  ];
+  // fields of one change inside a changes frame
+  const changeTable: [string, unknown[], RegExp][] = [
+    ['o', [REMOVE, 5, '', 'o'.repeat(129), null], /^change origin is malformed$/],
+    ['n', [REMOVE, 0, -1, '1', 1.5, null], /^change origin is malformed$/],
+    ['i', [REMOVE, 5, '', 'i'.repeat(129), null], /^change object id or type is malformed$/],
+    ['y', [REMOVE, 5, '', 'y'.repeat(65), null], /^change object id or type is malformed$/],
+    ['k', [REMOVE, 'frobnicate', 'Create', 1, null], /^change kind is unknown$/],
+    ['u', [REMOVE, 'update', [1, 2], null, 7], /^change update must be bytes$/],
+    ['h', [REMOVE, -1, '5', 1.5, null], /^change HLC is malformed$/],
+    ['p', [REMOVE, 5, 'p'.repeat(257), null, ['admin']], /^change principal is malformed$/],
+    ['c', [REMOVE, 'cn', [5], [''], ['f'.repeat(65)], Array.from({ length: 1001 }, () => 'cn'), null], /^change field list is malformed$/],
+  ];
+  const base = (kind: string): Record<string, unknown> => ({ ...validFrames().find((f) => f['t'] === kind && (kind !== 'changes' || (f['changes'] as unknown[]).length > 0))! });
+  let n = 0;
+  const expectRejected = (f: Record<string, unknown>, message: RegExp, name: string): void => {
+    n++;
+    rejects(t, raw.pack(f), message, name);
+  };
+  for (const [kind, field, values, message] of table) {
+    for (const v of values) {
+      const f = base(kind);
+      if (v === REMOVE) delete f[field];
+      else f[field] = v;
+      expectRejected(f, message, `${kind}.${field} = ${v === REMOVE ? '(missing)' : JSON.stringify(v)?.slice(0, 40)}`);
+    }
+  }
+  for (const [field, values, message] of changeTable) {
+    for (const v of values) {
+      const c = change();
+      if (v === REMOVE) delete c[field];
+      else c[field] = v;
+      expectRejected({ t: 'changes', changes: [change(), c], last: 2, head: 2 }, message, `change.${field} = ${v === REMOVE ? '(missing)' : JSON.stringify(v)?.slice(0, 40)}`);
+    }
+  }
+  for (const c of [5, 'change', null, [change()], b(3)]) expectRejected({ t: 'changes', changes: [c], last: 1, head: 1 }, /^a change must be a map$/, `a change that is ${JSON.stringify(c)?.slice(0, 30)}`);
+  t.ok(n > 100, `${n} malformed frames rejected`);
+});
+
+t.test('decodeFrame rejects an oversize change list', async (t) => {
+  const f = { t: 'changes', changes: Array.from({ length: 10_001 }, (_, i) => ({ ...change(), n: i + 1 })), last: 10_001, head: 10_001 };
+  rejects(t, raw.pack(f), /^changes must be a list of at most 10000$/, '10001 changes');
+  // an oversize update inside one change
+  const big = { t: 'changes', changes: [{ ...change(), u: new Uint8Array(4 * 1024 * 1024 + 1) }], last: 1, head: 1 };
+  rejects(t, raw.pack(big), /^change update must be bytes$/, 'an update over 4 MiB');
+  const atLimit = { t: 'changes', changes: [{ ...change(), u: new Uint8Array(4 * 1024 * 1024) }], last: 1, head: 1 };
+  t.equal((decodeFrame(raw.pack(atLimit)) as Extract<Frame, { t: 'changes' }>).changes[0]!.u.length, 4 * 1024 * 1024, 'a 4 MiB update is the limit, inclusive');
+});
+
+t.test('fuzz: decodeFrame returns a well-formed frame or throws FrameError, nothing else', async (t) => {
+  const seed = Number(process.env['FUZZ_SEED'] ?? 20240611);
+  const rnd = prng(seed);
+  const int = (k: number): number => Math.floor(rnd() * k);
+  const randomBytes = (n: number): Uint8Array => Uint8Array.from({ length: n }, () => int(256));
+  const seeds = validFrames().map((f) => encodeFrame(f as unknown as Frame));
+  const mutate = (src: Uint8Array): Uint8Array => {
+    let b = Uint8Array.from(src);
+    for (let m = 1 + int(4); m > 0; m--) {
+      const op = int(5);
+      const at = int(b.length + 1);
+      if (op === 0 && b.length) {
+        const i = Math.min(at, b.length - 1);
+        b[i] = b[i]! ^ (1 << int(8)); // flip a bit
+      } else if (op === 1 && b.length) {
+        b[Math.min(at, b.length - 1)] = int(256); // overwrite a byte
+      } else if (op === 2) {
+        const ins = randomBytes(1 + int(4)); // insert bytes
+        b = Uint8Array.from([...b.subarray(0, at), ...ins, ...b.subarray(at)]);
+      } else if (op === 3 && b.length) {
+        b = Uint8Array.from([...b.subarray(0, at), ...b.subarray(Math.min(b.length, at + 1 + int(3)))]); // delete bytes
+      } else {
+        b = b.slice(0, at); // truncate
+      }
+    }
+    return b;
+  };
+  const stats = { accepted: 0, rejected: 0 };
+  const problems: string[] = [];
+  const probe = (data: Uint8Array, what: string): void => {
+    let f: Frame;
+    try {
+      f = decodeFrame(data);
+    } catch (e) {
+      if (e instanceof FrameError) stats.rejected++;
+      else problems.push(`${what}: ${(e as Error)?.constructor?.name}: ${(e as Error)?.message} on ${Buffer.from(data).toString('hex')}`);
+      return;
+    }
+    stats.accepted++;
+    // what was accepted must pass decodeFrame's own checks again
+    try {
+      const again = decodeFrame(encodeFrame(f));
+      if (again.t !== f.t) throw new Error(`re-decoded as ${again.t}`);
+    } catch (e) {
+      problems.push(`${what}: accepted a frame that fails its own checks (${(e as Error).message}) on ${Buffer.from(data).toString('hex')}`);
+    }
+  };
+  for (let i = 0; i < 5000; i++) probe(randomBytes(int(2) ? int(24) : int(200)), `random #${i}`);
+  for (let i = 0; i < 5000; i++) probe(mutate(seeds[int(seeds.length)]!), `mutation #${i}`);
+  t.same(problems.slice(0, 10), [], `seed ${seed}: ${stats.accepted} accepted, ${stats.rejected} rejected; replay with FUZZ_SEED=${seed}`);
+  t.ok(stats.accepted > 0 && stats.rejected > 0, 'the mutations reach both outcomes');
+});
+
+t.test('a proof made for one connection cannot be replayed on another by shifting bytes between ids', async (t) => {
+  const { proof } = await import('../dist/auth.js');
+  const n1 = Uint8Array.from({ length: 16 }, (_, i) => i);
+  const n2 = Uint8Array.from({ length: 16 }, (_, i) => 100 + i);
+  // the attack found in review: ids that contain the old separator
+  const asked = proof('s', 'c', 'A', 'Z\0A', n2, n1);
+  const needed = proof('s', 'c', 'A\0Z', 'A', n1, n2);
+  t.not(Buffer.from(asked).toString('hex'), Buffer.from(needed).toString('hex'), 'length-prefixed parts make the two MAC inputs differ');
+  t.throws(() => decodeFrame(encodeFrame({ t: 'hello', v: 1, cluster: 'c', node: 'Z\0A', role: 'master', nonce: n1 })), { message: /hello needs cluster and node ids/ }, 'ids with a NUL never reach the session');
+});

@@ -1,0 +1,344 @@
+/**
+ * Bad input on the replication endpoint of a real node: raw WebSocket
+ * connections to /sync that send what no master would. Each must be closed
+ * by the node with a reason (told to the peer in an error frame where there
+ * is one, and logged), must leave the node serving, and must store nothing.
+ */
+import { randomBytes } from 'node:crypto';
+import { request } from 'node:http';
+import { Writable } from 'node:stream';
+import t, { type Test } from 'tap';
+import { pino } from 'pino';
+import WebSocket from 'ws';
+import { MeridianNode, resolveConfig } from '@meridian/node';
+import { decodeFrame, encodeFrame, PROTOCOL_VERSION, SyncSession, type Action, type Frame } from '@meridian/sync';
+import { tempDir } from './helpers/tmp.js';
+
+const SECRET = 'test-cluster-secret-1';
+
+interface LogLine {
+  level: number;
+  msg: string;
+  reason?: string;
+  err?: string;
+  peer?: string;
+}
+
+async function startNode(t: Test, flags: Record<string, string | number> = { clusterSecret: SECRET }): Promise<{ node: MeridianNode; logs: LogLine[] }> {
+  const logs: LogLine[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n')) if (line) logs.push(JSON.parse(line) as LogLine);
+      done();
+    },
+  });
+  const config = resolveConfig({ flags: { dir: tempDir(t), httpPort: 0, adminPassword: 'pw', ...flags } });
+  const node = await MeridianNode.start(config, pino({ level: 'info' }, sink));
+  t.teardown(() => node.stop());
+  return { node, logs };
+}
+
+const syncUrl = (node: MeridianNode, path = '/sync'): string => `${node.url.replace(/^http/, 'ws')}${path}`;
+
+function healthz(node: MeridianNode): Promise<number> {
+  return new Promise((resolve, reject) => {
+    request(`${node.url}/healthz`, (res) => {
+      res.resume();
+      resolve(res.statusCode!);
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
+interface Outcome {
+  code: number;
+  reason: string;
+  /** binary frames from the node, decoded */
+  frames: Frame[];
+  /** the node's hello, if it sent one */
+  hello: Extract<Frame, { t: 'hello' }> | undefined;
+}
+
+/**
+ * Opens a raw connection to /sync, runs `script` once it is open, and
+ * resolves with how the node closed it. `script` gets a way to wait for the
+ * node's next frame of a kind.
+ */
+function probe(url: string, script: (ws: WebSocket, next: (t: Frame['t']) => Promise<Frame>) => void | Promise<void>, limitMs = 5000): Promise<Outcome> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { maxPayload: 64 * 1024 * 1024 });
+    const frames: Frame[] = [];
+    const waiters: { t: Frame['t']; resolve: (f: Frame) => void }[] = [];
+    const timer = setTimeout(() => {
+      ws.terminate();
+      reject(new Error(`the node did not close the connection within ${limitMs} ms; frames: ${JSON.stringify(frames.map((f) => f.t))}`));
+    }, limitMs);
+    ws.on('message', (data: Buffer, isBinary) => {
+      if (!isBinary) {
+        reject(new Error(`the node sent a text message: ${data.toString()}`));
+        return;
+      }
+      const f = decodeFrame(data);
+      frames.push(f);
+      const i = waiters.findIndex((w) => w.t === f.t);
+      if (i >= 0) waiters.splice(i, 1)[0]!.resolve(f);
+    });
+    const next = (type: Frame['t']): Promise<Frame> => {
+      const seen = frames.find((f) => f.t === type);
+      return seen ? Promise.resolve(seen) : new Promise((r) => waiters.push({ t: type, resolve: r }));
+    };
+    ws.on('open', () => {
+      Promise.resolve(script(ws, next)).catch(reject);
+    });
+    ws.on('error', () => undefined); // the close event reports
+    ws.on('close', (code, reason) => {
+      clearTimeout(timer);
+      resolve({ code, reason: reason.toString(), frames, hello: frames.find((f): f is Extract<Frame, { t: 'hello' }> => f.t === 'hello') });
+    });
+  });
+}
+
+/** Resolves with the HTTP status and body a WebSocket upgrade is refused with. */
+function refusedUpgrade(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.on('open', () => {
+      ws.terminate();
+      reject(new Error(`the upgrade to ${url} was accepted`));
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks).toString() }));
+      res.on('error', reject);
+    });
+    ws.on('error', (e) => reject(e));
+  });
+}
+
+const hello = (over: Record<string, unknown> = {}): Uint8Array =>
+  encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, cluster: 'meridian', node: 'intruder', role: 'master', nonce: randomBytes(16), ...over } as Frame);
+
+/** A change in wire form, shaped like a real one. */
+const wireChange = (n: number) => ({ o: 'intruder', n, i: `per-intruder${n}`, y: 'Person', k: 'create' as const, u: randomBytes(40), h: Date.now() * 1000, p: 'admin', c: ['cn', 'sn'] });
+
+interface Case {
+  name: string;
+  script: (ws: WebSocket, next: (t: Frame['t']) => Promise<Frame>) => void | Promise<void>;
+  /** the close reason, the error frame's reason and the logged reason */
+  reason: RegExp;
+}
+
+const cases: Case[] = [
+  {
+    name: 'garbage bytes',
+    script: (ws) => ws.send(Buffer.concat([Buffer.from([0xc1, 0xff, 0xee]), randomBytes(200)])),
+    reason: /^malformed frame: not msgpack/,
+  },
+  {
+    name: 'a truncated valid msgpack frame',
+    script: (ws) => {
+      const full = hello();
+      ws.send(full.subarray(0, full.length - 5));
+    },
+    reason: /^malformed frame: not msgpack \(Unexpected end of MessagePack data\)/,
+  },
+  {
+    name: 'a text message',
+    script: (ws) => ws.send(JSON.stringify({ t: 'hello', v: 1, cluster: 'meridian', node: 'intruder', role: 'master' })),
+    reason: /^text frames are not part of the protocol$/,
+  },
+  {
+    name: 'a changes frame before authentication',
+    script: (ws) => ws.send(encodeFrame({ t: 'changes', changes: [wireChange(1), wireChange(2)], last: 2, head: 2 })),
+    reason: /^expected hello, got changes before authentication$/,
+  },
+  {
+    name: 'a changes frame after hello, before auth',
+    script: async (ws, next) => {
+      ws.send(hello());
+      await next('auth');
+      ws.send(encodeFrame({ t: 'changes', changes: [wireChange(1)], last: 1, head: 1 }));
+    },
+    reason: /^expected auth, got changes before authentication$/,
+  },
+  {
+    name: 'a well-formed hello with wrong field types',
+    script: (ws) => ws.send(encodeFrame({ t: 'hello', v: '1', cluster: 7, node: ['intruder'], role: 'master', nonce: 'not bytes' } as unknown as Frame)),
+    reason: /^malformed frame: hello without a protocol version$/,
+  },
+  {
+    name: 'a hello whose nonce is too short',
+    script: (ws) => ws.send(hello({ nonce: randomBytes(8) })),
+    reason: /^malformed frame: hello nonce must be at least 16 bytes$/,
+  },
+  {
+    name: 'a correct hello from another cluster',
+    script: (ws) => ws.send(hello({ cluster: 'other-cluster' })),
+    reason: /^cluster id "other-cluster" is not this cluster \("meridian"\)$/,
+  },
+  {
+    name: 'a hello of another protocol version',
+    script: (ws) => ws.send(hello({ v: PROTOCOL_VERSION + 1 })),
+    reason: new RegExp(`^unsupported protocol version ${PROTOCOL_VERSION + 1}; this node speaks ${PROTOCOL_VERSION}$`),
+  },
+  {
+    name: 'a hello from a replica',
+    script: (ws) => ws.send(hello({ role: 'replica' })),
+    reason: /^role replica cannot join with the cluster secret/,
+  },
+  {
+    name: 'a correct hello then a wrong auth proof',
+    script: async (ws, next) => {
+      ws.send(hello());
+      await next('auth');
+      ws.send(encodeFrame({ t: 'auth', proof: randomBytes(32) }));
+    },
+    reason: /^authentication failed: the peer does not hold this cluster's secret$/,
+  },
+  {
+    name: "a correct hello then the node's own proof reflected back",
+    script: async (ws, next) => {
+      ws.send(hello());
+      const own = (await next('auth')) as Extract<Frame, { t: 'auth' }>;
+      ws.send(encodeFrame({ t: 'auth', proof: own.proof }));
+    },
+    reason: /^authentication failed: the peer does not hold this cluster's secret$/,
+  },
+  {
+    name: "a hello with the node's own id",
+    script: async (ws, next) => {
+      const theirs = (await next('hello')) as Extract<Frame, { t: 'hello' }>;
+      ws.send(hello({ node: theirs.node }));
+    },
+    reason: /^the peer has this node's own id "/,
+  },
+];
+
+t.test('bad input on /sync is refused with a reason, and the node keeps serving and stores nothing', async (t) => {
+  const { node, logs } = await startNode(t);
+  const seq = node.store.lastSeq;
+  const objects = (): number => Object.values(node.store.objectCounts()).reduce((a, b) => a + b, 0);
+  const count = objects();
+  for (const c of cases) {
+    await t.test(c.name, async (t) => {
+      const logged = logs.length;
+      const out = await probe(syncUrl(node), c.script);
+      t.equal(out.code, 1008, `closed with 1008 (policy violation): ${out.code} ${out.reason}`);
+      t.match(out.reason, c.reason, 'the close reason says why');
+      t.ok(out.hello, 'the node introduced itself first');
+      t.equal(out.hello?.cluster, 'meridian');
+      t.equal(out.hello?.node, node.store.nodeId);
+      const errors = out.frames.filter((f): f is Extract<Frame, { t: 'error' }> => f.t === 'error');
+      t.equal(errors.length, 1, 'one error frame before the close');
+      t.match(errors[0]?.reason, c.reason, `the error frame says why: ${errors[0]?.reason}`);
+      t.equal(out.frames.at(-1)?.t, 'error', 'nothing after the error frame');
+      t.notOk(out.frames.some((f) => f.t === 'sub' || f.t === 'changes' || f.t === 'head'), 'the node neither subscribed nor streamed');
+      const refusal = logs.slice(logged).find((l) => l.msg === 'replication peer refused');
+      t.ok(refusal, 'the refusal is logged');
+      t.match(refusal?.reason, c.reason, 'with the reason');
+      t.equal(refusal?.level, 40, 'as a warning');
+      t.equal(await healthz(node), 200, 'the node keeps serving');
+      t.equal(node.store.lastSeq, seq, 'the feed did not move');
+      t.equal(objects(), count, 'no object was created');
+      t.same(node.replicator?.status(), [], 'no peer session is left behind');
+    });
+  }
+});
+
+t.test('a frame over the size limit is refused at the transport', async (t) => {
+  // The node's config has no max-frame setting; the Replicator's default limit is 16 MiB.
+  const { node } = await startNode(t);
+  const seq = node.store.lastSeq;
+  const big = Buffer.alloc(17 * 1024 * 1024, 0x90); // 17 MiB of msgpack empty arrays
+  const out = await probe(syncUrl(node), (ws) => ws.send(big), 15_000);
+  t.equal(out.code, 1009, `closed with 1009 (message too big): ${out.code} ${out.reason}`);
+  t.same(
+    out.frames.map((f) => f.t),
+    ['hello'],
+    'no error frame: ws closes before the frame reaches the protocol',
+  );
+  t.equal(await healthz(node), 200, 'the node keeps serving');
+  t.equal(node.store.lastSeq, seq, 'nothing was stored');
+  t.same(node.replicator?.status(), []);
+});
+
+t.test('a hello with a long non-ASCII cluster id is refused and stores nothing', async (t) => {
+  const { node, logs } = await startNode(t);
+  const seq = node.store.lastSeq;
+  const out = await probe(syncUrl(node), (ws) => ws.send(hello({ cluster: 'é'.repeat(100) })));
+  t.equal(out.code, 1008, 'closed with a policy violation, the reason cut to 123 bytes');
+  const err = out.frames.find((f): f is Extract<Frame, { t: 'error' }> => f.t === 'error');
+  t.match(err?.reason, /^malformed frame: hello needs cluster and node ids of letters/, 'the error frame says why');
+  t.ok(logs.some((l) => l.msg === 'replication peer refused' && /^malformed frame: hello needs cluster/.test(l.reason ?? '')), 'the refusal is logged');
+  t.equal(await healthz(node), 200);
+  t.equal(node.store.lastSeq, seq);
+});
+
+t.test('a WebSocket upgrade on another path is refused', async (t) => {
+  const { node } = await startNode(t);
+  for (const path of ['/nope', '/sync/extra', '/api/objects', '/']) {
+    const r = await refusedUpgrade(syncUrl(node, path));
+    t.equal(r.status, 404, `${path}: 404`);
+    t.equal(r.body, `no WebSocket endpoint at ${path}`, `${path}: ${r.body}`);
+  }
+  // a query string does not hide /sync
+  const out = await probe(syncUrl(node, '/sync?x=1'), (ws) => ws.send('hi'));
+  t.equal(out.code, 1008);
+  t.equal(await healthz(node), 200);
+});
+
+t.test('a node without a cluster secret refuses /sync with a clear message', async (t) => {
+  const { node } = await startNode(t, {});
+  t.equal(node.replicator, undefined, 'replication is off');
+  const r = await refusedUpgrade(syncUrl(node));
+  t.equal(r.status, 404);
+  t.equal(r.body, 'replication is not configured on this node (no cluster secret)');
+  t.equal(await healthz(node), 200);
+});
+
+t.test('after all that, a peer holding the secret still gets in', async (t) => {
+  // the control for the cases above: the same endpoint, driven by a real SyncSession with the right secret
+  const { node, logs } = await startNode(t);
+  await node.store.create('Person', { cn: 'Ada', sn: 'Lovelace' });
+  for (const c of cases.slice(0, 3)) await probe(syncUrl(node), c.script);
+  const session = new SyncSession({ nodeId: 'friend', cluster: 'meridian', secret: SECRET, role: 'master', nonce: randomBytes(16), vector: () => ({}), head: 0 });
+  const applied: Action[] = [];
+  const ws = new WebSocket(syncUrl(node));
+  const run = (actions: Action[]): void => {
+    const queue = [...actions];
+    while (queue.length) {
+      const a = queue.shift()!;
+      if (a.type === 'send') ws.send(encodeFrame(a.frame));
+      else if (a.type === 'load-checkpoint') queue.push(...session.checkpointLoaded(0));
+      else if (a.type === 'read') queue.push(...session.feedRead([]));
+      else if (a.type === 'apply') {
+        applied.push(a);
+        queue.push(...session.applied());
+      }
+    }
+  };
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no changes from the node within 5 s')), 5000);
+    ws.on('open', () => run(session.start(Date.now())));
+    ws.on('message', (data: Buffer) => {
+      run(session.receive(decodeFrame(data)));
+      if (applied.length) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    ws.on('close', (code, reason) => reject(new Error(`closed: ${code} ${reason.toString()}`)));
+  });
+  ws.removeAllListeners('close');
+  t.equal(session.state, 'open');
+  t.equal(session.peer, node.store.nodeId);
+  const changes = applied.flatMap((a) => (a.type === 'apply' ? a.changes : []));
+  t.same(changes.map((c) => [c.origin, c.type, c.kind]), [[node.store.nodeId, 'Person', 'create']], "the node streamed its feed to an authenticated peer");
+  t.ok(logs.some((l) => l.msg === 'replication session open' && l.peer === 'friend'), 'the session is logged');
+  await new Promise<void>((resolve) => {
+    ws.once('close', () => resolve());
+    ws.close(1000, 'done');
+  });
+});
