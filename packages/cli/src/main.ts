@@ -40,7 +40,7 @@ function nodeOptions(cmd: Command): Command {
 
 function configFrom(flags: Record<string, unknown>): ReturnType<typeof resolveConfig> {
   const input: ConfigInput = {};
-  for (const k of ['dir', 'nodeId', 'schema', 'adminPassword', 'host', 'httpPort', 'maxBody', 'cacheBytes', 'sample', 'sampleSize', 'peers', 'clusterSecret', 'clusterId', 'heartbeat', 'linkTimeout', 'tlsCert', 'tlsKey', 'tlsCa'] as const) {
+  for (const k of ['dir', 'nodeId', 'schema', 'adminPassword', 'host', 'httpPort', 'maxBody', 'cacheBytes', 'sample', 'sampleSize', 'peers', 'clusterSecret', 'clusterId', 'heartbeat', 'linkTimeout', 'tlsCert', 'tlsKey', 'tlsCa', 'feedRetention'] as const) {
     if (flags[k] !== undefined) (input as Record<string, unknown>)[k] = flags[k];
   }
   return resolveConfig({ flags: input, env: process.env, file: flags['config'] as string | undefined });
@@ -75,6 +75,7 @@ export function buildProgram(): Command {
     .option('--tls-cert <file>', 'PEM certificate: serve HTTPS, and wss:// on /sync')
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
     .option('--tls-ca <file>', 'PEM CA certificate trusted when dialing wss:// peers')
+    .option('--feed-retention <entries>', 'changes feed entries to keep (default 0: all); peers further behind catch up by anti-entropy')
     .action(async (flags: Record<string, unknown>) => {
       const node = await MeridianNode.start(configFrom(flags));
       out(`meridian node ${node.store.nodeId} listening on ${node.url}`);

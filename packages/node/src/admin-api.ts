@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { hlcToIso, publicFields, storeDigest, type Store, type StoredObject } from '@meridian/store';
+import { hlcToIso, publicFields, type Store, type StoredObject } from '@meridian/store';
 import { HttpError, readJson, sendJson } from './http-util.js';
 
 /**
@@ -57,7 +57,7 @@ export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: 
   }
   if (parts[1] === 'digest' && parts.length === 2) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
-    sendJson(res, 200, { nodeId: ctx.store.nodeId, lastSeq: ctx.store.lastSeq, ...(await storeDigest(ctx.store)) });
+    sendJson(res, 200, { nodeId: ctx.store.nodeId, lastSeq: ctx.store.lastSeq, ...(await ctx.store.digest()) });
     return;
   }
   if (parts[1] === 'conflicts' && parts.length === 2) {

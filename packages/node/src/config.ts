@@ -35,6 +35,8 @@ export interface NodeConfig {
   tlsKey: string | undefined;
   /** PEM CA file trusted when dialing wss:// peers */
   tlsCa: string | undefined;
+  /** changes feed entries to keep (0: keep all); peers further behind catch up by anti-entropy */
+  feedRetention: number;
 }
 
 export type ConfigInput = { [K in keyof NodeConfig]?: NodeConfig[K] | string };
@@ -75,6 +77,7 @@ const DEFAULTS: NodeConfig = {
   tlsCert: undefined,
   tlsKey: undefined,
   tlsCa: undefined,
+  feedRetention: 0,
 };
 
 const ENV: Record<keyof NodeConfig, string> = {
@@ -96,9 +99,10 @@ const ENV: Record<keyof NodeConfig, string> = {
   tlsCert: 'MERIDIAN_TLS_CERT',
   tlsKey: 'MERIDIAN_TLS_KEY',
   tlsCa: 'MERIDIAN_TLS_CA',
+  feedRetention: 'MERIDIAN_FEED_RETENTION',
 };
 
-const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize', 'heartbeat', 'linkTimeout']);
+const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize', 'heartbeat', 'linkTimeout', 'feedRetention']);
 
 function configError(source: string, key: string, problem: string): MeridianError {
   return new MeridianError('bad-request', `${source}: ${key} ${problem}`);

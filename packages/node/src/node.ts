@@ -22,7 +22,7 @@ export interface StatusJson {
   uptimeSeconds: number;
   objects: number;
   objectsByType: Record<string, number>;
-  feed: { lastSeq: number; lastChange: string | null };
+  feed: { firstSeq: number; lastSeq: number; lastChange: string | null };
   versionVector: Record<string, number>;
   peers: PeerStatus[];
   conflicts: { open: number };
@@ -37,6 +37,7 @@ export interface StatusJson {
 export class MeridianNode {
   private readonly startedAt = new Date();
   private stopping: Promise<void> | undefined;
+  private trimTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     readonly config: NodeConfig,
@@ -102,6 +103,7 @@ export class MeridianNode {
         process.stdout.write(`admin password (shown once; only a hash is stored): ${auth.generated}\n`);
       }
       log.info({ nodeId: store.nodeId, url: node.url, dir: config.dir }, 'listening');
+      node.scheduleTrim();
       return node;
     } catch (e) {
       await store.close();
@@ -127,7 +129,7 @@ export class MeridianNode {
       uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
       objects: Object.values(byType).reduce((a, b) => a + b, 0),
       objectsByType: byType,
-      feed: { lastSeq: this.store.lastSeq, lastChange: this.store.lastSeq > 0 ? hlcToIso(lastHlc) : null },
+      feed: { firstSeq: this.store.firstSeq(), lastSeq: this.store.lastSeq, lastChange: this.store.lastSeq > 0 ? hlcToIso(lastHlc) : null },
       versionVector: this.store.versionVector(),
       peers: this.replicator?.status() ?? [],
       conflicts: { open: this.store.openConflictCount() },
@@ -172,9 +174,25 @@ export class MeridianNode {
     );
   }
 
+  /** Keeps the changes feed at --feed-retention entries, checked every minute. */
+  private scheduleTrim(): void {
+    const keep = this.config.feedRetention;
+    if (keep <= 0) return;
+    const trim = (): void => {
+      this.store.trimFeed(keep).then(
+        (n) => n > 0 && this.log.info({ deleted: n, firstSeq: this.store.firstSeq() }, 'trimmed the changes feed'),
+        (e: unknown) => this.log.warn({ err: (e as Error).message }, 'feed trim failed'),
+      );
+    };
+    trim();
+    this.trimTimer = setInterval(trim, 60_000);
+    this.trimTimer.unref();
+  }
+
   /** Stops accepting requests, lets in-flight writes reach the disk, closes the store. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      clearInterval(this.trimTimer);
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
       const force = setTimeout(() => this.server.closeAllConnections(), 5000);

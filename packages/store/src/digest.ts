@@ -1,15 +1,13 @@
 import { createHash } from 'node:crypto';
 import { decode, type ObjectRecord } from './codec.js';
-import { keys } from './keys.js';
-import type { Store } from './store.js';
 
 /**
- * A digest of every object (tombstones included) in 16 buckets by a hash of
- * the id, so two nodes can be compared in one small message and, when they
- * differ, the bucket says where. Each bucket combines per-object hashes of
- * id and version with XOR, which does not depend on the order objects are
- * visited in; the version is a digest of the object's Yjs state vector, so
- * converged nodes produce equal digests.
+ * A digest of every object (tombstones included) in buckets by a hash of
+ * the id, so two nodes can compare their data in one small message and,
+ * when they differ, know where. Each bucket combines per-object hashes of id
+ * and version with XOR, which does not depend on the order objects are
+ * visited in; the version covers the object's Yjs state vector and its
+ * visible content, so converged nodes produce equal digests.
  */
 export interface StoreDigest {
   objects: number;
@@ -18,18 +16,19 @@ export interface StoreDigest {
 
 export const BUCKETS = 16;
 
-export function bucketOf(id: string): number {
-  return createHash('sha1').update(id).digest()[0]! >> 4;
+/** Bucket of an id among 2^bits (bits <= 8). */
+export function bucketOf(id: string, bits = 4): number {
+  return createHash('sha1').update(id).digest()[0]! >> (8 - bits);
 }
 
-export async function storeDigest(store: Store, onProgress?: (objects: number) => void): Promise<StoreDigest> {
-  const acc = Array.from({ length: BUCKETS }, () => ({ count: 0, hash: Buffer.alloc(20) }));
+export async function digestRecords(records: AsyncIterable<[string, Uint8Array]>, bits = 4, onProgress?: (objects: number) => void): Promise<StoreDigest> {
+  const acc = Array.from({ length: 2 ** bits }, () => ({ count: 0, hash: Buffer.alloc(20) }));
   let n = 0;
-  for await (const [k, v] of store.raw(keys.objectPrefix)) {
+  for await (const [k, v] of records) {
     const id = k.slice(1);
     const rec = decode<ObjectRecord>(v);
     const h = createHash('sha1').update(id).update('\0').update(rec.v).digest();
-    const b = acc[bucketOf(id)]!;
+    const b = acc[bucketOf(id, bits)]!;
     b.count++;
     for (let i = 0; i < 20; i++) b.hash[i]! ^= h[i]!;
     if (++n % 10_000 === 0) onProgress?.(n);

@@ -11,6 +11,7 @@ export type { ScryptCost } from './password.js';
 export { hlcToIso, hlcWall } from './hlc.js';
 export { isValidId } from './ids.js';
 export { checkIndexes } from './check.js';
-export { storeDigest, BUCKETS } from './digest.js';
+export { BUCKETS, bucketOf } from './digest.js';
 export type { StoreDigest } from './digest.js';
+export type { StateSnapshot } from './store.js';
 export { VersionVector } from './version-vector.js';

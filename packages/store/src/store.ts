@@ -13,6 +13,7 @@ import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
 import { DEFAULT_COST, hashPassword, isPasswordHash, type ScryptCost } from './password.js';
 import { PinnedCache, type Slot } from './pinned-cache.js';
 import { ReadBatcher } from './read-batcher.js';
+import { bucketOf, digestRecords, type StoreDigest } from './digest.js';
 import { VersionVector } from './version-vector.js';
 import {
   checkFieldValues,
@@ -79,6 +80,20 @@ export interface Page<T> {
 export interface PageOptions {
   limit?: number;
   after?: string;
+}
+
+/**
+ * A consistent view of every stored object, for sending to a peer that
+ * needs states rather than the feed (cloning, anti-entropy). `head` and
+ * `vector` describe at least what the records hold.
+ */
+export interface StateSnapshot {
+  head: number;
+  vector: Record<string, number>;
+  digest(bits?: number): Promise<StoreDigest>;
+  /** stored records, optionally only those in the given buckets */
+  batches(batch?: number, buckets?: ReadonlySet<number>, bits?: number): AsyncGenerator<{ id: string; record: Uint8Array }[]>;
+  close(): Promise<void>;
 }
 
 /** A change as it travels between nodes: a feed entry without the local seq. */
@@ -150,6 +165,8 @@ export class Store {
   private readonly durableVector: VersionVector;
   /** changes this node holds but whose feed entries it never had (it was cloned): see feedBase() */
   private base: Record<string, number>;
+  /** feed entries up to this seq were trimmed */
+  private trimmedTo: number;
   private closed = false;
 
   private constructor(init: {
@@ -164,10 +181,12 @@ export class Store {
     clientNodes: Map<number, string>;
     openConflicts: Map<string, Map<string, ConflictRecord>>;
     feedBase: Record<string, number>;
+    trimmedTo: number;
   }) {
     this.clientNodes = init.clientNodes;
     this.durableVector = new VersionVector(init.vector);
     this.base = init.feedBase;
+    this.trimmedTo = init.trimmedTo;
     this.openConflicts = init.openConflicts;
     this.db = init.db;
     this.dir = init.opts.dir;
@@ -257,7 +276,8 @@ export class Store {
         m.set(k, rec);
       }
       const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
-      return new Store({ db, opts, nodeId, clientId, hlc, seq, vector, counts, clientNodes, openConflicts, feedBase });
+      const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
+      return new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, openConflicts, feedBase, trimmedTo });
     } catch (e) {
       await db.close().catch(() => undefined);
       throw e;
@@ -784,23 +804,43 @@ export class Store {
    * batch landing while the snapshot is taken may add a little more, which
    * the feed from `head` then re-delivers and Yjs merges as a no-op).
    */
-  snapshotStates(batch = 1000): { head: number; vector: Record<string, number>; base: Record<string, number>; batches: AsyncGenerator<{ id: string; record: Uint8Array }[]> } {
+  stateSnapshot(): StateSnapshot {
     this.assertOpen();
     const head = this.durableSeq;
     const vector = this.durableVector.toObject();
-    const it = this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH });
-    async function* batches(): AsyncGenerator<{ id: string; record: Uint8Array }[]> {
-      try {
-        for (;;) {
-          const entries = await it.nextv(batch);
-          if (entries.length === 0) return;
-          yield entries.map(([k, v]) => ({ id: k.slice(1), record: v }));
+    const snapshot = this.db.snapshot();
+    const range = { gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH, snapshot };
+    const db = this.db;
+    let closed = false;
+    return {
+      head,
+      vector,
+      digest: (bits = 8) => digestRecords(db.iterator(range), bits),
+      async *batches(batch = 500, buckets?: ReadonlySet<number>, bits = 8) {
+        const it = db.iterator(range);
+        try {
+          for (;;) {
+            const entries = await it.nextv(batch);
+            if (entries.length === 0) return;
+            const out = entries.filter(([k]) => !buckets || buckets.has(bucketOf(k.slice(1), bits))).map(([k, v]) => ({ id: k.slice(1), record: v }));
+            if (out.length) yield out;
+          }
+        } finally {
+          await it.close();
         }
-      } finally {
-        await it.close();
-      }
-    }
-    return { head, vector, base: { ...this.base }, batches: batches() };
+      },
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        await snapshot.close();
+      },
+    };
+  }
+
+  /** This node's object digest in 2^bits buckets (see digest.ts). */
+  digest(bits = 4, onProgress?: (objects: number) => void): Promise<StoreDigest> {
+    this.assertOpen();
+    return digestRecords(this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH }), bits, onProgress);
   }
 
   /**
@@ -901,10 +941,31 @@ export class Store {
     }
   }
 
-  /** The oldest feed seq still retained (feed retention trims below it). */
-  async firstSeq(): Promise<number> {
-    const first = await this.db.keys({ gte: keys.feedPrefix, lt: keys.feedPrefix + HIGH, limit: 1 }).all();
-    return first.length ? parseSeqPart(first[0]!.slice(1)) : this.durableSeq + 1;
+  /** The oldest feed seq still retained: entries below it were trimmed. */
+  firstSeq(): number {
+    return this.trimmedTo + 1;
+  }
+
+  /**
+   * Deletes feed entries so that at most `keep` remain. Peers whose
+   * checkpoint falls below the retained feed then catch up by anti-entropy.
+   * Returns how many entries were deleted.
+   */
+  async trimFeed(keep: number): Promise<number> {
+    this.assertOpen();
+    const upTo = this.durableSeq - Math.max(1, keep);
+    if (upTo <= this.trimmedTo) return 0;
+    let deleted = 0;
+    for (let from = this.trimmedTo + 1; from <= upTo; from += 10_000) {
+      const to = Math.min(upTo, from + 9_999);
+      const ops: BatchOp[] = [];
+      for (let seq = from; seq <= to; seq++) ops.push({ type: 'del', key: keys.feed(seq) });
+      ops.push({ type: 'put', key: keys.meta('trimmedTo'), value: encode(to) });
+      await this.commits.add(ops);
+      this.trimmedTo = to;
+      deleted += ops.length - 1;
+    }
+    return deleted;
   }
 
   /** Records written once per batch with their latest value. */

@@ -67,6 +67,22 @@ export interface WireChange {
   c: string[];
 }
 
+/**
+ * Anti-entropy, sender to subscriber: the digest of the sender's objects in
+ * 256 buckets (20 bytes each), when the subscriber's position is older than
+ * the sender's retained feed or its vector lacks the sender's feed base.
+ */
+export interface DigestFrame {
+  t: 'digest';
+  buckets: Uint8Array[];
+}
+
+/** Anti-entropy answer: the buckets whose digest differs here; the sender then streams their states. */
+export interface NeedFrame {
+  t: 'need';
+  buckets: number[];
+}
+
 /** Changes from the sender's feed; `last` is the sender seq they reach (skipped ones included). */
 export interface ChangesFrame {
   t: 'changes';
@@ -94,7 +110,9 @@ export interface ErrorFrame {
   reason: string;
 }
 
-export type Frame = HelloFrame | AuthFrame | SubscribeFrame | StatesFrame | ChangesFrame | AckFrame | HeadFrame | ErrorFrame;
+export type Frame = HelloFrame | AuthFrame | SubscribeFrame | StatesFrame | DigestFrame | NeedFrame | ChangesFrame | AckFrame | HeadFrame | ErrorFrame;
+
+export const DIGEST_BUCKETS = 256;
 
 export class FrameError extends Error {}
 
@@ -176,6 +194,12 @@ export function decodeFrame(data: Uint8Array): Frame {
         checkVector(f['vector']);
       }
       return f as unknown as StatesFrame;
+    case 'digest':
+      check(Array.isArray(f['buckets']) && f['buckets'].length === DIGEST_BUCKETS && f['buckets'].every((b) => isBytes(b, 20) && b.length === 20), 'digest needs 256 buckets of 20 bytes');
+      return f as unknown as DigestFrame;
+    case 'need':
+      check(Array.isArray(f['buckets']) && f['buckets'].length <= DIGEST_BUCKETS && f['buckets'].every((b) => Number.isInteger(b) && b >= 0 && b < DIGEST_BUCKETS), 'need must list bucket numbers 0-255');
+      return f as unknown as NeedFrame;
     case 'changes':
       check(Array.isArray(f['changes']) && f['changes'].length <= 10_000, 'changes must be a list of at most 10000');
       (f['changes'] as unknown[]).forEach(checkChange);

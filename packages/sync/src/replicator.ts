@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
-import type { ApplyResult, FeedEntry, RemoteChange } from '@meridian/store';
+import type { ApplyResult, FeedEntry, RemoteChange, StateSnapshot, StoreDigest } from '@meridian/store';
 import { backoffDelay } from './backoff.js';
 import { decodeFrame, encodeFrame, FrameError } from './frames.js';
 import { SyncSession, type Action } from './session.js';
@@ -12,7 +12,9 @@ export interface FeedStore {
   readonly nodeId: string;
   readonly lastSeq: number;
   feedBase(): Record<string, number>;
-  snapshotStates(batch?: number): { head: number; vector: Record<string, number>; batches: AsyncGenerator<{ id: string; record: Uint8Array }[]> };
+  firstSeq(): number;
+  stateSnapshot(): StateSnapshot;
+  digest(bits?: number): Promise<StoreDigest>;
   cloneStates(items: { id: string; record: Uint8Array }[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void>;
   versionVector(): Record<string, number>;
   readFeed(after: number, limit: number): Promise<FeedEntry[]>;
@@ -73,8 +75,9 @@ interface Link {
   direction: 'outbound' | 'inbound';
   url: string | null;
   queue: Promise<void>;
-  /** the state snapshot being streamed to a cloning peer */
-  snapshot: ReturnType<FeedStore['snapshotStates']> | undefined;
+  /** the state snapshot being streamed to a peer, and its reader */
+  snapshot: StateSnapshot | undefined;
+  reader: AsyncGenerator<{ id: string; record: Uint8Array }[]> | undefined;
   bytesIn: number;
   bytesOut: number;
   lastContact: number;
@@ -155,8 +158,9 @@ export class Replicator {
       head: store.lastSeq,
       empty: () => store.lastSeq === 0 && Object.keys(store.versionVector()).length === 0,
       feedBase: () => store.feedBase(),
+      firstSeq: () => store.firstSeq(),
     });
-    const link: Link = { ws, session, direction, url, queue: Promise.resolve(), snapshot: undefined, bytesIn: 0, bytesOut: 0, lastContact: 0, lastPong: Date.now(), timer: undefined };
+    const link: Link = { ws, session, direction, url, queue: Promise.resolve(), snapshot: undefined, reader: undefined, bytesIn: 0, bytesOut: 0, lastContact: 0, lastPong: Date.now(), timer: undefined };
     this.links.add(link);
     const begin = (): void => {
       link.lastPong = Date.now();
@@ -238,12 +242,29 @@ export class Replicator {
         case 'load-checkpoint':
           queue.push(...link.session.checkpointLoaded(await store.checkpoint(a.peer)));
           break;
+        case 'snapshot': {
+          link.snapshot = store.stateSnapshot();
+          const digest = a.digest ? (await link.snapshot.digest(8)).buckets.map((b) => Buffer.from(b.hash, 'hex')) : undefined;
+          queue.push(...link.session.snapshotReady(digest));
+          break;
+        }
+        case 'compare-digest': {
+          const mine = (await store.digest(8)).buckets.map((b) => b.hash);
+          const differing = a.theirs.map((h, i) => (Buffer.from(h).toString('hex') === mine[i] ? -1 : i)).filter((i) => i >= 0);
+          this.opts.log.info({ peer: link.session.peer, differing: differing.length }, 'anti-entropy: digests compared');
+          queue.push(...link.session.digestCompared(differing));
+          break;
+        }
         case 'read-states': {
-          link.snapshot ??= store.snapshotStates(500);
-          const next = await link.snapshot.batches.next();
+          const snap = link.snapshot;
+          if (!snap) throw new Error('states requested without a snapshot');
+          link.reader ??= snap.batches(500, a.buckets && new Set(a.buckets), 8);
+          const next = await link.reader.next();
           if (next.done) {
-            queue.push(...link.session.statesRead([], { head: link.snapshot.head, vector: link.snapshot.vector }));
+            queue.push(...link.session.statesRead([], { head: snap.head, vector: snap.vector }));
+            link.reader = undefined;
             link.snapshot = undefined;
+            await snap.close();
           } else {
             queue.push(...link.session.statesRead(next.value));
           }
@@ -294,7 +315,8 @@ export class Replicator {
   private ended(link: Link, fallback: string | undefined): void {
     if (!this.links.delete(link)) return;
     clearInterval(link.timer);
-    void link.snapshot?.batches.return(undefined);
+    void link.reader?.return(undefined);
+    void link.snapshot?.close();
     const reason = this.lastReason.get(link) ?? fallback ?? 'closed';
     const d = this.dialers.find((x) => x.link === link);
     if (!d) {

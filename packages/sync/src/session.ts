@@ -21,7 +21,9 @@ export type Action =
   | { type: 'send'; frame: Frame }
   | { type: 'read'; after: number; limit: number }
   | { type: 'apply'; changes: RemoteChange[]; last: number }
-  | { type: 'read-states' }
+  | { type: 'snapshot'; digest: boolean }
+  | { type: 'read-states'; buckets: number[] | undefined }
+  | { type: 'compare-digest'; theirs: Uint8Array[] }
   | { type: 'clone'; objects: { id: string; record: Uint8Array }[]; done: { head: number; vector: Record<string, number> } | undefined }
   | { type: 'load-checkpoint'; peer: string }
   | { type: 'open'; peer: string; role: Role }
@@ -44,6 +46,8 @@ export interface SessionOptions {
   empty?: () => boolean;
   /** changes this node holds without feed entries (it was cloned) */
   feedBase?: () => Record<string, number>;
+  /** the oldest feed seq still retained */
+  firstSeq?: () => number;
   /** changes per batch */
   batch?: number;
   /** unacknowledged batches allowed in flight */
@@ -80,8 +84,11 @@ export class SyncSession {
   private peerHas = new VersionVector();
   private reading = false;
   private inFlight = 0;
-  /** sender side: streaming object states to a cloning peer */
+  /** sender side: streaming object states to a cloning peer (all, or some buckets) */
   private cloning = false;
+  private cloneBuckets: number[] | undefined;
+  /** sender side: a state snapshot is being taken, or its digest awaits the peer's answer */
+  private preparing: 'snapshot' | 'need' | undefined;
   /** receiver side: batches waiting to be applied, oldest first */
   private readonly pendingApply: (ChangesFrame | StatesFrame)[] = [];
   private applying = false;
@@ -162,24 +169,34 @@ export class SyncSession {
   private onOpenFrame(f: Frame): Action[] {
     switch (f.t) {
       case 'sub': {
-        if (this.cursor !== undefined || this.cloning) return this.fail('subscribed twice on one session', true);
+        if (this.cursor !== undefined || this.cloning || this.preparing) return this.fail('subscribed twice on one session', true);
         this.peerHas = new VersionVector(Object.entries(f.vector));
         if (f.clone) {
-          this.cloning = true;
-          return this.pump();
+          this.preparing = 'snapshot';
+          return [{ type: 'snapshot', digest: false }];
         }
+        // Our feed cannot bring this peer up to date when its position is
+        // older than what we retain, or when it lacks changes we hold without
+        // feed entries (we were cloned): compare digests and send states.
         const base = this.opts.feedBase?.() ?? {};
-        const lacking = Object.entries(base).find(([o, n]) => (f.vector[o] ?? 0) < n);
-        if (lacking) {
-          return this.fail(
-            `this node was cloned and its feed lacks changes of ${lacking[0]} up to ${lacking[1]} that the peer is missing; connect the peer to a node that has them`,
-            false,
-          );
+        const lacksBase = Object.entries(base).some(([o, n]) => (f.vector[o] ?? 0) < n);
+        const tooOld = f.since + 1 < (this.opts.firstSeq?.() ?? 1);
+        if (lacksBase || tooOld) {
+          this.preparing = 'snapshot';
+          return [{ type: 'snapshot', digest: true }];
         }
         this.cursor = Math.min(f.since, this.head);
         this.stats.sent = this.stats.acked = this.cursor;
         return this.pump();
       }
+      case 'need':
+        if (this.preparing !== 'need') return this.fail('need without a digest', true);
+        this.preparing = undefined;
+        this.cloning = true;
+        this.cloneBuckets = f.buckets;
+        return this.pump();
+      case 'digest':
+        return [{ type: 'compare-digest', theirs: f.buckets }];
       case 'states':
         if (f.done && f.head !== undefined) this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head);
         this.pendingApply.push(f);
@@ -249,7 +266,7 @@ export class SyncSession {
     if (this.state !== 'open' || this.reading || this.inFlight >= this.window) return [];
     if (this.cloning) {
       this.reading = true;
-      return [{ type: 'read-states' }];
+      return [{ type: 'read-states', buckets: this.cloneBuckets }];
     }
     if (this.cursor === undefined) return [];
     if (this.cursor >= this.head) return [];
@@ -266,6 +283,10 @@ export class SyncSession {
     if (this.state !== 'open' || !this.reading) return [];
     this.reading = false;
     if (entries.length === 0) return [];
+    if (entries[0]!.seq !== this.cursor! + 1) {
+      // the feed was trimmed past our position: the peer needs anti-entropy
+      return this.fail(`the feed was trimmed past position ${this.cursor}; reconnect to catch up by anti-entropy`, false);
+    }
     const changes: WireChange[] = [];
     // A frame must stay well under the peer's 16 MiB message limit: a batch
     // over it would be refused and resent forever.
@@ -304,6 +325,25 @@ export class SyncSession {
       for (const [o, n] of Object.entries(end.vector)) this.peerHas.raise(o, n);
     }
     return [{ type: 'send', frame }, ...this.pump()];
+  }
+
+  /** The driver took the state snapshot (and, for anti-entropy, its digest). */
+  snapshotReady(digest?: Uint8Array[]): Action[] {
+    if (this.state !== 'open' || this.preparing !== 'snapshot') return [];
+    if (digest) {
+      this.preparing = 'need';
+      return [{ type: 'send', frame: { t: 'digest', buckets: digest } }];
+    }
+    this.preparing = undefined;
+    this.cloning = true;
+    this.cloneBuckets = undefined;
+    return this.pump();
+  }
+
+  /** Receiver side: the buckets whose digest differs from the peer's. */
+  digestCompared(differing: number[]): Action[] {
+    if (this.state !== 'open') return [];
+    return [{ type: 'send', frame: { t: 'need', buckets: differing } }];
   }
 
   /** A failure seen by the driver (socket error, bad frame): close with a reason. */

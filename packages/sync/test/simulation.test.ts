@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import * as Y from 'yjs';
-import { parseSchema, Store } from '@meridian/store';
+import { parseSchema, Store, type StateSnapshot } from '@meridian/store';
 import { decodeFrame, encodeFrame, SyncSession, type Action } from '../dist/index.js';
 
 const schema = parseSchema(`
@@ -65,7 +65,8 @@ interface Conn {
 interface SimSide {
   node: SimNode;
   session: SyncSession;
-  snapshot?: ReturnType<Store['snapshotStates']>;
+  snapshot?: StateSnapshot;
+  reader?: AsyncGenerator<{ id: string; record: Uint8Array }[]>;
   /** time the last frame towards this side is delivered: keeps each direction FIFO */
   lastDelivery: number;
 }
@@ -89,6 +90,7 @@ class Simulation {
   readonly partitioned = new Set<string>();
   private readonly redialAt = new Map<string, number>();
   readonly acked: Acked[] = [];
+  aeRuns = 0;
   readonly ids: string[] = [];
   faults = process.env["SIM_FAULTS"] !== "0";
   log: string[] = [];
@@ -153,6 +155,7 @@ class Simulation {
             head: node.store!.lastSeq,
             empty: () => node.store!.lastSeq === 0 && Object.keys(node.store!.versionVector()).length === 0,
             feedBase: () => node.store!.feedBase(),
+            firstSeq: () => node.store!.firstSeq(),
             batch: 1 + Math.floor(this.rnd() * 20),
             window: 1 + Math.floor(this.rnd() * 3),
           }),
@@ -172,7 +175,11 @@ class Simulation {
     if (!conn.open) return;
     conn.open = false;
     this.conns.delete(conn.key);
-    for (const end of conn.ends) void end.snapshot?.batches.return(undefined);
+    for (const end of conn.ends) {
+      void end.reader?.return(undefined);
+      void end.snapshot?.close();
+      end.reader = end.snapshot = undefined;
+    }
     this.redialAt.set(conn.key, this.now + 5 + Math.floor(this.rnd() * 50));
     this.log.push(`${this.now}: drop ${conn.key}: ${why}`);
   }
@@ -210,12 +217,27 @@ class Simulation {
         case 'load-checkpoint':
           queue.push(...side.session.checkpointLoaded(await store.checkpoint(a.peer)));
           break;
+        case 'snapshot': {
+          side.snapshot = store.stateSnapshot();
+          const digest = a.digest ? (await side.snapshot.digest(8)).buckets.map((b) => Buffer.from(b.hash, 'hex')) : undefined;
+          queue.push(...side.session.snapshotReady(digest));
+          break;
+        }
+        case 'compare-digest': {
+          const mine = (await store.digest(8)).buckets.map((b) => b.hash);
+          this.aeRuns++;
+          queue.push(...side.session.digestCompared(a.theirs.map((h, i) => (Buffer.from(h).toString('hex') === mine[i] ? -1 : i)).filter((i) => i >= 0)));
+          break;
+        }
         case 'read-states': {
-          side.snapshot ??= store.snapshotStates(1 + Math.floor(this.rnd() * 10));
-          const next = await side.snapshot.batches.next();
+          const snap = side.snapshot!;
+          side.reader ??= snap.batches(1 + Math.floor(this.rnd() * 10), a.buckets && new Set(a.buckets), 8);
+          const next = await side.reader.next();
           if (next.done) {
-            queue.push(...side.session.statesRead([], { head: side.snapshot.head, vector: side.snapshot.vector }));
+            queue.push(...side.session.statesRead([], { head: snap.head, vector: snap.vector }));
+            side.reader = undefined;
             side.snapshot = undefined;
+            await snap.close();
           } else queue.push(...side.session.statesRead(next.value));
           break;
         }
@@ -276,6 +298,11 @@ class Simulation {
   private async fault(): Promise<void> {
     const r = this.rnd();
     const conns = [...this.conns.values()];
+    if (r < 0.15) {
+      const node = this.nodes[Math.floor(this.rnd() * this.nodes.length)]!;
+      if (node.up) await node.store!.trimFeed(Math.floor(this.rnd() * 20));
+      return;
+    }
     if (r < 0.4 && conns.length) {
       this.drop(conns[Math.floor(this.rnd() * conns.length)]!, 'connection lost');
     } else if (r < 0.7) {
@@ -359,6 +386,8 @@ class Simulation {
   }
 }
 
+let aeTotal = 0;
+
 async function simulate(seed: number): Promise<string | undefined> {
   const root = mkdtempSync(join(BASE, 'meridian-sim-'));
   const sim = new Simulation(seed, root);
@@ -392,6 +421,7 @@ async function simulate(seed: number): Promise<string | undefined> {
       }
     }
     if (sim.acked.length === 0) return 'no write was acknowledged';
+    aeTotal += sim.aeRuns;
     return undefined;
   } finally {
     await sim.close();
@@ -408,4 +438,5 @@ t.test('masters converge under drops, partitions and crashes, losing no acknowle
     if (problem) failures.push(`seed ${seed}: ${problem}\n  replay: SIM_SEED=${seed} npx tap packages/sync/test/simulation.test.ts`);
   }
   t.same(failures, [], `${seeds.length} seeds`);
+  if (!only) t.ok(aeTotal > 0, `anti-entropy ran ${aeTotal} times across the seeds`);
 });
