@@ -48,7 +48,8 @@ export type FieldValue = Scalar | Scalar[];
 
 // structuredClone-free, record-free packing: records are plain and small, and
 // shared structures would tie stored bytes to one process's structure table.
-const packr = new Packr({ useRecords: false, moreTypes: false });
+// int64 as number: records may come from another implementation through a clone.
+const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number' });
 
 export function encode(value: unknown): Buffer {
   return packr.pack(value);

@@ -855,28 +855,36 @@ export class Store {
     const merges: Promise<void>[] = [];
     const cloned: Slot<CachedObject>[] = [];
     const present = await this.db.getMany(items.map((i) => keys.object(i.id)));
+    const decoded = items.map(({ id, record }) => {
+      if (!isValidId(id)) throw new MeridianError('bad-request', `cloned object id "${id.slice(0, 40)}" is not valid`);
+      const rec = decode<ObjectRecord>(record);
+      if (typeof rec.t !== 'string' || !(rec.y instanceof Uint8Array) || typeof rec.f !== 'object' || rec.f === null || typeof rec.h !== 'number') {
+        throw new MeridianError('bad-request', `cloned object ${id} is not an object record`);
+      }
+      const def = this.schema.types.get(rec.t);
+      return { id, rec, def, idx: def ? indexSet(def, id, rec.f, rec.d) : EMPTY_INDEX };
+    });
+    // unique values already held on disk keep their holder (as a remote change would)
+    const uniqueKeys = [...new Set(decoded.flatMap((d) => [...d.idx.unique]))];
+    const held = new Map(uniqueKeys.map((k, i) => [k, i]));
+    const owners = await this.db.getMany(uniqueKeys);
     // From here to the commit below nothing awaits, so no write can create
     // one of these objects in between; a load already under way resolves to
     // the cache entry set here.
-    for (const [n, { id, record }] of items.entries()) {
-      if (!isValidId(id)) throw new MeridianError('bad-request', `cloned object id "${id.slice(0, 40)}" is not valid`);
-      const rec = decode<ObjectRecord>(record);
-      if (typeof rec.t !== 'string' || !(rec.y instanceof Uint8Array) || typeof rec.f !== 'object' || rec.f === null) {
-        throw new MeridianError('bad-request', `cloned object ${id} is not an object record`);
-      }
+    for (const [n, { id, rec, def, idx }] of decoded.entries()) {
+      this.clock.observe(rec.h);
       if (this.objects.peek(id) || present[n] !== undefined) {
         // Held here already (written meanwhile, or cloned from two peers at once): merge.
-        merges.push(this.mergeState(id, rec.y));
+        merges.push(this.mergeState(id, rec.y, rec.h));
         continue;
       }
       rec.s = this.durableSeq;
-      const def = this.schema.types.get(rec.t);
-      const idx = def ? indexSet(def, id, rec.f, rec.d) : EMPTY_INDEX;
       ops.push({ type: 'put', key: keys.object(id), value: encode(rec) });
       for (const k of idx.plain) ops.push({ type: 'put', key: k, value: EMPTY });
       for (const k of idx.unique) {
         const claim = this.claims.peek(k);
-        if (claim && claim.value.owner !== null) continue;
+        const onDisk = owners[held.get(k)!];
+        if ((claim && claim.value.owner !== null) || (!claim && onDisk !== undefined)) continue;
         this.claims.set(k, { owner: id });
         ops.push({ type: 'put', key: k, value: Buffer.from(id) });
       }
@@ -908,7 +916,7 @@ export class Store {
   }
 
   /** Merges a whole object state from a clone into the object held here, without a feed entry. */
-  private async mergeState(id: string, state: Uint8Array): Promise<void> {
+  private async mergeState(id: string, state: Uint8Array, hlc: number): Promise<void> {
     const slot = await this.objects.acquire(id, this.loadObject);
     while (slot.value.busy) await slot.value.busy;
     const claims: Slot<CachedClaim>[] = [];
@@ -929,7 +937,7 @@ export class Store {
       for (const k of before.unique) if (!after.unique.has(k)) keysToClaim.add(k);
       for (const k of after.unique) if (!before.unique.has(k)) keysToClaim.add(k);
       await Promise.all([...keysToClaim].map(async (k) => claims.push(await this.claims.acquire(k, this.loadClaim))));
-      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: cur?.h ?? 0, s: cur?.s ?? this.durableSeq, v: docVersion(doc), y: encodeState(doc) };
+      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(cur?.h ?? 0, hlc), s: cur?.s ?? this.durableSeq, v: docVersion(doc), y: encodeState(doc) };
       const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, []);
       handedOver = true;
       await durable;

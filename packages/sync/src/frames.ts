@@ -186,7 +186,7 @@ export function decodeFrame(data: Uint8Array): Frame {
     case 'states':
       check(Array.isArray(f['objects']) && f['objects'].length <= 10_000, 'states must carry a list of at most 10000 objects');
       for (const o of f['objects'] as unknown[]) {
-        check(isObj(o) && isStr(o['i'], 128) && isBytes(o['r'], 16 * 1024 * 1024), 'a state must be an object id and record bytes');
+        check(isObj(o) && isId(o['i']) && isBytes(o['r'], 16 * 1024 * 1024), 'a state must be an object id and record bytes');
       }
       check(typeof f['done'] === 'boolean', 'states need done');
       if (f['done']) {

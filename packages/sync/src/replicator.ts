@@ -2,26 +2,10 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
-import type { ApplyResult, FeedEntry, RemoteChange, StateSnapshot, StoreDigest } from '@meridian/store';
 import { backoffDelay } from './backoff.js';
 import { decodeFrame, encodeFrame, FrameError } from './frames.js';
 import { SyncSession, type Action } from './session.js';
-
-/** What replication needs of the store: its feed and the apply path. */
-export interface FeedStore {
-  readonly nodeId: string;
-  readonly lastSeq: number;
-  feedBase(): Record<string, number>;
-  firstSeq(): number;
-  stateSnapshot(): StateSnapshot;
-  digest(bits?: number): Promise<StoreDigest>;
-  cloneStates(items: { id: string; record: Uint8Array }[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void>;
-  versionVector(): Record<string, number>;
-  readFeed(after: number, limit: number): Promise<FeedEntry[]>;
-  applyRemote(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } }): Promise<ApplyResult>;
-  checkpoint(peer: string): Promise<number>;
-  subscribe(listener: (entries: FeedEntry[]) => void): () => void;
-}
+import { releaseSnapshot, runActions, type FeedStore, type SessionIo } from './executor.js';
 
 export interface ReplicatorLog {
   info(obj: object, msg: string): void;
@@ -69,15 +53,11 @@ export interface PeerStatus {
   acked: number;
 }
 
-interface Link {
+interface Link extends SessionIo {
   ws: WebSocket;
-  session: SyncSession;
   direction: 'outbound' | 'inbound';
   url: string | null;
   queue: Promise<void>;
-  /** the state snapshot being streamed to a peer, and its reader */
-  snapshot: StateSnapshot | undefined;
-  reader: AsyncGenerator<{ id: string; record: Uint8Array }[]> | undefined;
   bytesIn: number;
   bytesOut: number;
   lastContact: number;
@@ -160,7 +140,49 @@ export class Replicator {
       feedBase: () => store.feedBase(),
       firstSeq: () => store.firstSeq(),
     });
-    const link: Link = { ws, session, direction, url, queue: Promise.resolve(), snapshot: undefined, reader: undefined, bytesIn: 0, bytesOut: 0, lastContact: 0, lastPong: Date.now(), timer: undefined };
+    const link: Link = {
+      ws,
+      store,
+      session,
+      direction,
+      url,
+      queue: Promise.resolve(),
+      bytesIn: 0,
+      bytesOut: 0,
+      lastContact: 0,
+      lastPong: Date.now(),
+      timer: undefined,
+      send: (frame) => {
+        if (ws.readyState !== WebSocket.OPEN) return false;
+        const bytes = encodeFrame(frame);
+        link.bytesOut += bytes.length;
+        ws.send(bytes);
+        return true;
+      },
+      opened: (peer) => {
+        if (!this.admit(link, peer)) return false;
+        this.opts.log.info({ peer, direction, url }, 'replication session open');
+        return true;
+      },
+      closed: (reason, refused) => {
+        this.lastReason.set(link, reason);
+        if (refused) this.opts.log.warn({ peer: session.peer, url, reason }, 'replication peer refused');
+        else this.opts.log.info({ peer: session.peer, url, reason }, 'replication session closed');
+        this.refused.set(link, refused);
+        ws.close(1008, closeReason(reason));
+      },
+      digestCompared: (differing) => this.opts.log.info({ peer: session.peer, differing }, 'anti-entropy: digests compared'),
+      // Our feed now lacks changes we hold (the feed base grew): peers
+      // streaming from us must subscribe again, so that those lacking them
+      // are caught up by anti-entropy instead of meeting a gap.
+      statesApplied: () => {
+        for (const other of this.links) {
+          if (other === link || other.session.state !== 'open') continue;
+          this.lastReason.set(other, 'feed base changed; resubscribing');
+          other.ws.close(1000, 'feed base changed; resubscribing');
+        }
+      },
+    };
     this.links.add(link);
     const begin = (): void => {
       link.lastPong = Date.now();
@@ -188,7 +210,8 @@ export class Replicator {
       }
       this.run(link, actions);
     });
-    ws.on('close', () => this.ended(link, session.state === 'closed' ? undefined : 'connection closed'));
+    // after queued actions, so a close reason they record is the one reported
+    ws.on('close', () => void link.queue.finally(() => this.ended(link, session.state === 'closed' ? undefined : 'connection closed')));
     // 'close' follows and reports; keep what ws says (an oversized frame, a TLS failure)
     ws.on('error', (e) => {
       if (!this.lastReason.has(link)) this.lastReason.set(link, e.message);
@@ -212,81 +235,11 @@ export class Replicator {
   /** Runs actions in order; each link's actions never overlap. */
   private run(link: Link, actions: Action[]): void {
     if (actions.length === 0) return;
-    link.queue = link.queue.then(() => this.execute(link, actions)).catch((e: unknown) => {
+    link.queue = link.queue.then(() => runActions(link, actions)).catch((e: unknown) => {
       this.opts.log.warn({ peer: link.session.peer, err: (e as Error).message }, 'replication step failed; closing the link');
       this.lastReason.set(link, (e as Error).message);
       link.ws.terminate();
     });
-  }
-
-  private async execute(link: Link, actions: Action[]): Promise<void> {
-    const store = this.opts.store;
-    const queue = [...actions];
-    while (queue.length) {
-      const a = queue.shift()!;
-      switch (a.type) {
-        case 'send': {
-          if (link.ws.readyState !== WebSocket.OPEN) return;
-          const bytes = encodeFrame(a.frame);
-          link.bytesOut += bytes.length;
-          link.ws.send(bytes);
-          break;
-        }
-        case 'read':
-          queue.push(...link.session.feedRead(await store.readFeed(a.after, a.limit)));
-          break;
-        case 'apply':
-          await store.applyRemote(a.changes, { checkpoint: { peer: link.session.peer!, seq: a.last } });
-          queue.push(...link.session.applied());
-          break;
-        case 'load-checkpoint':
-          queue.push(...link.session.checkpointLoaded(await store.checkpoint(a.peer)));
-          break;
-        case 'snapshot': {
-          link.snapshot = store.stateSnapshot();
-          const digest = a.digest ? (await link.snapshot.digest(8)).buckets.map((b) => Buffer.from(b.hash, 'hex')) : undefined;
-          queue.push(...link.session.snapshotReady(digest));
-          break;
-        }
-        case 'compare-digest': {
-          const mine = (await store.digest(8)).buckets.map((b) => b.hash);
-          const differing = a.theirs.map((h, i) => (Buffer.from(h).toString('hex') === mine[i] ? -1 : i)).filter((i) => i >= 0);
-          this.opts.log.info({ peer: link.session.peer, differing: differing.length }, 'anti-entropy: digests compared');
-          queue.push(...link.session.digestCompared(differing));
-          break;
-        }
-        case 'read-states': {
-          const snap = link.snapshot;
-          if (!snap) throw new Error('states requested without a snapshot');
-          link.reader ??= snap.batches(500, a.buckets && new Set(a.buckets), 8);
-          const next = await link.reader.next();
-          if (next.done) {
-            queue.push(...link.session.statesRead([], { head: snap.head, vector: snap.vector }));
-            link.reader = undefined;
-            link.snapshot = undefined;
-            await snap.close();
-          } else {
-            queue.push(...link.session.statesRead(next.value));
-          }
-          break;
-        }
-        case 'clone':
-          await store.cloneStates(a.objects, a.done && { peer: link.session.peer!, ...a.done });
-          queue.push(...link.session.applied());
-          break;
-        case 'open':
-          if (!this.admit(link, a.peer)) return;
-          this.opts.log.info({ peer: a.peer, direction: link.direction, url: link.url }, 'replication session open');
-          break;
-        case 'close':
-          this.lastReason.set(link, a.reason);
-          if (a.refused) this.opts.log.warn({ peer: link.session.peer, url: link.url, reason: a.reason }, 'replication peer refused');
-          else this.opts.log.info({ peer: link.session.peer, url: link.url, reason: a.reason }, 'replication session closed');
-          this.refused.set(link, a.refused);
-          link.ws.close(1008, closeReason(a.reason));
-          return;
-      }
-    }
   }
 
   private readonly refused = new WeakMap<Link, boolean>();
@@ -315,8 +268,7 @@ export class Replicator {
   private ended(link: Link, fallback: string | undefined): void {
     if (!this.links.delete(link)) return;
     clearInterval(link.timer);
-    void link.reader?.return(undefined);
-    void link.snapshot?.close();
+    releaseSnapshot(link);
     const reason = this.lastReason.get(link) ?? fallback ?? 'closed';
     const d = this.dialers.find((x) => x.link === link);
     if (!d) {

@@ -89,6 +89,8 @@ export class SyncSession {
   private cloneBuckets: number[] | undefined;
   /** sender side: a state snapshot is being taken, or its digest awaits the peer's answer */
   private preparing: 'snapshot' | 'need' | undefined;
+  /** receiver side: we asked for states (clone or anti-entropy) and the last has not come */
+  private expectStates = false;
   /** receiver side: batches waiting to be applied, oldest first */
   private readonly pendingApply: (ChangesFrame | StatesFrame)[] = [];
   private applying = false;
@@ -163,6 +165,7 @@ export class SyncSession {
     if (this.state !== 'open') return [];
     this.stats.applied = seq;
     const clone = seq === 0 && (this.opts.empty?.() ?? false);
+    this.expectStates = clone;
     return [{ type: 'send', frame: { t: 'sub', since: seq, vector: this.opts.vector(), ...(clone ? { clone: true } : {}) } }];
   }
 
@@ -198,6 +201,8 @@ export class SyncSession {
       case 'digest':
         return [{ type: 'compare-digest', theirs: f.buckets }];
       case 'states':
+        if (!this.expectStates) return this.fail('states frame that was not asked for', true);
+        if (f.done) this.expectStates = false;
         if (f.done && f.head !== undefined) this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head);
         this.pendingApply.push(f);
         return this.nextApply();
@@ -343,6 +348,7 @@ export class SyncSession {
   /** Receiver side: the buckets whose digest differs from the peer's. */
   digestCompared(differing: number[]): Action[] {
     if (this.state !== 'open') return [];
+    this.expectStates = true;
     return [{ type: 'send', frame: { t: 'need', buckets: differing } }];
   }
 

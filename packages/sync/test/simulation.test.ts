@@ -20,8 +20,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import * as Y from 'yjs';
-import { parseSchema, Store, type StateSnapshot } from '@meridian/store';
-import { decodeFrame, encodeFrame, SyncSession, type Action } from '../dist/index.js';
+import { parseSchema, Store } from '@meridian/store';
+import { decodeFrame, encodeFrame, releaseSnapshot, runActions, SyncSession, type Action, type Frame, type SessionIo } from '../dist/index.js';
 
 const schema = parseSchema(`
 types:
@@ -62,11 +62,8 @@ interface Conn {
   open: boolean;
 }
 
-interface SimSide {
+interface SimSide extends SessionIo {
   node: SimNode;
-  session: SyncSession;
-  snapshot?: StateSnapshot;
-  reader?: AsyncGenerator<{ id: string; record: Uint8Array }[]>;
   /** time the last frame towards this side is delivered: keeps each direction FIFO */
   lastDelivery: number;
 }
@@ -142,9 +139,19 @@ class Simulation {
         const key = this.pairKey(a, b);
         if (!a.up || !b.up || this.partitioned.has(key) || this.conns.has(key)) continue;
         if ((this.redialAt.get(key) ?? 0) > this.now) continue;
+        const conn: Conn = { key, ends: [] as unknown as [SimSide, SimSide], open: true };
         const side = (node: SimNode): SimSide => ({
           node,
+          store: node.store!,
           lastDelivery: this.now,
+          stateBatch: 1 + Math.floor(this.rnd() * 10),
+          send: (frame) => this.deliver(conn, side0(node), frame),
+          opened: () => true,
+          closed: (reason) => this.drop(conn, reason),
+          digestCompared: () => void this.aeRuns++,
+          statesApplied: () => {
+            for (const c of [...this.conns.values()]) if (c !== conn && c.ends.some((e) => e.node === node)) this.drop(c, 'feed base changed; resubscribing');
+          },
           session: new SyncSession({
             nodeId: node.id,
             cluster: CLUSTER,
@@ -160,7 +167,8 @@ class Simulation {
             window: 1 + Math.floor(this.rnd() * 3),
           }),
         });
-        const conn: Conn = { key, ends: [side(a), side(b)], open: true };
+        const side0 = (node: SimNode): SimSide => conn.ends.find((e) => e.node === node)!;
+        conn.ends = [side(a), side(b)];
         this.conns.set(key, conn);
         for (const end of conn.ends) this.at(0, () => this.run(conn, end, end.session.start(this.now)));
       }
@@ -175,83 +183,32 @@ class Simulation {
     if (!conn.open) return;
     conn.open = false;
     this.conns.delete(conn.key);
-    for (const end of conn.ends) {
-      void end.reader?.return(undefined);
-      void end.snapshot?.close();
-      end.reader = end.snapshot = undefined;
-    }
+    for (const end of conn.ends) releaseSnapshot(end);
     this.redialAt.set(conn.key, this.now + 5 + Math.floor(this.rnd() * 50));
     this.log.push(`${this.now}: drop ${conn.key}: ${why}`);
   }
 
-  /** Runs a session's actions in order, feeding results back into it. */
+  /** Puts a frame on the wire towards the other side: FIFO per direction, random delay. */
+  private deliver(conn: Conn, from: SimSide, frame: Frame): boolean {
+    if (!conn.open) return false;
+    const to = this.other(conn, from);
+    const bytes = encodeFrame(frame);
+    const when = Math.max(to.lastDelivery, this.now + 1 + Math.floor(this.rnd() * 20));
+    to.lastDelivery = when;
+    this.push({
+      at: when,
+      n: this.seq++,
+      run: async () => {
+        if (conn.open) await this.run(conn, to, to.session.receive(decodeFrame(bytes)));
+      },
+    });
+    return true;
+  }
+
+  /** Runs a session's actions through the same executor the WebSocket driver uses. */
   private async run(conn: Conn, side: SimSide, actions: Action[]): Promise<void> {
-    const queue = [...actions];
-    while (queue.length && conn.open) {
-      const a = queue.shift()!;
-      const store = side.node.store!;
-      switch (a.type) {
-        case 'send': {
-          const to = this.other(conn, side);
-          const bytes = encodeFrame(a.frame);
-          const when = Math.max(to.lastDelivery, this.now + 1 + Math.floor(this.rnd() * 20));
-          to.lastDelivery = when;
-          this.push({
-            at: when,
-            n: this.seq++,
-            run: async () => {
-              if (!conn.open) return;
-              await this.run(conn, to, to.session.receive(decodeFrame(bytes)));
-            },
-          });
-          break;
-        }
-        case 'read':
-          queue.push(...side.session.feedRead(await store.readFeed(a.after, a.limit)));
-          break;
-        case 'apply':
-          await store.applyRemote(a.changes, { checkpoint: { peer: side.session.peer!, seq: a.last } });
-          queue.push(...side.session.applied());
-          this.advance(side.node);
-          break;
-        case 'load-checkpoint':
-          queue.push(...side.session.checkpointLoaded(await store.checkpoint(a.peer)));
-          break;
-        case 'snapshot': {
-          side.snapshot = store.stateSnapshot();
-          const digest = a.digest ? (await side.snapshot.digest(8)).buckets.map((b) => Buffer.from(b.hash, 'hex')) : undefined;
-          queue.push(...side.session.snapshotReady(digest));
-          break;
-        }
-        case 'compare-digest': {
-          const mine = (await store.digest(8)).buckets.map((b) => b.hash);
-          this.aeRuns++;
-          queue.push(...side.session.digestCompared(a.theirs.map((h, i) => (Buffer.from(h).toString('hex') === mine[i] ? -1 : i)).filter((i) => i >= 0)));
-          break;
-        }
-        case 'read-states': {
-          const snap = side.snapshot!;
-          side.reader ??= snap.batches(1 + Math.floor(this.rnd() * 10), a.buckets && new Set(a.buckets), 8);
-          const next = await side.reader.next();
-          if (next.done) {
-            queue.push(...side.session.statesRead([], { head: snap.head, vector: snap.vector }));
-            side.reader = undefined;
-            side.snapshot = undefined;
-            await snap.close();
-          } else queue.push(...side.session.statesRead(next.value));
-          break;
-        }
-        case 'clone':
-          await store.cloneStates(a.objects, a.done && { peer: side.session.peer!, ...a.done });
-          queue.push(...side.session.applied());
-          break;
-        case 'open':
-          break;
-        case 'close':
-          this.drop(conn, a.reason);
-          break;
-      }
-    }
+    if (conn.open) await runActions(side, actions);
+    if (actions.some((a) => a.type === 'apply' || a.type === 'clone')) this.advance(side.node);
   }
 
   /** Tells every session of a node that its feed grew. */

@@ -1,0 +1,116 @@
+import type { ApplyResult, FeedEntry, RemoteChange, StateSnapshot, StoreDigest } from '@meridian/store';
+import type { Frame, Role } from './frames.js';
+import type { Action, SyncSession } from './session.js';
+
+/** What replication needs of the store: its feed, its states and the apply path. */
+export interface FeedStore {
+  readonly nodeId: string;
+  readonly lastSeq: number;
+  versionVector(): Record<string, number>;
+  readFeed(after: number, limit: number): Promise<FeedEntry[]>;
+  applyRemote(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } }): Promise<ApplyResult>;
+  checkpoint(peer: string): Promise<number>;
+  subscribe(listener: (entries: FeedEntry[]) => void): () => void;
+  feedBase(): Record<string, number>;
+  firstSeq(): number;
+  stateSnapshot(): StateSnapshot;
+  digest(bits?: number): Promise<StoreDigest>;
+  cloneStates(items: { id: string; record: Uint8Array }[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void>;
+}
+
+/** One session's side of the I/O: how a driver sends, admits and closes. */
+export interface SessionIo {
+  store: FeedStore;
+  session: SyncSession;
+  /** sends a frame; false when the connection is gone */
+  send(frame: Frame): boolean;
+  /** the session authenticated; false to drop it (a duplicate) */
+  opened(peer: string, role: Role): boolean;
+  closed(reason: string, refused: boolean): void;
+  digestCompared?(differing: number): void;
+  /** a clone or anti-entropy finished and this node's feed base grew */
+  statesApplied?(): void;
+  /** objects per states frame */
+  stateBatch?: number;
+  /** the state snapshot being streamed to the peer, if any */
+  snapshot?: StateSnapshot | undefined;
+  reader?: AsyncGenerator<{ id: string; record: Uint8Array }[]> | undefined;
+}
+
+const DIGEST_BITS = 8;
+
+/**
+ * Runs a session's actions in order against the store, feeding each result
+ * back into the session. The WebSocket driver and the deterministic
+ * simulator both run sessions through this one function; they differ only in
+ * how frames travel and when things happen.
+ */
+export async function runActions(io: SessionIo, actions: Action[]): Promise<void> {
+  const { store, session } = io;
+  const queue = [...actions];
+  while (queue.length) {
+    const a = queue.shift()!;
+    switch (a.type) {
+      case 'send':
+        if (!io.send(a.frame)) return;
+        break;
+      case 'read':
+        queue.push(...session.feedRead(await store.readFeed(a.after, a.limit)));
+        break;
+      case 'apply':
+        await store.applyRemote(a.changes, { checkpoint: { peer: session.peer!, seq: a.last } });
+        queue.push(...session.applied());
+        break;
+      case 'load-checkpoint':
+        queue.push(...session.checkpointLoaded(await store.checkpoint(a.peer)));
+        break;
+      case 'snapshot': {
+        io.snapshot = store.stateSnapshot();
+        const digest = a.digest ? (await io.snapshot.digest(DIGEST_BITS)).buckets.map((b) => Buffer.from(b.hash, 'hex')) : undefined;
+        queue.push(...session.snapshotReady(digest));
+        break;
+      }
+      case 'compare-digest': {
+        const mine = (await store.digest(DIGEST_BITS)).buckets.map((b) => b.hash);
+        const differing = a.theirs.map((h, i) => (Buffer.from(h).toString('hex') === mine[i] ? -1 : i)).filter((i) => i >= 0);
+        io.digestCompared?.(differing.length);
+        queue.push(...session.digestCompared(differing));
+        break;
+      }
+      case 'read-states': {
+        const snap = io.snapshot;
+        if (!snap) throw new Error('states requested without a snapshot');
+        io.reader ??= snap.batches(io.stateBatch ?? 500, a.buckets && new Set(a.buckets), DIGEST_BITS);
+        const next = await io.reader.next();
+        if (next.done) {
+          queue.push(...session.statesRead([], { head: snap.head, vector: snap.vector }));
+          io.reader = io.snapshot = undefined;
+          await snap.close();
+        } else {
+          queue.push(...session.statesRead(next.value));
+        }
+        break;
+      }
+      case 'clone': {
+        const base = a.done ? JSON.stringify(store.feedBase()) : '';
+        await store.cloneStates(a.objects, a.done && { peer: session.peer!, ...a.done });
+        queue.push(...session.applied());
+        if (a.done && JSON.stringify(store.feedBase()) !== base) io.statesApplied?.();
+        break;
+      }
+      case 'open':
+        if (!io.opened(a.peer, a.role)) return;
+        break;
+      case 'close':
+        io.closed(a.reason, a.refused);
+        return;
+    }
+  }
+}
+
+/** Releases a session's snapshot when its connection ends. */
+export function releaseSnapshot(io: SessionIo): void {
+  void io.reader?.return(undefined);
+  void io.snapshot?.close();
+  io.reader = io.snapshot = undefined;
+}
