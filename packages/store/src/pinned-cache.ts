@@ -85,6 +85,16 @@ export class PinnedCache<V> {
     return slot;
   }
 
+  /**
+   * Pins a slot for a key the caller knows is new (no load can be under way
+   * for it), without a promise round trip; an existing slot is pinned as is.
+   */
+  pinNew(key: string, value: V): Slot<V> {
+    const slot = this.entries.get(key) ?? this.insert(key, value);
+    slot.pins++;
+    return slot;
+  }
+
   /** The slot for key, pinned: it stays cached until release(). */
   async acquire(key: string, load: (key: string) => Promise<V>): Promise<Slot<V>> {
     for (;;) {

@@ -317,10 +317,10 @@ export class Store {
   private async write(intent: Intent, opts: WriteOptions): Promise<StoredObject> {
     this.assertOpen();
     let checked: Record<string, FieldValue | null> | undefined;
-    // A freshly drawn 60-bit id cannot name a stored object: skip the read.
-    const load = intent.kind === 'create' && intent.fresh ? absentObject : this.loadObject;
+    const fresh = intent.kind === 'create' && intent.fresh;
     for (;;) {
-      const slot = await this.objects.acquire(intent.id, load);
+      // A freshly drawn 60-bit id names nothing stored: pin an empty entry without a read.
+      const slot = fresh ? this.objects.pinNew(intent.id, absentValue()) : await this.objects.acquire(intent.id, this.loadObject);
       while (slot.value.busy) await slot.value.busy;
       const held: Slot<CachedClaim>[] = [];
       const refs: Slot<CachedObject>[] = [];
@@ -330,7 +330,8 @@ export class Store {
         const def = this.typeFor(intent, cur);
         if ('fields' in intent && checked === undefined) {
           const shownId = intent.kind === 'create' ? undefined : intent.id;
-          checked = await this.hashPasswords(def, checkFieldValues(def, shownId, intent.fields));
+          const values = checkFieldValues(def, shownId, intent.fields);
+          checked = needsHashing(def, values) ? await this.hashPasswords(def, values) : values;
         }
         const plan = this.plan(intent, def, cur, checked ?? {});
         if (plan === null) {
@@ -1197,8 +1198,15 @@ function checkpointOp(cp: { peer: string; seq: number }): BatchOp {
   return { type: 'put', key: keys.checkpoint(cp.peer), value: encode(cp.seq) };
 }
 
-const absentObject = (): Promise<CachedObject> =>
-  Promise.resolve({ current: null, durable: null, doc: undefined, pending: undefined });
+const absentValue = (): CachedObject => ({ current: null, durable: null, doc: undefined, pending: undefined });
+
+function needsHashing(def: TypeDef, values: Record<string, FieldValue | null>): boolean {
+  for (const f of def.fields.values()) {
+    const v = values[f.name];
+    if (f.kind === 'password' && typeof v === 'string' && !isPasswordHash(v)) return true;
+  }
+  return false;
+}
 
 function toStored(id: string, r: ObjectRecord): StoredObject {
   return { id, type: r.t, fields: r.f, deleted: r.d, version: r.v, hlc: r.h, modified: hlcToIso(r.h), seq: r.s };
