@@ -84,6 +84,10 @@ export class SyncSession {
   private peerHas = new VersionVector();
   private reading = false;
   private inFlight = 0;
+  private skippedSinceFrame = 0;
+  /** head and last of the last changes frame sent */
+  private toldHead = 0;
+  private toldLast = 0;
   /** sender side: streaming object states to a cloning peer (all, or some buckets) */
   private cloning = false;
   private cloneBuckets: number[] | undefined;
@@ -207,7 +211,8 @@ export class SyncSession {
         this.pendingApply.push(f);
         return this.nextApply();
       case 'changes': {
-        if (this.pendingApply.some((p) => p.t === 'states' && !p.done)) return this.fail('changes before the state snapshot ended', true);
+        // states frames before the final one may still be queued here: what matters is that the last has arrived
+        if (this.expectStates) return this.fail('changes before the state snapshot ended', true);
         this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head, f.last);
         if (f.last <= this.lastQueued()) return this.fail(`changes frame goes back to ${f.last}`, true);
         if (f.changes.length && this.stats.behindSince === undefined) this.stats.behindSince = f.changes[0]!.h;
@@ -307,7 +312,16 @@ export class SyncSession {
     }
     this.cursor = last;
     this.stats.sent = last;
+    // Entries the peer holds already (above all its own, echoed back) need no
+    // frame; one goes now and then only so that its checkpoint moves on.
+    this.skippedSinceFrame += entries.length;
+    // (a peer told of a head beyond the last frame needs one that reaches it, to see itself live)
+    const owed = last >= this.head && this.toldHead > this.toldLast;
+    if (changes.length === 0 && this.skippedSinceFrame < SKIP_FRAME_EVERY && !owed) return this.pump();
+    this.skippedSinceFrame = 0;
     this.inFlight++;
+    this.toldHead = this.head;
+    this.toldLast = last;
     return [{ type: 'send', frame: { t: 'changes', changes, last, head: this.head } }, ...this.pump()];
   }
 
@@ -369,6 +383,7 @@ export class SyncSession {
 }
 
 const FRAME_BUDGET = 4 * 1024 * 1024;
+const SKIP_FRAME_EVERY = 1000;
 
 function toWire(e: FeedEntry): WireChange {
   return { o: e.origin, n: e.originSeq, i: e.id, y: e.type, k: e.kind, u: e.update, h: e.hlc, p: e.principal, c: e.fields };

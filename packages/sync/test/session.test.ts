@@ -466,13 +466,20 @@ t.test('entries the peer holds already are skipped, and the position still advan
   t.equal(pair.b.session.stats.applied, 10);
   t.ok(pair.a.session.live && pair.b.session.live);
 
-  // a batch where everything is skipped still moves the position: an empty changes frame
+  // a batch where everything is skipped (bravo's own changes echoed back)
+  // sends nothing: the sender's position moves, and the session is live
   const own = new FakeFeed((s) => entry(s, 'bravo', s), 4);
   const skipAll = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }, { a: own }).start().settle();
-  const only = sends(skipAll.a, 'changes') as Extract<Frame, { t: 'changes' }>[];
-  t.same(only.map((f) => [f.changes.length, f.last]), [[0, 4]], 'one empty batch reaching 4');
-  t.equal(skipAll.a.session.stats.acked, 4);
+  t.same(sends(skipAll.a, 'changes'), [], 'no frame for changes the peer made itself');
+  t.equal(skipAll.a.session.stats.sent, 4, 'the position still moves');
   t.ok(skipAll.a.session.live);
+  // ... but after many skipped entries an empty frame lets the peer's checkpoint move on
+  const many = new FakeFeed((s) => entry(s, 'bravo', s), 2500);
+  const skipMany = new Pair({ nodeId: 'alpha', batch: 500 }, { nodeId: 'bravo' }, { a: many }).start().settle();
+  const empty = sends(skipMany.a, 'changes') as Extract<Frame, { t: 'changes' }>[];
+  t.same(empty.map((f) => [f.changes.length, f.last]), [[0, 1000], [0, 2000], [0, 2500]], 'one empty frame per 1000 skipped entries, and one reaching the head it was told of');
+  t.equal(skipMany.b.session.stats.applied, 2500, 'the receiver checkpoints up to the end');
+  t.ok(skipMany.b.session.live, 'and sees itself live');
 });
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,570 @@
+// Replication between Meridian masters, side by side with PouchDB 9
+// (`PouchDB.replicate` between two local LevelDB databases holding the same
+// objects), in one run:
+//
+//   1. catch-up: peer B was offline while master A took one single-field
+//      update on each of its objects; B restarts on the same dir. Updates/s
+//      from B's restart until B holds the last of them durably.
+//      PouchDB: db1 -> db2 after the same updates on db1.
+//   2. clone: a brand-new node C joins A (A's objects of (1), updated once,
+//      plus as many new ones). Objects/s until C holds them all; whether C
+//      was cloned by object states or by replaying A's feed is printed.
+//      PouchDB: db1 (the same docs) -> an empty db3.
+//   3. push latency: three masters, all peered; one takes single-field
+//      updates at a fixed rate; from each write's acknowledgement on the
+//      writer to the change being durable (readable) on each other node.
+//      The two receiving nodes run in child processes (bench/replication-peer.js)
+//      so each node has its own event loop, as in a deployment.
+//   4. bytes on the wire per change during (3): the writer's replication
+//      sockets (WebSocket framing included) and its protocol frames.
+//
+// Nodes of (1) and (2) and the PouchDB databases live in this process.
+// --profile CPU-profiles the Meridian side of (1) and (2); A and B (or C)
+// share this process, so the profile holds both sender and receiver.
+import { fork } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import PouchDB from 'pouchdb';
+import { pino } from 'pino';
+import { MeridianNode, resolveConfig } from '@meridian/node';
+import { encodeFrame } from '@meridian/sync';
+import { concurrent, fmt, percentile, printTable, profiled, rmTemp, tempDir } from './lib.js';
+
+export const name = 'replication';
+
+const WRITERS = 64;
+const SECRET = 'bench-cluster-secret-0123';
+const ADMIN_PASSWORD = 'bench-admin-password';
+const PEER_SCRIPT = fileURLToPath(new URL('./replication-peer.js', import.meta.url));
+/** CLOCK_MONOTONIC in ms: comparable across processes on one machine, unlike performance.now(). */
+const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export async function run({ quick, profile, outDir, log }) {
+  const nObjects = quick ? 2_000 : 100_000; // (1) objects on A, each updated once
+  const nClone = quick ? 2_000 : 200_000; // (2) objects on A when C joins
+  const rate = 1_000; // (3) writes/s on the writer
+  const seconds = quick ? 1 : 10;
+
+  const logger = pino({ level: 'warn' }, pino.destination(2));
+  const dirs = [];
+  const running = new Set();
+  const pouches = new Set();
+  const children = new Set();
+  const fresh = (label) => {
+    const d = tempDir(label);
+    dirs.push(d);
+    return d;
+  };
+  const start = async (dir, peers = []) => {
+    const node = await MeridianNode.start(resolveConfig({ flags: nodeFlags(dir, peers) }), logger);
+    running.add(node);
+    return node;
+  };
+  const stop = async (node) => {
+    running.delete(node);
+    await node.stop();
+  };
+  const pouch = (label) => {
+    // PouchDB keeps its LevelDB in the directory named by the database name
+    const db = new PouchDB(join(fresh(label), 'db'));
+    pouches.add(db);
+    return db;
+  };
+  const fields = (i) => ({ name: `Customer ${i}`, kind: 'customer' });
+  const change = (i, rev) => ({ description: `revision ${rev} of customer ${i}` });
+
+  try {
+    log(`Organisation objects {name, kind} (about 40 bytes of JSON); each update sets one field, "description" (about 30 bytes)`);
+    log(`nodes: in this process unless said otherwise, heartbeat 1000 ms, link timeout 5000 ms; setup writes with ${WRITERS} concurrent writers`);
+
+    // ---- 1. catch-up -----------------------------------------------------
+    const a = await start(fresh('a'));
+    const aId = a.store.nodeId;
+    const ids = [];
+    let t = await concurrent(nObjects, WRITERS, async (i) => {
+      ids[i] = (await a.store.create('Organisation', fields(i))).id;
+    });
+    log(`\nsetup: ${fmt(nObjects)} creates on A in ${fmt(t, 1)} s`);
+
+    // B clones A's creates before it goes offline (a clone without history; shown for reference)
+    const bDir = fresh('b');
+    let t0 = nowMs();
+    let b = await start(bDir, [syncUrl(a)]);
+    const bClone = (await reach(b.store, aId, a.store.versionVector()[aId])) - t0;
+    await until('A and B live', () => allLive([a, b]));
+    log(`setup: B (new) cloned A's ${fmt(nObjects)} creates in ${fmt(bClone / 1000, 1)} s; B stops`);
+    await stop(b);
+
+    t = await concurrent(nObjects, WRITERS, (i) => a.store.update(ids[i], change(i, 2)));
+    const aTarget = a.store.versionVector()[aId];
+    log(`setup: ${fmt(nObjects)} single-field updates on A in ${fmt(t, 1)} s while B is offline`);
+
+    let bStarted;
+    const catchUp = async () => {
+      const t0 = nowMs();
+      b = await start(bDir, [syncUrl(a)]);
+      bStarted = nowMs() - t0;
+      const done = await reach(b.store, aId, aTarget);
+      return (done - t0) / 1000;
+    };
+    let catchTop;
+    let mCatchSecs;
+    if (profile) ({ result: mCatchSecs, top: catchTop } = await profiled(join(outDir, `${name}-catchup.cpuprofile`), catchUp));
+    else mCatchSecs = await catchUp();
+    const bPeer = b.replicator.status().find((p) => p.node === aId);
+    await checkSame(a.store, b.store, ids, 'B after catch-up');
+    await stop(b);
+
+    const p1 = pouch('p1');
+    const p2 = pouch('p2');
+    const revs = await pouchWrite(p1, ids.map((id, i) => ({ _id: id, ...fields(i) })));
+    t0 = nowMs();
+    const pInitial = await PouchDB.replicate(p1, p2);
+    const pCloneSmall = (nowMs() - t0) / 1000;
+    await pouchWrite(p1, ids.map((id, i) => ({ _id: id, _rev: revs[i], ...fields(i), ...change(i, 2) })));
+    t0 = nowMs();
+    const pCatch = await PouchDB.replicate(p1, p2);
+    const pCatchSecs = (nowMs() - t0) / 1000;
+    if (pInitial.docs_written !== nObjects || pCatch.docs_written !== nObjects) {
+      throw new Error(`PouchDB wrote ${pInitial.docs_written} and ${pCatch.docs_written} docs, expected ${nObjects} each`);
+    }
+    await p2.close();
+    pouches.delete(p2);
+
+    const mCatch = nObjects / mCatchSecs;
+    const pCatchRate = nObjects / pCatchSecs;
+    log('');
+    log(`1. catch-up: ${fmt(nObjects)} single-field updates (one per object) made while the peer was offline`);
+    printTable(
+      [
+        ['', 'updates/s', 'seconds', 'note'],
+        ['meridian B restart -> durable', fmt(mCatch), fmt(mCatchSecs, 2), `node start ${fmt(bStarted, 0)} ms; ${fmt(bPeer.bytesIn / nObjects, 0)} bytes in per update`],
+        ['pouchdb replicate db1 -> db2', fmt(pCatchRate), fmt(pCatchSecs, 2), `docs_written ${fmt(pCatch.docs_written)}`],
+        ['ratio meridian/pouch', `${fmt(mCatch / pCatchRate, 2)}x`, '', ''],
+      ],
+      log,
+    );
+    log(`   (for reference, clones of ${fmt(nObjects)} objects without history: meridian ${fmt(nObjects / (bClone / 1000))}/s, pouchdb ${fmt(nObjects / pCloneSmall)}/s)`);
+    if (catchTop) printTop(log, catchTop, join(outDir, `${name}-catchup.cpuprofile`));
+
+    // ---- 2. clone ----------------------------------------------------------
+    const more = nClone - nObjects;
+    t = await concurrent(more, WRITERS, async (i) => {
+      ids[nObjects + i] = (await a.store.create('Organisation', fields(nObjects + i))).id;
+    });
+    const aHead = a.store.lastSeq;
+    const cloneTarget = a.store.versionVector()[aId];
+    log(`\nsetup: ${fmt(more)} more creates on A in ${fmt(t, 1)} s: A holds ${fmt(nClone)} objects, ${fmt(aHead)} feed entries`);
+    let c;
+    const clone = async () => {
+      const t0 = nowMs();
+      c = await start(fresh('c'), [syncUrl(a)]);
+      const done = await reach(c.store, aId, cloneTarget);
+      return (done - t0) / 1000;
+    };
+    let cloneTop;
+    let mCloneSecs;
+    if (profile) ({ result: mCloneSecs, top: cloneTop } = await profiled(join(outDir, `${name}-clone.cpuprofile`), clone));
+    else mCloneSecs = await clone();
+    const cObjects = c.store.objectCounts().Organisation ?? 0;
+    if (cObjects !== nClone) throw new Error(`C holds ${cObjects} Organisations, expected ${nClone}`);
+    const cPeer = c.replicator.status().find((p) => p.node === aId);
+    // how C was cloned: object states (its feed base covers A's changes) or A's feed replayed
+    const byStates = (c.store.feedBase?.()[aId] ?? 0) >= cloneTarget;
+    const cloneHow = byStates ? `by object states, C's feed holds ${fmt(c.store.lastSeq)} entries` : `by replaying A's feed: ${fmt(aHead / mCloneSecs)} entries/s`;
+    await checkSame(a.store, c.store, ids, 'C after clone');
+    await stop(c);
+    await stop(a);
+
+    const newRevs = await pouchWrite(p1, ids.slice(nObjects).map((id, i) => ({ _id: id, ...fields(nObjects + i) })));
+    if (newRevs.length !== more) throw new Error('PouchDB setup wrote too few docs');
+    const p3 = pouch('p3');
+    t0 = nowMs();
+    const pClone = await PouchDB.replicate(p1, p3);
+    const pCloneSecs = (nowMs() - t0) / 1000;
+    if (pClone.docs_written !== nClone) throw new Error(`PouchDB clone wrote ${pClone.docs_written} docs, expected ${nClone}`);
+    for (const db of [p1, p3]) {
+      await db.close();
+      pouches.delete(db);
+    }
+
+    const mClone = nClone / mCloneSecs;
+    const pCloneRate = nClone / pCloneSecs;
+    log('');
+    log(`2. clone: a new, empty node joins; the source holds ${fmt(nClone)} objects, ${fmt(nObjects)} of them updated once (${fmt(aHead)} feed entries)`);
+    printTable(
+      [
+        ['', 'objects/s', 'seconds', 'note'],
+        ['meridian C start -> durable', fmt(mClone), fmt(mCloneSecs, 2), `${cloneHow}; ${fmt(cPeer.bytesIn / nClone, 0)} bytes in per object`],
+        ['pouchdb replicate db1 -> empty', fmt(pCloneRate), fmt(pCloneSecs, 2), `docs_written ${fmt(pClone.docs_written)}`],
+        ['ratio meridian/pouch', `${fmt(mClone / pCloneRate, 2)}x`, '', ''],
+      ],
+      log,
+    );
+    if (cloneTop) printTop(log, cloneTop, join(outDir, `${name}-clone.cpuprofile`));
+
+    // ---- 3 and 4. push latency and bytes per change --------------------------
+    const push = await pushLatency({ rate, seconds, fresh, start, stop, children, log });
+    log('');
+    log(`3. push latency: ${fmt(rate)} single-field updates/s for ${seconds} s on W (this process); X and Y are child processes; all three peered`);
+    log(`   from the write's acknowledgement on W to the change being durable on the receiver (ms); achieved ${fmt(push.achievedRate)} writes/s, writer's own ack p50 ${fmt(push.ack.p50, 2)} ms`);
+    printTable(
+      [
+        ['receiver', 'p50', 'p90', 'p99', 'max', 'changes'],
+        ...push.receivers.map((r) => [r.label, fmt(r.p50, 2), fmt(r.p90, 2), fmt(r.p99, 2), fmt(r.max, 2), fmt(r.count)]),
+        ['both', fmt(push.all.p50, 2), fmt(push.all.p90, 2), fmt(push.all.p99, 2), fmt(push.all.max, 2), fmt(push.all.count)],
+      ],
+      log,
+    );
+    log('');
+    log(`4. bytes per change during (3): ${fmt(push.changes)} changes from W to each peer`);
+    printTable(
+      [
+        ['link', 'socket bytes/change', 'frame bytes/change', 'note'],
+        ...push.bytes.map((r) => [r.link, fmt(r.socket, 1), fmt(r.frames, 1), r.note]),
+      ],
+      log,
+    );
+    log(`   socket = TCP payload written (WebSocket headers and pings included); frame = the protocol's msgpack frames (status bytesOut)`);
+    const an = push.anatomy;
+    log(`   one change inside a changes frame: ${an.perChange} bytes (Yjs update ${an.yjsUpdate}); each frame adds ${an.frameEnvelope}, each ack frame is ${an.ack}`);
+    log(`   per key, key included: ${Object.entries(an.fields).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+
+    const writerSocket = (push.bytes[0].socket + push.bytes[1].socket) / 2;
+    return {
+      metrics: {
+        objects: { catchUpObjects: nObjects, cloneObjects: nClone, cloneFeedEntries: aHead },
+        catchUp: {
+          meridianUpdatesPerSec: mCatch,
+          meridianSecs: mCatchSecs,
+          meridianNodeStartMs: bStarted,
+          meridianBytesInPerUpdate: bPeer.bytesIn / nObjects,
+          pouchUpdatesPerSec: pCatchRate,
+          pouchSecs: pCatchSecs,
+          ratio: mCatch / pCatchRate,
+          profileTop: catchTop,
+        },
+        cloneWithoutHistory: { objects: nObjects, meridianPerSec: nObjects / (bClone / 1000), pouchPerSec: nObjects / pCloneSmall },
+        clone: {
+          meridianObjectsPerSec: mClone,
+          meridianMethod: byStates ? 'object states' : 'feed replay',
+          meridianEntriesPerSec: aHead / mCloneSecs,
+          meridianSecs: mCloneSecs,
+          meridianBytesInPerObject: cPeer.bytesIn / nClone,
+          pouchObjectsPerSec: pCloneRate,
+          pouchSecs: pCloneSecs,
+          ratio: mClone / pCloneRate,
+          profileTop: cloneTop,
+        },
+        pushLatencyMs: { rate, seconds, achievedRate: push.achievedRate, writerAck: push.ack, receivers: push.receivers, all: push.all },
+        bytesPerChange: push.bytes,
+        changeAnatomy: push.anatomy,
+      },
+      checks: [
+        { name: 'catch-up meridian / pouchdb', measured: mCatch / pCatchRate, target: '>= 10x', pass: mCatch / pCatchRate >= 10, shown: `${fmt(mCatch / pCatchRate, 2)}x (${fmt(mCatch)}/s)` },
+        { name: `clone objects/s (${fmt(nClone)})`, measured: mClone, target: '>= 100,000', pass: mClone >= 100_000, shown: fmt(mClone) },
+        { name: 'clone meridian / pouchdb', measured: mClone / pCloneRate, target: '>= 20x', pass: mClone / pCloneRate >= 20, shown: `${fmt(mClone / pCloneRate, 2)}x` },
+        { name: 'push latency p50 (ms)', measured: push.all.p50, target: '<= 5', pass: push.all.p50 <= 5, shown: fmt(push.all.p50, 2) },
+        { name: 'push latency p99 (ms)', measured: push.all.p99, target: '<= 20', pass: push.all.p99 <= 20, shown: fmt(push.all.p99, 2) },
+        { name: 'wire bytes per change (W -> peer)', measured: writerSocket, target: '<= 120', pass: writerSocket <= 120, shown: fmt(writerSocket, 1) },
+      ],
+    };
+  } finally {
+    for (const child of children) child.kill('SIGKILL');
+    for (const node of running) await node.stop().catch(() => undefined);
+    for (const db of pouches) await db.close().catch(() => undefined);
+    for (const d of dirs) rmTemp(d);
+  }
+}
+
+/**
+ * Three masters: W here, X and Y in child processes, each peered with the
+ * other two. W takes `rate` single-field updates per second for `seconds`;
+ * each write's acknowledgement time on W is compared with the time the change
+ * shows up in the durable feed of X and of Y.
+ */
+async function pushLatency({ rate, seconds, fresh, start, stop, children, log }) {
+  const n = rate * seconds;
+  const warm = Math.min(500, n);
+  const w = await start(fresh('w'));
+  const wId = w.store.nodeId;
+  const x = await childNode(fresh('x'), [syncUrl(w)], children);
+  const y = await childNode(fresh('y'), [syncUrl(w), x.url], children);
+  const receivers = [
+    { label: 'X', node: x },
+    { label: 'Y', node: y },
+  ];
+  try {
+    const ids = [];
+    await concurrent(n + warm, WRITERS, async (i) => {
+      ids[i] = (await w.store.create('Organisation', { name: `Live customer ${i}`, kind: 'customer' })).id;
+    });
+    const head = w.store.versionVector()[wId];
+    await until('X and Y to hold the objects and all links to be live', async () => {
+      if (w.replicator.status().filter((p) => p.state === 'live').length < 2) return false;
+      for (const r of receivers) {
+        const s = await r.node.status();
+        if ((s.vector[wId] ?? 0) < head || s.peers.filter((p) => p.state === 'live').length < 2) return false;
+      }
+      return true;
+    });
+    log(`\nsetup: W holds ${fmt(n + warm)} objects, cloned by X and Y`);
+
+    // The receivers report the durable arrival of W's changes; the first arrival counts (direct or relayed).
+    const arrivals = receivers.map(() => new Map());
+    receivers.forEach((r, k) =>
+      r.node.onArrival((at, entries) => {
+        for (const [origin, originSeq, id] of entries) {
+          const key = `${id}:${originSeq}`;
+          if (origin === wId && !arrivals[k].has(key)) arrivals[k].set(key, at);
+        }
+      }),
+    );
+    const originOf = new Map();
+    const unsub = w.store.subscribe((entries) => {
+      for (const e of entries) if (e.origin === wId) originOf.set(e.seq, e.originSeq);
+    });
+    for (const r of receivers) await r.node.record(true);
+
+    const writeRun = async (from, count) => {
+      const acked = new Float64Array(count);
+      const issued = new Float64Array(count);
+      const keys = new Array(count);
+      const secs = await paced(count, rate, async (i) => {
+        const id = ids[from + i];
+        issued[i] = nowMs();
+        const o = await w.store.update(id, { description: `live revision ${from + i}` });
+        acked[i] = nowMs();
+        keys[i] = [id, o.seq];
+      });
+      // all acknowledged; wait until both receivers hold every change
+      await until(
+        'X and Y to receive every change',
+        () => arrivals.every((m) => m.size >= count),
+        30_000,
+      );
+      return { secs, acked, issued, keys: keys.map(([id, seq]) => `${id}:${originOf.get(seq)}`) };
+    };
+
+    // warm-up, then the measured run with the byte counters read around it
+    await writeRun(n, warm);
+    arrivals.forEach((m) => m.clear());
+    await sleep(200);
+    const before = await wireSnapshot(w, receivers);
+    const run = await writeRun(0, n);
+    const after = await wireSnapshot(w, receivers);
+    unsub();
+    for (const r of receivers) await r.node.record(false);
+
+    const stats = (xs) => ({ p50: percentile(xs, 50), p90: percentile(xs, 90), p99: percentile(xs, 99), max: Math.max(...xs), mean: xs.reduce((s, v) => s + v, 0) / xs.length, count: xs.length });
+    const all = [];
+    const per = receivers.map((r, k) => {
+      const lat = run.keys.map((key, i) => {
+        const at = arrivals[k].get(key);
+        if (at === undefined) throw new Error(`${r.label} never received ${key}`);
+        return at - run.acked[i];
+      });
+      all.push(...lat);
+      return { label: r.label, ...stats(lat) };
+    });
+    const ack = stats(Array.from(run.acked, (v, i) => v - run.issued[i]));
+
+    // bytes: W's link to each receiver, and the link between the receivers (which relays W's changes)
+    const xId = x.nodeId;
+    const yId = y.nodeId;
+    const d = (k, peer, dir) => after[k].sockets[peer][dir] - before[k].sockets[peer][dir];
+    const f = (k, peer, dir) => after[k].peers.find((p) => p.node === peer)[dir] - before[k].peers.find((p) => p.node === peer)[dir];
+    for (const [k, peers] of [['w', [xId, yId]], ['x', [wId, yId]], ['y', [wId, xId]]]) {
+      for (const p of peers) if (d(k, p, 'written') < 0) throw new Error(`the ${k} -> ${p} link reconnected during the run; its byte counts are not usable`);
+    }
+    const bytes = [
+      { link: 'W -> X', socket: d('w', xId, 'written') / n, frames: f('w', xId, 'bytesOut') / n, note: 'changes frames + acks of X\'s own frames' },
+      { link: 'W -> Y', socket: d('w', yId, 'written') / n, frames: f('w', yId, 'bytesOut') / n, note: 'changes frames + acks of Y\'s own frames' },
+      { link: 'X -> W', socket: d('x', wId, 'written') / n, frames: f('x', wId, 'bytesOut') / n, note: 'acks + X\'s feed (W\'s changes, filtered out)' },
+      { link: 'Y -> W', socket: d('y', wId, 'written') / n, frames: f('y', wId, 'bytesOut') / n, note: 'acks + Y\'s feed (W\'s changes, filtered out)' },
+      { link: 'X -> Y', socket: d('x', yId, 'written') / n, frames: f('x', yId, 'bytesOut') / n, note: 'X relays W\'s changes to Y' },
+      { link: 'Y -> X', socket: d('y', xId, 'written') / n, frames: f('y', xId, 'bytesOut') / n, note: 'Y relays W\'s changes to X' },
+    ];
+    // What one change weighs in the protocol: the last change of the run, encoded as the sender does
+    const [last] = await w.store.readFeed(w.store.lastSeq - 1, 1);
+    const wire = { o: last.origin, n: last.originSeq, i: last.id, y: last.type, k: last.kind, u: last.update, h: last.hlc, p: last.principal, c: last.fields };
+    const frameOf = (k) => encodeFrame({ t: 'changes', changes: Array(k).fill(wire), last: last.seq, head: last.seq }).length;
+    const anatomy = {
+      perChange: frameOf(2) - frameOf(1),
+      frameEnvelope: 2 * frameOf(1) - frameOf(2),
+      yjsUpdate: last.update.length,
+      ack: encodeFrame({ t: 'ack', seq: last.seq }).length,
+      fields: Object.fromEntries(Object.entries(wire).map(([k, v]) => [k, encodeFrame({ t: 'head', head: 0, [k]: v }).length - encodeFrame({ t: 'head', head: 0 }).length])),
+    };
+    const total = bytes.reduce((s, r) => s + r.socket, 0);
+    bytes.push({ link: 'all six', socket: total, frames: bytes.reduce((s, r) => s + r.frames, 0), note: 'every byte between the three nodes per change' });
+    return { changes: n, achievedRate: n / run.secs, ack, receivers: per, all: stats(all), bytes, anatomy };
+  } finally {
+    for (const r of receivers) await r.node.stop();
+    await stop(w);
+  }
+}
+
+/** Byte counters of every replication link of the three nodes. */
+async function wireSnapshot(w, receivers) {
+  const [x, y] = await Promise.all(receivers.map((r) => r.node.status()));
+  return { w: { peers: w.replicator.status(), sockets: socketBytes(w) }, x, y };
+}
+
+/** A node in a child process (bench/replication-peer.js), driven over IPC. */
+async function childNode(dir, peers, children) {
+  const child = fork(PEER_SCRIPT, [JSON.stringify(nodeFlags(dir, peers))], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  children.add(child);
+  let onArrival = () => undefined;
+  const waiting = new Map();
+  let nextId = 0;
+  let ready;
+  const readyP = new Promise((resolve, reject) => {
+    ready = resolve;
+    child.once('exit', (code) => reject(new Error(`peer process exited (${code}) before it was ready`)));
+  });
+  child.on('message', (m) => {
+    if (m.t === 'ready') ready(m);
+    else if (m.t === 'arrived') onArrival(Number(BigInt(m.at)) / 1e6, m.entries);
+    else if (m.t === 'status') {
+      waiting.get(m.id)?.(m);
+      waiting.delete(m.id);
+    }
+  });
+  const { url, nodeId } = await readyP;
+  return {
+    nodeId,
+    url: `${url.replace(/^http/, 'ws')}/sync`,
+    onArrival: (fn) => {
+      onArrival = fn;
+    },
+    record: (on) => new Promise((resolve) => child.send({ t: 'record', on }, resolve)),
+    status: () =>
+      new Promise((resolve) => {
+        const id = nextId++;
+        waiting.set(id, resolve);
+        child.send({ t: 'status', id });
+      }),
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.send({ t: 'stop' });
+      await Promise.race([exited, sleep(10_000)]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+      children.delete(child);
+    },
+  };
+}
+
+function nodeFlags(dir, peers) {
+  return { dir, httpPort: 0, clusterSecret: SECRET, peers, heartbeat: 1000, linkTimeout: 5000, adminPassword: ADMIN_PASSWORD };
+}
+
+const syncUrl = (node) => `${node.url.replace(/^http/, 'ws')}/sync`;
+
+/**
+ * The time (nowMs) at which `store` durably holds `origin`'s changes up to
+ * `originSeq`. Changes from the feed: the subscribe listener runs after each
+ * batch is on disk (the version vector moves when a change is queued, before
+ * it is durable, so it cannot tell). A clone by object states adds no feed
+ * entries; its vector (and feed base) is raised once every state is on disk,
+ * so that is polled, every millisecond.
+ */
+function reach(store, origin, originSeq, timeoutMs = 600_000) {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const finish = (err, at) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      clearInterval(poll);
+      unsub();
+      if (err) reject(err);
+      else resolve(at);
+    };
+    const timer = setTimeout(() => {
+      finish(new Error(`timed out after ${timeoutMs / 1000} s waiting for ${origin}:${originSeq} on ${store.nodeId}; its vector is ${JSON.stringify(store.versionVector())}`));
+    }, timeoutMs);
+    timer.unref();
+    const unsub = store.subscribe((entries) => {
+      const at = nowMs();
+      for (const e of entries) if (e.origin === origin && e.originSeq >= originSeq) return finish(undefined, at);
+    });
+    const poll = setInterval(() => {
+      if ((store.versionVector()[origin] ?? 0) >= originSeq && (store.feedBase?.()[origin] ?? 0) >= originSeq) finish(undefined, nowMs());
+    }, 1);
+  });
+}
+
+async function until(what, cond, timeoutMs = 120_000) {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+function allLive(nodes) {
+  return nodes.every((n) => {
+    const peers = n.replicator.status();
+    return peers.length > 0 && peers.every((p) => p.state === 'live');
+  });
+}
+
+/** Runs issue(i) for i in [0, count) at `perSec` per second, not waiting for one before the next; returns seconds. */
+async function paced(count, perSec, issue) {
+  const t0 = nowMs();
+  const pending = [];
+  let i = 0;
+  await new Promise((resolve) => {
+    const tick = () => {
+      const due = Math.min(count, Math.floor(((nowMs() - t0) * perSec) / 1000) + 1);
+      while (i < due) pending.push(issue(i++));
+      if (i >= count) resolve();
+      else setTimeout(tick, 1);
+    };
+    tick();
+  });
+  await Promise.all(pending);
+  return (nowMs() - t0) / 1000;
+}
+
+/** Checks that a few hundred objects spread over the id list have the same merged state on both stores. */
+async function checkSame(src, dst, ids, what) {
+  const step = Math.max(1, Math.floor(ids.length / 300));
+  for (let i = 0; i < ids.length; i += step) {
+    const [x, y] = await Promise.all([src.get(ids[i]), dst.get(ids[i])]);
+    if (!y || x.version !== y.version) throw new Error(`${what}: object ${ids[i]} differs (${x?.version} vs ${y?.version})`);
+  }
+}
+
+/** bulkDocs in chunks; returns the new revs in order. */
+async function pouchWrite(db, docs) {
+  const revs = [];
+  for (let i = 0; i < docs.length; i += 1000) {
+    const res = await db.bulkDocs(docs.slice(i, i + 1000));
+    for (const r of res) {
+      if (!r.ok) throw new Error(`PouchDB bulkDocs failed: ${JSON.stringify(r)}`);
+      revs.push(r.rev);
+    }
+  }
+  return revs;
+}
+
+/** Bytes through each replication link's TCP socket (WebSocket framing included), by peer node id. */
+function socketBytes(node) {
+  // `links` is private to Replicator; read here, for measurement only
+  const out = {};
+  for (const l of node.replicator?.links ?? []) {
+    const s = l.ws?._socket;
+    if (l.session?.peer && s) out[l.session.peer] = { written: s.bytesWritten, read: s.bytesRead };
+  }
+  return out;
+}
+
+function printTop(log, top, file) {
+  log(`  CPU profile (its figure includes profiler overhead; sender and receiver share this process), top self time:`);
+  for (const x of top) log(`  ${fmt(x.pct, 1).padStart(5)}%  ${x.fn}`);
+  log(`  full profile: ${file}`);
+}
