@@ -21,6 +21,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { fmt, printTable } from './lib.js';
 
+// as bin/meridian does for a node: the thread pool is shared by LevelDB, fsync and zlib
+process.env.UV_THREADPOOL_SIZE ??= '16';
+
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const outDir = join(benchDir, 'out');
 
