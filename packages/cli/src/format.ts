@@ -1,12 +1,7 @@
+import type { ObjectJson } from '@meridian/node';
+
 /** Human-readable output. `--json` bypasses all of this. */
-export interface ObjectView {
-  id: string;
-  type: string;
-  version: string;
-  modified: string;
-  deleted: boolean;
-  fields: Record<string, unknown>;
-}
+export type ObjectView = ObjectJson;
 
 function value(v: unknown): string {
   return Array.isArray(v) ? v.map(String).join(', ') : String(v);

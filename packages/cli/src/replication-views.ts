@@ -1,16 +1,7 @@
+import type { PeerStatus } from '@meridian/node';
+
 /** Output of the replication commands: peers, conflicts, verify. */
-export interface PeerView {
-  node: string | null;
-  url: string | null;
-  direction: string;
-  state: string;
-  reason: string | null;
-  lagEntries: number;
-  lagSeconds: number;
-  lastContact: string | null;
-  bytesIn: number;
-  bytesOut: number;
-}
+export type PeerView = PeerStatus;
 
 export function formatPeers(peers: PeerView[]): string {
   if (peers.length === 0) return 'no peers configured';

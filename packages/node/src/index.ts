@@ -5,3 +5,4 @@ export type { NodeConfig, ConfigInput } from './config.js';
 export { generateSample, prng } from './sample-data.js';
 export type { SampleObject, SampleOptions } from './sample-data.js';
 export type { ObjectJson } from './admin-api.js';
+export type { PeerStatus } from '@meridian/sync';

@@ -1,17 +1,8 @@
 import t from 'tap';
 import { checkIndexes, type StoredObject } from '../dist/index.js';
 import { openStore } from './fixtures.js';
+import { prng } from '../../../test/helpers/prng.js';
 
-/** seeded, so a failure can be replayed with INDEX_SEED */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), a | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 t.test('indexes agree with the objects after random create/update/delete sequences', async (t) => {
   const seeds = process.env['INDEX_SEED'] ? [Number(process.env['INDEX_SEED'])] : [1, 2, 3, 4, 5];

@@ -10,19 +10,11 @@ import t, { type Test } from 'tap';
 import type { FeedEntry, RemoteChange } from '@meridian/store';
 import { Packr } from 'msgpackr';
 import { backoffDelay, decodeFrame, encodeFrame, FrameError, PROTOCOL_VERSION, SyncSession, type Action, type Frame, type SessionOptions } from '../dist/index.js';
+import { prng } from '../../../test/helpers/prng.js';
 
 const CLUSTER = 'unit';
 const SECRET = 'unit-test-cluster-secret';
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), a | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const bytes = (n: number, fill = 7): Uint8Array => new Uint8Array(n).fill(fill);
 let nonceCounter = 0;

@@ -22,6 +22,7 @@ import t from 'tap';
 import * as Y from 'yjs';
 import { parseSchema, Store } from '@meridian/store';
 import { decodeFrame, encodeFrame, releaseSnapshot, runActions, SyncSession, type Action, type Frame, type SessionIo } from '../dist/index.js';
+import { prng } from '../../../test/helpers/prng.js';
 
 const schema = parseSchema(`
 types:
@@ -39,15 +40,6 @@ const CLUSTER = 'sim';
 // tmpfs where there is one: the simulation needs LevelDB, not fsync
 const BASE = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), a | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface SimNode {
   id: string;
