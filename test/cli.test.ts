@@ -97,3 +97,17 @@ t.test('init prepares a data dir that serve then uses', async (t) => {
   t.match(node.output(), /meridian node za-1 listening/);
   await node.stop();
 });
+
+t.test('--sample loads the generated CRM dataset on the first start only', async (t) => {
+  const dir = tempDir(t);
+  const env = { MERIDIAN_PASSWORD: PW };
+  const first = await startNode(t, ['--dir', dir, '--admin-password', PW, '--sample', '--sample-size', '60']);
+  const s1 = JSON.parse(cli(['status', '--json', '--node', first.url], env).stdout);
+  t.ok(s1.objectsByType.Person >= 60 && s1.objectsByType.Organisation > 5 && s1.objectsByType.License > 0, `loaded ${JSON.stringify(s1.objectsByType)}`);
+  t.match(cli(['get', 'org-vendor', '--node', first.url], env).stdout, /kind\s+vendor/);
+  await first.stop();
+  const second = await startNode(t, ['--dir', dir, '--admin-password', PW, '--sample', '--sample-size', '60']);
+  const s2 = JSON.parse(cli(['status', '--json', '--node', second.url], env).stdout);
+  t.same(s2.objectsByType, s1.objectsByType, 'not loaded again');
+  await second.stop();
+});

@@ -230,3 +230,41 @@ t.test('a master behind the retained feed catches up by anti-entropy; a new mast
   t.ok(cs.versionVector.a > 0 && cs.feed.lastSeq < cs.versionVector.a, 'it got most of them as states, not by replaying the feed');
   t.notMatch(c.output() + a.output(), /changes before the state snapshot ended/, 'changes right after the snapshot are accepted');
 });
+
+t.test('two masters dialing each other keep one session; a chain converges; a silent link is found by heartbeat', async (t) => {
+  const env = { MERIDIAN_PASSWORD: PW };
+  const common = ['--admin-password', PW, '--cluster-secret', SECRET, '--heartbeat', '200', '--link-timeout', '1000'];
+  const toC = await FaultProxy.start();
+  t.teardown(() => toC.close());
+  // a <-> b dial each other (directly); b -> c through a proxy; a and c never connect
+  const { freePort } = await import('./helpers/free-port.js');
+  const [portA, portB] = [await freePort(), await freePort()];
+  const a = await startNode(t, ['--dir', tempDir(t), '--node-id', 'a', ...common, '--http-port', String(portA), '--peers', `ws://127.0.0.1:${portB}/sync`]);
+  const b = await startNode(t, ['--dir', tempDir(t), '--node-id', 'b', ...common, '--http-port', String(portB), '--peers', `ws://127.0.0.1:${portA}/sync,ws://127.0.0.1:${toC.port}/sync`]);
+  const c = await startNode(t, ['--dir', tempDir(t), '--node-id', 'c', ...common]);
+  toC.setTarget(Number(new URL(c.url).port));
+  const peersOf = (url: string): { node: string | null; state: string; reason: string | null }[] =>
+    JSON.parse(cli(['peers', '--json', '--node', url], env).stdout);
+  const until = async (cond: () => boolean): Promise<boolean> => {
+    for (let i = 0; i < 60 && !cond(); i++) await sleep(100);
+    return cond();
+  };
+
+  const id = cli(['put', 'Organisation', 'name=Chained', 'kind=customer', '--node', a.url], env).stdout.trim();
+  t.ok(await until(() => cli(['get', id, '--node', c.url], env).code === 0), 'a write on a reaches c through b');
+  const liveWith = (url: string, node: string): number => peersOf(url).filter((p) => p.node === node && p.state === 'live').length;
+  t.ok(await until(() => liveWith(a.url, 'b') === 1 && liveWith(b.url, 'a') === 1), 'a and b are live with each other');
+  await sleep(500);
+  t.equal(liveWith(a.url, 'b'), 1, 'one live session between a and b although both dial');
+  t.notOk(peersOf(a.url).some((p) => p.node === 'c'), 'a never connected to c');
+  t.match(a.output() + b.output(), /duplicate session/, 'the second session was closed as a duplicate');
+
+  // b -> c goes silent: no close, no reset; the heartbeat notices within the timeout
+  toC.blackhole();
+  const started = Date.now();
+  t.ok(await until(() => peersOf(b.url).some((p) => p.node === 'c' && p.state !== 'live')), 'b sees c gone');
+  t.ok(Date.now() - started < 3000, `within ${Date.now() - started} ms (timeout 1000 ms)`);
+  t.match(b.output(), /no heartbeat from peer; closing the link/);
+  toC.heal();
+  t.ok(await until(() => liveWith(b.url, 'c') === 1), 'and back once the link carries bytes again');
+});

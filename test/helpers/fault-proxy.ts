@@ -12,6 +12,7 @@ export class FaultProxy {
   private readonly sockets = new Set<Socket>();
   private target: number | undefined;
   private cut = false;
+  private silent = false;
 
   private constructor(server: Server) {
     this.server = server;
@@ -41,6 +42,17 @@ export class FaultProxy {
 
   heal(): void {
     this.cut = false;
+    for (const s of this.sockets) s.resume();
+    this.silent = false;
+  }
+
+  /**
+   * Stops carrying bytes without closing anything, like a link whose far end
+   * vanished: only heartbeats can tell.
+   */
+  blackhole(): void {
+    this.silent = true;
+    for (const s of this.sockets) s.pause();
   }
 
   private accept(client: Socket): void {

@@ -253,6 +253,7 @@ export class Replicator {
       const keep = (l: Link): boolean => (l.direction === 'outbound') === keepOutbound;
       const loser = keep(link) && !keep(other) ? other : link;
       this.lastReason.set(loser, 'duplicate session');
+      this.opts.log.info({ peer, closed: loser.direction }, 'duplicate session with this peer closed; one session carries both directions');
       loser.ws.close(1000, 'duplicate session');
       if (loser === link) return false;
     }
