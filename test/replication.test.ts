@@ -1,5 +1,5 @@
 import t from 'tap';
-import { cli, startNode, type RunningNode } from './helpers/node-process.js';
+import { cli, cliAsync, startNode, type RunningNode } from './helpers/node-process.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -243,28 +243,32 @@ t.test('two masters dialing each other keep one session; a chain converges; a si
   const b = await startNode(t, ['--dir', tempDir(t), '--node-id', 'b', ...common, '--http-port', String(portB), '--peers', `ws://127.0.0.1:${portA}/sync,ws://127.0.0.1:${toC.port}/sync`]);
   const c = await startNode(t, ['--dir', tempDir(t), '--node-id', 'c', ...common]);
   toC.setTarget(Number(new URL(c.url).port));
-  const peersOf = (url: string): { node: string | null; state: string; reason: string | null }[] =>
-    JSON.parse(cli(['peers', '--json', '--node', url], env).stdout);
-  const until = async (cond: () => boolean): Promise<boolean> => {
-    for (let i = 0; i < 60 && !cond(); i++) await sleep(100);
+  // cliAsync: this process hosts the proxy, whose heartbeats a blocking child would stall
+  const peersOf = async (url: string): Promise<{ node: string | null; state: string; reason: string | null }[]> =>
+    JSON.parse((await cliAsync(['peers', '--json', '--node', url], env)).stdout);
+  const until = async (cond: () => Promise<boolean>): Promise<boolean> => {
+    for (let i = 0; i < 60; i++) {
+      if (await cond()) return true;
+      await sleep(100);
+    }
     return cond();
   };
 
-  const id = cli(['put', 'Organisation', 'name=Chained', 'kind=customer', '--node', a.url], env).stdout.trim();
-  t.ok(await until(() => cli(['get', id, '--node', c.url], env).code === 0), 'a write on a reaches c through b');
-  const liveWith = (url: string, node: string): number => peersOf(url).filter((p) => p.node === node && p.state === 'live').length;
-  t.ok(await until(() => liveWith(a.url, 'b') === 1 && liveWith(b.url, 'a') === 1), 'a and b are live with each other');
+  const id = (await cliAsync(['put', 'Organisation', 'name=Chained', 'kind=customer', '--node', a.url], env)).stdout.trim();
+  t.ok(await until(async () => (await cliAsync(['get', id, '--node', c.url], env)).code === 0), 'a write on a reaches c through b');
+  const liveWith = async (url: string, node: string): Promise<number> => (await peersOf(url)).filter((p) => p.node === node && p.state === 'live').length;
+  t.ok(await until(async () => (await liveWith(a.url, 'b')) === 1 && (await liveWith(b.url, 'a')) === 1), 'a and b are live with each other');
   await sleep(500);
-  t.equal(liveWith(a.url, 'b'), 1, 'one live session between a and b although both dial');
-  t.notOk(peersOf(a.url).some((p) => p.node === 'c'), 'a never connected to c');
+  t.equal(await liveWith(a.url, 'b'), 1, 'one live session between a and b although both dial');
+  t.notOk((await peersOf(a.url)).some((p) => p.node === 'c'), 'a never connected to c');
   t.match(a.output() + b.output(), /duplicate session/, 'the second session was closed as a duplicate');
 
   // b -> c goes silent: no close, no reset; the heartbeat notices within the timeout
   toC.blackhole();
   const started = Date.now();
-  t.ok(await until(() => peersOf(b.url).some((p) => p.node === 'c' && p.state !== 'live')), 'b sees c gone');
+  t.ok(await until(async () => (await peersOf(b.url)).some((p) => p.node === 'c' && p.state !== 'live')), 'b sees c gone');
   t.ok(Date.now() - started < 3000, `within ${Date.now() - started} ms (timeout 1000 ms)`);
   t.match(b.output(), /no heartbeat from peer; closing the link/);
   toC.heal();
-  t.ok(await until(() => liveWith(b.url, 'c') === 1), 'and back once the link carries bytes again');
+  t.ok(await until(async () => (await liveWith(b.url, 'c')) === 1), 'and back once the link carries bytes again');
 });

@@ -13,6 +13,7 @@ export class FaultProxy {
   private target: number | undefined;
   private cut = false;
   private silent = false;
+  private readonly pairs = new Set<[Socket, Socket]>();
 
   private constructor(server: Server) {
     this.server = server;
@@ -42,7 +43,7 @@ export class FaultProxy {
 
   heal(): void {
     this.cut = false;
-    for (const s of this.sockets) s.resume();
+    if (this.silent) for (const [c, u] of this.pairs) this.join(c, u);
     this.silent = false;
   }
 
@@ -52,7 +53,17 @@ export class FaultProxy {
    */
   blackhole(): void {
     this.silent = true;
-    for (const s of this.sockets) s.pause();
+    for (const [c, u] of this.pairs) {
+      c.unpipe(u);
+      u.unpipe(c);
+      c.pause();
+      u.pause();
+    }
+  }
+
+  private join(client: Socket, upstream: Socket): void {
+    client.pipe(upstream);
+    upstream.pipe(client);
   }
 
   private accept(client: Socket): void {
@@ -66,9 +77,13 @@ export class FaultProxy {
       s.on('close', () => this.sockets.delete(s));
       s.on('error', () => undefined);
     }
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.on('close', () => upstream.destroy());
+    const pair: [Socket, Socket] = [client, upstream];
+    this.pairs.add(pair);
+    if (!this.silent) this.join(client, upstream);
+    client.on('close', () => {
+      this.pairs.delete(pair);
+      upstream.destroy();
+    });
     upstream.on('close', () => client.destroy());
   }
 

@@ -87,3 +87,20 @@ export function cli(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
   const r = spawnSync(cmd, argv, { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+
+/**
+ * Runs the CLI without blocking this process: tests that host fault proxies
+ * in-process must keep their event loop free, or the proxies stop carrying
+ * heartbeats while a synchronous child runs.
+ */
+export function cliAsync(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  const [cmd, argv] = nodeCommand(args);
+  return new Promise((resolve) => {
+    const p = spawn(cmd, argv, { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
