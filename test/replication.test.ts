@@ -100,10 +100,11 @@ t.test('three masters converge through partitions and a SIGKILL, losing no ackno
   await Promise.all(loops.map((l) => l.done));
 
   const urls = nodes.map((n) => n.url).join(',');
-  let verify = cli(['verify', '--nodes', urls, '--json'], { MERIDIAN_PASSWORD: PW });
+  // cliAsync: a blocking child would stall the in-process proxies' heartbeats
+  let verify = await cliAsync(['verify', '--nodes', urls, '--json'], { MERIDIAN_PASSWORD: PW });
   for (let i = 0; i < 60 && verify.code !== 0; i++) {
     await sleep(500);
-    verify = cli(['verify', '--nodes', urls, '--json'], { MERIDIAN_PASSWORD: PW });
+    verify = await cliAsync(['verify', '--nodes', urls, '--json'], { MERIDIAN_PASSWORD: PW });
   }
   t.equal(verify.code, 0, `meridian verify passes: ${verify.stdout}${verify.stderr}`);
 
