@@ -860,7 +860,7 @@ export class Store {
     this.assertOpen();
     const ops: BatchOp[] = [];
     const merges: Promise<void>[] = [];
-    const cloned: Slot<CachedObject>[] = [];
+    const cloned: [Slot<CachedObject>, ObjectRecord][] = [];
     const present = await this.db.getMany(items.map((i) => keys.object(i.id)));
     const decoded = items.map(({ id, record }) => {
       if (!isValidId(id)) throw new MeridianError('bad-request', `cloned object id "${id.slice(0, 40)}" is not valid`);
@@ -898,11 +898,11 @@ export class Store {
       if (def && !rec.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + 1);
       const slot = this.objects.set(id, { current: rec, durable: null, doc: undefined, pending: undefined });
       slot.pins++;
-      cloned.push(slot);
+      cloned.push([slot, rec]);
     }
     const written = this.commits.add(ops, () => {
-      for (const slot of cloned) {
-        slot.value.durable ??= slot.value.current;
+      for (const [slot, rec] of cloned) {
+        slot.value.durable ??= rec; // not `current`: a later write may have moved it on, not yet on disk
         this.objects.release(slot);
       }
     });
