@@ -263,6 +263,9 @@ t.test('two masters dialing each other keep one session; a chain converges; a si
   t.equal(await liveWith(a.url, 'b'), 1, 'one live session between a and b although both dial');
   t.notOk((await peersOf(a.url)).some((p) => p.node === 'c'), 'a never connected to c');
   t.match(a.output() + b.output(), /duplicate session/, 'the second session was closed as a duplicate');
+  await sleep(1500);
+  const duplicates = (a.output() + b.output()).split('duplicate session with this peer closed').length - 1;
+  t.ok(duplicates <= 2, `the losing dialer waits instead of redialing (${duplicates} duplicate closes)`);
 
   // b -> c goes silent: no close, no reset; the heartbeat notices within the timeout
   toC.blackhole();

@@ -247,6 +247,13 @@ export class Replicator {
   /** One session per peer: of two, keep the one dialed by the smaller node id. */
   private admit(link: Link, peer: string): boolean {
     const me = this.opts.store.nodeId;
+    // the dialer learns whom its URL reaches even if this session loses the
+    // duplicate rule, so status can show the surviving session under its URL
+    const d = this.dialers.find((x) => x.link === link);
+    if (d) {
+      d.node = peer;
+      d.reason = null;
+    }
     for (const other of this.links) {
       if (other === link || other.session.peer !== peer || other.session.state !== 'open') continue;
       const keepOutbound = me < peer;
@@ -257,12 +264,7 @@ export class Replicator {
       loser.ws.close(1000, 'duplicate session');
       if (loser === link) return false;
     }
-    const d = this.dialers.find((x) => x.link === link);
-    if (d) {
-      d.node = peer;
-      d.attempt = 0;
-      d.reason = null;
-    }
+    if (d) d.attempt = 0;
     return true;
   }
 
@@ -271,6 +273,7 @@ export class Replicator {
     clearInterval(link.timer);
     releaseSnapshot(link);
     const reason = this.lastReason.get(link) ?? fallback ?? 'closed';
+    if (reason !== 'duplicate session') this.wake(link.session.peer);
     const d = this.dialers.find((x) => x.link === link);
     if (!d) {
       if (reason !== 'duplicate session') this.opts.log.info({ peer: link.session.peer ?? null, direction: 'inbound', reason }, 'replication link closed');
@@ -281,18 +284,35 @@ export class Replicator {
     d.bytesOut += link.bytesOut;
     d.lastContact = Math.max(d.lastContact, link.lastContact);
     if (reason === 'duplicate session') {
-      // the peer's own dial carries the session; look again later in case it drops
       d.state = 'backing-off';
+      d.reason = 'duplicate session';
     } else {
       d.state = this.refused.get(link) ? 'refused' : 'backing-off';
       d.reason = d.reason && reason === 'connection closed' ? d.reason : reason;
     }
     if (this.closed) return;
-    const delay = backoffDelay(d.attempt++, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 30_000);
-    if (d.state === 'backing-off' || d.state === 'refused') {
+    // The peer's own dial carries the session: look again only now and then;
+    // if that session ends, the dialer is woken at once (see wake()).
+    const delay =
+      reason === 'duplicate session'
+        ? this.opts.backoffCap ?? 30_000
+        : backoffDelay(d.attempt++, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 30_000);
+    if (reason !== 'duplicate session') {
       this.opts.log.info({ url: d.url, peer: d.node, reason: d.reason, retryInMs: delay }, 'replication link down; backing off');
     }
     d.timer = setTimeout(() => this.dial(d), delay);
+  }
+
+  /** A session with `peer` ended: a dialer parked behind it as a duplicate dials now. */
+  private wake(peer: string | undefined): void {
+    if (this.closed || peer === undefined) return;
+    for (const d of this.dialers) {
+      if (d.node === peer && !d.link && d.reason === 'duplicate session') {
+        clearTimeout(d.timer);
+        d.reason = null;
+        d.timer = setTimeout(() => this.dial(d), backoffDelay(0, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 30_000));
+      }
+    }
   }
 
   /** Per-peer state for /status. */
