@@ -376,9 +376,16 @@ export class SyncSession {
     ];
   }
 
-  /** Whether this side has sent everything and applied everything it was sent. */
+  /** Whether this side has sent everything (and had it acknowledged) and applied everything it was sent. */
   get live(): boolean {
-    return this.state === 'open' && this.cursor !== undefined && this.cursor >= this.head && this.stats.applied >= this.stats.remoteHead && !this.applying;
+    return (
+      this.state === 'open' &&
+      this.cursor !== undefined &&
+      this.cursor >= this.head &&
+      this.inFlight === 0 &&
+      this.stats.applied >= this.stats.remoteHead &&
+      !this.applying
+    );
   }
 }
 
