@@ -1209,7 +1209,19 @@ function needsHashing(def: TypeDef, values: Record<string, FieldValue | null>): 
 }
 
 function toStored(id: string, r: ObjectRecord): StoredObject {
-  return { id, type: r.t, fields: r.f, deleted: r.d, version: r.v, hlc: r.h, modified: hlcToIso(r.h), seq: r.s };
+  return {
+    id,
+    type: r.t,
+    fields: r.f,
+    deleted: r.d,
+    version: r.v,
+    hlc: r.h,
+    // formatted only when read: most writes' results are never shown
+    get modified(): string {
+      return hlcToIso(r.h);
+    },
+    seq: r.s,
+  };
 }
 
 function feedEntry(seq: number, r: FeedRecord): FeedEntry {

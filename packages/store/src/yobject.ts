@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import * as Y from 'yjs';
 import * as encoding from 'lib0/encoding';
 import type { FieldValue } from './codec.js';
@@ -116,11 +116,17 @@ export function docVersion(doc: Y.Doc): string {
  * fields in key order and the deleted flag.
  */
 function versionOf(sv: Map<number, number>, fields: Readonly<Record<string, FieldValue>>, deleted: boolean): string {
-  const parts = [...sv.entries()].sort((a, b) => a[0] - b[0]).map(([c, k]) => `${c}:${k}`);
-  const content = Object.keys(fields)
-    .sort()
-    .map((k) => [k, fields[k]]);
-  return createHash('sha1').update(parts.join(',')).update('\0').update(JSON.stringify(content)).update(deleted ? '\0d' : '\0').digest('base64url').slice(0, 16);
+  const clients = [...sv.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([c, k]) => `${c}:${k}`)
+    .join(',');
+  const content = JSON.stringify(
+    Object.keys(fields)
+      .sort()
+      .map((k) => [k, fields[k]]),
+  );
+  // one-shot hash: createHash().update().digest() cost twice as much per write
+  return hash('sha1', `${clients}\0${content}${deleted ? '\0d' : '\0'}`, 'base64url').slice(0, 16);
 }
 
 /**
