@@ -2,10 +2,10 @@ import t from 'tap';
 import { cli, startNode } from './helpers/node-process.js';
 import { makeCerts } from './helpers/certs.js';
 import { tempDir } from './helpers/tmp.js';
+import { until } from './helpers/wait.js';
 
 const PW = 'test-admin-pw';
 const SECRET = 'replication-test-secret';
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 t.test('masters replicate over wss:// with a configured certificate and CA; an untrusted certificate is refused', async (t) => {
   const certs = makeCerts(tempDir(t));
@@ -19,15 +19,13 @@ t.test('masters replicate over wss:// with a configured certificate and CA; an u
   const env = { MERIDIAN_PASSWORD: PW, NODE_EXTRA_CA_CERTS: certs.ca };
 
   const id = cli(['put', 'Organisation', 'name=Over TLS', 'kind=customer', '--node', a.url], env).stdout.trim();
-  let got = cli(['get', id, '--node', b.url], env);
-  for (let i = 0; i < 50 && got.code !== 0; i++) {
-    await sleep(100);
-    got = cli(['get', id, '--node', b.url], env);
-  }
-  t.equal(got.code, 0, 'the write reached b over wss');
+  t.ok(await until(() => cli(['get', id, '--node', b.url], env).code === 0), 'the write reached b over wss');
+  const got = cli(['get', id, '--node', b.url], env);
   t.match(got.stdout, /name\s+Over TLS/);
 
-  const peers = JSON.parse(cli(['peers', '--json', '--node', untrusting.url], env).stdout);
+  const peersOf = (): { state: string; reason: string | null }[] => JSON.parse(cli(['peers', '--json', '--node', untrusting.url], env).stdout);
+  await until(() => /certificate/.test(peersOf()[0]?.reason ?? ''));
+  const peers = peersOf();
   t.match(peers[0], { state: 'backing-off', reason: /certificate/ }, 'a peer whose certificate is not trusted is not joined');
   t.equal(JSON.parse(cli(['status', '--json', '--node', untrusting.url], env).stdout).objects, 0);
 });

@@ -1,5 +1,5 @@
 import type { ApplyResult, FeedEntry, RemoteChange, StateSnapshot, StoreDigest } from '@meridian/store';
-import type { Frame, Role } from './frames.js';
+import { DIGEST_BITS, type Frame, type Role } from './frames.js';
 import type { Action, SyncSession } from './session.js';
 
 /** What replication needs of the store: its feed, its states and the apply path. */
@@ -36,8 +36,6 @@ export interface SessionIo {
   snapshot?: StateSnapshot | undefined;
   reader?: AsyncGenerator<{ id: string; record: Uint8Array }[]> | undefined;
 }
-
-const DIGEST_BITS = 8;
 
 /**
  * Runs a session's actions in order against the store, feeding each result

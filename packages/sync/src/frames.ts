@@ -112,7 +112,9 @@ export interface ErrorFrame {
 
 export type Frame = HelloFrame | AuthFrame | SubscribeFrame | StatesFrame | DigestFrame | NeedFrame | ChangesFrame | AckFrame | HeadFrame | ErrorFrame;
 
-export const DIGEST_BUCKETS = 256;
+/** anti-entropy digests: buckets by the first byte of sha1(id) */
+export const DIGEST_BITS = 8;
+export const DIGEST_BUCKETS = 2 ** DIGEST_BITS;
 
 export class FrameError extends Error {}
 
