@@ -45,6 +45,7 @@ export interface DigestView {
 
 export interface VerifyResult {
   identical: boolean;
+  buckets: number;
   nodes: { url: string; nodeId: string; objects: number }[];
   /** buckets (id ranges by hash) that differ, with each node's object count there */
   differing: { bucket: string; counts: Record<string, number> }[];
@@ -59,14 +60,14 @@ export function compareDigests(digests: (DigestView & { url: string })[]): Verif
       differing.push({ bucket: b.toString(16), counts: Object.fromEntries(digests.map((d) => [d.nodeId, d.buckets[b]!.count])) });
     }
   }
-  return { identical: differing.length === 0, nodes: digests.map((d) => ({ url: d.url, nodeId: d.nodeId, objects: d.objects })), differing };
+  return { identical: differing.length === 0, buckets: width, nodes: digests.map((d) => ({ url: d.url, nodeId: d.nodeId, objects: d.objects })), differing };
 }
 
 export function formatVerify(r: VerifyResult): string {
   const head = r.nodes.map((n) => `${n.nodeId} (${n.url}): ${n.objects} objects`).join('\n');
   if (r.identical) return `${head}\nidentical: every id range has the same digest on every node`;
   const lines = r.differing.map((d) => `id range ${d.bucket}: ${Object.entries(d.counts).map(([n, c]) => `${n} ${c}`).join(', ')}`);
-  return `${head}\nDIVERGED in ${r.differing.length} of 16 id ranges (ranges by the first hex digit of sha1(id)):\n${lines.join('\n')}`;
+  return `${head}\nDIVERGED in ${r.differing.length} of ${r.buckets} id ranges (ranges by the first hex digit of sha1(id)):\n${lines.join('\n')}`;
 }
 
 function table(header: string[], rows: string[][]): string {

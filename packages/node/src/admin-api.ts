@@ -202,7 +202,7 @@ async function feed(ctx: AdminContext, res: ServerResponse, url: URL): Promise<v
       id: e.id,
       type: e.type,
       kind: e.kind,
-      time: new Date(Math.floor(e.hlc / 1000)).toISOString(),
+      time: hlcToIso(e.hlc),
       principal: e.principal,
       fields: e.fields,
       bytes: e.update.length,

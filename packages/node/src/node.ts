@@ -52,6 +52,7 @@ export class MeridianNode {
   static async start(config: NodeConfig, log: Logger = pino({ level: 'info' }, destination(2))): Promise<MeridianNode> {
     const schema = loadSchemaFile(config.schema);
     const store = await Store.open({ dir: config.dir, schema, nodeId: config.nodeId, cacheBytes: config.cacheBytes });
+    let replicator: Replicator | undefined;
     try {
       const auth = await AdminAuth.init(store, config.adminPassword);
       if (config.sample && !(await store.getMeta<boolean>('sampleLoaded'))) {
@@ -62,7 +63,7 @@ export class MeridianNode {
       const server = config.tlsCert
         ? createTlsServer({ keepAliveTimeout: 5000, cert: readPem(config.tlsCert, '--tls-cert'), key: readPem(config.tlsKey!, '--tls-key') })
         : createServer({ keepAliveTimeout: 5000 });
-      const replicator = config.clusterSecret
+      replicator = config.clusterSecret
         ? new Replicator({
             store,
             cluster: config.clusterId,
@@ -106,6 +107,8 @@ export class MeridianNode {
       node.scheduleTrim();
       return node;
     } catch (e) {
+      // e.g. the port is taken: the replicator already dials its peers
+      await replicator?.close();
       await store.close();
       throw e;
     }

@@ -35,9 +35,6 @@ export function conflictKey(objectId: string, field: string, items: [string, str
   return `k${objectId}${SEP}${field}${SEP}${items[0]}${SEP}${items[1]}`;
 }
 
-export function conflictPrefix(objectId: string, field?: string): string {
-  return field === undefined ? `k${objectId}${SEP}` : `k${objectId}${SEP}${field}${SEP}`;
-}
 
 const itemId = (id: Y.ID): string => `${id.client}:${id.clock}`;
 

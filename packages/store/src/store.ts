@@ -456,7 +456,8 @@ export class Store {
     const shown = intent.kind === 'create' ? undefined : id;
     // The object may have changed while we waited for index and reference
     // loads: the plan was made from one record, so plan again from the new one.
-    if (cur !== plan.from) return RETRY;
+    // ...and a remote change may be half-applied to the shared doc right now.
+    if (cur !== plan.from || slot.value.busy) return RETRY;
     if (opts.ifVersion !== undefined && cur && cur.v !== opts.ifVersion) {
       throw new MeridianError('precondition', `${def.name} ${id} has changed since version ${opts.ifVersion}; fetch it again and retry`);
     }
@@ -709,7 +710,12 @@ export class Store {
             detected: this.clock.tick(),
             settled: undefined,
           };
-          conflictOps.push({ type: 'put', key: conflictKey(c.id, field, [`unique:${owner}`, `unique:${c.id}`]), value: encode(rec) });
+          const key = conflictKey(c.id, field, [`unique:${owner}`, `unique:${c.id}`]);
+          conflictOps.push({ type: 'put', key, value: encode(rec) });
+          let m = this.openConflicts.get(c.id);
+          if (!m) this.openConflicts.set(c.id, (m = new Map()));
+          m.set(key, rec);
+          conflicted.add(field); // the change that makes a conflict does not settle it
         }
       }
       const settle = c.fields.filter((f) => !conflicted.has(f)).flatMap((f) => this.settleOps(c.id, f, hlc));
@@ -926,6 +932,8 @@ export class Store {
   private async mergeState(id: string, state: Uint8Array, hlc: number): Promise<void> {
     const slot = await this.objects.acquire(id, this.loadObject);
     while (slot.value.busy) await slot.value.busy;
+    let done!: () => void;
+    slot.value.busy = new Promise<void>((r) => (done = r));
     const claims: Slot<CachedClaim>[] = [];
     let handedOver = false;
     try {
@@ -947,8 +955,14 @@ export class Store {
       const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(cur?.h ?? 0, hlc), s: cur?.s ?? this.durableSeq, v: docVersion(doc), y: encodeState(doc) };
       const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, []);
       handedOver = true;
+      slot.value.busy = undefined;
+      done();
       await durable;
     } finally {
+      if (slot.value.busy) {
+        slot.value.busy = undefined;
+        done();
+      }
       if (!handedOver) {
         for (const c of claims) this.claims.release(c);
         this.objects.release(slot);

@@ -72,6 +72,7 @@ t.test('a unique value taken on both sides while partitioned is kept and reporte
   const c = (await a.conflicts()).items;
   t.equal(c.length, 1);
   t.match(c[0], { field: 'uid', winner: `unique:${pa.id}` });
+  t.equal(a.openConflictCount(), 1, 'counted as open at once, not only after a restart');
   t.equal((await a.lookup('Person', 'uid', 'jo')).items[0]?.id, pa.id, 'the first holder keeps the index entry');
 });
 

@@ -238,8 +238,8 @@ class Simulation {
       else await store.update(id, { c: Math.floor(this.rnd() * 100), b: null });
     }
     // the write is acknowledged: remember the Yjs clock it reached
-    const entry = (await store.readFeed(store.lastSeq - 1, 1))[0]!;
-    if (entry.id !== id || entry.origin !== node.id) return; // the write changed nothing
+    const entry = store.lastSeq > 0 ? (await store.readFeed(store.lastSeq - 1, 1))[0] : undefined;
+    if (!entry || entry.id !== id || entry.origin !== node.id) return; // the write changed nothing
     for (const s of Y.decodeUpdate(entry.update).structs) this.acked.push({ node: node.id, seq: entry.seq, what: entry.kind + ' ' + entry.fields.join(','), id, client: s.id.client, clock: s.id.clock + s.length });
     this.advance(node);
   }
