@@ -103,6 +103,14 @@ async function getOne(ctx: AdminContext, res: ServerResponse, id: string, withDe
   sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });
 }
 
+/** `?limit=`: 100 when absent, else a whole number from 1 to 10000. */
+function pageLimit(q: URLSearchParams): number {
+  const text = q.get('limit');
+  const limit = text === null ? 100 : Number(text);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 10000) throw new HttpError(400, 'limit must be a whole number from 1 to 10000');
+  return limit;
+}
+
 const CURSOR_RE = /^[A-Za-z0-9_-]{1,400}$/;
 
 function decodeCursor(s: string | null): string | undefined {
@@ -119,9 +127,7 @@ async function list(ctx: AdminContext, res: ServerResponse, url: URL): Promise<v
   const q = url.searchParams;
   const type = q.get('type');
   if (!type) throw new HttpError(400, 'say which type to list with ?type=, for example ?type=Person');
-  const limitText = q.get('limit');
-  const limit = limitText === null ? 100 : Number(limitText);
-  if (!Number.isInteger(limit) || limit < 1 || limit > 10000) throw new HttpError(400, 'limit must be a whole number from 1 to 10000');
+  const limit = pageLimit(q);
   const after = decodeCursor(q.get('after'));
   const filters = [...q.entries()].filter(([k]) => !['type', 'limit', 'after'].includes(k));
   if (filters.length > 1) throw new HttpError(400, 'filter by one field at a time, for example ?type=Person&mail=anna@example.com');
@@ -190,9 +196,8 @@ async function remove(ctx: AdminContext, req: IncomingMessage, res: ServerRespon
 
 async function feed(ctx: AdminContext, res: ServerResponse, url: URL): Promise<void> {
   const after = Number(url.searchParams.get('after') ?? '0');
-  const limit = Number(url.searchParams.get('limit') ?? '100');
+  const limit = pageLimit(url.searchParams);
   if (!Number.isSafeInteger(after) || after < 0) throw new HttpError(400, 'after must be a feed position (a whole number, 0 for the start)');
-  if (!Number.isInteger(limit) || limit < 1 || limit > 10000) throw new HttpError(400, 'limit must be a whole number from 1 to 10000');
   const entries = await ctx.store.readFeed(after, limit);
   sendJson(res, 200, {
     entries: entries.map((e) => ({
@@ -213,9 +218,7 @@ async function feed(ctx: AdminContext, res: ServerResponse, url: URL): Promise<v
 
 async function conflicts(ctx: AdminContext, res: ServerResponse, url: URL): Promise<void> {
   const open = url.searchParams.get('all') !== '1';
-  const limitText = url.searchParams.get('limit');
-  const limit = limitText === null ? 100 : Number(limitText);
-  if (!Number.isInteger(limit) || limit < 1 || limit > 10000) throw new HttpError(400, 'limit must be a whole number from 1 to 10000');
+  const limit = pageLimit(url.searchParams);
   const page = await ctx.store.conflicts({ open, limit, after: decodeCursor(url.searchParams.get('after')) });
   sendJson(res, 200, {
     items: page.items.map((c) => ({

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
-import { MeridianError } from '@meridian/store';
+import { isValidId, MeridianError } from '@meridian/store';
 
 /**
  * A node's settings. Each can come from a command-line flag, an environment
@@ -46,7 +46,7 @@ function checkCombination(c: NodeConfig): void {
   if (c.peers.length > 0 && !c.clusterSecret) {
     throw new MeridianError('bad-request', '--peers needs --cluster-secret (or MERIDIAN_CLUSTER_SECRET): masters authenticate each other with it');
   }
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(c.clusterId)) {
+  if (!isValidId(c.clusterId)) {
     throw new MeridianError('bad-request', '--cluster-id may hold only letters, digits, ".", "_" and "-" (at most 128)');
   }
   if (c.clusterSecret !== undefined && c.clusterSecret.length < 16) {

@@ -509,9 +509,9 @@ export class Store {
       const change = applyLocal(doc, setFields, { type: def.name, deleted: plan.deleted });
       update = change.update;
       changed = change.changed;
-      version = docVersion(doc);
-      state = encodeState(doc);
       fields = readFields(doc);
+      version = docVersion(doc, fields, plan.deleted);
+      state = encodeState(doc);
     }
     const hlc = this.clock.tick();
     const seq = ++this.seq;
@@ -682,7 +682,7 @@ export class Store {
       const hlc = c.hlc;
       const seq = ++this.seq;
       this.vector.add(c.origin, c.originSeq);
-      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(hlc, cur?.h ?? 0), s: seq, v: docVersion(doc), y: encodeState(doc) };
+      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(hlc, cur?.h ?? 0), s: seq, v: docVersion(doc, fields, meta.deleted), y: encodeState(doc) };
       const feed: FeedRecord = { o: c.origin, n: c.originSeq, i: c.id, t: type, u: c.update, h: hlc, p: c.principal, c: c.fields, k: c.kind };
       const conflictOps: BatchOp[] = [];
       const conflicted = new Set(found.map((f) => f.field));
@@ -952,7 +952,7 @@ export class Store {
       for (const k of before.unique) if (!after.unique.has(k)) keysToClaim.add(k);
       for (const k of after.unique) if (!before.unique.has(k)) keysToClaim.add(k);
       await Promise.all([...keysToClaim].map(async (k) => claims.push(await this.claims.acquire(k, this.loadClaim))));
-      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(cur?.h ?? 0, hlc), s: cur?.s ?? this.durableSeq, v: docVersion(doc), y: encodeState(doc) };
+      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(cur?.h ?? 0, hlc), s: cur?.s ?? this.durableSeq, v: docVersion(doc, fields, meta.deleted), y: encodeState(doc) };
       const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, []);
       handedOver = true;
       slot.value.busy = undefined;

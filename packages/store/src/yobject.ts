@@ -105,9 +105,9 @@ export function encodeState(doc: Y.Doc): Uint8Array {
  * two nodes holding the same merged state report the same version (the XML
  * gateway's strong ETag) whatever order they received the changes in.
  */
-export function docVersion(doc: Y.Doc): string {
+export function docVersion(doc: Y.Doc, fields: Readonly<Record<string, FieldValue>> = readFields(doc), deleted = readMeta(doc).deleted): string {
   const sv = Y.decodeStateVector(Y.encodeStateVector(doc));
-  return versionOf(sv, readFields(doc), readMeta(doc).deleted);
+  return versionOf(sv, fields, deleted);
 }
 
 /**

@@ -1,4 +1,5 @@
 import { Packr } from 'msgpackr';
+import { isValidId } from '@meridian/store';
 
 /**
  * Every frame of the replication protocol, in one place. A frame is one
@@ -127,7 +128,7 @@ export function encodeFrame(f: Frame): Uint8Array {
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 /** node and cluster ids: the characters object ids may use */
-const isId = (v: unknown): v is string => typeof v === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(v);
+const isId = (v: unknown): v is string => typeof v === 'string' && isValidId(v);
 const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isBytes = (v: unknown, max: number): v is Uint8Array => v instanceof Uint8Array && v.length <= max;
 const KINDS = new Set(['create', 'update', 'delete', 'undelete']);
