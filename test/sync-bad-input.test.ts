@@ -184,9 +184,19 @@ const cases: Case[] = [
     reason: new RegExp(`^unsupported protocol version ${PROTOCOL_VERSION + 1}; this node speaks ${PROTOCOL_VERSION}$`),
   },
   {
-    name: 'a hello from a replica',
+    name: 'a hello from a replica without a credential',
     script: (ws) => ws.send(hello({ role: 'replica' })),
-    reason: /^role replica cannot join with the cluster secret/,
+    reason: /^a replica must present its credential \(from "meridian replica add" on a master\)$/,
+  },
+  {
+    name: 'a hello from a replica with a credential never issued',
+    script: (ws) => ws.send(hello({ role: 'replica', cred: 'laptop-9:0123456789abcdef' })),
+    reason: /^replica credential "laptop-9" is unknown or revoked on this master; issue one with "meridian replica add laptop-9"$/,
+  },
+  {
+    name: 'a hello with a malformed credential',
+    script: (ws) => ws.send(hello({ role: 'replica', cred: 'laptop-9' })),
+    reason: /^malformed frame: hello credential must be name:serial$/,
   },
   {
     name: 'a correct hello then a wrong auth proof',
@@ -341,4 +351,115 @@ t.test('after all that, a peer holding the secret still gets in', async (t) => {
     ws.once('close', () => resolve());
     ws.close(1000, 'done');
   });
+});
+
+/** Issues a replica credential through the node's admin API. */
+async function issue(node: MeridianNode, name: string): Promise<string> {
+  const res = await fetch(`${node.url}/api/replicas`, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from('admin:pw').toString('base64')}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name }),
+  });
+  const body = (await res.json()) as { credential: string };
+  return body.credential;
+}
+
+/**
+ * Drives a real SyncSession as a replica against the node: `after` runs
+ * once the session is open (and subscribed); resolves with how it ended.
+ */
+function asReplica(
+  node: MeridianNode,
+  opts: { credential: string; role?: 'master' | 'replica'; after?: (ws: WebSocket) => void },
+): Promise<{ code: number; reason: string; frames: Frame[]; opened: boolean }> {
+  const [name, serial, key] = opts.credential.split(':') as [string, string, string];
+  const session = new SyncSession({ nodeId: `replica-${name}`, cluster: 'meridian', secret: key, credential: `${name}:${serial}`, role: opts.role ?? 'replica', nonce: randomBytes(16), vector: () => ({}), head: 0 });
+  const ws = new WebSocket(syncUrl(node));
+  const frames: Frame[] = [];
+  let opened = false;
+  const run = (actions: Action[]): void => {
+    const queue = [...actions];
+    while (queue.length) {
+      const a = queue.shift()!;
+      if (a.type === 'send') ws.send(encodeFrame(a.frame));
+      else if (a.type === 'load-checkpoint') queue.push(...session.checkpointLoaded(0));
+      else if (a.type === 'open') {
+        opened = true;
+        setTimeout(() => opts.after?.(ws), 50);
+      }
+    }
+  };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      ws.terminate();
+      reject(new Error(`the node did not close the session within 5 s; frames: ${JSON.stringify(frames.map((f) => f.t))}`));
+    }, 5000);
+    ws.on('open', () => run(session.start(Date.now())));
+    ws.on('message', (data: Buffer) => {
+      const f = decodeFrame(data);
+      frames.push(f);
+      run(session.receive(f));
+    });
+    ws.on('error', () => undefined);
+    ws.on('close', (code, reason) => {
+      clearTimeout(timer);
+      resolve({ code, reason: reason.toString(), frames, opened });
+    });
+  });
+}
+
+t.test('replicas are receive-only, and their credential is no cluster secret', async (t) => {
+  const { node, logs } = await startNode(t);
+  await node.store.create('Person', { cn: 'Ada', sn: 'Lovelace' });
+  const credential = await issue(node, 'laptop-1');
+  t.match(credential, /^laptop-1:[0-9a-f]{16}:[A-Za-z0-9_-]{43}$/, 'a credential is name:serial:key');
+  const seq = node.store.lastSeq;
+
+  const pushed = await asReplica(node, {
+    credential,
+    after: (ws) => ws.send(encodeFrame({ t: 'changes', changes: [wireChange(1)], last: 1, head: 1 })),
+  });
+  t.ok(pushed.opened, 'the replica authenticated with its credential');
+  t.ok(pushed.frames.some((f) => f.t === 'changes'), 'and received the feed');
+  t.notOk(pushed.frames.some((f) => f.t === 'sub'), 'the master never subscribes to a replica');
+  t.equal(pushed.code, 1008);
+  t.equal(pushed.reason, 'replicas are receive-only: replica-laptop-1 sent a changes frame');
+  t.equal(node.store.lastSeq, seq, 'the pushed entry was not stored');
+  t.equal(await node.store.get('per-intruder1'), undefined);
+  t.ok(logs.some((l) => l.msg === 'replication peer refused' && l.reason === 'replicas are receive-only: replica-laptop-1 sent a changes frame'), 'the refusal is logged');
+
+  const states = await asReplica(node, { credential, after: (ws) => ws.send(encodeFrame({ t: 'states', objects: [], done: true, head: 1, vector: {} })) });
+  t.equal(states.reason, 'replicas are receive-only: replica-laptop-1 sent a states frame');
+
+  const asMaster = await asReplica(node, { credential, role: 'master' });
+  t.notOk(asMaster.opened, 'claiming the master role with a replica key fails');
+  t.equal(asMaster.reason, "authentication failed: the peer does not hold this cluster's secret");
+
+  const forged = credential.replace(/:[^:]+$/, `:${'A'.repeat(43)}`);
+  const wrongKey = await asReplica(node, { credential: forged });
+  t.notOk(wrongKey.opened);
+  t.equal(wrongKey.reason, 'authentication failed: the peer does not hold its replica credential');
+
+  const reissued = await issue(node, 'laptop-1');
+  t.not(reissued, credential, 're-issuing draws a new serial');
+  const old = await asReplica(node, { credential });
+  t.equal(old.reason, 'replica credential "laptop-1" was re-issued; use the newest one from "meridian replica add"');
+  t.equal(node.store.lastSeq, seq + 1, 'only the re-issue itself was written');
+});
+
+t.test('revoking a replica credential closes its open session', async (t) => {
+  const { node, logs } = await startNode(t);
+  const credential = await issue(node, 'laptop-2');
+  const ended = asReplica(node, {
+    credential,
+    after: () =>
+      void fetch(`${node.url}/api/replicas/laptop-2`, { method: 'DELETE', headers: { authorization: `Basic ${Buffer.from('admin:pw').toString('base64')}` } }),
+  });
+  const out = await ended;
+  t.ok(out.opened);
+  t.equal(out.reason, "this replica's credential was revoked");
+  t.ok(logs.some((l) => l.msg === 'replication peer refused' && l.reason === "this replica's credential was revoked"));
+  const again = await asReplica(node, { credential });
+  t.notOk(again.opened, 'and it is refused from then on');
+  t.equal(again.reason, 'replica credential "laptop-2" is unknown or revoked on this master; issue one with "meridian replica add laptop-2"');
 });

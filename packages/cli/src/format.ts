@@ -31,6 +31,9 @@ export interface StatusView {
   nodeId: string;
   role: string;
   mode: string;
+  modeReason?: string | null;
+  modeSince?: string;
+  master?: { node: string | null; url: string } | null;
   version: string;
   uptimeSeconds: number;
   objects: number;
@@ -47,7 +50,10 @@ export function formatStatus(s: StatusView): string {
     .map(([t, n]) => `${t} ${n}`)
     .join(', ');
   return [
-    `node      ${s.nodeId} (${s.role}, ${s.mode})`,
+    `node      ${s.nodeId} (${s.role})`,
+    `mode      ${s.mode}${s.modeSince ? ` since ${s.modeSince}` : ''}`,
+    ...(s.modeReason ? [`          ${s.modeReason}`] : []),
+    ...(s.role === 'replica' ? [`master    ${s.master ? `${s.master.node ?? '?'} (${s.master.url})${s.mode === 'read-only' ? ', lost' : ''}` : 'none reached yet'}`] : []),
     `version   ${s.version}, up ${s.uptimeSeconds}s`,
     `objects   ${s.objects}${types ? ` (${types})` : ''}`,
     `feed      seq ${s.feed.lastSeq}${s.feed.lastChange ? `, last change ${s.feed.lastChange}` : ''}`,

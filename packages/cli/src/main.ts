@@ -3,7 +3,7 @@ import { isMeridianError } from '@meridian/store';
 import { initDataDir, MeridianNode, resolveConfig, VERSION, type ConfigInput } from '@meridian/node';
 import { AdminClient, CliError } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
-import { compareDigests, formatConflicts, formatPeers, formatVerify, type ConflictView, type DigestView, type PeerView } from './replication-views.js';
+import { compareDigests, formatConflicts, formatPeers, formatVerify, table, type ConflictView, type DigestView, type PeerView } from './replication-views.js';
 import { parseAssignments } from './assignments.js';
 
 interface ClientFlags {
@@ -40,7 +40,7 @@ function nodeOptions(cmd: Command): Command {
 
 function configFrom(flags: Record<string, unknown>): ReturnType<typeof resolveConfig> {
   const input: ConfigInput = {};
-  for (const k of ['dir', 'nodeId', 'schema', 'adminPassword', 'host', 'httpPort', 'maxBody', 'cacheBytes', 'sample', 'sampleSize', 'peers', 'clusterSecret', 'clusterId', 'heartbeat', 'linkTimeout', 'tlsCert', 'tlsKey', 'tlsCa', 'feedRetention'] as const) {
+  for (const k of ['dir', 'nodeId', 'schema', 'adminPassword', 'host', 'httpPort', 'maxBody', 'cacheBytes', 'sample', 'sampleSize', 'peers', 'clusterSecret', 'clusterId', 'heartbeat', 'linkTimeout', 'tlsCert', 'tlsKey', 'tlsCa', 'feedRetention', 'role', 'masters', 'replicaCredential', 'writeTimeout'] as const) {
     if (flags[k] !== undefined) (input as Record<string, unknown>)[k] = flags[k];
   }
   return resolveConfig({ flags: input, env: process.env, file: flags['config'] as string | undefined });
@@ -76,6 +76,10 @@ export function buildProgram(): Command {
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
     .option('--tls-ca <file>', 'PEM CA certificate trusted when dialing wss:// peers')
     .option('--feed-retention <entries>', 'changes feed entries to keep (default 0: all); peers further behind catch up by anti-entropy')
+    .option('--role <role>', 'master (default) or replica: a replica reads locally and writes through a master')
+    .option('--masters <urls>', 'replica: comma-separated ws:// URLs of its masters, tried in order')
+    .option('--replica-credential <credential>', 'replica: name:serial:key from "meridian replica add" (env MERIDIAN_REPLICA_CREDENTIAL)')
+    .option('--write-timeout <ms>', 'replica: how long a forwarded write waits for its master (default 30000)')
     .action(async (flags: Record<string, unknown>) => {
       const node = await MeridianNode.start(configFrom(flags));
       out(`meridian node ${node.store.nodeId} listening on ${node.url}`);
@@ -200,6 +204,29 @@ export function buildProgram(): Command {
       } while (next);
       out(flags.json ? JSON.stringify(items) : formatConflicts(items));
     });
+
+  const replica = program.command('replica').description('issue, list and revoke replica credentials (on a master)');
+  clientOptions(replica.command('add').description('issue a credential for a replica (re-issuing invalidates the old one); prints it once').argument('<name>', 'replica name, such as laptop-17')).action(
+    async (name: string, flags: ClientFlags) => {
+      const { body } = await client(flags).request<{ name: string; credential: string }>('POST', '/api/replicas', { name });
+      if (flags.json) out(JSON.stringify(body));
+      else {
+        out(body.credential);
+        process.stderr.write(`start the replica with --role replica --masters <master ws:// URLs> --replica-credential ${body.credential}\n`);
+      }
+    },
+  );
+  clientOptions(replica.command('list').description('list the replica credentials issued')).action(async (flags: ClientFlags) => {
+    const { body } = await client(flags).request<{ items: { name: string; serial: string; issued: string; issuedBy: string | null }[] }>('GET', '/api/replicas');
+    if (flags.json) out(JSON.stringify(body.items));
+    else out(body.items.length === 0 ? 'no replica credentials issued' : table(['name', 'serial', 'issued'], body.items.map((r) => [r.name, r.serial, r.issued])));
+  });
+  clientOptions(replica.command('revoke').description('revoke a replica credential: its sessions close and it is refused from then on').argument('<name>', 'replica name')).action(
+    async (name: string, flags: ClientFlags) => {
+      const { body } = await client(flags).request<{ name: string }>('DELETE', `/api/replicas/${encodeURIComponent(name)}`);
+      out(flags.json ? JSON.stringify(body) : `revoked replica credential ${body.name}`);
+    },
+  );
 
   clientOptions(program.command('verify').description('compare the data of several nodes; exit 1 if they differ'))
     .requiredOption('--nodes <urls>', 'comma-separated node URLs')

@@ -1,15 +1,21 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hlcToIso, publicFields, type Store, type StoredObject } from '@meridian/store';
 import { HttpError, readJson, sendJson } from './http-util.js';
+import type { Credential, Writer } from './writer.js';
 
 /**
  * The JSON admin API the CLI speaks: objects by id, lists by type and
  * indexed field, and the changes feed. Documented in docs/operations.md.
  */
 export interface AdminContext {
+  /** reads */
   store: Store;
+  /** writes: the store on a master, the master through the sync session on a replica */
+  writer: Writer;
   maxBody: number;
   principal: string;
+  /** the caller's own credential, which a replica forwards with its writes */
+  credential: Credential;
 }
 
 export interface ObjectJson {
@@ -81,6 +87,18 @@ function decodeSegment(s: string): string {
 
 function methodNotAllowed(method: string, allowed: string): HttpError {
   return new HttpError(405, `${method} is not allowed here; use ${allowed}`, 'method-not-allowed', { allow: allowed });
+}
+
+/** `Idempotency-Key`: a write sent again with the same key is answered, not applied twice. */
+function idempotencyKey(req: IncomingMessage): string | undefined {
+  const h = req.headers['idempotency-key'];
+  if (h === undefined) return undefined;
+  if (typeof h !== 'string' || !/^[\x21-\x7e]{1,128}$/.test(h)) throw new HttpError(400, 'Idempotency-Key must be 1 to 128 printable ASCII characters without spaces');
+  return h;
+}
+
+function writeOptions(ctx: AdminContext, req: IncomingMessage): { principal: string; credential: Credential; idempotencyKey: string | undefined; ifVersion: string | undefined } {
+  return { principal: ctx.principal, credential: ctx.credential, idempotencyKey: idempotencyKey(req), ifVersion: ifMatch(req) };
 }
 
 function etag(o: StoredObject): string {
@@ -168,29 +186,26 @@ async function create(ctx: AdminContext, req: IncomingMessage, res: ServerRespon
   const body = objectBody(await readJson(req, ctx.maxBody), ['type', 'id', 'fields']);
   if (typeof body['type'] !== 'string') throw new HttpError(400, '"type" must name a type of the schema');
   if (body['id'] !== undefined && typeof body['id'] !== 'string') throw new HttpError(400, '"id" must be a string');
-  const o = await ctx.store.create(body['type'], fieldsOf(body), {
-    id: body['id'] as string | undefined,
-    principal: ctx.principal,
-  });
+  const o = await ctx.writer.create(body['type'], fieldsOf(body), { ...writeOptions(ctx, req), id: body['id'] as string | undefined });
   sendJson(res, 201, objectJson(ctx.store, o), { etag: etag(o), location: `/api/objects/${encodeURIComponent(o.id)}` });
 }
 
 async function change(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string, method: string): Promise<void> {
   const body = objectBody(await readJson(req, ctx.maxBody), ['fields', 'type']);
   const fields = fieldsOf(body);
-  const opts = { principal: ctx.principal, ifVersion: ifMatch(req) };
+  const opts = writeOptions(ctx, req);
   if (method === 'PUT') {
     const cur = await ctx.store.get(id);
     if (cur && body['type'] !== undefined && body['type'] !== cur.type) {
       throw new HttpError(409, `${id} is a ${cur.type}, not a ${String(body['type'])}; an object's type never changes`, 'type-mismatch');
     }
   }
-  const o = method === 'PUT' ? await ctx.store.replace(id, fields, opts) : await ctx.store.update(id, fields, opts);
+  const o = method === 'PUT' ? await ctx.writer.replace(id, fields, opts) : await ctx.writer.update(id, fields, opts);
   sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });
 }
 
 async function remove(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
-  const o = await ctx.store.delete(id, { principal: ctx.principal, ifVersion: ifMatch(req) });
+  const o = await ctx.writer.delete(id, writeOptions(ctx, req));
   sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });
 }
 

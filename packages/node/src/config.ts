@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { isValidId, MeridianError } from '@meridian/store';
+import { parseReplicaCredential } from '@meridian/sync';
 
 /**
  * A node's settings. Each can come from a command-line flag, an environment
@@ -37,12 +38,31 @@ export interface NodeConfig {
   tlsCa: string | undefined;
   /** changes feed entries to keep (0: keep all); peers further behind catch up by anti-entropy */
   feedRetention: number;
+  /** master: read-write, replicates with its peers; replica: reads locally, writes through a master */
+  role: 'master' | 'replica';
+  /** replica: ws:// or wss:// URLs of its masters, tried in order */
+  masters: string[];
+  /** replica: its credential, `name:serial:key`, from `meridian replica add` on a master */
+  replicaCredential: string | undefined;
+  /** replica: ms a forwarded write may wait for its master's answer and for the change to come back */
+  writeTimeout: number;
 }
 
 export type ConfigInput = { [K in keyof NodeConfig]?: NodeConfig[K] | string };
 
 /** Settings that only make sense together, checked once all sources are merged. */
 function checkCombination(c: NodeConfig): void {
+  if (c.role === 'replica') {
+    if (c.masters.length === 0) throw new MeridianError('bad-request', '--role replica needs --masters: the ws:// URLs of the masters it replicates from');
+    if (!c.replicaCredential) throw new MeridianError('bad-request', '--role replica needs --replica-credential (or MERIDIAN_REPLICA_CREDENTIAL), issued by "meridian replica add NAME" on a master');
+    if (!parseReplicaCredential(c.replicaCredential)) throw new MeridianError('bad-request', '--replica-credential must be name:serial:key exactly as "meridian replica add" printed it');
+    if (c.clusterSecret) throw new MeridianError('bad-request', 'a replica must not hold the cluster secret (a laptop can be stolen); it authenticates with --replica-credential');
+    if (c.peers.length > 0) throw new MeridianError('bad-request', 'a replica has --masters, not --peers');
+    if (c.sample) throw new MeridianError('bad-request', '--sample is for masters; a replica clones its data from its master');
+  } else {
+    if (c.masters.length > 0) throw new MeridianError('bad-request', '--masters is for --role replica; masters list each other with --peers');
+    if (c.replicaCredential) throw new MeridianError('bad-request', '--replica-credential is for --role replica; masters authenticate with --cluster-secret');
+  }
   if (c.peers.length > 0 && !c.clusterSecret) {
     throw new MeridianError('bad-request', '--peers needs --cluster-secret (or MERIDIAN_CLUSTER_SECRET): masters authenticate each other with it');
   }
@@ -78,6 +98,10 @@ const DEFAULTS: NodeConfig = {
   tlsKey: undefined,
   tlsCa: undefined,
   feedRetention: 0,
+  role: 'master',
+  masters: [],
+  replicaCredential: undefined,
+  writeTimeout: 30_000,
 };
 
 const ENV: Record<keyof NodeConfig, string> = {
@@ -100,9 +124,13 @@ const ENV: Record<keyof NodeConfig, string> = {
   tlsKey: 'MERIDIAN_TLS_KEY',
   tlsCa: 'MERIDIAN_TLS_CA',
   feedRetention: 'MERIDIAN_FEED_RETENTION',
+  role: 'MERIDIAN_ROLE',
+  masters: 'MERIDIAN_MASTERS',
+  replicaCredential: 'MERIDIAN_REPLICA_CREDENTIAL',
+  writeTimeout: 'MERIDIAN_WRITE_TIMEOUT',
 };
 
-const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize', 'heartbeat', 'linkTimeout', 'feedRetention']);
+const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize', 'heartbeat', 'linkTimeout', 'feedRetention', 'writeTimeout']);
 
 function configError(source: string, key: string, problem: string): MeridianError {
   return new MeridianError('bad-request', `${source}: ${key} ${problem}`);
@@ -121,7 +149,11 @@ function coerce(source: string, key: keyof NodeConfig, raw: unknown): NodeConfig
     if (raw === 'false' || raw === '0' || raw === '') return false;
     throw configError(source, key, `must be true or false, got ${JSON.stringify(raw)}`);
   }
-  if (key === 'peers') {
+  if (key === 'role') {
+    if (raw === 'master' || raw === 'replica') return raw;
+    throw configError(source, key, `must be master or replica, got ${JSON.stringify(raw)}`);
+  }
+  if (key === 'peers' || key === 'masters') {
     const list = Array.isArray(raw) ? raw.map(String) : typeof raw === 'string' ? raw.split(',') : undefined;
     if (!list) throw configError(source, key, 'must be a list of ws:// or wss:// URLs');
     const urls = list.map((u) => u.trim()).filter(Boolean);

@@ -4,19 +4,31 @@ import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { destination, pino, type Logger } from 'pino';
 import { hlcToIso, loadSchemaFile, MeridianError, Store } from '@meridian/store';
-import { Replicator, type PeerStatus } from '@meridian/sync';
+import { parseReplicaCredential, Replicator, type PeerStatus } from '@meridian/sync';
 import { AdminAuth } from './admin-auth.js';
 import { handleAdmin } from './admin-api.js';
 import type { NodeConfig } from './config.js';
 import { basicCredentials, HttpError, sendError, sendJson, toHttpError } from './http-util.js';
 import { generateSample } from './sample-data.js';
+import { ForwardedWrites, ForwardingWriter } from './forwarding.js';
+import { ReplicaRegistry } from './replica-registry.js';
+import { handleReplicas } from './replicas-api.js';
+import { storeWriter, type Writer } from './writer.js';
 
 export const VERSION = '0.1.0';
 
+/** How long a master remembers the idempotency key of a forwarded write. */
+const IDEMPOTENCY_MS = 24 * 3600 * 1000;
+
 export interface StatusJson {
   nodeId: string;
-  role: 'master';
+  role: 'master' | 'replica';
   mode: 'read-write' | 'read-only';
+  /** why the node is read-only, and since when (null while read-write) */
+  modeReason: string | null;
+  modeSince: string;
+  /** replica: the master it writes through, or lost last */
+  master: { node: string | null; url: string } | null;
   version: string;
   startedAt: string;
   uptimeSeconds: number;
@@ -46,6 +58,8 @@ export class MeridianNode {
     private readonly auth: AdminAuth,
     private readonly server: Server,
     readonly replicator: Replicator | undefined,
+    private readonly writer: Writer,
+    private readonly registry: ReplicaRegistry | undefined,
   ) {}
 
   /** Opens the store, loads the sample data if asked, and listens. */
@@ -53,6 +67,7 @@ export class MeridianNode {
     const schema = loadSchemaFile(config.schema);
     const store = await Store.open({ dir: config.dir, schema, nodeId: config.nodeId, cacheBytes: config.cacheBytes });
     let replicator: Replicator | undefined;
+    let registry: ReplicaRegistry | undefined;
     try {
       const auth = await AdminAuth.init(store, config.adminPassword);
       if (config.sample && !(await store.getMeta<boolean>('sampleLoaded'))) {
@@ -63,26 +78,53 @@ export class MeridianNode {
       const server = config.tlsCert
         ? createTlsServer({ keepAliveTimeout: 5000, cert: readPem(config.tlsCert, '--tls-cert'), key: readPem(config.tlsKey!, '--tls-key') })
         : createServer({ keepAliveTimeout: 5000 });
-      replicator = config.clusterSecret
-        ? new Replicator({
-            store,
-            cluster: config.clusterId,
-            secret: config.clusterSecret,
-            peers: config.peers,
-            log,
-            heartbeat: config.heartbeat,
-            timeout: config.linkTimeout,
-            tls: config.tlsCa ? { ca: readPem(config.tlsCa, '--tls-ca') } : undefined,
-          })
-        : undefined;
-      const node = new MeridianNode(config, store, log, auth, server, replicator);
+      const link = {
+        store,
+        cluster: config.clusterId,
+        log,
+        heartbeat: config.heartbeat,
+        timeout: config.linkTimeout,
+        tls: config.tlsCa ? { ca: readPem(config.tlsCa, '--tls-ca') } : undefined,
+      };
+      let writer: Writer = storeWriter(store);
+      if (config.role === 'replica') {
+        const cred = parseReplicaCredential(config.replicaCredential!)!;
+        const r = new Replicator({
+          ...link,
+          role: 'replica',
+          secret: cred.key,
+          credential: `${cred.name}:${cred.serial}`,
+          peers: config.masters,
+        });
+        replicator = r;
+        writer = new ForwardingWriter(store, r, config.writeTimeout);
+      } else if (config.clusterSecret) {
+        const secret = config.clusterSecret;
+        const forwarded = new ForwardedWrites(store, auth);
+        // (the registry's change hook runs only after the replicator exists: it needs a feed change first)
+        const reg = await ReplicaRegistry.open(store, secret, config.clusterId, () => replicator?.closeReplicas((c) => reg.isValid(c)));
+        registry = reg;
+        replicator = new Replicator({
+          ...link,
+          secret,
+          peers: config.peers,
+          replicaKey: (c) => reg.keyFor(c),
+          onWrite: (w, via) => forwarded.handle(w, via),
+        });
+      }
+      const node = new MeridianNode(config, store, log, auth, server, replicator, writer, registry);
       server.on('upgrade', (req, socket, head) => {
         const path = (req.url ?? '').split('?')[0];
-        if (path === '/sync' && replicator) {
+        if (path === '/sync' && replicator && config.role === 'master') {
           replicator.handleUpgrade(req, socket, head);
           return;
         }
-        const why = path === '/sync' ? 'replication is not configured on this node (no cluster secret)' : `no WebSocket endpoint at ${path}`;
+        const why =
+          path !== '/sync'
+            ? `no WebSocket endpoint at ${path}`
+            : config.role === 'replica'
+              ? 'this node is a replica; replicas accept no replication sessions (dial a master)'
+              : 'replication is not configured on this node (no cluster secret)';
         socket.end(`HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(why)}\r\n\r\n${why}`);
       });
       server.on('request', (req, res) => void node.handle(req, res));
@@ -109,6 +151,7 @@ export class MeridianNode {
     } catch (e) {
       // e.g. the port is taken: the replicator already dials its peers
       await replicator?.close();
+      registry?.close();
       await store.close();
       throw e;
     }
@@ -123,10 +166,14 @@ export class MeridianNode {
   status(): StatusJson {
     const byType = this.store.objectCounts();
     const lastHlc = this.store.hlc;
+    const replica = this.config.role === 'replica' ? this.replicator!.replicaMode() : undefined;
     return {
       nodeId: this.store.nodeId,
-      role: 'master',
-      mode: 'read-write',
+      role: this.config.role,
+      mode: replica?.mode ?? 'read-write',
+      modeReason: replica?.mode === 'read-only' ? this.replicator!.readOnlySentence() : null,
+      modeSince: new Date(replica?.since ?? this.startedAt.getTime()).toISOString(),
+      master: replica?.master ?? null,
       version: VERSION,
       startedAt: this.startedAt.toISOString(),
       uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
@@ -149,26 +196,39 @@ export class MeridianNode {
         return;
       }
       if (url.pathname === '/status' || url.pathname.startsWith('/api/')) {
-        await this.authenticate(req);
+        const credential = await this.authenticate(req);
         if (url.pathname === '/status') {
           if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, `${req.method} is not allowed here; use GET`, 'method-not-allowed', { allow: 'GET' });
           sendJson(res, 200, this.status());
           return;
         }
-        await handleAdmin({ store: this.store, maxBody: this.config.maxBody, principal: 'admin' }, req, res, url);
+        if (url.pathname === '/api/replicas' || url.pathname.startsWith('/api/replicas/')) {
+          if (!this.registry) {
+            throw new HttpError(
+              409,
+              this.config.role === 'replica'
+                ? 'replica credentials are issued by a master; run this against a master node'
+                : 'this master has no --cluster-secret, from which replica credentials are derived; start it with one',
+              'no-registry',
+            );
+          }
+          await handleReplicas(this.registry, this.config.maxBody, req, res, url);
+          return;
+        }
+        await handleAdmin({ store: this.store, writer: this.writer, maxBody: this.config.maxBody, principal: credential.user, credential }, req, res, url);
         return;
       }
       throw new HttpError(404, `nothing at ${url.pathname}; try /status or /api/objects`, 'not-found');
     } catch (e) {
       const err = toHttpError(e);
-      if (err.status >= 500) this.log.error({ err: e, url: req.url, method: req.method }, 'request failed');
+      if (err.code === 'internal') this.log.error({ err: e, url: req.url, method: req.method }, 'request failed');
       sendError(res, err);
     }
   }
 
-  private async authenticate(req: IncomingMessage): Promise<void> {
+  private async authenticate(req: IncomingMessage): Promise<{ user: string; password: string }> {
     const cred = basicCredentials(req);
-    if (cred && (await this.auth.check(cred.user, cred.password))) return;
+    if (cred && (await this.auth.check(cred.user, cred.password))) return cred;
     throw new HttpError(
       401,
       cred ? 'wrong user or password' : 'this needs the admin password: HTTP Basic auth as user "admin"',
@@ -180,8 +240,10 @@ export class MeridianNode {
   /** Keeps the changes feed at --feed-retention entries, checked every minute. */
   private scheduleTrim(): void {
     const keep = this.config.feedRetention;
-    if (keep <= 0) return;
     const trim = (): void => {
+      // a replica sends a lost write again within its write timeout: a day is ample
+      void this.store.trimIdempotency(Date.now() - IDEMPOTENCY_MS).catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'idempotency key trim failed'));
+      if (keep <= 0) return;
       this.store.trimFeed(keep).then(
         (n) => n > 0 && this.log.info({ deleted: n, firstSeq: this.store.firstSeq() }, 'trimmed the changes feed'),
         (e: unknown) => this.log.warn({ err: (e as Error).message }, 'feed trim failed'),
@@ -200,6 +262,7 @@ export class MeridianNode {
       this.server.closeIdleConnections();
       const force = setTimeout(() => this.server.closeAllConnections(), 5000);
       await this.replicator?.close();
+      this.registry?.close();
       await closed;
       clearTimeout(force);
       await this.store.close();

@@ -1,15 +1,15 @@
 export { Store } from './store.js';
-export type { StoreOptions, StoredObject, FeedEntry, WriteOptions, Page, PageOptions, RemoteChange, ApplyResult } from './store.js';
+export type { StoreOptions, StoredObject, FeedEntry, WriteOptions, IdempotentWrite, Page, PageOptions, RemoteChange, ApplyResult } from './store.js';
 export type { ConflictRecord, ConflictValue } from './conflicts.js';
 export { MeridianError, ValidationError, isMeridianError } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export { parseSchema, loadSchemaFile, publicFields, foldValue } from './schema.js';
+export { parseSchema, loadSchemaFile, publicFields, foldValue, REPLICA_TYPE } from './schema.js';
 export type { Schema, TypeDef, FieldDef, FieldKind } from './schema.js';
 export type { FieldValue, Scalar, ChangeKind } from './codec.js';
 export { hashPassword, verifyPassword, isPasswordHash, DEFAULT_COST } from './password.js';
 export type { ScryptCost } from './password.js';
 export { hlcToIso, hlcWall } from './hlc.js';
-export { isValidId } from './ids.js';
+export { isValidId, newId } from './ids.js';
 export { checkIndexes } from './check.js';
 export { BUCKETS, bucketOf } from './digest.js';
 export type { StoreDigest } from './digest.js';

@@ -30,6 +30,9 @@ export const keys = {
   vectorPrefix: 'v',
   /** replication checkpoint: c<peer> -> that peer's feed seq applied here */
   checkpoint: (peer: string): string => `c${peer}`,
+  /** idempotency key of a write made here: i<key> -> { i: object id, n: origin seq, h: HLC } */
+  idempotency: (key: string): string => `i${key}`,
+  idempotencyPrefix: 'i',
   /** node metadata: m<name> -> value */
   meta: (name: string): string => `m${name}`,
   /** type index: t<type>\0<id> -> '' */

@@ -38,7 +38,17 @@ export interface TypeDef {
   readonly description: string | undefined;
   readonly ldapObjectClass: readonly string[] | undefined;
   readonly fields: ReadonlyMap<string, FieldDef>;
+  /** built in, for the node's own use: the gateways leave it out */
+  readonly system?: boolean;
 }
+
+/**
+ * The built-in type of replica credentials. Masters keep the registry as
+ * ordinary objects so that it replicates to every master (a credential
+ * issued on one master is accepted by all); only the name and a serial are
+ * stored, the key being derived from the cluster secret.
+ */
+export const REPLICA_TYPE = 'MeridianReplica';
 
 export interface Schema {
   readonly name: string;
@@ -103,6 +113,20 @@ export function parseSchema(text: string, source = 'schema'): Schema {
       fields,
     });
   }
+  if (types.has(REPLICA_TYPE)) throw schemaError(`${source} type ${REPLICA_TYPE}`, 'this type name is reserved for replica credentials');
+  if (prefixes.has('replica')) throw schemaError(source, 'idPrefix "replica" is reserved for replica credentials');
+  types.set(REPLICA_TYPE, {
+    name: REPLICA_TYPE,
+    idPrefix: 'replica',
+    description: 'a replica credential (built in)',
+    ldapObjectClass: undefined,
+    system: true,
+    fields: new Map([
+      ['name', parseField(`${REPLICA_TYPE} field name`, 'name', { type: 'string', required: true, unique: true, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' })],
+      ['serial', parseField(`${REPLICA_TYPE} field serial`, 'serial', { type: 'string', required: true, pattern: '^[0-9a-f]{16}$' })],
+      ['issuedBy', parseField(`${REPLICA_TYPE} field issuedBy`, 'issuedBy', { type: 'string', maxLength: 256 })],
+    ]),
+  });
   for (const t of types.values()) {
     for (const f of t.fields.values()) {
       if (f.kind === 'ref' && !types.has(f.to!)) {

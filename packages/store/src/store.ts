@@ -5,7 +5,7 @@ import * as Y from 'yjs';
 import { decode, encode, type ChangeKind, type FeedRecord, type FieldValue, type ObjectRecord } from './codec.js';
 import { MeridianError, ValidationError } from './errors.js';
 import { GroupCommit, type BatchOp } from './group-commit.js';
-import { HybridClock, hlcToIso } from './hlc.js';
+import { HybridClock, hlcToIso, hlcWall } from './hlc.js';
 import { newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
 import { conflictKey, detectConflicts, snapshotFieldItems, type ConflictRecord, type DetectedConflict } from './conflicts.js';
@@ -69,6 +69,19 @@ export interface WriteOptions {
   principal?: string;
   /** refuse the write unless the object is still at this version */
   ifVersion?: string;
+  /**
+   * Recorded with the change, in the same batch: idempotent() then finds
+   * the change by this key, so a retried write is answered, not repeated.
+   */
+  idempotencyKey?: string;
+}
+
+/** What a write recorded under its idempotency key. */
+export interface IdempotentWrite {
+  id: string;
+  /** the change's origin seq at this node */
+  originSeq: number;
+  hlc: number;
 }
 
 export interface Page<T> {
@@ -531,6 +544,10 @@ export class Store {
       k: kind,
     };
     const settle = changed.flatMap((f) => this.settleOps(id, f, hlc));
+    if (opts.idempotencyKey !== undefined) {
+      const done: IdempotentWrite = { id, originSeq, hlc };
+      settle.push({ type: 'put', key: keys.idempotency(opts.idempotencyKey), value: encode(done) });
+    }
     return this.persist(slot, def, cur, record, feed, plan.before, plan.after, claims, settle).then(() => toStored(id, record));
   }
 
@@ -1140,6 +1157,12 @@ export class Store {
     return this.clock.current;
   }
 
+  /** Whether every change `need` names (origin -> seq, and all before it) is on disk here. */
+  covers(need: Record<string, number>): boolean {
+    for (const [origin, n] of Object.entries(need)) if (this.durableVector.get(origin) < n) return false;
+    return true;
+  }
+
   versionVector(): Record<string, number> {
     return this.vector.toObject();
   }
@@ -1154,6 +1177,24 @@ export class Store {
   }
 
   // ---- node metadata ----------------------------------------------------
+
+  /** The change a write with this idempotency key made here, once it is on disk. */
+  async idempotent(key: string): Promise<IdempotentWrite | undefined> {
+    this.assertOpen();
+    const v = await this.db.get(keys.idempotency(key));
+    return v === undefined ? undefined : decode<IdempotentWrite>(v);
+  }
+
+  /** Forgets idempotency keys recorded before `before` (ms since the epoch); returns how many. */
+  async trimIdempotency(before: number): Promise<number> {
+    this.assertOpen();
+    const old: string[] = [];
+    for await (const [k, v] of this.db.iterator({ gte: keys.idempotencyPrefix, lt: keys.idempotencyPrefix + HIGH })) {
+      if (hlcWall(decode<IdempotentWrite>(v).hlc) < before) old.push(k);
+    }
+    if (old.length) await this.db.batch(old.map((key) => ({ type: 'del' as const, key })));
+    return old.length;
+  }
 
   async getMeta<T>(name: string): Promise<T | undefined> {
     this.assertOpen();

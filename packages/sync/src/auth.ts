@@ -22,3 +22,38 @@ export function proof(secret: string, cluster: string, from: string, to: string,
 export function proofMatches(expected: Uint8Array, got: Uint8Array): boolean {
   return expected.length === got.length && timingSafeEqual(expected, got);
 }
+
+/**
+ * The key of one replica credential, derived from the cluster secret, so
+ * every master can check it without a key store and a replica never holds
+ * the secret itself. A new serial (re-issuing the credential) yields a new
+ * key; revoking deletes the serial from the masters' registry.
+ */
+export function replicaKey(secret: string, cluster: string, name: string, serial: string): string {
+  const mac = createHmac('sha256', secret);
+  for (const part of ['meridian-replica/1', cluster, name, serial]) {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(Buffer.byteLength(part));
+    mac.update(len);
+    mac.update(part);
+  }
+  return mac.digest('base64url');
+}
+
+/** A replica credential as the operator handles it: `name:serial:key`. */
+export interface ReplicaCredential {
+  name: string;
+  serial: string;
+  key: string;
+}
+
+const CREDENTIAL_RE = /^([A-Za-z0-9][A-Za-z0-9._-]{0,127}):([0-9a-f]{16}):([A-Za-z0-9_-]{43})$/;
+
+export function parseReplicaCredential(text: string): ReplicaCredential | undefined {
+  const m = CREDENTIAL_RE.exec(text.trim());
+  return m ? { name: m[1]!, serial: m[2]!, key: m[3]! } : undefined;
+}
+
+export function formatReplicaCredential(c: ReplicaCredential): string {
+  return `${c.name}:${c.serial}:${c.key}`;
+}

@@ -1,5 +1,5 @@
 import type { ApplyResult, FeedEntry, RemoteChange, StateSnapshot, StoreDigest } from '@meridian/store';
-import { DIGEST_BITS, type Frame, type Role } from './frames.js';
+import { DIGEST_BITS, type Frame, type Role, type WriteFrame, type WroteFrame } from './frames.js';
 import type { Action, SyncSession } from './session.js';
 
 /** What replication needs of the store: its feed, its states and the apply path. */
@@ -30,6 +30,10 @@ export interface SessionIo {
   digestCompared?(differing: number): void;
   /** a clone or anti-entropy finished and this node's feed base grew */
   statesApplied?(): void;
+  /** master: run a write forwarded by a replica; answer with session.writeDone() when done */
+  forward?(write: WriteFrame): void;
+  /** replica: the master answered a forwarded write */
+  answered?(answer: WroteFrame): void;
   /** objects per states frame */
   stateBatch?: number;
   /** the state snapshot being streamed to the peer, if any */
@@ -98,6 +102,14 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
       }
       case 'open':
         if (!io.opened(a.peer, a.role)) return;
+        break;
+      case 'forward':
+        // not awaited: forwarded writes share group commits, and the session goes on meanwhile
+        if (!io.forward) throw new Error('a forwarded write reached a driver that cannot run writes');
+        io.forward(a.write);
+        break;
+      case 'answered':
+        io.answered?.(a.answer);
         break;
       case 'close':
         io.closed(a.reason, a.refused);

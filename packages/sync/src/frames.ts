@@ -20,6 +20,8 @@ export interface HelloFrame {
   role: Role;
   /** 16 random bytes the peer must answer for */
   nonce: Uint8Array;
+  /** a replica's credential id (`name:serial`): masters prove the key it names instead of the cluster secret */
+  cred?: string;
 }
 
 /** Proof of the cluster secret: HMAC over both nonces and both node ids. */
@@ -105,13 +107,44 @@ export interface HeadFrame {
   head: number;
 }
 
+/** A field value as a forwarded write carries it: what the admin API accepts. */
+export type WireValue = string | number | boolean | null | (string | number | boolean)[];
+
+/**
+ * A write made on a replica, forwarded to its master (replica to master
+ * only). `key` makes it idempotent: the master answers a repeated key with
+ * the first answer instead of writing again. `user` and `password` are the
+ * end user's own credential, which the master checks itself.
+ */
+export interface WriteFrame {
+  t: 'write';
+  key: string;
+  op: 'create' | 'update' | 'replace' | 'delete' | 'undelete';
+  id: string;
+  /** create only */
+  type?: string;
+  fields?: Record<string, WireValue>;
+  ifVersion?: string;
+  user: string;
+  password: string;
+}
+
+/**
+ * The master's answer to a forwarded write. On success, `need` is what the
+ * replica must have applied before the write is visible there (read your
+ * writes): origin node -> origin seq.
+ */
+export type WroteFrame =
+  | { t: 'wrote'; key: string; ok: true; id: string; need: Record<string, number> }
+  | { t: 'wrote'; key: string; ok: false; code: string; message: string; field?: string };
+
 /** Why the sender is closing the session; sent once, then the socket closes. */
 export interface ErrorFrame {
   t: 'error';
   reason: string;
 }
 
-export type Frame = HelloFrame | AuthFrame | SubscribeFrame | StatesFrame | DigestFrame | NeedFrame | ChangesFrame | AckFrame | HeadFrame | ErrorFrame;
+export type Frame = HelloFrame | AuthFrame | SubscribeFrame | StatesFrame | DigestFrame | NeedFrame | ChangesFrame | AckFrame | HeadFrame | WriteFrame | WroteFrame | ErrorFrame;
 
 /** anti-entropy digests: buckets by the first byte of sha1(id) */
 export const DIGEST_BITS = 8;
@@ -132,6 +165,12 @@ const isId = (v: unknown): v is string => typeof v === 'string' && isValidId(v);
 const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isBytes = (v: unknown, max: number): v is Uint8Array => v instanceof Uint8Array && v.length <= max;
 const KINDS = new Set(['create', 'update', 'delete', 'undelete']);
+const WRITE_OPS = new Set(['create', 'update', 'replace', 'delete', 'undelete']);
+const NAME_RE = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
+const CRED_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}:[0-9a-f]{16}$/;
+/** idempotency keys: what a client may send in Idempotency-Key */
+const isKey = (v: unknown): v is string => typeof v === 'string' && /^[\x21-\x7e]{1,128}$/.test(v);
+const isScalar = (v: unknown): boolean => typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
 
 function check(cond: boolean, what: string): asserts cond {
   if (!cond) throw new FrameError(what);
@@ -148,13 +187,31 @@ function checkVector(v: unknown): Record<string, number> {
 function checkChange(c: unknown): WireChange {
   check(isObj(c), 'a change must be a map');
   check(isId(c['o']) && isSeq(c['n']) && c['n'] > 0, 'change origin is malformed');
-  check(isId(c['i']) && typeof c['y'] === 'string' && /^[A-Za-z][A-Za-z0-9_]{0,63}$/.test(c['y']), 'change object id or type is malformed');
+  check(isId(c['i']) && typeof c['y'] === 'string' && NAME_RE.test(c['y']), 'change object id or type is malformed');
   check(typeof c['k'] === 'string' && KINDS.has(c['k']), 'change kind is unknown');
   check(isBytes(c['u'], 4 * 1024 * 1024), 'change update must be bytes');
   check(isSeq(c['h']), 'change HLC is malformed');
   check(typeof c['p'] === 'string' && c['p'].length <= 256, 'change principal is malformed');
-  check(Array.isArray(c['c']) && c['c'].length <= 1000 && c['c'].every((f) => typeof f === 'string' && /^[A-Za-z][A-Za-z0-9_]{0,63}$/.test(f)), 'change field list is malformed');
+  check(Array.isArray(c['c']) && c['c'].length <= 1000 && c['c'].every((f) => typeof f === 'string' && NAME_RE.test(f)), 'change field list is malformed');
   return c as unknown as WireChange;
+}
+
+function checkWrite(f: Record<string, unknown>): WriteFrame {
+  check(isKey(f['key']), 'write needs a key of 1-128 printable ASCII characters');
+  check(typeof f['op'] === 'string' && WRITE_OPS.has(f['op']), 'write op is unknown');
+  check(isId(f['id']), 'write needs a valid object id');
+  check(f['op'] !== 'create' || (typeof f['type'] === 'string' && NAME_RE.test(f['type'])), 'a forwarded create needs a type');
+  const fields = f['fields'];
+  if (f['op'] === 'create' || f['op'] === 'update' || f['op'] === 'replace') {
+    check(isObj(fields) && Object.keys(fields).length <= 1000, 'write needs a map of at most 1000 fields');
+    for (const [k, v] of Object.entries(fields)) {
+      check(NAME_RE.test(k), 'write field names are letters, digits and _');
+      check(v === null || isScalar(v) || (Array.isArray(v) && v.length <= 10_000 && v.every(isScalar)), `write field ${k} must be a scalar, a list of scalars or null`);
+    }
+  } else check(fields === undefined, `a forwarded ${String(f['op'])} carries no fields`);
+  check(f['ifVersion'] === undefined || (typeof f['ifVersion'] === 'string' && f['ifVersion'].length <= 128), 'write ifVersion is malformed');
+  check(typeof f['user'] === 'string' && f['user'].length <= 256 && typeof f['password'] === 'string' && f['password'].length <= 1024, 'write needs the user and password it is made as');
+  return f as unknown as WriteFrame;
 }
 
 /**
@@ -176,6 +233,7 @@ export function decodeFrame(data: Uint8Array): Frame {
       check(isId(f['cluster']) && isId(f['node']), 'hello needs cluster and node ids of letters, digits, ".", "_" and "-"');
       check(f['role'] === 'master' || f['role'] === 'replica', 'hello role must be master or replica');
       check(isBytes(f['nonce'], 64) && f['nonce'].length >= 16, 'hello nonce must be at least 16 bytes');
+      check(f['cred'] === undefined || (typeof f['cred'] === 'string' && CRED_RE.test(f['cred'])), 'hello credential must be name:serial');
       return f as unknown as HelloFrame;
     case 'auth':
       check(isBytes(f['proof'], 64), 'auth proof must be bytes');
@@ -213,6 +271,18 @@ export function decodeFrame(data: Uint8Array): Frame {
     case 'head':
       check(isSeq(f['head']), 'head needs a seq');
       return f as unknown as HeadFrame;
+    case 'write':
+      return checkWrite(f);
+    case 'wrote':
+      check(isKey(f['key']), 'wrote needs the write key');
+      if (f['ok'] === true) {
+        check(isId(f['id']), 'wrote needs the object id');
+        checkVector(f['need']);
+      } else {
+        check(f['ok'] === false && typeof f['code'] === 'string' && f['code'].length <= 64 && typeof f['message'] === 'string' && f['message'].length <= 2000, 'a failed write needs a code and a message');
+        check(f['field'] === undefined || (typeof f['field'] === 'string' && NAME_RE.test(f['field'])), 'wrote field is malformed');
+      }
+      return f as unknown as WroteFrame;
     case 'error':
       check(typeof f['reason'] === 'string', 'error needs a reason');
       return { t: 'error', reason: (f['reason'] as string).slice(0, 500) };

@@ -1,9 +1,11 @@
 export { SyncSession } from './session.js';
 export type { Action, SessionOptions, SessionState, SessionStats } from './session.js';
 export { encodeFrame, decodeFrame, FrameError, PROTOCOL_VERSION } from './frames.js';
-export type { Frame, Role, WireChange } from './frames.js';
+export type { Frame, Role, WireChange, WireValue, WriteFrame, WroteFrame } from './frames.js';
 export { backoffDelay } from './backoff.js';
-export { Replicator } from './replicator.js';
-export type { PeerState, PeerStatus, ReplicatorLog, ReplicatorOptions } from './replicator.js';
+export { Replicator, ForwardError } from './replicator.js';
+export type { PeerState, PeerStatus, ReplicaMode, ReplicatorLog, ReplicatorOptions } from './replicator.js';
+export { replicaKey, parseReplicaCredential, formatReplicaCredential } from './auth.js';
+export type { ReplicaCredential } from './auth.js';
 export { runActions, releaseSnapshot } from './executor.js';
 export type { FeedStore, SessionIo } from './executor.js';

@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
 import { backoffDelay } from './backoff.js';
-import { decodeFrame, encodeFrame, FrameError } from './frames.js';
+import { decodeFrame, encodeFrame, FrameError, type Role, type WriteFrame, type WroteFrame } from './frames.js';
 import { SyncSession, type Action } from './session.js';
 import { releaseSnapshot, runActions, type FeedStore, type SessionIo } from './executor.js';
 
@@ -15,7 +15,22 @@ export interface ReplicatorLog {
 export interface ReplicatorOptions {
   store: FeedStore;
   cluster: string;
+  /**
+   * master: dial every peer and replicate both ways.
+   * replica: hold one session with one of `peers` (its masters, tried in
+   * order), receive its feed and forward writes to it.
+   */
+  role?: Role;
+  /** a master's cluster secret, or a replica's credential key */
   secret: string;
+  /** a replica's credential id, `name:serial` */
+  credential?: string;
+  /** master: the key of a replica credential id, or why it is refused */
+  replicaKey?: (credential: string | undefined) => { key: string } | { refused: string };
+  /** master: runs a write forwarded by a replica (`via` is the replica's node id) */
+  onWrite?: (write: WriteFrame, via: string) => Promise<WroteFrame>;
+  /** replica: called when it gains or loses its master */
+  onMode?: (mode: ReplicaMode) => void;
   /** ws:// or wss:// URLs of the peer masters to dial */
   peers: string[];
   log: ReplicatorLog;
@@ -31,13 +46,36 @@ export interface ReplicatorOptions {
   tls?: { ca?: string | Buffer };
 }
 
-export type PeerState = 'connecting' | 'catching-up' | 'live' | 'backing-off' | 'refused';
+export type PeerState = 'connecting' | 'catching-up' | 'live' | 'backing-off' | 'refused' | 'standby';
+
+/** Whether a replica can take writes: it can while it holds a session with a master. */
+export interface ReplicaMode {
+  mode: 'read-write' | 'read-only';
+  /** the master the replica is connected to, or lost last */
+  master: { node: string | null; url: string } | null;
+  /** when the replica entered this mode */
+  since: number;
+  /** why it is read-only */
+  reason: string | null;
+}
+
+/** A forwarded write that could not be confirmed; `code` says how it ended. */
+export class ForwardError extends Error {
+  constructor(
+    readonly code: 'read-only' | 'unconfirmed',
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 export interface PeerStatus {
   /** the peer's node id, once known */
   node: string | null;
   /** the URL dialed, for configured peers; null for peers that dialed us */
   url: string | null;
+  /** the peer's role, once known */
+  role: Role | null;
   direction: 'outbound' | 'inbound';
   state: PeerState;
   /** why the last session ended or was refused */
@@ -63,6 +101,16 @@ interface Link extends SessionIo {
   lastContact: number;
   lastPong: number;
   timer: NodeJS.Timeout | undefined;
+  watchdog: NodeJS.Timeout | undefined;
+}
+
+interface PendingWrite {
+  frame: WriteFrame;
+  resolve: (answer: WroteFrame) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+  /** the master it was last sent to */
+  sentTo: string | null;
 }
 
 interface Dialer {
@@ -94,17 +142,107 @@ export class Replicator {
   private closed = false;
   private readonly heartbeat: number;
   private readonly timeout: number;
+  private readonly role: Role;
+  /** replica: the dialer in use, and the failed dials since a master last answered */
+  private current = 0;
+  private failedInRound = 0;
+  private mode: ReplicaMode;
+  private readonly pending = new Map<string, PendingWrite>();
 
   constructor(private readonly opts: ReplicatorOptions) {
     this.heartbeat = opts.heartbeat ?? 2000;
     this.timeout = opts.timeout ?? 10_000;
+    this.role = opts.role ?? 'master';
+    this.mode = {
+      mode: 'read-only',
+      master: null,
+      since: Date.now(),
+      reason: opts.peers.length ? `no master reached yet (trying ${opts.peers.join(', ')})` : 'no masters are configured',
+    };
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxFrame ?? 16 * 1024 * 1024, perMessageDeflate: DEFLATE });
     this.dialers = opts.peers.map((url) => ({ url, attempt: 0, link: undefined, state: 'connecting', reason: null, node: null, timer: undefined, bytesIn: 0, bytesOut: 0, lastContact: 0 }));
     this.unsubscribe = opts.store.subscribe(() => {
       const head = opts.store.lastSeq;
       for (const link of this.links) this.run(link, link.session.feedAdvanced(head));
     });
-    for (const d of this.dialers) this.dial(d);
+    if (this.role === 'replica') {
+      if (this.dialers[0]) this.dial(this.dialers[0]);
+    } else for (const d of this.dialers) this.dial(d);
+  }
+
+  /** Replica: whether writes can be forwarded now, and if not, why. */
+  replicaMode(): ReplicaMode {
+    return { ...this.mode, master: this.mode.master && { ...this.mode.master } };
+  }
+
+  private setMode(next: ReplicaMode): void {
+    const changed = next.mode !== this.mode.mode || next.master?.node !== this.mode.master?.node;
+    this.mode = next;
+    if (changed) this.opts.onMode?.(this.replicaMode());
+  }
+
+  /** The open session with a master, on a replica. */
+  private masterLink(): Link | undefined {
+    for (const l of this.links) if (l.session.state === 'open' && l.session.peerRole === 'master') return l;
+    return undefined;
+  }
+
+  /**
+   * Replica: sends a write to the master and resolves with its answer. A
+   * write whose session ends before the answer is sent again, with the same
+   * key, to whichever master the replica reaches next; the master answers a
+   * repeated key without writing twice. After `deadline` ms without an
+   * answer it fails with an unconfirmed error.
+   */
+  forward(write: Omit<WriteFrame, 't'>, deadline: number): Promise<WroteFrame> {
+    if (this.role !== 'replica') return Promise.reject(new Error('only a replica forwards writes'));
+    const link = this.masterLink();
+    if (!link) return Promise.reject(new ForwardError('read-only', this.readOnlySentence()));
+    const existing = this.pending.get(write.key);
+    if (existing) return new Promise((resolve, reject) => chain(existing, resolve, reject));
+    return new Promise((resolve, reject) => {
+      const p: PendingWrite = {
+        frame: { t: 'write', ...write },
+        resolve,
+        reject,
+        sentTo: null,
+        timer: setTimeout(() => {
+          this.pending.delete(write.key);
+          const where = p.sentTo ? `master ${p.sentTo}` : 'any master';
+          reject(
+            new ForwardError(
+              'unconfirmed',
+              `no answer from ${where} within ${Math.round(deadline / 1000)} s, so this write is unconfirmed; send it again with the same Idempotency-Key (${write.key}) to apply it at most once`,
+            ),
+          );
+        }, deadline),
+      };
+      this.pending.set(write.key, p);
+      this.sendPending(link, p);
+    });
+  }
+
+  private sendPending(link: Link, p: PendingWrite): void {
+    p.sentTo = link.session.peer ?? null;
+    this.run(link, [{ type: 'send', frame: p.frame }]);
+  }
+
+  /** The sentence every refused write on a read-only replica carries. */
+  readOnlySentence(): string {
+    const m = this.mode;
+    const since = new Date(m.since).toISOString();
+    const master = m.master ? `master ${m.master.node ?? m.master.url}${m.master.node ? ` (${m.master.url})` : ''}` : 'every master';
+    return m.master
+      ? `this replica is read-only since ${since}: it lost ${master} (${m.reason ?? 'connection closed'}); writes resume when a master is reachable`
+      : `this replica is read-only since ${since}: it has not reached ${master} (${m.reason ?? 'unreachable'}); writes resume when a master is reachable`;
+  }
+
+  /** Master: closes the sessions of replicas whose credential is no longer valid. */
+  closeReplicas(stillValid: (credential: string | undefined) => boolean): void {
+    for (const l of this.links) {
+      if (l.session.peerRole !== 'replica' || stillValid(l.session.peerCredential)) continue;
+      this.run(l, l.session.fail('this replica\'s credential was revoked', true));
+    }
   }
 
   /** For the HTTP server's `upgrade` event on `/sync`. */
@@ -132,7 +270,9 @@ export class Replicator {
       nodeId: store.nodeId,
       cluster: this.opts.cluster,
       secret: this.opts.secret,
-      role: 'master',
+      role: this.role,
+      credential: this.opts.credential,
+      replicaKey: this.opts.replicaKey,
       nonce: randomBytes(16),
       vector: () => store.versionVector(),
       head: store.lastSeq,
@@ -152,17 +292,43 @@ export class Replicator {
       lastContact: 0,
       lastPong: Date.now(),
       timer: undefined,
+      watchdog: undefined,
       send: (frame) => {
         if (ws.readyState !== WebSocket.OPEN) return false;
         const bytes = encodeFrame(frame);
         link.bytesOut += bytes.length;
+        if (frame.t === 'sub') {
+          this.opts.log.info({ peer: session.peer, since: frame.since, clone: frame.clone === true }, frame.clone ? 'cloning from peer: this node is empty' : 'resuming from peer\'s feed at the checkpoint');
+        }
         ws.send(bytes);
         return true;
       },
-      opened: (peer) => {
+      opened: (peer, role) => {
         if (!this.admit(link, peer)) return false;
-        this.opts.log.info({ peer, direction, url }, 'replication session open');
+        this.opts.log.info({ peer, role, direction, url }, 'replication session open');
+        if (this.role === 'replica') {
+          this.failedInRound = 0;
+          this.setMode({ mode: 'read-write', master: { node: peer, url: url ?? '' }, since: Date.now(), reason: null });
+          this.opts.log.info({ master: peer, url }, 'replica writable: connected to a master');
+          // writes whose answer was lost go again, with their keys
+          for (const p of this.pending.values()) this.sendPending(link, p);
+        }
         return true;
+      },
+      forward: (write) => {
+        const via = session.peer!;
+        const onWrite = this.opts.onWrite;
+        const answer = onWrite
+          ? onWrite(write, via).catch((e: unknown): WroteFrame => ({ t: 'wrote', key: write.key, ok: false, code: 'internal', message: (e as Error).message }))
+          : Promise.resolve<WroteFrame>({ t: 'wrote', key: write.key, ok: false, code: 'read-only', message: 'this node takes no forwarded writes' });
+        void answer.then((a) => this.run(link, session.writeDone(a)));
+      },
+      answered: (answer) => {
+        const p = this.pending.get(answer.key);
+        if (!p) return; // answered twice (sent again after a reconnect) or given up on
+        this.pending.delete(answer.key);
+        clearTimeout(p.timer);
+        p.resolve(answer);
       },
       closed: (reason, refused) => {
         this.lastReason.set(link, reason);
@@ -188,6 +354,7 @@ export class Replicator {
       link.lastPong = Date.now();
       this.run(link, session.start(Date.now()));
       link.timer = setInterval(() => this.beat(link), this.heartbeat);
+      this.watch(link);
     };
     if (ws.readyState === WebSocket.OPEN) begin();
     else ws.once('open', begin);
@@ -220,14 +387,25 @@ export class Replicator {
   }
 
   private beat(link: Link): void {
-    if (Date.now() - link.lastPong > this.timeout) {
-      this.opts.log.warn({ peer: link.session.peer, url: link.url }, 'no heartbeat from peer; closing the link');
-      this.lastReason.set(link, `no heartbeat for ${Math.round(this.timeout / 1000)} s`);
-      link.ws.terminate();
-      return;
-    }
     if (link.ws.readyState === WebSocket.OPEN) link.ws.ping();
     this.run(link, link.session.tick(Date.now()));
+  }
+
+  /**
+   * Declares the link dead exactly `timeout` ms after the peer was last
+   * heard from (a pong or any frame), rather than at the next heartbeat
+   * after that, so detection never takes longer than the configured timeout.
+   */
+  private watch(link: Link): void {
+    const heard = Math.max(link.lastPong, link.lastContact);
+    const left = heard + this.timeout - Date.now();
+    if (left > 0) {
+      link.watchdog = setTimeout(() => this.watch(link), left + 5);
+      return;
+    }
+    this.opts.log.warn({ peer: link.session.peer, url: link.url }, 'no heartbeat from peer; closing the link');
+    this.lastReason.set(link, `no heartbeat for ${Math.round(this.timeout / 1000)} s`);
+    link.ws.terminate();
   }
 
   private readonly lastReason = new WeakMap<Link, string>();
@@ -271,6 +449,7 @@ export class Replicator {
   private ended(link: Link, fallback: string | undefined): void {
     if (!this.links.delete(link)) return;
     clearInterval(link.timer);
+    clearTimeout(link.watchdog);
     releaseSnapshot(link);
     const reason = this.lastReason.get(link) ?? fallback ?? 'closed';
     if (reason !== 'duplicate session') this.wake(link.session.peer);
@@ -291,6 +470,10 @@ export class Replicator {
       d.reason = d.reason && reason === 'connection closed' ? d.reason : reason;
     }
     if (this.closed) return;
+    if (this.role === 'replica') {
+      this.replicaLinkEnded(d, link, reason);
+      return;
+    }
     // The peer's own dial carries the session: look again only now and then;
     // if that session ends, the dialer is woken at once (see wake()).
     const delay =
@@ -301,6 +484,34 @@ export class Replicator {
       this.opts.log.info({ url: d.url, peer: d.node, reason: d.reason, retryInMs: delay }, 'replication link down; backing off');
     }
     d.timer = setTimeout(() => this.dial(d), delay);
+  }
+
+  /**
+   * Replica: the session with its master (or an attempt at one) ended. The
+   * replica is read-only until it reaches a master again; it tries the next
+   * master on its list at once, and backs off only after a whole round of
+   * them failed.
+   */
+  private replicaLinkEnded(d: Dialer, link: Link, reason: string): void {
+    const wasOpen = link.session.peer !== undefined && link.session.peerRole === 'master' && this.mode.mode === 'read-write' && this.mode.master?.node === link.session.peer;
+    if (wasOpen) {
+      this.setMode({ mode: 'read-only', master: { node: link.session.peer!, url: d.url }, since: Date.now(), reason });
+      this.opts.log.warn({ master: link.session.peer, url: d.url, reason }, 'replica read-only: lost its master');
+    } else if (this.mode.mode === 'read-only') {
+      this.mode = { ...this.mode, reason: this.mode.master ? this.mode.reason : `${d.url}: ${d.reason ?? reason}` };
+    }
+    const n = this.dialers.length;
+    if (!wasOpen) this.failedInRound++;
+    this.current = (this.dialers.indexOf(d) + 1) % n;
+    const next = this.dialers[this.current]!;
+    for (const other of this.dialers) if (other !== next && other.state !== 'refused') other.state = 'standby';
+    // a master lost just now may be the one restarting: the next one is tried at once
+    const delay = wasOpen || this.failedInRound < n ? 0 : backoffDelay(d.attempt++, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 5000);
+    if (this.failedInRound >= n) this.failedInRound = 0;
+    next.state = next.state === 'refused' ? 'refused' : 'backing-off';
+    // logged when the replica turns to another master, not at every retry
+    if (next !== d) this.opts.log.info({ from: d.url, to: next.url, retryInMs: delay }, 'replica: trying the next master');
+    next.timer = setTimeout(() => this.dial(next), delay);
   }
 
   /** A session with `peer` ended: a dialer parked behind it as a duplicate dials now. */
@@ -326,6 +537,7 @@ export class Replicator {
       return {
         node: l.session.peer ?? null,
         url,
+        role: l.session.peerRole ?? null,
         direction: l.direction,
         state: l.session.state !== 'open' ? 'connecting' : l.session.live ? 'live' : 'catching-up',
         reason: null,
@@ -350,6 +562,7 @@ export class Replicator {
       out.push({
         node: d.node,
         url: d.url,
+        role: 'master',
         direction: 'outbound',
         state: d.link ? 'connecting' : d.state,
         reason: d.reason,
@@ -375,8 +588,14 @@ export class Replicator {
     for (const d of this.dialers) clearTimeout(d.timer);
     for (const l of this.links) {
       clearInterval(l.timer);
+      clearTimeout(l.watchdog);
       l.ws.terminate();
     }
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new ForwardError('unconfirmed', `this node is shutting down before master ${p.sentTo ?? '(none)'} answered; the write is unconfirmed: send it again with the same Idempotency-Key (${p.frame.key})`));
+    }
+    this.pending.clear();
     await Promise.all([...this.links].map((l) => l.queue.catch(() => undefined)));
     this.links.clear();
     this.wss.close();
@@ -396,4 +615,17 @@ function closeReason(reason: string): string {
   let r = reason;
   while (Buffer.byteLength(r) > 123) r = r.slice(0, -1);
   return r;
+}
+
+/** A second forward of a key still pending shares the first one's outcome. */
+function chain(p: PendingWrite, resolve: (a: WroteFrame) => void, reject: (e: Error) => void): void {
+  const { resolve: r0, reject: j0 } = p;
+  p.resolve = (a) => {
+    r0(a);
+    resolve(a);
+  };
+  p.reject = (e) => {
+    j0(e);
+    reject(e);
+  };
 }

@@ -1,6 +1,6 @@
 import { VersionVector, type FeedEntry, type RemoteChange } from '@meridian/store';
 import { proof, proofMatches } from './auth.js';
-import { PROTOCOL_VERSION, type ChangesFrame, type Frame, type Role, type StatesFrame, type WireChange } from './frames.js';
+import { PROTOCOL_VERSION, type ChangesFrame, type Frame, type HelloFrame, type Role, type StatesFrame, type WireChange, type WriteFrame, type WroteFrame } from './frames.js';
 
 /**
  * One replication session over one connection, as a pure state machine: it
@@ -27,6 +27,10 @@ export type Action =
   | { type: 'clone'; objects: { id: string; record: Uint8Array }[]; done: { head: number; vector: Record<string, number> } | undefined }
   | { type: 'load-checkpoint'; peer: string }
   | { type: 'open'; peer: string; role: Role }
+  /** master: run a write a replica forwarded, then hand the answer to writeDone() */
+  | { type: 'forward'; write: WriteFrame }
+  /** replica: the master answered a forwarded write */
+  | { type: 'answered'; answer: WroteFrame }
   | { type: 'close'; reason: string; refused: boolean };
 
 export type SessionState = 'hello' | 'auth' | 'open' | 'closed';
@@ -34,8 +38,18 @@ export type SessionState = 'hello' | 'auth' | 'open' | 'closed';
 export interface SessionOptions {
   nodeId: string;
   cluster: string;
+  /** a master's cluster secret, or a replica's own credential key */
   secret: string;
   role: Role;
+  /** a replica's credential id, `name:serial`, sent in its hello */
+  credential?: string;
+  /**
+   * A master's check of a replica's credential id: the key to prove, or why
+   * the replica is refused. Without it this node takes no replicas.
+   */
+  replicaKey?: (credential: string | undefined) => { key: string } | { refused: string };
+  /** forwarded writes a replica may have unanswered at once */
+  maxWrites?: number;
   /** 16+ random bytes for this session's challenge */
   nonce: Uint8Array;
   /** this node's version vector, when subscribing */
@@ -73,9 +87,16 @@ export class SyncSession {
   state: SessionState = 'hello';
   peer: string | undefined;
   peerRole: Role | undefined;
+  /** the credential id a replica peer presented */
+  peerCredential: string | undefined;
   readonly stats: SessionStats = { remoteHead: 0, applied: 0, acked: 0, sent: 0, behindSince: undefined };
 
   private peerNonce: Uint8Array | undefined;
+  /** the key both sides prove: the cluster secret, or the replica's credential key */
+  private key = '';
+  private writes = 0;
+  /** receiver side: we subscribed to the peer's feed */
+  private subscribed = false;
   private startedAt = 0;
   private head: number;
   /** sender side: our feed position streamed so far; undefined until they subscribe */
@@ -111,7 +132,9 @@ export class SyncSession {
 
   start(now: number): Action[] {
     this.startedAt = now;
-    return [{ type: 'send', frame: { t: 'hello', v: PROTOCOL_VERSION, cluster: this.opts.cluster, node: this.opts.nodeId, role: this.opts.role, nonce: this.opts.nonce } }];
+    const hello: HelloFrame = { t: 'hello', v: PROTOCOL_VERSION, cluster: this.opts.cluster, node: this.opts.nodeId, role: this.opts.role, nonce: this.opts.nonce };
+    if (this.opts.credential !== undefined) hello.cred = this.opts.credential;
+    return [{ type: 'send', frame: hello }];
   }
 
   tick(now: number): Action[] {
@@ -145,23 +168,36 @@ export class SyncSession {
     if (h.v !== PROTOCOL_VERSION) return this.fail(`unsupported protocol version ${h.v}; this node speaks ${PROTOCOL_VERSION}`, true);
     if (h.cluster !== this.opts.cluster) return this.fail(`cluster id "${h.cluster}" is not this cluster ("${this.opts.cluster}")`, true);
     if (h.node === this.opts.nodeId) return this.fail(`the peer has this node's own id "${h.node}"`, true);
-    if (h.role !== 'master') return this.fail(`role ${h.role} cannot join with the cluster secret; replicas use their own credential`, true);
+    if (this.opts.role === 'replica') {
+      if (h.role !== 'master') return this.fail(`${h.node} is a ${h.role}; a replica replicates only from masters`, true);
+      this.key = this.opts.secret;
+    } else if (h.role === 'replica') {
+      const found = this.opts.replicaKey?.(h.cred) ?? { refused: 'this node takes no replicas (it has no cluster secret to check their credentials with)' };
+      if ('refused' in found) return this.fail(found.refused, true);
+      this.key = found.key;
+    } else {
+      this.key = this.opts.secret;
+    }
     this.peer = h.node;
     this.peerRole = h.role;
+    this.peerCredential = h.cred;
     this.peerNonce = h.nonce;
     this.state = 'auth';
-    const p = proof(this.opts.secret, this.opts.cluster, this.opts.nodeId, h.node, this.opts.nonce, h.nonce);
+    const p = proof(this.key, this.opts.cluster, this.opts.nodeId, h.node, this.opts.nonce, h.nonce);
     return [{ type: 'send', frame: { t: 'auth', proof: p } }];
   }
 
   private onAuth(got: Uint8Array): Action[] {
-    const expected = proof(this.opts.secret, this.opts.cluster, this.peer!, this.opts.nodeId, this.peerNonce!, this.opts.nonce);
-    if (!proofMatches(expected, got)) return this.fail('authentication failed: the peer does not hold this cluster\'s secret', true);
+    const expected = proof(this.key, this.opts.cluster, this.peer!, this.opts.nodeId, this.peerNonce!, this.opts.nonce);
+    if (!proofMatches(expected, got)) {
+      const what = this.peerRole === 'replica' ? 'its replica credential' : this.opts.role === 'replica' ? 'the key of this replica\'s credential' : 'this cluster\'s secret';
+      return this.fail(`authentication failed: the peer does not hold ${what}`, true);
+    }
     this.state = 'open';
-    return [
-      { type: 'open', peer: this.peer!, role: this.peerRole! },
-      { type: 'load-checkpoint', peer: this.peer! },
-    ];
+    const open: Action = { type: 'open', peer: this.peer!, role: this.peerRole! };
+    // A master never subscribes to a replica: replicas are receive-only.
+    if (this.peerRole === 'replica') return [open];
+    return [open, { type: 'load-checkpoint', peer: this.peer! }];
   }
 
   /** The checkpoint for this peer is loaded: ask for everything after it. */
@@ -170,12 +206,25 @@ export class SyncSession {
     this.stats.applied = seq;
     const clone = seq === 0 && (this.opts.empty?.() ?? false);
     this.expectStates = clone;
+    this.subscribed = true;
     return [{ type: 'send', frame: { t: 'sub', since: seq, vector: this.opts.vector(), ...(clone ? { clone: true } : {}) } }];
   }
 
   private onOpenFrame(f: Frame): Action[] {
+    if (this.peerRole === 'replica' && (f.t === 'changes' || f.t === 'states' || f.t === 'digest')) {
+      return this.fail(`replicas are receive-only: ${this.peer} sent a ${f.t} frame`, true);
+    }
+    if (!this.subscribed && (f.t === 'changes' || f.t === 'states' || f.t === 'digest')) return this.fail(`${f.t} frame before this side subscribed`, true);
     switch (f.t) {
+      case 'write':
+        if (this.opts.role !== 'master' || this.peerRole !== 'replica') return this.fail('only a replica forwards writes, and only to a master', true);
+        if (++this.writes > (this.opts.maxWrites ?? 1024)) return this.fail(`more than ${this.opts.maxWrites ?? 1024} forwarded writes unanswered at once`, true);
+        return [{ type: 'forward', write: f }];
+      case 'wrote':
+        if (this.opts.role !== 'replica') return this.fail('wrote frame sent to a master', true);
+        return [{ type: 'answered', answer: f }];
       case 'sub': {
+        if (this.opts.role === 'replica') return this.fail('a replica serves no feed; subscribe to a master', true);
         if (this.cursor !== undefined || this.cloning || this.preparing) return this.fail('subscribed twice on one session', true);
         this.peerHas = new VersionVector(Object.entries(f.vector));
         if (f.clone) {
@@ -247,6 +296,13 @@ export class SyncSession {
       return [{ type: 'clone', objects: f.objects.map((o) => ({ id: o.i, record: o.r })), done }];
     }
     return [{ type: 'apply', changes: f.changes.map(fromWire), last: f.last }];
+  }
+
+  /** Master: a forwarded write is done (or refused); answer the replica. */
+  writeDone(answer: WroteFrame): Action[] {
+    if (this.state !== 'open') return [];
+    this.writes--;
+    return [{ type: 'send', frame: answer }];
   }
 
   /** The oldest pending batch is on disk here: acknowledge it. */
@@ -380,9 +436,8 @@ export class SyncSession {
   get live(): boolean {
     return (
       this.state === 'open' &&
-      this.cursor !== undefined &&
-      this.cursor >= this.head &&
-      this.inFlight === 0 &&
+      // nobody subscribes to a replica: it has nothing to send
+      (this.cursor !== undefined ? this.cursor >= this.head && this.inFlight === 0 : this.opts.role === 'replica') &&
       this.stats.applied >= this.stats.remoteHead &&
       !this.applying
     );

@@ -1,0 +1,175 @@
+import { randomUUID } from 'node:crypto';
+import { isMeridianError, MeridianError, newId as newIdFor, ValidationError, type ErrorCode, type Store, type StoredObject } from '@meridian/store';
+import { ForwardError, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
+import type { AdminAuth } from './admin-auth.js';
+import { HttpError } from './http-util.js';
+import type { Writer, WriteRequest } from './writer.js';
+
+/** Seconds a refused client should wait before trying a read-only replica again. */
+export const RETRY_AFTER_SECONDS = 5;
+
+/**
+ * Master side: runs the writes replicas forward. The master authenticates
+ * the user the write is made as, validates it like any local write, and
+ * records its idempotency key in the same batch as the change, so a write
+ * sent again after a lost answer (or while the first copy still runs) is
+ * answered from the first, never applied twice.
+ */
+export class ForwardedWrites {
+  private readonly running = new Map<string, Promise<WroteFrame>>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly auth: AdminAuth,
+  ) {}
+
+  handle(w: WriteFrame, via: string): Promise<WroteFrame> {
+    // keys are the replica's (or its client's): scoped by replica, they cannot collide across replicas
+    const scoped = `${via}/${w.key}`;
+    const running = this.running.get(scoped);
+    if (running) return running;
+    const p = this.run(w, scoped).finally(() => this.running.delete(scoped));
+    this.running.set(scoped, p);
+    return p;
+  }
+
+  private async run(w: WriteFrame, scoped: string): Promise<WroteFrame> {
+    const me = this.store.nodeId;
+    if (!(await this.auth.check(w.user, w.password))) {
+      return { t: 'wrote', key: w.key, ok: false, code: 'unauthorized', message: `master ${me} refused the write: wrong user or password for "${w.user}"` };
+    }
+    const prior = await this.store.idempotent(scoped);
+    if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [me]: prior.originSeq } };
+    const opts = { principal: w.user, ifVersion: w.ifVersion, idempotencyKey: scoped };
+    try {
+      switch (w.op) {
+        case 'create':
+          await this.store.create(w.type!, w.fields!, { ...opts, id: w.id });
+          break;
+        case 'update':
+          await this.store.update(w.id, w.fields!, opts);
+          break;
+        case 'replace':
+          await this.store.replace(w.id, w.fields!, opts);
+          break;
+        case 'delete':
+          await this.store.delete(w.id, opts);
+          break;
+        case 'undelete':
+          await this.store.undelete(w.id, opts);
+          break;
+      }
+    } catch (e) {
+      if (!isMeridianError(e)) throw e;
+      const field = (e as { field?: string }).field;
+      return { t: 'wrote', key: w.key, ok: false, code: e.code, message: e.message, ...(field ? { field } : {}) };
+    }
+    const done = await this.store.idempotent(scoped);
+    // no record: the write changed nothing, and the replica needs all this master has
+    return { t: 'wrote', key: w.key, ok: true, id: w.id, need: done ? { [me]: done.originSeq } : this.store.versionVector() };
+  }
+}
+
+const STORE_CODES = new Set<string>(['validation', 'not-found', 'exists', 'precondition', 'closed', 'locked', 'bad-request']);
+
+/**
+ * Replica side: a write goes to the master over the sync session, and its
+ * answer is given to the client only once the change is on disk here, so
+ * the client reads its own write from this replica at once. The master's
+ * refusal reaches the client as the master worded it.
+ */
+export class ForwardingWriter implements Writer {
+  constructor(
+    private readonly store: Store,
+    private readonly replicator: Replicator,
+    /** ms to wait for the master's answer and for the change to come back */
+    private readonly timeout: number,
+  ) {}
+
+  create(type: string, fields: Record<string, unknown>, opts: WriteRequest & { id?: string | undefined }): Promise<StoredObject> {
+    // the id is drawn here, so a write sent twice (to two masters in a failover) still names one object
+    // (an unknown type is the master's to refuse, in its words)
+    const prefix = this.store.schema.types.get(type)?.idPrefix ?? 'obj';
+    return this.send({ op: 'create', type, id: opts.id ?? newIdFor(prefix), fields: wire(fields) }, opts);
+  }
+
+  update(id: string, fields: Record<string, unknown>, opts: WriteRequest): Promise<StoredObject> {
+    return this.send({ op: 'update', id, fields: wire(fields) }, opts);
+  }
+
+  replace(id: string, fields: Record<string, unknown>, opts: WriteRequest): Promise<StoredObject> {
+    return this.send({ op: 'replace', id, fields: wire(fields) }, opts);
+  }
+
+  delete(id: string, opts: WriteRequest): Promise<StoredObject> {
+    return this.send({ op: 'delete', id }, opts);
+  }
+
+  undelete(id: string, opts: WriteRequest): Promise<StoredObject> {
+    return this.send({ op: 'undelete', id }, opts);
+  }
+
+  private async send(w: Pick<WriteFrame, 'op' | 'id' | 'type' | 'fields'>, opts: WriteRequest): Promise<StoredObject> {
+    if (!opts.credential) throw new HttpError(401, 'a write on a replica needs the credential of the user making it; the master checks it', 'unauthorized');
+    const deadline = Date.now() + this.timeout;
+    const key = opts.idempotencyKey ?? randomUUID();
+    const frame: Omit<WriteFrame, 't'> = { key, ...w, user: opts.credential.user, password: opts.credential.password };
+    if (opts.ifVersion !== undefined) frame.ifVersion = opts.ifVersion;
+    let answer: WroteFrame;
+    try {
+      answer = await this.replicator.forward(frame, this.timeout);
+    } catch (e) {
+      if (!(e instanceof ForwardError)) throw e;
+      if (e.code === 'read-only') throw new HttpError(503, e.message, 'read-only', { 'retry-after': String(RETRY_AFTER_SECONDS) });
+      throw new HttpError(504, e.message, 'unconfirmed');
+    }
+    if (!answer.ok) throw refusal(answer);
+    await this.visible(answer.need, deadline, answer.id);
+    const o = await this.store.get(answer.id);
+    if (!o) throw new HttpError(504, `the master wrote ${answer.id}, but this replica does not hold it yet; read it again shortly`, 'unconfirmed');
+    return o;
+  }
+
+  /** Resolves once everything `need` names is on disk here. */
+  private visible(need: Record<string, number>, deadline: number, id: string): Promise<void> {
+    if (this.store.covers(need)) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        unsubscribe();
+      };
+      const unsubscribe = this.store.subscribe(() => {
+        if (!this.store.covers(need)) return;
+        done();
+        resolve();
+      });
+      const timer = setTimeout(() => {
+        done();
+        reject(
+          new HttpError(
+            504,
+            `the master committed the write to ${id}, but the change has not come back to this replica within ${Math.round(this.timeout / 1000)} s; it will appear here once the replica catches up`,
+            'not-yet-visible',
+          ),
+        );
+      }, Math.max(0, deadline - Date.now()));
+    });
+  }
+}
+
+function refusal(a: Extract<WroteFrame, { ok: false }>): Error {
+  if (a.code === 'validation') return new ValidationError({ field: a.field, rule: 'master', message: a.message });
+  if (STORE_CODES.has(a.code)) return new MeridianError(a.code as ErrorCode, a.message);
+  if (a.code === 'unauthorized') return new HttpError(401, a.message, 'unauthorized');
+  if (a.code === 'read-only') return new HttpError(503, a.message, 'read-only', { 'retry-after': String(RETRY_AFTER_SECONDS) });
+  return new HttpError(502, `the master could not make the write: ${a.message}`, 'master-error');
+}
+
+type WireFields = NonNullable<WriteFrame['fields']>;
+
+/** Field values as the admin API checked them (scalars, lists of scalars, null). */
+function wire(fields: Record<string, unknown>): WireFields {
+  return fields as WireFields;
+}
+
+

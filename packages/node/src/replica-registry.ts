@@ -1,0 +1,112 @@
+import { randomBytes } from 'node:crypto';
+import { MeridianError, REPLICA_TYPE, type Store, type StoredObject } from '@meridian/store';
+import { formatReplicaCredential, replicaKey } from '@meridian/sync';
+
+export interface ReplicaEntry {
+  name: string;
+  serial: string;
+  issuedBy: string | null;
+  issued: string;
+}
+
+/**
+ * A master's view of the replica credentials. The registry is kept as
+ * objects of the built-in MeridianReplica type, so it replicates to every
+ * master like any data; this class mirrors the live ones in memory, for the
+ * synchronous check at each replica's hello, and tells the replicator to
+ * close the sessions of credentials that were revoked or re-issued.
+ */
+export class ReplicaRegistry {
+  private readonly serials = new Map<string, string>();
+  private unsubscribe: (() => void) | undefined;
+
+  private constructor(
+    private readonly store: Store,
+    private readonly secret: string,
+    private readonly cluster: string,
+  ) {}
+
+  static async open(store: Store, secret: string, cluster: string, onChange: () => void): Promise<ReplicaRegistry> {
+    const r = new ReplicaRegistry(store, secret, cluster);
+    r.unsubscribe = store.subscribe((entries) => {
+      const touched = entries.filter((e) => e.type === REPLICA_TYPE).map((e) => e.id);
+      if (touched.length === 0) return;
+      void Promise.all(touched.map((id) => store.get(id).then((o) => r.track(id, o)))).then(onChange, () => undefined);
+    });
+    let after: string | undefined;
+    do {
+      const page = await store.list(REPLICA_TYPE, { limit: 1000, after });
+      for (const o of page.items) r.track(o.id, o);
+      after = page.next;
+    } while (after);
+    return r;
+  }
+
+  private track(id: string, o: StoredObject | undefined): void {
+    const name = id.slice(`${ID_PREFIX}`.length);
+    if (!o || o.deleted) this.serials.delete(name);
+    else this.serials.set(name, String(o.fields['serial']));
+  }
+
+  /** For the sync session: the key to prove for a credential id, or why it is refused. */
+  keyFor(credential: string | undefined): { key: string } | { refused: string } {
+    if (credential === undefined) return { refused: 'a replica must present its credential (from "meridian replica add" on a master)' };
+    const [name, serial] = credential.split(':') as [string, string];
+    const current = this.serials.get(name);
+    if (current === undefined) return { refused: `replica credential "${name}" is unknown or revoked on this master; issue one with "meridian replica add ${name}"` };
+    if (current !== serial) return { refused: `replica credential "${name}" was re-issued; use the newest one from "meridian replica add"` };
+    return { key: replicaKey(this.secret, this.cluster, name, serial) };
+  }
+
+  isValid(credential: string | undefined): boolean {
+    return 'key' in this.keyFor(credential);
+  }
+
+  /** Issues (or re-issues, invalidating the old) the credential for `name`; returns it in full. */
+  async issue(name: string, by: string): Promise<string> {
+    const id = `${ID_PREFIX}${name}`;
+    const serial = randomBytes(8).toString('hex');
+    const existing = await this.store.get(id);
+    if (!existing) await this.store.create(REPLICA_TYPE, { name, serial, issuedBy: by }, { id, principal: by });
+    else {
+      if (existing.deleted) await this.store.undelete(id, { principal: by });
+      await this.store.update(id, { serial, issuedBy: by }, { principal: by });
+    }
+    this.serials.set(name, serial);
+    return formatReplicaCredential({ name, serial, key: replicaKey(this.secret, this.cluster, name, serial) });
+  }
+
+  async revoke(name: string, by: string): Promise<void> {
+    const o = await this.store.get(`${ID_PREFIX}${name}`);
+    if (!o || o.deleted) throw new MeridianError('not-found', `no replica credential "${name}"; "meridian replica list" shows those issued`);
+    await this.store.delete(o.id, { principal: by });
+    this.serials.delete(name);
+  }
+
+  async list(): Promise<ReplicaEntry[]> {
+    const out: ReplicaEntry[] = [];
+    let after: string | undefined;
+    do {
+      const page = await this.store.list(REPLICA_TYPE, { limit: 1000, after });
+      for (const o of page.items) {
+        out.push({ name: String(o.fields['name']), serial: String(o.fields['serial']), issuedBy: o.fields['issuedBy'] === undefined ? null : String(o.fields['issuedBy']), issued: o.modified });
+      }
+      after = page.next;
+    } while (after);
+    return out;
+  }
+
+  close(): void {
+    this.unsubscribe?.();
+  }
+}
+
+/** Credential objects are named by id, so issuing on two masters at once still yields one object. */
+const ID_PREFIX = 'replica.';
+
+export function checkReplicaName(name: unknown): string {
+  if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$/.test(name)) {
+    throw new MeridianError('bad-request', 'a replica name is 1-100 letters, digits, ".", "_" or "-", starting with a letter or digit, such as laptop-17');
+  }
+  return name;
+}
