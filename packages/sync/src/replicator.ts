@@ -311,6 +311,7 @@ export class Replicator {
           this.setMode({ mode: 'read-write', master: { node: peer, url: url ?? '' }, since: Date.now(), reason: null });
           this.opts.log.info({ master: peer, url }, 'replica writable: connected to a master');
           // writes whose answer was lost go again, with their keys
+          if (this.pending.size) this.opts.log.info({ master: peer, writes: this.pending.size }, 'replica: sending unanswered writes again');
           for (const p of this.pending.values()) this.sendPending(link, p);
         }
         return true;
