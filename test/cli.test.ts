@@ -13,7 +13,7 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
   t.equal(status.code, 0, status.stderr);
   const s = JSON.parse(status.stdout);
   t.match(s, { nodeId: 'eu-1', role: 'master', mode: 'read-write', objects: 0, peers: [] });
-  t.match(cli(['status'], env).stdout, /node\s+eu-1 \(master, read-write\)/);
+  t.match(cli(['status'], env).stdout, /node\s+eu-1 \(master\)\nmode\s+read-write since /);
 
   const org = cli(['put', 'Organisation', 'org-acme', 'name=Acme Ltd', 'kind=customer', 'postalCode=0049'], env);
   t.equal(org.code, 0, org.stderr);

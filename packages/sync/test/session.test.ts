@@ -275,13 +275,100 @@ t.test("a peer using this node's own id is refused on both sides", async (t) => 
   assertRefused(t, pair.b, /^the peer has this node's own id "alpha"$/);
 });
 
-t.test('a replica is refused by a master', async (t) => {
-  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo', role: 'replica' }).start().settle();
-  assertRefused(t, pair.a, /^role replica cannot join with the cluster secret/);
+t.test('a replica is refused by a master that takes no replicas', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo', role: 'replica', credential: 'laptop:0123456789abcdef' }).start().settle();
+  assertRefused(t, pair.a, /^this node takes no replicas/);
   t.equal(sends(pair.a, 'auth').length, 0, 'the master gave the replica no proof');
   t.equal(pair.b.session.state, 'closed', 'the replica side is closed by the error frame');
-  t.match(ofType(pair.b, 'close')[0]?.reason, /^peer closed the session: role replica/);
+  t.match(ofType(pair.b, 'close')[0]?.reason, /^peer closed the session: this node takes no replicas/);
   t.equal(ofType(pair.b, 'open').length + ofType(pair.b, 'apply').length + ofType(pair.b, 'read').length, 0);
+});
+
+const REPLICA_KEY = 'replica-key-of-laptop';
+/** a master that knows one replica credential, `laptop:0123456789abcdef` */
+const master = (o: Partial<SessionOptions> = {}): Partial<SessionOptions> & { nodeId: string } => ({
+  nodeId: 'alpha',
+  replicaKey: (c) => (c === 'laptop:0123456789abcdef' ? { key: REPLICA_KEY } : { refused: `unknown credential ${c}` }),
+  ...o,
+});
+const replica = (o: Partial<SessionOptions> = {}): Partial<SessionOptions> & { nodeId: string } => ({
+  nodeId: 'bravo',
+  role: 'replica',
+  secret: REPLICA_KEY,
+  credential: 'laptop:0123456789abcdef',
+  ...o,
+});
+
+t.test('a replica with its credential receives the master\'s feed, and the master never subscribes to it', async (t) => {
+  const pair = new Pair(master(), replica(), { a: new FakeFeed((s) => entry(s, 'alpha'), 4) }).start().settle();
+  const { a, b } = pair;
+  t.equal(a.session.state, 'open');
+  t.equal(b.session.state, 'open');
+  t.equal(a.session.peerRole, 'replica');
+  t.equal(a.session.peerCredential, 'laptop:0123456789abcdef');
+  t.same(ofType(a, 'load-checkpoint'), [], 'the master loads no checkpoint for a replica');
+  t.same(sends(a, 'sub'), [], 'and sends it no subscription');
+  t.equal(sends(b, 'sub').length, 1, 'the replica subscribes');
+  t.same(b.applies.flatMap((x) => x.changes.map((c) => c.originSeq)), [1, 2, 3, 4], 'and receives the whole feed');
+  t.ok(a.session.live, 'the master side is live once the replica acknowledged');
+  t.ok(b.session.live, 'the replica side is live once it applied');
+  // the replica's own feed (relayed entries) is never streamed back
+  t.same(b.session.feedAdvanced(9), [], 'a replica streams nothing when its feed grows');
+});
+
+t.test('replica credentials: unknown, wrong key, a replica claiming the master role', async (t) => {
+  const unknown = new Pair(master(), replica({ credential: 'other:0123456789abcdef' })).start().settle();
+  assertRefused(t, unknown.a, /^unknown credential other:0123456789abcdef$/);
+  const wrongKey = new Pair(master(), replica({ secret: 'not-the-key' })).start().settle();
+  t.equal(wrongKey.a.session.state, 'closed');
+  t.match(ofType(wrongKey.a, 'close')[0]?.reason, /^authentication failed: the peer does not hold its replica credential$/);
+  t.equal(wrongKey.b.applies.length, 0, 'the impostor received nothing');
+  // with the replica's key but the master role, the master expects the cluster secret
+  const claims = new Pair(master(), replica({ role: 'master' })).start().settle();
+  t.equal(claims.a.session.state, 'closed');
+  t.match(ofType(claims.a, 'close')[0]?.reason, /^authentication failed: the peer does not hold this cluster's secret$/);
+  t.equal(claims.b.applies.length, 0);
+  // a replica talks only to masters
+  const two = new Pair(replica({ nodeId: 'charlie' }), replica()).start().settle();
+  assertRefused(t, two.a, /^bravo is a replica; a replica replicates only from masters$/);
+});
+
+t.test('on an open replica session, feed frames from the replica and subscriptions to it are refused', async (t) => {
+  const frames: [string, Frame, RegExp, 'a' | 'b'][] = [
+    ['changes from the replica', changesFrame(1), /^replicas are receive-only: bravo sent a changes frame$/, 'a'],
+    ['states from the replica', { t: 'states', objects: [], done: true, head: 1, vector: {} }, /^replicas are receive-only: bravo sent a states frame$/, 'a'],
+    ['a digest from the replica', { t: 'digest', buckets: Array.from({ length: 256 }, () => bytes(20)) }, /^replicas are receive-only: bravo sent a digest frame$/, 'a'],
+    ['a subscription to the replica', { t: 'sub', since: 0, vector: {} }, /^a replica serves no feed; subscribe to a master$/, 'b'],
+    ['a wrote frame to the master', { t: 'wrote', key: 'k', ok: true, id: 'x', need: {} }, /^wrote frame sent to a master$/, 'a'],
+    ['a write to the replica', { t: 'write', key: 'k', op: 'delete', id: 'x', user: 'admin', password: 'pw' }, /^only a replica forwards writes, and only to a master$/, 'b'],
+  ];
+  for (const [name, f, reason, to] of frames) {
+    const pair = new Pair(master(), replica()).start().settle();
+    const side = to === 'a' ? pair.a : pair.b;
+    pair.inject(side, f);
+    t.equal(side.session.state, 'closed', `${name}: closed`);
+    t.match(ofType(side, 'close')[0]?.reason, reason, `${name}: ${ofType(side, 'close')[0]?.reason}`);
+  }
+  // between masters, a forwarded write is refused too
+  const masters = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start().settle();
+  masters.inject(masters.a, { t: 'write', key: 'k', op: 'delete', id: 'x', user: 'admin', password: 'pw' });
+  t.match(ofType(masters.a, 'close')[0]?.reason, /^only a replica forwards writes, and only to a master$/);
+});
+
+t.test('forwarded writes: the master is asked to run each, answers in its own time, and the number in flight is bounded', async (t) => {
+  const pair = new Pair(master({ maxWrites: 3 }), replica()).start().settle();
+  const write = (k: string): Frame => ({ t: 'write', key: k, op: 'update', id: 'per-1', fields: { cn: 'Ada' }, user: 'admin', password: 'pw' });
+  for (const k of ['k1', 'k2', 'k3']) t.same(pair.inject(pair.a, write(k)), [{ type: 'forward', write: decodeFrame(encodeFrame(write(k))) }], `${k} is handed to the driver`);
+  const answer: Frame = { t: 'wrote', key: 'k2', ok: true, id: 'per-1', need: { alpha: 7 } };
+  t.same(pair.a.session.writeDone(answer as Extract<Frame, { t: 'wrote' }>), [{ type: 'send', frame: answer }], 'an answer goes back as it comes, in any order');
+  pair.inject(pair.a, write('k4'));
+  t.equal(pair.a.session.state, 'open', 'three in flight again: still fine');
+  pair.inject(pair.a, write('k5'));
+  t.equal(pair.a.session.state, 'closed', 'a fourth unanswered write closes the session');
+  t.match(ofType(pair.a, 'close')[0]?.reason, /^more than 3 forwarded writes unanswered at once$/);
+  // the replica hands answers to its driver
+  const r = new Pair(master(), replica()).start().settle();
+  t.same(r.inject(r.b, answer), [{ type: 'answered', answer }]);
 });
 
 t.test('any frame but hello and auth before authentication is refused', async (t) => {
@@ -529,6 +616,12 @@ const validFrames = (): Record<string, unknown>[] => [
   { t: 'head', head: 7 },
   { t: 'error', reason: 'because' },
   { t: 'error', reason: '' },
+  { t: 'hello', v: PROTOCOL_VERSION, cluster: CLUSTER, node: 'laptop', role: 'replica', nonce: bytes(16), cred: 'laptop-17:0123456789abcdef' },
+  { t: 'write', key: 'k-1', op: 'create', id: 'org-1', type: 'Organisation', fields: { name: 'Acme', kind: 'customer', mail: ['a@b.c', 'd@e.f'], seats: 5, active: true, gone: null }, user: 'admin', password: 'pw' },
+  { t: 'write', key: '~'.repeat(128), op: 'update', id: 'org-1', fields: {}, ifVersion: 'abc', user: '', password: '' },
+  { t: 'write', key: 'k', op: 'delete', id: 'org-1', user: 'admin', password: 'pw' },
+  { t: 'wrote', key: 'k-1', ok: true, id: 'org-1', need: { alpha: 12 } },
+  { t: 'wrote', key: 'k-1', ok: false, code: 'validation', message: 'new Person: field "sn" is required', field: 'sn' },
 ];
 
 /** Asserts decodeFrame throws a FrameError, and no other kind of error, with a message matching `message`. */
@@ -609,6 +702,20 @@ t.test('decodeFrame rejects each required field missing or of the wrong type', a
     ['ack', 'seq', [REMOVE, '1', -1, 2.5, null, [1]], /^ack needs a seq$/],
     ['head', 'head', [REMOVE, 'x', -1, 0.1, null], /^head needs a seq$/],
     ['error', 'reason', [REMOVE, 5, null, ['why'], b(3)], /^error needs a reason$/],
+    ['hello', 'cred', [5, 'laptop', 'laptop:0123', 'laptop:0123456789ABCDEF', ':0123456789abcdef', null], /^hello credential must be name:serial$/],
+    ['write', 'key', [REMOVE, '', 'k'.repeat(129), 'has space', 'é', 5, null], /^write needs a key of 1-128 printable ASCII characters$/],
+    ['write', 'op', [REMOVE, 'drop', 'Create', 1, null], /^write op is unknown$/],
+    ['write', 'id', [REMOVE, '', 'a b', 'i'.repeat(129), 5], /^write needs a valid object id$/],
+    ['write', 'type', [REMOVE, '', '1Org', 5, null], /^a forwarded create needs a type$/],
+    ['write', 'fields', [REMOVE, [], 'x', null, Object.fromEntries(Array.from({ length: 1001 }, (_, i) => [`f${i}`, 1]))], /^write needs a map of at most 1000 fields$/],
+    ['write', 'fields', [{ '': 1 }, { '1x': 1 }, { 'a-b': 1 }], /^write field names are letters, digits and _$/],
+    ['write', 'fields', [{ name: { nested: 1 } }, { name: [[1]] }, { name: [null] }, { name: b(2) }, { name: Number.NaN }, { name: Array.from({ length: 10_001 }, () => 'x') }], /^write field name must be a scalar, a list of scalars or null$/],
+    ['write', 'ifVersion', [5, 'v'.repeat(129), null], /^write ifVersion is malformed$/],
+    ['write', 'user', [REMOVE, 5, 'u'.repeat(257), null], /^write needs the user and password it is made as$/],
+    ['write', 'password', [REMOVE, 5, 'p'.repeat(1025), null], /^write needs the user and password it is made as$/],
+    ['wrote', 'key', [REMOVE, '', 5, 'k k'], /^wrote needs the write key$/],
+    ['wrote', 'id', [REMOVE, '', 5, 'a b'], /^wrote needs the object id$/],
+    ['wrote', 'need', [REMOVE, [], 'x', null], /^vector must be a map$/],
   ];
   // fields of one change inside a changes frame
   const changeTable: [string, unknown[], RegExp][] = [
