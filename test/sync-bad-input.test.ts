@@ -5,6 +5,7 @@
  * is one, and logged), must leave the node serving, and must store nothing.
  */
 import { randomBytes } from 'node:crypto';
+import { deflateRawSync } from 'node:zlib';
 import { request } from 'node:http';
 import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
@@ -133,8 +134,18 @@ interface Case {
 const cases: Case[] = [
   {
     name: 'garbage bytes',
-    script: (ws) => ws.send(Buffer.concat([Buffer.from([0xc1, 0xff, 0xee]), randomBytes(200)])),
+    script: (ws) => ws.send(Buffer.concat([Buffer.from([0xd9, 0xff, 0xee]), randomBytes(200)])),
     reason: /^malformed frame: not msgpack/,
+  },
+  {
+    name: 'garbage behind the compressed-frame byte',
+    script: (ws) => ws.send(Buffer.concat([Buffer.from([0xc1, 0xff, 0xee]), randomBytes(200)])),
+    reason: /^malformed frame: a compressed frame does not inflate/,
+  },
+  {
+    name: 'a compressed frame that inflates past the frame limit',
+    script: (ws) => ws.send(Buffer.concat([Buffer.from([0xc1]), deflateRawSync(Buffer.alloc(17 * 1024 * 1024))])),
+    reason: /^malformed frame: a compressed frame inflates past 16777216 bytes$/,
   },
   {
     name: 'a truncated valid msgpack frame',

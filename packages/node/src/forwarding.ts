@@ -130,7 +130,7 @@ export class ForwardingWriter implements Writer {
     return o;
   }
 
-  /** Resolves once everything `need` names is on disk here. */
+  /** Resolves once everything `need` names is visible to readers here. */
   private visible(need: Record<string, number>, deadline: number, id: string): Promise<void> {
     if (this.store.covers(need)) return Promise.resolve();
     return new Promise((resolve, reject) => {
@@ -138,7 +138,7 @@ export class ForwardingWriter implements Writer {
         clearTimeout(timer);
         unsubscribe();
       };
-      const unsubscribe = this.store.subscribe(() => {
+      const unsubscribe = this.store.onVisible(() => {
         if (!this.store.covers(need)) return;
         done();
         resolve();

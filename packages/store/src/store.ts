@@ -128,7 +128,10 @@ type Intent =
 interface CachedObject {
   /** latest committed state, possibly not yet on disk; what writers build on */
   current: ObjectRecord | null;
-  /** latest state known to be on disk; what readers see */
+  /**
+   * What readers see: the latest state on disk, or a newer one made by
+   * remote changes alone (each on disk at its origin already; see persist).
+   */
   durable: ObjectRecord | null;
   doc: Y.Doc | undefined;
   /** settles when `current` is on disk */
@@ -143,6 +146,9 @@ interface CachedClaim {
 }
 
 const RETRY = Symbol('retry');
+/** the in-memory feed tail: enough for peers a few seconds behind */
+const RECENT_ENTRIES = 4096;
+const RECENT_BYTES = 8 * 1024 * 1024;
 const MAX_PAGE = 10_000;
 const DEFAULT_PAGE = 100;
 
@@ -163,6 +169,13 @@ export class Store {
   private readonly passwordCost: ScryptCost;
   private readonly listeners = new Set<(entries: FeedEntry[]) => void>();
   private notifyQueue: FeedEntry[] = [];
+  /**
+   * The latest durable feed entries, oldest first from `recentStart`, so that
+   * streaming the feed tail to peers (live push) needs no disk read.
+   */
+  private recent: FeedEntry[] = [];
+  private recentStart = 0;
+  private recentBytes = 0;
   private readonly dirtyVector = new Set<string>();
   /** objects whose Y.Doc is kept, oldest first */
   private readonly docHolders = new Set<Slot<CachedObject>>();
@@ -176,6 +189,9 @@ export class Store {
   private durableSeq: number;
   /** the version vector of what is on disk (the `vector` field runs ahead by pending changes) */
   private readonly durableVector: VersionVector;
+  /** the version vector of what readers see (see persist) */
+  private readonly visibleVector: VersionVector;
+  private readonly visibleListeners = new Set<() => void>();
   /** changes this node holds but whose feed entries it never had (it was cloned): see feedBase() */
   private base: Record<string, number>;
   /** feed entries up to this seq were trimmed */
@@ -198,6 +214,7 @@ export class Store {
   }) {
     this.clientNodes = init.clientNodes;
     this.durableVector = new VersionVector(init.vector);
+    this.visibleVector = new VersionVector(init.vector);
     this.base = init.feedBase;
     this.trimmedTo = init.trimmedTo;
     this.openConflicts = init.openConflicts;
@@ -566,6 +583,7 @@ export class Store {
     after: IndexSet,
     claims: Slot<CachedClaim>[],
     extra: BatchOp[],
+    remote = false,
   ): Promise<void> {
     const id = slot.key;
     const seq = record.s;
@@ -590,7 +608,18 @@ export class Store {
     if (def && wasLive !== !record.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + (record.d ? -1 : 1));
     if (feed) this.dirtyVector.add(feed.o);
 
+    // A remote change is on disk at its origin before it is sent, so readers
+    // may see it before our fsync: lost in a crash here, it is received
+    // again. Not so when it lands on a local change still on its way to the
+    // disk; then it shows with that one. (This is what lets a replica answer
+    // a forwarded write one fsync sooner.)
+    const showNow = remote && feed !== undefined && cur === slot.value.durable;
     slot.value.current = record;
+    if (showNow) {
+      slot.value.durable = record;
+      this.visibleVector.add(feed.o, feed.n);
+      for (const fn of this.visibleListeners) fn();
+    }
     this.objects.resize(slot);
     const entry: FeedEntry | undefined = feed && feedEntry(seq, feed);
     const durable = this.commits.add(ops, () => {
@@ -601,10 +630,17 @@ export class Store {
       if (feed) {
         this.durableSeq = seq;
         this.durableVector.add(feed.o, feed.n);
+        if (!showNow) {
+          this.visibleVector.add(feed.o, feed.n);
+          for (const fn of this.visibleListeners) fn();
+        }
       }
       this.objects.release(slot);
       for (const c of claims) this.claims.release(c);
-      if (entry) this.notify(entry);
+      if (entry) {
+        this.remember(entry);
+        this.notify(entry);
+      }
     });
     slot.value.pending = durable;
     return durable;
@@ -736,7 +772,7 @@ export class Store {
         }
       }
       const settle = c.fields.filter((f) => !conflicted.has(f)).flatMap((f) => this.settleOps(c.id, f, hlc));
-      const durable = this.persist(slot, def, cur, record, feed, beforeIdx, afterIdx, claims, [...extra, ...conflictOps, ...settle]);
+      const durable = this.persist(slot, def, cur, record, feed, beforeIdx, afterIdx, claims, [...extra, ...conflictOps, ...settle], true);
       handedOver = true;
       return { durable, conflicts: conflictOps.length };
     } finally {
@@ -936,6 +972,7 @@ export class Store {
       for (const [origin, n] of Object.entries(done.vector)) {
         this.vector.raise(origin, n);
         this.durableVector.raise(origin, n);
+        this.visibleVector.raise(origin, n);
         this.dirtyVector.add(origin);
         this.base[origin] = Math.max(this.base[origin] ?? 0, n);
       }
@@ -1117,11 +1154,30 @@ export class Store {
   /** Changes feed entries after `after`, in the order this node applied them. */
   async readFeed(after: number, limit = DEFAULT_PAGE): Promise<FeedEntry[]> {
     this.assertOpen();
+    const first = this.recent[this.recentStart]?.seq;
+    if (first !== undefined && after + 1 >= first && after < this.durableSeq) {
+      const from = this.recentStart + (after + 1 - first);
+      return this.recent.slice(from, from + clampLimit(limit));
+    }
     const out: FeedEntry[] = [];
     for await (const [k, v] of this.db.iterator({ gt: keys.feed(after), lt: keys.feedPrefix + HIGH, limit: clampLimit(limit) })) {
       out.push(feedEntry(parseSeqPart(k.slice(1)), decode<FeedRecord>(v)));
     }
     return out;
+  }
+
+  /** Keeps a durable entry in the in-memory tail of the feed (entries arrive in seq order). */
+  private remember(entry: FeedEntry): void {
+    this.recent.push(entry);
+    this.recentBytes += entry.update.length + 128;
+    while (this.recent.length - this.recentStart > RECENT_ENTRIES || this.recentBytes > RECENT_BYTES) {
+      const old = this.recent[this.recentStart++]!;
+      this.recentBytes -= old.update.length + 128;
+    }
+    if (this.recentStart > RECENT_ENTRIES) {
+      this.recent = this.recent.slice(this.recentStart);
+      this.recentStart = 0;
+    }
   }
 
   /**
@@ -1157,10 +1213,16 @@ export class Store {
     return this.clock.current;
   }
 
-  /** Whether every change `need` names (origin -> seq, and all before it) is on disk here. */
+  /** Whether every change `need` names (origin -> seq, and all before it) is visible to readers here. */
   covers(need: Record<string, number>): boolean {
-    for (const [origin, n] of Object.entries(need)) if (this.durableVector.get(origin) < n) return false;
+    for (const [origin, n] of Object.entries(need)) if (this.visibleVector.get(origin) < n) return false;
     return true;
+  }
+
+  /** Calls `listener` whenever more changes become visible to readers; returns the unsubscribe. */
+  onVisible(listener: () => void): () => void {
+    this.visibleListeners.add(listener);
+    return () => this.visibleListeners.delete(listener);
   }
 
   versionVector(): Record<string, number> {
@@ -1181,7 +1243,8 @@ export class Store {
   /** The change a write with this idempotency key made here, once it is on disk. */
   async idempotent(key: string): Promise<IdempotentWrite | undefined> {
     this.assertOpen();
-    const v = await this.db.get(keys.idempotency(key));
+    // synchronous: one memtable or block-cache lookup costs less than the thread-pool round trip
+    const v = this.db.getSync(keys.idempotency(key));
     return v === undefined ? undefined : decode<IdempotentWrite>(v);
   }
 

@@ -22,6 +22,8 @@ export interface HelloFrame {
   nonce: Uint8Array;
   /** a replica's credential id (`name:serial`): masters prove the key it names instead of the cluster secret */
   cred?: string;
+  /** the sender accepts compressed frames (see frame-codec.ts) */
+  z?: boolean;
 }
 
 /** Proof of the cluster secret: HMAC over both nonces and both node ids. */
@@ -234,6 +236,7 @@ export function decodeFrame(data: Uint8Array): Frame {
       check(f['role'] === 'master' || f['role'] === 'replica', 'hello role must be master or replica');
       check(isBytes(f['nonce'], 64) && f['nonce'].length >= 16, 'hello nonce must be at least 16 bytes');
       check(f['cred'] === undefined || (typeof f['cred'] === 'string' && CRED_RE.test(f['cred'])), 'hello credential must be name:serial');
+      check(f['z'] === undefined || typeof f['z'] === 'boolean', 'hello z must be a boolean');
       return f as unknown as HelloFrame;
     case 'auth':
       check(isBytes(f['proof'], 64), 'auth proof must be bytes');

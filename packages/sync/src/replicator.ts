@@ -3,7 +3,8 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
 import { backoffDelay } from './backoff.js';
-import { decodeFrame, encodeFrame, FrameError, type Role, type WriteFrame, type WroteFrame } from './frames.js';
+import { FrameError, type Role, type WriteFrame, type WroteFrame } from './frames.js';
+import { FrameCodec } from './frame-codec.js';
 import { SyncSession, type Action } from './session.js';
 import { releaseSnapshot, runActions, type FeedStore, type SessionIo } from './executor.js';
 
@@ -159,7 +160,7 @@ export class Replicator {
       since: Date.now(),
       reason: opts.peers.length ? `no master reached yet (trying ${opts.peers.join(', ')})` : 'no masters are configured',
     };
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxFrame ?? 16 * 1024 * 1024, perMessageDeflate: DEFLATE });
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxFrame ?? 16 * 1024 * 1024, perMessageDeflate: false });
     this.dialers = opts.peers.map((url) => ({ url, attempt: 0, link: undefined, state: 'connecting', reason: null, node: null, timer: undefined, bytesIn: 0, bytesOut: 0, lastContact: 0 }));
     this.unsubscribe = opts.store.subscribe(() => {
       const head = opts.store.lastSeq;
@@ -257,7 +258,7 @@ export class Replicator {
   private dial(d: Dialer): void {
     if (this.closed) return;
     d.state = d.state === 'refused' ? 'refused' : 'connecting';
-    const ws = new WebSocket(d.url, { maxPayload: this.opts.maxFrame ?? 16 * 1024 * 1024, handshakeTimeout: this.timeout, ca: this.opts.tls?.ca, perMessageDeflate: DEFLATE });
+    const ws = new WebSocket(d.url, { maxPayload: this.opts.maxFrame ?? 16 * 1024 * 1024, handshakeTimeout: this.timeout, ca: this.opts.tls?.ca, perMessageDeflate: false });
     d.link = this.attach(ws, 'outbound', d.url);
     ws.on('error', (e) => {
       d.reason = e.message;
@@ -266,6 +267,7 @@ export class Replicator {
 
   private attach(ws: WebSocket, direction: 'outbound' | 'inbound', url: string | null): Link {
     const store = this.opts.store;
+    const codec = new FrameCodec(this.opts.maxFrame ?? 16 * 1024 * 1024);
     const session = new SyncSession({
       nodeId: store.nodeId,
       cluster: this.opts.cluster,
@@ -273,6 +275,7 @@ export class Replicator {
       role: this.role,
       credential: this.opts.credential,
       replicaKey: this.opts.replicaKey,
+      compress: true,
       nonce: randomBytes(16),
       vector: () => store.versionVector(),
       head: store.lastSeq,
@@ -295,7 +298,7 @@ export class Replicator {
       watchdog: undefined,
       send: (frame) => {
         if (ws.readyState !== WebSocket.OPEN) return false;
-        const bytes = encodeFrame(frame);
+        const bytes = codec.encode(frame);
         link.bytesOut += bytes.length;
         if (frame.t === 'sub') {
           this.opts.log.info({ peer: session.peer, since: frame.since, clone: frame.clone === true }, frame.clone ? 'cloning from peer: this node is empty' : 'resuming from peer\'s feed at the checkpoint');
@@ -372,7 +375,7 @@ export class Replicator {
       }
       let actions: Action[];
       try {
-        actions = session.receive(decodeFrame(data));
+        actions = session.receive(codec.decode(data));
       } catch (e) {
         actions = session.fail(e instanceof FrameError ? `malformed frame: ${e.message}` : `cannot handle frame: ${(e as Error).message}`, true);
       }
@@ -414,6 +417,12 @@ export class Replicator {
   /** Runs actions in order; each link's actions never overlap. */
   private run(link: Link, actions: Action[]): void {
     if (actions.length === 0) return;
+    // A forwarded write and its answer are independent of the feed stream:
+    // they must not wait behind an apply's fsync in the link's queue.
+    if (actions.every((a) => a.type === 'forward' || a.type === 'answered')) {
+      void runActions(link, actions);
+      return;
+    }
     link.queue = link.queue.then(() => runActions(link, actions)).catch((e: unknown) => {
       this.opts.log.warn({ peer: link.session.peer, err: (e as Error).message }, 'replication step failed; closing the link');
       this.lastReason.set(link, (e as Error).message);
@@ -602,14 +611,6 @@ export class Replicator {
     this.wss.close();
   }
 }
-
-/**
- * permessage-deflate with the sliding window kept between messages: the
- * origin ids, types, keys and principals repeated in every change compress
- * to a few bytes each. Small messages too (ws compresses only from 1 KiB by
- * default), since most frames under live traffic carry one or two changes.
- */
-const DEFLATE = { threshold: 64, serverMaxWindowBits: 15, clientMaxWindowBits: 15 } as const;
 
 /** A WebSocket close reason is at most 123 bytes of UTF-8. */
 function closeReason(reason: string): string {

@@ -50,6 +50,8 @@ export interface SessionOptions {
   replicaKey?: (credential: string | undefined) => { key: string } | { refused: string };
   /** forwarded writes a replica may have unanswered at once */
   maxWrites?: number;
+  /** offer compressed frames in the hello (the driver's FrameCodec does the compressing) */
+  compress?: boolean;
   /** 16+ random bytes for this session's challenge */
   nonce: Uint8Array;
   /** this node's version vector, when subscribing */
@@ -134,6 +136,7 @@ export class SyncSession {
     this.startedAt = now;
     const hello: HelloFrame = { t: 'hello', v: PROTOCOL_VERSION, cluster: this.opts.cluster, node: this.opts.nodeId, role: this.opts.role, nonce: this.opts.nonce };
     if (this.opts.credential !== undefined) hello.cred = this.opts.credential;
+    if (this.opts.compress) hello.z = true;
     return [{ type: 'send', frame: hello }];
   }
 
