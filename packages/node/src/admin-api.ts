@@ -63,7 +63,9 @@ export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: 
   }
   if (parts[1] === 'digest' && parts.length === 2) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
-    sendJson(res, 200, { nodeId: ctx.store.nodeId, lastSeq: ctx.store.lastSeq, ...(await ctx.store.digest()) });
+    // ?content=1: the digest of what an XML export carries (see Store.contentDigest)
+    const d = url.searchParams.get('content') === '1' ? await ctx.store.contentDigest() : await ctx.store.digest();
+    sendJson(res, 200, { nodeId: ctx.store.nodeId, lastSeq: ctx.store.lastSeq, ...d });
     return;
   }
   if (parts[1] === 'conflicts' && parts.length === 2) {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { isMeridianError, MeridianError, newId as newIdFor, ValidationError, type ErrorCode, type Store, type StoredObject } from '@meridian/store';
+import { authorizeWrite, isMeridianError, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Store, type StoredObject } from '@meridian/store';
 import { ForwardError, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
-import type { AdminAuth } from './admin-auth.js';
+import type { Principals } from './principals.js';
 import { HttpError } from './http-util.js';
 import type { Writer, WriteRequest } from './writer.js';
 
@@ -20,7 +20,7 @@ export class ForwardedWrites {
 
   constructor(
     private readonly store: Store,
-    private readonly auth: AdminAuth,
+    private readonly principals: Principals,
   ) {}
 
   handle(w: WriteFrame, via: string): Promise<WroteFrame> {
@@ -35,13 +35,16 @@ export class ForwardedWrites {
 
   private async run(w: WriteFrame, scoped: string): Promise<WroteFrame> {
     const me = this.store.nodeId;
-    if (!(await this.auth.check(w.user, w.password))) {
+    const principal = await this.principals.authenticate(w.user, w.password);
+    if (!principal) {
       return { t: 'wrote', key: w.key, ok: false, code: 'unauthorized', message: `master ${me} refused the write: wrong user or password for "${w.user}"` };
     }
     const prior = await this.store.idempotent(scoped);
     if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [me]: prior.originSeq } };
-    const opts = { principal: w.user, ifVersion: w.ifVersion, idempotencyKey: scoped };
+    const opts = { principal: principalName(principal), ifVersion: w.ifVersion, idempotencyKey: scoped };
     try {
+      // the master authorises the user itself: a replica cannot write as anyone it cannot prove to be
+      await authorizeWrite(await this.principals.scope(principal), (id) => this.store.get(id), w.op, w.id, w.type, w.fields);
       switch (w.op) {
         case 'create':
           await this.store.create(w.type!, w.fields!, { ...opts, id: w.id });
@@ -70,7 +73,7 @@ export class ForwardedWrites {
   }
 }
 
-const STORE_CODES = new Set<string>(['validation', 'not-found', 'exists', 'precondition', 'closed', 'locked', 'bad-request']);
+const STORE_CODES = new Set<string>(['validation', 'not-found', 'exists', 'precondition', 'closed', 'locked', 'forbidden', 'bad-request']);
 
 /**
  * Replica side: a write goes to the master over the sync session, and its

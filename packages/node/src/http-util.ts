@@ -22,6 +22,7 @@ const STATUS: Record<ErrorCode, number> = {
   'bad-request': 400,
   closed: 503,
   locked: 503,
+  forbidden: 403,
 };
 
 export function toHttpError(e: unknown): HttpError {

@@ -12,8 +12,10 @@ import { basicCredentials, HttpError, sendError, sendJson, toHttpError } from '.
 import { generateSample } from './sample-data.js';
 import { ForwardedWrites, ForwardingWriter } from './forwarding.js';
 import { ReplicaRegistry } from './replica-registry.js';
+import { Principals } from './principals.js';
 import { handleReplicas } from './replicas-api.js';
 import { storeWriter, type Writer } from './writer.js';
+import { XmlGateway } from '@meridian/xml';
 
 export const VERSION = '0.1.0';
 
@@ -60,6 +62,7 @@ export class MeridianNode {
     readonly replicator: Replicator | undefined,
     private readonly writer: Writer,
     private readonly registry: ReplicaRegistry | undefined,
+    private readonly xml: XmlGateway,
   ) {}
 
   /** Opens the store, loads the sample data if asked, and listens. */
@@ -70,6 +73,7 @@ export class MeridianNode {
     let registry: ReplicaRegistry | undefined;
     try {
       const auth = await AdminAuth.init(store, config.adminPassword);
+      const principals = new Principals(store, auth);
       if (config.sample && !(await store.getMeta<boolean>('sampleLoaded'))) {
         const n = await loadSample(store, config.sampleSize);
         await store.setMeta('sampleLoaded', true);
@@ -100,7 +104,7 @@ export class MeridianNode {
         writer = new ForwardingWriter(store, r, config.writeTimeout);
       } else if (config.clusterSecret) {
         const secret = config.clusterSecret;
-        const forwarded = new ForwardedWrites(store, auth);
+        const forwarded = new ForwardedWrites(store, principals);
         // (the registry's change hook runs only after the replicator exists: it needs a feed change first)
         const reg = await ReplicaRegistry.open(store, secret, config.clusterId, () => replicator?.closeReplicas((c) => reg.isValid(c)));
         registry = reg;
@@ -112,7 +116,19 @@ export class MeridianNode {
           onWrite: (w, via) => forwarded.handle(w, via),
         });
       }
-      const node = new MeridianNode(config, store, log, auth, server, replicator, writer, registry);
+      const xml = new XmlGateway({
+        store,
+        writer,
+        authenticate: (user, password) => principals.authenticate(user, password),
+        scope: (p) => principals.scope(p),
+        maxBody: config.maxBody,
+        mapError: (e) => {
+          const h = toHttpError(e);
+          if (h.code === 'internal') log.error({ err: e }, 'XML request failed');
+          return { status: h.status, code: h.code, message: h.message, headers: h.headers, field: h.field };
+        },
+      });
+      const node = new MeridianNode(config, store, log, auth, server, replicator, writer, registry, xml);
       server.on('upgrade', (req, socket, head) => {
         const path = (req.url ?? '').split('?')[0];
         if (path === '/sync' && replicator && config.role === 'master') {
@@ -218,7 +234,11 @@ export class MeridianNode {
         await handleAdmin({ store: this.store, writer: this.writer, maxBody: this.config.maxBody, principal: credential.user, credential }, req, res, url);
         return;
       }
-      throw new HttpError(404, `nothing at ${url.pathname}; try /status or /api/objects`, 'not-found');
+      if (this.xml.handles(url.pathname)) {
+        await this.xml.handle(req, res, url);
+        return;
+      }
+      throw new HttpError(404, `nothing at ${url.pathname}; try /objects/{type}/{id}, /status or /api/objects`, 'not-found');
     } catch (e) {
       const err = toHttpError(e);
       if (err.code === 'internal') this.log.error({ err: e, url: req.url, method: req.method }, 'request failed');

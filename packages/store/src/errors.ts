@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'precondition'
   | 'closed'
   | 'locked'
+  | 'forbidden'
   | 'bad-request';
 
 export class MeridianError extends Error {

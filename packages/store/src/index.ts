@@ -3,7 +3,7 @@ export type { StoreOptions, StoredObject, FeedEntry, WriteOptions, IdempotentWri
 export type { ConflictRecord, ConflictValue } from './conflicts.js';
 export { MeridianError, ValidationError, isMeridianError } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export { parseSchema, loadSchemaFile, publicFields, foldValue, REPLICA_TYPE } from './schema.js';
+export { parseSchema, loadSchemaFile, publicFields, foldValue, checkFieldValues, checkRequired, REPLICA_TYPE } from './schema.js';
 export type { Schema, TypeDef, FieldDef, FieldKind } from './schema.js';
 export type { FieldValue, Scalar, ChangeKind } from './codec.js';
 export { hashPassword, verifyPassword, isPasswordHash, DEFAULT_COST } from './password.js';
@@ -15,3 +15,6 @@ export { BUCKETS, bucketOf } from './digest.js';
 export type { StoreDigest } from './digest.js';
 export type { StateSnapshot } from './store.js';
 export { VersionVector } from './version-vector.js';
+export { AccessScope, authorizeWrite, parseAccess, principalName } from './access.js';
+export type { AccessRules, RoleRule, Principal, AccessReads, Accessible, WriteOp } from './access.js';
+export type { Credential, Writer, WriteRequest } from './writer.js';

@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import { MeridianError, ValidationError } from './errors.js';
 import type { FieldValue, Scalar } from './codec.js';
 import { isValidId } from './ids.js';
+import { parseAccess, type AccessRules } from './access.js';
 
 /**
  * The declarative schema: an operator-editable YAML file listing types and
@@ -53,6 +54,8 @@ export const REPLICA_TYPE = 'MeridianReplica';
 export interface Schema {
   readonly name: string;
   readonly types: ReadonlyMap<string, TypeDef>;
+  /** who may read and write what through the gateways; absent: only the admin */
+  readonly access: AccessRules | undefined;
   /** digest of the schema source, recorded by nodes to notice schema changes */
   readonly digest: string;
 }
@@ -137,6 +140,7 @@ export function parseSchema(text: string, source = 'schema'): Schema {
   return {
     name: typeof doc['name'] === 'string' ? doc['name'] : 'schema',
     types,
+    access: parseAccess(doc['access'], types, source),
     digest: createHash('sha256').update(text).digest('hex').slice(0, 16),
   };
 }

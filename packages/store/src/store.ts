@@ -1,4 +1,4 @@
-import { randomInt } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { Level } from 'level';
 import * as Y from 'yjs';
@@ -19,6 +19,7 @@ import {
   checkFieldValues,
   checkRequired,
   foldValue,
+  publicFields,
   validationFailure,
   type Schema,
   type TypeDef,
@@ -907,6 +908,30 @@ export class Store {
   digest(bits = 4, onProgress?: (objects: number) => void): Promise<StoreDigest> {
     this.assertOpen();
     return digestRecords(this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH }), bits, onProgress);
+  }
+
+  /**
+   * A digest of the live objects' visible content (id, type and every field
+   * but passwords), independent of their Yjs history: what an XML export
+   * carries, so an export imported into an empty node has the same one.
+   */
+  async contentDigest(bits = 4): Promise<StoreDigest> {
+    this.assertOpen();
+    const acc = Array.from({ length: 2 ** bits }, () => ({ count: 0, hash: Buffer.alloc(20) }));
+    let n = 0;
+    for await (const [k, v] of this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH })) {
+      const rec = decode<ObjectRecord>(v);
+      if (rec.d) continue;
+      const id = k.slice(1);
+      const fields = publicFields(this.schema.types.get(rec.t), rec.f);
+      const canonical = JSON.stringify(Object.keys(fields).sort().map((f) => [f, fields[f]]));
+      const h = createHash('sha1').update(id).update('\0').update(rec.t).update('\0').update(canonical).digest();
+      const b = acc[bucketOf(id, bits)]!;
+      b.count++;
+      for (let i = 0; i < 20; i++) b.hash[i]! ^= h[i]!;
+      n++;
+    }
+    return { objects: n, buckets: acc.map((b) => ({ count: b.count, hash: b.hash.toString('hex') })) };
   }
 
   /**

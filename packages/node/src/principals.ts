@@ -1,0 +1,73 @@
+import { createHash } from 'node:crypto';
+import { AccessScope, verifyPassword, type AccessReads, type Principal, type Store } from '@meridian/store';
+import type { AdminAuth } from './admin-auth.js';
+
+/**
+ * Who a user name and password belong to: the admin, or a person (the
+ * schema's access section names the type, the login fields and the
+ * password field). The gateways and the master's check of forwarded writes
+ * use this one function, so a password works the same everywhere.
+ * Successful checks are remembered by a fast digest of hash and password,
+ * so a slow scrypt is paid once per password and process, not per request.
+ */
+export class Principals {
+  private readonly verified = new Set<string>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly admin: AdminAuth,
+  ) {}
+
+  async authenticate(user: string, password: string): Promise<Principal | undefined> {
+    if (password.length === 0) return undefined;
+    if (user === 'admin') return (await this.admin.check(user, password)) ? { kind: 'admin', name: 'admin' } : undefined;
+    const rules = this.store.schema.access;
+    if (!rules) return undefined;
+    for (const field of rules.login) {
+      const found = (await this.store.lookup(rules.principalType, field, user)).items[0];
+      if (!found) continue;
+      const hash = found.fields[rules.passwordField];
+      if (typeof hash !== 'string' || !(await this.check(hash, password))) return undefined;
+      const roles = found.fields[rules.rolesField];
+      const org = found.fields[rules.organisationField];
+      return {
+        kind: 'person',
+        name: user,
+        id: found.id,
+        type: found.type,
+        roles: Array.isArray(roles) ? roles.map(String) : typeof roles === 'string' ? [roles] : [],
+        organisation: typeof org === 'string' ? org : undefined,
+      };
+    }
+    return undefined;
+  }
+
+  private async check(hash: string, password: string): Promise<boolean> {
+    const key = createHash('sha256').update(hash).update('\0').update(password).digest('base64');
+    if (this.verified.has(key)) return true;
+    if (!(await verifyPassword(password, hash))) return false;
+    if (this.verified.size > 10_000) this.verified.clear();
+    this.verified.add(key);
+    return true;
+  }
+
+  /** The principal's view for this request. */
+  scope(p: Principal): Promise<AccessScope> {
+    return AccessScope.of(p, this.store.schema.access, this.store.schema.types, accessReads(this.store));
+  }
+}
+
+export function accessReads(store: Store): AccessReads {
+  return {
+    lookup: async (type, field, value) => {
+      const ids: string[] = [];
+      let after: string | undefined;
+      do {
+        const page = await store.lookup(type, field, value, { limit: 1000, after });
+        ids.push(...page.items.map((o) => o.id));
+        after = page.next;
+      } while (after && ids.length < 100_000);
+      return ids;
+    },
+  };
+}

@@ -1,0 +1,104 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { hlcToIso, type FeedEntry, type Store } from '@meridian/store';
+import { escapeAttr, XML_DECLARATION, XmlError } from './format.js';
+import { sendXml } from './http.js';
+
+const PAGE = 1000;
+/** an SSE comment this often keeps proxies from closing an idle stream */
+const SSE_KEEPALIVE_MS = 15_000;
+
+/**
+ * `GET /changes?since=SEQ`: which objects changed after a position of this
+ * node's changes feed, for external caches to invalidate. As a long poll it
+ * answers at once when there are changes, or waits up to `timeout` seconds
+ * for the next; with `Accept: text/event-stream` it streams them as
+ * Server-Sent Events, resuming after Last-Event-ID. Each change names the
+ * object's id, type and its version now (the ETag a cache should hold).
+ */
+export async function changesFeed(store: Store, req: IncomingMessage, res: ServerResponse, url: URL, maxWait: number): Promise<void> {
+  const sse = (req.headers.accept ?? '').includes('text/event-stream');
+  const sinceText = url.searchParams.get('since') ?? (sse ? req.headers['last-event-id'] : undefined) ?? '0';
+  const since = Number(sinceText);
+  if (!Number.isSafeInteger(since) || since < 0) throw new XmlError(400, 'since must be a feed position: a whole number, 0 for the start');
+  const trimmed = store.firstSeq() - 1;
+  if (since < trimmed) {
+    throw new XmlError(410, `changes up to ${trimmed} are no longer kept here; reload everything (GET /export) and continue from ${store.lastSeq}`);
+  }
+  if (sse) return stream(store, req, res, since);
+  const timeoutText = url.searchParams.get('timeout');
+  const timeout = timeoutText === null ? maxWait : Number(timeoutText) * 1000;
+  if (!Number.isFinite(timeout) || timeout < 0 || timeout > maxWait) throw new XmlError(400, `timeout must be 0 to ${maxWait / 1000} seconds`);
+  let entries = await store.readFeed(since, PAGE);
+  if (entries.length === 0 && timeout > 0) {
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        unsubscribe();
+        req.off('close', done);
+        resolve();
+      };
+      const unsubscribe = store.subscribe(done);
+      const timer = setTimeout(done, timeout);
+      req.on('close', done);
+    });
+    if (res.destroyed) return;
+    entries = await store.readFeed(since, PAGE);
+  }
+  const last = entries.length ? entries[entries.length - 1]!.seq : since;
+  let body = `${XML_DECLARATION}<changes since="${since}" last="${last}">\n`;
+  for (const e of entries) body += `  ${await changeXml(store, e)}\n`;
+  body += '</changes>\n';
+  sendXml(res, 200, body);
+}
+
+async function changeXml(store: Store, e: FeedEntry): Promise<string> {
+  const o = await store.get(e.id);
+  const version = o ? ` version="${escapeAttr(o.version)}"` : '';
+  return `<change seq="${e.seq}" id="${escapeAttr(e.id)}" type="${escapeAttr(e.type)}" kind="${e.kind}"${version} time="${hlcToIso(e.hlc)}"${o?.deleted ? ' deleted="true"' : ''}/>`;
+}
+
+async function stream(store: Store, req: IncomingMessage, res: ServerResponse, since: number): Promise<void> {
+  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
+  res.write(': meridian changes feed\n\n');
+  let cursor = since;
+  let busy = false;
+  let again = false;
+  let closed = false;
+  const pump = async (): Promise<void> => {
+    if (busy) {
+      again = true;
+      return;
+    }
+    busy = true;
+    try {
+      do {
+        again = false;
+        for (;;) {
+          const entries = await store.readFeed(cursor, PAGE);
+          if (entries.length === 0 || closed) break;
+          let out = '';
+          for (const e of entries) out += `id: ${e.seq}\nevent: change\ndata: ${await changeXml(store, e)}\n\n`;
+          cursor = entries[entries.length - 1]!.seq;
+          if (!res.write(out)) await new Promise<void>((r) => res.once('drain', r));
+        }
+      } while (again && !closed);
+    } catch {
+      res.destroy();
+    } finally {
+      busy = false;
+    }
+  };
+  const unsubscribe = store.subscribe(() => void pump());
+  const keepalive = setInterval(() => res.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);
+  await new Promise<void>((resolve) => {
+    const end = (): void => {
+      closed = true;
+      clearInterval(keepalive);
+      unsubscribe();
+      resolve();
+    };
+    req.on('close', end);
+    res.on('close', end);
+    void pump();
+  });
+}

@@ -1,0 +1,467 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  AccessScope,
+  authorizeWrite,
+  principalName,
+  type Principal,
+  type Store,
+  type StoredObject,
+  type TypeDef,
+  type Writer,
+  type WriteRequest,
+} from '@meridian/store';
+import { objectXml, parseDocument, XML_DECLARATION, XmlError, writeFields, escapeAttr, escapeText, type ObjectInput } from './format.js';
+import { ifMatch, noneMatch, readText, requireXml, sendXml, write, XML_TYPE } from './http.js';
+import { exportOrder, runImport } from './import-export.js';
+import { changesFeed } from './changes.js';
+
+export interface HttpAnswer {
+  status: number;
+  code: string;
+  message: string;
+  headers?: Record<string, string>;
+  field?: string | undefined;
+}
+
+export interface XmlGatewayOptions {
+  /** reads */
+  store: Store;
+  /** writes: the store on a master, the master on a replica */
+  writer: Writer;
+  /** the admin or a person, by HTTP Basic user name and password */
+  authenticate(user: string, password: string): Promise<Principal | undefined>;
+  /** the principal's view for one request */
+  scope(p: Principal): Promise<AccessScope>;
+  /** largest body of a single-object request, bytes */
+  maxBody: number;
+  /** how the node answers an error from the store or the writer */
+  mapError(e: unknown): HttpAnswer;
+  /** ms a long-poll of /changes waits at most */
+  pollTimeout?: number;
+}
+
+interface Request {
+  req: IncomingMessage;
+  res: ServerResponse;
+  url: URL;
+  principal: Principal;
+  credential: { user: string; password: string };
+  scope: AccessScope;
+}
+
+const PATHS = /^\/(objects|me|export|import|changes)(\/|$)/;
+
+/**
+ * The XML-over-HTTP gateway: objects by type and id with ETags, lists,
+ * the signed-in person's own data (/me), streaming export and import, and
+ * the changes feed for external caches. Every request is authenticated
+ * (HTTP Basic) and every object passes the schema's access rules; what a
+ * principal may not read is answered as if it did not exist.
+ */
+export class XmlGateway {
+  constructor(private readonly opts: XmlGatewayOptions) {}
+
+  /** Whether a path is this gateway's. */
+  handles(path: string): boolean {
+    return PATHS.test(path);
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    try {
+      const r = await this.authenticate(req, res, url);
+      const parts = url.pathname.split('/').filter(Boolean).map(decode);
+      const method = req.method ?? 'GET';
+      switch (parts[0]) {
+        case 'objects':
+          if (parts.length === 2) {
+            if (method === 'GET' || method === 'HEAD') return await this.list(r, parts[1]!);
+            if (method === 'POST') return await this.create(r, parts[1]!);
+            throw notAllowed(method, 'GET, HEAD, POST');
+          }
+          if (parts.length === 3) {
+            const [, type, id] = parts as [string, string, string];
+            if (method === 'GET' || method === 'HEAD') return await this.get(r, type, id);
+            if (method === 'PUT') return await this.put(r, type, id);
+            if (method === 'DELETE') return await this.remove(r, type, id);
+            throw notAllowed(method, 'GET, HEAD, PUT, DELETE');
+          }
+          throw new XmlError(404, `nothing at ${url.pathname}; objects are at /objects/{type}/{id}`);
+        case 'me':
+          if (parts.length !== 1) throw new XmlError(404, `nothing at ${url.pathname}`);
+          if (method === 'GET' || method === 'HEAD') return await this.me(r);
+          if (method === 'PUT') return await this.putMe(r);
+          throw notAllowed(method, 'GET, HEAD, PUT');
+        case 'export':
+          if (method !== 'GET') throw notAllowed(method, 'GET');
+          return await this.export(r);
+        case 'import':
+          if (method !== 'POST') throw notAllowed(method, 'POST');
+          return await this.import(r);
+        case 'changes':
+          if (method !== 'GET') throw notAllowed(method, 'GET');
+          this.requireEverything(r, 'the changes feed');
+          return await changesFeed(this.opts.store, req, res, url, this.opts.pollTimeout ?? 30_000);
+        default:
+          throw new XmlError(404, `nothing at ${url.pathname}`);
+      }
+    } catch (e) {
+      this.fail(res, e);
+    }
+  }
+
+  private fail(res: ServerResponse, e: unknown): void {
+    const a: HttpAnswer = e instanceof XmlError ? { status: e.status, code: codeOf(e.status), message: e.message, field: e.field } : this.opts.mapError(e);
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const field = a.field ? ` field="${escapeAttr(a.field)}"` : '';
+    sendXml(res, a.status, `${XML_DECLARATION}<error code="${escapeAttr(a.code)}"${field}>${escapeText(a.message)}</error>\n`, a.headers ?? {});
+  }
+
+  private async authenticate(req: IncomingMessage, res: ServerResponse, url: URL): Promise<Request> {
+    const h = req.headers.authorization;
+    let credential: { user: string; password: string } | undefined;
+    if (h && /^basic /i.test(h)) {
+      const decoded = Buffer.from(h.slice(6).trim(), 'base64').toString('utf8');
+      const i = decoded.indexOf(':');
+      if (i >= 0) credential = { user: decoded.slice(0, i), password: decoded.slice(i + 1) };
+    }
+    const principal = credential && (await this.opts.authenticate(credential.user, credential.password));
+    if (!principal || !credential) {
+      res.setHeader('www-authenticate', 'Basic realm="meridian", charset="UTF-8"');
+      throw new XmlError(401, credential ? 'wrong user name or password' : 'sign in with HTTP Basic authentication: your uid or mail and your password');
+    }
+    return { req, res, url, principal, credential, scope: await this.opts.scope(principal) };
+  }
+
+  private requireEverything(r: Request, what: string): void {
+    if (!r.scope.everything) throw new XmlError(403, `${what} is for the admin and staff; sign in as one of them`);
+  }
+
+  private typeDef(type: string): TypeDef {
+    const def = this.opts.store.schema.types.get(type);
+    if (!def || def.system) throw new XmlError(404, `no type ${type}; the schema has ${this.publicTypes().join(', ')}`);
+    return def;
+  }
+
+  private publicTypes(): string[] {
+    return [...this.opts.store.schema.types.values()].filter((t) => !t.system).map((t) => t.name);
+  }
+
+  /** The object, if this principal may see it; otherwise not found. */
+  private async visible(r: Request, type: string, id: string): Promise<StoredObject> {
+    this.typeDef(type);
+    const o = await this.opts.store.get(id);
+    if (!o || o.deleted || o.type !== type || !r.scope.canRead(o)) throw new XmlError(404, `no ${type} ${id}`);
+    return o;
+  }
+
+  private send(r: Request, status: number, o: StoredObject, headers: Record<string, string> = {}): void {
+    const body = XML_DECLARATION + objectXml(o, this.opts.store.schema.types.get(o.type));
+    sendXml(r.res, status, body, { etag: `"${o.version}"`, ...headers }, r.req.method === 'HEAD');
+  }
+
+  private writeOpts(r: Request, extra: { ifVersion?: string | undefined } = {}): WriteRequest {
+    const key = r.req.headers['idempotency-key'];
+    if (key !== undefined && (typeof key !== 'string' || !/^[\x21-\x7e]{1,128}$/.test(key))) {
+      throw new XmlError(400, 'Idempotency-Key must be 1 to 128 printable ASCII characters without spaces');
+    }
+    return { principal: principalName(r.principal), credential: r.credential, idempotencyKey: key, ifVersion: extra.ifVersion };
+  }
+
+  private async body(r: Request): Promise<ObjectInput> {
+    requireXml(r.req);
+    const text = await readText(r.req, this.opts.maxBody);
+    const objects = parseDocument(text, 'object');
+    return objects[0]!;
+  }
+
+  // ---- objects ---------------------------------------------------------
+
+  private async get(r: Request, type: string, id: string): Promise<void> {
+    const o = await this.visible(r, type, id);
+    if (noneMatch(r.req, o.version)) {
+      r.res.writeHead(304, { etag: `"${o.version}"` });
+      r.res.end();
+      return;
+    }
+    this.send(r, 200, o);
+  }
+
+  private async put(r: Request, type: string, id: string): Promise<void> {
+    const def = this.typeDef(type);
+    const input = await this.body(r);
+    if (input.type !== type) throw new XmlError(409, `the body is a ${input.type} but the URL names a ${type}; an object's type never changes`);
+    if (input.id !== undefined && input.id !== id) throw new XmlError(409, `the body is object ${input.id} but the URL names ${id}`);
+    const fields = writeFields(def, input);
+    const current = await this.opts.store.get(id);
+    const exists = current !== undefined && !current.deleted && current.type === type && r.scope.canRead(current);
+    if (current && !current.deleted && !exists) throw new XmlError(404, `no ${type} ${id}`);
+    const match = ifMatch(r.req);
+    if (!exists) {
+      if (r.req.headers['if-none-match']?.trim() !== '*') {
+        throw new XmlError(428, `${type} ${id} does not exist; to create it with PUT send If-None-Match: *`);
+      }
+      await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'create', id, type, fields);
+      const o = await this.opts.writer.create(type, fields, { ...this.writeOpts(r), id });
+      this.send(r, 201, o, { location: objectPath(o) });
+      return;
+    }
+    if (match === undefined) throw new XmlError(428, `${type} ${id} exists; send If-Match with its ETag ("${current!.version}" now) to change it`);
+    if (noneMatch(r.req, current!.version)) throw new XmlError(412, `${type} ${id} exists; If-None-Match: * only creates`);
+    if (match !== '*' && match !== current!.version) throw new XmlError(412, `${type} ${id} changed since you read it (now "${current!.version}"); GET it again and retry`);
+    await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'replace', id, type, fields);
+    const o = await this.opts.writer.replace(id, fields, this.writeOpts(r, { ifVersion: match === '*' ? undefined : match }));
+    this.send(r, 200, o);
+  }
+
+  private async create(r: Request, type: string): Promise<void> {
+    const def = this.typeDef(type);
+    const input = await this.body(r);
+    if (input.type !== type) throw new XmlError(409, `the body is a ${input.type} but the URL names ${type}`);
+    if (input.id !== undefined) throw new XmlError(400, `POST creates an object with a new id; to choose the id, PUT /objects/${type}/${input.id} with If-None-Match: *`);
+    const fields = writeFields(def, input);
+    await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'create', 'new', type, fields);
+    const o = await this.opts.writer.create(type, fields, this.writeOpts(r));
+    this.send(r, 201, o, { location: objectPath(o) });
+  }
+
+  private async remove(r: Request, type: string, id: string): Promise<void> {
+    const o = await this.visible(r, type, id);
+    const match = ifMatch(r.req);
+    if (match === undefined) throw new XmlError(428, `send If-Match with the ETag of ${type} ${id} ("${o.version}" now) to delete it`);
+    if (match !== '*' && match !== o.version) throw new XmlError(412, `${type} ${id} changed since you read it (now "${o.version}"); GET it again and retry`);
+    await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'delete', id, type, undefined);
+    await this.opts.writer.delete(id, this.writeOpts(r, { ifVersion: match === '*' ? undefined : match }));
+    r.res.writeHead(204);
+    r.res.end();
+  }
+
+  // ---- lists -----------------------------------------------------------
+
+  private async list(r: Request, type: string): Promise<void> {
+    const def = this.typeDef(type);
+    const q = r.url.searchParams;
+    const limitText = q.get('limit');
+    const limit = limitText === null ? 100 : Number(limitText);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new XmlError(400, 'limit must be a whole number from 1 to 1000');
+    const cursor = q.get('cursor');
+    let after: string | undefined;
+    if (cursor !== null && cursor !== '') {
+      if (!/^[A-Za-z0-9_-]{1,400}$/.test(cursor)) throw new XmlError(400, 'the cursor is not one this node handed out; start again without it');
+      after = Buffer.from(cursor, 'base64url').toString('utf8');
+    }
+    const text = q.get('q')?.toLowerCase();
+    const filters: [string, string][] = [];
+    for (const [k, v] of q.entries()) {
+      if (k === 'limit' || k === 'cursor' || k === 'q') continue;
+      const f = def.fields.get(k);
+      if (!f || f.kind === 'password') throw new XmlError(400, `${k} is not a field of ${type}; filter by field=value, or use q= to search`);
+      filters.push([k, v]);
+    }
+    // the first filter on an indexed field picks the index; the rest are checked on each object
+    const indexed = filters.find(([k]) => def.fields.get(k)!.indexed || def.fields.get(k)!.unique);
+    if (filters.length > 0 && !indexed) {
+      throw new XmlError(400, `filter by at least one indexed field of ${type} (${[...def.fields.values()].filter((f) => f.indexed || f.unique).map((f) => f.name).join(', ')}); use q= to search the rest`);
+    }
+    const matches = (o: StoredObject): boolean => {
+      if (!r.scope.canRead(o)) return false;
+      for (const [k, v] of filters) {
+        const f = def.fields.get(k)!;
+        const have = o.fields[k];
+        const values = have === undefined ? [] : Array.isArray(have) ? have : [have];
+        const want = f.kind === 'ref' ? v : v.toLowerCase();
+        if (!values.some((x) => (f.kind === 'ref' ? String(x) : String(x).toLowerCase()) === want)) return false;
+      }
+      if (text !== undefined && text !== '') {
+        const hit = Object.entries(o.fields).some(([k, v]) => def.fields.get(k)?.kind !== 'password' && (Array.isArray(v) ? v : [v]).some((x) => String(x).toLowerCase().includes(text)));
+        if (!hit) return false;
+      }
+      return true;
+    };
+    const items: StoredObject[] = [];
+    let next: string | undefined;
+    // Searching reads pages until the limit is met or 10000 objects were looked at; the cursor then resumes there.
+    let scanned = 0;
+    for (;;) {
+      const page = indexed
+        ? await this.opts.store.lookup(type, indexed[0], indexed[1], { limit: 500, after })
+        : await this.opts.store.list(type, { limit: 500, after });
+      let stopAt: string | undefined;
+      for (const o of page.items) {
+        scanned++;
+        if (matches(o)) items.push(o);
+        if (items.length === limit) {
+          stopAt = o.id;
+          break;
+        }
+      }
+      if (stopAt !== undefined) {
+        const more = page.items[page.items.length - 1]!.id !== stopAt || page.next !== undefined;
+        next = more ? stopAt : undefined;
+        break;
+      }
+      if (!page.next) break;
+      after = page.next;
+      if (scanned >= 10_000) {
+        next = after;
+        break;
+      }
+    }
+    const nextAttr = next === undefined ? '' : ` next="${Buffer.from(next, 'utf8').toString('base64url')}"`;
+    let body = `${XML_DECLARATION}<objects${nextAttr}>\n`;
+    for (const o of items) body += objectXml(o, def, '  ');
+    body += '</objects>\n';
+    sendXml(r.res, 200, body, {}, r.req.method === 'HEAD');
+  }
+
+  // ---- the signed-in person ------------------------------------------------
+
+  private async myself(r: Request): Promise<StoredObject> {
+    if (r.principal.kind !== 'person') throw new XmlError(404, 'the admin is not a person; /me is the signed-in person\'s own data');
+    const me = await this.opts.store.get(r.principal.id);
+    if (!me || me.deleted) throw new XmlError(404, 'your entry no longer exists');
+    return me;
+  }
+
+  private async me(r: Request): Promise<void> {
+    const me = await this.myself(r);
+    const store = this.opts.store;
+    const rules = store.schema.access!;
+    const out: StoredObject[] = [me];
+    const orgId = me.fields[rules.organisationField];
+    if (typeof orgId === 'string') {
+      const org = await store.get(orgId);
+      if (org && !org.deleted && r.scope.canRead(org)) out.push(org);
+      // what belongs to the organisation (licenses, for a customer), as far as the person may read it
+      for (const def of store.schema.types.values()) {
+        if (def.system || def.name === rules.principalType || def.name === rules.organisationType) continue;
+        for (const f of def.fields.values()) {
+          if (f.kind !== 'ref' || f.to !== rules.organisationType) continue;
+          let after: string | undefined;
+          do {
+            const page = await store.lookup(def.name, f.name, orgId, { limit: 1000, after });
+            out.push(...page.items.filter((o) => r.scope.canRead(o) && !out.some((x) => x.id === o.id)));
+            after = page.next;
+          } while (after);
+        }
+      }
+    }
+    let body = `${XML_DECLARATION}<objects>\n`;
+    for (const o of out) body += objectXml(o, store.schema.types.get(o.type), '  ');
+    body += '</objects>\n';
+    sendXml(r.res, 200, body, { etag: `"${me.version}"` }, r.req.method === 'HEAD');
+  }
+
+  private async putMe(r: Request): Promise<void> {
+    const me = await this.myself(r);
+    const def = this.typeDef(me.type);
+    const input = await this.body(r);
+    if (input.type !== me.type || (input.id !== undefined && input.id !== me.id)) throw new XmlError(409, `PUT /me takes your own entry, <object type="${me.type}" id="${me.id}">`);
+    const match = ifMatch(r.req);
+    if (match === undefined) throw new XmlError(428, `send If-Match with the ETag of your entry ("${me.version}" now)`);
+    if (match !== '*' && match !== me.version) throw new XmlError(412, `your entry changed since you read it (now "${me.version}"); GET /me again and retry`);
+    // fields you may not edit are kept as they are (they may be left out); the editable ones are replaced
+    const given = writeFields(def, input);
+    const self = r.scope.selfFields;
+    const update: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(given)) {
+      if (self.has(k)) update[k] = v;
+      else if (JSON.stringify(normal(v)) !== JSON.stringify(normal(me.fields[k]))) {
+        throw new XmlError(403, `you may not change "${k}" of your own entry; you may change ${[...self].join(', ')}`, k);
+      }
+    }
+    for (const k of self) {
+      if (!(k in given) && me.fields[k] !== undefined && def.fields.get(k)?.kind !== 'password') update[k] = null;
+    }
+    await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'update', me.id, me.type, update);
+    const o = await this.opts.writer.update(me.id, update, this.writeOpts(r, { ifVersion: match === '*' ? undefined : match }));
+    this.send(r, 200, o);
+  }
+
+  // ---- bulk ------------------------------------------------------------------
+
+  private async export(r: Request): Promise<void> {
+    this.requireEverything(r, 'export');
+    const only = r.url.searchParams.get('type');
+    const types = only ? [this.typeDef(only)] : exportOrder(this.opts.store.schema);
+    r.res.writeHead(200, { 'content-type': XML_TYPE, 'cache-control': 'no-cache' });
+    await write(r.res, `${XML_DECLARATION}<objects>\n`);
+    const store = this.opts.store;
+    for (const def of types) {
+      // objects referring to their own type (a customer to its reseller) after those they refer to
+      const selfRefs = [...def.fields.values()].filter((f) => f.kind === 'ref' && f.to === def.name).map((f) => f.name);
+      for (const pass of selfRefs.length ? [0, 1] : [0]) {
+        let after: string | undefined;
+        do {
+          const page = await store.list(def.name, { limit: 1000, after });
+          let chunk = '';
+          for (const o of page.items) {
+            const refersToOwnType = selfRefs.some((f) => o.fields[f] !== undefined);
+            if (selfRefs.length && refersToOwnType !== (pass === 1)) continue;
+            chunk += objectXml(o, def, '  ');
+          }
+          if (chunk) await write(r.res, chunk);
+          after = page.next;
+        } while (after);
+      }
+    }
+    r.res.end('</objects>\n');
+  }
+
+  private async import(r: Request): Promise<void> {
+    this.requireEverything(r, 'import');
+    requireXml(r.req);
+    const dryRun = ['1', 'true'].includes(r.url.searchParams.get('dry-run') ?? '');
+    const report = await runImport({
+      store: this.opts.store,
+      writer: this.opts.writer,
+      body: r.req,
+      dryRun,
+      maxObject: this.opts.maxBody,
+      writeOptions: () => this.writeOpts(r),
+      mapError: (e) => (e instanceof XmlError ? { status: e.status, code: codeOf(e.status), message: e.message, field: e.field } : this.opts.mapError(e)),
+    });
+    sendXml(r.res, report.status, report.body);
+  }
+}
+
+function normal(v: unknown): unknown {
+  if (v === null || v === undefined) return null;
+  return Array.isArray(v) ? v.map(String) : String(v);
+}
+
+function objectPath(o: StoredObject): string {
+  return `/objects/${encodeURIComponent(o.type)}/${encodeURIComponent(o.id)}`;
+}
+
+function notAllowed(method: string, allowed: string): XmlError {
+  return new XmlError(405, `${method} is not allowed here; use ${allowed}`);
+}
+
+function decode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw new XmlError(400, `the path segment "${s}" is not valid percent-encoding`);
+  }
+}
+
+const CODES: Record<number, string> = {
+  400: 'bad-request',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not-found',
+  405: 'method-not-allowed',
+  409: 'conflict',
+  412: 'precondition-failed',
+  413: 'too-large',
+  415: 'unsupported-media-type',
+  422: 'validation',
+  428: 'precondition-required',
+};
+
+function codeOf(status: number): string {
+  return CODES[status] ?? 'error';
+}

@@ -1,0 +1,230 @@
+import {
+  checkFieldValues,
+  checkRequired,
+  foldValue,
+  publicFields,
+  ValidationError,
+  type FieldValue,
+  type Schema,
+  type Store,
+  type TypeDef,
+  type Writer,
+  type WriteRequest,
+} from '@meridian/store';
+import { escapeAttr, escapeText, parseDocument, writeFields, XML_DECLARATION, XmlError } from './format.js';
+import { streamObjects } from './stream-objects.js';
+import type { HttpAnswer } from './gateway.js';
+
+/**
+ * Types in an order where each comes after the types it refers to, so an
+ * export can be imported into an empty node object by object (references
+ * to the object's own type are handled by the exporter in two passes).
+ */
+export function exportOrder(schema: Schema): TypeDef[] {
+  const out: TypeDef[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = (t: TypeDef): void => {
+    if (state.get(t.name) === 'done' || state.get(t.name) === 'visiting') return;
+    state.set(t.name, 'visiting');
+    for (const f of t.fields.values()) {
+      const to = f.kind === 'ref' ? schema.types.get(f.to!) : undefined;
+      if (to && to !== t) visit(to);
+    }
+    state.set(t.name, 'done');
+    out.push(t);
+  };
+  for (const t of schema.types.values()) if (!t.system) visit(t);
+  return out;
+}
+
+type Status = 'created' | 'updated' | 'unchanged' | 'rejected';
+
+interface Result {
+  line: number;
+  type: string;
+  id: string | undefined;
+  status: Status;
+  message?: string;
+  field?: string | undefined;
+}
+
+export interface ImportOptions {
+  store: Store;
+  writer: Writer;
+  body: AsyncIterable<Buffer>;
+  dryRun: boolean;
+  /** largest single object, bytes */
+  maxObject: number;
+  writeOptions: () => WriteRequest;
+  mapError(e: unknown): HttpAnswer;
+}
+
+/** writes in flight at once: enough to fill group commits */
+const WINDOW = 256;
+/** beyond this many results only the rejected ones are listed one by one */
+const LIST_ALL = 10_000;
+/** objects whose reference was not there yet, tried again at the end */
+const MAX_DEFERRED = 10_000;
+
+/**
+ * Applies a streamed `<objects>` document object by object through the
+ * normal write path: an object with an id that exists is replaced by the
+ * document's (fields left out are removed; passwords, which exports never
+ * carry, are kept), one that does not is created with that id, and one
+ * without an id is created with a new one. Up to WINDOW writes run at once
+ * so they share fsyncs; a write waits for the writes of the objects it
+ * refers to. An object rejected for a reference to an object not there yet
+ * is tried again once the rest of the document is in. With `dryRun`
+ * nothing is written and each object is checked against the schema and the
+ * store as it stands (plus the objects earlier in the document).
+ */
+export async function runImport(o: ImportOptions): Promise<{ status: number; body: string }> {
+  const results: Result[] = [];
+  const counts: Record<Status, number> = { created: 0, updated: 0, unchanged: 0, rejected: 0 };
+  const inFlight = new Map<string, Promise<void>>();
+  const running = new Set<Promise<void>>();
+  const deferred: { line: number; input: ReturnType<typeof parseDocument>[number] }[] = [];
+  const seen = new Set<string>();
+  const record = (r: Result): void => {
+    counts[r.status]++;
+    if (r.status === 'rejected' || results.length < LIST_ALL) results.push(r);
+  };
+
+  const applyOne = async (line: number, input: ReturnType<typeof parseDocument>[number], lastChance: boolean): Promise<void> => {
+    const def = o.store.schema.types.get(input.type);
+    if (!def || def.system) {
+      record({ line, type: input.type, id: input.id, status: 'rejected', message: `unknown type ${input.type}` });
+      return;
+    }
+    const fields = writeFields(def, input);
+    // wait for the objects this one refers to, if they are being written
+    for (const f of def.fields.values()) {
+      if (f.kind !== 'ref') continue;
+      const v = fields[f.name];
+      for (const ref of v === null || v === undefined ? [] : Array.isArray(v) ? v : [v]) await inFlight.get(String(ref));
+    }
+    try {
+      const current = input.id === undefined ? undefined : await o.store.get(input.id);
+      if (current && current.type !== input.type) throw new XmlError(409, `${input.id} is a ${current.type} here, not a ${input.type}`);
+      if (current?.deleted) throw new XmlError(409, `${input.type} ${input.id} was deleted on this node; undelete it before importing it again`);
+      if (o.dryRun) {
+        record({ line, type: input.type, id: input.id, status: await check(o.store, def, input.id, fields, current?.fields, seen) });
+        if (input.id !== undefined) seen.add(input.id);
+        return;
+      }
+      if (current) {
+        const next = checkFieldValues(def, current.id, fields);
+        if (same(def, current.fields, next)) {
+          record({ line, type: input.type, id: input.id, status: 'unchanged' });
+          return;
+        }
+        await o.writer.replace(current.id, fields, o.writeOptions());
+        record({ line, type: input.type, id: input.id, status: 'updated' });
+      } else {
+        const made = await o.writer.create(input.type, fields, { ...o.writeOptions(), id: input.id });
+        record({ line, type: input.type, id: made.id, status: 'created' });
+      }
+    } catch (e) {
+      const a = o.mapError(e);
+      const missingRef = (e as { rule?: string }).rule === 'reference' && /refers to missing object/.test(a.message);
+      if (missingRef && !lastChance && deferred.length < MAX_DEFERRED) {
+        deferred.push({ line, input });
+        return;
+      }
+      record({ line, type: input.type, id: input.id, status: 'rejected', message: a.message, field: a.field });
+    }
+  };
+
+  const launch = async (line: number, input: ReturnType<typeof parseDocument>[number], lastChance: boolean): Promise<void> => {
+    while (running.size >= WINDOW) await Promise.race(running);
+    if (input.id !== undefined) await inFlight.get(input.id); // the same id twice: in document order
+    const p = applyOne(line, input, lastChance).finally(() => {
+      running.delete(p);
+      if (input.id !== undefined && inFlight.get(input.id) === p) inFlight.delete(input.id);
+    });
+    running.add(p);
+    if (input.id !== undefined) inFlight.set(input.id, p);
+  };
+
+  let malformed: XmlError | undefined;
+  try {
+    for await (const piece of streamObjects(o.body, o.maxObject)) {
+      // a malformed object ends the import: what follows it cannot be trusted to be what the sender meant
+      const input = parseDocument(piece.text, 'object', piece.line - 1)[0]!;
+      await launch(piece.line, input, false);
+    }
+  } catch (e) {
+    if (!(e instanceof XmlError)) throw e;
+    malformed = e;
+  }
+  await Promise.all(running);
+  if (!malformed) {
+    for (const d of deferred.splice(0)) await launch(d.line, d.input, true);
+    await Promise.all(running);
+  }
+  const applied = counts.created + counts.updated;
+  if (malformed) {
+    const done = o.dryRun ? '' : applied ? `; the ${applied} objects before it were applied` : '; nothing was applied';
+    return {
+      status: malformed.status,
+      body: `${XML_DECLARATION}<error code="${malformed.status === 413 ? 'too-large' : 'bad-request'}">${escapeText(malformed.message + done)}</error>\n`,
+    };
+  }
+  results.sort((a, b) => a.line - b.line);
+  const total = counts.created + counts.updated + counts.unchanged + counts.rejected;
+  let body = `${XML_DECLARATION}<import dryRun="${o.dryRun}" objects="${total}" created="${counts.created}" updated="${counts.updated}" unchanged="${counts.unchanged}" rejected="${counts.rejected}"${total > LIST_ALL ? ' listed="rejected"' : ''}>\n`;
+  for (const r of results) {
+    const attrs = `line="${r.line}" type="${escapeAttr(r.type)}"${r.id !== undefined ? ` id="${escapeAttr(r.id)}"` : ''} status="${r.status}"${r.field ? ` field="${escapeAttr(r.field)}"` : ''}`;
+    body += r.message ? `  <result ${attrs}>${escapeText(r.message)}</result>\n` : `  <result ${attrs}/>\n`;
+  }
+  body += '</import>\n';
+  return { status: 200, body };
+}
+
+/** Whether stored fields equal checked new ones (password fields aside: imports never carry them). */
+function same(def: TypeDef, stored: Readonly<Record<string, FieldValue>>, next: Record<string, FieldValue | null>): boolean {
+  const a = publicFields(def, stored);
+  const b: Record<string, FieldValue> = {};
+  for (const [k, v] of Object.entries(next)) if (v !== null && def.fields.get(k)?.kind !== 'password') b[k] = v;
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  for (const k of keys) if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) return false;
+  return true;
+}
+
+/**
+ * A dry run's verdict: what the write would do, or throws what it would be
+ * refused for: the schema's rules, references (to objects stored here or
+ * earlier in the document) and unique values held by other objects.
+ */
+async function check(
+  store: Store,
+  def: TypeDef,
+  id: string | undefined,
+  fields: Record<string, unknown>,
+  current: Readonly<Record<string, FieldValue>> | undefined,
+  seen: ReadonlySet<string>,
+): Promise<Status> {
+  const next = checkFieldValues(def, id, fields);
+  const merged: Record<string, FieldValue> = {};
+  for (const [k, v] of Object.entries(next)) if (v !== null) merged[k] = v;
+  for (const f of def.fields.values()) if (f.kind === 'password' && current?.[f.name] !== undefined && merged[f.name] === undefined) merged[f.name] = current[f.name]!;
+  checkRequired(def, id, merged);
+  const subject = id ? `${def.name} ${id}` : `new ${def.name}`;
+  for (const f of def.fields.values()) {
+    const v = merged[f.name];
+    if (v === undefined) continue;
+    for (const one of Array.isArray(v) ? v : [v]) {
+      if (f.kind === 'ref') {
+        if (seen.has(String(one))) continue;
+        const target = await store.get(String(one));
+        if (!target || target.deleted) throw new ValidationError({ objectId: id, type: def.name, field: f.name, rule: 'reference', message: `${subject}: field "${f.name}" refers to missing object ${String(one)}` });
+        if (target.type !== f.to) throw new ValidationError({ objectId: id, type: def.name, field: f.name, rule: 'reference', message: `${subject}: field "${f.name}" must refer to a ${f.to}, but ${String(one)} is a ${target.type}` });
+      } else if (f.unique) {
+        const owner = (await store.lookup(def.name, f.name, String(one))).items[0];
+        if (owner && owner.id !== id) throw new ValidationError({ objectId: id, type: def.name, field: f.name, rule: 'unique', message: `${subject}: field "${f.name}" value ${JSON.stringify(foldValue(f, one))} is already used by ${owner.id}` });
+      }
+    }
+  }
+  if (current && same(def, current, next)) return 'unchanged';
+  return current ? 'updated' : 'created';
+}

@@ -1,0 +1,173 @@
+import { screen, XmlError } from './format.js';
+
+/**
+ * Splits a streamed `<objects>` document into the text of each `<object>`
+ * element without holding the document in memory, so an import of millions
+ * of objects needs memory for one object at a time. The pieces are then
+ * parsed one by one (parseDocument). Comments and CDATA sections are
+ * skipped over when looking for an object's end.
+ */
+export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, maxObject: number): AsyncGenerator<{ text: string; line: number }> {
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  let buf = '';
+  /** line number (1-based) of buf[0] */
+  let line = 1;
+  let state: 'prolog' | 'between' | 'done' = 'prolog';
+  let ended = false;
+  const it = chunks[Symbol.asyncIterator]();
+
+  const more = async (): Promise<boolean> => {
+    if (ended) return false;
+    const r = await it.next();
+    if (r.done) {
+      ended = true;
+      try {
+        buf += decoder.decode();
+      } catch {
+        throw new XmlError(400, `the document is not valid UTF-8 (near line ${line + count(buf)})`);
+      }
+      return false;
+    }
+    try {
+      buf += typeof r.value === 'string' ? r.value : decoder.decode(r.value, { stream: true });
+    } catch {
+      throw new XmlError(400, `the document is not valid UTF-8 (near line ${line + count(buf)})`);
+    }
+    return true;
+  };
+  const drop = (n: number): void => {
+    line += count(buf.slice(0, n));
+    buf = buf.slice(n);
+  };
+  const fail = (at: number, problem: string): XmlError => {
+    const before = buf.slice(0, at);
+    return new XmlError(400, `malformed XML at line ${line + count(before)}, column ${at - before.lastIndexOf('\n')}: ${problem}`);
+  };
+  /** Skips whitespace, comments and (in the prolog) the XML declaration; false when more input is needed. */
+  const skipMisc = async (allowDecl: boolean): Promise<void> => {
+    for (;;) {
+      const ws = /^\s*/.exec(buf)![0].length;
+      drop(ws);
+      if (buf.length === 0) {
+        if (!(await more())) return;
+        continue;
+      }
+      if (buf.startsWith('<!--')) {
+        let end = buf.indexOf('-->', 4);
+        while (end < 0) {
+          if (!(await more())) throw fail(0, 'a comment is not closed');
+          end = buf.indexOf('-->', 4);
+        }
+        drop(end + 3);
+        continue;
+      }
+      if (buf.length < 5 && !ended) {
+        await more();
+        continue;
+      }
+      if (allowDecl && buf.startsWith('<?')) {
+        let end = buf.indexOf('?>');
+        while (end < 0) {
+          if (!(await more())) throw fail(0, 'the XML declaration is not closed');
+          end = buf.indexOf('?>');
+        }
+        screen(buf.slice(0, end + 2), line - 1);
+        drop(end + 2);
+        continue;
+      }
+      return;
+    }
+  };
+  /** Index just past the start tag beginning at 0 ('>' outside quotes), or -1 when more input is needed. */
+  const tagEnd = (): number => {
+    let quote = '';
+    for (let i = 1; i < buf.length; i++) {
+      const c = buf[i]!;
+      if (quote) {
+        if (c === quote) quote = '';
+      } else if (c === '"' || c === "'") quote = c;
+      else if (c === '>') return i + 1;
+    }
+    return -1;
+  };
+
+  while (state !== 'done') {
+    await skipMisc(state === 'prolog');
+    if (buf.length === 0 && ended) throw fail(0, state === 'prolog' ? 'the document is empty; send <objects>...</objects>' : 'the document ends before </objects>');
+    if (buf.startsWith('<!')) screen(buf.slice(0, 200), line - 1);
+    if (state === 'prolog') {
+      if (!/^<objects[\s/>]/.test(buf)) throw fail(0, 'the root element must be <objects>');
+      let end = tagEnd();
+      while (end < 0) {
+        if (!(await more())) throw fail(0, 'the <objects> start tag is not closed');
+        end = tagEnd();
+      }
+      const selfClosed = buf[end - 2] === '/';
+      drop(end);
+      state = selfClosed ? 'done' : 'between';
+      continue;
+    }
+    if (buf.startsWith('</objects')) {
+      let end = buf.indexOf('>');
+      while (end < 0) {
+        if (!(await more())) throw fail(0, 'the </objects> tag is not closed');
+        end = buf.indexOf('>');
+      }
+      if (!/^<\/objects\s*>$/.test(buf.slice(0, end + 1))) throw fail(0, 'malformed </objects> tag');
+      drop(end + 1);
+      state = 'done';
+      continue;
+    }
+    if (!/^<object[\s/>]/.test(buf)) {
+      if (buf.length < 8 && !ended && (await more())) continue;
+      throw fail(0, `expected <object> or </objects>, got ${JSON.stringify(buf.slice(0, 20))}`);
+    }
+    // one <object> element: find its end, skipping comments and CDATA
+    let start = tagEnd();
+    while (start < 0) {
+      if (buf.length > maxObject) throw new XmlError(413, `an <object> at line ${line} is larger than ${maxObject} bytes`);
+      if (!(await more())) throw fail(0, 'an <object> start tag is not closed');
+      start = tagEnd();
+    }
+    let end = -1;
+    if (buf[start - 2] === '/') end = start;
+    let from = start;
+    while (end < 0) {
+      const close = buf.indexOf('</object', from);
+      const cdata = buf.indexOf('<![CDATA[', from);
+      const comment = buf.indexOf('<!--', from);
+      const first = Math.min(...[close, cdata, comment].filter((i) => i >= 0));
+      if (Number.isFinite(first)) {
+        if (first === cdata || first === comment) {
+          const term = first === cdata ? ']]>' : '-->';
+          const stop = buf.indexOf(term, first + 4);
+          if (stop >= 0) {
+            from = stop + term.length;
+            continue;
+          }
+        } else {
+          const gt = buf.indexOf('>', first);
+          if (gt >= 0) {
+            end = gt + 1;
+            break;
+          }
+        }
+      }
+      if (buf.length > maxObject) throw new XmlError(413, `an <object> at line ${line} is larger than ${maxObject} bytes`);
+      if (!(await more())) throw fail(0, 'an <object> is not closed before the document ends');
+    }
+    const text = buf.slice(0, end);
+    const at = line;
+    drop(end);
+    yield { text, line: at };
+  }
+  // only whitespace and comments may follow
+  await skipMisc(false);
+  if (buf.length > 0) throw fail(0, 'content after </objects>');
+}
+
+function count(s: string): number {
+  let n = 0;
+  for (let i = s.indexOf('\n'); i >= 0; i = s.indexOf('\n', i + 1)) n++;
+  return n;
+}
