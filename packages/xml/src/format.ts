@@ -116,7 +116,11 @@ export function parseDocument(text: string, root: 'object' | 'objects', lineOffs
   if (roots.length !== 1 || roots[0] !== root) {
     throw new XmlError(400, `the document must have one root element <${root}>, got ${roots.length ? roots.map((r) => `<${r}>`).join(', ') : 'none'}`);
   }
-  if (root === 'object') return (doc['object'] as unknown[]).map((o) => objectInput(o));
+  if (root === 'object') {
+    const list = doc['object'] as unknown[];
+    if (list.length !== 1) throw new XmlError(400, `the document must have one root element <object>, got ${list.length}`);
+    return [objectInput(list[0])];
+  }
   const body = doc['objects'];
   if (typeof body === 'string') {
     if (body.trim() !== '') throw new XmlError(400, '<objects> holds <object> elements, not text');

@@ -1,0 +1,333 @@
+/**
+ * The XML gateway over real HTTP (Node's fetch, and curl as a real client):
+ * objects with ETags and preconditions, lists, the website's /me flow,
+ * every access rule, bad input, export/import validated by xmllint, and
+ * the changes feed carrying a write made on another master.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t, { type Test } from 'tap';
+import { freePort } from './helpers/free-port.js';
+import { tempDir } from './helpers/tmp.js';
+import { until } from './helpers/wait.js';
+import { ADMIN, basic, call, etagOf, fieldValues, idsIn, PERSON_PW, seed, startXmlNode } from './helpers/xml-node.js';
+
+const XSD = fileURLToPath(new URL('../docs/formats/meridian.xsd', import.meta.url));
+const person = (uid: string): string => basic(uid, PERSON_PW);
+
+const orgXml = (fields: Record<string, string | string[]>, attrs = ''): string =>
+  `<?xml version="1.0"?>\n<object type="Organisation"${attrs}>\n${Object.entries(fields)
+    .flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((x) => `  <field name="${k}">${x}</field>`))
+    .join('\n')}\n</object>\n`;
+
+function xmllint(t: Test, text: string, what: string): void {
+  const file = join(tempDir(t), 'doc.xml');
+  writeFileSync(file, text);
+  const r = spawnSync('xmllint', ['--noout', '--schema', XSD, file], { encoding: 'utf8' });
+  t.equal(r.status, 0, `${what} validates against meridian.xsd: ${r.stderr.trim()}`);
+}
+
+t.test('objects: GET with ETag and 304, PUT with If-Match (428, 412), POST, PUT to create, DELETE; values round-trip as stored', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  const got = await call(node, 'GET', '/objects/Organisation/org-c1');
+  t.equal(got.status, 200);
+  t.equal(got.headers.get('content-type'), 'application/xml; charset=utf-8');
+  const v1 = etagOf(got);
+  t.match(got.headers.get('etag'), /^"[^"]+"$/, 'a strong ETag');
+  t.same(fieldValues(got.text, 'postalCode'), ['0049'], 'a postcode with a leading zero stays as stored');
+  xmllint(t, got.text, 'an object');
+  t.equal((await call(node, 'GET', '/objects/Organisation/org-c1', { headers: { 'if-none-match': `"${v1}"` } })).status, 304, 'If-None-Match with the ETag: 304');
+  const head = await call(node, 'HEAD', '/objects/Organisation/org-c1');
+  t.equal(head.status, 200);
+  t.equal(head.text, '');
+  t.equal(etagOf(head), v1);
+
+  const body = orgXml({ name: 'Customer One', kind: 'customer', reseller: 'org-r', postalCode: '0049', telephoneNumber: ['+27 021 555', '  spaced  '], description: 'a &amp; &lt;b&gt; "q"' });
+  const noMatch = await call(node, 'PUT', '/objects/Organisation/org-c1', { body });
+  t.equal(noMatch.status, 428, 'PUT of an existing object without If-Match');
+  t.match(noMatch.text, /send If-Match with its ETag/);
+  const put = await call(node, 'PUT', '/objects/Organisation/org-c1', { body, headers: { 'if-match': `"${v1}"` } });
+  t.equal(put.status, 200, put.text);
+  const v2 = etagOf(put);
+  t.not(v2, v1);
+  const stale = await call(node, 'PUT', '/objects/Organisation/org-c1', { body, headers: { 'if-match': `"${v1}"` } });
+  t.equal(stale.status, 412, 'a stale If-Match');
+  t.match(stale.text, /<error code="precondition-failed">Organisation org-c1 changed since you read it/);
+  const after = await call(node, 'GET', '/objects/Organisation/org-c1');
+  t.same(fieldValues(after.text, 'telephoneNumber'), ['+27 021 555', '  spaced  '], 'phone numbers and spaces unchanged, multi-valued in order');
+  t.same(fieldValues(after.text, 'description'), ['a & <b> "q"']);
+  const stored = await node.store.get('org-c1');
+  t.equal(stored?.fields['description'], 'a & <b> "q"', 'stored as the text, not the markup');
+  // PUT is the full representation: a field left out is removed
+  const put2 = await call(node, 'PUT', '/objects/Organisation/org-c1', { body: orgXml({ name: 'Customer One', kind: 'customer', reseller: 'org-r' }), headers: { 'if-match': `"${v2}"` } });
+  t.equal(put2.status, 200);
+  t.same(fieldValues(put2.text, 'postalCode'), [], 'postalCode left out: removed');
+
+  const created = await call(node, 'POST', '/objects/Organisation', { body: orgXml({ name: 'New Co', kind: 'customer' }) });
+  t.equal(created.status, 201);
+  const loc = created.headers.get('location')!;
+  t.match(loc, /^\/objects\/Organisation\/org-[0-9a-z]{12}$/);
+  t.equal((await call(node, 'GET', loc)).status, 200, 'Location names the new object');
+  t.equal((await call(node, 'POST', '/objects/Organisation', { body: orgXml({ name: 'X', kind: 'customer' }, ' id="chosen"') })).status, 400, 'POST with an id');
+
+  const noStar = await call(node, 'PUT', '/objects/Organisation/org-chosen', { body: orgXml({ name: 'Chosen', kind: 'vendor' }) });
+  t.equal(noStar.status, 428, 'PUT of a new id without If-None-Match: *');
+  const star = await call(node, 'PUT', '/objects/Organisation/org-chosen', { body: orgXml({ name: 'Chosen', kind: 'vendor' }), headers: { 'if-none-match': '*' } });
+  t.equal(star.status, 201);
+  const again = await call(node, 'PUT', '/objects/Organisation/org-chosen', { body: orgXml({ name: 'Chosen', kind: 'vendor' }), headers: { 'if-none-match': '*' } });
+  t.equal(again.status, 428, 'If-None-Match: * on an existing object asks for If-Match');
+
+  t.equal((await call(node, 'DELETE', '/objects/Organisation/org-chosen')).status, 428, 'DELETE without If-Match');
+  t.equal((await call(node, 'DELETE', '/objects/Organisation/org-chosen', { headers: { 'if-match': '"nope"' } })).status, 412);
+  const del = await call(node, 'DELETE', '/objects/Organisation/org-chosen', { headers: { 'if-match': `"${etagOf(star)}"` } });
+  t.equal(del.status, 204);
+  t.equal((await call(node, 'GET', '/objects/Organisation/org-chosen')).status, 404, 'gone after DELETE');
+  t.equal((await call(node, 'GET', '/objects/Person/org-c1')).status, 404, 'an id under the wrong type is not found');
+});
+
+/** Runs a command without blocking this process (the node under test lives in it). */
+function run(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args);
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+t.test('curl as a real client: GET, then PUT back what it got with If-Match', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  const dir = tempDir(t);
+  const file = join(dir, 'o.xml');
+  const get = await run('curl', ['-s', '--max-time', '10', '-D', '-', '-o', file, '-u', 'admin:xml-admin-pw', `${node.url}/objects/Organisation/org-c2`]);
+  t.equal(get.code, 0);
+  const etag = /etag: ("[^"]+")/i.exec(get.stdout)![1]!;
+  const put = (match: string) => run('curl', ['-s', '--max-time', '10', '-w', '%{http_code}', '-o', '/dev/null', '-X', 'PUT', '-u', 'admin:xml-admin-pw', '-H', 'Content-Type: application/xml', '-H', `If-Match: ${match}`, '--data-binary', `@${file}`, `${node.url}/objects/Organisation/org-c2`]);
+  t.equal((await put(etag)).stdout, '200', 'what GET returned is a valid PUT body');
+  t.equal((await put('"old"')).stdout, '412', 'and the same with a stale ETag is refused');
+});
+
+t.test('lists: indexed filters, q, limit and an opaque cursor', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  for (let i = 0; i < 25; i++) await node.store.create('Host', { customer: 'org-c2', hostname: `web${i}.c2.example`, os: i % 2 ? 'linux' : 'BSD' });
+  const byCustomer = await call(node, 'GET', '/objects/Host?customer=org-c2&limit=10');
+  t.equal(idsIn(byCustomer.text).length, 10);
+  const next = /next="([^"]+)"/.exec(byCustomer.text)![1]!;
+  const all = new Set(idsIn(byCustomer.text));
+  let cursor: string | undefined = next;
+  while (cursor) {
+    const page = await call(node, 'GET', `/objects/Host?customer=org-c2&limit=10&cursor=${cursor}`);
+    for (const id of idsIn(page.text)) all.add(id);
+    cursor = /next="([^"]+)"/.exec(page.text)?.[1];
+  }
+  t.equal(all.size, 25, 'paging with the cursor reaches every host of the customer once');
+  const q = await call(node, 'GET', '/objects/Host?q=BSD');
+  t.equal(idsIn(q.text).length, 13, 'q matches case-insensitively in any field');
+  const both = await call(node, 'GET', '/objects/Host?customer=org-c2&os=linux');
+  t.equal(idsIn(both.text).length, 12, 'a further equality filter on an unindexed field');
+  xmllint(t, both.text, 'a list');
+  const bad = await call(node, 'GET', '/objects/Host?os=linux');
+  t.equal(bad.status, 400, 'filters need one indexed field');
+  t.match(bad.text, /filter by at least one indexed field of Host/);
+  t.equal((await call(node, 'GET', '/objects/Host?nope=1')).status, 400);
+  t.equal((await call(node, 'GET', '/objects/Host?cursor=%%%')).status, 400);
+  t.equal((await call(node, 'GET', '/objects/Nope')).status, 404);
+});
+
+t.test('the website flow: a customer contact signs in, reads /me, edits their entry and changes their password', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  t.equal((await call(node, 'GET', '/me', { auth: null })).status, 401, 'no credentials');
+  t.equal((await call(node, 'GET', '/me', { auth: basic('contact1', 'wrong') })).status, 401, 'a wrong password');
+  t.equal((await call(node, 'GET', '/me', { auth: basic('contact1', '') })).status, 401, 'an empty password never authenticates');
+  const me = await call(node, 'GET', '/me', { auth: person('contact1') });
+  t.equal(me.status, 200);
+  t.same(idsIn(me.text), ['per-c1', 'org-c1', 'lic-c1'], 'the person, their organisation and its licenses; no hosts, no colleagues');
+  t.notMatch(me.text, /password/, 'the password hash is never sent');
+  xmllint(t, me.text, '/me');
+  t.equal((await call(node, 'GET', '/me', { auth: person('contact1@example.com') })).status, 200, 'signing in with the mail address');
+
+  const mine = await call(node, 'GET', '/objects/Person/per-c1', { auth: person('contact1') });
+  const edited = mine.text.replace('+27 021 555 0100', '+27 021 555 0199');
+  const put = await call(node, 'PUT', '/me', { auth: person('contact1'), body: edited, headers: { 'if-match': `"${etagOf(mine)}"` } });
+  t.equal(put.status, 200, put.text);
+  t.same(fieldValues(put.text, 'telephoneNumber'), ['+27 021 555 0199']);
+  const roles = put.text.replace('<field name="roles">customer-contact</field>', '<field name="roles">staff</field>');
+  const escalate = await call(node, 'PUT', '/me', { auth: person('contact1'), body: roles, headers: { 'if-match': `"${etagOf(put)}"` } });
+  t.equal(escalate.status, 403, 'a person cannot give themselves a role');
+  t.match(escalate.text, /you may not change "roles" of your own entry/);
+  const noMatch = await call(node, 'PUT', '/me', { auth: person('contact1'), body: edited });
+  t.equal(noMatch.status, 428);
+
+  const withPassword = put.text.replace('</object>', '  <field name="password">new-secret-9</field>\n</object>');
+  const pw = await call(node, 'PUT', '/me', { auth: person('contact1'), body: withPassword, headers: { 'if-match': `"${etagOf(put)}"` } });
+  t.equal(pw.status, 200, pw.text);
+  t.equal((await call(node, 'GET', '/me', { auth: person('contact1') })).status, 401, 'the old password no longer works');
+  t.equal((await call(node, 'GET', '/me', { auth: basic('contact1', 'new-secret-9') })).status, 200, 'the new one does');
+  t.match(String((await node.store.get('per-c1'))?.fields['password']), /^\$scrypt\$/, 'stored as a salted slow hash');
+  t.equal((await call(node, 'GET', '/me')).status, 404, 'the admin has no /me');
+});
+
+t.test('access rules: staff, reseller admin, customer contact; 404 for what one may not see, 403 for what one may only see', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  const as = (uid: string) => ({ auth: person(uid) });
+  // staff: everything
+  for (const path of ['/objects/Organisation/org-c2', '/objects/Product/prd-office', '/objects/Host/hst-c1', '/objects/Person/per-radmin']) {
+    t.equal((await call(node, 'GET', path, as('staff1'))).status, 200, `staff reads ${path}`);
+  }
+  const staffEdit = await call(node, 'GET', '/objects/Organisation/org-c2', as('staff1'));
+  t.equal((await call(node, 'PUT', '/objects/Organisation/org-c2', { ...as('staff1'), body: staffEdit.text.replace('Customer Two', 'Customer 2'), headers: { 'if-match': `"${etagOf(staffEdit)}"` } })).status, 200, 'staff edits');
+
+  // reseller admin: the reseller's customers and what belongs to them
+  for (const path of ['/objects/Organisation/org-c1', '/objects/Person/per-c1', '/objects/Person/per-c1b', '/objects/Host/hst-c1', '/objects/License/lic-c1']) {
+    t.equal((await call(node, 'GET', path, as('radmin'))).status, 200, `the reseller admin reads ${path}`);
+  }
+  for (const path of ['/objects/Organisation/org-c2', '/objects/License/lic-c2', '/objects/Person/per-c2', '/objects/Person/per-staff', '/objects/Organisation/org-vendor', '/objects/Product/prd-office']) {
+    t.equal((await call(node, 'GET', path, as('radmin'))).status, 404, `the reseller admin does not see ${path}`);
+  }
+  const customers = await call(node, 'GET', '/objects/Organisation', as('radmin'));
+  t.same(idsIn(customers.text), ['org-c1'], 'lists hold only what the principal may read');
+  const c1b = await call(node, 'GET', '/objects/Person/per-c1b', as('radmin'));
+  t.equal((await call(node, 'PUT', '/objects/Person/per-c1b', { ...as('radmin'), body: c1b.text.replace('Person colleague1', 'Colleague One'), headers: { 'if-match': `"${etagOf(c1b)}"` } })).status, 200, 'the reseller admin edits a customer contact');
+  const moved = await call(node, 'GET', '/objects/Person/per-c1b', as('radmin'));
+  t.equal((await call(node, 'PUT', '/objects/Person/per-c1b', { ...as('radmin'), body: moved.text.replace('org-c1', 'org-c2'), headers: { 'if-match': `"${etagOf(moved)}"` } })).status, 403, 'but cannot move it to a customer outside its scope');
+  const newPerson = '<object type="Person"><field name="cn">N</field><field name="sn">N</field><field name="organisation">org-c2</field></object>';
+  t.equal((await call(node, 'POST', '/objects/Person', { ...as('radmin'), body: newPerson })).status, 403, 'nor create one there');
+  t.equal((await call(node, 'POST', '/objects/Person', { ...as('radmin'), body: newPerson.replace('org-c2', 'org-c1') })).status, 201, 'it may create one at its customer');
+  t.equal((await call(node, 'GET', '/export', as('radmin'))).status, 403, 'export is for the admin and staff');
+
+  // customer contact: own entry, own organisation, own licenses; changes only to their own entry
+  for (const path of ['/objects/Person/per-c1', '/objects/Organisation/org-c1', '/objects/License/lic-c1']) {
+    t.equal((await call(node, 'GET', path, as('contact1'))).status, 200, `the contact reads ${path}`);
+  }
+  for (const path of ['/objects/Host/hst-c1', '/objects/Person/per-c1b', '/objects/License/lic-c2', '/objects/Organisation/org-c2', '/objects/Organisation/org-r']) {
+    t.equal((await call(node, 'GET', path, as('contact1'))).status, 404, `the contact does not see ${path}`);
+  }
+  const org = await call(node, 'GET', '/objects/Organisation/org-c1', as('contact1'));
+  const orgPut = await call(node, 'PUT', '/objects/Organisation/org-c1', { ...as('contact1'), body: org.text.replace('Customer One', 'Mine Now'), headers: { 'if-match': `"${etagOf(org)}"` } });
+  t.equal(orgPut.status, 403, 'the contact may read their organisation but not change it');
+  t.match(orgPut.text, /<error code="forbidden">you may not change Organisation org-c1<\/error>/);
+  const lic = await call(node, 'GET', '/objects/License/lic-c1', as('contact1'));
+  t.equal((await call(node, 'DELETE', '/objects/License/lic-c1', { ...as('contact1'), headers: { 'if-match': `"${etagOf(lic)}"` } })).status, 403, 'nor delete a license');
+  t.equal((await call(node, 'DELETE', '/objects/Host/hst-c1', { ...as('contact1'), headers: { 'if-match': '"x"' } })).status, 404, 'what they cannot see, they cannot delete: 404');
+  t.equal((await call(node, 'GET', '/changes?since=0&timeout=0', as('contact1'))).status, 403, 'the changes feed is for the admin and staff');
+  t.equal((await call(node, 'GET', '/objects/MeridianReplica', as('staff1'))).status, 404, 'built-in types are not served');
+});
+
+t.test('bad input: a clear 4xx and nothing stored', async (t) => {
+  const node = await startXmlNode(t, { maxBody: 4096 });
+  await seed(node);
+  const seq = node.store.lastSeq;
+  const post = (body: string, headers: Record<string, string> = {}) => call(node, 'POST', '/objects/Organisation', { body, headers });
+  const cases: [string, Promise<{ status: number; text: string }>, number, RegExp][] = [
+    ['a DOCTYPE', post('<?xml version="1.0"?><!DOCTYPE object [<!ENTITY x "y">]><object type="Organisation"><field name="name">&x;</field></object>'), 400, /line 1, column 22: DOCTYPE and entity declarations are not accepted/],
+    ['an external entity', post('<!DOCTYPE object SYSTEM "file:///etc/passwd"><object type="Organisation"/>'), 400, /DOCTYPE and entity declarations are not accepted/],
+    ['an undeclared entity', post('<object type="Organisation"><field name="name">&bomb;</field></object>'), 400, /"&amp;" must start one of/],
+    ['malformed XML', post('<object type="Organisation">\n  <field name="name">A</field>\n  <field name="kind">customer\n</object>'), 400, /malformed XML at line 4, column \d+: /],
+    ['two roots', post('<object type="Organisation"/><object type="Organisation"/>'), 400, /one root element &lt;object&gt;/],
+    ['a body over the limit', post(`<object type="Organisation"><field name="name">${'x'.repeat(5000)}</field></object>`), 413, /larger than the limit of 4096 bytes/],
+    ['JSON', post('{"type":"Organisation"}', { 'content-type': 'application/json' }), 415, /send the body as application\/xml/],
+    ['an unknown field', post('<object type="Organisation"><field name="name">A</field><field name="kind">customer</field><field name="color">red</field></object>'), 422, /field "color" is not a field of Organisation/],
+    ['a schema violation', post('<object type="Organisation"><field name="name">A</field><field name="kind">martian</field></object>'), 422, /field "kind" must be one of vendor, reseller, customer/],
+    ['a missing required field', post('<object type="Organisation"><field name="name">A</field></object>'), 422, /field "kind" is required/],
+    ['an element name for a field', post('<object type="Organisation"><name>A</name></object>'), 400, /unexpected element &lt;name&gt; in &lt;object&gt;/],
+    ['another type in the body', post('<object type="Person"><field name="cn">A</field></object>'), 409, /the body is a Person but the URL names Organisation/],
+    ['not UTF-8', post('<object type="Organisation"><field name="name">\u00ff</field></object>', { 'content-type': 'application/xml; charset=latin1' }), 415, /send the body as UTF-8/],
+  ];
+  for (const [name, reply, status, message] of cases) {
+    const r = await reply;
+    t.equal(r.status, status, `${name}: ${status}`);
+    t.match(r.text, message, `${name}: ${r.text.trim().split('\n').at(-1)}`);
+  }
+  const field = await post('<object type="Organisation"><field name="name">A</field><field name="kind">martian</field></object>');
+  t.match(field.text, /<error code="validation" field="kind">/, 'the error names the field');
+  t.equal(node.store.lastSeq, seq, 'nothing was stored');
+});
+
+t.test('export, validated by xmllint, imported into an empty node gives the same content digest; import reports per object', async (t) => {
+  const a = await startXmlNode(t, { sample: true, sampleSize: 60 });
+  const exported = await call(a, 'GET', '/export');
+  t.equal(exported.status, 200);
+  xmllint(t, exported.text, 'the export');
+  const n = idsIn(exported.text).length;
+  t.equal(n, Object.values(a.store.objectCounts()).reduce((x, y) => x + y, 0) - (a.store.objectCounts()['MeridianReplica'] ?? 0), 'every object');
+
+  const b = await startXmlNode(t);
+  const dry = await call(b, 'POST', '/import?dry-run=1', { body: exported.text });
+  t.equal(dry.status, 200);
+  t.match(dry.text, new RegExp(`<import dryRun="true" objects="${n}" created="${n}" updated="0" unchanged="0" rejected="0">`));
+  t.equal(b.store.lastSeq, 0, 'a dry run writes nothing');
+  const imported = await call(b, 'POST', '/import', { body: exported.text });
+  t.equal(imported.status, 200);
+  t.match(imported.text, new RegExp(`created="${n}" updated="0" unchanged="0" rejected="0"`));
+  xmllint(t, imported.text, 'the import report');
+  const digest = async (node: typeof a) => JSON.stringify((await node.store.contentDigest()).buckets);
+  t.equal(await digest(b), await digest(a), 'the same content digest');
+  const again = await call(b, 'POST', '/import', { body: exported.text });
+  t.match(again.text, new RegExp(`created="0" updated="0" unchanged="${n}" rejected="0"`), 'importing again changes nothing');
+
+  // out of order, with a bad object and an update
+  const doc = `<?xml version="1.0"?>
+<objects>
+  <object type="Person" id="per-late"><field name="cn">Late</field><field name="sn">L</field><field name="organisation">org-later</field></object>
+  <object type="Organisation" id="org-later"><field name="name">Later Ltd</field><field name="kind">customer</field></object>
+  <object type="Organisation" id="org-bad"><field name="name">Bad</field><field name="kind">martian</field></object>
+  <object type="Organisation" id="org-vendor"><field name="name">Renamed Vendor</field><field name="kind">vendor</field></object>
+</objects>`;
+  const mixed = await call(b, 'POST', '/import', { body: doc });
+  t.match(mixed.text, /created="2" updated="1" unchanged="0" rejected="1"/, mixed.text);
+  t.match(mixed.text, /<result line="3" type="Person" id="per-late" status="created"\/>/, 'a reference to an object later in the document is resolved at the end');
+  t.match(mixed.text, /<result line="5" type="Organisation" id="org-bad" status="rejected" field="kind">new Organisation: field "kind" must be one of/);
+  const broken = await call(b, 'POST', '/import', { body: '<objects><object type="Organisation" id="org-z1"><field name="name">Z</field><field name="kind">vendor</field></object>\n<object type="Organisation"><field name="name">' });
+  t.equal(broken.status, 400);
+  t.match(broken.text, /line 2, column 1: an &lt;object&gt; is not closed before the document ends; the 1 objects before it were applied/);
+  t.equal((await call(b, 'POST', '/import', { body: '<!DOCTYPE objects [<!ENTITY a "b">]><objects/>' })).status, 400);
+});
+
+t.test('the changes feed carries a write made on another master: long poll, Server-Sent Events, resume', async (t) => {
+  const [pa, pb] = [await freePort(), await freePort()];
+  const secret = 'xml-test-cluster-secret';
+  const a = await startXmlNode(t, { httpPort: pa, clusterSecret: secret, peers: [`ws://127.0.0.1:${pb}/sync`], heartbeat: 200, linkTimeout: 2000 });
+  const b = await startXmlNode(t, { httpPort: pb, clusterSecret: secret, peers: [`ws://127.0.0.1:${pa}/sync`], heartbeat: 200, linkTimeout: 2000 });
+  await seed(a);
+  t.ok(await until(() => b.store.covers(a.store.versionVector())), 'b has a\'s data');
+  const since = b.store.lastSeq;
+
+  // a long poll on b, answered by a write on a
+  const poll = call(b, 'GET', `/changes?since=${since}&timeout=10`);
+  const org = await call(a, 'GET', '/objects/Organisation/org-c2');
+  const put = await call(a, 'PUT', '/objects/Organisation/org-c2', { body: org.text.replace('Customer Two', 'Customer Deux'), headers: { 'if-match': `"${etagOf(org)}"` } });
+  t.equal(put.status, 200);
+  const answered = await poll;
+  t.equal(answered.status, 200);
+  t.match(answered.text, new RegExp(`<change seq="${since + 1}" id="org-c2" type="Organisation" kind="update" version="${etagOf(put)}" time="`), 'the invalidation names the object and its new version');
+  xmllint(t, answered.text, 'a changes document');
+  t.ok(await until(async () => etagOf(await call(b, 'GET', '/objects/Organisation/org-c2')) === etagOf(put)), 'the ETag is the same on both masters once they converge');
+
+  // SSE: events as they happen, resumable with Last-Event-ID
+  const ctrl = new AbortController();
+  const res = await fetch(`${b.url}/changes`, { headers: { authorization: ADMIN, accept: 'text/event-stream', 'last-event-id': String(since + 1) }, signal: ctrl.signal });
+  t.equal(res.headers.get('content-type'), 'text/event-stream; charset=utf-8');
+  const reader = res.body!.getReader();
+  const lic = await call(a, 'GET', '/objects/License/lic-c2');
+  await call(a, 'PUT', '/objects/License/lic-c2', { body: lic.text.replace('<field name="seats">5</field>', '<field name="seats">6</field>'), headers: { 'if-match': `"${etagOf(lic)}"` } });
+  let text = '';
+  const deadline = Date.now() + 10_000;
+  while (!/id: \d+\nevent: change\ndata: <change [^\n]*id="lic-c2"/.test(text) && Date.now() < deadline) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  ctrl.abort();
+  t.match(text, new RegExp(`id: ${since + 2}\nevent: change\ndata: <change seq="${since + 2}" id="lic-c2" type="License" kind="update"`), 'the event arrives, after the one already seen');
+  t.notMatch(text, new RegExp(`id: ${since + 1}\n`), 'resumed after Last-Event-ID');
+  t.equal((await call(b, 'GET', '/changes?since=-1')).status, 400);
+});
