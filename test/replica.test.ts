@@ -210,7 +210,7 @@ t.test('a replica started with no master reachable serves its last data read-onl
   const s = await status(r);
   t.ok(Date.now() - startedAt < 10_000, 'it starts without waiting for a master');
   t.equal(s.mode, 'read-only', 'read-only from the start');
-  t.match(s.modeReason, /^this replica is read-only since .*: it has not reached every master \(.*\); writes resume when a master is reachable$/);
+  t.match(s.modeReason, /^this replica is read-only since .*: it has not reached any master \(.*\); writes resume when a master is reachable$/);
   t.equal(s.objects, total, 'with its last data');
   t.equal((await api(r.url, 'GET', `/api/objects/${person.id}`)).status, 200, 'which it serves');
   const w = await api(r.url, 'POST', '/api/objects', { type: 'Organisation', fields: { name: 'Offline', kind: 'customer' } });

@@ -468,8 +468,9 @@ t.test('revoking a replica credential closes its open session', async (t) => {
   });
   const out = await ended;
   t.ok(out.opened);
-  t.equal(out.reason, "this replica's credential was revoked");
-  t.ok(logs.some((l) => l.msg === 'replication peer refused' && l.reason === "this replica's credential was revoked"));
+  const revoked = 'replica credential "laptop-2" is unknown or revoked on this master; issue one with "meridian replica add laptop-2"';
+  t.equal(out.reason, revoked);
+  t.ok(logs.some((l) => l.msg === 'replication peer refused' && l.reason === revoked));
   const again = await asReplica(node, { credential });
   t.notOk(again.opened, 'and it is refused from then on');
   t.equal(again.reason, 'replica credential "laptop-2" is unknown or revoked on this master; issue one with "meridian replica add laptop-2"');

@@ -72,6 +72,13 @@ t.test('objects: GET with ETag and 304, PUT with If-Match (428, 412), POST, PUT 
   t.match(loc, /^\/objects\/Organisation\/org-[0-9a-z]{12}$/);
   t.equal((await call(node, 'GET', loc)).status, 200, 'Location names the new object');
   t.equal((await call(node, 'POST', '/objects/Organisation', { body: orgXml({ name: 'X', kind: 'customer' }, ' id="chosen"') })).status, 400, 'POST with an id');
+  const keyed = { 'idempotency-key': 'create-once-1' };
+  const first = await call(node, 'POST', '/objects/Organisation', { body: orgXml({ name: 'Keyed', kind: 'customer' }), headers: keyed });
+  const second = await call(node, 'POST', '/objects/Organisation', { body: orgXml({ name: 'Keyed', kind: 'customer' }), headers: keyed });
+  t.equal(second.status, 201);
+  t.equal(second.headers.get('location'), first.headers.get('location'), 'a POST sent again with its Idempotency-Key is answered with the first object');
+  const other = await call(node, 'POST', '/objects/Organisation', { auth: basic('staff1', PERSON_PW), body: orgXml({ name: 'Keyed', kind: 'customer' }), headers: keyed });
+  t.not(other.headers.get('location'), first.headers.get('location'), 'another user\'s same key is another write');
 
   const noStar = await call(node, 'PUT', '/objects/Organisation/org-chosen', { body: orgXml({ name: 'Chosen', kind: 'vendor' }) });
   t.equal(noStar.status, 428, 'PUT of a new id without If-None-Match: *');

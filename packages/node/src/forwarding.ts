@@ -24,8 +24,9 @@ export class ForwardedWrites {
   ) {}
 
   handle(w: WriteFrame, via: string): Promise<WroteFrame> {
-    // keys are the replica's (or its client's): scoped by replica, they cannot collide across replicas
-    const scoped = `${via}/${w.key}`;
+    // Scoped by replica and user, and apart from direct writes' keys (see storeWriter):
+    // one client's key can neither collide with nor read another's.
+    const scoped = `fwd/${via}/${w.user}/${w.key}`;
     const running = this.running.get(scoped);
     if (running) return running;
     const p = this.run(w, scoped).finally(() => this.running.delete(scoped));
@@ -124,6 +125,7 @@ export class ForwardingWriter implements Writer {
     } catch (e) {
       if (!(e instanceof ForwardError)) throw e;
       if (e.code === 'read-only') throw new HttpError(503, e.message, 'read-only', { 'retry-after': String(RETRY_AFTER_SECONDS) });
+      if (e.code === 'busy') throw new HttpError(503, e.message, 'busy', { 'retry-after': '1' });
       throw new HttpError(504, e.message, 'unconfirmed');
     }
     if (!answer.ok) throw refusal(answer);

@@ -106,7 +106,12 @@ export class MeridianNode {
         const secret = config.clusterSecret;
         const forwarded = new ForwardedWrites(store, principals);
         // (the registry's change hook runs only after the replicator exists: it needs a feed change first)
-        const reg = await ReplicaRegistry.open(store, secret, config.clusterId, () => replicator?.closeReplicas((c) => reg.isValid(c)));
+        const reg = await ReplicaRegistry.open(store, secret, config.clusterId, () =>
+          replicator?.closeReplicas((c) => {
+            const k = reg.keyFor(c);
+            return 'refused' in k ? k.refused : undefined;
+          }),
+        );
         registry = reg;
         replicator = new Replicator({
           ...link,

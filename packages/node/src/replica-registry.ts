@@ -58,10 +58,6 @@ export class ReplicaRegistry {
     return { key: replicaKey(this.secret, this.cluster, name, serial) };
   }
 
-  isValid(credential: string | undefined): boolean {
-    return 'key' in this.keyFor(credential);
-  }
-
   /** Issues (or re-issues, invalidating the old) the credential for `name`; returns it in full. */
   async issue(name: string, by: string): Promise<string> {
     const id = `${ID_PREFIX}${name}`;

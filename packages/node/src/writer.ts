@@ -1,16 +1,28 @@
-import type { Store, Writer, WriteOptions, WriteRequest } from '@meridian/store';
+import type { Store, StoredObject, Writer, WriteOptions, WriteRequest } from '@meridian/store';
 
 export type { Credential, Writer, WriteRequest } from '@meridian/store';
 
-const strip = ({ principal, ifVersion, idempotencyKey }: WriteRequest): WriteOptions => ({ principal, ifVersion, idempotencyKey });
-
-/** A master's writer: the local store. */
+/**
+ * A master's writer: the local store. A write with an idempotency key is
+ * looked up first: one already made under the key (by this user) is
+ * answered with the object as it is now, not made again. Keys are scoped
+ * by user and kept apart from forwarded writes' keys (fwd/...).
+ */
 export function storeWriter(store: Store): Writer {
+  const once = async (opts: WriteRequest, write: (o: WriteOptions) => Promise<StoredObject>): Promise<StoredObject> => {
+    const key = opts.idempotencyKey === undefined ? undefined : `api/${opts.principal ?? 'system'}/${opts.idempotencyKey}`;
+    if (key !== undefined) {
+      const prior = await store.idempotent(key);
+      const o = prior && (await store.get(prior.id));
+      if (o) return o;
+    }
+    return write({ principal: opts.principal, ifVersion: opts.ifVersion, idempotencyKey: key });
+  };
   return {
-    create: (type, fields, opts) => store.create(type, fields, { ...strip(opts), id: opts.id }),
-    update: (id, fields, opts) => store.update(id, fields, strip(opts)),
-    replace: (id, fields, opts) => store.replace(id, fields, strip(opts)),
-    delete: (id, opts) => store.delete(id, strip(opts)),
-    undelete: (id, opts) => store.undelete(id, strip(opts)),
+    create: (type, fields, opts) => once(opts, (o) => store.create(type, fields, { ...o, id: opts.id })),
+    update: (id, fields, opts) => once(opts, (o) => store.update(id, fields, o)),
+    replace: (id, fields, opts) => once(opts, (o) => store.replace(id, fields, o)),
+    delete: (id, opts) => once(opts, (o) => store.delete(id, o)),
+    undelete: (id, opts) => once(opts, (o) => store.undelete(id, o)),
   };
 }

@@ -63,7 +63,7 @@ export interface ReplicaMode {
 /** A forwarded write that could not be confirmed; `code` says how it ended. */
 export class ForwardError extends Error {
   constructor(
-    readonly code: 'read-only' | 'unconfirmed',
+    readonly code: 'read-only' | 'unconfirmed' | 'busy',
     message: string,
   ) {
     super(message);
@@ -167,6 +167,7 @@ export class Replicator {
       for (const link of this.links) this.run(link, link.session.feedAdvanced(head));
     });
     if (this.role === 'replica') {
+      for (const d of this.dialers.slice(1)) d.state = 'standby';
       if (this.dialers[0]) this.dial(this.dialers[0]);
     } else for (const d of this.dialers) this.dial(d);
   }
@@ -197,10 +198,14 @@ export class Replicator {
    */
   forward(write: Omit<WriteFrame, 't'>, deadline: number): Promise<WroteFrame> {
     if (this.role !== 'replica') return Promise.reject(new Error('only a replica forwards writes'));
-    const link = this.masterLink();
-    if (!link) return Promise.reject(new ForwardError('read-only', this.readOnlySentence()));
+    // the same key again while the first is unanswered shares its outcome (also while read-only)
     const existing = this.pending.get(write.key);
     if (existing) return new Promise((resolve, reject) => chain(existing, resolve, reject));
+    const link = this.masterLink();
+    if (!link) return Promise.reject(new ForwardError('read-only', this.readOnlySentence()));
+    if (this.pending.size >= MAX_PENDING) {
+      return Promise.reject(new ForwardError('busy', `this replica already has ${MAX_PENDING} writes waiting for master ${link.session.peer}; retry shortly`));
+    }
     return new Promise((resolve, reject) => {
       const p: PendingWrite = {
         frame: { t: 'write', ...write },
@@ -210,7 +215,8 @@ export class Replicator {
         timer: setTimeout(() => {
           this.pending.delete(write.key);
           const where = p.sentTo ? `master ${p.sentTo}` : 'any master';
-          reject(
+          // p.reject, not reject: a second request with the same key has chained itself onto it
+          p.reject(
             new ForwardError(
               'unconfirmed',
               `no answer from ${where} within ${Math.round(deadline / 1000)} s, so this write is unconfirmed; send it again with the same Idempotency-Key (${write.key}) to apply it at most once`,
@@ -232,17 +238,18 @@ export class Replicator {
   readOnlySentence(): string {
     const m = this.mode;
     const since = new Date(m.since).toISOString();
-    const master = m.master ? `master ${m.master.node ?? m.master.url}${m.master.node ? ` (${m.master.url})` : ''}` : 'every master';
+    const master = m.master ? `master ${m.master.node ?? m.master.url}${m.master.node ? ` (${m.master.url})` : ''}` : 'any master';
     return m.master
       ? `this replica is read-only since ${since}: it lost ${master} (${m.reason ?? 'connection closed'}); writes resume when a master is reachable`
       : `this replica is read-only since ${since}: it has not reached ${master} (${m.reason ?? 'unreachable'}); writes resume when a master is reachable`;
   }
 
-  /** Master: closes the sessions of replicas whose credential is no longer valid. */
-  closeReplicas(stillValid: (credential: string | undefined) => boolean): void {
+  /** Master: closes the sessions of replicas whose credential is no longer valid (revoked or re-issued), saying why. */
+  closeReplicas(refusal: (credential: string | undefined) => string | undefined): void {
     for (const l of this.links) {
-      if (l.session.peerRole !== 'replica' || stillValid(l.session.peerCredential)) continue;
-      this.run(l, l.session.fail('this replica\'s credential was revoked', true));
+      if (l.session.peerRole !== 'replica') continue;
+      const why = refusal(l.session.peerCredential);
+      if (why !== undefined) this.run(l, l.session.fail(why, true));
     }
   }
 
@@ -611,6 +618,9 @@ export class Replicator {
     this.wss.close();
   }
 }
+
+/** Forwarded writes a replica holds unanswered at once; its masters take 1024 per session. */
+const MAX_PENDING = 512;
 
 /** A WebSocket close reason is at most 123 bytes of UTF-8. */
 function closeReason(reason: string): string {
