@@ -87,6 +87,17 @@ export function screen(text: string, offset = 0): void {
   if (doctype) throw new XmlError(400, `${where(text, doctype.index, offset)}: DOCTYPE and entity declarations are not accepted`);
   const entity = ENTITY_RE.exec(text);
   if (entity) throw new XmlError(400, `${where(text, entity.index, offset)}: "&" must start one of &amp; &lt; &gt; &quot; &apos; or a character reference`);
+  // a reference to a character XML does not allow (NUL, most controls) is malformed, not silently dropped
+  for (const m of text.matchAll(CHAR_REF_RE)) {
+    const code = m[1] !== undefined ? parseInt(m[1], 10) : parseInt(m[2]!, 16);
+    if (!isXmlChar(code)) throw new XmlError(400, `${where(text, m.index, offset)}: ${m[0]} is not a character XML allows`);
+  }
+}
+
+const CHAR_REF_RE = /&#(?:([0-9]{1,7})|x([0-9A-Fa-f]{1,6}));/g;
+
+function isXmlChar(c: number): boolean {
+  return c === 0x9 || c === 0xa || c === 0xd || (c >= 0x20 && c <= 0xd7ff) || (c >= 0xe000 && c <= 0xfffd) || (c >= 0x10000 && c <= 0x10ffff);
 }
 
 function where(text: string, index: number, lineOffset: number): string {
