@@ -32,6 +32,41 @@ export class AdminClient {
     }
   }
 
+  /**
+   * A request whose answer is streamed by the caller (export, import). The
+   * body may be a stream; an error answer becomes a CliError with the
+   * node's sentence (from an XML <error> or a JSON error).
+   */
+  async raw(method: string, path: string, body?: string | AsyncIterable<Uint8Array>, headers: Record<string, string> = {}): Promise<Response> {
+    const h: Record<string, string> = { ...headers };
+    if (this.opts.password !== undefined) {
+      h['authorization'] = `Basic ${Buffer.from(`${this.opts.user}:${this.opts.password}`).toString('base64')}`;
+    }
+    let res: Response;
+    try {
+      // (Node's fetch streams an async iterable body; the DOM typings do not know that)
+      res = await fetch(new URL(path, this.base), { method, headers: h, body: body as BodyInit | undefined, duplex: 'half' } as RequestInit);
+    } catch (e) {
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      const why = cause?.code === 'ECONNREFUSED' ? 'connection refused' : (cause?.message ?? (e as Error).message);
+      throw new CliError(`cannot reach the node at ${this.base.origin} (${why}); is "meridian serve" running there?`);
+    }
+    if (!res.ok) {
+      const text = await res.text();
+      const xml = /<error[^>]*>([^<]*)<\/error>/.exec(text)?.[1];
+      const json = (() => {
+        try {
+          return (JSON.parse(text) as { error?: { message?: string } }).error?.message;
+        } catch {
+          return undefined;
+        }
+      })();
+      const message = xml ? unescapeXml(xml) : (json ?? `the node answered HTTP ${res.status}`);
+      throw new CliError(res.status === 401 && this.opts.password === undefined ? `${message}; pass --password or set MERIDIAN_PASSWORD` : message);
+    }
+    return res;
+  }
+
   async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T; headers: Headers }> {
     const h: Record<string, string> = { accept: 'application/json', ...headers };
     if (this.opts.password !== undefined) {
@@ -62,4 +97,8 @@ export class AdminClient {
     }
     return { status: res.status, body: parsed as T, headers: res.headers };
   }
+}
+
+function unescapeXml(s: string): string {
+  return s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#13;/g, '\r').replace(/&amp;/g, '&');
 }

@@ -1,0 +1,47 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { cli, startNode } from './helpers/node-process.js';
+import { tempDir } from './helpers/tmp.js';
+
+const PW = 'test-admin-pw';
+
+t.test('meridian export and import through bin/meridian: same content, a report, exit 1 on a rejection', async (t) => {
+  const a = await startNode(t, ['--dir', tempDir(t), '--admin-password', PW, '--sample', '--sample-size', '40']);
+  const b = await startNode(t, ['--dir', tempDir(t), '--admin-password', PW]);
+  const env = { MERIDIAN_PASSWORD: PW };
+  const file = join(tempDir(t), 'export.xml');
+  const exported = cli(['export', '--node', a.url, '--out', file, '--json'], env);
+  t.equal(exported.code, 0, exported.stderr);
+  const e = JSON.parse(exported.stdout) as { objects: number; bytes: number };
+  t.ok(e.objects > 40, `${e.objects} objects exported`);
+  t.equal(readFileSync(file).length, e.bytes);
+  t.equal(exported.stderr, '', 'no progress when not on a terminal');
+  const piped = cli(['export', '--node', a.url, '--type', 'Organisation'], env);
+  t.match(piped.stdout, /^<\?xml version="1.0" encoding="UTF-8"\?>\n<objects>\n  <object type="Organisation" /, 'to stdout when no --out');
+
+  const dry = cli(['import', file, '--node', b.url, '--dry-run', '--json'], env);
+  t.equal(dry.code, 0, dry.stderr);
+  t.same(JSON.parse(dry.stdout), { dryRun: true, objects: e.objects, created: e.objects, updated: 0, unchanged: 0, rejected: 0, rejections: [] });
+  const imported = cli(['import', file, '--node', b.url], env);
+  t.equal(imported.code, 0, imported.stderr);
+  t.equal(imported.stdout.trim(), `created ${e.objects}, updated 0, unchanged 0, rejected 0 of ${e.objects} objects`);
+  const content = async (url: string): Promise<string> => {
+    const res = await fetch(`${url}/api/digest?content=1`, { headers: { authorization: `Basic ${Buffer.from(`admin:${PW}`).toString('base64')}` } });
+    return JSON.stringify(((await res.json()) as { buckets: unknown }).buckets);
+  };
+  t.equal(await content(b.url), await content(a.url), 'the importing node holds the same content');
+
+  const bad = join(tempDir(t), 'bad.xml');
+  await import('node:fs').then((fs) => fs.writeFileSync(bad, '<objects>\n<object type="Organisation" id="org-x"><field name="name">X</field><field name="kind">martian</field></object>\n</objects>\n'));
+  const rejected = cli(['import', bad, '--node', b.url], env);
+  t.equal(rejected.code, 1, 'a rejected object makes the import exit 1');
+  t.equal(rejected.stderr.trim(), 'line 2: Organisation org-x: new Organisation: field "kind" must be one of vendor, reseller, customer, got "martian"');
+  const missing = cli(['import', '/nonexistent.xml', '--node', b.url], env);
+  t.equal(missing.code, 1);
+  t.equal(missing.stderr.trim(), 'meridian: cannot read /nonexistent.xml: no such file');
+
+  // verify's exit code reaches the shell (it used to be overwritten with 0)
+  const differ = cli(['verify', '--nodes', `${a.url},${b.url}`], env);
+  t.equal(differ.code, 1, 'verify exits 1 when the nodes differ (b holds no passwords and other versions)');
+});
