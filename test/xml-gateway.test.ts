@@ -338,3 +338,33 @@ t.test('the changes feed carries a write made on another master: long poll, Serv
   t.notMatch(text, new RegExp(`id: ${since + 1}\n`), 'resumed after Last-Event-ID');
   t.equal((await call(b, 'GET', '/changes?since=-1')).status, 400);
 });
+
+t.test('on a replica: reads are local, a person\'s write goes through the master, read-only answers 503 with Retry-After', async (t) => {
+  const port = await freePort();
+  const master = await startXmlNode(t, { httpPort: port, clusterSecret: 'xml-replica-cluster-secret', heartbeat: 200, linkTimeout: 1000 });
+  await seed(master);
+  const res = await fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'cache-1' }) });
+  const { credential } = (await res.json()) as { credential: string };
+  const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
+  t.ok(await until(() => replica.store.covers(master.store.versionVector()) && replica.status().mode === 'read-write', 10_000), 'the replica cloned the master');
+
+  const mine = await call(replica, 'GET', '/me', { auth: person('contact1') });
+  t.equal(mine.status, 200, 'a person signs in on the replica (their hash replicated)');
+  const entry = await call(replica, 'GET', '/objects/Person/per-c1', { auth: person('contact1') });
+  const put = await call(replica, 'PUT', '/me', { auth: person('contact1'), body: entry.text.replace('+27 021 555 0100', '+27 021 555 0111'), headers: { 'if-match': `"${etagOf(entry)}"` } });
+  t.equal(put.status, 200, put.text);
+  t.same(fieldValues(put.text, 'telephoneNumber'), ['+27 021 555 0111'], 'the answer shows the write');
+  t.same(fieldValues((await call(replica, 'GET', '/objects/Person/per-c1', { auth: person('contact1') })).text, 'telephoneNumber'), ['+27 021 555 0111'], 'readable on the replica at once');
+  t.equal((await master.store.get('per-c1'))?.fields['telephoneNumber']?.toString(), '+27 021 555 0111', 'made on the master');
+  t.match((await master.store.readFeed(master.store.lastSeq - 1, 1))[0]?.principal, /^Person:per-c1$/, 'recorded as made by the person');
+  const org = await call(replica, 'GET', '/objects/Organisation/org-c1', { auth: person('contact1') });
+  t.equal((await call(replica, 'PUT', '/objects/Organisation/org-c1', { auth: person('contact1'), body: org.text, headers: { 'if-match': `"${etagOf(org)}"` } })).status, 403, 'access rules apply on the replica too');
+
+  await master.stop();
+  t.ok(await until(() => replica.status().mode === 'read-only', 5000), 'read-only once the master is gone');
+  const refused = await call(replica, 'POST', '/objects/Organisation', { body: orgXml({ name: 'While Away', kind: 'customer' }) });
+  t.equal(refused.status, 503);
+  t.equal(refused.headers.get('retry-after'), '5');
+  t.match(refused.text, /<error code="read-only">this replica is read-only since .*: it lost master .*; writes resume when a master is reachable<\/error>/);
+  t.equal((await call(replica, 'GET', '/objects/Organisation/org-c1')).status, 200, 'reads go on');
+});
