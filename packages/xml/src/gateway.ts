@@ -50,6 +50,8 @@ interface Request {
 }
 
 const PATHS = /^\/(objects|me|export|import|changes)(\/|$)/;
+/** memory for remembered object XML */
+const RENDERED_BYTES = 32 * 1024 * 1024;
 
 /**
  * The XML-over-HTTP gateway: objects by type and id with ETags, lists,
@@ -59,6 +61,19 @@ const PATHS = /^\/(objects|me|export|import|changes)(\/|$)/;
  * principal may not read is answered as if it did not exist.
  */
 export class XmlGateway {
+  /**
+   * The hot path of a website or cache reading objects: each request would
+   * otherwise decode and hash its credential, work out the principal's scope
+   * and serialise the object again. A credential is remembered with what
+   * proves it still holds (the person's version; the admin's password does
+   * not change while a node runs), a scope until the store changes, and an
+   * object's XML until its version changes.
+   */
+  private readonly signedIn = new Map<string, { principal: Principal; credential: { user: string; password: string }; version: string | undefined }>();
+  private readonly scopes = new Map<string, { seq: number; scope: AccessScope }>();
+  private readonly rendered = new Map<string, { version: string; body: Buffer }>();
+  private renderedBytes = 0;
+
   constructor(private readonly opts: XmlGatewayOptions) {}
 
   /** Whether a path is this gateway's. */
@@ -121,6 +136,10 @@ export class XmlGateway {
 
   private async authenticate(req: IncomingMessage, res: ServerResponse, url: URL): Promise<Request> {
     const h = req.headers.authorization;
+    const known = h === undefined ? undefined : this.signedIn.get(h);
+    if (known && (known.principal.kind === 'admin' || (await this.opts.store.get(known.principal.id))?.version === known.version)) {
+      return { req, res, url, principal: known.principal, credential: known.credential, scope: await this.scopeOf(known.principal) };
+    }
     let credential: { user: string; password: string } | undefined;
     if (h && /^basic /i.test(h)) {
       const decoded = Buffer.from(h.slice(6).trim(), 'base64').toString('utf8');
@@ -132,7 +151,22 @@ export class XmlGateway {
       res.setHeader('www-authenticate', 'Basic realm="meridian", charset="UTF-8"');
       throw new XmlError(401, credential ? 'wrong user name or password' : 'sign in with HTTP Basic authentication: your uid or mail and your password');
     }
-    return { req, res, url, principal, credential, scope: await this.opts.scope(principal) };
+    const version = principal.kind === 'person' ? (await this.opts.store.get(principal.id))?.version : undefined;
+    if (this.signedIn.size >= 10_000) this.signedIn.clear();
+    this.signedIn.set(h!, { principal, credential, version });
+    return { req, res, url, principal, credential, scope: await this.scopeOf(principal) };
+  }
+
+  /** A principal's scope, worked out again whenever the store has changed. */
+  private async scopeOf(p: Principal): Promise<AccessScope> {
+    const key = p.kind === 'admin' ? 'admin' : `${p.id}\0${p.roles.join(',')}\0${p.organisation ?? ''}`;
+    const seq = this.opts.store.lastSeq;
+    const known = this.scopes.get(key);
+    if (known && known.seq === seq) return known.scope;
+    const scope = await this.opts.scope(p);
+    if (this.scopes.size >= 10_000) this.scopes.clear();
+    this.scopes.set(key, { seq, scope });
+    return scope;
   }
 
   private requireEverything(r: Request, what: string): void {
@@ -158,8 +192,19 @@ export class XmlGateway {
   }
 
   private send(r: Request, status: number, o: StoredObject, headers: Record<string, string> = {}): void {
-    const body = XML_DECLARATION + objectXml(o, this.opts.store.schema.types.get(o.type));
-    sendXml(r.res, status, body, { etag: `"${o.version}"`, ...headers }, r.req.method === 'HEAD');
+    let cached = this.rendered.get(o.id);
+    if (cached?.version !== o.version) {
+      const body = Buffer.from(XML_DECLARATION + objectXml(o, this.opts.store.schema.types.get(o.type)));
+      if (cached) this.renderedBytes -= cached.body.length;
+      if (this.renderedBytes > RENDERED_BYTES) {
+        this.rendered.clear();
+        this.renderedBytes = 0;
+      }
+      cached = { version: o.version, body };
+      this.rendered.set(o.id, cached);
+      this.renderedBytes += body.length;
+    }
+    sendXml(r.res, status, cached.body, { etag: `"${o.version}"`, ...headers }, r.req.method === 'HEAD');
   }
 
   private writeOpts(r: Request, extra: { ifVersion?: string | undefined } = {}): WriteRequest {

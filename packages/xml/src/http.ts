@@ -44,8 +44,8 @@ export function readText(req: IncomingMessage, limit: number): Promise<string> {
   });
 }
 
-export function sendXml(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}, head = false): void {
-  res.writeHead(status, { 'content-type': XML_TYPE, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-cache', ...headers });
+export function sendXml(res: ServerResponse, status: number, body: string | Buffer, headers: Record<string, string> = {}, head = false): void {
+  res.writeHead(status, { 'content-type': XML_TYPE, 'content-length': typeof body === 'string' ? Buffer.byteLength(body) : body.length, 'cache-control': 'no-cache', ...headers });
   res.end(head ? undefined : body);
 }
 
