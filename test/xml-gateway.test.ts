@@ -368,3 +368,25 @@ t.test('on a replica: reads are local, a person\'s write goes through the master
   t.match(refused.text, /<error code="read-only">this replica is read-only since .*: it lost master .*; writes resume when a master is reachable<\/error>/);
   t.equal((await call(replica, 'GET', '/objects/Organisation/org-c1')).status, 200, 'reads go on');
 });
+
+t.test('review fixes: CDATA may hold "&", 405 says Allow, an import ignores Idempotency-Key, shape errors name the line, 410 is "gone"', async (t) => {
+  const node = await startXmlNode(t, { feedRetention: 0 });
+  await seed(node);
+  const cdata = await call(node, 'POST', '/objects/Organisation', { body: '<object type="Organisation"><field name="name"><![CDATA[A & B <C>]]></field><field name="kind">vendor</field></object>' });
+  t.equal(cdata.status, 201, cdata.text);
+  t.same(fieldValues(cdata.text, 'name'), ['A & B <C>']);
+  const patch = await call(node, 'PATCH', '/objects/Organisation/org-c1');
+  t.equal(patch.status, 405);
+  t.equal(patch.headers.get('allow'), 'GET, HEAD, PUT, DELETE');
+  const doc = '<objects>' + Array.from({ length: 30 }, (_, i) => `<object type="Organisation" id="org-k${i}"><field name="name">K${i}</field><field name="kind">vendor</field></object>`).join('') + '</objects>';
+  const imported = await call(node, 'POST', '/import', { body: doc, headers: { 'idempotency-key': 'one-key' } });
+  t.match(imported.text, /created="30"/);
+  for (let i = 0; i < 30; i++) t.equal((await node.store.get(`org-k${i}`))?.fields['name'], `K${i}`, `org-k${i} was written`);
+  const shape = await call(node, 'POST', '/import', { body: '<objects>\n<object type="Organisation" colour="red"/>\n</objects>' });
+  t.equal(shape.status, 400);
+  t.match(shape.text, /the &lt;object&gt; at line 2: unknown attribute colour on &lt;object&gt;/);
+  await node.store.trimFeed(1);
+  const gone = await call(node, 'GET', '/changes?since=0&timeout=0');
+  t.equal(gone.status, 410);
+  t.match(gone.text, /<error code="gone">changes up to \d+ are no longer kept here/);
+});

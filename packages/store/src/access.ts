@@ -188,6 +188,10 @@ export class AccessScope {
     return (!before || inScope(before)) && (!after || inScope(after));
   }
 
+  passwordFields(type: string): string[] {
+    return [...(this.types.get(type)?.fields.values() ?? [])].filter((f) => f.kind === 'password').map((f) => f.name);
+  }
+
   /** Fields a principal may change on itself. */
   get selfFields(): ReadonlySet<string> {
     return this.rules?.self ?? new Set();
@@ -235,6 +239,8 @@ export async function authorizeWrite(
       break;
     case 'replace': {
       const next = set({}, fields ?? {});
+      // a replace keeps password fields it does not give (see Store.replace): they do not change
+      for (const f of scope.passwordFields(before!.type)) if (next[f] === undefined && before!.fields[f] !== undefined) next[f] = before!.fields[f]!;
       after = { ...before!, fields: next };
       changed = [...new Set([...Object.keys(before!.fields), ...Object.keys(next)])].filter((k) => JSON.stringify(before!.fields[k]) !== JSON.stringify(next[k]));
       break;

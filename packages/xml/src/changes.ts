@@ -17,7 +17,9 @@ const SSE_KEEPALIVE_MS = 15_000;
  */
 export async function changesFeed(store: Store, req: IncomingMessage, res: ServerResponse, url: URL, maxWait: number): Promise<void> {
   const sse = (req.headers.accept ?? '').includes('text/event-stream');
-  const sinceText = url.searchParams.get('since') ?? (sse ? req.headers['last-event-id'] : undefined) ?? '0';
+  // a reconnecting EventSource repeats its URL: Last-Event-ID, when sent, is where it really is
+  const lastEvent = sse ? req.headers['last-event-id'] : undefined;
+  const sinceText = (typeof lastEvent === 'string' && lastEvent !== '' ? lastEvent : undefined) ?? url.searchParams.get('since') ?? '0';
   const since = Number(sinceText);
   if (!Number.isSafeInteger(since) || since < 0) throw new XmlError(400, 'since must be a feed position: a whole number, 0 for the start');
   const trimmed = store.firstSeq() - 1;

@@ -21,6 +21,7 @@ export class XmlError extends Error {
     readonly status: number,
     message: string,
     readonly field?: string,
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
@@ -85,10 +86,12 @@ const ENTITY_RE = /&(?!(?:amp|lt|gt|quot|apos|#[0-9]{1,7}|#x[0-9A-Fa-f]{1,6});)/
 export function screen(text: string, offset = 0): void {
   const doctype = /<!DOCTYPE|<!ENTITY/i.exec(text);
   if (doctype) throw new XmlError(400, `${where(text, doctype.index, offset)}: DOCTYPE and entity declarations are not accepted`);
-  const entity = ENTITY_RE.exec(text);
+  // (inside CDATA sections "&" is plain text)
+  const outsideCdata = text.includes('<![CDATA[') ? text.replace(/<!\[CDATA\[[\s\S]*?\]\]>/g, (m) => ' '.repeat(m.length)) : text;
+  const entity = ENTITY_RE.exec(outsideCdata);
   if (entity) throw new XmlError(400, `${where(text, entity.index, offset)}: "&" must start one of &amp; &lt; &gt; &quot; &apos; or a character reference`);
   // a reference to a character XML does not allow (NUL, most controls) is malformed, not silently dropped
-  for (const m of text.matchAll(CHAR_REF_RE)) {
+  for (const m of outsideCdata.matchAll(CHAR_REF_RE)) {
     const code = m[1] !== undefined ? parseInt(m[1], 10) : parseInt(m[2]!, 16);
     if (!isXmlChar(code)) throw new XmlError(400, `${where(text, m.index, offset)}: ${m[0]} is not a character XML allows`);
   }

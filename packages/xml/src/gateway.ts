@@ -125,7 +125,7 @@ export class XmlGateway {
   }
 
   private fail(res: ServerResponse, e: unknown): void {
-    const a: HttpAnswer = e instanceof XmlError ? { status: e.status, code: codeOf(e.status), message: e.message, field: e.field } : this.opts.mapError(e);
+    const a: HttpAnswer = e instanceof XmlError ? { status: e.status, code: codeOf(e.status), message: e.message, field: e.field, headers: e.headers } : this.opts.mapError(e);
     if (res.headersSent) {
       res.destroy();
       return;
@@ -465,7 +465,8 @@ export class XmlGateway {
       body: r.req,
       dryRun,
       maxObject: this.opts.maxBody,
-      writeOptions: () => this.writeOpts(r),
+      // one Idempotency-Key cannot stand for every object of a document: imports do not use it
+      writeOptions: () => ({ ...this.writeOpts(r), idempotencyKey: undefined }),
       mapError: (e) => (e instanceof XmlError ? { status: e.status, code: codeOf(e.status), message: e.message, field: e.field } : this.opts.mapError(e)),
     });
     sendXml(r.res, report.status, report.body);
@@ -482,7 +483,7 @@ function objectPath(o: StoredObject): string {
 }
 
 function notAllowed(method: string, allowed: string): XmlError {
-  return new XmlError(405, `${method} is not allowed here; use ${allowed}`);
+  return new XmlError(405, `${method} is not allowed here; use ${allowed}`, undefined, { allow: allowed });
 }
 
 function decode(s: string): string {
@@ -501,6 +502,7 @@ const CODES: Record<number, string> = {
   405: 'method-not-allowed',
   409: 'conflict',
   412: 'precondition-failed',
+  410: 'gone',
   413: 'too-large',
   415: 'unsupported-media-type',
   422: 'validation',

@@ -150,7 +150,14 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   try {
     for await (const piece of streamObjects(o.body, o.maxObject)) {
       // a malformed object ends the import: what follows it cannot be trusted to be what the sender meant
-      const input = parseDocument(piece.text, 'object', piece.line - 1)[0]!;
+      let input: ReturnType<typeof parseDocument>[number];
+      try {
+        input = parseDocument(piece.text, 'object', piece.line - 1)[0]!;
+      } catch (e) {
+        // a shape error (no type, an unknown attribute) says which object
+        if (e instanceof XmlError && !e.message.startsWith('malformed XML')) throw new XmlError(e.status, `the <object> at line ${piece.line}: ${e.message}`, e.field);
+        throw e;
+      }
       await launch(piece.line, input, false);
     }
   } catch (e) {
@@ -219,6 +226,9 @@ async function check(
         const target = await store.get(String(one));
         if (!target || target.deleted) throw new ValidationError({ objectId: id, type: def.name, field: f.name, rule: 'reference', message: `${subject}: field "${f.name}" refers to missing object ${String(one)}` });
         if (target.type !== f.to) throw new ValidationError({ objectId: id, type: def.name, field: f.name, rule: 'reference', message: `${subject}: field "${f.name}" must refer to a ${f.to}, but ${String(one)} is a ${target.type}` });
+        for (const [k, want] of Object.entries(f.where ?? {})) {
+          if (String(target.fields[k]) !== want) throw new ValidationError({ objectId: id, type: def.name, field: f.name, rule: 'reference', message: `${subject}: field "${f.name}" must refer to a ${f.to} whose ${k} is ${want}, but ${String(one)} has ${k} ${String(target.fields[k] ?? '(none)')}` });
+        }
       } else if (f.unique) {
         const owner = (await store.lookup(def.name, f.name, String(one))).items[0];
         if (owner && owner.id !== id) throw new ValidationError({ objectId: id, type: def.name, field: f.name, rule: 'unique', message: `${subject}: field "${f.name}" value ${JSON.stringify(foldValue(f, one))} is already used by ${owner.id}` });
