@@ -3,7 +3,7 @@ import { isMeridianError } from '@meridian/store';
 import { initDataDir, MeridianNode, resolveConfig, VERSION, type ConfigInput } from '@meridian/node';
 import { AdminClient, CliError } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
-import { compareDigests, formatConflicts, formatPeers, formatVerify, table, type ConflictView, type DigestView, type PeerView } from './replication-views.js';
+import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type FeedView, type ConflictView, type DigestView, type PeerView } from './replication-views.js';
 import { parseAssignments } from './assignments.js';
 import { bytes, Progress } from './progress.js';
 import { createReadStream, createWriteStream, statSync } from 'node:fs';
@@ -192,6 +192,54 @@ export function buildProgram(): Command {
     const { body } = await client(flags).request<StatusView>('GET', '/status');
     out(flags.json ? JSON.stringify(body.peers) : formatPeers(body.peers as PeerView[]));
   });
+
+  clientOptions(program.command('lag').description("show how far behind each peer this node is (entries and seconds)"))
+    .option('--watch', 'refresh every second (in place on a terminal) until interrupted')
+    .action(async (flags: ClientFlags & { watch?: boolean }) => {
+      const c = client(flags);
+      const show = async (): Promise<string> => {
+        const { body } = await c.request<StatusView>('GET', '/status');
+        if (flags.json) return JSON.stringify({ time: new Date().toISOString(), nodeId: body.nodeId, mode: body.mode, peers: (body.peers as PeerView[]).map((p) => ({ node: p.node, url: p.url, state: p.state, lagEntries: p.lagEntries, lagSeconds: p.lagSeconds, lastContact: p.lastContact })) });
+        return formatLag(body.nodeId, body.mode, body.peers as PeerView[]);
+      };
+      if (!flags.watch) {
+        out(await show());
+        return;
+      }
+      const tty = process.stdout.isTTY === true && !flags.json;
+      let lines = 0;
+      for (;;) {
+        const text = await show();
+        // in place: move up over the last table and clear to the end of the screen
+        if (tty && lines) process.stdout.write(`\x1b[${lines}A\x1b[J`);
+        out(text);
+        lines = text.split('\n').length;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    });
+
+  clientOptions(program.command('log').description('show the changes feed: time, origin node, principal, object, fields changed'))
+    .option('--since <seq>', 'start after this feed position (default: the last 20 changes)')
+    .option('--follow', 'keep printing changes as they come, until interrupted')
+    .action(async (flags: ClientFlags & { since?: string; follow?: boolean }) => {
+      const c = client(flags);
+      let after: number;
+      if (flags.since !== undefined) {
+        after = Number(flags.since);
+        if (!Number.isSafeInteger(after) || after < 0) throw new CliError('--since must be a feed position: a whole number, 0 for the start', 2);
+      } else {
+        const { body } = await c.request<{ lastSeq: number }>('GET', '/api/feed?after=0&limit=1');
+        after = Math.max(0, body.lastSeq - 20);
+      }
+      for (;;) {
+        const { body } = await c.request<{ entries: FeedView[]; lastSeq: number }>('GET', `/api/feed?after=${after}&limit=1000`);
+        for (const e of body.entries) out(flags.json ? JSON.stringify(e) : formatFeedEntry(e));
+        if (body.entries.length) after = body.entries[body.entries.length - 1]!.seq;
+        if (body.entries.length === 1000) continue;
+        if (!flags.follow) return;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    });
 
   clientOptions(program.command('conflicts').description('list concurrent writes that overwrote each other'))
     .option('--all', 'include settled conflicts')

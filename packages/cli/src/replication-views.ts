@@ -75,3 +75,26 @@ export function table(header: string[], rows: string[][]): string {
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   return [line(header), ...rows.map(line)].join('\n');
 }
+
+export function formatLag(nodeId: string, mode: string, peers: PeerView[]): string {
+  const head = `${nodeId} (${mode}) at ${new Date().toISOString()}`;
+  if (peers.length === 0) return `${head}\nno peers configured`;
+  const rows = peers.map((p) => [p.node ?? '?', p.state, String(p.lagEntries), p.lagSeconds.toFixed(1), p.lastContact ?? 'never']);
+  return `${head}\n${table(['peer', 'state', 'behind (entries)', 'behind (s)', 'last contact'], rows)}`;
+}
+
+export interface FeedView {
+  seq: number;
+  origin: string;
+  originSeq: number;
+  id: string;
+  type: string;
+  kind: string;
+  time: string;
+  principal: string;
+  fields: string[];
+}
+
+export function formatFeedEntry(e: FeedView): string {
+  return `${String(e.seq).padStart(6)}  ${e.time}  ${e.origin}#${e.originSeq}  ${e.principal}  ${e.kind} ${e.type} ${e.id}${e.fields.length ? `  ${e.fields.join(', ')}` : ''}`;
+}

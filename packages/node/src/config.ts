@@ -46,6 +46,8 @@ export interface NodeConfig {
   replicaCredential: string | undefined;
   /** replica: ms a forwarded write may wait for its master's answer and for the change to come back */
   writeTimeout: number;
+  /** /readyz: ready while no peer is more than this many changes ahead of this node */
+  readyLag: number;
 }
 
 export type ConfigInput = { [K in keyof NodeConfig]?: NodeConfig[K] | string };
@@ -102,6 +104,7 @@ const DEFAULTS: NodeConfig = {
   masters: [],
   replicaCredential: undefined,
   writeTimeout: 30_000,
+  readyLag: 100,
 };
 
 const ENV: Record<keyof NodeConfig, string> = {
@@ -128,9 +131,10 @@ const ENV: Record<keyof NodeConfig, string> = {
   masters: 'MERIDIAN_MASTERS',
   replicaCredential: 'MERIDIAN_REPLICA_CREDENTIAL',
   writeTimeout: 'MERIDIAN_WRITE_TIMEOUT',
+  readyLag: 'MERIDIAN_READY_LAG',
 };
 
-const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize', 'heartbeat', 'linkTimeout', 'feedRetention', 'writeTimeout']);
+const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize', 'heartbeat', 'linkTimeout', 'feedRetention', 'writeTimeout', 'readyLag']);
 
 function configError(source: string, key: string, problem: string): MeridianError {
   return new MeridianError('bad-request', `${source}: ${key} ${problem}`);

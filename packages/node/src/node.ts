@@ -16,6 +16,7 @@ import { Principals } from './principals.js';
 import { handleReplicas } from './replicas-api.js';
 import { storeWriter, type Writer } from './writer.js';
 import { XmlGateway } from '@meridian/xml';
+import { Metrics, type Surface } from './metrics.js';
 
 export const VERSION = '0.1.0';
 
@@ -63,6 +64,7 @@ export class MeridianNode {
     private readonly writer: Writer,
     private readonly registry: ReplicaRegistry | undefined,
     private readonly xml: XmlGateway,
+    private readonly metrics: Metrics,
   ) {}
 
   /** Opens the store, loads the sample data if asked, and listens. */
@@ -133,7 +135,9 @@ export class MeridianNode {
           return { status: h.status, code: h.code, message: h.message, headers: h.headers, field: h.field };
         },
       });
-      const node = new MeridianNode(config, store, log, auth, server, replicator, writer, registry, xml);
+      const r = replicator;
+      const metrics = new Metrics({ store, peers: () => r?.status() ?? [], replica: () => (config.role === 'replica' ? r?.replicaMode() : undefined) });
+      const node = new MeridianNode(config, store, log, auth, server, replicator, writer, registry, xml, metrics);
       server.on('upgrade', (req, socket, head) => {
         const path = (req.url ?? '').split('?')[0];
         if (path === '/sync' && replicator && config.role === 'master') {
@@ -210,10 +214,23 @@ export class MeridianNode {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = process.hrtime.bigint();
     try {
       const url = new URL(req.url ?? '/', 'http://node');
+      this.metrics.observe(surfaceOf(url.pathname), req.method ?? 'GET', res, started);
       if (url.pathname === '/healthz') {
         sendJson(res, 200, { ok: true, nodeId: this.store.nodeId });
+        return;
+      }
+      if (url.pathname === '/readyz') {
+        const r = this.readiness();
+        sendJson(res, r.ready ? 200 : 503, r);
+        return;
+      }
+      if (url.pathname === '/metrics') {
+        const text = await this.metrics.text();
+        res.writeHead(200, { 'content-type': this.metrics.contentType, 'content-length': Buffer.byteLength(text) });
+        res.end(text);
         return;
       }
       if (url.pathname === '/status' || url.pathname.startsWith('/api/')) {
@@ -249,6 +266,27 @@ export class MeridianNode {
       if (err.code === 'internal') this.log.error({ err: e, url: req.url, method: req.method }, 'request failed');
       sendError(res, err);
     }
+  }
+
+  /**
+   * Ready to serve when caught up: no peer is more than --ready-lag changes
+   * ahead of this node, and a replica holds a session with a master. A
+   * master cut off from every peer stays ready: it keeps taking writes.
+   */
+  readiness(): { ready: boolean; reason: string | null; lag: { peer: string; entries: number; seconds: number }[] } {
+    // (replicas a master serves say nothing about whether the master is caught up)
+    const peers = (this.replicator?.status() ?? []).filter((p) => p.role !== 'replica');
+    const lag = peers.filter((p) => p.state === 'live' || p.state === 'catching-up').map((p) => ({ peer: p.node ?? p.url ?? '?', entries: p.lagEntries, seconds: p.lagSeconds }));
+    const unknown = peers.filter((p) => (p.state === 'live' || p.state === 'catching-up') && !p.synced);
+    if (unknown.length) return { ready: false, reason: `catching up: waiting to hear how far behind ${unknown.map((p) => p.node ?? p.url).join(', ')} this node is`, lag };
+    const behind = lag.filter((l) => l.entries > this.config.readyLag);
+    if (behind.length) {
+      return { ready: false, reason: `catching up: ${behind.map((b) => `${b.entries} changes behind ${b.peer}`).join(', ')} (ready within ${this.config.readyLag})`, lag };
+    }
+    if (this.config.role === 'replica' && this.replicator!.replicaMode().mode === 'read-only') {
+      return { ready: false, reason: this.replicator!.readOnlySentence(), lag };
+    }
+    return { ready: true, reason: null, lag };
   }
 
   private async authenticate(req: IncomingMessage): Promise<{ user: string; password: string }> {
@@ -288,6 +326,7 @@ export class MeridianNode {
       const force = setTimeout(() => this.server.closeAllConnections(), 5000);
       await this.replicator?.close();
       this.registry?.close();
+      this.metrics.close();
       await closed;
       clearTimeout(force);
       await this.store.close();
@@ -295,6 +334,13 @@ export class MeridianNode {
     })();
     return this.stopping;
   }
+}
+
+function surfaceOf(path: string): Surface {
+  if (path === '/healthz' || path === '/readyz' || path === '/metrics') return 'health';
+  if (path === '/status') return 'status';
+  if (path.startsWith('/api/')) return 'admin';
+  return 'xml';
 }
 
 function readPem(path: string, flag: string): Buffer {

@@ -90,6 +90,8 @@ export interface PeerStatus {
   bytesOut: number;
   /** our feed position they have acknowledged */
   acked: number;
+  /** this session knows how far behind it is: the peer told its feed head, or the session has been live */
+  synced: boolean;
 }
 
 interface Link extends SessionIo {
@@ -103,6 +105,7 @@ interface Link extends SessionIo {
   lastPong: number;
   timer: NodeJS.Timeout | undefined;
   watchdog: NodeJS.Timeout | undefined;
+  everLive: boolean;
 }
 
 interface PendingWrite {
@@ -303,6 +306,7 @@ export class Replicator {
       lastPong: Date.now(),
       timer: undefined,
       watchdog: undefined,
+      everLive: false,
       send: (frame) => {
         if (ws.readyState !== WebSocket.OPEN) return false;
         const bytes = codec.encode(frame);
@@ -551,6 +555,7 @@ export class Replicator {
     const linkStatus = (l: Link, url: string | null): PeerStatus => {
       const s = l.session.stats;
       const lagEntries = Math.max(0, s.remoteHead - s.applied);
+      if (l.session.live) l.everLive = true;
       return {
         node: l.session.peer ?? null,
         url,
@@ -564,6 +569,7 @@ export class Replicator {
         bytesIn: l.bytesIn,
         bytesOut: l.bytesOut,
         acked: s.acked,
+        synced: l.everLive || s.remoteHead > 0,
       };
     };
     for (const d of this.dialers) {
@@ -589,6 +595,7 @@ export class Replicator {
         bytesIn: d.bytesIn,
         bytesOut: d.bytesOut,
         acked: 0,
+        synced: false,
       });
       if (d.node) seen.add(d.node);
     }

@@ -1,0 +1,126 @@
+import type { ServerResponse } from 'node:http';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Store } from '@meridian/store';
+import type { PeerStatus, ReplicaMode } from '@meridian/sync';
+
+/** The HTTP surfaces whose requests are counted apart. */
+export type Surface = 'admin' | 'xml' | 'status' | 'health';
+
+export interface MetricsSources {
+  store: Store;
+  peers: () => PeerStatus[];
+  /** replica mode, on a replica */
+  replica: () => ReplicaMode | undefined;
+}
+
+/**
+ * The node's Prometheus metrics (docs/operations.md lists them with the
+ * thresholds to alert on). Each node has its own registry, so several
+ * nodes in one process (tests, benchmarks) do not share counters. Values
+ * that describe the present (feed position, lag, sessions, mode) are read
+ * when scraped; writes and requests are counted as they happen.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<'surface' | 'method' | 'status'>;
+  private readonly latency: Histogram<'surface'>;
+  private readonly unsubscribe: () => void;
+
+  constructor(src: MetricsSources) {
+    const r = this.registry;
+    const writes = new Counter({ name: 'meridian_writes_total', help: 'Changes committed by this node (made here), by kind.', labelNames: ['kind'], registers: [r] });
+    const applied = new Counter({ name: 'meridian_applied_total', help: 'Changes made elsewhere and applied here, by origin node.', labelNames: ['origin'], registers: [r] });
+    this.unsubscribe = src.store.subscribe((entries) => {
+      for (const e of entries) {
+        if (e.origin === src.store.nodeId) writes.inc({ kind: e.kind });
+        else applied.inc({ origin: e.origin });
+      }
+    });
+    new Gauge({
+      name: 'meridian_feed_position',
+      help: 'The highest seq of this node\'s changes feed on disk.',
+      registers: [r],
+      collect() {
+        this.set(src.store.lastSeq);
+      },
+    });
+    new Gauge({
+      name: 'meridian_objects',
+      help: 'Live objects, by type.',
+      labelNames: ['type'],
+      registers: [r],
+      collect() {
+        for (const [type, n] of Object.entries(src.store.objectCounts())) this.set({ type }, n);
+      },
+    });
+    new Gauge({
+      name: 'meridian_conflicts_open',
+      help: 'Concurrent writes that overwrote each other and are not settled yet.',
+      registers: [r],
+      collect() {
+        this.set(src.store.openConflictCount());
+      },
+    });
+    const peerGauge = (name: string, help: string, value: (p: PeerStatus) => number): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['peer'],
+        registers: [r],
+        collect() {
+          this.reset();
+          for (const p of src.peers()) this.set({ peer: p.node ?? p.url ?? 'unknown' }, value(p));
+        },
+      });
+    };
+    peerGauge('meridian_peer_lag_entries', "A peer's changes not yet applied here.", (p) => p.lagEntries);
+    peerGauge('meridian_peer_lag_seconds', "Age of the oldest change of a peer's not yet applied here.", (p) => p.lagSeconds);
+    peerGauge('meridian_peer_bytes_in', 'Bytes received from a peer (replication frames).', (p) => p.bytesIn);
+    peerGauge('meridian_peer_bytes_out', 'Bytes sent to a peer (replication frames).', (p) => p.bytesOut);
+    peerGauge('meridian_peer_up', '1 while a session with the peer is open (live or catching up).', (p) => (p.state === 'live' || p.state === 'catching-up' ? 1 : 0));
+    new Gauge({
+      name: 'meridian_sessions',
+      help: 'Open replication sessions.',
+      registers: [r],
+      collect() {
+        this.set(src.peers().filter((p) => p.state === 'live' || p.state === 'catching-up').length);
+      },
+    });
+    new Gauge({
+      name: 'meridian_read_only',
+      help: '1 while this replica cannot reach a master and refuses writes (always 0 on a master).',
+      registers: [r],
+      collect() {
+        this.set(src.replica()?.mode === 'read-only' ? 1 : 0);
+      },
+    });
+    this.requests = new Counter({ name: 'meridian_http_requests_total', help: 'HTTP requests, by surface, method and status.', labelNames: ['surface', 'method', 'status'], registers: [r] });
+    this.latency = new Histogram({
+      name: 'meridian_http_request_duration_seconds',
+      help: 'Time to answer an HTTP request, by surface.',
+      labelNames: ['surface'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [r],
+    });
+  }
+
+  /** Counts a request and its time once its answer is finished. */
+  observe(surface: Surface, method: string, res: ServerResponse, started: bigint): void {
+    res.once('finish', () => {
+      this.requests.inc({ surface, method, status: String(res.statusCode) });
+      this.latency.observe({ surface }, Number(process.hrtime.bigint() - started) / 1e9);
+    });
+  }
+
+  async text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  close(): void {
+    this.unsubscribe();
+  }
+}
