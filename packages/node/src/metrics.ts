@@ -75,6 +75,7 @@ export class Metrics {
     };
     peerGauge('meridian_peer_lag_entries', "A peer's changes not yet applied here.", (p) => p.lagEntries);
     peerGauge('meridian_peer_lag_seconds', "Age of the oldest change of a peer's not yet applied here.", (p) => p.lagSeconds);
+    peerGauge('meridian_peer_behind_entries', 'Changes of this node a peer has not acknowledged (grows while it is cut off).', (p) => p.peerBehind);
     peerGauge('meridian_peer_bytes_in', 'Bytes received from a peer (replication frames).', (p) => p.bytesIn);
     peerGauge('meridian_peer_bytes_out', 'Bytes sent to a peer (replication frames).', (p) => p.bytesOut);
     peerGauge('meridian_peer_up', '1 while a session with the peer is open (live or catching up).', (p) => (p.state === 'live' || p.state === 'catching-up' ? 1 : 0));

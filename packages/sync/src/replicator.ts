@@ -90,6 +90,8 @@ export interface PeerStatus {
   bytesOut: number;
   /** our feed position they have acknowledged */
   acked: number;
+  /** our changes they have not acknowledged yet (grows while they are cut off and we take writes) */
+  peerBehind: number;
   /** this session knows how far behind it is: the peer told its feed head, or the session has been live */
   synced: boolean;
 }
@@ -126,6 +128,7 @@ interface Dialer {
   node: string | null;
   timer: NodeJS.Timeout | undefined;
   /** counters of the last ended link, so status does not reset to zero on a blip */
+  acked: number;
   bytesIn: number;
   bytesOut: number;
   lastContact: number;
@@ -164,7 +167,7 @@ export class Replicator {
       reason: opts.peers.length ? `no master reached yet (trying ${opts.peers.join(', ')})` : 'no masters are configured',
     };
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxFrame ?? 16 * 1024 * 1024, perMessageDeflate: false });
-    this.dialers = opts.peers.map((url) => ({ url, attempt: 0, link: undefined, state: 'connecting', reason: null, node: null, timer: undefined, bytesIn: 0, bytesOut: 0, lastContact: 0 }));
+    this.dialers = opts.peers.map((url) => ({ url, attempt: 0, link: undefined, state: 'connecting', reason: null, node: null, timer: undefined, acked: 0, bytesIn: 0, bytesOut: 0, lastContact: 0 }));
     this.unsubscribe = opts.store.subscribe(() => {
       const head = opts.store.lastSeq;
       for (const link of this.links) this.run(link, link.session.feedAdvanced(head));
@@ -480,6 +483,7 @@ export class Replicator {
       return;
     }
     d.link = undefined;
+    if (link.session.peer !== undefined && link.session.peerRole === 'master') d.acked = Math.max(d.acked, link.session.stats.acked);
     d.bytesIn += link.bytesIn;
     d.bytesOut += link.bytesOut;
     d.lastContact = Math.max(d.lastContact, link.lastContact);
@@ -569,6 +573,8 @@ export class Replicator {
         bytesIn: l.bytesIn,
         bytesOut: l.bytesOut,
         acked: s.acked,
+        // (masters take nothing from a replica)
+        peerBehind: this.role === 'replica' ? 0 : Math.max(0, this.opts.store.lastSeq - s.acked),
         synced: l.everLive || s.remoteHead > 0,
       };
     };
@@ -594,7 +600,9 @@ export class Replicator {
         lastContact: d.lastContact ? new Date(d.lastContact).toISOString() : null,
         bytesIn: d.bytesIn,
         bytesOut: d.bytesOut,
-        acked: 0,
+        acked: d.acked,
+        // (a peer never reached has acknowledged nothing we know of)
+        peerBehind: d.node && this.role === 'master' ? Math.max(0, this.opts.store.lastSeq - d.acked) : 0,
         synced: false,
       });
       if (d.node) seen.add(d.node);
