@@ -123,6 +123,7 @@ t.test('each replication state change is logged once, not per entry', async (t) 
   t.ok(await until(() => a.logs.filter((l) => l.msg === 'replication session open').length === 2, 10_000), 'reconnected');
   const count = (logs: LogLine[], msg: string): number => logs.filter((l) => l.msg === msg).length;
   t.equal(count(a.logs, 'replication session open'), 2, 'open: once per session');
+  t.ok(await until(() => count(a.logs, 'replication caught up') === 2 && count(b.logs, 'replication caught up') === 2), 'caught up: once per session, on both sides');
   t.equal(count(a.logs, 'replication link down; backing off'), 1, 'down: once');
   t.equal(count(b.logs, 'replication link closed'), 1, 'the other side logs the close once');
   t.ok(a.logs.length + b.logs.length < 40, `a handful of lines for 200 changes and a partition (${a.logs.length + b.logs.length})`);

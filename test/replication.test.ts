@@ -139,8 +139,12 @@ t.test('a wrong cluster secret is refused, logged with the reason, and receives 
     '--dir', tempDir(t), '--node-id', 'x', '--admin-password', PW,
     '--cluster-secret', 'not-the-right-secret', '--peers', `${a.url.replace('http', 'ws')}/sync`,
   ]);
-  await sleep(1500);
-  const peers = JSON.parse(cli(['peers', '--json', '--node', intruder.url], { MERIDIAN_PASSWORD: PW }).stdout);
+  // (between retries the dialer shows "connecting": poll rather than look once)
+  let peers: { state: string; reason: string | null }[] = [];
+  await until(() => {
+    peers = JSON.parse(cli(['peers', '--json', '--node', intruder.url], { MERIDIAN_PASSWORD: PW }).stdout);
+    return peers[0]?.state === 'refused';
+  }, 10_000);
   t.match(peers[0], { state: 'refused', reason: /authentication failed/ });
   t.match(a.output(), /"reason":"authentication failed: the peer does not hold this cluster's secret","msg":"replication peer refused"/);
   const status = JSON.parse(cli(['status', '--json', '--node', intruder.url], { MERIDIAN_PASSWORD: PW }).stdout);

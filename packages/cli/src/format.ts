@@ -60,8 +60,8 @@ export function formatStatus(s: StatusView): string {
     `vector    ${Object.entries(s.versionVector).map(([n, v]) => `${n}=${v}`).join(' ') || '(empty)'}`,
     `conflicts ${s.conflicts?.open ?? 0} open`,
     `peers     ${s.peers.length === 0 ? 'none configured' : ''}`,
-    ...(s.peers as { node: string | null; url: string | null; state: string; lagEntries: number; lagSeconds: number; reason: string | null }[]).map(
-      (p) => `  ${p.node ?? p.url}: ${p.state}${p.reason && p.state !== 'live' ? ` (${p.reason})` : ''}, lag ${p.lagEntries} entries / ${p.lagSeconds.toFixed(1)} s`,
+    ...(s.peers as { node: string | null; url: string | null; state: string; lagEntries: number; lagSeconds: number; reason: string | null; lastContact: string | null }[]).map(
+      (p) => `  ${p.node ?? p.url}: ${p.state}${p.reason && p.state !== 'live' ? ` (${p.reason})` : ''}, lag ${p.lagEntries} entries / ${p.lagSeconds.toFixed(1)} s, last contact ${p.lastContact ?? 'never'}`,
     ),
   ].join('\n').replace(/peers     \n/, 'peers\n');
 }

@@ -350,7 +350,10 @@ export class Replicator {
       },
       closed: (reason, refused) => {
         this.lastReason.set(link, reason);
-        if (refused) this.opts.log.warn({ peer: session.peer, url, reason }, 'replication peer refused');
+        // a peer refused again for the same reason at each retry is one state, logged once
+        const d = this.dialers.find((x) => x.link === link);
+        const again = d !== undefined ? d.state === 'refused' && d.reason === reason : this.refusedRecently(session.peer, reason);
+        if (refused && !again) this.opts.log.warn({ peer: session.peer, url, reason }, 'replication peer refused');
         else this.opts.log.info({ peer: session.peer, url, reason }, 'replication session closed');
         this.refused.set(link, refused);
         ws.close(1008, closeReason(reason));
@@ -430,18 +433,44 @@ export class Replicator {
 
   /** Runs actions in order; each link's actions never overlap. */
   private run(link: Link, actions: Action[]): void {
-    if (actions.length === 0) return;
+    if (actions.length === 0) {
+      this.checkLive(link);
+      return;
+    }
     // A forwarded write and its answer are independent of the feed stream:
     // they must not wait behind an apply's fsync in the link's queue.
     if (actions.every((a) => a.type === 'forward' || a.type === 'answered')) {
       void runActions(link, actions);
       return;
     }
-    link.queue = link.queue.then(() => runActions(link, actions)).catch((e: unknown) => {
+    link.queue = link.queue.then(async () => {
+      await runActions(link, actions);
+      this.checkLive(link);
+    }).catch((e: unknown) => {
       this.opts.log.warn({ peer: link.session.peer, err: (e as Error).message }, 'replication step failed; closing the link');
       this.lastReason.set(link, (e as Error).message);
       link.ws.terminate();
     });
+  }
+
+  private readonly inboundRefusals = new Map<string, number>();
+
+  /** Whether this inbound refusal was logged in the last ten minutes (a misconfigured peer retries forever). */
+  private refusedRecently(peer: string | undefined, reason: string): boolean {
+    const key = `${peer ?? '?'}\0${reason}`;
+    const now = Date.now();
+    const last = this.inboundRefusals.get(key);
+    if (last !== undefined && now - last < 600_000) return true;
+    if (this.inboundRefusals.size > 1000) this.inboundRefusals.clear();
+    this.inboundRefusals.set(key, now);
+    return false;
+  }
+
+  /** Logs, once per session, the moment both directions first have nothing outstanding. */
+  private checkLive(link: Link): void {
+    if (link.everLive || !link.session.live) return;
+    link.everLive = true;
+    this.opts.log.info({ peer: link.session.peer, applied: link.session.stats.applied, acked: link.session.stats.acked }, 'replication caught up');
   }
 
   private readonly refused = new WeakMap<Link, boolean>();
@@ -559,7 +588,7 @@ export class Replicator {
     const linkStatus = (l: Link, url: string | null): PeerStatus => {
       const s = l.session.stats;
       const lagEntries = Math.max(0, s.remoteHead - s.applied);
-      if (l.session.live) l.everLive = true;
+      this.checkLive(l);
       return {
         node: l.session.peer ?? null,
         url,
