@@ -454,7 +454,7 @@ t.test('replicas are receive-only, and their credential is no cluster secret', a
   const reissued = await issue(node, 'laptop-1');
   t.not(reissued, credential, 're-issuing draws a new serial');
   const old = await asReplica(node, { credential });
-  t.equal(old.reason, 'replica credential "laptop-1" was re-issued; use the newest one from "meridian replica add"');
+  t.equal(old.reason, 'replica credential "laptop-1" was re-issued or revoked; use the newest from "meridian replica add laptop-1"');
   t.equal(node.store.lastSeq, seq + 1, 'only the re-issue itself was written');
 });
 
@@ -468,7 +468,8 @@ t.test('revoking a replica credential closes its open session', async (t) => {
   });
   const out = await ended;
   t.ok(out.opened);
-  const revoked = 'replica credential "laptop-2" is unknown or revoked on this master; issue one with "meridian replica add laptop-2"';
+  // revoking overwrites the serial, then deletes: the open session closes at the first
+  const revoked = 'replica credential "laptop-2" was re-issued or revoked; use the newest from "meridian replica add laptop-2"';
   t.equal(out.reason, revoked);
   t.ok(logs.some((l) => l.msg === 'replication peer refused' && l.reason === revoked));
   const again = await asReplica(node, { credential });

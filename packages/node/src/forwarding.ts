@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto';
-import { authorizeWrite, isMeridianError, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Store, type StoredObject } from '@meridian/store';
+import { createHash, randomUUID } from 'node:crypto';
+import { authorizeWrite, isMeridianError, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
 import { ForwardError, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
 import type { Principals } from './principals.js';
 import { HttpError } from './http-util.js';
@@ -27,21 +27,24 @@ export class ForwardedWrites {
     // Scoped by replica and user, and apart from direct writes' keys (see storeWriter):
     // one client's key can neither collide with nor read another's.
     const scoped = `fwd/${via}/${w.user}/${w.key}`;
-    const running = this.running.get(scoped);
-    if (running) return running;
-    const p = this.run(w, scoped).finally(() => this.running.delete(scoped));
-    this.running.set(scoped, p);
-    return p;
+    return this.principals.authenticate(w.user, w.password).then((principal) => {
+      // authenticated first: a wrong password never shares another request's answer
+      if (!principal) {
+        return { t: 'wrote', key: w.key, ok: false, code: 'unauthorized', message: `master ${this.store.nodeId} refused the write: wrong user or password for "${w.user}"` } as WroteFrame;
+      }
+      const running = this.running.get(scoped);
+      if (running) return running;
+      const p = this.run(w, scoped, principal).finally(() => this.running.delete(scoped));
+      this.running.set(scoped, p);
+      return p;
+    });
   }
 
-  private async run(w: WriteFrame, scoped: string): Promise<WroteFrame> {
+  private async run(w: WriteFrame, scoped: string, principal: Principal): Promise<WroteFrame> {
     const me = this.store.nodeId;
-    const principal = await this.principals.authenticate(w.user, w.password);
-    if (!principal) {
-      return { t: 'wrote', key: w.key, ok: false, code: 'unauthorized', message: `master ${me} refused the write: wrong user or password for "${w.user}"` };
-    }
+    // the record is here if this master made the write, or received it from the master that did
     const prior = await this.store.idempotent(scoped);
-    if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [me]: prior.originSeq } };
+    if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [prior.origin ?? me]: prior.originSeq } };
     const opts = { principal: principalName(principal), ifVersion: w.ifVersion, idempotencyKey: scoped };
     try {
       // the master authorises the user itself: a replica cannot write as anyone it cannot prove to be
@@ -116,12 +119,14 @@ export class ForwardingWriter implements Writer {
   private async send(w: Pick<WriteFrame, 'op' | 'id' | 'type' | 'fields'>, opts: WriteRequest): Promise<StoredObject> {
     if (!opts.credential) throw new HttpError(401, 'a write on a replica needs the credential of the user making it; the master checks it', 'unauthorized');
     const deadline = Date.now() + this.timeout;
-    const key = opts.idempotencyKey ?? randomUUID();
+    const clientKey = opts.idempotencyKey ?? randomUUID();
+    // one key per user: two users' equal keys are two writes, here and on the master
+    const key = createHash('sha256').update(opts.credential.user).update('\0').update(clientKey).digest('base64url');
     const frame: Omit<WriteFrame, 't'> = { key, ...w, user: opts.credential.user, password: opts.credential.password };
     if (opts.ifVersion !== undefined) frame.ifVersion = opts.ifVersion;
     let answer: WroteFrame;
     try {
-      answer = await this.replicator.forward(frame, this.timeout);
+      answer = await this.replicator.forward(frame, this.timeout, clientKey);
     } catch (e) {
       if (!(e instanceof ForwardError)) throw e;
       if (e.code === 'read-only') throw new HttpError(503, e.message, 'read-only', { 'retry-after': String(RETRY_AFTER_SECONDS) });

@@ -54,7 +54,7 @@ export class ReplicaRegistry {
     const [name, serial] = credential.split(':') as [string, string];
     const current = this.serials.get(name);
     if (current === undefined) return { refused: `replica credential "${name}" is unknown or revoked on this master; issue one with "meridian replica add ${name}"` };
-    if (current !== serial) return { refused: `replica credential "${name}" was re-issued; use the newest one from "meridian replica add"` };
+    if (current !== serial) return { refused: `replica credential "${name}" was re-issued or revoked; use the newest from "meridian replica add ${name}"` };
     return { key: replicaKey(this.secret, this.cluster, name, serial) };
   }
 
@@ -75,6 +75,8 @@ export class ReplicaRegistry {
   async revoke(name: string, by: string): Promise<void> {
     const o = await this.store.get(`${ID_PREFIX}${name}`);
     if (!o || o.deleted) throw new MeridianError('not-found', `no replica credential "${name}"; "meridian replica list" shows those issued`);
+    // the serial is overwritten first with one never handed out, so an undelete (a later re-issue) cannot bring the old one back
+    await this.store.update(o.id, { serial: randomBytes(8).toString('hex') }, { principal: by });
     await this.store.delete(o.id, { principal: by });
     this.serials.delete(name);
   }

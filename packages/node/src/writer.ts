@@ -9,14 +9,21 @@ export type { Credential, Writer, WriteRequest } from '@meridian/store';
  * by user and kept apart from forwarded writes' keys (fwd/...).
  */
 export function storeWriter(store: Store): Writer {
+  // the record exists once the change is on disk: a copy arriving before that joins the first
+  const running = new Map<string, Promise<StoredObject>>();
   const once = async (opts: WriteRequest, write: (o: WriteOptions) => Promise<StoredObject>): Promise<StoredObject> => {
     const key = opts.idempotencyKey === undefined ? undefined : `api/${opts.principal ?? 'system'}/${opts.idempotencyKey}`;
-    if (key !== undefined) {
+    if (key === undefined) return write({ principal: opts.principal, ifVersion: opts.ifVersion });
+    const inFlight = running.get(key);
+    if (inFlight) return inFlight;
+    const p = (async () => {
       const prior = await store.idempotent(key);
       const o = prior && (await store.get(prior.id));
       if (o) return o;
-    }
-    return write({ principal: opts.principal, ifVersion: opts.ifVersion, idempotencyKey: key });
+      return write({ principal: opts.principal, ifVersion: opts.ifVersion, idempotencyKey: key });
+    })().finally(() => running.delete(key));
+    running.set(key, p);
+    return p;
   };
   return {
     create: (type, fields, opts) => once(opts, (o) => store.create(type, fields, { ...o, id: opts.id })),

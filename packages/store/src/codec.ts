@@ -40,6 +40,8 @@ export interface FeedRecord {
   c: string[];
   /** kind: create, update, delete, undelete */
   k: ChangeKind;
+  /** the write's idempotency key, if it had one: every node that applies the change records it */
+  q?: string;
 }
 
 export type ChangeKind = 'create' | 'update' | 'delete' | 'undelete';

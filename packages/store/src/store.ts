@@ -53,6 +53,8 @@ export interface StoredObject {
 }
 
 export interface FeedEntry {
+  /** idempotency key of the write that made the change, if any */
+  idempotencyKey?: string | undefined;
   seq: number;
   origin: string;
   originSeq: number;
@@ -80,6 +82,8 @@ export interface WriteOptions {
 /** What a write recorded under its idempotency key. */
 export interface IdempotentWrite {
   id: string;
+  /** the node that made the change (absent: this node, in records from before it was kept) */
+  origin?: string;
   /** the change's origin seq at this node */
   originSeq: number;
   hlc: number;
@@ -563,8 +567,10 @@ export class Store {
     };
     const settle = changed.flatMap((f) => this.settleOps(id, f, hlc));
     if (opts.idempotencyKey !== undefined) {
-      const done: IdempotentWrite = { id, originSeq, hlc };
+      const done: IdempotentWrite = { id, origin: this.nodeId, originSeq, hlc };
       settle.push({ type: 'put', key: keys.idempotency(opts.idempotencyKey), value: encode(done) });
+      // the key travels with the change, so a master a write is sent to again after a failover knows it
+      feed.q = opts.idempotencyKey;
     }
     return this.persist(slot, def, cur, record, feed, plan.before, plan.after, claims, settle).then(() => toStored(id, record));
   }
@@ -738,6 +744,11 @@ export class Store {
       this.vector.add(c.origin, c.originSeq);
       const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(hlc, cur?.h ?? 0), s: seq, v: docVersion(doc, fields, meta.deleted), y: encodeState(doc) };
       const feed: FeedRecord = { o: c.origin, n: c.originSeq, i: c.id, t: type, u: c.update, h: hlc, p: c.principal, c: c.fields, k: c.kind };
+      if (c.idempotencyKey !== undefined) {
+        feed.q = c.idempotencyKey;
+        const done: IdempotentWrite = { id: c.id, origin: c.origin, originSeq: c.originSeq, hlc: c.hlc };
+        extra = [...extra, { type: 'put', key: keys.idempotency(c.idempotencyKey), value: encode(done) }];
+      }
       const conflictOps: BatchOp[] = [];
       const conflicted = new Set(found.map((f) => f.field));
       for (const f of found) {
@@ -998,6 +1009,7 @@ export class Store {
         this.vector.raise(origin, n);
         this.durableVector.raise(origin, n);
         this.visibleVector.raise(origin, n);
+        for (const fn of this.visibleListeners) fn();
         this.dirtyVector.add(origin);
         this.base[origin] = Math.max(this.base[origin] ?? 0, n);
       }
@@ -1368,7 +1380,9 @@ function toStored(id: string, r: ObjectRecord): StoredObject {
 }
 
 function feedEntry(seq: number, r: FeedRecord): FeedEntry {
-  return { seq, origin: r.o, originSeq: r.n, id: r.i, type: r.t, kind: r.k, update: r.u, hlc: r.h, principal: r.p, fields: r.c };
+  const e: FeedEntry = { seq, origin: r.o, originSeq: r.n, id: r.i, type: r.t, kind: r.k, update: r.u, hlc: r.h, principal: r.p, fields: r.c };
+  if (r.q !== undefined) e.idempotencyKey = r.q;
+  return e;
 }
 
 function objectCost(key: string, v: CachedObject): number {

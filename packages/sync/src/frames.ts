@@ -70,6 +70,8 @@ export interface WireChange {
   p: string;
   /** fields changed */
   c: string[];
+  /** the idempotency key of the write that made the change, if it had one */
+  q?: string;
 }
 
 /**
@@ -195,6 +197,7 @@ function checkChange(c: unknown): WireChange {
   check(isSeq(c['h']), 'change HLC is malformed');
   check(typeof c['p'] === 'string' && c['p'].length <= 256, 'change principal is malformed');
   check(Array.isArray(c['c']) && c['c'].length <= 1000 && c['c'].every((f) => typeof f === 'string' && NAME_RE.test(f)), 'change field list is malformed');
+  check(c['q'] === undefined || (typeof c['q'] === 'string' && c['q'].length > 0 && c['q'].length <= 1024), 'change idempotency key is malformed');
   return c as unknown as WireChange;
 }
 

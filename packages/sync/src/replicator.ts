@@ -108,6 +108,7 @@ interface Link extends SessionIo {
   timer: NodeJS.Timeout | undefined;
   watchdog: NodeJS.Timeout | undefined;
   everLive: boolean;
+  openedAt: number;
 }
 
 interface PendingWrite {
@@ -153,6 +154,8 @@ export class Replicator {
   /** replica: the dialer in use, and the failed dials since a master last answered */
   private current = 0;
   private failedInRound = 0;
+  /** replica: sessions in a row that ended within BRIEF_SESSION_MS of opening */
+  private briefSessions = 0;
   private mode: ReplicaMode;
   private readonly pending = new Map<string, PendingWrite>();
 
@@ -202,7 +205,7 @@ export class Replicator {
    * repeated key without writing twice. After `deadline` ms without an
    * answer it fails with an unconfirmed error.
    */
-  forward(write: Omit<WriteFrame, 't'>, deadline: number): Promise<WroteFrame> {
+  forward(write: Omit<WriteFrame, 't'>, deadline: number, clientKey = write.key): Promise<WroteFrame> {
     if (this.role !== 'replica') return Promise.reject(new Error('only a replica forwards writes'));
     // the same key again while the first is unanswered shares its outcome (also while read-only)
     const existing = this.pending.get(write.key);
@@ -225,7 +228,7 @@ export class Replicator {
           p.reject(
             new ForwardError(
               'unconfirmed',
-              `no answer from ${where} within ${Math.round(deadline / 1000)} s, so this write is unconfirmed; send it again with the same Idempotency-Key (${write.key}) to apply it at most once`,
+              `no answer from ${where} within ${Math.round(deadline / 1000)} s, so this write is unconfirmed; send it again with the same Idempotency-Key (${clientKey}) to apply it at most once`,
             ),
           );
         }, deadline),
@@ -235,9 +238,14 @@ export class Replicator {
     });
   }
 
+  /**
+   * Sent at once, not through the link's queue, where it would wait behind
+   * a whole catch-up; encoding and sending are one synchronous step, so the
+   * frame codec's history stays in order.
+   */
   private sendPending(link: Link, p: PendingWrite): void {
     p.sentTo = link.session.peer ?? null;
-    this.run(link, [{ type: 'send', frame: p.frame }]);
+    link.send(p.frame);
   }
 
   /** The sentence every refused write on a read-only replica carries. */
@@ -310,6 +318,7 @@ export class Replicator {
       timer: undefined,
       watchdog: undefined,
       everLive: false,
+      openedAt: 0,
       send: (frame) => {
         if (ws.readyState !== WebSocket.OPEN) return false;
         const bytes = codec.encode(frame);
@@ -323,6 +332,7 @@ export class Replicator {
       opened: (peer, role) => {
         if (!this.admit(link, peer)) return false;
         this.opts.log.info({ peer, role, direction, url }, 'replication session open');
+        link.openedAt = Date.now();
         if (this.role === 'replica') {
           this.failedInRound = 0;
           this.setMode({ mode: 'read-write', master: { node: peer, url: url ?? '' }, since: Date.now(), reason: null });
@@ -350,9 +360,10 @@ export class Replicator {
       },
       closed: (reason, refused) => {
         this.lastReason.set(link, reason);
-        // a peer refused again for the same reason at each retry is one state, logged once
+        // a peer we dial, refused again for the same reason at each retry, is one state: logged once
+        // (every refusal of an inbound connection is logged: that is how probing shows)
         const d = this.dialers.find((x) => x.link === link);
-        const again = d !== undefined ? d.state === 'refused' && d.reason === reason : this.refusedRecently(session.peer, reason);
+        const again = d !== undefined && d.state === 'refused' && d.reason === reason;
         if (refused && !again) this.opts.log.warn({ peer: session.peer, url, reason }, 'replication peer refused');
         else this.opts.log.info({ peer: session.peer, url, reason }, 'replication session closed');
         this.refused.set(link, refused);
@@ -453,19 +464,6 @@ export class Replicator {
     });
   }
 
-  private readonly inboundRefusals = new Map<string, number>();
-
-  /** Whether this inbound refusal was logged in the last ten minutes (a misconfigured peer retries forever). */
-  private refusedRecently(peer: string | undefined, reason: string): boolean {
-    const key = `${peer ?? '?'}\0${reason}`;
-    const now = Date.now();
-    const last = this.inboundRefusals.get(key);
-    if (last !== undefined && now - last < 600_000) return true;
-    if (this.inboundRefusals.size > 1000) this.inboundRefusals.clear();
-    this.inboundRefusals.set(key, now);
-    return false;
-  }
-
   /** Logs, once per session, the moment both directions first have nothing outstanding. */
   private checkLive(link: Link): void {
     if (link.everLive || !link.session.live) return;
@@ -556,11 +554,20 @@ export class Replicator {
     }
     const n = this.dialers.length;
     if (!wasOpen) this.failedInRound++;
+    // a session that ends right after opening (a disk that refuses every apply, a frame refused
+    // every time) would otherwise be redialed at once forever
+    const brief = wasOpen && Date.now() - link.openedAt < BRIEF_SESSION_MS;
+    this.briefSessions = brief ? this.briefSessions + 1 : wasOpen ? 0 : this.briefSessions;
     this.current = (this.dialers.indexOf(d) + 1) % n;
     const next = this.dialers[this.current]!;
     for (const other of this.dialers) if (other !== next && other.state !== 'refused') other.state = 'standby';
     // a master lost just now may be the one restarting: the next one is tried at once
-    const delay = wasOpen || this.failedInRound < n ? 0 : backoffDelay(d.attempt++, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 5000);
+    const delay =
+      brief && this.briefSessions > 1
+        ? backoffDelay(this.briefSessions - 2, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 5000)
+        : wasOpen || this.failedInRound < n
+          ? 0
+          : backoffDelay(d.attempt++, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 5000);
     if (this.failedInRound >= n) this.failedInRound = 0;
     next.state = next.state === 'refused' ? 'refused' : 'backing-off';
     // logged when the replica turns to another master, not at every retry
@@ -662,6 +669,8 @@ export class Replicator {
     this.wss.close();
   }
 }
+
+const BRIEF_SESSION_MS = 5000;
 
 /** Forwarded writes a replica holds unanswered at once; its masters take 1024 per session. */
 const MAX_PENDING = 512;

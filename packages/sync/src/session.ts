@@ -451,9 +451,13 @@ const FRAME_BUDGET = 4 * 1024 * 1024;
 const SKIP_FRAME_EVERY = 1000;
 
 function toWire(e: FeedEntry): WireChange {
-  return { o: e.origin, n: e.originSeq, i: e.id, y: e.type, k: e.kind, u: e.update, h: e.hlc, p: e.principal, c: e.fields };
+  const w: WireChange = { o: e.origin, n: e.originSeq, i: e.id, y: e.type, k: e.kind, u: e.update, h: e.hlc, p: e.principal, c: e.fields };
+  if (e.idempotencyKey !== undefined) w.q = e.idempotencyKey;
+  return w;
 }
 
 function fromWire(c: WireChange): RemoteChange {
-  return { origin: c.o, originSeq: c.n, id: c.i, type: c.y, kind: c.k, update: c.u, hlc: c.h, principal: c.p, fields: c.c };
+  const r: RemoteChange = { origin: c.o, originSeq: c.n, id: c.i, type: c.y, kind: c.k, update: c.u, hlc: c.h, principal: c.p, fields: c.c };
+  if (c.q !== undefined) r.idempotencyKey = c.q;
+  return r;
 }
