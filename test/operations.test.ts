@@ -77,6 +77,7 @@ t.test('/metrics: writes, feed, sessions, per-peer lag rising while cut off and 
   proxy.heal();
   t.ok(await until(async () => (await scrape(a.node)).get('meridian_peer_behind_entries{peer="b"}') === 0, 10_000), 'and back to 0 after heal');
   t.ok(await until(async () => (await scrape(b.node)).get('meridian_peer_lag_entries{peer="a"}') === 0), "b's lag on a's changes is 0");
+  t.equal((await scrape(b.node)).get('meridian_peer_behind_entries{peer="a"}'), 0, "a holds all of b's feed: b's feed is a's changes, which a need not be sent back");
 
   await fetch(`${a.node.url}/api/objects?type=Organisation&limit=1`, { headers: { authorization: AUTH } });
   await fetch(`${a.node.url}/objects/Organisation?limit=1`, { headers: { authorization: AUTH } });

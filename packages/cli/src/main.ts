@@ -45,7 +45,7 @@ function nodeOptions(cmd: Command): Command {
 
 function configFrom(flags: Record<string, unknown>): ReturnType<typeof resolveConfig> {
   const input: ConfigInput = {};
-  for (const k of ['dir', 'nodeId', 'schema', 'adminPassword', 'host', 'httpPort', 'maxBody', 'cacheBytes', 'sample', 'sampleSize', 'peers', 'clusterSecret', 'clusterId', 'heartbeat', 'linkTimeout', 'tlsCert', 'tlsKey', 'tlsCa', 'feedRetention', 'role', 'masters', 'replicaCredential', 'writeTimeout'] as const) {
+  for (const k of ['dir', 'nodeId', 'schema', 'adminPassword', 'host', 'httpPort', 'maxBody', 'cacheBytes', 'sample', 'sampleSize', 'peers', 'clusterSecret', 'clusterId', 'heartbeat', 'linkTimeout', 'tlsCert', 'tlsKey', 'tlsCa', 'feedRetention', 'role', 'masters', 'replicaCredential', 'writeTimeout', 'readyLag'] as const) {
     if (flags[k] !== undefined) (input as Record<string, unknown>)[k] = flags[k];
   }
   return resolveConfig({ flags: input, env: process.env, file: flags['config'] as string | undefined });
@@ -85,6 +85,7 @@ export function buildProgram(): Command {
     .option('--masters <urls>', 'replica: comma-separated ws:// URLs of its masters, tried in order')
     .option('--replica-credential <credential>', 'replica: name:serial:key from "meridian replica add" (env MERIDIAN_REPLICA_CREDENTIAL)')
     .option('--write-timeout <ms>', 'replica: how long a forwarded write waits for its master (default 30000)')
+    .option('--ready-lag <entries>', '/readyz: ready while no peer is more than this many changes ahead (default 100)')
     .action(async (flags: Record<string, unknown>) => {
       const node = await MeridianNode.start(configFrom(flags));
       out(`meridian node ${node.store.nodeId} listening on ${node.url}`);

@@ -278,7 +278,8 @@ export class MeridianNode {
     const peers = (this.replicator?.status() ?? []).filter((p) => p.role !== 'replica');
     const lag = peers.filter((p) => p.state === 'live' || p.state === 'catching-up').map((p) => ({ peer: p.node ?? p.url ?? '?', entries: p.lagEntries, seconds: p.lagSeconds }));
     // a peer being dialed for the first time, or a session that has not said where the peer is, is unknown lag
-    const unknown = peers.filter((p) => (p.state === 'connecting' && p.lastContact === null) || ((p.state === 'live' || p.state === 'catching-up') && !p.synced));
+    // (after a first failed attempt the dialer has a reason: an unreachable peer no longer holds readiness back)
+    const unknown = peers.filter((p) => (p.state === 'connecting' && p.lastContact === null && p.reason === null) || ((p.state === 'live' || p.state === 'catching-up') && !p.synced));
     if (unknown.length) return { ready: false, reason: `catching up: waiting to hear how far behind ${unknown.map((p) => p.node ?? p.url).join(', ')} this node is`, lag };
     const behind = lag.filter((l) => l.entries > this.config.readyLag);
     if (behind.length) {

@@ -510,7 +510,7 @@ export class Replicator {
       return;
     }
     d.link = undefined;
-    if (link.session.peer !== undefined && link.session.peerRole === 'master') d.acked = Math.max(d.acked, link.session.stats.acked);
+    if (link.session.peer !== undefined && link.session.peerRole === 'master') d.acked = Math.max(d.acked, link.session.peerHolds);
     d.bytesIn += link.bytesIn;
     d.bytesOut += link.bytesOut;
     d.lastContact = Math.max(d.lastContact, link.lastContact);
@@ -610,7 +610,7 @@ export class Replicator {
         bytesOut: l.bytesOut,
         acked: s.acked,
         // (masters take nothing from a replica)
-        peerBehind: this.role === 'replica' ? 0 : Math.max(0, this.opts.store.lastSeq - s.acked),
+        peerBehind: this.role === 'replica' ? 0 : Math.max(0, this.opts.store.lastSeq - l.session.peerHolds),
         synced: l.everLive || s.remoteHead > 0,
       };
     };

@@ -435,6 +435,15 @@ export class SyncSession {
     ];
   }
 
+  /**
+   * Our feed position the peer holds everything up to: what it acknowledged,
+   * or, with nothing in flight, how far the cursor has passed (entries the
+   * peer already holds are passed without a frame, so no ack covers them).
+   */
+  get peerHolds(): number {
+    return this.inFlight > 0 ? this.stats.acked : Math.max(this.stats.acked, this.stats.sent);
+  }
+
   /** Whether this side has sent everything (and had it acknowledged) and applied everything it was sent. */
   get live(): boolean {
     return (
