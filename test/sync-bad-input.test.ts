@@ -461,17 +461,21 @@ t.test('replicas are receive-only, and their credential is no cluster secret', a
 t.test('revoking a replica credential closes its open session', async (t) => {
   const { node, logs } = await startNode(t);
   const credential = await issue(node, 'laptop-2');
+  let revoked: Promise<Response> | undefined;
   const ended = asReplica(node, {
     credential,
-    after: () =>
-      void fetch(`${node.url}/api/replicas/laptop-2`, { method: 'DELETE', headers: { authorization: `Basic ${Buffer.from('admin:pw').toString('base64')}` } }),
+    after: () => {
+      revoked = fetch(`${node.url}/api/replicas/laptop-2`, { method: 'DELETE', headers: { authorization: `Basic ${Buffer.from('admin:pw').toString('base64')}` } });
+    },
   });
   const out = await ended;
+  // the session closes at the first of the revocation's two writes; the next hello comes after both
+  t.equal((await revoked)?.status, 200);
   t.ok(out.opened);
   // revoking overwrites the serial, then deletes: the open session closes at the first
-  const revoked = 'replica credential "laptop-2" was re-issued or revoked; use the newest from "meridian replica add laptop-2"';
-  t.equal(out.reason, revoked);
-  t.ok(logs.some((l) => l.msg === 'replication peer refused' && l.reason === revoked));
+  const reason = 'replica credential "laptop-2" was re-issued or revoked; use the newest from "meridian replica add laptop-2"';
+  t.equal(out.reason, reason);
+  t.ok(logs.some((l) => l.msg === 'replication peer refused' && l.reason === reason));
   const again = await asReplica(node, { credential });
   t.notOk(again.opened, 'and it is refused from then on');
   t.equal(again.reason, 'replica credential "laptop-2" is unknown or revoked on this master; issue one with "meridian replica add laptop-2"');

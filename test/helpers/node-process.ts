@@ -37,7 +37,8 @@ export async function startNode(t: Test, args: string[], env: NodeJS.ProcessEnv 
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  // 'close', not 'exit': only then has everything the process wrote to its pipes been read
+  const exited = new Promise<number | null>((resolve) => proc.once('close', (code) => resolve(code)));
   t.teardown(async () => {
     if (proc.exitCode === null && proc.signalCode === null) {
       process.kill(proc.pid!, 'SIGKILL');
