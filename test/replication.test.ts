@@ -146,7 +146,10 @@ t.test('a wrong cluster secret is refused, logged with the reason, and receives 
     return peers[0]?.state === 'refused';
   }, 10_000);
   t.match(peers[0], { state: 'refused', reason: /authentication failed/ });
-  t.match(a.output(), /"reason":"authentication failed: the peer does not hold this cluster's secret","msg":"replication peer refused"/);
+  // (the log may still sit in a's pipe while this process was blocked in the CLI)
+  const refusal = /"reason":"authentication failed: the peer does not hold this cluster's secret","msg":"replication peer refused"/;
+  await until(() => refusal.test(a.output()), 5000);
+  t.match(a.output(), refusal);
   const status = JSON.parse(cli(['status', '--json', '--node', intruder.url], { MERIDIAN_PASSWORD: PW }).stdout);
   t.equal(status.objects, 0, 'nothing reached the intruder');
 });
