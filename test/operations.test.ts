@@ -3,6 +3,7 @@
  * and after it heals, /readyz while a node catches up, each replication
  * state change logged once, and the CLI's lag and log commands.
  */
+import { spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
 import { pino } from 'pino';
@@ -150,4 +151,26 @@ t.test('meridian lag and meridian log against a running node', async (t) => {
   const bad = await cliAsync(['log', '--since', 'x'], env);
   t.equal(bad.code, 2);
   t.equal(bad.stderr.trim(), 'meridian: --since must be a feed position: a whole number, 0 for the start');
+});
+
+t.test('progress shows on a terminal and nowhere else: verify and export', async (t) => {
+  const a = await start(t, { nodeId: 'a', sample: true, sampleSize: 200 });
+  const env = { MERIDIAN_PASSWORD: PW };
+  const verifyArgs = ['verify', '--nodes', `${a.node.url},${a.node.url}`];
+  const piped = await cliAsync(verifyArgs, env);
+  t.equal(piped.code, 0, piped.stderr);
+  t.equal(piped.stderr, '', 'piped: no progress');
+  // script(1) gives the CLI a terminal
+  const bin = new URL('../bin/meridian', import.meta.url).pathname;
+  const onTty = await new Promise<{ code: number | null; out: string }>((resolve) => {
+    const p = spawn('script', ['-qec', `env -u NODE_OPTIONS MERIDIAN_PASSWORD=${PW} ${process.execPath} ${bin} ${verifyArgs.join(' ')}`, '/dev/null']);
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.on('close', (code) => resolve({ code, out }));
+  });
+  t.equal(onTty.code, 0);
+  t.match(onTty.out, /verifying: [#.]+ \d\/2 nodes digested/, 'on a terminal: a progress line');
+  t.match(onTty.out, /\r\x1b\[2K/, 'drawn in place and cleared');
+  const json = await cliAsync([...verifyArgs, '--json'], env);
+  t.equal(json.stderr, '', '--json: no progress');
 });

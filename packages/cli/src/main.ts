@@ -348,7 +348,20 @@ export function buildProgram(): Command {
     .action(async (flags: ClientFlags & { nodes: string }) => {
       const urls = flags.nodes.split(',').map((u) => u.trim()).filter(Boolean);
       if (urls.length < 2) throw new CliError('--nodes needs at least two node URLs to compare', 2);
-      const digests = await Promise.all(urls.map(async (u) => ({ url: u, ...(await client({ ...flags, node: u }).request<DigestView>('GET', '/api/digest')).body })));
+      // each node digests its whole store: on a large one that takes a while, so show who has answered
+      const progress = new Progress(flags.json === true);
+      let answered = 0;
+      const bar = (): string => `verifying: ${'#'.repeat(answered)}${'.'.repeat(urls.length - answered)} ${answered}/${urls.length} nodes digested`;
+      progress.update(bar);
+      const digests = await Promise.all(
+        urls.map(async (u) => {
+          const d = { url: u, ...(await client({ ...flags, node: u }).request<DigestView>('GET', '/api/digest')).body };
+          answered++;
+          progress.update(bar);
+          return d;
+        }),
+      );
+      progress.done();
       const result = compareDigests(digests);
       out(flags.json ? JSON.stringify(result) : formatVerify(result));
       if (!result.identical) process.exitCode = 1;
