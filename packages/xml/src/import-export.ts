@@ -135,12 +135,18 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
     }
   };
 
+  // (a slot freed wakes the one waiting launcher; Promise.race over the whole window at
+  // every launch attached a handler to each running write, and showed up in profiles)
+  let freed: (() => void) | undefined;
   const launch = async (line: number, input: ReturnType<typeof parseDocument>[number], lastChance: boolean): Promise<void> => {
-    while (running.size >= WINDOW) await Promise.race(running);
+    while (running.size >= WINDOW) await new Promise<void>((r) => (freed = r));
     if (input.id !== undefined) await inFlight.get(input.id); // the same id twice: in document order
     const p = applyOne(line, input, lastChance).finally(() => {
       running.delete(p);
       if (input.id !== undefined && inFlight.get(input.id) === p) inFlight.delete(input.id);
+      const wake = freed;
+      freed = undefined;
+      wake?.();
     });
     running.add(p);
     if (input.id !== undefined) inFlight.set(input.id, p);
