@@ -174,3 +174,22 @@ t.test('progress shows on a terminal and nowhere else: verify and export', async
   const json = await cliAsync([...verifyArgs, '--json'], env);
   t.equal(json.stderr, '', '--json: no progress');
 });
+
+t.test('meridian peers and conflicts, for people and as JSON', async (t) => {
+  const [pa, pb] = [await freePort(), await freePort()];
+  const a = await start(t, { nodeId: 'a', httpPort: pa, peers: [`ws://127.0.0.1:${pb}/sync`] });
+  await start(t, { nodeId: 'b', httpPort: pb, peers: [`ws://127.0.0.1:${pa}/sync`] });
+  t.ok(await until(() => a.node.replicator!.status().some((p) => p.node === 'b' && p.state === 'live'), 10_000));
+  const env = { MERIDIAN_PASSWORD: PW, MERIDIAN_NODE: a.node.url };
+  const peers = await cliAsync(['peers'], env);
+  t.equal(peers.code, 0, peers.stderr);
+  const [header, row, more] = peers.stdout.trimEnd().split('\n');
+  t.match(header, /^peer\s+url\s+state\s+lag\s+last contact\s+bytes$/);
+  t.equal(more, undefined, 'one row: the two dials are one session');
+  t.match(row, new RegExp(`^b\\s+ws://127\\.0\\.0\\.1:${pb}/sync\\s+live\\s+0 entries / 0\\.0 s\\s+\\d{4}-\\d\\d-\\d\\dT\\S+Z\\s+\\d+ in / \\d+ out$`));
+  const json = await cliAsync(['peers', '--json'], env);
+  t.match(JSON.parse(json.stdout), [{ node: 'b', url: `ws://127.0.0.1:${pb}/sync`, role: 'master', direction: 'outbound', state: 'live', lagEntries: 0, synced: true }]);
+  const none = await cliAsync(['conflicts'], env);
+  t.equal(none.stdout.trim(), 'no open conflicts');
+  t.same(JSON.parse((await cliAsync(['conflicts', '--json'], env)).stdout), []);
+});

@@ -177,6 +177,8 @@ t.test('concurrent writes to one field on two masters: same value and same confl
   t.same(withoutTime(ca), withoutTime(cb), 'both nodes record the same conflict (detection time is local)');
   t.equal(ca[0]!.field, 'name');
   t.same(ca[0]!.values.map((v) => v.value).sort(), ['Shared East', 'Shared West']);
+  const human = cli(['conflicts', '--node', a.url], env).stdout.trim();
+  t.match(human, /^Organisation org-shared field name: (kept: "Shared (East|West)" from [ab]; lost: "Shared (East|West)" from [ab]|lost: "Shared (East|West)" from [ab]; kept: "Shared (East|West)" from [ab])$/, `conflicts, for people: ${human}`);
   const [oa, ob] = [JSON.parse(cli(['get', id, '--json', '--node', a.url], env).stdout), JSON.parse(cli(['get', id, '--json', '--node', b.url], env).stdout)];
   t.same(oa.fields, ob.fields, 'same fields on both');
   t.equal(oa.version, ob.version, 'same version on both');
