@@ -7,6 +7,10 @@
 //   -> { t: 'arrived', at, entries: [[origin, originSeq, id], ...] }
 //        for each durable batch while recording; `at` is process.hrtime in
 //        ns (CLOCK_MONOTONIC, the same clock in every process on the machine)
+//   -> { t: 'visible', at, vector }
+//        while recording, each time more changes become readable (the
+//        store's visible version vector; a remote change is readable once
+//        applied, before this node's fsync)
 //   <- { t: 'record', on }                             start / stop reporting arrivals
 //   <- { t: 'status', id }  -> { t: 'status', id, vector, lastSeq, peers, sockets }
 //   <- { t: 'stop' }        -> { t: 'stopped' }, then the process exits
@@ -20,6 +24,14 @@ node.store.subscribe((entries) => {
   if (!recording) return;
   const at = process.hrtime.bigint().toString();
   process.send({ t: 'arrived', at, entries: entries.map((e) => [e.origin, e.originSeq, e.id]) });
+});
+let shown = {};
+node.store.onVisible(() => {
+  if (!recording) return;
+  const vector = node.store.visibleVersionVector();
+  if (Object.entries(vector).every(([o, n]) => (shown[o] ?? 0) >= n)) return;
+  shown = vector;
+  process.send({ t: 'visible', at: process.hrtime.bigint().toString(), vector });
 });
 process.on('message', async (m) => {
   if (m.t === 'record') recording = m.on;

@@ -1256,6 +1256,11 @@ export class Store {
     return true;
   }
 
+  /** The version vector of what readers see (for measuring when a change becomes readable). */
+  visibleVersionVector(): Record<string, number> {
+    return this.visibleVector.toObject();
+  }
+
   /** Calls `listener` whenever more changes become visible to readers; returns the unsubscribe. */
   onVisible(listener: () => void): () => void {
     this.visibleListeners.add(listener);
