@@ -480,3 +480,17 @@ t.test('revoking a replica credential closes its open session', async (t) => {
   t.notOk(again.opened, 'and it is refused from then on');
   t.equal(again.reason, 'replica credential "laptop-2" is unknown or revoked on this master; issue one with "meridian replica add laptop-2"');
 });
+
+t.test('replica credentials are changed only through their own commands', async (t) => {
+  const { node } = await startNode(t);
+  await issue(node, 'laptop-3');
+  const auth = { authorization: `Basic ${Buffer.from('admin:pw').toString('base64')}`, 'content-type': 'application/json' };
+  const put = await fetch(`${node.url}/api/objects/replica.laptop-3`, { method: 'PATCH', headers: auth, body: JSON.stringify({ fields: { serial: '0123456789abcdef' } }) });
+  t.equal(put.status, 409);
+  t.match(((await put.json()) as { error: { message: string } }).error.message, /^MeridianReplica objects are built in; change them with "meridian replica add" and "meridian replica revoke"$/);
+  const post = await fetch(`${node.url}/api/objects`, { method: 'POST', headers: auth, body: JSON.stringify({ type: 'MeridianReplica', fields: { name: 'x', serial: '0123456789abcdef' } }) });
+  t.equal(post.status, 409);
+  const del = await fetch(`${node.url}/api/objects/replica.laptop-3`, { method: 'DELETE', headers: auth });
+  t.equal(del.status, 409);
+  t.notOk('MeridianReplica' in node.status().objectsByType, 'status counts the office\'s data only');
+});

@@ -188,11 +188,20 @@ async function create(ctx: AdminContext, req: IncomingMessage, res: ServerRespon
   const body = objectBody(await readJson(req, ctx.maxBody), ['type', 'id', 'fields']);
   if (typeof body['type'] !== 'string') throw new HttpError(400, '"type" must name a type of the schema');
   if (body['id'] !== undefined && typeof body['id'] !== 'string') throw new HttpError(400, '"id" must be a string');
+  refuseSystemType(ctx, body['type']);
   const o = await ctx.writer.create(body['type'], fieldsOf(body), { ...writeOptions(ctx, req), id: body['id'] as string | undefined });
   sendJson(res, 201, objectJson(ctx.store, o), { etag: etag(o), location: `/api/objects/${encodeURIComponent(o.id)}` });
 }
 
+/** Built-in types (replica credentials) are changed only through their own commands, which keep their rules. */
+function refuseSystemType(ctx: AdminContext, type: string | undefined): void {
+  if (type !== undefined && ctx.store.schema.types.get(type)?.system) {
+    throw new HttpError(409, `${type} objects are built in; change them with "meridian replica add" and "meridian replica revoke"`, 'built-in');
+  }
+}
+
 async function change(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string, method: string): Promise<void> {
+  refuseSystemType(ctx, (await ctx.store.get(id))?.type);
   const body = objectBody(await readJson(req, ctx.maxBody), ['fields', 'type']);
   const fields = fieldsOf(body);
   const opts = writeOptions(ctx, req);
@@ -207,6 +216,7 @@ async function change(ctx: AdminContext, req: IncomingMessage, res: ServerRespon
 }
 
 async function remove(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
+  refuseSystemType(ctx, (await ctx.store.get(id))?.type);
   const o = await ctx.writer.delete(id, writeOptions(ctx, req));
   sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });
 }

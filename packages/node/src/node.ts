@@ -189,7 +189,8 @@ export class MeridianNode {
   }
 
   status(): StatusJson {
-    const byType = this.store.objectCounts();
+    // (built-in types, such as replica credentials, are not the office's data)
+    const byType = Object.fromEntries(Object.entries(this.store.objectCounts()).filter(([t]) => !this.store.schema.types.get(t)?.system));
     const lastHlc = this.store.hlc;
     const replica = this.config.role === 'replica' ? this.replicator!.replicaMode() : undefined;
     return {
