@@ -1,5 +1,8 @@
 // Small helpers shared by the *.bench.js files. Plain ESM, no build step.
+import { fork, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Session } from 'node:inspector/promises';
@@ -20,6 +23,105 @@ export function tempDir(label) {
 export function rmTemp(dir) {
   rmSync(dir, { recursive: true, force: true });
   live.delete(dir);
+}
+
+/** Temp dirs made for one benchmark, all removed by removeAll(). */
+export function tempDirs() {
+  const dirs = [];
+  return {
+    fresh(label) {
+      const d = tempDir(label);
+      dirs.push(d);
+      return d;
+    },
+    removeAll() {
+      for (const d of dirs.splice(0)) rmTemp(d);
+    },
+  };
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls cond every `everyMs` until it holds; throws after timeoutMs naming `what`. */
+export async function until(what, cond, timeoutMs = 120_000, everyMs = 5) {
+  const end = performance.now() + timeoutMs;
+  while (!(await cond())) {
+    if (performance.now() > end) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/** A loopback port free right now, for a node that must keep its port across restarts. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const BIN = fileURLToPath(new URL('../bin/meridian', import.meta.url));
+
+/**
+ * Child processes of one benchmark: `meridian serve` nodes and helper
+ * scripts, each killed by pid (stopped ones too) by killAll().
+ */
+export class Processes {
+  #all = new Set();
+
+  #track(child) {
+    const p = { pid: child.pid, exited: new Promise((r) => child.once('exit', r)) };
+    this.#all.add(p);
+    p.exited.then(() => this.#all.delete(p));
+    return p;
+  }
+
+  /** Starts `bin/meridian serve ...args`; resolves to { pid, url, exited } once it listens. */
+  async serve(args) {
+    const child = spawn(process.execPath, [BIN, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
+    const p = this.#track(child);
+    let err = '';
+    child.stderr.on('data', (d) => {
+      if (err.length < 20_000) err += d;
+    });
+    p.url = await new Promise((resolve, reject) => {
+      let text = '';
+      child.stdout.on('data', (d) => {
+        text += d;
+        const m = /listening on (http\S+)/.exec(text);
+        if (m) resolve(m[1]);
+      });
+      child.once('exit', (code) => reject(new Error(`meridian serve exited (${code}) before listening:\n${err}`)));
+    });
+    child.stdout.resume();
+    return p;
+  }
+
+  /** Forks a helper script with an IPC channel; resolves to { pid, exited, ready } with its first message. */
+  async fork(script, args) {
+    const child = fork(script, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const p = this.#track(child);
+    p.ready = await new Promise((resolve, reject) => {
+      child.once('message', resolve);
+      child.once('exit', (code) => reject(new Error(`${script} exited (${code}) before it was ready`)));
+    });
+    return p;
+  }
+
+  async killAll() {
+    for (const p of this.#all) {
+      try {
+        process.kill(p.pid, 'SIGCONT'); // a benchmark may have stopped it
+        process.kill(p.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await Promise.all([...this.#all].map((p) => p.exited));
+  }
 }
 
 /** Sum of the sizes of all files below dir (apparent size, like `du -b`). */

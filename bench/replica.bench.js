@@ -12,10 +12,9 @@
 //      only the heartbeat timeout finds it), against the configured
 //      --link-timeout; max must not exceed timeout + 1 s. The master is
 //      restarted (SIGCONT for SIGSTOP) between trials.
-import { spawn, spawnSync } from 'node:child_process';
-import { createServer } from 'node:net';
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { fmt, percentile, printTable, rmTemp, tempDir } from './lib.js';
+import { fmt, freePort, percentile, printTable, Processes, tempDirs, until } from './lib.js';
 
 export const name = 'replica';
 
@@ -25,29 +24,23 @@ const SECRET = 'bench-cluster-secret-0123';
 const AUTH = `Basic ${Buffer.from(`admin:${PW}`).toString('base64')}`;
 const HEARTBEAT = 500;
 const LINK_TIMEOUT = 3000;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export async function run({ quick, log }) {
   const writes = quick ? 50 : 1000; // per target, alternating
   const trials = quick ? 2 : 20;
-  const procs = new Set();
-  const dirs = [];
-  const fresh = (label) => {
-    const d = tempDir(label);
-    dirs.push(d);
-    return d;
-  };
+  const procs = new Processes();
+  const { fresh, removeAll } = tempDirs();
+  const serve = (args) => procs.serve(['--admin-password', PW, ...args]);
   try {
     const port = await freePort();
     const mdir = fresh('replica-master');
     const masterArgs = ['--dir', mdir, '--node-id', 'm1', '--http-port', String(port), '--cluster-secret', SECRET, '--heartbeat', String(HEARTBEAT), '--link-timeout', String(LINK_TIMEOUT)];
-    let master = await serve(masterArgs, procs);
+    let master = await serve(masterArgs);
     const cred = cliOut(['replica', 'add', 'bench-laptop', '--node', master.url, '--password', PW]);
     const replica = await serve(
       ['--dir', fresh('replica-replica'), '--node-id', 'r1', '--role', 'replica', '--masters', `ws://127.0.0.1:${port}/sync`, '--replica-credential', cred, '--heartbeat', String(HEARTBEAT), '--link-timeout', String(LINK_TIMEOUT)],
-      procs,
     );
-    await until('the replica to reach its master', async () => (await status(replica.url)).mode === 'read-write');
+    await until('the replica to reach its master', async () => (await status(replica.url)).mode === 'read-write', 60_000, 20);
 
     // 1. write latency, alternating so that drift hits both alike
     const lat = { master: [], replica: [] };
@@ -83,7 +76,7 @@ export async function run({ quick, log }) {
     const detect = { SIGKILL: [], SIGSTOP: [] };
     for (const signal of ['SIGKILL', 'SIGSTOP']) {
       for (let i = 0; i < trials; i++) {
-        await until('the replica to be writable', async () => (await status(replica.url)).mode === 'read-write', 30_000);
+        await until('the replica to be writable', async () => (await status(replica.url)).mode === 'read-write', 30_000, 20);
         const t0 = performance.now();
         process.kill(master.pid, signal);
         await until('the replica to turn read-only', async () => (await status(replica.url)).mode === 'read-only', LINK_TIMEOUT + 10_000, 2);
@@ -92,7 +85,7 @@ export async function run({ quick, log }) {
           process.kill(master.pid, 'SIGCONT');
         } else {
           await master.exited;
-          master = await serve(masterArgs, procs);
+          master = await serve(masterArgs);
         }
       }
     }
@@ -126,44 +119,9 @@ export async function run({ quick, log }) {
       ],
     };
   } finally {
-    for (const p of procs) {
-      try {
-        process.kill(p.pid, 'SIGCONT');
-        process.kill(p.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-      await p.exited;
-    }
-    for (const d of dirs) rmTemp(d);
+    await procs.killAll();
+    removeAll();
   }
-}
-
-/** Starts `meridian serve`; resolves once it listens. */
-async function serve(args, procs) {
-  const child = spawn(process.execPath, [BIN, 'serve', '--admin-password', PW, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NODE_OPTIONS: '' },
-  });
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  const p = { pid: child.pid, exited, url: '' };
-  procs.add(p);
-  exited.then(() => procs.delete(p));
-  let out = '';
-  child.stderr.on('data', (d) => {
-    if (out.length < 100_000) out += d;
-  });
-  p.url = await new Promise((resolve, reject) => {
-    let text = '';
-    child.stdout.on('data', (d) => {
-      text += d;
-      const m = /listening on (http\S+)/.exec(text);
-      if (m) resolve(m[1]);
-    });
-    child.once('exit', (code) => reject(new Error(`meridian serve exited (${code}) before listening:\n${out}`)));
-  });
-  child.stdout.resume();
-  return p;
 }
 
 function cliOut(args) {
@@ -179,23 +137,4 @@ async function status(url) {
   } catch {
     return { mode: 'unreachable' };
   }
-}
-
-async function until(what, cond, timeoutMs = 60_000, everyMs = 20) {
-  const end = performance.now() + timeoutMs;
-  while (!(await cond())) {
-    if (performance.now() > end) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
 }

@@ -30,7 +30,7 @@ import PouchDB from 'pouchdb';
 import { pino } from 'pino';
 import { MeridianNode, resolveConfig } from '@meridian/node';
 import { encodeFrame } from '@meridian/sync';
-import { concurrent, fmt, percentile, printTable, profiled, rmTemp, tempDir } from './lib.js';
+import { concurrent, fmt, percentile, printTable, profiled, sleep, tempDirs, until } from './lib.js';
 
 export const name = 'replication';
 
@@ -40,7 +40,6 @@ const ADMIN_PASSWORD = 'bench-admin-password';
 const PEER_SCRIPT = fileURLToPath(new URL('./replication-peer.js', import.meta.url));
 /** CLOCK_MONOTONIC in ms: comparable across processes on one machine, unlike performance.now(). */
 const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export async function run({ quick, profile, outDir, log }) {
   const nObjects = quick ? 2_000 : 100_000; // (1) objects on A, each updated once
@@ -49,15 +48,10 @@ export async function run({ quick, profile, outDir, log }) {
   const seconds = quick ? 1 : 10;
 
   const logger = pino({ level: 'warn' }, pino.destination(2));
-  const dirs = [];
+  const { fresh, removeAll } = tempDirs();
   const running = new Set();
   const pouches = new Set();
   const children = new Set();
-  const fresh = (label) => {
-    const d = tempDir(label);
-    dirs.push(d);
-    return d;
-  };
   const start = async (dir, peers = []) => {
     const node = await MeridianNode.start(resolveConfig({ flags: nodeFlags(dir, peers) }), logger);
     running.add(node);
@@ -279,7 +273,7 @@ export async function run({ quick, profile, outDir, log }) {
     for (const child of children) child.kill('SIGKILL');
     for (const node of running) await node.stop().catch(() => undefined);
     for (const db of pouches) await db.close().catch(() => undefined);
-    for (const d of dirs) rmTemp(d);
+    removeAll();
   }
 }
 
@@ -533,14 +527,6 @@ function reach(store, origin, originSeq, timeoutMs = 600_000) {
       if ((store.versionVector()[origin] ?? 0) >= originSeq && (store.feedBase?.()[origin] ?? 0) >= originSeq) finish(undefined, nowMs());
     }, 1);
   });
-}
-
-async function until(what, cond, timeoutMs = 120_000) {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
-    await sleep(5);
-  }
 }
 
 function allLive(nodes) {

@@ -10,7 +10,7 @@ import { Level } from 'level';
 import PouchDB from 'pouchdb';
 import { Store, loadSchemaFile } from '@meridian/store';
 import { DEFAULT_SCHEMA, generateSample } from '@meridian/node';
-import { concurrent, dirBytes, fmt, percentile, printTable, profiled, rmTemp, sequentialLatencies, tempDir } from './lib.js';
+import { concurrent, dirBytes, fmt, percentile, printTable, profiled, sequentialLatencies, tempDirs } from './lib.js';
 
 export const name = 'store-writes';
 
@@ -35,12 +35,7 @@ export async function run({ quick, profile, outDir, log }) {
   const avgJson = persons.reduce((s, p) => s + JSON.stringify(p.fields).length, 0) / persons.length;
   log(`${fmt(n)} Person objects (${fmt(avgFields, 1)} fields, ${fmt(avgJson)} bytes of JSON on average) + ${fmt(orgs.length)} Organisations they refer to`);
 
-  const dirs = [];
-  const fresh = (label) => {
-    const d = tempDir(label);
-    dirs.push(d);
-    return d;
-  };
+  const { fresh, removeAll } = tempDirs();
   try {
     // ---- a. throughput -------------------------------------------------
     // Warm-up in throwaway databases so the JIT has seen both write paths.
@@ -199,7 +194,7 @@ export async function run({ quick, profile, outDir, log }) {
       ],
     };
   } finally {
-    for (const d of dirs) rmTemp(d);
+    removeAll();
   }
 }
 

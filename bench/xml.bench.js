@@ -10,14 +10,12 @@
 //      and counted by the client. Target: 50,000 objects/s.
 //   3. import: POST /import of that export into an empty node, answered
 //      once every object is durable. Target: 20,000 objects/s.
-import { fork, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { fmt, printTable, rmTemp, tempDir } from './lib.js';
+import { fmt, printTable, Processes, tempDirs } from './lib.js';
 
 export const name = 'xml';
 
-const BIN = fileURLToPath(new URL('../bin/meridian', import.meta.url));
 const BARE = fileURLToPath(new URL('./bare-server.js', import.meta.url));
 const PW = 'bench-admin-password';
 const AUTH = `Basic ${Buffer.from(`admin:${PW}`).toString('base64')}`;
@@ -25,21 +23,17 @@ const AUTH = `Basic ${Buffer.from(`admin:${PW}`).toString('base64')}`;
 export async function run({ quick, log }) {
   const seconds = quick ? 2 : 10;
   const sampleSize = quick ? 2_000 : 40_000; // persons; about 1.6 objects each
-  const procs = new Set();
-  const dirs = [];
-  const fresh = (label) => {
-    const d = tempDir(label);
-    dirs.push(d);
-    return d;
-  };
+  const procs = new Processes();
+  const { fresh, removeAll } = tempDirs();
+  const serve = (args) => procs.serve(['--http-port', '0', '--admin-password', PW, ...args]);
   try {
     log(`loading the sample dataset (${sampleSize} persons) ...`);
-    const a = await serve(['--dir', fresh('xml-a'), '--sample', '--sample-size', String(sampleSize)], procs);
+    const a = await serve(['--dir', fresh('xml-a'), '--sample', '--sample-size', String(sampleSize)]);
     const list = await (await fetch(`${a.url}/objects/Person?limit=1`, { headers: { authorization: AUTH } })).text();
     const id = /id="([^"]+)"/.exec(list)[1];
     const one = await fetch(`${a.url}/objects/Person/${id}`, { headers: { authorization: AUTH } });
     const size = (await one.arrayBuffer()).byteLength;
-    const bare = await bareServer(size, procs);
+    const bare = (await procs.fork(BARE, [String(size)])).ready;
 
     // 1. GET, alternating the two servers twice so that drift hits both
     const rps = { meridian: [], bare: [] };
@@ -76,7 +70,7 @@ export async function run({ quick, log }) {
     const doc = Buffer.concat(chunks);
 
     // 3. import into an empty node
-    const c = await serve(['--dir', fresh('xml-c')], procs);
+    const c = await serve(['--dir', fresh('xml-c')]);
     const t1 = performance.now();
     const imp = await fetch(`${c.url}/import`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/xml' }, body: doc });
     const report = await imp.text();
@@ -100,9 +94,8 @@ export async function run({ quick, log }) {
       ],
     };
   } finally {
-    for (const p of procs) p.kill();
-    await Promise.all([...procs].map((p) => p.exited));
-    for (const d of dirs) rmTemp(d);
+    await procs.killAll();
+    removeAll();
   }
 }
 
@@ -115,32 +108,3 @@ async function load(url, seconds) {
   const r = await autocannon({ url, connections: 64, duration: seconds, headers: { authorization: AUTH }, pipelining: 1 });
   return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx };
 }
-
-async function serve(args, procs) {
-  const child = spawn(process.execPath, [BIN, 'serve', '--http-port', '0', '--admin-password', PW, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
-  const p = { kill: () => child.kill('SIGKILL'), exited: new Promise((r) => child.once('exit', r)) };
-  procs.add(p);
-  let err = '';
-  child.stderr.on('data', (d) => {
-    if (err.length < 20_000) err += d;
-  });
-  const url = await new Promise((resolve, reject) => {
-    let text = '';
-    child.stdout.on('data', (d) => {
-      text += d;
-      const m = /listening on (http\S+)/.exec(text);
-      if (m) resolve(m[1]);
-    });
-    child.once('exit', (code) => reject(new Error(`meridian serve exited (${code}) before listening:\n${err}`)));
-  });
-  child.stdout.resume();
-  return { url };
-}
-
-async function bareServer(size, procs) {
-  const child = fork(BARE, [String(size)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  procs.add({ kill: () => child.kill('SIGKILL'), exited: new Promise((r) => child.once('exit', r)) });
-  const { port } = await new Promise((resolve) => child.once('message', resolve));
-  return { port };
-}
-
