@@ -99,6 +99,6 @@ export class AdminClient {
   }
 }
 
-function unescapeXml(s: string): string {
+export function unescapeXml(s: string): string {
   return s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#13;/g, '\r').replace(/&amp;/g, '&');
 }

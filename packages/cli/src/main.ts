@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { isMeridianError } from '@meridian/store';
 import { initDataDir, MeridianNode, resolveConfig, VERSION, type ConfigInput } from '@meridian/node';
-import { AdminClient, CliError } from './client.js';
+import { AdminClient, CliError, unescapeXml } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
 import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type FeedView, type ConflictView, type DigestView, type PeerView } from './replication-views.js';
 import { parseAssignments } from './assignments.js';
@@ -44,11 +44,8 @@ function nodeOptions(cmd: Command): Command {
 }
 
 function configFrom(flags: Record<string, unknown>): ReturnType<typeof resolveConfig> {
-  const input: ConfigInput = {};
-  for (const k of ['dir', 'nodeId', 'schema', 'adminPassword', 'host', 'httpPort', 'maxBody', 'cacheBytes', 'sample', 'sampleSize', 'peers', 'clusterSecret', 'clusterId', 'heartbeat', 'linkTimeout', 'tlsCert', 'tlsKey', 'tlsCa', 'feedRetention', 'role', 'masters', 'replicaCredential', 'writeTimeout', 'readyLag'] as const) {
-    if (flags[k] !== undefined) (input as Record<string, unknown>)[k] = flags[k];
-  }
-  return resolveConfig({ flags: input, env: process.env, file: flags['config'] as string | undefined });
+  // commander's camel-cased option names are the config keys; resolveConfig reads only the keys it knows
+  return resolveConfig({ flags: flags as ConfigInput, env: process.env, file: flags['config'] as string | undefined });
 }
 
 export function buildProgram(): Command {
@@ -311,7 +308,7 @@ export function buildProgram(): Command {
       const head = /<import ([^>]*)>/.exec(report)?.[1] ?? '';
       const attr = (k: string): number => Number(new RegExp(`${k}="(\\d+)"`).exec(head)?.[1] ?? 0);
       const summary = { dryRun: flags.dryRun === true, objects: attr('objects'), created: attr('created'), updated: attr('updated'), unchanged: attr('unchanged'), rejected: attr('rejected') };
-      const rejected = [...report.matchAll(/<result line="(\d+)" type="([^"]*)"(?: id="([^"]*)")? status="rejected"(?: field="[^"]*")?>([^<]*)<\/result>/g)].map((m) => ({ line: Number(m[1]), type: m[2]!, id: m[3] ?? null, message: unescape(m[4]!) }));
+      const rejected = [...report.matchAll(/<result line="(\d+)" type="([^"]*)"(?: id="([^"]*)")? status="rejected"(?: field="[^"]*")?>([^<]*)<\/result>/g)].map((m) => ({ line: Number(m[1]), type: m[2]!, id: m[3] ?? null, message: unescapeXml(m[4]!) }));
       if (flags.json) out(JSON.stringify({ ...summary, rejections: rejected }));
       else {
         out(`${summary.dryRun ? 'dry run: would have ' : ''}created ${summary.created}, updated ${summary.updated}, unchanged ${summary.unchanged}, rejected ${summary.rejected} of ${summary.objects} objects`);
@@ -368,10 +365,6 @@ export function buildProgram(): Command {
     });
 
   return program;
-}
-
-function unescape(s: string): string {
-  return s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#13;/g, '\r').replace(/&amp;/g, '&');
 }
 
 function dropNulls(fields: Record<string, unknown>): Record<string, unknown> {

@@ -201,12 +201,12 @@ function refuseSystemType(ctx: AdminContext, type: string | undefined): void {
 }
 
 async function change(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string, method: string): Promise<void> {
-  refuseSystemType(ctx, (await ctx.store.get(id))?.type);
+  const cur = await ctx.store.get(id);
+  refuseSystemType(ctx, cur?.type);
   const body = objectBody(await readJson(req, ctx.maxBody), ['fields', 'type']);
   const fields = fieldsOf(body);
   const opts = writeOptions(ctx, req);
   if (method === 'PUT') {
-    const cur = await ctx.store.get(id);
     if (cur && body['type'] !== undefined && body['type'] !== cur.type) {
       throw new HttpError(409, `${id} is a ${cur.type}, not a ${String(body['type'])}; an object's type never changes`, 'type-mismatch');
     }

@@ -97,11 +97,5 @@ export async function readJson(req: IncomingMessage, limit: number): Promise<unk
   }
 }
 
-export function basicCredentials(req: IncomingMessage): { user: string; password: string } | undefined {
-  const h = req.headers.authorization;
-  if (!h || !/^basic /i.test(h)) return undefined;
-  const decoded = Buffer.from(h.slice(6).trim(), 'base64').toString('utf8');
-  const i = decoded.indexOf(':');
-  if (i < 0) return undefined;
-  return { user: decoded.slice(0, i), password: decoded.slice(i + 1) };
-}
+// one parser of Basic credentials for every surface
+export { basicCredentials } from '@meridian/xml';

@@ -8,7 +8,7 @@ import { parseReplicaCredential, Replicator, type PeerStatus } from '@meridian/s
 import { AdminAuth } from './admin-auth.js';
 import { handleAdmin } from './admin-api.js';
 import type { NodeConfig } from './config.js';
-import { basicCredentials, HttpError, sendError, sendJson, toHttpError } from './http-util.js';
+import { basicCredentials, HttpError, readBody, sendError, sendJson, toHttpError } from './http-util.js';
 import { generateSample } from './sample-data.js';
 import { ForwardedWrites, ForwardingWriter } from './forwarding.js';
 import { ReplicaRegistry } from './replica-registry.js';
@@ -129,6 +129,7 @@ export class MeridianNode {
         authenticate: (user, password) => principals.authenticate(user, password),
         scope: (p) => principals.scope(p),
         maxBody: config.maxBody,
+        readBody,
         mapError: (e) => {
           const h = toHttpError(e);
           if (h.code === 'internal') log.error({ err: e }, 'XML request failed');

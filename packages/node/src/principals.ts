@@ -12,6 +12,13 @@ import type { AdminAuth } from './admin-auth.js';
  */
 export class Principals {
   private readonly verified = new Set<string>();
+  /**
+   * Who a user name and password were, with what proves it still holds (the
+   * person's version: a changed password, role or organisation changes it;
+   * the admin's password does not change while a node runs). A request
+   * repeated with the same credential then skips the person's lookup.
+   */
+  private readonly signedIn = new Map<string, { principal: Principal; version: string | undefined }>();
 
   constructor(
     private readonly store: Store,
@@ -20,6 +27,18 @@ export class Principals {
 
   async authenticate(user: string, password: string): Promise<Principal | undefined> {
     if (password.length === 0) return undefined;
+    const key = createHash('sha256').update(user).update('\0').update(password).digest('base64');
+    const known = this.signedIn.get(key);
+    if (known && (known.principal.kind === 'admin' || (await this.store.get(known.principal.id))?.version === known.version)) return known.principal;
+    const principal = await this.find(user, password);
+    if (principal) {
+      if (this.signedIn.size >= 10_000) this.signedIn.clear();
+      this.signedIn.set(key, { principal, version: principal.kind === 'person' ? (await this.store.get(principal.id))?.version : undefined });
+    }
+    return principal;
+  }
+
+  private async find(user: string, password: string): Promise<Principal | undefined> {
     if (user === 'admin') return (await this.admin.check(user, password)) ? { kind: 'admin', name: 'admin' } : undefined;
     const rules = this.store.schema.access;
     if (!rules) return undefined;

@@ -21,13 +21,18 @@ export function bucketOf(id: string, bits = 4): number {
   return createHash('sha1').update(id).digest()[0]! >> (8 - bits);
 }
 
-export async function digestRecords(records: AsyncIterable<[string, Uint8Array]>, bits = 4, onProgress?: (objects: number) => void): Promise<StoreDigest> {
+/** What one object contributes: by default its id and version; undefined leaves it out. */
+export type RecordHash = (id: string, rec: ObjectRecord) => Buffer | undefined;
+
+const byVersion: RecordHash = (id, rec) => createHash('sha1').update(id).update('\0').update(rec.v).digest();
+
+export async function digestRecords(records: AsyncIterable<[string, Uint8Array]>, bits = 4, onProgress?: (objects: number) => void, hashOf: RecordHash = byVersion): Promise<StoreDigest> {
   const acc = Array.from({ length: 2 ** bits }, () => ({ count: 0, hash: Buffer.alloc(20) }));
   let n = 0;
   for await (const [k, v] of records) {
     const id = k.slice(1);
-    const rec = decode<ObjectRecord>(v);
-    const h = createHash('sha1').update(id).update('\0').update(rec.v).digest();
+    const h = hashOf(id, decode<ObjectRecord>(v));
+    if (h === undefined) continue;
     const b = acc[bucketOf(id, bits)]!;
     b.count++;
     for (let i = 0; i < 20; i++) b.hash[i]! ^= h[i]!;

@@ -926,24 +926,16 @@ export class Store {
    * but passwords), independent of their Yjs history: what an XML export
    * carries, so an export imported into an empty node has the same one.
    */
-  async contentDigest(bits = 4): Promise<StoreDigest> {
+  contentDigest(bits = 4): Promise<StoreDigest> {
     this.assertOpen();
-    const acc = Array.from({ length: 2 ** bits }, () => ({ count: 0, hash: Buffer.alloc(20) }));
-    let n = 0;
-    for await (const [k, v] of this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH })) {
-      const rec = decode<ObjectRecord>(v);
-      if (rec.d) continue;
-      const id = k.slice(1);
+    return digestRecords(this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH }), bits, undefined, (id, rec) => {
+      if (rec.d) return undefined;
       const fields = publicFields(this.schema.types.get(rec.t), rec.f);
       const canonical = JSON.stringify(Object.keys(fields).sort().map((f) => [f, fields[f]]));
-      const h = createHash('sha1').update(id).update('\0').update(rec.t).update('\0').update(canonical).digest();
-      const b = acc[bucketOf(id, bits)]!;
-      b.count++;
-      for (let i = 0; i < 20; i++) b.hash[i]! ^= h[i]!;
-      n++;
-    }
-    return { objects: n, buckets: acc.map((b) => ({ count: b.count, hash: b.hash.toString('hex') })) };
+      return createHash('sha1').update(id).update('\0').update(rec.t).update('\0').update(canonical).digest();
+    });
   }
+
 
   /**
    * Stores object records streamed from a peer as they are, with no Yjs

@@ -9,4 +9,4 @@ export { replicaKey, parseReplicaCredential, formatReplicaCredential } from './a
 export type { ReplicaCredential } from './auth.js';
 export { runActions, releaseSnapshot } from './executor.js';
 export type { FeedStore, SessionIo } from './executor.js';
-export { FrameCodec, COMPRESSED, HISTORY_BYTES } from './frame-codec.js';
+export { FrameCodec, COMPRESSED } from './frame-codec.js';

@@ -595,7 +595,6 @@ export class Replicator {
     const linkStatus = (l: Link, url: string | null): PeerStatus => {
       const s = l.session.stats;
       const lagEntries = Math.max(0, s.remoteHead - s.applied);
-      this.checkLive(l);
       return {
         node: l.session.peer ?? null,
         url,

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hlcToIso, type FeedEntry, type Store } from '@meridian/store';
 import { escapeAttr, XML_DECLARATION, XmlError } from './format.js';
-import { sendXml } from './http.js';
+import { sendXml, write } from './http.js';
 
 const PAGE = 1000;
 /** an SSE comment this often keeps proxies from closing an idle stream */
@@ -48,7 +48,8 @@ export async function changesFeed(store: Store, req: IncomingMessage, res: Serve
   }
   const last = entries.length ? entries[entries.length - 1]!.seq : since;
   let body = `${XML_DECLARATION}<changes since="${since}" last="${last}">\n`;
-  for (const e of entries) body += `  ${await changeXml(store, e)}\n`;
+  // fetched together, so the store's read batcher can group the reads
+  for (const line of await Promise.all(entries.map((e) => changeXml(store, e)))) body += `  ${line}\n`;
   body += '</changes>\n';
   sendXml(res, 200, body);
 }
@@ -78,10 +79,11 @@ async function stream(store: Store, req: IncomingMessage, res: ServerResponse, s
         for (;;) {
           const entries = await store.readFeed(cursor, PAGE);
           if (entries.length === 0 || closed) break;
-          let out = '';
-          for (const e of entries) out += `id: ${e.seq}\nevent: change\ndata: ${await changeXml(store, e)}\n\n`;
+          const lines = await Promise.all(entries.map((e) => changeXml(store, e)));
+          const out = entries.map((e, i) => `id: ${e.seq}\nevent: change\ndata: ${lines[i]}\n\n`).join('');
           cursor = entries[entries.length - 1]!.seq;
-          if (!res.write(out)) await new Promise<void>((r) => res.once('drain', r));
+          // (write() also gives up when the client goes away while the socket is full)
+          await write(res, out);
         }
       } while (again && !closed);
     } catch {

@@ -11,7 +11,7 @@ import {
   type WriteRequest,
 } from '@meridian/store';
 import { objectXml, parseDocument, XML_DECLARATION, XmlError, writeFields, escapeAttr, escapeText, type ObjectInput } from './format.js';
-import { ifMatch, noneMatch, readText, requireXml, sendXml, write, XML_TYPE } from './http.js';
+import { basicCredentials, ifMatch, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
 import { exportOrder, runImport } from './import-export.js';
 import { changesFeed } from './changes.js';
 
@@ -34,6 +34,8 @@ export interface XmlGatewayOptions {
   scope(p: Principal): Promise<AccessScope>;
   /** largest body of a single-object request, bytes */
   maxBody: number;
+  /** the node's body reader: at most `limit` bytes, refused past it (its error goes through mapError) */
+  readBody(req: IncomingMessage, limit: number): Promise<Buffer>;
   /** how the node answers an error from the store or the writer */
   mapError(e: unknown): HttpAnswer;
   /** ms a long-poll of /changes waits at most */
@@ -63,13 +65,10 @@ const RENDERED_BYTES = 32 * 1024 * 1024;
 export class XmlGateway {
   /**
    * The hot path of a website or cache reading objects: each request would
-   * otherwise decode and hash its credential, work out the principal's scope
-   * and serialise the object again. A credential is remembered with what
-   * proves it still holds (the person's version; the admin's password does
-   * not change while a node runs), a scope until the store changes, and an
-   * object's XML until its version changes.
+   * otherwise work out the principal's scope and serialise the object again.
+   * A scope is remembered until the store changes, and an object's XML until
+   * its version changes (credentials are remembered by Principals).
    */
-  private readonly signedIn = new Map<string, { principal: Principal; credential: { user: string; password: string }; version: string | undefined }>();
   private readonly scopes = new Map<string, { seq: number; scope: AccessScope }>();
   private readonly rendered = new Map<string, { version: string; body: Buffer }>();
   private renderedBytes = 0;
@@ -135,25 +134,12 @@ export class XmlGateway {
   }
 
   private async authenticate(req: IncomingMessage, res: ServerResponse, url: URL): Promise<Request> {
-    const h = req.headers.authorization;
-    const known = h === undefined ? undefined : this.signedIn.get(h);
-    if (known && (known.principal.kind === 'admin' || (await this.opts.store.get(known.principal.id))?.version === known.version)) {
-      return { req, res, url, principal: known.principal, credential: known.credential, scope: await this.scopeOf(known.principal) };
-    }
-    let credential: { user: string; password: string } | undefined;
-    if (h && /^basic /i.test(h)) {
-      const decoded = Buffer.from(h.slice(6).trim(), 'base64').toString('utf8');
-      const i = decoded.indexOf(':');
-      if (i >= 0) credential = { user: decoded.slice(0, i), password: decoded.slice(i + 1) };
-    }
+    const credential = basicCredentials(req);
     const principal = credential && (await this.opts.authenticate(credential.user, credential.password));
     if (!principal || !credential) {
       res.setHeader('www-authenticate', 'Basic realm="meridian", charset="UTF-8"');
       throw new XmlError(401, credential ? 'wrong user name or password' : 'sign in with HTTP Basic authentication: your uid or mail and your password');
     }
-    const version = principal.kind === 'person' ? (await this.opts.store.get(principal.id))?.version : undefined;
-    if (this.signedIn.size >= 10_000) this.signedIn.clear();
-    this.signedIn.set(h!, { principal, credential, version });
     return { req, res, url, principal, credential, scope: await this.scopeOf(principal) };
   }
 
@@ -217,7 +203,7 @@ export class XmlGateway {
 
   private async body(r: Request): Promise<ObjectInput> {
     requireXml(r.req);
-    const text = await readText(r.req, this.opts.maxBody);
+    const text = utf8(await this.opts.readBody(r.req, this.opts.maxBody));
     const objects = parseDocument(text, 'object');
     return objects[0]!;
   }
@@ -375,10 +361,14 @@ export class XmlGateway {
     const store = this.opts.store;
     const rules = store.schema.access!;
     const out: StoredObject[] = [me];
+    const seen = new Set([me.id]);
     const orgId = me.fields[rules.organisationField];
     if (typeof orgId === 'string') {
       const org = await store.get(orgId);
-      if (org && !org.deleted && r.scope.canRead(org)) out.push(org);
+      if (org && !org.deleted && r.scope.canRead(org)) {
+        out.push(org);
+        seen.add(org.id);
+      }
       // what belongs to the organisation (licenses, for a customer), as far as the person may read it
       for (const def of store.schema.types.values()) {
         if (def.system || def.name === rules.principalType || def.name === rules.organisationType) continue;
@@ -387,7 +377,11 @@ export class XmlGateway {
           let after: string | undefined;
           do {
             const page = await store.lookup(def.name, f.name, orgId, { limit: 1000, after });
-            out.push(...page.items.filter((o) => r.scope.canRead(o) && !out.some((x) => x.id === o.id)));
+            for (const o of page.items) {
+              if (seen.has(o.id) || !r.scope.canRead(o)) continue;
+              seen.add(o.id);
+              out.push(o);
+            }
             after = page.next;
           } while (after);
         }

@@ -13,35 +13,13 @@ export function requireXml(req: IncomingMessage): void {
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') throw new XmlError(415, `send the body as UTF-8, not ${charset}`);
 }
 
-/** Reads a whole body of at most `limit` bytes as UTF-8 (413 past it, 400 for bad UTF-8). */
-export function readText(req: IncomingMessage, limit: number): Promise<string> {
-  const declared = Number(req.headers['content-length'] ?? NaN);
-  if (declared > limit) {
-    req.resume();
-    return Promise.reject(new XmlError(413, `the body is larger than the limit of ${limit} bytes`));
+/** A body as UTF-8 text; bad UTF-8 is the client's error. */
+export function utf8(body: Buffer): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(body);
+  } catch {
+    throw new XmlError(400, 'the body is not valid UTF-8');
   }
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(new XmlError(413, `the body is larger than the limit of ${limit} bytes`));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => {
-      try {
-        resolve(new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks)));
-      } catch {
-        reject(new XmlError(400, 'the body is not valid UTF-8'));
-      }
-    });
-    req.on('error', reject);
-  });
 }
 
 export function sendXml(res: ServerResponse, status: number, body: string | Buffer, headers: Record<string, string> = {}, head = false): void {
@@ -83,4 +61,14 @@ export function noneMatch(req: IncomingMessage, version: string | undefined): bo
   if (h === undefined) return false;
   if (h.trim() === '*') return version !== undefined;
   return version !== undefined && h.split(',').some((t) => t.trim().replace(/^W\//, '') === `"${version}"`);
+}
+
+/** The user and password of an HTTP Basic Authorization header, if it has one. */
+export function basicCredentials(req: IncomingMessage): { user: string; password: string } | undefined {
+  const h = req.headers.authorization;
+  if (!h || !/^basic /i.test(h)) return undefined;
+  const decoded = Buffer.from(h.slice(6).trim(), 'base64').toString('utf8');
+  const i = decoded.indexOf(':');
+  if (i < 0) return undefined;
+  return { user: decoded.slice(0, i), password: decoded.slice(i + 1) };
 }
