@@ -99,13 +99,18 @@ t.test('/readyz is 503 while a node catches up and 200 once it has', async (t) =
   const b = await start(t, { nodeId: 'b', httpPort: pb, peers: [`ws://127.0.0.1:${pa}/sync`], readyLag: 10 }, bdir);
   const seen: number[] = [];
   const reasons = new Set<string>();
+  const readyWhileBehind: number[] = [];
   await until(async () => {
     const r = await fetch(`${b.node.url}/readyz`);
     seen.push(r.status);
     const body = (await r.json()) as { ready: boolean; reason: string | null };
     if (body.reason) reasons.add(body.reason.replace(/\d+/g, 'N'));
+    // measured after the answer: b only moves closer, so this bounds how far behind it was when it said ready
+    const behind = (a.node.store.versionVector()['a'] ?? 0) - (b.node.store.versionVector()['a'] ?? 0);
+    if (r.status === 200 && behind > 10) readyWhileBehind.push(behind);
     return r.status === 200 && b.node.store.covers(a.node.store.versionVector());
   }, 20_000);
+  t.same(readyWhileBehind, [], 'never ready while more than --ready-lag (10) changes behind');
   t.equal(seen[0], 503, `not ready at first: ${[...reasons].join(' | ')}`);
   t.equal(seen.at(-1), 200, 'ready once caught up');
   t.ok(b.node.store.covers(a.node.store.versionVector()), 'and it had every change');

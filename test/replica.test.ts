@@ -277,6 +277,7 @@ t.test('two hundred writes through a replica while its master is killed and rest
     t.notOk(byName.has(o.fields.name), `one object per write (${o.fields.name})`);
     byName.set(o.fields.name, o.id);
   }
+  t.equal(byName.size, changesPerId.size, 'one object per distinct write: no create was made twice under another id');
   for (const [i, o] of outcome.entries()) {
     if (o.ok) {
       t.equal(byName.get(`w-${i}`), o.id, `acknowledged write ${i} is on the master`);

@@ -29,10 +29,10 @@ const ATTACKS = [
   // external entity
   '<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><object type="Organisation"><field name="name">&xxe;</field><field name="kind">vendor</field></object>',
   // parameter entity fetching a remote DTD
-  '<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY % dtd SYSTEM "http://127.0.0.1:1/evil.dtd"> %dtd;]><object type="Organisation"/>',
+  '<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY % dtd SYSTEM "http://127.0.0.1:1/evil.dtd"> %dtd;]><object type="Organisation"><field name="name">Attack</field><field name="kind">vendor</field></object>',
   // a DOCTYPE in lower case, and one after a comment
-  '<!doctype object><object type="Organisation"/>',
-  '<!-- hi --><!DOCTYPE object><object type="Organisation"/>',
+  '<!doctype object><object type="Organisation"><field name="name">Attack</field><field name="kind">vendor</field></object>',
+  '<!-- hi --><!DOCTYPE object><object type="Organisation"><field name="name">Attack</field><field name="kind">vendor</field></object>',
   // an undeclared entity, and a character reference to NUL
   '<object type="Organisation"><field name="name">&lol;</field><field name="kind">vendor</field></object>',
   '<object type="Organisation"><field name="name">a&#0;b</field><field name="kind">vendor</field></object>',
@@ -42,7 +42,7 @@ const ATTACKS = [
   `<object type="Organisation" id="${'a'.repeat(100_000)}"><field name="kind">vendor</field></object>`,
   `<object type="Organisation">${'<field name="telephoneNumber">1</field>'.repeat(3000)}<field name="name">n</field><field name="kind">vendor</field></object>`,
   // processing instructions, namespaces, XInclude
-  '<?xml-stylesheet href="x"?><object type="Organisation" xmlns:xi="http://www.w3.org/2001/XInclude"><xi:include href="file:///etc/passwd"/></object>',
+  '<?xml-stylesheet href="x"?><object type="Organisation" xmlns:xi="http://www.w3.org/2001/XInclude"><xi:include href="file:///etc/passwd"/><field name="name">Attack</field><field name="kind">vendor</field></object>',
   // a CDATA section that never ends, an unterminated comment
   '<object type="Organisation"><field name="name"><![CDATA[abc</field></object>',
   '<object type="Organisation"><!-- <field name="name">x</field></object>',
@@ -91,7 +91,6 @@ t.test(`fuzz: ${DOCS} random, mutated and hostile XML documents (seed ${SEED})`,
     return s;
   };
   const doc = (i: number): string | Uint8Array => {
-    if (i < ATTACKS.length) return ATTACKS[i]!;
     const kind = int(10);
     if (kind === 0) return Uint8Array.from({ length: int(300) }, () => int(256));
     if (kind === 1) return Array.from({ length: int(200) }, () => JUNK[int(JUNK.length)]).join('');
@@ -104,7 +103,7 @@ t.test(`fuzz: ${DOCS} random, mutated and hostile XML documents (seed ${SEED})`,
   const worker = async (): Promise<void> => {
     for (let i = next++; i < DOCS; i = next++) {
       const body = doc(i);
-      const target = TARGETS[i < ATTACKS.length ? i % 2 : int(TARGETS.length)]!;
+      const target = TARGETS[int(TARGETS.length)]!;
       const res = await fetch(`${node.url}${target.path}`, {
         method: target.method,
         headers: { authorization: target.auth ?? basic('admin', 'xml-admin-pw'), 'content-type': 'application/xml', ...target.headers },
@@ -114,9 +113,24 @@ t.test(`fuzz: ${DOCS} random, mutated and hostile XML documents (seed ${SEED})`,
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
       if (res.status >= 500) problems.push(`#${i} ${target.method} ${target.path}: ${res.status} ${text.slice(0, 200)}`);
       else if (res.status >= 400 && !/<error code="[a-z-]+"( field="\w+")?>[^<]{10,}<\/error>/.test(text)) problems.push(`#${i}: ${res.status} without an error sentence: ${text.slice(0, 200)}`);
-      if (i < ATTACKS.length && res.status < 400) problems.push(`attack #${i} was accepted: ${res.status} ${text.slice(0, 200)}`);
     }
   };
+  // every attack at every target (for /import wrapped in <objects>): refused, the DTD ones before parsing
+  for (const [i, attack] of ATTACKS.entries()) {
+    for (const target of TARGETS) {
+      const body = target.path === '/import' ? attack.replace(/<object[ >]/, (m) => `<objects>${m}`) + '</objects>' : attack;
+      const res = await fetch(`${node.url}${target.path}`, {
+        method: target.method,
+        headers: { authorization: target.auth ?? basic('admin', 'xml-admin-pw'), 'content-type': 'application/xml', ...target.headers },
+        body,
+      });
+      const text = await res.text();
+      // (an import reports a rejected object in a 200 report, having stored nothing)
+      const refused = (res.status >= 400 && res.status < 500) || (target.path === '/import' && res.status === 200 && /created="0" updated="0" unchanged="0" rejected="1"/.test(text));
+      if (!refused) problems.push(`attack #${i} at ${target.method} ${target.path}: ${res.status} ${text.slice(0, 200)}`);
+      if (/<!DOCTYPE/i.test(attack) && !/DOCTYPE and entity declarations are not accepted/.test(text)) problems.push(`attack #${i} at ${target.path} was not refused as a DTD: ${text.slice(0, 200)}`);
+    }
+  }
   await Promise.all(Array.from({ length: 8 }, worker));
   t.same(problems.slice(0, 10), [], `every answer is a 4xx with a sentence, or a 2xx; replay with FUZZ_SEED=${SEED}`);
   const fourxx = [...statuses].filter(([s]) => s >= 400 && s < 500).reduce((a, [, n]) => a + n, 0);

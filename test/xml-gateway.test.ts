@@ -78,6 +78,7 @@ t.test('objects: GET with ETag and 304, PUT with If-Match (428, 412), POST, PUT 
   t.equal(second.status, 201);
   t.equal(second.headers.get('location'), first.headers.get('location'), 'a POST sent again with its Idempotency-Key is answered with the first object');
   const other = await call(node, 'POST', '/objects/Organisation', { auth: basic('staff1', PERSON_PW), body: orgXml({ name: 'Keyed', kind: 'customer' }), headers: keyed });
+  t.equal(other.status, 201, 'another user with the same key makes its own write');
   t.not(other.headers.get('location'), first.headers.get('location'), 'another user\'s same key is another write');
 
   const noStar = await call(node, 'PUT', '/objects/Organisation/org-chosen', { body: orgXml({ name: 'Chosen', kind: 'vendor' }) });
