@@ -105,13 +105,26 @@ export class Metrics {
     });
   }
 
-  /** Counts a request and its time once its answer is finished. */
+  /**
+   * Counts a request and its time once its answer is finished. The labelled
+   * children are looked up once per label set and kept: prom-client's
+   * per-call label hashing cost the GET path a measurable share of its
+   * throughput (see docs/benchmarks.md, XML gateway).
+   */
   observe(surface: Surface, method: string, res: ServerResponse, started: bigint): void {
     res.once('finish', () => {
-      this.requests.inc({ surface, method, status: String(res.statusCode) });
-      this.latency.observe({ surface }, Number(process.hrtime.bigint() - started) / 1e9);
+      const key = `${surface} ${method} ${res.statusCode}`;
+      let count = this.counters.get(key);
+      if (!count) this.counters.set(key, (count = this.requests.labels(surface, method, String(res.statusCode))));
+      count.inc();
+      let time = this.timers.get(surface);
+      if (!time) this.timers.set(surface, (time = this.latency.labels(surface)));
+      time.observe(Number(process.hrtime.bigint() - started) / 1e9);
     });
   }
+
+  private readonly counters = new Map<string, { inc(): void }>();
+  private readonly timers = new Map<string, { observe(v: number): void }>();
 
   async text(): Promise<string> {
     return this.registry.metrics();

@@ -126,7 +126,7 @@ export class MeridianNode {
       const xml = new XmlGateway({
         store,
         writer,
-        authenticate: (user, password) => principals.authenticate(user, password),
+        signIn: (authorization) => principals.fromHeader(authorization),
         scope: (p) => principals.scope(p),
         maxBody: config.maxBody,
         readBody,

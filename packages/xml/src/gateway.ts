@@ -11,7 +11,7 @@ import {
   type WriteRequest,
 } from '@meridian/store';
 import { objectXml, parseDocument, XML_DECLARATION, XmlError, writeFields, escapeAttr, escapeText, type ObjectInput } from './format.js';
-import { basicCredentials, ifMatch, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
+import { ifMatch, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
 import { exportOrder, runImport } from './import-export.js';
 import { changesFeed } from './changes.js';
 
@@ -28,8 +28,8 @@ export interface XmlGatewayOptions {
   store: Store;
   /** writes: the store on a master, the master on a replica */
   writer: Writer;
-  /** the admin or a person, by HTTP Basic user name and password */
-  authenticate(user: string, password: string): Promise<Principal | undefined>;
+  /** the admin or a person, by the HTTP Basic Authorization header */
+  signIn(authorization: string | undefined): Promise<{ principal: Principal; credential: { user: string; password: string } } | undefined>;
   /** the principal's view for one request */
   scope(p: Principal): Promise<AccessScope>;
   /** largest body of a single-object request, bytes */
@@ -134,12 +134,12 @@ export class XmlGateway {
   }
 
   private async authenticate(req: IncomingMessage, res: ServerResponse, url: URL): Promise<Request> {
-    const credential = basicCredentials(req);
-    const principal = credential && (await this.opts.authenticate(credential.user, credential.password));
-    if (!principal || !credential) {
+    const signedIn = await this.opts.signIn(req.headers.authorization);
+    if (!signedIn) {
       res.setHeader('www-authenticate', 'Basic realm="meridian", charset="UTF-8"');
-      throw new XmlError(401, credential ? 'wrong user name or password' : 'sign in with HTTP Basic authentication: your uid or mail and your password');
+      throw new XmlError(401, req.headers.authorization ? 'wrong user name or password' : 'sign in with HTTP Basic authentication: your uid or mail and your password');
     }
+    const { principal, credential } = signedIn;
     return { req, res, url, principal, credential, scope: await this.scopeOf(principal) };
   }
 

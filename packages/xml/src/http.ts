@@ -63,12 +63,15 @@ export function noneMatch(req: IncomingMessage, version: string | undefined): bo
   return version !== undefined && h.split(',').some((t) => t.trim().replace(/^W\//, '') === `"${version}"`);
 }
 
-/** The user and password of an HTTP Basic Authorization header, if it has one. */
-export function basicCredentials(req: IncomingMessage): { user: string; password: string } | undefined {
-  const h = req.headers.authorization;
+/** The user and password of an HTTP Basic Authorization header value, if it is one. */
+export function parseBasic(h: string | undefined): { user: string; password: string } | undefined {
   if (!h || !/^basic /i.test(h)) return undefined;
   const decoded = Buffer.from(h.slice(6).trim(), 'base64').toString('utf8');
   const i = decoded.indexOf(':');
   if (i < 0) return undefined;
   return { user: decoded.slice(0, i), password: decoded.slice(i + 1) };
+}
+
+export function basicCredentials(req: IncomingMessage): { user: string; password: string } | undefined {
+  return parseBasic(req.headers.authorization);
 }

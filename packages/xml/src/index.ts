@@ -1,3 +1,3 @@
 export { XmlGateway } from './gateway.js';
 export type { XmlGatewayOptions, HttpAnswer } from './gateway.js';
-export { basicCredentials } from './http.js';
+export { basicCredentials, parseBasic } from './http.js';
