@@ -83,9 +83,16 @@ export function buildProgram(): Command {
     .option('--replica-credential <credential>', 'replica: name:serial:key from "meridian replica add" (env MERIDIAN_REPLICA_CREDENTIAL)')
     .option('--write-timeout <ms>', 'replica: how long a forwarded write waits for its master (default 30000)')
     .option('--ready-lag <entries>', '/readyz: ready while no peer is more than this many changes ahead (default 100)')
+    .option('--ldap-port <port>', 'serve the LDAP directory on this port (default 0: no LDAP)')
+    .option('--ldaps-port <port>', 'serve LDAPS on this port with --tls-cert and --tls-key (default 0: no LDAPS)')
+    .option('--base-dn <dn>', 'the LDAP directory\'s base DN (default dc=example,dc=com)')
+    .option('--ldap-anonymous <policy>', 'anonymous LDAP clients: none (default: only the root DSE) or read (everything)')
+    .option('--ldap-size-limit <entries>', 'most entries one LDAP search returns, but to the admin (default 500)')
+    .option('--ldap-time-limit <seconds>', 'most seconds one LDAP search runs, but for the admin (default 60)')
     .action(async (flags: Record<string, unknown>) => {
       const node = await MeridianNode.start(configFrom(flags));
       out(`meridian node ${node.store.nodeId} listening on ${node.url}`);
+      for (const url of node.ldapUrls) out(`LDAP directory ${node.config.baseDn} on ${url}`);
       let stopping = false;
       const stop = (signal: string): void => {
         if (stopping) process.exit(1);

@@ -48,6 +48,18 @@ export interface NodeConfig {
   writeTimeout: number;
   /** /readyz: ready while no peer is more than this many changes ahead of this node */
   readyLag: number;
+  /** LDAP port (0: no plain LDAP) */
+  ldapPort: number;
+  /** LDAPS port, with --tls-cert and --tls-key (0: no LDAPS) */
+  ldapsPort: number;
+  /** the LDAP directory's base DN */
+  baseDn: string;
+  /** anonymous LDAP clients: none (only the root DSE) or read (everything, a public address book) */
+  ldapAnonymous: 'none' | 'read';
+  /** most entries one LDAP search returns to anyone but the admin */
+  ldapSizeLimit: number;
+  /** most seconds one LDAP search runs for anyone but the admin */
+  ldapTimeLimit: number;
 }
 
 export type ConfigInput = { [K in keyof NodeConfig]?: NodeConfig[K] | string };
@@ -76,6 +88,10 @@ function checkCombination(c: NodeConfig): void {
   }
   if (c.linkTimeout <= c.heartbeat) throw new MeridianError('bad-request', '--link-timeout must be longer than --heartbeat');
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new MeridianError('bad-request', '--tls-cert and --tls-key go together');
+  if (c.ldapsPort > 0 && !c.tlsCert) throw new MeridianError('bad-request', '--ldaps-port needs --tls-cert and --tls-key: LDAPS serves that certificate');
+  for (const k of ['ldapPort', 'ldapsPort'] as const) {
+    if (c[k] > 65535) throw new MeridianError('bad-request', `--${kebab(k)} must be a port number (0-65535), got ${c[k]}`);
+  }
 }
 
 export const DEFAULT_SCHEMA = fileURLToPath(new URL('../schema/crm.yaml', import.meta.url));
@@ -105,6 +121,12 @@ const DEFAULTS: NodeConfig = {
   replicaCredential: undefined,
   writeTimeout: 30_000,
   readyLag: 100,
+  ldapPort: 0,
+  ldapsPort: 0,
+  baseDn: 'dc=example,dc=com',
+  ldapAnonymous: 'none',
+  ldapSizeLimit: 500,
+  ldapTimeLimit: 60,
 };
 
 const ENV: Record<keyof NodeConfig, string> = {
@@ -132,9 +154,15 @@ const ENV: Record<keyof NodeConfig, string> = {
   replicaCredential: 'MERIDIAN_REPLICA_CREDENTIAL',
   writeTimeout: 'MERIDIAN_WRITE_TIMEOUT',
   readyLag: 'MERIDIAN_READY_LAG',
+  ldapPort: 'MERIDIAN_LDAP_PORT',
+  ldapsPort: 'MERIDIAN_LDAPS_PORT',
+  baseDn: 'MERIDIAN_BASE_DN',
+  ldapAnonymous: 'MERIDIAN_LDAP_ANONYMOUS',
+  ldapSizeLimit: 'MERIDIAN_LDAP_SIZE_LIMIT',
+  ldapTimeLimit: 'MERIDIAN_LDAP_TIME_LIMIT',
 };
 
-const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize', 'heartbeat', 'linkTimeout', 'feedRetention', 'writeTimeout', 'readyLag']);
+const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize', 'heartbeat', 'linkTimeout', 'feedRetention', 'writeTimeout', 'readyLag', 'ldapPort', 'ldapsPort', 'ldapSizeLimit', 'ldapTimeLimit']);
 
 function configError(source: string, key: string, problem: string): MeridianError {
   return new MeridianError('bad-request', `${source}: ${key} ${problem}`);
@@ -156,6 +184,10 @@ function coerce(source: string, key: keyof NodeConfig, raw: unknown): NodeConfig
   if (key === 'role') {
     if (raw === 'master' || raw === 'replica') return raw;
     throw configError(source, key, `must be master or replica, got ${JSON.stringify(raw)}`);
+  }
+  if (key === 'ldapAnonymous') {
+    if (raw === 'none' || raw === 'read') return raw;
+    throw configError(source, key, `must be none or read, got ${JSON.stringify(raw)}`);
   }
   if (key === 'peers' || key === 'masters') {
     const list = Array.isArray(raw) ? raw.map(String) : typeof raw === 'string' ? raw.split(',') : undefined;

@@ -24,6 +24,8 @@ export class Metrics {
   readonly registry = new Registry();
   private readonly requests: Counter<'surface' | 'method' | 'status'>;
   private readonly latency: Histogram<'surface'>;
+  private readonly ldapRequests: Counter<'op' | 'result'>;
+  private readonly ldapLatency: Histogram<'op'>;
   private readonly unsubscribe: () => void;
 
   constructor(src: MetricsSources) {
@@ -95,6 +97,19 @@ export class Metrics {
         this.set(src.replica()?.mode === 'read-only' ? 1 : 0);
       },
     });
+    this.ldapRequests = new Counter({
+      name: 'meridian_ldap_requests_total',
+      help: 'LDAP operations answered, by operation (bind, search, compare, modify, passwd, whoami, add, delete, modrdn) and result code.',
+      labelNames: ['op', 'result'],
+      registers: [r],
+    });
+    this.ldapLatency = new Histogram({
+      name: 'meridian_ldap_request_duration_seconds',
+      help: 'Time to answer an LDAP operation, by operation.',
+      labelNames: ['op'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [r],
+    });
     this.requests = new Counter({ name: 'meridian_http_requests_total', help: 'HTTP requests, by surface, method and status.', labelNames: ['surface', 'method', 'status'], registers: [r] });
     this.latency = new Histogram({
       name: 'meridian_http_request_duration_seconds',
@@ -121,6 +136,17 @@ export class Metrics {
       if (!time) this.timers.set(surface, (time = this.latency.labels(surface)));
       time.observe(Number(process.hrtime.bigint() - started) / 1e9);
     });
+  }
+
+  /** Counts an LDAP operation and its time (result codes as numbers, RFC 4511). */
+  observeLdap(op: string, code: number, seconds: number): void {
+    const key = `ldap ${op} ${code}`;
+    let count = this.counters.get(key);
+    if (!count) this.counters.set(key, (count = this.ldapRequests.labels(op, String(code))));
+    count.inc();
+    let time = this.timers.get(`ldap ${op}`);
+    if (!time) this.timers.set(`ldap ${op}`, (time = this.ldapLatency.labels(op)));
+    time.observe(seconds);
   }
 
   private readonly counters = new Map<string, { inc(): void }>();

@@ -16,6 +16,7 @@ import { Principals } from './principals.js';
 import { handleReplicas } from './replicas-api.js';
 import { storeWriter, type Writer } from './writer.js';
 import { XmlGateway } from '@meridian/xml';
+import { LdapGateway } from '@meridian/ldap';
 import { Metrics, type Surface } from './metrics.js';
 
 export const VERSION = '0.1.0';
@@ -65,6 +66,9 @@ export class MeridianNode {
     private readonly registry: ReplicaRegistry | undefined,
     private readonly xml: XmlGateway,
     private readonly metrics: Metrics,
+    private readonly ldap: LdapGateway | undefined,
+    /** where the LDAP directory is served, ldap:// and ldaps:// */
+    readonly ldapUrls: readonly string[],
   ) {}
 
   /** Opens the store, loads the sample data if asked, and listens. */
@@ -73,6 +77,8 @@ export class MeridianNode {
     const store = await Store.open({ dir: config.dir, schema, nodeId: config.nodeId, cacheBytes: config.cacheBytes });
     let replicator: Replicator | undefined;
     let registry: ReplicaRegistry | undefined;
+    let ldapGateway: LdapGateway | undefined;
+    const ldapUrls: string[] = [];
     try {
       const auth = await AdminAuth.init(store, config.adminPassword);
       const principals = new Principals(store, auth);
@@ -138,7 +144,40 @@ export class MeridianNode {
       });
       const r = replicator;
       const metrics = new Metrics({ store, peers: () => r?.status() ?? [], replica: () => (config.role === 'replica' ? r?.replicaMode() : undefined) });
-      const node = new MeridianNode(config, store, log, auth, server, replicator, writer, registry, xml, metrics);
+      if (config.ldapPort > 0 || config.ldapsPort > 0) {
+        ldapGateway = new LdapGateway({
+          store,
+          writer,
+          baseDn: config.baseDn,
+          authenticate: (user, password) => principals.authenticate(user, password),
+          scope: (p) => principals.scope(p),
+          anonymous: config.ldapAnonymous,
+          sizeLimit: config.ldapSizeLimit,
+          timeLimit: config.ldapTimeLimit,
+          maxRequest: config.maxBody,
+          log: log.child({ gateway: 'ldap' }),
+          observe: (op, code, seconds) => metrics.observeLdap(op, code, seconds),
+          classify: (e) => {
+            const h = toHttpError(e);
+            return { code: h.code, message: h.message };
+          },
+        });
+        const host = config.host;
+        const listen = async (port: number, tls?: { cert: Buffer; key: Buffer }): Promise<string> => {
+          try {
+            const bound = await ldapGateway!.listen(port, host, tls);
+            return `${tls ? 'ldaps' : 'ldap'}://${host.includes(':') ? `[${host}]` : host}:${bound}`;
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+              throw new HttpError(503, `port ${port} on ${host} is already in use; choose another --${tls ? 'ldaps' : 'ldap'}-port`);
+            }
+            throw e;
+          }
+        };
+        if (config.ldapPort > 0) ldapUrls.push(await listen(config.ldapPort));
+        if (config.ldapsPort > 0) ldapUrls.push(await listen(config.ldapsPort, { cert: readPem(config.tlsCert!, '--tls-cert'), key: readPem(config.tlsKey!, '--tls-key') }));
+      }
+      const node = new MeridianNode(config, store, log, auth, server, replicator, writer, registry, xml, metrics, ldapGateway, ldapUrls);
       server.on('upgrade', (req, socket, head) => {
         const path = (req.url ?? '').split('?')[0];
         if (path === '/sync' && replicator && config.role === 'master') {
@@ -176,6 +215,7 @@ export class MeridianNode {
       return node;
     } catch (e) {
       // e.g. the port is taken: the replicator already dials its peers
+      await ldapGateway?.close();
       await replicator?.close();
       registry?.close();
       await store.close();
@@ -328,6 +368,7 @@ export class MeridianNode {
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
       const force = setTimeout(() => this.server.closeAllConnections(), 5000);
+      await this.ldap?.close();
       await this.replicator?.close();
       this.registry?.close();
       this.metrics.close();

@@ -13,6 +13,8 @@ export interface ObjectRecord {
   d: boolean;
   /** HLC of the last change */
   h: number;
+  /** HLC of the create, from the object's state (absent in records written before it was kept) */
+  c?: number;
   /** local feed seq of the last change */
   s: number;
   /** version: digest of the Yjs state vector, equal on nodes that converged */

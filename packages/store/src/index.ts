@@ -6,7 +6,7 @@ export type { ErrorCode } from './errors.js';
 export { parseSchema, loadSchemaFile, publicFields, foldValue, checkFieldValues, checkRequired, REPLICA_TYPE } from './schema.js';
 export type { Schema, TypeDef, FieldDef, FieldKind } from './schema.js';
 export type { FieldValue, Scalar, ChangeKind } from './codec.js';
-export { hashPassword, verifyPassword, isPasswordHash, DEFAULT_COST } from './password.js';
+export { hashPassword, verifyPassword, isPasswordHash, needsUpgrade, DEFAULT_COST } from './password.js';
 export type { ScryptCost } from './password.js';
 export { hlcToIso, hlcWall } from './hlc.js';
 export { isValidId, newId } from './ids.js';

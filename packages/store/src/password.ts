@@ -1,4 +1,4 @@
-import { randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
 
 /**
  * Passwords are stored only as salted scrypt hashes in a self-describing
@@ -30,12 +30,31 @@ export async function hashPassword(password: string, cost: ScryptCost = DEFAULT_
   return `$scrypt$N=${cost.N},r=${cost.r},p=${cost.p}$${salt.toString('base64')}$${key.toString('base64')}`;
 }
 
+/** `{SSHA}` as OpenLDAP writes it: base64 of SHA-1(password + salt) followed by the salt. */
+const SSHA_RE = /^\{SSHA\}([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/i;
+
+/**
+ * Whether a value is a stored hash rather than a clear-text password: our
+ * scrypt format, or an `{SSHA}` hash imported from OpenLDAP, which is kept
+ * until its owner's next successful bind replaces it (see needsUpgrade).
+ */
 export function isPasswordHash(value: string): boolean {
-  return /^\$scrypt\$N=\d+,r=\d+,p=\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/.test(value);
+  return /^\$scrypt\$N=\d+,r=\d+,p=\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/.test(value) || (SSHA_RE.test(value) && Buffer.from(value.slice(6), 'base64').length > 20);
+}
+
+/** A stored hash in a weaker, imported format: replace it with scrypt once the password is known. */
+export function needsUpgrade(stored: string): boolean {
+  return SSHA_RE.test(stored);
 }
 
 export async function verifyPassword(password: string, stored: string): Promise<boolean> {
   if (password.length === 0) return false;
+  if (SSHA_RE.test(stored)) {
+    const raw = Buffer.from(stored.slice(6), 'base64');
+    if (raw.length <= 20) return false;
+    const digest = createHash('sha1').update(password, 'utf8').update(raw.subarray(20)).digest();
+    return timingSafeEqual(digest, raw.subarray(0, 20));
+  }
   const m = /^\$scrypt\$N=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$/.exec(stored);
   if (!m) return false;
   const cost = { N: Number(m[1]), r: Number(m[2]), p: Number(m[3]) };

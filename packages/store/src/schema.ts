@@ -38,6 +38,8 @@ export interface TypeDef {
   readonly idPrefix: string;
   readonly description: string | undefined;
   readonly ldapObjectClass: readonly string[] | undefined;
+  /** the `ou` under the base DN that holds this type's LDAP entries */
+  readonly ldapContainer: string | undefined;
   readonly fields: ReadonlyMap<string, FieldDef>;
   /** built in, for the node's own use: the gateways leave it out */
   readonly system?: boolean;
@@ -84,6 +86,13 @@ export function loadSchemaFile(path: string): Schema {
   return parseSchema(text, path);
 }
 
+function ldapContainer(where: string, ldap: Raw | undefined, typeName: string): string | undefined {
+  if (!ldap) return undefined;
+  const c = ldap['container'] ?? typeName.toLowerCase();
+  if (typeof c !== 'string' || !/^[A-Za-z][A-Za-z0-9-]{0,63}$/.test(c)) throw schemaError(where, 'ldap container must be a name of letters, digits and -');
+  return c;
+}
+
 export function parseSchema(text: string, source = 'schema'): Schema {
   let doc: unknown;
   try {
@@ -113,6 +122,7 @@ export function parseSchema(text: string, source = 'schema'): Schema {
       idPrefix,
       description: typeof rawType['description'] === 'string' ? rawType['description'] : undefined,
       ldapObjectClass: Array.isArray(oc) ? oc.map(String) : undefined,
+      ldapContainer: ldapContainer(where, ldap, typeName),
       fields,
     });
   }
@@ -123,6 +133,7 @@ export function parseSchema(text: string, source = 'schema'): Schema {
     idPrefix: 'replica',
     description: 'a replica credential (built in)',
     ldapObjectClass: undefined,
+    ldapContainer: undefined,
     system: true,
     fields: new Map([
       ['name', parseField(`${REPLICA_TYPE} field name`, 'name', { type: 'string', required: true, unique: true, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' })],

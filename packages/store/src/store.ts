@@ -48,6 +48,8 @@ export interface StoredObject {
   hlc: number;
   /** ISO time of the last change */
   modified: string;
+  /** ISO time of the create, the same on every node */
+  created: string;
   /** local feed seq of the last change */
   seq: number;
 }
@@ -197,6 +199,7 @@ export class Store {
   /** the version vector of what readers see (see persist) */
   private readonly visibleVector: VersionVector;
   private readonly visibleListeners = new Set<() => void>();
+  private readonly stateListeners = new Set<(ids: string[]) => void>();
   /** changes this node holds but whose feed entries it never had (it was cloned): see feedBase() */
   private base: Record<string, number>;
   /** feed entries up to this seq were trimmed */
@@ -531,9 +534,12 @@ export class Store {
     let version: string;
     let state: Uint8Array;
     let fields: Record<string, FieldValue>;
+    const hlc = this.clock.tick();
+    let createdAt = cur?.c;
     if (cur === null) {
       // A new object needs no Y.Doc: its first update is its whole state.
-      const created = encodeCreate(this.clientId, setFields, def.name);
+      createdAt = hlc;
+      const created = encodeCreate(this.clientId, setFields, def.name, hlc);
       update = state = created.update;
       version = singleClientVersion(this.clientId, created.clock, plan.fields);
       changed = Object.keys(plan.fields);
@@ -548,12 +554,12 @@ export class Store {
       version = docVersion(doc, fields, plan.deleted);
       state = encodeState(doc);
     }
-    const hlc = this.clock.tick();
     const seq = ++this.seq;
     const originSeq = this.vector.get(this.nodeId) + 1;
     this.vector.add(this.nodeId, originSeq);
     const kind: ChangeKind = intent.kind === 'replace' ? 'update' : intent.kind;
     const record: ObjectRecord = { t: def.name, f: fields, d: plan.deleted, h: hlc, s: seq, v: version, y: state };
+    if (createdAt !== undefined) record.c = createdAt;
     const feed: FeedRecord = {
       o: this.nodeId,
       n: originSeq,
@@ -743,6 +749,7 @@ export class Store {
       const seq = ++this.seq;
       this.vector.add(c.origin, c.originSeq);
       const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(hlc, cur?.h ?? 0), s: seq, v: docVersion(doc, fields, meta.deleted), y: encodeState(doc) };
+      if (meta.created !== undefined) record.c = meta.created;
       const feed: FeedRecord = { o: c.origin, n: c.originSeq, i: c.id, t: type, u: c.update, h: hlc, p: c.principal, c: c.fields, k: c.kind };
       if (c.idempotencyKey !== undefined) {
         feed.q = c.idempotencyKey;
@@ -994,6 +1001,7 @@ export class Store {
       }
     });
     await Promise.all([written, ...merges]);
+    this.statesStored(decoded.map((d) => d.id));
     if (done) {
       // only now: the vector must never claim what is not on disk
       const doneOps: BatchOp[] = [];
@@ -1036,6 +1044,7 @@ export class Store {
       for (const k of after.unique) if (!before.unique.has(k)) keysToClaim.add(k);
       await Promise.all([...keysToClaim].map(async (k) => claims.push(await this.claims.acquire(k, this.loadClaim))));
       const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(cur?.h ?? 0, hlc), s: cur?.s ?? this.durableSeq, v: docVersion(doc, fields, meta.deleted), y: encodeState(doc) };
+      if (meta.created !== undefined) record.c = meta.created;
       const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, []);
       handedOver = true;
       slot.value.busy = undefined;
@@ -1253,6 +1262,26 @@ export class Store {
     return this.visibleVector.toObject();
   }
 
+  /**
+   * Calls `listener` with the ids of objects stored without a feed entry of
+   * their own (a clone, an anti-entropy merge), which subscribe() never
+   * reports; returns the unsubscribe.
+   */
+  onStates(listener: (ids: string[]) => void): () => void {
+    this.stateListeners.add(listener);
+    return () => this.stateListeners.delete(listener);
+  }
+
+  private statesStored(ids: string[]): void {
+    for (const fn of this.stateListeners) {
+      try {
+        fn(ids);
+      } catch {
+        // a listener's failure is its own; the states are stored
+      }
+    }
+  }
+
   /** Calls `listener` whenever more changes become visible to readers; returns the unsubscribe. */
   onVisible(listener: () => void): () => void {
     this.visibleListeners.add(listener);
@@ -1371,6 +1400,10 @@ function toStored(id: string, r: ObjectRecord): StoredObject {
     // formatted only when read: most writes' results are never shown
     get modified(): string {
       return hlcToIso(r.h);
+    },
+    // objects made before the create time was kept report their first change seen here
+    get created(): string {
+      return hlcToIso(r.c ?? r.h);
     },
     seq: r.s,
   };

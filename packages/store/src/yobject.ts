@@ -48,7 +48,7 @@ export interface LocalChange {
 export function applyLocal(
   doc: Y.Doc,
   fields: Readonly<Record<string, FieldValue | null>>,
-  meta: { type?: string; deleted?: boolean },
+  meta: { type?: string; deleted?: boolean; created?: number },
 ): LocalChange {
   const f = doc.getMap<FieldValue>(FIELDS);
   const m = doc.getMap<unknown>(META);
@@ -73,6 +73,7 @@ export function applyLocal(
       }
       if (meta.type !== undefined && m.get('type') !== meta.type) m.set('type', meta.type);
       if (meta.deleted !== undefined && (m.get('deleted') === true) !== meta.deleted) m.set('deleted', meta.deleted);
+      if (meta.created !== undefined && !m.has('created')) m.set('created', meta.created);
     });
   } finally {
     doc.off('update', capture);
@@ -90,10 +91,11 @@ export function readFields(doc: Y.Doc): Record<string, FieldValue> {
   return out;
 }
 
-export function readMeta(doc: Y.Doc): { type: string | undefined; deleted: boolean } {
+export function readMeta(doc: Y.Doc): { type: string | undefined; deleted: boolean; created: number | undefined } {
   const m = doc.getMap<unknown>(META);
   const type = m.get('type');
-  return { type: typeof type === 'string' ? type : undefined, deleted: m.get('deleted') === true };
+  const created = m.get('created');
+  return { type: typeof type === 'string' ? type : undefined, deleted: m.get('deleted') === true, created: typeof created === 'number' ? created : undefined };
 }
 
 export function encodeState(doc: Y.Doc): Uint8Array {
@@ -136,11 +138,13 @@ function versionOf(sv: Map<number, number>, fields: Readonly<Record<string, Fiel
  * discarding a Y.Doc per created object was the largest cost of bulk
  * writes (its transaction, its clientID draw, and the garbage it left).
  */
-export function encodeCreate(clientId: number, fields: Readonly<Record<string, FieldValue | null>>, type: string): { update: Uint8Array; clock: number } {
+export function encodeCreate(clientId: number, fields: Readonly<Record<string, FieldValue | null>>, type: string, created: number): { update: Uint8Array; clock: number } {
   const e = encoding.createEncoder();
   const items: [string, string, unknown][] = [];
   for (const [k, v] of Object.entries(fields)) if (v !== null) items.push([FIELDS, k, Array.isArray(v) ? [...v] : v]);
   items.push([META, 'type', type]);
+  // the HLC of the create travels in the state, so every node (clones too) reports the same creation time
+  items.push([META, 'created', created]);
   encoding.writeVarUint(e, 1); // one client
   encoding.writeVarUint(e, items.length);
   encoding.writeVarUint(e, clientId);

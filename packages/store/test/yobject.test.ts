@@ -20,8 +20,9 @@ t.test('a hand-encoded create is byte for byte what Yjs writes', async (t) => {
     const n = 1 + Math.floor(rnd() * 14);
     for (let k = 0; k < n; k++) fields[`field${Math.floor(rnd() * 30)}`] = values();
     const doc = newDoc('per-x', clientId);
-    const real = applyLocal(doc, fields, { type: 'Person', deleted: false });
-    const mine = encodeCreate(clientId, fields, 'Person');
+    const created = Math.floor(rnd() * 2 ** 50);
+    const real = applyLocal(doc, fields, { type: 'Person', deleted: false, created });
+    const mine = encodeCreate(clientId, fields, 'Person', created);
     if (Buffer.compare(Buffer.from(real.update!), Buffer.from(mine.update)) !== 0) {
       t.fail(`case ${i}: bytes differ for ${JSON.stringify(fields)}`);
       return;

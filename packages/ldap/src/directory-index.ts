@@ -1,0 +1,335 @@
+import type { Store, StoredObject } from '@meridian/store';
+import { attrKey, fold, type AttrSource, type Filter } from './filter.js';
+import { ID_ATTR, type DirectoryLayout, type MappedType } from './layout.js';
+
+const ID_KEY = ID_ATTR.toLowerCase();
+
+/** Sorted, duplicate-free lists of slot numbers. */
+type Slots = number[];
+
+function insertSorted(list: Slots, slot: number): void {
+  if (list.length === 0 || list[list.length - 1]! < slot) {
+    list.push(slot);
+    return;
+  }
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid]! < slot) lo = mid + 1;
+    else hi = mid;
+  }
+  if (list[lo] !== slot) list.splice(lo, 0, slot);
+}
+
+function removeSorted(list: Slots, slot: number): void {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid]! < slot) lo = mid + 1;
+    else hi = mid;
+  }
+  if (list[lo] === slot) list.splice(lo, 1);
+}
+
+function intersect(a: Slots, b: Slots): Slots {
+  const out: Slots = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    const x = a[i]!;
+    const y = b[j]!;
+    if (x === y) {
+      out.push(x);
+      i++;
+      j++;
+    } else if (x < y) i++;
+    else j++;
+  }
+  return out;
+}
+
+function union(lists: Slots[]): Slots {
+  if (lists.length === 1) return lists[0]!;
+  const all: number[] = [];
+  for (const l of lists) for (const x of l) all.push(x);
+  all.sort((a, b) => a - b);
+  const out: Slots = [];
+  for (const x of all) if (out.length === 0 || out[out.length - 1] !== x) out.push(x);
+  return out;
+}
+
+/** Pairs of characters: every substring of two or more characters contains at least one. */
+function bigrams(value: string): Set<string> {
+  const out = new Set<string>();
+  for (let i = 0; i + 2 <= value.length; i++) out.add(value.slice(i, i + 2));
+  return out;
+}
+
+/** One attribute's in-memory index: folded values per slot, equality and two-character postings. */
+class AttrIndex {
+  readonly values: (readonly string[] | undefined)[] = [];
+  private readonly eq = new Map<string, Slots>();
+  private readonly grams = new Map<string, Slots>();
+
+  constructor(readonly key: string) {}
+
+  set(slot: number, folded: readonly string[] | undefined): void {
+    const old = this.values[slot];
+    if (old) {
+      for (const v of old) this.unpost(this.eq, v, slot);
+      for (const g of bigrams(old.join('\u0000'))) this.unpost(this.grams, g, slot);
+    }
+    this.values[slot] = folded;
+    if (!folded) return;
+    for (const v of folded) this.post(this.eq, v, slot);
+    // values are joined with a character no folded value holds, so no pair spans two values
+    for (const g of bigrams(folded.join('\u0000'))) if (!g.includes('\u0000')) this.post(this.grams, g, slot);
+  }
+
+  private post(map: Map<string, Slots>, key: string, slot: number): void {
+    const list = map.get(key);
+    if (list) insertSorted(list, slot);
+    else map.set(key, [slot]);
+  }
+
+  private unpost(map: Map<string, Slots>, key: string, slot: number): void {
+    const list = map.get(key);
+    if (!list) return;
+    removeSorted(list, slot);
+    if (list.length === 0) map.delete(key);
+  }
+
+  equal(v: string): Slots {
+    return this.eq.get(v) ?? [];
+  }
+
+  /**
+   * Slots that may hold the substring: those holding all of the pairs of its
+   * longest literal part (the caller checks each). Undefined when no part is
+   * two characters long: then every slot may.
+   */
+  substring(f: { initial: string | undefined; any: readonly string[]; final: string | undefined }): Slots | undefined {
+    const parts = [f.initial, ...f.any, f.final].filter((p): p is string => p !== undefined);
+    const longest = parts.reduce((a, b) => (b.length > a.length ? b : a), '');
+    if (longest.length < 2) return undefined;
+    const lists = [...bigrams(longest)].map((g) => this.grams.get(g) ?? []).sort((a, b) => a.length - b.length);
+    // the shortest few narrow enough; the check of each candidate does the rest
+    let out = lists[0]!;
+    for (const l of lists.slice(1, 3)) out = intersect(out, l);
+    return out;
+  }
+}
+
+/**
+ * The directory's search index, in memory: slot numbers for the entries of
+ * every mapped type, and for the attributes of indexed schema fields their
+ * folded values, equality postings and two-character postings, so that a
+ * Thunderbird substring search over cn, mail, givenName and sn is answered
+ * from postings, not by reading every entry. It is built from the store at
+ * start and kept current from the changes feed.
+ */
+export class DirectoryIndex {
+  private readonly ids: string[] = [];
+  private readonly typeOf: (MappedType | undefined)[] = [];
+  private readonly slotOf = new Map<string, number>();
+  /** by the id in lower case: meridianId matches case-insensitively like every other attribute */
+  private readonly slotOfFolded = new Map<string, number>();
+  /** attribute key -> index; only for the types in `indexedBy` */
+  private readonly attrs = new Map<string, AttrIndex>();
+  /** type name -> attribute keys indexed for it -> the field */
+  private readonly indexedBy = new Map<string, Map<string, string>>();
+  private readonly typeSlots = new Map<string, Slots>();
+  private pending: Promise<void> = Promise.resolve();
+  private readonly stop: (() => void)[] = [];
+  readonly ready: Promise<void>;
+
+  constructor(
+    private readonly layout: DirectoryLayout,
+    private readonly store: Store,
+    /** told of every refreshed object, so caches of built entries can forget it */
+    private readonly onChange: (types: ReadonlySet<string>, ids: string[]) => void = () => {},
+  ) {
+    for (const t of layout.types.values()) {
+      const keys = new Map<string, string>();
+      for (const [field, { name, field: def }] of t.fields) {
+        if ((def.indexed || def.unique) && def.kind !== 'ref' && def.kind !== 'password') {
+          const key = attrKey(name);
+          keys.set(key, field);
+          if (!this.attrs.has(key)) this.attrs.set(key, new AttrIndex(key));
+        }
+      }
+      this.indexedBy.set(t.def.name, keys);
+      this.typeSlots.set(t.def.name, []);
+    }
+    // subscribe before the scan, so no change falls between them
+    this.stop.push(store.subscribe((entries) => this.refresh(entries.map((e) => ({ id: e.id, type: e.type })))));
+    this.stop.push(store.onStates((ids) => this.refresh(ids.map((id) => ({ id, type: undefined })))));
+    this.ready = this.build();
+  }
+
+  close(): void {
+    for (const s of this.stop) s();
+  }
+
+  private async build(): Promise<void> {
+    for (const t of this.layout.types.values()) {
+      let after: string | undefined;
+      do {
+        const page = await this.store.list(t.def.name, { limit: 1000, after });
+        for (const o of page.items) this.put(o);
+        after = page.next;
+      } while (after);
+    }
+  }
+
+  /** Waits for the changes already reported to be in the index: a search after a write sees it. */
+  settled(): Promise<void> {
+    return this.pending;
+  }
+
+  private refresh(changes: { id: string; type: string | undefined }[]): void {
+    const types = new Set<string>();
+    const ids: string[] = [];
+    for (const c of changes) {
+      if (c.type !== undefined) types.add(c.type);
+      ids.push(c.id);
+    }
+    this.onChange(types, ids);
+    const wanted = changes.filter((c) => c.type === undefined || this.layout.types.has(c.type));
+    if (wanted.length === 0) return;
+    const run = async (): Promise<void> => {
+      await this.ready;
+      const objects = await Promise.all(wanted.map((c) => this.store.get(c.id)));
+      for (const o of objects) if (o) this.put(o);
+      // a clone reports ids only: tell about their types now they are known
+      if (changes.some((c) => c.type === undefined)) this.onChange(new Set(objects.flatMap((o) => (o ? [o.type] : []))), []);
+    };
+    this.pending = this.pending.then(run, run);
+  }
+
+  private put(o: StoredObject): void {
+    const t = this.layout.mappedType(o.type);
+    let slot = this.slotOf.get(o.id);
+    if (!t) return;
+    const live = !o.deleted;
+    if (slot === undefined) {
+      if (!live) return;
+      slot = this.ids.length;
+      this.ids.push(o.id);
+      this.slotOf.set(o.id, slot);
+      this.slotOfFolded.set(o.id.toLowerCase(), slot);
+    }
+    const was = this.typeOf[slot];
+    if (was && (was !== t || !live)) removeSorted(this.typeSlots.get(was.def.name)!, slot);
+    this.typeOf[slot] = live ? t : undefined;
+    if (live) insertSorted(this.typeSlots.get(t.def.name)!, slot);
+    const mine = this.indexedBy.get(t.def.name)!;
+    for (const [key, idx] of this.attrs) {
+      const field = live ? mine.get(key) : undefined;
+      const v = field !== undefined ? o.fields[field] : undefined;
+      const list = v === undefined ? undefined : (Array.isArray(v) ? v : [v]).map((x) => fold(key, String(x)));
+      idx.set(slot, list && list.length > 0 ? list : undefined);
+    }
+  }
+
+  size(type: string): number {
+    return this.typeSlots.get(type)?.length ?? 0;
+  }
+
+  /** Every live slot of a type, as a copy: the index may change while a search walks it. */
+  all(t: MappedType): Slots {
+    return this.typeSlots.get(t.def.name)!.slice();
+  }
+
+  idOf(slot: number): string {
+    return this.ids[slot]!;
+  }
+
+  /**
+   * The slots of a type that may match, in slot order, or undefined when the
+   * index cannot narrow them (every live slot of the type must be checked).
+   */
+  candidates(f: Filter, t: MappedType): Slots | undefined {
+    const all = this.typeSlots.get(t.def.name)!;
+    const plan = this.plan(f, t);
+    if (plan === undefined) return undefined;
+    return plan === all ? undefined : intersect(plan, all);
+  }
+
+  private plan(f: Filter, t: MappedType): Slots | undefined {
+    switch (f.k) {
+      case 'and': {
+        let out: Slots | undefined;
+        for (const x of f.f) {
+          const p = this.plan(x, t);
+          if (p !== undefined) out = out === undefined ? p : intersect(out, p);
+          if (out?.length === 0) return out;
+        }
+        return out;
+      }
+      case 'or': {
+        const lists: Slots[] = [];
+        for (const x of f.f) {
+          const p = this.plan(x, t);
+          if (p === undefined) return undefined;
+          lists.push(p);
+        }
+        return lists.length === 0 ? [] : union(lists);
+      }
+      case 'not':
+      case 'undefined':
+        return f.k === 'undefined' ? [] : undefined;
+      default: {
+        if (f.a === 'objectclass') {
+          if (f.k !== 'eq') return undefined;
+          return t.objectClasses.some((c) => c.toLowerCase() === f.v) ? undefined : [];
+        }
+        if (f.a === ID_KEY && f.k === 'eq') {
+          const slot = this.slotOfFolded.get(f.v);
+          return slot === undefined ? [] : [slot];
+        }
+        const field = this.indexedBy.get(t.def.name)!.get(f.a);
+        if (field === undefined) {
+          // an attribute this type never has cannot match (operational ones are checked per entry)
+          return !this.mayHave(t, f.a) ? [] : undefined;
+        }
+        const idx = this.attrs.get(f.a)!;
+        if (f.k === 'eq' || f.k === 'approx') return idx.equal(f.v);
+        if (f.k === 'sub') return idx.substring(f);
+        return undefined;
+      }
+    }
+  }
+
+  private mayHave(t: MappedType, key: string): boolean {
+    return t.attributes.has(key) || OTHER_ATTRS.has(key);
+  }
+
+  /** Whether the index holds every attribute a filter reads for this type, so it can be checked without building entries. */
+  answers(attrs: ReadonlySet<string>, t: MappedType): boolean {
+    const mine = this.indexedBy.get(t.def.name)!;
+    for (const a of attrs) if (!mine.has(a) && a !== 'objectclass' && a !== ID_KEY && this.mayHave(t, a)) return false;
+    return true;
+  }
+
+  /** The folded values the index holds for a slot, for checking a filter that answers() covers. */
+  source(slot: number, t: MappedType): AttrSource {
+    const mine = this.indexedBy.get(t.def.name)!;
+    const id = this.ids[slot]!;
+    return {
+      values: (a) => {
+        if (a === 'objectclass') return t.objectClasses.map((c) => c.toLowerCase());
+        if (a === ID_KEY) return [id.toLowerCase()];
+        return mine.has(a) ? this.attrs.get(a)!.values[slot] : undefined;
+      },
+      knows: () => true,
+    };
+  }
+}
+
+/** Attributes every object entry has or may have besides its type's mapped ones. */
+export const OTHER_ATTRS: ReadonlySet<string> = new Set(
+  ['objectClass', ID_ATTR, 'meridianEntitlement', 'entryUUID', 'entryDN', 'createTimestamp', 'modifyTimestamp', 'structuralObjectClass', 'hasSubordinates'].map((a) => a.toLowerCase()),
+);

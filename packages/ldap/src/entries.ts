@@ -1,0 +1,210 @@
+import { createHash } from 'node:crypto';
+import type { FieldValue, Store, StoredObject } from '@meridian/store';
+import { attrKey, fold, type AttrSource } from './filter.js';
+import { ID_ATTR, type DirectoryLayout, type MappedType } from './layout.js';
+
+export interface EntryAttribute {
+  /** as shown to clients */
+  readonly name: string;
+  readonly values: readonly string[];
+  /** returned only when asked for by name or with `+` */
+  readonly operational: boolean;
+}
+
+export interface Entry {
+  readonly dn: string;
+  /** the object's id and version; undefined for the base, containers and the root DSE */
+  readonly id?: string;
+  readonly version?: string;
+  readonly attrs: ReadonlyMap<string, EntryAttribute>;
+}
+
+/** The attribute listing a person's (or an organisation's) licensed products. */
+export const ENTITLEMENT_ATTR = 'meridianEntitlement';
+
+/** GeneralizedTime (RFC 4517) of an ISO time, to the second, as OpenLDAP writes it. */
+export function generalizedTime(iso: string): string {
+  return iso.replace(/[-:T]/g, '').replace(/\.\d+Z$/, 'Z');
+}
+
+/** A stable UUID per object id, so entryUUID is the same on every node without being stored. */
+export function entryUuid(id: string): string {
+  const h = createHash('sha1').update(`meridian:${id}`).digest('hex');
+  const variant = ((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+function text(v: FieldValue): string[] {
+  const one = (x: string | number | boolean): string => (typeof x === 'boolean' ? (x ? 'TRUE' : 'FALSE') : String(x));
+  return Array.isArray(v) ? v.map(one) : [one(v)];
+}
+
+class EntryBuilderAttrs {
+  readonly map = new Map<string, EntryAttribute>();
+  add(name: string, values: readonly string[], operational = false): void {
+    const clean = values.filter((v) => v !== '');
+    if (clean.length > 0) this.map.set(attrKey(name), { name, values: clean, operational });
+  }
+}
+
+/** Folded values of an entry, worked out once per attribute when a filter reads them. */
+export function entrySource(e: Entry): AttrSource {
+  const folded = new Map<string, readonly string[]>();
+  return {
+    values(attr) {
+      let v = folded.get(attr);
+      if (v === undefined) {
+        const a = e.attrs.get(attr);
+        if (!a) return undefined;
+        v = a.values.map((x) => fold(attr, x));
+        folded.set(attr, v);
+      }
+      return v;
+    },
+    knows: () => true,
+  };
+}
+
+/**
+ * Builds entries from objects: the schema's field-to-attribute mapping, a
+ * reference shown as the referenced object's value of the same attribute
+ * (a person's `o` is its organisation's name), entitlements, and the
+ * operational attributes. Built entries are remembered until the store says
+ * the object, or anything an entry shows of another object, changed.
+ */
+export class EntryBuilder {
+  private readonly cache = new Map<string, Entry>();
+  private readonly entitlements = new Map<string, Promise<string[]>>();
+  private static readonly CACHE_ENTRIES = 50_000;
+
+  constructor(
+    private readonly layout: DirectoryLayout,
+    private readonly store: Store,
+  ) {}
+
+  /** Forgets what a change to these objects makes stale. */
+  changed(types: ReadonlySet<string>, ids: Iterable<string>): void {
+    // organisation names, licenses, releases and products show in other entries
+    const shared = [...types].some((t) => t !== this.layout.schema.access?.principalType);
+    if (shared) {
+      this.cache.clear();
+      this.entitlements.clear();
+      return;
+    }
+    for (const id of ids) this.cache.delete(id);
+  }
+
+  async object(t: MappedType, o: StoredObject): Promise<Entry> {
+    const known = this.cache.get(o.id);
+    if (known && known.version === o.version) return known;
+    const a = new EntryBuilderAttrs();
+    a.add('objectClass', t.objectClasses);
+    a.add(ID_ATTR, [o.id]);
+    for (const [field, { name, field: def }] of t.fields) {
+      const v = o.fields[field];
+      if (v === undefined || def.kind === 'password') continue;
+      if (def.kind === 'ref') {
+        a.add(name, await this.refValues(name, v));
+        continue;
+      }
+      if (!a.map.has(attrKey(name))) a.add(name, text(v));
+    }
+    const org = this.organisationOf(t, o);
+    if (org !== undefined && this.hasLicenses()) a.add(ENTITLEMENT_ATTR, await this.entitlementsOf(org));
+    const dn = this.layout.dnOf(t, o.id);
+    a.add('entryUUID', [entryUuid(o.id)], true);
+    a.add('entryDN', [dn], true);
+    a.add('createTimestamp', [generalizedTime(o.created)], true);
+    a.add('modifyTimestamp', [generalizedTime(o.modified)], true);
+    a.add('structuralObjectClass', [t.objectClasses[t.objectClasses.length - 1]!], true);
+    a.add('hasSubordinates', ['FALSE'], true);
+    const entry: Entry = { dn, id: o.id, version: o.version, attrs: a.map };
+    if (this.cache.size >= EntryBuilder.CACHE_ENTRIES) this.cache.clear();
+    this.cache.set(o.id, entry);
+    return entry;
+  }
+
+  base(): Entry {
+    const b = this.layout.baseEntry();
+    const a = new EntryBuilderAttrs();
+    a.add('objectClass', b.objectClasses);
+    for (const [k, v] of Object.entries(b.attrs)) a.add(k, v);
+    a.add('entryDN', [this.layout.base], true);
+    a.add('structuralObjectClass', [b.objectClasses[b.objectClasses.length - 1]!], true);
+    a.add('hasSubordinates', ['TRUE'], true);
+    return { dn: this.layout.base, attrs: a.map };
+  }
+
+  container(t: MappedType): Entry {
+    const a = new EntryBuilderAttrs();
+    const dn = this.layout.containerDn(t);
+    a.add('objectClass', ['top', 'organizationalUnit']);
+    a.add('ou', [t.container]);
+    a.add('description', [`${t.def.name} objects of Meridian${t.def.description ? `: ${t.def.description}` : ''}`]);
+    a.add('entryDN', [dn], true);
+    a.add('structuralObjectClass', ['organizationalUnit'], true);
+    a.add('hasSubordinates', ['TRUE'], true);
+    return { dn, attrs: a.map };
+  }
+
+  /** A referenced object as the attribute shows it: its own value of that attribute, else its id. */
+  private async refValues(attr: string, v: FieldValue): Promise<string[]> {
+    const out: string[] = [];
+    for (const id of text(v)) {
+      const target = await this.store.get(id);
+      if (!target || target.deleted) continue;
+      const tt = this.layout.mappedType(target.type);
+      const field = tt?.attributes.get(attrKey(attr));
+      const shown = field && field.field.kind !== 'ref' ? target.fields[field.field.name] : undefined;
+      out.push(...(shown !== undefined ? text(shown) : [id]));
+    }
+    return out;
+  }
+
+  /** The organisation whose licenses an entry shows: itself, or what a person belongs to. */
+  private organisationOf(t: MappedType, o: StoredObject): string | undefined {
+    const access = this.layout.schema.access;
+    if (!access) return undefined;
+    if (t.def.name === access.organisationType) return o.id;
+    if (t.def.name !== access.principalType) return undefined;
+    const org = o.fields[access.organisationField];
+    return typeof org === 'string' ? org : undefined;
+  }
+
+  private hasLicenses(): boolean {
+    const types = this.layout.schema.types;
+    return types.get('License')?.fields.get('customer')?.kind === 'ref' && types.has('Release') && types.has('Product');
+  }
+
+  /** The names of the products an organisation holds a license for today. */
+  private entitlementsOf(org: string): Promise<string[]> {
+    let p = this.entitlements.get(org);
+    if (!p) {
+      p = this.computeEntitlements(org);
+      this.entitlements.set(org, p);
+      p.catch(() => this.entitlements.delete(org));
+    }
+    return p;
+  }
+
+  private async computeEntitlements(org: string): Promise<string[]> {
+    const today = new Date().toISOString().slice(0, 10);
+    const products = new Set<string>();
+    let after: string | undefined;
+    do {
+      const page = await this.store.lookup('License', 'customer', org, { limit: 500, after });
+      for (const lic of page.items) {
+        const from = lic.fields['validFrom'];
+        const until = lic.fields['validUntil'];
+        if (typeof from === 'string' && from > today) continue;
+        if (typeof until === 'string' && until < today) continue;
+        const release = typeof lic.fields['release'] === 'string' ? await this.store.get(lic.fields['release']) : undefined;
+        const product = release && !release.deleted && typeof release.fields['product'] === 'string' ? await this.store.get(release.fields['product']) : undefined;
+        const name = product && !product.deleted ? product.fields['name'] : undefined;
+        if (typeof name === 'string') products.add(name);
+      }
+      after = page.next;
+    } while (after);
+    return [...products].sort();
+  }
+}

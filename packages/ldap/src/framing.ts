@@ -1,0 +1,83 @@
+import type { Socket } from 'node:net';
+
+/**
+ * Cuts a connection's bytes into whole LDAP messages before ldapjs's parser
+ * sees them. ldapjs 3.0.7 concatenates every partial chunk (quadratic on a
+ * large message, with no bound), parses several messages of one chunk by
+ * recursion (a burst of small ones overflows the stack, outside any
+ * try/catch, killing the process), and throws from some parse paths. Here a
+ * message longer than the limit closes the connection as soon as its length
+ * is read, and each message is handed over on its own, inside a try.
+ */
+export class MessageFramer {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(
+    private readonly maxMessage: number,
+    private readonly onMessage: (message: Buffer) => void,
+    private readonly onError: (problem: string) => void,
+  ) {}
+
+  push(data: Buffer): void {
+    this.chunks.push(data);
+    this.buffered += data.length;
+    for (;;) {
+      if (this.buffered < 2) return;
+      const head = this.peek(Math.min(this.buffered, 6));
+      if (head[0] !== 0x30) return this.onError('a message did not start with an LDAP message sequence');
+      const first = head[1]!;
+      let length: number;
+      let headLength: number;
+      if (first < 0x80) {
+        length = first;
+        headLength = 2;
+      } else {
+        const n = first & 0x7f;
+        if (n === 0 || n > 4) return this.onError('a message length was indefinite or longer than four bytes');
+        if (head.length < 2 + n) return;
+        length = 0;
+        for (let i = 0; i < n; i++) length = length * 256 + head[2 + i]!;
+        headLength = 2 + n;
+      }
+      if (length > this.maxMessage) return this.onError(`a request of ${length} bytes is over the limit of ${this.maxMessage} bytes`);
+      const total = headLength + length;
+      if (this.buffered < total) return;
+      const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+      const message = all.subarray(0, total);
+      const rest = all.subarray(total);
+      this.chunks = rest.length > 0 ? [rest] : [];
+      this.buffered = rest.length;
+      this.onMessage(message);
+    }
+  }
+
+  private peek(n: number): Buffer {
+    if (this.chunks[0]!.length >= n) return this.chunks[0]!.subarray(0, n);
+    return Buffer.concat(this.chunks, this.buffered).subarray(0, n);
+  }
+}
+
+/** Puts a framer between a socket and ldapjs's per-connection parser. */
+export function frameConnection(socket: Socket & { parser: { write(b: Buffer): unknown } }, maxMessage: number, onError: (problem: string) => void): void {
+  // ldapjs's own listener feeds every chunk to its parser; ours replaces it
+  socket.removeAllListeners('data');
+  const fail = (problem: string): void => {
+    onError(problem);
+    socket.destroy();
+  };
+  const framer = new MessageFramer(
+    maxMessage,
+    (message) => {
+      try {
+        socket.parser.write(message);
+      } catch (e) {
+        fail(`a message could not be parsed (${(e as Error).message})`);
+      }
+    },
+    fail,
+  );
+  socket.on('data', (data: Buffer) => {
+    if (!socket.destroyed) framer.push(data);
+  });
+}

@@ -1,0 +1,651 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import type { Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import ldap, { type LdapConnection, type LdapRequest, type Server } from 'ldapjs';
+import { authorizeWrite, type AccessScope, needsUpgrade, principalName, type Principal, type Store, type StoredObject, type Writer } from '@meridian/store';
+import { attribute, octets, Op, pagedValue, result, ResultCode, searchEntry, tlv } from './ber.js';
+import { BindThrottle } from './bind-throttle.js';
+import { EntryBuilder, entrySource, type Entry } from './entries.js';
+import { attrKey, convertFilter, evaluate, filterAttributes, fold, FilterTooComplex } from './filter.js';
+import { frameConnection } from './framing.js';
+import { DirectoryIndex } from './directory-index.js';
+import { DirectoryLayout, InvalidDn, type Location, type MappedType } from './layout.js';
+
+const PAGED = '1.2.840.113556.1.4.319';
+const WHOAMI = '1.3.6.1.4.1.4203.1.11.3';
+const PASSWD = '1.3.6.1.4.1.4203.1.11.1';
+/** controls a client may mark critical: we act on them */
+const SUPPORTED_CONTROLS = [PAGED];
+
+export interface LdapLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+}
+
+export interface LdapGatewayOptions {
+  store: Store;
+  /** the write path: commits on a master, forwards to the master on a replica */
+  writer: Writer;
+  baseDn: string;
+  /** checks a login name (a person's uid or mail, or "admin") and password */
+  authenticate(user: string, password: string): Promise<Principal | undefined>;
+  scope(p: Principal): Promise<AccessScope>;
+  /** what an anonymous client may do: nothing but read the root DSE (default), or read everything */
+  anonymous?: 'none' | 'read';
+  /** most entries one search returns to anyone but the admin (clients may ask for fewer) */
+  sizeLimit?: number;
+  /** most seconds one search runs */
+  timeLimit?: number;
+  /** largest request accepted, in bytes; a longer one closes the connection */
+  maxRequest?: number;
+  log: LdapLog;
+  /** told of every request answered: operation, result code, seconds */
+  observe?(op: string, code: number, seconds: number): void;
+  /** classifies a write path error: a code (MeridianError codes, "read-only", "busy", ...) and its sentence */
+  classify(e: unknown): { code: string; message: string };
+  /** slows failed binds (tests shorten it) */
+  throttle?: BindThrottle;
+}
+
+class LdapFailure extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly matchedDN = '',
+  ) {
+    super(message);
+  }
+}
+
+interface Session {
+  principal: Principal | undefined;
+  dn: string;
+  /** the password given at bind: a replica forwards writes with it, and the master checks it again */
+  credential: { user: string; password: string } | undefined;
+  scope: { seq: number; scope: AccessScope } | undefined;
+}
+
+/** The requested attributes of a search, worked out once. */
+interface Selection {
+  allUser: boolean;
+  allOperational: boolean;
+  named: Set<string>;
+  typesOnly: boolean;
+}
+
+const MANAGED_ELSEWHERE =
+  'entries are managed in Meridian, not over LDAP: create and delete objects through the XML gateway or "meridian put" and "meridian delete"; entries never move, their RDN is the object id';
+
+/**
+ * The LDAP gateway: a directory of persons and organisations read from the
+ * object store, on ldapjs for the wire protocol. ldapjs's own matching,
+ * attribute selection and error handling are not used (see DESIGN.md):
+ * filters are evaluated here, case-insensitively, from an in-memory index;
+ * entries are encoded here; and every parser error is caught.
+ */
+export class LdapGateway {
+  private readonly layout: DirectoryLayout;
+  private readonly entries: EntryBuilder;
+  private readonly index: DirectoryIndex;
+  private readonly sessions = new WeakMap<Socket, Session>();
+  private readonly servers: Server[] = [];
+  private readonly sockets = new Set<Socket>();
+  private readonly throttle: BindThrottle;
+  private readonly sizeLimit: number;
+  private readonly timeLimit: number;
+
+  constructor(private readonly opts: LdapGatewayOptions) {
+    this.layout = new DirectoryLayout(opts.store.schema, opts.baseDn);
+    this.entries = new EntryBuilder(this.layout, opts.store);
+    this.index = new DirectoryIndex(this.layout, opts.store, (types, ids) => this.entries.changed(types, ids));
+    this.throttle = opts.throttle ?? new BindThrottle();
+    this.sizeLimit = opts.sizeLimit ?? 500;
+    this.timeLimit = opts.timeLimit ?? 60;
+  }
+
+  /** Resolves once the in-memory index holds the whole store. */
+  get ready(): Promise<void> {
+    return this.index.ready;
+  }
+
+  get base(): string {
+    return this.layout.base;
+  }
+
+  /** Listens on a port: plain LDAP, or LDAPS with a certificate and key. */
+  async listen(port: number, host: string, tls?: { cert: Buffer; key: Buffer }): Promise<number> {
+    const quiet = { trace: () => {}, debug: () => {}, info: () => {}, warn: () => {}, error: () => {}, fatal: () => {}, child: () => quiet };
+    let server!: Server;
+    server = ldap.createServer({
+      log: quiet,
+      ...(tls ? { certificate: tls.cert, key: tls.key } : {}),
+      connectionRouter: (socket) => this.accept(server, socket),
+    });
+    // ldapjs emits parser errors on the server; with no listener they would kill the process
+    server.on('error', (e: Error) => this.opts.log.debug({ err: e.message }, 'LDAP request refused'));
+    server.on('clientError', () => {});
+    server.maxConnections = 10_000;
+    const handler = (name: string, fn: (req: LdapRequest, conn: LdapConnection) => Promise<Buffer | void>) => (req: LdapRequest) => {
+      void this.run(name, req, fn);
+    };
+    server.bind('', handler('bind', (req) => this.bind(req)));
+    server.search('', handler('search', (req) => this.search(req)));
+    server.compare('', handler('compare', (req) => this.compare(req)));
+    server.modify('', handler('modify', (req) => this.modify(req)));
+    server.add('', handler('add', async (req) => result(req.messageId, Op.add, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
+    server.del('', handler('delete', async (req) => result(req.messageId, Op.del, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
+    server.modifyDN('', handler('modrdn', async (req) => result(req.messageId, Op.modDn, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
+    server.exop(WHOAMI, handler('whoami', (req) => this.whoami(req)));
+    server.exop(PASSWD, handler('passwd', (req) => this.passwordModify(req)));
+    await new Promise<void>((resolve, reject) => {
+      server.server.once('error', reject);
+      server.listen(port, host, () => {
+        server.server.off('error', reject);
+        resolve();
+      });
+    });
+    this.servers.push(server);
+    const a = server.address();
+    return typeof a === 'object' && a ? a.port : port;
+  }
+
+  async close(): Promise<void> {
+    this.index.close();
+    for (const s of this.sockets) s.destroy();
+    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  }
+
+  private accept(server: Server, socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    // an idle client is dropped after ten minutes, as slapd's idletimeout would
+    socket.setTimeout(10 * 60_000);
+    server.newConnection(socket);
+    frameConnection(socket as LdapConnection, this.opts.maxRequest ?? 1024 * 1024, (problem) =>
+      this.opts.log.info({ client: `${socket.remoteAddress}:${socket.remotePort}`, problem }, 'LDAP connection closed'),
+    );
+    this.sessions.set(socket, { principal: undefined, dn: '', credential: undefined, scope: undefined });
+  }
+
+  private session(conn: Socket): Session {
+    let s = this.sessions.get(conn);
+    if (!s) {
+      s = { principal: undefined, dn: '', credential: undefined, scope: undefined };
+      this.sessions.set(conn, s);
+    }
+    return s;
+  }
+
+  /** Runs one operation, answers it, and never lets its failure reach ldapjs (or the process). */
+  private async run(op: string, req: LdapRequest, fn: (req: LdapRequest, conn: LdapConnection) => Promise<Buffer | void>): Promise<void> {
+    const started = process.hrtime.bigint();
+    const conn = req.connection;
+    let answer: Buffer | void;
+    let code: number = ResultCode.success;
+    try {
+      const unsupported = req.controls.find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
+      if (unsupported) throw new LdapFailure(ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
+      answer = await fn(req, conn);
+    } catch (e) {
+      const f = this.failure(e);
+      code = f.code;
+      answer = result(req.messageId, responseOp(req.protocolOp), f.code, f.message, { matchedDN: f.matchedDN });
+    }
+    if (answer) {
+      code = resultCodeOf(answer) ?? code;
+      if (!conn.destroyed) conn.write(answer);
+    }
+    this.opts.observe?.(op, code, Number(process.hrtime.bigint() - started) / 1e9);
+  }
+
+  private failure(e: unknown): LdapFailure {
+    if (e instanceof LdapFailure) return e;
+    if (e instanceof InvalidDn) return new LdapFailure(ResultCode.invalidDNSyntax, e.message);
+    if (e instanceof FilterTooComplex) return new LdapFailure(ResultCode.unwillingToPerform, e.message);
+    const { code, message } = this.opts.classify(e);
+    switch (code) {
+      case 'validation':
+      case 'bad-request':
+        return new LdapFailure(ResultCode.constraintViolation, message);
+      case 'not-found':
+        return new LdapFailure(ResultCode.noSuchObject, message);
+      case 'forbidden':
+      case 'unauthorized':
+        return new LdapFailure(ResultCode.insufficientAccessRights, message);
+      case 'read-only':
+        return new LdapFailure(ResultCode.unwillingToPerform, message);
+      case 'busy':
+        return new LdapFailure(ResultCode.busy, message);
+      case 'precondition':
+      case 'unconfirmed':
+        return new LdapFailure(ResultCode.unavailable, message);
+      default:
+        this.opts.log.error({ err: e instanceof Error ? e.stack : String(e) }, 'LDAP request failed');
+        return new LdapFailure(ResultCode.other, 'the request failed inside the server; its log has the details');
+    }
+  }
+
+  // ---- bind ---------------------------------------------------------------
+
+  private async bind(req: LdapRequest): Promise<Buffer> {
+    const s = this.session(req.connection);
+    // a failed bind leaves the connection anonymous (RFC 4513 section 5.1)
+    Object.assign(s, { principal: undefined, dn: '', credential: undefined, scope: undefined });
+    const id = req.messageId;
+    if (req.authentication !== undefined && req.authentication !== 'simple') {
+      return result(id, Op.bind, ResultCode.authMethodNotSupported, 'only simple binds are supported; use ldapsearch -x (over LDAPS or StartTLS-free loopback)');
+    }
+    const name = String(req.name ?? '');
+    const password = req.credentials ?? '';
+    if (password === '') {
+      return result(id, Op.bind, ResultCode.unwillingToPerform, 'a bind with a name and an empty password is unauthenticated and refused; give the password');
+    }
+    const key = name.toLowerCase().replace(/\s+/g, '');
+    const wait = this.throttle.delay(key);
+    if (wait > 0) await sleep(wait);
+    const who = await this.checkBind(name, password);
+    if (!who) {
+      this.throttle.failed(key);
+      this.opts.log.info({ bind: name }, 'LDAP bind refused: wrong name or password');
+      return result(id, Op.bind, ResultCode.invalidCredentials, 'wrong name or password');
+    }
+    this.throttle.succeeded(key);
+    Object.assign(s, { principal: who.principal, dn: who.dn, credential: { user: who.login, password } });
+    if (who.upgrade) this.upgrade(who.principal, who.login, password);
+    return result(id, Op.bind, ResultCode.success, '');
+  }
+
+  /** Who a bind name and password are: the admin, or a person by entry DN, uid=/mail= DN or login. */
+  private async checkBind(name: string, password: string): Promise<{ principal: Principal; dn: string; login: string; upgrade: boolean } | undefined> {
+    let loc: Location;
+    try {
+      loc = this.layout.locate(name);
+    } catch {
+      return undefined;
+    }
+    if (loc.kind === 'admin') {
+      const p = await this.opts.authenticate('admin', password);
+      return p ? { principal: p, dn: this.layout.adminDn, login: 'admin', upgrade: false } : undefined;
+    }
+    let person: StoredObject | undefined;
+    const access = this.opts.store.schema.access;
+    if (!access) return undefined;
+    if (loc.kind === 'entry' && loc.type.def.name === access.principalType) {
+      person = await this.opts.store.get(loc.id);
+    } else if (loc.kind === 'login') {
+      const field = this.layout.loginAttrs.get(loc.attr)!;
+      person = (await this.opts.store.lookup(access.principalType, field, loc.value)).items[0];
+    }
+    if (!person || person.deleted) return undefined;
+    // the person's own login name: what a master checks again for a write forwarded by a replica
+    const login = access.login.map((f) => person.fields[f]).map((v) => (Array.isArray(v) ? v[0] : v)).find((v): v is string => typeof v === 'string');
+    if (login === undefined) return undefined;
+    const p = await this.opts.authenticate(login, password);
+    if (!p || p.kind !== 'person' || p.id !== person.id) return undefined;
+    const hash = person.fields[access.passwordField];
+    const t = this.layout.mappedType(person.type)!;
+    return { principal: p, dn: this.layout.dnOf(t, person.id), login, upgrade: typeof hash === 'string' && needsUpgrade(hash) };
+  }
+
+  /** Replaces an imported {SSHA} hash with scrypt once the password is known; tried again at the next bind if it fails. */
+  private upgrade(p: Principal, login: string, password: string): void {
+    if (p.kind !== 'person') return;
+    const field = this.opts.store.schema.access!.passwordField;
+    this.opts.writer.update(p.id, { [field]: password }, { principal: principalName(p), credential: { user: login, password } }).then(
+      () => this.opts.log.info({ person: p.id }, 'upgraded an imported {SSHA} password hash to scrypt'),
+      (e: unknown) => this.opts.log.warn({ person: p.id, err: this.opts.classify(e).message }, 'could not upgrade an {SSHA} password hash; trying again at the next bind'),
+    );
+  }
+
+  // ---- search -------------------------------------------------------------
+
+  private async scopeOf(s: Session): Promise<AccessScope | 'everything'> {
+    if (!s.principal) {
+      if (this.opts.anonymous === 'read') return 'everything';
+      throw new LdapFailure(ResultCode.insufficientAccessRights, 'anonymous clients may read only the root DSE here; bind with your DN or uid and password (ldapsearch -x -D ... -W)');
+    }
+    const seq = this.opts.store.lastSeq;
+    if (s.scope && s.scope.seq === seq) return s.scope.scope;
+    const scope = await this.opts.scope(s.principal);
+    s.scope = { seq, scope };
+    return scope;
+  }
+
+  private async search(req: LdapRequest): Promise<Buffer> {
+    const started = Date.now();
+    const id = req.messageId;
+    const conn = req.connection;
+    const s = this.session(conn);
+    const base = String(req.baseObject ?? '');
+    const scopeName = (['base', 'one', 'sub'] as const)[Number(req.scope ?? 0)] ?? 'base';
+    const filter = convertFilter(req.filter, { depth: 32, nodes: 512 });
+    const selection = select(req.attributes ?? [], req.typesOnly === true);
+    const loc = this.layout.locate(base);
+    if (loc.kind === 'root') {
+      if (scopeName !== 'base') throw new LdapFailure(ResultCode.noSuchObject, `there is no entry above the naming context; search under ${this.layout.base}`);
+      const root = this.rootDse();
+      if (evaluate(filter, entrySource(root)) === true) conn.write(this.encode(id, root, selection));
+      return result(id, Op.searchDone, ResultCode.success, '');
+    }
+    const scope = await this.scopeOf(s);
+    if (loc.kind === 'none' || loc.kind === 'login' || loc.kind === 'admin') {
+      throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${base}`, loc.kind === 'none' ? loc.matched : this.layout.base);
+    }
+    await this.index.ready;
+    await this.index.settled();
+    const unlimited = s.principal?.kind === 'admin';
+    const paged = req.controls.find((c) => c.type === PAGED)?.value as { size: number; cookie: Buffer } | undefined;
+    const sizeLimit = paged ? Infinity : Math.min(req.sizeLimit || Infinity, unlimited ? Infinity : this.sizeLimit);
+    const timeLimit = Math.min(req.timeLimit || Infinity, unlimited ? Infinity : this.timeLimit) * 1000;
+    const pageSize = paged ? Math.min(paged.size || 0, unlimited ? Infinity : this.sizeLimit) : Infinity;
+    const fingerprint = createHash('sha1').update(`${base}\0${scopeName}\0${JSON.stringify(filter)}\0${s.dn}`).digest('base64url').slice(0, 12);
+    let resume = { step: 0, slot: -1 };
+    if (paged && paged.cookie.length > 0) {
+      const m = /^([\w-]{12}):(\d+):(-?\d+)$/.exec(paged.cookie.toString('latin1'));
+      if (!m || m[1] !== fingerprint) throw new LdapFailure(ResultCode.unwillingToPerform, 'the paged results cookie belongs to another search; start again without a cookie');
+      resume = { step: Number(m[2]), slot: Number(m[3]) };
+    }
+    if (paged && paged.size === 0) {
+      // size 0 abandons a paged search (RFC 2696)
+      return result(id, Op.searchDone, ResultCode.success, '', { controls: [{ oid: PAGED, value: pagedValue(0, Buffer.alloc(0)) }] });
+    }
+
+    // what the scope covers: fixed entries, then whole types, then one object
+    const steps: ({ kind: 'entry'; entry: Entry } | { kind: 'type'; type: MappedType } | { kind: 'object'; type: MappedType; id: string })[] = [];
+    if (loc.kind === 'base') {
+      if (scopeName !== 'one') steps.push({ kind: 'entry', entry: this.entries.base() });
+      if (scopeName !== 'base') for (const t of this.layout.types.values()) steps.push({ kind: 'entry', entry: this.entries.container(t) });
+      if (scopeName === 'sub') for (const t of this.layout.types.values()) steps.push({ kind: 'type', type: t });
+    } else if (loc.kind === 'container') {
+      if (scopeName !== 'one') steps.push({ kind: 'entry', entry: this.entries.container(loc.type) });
+      if (scopeName !== 'base') steps.push({ kind: 'type', type: loc.type });
+    } else {
+      const o = await this.readable(loc.type, loc.id, scope);
+      if (!o) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${base}`, this.layout.containerDn(loc.type));
+      if (scopeName !== 'one') steps.push({ kind: 'object', type: loc.type, id: loc.id });
+    }
+
+    let sent = 0;
+    let checked = 0;
+    const reads = filterAttributes(filter);
+    const deadline = started + timeLimit;
+    const done = (code: number, message: string, cookie?: string): Buffer =>
+      result(id, Op.searchDone, code, message, paged ? { controls: [{ oid: PAGED, value: pagedValue(0, Buffer.from(cookie ?? '', 'latin1')) }] } : {});
+    /** sends one entry; false once the search must stop (size limit, page full, client gone) */
+    const send = async (entry: Entry): Promise<'go' | 'size' | 'gone'> => {
+      if (sent >= sizeLimit) return 'size';
+      if (conn.destroyed) return 'gone';
+      sent++;
+      if (!conn.write(this.encode(id, entry, selection))) {
+        // a slow reader holds the search, not the server's memory
+        await Promise.race([once(conn, 'drain'), once(conn, 'close')]);
+      }
+      return conn.destroyed ? 'gone' : 'go';
+    };
+    for (let step = resume.step; step < steps.length; step++) {
+      const st = steps[step]!;
+      if (st.kind === 'entry') {
+        if (evaluate(filter, entrySource(st.entry)) !== true) continue;
+        if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:-1`);
+        const r = await send(st.entry);
+        if (r === 'size') return done(ResultCode.sizeLimitExceeded, `more than ${sizeLimit} entries match; narrow the filter or use paged results`);
+        if (r === 'gone') return done(ResultCode.other, 'client gone');
+        continue;
+      }
+      if (st.kind === 'object') {
+        const o = await this.readable(st.type, st.id, scope);
+        if (o) {
+          const entry = await this.entries.object(st.type, o);
+          if (evaluate(filter, entrySource(entry)) === true) await send(entry);
+        }
+        continue;
+      }
+      const t = st.type;
+      const candidates = this.index.candidates(filter, t) ?? this.index.all(t);
+      const inMemory = this.index.answers(reads, t);
+      let from = 0;
+      if (step === resume.step && resume.slot >= 0) {
+        while (from < candidates.length && candidates[from]! <= resume.slot) from++;
+      }
+      for (let i = from; i < candidates.length; i++) {
+        const slot = candidates[i]!;
+        if (++checked % 512 === 0) {
+          if (Date.now() > deadline) return done(ResultCode.timeLimitExceeded, `the search ran past its time limit of ${timeLimit / 1000} s; narrow the filter`);
+          // long scans let other clients in
+          await new Promise<void>((r) => setImmediate(r));
+        }
+        if (inMemory && evaluate(filter, this.index.source(slot, t)) !== true) continue;
+        const o = await this.readable(t, this.index.idOf(slot), scope);
+        if (!o) continue;
+        const entry = await this.entries.object(t, o);
+        if (!inMemory && evaluate(filter, entrySource(entry)) !== true) continue;
+        if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:${candidates[i - 1] ?? -1}`);
+        const r = await send(entry);
+        if (r === 'size') return done(ResultCode.sizeLimitExceeded, `more than ${sizeLimit} entries match; narrow the filter or use paged results`);
+        if (r === 'gone') return done(ResultCode.other, 'client gone');
+      }
+    }
+    return done(ResultCode.success, '');
+  }
+
+  /** The object if it is live, of the type, and the scope may read it. */
+  private async readable(t: MappedType, id: string, scope: AccessScope | 'everything'): Promise<StoredObject | undefined> {
+    const o = await this.opts.store.get(id);
+    if (!o || o.deleted || o.type !== t.def.name) return undefined;
+    if (scope !== 'everything' && !scope.canRead(o)) return undefined;
+    return o;
+  }
+
+  private rootDse(): Entry {
+    const attrs = new Map<string, { name: string; values: string[]; operational: boolean }>();
+    const add = (name: string, values: string[]): void => void attrs.set(attrKey(name), { name, values, operational: false });
+    add('objectClass', ['top', 'extensibleObject']);
+    add('namingContexts', [this.layout.base]);
+    add('supportedLDAPVersion', ['3']);
+    add('supportedControl', [PAGED]);
+    add('supportedExtension', [WHOAMI, PASSWD]);
+    add('supportedFeatures', ['1.3.6.1.4.1.4203.1.5.1', '1.3.6.1.4.1.4203.1.5.3']);
+    add('vendorName', ['Meridian']);
+    return { dn: '', attrs };
+  }
+
+  private encode(messageId: number, entry: Entry, sel: Selection): Buffer {
+    const parts: Buffer[] = [];
+    for (const [key, a] of entry.attrs) {
+      const wanted = a.operational ? sel.allOperational || sel.named.has(key) : sel.allUser || sel.named.has(key);
+      if (wanted) parts.push(attribute(a.name, sel.typesOnly ? [] : a.values));
+    }
+    return searchEntry(messageId, entry.dn, Buffer.concat(parts));
+  }
+
+  // ---- compare ------------------------------------------------------------
+
+  private async compare(req: LdapRequest): Promise<Buffer> {
+    const s = this.session(req.connection);
+    const scope = await this.scopeOf(s);
+    const dn = String(req.entry ?? '');
+    const loc = this.layout.locate(dn);
+    const key = attrKey(req.attribute ?? '');
+    if (key === 'userpassword') throw new LdapFailure(ResultCode.insufficientAccessRights, 'passwords cannot be compared; check one with a bind');
+    let entry: Entry | undefined;
+    if (loc.kind === 'entry') {
+      const o = await this.readable(loc.type, loc.id, scope);
+      entry = o && (await this.entries.object(loc.type, o));
+    } else if (loc.kind === 'base') entry = this.entries.base();
+    else if (loc.kind === 'container') entry = this.entries.container(loc.type);
+    if (!entry) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`);
+    const values = entrySource(entry).values(key);
+    if (!values) throw new LdapFailure(ResultCode.noSuchAttribute, `${dn} has no ${req.attribute}`);
+    const match = evaluate({ k: 'eq', a: key, v: fold(key, String(req.value ?? '')) }, entrySource(entry)) === true;
+    return result(req.messageId, Op.compare, match ? ResultCode.compareTrue : ResultCode.compareFalse, '');
+  }
+
+  // ---- modify -------------------------------------------------------------
+
+  private async modify(req: LdapRequest): Promise<Buffer> {
+    const s = this.session(req.connection);
+    if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: anonymous clients cannot modify entries');
+    const dn = String(req.object ?? '');
+    const loc = this.layout.locate(dn);
+    if (loc.kind !== 'entry') throw new LdapFailure(ResultCode.unwillingToPerform, `only object entries can be modified; ${dn || 'the root DSE'} is not one`);
+    const t = loc.type;
+    const scope = await this.scopeOf(s);
+    const o = await this.readable(t, loc.id, scope);
+    if (!o) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`, this.layout.containerDn(t));
+    const update: Record<string, unknown> = {};
+    const current = (field: string): string[] => {
+      if (field in update) return (update[field] as string[] | null) ?? [];
+      const v = o.fields[field];
+      return v === undefined ? [] : (Array.isArray(v) ? v : [v]).map(String);
+    };
+    for (const change of req.changes ?? []) {
+      const mod = change.modification;
+      const key = attrKey(mod.type);
+      const target = t.attributes.get(key);
+      if (!target || target.field.kind === 'ref') {
+        throw new LdapFailure(
+          target ? ResultCode.unwillingToPerform : ResultCode.undefinedAttributeType,
+          target ? `${mod.type} shows another object (${target.field.to}); change the reference through the XML gateway` : `${mod.type} cannot be changed over LDAP: it is not one of the attributes of a ${t.def.name}`,
+        );
+      }
+      const f = target.field;
+      const values = (mod.values ?? []).map(String);
+      let next: string[];
+      switch (change.operation) {
+        case 'replace':
+          next = values;
+          break;
+        case 'add': {
+          const have = current(f.name);
+          const dup = values.find((v) => have.some((h) => fold(key, h) === fold(key, v)));
+          if (dup !== undefined && f.kind !== 'password') throw new LdapFailure(20, `${mod.type} already holds "${dup}"`);
+          next = f.kind === 'password' ? values : [...have, ...values];
+          break;
+        }
+        case 'delete': {
+          const have = current(f.name);
+          if (values.length === 0 || f.kind === 'password') next = [];
+          else {
+            const missing = values.find((v) => !have.some((h) => fold(key, h) === fold(key, v)));
+            if (missing !== undefined) throw new LdapFailure(ResultCode.noSuchAttribute, `${mod.type} does not hold "${missing}"`);
+            next = have.filter((h) => !values.some((v) => fold(key, h) === fold(key, v)));
+          }
+          break;
+        }
+        default:
+          throw new LdapFailure(ResultCode.protocolError, `unknown modify operation ${String(change.operation)}`);
+      }
+      if (!f.multi && next.length > 1) throw new LdapFailure(ResultCode.constraintViolation, `${mod.type} holds one value on a ${t.def.name}`);
+      update[f.name] = next.length === 0 ? null : f.multi ? next : next[0];
+    }
+    if (Object.keys(update).length === 0) return result(req.messageId, Op.modify, ResultCode.success, '');
+    await authorizeWrite(scope === 'everything' ? await this.opts.scope(s.principal) : scope, (x) => this.opts.store.get(x), 'update', o.id, t.def.name, update);
+    await this.opts.writer.update(o.id, update, { principal: principalName(s.principal), credential: s.credential, ifVersion: o.version });
+    const pw = this.opts.store.schema.access?.passwordField;
+    if (pw && pw in update && s.principal.kind === 'person' && s.principal.id === o.id && typeof update[pw] === 'string') {
+      s.credential = { user: s.credential!.user, password: update[pw] as string };
+    }
+    return result(req.messageId, Op.modify, ResultCode.success, '');
+  }
+
+  // ---- extended operations --------------------------------------------------
+
+  private async whoami(req: LdapRequest): Promise<Buffer> {
+    const s = this.session(req.connection);
+    return result(req.messageId, Op.extended, ResultCode.success, '', { extra: s.principal ? [octets(`dn:${s.dn}`, 0x8b)] : [] });
+  }
+
+  /** RFC 3062: a person changes their own password (with the old one, or bound with it); the admin anyone's. */
+  private async passwordModify(req: LdapRequest): Promise<Buffer> {
+    const s = this.session(req.connection);
+    if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: changing a password needs the old one or the admin');
+    const value = (req.requestValue ?? {}) as { userIdentity?: string; oldPassword?: string; newPassword?: string };
+    const access = this.opts.store.schema.access;
+    if (!access) throw new LdapFailure(ResultCode.unwillingToPerform, 'this schema has no persons with passwords');
+    let target: StoredObject | undefined;
+    if (value.userIdentity) {
+      const loc = this.layout.locate(value.userIdentity);
+      if (loc.kind === 'entry') target = await this.opts.store.get(loc.id);
+      else if (loc.kind === 'login') target = (await this.opts.store.lookup(access.principalType, this.layout.loginAttrs.get(loc.attr)!, loc.value)).items[0];
+      else throw new LdapFailure(ResultCode.noSuchObject, `${value.userIdentity} is not a person's entry`);
+    } else if (s.principal.kind === 'person') {
+      target = await this.opts.store.get(s.principal.id);
+    } else {
+      throw new LdapFailure(ResultCode.unwillingToPerform, 'the admin has no entry here; name the person whose password to change (ldappasswd ... DN)');
+    }
+    if (!target || target.deleted || target.type !== access.principalType) throw new LdapFailure(ResultCode.noSuchObject, `there is no person ${value.userIdentity ?? ''}`);
+    const self = s.principal.kind === 'person' && s.principal.id === target.id;
+    if (!self && s.principal.kind !== 'admin') {
+      throw new LdapFailure(ResultCode.insufficientAccessRights, "only the admin may change another person's password");
+    }
+    if (self && value.oldPassword !== undefined && value.oldPassword !== s.credential?.password) {
+      const p = await this.opts.authenticate(s.credential!.user, value.oldPassword);
+      if (!p) throw new LdapFailure(ResultCode.invalidCredentials, 'the old password is wrong');
+    }
+    const generated = value.newPassword ? undefined : randomBytes(12).toString('base64url');
+    const password = value.newPassword ?? generated!;
+    await this.opts.writer.update(target.id, { [access.passwordField]: password }, { principal: principalName(s.principal), credential: s.credential });
+    if (self) s.credential = { user: s.credential!.user, password };
+    // a generated password goes back in the response: SEQUENCE { genPasswd [0] }
+    const extra = generated ? [tlv(0x8b, tlv(0x30, octets(generated, 0x80)))] : [];
+    return result(req.messageId, Op.extended, ResultCode.success, '', { extra });
+  }
+}
+
+function select(attributes: readonly string[], typesOnly: boolean): Selection {
+  const named = new Set<string>();
+  let allUser = attributes.length === 0;
+  let allOperational = false;
+  for (const a of attributes) {
+    if (a === '*') allUser = true;
+    else if (a === '+') allOperational = true;
+    else if (a !== '1.1') named.add(attrKey(a));
+  }
+  // an explicit "1.1" alone asks for no attributes
+  if (attributes.length === 1 && attributes[0] === '1.1') allUser = false;
+  return { allUser, allOperational, named, typesOnly };
+}
+
+/** The response operation for a request operation (request tag + 1, except extended). */
+function responseOp(requestOp: number): number {
+  switch (requestOp) {
+    case 0x60:
+      return Op.bind;
+    case 0x63:
+      return Op.searchDone;
+    case 0x66:
+      return Op.modify;
+    case 0x68:
+      return Op.add;
+    case 0x4a:
+      return Op.del;
+    case 0x6c:
+      return Op.modDn;
+    case 0x6e:
+      return Op.compare;
+    default:
+      return Op.extended;
+  }
+}
+
+/** The result code inside an encoded response, for metrics. */
+function resultCodeOf(message: Buffer): number | undefined {
+  // SEQUENCE { INTEGER id, [APPLICATION n] { ENUMERATED code ... } }: skip the lengths
+  let i = 1;
+  const skipLength = (): void => {
+    const b = message[i++]!;
+    if (b & 0x80) i += b & 0x7f;
+  };
+  skipLength();
+  i++; // INTEGER tag
+  const idLength = message[i++]!;
+  i += idLength;
+  i++; // operation tag
+  skipLength();
+  if (message[i] !== 0x0a) return undefined;
+  return message[i + 2];
+}

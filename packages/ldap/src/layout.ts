@@ -1,0 +1,155 @@
+import ldap from 'ldapjs';
+import type { FieldDef, Schema, TypeDef } from '@meridian/store';
+import { attrKey } from './filter.js';
+
+const { DN } = ldap;
+
+/** The attribute of every object entry's RDN: the object id, which never changes, so renames never move entries. */
+export const ID_ATTR = 'meridianId';
+
+export interface MappedType {
+  readonly def: TypeDef;
+  readonly container: string;
+  readonly objectClasses: readonly string[];
+  /** the schema's LDAP attribute name per field */
+  readonly fields: ReadonlyMap<string, { name: string; field: FieldDef }>;
+  /** by canonical attribute key: the field it comes from */
+  readonly attributes: ReadonlyMap<string, { name: string; field: FieldDef }>;
+}
+
+/** Where a DN points. */
+export type Location =
+  | { kind: 'root' }
+  | { kind: 'base' }
+  | { kind: 'container'; type: MappedType }
+  | { kind: 'entry'; type: MappedType; id: string }
+  /** `uid=jdoe,...` or `mail=...`: a login name written as a DN (binds only) */
+  | { kind: 'login'; attr: string; value: string }
+  | { kind: 'admin' }
+  /** not in this directory: the deepest entry of the base that matched, for matchedDN */
+  | { kind: 'none'; matched: string };
+
+type Rdn = [key: string, value: string];
+
+function parse(dn: string): Rdn[] | undefined {
+  try {
+    const parsed = DN.fromString(dn);
+    const out: Rdn[] = [];
+    for (let i = 0; i < parsed.length; i++) {
+      const rdn = parsed.rdnAt(i);
+      const keys = [...rdn.keys()];
+      // multi-valued RDNs (a+b=c) never name our entries
+      if (keys.length !== 1) return [['', '']];
+      const value = rdn.getValue(keys[0]!);
+      out.push([attrKey(keys[0]!), typeof value === 'string' ? value : String(value)]);
+    }
+    return out;
+  } catch {
+    return undefined;
+  }
+}
+
+export class InvalidDn extends Error {}
+
+/**
+ * The directory tree: the base DN, one `ou` container per mapped type, and
+ * one entry per object, `meridianId=<id>,ou=<container>,<base>`. The admin
+ * binds as `cn=admin,<base>`.
+ */
+export class DirectoryLayout {
+  readonly base: string;
+  private readonly baseRdns: Rdn[];
+  readonly types = new Map<string, MappedType>();
+  private readonly byContainer = new Map<string, MappedType>();
+  /** login fields as attribute keys, from the schema's access rules */
+  readonly loginAttrs: ReadonlyMap<string, string>;
+
+  constructor(
+    readonly schema: Schema,
+    baseDn: string,
+  ) {
+    const rdns = parse(baseDn);
+    if (!rdns || rdns.length === 0 || rdns.some(([k]) => k === '')) throw new InvalidDn(`the base DN "${baseDn}" is not a DN such as dc=example,dc=com`);
+    this.baseRdns = rdns;
+    this.base = DN.fromString(baseDn).toString();
+    for (const def of schema.types.values()) {
+      if (!def.ldapObjectClass || !def.ldapContainer || def.system) continue;
+      const fields = new Map<string, { name: string; field: FieldDef }>();
+      const attributes = new Map<string, { name: string; field: FieldDef }>();
+      for (const f of def.fields.values()) {
+        if (!f.ldap) continue;
+        fields.set(f.name, { name: f.ldap, field: f });
+        // the first field wins an attribute (Person maps both o and its organisation; there is one o)
+        if (!attributes.has(attrKey(f.ldap))) attributes.set(attrKey(f.ldap), { name: f.ldap, field: f });
+      }
+      const t: MappedType = { def, container: def.ldapContainer, objectClasses: def.ldapObjectClass, fields, attributes };
+      this.types.set(def.name, t);
+      this.byContainer.set(def.ldapContainer.toLowerCase(), t);
+    }
+    const login = new Map<string, string>();
+    const access = schema.access;
+    const principal = access && this.types.get(access.principalType);
+    if (access && principal) {
+      for (const field of access.login) {
+        const attr = principal.fields.get(field)?.name;
+        if (attr) login.set(attrKey(attr), field);
+      }
+    }
+    this.loginAttrs = login;
+  }
+
+  get adminDn(): string {
+    return `cn=admin,${this.base}`;
+  }
+
+  containerDn(t: MappedType): string {
+    return `ou=${t.container},${this.base}`;
+  }
+
+  dnOf(t: MappedType, id: string): string {
+    // ids are letters, digits, ".", "_" and "-": nothing to escape
+    return `${ID_ATTR}=${id},ou=${t.container},${this.base}`;
+  }
+
+  mappedType(name: string): MappedType | undefined {
+    return this.types.get(name);
+  }
+
+  /** Where a DN points; throws InvalidDn when it is not a DN at all. */
+  locate(dn: string): Location {
+    if (dn.trim() === '') return { kind: 'root' };
+    const rdns = parse(dn);
+    if (!rdns) throw new InvalidDn(`"${dn}" is not a valid DN`);
+    // a bare uid=... or mail=... names a login wherever it is written
+    if (rdns.length === 1 && this.loginAttrs.has(rdns[0]![0])) {
+      return { kind: 'login', attr: rdns[0]![0], value: rdns[0]![1] };
+    }
+    const n = this.baseRdns.length;
+    if (!this.underBase(rdns.slice(-n)) || rdns.length < n) return { kind: 'none', matched: '' };
+    const rel = rdns.slice(0, rdns.length - n);
+    if (rel.length === 0) return { kind: 'base' };
+    const [k0, v0] = rel[0]!;
+    if (this.loginAttrs.has(k0)) return { kind: 'login', attr: k0, value: v0 };
+    if (rel.length === 1 && k0 === 'cn' && v0.toLowerCase() === 'admin') return { kind: 'admin' };
+    const last = rel[rel.length - 1]!;
+    const type = last[0] === 'ou' ? this.byContainer.get(last[1].toLowerCase()) : undefined;
+    if (!type) return { kind: 'none', matched: this.base };
+    if (rel.length === 1) return { kind: 'container', type };
+    if (rel.length === 2 && k0 === ID_ATTR.toLowerCase()) return { kind: 'entry', type, id: v0 };
+    return { kind: 'none', matched: this.containerDn(type) };
+  }
+
+  private underBase(tail: Rdn[]): boolean {
+    if (tail.length !== this.baseRdns.length) return false;
+    return tail.every(([k, v], i) => k === this.baseRdns[i]![0] && v.toLowerCase() === this.baseRdns[i]![1].toLowerCase());
+  }
+
+  /** The base entry's own attributes, from its first RDN. */
+  baseEntry(): { objectClasses: string[]; attrs: Record<string, string[]> } {
+    const [k, v] = this.baseRdns[0]!;
+    if (k === 'dc') return { objectClasses: ['top', 'dcObject', 'organization'], attrs: { dc: [v], o: [v] } };
+    if (k === 'o') return { objectClasses: ['top', 'organization'], attrs: { o: [v] } };
+    if (k === 'ou') return { objectClasses: ['top', 'organizationalUnit'], attrs: { ou: [v] } };
+    return { objectClasses: ['top', 'extensibleObject'], attrs: { [k]: [v] } };
+  }
+}
