@@ -556,7 +556,8 @@ export class LdapGateway {
 
   private async whoami(req: LdapRequest): Promise<Buffer> {
     const s = this.session(req.connection);
-    return result(req.messageId, Op.extended, ResultCode.success, '', { extra: s.principal ? [octets(`dn:${s.dn}`, 0x8b)] : [] });
+    // an empty authzId is anonymous (RFC 4532)
+    return result(req.messageId, Op.extended, ResultCode.success, '', { extra: [octets(s.principal ? `dn:${s.dn}` : '', 0x8b)] });
   }
 
   /** RFC 3062: a person changes their own password (with the old one, or bound with it); the admin anyone's. */

@@ -1,0 +1,320 @@
+/**
+ * The LDAP gateway against Debian's ldap-utils, the clients people use: the
+ * Thunderbird filter on mixed-case data, paged results, limits, binds,
+ * WhoAmI, password modify, modify, compare, refused writes, access rules,
+ * LDAPS, and requests that must not take the node down.
+ */
+import t, { type Test } from 'tap';
+import { createHash, randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
+import type { MeridianNode } from '@meridian/node';
+import { ADMIN_PW, PERSON_PW, seed, startXmlNode } from './helpers/xml-node.js';
+import { freePort } from './helpers/free-port.js';
+import { ldapTool, parseLdif } from './helpers/ldap-utils.js';
+import { makeCerts } from './helpers/certs.js';
+import { tempDir } from './helpers/tmp.js';
+
+const BASE = 'dc=example,dc=com';
+const ADMIN_DN = `cn=admin,${BASE}`;
+const dnOf = (id: string): string => `meridianId=${id},ou=people,${BASE}`;
+
+interface Directory {
+  node: MeridianNode;
+  url: string;
+  port: number;
+}
+
+async function directory(t: Test, flags: Record<string, string | number> = {}): Promise<Directory> {
+  const port = await freePort();
+  const node = await startXmlNode(t, { ldapPort: port, ...flags });
+  await seed(node);
+  return { node, url: `ldap://127.0.0.1:${port}`, port };
+}
+
+const search = (d: Directory, bind: [string, string] | null, args: string[]) =>
+  ldapTool('ldapsearch', ['-x', '-LLL', '-H', d.url, ...(bind ? ['-D', bind[0], '-w', bind[1]] : []), ...args]);
+const asAdmin: [string, string] = [ADMIN_DN, ADMIN_PW];
+
+t.test('the Thunderbird filter on mixed-case data, answered with givenName and telephoneNumber', async (t) => {
+  const d = await directory(t);
+  const s = d.node.store;
+  await s.create('Person', { cn: 'JoAnna McJOHNSON', givenName: 'JoAnna', sn: 'McJOHNSON', organisation: 'org-c1', telephoneNumber: ['+27 021 555 0199', '+27 82 000 0001'] }, { id: 'per-joanna' });
+  await s.create('Person', { cn: 'Peter Smith', givenName: 'Peter', sn: 'Smith', mail: ['BJORN@Example.com'], organisation: 'org-c1' }, { id: 'per-mailjo' });
+  await s.create('Person', { cn: 'Jonas Black', sn: 'Black', organisation: 'org-c2' }, { id: 'per-jonas' });
+  await s.create('Person', { cn: 'Nobody Here', givenName: 'Nobody', sn: 'Here', organisation: 'org-c2' }, { id: 'per-nobody' });
+  const r = await search(d, asAdmin, ['-b', BASE, '(|(cn=*jo*)(mail=*jo*)(givenName=*jo*)(sn=*jo*))', 'givenName', 'TELEPHONENUMBER']);
+  t.equal(r.code, 0, r.stderr);
+  const entries = parseLdif(r.stdout);
+  t.same(entries.map((e) => e.dn).sort(), [dnOf('per-joanna'), dnOf('per-jonas'), dnOf('per-mailjo')].sort(), 'matches in cn, mail and givenName, whatever their case, and nothing else');
+  const jo = entries.find((e) => e.dn === dnOf('per-joanna'))!;
+  t.same(jo.attrs, { givenName: ['JoAnna'], telephoneNumber: ['+27 021 555 0199', '+27 82 000 0001'] }, 'the attributes asked for in capitals come back, multi-valued ones whole');
+  // the same filter in another case, and the value folded the way telephone numbers match
+  const again = await search(d, asAdmin, ['-b', BASE, '(|(CN=*JO*)(Mail=*jO*)(GIVENNAME=*Jo*)(sn=*jo*))', '1.1']);
+  t.equal(parseLdif(again.stdout).length, 3);
+  const phone = await search(d, asAdmin, ['-b', BASE, '(telephoneNumber=+27-021-5550199)', 'cn']);
+  t.same(parseLdif(phone.stdout).map((e) => e.dn), [dnOf('per-joanna')], 'telephone numbers match without spaces and hyphens');
+});
+
+t.test('the whole filter language, scopes, and requested attributes', async (t) => {
+  const d = await directory(t);
+  const dns = async (filter: string, extra: string[] = ['-b', BASE]): Promise<string[]> => {
+    const r = await search(d, asAdmin, [...extra, filter, '1.1']);
+    t.equal(r.code, 0, `${filter}: ${r.stderr}`);
+    return parseLdif(r.stdout).map((e) => e.dn).sort();
+  };
+  t.same(await dns('(&(objectClass=inetOrgPerson)(employeeType=customer-contact))'), [dnOf('per-c1'), dnOf('per-c2')].sort(), 'and, equality on a multi-valued attribute');
+  t.same(await dns('(&(objectClass=inetOrgPerson)(!(employeeType=*)))'), [], 'not and presence');
+  t.same(await dns('(&(uid=contact*)(!(uid=*2)))'), [dnOf('per-c1')], 'initial and final substrings');
+  t.same(await dns('(uid~=CONTACT1)'), [dnOf('per-c1')], 'approx matches like equality');
+  t.same(await dns('(&(objectClass=inetOrgPerson)(uid>=r)(uid<=t))'), [dnOf('per-radmin'), dnOf('per-staff')].sort(), 'greater and less');
+  t.same(await dns('(o=customer one)'), [`meridianId=org-c1,ou=organisations,${BASE}`, dnOf('per-c1'), dnOf('per-c1b')].sort(), "a person's o is its organisation's name");
+  t.same(await dns('(objectClass=*)', ['-b', `ou=people,${BASE}`, '-s', 'one']), ['per-c1', 'per-c1b', 'per-c2', 'per-radmin', 'per-staff'].map(dnOf).sort(), 'one level');
+  t.same(await dns('(objectClass=*)', ['-b', dnOf('per-c1'), '-s', 'base']), [dnOf('per-c1')], 'base');
+  t.equal((await dns('(objectClass=*)', ['-b', BASE, '-s', 'sub'])).length, 1 + 2 + 4 + 5, 'subtree: the base, two containers, four organisations and five persons');
+  const missing = await search(d, asAdmin, ['-b', `meridianId=per-nope,ou=people,${BASE}`, '-s', 'base', '(objectClass=*)']);
+  t.equal(missing.code, 32, 'no such object');
+  t.match(missing.stdout + missing.stderr, /Matched DN: ou=people,dc=example,dc=com/);
+
+  const all = await search(d, asAdmin, ['-b', dnOf('per-c1'), '-s', 'base', '(objectClass=*)', '*', '+']);
+  const e = parseLdif(all.stdout)[0]!;
+  for (const a of ['cn', 'sn', 'mail', 'telephoneNumber', 'o', 'uid', 'objectClass', 'meridianEntitlement', 'entryUUID', 'createTimestamp', 'modifyTimestamp', 'entryDN']) t.ok(e.attrs[a], `${a} is returned`);
+  t.notOk(e.attrs['userPassword'], 'userPassword is never returned');
+  t.same(e.attrs['meridianEntitlement'], ['Office'], "the person's entitlements: its organisation's licensed products");
+  t.match(e.attrs['createTimestamp']![0]!, /^\d{14}Z$/);
+  const plain = parseLdif((await search(d, asAdmin, ['-b', dnOf('per-c1'), '-s', 'base', '(objectClass=*)'])).stdout)[0]!;
+  t.notOk(plain.attrs['entryUUID'], 'operational attributes only with + or by name');
+  const named = parseLdif((await search(d, asAdmin, ['-b', dnOf('per-c1'), '-s', 'base', '(objectClass=*)', 'ENTRYUUID', 'userPassword'])).stdout)[0]!;
+  t.same(Object.keys(named.attrs), ['entryUUID'], 'an operational attribute by name, in any case; userPassword not even when asked');
+});
+
+t.test('paged results, size limits and the time limit', async (t) => {
+  const d = await directory(t, { ldapSizeLimit: 20 });
+  const s = d.node.store;
+  for (let i = 0; i < 45; i++) await s.create('Person', { cn: `Paged ${i}`, sn: 'Paged', organisation: 'org-c2' }, { id: `per-paged-${String(i).padStart(2, '0')}` });
+  const paged = await search(d, asAdmin, ['-E', 'pr=10/noprompt', '-b', BASE, '(sn=paged)', 'cn']);
+  t.equal(paged.code, 0, paged.stderr);
+  const got = parseLdif(paged.stdout).map((e) => e.dn);
+  t.equal(got.length, 45, 'every entry, in pages');
+  t.equal(new Set(got).size, 45, 'no entry twice');
+  t.equal((paged.stdout.match(/pagedresults: cookie=/g) ?? []).length, 5, 'in five pages of at most ten');
+  const limited = await search(d, asAdmin, ['-z', '7', '-b', BASE, '(sn=paged)', 'cn']);
+  t.equal(limited.code, 4, 'sizeLimitExceeded');
+  t.equal(parseLdif(limited.stdout).length, 7);
+  const exact = await search(d, asAdmin, ['-z', '45', '-b', BASE, '(sn=paged)', 'cn']);
+  t.equal(exact.code, 0, 'a limit equal to the matches is not exceeded');
+  const staff: [string, string] = ['uid=staff1', PERSON_PW];
+  const capped = await search(d, staff, ['-b', BASE, '(sn=paged)', 'cn']);
+  t.equal(capped.code, 4, "the server's size limit holds for everyone but the admin");
+  t.equal(parseLdif(capped.stdout).length, 20);
+  const pagedPastCap = await search(d, staff, ['-E', 'pr=10/noprompt', '-b', BASE, '(sn=paged)', 'cn']);
+  t.equal(parseLdif(pagedPastCap.stdout).length, 45, 'paged results reach past it page by page');
+  const cookie = await search(d, asAdmin, ['-E', 'pr=10/noprompt', '-b', BASE, '(sn=paged)', 'cn']);
+  t.equal(cookie.code, 0);
+});
+
+t.test('binds: by DN, uid and mail; the admin; empty, wrong and unauthenticated passwords; WhoAmI', async (t) => {
+  const d = await directory(t);
+  const who = (dn: string, pw: string) => ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', dn, '-w', pw]);
+  for (const name of [dnOf('per-c1'), 'uid=contact1', `uid=CONTACT1,ou=people,${BASE}`, 'mail=contact1@example.com']) {
+    const r = await who(name, PERSON_PW);
+    t.equal(r.code, 0, `${name}: ${r.stderr}`);
+    t.equal(r.stdout.trim(), `dn:${dnOf('per-c1')}`, `${name} binds as the person's entry`);
+  }
+  t.equal((await who(ADMIN_DN, ADMIN_PW)).stdout.trim(), `dn:${ADMIN_DN}`);
+  const wrong = await who('uid=contact1', 'not-it');
+  t.equal(wrong.code, 49, 'invalidCredentials');
+  t.match(wrong.stderr, /wrong name or password/);
+  t.equal((await who('uid=nobody-here', PERSON_PW)).code, 49, 'an unknown name is the same answer');
+  const empty = await who('uid=contact1', '');
+  t.equal(empty.code, 53, 'a name with an empty password is an unauthenticated bind, refused');
+  t.match(empty.stderr, /empty password/);
+  const anon = await ldapTool('ldapwhoami', ['-x', '-H', d.url]);
+  t.equal(anon.stdout.trim(), 'anonymous');
+});
+
+t.test('repeated failed binds for one name are slowed down; others are not', async (t) => {
+  const d = await directory(t);
+  const bind = async (name: string, pw: string): Promise<{ code: number; ms: number }> => {
+    const started = Date.now();
+    const r = await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', name, '-w', pw]);
+    return { code: r.code, ms: Date.now() - started };
+  };
+  const times: number[] = [];
+  for (let i = 0; i < 6; i++) times.push((await bind('uid=contact2', 'guess')).ms);
+  // three free failures, then 250, 500 and 1000 ms
+  t.ok(times[5]! >= 900, `the sixth failure waited (${times.join(', ')} ms)`);
+  t.ok(times[3]! >= 200 && times[0]! < 200, 'the first were not slowed, the fourth was');
+  const other = await bind('uid=contact1', PERSON_PW);
+  t.ok(other.code === 0 && other.ms < 500, 'another name binds at once');
+  const right = await bind('uid=contact2', PERSON_PW);
+  t.equal(right.code, 0, 'the right password still works, after the wait');
+  t.ok((await bind('uid=contact2', 'guess')).ms < 500, 'and a success clears the count');
+});
+
+t.test('{SSHA} hashes imported from OpenLDAP are accepted and upgraded at the next successful bind', async (t) => {
+  const d = await directory(t);
+  const salt = randomBytes(8);
+  const ssha = `{SSHA}${Buffer.concat([createHash('sha1').update('openldap-pw').update(salt).digest(), salt]).toString('base64')}`;
+  await d.node.store.create('Person', { cn: 'Imported', sn: 'Imported', uid: 'imported', password: ssha, organisation: 'org-c2' }, { id: 'per-imported' });
+  t.equal((await d.node.store.get('per-imported'))!.fields['password'], ssha, 'kept as given: it is a hash, not a password');
+  const wrong = await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=imported', '-w', 'nope']);
+  t.equal(wrong.code, 49);
+  const r = await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=imported', '-w', 'openldap-pw']);
+  t.equal(r.code, 0, r.stderr);
+  let stored = '';
+  for (let i = 0; i < 50 && !stored.startsWith('$scrypt$'); i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    stored = String((await d.node.store.get('per-imported'))!.fields['password']);
+  }
+  t.match(stored, /^\$scrypt\$/, 'the hash is now scrypt');
+  t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=imported', '-w', 'openldap-pw'])).code, 0, 'and the password still works');
+});
+
+t.test('anonymous clients: root DSE only by default, everything under the read policy', async (t) => {
+  const d = await directory(t);
+  const dse = await search(d, null, ['-b', '', '-s', 'base', '(objectClass=*)', '+', '*']);
+  t.equal(dse.code, 0, dse.stderr);
+  const root = parseLdif(dse.stdout)[0]!;
+  t.same(root.attrs['namingContexts'], [BASE]);
+  t.same(root.attrs['supportedLDAPVersion'], ['3']);
+  t.ok(root.attrs['supportedControl']!.includes('1.2.840.113556.1.4.319'), 'paged results');
+  t.same(root.attrs['supportedExtension']!.sort(), ['1.3.6.1.4.1.4203.1.11.1', '1.3.6.1.4.1.4203.1.11.3']);
+  const refused = await search(d, null, ['-b', BASE, '(objectClass=*)']);
+  t.equal(refused.code, 50, 'insufficientAccessRights');
+  t.match(refused.stderr, /bind/);
+  const open = await directory(t, { ldapAnonymous: 'read' });
+  const r = await search(open, null, ['-b', BASE, '(objectClass=inetOrgPerson)', '1.1']);
+  t.equal(parseLdif(r.stdout).length, 5);
+});
+
+t.test('bound users see what the XML gateway would show them', async (t) => {
+  const d = await directory(t);
+  const visible = async (user: string): Promise<string[]> => {
+    const r = await search(d, [`uid=${user}`, PERSON_PW], ['-b', BASE, '(|(objectClass=inetOrgPerson)(objectClass=organization))', '1.1']);
+    t.equal(r.code, 0, r.stderr);
+    return parseLdif(r.stdout).map((e) => e.dn.split(',')[0]!.split('=')[1]!).filter((id) => id !== 'example').sort();
+  };
+  t.same(await visible('staff1'), ['org-c1', 'org-c2', 'org-r', 'org-vendor', 'per-c1', 'per-c1b', 'per-c2', 'per-radmin', 'per-staff'], 'staff: everything');
+  t.same(await visible('radmin'), ['org-c1', 'per-c1', 'per-c1b', 'per-radmin'], "a reseller admin: its customers and their contacts, and itself");
+  t.same(await visible('contact1'), ['org-c1', 'per-c1'], 'a customer contact: its organisation and itself');
+  const hidden = await search(d, ['uid=contact1', PERSON_PW], ['-b', dnOf('per-c2'), '-s', 'base', '(objectClass=*)']);
+  t.equal(hidden.code, 32, 'another customer is not there at all');
+});
+
+t.test('modify, compare and password modify go through the write path; add, delete and modrdn are refused', async (t) => {
+  const d = await directory(t);
+  const modify = (who: [string, string], ldif: string) => ldapTool('ldapmodify', ['-x', '-H', d.url, '-D', who[0], '-w', who[1]], { input: ldif });
+  const me: [string, string] = ['uid=contact1', PERSON_PW];
+  const ok = await modify(me, `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +27 021 555 0111\ntelephoneNumber: 0049 30 1234\n-\nadd: mobile\nmobile: +27 82 555 0000\n-\n`);
+  t.equal(ok.code, 0, ok.stderr);
+  const after = (await d.node.store.get('per-c1'))!;
+  t.same(after.fields['telephoneNumber'], ['+27 021 555 0111', '0049 30 1234'], 'stored exactly as given');
+  t.equal(after.fields['mobile'], '+27 82 555 0000');
+  const feed = await d.node.store.readFeed(after.seq - 1, 1);
+  t.equal(feed[0]!.principal, 'Person:per-c1', 'recorded as made by the person');
+  const roles = await modify(me, `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: employeeType\nemployeeType: staff\n`);
+  t.equal(roles.code, 50, 'a person cannot give themselves a role');
+  const other = await modify(me, `dn: ${dnOf('per-c1b')}\nchangetype: modify\nreplace: title\ntitle: Boss\n`);
+  t.equal(other.code, 32, "nor touch a colleague's entry they cannot see");
+  const bad = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: c\nc: South Africa\n`);
+  t.equal(bad.code, 19, 'a schema rule: constraintViolation');
+  t.match(bad.stderr, /c/);
+  const unknown = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: shoeSize\nshoeSize: 9\n`);
+  t.equal(unknown.code, 17, 'undefinedAttributeType');
+
+  const cmp = (dn: string, assertion: string) => ldapTool('ldapcompare', ['-x', '-H', d.url, '-D', me[0], '-w', me[1], dn, assertion]);
+  t.equal((await cmp(dnOf('per-c1'), 'telephoneNumber:0049301234')).code, 6, 'compareTrue');
+  t.equal((await cmp(dnOf('per-c1'), 'sn:someone-else')).code, 5, 'compareFalse');
+  t.equal((await cmp(dnOf('per-c1'), `userPassword:${PERSON_PW}`)).code, 50, 'passwords are not compared');
+
+  const passwd = (who: [string, string], args: string[]) => ldapTool('ldappasswd', ['-x', '-H', d.url, '-D', who[0], '-w', who[1], ...args]);
+  // ldappasswd exits 1 on any failure and prints the result code
+  const wrongOld = await passwd(me, ['-a', 'wrong-old', '-s', 'new-pw-1']);
+  t.match(wrongOld.stdout + wrongOld.stderr, /Invalid credentials \(49\)/, 'a wrong old password is refused');
+  t.equal((await passwd(me, ['-a', PERSON_PW, '-s', 'new-pw-1'])).code, 0, 'a person changes their own password with the old one');
+  t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact1', '-w', 'new-pw-1'])).code, 0, 'the new one works');
+  t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact1', '-w', PERSON_PW])).code, 49, 'the old one does not');
+  const notMine = await passwd(['uid=contact1', 'new-pw-1'], ['-s', 'x', dnOf('per-c2')]);
+  t.match(notMine.stdout + notMine.stderr, /Insufficient access \(50\)/, "not someone else's");
+  const gen = await passwd([ADMIN_DN, ADMIN_PW], [dnOf('per-c2')]);
+  t.equal(gen.code, 0, gen.stderr);
+  const generated = /New password: (\S+)/.exec(gen.stdout)?.[1];
+  t.ok(generated, 'the admin may set anyone\'s, and without -s the server generates one');
+  t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact2', '-w', generated!])).code, 0, 'which works');
+
+  const add = await ldapTool('ldapadd', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW], { input: `dn: uid=new,ou=people,${BASE}\nobjectClass: inetOrgPerson\ncn: New\nsn: New\n` });
+  t.equal(add.code, 53, 'add: unwillingToPerform');
+  t.match(add.stderr, /XML gateway/, 'saying where objects are managed');
+  t.equal((await ldapTool('ldapdelete', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW, dnOf('per-c1')])).code, 53, 'delete too');
+  t.equal((await ldapTool('ldapmodrdn', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW, dnOf('per-c1'), 'meridianId=per-x'])).code, 53, 'and modrdn');
+  const critical = await search(d, asAdmin, ['-e', '!1.2.3.4.5', '-b', BASE, '(uid=contact1)']);
+  t.equal(critical.code, 12, 'an unknown critical control: unavailableCriticalExtension');
+
+  const metrics = await (await fetch(`${d.node.url}/metrics`)).text();
+  t.match(metrics, /meridian_ldap_requests_total\{op="modify",result="0"\} [1-9]/);
+  t.match(metrics, /meridian_ldap_requests_total\{op="bind",result="49"\} [1-9]/);
+  t.match(metrics, /meridian_ldap_request_duration_seconds_count\{op="passwd"\} [1-9]/);
+});
+
+t.test('LDAPS with a configured certificate and key', async (t) => {
+  const certs = makeCerts(tempDir(t));
+  const port = await freePort();
+  const node = await startXmlNode(t, { ldapsPort: port, tlsCert: certs.cert, tlsKey: certs.key });
+  await seed(node);
+  const url = `ldaps://127.0.0.1:${port}`;
+  const r = await ldapTool('ldapwhoami', ['-x', '-H', url, '-D', 'uid=contact1', '-w', PERSON_PW], { env: { LDAPTLS_CACERT: certs.ca, LDAPTLS_REQCERT: 'demand' } });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout.trim(), `dn:${dnOf('per-c1')}`);
+  const untrusted = await ldapTool('ldapwhoami', ['-x', '-H', url, '-D', 'uid=contact1', '-w', PERSON_PW], { env: { LDAPTLS_CACERT: '/dev/null', LDAPTLS_REQCERT: 'demand' } });
+  t.not(untrusted.code, 0, 'a client that does not trust the CA refuses the server');
+});
+
+/** Sends raw bytes on a fresh connection and waits for the server to answer or close. */
+function raw(port: number, bytes: Buffer): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const s = connect(port, '127.0.0.1', () => s.write(bytes));
+    s.on('data', (c) => chunks.push(c));
+    s.on('error', () => {});
+    s.on('close', () => resolve(Buffer.concat(chunks)));
+    setTimeout(() => s.destroy(), 1500);
+  });
+}
+
+t.test('malformed BER, oversized requests and deep filters get an error or a closed connection; the node lives', async (t) => {
+  const d = await directory(t);
+  const cases: [string, Buffer][] = [
+    ['not BER at all', Buffer.from('GET / HTTP/1.1\r\n\r\n')],
+    ['a sequence of garbage', Buffer.from([0x30, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff])],
+    ['a length of four gigabytes', Buffer.from([0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x02])],
+    ['an indefinite length', Buffer.from([0x30, 0x80, 0x02, 0x01, 0x01, 0x00, 0x00])],
+    ['a truncated bind', Buffer.from([0x30, 0x0c, 0x02, 0x01, 0x01, 0x60, 0x07, 0x02, 0x01, 0x03, 0x04, 0x00, 0x80, 0x05])],
+    ['a thousand tiny messages in one write', Buffer.concat(Array.from({ length: 1000 }, (_, i) => Buffer.from([0x30, 0x05, 0x02, 0x01, i & 0x7f, 0x42, 0x00])))],
+    ['an unknown operation', Buffer.from([0x30, 0x06, 0x02, 0x01, 0x01, 0x7f, 0x01, 0x00])],
+    ['two megabytes of request', Buffer.concat([Buffer.from([0x30, 0x83, 0x20, 0x00, 0x00]), Buffer.alloc(0x200000, 0x41)])],
+  ];
+  // a search whose filter nests a thousand levels of (!...)
+  const depth = 1000;
+  let filter = Buffer.from([0x87, 0x02, 0x63, 0x6e]); // (cn=*)
+  for (let i = 0; i < depth; i++) filter = Buffer.concat([Buffer.from([0xa2, ...berLength(filter.length)]), filter]);
+  const body = Buffer.concat([Buffer.from([0x04, 0x00, 0x0a, 0x01, 0x02, 0x0a, 0x01, 0x00, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x01, 0x01, 0x00]), filter, Buffer.from([0x30, 0x00])]);
+  const op = Buffer.concat([Buffer.from([0x63, ...berLength(body.length)]), body]);
+  const msg = Buffer.concat([Buffer.from([0x02, 0x01, 0x07]), op]);
+  cases.push(['a filter nested a thousand deep', Buffer.concat([Buffer.from([0x30, ...berLength(msg.length)]), msg])]);
+  for (const [name, bytes] of cases) {
+    await raw(d.port, bytes);
+    const alive = await search(d, asAdmin, ['-b', BASE, '(uid=contact1)', '1.1']);
+    t.equal(alive.code, 0, `after ${name} the directory still answers`);
+  }
+  const wide = `(|${Array.from({ length: 2000 }, (_, i) => `(cn=x${i})`).join('')})`;
+  const tooWide = await search(d, asAdmin, ['-b', BASE, wide, '1.1']);
+  t.equal(tooWide.code, 53, 'a filter of 2,000 terms is refused');
+  t.match(tooWide.stderr, /terms/);
+});
+
+function berLength(n: number): number[] {
+  if (n < 0x80) return [n];
+  const out: number[] = [];
+  for (let v = n; v > 0; v = Math.floor(v / 256)) out.unshift(v & 0xff);
+  return [0x80 | out.length, ...out];
+}
