@@ -1,0 +1,125 @@
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import ldap from 'ldapjs';
+import { parseSchema, Store } from '@meridian/store';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { attrKey, convertFilter, evaluate, fold, FilterTooComplex, substringMatch, type AttrSource } from '../dist/filter.js';
+import { MessageFramer } from '../dist/framing.js';
+import { BindThrottle } from '../dist/bind-throttle.js';
+import { DirectoryIndex } from '../dist/directory-index.js';
+import { DirectoryLayout } from '../dist/layout.js';
+import { prng } from '../../../test/helpers/prng.js';
+
+const parse = (s: string) => convertFilter((ldap as unknown as { parseFilter(s: string): unknown }).parseFilter(s), { depth: 32, nodes: 512 });
+const source = (attrs: Record<string, string[]>): AttrSource => ({
+  values: (a) => attrs[a]?.map((v) => fold(a, v)),
+  knows: () => true,
+});
+
+t.test('filters: case-insensitive, three-valued, with aliases and options', async (t) => {
+  const e = source({ cn: ['JoAnna McJohnson'], mail: ['JA@Example.COM'], telephonenumber: ['+27 021 555-0100'], objectclass: ['inetOrgPerson'] });
+  t.equal(evaluate(parse('(CN=joanna mcjohnson)'), e), true);
+  t.equal(evaluate(parse('(commonName=*MCJ*)'), e), true, 'an alias');
+  t.equal(evaluate(parse('(telephoneNumber=+270215550100)'), e), true, 'telephone numbers ignore spaces and hyphens');
+  t.equal(evaluate(parse('(mail=*@example.com)'), e), true);
+  t.equal(evaluate(parse('(!(sn=*))'), e), true, 'absent: presence is false, so not is true');
+  t.equal(evaluate(parse('(|(cn=nobody)(sn=x))'), e), false);
+  t.equal(evaluate(parse('(&(cn=*jo*)(cn=*son))'), e), true);
+  t.equal(evaluate(parse('(cn:=joanna mcjohnson)'), e), true, 'an extensible filter with no rule is equality');
+  t.equal(evaluate(parse('(cn:1.2.3.4:=x)'), e), undefined, 'an unknown matching rule is undefined');
+  t.equal(evaluate(parse('(!(cn:1.2.3.4:=x))'), e), undefined, 'and so is its negation');
+  t.equal(evaluate(parse('(|(cn:1.2.3.4:=x)(cn=joanna*))'), e), true);
+  t.equal(attrKey('SurName;x-y'), 'sn');
+  t.ok(substringMatch('abcabc', { initial: 'ab', any: ['ca'], final: 'bc' }));
+  t.notOk(substringMatch('abc', { initial: 'ab', any: [], final: 'bc' }), 'initial and final may not overlap');
+  const deep = `${'(!'.repeat(40)}(cn=x)${')'.repeat(40)}`;
+  t.throws(() => parse(deep), FilterTooComplex);
+});
+
+t.test('the message framer: whole messages, split or joined, and a bound', async (t) => {
+  const got: number[] = [];
+  const errors: string[] = [];
+  const f = new MessageFramer(100, (m) => got.push(m.length), (e) => errors.push(e));
+  const msg = (n: number): Buffer => Buffer.concat([Buffer.from([0x30, n]), Buffer.alloc(n, 1)]);
+  const long = Buffer.concat([Buffer.from([0x30, 0x81, 90]), Buffer.alloc(90, 2)]);
+  const all = Buffer.concat([msg(3), msg(0), long, msg(5)]);
+  for (let i = 0; i < all.length; i++) f.push(all.subarray(i, i + 1));
+  t.same(got, [5, 2, 93, 7], 'byte by byte');
+  got.length = 0;
+  f.push(all);
+  t.same(got, [5, 2, 93, 7], 'all at once');
+  f.push(Buffer.from([0x30, 0x82, 0x10, 0x00]));
+  t.match(errors[0], /over the limit/, 'a declared length over the limit is refused before it arrives');
+  const g = new MessageFramer(100, () => {}, (e) => errors.push(e));
+  g.push(Buffer.from([0x04, 0x00]));
+  t.match(errors[1], /did not start/);
+});
+
+t.test('bind throttle: free failures, doubling waits, a cap, cleared by success, forgotten', async (t) => {
+  let now = 0;
+  const b = new BindThrottle({ free: 2, baseMs: 100, maxMs: 350, forgetMs: 1000 }, () => now);
+  t.equal(b.delay('x'), 0);
+  b.failed('x');
+  b.failed('x');
+  t.equal(b.delay('x'), 100);
+  b.failed('x');
+  t.equal(b.delay('x'), 200);
+  b.failed('x');
+  t.equal(b.delay('x'), 350, 'capped');
+  t.equal(b.delay('y'), 0, 'per name');
+  b.succeeded('x');
+  t.equal(b.delay('x'), 0);
+  b.failed('z');
+  b.failed('z');
+  now = 5000;
+  t.equal(b.delay('z'), 0, 'forgotten after a quiet while');
+});
+
+t.test('the index finds exactly what a scan of every entry finds', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'meridian-ldap-index-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const schemaText = readFileSync(fileURLToPath(new URL('../../node/schema/crm.yaml', import.meta.url)), 'utf8');
+  const store = await Store.open({ dir, schema: parseSchema(schemaText), passwordCost: { N: 16, r: 1, p: 1 } });
+  t.teardown(() => store.close());
+  const rnd = prng(7);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+  const names = ['Jo', 'joanna', 'JOHN', 'Björn', 'Anna', 'Ann-Marie', 'Li', 'Zoë', 'O\'Brien', 'van der Berg', 'MacJohn'];
+  await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
+  const layout = new DirectoryLayout(store.schema, 'dc=example,dc=com');
+  const index = new DirectoryIndex(layout, store);
+  const people: Record<string, string[]>[] = [];
+  for (let i = 0; i < 300; i++) {
+    const given = pick(names);
+    const sn = `${pick(names)}${i % 7 === 0 ? ' Smith' : ''}`;
+    const fields: Record<string, unknown> = { cn: `${given} ${sn}`, sn, organisation: 'org-1' };
+    if (rnd() < 0.8) fields['givenName'] = given;
+    if (rnd() < 0.7) fields['mail'] = [`${given.toLowerCase().replace(/[^a-z]/g, '')}.${i}@Example.com`];
+    await store.create('Person', fields, { id: `per-${String(i).padStart(3, '0')}` });
+  }
+  // some changes after the index was built: updates, removals and deletes
+  for (let i = 0; i < 300; i += 9) await store.update(`per-${String(i).padStart(3, '0')}`, { givenName: pick(names), mail: null });
+  for (let i = 4; i < 300; i += 31) await store.delete(`per-${String(i).padStart(3, '0')}`);
+  await index.ready;
+  await index.settled();
+  const t0 = layout.types.get('Person')!;
+  const list = (await store.list('Person', { limit: 1000 })).items;
+  for (const o of list) people.push({ id: [o.id], cn: [String(o.fields['cn'])], sn: [String(o.fields['sn'])], givenname: o.fields['givenName'] ? [String(o.fields['givenName'])] : [], mail: (o.fields['mail'] as string[] | undefined) ?? [] });
+  const frags = ['jo', 'JO', 'an', 'ö', 'n-m', 'smith', 'x', 'b', "o'b", 'der b', 'example', 'j', 'ohn'];
+  const filters: string[] = [];
+  for (const f of frags) {
+    filters.push(`(|(cn=*${f}*)(mail=*${f}*)(givenName=*${f}*)(sn=*${f}*))`, `(cn=${f}*)`, `(sn=*${f})`, `(givenName=${f})`, `(&(cn=*${f}*)(!(mail=*)))`, `(&(objectClass=inetOrgPerson)(mail=*${f}*example*))`);
+  }
+  for (const text of filters) {
+    const f = parse(text.replace(/'/g, "'"));
+    const expected = people.filter((p) => evaluate(f, source({ ...p, objectclass: ['inetOrgPerson'] })) === true).map((p) => p.id[0]).sort();
+    const candidates = index.candidates(f, t0) ?? index.all(t0);
+    const answers = index.answers(new Set(['cn', 'mail', 'givenname', 'sn', 'objectclass']), t0);
+    const found = candidates.filter((slot) => evaluate(f, index.source(slot, t0)) === true).map((slot) => index.idOf(slot)).sort();
+    t.ok(answers, 'these attributes are all in the index');
+    t.same(found, expected, text);
+  }
+  index.close();
+});
