@@ -62,7 +62,9 @@ export interface FilterLimits {
   nodes: number;
 }
 
-export class FilterTooComplex extends Error {}
+export class FilterTooComplex extends Error {
+  override name = 'FilterTooComplex';
+}
 
 /** The parts of ldapjs's filter objects the conversion reads. */
 interface LdapjsFilter {
@@ -77,8 +79,7 @@ interface LdapjsFilter {
   initial?: string;
   any?: string[];
   final?: string;
-  matchType?: string;
-  rule?: string;
+  matchingRule?: string;
   dnAttributes?: boolean;
 }
 
@@ -124,7 +125,7 @@ export function convertFilter(input: unknown, limits: FilterLimits): Filter {
       }
       case 'ExtensibleFilter': {
         // (cn:caseIgnoreMatch:=x) and (cn:=x) are equality; other rules and dnAttributes are not supported
-        const rule = (f.rule ?? f.matchType ?? '').toLowerCase();
+        const rule = (f.matchingRule ?? '').toLowerCase();
         if (f.attribute && !f.dnAttributes && ['', 'caseignorematch', '2.5.13.2', 'caseexactmatch', '2.5.13.5'].includes(rule)) {
           return { k: 'eq', a, v: fold(a, text(f.value)) };
         }

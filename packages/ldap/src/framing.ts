@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { checkRequest } from './validate.js';
 
 /**
  * Cuts a connection's bytes into whole LDAP messages before ldapjs's parser
@@ -7,7 +8,8 @@ import type { Socket } from 'node:net';
  * recursion (a burst of small ones overflows the stack, outside any
  * try/catch, killing the process), and throws from some parse paths. Here a
  * message longer than the limit closes the connection as soon as its length
- * is read, and each message is handed over on its own, inside a try.
+ * is read, and each message is handed over on its own, inside a try, once
+ * its shape is checked (see validate.ts).
  */
 export class MessageFramer {
   private chunks: Buffer[] = [];
@@ -69,6 +71,8 @@ export function frameConnection(socket: Socket & { parser: { write(b: Buffer): u
   const framer = new MessageFramer(
     maxMessage,
     (message) => {
+      const problem = checkRequest(message);
+      if (problem) return fail(problem);
       try {
         socket.parser.write(message);
       } catch (e) {
