@@ -79,9 +79,12 @@ export class Processes {
     return p;
   }
 
-  /** Starts `bin/meridian serve ...args`; resolves to { pid, url, exited } once it listens. */
-  async serve(args) {
-    const child = spawn(process.execPath, [BIN, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
+  /**
+   * Starts `bin/meridian serve ...args`; resolves to { pid, url, exited } once it listens.
+   * execArgv are node's own flags for that process (e.g. --inspect=127.0.0.1:PORT for profiledRemote).
+   */
+  async serve(args, { execArgv = [] } = {}) {
+    const child = spawn(process.execPath, [...execArgv, BIN, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
     const p = this.#track(child);
     let err = '';
     child.stderr.on('data', (d) => {
@@ -108,6 +111,30 @@ export class Processes {
       child.once('message', resolve);
       child.once('exit', (code) => reject(new Error(`${script} exited (${code}) before it was ready`)));
     });
+    return p;
+  }
+
+  /**
+   * Starts another program (a foreign server such as slapd, or a one-shot
+   * tool such as slapadd), which must stay in the foreground so that its pid
+   * is the one killAll() kills. Resolves to { pid, exited, output } once
+   * started; exited resolves to the exit code, output() is the first 20 kB
+   * of its stdout and stderr.
+   */
+  async spawn(command, args, options = {}) {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+    if (child.pid === undefined) {
+      // spawn failed (ENOENT, EACCES): no process to track
+      throw await new Promise((resolve) => child.once('error', resolve));
+    }
+    const p = this.#track(child);
+    let text = '';
+    const keep = (d) => {
+      if (text.length < 20_000) text += d;
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    p.output = () => text;
     return p;
   }
 
@@ -198,6 +225,51 @@ export async function profiled(file, fn) {
   } finally {
     const { profile } = await session.post('Profiler.stop');
     session.disconnect();
+    writeFileSync(file, JSON.stringify(profile));
+    result = { result, top: topSelfTime(profile) };
+  }
+  return result;
+}
+
+/**
+ * profiled() for another process, one started with
+ * --inspect=127.0.0.1:PORT (Processes.serve's execArgv): profiles it through
+ * the inspector protocol while fn runs, so that only that phase is in the
+ * profile, not the process's start or its other phases.
+ */
+export async function profiledRemote(inspectorPort, file, fn) {
+  const { default: WebSocket } = await import('ws');
+  const [target] = await (await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)).json();
+  const ws = new WebSocket(target.webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  let seq = 0;
+  const waiting = new Map();
+  ws.on('message', (data) => {
+    const m = JSON.parse(data.toString());
+    const w = m.id !== undefined && waiting.get(m.id);
+    if (!w) return;
+    waiting.delete(m.id);
+    if (m.error) w.reject(new Error(`inspector: ${m.error.message}`));
+    else w.resolve(m.result);
+  });
+  const post = (method, params = {}) =>
+    new Promise((resolve, reject) => {
+      const id = ++seq;
+      waiting.set(id, { resolve, reject });
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+  await post('Profiler.enable');
+  await post('Profiler.setSamplingInterval', { interval: 100 });
+  await post('Profiler.start');
+  let result;
+  try {
+    result = await fn();
+  } finally {
+    const { profile } = await post('Profiler.stop');
+    ws.close();
     writeFileSync(file, JSON.stringify(profile));
     result = { result, top: topSelfTime(profile) };
   }
