@@ -143,12 +143,13 @@ t.test('repeated failed binds for one name are slowed down; others are not', asy
   for (let i = 0; i < 6; i++) times.push((await bind('uid=contact2', 'guess')).ms);
   // three free failures, then 250, 500 and 1000 ms
   t.ok(times[5]! >= 900, `the sixth failure waited (${times.join(', ')} ms)`);
-  t.ok(times[3]! >= 200 && times[0]! < 200, 'the first were not slowed, the fourth was');
+  // (lower bounds are the server's waits; upper bounds only relative, for a loaded machine)
+  t.ok(times[3]! >= 200 && times[0]! < times[3]!, 'the first were not slowed, the fourth was');
   const other = await bind('uid=contact1', PERSON_PW);
-  t.ok(other.code === 0 && other.ms < 500, 'another name binds at once');
+  t.ok(other.code === 0 && other.ms < times[5]! - 500, 'another name binds at once');
   const right = await bind('uid=contact2', PERSON_PW);
   t.equal(right.code, 0, 'the right password still works, after the wait');
-  t.ok((await bind('uid=contact2', 'guess')).ms < 500, 'and a success clears the count');
+  t.ok((await bind('uid=contact2', 'guess')).ms < times[5]! - 500, 'and a success clears the count');
 });
 
 t.test('{SSHA} hashes imported from OpenLDAP are accepted and upgraded at the next successful bind', async (t) => {
