@@ -73,8 +73,9 @@ export async function run({ quick, profile, outDir, log }) {
   const seconds = quick ? 1.5 : 10;
   const warmSeconds = quick ? 0.5 : 2;
   const rounds = quick ? 1 : 2;
-  // Meridian verifies about 50 scrypt hashes/s on two cores: enough distinct
-  // persons for the uncached bind phase to run its time (it stops early if not).
+  // Meridian verifies 25-50 scrypt hashes/s on the two-core bench machine:
+  // enough distinct persons for the uncached bind phase to run its time (it
+  // stops early if not, and says so).
   const bindPersons = quick ? 48 : 600;
   const procs = new Processes();
   const { fresh, removeAll } = tempDirs();

@@ -51,6 +51,11 @@ t.test('the Thunderbird filter on mixed-case data, answered with givenName and t
   // the same filter in another case, and the value folded the way telephone numbers match
   const again = await search(d, asAdmin, ['-b', BASE, '(|(CN=*JO*)(Mail=*jO*)(GIVENNAME=*Jo*)(sn=*jo*))', '1.1']);
   t.equal(parseLdif(again.stdout).length, 3);
+  await s.create('Person', { cn: 'Björn Müller', givenName: 'Björn', sn: 'Müller', organisation: 'org-c2' }, { id: 'per-muller' });
+  for (const f of ['(sn=MÜLLER)', '(cn=*üll*)', '(|(cn=*bJö*)(mail=*bJö*)(givenName=*bJö*)(sn=*bJö*))']) {
+    const r8 = await search(d, asAdmin, ['-b', BASE, f, 'cn']);
+    t.same(parseLdif(r8.stdout).map((e) => e.attrs['cn']?.[0]), ['Björn Müller'], `${f}: non-ASCII letters match, case-insensitively`);
+  }
   const phone = await search(d, asAdmin, ['-b', BASE, '(telephoneNumber=+27-021-5550199)', 'cn']);
   t.same(parseLdif(phone.stdout).map((e) => e.dn), [dnOf('per-joanna')], 'telephone numbers match without spaces and hyphens');
 });

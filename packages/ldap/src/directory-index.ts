@@ -50,7 +50,20 @@ function intersect(a: Slots, b: Slots): Slots {
   return out;
 }
 
+/** The position of the first slot above `after`. */
+function firstAfter(list: Slots, after: number): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid]! <= after) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 function union(lists: Slots[]): Slots {
+  if (lists.length === 0) return [];
   if (lists.length === 1) return lists[0]!;
   const all: number[] = [];
   for (const l of lists) for (const x of l) all.push(x);
@@ -238,49 +251,63 @@ export class DirectoryIndex {
     return this.typeSlots.get(type)?.length ?? 0;
   }
 
-  /** Every live slot of a type, as a copy: the index may change while a search walks it. */
-  all(t: MappedType): Slots {
-    return this.typeSlots.get(t.def.name)!.slice();
-  }
-
   idOf(slot: number): string {
     return this.ids[slot]!;
   }
 
   /**
-   * The slots of a type that may match, in slot order, or undefined when the
-   * index cannot narrow them (every live slot of the type must be checked).
+   * The slots of a type that may match, in slot order, after `after`: from
+   * the postings when the filter allows, else every live slot of the type.
+   * Lazy: a search that stops at its size limit reads only a prefix of the
+   * postings (merging whole lists of a two-letter fragment for every search
+   * was most of a Thunderbird search's time at 100,000 persons).
    */
-  candidates(f: Filter, t: MappedType): Slots | undefined {
-    const all = this.typeSlots.get(t.def.name)!;
+  *candidates(f: Filter, t: MappedType, after = -1): Generator<number> {
     const plan = this.plan(f, t);
-    if (plan === undefined) return undefined;
-    return plan === all ? undefined : intersect(plan, all);
+    const lists = plan ?? [this.typeSlots.get(t.def.name)!.slice()];
+    const at = lists.map((l) => firstAfter(l, after));
+    let last = after;
+    for (;;) {
+      let min = Infinity;
+      for (let k = 0; k < lists.length; k++) {
+        const l = lists[k]!;
+        while (at[k]! < l.length && l[at[k]!]! <= last) at[k]!++;
+        if (at[k]! < l.length && l[at[k]!]! < min) min = l[at[k]!]!;
+      }
+      if (min === Infinity) return;
+      last = min;
+      // postings may hold other types' slots, and slots deleted since
+      if (this.typeOf[min] === t) yield min;
+    }
   }
 
-  private plan(f: Filter, t: MappedType): Slots | undefined {
+  /** The postings whose union holds every slot that may match; undefined: any slot may. */
+  private plan(f: Filter, t: MappedType): Slots[] | undefined {
     switch (f.k) {
       case 'and': {
         let out: Slots | undefined;
         for (const x of f.f) {
           const p = this.plan(x, t);
-          if (p !== undefined) out = out === undefined ? p : intersect(out, p);
-          if (out?.length === 0) return out;
+          if (p === undefined) continue;
+          const one = union(p);
+          out = out === undefined ? one : intersect(out, one);
+          if (out.length === 0) return [out];
         }
-        return out;
+        return out && [out];
       }
       case 'or': {
         const lists: Slots[] = [];
         for (const x of f.f) {
           const p = this.plan(x, t);
           if (p === undefined) return undefined;
-          lists.push(p);
+          lists.push(...p);
         }
-        return lists.length === 0 ? [] : union(lists);
+        return lists;
       }
       case 'not':
+        return undefined;
       case 'undefined':
-        return f.k === 'undefined' ? [] : undefined;
+        return [];
       default: {
         if (f.a === 'objectclass') {
           if (f.k !== 'eq') return undefined;
@@ -288,7 +315,7 @@ export class DirectoryIndex {
         }
         if (f.a === ID_KEY && f.k === 'eq') {
           const slot = this.slotOfFolded.get(f.v);
-          return slot === undefined ? [] : [slot];
+          return slot === undefined ? [] : [[slot]];
         }
         const field = this.indexedBy.get(t.def.name)!.get(f.a);
         if (field === undefined) {
@@ -296,8 +323,11 @@ export class DirectoryIndex {
           return !this.mayHave(t, f.a) ? [] : undefined;
         }
         const idx = this.attrs.get(f.a)!;
-        if (f.k === 'eq' || f.k === 'approx') return idx.equal(f.v);
-        if (f.k === 'sub') return idx.substring(f);
+        if (f.k === 'eq' || f.k === 'approx') return [idx.equal(f.v)];
+        if (f.k === 'sub') {
+          const l = idx.substring(f);
+          return l && [l];
+        }
         return undefined;
       }
     }

@@ -83,10 +83,31 @@ interface LdapjsFilter {
   dnAttributes?: boolean;
 }
 
+/**
+ * A filter value as the client sent it. ldapjs 3.0.7 turns a parsed filter
+ * into its string form and parses that again, so values arrive with RFC
+ * 4515 escapes (`M\\c3\\bcller` for Müller, `\\2a` for a literal *): undo
+ * them, byte by byte, then read the bytes as UTF-8.
+ */
+export function unescapeValue(v: string): string {
+  if (!v.includes('\\')) return v;
+  const bytes: number[] = [];
+  for (let i = 0; i < v.length; i++) {
+    const hex = v[i] === '\\' ? v.slice(i + 1, i + 3) : '';
+    if (/^[0-9a-fA-F]{2}$/.test(hex)) {
+      bytes.push(parseInt(hex, 16));
+      i += 2;
+    } else {
+      bytes.push(...Buffer.from(v[i]!, 'utf8'));
+    }
+  }
+  return Buffer.from(bytes).toString('utf8');
+}
+
 function text(v: unknown): string {
-  if (typeof v === 'string') return v;
-  if (Buffer.isBuffer(v)) return v.toString('utf8');
-  return String(v ?? '');
+  if (typeof v === 'string') return unescapeValue(v);
+  if (Buffer.isBuffer(v)) return unescapeValue(v.toString('utf8'));
+  return unescapeValue(String(v ?? ''));
 }
 
 export function convertFilter(input: unknown, limits: FilterLimits): Filter {
@@ -118,9 +139,9 @@ export function convertFilter(input: unknown, limits: FilterLimits): Filter {
         return {
           k: 'sub',
           a,
-          initial: initial ? fold(a, initial) : undefined,
-          any: (f.subAny ?? f.any ?? []).filter((s) => s !== '').map((s) => fold(a, s)),
-          final: final ? fold(a, final) : undefined,
+          initial: initial ? fold(a, text(initial)) : undefined,
+          any: (f.subAny ?? f.any ?? []).filter((s) => s !== '').map((s) => fold(a, text(s))),
+          final: final ? fold(a, text(final)) : undefined,
         };
       }
       case 'ExtensibleFilter': {
