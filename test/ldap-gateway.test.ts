@@ -73,6 +73,10 @@ t.test('the whole filter language, scopes, and requested attributes', async (t) 
   t.same(await dns('(uid~=CONTACT1)'), [dnOf('per-c1')], 'approx matches like equality');
   t.same(await dns('(&(objectClass=inetOrgPerson)(uid>=r)(uid<=t))'), [dnOf('per-radmin'), dnOf('per-staff')].sort(), 'greater and less');
   t.same(await dns('(o=customer one)'), [`meridianId=org-c1,ou=organisations,${BASE}`, dnOf('per-c1'), dnOf('per-c1b')].sort(), "a person's o is its organisation's name");
+  // a person's entry shows its organisation's name: renaming the organisation changes it (cached entries are dropped)
+  await d.node.store.update('org-c1', { name: 'Customer Uno' });
+  t.same(await dns('(o=customer uno)'), [`meridianId=org-c1,ou=organisations,${BASE}`, dnOf('per-c1'), dnOf('per-c1b')].sort(), 'after a rename, at once');
+  t.same(await dns('(o=customer one)'), [], 'and the old name is gone');
   t.same(await dns('(objectClass=*)', ['-b', `ou=people,${BASE}`, '-s', 'one']), ['per-c1', 'per-c1b', 'per-c2', 'per-radmin', 'per-staff'].map(dnOf).sort(), 'one level');
   t.same(await dns('(objectClass=*)', ['-b', dnOf('per-c1'), '-s', 'base']), [dnOf('per-c1')], 'base');
   t.equal((await dns('(objectClass=*)', ['-b', BASE, '-s', 'sub'])).length, 1 + 2 + 4 + 5, 'subtree: the base, two containers, four organisations and five persons');
@@ -92,7 +96,7 @@ t.test('the whole filter language, scopes, and requested attributes', async (t) 
   t.same(Object.keys(named.attrs), ['entryUUID'], 'an operational attribute by name, in any case; userPassword not even when asked');
 });
 
-t.test('paged results, size limits and the time limit', async (t) => {
+t.test('paged results and size limits', async (t) => {
   const d = await directory(t, { ldapSizeLimit: 20 });
   const s = d.node.store;
   for (let i = 0; i < 45; i++) await s.create('Person', { cn: `Paged ${i}`, sn: 'Paged', organisation: 'org-c2' }, { id: `per-paged-${String(i).padStart(2, '0')}` });
@@ -113,8 +117,6 @@ t.test('paged results, size limits and the time limit', async (t) => {
   t.equal(parseLdif(capped.stdout).length, 20);
   const pagedPastCap = await search(d, staff, ['-E', 'pr=10/noprompt', '-b', BASE, '(sn=paged)', 'cn']);
   t.equal(parseLdif(pagedPastCap.stdout).length, 45, 'paged results reach past it page by page');
-  const cookie = await search(d, asAdmin, ['-E', 'pr=10/noprompt', '-b', BASE, '(sn=paged)', 'cn']);
-  t.equal(cookie.code, 0);
 });
 
 t.test('binds: by DN, uid and mail; the admin; empty, wrong and unauthenticated passwords; WhoAmI', async (t) => {

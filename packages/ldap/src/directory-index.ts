@@ -1,5 +1,6 @@
 import type { Store, StoredObject } from '@meridian/store';
 import { attrKey, fold, type AttrSource, type Filter } from './filter.js';
+import { ENTITLEMENT_ATTR } from './entries.js';
 import { ID_ATTR, type DirectoryLayout, type MappedType } from './layout.js';
 
 const ID_KEY = ID_ATTR.toLowerCase();
@@ -7,30 +8,30 @@ const ID_KEY = ID_ATTR.toLowerCase();
 /** Sorted, duplicate-free lists of slot numbers. */
 type Slots = number[];
 
+/** The position of the first slot at or above `slot`. */
+function lowerBound(list: Slots, slot: number): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid]! < slot) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 function insertSorted(list: Slots, slot: number): void {
   if (list.length === 0 || list[list.length - 1]! < slot) {
     list.push(slot);
     return;
   }
-  let lo = 0;
-  let hi = list.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (list[mid]! < slot) lo = mid + 1;
-    else hi = mid;
-  }
-  if (list[lo] !== slot) list.splice(lo, 0, slot);
+  const at = lowerBound(list, slot);
+  if (list[at] !== slot) list.splice(at, 0, slot);
 }
 
 function removeSorted(list: Slots, slot: number): void {
-  let lo = 0;
-  let hi = list.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (list[mid]! < slot) lo = mid + 1;
-    else hi = mid;
-  }
-  if (list[lo] === slot) list.splice(lo, 1);
+  const at = lowerBound(list, slot);
+  if (list[at] === slot) list.splice(at, 1);
 }
 
 function intersect(a: Slots, b: Slots): Slots {
@@ -48,18 +49,6 @@ function intersect(a: Slots, b: Slots): Slots {
     else j++;
   }
   return out;
-}
-
-/** The position of the first slot above `after`. */
-function firstAfter(list: Slots, after: number): number {
-  let lo = 0;
-  let hi = list.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (list[mid]! <= after) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }
 
 function union(lists: Slots[]): Slots {
@@ -265,7 +254,7 @@ export class DirectoryIndex {
   *candidates(f: Filter, t: MappedType, after = -1): Generator<number> {
     const plan = this.plan(f, t);
     const lists = plan ?? [this.typeSlots.get(t.def.name)!.slice()];
-    const at = lists.map((l) => firstAfter(l, after));
+    const at = lists.map((l) => lowerBound(l, after + 1));
     let last = after;
     for (;;) {
       let min = Infinity;
@@ -361,5 +350,5 @@ export class DirectoryIndex {
 
 /** Attributes every object entry has or may have besides its type's mapped ones. */
 export const OTHER_ATTRS: ReadonlySet<string> = new Set(
-  ['objectClass', ID_ATTR, 'meridianEntitlement', 'entryUUID', 'entryDN', 'createTimestamp', 'modifyTimestamp', 'structuralObjectClass', 'hasSubordinates'].map((a) => a.toLowerCase()),
+  ['objectClass', ID_ATTR, ENTITLEMENT_ATTR, 'entryUUID', 'entryDN', 'createTimestamp', 'modifyTimestamp', 'structuralObjectClass', 'hasSubordinates'].map((a) => a.toLowerCase()),
 );

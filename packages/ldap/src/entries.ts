@@ -39,7 +39,7 @@ function text(v: FieldValue): string[] {
   return Array.isArray(v) ? v.map(one) : [one(v)];
 }
 
-class EntryBuilderAttrs {
+class AttrsBuilder {
   readonly map = new Map<string, EntryAttribute>();
   add(name: string, values: readonly string[], operational = false): void {
     const clean = values.filter((v) => v !== '');
@@ -84,9 +84,7 @@ export class EntryBuilder {
 
   /** Forgets what a change to these objects makes stale. */
   changed(types: ReadonlySet<string>, ids: Iterable<string>): void {
-    // organisation names, licenses, releases and products show in other entries
-    const shared = [...types].some((t) => t !== this.layout.schema.access?.principalType);
-    if (shared) {
+    if ([...types].some((t) => this.shown.has(t))) {
       this.cache.clear();
       this.entitlements.clear();
       return;
@@ -94,10 +92,31 @@ export class EntryBuilder {
     for (const id of ids) this.cache.delete(id);
   }
 
+  /**
+   * Types whose objects show in other objects' entries: what mapped
+   * references point to (a person's o is its organisation's name), and
+   * licenses, releases and products (entitlements).
+   */
+  private get shown(): ReadonlySet<string> {
+    if (!this.shownTypes) {
+      const out = new Set<string>(this.hasLicenses() ? ['License', 'Release', 'Product'] : []);
+      for (const t of this.layout.types.values()) for (const { field } of t.fields.values()) if (field.kind === 'ref' && field.to) out.add(field.to);
+      this.shownTypes = out;
+    }
+    return this.shownTypes;
+  }
+
+  private shownTypes: ReadonlySet<string> | undefined;
+
   async object(t: MappedType, o: StoredObject): Promise<Entry> {
     const known = this.cache.get(o.id);
-    if (known && known.version === o.version) return known;
-    const a = new EntryBuilderAttrs();
+    if (known && known.version === o.version) {
+      // least recently used first: a hit moves to the end
+      this.cache.delete(o.id);
+      this.cache.set(o.id, known);
+      return known;
+    }
+    const a = new AttrsBuilder();
     a.add('objectClass', t.objectClasses);
     a.add(ID_ATTR, [o.id]);
     for (const [field, { name, field: def }] of t.fields) {
@@ -119,14 +138,15 @@ export class EntryBuilder {
     a.add('structuralObjectClass', [t.objectClasses[t.objectClasses.length - 1]!], true);
     a.add('hasSubordinates', ['FALSE'], true);
     const entry: Entry = { dn, id: o.id, version: o.version, attrs: a.map };
-    if (this.cache.size >= EntryBuilder.CACHE_ENTRIES) this.cache.clear();
+    this.cache.delete(o.id);
+    if (this.cache.size >= EntryBuilder.CACHE_ENTRIES) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(o.id, entry);
     return entry;
   }
 
   base(): Entry {
     const b = this.layout.baseEntry();
-    const a = new EntryBuilderAttrs();
+    const a = new AttrsBuilder();
     a.add('objectClass', b.objectClasses);
     for (const [k, v] of Object.entries(b.attrs)) a.add(k, v);
     a.add('entryDN', [this.layout.base], true);
@@ -136,7 +156,7 @@ export class EntryBuilder {
   }
 
   container(t: MappedType): Entry {
-    const a = new EntryBuilderAttrs();
+    const a = new AttrsBuilder();
     const dn = this.layout.containerDn(t);
     a.add('objectClass', ['top', 'organizationalUnit']);
     a.add('ou', [t.container]);
@@ -178,17 +198,20 @@ export class EntryBuilder {
 
   /** The names of the products an organisation holds a license for today. */
   private entitlementsOf(org: string): Promise<string[]> {
-    let p = this.entitlements.get(org);
+    // keyed by the day too: a license that starts or ends today shows from today
+    const today = new Date().toISOString().slice(0, 10);
+    const key = `${org} ${today}`;
+    let p = this.entitlements.get(key);
     if (!p) {
-      p = this.computeEntitlements(org);
-      this.entitlements.set(org, p);
-      p.catch(() => this.entitlements.delete(org));
+      if (this.entitlements.size >= EntryBuilder.CACHE_ENTRIES) this.entitlements.clear();
+      p = this.computeEntitlements(org, today);
+      this.entitlements.set(key, p);
+      p.catch(() => this.entitlements.delete(key));
     }
     return p;
   }
 
-  private async computeEntitlements(org: string): Promise<string[]> {
-    const today = new Date().toISOString().slice(0, 10);
+  private async computeEntitlements(org: string, today: string): Promise<string[]> {
     const products = new Set<string>();
     let after: string | undefined;
     do {

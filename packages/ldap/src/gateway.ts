@@ -32,6 +32,8 @@ export interface LdapGatewayOptions {
   baseDn: string;
   /** checks a login name (a person's uid or mail, or "admin") and password */
   authenticate(user: string, password: string): Promise<Principal | undefined>;
+  /** checks a person's password, the person already found (signed in under the login name `user`) */
+  authenticatePerson(person: StoredObject, user: string, password: string): Promise<Principal | undefined>;
   scope(p: Principal): Promise<AccessScope>;
   /** what an anonymous client may do: nothing but read the root DSE (default), or read everything */
   anonymous?: 'none' | 'read';
@@ -128,16 +130,16 @@ export class LdapGateway {
     server.on('error', (e: Error) => this.opts.log.debug({ err: e.message }, 'LDAP request refused'));
     server.on('clientError', () => {});
     server.maxConnections = 10_000;
-    const handler = (name: string, fn: (req: LdapRequest, conn: LdapConnection) => Promise<Buffer | void>) => (req: LdapRequest) => {
+    const handler = (name: string, fn: (req: LdapRequest, conn: LdapConnection) => Promise<Answer>) => (req: LdapRequest) => {
       void this.run(name, req, fn);
     };
     server.bind('', handler('bind', (req) => this.bind(req)));
     server.search('', handler('search', (req) => this.search(req)));
     server.compare('', handler('compare', (req) => this.compare(req)));
     server.modify('', handler('modify', (req) => this.modify(req)));
-    server.add('', handler('add', async (req) => result(req.messageId, Op.add, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
-    server.del('', handler('delete', async (req) => result(req.messageId, Op.del, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
-    server.modifyDN('', handler('modrdn', async (req) => result(req.messageId, Op.modDn, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
+    server.add('', handler('add', async (req) => answer(req.messageId, Op.add, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
+    server.del('', handler('delete', async (req) => answer(req.messageId, Op.del, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
+    server.modifyDN('', handler('modrdn', async (req) => answer(req.messageId, Op.modDn, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
     server.exop(WHOAMI, handler('whoami', (req) => this.whoami(req)));
     server.exop(PASSWD, handler('passwd', (req) => this.passwordModify(req)));
     await new Promise<void>((resolve, reject) => {
@@ -184,25 +186,20 @@ export class LdapGateway {
   }
 
   /** Runs one operation, answers it, and never lets its failure reach ldapjs (or the process). */
-  private async run(op: string, req: LdapRequest, fn: (req: LdapRequest, conn: LdapConnection) => Promise<Buffer | void>): Promise<void> {
+  private async run(op: string, req: LdapRequest, fn: (req: LdapRequest, conn: LdapConnection) => Promise<Answer>): Promise<void> {
     const started = process.hrtime.bigint();
     const conn = req.connection;
-    let answer: Buffer | void;
-    let code: number = ResultCode.success;
+    let reply: Answer;
     try {
       const unsupported = req.controls.find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
       if (unsupported) throw new LdapFailure(ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
-      answer = await fn(req, conn);
+      reply = await fn(req, conn);
     } catch (e) {
       const f = this.failure(e);
-      code = f.code;
-      answer = result(req.messageId, responseOp(req.protocolOp), f.code, f.message, { matchedDN: f.matchedDN });
+      reply = answer(req.messageId, RESPONSE_OP[req.protocolOp] ?? Op.extended, f.code, f.message, { matchedDN: f.matchedDN });
     }
-    if (answer) {
-      code = resultCodeOf(answer) ?? code;
-      if (!conn.destroyed) conn.write(answer);
-    }
-    this.opts.observe?.(op, code, Number(process.hrtime.bigint() - started) / 1e9);
+    if (!conn.destroyed) conn.write(reply.bytes);
+    this.opts.observe?.(op, reply.code, Number(process.hrtime.bigint() - started) / 1e9);
   }
 
   private failure(e: unknown): LdapFailure {
@@ -234,18 +231,15 @@ export class LdapGateway {
 
   // ---- bind ---------------------------------------------------------------
 
-  private async bind(req: LdapRequest): Promise<Buffer> {
+  private async bind(req: LdapRequest): Promise<Answer> {
     const s = this.session(req.connection);
     // a failed bind leaves the connection anonymous (RFC 4513 section 5.1)
     Object.assign(s, { principal: undefined, dn: '', credential: undefined, scope: undefined });
     const id = req.messageId;
-    if (req.authentication !== undefined && req.authentication !== 'simple') {
-      return result(id, Op.bind, ResultCode.authMethodNotSupported, 'only simple binds are supported; use ldapsearch -x (over LDAPS or StartTLS-free loopback)');
-    }
     const name = String(req.name ?? '');
     const password = req.credentials ?? '';
     if (password === '') {
-      return result(id, Op.bind, ResultCode.unwillingToPerform, 'a bind with a name and an empty password is unauthenticated and refused; give the password');
+      return answer(id, Op.bind, ResultCode.unwillingToPerform, 'a bind with a name and an empty password is unauthenticated and refused; give the password');
     }
     const key = name.toLowerCase().replace(/\s+/g, '');
     const wait = this.throttle.delay(key);
@@ -254,12 +248,12 @@ export class LdapGateway {
     if (!who) {
       this.throttle.failed(key);
       this.opts.log.info({ bind: name }, 'LDAP bind refused: wrong name or password');
-      return result(id, Op.bind, ResultCode.invalidCredentials, 'wrong name or password');
+      return answer(id, Op.bind, ResultCode.invalidCredentials, 'wrong name or password');
     }
     this.throttle.succeeded(key);
     Object.assign(s, { principal: who.principal, dn: who.dn, credential: { user: who.login, password } });
     if (who.upgrade) this.upgrade(who.principal, who.login, password);
-    return result(id, Op.bind, ResultCode.success, '');
+    return answer(id, Op.bind, ResultCode.success, '');
   }
 
   /** Who a bind name and password are: the admin, or a person by entry DN, uid=/mail= DN or login. */
@@ -287,8 +281,8 @@ export class LdapGateway {
     // the person's own login name: what a master checks again for a write forwarded by a replica
     const login = access.login.map((f) => person.fields[f]).map((v) => (Array.isArray(v) ? v[0] : v)).find((v): v is string => typeof v === 'string');
     if (login === undefined) return undefined;
-    const p = await this.opts.authenticate(login, password);
-    if (!p || p.kind !== 'person' || p.id !== person.id) return undefined;
+    const p = await this.opts.authenticatePerson(person, login, password);
+    if (!p) return undefined;
     const hash = person.fields[access.passwordField];
     const t = this.layout.mappedType(person.type)!;
     return { principal: p, dn: this.layout.dnOf(t, person.id), login, upgrade: typeof hash === 'string' && needsUpgrade(hash) };
@@ -306,19 +300,25 @@ export class LdapGateway {
 
   // ---- search -------------------------------------------------------------
 
+  /** What the session may read: everything (anonymous under the read policy), or its principal's scope. */
   private async scopeOf(s: Session): Promise<AccessScope | 'everything'> {
     if (!s.principal) {
       if (this.opts.anonymous === 'read') return 'everything';
       throw new LdapFailure(ResultCode.insufficientAccessRights, 'anonymous clients may read only the root DSE here; bind with your DN or uid and password (ldapsearch -x -D ... -W)');
     }
+    return this.principalScope(s, s.principal);
+  }
+
+  /** The principal's scope, worked out again whenever the store has changed. */
+  private async principalScope(s: Session, p: Principal): Promise<AccessScope> {
     const seq = this.opts.store.lastSeq;
     if (s.scope && s.scope.seq === seq) return s.scope.scope;
-    const scope = await this.opts.scope(s.principal);
+    const scope = await this.opts.scope(p);
     s.scope = { seq, scope };
     return scope;
   }
 
-  private async search(req: LdapRequest): Promise<Buffer> {
+  private async search(req: LdapRequest): Promise<Answer> {
     const started = Date.now();
     const id = req.messageId;
     const conn = req.connection;
@@ -332,7 +332,7 @@ export class LdapGateway {
       if (scopeName !== 'base') throw new LdapFailure(ResultCode.noSuchObject, `there is no entry above the naming context; search under ${this.layout.base}`);
       const root = this.rootDse();
       if (evaluate(filter, entrySource(root)) === true) conn.write(this.encode(id, root, selection));
-      return result(id, Op.searchDone, ResultCode.success, '');
+      return answer(id, Op.searchDone, ResultCode.success, '');
     }
     const scope = await this.scopeOf(s);
     if (loc.kind === 'none' || loc.kind === 'login' || loc.kind === 'admin') {
@@ -345,7 +345,8 @@ export class LdapGateway {
     const sizeLimit = paged ? Infinity : Math.min(req.sizeLimit || Infinity, unlimited ? Infinity : this.sizeLimit);
     const timeLimit = Math.min(req.timeLimit || Infinity, unlimited ? Infinity : this.timeLimit) * 1000;
     const pageSize = paged ? Math.min(paged.size || 0, unlimited ? Infinity : this.sizeLimit) : Infinity;
-    const fingerprint = createHash('sha1').update(`${base}\0${scopeName}\0${JSON.stringify(filter)}\0${s.dn}`).digest('base64url').slice(0, 12);
+    // ties a paged results cookie to its search; only paged searches pay for it
+    const fingerprint = paged ? createHash('sha1').update(`${base}\0${scopeName}\0${JSON.stringify(filter)}\0${s.dn}`).digest('base64url').slice(0, 12) : '';
     let resume = { step: 0, slot: -1 };
     if (paged && paged.cookie.length > 0) {
       const m = /^([\w-]{12}):(\d+):(-?\d+)$/.exec(paged.cookie.toString('latin1'));
@@ -354,7 +355,7 @@ export class LdapGateway {
     }
     if (paged && paged.size === 0) {
       // size 0 abandons a paged search (RFC 2696)
-      return result(id, Op.searchDone, ResultCode.success, '', { controls: [{ oid: PAGED, value: pagedValue(0, Buffer.alloc(0)) }] });
+      return answer(id, Op.searchDone, ResultCode.success, '', { controls: [{ oid: PAGED, value: pagedValue(0, Buffer.alloc(0)) }] });
     }
 
     // what the scope covers: fixed entries, then whole types, then one object
@@ -376,8 +377,8 @@ export class LdapGateway {
     let checked = 0;
     const reads = filterAttributes(filter);
     const deadline = started + timeLimit;
-    const done = (code: number, message: string, cookie?: string): Buffer =>
-      result(id, Op.searchDone, code, message, paged ? { controls: [{ oid: PAGED, value: pagedValue(0, Buffer.from(cookie ?? '', 'latin1')) }] } : {});
+    const done = (code: number, message: string, cookie?: string): Answer =>
+      answer(id, Op.searchDone, code, message, paged ? { controls: [{ oid: PAGED, value: pagedValue(0, Buffer.from(cookie ?? '', 'latin1')) }] } : {});
     /** sends one entry; false once the search must stop (size limit, page full, client gone) */
     const send = async (entry: Entry): Promise<'go' | 'size' | 'gone'> => {
       if (sent >= sizeLimit) return 'size';
@@ -464,7 +465,7 @@ export class LdapGateway {
 
   // ---- compare ------------------------------------------------------------
 
-  private async compare(req: LdapRequest): Promise<Buffer> {
+  private async compare(req: LdapRequest): Promise<Answer> {
     const s = this.session(req.connection);
     const scope = await this.scopeOf(s);
     const dn = String(req.entry ?? '');
@@ -480,20 +481,20 @@ export class LdapGateway {
     if (!entry) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`);
     const values = entrySource(entry).values(key);
     if (!values) throw new LdapFailure(ResultCode.noSuchAttribute, `${dn} has no ${req.attribute}`);
-    const match = evaluate({ k: 'eq', a: key, v: fold(key, String(req.value ?? '')) }, entrySource(entry)) === true;
-    return result(req.messageId, Op.compare, match ? ResultCode.compareTrue : ResultCode.compareFalse, '');
+    const match = values.includes(fold(key, String(req.value ?? '')));
+    return answer(req.messageId, Op.compare, match ? ResultCode.compareTrue : ResultCode.compareFalse, '');
   }
 
   // ---- modify -------------------------------------------------------------
 
-  private async modify(req: LdapRequest): Promise<Buffer> {
+  private async modify(req: LdapRequest): Promise<Answer> {
     const s = this.session(req.connection);
     if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: anonymous clients cannot modify entries');
     const dn = String(req.object ?? '');
     const loc = this.layout.locate(dn);
     if (loc.kind !== 'entry') throw new LdapFailure(ResultCode.unwillingToPerform, `only object entries can be modified; ${dn || 'the root DSE'} is not one`);
     const t = loc.type;
-    const scope = await this.scopeOf(s);
+    const scope = await this.principalScope(s, s.principal);
     const o = await this.readable(t, loc.id, scope);
     if (!o) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`, this.layout.containerDn(t));
     const update: Record<string, unknown> = {};
@@ -542,26 +543,26 @@ export class LdapGateway {
       if (!f.multi && next.length > 1) throw new LdapFailure(ResultCode.constraintViolation, `${mod.type} holds one value on a ${t.def.name}`);
       update[f.name] = next.length === 0 ? null : f.multi ? next : next[0];
     }
-    if (Object.keys(update).length === 0) return result(req.messageId, Op.modify, ResultCode.success, '');
-    await authorizeWrite(scope === 'everything' ? await this.opts.scope(s.principal) : scope, (x) => this.opts.store.get(x), 'update', o.id, t.def.name, update);
+    if (Object.keys(update).length === 0) return answer(req.messageId, Op.modify, ResultCode.success, '');
+    await authorizeWrite(scope, (x) => this.opts.store.get(x), 'update', o.id, t.def.name, update);
     await this.opts.writer.update(o.id, update, { principal: principalName(s.principal), credential: s.credential, ifVersion: o.version });
     const pw = this.opts.store.schema.access?.passwordField;
     if (pw && pw in update && s.principal.kind === 'person' && s.principal.id === o.id && typeof update[pw] === 'string') {
       s.credential = { user: s.credential!.user, password: update[pw] as string };
     }
-    return result(req.messageId, Op.modify, ResultCode.success, '');
+    return answer(req.messageId, Op.modify, ResultCode.success, '');
   }
 
   // ---- extended operations --------------------------------------------------
 
-  private async whoami(req: LdapRequest): Promise<Buffer> {
+  private async whoami(req: LdapRequest): Promise<Answer> {
     const s = this.session(req.connection);
     // an empty authzId is anonymous (RFC 4532)
-    return result(req.messageId, Op.extended, ResultCode.success, '', { extra: [octets(s.principal ? `dn:${s.dn}` : '', 0x8b)] });
+    return answer(req.messageId, Op.extended, ResultCode.success, '', { extra: [octets(s.principal ? `dn:${s.dn}` : '', 0x8b)] });
   }
 
   /** RFC 3062: a person changes their own password (with the old one, or bound with it); the admin anyone's. */
-  private async passwordModify(req: LdapRequest): Promise<Buffer> {
+  private async passwordModify(req: LdapRequest): Promise<Answer> {
     const s = this.session(req.connection);
     if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: changing a password needs the old one or the admin');
     const value = (req.requestValue ?? {}) as { userIdentity?: string; oldPassword?: string; newPassword?: string };
@@ -584,7 +585,7 @@ export class LdapGateway {
       throw new LdapFailure(ResultCode.insufficientAccessRights, "only the admin may change another person's password");
     }
     if (self && value.oldPassword !== undefined && value.oldPassword !== s.credential?.password) {
-      const p = await this.opts.authenticate(s.credential!.user, value.oldPassword);
+      const p = await this.opts.authenticatePerson(target, s.credential!.user, value.oldPassword);
       if (!p) throw new LdapFailure(ResultCode.invalidCredentials, 'the old password is wrong');
     }
     const generated = value.newPassword ? undefined : randomBytes(12).toString('base64url');
@@ -593,12 +594,13 @@ export class LdapGateway {
     if (self) s.credential = { user: s.credential!.user, password };
     // a generated password goes back in the response: SEQUENCE { genPasswd [0] }
     const extra = generated ? [tlv(0x8b, tlv(0x30, octets(generated, 0x80)))] : [];
-    return result(req.messageId, Op.extended, ResultCode.success, '', { extra });
+    return answer(req.messageId, Op.extended, ResultCode.success, '', { extra });
   }
 }
 
 function select(attributes: readonly string[], typesOnly: boolean): Selection {
   const named = new Set<string>();
+  // none listed means all user attributes; "1.1" lists none by name
   let allUser = attributes.length === 0;
   let allOperational = false;
   for (const a of attributes) {
@@ -606,47 +608,18 @@ function select(attributes: readonly string[], typesOnly: boolean): Selection {
     else if (a === '+') allOperational = true;
     else if (a !== '1.1') named.add(attrKey(a));
   }
-  // an explicit "1.1" alone asks for no attributes
-  if (attributes.length === 1 && attributes[0] === '1.1') allUser = false;
   return { allUser, allOperational, named, typesOnly };
 }
 
-/** The response operation for a request operation (request tag + 1, except extended). */
-function responseOp(requestOp: number): number {
-  switch (requestOp) {
-    case 0x60:
-      return Op.bind;
-    case 0x63:
-      return Op.searchDone;
-    case 0x66:
-      return Op.modify;
-    case 0x68:
-      return Op.add;
-    case 0x4a:
-      return Op.del;
-    case 0x6c:
-      return Op.modDn;
-    case 0x6e:
-      return Op.compare;
-    default:
-      return Op.extended;
-  }
+/** The response to each request operation (anything else is an extended operation). */
+const RESPONSE_OP: Readonly<Record<number, number>> = { 0x60: Op.bind, 0x63: Op.searchDone, 0x66: Op.modify, 0x68: Op.add, 0x4a: Op.del, 0x6c: Op.modDn, 0x6e: Op.compare };
+
+/** An encoded response with its result code, which the metrics count. */
+interface Answer {
+  code: number;
+  bytes: Buffer;
 }
 
-/** The result code inside an encoded response, for metrics. */
-function resultCodeOf(message: Buffer): number | undefined {
-  // SEQUENCE { INTEGER id, [APPLICATION n] { ENUMERATED code ... } }: skip the lengths
-  let i = 1;
-  const skipLength = (): void => {
-    const b = message[i++]!;
-    if (b & 0x80) i += b & 0x7f;
-  };
-  skipLength();
-  i++; // INTEGER tag
-  const idLength = message[i++]!;
-  i += idLength;
-  i++; // operation tag
-  skipLength();
-  if (message[i] !== 0x0a) return undefined;
-  return message[i + 2];
+function answer(messageId: number, op: number, code: number, message: string, opts: Parameters<typeof result>[4] = {}): Answer {
+  return { code, bytes: result(messageId, op, code, message, opts) };
 }

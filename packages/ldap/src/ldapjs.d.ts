@@ -36,7 +36,6 @@ declare module 'ldapjs' {
     // bind
     name?: DN;
     credentials?: string;
-    authentication?: string;
     // search
     baseObject?: DN | string;
     scope?: string | number;

@@ -11,7 +11,6 @@ interface Node {
   tag: number;
   /** undefined for a primitive */
   children: Node[] | undefined;
-  length: number;
 }
 
 const MAX_DEPTH = 64;
@@ -36,7 +35,7 @@ function tree(b: Buffer, start: number, end: number, depth: number): Node[] | un
     const constructed = (tag & 0x20) !== 0;
     const children = constructed ? tree(b, i, i + length, depth + 1) : undefined;
     if (constructed && !children) return undefined;
-    out.push({ tag, children, length });
+    out.push({ tag, children });
     i += length;
   }
   return out;
@@ -73,7 +72,10 @@ function filter(n: Node): boolean {
   }
 }
 
-const attributeList = (n: Node | undefined): boolean => seqOf(n, 0x30, (a) => seqOf(a, 0x30, () => true) && a.children!.length === 2 && prim(a.children![0], 0x04) && seqOf(a.children![1], 0x31, (v) => prim(v, 0x04)));
+/** `SEQUENCE { type OCTET STRING, vals SET OF OCTET STRING }` */
+const partialAttribute = (a: Node | undefined): boolean =>
+  a !== undefined && a.tag === 0x30 && a.children?.length === 2 && prim(a.children[0], 0x04) && seqOf(a.children[1], 0x31, (v) => prim(v, 0x04));
+const attributeList = (n: Node | undefined): boolean => seqOf(n, 0x30, partialAttribute);
 
 function operation(op: Node): boolean {
   const c = op.children;
@@ -102,7 +104,7 @@ function operation(op: Node): boolean {
         c !== undefined &&
         c.length === 2 &&
         prim(c[0], 0x04) &&
-        seqOf(c[1], 0x30, (ch) => seqOf(ch, 0x30, () => true) && ch.children!.length === 2 && prim(ch.children![0], 0x0a) && attributeList({ tag: 0x30, children: [ch.children![1]!], length: 0 }))
+        seqOf(c[1], 0x30, (ch) => ch.tag === 0x30 && ch.children?.length === 2 && prim(ch.children[0], 0x0a) && partialAttribute(ch.children[1]))
       );
     case 0x68: // add
       return c !== undefined && c.length === 2 && prim(c[0], 0x04) && attributeList(c[1]);

@@ -4,6 +4,9 @@ import type { Store } from '@meridian/store';
 import type { PeerStatus, ReplicaMode } from '@meridian/sync';
 
 /** The HTTP surfaces whose requests are counted apart. */
+/** Request latencies, in seconds: half a millisecond to a few seconds. */
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
 export type Surface = 'admin' | 'xml' | 'status' | 'health';
 
 export interface MetricsSources {
@@ -107,7 +110,7 @@ export class Metrics {
       name: 'meridian_ldap_request_duration_seconds',
       help: 'Time to answer an LDAP operation, by operation.',
       labelNames: ['op'],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      buckets: LATENCY_BUCKETS,
       registers: [r],
     });
     this.requests = new Counter({ name: 'meridian_http_requests_total', help: 'HTTP requests, by surface, method and status.', labelNames: ['surface', 'method', 'status'], registers: [r] });
@@ -115,7 +118,7 @@ export class Metrics {
       name: 'meridian_http_request_duration_seconds',
       help: 'Time to answer an HTTP request, by surface.',
       labelNames: ['surface'],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      buckets: LATENCY_BUCKETS,
       registers: [r],
     });
   }
@@ -128,25 +131,27 @@ export class Metrics {
    */
   observe(surface: Surface, method: string, res: ServerResponse, started: bigint): void {
     res.once('finish', () => {
-      const key = `${surface} ${method} ${res.statusCode}`;
-      let count = this.counters.get(key);
-      if (!count) this.counters.set(key, (count = this.requests.labels(surface, method, String(res.statusCode))));
-      count.inc();
-      let time = this.timers.get(surface);
-      if (!time) this.timers.set(surface, (time = this.latency.labels(surface)));
-      time.observe(Number(process.hrtime.bigint() - started) / 1e9);
+      this.count(`${surface} ${method} ${res.statusCode}`, () => this.requests.labels(surface, method, String(res.statusCode)));
+      this.time(surface, () => this.latency.labels(surface), Number(process.hrtime.bigint() - started) / 1e9);
     });
   }
 
   /** Counts an LDAP operation and its time (result codes as numbers, RFC 4511). */
   observeLdap(op: string, code: number, seconds: number): void {
-    const key = `ldap ${op} ${code}`;
-    let count = this.counters.get(key);
-    if (!count) this.counters.set(key, (count = this.ldapRequests.labels(op, String(code))));
-    count.inc();
-    let time = this.timers.get(`ldap ${op}`);
-    if (!time) this.timers.set(`ldap ${op}`, (time = this.ldapLatency.labels(op)));
-    time.observe(seconds);
+    this.count(`ldap ${op} ${code}`, () => this.ldapRequests.labels(op, String(code)));
+    this.time(`ldap ${op}`, () => this.ldapLatency.labels(op), seconds);
+  }
+
+  private count(key: string, child: () => { inc(): void }): void {
+    let c = this.counters.get(key);
+    if (!c) this.counters.set(key, (c = child()));
+    c.inc();
+  }
+
+  private time(key: string, child: () => { observe(v: number): void }, seconds: number): void {
+    let h = this.timers.get(key);
+    if (!h) this.timers.set(key, (h = child()));
+    h.observe(seconds);
   }
 
   private readonly counters = new Map<string, { inc(): void }>();

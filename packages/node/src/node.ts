@@ -150,6 +150,7 @@ export class MeridianNode {
           writer,
           baseDn: config.baseDn,
           authenticate: (user, password) => principals.authenticate(user, password),
+          authenticatePerson: (person, user, password) => principals.person(person, user, password),
           scope: (p) => principals.scope(p),
           anonymous: config.ldapAnonymous,
           sizeLimit: config.ldapSizeLimit,

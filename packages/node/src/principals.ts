@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { AccessScope, verifyPassword, type AccessReads, type Principal, type Store } from '@meridian/store';
+import { AccessScope, verifyPassword, type AccessReads, type Principal, type Store, type StoredObject } from '@meridian/store';
 import type { AdminAuth } from './admin-auth.js';
 import { parseBasic } from '@meridian/xml';
 
@@ -56,21 +56,31 @@ export class Principals {
     if (!rules) return undefined;
     for (const field of rules.login) {
       const found = (await this.store.lookup(rules.principalType, field, user)).items[0];
-      if (!found) continue;
-      const hash = found.fields[rules.passwordField];
-      if (typeof hash !== 'string' || !(await this.check(hash, password))) return undefined;
-      const roles = found.fields[rules.rolesField];
-      const org = found.fields[rules.organisationField];
-      return {
-        kind: 'person',
-        name: user,
-        id: found.id,
-        type: found.type,
-        roles: Array.isArray(roles) ? roles.map(String) : typeof roles === 'string' ? [roles] : [],
-        organisation: typeof org === 'string' ? org : undefined,
-      };
+      if (found) return this.person(found, user, password);
     }
     return undefined;
+  }
+
+  /**
+   * Whether a password is this person's, for a gateway that has already
+   * found the person (an LDAP bind by DN): the principal, signed in as
+   * `user`, or undefined.
+   */
+  async person(found: StoredObject, user: string, password: string): Promise<Principal | undefined> {
+    const rules = this.store.schema.access;
+    if (!rules || password.length === 0 || found.deleted || found.type !== rules.principalType) return undefined;
+    const hash = found.fields[rules.passwordField];
+    if (typeof hash !== 'string' || !(await this.check(hash, password))) return undefined;
+    const roles = found.fields[rules.rolesField];
+    const org = found.fields[rules.organisationField];
+    return {
+      kind: 'person',
+      name: user,
+      id: found.id,
+      type: found.type,
+      roles: Array.isArray(roles) ? roles.map(String) : typeof roles === 'string' ? [roles] : [],
+      organisation: typeof org === 'string' ? org : undefined,
+    };
   }
 
   private async check(hash: string, password: string): Promise<boolean> {
