@@ -8,6 +8,7 @@ import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
 import { pino } from 'pino';
 import { MeridianNode, resolveConfig, type ConfigInput } from '@meridian/node';
+import { DUPLICATE_SESSION, type PeerStatus } from '@meridian/sync';
 import { cliAsync } from './helpers/node-process.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { freePort } from './helpers/free-port.js';
@@ -114,6 +115,25 @@ t.test('/readyz is 503 while a node catches up and 200 once it has', async (t) =
   t.equal(seen[0], 503, `not ready at first: ${[...reasons].join(' | ')}`);
   t.equal(seen.at(-1), 200, 'ready once caught up');
   t.ok(b.node.store.covers(a.node.store.versionVector()), 'and it had every change');
+});
+
+t.test('/readyz waits while a dialer closed as a duplicate waits for the peer\'s own session', async (t) => {
+  const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${await freePort()}/sync`] });
+  const replicator = a.node.replicator!;
+  // the gap CI caught: this node's dial reached b and lost the duplicate rule to b's dial, which has not opened yet
+  const parked: PeerStatus = {
+    node: 'b', url: 'ws://b/sync', role: 'master', direction: 'outbound', state: 'backing-off', reason: DUPLICATE_SESSION,
+    lagEntries: 0, lagSeconds: 0, lastContact: new Date().toISOString(), bytesIn: 10, bytesOut: 10, acked: 0, peerBehind: 0, synced: false,
+  };
+  replicator.status = () => [parked];
+  const r = await fetch(`${a.node.url}/readyz`);
+  const body = (await r.json()) as { ready: boolean; reason: string };
+  t.equal(r.status, 503, 'not ready: how far behind b this node is is unknown');
+  t.match(body.reason, /waiting to hear how far behind b/);
+  replicator.status = () => [{ ...parked, state: 'backing-off', reason: 'connect ECONNREFUSED 127.0.0.1:1' }];
+  t.equal((await fetch(`${a.node.url}/readyz`)).status, 200, 'an unreachable peer does not hold readiness back');
+  replicator.status = () => [{ ...parked, state: 'live', reason: null, synced: true, lagEntries: 3 }];
+  t.equal((await fetch(`${a.node.url}/readyz`)).status, 200, 'and once b\'s session says where b is, lag within --ready-lag is ready');
 });
 
 t.test('each replication state change is logged once, not per entry', async (t) => {

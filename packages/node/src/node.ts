@@ -4,7 +4,7 @@ import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { destination, pino, type Logger } from 'pino';
 import { hlcToIso, loadSchemaFile, MeridianError, Store } from '@meridian/store';
-import { parseReplicaCredential, Replicator, type PeerStatus } from '@meridian/sync';
+import { DUPLICATE_SESSION, parseReplicaCredential, Replicator, type PeerStatus } from '@meridian/sync';
 import { AdminAuth } from './admin-auth.js';
 import { handleAdmin } from './admin-api.js';
 import type { NodeConfig } from './config.js';
@@ -321,8 +321,16 @@ export class MeridianNode {
     const peers = (this.replicator?.status() ?? []).filter((p) => p.role !== 'replica');
     const lag = peers.filter((p) => p.state === 'live' || p.state === 'catching-up').map((p) => ({ peer: p.node ?? p.url ?? '?', entries: p.lagEntries, seconds: p.lagSeconds }));
     // a peer being dialed for the first time, or a session that has not said where the peer is, is unknown lag
-    // (after a first failed attempt the dialer has a reason: an unreachable peer no longer holds readiness back)
-    const unknown = peers.filter((p) => (p.state === 'connecting' && p.lastContact === null && p.reason === null) || ((p.state === 'live' || p.state === 'catching-up') && !p.synced));
+    // (after a first failed attempt the dialer has a reason: an unreachable peer no longer holds readiness back).
+    // A dialer closed as a duplicate reached its peer: the peer's own session to this node is still being set up,
+    // and until it says where the peer is this node may be any distance behind (CI caught /readyz 200 while
+    // 3,000 changes behind in that gap).
+    const unknown = peers.filter(
+      (p) =>
+        (p.state === 'connecting' && p.lastContact === null && p.reason === null) ||
+        ((p.state === 'live' || p.state === 'catching-up') && !p.synced) ||
+        (p.reason === DUPLICATE_SESSION && p.state !== 'live' && p.state !== 'catching-up'),
+    );
     if (unknown.length) return { ready: false, reason: `catching up: waiting to hear how far behind ${unknown.map((p) => p.node ?? p.url).join(', ')} this node is`, lag };
     const behind = lag.filter((l) => l.entries > this.config.readyLag);
     if (behind.length) {

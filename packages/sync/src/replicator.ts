@@ -8,6 +8,9 @@ import { FrameCodec } from './frame-codec.js';
 import { SyncSession, type Action } from './session.js';
 import { releaseSnapshot, runActions, type FeedStore, type SessionIo } from './executor.js';
 
+/** The reason a dialer shows when its session was closed because the peer's own session carries the link. */
+export const DUPLICATE_SESSION = 'duplicate session';
+
 export interface ReplicatorLog {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
@@ -488,9 +491,9 @@ export class Replicator {
       const keepOutbound = me < peer;
       const keep = (l: Link): boolean => (l.direction === 'outbound') === keepOutbound;
       const loser = keep(link) && !keep(other) ? other : link;
-      this.lastReason.set(loser, 'duplicate session');
+      this.lastReason.set(loser, DUPLICATE_SESSION);
       this.opts.log.info({ peer, closed: loser.direction }, 'duplicate session with this peer closed; one session carries both directions');
-      loser.ws.close(1000, 'duplicate session');
+      loser.ws.close(1000, DUPLICATE_SESSION);
       if (loser === link) return false;
     }
     if (d) d.attempt = 0;
@@ -503,10 +506,10 @@ export class Replicator {
     clearTimeout(link.watchdog);
     releaseSnapshot(link);
     const reason = this.lastReason.get(link) ?? fallback ?? 'closed';
-    if (reason !== 'duplicate session') this.wake(link.session.peer);
+    if (reason !== DUPLICATE_SESSION) this.wake(link.session.peer);
     const d = this.dialers.find((x) => x.link === link);
     if (!d) {
-      if (reason !== 'duplicate session') this.opts.log.info({ peer: link.session.peer ?? null, direction: 'inbound', reason }, 'replication link closed');
+      if (reason !== DUPLICATE_SESSION) this.opts.log.info({ peer: link.session.peer ?? null, direction: 'inbound', reason }, 'replication link closed');
       return;
     }
     d.link = undefined;
@@ -514,9 +517,9 @@ export class Replicator {
     d.bytesIn += link.bytesIn;
     d.bytesOut += link.bytesOut;
     d.lastContact = Math.max(d.lastContact, link.lastContact);
-    if (reason === 'duplicate session') {
+    if (reason === DUPLICATE_SESSION) {
       d.state = 'backing-off';
-      d.reason = 'duplicate session';
+      d.reason = DUPLICATE_SESSION;
     } else {
       d.state = this.refused.get(link) ? 'refused' : 'backing-off';
       d.reason = d.reason && reason === 'connection closed' ? d.reason : reason;
@@ -529,10 +532,10 @@ export class Replicator {
     // The peer's own dial carries the session: look again only now and then;
     // if that session ends, the dialer is woken at once (see wake()).
     const delay =
-      reason === 'duplicate session'
+      reason === DUPLICATE_SESSION
         ? this.opts.backoffCap ?? 30_000
         : backoffDelay(d.attempt++, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 30_000);
-    if (reason !== 'duplicate session') {
+    if (reason !== DUPLICATE_SESSION) {
       this.opts.log.info({ url: d.url, peer: d.node, reason: d.reason, retryInMs: delay }, 'replication link down; backing off');
     }
     d.timer = setTimeout(() => this.dial(d), delay);
@@ -579,7 +582,7 @@ export class Replicator {
   private wake(peer: string | undefined): void {
     if (this.closed || peer === undefined) return;
     for (const d of this.dialers) {
-      if (d.node === peer && !d.link && d.reason === 'duplicate session') {
+      if (d.node === peer && !d.link && d.reason === DUPLICATE_SESSION) {
         clearTimeout(d.timer);
         d.reason = null;
         d.timer = setTimeout(() => this.dial(d), backoffDelay(0, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 30_000));
