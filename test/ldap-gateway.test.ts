@@ -219,7 +219,7 @@ t.test('modify, compare and password modify go through the write path; add, dele
   t.same(after.fields['telephoneNumber'], ['+27 021 555 0111', '0049 30 1234'], 'stored exactly as given');
   t.equal(after.fields['mobile'], '+27 82 555 0000');
   const feed = await d.node.store.readFeed(after.seq - 1, 1);
-  t.equal(feed[0]!.principal, 'Person:per-c1', 'recorded as made by the person');
+  t.equal(feed[0]!.principal, 'Person:per-c1 via ldap', 'recorded as made by the person, through LDAP');
   const roles = await modify(me, `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: employeeType\nemployeeType: staff\n`);
   t.equal(roles.code, 50, 'a person cannot give themselves a role');
   const other = await modify(me, `dn: ${dnOf('per-c1b')}\nchangetype: modify\nreplace: title\ntitle: Boss\n`);

@@ -6,6 +6,7 @@ import { formatList, formatObject, formatStatus, type ObjectView, type StatusVie
 import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type FeedView, type ConflictView, type DigestView, type PeerView } from './replication-views.js';
 import { parseAssignments } from './assignments.js';
 import { bytes, Progress } from './progress.js';
+import { addReversibilityCommands } from './reversibility.js';
 import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -370,6 +371,8 @@ export function buildProgram(): Command {
       out(flags.json ? JSON.stringify(result) : formatVerify(result));
       if (!result.identical) process.exitCode = 1;
     });
+
+  addReversibilityCommands(program, clientOptions, client);
 
   return program;
 }

@@ -292,7 +292,7 @@ export class LdapGateway {
   private upgrade(p: Principal, login: string, password: string): void {
     if (p.kind !== 'person') return;
     const field = this.opts.store.schema.access!.passwordField;
-    this.opts.writer.update(p.id, { [field]: password }, { principal: principalName(p), credential: { user: login, password } }).then(
+    this.opts.writer.update(p.id, { [field]: password }, { principal: principalName(p), via: 'ldap', credential: { user: login, password } }).then(
       () => this.opts.log.info({ person: p.id }, 'upgraded an imported {SSHA} password hash to scrypt'),
       (e: unknown) => this.opts.log.warn({ person: p.id, err: this.opts.classify(e).message }, 'could not upgrade an {SSHA} password hash; trying again at the next bind'),
     );
@@ -545,7 +545,7 @@ export class LdapGateway {
     }
     if (Object.keys(update).length === 0) return answer(req.messageId, Op.modify, ResultCode.success, '');
     await authorizeWrite(scope, (x) => this.opts.store.get(x), 'update', o.id, t.def.name, update);
-    await this.opts.writer.update(o.id, update, { principal: principalName(s.principal), credential: s.credential, ifVersion: o.version });
+    await this.opts.writer.update(o.id, update, { principal: principalName(s.principal), via: 'ldap', credential: s.credential, ifVersion: o.version });
     const pw = this.opts.store.schema.access?.passwordField;
     if (pw && pw in update && s.principal.kind === 'person' && s.principal.id === o.id && typeof update[pw] === 'string') {
       s.credential = { user: s.credential!.user, password: update[pw] as string };
@@ -590,7 +590,7 @@ export class LdapGateway {
     }
     const generated = value.newPassword ? undefined : randomBytes(12).toString('base64url');
     const password = value.newPassword ?? generated!;
-    await this.opts.writer.update(target.id, { [access.passwordField]: password }, { principal: principalName(s.principal), credential: s.credential });
+    await this.opts.writer.update(target.id, { [access.passwordField]: password }, { principal: principalName(s.principal), via: 'ldap', credential: s.credential });
     if (self) s.credential = { user: s.credential!.user, password };
     // a generated password goes back in the response: SEQUENCE { genPasswd [0] }
     const extra = generated ? [tlv(0x8b, tlv(0x30, octets(generated, 0x80)))] : [];

@@ -1,5 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { hlcToIso, publicFields, type Store, type StoredObject } from '@meridian/store';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { encodeBackup, hlcToIso, isMeridianError, parseVersionName, publicFields, type Store, type StoredObject } from '@meridian/store';
 import { HttpError, readJson, sendJson } from './http-util.js';
 import type { Credential, Writer } from './writer.js';
 
@@ -16,6 +18,8 @@ export interface AdminContext {
   principal: string;
   /** the caller's own credential, which a replica forwards with its writes */
   credential: Credential;
+  /** purges are made on masters only (a replica forwards nothing but writes) */
+  role: 'master' | 'replica';
 }
 
 export interface ObjectJson {
@@ -60,6 +64,26 @@ export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: 
       default:
         throw methodNotAllowed(method, 'GET, PATCH, PUT, DELETE');
     }
+  }
+  if (parts[1] === 'objects' && parts.length === 4) {
+    const id = parts[2]!;
+    const action = parts[3]!;
+    const allowed = action === 'history' ? 'GET' : 'POST';
+    if (!['history', 'revert', 'undelete', 'purge'].includes(action)) throw new HttpError(404, `no such API resource ${url.pathname}; objects have history, revert, undelete and purge`, 'not-found');
+    if (method !== allowed && !(allowed === 'GET' && method === 'HEAD')) throw methodNotAllowed(method, allowed);
+    if (action === 'history') return history(ctx, res, id, url);
+    refuseSystemType(ctx, (await ctx.store.get(id))?.type);
+    if (action === 'revert') return revert(ctx, req, res, id);
+    if (action === 'undelete') {
+      const o = await ctx.writer.undelete(id, writeOptions(ctx, req));
+      sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });
+      return;
+    }
+    return purge(ctx, req, res, id);
+  }
+  if (parts[1] === 'backup' && parts.length === 2) {
+    if (method !== 'GET') throw methodNotAllowed(method, 'GET');
+    return backup(ctx, req, res);
   }
   if (parts[1] === 'digest' && parts.length === 2) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
@@ -124,9 +148,9 @@ async function getOne(ctx: AdminContext, res: ServerResponse, id: string, withDe
 }
 
 /** `?limit=`: 100 when absent, else a whole number from 1 to 10000. */
-function pageLimit(q: URLSearchParams): number {
+function pageLimit(q: URLSearchParams, fallback = 100): number {
   const text = q.get('limit');
-  const limit = text === null ? 100 : Number(text);
+  const limit = text === null ? fallback : Number(text);
   if (!Number.isInteger(limit) || limit < 1 || limit > 10000) throw new HttpError(400, 'limit must be a whole number from 1 to 10000');
   return limit;
 }
@@ -259,4 +283,87 @@ async function conflicts(ctx: AdminContext, res: ServerResponse, url: URL): Prom
     })),
     next: encodeCursor(page.next) ?? null,
   });
+}
+
+async function history(ctx: AdminContext, res: ServerResponse, id: string, url: URL): Promise<void> {
+  const h = await ctx.store.history(id, pageLimit(url.searchParams, 10000));
+  if (!h) {
+    const purged = await ctx.store.purgedAt(id);
+    if (purged) throw new HttpError(404, `${id} was purged at ${hlcToIso(purged.hlc)} by ${purged.principal}; it has no history any more`, 'purged');
+    throw new HttpError(404, `no object ${id}`, 'not-found');
+  }
+  sendJson(res, 200, {
+    id: h.id,
+    complete: !h.truncated,
+    firstSeq: h.firstSeq,
+    versions: h.versions.map((v) => ({
+      version: v.version,
+      seq: v.seq,
+      time: hlcToIso(v.hlc),
+      origin: v.origin,
+      principal: v.principal,
+      kind: v.kind,
+      deleted: v.deleted,
+      changes: v.changes.map((c) => (c.secret ? { field: c.field, secret: true } : { field: c.field, old: c.old ?? null, new: c.new ?? null })),
+    })),
+  });
+}
+
+/**
+ * Puts back the object's fields as they were right after the named change,
+ * as one new write (validated like any other, so it is refused if those
+ * values would now break the schema) made against the current version.
+ * Password fields keep their current value: a revert never brings back an
+ * old password.
+ */
+async function revert(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
+  const body = objectBody(await readJson(req, ctx.maxBody), ['to']);
+  const to = body['to'];
+  if (typeof to !== 'string' || !parseVersionName(to)) throw new HttpError(400, '"to" must name a version as history shows it, such as "office-a#42"');
+  const cur = await ctx.store.get(id);
+  const h = await ctx.store.history(id);
+  if (!cur || !h) throw new HttpError(404, `no object ${id}`, 'not-found');
+  const v = h.versions.find((x) => x.version === to);
+  if (!v) {
+    throw new HttpError(
+      404,
+      `${cur.type} ${id} has no version ${to} in this node's retained feed${h.truncated ? ` (it holds changes from feed position ${h.firstSeq})` : ''}; "meridian history ${id}" lists the versions there are`,
+      'not-found',
+    );
+  }
+  if (cur.deleted) throw new HttpError(409, `${cur.type} ${id} is deleted; undelete it first, then revert it`, 'deleted');
+  if (v.deleted) throw new HttpError(409, `version ${to} of ${cur.type} ${id} is its deletion; to delete it again, delete it`, 'deleted');
+  const o = await ctx.writer.replace(id, v.fields, { ...writeOptions(ctx, req), ifVersion: cur.version }).catch((e: unknown) => {
+    throw prefixed(e, `cannot revert ${cur.type} ${id} to ${to}: `);
+  });
+  sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });
+}
+
+async function purge(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
+  void req;
+  if (ctx.role !== 'master') throw new HttpError(409, 'purge on a master: a replica forwards writes, not purges', 'not-master');
+  const cur = await ctx.store.get(id);
+  const r = await ctx.store.purge(id, { principal: ctx.principal });
+  sendJson(res, 200, { id, type: cur?.type ?? null, purged: true, redactedFeedEntries: r.erased, lastSeq: ctx.store.lastSeq });
+}
+
+/** A consistent snapshot of the node's whole LevelDB, streamed in the backup format (docs/formats/backup.md). */
+async function backup(ctx: AdminContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const snap = ctx.store.backupSnapshot();
+  try {
+    res.writeHead(200, {
+      'content-type': 'application/vnd.meridian.backup',
+      'content-disposition': `attachment; filename="${snap.header.node}-${snap.header.taken.replace(/[:.]/g, '-')}.mbak"`,
+      'x-meridian-size-estimate': String(await ctx.store.approximateBytes()),
+    });
+    await pipeline(Readable.from(encodeBackup(snap.header, snap.batches)), res);
+  } finally {
+    await snap.close();
+  }
+  void req;
+}
+
+function prefixed(e: unknown, prefix: string): unknown {
+  if (e instanceof Error && (isMeridianError(e) || e instanceof HttpError)) e.message = prefix + e.message;
+  return e;
 }

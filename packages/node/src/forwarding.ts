@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { authorizeWrite, isMeridianError, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
+import { authorizeWrite, isMeridianError, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
 import { ForwardError, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
 import type { Principals } from './principals.js';
 import { HttpError } from './http-util.js';
@@ -45,7 +45,7 @@ export class ForwardedWrites {
     // the record is here if this master made the write, or received it from the master that did
     const prior = await this.store.idempotent(scoped);
     if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [prior.origin ?? me]: prior.originSeq } };
-    const opts = { principal: principalName(principal), ifVersion: w.ifVersion, idempotencyKey: scoped };
+    const opts = { principal: recordedPrincipal(principalName(principal), w.via), ifVersion: w.ifVersion, idempotencyKey: scoped };
     try {
       // the master authorises the user itself: a replica cannot write as anyone it cannot prove to be
       await authorizeWrite(await this.principals.scope(principal), (id) => this.store.get(id), w.op, w.id, w.type, w.fields);
@@ -124,6 +124,7 @@ export class ForwardingWriter implements Writer {
     const key = createHash('sha256').update(opts.credential.user).update('\0').update(clientKey).digest('base64url');
     const frame: Omit<WriteFrame, 't'> = { key, ...w, user: opts.credential.user, password: opts.credential.password };
     if (opts.ifVersion !== undefined) frame.ifVersion = opts.ifVersion;
+    if (opts.via !== undefined) frame.via = opts.via;
     let answer: WroteFrame;
     try {
       answer = await this.replicator.forward(frame, this.timeout, clientKey);

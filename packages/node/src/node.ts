@@ -296,7 +296,7 @@ export class MeridianNode {
           await handleReplicas(this.registry, this.config.maxBody, req, res, url);
           return;
         }
-        await handleAdmin({ store: this.store, writer: this.writer, maxBody: this.config.maxBody, principal: credential.user, credential }, req, res, url);
+        await handleAdmin({ store: this.store, writer: this.writer, maxBody: this.config.maxBody, principal: credential.user, credential, role: this.config.role }, req, res, url);
         return;
       }
       if (this.xml.handles(url.pathname)) {

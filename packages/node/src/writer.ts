@@ -1,4 +1,4 @@
-import type { Store, StoredObject, Writer, WriteOptions, WriteRequest } from '@meridian/store';
+import { recordedPrincipal, type Store, type StoredObject, type Writer, type WriteOptions, type WriteRequest } from '@meridian/store';
 
 export type { Credential, Writer, WriteRequest } from '@meridian/store';
 
@@ -13,14 +13,15 @@ export function storeWriter(store: Store): Writer {
   const running = new Map<string, Promise<StoredObject>>();
   const once = async (opts: WriteRequest, write: (o: WriteOptions) => Promise<StoredObject>): Promise<StoredObject> => {
     const key = opts.idempotencyKey === undefined ? undefined : `api/${opts.principal ?? 'system'}/${opts.idempotencyKey}`;
-    if (key === undefined) return write({ principal: opts.principal, ifVersion: opts.ifVersion });
+    const principal = recordedPrincipal(opts.principal, opts.via);
+    if (key === undefined) return write({ principal, ifVersion: opts.ifVersion });
     const inFlight = running.get(key);
     if (inFlight) return inFlight;
     const p = (async () => {
       const prior = await store.idempotent(key);
       const o = prior && (await store.get(prior.id));
       if (o) return o;
-      return write({ principal: opts.principal, ifVersion: opts.ifVersion, idempotencyKey: key });
+      return write({ principal, ifVersion: opts.ifVersion, idempotencyKey: key });
     })().finally(() => running.delete(key));
     running.set(key, p);
     return p;

@@ -18,3 +18,8 @@ export { VersionVector } from './version-vector.js';
 export { AccessScope, authorizeWrite, parseAccess, principalName } from './access.js';
 export type { AccessRules, RoleRule, Principal, AccessReads, Accessible, WriteOp } from './access.js';
 export type { Credential, Writer, WriteRequest } from './writer.js';
+export { recordedPrincipal } from './writer.js';
+export { parseVersionName } from './history.js';
+export type { ObjectHistory, ObjectVersion } from './history.js';
+export { BACKUP_FORMAT, BACKUP_VERSION, decodeBackup, encodeBackup, restoreBackup } from './backup.js';
+export type { BackupHeader, RestoreResult } from './backup.js';

@@ -42,6 +42,14 @@ export const keys = {
   field: (type: string, field: string, value: string, id: string): string =>
     `x${type}${SEP}${field}${SEP}${value}${SEP}${id}`,
   fieldPrefix: (type: string, field: string, value: string): string => `x${type}${SEP}${field}${SEP}${value}${SEP}`,
+  /** history: h<id>\0<seq> -> HistoryRecord of the change at that feed seq (see history.ts) */
+  history: (id: string, seq: number): string => `h${id}${SEP}${seqPart(seq)}`,
+  historyPrefix: (id: string): string => `h${id}${SEP}`,
+  /** purged object: p<id> -> PurgeRecord; the id is never used again */
+  purged: (id: string): string => `p${id}`,
+  purgedPrefix: 'p',
+  /** conflicts of one object: k<id>\0... (see conflicts.ts) */
+  conflictPrefix: (id: string): string => `k${id}${SEP}`,
   /** unique index: u<type>\0<field>\0<value> -> owner id */
   unique: (type: string, field: string, value: string): string => `u${type}${SEP}${field}${SEP}${value}`,
 } as const;

@@ -15,6 +15,8 @@ import { PinnedCache, type Slot } from './pinned-cache.js';
 import { ReadBatcher } from './read-batcher.js';
 import { bucketOf, digestRecords, type StoreDigest } from './digest.js';
 import { VersionVector } from './version-vector.js';
+import { BACKUP_FORMAT, BACKUP_VERSION, type BackupHeader } from './backup.js';
+import { historyRecord, toVersion, type HistoryRecord, type ObjectHistory, type ObjectVersion } from './history.js';
 import {
   checkFieldValues,
   checkRequired,
@@ -162,6 +164,8 @@ const DEFAULT_PAGE = 100;
 export class Store {
   readonly nodeId: string;
   readonly clientId: number;
+  /** how many times this node's data was restored from a backup (see backup.ts) */
+  readonly incarnation: number;
   readonly schema: Schema;
   readonly dir: string;
 
@@ -204,6 +208,8 @@ export class Store {
   private base: Record<string, number>;
   /** feed entries up to this seq were trimmed */
   private trimmedTo: number;
+  /** ids purged here: no change to them is applied again, nor a create with them made */
+  private readonly purgedIds: Set<string>;
   private closed = false;
 
   private constructor(init: {
@@ -219,7 +225,11 @@ export class Store {
     openConflicts: Map<string, Map<string, ConflictRecord>>;
     feedBase: Record<string, number>;
     trimmedTo: number;
+    purged: Set<string>;
+    incarnation: number;
   }) {
+    this.purgedIds = init.purged;
+    this.incarnation = init.incarnation;
     this.clientNodes = init.clientNodes;
     this.durableVector = new VersionVector(init.vector);
     this.visibleVector = new VersionVector(init.vector);
@@ -313,9 +323,11 @@ export class Store {
         if (!m) openConflicts.set(rec.objectId, (m = new Map()));
         m.set(k, rec);
       }
+      const purged = new Set<string>();
+      for await (const k of db.keys({ gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH })) purged.add(k.slice(1));
       const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
-      return new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, openConflicts, feedBase, trimmedTo });
+      return new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, openConflicts, feedBase, trimmedTo, purged, incarnation: (await getMeta<number>('incarnation')) ?? 0 });
     } catch (e) {
       await db.close().catch(() => undefined);
       throw e;
@@ -397,6 +409,9 @@ export class Store {
 
   private typeFor(intent: Intent, cur: ObjectRecord | null): TypeDef {
     if (intent.kind === 'create') {
+      if (!cur && this.purgedIds.has(intent.id)) {
+        throw new MeridianError('exists', `${intent.id} was purged; a purged object's id is never used again, so choose another`);
+      }
       if (cur) {
         throw new MeridianError(
           'exists',
@@ -407,7 +422,7 @@ export class Store {
       }
       return this.schema.types.get(intent.type)!;
     }
-    if (!cur) throw new MeridianError('not-found', `no object ${intent.id}`);
+    if (!cur) throw new MeridianError('not-found', this.purgedIds.has(intent.id) ? `${intent.id} was purged` : `no object ${intent.id}`);
     if (cur.d && intent.kind !== 'undelete') throw new MeridianError('not-found', `${cur.t} ${intent.id} was deleted`);
     if (!cur.d && intent.kind === 'undelete') throw new MeridianError('exists', `${cur.t} ${intent.id} is not deleted`);
     const def = this.schema.types.get(cur.t);
@@ -572,6 +587,8 @@ export class Store {
       k: kind,
     };
     const settle = changed.flatMap((f) => this.settleOps(id, f, hlc));
+    const hist = historyRecord(def, { origin: this.nodeId, originSeq, hlc, principal: feed.p, kind }, cur?.f, fields, plan.deleted);
+    settle.push({ type: 'put', key: keys.history(id, seq), value: encode(hist) });
     if (opts.idempotencyKey !== undefined) {
       const done: IdempotentWrite = { id, origin: this.nodeId, originSeq, hlc };
       settle.push({ type: 'put', key: keys.idempotency(opts.idempotencyKey), value: encode(done) });
@@ -686,7 +703,7 @@ export class Store {
         if (extra.length) last = this.commits.add(extra);
         continue;
       }
-      const r = await this.applyOne(c, extra);
+      const r = c.kind === 'purge' || this.purgedIds.has(c.id) ? await this.applyPurge(c, extra) : await this.applyOne(c, extra);
       if (r.skipped) result.skipped++;
       else result.applied++;
       result.conflicts += r.conflicts;
@@ -791,6 +808,9 @@ export class Store {
         }
       }
       const settle = c.fields.filter((f) => !conflicted.has(f)).flatMap((f) => this.settleOps(c.id, f, hlc));
+      // what the change did here, which after concurrent changes may be less than it did at its origin
+      const hist = historyRecord(def, { origin: c.origin, originSeq: c.originSeq, hlc, principal: c.principal, kind: c.kind }, cur?.f, fields, meta.deleted);
+      settle.push({ type: 'put', key: keys.history(c.id, seq), value: encode(hist) });
       const durable = this.persist(slot, def, cur, record, feed, beforeIdx, afterIdx, claims, [...extra, ...conflictOps, ...settle], true);
       handedOver = true;
       return { durable, conflicts: conflictOps.length };
@@ -801,6 +821,186 @@ export class Store {
         for (const cl of claims) this.claims.release(cl);
         this.objects.release(slot);
       }
+    }
+  }
+
+  /**
+   * Removes an object physically, on this node and (through the feed) on
+   * every other: its record, index entries, conflicts and history, and the
+   * field values in its feed entries, which stay in the feed redacted (same
+   * seq and origin, no update) so that peers still learn that those changes
+   * are done. What remains is the purge entry and a marker that keeps the
+   * id from being used again. Refused while live objects refer to it.
+   */
+  async purge(id: string, opts: { principal?: string } = {}): Promise<{ erased: number }> {
+    this.assertOpen();
+    if (this.purgedIds.has(id)) throw new MeridianError('not-found', `${id} was purged already`);
+    if (!isValidId(id)) throw new MeridianError('not-found', `no object ${id}`);
+    return this.exclusive(id, async (slot) => {
+      const cur = slot.value.current;
+      if (!cur) throw new MeridianError('not-found', this.purgedIds.has(id) ? `${id} was purged already` : `no object ${id}`);
+      const referrers = await this.referrers(id, cur.t);
+      if (referrers.length) {
+        throw new MeridianError(
+          'exists',
+          `${cur.t} ${id} is referred to by ${referrers.join(', ')}; point those elsewhere or delete them before purging it`,
+        );
+      }
+      const erased = await this.erase(slot, cur, () => {
+        const originSeq = this.vector.get(this.nodeId) + 1;
+        this.vector.add(this.nodeId, originSeq);
+        return { o: this.nodeId, n: originSeq, i: id, t: cur.t, u: EMPTY, h: this.clock.tick(), p: opts.principal ?? 'system', c: [], k: 'purge' };
+      }, []);
+      return { erased };
+    });
+  }
+
+  /** A purge received from a peer, or any change to an object purged here: recorded redacted, never applied. */
+  private async applyPurge(c: RemoteChange, extra: BatchOp[]): Promise<{ durable: Promise<void>; conflicts: number; skipped?: boolean }> {
+    let durable: Promise<void> = Promise.resolve();
+    await this.exclusive(c.id, async (slot) => {
+      if (this.vector.has(c.origin, c.originSeq)) {
+        durable = extra.length ? this.commits.add(extra) : Promise.resolve();
+        return;
+      }
+      await this.erase(slot, slot.value.current, () => {
+        this.clock.observe(c.hlc);
+        this.vector.add(c.origin, c.originSeq);
+        return { o: c.origin, n: c.originSeq, i: c.id, t: c.type, u: EMPTY, h: c.hlc, p: c.principal, c: [], k: 'purge' };
+      }, extra, (d) => (durable = d));
+    });
+    return { durable, conflicts: 0 };
+  }
+
+  /** Runs `fn` with the object's slot held against every other write and apply, after the last one is on disk. */
+  private async exclusive<T>(id: string, fn: (slot: Slot<CachedObject>) => Promise<T>): Promise<T> {
+    const slot = await this.objects.acquire(id, this.loadObject);
+    while (slot.value.busy) await slot.value.busy;
+    let done!: () => void;
+    slot.value.busy = new Promise<void>((r) => (done = r));
+    try {
+      await slot.value.pending;
+      return await fn(slot);
+    } finally {
+      slot.value.busy = undefined;
+      done();
+      this.objects.release(slot);
+    }
+  }
+
+  /** Live objects whose references name `id` (refs are always indexed), as "Type id (field)". */
+  private async referrers(id: string, type: string): Promise<string[]> {
+    const out: string[] = [];
+    for (const def of this.schema.types.values()) {
+      for (const f of def.fields.values()) {
+        if (f.kind !== 'ref' || f.to !== type) continue;
+        const prefix = keys.fieldPrefix(def.name, f.name, id);
+        for (const k of await this.db.keys({ gte: prefix, lt: prefix + HIGH, limit: 5 }).all()) out.push(`${def.name} ${idFromIndexKey(k)} (${f.name})`);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * The erasure itself, in one batch with the purge's own feed entry (made
+   * by `entry` once nothing awaits any more, so feed order holds). Returns
+   * how many of the object's feed entries were redacted.
+   */
+  private async erase(
+    slot: Slot<CachedObject>,
+    cur: ObjectRecord | null,
+    entry: () => FeedRecord,
+    extra: BatchOp[],
+    onQueued?: (durable: Promise<void>) => void,
+  ): Promise<number> {
+    const id = slot.key;
+    const def = cur ? this.schema.types.get(cur.t) : undefined;
+    const ops: BatchOp[] = [...extra];
+    const hp = keys.historyPrefix(id);
+    const seqs: number[] = [];
+    for await (const k of this.db.keys({ gte: hp, lt: hp + HIGH })) {
+      ops.push({ type: 'del', key: k });
+      seqs.push(parseSeqPart(k.slice(hp.length)));
+    }
+    const old = await this.db.getMany(seqs.map((n) => keys.feed(n)));
+    for (const [i, buf] of old.entries()) {
+      if (buf !== undefined) ops.push({ type: 'put', key: keys.feed(seqs[i]!), value: encode(redacted(decode<FeedRecord>(buf))) });
+    }
+    const cp = keys.conflictPrefix(id);
+    for await (const k of this.db.keys({ gte: cp, lt: cp + HIGH })) ops.push({ type: 'del', key: k });
+    const idx = cur && def ? indexSet(def, id, cur.f, cur.d) : EMPTY_INDEX;
+    const claims: Slot<CachedClaim>[] = [];
+    await Promise.all([...idx.unique].map(async (k) => claims.push(await this.claims.acquire(k, this.loadClaim))));
+
+    // -- synchronous from here: the purge's feed seq follows every change queued before it --
+    const feed = entry();
+    const seq = ++this.seq;
+    if (cur) ops.push({ type: 'del', key: keys.object(id) });
+    for (const k of idx.plain) ops.push({ type: 'del', key: k });
+    for (const c of claims) {
+      if (c.value.owner !== id) continue;
+      c.value.owner = null;
+      ops.push({ type: 'del', key: c.key });
+    }
+    const fresh = !this.purgedIds.has(id);
+    if (fresh) ops.push({ type: 'put', key: keys.purged(id), value: encode({ h: feed.h, p: feed.p, o: feed.o, n: feed.n, t: feed.t }) });
+    ops.push({ type: 'put', key: keys.feed(seq), value: encode(feed) });
+    if (cur && def && !cur.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) - 1);
+    this.dirtyVector.add(feed.o);
+    this.purgedIds.add(id);
+    this.openConflicts.delete(id);
+    slot.value.current = null;
+    slot.value.doc?.destroy();
+    slot.value.doc = undefined;
+    this.docHolders.delete(slot);
+    this.objects.resize(slot);
+    const fe = feedEntry(seq, feed);
+    slot.pins++; // released when on disk, as persist does
+    const durable = this.commits.add(ops, () => {
+      if (slot.value.current === null) {
+        slot.value.durable = null;
+        slot.value.pending = undefined;
+      }
+      this.durableSeq = seq;
+      this.durableVector.add(feed.o, feed.n);
+      this.visibleVector.add(feed.o, feed.n);
+      for (const fn of this.visibleListeners) fn();
+      for (let i = this.recentStart; i < this.recent.length; i++) {
+        const e = this.recent[i]!;
+        if (e.id === id && e.kind !== 'purge') this.recent[i] = feedEntry(e.seq, redacted(feedRecord(e)));
+      }
+      this.objects.release(slot);
+      for (const c of claims) this.claims.release(c);
+      this.remember(fe);
+      this.notify(fe);
+    });
+    slot.value.pending = durable;
+    onQueued?.(durable);
+    await durable;
+    if (cur) void this.compactAway(id, seqs);
+    return seqs.length;
+  }
+
+  /**
+   * LevelDB keeps deleted values in its files until a compaction rewrites
+   * them; a purge is for data-protection requests, so the ranges that held
+   * the object are compacted at once (in the background: it may take a
+   * while on a large store, and the data is unreadable already).
+   */
+  private async compactAway(id: string, seqs: number[]): Promise<void> {
+    const ranges: [string, string][] = [
+      [keys.object(id), keys.object(id)],
+      [keys.historyPrefix(id), keys.historyPrefix(id) + HIGH],
+      [keys.conflictPrefix(id), keys.conflictPrefix(id) + HIGH],
+      ['t', 'u' + HIGH],
+    ];
+    if (seqs.length) ranges.push([keys.feed(Math.min(...seqs)), keys.feed(Math.max(...seqs))]);
+    try {
+      // (level's types leave out classic-level's compactRange, which is what runs under Node)
+      const db = this.db as unknown as { compactRange(start: string, end: string): Promise<void> };
+      for (const [a, b] of ranges) if (!this.closed) await db.compactRange(a, b);
+    } catch {
+      // a store closing under a compaction: the next compaction LevelDB runs rewrites these files anyway
     }
   }
 
@@ -922,6 +1122,56 @@ export class Store {
     };
   }
 
+  /**
+   * Every record of this node's LevelDB as of one snapshot read, in key
+   * order, for `meridian backup`: writes go on meanwhile, and since each
+   * change is one atomic batch the snapshot holds whole changes only, with
+   * indexes, feed and vector that agree.
+   */
+  backupSnapshot(): { header: BackupHeader; batches: AsyncGenerator<[string, Uint8Array][]>; close(): Promise<void> } {
+    this.assertOpen();
+    const snapshot = this.db.snapshot();
+    const header: BackupHeader = {
+      format: BACKUP_FORMAT,
+      version: BACKUP_VERSION,
+      node: this.nodeId,
+      incarnation: this.incarnation,
+      taken: new Date().toISOString(),
+      head: this.durableSeq,
+      vector: this.durableVector.toObject(),
+    };
+    const db = this.db;
+    let closed = false;
+    async function* batches(): AsyncGenerator<[string, Uint8Array][]> {
+      const it = db.iterator({ snapshot, highWaterMarkBytes: 1024 * 1024 });
+      try {
+        for (;;) {
+          const entries = await it.nextv(1000);
+          if (entries.length === 0) return;
+          yield entries;
+        }
+      } finally {
+        await it.close();
+      }
+    }
+    return {
+      header,
+      batches: batches(),
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        await snapshot.close();
+      },
+    };
+  }
+
+  /** About how many bytes the store takes on disk (compressed), for progress bars. */
+  async approximateBytes(): Promise<number> {
+    this.assertOpen();
+    const db = this.db as unknown as { approximateSize(start: string, end: string): Promise<number> };
+    return db.approximateSize('\u0000', HIGH);
+  }
+
   /** This node's object digest in 2^bits buckets (see digest.ts). */
   digest(bits = 4, onProgress?: (objects: number) => void): Promise<StoreDigest> {
     this.assertOpen();
@@ -974,6 +1224,8 @@ export class Store {
     // the cache entry set here.
     for (const [n, { id, rec, def, idx }] of decoded.entries()) {
       this.clock.observe(rec.h);
+      // a peer that has not yet heard of a purge may still send the object
+      if (this.purgedIds.has(id)) continue;
       if (this.objects.peek(id) || present[n] !== undefined) {
         // Held here already (written meanwhile, or cloned from two peers at once): merge.
         merges.push(this.mergeState(id, rec.y, rec.h));
@@ -1080,11 +1332,15 @@ export class Store {
     for (let from = this.trimmedTo + 1; from <= upTo; from += 10_000) {
       const to = Math.min(upTo, from + 9_999);
       const ops: BatchOp[] = [];
-      for (let seq = from; seq <= to; seq++) ops.push({ type: 'del', key: keys.feed(seq) });
+      // each entry's history record goes with it: history shows what the retained feed holds
+      for await (const [k, v] of this.db.iterator({ gte: keys.feed(from), lte: keys.feed(to) })) {
+        const seq = parseSeqPart(k.slice(1));
+        ops.push({ type: 'del', key: k }, { type: 'del', key: keys.history(decode<FeedRecord>(v).i, seq) });
+        deleted++;
+      }
       ops.push({ type: 'put', key: keys.meta('trimmedTo'), value: encode(to) });
       await this.commits.add(ops);
       this.trimmedTo = to;
-      deleted += ops.length - 1;
     }
     return deleted;
   }
@@ -1187,6 +1443,37 @@ export class Store {
     const more = items.length > limit;
     if (more) items.pop();
     return { items, next: more ? items[items.length - 1]!.id : undefined };
+  }
+
+  /**
+   * The object's versions from the retained feed, oldest first (at most
+   * `limit`, the newest ones). A purged object has none; see purgedAt().
+   */
+  async history(id: string, limit = MAX_PAGE): Promise<ObjectHistory | undefined> {
+    this.assertOpen();
+    if (!isValidId(id)) return undefined;
+    const cur = await this.get(id);
+    if (!cur) return undefined;
+    const def = this.schema.types.get(cur.type);
+    const versions: ObjectVersion[] = [];
+    const prefix = keys.historyPrefix(id);
+    for await (const [k, v] of this.db.iterator({ gte: prefix, lt: prefix + HIGH, reverse: true, limit: clampLimit(limit) })) {
+      versions.push(toVersion(k, decode<HistoryRecord>(v), def));
+    }
+    versions.reverse();
+    // the object's first change here is its create (or, for a cloned node, was never in this feed)
+    const truncated = versions[0]?.kind !== 'create';
+    return { id, versions, truncated, firstSeq: this.firstSeq() };
+  }
+
+  /** When and by whom the object was purged, if it was. */
+  async purgedAt(id: string): Promise<{ hlc: number; principal: string; origin: string } | undefined> {
+    this.assertOpen();
+    if (!this.purgedIds.has(id)) return undefined;
+    const v = await this.db.get(keys.purged(id));
+    if (v === undefined) return undefined;
+    const r = decode<{ h: number; p: string; o: string }>(v);
+    return { hlc: r.h, principal: r.p, origin: r.o };
   }
 
   /** Changes feed entries after `after`, in the order this node applied them. */
@@ -1413,6 +1700,15 @@ function feedEntry(seq: number, r: FeedRecord): FeedEntry {
   const e: FeedEntry = { seq, origin: r.o, originSeq: r.n, id: r.i, type: r.t, kind: r.k, update: r.u, hlc: r.h, principal: r.p, fields: r.c };
   if (r.q !== undefined) e.idempotencyKey = r.q;
   return e;
+}
+
+/** A feed entry stripped of everything the change wrote: what a purge leaves of its object's changes. */
+function redacted(r: FeedRecord): FeedRecord {
+  return { o: r.o, n: r.n, i: r.i, t: r.t, u: EMPTY, h: r.h, p: r.p, c: [], k: 'purge' };
+}
+
+function feedRecord(e: FeedEntry): FeedRecord {
+  return { o: e.origin, n: e.originSeq, i: e.id, t: e.type, u: e.update, h: e.hlc, p: e.principal, c: e.fields, k: e.kind };
 }
 
 function objectCost(key: string, v: CachedObject): number {

@@ -9,6 +9,8 @@ export interface Credential {
 export interface WriteRequest extends WriteOptions {
   /** forwarded to the master on a replica, which checks it itself */
   credential?: Credential | undefined;
+  /** the surface the write came through (xml, ldap, import): recorded as "<principal> via <surface>" */
+  via?: 'xml' | 'ldap' | 'import' | undefined;
 }
 
 /**
@@ -17,6 +19,11 @@ export interface WriteRequest extends WriteOptions {
  * store commits) and on a replica (the master commits, and the answer
  * waits until the change is back and readable there).
  */
+/** The principal a feed entry records for a write made through `via`. */
+export function recordedPrincipal(principal: string | undefined, via: string | undefined): string | undefined {
+  return via === undefined || principal === undefined ? principal : `${principal} via ${via}`;
+}
+
 export interface Writer {
   create(type: string, fields: Record<string, unknown>, opts: WriteRequest & { id?: string | undefined }): Promise<StoredObject>;
   update(id: string, fields: Record<string, unknown>, opts: WriteRequest): Promise<StoredObject>;

@@ -61,7 +61,7 @@ export interface WireChange {
   i: string;
   y: string;
   /** kind */
-  k: 'create' | 'update' | 'delete' | 'undelete';
+  k: 'create' | 'update' | 'delete' | 'undelete' | 'purge';
   /** Yjs update */
   u: Uint8Array;
   /** HLC */
@@ -131,6 +131,8 @@ export interface WriteFrame {
   ifVersion?: string;
   user: string;
   password: string;
+  /** the surface the write came through (xml, ldap, import), recorded with the principal */
+  via?: string;
 }
 
 /**
@@ -168,7 +170,7 @@ const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object
 const isId = (v: unknown): v is string => typeof v === 'string' && isValidId(v);
 const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isBytes = (v: unknown, max: number): v is Uint8Array => v instanceof Uint8Array && v.length <= max;
-const KINDS = new Set(['create', 'update', 'delete', 'undelete']);
+const KINDS = new Set(['create', 'update', 'delete', 'undelete', 'purge']);
 const WRITE_OPS = new Set(['create', 'update', 'replace', 'delete', 'undelete']);
 const NAME_RE = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
 const CRED_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}:[0-9a-f]{16}$/;
@@ -201,6 +203,8 @@ function checkChange(c: unknown): WireChange {
   return c as unknown as WireChange;
 }
 
+const VIA_RE = /^[a-z]{1,16}$/;
+
 function checkWrite(f: Record<string, unknown>): WriteFrame {
   check(isKey(f['key']), 'write needs a key of 1-128 printable ASCII characters');
   check(typeof f['op'] === 'string' && WRITE_OPS.has(f['op']), 'write op is unknown');
@@ -215,6 +219,7 @@ function checkWrite(f: Record<string, unknown>): WriteFrame {
     }
   } else check(fields === undefined, `a forwarded ${String(f['op'])} carries no fields`);
   check(f['ifVersion'] === undefined || (typeof f['ifVersion'] === 'string' && f['ifVersion'].length <= 128), 'write ifVersion is malformed');
+  check(f['via'] === undefined || (typeof f['via'] === 'string' && VIA_RE.test(f['via'])), 'write via is malformed');
   check(typeof f['user'] === 'string' && f['user'].length <= 256 && typeof f['password'] === 'string' && f['password'].length <= 1024, 'write needs the user and password it is made as');
   return f as unknown as WriteFrame;
 }

@@ -13,6 +13,7 @@ import {
 import { objectXml, parseDocument, XML_DECLARATION, XmlError, writeFields, escapeAttr, escapeText, type ObjectInput } from './format.js';
 import { ifMatch, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
 import { exportOrder, runImport } from './import-export.js';
+import { historyXml } from './history-xml.js';
 import { changesFeed } from './changes.js';
 
 export interface HttpAnswer {
@@ -98,6 +99,10 @@ export class XmlGateway {
             if (method === 'PUT') return await this.put(r, type, id);
             if (method === 'DELETE') return await this.remove(r, type, id);
             throw notAllowed(method, 'GET, HEAD, PUT, DELETE');
+          }
+          if (parts.length === 4 && parts[3] === 'history') {
+            if (method !== 'GET' && method !== 'HEAD') throw notAllowed(method, 'GET, HEAD');
+            return await this.history(r, parts[1]!, parts[2]!);
           }
           throw new XmlError(404, `nothing at ${url.pathname}; objects are at /objects/{type}/{id}`);
         case 'me':
@@ -198,7 +203,7 @@ export class XmlGateway {
     if (key !== undefined && (typeof key !== 'string' || !/^[\x21-\x7e]{1,128}$/.test(key))) {
       throw new XmlError(400, 'Idempotency-Key must be 1 to 128 printable ASCII characters without spaces');
     }
-    return { principal: principalName(r.principal), credential: r.credential, idempotencyKey: key, ifVersion: extra.ifVersion };
+    return { principal: principalName(r.principal), via: 'xml', credential: r.credential, idempotencyKey: key, ifVersion: extra.ifVersion };
   }
 
   private async body(r: Request): Promise<ObjectInput> {
@@ -218,6 +223,17 @@ export class XmlGateway {
       return;
     }
     this.send(r, 200, o);
+  }
+
+  /** The object's versions from this node's retained feed; deleted objects' only for the admin and staff. */
+  private async history(r: Request, type: string, id: string): Promise<void> {
+    this.typeDef(type);
+    const o = await this.opts.store.get(id);
+    if (!o || o.type !== type || !r.scope.canRead(o) || (o.deleted && !r.scope.everything)) throw new XmlError(404, `no ${type} ${id}`);
+    const h = (await this.opts.store.history(id))!;
+    const body = XML_DECLARATION + historyXml(h, o.type);
+    r.res.writeHead(200, { 'content-type': 'application/xml; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+    r.res.end(r.req.method === 'HEAD' ? undefined : body);
   }
 
   private async put(r: Request, type: string, id: string): Promise<void> {
@@ -460,7 +476,7 @@ export class XmlGateway {
       dryRun,
       maxObject: this.opts.maxBody,
       // one Idempotency-Key cannot stand for every object of a document: imports do not use it
-      writeOptions: () => ({ ...this.writeOpts(r), idempotencyKey: undefined }),
+      writeOptions: () => ({ ...this.writeOpts(r), via: 'import', idempotencyKey: undefined }),
       mapError: (e) => (e instanceof XmlError ? { status: e.status, code: codeOf(e.status), message: e.message, field: e.field } : this.opts.mapError(e)),
     });
     sendXml(r.res, report.status, report.body);

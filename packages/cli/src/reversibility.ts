@@ -1,0 +1,168 @@
+import { createWriteStream, createReadStream, existsSync, renameSync, rmSync, statSync } from 'node:fs';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import type { Command } from 'commander';
+import { decodeBackup, restoreBackup } from '@meridian/store';
+import { CliError, type AdminClient } from './client.js';
+import type { ObjectView } from './format.js';
+import { bytes, Progress } from './progress.js';
+
+interface ClientFlags {
+  node: string;
+  user: string;
+  password?: string;
+  json?: boolean;
+}
+
+export interface VersionView {
+  version: string;
+  seq: number;
+  time: string;
+  origin: string;
+  principal: string;
+  kind: string;
+  deleted: boolean;
+  changes: { field: string; old?: unknown; new?: unknown; secret?: boolean }[];
+}
+
+export interface HistoryView {
+  id: string;
+  complete: boolean;
+  firstSeq: number;
+  versions: VersionView[];
+}
+
+function out(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function shown(v: unknown): string {
+  return v === null || v === undefined ? '(none)' : JSON.stringify(v);
+}
+
+export function formatHistory(h: HistoryView): string {
+  const lines: string[] = [];
+  for (const v of h.versions) {
+    lines.push(`${v.version}  ${v.time}  ${v.principal}  ${v.kind}${v.deleted && v.kind !== 'delete' ? ' (deleted)' : ''}`);
+    for (const c of v.changes) lines.push(c.secret ? `    ${c.field}: changed (not shown)` : `    ${c.field}: ${shown(c.old)} -> ${shown(c.new)}`);
+  }
+  if (h.versions.length === 0) lines.push(`no versions of ${h.id} in this node's retained feed`);
+  if (!h.complete) {
+    lines.push(
+      `(older changes of ${h.id} are past this node's feed retention, or came with a clone: the feed here starts at position ${h.firstSeq}, so the first version shown is not the object's first)`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/**
+ * backup, restore, history, revert, undelete and purge: getting data back,
+ * whole or one object at a time, and erasing it for good.
+ */
+export function addReversibilityCommands(program: Command, withClient: (cmd: Command) => Command, client: (flags: ClientFlags) => AdminClient): void {
+  withClient(program.command('backup').description("take an online, consistent snapshot of a node's whole store into a file"))
+    .requiredOption('--out <file>', 'the backup file to write')
+    .action(async (flags: ClientFlags & { out: string }) => {
+      if (existsSync(flags.out)) throw new CliError(`${flags.out} exists already; choose a new file (a backup never overwrites one)`, 2);
+      const res = await client(flags).raw('GET', '/api/backup');
+      const estimate = Number(res.headers.get('x-meridian-size-estimate') ?? 0);
+      const progress = new Progress(flags.json === true);
+      let size = 0;
+      const counted = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          size += chunk.length;
+          // (the estimate is LevelDB's size on disk, compressed: the bar stops short of the end until it comes)
+          progress.update(() => (estimate ? `backing up: ${bar(Math.min(0.99, size / estimate))} ${bytes(size)} of about ${bytes(estimate)}` : `backing up: ${bytes(size)}`));
+          done(null, chunk);
+        },
+      });
+      // written aside and renamed once whole: a file named --out is always a complete backup
+      const partial = `${flags.out}.partial`;
+      try {
+        await pipeline(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), counted, createWriteStream(partial, { flags: 'wx' }));
+        // the node checks nothing on the way out: a cut stream shows as a file without its end record
+        await verifyBackupFile(partial);
+        renameSync(partial, flags.out);
+      } catch (e) {
+        rmSync(partial, { force: true });
+        if (e instanceof CliError) throw e;
+        throw new CliError(`the backup did not complete (${(e as Error).message}); nothing was written to ${flags.out}`);
+      } finally {
+        progress.done();
+      }
+      out(flags.json ? JSON.stringify({ file: flags.out, bytes: size }) : `backed up ${bytes(size)} to ${flags.out}`);
+    });
+
+  program
+    .command('restore')
+    .description('make a new data directory from a backup: a new incarnation of the node, which catches up with its peers when started')
+    .requiredOption('--in <file>', 'the backup file')
+    .requiredOption('--dir <dir>', 'the new data directory (must not exist or be empty)')
+    .option('--node-id <id>', "the restored node's id (default: <original id>.<incarnation>)")
+    .option('--json', 'print JSON on stdout instead of text')
+    .action(async (flags: { in: string; dir: string; nodeId?: string; json?: boolean }) => {
+      let size: number;
+      try {
+        size = statSync(flags.in).size;
+      } catch (e) {
+        throw new CliError(`cannot read ${flags.in}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+      }
+      const progress = new Progress(flags.json === true);
+      let read = 0;
+      const source = createReadStream(flags.in).on('data', (c) => (read += c.length));
+      const r = await restoreBackup(flags.dir, source, {
+        nodeId: flags.nodeId,
+        onProgress: (records) => progress.update(() => `restoring: ${bar(read / Math.max(1, size))} ${records} records`),
+      });
+      progress.done();
+      if (flags.json) {
+        out(JSON.stringify({ dir: flags.dir, nodeId: r.nodeId, incarnation: r.incarnation, from: r.header.node, taken: r.header.taken, records: r.records }));
+        return;
+      }
+      out(`restored ${r.records} records of node ${r.header.node} (snapshot taken ${r.header.taken}) into ${flags.dir}`);
+      out(`it starts as node ${r.nodeId} (incarnation ${r.incarnation}): meridian serve --dir ${flags.dir} ... with the same peers; it catches up with them on its own`);
+      out('if your config pins --node-id, change it to the new id: the old id stays with the changes the original made');
+    });
+
+  withClient(program.command('history').description("show an object's versions from the node's retained feed: time, principal, fields changed").argument('<id>', 'object id')).action(
+    async (id: string, flags: ClientFlags) => {
+      const { body } = await client(flags).request<HistoryView>('GET', `/api/objects/${encodeURIComponent(id)}/history`);
+      out(flags.json ? JSON.stringify(body) : formatHistory(body));
+    },
+  );
+
+  withClient(program.command('revert').description("write an object's fields as they were at a version, as a new change that replicates").argument('<id>', 'object id'))
+    .requiredOption('--to <version>', 'the version, as history names it (origin#seq)')
+    .action(async (id: string, flags: ClientFlags & { to: string }) => {
+      const { body } = await client(flags).request<ObjectView>('POST', `/api/objects/${encodeURIComponent(id)}/revert`, { to: flags.to });
+      out(flags.json ? JSON.stringify(body) : `reverted ${body.type} ${body.id} to ${flags.to}; now at version ${body.version}`);
+    });
+
+  withClient(program.command('undelete').description('bring back a deleted object with the fields it had').argument('<id>', 'object id')).action(async (id: string, flags: ClientFlags) => {
+    const { body } = await client(flags).request<ObjectView>('POST', `/api/objects/${encodeURIComponent(id)}/undelete`);
+    out(flags.json ? JSON.stringify(body) : `undeleted ${body.type} ${body.id}`);
+  });
+
+  withClient(program.command('purge').description('erase an object physically on every node (for data-protection requests); cannot be undone').argument('<id>', 'object id'))
+    .option('--yes', 'confirm: the object, its history and its field values go for good')
+    .action(async (id: string, flags: ClientFlags & { yes?: boolean }) => {
+      if (!flags.yes) throw new CliError(`purge erases ${id} and its whole history on every node and cannot be undone; run it again with --yes`, 2);
+      const { body } = await client(flags).request<{ id: string; type: string | null; redactedFeedEntries: number }>('POST', `/api/objects/${encodeURIComponent(id)}/purge`);
+      out(flags.json ? JSON.stringify(body) : `purged ${body.type ?? ''} ${body.id} (${body.redactedFeedEntries} feed entries redacted); the purge replicates to every node`.replace('  ', ' '));
+    });
+}
+
+function bar(fraction: number): string {
+  const n = Math.round(fraction * 30);
+  return `[${'#'.repeat(n)}${'.'.repeat(30 - n)}] ${Math.floor(fraction * 100)}%`;
+}
+
+/** Reads a backup file through to its end record, so a cut-off download is never kept. */
+async function verifyBackupFile(file: string): Promise<void> {
+  try {
+    for await (const item of decodeBackup(createReadStream(file))) void item;
+  } catch (e) {
+    throw new CliError(`the backup stream was cut off or damaged (${(e as Error).message}); nothing was written, take it again`);
+  }
+}

@@ -1,0 +1,203 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { Level } from 'level';
+import { decode, encode } from './codec.js';
+import { MeridianError } from './errors.js';
+import { isValidId } from './ids.js';
+import { keys } from './keys.js';
+
+/**
+ * A backup file is a sequence of frames, each a 4-byte big-endian length
+ * and that many bytes of msgpack: one header, record frames holding raw
+ * LevelDB keys and values in key order, and one trailer with the record
+ * count and a SHA-256 over every frame before it, so a truncated or
+ * altered file is refused rather than restored in part. docs/formats/backup.md
+ * describes it.
+ */
+export const BACKUP_FORMAT = 'meridian-backup';
+export const BACKUP_VERSION = 1;
+
+export interface BackupHeader {
+  format: typeof BACKUP_FORMAT;
+  version: number;
+  /** the node the backup was taken from, and its incarnation */
+  node: string;
+  incarnation: number;
+  /** ISO time the snapshot was taken */
+  taken: string;
+  /** the feed position and version vector the snapshot holds at least */
+  head: number;
+  vector: Record<string, number>;
+}
+
+interface RecordFrame {
+  k: string[];
+  v: Uint8Array[];
+}
+
+interface Trailer {
+  end: true;
+  records: number;
+  sha256: string;
+}
+
+function frame(value: unknown): Buffer {
+  const body = encode(value);
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(body.length);
+  return Buffer.concat([len, body]);
+}
+
+/** Encodes a backup from a header and batches of raw records (read from one LevelDB snapshot). */
+export async function* encodeBackup(header: BackupHeader, batches: AsyncIterable<[string, Uint8Array][]>): AsyncGenerator<Buffer> {
+  const hash = createHash('sha256');
+  const emit = (value: unknown): Buffer => {
+    const f = frame(value);
+    hash.update(f);
+    return f;
+  };
+  yield emit(header);
+  let records = 0;
+  for await (const batch of batches) {
+    records += batch.length;
+    yield emit({ k: batch.map(([k]) => k), v: batch.map(([, v]) => v) } satisfies RecordFrame);
+  }
+  yield frame({ end: true, records, sha256: hash.digest('hex') } satisfies Trailer);
+}
+
+/** Largest frame a backup may hold: record frames are written at about 1 MiB. */
+const MAX_FRAME = 256 * 1024 * 1024;
+
+/**
+ * Reads a backup: the header first, then batches of records, checking the
+ * framing as it goes and the trailer at the end (the caller must not treat
+ * what it wrote as a restore until the generator has finished).
+ */
+export async function* decodeBackup(input: AsyncIterable<Uint8Array>): AsyncGenerator<BackupHeader | [string, Buffer][]> {
+  const hash = createHash('sha256');
+  let buf = Buffer.alloc(0);
+  let header: BackupHeader | undefined;
+  let records = 0;
+  let ended = false;
+  const bad = (why: string): MeridianError => new MeridianError('bad-request', `this is not a usable Meridian backup: ${why}`);
+  for await (const chunk of input) {
+    buf = buf.length ? Buffer.concat([buf, chunk]) : Buffer.from(chunk);
+    for (;;) {
+      if (buf.length < 4) break;
+      const len = buf.readUInt32BE(0);
+      if (len > MAX_FRAME) throw bad(`a frame claims ${len} bytes`);
+      if (buf.length < 4 + len) break;
+      const whole = buf.subarray(0, 4 + len);
+      let value: unknown;
+      try {
+        value = decode(whole.subarray(4));
+      } catch {
+        throw bad('a frame is not msgpack');
+      }
+      buf = buf.subarray(4 + len);
+      if (ended) throw bad('data follows the end record');
+      if (header === undefined) {
+        header = checkHeader(value, bad);
+        hash.update(whole);
+        yield header;
+        continue;
+      }
+      const v = value as Partial<Trailer & RecordFrame>;
+      if (v.end === true) {
+        if (v.records !== records) throw bad(`the end record counts ${String(v.records)} records, the file holds ${records}`);
+        if (v.sha256 !== hash.digest('hex')) throw bad('its checksum does not match: the file was altered or damaged');
+        ended = true;
+        continue;
+      }
+      if (!Array.isArray(v.k) || !Array.isArray(v.v) || v.k.length !== v.v.length) throw bad('a record frame is malformed');
+      const batch: [string, Buffer][] = [];
+      for (let i = 0; i < v.k.length; i++) {
+        const k = v.k[i];
+        const val = v.v[i];
+        if (typeof k !== 'string' || k.length === 0 || !(val instanceof Uint8Array)) throw bad('a record is malformed');
+        batch.push([k, Buffer.from(val.buffer, val.byteOffset, val.byteLength)]);
+      }
+      hash.update(whole);
+      records += batch.length;
+      yield batch;
+    }
+  }
+  if (header === undefined) throw bad('it is empty or holds no header');
+  if (!ended || buf.length) throw bad('it ends before its end record (an interrupted backup?); take the backup again');
+}
+
+function checkHeader(value: unknown, bad: (why: string) => MeridianError): BackupHeader {
+  const h = value as Partial<BackupHeader> | null;
+  if (typeof h !== 'object' || h === null || h.format !== BACKUP_FORMAT) throw bad('it does not start with a Meridian backup header');
+  if (h.version !== BACKUP_VERSION) throw bad(`it is format version ${String(h.version)}; this Meridian reads version ${BACKUP_VERSION}`);
+  if (typeof h.node !== 'string' || !isValidId(h.node)) throw bad('its header names no valid node');
+  return h as BackupHeader;
+}
+
+export interface RestoreResult {
+  header: BackupHeader;
+  records: number;
+  /** the restored node's id: a new incarnation of the one backed up */
+  nodeId: string;
+  incarnation: number;
+}
+
+/**
+ * Writes a backup into a new data dir as a new incarnation of the node it
+ * came from: a node id of its own (`<node>.<incarnation>` unless given), so
+ * the (origin, seq) pairs it makes from here can never be mistaken for the
+ * ones the original made after the backup, and peers treat it as a new
+ * peer to catch up with. The Yjs clientIDs used before stay recorded, and
+ * the store draws a fresh one at every start, so none is reused.
+ */
+export async function restoreBackup(
+  dir: string,
+  input: AsyncIterable<Uint8Array>,
+  opts: { nodeId?: string | undefined; onProgress?: (records: number, header: BackupHeader) => void } = {},
+): Promise<RestoreResult> {
+  if (existsSync(dir) && readdirSync(dir).length > 0) {
+    throw new MeridianError('exists', `${dir} is not empty; restore into a new directory`);
+  }
+  mkdirSync(dir, { recursive: true });
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  await db.open();
+  let header: BackupHeader | undefined;
+  let records = 0;
+  try {
+    for await (const item of decodeBackup(input)) {
+      if (!Array.isArray(item)) {
+        header = item;
+        continue;
+      }
+      await db.batch(item.map(([key, value]) => ({ type: 'put' as const, key, value })));
+      records += item.length;
+      opts.onProgress?.(records, header!);
+    }
+    const h = header!;
+    const incarnation = (readMeta<number>(await db.get(keys.meta('incarnation'))) ?? 0) + 1;
+    const root = readMeta<string>(await db.get(keys.meta('nodeRoot'))) ?? h.node;
+    const nodeId = opts.nodeId ?? `${root}.${incarnation}`;
+    if (!isValidId(nodeId)) throw new MeridianError('bad-request', `node id "${nodeId}" may hold only letters, digits, ".", "_" and "-"`);
+    if (nodeId === h.node) throw new MeridianError('bad-request', `a restored node needs an id of its own, not "${h.node}" again: its new changes must not be taken for the original's`);
+    await db.batch(
+      [
+        { type: 'put', key: keys.meta('nodeId'), value: encode(nodeId) },
+        { type: 'put', key: keys.meta('nodeRoot'), value: encode(root) },
+        { type: 'put', key: keys.meta('incarnation'), value: encode(incarnation) },
+        { type: 'put', key: keys.meta('restoredFrom'), value: encode({ node: h.node, taken: h.taken, head: h.head }) },
+      ],
+      { sync: true },
+    );
+    await db.close();
+    return { header: h, records, nodeId, incarnation };
+  } catch (e) {
+    // nothing half-restored is left to be started by mistake: the directory was empty or absent
+    await db.close().catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+function readMeta<T>(v: Buffer | undefined): T | undefined {
+  return v === undefined ? undefined : decode<T>(v);
+}

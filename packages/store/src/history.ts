@@ -1,0 +1,110 @@
+import type { ChangeKind, FieldValue } from './codec.js';
+import { keys, parseSeqPart, SEP } from './keys.js';
+import type { TypeDef } from './schema.js';
+
+/**
+ * What one change did to one object, as this node applied it: kept beside
+ * the feed entry (`h<id>\0<seq>`) and trimmed with it. The feed entry holds
+ * the Yjs update, which says what was written but not what was there
+ * before; this record holds both, so a history can show old and new values
+ * and a revert can put back the whole object as it was, without replaying
+ * Yjs from the object's first change (which a trimmed feed no longer has).
+ * Password fields show only that they changed: their hashes stay in the
+ * object alone.
+ */
+export interface HistoryRecord {
+  /** origin node and origin seq: the change's name on every node */
+  o: string;
+  n: number;
+  /** HLC */
+  h: number;
+  /** principal */
+  p: string;
+  k: ChangeKind;
+  /** every non-password field after the change */
+  f: Record<string, FieldValue>;
+  /** tombstoned after the change */
+  d: boolean;
+  /** the fields the change altered, password fields included */
+  c: string[];
+  /** values the altered non-password fields had before (absent: not set) */
+  b: Record<string, FieldValue>;
+}
+
+/** One version of an object, as history shows it. */
+export interface ObjectVersion {
+  /** `origin#originSeq`: names the same change on every node */
+  version: string;
+  /** local feed seq */
+  seq: number;
+  origin: string;
+  originSeq: number;
+  hlc: number;
+  principal: string;
+  kind: ChangeKind;
+  deleted: boolean;
+  /** each altered field's old and new value (undefined: not set; password fields hold neither) */
+  changes: { field: string; old?: FieldValue | undefined; new?: FieldValue | undefined; secret?: true }[];
+  /** the object's non-password fields after this change */
+  fields: Record<string, FieldValue>;
+}
+
+export interface ObjectHistory {
+  id: string;
+  versions: ObjectVersion[];
+  /**
+   * Whether the object's earlier changes were trimmed from this node's feed
+   * (or never were in it: a node cloned from another starts its feed at the
+   * clone). The oldest version shown is then not the object's first.
+   */
+  truncated: boolean;
+  /** the oldest feed position this node still holds */
+  firstSeq: number;
+}
+
+export function historyKey(id: string, seq: number): string {
+  return keys.history(id, seq);
+}
+
+/** The history record of a change that took an object from `before` to `after`. */
+export function historyRecord(
+  def: TypeDef | undefined,
+  change: { origin: string; originSeq: number; hlc: number; principal: string; kind: ChangeKind },
+  before: Readonly<Record<string, FieldValue>> | undefined,
+  after: Readonly<Record<string, FieldValue>>,
+  deleted: boolean,
+): HistoryRecord {
+  const f: Record<string, FieldValue> = {};
+  const b: Record<string, FieldValue> = {};
+  const c: string[] = [];
+  const secret = (name: string): boolean => def?.fields.get(name)?.kind === 'password';
+  for (const [k, v] of Object.entries(after)) if (!secret(k)) f[k] = v;
+  const names = new Set([...Object.keys(before ?? {}), ...Object.keys(after)]);
+  for (const name of names) {
+    const old = before?.[name];
+    if (sameValue(old, after[name])) continue;
+    c.push(name);
+    if (old !== undefined && !secret(name)) b[name] = old;
+  }
+  return { o: change.origin, n: change.originSeq, h: change.hlc, p: change.principal, k: change.kind, f, d: deleted, c: c.sort(), b };
+}
+
+export function toVersion(key: string, r: HistoryRecord, def: TypeDef | undefined): ObjectVersion {
+  const seq = parseSeqPart(key.slice(key.lastIndexOf(SEP) + 1));
+  const changes = r.c.map((field) =>
+    def?.fields.get(field)?.kind === 'password' ? { field, secret: true as const } : { field, old: r.b[field], new: r.f[field] },
+  );
+  return { version: `${r.o}#${r.n}`, seq, origin: r.o, originSeq: r.n, hlc: r.h, principal: r.p, kind: r.k, deleted: r.d, changes, fields: r.f };
+}
+
+/** `origin#seq`, as history names versions. */
+export function parseVersionName(name: string): { origin: string; originSeq: number } | undefined {
+  const m = /^([A-Za-z0-9._-]{1,128})#([1-9][0-9]{0,15})$/.exec(name);
+  return m ? { origin: m[1]!, originSeq: Number(m[2]) } : undefined;
+}
+
+function sameValue(a: FieldValue | undefined, b: FieldValue | undefined): boolean {
+  if (a === b) return true;
+  if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+  return a.every((v, i) => v === b[i]);
+}

@@ -1,0 +1,136 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { checkIndexes, type Store } from '../dist/index.js';
+import { openStore, tempDir } from './fixtures.js';
+
+/** Ships every feed entry of `from` after `since` to `to`, as replication does. */
+async function ship(from: Store, to: Store, since = 0): Promise<void> {
+  const entries = await from.readFeed(since, 10_000);
+  await to.applyRemote(entries.map(({ seq: _seq, ...c }) => c), { checkpoint: { peer: from.nodeId, seq: from.lastSeq } });
+}
+
+/** Every raw key and value of the store, as text, for looking for what must be gone. */
+async function rawText(s: Store): Promise<string> {
+  let text = '';
+  for await (const [k, v] of s.raw('')) text += `${k}\n${v.toString('latin1')}\n`;
+  return text;
+}
+
+t.test('history: each change with its principal, origin and old and new values, oldest first', async (t) => {
+  const s = await openStore(t, { nodeId: 'a' });
+  const p = await s.create('Person', { cn: 'Anna', sn: 'Smith', mail: ['anna@x.com'], password: 'pw-one' }, { principal: 'admin' });
+  await s.update(p.id, { sn: 'Jones', mail: ['anna@x.com', 'aj@x.com'], password: 'pw-two' }, { principal: 'Person:x via xml' });
+  await s.update(p.id, { telephoneNumber: ['+27 021'] }, { principal: 'Person:x via ldap' });
+  await s.delete(p.id, { principal: 'admin' });
+  const h = (await s.history(p.id))!;
+  t.equal(h.truncated, false, 'the whole history is in the feed');
+  t.same(h.versions.map((v) => [v.version, v.kind, v.principal, v.origin]), [
+    ['a#1', 'create', 'admin', 'a'],
+    ['a#2', 'update', 'Person:x via xml', 'a'],
+    ['a#3', 'update', 'Person:x via ldap', 'a'],
+    ['a#4', 'delete', 'admin', 'a'],
+  ]);
+  t.same(h.versions[1]!.changes, [
+    { field: 'mail', old: ['anna@x.com'], new: ['anna@x.com', 'aj@x.com'] },
+    { field: 'password', secret: true },
+    { field: 'sn', old: 'Smith', new: 'Jones' },
+  ]);
+  t.same(h.versions[2]!.changes, [{ field: 'telephoneNumber', old: undefined, new: ['+27 021'] }], 'a field set for the first time has no old value');
+  t.equal(h.versions[3]!.deleted, true);
+  t.notOk(JSON.stringify(h).includes('scrypt'), 'no password hash in history');
+  t.same(h.versions[1]!.fields, { cn: 'Anna', sn: 'Jones', mail: ['anna@x.com', 'aj@x.com'] }, 'each version holds the whole object (passwords left out)');
+});
+
+t.test('history of remote changes shows what they did here; trimming the feed trims history and says so', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  const o = await a.create('Org', { name: 'Acme', kind: 'vendor' }, { principal: 'admin' });
+  await a.update(o.id, { name: 'Acme Ltd' }, { principal: 'admin' });
+  await ship(a, b);
+  const hb = (await b.history(o.id))!;
+  t.same(hb.versions.map((v) => v.version), ['a#1', 'a#2'], 'the same versions, named the same, on the other node');
+  t.same(hb.versions[1]!.changes, [{ field: 'name', old: 'Acme', new: 'Acme Ltd' }]);
+  for (let i = 0; i < 5; i++) await a.create('Org', { name: `O${i}`, kind: 'vendor' });
+  await a.update(o.id, { name: 'Acme Group' });
+  t.equal(await a.trimFeed(3), 5, 'five entries trimmed');
+  const ha = (await a.history(o.id))!;
+  t.equal(ha.truncated, true, 'the create is past the retention');
+  t.same(ha.versions.map((v) => v.version), ['a#8']);
+  let left = 0;
+  for await (const [k] of a.raw('h')) if (k.startsWith(`h${o.id}`)) left++;
+  t.equal(left, 1, 'history records of trimmed entries are gone with them');
+});
+
+t.test('purge: refused while referenced; then no field value is left in the LevelDB, here or on a peer', async (t) => {
+  const dirA = tempDir(t);
+  const a = await openStore(t, { nodeId: 'a', dir: dirA });
+  const b = await openStore(t, { nodeId: 'b' });
+  const org = await a.create('Org', { name: 'Zyxwvut Holdings', kind: 'customer' });
+  const p = await a.create('Person', { cn: 'Quentin Quarantine', sn: 'Quarantine', mail: ['quentin.q@secret.example'], uid: 'qqsecret', telephoneNumber: ['+99 555 0199'], org: org.id });
+  await a.update(p.id, { sn: 'Quarantined-Twice' });
+  await ship(a, b);
+  // a conflict record on b holds values too
+  await b.update(p.id, { cn: 'Quentin Concurrent' });
+  await a.update(p.id, { cn: 'Quentin Other' });
+  await ship(b, a, 0);
+  await ship(a, b, 0);
+  t.ok((await a.conflicts()).items.length > 0, 'a conflict was recorded (it holds both values)');
+
+  await t.rejects(a.purge(org.id), { code: 'exists', message: new RegExp(`Org ${org.id} is referred to by Person ${p.id} \\(org\\)`) }, 'a referenced object is not purged');
+  const r = await a.purge(p.id, { principal: 'admin' });
+  t.equal(r.erased, 4, 'all four of its feed entries here (create, two updates, the concurrent one from b) redacted');
+  t.equal(await a.get(p.id), undefined, 'gone');
+  t.same(await a.purgedAt(p.id), { hlc: (await a.readFeed(a.lastSeq - 1, 1))[0]!.hlc, principal: 'admin', origin: 'a' });
+  t.equal((await a.lookup('Person', 'mail', 'quentin.q@secret.example')).items.length, 0);
+  t.same(await checkIndexes(a), [], 'indexes agree');
+  const last = (await a.readFeed(a.lastSeq - 1, 1))[0]!;
+  t.match(last, { kind: 'purge', id: p.id, principal: 'admin', fields: [] });
+  t.equal(last.update.length, 0);
+
+  await ship(a, b, 0);
+  t.equal(await b.get(p.id), undefined, 'the purge replicates');
+  t.same(await checkIndexes(b), []);
+  for (const [name, s] of [['a', a], ['b', b]] as const) {
+    const text = await rawText(s);
+    for (const secret of ['Quentin', 'Quarantine', 'quentin.q@secret', 'qqsecret', '555 0199']) {
+      t.notOk(text.includes(secret), `${name}: no "${secret}" in any key or value`);
+    }
+    t.ok(text.includes('Zyxwvut'), `${name}: the scan does see other objects' values (the check can fail)`);
+  }
+  t.same(a.versionVector(), b.versionVector(), 'redacted entries still count as applied: vectors agree');
+
+  await t.rejects(a.create('Person', { cn: 'X', sn: 'Y' }, { id: p.id }), { code: 'exists', message: /was purged; a purged object's id is never used again/ });
+  await t.rejects(a.update(p.id, { cn: 'Z' }), { code: 'not-found', message: `${p.id} was purged` });
+  await t.rejects(a.purge(p.id), { message: /purged already/ });
+
+  // LevelDB's files: compaction runs in the background after a purge; close to let it finish
+  await a.close();
+  const files = readdirSync(dirA).filter((f) => /\.(ldb|log|sst)$/.test(f));
+  const bytes = Buffer.concat(files.map((f) => readFileSync(join(dirA, f))));
+  t.ok(bytes.includes(Buffer.from('Zyxwvut')) || files.length === 0, 'the files do hold other values');
+  t.notOk(bytes.includes(Buffer.from('qqsecret')), 'not even the files on disk hold the purged values');
+});
+
+t.test('a change to a purged object made concurrently elsewhere is recorded redacted and never brings it back', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  const c = await openStore(t, { nodeId: 'c' });
+  const p = await a.create('Person', { cn: 'Ruth', sn: 'R' });
+  await ship(a, b);
+  await ship(a, c);
+  await b.update(p.id, { sn: 'Concurrent-Edit' }); // b has not heard of the purge yet
+  await a.purge(p.id);
+  await ship(b, a, 0);
+  t.equal(await a.get(p.id), undefined, 'the late change does not bring it back');
+  const relayed = (await a.readFeed(0, 100)).filter((e) => e.origin === 'b');
+  t.same(relayed.map((e) => [e.kind, e.update.length]), [['purge', 0]], 'a relays it as a redaction');
+  // c hears of everything only through a: b's change arrives as a redaction
+  await ship(a, c, 0);
+  t.equal(await c.get(p.id), undefined);
+  t.same(c.versionVector(), { a: 2, b: 1 }, "c counts b's change as applied, so it is never asked for again");
+  t.notOk((await rawText(c)).includes('Concurrent-Edit'));
+  await ship(a, b, 0);
+  t.equal(await b.get(p.id), undefined, 'b erases it, its own change too');
+  t.notOk((await rawText(b)).includes('Concurrent-Edit'));
+});
