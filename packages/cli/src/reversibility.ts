@@ -109,11 +109,11 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
         throw new CliError(`cannot read ${flags.in}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
       }
       const progress = new Progress(flags.json === true);
-      let read = 0;
-      const source = createReadStream(flags.in).on('data', (c) => (read += c.length));
+      // (bytesRead, not a 'data' listener: that would start the flow before the restore reads)
+      const source = createReadStream(flags.in);
       const r = await restoreBackup(flags.dir, source, {
         nodeId: flags.nodeId,
-        onProgress: (records) => progress.update(() => `restoring: ${bar(read / Math.max(1, size))} ${records} records`),
+        onProgress: (records) => progress.update(() => `restoring: ${bar(source.bytesRead / Math.max(1, size))} ${records} records`),
       });
       progress.done();
       if (flags.json) {

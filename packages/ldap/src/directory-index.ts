@@ -204,11 +204,22 @@ export class DirectoryIndex {
     const run = async (): Promise<void> => {
       await this.ready;
       const objects = await Promise.all(wanted.map((c) => this.store.get(c.id)));
-      for (const o of objects) if (o) this.put(o);
+      // (no object: it was purged, and leaves as a deleted one does)
+      for (const [i, o] of objects.entries()) if (o) this.put(o);
+      else this.drop(wanted[i]!.id);
       // a clone reports ids only: tell about their types now they are known
       if (changes.some((c) => c.type === undefined)) this.onChange(new Set(objects.flatMap((o) => (o ? [o.type] : []))), []);
     };
     this.pending = this.pending.then(run, run);
+  }
+
+  private drop(id: string): void {
+    const slot = this.slotOf.get(id);
+    const was = slot === undefined ? undefined : this.typeOf[slot];
+    if (slot === undefined || !was) return;
+    removeSorted(this.typeSlots.get(was.def.name)!, slot);
+    this.typeOf[slot] = undefined;
+    for (const idx of this.attrs.values()) idx.set(slot, undefined);
   }
 
   private put(o: StoredObject): void {

@@ -983,21 +983,32 @@ export class Store {
 
   /**
    * LevelDB keeps deleted values in its files until a compaction rewrites
-   * them; a purge is for data-protection requests, so the ranges that held
-   * the object are compacted at once (in the background: it may take a
-   * while on a large store, and the data is unreadable already).
+   * them, and a manual compaction of a range rewrites a file only when a
+   * level above holds data in that range: the memtable flush that the first
+   * compaction makes may put the purged values straight into the bottom
+   * level, beyond the reach of the compaction. So: compact once (flushing
+   * the memtable), write a deletion marker into each range (every marker
+   * names a key that does not exist), and compact again, which now has to
+   * merge the marker with the files below and rewrites them without the
+   * purged values. In the background: on a large store this takes a while,
+   * and the data is unreadable already. (An open backup or clone snapshot
+   * keeps the old values in the files until it closes; the next compaction
+   * LevelDB runs then drops them.)
    */
   private async compactAway(id: string, seqs: number[]): Promise<void> {
     const ranges: [string, string][] = [
-      [keys.object(id), keys.object(id)],
+      [keys.object(id), keys.object(id) + SEP],
       [keys.historyPrefix(id), keys.historyPrefix(id) + HIGH],
       [keys.conflictPrefix(id), keys.conflictPrefix(id) + HIGH],
       ['t', 'u' + HIGH],
     ];
-    if (seqs.length) ranges.push([keys.feed(Math.min(...seqs)), keys.feed(Math.max(...seqs))]);
+    if (seqs.length) ranges.push([keys.feed(Math.min(...seqs)), keys.feed(Math.max(...seqs)) + SEP]);
+    // (level's types leave out classic-level's compactRange, which is what runs under Node)
+    const db = this.db as unknown as { compactRange(start: string, end: string): Promise<void> };
     try {
-      // (level's types leave out classic-level's compactRange, which is what runs under Node)
-      const db = this.db as unknown as { compactRange(start: string, end: string): Promise<void> };
+      for (const [a, b] of ranges) if (!this.closed) await db.compactRange(a, b);
+      // markers: keys inside each range that no record uses (a record key never ends in SEP)
+      if (!this.closed) await this.db.batch(ranges.map(([a]) => ({ type: 'del' as const, key: `${a}${SEP}${SEP}` })));
       for (const [a, b] of ranges) if (!this.closed) await db.compactRange(a, b);
     } catch {
       // a store closing under a compaction: the next compaction LevelDB runs rewrites these files anyway

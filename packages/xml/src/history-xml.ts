@@ -16,10 +16,10 @@ export function historyXml(h: ObjectHistory, type: string): string {
     out += `  <version name="${escapeAttr(v.version)}" seq="${v.seq}" time="${hlcToIso(v.hlc)}" origin="${escapeAttr(v.origin)}" principal="${escapeAttr(v.principal)}" kind="${v.kind}"${v.deleted ? ' deleted="true"' : ''}>\n`;
     for (const c of v.changes) {
       if (c.secret) {
-        out += `    <change field="${escapeAttr(c.field)}" secret="true"/>\n`;
+        out += `    <field name="${escapeAttr(c.field)}" secret="true"/>\n`;
         continue;
       }
-      out += `    <change field="${escapeAttr(c.field)}">\n${values('old', c.old)}${values('new', c.new)}    </change>\n`;
+      out += `    <field name="${escapeAttr(c.field)}">\n${values('old', c.old)}${values('new', c.new)}    </field>\n`;
     }
     out += '  </version>\n';
   }
