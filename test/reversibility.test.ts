@@ -86,12 +86,12 @@ t.test('a backup taken during writes restores to a consistent store: indexes agr
   const r = await cliAsync(['restore', '--in', file, '--dir', dir, '--json']);
   t.equal(r.code, 0, r.stderr);
   const info = JSON.parse(r.stdout) as { nodeId: string; incarnation: number; from: string; records: number };
-  t.match(info, { nodeId: 'a.1', incarnation: 1, from: 'a' });
+  t.match(info, { nodeId: /^a\.1-[0-9a-f]{4}$/, incarnation: 1, from: 'a' });
 
   const schema = loadSchemaFile(SCHEMA);
   const restored = await Store.open({ dir, schema });
   t.teardown(() => restored.close());
-  t.equal(restored.nodeId, 'a.1', 'a new incarnation with its own node id');
+  t.equal(restored.nodeId, info.nodeId, 'a new incarnation with its own node id');
   t.same(await checkIndexes(restored), [], 'indexes agree with the objects');
   const head = restored.lastSeq;
   t.ok(head >= before && head <= after, `the snapshot is one feed position of the source (${head})`);
@@ -124,6 +124,7 @@ t.test('a restored node rejoins as a new incarnation and converges with its peer
   const a = await start(t, { nodeId: 'a', httpPort: pa, peers: [`ws://127.0.0.1:${pb}/sync`] });
   const b = await start(t, { nodeId: 'b', httpPort: pb, peers: [`ws://127.0.0.1:${pa}/sync`] });
   for (let i = 0; i < 50; i++) await (i % 2 ? a : b).store.create('Organisation', { name: `before-${i}`, kind: 'vendor' }, { principal: 'admin' });
+  const bClient = b.store.clientId;
   const file = join(tempDir(t), 'b.mbak');
   t.equal((await cli(b, 'backup', '--out', file)).code, 0);
   // b goes on after its backup; a has all of it before b is lost
@@ -135,11 +136,22 @@ t.test('a restored node rejoins as a new incarnation and converges with its peer
 
   const dir = join(tempDir(t), 'b-restored');
   t.equal((await cliAsync(['restore', '--in', file, '--dir', dir])).code, 0);
+  const twice = join(tempDir(t), 'again');
+  t.equal((await cliAsync(['restore', '--in', file, '--dir', twice])).code, 0);
+  const [r1, r2] = await Promise.all([dir, twice].map(async (d) => {
+    const s = await Store.open({ dir: d, schema: loadSchemaFile(SCHEMA) });
+    const id = s.nodeId;
+    await s.close();
+    return id;
+  }));
+  t.not(r1, r2, 'the same backup restored twice makes two node ids');
   // on b's port, so a's configuration is unchanged
   const r = await start(t, { httpPort: pb, peers: [`ws://127.0.0.1:${pa}/sync`] }, dir);
-  t.equal(r.store.nodeId, 'b.1');
+  t.match(r.store.nodeId, /^b\.1-[0-9a-f]{4}$/);
+  t.not(r.store.clientId, bClient, 'a fresh Yjs clientID');
+  t.notOk((await r.store.raw('mclients').next()).done, 'and the clientIDs used before are still recorded, so none is drawn again');
   const mine = await r.store.create('Organisation', { name: 'made-on-the-restored-node', kind: 'vendor' }, { principal: 'admin' });
-  t.same(r.store.versionVector()['b.1'], 1, 'its changes are a new origin, numbered from 1: no (origin, seq) pair of b is reused');
+  t.same(r.store.versionVector()[r.store.nodeId], 1, 'its changes are a new origin, numbered from 1: no (origin, seq) pair of b is reused');
   t.ok(await until(async () => (await digestOf(r)) === (await digestOf(a)), 15_000), 'the restored node and its peer converge');
   t.ok(await r.store.get(late.id), "b's write made after the backup came back through a");
   t.ok(await a.store.get(mine.id), "the restored node's write reached a");
@@ -147,7 +159,7 @@ t.test('a restored node rejoins as a new incarnation and converges with its peer
   t.equal(a.store.objectCounts()['Organisation'], 50 + 1 + 20 + 20 + 1, 'no write lost');
   t.same(await checkIndexes(r.store), []);
   const status = (await (await fetch(`${a.url}/status`, { headers: { authorization: AUTH } })).json()) as { peers: { node: string; state: string }[] };
-  t.ok(status.peers.some((p) => p.node === 'b.1' && p.state === 'live'), 'a sees the new incarnation as a live peer');
+  t.ok(status.peers.some((p) => p.node === r.store.nodeId && p.state === 'live'), 'a sees the new incarnation as a live peer');
 });
 
 t.test('history, revert and undelete through the CLI, replicated to the other master; refused when the old values break the schema', async (t) => {

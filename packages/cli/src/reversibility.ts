@@ -99,7 +99,7 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
     .description('make a new data directory from a backup: a new incarnation of the node, which catches up with its peers when started')
     .requiredOption('--in <file>', 'the backup file')
     .requiredOption('--dir <dir>', 'the new data directory (must not exist or be empty)')
-    .option('--node-id <id>', "the restored node's id (default: <original id>.<incarnation>)")
+    .option('--node-id <id>', "the restored node's id (default: <original id>.<incarnation>-<4 hex digits>)")
     .option('--json', 'print JSON on stdout instead of text')
     .action(async (flags: { in: string; dir: string; nodeId?: string; json?: boolean }) => {
       let size: number;
@@ -163,6 +163,6 @@ async function verifyBackupFile(file: string): Promise<void> {
   try {
     for await (const item of decodeBackup(createReadStream(file))) void item;
   } catch (e) {
-    throw new CliError(`the backup stream was cut off or damaged (${(e as Error).message}); nothing was written, take it again`);
+    throw new CliError(`the backup stream was cut off or damaged (${(e as Error).message.replace(/; take the backup again$/, '')}); nothing was saved, run the backup again`);
   }
 }

@@ -341,7 +341,7 @@ async function revert(ctx: AdminContext, req: IncomingMessage, res: ServerRespon
 
 async function purge(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
   void req;
-  if (ctx.role !== 'master') throw new HttpError(409, 'purge on a master: a replica forwards writes, not purges', 'not-master');
+  if (ctx.role !== 'master') throw new HttpError(409, 'purges are made on a master only; send this request to a master', 'not-master');
   const cur = await ctx.store.get(id);
   const r = await ctx.store.purge(id, { principal: ctx.principal });
   sendJson(res, 200, { id, type: cur?.type ?? null, purged: true, redactedFeedEntries: r.erased, lastSeq: ctx.store.lastSeq });

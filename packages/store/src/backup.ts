@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { Level } from 'level';
 import { decode, encode } from './codec.js';
@@ -134,6 +134,10 @@ function checkHeader(value: unknown, bad: (why: string) => MeridianError): Backu
   return h as BackupHeader;
 }
 
+const NODE_ID = keys.meta('nodeId');
+/** present while a restore is under way: Store.open refuses the directory */
+export const RESTORING = keys.meta('restoring');
+
 export interface RestoreResult {
   header: BackupHeader;
   records: number;
@@ -144,7 +148,7 @@ export interface RestoreResult {
 
 /**
  * Writes a backup into a new data dir as a new incarnation of the node it
- * came from: a node id of its own (`<node>.<incarnation>` unless given), so
+ * came from: a node id of its own (`<node>.<incarnation>-<4 hex>` unless given), so
  * the (origin, seq) pairs it makes from here can never be mistaken for the
  * ones the original made after the backup, and peers treat it as a new
  * peer to catch up with. The Yjs clientIDs used before stay recorded, and
@@ -164,24 +168,29 @@ export async function restoreBackup(
   let header: BackupHeader | undefined;
   let records = 0;
   try {
+    // until the end, a store refuses to open here (a killed restore must not start as anything),
+    // and the original's node id is never written: the new one is, once the stream is whole
+    await db.put(RESTORING, encode(new Date().toISOString()), { sync: true });
     for await (const item of decodeBackup(input)) {
       if (!Array.isArray(item)) {
         header = item;
         continue;
       }
-      await db.batch(item.map(([key, value]) => ({ type: 'put' as const, key, value })));
+      await db.batch(item.filter(([key]) => key !== NODE_ID).map(([key, value]) => ({ type: 'put' as const, key, value })));
       records += item.length;
       opts.onProgress?.(records, header!);
     }
     const h = header!;
     const incarnation = (readMeta<number>(await db.get(keys.meta('incarnation'))) ?? 0) + 1;
     const root = readMeta<string>(await db.get(keys.meta('nodeRoot'))) ?? h.node;
-    const nodeId = opts.nodeId ?? `${root}.${incarnation}`;
+    // the suffix: the same backup restored twice must not make two nodes of one id
+    const nodeId = opts.nodeId ?? `${root}.${incarnation}-${randomBytes(2).toString('hex')}`;
     if (!isValidId(nodeId)) throw new MeridianError('bad-request', `node id "${nodeId}" may hold only letters, digits, ".", "_" and "-"`);
     if (nodeId === h.node) throw new MeridianError('bad-request', `a restored node needs an id of its own, not "${h.node}" again: its new changes must not be taken for the original's`);
     await db.batch(
       [
-        { type: 'put', key: keys.meta('nodeId'), value: encode(nodeId) },
+        { type: 'put', key: NODE_ID, value: encode(nodeId) },
+        { type: 'del', key: RESTORING },
         { type: 'put', key: keys.meta('nodeRoot'), value: encode(root) },
         { type: 'put', key: keys.meta('incarnation'), value: encode(incarnation) },
         { type: 'put', key: keys.meta('restoredFrom'), value: encode({ node: h.node, taken: h.taken, head: h.head }) },

@@ -15,7 +15,7 @@ import { PinnedCache, type Slot } from './pinned-cache.js';
 import { ReadBatcher } from './read-batcher.js';
 import { bucketOf, digestRecords, type StoreDigest } from './digest.js';
 import { VersionVector } from './version-vector.js';
-import { BACKUP_FORMAT, BACKUP_VERSION, type BackupHeader } from './backup.js';
+import { BACKUP_FORMAT, BACKUP_VERSION, RESTORING, type BackupHeader } from './backup.js';
 import { historyRecord, toVersion, type HistoryRecord, type ObjectHistory, type ObjectVersion } from './history.js';
 import {
   checkFieldValues,
@@ -147,6 +147,8 @@ interface CachedObject {
   pending: Promise<void> | undefined;
   /** set while a remote change is being applied; local writes wait for it */
   busy?: Promise<void> | undefined;
+  /** set while the object is being purged: a write that would refer to it is refused */
+  purging?: boolean;
 }
 
 /** unique-index owner as writers see it (pending changes included) */
@@ -280,6 +282,9 @@ export class Store {
         const v = await db.get(keys.meta(name));
         return v === undefined ? undefined : decode<T>(v);
       };
+      if ((await db.get(RESTORING)) !== undefined) {
+        throw new MeridianError('bad-request', `${opts.dir} holds a restore that did not finish; delete it and run "meridian restore" again`);
+      }
       let nodeId = await getMeta<string>('nodeId');
       if (nodeId === undefined) {
         nodeId = opts.nodeId ?? newId('node');
@@ -531,6 +536,7 @@ export class Store {
       if (!target || target.d) {
         throw validationFailure(def, shown, field.name, 'reference', `refers to ${target ? 'deleted' : 'missing'} object ${r.key}`);
       }
+      if (r.value.purging) throw validationFailure(def, shown, field.name, 'reference', `refers to ${r.key}, which is being purged`);
       if (target.t !== field.to) {
         throw validationFailure(def, shown, field.name, 'reference', `must refer to ${article(field.to!)}, but ${r.key} is ${article(target.t)}`);
       }
@@ -717,6 +723,11 @@ export class Store {
   private async applyOne(c: RemoteChange, extra: BatchOp[]): Promise<{ durable: Promise<void>; conflicts: number; skipped?: boolean }> {
     const slot = await this.objects.acquire(c.id, this.loadObject);
     while (slot.value.busy) await slot.value.busy;
+    // purged while this change waited for the object
+    if (this.purgedIds.has(c.id)) {
+      this.objects.release(slot);
+      return this.applyPurge(c, extra);
+    }
     let done!: () => void;
     slot.value.busy = new Promise<void>((r) => (done = r));
     const claims: Slot<CachedClaim>[] = [];
@@ -839,20 +850,30 @@ export class Store {
     return this.exclusive(id, async (slot) => {
       const cur = slot.value.current;
       if (!cur) throw new MeridianError('not-found', this.purgedIds.has(id) ? `${id} was purged already` : `no object ${id}`);
-      const referrers = await this.referrers(id, cur.t);
-      if (referrers.length) {
-        throw new MeridianError(
-          'exists',
-          `${cur.t} ${id} is referred to by ${referrers.join(', ')}; point those elsewhere or delete them before purging it`,
-        );
+      // from here no new write may refer to it; writes that did already are on disk before the index is read
+      slot.value.purging = true;
+      try {
+        // (an empty batch is written after every one queued before it)
+        await this.commits.add([]);
+        return await this.purgeUnreferenced(slot, cur, opts.principal ?? 'system');
+      } finally {
+        slot.value.purging = false;
       }
-      const erased = await this.erase(slot, cur, () => {
-        const originSeq = this.vector.get(this.nodeId) + 1;
-        this.vector.add(this.nodeId, originSeq);
-        return { o: this.nodeId, n: originSeq, i: id, t: cur.t, u: EMPTY, h: this.clock.tick(), p: opts.principal ?? 'system', c: [], k: 'purge' };
-      }, []);
-      return { erased };
     });
+  }
+
+  private async purgeUnreferenced(slot: Slot<CachedObject>, cur: ObjectRecord, principal: string): Promise<{ erased: number }> {
+    const id = slot.key;
+    const referrers = await this.referrers(id, cur.t);
+    if (referrers.length) {
+      throw new MeridianError('exists', `${cur.t} ${id} is referred to by ${referrers.join(', ')}; point those elsewhere or delete them before purging it`);
+    }
+    const erased = await this.erase(slot, cur, () => {
+      const originSeq = this.vector.get(this.nodeId) + 1;
+      this.vector.add(this.nodeId, originSeq);
+      return { o: this.nodeId, n: originSeq, i: id, t: cur.t, u: EMPTY, h: this.clock.tick(), p: principal, c: [], k: 'purge' };
+    }, []);
+    return { erased };
   }
 
   /** A purge received from a peer, or any change to an object purged here: recorded redacted, never applied. */
@@ -967,7 +988,9 @@ export class Store {
       for (const fn of this.visibleListeners) fn();
       for (let i = this.recentStart; i < this.recent.length; i++) {
         const e = this.recent[i]!;
-        if (e.id === id && e.kind !== 'purge') this.recent[i] = feedEntry(e.seq, redacted(feedRecord(e)));
+        if (e.id !== id || e.kind === 'purge') continue;
+        this.recentBytes -= e.update.length;
+        this.recent[i] = feedEntry(e.seq, redacted(feedRecord(e)));
       }
       this.objects.release(slot);
       for (const c of claims) this.claims.release(c);
@@ -1000,7 +1023,8 @@ export class Store {
       [keys.object(id), keys.object(id) + SEP],
       [keys.historyPrefix(id), keys.historyPrefix(id) + HIGH],
       [keys.conflictPrefix(id), keys.conflictPrefix(id) + HIGH],
-      ['t', 'u' + HIGH],
+      // the type, field and unique indexes (t, u, x)
+      ['t', 'x' + HIGH],
     ];
     if (seqs.length) ranges.push([keys.feed(Math.min(...seqs)), keys.feed(Math.max(...seqs)) + SEP]);
     // (level's types leave out classic-level's compactRange, which is what runs under Node)
@@ -1286,6 +1310,10 @@ export class Store {
   private async mergeState(id: string, state: Uint8Array, hlc: number): Promise<void> {
     const slot = await this.objects.acquire(id, this.loadObject);
     while (slot.value.busy) await slot.value.busy;
+    if (this.purgedIds.has(id)) {
+      this.objects.release(slot);
+      return;
+    }
     let done!: () => void;
     slot.value.busy = new Promise<void>((r) => (done = r));
     const claims: Slot<CachedClaim>[] = [];

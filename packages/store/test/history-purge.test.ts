@@ -134,3 +134,24 @@ t.test('a change to a purged object made concurrently elsewhere is recorded reda
   t.equal(await b.get(p.id), undefined, 'b erases it, its own change too');
   t.notOk((await rawText(b)).includes('Concurrent-Edit'));
 });
+
+t.test('races: a remote change waiting behind a purge, and a write referring to the object being purged', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  const p = await a.create('Person', { cn: 'Race', sn: 'R' });
+  await ship(a, b);
+  await b.update(p.id, { sn: 'Late' });
+  const late = (await b.readFeed(1, 10)).map(({ seq: _s, ...c }) => c);
+  await Promise.all([a.purge(p.id), a.applyRemote(late)]);
+  t.equal(await a.get(p.id), undefined, 'the change that waited behind the purge does not bring the object back');
+  t.same(await checkIndexes(a), []);
+
+  const org = await a.create('Org', { name: 'Target', kind: 'vendor' });
+  const [purged, made] = await Promise.allSettled([a.purge(org.id), a.create('Person', { cn: 'Ref', sn: 'R', org: org.id })]);
+  t.ok(
+    (purged.status === 'fulfilled' && made.status === 'rejected') || (purged.status === 'rejected' && made.status === 'fulfilled'),
+    'either the purge or the write referring to it wins, never both',
+  );
+  if (made.status === 'fulfilled') t.equal((await a.get(made.value.id))?.fields['org'], org.id);
+  if (made.status === 'fulfilled') t.ok(await a.get(org.id), 'the referred object is still there');
+});

@@ -230,7 +230,9 @@ export class XmlGateway {
     this.typeDef(type);
     const o = await this.opts.store.get(id);
     if (!o || o.type !== type || !r.scope.canRead(o) || (o.deleted && !r.scope.everything)) throw new XmlError(404, `no ${type} ${id}`);
-    const h = (await this.opts.store.history(id))!;
+    const h = await this.opts.store.history(id);
+    // (purged since the read above)
+    if (!h) throw new XmlError(404, `no ${type} ${id}`);
     const body = XML_DECLARATION + historyXml(h, o.type);
     r.res.writeHead(200, { 'content-type': 'application/xml; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
     r.res.end(r.req.method === 'HEAD' ? undefined : body);
