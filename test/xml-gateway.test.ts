@@ -277,6 +277,7 @@ t.test('export, validated by xmllint, imported into an empty node gives the same
   t.equal(imported.status, 200);
   t.match(imported.text, new RegExp(`created="${n}" updated="0" unchanged="0" rejected="0"`));
   xmllint(t, imported.text, 'the import report');
+  t.same([...new Set((await b.store.readFeed(0, 10_000)).map((e) => e.principal))], ['admin via import'], 'every change an import makes records its principal as an import');
   const digest = async (node: typeof a) => JSON.stringify((await node.store.contentDigest()).buckets);
   t.equal(await digest(b), await digest(a), 'the same content digest');
   const again = await call(b, 'POST', '/import', { body: exported.text });
