@@ -38,6 +38,17 @@ async function start(t: Test, flags: ConfigInput, dir = tempDir(t)): Promise<{ n
   return { node, logs };
 }
 
+/** Masters a and b, a dialing b through a fault proxy the test can cut; resolves once they are connected. */
+async function proxiedPair(t: Test): Promise<{ a: Awaited<ReturnType<typeof start>>; b: Awaited<ReturnType<typeof start>>; proxy: FaultProxy }> {
+  const proxy = await FaultProxy.start();
+  t.teardown(() => proxy.close());
+  const b = await start(t, { nodeId: 'b' });
+  proxy.setTarget(Number(new URL(b.node.url).port));
+  const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${proxy.port}/sync`] });
+  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'live'), 'a and b are connected');
+  return { a, b, proxy };
+}
+
 /** Prometheus text format: metric{labels} value, as a map from "name{labels}" to the value. */
 async function scrape(node: MeridianNode): Promise<Map<string, number>> {
   const res = await fetch(`${node.url}/metrics`);
@@ -53,12 +64,7 @@ async function scrape(node: MeridianNode): Promise<Map<string, number>> {
 }
 
 t.test('/metrics: writes, feed, sessions, per-peer lag rising while cut off and back to zero after heal, request counts', async (t) => {
-  const proxy = await FaultProxy.start();
-  t.teardown(() => proxy.close());
-  const b = await start(t, { nodeId: 'b' });
-  proxy.setTarget(Number(new URL(b.node.url).port));
-  const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${proxy.port}/sync`] });
-  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'live'), 'a and b are connected');
+  const { a, b, proxy } = await proxiedPair(t);
   for (let i = 0; i < 5; i++) await a.node.store.create('Organisation', { name: `M${i}`, kind: 'vendor' });
   const m1 = await scrape(a.node);
   t.equal(m1.get('meridian_writes_total{kind="create"}'), 5, 'writes are counted by kind');
@@ -137,12 +143,7 @@ t.test('/readyz waits while a dialer closed as a duplicate waits for the peer\'s
 });
 
 t.test('each replication state change is logged once, not per entry', async (t) => {
-  const proxy = await FaultProxy.start();
-  t.teardown(() => proxy.close());
-  const b = await start(t, { nodeId: 'b' });
-  proxy.setTarget(Number(new URL(b.node.url).port));
-  const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${proxy.port}/sync`] });
-  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'live'));
+  const { a, b, proxy } = await proxiedPair(t);
   for (let i = 0; i < 200; i++) await a.node.store.create('Organisation', { name: `L${i}`, kind: 'vendor' });
   proxy.partition();
   t.ok(await until(() => a.logs.some((l) => l.msg === 'replication link down; backing off'), 3000));

@@ -13,6 +13,7 @@ import { pino } from 'pino';
 import WebSocket from 'ws';
 import { MeridianNode, resolveConfig } from '@meridian/node';
 import { decodeFrame, encodeFrame, PROTOCOL_VERSION, SyncSession, type Action, type Frame } from '@meridian/sync';
+import type { RemoteChange } from '@meridian/store';
 import { tempDir } from './helpers/tmp.js';
 
 const SECRET = 'test-cluster-secret-1';
@@ -325,42 +326,16 @@ t.test('after all that, a peer holding the secret still gets in', async (t) => {
   await node.store.create('Person', { cn: 'Ada', sn: 'Lovelace' });
   for (const c of cases.slice(0, 3)) await probe(syncUrl(node), c.script);
   const session = new SyncSession({ nodeId: 'friend', cluster: 'meridian', secret: SECRET, role: 'master', nonce: randomBytes(16), vector: () => ({}), head: 0 });
-  const applied: Action[] = [];
-  const ws = new WebSocket(syncUrl(node));
-  const run = (actions: Action[]): void => {
-    const queue = [...actions];
-    while (queue.length) {
-      const a = queue.shift()!;
-      if (a.type === 'send') ws.send(encodeFrame(a.frame));
-      else if (a.type === 'load-checkpoint') queue.push(...session.checkpointLoaded(0));
-      else if (a.type === 'read') queue.push(...session.feedRead([]));
-      else if (a.type === 'apply') {
-        applied.push(a);
-        queue.push(...session.applied());
-      }
-    }
-  };
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no changes from the node within 5 s')), 5000);
-    ws.on('open', () => run(session.start(Date.now())));
-    ws.on('message', (data: Buffer) => {
-      run(session.receive(decodeFrame(data)));
-      if (applied.length) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    ws.on('close', (code, reason) => reject(new Error(`closed: ${code} ${reason.toString()}`)));
-  });
-  ws.removeAllListeners('close');
+  const run = await drive(node, session, { stop: (d) => d.applied.length > 0 });
+  t.ok(run.stopped, 'changes came from the node before it closed the session');
   t.equal(session.state, 'open');
   t.equal(session.peer, node.store.nodeId);
-  const changes = applied.flatMap((a) => (a.type === 'apply' ? a.changes : []));
+  const changes = run.applied;
   t.same(changes.map((c) => [c.origin, c.type, c.kind]), [[node.store.nodeId, 'Person', 'create']], "the node streamed its feed to an authenticated peer");
   t.ok(logs.some((l) => l.msg === 'replication session open' && l.peer === 'friend'), 'the session is logged');
   await new Promise<void>((resolve) => {
-    ws.once('close', () => resolve());
-    ws.close(1000, 'done');
+    run.ws.once('close', () => resolve());
+    run.ws.close(1000, 'done');
   });
 });
 
@@ -375,27 +350,37 @@ async function issue(node: MeridianNode, name: string): Promise<string> {
   return body.credential;
 }
 
+interface Driven {
+  ws: WebSocket;
+  code: number;
+  reason: string;
+  frames: Frame[];
+  applied: RemoteChange[];
+  opened: boolean;
+  /** `stop` said so before the node closed the session (which is then still open) */
+  stopped: boolean;
+}
+
 /**
- * Drives a real SyncSession as a replica against the node: `after` runs
- * once the session is open (and subscribed); resolves with how it ended.
+ * Drives a real SyncSession against the node's /sync: `after` runs once the
+ * session is open; resolves when the node closes the session, or when
+ * `stop` says so (within 5 s, or it rejects).
  */
-function asReplica(
-  node: MeridianNode,
-  opts: { credential: string; role?: 'master' | 'replica'; after?: (ws: WebSocket) => void },
-): Promise<{ code: number; reason: string; frames: Frame[]; opened: boolean }> {
-  const [name, serial, key] = opts.credential.split(':') as [string, string, string];
-  const session = new SyncSession({ nodeId: `replica-${name}`, cluster: 'meridian', secret: key, credential: `${name}:${serial}`, role: opts.role ?? 'replica', nonce: randomBytes(16), vector: () => ({}), head: 0 });
+function drive(node: MeridianNode, session: SyncSession, opts: { after?: (ws: WebSocket) => void; stop?: (d: Driven) => boolean }): Promise<Driven> {
   const ws = new WebSocket(syncUrl(node));
-  const frames: Frame[] = [];
-  let opened = false;
+  const d: Driven = { ws, code: 0, reason: '', frames: [], applied: [], opened: false, stopped: false };
   const run = (actions: Action[]): void => {
     const queue = [...actions];
     while (queue.length) {
       const a = queue.shift()!;
       if (a.type === 'send') ws.send(encodeFrame(a.frame));
       else if (a.type === 'load-checkpoint') queue.push(...session.checkpointLoaded(0));
-      else if (a.type === 'open') {
-        opened = true;
+      else if (a.type === 'read') queue.push(...session.feedRead([]));
+      else if (a.type === 'apply') {
+        d.applied.push(...a.changes);
+        queue.push(...session.applied());
+      } else if (a.type === 'open') {
+        d.opened = true;
         setTimeout(() => opts.after?.(ws), 50);
       }
     }
@@ -403,20 +388,34 @@ function asReplica(
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       ws.terminate();
-      reject(new Error(`the node did not close the session within 5 s; frames: ${JSON.stringify(frames.map((f) => f.t))}`));
+      reject(new Error(`the session neither ended nor got what it waited for within 5 s; frames: ${JSON.stringify(d.frames.map((f) => f.t))}`));
     }, 5000);
     ws.on('open', () => run(session.start(Date.now())));
     ws.on('message', (data: Buffer) => {
       const f = decodeFrame(data);
-      frames.push(f);
+      d.frames.push(f);
       run(session.receive(f));
+      if (opts.stop?.(d)) {
+        clearTimeout(timer);
+        d.stopped = true;
+        ws.removeAllListeners('close');
+        resolve(d);
+      }
     });
     ws.on('error', () => undefined);
     ws.on('close', (code, reason) => {
       clearTimeout(timer);
-      resolve({ code, reason: reason.toString(), frames, opened });
+      Object.assign(d, { code, reason: reason.toString() });
+      resolve(d);
     });
   });
+}
+
+/** A real SyncSession as a replica with the given credential (or claiming another role with it). */
+function asReplica(node: MeridianNode, opts: { credential: string; role?: 'master' | 'replica'; after?: (ws: WebSocket) => void }): Promise<Driven> {
+  const [name, serial, key] = opts.credential.split(':') as [string, string, string];
+  const session = new SyncSession({ nodeId: `replica-${name}`, cluster: 'meridian', secret: key, credential: `${name}:${serial}`, role: opts.role ?? 'replica', nonce: randomBytes(16), vector: () => ({}), head: 0 });
+  return drive(node, session, { after: opts.after });
 }
 
 t.test('replicas are receive-only, and their credential is no cluster secret', async (t) => {

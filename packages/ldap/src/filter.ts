@@ -190,20 +190,14 @@ export function substringMatch(value: string, f: { initial: string | undefined; 
 /** RFC 4511's three-valued evaluation: true, false or undefined (which never matches, even under not). */
 export function evaluate(f: Filter, e: AttrSource): boolean | undefined {
   switch (f.k) {
-    case 'and': {
-      let out: boolean | undefined = true;
-      for (const x of f.f) {
-        const r = evaluate(x, e);
-        if (r === false) return false;
-        if (r === undefined) out = undefined;
-      }
-      return out;
-    }
+    case 'and':
     case 'or': {
-      let out: boolean | undefined = false;
+      // and stops at the first false, or at the first true; an undefined operand leaves the rest undecided
+      const decisive = f.k === 'or';
+      let out: boolean | undefined = !decisive;
       for (const x of f.f) {
         const r = evaluate(x, e);
-        if (r === true) return true;
+        if (r === decisive) return decisive;
         if (r === undefined) out = undefined;
       }
       return out;
