@@ -264,13 +264,16 @@ export class DirectoryIndex {
    */
   *candidates(f: Filter, t: MappedType, after = -1): Generator<number> {
     const plan = this.plan(f, t);
-    const lists = plan ?? [this.typeSlots.get(t.def.name)!.slice()];
+    // The lists are live: a change between two steps (the search waits for its client) inserts
+    // or removes slots, so a position is found again when the list moved under it.
+    const lists = plan ?? [this.typeSlots.get(t.def.name)!];
     const at = lists.map((l) => lowerBound(l, after + 1));
     let last = after;
     for (;;) {
       let min = Infinity;
       for (let k = 0; k < lists.length; k++) {
         const l = lists[k]!;
+        if (at[k]! > 0 && (at[k]! > l.length || l[at[k]! - 1]! > last)) at[k] = lowerBound(l, last + 1);
         while (at[k]! < l.length && l[at[k]!]! <= last) at[k]!++;
         if (at[k]! < l.length && l[at[k]!]! < min) min = l[at[k]!]!;
       }

@@ -72,18 +72,19 @@ export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: 
     if (!['history', 'revert', 'undelete', 'purge'].includes(action)) throw new HttpError(404, `no such API resource ${url.pathname}; objects have history, revert, undelete and purge`, 'not-found');
     if (method !== allowed && !(allowed === 'GET' && method === 'HEAD')) throw methodNotAllowed(method, allowed);
     if (action === 'history') return history(ctx, res, id, url);
-    refuseSystemType(ctx, (await ctx.store.get(id))?.type);
-    if (action === 'revert') return revert(ctx, req, res, id);
+    const cur = await ctx.store.get(id);
+    refuseSystemType(ctx, cur?.type);
+    if (action === 'revert') return revert(ctx, req, res, id, cur);
     if (action === 'undelete') {
       const o = await ctx.writer.undelete(id, writeOptions(ctx, req));
       sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });
       return;
     }
-    return purge(ctx, req, res, id);
+    return purge(ctx, res, id, cur);
   }
   if (parts[1] === 'backup' && parts.length === 2) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
-    return backup(ctx, req, res);
+    return backup(ctx, res);
   }
   if (parts[1] === 'digest' && parts.length === 2) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
@@ -316,11 +317,10 @@ async function history(ctx: AdminContext, res: ServerResponse, id: string, url: 
  * Password fields keep their current value: a revert never brings back an
  * old password.
  */
-async function revert(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
+async function revert(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string, cur: StoredObject | undefined): Promise<void> {
   const body = objectBody(await readJson(req, ctx.maxBody), ['to']);
   const to = body['to'];
   if (typeof to !== 'string' || !parseVersionName(to)) throw new HttpError(400, '"to" must name a version as history shows it, such as "office-a#42"');
-  const cur = await ctx.store.get(id);
   const h = await ctx.store.history(id);
   if (!cur || !h) throw new HttpError(404, `no object ${id}`, 'not-found');
   const v = h.versions.find((x) => x.version === to);
@@ -339,16 +339,14 @@ async function revert(ctx: AdminContext, req: IncomingMessage, res: ServerRespon
   sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });
 }
 
-async function purge(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
-  void req;
+async function purge(ctx: AdminContext, res: ServerResponse, id: string, cur: StoredObject | undefined): Promise<void> {
   if (ctx.role !== 'master') throw new HttpError(409, 'purges are made on a master only; send this request to a master', 'not-master');
-  const cur = await ctx.store.get(id);
   const r = await ctx.store.purge(id, { principal: ctx.principal });
   sendJson(res, 200, { id, type: cur?.type ?? null, purged: true, redactedFeedEntries: r.erased, lastSeq: ctx.store.lastSeq });
 }
 
 /** A consistent snapshot of the node's whole LevelDB, streamed in the backup format (docs/formats/backup.md). */
-async function backup(ctx: AdminContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function backup(ctx: AdminContext, res: ServerResponse): Promise<void> {
   const snap = ctx.store.backupSnapshot();
   try {
     res.writeHead(200, {
@@ -360,7 +358,6 @@ async function backup(ctx: AdminContext, req: IncomingMessage, res: ServerRespon
   } finally {
     await snap.close();
   }
-  void req;
 }
 
 function prefixed(e: unknown, prefix: string): unknown {

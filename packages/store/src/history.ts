@@ -1,5 +1,5 @@
 import type { ChangeKind, FieldValue } from './codec.js';
-import { keys, parseSeqPart, SEP } from './keys.js';
+import { parseSeqPart, SEP } from './keys.js';
 import type { TypeDef } from './schema.js';
 
 /**
@@ -60,10 +60,6 @@ export interface ObjectHistory {
   truncated: boolean;
   /** the oldest feed position this node still holds */
   firstSeq: number;
-}
-
-export function historyKey(id: string, seq: number): string {
-  return keys.history(id, seq);
 }
 
 /** The history record of a change that took an object from `before` to `after`. */

@@ -847,7 +847,7 @@ export class Store {
     this.assertOpen();
     if (this.purgedIds.has(id)) throw new MeridianError('not-found', `${id} was purged already`);
     if (!isValidId(id)) throw new MeridianError('not-found', `no object ${id}`);
-    return this.exclusive(id, async (slot) => {
+    return this.exclusive(id, true, async (slot) => {
       const cur = slot.value.current;
       if (!cur) throw new MeridianError('not-found', this.purgedIds.has(id) ? `${id} was purged already` : `no object ${id}`);
       // from here no new write may refer to it; writes that did already are on disk before the index is read
@@ -868,39 +868,38 @@ export class Store {
     if (referrers.length) {
       throw new MeridianError('exists', `${cur.t} ${id} is referred to by ${referrers.join(', ')}; point those elsewhere or delete them before purging it`);
     }
-    const erased = await this.erase(slot, cur, () => {
+    const { erased, durable } = await this.erase(slot, cur, () => {
       const originSeq = this.vector.get(this.nodeId) + 1;
       this.vector.add(this.nodeId, originSeq);
-      return { o: this.nodeId, n: originSeq, i: id, t: cur.t, u: EMPTY, h: this.clock.tick(), p: principal, c: [], k: 'purge' };
+      return redacted({ o: this.nodeId, n: originSeq, i: id, t: cur.t, h: this.clock.tick(), p: principal });
     }, []);
+    await durable;
     return { erased };
   }
 
   /** A purge received from a peer, or any change to an object purged here: recorded redacted, never applied. */
   private async applyPurge(c: RemoteChange, extra: BatchOp[]): Promise<{ durable: Promise<void>; conflicts: number; skipped?: boolean }> {
-    let durable: Promise<void> = Promise.resolve();
-    await this.exclusive(c.id, async (slot) => {
-      if (this.vector.has(c.origin, c.originSeq)) {
-        durable = extra.length ? this.commits.add(extra) : Promise.resolve();
-        return;
-      }
-      await this.erase(slot, slot.value.current, () => {
+    // an id purged already has nothing on disk left to erase, so nothing earlier to wait for either
+    return this.exclusive(c.id, !this.purgedIds.has(c.id), async (slot) => {
+      if (this.vector.has(c.origin, c.originSeq)) return { durable: extra.length ? this.commits.add(extra) : Promise.resolve(), conflicts: 0, skipped: true };
+      // not awaited: like any applied change, it is on disk at its origin, and catch-up goes on while this one's batch fills
+      const { durable } = await this.erase(slot, slot.value.current, () => {
         this.clock.observe(c.hlc);
         this.vector.add(c.origin, c.originSeq);
-        return { o: c.origin, n: c.originSeq, i: c.id, t: c.type, u: EMPTY, h: c.hlc, p: c.principal, c: [], k: 'purge' };
-      }, extra, (d) => (durable = d));
+        return redacted({ o: c.origin, n: c.originSeq, i: c.id, t: c.type, h: c.hlc, p: c.principal });
+      }, extra);
+      return { durable, conflicts: 0 };
     });
-    return { durable, conflicts: 0 };
   }
 
-  /** Runs `fn` with the object's slot held against every other write and apply, after the last one is on disk. */
-  private async exclusive<T>(id: string, fn: (slot: Slot<CachedObject>) => Promise<T>): Promise<T> {
+  /** Runs `fn` with the object's slot held against every other write and apply (and, with `settled`, after the last one is on disk). */
+  private async exclusive<T>(id: string, settled: boolean, fn: (slot: Slot<CachedObject>) => Promise<T>): Promise<T> {
     const slot = await this.objects.acquire(id, this.loadObject);
     while (slot.value.busy) await slot.value.busy;
     let done!: () => void;
     slot.value.busy = new Promise<void>((r) => (done = r));
     try {
-      await slot.value.pending;
+      if (settled) await slot.value.pending;
       return await fn(slot);
     } finally {
       slot.value.busy = undefined;
@@ -925,15 +924,10 @@ export class Store {
   /**
    * The erasure itself, in one batch with the purge's own feed entry (made
    * by `entry` once nothing awaits any more, so feed order holds). Returns
-   * how many of the object's feed entries were redacted.
+   * how many of the object's feed entries were redacted, and the batch's
+   * promise; the files are compacted once it is on disk.
    */
-  private async erase(
-    slot: Slot<CachedObject>,
-    cur: ObjectRecord | null,
-    entry: () => FeedRecord,
-    extra: BatchOp[],
-    onQueued?: (durable: Promise<void>) => void,
-  ): Promise<number> {
+  private async erase(slot: Slot<CachedObject>, cur: ObjectRecord | null, entry: () => FeedRecord, extra: BatchOp[]): Promise<{ erased: number; durable: Promise<void> }> {
     const id = slot.key;
     const def = cur ? this.schema.types.get(cur.t) : undefined;
     const ops: BatchOp[] = [...extra];
@@ -977,11 +971,9 @@ export class Store {
     this.objects.resize(slot);
     const fe = feedEntry(seq, feed);
     slot.pins++; // released when on disk, as persist does
-    const durable = this.commits.add(ops, () => {
-      if (slot.value.current === null) {
-        slot.value.durable = null;
-        slot.value.pending = undefined;
-      }
+    const durable: Promise<void> = this.commits.add(ops, () => {
+      slot.value.durable = null;
+      if (slot.value.pending === durable) slot.value.pending = undefined;
       this.durableSeq = seq;
       this.durableVector.add(feed.o, feed.n);
       this.visibleVector.add(feed.o, feed.n);
@@ -990,7 +982,7 @@ export class Store {
         const e = this.recent[i]!;
         if (e.id !== id || e.kind === 'purge') continue;
         this.recentBytes -= e.update.length;
-        this.recent[i] = feedEntry(e.seq, redacted(feedRecord(e)));
+        this.recent[i] = feedEntry(e.seq, redacted({ o: e.origin, n: e.originSeq, i: e.id, t: e.type, h: e.hlc, p: e.principal }));
       }
       this.objects.release(slot);
       for (const c of claims) this.claims.release(c);
@@ -998,10 +990,8 @@ export class Store {
       this.notify(fe);
     });
     slot.value.pending = durable;
-    onQueued?.(durable);
-    await durable;
-    if (cur) void this.compactAway(id, seqs);
-    return seqs.length;
+    if (cur) void durable.then(() => this.compactAway(id, seqs), () => undefined);
+    return { erased: seqs.length, durable };
   }
 
   /**
@@ -1741,13 +1731,12 @@ function feedEntry(seq: number, r: FeedRecord): FeedEntry {
   return e;
 }
 
-/** A feed entry stripped of everything the change wrote: what a purge leaves of its object's changes. */
-function redacted(r: FeedRecord): FeedRecord {
+/**
+ * A purge feed entry: a change with nothing of what it wrote. A purge's own
+ * entry, and what a purge leaves of its object's earlier changes.
+ */
+function redacted(r: Pick<FeedRecord, 'o' | 'n' | 'i' | 't' | 'h' | 'p'>): FeedRecord {
   return { o: r.o, n: r.n, i: r.i, t: r.t, u: EMPTY, h: r.h, p: r.p, c: [], k: 'purge' };
-}
-
-function feedRecord(e: FeedEntry): FeedRecord {
-  return { o: e.origin, n: e.originSeq, i: e.id, t: e.type, u: e.update, h: e.hlc, p: e.principal, c: e.fields, k: e.kind };
 }
 
 function objectCost(key: string, v: CachedObject): number {
