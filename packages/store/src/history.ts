@@ -1,6 +1,7 @@
 import type { ChangeKind, FieldValue } from './codec.js';
 import { parseSeqPart, SEP } from './keys.js';
-import type { TypeDef } from './schema.js';
+import { publicFields, type TypeDef } from './schema.js';
+import { sameValue } from './yobject.js';
 
 /**
  * What one change did to one object, as this node applied it: kept beside
@@ -70,11 +71,10 @@ export function historyRecord(
   after: Readonly<Record<string, FieldValue>>,
   deleted: boolean,
 ): HistoryRecord {
-  const f: Record<string, FieldValue> = {};
+  const f = publicFields(def, after);
   const b: Record<string, FieldValue> = {};
   const c: string[] = [];
   const secret = (name: string): boolean => def?.fields.get(name)?.kind === 'password';
-  for (const [k, v] of Object.entries(after)) if (!secret(k)) f[k] = v;
   const names = new Set([...Object.keys(before ?? {}), ...Object.keys(after)]);
   for (const name of names) {
     const old = before?.[name];
@@ -97,10 +97,4 @@ export function toVersion(key: string, r: HistoryRecord, def: TypeDef | undefine
 export function parseVersionName(name: string): { origin: string; originSeq: number } | undefined {
   const m = /^([A-Za-z0-9._-]{1,128})#([1-9][0-9]{0,15})$/.exec(name);
   return m ? { origin: m[1]!, originSeq: Number(m[2]) } : undefined;
-}
-
-function sameValue(a: FieldValue | undefined, b: FieldValue | undefined): boolean {
-  if (a === b) return true;
-  if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
-  return a.every((v, i) => v === b[i]);
 }

@@ -26,7 +26,7 @@ import {
   type Schema,
   type TypeDef,
 } from './schema.js';
-import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, newDoc, readFields, readMeta, singleClientVersion } from './yobject.js';
+import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, newDoc, readFields, readMeta, sameValue, singleClientVersion } from './yobject.js';
 
 export interface StoreOptions {
   dir: string;
@@ -721,15 +721,13 @@ export class Store {
   }
 
   private async applyOne(c: RemoteChange, extra: BatchOp[]): Promise<{ durable: Promise<void>; conflicts: number; skipped?: boolean }> {
-    const slot = await this.objects.acquire(c.id, this.loadObject);
-    while (slot.value.busy) await slot.value.busy;
+    const { slot, unlock } = await this.lock(c.id);
     // purged while this change waited for the object
     if (this.purgedIds.has(c.id)) {
+      unlock();
       this.objects.release(slot);
       return this.applyPurge(c, extra);
     }
-    let done!: () => void;
-    slot.value.busy = new Promise<void>((r) => (done = r));
     const claims: Slot<CachedClaim>[] = [];
     let handedOver = false;
     try {
@@ -826,8 +824,7 @@ export class Store {
       handedOver = true;
       return { durable, conflicts: conflictOps.length };
     } finally {
-      slot.value.busy = undefined;
-      done();
+      unlock();
       if (!handedOver) {
         for (const cl of claims) this.claims.release(cl);
         this.objects.release(slot);
@@ -894,18 +891,36 @@ export class Store {
 
   /** Runs `fn` with the object's slot held against every other write and apply (and, with `settled`, after the last one is on disk). */
   private async exclusive<T>(id: string, settled: boolean, fn: (slot: Slot<CachedObject>) => Promise<T>): Promise<T> {
-    const slot = await this.objects.acquire(id, this.loadObject);
-    while (slot.value.busy) await slot.value.busy;
-    let done!: () => void;
-    slot.value.busy = new Promise<void>((r) => (done = r));
+    const { slot, unlock } = await this.lock(id);
     try {
       if (settled) await slot.value.pending;
       return await fn(slot);
     } finally {
-      slot.value.busy = undefined;
-      done();
+      unlock();
       this.objects.release(slot);
     }
+  }
+
+  /**
+   * Pins the object and holds it against every other remote apply, merge
+   * and purge; local writes wait for it too, and re-check it before they
+   * commit. `unlock` takes effect once, whoever holds the object next. The
+   * pin is the caller's to release or to hand to persist.
+   */
+  private async lock(id: string): Promise<{ slot: Slot<CachedObject>; unlock: () => void }> {
+    const slot = await this.objects.acquire(id, this.loadObject);
+    while (slot.value.busy) await slot.value.busy;
+    let done!: () => void;
+    const busy = new Promise<void>((r) => (done = r));
+    slot.value.busy = busy;
+    let held = true;
+    const unlock = (): void => {
+      if (!held) return;
+      held = false;
+      if (slot.value.busy === busy) slot.value.busy = undefined;
+      done();
+    };
+    return { slot, unlock };
   }
 
   /** Live objects whose references name `id` (refs are always indexed), as "Type id (field)". */
@@ -1298,14 +1313,12 @@ export class Store {
 
   /** Merges a whole object state from a clone into the object held here, without a feed entry. */
   private async mergeState(id: string, state: Uint8Array, hlc: number): Promise<void> {
-    const slot = await this.objects.acquire(id, this.loadObject);
-    while (slot.value.busy) await slot.value.busy;
+    const { slot, unlock } = await this.lock(id);
     if (this.purgedIds.has(id)) {
+      unlock();
       this.objects.release(slot);
       return;
     }
-    let done!: () => void;
-    slot.value.busy = new Promise<void>((r) => (done = r));
     const claims: Slot<CachedClaim>[] = [];
     let handedOver = false;
     try {
@@ -1328,14 +1341,11 @@ export class Store {
       if (meta.created !== undefined) record.c = meta.created;
       const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, []);
       handedOver = true;
-      slot.value.busy = undefined;
-      done();
+      // (readers and writers may go on while this merge reaches the disk)
+      unlock();
       await durable;
     } finally {
-      if (slot.value.busy) {
-        slot.value.busy = undefined;
-        done();
-      }
+      unlock();
       if (!handedOver) {
         for (const c of claims) this.claims.release(c);
         this.objects.release(slot);
@@ -1748,12 +1758,7 @@ function objectCost(key: string, v: CachedObject): number {
 function sameFields(a: Record<string, FieldValue>, b: Record<string, FieldValue>): boolean {
   const ka = Object.keys(a);
   if (ka.length !== Object.keys(b).length) return false;
-  return ka.every((k) => {
-    const x = a[k];
-    const y = b[k];
-    if (Array.isArray(x) && Array.isArray(y)) return x.length === y.length && x.every((v, i) => v === y[i]);
-    return x === y;
-  });
+  return ka.every((k) => sameValue(a[k], b[k]));
 }
 
 function article(noun: string): string {
