@@ -179,7 +179,7 @@ t.test('meridian lag and meridian log against a running node', async (t) => {
   t.equal(bad.stderr.trim(), 'meridian: --since must be a feed position: a whole number, 0 for the start');
 });
 
-t.test('progress shows on a terminal and nowhere else: verify and export', async (t) => {
+t.test('progress shows on a terminal and nowhere else: verify, export and backup', async (t) => {
   const a = await start(t, { nodeId: 'a', sample: true, sampleSize: 200 });
   const env = { MERIDIAN_PASSWORD: PW };
   const verifyArgs = ['verify', '--nodes', `${a.node.url},${a.node.url}`];
@@ -188,17 +188,30 @@ t.test('progress shows on a terminal and nowhere else: verify and export', async
   t.equal(piped.stderr, '', 'piped: no progress');
   // script(1) gives the CLI a terminal
   const bin = new URL('../bin/meridian', import.meta.url).pathname;
-  const onTty = await new Promise<{ code: number | null; out: string }>((resolve) => {
-    const p = spawn('script', ['-qec', `env -u NODE_OPTIONS MERIDIAN_PASSWORD=${PW} ${process.execPath} ${bin} ${verifyArgs.join(' ')}`, '/dev/null']);
-    let out = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.on('close', (code) => resolve({ code, out }));
-  });
-  t.equal(onTty.code, 0);
-  t.match(onTty.out, /verifying: [#.]+ \d\/2 nodes digested/, 'on a terminal: a progress line');
-  t.match(onTty.out, /\r\x1b\[2K/, 'drawn in place and cleared');
+  const onTty = (args: string[]): Promise<{ code: number | null; out: string }> =>
+    new Promise((resolve) => {
+      const p = spawn('script', ['-qec', `env -u NODE_OPTIONS MERIDIAN_PASSWORD=${PW} ${process.execPath} ${bin} ${args.join(' ')}`, '/dev/null']);
+      let out = '';
+      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      p.on('close', (code) => resolve({ code, out }));
+    });
+  const verify = await onTty(verifyArgs);
+  t.equal(verify.code, 0);
+  t.match(verify.out, /verifying: [#.]+ \d\/2 nodes digested/, 'on a terminal: a progress line');
+  t.match(verify.out, /\r\x1b\[2K/, 'drawn in place and cleared');
   const json = await cliAsync([...verifyArgs, '--json'], env);
   t.equal(json.stderr, '', '--json: no progress');
+
+  const dir = tempDir(t);
+  const exported = await onTty(['export', '--node', a.node.url, '--out', `${dir}/all.xml`]);
+  t.equal(exported.code, 0);
+  t.match(exported.out, /exporting: \d+ objects, [\d.]+ (B|KiB|MiB)/, 'export: a progress line on a terminal');
+  const pipedExport = await cliAsync(['export', '--node', a.node.url, '--out', `${dir}/again.xml`], env);
+  t.equal(pipedExport.stderr, '', 'export piped: no progress');
+  const backup = await onTty(['backup', '--node', a.node.url, '--out', `${dir}/a.mbak`]);
+  t.equal(backup.code, 0);
+  t.match(backup.out, /backing up: \[[#.]{30}\] \d+% \d+ records, [\d.]+ (B|KiB|MiB)/, 'backup: a progress bar on a terminal');
+  t.match(backup.out, /\r\x1b\[2K/, 'cleared when done');
 });
 
 t.test('meridian peers and conflicts, for people and as JSON', async (t) => {

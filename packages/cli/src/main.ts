@@ -7,21 +7,13 @@ import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeer
 import { parseAssignments } from './assignments.js';
 import { bytes, Progress } from './progress.js';
 import { addReversibilityCommands } from './reversibility.js';
-import { createReadStream, createWriteStream, statSync } from 'node:fs';
+import { out, sizeOfInput, type ClientFlags } from './output.js';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 
-interface ClientFlags {
-  node: string;
-  user: string;
-  password?: string;
-  json?: boolean;
-}
 
-function out(text: string): void {
-  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
-}
 
 function clientOptions(cmd: Command): Command {
   return cmd
@@ -273,11 +265,14 @@ export function buildProgram(): Command {
       const sink = flags.out ? createWriteStream(flags.out) : process.stdout;
       let n = 0;
       let size = 0;
+      // every object starts with "<object "; the last 7 bytes of a chunk are looked at again with the next, for a tag split between them
+      let tail = Buffer.alloc(0);
       const counted = new Transform({
         transform(chunk: Buffer, _enc, done) {
           size += chunk.length;
-          // every object starts a line with "  <object "; a chunk may split one, which only delays the count
-          for (let i = chunk.indexOf('<object '); i >= 0; i = chunk.indexOf('<object ', i + 8)) n++;
+          const text = Buffer.concat([tail, chunk]);
+          for (let i = text.indexOf('<object '); i >= 0; i = text.indexOf('<object ', i + 8)) n++;
+          tail = text.subarray(Math.max(0, text.length - 7));
           progress.update(() => `exporting: ${n} objects, ${bytes(size)}`);
           done(null, chunk);
         },
@@ -291,12 +286,7 @@ export function buildProgram(): Command {
     .option('--dry-run', 'check every object and report, writing nothing')
     .action(async (file: string, flags: ClientFlags & { dryRun?: boolean }) => {
       const progress = new Progress(flags.json === true);
-      let total: number | undefined;
-      try {
-        total = file === '-' ? undefined : statSync(file).size;
-      } catch (e) {
-        throw new CliError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
-      }
+      const total = file === '-' ? undefined : sizeOfInput(file);
       let sent = 0;
       const source = file === '-' ? process.stdin : createReadStream(file);
       // counted on its way to the request (a 'data' listener would start the flow before fetch reads)

@@ -1,19 +1,13 @@
-import { createWriteStream, createReadStream, existsSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createWriteStream, createReadStream, existsSync, renameSync, rmSync } from 'node:fs';
 import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { Command } from 'commander';
 import { decodeBackup, restoreBackup } from '@meridian/store';
 import { CliError, type AdminClient } from './client.js';
 import type { ObjectView } from './format.js';
 import { bytes, Progress } from './progress.js';
+import { out, sizeOfInput, type ClientFlags } from './output.js';
 
-interface ClientFlags {
-  node: string;
-  user: string;
-  password?: string;
-  json?: boolean;
-}
 
 export interface VersionView {
   version: string;
@@ -33,9 +27,6 @@ export interface HistoryView {
   versions: VersionView[];
 }
 
-function out(text: string): void {
-  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
-}
 
 function shown(v: unknown): string {
   return v === null || v === undefined ? '(none)' : JSON.stringify(v);
@@ -66,28 +57,36 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
     .action(async (flags: ClientFlags & { out: string }) => {
       if (existsSync(flags.out)) throw new CliError(`${flags.out} exists already; choose a new file (a backup never overwrites one)`, 2);
       const res = await client(flags).raw('GET', '/api/backup');
-      const estimate = Number(res.headers.get('x-meridian-size-estimate') ?? 0);
+      const total = Number(res.headers.get('x-meridian-records') ?? 0);
       const progress = new Progress(flags.json === true);
-      let size = 0;
-      const counted = new Transform({
-        transform(chunk: Buffer, _enc, done) {
-          size += chunk.length;
-          // (the estimate is LevelDB's size on disk, compressed: the bar stops short of the end until it comes)
-          progress.update(() => (estimate ? `backing up: ${bar(Math.min(0.99, size / estimate))} ${bytes(size)} of about ${bytes(estimate)}` : `backing up: ${bytes(size)}`));
-          done(null, chunk);
-        },
-      });
       // written aside and renamed once whole: a file named --out is always a complete backup
       const partial = `${flags.out}.partial`;
+      const file = createWriteStream(partial, { flags: 'wx' });
+      let size = 0;
+      let records = 0;
+      // saved as it comes, and read as it is saved: the reading checks the frames and the end record
+      // (the node checks nothing on the way out: a cut stream shows as no end record) and counts the records
+      const save = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          size += chunk.length;
+          file.write(chunk, (err) => done(err ?? null, chunk));
+        },
+      });
       try {
-        await pipeline(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), counted, createWriteStream(partial, { flags: 'wx' }));
-        // the node checks nothing on the way out: a cut stream shows as a file without its end record
-        await verifyBackupFile(partial);
+        const body = Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
+        body.on('error', (e) => save.destroy(e));
+        file.on('error', (e) => save.destroy(e));
+        for await (const item of decodeBackup(body.pipe(save))) {
+          if (!Array.isArray(item)) continue;
+          records += item.length;
+          progress.update(() => `backing up: ${total ? `${bar(Math.min(1, records / total))} ` : ''}${records} records, ${bytes(size)}`);
+        }
+        await new Promise<void>((resolve, reject) => file.end((err?: Error | null) => (err ? reject(err) : resolve())));
         renameSync(partial, flags.out);
       } catch (e) {
+        file.destroy();
         rmSync(partial, { force: true });
-        if (e instanceof CliError) throw e;
-        throw new CliError(`the backup did not complete (${(e as Error).message}); nothing was written to ${flags.out}`);
+        throw new CliError(`the backup did not complete (${(e as Error).message.replace(/; take the backup again$/, '')}); nothing was saved to ${flags.out}, run it again`);
       } finally {
         progress.done();
       }
@@ -102,12 +101,7 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
     .option('--node-id <id>', "the restored node's id (default: <original id>.<incarnation>-<4 hex digits>)")
     .option('--json', 'print JSON on stdout instead of text')
     .action(async (flags: { in: string; dir: string; nodeId?: string; json?: boolean }) => {
-      let size: number;
-      try {
-        size = statSync(flags.in).size;
-      } catch (e) {
-        throw new CliError(`cannot read ${flags.in}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
-      }
+      const size = sizeOfInput(flags.in);
       const progress = new Progress(flags.json === true);
       // (bytesRead, not a 'data' listener: that would start the flow before the restore reads)
       const source = createReadStream(flags.in);
@@ -156,13 +150,4 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
 function bar(fraction: number): string {
   const n = Math.round(fraction * 30);
   return `[${'#'.repeat(n)}${'.'.repeat(30 - n)}] ${Math.floor(fraction * 100)}%`;
-}
-
-/** Reads a backup file through to its end record, so a cut-off download is never kept. */
-async function verifyBackupFile(file: string): Promise<void> {
-  try {
-    for await (const item of decodeBackup(createReadStream(file))) void item;
-  } catch (e) {
-    throw new CliError(`the backup stream was cut off or damaged (${(e as Error).message.replace(/; take the backup again$/, '')}); nothing was saved, run the backup again`);
-  }
 }

@@ -352,7 +352,7 @@ async function backup(ctx: AdminContext, res: ServerResponse): Promise<void> {
     res.writeHead(200, {
       'content-type': 'application/vnd.meridian.backup',
       'content-disposition': `attachment; filename="${snap.header.node}-${snap.header.taken.replace(/[:.]/g, '-')}.mbak"`,
-      'x-meridian-size-estimate': String(await ctx.store.approximateBytes()),
+      'x-meridian-records': String(await snap.count()),
     });
     await pipeline(Readable.from(encodeBackup(snap.header, snap.batches)), res);
   } finally {

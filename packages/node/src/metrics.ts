@@ -30,9 +30,14 @@ export class Metrics {
   private readonly ldapRequests: Counter<'op' | 'result'>;
   private readonly ldapLatency: Histogram<'op'>;
   private readonly unsubscribe: () => void;
+  /** the peers' status for the scrape under way: seven gauges read it, worked out once (see text()) */
+  private peers: PeerStatus[] = [];
+  private readonly src: MetricsSources;
 
   constructor(src: MetricsSources) {
+    this.src = src;
     const r = this.registry;
+    const peers = (): PeerStatus[] => this.peers;
     const writes = new Counter({ name: 'meridian_writes_total', help: 'Changes committed by this node (made here), by kind.', labelNames: ['kind'], registers: [r] });
     const applied = new Counter({ name: 'meridian_applied_total', help: 'Changes made elsewhere and applied here, by origin node.', labelNames: ['origin'], registers: [r] });
     this.unsubscribe = src.store.subscribe((entries) => {
@@ -74,7 +79,7 @@ export class Metrics {
         registers: [r],
         collect() {
           this.reset();
-          for (const p of src.peers()) this.set({ peer: p.node ?? p.url ?? 'unknown' }, value(p));
+          for (const p of peers()) this.set({ peer: p.node ?? p.url ?? 'unknown' }, value(p));
         },
       });
     };
@@ -89,7 +94,7 @@ export class Metrics {
       help: 'Open replication sessions.',
       registers: [r],
       collect() {
-        this.set(src.peers().filter((p) => p.state === 'live' || p.state === 'catching-up').length);
+        this.set(peers().filter((p) => p.state === 'live' || p.state === 'catching-up').length);
       },
     });
     new Gauge({
@@ -158,6 +163,7 @@ export class Metrics {
   private readonly timers = new Map<string, { observe(v: number): void }>();
 
   async text(): Promise<string> {
+    this.peers = this.src.peers();
     return this.registry.metrics();
   }
 

@@ -260,9 +260,14 @@ export class XmlGateway {
     if (match === undefined) throw new XmlError(428, `${type} ${id} exists; send If-Match with its ETag ("${current!.version}" now) to change it`);
     if (noneMatch(r.req, current!.version)) throw new XmlError(412, `${type} ${id} exists; If-None-Match: * only creates`);
     if (match !== '*' && match !== current!.version) throw new XmlError(412, `${type} ${id} changed since you read it (now "${current!.version}"); GET it again and retry`);
-    await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'replace', id, type, fields);
+    await authorizeWrite(r.scope, this.readerKnowing(current!), 'replace', id, type, fields);
     const o = await this.opts.writer.replace(id, fields, this.writeOpts(r, { ifVersion: match === '*' ? undefined : match }));
     this.send(r, 200, o);
+  }
+
+  /** The store's reads, answering the object the request has read already without reading it again. */
+  private readerKnowing(o: StoredObject): (id: string) => Promise<StoredObject | undefined> {
+    return (id) => (id === o.id ? Promise.resolve(o) : this.opts.store.get(id));
   }
 
   private async create(r: Request, type: string): Promise<void> {
@@ -281,7 +286,7 @@ export class XmlGateway {
     const match = ifMatch(r.req);
     if (match === undefined) throw new XmlError(428, `send If-Match with the ETag of ${type} ${id} ("${o.version}" now) to delete it`);
     if (match !== '*' && match !== o.version) throw new XmlError(412, `${type} ${id} changed since you read it (now "${o.version}"); GET it again and retry`);
-    await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'delete', id, type, undefined);
+    await authorizeWrite(r.scope, this.readerKnowing(o), 'delete', id, type, undefined);
     await this.opts.writer.delete(id, this.writeOpts(r, { ifVersion: match === '*' ? undefined : match }));
     r.res.writeHead(204);
     r.res.end();
@@ -432,7 +437,7 @@ export class XmlGateway {
     for (const k of self) {
       if (!(k in given) && me.fields[k] !== undefined && def.fields.get(k)?.kind !== 'password') update[k] = null;
     }
-    await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'update', me.id, me.type, update);
+    await authorizeWrite(r.scope, this.readerKnowing(me), 'update', me.id, me.type, update);
     const o = await this.opts.writer.update(me.id, update, this.writeOpts(r, { ifVersion: match === '*' ? undefined : match }));
     this.send(r, 200, o);
   }
@@ -471,14 +476,15 @@ export class XmlGateway {
     this.requireEverything(r, 'import');
     requireXml(r.req);
     const dryRun = ['1', 'true'].includes(r.url.searchParams.get('dry-run') ?? '');
+    // one Idempotency-Key cannot stand for every object of a document: imports do not use it
+    const writeOptions = { ...this.writeOpts(r), via: 'import' as const, idempotencyKey: undefined };
     const report = await runImport({
       store: this.opts.store,
       writer: this.opts.writer,
       body: r.req,
       dryRun,
       maxObject: this.opts.maxBody,
-      // one Idempotency-Key cannot stand for every object of a document: imports do not use it
-      writeOptions: () => ({ ...this.writeOpts(r), via: 'import', idempotencyKey: undefined }),
+      writeOptions,
       mapError: (e) => (e instanceof XmlError ? { status: e.status, code: codeOf(e.status), message: e.message, field: e.field } : this.opts.mapError(e)),
     });
     sendXml(r.res, report.status, report.body);

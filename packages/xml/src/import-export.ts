@@ -55,7 +55,7 @@ export interface ImportOptions {
   dryRun: boolean;
   /** largest single object, bytes */
   maxObject: number;
-  writeOptions: () => WriteRequest;
+  writeOptions: WriteRequest;
   mapError(e: unknown): HttpAnswer;
 }
 
@@ -118,10 +118,10 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
           record({ line, type: input.type, id: input.id, status: 'unchanged' });
           return;
         }
-        await o.writer.replace(current.id, fields, o.writeOptions());
+        await o.writer.replace(current.id, fields, o.writeOptions);
         record({ line, type: input.type, id: input.id, status: 'updated' });
       } else {
-        const made = await o.writer.create(input.type, fields, { ...o.writeOptions(), id: input.id });
+        const made = await o.writer.create(input.type, fields, { ...o.writeOptions, id: input.id });
         record({ line, type: input.type, id: made.id, status: 'created' });
       }
     } catch (e) {
