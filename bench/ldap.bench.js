@@ -47,6 +47,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { generateSample, prng } from '@meridian/node';
+import { integer, octets, tlv as berTlv } from '../packages/ldap/dist/ber.js';
 import { fmt, freePort, percentile, printTable, Processes, profiledRemote, tempDirs, until } from './lib.js';
 
 export const name = 'ldap';
@@ -566,29 +567,8 @@ function ldif(sample) {
 // (only the message id is added per send), and answers are framed and
 // counted without decoding entries, unless a caller asks for them.
 
-function berLength(n) {
-  if (n < 0x80) return Buffer.from([n]);
-  const bytes = [];
-  for (; n > 0; n = Math.floor(n / 256)) bytes.unshift(n & 0xff);
-  return Buffer.from([0x80 | bytes.length, ...bytes]);
-}
-
-function tlv(tag, ...parts) {
-  const body = Buffer.concat(parts);
-  return Buffer.concat([Buffer.from([tag]), berLength(body.length), body]);
-}
-
-const octets = (s, tag = 0x04) => tlv(tag, Buffer.from(s, 'utf8'));
-
-function integer(n, tag = 0x02) {
-  const bytes = [];
-  do {
-    bytes.unshift(n & 0xff);
-    n = Math.floor(n / 256);
-  } while (n > 0);
-  if (bytes[0] & 0x80) bytes.unshift(0); // stays positive
-  return tlv(tag, Buffer.from(bytes));
-}
+// the gateway's own encoders (packages/ldap/src/ber.ts), variadic here for the requests below
+const tlv = (tag, ...parts) => berTlv(tag, parts);
 
 const bindOp = (dn, password) => tlv(0x60, integer(3), octets(dn), octets(password, 0x80));
 const eqFilter = (a, v) => tlv(0xa3, octets(a), octets(v));

@@ -13,6 +13,7 @@ import { freePort } from './helpers/free-port.js';
 import { ldapTool, parseLdif } from './helpers/ldap-utils.js';
 import { makeCerts } from './helpers/certs.js';
 import { tempDir } from './helpers/tmp.js';
+import { integer, octets, tlv } from '../packages/ldap/dist/ber.js';
 
 const BASE = 'dc=example,dc=com';
 const ADMIN_DN = `cn=admin,${BASE}`;
@@ -226,7 +227,7 @@ t.test('modify, compare and password modify go through the write path; add, dele
   t.equal(other.code, 32, "nor touch a colleague's entry they cannot see");
   const bad = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: c\nc: South Africa\n`);
   t.equal(bad.code, 19, 'a schema rule: constraintViolation');
-  t.match(bad.stderr, /c/);
+  t.match(bad.stderr, /value "South Africa" does not match \^\[A-Z\]\{2\}\$/, 'naming the rule broken');
   const unknown = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: shoeSize\nshoeSize: 9\n`);
   t.equal(unknown.code, 17, 'undefinedAttributeType');
 
@@ -303,12 +304,11 @@ t.test('malformed BER, oversized requests and deep filters get an error or a clo
   ];
   // a search whose filter nests a thousand levels of (!...)
   const depth = 1000;
-  let filter = Buffer.from([0x87, 0x02, 0x63, 0x6e]); // (cn=*)
-  for (let i = 0; i < depth; i++) filter = Buffer.concat([Buffer.from([0xa2, ...berLength(filter.length)]), filter]);
-  const body = Buffer.concat([Buffer.from([0x04, 0x00, 0x0a, 0x01, 0x02, 0x0a, 0x01, 0x00, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x01, 0x01, 0x00]), filter, Buffer.from([0x30, 0x00])]);
-  const op = Buffer.concat([Buffer.from([0x63, ...berLength(body.length)]), body]);
-  const msg = Buffer.concat([Buffer.from([0x02, 0x01, 0x07]), op]);
-  cases.push(['a filter nested a thousand deep', Buffer.concat([Buffer.from([0x30, ...berLength(msg.length)]), msg])]);
+  let filter = octets('cn', 0x87); // (cn=*)
+  for (let i = 0; i < depth; i++) filter = tlv(0xa2, filter);
+  // SearchRequest: base "", scope sub, never deref, no size or time limit, not types only, the filter, no attributes
+  const search0 = tlv(0x63, [octets(''), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), filter, tlv(0x30, [])]);
+  cases.push(['a filter nested a thousand deep', tlv(0x30, [integer(7), search0])]);
   for (const [name, bytes] of cases) {
     await raw(d.port, bytes);
     const alive = await search(d, asAdmin, ['-b', BASE, '(uid=contact1)', '1.1']);
@@ -319,10 +319,3 @@ t.test('malformed BER, oversized requests and deep filters get an error or a clo
   t.equal(tooWide.code, 53, 'a filter of 2,000 terms is refused');
   t.match(tooWide.stderr, /terms/);
 });
-
-function berLength(n: number): number[] {
-  if (n < 0x80) return [n];
-  const out: number[] = [];
-  for (let v = n; v > 0; v = Math.floor(v / 256)) out.unshift(v & 0xff);
-  return [0x80 | out.length, ...out];
-}

@@ -247,10 +247,6 @@ export class DirectoryIndex {
     }
   }
 
-  size(type: string): number {
-    return this.typeSlots.get(type)?.length ?? 0;
-  }
-
   idOf(slot: number): string {
     return this.ids[slot]!;
   }
@@ -363,6 +359,6 @@ export class DirectoryIndex {
 }
 
 /** Attributes every object entry has or may have besides its type's mapped ones. */
-export const OTHER_ATTRS: ReadonlySet<string> = new Set(
+const OTHER_ATTRS: ReadonlySet<string> = new Set(
   ['objectClass', ID_ATTR, ENTITLEMENT_ATTR, 'entryUUID', 'entryDN', 'createTimestamp', 'modifyTimestamp', 'structuralObjectClass', 'hasSubordinates'].map((a) => a.toLowerCase()),
 );

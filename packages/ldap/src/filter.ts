@@ -47,10 +47,11 @@ const PHONE = new Set(['telephonenumber', 'facsimiletelephonenumber', 'mobile', 
 /**
  * A value as its attribute compares it: case-insensitive with insignificant
  * spaces (caseIgnoreMatch), and for telephone numbers also without spaces
- * and hyphens (telephoneNumberMatch), as OpenLDAP does.
+ * and hyphens (telephoneNumberMatch), as OpenLDAP does; in Unicode NFC, as
+ * the store folds its index keys, so a decomposed "Müller" matches too.
  */
 export function fold(attr: string, value: string): string {
-  const v = value.toLowerCase();
+  const v = value.normalize('NFC').toLowerCase();
   if (PHONE.has(attr)) return v.replace(/[\s-]+/g, '');
   return /\s\s|^\s|\s$/.test(v) ? v.trim().replace(/\s+/g, ' ') : v;
 }

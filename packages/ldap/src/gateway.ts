@@ -48,8 +48,8 @@ export interface LdapGatewayOptions {
   observe?(op: string, code: number, seconds: number): void;
   /** classifies a write path error: a code (MeridianError codes, "read-only", "busy", ...) and its sentence */
   classify(e: unknown): { code: string; message: string };
-  /** slows failed binds (tests shorten it) */
-  throttle?: BindThrottle;
+  /** the clock search time limits are kept by (tests move it on) */
+  now?: () => number;
 }
 
 class LdapFailure extends Error {
@@ -103,18 +103,9 @@ export class LdapGateway {
     this.layout = new DirectoryLayout(opts.store.schema, opts.baseDn);
     this.entries = new EntryBuilder(this.layout, opts.store);
     this.index = new DirectoryIndex(this.layout, opts.store, (types, ids) => this.entries.changed(types, ids));
-    this.throttle = opts.throttle ?? new BindThrottle();
+    this.throttle = new BindThrottle();
     this.sizeLimit = opts.sizeLimit ?? 500;
     this.timeLimit = opts.timeLimit ?? 60;
-  }
-
-  /** Resolves once the in-memory index holds the whole store. */
-  get ready(): Promise<void> {
-    return this.index.ready;
-  }
-
-  get base(): string {
-    return this.layout.base;
   }
 
   /** Listens on a port: plain LDAP, or LDAPS with a certificate and key. */
@@ -128,7 +119,6 @@ export class LdapGateway {
     });
     // ldapjs emits parser errors on the server; with no listener they would kill the process
     server.on('error', (e: Error) => this.opts.log.debug({ err: e.message }, 'LDAP request refused'));
-    server.on('clientError', () => {});
     server.maxConnections = 10_000;
     const handler = (name: string, fn: (req: LdapRequest, conn: LdapConnection) => Promise<Answer>) => (req: LdapRequest) => {
       void this.run(name, req, fn);
@@ -173,7 +163,6 @@ export class LdapGateway {
     frameConnection(socket as LdapConnection, this.opts.maxRequest ?? 1024 * 1024, (problem) =>
       this.opts.log.info({ client: `${socket.remoteAddress}:${socket.remotePort}`, problem }, 'LDAP connection closed'),
     );
-    this.sessions.set(socket, { principal: undefined, dn: '', credential: undefined, scope: undefined });
   }
 
   private session(conn: Socket): Session {
@@ -268,16 +257,9 @@ export class LdapGateway {
       const p = await this.opts.authenticate('admin', password);
       return p ? { principal: p, dn: this.layout.adminDn, login: 'admin', upgrade: false } : undefined;
     }
-    let person: StoredObject | undefined;
     const access = this.opts.store.schema.access;
-    if (!access) return undefined;
-    if (loc.kind === 'entry' && loc.type.def.name === access.principalType) {
-      person = await this.opts.store.get(loc.id);
-    } else if (loc.kind === 'login') {
-      const field = this.layout.loginAttrs.get(loc.attr)!;
-      person = (await this.opts.store.lookup(access.principalType, field, loc.value)).items[0];
-    }
-    if (!person || person.deleted) return undefined;
+    const person = await this.personAt(loc);
+    if (!access || !person || person.deleted) return undefined;
     // the person's own login name: what a master checks again for a write forwarded by a replica
     const login = access.login.map((f) => person.fields[f]).map((v) => (Array.isArray(v) ? v[0] : v)).find((v): v is string => typeof v === 'string');
     if (login === undefined) return undefined;
@@ -286,6 +268,15 @@ export class LdapGateway {
     const hash = person.fields[access.passwordField];
     const t = this.layout.mappedType(person.type)!;
     return { principal: p, dn: this.layout.dnOf(t, person.id), login, upgrade: typeof hash === 'string' && needsUpgrade(hash) };
+  }
+
+  /** The person an entry DN or a login DN (uid=..., mail=...) names, if any. */
+  private async personAt(loc: Location): Promise<StoredObject | undefined> {
+    const access = this.opts.store.schema.access;
+    if (!access) return undefined;
+    if (loc.kind === 'entry') return loc.type.def.name === access.principalType ? this.opts.store.get(loc.id) : undefined;
+    if (loc.kind === 'login') return (await this.opts.store.lookup(access.principalType, this.layout.loginAttrs.get(loc.attr)!, loc.value)).items[0];
+    return undefined;
   }
 
   /** Replaces an imported {SSHA} hash with scrypt once the password is known; tried again at the next bind if it fails. */
@@ -319,7 +310,8 @@ export class LdapGateway {
   }
 
   private async search(req: LdapRequest): Promise<Answer> {
-    const started = Date.now();
+    const now = this.opts.now ?? Date.now;
+    const started = now();
     const id = req.messageId;
     const conn = req.connection;
     const s = this.session(conn);
@@ -359,7 +351,7 @@ export class LdapGateway {
     }
 
     // what the scope covers: fixed entries, then whole types, then one object
-    const steps: ({ kind: 'entry'; entry: Entry } | { kind: 'type'; type: MappedType } | { kind: 'object'; type: MappedType; id: string })[] = [];
+    const steps: ({ kind: 'entry'; entry: Entry } | { kind: 'type'; type: MappedType })[] = [];
     if (loc.kind === 'base') {
       if (scopeName !== 'one') steps.push({ kind: 'entry', entry: this.entries.base() });
       if (scopeName !== 'base') for (const t of this.layout.types.values()) steps.push({ kind: 'entry', entry: this.entries.container(t) });
@@ -370,7 +362,7 @@ export class LdapGateway {
     } else {
       const o = await this.readable(loc.type, loc.id, scope);
       if (!o) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${base}`, this.layout.containerDn(loc.type));
-      if (scopeName !== 'one') steps.push({ kind: 'object', type: loc.type, id: loc.id });
+      if (scopeName !== 'one') steps.push({ kind: 'entry', entry: await this.entries.object(loc.type, o) });
     }
 
     let sent = 0;
@@ -379,33 +371,36 @@ export class LdapGateway {
     const deadline = started + timeLimit;
     const done = (code: number, message: string, cookie?: string): Answer =>
       answer(id, Op.searchDone, code, message, paged ? { controls: [{ oid: PAGED, value: pagedValue(0, Buffer.from(cookie ?? '', 'latin1')) }] } : {});
-    /** sends one entry; false once the search must stop (size limit, page full, client gone) */
-    const send = async (entry: Entry): Promise<'go' | 'size' | 'gone'> => {
+    /** sends one entry; anything but 'go' stops the search (size limit, client gone, time limit) */
+    const send = async (entry: Entry): Promise<'go' | 'size' | 'gone' | 'time'> => {
       if (sent >= sizeLimit) return 'size';
       if (conn.destroyed) return 'gone';
       sent++;
       if (!conn.write(this.encode(id, entry, selection))) {
-        // a slow reader holds the search, not the server's memory
-        await Promise.race([once(conn, 'drain'), once(conn, 'close')]);
+        // a slow reader holds the search, not the server's memory, and only until the time limit
+        const stop = new AbortController();
+        const waits = [once(conn, 'drain', { signal: stop.signal }), once(conn, 'close', { signal: stop.signal })];
+        if (Number.isFinite(deadline)) waits.push(sleep(Math.max(0, deadline - now()), [], { signal: stop.signal }));
+        await Promise.race(waits.map((w) => w.catch(() => undefined)));
+        // the waits that lost leave no listener behind
+        stop.abort();
       }
-      return conn.destroyed ? 'gone' : 'go';
+      if (conn.destroyed) return 'gone';
+      return now() > deadline ? 'time' : 'go';
     };
+    const stopped = (r: 'size' | 'gone' | 'time'): Answer =>
+      r === 'size'
+        ? done(ResultCode.sizeLimitExceeded, `more than ${sizeLimit} entries match; narrow the filter or use paged results`)
+        : r === 'time'
+          ? done(ResultCode.timeLimitExceeded, `the search ran past its time limit of ${timeLimit / 1000} s; narrow the filter`)
+          : done(ResultCode.other, 'client gone');
     for (let step = resume.step; step < steps.length; step++) {
       const st = steps[step]!;
       if (st.kind === 'entry') {
         if (evaluate(filter, entrySource(st.entry)) !== true) continue;
         if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:-1`);
         const r = await send(st.entry);
-        if (r === 'size') return done(ResultCode.sizeLimitExceeded, `more than ${sizeLimit} entries match; narrow the filter or use paged results`);
-        if (r === 'gone') return done(ResultCode.other, 'client gone');
-        continue;
-      }
-      if (st.kind === 'object') {
-        const o = await this.readable(st.type, st.id, scope);
-        if (o) {
-          const entry = await this.entries.object(st.type, o);
-          if (evaluate(filter, entrySource(entry)) === true) await send(entry);
-        }
+        if (r !== 'go') return stopped(r);
         continue;
       }
       const t = st.type;
@@ -415,7 +410,7 @@ export class LdapGateway {
         const before = previous;
         previous = slot;
         if (++checked % 512 === 0) {
-          if (Date.now() > deadline) return done(ResultCode.timeLimitExceeded, `the search ran past its time limit of ${timeLimit / 1000} s; narrow the filter`);
+          if (now() > deadline) return stopped('time');
           // long scans let other clients in
           await new Promise<void>((r) => setImmediate(r));
         }
@@ -426,8 +421,7 @@ export class LdapGateway {
         if (!inMemory && evaluate(filter, entrySource(entry)) !== true) continue;
         if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:${before}`);
         const r = await send(entry);
-        if (r === 'size') return done(ResultCode.sizeLimitExceeded, `more than ${sizeLimit} entries match; narrow the filter or use paged results`);
-        if (r === 'gone') return done(ResultCode.other, 'client gone');
+        if (r !== 'go') return stopped(r);
       }
     }
     return done(ResultCode.success, '');
@@ -571,9 +565,8 @@ export class LdapGateway {
     let target: StoredObject | undefined;
     if (value.userIdentity) {
       const loc = this.layout.locate(value.userIdentity);
-      if (loc.kind === 'entry') target = await this.opts.store.get(loc.id);
-      else if (loc.kind === 'login') target = (await this.opts.store.lookup(access.principalType, this.layout.loginAttrs.get(loc.attr)!, loc.value)).items[0];
-      else throw new LdapFailure(ResultCode.noSuchObject, `${value.userIdentity} is not a person's entry`);
+      if (loc.kind !== 'entry' && loc.kind !== 'login') throw new LdapFailure(ResultCode.noSuchObject, `${value.userIdentity} is not a person's entry`);
+      target = await this.personAt(loc);
     } else if (s.principal.kind === 'person') {
       target = await this.opts.store.get(s.principal.id);
     } else {

@@ -37,6 +37,7 @@ t.test('filters: case-insensitive, three-valued, with aliases and options', asyn
   t.notOk(substringMatch('abc', { initial: 'ab', any: [], final: 'bc' }), 'initial and final may not overlap');
   const u = source({ sn: ['Müller'], cn: ['Siobhán a*b'] });
   t.equal(evaluate(parse('(sn=MÜLLER)'), u), true, 'non-ASCII values, which ldapjs hands over escaped');
+  t.equal(evaluate(parse('(sn=MU\\cc\\88LLER)'), u), true, 'a decomposed Ü (U and a combining diaeresis) matches the composed one');
   t.equal(evaluate(parse('(cn=*\\2a*)'), u), true, 'an escaped * is a literal *');
   t.equal(evaluate(parse('(cn=siobh\\c3\\a1n*)'), u), true, 'an escaped UTF-8 sequence');
   const deep = `${'(!'.repeat(40)}(cn=x)${')'.repeat(40)}`;
