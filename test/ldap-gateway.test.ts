@@ -118,6 +118,13 @@ t.test('paged results and size limits', async (t) => {
   t.equal(parseLdif(capped.stdout).length, 20);
   const pagedPastCap = await search(d, staff, ['-E', 'pr=10/noprompt', '-b', BASE, '(sn=paged)', 'cn']);
   t.equal(parseLdif(pagedPastCap.stdout).length, 45, 'paged results reach past it page by page');
+  // pages that cross from the base entry to the containers to one type and the next
+  const whole = await search(d, asAdmin, ['-b', BASE, '(objectClass=*)', '1.1']);
+  const inPages = await search(d, asAdmin, ['-E', 'pr=3/noprompt', '-b', BASE, '(objectClass=*)', '1.1']);
+  t.equal(inPages.code, 0, inPages.stderr);
+  const all = parseLdif(whole.stdout).map((e) => e.dn);
+  t.ok(all.includes(BASE) && all.some((dn) => dn.startsWith('ou=')) && all.some((dn) => dn.includes('ou=organisations')), 'the whole tree: base, containers and more than one type');
+  t.same(parseLdif(inPages.stdout).map((e) => e.dn), all, 'the pages together are the unpaged answer, in order, each entry once');
 });
 
 t.test('binds: by DN, uid and mail; the admin; empty, wrong and unauthenticated passwords; WhoAmI', async (t) => {
