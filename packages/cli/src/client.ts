@@ -38,50 +38,20 @@ export class AdminClient {
    * node's sentence (from an XML <error> or a JSON error).
    */
   async raw(method: string, path: string, body?: string | AsyncIterable<Uint8Array>, headers: Record<string, string> = {}): Promise<Response> {
-    const h: Record<string, string> = { ...headers };
-    if (this.opts.password !== undefined) {
-      h['authorization'] = `Basic ${Buffer.from(`${this.opts.user}:${this.opts.password}`).toString('base64')}`;
-    }
-    let res: Response;
-    try {
-      // (Node's fetch streams an async iterable body; the DOM typings do not know that)
-      res = await fetch(new URL(path, this.base), { method, headers: h, body: body as BodyInit | undefined, duplex: 'half' } as RequestInit);
-    } catch (e) {
-      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      const why = cause?.code === 'ECONNREFUSED' ? 'connection refused' : (cause?.message ?? (e as Error).message);
-      throw new CliError(`cannot reach the node at ${this.base.origin} (${why}); is "meridian serve" running there?`);
-    }
+    // (Node's fetch streams an async iterable body; the DOM typings do not know that)
+    const res = await this.send(path, { method, headers: { ...headers }, body: body as BodyInit | undefined, duplex: 'half' } as RequestInit & { headers: Record<string, string> });
     if (!res.ok) {
       const text = await res.text();
       const xml = /<error[^>]*>([^<]*)<\/error>/.exec(text)?.[1];
-      const json = (() => {
-        try {
-          return (JSON.parse(text) as { error?: { message?: string } }).error?.message;
-        } catch {
-          return undefined;
-        }
-      })();
-      const message = xml ? unescapeXml(xml) : (json ?? `the node answered HTTP ${res.status}`);
-      throw new CliError(res.status === 401 && this.opts.password === undefined ? `${message}; pass --password or set MERIDIAN_PASSWORD` : message);
+      throw this.refused(res.status, xml ? unescapeXml(xml) : errorMessage(text));
     }
     return res;
   }
 
   async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T; headers: Headers }> {
     const h: Record<string, string> = { accept: 'application/json', ...headers };
-    if (this.opts.password !== undefined) {
-      h['authorization'] = `Basic ${Buffer.from(`${this.opts.user}:${this.opts.password}`).toString('base64')}`;
-    }
     if (body !== undefined) h['content-type'] = 'application/json';
-    const url = new URL(path, this.base);
-    let res: Response;
-    try {
-      res = await fetch(url, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body) });
-    } catch (e) {
-      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      const why = cause?.code === 'ECONNREFUSED' ? 'connection refused' : (cause?.message ?? (e as Error).message);
-      throw new CliError(`cannot reach the node at ${this.base.origin} (${why}); is "meridian serve" running there?`);
-    }
+    const res = await this.send(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body) });
     const text = await res.text();
     let parsed: unknown;
     try {
@@ -89,13 +59,35 @@ export class AdminClient {
     } catch {
       throw new CliError(`the node at ${this.base.origin} answered ${res.status} with a body that is not JSON; is it a Meridian node?`);
     }
-    if (!res.ok) {
-      const err = (parsed as { error?: { message?: string } } | undefined)?.error;
-      let message = err?.message ?? `the node answered HTTP ${res.status}`;
-      if (res.status === 401 && this.opts.password === undefined) message += '; pass --password or set MERIDIAN_PASSWORD';
-      throw new CliError(message);
-    }
+    if (!res.ok) throw this.refused(res.status, (parsed as { error?: { message?: string } } | undefined)?.error?.message);
     return { status: res.status, body: parsed as T, headers: res.headers };
+  }
+
+  /** One request with the credential, or a sentence on why the node could not be reached. */
+  private async send(path: string, init: RequestInit & { headers: Record<string, string> }): Promise<Response> {
+    if (this.opts.password !== undefined) {
+      init.headers['authorization'] = `Basic ${Buffer.from(`${this.opts.user}:${this.opts.password}`).toString('base64')}`;
+    }
+    try {
+      return await fetch(new URL(path, this.base), init);
+    } catch (e) {
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      const why = cause?.code === 'ECONNREFUSED' ? 'connection refused' : (cause?.message ?? (e as Error).message);
+      throw new CliError(`cannot reach the node at ${this.base.origin} (${why}); is "meridian serve" running there?`);
+    }
+  }
+
+  private refused(status: number, message: string | undefined): CliError {
+    const text = message ?? `the node answered HTTP ${status}`;
+    return new CliError(status === 401 && this.opts.password === undefined ? `${text}; pass --password or set MERIDIAN_PASSWORD` : text);
+  }
+}
+
+function errorMessage(text: string): string | undefined {
+  try {
+    return (JSON.parse(text) as { error?: { message?: string } }).error?.message;
+  } catch {
+    return undefined;
   }
 }
 
