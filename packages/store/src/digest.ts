@@ -26,17 +26,27 @@ export type RecordHash = (id: string, rec: ObjectRecord) => Buffer | undefined;
 
 const byVersion: RecordHash = (id, rec) => createHash('sha1').update(id).update('\0').update(rec.v).digest();
 
-export async function digestRecords(records: AsyncIterable<[string, Uint8Array]>, bits = 4, onProgress?: (objects: number) => void, hashOf: RecordHash = byVersion): Promise<StoreDigest> {
+/**
+ * With `purged` (the ids of purge markers), a node that lacks a purge differs
+ * in that id's bucket even when it never held the object, so anti-entropy
+ * sends it the marker; the marker's id alone counts, not who purged it or
+ * when, which two concurrent purges of one id would record differently.
+ */
+export async function digestRecords(records: AsyncIterable<[string, Uint8Array]>, bits = 4, onProgress?: (objects: number) => void, hashOf: RecordHash = byVersion, purged?: AsyncIterable<string>): Promise<StoreDigest> {
   const acc = Array.from({ length: 2 ** bits }, () => ({ count: 0, hash: Buffer.alloc(20) }));
+  const mix = (id: string, h: Buffer): void => {
+    const b = acc[bucketOf(id, bits)]!.hash;
+    for (let i = 0; i < 20; i++) b[i]! ^= h[i]!;
+  };
   let n = 0;
   for await (const [k, v] of records) {
     const id = k.slice(1);
     const h = hashOf(id, decode<ObjectRecord>(v));
     if (h === undefined) continue;
-    const b = acc[bucketOf(id, bits)]!;
-    b.count++;
-    for (let i = 0; i < 20; i++) b.hash[i]! ^= h[i]!;
+    acc[bucketOf(id, bits)]!.count++;
+    mix(id, h);
     if (++n % 10_000 === 0) onProgress?.(n);
   }
+  if (purged) for await (const k of purged) mix(k.slice(1), createHash('sha1').update(k.slice(1)).update('\0purged').digest());
   return { objects: n, buckets: acc.map((b) => ({ count: b.count, hash: b.hash.toString('hex') })) };
 }

@@ -45,7 +45,7 @@ export const keys = {
   /** history: h<id>\0<seq> -> HistoryRecord of the change at that feed seq (see history.ts) */
   history: (id: string, seq: number): string => `h${id}${SEP}${seqPart(seq)}`,
   historyPrefix: (id: string): string => `h${id}${SEP}`,
-  /** purged object: p<id> -> PurgeRecord; the id is never used again */
+  /** purged object: p<id> -> PurgeMarker; the id is never used again */
   purged: (id: string): string => `p${id}`,
   purgedPrefix: 'p',
   /** conflicts of one object: k<id>\0... (see conflicts.ts) */

@@ -113,9 +113,30 @@ export interface StateSnapshot {
   head: number;
   vector: Record<string, number>;
   digest(bits?: number): Promise<StoreDigest>;
-  /** stored records, optionally only those in the given buckets */
-  batches(batch?: number, buckets?: ReadonlySet<number>, bits?: number): AsyncGenerator<{ id: string; record: Uint8Array }[]>;
+  /** stored records, optionally only those in the given buckets: the purge markers first, then the objects */
+  batches(batch?: number, buckets?: ReadonlySet<number>, bits?: number): AsyncGenerator<ClonedState[]>;
   close(): Promise<void>;
+}
+
+/**
+ * One stored record streamed to a cloning or repairing peer: an object's
+ * record, or with `purged` the marker of an object purged here, without
+ * which a late change from a third node could bring the object back.
+ */
+export interface ClonedState {
+  id: string;
+  record: Uint8Array;
+  purged?: boolean;
+}
+
+/** The `p<id>` record: the purge's feed entry, less what it erased. */
+export interface PurgeMarker {
+  /** hlc, principal, origin node, origin seq and type of the purge */
+  h: number;
+  p: string;
+  o: string;
+  n: number;
+  t: string;
 }
 
 /** A change as it travels between nodes: a feed entry without the local seq. */
@@ -210,6 +231,8 @@ export class Store {
   private base: Record<string, number>;
   /** feed entries up to this seq were trimmed */
   private trimmedTo: number;
+  /** the end of the trim queued to disk, ahead of trimmedTo until its batch lands */
+  private trimmingTo: number;
   /** ids purged here: no change to them is applied again, nor a create with them made */
   private readonly purgedIds: Set<string>;
   private closed = false;
@@ -237,6 +260,7 @@ export class Store {
     this.visibleVector = new VersionVector(init.vector);
     this.base = init.feedBase;
     this.trimmedTo = init.trimmedTo;
+    this.trimmingTo = init.trimmedTo;
     this.openConflicts = init.openConflicts;
     this.db = init.db;
     this.dir = init.opts.dir;
@@ -953,9 +977,6 @@ export class Store {
       seqs.push(parseSeqPart(k.slice(hp.length)));
     }
     const old = await this.db.getMany(seqs.map((n) => keys.feed(n)));
-    for (const [i, buf] of old.entries()) {
-      if (buf !== undefined) ops.push({ type: 'put', key: keys.feed(seqs[i]!), value: encode(redacted(decode<FeedRecord>(buf))) });
-    }
     const cp = keys.conflictPrefix(id);
     for await (const k of this.db.keys({ gte: cp, lt: cp + HIGH })) ops.push({ type: 'del', key: k });
     const idx = cur && def ? indexSet(def, id, cur.f, cur.d) : EMPTY_INDEX;
@@ -963,6 +984,10 @@ export class Store {
     await Promise.all([...idx.unique].map(async (k) => claims.push(await this.claims.acquire(k, this.loadClaim))));
 
     // -- synchronous from here: the purge's feed seq follows every change queued before it --
+    for (const [i, buf] of old.entries()) {
+      // an entry a trim has queued for deletion meanwhile must stay deleted, not come back redacted below the trim
+      if (buf !== undefined && seqs[i]! > this.trimmingTo) ops.push({ type: 'put', key: keys.feed(seqs[i]!), value: encode(redacted(decode<FeedRecord>(buf))) });
+    }
     const feed = entry();
     const seq = ++this.seq;
     if (cur) ops.push({ type: 'del', key: keys.object(id) });
@@ -973,7 +998,7 @@ export class Store {
       ops.push({ type: 'del', key: c.key });
     }
     const fresh = !this.purgedIds.has(id);
-    if (fresh) ops.push({ type: 'put', key: keys.purged(id), value: encode({ h: feed.h, p: feed.p, o: feed.o, n: feed.n, t: feed.t }) });
+    if (fresh) ops.push({ type: 'put', key: keys.purged(id), value: encode({ h: feed.h, p: feed.p, o: feed.o, n: feed.n, t: feed.t } satisfies PurgeMarker) });
     ops.push({ type: 'put', key: keys.feed(seq), value: encode(feed) });
     if (cur && def && !cur.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) - 1);
     this.dirtyVector.add(feed.o);
@@ -1135,23 +1160,27 @@ export class Store {
     // LevelDB's iterator fills 16 KiB by default: 25 records a read, which
     // made cloning a matter of round trips; read in 1 MiB chunks.
     const range = { gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH, snapshot, highWaterMarkBytes: 1024 * 1024 };
+    const markers = { gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH, snapshot };
     const db = this.db;
     let closed = false;
     return {
       head,
       vector,
-      digest: (bits = 8) => digestRecords(db.iterator(range), bits),
+      digest: (bits = 8) => digestRecords(db.iterator(range), bits, undefined, undefined, db.keys(markers)),
       async *batches(batch = 500, buckets?: ReadonlySet<number>, bits = 8) {
-        const it = db.iterator(range);
-        try {
-          for (;;) {
-            const entries = await it.nextv(batch);
-            if (entries.length === 0) return;
-            const out = entries.filter(([k]) => !buckets || buckets.has(bucketOf(k.slice(1), bits))).map(([k, v]) => ({ id: k.slice(1), record: v }));
-            if (out.length) yield out;
+        // markers first: the receiver then refuses the purged objects a third node may still send it
+        for (const [opts, purged] of [[markers, true], [range, false]] as const) {
+          const it = db.iterator(opts);
+          try {
+            for (;;) {
+              const entries = await it.nextv(batch);
+              if (entries.length === 0) break;
+              const out = entries.filter(([k]) => !buckets || buckets.has(bucketOf(k.slice(1), bits))).map(([k, v]): ClonedState => (purged ? { id: k.slice(1), record: v, purged } : { id: k.slice(1), record: v }));
+              if (out.length) yield out;
+            }
+          } finally {
+            await it.close();
           }
-        } finally {
-          await it.close();
         }
       },
       close: async () => {
@@ -1219,7 +1248,7 @@ export class Store {
   /** This node's object digest in 2^bits buckets (see digest.ts). */
   digest(bits = 4, onProgress?: (objects: number) => void): Promise<StoreDigest> {
     this.assertOpen();
-    return digestRecords(this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH }), bits, onProgress);
+    return digestRecords(this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH }), bits, onProgress, undefined, this.db.keys({ gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH }));
   }
 
   /**
@@ -1244,8 +1273,14 @@ export class Store {
    * peer's vector becomes this node's vector and feed base, and the peer's
    * checkpoint is set to the snapshot's feed position, in the same batch.
    */
-  async cloneStates(items: { id: string; record: Uint8Array }[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void> {
+  async cloneStates(states: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void> {
     this.assertOpen();
+    const items: ClonedState[] = [];
+    for (const s of states) {
+      if (!s.purged) items.push(s);
+      // in order, each one whole, before any object of the batch is stored
+      else await this.applyPurgeMarker(s.id, s.record);
+    }
     const ops: BatchOp[] = [];
     const merges: Promise<void>[] = [];
     const cloned: [Slot<CachedObject>, ObjectRecord][] = [];
@@ -1315,6 +1350,22 @@ export class Store {
     }
   }
 
+  /**
+   * A peer's purge marker, applied as the purge change it records: the
+   * object is erased here if held, and the purge goes into this node's feed
+   * (redacted, as always) so that its own peers learn of it too.
+   */
+  private async applyPurgeMarker(id: string, record: Uint8Array): Promise<void> {
+    if (!isValidId(id)) throw new MeridianError('bad-request', `purged object id "${id.slice(0, 40)}" is not valid`);
+    const m = decode<Partial<PurgeMarker>>(record);
+    if (typeof m !== 'object' || m === null || typeof m.h !== 'number' || typeof m.p !== 'string' || typeof m.o !== 'string' || !Number.isSafeInteger(m.n) || m.n! < 1 || typeof m.t !== 'string') {
+      throw new MeridianError('bad-request', `the purge marker of ${id} is not a purge record`);
+    }
+    if (this.purgedIds.has(id) || this.vector.has(m.o, m.n!)) return;
+    const r = await this.applyPurge({ origin: m.o, originSeq: m.n!, id, type: m.t, kind: 'purge', update: EMPTY, hlc: m.h, principal: m.p, fields: [] }, []);
+    await r.durable;
+  }
+
   /** Merges a whole object state from a clone into the object held here, without a feed entry. */
   private async mergeState(id: string, state: Uint8Array, hlc: number): Promise<void> {
     const { slot, unlock } = await this.lock(id);
@@ -1382,6 +1433,7 @@ export class Store {
         deleted++;
       }
       ops.push({ type: 'put', key: keys.meta('trimmedTo'), value: encode(to) });
+      this.trimmingTo = to;
       await this.commits.add(ops);
       this.trimmedTo = to;
     }
@@ -1515,7 +1567,7 @@ export class Store {
     if (!this.purgedIds.has(id)) return undefined;
     const v = await this.db.get(keys.purged(id));
     if (v === undefined) return undefined;
-    const r = decode<{ h: number; p: string; o: string }>(v);
+    const r = decode<PurgeMarker>(v);
     return { hlc: r.h, principal: r.p, origin: r.o };
   }
 

@@ -1,4 +1,4 @@
-import type { ApplyResult, FeedEntry, RemoteChange, StateSnapshot, StoreDigest } from '@meridian/store';
+import type { ApplyResult, ClonedState, FeedEntry, RemoteChange, StateSnapshot, StoreDigest } from '@meridian/store';
 import { DIGEST_BITS, type Frame, type Role, type WriteFrame, type WroteFrame } from './frames.js';
 import type { Action, SyncSession } from './session.js';
 
@@ -15,7 +15,7 @@ export interface FeedStore {
   firstSeq(): number;
   stateSnapshot(): StateSnapshot;
   digest(bits?: number): Promise<StoreDigest>;
-  cloneStates(items: { id: string; record: Uint8Array }[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void>;
+  cloneStates(items: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void>;
 }
 
 /** One session's side of the I/O: how a driver sends, admits and closes. */
@@ -38,7 +38,7 @@ export interface SessionIo {
   stateBatch?: number;
   /** the state snapshot being streamed to the peer, if any */
   snapshot?: StateSnapshot | undefined;
-  reader?: AsyncGenerator<{ id: string; record: Uint8Array }[]> | undefined;
+  reader?: AsyncGenerator<ClonedState[]> | undefined;
 }
 
 /**

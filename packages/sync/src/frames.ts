@@ -44,7 +44,8 @@ export interface SubscribeFrame {
 /** Stored object records for a cloning subscriber; the last frame has `done` with the snapshot's position. */
 export interface StatesFrame {
   t: 'states';
-  objects: { i: string; r: Uint8Array }[];
+  /** id and stored record; with `p`, the record is the purge marker of an object purged at the sender */
+  objects: { i: string; r: Uint8Array; p?: true }[];
   done: boolean;
   /** with done: the sender's feed seq the snapshot covers, and its vector */
   head?: number;
@@ -258,6 +259,7 @@ export function decodeFrame(data: Uint8Array): Frame {
       check(Array.isArray(f['objects']) && f['objects'].length <= 10_000, 'states must carry a list of at most 10000 objects');
       for (const o of f['objects'] as unknown[]) {
         check(isObj(o) && isId(o['i']) && isBytes(o['r'], 16 * 1024 * 1024), 'a state must be an object id and record bytes');
+        check((o as Record<string, unknown>)['p'] === undefined || (o as Record<string, unknown>)['p'] === true, 'a state\'s purge flag must be true or absent');
       }
       check(typeof f['done'] === 'boolean', 'states need done');
       if (f['done']) {

@@ -1,4 +1,4 @@
-import { VersionVector, type FeedEntry, type RemoteChange } from '@meridian/store';
+import { VersionVector, type ClonedState, type FeedEntry, type RemoteChange } from '@meridian/store';
 import { proof, proofMatches } from './auth.js';
 import { PROTOCOL_VERSION, type ChangesFrame, type Frame, type HelloFrame, type Role, type StatesFrame, type WireChange, type WriteFrame, type WroteFrame } from './frames.js';
 
@@ -24,7 +24,7 @@ export type Action =
   | { type: 'snapshot'; digest: boolean }
   | { type: 'read-states'; buckets: number[] | undefined }
   | { type: 'compare-digest'; theirs: Uint8Array[] }
-  | { type: 'clone'; objects: { id: string; record: Uint8Array }[]; done: { head: number; vector: Record<string, number> } | undefined }
+  | { type: 'clone'; objects: ClonedState[]; done: { head: number; vector: Record<string, number> } | undefined }
   | { type: 'load-checkpoint'; peer: string }
   | { type: 'open'; peer: string; role: Role }
   /** master: run a write a replica forwarded, then hand the answer to writeDone() */
@@ -296,7 +296,7 @@ export class SyncSession {
     const f = this.pendingApply[0]!;
     if (f.t === 'states') {
       const done = f.done ? { head: f.head!, vector: f.vector! } : undefined;
-      return [{ type: 'clone', objects: f.objects.map((o) => ({ id: o.i, record: o.r })), done }];
+      return [{ type: 'clone', objects: f.objects.map((o) => (o.p ? { id: o.i, record: o.r, purged: true } : { id: o.i, record: o.r })), done }];
     }
     return [{ type: 'apply', changes: f.changes.map(fromWire), last: f.last }];
   }
@@ -389,11 +389,11 @@ export class SyncSession {
    * snapshot's feed head and vector): then streaming continues from the
    * feed at that head.
    */
-  statesRead(objects: { id: string; record: Uint8Array }[], end?: { head: number; vector: Record<string, number> }): Action[] {
+  statesRead(objects: ClonedState[], end?: { head: number; vector: Record<string, number> }): Action[] {
     if (this.state !== 'open' || !this.cloning || !this.reading) return [];
     this.reading = false;
     this.inFlight++;
-    const frame: StatesFrame = { t: 'states', objects: objects.map((o) => ({ i: o.id, r: o.record })), done: end !== undefined };
+    const frame: StatesFrame = { t: 'states', objects: objects.map((o) => (o.purged ? { i: o.id, r: o.record, p: true } : { i: o.id, r: o.record })), done: end !== undefined };
     if (end) {
       frame.head = end.head;
       frame.vector = end.vector;

@@ -81,6 +81,8 @@ class Simulation {
   readonly acked: Acked[] = [];
   aeRuns = 0;
   readonly ids: string[] = [];
+  /** objects purged somewhere: gone on every node once settled, late changes and clones notwithstanding */
+  readonly purged = new Set<string>();
   faults = process.env["SIM_FAULTS"] !== "0";
   log: string[] = [];
 
@@ -231,6 +233,13 @@ class Simulation {
       const here = await store.get(id);
       if (!here) return; // not replicated here yet
       const f = this.rnd();
+      if (f < 0.02) {
+        await store.purge(id);
+        this.purged.add(id);
+        this.log.push(`${this.now}: ${node.id} purges ${id}`);
+        this.advance(node);
+        return;
+      }
       if (here.deleted) await store.undelete(id);
       else if (f < 0.08) await store.delete(id);
       else if (f < 0.5) await store.update(id, { a: value });
@@ -336,6 +345,7 @@ class Simulation {
 }
 
 let aeTotal = 0;
+let purgeTotal = 0;
 
 async function simulate(seed: number): Promise<string | undefined> {
   const root = mkdtempSync(join(BASE, 'meridian-sim-'));
@@ -360,7 +370,11 @@ async function simulate(seed: number): Promise<string | undefined> {
       }
     }
     for (const n of sim.nodes) {
+      for (const id of sim.purged) {
+        if ((await n.store!.objectState(id)) !== undefined || !(await n.store!.purgedAt(id))) return `${n.id} still holds ${id}, purged elsewhere\n${sim.log.join('\n')}`;
+      }
       for (const a of sim.acked) {
+        if (sim.purged.has(a.id)) continue;
         const state = await n.store!.objectState(a.id);
         const sv = state ? Y.decodeStateVector(Y.encodeStateVectorFromUpdate(state)) : new Map<number, number>();
         if ((sv.get(a.client) ?? 0) < a.clock) {
@@ -370,6 +384,7 @@ async function simulate(seed: number): Promise<string | undefined> {
       }
     }
     if (sim.acked.length === 0) return 'no write was acknowledged';
+    purgeTotal += sim.purged.size;
     aeTotal += sim.aeRuns;
     return undefined;
   } finally {
@@ -388,4 +403,5 @@ t.test('masters converge under drops, partitions and crashes, losing no acknowle
   }
   t.same(failures, [], `${seeds.length} seeds`);
   if (!only) t.ok(aeTotal > 0, `anti-entropy ran ${aeTotal} times across the seeds`);
+  if (!only) t.ok(purgeTotal > 0, `${purgeTotal} objects purged across the seeds`);
 });
