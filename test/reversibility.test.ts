@@ -123,7 +123,8 @@ t.test('a restored node rejoins as a new incarnation and converges with its peer
   const [pa, pb] = [await freePort(), await freePort()];
   const a = await start(t, { nodeId: 'a', httpPort: pa, peers: [`ws://127.0.0.1:${pb}/sync`] });
   const b = await start(t, { nodeId: 'b', httpPort: pb, peers: [`ws://127.0.0.1:${pa}/sync`] });
-  for (let i = 0; i < 50; i++) await (i % 2 ? a : b).store.create('Organisation', { name: `before-${i}`, kind: 'vendor' }, { principal: 'admin' });
+  const before: string[] = [];
+  for (let i = 0; i < 50; i++) before.push((await (i % 2 ? a : b).store.create('Organisation', { name: `before-${i}`, kind: 'vendor' }, { principal: 'admin' })).id);
   const bClient = b.store.clientId;
   const file = join(tempDir(t), 'b.mbak');
   t.equal((await cli(b, 'backup', '--out', file)).code, 0);
@@ -133,6 +134,10 @@ t.test('a restored node rejoins as a new incarnation and converges with its peer
   t.ok(await until(() => b.store.covers(a.store.versionVector()) && a.store.covers(b.store.versionVector()), 10_000), 'a and b converged');
   await b.stop();
   for (let i = 0; i < 20; i++) await a.store.create('Organisation', { name: `while-b-is-down-${i}`, kind: 'vendor' }, { principal: 'admin' });
+  // a purge the backup predates, with the feed trimmed past it: the restored node can learn of it only by anti-entropy
+  await a.store.purge(before[7]!, { principal: 'admin' });
+  await a.store.create('Organisation', { name: 'after-the-purge', kind: 'vendor' }, { principal: 'admin' });
+  await a.store.trimFeed(1);
 
   const dir = join(tempDir(t), 'b-restored');
   t.equal((await cliAsync(['restore', '--in', file, '--dir', dir])).code, 0);
@@ -155,8 +160,10 @@ t.test('a restored node rejoins as a new incarnation and converges with its peer
   t.ok(await until(async () => (await digestOf(r)) === (await digestOf(a)), 15_000), 'the restored node and its peer converge');
   t.ok(await r.store.get(late.id), "b's write made after the backup came back through a");
   t.ok(await a.store.get(mine.id), "the restored node's write reached a");
+  t.equal(await r.store.get(before[7]!), undefined, 'the object purged after the backup is gone from the restored node');
+  t.match(await r.store.purgedAt(before[7]!), { principal: 'admin', origin: 'a' }, 'which knows it was purged');
   t.equal(r.store.objectCounts()['Organisation'], a.store.objectCounts()['Organisation']);
-  t.equal(a.store.objectCounts()['Organisation'], 50 + 1 + 20 + 20 + 1, 'no write lost');
+  t.equal(a.store.objectCounts()['Organisation'], 50 + 1 + 20 + 20 + 1 + 1 - 1, 'no write lost (one purged)');
   t.same(await checkIndexes(r.store), []);
   const status = (await (await fetch(`${a.url}/status`, { headers: { authorization: AUTH } })).json()) as { peers: { node: string; state: string }[] };
   t.ok(status.peers.some((p) => p.node === r.store.nodeId && p.state === 'live'), 'a sees the new incarnation as a live peer');
