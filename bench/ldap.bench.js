@@ -41,7 +41,7 @@
 // gives every person an {SSHA} hash of it.
 //
 // --profile CPU-profiles Meridian's node process (through its inspector)
-// during its first round of (a) and prints its top self-time functions.
+// during its first round of (a) and of (b) and prints their top self-time functions.
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -200,12 +200,7 @@ export async function run({ quick, profile, outDir, log }) {
     );
     log(`  ${fmt(100 * nonAscii, 1)}% of the pieces searched for hold a letter beyond ASCII (ü, á, è, ...)`);
     if (entriesNote.startsWith('entries per substring search differ')) log(`  NOTE: ${entriesNote}`);
-    const top = sub.meridian[0]?.top;
-    if (top) {
-      log(`  CPU profile of meridian's node process, its first round (whose figure includes profiler overhead), top self time:`);
-      for (const t of top) log(`  ${fmt(t.pct, 1).padStart(5)}%  ${t.fn}`);
-      log(`  full profile: ${sub.meridian[0].profileFile}`);
-    }
+    printTop(sub.meridian[0], log);
 
     // ---- b. equality on mail ---------------------------------------------
     const mails = (seed, n) => {
@@ -215,7 +210,12 @@ export async function run({ quick, profile, outDir, log }) {
     const mailWarm = mails(4, 2_000);
     const mailOps = mails(3, 50_000);
     const mail = { meridian: [], slapd: [] };
-    for (let r = 0; r < rounds; r++) for (const s of servers) mail[s.name].push(await phase(s, mailWarm, mailOps, OK));
+    for (let r = 0; r < rounds; r++) {
+      for (const s of servers) {
+        const profileAs = profile && r === 0 && s.name === 'meridian' ? join(outDir, `${name}-equality.cpuprofile`) : undefined;
+        mail[s.name].push(await phase(s, mailWarm, mailOps, OK, profileAs));
+      }
+    }
     const mailBest = { meridian: best(mail.meridian), slapd: best(mail.slapd) };
     const mailRatio = mailBest.meridian.rate / mailBest.slapd.rate;
     printTable(
@@ -226,6 +226,7 @@ export async function run({ quick, profile, outDir, log }) {
       ],
       log,
     );
+    printTop(mail.meridian[0], log);
 
     // ---- c. simple binds as persons ----------------------------------------
     // distinct persons in a fixed random order; the first bindPersons of it get a password on Meridian
@@ -705,4 +706,12 @@ function entry(buf, p) {
     q = a.at + a.len;
   }
   return { dn: buf.toString('utf8', dn.at, dn.at + dn.len), attrs: Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1))) };
+}
+
+/** The top of a phase's CPU profile, when it was taken. */
+function printTop(phase, log) {
+  if (!phase?.top) return;
+  log(`  CPU profile of meridian's node process, its first round (whose figure includes profiler overhead), top self time:`);
+  for (const t of phase.top) log(`  ${fmt(t.pct, 1).padStart(5)}%  ${t.fn}`);
+  log(`  full profile: ${phase.profileFile}`);
 }

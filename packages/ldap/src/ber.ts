@@ -83,14 +83,77 @@ export function integer(n: number, tag = 0x02): Buffer {
   return tlv(tag, Buffer.from(bytes));
 }
 
-/** One attribute of an entry: `SEQUENCE { type, SET OF value }`. */
-export function attribute(name: string, values: readonly string[]): Buffer {
-  return tlv(0x30, [octets(name), tlv(0x31, values.map((v) => octets(v)))]);
+/** Bytes of a tag and a definite length of `n`. */
+function headSize(n: number): number {
+  return n < 0x80 ? 2 : n < 0x100 ? 3 : n < 0x10000 ? 4 : n < 0x1000000 ? 5 : 6;
 }
 
-/** A SearchResultEntry message around attributes encoded once (see attribute()). */
-export function searchEntry(messageId: number, dn: string, attributes: Buffer): Buffer {
-  return tlv(0x30, [integer(messageId), tlv(Op.searchEntry, [octets(dn), tlv(0x30, attributes)])]);
+function writeHead(buf: Buffer, at: number, tag: number, n: number): number {
+  buf[at++] = tag;
+  if (n < 0x80) {
+    buf[at++] = n;
+    return at;
+  }
+  const bytes = headSize(n) - 2;
+  buf[at++] = 0x80 | bytes;
+  for (let i = bytes - 1; i >= 0; i--) buf[at++] = Math.floor(n / 256 ** i) & 0xff;
+  return at;
+}
+
+/**
+ * The body of a SearchResultEntry, `objectName` and `attributes`, as one
+ * buffer written in one pass: sizes first, then the bytes, with no buffer
+ * per value (building one per value and concatenating them was most of
+ * the gateway's garbage in a substring search). Names come with their
+ * values; `values` empty writes the attribute with an empty set (typesOnly).
+ */
+export function entryBody(dn: string, attrs: readonly { name: string; values: readonly string[] }[]): Buffer {
+  const dnLen = Buffer.byteLength(dn);
+  const sizes: number[] = [];
+  let list = 0;
+  for (const a of attrs) {
+    const nameLen = Buffer.byteLength(a.name);
+    let set = 0;
+    for (const v of a.values) {
+      const n = Buffer.byteLength(v);
+      sizes.push(n);
+      set += headSize(n) + n;
+    }
+    const seq = headSize(nameLen) + nameLen + headSize(set) + set;
+    sizes.push(nameLen, set, seq);
+    list += headSize(seq) + seq;
+  }
+  const buf = Buffer.allocUnsafe(headSize(dnLen) + dnLen + headSize(list) + list);
+  let at = writeHead(buf, 0, 0x04, dnLen);
+  at += buf.write(dn, at, 'utf8');
+  at = writeHead(buf, at, 0x30, list);
+  let k = 0;
+  for (const a of attrs) {
+    // the sizes of one attribute were pushed as its values', then name, set and sequence
+    const vs = a.values.length;
+    const [nameLen, set, seq] = [sizes[k + vs]!, sizes[k + vs + 1]!, sizes[k + vs + 2]!];
+    at = writeHead(buf, at, 0x30, seq);
+    at = writeHead(buf, at, 0x04, nameLen);
+    at += buf.write(a.name, at, 'utf8');
+    at = writeHead(buf, at, 0x31, set);
+    for (let i = 0; i < vs; i++) {
+      at = writeHead(buf, at, 0x04, sizes[k + i]!);
+      at += buf.write(a.values[i]!, at, 'utf8');
+    }
+    k += vs + 3;
+  }
+  return buf;
+}
+
+/** A SearchResultEntry message around a body made by entryBody(). */
+export function searchEntry(messageId: number, body: Buffer): Buffer {
+  const id = integer(messageId);
+  const op = headSize(body.length) + body.length;
+  const head = Buffer.allocUnsafe(headSize(id.length + op) + id.length + headSize(body.length));
+  let at = writeHead(head, 0, 0x30, id.length + op);
+  at += id.copy(head, at);
+  writeHead(head, at, Op.searchEntry, body.length);
+  return Buffer.concat([head, body], head.length + body.length);
 }
 
 export interface Control {

@@ -8,6 +8,9 @@ const ID_KEY = ID_ATTR.toLowerCase();
 /** Sorted, duplicate-free lists of slot numbers. */
 type Slots = number[];
 
+/** The slots that may match: the union, over its items, of the intersection of each item's lists. */
+type Plan = Slots[][];
+
 /** The position of the first slot at or above `slot`. */
 function lowerBound(list: Slots, slot: number): number {
   let lo = 0;
@@ -62,6 +65,31 @@ function union(lists: Slots[]): Slots {
   return out;
 }
 
+/**
+ * The smallest slot at or above `from` held by every list (leapfrogging
+ * with binary searches): a search that stops at its size limit pays for
+ * the slots it reaches, not for whole intersections of long lists.
+ */
+function firstCommon(lists: readonly Slots[], from: number): number {
+  let v = from;
+  for (let agree = 0, k = 0; agree < lists.length; k = (k + 1) % lists.length) {
+    const l = lists[k]!;
+    const i = lowerBound(l, v);
+    if (i >= l.length) return Infinity;
+    if (l[i] === v) agree++;
+    else {
+      v = l[i]!;
+      agree = 1;
+    }
+  }
+  return v;
+}
+
+/** Every slot of a plan, worked out in full (for an `and` of plans). */
+function materialize(plan: Plan): Slots {
+  return union(plan.map((lists) => lists.slice(1).reduce(intersect, lists[0]!)));
+}
+
 /** Pairs of characters: every substring of two or more characters contains at least one. */
 function bigrams(value: string): Set<string> {
   const out = new Set<string>();
@@ -108,19 +136,16 @@ class AttrIndex {
   }
 
   /**
-   * Slots that may hold the substring: those holding all of the pairs of its
-   * longest literal part (the caller checks each). Undefined when no part is
-   * two characters long: then every slot may.
+   * The lists whose intersection holds the slots that may hold the
+   * substring: the postings of every pair of its longest literal part,
+   * shortest first (the caller checks each slot). Undefined when no part
+   * is two characters long: then every slot may.
    */
-  substring(f: { initial: string | undefined; any: readonly string[]; final: string | undefined }): Slots | undefined {
+  substring(f: { initial: string | undefined; any: readonly string[]; final: string | undefined }): Slots[] | undefined {
     const parts = [f.initial, ...f.any, f.final].filter((p): p is string => p !== undefined);
     const longest = parts.reduce((a, b) => (b.length > a.length ? b : a), '');
     if (longest.length < 2) return undefined;
-    const lists = [...bigrams(longest)].map((g) => this.grams.get(g) ?? []).sort((a, b) => a.length - b.length);
-    // the shortest few narrow enough; the check of each candidate does the rest
-    let out = lists[0]!;
-    for (const l of lists.slice(1, 3)) out = intersect(out, l);
-    return out;
+    return [...bigrams(longest)].map((g) => this.grams.get(g) ?? []).sort((a, b) => a.length - b.length);
   }
 }
 
@@ -259,19 +284,19 @@ export class DirectoryIndex {
    * was most of a Thunderbird search's time at 100,000 persons).
    */
   *candidates(f: Filter, t: MappedType, after = -1): Generator<number> {
-    const plan = this.plan(f, t);
-    // The lists are live: a change between two steps (the search waits for its client) inserts
-    // or removes slots, so a position is found again when the list moved under it.
-    const lists = plan ?? [this.typeSlots.get(t.def.name)!];
-    const at = lists.map((l) => lowerBound(l, after + 1));
+    const plan = this.plan(f, t) ?? [[this.typeSlots.get(t.def.name)!]];
+    // The lists are live: a change between two steps (the search waits for
+    // its client) inserts or removes slots. So each item's next slot is
+    // remembered by value, never by position, and looked up again from the
+    // last slot yielded once that one is used; a slot removed meanwhile is
+    // yielded at most once more, and the caller's check drops it.
+    const next = plan.map(() => -Infinity);
     let last = after;
     for (;;) {
       let min = Infinity;
-      for (let k = 0; k < lists.length; k++) {
-        const l = lists[k]!;
-        if (at[k]! > 0 && (at[k]! > l.length || l[at[k]! - 1]! > last)) at[k] = lowerBound(l, last + 1);
-        while (at[k]! < l.length && l[at[k]!]! <= last) at[k]!++;
-        if (at[k]! < l.length && l[at[k]!]! < min) min = l[at[k]!]!;
+      for (let k = 0; k < plan.length; k++) {
+        if (next[k]! <= last) next[k] = firstCommon(plan[k]!, last + 1);
+        if (next[k]! < min) min = next[k]!;
       }
       if (min === Infinity) return;
       last = min;
@@ -280,28 +305,29 @@ export class DirectoryIndex {
     }
   }
 
-  /** The postings whose union holds every slot that may match; undefined: any slot may. */
-  private plan(f: Filter, t: MappedType): Slots[] | undefined {
+  /** The postings that hold every slot that may match (see Plan); undefined: any slot may. */
+  private plan(f: Filter, t: MappedType): Plan | undefined {
     switch (f.k) {
       case 'and': {
-        let out: Slots | undefined;
-        for (const x of f.f) {
-          const p = this.plan(x, t);
-          if (p === undefined) continue;
-          const one = union(p);
-          out = out === undefined ? one : intersect(out, one);
-          if (out.length === 0) return [out];
-        }
-        return out && [out];
-      }
-      case 'or': {
+        // an intersection of the children's plans: one item, each child's as a list (or the child's own item, when it has one)
         const lists: Slots[] = [];
         for (const x of f.f) {
           const p = this.plan(x, t);
-          if (p === undefined) return undefined;
-          lists.push(...p);
+          if (p === undefined) continue;
+          if (p.length === 0) return [];
+          if (p.length === 1) lists.push(...p[0]!);
+          else lists.push(materialize(p));
         }
-        return lists;
+        return lists.length ? [lists] : undefined;
+      }
+      case 'or': {
+        const items: Plan = [];
+        for (const x of f.f) {
+          const p = this.plan(x, t);
+          if (p === undefined) return undefined;
+          items.push(...p);
+        }
+        return items;
       }
       case 'not':
         return undefined;
@@ -314,7 +340,7 @@ export class DirectoryIndex {
         }
         if (f.a === ID_KEY && f.k === 'eq') {
           const slot = this.slotOfFolded.get(f.v);
-          return slot === undefined ? [] : [[slot]];
+          return slot === undefined ? [] : [[[slot]]];
         }
         const field = this.indexedBy.get(t.def.name)!.get(f.a);
         if (field === undefined) {
@@ -322,10 +348,10 @@ export class DirectoryIndex {
           return !this.mayHave(t, f.a) ? [] : undefined;
         }
         const idx = this.attrs.get(f.a)!;
-        if (f.k === 'eq' || f.k === 'approx') return [idx.equal(f.v)];
+        if (f.k === 'eq' || f.k === 'approx') return [[idx.equal(f.v)]];
         if (f.k === 'sub') {
-          const l = idx.substring(f);
-          return l && [l];
+          const lists = idx.substring(f);
+          return lists && [lists];
         }
         return undefined;
       }

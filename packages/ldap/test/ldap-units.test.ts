@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { attrKey, convertFilter, evaluate, filterAttributes, fold, FilterTooComplex, substringMatch, type AttrSource } from '../dist/filter.js';
 import { MessageFramer } from '../dist/framing.js';
+import { entryBody, integer, octets, searchEntry, tlv } from '../dist/ber.js';
 import { BindThrottle } from '../dist/bind-throttle.js';
 import { DirectoryIndex } from '../dist/directory-index.js';
 import { DirectoryLayout } from '../dist/layout.js';
@@ -147,4 +148,23 @@ t.test('the index finds exactly what a scan of every entry finds', async (t) => 
     t.same(seen.sort(), expected, `${text}: every live match once, none skipped when an earlier entry left the lists mid-search`);
   }
   index.close();
+});
+
+t.test('entry encoding in one pass equals the TLV-by-TLV encoding, at every length form', async (t) => {
+  // the straightforward encoding, one buffer per TLV, as the reference
+  const reference = (messageId: number, dn: string, attrs: { name: string; values: string[] }[]): Buffer =>
+    tlv(0x30, [integer(messageId), tlv(0x64, [octets(dn), tlv(0x30, attrs.map((a) => tlv(0x30, [octets(a.name), tlv(0x31, a.values.map((v) => octets(v)))])))])]);
+  const rnd = prng(11);
+  const text = (n: number): string => Array.from({ length: n }, () => 'aZ0 ü€𝄞-'[Math.floor(rnd() * 8)]).join('');
+  // lengths around each boundary of the definite length form: 127/128, 255/256, 65535/65536
+  const lengths = [0, 1, 40, 127, 128, 200, 255, 256, 1000, 65_535, 65_536, 70_000];
+  for (let i = 0; i < 60; i++) {
+    const attrs = Array.from({ length: Math.floor(rnd() * 5) }, () => ({
+      name: text(1 + Math.floor(rnd() * 20)),
+      values: Array.from({ length: Math.floor(rnd() * 4) }, () => text(lengths[Math.floor(rnd() * lengths.length)]!)),
+    }));
+    const dn = `meridianId=${text(Math.floor(rnd() * 300))},ou=people,dc=example,dc=com`;
+    const id = [1, 127, 128, 255, 256, 65_536, 2 ** 31 - 1][i % 7]!;
+    t.same(searchEntry(id, entryBody(dn, attrs)), reference(id, dn, attrs), `entry ${i}`);
+  }
 });
