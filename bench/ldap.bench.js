@@ -291,8 +291,8 @@ export async function run({ quick, profile, outDir, log }) {
         meridianReadySeconds,
         passwordSetSeconds: passwordSeconds,
         parity,
-        substring: { meridian: sub.meridian.map(summary), slapd: sub.slapd.map(summary), ratio: subRatio, entriesNote, nonAsciiShare: nonAscii, profileTop: top },
-        mailEquality: { meridian: mail.meridian.map(summary), slapd: mail.slapd.map(summary), ratio: mailRatio },
+        substring: { meridian: sub.meridian.map(summary), slapd: sub.slapd.map(summary), ratio: subRatio, entriesNote, nonAsciiShare: nonAscii, profileTop: sub.meridian[0]?.top },
+        mailEquality: { meridian: mail.meridian.map(summary), slapd: mail.slapd.map(summary), ratio: mailRatio, profileTop: mail.meridian[0]?.top },
         binds: {
           uncached: { meridian: summary(uncached.meridian), slapd: summary(uncached.slapd), ratio: bindRatio, meridianPersonsWithPassword: bindPersons },
           cached: { meridian: summary(cached.meridian), slapd: summary(cached.slapd), ratio: cached.meridian.rate / cached.slapd.rate },
