@@ -175,29 +175,36 @@ export async function run({ quick, profile, outDir, log }) {
         closeAll(cs);
       }
     };
-    const sub = { meridian: [], slapd: [] };
-    for (let r = 0; r < rounds; r++) {
-      for (const s of servers) {
-        const profileAs = profile && r === 0 && s.name === 'meridian' ? join(outDir, `${name}-substring.cpuprofile`) : undefined;
-        sub[s.name].push(await phase(s, subWarm, subOps, SUB_OK, profileAs));
+    /** One phase on both servers, alternating for `rounds` rounds: every round, the best of each, their ratio. */
+    const compare = async (warmOps, ops, ok, profileName) => {
+      const all = { meridian: [], slapd: [] };
+      for (let r = 0; r < rounds; r++) {
+        for (const s of servers) {
+          const profileAs = profile && r === 0 && s.name === 'meridian' ? join(outDir, `${name}-${profileName}.cpuprofile`) : undefined;
+          all[s.name].push(await phase(s, warmOps, ops, ok, profileAs));
+        }
       }
-    }
-    const subBest = { meridian: best(sub.meridian), slapd: best(sub.slapd) };
-    const subRatio = subBest.meridian.rate / subBest.slapd.rate;
+      const top = { meridian: best(all.meridian), slapd: best(all.slapd) };
+      return { all, top, ratio: top.meridian.rate / top.slapd.rate };
+    };
+    const comparison = (title, c) =>
+      printTable(
+        [
+          [title, 'searches/s', 'p50 ms', 'p99 ms', 'entries/search', 'bytes/search', 'errors'],
+          ...servers.map((s) => row(s.name, c.top[s.name], c.all[s.name])),
+          ['ratio meridian / slapd', fmt(c.ratio, 2), '', '', '', '', ''],
+        ],
+        log,
+      );
+    const substring = await compare(subWarm, subOps, SUB_OK, 'substring');
+    const { all: sub, top: subBest, ratio: subRatio } = substring;
     // with 100 hits asked for, almost every search fills them on both; a gap means the two answer differently
     const subEntries = { meridian: subBest.meridian.entries / subBest.meridian.count, slapd: subBest.slapd.entries / subBest.slapd.count };
     const entriesNote =
       Math.abs(subEntries.meridian - subEntries.slapd) > 0.01 * Math.max(subEntries.meridian, subEntries.slapd)
         ? `entries per substring search differ: meridian ${fmt(subEntries.meridian, 2)}, slapd ${fmt(subEntries.slapd, 2)}`
         : 'entries per substring search equal within 1%';
-    printTable(
-      [
-        [`Thunderbird substring search, ${CONNECTIONS} connections, ${seconds} s`, 'searches/s', 'p50 ms', 'p99 ms', 'entries/search', 'bytes/search', 'errors'],
-        ...servers.map((s) => row(s.name, subBest[s.name], sub[s.name])),
-        ['ratio meridian / slapd', fmt(subRatio, 2), '', '', '', '', ''],
-      ],
-      log,
-    );
+    comparison(`Thunderbird substring search, ${CONNECTIONS} connections, ${seconds} s`, substring);
     log(`  ${fmt(100 * nonAscii, 1)}% of the pieces searched for hold a letter beyond ASCII (ü, á, è, ...)`);
     if (entriesNote.startsWith('entries per substring search differ')) log(`  NOTE: ${entriesNote}`);
     printTop(sub.meridian[0], log);
@@ -209,23 +216,9 @@ export async function run({ quick, profile, outDir, log }) {
     };
     const mailWarm = mails(4, 2_000);
     const mailOps = mails(3, 50_000);
-    const mail = { meridian: [], slapd: [] };
-    for (let r = 0; r < rounds; r++) {
-      for (const s of servers) {
-        const profileAs = profile && r === 0 && s.name === 'meridian' ? join(outDir, `${name}-equality.cpuprofile`) : undefined;
-        mail[s.name].push(await phase(s, mailWarm, mailOps, OK, profileAs));
-      }
-    }
-    const mailBest = { meridian: best(mail.meridian), slapd: best(mail.slapd) };
-    const mailRatio = mailBest.meridian.rate / mailBest.slapd.rate;
-    printTable(
-      [
-        [`(mail=...) equality search, ${CONNECTIONS} connections, ${seconds} s`, 'searches/s', 'p50 ms', 'p99 ms', 'entries/search', 'bytes/search', 'errors'],
-        ...servers.map((s) => row(s.name, mailBest[s.name], mail[s.name])),
-        ['ratio meridian / slapd', fmt(mailRatio, 2), '', '', '', '', ''],
-      ],
-      log,
-    );
+    const equality = await compare(mailWarm, mailOps, OK, 'equality');
+    comparison(`(mail=...) equality search, ${CONNECTIONS} connections, ${seconds} s`, equality);
+    const { all: mail, top: mailBest, ratio: mailRatio } = equality;
     printTop(mail.meridian[0], log);
 
     // ---- c. simple binds as persons ----------------------------------------
