@@ -1276,13 +1276,14 @@ export class Store {
   async cloneStates(states: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void> {
     this.assertOpen();
     const items: ClonedState[] = [];
+    const merges: Promise<void>[] = [];
     for (const s of states) {
       if (!s.purged) items.push(s);
-      // in order, each one whole, before any object of the batch is stored
-      else await this.applyPurgeMarker(s.id, s.record);
+      // each marked id is purged here (in memory at once, so no object below takes it) before any object is stored;
+      // their batches share fsyncs with the objects'
+      else merges.push((await this.applyPurgeMarker(s.id, s.record)).durable);
     }
     const ops: BatchOp[] = [];
-    const merges: Promise<void>[] = [];
     const cloned: [Slot<CachedObject>, ObjectRecord][] = [];
     const present = await this.db.getMany(items.map((i) => keys.object(i.id)));
     const decoded = items.map(({ id, record }) => {
@@ -1355,15 +1356,14 @@ export class Store {
    * object is erased here if held, and the purge goes into this node's feed
    * (redacted, as always) so that its own peers learn of it too.
    */
-  private async applyPurgeMarker(id: string, record: Uint8Array): Promise<void> {
+  private async applyPurgeMarker(id: string, record: Uint8Array): Promise<{ durable: Promise<void> }> {
     if (!isValidId(id)) throw new MeridianError('bad-request', `purged object id "${id.slice(0, 40)}" is not valid`);
     const m = decode<Partial<PurgeMarker>>(record);
     if (typeof m !== 'object' || m === null || typeof m.h !== 'number' || typeof m.p !== 'string' || typeof m.o !== 'string' || !Number.isSafeInteger(m.n) || m.n! < 1 || typeof m.t !== 'string') {
       throw new MeridianError('bad-request', `the purge marker of ${id} is not a purge record`);
     }
-    if (this.purgedIds.has(id) || this.vector.has(m.o, m.n!)) return;
-    const r = await this.applyPurge({ origin: m.o, originSeq: m.n!, id, type: m.t, kind: 'purge', update: EMPTY, hlc: m.h, principal: m.p, fields: [] }, []);
-    await r.durable;
+    if (this.purgedIds.has(id) || this.vector.has(m.o, m.n!)) return { durable: Promise.resolve() };
+    return this.applyPurge({ origin: m.o, originSeq: m.n!, id, type: m.t, kind: 'purge', update: EMPTY, hlc: m.h, principal: m.p, fields: [] }, []);
   }
 
   /** Merges a whole object state from a clone into the object held here, without a feed entry. */
