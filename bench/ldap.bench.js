@@ -15,9 +15,10 @@
 // the servers being measured). 8 connections, each bound once as
 // cn=admin,dc=example,dc=com and then sending one request at a time, the
 // next as soon as the answer is complete (a closed loop: what 8 busy mail
-// clients do). Every phase runs a warm-up first, then a fixed time; the two
-// servers take turns, twice, and each keeps its better round (other work on
-// the machine lands on one round, not on one server).
+// clients do). Every search phase runs a warm-up first, then a fixed time; the two
+// servers take turns, twice, and each keeps its better round for throughput
+// (other work on the machine lands on one round, not on one server); the
+// substring p99 target is checked on the worse round.
 //
 //   a. Thunderbird's address book search: base dc=example,dc=com, scope
 //      sub, sizeLimit 100 (Thunderbird's default max hits), attributes cn,
@@ -47,7 +48,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { generateSample, prng } from '@meridian/node';
-import { integer, octets, tlv as berTlv } from '../packages/ldap/dist/ber.js';
+import { integer, octets, tlv as berTlv } from '@meridian/ldap';
 import { fmt, freePort, percentile, printTable, Processes, profiledRemote, tempDirs, until } from './lib.js';
 
 export const name = 'ldap';
@@ -269,7 +270,8 @@ export async function run({ quick, profile, outDir, log }) {
 
     const subErrors = sub.meridian.reduce((n, r) => n + r.errors.count, 0);
     const mailErrors = mail.meridian.reduce((n, r) => n + r.errors.count, 0);
-    const p99 = subBest.meridian.p99;
+    // a latency target is checked on the worse round, not on the round kept for its throughput
+    const p99 = Math.max(...sub.meridian.map((r) => r.p99));
     const summary = (r) => ({ rate: r.rate, count: r.count, seconds: r.seconds, p50: r.p50, p99: r.p99, entriesPerSearch: r.count ? r.entries / r.count : 0, bytesPerRequest: r.count ? r.bytes / r.count : 0, errors: r.errors, codes: r.codes });
     return {
       metrics: {
@@ -299,7 +301,7 @@ export async function run({ quick, profile, outDir, log }) {
           pass: subRatio >= 0.3 && subErrors === 0,
           shown: `${fmt(100 * subRatio)}% (${fmt(subBest.meridian.rate)} vs ${fmt(subBest.slapd.rate)}/s; target >= 30%)${subErrors ? `; ${subErrors} errors` : ''}`,
         },
-        { name: 'LDAP substring p99 (ms)', measured: p99, target: 20, pass: p99 <= 20, shown: `${fmt(p99, 2)} ms (slapd ${fmt(subBest.slapd.p99, 2)}; target <= 20)` },
+        { name: 'LDAP substring p99 (ms)', measured: p99, target: 20, pass: p99 <= 20, shown: `${fmt(p99, 2)} ms, worse round (slapd ${fmt(Math.max(...sub.slapd.map((r) => r.p99)), 2)}; target <= 20)` },
         {
           name: 'LDAP mail equality searches/s vs slapd',
           measured: mailRatio,

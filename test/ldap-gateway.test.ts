@@ -160,6 +160,10 @@ t.test('repeated failed binds for one name are slowed down; others are not', asy
   t.ok(times[5]! >= 900, `the sixth failure waited (${times.join(', ')} ms)`);
   // (lower bounds are the server's waits; upper bounds only relative, for a loaded machine)
   t.ok(times[3]! >= 200 && times[0]! < times[3]!, 'the first were not slowed, the fourth was');
+  // the count is the person's, under any name that reaches them
+  t.ok((await bind(dnOf('per-c2'), 'guess')).ms >= 1900, 'the same person by entry DN waits as long as the next uid= guess would');
+  const parallel = await Promise.all(Array.from({ length: 2 }, () => bind('mail=contact2@example.com', 'guess')));
+  t.ok(Math.max(...parallel.map((r) => r.ms)) >= 7000, `guesses sent at once queue up too (${parallel.map((r) => r.ms).join(', ')} ms)`);
   const other = await bind('uid=contact1', PERSON_PW);
   t.ok(other.code === 0 && other.ms < times[5]! - 500, 'another name binds at once');
   const right = await bind('uid=contact2', PERSON_PW);
@@ -257,6 +261,10 @@ t.test('modify, compare and password modify go through the write path; add, dele
   const generated = /New password: (\S+)/.exec(gen.stdout)?.[1];
   t.ok(generated, 'the admin may set anyone\'s, and without -s the server generates one');
   t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact2', '-w', generated!])).code, 0, 'which works');
+  const emptyNew = await passwd([ADMIN_DN, ADMIN_PW], ['-s', '', dnOf('per-c2')]);
+  t.not(emptyNew.code, 0, 'an empty new password is refused');
+  t.match(emptyNew.stdout + emptyNew.stderr, /must not be empty/);
+  t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact2', '-w', generated!])).code, 0, 'and the password before it still works');
 
   const add = await ldapTool('ldapadd', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW], { input: `dn: uid=new,ou=people,${BASE}\nobjectClass: inetOrgPerson\ncn: New\nsn: New\n` });
   t.equal(add.code, 53, 'add: unwillingToPerform');

@@ -145,15 +145,19 @@ export function entryBody(dn: string, attrs: readonly { name: string; values: re
   return buf;
 }
 
-/** A SearchResultEntry message around a body made by entryBody(). */
-export function searchEntry(messageId: number, body: Buffer): Buffer {
+/**
+ * The bytes of a SearchResultEntry message that come before a body made by
+ * entryBody(): the message is these and then the body, sent as they are (a
+ * cached body is never copied).
+ */
+export function searchEntryHead(messageId: number, body: Buffer): Buffer {
   const id = integer(messageId);
   const op = headSize(body.length) + body.length;
   const head = Buffer.allocUnsafe(headSize(id.length + op) + id.length + headSize(body.length));
   let at = writeHead(head, 0, 0x30, id.length + op);
   at += id.copy(head, at);
   writeHead(head, at, Op.searchEntry, body.length);
-  return Buffer.concat([head, body], head.length + body.length);
+  return head;
 }
 
 export interface Control {

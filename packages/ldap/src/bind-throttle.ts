@@ -7,6 +7,8 @@
  */
 export class BindThrottle {
   private readonly failures = new Map<string, { count: number; last: number }>();
+  /** binds for a name still being checked: each counts as a failure until it is known, so parallel guesses queue up too */
+  private readonly checking = new Map<string, number>();
 
   constructor(
     private readonly opts: { free: number; baseMs: number; maxMs: number; forgetMs: number } = { free: 3, baseMs: 250, maxMs: 8000, forgetMs: 15 * 60_000 },
@@ -15,14 +17,25 @@ export class BindThrottle {
 
   /** How long a bind for this name waits before its check. */
   delay(name: string): number {
+    let count = this.checking.get(name) ?? 0;
     const f = this.failures.get(name);
-    if (!f) return 0;
-    if (this.now() - f.last > this.opts.forgetMs) {
-      this.failures.delete(name);
-      return 0;
-    }
-    const over = f.count - this.opts.free;
+    if (f && this.now() - f.last > this.opts.forgetMs) this.failures.delete(name);
+    else if (f) count += f.count;
+    const over = count - this.opts.free;
     return over < 0 ? 0 : Math.min(this.opts.maxMs, this.opts.baseMs * 2 ** over);
+  }
+
+  /** A bind for this name starts its check; the function returned ends it (before failed() or succeeded()). */
+  begin(name: string): () => void {
+    this.checking.set(name, (this.checking.get(name) ?? 0) + 1);
+    let open = true;
+    return () => {
+      if (!open) return;
+      open = false;
+      const n = this.checking.get(name)! - 1;
+      if (n === 0) this.checking.delete(name);
+      else this.checking.set(name, n);
+    };
   }
 
   failed(name: string): void {

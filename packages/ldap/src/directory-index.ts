@@ -177,6 +177,8 @@ export class DirectoryIndex {
     private readonly store: Store,
     /** told of every refreshed object, so caches of built entries can forget it */
     private readonly onChange: (types: ReadonlySet<string>, ids: string[]) => void = () => {},
+    /** told when building or refreshing the index failed (the store closing under it, a failing disk) */
+    private readonly onError: (e: unknown) => void = () => {},
   ) {
     for (const t of layout.types.values()) {
       const keys = new Map<string, string>();
@@ -194,6 +196,8 @@ export class DirectoryIndex {
     this.stop.push(store.subscribe((entries) => this.refresh(entries.map((e) => ({ id: e.id, type: e.type })))));
     this.stop.push(store.onStates((ids) => this.refresh(ids.map((id) => ({ id, type: undefined })))));
     this.ready = this.build();
+    // searches await it and answer with the failure; nothing else may leave it unhandled
+    this.ready.catch((e: unknown) => this.onError(e));
   }
 
   close(): void {
@@ -235,7 +239,8 @@ export class DirectoryIndex {
       // a clone reports ids only: tell about their types now they are known
       if (changes.some((c) => c.type === undefined)) this.onChange(new Set(objects.flatMap((o) => (o ? [o.type] : []))), []);
     };
-    this.pending = this.pending.then(run, run);
+    // a failed refresh is reported, and the next one runs anyway: the chain never stays rejected
+    this.pending = this.pending.then(run).catch((e: unknown) => this.onError(e));
   }
 
   private drop(id: string): void {

@@ -107,8 +107,16 @@ export class EntryBuilder {
   }
 
   private shownTypes: ReadonlySet<string> | undefined;
+  /** when the day the cached entries were built on ends (ms) */
+  private dayEnds = 0;
 
   async object(t: MappedType, o: StoredObject): Promise<Entry> {
+    // entitlements are today's: built entries show yesterday's until forgotten at midnight (UTC, as license dates are compared)
+    if (Date.now() >= this.dayEnds) {
+      this.cache.clear();
+      this.entitlements.clear();
+      this.dayEnds = (Math.floor(Date.now() / 86_400_000) + 1) * 86_400_000;
+    }
     const known = this.cache.get(o.id);
     if (known && known.version === o.version) {
       // least recently used first: a hit moves to the end

@@ -14,6 +14,7 @@ import { checkRequest } from './validate.js';
 export class MessageFramer {
   private chunks: Buffer[] = [];
   private buffered = 0;
+  private stopped = false;
 
   constructor(
     private readonly maxMessage: number,
@@ -21,11 +22,19 @@ export class MessageFramer {
     private readonly onError: (problem: string) => void,
   ) {}
 
+  /** Hands over nothing more, from what is buffered or pushed later (the connection is being closed). */
+  stop(): void {
+    this.stopped = true;
+    this.chunks = [];
+    this.buffered = 0;
+  }
+
   push(data: Buffer): void {
+    if (this.stopped) return;
     this.chunks.push(data);
     this.buffered += data.length;
     for (;;) {
-      if (this.buffered < 2) return;
+      if (this.stopped || this.buffered < 2) return;
       const head = this.peek(Math.min(this.buffered, 6));
       if (head[0] !== 0x30) return this.onError('a message did not start with an LDAP message sequence');
       const first = head[1]!;
@@ -55,8 +64,13 @@ export class MessageFramer {
   }
 
   private peek(n: number): Buffer {
-    if (this.chunks[0]!.length >= n) return this.chunks[0]!.subarray(0, n);
-    return Buffer.concat(this.chunks, this.buffered).subarray(0, n);
+    const first = this.chunks[0]!;
+    if (first.length >= n) return first.subarray(0, n);
+    // the head spans chunks: merge them once, so that the next push finds it whole
+    // (merging at every push while the first chunk stayed short was quadratic)
+    const merged = Buffer.concat(this.chunks, this.buffered);
+    this.chunks = [merged];
+    return merged.subarray(0, n);
   }
 }
 
@@ -65,6 +79,7 @@ export function frameConnection(socket: Socket & { parser: { write(b: Buffer): u
   // ldapjs's own listener feeds every chunk to its parser; ours replaces it
   socket.removeAllListeners('data');
   const fail = (problem: string): void => {
+    framer.stop();
     onError(problem);
     socket.destroy();
   };

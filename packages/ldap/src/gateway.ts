@@ -3,8 +3,8 @@ import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import ldap, { type LdapConnection, type LdapRequest, type Server } from 'ldapjs';
-import { authorizeWrite, type AccessScope, needsUpgrade, principalName, type Principal, type Store, type StoredObject, type Writer } from '@meridian/store';
-import { entryBody, octets, Op, pagedValue, result, ResultCode, searchEntry, tlv } from './ber.js';
+import { authorizeWrite, type AccessScope, needsUpgrade, principalName, readerKnowing, type Principal, type Store, type StoredObject, type Writer } from '@meridian/store';
+import { entryBody, octets, Op, pagedValue, result, ResultCode, searchEntryHead, tlv } from './ber.js';
 import { BindThrottle } from './bind-throttle.js';
 import { EntryBuilder, entrySource, type Entry } from './entries.js';
 import { attrKey, convertFilter, evaluate, filterAttributes, fold, FilterTooComplex } from './filter.js';
@@ -95,6 +95,8 @@ export class LdapGateway {
   private readonly entries: EntryBuilder;
   private readonly index: DirectoryIndex;
   private readonly sessions = new WeakMap<Socket, Session>();
+  /** connections corked by write() until the next check phase */
+  private readonly corked = new WeakSet<Socket>();
   /** each cached entry's last encoding, with the selection it was made for */
   private readonly encoded = new WeakMap<Entry, { key: string; body: Buffer }>();
   private readonly servers: Server[] = [];
@@ -106,7 +108,12 @@ export class LdapGateway {
   constructor(private readonly opts: LdapGatewayOptions) {
     this.layout = new DirectoryLayout(opts.store.schema, opts.baseDn);
     this.entries = new EntryBuilder(this.layout, opts.store);
-    this.index = new DirectoryIndex(this.layout, opts.store, (types, ids) => this.entries.changed(types, ids));
+    this.index = new DirectoryIndex(
+      this.layout,
+      opts.store,
+      (types, ids) => this.entries.changed(types, ids),
+      (e) => opts.log.error({ err: e instanceof Error ? e.message : String(e) }, 'the LDAP directory index could not read the store; searches may miss recent changes'),
+    );
     this.throttle = new BindThrottle();
     this.sizeLimit = opts.sizeLimit ?? 500;
     this.timeLimit = opts.timeLimit ?? 60;
@@ -183,23 +190,37 @@ export class LdapGateway {
     const started = process.hrtime.bigint();
     const conn = req.connection;
     let reply: Answer;
-    // an answer's entries and its result leave in one write: a write each
-    // was a third of the CPU of a substring search (one syscall per entry)
-    conn.cork();
     try {
-      try {
-        const unsupported = req.controls.find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
-        if (unsupported) throw new LdapFailure(ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
-        reply = await fn(req, conn);
-      } catch (e) {
-        const f = this.failure(e);
-        reply = answer(req.messageId, RESPONSE_OP[req.protocolOp] ?? Op.extended, f.code, f.message, { matchedDN: f.matchedDN });
-      }
-      if (!conn.destroyed) conn.write(reply.bytes);
-    } finally {
-      conn.uncork();
+      const unsupported = req.controls.find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
+      if (unsupported) throw new LdapFailure(ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
+      reply = await fn(req, conn);
+    } catch (e) {
+      const f = this.failure(e);
+      reply = answer(req.messageId, RESPONSE_OP[req.protocolOp] ?? Op.extended, f.code, f.message, { matchedDN: f.matchedDN });
     }
+    if (!conn.destroyed) this.write(conn, reply.bytes);
     this.opts.observe?.(op, reply.code, Number(process.hrtime.bigint() - started) / 1e9);
+  }
+
+  /**
+   * Writes to a connection, gathering what is written until the event
+   * loop's next check phase into one `writev`: a search's entries and its
+   * result mostly leave together (a write each was a third of the CPU of a
+   * substring search), and nothing waits longer than one turn of the loop,
+   * whatever else the connection is doing. Returns what `write` does.
+   */
+  private write(conn: Socket, bytes: Buffer): boolean {
+    if (!this.corked.has(conn)) {
+      conn.cork();
+      this.corked.add(conn);
+      setImmediate(() => this.flush(conn));
+    }
+    return conn.write(bytes);
+  }
+
+  /** Sends what write() gathered on the connection now. */
+  private flush(conn: Socket): void {
+    if (this.corked.delete(conn)) conn.uncork();
   }
 
   private failure(e: unknown): LdapFailure {
@@ -241,10 +262,19 @@ export class LdapGateway {
     if (password === '') {
       return answer(id, Op.bind, ResultCode.unwillingToPerform, 'a bind with a name and an empty password is unauthenticated and refused; give the password');
     }
-    const key = name.toLowerCase().replace(/\s+/g, '');
+    // throttled per account, not per spelling of its name: an entry DN, uid=, mail= and
+    // escaped forms of one person count together; names that are no one count as written
+    const target = await this.bindTarget(name);
+    const key = target === undefined ? `?${name.toLowerCase().replace(/\s+/g, '')}` : target === 'admin' ? 'admin' : target.id;
     const wait = this.throttle.delay(key);
-    if (wait > 0) await sleep(wait);
-    const who = await this.checkBind(name, password);
+    const done = this.throttle.begin(key);
+    let who: Awaited<ReturnType<LdapGateway['checkBind']>>;
+    try {
+      if (wait > 0) await sleep(wait);
+      who = target && (await this.checkBind(target, password));
+    } finally {
+      done();
+    }
     if (!who) {
       this.throttle.failed(key);
       this.opts.log.info({ bind: name }, 'LDAP bind refused: wrong name or password');
@@ -256,21 +286,28 @@ export class LdapGateway {
     return answer(id, Op.bind, ResultCode.success, '');
   }
 
-  /** Who a bind name and password are: the admin, or a person by entry DN, uid=/mail= DN or login. */
-  private async checkBind(name: string, password: string): Promise<{ principal: Principal; dn: string; login: string; upgrade: boolean } | undefined> {
+  /** Whom a bind name names: the admin, or a live person by entry DN, uid=/mail= DN or login; undefined for no one. */
+  private async bindTarget(name: string): Promise<'admin' | StoredObject | undefined> {
     let loc: Location;
     try {
       loc = this.layout.locate(name);
     } catch {
       return undefined;
     }
-    if (loc.kind === 'admin') {
+    if (loc.kind === 'admin') return 'admin';
+    const person = await this.personAt(loc);
+    return person && !person.deleted ? person : undefined;
+  }
+
+  /** Whether the password is the bind target's: its principal, entry DN and login name if so. */
+  private async checkBind(target: 'admin' | StoredObject, password: string): Promise<{ principal: Principal; dn: string; login: string; upgrade: boolean } | undefined> {
+    if (target === 'admin') {
       const p = await this.opts.authenticate('admin', password);
       return p ? { principal: p, dn: this.layout.adminDn, login: 'admin', upgrade: false } : undefined;
     }
     const access = this.opts.store.schema.access;
-    const person = await this.personAt(loc);
-    if (!access || !person || person.deleted) return undefined;
+    const person = target;
+    if (!access) return undefined;
     // the person's own login name: what a master checks again for a write forwarded by a replica
     const login = access.login.map((f) => person.fields[f]).map((v) => (Array.isArray(v) ? v[0] : v)).find((v): v is string => typeof v === 'string');
     if (login === undefined) return undefined;
@@ -334,7 +371,7 @@ export class LdapGateway {
     if (loc.kind === 'root') {
       if (scopeName !== 'base') throw new LdapFailure(ResultCode.noSuchObject, `there is no entry above the naming context; search under ${this.layout.base}`);
       const root = this.rootDse();
-      if (evaluate(filter, entrySource(root)) === true) conn.write(this.encode(id, root, selection));
+      if (evaluate(filter, entrySource(root)) === true) this.writeEntry(conn, id, root, selection);
       return answer(id, Op.searchDone, ResultCode.success, '');
     }
     const scope = await this.scopeOf(s);
@@ -387,17 +424,16 @@ export class LdapGateway {
       if (sent >= sizeLimit) return 'size';
       if (conn.destroyed) return 'gone';
       sent++;
-      if (!conn.write(this.encode(id, entry, selection))) {
+      if (!this.writeEntry(conn, id, entry, selection)) {
         // a slow reader holds the search, not the server's memory, and only until the time limit;
-        // what is buffered must go out first (run() corked the connection), or no drain would come
-        conn.uncork();
+        // what write() gathered goes out first, or no drain would come
+        this.flush(conn);
         const stop = new AbortController();
         const waits = [once(conn, 'drain', { signal: stop.signal }), once(conn, 'close', { signal: stop.signal })];
         if (Number.isFinite(deadline)) waits.push(sleep(Math.max(0, deadline - now()), [], { signal: stop.signal }));
         await Promise.race(waits.map((w) => w.catch(() => undefined)));
         // the waits that lost leave no listener behind
         stop.abort();
-        conn.cork();
       }
       if (conn.destroyed) return 'gone';
       return now() > deadline ? 'time' : 'go';
@@ -462,18 +498,22 @@ export class LdapGateway {
     return { dn: '', attrs };
   }
 
-  private encode(messageId: number, entry: Entry, sel: Selection): Buffer {
+  /** Writes an entry as a SearchResultEntry with the selected attributes; returns what write() does. */
+  private writeEntry(conn: Socket, messageId: number, entry: Entry, sel: Selection): boolean {
     // an entry is immutable and cached, and one client asks for the same attributes every time
     const known = this.encoded.get(entry);
-    if (known?.key === sel.key) return searchEntry(messageId, known.body);
-    const attrs: { name: string; values: readonly string[] }[] = [];
-    for (const [key, a] of entry.attrs) {
-      const wanted = a.operational ? sel.allOperational || sel.named.has(key) : sel.allUser || sel.named.has(key);
-      if (wanted) attrs.push({ name: a.name, values: sel.typesOnly ? [] : a.values });
+    let body = known?.key === sel.key ? known.body : undefined;
+    if (!body) {
+      const attrs: { name: string; values: readonly string[] }[] = [];
+      for (const [key, a] of entry.attrs) {
+        const wanted = a.operational ? sel.allOperational || sel.named.has(key) : sel.allUser || sel.named.has(key);
+        if (wanted) attrs.push({ name: a.name, values: sel.typesOnly ? [] : a.values });
+      }
+      body = entryBody(entry.dn, attrs);
+      this.encoded.set(entry, { key: sel.key, body });
     }
-    const body = entryBody(entry.dn, attrs);
-    this.encoded.set(entry, { key: sel.key, body });
-    return searchEntry(messageId, body);
+    this.write(conn, searchEntryHead(messageId, body));
+    return this.write(conn, body);
   }
 
   // ---- compare ------------------------------------------------------------
@@ -557,7 +597,7 @@ export class LdapGateway {
       update[f.name] = next.length === 0 ? null : f.multi ? next : next[0];
     }
     if (Object.keys(update).length === 0) return answer(req.messageId, Op.modify, ResultCode.success, '');
-    await authorizeWrite(scope, (x) => this.opts.store.get(x), 'update', o.id, t.def.name, update);
+    await authorizeWrite(scope, readerKnowing(o, (x) => this.opts.store.get(x)), 'update', o.id, t.def.name, update);
     await this.opts.writer.update(o.id, update, { principal: principalName(s.principal), via: 'ldap', credential: s.credential, ifVersion: o.version });
     const pw = this.opts.store.schema.access?.passwordField;
     if (pw && pw in update && s.principal.kind === 'person' && s.principal.id === o.id && typeof update[pw] === 'string') {
