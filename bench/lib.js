@@ -8,9 +8,14 @@ import { join } from 'node:path';
 import { Session } from 'node:inspector/promises';
 
 const live = new Set();
+/** every child process started through Processes and not yet exited */
+const children = new Set();
 // An interrupted run (Ctrl-C, a closed pipe) skips the benchmarks' finally
-// blocks; remove their temp dirs on the way out anyway.
-process.on('exit', () => live.forEach(rmTemp));
+// blocks: kill their processes and remove their temp dirs on the way out anyway.
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+  live.forEach(rmTemp);
+});
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
 
 /** A fresh directory under the OS temp dir; remove it with rmTemp. */
@@ -73,6 +78,8 @@ export class Processes {
   #all = new Set();
 
   #track(child) {
+    children.add(child);
+    child.once('exit', () => children.delete(child));
     const p = { pid: child.pid, exited: new Promise((r) => child.once('exit', r)) };
     this.#all.add(p);
     p.exited.then(() => this.#all.delete(p));

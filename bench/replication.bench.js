@@ -270,7 +270,10 @@ export async function run({ quick, profile, outDir, log }) {
       ],
     };
   } finally {
+    const gone = [...children].map((child) => (child.exitCode !== null || child.signalCode !== null ? undefined : new Promise((r) => child.once('exit', r))));
     for (const child of children) child.kill('SIGKILL');
+    // their data dirs go below: only once nothing writes into them
+    await Promise.all(gone);
     for (const node of running) await node.stop().catch(() => undefined);
     for (const db of pouches) await db.close().catch(() => undefined);
     removeAll();
@@ -281,7 +284,8 @@ export async function run({ quick, profile, outDir, log }) {
  * Three masters: W here, X and Y in child processes, each peered with the
  * other two. W takes `rate` single-field updates per second for `seconds`;
  * each write's acknowledgement time on W is compared with the time the change
- * shows up in the durable feed of X and of Y.
+ * becomes readable on X and on Y (the target), and with the time it shows
+ * up in their durable feeds.
  */
 async function pushLatency({ rate, seconds, fresh, start, stop, children, log }) {
   const n = rate * seconds;

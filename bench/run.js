@@ -106,7 +106,7 @@ function gitState() {
   const git = (...args) => execFileSync('git', args, { cwd: benchDir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   try {
     // porcelain lines are "XY path"; the leading status column may be a space
-    const dirty = git('status', '--porcelain', '--', '../packages').split('\n').filter(Boolean).map((l) => l.slice(3));
+    const dirty = git('status', '--porcelain', '--', '../packages', '.').split('\n').filter(Boolean).map((l) => l.slice(3));
     return { commit: git('rev-parse', '--short', 'HEAD').trim(), dirty };
   } catch {
     return { commit: 'unknown', dirty: [] };

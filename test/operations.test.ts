@@ -197,7 +197,8 @@ t.test('progress shows on a terminal and nowhere else: verify, export and backup
     });
   const verify = await onTty(verifyArgs);
   t.equal(verify.code, 0);
-  t.match(verify.out, /verifying: [#.]+ \d\/2 nodes digested/, 'on a terminal: a progress line');
+  t.match(verify.out, /verifying: \[\.{30}\] 0% 0\/2 nodes digested/, 'on a terminal: a progress line from the start');
+  t.match(verify.out, /verifying: \[#{30}\] 100% 2\/2 nodes digested/, 'and one for each node that answers, to the last');
   t.match(verify.out, /\r\x1b\[2K/, 'drawn in place and cleared');
   const json = await cliAsync([...verifyArgs, '--json'], env);
   t.equal(json.stderr, '', '--json: no progress');

@@ -5,7 +5,7 @@ import { AdminClient, CliError, unescapeXml } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
 import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type FeedView, type ConflictView, type DigestView, type PeerView } from './replication-views.js';
 import { parseAssignments } from './assignments.js';
-import { bytes, Progress } from './progress.js';
+import { bar, bytes, Progress } from './progress.js';
 import { addReversibilityCommands } from './reversibility.js';
 import { out, sizeOfInput, type ClientFlags } from './output.js';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -346,13 +346,13 @@ export function buildProgram(): Command {
       // each node digests its whole store: on a large one that takes a while, so show who has answered
       const progress = new Progress(flags.json === true);
       let answered = 0;
-      const bar = (): string => `verifying: ${'#'.repeat(answered)}${'.'.repeat(urls.length - answered)} ${answered}/${urls.length} nodes digested`;
-      progress.update(bar);
+      const line = (): string => `verifying: ${bar(answered / urls.length)} ${answered}/${urls.length} nodes digested`;
+      progress.update(line, true);
       const digests = await Promise.all(
         urls.map(async (u) => {
           const d = { url: u, ...(await client({ ...flags, node: u }).request<DigestView>('GET', '/api/digest')).body };
           answered++;
-          progress.update(bar);
+          progress.update(line, true);
           return d;
         }),
       );

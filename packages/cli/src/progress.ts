@@ -5,16 +5,18 @@
 export class Progress {
   private last = 0;
   private shown = false;
-  private readonly enabled: boolean;
+  /** whether anything is drawn: a terminal, and not --json */
+  readonly enabled: boolean;
 
   constructor(quiet: boolean) {
     this.enabled = !quiet && process.stderr.isTTY === true;
   }
 
-  update(text: () => string): void {
+  /** `milestone`: drawn even within 100 ms of the last (a step the user should see, such as one of few nodes answering) */
+  update(text: () => string, milestone = false): void {
     if (!this.enabled) return;
     const now = Date.now();
-    if (now - this.last < 100) return;
+    if (!milestone && now - this.last < 100) return;
     this.last = now;
     this.shown = true;
     process.stderr.write(`\r\x1b[2K${text()}`);
@@ -23,6 +25,12 @@ export class Progress {
   done(): void {
     if (this.shown) process.stderr.write('\r\x1b[2K');
   }
+}
+
+/** A 30-character bar and percentage of a fraction done. */
+export function bar(fraction: number): string {
+  const n = Math.round(fraction * 30);
+  return `[${'#'.repeat(n)}${'.'.repeat(30 - n)}] ${Math.floor(fraction * 100)}%`;
 }
 
 export function bytes(n: number): string {

@@ -5,11 +5,11 @@ import type { Command } from 'commander';
 import { decodeBackup, restoreBackup } from '@meridian/store';
 import { CliError, type AdminClient } from './client.js';
 import type { ObjectView } from './format.js';
-import { bytes, Progress } from './progress.js';
+import { bar, bytes, Progress } from './progress.js';
 import { out, sizeOfInput, type ClientFlags } from './output.js';
 
 
-export interface VersionView {
+interface VersionView {
   version: string;
   seq: number;
   time: string;
@@ -20,9 +20,10 @@ export interface VersionView {
   changes: { field: string; old?: unknown; new?: unknown; secret?: boolean }[];
 }
 
-export interface HistoryView {
+interface HistoryView {
   id: string;
   complete: boolean;
+  limited: boolean;
   firstSeq: number;
   versions: VersionView[];
 }
@@ -32,14 +33,15 @@ function shown(v: unknown): string {
   return v === null || v === undefined ? '(none)' : JSON.stringify(v);
 }
 
-export function formatHistory(h: HistoryView): string {
+function formatHistory(h: HistoryView): string {
   const lines: string[] = [];
   for (const v of h.versions) {
     lines.push(`${v.version}  ${v.time}  ${v.principal}  ${v.kind}${v.deleted && v.kind !== 'delete' ? ' (deleted)' : ''}`);
     for (const c of v.changes) lines.push(c.secret ? `    ${c.field}: changed (not shown)` : `    ${c.field}: ${shown(c.old)} -> ${shown(c.new)}`);
   }
   if (h.versions.length === 0) lines.push(`no versions of ${h.id} in this node's retained feed`);
-  if (!h.complete) {
+  if (h.limited) lines.push(`(only the newest ${h.versions.length} versions of ${h.id} are shown)`);
+  else if (!h.complete) {
     lines.push(
       `(older changes of ${h.id} are past this node's feed retention, or came with a clone: the feed here starts at position ${h.firstSeq}, so the first version shown is not the object's first)`,
     );
@@ -56,9 +58,9 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
     .requiredOption('--out <file>', 'the backup file to write')
     .action(async (flags: ClientFlags & { out: string }) => {
       if (existsSync(flags.out)) throw new CliError(`${flags.out} exists already; choose a new file (a backup never overwrites one)`, 2);
-      const res = await client(flags).raw('GET', '/api/backup');
-      const total = Number(res.headers.get('x-meridian-records') ?? 0);
       const progress = new Progress(flags.json === true);
+      const res = await client(flags).raw('GET', progress.enabled ? '/api/backup?count=1' : '/api/backup');
+      const total = Number(res.headers.get('x-meridian-records') ?? 0);
       // written aside and renamed once whole: a file named --out is always a complete backup
       const partial = `${flags.out}.partial`;
       const file = createWriteStream(partial, { flags: 'wx' });
@@ -143,11 +145,6 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
     .action(async (id: string, flags: ClientFlags & { yes?: boolean }) => {
       if (!flags.yes) throw new CliError(`purge erases ${id} and its whole history on every node and cannot be undone; run it again with --yes`, 2);
       const { body } = await client(flags).request<{ id: string; type: string | null; redactedFeedEntries: number }>('POST', `/api/objects/${encodeURIComponent(id)}/purge`);
-      out(flags.json ? JSON.stringify(body) : `purged ${body.type ?? ''} ${body.id} (${body.redactedFeedEntries} feed entries redacted); the purge replicates to every node`.replace('  ', ' '));
+      out(flags.json ? JSON.stringify(body) : `purged ${body.type ? `${body.type} ` : ''}${body.id} (${body.redactedFeedEntries} feed entries redacted); the purge replicates to every node`);
     });
-}
-
-function bar(fraction: number): string {
-  const n = Math.round(fraction * 30);
-  return `[${'#'.repeat(n)}${'.'.repeat(30 - n)}] ${Math.floor(fraction * 100)}%`;
 }

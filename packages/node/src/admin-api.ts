@@ -84,7 +84,7 @@ export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: 
   }
   if (parts[1] === 'backup' && parts.length === 2) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
-    return backup(ctx, res);
+    return backup(ctx, res, url);
   }
   if (parts[1] === 'digest' && parts.length === 2) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
@@ -287,15 +287,19 @@ async function conflicts(ctx: AdminContext, res: ServerResponse, url: URL): Prom
 }
 
 async function history(ctx: AdminContext, res: ServerResponse, id: string, url: URL): Promise<void> {
-  const h = await ctx.store.history(id, pageLimit(url.searchParams, 10000));
+  const limit = pageLimit(url.searchParams, 10000);
+  const h = await ctx.store.history(id, limit);
   if (!h) {
     const purged = await ctx.store.purgedAt(id);
-    if (purged) throw new HttpError(404, `${id} was purged at ${hlcToIso(purged.hlc)} by ${purged.principal}; it has no history any more`, 'purged');
+    if (purged?.known) throw new HttpError(404, `${id} was purged at ${hlcToIso(purged.hlc)} by ${purged.principal}; it has no history any more`, 'purged');
+    if (purged) throw new HttpError(404, `${id} was purged on another node (this node has its redacted changes, not yet the purge itself); it has no history any more`, 'purged');
     throw new HttpError(404, `no object ${id}`, 'not-found');
   }
   sendJson(res, 200, {
     id: h.id,
+    // whether the versions shown go back to the create: not when the feed was trimmed past it, nor when ?limit cut them
     complete: !h.truncated,
+    limited: h.versions.length >= limit && h.truncated,
     firstSeq: h.firstSeq,
     versions: h.versions.map((v) => ({
       version: v.version,
@@ -333,7 +337,9 @@ async function revert(ctx: AdminContext, req: IncomingMessage, res: ServerRespon
   }
   if (cur.deleted) throw new HttpError(409, `${cur.type} ${id} is deleted; undelete it first, then revert it`, 'deleted');
   if (v.deleted) throw new HttpError(409, `version ${to} of ${cur.type} ${id} is its deletion; to delete it again, delete it`, 'deleted');
-  const o = await ctx.writer.replace(id, v.fields, { ...writeOptions(ctx, req), ifVersion: cur.version }).catch((e: unknown) => {
+  // against the version the client names with If-Match, else the one read here
+  const opts = writeOptions(ctx, req);
+  const o = await ctx.writer.replace(id, v.fields, { ...opts, ifVersion: opts.ifVersion ?? cur.version }).catch((e: unknown) => {
     throw prefixed(e, `cannot revert ${cur.type} ${id} to ${to}: `);
   });
   sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });
@@ -346,13 +352,14 @@ async function purge(ctx: AdminContext, res: ServerResponse, id: string, cur: St
 }
 
 /** A consistent snapshot of the node's whole LevelDB, streamed in the backup format (docs/formats/backup.md). */
-async function backup(ctx: AdminContext, res: ServerResponse): Promise<void> {
+async function backup(ctx: AdminContext, res: ServerResponse, url: URL): Promise<void> {
   const snap = ctx.store.backupSnapshot();
   try {
     res.writeHead(200, {
       'content-type': 'application/vnd.meridian.backup',
       'content-disposition': `attachment; filename="${snap.header.node}-${snap.header.taken.replace(/[:.]/g, '-')}.mbak"`,
-      'x-meridian-records': String(await snap.count()),
+      // counting reads every key once more before the first byte goes out: only for a client that shows progress
+      ...(url.searchParams.get('count') === '1' ? { 'x-meridian-records': String(await snap.count()) } : {}),
     });
     await pipeline(Readable.from(encodeBackup(snap.header, snap.batches)), res);
   } finally {

@@ -40,13 +40,13 @@ export interface FeedRecord {
   p: string;
   /** fields changed (names) */
   c: string[];
-  /** kind: create, update, delete, undelete, purge (see Store.purge) */
+  /** kind: create, update, delete, undelete; purge (the operator's purge, see Store.purge); redacted (any other change of a purged object, its content removed) */
   k: ChangeKind;
   /** the write's idempotency key, if it had one: every node that applies the change records it */
   q?: string;
 }
 
-export type ChangeKind = 'create' | 'update' | 'delete' | 'undelete' | 'purge';
+export type ChangeKind = 'create' | 'update' | 'delete' | 'undelete' | 'purge' | 'redacted';
 export type Scalar = string | number | boolean;
 export type FieldValue = Scalar | Scalar[];
 

@@ -260,6 +260,8 @@ function scalar(type: TypeDef, id: string | undefined, f: FieldDef, v: unknown):
       }
       if (f.kind === 'ref' && !isValidId(v)) throw bad('type', `must be an object id, got ${describe(v)}`);
       if (f.kind === 'string' && v === '') throw bad('type', 'must not be empty; remove the field instead');
+      // an empty password would be stored as a hash like any other and then lock the person out: binds refuse empty passwords
+      if (f.kind === 'password' && v === '') throw bad('type', 'must not be empty: an empty password can never be used to sign in');
       if (f.pattern && f.kind !== 'password' && !f.pattern.test(v)) throw bad('pattern', `value ${describe(v)} does not match ${f.pattern.source}`);
       return v;
     }

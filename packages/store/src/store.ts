@@ -137,6 +137,8 @@ export interface PurgeMarker {
   o: string;
   n: number;
   t: string;
+  /** set while the marker names a redacted change, not the purge itself, which has not arrived yet */
+  r?: 1;
 }
 
 /** A change as it travels between nodes: a feed entry without the local seq. */
@@ -235,6 +237,8 @@ export class Store {
   private trimmingTo: number;
   /** ids purged here: no change to them is applied again, nor a create with them made */
   private readonly purgedIds: Set<string>;
+  /** purged ids whose marker names a redacted change, the purge itself not yet here (PurgeMarker.r) */
+  private readonly provisional: Set<string>;
   private closed = false;
 
   private constructor(init: {
@@ -251,9 +255,11 @@ export class Store {
     feedBase: Record<string, number>;
     trimmedTo: number;
     purged: Set<string>;
+    provisional: Set<string>;
     incarnation: number;
   }) {
     this.purgedIds = init.purged;
+    this.provisional = init.provisional;
     this.incarnation = init.incarnation;
     this.clientNodes = init.clientNodes;
     this.durableVector = new VersionVector(init.vector);
@@ -353,10 +359,14 @@ export class Store {
         m.set(k, rec);
       }
       const purged = new Set<string>();
-      for await (const k of db.keys({ gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH })) purged.add(k.slice(1));
+      const provisional = new Set<string>();
+      for await (const [k, v] of db.iterator({ gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH })) {
+        purged.add(k.slice(1));
+        if (decode<PurgeMarker>(v).r) provisional.add(k.slice(1));
+      }
       const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
-      return new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, openConflicts, feedBase, trimmedTo, purged, incarnation: (await getMeta<number>('incarnation')) ?? 0 });
+      return new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0 });
     } catch (e) {
       await db.close().catch(() => undefined);
       throw e;
@@ -733,7 +743,7 @@ export class Store {
         if (extra.length) last = this.commits.add(extra);
         continue;
       }
-      const r = c.kind === 'purge' || this.purgedIds.has(c.id) ? await this.applyPurge(c, extra) : await this.applyOne(c, extra);
+      const r = c.kind === 'purge' || c.kind === 'redacted' || this.purgedIds.has(c.id) ? await this.applyPurge(c, extra) : await this.applyOne(c, extra);
       if (r.skipped) result.skipped++;
       else result.applied++;
       result.conflicts += r.conflicts;
@@ -892,7 +902,7 @@ export class Store {
     const { erased, durable } = await this.erase(slot, cur, () => {
       const originSeq = this.vector.get(this.nodeId) + 1;
       this.vector.add(this.nodeId, originSeq);
-      return redacted({ o: this.nodeId, n: originSeq, i: id, t: cur.t, h: this.clock.tick(), p: principal });
+      return redacted({ o: this.nodeId, n: originSeq, i: id, t: cur.t, h: this.clock.tick(), p: principal }, 'purge');
     }, []);
     await durable;
     return { erased };
@@ -907,7 +917,7 @@ export class Store {
       const { durable } = await this.erase(slot, slot.value.current, () => {
         this.clock.observe(c.hlc);
         this.vector.add(c.origin, c.originSeq);
-        return redacted({ o: c.origin, n: c.originSeq, i: c.id, t: c.type, h: c.hlc, p: c.principal });
+        return redacted({ o: c.origin, n: c.originSeq, i: c.id, t: c.type, h: c.hlc, p: c.principal }, c.kind === 'purge' ? 'purge' : 'redacted');
       }, extra);
       return { durable, conflicts: 0 };
     });
@@ -953,6 +963,12 @@ export class Store {
     for (const def of this.schema.types.values()) {
       for (const f of def.fields.values()) {
         if (f.kind !== 'ref' || f.to !== type) continue;
+        if (f.unique) {
+          // a unique reference is indexed only by its claim, which names its one holder
+          const holder = await this.db.get(keys.unique(def.name, f.name, foldValue(f, id)));
+          if (holder !== undefined) out.push(`${def.name} ${holder.toString('utf8')} (${f.name})`);
+          continue;
+        }
         const prefix = keys.fieldPrefix(def.name, f.name, id);
         for (const k of await this.db.keys({ gte: prefix, lt: prefix + HIGH, limit: 5 }).all()) out.push(`${def.name} ${idFromIndexKey(k)} (${f.name})`);
       }
@@ -962,11 +978,13 @@ export class Store {
 
   /**
    * The erasure itself, in one batch with the purge's own feed entry (made
-   * by `entry` once nothing awaits any more, so feed order holds). Returns
-   * how many of the object's feed entries were redacted, and the batch's
-   * promise; the files are compacted once it is on disk.
+   * by `entry` once nothing awaits any more, so feed order holds), or with
+   * only a peer's purge marker when the change it names is in this node's
+   * feed already. Returns how many of the object's feed entries were
+   * redacted, and the batch's promise; the files are compacted once it is
+   * on disk.
    */
-  private async erase(slot: Slot<CachedObject>, cur: ObjectRecord | null, entry: () => FeedRecord, extra: BatchOp[]): Promise<{ erased: number; durable: Promise<void> }> {
+  private async erase(slot: Slot<CachedObject>, cur: ObjectRecord | null, entry: (() => FeedRecord) | { marker: PurgeMarker }, extra: BatchOp[]): Promise<{ erased: number; durable: Promise<void> }> {
     const id = slot.key;
     const def = cur ? this.schema.types.get(cur.t) : undefined;
     const ops: BatchOp[] = [...extra];
@@ -988,8 +1006,9 @@ export class Store {
       // an entry a trim has queued for deletion meanwhile must stay deleted, not come back redacted below the trim
       if (buf !== undefined && seqs[i]! > this.trimmingTo) ops.push({ type: 'put', key: keys.feed(seqs[i]!), value: encode(redacted(decode<FeedRecord>(buf))) });
     }
-    const feed = entry();
-    const seq = ++this.seq;
+    const feed = typeof entry === 'function' ? entry() : undefined;
+    const marker = feed ? markerOf(feed) : (entry as { marker: PurgeMarker }).marker;
+    const seq = feed ? ++this.seq : this.seq;
     if (cur) ops.push({ type: 'del', key: keys.object(id) });
     for (const k of idx.plain) ops.push({ type: 'del', key: k });
     for (const c of claims) {
@@ -997,11 +1016,17 @@ export class Store {
       c.value.owner = null;
       ops.push({ type: 'del', key: c.key });
     }
-    const fresh = !this.purgedIds.has(id);
-    if (fresh) ops.push({ type: 'put', key: keys.purged(id), value: encode({ h: feed.h, p: feed.p, o: feed.o, n: feed.n, t: feed.t } satisfies PurgeMarker) });
-    ops.push({ type: 'put', key: keys.feed(seq), value: encode(feed) });
+    // the first marker stays, unless it names a redacted change and this is the purge itself
+    if (!this.purgedIds.has(id) || (!marker.r && this.provisional.has(id))) {
+      ops.push({ type: 'put', key: keys.purged(id), value: encode(marker) });
+      if (marker.r) this.provisional.add(id);
+      else this.provisional.delete(id);
+    }
+    if (feed) {
+      ops.push({ type: 'put', key: keys.feed(seq), value: encode(feed) });
+      this.dirtyVector.add(feed.o);
+    }
     if (cur && def && !cur.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) - 1);
-    this.dirtyVector.add(feed.o);
     this.purgedIds.add(id);
     this.openConflicts.delete(id);
     slot.value.current = null;
@@ -1009,25 +1034,29 @@ export class Store {
     slot.value.doc = undefined;
     this.docHolders.delete(slot);
     this.objects.resize(slot);
-    const fe = feedEntry(seq, feed);
+    const fe = feed && feedEntry(seq, feed);
     slot.pins++; // released when on disk, as persist does
     const durable: Promise<void> = this.commits.add(ops, () => {
       slot.value.durable = null;
       if (slot.value.pending === durable) slot.value.pending = undefined;
-      this.durableSeq = seq;
-      this.durableVector.add(feed.o, feed.n);
-      this.visibleVector.add(feed.o, feed.n);
-      for (const fn of this.visibleListeners) fn();
+      if (fe) {
+        this.durableSeq = seq;
+        this.durableVector.add(fe.origin, fe.originSeq);
+        this.visibleVector.add(fe.origin, fe.originSeq);
+        for (const fn of this.visibleListeners) fn();
+      }
       for (let i = this.recentStart; i < this.recent.length; i++) {
         const e = this.recent[i]!;
-        if (e.id !== id || e.kind === 'purge') continue;
+        if (e.id !== id || e.kind === 'purge' || e.kind === 'redacted') continue;
         this.recentBytes -= e.update.length;
         this.recent[i] = feedEntry(e.seq, redacted({ o: e.origin, n: e.originSeq, i: e.id, t: e.type, h: e.hlc, p: e.principal }));
       }
       this.objects.release(slot);
       for (const c of claims) this.claims.release(c);
-      this.remember(fe);
-      this.notify(fe);
+      if (fe) {
+        this.remember(fe);
+        this.notify(fe);
+      }
     });
     slot.value.pending = durable;
     if (cur) void durable.then(() => this.compactAway(id, seqs), () => undefined);
@@ -1160,13 +1189,13 @@ export class Store {
     // LevelDB's iterator fills 16 KiB by default: 25 records a read, which
     // made cloning a matter of round trips; read in 1 MiB chunks.
     const range = { gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH, snapshot, highWaterMarkBytes: 1024 * 1024 };
-    const markers = { gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH, snapshot };
+    const markers = { gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH, snapshot, highWaterMarkBytes: 1024 * 1024 };
     const db = this.db;
     let closed = false;
     return {
       head,
       vector,
-      digest: (bits = 8) => digestRecords(db.iterator(range), bits, undefined, undefined, db.keys(markers)),
+      digest: (bits = 8) => digestRecords(db.iterator(range), bits, undefined, undefined, db.iterator(markers)),
       async *batches(batch = 500, buckets?: ReadonlySet<number>, bits = 8) {
         // markers first: the receiver then refuses the purged objects a third node may still send it
         for (const [opts, purged] of [[markers, true], [range, false]] as const) {
@@ -1248,7 +1277,7 @@ export class Store {
   /** This node's object digest in 2^bits buckets (see digest.ts). */
   digest(bits = 4, onProgress?: (objects: number) => void): Promise<StoreDigest> {
     this.assertOpen();
-    return digestRecords(this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH }), bits, onProgress, undefined, this.db.keys({ gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH }));
+    return digestRecords(this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH }), bits, onProgress, undefined, this.db.iterator({ gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH }));
   }
 
   /**
@@ -1358,12 +1387,21 @@ export class Store {
    */
   private async applyPurgeMarker(id: string, record: Uint8Array): Promise<{ durable: Promise<void> }> {
     if (!isValidId(id)) throw new MeridianError('bad-request', `purged object id "${id.slice(0, 40)}" is not valid`);
-    const m = decode<Partial<PurgeMarker>>(record);
-    if (typeof m !== 'object' || m === null || typeof m.h !== 'number' || typeof m.p !== 'string' || typeof m.o !== 'string' || !Number.isSafeInteger(m.n) || m.n! < 1 || typeof m.t !== 'string') {
+    const d = decode<Partial<PurgeMarker>>(record);
+    if (typeof d !== 'object' || d === null || typeof d.h !== 'number' || typeof d.p !== 'string' || typeof d.o !== 'string' || !Number.isSafeInteger(d.n) || d.n! < 1 || typeof d.t !== 'string' || (d.r !== undefined && d.r !== 1)) {
       throw new MeridianError('bad-request', `the purge marker of ${id} is not a purge record`);
     }
-    if (this.purgedIds.has(id) || this.vector.has(m.o, m.n!)) return { durable: Promise.resolve() };
-    return this.applyPurge({ origin: m.o, originSeq: m.n!, id, type: m.t, kind: 'purge', update: EMPTY, hlc: m.h, principal: m.p, fields: [] }, []);
+    const m = d as PurgeMarker;
+    if (this.purgedIds.has(id)) {
+      // erased here already; the purge itself may name who purged it where a redacted change did so far
+      if (m.r || !this.provisional.has(id)) return { durable: Promise.resolve() };
+      this.provisional.delete(id);
+      return { durable: this.commits.add([{ type: 'put', key: keys.purged(id), value: encode(m) }]) };
+    }
+    // The change it names is applied here already (a redacted one, applied before the object was purged):
+    // erase with no feed entry, which would repeat that change's.
+    if (this.vector.has(m.o, m.n)) return this.exclusive(id, true, (slot) => this.erase(slot, slot.value.current, { marker: m }, []));
+    return this.applyPurge({ origin: m.o, originSeq: m.n, id, type: m.t, kind: m.r ? 'redacted' : 'purge', update: EMPTY, hlc: m.h, principal: m.p, fields: [] }, []);
   }
 
   /** Merges a whole object state from a clone into the object held here, without a feed entry. */
@@ -1561,14 +1599,18 @@ export class Store {
     return { id, versions, truncated, firstSeq: this.firstSeq() };
   }
 
-  /** When and by whom the object was purged, if it was. */
-  async purgedAt(id: string): Promise<{ hlc: number; principal: string; origin: string } | undefined> {
+  /**
+   * When and by whom the object was purged, if it was. Not `known` while
+   * this node has only redacted changes of the object, not the purge itself
+   * (then the time and principal are those of a redacted change).
+   */
+  async purgedAt(id: string): Promise<{ hlc: number; principal: string; origin: string; known: boolean } | undefined> {
     this.assertOpen();
     if (!this.purgedIds.has(id)) return undefined;
     const v = await this.db.get(keys.purged(id));
     if (v === undefined) return undefined;
     const r = decode<PurgeMarker>(v);
-    return { hlc: r.h, principal: r.p, origin: r.o };
+    return { hlc: r.h, principal: r.p, origin: r.o, known: !r.r };
   }
 
   /** Changes feed entries after `after`, in the order this node applied them. */
@@ -1801,8 +1843,14 @@ function feedEntry(seq: number, r: FeedRecord): FeedEntry {
  * A purge feed entry: a change with nothing of what it wrote. A purge's own
  * entry, and what a purge leaves of its object's earlier changes.
  */
-function redacted(r: Pick<FeedRecord, 'o' | 'n' | 'i' | 't' | 'h' | 'p'>): FeedRecord {
-  return { o: r.o, n: r.n, i: r.i, t: r.t, u: EMPTY, h: r.h, p: r.p, c: [], k: 'purge' };
+/** A feed record without content: of kind `purge` for the purge itself, `redacted` for any other change of a purged object. */
+function redacted(r: Pick<FeedRecord, 'o' | 'n' | 'i' | 't' | 'h' | 'p'>, kind: 'purge' | 'redacted' = 'redacted'): FeedRecord {
+  return { o: r.o, n: r.n, i: r.i, t: r.t, u: EMPTY, h: r.h, p: r.p, c: [], k: kind };
+}
+
+/** The marker a purge leaves; `r` when it was learnt from a redacted change only, before the purge itself. */
+function markerOf(f: FeedRecord): PurgeMarker {
+  return f.k === 'purge' ? { h: f.h, p: f.p, o: f.o, n: f.n, t: f.t } : { h: f.h, p: f.p, o: f.o, n: f.n, t: f.t, r: 1 };
 }
 
 function objectCost(key: string, v: CachedObject): number {

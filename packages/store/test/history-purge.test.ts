@@ -81,7 +81,8 @@ t.test('purge: refused while referenced; then no field value is left in the Leve
   const r = await a.purge(p.id, { principal: 'admin' });
   t.equal(r.erased, 4, 'all four of its feed entries here (create, two updates, the concurrent one from b) redacted');
   t.equal(await a.get(p.id), undefined, 'gone');
-  t.same(await a.purgedAt(p.id), { hlc: (await a.readFeed(a.lastSeq - 1, 1))[0]!.hlc, principal: 'admin', origin: 'a' });
+  const purgedAt = { hlc: (await a.readFeed(a.lastSeq - 1, 1))[0]!.hlc, principal: 'admin', origin: 'a', known: true };
+  t.same(await a.purgedAt(p.id), purgedAt);
   t.equal((await a.lookup('Person', 'mail', 'quentin.q@secret.example')).items.length, 0);
   t.same(await checkIndexes(a), [], 'indexes agree');
   const last = (await a.readFeed(a.lastSeq - 1, 1))[0]!;
@@ -90,6 +91,14 @@ t.test('purge: refused while referenced; then no field value is left in the Leve
 
   await ship(a, b, 0);
   t.equal(await b.get(p.id), undefined, 'the purge replicates');
+  t.same(await b.purgedAt(p.id), purgedAt);
+  // a node that never held it receives the redacted create first, and the purge last
+  const c = await openStore(t, { nodeId: 'c' });
+  const feed = (await a.readFeed(0, 100)).filter((e) => e.id === p.id).map(({ seq: _seq, ...e }) => e);
+  await c.applyRemote(feed.slice(0, 1));
+  t.match(await c.purgedAt(p.id), { origin: 'a', known: false }, 'before the purge arrives: purged, by whom not yet known');
+  await c.applyRemote(feed.slice(1));
+  t.same(await c.purgedAt(p.id), purgedAt, 'then it names the purge, not the redacted create it received first');
   t.same(await checkIndexes(b), []);
   for (const [name, s] of [['a', a], ['b', b]] as const) {
     const text = await rawText(s);
@@ -124,7 +133,7 @@ t.test('a change to a purged object made concurrently elsewhere is recorded reda
   await ship(b, a, 0);
   t.equal(await a.get(p.id), undefined, 'the late change does not bring it back');
   const relayed = (await a.readFeed(0, 100)).filter((e) => e.origin === 'b');
-  t.same(relayed.map((e) => [e.kind, e.update.length]), [['purge', 0]], 'a relays it as a redaction');
+  t.same(relayed.map((e) => [e.kind, e.update.length]), [['redacted', 0]], 'a relays it as a redaction');
   // c hears of everything only through a: b's change arrives as a redaction
   await ship(a, c, 0);
   t.equal(await c.get(p.id), undefined);
@@ -145,7 +154,7 @@ t.test('races: a remote change waiting behind a purge, and a write referring to 
   await Promise.all([a.purge(p.id), a.applyRemote(late)]);
   const feed = await a.readFeed(0, 100);
   const purgeSeq = feed.find((e) => e.origin === 'a' && e.kind === 'purge')!.seq;
-  t.match(feed.find((e) => e.origin === 'b'), { kind: 'purge', update: new Uint8Array(0) }, "b's change is recorded redacted");
+  t.match(feed.find((e) => e.origin === 'b'), { kind: 'redacted', update: new Uint8Array(0) }, "b's change is recorded redacted");
   t.ok(feed.find((e) => e.origin === 'b')!.seq > purgeSeq, 'after the purge: it waited behind it (the race this covers)');
   t.equal(await a.get(p.id), undefined, 'the change that waited behind the purge does not bring the object back');
   t.same(await checkIndexes(a), []);
@@ -210,7 +219,7 @@ t.test('anti-entropy carries purge markers: a node past the feed retention erase
   t.notOk((await rawText(c)).includes('Forgotten'), 'no field value left');
   t.same(await checkIndexes(c), []);
   t.same((await c.readFeed(0, 100)).filter((e) => e.id === p.id).map((e) => [e.kind, e.origin, e.originSeq, e.update.length]), [
-    ['purge', 'a', 1, 0],
+    ['redacted', 'a', 1, 0],
     ['purge', 'a', 2, 0],
   ], "the purge is in c's feed for its own peers (a#2), and the create c had redacted");
   t.same(differing(await a.digest(8), await c.digest(8)), new Set(), 'the digests agree afterwards');
@@ -236,4 +245,33 @@ t.test('a purge racing a feed trim never writes a redacted entry back below the 
     if (held !== retained) leaks.push(`delay ${delay}: ${held} feed keys for ${retained} retained entries`);
   }
   t.same(leaks, [], 'no feed entry below the trim');
+});
+
+t.test('a marker learnt from a redacted change only still erases the object where it is held, and gives way to the purge itself', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const c = await openStore(t, { nodeId: 'c' });
+  const d = await openStore(t, { nodeId: 'd' });
+  const p = await a.create('Person', { cn: 'Half', sn: 'Heard', mail: ['half@x.com'] });
+  await ship(a, d);
+  await a.purge(p.id, { principal: 'admin' });
+  // c has heard only of the redacted create, not the purge after it
+  const [create] = (await a.readFeed(0, 10)).map(({ seq: _seq, ...e }) => e);
+  await c.applyRemote([create!]);
+  t.match(await c.purgedAt(p.id), { known: false });
+  const differing = async (x: Store, y: Store): Promise<Set<number>> => {
+    const [dx, dy] = [await x.digest(8), await y.digest(8)];
+    return new Set(dx.buckets.flatMap((b, i) => (b.hash === dy.buckets[i]!.hash ? [] : [i])));
+  };
+  // d applied that very create, so the marker names a change d holds already
+  const before = d.lastSeq;
+  await streamStates(c, d, await differing(c, d));
+  t.equal(await d.get(p.id), undefined, 'd erases the object all the same');
+  t.notOk((await rawText(d)).includes('Heard'), 'no value of it left on d');
+  t.equal(d.lastSeq, before, 'with no feed entry of its own: the change the marker names is in its feed already (now redacted)');
+  t.same(await checkIndexes(d), []);
+  // the digest tells a provisional marker from the purge's: anti-entropy brings c the purge's
+  t.not((await differing(a, c)).size, 0);
+  await streamStates(a, c, await differing(a, c));
+  t.match(await c.purgedAt(p.id), { principal: 'admin', origin: 'a', known: true }, 'the purge itself now named');
+  t.equal((await differing(a, c)).size, 0, 'and the digests agree');
 });

@@ -62,7 +62,7 @@ export interface WireChange {
   i: string;
   y: string;
   /** kind */
-  k: 'create' | 'update' | 'delete' | 'undelete' | 'purge';
+  k: 'create' | 'update' | 'delete' | 'undelete' | 'purge' | 'redacted';
   /** Yjs update */
   u: Uint8Array;
   /** HLC */
@@ -171,7 +171,7 @@ const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object
 const isId = (v: unknown): v is string => typeof v === 'string' && isValidId(v);
 const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isBytes = (v: unknown, max: number): v is Uint8Array => v instanceof Uint8Array && v.length <= max;
-const KINDS = new Set(['create', 'update', 'delete', 'undelete', 'purge']);
+const KINDS = new Set(['create', 'update', 'delete', 'undelete', 'purge', 'redacted']);
 const WRITE_OPS = new Set(['create', 'update', 'replace', 'delete', 'undelete']);
 const NAME_RE = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
 const CRED_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}:[0-9a-f]{16}$/;

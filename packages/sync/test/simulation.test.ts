@@ -371,7 +371,9 @@ async function simulate(seed: number): Promise<string | undefined> {
     }
     for (const n of sim.nodes) {
       for (const id of sim.purged) {
-        if ((await n.store!.objectState(id)) !== undefined || !(await n.store!.purgedAt(id))) return `${n.id} still holds ${id}, purged elsewhere\n${sim.log.join('\n')}`;
+        if ((await n.store!.objectState(id)) !== undefined) return `${n.id} still holds ${id}, purged elsewhere\n${sim.log.join('\n')}`;
+        // and knows the purge itself, not only changes redacted by it
+        if (!(await n.store!.purgedAt(id))?.known) return `${n.id} does not know the purge of ${id}: ${JSON.stringify(await n.store!.purgedAt(id))}\n${sim.log.join('\n')}`;
       }
       for (const a of sim.acked) {
         if (sim.purged.has(a.id)) continue;

@@ -57,7 +57,9 @@ export async function changesFeed(store: Store, req: IncomingMessage, res: Serve
 async function changeXml(store: Store, e: FeedEntry): Promise<string> {
   const o = await store.get(e.id);
   const version = o ? ` version="${escapeAttr(o.version)}"` : '';
-  return `<change seq="${e.seq}" id="${escapeAttr(e.id)}" type="${escapeAttr(e.type)}" kind="${e.kind}"${version} time="${hlcToIso(e.hlc)}"${o?.deleted ? ' deleted="true"' : ''}/>`;
+  // to a cache, any change of a purged object (redacted, or the purge itself) says the same: drop it
+  const kind = e.kind === 'redacted' ? 'purge' : e.kind;
+  return `<change seq="${e.seq}" id="${escapeAttr(e.id)}" type="${escapeAttr(e.type)}" kind="${kind}"${version} time="${hlcToIso(e.hlc)}"${o?.deleted ? ' deleted="true"' : ''}/>`;
 }
 
 async function stream(store: Store, req: IncomingMessage, res: ServerResponse, since: number): Promise<void> {

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   AccessScope,
   authorizeWrite,
+  readerKnowing,
   principalName,
   type Principal,
   type Store,
@@ -233,9 +234,7 @@ export class XmlGateway {
     const h = await this.opts.store.history(id);
     // (purged since the read above)
     if (!h) throw new XmlError(404, `no ${type} ${id}`);
-    const body = XML_DECLARATION + historyXml(h, o.type);
-    r.res.writeHead(200, { 'content-type': 'application/xml; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
-    r.res.end(r.req.method === 'HEAD' ? undefined : body);
+    sendXml(r.res, 200, XML_DECLARATION + historyXml(h, o.type), { 'cache-control': 'no-store' }, r.req.method === 'HEAD');
   }
 
   private async put(r: Request, type: string, id: string): Promise<void> {
@@ -260,14 +259,9 @@ export class XmlGateway {
     if (match === undefined) throw new XmlError(428, `${type} ${id} exists; send If-Match with its ETag ("${current!.version}" now) to change it`);
     if (noneMatch(r.req, current!.version)) throw new XmlError(412, `${type} ${id} exists; If-None-Match: * only creates`);
     if (match !== '*' && match !== current!.version) throw new XmlError(412, `${type} ${id} changed since you read it (now "${current!.version}"); GET it again and retry`);
-    await authorizeWrite(r.scope, this.readerKnowing(current!), 'replace', id, type, fields);
+    await authorizeWrite(r.scope, readerKnowing(current!, (x) => this.opts.store.get(x)), 'replace', id, type, fields);
     const o = await this.opts.writer.replace(id, fields, this.writeOpts(r, { ifVersion: match === '*' ? undefined : match }));
     this.send(r, 200, o);
-  }
-
-  /** The store's reads, answering the object the request has read already without reading it again. */
-  private readerKnowing(o: StoredObject): (id: string) => Promise<StoredObject | undefined> {
-    return (id) => (id === o.id ? Promise.resolve(o) : this.opts.store.get(id));
   }
 
   private async create(r: Request, type: string): Promise<void> {
@@ -286,7 +280,7 @@ export class XmlGateway {
     const match = ifMatch(r.req);
     if (match === undefined) throw new XmlError(428, `send If-Match with the ETag of ${type} ${id} ("${o.version}" now) to delete it`);
     if (match !== '*' && match !== o.version) throw new XmlError(412, `${type} ${id} changed since you read it (now "${o.version}"); GET it again and retry`);
-    await authorizeWrite(r.scope, this.readerKnowing(o), 'delete', id, type, undefined);
+    await authorizeWrite(r.scope, readerKnowing(o, (x) => this.opts.store.get(x)), 'delete', id, type, undefined);
     await this.opts.writer.delete(id, this.writeOpts(r, { ifVersion: match === '*' ? undefined : match }));
     r.res.writeHead(204);
     r.res.end();
@@ -437,7 +431,7 @@ export class XmlGateway {
     for (const k of self) {
       if (!(k in given) && me.fields[k] !== undefined && def.fields.get(k)?.kind !== 'password') update[k] = null;
     }
-    await authorizeWrite(r.scope, this.readerKnowing(me), 'update', me.id, me.type, update);
+    await authorizeWrite(r.scope, readerKnowing(me, (x) => this.opts.store.get(x)), 'update', me.id, me.type, update);
     const o = await this.opts.writer.update(me.id, update, this.writeOpts(r, { ifVersion: match === '*' ? undefined : match }));
     this.send(r, 200, o);
   }
