@@ -3,10 +3,10 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Store } from '@meridian/store';
 import type { PeerStatus, ReplicaMode } from '@meridian/sync';
 
-/** The HTTP surfaces whose requests are counted apart. */
 /** Request latencies, in seconds: half a millisecond to a few seconds. */
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
+/** The HTTP surfaces whose requests are counted apart. */
 export type Surface = 'admin' | 'xml' | 'status' | 'health';
 
 export interface MetricsSources {
