@@ -14,6 +14,7 @@ import { ldapTool, parseLdif } from './helpers/ldap-utils.js';
 import { makeCerts } from './helpers/certs.js';
 import { tempDir } from './helpers/tmp.js';
 import { integer, octets, tlv } from '../packages/ldap/dist/ber.js';
+import { berTree } from '../packages/ldap/dist/validate.js';
 
 const BASE = 'dc=example,dc=com';
 const ADMIN_DN = `cn=admin,${BASE}`;
@@ -333,4 +334,77 @@ t.test('malformed BER, oversized requests and deep filters get an error or a clo
   const tooWide = await search(d, asAdmin, ['-b', BASE, wide, '1.1']);
   t.equal(tooWide.code, 53, 'a filter of 2,000 terms is refused');
   t.match(tooWide.stderr, /terms/);
+});
+
+/**
+ * Binds on a fresh connection, then (the bind answered: RFC 4511 lets no
+ * request follow a bind before its response) sends the requests in one
+ * write, and reads the result code and message of every SearchResultDone,
+ * in the order of their message IDs.
+ */
+function searchResults(port: number, bind: Buffer, requests: Buffer[], count: number): Promise<{ codes: number[]; messages: string[] }> {
+  return new Promise((resolve, reject) => {
+    let got = Buffer.alloc(0);
+    let bound = false;
+    const s = connect(port, '127.0.0.1', () => s.write(bind));
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`not all of ${count} searches were answered`));
+    }, 5000);
+    s.on('error', () => {});
+    s.on('data', (c: Buffer) => {
+      got = Buffer.concat([got, c]);
+      const all = berTree(got);
+      if (!all) return; // a message still arriving
+      const ops = all.map((m) => m.children![1]!);
+      if (!bound && ops.some((op) => op.tag === 0x61)) {
+        bound = true;
+        s.write(Buffer.concat(requests));
+      }
+      const done = ops.filter((op) => op.tag === 0x65);
+      if (done.length < count) return;
+      clearTimeout(timer);
+      s.destroy();
+      // answers come as each search finishes: put them in the order of their message IDs
+      const answers = all
+        .filter((m) => m.children![1]!.tag === 0x65)
+        .map((m) => ({ id: got.readUIntBE(m.children![0]!.start, m.children![0]!.end - m.children![0]!.start), op: m.children![1]! }))
+        .sort((a, b) => a.id - b.id);
+      resolve({
+        codes: answers.map(({ op }) => got[op.children![0]!.start]!),
+        messages: answers.map(({ op }) => got.toString('utf8', op.children![2]!.start, op.children![2]!.end)),
+      });
+    });
+  });
+}
+
+t.test('search requests decoded by the gateway: a bad scope, negative limits, a bad paged value and a bad base DN are answered', async (t) => {
+  const d = await directory(t);
+  const present = octets('objectClass', 0x87);
+  const req = (id: number, opts: { base?: string; scope?: number; size?: Buffer; controls?: Buffer[] } = {}): Buffer =>
+    tlv(0x30, [
+      integer(id),
+      tlv(0x63, [octets(opts.base ?? BASE), integer(opts.scope ?? 0, 0x0a), integer(0, 0x0a), opts.size ?? integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), present, tlv(0x30, [])]),
+      ...(opts.controls ? [tlv(0xa0, opts.controls)] : []),
+    ]);
+  const bind = tlv(0x30, [integer(1), tlv(0x60, [integer(3), octets(ADMIN_DN), octets(ADMIN_PW, 0x80)])]);
+  const paged = (value: Buffer): Buffer => tlv(0x30, [octets('1.2.840.113556.1.4.319'), Buffer.from([0x01, 0x01, 0xff]), octets(value)]);
+  const r = await searchResults(
+    d.port,
+    bind,
+    [
+      req(2),
+      req(3, { scope: 7 }),
+      req(4, { size: Buffer.from([0x02, 0x01, 0xff]) }), // -1 (ber.ts encodes only what servers send: no negatives)
+      req(5, { controls: [paged(Buffer.from('not a sequence'))] }),
+      req(6, { base: 'not a dn' }),
+      req(7, { controls: [paged(tlv(0x30, [integer(1), octets('')]))] }),
+    ],
+    6,
+  );
+  t.same(r.codes, [0, 2, 2, 2, 34, 0], 'success, protocolError three times, invalidDNSyntax, and a paged search after them all');
+  t.match(r.messages[1], /scope 7 is not base/);
+  t.match(r.messages[2], /negative/);
+  t.match(r.messages[3], /paged results control/);
+  t.match(r.messages[4], /not a valid DN/);
 });

@@ -1,6 +1,8 @@
+import type { BerNode } from './validate.js';
+
 /**
- * Search filters as the gateway evaluates them: converted once from ldapjs's
- * parsed filter into a small typed tree whose attribute names are canonical
+ * Search filters as the gateway evaluates them: decoded once from the
+ * request's BER into a small typed tree whose attribute names are canonical
  * (lower case, options cut, aliases resolved) and whose values are folded the
  * way the attribute matches. ldapjs's own matching compares names and values
  * case-sensitively, which a directory of people must not do.
@@ -67,89 +69,64 @@ export class FilterTooComplex extends Error {
   override name = 'FilterTooComplex';
 }
 
-/** The parts of ldapjs's filter objects the conversion reads. */
-interface LdapjsFilter {
-  type: string;
-  attribute?: string;
-  value?: unknown;
-  filters?: LdapjsFilter[];
-  filter?: LdapjsFilter;
-  subInitial?: string;
-  subAny?: string[];
-  subFinal?: string;
-  initial?: string;
-  any?: string[];
-  final?: string;
-  matchingRule?: string;
-  dnAttributes?: boolean;
-}
-
 /**
- * A filter value as the client sent it. ldapjs 3.0.7 turns a parsed filter
- * into its string form and parses that again, so values arrive with RFC
- * 4515 escapes (`M\\c3\\bcller` for Müller, `\\2a` for a literal *): undo
- * them, byte by byte, then read the bytes as UTF-8.
+ * Decodes a search request's filter (RFC 4511 section 4.5.1) from its BER,
+ * whose shape checkRequest has already checked. Values are the octets the
+ * client sent, read as UTF-8: no escapes to undo (those belong to the
+ * string form of RFC 4515, which never crosses the wire).
  */
-export function unescapeValue(v: string): string {
-  if (!v.includes('\\')) return v;
-  const bytes: number[] = [];
-  for (let i = 0; i < v.length; i++) {
-    const hex = v[i] === '\\' ? v.slice(i + 1, i + 3) : '';
-    if (/^[0-9a-fA-F]{2}$/.test(hex)) {
-      bytes.push(parseInt(hex, 16));
-      i += 2;
-    } else {
-      bytes.push(...Buffer.from(v[i]!, 'utf8'));
-    }
-  }
-  return Buffer.from(bytes).toString('utf8');
-}
-
-function text(v: unknown): string {
-  if (typeof v === 'string') return unescapeValue(v);
-  if (Buffer.isBuffer(v)) return unescapeValue(v.toString('utf8'));
-  return unescapeValue(String(v ?? ''));
-}
-
-export function convertFilter(input: unknown, limits: FilterLimits): Filter {
+export function decodeFilter(b: Buffer, root: BerNode, limits: FilterLimits): Filter {
   let nodes = 0;
-  const walk = (f: LdapjsFilter, depth: number): Filter => {
+  const str = (n: BerNode | undefined): string => (n ? b.toString('utf8', n.start, n.end) : '');
+  const assertion = (n: BerNode): { a: string; v: string } => {
+    const a = attrKey(str(n.children![0]));
+    return { a, v: fold(a, str(n.children![1])) };
+  };
+  const walk = (n: BerNode, depth: number): Filter => {
     if (++nodes > limits.nodes) throw new FilterTooComplex(`the filter has more than ${limits.nodes} terms; split the search`);
     if (depth > limits.depth) throw new FilterTooComplex(`the filter nests deeper than ${limits.depth} levels; simplify it`);
-    const a = f.attribute !== undefined ? attrKey(f.attribute) : '';
-    switch (f.type) {
-      case 'AndFilter':
-        return { k: 'and', f: (f.filters ?? []).map((x) => walk(x, depth + 1)) };
-      case 'OrFilter':
-        return { k: 'or', f: (f.filters ?? []).map((x) => walk(x, depth + 1)) };
-      case 'NotFilter':
-        return { k: 'not', f: walk(f.filter!, depth + 1) };
-      case 'EqualityFilter':
-        return { k: 'eq', a, v: fold(a, text(f.value)) };
-      case 'ApproximateFilter':
-        return { k: 'approx', a, v: fold(a, text(f.value)) };
-      case 'GreaterThanEqualsFilter':
-        return { k: 'ge', a, v: fold(a, text(f.value)) };
-      case 'LessThanEqualsFilter':
-        return { k: 'le', a, v: fold(a, text(f.value)) };
-      case 'PresenceFilter':
-        return { k: 'present', a };
-      case 'SubstringFilter': {
-        const initial = f.subInitial ?? f.initial;
-        const final = f.subFinal ?? f.final;
-        return {
-          k: 'sub',
-          a,
-          initial: initial ? fold(a, text(initial)) : undefined,
-          any: (f.subAny ?? f.any ?? []).filter((s) => s !== '').map((s) => fold(a, text(s))),
-          final: final ? fold(a, text(final)) : undefined,
-        };
+    const c = n.children ?? [];
+    switch (n.tag) {
+      case 0xa0:
+        return { k: 'and', f: c.map((x) => walk(x, depth + 1)) };
+      case 0xa1:
+        return { k: 'or', f: c.map((x) => walk(x, depth + 1)) };
+      case 0xa2:
+        return { k: 'not', f: walk(c[0]!, depth + 1) };
+      case 0xa3:
+        return { k: 'eq', ...assertion(n) };
+      case 0xa5:
+        return { k: 'ge', ...assertion(n) };
+      case 0xa6:
+        return { k: 'le', ...assertion(n) };
+      case 0xa8:
+        return { k: 'approx', ...assertion(n) };
+      case 0x87:
+        return { k: 'present', a: attrKey(str(n)) };
+      case 0xa4: {
+        const a = attrKey(str(c[0]));
+        let initial: string | undefined;
+        let final: string | undefined;
+        const any: string[] = [];
+        for (const part of c[1]!.children!) {
+          const v = str(part);
+          if (v === '') continue;
+          if (part.tag === 0x80) initial = fold(a, v);
+          else if (part.tag === 0x81) any.push(fold(a, v));
+          else final = fold(a, v);
+        }
+        return { k: 'sub', a, initial, any, final };
       }
-      case 'ExtensibleFilter': {
+      case 0xa9: {
         // (cn:caseIgnoreMatch:=x) and (cn:=x) are equality; other rules and dnAttributes are not supported
-        const rule = (f.matchingRule ?? '').toLowerCase();
-        if (f.attribute && !f.dnAttributes && ['', 'caseignorematch', '2.5.13.2', 'caseexactmatch', '2.5.13.5'].includes(rule)) {
-          return { k: 'eq', a, v: fold(a, text(f.value)) };
+        const part = (tag: number): BerNode | undefined => c.find((x) => x.tag === tag);
+        const rule = str(part(0x81)).toLowerCase();
+        const type = part(0x82);
+        const dnAttributes = part(0x84);
+        const onDns = dnAttributes !== undefined && b.subarray(dnAttributes.start, dnAttributes.end).some((x) => x !== 0);
+        if (type && type.end > type.start && !onDns && ['', 'caseignorematch', '2.5.13.2', 'caseexactmatch', '2.5.13.5'].includes(rule)) {
+          const a = attrKey(str(type));
+          return { k: 'eq', a, v: fold(a, str(part(0x83))) };
         }
         return { k: 'undefined' };
       }
@@ -157,7 +134,7 @@ export function convertFilter(input: unknown, limits: FilterLimits): Filter {
         return { k: 'undefined' };
     }
   };
-  return walk(input as LdapjsFilter, 0);
+  return walk(root, 0);
 }
 
 /** Where evaluation reads an entry's folded values; undefined: no such attribute type here. */

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
-import { checkRequest } from './validate.js';
+import { SEARCH_REQUEST } from './search-request.js';
+import { checkRequest, type CheckedRequest } from './validate.js';
 
 /**
  * Cuts a connection's bytes into whole LDAP messages before ldapjs's parser
@@ -74,8 +75,16 @@ export class MessageFramer {
   }
 }
 
-/** Puts a framer between a socket and ldapjs's per-connection parser. */
-export function frameConnection(socket: Socket & { parser: { write(b: Buffer): unknown } }, maxMessage: number, onError: (problem: string) => void): void {
+/**
+ * Puts a framer between a socket and ldapjs's per-connection parser; a
+ * well-formed search request goes to `onSearch` instead of ldapjs.
+ */
+export function frameConnection(
+  socket: Socket & { parser: { write(b: Buffer): unknown } },
+  maxMessage: number,
+  onError: (problem: string) => void,
+  onSearch: (message: Buffer, checked: CheckedRequest) => void,
+): void {
   // ldapjs's own listener feeds every chunk to its parser; ours replaces it
   socket.removeAllListeners('data');
   const fail = (problem: string): void => {
@@ -86,10 +95,11 @@ export function frameConnection(socket: Socket & { parser: { write(b: Buffer): u
   const framer = new MessageFramer(
     maxMessage,
     (message) => {
-      const problem = checkRequest(message);
-      if (problem) return fail(problem);
+      const checked = checkRequest(message);
+      if (typeof checked === 'string') return fail(checked);
       try {
-        socket.parser.write(message);
+        if (checked.op.tag === SEARCH_REQUEST) onSearch(message, checked);
+        else socket.parser.write(message);
       } catch (e) {
         fail(`a message could not be parsed (${(e as Error).message})`);
       }

@@ -7,10 +7,11 @@ import { authorizeWrite, type AccessScope, needsUpgrade, principalName, readerKn
 import { entryBody, octets, Op, pagedValue, result, ResultCode, searchEntryHead, tlv } from './ber.js';
 import { BindThrottle } from './bind-throttle.js';
 import { EntryBuilder, entrySource, type Entry } from './entries.js';
-import { attrKey, convertFilter, evaluate, filterAttributes, fold, FilterTooComplex } from './filter.js';
+import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex } from './filter.js';
 import { frameConnection } from './framing.js';
 import { DirectoryIndex } from './directory-index.js';
 import { DirectoryLayout, InvalidDn, type Location, type MappedType } from './layout.js';
+import { decodePaged, decodeSearch, type SearchRequest } from './search-request.js';
 
 const PAGED = '1.2.840.113556.1.4.319';
 const WHOAMI = '1.3.6.1.4.1.4203.1.11.3';
@@ -62,6 +63,14 @@ class LdapFailure extends Error {
   }
 }
 
+/** What run() reads of a request, decoded by ldapjs or by search-request.ts. */
+interface Request {
+  readonly messageId: number;
+  readonly protocolOp: number;
+  readonly connection: Socket;
+  readonly controls: readonly { readonly type: string; readonly criticality: boolean }[];
+}
+
 interface Session {
   principal: Principal | undefined;
   dn: string;
@@ -87,8 +96,9 @@ const MANAGED_ELSEWHERE =
  * The LDAP gateway: a directory of persons and organisations read from the
  * object store, on ldapjs for the wire protocol. ldapjs's own matching,
  * attribute selection and error handling are not used (see DESIGN.md):
- * filters are evaluated here, case-insensitively, from an in-memory index;
- * entries are encoded here; and every parser error is caught.
+ * search requests are decoded here, and their filters evaluated here,
+ * case-insensitively, from an in-memory index; entries are encoded here;
+ * and every parser error is caught.
  */
 export class LdapGateway {
   private readonly layout: DirectoryLayout;
@@ -131,11 +141,11 @@ export class LdapGateway {
     // ldapjs emits parser errors on the server; with no listener they would kill the process
     server.on('error', (e: Error) => this.opts.log.debug({ err: e.message }, 'LDAP request refused'));
     server.maxConnections = 10_000;
-    const handler = (name: string, fn: (req: LdapRequest, conn: LdapConnection) => Promise<Answer>) => (req: LdapRequest) => {
+    const handler = (name: string, fn: (req: LdapRequest) => Promise<Answer>) => (req: LdapRequest) => {
       void this.run(name, req, fn);
     };
     server.bind('', handler('bind', (req) => this.bind(req)));
-    server.search('', handler('search', (req) => this.search(req)));
+    // searches never reach ldapjs (see search-request.ts)
     server.compare('', handler('compare', (req) => this.compare(req)));
     server.modify('', handler('modify', (req) => this.modify(req)));
     server.add('', handler('add', async (req) => answer(req.messageId, Op.add, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
@@ -171,8 +181,11 @@ export class LdapGateway {
     // waited for the client's delayed ACK, about 40 ms per search
     socket.setNoDelay(true);
     server.newConnection(socket);
-    frameConnection(socket as LdapConnection, this.opts.maxRequest ?? 1024 * 1024, (problem) =>
-      this.opts.log.info({ client: `${socket.remoteAddress}:${socket.remotePort}`, problem }, 'LDAP connection closed'),
+    frameConnection(
+      socket as LdapConnection,
+      this.opts.maxRequest ?? 1024 * 1024,
+      (problem) => this.opts.log.info({ client: `${socket.remoteAddress}:${socket.remotePort}`, problem }, 'LDAP connection closed'),
+      (message, checked) => void this.run('search', decodeSearch(message, checked, socket), (req) => this.search(req)),
     );
   }
 
@@ -186,14 +199,14 @@ export class LdapGateway {
   }
 
   /** Runs one operation, answers it, and never lets its failure reach ldapjs (or the process). */
-  private async run(op: string, req: LdapRequest, fn: (req: LdapRequest, conn: LdapConnection) => Promise<Answer>): Promise<void> {
+  private async run<R extends Request>(op: string, req: R, fn: (req: R) => Promise<Answer>): Promise<void> {
     const started = process.hrtime.bigint();
     const conn = req.connection;
     let reply: Answer;
     try {
       const unsupported = req.controls.find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
       if (unsupported) throw new LdapFailure(ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
-      reply = await fn(req, conn);
+      reply = await fn(req);
     } catch (e) {
       const f = this.failure(e);
       reply = answer(req.messageId, RESPONSE_OP[req.protocolOp] ?? Op.extended, f.code, f.message, { matchedDN: f.matchedDN });
@@ -357,16 +370,18 @@ export class LdapGateway {
     return scope;
   }
 
-  private async search(req: LdapRequest): Promise<Answer> {
+  private async search(req: SearchRequest): Promise<Answer> {
     const now = this.opts.now ?? Date.now;
     const started = now();
     const id = req.messageId;
     const conn = req.connection;
     const s = this.session(conn);
-    const base = String(req.baseObject ?? '');
-    const scopeName = (['base', 'one', 'sub'] as const)[Number(req.scope ?? 0)] ?? 'base';
-    const filter = convertFilter(req.filter, { depth: 32, nodes: 512 });
-    const selection = select(req.attributes ?? [], req.typesOnly === true);
+    const base = req.baseObject;
+    const scopeName = (['base', 'one', 'sub'] as const)[req.scope];
+    if (!scopeName) throw new LdapFailure(ResultCode.protocolError, `the search scope ${req.scope} is not base (0), one (1) or sub (2)`);
+    if (req.sizeLimit < 0 || req.timeLimit < 0) throw new LdapFailure(ResultCode.protocolError, 'a search size or time limit is negative; give 0 for none');
+    const filter = req.filter({ depth: 32, nodes: 512 });
+    const selection = select(req.attributes, req.typesOnly);
     const loc = this.layout.locate(base);
     if (loc.kind === 'root') {
       if (scopeName !== 'base') throw new LdapFailure(ResultCode.noSuchObject, `there is no entry above the naming context; search under ${this.layout.base}`);
@@ -381,7 +396,9 @@ export class LdapGateway {
     await this.index.ready;
     await this.index.settled();
     const unlimited = s.principal?.kind === 'admin';
-    const paged = req.controls.find((c) => c.type === PAGED)?.value as { size: number; cookie: Buffer } | undefined;
+    const pagedControl = req.controls.find((c) => c.type === PAGED);
+    const paged = pagedControl && decodePaged(pagedControl.value);
+    if (pagedControl && !paged) throw new LdapFailure(ResultCode.protocolError, "the paged results control's value is not a page size and a cookie (RFC 2696)");
     const sizeLimit = paged ? Infinity : Math.min(req.sizeLimit || Infinity, unlimited ? Infinity : this.sizeLimit);
     const timeLimit = Math.min(req.timeLimit || Infinity, unlimited ? Infinity : this.timeLimit) * 1000;
     const pageSize = paged ? Math.min(paged.size || 0, unlimited ? Infinity : this.sizeLimit) : Infinity;
@@ -465,9 +482,17 @@ export class LdapGateway {
           await new Promise<void>((r) => setImmediate(r));
         }
         if (inMemory && evaluate(filter, this.index.source(slot, t)) !== true) continue;
-        const o = await this.readable(t, this.index.idOf(slot), scope);
-        if (!o) continue;
-        const entry = await this.entries.object(t, o);
+        const id = this.index.idOf(slot);
+        const known = this.entries.known(id);
+        let entry: Entry;
+        if (known) {
+          if (!this.mayRead(t, known.object, scope)) continue;
+          entry = known.entry;
+        } else {
+          const o = await this.readable(t, id, scope);
+          if (!o) continue;
+          entry = await this.entries.object(t, o);
+        }
         if (!inMemory && evaluate(filter, entrySource(entry)) !== true) continue;
         if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:${before}`);
         const r = await send(entry);
@@ -480,9 +505,11 @@ export class LdapGateway {
   /** The object if it is live, of the type, and the scope may read it. */
   private async readable(t: MappedType, id: string, scope: AccessScope | 'everything'): Promise<StoredObject | undefined> {
     const o = await this.opts.store.get(id);
-    if (!o || o.deleted || o.type !== t.def.name) return undefined;
-    if (scope !== 'everything' && !scope.canRead(o)) return undefined;
-    return o;
+    return o && this.mayRead(t, o, scope) ? o : undefined;
+  }
+
+  private mayRead(t: MappedType, o: StoredObject, scope: AccessScope | 'everything'): boolean {
+    return !o.deleted && o.type === t.def.name && (scope === 'everything' || scope.canRead(o));
   }
 
   private rootDse(): Entry {

@@ -115,8 +115,21 @@ export class DirectoryLayout {
     return this.types.get(name);
   }
 
+  /** DNs located lately: a client names the same few bases search after search */
+  private readonly located = new Map<string, Location>();
+
   /** Where a DN points; throws InvalidDn when it is not a DN at all. */
   locate(dn: string): Location {
+    let loc = this.located.get(dn);
+    if (!loc) {
+      loc = this.find(dn);
+      if (this.located.size >= 4096) this.located.clear();
+      this.located.set(dn, loc);
+    }
+    return loc;
+  }
+
+  private find(dn: string): Location {
     if (dn.trim() === '') return { kind: 'root' };
     const rdns = parse(dn);
     if (!rdns) throw new InvalidDn(`"${dn}" is not a valid DN`);

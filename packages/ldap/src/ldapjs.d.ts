@@ -36,14 +36,6 @@ declare module 'ldapjs' {
     // bind
     name?: DN;
     credentials?: string;
-    // search
-    baseObject?: DN | string;
-    scope?: string | number;
-    filter?: unknown;
-    attributes?: string[];
-    sizeLimit?: number;
-    timeLimit?: number;
-    typesOnly?: boolean;
     // compare
     entry?: DN | string;
     attribute?: string;
@@ -74,7 +66,6 @@ declare module 'ldapjs' {
     maxConnections: number;
     server: import('node:net').Server;
     bind(name: string, ...handlers: Handler[]): Server;
-    search(name: string, ...handlers: Handler[]): Server;
     compare(name: string, ...handlers: Handler[]): Server;
     modify(name: string, ...handlers: Handler[]): Server;
     add(name: string, ...handlers: Handler[]): Server;

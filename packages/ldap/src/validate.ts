@@ -7,16 +7,20 @@
  * No try/catch survives that, so malformed requests must not reach it.
  */
 
-interface Node {
-  tag: number;
+/** One BER element: its tag, where its contents lie in the message, and its elements if constructed. */
+export interface BerNode {
+  readonly tag: number;
+  readonly start: number;
+  readonly end: number;
   /** undefined for a primitive */
-  children: Node[] | undefined;
+  readonly children: BerNode[] | undefined;
 }
+type Node = BerNode;
 
 const MAX_DEPTH = 64;
 
 /** Parses BER into a tree of tags; undefined when lengths do not nest exactly. */
-function tree(b: Buffer, start: number, end: number, depth: number): Node[] | undefined {
+export function berTree(b: Buffer, start = 0, end = b.length, depth = 0): BerNode[] | undefined {
   if (depth > MAX_DEPTH) return undefined;
   const out: Node[] = [];
   let i = start;
@@ -33,9 +37,9 @@ function tree(b: Buffer, start: number, end: number, depth: number): Node[] | un
     }
     if (i + length > end) return undefined;
     const constructed = (tag & 0x20) !== 0;
-    const children = constructed ? tree(b, i, i + length, depth + 1) : undefined;
+    const children = constructed ? berTree(b, i, i + length, depth + 1) : undefined;
     if (constructed && !children) return undefined;
-    out.push({ tag, children });
+    out.push({ tag, start: i, end: i + length, children });
     i += length;
   }
   return out;
@@ -119,9 +123,16 @@ function operation(op: Node): boolean {
   }
 }
 
-/** Undefined when the message is a well-formed LDAP request; else what is wrong with it, in a few words. */
-export function checkRequest(message: Buffer): string | undefined {
-  const top = tree(message, 0, message.length, 0);
+/** An LDAP message whose shape checkRequest found well-formed. */
+export interface CheckedRequest {
+  readonly messageId: BerNode;
+  readonly op: BerNode;
+  readonly controls: BerNode | undefined;
+}
+
+/** The message's parts when it is a well-formed LDAP request; else what is wrong with it, in a few words. */
+export function checkRequest(message: Buffer): CheckedRequest | string {
+  const top = berTree(message);
   if (!top || top.length !== 1) return 'the request is not well-formed BER';
   const m = top[0]!;
   const c = m.children;
@@ -134,5 +145,5 @@ export function checkRequest(message: Buffer): string | undefined {
     return k.length === 1 || (prim(k[1], 0x01) && prim(k[2], 0x04));
   };
   if (c.length === 3 && !seqOf(c[2], 0xa0, control)) return "the request's controls are malformed";
-  return undefined;
+  return { messageId: c[0]!, op: c[1]!, controls: c[2] };
 }

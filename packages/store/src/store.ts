@@ -1056,6 +1056,9 @@ export class Store {
       if (fe) {
         this.remember(fe);
         this.notify(fe);
+      } else if (cur) {
+        // erased by a marker, without a feed entry: caches of this object must hear of it too
+        this.statesStored([id]);
       }
     });
     slot.value.pending = durable;
@@ -1688,7 +1691,8 @@ export class Store {
 
   /**
    * Calls `listener` with the ids of objects stored without a feed entry of
-   * their own (a clone, an anti-entropy merge), which subscribe() never
+   * their own (a clone, an anti-entropy merge, an erase by a purge marker for
+   * a change already applied here), which subscribe() never
    * reports; returns the unsubscribe.
    */
   onStates(listener: (ids: string[]) => void): () => void {

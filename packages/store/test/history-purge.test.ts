@@ -264,8 +264,11 @@ t.test('a marker learnt from a redacted change only still erases the object wher
   };
   // d applied that very create, so the marker names a change d holds already
   const before = d.lastSeq;
+  const told: string[] = [];
+  d.onStates((ids) => told.push(...ids));
   await streamStates(c, d, await differing(c, d));
   t.equal(await d.get(p.id), undefined, 'd erases the object all the same');
+  t.ok(told.includes(p.id), "and tells onStates listeners (the LDAP gateway's entry cache) of it, as no feed entry will");
   t.notOk((await rawText(d)).includes('Heard'), 'no value of it left on d');
   t.equal(d.lastSeq, before, 'with no feed entry of its own: the change the marker names is in its feed already (now redacted)');
   t.same(await checkIndexes(d), []);
