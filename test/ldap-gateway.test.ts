@@ -15,6 +15,7 @@ import { makeCerts } from './helpers/certs.js';
 import { tempDir } from './helpers/tmp.js';
 import { integer, octets, tlv } from '../packages/ldap/dist/ber.js';
 import { berTree } from '../packages/ldap/dist/validate.js';
+import { MessageFramer } from '../packages/ldap/dist/framing.js';
 
 const BASE = 'dc=example,dc=com';
 const ADMIN_DN = `cn=admin,${BASE}`;
@@ -407,4 +408,64 @@ t.test('search requests decoded by the gateway: a bad scope, negative limits, a 
   t.match(r.messages[2], /negative/);
   t.match(r.messages[3], /paged results control/);
   t.match(r.messages[4], /not a valid DN/);
+});
+
+t.test('a client that stops reading holds its search: what the server buffers for it stays bounded, and the answer completes when it reads again', async (t) => {
+  const d = await directory(t);
+  // about 16 KB per entry: 1,200 entries (19 MB) overflow the loopback's socket buffers several times over
+  const long = (c: string): string => c.repeat(4000);
+  for (let i = 0; i < 1200; i += 50) {
+    await Promise.all(
+      Array.from({ length: 50 }, (_, k) =>
+        d.node.store.create('Person', { cn: `big${i + k}`, sn: 'Big', street: long('r'), l: long('l'), st: long('s'), description: long('d'), organisation: 'org-c1' }),
+      ),
+    );
+  }
+  const searchesDone = async (): Promise<number> => {
+    const m = /meridian_ldap_requests_total\{op="search",result="0"\} (\d+)/.exec(await (await fetch(`${d.node.url}/metrics`)).text());
+    return m ? Number(m[1]) : 0;
+  };
+  const before = await searchesDone();
+  const bind = tlv(0x30, [integer(1), tlv(0x60, [integer(3), octets(ADMIN_DN), octets(ADMIN_PW, 0x80)])]);
+  const substring = tlv(0xa4, [octets('cn'), tlv(0x30, [octets('big', 0x80)])]);
+  const search = tlv(0x30, [integer(2), tlv(0x63, [octets(BASE), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), substring, tlv(0x30, [])])]);
+  let entries = 0;
+  let result: number | undefined;
+  const finished = new Promise<void>((resolve, reject) => {
+    const framer = new MessageFramer(
+      1 << 20,
+      (m) => {
+        const op = berTree(m)![0]!.children![1]!;
+        if (op.tag === 0x61) s.write(search);
+        if (op.tag === 0x64) entries++;
+        if (op.tag === 0x65) {
+          result = m[op.children![0]!.start];
+          resolve();
+        }
+      },
+      (e) => reject(new Error(e)),
+    );
+    const s = connect(d.port, '127.0.0.1', () => s.write(bind));
+    s.on('data', (c: Buffer) => {
+      framer.push(c);
+      // once the answer is flowing, stop reading
+      if (entries > 0 && !paused) {
+        paused = true;
+        s.pause();
+        setTimeout(() => void check().then(() => s.resume(), reject), 2000);
+      }
+    });
+    s.on('error', reject);
+    t.teardown(() => s.destroy());
+  });
+  let paused = false;
+  let heldAtPause = -1;
+  const check = async (): Promise<void> => {
+    heldAtPause = (await searchesDone()) - before;
+  };
+  await finished;
+  t.equal(heldAtPause, 0, 'two seconds after the client stopped reading, the search had not finished: the server waits rather than buffering 19 MB');
+  t.equal(result, 0, 'once the client reads again the search completes');
+  t.equal(entries, 1200, 'with every entry');
+  t.equal((await searchesDone()) - before, 1);
 });

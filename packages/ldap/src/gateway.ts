@@ -16,6 +16,8 @@ import { decodePaged, decodeSearch, type SearchRequest } from './search-request.
 const PAGED = '1.2.840.113556.1.4.319';
 const WHOAMI = '1.3.6.1.4.1.4203.1.11.3';
 const PASSWD = '1.3.6.1.4.1.4203.1.11.1';
+/** most bytes of answers held for one connection before its search waits for the client to read */
+const MAX_BUFFERED = 256 * 1024;
 /** controls a client may mark critical: we act on them */
 const SUPPORTED_CONTROLS = [PAGED];
 
@@ -220,15 +222,15 @@ export class LdapGateway {
    * loop's next check phase into one `writev`: a search's entries and its
    * result mostly leave together (a write each was a third of the CPU of a
    * substring search), and nothing waits longer than one turn of the loop,
-   * whatever else the connection is doing. Returns what `write` does.
+   * whatever else the connection is doing.
    */
-  private write(conn: Socket, bytes: Buffer): boolean {
+  private write(conn: Socket, bytes: Buffer): void {
     if (!this.corked.has(conn)) {
       conn.cork();
       this.corked.add(conn);
       setImmediate(() => this.flush(conn));
     }
-    return conn.write(bytes);
+    conn.write(bytes);
   }
 
   /** Sends what write() gathered on the connection now. */
@@ -441,8 +443,11 @@ export class LdapGateway {
       if (sent >= sizeLimit) return 'size';
       if (conn.destroyed) return 'gone';
       sent++;
-      if (!this.writeEntry(conn, id, entry, selection)) {
-        // a slow reader holds the search, not the server's memory, and only until the time limit;
+      this.writeEntry(conn, id, entry, selection);
+      // a slow reader holds the search, not the server's memory, and only until the time limit.
+      // Not at the socket's high-water mark (16 KiB): a 100-entry answer passed it every time, and
+      // waiting for its drain was a tenth of a Thunderbird search's CPU
+      if (conn.writableLength > MAX_BUFFERED) {
         // what write() gathered goes out first, or no drain would come
         this.flush(conn);
         const stop = new AbortController();
@@ -525,8 +530,8 @@ export class LdapGateway {
     return { dn: '', attrs };
   }
 
-  /** Writes an entry as a SearchResultEntry with the selected attributes; returns what write() does. */
-  private writeEntry(conn: Socket, messageId: number, entry: Entry, sel: Selection): boolean {
+  /** Writes an entry as a SearchResultEntry with the selected attributes. */
+  private writeEntry(conn: Socket, messageId: number, entry: Entry, sel: Selection): void {
     // an entry is immutable and cached, and one client asks for the same attributes every time
     const known = this.encoded.get(entry);
     let body = known?.key === sel.key ? known.body : undefined;
@@ -540,7 +545,7 @@ export class LdapGateway {
       this.encoded.set(entry, { key: sel.key, body });
     }
     this.write(conn, searchEntryHead(messageId, body));
-    return this.write(conn, body);
+    this.write(conn, body);
   }
 
   // ---- compare ------------------------------------------------------------

@@ -190,7 +190,9 @@ t.test('entry encoding in one pass equals the TLV-by-TLV encoding, at every leng
       values: Array.from({ length: Math.floor(rnd() * 4) }, () => text(lengths[Math.floor(rnd() * lengths.length)]!)),
     }));
     const dn = `meridianId=${text(Math.floor(rnd() * 300))},ou=people,dc=example,dc=com`;
-    const id = [1, 127, 128, 255, 256, 65_536, 2 ** 31 - 1][i % 7]!;
+    // message IDs at each boundary of a minimal two's complement INTEGER
+    const ids = [0, 1, 127, 128, 255, 256, 32_767, 32_768, 65_536, 8_388_607, 8_388_608, 2 ** 31 - 1];
+    const id = ids[i % ids.length]!;
     const body = entryBody(dn, attrs);
     t.same(Buffer.concat([searchEntryHead(id, body), body]), reference(id, dn, attrs), `entry ${i}`);
   }
