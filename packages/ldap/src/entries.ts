@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { FieldValue, Store, StoredObject } from '@meridian/store';
 import { attrKey, fold, type AttrSource } from './filter.js';
 import { ID_ATTR, type DirectoryLayout, type MappedType } from './layout.js';
@@ -29,7 +29,7 @@ export function generalizedTime(iso: string): string {
 
 /** A stable UUID per object id, so entryUUID is the same on every node without being stored. */
 export function entryUuid(id: string): string {
-  const h = createHash('sha1').update(`meridian:${id}`).digest('hex');
+  const h = hash('sha1', `meridian:${id}`, 'hex');
   const variant = ((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
@@ -41,9 +41,9 @@ function text(v: FieldValue): string[] {
 
 class AttrsBuilder {
   readonly map = new Map<string, EntryAttribute>();
-  add(name: string, values: readonly string[], operational = false): void {
-    const clean = values.filter((v) => v !== '');
-    if (clean.length > 0) this.map.set(attrKey(name), { name, values: clean, operational });
+  add(name: string, values: readonly string[], operational = false, key = attrKey(name)): void {
+    const clean = values.includes('') ? values.filter((v) => v !== '') : values;
+    if (clean.length > 0) this.map.set(key, { name, values: clean, operational });
   }
 }
 
@@ -153,14 +153,14 @@ export class EntryBuilder {
     const a = new AttrsBuilder();
     a.add('objectClass', t.objectClasses);
     a.add(ID_ATTR, [o.id]);
-    for (const [field, { name, field: def }] of t.fields) {
+    for (const [field, { name, key, field: def }] of t.fields) {
       const v = o.fields[field];
       if (v === undefined || def.kind === 'password') continue;
       if (def.kind === 'ref') {
-        a.add(name, await this.refValues(name, v));
+        a.add(name, await this.refValues(name, v), false, key);
         continue;
       }
-      if (!a.map.has(attrKey(name))) a.add(name, text(v));
+      if (!a.map.has(key)) a.add(name, text(v), false, key);
     }
     const org = this.organisationOf(t, o);
     if (org !== undefined && this.hasLicenses()) a.add(ENTITLEMENT_ATTR, await this.entitlementsOf(org));

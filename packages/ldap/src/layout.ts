@@ -11,8 +11,8 @@ export interface MappedType {
   readonly def: TypeDef;
   readonly container: string;
   readonly objectClasses: readonly string[];
-  /** the schema's LDAP attribute name per field */
-  readonly fields: ReadonlyMap<string, { name: string; field: FieldDef }>;
+  /** the schema's LDAP attribute name per field, and its canonical key */
+  readonly fields: ReadonlyMap<string, { name: string; key: string; field: FieldDef }>;
   /** by canonical attribute key: the field it comes from */
   readonly attributes: ReadonlyMap<string, { name: string; field: FieldDef }>;
 }
@@ -74,11 +74,11 @@ export class DirectoryLayout {
     this.base = DN.fromString(baseDn).toString();
     for (const def of schema.types.values()) {
       if (!def.ldapObjectClass || !def.ldapContainer || def.system) continue;
-      const fields = new Map<string, { name: string; field: FieldDef }>();
+      const fields = new Map<string, { name: string; key: string; field: FieldDef }>();
       const attributes = new Map<string, { name: string; field: FieldDef }>();
       for (const f of def.fields.values()) {
         if (!f.ldap) continue;
-        fields.set(f.name, { name: f.ldap, field: f });
+        fields.set(f.name, { name: f.ldap, key: attrKey(f.ldap), field: f });
         // the first field wins an attribute (Person maps both o and its organisation; there is one o)
         if (!attributes.has(attrKey(f.ldap))) attributes.set(attrKey(f.ldap), { name: f.ldap, field: f });
       }

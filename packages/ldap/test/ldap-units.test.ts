@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { attrKey, decodeFilter, evaluate, filterAttributes, fold, FilterTooComplex, substringMatch, type AttrSource } from '../dist/filter.js';
 import { MessageFramer } from '../dist/framing.js';
-import { entryBody, integer, octets, searchEntryHead, tlv } from '../dist/ber.js';
+import { entryBody, integer, octets, result, searchEntryHead, tlv } from '../dist/ber.js';
 import { BindThrottle } from '../dist/bind-throttle.js';
 import { DirectoryIndex } from '../dist/directory-index.js';
 import { DirectoryLayout } from '../dist/layout.js';
@@ -195,5 +195,11 @@ t.test('entry encoding in one pass equals the TLV-by-TLV encoding, at every leng
     const id = ids[i % ids.length]!;
     const body = entryBody(dn, attrs);
     t.same(Buffer.concat([searchEntryHead(id, body), body]), reference(id, dn, attrs), `entry ${i}`);
+  }
+  // a bare result (written in place) and one with a message (through tlv())
+  for (const id of [0, 1, 127, 128, 65_536, 2 ** 31 - 1]) {
+    for (const [code, message] of [[0, ''], [4, ''], [53, 'no']] as const) {
+      t.same(result(id, 0x65, code, message), tlv(0x30, [integer(id), tlv(0x65, [integer(code, 0x0a), octets(''), octets(message)])]), `result ${id} ${code}`);
+    }
   }
 });
