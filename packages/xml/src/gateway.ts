@@ -4,6 +4,7 @@ import {
   authorizeWrite,
   readerKnowing,
   principalName,
+  type Page,
   type Principal,
   type Store,
   type StoredObject,
@@ -449,9 +450,14 @@ export class XmlGateway {
       // objects referring to their own type (a customer to its reseller) after those they refer to
       const selfRefs = [...def.fields.values()].filter((f) => f.kind === 'ref' && f.to === def.name).map((f) => f.name);
       for (const pass of selfRefs.length ? [0, 1] : [0]) {
-        let after: string | undefined;
-        do {
-          const page = await store.list(def.name, { limit: 1000, after });
+        // the next page is read while this one is written out: the store's reads and the
+        // serialisation then overlap instead of taking turns (one page ahead, so memory stays bounded)
+        let reading: Promise<Page<StoredObject>> | undefined = store.list(def.name, { limit: 1000 });
+        while (reading) {
+          const page: Page<StoredObject> = await reading;
+          reading = page.next !== undefined ? store.list(def.name, { limit: 1000, after: page.next }) : undefined;
+          // if the client goes away first, nobody awaits the read ahead: its failure is nobody's to report
+          reading?.catch(() => undefined);
           let chunk = '';
           for (const o of page.items) {
             const refersToOwnType = selfRefs.some((f) => o.fields[f] !== undefined);
@@ -459,8 +465,7 @@ export class XmlGateway {
             chunk += objectXml(o, def, '  ');
           }
           if (chunk) await write(r.res, chunk);
-          after = page.next;
-        } while (after);
+        }
       }
     }
     r.res.end('</objects>\n');
