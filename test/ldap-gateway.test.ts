@@ -400,14 +400,19 @@ t.test('search requests decoded by the gateway: a bad scope, negative limits, a 
       req(5, { controls: [paged(Buffer.from('not a sequence'))] }),
       req(6, { base: 'not a dn' }),
       req(7, { controls: [paged(tlv(0x30, [integer(1), octets('')]))] }),
+      req(8, { controls: [paged(tlv(0x30, [Buffer.from([0x02, 0x01, 0xff]), octets('')]))] }),
     ],
-    6,
+    7,
   );
-  t.same(r.codes, [0, 2, 2, 2, 34, 0], 'success, protocolError three times, invalidDNSyntax, and a paged search after them all');
+  t.same(r.codes, [0, 2, 2, 2, 34, 0, 2], 'success, protocolError three times, invalidDNSyntax, a paged search, and a page size of -1 refused');
   t.match(r.messages[1], /scope 7 is not base/);
   t.match(r.messages[2], /negative/);
   t.match(r.messages[3], /paged results control/);
   t.match(r.messages[4], /not a valid DN/);
+  t.match(r.messages[6], /paged results control/);
+  // a message ID outside 0 .. 2^31 - 1 is not LDAP: the connection is closed, nothing answered
+  const negativeId = tlv(0x30, [Buffer.from([0x02, 0x01, 0xff]), tlv(0x63, [octets(BASE), integer(0, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), octets('objectClass', 0x87), tlv(0x30, [])])]);
+  t.same(await raw(d.port, negativeId), Buffer.alloc(0), 'a negative message ID closes the connection');
 });
 
 t.test('a client that stops reading holds its search: what the server buffers for it stays bounded, and the answer completes when it reads again', async (t) => {
@@ -468,4 +473,16 @@ t.test('a client that stops reading holds its search: what the server buffers fo
   t.equal(result, 0, 'once the client reads again the search completes');
   t.equal(entries, 1200, 'with every entry');
   t.equal((await searchesDone()) - before, 1);
+});
+
+t.test('an anonymous bind after a successful one leaves the connection anonymous', async (t) => {
+  const d = await directory(t);
+  const bind = (id: number, name: string, password: string): Buffer => tlv(0x30, [integer(id), tlv(0x60, [integer(3), octets(name), octets(password, 0x80)])]);
+  const search = (id: number): Buffer =>
+    tlv(0x30, [integer(id), tlv(0x63, [octets(BASE), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), octets('objectClass', 0x87), tlv(0x30, [octets('1.1')])])]);
+  const asAdminStill = await searchResults(d.port, bind(1, ADMIN_DN, ADMIN_PW), [search(2)], 1);
+  t.same(asAdminStill.codes, [0], 'bound as the admin, the search is answered');
+  const after = await searchResults(d.port, bind(1, ADMIN_DN, ADMIN_PW), [bind(2, '', ''), search(3)], 1);
+  t.same(after.codes, [50], 'after an anonymous bind (which ldapjs answers itself) the admin is gone: insufficientAccessRights');
+  t.match(after.messages[0], /anonymous clients may read only the root DSE/);
 });

@@ -3,6 +3,7 @@
  * and after it heals, /readyz while a node catches up, each replication
  * state change logged once, and the CLI's lag and log commands.
  */
+import { readFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
@@ -207,12 +208,15 @@ t.test('progress shows on a terminal and nowhere else: verify, export and backup
   const exported = await onTty(['export', '--node', a.node.url, '--out', `${dir}/all.xml`]);
   t.equal(exported.code, 0);
   t.match(exported.out, /exporting: \d+ objects, [\d.]+ (B|KiB|MiB)/, 'export: a progress line on a terminal');
+  const exportedCount = /\r\x1b\[2Kexported (\d+) objects/.exec(exported.out);
+  t.ok(exportedCount, 'the progress line is cleared before the result is printed');
+  t.equal(Number(exportedCount?.[1]), (readFileSync(`${dir}/all.xml`, 'utf8').match(/<object /g) ?? []).length, 'and the count is of the objects written');
   const pipedExport = await cliAsync(['export', '--node', a.node.url, '--out', `${dir}/again.xml`], env);
   t.equal(pipedExport.stderr, '', 'export piped: no progress');
   const backup = await onTty(['backup', '--node', a.node.url, '--out', `${dir}/a.mbak`]);
   t.equal(backup.code, 0);
   t.match(backup.out, /backing up: \[[#.]{30}\] \d+% \d+ records, [\d.]+ (B|KiB|MiB)/, 'backup: a progress bar on a terminal');
-  t.match(backup.out, /\r\x1b\[2K/, 'cleared when done');
+  t.match(backup.out, /\r\x1b\[2Kbacked up /, 'cleared when done, before the result is printed');
 });
 
 t.test('meridian peers and conflicts, for people and as JSON', async (t) => {

@@ -117,6 +117,29 @@ t.test('a backup taken during writes restores to a consistent store: indexes agr
   t.equal(bad.code, 1);
   t.match(bad.stderr, /ends before its end record .*take the backup again/, 'a truncated backup is refused');
   t.notOk(existsSync(r2), 'and leaves no half-restored directory');
+  for (const [nodeId, why] of [
+    ['a', /needs an id of its own, not "a" again/],
+    ['no spaces', /may hold only letters/],
+  ] as const) {
+    const r3 = join(tempDir(t), 'r3');
+    // from the truncated backup: the id is refused before the restore reads on to where it ends
+    const refused = await cliAsync(['restore', '--in', cut, '--dir', r3, '--node-id', nodeId]);
+    t.equal(refused.code, 1);
+    t.match(refused.stderr, why, `--node-id "${nodeId}" is refused before the restore reads the backup through`);
+    t.notOk(existsSync(r3), 'leaving no directory');
+  }
+
+  // a backup never overwrites a file, and never takes over one a stopped backup left
+  const taken = await cli(a, 'backup', '--out', file);
+  t.equal(taken.code, 2);
+  t.match(taken.stderr, /exists already; choose a new file/);
+  const next = join(tempDir(t), 'next.mbak');
+  writeFileSync(`${next}.partial`, 'left by a backup that was stopped');
+  const stale = await cli(a, 'backup', '--out', next);
+  t.equal(stale.code, 2);
+  t.match(stale.stderr, /next\.mbak\.partial is left from a backup that did not finish.*delete it/);
+  t.equal(readFileSync(`${next}.partial`, 'utf8'), 'left by a backup that was stopped', 'and leaves it as it was');
+  t.notOk(existsSync(next));
 });
 
 t.test('a restored node rejoins as a new incarnation and converges with its peers, losing no write', async (t) => {

@@ -58,12 +58,16 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
     .requiredOption('--out <file>', 'the backup file to write')
     .action(async (flags: ClientFlags & { out: string }) => {
       if (existsSync(flags.out)) throw new CliError(`${flags.out} exists already; choose a new file (a backup never overwrites one)`, 2);
+      // written aside and renamed once whole: a file named --out is always a complete backup
+      const partial = `${flags.out}.partial`;
+      if (existsSync(partial)) throw new CliError(`${partial} is left from a backup that did not finish (or one still running); delete it, or choose another --out`, 2);
       const progress = new Progress(flags.json === true);
       const res = await client(flags).raw('GET', progress.enabled ? '/api/backup?count=1' : '/api/backup');
       const total = Number(res.headers.get('x-meridian-records') ?? 0);
-      // written aside and renamed once whole: a file named --out is always a complete backup
-      const partial = `${flags.out}.partial`;
       const file = createWriteStream(partial, { flags: 'wx' });
+      // (created by this run from here on, so this run may remove it)
+      let mine = false;
+      file.once('open', () => (mine = true));
       let size = 0;
       let records = 0;
       // saved as it comes, and read as it is saved: the reading checks the frames and the end record
@@ -74,8 +78,8 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
           file.write(chunk, (err) => done(err ?? null, chunk));
         },
       });
+      const body = Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
       try {
-        const body = Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
         body.on('error', (e) => save.destroy(e));
         file.on('error', (e) => save.destroy(e));
         for await (const item of decodeBackup(body.pipe(save))) {
@@ -84,10 +88,13 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
           progress.update(() => `backing up: ${total ? `${bar(Math.min(1, records / total))} ` : ''}${records} records, ${bytes(size)}`);
         }
         await new Promise<void>((resolve, reject) => file.end((err?: Error | null) => (err ? reject(err) : resolve())));
+        if (existsSync(flags.out)) throw new Error(`${flags.out} was created by something else while the backup ran`);
         renameSync(partial, flags.out);
       } catch (e) {
+        // the node's stream too, or its connection would hold the process open
+        body.destroy();
         file.destroy();
-        rmSync(partial, { force: true });
+        if (mine) rmSync(partial, { force: true });
         throw new CliError(`the backup did not complete (${(e as Error).message.replace(/; take the backup again$/, '')}); nothing was saved to ${flags.out}, run it again`);
       } finally {
         progress.done();
@@ -107,11 +114,16 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
       const progress = new Progress(flags.json === true);
       // (bytesRead, not a 'data' listener: that would start the flow before the restore reads)
       const source = createReadStream(flags.in);
-      const r = await restoreBackup(flags.dir, source, {
-        nodeId: flags.nodeId,
-        onProgress: (records) => progress.update(() => `restoring: ${bar(source.bytesRead / Math.max(1, size))} ${records} records`),
-      });
-      progress.done();
+      let r: Awaited<ReturnType<typeof restoreBackup>>;
+      try {
+        r = await restoreBackup(flags.dir, source, {
+          nodeId: flags.nodeId,
+          onProgress: (records) => progress.update(() => `restoring: ${bar(source.bytesRead / Math.max(1, size))} ${records} records`),
+        });
+      } finally {
+        progress.done();
+        source.destroy();
+      }
       if (flags.json) {
         out(JSON.stringify({ dir: flags.dir, nodeId: r.nodeId, incarnation: r.incarnation, from: r.header.node, taken: r.header.taken, records: r.records }));
         return;

@@ -19,6 +19,7 @@ export const ResultCode = {
   authMethodNotSupported: 7,
   unavailableCriticalExtension: 12,
   noSuchAttribute: 16,
+  attributeOrValueExists: 20,
   undefinedAttributeType: 17,
   constraintViolation: 19,
   invalidAttributeSyntax: 21,
@@ -161,17 +162,14 @@ export function searchEntryHead(messageId: number, body: Buffer): Buffer {
   return buf;
 }
 
-/** Bytes of a message ID's INTEGER TLV. */
+/** Bytes of a message ID's INTEGER TLV (IDs are 0 to 2^31 - 1: checkRequest refuses others). */
 function messageIdSize(messageId: number): number {
-  // (message IDs are 0 to 2^31 - 1; the odd one outside goes the slow way, integer() encodes it as it can)
-  if (!Number.isSafeInteger(messageId) || messageId < 0) return integer(messageId).length;
   let n = 1;
-  while (n < 8 && messageId >= 2 ** (8 * n - 1)) n++;
+  while (n < 4 && messageId >= 2 ** (8 * n - 1)) n++;
   return 2 + n;
 }
 
 function writeMessageId(buf: Buffer, at: number, messageId: number): number {
-  if (!Number.isSafeInteger(messageId) || messageId < 0) return at + integer(messageId).copy(buf, at);
   const n = messageIdSize(messageId) - 2;
   buf[at++] = 0x02;
   buf[at++] = n;

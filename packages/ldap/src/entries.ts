@@ -13,9 +13,6 @@ export interface EntryAttribute {
 
 export interface Entry {
   readonly dn: string;
-  /** the object's id and version; undefined for the base, containers and the root DSE */
-  readonly id?: string;
-  readonly version?: string;
   readonly attrs: ReadonlyMap<string, EntryAttribute>;
 }
 
@@ -93,14 +90,28 @@ export class EntryBuilder {
     private readonly store: Store,
   ) {}
 
+  /** change reports so far (the store's, and midnight's): an entry built across one that concerns it is not cached */
+  private reports = 0;
+  /** the report that last forgot every entry */
+  private clearedAt = 0;
+  /** entries being built now; while there are some, `changedAt` remembers which ids changed */
+  private building = 0;
+  private readonly changedAt = new Map<string, number>();
+
   /** Forgets what a change to these objects makes stale. */
   changed(types: ReadonlySet<string>, ids: Iterable<string>): void {
-    if ([...types].some((t) => this.shown.has(t))) {
-      this.cache.clear();
-      this.entitlements.clear();
-      return;
+    this.reports++;
+    if ([...types].some((t) => this.shown.has(t))) return this.clear();
+    for (const id of ids) {
+      this.cache.delete(id);
+      if (this.building > 0) this.changedAt.set(id, this.reports);
     }
-    for (const id of ids) this.cache.delete(id);
+  }
+
+  private clear(): void {
+    this.cache.clear();
+    this.entitlements.clear();
+    this.clearedAt = this.reports;
   }
 
   /**
@@ -124,32 +135,45 @@ export class EntryBuilder {
   /** Forgets entries built before today (UTC): entitlements are today's, as license dates are compared. */
   private expire(): void {
     if (Date.now() < this.dayEnds) return;
-    this.cache.clear();
-    this.entitlements.clear();
+    this.reports++;
+    this.clear();
     this.dayEnds = (Math.floor(Date.now() / 86_400_000) + 1) * 86_400_000;
   }
 
   /**
-   * The entry built for an object, and the object it was built from, while
-   * no change to either has been reported: a search answers from it without
-   * reading the store (the read was a fifth of an equality search's CPU).
-   * The store reports a change before the write that made it is
-   * acknowledged, so no client sees an entry older than its own write.
+   * The entry of a live object of the type, and the object it was built
+   * from. A cached entry answers without reading the store (the read was a
+   * fifth of an equality search's CPU): it stays cached until a change to
+   * it, or to anything it shows, is reported, and the store reports a change
+   * before it acknowledges the write. An entry whose build a report of such
+   * a change overtook (the store read, then the referenced objects, are
+   * awaited) is returned but not cached: it may show the object as it was.
    */
-  known(id: string): { entry: Entry; object: StoredObject } | undefined {
+  async entry(t: MappedType, id: string): Promise<{ entry: Entry; object: StoredObject } | undefined> {
     this.expire();
     const known = this.cache.get(id);
-    if (known) known.used = true;
-    return known;
+    if (known) {
+      known.used = true;
+      return known;
+    }
+    const since = this.reports;
+    this.building++;
+    try {
+      const object = await this.store.get(id);
+      if (!object || object.deleted || object.type !== t.def.name) return undefined;
+      const built = { entry: await this.build(t, object), object, used: false };
+      if (this.clearedAt <= since && (this.changedAt.get(id) ?? 0) <= since) {
+        this.cache.delete(id);
+        if (this.cache.size >= EntryBuilder.CACHE_ENTRIES) this.evictOne();
+        this.cache.set(id, built);
+      }
+      return built;
+    } finally {
+      if (--this.building === 0) this.changedAt.clear();
+    }
   }
 
-  async object(t: MappedType, o: StoredObject): Promise<Entry> {
-    this.expire();
-    const known = this.cache.get(o.id);
-    if (known && known.entry.version === o.version) {
-      known.used = true;
-      return known.entry;
-    }
+  private async build(t: MappedType, o: StoredObject): Promise<Entry> {
     const a = new AttrsBuilder();
     a.add('objectClass', t.objectClasses);
     a.add(ID_ATTR, [o.id]);
@@ -171,11 +195,7 @@ export class EntryBuilder {
     a.add('modifyTimestamp', [generalizedTime(o.modified)], true);
     a.add('structuralObjectClass', [t.objectClasses[t.objectClasses.length - 1]!], true);
     a.add('hasSubordinates', ['FALSE'], true);
-    const entry: Entry = { dn, id: o.id, version: o.version, attrs: a.map };
-    this.cache.delete(o.id);
-    if (this.cache.size >= EntryBuilder.CACHE_ENTRIES) this.evictOne();
-    this.cache.set(o.id, { entry, object: o, used: false });
-    return entry;
+    return { dn, attrs: a.map };
   }
 
   /**

@@ -118,13 +118,14 @@ export function decodeFilter(b: Buffer, root: BerNode, limits: FilterLimits): Fi
         return { k: 'sub', a, initial, any, final };
       }
       case 0xa9: {
-        // (cn:caseIgnoreMatch:=x) and (cn:=x) are equality; other rules and dnAttributes are not supported
+        // (cn:caseIgnoreMatch:=x) and (cn:=x) are equality; other rules (caseExactMatch too: every value
+        // here is matched folded) and dnAttributes are not supported
         const part = (tag: number): BerNode | undefined => c.find((x) => x.tag === tag);
         const rule = str(part(0x81)).toLowerCase();
         const type = part(0x82);
         const dnAttributes = part(0x84);
         const onDns = dnAttributes !== undefined && b.subarray(dnAttributes.start, dnAttributes.end).some((x) => x !== 0);
-        if (type && type.end > type.start && !onDns && ['', 'caseignorematch', '2.5.13.2', 'caseexactmatch', '2.5.13.5'].includes(rule)) {
+        if (type && type.end > type.start && !onDns && ['', 'caseignorematch', '2.5.13.2'].includes(rule)) {
           const a = attrKey(str(type));
           return { k: 'eq', a, v: fold(a, str(part(0x83))) };
         }

@@ -1,5 +1,4 @@
 import type { Socket } from 'node:net';
-import { SEARCH_REQUEST } from './search-request.js';
 import { checkRequest, type CheckedRequest } from './validate.js';
 
 /**
@@ -76,14 +75,15 @@ export class MessageFramer {
 }
 
 /**
- * Puts a framer between a socket and ldapjs's per-connection parser; a
- * well-formed search request goes to `onSearch` instead of ldapjs.
+ * Puts a framer between a socket and ldapjs's per-connection parser. Each
+ * well-formed request is offered to `onRequest` first; ldapjs gets it
+ * unless that answers true (the request is taken care of).
  */
 export function frameConnection(
   socket: Socket & { parser: { write(b: Buffer): unknown } },
   maxMessage: number,
   onError: (problem: string) => void,
-  onSearch: (message: Buffer, checked: CheckedRequest) => void,
+  onRequest: (message: Buffer, checked: CheckedRequest) => boolean,
 ): void {
   // ldapjs's own listener feeds every chunk to its parser; ours replaces it
   socket.removeAllListeners('data');
@@ -98,8 +98,7 @@ export function frameConnection(
       const checked = checkRequest(message);
       if (typeof checked === 'string') return fail(checked);
       try {
-        if (checked.op.tag === SEARCH_REQUEST) onSearch(message, checked);
-        else socket.parser.write(message);
+        if (!onRequest(message, checked)) socket.parser.write(message);
       } catch (e) {
         fail(`a message could not be parsed (${(e as Error).message})`);
       }

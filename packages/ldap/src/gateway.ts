@@ -11,9 +11,10 @@ import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex } from './f
 import { frameConnection } from './framing.js';
 import { DirectoryIndex } from './directory-index.js';
 import { DirectoryLayout, InvalidDn, type Location, type MappedType } from './layout.js';
-import { decodePaged, decodeSearch, type SearchRequest } from './search-request.js';
+import { decodePaged, decodeSearch, SEARCH_REQUEST, type SearchRequest } from './search-request.js';
 
 const PAGED = '1.2.840.113556.1.4.319';
+const BIND_REQUEST = 0x60;
 const WHOAMI = '1.3.6.1.4.1.4203.1.11.3';
 const PASSWD = '1.3.6.1.4.1.4203.1.11.1';
 /** most bytes of answers held for one connection before its search waits for the client to read */
@@ -187,7 +188,16 @@ export class LdapGateway {
       socket as LdapConnection,
       this.opts.maxRequest ?? 1024 * 1024,
       (problem) => this.opts.log.info({ client: `${socket.remoteAddress}:${socket.remotePort}`, problem }, 'LDAP connection closed'),
-      (message, checked) => void this.run('search', decodeSearch(message, checked, socket), (req) => this.search(req)),
+      (message, checked) => {
+        if (checked.op.tag === SEARCH_REQUEST) {
+          void this.run('search', decodeSearch(message, checked, socket), (req) => this.search(req));
+          return true;
+        }
+        // every bind starts anonymous (RFC 4513 section 5.1); ldapjs answers an anonymous
+        // bind itself, without the bind handler, which would leave the last identity in place
+        if (checked.op.tag === BIND_REQUEST) this.sessions.delete(socket);
+        return false;
+      },
     );
   }
 
@@ -268,9 +278,8 @@ export class LdapGateway {
   // ---- bind ---------------------------------------------------------------
 
   private async bind(req: LdapRequest): Promise<Answer> {
+    // (anonymous until it succeeds: the framer dropped the session when the bind came)
     const s = this.session(req.connection);
-    // a failed bind leaves the connection anonymous (RFC 4513 section 5.1)
-    Object.assign(s, { principal: undefined, dn: '', credential: undefined, scope: undefined });
     const id = req.messageId;
     const name = String(req.name ?? '');
     const password = req.credentials ?? '';
@@ -427,9 +436,9 @@ export class LdapGateway {
       if (scopeName !== 'one') steps.push({ kind: 'entry', entry: this.entries.container(loc.type) });
       if (scopeName !== 'base') steps.push({ kind: 'type', type: loc.type });
     } else {
-      const o = await this.readable(loc.type, loc.id, scope);
-      if (!o) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${base}`, this.layout.containerDn(loc.type));
-      if (scopeName !== 'one') steps.push({ kind: 'entry', entry: await this.entries.object(loc.type, o) });
+      const entry = await this.readableEntry(loc.type, loc.id, scope);
+      if (!entry) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${base}`, this.layout.containerDn(loc.type));
+      if (scopeName !== 'one') steps.push({ kind: 'entry', entry });
     }
 
     let sent = 0;
@@ -487,17 +496,8 @@ export class LdapGateway {
           await new Promise<void>((r) => setImmediate(r));
         }
         if (inMemory && evaluate(filter, this.index.source(slot, t)) !== true) continue;
-        const id = this.index.idOf(slot);
-        const known = this.entries.known(id);
-        let entry: Entry;
-        if (known) {
-          if (!this.mayRead(t, known.object, scope)) continue;
-          entry = known.entry;
-        } else {
-          const o = await this.readable(t, id, scope);
-          if (!o) continue;
-          entry = await this.entries.object(t, o);
-        }
+        const entry = await this.readableEntry(t, this.index.idOf(slot), scope);
+        if (!entry) continue;
         if (!inMemory && evaluate(filter, entrySource(entry)) !== true) continue;
         if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:${before}`);
         const r = await send(entry);
@@ -505,6 +505,15 @@ export class LdapGateway {
       }
     }
     return done(ResultCode.success, '');
+  }
+
+  /**
+   * The object's entry if it is live, of the type, and the scope may read
+   * it (the cached entry when there is one).
+   */
+  private async readableEntry(t: MappedType, id: string, scope: AccessScope | 'everything'): Promise<Entry | undefined> {
+    const e = await this.entries.entry(t, id);
+    return e && this.mayRead(t, e.object, scope) ? e.entry : undefined;
   }
 
   /** The object if it is live, of the type, and the scope may read it. */
@@ -559,8 +568,7 @@ export class LdapGateway {
     if (key === 'userpassword') throw new LdapFailure(ResultCode.insufficientAccessRights, 'passwords cannot be compared; check one with a bind');
     let entry: Entry | undefined;
     if (loc.kind === 'entry') {
-      const o = await this.readable(loc.type, loc.id, scope);
-      entry = o && (await this.entries.object(loc.type, o));
+      entry = await this.readableEntry(loc.type, loc.id, scope);
     } else if (loc.kind === 'base') entry = this.entries.base();
     else if (loc.kind === 'container') entry = this.entries.container(loc.type);
     if (!entry) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`);
@@ -608,7 +616,7 @@ export class LdapGateway {
         case 'add': {
           const have = current(f.name);
           const dup = values.find((v) => have.some((h) => fold(key, h) === fold(key, v)));
-          if (dup !== undefined && f.kind !== 'password') throw new LdapFailure(20, `${mod.type} already holds "${dup}"`);
+          if (dup !== undefined && f.kind !== 'password') throw new LdapFailure(ResultCode.attributeOrValueExists, `${mod.type} already holds "${dup}"`);
           next = f.kind === 'password' ? values : [...have, ...values];
           break;
         }

@@ -80,11 +80,13 @@ export function decodeSearch(message: Buffer, checked: CheckedRequest, connectio
   };
 }
 
-/** The paged results control's value (RFC 2696): undefined when it is not a page size and a cookie. */
+/** The paged results control's value (RFC 2696): undefined when it is not a page size (0 or more) and a cookie. */
 export function decodePaged(value: Buffer | undefined): { size: number; cookie: Buffer } | undefined {
   if (!value) return undefined;
   const top = berTree(value);
   const seq = top?.length === 1 && top[0]!.tag === 0x30 ? top[0]!.children : undefined;
   if (!seq || seq.length !== 2 || seq[0]!.tag !== 0x02 || seq[0]!.children || seq[1]!.tag !== 0x04 || seq[1]!.children) return undefined;
-  return { size: integerAt(value, seq[0]!), cookie: value.subarray(seq[1]!.start, seq[1]!.end) };
+  // (a negative size would answer every page empty, with the same cookie, for ever)
+  const size = integerAt(value, seq[0]!);
+  return size < 0 ? undefined : { size, cookie: value.subarray(seq[1]!.start, seq[1]!.end) };
 }

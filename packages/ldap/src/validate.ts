@@ -137,6 +137,9 @@ export function checkRequest(message: Buffer): CheckedRequest | string {
   const m = top[0]!;
   const c = m.children;
   if (m.tag !== 0x30 || !c || c.length < 2 || c.length > 3 || !prim(c[0], 0x02)) return 'the request is not an LDAP message';
+  // MessageID ::= INTEGER (0 .. maxInt): one to four bytes, not negative
+  const id = c[0]!;
+  if (id.end - id.start < 1 || id.end - id.start > 4 || (message[id.start]! & 0x80) !== 0) return "the request's message ID is not between 0 and 2^31 - 1";
   if (!operation(c[1]!)) return `the request's operation (tag 0x${c[1]!.tag.toString(16)}) is malformed or unknown`;
   const control = (ctl: Node): boolean => {
     const k = ctl.children;

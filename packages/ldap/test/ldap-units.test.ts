@@ -12,6 +12,7 @@ import { entryBody, integer, octets, result, searchEntryHead, tlv } from '../dis
 import { BindThrottle } from '../dist/bind-throttle.js';
 import { DirectoryIndex } from '../dist/directory-index.js';
 import { DirectoryLayout } from '../dist/layout.js';
+import { EntryBuilder } from '../dist/entries.js';
 import { berTree } from '../dist/validate.js';
 import { prng } from '../../../test/helpers/prng.js';
 
@@ -202,4 +203,42 @@ t.test('entry encoding in one pass equals the TLV-by-TLV encoding, at every leng
       t.same(result(id, 0x65, code, message), tlv(0x30, [integer(id), tlv(0x65, [integer(code, 0x0a), octets(''), octets(message)])]), `result ${id} ${code}`);
     }
   }
+});
+
+t.test('an entry whose build a change report overtook is answered but not cached', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'meridian-ldap-entries-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const schemaText = readFileSync(fileURLToPath(new URL('../../node/schema/crm.yaml', import.meta.url)), 'utf8');
+  const store = await Store.open({ dir, schema: parseSchema(schemaText), passwordCost: { N: 16, r: 1, p: 1 } });
+  t.teardown(() => store.close());
+  await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
+  await store.create('Person', { cn: 'Old Name', sn: 'Name', organisation: 'org-1' }, { id: 'per-1' });
+  // the store's read of per-1 is held until the test lets it go: a change is reported meanwhile
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let hold = true;
+  const slow = Object.create(store) as Store;
+  slow.get = async (id: string) => {
+    const o = await store.get(id);
+    if (hold && id === 'per-1') await held;
+    return o;
+  };
+  const layout = new DirectoryLayout(store.schema, 'dc=example,dc=com');
+  const entries = new EntryBuilder(layout, slow);
+  const person = layout.mappedType('Person')!;
+  const cn = async (): Promise<string | undefined> => (await entries.entry(person, 'per-1'))?.entry.attrs.get('cn')?.values[0];
+  const first = cn();
+  await new Promise((r) => setImmediate(r));
+  await store.update('per-1', { cn: 'New Name' });
+  entries.changed(new Set(['Person']), ['per-1']);
+  hold = false;
+  release();
+  t.equal(await first, 'Old Name', 'the read that began before the change shows the object as it was');
+  t.equal(await cn(), 'New Name', 'and was not cached: the next search sees the change');
+  t.equal(await cn(), 'New Name');
+  // without a change in between, an entry is cached: the store is not read again
+  let reads = 0;
+  slow.get = async (id: string) => (reads++, store.get(id));
+  await cn();
+  t.equal(reads, 0, 'the cached entry answers without a store read');
 });

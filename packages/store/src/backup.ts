@@ -162,6 +162,8 @@ export async function restoreBackup(
   if (existsSync(dir) && readdirSync(dir).length > 0) {
     throw new MeridianError('exists', `${dir} is not empty; restore into a new directory`);
   }
+  // a given id is checked before anything is read: a bad one must not cost a whole restore
+  if (opts.nodeId !== undefined) checkNewNodeId(opts.nodeId);
   mkdirSync(dir, { recursive: true });
   const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
   await db.open();
@@ -174,6 +176,7 @@ export async function restoreBackup(
     for await (const item of decodeBackup(input)) {
       if (!Array.isArray(item)) {
         header = item;
+        if (opts.nodeId !== undefined) checkNewNodeId(opts.nodeId, header.node);
         continue;
       }
       await db.batch(item.filter(([key]) => key !== NODE_ID).map(([key, value]) => ({ type: 'put' as const, key, value })));
@@ -185,8 +188,7 @@ export async function restoreBackup(
     const root = readMeta<string>(await db.get(keys.meta('nodeRoot'))) ?? h.node;
     // the suffix: the same backup restored twice must not make two nodes of one id
     const nodeId = opts.nodeId ?? `${root}.${incarnation}-${randomBytes(2).toString('hex')}`;
-    if (!isValidId(nodeId)) throw new MeridianError('bad-request', `node id "${nodeId}" may hold only letters, digits, ".", "_" and "-"`);
-    if (nodeId === h.node) throw new MeridianError('bad-request', `a restored node needs an id of its own, not "${h.node}" again: its new changes must not be taken for the original's`);
+    checkNewNodeId(nodeId, h.node);
     await db.batch(
       [
         { type: 'put', key: NODE_ID, value: encode(nodeId) },
@@ -205,6 +207,12 @@ export async function restoreBackup(
     rmSync(dir, { recursive: true, force: true });
     throw e;
   }
+}
+
+/** Refuses an id the restored node cannot take: not an id, or the original's own (once the backup names it). */
+function checkNewNodeId(nodeId: string, original?: string): void {
+  if (!isValidId(nodeId)) throw new MeridianError('bad-request', `node id "${nodeId}" may hold only letters, digits, ".", "_" and "-"`);
+  if (nodeId === original) throw new MeridianError('bad-request', `a restored node needs an id of its own, not "${original}" again: its new changes must not be taken for the original's`);
 }
 
 function readMeta<T>(v: Buffer | undefined): T | undefined {

@@ -180,6 +180,12 @@ async function streamStates(from: Store, to: Store, buckets?: Set<number>): Prom
   }
 }
 
+/** The digest buckets in which two stores differ (what anti-entropy would stream). */
+async function differing(x: Store, y: Store): Promise<Set<number>> {
+  const [dx, dy] = [await x.digest(8), await y.digest(8)];
+  return new Set(dx.buckets.flatMap((b, i) => (b.hash === dy.buckets[i]!.hash ? [] : [i])));
+}
+
 t.test('a clone taken after a purge carries its marker: a late change from a third node does not bring the object back', async (t) => {
   const a = await openStore(t, { nodeId: 'a' });
   const b = await openStore(t, { nodeId: 'b' });
@@ -208,12 +214,10 @@ t.test('anti-entropy carries purge markers: a node past the feed retention erase
   await a.purge(p.id);
   for (let i = 0; i < 3; i++) await a.create('Org', { name: `O${i}`, kind: 'vendor' });
   await a.trimFeed(10); // c can no longer catch up from the feed
-  const differing = (x: Awaited<ReturnType<Store['digest']>>, y: Awaited<ReturnType<Store['digest']>>): Set<number> =>
-    new Set(x.buckets.flatMap((bk, i) => (bk.hash === y.buckets[i]!.hash ? [] : [i])));
   // d never held the object: its digest still differs where the marker is, so anti-entropy reaches it
-  await streamStates(a, d, differing(await a.digest(8), await d.digest(8)));
+  await streamStates(a, d, await differing(a, d));
   t.ok(await d.purgedAt(p.id), 'a node that never held the object gets the marker');
-  const before = differing(await a.digest(8), await c.digest(8));
+  const before = await differing(a, c);
   await streamStates(a, c, before);
   t.equal(await c.get(p.id), undefined, 'the object is erased where it was still held');
   t.notOk((await rawText(c)).includes('Forgotten'), 'no field value left');
@@ -222,7 +226,7 @@ t.test('anti-entropy carries purge markers: a node past the feed retention erase
     ['redacted', 'a', 1, 0],
     ['purge', 'a', 2, 0],
   ], "the purge is in c's feed for its own peers (a#2), and the create c had redacted");
-  t.same(differing(await a.digest(8), await c.digest(8)), new Set(), 'the digests agree afterwards');
+  t.same(await differing(a, c), new Set(), 'the digests agree afterwards');
   const uid = await c.create('Person', { cn: 'New', sn: 'N', mail: ['gone@x.com'] });
   t.ok(uid.id, "the purged object's mail is free again");
 });
@@ -258,10 +262,6 @@ t.test('a marker learnt from a redacted change only still erases the object wher
   const [create] = (await a.readFeed(0, 10)).map(({ seq: _seq, ...e }) => e);
   await c.applyRemote([create!]);
   t.match(await c.purgedAt(p.id), { known: false });
-  const differing = async (x: Store, y: Store): Promise<Set<number>> => {
-    const [dx, dy] = [await x.digest(8), await y.digest(8)];
-    return new Set(dx.buckets.flatMap((b, i) => (b.hash === dy.buckets[i]!.hash ? [] : [i])));
-  };
   // d applied that very create, so the marker names a change d holds already
   const before = d.lastSeq;
   const told: string[] = [];

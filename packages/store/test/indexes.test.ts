@@ -1,6 +1,6 @@
 import t from 'tap';
 import { checkIndexes, type StoredObject } from '../dist/index.js';
-import { openStore } from './fixtures.js';
+import { openStore, tempDir } from './fixtures.js';
 import { prng } from '../../../test/helpers/prng.js';
 
 
@@ -78,4 +78,33 @@ t.test('paged list and lookup return every object exactly once', async (t) => {
   } while (after);
   t.equal(odd.length, 28);
   await t.rejects(s.lookup('Person', 'sn', 'S'), { rule: 'not-indexed', message: /is not indexed; list by one of cn, mail, uid, org/ });
+});
+
+t.test('a page read partly from the object cache and partly from disk: every live object once, in id order, as it is now', async (t) => {
+  const dir = tempDir(t);
+  const s = await openStore(t, { dir });
+  const ids = (await Promise.all(Array.from({ length: 40 }, (_, i) => s.create('Person', { cn: `P${i}`, sn: 'S' })))).map((o) => o.id).sort();
+  const gone = new Set(ids.filter((_, i) => i % 5 === 0));
+  for (const id of gone) await s.delete(id);
+  await s.close();
+  // reopened: nothing cached; then some objects cached (one of them changed), the rest only on disk
+  const r = await openStore(t, { dir });
+  const live = ids.filter((id) => !gone.has(id));
+  for (const id of live.filter((_, i) => i % 3 === 0)) await r.get(id);
+  await r.update(live[4]!, { cn: 'Changed' });
+  await r.get([...gone][1]!);
+  const seen: { id: string; cn: unknown }[] = [];
+  let after: string | undefined;
+  do {
+    const page = await r.list('Person', { limit: 7, after });
+    seen.push(...page.items.map((o) => ({ id: o.id, cn: o.fields['cn'] })));
+    after = page.next;
+  } while (after);
+  t.same(
+    seen.map((o) => o.id),
+    live,
+    'no deleted object, none twice, in id order across pages',
+  );
+  t.equal(seen.find((o) => o.id === live[4])?.cn, 'Changed', 'a changed object as it is now');
+  t.same(seen.map((o) => o.cn), await Promise.all(live.map(async (id) => (await r.get(id))!.fields['cn'])), 'each as get() has it');
 });
