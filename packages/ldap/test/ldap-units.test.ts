@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +20,16 @@ import { prng } from '../../../test/helpers/prng.js';
 const ber = (s: string): Buffer => (ldap as unknown as { parseFilter(s: string): { toBer(): { buffer: Buffer } } }).parseFilter(s).toBer().buffer;
 const decode = (b: Buffer) => decodeFilter(b, berTree(b)![0]!, { depth: 32, nodes: 512 });
 const parse = (s: string) => decode(ber(s));
+/** A store of the default CRM schema in a temp dir, both gone after the test. */
+async function crmStore(t: Test): Promise<Store> {
+  const dir = mkdtempSync(join(tmpdir(), 'meridian-ldap-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const schemaText = readFileSync(fileURLToPath(new URL('../../node/schema/crm.yaml', import.meta.url)), 'utf8');
+  const store = await Store.open({ dir, schema: parseSchema(schemaText), passwordCost: { N: 16, r: 1, p: 1 } });
+  t.teardown(() => store.close());
+  return store;
+}
+
 const source = (attrs: Record<string, string[]>): AttrSource => ({
   values: (a) => attrs[a]?.map((v) => fold(a, v)),
   knows: () => true,
@@ -112,11 +122,7 @@ t.test('bind throttle: free failures, doubling waits, a cap, cleared by success,
 });
 
 t.test('the index finds exactly what a scan of every entry finds', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'meridian-ldap-index-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const schemaText = readFileSync(fileURLToPath(new URL('../../node/schema/crm.yaml', import.meta.url)), 'utf8');
-  const store = await Store.open({ dir, schema: parseSchema(schemaText), passwordCost: { N: 16, r: 1, p: 1 } });
-  t.teardown(() => store.close());
+  const store = await crmStore(t);
   const rnd = prng(7);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
   const names = ['Jo', 'joanna', 'JOHN', 'Björn', 'Anna', 'Ann-Marie', 'Li', 'Zoë', 'O\'Brien', 'van der Berg', 'MacJohn'];
@@ -206,11 +212,7 @@ t.test('entry encoding in one pass equals the TLV-by-TLV encoding, at every leng
 });
 
 t.test('an entry whose build a change report overtook is answered but not cached', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'meridian-ldap-entries-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const schemaText = readFileSync(fileURLToPath(new URL('../../node/schema/crm.yaml', import.meta.url)), 'utf8');
-  const store = await Store.open({ dir, schema: parseSchema(schemaText), passwordCost: { N: 16, r: 1, p: 1 } });
-  t.teardown(() => store.close());
+  const store = await crmStore(t);
   await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
   await store.create('Person', { cn: 'Old Name', sn: 'Name', organisation: 'org-1' }, { id: 'per-1' });
   // the store's read of per-1 is held until the test lets it go: a change is reported meanwhile
