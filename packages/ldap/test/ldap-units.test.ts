@@ -244,3 +244,32 @@ t.test('an entry whose build a change report overtook is answered but not cached
   await cn();
   t.equal(reads, 0, 'the cached entry answers without a store read');
 });
+
+t.test('the entry cache keeps what is used: a full cache evicts the first entry not used since the hand last passed', async (t) => {
+  const store = await crmStore(t);
+  await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
+  for (const p of ['a', 'b', 'c', 'd', 'e']) await store.create('Person', { cn: p, sn: p, organisation: 'org-1' }, { id: `per-${p}` });
+  const reads: string[] = [];
+  const counted = Object.create(store) as Store;
+  counted.get = async (id: string) => (id.startsWith('per-') && reads.push(id), store.get(id));
+  const layout = new DirectoryLayout(store.schema, 'dc=example,dc=com');
+  const entries = new EntryBuilder(layout, counted, 3);
+  const person = layout.mappedType('Person')!;
+  /** which of the ids the search reads from the store, in order */
+  const readsFor = async (...ids: string[]): Promise<string[]> => {
+    reads.length = 0;
+    for (const id of ids) t.equal((await entries.entry(person, `per-${id}`))?.entry.attrs.get('cn')?.values[0], id);
+    return reads.map((r) => r.slice(4));
+  };
+  t.same(await readsFor('a', 'b', 'c'), ['a', 'b', 'c'], 'built on first use');
+  t.same(await readsFor('a', 'b', 'c'), [], 'then cached');
+  t.same(await readsFor('a', 'd'), ['d'], 'all three used: each gets a second chance, then the first goes');
+  t.same(await readsFor('d', 'b', 'c'), [], 'a made room for d');
+  t.same(await readsFor('a'), ['a'], 'a was evicted');
+  t.same(await readsFor('c', 'b'), ['b'], 'the hand had passed b and c, so b went for a; c was used since, so d went for b');
+  t.same(await readsFor('c', 'a', 'b'), [], 'kept: the three last built');
+  // a change empties a slot: the next entry takes it without evicting a used one
+  entries.changed(new Set(['Person']), ['per-b']);
+  t.same(await readsFor('e', 'a', 'c', 'e'), ['e'], 'e took the slot b left');
+  t.same(await readsFor('b'), ['b'], 'b was forgotten');
+});
