@@ -127,6 +127,16 @@ t.test('paged results and size limits', async (t) => {
   const all = parseLdif(whole.stdout).map((e) => e.dn);
   t.ok(all.includes(BASE) && all.some((dn) => dn.startsWith('ou=')) && all.some((dn) => dn.includes('ou=organisations')), 'the whole tree: base, containers and more than one type');
   t.same(parseLdif(inPages.stdout).map((e) => e.dn), all, 'the pages together are the unpaged answer, in order, each entry once');
+  // title is not indexed: each entry is read to be matched, several at a time, and pages and limits cut across those reads
+  const unindexed = '(|(title=nobody)(sn=paged))';
+  const wholeRead = parseLdif((await search(d, asAdmin, ['-b', BASE, unindexed, '1.1'])).stdout).map((e) => e.dn);
+  t.equal(wholeRead.length, 45);
+  const readInPages = await search(d, asAdmin, ['-E', 'pr=7/noprompt', '-b', BASE, unindexed, '1.1']);
+  t.equal(readInPages.code, 0, readInPages.stderr);
+  t.same(parseLdif(readInPages.stdout).map((e) => e.dn), wholeRead, 'pages of entries read to be matched: the unpaged answer, in order, each entry once');
+  const readLimited = await search(d, asAdmin, ['-z', '17', '-b', BASE, unindexed, '1.1']);
+  t.equal(readLimited.code, 4, 'sizeLimitExceeded');
+  t.same(parseLdif(readLimited.stdout).map((e) => e.dn), wholeRead.slice(0, 17));
 });
 
 t.test('binds: by DN, uid and mail; the admin; empty, wrong and unauthenticated passwords; WhoAmI', async (t) => {
