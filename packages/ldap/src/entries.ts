@@ -95,6 +95,7 @@ export class EntryBuilder {
   private fixed: Entry | undefined;
   private readonly containers = new Map<MappedType, Entry>();
   private readonly entitlements = new Map<string, Promise<string[]>>();
+  private readonly shownValues = new Map<string, readonly string[]>();
   constructor(
     private readonly layout: DirectoryLayout,
     private readonly store: Store,
@@ -195,6 +196,9 @@ export class EntryBuilder {
   }
 
   private async build(t: MappedType, o: StoredObject): Promise<Entry> {
+    const org = this.organisationOf(t, o);
+    // read alongside the referenced objects, not after them
+    const entitled = org !== undefined && this.hasLicenses() ? this.entitlementsOf(org) : undefined;
     const a = new AttrsBuilder();
     a.add('objectClass', t.objectClasses);
     a.add(ID_ATTR, [o.id]);
@@ -207,8 +211,7 @@ export class EntryBuilder {
       }
       if (!a.map.has(key)) a.add(name, text(v), false, key);
     }
-    const org = this.organisationOf(t, o);
-    if (org !== undefined && this.hasLicenses()) a.add(ENTITLEMENT_ATTR, await this.entitlementsOf(org));
+    if (entitled) a.add(ENTITLEMENT_ATTR, await entitled);
     const dn = this.layout.dnOf(t, o.id);
     a.add('entryUUID', [entryUuid(o.id)], true);
     a.add('entryDN', [dn], true);
@@ -284,18 +287,37 @@ export class EntryBuilder {
     return { dn, attrs: a.map };
   }
 
-  /** A referenced object as the attribute shows it: its own value of that attribute, else its id. */
+  /**
+   * Referenced objects as the attribute shows them. Remembered like the
+   * entries (a change to a referenced type forgets both): a person's entry
+   * that missed the cache read its organisation from the store as well.
+   */
   private async refValues(attr: string, v: FieldValue): Promise<string[]> {
     const out: string[] = [];
     for (const id of text(v)) {
-      const target = await this.store.get(id);
-      if (!target || target.deleted) continue;
-      const tt = this.layout.mappedType(target.type);
-      const field = tt?.attributes.get(attrKey(attr));
-      const shown = field && field.field.kind !== 'ref' ? target.fields[field.field.name] : undefined;
-      out.push(...(shown !== undefined ? text(shown) : [id]));
+      const key = `${attr}\0${id}`;
+      let shown = this.shownValues.get(key);
+      if (!shown) {
+        const since = this.reports;
+        shown = await this.showRef(attr, id);
+        if (this.clearedAt <= since) {
+          if (this.shownValues.size >= this.capacity) this.shownValues.clear();
+          this.shownValues.set(key, shown);
+        }
+      }
+      out.push(...shown);
     }
     return out;
+  }
+
+  /** A referenced object as the attribute shows it: its own value of that attribute, else its id; nothing once it is gone. */
+  private async showRef(attr: string, id: string): Promise<readonly string[]> {
+    const target = await this.store.get(id);
+    if (!target || target.deleted) return [];
+    const tt = this.layout.mappedType(target.type);
+    const field = tt?.attributes.get(attrKey(attr));
+    const shown = field && field.field.kind !== 'ref' ? target.fields[field.field.name] : undefined;
+    return shown !== undefined ? text(shown) : [id];
   }
 
   /** The organisation whose licenses an entry shows: itself, or what a person belongs to. */

@@ -273,3 +273,38 @@ t.test('the entry cache keeps what is used: a full cache evicts the first entry 
   t.same(await readsFor('e', 'a', 'c', 'e'), ['e'], 'e took the slot b left');
   t.same(await readsFor('b'), ['b'], 'b was forgotten');
 });
+
+t.test("what a reference shows is remembered, except a read a change to the referenced object overtook", async (t) => {
+  const store = await crmStore(t);
+  await store.create('Organisation', { name: 'Old Org', kind: 'customer' }, { id: 'org-1' });
+  await store.create('Person', { cn: 'A', sn: 'A', organisation: 'org-1' }, { id: 'per-a' });
+  await store.create('Person', { cn: 'B', sn: 'B', organisation: 'org-1' }, { id: 'per-b' });
+  await store.create('Person', { cn: 'C', sn: 'C', organisation: 'org-1' }, { id: 'per-c' });
+  let release!: () => void;
+  let held: Promise<void> | undefined = new Promise<void>((r) => (release = r));
+  let orgReads = 0;
+  const slow = Object.create(store) as Store;
+  slow.get = async (id: string) => {
+    const o = await store.get(id);
+    if (id === 'org-1') {
+      orgReads++;
+      if (held) await held;
+    }
+    return o;
+  };
+  const layout = new DirectoryLayout(store.schema, 'dc=example,dc=com');
+  const entries = new EntryBuilder(layout, slow);
+  const person = layout.mappedType('Person')!;
+  const o = async (id: string): Promise<string | undefined> => (await entries.entry(person, id))?.entry.attrs.get('o')?.values[0];
+  const first = o('per-a');
+  await new Promise((r) => setImmediate(r));
+  await store.update('org-1', { name: 'New Org' });
+  entries.changed(new Set(['Organisation']), ['org-1']);
+  held = undefined;
+  release();
+  t.equal(await first, 'Old Org', 'the read that began before the rename shows the name it read');
+  orgReads = 0;
+  t.equal(await o('per-b'), 'New Org', 'and was not remembered');
+  t.equal(await o('per-c'), 'New Org');
+  t.equal(orgReads, 1, 'the organisation read for one person serves the next');
+});
