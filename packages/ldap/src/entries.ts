@@ -133,6 +133,7 @@ export class EntryBuilder {
     this.ring.length = 0;
     this.hand = 0;
     this.entitlements.clear();
+    this.shownValues.clear();
     this.clearedAt = this.reports;
   }
 

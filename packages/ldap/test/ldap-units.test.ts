@@ -307,4 +307,8 @@ t.test("what a reference shows is remembered, except a read a change to the refe
   t.equal(await o('per-b'), 'New Org', 'and was not remembered');
   t.equal(await o('per-c'), 'New Org');
   t.equal(orgReads, 1, 'the organisation read for one person serves the next');
+  // what was remembered goes with a change to the organisation
+  await store.update('org-1', { name: 'Newer Org' });
+  entries.changed(new Set(['Organisation']), ['org-1']);
+  t.equal(await o('per-a'), 'Newer Org', 'a rename is shown at once');
 });
