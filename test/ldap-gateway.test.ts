@@ -485,6 +485,65 @@ t.test('a client that stops reading holds its search: what the server buffers fo
   t.equal((await searchesDone()) - before, 1);
 });
 
+t.test('an abandoned search stops where it is and is not answered; the connection goes on', async (t) => {
+  const d = await directory(t);
+  // as above: more than the loopback buffers hold, so the search is still running when the client stops reading
+  const long = (c: string): string => c.repeat(4000);
+  for (let i = 0; i < 1200; i += 50) {
+    await Promise.all(
+      Array.from({ length: 50 }, (_, k) => d.node.store.create('Person', { cn: `gone${i + k}`, sn: 'Gone', street: long('r'), l: long('l'), st: long('s'), description: long('d'), organisation: 'org-c1' })),
+    );
+  }
+  const abandonedSearches = async (): Promise<number> => {
+    const m = /meridian_ldap_requests_total\{op="search",result="118"\} (\d+)/.exec(await (await fetch(`${d.node.url}/metrics`)).text());
+    return m ? Number(m[1]) : 0;
+  };
+  const bind = tlv(0x30, [integer(1), tlv(0x60, [integer(3), octets(ADMIN_DN), octets(ADMIN_PW, 0x80)])]);
+  const substring = tlv(0xa4, [octets('cn'), tlv(0x30, [octets('gone', 0x80)])]);
+  const search = tlv(0x30, [integer(2), tlv(0x63, [octets(BASE), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), substring, tlv(0x30, [])])]);
+  const abandon = tlv(0x30, [integer(3), integer(2, 0x50)]);
+  const whoami = tlv(0x30, [integer(4), tlv(0x77, [octets('1.3.6.1.4.1.4203.1.11.3', 0x80)])]);
+  let entries = 0;
+  let searchDone = false;
+  let whoamiAnswered = false;
+  let abandonedWhilePaused = -1;
+  const s = connect(d.port, '127.0.0.1', () => s.write(bind));
+  t.teardown(() => s.destroy());
+  await new Promise<void>((resolve, reject) => {
+    let paused = false;
+    const framer = new MessageFramer(
+      1 << 20,
+      (m) => {
+        const op = berTree(m)![0]!.children![1]!;
+        if (op.tag === 0x61) s.write(search);
+        if (op.tag === 0x64) entries++;
+        if (op.tag === 0x65) searchDone = true;
+        if (op.tag === 0x78) {
+          whoamiAnswered = true;
+          // anything still to come for the search would follow the WhoAmI answer at once
+          setTimeout(resolve, 300);
+        }
+      },
+      (e) => reject(new Error(e)),
+    );
+    s.on('data', (c: Buffer) => {
+      framer.push(c);
+      if (entries > 0 && !paused) {
+        paused = true;
+        s.pause();
+        s.write(abandon);
+        s.write(whoami);
+        setTimeout(() => void abandonedSearches().then((n) => ((abandonedWhilePaused = n), s.resume()), reject), 1000);
+      }
+    });
+    s.on('error', reject);
+  });
+  t.equal(abandonedWhilePaused, 1, 'the search ended while the client was not reading: the abandon did not wait for the client to drain it');
+  t.ok(whoamiAnswered, 'a request after the abandon is answered on the same connection');
+  t.notOk(searchDone, 'the abandoned search gets no result');
+  t.ok(entries < 1200, `it stopped where it was (${entries} of 1200 entries sent)`);
+});
+
 t.test('an anonymous bind after a successful one leaves the connection anonymous', async (t) => {
   const d = await directory(t);
   const bind = (id: number, name: string, password: string): Buffer => tlv(0x30, [integer(id), tlv(0x60, [integer(3), octets(name), octets(password, 0x80)])]);

@@ -35,6 +35,8 @@ export const ResultCode = {
   notAllowedOnRDN: 67,
   adminLimitExceeded: 11,
   other: 80,
+  /** RFC 3909; never sent: an abandoned operation gets no answer, this counts it in the metrics */
+  canceled: 118,
 } as const;
 
 /** Application tags of the responses (RFC 4511 section 4.2 onwards). */

@@ -11,7 +11,7 @@ import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex } from './f
 import { frameConnection } from './framing.js';
 import { DirectoryIndex } from './directory-index.js';
 import { DirectoryLayout, InvalidDn, type Location, type MappedType } from './layout.js';
-import { decodePaged, decodeSearch, SEARCH_REQUEST, type SearchRequest } from './search-request.js';
+import { ABANDON_REQUEST, decodeAbandon, decodePaged, decodeSearch, SEARCH_REQUEST, type SearchRequest } from './search-request.js';
 
 const PAGED = '1.2.840.113556.1.4.319';
 const BIND_REQUEST = 0x60;
@@ -84,6 +84,8 @@ interface Session {
   /** the password given at bind: a replica forwards writes with it, and the master checks it again */
   credential: { user: string; password: string } | undefined;
   scope: { seq: number; scope: AccessScope } | undefined;
+  /** the searches running, by message ID: an abandon request aborts one */
+  searches: Map<number, AbortController>;
 }
 
 /** The requested attributes of a search, worked out once. */
@@ -194,7 +196,12 @@ export class LdapGateway {
       (problem) => this.opts.log.info({ client: `${socket.remoteAddress}:${socket.remotePort}`, problem }, 'LDAP connection closed'),
       (message, checked) => {
         if (checked.op.tag === SEARCH_REQUEST) {
-          void this.run('search', decodeSearch(message, checked, socket), (req) => this.search(req));
+          void this.run('search', decodeSearch(message, checked, socket), (req) => this.abandonable(req));
+          return true;
+        }
+        // Thunderbird abandons the search for what was typed before each new letter
+        if (checked.op.tag === ABANDON_REQUEST) {
+          this.sessions.get(socket)?.searches.get(decodeAbandon(message, checked))?.abort();
           return true;
         }
         // every bind starts anonymous (RFC 4513 section 5.1); ldapjs answers an anonymous
@@ -208,7 +215,7 @@ export class LdapGateway {
   private session(conn: Socket): Session {
     let s = this.sessions.get(conn);
     if (!s) {
-      s = { principal: undefined, dn: '', credential: undefined, scope: undefined };
+      s = { principal: undefined, dn: '', credential: undefined, scope: undefined, searches: new Map() };
       this.sessions.set(conn, s);
     }
     return s;
@@ -227,7 +234,7 @@ export class LdapGateway {
       const f = this.failure(e);
       reply = answer(req.messageId, RESPONSE_OP[req.protocolOp] ?? Op.extended, f.code, f.message, { matchedDN: f.matchedDN });
     }
-    if (!conn.destroyed) this.write(conn, reply.bytes);
+    if (!conn.destroyed && reply !== NO_ANSWER) this.write(conn, reply.bytes);
     this.opts.observe?.(op, reply.code, Number(process.hrtime.bigint() - started) / 1e9);
   }
 
@@ -385,7 +392,21 @@ export class LdapGateway {
     return scope;
   }
 
-  private async search(req: SearchRequest): Promise<Answer> {
+  /** A search that an abandon request stops where it is; it is then not answered (RFC 4511 section 4.11). */
+  private async abandonable(req: SearchRequest): Promise<Answer> {
+    const running = this.session(req.connection).searches;
+    const id = req.messageId;
+    const abandon = new AbortController();
+    // a client that reuses the ID of a running search cannot abandon the first one any more
+    running.set(id, abandon);
+    try {
+      return await this.search(req, abandon.signal);
+    } finally {
+      if (running.get(id) === abandon) running.delete(id);
+    }
+  }
+
+  private async search(req: SearchRequest, abandoned: AbortSignal): Promise<Answer> {
     const now = this.opts.now ?? Date.now;
     const started = now();
     const id = req.messageId;
@@ -452,7 +473,8 @@ export class LdapGateway {
     const done = (code: number, message: string, cookie?: string): Answer =>
       answer(id, Op.searchDone, code, message, paged ? { controls: [{ oid: PAGED, value: pagedValue(0, Buffer.from(cookie ?? '', 'latin1')) }] } : {});
     /** sends one entry; anything but 'go' stops the search (size limit, client gone, time limit) */
-    const send = async (entry: Entry): Promise<'go' | 'size' | 'gone' | 'time'> => {
+    const send = async (entry: Entry): Promise<'go' | 'size' | 'gone' | 'time' | 'abandoned'> => {
+      if (abandoned.aborted) return 'abandoned';
       if (sent >= sizeLimit) return 'size';
       if (conn.destroyed) return 'gone';
       sent++;
@@ -464,21 +486,28 @@ export class LdapGateway {
         // what write() gathered goes out first, or no drain would come
         this.flush(conn);
         const stop = new AbortController();
-        const waits = [once(conn, 'drain', { signal: stop.signal }), once(conn, 'close', { signal: stop.signal })];
+        const waits = [once(conn, 'drain', { signal: stop.signal }), once(conn, 'close', { signal: stop.signal }), once(abandoned, 'abort', { signal: stop.signal })];
         if (Number.isFinite(deadline)) waits.push(sleep(Math.max(0, deadline - now()), [], { signal: stop.signal }));
         await Promise.race(waits.map((w) => w.catch(() => undefined)));
         // the waits that lost leave no listener behind
         stop.abort();
       }
       if (conn.destroyed) return 'gone';
+      if (abandoned.aborted) return 'abandoned';
       return now() > deadline ? 'time' : 'go';
     };
-    const stopped = (r: 'size' | 'gone' | 'time'): Answer =>
-      r === 'size'
-        ? done(ResultCode.sizeLimitExceeded, `more than ${sizeLimit} entries match; narrow the filter or use paged results`)
-        : r === 'time'
-          ? done(ResultCode.timeLimitExceeded, `the search ran past its time limit of ${timeLimit / 1000} s; narrow the filter`)
-          : done(ResultCode.other, 'client gone');
+    const stopped = (r: 'size' | 'gone' | 'time' | 'abandoned'): Answer => {
+      switch (r) {
+        case 'abandoned':
+          return NO_ANSWER;
+        case 'size':
+          return done(ResultCode.sizeLimitExceeded, `more than ${sizeLimit} entries match; narrow the filter or use paged results`);
+        case 'time':
+          return done(ResultCode.timeLimitExceeded, `the search ran past its time limit of ${timeLimit / 1000} s; narrow the filter`);
+        case 'gone':
+          return done(ResultCode.other, 'client gone');
+      }
+    };
     for (let step = resume.step; step < steps.length; step++) {
       const st = steps[step]!;
       if (st.kind === 'entry') {
@@ -510,6 +539,7 @@ export class LdapGateway {
             if (now() > deadline) return stopped('time');
             // long scans let other clients in
             await new Promise<void>((r) => setImmediate(r));
+            if (abandoned.aborted) return stopped('abandoned');
           }
           if (inMemory && evaluate(filter, this.index.source(slot, t)) !== true) batch.pop();
         }
@@ -731,6 +761,9 @@ interface Answer {
   code: number;
   bytes: Buffer;
 }
+
+/** what an abandoned operation returns: nothing is sent */
+const NO_ANSWER: Answer = { code: ResultCode.canceled, bytes: Buffer.alloc(0) };
 
 function answer(messageId: number, op: number, code: number, message: string, opts: Parameters<typeof result>[4] = {}): Answer {
   return { code, bytes: result(messageId, op, code, message, opts) };

@@ -11,6 +11,12 @@ import { berTree, type BerNode, type CheckedRequest } from './validate.js';
  */
 
 export const SEARCH_REQUEST = 0x63;
+export const ABANDON_REQUEST = 0x50;
+
+/** The message ID an abandon request names (RFC 4511 section 4.11). */
+export function decodeAbandon(message: Buffer, checked: CheckedRequest): number {
+  return integerAt(message, checked.op);
+}
 
 export interface RequestControl {
   readonly type: string;
