@@ -1,6 +1,6 @@
 // Small helpers shared by the *.bench.js files. Plain ESM, no build step.
 import { fork, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
@@ -69,6 +69,8 @@ export function freePort() {
 }
 
 const BIN = fileURLToPath(new URL('../bin/meridian', import.meta.url));
+/** node's own flags from bin/meridian's first line: a benchmark runs a node as `bin/meridian serve` would */
+const NODE_FLAGS = (/^#!\/usr\/bin\/env -S node (.*)$/.exec(readFileSync(BIN, 'utf8').split('\n')[0])?.[1] ?? '').split(' ').filter(Boolean);
 
 /**
  * Child processes of one benchmark: `meridian serve` nodes and helper
@@ -91,7 +93,7 @@ export class Processes {
    * execArgv are node's own flags for that process (e.g. --inspect=127.0.0.1:PORT for profiledRemote).
    */
   async serve(args, { execArgv = [] } = {}) {
-    const child = spawn(process.execPath, [...execArgv, BIN, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
+    const child = spawn(process.execPath, [...NODE_FLAGS, ...execArgv, BIN, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
     const p = this.#track(child);
     let err = '';
     child.stderr.on('data', (d) => {

@@ -186,7 +186,7 @@ export class EntryBuilder {
     const since = this.reports;
     this.building++;
     try {
-      const object = await this.store.get(id);
+      const object = await this.store.getUncached(id);
       if (!object || object.deleted || object.type !== t.def.name) return undefined;
       const built: Cached = { id, entry: await this.build(t, object), object, used: false, slot: -1 };
       if (this.clearedAt <= since && (this.changedAt.get(id) ?? 0) <= since) this.remember(built);

@@ -1518,6 +1518,21 @@ export class Store {
     return rec ? toStored(id, rec) : undefined;
   }
 
+  /**
+   * get() for a reader that keeps what it builds from the object (the LDAP
+   * gateway's entries): from the cache when there, else read from disk and
+   * not cached. Caching it too kept every object twice and pushed out the
+   * objects writes use; reads issued together share one getMany.
+   */
+  async getUncached(id: string): Promise<StoredObject | undefined> {
+    this.assertOpen();
+    if (!isValidId(id)) return undefined;
+    const slot = this.objects.peek(id);
+    if (slot) return slot.value.durable ? toStored(id, slot.value.durable) : undefined;
+    const buf = await this.reads.get(keys.object(id));
+    return buf === undefined ? undefined : toStored(id, decode<ObjectRecord>(buf));
+  }
+
   /** The object's whole Yjs state as stored durably (tombstones included). */
   async objectState(id: string): Promise<Uint8Array | undefined> {
     this.assertOpen();

@@ -108,3 +108,23 @@ t.test('a page read partly from the object cache and partly from disk: every liv
   t.equal(seen.find((o) => o.id === live[4])?.cn, 'Changed', 'a changed object as it is now');
   t.same(seen.map((o) => o.cn), await Promise.all(live.map(async (id) => (await r.get(id))!.fields['cn'])), 'each as get() has it');
 });
+
+t.test('getUncached: as get() has it, from the cache or from disk, without caching what it read', async (t) => {
+  const dir = tempDir(t);
+  const s = await openStore(t, { dir });
+  const a = await s.create('Person', { cn: 'A', sn: 'S' });
+  const b = await s.create('Person', { cn: 'B', sn: 'S' });
+  const c = await s.create('Person', { cn: 'C', sn: 'S' });
+  await s.delete(c.id);
+  await s.close();
+  const r = await openStore(t, { dir });
+  await r.update(a.id, { cn: 'A2' });
+  const cached = r.cacheStats().objects;
+  t.same(await r.getUncached(a.id), await r.get(a.id), 'a cached object, as it is now');
+  const fromDisk = await r.getUncached(b.id);
+  t.equal(r.cacheStats().objects, cached, 'read from disk, not cached');
+  t.same(fromDisk, await r.get(b.id), 'as get() reads it');
+  t.equal((await r.getUncached(c.id))?.deleted, true, 'a tombstone, as get() gives it');
+  t.equal(await r.getUncached('no-such-object'), undefined);
+  t.equal(await r.getUncached('../bad id'), undefined);
+});
