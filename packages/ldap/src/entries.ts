@@ -95,7 +95,9 @@ export class EntryBuilder {
   private fixed: Entry | undefined;
   private readonly containers = new Map<MappedType, Entry>();
   private readonly entitlements = new Map<string, Promise<string[]>>();
+  /** what references show, by attribute and referenced id */
   private readonly shownValues = new Map<string, readonly string[]>();
+
   constructor(
     private readonly layout: DirectoryLayout,
     private readonly store: Store,
