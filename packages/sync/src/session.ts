@@ -451,7 +451,11 @@ export class SyncSession {
       // nobody subscribes to a replica: it has nothing to send
       (this.cursor !== undefined ? this.cursor >= this.head && this.inFlight === 0 : this.opts.role === 'replica') &&
       this.stats.applied >= this.stats.remoteHead &&
-      !this.applying
+      !this.applying &&
+      // a clone's states carry the peer's head only in the last frame: between two of them
+      // nothing is being applied and the head is still 0, which looked caught up (and /readyz
+      // answered 200 while a clone of 3,000 objects was under way)
+      !this.expectStates
     );
   }
 }
