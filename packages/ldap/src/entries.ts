@@ -1,4 +1,4 @@
-import { hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { FieldValue, Store, StoredObject } from '@meridian/store';
 import { attrKey, fold, type AttrSource } from './filter.js';
 import { ID_ATTR, type DirectoryLayout, type MappedType } from './layout.js';
@@ -26,7 +26,7 @@ export function generalizedTime(iso: string): string {
 
 /** A stable UUID per object id, so entryUUID is the same on every node without being stored. */
 export function entryUuid(id: string): string {
-  const h = hash('sha1', `meridian:${id}`, 'hex');
+  const h = createHash('sha1').update(`meridian:${id}`).digest('hex');
   const variant = ((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
@@ -333,10 +333,16 @@ export class EntryBuilder {
     return typeof org === 'string' ? org : undefined;
   }
 
+  /** whether the schema has licenses of releases of products to show as entitlements (it never changes under a builder) */
   private hasLicenses(): boolean {
-    const types = this.layout.schema.types;
-    return types.get('License')?.fields.get('customer')?.kind === 'ref' && types.has('Release') && types.has('Product');
+    if (this.licensed === undefined) {
+      const types = this.layout.schema.types;
+      this.licensed = types.get('License')?.fields.get('customer')?.kind === 'ref' && types.has('Release') && types.has('Product');
+    }
+    return this.licensed;
   }
+
+  private licensed: boolean | undefined;
 
   /** The names of the products an organisation holds a license for today. */
   private entitlementsOf(org: string): Promise<string[]> {

@@ -1,4 +1,4 @@
-import type { BerNode } from './validate.js';
+import { berBool, berText, type BerNode } from './validate.js';
 
 /**
  * Search filters as the gateway evaluates them: decoded once from the
@@ -77,10 +77,9 @@ export class FilterTooComplex extends Error {
  */
 export function decodeFilter(b: Buffer, root: BerNode, limits: FilterLimits): Filter {
   let nodes = 0;
-  const str = (n: BerNode | undefined): string => (n ? b.toString('utf8', n.start, n.end) : '');
   const assertion = (n: BerNode): { a: string; v: string } => {
-    const a = attrKey(str(n.children![0]));
-    return { a, v: fold(a, str(n.children![1])) };
+    const a = attrKey(berText(b, n.children![0]));
+    return { a, v: fold(a, berText(b, n.children![1])) };
   };
   const walk = (n: BerNode, depth: number): Filter => {
     if (++nodes > limits.nodes) throw new FilterTooComplex(`the filter has more than ${limits.nodes} terms; split the search`);
@@ -102,14 +101,14 @@ export function decodeFilter(b: Buffer, root: BerNode, limits: FilterLimits): Fi
       case 0xa8:
         return { k: 'approx', ...assertion(n) };
       case 0x87:
-        return { k: 'present', a: attrKey(str(n)) };
+        return { k: 'present', a: attrKey(berText(b, n)) };
       case 0xa4: {
-        const a = attrKey(str(c[0]));
+        const a = attrKey(berText(b, c[0]));
         let initial: string | undefined;
         let final: string | undefined;
         const any: string[] = [];
         for (const part of c[1]!.children!) {
-          const v = str(part);
+          const v = berText(b, part);
           if (v === '') continue;
           if (part.tag === 0x80) initial = fold(a, v);
           else if (part.tag === 0x81) any.push(fold(a, v));
@@ -121,13 +120,13 @@ export function decodeFilter(b: Buffer, root: BerNode, limits: FilterLimits): Fi
         // (cn:caseIgnoreMatch:=x) and (cn:=x) are equality; other rules (caseExactMatch too: every value
         // here is matched folded) and dnAttributes are not supported
         const part = (tag: number): BerNode | undefined => c.find((x) => x.tag === tag);
-        const rule = str(part(0x81)).toLowerCase();
+        const rule = berText(b, part(0x81)).toLowerCase();
         const type = part(0x82);
         const dnAttributes = part(0x84);
-        const onDns = dnAttributes !== undefined && b.subarray(dnAttributes.start, dnAttributes.end).some((x) => x !== 0);
+        const onDns = dnAttributes !== undefined && berBool(b, dnAttributes);
         if (type && type.end > type.start && !onDns && ['', 'caseignorematch', '2.5.13.2'].includes(rule)) {
-          const a = attrKey(str(type));
-          return { k: 'eq', a, v: fold(a, str(part(0x83))) };
+          const a = attrKey(berText(b, type));
+          return { k: 'eq', a, v: fold(a, berText(b, part(0x83))) };
         }
         return { k: 'undefined' };
       }

@@ -540,9 +540,9 @@ export class LdapGateway {
         // The next candidates are read together: one at a time, a search of cache misses
         // waited for a thread-pool round trip per entry, and its p99 doubled. When the index
         // answers the filter, no more are read than the search can still send (and one to
-        // tell a size limit from the end); otherwise a few, as any may fail the filter.
-        const room = Math.min(sizeLimit, pageSize) - sent;
-        const want = inMemory ? Math.min(READ_AHEAD, Math.max(1, room + 1)) : READ_AHEAD_UNFILTERED;
+        // tell a size limit from the end); otherwise up to a few, as any may fail the filter.
+        const room = Math.max(1, Math.min(sizeLimit, pageSize) - sent + 1);
+        const want = Math.min(inMemory ? READ_AHEAD : READ_AHEAD_UNFILTERED, room);
         const batch: { slot: number; before: number }[] = [];
         while (batch.length < want) {
           const next = candidates.next();

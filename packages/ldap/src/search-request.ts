@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { decodeFilter, type Filter, type FilterLimits } from './filter.js';
-import { berTree, type BerNode, type CheckedRequest } from './validate.js';
+import { berBool, berText, berTree, type BerNode, type CheckedRequest } from './validate.js';
 
 /**
  * Search requests are decoded here, not by ldapjs: they are nearly every
@@ -55,8 +55,6 @@ function integerAt(b: Buffer, n: BerNode): number {
   return v;
 }
 
-const text = (b: Buffer, n: BerNode): string => b.toString('utf8', n.start, n.end);
-const bool = (b: Buffer, n: BerNode): boolean => b.subarray(n.start, n.end).some((x) => x !== 0);
 
 function controlsOf(b: Buffer, list: BerNode | undefined): RequestControl[] {
   if (!list) return [];
@@ -64,7 +62,7 @@ function controlsOf(b: Buffer, list: BerNode | undefined): RequestControl[] {
     const [type, second, third] = c.children!;
     const critical = second?.tag === 0x01 ? second : undefined;
     const value = second?.tag === 0x04 ? second : third;
-    return { type: text(b, type!), criticality: critical !== undefined && bool(b, critical), value: value && b.subarray(value.start, value.end) };
+    return { type: berText(b, type!), criticality: critical !== undefined && berBool(b, critical), value: value && b.subarray(value.start, value.end) };
   });
 }
 
@@ -76,12 +74,12 @@ export function decodeSearch(message: Buffer, checked: CheckedRequest, connectio
     protocolOp: SEARCH_REQUEST,
     connection,
     controls: controlsOf(message, checked.controls),
-    baseObject: text(message, base!),
+    baseObject: berText(message, base!),
     scope: integerAt(message, scope!),
     sizeLimit: integerAt(message, size!),
     timeLimit: integerAt(message, time!),
-    typesOnly: bool(message, typesOnly!),
-    attributes: attributes!.children!.map((a) => text(message, a)),
+    typesOnly: berBool(message, typesOnly!),
+    attributes: attributes!.children!.map((a) => berText(message, a)),
     filter: (limits) => decodeFilter(message, filter!, limits),
   };
 }

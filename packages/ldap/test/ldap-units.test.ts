@@ -211,55 +211,67 @@ t.test('entry encoding in one pass equals the TLV-by-TLV encoding, at every leng
   }
 });
 
+/**
+ * An EntryBuilder over the store as seen through `method` (get for
+ * referenced objects, getUncached for the entries' own): the ids read
+ * through it are listed, and a read of `holdId` is held until `release()`.
+ */
+function builderOver(store: Store, method: 'get' | 'getUncached', opts: { holdId?: string; capacity?: number } = {}) {
+  let release!: () => void;
+  let held: Promise<void> | undefined = opts.holdId === undefined ? undefined : new Promise<void>((r) => (release = r));
+  const reads: string[] = [];
+  const seen = Object.create(store) as Store;
+  seen[method] = async (id: string) => {
+    reads.push(id);
+    const o = await store[method](id);
+    if (held && id === opts.holdId) await held;
+    return o;
+  };
+  const layout = new DirectoryLayout(store.schema, 'dc=example,dc=com');
+  const entries = new EntryBuilder(layout, seen, opts.capacity);
+  const person = layout.mappedType('Person')!;
+  /** the person's first value of the attribute, as an entry shows it */
+  const attr = async (id: string, a: string): Promise<string | undefined> => (await entries.entry(person, id))?.entry.attrs.get(a)?.values[0];
+  return {
+    entries,
+    reads,
+    attr,
+    release: () => {
+      held = undefined;
+      release();
+    },
+  };
+}
+
 t.test('an entry whose build a change report overtook is answered but not cached', async (t) => {
   const store = await crmStore(t);
   await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
   await store.create('Person', { cn: 'Old Name', sn: 'Name', organisation: 'org-1' }, { id: 'per-1' });
   // the store's read of per-1 is held until the test lets it go: a change is reported meanwhile
-  let release!: () => void;
-  const held = new Promise<void>((r) => (release = r));
-  let hold = true;
-  const slow = Object.create(store) as Store;
-  slow.getUncached = async (id: string) => {
-    const o = await store.getUncached(id);
-    if (hold && id === 'per-1') await held;
-    return o;
-  };
-  const layout = new DirectoryLayout(store.schema, 'dc=example,dc=com');
-  const entries = new EntryBuilder(layout, slow);
-  const person = layout.mappedType('Person')!;
-  const cn = async (): Promise<string | undefined> => (await entries.entry(person, 'per-1'))?.entry.attrs.get('cn')?.values[0];
-  const first = cn();
+  const b = builderOver(store, 'getUncached', { holdId: 'per-1' });
+  const first = b.attr('per-1', 'cn');
   await new Promise((r) => setImmediate(r));
   await store.update('per-1', { cn: 'New Name' });
-  entries.changed(new Set(['Person']), ['per-1']);
-  hold = false;
-  release();
+  b.entries.changed(new Set(['Person']), ['per-1']);
+  b.release();
   t.equal(await first, 'Old Name', 'the read that began before the change shows the object as it was');
-  t.equal(await cn(), 'New Name', 'and was not cached: the next search sees the change');
-  t.equal(await cn(), 'New Name');
+  t.equal(await b.attr('per-1', 'cn'), 'New Name', 'and was not cached: the next search sees the change');
   // without a change in between, an entry is cached: the store is not read again
-  let reads = 0;
-  slow.getUncached = async (id: string) => (reads++, store.getUncached(id));
-  await cn();
-  t.equal(reads, 0, 'the cached entry answers without a store read');
+  b.reads.length = 0;
+  t.equal(await b.attr('per-1', 'cn'), 'New Name');
+  t.same(b.reads, [], 'the cached entry answers without a store read');
 });
 
 t.test('the entry cache keeps what is used: a full cache evicts the first entry not used since the hand last passed', async (t) => {
   const store = await crmStore(t);
   await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
   for (const p of ['a', 'b', 'c', 'd', 'e']) await store.create('Person', { cn: p, sn: p, organisation: 'org-1' }, { id: `per-${p}` });
-  const reads: string[] = [];
-  const counted = Object.create(store) as Store;
-  counted.getUncached = async (id: string) => (reads.push(id), store.getUncached(id));
-  const layout = new DirectoryLayout(store.schema, 'dc=example,dc=com');
-  const entries = new EntryBuilder(layout, counted, 3);
-  const person = layout.mappedType('Person')!;
+  const b = builderOver(store, 'getUncached', { capacity: 3 });
   /** which of the ids the search reads from the store, in order */
   const readsFor = async (...ids: string[]): Promise<string[]> => {
-    reads.length = 0;
-    for (const id of ids) t.equal((await entries.entry(person, `per-${id}`))?.entry.attrs.get('cn')?.values[0], id);
-    return reads.map((r) => r.slice(4));
+    b.reads.length = 0;
+    for (const id of ids) t.equal(await b.attr(`per-${id}`, 'cn'), id);
+    return b.reads.map((r) => r.slice(4));
   };
   t.same(await readsFor('a', 'b', 'c'), ['a', 'b', 'c'], 'built on first use');
   t.same(await readsFor('a', 'b', 'c'), [], 'then cached');
@@ -269,46 +281,29 @@ t.test('the entry cache keeps what is used: a full cache evicts the first entry 
   t.same(await readsFor('c', 'b'), ['b'], 'the hand had passed b and c, so b went for a; c was used since, so d went for b');
   t.same(await readsFor('c', 'a', 'b'), [], 'kept: the three last built');
   // a change empties a slot: the next entry takes it without evicting a used one
-  entries.changed(new Set(['Person']), ['per-b']);
+  b.entries.changed(new Set(['Person']), ['per-b']);
   t.same(await readsFor('e', 'a', 'c', 'e'), ['e'], 'e took the slot b left');
   t.same(await readsFor('b'), ['b'], 'b was forgotten');
 });
 
-t.test("what a reference shows is remembered, except a read a change to the referenced object overtook", async (t) => {
+t.test('what a reference shows is remembered, except a read a change to the referenced object overtook', async (t) => {
   const store = await crmStore(t);
   await store.create('Organisation', { name: 'Old Org', kind: 'customer' }, { id: 'org-1' });
-  await store.create('Person', { cn: 'A', sn: 'A', organisation: 'org-1' }, { id: 'per-a' });
-  await store.create('Person', { cn: 'B', sn: 'B', organisation: 'org-1' }, { id: 'per-b' });
-  await store.create('Person', { cn: 'C', sn: 'C', organisation: 'org-1' }, { id: 'per-c' });
-  let release!: () => void;
-  let held: Promise<void> | undefined = new Promise<void>((r) => (release = r));
-  let orgReads = 0;
-  const slow = Object.create(store) as Store;
-  slow.get = async (id: string) => {
-    const o = await store.get(id);
-    if (id === 'org-1') {
-      orgReads++;
-      if (held) await held;
-    }
-    return o;
-  };
-  const layout = new DirectoryLayout(store.schema, 'dc=example,dc=com');
-  const entries = new EntryBuilder(layout, slow);
-  const person = layout.mappedType('Person')!;
-  const o = async (id: string): Promise<string | undefined> => (await entries.entry(person, id))?.entry.attrs.get('o')?.values[0];
-  const first = o('per-a');
+  for (const p of ['a', 'b', 'c']) await store.create('Person', { cn: p, sn: p, organisation: 'org-1' }, { id: `per-${p}` });
+  const b = builderOver(store, 'get', { holdId: 'org-1' });
+  const orgReads = (): number => b.reads.filter((id) => id === 'org-1').length;
+  const first = b.attr('per-a', 'o');
   await new Promise((r) => setImmediate(r));
   await store.update('org-1', { name: 'New Org' });
-  entries.changed(new Set(['Organisation']), ['org-1']);
-  held = undefined;
-  release();
+  b.entries.changed(new Set(['Organisation']), ['org-1']);
+  b.release();
   t.equal(await first, 'Old Org', 'the read that began before the rename shows the name it read');
-  orgReads = 0;
-  t.equal(await o('per-b'), 'New Org', 'and was not remembered');
-  t.equal(await o('per-c'), 'New Org');
-  t.equal(orgReads, 1, 'the organisation read for one person serves the next');
+  b.reads.length = 0;
+  t.equal(await b.attr('per-b', 'o'), 'New Org', 'and was not remembered');
+  t.equal(await b.attr('per-c', 'o'), 'New Org');
+  t.equal(orgReads(), 1, 'the organisation read for one person serves the next');
   // what was remembered goes with a change to the organisation
   await store.update('org-1', { name: 'Newer Org' });
-  entries.changed(new Set(['Organisation']), ['org-1']);
-  t.equal(await o('per-a'), 'Newer Org', 'a rename is shown at once');
+  b.entries.changed(new Set(['Organisation']), ['org-1']);
+  t.equal(await b.attr('per-a', 'o'), 'Newer Org', 'a rename is shown at once');
 });

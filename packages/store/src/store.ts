@@ -1475,7 +1475,13 @@ export class Store {
       }
       ops.push({ type: 'put', key: keys.meta('trimmedTo'), value: encode(to) });
       this.trimmingTo = to;
-      await this.commits.add(ops);
+      try {
+        await this.commits.add(ops);
+      } catch (e) {
+        // not trimmed after all: an erase must go on redacting these entries
+        this.trimmingTo = this.trimmedTo;
+        throw e;
+      }
       this.trimmedTo = to;
     }
     return deleted;
@@ -1577,26 +1583,10 @@ export class Store {
       .all();
     const more = ks.length > limit;
     const ids = ks.slice(0, limit).map(idFromIndexKey);
-    // Objects not cached are read in one getMany and not cached: a page is
-    // read once (an export reads every object), and going through the cache
-    // (a promise, a slot and an eviction per object) was most of the time an
-    // export of 62,682 objects spent waiting for its pages.
-    const records: (ObjectRecord | null)[] = [];
-    const uncached: number[] = [];
-    for (const [i, id] of ids.entries()) {
-      const slot = this.objects.peek(id);
-      if (slot) records.push(slot.value.durable);
-      else {
-        records.push(null);
-        uncached.push(i);
-      }
-    }
-    if (uncached.length > 0) {
-      const bufs = await this.db.getMany(uncached.map((i) => keys.object(ids[i]!)));
-      for (const [k, buf] of bufs.entries()) if (buf !== undefined) records[uncached[k]!] = decode<ObjectRecord>(buf);
-    }
-    const items: StoredObject[] = [];
-    for (const [i, rec] of records.entries()) if (rec && !rec.d) items.push(toStored(ids[i]!, rec));
+    // Read past the object cache: a page is read once (an export reads every object), and going
+    // through the cache (a slot and an eviction per object) was most of the time an export of
+    // 62,682 objects spent waiting for its pages. The reads of one page share a getMany.
+    const items = (await Promise.all(ids.map((id) => this.getUncached(id)))).filter((o): o is StoredObject => o !== undefined && !o.deleted);
     return { items, next: more ? ids[ids.length - 1] : undefined };
   }
 

@@ -93,6 +93,7 @@ t.test('a page read partly from the object cache and partly from disk: every liv
   for (const id of live.filter((_, i) => i % 3 === 0)) await r.get(id);
   await r.update(live[4]!, { cn: 'Changed' });
   await r.get([...gone][1]!);
+  const cached = r.cacheStats().objects;
   const seen: { id: string; cn: unknown }[] = [];
   let after: string | undefined;
   do {
@@ -105,6 +106,7 @@ t.test('a page read partly from the object cache and partly from disk: every liv
     live,
     'no deleted object, none twice, in id order across pages',
   );
+  t.equal(r.cacheStats().objects, cached, 'what the pages read from disk was not cached');
   t.equal(seen.find((o) => o.id === live[4])?.cn, 'Changed', 'a changed object as it is now');
   t.same(seen.map((o) => o.cn), await Promise.all(live.map(async (id) => (await r.get(id))!.fields['cn'])), 'each as get() has it');
 });

@@ -835,3 +835,18 @@ t.test('a proof made for one connection cannot be replayed on another by shiftin
   t.not(Buffer.from(asked).toString('hex'), Buffer.from(needed).toString('hex'), 'length-prefixed parts make the two MAC inputs differ');
   t.throws(() => decodeFrame(encodeFrame({ t: 'hello', v: 1, cluster: 'c', node: 'Z\0A', role: 'master', nonce: n1 })), { message: /hello needs cluster and node ids/ }, 'ids with a NUL never reach the session');
 });
+
+t.test('an empty node cloning from its peer is not live until the last states frame is applied', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo', empty: () => true }).start().settle();
+  const b = pair.b;
+  t.match(sends(b, 'sub'), [{ clone: true }], 'bravo asks for a clone');
+  // the head comes only with the last states frame: until then nothing says how far behind bravo is
+  t.notOk(b.session.live, 'not live before any state arrived');
+  pair.inject(b, { t: 'states', objects: [{ i: 'org-1', r: bytes(40) }], done: false });
+  pair.run(b, b.session.applied());
+  t.notOk(b.session.live, 'nor between two states frames, with nothing being applied');
+  pair.inject(b, { t: 'states', objects: [], done: true, head: 12, vector: { alpha: 12 } });
+  pair.run(b, b.session.applied());
+  t.equal(b.session.stats.applied, 12);
+  t.ok(b.session.live, 'live once the last one is applied');
+});
