@@ -70,7 +70,13 @@ export function freePort() {
 
 const BIN = fileURLToPath(new URL('../bin/meridian', import.meta.url));
 /** node's own flags from bin/meridian's first line: a benchmark runs a node as `bin/meridian serve` would */
-const NODE_FLAGS = (/^#!\/usr\/bin\/env -S node (.*)$/.exec(readFileSync(BIN, 'utf8').split('\n')[0])?.[1] ?? '').split(' ').filter(Boolean);
+const NODE_FLAGS = (() => {
+  const line = readFileSync(BIN, 'utf8').split('\n')[0];
+  const m = /^#!\/usr\/bin\/env -S node (.*)$/.exec(line);
+  // a changed first line must not quietly drop the flags from every benchmark
+  if (!m) throw new Error(`bench/lib.js reads node's flags from bin/meridian's first line, "#!/usr/bin/env -S node FLAGS"; it is now "${line}"`);
+  return m[1].split(' ').filter(Boolean);
+})();
 
 /**
  * Child processes of one benchmark: `meridian serve` nodes and helper
