@@ -3,7 +3,7 @@
 // sample data, each a `meridian serve` process of its own, and the commands
 // to try against them. Ctrl-C stops all three and removes their data.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,13 +31,18 @@ function serve(name, args) {
   });
   children.set(name, child);
   // logs go to a file per node; the terminal stays for the commands
-  child.stderr.resume();
+  const log = createWriteStream(join(dir, `${name}.log`));
+  child.stdout.pipe(log, { end: false });
+  child.stderr.pipe(log, { end: false });
   return new Promise((resolve, reject) => {
     let out = '';
-    child.stdout.on('data', (d) => {
+    const listening = (d) => {
       out += d;
-      if (/listening on/.test(out)) resolve(child);
-    });
+      if (!/listening on/.test(out)) return;
+      child.stdout.off('data', listening);
+      resolve(child);
+    };
+    child.stdout.on('data', listening);
     child.once('exit', (code) => reject(new Error(`${name} exited with ${code} before listening`)));
   });
 }
@@ -89,6 +94,7 @@ In another terminal:
   kill -CONT ${children.get('us-1').pid}                       # writable again
   curl -s http://127.0.0.1:${p3}/metrics | grep meridian_read_only
   curl -s http://127.0.0.1:${p2}/readyz
+  tail -f ${join(dir, 'laptop-1.log')}    # JSON logs: one line per state change (read-only, writable again)
   meridian verify --nodes http://127.0.0.1:${p2},http://127.0.0.1:${p3}
 `);
 for (const [name, c] of children) c.once('exit', (code, sig) => !stopping && console.log(`${name} exited (${sig ?? code})`));

@@ -4,13 +4,12 @@
  * state change logged once, and the CLI's lag and log commands.
  */
 import { readFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
 import { pino } from 'pino';
 import { MeridianNode, resolveConfig, type ConfigInput } from '@meridian/node';
 import { DUPLICATE_SESSION, type PeerStatus } from '@meridian/sync';
-import { cliAsync } from './helpers/node-process.js';
+import { cliAsync, cliOnTty } from './helpers/node-process.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { freePort } from './helpers/free-port.js';
 import { tempDir } from './helpers/tmp.js';
@@ -34,7 +33,8 @@ async function start(t: Test, flags: ConfigInput, dir = tempDir(t)): Promise<{ n
       done();
     },
   });
-  const node = await MeridianNode.start(resolveConfig({ flags: { dir, httpPort: 0, adminPassword: PW, clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000, ...flags } }), pino({ level: 'info' }, sink));
+  // debug: the tests count the retries that are not logged at info
+  const node = await MeridianNode.start(resolveConfig({ flags: { dir, httpPort: 0, adminPassword: PW, clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000, ...flags } }), pino({ level: 'debug' }, sink));
   t.teardown(() => node.stop());
   return { node, logs };
 }
@@ -64,9 +64,10 @@ async function scrape(node: MeridianNode): Promise<Map<string, number>> {
   return out;
 }
 
-t.test('/metrics: writes, feed, sessions, per-peer lag rising while cut off and back to zero after heal, request counts', async (t) => {
+t.test('/metrics: writes, feed, sessions, per-peer lag rising while cut off and back to zero after heal, conflicts, request counts', async (t) => {
   const { a, b, proxy } = await proxiedPair(t);
-  for (let i = 0; i < 5; i++) await a.node.store.create('Organisation', { name: `M${i}`, kind: 'vendor' });
+  const first = await a.node.store.create('Organisation', { name: 'M0', kind: 'vendor' });
+  for (let i = 1; i < 5; i++) await a.node.store.create('Organisation', { name: `M${i}`, kind: 'vendor' });
   const m1 = await scrape(a.node);
   t.equal(m1.get('meridian_writes_total{kind="create"}'), 5, 'writes are counted by kind');
   t.equal(m1.get('meridian_feed_position'), 5);
@@ -75,16 +76,26 @@ t.test('/metrics: writes, feed, sessions, per-peer lag rising while cut off and 
   t.equal(m1.get('meridian_read_only'), 0);
   t.equal(m1.get('meridian_objects{type="Organisation"}'), 5);
   t.ok(await until(async () => (await scrape(b.node)).get('meridian_applied_total{origin="a"}') === 5), 'b counts what it applied from a');
+  t.ok(await until(async () => (await scrape(a.node)).get('meridian_peer_behind_seconds{peer="b"}') === 0), 'once b has acknowledged them it lacks nothing of a');
+  t.ok(m1.get('meridian_peer_bytes_in{peer="b"}')! > 0 && m1.get('meridian_peer_bytes_out{peer="b"}')! > 0, 'bytes in and out are counted');
+  t.equal(m1.get('meridian_conflicts_open'), 0);
 
   proxy.partition();
   t.ok(await until(() => a.node.replicator!.status()[0]?.state !== 'live', 3000), 'a sees b gone');
-  for (let i = 0; i < 20; i++) await a.node.store.create('Organisation', { name: `P${i}`, kind: 'vendor' });
+  for (let i = 0; i < 19; i++) await a.node.store.create('Organisation', { name: `P${i}`, kind: 'vendor' });
+  // the same field written on both sides of the partition: a conflict once it heals
+  await a.node.store.update(first.id, { name: 'M0 as a has it' });
+  await b.node.store.update(first.id, { name: 'M0 as b has it' });
   const cut = await scrape(a.node);
   t.equal(cut.get('meridian_peer_behind_entries{peer="b"}'), 20, 'b is 20 changes behind a while cut off');
+  const since = cut.get('meridian_peer_behind_seconds{peer="b"}')!;
+  t.ok(await until(async () => (await scrape(a.node)).get('meridian_peer_behind_seconds{peer="b"}')! >= since + 1, 3000), `and for longer as time goes by (from ${since} s)`);
   t.equal(cut.get('meridian_peer_up{peer="b"}'), 0);
   t.equal(cut.get('meridian_sessions'), 0);
   proxy.heal();
   t.ok(await until(async () => (await scrape(a.node)).get('meridian_peer_behind_entries{peer="b"}') === 0, 10_000), 'and back to 0 after heal');
+  t.equal((await scrape(a.node)).get('meridian_peer_behind_seconds{peer="b"}'), 0, 'in seconds too');
+  t.ok(await until(async () => (await scrape(a.node)).get('meridian_conflicts_open') === 1 && (await scrape(b.node)).get('meridian_conflicts_open') === 1), 'the conflict is counted on both nodes');
   t.ok(await until(async () => (await scrape(b.node)).get('meridian_peer_lag_entries{peer="a"}') === 0), "b's lag on a's changes is 0");
   t.equal((await scrape(b.node)).get('meridian_peer_behind_entries{peer="a"}'), 0, "a holds all of b's feed: b's feed is a's changes, which a need not be sent back");
 
@@ -96,6 +107,7 @@ t.test('/metrics: writes, feed, sessions, per-peer lag rising while cut off and 
   t.equal(m2.get('meridian_http_requests_total{surface="xml",method="GET",status="200"}'), 1, 'XML requests by status');
   t.equal(m2.get('meridian_http_requests_total{surface="xml",method="GET",status="401"}'), 1);
   t.ok((m2.get('meridian_http_request_duration_seconds_count{surface="xml"}') ?? 0) >= 2, 'and their latency');
+  t.equal(m2.get('meridian_http_request_duration_seconds_count{surface="admin"}'), 1, 'admin latency too');
 });
 
 t.test('/readyz is 503 while a node catches up and 200 once it has', async (t) => {
@@ -130,7 +142,7 @@ t.test('/readyz waits while a dialer closed as a duplicate waits for the peer\'s
   // the gap CI caught: this node's dial reached b and lost the duplicate rule to b's dial, which has not opened yet
   const parked: PeerStatus = {
     node: 'b', url: 'ws://b/sync', role: 'master', direction: 'outbound', state: 'backing-off', reason: DUPLICATE_SESSION,
-    lagEntries: 0, lagSeconds: 0, lastContact: new Date().toISOString(), bytesIn: 10, bytesOut: 10, acked: 0, peerBehind: 0, synced: false,
+    lagEntries: 0, lagSeconds: 0, lastContact: new Date().toISOString(), bytesIn: 10, bytesOut: 10, acked: 0, peerBehind: 0, peerBehindSeconds: 0, synced: false,
   };
   replicator.status = () => [parked];
   const r = await fetch(`${a.node.url}/readyz`);
@@ -143,19 +155,55 @@ t.test('/readyz waits while a dialer closed as a duplicate waits for the peer\'s
   t.equal((await fetch(`${a.node.url}/readyz`)).status, 200, 'and once b\'s session says where b is, lag within --ready-lag is ready');
 });
 
-t.test('each replication state change is logged once, not per entry', async (t) => {
+t.test('each replication state change is logged once, not per entry nor per retry', async (t) => {
   const { a, b, proxy } = await proxiedPair(t);
   for (let i = 0; i < 200; i++) await a.node.store.create('Organisation', { name: `L${i}`, kind: 'vendor' });
   proxy.partition();
-  t.ok(await until(() => a.logs.some((l) => l.msg === 'replication link down; backing off'), 3000));
+  const count = (logs: LogLine[], msg: string, level = 30): number => logs.filter((l) => l.msg === msg && l.level >= level).length;
+  // a partition long enough for a to retry several times
+  t.ok(await until(() => count(a.logs, 'replication link still down; retrying', 20) >= 2, 10_000), 'a retried at least twice');
   proxy.heal();
-  t.ok(await until(() => a.logs.filter((l) => l.msg === 'replication session open').length === 2, 10_000), 'reconnected');
-  const count = (logs: LogLine[], msg: string): number => logs.filter((l) => l.msg === msg).length;
+  t.ok(await until(() => a.logs.filter((l) => l.msg === 'replication session open').length === 2, 15_000), 'reconnected');
   t.equal(count(a.logs, 'replication session open'), 2, 'open: once per session');
   t.ok(await until(() => count(a.logs, 'replication caught up') === 2 && count(b.logs, 'replication caught up') === 2), 'caught up: once per session, on both sides');
-  t.equal(count(a.logs, 'replication link down; backing off'), 1, 'down: once');
+  t.equal(count(a.logs, 'replication link down; backing off'), 1, 'down: once for the whole outage, whatever the retries');
+  t.equal(count(a.logs, 'replication link still down; retrying', 30), 0, 'the retries are at debug level only');
   t.equal(count(b.logs, 'replication link closed'), 1, 'the other side logs the close once');
-  t.ok(a.logs.length + b.logs.length < 40, `a handful of lines for 200 changes and a partition (${a.logs.length + b.logs.length})`);
+  const info = (logs: LogLine[]): number => logs.filter((l) => l.level >= 30).length;
+  t.ok(info(a.logs) + info(b.logs) < 40, `a handful of lines at info for 200 changes and a partition (${info(a.logs) + info(b.logs)})`);
+
+  // the next outage is logged again: once
+  proxy.partition();
+  t.ok(await until(() => count(a.logs, 'replication link down; backing off') === 2, 5000), 'a second outage is a new state change');
+  proxy.heal();
+  t.ok(await until(() => count(a.logs, 'replication session open') === 3, 15_000));
+});
+
+t.test('a refused peer is logged once on each side, however often it retries', async (t) => {
+  const a = await start(t, { nodeId: 'a' });
+  const x = await start(t, { nodeId: 'x', clusterSecret: 'not-the-cluster-secret', peers: [`${a.node.url.replace('http', 'ws')}/sync`] });
+  const count = (logs: LogLine[], msg: string): number => logs.filter((l) => l.msg === msg).length;
+  t.ok(await until(() => count(x.logs, 'replication peer refused again') >= 2 && count(a.logs, 'replication peer refused again') >= 2, 15_000), 'x was refused at least three times');
+  const refusal = (logs: LogLine[]): LogLine[] => logs.filter((l) => l.msg === 'replication peer refused');
+  t.equal(refusal(x.logs).length, 1, 'the dialer logs the refusal once');
+  t.equal(refusal(x.logs)[0]?.level, 40, 'as a warning');
+  t.match(refusal(x.logs)[0], { reason: /authentication failed/ }, 'with the reason');
+  t.equal(refusal(a.logs).length, 1, 'the refusing side logs it once for that address and reason');
+  t.match(refusal(a.logs)[0], { from: '127.0.0.1', reason: /authentication failed: the peer does not hold this cluster's secret/ });
+  t.equal(count(x.logs, 'replication link down; backing off'), 1, 'and backing off, once');
+  t.equal(count(a.logs, 'replication link closed') + count(a.logs, 'replication session closed'), 0, 'no close line per attempt');
+  // (while it dials again it shows connecting)
+  t.ok(await until(() => x.node.replicator!.status()[0]?.state === 'refused', 5000), 'status shows it refused between retries');
+  t.match(x.node.replicator!.status()[0]?.reason, /^authentication failed/, 'and why');
+});
+
+t.test('a replica that reaches none of its masters logs turning to the next one once, not at every retry', async (t) => {
+  const masters = [`ws://127.0.0.1:${await freePort()}/sync`, `ws://127.0.0.1:${await freePort()}/sync`];
+  const r = await start(t, { nodeId: 'r', role: 'replica', masters, replicaCredential: `laptop-1:0123456789abcdef:${'k'.repeat(43)}`, clusterSecret: undefined });
+  const count = (msg: string, level: number): number => r.logs.filter((l) => l.msg === msg && l.level === level).length;
+  t.ok(await until(() => count('replica: trying the next master', 20) >= 3, 10_000), 'it went round its masters several times');
+  t.equal(count('replica: trying the next master', 30), 1, 'logged at info once');
+  t.equal((await (await fetch(`${r.node.url}/metrics`)).text()).match(/^meridian_read_only 1$/m)?.length, 1, 'read-only meanwhile');
 });
 
 t.test('meridian lag and meridian log against a running node', async (t) => {
@@ -180,6 +228,84 @@ t.test('meridian lag and meridian log against a running node', async (t) => {
   t.equal(bad.stderr.trim(), 'meridian: --since must be a feed position: a whole number, 0 for the start');
 });
 
+t.test('meridian status, lag and lag --watch with a peer cut off and back, for people and as JSON', async (t) => {
+  const { a, proxy } = await proxiedPair(t);
+  const env = { MERIDIAN_PASSWORD: PW, MERIDIAN_NODE: a.node.url };
+  proxy.partition();
+  t.ok(await until(() => a.node.replicator!.status()[0]?.state !== 'live', 3000));
+  for (let i = 0; i < 3; i++) await a.node.store.create('Organisation', { name: `S${i}`, kind: 'vendor' });
+  await new Promise((r) => setTimeout(r, 1100));
+
+  const status = await cliAsync(['status'], env);
+  t.equal(status.code, 0, status.stderr);
+  const lines = status.stdout.trimEnd().split('\n');
+  t.equal(lines[0], 'node      a (master)');
+  t.match(lines[1], /^mode {6}read-write since \d{4}-\d\d-\d\dT[\d:.]+Z$/);
+  t.match(status.stdout, /^objects {3}3 \(Organisation 3\)$/m, 'objects, by type');
+  t.match(status.stdout, /^feed {6}seq 3, last change \d{4}-\d\d-\d\dT[\d:.]+Z$/m, 'feed position');
+  t.match(status.stdout, /^conflicts 0 open$/m, 'conflicts');
+  t.match(lines.at(-1), /^ {2}b: (backing-off|connecting) \(.+\), lag 0 entries \/ 0\.0 s, behind 3 entries \/ [1-9]\d*\.\d s, last contact \d{4}-\d\d-\d\dT[\d:.]+Z$/, `the peer, its state and why, both lags and last contact: ${lines.at(-1)}`);
+
+  const json = JSON.parse((await cliAsync(['status', '--json'], env)).stdout) as Record<string, unknown> & { peers: Record<string, unknown>[] };
+  t.same(Object.keys(json).sort(), ['cache', 'conflicts', 'feed', 'master', 'mode', 'modeReason', 'modeSince', 'nodeId', 'objects', 'objectsByType', 'peers', 'role', 'schema', 'startedAt', 'uptimeSeconds', 'version', 'versionVector'], 'the keys docs/operations.md documents, no more and no fewer');
+  t.same(Object.keys(json.peers[0]!).sort(), ['acked', 'bytesIn', 'bytesOut', 'direction', 'lagEntries', 'lagSeconds', 'lastContact', 'node', 'peerBehind', 'peerBehindSeconds', 'reason', 'role', 'state', 'synced', 'url'], 'and for each peer');
+  t.match(json, { nodeId: 'a', role: 'master', mode: 'read-write', modeReason: null, master: null, objects: 3, feed: { lastSeq: 3 }, conflicts: { open: 0 }, versionVector: { a: 3 } });
+  t.match(json.peers[0], { node: 'b', direction: 'outbound', peerBehind: 3, lagEntries: 0, synced: false, reason: String });
+  t.ok((json.peers[0]!['peerBehindSeconds'] as number) >= 1, 'b has lacked a change for a second or more');
+
+  const lag = await cliAsync(['lag'], env);
+  const [, header, row] = lag.stdout.trimEnd().split('\n');
+  t.match(header, /^peer\s+state\s+lag \(entries\)\s+lag \(s\)\s+peer behind \(entries\)\s+peer behind \(s\)\s+last contact$/);
+  t.match(row, /^b\s+(backing-off|connecting)\s+0\s+0\.0\s+3\s+[1-9]\d*\.\d\s+\d{4}-/, `a row for b: ${row}`);
+
+  proxy.heal();
+  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'live' && a.node.replicator!.status()[0]?.peerBehind === 0, 10_000), 'healed');
+  t.match((await cliAsync(['lag'], env)).stdout, /^b\s+live\s+0\s+0\.0\s+0\s+0\.0\s+\d{4}-/m, 'back to zero after heal');
+  t.match(JSON.parse((await cliAsync(['lag', '--json'], env)).stdout), { nodeId: 'a', mode: 'read-write', peers: [{ node: 'b', state: 'live', lagEntries: 0, lagSeconds: 0, peerBehind: 0, peerBehindSeconds: 0 }] });
+
+  // --watch: redrawn in place on a terminal, one table after another when piped
+  const tty = await cliOnTty(['lag', '--watch'], env, { interruptAfter: 2500 });
+  const tables = tty.out.split('a (read-write) at ').length - 1;
+  t.ok(tables >= 2, `on a terminal it redraws every second (${tables} tables in 2.5 s)`);
+  t.match(tty.out, /\x1b\[3A\x1b\[J[^]*a \(read-write\) at /, 'each time moving up over the last table (3 lines) and clearing it first');
+  const piped = await cliAsync(['lag', '--watch'], env, { interruptAfter: 2500 });
+  t.ok(piped.stdout.split('a (read-write) at ').length - 1 >= 2, 'piped, it prints each table in turn');
+  t.notMatch(piped.stdout, /\x1b\[/, 'with no terminal codes');
+});
+
+t.test('meridian log: the last 20 changes by default, and --follow prints new ones as they come', async (t) => {
+  const a = await start(t, { nodeId: 'a' });
+  for (let i = 0; i < 25; i++) await a.node.store.create('Organisation', { name: `F${i}`, kind: 'vendor' }, { principal: 'admin' });
+  const env = { MERIDIAN_PASSWORD: PW, MERIDIAN_NODE: a.node.url };
+  const last = (await cliAsync(['log'], env)).stdout.trimEnd().split('\n');
+  t.equal(last.length, 20, 'twenty lines');
+  t.match(last[0], /^ {5}6 {2}/, 'from seq 6');
+  t.match(last[19], /^ {4}25 {2}/, 'to the last, seq 25');
+  const following = cliAsync(['log', '--follow', '--since', '24', '--json'], env, { interruptAfter: 3000 });
+  await new Promise((r) => setTimeout(r, 1000));
+  const later = await a.node.store.create('Organisation', { name: 'Later', kind: 'customer' }, { principal: 'admin' });
+  const followed = (await following).stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { seq: number; id: string; kind: string });
+  t.same(followed.map((e) => e.seq), [25, 26], 'what was there after --since, then the change made while it ran');
+  t.match(followed[1], { id: later.id, kind: 'create', type: 'Organisation', principal: 'admin', origin: 'a' });
+});
+
+t.test('meridian verify says identical, or names the ranges that differ', async (t) => {
+  const a = await start(t, { nodeId: 'a' });
+  const b = await start(t, { nodeId: 'b' });
+  const env = { MERIDIAN_PASSWORD: PW };
+  const same = await cliAsync(['verify', '--nodes', `${a.node.url},${b.node.url}`], env);
+  t.equal(same.code, 0, same.stderr);
+  t.match(same.stdout, new RegExp(`^a \\(${a.node.url}\\): 0 objects\nb \\(${b.node.url}\\): 0 objects\nidentical: every id range has the same digest on every node\n$`));
+  const o = await a.node.store.create('Organisation', { name: 'Only on a', kind: 'vendor' });
+  const differ = await cliAsync(['verify', '--nodes', `${a.node.url},${b.node.url}`], env);
+  t.equal(differ.code, 1, 'exit 1 on divergence');
+  t.match(differ.stdout, /^a \(.*\): 1 objects$/m);
+  t.match(differ.stdout, /^DIVERGED in 1 of 16 id ranges \(ranges by the first hex digit of sha1\(id\)\):\nid range [0-9a-f]: a 1, b 0$/m, 'the range, with each node\'s count there');
+  const json = JSON.parse((await cliAsync(['verify', '--nodes', `${a.node.url},${b.node.url}`, '--json'], env)).stdout);
+  const bucket = (await import('node:crypto')).createHash('sha1').update(o.id).digest('hex')[0];
+  t.same(json, { identical: false, buckets: 16, nodes: [{ url: a.node.url, nodeId: 'a', objects: 1 }, { url: b.node.url, nodeId: 'b', objects: 0 }], differing: [{ bucket, counts: { a: 1, b: 0 } }] }, 'and as JSON');
+});
+
 t.test('progress shows on a terminal and nowhere else: verify, export and backup', async (t) => {
   const a = await start(t, { nodeId: 'a', sample: true, sampleSize: 200 });
   const env = { MERIDIAN_PASSWORD: PW };
@@ -187,15 +313,7 @@ t.test('progress shows on a terminal and nowhere else: verify, export and backup
   const piped = await cliAsync(verifyArgs, env);
   t.equal(piped.code, 0, piped.stderr);
   t.equal(piped.stderr, '', 'piped: no progress');
-  // script(1) gives the CLI a terminal
-  const bin = new URL('../bin/meridian', import.meta.url).pathname;
-  const onTty = (args: string[]): Promise<{ code: number | null; out: string }> =>
-    new Promise((resolve) => {
-      const p = spawn('script', ['-qec', `env -u NODE_OPTIONS MERIDIAN_PASSWORD=${PW} ${process.execPath} ${bin} ${args.join(' ')}`, '/dev/null']);
-      let out = '';
-      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      p.on('close', (code) => resolve({ code, out }));
-    });
+  const onTty = (args: string[]): ReturnType<typeof cliOnTty> => cliOnTty(args, env);
   const verify = await onTty(verifyArgs);
   t.equal(verify.code, 0);
   t.match(verify.out, /verifying: \[\.{30}\] 0% 0\/2 nodes digested/, 'on a terminal: a progress line from the start');
@@ -228,9 +346,9 @@ t.test('meridian peers and conflicts, for people and as JSON', async (t) => {
   const peers = await cliAsync(['peers'], env);
   t.equal(peers.code, 0, peers.stderr);
   const [header, row, more] = peers.stdout.trimEnd().split('\n');
-  t.match(header, /^peer\s+url\s+state\s+lag\s+last contact\s+bytes$/);
+  t.match(header, /^peer\s+url\s+state\s+lag\s+behind\s+last contact\s+bytes$/);
   t.equal(more, undefined, 'one row: the two dials are one session');
-  t.match(row, new RegExp(`^b\\s+ws://127\\.0\\.0\\.1:${pb}/sync\\s+live\\s+0 entries / 0\\.0 s\\s+\\d{4}-\\d\\d-\\d\\dT\\S+Z\\s+\\d+ in / \\d+ out$`));
+  t.match(row, new RegExp(`^b\\s+ws://127\\.0\\.0\\.1:${pb}/sync\\s+live\\s+0 entries / 0\\.0 s\\s+0 entries / 0\\.0 s\\s+\\d{4}-\\d\\d-\\d\\dT\\S+Z\\s+\\d+ in / \\d+ out$`));
   const json = await cliAsync(['peers', '--json'], env);
   t.match(JSON.parse(json.stdout), [{ node: 'b', url: `ws://127.0.0.1:${pb}/sync`, role: 'master', direction: 'outbound', state: 'live', lagEntries: 0, synced: true }]);
   const none = await cliAsync(['conflicts'], env);

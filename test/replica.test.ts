@@ -139,10 +139,15 @@ t.test('a master and two replicas: read your writes, read-only within the timeou
   t.equal((await api(r1.url, 'GET', `/api/objects/${id}`)).status, 200, 'reads go on');
   t.equal((await api(r2.url, 'GET', '/api/objects?type=Person&limit=5')).status, 200, 'lists go on');
   t.equal(count(r1.output(), 'replica read-only: lost its master'), 1, 'the change of mode is logged once');
+  const readOnlyGauge = async (r: typeof r1): Promise<string | undefined> => /^meridian_read_only (\d)$/m.exec(await (await fetch(`${r.url}/metrics`)).text())?.[1];
+  t.equal(await readOnlyGauge(r1), '1', '/metrics says read-only');
 
   // restart it: both replicas are writable again, resuming from their checkpoints
   master = await startMaster(t, 'm1', port, mdir);
   t.ok(await until(async () => (await status(r1)).mode === 'read-write' && (await status(r2)).mode === 'read-write', 10_000), 'writable again once the master is back');
+  t.equal(await readOnlyGauge(r1), '0', 'and /metrics says so');
+  t.equal(count(r1.output(), 'replica writable: connected to a master'), 2, 'writable is logged once per change: at the first start and now');
+  t.equal(count(r1.output(), 'replica read-only: lost its master'), 1, 'read-only was logged once for the whole outage, however often it redialed');
   const after = await api(r2.url, 'POST', '/api/objects', { type: 'Organisation', fields: { name: 'After Restart', kind: 'customer' } });
   t.equal(after.status, 201);
   for (const r of [r1, r2]) {

@@ -94,7 +94,7 @@ export function cli(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
  * in-process must keep their event loop free, or the proxies stop carrying
  * heartbeats while a synchronous child runs.
  */
-export function cliAsync(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+export function cliAsync(args: string[], env: NodeJS.ProcessEnv = {}, opts: { interruptAfter?: number } = {}): Promise<CliResult> {
   const [cmd, argv] = nodeCommand(args);
   return new Promise((resolve) => {
     const p = spawn(cmd, argv, { env: { ...process.env, ...env } });
@@ -102,6 +102,29 @@ export function cliAsync(args: string[], env: NodeJS.ProcessEnv = {}): Promise<C
     let stderr = '';
     p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
+    // commands that run until interrupted (--watch, --follow): Ctrl-C after a while
+    const timer = opts.interruptAfter === undefined ? undefined : setTimeout(() => p.kill('SIGINT'), opts.interruptAfter);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/**
+ * Runs the CLI on a terminal: script(1) gives it one, and its output
+ * (stdout and stderr, as a terminal shows them) comes back as `out`.
+ * `interruptAfter` (ms) sends Ctrl-C's signal to commands that run until
+ * interrupted.
+ */
+export function cliOnTty(args: string[], env: NodeJS.ProcessEnv = {}, opts: { interruptAfter?: number } = {}): Promise<{ code: number | null; out: string }> {
+  const [cmd, argv] = nodeCommand(args);
+  const timeout = opts.interruptAfter === undefined ? [] : ['timeout', '-s', 'INT', String(opts.interruptAfter / 1000)];
+  const line = [...timeout, cmd, ...argv].map((w) => `'${w.replace(/'/g, "'\\''")}'`).join(' ');
+  return new Promise((resolve) => {
+    const p = spawn('script', ['-qec', line, '/dev/null'], { env: { ...process.env, ...env } });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.on('close', (code) => resolve({ code, out }));
   });
 }

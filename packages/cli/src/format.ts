@@ -1,4 +1,4 @@
-import type { ObjectJson } from '@meridian/node';
+import type { ObjectJson, StatusJson } from '@meridian/node';
 
 /** Human-readable output. `--json` bypasses all of this. */
 export type ObjectView = ObjectJson;
@@ -27,22 +27,8 @@ export function formatList(items: ObjectView[]): string {
   return items.map((o) => `${o.id.padEnd(width)}  ${label(o)}`).join('\n');
 }
 
-export interface StatusView {
-  nodeId: string;
-  role: string;
-  mode: string;
-  modeReason?: string | null;
-  modeSince?: string;
-  master?: { node: string | null; url: string } | null;
-  version: string;
-  uptimeSeconds: number;
-  objects: number;
-  objectsByType: Record<string, number>;
-  feed: { lastSeq: number; lastChange: string | null };
-  versionVector: Record<string, number>;
-  peers: unknown[];
-  conflicts?: { open: number };
-}
+/** What `/status` answers (docs/operations.md documents it as stable JSON). */
+export type StatusView = StatusJson;
 
 export function formatStatus(s: StatusView): string {
   const types = Object.entries(s.objectsByType)
@@ -58,10 +44,11 @@ export function formatStatus(s: StatusView): string {
     `objects   ${s.objects}${types ? ` (${types})` : ''}`,
     `feed      seq ${s.feed.lastSeq}${s.feed.lastChange ? `, last change ${s.feed.lastChange}` : ''}`,
     `vector    ${Object.entries(s.versionVector).map(([n, v]) => `${n}=${v}`).join(' ') || '(empty)'}`,
-    `conflicts ${s.conflicts?.open ?? 0} open`,
+    `conflicts ${s.conflicts.open} open`,
     `peers     ${s.peers.length === 0 ? 'none configured' : ''}`,
-    ...(s.peers as { node: string | null; url: string | null; state: string; lagEntries: number; lagSeconds: number; reason: string | null; lastContact: string | null }[]).map(
-      (p) => `  ${p.node ?? p.url}: ${p.state}${p.reason && p.state !== 'live' ? ` (${p.reason})` : ''}, lag ${p.lagEntries} entries / ${p.lagSeconds.toFixed(1)} s, last contact ${p.lastContact ?? 'never'}`,
+    ...s.peers.map(
+      (p) =>
+        `  ${p.node ?? p.url}: ${p.state}${p.reason && p.state !== 'live' ? ` (${p.reason})` : ''}, lag ${p.lagEntries} entries / ${p.lagSeconds.toFixed(1)} s, behind ${p.peerBehind} entries / ${p.peerBehindSeconds.toFixed(1)} s, last contact ${p.lastContact ?? 'never'}`,
     ),
   ].join('\n').replace(/peers     \n/, 'peers\n');
 }

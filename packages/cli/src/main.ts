@@ -3,7 +3,7 @@ import { isMeridianError } from '@meridian/store';
 import { initDataDir, MeridianNode, resolveConfig, VERSION, type ConfigInput } from '@meridian/node';
 import { AdminClient, CliError, unescapeXml } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
-import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type FeedView, type ConflictView, type DigestView, type PeerView } from './replication-views.js';
+import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type FeedView, type ConflictView, type DigestView } from './replication-views.js';
 import { parseAssignments } from './assignments.js';
 import { bar, bytes, Progress } from './progress.js';
 import { addReversibilityCommands } from './reversibility.js';
@@ -188,17 +188,17 @@ export function buildProgram(): Command {
 
   clientOptions(program.command('peers').description('show replication peers: state, lag, last contact')).action(async (flags: ClientFlags) => {
     const { body } = await client(flags).request<StatusView>('GET', '/status');
-    out(flags.json ? JSON.stringify(body.peers) : formatPeers(body.peers as PeerView[]));
+    out(flags.json ? JSON.stringify(body.peers) : formatPeers(body.peers));
   });
 
-  clientOptions(program.command('lag').description("show how far behind each peer this node is (entries and seconds)"))
+  clientOptions(program.command('lag').description("show how far behind each peer this node is, and each peer behind it (entries and seconds)"))
     .option('--watch', 'refresh every second (in place on a terminal) until interrupted')
     .action(async (flags: ClientFlags & { watch?: boolean }) => {
       const c = client(flags);
       const show = async (): Promise<string> => {
         const { body } = await c.request<StatusView>('GET', '/status');
-        if (flags.json) return JSON.stringify({ time: new Date().toISOString(), nodeId: body.nodeId, mode: body.mode, peers: (body.peers as PeerView[]).map((p) => ({ node: p.node, url: p.url, state: p.state, lagEntries: p.lagEntries, lagSeconds: p.lagSeconds, lastContact: p.lastContact })) });
-        return formatLag(body.nodeId, body.mode, body.peers as PeerView[]);
+        if (flags.json) return JSON.stringify({ time: new Date().toISOString(), nodeId: body.nodeId, mode: body.mode, peers: (body.peers).map((p) => ({ node: p.node, url: p.url, state: p.state, lagEntries: p.lagEntries, lagSeconds: p.lagSeconds, peerBehind: p.peerBehind, peerBehindSeconds: p.peerBehindSeconds, lastContact: p.lastContact })) });
+        return formatLag(body.nodeId, body.mode, body.peers);
       };
       if (!flags.watch) {
         out(await show());

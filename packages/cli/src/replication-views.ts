@@ -10,10 +10,12 @@ export function formatPeers(peers: PeerView[]): string {
     p.url ?? `(${p.direction})`,
     p.state + (p.reason && p.state !== 'live' ? ` (${p.reason})` : ''),
     `${p.lagEntries} entries / ${p.lagSeconds.toFixed(1)} s`,
+    `${p.peerBehind} entries / ${p.peerBehindSeconds.toFixed(1)} s`,
     p.lastContact ?? 'never',
     `${p.bytesIn} in / ${p.bytesOut} out`,
   ]);
-  return table(['peer', 'url', 'state', 'lag', 'last contact', 'bytes'], rows);
+  // lag: the peer's changes not yet applied here; behind: ours the peer has not acknowledged
+  return table(['peer', 'url', 'state', 'lag', 'behind', 'last contact', 'bytes'], rows);
 }
 
 export interface ConflictView {
@@ -79,8 +81,8 @@ export function table(header: string[], rows: string[][]): string {
 export function formatLag(nodeId: string, mode: string, peers: PeerView[]): string {
   const head = `${nodeId} (${mode}) at ${new Date().toISOString()}`;
   if (peers.length === 0) return `${head}\nno peers configured`;
-  const rows = peers.map((p) => [p.node ?? '?', p.state, String(p.lagEntries), p.lagSeconds.toFixed(1), p.lastContact ?? 'never']);
-  return `${head}\n${table(['peer', 'state', 'behind (entries)', 'behind (s)', 'last contact'], rows)}`;
+  const rows = peers.map((p) => [p.node ?? '?', p.state, String(p.lagEntries), p.lagSeconds.toFixed(1), String(p.peerBehind), p.peerBehindSeconds.toFixed(1), p.lastContact ?? 'never']);
+  return `${head}\n${table(['peer', 'state', 'lag (entries)', 'lag (s)', 'peer behind (entries)', 'peer behind (s)', 'last contact'], rows)}`;
 }
 
 export interface FeedView {

@@ -30,7 +30,7 @@ export class Metrics {
   private readonly ldapRequests: Counter<'op' | 'result'>;
   private readonly ldapLatency: Histogram<'op'>;
   private readonly unsubscribe: () => void;
-  /** the peers' status for the scrape under way: seven gauges read it, worked out once (see text()) */
+  /** the peers' status for the scrape under way: eight gauges read it, worked out once (see text()) */
   private peers: PeerStatus[] = [];
   private readonly src: MetricsSources;
 
@@ -86,6 +86,7 @@ export class Metrics {
     peerGauge('meridian_peer_lag_entries', "A peer's changes not yet applied here.", (p) => p.lagEntries);
     peerGauge('meridian_peer_lag_seconds', "Age of the oldest change of a peer's not yet applied here.", (p) => p.lagSeconds);
     peerGauge('meridian_peer_behind_entries', 'Changes of this node a peer has not acknowledged (grows while it is cut off).', (p) => p.peerBehind);
+    peerGauge('meridian_peer_behind_seconds', 'For how long a peer has lacked a change of this node (grows while it is cut off and this node takes writes).', (p) => p.peerBehindSeconds);
     peerGauge('meridian_peer_bytes_in', 'Bytes received from a peer (replication frames).', (p) => p.bytesIn);
     peerGauge('meridian_peer_bytes_out', 'Bytes sent to a peer (replication frames).', (p) => p.bytesOut);
     peerGauge('meridian_peer_up', '1 while a session with the peer is open (live or catching up).', (p) => (p.state === 'live' || p.state === 'catching-up' ? 1 : 0));

@@ -54,7 +54,13 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
     const a = queue.shift()!;
     switch (a.type) {
       case 'send':
-        if (!io.send(a.frame)) return;
+        if (!io.send(a.frame)) {
+          // the connection is gone, but why the session ended (a refusal of the peer's proof, say)
+          // is still the reason to report, not the bare close that follows
+          const close = queue.find((x) => x.type === 'close');
+          if (close?.type === 'close') io.closed(close.reason, close.refused);
+          return;
+        }
         break;
       case 'read':
         queue.push(...session.feedRead(await store.readFeed(a.after, a.limit)));

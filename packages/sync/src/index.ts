@@ -3,6 +3,7 @@ export type { Action, SessionOptions, SessionState, SessionStats } from './sessi
 export { encodeFrame, decodeFrame, FrameError, PROTOCOL_VERSION } from './frames.js';
 export type { Frame, Role, WireChange, WireValue, WriteFrame, WroteFrame } from './frames.js';
 export { backoffDelay } from './backoff.js';
+export { CommitClock } from './commit-clock.js';
 export { Replicator, ForwardError, DUPLICATE_SESSION } from './replicator.js';
 export type { PeerState, PeerStatus, ReplicaMode, ReplicatorLog, ReplicatorOptions } from './replicator.js';
 export { replicaKey, parseReplicaCredential, formatReplicaCredential } from './auth.js';

@@ -6,12 +6,14 @@ import { backoffDelay } from './backoff.js';
 import { FrameError, type Role, type WriteFrame, type WroteFrame } from './frames.js';
 import { FrameCodec } from './frame-codec.js';
 import { SyncSession, type Action } from './session.js';
+import { CommitClock } from './commit-clock.js';
 import { releaseSnapshot, runActions, type FeedStore, type SessionIo } from './executor.js';
 
 /** The reason a dialer shows when its session was closed because the peer's own session carries the link. */
 export const DUPLICATE_SESSION = 'duplicate session';
 
 export interface ReplicatorLog {
+  debug(obj: object, msg: string): void;
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
 }
@@ -95,6 +97,8 @@ export interface PeerStatus {
   acked: number;
   /** our changes they have not acknowledged yet (grows while they are cut off and we take writes) */
   peerBehind: number;
+  /** for how long they have lacked a change of ours, in seconds (0 when they lack none) */
+  peerBehindSeconds: number;
   /** this session knows how far behind it is: the peer told its feed head, or the session has been live */
   synced: boolean;
 }
@@ -136,6 +140,8 @@ interface Dialer {
   bytesIn: number;
   bytesOut: number;
   lastContact: number;
+  /** this outage has been logged (once, not at every retry); cleared when the peer is reached */
+  downLogged: boolean;
 }
 
 /**
@@ -159,6 +165,9 @@ export class Replicator {
   private failedInRound = 0;
   /** replica: sessions in a row that ended within BRIEF_SESSION_MS of opening */
   private briefSessions = 0;
+  /** replica: turning to another master was logged since the last session opened */
+  private searchLogged = false;
+  private readonly clock = new CommitClock(Date.now());
   private mode: ReplicaMode;
   private readonly pending = new Map<string, PendingWrite>();
 
@@ -173,9 +182,11 @@ export class Replicator {
       reason: opts.peers.length ? `no master reached yet (trying ${opts.peers.join(', ')})` : 'no masters are configured',
     };
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxFrame ?? 16 * 1024 * 1024, perMessageDeflate: false });
-    this.dialers = opts.peers.map((url) => ({ url, attempt: 0, link: undefined, state: 'connecting', reason: null, node: null, timer: undefined, acked: 0, bytesIn: 0, bytesOut: 0, lastContact: 0 }));
-    this.unsubscribe = opts.store.subscribe(() => {
+    this.dialers = opts.peers.map((url) => ({ url, attempt: 0, link: undefined, state: 'connecting', reason: null, node: null, timer: undefined, acked: 0, bytesIn: 0, bytesOut: 0, lastContact: 0, downLogged: false }));
+    this.unsubscribe = opts.store.subscribe((entries) => {
       const head = opts.store.lastSeq;
+      // (a replica's peers take nothing from it: nobody can be behind it)
+      if (this.role === 'master' && entries.length && this.clock.note(entries[0]!.seq, Date.now())) this.clock.forget(this.leastHeld());
       for (const link of this.links) this.run(link, link.session.feedAdvanced(head));
     });
     if (this.role === 'replica') {
@@ -276,7 +287,7 @@ export class Replicator {
       socket.destroy();
       return;
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.attach(ws, 'inbound', null));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.attach(ws, 'inbound', null, req.socket.remoteAddress));
   }
 
   private dial(d: Dialer): void {
@@ -289,7 +300,7 @@ export class Replicator {
     });
   }
 
-  private attach(ws: WebSocket, direction: 'outbound' | 'inbound', url: string | null): Link {
+  private attach(ws: WebSocket, direction: 'outbound' | 'inbound', url: string | null, from?: string): Link {
     const store = this.opts.store;
     const codec = new FrameCodec(this.opts.maxFrame ?? 16 * 1024 * 1024);
     const session = new SyncSession({
@@ -338,6 +349,7 @@ export class Replicator {
         link.openedAt = Date.now();
         if (this.role === 'replica') {
           this.failedInRound = 0;
+          this.searchLogged = false;
           this.setMode({ mode: 'read-write', master: { node: peer, url: url ?? '' }, since: Date.now(), reason: null });
           this.opts.log.info({ master: peer, url }, 'replica writable: connected to a master');
           // writes whose answer was lost go again, with their keys
@@ -363,11 +375,13 @@ export class Replicator {
       },
       closed: (reason, refused) => {
         this.lastReason.set(link, reason);
-        // a peer we dial, refused again for the same reason at each retry, is one state: logged once
-        // (every refusal of an inbound connection is logged: that is how probing shows)
+        // A refusal is a state: logged once, not at each retry. A peer we dial is refused again
+        // for the same reason at each retry; an inbound one, once per address and reason (a new
+        // address trying shows, as probing should).
         const d = this.dialers.find((x) => x.link === link);
-        const again = d !== undefined && d.state === 'refused' && d.reason === reason;
-        if (refused && !again) this.opts.log.warn({ peer: session.peer, url, reason }, 'replication peer refused');
+        const again = d ? d.state === 'refused' && d.reason === reason : refused && !this.firstRefusal(`${from ?? 'unknown'} ${reason}`);
+        if (refused && !again) this.opts.log.warn({ peer: session.peer, url, from, reason }, 'replication peer refused');
+        else if (refused) this.opts.log.debug({ peer: session.peer, url, from, reason }, 'replication peer refused again');
         else this.opts.log.info({ peer: session.peer, url, reason }, 'replication session closed');
         this.refused.set(link, refused);
         ws.close(1008, closeReason(reason));
@@ -475,6 +489,15 @@ export class Replicator {
   }
 
   private readonly refused = new WeakMap<Link, boolean>();
+  /** inbound refusals logged, by address and reason; the oldest forgotten past REFUSALS_REMEMBERED */
+  private readonly refusalsLogged = new Set<string>();
+
+  private firstRefusal(key: string): boolean {
+    if (this.refusalsLogged.has(key)) return false;
+    this.refusalsLogged.add(key);
+    if (this.refusalsLogged.size > REFUSALS_REMEMBERED) this.refusalsLogged.delete(this.refusalsLogged.values().next().value!);
+    return true;
+  }
 
   /** One session per peer: of two, keep the one dialed by the smaller node id. */
   private admit(link: Link, peer: string): boolean {
@@ -485,6 +508,8 @@ export class Replicator {
     if (d) {
       d.node = peer;
       d.reason = null;
+      // reached: the outage is over, whichever of the two sessions carries on
+      d.downLogged = false;
     }
     for (const other of this.links) {
       if (other === link || other.session.peer !== peer || other.session.state !== 'open') continue;
@@ -509,7 +534,8 @@ export class Replicator {
     if (reason !== DUPLICATE_SESSION) this.wake(link.session.peer);
     const d = this.dialers.find((x) => x.link === link);
     if (!d) {
-      if (reason !== DUPLICATE_SESSION) this.opts.log.info({ peer: link.session.peer ?? null, direction: 'inbound', reason }, 'replication link closed');
+      // (a refusal was logged as such)
+      if (reason !== DUPLICATE_SESSION && !this.refused.get(link)) this.opts.log.info({ peer: link.session.peer ?? null, direction: 'inbound', reason }, 'replication link closed');
       return;
     }
     d.link = undefined;
@@ -536,7 +562,11 @@ export class Replicator {
         ? this.opts.backoffCap ?? 30_000
         : backoffDelay(d.attempt++, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 30_000);
     if (reason !== DUPLICATE_SESSION) {
-      this.opts.log.info({ url: d.url, peer: d.node, reason: d.reason, retryInMs: delay }, 'replication link down; backing off');
+      // once per outage: the retries of a peer that stays away are the same state (status shows the latest reason)
+      const fields = { url: d.url, peer: d.node, reason: d.reason, retryInMs: delay };
+      if (d.downLogged) this.opts.log.debug({ ...fields, attempt: d.attempt }, 'replication link still down; retrying');
+      else this.opts.log.info(fields, 'replication link down; backing off');
+      d.downLogged = true;
     }
     d.timer = setTimeout(() => this.dial(d), delay);
   }
@@ -573,8 +603,13 @@ export class Replicator {
           : backoffDelay(d.attempt++, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 5000);
     if (this.failedInRound >= n) this.failedInRound = 0;
     next.state = next.state === 'refused' ? 'refused' : 'backing-off';
-    // logged when the replica turns to another master, not at every retry
-    if (next !== d) this.opts.log.info({ from: d.url, to: next.url, retryInMs: delay }, 'replica: trying the next master');
+    // logged the first time the replica turns to another master after losing one, not at every retry
+    if (next !== d) {
+      const fields = { from: d.url, to: next.url, retryInMs: delay };
+      if (this.searchLogged) this.opts.log.debug(fields, 'replica: trying the next master');
+      else this.opts.log.info(fields, 'replica: trying the next master');
+      this.searchLogged = true;
+    }
     next.timer = setTimeout(() => this.dial(next), delay);
   }
 
@@ -588,6 +623,21 @@ export class Replicator {
         d.timer = setTimeout(() => this.dial(d), backoffDelay(0, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 30_000));
       }
     }
+  }
+
+  /** The lowest feed position some known peer holds: marks below it are no longer needed. */
+  private leastHeld(): number {
+    let least = this.opts.store.lastSeq;
+    const open = [...this.links].filter((l) => l.session.state === 'open');
+    for (const l of open) least = Math.min(least, l.session.peerHolds);
+    // a configured peer between sessions (or being redialed) still needs what it last acknowledged
+    for (const d of this.dialers) if (d.node !== null && !open.some((l) => l.session.peer === d.node)) least = Math.min(least, d.acked);
+    return least;
+  }
+
+  private behindSeconds(held: number, now: number): number {
+    const since = this.clock.missingSince(held, this.opts.store.lastSeq);
+    return since === undefined ? 0 : Math.max(0, (now - since) / 1000);
   }
 
   /** Per-peer state for /status. */
@@ -613,6 +663,7 @@ export class Replicator {
         acked: s.acked,
         // (masters take nothing from a replica)
         peerBehind: this.role === 'replica' ? 0 : Math.max(0, this.opts.store.lastSeq - l.session.peerHolds),
+        peerBehindSeconds: this.role === 'replica' ? 0 : this.behindSeconds(l.session.peerHolds, now),
         synced: l.everLive || s.remoteHead > 0,
       };
     };
@@ -641,6 +692,7 @@ export class Replicator {
         acked: d.acked,
         // (a peer never reached has acknowledged nothing we know of)
         peerBehind: d.node && this.role === 'master' ? Math.max(0, this.opts.store.lastSeq - d.acked) : 0,
+        peerBehindSeconds: d.node && this.role === 'master' ? this.behindSeconds(d.acked, now) : 0,
         synced: false,
       });
       if (d.node) seen.add(d.node);
@@ -676,6 +728,9 @@ const BRIEF_SESSION_MS = 5000;
 
 /** Forwarded writes a replica holds unanswered at once; its masters take 1024 per session. */
 const MAX_PENDING = 512;
+
+/** Inbound refusals (address and reason) remembered so that each is logged once. */
+const REFUSALS_REMEMBERED = 1000;
 
 /** A WebSocket close reason is at most 123 bytes of UTF-8. */
 function closeReason(reason: string): string {

@@ -9,7 +9,7 @@
 import t, { type Test } from 'tap';
 import type { FeedEntry, RemoteChange } from '@meridian/store';
 import { Packr } from 'msgpackr';
-import { backoffDelay, decodeFrame, encodeFrame, FrameError, PROTOCOL_VERSION, SyncSession, type Action, type Frame, type SessionOptions } from '../dist/index.js';
+import { backoffDelay, decodeFrame, encodeFrame, FrameError, PROTOCOL_VERSION, runActions, SyncSession, type Action, type FeedStore, type Frame, type SessionIo, type SessionOptions } from '../dist/index.js';
 import { prng } from '../../../test/helpers/prng.js';
 
 const CLUSTER = 'unit';
@@ -849,4 +849,22 @@ t.test('an empty node cloning from its peer is not live until the last states fr
   pair.run(b, b.session.applied());
   t.equal(b.session.stats.applied, 12);
   t.ok(b.session.live, 'live once the last one is applied');
+});
+
+t.test('a refusal is reported with its reason even when the connection is already gone', async (t) => {
+  // both sides refuse at once: the peer's close arrives before our error frame can be sent
+  const pair = new Pair({ nodeId: 'alpha', secret: SECRET }, { nodeId: 'bravo', secret: 'some-other-secret-entirely' }).start().settle();
+  const refusal = pair.a.log.filter((a) => a.type === 'send' || a.type === 'close');
+  t.match(refusal.at(-1), { type: 'close', refused: true, reason: /^authentication failed/ });
+  const closed: [string, boolean][] = [];
+  const io: SessionIo = {
+    store: {} as FeedStore,
+    session: pair.a.session,
+    send: () => false,
+    opened: () => true,
+    closed: (reason, refused) => void closed.push([reason, refused]),
+  };
+  await runActions(io, refusal.slice(-2));
+  t.equal(closed.length, 1, 'the close still runs');
+  t.match(closed[0], [/^authentication failed: the peer does not hold this cluster's secret$/, true], 'with the refusal, not a bare close');
 });
