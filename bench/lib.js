@@ -70,7 +70,7 @@ export function freePort() {
 
 const BIN = fileURLToPath(new URL('../bin/meridian', import.meta.url));
 /** node's own flags from bin/meridian's first line: a benchmark runs a node as `bin/meridian serve` would */
-const NODE_FLAGS = (() => {
+export const NODE_FLAGS = (() => {
   const line = readFileSync(BIN, 'utf8').split('\n')[0];
   const m = /^#!\/usr\/bin\/env -S node (.*)$/.exec(line);
   // a changed first line must not quietly drop the flags from every benchmark
@@ -120,7 +120,7 @@ export class Processes {
 
   /** Forks a helper script with an IPC channel; resolves to { pid, exited, ready } with its first message. */
   async fork(script, args) {
-    const child = fork(script, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(script, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: NODE_FLAGS });
     const p = this.#track(child);
     p.ready = await new Promise((resolve, reject) => {
       child.once('message', resolve);

@@ -30,7 +30,7 @@ import PouchDB from 'pouchdb';
 import { pino } from 'pino';
 import { MeridianNode, resolveConfig } from '@meridian/node';
 import { encodeFrame } from '@meridian/sync';
-import { concurrent, fmt, percentile, printTable, profiled, sleep, tempDirs, until } from './lib.js';
+import { concurrent, fmt, NODE_FLAGS, percentile, printTable, profiled, sleep, tempDirs, until } from './lib.js';
 
 export const name = 'replication';
 
@@ -445,7 +445,8 @@ async function wireSnapshot(w, receivers) {
 
 /** A node in a child process (bench/replication-peer.js), driven over IPC. */
 async function childNode(dir, peers, children) {
-  const child = fork(PEER_SCRIPT, [JSON.stringify(nodeFlags(dir, peers))], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // (with node's flags from bin/meridian, as a node runs)
+  const child = fork(PEER_SCRIPT, [JSON.stringify(nodeFlags(dir, peers))], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: NODE_FLAGS });
   children.add(child);
   let onArrival = () => undefined;
   let onVisible = () => undefined;

@@ -19,7 +19,16 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { fmt, printTable } from './lib.js';
+import { fmt, NODE_FLAGS, printTable } from './lib.js';
+
+// Benchmarks that run a store or a node in this process (store-writes, the
+// writer of replication, xml's in-process nodes) must run it as bin/meridian
+// runs a node: with its flags. Without them, start again with them.
+if (!NODE_FLAGS.every((f) => process.execArgv.includes(f))) {
+  const { spawnSync } = await import('node:child_process');
+  const r = spawnSync(process.execPath, [...process.execArgv, ...NODE_FLAGS, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+}
 
 // as bin/meridian does for a node: the thread pool is shared by LevelDB, fsync and zlib
 process.env.UV_THREADPOOL_SIZE ??= '16';
@@ -60,7 +69,7 @@ const machine = {
   cpu: cpus()[0]?.model ?? 'unknown',
   cores: cpus().length,
   memoryGiB: Math.round(totalmem() / 2 ** 30),
-  node: process.version,
+  node: `${process.version} ${NODE_FLAGS.join(' ')}`,
   platform: `${process.platform}-${process.arch}`,
   // other work on the machine skews every figure; this shows whether there was any
   loadAverage1m: loadavg()[0],

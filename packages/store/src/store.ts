@@ -728,6 +728,18 @@ export class Store {
    * as the last change, so the checkpoint never runs ahead of the data.
    */
   async applyRemote(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } } = {}): Promise<ApplyResult> {
+    const { result, durable } = await this.applyRemoteStaged(changes, opts);
+    await durable;
+    return result;
+  }
+
+  /**
+   * As applyRemote, but resolves once the changes are applied here (and
+   * readable), with `durable` settling when their batch is on disk: a
+   * replication session applies its next frame meanwhile, so that a slow
+   * fsync delays acknowledgements, not what readers see.
+   */
+  async applyRemoteStaged(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } } = {}): Promise<{ result: ApplyResult; durable: Promise<void> }> {
     this.assertOpen();
     const result: ApplyResult = { applied: 0, skipped: 0, conflicts: 0 };
     let last: Promise<void> | undefined;
@@ -750,8 +762,7 @@ export class Store {
       last = r.durable;
     }
     if (changes.length === 0 && opts.checkpoint) last = this.commits.add([checkpointOp(opts.checkpoint)]);
-    await last;
-    return result;
+    return { result, durable: last ?? Promise.resolve() };
   }
 
   private async applyOne(c: RemoteChange, extra: BatchOp[]): Promise<{ durable: Promise<void>; conflicts: number; skipped?: boolean }> {

@@ -9,6 +9,8 @@ export interface FeedStore {
   versionVector(): Record<string, number>;
   readFeed(after: number, limit: number): Promise<FeedEntry[]>;
   applyRemote(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } }): Promise<ApplyResult>;
+  /** applied (readable) when it resolves; `durable` settles once the batch is on disk */
+  applyRemoteStaged(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } }): Promise<{ result: ApplyResult; durable: Promise<void> }>;
   checkpoint(peer: string): Promise<number>;
   subscribe(listener: (entries: FeedEntry[]) => void): () => void;
   feedBase(): Record<string, number>;
@@ -27,6 +29,13 @@ export interface SessionIo {
   /** the session authenticated; false to drop it (a duplicate) */
   opened(peer: string, role: Role): boolean;
   closed(reason: string, refused: boolean): void;
+  /**
+   * Runs actions that come due later, outside this call: the acks of frames
+   * whose batch reached the disk. A driver that has it lets a session apply
+   * its next frame while the last one's fsync is under way; without it,
+   * each apply waits for its own fsync.
+   */
+  later?(actions: Action[]): void;
   digestCompared?(differing: number): void;
   /** a clone or anti-entropy finished and this node's feed base grew */
   statesApplied?(): void;
@@ -65,10 +74,22 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
       case 'read':
         queue.push(...session.feedRead(await store.readFeed(a.after, a.limit)));
         break;
-      case 'apply':
-        await store.applyRemote(a.changes, { checkpoint: { peer: session.peer!, seq: a.last } });
-        queue.push(...session.applied());
+      case 'apply': {
+        const { durable } = await store.applyRemoteStaged(a.changes, { checkpoint: { peer: session.peer!, seq: a.last } });
+        const later = io.later?.bind(io);
+        if (!later) {
+          await durable;
+          queue.push(...session.applied());
+          break;
+        }
+        // acks go out in commit order: batches reach the disk in that order
+        durable.then(
+          () => later(session.durable()),
+          (e: unknown) => later(session.fail(`could not store the peer's changes: ${(e as Error).message}`, false)),
+        );
+        queue.push(...session.appliedInMemory());
         break;
+      }
       case 'load-checkpoint':
         queue.push(...session.checkpointLoaded(await store.checkpoint(a.peer)));
         break;

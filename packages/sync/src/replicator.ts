@@ -386,6 +386,7 @@ export class Replicator {
         this.refused.set(link, refused);
         ws.close(1008, closeReason(reason));
       },
+      later: (actions) => this.run(link, actions),
       digestCompared: (differing) => this.opts.log.info({ peer: session.peer, differing }, 'anti-entropy: digests compared'),
       // Our feed now lacks changes we hold (the feed base grew): peers
       // streaming from us must subscribe again, so that those lacking them

@@ -66,7 +66,7 @@ export interface SessionOptions {
   firstSeq?: () => number;
   /** changes per batch */
   batch?: number;
-  /** unacknowledged batches allowed in flight */
+  /** unacknowledged frames allowed in flight (also bounded by WINDOW_BYTES) */
   window?: number;
   /** ms to complete the handshake */
   authTimeout?: number;
@@ -107,6 +107,9 @@ export class SyncSession {
   private peerHas = new VersionVector();
   private reading = false;
   private inFlight = 0;
+  /** estimated bytes of each unacknowledged frame, oldest first, and their sum */
+  private readonly inFlightSizes: number[] = [];
+  private inFlightBytes = 0;
   private skippedSinceFrame = 0;
   /** head and last of the last changes frame sent */
   private toldHead = 0;
@@ -121,6 +124,10 @@ export class SyncSession {
   /** receiver side: batches waiting to be applied, oldest first */
   private readonly pendingApply: (ChangesFrame | StatesFrame)[] = [];
   private applying = false;
+  /** changes frames taken together into the apply under way (each is acknowledged on its own) */
+  private applyingFrames = 0;
+  /** applies done in memory whose batch is not on disk yet, oldest first: the `last` of each of their frames */
+  private readonly unsynced: number[][] = [];
   private readonly batch: number;
   private readonly window: number;
   private readonly authTimeout: number;
@@ -128,7 +135,7 @@ export class SyncSession {
   constructor(private readonly opts: SessionOptions) {
     this.head = opts.head;
     this.batch = opts.batch ?? 500;
-    this.window = opts.window ?? 4;
+    this.window = opts.window ?? 32;
     this.authTimeout = opts.authTimeout ?? 10_000;
   }
 
@@ -274,6 +281,7 @@ export class SyncSession {
       case 'ack':
         if ((this.cursor === undefined && !this.cloning) || f.seq > this.stats.sent || this.inFlight === 0) return this.fail(`ack of ${f.seq}, which was never sent`, true);
         this.inFlight--;
+        this.inFlightBytes -= this.inFlightSizes.shift() ?? 0;
         this.stats.acked = f.seq;
         return this.pump();
       case 'head':
@@ -298,7 +306,20 @@ export class SyncSession {
       const done = f.done ? { head: f.head!, vector: f.vector! } : undefined;
       return [{ type: 'clone', objects: f.objects.map((o) => (o.p ? { id: o.i, record: o.r, purged: true } : { id: o.i, record: o.r })), done }];
     }
-    return [{ type: 'apply', changes: f.changes.map(fromWire), last: f.last }];
+    // Changes frames that queued up while the last apply waited for its fsync go to disk
+    // together: one at a time, each paid a whole fsync, and at 1,000 changes/s the queue,
+    // and so the time to readable, grew with every slow fsync.
+    let n = 1;
+    let count = f.changes.length;
+    for (; n < this.pendingApply.length; n++) {
+      const g = this.pendingApply[n]!;
+      if (g.t !== 'changes' || count + g.changes.length > MAX_MERGED_CHANGES) break;
+      count += g.changes.length;
+    }
+    this.applyingFrames = n;
+    const frames = this.pendingApply.slice(0, n) as ChangesFrame[];
+    const changes = n === 1 ? f.changes.map(fromWire) : frames.flatMap((g) => g.changes.map(fromWire));
+    return [{ type: 'apply', changes, last: frames[n - 1]!.last }];
   }
 
   /** Master: a forwarded write is done (or refused); answer the replica. */
@@ -308,20 +329,48 @@ export class SyncSession {
     return [{ type: 'send', frame: answer }];
   }
 
-  /** The oldest pending batch is on disk here: acknowledge it. */
+  /** The oldest pending batch (with those taken with it) is on disk here: acknowledge each. */
   applied(): Action[] {
     if (this.state !== 'open' || !this.applying) return [];
-    const f = this.pendingApply.shift()!;
-    this.applying = false;
-    if (f.t === 'states') {
+    if (this.pendingApply[0]!.t === 'states') {
+      const f = this.pendingApply.shift() as StatesFrame;
+      this.applying = false;
       if (f.done) this.stats.applied = f.head!;
       return [{ type: 'send', frame: { t: 'ack', seq: f.done ? f.head! : 0 } }, ...this.nextApply()];
     }
-    this.stats.applied = f.last;
+    const next = this.appliedInMemory();
+    return [...this.durable(), ...next];
+  }
+
+  /**
+   * The changes of the apply under way are applied here (readable), not yet
+   * on disk: the next frames may be applied meanwhile; durable() acknowledges
+   * these once their batch is on disk.
+   */
+  appliedInMemory(): Action[] {
+    if (this.state !== 'open' || !this.applying || this.pendingApply[0]?.t !== 'changes') return [];
+    const frames = this.pendingApply.splice(0, this.applyingFrames) as ChangesFrame[];
+    this.applying = false;
+    this.unsynced.push(frames.map((g) => g.last));
+    const last = frames[frames.length - 1]!;
+    this.stats.applied = last.last;
     const next = this.pendingApply[0];
     const nextOldest = next?.t === 'changes' ? next.changes[0]?.h : undefined;
-    this.stats.behindSince = nextOldest ?? (f.last < this.stats.remoteHead ? f.changes.at(-1)?.h ?? this.stats.behindSince : undefined);
-    return [{ type: 'send', frame: { t: 'ack', seq: f.last } }, ...this.nextApply()];
+    this.stats.behindSince = nextOldest ?? (last.last < this.stats.remoteHead ? last.changes.at(-1)?.h ?? this.stats.behindSince : undefined);
+    return this.nextApply();
+  }
+
+  /** The oldest apply not yet on disk is: acknowledge its frames, one ack each (the sender counts its window in frames). */
+  durable(): Action[] {
+    const lasts = this.unsynced.shift();
+    if (this.state !== 'open' || !lasts) return [];
+    return lasts.map((seq): Action => ({ type: 'send', frame: { t: 'ack', seq } }));
+  }
+
+  private sent(bytes: number): void {
+    this.inFlight++;
+    this.inFlightSizes.push(bytes);
+    this.inFlightBytes += bytes;
   }
 
   /** The local feed grew: stream the new changes if the window allows. */
@@ -332,7 +381,7 @@ export class SyncSession {
   }
 
   private pump(): Action[] {
-    if (this.state !== 'open' || this.reading || this.inFlight >= this.window) return [];
+    if (this.state !== 'open' || this.reading || this.inFlight >= this.window || this.inFlightBytes >= WINDOW_BYTES) return [];
     if (this.cloning) {
       this.reading = true;
       return [{ type: 'read-states', buckets: this.cloneBuckets }];
@@ -378,7 +427,7 @@ export class SyncSession {
     const owed = last >= this.head && this.toldHead > this.toldLast;
     if (changes.length === 0 && this.skippedSinceFrame < SKIP_FRAME_EVERY && !owed) return this.pump();
     this.skippedSinceFrame = 0;
-    this.inFlight++;
+    this.sent(bytes);
     this.toldHead = this.head;
     this.toldLast = last;
     return [{ type: 'send', frame: { t: 'changes', changes, last, head: this.head } }, ...this.pump()];
@@ -392,7 +441,7 @@ export class SyncSession {
   statesRead(objects: ClonedState[], end?: { head: number; vector: Record<string, number> }): Action[] {
     if (this.state !== 'open' || !this.cloning || !this.reading) return [];
     this.reading = false;
-    this.inFlight++;
+    this.sent(objects.reduce((n, o) => n + o.record.length + 64, 0));
     const frame: StatesFrame = { t: 'states', objects: objects.map((o) => (o.purged ? { i: o.id, r: o.record, p: true } : { i: o.id, r: o.record })), done: end !== undefined };
     if (end) {
       frame.head = end.head;
@@ -452,6 +501,7 @@ export class SyncSession {
       (this.cursor !== undefined ? this.cursor >= this.head && this.inFlight === 0 : this.opts.role === 'replica') &&
       this.stats.applied >= this.stats.remoteHead &&
       !this.applying &&
+      this.unsynced.length === 0 &&
       // a clone's states carry the peer's head only in the last frame: between two of them
       // nothing is being applied and the head is still 0, which looked caught up (and /readyz
       // answered 200 while a clone of 3,000 objects was under way)
@@ -461,6 +511,15 @@ export class SyncSession {
 }
 
 const FRAME_BUDGET = 4 * 1024 * 1024;
+/**
+ * Unacknowledged bytes (estimated as the frames are built) a sender allows
+ * besides its frame count: what 4 full frames held when the window was 4.
+ * Live push sends many small frames, and 4 of them stalled it behind every
+ * slow fsync at the peer.
+ */
+const WINDOW_BYTES = 4 * FRAME_BUDGET;
+/** changes applied (and so held in memory, and written in one batch) at once when frames queue up */
+const MAX_MERGED_CHANGES = 10_000;
 const SKIP_FRAME_EVERY = 1000;
 
 function toWire(e: FeedEntry): WireChange {

@@ -868,3 +868,87 @@ t.test('a refusal is reported with its reason even when the connection is alread
   t.equal(closed.length, 1, 'the close still runs');
   t.match(closed[0], [/^authentication failed: the peer does not hold this cluster's secret$/, true], 'with the refusal, not a bare close');
 });
+
+t.test('changes frames that queue up behind a slow apply are applied together, and each is acknowledged', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start().settle();
+  const a = pair.a;
+  a.autoApply = false;
+  const frame = (first: number, n: number): Frame => ({ t: 'changes', changes: Array.from({ length: n }, (_, i) => wire(entry(first + i, 'bravo'))), last: first + n - 1, head: first + n - 1 });
+  pair.inject(a, frame(1, 2));
+  t.equal(a.applies.length, 1, 'the first frame is applied at once');
+  // three more arrive while its fsync is under way
+  pair.inject(a, frame(3, 1));
+  pair.inject(a, frame(4, 3));
+  pair.inject(a, frame(7, 1));
+  t.equal(a.applies.length, 1, 'nothing more is applied meanwhile');
+  const acksBefore = sends(a, 'ack').length;
+  pair.run(a, a.session.applied());
+  t.same(sends(a, 'ack').slice(acksBefore).map((f) => (f as Extract<Frame, { t: 'ack' }>).seq), [2], 'the first frame is acknowledged');
+  t.equal(a.applies.length, 2, 'then the three waiting frames go in one apply');
+  t.same(a.applies[1]!.changes.map((c) => c.originSeq), [3, 4, 5, 6, 7], 'their changes in order');
+  t.equal(a.applies[1]!.last, 7, 'up to the last frame\'s position (the checkpoint)');
+  t.equal(a.session.stats.applied, 2, 'not counted applied before it is on disk');
+  pair.run(a, a.session.applied());
+  t.same(sends(a, 'ack').slice(acksBefore + 1).map((f) => (f as Extract<Frame, { t: 'ack' }>).seq), [3, 6, 7], 'one ack per frame: the sender counts its window in frames');
+  t.equal(a.session.stats.applied, 7);
+  t.same(a.session.applied(), [], 'nothing left to apply');
+});
+
+t.test('the window is also bounded in bytes: many small frames may be in flight, few large ones', async (t) => {
+  const run = (update: number): number => {
+    const feed = new FakeFeed((s) => ({ ...entry(s, 'alpha'), update: bytes(update, s & 0xff) }), 0);
+    const pair = new Pair({ nodeId: 'alpha', batch: 3 }, { nodeId: 'bravo' }, { a: feed });
+    pair.b.autoApply = false; // never acks
+    pair.start().settle();
+    for (let head = 1; head <= 300; head++) {
+      feed.head = head;
+      pair.run(pair.a, pair.a.session.feedAdvanced(head));
+      pair.settle();
+    }
+    return sends(pair.a, 'changes').length;
+  };
+  t.equal(run(10), 32, 'small changes: 32 frames in flight (live push is not held back by a slow fsync at the peer)');
+  // one change of 1 MiB a frame (the feed grows by one at a time): the 16th frame reaches 16 MiB unacknowledged
+  t.equal(run(1 << 20), 16, 'large changes: the sender stops at 16 MiB unacknowledged');
+});
+
+t.test('a driver with later() applies the next frame while the last one waits for its fsync, and acks only once on disk', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start().settle();
+  const a = pair.a;
+  a.autoApply = false;
+  const frame = (seq: number): Frame => ({ t: 'changes', changes: [wire(entry(seq, 'bravo'))], last: seq, head: seq });
+  pair.inject(a, frame(1));
+  // the executor, as the WebSocket driver runs it: applyRemoteStaged resolves at once, durable when told
+  const disk: (() => void)[] = [];
+  const sent: Frame[] = [];
+  const store = {
+    applyRemoteStaged: async () => ({ result: { applied: 1, skipped: 0, conflicts: 0 }, durable: new Promise<void>((r) => disk.push(r)) }),
+  } as unknown as FeedStore;
+  const io: SessionIo = {
+    store,
+    session: a.session,
+    send: (f) => {
+      sent.push(f);
+      return true;
+    },
+    opened: () => true,
+    closed: () => undefined,
+    later: (actions) => void runActions(io, actions),
+  };
+  const apply1 = a.log.filter((x) => x.type === 'apply').at(-1)!;
+  await runActions(io, [apply1]);
+  t.equal(a.session.stats.applied, 1, 'frame 1 is applied (readable)');
+  t.same(sent, [], 'but not acknowledged: it is not on disk');
+  // frame 2 arrives: applied at once, though frame 1's fsync has not finished
+  const next = a.session.receive(decodeFrame(encodeFrame(frame(2))));
+  t.match(next, [{ type: 'apply', last: 2 }], 'frame 2 is applied without waiting');
+  await runActions(io, next);
+  t.equal(a.session.stats.applied, 2);
+  t.equal(disk.length, 2, 'two batches on their way to disk');
+  disk[0]!();
+  await new Promise((r) => setImmediate(r));
+  t.same(sent.map((f) => f.t === 'ack' && f.seq), [1], 'frame 1 acknowledged once its batch is on disk');
+  disk[1]!();
+  await new Promise((r) => setImmediate(r));
+  t.same(sent.map((f) => f.t === 'ack' && f.seq), [1, 2], 'then frame 2, in order');
+});
