@@ -337,6 +337,23 @@ t.test('progress shows on a terminal and nowhere else: verify, export and backup
   t.match(backup.out, /\r\x1b\[2Kbacked up /, 'cleared when done, before the result is printed');
 });
 
+t.test('a peer that dialed us and went away is shown behind by what it lacks, on the side whose own dial lost', async (t) => {
+  const [pa, pb] = [await freePort(), await freePort()];
+  const a = await start(t, { nodeId: 'a', httpPort: pa, peers: [`ws://127.0.0.1:${pb}/sync`] });
+  const b = await start(t, { nodeId: 'b', httpPort: pb, peers: [`ws://127.0.0.1:${pa}/sync`] });
+  // of the two dials, a's carries the session (the smaller id's): b's own dialer was closed as a duplicate
+  const bSeesA = (): PeerStatus | undefined => b.node.replicator!.status().find((p) => p.node === 'a');
+  t.ok(await until(() => bSeesA()?.state === 'live', 10_000));
+  for (let i = 0; i < 10; i++) await b.node.store.create('Organisation', { name: `D${i}`, kind: 'vendor' });
+  t.ok(await until(() => bSeesA()?.peerBehind === 0 && a.node.store.covers(b.node.store.versionVector()), 5000), 'a holds all ten');
+  await a.node.stop();
+  t.ok(await until(() => bSeesA()?.state !== 'live', 5000), 'b sees a gone');
+  for (let i = 0; i < 3; i++) await b.node.store.create('Organisation', { name: `E${i}`, kind: 'vendor' });
+  const p = bSeesA()!;
+  t.equal(p.peerBehind, 3, 'a lacks the three made since, not all thirteen');
+  t.ok(p.peerBehindSeconds < 2, `for as long as they exist (${p.peerBehindSeconds} s), not since b started`);
+});
+
 t.test('meridian peers and conflicts, for people and as JSON', async (t) => {
   const [pa, pb] = [await freePort(), await freePort()];
   const a = await start(t, { nodeId: 'a', httpPort: pa, peers: [`ws://127.0.0.1:${pb}/sync`] });

@@ -44,11 +44,11 @@ export function formatStatus(s: StatusView): string {
     `objects   ${s.objects}${types ? ` (${types})` : ''}`,
     `feed      seq ${s.feed.lastSeq}${s.feed.lastChange ? `, last change ${s.feed.lastChange}` : ''}`,
     `vector    ${Object.entries(s.versionVector).map(([n, v]) => `${n}=${v}`).join(' ') || '(empty)'}`,
-    `conflicts ${s.conflicts.open} open`,
+    `conflicts ${s.conflicts?.open ?? 0} open`,
     `peers     ${s.peers.length === 0 ? 'none configured' : ''}`,
     ...s.peers.map(
       (p) =>
-        `  ${p.node ?? p.url}: ${p.state}${p.reason && p.state !== 'live' ? ` (${p.reason})` : ''}, lag ${p.lagEntries} entries / ${p.lagSeconds.toFixed(1)} s, behind ${p.peerBehind} entries / ${p.peerBehindSeconds.toFixed(1)} s, last contact ${p.lastContact ?? 'never'}`,
+        `  ${p.node ?? p.url}: ${p.state}${p.reason && p.state !== 'live' ? ` (${p.reason})` : ''}, lag ${p.lagEntries} entries / ${p.lagSeconds.toFixed(1)} s, behind ${p.peerBehind ?? 0} entries / ${(p.peerBehindSeconds ?? 0).toFixed(1)} s, last contact ${p.lastContact ?? 'never'}`,
     ),
   ].join('\n').replace(/peers     \n/, 'peers\n');
 }

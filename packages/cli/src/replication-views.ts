@@ -10,7 +10,8 @@ export function formatPeers(peers: PeerView[]): string {
     p.url ?? `(${p.direction})`,
     p.state + (p.reason && p.state !== 'live' ? ` (${p.reason})` : ''),
     `${p.lagEntries} entries / ${p.lagSeconds.toFixed(1)} s`,
-    `${p.peerBehind} entries / ${p.peerBehindSeconds.toFixed(1)} s`,
+    // (?? 0: a node older than this CLI does not report them)
+    `${p.peerBehind ?? 0} entries / ${(p.peerBehindSeconds ?? 0).toFixed(1)} s`,
     p.lastContact ?? 'never',
     `${p.bytesIn} in / ${p.bytesOut} out`,
   ]);
@@ -81,7 +82,7 @@ export function table(header: string[], rows: string[][]): string {
 export function formatLag(nodeId: string, mode: string, peers: PeerView[]): string {
   const head = `${nodeId} (${mode}) at ${new Date().toISOString()}`;
   if (peers.length === 0) return `${head}\nno peers configured`;
-  const rows = peers.map((p) => [p.node ?? '?', p.state, String(p.lagEntries), p.lagSeconds.toFixed(1), String(p.peerBehind), p.peerBehindSeconds.toFixed(1), p.lastContact ?? 'never']);
+  const rows = peers.map((p) => [p.node ?? '?', p.state, String(p.lagEntries), p.lagSeconds.toFixed(1), String(p.peerBehind ?? 0), (p.peerBehindSeconds ?? 0).toFixed(1), p.lastContact ?? 'never']);
   return `${head}\n${table(['peer', 'state', 'lag (entries)', 'lag (s)', 'peer behind (entries)', 'peer behind (s)', 'last contact'], rows)}`;
 }
 

@@ -3,10 +3,11 @@
  * status can say for how long a peer has lacked a change of ours (the lag
  * operators alert on while a peer is cut off, when its own head is unknown).
  *
- * One mark per second in which the feed grew. A mark is dropped once every
- * known peer holds all the positions it covers; while a peer stays away the
- * marks are halved whenever they pass `maxMarks`, which coarsens the answer
- * (it can only grow older) but bounds the memory.
+ * One mark per second in which the feed grew, kept for as long as the
+ * process runs: any peer may come back holding any position. Past
+ * `maxMarks` the older half is thinned to every other mark, so recent
+ * answers keep their one-second resolution while old ones grow coarser
+ * (and only ever older, never younger, than the truth).
  */
 export class CommitClock {
   /** the first feed position committed in each mark's second */
@@ -16,7 +17,7 @@ export class CommitClock {
   constructor(
     /** this process's start: changes from before it are at least this old */
     private readonly started: number,
-    private readonly maxMarks = 1 << 20,
+    private readonly maxMarks = 1 << 18,
   ) {}
 
   /** The feed grew to include `firstSeq` at `now`. */
@@ -25,7 +26,7 @@ export class CommitClock {
     if (last >= 0 && now - this.times[last]! < 1000) return false;
     this.seqs.push(firstSeq);
     this.times.push(now);
-    if (this.seqs.length > this.maxMarks) this.halve();
+    if (this.seqs.length > this.maxMarks) this.thin();
     return true;
   }
 
@@ -50,22 +51,15 @@ export class CommitClock {
     return found < 0 ? this.started : this.times[found]!;
   }
 
-  /** Every peer holds the feed up to `held`: marks wholly below it are no longer asked for. */
-  forget(held: number): void {
-    let drop = 0;
-    while (drop + 1 < this.seqs.length && this.seqs[drop + 1]! <= held + 1) drop++;
-    if (drop === 0) return;
-    this.seqs.splice(0, drop);
-    this.times.splice(0, drop);
-  }
-
   get marks(): number {
     return this.seqs.length;
   }
 
-  /** Keeps every other mark; each kept mark takes over the next one's positions with its own, older time. */
-  private halve(): void {
-    this.seqs = this.seqs.filter((_, i) => i % 2 === 0);
-    this.times = this.times.filter((_, i) => i % 2 === 0);
+  /** Keeps every other mark of the older half; each kept mark takes over the next one's positions with its own, older time. */
+  private thin(): void {
+    const half = this.seqs.length >> 1;
+    const keep = (_: number, i: number): boolean => i >= half || i % 2 === 0;
+    this.seqs = this.seqs.filter(keep);
+    this.times = this.times.filter(keep);
   }
 }

@@ -85,7 +85,7 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         // acks go out in commit order: batches reach the disk in that order
         durable.then(
           () => later(session.durable()),
-          (e: unknown) => later(session.fail(`could not store the peer's changes: ${(e as Error).message}`, false)),
+          (e: unknown) => later(session.fail(`could not store the peer's changes: ${e instanceof Error ? e.message : String(e)}`, false)),
         );
         queue.push(...session.appliedInMemory());
         break;

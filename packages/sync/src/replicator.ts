@@ -186,7 +186,7 @@ export class Replicator {
     this.unsubscribe = opts.store.subscribe((entries) => {
       const head = opts.store.lastSeq;
       // (a replica's peers take nothing from it: nobody can be behind it)
-      if (this.role === 'master' && entries.length && this.clock.note(entries[0]!.seq, Date.now())) this.clock.forget(this.leastHeld());
+      if (this.role === 'master' && entries.length) this.clock.note(entries[0]!.seq, Date.now());
       for (const link of this.links) this.run(link, link.session.feedAdvanced(head));
     });
     if (this.role === 'replica') {
@@ -386,7 +386,9 @@ export class Replicator {
         this.refused.set(link, refused);
         ws.close(1008, closeReason(reason));
       },
-      later: (actions) => this.run(link, actions),
+      // acks (or the close of a disk failure) go at once, not behind the frames queued on this link:
+      // sends are synchronous, so the frame codec's history stays in order
+      later: (actions) => void runActions(link, actions).then(() => this.checkLive(link)),
       digestCompared: (differing) => this.opts.log.info({ peer: session.peer, differing }, 'anti-entropy: digests compared'),
       // Our feed now lacks changes we hold (the feed base grew): peers
       // streaming from us must subscribe again, so that those lacking them
@@ -490,13 +492,17 @@ export class Replicator {
   }
 
   private readonly refused = new WeakMap<Link, boolean>();
-  /** inbound refusals logged, by address and reason; the oldest forgotten past REFUSALS_REMEMBERED */
-  private readonly refusalsLogged = new Set<string>();
+  /** inbound refusals logged, by address and reason, with when; the oldest forgotten past REFUSALS_REMEMBERED */
+  private readonly refusalsLogged = new Map<string, number>();
 
+  /** Whether to log this refusal as new: not logged for this address and reason within the last hour. */
   private firstRefusal(key: string): boolean {
-    if (this.refusalsLogged.has(key)) return false;
-    this.refusalsLogged.add(key);
-    if (this.refusalsLogged.size > REFUSALS_REMEMBERED) this.refusalsLogged.delete(this.refusalsLogged.values().next().value!);
+    const now = Date.now();
+    const at = this.refusalsLogged.get(key);
+    if (at !== undefined && now - at < REFUSAL_LOGGED_FOR_MS) return false;
+    this.refusalsLogged.delete(key);
+    this.refusalsLogged.set(key, now);
+    if (this.refusalsLogged.size > REFUSALS_REMEMBERED) this.refusalsLogged.delete(this.refusalsLogged.keys().next().value!);
     return true;
   }
 
@@ -533,6 +539,12 @@ export class Replicator {
     releaseSnapshot(link);
     const reason = this.lastReason.get(link) ?? fallback ?? 'closed';
     if (reason !== DUPLICATE_SESSION) this.wake(link.session.peer);
+    // what the peer held when the session ended, for status while it is away, whichever side
+    // dialed (when the peer's dial carried the session, ours was closed as a duplicate)
+    const peer = link.session.peer;
+    if (peer !== undefined && link.session.peerRole === 'master') {
+      for (const x of this.dialers) if (x.node === peer) x.acked = Math.max(x.acked, link.session.peerHolds);
+    }
     const d = this.dialers.find((x) => x.link === link);
     if (!d) {
       // (a refusal was logged as such)
@@ -540,7 +552,6 @@ export class Replicator {
       return;
     }
     d.link = undefined;
-    if (link.session.peer !== undefined && link.session.peerRole === 'master') d.acked = Math.max(d.acked, link.session.peerHolds);
     d.bytesIn += link.bytesIn;
     d.bytesOut += link.bytesOut;
     d.lastContact = Math.max(d.lastContact, link.lastContact);
@@ -624,16 +635,6 @@ export class Replicator {
         d.timer = setTimeout(() => this.dial(d), backoffDelay(0, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 30_000));
       }
     }
-  }
-
-  /** The lowest feed position some known peer holds: marks below it are no longer needed. */
-  private leastHeld(): number {
-    let least = this.opts.store.lastSeq;
-    const open = [...this.links].filter((l) => l.session.state === 'open');
-    for (const l of open) least = Math.min(least, l.session.peerHolds);
-    // a configured peer between sessions (or being redialed) still needs what it last acknowledged
-    for (const d of this.dialers) if (d.node !== null && !open.some((l) => l.session.peer === d.node)) least = Math.min(least, d.acked);
-    return least;
   }
 
   private behindSeconds(held: number, now: number): number {
@@ -730,8 +731,9 @@ const BRIEF_SESSION_MS = 5000;
 /** Forwarded writes a replica holds unanswered at once; its masters take 1024 per session. */
 const MAX_PENDING = 512;
 
-/** Inbound refusals (address and reason) remembered so that each is logged once. */
+/** Inbound refusals (address and reason) remembered so that each is logged once (an hour) rather than per attempt. */
 const REFUSALS_REMEMBERED = 1000;
+const REFUSAL_LOGGED_FOR_MS = 60 * 60 * 1000;
 
 /** A WebSocket close reason is at most 123 bytes of UTF-8. */
 function closeReason(reason: string): string {

@@ -75,7 +75,7 @@ export interface SessionOptions {
 export interface SessionStats {
   /** their feed head as last reported */
   remoteHead: number;
-  /** their feed seq durably applied here */
+  /** their feed seq applied here (readable; on disk once acknowledged, which follows in order) */
   applied: number;
   /** our feed seq they acknowledged */
   acked: number;
