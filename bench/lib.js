@@ -120,6 +120,7 @@ export class Processes {
 
   /** Forks a helper script with an IPC channel; resolves to { pid, exited, ready } with its first message. */
   async fork(script, args) {
+    // node's flags as a node has them, not the runner's own (an --inspect port would clash)
     const child = fork(script, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: NODE_FLAGS });
     const p = this.#track(child);
     p.ready = await new Promise((resolve, reject) => {

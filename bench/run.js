@@ -22,8 +22,8 @@ import { parseArgs } from 'node:util';
 import { fmt, NODE_FLAGS, printTable } from './lib.js';
 
 // Benchmarks that run a store or a node in this process (store-writes, the
-// writer of replication, xml's in-process nodes) must run it as bin/meridian
-// runs a node: with its flags. Without them, start again with them.
+// writer of replication) must run it as bin/meridian runs a node: with its
+// flags. Without them, start again with them.
 if (!NODE_FLAGS.every((f) => process.execArgv.includes(f))) {
   const { spawnSync } = await import('node:child_process');
   const r = spawnSync(process.execPath, [...process.execArgv, ...NODE_FLAGS, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });

@@ -26,7 +26,8 @@ const freePort = () =>
   });
 
 function serve(name, args) {
-  const child = spawn(process.execPath, [BIN, 'serve', '--node-id', name, '--dir', join(dir, name), '--admin-password', PASSWORD, '--heartbeat', '500', '--link-timeout', '3000', ...args], {
+  // bin/meridian itself, so that its first line gives node the flags a node runs with
+  const child = spawn(BIN, ['serve', '--node-id', name, '--dir', join(dir, name), '--admin-password', PASSWORD, '--heartbeat', '500', '--link-timeout', '3000', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.set(name, child);
@@ -82,7 +83,7 @@ Meridian demo cluster (data in ${dir}; Ctrl-C stops everything)
 
 In another terminal:
   export MERIDIAN_PASSWORD=${PASSWORD}
-  alias meridian="node ${BIN}"
+  alias meridian="${BIN}"
   meridian status ${m(p3)}                 # the replica: read-write through eu-1
   meridian lag --watch ${m(p2)}            # how far us-1 is behind
   meridian put Organisation name=Demo kind=customer ${m(p3)}   # a write through the replica

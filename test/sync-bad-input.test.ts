@@ -258,13 +258,13 @@ t.test('bad input on /sync is refused with a reason, and the node keeps serving 
       t.match(errors[0]?.reason, c.reason, `the error frame says why: ${errors[0]?.reason}`);
       t.equal(out.frames.at(-1)?.t, 'error', 'nothing after the error frame');
       t.notOk(out.frames.some((f) => f.t === 'sub' || f.t === 'changes' || f.t === 'head'), 'the node neither subscribed nor streamed');
-      const refusal = logs.slice(logged).find((l) => l.msg === 'replication peer refused' || l.msg === 'replication peer refused again');
+      const refusal = logs.slice(logged).find((l) => l.msg === 'replication peer refused');
       t.ok(refusal, 'the refusal is logged');
       t.match(refusal?.reason, c.reason, 'with the reason');
       // once per address and reason: a reason this address was already refused for is logged at debug
       const first = !refusedFor.has(String(refusal?.reason));
       refusedFor.add(String(refusal?.reason));
-      t.match(refusal, first ? { level: 40, msg: 'replication peer refused' } : { level: 20, msg: 'replication peer refused again' }, first ? 'as a warning' : 'again, at debug level');
+      t.equal(refusal?.level, first ? 40 : 20, first ? 'as a warning' : 'again, at debug level');
       t.equal(await healthz(node), 200, 'the node keeps serving');
       t.equal(node.store.lastSeq, seq, 'the feed did not move');
       t.equal(objects(), count, 'no object was created');

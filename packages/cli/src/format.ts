@@ -1,4 +1,5 @@
 import type { ObjectJson, StatusJson } from '@meridian/node';
+import { distance } from './replication-views.js';
 
 /** Human-readable output. `--json` bypasses all of this. */
 export type ObjectView = ObjectJson;
@@ -48,7 +49,7 @@ export function formatStatus(s: StatusView): string {
     `peers     ${s.peers.length === 0 ? 'none configured' : ''}`,
     ...s.peers.map(
       (p) =>
-        `  ${p.node ?? p.url}: ${p.state}${p.reason && p.state !== 'live' ? ` (${p.reason})` : ''}, lag ${p.lagEntries} entries / ${p.lagSeconds.toFixed(1)} s, behind ${p.peerBehind ?? 0} entries / ${(p.peerBehindSeconds ?? 0).toFixed(1)} s, last contact ${p.lastContact ?? 'never'}`,
+        `  ${p.node ?? p.url}: ${p.state}${p.reason && p.state !== 'live' ? ` (${p.reason})` : ''}, lag ${distance(p.lagEntries, p.lagSeconds)}, behind ${distance(p.peerBehind, p.peerBehindSeconds)}, last contact ${p.lastContact ?? 'never'}`,
     ),
   ].join('\n').replace(/peers     \n/, 'peers\n');
 }

@@ -3,15 +3,20 @@ import type { PeerStatus } from '@meridian/node';
 /** Output of the replication commands: peers, conflicts, verify. */
 export type PeerView = PeerStatus;
 
+/** How far behind, either way: lag (their changes not applied here) or behind (ours they lack). */
+export function distance(entries: number | undefined, seconds: number | undefined): string {
+  // (?? 0: a node older than this CLI does not report how far behind its peers are)
+  return `${entries ?? 0} entries / ${(seconds ?? 0).toFixed(1)} s`;
+}
+
 export function formatPeers(peers: PeerView[]): string {
   if (peers.length === 0) return 'no peers configured';
   const rows = peers.map((p) => [
     p.node ?? '?',
     p.url ?? `(${p.direction})`,
     p.state + (p.reason && p.state !== 'live' ? ` (${p.reason})` : ''),
-    `${p.lagEntries} entries / ${p.lagSeconds.toFixed(1)} s`,
-    // (?? 0: a node older than this CLI does not report them)
-    `${p.peerBehind ?? 0} entries / ${(p.peerBehindSeconds ?? 0).toFixed(1)} s`,
+    distance(p.lagEntries, p.lagSeconds),
+    distance(p.peerBehind, p.peerBehindSeconds),
     p.lastContact ?? 'never',
     `${p.bytesIn} in / ${p.bytesOut} out`,
   ]);

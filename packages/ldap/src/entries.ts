@@ -70,7 +70,6 @@ export function entrySource(e: Entry): AttrSource {
  * the object, or anything an entry shows of another object, changed.
  */
 interface Cached {
-  readonly id: string;
   readonly entry: Entry;
   readonly object: StoredObject;
   /** hit since it was built or last given a second chance */
@@ -109,8 +108,8 @@ export class EntryBuilder {
   private reports = 0;
   /** the report that last forgot every entry */
   private clearedAt = 0;
-  /** entries being built now; while there are some, `changedAt` remembers which ids changed */
-  private building = 0;
+  /** ids whose entries are being built now (how many builds of each), and the report that last changed one of them */
+  private readonly building = new Map<string, number>();
   private readonly changedAt = new Map<string, number>();
 
   /** Forgets what a change to these objects makes stale. */
@@ -119,7 +118,7 @@ export class EntryBuilder {
     if ([...types].some((t) => this.shown.has(t))) return this.clear();
     for (const id of ids) {
       this.forget(id);
-      if (this.building > 0) this.changedAt.set(id, this.reports);
+      if (this.building.has(id)) this.changedAt.set(id, this.reports);
     }
   }
 
@@ -186,15 +185,21 @@ export class EntryBuilder {
       return known;
     }
     const since = this.reports;
-    this.building++;
+    this.building.set(id, (this.building.get(id) ?? 0) + 1);
     try {
       const object = await this.store.getUncached(id);
       if (!object || object.deleted || object.type !== t.def.name) return undefined;
-      const built: Cached = { id, entry: await this.build(t, object), object, used: false, slot: -1 };
+      const built: Cached = { entry: await this.build(t, object), object, used: false, slot: -1 };
       if (this.clearedAt <= since && (this.changedAt.get(id) ?? 0) <= since) this.remember(built);
       return built;
     } finally {
-      if (--this.building === 0) this.changedAt.clear();
+      // (so both maps hold only the builds in flight)
+      const left = this.building.get(id)! - 1;
+      if (left > 0) this.building.set(id, left);
+      else {
+        this.building.delete(id);
+        this.changedAt.delete(id);
+      }
     }
   }
 
@@ -232,7 +237,7 @@ export class EntryBuilder {
    * a list was 13% of a substring search's CPU.
    */
   private remember(c: Cached): void {
-    this.forget(c.id);
+    this.forget(c.object.id);
     if (this.ring.length < this.capacity) {
       c.slot = this.ring.push(c) - 1;
     } else {
@@ -240,7 +245,7 @@ export class EntryBuilder {
         const old = this.ring[this.hand];
         if (!old) break;
         if (!old.used) {
-          this.cache.delete(old.id);
+          this.cache.delete(old.object.id);
           break;
         }
         old.used = false;
@@ -250,7 +255,7 @@ export class EntryBuilder {
       this.ring[this.hand] = c;
       this.hand = (this.hand + 1) % this.ring.length;
     }
-    this.cache.set(c.id, c);
+    this.cache.set(c.object.id, c);
   }
 
   base(): Entry {

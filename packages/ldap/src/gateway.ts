@@ -219,8 +219,10 @@ export class LdapGateway {
           return true;
         }
         // every bind starts anonymous (RFC 4513 section 5.1); ldapjs answers an anonymous
-        // bind itself, without the bind handler, which would leave the last identity in place
-        if (checked.op.tag === BIND_REQUEST) this.sessions.delete(socket);
+        // bind itself, without the bind handler, which would leave the last identity in place.
+        // (The searches already running stay abandonable.)
+        const s = checked.op.tag === BIND_REQUEST ? this.sessions.get(socket) : undefined;
+        if (s) Object.assign(s, { principal: undefined, dn: '', credential: undefined, scope: undefined });
         return false;
       },
     );

@@ -55,7 +55,6 @@ function integerAt(b: Buffer, n: BerNode): number {
   return v;
 }
 
-
 function controlsOf(b: Buffer, list: BerNode | undefined): RequestControl[] {
   if (!list) return [];
   return list.children!.map((c) => {

@@ -19,13 +19,13 @@ type Node = BerNode;
 
 const MAX_DEPTH = 64;
 
-/** Parses BER into a tree of tags; undefined when lengths do not nest exactly. */
 /** A primitive's contents as UTF-8 (empty for a missing node). */
 export const berText = (b: Buffer, n: BerNode | undefined): string => (n ? b.toString('utf8', n.start, n.end) : '');
 
 /** A BOOLEAN's value: any octet but zero is TRUE. */
 export const berBool = (b: Buffer, n: BerNode): boolean => b.subarray(n.start, n.end).some((x) => x !== 0);
 
+/** Parses BER into a tree of tags; undefined when lengths do not nest exactly. */
 export function berTree(b: Buffer, start = 0, end = b.length, depth = 0): BerNode[] | undefined {
   if (depth > MAX_DEPTH) return undefined;
   const out: Node[] = [];

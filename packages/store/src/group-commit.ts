@@ -44,7 +44,13 @@ export class GroupCommit {
 
   /** Adds ops to the open batch; the promise settles when that batch is on disk. */
   add(ops: BatchOp[], after?: () => void): Promise<void> {
-    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.failure !== undefined) {
+      // caught here as each group's promise is (newGroup): a caller that keeps only its last write's promise
+      // (applyRemoteStaged) must not leave the others as unhandled rejections
+      const refused = Promise.reject(this.failure);
+      refused.catch(() => undefined);
+      return refused;
+    }
     let g = this.queue[this.queue.length - 1];
     if (!g || g.closed) this.queue.push((g = newGroup()));
     for (const op of ops) g.ops.push(op);

@@ -1486,13 +1486,8 @@ export class Store {
       }
       ops.push({ type: 'put', key: keys.meta('trimmedTo'), value: encode(to) });
       this.trimmingTo = to;
-      try {
-        await this.commits.add(ops);
-      } catch (e) {
-        // not trimmed after all: an erase must go on redacting these entries
-        this.trimmingTo = this.trimmedTo;
-        throw e;
-      }
+      // (if this batch fails, the store refuses everything after it: no erase reads trimmingTo again)
+      await this.commits.add(ops);
       this.trimmedTo = to;
     }
     return deleted;
@@ -1545,9 +1540,8 @@ export class Store {
     this.assertOpen();
     if (!isValidId(id)) return undefined;
     const slot = this.objects.peek(id);
-    if (slot) return slot.value.durable ? toStored(id, slot.value.durable) : undefined;
-    const buf = await this.reads.get(keys.object(id));
-    return buf === undefined ? undefined : toStored(id, decode<ObjectRecord>(buf));
+    const rec = slot ? slot.value.durable : (await this.loadObject(id)).durable;
+    return rec ? toStored(id, rec) : undefined;
   }
 
   /** The object's whole Yjs state as stored durably (tombstones included). */

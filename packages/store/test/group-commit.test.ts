@@ -36,6 +36,14 @@ t.test('a failed batch fails its writes and every later one', async (t) => {
   await t.rejects(gc.add([put('a')]), { message: 'disk full' });
   await t.rejects(gc.add([put('b')]), { message: 'disk full' });
   t.ok(gc.failed);
+  // a writer that keeps only its last promise (applyRemoteStaged) drops the others: no unhandled rejection
+  const unhandled: unknown[] = [];
+  const listener = (e: unknown): void => void unhandled.push(e);
+  process.on('unhandledRejection', listener);
+  t.teardown(() => process.off('unhandledRejection', listener));
+  gc.add([put('c')]);
+  await new Promise((r) => setTimeout(r, 10));
+  t.same(unhandled, [], 'a refused add nobody awaits is not an unhandled rejection');
 });
 
 t.test('the cache stays within budget but never evicts a pinned entry', async (t) => {

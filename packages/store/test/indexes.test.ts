@@ -130,3 +130,21 @@ t.test('getUncached: as get() has it, from the cache or from disk, without cachi
   t.equal(await r.getUncached('no-such-object'), undefined);
   t.equal(await r.getUncached('../bad id'), undefined);
 });
+
+t.test('getUncached shows a remote change once applied, before its batch is on disk, as get() does', async (t) => {
+  const x = await openStore(t, { nodeId: 'x' });
+  const r = await openStore(t, { nodeId: 'r' });
+  const p = await x.create('Person', { cn: 'Before', sn: 'S' });
+  await x.update(p.id, { cn: 'After' });
+  const feed = (await x.readFeed(0, 10)).map(({ seq: _seq, ...c }) => c);
+  await r.applyRemote(feed.slice(0, 1));
+  t.equal((await r.getUncached(p.id))?.fields['cn'], 'Before');
+  const { durable } = await r.applyRemoteStaged(feed.slice(1));
+  let onDisk = false;
+  void durable.then(() => (onDisk = true));
+  const seen = await r.getUncached(p.id);
+  t.notOk(onDisk, 'the batch is not on disk yet (what is on disk still says Before)');
+  t.equal(seen?.fields['cn'], 'After', 'readable at once, from the cached object, not the disk');
+  t.same(seen, await r.get(p.id));
+  await durable;
+});

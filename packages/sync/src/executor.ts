@@ -8,7 +8,6 @@ export interface FeedStore {
   readonly lastSeq: number;
   versionVector(): Record<string, number>;
   readFeed(after: number, limit: number): Promise<FeedEntry[]>;
-  applyRemote(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } }): Promise<ApplyResult>;
   /** applied (readable) when it resolves; `durable` settles once the batch is on disk */
   applyRemoteStaged(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } }): Promise<{ result: ApplyResult; durable: Promise<void> }>;
   checkpoint(peer: string): Promise<number>;
@@ -30,12 +29,11 @@ export interface SessionIo {
   opened(peer: string, role: Role): boolean;
   closed(reason: string, refused: boolean): void;
   /**
-   * Runs actions that come due later, outside this call: the acks of frames
-   * whose batch reached the disk. A driver that has it lets a session apply
-   * its next frame while the last one's fsync is under way; without it,
-   * each apply waits for its own fsync.
+   * Runs actions that come due later, outside runActions: the acks of frames
+   * whose batch reached the disk. A session applies its next frame while the
+   * last one's fsync is under way; only the acks wait for it.
    */
-  later?(actions: Action[]): void;
+  later(actions: Action[]): void;
   digestCompared?(differing: number): void;
   /** a clone or anti-entropy finished and this node's feed base grew */
   statesApplied?(): void;
@@ -76,16 +74,10 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         break;
       case 'apply': {
         const { durable } = await store.applyRemoteStaged(a.changes, { checkpoint: { peer: session.peer!, seq: a.last } });
-        const later = io.later?.bind(io);
-        if (!later) {
-          await durable;
-          queue.push(...session.applied());
-          break;
-        }
         // acks go out in commit order: batches reach the disk in that order
         durable.then(
-          () => later(session.durable()),
-          (e: unknown) => later(session.fail(`could not store the peer's changes: ${e instanceof Error ? e.message : String(e)}`, false)),
+          () => io.later(session.durable()),
+          (e: unknown) => io.later(session.fail(`could not store the peer's changes: ${e instanceof Error ? e.message : String(e)}`, false)),
         );
         queue.push(...session.appliedInMemory());
         break;

@@ -380,8 +380,7 @@ export class Replicator {
         // address trying shows, as probing should).
         const d = this.dialers.find((x) => x.link === link);
         const again = d ? d.state === 'refused' && d.reason === reason : refused && !this.firstRefusal(`${from ?? 'unknown'} ${reason}`);
-        if (refused && !again) this.opts.log.warn({ peer: session.peer, url, from, reason }, 'replication peer refused');
-        else if (refused) this.opts.log.debug({ peer: session.peer, url, from, reason }, 'replication peer refused again');
+        if (refused) this.logState(again, 'warn', { peer: session.peer, url, from, reason }, 'replication peer refused');
         else this.opts.log.info({ peer: session.peer, url, reason }, 'replication session closed');
         this.refused.set(link, refused);
         ws.close(1008, closeReason(reason));
@@ -492,6 +491,12 @@ export class Replicator {
   }
 
   private readonly refused = new WeakMap<Link, boolean>();
+
+  /** A state change, at `level` when new and at debug (marked `repeat`) when it only repeats, as each retry of a peer that stays away does. */
+  private logState(repeat: boolean, level: 'info' | 'warn', fields: object, msg: string): void {
+    if (repeat) this.opts.log.debug({ ...fields, repeat: true }, msg);
+    else this.opts.log[level](fields, msg);
+  }
   /** inbound refusals logged, by address and reason, with when; the oldest forgotten past REFUSALS_REMEMBERED */
   private readonly refusalsLogged = new Map<string, number>();
 
@@ -575,9 +580,7 @@ export class Replicator {
         : backoffDelay(d.attempt++, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 30_000);
     if (reason !== DUPLICATE_SESSION) {
       // once per outage: the retries of a peer that stays away are the same state (status shows the latest reason)
-      const fields = { url: d.url, peer: d.node, reason: d.reason, retryInMs: delay };
-      if (d.downLogged) this.opts.log.debug({ ...fields, attempt: d.attempt }, 'replication link still down; retrying');
-      else this.opts.log.info(fields, 'replication link down; backing off');
+      this.logState(d.downLogged, 'info', { url: d.url, peer: d.node, reason: d.reason, retryInMs: delay }, 'replication link down; backing off');
       d.downLogged = true;
     }
     d.timer = setTimeout(() => this.dial(d), delay);
@@ -617,9 +620,7 @@ export class Replicator {
     next.state = next.state === 'refused' ? 'refused' : 'backing-off';
     // logged the first time the replica turns to another master after losing one, not at every retry
     if (next !== d) {
-      const fields = { from: d.url, to: next.url, retryInMs: delay };
-      if (this.searchLogged) this.opts.log.debug(fields, 'replica: trying the next master');
-      else this.opts.log.info(fields, 'replica: trying the next master');
+      this.logState(this.searchLogged, 'info', { from: d.url, to: next.url, retryInMs: delay }, 'replica: trying the next master');
       this.searchLogged = true;
     }
     next.timer = setTimeout(() => this.dial(next), delay);

@@ -106,8 +106,7 @@ export class SyncSession {
   /** what the peer holds: its vector at subscription, plus what this session sent it */
   private peerHas = new VersionVector();
   private reading = false;
-  private inFlight = 0;
-  /** estimated bytes of each unacknowledged frame, oldest first, and their sum */
+  /** estimated bytes of each unacknowledged frame, oldest first (one entry per frame in flight), and their sum */
   private readonly inFlightSizes: number[] = [];
   private inFlightBytes = 0;
   private skippedSinceFrame = 0;
@@ -280,8 +279,7 @@ export class SyncSession {
       }
       case 'ack':
         if ((this.cursor === undefined && !this.cloning) || f.seq > this.stats.sent || this.inFlight === 0) return this.fail(`ack of ${f.seq}, which was never sent`, true);
-        this.inFlight--;
-        this.inFlightBytes -= this.inFlightSizes.shift() ?? 0;
+        this.inFlightBytes -= this.inFlightSizes.shift()!;
         this.stats.acked = f.seq;
         return this.pump();
       case 'head':
@@ -318,8 +316,7 @@ export class SyncSession {
     }
     this.applyingFrames = n;
     const frames = this.pendingApply.slice(0, n) as ChangesFrame[];
-    const changes = n === 1 ? f.changes.map(fromWire) : frames.flatMap((g) => g.changes.map(fromWire));
-    return [{ type: 'apply', changes, last: frames[n - 1]!.last }];
+    return [{ type: 'apply', changes: frames.flatMap((g) => g.changes.map(fromWire)), last: frames[n - 1]!.last }];
   }
 
   /** Master: a forwarded write is done (or refused); answer the replica. */
@@ -367,8 +364,11 @@ export class SyncSession {
     return lasts.map((seq): Action => ({ type: 'send', frame: { t: 'ack', seq } }));
   }
 
+  private get inFlight(): number {
+    return this.inFlightSizes.length;
+  }
+
   private sent(bytes: number): void {
-    this.inFlight++;
     this.inFlightSizes.push(bytes);
     this.inFlightBytes += bytes;
   }

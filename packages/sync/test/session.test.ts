@@ -863,6 +863,7 @@ t.test('a refusal is reported with its reason even when the connection is alread
     send: () => false,
     opened: () => true,
     closed: (reason, refused) => void closed.push([reason, refused]),
+    later: () => undefined,
   };
   await runActions(io, refusal.slice(-2));
   t.equal(closed.length, 1, 'the close still runs');
