@@ -1,8 +1,8 @@
 /**
  * Coalesces the point reads issued in one turn of the event loop into one
- * getMany: under concurrent writers each write reads its unique-index
- * entries, and one native call per read cost more than twice as much CPU
- * (measured 4.9 us per get against 2.2 us per key in a getMany of 64).
+ * getMany: concurrent readers and writers each load their objects, and one
+ * native call per read cost more than twice as much CPU (measured 4.9 us
+ * per get against 2.2 us per key in a getMany of 64).
  */
 export class ReadBatcher {
   private queue: { key: string; resolve: (v: Buffer | undefined) => void; reject: (e: unknown) => void }[] = [];
