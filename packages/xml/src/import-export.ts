@@ -11,7 +11,7 @@ import {
   type Writer,
   type WriteRequest,
 } from '@meridian/store';
-import { escapeAttr, escapeText, parseDocument, writeFields, XML_DECLARATION, XmlError } from './format.js';
+import { escapeAttr, escapeText, parseDocument, writeFields, XML_DECLARATION, XmlError, type ObjectInput } from './format.js';
 import { streamObjects } from './stream-objects.js';
 import type { HttpAnswer } from './gateway.js';
 
@@ -61,6 +61,9 @@ export interface ImportOptions {
 
 /** writes in flight at once: enough to fill group commits */
 const WINDOW = 256;
+/** objects parsed together (see parsePieces), and their most characters */
+const GROUP = 32;
+const GROUP_BYTES = 256 * 1024;
 /** beyond this many results only the rejected ones are listed one by one */
 const LIST_ALL = 10_000;
 /** objects whose reference was not there yet, tried again at the end */
@@ -83,14 +86,14 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   const counts: Record<Status, number> = { created: 0, updated: 0, unchanged: 0, rejected: 0 };
   const inFlight = new Map<string, Promise<void>>();
   const running = new Set<Promise<void>>();
-  const deferred: { line: number; input: ReturnType<typeof parseDocument>[number] }[] = [];
+  const deferred: { line: number; input: ObjectInput }[] = [];
   const seen = new Set<string>();
   const record = (r: Result): void => {
     counts[r.status]++;
     if (r.status === 'rejected' || results.length < LIST_ALL) results.push(r);
   };
 
-  const applyOne = async (line: number, input: ReturnType<typeof parseDocument>[number], lastChance: boolean): Promise<void> => {
+  const applyOne = async (line: number, input: ObjectInput, lastChance: boolean): Promise<void> => {
     const def = o.store.schema.types.get(input.type);
     if (!def || def.system) {
       record({ line, type: input.type, id: input.id, status: 'rejected', message: `unknown type ${input.type}` });
@@ -138,7 +141,7 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   // (a slot freed wakes the one waiting launcher; Promise.race over the whole window at
   // every launch attached a handler to each running write, and showed up in profiles)
   let freed: (() => void) | undefined;
-  const launch = async (line: number, input: ReturnType<typeof parseDocument>[number], lastChance: boolean): Promise<void> => {
+  const launch = async (line: number, input: ObjectInput, lastChance: boolean): Promise<void> => {
     while (running.size >= WINDOW) await new Promise<void>((r) => (freed = r));
     if (input.id !== undefined) await inFlight.get(input.id); // the same id twice: in document order
     const p = applyOne(line, input, lastChance).finally(() => {
@@ -153,22 +156,30 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   };
 
   let malformed: XmlError | undefined;
+  let group: Piece[] = [];
+  let groupBytes = 0;
+  const launchGroup = async (): Promise<void> => {
+    const pieces = group;
+    group = [];
+    groupBytes = 0;
+    for (const [piece, input] of parsePieces(pieces)) await launch(piece.line, input, false);
+  };
   try {
     for await (const piece of streamObjects(o.body, o.maxObject)) {
-      // a malformed object ends the import: what follows it cannot be trusted to be what the sender meant
-      let input: ReturnType<typeof parseDocument>[number];
-      try {
-        input = parseDocument(piece.text, 'object', piece.line - 1)[0]!;
-      } catch (e) {
-        // a shape error (no type, an unknown attribute) says which object
-        if (e instanceof XmlError && !e.message.startsWith('malformed XML')) throw new XmlError(e.status, `the <object> at line ${piece.line}: ${e.message}`, e.field);
-        throw e;
-      }
-      await launch(piece.line, input, false);
+      group.push(piece);
+      groupBytes += piece.text.length;
+      if (group.length >= GROUP || groupBytes >= GROUP_BYTES) await launchGroup();
     }
   } catch (e) {
     if (!(e instanceof XmlError)) throw e;
     malformed = e;
+  }
+  // the whole objects read before the document broke off are applied, as they are before a malformed one
+  try {
+    await launchGroup();
+  } catch (e) {
+    if (!(e instanceof XmlError)) throw e;
+    malformed = e; // (earlier in the document than a break after it)
   }
   await Promise.all(running);
   if (!malformed) {
@@ -192,6 +203,42 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   }
   body += '</import>\n';
   return { status: 200, body };
+}
+
+type Piece = { text: string; line: number };
+
+/**
+ * The objects of consecutive pieces of the document, in order. They are
+ * parsed as one `<objects>` document when that holds exactly one object per
+ * piece: a parser built per object cost more than the parse itself (68 us
+ * an object alone, 47 us in groups of 16-64). Otherwise, and whenever the
+ * group is malformed, each piece is parsed alone, so a malformed object is
+ * reported with its own line after the objects before it were launched; a
+ * malformed object ends the import, since what follows it cannot be trusted
+ * to be what the sender meant.
+ */
+function* parsePieces(pieces: Piece[]): Generator<[Piece, ObjectInput]> {
+  if (pieces.length > 1) {
+    let all: ObjectInput[] | undefined;
+    try {
+      all = parseDocument(`<objects>${pieces.map((p) => p.text).join('')}</objects>`, 'objects');
+    } catch (e) {
+      if (!(e instanceof XmlError)) throw e;
+    }
+    if (all?.length === pieces.length) {
+      for (let i = 0; i < pieces.length; i++) yield [pieces[i]!, all[i]!];
+      return;
+    }
+  }
+  for (const piece of pieces) {
+    try {
+      yield [piece, parseDocument(piece.text, 'object', piece.line - 1)[0]!];
+    } catch (e) {
+      // a shape error (no type, an unknown attribute) says which object
+      if (e instanceof XmlError && !e.message.startsWith('malformed XML')) throw new XmlError(e.status, `the <object> at line ${piece.line}: ${e.message}`, e.field);
+      throw e;
+    }
+  }
 }
 
 /** Whether stored fields equal checked new ones (password fields aside: imports never carry them). */
