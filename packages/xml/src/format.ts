@@ -73,6 +73,8 @@ const parser = new XMLParser({
   // (only numeric references: named ones other than the five of XML are refused before parsing)
   htmlEntities: true,
   isArray: (name) => name === 'field' || name === 'object',
+  // callbacks get the path matcher rather than a path string built for every tag, attribute and text (none reads it)
+  jPath: false,
 });
 
 const NAME_RE = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
