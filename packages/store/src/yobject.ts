@@ -1,6 +1,5 @@
 import { hash } from 'node:crypto';
 import * as Y from 'yjs';
-import * as encoding from 'lib0/encoding';
 import type { FieldValue } from './codec.js';
 
 /**
@@ -204,8 +203,8 @@ class CreateWriter {
     this.pos += bytes.length;
   }
 
-  /** lib0 writeAny for what a field holds (anything else goes through lib0 itself) */
-  any(v: unknown): void {
+  /** lib0 writeAny, for the values a field can hold */
+  any(v: FieldValue): void {
     this.room(10);
     if (typeof v === 'string') {
       this.buf[this.pos++] = 119;
@@ -225,17 +224,10 @@ class CreateWriter {
         this.data.setFloat64(this.pos, v, false);
         this.pos += 8;
       }
-    } else if (Array.isArray(v)) {
+    } else {
       this.buf[this.pos++] = 117;
       this.varUint(v.length);
       for (const one of v) this.any(one);
-    } else {
-      const e = encoding.createEncoder();
-      encoding.writeAny(e, v as encoding.AnyEncodable);
-      const bytes = encoding.toUint8Array(e);
-      this.room(bytes.length);
-      this.buf.set(bytes, this.pos);
-      this.pos += bytes.length;
     }
   }
 
@@ -252,7 +244,7 @@ class CreateWriter {
   }
 
   /** One ContentAny item (ref 8) with a parentSub and no origins: the first item of a map key. */
-  item(root: string, key: string, value: unknown): void {
+  item(root: string, key: string, value: FieldValue): void {
     this.room(2);
     this.buf[this.pos++] = 8 | 0b0010_0000;
     this.buf[this.pos++] = 1; // parent is a root type, named
