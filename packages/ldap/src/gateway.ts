@@ -94,8 +94,6 @@ interface Session {
   /** the password given at bind: a replica forwards writes with it, and the master checks it again */
   credential: { user: string; password: string } | undefined;
   scope: { seq: number; scope: AccessScope } | undefined;
-  /** the searches running, by message ID: an abandon request stops one */
-  searches: Map<number, Running>;
 }
 
 /** The requested attributes of a search, worked out once. */
@@ -123,7 +121,10 @@ export class LdapGateway {
   private readonly layout: DirectoryLayout;
   private readonly entries: EntryBuilder;
   private readonly index: DirectoryIndex;
+  /** each connection's identity; a bind replaces it, so operations begun before keep theirs */
   private readonly sessions = new WeakMap<Socket, Session>();
+  /** each connection's running searches, by message ID (an abandon request stops one), whatever identity began them */
+  private readonly searches = new WeakMap<Socket, Map<number, Running>>();
   /** connections corked by write() until the next check phase */
   private readonly corked = new WeakSet<Socket>();
   /** each cached entry's last encoding, with the selection it was made for */
@@ -211,7 +212,7 @@ export class LdapGateway {
         }
         // Thunderbird abandons the search for what was typed before each new letter
         if (checked.op.tag === ABANDON_REQUEST) {
-          const running = this.sessions.get(socket)?.searches.get(decodeAbandon(message, checked));
+          const running = this.searches.get(socket)?.get(decodeAbandon(message, checked));
           if (running) {
             running.abandoned = true;
             running.wake?.();
@@ -220,9 +221,9 @@ export class LdapGateway {
         }
         // every bind starts anonymous (RFC 4513 section 5.1); ldapjs answers an anonymous
         // bind itself, without the bind handler, which would leave the last identity in place.
-        // (The searches already running stay abandonable.)
-        const s = checked.op.tag === BIND_REQUEST ? this.sessions.get(socket) : undefined;
-        if (s) Object.assign(s, { principal: undefined, dn: '', credential: undefined, scope: undefined });
+        // Operations still running keep the session they began with, so none of them can leave
+        // its scope or identity on the new one; the searches stay abandonable (this.searches).
+        if (checked.op.tag === BIND_REQUEST) this.sessions.delete(socket);
         return false;
       },
     );
@@ -231,7 +232,7 @@ export class LdapGateway {
   private session(conn: Socket): Session {
     let s = this.sessions.get(conn);
     if (!s) {
-      s = { principal: undefined, dn: '', credential: undefined, scope: undefined, searches: new Map() };
+      s = { principal: undefined, dn: '', credential: undefined, scope: undefined };
       this.sessions.set(conn, s);
     }
     return s;
@@ -410,13 +411,20 @@ export class LdapGateway {
 
   /** A search that an abandon request stops where it is; it is then not answered (RFC 4511 section 4.11). */
   private async abandonable(req: SearchRequest): Promise<Answer> {
-    const running = this.session(req.connection).searches;
+    let running = this.searches.get(req.connection);
+    if (!running) this.searches.set(req.connection, (running = new Map()));
     const id = req.messageId;
     const search: Running = { abandoned: false, wake: undefined };
     // a client that reuses the ID of a running search cannot abandon the first one any more
     running.set(id, search);
     try {
-      return await this.search(req, search);
+      // An abandon may come at any await (the scope, the index, a batch of reads), not only
+      // while entries are sent: whatever the search would end with, an abandoned one ends unanswered.
+      const answer = await this.search(req, search);
+      return search.abandoned ? NO_ANSWER : answer;
+    } catch (e) {
+      if (search.abandoned) return NO_ANSWER;
+      throw e;
     } finally {
       if (running.get(id) === search) running.delete(id);
     }

@@ -1,0 +1,123 @@
+import t, { type Test } from 'tap';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AccessScope, parseSchema, Store, type Principal, type Writer } from '@meridian/store';
+import { LdapGateway } from '../dist/gateway.js';
+import { integer, octets, tlv } from '../dist/ber.js';
+import { berTree } from '../dist/validate.js';
+import { MessageFramer } from '../dist/framing.js';
+
+const BASE = 'dc=example,dc=com';
+const refused = (): never => {
+  throw new Error('this test writes nothing');
+};
+
+/**
+ * A gateway over five persons (one of them alice, with no roles) whose
+ * admin scope is worked out only when the test lets it: operations of the
+ * admin wait there while the test sends what it likes on the connection.
+ */
+async function heldGateway(t: Test): Promise<{ port: number; release: () => void; scopesFor: string[] }> {
+  const dir = mkdtempSync(join(tmpdir(), 'meridian-ldap-held-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const schema = parseSchema(readFileSync(fileURLToPath(new URL('../../node/schema/crm.yaml', import.meta.url)), 'utf8'));
+  const store = await Store.open({ dir, schema });
+  t.teardown(() => store.close());
+  await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
+  await store.create('Person', { cn: 'Alice', sn: 'held', uid: 'alice', organisation: 'org-1' }, { id: 'per-alice' });
+  for (let i = 0; i < 4; i++) await store.create('Person', { cn: `Other ${i}`, sn: 'held', organisation: 'org-1' });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const scopesFor: string[] = [];
+  const writer = { create: refused, update: refused, replace: refused, delete: refused, undelete: refused } as unknown as Writer;
+  const gateway = new LdapGateway({
+    store,
+    writer,
+    baseDn: BASE,
+    authenticate: async (user) => (user === 'admin' ? { kind: 'admin', name: 'admin' } : undefined),
+    authenticatePerson: async (person): Promise<Principal> => ({ kind: 'person', name: String(person.fields['uid']), id: person.id, type: person.type, roles: [], organisation: 'org-1' }),
+    scope: async (p) => {
+      scopesFor.push(p.name);
+      if (p.kind === 'admin') await gate;
+      return AccessScope.of(p, schema.access, schema.types, { lookup: async () => [] });
+    },
+    log: { info: () => undefined, warn: () => undefined, error: () => undefined, debug: () => undefined },
+    classify: (e) => ({ code: 'internal', message: String(e) }),
+  });
+  t.teardown(() => gateway.close());
+  return { port: await gateway.listen(0, '127.0.0.1'), release, scopesFor };
+}
+
+/** A raw connection: what came back, by message ID (the operation tags, and each result code). */
+function rawClient(t: Test, port: number) {
+  const got = new Map<number, { ops: number[]; result?: number }>();
+  const waiters: (() => void)[] = [];
+  const s = connect(port, '127.0.0.1');
+  t.teardown(() => s.destroy());
+  const framer = new MessageFramer(
+    1 << 20,
+    (m) => {
+      const [msg] = berTree(m)!;
+      const id = m.readUIntBE(msg!.children![0]!.start, msg!.children![0]!.end - msg!.children![0]!.start);
+      const op = msg!.children![1]!;
+      const entry = got.get(id) ?? { ops: [] };
+      entry.ops.push(op.tag);
+      if (op.tag !== 0x64 && op.children?.[0]) entry.result = m[op.children[0].start];
+      got.set(id, entry);
+      for (const w of waiters.splice(0)) w();
+    },
+    (e) => t.fail(e),
+  );
+  s.on('data', (c: Buffer) => framer.push(c));
+  const answered = async (id: number): Promise<{ ops: number[]; result?: number }> => {
+    while (got.get(id)?.result === undefined) await new Promise<void>((r) => waiters.push(r));
+    return got.get(id)!;
+  };
+  return { send: (b: Buffer) => s.write(b), got, answered };
+}
+
+const bind = (id: number, dn: string, pw: string): Buffer => tlv(0x30, [integer(id), tlv(0x60, [integer(3), octets(dn), octets(pw, 0x80)])]);
+const search = (id: number, sn = 'held'): Buffer =>
+  tlv(0x30, [integer(id), tlv(0x63, [octets(BASE), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), tlv(0xa3, [octets('sn'), octets(sn)]), tlv(0x30, [])])]);
+const abandon = (id: number, of: number): Buffer => tlv(0x30, [integer(id), integer(of, 0x50)]);
+const entries = (r: { ops: number[] }): number => r.ops.filter((op) => op === 0x64).length;
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
+
+t.test('a bind while a search of the previous identity is still working out its scope: the new identity gets its own scope', async (t) => {
+  const g = await heldGateway(t);
+  const c = rawClient(t, g.port);
+  c.send(bind(1, `cn=admin,${BASE}`, 'any'));
+  t.equal((await c.answered(1)).result, 0);
+  c.send(search(2)); // waits for the admin's scope
+  await settle();
+  c.send(bind(3, 'uid=alice', 'pw'));
+  t.equal((await c.answered(3)).result, 0, 'alice is bound while the admin search waits');
+  g.release();
+  const admin = await c.answered(2);
+  t.equal(entries(admin), 5, "the admin's search answers with the admin's view");
+  c.send(search(4));
+  const alice = await c.answered(4);
+  t.ok(g.scopesFor.includes('alice'), "alice's scope was worked out, not taken from the admin's search");
+  t.ok(entries(alice) < 5, `alice sees what she may read, not the admin's view (${entries(alice)} of 5)`);
+});
+
+for (const [sn, matches] of [['held', 'five entries'], ['nobody', 'no entry']] as const) {
+  t.test(`a search abandoned while it waits for its scope ends unanswered, though it would match ${matches}; the connection goes on`, async (t) => {
+    const g = await heldGateway(t);
+    const c = rawClient(t, g.port);
+    c.send(bind(1, `cn=admin,${BASE}`, 'any'));
+    await c.answered(1);
+    c.send(search(2, sn));
+    await settle();
+    c.send(abandon(3, 2));
+    await settle();
+    g.release();
+    c.send(search(4));
+    t.equal(entries(await c.answered(4)), 5, 'a later search is answered');
+    await settle();
+    t.notOk(c.got.has(2), 'nothing at all was sent for the abandoned search: no entries, no result');
+  });
+}
