@@ -265,11 +265,11 @@ t.test('meridian status, lag and lag --watch with a peer cut off and back, for p
   t.match(JSON.parse((await cliAsync(['lag', '--json'], env)).stdout), { nodeId: 'a', mode: 'read-write', peers: [{ node: 'b', state: 'live', lagEntries: 0, lagSeconds: 0, peerBehind: 0, peerBehindSeconds: 0 }] });
 
   // --watch: redrawn in place on a terminal, one table after another when piped
-  const tty = await cliOnTty(['lag', '--watch'], env, { interruptAfter: 2500 });
+  const tty = await cliOnTty(['lag', '--watch'], env, { interruptAfter: 4000 });
   const tables = tty.out.split('a (read-write) at ').length - 1;
-  t.ok(tables >= 2, `on a terminal it redraws every second (${tables} tables in 2.5 s)`);
+  t.ok(tables >= 2, `on a terminal it redraws every second (${tables} tables in 4 s)`);
   t.match(tty.out, /\x1b\[3A\x1b\[J[^]*a \(read-write\) at /, 'each time moving up over the last table (3 lines) and clearing it first');
-  const piped = await cliAsync(['lag', '--watch'], env, { interruptAfter: 2500 });
+  const piped = await cliAsync(['lag', '--watch'], env, { interruptAfter: 4000 });
   t.ok(piped.stdout.split('a (read-write) at ').length - 1 >= 2, 'piped, it prints each table in turn');
   t.notMatch(piped.stdout, /\x1b\[/, 'with no terminal codes');
 });

@@ -129,6 +129,7 @@ interface PendingWrite {
 
 interface Dialer {
   url: string;
+  /** redials since the peer was last reached: the backoff step, and whether this outage is logged already */
   attempt: number;
   link: Link | undefined;
   state: PeerState;
@@ -140,8 +141,6 @@ interface Dialer {
   bytesIn: number;
   bytesOut: number;
   lastContact: number;
-  /** this outage has been logged (once, not at every retry); cleared when the peer is reached */
-  downLogged: boolean;
 }
 
 /**
@@ -182,7 +181,7 @@ export class Replicator {
       reason: opts.peers.length ? `no master reached yet (trying ${opts.peers.join(', ')})` : 'no masters are configured',
     };
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxFrame ?? 16 * 1024 * 1024, perMessageDeflate: false });
-    this.dialers = opts.peers.map((url) => ({ url, attempt: 0, link: undefined, state: 'connecting', reason: null, node: null, timer: undefined, acked: 0, bytesIn: 0, bytesOut: 0, lastContact: 0, downLogged: false }));
+    this.dialers = opts.peers.map((url) => ({ url, attempt: 0, link: undefined, state: 'connecting', reason: null, node: null, timer: undefined, acked: 0, bytesIn: 0, bytesOut: 0, lastContact: 0 }));
     this.unsubscribe = opts.store.subscribe((entries) => {
       const head = opts.store.lastSeq;
       // (a replica's peers take nothing from it: nobody can be behind it)
@@ -387,7 +386,7 @@ export class Replicator {
       },
       // acks (or the close of a disk failure) go at once, not behind the frames queued on this link:
       // sends are synchronous, so the frame codec's history stays in order
-      later: (actions) => void runActions(link, actions).then(() => this.checkLive(link)),
+      later: (actions) => this.runNow(link, actions),
       digestCompared: (differing) => this.opts.log.info({ peer: session.peer, differing }, 'anti-entropy: digests compared'),
       // Our feed now lacks changes we hold (the feed base grew): peers
       // streaming from us must subscribe again, so that those lacking them
@@ -470,17 +469,27 @@ export class Replicator {
     // A forwarded write and its answer are independent of the feed stream:
     // they must not wait behind an apply's fsync in the link's queue.
     if (actions.every((a) => a.type === 'forward' || a.type === 'answered')) {
-      void runActions(link, actions);
+      this.runNow(link, actions);
       return;
     }
     link.queue = link.queue.then(async () => {
       await runActions(link, actions);
       this.checkLive(link);
-    }).catch((e: unknown) => {
-      this.opts.log.warn({ peer: link.session.peer, err: (e as Error).message }, 'replication step failed; closing the link');
-      this.lastReason.set(link, (e as Error).message);
-      link.ws.terminate();
-    });
+    }).catch((e: unknown) => this.stepFailed(link, e));
+  }
+
+  /** Runs actions at once, outside the link's queue (their sends are synchronous, so frames stay in order). */
+  private runNow(link: Link, actions: Action[]): void {
+    runActions(link, actions).then(
+      () => this.checkLive(link),
+      (e: unknown) => this.stepFailed(link, e),
+    );
+  }
+
+  private stepFailed(link: Link, e: unknown): void {
+    this.opts.log.warn({ peer: link.session.peer, err: (e as Error).message }, 'replication step failed; closing the link');
+    this.lastReason.set(link, (e as Error).message);
+    link.ws.terminate();
   }
 
   /** Logs, once per session, the moment both directions first have nothing outstanding. */
@@ -520,8 +529,8 @@ export class Replicator {
     if (d) {
       d.node = peer;
       d.reason = null;
-      // reached: the outage is over, whichever of the two sessions carries on
-      d.downLogged = false;
+      // reached: the outage is over (and the backoff starts again), whichever of the two sessions carries on
+      d.attempt = 0;
     }
     for (const other of this.links) {
       if (other === link || other.session.peer !== peer || other.session.state !== 'open') continue;
@@ -533,7 +542,6 @@ export class Replicator {
       loser.ws.close(1000, DUPLICATE_SESSION);
       if (loser === link) return false;
     }
-    if (d) d.attempt = 0;
     return true;
   }
 
@@ -572,6 +580,8 @@ export class Replicator {
       this.replicaLinkEnded(d, link, reason);
       return;
     }
+    // retried since the peer was last reached: this outage is logged already
+    const repeat = d.attempt > 0;
     // The peer's own dial carries the session: look again only now and then;
     // if that session ends, the dialer is woken at once (see wake()).
     const delay =
@@ -580,8 +590,7 @@ export class Replicator {
         : backoffDelay(d.attempt++, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 30_000);
     if (reason !== DUPLICATE_SESSION) {
       // once per outage: the retries of a peer that stays away are the same state (status shows the latest reason)
-      this.logState(d.downLogged, 'info', { url: d.url, peer: d.node, reason: d.reason, retryInMs: delay }, 'replication link down; backing off');
-      d.downLogged = true;
+      this.logState(repeat, 'info', { url: d.url, peer: d.node, reason: d.reason, retryInMs: delay }, 'replication link down; backing off');
     }
     d.timer = setTimeout(() => this.dial(d), delay);
   }

@@ -13,9 +13,9 @@ import { PROTOCOL_VERSION, type ChangesFrame, type Frame, type HelloFrame, type 
  * Both directions run at once on one session: each side streams its own
  * feed from the position the other side asked for (its checkpoint), skipping
  * what the other side's version vector already covers, and applies what the
- * other side streams, acknowledging each batch once it is on disk. At most
- * `window` batches are unacknowledged, so a peer that stops reading holds
- * back the sender instead of growing its memory.
+ * other side streams, acknowledging each frame once it is on disk. At most
+ * `window` frames (and WINDOW_BYTES) are unacknowledged, so a peer that
+ * stops reading holds back the sender instead of growing its memory.
  */
 export type Action =
   | { type: 'send'; frame: Frame }
