@@ -20,9 +20,10 @@
 //   4. bytes on the wire per change during (3): the writer's replication
 //      sockets (WebSocket framing included) and its protocol frames.
 //
-// Nodes of (1) and (2) and the PouchDB databases live in this process.
-// --profile CPU-profiles the Meridian side of (1) and (2); A and B (or C)
-// share this process, so the profile holds both sender and receiver.
+// The sending node A of (1) and (2) and the PouchDB databases live in this
+// process; the receiving nodes B and C run in child processes, as every node
+// of a deployment runs in its own. --profile CPU-profiles the receiver of (1)
+// and (2) through its inspector.
 import { fork } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,7 +31,7 @@ import PouchDB from 'pouchdb';
 import { pino } from 'pino';
 import { MeridianNode, resolveConfig } from '@meridian/node';
 import { encodeFrame } from '@meridian/sync';
-import { concurrent, fmt, NODE_FLAGS, percentile, printTable, profiled, sleep, tempDirs, until } from './lib.js';
+import { concurrent, fmt, freePort, NODE_FLAGS, percentile, printTable, profiledRemote, sleep, tempDirs, until } from './lib.js';
 
 export const name = 'replication';
 
@@ -72,7 +73,7 @@ export async function run({ quick, profile, outDir, log }) {
 
   try {
     log(`Organisation objects {name, kind} (about 40 bytes of JSON); each update sets one field, "description" (about 30 bytes)`);
-    log(`nodes: in this process unless said otherwise, heartbeat 1000 ms, link timeout 5000 ms; setup writes with ${WRITERS} concurrent writers`);
+    log(`nodes: A and the PouchDB databases in this process, B and C each in a child process; heartbeat 1000 ms, link timeout 5000 ms; setup writes with ${WRITERS} concurrent writers`);
 
     // ---- 1. catch-up -----------------------------------------------------
     const a = await start(fresh('a'));
@@ -85,32 +86,33 @@ export async function run({ quick, profile, outDir, log }) {
 
     // B clones A's creates before it goes offline (a clone without history; shown for reference)
     const bDir = fresh('b');
-    let t0 = nowMs();
-    let b = await start(bDir, [syncUrl(a)]);
-    const bClone = (await reach(b.store, aId, a.store.versionVector()[aId])) - t0;
-    await until('A and B live', () => allLive([a, b]));
+    let b = await childNode(bDir, [syncUrl(a)], children);
+    let t0 = await b.start();
+    const bClone = (await b.reach(aId, a.store.versionVector()[aId])) - t0;
+    await until('A and B live', async () => allLive([a]) && (await b.status()).peers.every((p) => p.state === 'live'));
     log(`setup: B (new) cloned A's ${fmt(nObjects)} creates in ${fmt(bClone / 1000, 1)} s; B stops`);
-    await stop(b);
+    await b.stop();
 
     t = await concurrent(nObjects, WRITERS, (i) => a.store.update(ids[i], change(i, 2)));
     const aTarget = a.store.versionVector()[aId];
     log(`setup: ${fmt(nObjects)} single-field updates on A in ${fmt(t, 1)} s while B is offline`);
 
     let bStarted;
+    const bInspect = profile ? await freePort() : undefined;
+    b = await childNode(bDir, [syncUrl(a)], children, { inspectPort: bInspect });
     const catchUp = async () => {
-      const t0 = nowMs();
-      b = await start(bDir, [syncUrl(a)]);
+      const t0 = await b.start();
       bStarted = nowMs() - t0;
-      const done = await reach(b.store, aId, aTarget);
+      const done = await b.reach(aId, aTarget);
       return (done - t0) / 1000;
     };
     let catchTop;
     let mCatchSecs;
-    if (profile) ({ result: mCatchSecs, top: catchTop } = await profiled(join(outDir, `${name}-catchup.cpuprofile`), catchUp));
+    if (profile) ({ result: mCatchSecs, top: catchTop } = await profiledRemote(bInspect, join(outDir, `${name}-catchup.cpuprofile`), catchUp));
     else mCatchSecs = await catchUp();
-    const bPeer = b.replicator.status().find((p) => p.node === aId);
-    await checkSame(a.store, b.store, ids, 'B after catch-up');
-    await stop(b);
+    const bPeer = (await b.status()).peers.find((p) => p.node === aId);
+    await checkSame(a.store, b, ids, 'B after catch-up');
+    await b.stop();
 
     const p1 = pouch('p1');
     const p2 = pouch('p2');
@@ -152,25 +154,26 @@ export async function run({ quick, profile, outDir, log }) {
     const aHead = a.store.lastSeq;
     const cloneTarget = a.store.versionVector()[aId];
     log(`\nsetup: ${fmt(more)} more creates on A in ${fmt(t, 1)} s: A holds ${fmt(nClone)} objects, ${fmt(aHead)} feed entries`);
-    let c;
+    const cInspect = profile ? await freePort() : undefined;
+    const c = await childNode(fresh('c'), [syncUrl(a)], children, { inspectPort: cInspect });
     const clone = async () => {
-      const t0 = nowMs();
-      c = await start(fresh('c'), [syncUrl(a)]);
-      const done = await reach(c.store, aId, cloneTarget);
+      const t0 = await c.start();
+      const done = await c.reach(aId, cloneTarget);
       return (done - t0) / 1000;
     };
     let cloneTop;
     let mCloneSecs;
-    if (profile) ({ result: mCloneSecs, top: cloneTop } = await profiled(join(outDir, `${name}-clone.cpuprofile`), clone));
+    if (profile) ({ result: mCloneSecs, top: cloneTop } = await profiledRemote(cInspect, join(outDir, `${name}-clone.cpuprofile`), clone));
     else mCloneSecs = await clone();
-    const cObjects = c.store.objectCounts().Organisation ?? 0;
+    const cStatus = await c.status();
+    const cObjects = cStatus.counts.Organisation ?? 0;
     if (cObjects !== nClone) throw new Error(`C holds ${cObjects} Organisations, expected ${nClone}`);
-    const cPeer = c.replicator.status().find((p) => p.node === aId);
+    const cPeer = cStatus.peers.find((p) => p.node === aId);
     // how C was cloned: object states (its feed base covers A's changes) or A's feed replayed
-    const byStates = (c.store.feedBase?.()[aId] ?? 0) >= cloneTarget;
-    const cloneHow = byStates ? `by object states, C's feed holds ${fmt(c.store.lastSeq)} entries` : `by replaying A's feed: ${fmt(aHead / mCloneSecs)} entries/s`;
-    await checkSame(a.store, c.store, ids, 'C after clone');
-    await stop(c);
+    const byStates = (cStatus.feedBase[aId] ?? 0) >= cloneTarget;
+    const cloneHow = byStates ? `by object states, C's feed holds ${fmt(cStatus.lastSeq)} entries` : `by replaying A's feed: ${fmt(aHead / mCloneSecs)} entries/s`;
+    await checkSame(a.store, c, ids, 'C after clone');
+    await c.stop();
     await stop(a);
 
     const newRevs = await pouchWrite(p1, ids.slice(nObjects).map((id, i) => ({ _id: id, ...fields(nObjects + i) })));
@@ -293,7 +296,9 @@ async function pushLatency({ rate, seconds, fresh, start, stop, children, log })
   const w = await start(fresh('w'));
   const wId = w.store.nodeId;
   const x = await childNode(fresh('x'), [syncUrl(w)], children);
+  await x.start();
   const y = await childNode(fresh('y'), [syncUrl(w), x.url], children);
+  await y.start();
   const receivers = [
     { label: 'X', node: x },
     { label: 'Y', node: y },
@@ -443,33 +448,60 @@ async function wireSnapshot(w, receivers) {
   return { w: { peers: w.replicator.status(), sockets: socketBytes(w) }, x, y };
 }
 
-/** A node in a child process (bench/replication-peer.js), driven over IPC. */
-async function childNode(dir, peers, children) {
+/**
+ * A node in a child process (bench/replication-peer.js), driven over IPC.
+ * The process loads its modules first; `start()` then starts the node and
+ * returns the CLOCK_MONOTONIC time (ms) at which it asked, so a timed start
+ * counts the node's start (store open included) but not Node's own.
+ * `inspectPort` opens the inspector, for profiledRemote.
+ */
+async function childNode(dir, peers, children, { inspectPort } = {}) {
   // (with node's flags from bin/meridian, as a node runs)
-  const child = fork(PEER_SCRIPT, [JSON.stringify(nodeFlags(dir, peers))], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: NODE_FLAGS });
+  const execArgv = inspectPort ? [...NODE_FLAGS, `--inspect=127.0.0.1:${inspectPort}`] : NODE_FLAGS;
+  const child = fork(PEER_SCRIPT, [JSON.stringify(nodeFlags(dir, peers))], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
   children.add(child);
   let onArrival = () => undefined;
   let onVisible = () => undefined;
   const waiting = new Map();
   let nextId = 0;
-  let ready;
-  const readyP = new Promise((resolve, reject) => {
-    ready = resolve;
-    child.once('exit', (code) => reject(new Error(`peer process exited (${code}) before it was ready`)));
-  });
+  const next = (t) => {
+    let resolve;
+    const p = new Promise((r) => (resolve = r));
+    const exited = () => resolve(Promise.reject(new Error(`peer process exited (${child.exitCode ?? child.signalCode}) before it was ${t}`)));
+    child.once('exit', exited);
+    return { p, resolve: (m) => { child.off('exit', exited); resolve(m); } };
+  };
+  const loaded = next('loaded');
+  const ready = next('ready');
+  const ask = (m) =>
+    new Promise((resolve) => {
+      const id = nextId++;
+      waiting.set(id, resolve);
+      child.send({ ...m, id });
+    });
   child.on('message', (m) => {
-    if (m.t === 'ready') ready(m);
+    if (m.t === 'loaded') loaded.resolve(m);
+    else if (m.t === 'ready') ready.resolve(m);
     else if (m.t === 'arrived') onArrival(Number(BigInt(m.at)) / 1e6, m.entries);
     else if (m.t === 'visible') onVisible(Number(BigInt(m.at)) / 1e6, m.vector);
-    else if (m.t === 'status') {
+    else if (m.id !== undefined) {
       waiting.get(m.id)?.(m);
       waiting.delete(m.id);
     }
   });
-  const { url, nodeId } = await readyP;
-  return {
-    nodeId,
-    url: `${url.replace(/^http/, 'ws')}/sync`,
+  await loaded.p;
+  const handle = {
+    nodeId: undefined,
+    url: undefined,
+    /** starts the node; resolves to the time (nowMs) it was asked to, once it listens */
+    start: async () => {
+      const t0 = nowMs();
+      child.send({ t: 'start' });
+      const { url, nodeId } = await ready.p;
+      handle.nodeId = nodeId;
+      handle.url = `${url.replace(/^http/, 'ws')}/sync`;
+      return t0;
+    },
     onArrival: (fn) => {
       onArrival = fn;
     },
@@ -477,12 +509,10 @@ async function childNode(dir, peers, children) {
       onVisible = fn;
     },
     record: (on) => new Promise((resolve) => child.send({ t: 'record', on }, resolve)),
-    status: () =>
-      new Promise((resolve) => {
-        const id = nextId++;
-        waiting.set(id, resolve);
-        child.send({ t: 'status', id });
-      }),
+    status: () => ask({ t: 'status' }),
+    /** the time (nowMs) at which the node durably held origin's changes up to seq */
+    reach: async (origin, seq) => Number(BigInt((await ask({ t: 'reach', origin, seq })).at)) / 1e6,
+    versions: async (ids) => (await ask({ t: 'versions', ids })).versions,
     stop: async () => {
       if (child.exitCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -492,6 +522,7 @@ async function childNode(dir, peers, children) {
       children.delete(child);
     },
   };
+  return handle;
 }
 
 function nodeFlags(dir, peers) {
@@ -499,40 +530,6 @@ function nodeFlags(dir, peers) {
 }
 
 const syncUrl = (node) => `${node.url.replace(/^http/, 'ws')}/sync`;
-
-/**
- * The time (nowMs) at which `store` durably holds `origin`'s changes up to
- * `originSeq`. Changes from the feed: the subscribe listener runs after each
- * batch is on disk (the version vector moves when a change is queued, before
- * it is durable, so it cannot tell). A clone by object states adds no feed
- * entries; its vector (and feed base) is raised once every state is on disk,
- * so that is polled, every millisecond.
- */
-function reach(store, origin, originSeq, timeoutMs = 600_000) {
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const finish = (err, at) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      clearInterval(poll);
-      unsub();
-      if (err) reject(err);
-      else resolve(at);
-    };
-    const timer = setTimeout(() => {
-      finish(new Error(`timed out after ${timeoutMs / 1000} s waiting for ${origin}:${originSeq} on ${store.nodeId}; its vector is ${JSON.stringify(store.versionVector())}`));
-    }, timeoutMs);
-    timer.unref();
-    const unsub = store.subscribe((entries) => {
-      const at = nowMs();
-      for (const e of entries) if (e.origin === origin && e.originSeq >= originSeq) return finish(undefined, at);
-    });
-    const poll = setInterval(() => {
-      if ((store.versionVector()[origin] ?? 0) >= originSeq && (store.feedBase?.()[origin] ?? 0) >= originSeq) finish(undefined, nowMs());
-    }, 1);
-  });
-}
 
 function allLive(nodes) {
   return nodes.every((n) => {
@@ -559,12 +556,14 @@ async function paced(count, perSec, issue) {
   return (nowMs() - t0) / 1000;
 }
 
-/** Checks that a few hundred objects spread over the id list have the same merged state on both stores. */
-async function checkSame(src, dst, ids, what) {
+/** Checks that a few hundred objects spread over the id list have the same merged state on the store here and the child node. */
+async function checkSame(src, child, ids, what) {
   const step = Math.max(1, Math.floor(ids.length / 300));
-  for (let i = 0; i < ids.length; i += step) {
-    const [x, y] = await Promise.all([src.get(ids[i]), dst.get(ids[i])]);
-    if (!y || x.version !== y.version) throw new Error(`${what}: object ${ids[i]} differs (${x?.version} vs ${y?.version})`);
+  const sample = ids.filter((_, i) => i % step === 0);
+  const theirs = await child.versions(sample);
+  for (let i = 0; i < sample.length; i++) {
+    const mine = (await src.get(sample[i]))?.version;
+    if (theirs[i] === null || mine !== theirs[i]) throw new Error(`${what}: object ${sample[i]} differs (${mine} vs ${theirs[i]})`);
   }
 }
 
@@ -593,7 +592,7 @@ function socketBytes(node) {
 }
 
 function printTop(log, top, file) {
-  log(`  CPU profile (its figure includes profiler overhead; sender and receiver share this process), top self time:`);
+  log(`  CPU profile of the receiving node's process (its figure includes profiler overhead), top self time:`);
   for (const x of top) log(`  ${fmt(x.pct, 1).padStart(5)}%  ${x.fn}`);
   log(`  full profile: ${file}`);
 }
