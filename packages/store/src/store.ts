@@ -1623,12 +1623,17 @@ export class Store {
     const cur = await this.get(id);
     if (!cur) return undefined;
     const def = this.schema.types.get(cur.type);
-    const versions: ObjectVersion[] = [];
     const prefix = keys.historyPrefix(id);
+    const records: [string, HistoryRecord][] = [];
     for await (const [k, v] of this.db.iterator({ gte: prefix, lt: prefix + HIGH, reverse: true, limit: clampLimit(limit) })) {
-      versions.push(toVersion(k, decode<HistoryRecord>(v), def));
+      records.push([k, decode<HistoryRecord>(v)]);
     }
-    versions.reverse();
+    records.reverse();
+    // a change that found no object keeps its fields in its feed entry's update only (see history.ts)
+    const bare = records.filter(([, r]) => r.f === undefined);
+    const feed = await this.db.getMany(bare.map(([k]) => keys.feed(parseSeqPart(k.slice(prefix.length)))));
+    const updates = new Map(bare.map(([k], i) => [k, feed[i] && decode<FeedRecord>(feed[i]).u]));
+    const versions: ObjectVersion[] = records.map(([k, r]) => toVersion(k, r, def, updates.get(k)));
     // the object's first change here is its create (or, for a cloned node, was never in this feed)
     const truncated = versions[0]?.kind !== 'create';
     return { id, versions, truncated, firstSeq: this.firstSeq() };

@@ -42,6 +42,47 @@ t.test('history: each change with its principal, origin and old and new values, 
   t.same(h.versions[1]!.fields, { cn: 'Anna', sn: 'Jones', mail: ['anna@x.com', 'aj@x.com'] }, 'each version holds the whole object (passwords left out)');
 });
 
+t.test('a change that found no object keeps only its name in history; the fields come from its feed entry, here and on a peer', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  const c = await openStore(t, { nodeId: 'c' });
+  const fields = { cn: 'Anna', sn: 'Smith', mail: ['anna@x.com', 'a.smith@x.com'], password: 'pw-one', telephoneNumber: ['0049', '+27 021'] };
+  const p = await a.create('Person', fields, { principal: 'admin' });
+  // the create's record names the change and nothing of the object
+  let raw: Record<string, unknown> | undefined;
+  for await (const [k, v] of a.raw('h')) if (k.startsWith(`h${p.id}`)) raw = (await import('../dist/codec.js')).decode<Record<string, unknown>>(v);
+  t.same(Object.keys(raw!).sort(), ['d', 'h', 'k', 'n', 'o', 'p'], 'no fields, changes or old values stored for a create');
+  const expected = {
+    version: 'a#1',
+    kind: 'create',
+    principal: 'admin',
+    deleted: false,
+    fields: { cn: 'Anna', sn: 'Smith', mail: ['anna@x.com', 'a.smith@x.com'], telephoneNumber: ['0049', '+27 021'] },
+    changes: [
+      { field: 'cn', old: undefined, new: 'Anna' },
+      { field: 'mail', old: undefined, new: ['anna@x.com', 'a.smith@x.com'] },
+      { field: 'password', secret: true },
+      { field: 'sn', old: undefined, new: 'Smith' },
+      { field: 'telephoneNumber', old: undefined, new: ['0049', '+27 021'] },
+    ],
+  };
+  await a.update(p.id, { sn: 'Jones' }, { principal: 'admin' });
+  t.match((await a.history(p.id))!.versions, [expected, { version: 'a#2', changes: [{ field: 'sn', old: 'Smith', new: 'Jones' }] }], 'here');
+  await ship(a, b);
+  t.match((await b.history(p.id))!.versions, [expected, { version: 'a#2' }], 'on a peer that applied the create');
+  t.notOk(JSON.stringify(await b.history(p.id)).includes('scrypt'), 'no password hash in history');
+  // c gets a's update before a's create (relayed out of order): the update found no object there
+  const entries = await a.readFeed(0, 10);
+  await c.applyRemote([entries[1]!].map(({ seq: _seq, ...x }) => x));
+  const early = (await c.history(p.id))!.versions;
+  t.same(early.map((v) => [v.version, v.kind, v.fields, v.changes]), [['a#2', 'update', {}, []]], 'an update that found no object shows nothing: Yjs holds it until the create it builds on comes');
+  await c.applyRemote([entries[0]!].map(({ seq: _seq, ...x }) => x));
+  const later = (await c.history(p.id))!.versions;
+  t.equal(later.length, 2);
+  t.match(later[1], { version: 'a#1', kind: 'create', fields: { cn: 'Anna', sn: 'Jones' } }, 'the create, applied onto it, is recorded in full as it landed');
+  t.same(later[1]!.changes.map((x) => x.field), ['cn', 'mail', 'password', 'sn', 'telephoneNumber'], 'with what it changed here, the held update included');
+});
+
 t.test('history of remote changes shows what they did here; trimming the feed trims history and says so', async (t) => {
   const a = await openStore(t, { nodeId: 'a' });
   const b = await openStore(t, { nodeId: 'b' });
