@@ -383,6 +383,7 @@ export class MeridianNode {
       this.metrics.close();
       await closed;
       clearTimeout(force);
+      await this.xml.close();
       await this.store.close();
       this.log.info({ nodeId: this.store.nodeId }, 'stopped');
     })();

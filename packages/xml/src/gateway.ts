@@ -15,6 +15,7 @@ import {
 import { objectXml, parseDocument, XML_DECLARATION, XmlError, writeFields, escapeAttr, escapeText, type ObjectInput } from './format.js';
 import { ifMatch, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
 import { exportOrder, runImport } from './import-export.js';
+import { PieceParser } from './piece-parser.js';
 import { historyXml } from './history-xml.js';
 import { changesFeed } from './changes.js';
 
@@ -76,7 +77,16 @@ export class XmlGateway {
   private readonly rendered = new Map<string, { version: string; body: Buffer }>();
   private renderedBytes = 0;
 
+  /** parses large imports off the event loop; started by the first one */
+  private parser: PieceParser | undefined;
+
   constructor(private readonly opts: XmlGatewayOptions) {}
+
+  /** Stops the import parser's thread, if one started. */
+  async close(): Promise<void> {
+    await this.parser?.close();
+    this.parser = undefined;
+  }
 
   /** Whether a path is this gateway's. */
   handles(path: string): boolean {
@@ -485,6 +495,7 @@ export class XmlGateway {
       maxObject: this.opts.maxBody,
       writeOptions,
       mapError: (e) => (e instanceof XmlError ? { status: e.status, code: codeOf(e.status), message: e.message, field: e.field } : this.opts.mapError(e)),
+      parser: (this.parser ??= new PieceParser()),
     });
     sendXml(r.res, report.status, report.body);
   }

@@ -11,7 +11,9 @@ import {
   type Writer,
   type WriteRequest,
 } from '@meridian/store';
-import { escapeAttr, escapeText, parseDocument, writeFields, XML_DECLARATION, XmlError, type ObjectInput } from './format.js';
+import { escapeAttr, escapeText, writeFields, XML_DECLARATION, XmlError, type ObjectInput } from './format.js';
+import { parsePieces, type ParsedPieces, type Piece } from './parse-pieces.js';
+import type { PieceParser } from './piece-parser.js';
 import { streamObjects } from './stream-objects.js';
 import type { HttpAnswer } from './gateway.js';
 
@@ -57,6 +59,8 @@ export interface ImportOptions {
   maxObject: number;
   writeOptions: WriteRequest;
   mapError(e: unknown): HttpAnswer;
+  /** parses the groups of a large document off the event loop; without it every group is parsed here */
+  parser?: PieceParser | undefined;
 }
 
 /** writes in flight at once: enough to fill group commits */
@@ -64,6 +68,10 @@ const WINDOW = 256;
 /** objects parsed together (see parsePieces), and their most characters */
 const GROUP = 32;
 const GROUP_BYTES = 256 * 1024;
+/** groups parsed here before the parser's worker is used: a small document needs no thread hand-off */
+const LOCAL_GROUPS = 2;
+/** groups parsed ahead of the one being written */
+const PARSE_AHEAD = 4;
 /** beyond this many results only the rejected ones are listed one by one */
 const LIST_ALL = 10_000;
 /** objects whose reference was not there yet, tried again at the end */
@@ -158,35 +166,60 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   let malformed: XmlError | undefined;
   let group: Piece[] = [];
   let groupBytes = 0;
-  /** Parses and launches the pieces gathered so far; the malformed object among them, if any, ends the import. */
-  const launchGroup = async (): Promise<XmlError | undefined> => {
+  let groups = 0;
+  // groups handed to the parser, oldest first; settled as values, so that those dropped after a malformed object reject nobody
+  const parsing: Promise<{ ok: ParsedPieces } | { failed: unknown }>[] = [];
+  const submit = (): void => {
     const pieces = group;
     group = [];
     groupBytes = 0;
-    const { parsed, bad } = parsePieces(pieces);
+    if (pieces.length === 0) return;
+    const parse = o.parser && ++groups > LOCAL_GROUPS ? o.parser.parse(pieces) : new Promise<ParsedPieces>((resolve) => resolve(parsePieces(pieces)));
+    parsing.push(parse.then((ok) => ({ ok }), (failed: unknown) => ({ failed })));
+  };
+  /** Launches the oldest parsed group; the malformed object that ends it, if any, ends the import. */
+  const launchNext = async (): Promise<XmlError | undefined> => {
+    const done = await parsing.shift()!;
+    if ('failed' in done) throw done.failed;
+    const { parsed, bad } = done.ok;
     // The group's objects read in one go (reads issued together share a getMany), so each write
     // finds its object cached: one read per object, issued as its write started, cost 21 us of
     // main-thread time each in the thread-pool hand-off (profiled), a fifth of the import's CPU.
     await Promise.all(parsed.map(([, input]) => (input.id === undefined ? undefined : o.store.get(input.id).catch(() => undefined))));
-    for (const [piece, input] of parsed) await launch(piece.line, input, false);
+    for (const [line, input] of parsed) await launch(line, input, false);
     return bad;
   };
+  let badObject = false;
   try {
     for await (const piece of streamObjects(o.body, o.maxObject)) {
       group.push(piece);
       groupBytes += piece.text.length;
       if (group.length >= GROUP || groupBytes >= GROUP_BYTES) {
-        malformed = await launchGroup();
-        if (malformed) break;
+        submit();
+        while (parsing.length > PARSE_AHEAD && !malformed) malformed = await launchNext();
+        if (malformed) {
+          badObject = true;
+          break;
+        }
       }
     }
   } catch (e) {
     if (!(e instanceof XmlError)) throw e;
     malformed = e;
   }
-  // the whole objects read before the document broke off are applied, as they are before a
-  // malformed one (which, earlier in the document, is the error to report)
-  malformed = (await launchGroup()) ?? malformed;
+  if (!badObject) {
+    // the whole objects read before the document broke off are applied, as they are before a
+    // malformed one (which, earlier in the document, is the error to report)
+    submit();
+    while (parsing.length) {
+      const bad = await launchNext();
+      if (bad) {
+        malformed = bad;
+        break;
+      }
+    }
+  }
+  parsing.length = 0;
   await Promise.all(running);
   if (!malformed) {
     for (const d of deferred.splice(0)) await launch(d.line, d.input, true);
@@ -209,41 +242,6 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   }
   body += '</import>\n';
   return { status: 200, body };
-}
-
-type Piece = { text: string; line: number };
-
-/**
- * The objects of consecutive pieces of the document, in order, up to the
- * first malformed one (`bad`). They are parsed as one `<objects>` document
- * when that holds exactly one object per piece: a parser built per object
- * cost more than the parse itself (68 us an object alone, 47 us in groups
- * of 16-64). Otherwise each piece is parsed alone, so a malformed object is
- * reported with its own line and only the objects before it are applied; a
- * malformed object ends the import, since what follows it cannot be trusted
- * to be what the sender meant.
- */
-function parsePieces(pieces: Piece[]): { parsed: [Piece, ObjectInput][]; bad?: XmlError } {
-  if (pieces.length > 1) {
-    try {
-      const all = parseDocument(`<objects>${pieces.map((p) => p.text).join('')}</objects>`, 'objects');
-      if (all.length === pieces.length) return { parsed: pieces.map((p, i) => [p, all[i]!]) };
-    } catch (e) {
-      if (!(e instanceof XmlError)) throw e;
-    }
-  }
-  const parsed: [Piece, ObjectInput][] = [];
-  for (const piece of pieces) {
-    try {
-      parsed.push([piece, parseDocument(piece.text, 'object', piece.line - 1)[0]!]);
-    } catch (e) {
-      if (!(e instanceof XmlError)) throw e;
-      // a shape error (no type, an unknown attribute) says which object
-      const bad = e.message.startsWith('malformed XML') ? e : new XmlError(e.status, `the <object> at line ${piece.line}: ${e.message}`, e.field);
-      return { parsed, bad };
-    }
-  }
-  return { parsed };
 }
 
 /** Whether stored fields equal checked new ones (password fields aside: imports never carry them). */
