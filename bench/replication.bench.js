@@ -473,20 +473,28 @@ async function childNode(dir, peers, children, { inspectPort } = {}) {
   };
   const loaded = next('loaded');
   const ready = next('ready');
+  // (a child that dies before anyone waits for it to be ready must not crash the benchmark in its cleanup)
+  ready.p.catch(() => undefined);
   const ask = (m) =>
-    new Promise((resolve) => {
+    new Promise((resolve, reject) => {
       const id = nextId++;
-      waiting.set(id, resolve);
+      waiting.set(id, { resolve, reject });
       child.send({ ...m, id });
     });
+  child.on('exit', (code, signal) => {
+    for (const w of waiting.values()) w.reject(new Error(`peer process exited (${code ?? signal}) before it answered`));
+    waiting.clear();
+  });
   child.on('message', (m) => {
     if (m.t === 'loaded') loaded.resolve(m);
     else if (m.t === 'ready') ready.resolve(m);
     else if (m.t === 'arrived') onArrival(Number(BigInt(m.at)) / 1e6, m.entries);
     else if (m.t === 'visible') onVisible(Number(BigInt(m.at)) / 1e6, m.vector);
     else if (m.id !== undefined) {
-      waiting.get(m.id)?.(m);
+      const w = waiting.get(m.id);
       waiting.delete(m.id);
+      if (m.t === 'failed') w?.reject(new Error(`peer process: ${m.error}`));
+      else w?.resolve(m);
     }
   });
   await loaded.p;
@@ -514,7 +522,7 @@ async function childNode(dir, peers, children, { inspectPort } = {}) {
     reach: async (origin, seq) => Number(BigInt((await ask({ t: 'reach', origin, seq })).at)) / 1e6,
     versions: async (ids) => (await ask({ t: 'versions', ids })).versions,
     stop: async () => {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null || !child.connected) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.send({ t: 'stop' });
       await Promise.race([exited, sleep(10_000)]);

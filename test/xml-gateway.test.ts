@@ -434,4 +434,21 @@ t.test('an import parsed in groups: a bad object deep in the document is reporte
   const r5 = await call(node, 'POST', '/import', { body: whole });
   t.match(r5.text, /created="100" updated="0" unchanged="0" rejected="0"/);
   t.match(r5.text, /<result line="101" type="Organisation" id="org-w99" status="created"\/>/, 'lines are those of the document');
+
+  // past the first two groups the parsing runs on a worker thread, four groups ahead of the writes
+  const deep = `<objects>\n${many('d', 250)}<object type="Organisation" id="org-dbad"><field name="name">X</fieldx></object>\n${many('e', 300)}</objects>`;
+  const r6 = await call(node, 'POST', '/import', { body: deep });
+  t.equal(r6.status, 400, r6.text);
+  t.match(r6.text, /malformed XML at line 252, column \d+: .*; the 250 objects before it were applied/);
+  t.ok(await exists('org-d0') && await exists('org-d249'), 'every object before the bad one is in');
+  t.notOk(await exists('org-dbad'));
+  for (const e of [0, 50, 299]) t.notOk(await exists(`org-e${e}`), `nothing after it, though parsed ahead (org-e${e})`);
+
+  // a bad object in a group parsed ahead, then the document breaks off: the bad object, earlier, is the error
+  const both = `<objects>\n${many('b', 200)}<object type="Organisation" id="org-bbad" colour="red"/>\n${many('a', 40)}<object type="Organisation" id="org-acut"><field name="name">`;
+  const r7 = await call(node, 'POST', '/import', { body: both });
+  t.equal(r7.status, 400, r7.text);
+  t.match(r7.text, /the &lt;object&gt; at line 202: unknown attribute colour on &lt;object&gt;; it takes type, id and version; the 200 objects before it were applied/);
+  t.ok(await exists('org-b199'));
+  t.notOk(await exists('org-a0'), 'nothing after the bad object');
 });

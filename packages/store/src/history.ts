@@ -17,7 +17,8 @@ import { docFromState, readFields, sameValue } from './yobject.js';
  * arrived before the create) leaves `f`, `c` and `b` out: the object is then
  * exactly what the change's Yjs update sets, and the feed entry beside it
  * holds that update (see `fromUpdate`). Writing them out again cost a
- * quarter of a create's bytes on disk and about 6 us of its 66 us.
+ * Person's create 258 of its 1,190 bytes on disk and 8 of its 66 us
+ * (docs/storage.md).
  */
 export interface HistoryRecord {
   /** origin node and origin seq: the change's name on every node */

@@ -1625,13 +1625,22 @@ export class Store {
     const def = this.schema.types.get(cur.type);
     const prefix = keys.historyPrefix(id);
     const records: [string, HistoryRecord][] = [];
-    for await (const [k, v] of this.db.iterator({ gte: prefix, lt: prefix + HIGH, reverse: true, limit: clampLimit(limit) })) {
-      records.push([k, decode<HistoryRecord>(v)]);
+    // One snapshot for both reads: a feed trim or a purge landing between them would take away
+    // (or redact) the feed entry a record without fields is read from.
+    const snapshot = this.db.snapshot();
+    let feed: (Buffer | undefined)[];
+    let bare: [string, HistoryRecord][];
+    try {
+      for await (const [k, v] of this.db.iterator({ gte: prefix, lt: prefix + HIGH, reverse: true, limit: clampLimit(limit), snapshot })) {
+        records.push([k, decode<HistoryRecord>(v)]);
+      }
+      records.reverse();
+      // a change that found no object keeps its fields in its feed entry's update only (see history.ts)
+      bare = records.filter(([, r]) => r.f === undefined);
+      feed = await this.db.getMany(bare.map(([k]) => keys.feed(parseSeqPart(k.slice(prefix.length)))), { snapshot });
+    } finally {
+      await snapshot.close();
     }
-    records.reverse();
-    // a change that found no object keeps its fields in its feed entry's update only (see history.ts)
-    const bare = records.filter(([, r]) => r.f === undefined);
-    const feed = await this.db.getMany(bare.map(([k]) => keys.feed(parseSeqPart(k.slice(prefix.length)))));
     const updates = new Map(bare.map(([k], i) => [k, feed[i] && decode<FeedRecord>(feed[i]).u]));
     const versions: ObjectVersion[] = records.map(([k, r]) => toVersion(k, r, def, updates.get(k)));
     // the object's first change here is its create (or, for a cloned node, was never in this feed)

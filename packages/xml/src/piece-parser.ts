@@ -37,6 +37,8 @@ export class PieceParser {
     const worker = this.broken ? undefined : (this.worker ??= this.start());
     if (!worker) return new Promise((resolve) => resolve(parsePieces(pieces)));
     const id = this.nextId++;
+    // while it owes answers the worker keeps the process alive; idle, it never does
+    if (this.waiting.size === 0) worker.ref();
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { pieces, resolve, reject });
       let end = 0;
@@ -66,6 +68,7 @@ export class PieceParser {
       const job = this.waiting.get(r.id);
       if (!job) return;
       this.waiting.delete(r.id);
+      if (this.waiting.size === 0) w.unref();
       if (r.failed !== undefined) job.reject(new Error(`the XML parser failed: ${r.failed}`));
       else job.resolve({ parsed: r.parsed, bad: r.bad && new XmlError(r.bad.status, r.bad.message, r.bad.field) });
     });
@@ -77,6 +80,11 @@ export class PieceParser {
     };
     w.on('error', lost);
     w.on('exit', lost);
+    // an answer that cannot be read would leave its import waiting for ever
+    w.on('messageerror', () => {
+      void w.terminate();
+      lost();
+    });
     return w;
   }
 
