@@ -23,8 +23,8 @@ export type ParseReply =
  * 43 us an object, most of an import's event-loop time after the writes)
  * runs on the other core while the event loop writes the objects parsed
  * before. Results come back in the order asked. One worker serves every
- * import of a gateway; it starts with the first large import and never
- * keeps the process alive. Should it fail, its pieces and every later
+ * import of a gateway; it starts with the first large import and keeps
+ * the process alive only while it owes answers. Should it fail, its pieces and every later
  * group are parsed on the event loop instead, as small imports always are.
  */
 export class PieceParser {
