@@ -118,11 +118,15 @@ export class Processes {
     return p;
   }
 
-  /** Forks a helper script with an IPC channel; resolves to { pid, exited, ready } with its first message. */
-  async fork(script, args) {
+  /**
+   * Forks a helper script with an IPC channel; resolves to { pid, exited, ready, child }
+   * with its first message. execArgv are node's flags for it beyond a node's own.
+   */
+  async fork(script, args, { execArgv = [] } = {}) {
     // node's flags as a node has them, not the runner's own (an --inspect port would clash)
-    const child = fork(script, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: NODE_FLAGS });
+    const child = fork(script, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...NODE_FLAGS, ...execArgv] });
     const p = this.#track(child);
+    p.child = child;
     p.ready = await new Promise((resolve, reject) => {
       child.once('message', resolve);
       child.once('exit', (code) => reject(new Error(`${script} exited (${code}) before it was ready`)));
@@ -327,4 +331,15 @@ export function topSelfTime(profile, limit = 15) {
     .sort((a, b) => b[1] - a[1])
     .slice(0, limit)
     .map(([fn, us]) => ({ fn, ms: us / 1000, pct: (100 * us) / (total || 1) }));
+}
+
+/** Bytes through each replication link's TCP socket (WebSocket framing included), by peer node id. */
+export function socketBytes(node) {
+  // `links` is private to Replicator; read here, for measurement only
+  const out = {};
+  for (const l of node.replicator?.links ?? []) {
+    const s = l.ws?._socket;
+    if (l.session?.peer && s) out[l.session.peer] = { written: s.bytesWritten, read: s.bytesRead };
+  }
+  return out;
 }

@@ -24,14 +24,13 @@
 // process; the receiving nodes B and C run in child processes, as every node
 // of a deployment runs in its own. --profile CPU-profiles the receiver of (1)
 // and (2) through its inspector.
-import { fork } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import PouchDB from 'pouchdb';
 import { pino } from 'pino';
 import { MeridianNode, resolveConfig } from '@meridian/node';
 import { encodeFrame } from '@meridian/sync';
-import { concurrent, fmt, freePort, NODE_FLAGS, percentile, printTable, profiledRemote, sleep, tempDirs, until } from './lib.js';
+import { concurrent, fmt, freePort, percentile, printTable, Processes, profiledRemote, sleep, socketBytes, tempDirs, until } from './lib.js';
 
 export const name = 'replication';
 
@@ -40,7 +39,7 @@ const SECRET = 'bench-cluster-secret-0123';
 const ADMIN_PASSWORD = 'bench-admin-password';
 const PEER_SCRIPT = fileURLToPath(new URL('./replication-peer.js', import.meta.url));
 /** CLOCK_MONOTONIC in ms: comparable across processes on one machine, unlike performance.now(). */
-const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
+const nowMs = () => hrMs(process.hrtime.bigint());
 
 export async function run({ quick, profile, outDir, log }) {
   const nObjects = quick ? 2_000 : 100_000; // (1) objects on A, each updated once
@@ -52,7 +51,7 @@ export async function run({ quick, profile, outDir, log }) {
   const { fresh, removeAll } = tempDirs();
   const running = new Set();
   const pouches = new Set();
-  const children = new Set();
+  const procs = new Processes();
   const start = async (dir, peers = []) => {
     const node = await MeridianNode.start(resolveConfig({ flags: nodeFlags(dir, peers) }), logger);
     running.add(node);
@@ -86,10 +85,10 @@ export async function run({ quick, profile, outDir, log }) {
 
     // B clones A's creates before it goes offline (a clone without history; shown for reference)
     const bDir = fresh('b');
-    let b = await childNode(bDir, [syncUrl(a)], children);
+    let b = await childNode(procs, bDir, [syncUrl(a)]);
     let t0 = await b.start();
     const bClone = (await b.reach(aId, a.store.versionVector()[aId])) - t0;
-    await until('A and B live', async () => allLive([a]) && (await b.status()).peers.every((p) => p.state === 'live'));
+    await until('A and B live', async () => allLive(a.replicator.status()) && allLive((await b.status()).peers));
     log(`setup: B (new) cloned A's ${fmt(nObjects)} creates in ${fmt(bClone / 1000, 1)} s; B stops`);
     await b.stop();
 
@@ -99,7 +98,7 @@ export async function run({ quick, profile, outDir, log }) {
 
     let bStarted;
     const bInspect = profile ? await freePort() : undefined;
-    b = await childNode(bDir, [syncUrl(a)], children, { inspectPort: bInspect });
+    b = await childNode(procs, bDir, [syncUrl(a)], { inspectPort: bInspect });
     const catchUp = async () => {
       const t0 = await b.start();
       bStarted = nowMs() - t0;
@@ -155,7 +154,7 @@ export async function run({ quick, profile, outDir, log }) {
     const cloneTarget = a.store.versionVector()[aId];
     log(`\nsetup: ${fmt(more)} more creates on A in ${fmt(t, 1)} s: A holds ${fmt(nClone)} objects, ${fmt(aHead)} feed entries`);
     const cInspect = profile ? await freePort() : undefined;
-    const c = await childNode(fresh('c'), [syncUrl(a)], children, { inspectPort: cInspect });
+    const c = await childNode(procs, fresh('c'), [syncUrl(a)], { inspectPort: cInspect });
     const clone = async () => {
       const t0 = await c.start();
       const done = await c.reach(aId, cloneTarget);
@@ -204,7 +203,7 @@ export async function run({ quick, profile, outDir, log }) {
     if (cloneTop) printTop(log, cloneTop, join(outDir, `${name}-clone.cpuprofile`));
 
     // ---- 3 and 4. push latency and bytes per change --------------------------
-    const push = await pushLatency({ rate, seconds, fresh, start, stop, children, log });
+    const push = await pushLatency({ rate, seconds, fresh, start, stop, procs, log });
     log('');
     log(`3. push latency: ${fmt(rate)} single-field updates/s for ${seconds} s on W (this process); X and Y are child processes; all three peered`);
     log(`   from the write's acknowledgement on W to the change being readable on the receiver (the target), and durable there (ms); achieved ${fmt(push.achievedRate)} writes/s, writer's own ack p50 ${fmt(push.ack.p50, 2)} ms`);
@@ -273,10 +272,8 @@ export async function run({ quick, profile, outDir, log }) {
       ],
     };
   } finally {
-    const gone = [...children].map((child) => (child.exitCode !== null || child.signalCode !== null ? undefined : new Promise((r) => child.once('exit', r))));
-    for (const child of children) child.kill('SIGKILL');
     // their data dirs go below: only once nothing writes into them
-    await Promise.all(gone);
+    await procs.killAll();
     for (const node of running) await node.stop().catch(() => undefined);
     for (const db of pouches) await db.close().catch(() => undefined);
     removeAll();
@@ -290,14 +287,14 @@ export async function run({ quick, profile, outDir, log }) {
  * becomes readable on X and on Y (the target), and with the time it shows
  * up in their durable feeds.
  */
-async function pushLatency({ rate, seconds, fresh, start, stop, children, log }) {
+async function pushLatency({ rate, seconds, fresh, start, stop, procs, log }) {
   const n = rate * seconds;
   const warm = Math.min(500, n);
   const w = await start(fresh('w'));
   const wId = w.store.nodeId;
-  const x = await childNode(fresh('x'), [syncUrl(w)], children);
+  const x = await childNode(procs, fresh('x'), [syncUrl(w)]);
   await x.start();
-  const y = await childNode(fresh('y'), [syncUrl(w), x.url], children);
+  const y = await childNode(procs, fresh('y'), [syncUrl(w), x.url]);
   await y.start();
   const receivers = [
     { label: 'X', node: x },
@@ -310,10 +307,10 @@ async function pushLatency({ rate, seconds, fresh, start, stop, children, log })
     });
     const head = w.store.versionVector()[wId];
     await until('X and Y to hold the objects and all links to be live', async () => {
-      if (w.replicator.status().filter((p) => p.state === 'live').length < 2) return false;
+      if (!allLive(w.replicator.status(), 2)) return false;
       for (const r of receivers) {
         const s = await r.node.status();
-        if ((s.vector[wId] ?? 0) < head || s.peers.filter((p) => p.state === 'live').length < 2) return false;
+        if ((s.vector[wId] ?? 0) < head || !allLive(s.peers, 2)) return false;
       }
       return true;
     });
@@ -455,28 +452,17 @@ async function wireSnapshot(w, receivers) {
  * counts the node's start (store open included) but not Node's own.
  * `inspectPort` opens the inspector, for profiledRemote.
  */
-async function childNode(dir, peers, children, { inspectPort } = {}) {
-  // (with node's flags from bin/meridian, as a node runs)
-  const execArgv = inspectPort ? [...NODE_FLAGS, `--inspect=127.0.0.1:${inspectPort}`] : NODE_FLAGS;
-  const child = fork(PEER_SCRIPT, [JSON.stringify(nodeFlags(dir, peers))], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
-  children.add(child);
+async function childNode(procs, dir, peers, { inspectPort } = {}) {
+  const p = await procs.fork(PEER_SCRIPT, [JSON.stringify(nodeFlags(dir, peers))], { execArgv: inspectPort ? [`--inspect=127.0.0.1:${inspectPort}`] : [] });
+  const { child } = p;
   let onArrival = () => undefined;
   let onVisible = () => undefined;
   const waiting = new Map();
   let nextId = 0;
-  const next = (t) => {
-    let resolve;
-    const p = new Promise((r) => (resolve = r));
-    const exited = () => resolve(Promise.reject(new Error(`peer process exited (${child.exitCode ?? child.signalCode}) before it was ${t}`)));
-    child.once('exit', exited);
-    return { p, resolve: (m) => { child.off('exit', exited); resolve(m); } };
-  };
-  const loaded = next('loaded');
-  const ready = next('ready');
-  // (a child that dies before anyone waits for it to be ready must not crash the benchmark in its cleanup)
-  ready.p.catch(() => undefined);
+  /** a request the peer answers, or fails, by its id */
   const ask = (m) =>
     new Promise((resolve, reject) => {
+      if (!child.connected) return reject(new Error('the peer process is gone'));
       const id = nextId++;
       waiting.set(id, { resolve, reject });
       child.send({ ...m, id });
@@ -486,10 +472,8 @@ async function childNode(dir, peers, children, { inspectPort } = {}) {
     waiting.clear();
   });
   child.on('message', (m) => {
-    if (m.t === 'loaded') loaded.resolve(m);
-    else if (m.t === 'ready') ready.resolve(m);
-    else if (m.t === 'arrived') onArrival(Number(BigInt(m.at)) / 1e6, m.entries);
-    else if (m.t === 'visible') onVisible(Number(BigInt(m.at)) / 1e6, m.vector);
+    if (m.t === 'arrived') onArrival(hrMs(m.at), m.entries);
+    else if (m.t === 'visible') onVisible(hrMs(m.at), m.vector);
     else if (m.id !== undefined) {
       const w = waiting.get(m.id);
       waiting.delete(m.id);
@@ -497,15 +481,13 @@ async function childNode(dir, peers, children, { inspectPort } = {}) {
       else w?.resolve(m);
     }
   });
-  await loaded.p;
   const handle = {
     nodeId: undefined,
     url: undefined,
     /** starts the node; resolves to the time (nowMs) it was asked to, once it listens */
     start: async () => {
       const t0 = nowMs();
-      child.send({ t: 'start' });
-      const { url, nodeId } = await ready.p;
+      const { url, nodeId } = await ask({ t: 'start' });
       handle.nodeId = nodeId;
       handle.url = `${url.replace(/^http/, 'ws')}/sync`;
       return t0;
@@ -519,18 +501,21 @@ async function childNode(dir, peers, children, { inspectPort } = {}) {
     record: (on) => new Promise((resolve) => child.send({ t: 'record', on }, resolve)),
     status: () => ask({ t: 'status' }),
     /** the time (nowMs) at which the node durably held origin's changes up to seq */
-    reach: async (origin, seq) => Number(BigInt((await ask({ t: 'reach', origin, seq })).at)) / 1e6,
+    reach: async (origin, seq) => hrMs((await ask({ t: 'reach', origin, seq })).at),
     versions: async (ids) => (await ask({ t: 'versions', ids })).versions,
     stop: async () => {
-      if (child.exitCode !== null || child.signalCode !== null || !child.connected) return;
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.send({ t: 'stop' });
-      await Promise.race([exited, sleep(10_000)]);
-      if (child.exitCode === null) child.kill('SIGKILL');
-      children.delete(child);
+      if (child.connected) child.send({ t: 'stop' });
+      await Promise.race([p.exited, sleep(10_000)]);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await p.exited;
     },
   };
   return handle;
+}
+
+/** process.hrtime in ns (a decimal string from a peer, or a bigint) as ms: nowMs's unit, on the same clock */
+function hrMs(at) {
+  return Number(BigInt(at)) / 1e6;
 }
 
 function nodeFlags(dir, peers) {
@@ -539,11 +524,9 @@ function nodeFlags(dir, peers) {
 
 const syncUrl = (node) => `${node.url.replace(/^http/, 'ws')}/sync`;
 
-function allLive(nodes) {
-  return nodes.every((n) => {
-    const peers = n.replicator.status();
-    return peers.length > 0 && peers.every((p) => p.state === 'live');
-  });
+/** Whether a node has at least `min` peers and every one of them is live. */
+function allLive(peers, min = 1) {
+  return peers.length >= min && peers.every((p) => p.state === 'live');
 }
 
 /** Runs issue(i) for i in [0, count) at `perSec` per second, not waiting for one before the next; returns seconds. */
@@ -568,10 +551,9 @@ async function paced(count, perSec, issue) {
 async function checkSame(src, child, ids, what) {
   const step = Math.max(1, Math.floor(ids.length / 300));
   const sample = ids.filter((_, i) => i % step === 0);
-  const theirs = await child.versions(sample);
+  const [theirs, mine] = await Promise.all([child.versions(sample), Promise.all(sample.map(async (id) => (await src.get(id))?.version))]);
   for (let i = 0; i < sample.length; i++) {
-    const mine = (await src.get(sample[i]))?.version;
-    if (theirs[i] === null || mine !== theirs[i]) throw new Error(`${what}: object ${sample[i]} differs (${mine} vs ${theirs[i]})`);
+    if (theirs[i] === null || mine[i] !== theirs[i]) throw new Error(`${what}: object ${sample[i]} differs (${mine[i]} vs ${theirs[i]})`);
   }
 }
 
@@ -586,17 +568,6 @@ async function pouchWrite(db, docs) {
     }
   }
   return revs;
-}
-
-/** Bytes through each replication link's TCP socket (WebSocket framing included), by peer node id. */
-function socketBytes(node) {
-  // `links` is private to Replicator; read here, for measurement only
-  const out = {};
-  for (const l of node.replicator?.links ?? []) {
-    const s = l.ws?._socket;
-    if (l.session?.peer && s) out[l.session.peer] = { written: s.bytesWritten, read: s.bytesRead };
-  }
-  return out;
 }
 
 function printTop(log, top, file) {

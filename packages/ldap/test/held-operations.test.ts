@@ -1,41 +1,30 @@
 import t, { type Test } from 'tap';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { AccessScope, parseSchema, Store, type Principal, type Writer } from '@meridian/store';
+import { AccessScope, type Principal } from '@meridian/store';
 import { LdapGateway } from '../dist/gateway.js';
 import { integer, octets, tlv } from '../dist/ber.js';
 import { berTree } from '../dist/validate.js';
 import { MessageFramer } from '../dist/framing.js';
+import { crmStore, noWriter, quiet, schema } from './fixtures.js';
 
 const BASE = 'dc=example,dc=com';
-const refused = (): never => {
-  throw new Error('this test writes nothing');
-};
-
 /**
  * A gateway over five persons (one of them alice, with no roles) whose
  * admin scope is worked out only when the test lets it: operations of the
  * admin wait there while the test sends what it likes on the connection.
  */
 async function heldGateway(t: Test): Promise<{ port: number; release: () => void; scopesFor: string[] }> {
-  const dir = mkdtempSync(join(tmpdir(), 'meridian-ldap-held-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const schema = parseSchema(readFileSync(fileURLToPath(new URL('../../node/schema/crm.yaml', import.meta.url)), 'utf8'));
-  const store = await Store.open({ dir, schema });
-  t.teardown(() => store.close());
+  const store = await crmStore(t, 'meridian-ldap-held-');
   await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
   await store.create('Person', { cn: 'Alice', sn: 'held', uid: 'alice', organisation: 'org-1' }, { id: 'per-alice' });
   for (let i = 0; i < 4; i++) await store.create('Person', { cn: `Other ${i}`, sn: 'held', organisation: 'org-1' });
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
   const scopesFor: string[] = [];
-  const writer = { create: refused, update: refused, replace: refused, delete: refused, undelete: refused } as unknown as Writer;
   const gateway = new LdapGateway({
+    ...quiet,
     store,
-    writer,
+    writer: noWriter,
     baseDn: BASE,
     authenticate: async (user) => (user === 'admin' ? { kind: 'admin', name: 'admin' } : undefined),
     authenticatePerson: async (person): Promise<Principal> => ({ kind: 'person', name: String(person.fields['uid']), id: person.id, type: person.type, roles: [], organisation: 'org-1' }),
@@ -44,8 +33,6 @@ async function heldGateway(t: Test): Promise<{ port: number; release: () => void
       if (p.kind === 'admin') await gate;
       return AccessScope.of(p, schema.access, schema.types, { lookup: async () => [] });
     },
-    log: { info: () => undefined, warn: () => undefined, error: () => undefined, debug: () => undefined },
-    classify: (e) => ({ code: 'internal', message: String(e) }),
   });
   t.teardown(() => gateway.close());
   return { port: await gateway.listen(0, '127.0.0.1'), release, scopesFor };

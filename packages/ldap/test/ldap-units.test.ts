@@ -1,11 +1,6 @@
-import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import t from 'tap';
 import ldap from 'ldapjs';
-import { parseSchema, Store } from '@meridian/store';
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import type { Store } from '@meridian/store';
 import { attrKey, decodeFilter, evaluate, filterAttributes, fold, FilterTooComplex, substringMatch, type AttrSource } from '../dist/filter.js';
 import { MessageFramer } from '../dist/framing.js';
 import { entryBody, integer, octets, result, searchEntryHead, tlv } from '../dist/ber.js';
@@ -15,21 +10,12 @@ import { DirectoryLayout } from '../dist/layout.js';
 import { EntryBuilder } from '../dist/entries.js';
 import { berTree } from '../dist/validate.js';
 import { prng } from '../../../test/helpers/prng.js';
+import { crmStore } from './fixtures.js';
 
 /** A filter as a client sends it: its BER (ldapjs writes values as UTF-8, escapes left as they are written). */
 const ber = (s: string): Buffer => (ldap as unknown as { parseFilter(s: string): { toBer(): { buffer: Buffer } } }).parseFilter(s).toBer().buffer;
 const decode = (b: Buffer) => decodeFilter(b, berTree(b)![0]!, { depth: 32, nodes: 512 });
 const parse = (s: string) => decode(ber(s));
-/** A store of the default CRM schema in a temp dir, both gone after the test. */
-async function crmStore(t: Test): Promise<Store> {
-  const dir = mkdtempSync(join(tmpdir(), 'meridian-ldap-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const schemaText = readFileSync(fileURLToPath(new URL('../../node/schema/crm.yaml', import.meta.url)), 'utf8');
-  const store = await Store.open({ dir, schema: parseSchema(schemaText), passwordCost: { N: 16, r: 1, p: 1 } });
-  t.teardown(() => store.close());
-  return store;
-}
-
 const source = (attrs: Record<string, string[]>): AttrSource => ({
   values: (a) => attrs[a]?.map((v) => fold(a, v)),
   knows: () => true,
