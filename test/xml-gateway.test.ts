@@ -443,6 +443,9 @@ t.test('an import parsed in groups: a bad object deep in the document is reporte
   t.ok(await exists('org-d0') && await exists('org-d249'), 'every object before the bad one is in');
   t.notOk(await exists('org-dbad'));
   for (const e of [0, 50, 299]) t.notOk(await exists(`org-e${e}`), `nothing after it, though parsed ahead (org-e${e})`);
+  // (private state, read to prove the path taken: imports past two groups started the gateway's parser thread, still up)
+  const gateway = (node as unknown as { xml: { parser?: { worker?: object } } }).xml;
+  t.ok(gateway.parser?.worker, 'groups past the second are parsed on the worker thread');
 
   // a bad object in a group parsed ahead, then the document breaks off: the bad object, earlier, is the error
   const both = `<objects>\n${many('b', 200)}<object type="Organisation" id="org-bbad" colour="red"/>\n${many('a', 40)}<object type="Organisation" id="org-acut"><field name="name">`;

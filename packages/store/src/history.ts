@@ -109,7 +109,9 @@ export function toVersion(key: string, r: HistoryRecord, def: TypeDef | undefine
 /** What historyRecord leaves out for a change that found no object: every field its update sets is new. */
 function fromUpdate(def: TypeDef | undefined, update: Uint8Array | undefined): { f: Record<string, FieldValue>; c: string[]; b: Record<string, FieldValue> } {
   if (update === undefined) throw new Error('a history record without fields needs the update of its feed entry');
-  const after = readFields(docFromState('history', update, 0));
+  const doc = docFromState('history', update, 0);
+  const after = readFields(doc);
+  doc.destroy();
   return { f: publicFields(def, after), c: Object.keys(after).sort(), b: {} };
 }
 

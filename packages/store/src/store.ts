@@ -759,7 +759,9 @@ export class Store {
       if (r.skipped) result.skipped++;
       else result.applied++;
       result.conflicts += r.conflicts;
-      last = r.durable;
+      // a change skipped with nothing to write (it raced in over another session) has nothing
+      // to wait for, and must not stand for the changes before it, which may still be on their way
+      if (!r.skipped || extra.length) last = r.durable;
     }
     if (changes.length === 0 && opts.checkpoint) last = this.commits.add([checkpointOp(opts.checkpoint)]);
     return { result, durable: last ?? Promise.resolve() };
@@ -1637,7 +1639,7 @@ export class Store {
       records.reverse();
       // a change that found no object keeps its fields in its feed entry's update only (see history.ts)
       bare = records.filter(([, r]) => r.f === undefined);
-      feed = await this.db.getMany(bare.map(([k]) => keys.feed(parseSeqPart(k.slice(prefix.length)))), { snapshot });
+      feed = bare.length ? await this.db.getMany(bare.map(([k]) => keys.feed(parseSeqPart(k.slice(prefix.length)))), { snapshot }) : [];
     } finally {
       await snapshot.close();
     }

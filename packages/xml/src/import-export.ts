@@ -12,7 +12,7 @@ import {
   type WriteRequest,
 } from '@meridian/store';
 import { escapeAttr, escapeText, writeFields, XML_DECLARATION, XmlError, type ObjectInput } from './format.js';
-import { parsePieces, type ParsedPieces, type Piece } from './parse-pieces.js';
+import { groupOf, parseHere, type ParsedPieces, type Piece } from './parse-pieces.js';
 import type { PieceParser } from './piece-parser.js';
 import { streamObjects } from './stream-objects.js';
 import type { HttpAnswer } from './gateway.js';
@@ -65,7 +65,7 @@ export interface ImportOptions {
 
 /** writes in flight at once: enough to fill group commits */
 const WINDOW = 256;
-/** objects parsed together (see parsePieces), and their most characters */
+/** objects parsed together (see parseGroup), and their most characters */
 const GROUP = 32;
 const GROUP_BYTES = 256 * 1024;
 /** groups parsed here before the parser's worker is used: a small document needs no thread hand-off */
@@ -163,18 +163,17 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
     if (input.id !== undefined) inFlight.set(input.id, p);
   };
 
-  let malformed: XmlError | undefined;
   let group: Piece[] = [];
   let groupBytes = 0;
   let groups = 0;
   // groups handed to the parser, oldest first; settled as values, so that those dropped after a malformed object reject nobody
   const parsing: Promise<{ ok: ParsedPieces } | { failed: unknown }>[] = [];
   const submit = (): void => {
-    const pieces = group;
+    if (group.length === 0) return;
+    const g = groupOf(group);
     group = [];
     groupBytes = 0;
-    if (pieces.length === 0) return;
-    const parse = o.parser && ++groups > LOCAL_GROUPS ? o.parser.parse(pieces) : new Promise<ParsedPieces>((resolve) => resolve(parsePieces(pieces)));
+    const parse = o.parser && ++groups > LOCAL_GROUPS ? o.parser.parse(g) : parseHere(g);
     parsing.push(parse.then((ok) => ({ ok }), (failed: unknown) => ({ failed })));
   };
   /** Launches the oldest parsed group; the malformed object that ends it, if any, ends the import. */
@@ -189,37 +188,30 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
     for (const [line, input] of parsed) await launch(line, input, false);
     return bad;
   };
-  let badObject = false;
+  /** the first malformed object; nothing after it is applied */
+  let bad: XmlError | undefined;
+  /** where the document itself broke off (cut short, not UTF-8, an object too large) */
+  let broken: XmlError | undefined;
   try {
     for await (const piece of streamObjects(o.body, o.maxObject)) {
       group.push(piece);
       groupBytes += piece.text.length;
       if (group.length >= GROUP || groupBytes >= GROUP_BYTES) {
         submit();
-        while (parsing.length > PARSE_AHEAD && !malformed) malformed = await launchNext();
-        if (malformed) {
-          badObject = true;
-          break;
-        }
+        while (parsing.length > PARSE_AHEAD && !bad) bad = await launchNext();
+        if (bad) break;
       }
     }
   } catch (e) {
     if (!(e instanceof XmlError)) throw e;
-    malformed = e;
+    broken = e;
   }
-  if (!badObject) {
-    // the whole objects read before the document broke off are applied, as they are before a
-    // malformed one (which, earlier in the document, is the error to report)
-    submit();
-    while (parsing.length) {
-      const bad = await launchNext();
-      if (bad) {
-        malformed = bad;
-        break;
-      }
-    }
-  }
+  // the whole objects read before the document broke off are applied, as they are before a
+  // malformed one (which, earlier in the document, is the error to report)
+  if (!bad) submit();
+  while (parsing.length && !bad) bad = await launchNext();
   parsing.length = 0;
+  const malformed = bad ?? broken;
   await Promise.all(running);
   if (!malformed) {
     for (const d of deferred.splice(0)) await launch(d.line, d.input, true);

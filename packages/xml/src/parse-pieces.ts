@@ -6,10 +6,22 @@ export interface Piece {
   line: number;
 }
 
-/** The objects of consecutive pieces, each with its line, up to the first malformed one (`bad`). */
+/** Consecutive pieces as one string, where each ends in it, and the line each starts on. */
+export interface PieceGroup {
+  text: string;
+  ends: number[];
+  lines: number[];
+}
+
+/** The objects of a group, each with its line, up to the first malformed one (`bad`). */
 export interface ParsedPieces {
   parsed: [line: number, input: ObjectInput][];
   bad?: XmlError | undefined;
+}
+
+export function groupOf(pieces: readonly Piece[]): PieceGroup {
+  let end = 0;
+  return { text: pieces.map((p) => p.text).join(''), ends: pieces.map((p) => (end += p.text.length)), lines: pieces.map((p) => p.line) };
 }
 
 /**
@@ -22,25 +34,32 @@ export interface ParsedPieces {
  * malformed object ends the import, since what follows it cannot be trusted
  * to be what the sender meant.
  */
-export function parsePieces(pieces: Piece[]): ParsedPieces {
-  if (pieces.length > 1) {
+export function parseGroup(g: PieceGroup): ParsedPieces {
+  const n = g.lines.length;
+  if (n > 1) {
     try {
-      const all = parseDocument(`<objects>${pieces.map((p) => p.text).join('')}</objects>`, 'objects');
-      if (all.length === pieces.length) return { parsed: pieces.map((p, i) => [p.line, all[i]!]) };
+      const all = parseDocument(`<objects>${g.text}</objects>`, 'objects');
+      if (all.length === n) return { parsed: g.lines.map((line, i) => [line, all[i]!]) };
     } catch (e) {
       if (!(e instanceof XmlError)) throw e;
     }
   }
   const parsed: [number, ObjectInput][] = [];
-  for (const piece of pieces) {
+  for (let i = 0; i < n; i++) {
+    const line = g.lines[i]!;
     try {
-      parsed.push([piece.line, parseDocument(piece.text, 'object', piece.line - 1)[0]!]);
+      parsed.push([line, parseDocument(g.text.slice(i === 0 ? 0 : g.ends[i - 1], g.ends[i]), 'object', line - 1)[0]!]);
     } catch (e) {
       if (!(e instanceof XmlError)) throw e;
       // a shape error (no type, an unknown attribute) says which object
-      const bad = e.message.startsWith('malformed XML') ? e : new XmlError(e.status, `the <object> at line ${piece.line}: ${e.message}`, e.field);
+      const bad = e.message.startsWith('malformed XML') ? e : new XmlError(e.status, `the <object> at line ${line}: ${e.message}`, e.field);
       return { parsed, bad };
     }
   }
   return { parsed };
+}
+
+/** parseGroup on the event loop, as a promise (rejected, not thrown, should the parser fail). */
+export function parseHere(g: PieceGroup): Promise<ParsedPieces> {
+  return new Promise((resolve) => resolve(parseGroup(g)));
 }

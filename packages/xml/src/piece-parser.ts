@@ -1,17 +1,10 @@
 import { Worker } from 'node:worker_threads';
 import { XmlError, type ObjectInput } from './format.js';
-import { parsePieces, type ParsedPieces, type Piece } from './parse-pieces.js';
+import { parseGroup, parseHere, type ParsedPieces, type PieceGroup } from './parse-pieces.js';
 
-/** A group of pieces as one string and where each ends: one string crosses to the worker at the cost of a copy, 32 objects each cost 5.5 us an object (profiled). */
-export interface ParseRequest {
+/** A group of pieces crosses to the worker as one string (see PieceGroup). */
+export interface ParseRequest extends PieceGroup {
   id: number;
-  text: string;
-  ends: number[];
-  lines: number[];
-}
-
-export function piecesOf(m: ParseRequest): Piece[] {
-  return m.lines.map((line, i) => ({ line, text: m.text.slice(i === 0 ? 0 : m.ends[i - 1], m.ends[i]) }));
 }
 
 export type ParseReply =
@@ -31,19 +24,17 @@ export class PieceParser {
   private worker: Worker | undefined;
   private broken = false;
   private nextId = 0;
-  private readonly waiting = new Map<number, { pieces: Piece[]; resolve: (r: ParsedPieces) => void; reject: (e: Error) => void }>();
+  private readonly waiting = new Map<number, { group: PieceGroup; resolve: (r: ParsedPieces) => void; reject: (e: Error) => void }>();
 
-  parse(pieces: Piece[]): Promise<ParsedPieces> {
+  parse(group: PieceGroup): Promise<ParsedPieces> {
     const worker = this.broken ? undefined : (this.worker ??= this.start());
-    if (!worker) return new Promise((resolve) => resolve(parsePieces(pieces)));
+    if (!worker) return parseHere(group);
     const id = this.nextId++;
     // while it owes answers the worker keeps the process alive; idle, it never does
     if (this.waiting.size === 0) worker.ref();
     return new Promise((resolve, reject) => {
-      this.waiting.set(id, { pieces, resolve, reject });
-      let end = 0;
-      const ends = pieces.map((p) => (end += p.text.length));
-      worker.postMessage({ id, text: pieces.map((p) => p.text).join(''), ends, lines: pieces.map((p) => p.line) } satisfies ParseRequest);
+      this.waiting.set(id, { group, resolve, reject });
+      worker.postMessage({ id, ...group } satisfies ParseRequest);
     });
   }
 
@@ -92,12 +83,6 @@ export class PieceParser {
   private fallBack(): void {
     const jobs = [...this.waiting.values()];
     this.waiting.clear();
-    for (const job of jobs) {
-      try {
-        job.resolve(parsePieces(job.pieces));
-      } catch (e) {
-        job.reject(e instanceof Error ? e : new Error(String(e)));
-      }
-    }
+    for (const job of jobs) parseHere(job.group).then(job.resolve, job.reject);
   }
 }

@@ -3,9 +3,9 @@ import { screen, XmlError } from './format.js';
 /**
  * Splits a streamed `<objects>` document into the text of each `<object>`
  * element without holding the document in memory, so an import of millions
- * of objects needs memory for one object at a time. The pieces are then
- * parsed one by one (parseDocument). Comments and CDATA sections are
- * skipped over when looking for an object's end.
+ * of objects needs memory for a few groups of objects. The pieces are then
+ * parsed in groups (parseGroup in parse-pieces.ts). Comments and CDATA
+ * sections are skipped over when looking for an object's end.
  */
 export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, maxObject: number): AsyncGenerator<{ text: string; line: number }> {
   const decoder = new TextDecoder('utf-8', { fatal: true });
