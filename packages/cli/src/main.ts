@@ -197,7 +197,7 @@ export function buildProgram(): Command {
       const c = client(flags);
       const show = async (): Promise<string> => {
         const { body } = await c.request<StatusView>('GET', '/status');
-        if (flags.json) return JSON.stringify({ time: new Date().toISOString(), nodeId: body.nodeId, mode: body.mode, peers: (body.peers).map((p) => ({ node: p.node, url: p.url, state: p.state, lagEntries: p.lagEntries, lagSeconds: p.lagSeconds, peerBehind: p.peerBehind, peerBehindSeconds: p.peerBehindSeconds, lastContact: p.lastContact })) });
+        if (flags.json) return JSON.stringify({ time: new Date().toISOString(), nodeId: body.nodeId, mode: body.mode, peers: body.peers.map((p) => ({ node: p.node, url: p.url, state: p.state, lagEntries: p.lagEntries, lagSeconds: p.lagSeconds, peerBehind: p.peerBehind, peerBehindSeconds: p.peerBehindSeconds, lastContact: p.lastContact })) });
         return formatLag(body.nodeId, body.mode, body.peers);
       };
       if (!flags.watch) {

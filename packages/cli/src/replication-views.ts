@@ -87,7 +87,7 @@ export function table(header: string[], rows: string[][]): string {
 export function formatLag(nodeId: string, mode: string, peers: PeerView[]): string {
   const head = `${nodeId} (${mode}) at ${new Date().toISOString()}`;
   if (peers.length === 0) return `${head}\nno peers configured`;
-  const rows = peers.map((p) => [p.node ?? '?', p.state, String(p.lagEntries), p.lagSeconds.toFixed(1), String(p.peerBehind ?? 0), (p.peerBehindSeconds ?? 0).toFixed(1), p.lastContact ?? 'never']);
+  const rows = peers.map((p) => [p.node ?? '?', p.state, String(p.lagEntries), p.lagSeconds.toFixed(1), String(p.peerBehind), p.peerBehindSeconds.toFixed(1), p.lastContact ?? 'never']);
   return `${head}\n${table(['peer', 'state', 'lag (entries)', 'lag (s)', 'peer behind (entries)', 'peer behind (s)', 'last contact'], rows)}`;
 }
 
