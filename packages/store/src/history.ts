@@ -16,8 +16,8 @@ import { docFromState, readFields, sameValue } from './yobject.js';
  * A change that found no object here (a create, or a remote change that
  * arrived before the create) leaves `f`, `c` and `b` out: the object is then
  * exactly what the change's Yjs update sets, and the feed entry beside it
- * holds that update (see `fromUpdate`). Writing them out again cost a
- * Person's create 258 of its 1,190 bytes on disk and 8 of its 66 us
+ * holds that update (see `fromUpdate`). Writing them out again cost 258
+ * of 1,190 bytes on disk per object and 8 of a Person create's 66 us
  * (docs/storage.md).
  */
 export interface HistoryRecord {
