@@ -304,9 +304,10 @@ export class SyncSession {
       const done = f.done ? { head: f.head!, vector: f.vector! } : undefined;
       return [{ type: 'clone', objects: f.objects.map((o) => (o.p ? { id: o.i, record: o.r, purged: true } : { id: o.i, record: o.r })), done }];
     }
-    // Changes frames that queued up while the last apply waited for its fsync go to disk
-    // together: one at a time, each paid a whole fsync, and at 1,000 changes/s the queue,
-    // and so the time to readable, grew with every slow fsync.
+    // Changes frames that queued up while the last apply ran are applied together: one
+    // read of the objects they touch, one apply. (Merging began when each apply waited for
+    // its own fsync; since applies are staged the group commit shares fsyncs anyway, and
+    // what the merge still saves has not been measured.)
     let n = 1;
     let count = f.changes.length;
     for (; n < this.pendingApply.length; n++) {
@@ -518,7 +519,7 @@ const FRAME_BUDGET = 4 * 1024 * 1024;
  * slow fsync at the peer.
  */
 const WINDOW_BYTES = 4 * FRAME_BUDGET;
-/** changes applied (and so held in memory, and written in one batch) at once when frames queue up */
+/** changes applied (and so held in memory) at once when frames queue up; the group commit still closes its batches at 256 operations */
 const MAX_MERGED_CHANGES = 10_000;
 const SKIP_FRAME_EVERY = 1000;
 
