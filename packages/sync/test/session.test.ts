@@ -953,3 +953,28 @@ t.test('a driver with later() applies the next frame while the last one waits fo
   await new Promise((r) => setImmediate(r));
   t.same(sent.map((f) => f.t === 'ack' && f.seq), [1, 2], 'then frame 2, in order');
 });
+
+t.test('a batch that cannot reach the disk closes the session with the reason, and acknowledges nothing', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start().settle();
+  const a = pair.a;
+  a.autoApply = false;
+  pair.inject(a, { t: 'changes', changes: [wire(entry(1, 'bravo'))], last: 1, head: 1 });
+  const sent: Frame[] = [];
+  const closed: [string, boolean][] = [];
+  const store = {
+    applyRemoteStaged: async () => ({ result: { applied: 1, skipped: 0, conflicts: 0 }, durable: Promise.reject(new Error('IO error: No space left on device')) }),
+  } as unknown as FeedStore;
+  const io: SessionIo = {
+    store,
+    session: a.session,
+    send: (f) => void sent.push(f) || true,
+    opened: () => true,
+    closed: (reason, refused) => void closed.push([reason, refused]),
+    later: (actions) => void runActions(io, actions),
+  };
+  await runActions(io, [a.log.filter((x) => x.type === 'apply').at(-1)!]);
+  await new Promise((r) => setImmediate(r));
+  t.equal(a.session.state, 'closed', 'the session ends');
+  t.match(closed, [[/^could not store the peer's changes: IO error: No space left on device$/, false]], 'with the disk error, not as a refusal');
+  t.same(sent.filter((f) => f.t === 'ack'), [], 'nothing is acknowledged');
+});
