@@ -75,6 +75,7 @@ export class MeridianNode {
   static async start(config: NodeConfig, log: Logger = pino({ level: 'info' }, destination(2))): Promise<MeridianNode> {
     const schema = loadSchemaFile(config.schema);
     const store = await Store.open({ dir: config.dir, schema, nodeId: config.nodeId, cacheBytes: config.cacheBytes });
+    if (store.versionsMigrated > 0) log.info({ objects: store.versionsMigrated }, 'object versions rewritten to this build\'s formula; ETags of those objects changed once');
     let replicator: Replicator | undefined;
     let registry: ReplicaRegistry | undefined;
     let ldapGateway: LdapGateway | undefined;

@@ -17,7 +17,7 @@ export interface ObjectRecord {
   c?: number;
   /** local feed seq of the last change */
   s: number;
-  /** version: digest of the Yjs state vector, equal on nodes that converged */
+  /** version: digest of the Yjs state vector and delete set, equal on nodes that converged (yobject.ts docVersion) */
   v: string;
   /** merged Yjs update: the whole state of the object */
   y: Uint8Array;

@@ -6,8 +6,8 @@ import { decode, type ObjectRecord } from './codec.js';
  * the id, so two nodes can compare their data in one small message and,
  * when they differ, know where. Each bucket combines per-object hashes of id
  * and version with XOR, which does not depend on the order objects are
- * visited in; the version covers the object's Yjs state vector and its
- * visible content, so converged nodes produce equal digests.
+ * visited in; the version covers the object's Yjs state vector and delete
+ * set, so converged nodes produce equal digests.
  */
 export interface StoreDigest {
   objects: number;

@@ -10,6 +10,7 @@ import { newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
 import { conflictKey, detectConflicts, snapshotFieldItems, type ConflictRecord, type DetectedConflict } from './conflicts.js';
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
+import { migrateVersions } from './migrate.js';
 import { DEFAULT_COST, hashPassword, isPasswordHash, type ScryptCost } from './password.js';
 import { PinnedCache, type Slot } from './pinned-cache.js';
 import { ReadBatcher } from './read-batcher.js';
@@ -191,6 +192,8 @@ export class Store {
   readonly clientId: number;
   /** how many times this node's data was restored from a backup (see backup.ts) */
   readonly incarnation: number;
+  /** objects whose stored version this open rewrote to the current formula (see migrate.ts) */
+  readonly versionsMigrated: number;
   readonly schema: Schema;
   readonly dir: string;
 
@@ -257,10 +260,12 @@ export class Store {
     purged: Set<string>;
     provisional: Set<string>;
     incarnation: number;
+    versionsMigrated: number;
   }) {
     this.purgedIds = init.purged;
     this.provisional = init.provisional;
     this.incarnation = init.incarnation;
+    this.versionsMigrated = init.versionsMigrated;
     this.clientNodes = init.clientNodes;
     this.durableVector = new VersionVector(init.vector);
     this.visibleVector = new VersionVector(init.vector);
@@ -366,7 +371,8 @@ export class Store {
       }
       const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
-      return new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0 });
+      const versionsMigrated = await migrateVersions(db);
+      return new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated });
     } catch (e) {
       await db.close().catch(() => undefined);
       throw e;
@@ -596,7 +602,7 @@ export class Store {
       createdAt = hlc;
       const created = encodeCreate(this.clientId, setFields, def.name, hlc);
       update = state = created.update;
-      version = singleClientVersion(this.clientId, created.clock, plan.fields);
+      version = singleClientVersion(this.clientId, created.clock);
       changed = Object.keys(plan.fields);
       fields = plan.fields;
     } else {
@@ -606,7 +612,7 @@ export class Store {
       update = change.update;
       changed = change.changed;
       fields = readFields(doc);
-      version = docVersion(doc, fields, plan.deleted);
+      version = docVersion(doc);
       state = encodeState(doc);
     }
     const seq = ++this.seq;
@@ -821,7 +827,7 @@ export class Store {
       const hlc = c.hlc;
       const seq = ++this.seq;
       this.vector.add(c.origin, c.originSeq);
-      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(hlc, cur?.h ?? 0), s: seq, v: docVersion(doc, fields, meta.deleted), y: encodeState(doc) };
+      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(hlc, cur?.h ?? 0), s: seq, v: docVersion(doc), y: encodeState(doc) };
       if (meta.created !== undefined) record.c = meta.created;
       const feed: FeedRecord = { o: c.origin, n: c.originSeq, i: c.id, t: type, u: c.update, h: hlc, p: c.principal, c: c.fields, k: c.kind };
       if (c.idempotencyKey !== undefined) {
@@ -1446,7 +1452,7 @@ export class Store {
       for (const k of before.unique) if (!after.unique.has(k)) keysToClaim.add(k);
       for (const k of after.unique) if (!before.unique.has(k)) keysToClaim.add(k);
       await Promise.all([...keysToClaim].map(async (k) => claims.push(await this.claims.acquire(k, this.loadClaim))));
-      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(cur?.h ?? 0, hlc), s: cur?.s ?? this.durableSeq, v: docVersion(doc, fields, meta.deleted), y: encodeState(doc) };
+      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(cur?.h ?? 0, hlc), s: cur?.s ?? this.durableSeq, v: docVersion(doc), y: encodeState(doc) };
       if (meta.created !== undefined) record.c = meta.created;
       const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, []);
       handedOver = true;

@@ -1,6 +1,7 @@
 import t from 'tap';
 import * as Y from 'yjs';
 import { Packr } from 'msgpackr';
+import { Level } from 'level';
 import { Store } from '../dist/index.js';
 import { schema, tempDir } from './fixtures.js';
 
@@ -53,4 +54,37 @@ t.test('a second open of the same dir is refused with a clear sentence', async (
   const s = await Store.open({ dir, schema });
   t.teardown(() => s.close());
   await t.rejects(Store.open({ dir, schema }), { code: 'locked', message: `data dir ${dir} is in use by another Meridian process; stop it or choose another --dir` });
+});
+
+t.test('a data dir whose versions follow an older formula is brought up to this one on open, once', async (t) => {
+  const dir = tempDir(t);
+  const s1 = await Store.open({ dir, schema });
+  const org = await s1.create('Org', { name: 'A', kind: 'vendor' });
+  const removed = await s1.create('Person', { cn: 'Bo', sn: 'Ng', telephoneNumber: ['+27 021'] });
+  await s1.update(removed.id, { telephoneNumber: null });
+  const gone = await s1.create('Org', { name: 'C', kind: 'vendor' });
+  await s1.delete(gone.id);
+  const ids = [org.id, removed.id, gone.id];
+  const want = await Promise.all(ids.map(async (id) => (await s1.getUncached(id))!.version));
+  t.equal(s1.versionsMigrated, 0, 'a new data dir has nothing to migrate');
+  await s1.close();
+
+  // what a build of the earlier formula left behind: other versions, no formula recorded
+  const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number' });
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  for (const [i, id] of ids.entries()) {
+    const rec = packr.unpack((await db.get(`o${id}`))!) as { v: string };
+    rec.v = `old-formula-${i}`;
+    await db.put(`o${id}`, packr.pack(rec));
+  }
+  await db.del('mversionFormula');
+  await db.close();
+
+  const s2 = await Store.open({ dir, schema });
+  t.equal(s2.versionsMigrated, 3, 'every object was rewritten');
+  t.same(await Promise.all(ids.map(async (id) => (await s2.getUncached(id))!.version)), want, 'to the versions this build computes for the same states');
+  await s2.close();
+  const s3 = await Store.open({ dir, schema });
+  t.equal(s3.versionsMigrated, 0, 'and only once');
+  await s3.close();
 });

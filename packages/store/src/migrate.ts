@@ -1,0 +1,38 @@
+import type { Level } from 'level';
+import { decode, encode, type ObjectRecord } from './codec.js';
+import { HIGH, keys } from './keys.js';
+import { docFromState, docVersion, VERSION_FORMULA } from './yobject.js';
+
+const CHUNK = 1000;
+
+/**
+ * Brings the stored objects' versions up to this build's VERSION_FORMULA,
+ * once per data dir, before the store serves anything. Versions are compared
+ * across nodes (digests, ETags), so a node must never hold versions of two
+ * formulas. Safe to interrupt: the rewrite is idempotent, and the formula
+ * is recorded only after every object has been brought up to it.
+ * Returns how many objects were rewritten.
+ */
+export async function migrateVersions(db: Level<string, Buffer>): Promise<number> {
+  const have = await db.get(keys.meta('versionFormula'));
+  if (have !== undefined && decode<number>(have) >= VERSION_FORMULA) return 0;
+  let rewritten = 0;
+  let ops: { type: 'put'; key: string; value: Buffer }[] = [];
+  // the iterator reads a snapshot, so the rewrites below do not show up in it
+  for await (const [key, value] of db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH })) {
+    const rec = decode<ObjectRecord>(value);
+    const version = docVersion(docFromState(key.slice(1), rec.y, 1));
+    if (version === rec.v) continue;
+    rec.v = version;
+    ops.push({ type: 'put', key, value: encode(rec) });
+    if (ops.length === CHUNK) {
+      await db.batch(ops);
+      rewritten += ops.length;
+      ops = [];
+    }
+  }
+  rewritten += ops.length;
+  ops.push({ type: 'put', key: keys.meta('versionFormula'), value: encode(VERSION_FORMULA) });
+  await db.batch(ops, { sync: true });
+  return rewritten;
+}
