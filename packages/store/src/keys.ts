@@ -52,6 +52,7 @@ export const keys = {
   conflictPrefix: (id: string): string => `k${id}${SEP}`,
   /** unique index: u<type>\0<field>\0<value> -> owner id */
   unique: (type: string, field: string, value: string): string => `u${type}${SEP}${field}${SEP}${value}`,
+  uniquePrefix: 'u',
 } as const;
 
 /** The id at the end of an index key (type or field index). */

@@ -1,0 +1,110 @@
+import t, { type Test } from 'tap';
+import { Store } from '../dist/index.js';
+import { KeyFilter } from '../dist/key-filter.js';
+import { schema, tempDir } from './fixtures.js';
+import { prng } from '../../../test/helpers/prng.js';
+
+/** The store's filter, read from outside: these tests check what it holds against the disk. */
+function filterOf(s: Store): KeyFilter | undefined {
+  return (s as unknown as { uniqueFilter: KeyFilter | undefined }).uniqueFilter;
+}
+
+async function built(s: Store): Promise<KeyFilter> {
+  for (let i = 0; i < 1000 && !filterOf(s); i++) await new Promise((r) => setTimeout(r, 5));
+  const f = filterOf(s);
+  if (!f) throw new Error('the unique-key filter was not built within 5 s');
+  return f;
+}
+
+/** Every unique-index key on disk must pass the filter: a miss would let a second object take a taken value. */
+async function checkCovers(t: Test, s: Store, what: string): Promise<void> {
+  const f = await built(s);
+  let keys = 0;
+  let missed = 0;
+  for await (const [k] of s.raw('u')) {
+    keys++;
+    if (!f.mayHold(k)) missed++;
+  }
+  t.ok(keys > 0, `${what}: there are unique keys to check`);
+  t.equal(missed, 0, `${what}: the filter holds all ${keys} unique keys on disk`);
+}
+
+const person = (i: number, tag: string): Record<string, unknown> => ({ cn: `P ${i}`, sn: tag, uid: `${tag}-${i}`, mail: [`${tag}-${i}@x.test`, `${tag}.${i}@y.test`] });
+
+t.test('a Bloom filter never misses a key it was given, and rarely claims one it was not', async (t) => {
+  const rnd = prng(5);
+  const key = (): string => `uPerson\0mail\0${Math.floor(rnd() * 2 ** 48).toString(36)}@\u00e9x.test`;
+  const f = new KeyFilter(50_000);
+  const added = Array.from({ length: 50_000 }, key);
+  for (const k of added) f.add(k);
+  t.equal(added.filter((k) => !f.mayHold(k)).length, 0, 'no key added is missed');
+  t.notOk(f.full, 'at capacity, not past it');
+  let hits = 0;
+  for (let i = 0; i < 100_000; i++) if (f.mayHold(`other ${key()}`)) hits++;
+  t.ok(hits < 200, `false positives at capacity stay under 0.2% (${hits} of 100,000)`);
+  f.add('one more');
+  t.ok(f.full, 'past capacity it says so, for its owner to build a larger one');
+});
+
+t.test('unique values stored before a restart stay taken, read through the filter built from disk', async (t) => {
+  const dir = tempDir(t);
+  const s1 = await Store.open({ dir, schema });
+  for (let i = 0; i < 2000; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => s1.create('Person', person(i + j, 'before'))));
+  await s1.close();
+
+  const s2 = await Store.open({ dir, schema });
+  t.teardown(() => s2.close());
+  // at once, while the filter may still be building: claims are read from disk then
+  await t.rejects(s2.create('Person', { cn: 'X', sn: 'Y', uid: 'BEFORE-7' }), { code: 'validation', rule: 'unique' }, 'taken while the filter builds');
+  await checkCovers(t, s2, 'after a restart');
+  for (const i of [0, 999, 1999]) {
+    await t.rejects(s2.create('Person', { cn: 'X', sn: 'Y', mail: [`before.${i}@Y.TEST`] }), { code: 'validation', rule: 'unique' }, `mail of person ${i} still taken`);
+    await t.rejects(s2.create('Person', { cn: 'X', sn: 'Y', uid: `before-${i}` }), { code: 'validation', rule: 'unique' }, `uid of person ${i} still taken`);
+  }
+  const free = await s2.create('Person', { cn: 'X', sn: 'Y', uid: 'before-2000', mail: ['before-2000@x.test'] });
+  t.ok(free.id, 'a value never taken is free');
+});
+
+t.test('keys written while the filter builds, and while it is rebuilt larger, are all in it', async (t) => {
+  const dir = tempDir(t);
+  const s1 = await Store.open({ dir, schema });
+  for (let i = 0; i < 3000; i += 150) await Promise.all(Array.from({ length: 150 }, (_, j) => s1.create('Person', person(i + j, 'old'))));
+  await s1.close();
+
+  const s2 = await Store.open({ dir, schema });
+  t.teardown(() => s2.close());
+  // 64 writers from the first moment, so batches land before, during and after the build's snapshot
+  let next = 0;
+  await Promise.all(Array.from({ length: 64 }, async () => {
+    while (next < 1500) {
+      const i = next++;
+      await s2.create('Person', person(i, 'during'));
+    }
+  }));
+  await checkCovers(t, s2, 'writes during the first build');
+
+  // a filter far too small fills at once and is rebuilt four times larger, again and again, under writes
+  (s2 as unknown as { uniqueFilter: KeyFilter }).uniqueFilter = new KeyFilter(16);
+  next = 0;
+  await Promise.all(Array.from({ length: 64 }, async () => {
+    while (next < 1500) {
+      const i = next++;
+      await s2.create('Person', person(i, 'regrow'));
+    }
+  }));
+  const f = await built(s2);
+  t.ok(f.capacity > 16 && f.capacity >= f.count, `rebuilt with room for every key (capacity ${f.capacity})`);
+  await checkCovers(t, s2, 'writes during the rebuilds');
+  await t.rejects(s2.create('Person', { cn: 'X', sn: 'Y', uid: 'during-1499' }), { code: 'validation', rule: 'unique' }, 'a value written during the build is taken');
+  await t.rejects(s2.create('Person', { cn: 'X', sn: 'Y', uid: 'regrow-3' }), { code: 'validation', rule: 'unique' }, 'and one written during a rebuild');
+});
+
+t.test('a value freed by an update is free again although the filter still holds it', async (t) => {
+  const s = await Store.open({ dir: tempDir(t), schema });
+  t.teardown(() => s.close());
+  const a = await s.create('Person', { cn: 'A', sn: 'A', uid: 'moving' });
+  await built(s);
+  await s.update(a.id, { uid: 'moved' });
+  const b = await s.create('Person', { cn: 'B', sn: 'B', uid: 'moving' });
+  t.equal((await s.lookup('Person', 'uid', 'moving')).items[0]?.id, b.id, 'a false positive costs a read, not a refusal');
+});
