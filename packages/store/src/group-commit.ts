@@ -28,6 +28,8 @@ interface Group {
 export class GroupCommit {
   private readonly queue: Group[] = [];
   private writing = false;
+  /** settles when the batch being written now is on disk or failed */
+  private current: Promise<void> = Promise.resolve();
   private failure: unknown;
 
   /**
@@ -69,6 +71,14 @@ export class GroupCommit {
     }
   }
 
+  /**
+   * Settles once the batch being written now, if any, has reached the disk
+   * (or failed): batches after it have not yet been handed to the writer.
+   */
+  inFlight(): Promise<void> {
+    return this.current;
+  }
+
   get failed(): unknown {
     return this.failure;
   }
@@ -83,7 +93,17 @@ export class GroupCommit {
     const g = this.queue.shift()!;
     if (!g.closed) this.close(g);
     this.writing = true;
-    this.write(g.ops).then(
+    // set before the writer runs: what it calls (the unique-key filter's rebuild) may ask for it
+    let settle!: () => void;
+    this.current = new Promise<void>((resolve) => (settle = resolve));
+    let written: Promise<void>;
+    try {
+      written = this.write(g.ops);
+    } catch (e) {
+      written = Promise.reject(e);
+    }
+    written.then(settle, settle);
+    written.then(
       () => {
         this.writing = false;
         for (const fn of g.after) fn();

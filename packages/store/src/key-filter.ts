@@ -11,10 +11,14 @@ export class KeyFilter {
   private readonly mask: number;
   private added = 0;
 
-  /** Sized for `capacity` keys at 16 bits each; past that, false positives grow and the owner should build a larger one. */
+  /**
+   * Sized for `capacity` keys at 16 bits each, up to 128 MiB (67 million
+   * keys); past either, false positives grow (never false negatives) and
+   * the owner should build a larger one.
+   */
   constructor(readonly capacity: number) {
     let words = 1;
-    while (words * 32 < capacity * BITS_PER_KEY) words *= 2;
+    while (words * 32 < capacity * BITS_PER_KEY && words < MAX_WORDS) words *= 2;
     this.bits = new Int32Array(words);
     this.mask = words * 32 - 1;
   }
@@ -49,6 +53,8 @@ export class KeyFilter {
 
 // 16 bits a key and 8 probes: about 1 false positive in 2,000 at capacity
 const BITS_PER_KEY = 16;
+// 2^30 bits: the bit mask stays a positive 32-bit integer
+const MAX_WORDS = 2 ** 25;
 const PROBES = 8;
 
 const pair: [number, number] = [0, 0];

@@ -205,6 +205,10 @@ export function foldValue(field: FieldDef, value: Scalar): string {
 // eslint-disable-next-line no-control-regex
 const CONTROL_RE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/;
 const DATE_RE = /^(\d{4})-(\d{2})-(\d{2})$/;
+// Stored text is UTF-8 (records, index keys), which turns a lone surrogate
+// into U+FFFD: the value read back, and the index key on disk, would not be
+// the value written (and the unique-key filter hashes the string as given).
+const LONE_SURROGATE_RE = /\p{Cs}/u;
 
 function describe(v: unknown): string {
   if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v);
@@ -247,6 +251,7 @@ function scalar(type: TypeDef, id: string | undefined, f: FieldDef, v: unknown):
     default: {
       if (typeof v !== 'string') throw bad('type', `must be a string, got ${describe(v)}`);
       if (CONTROL_RE.test(v)) throw bad('type', 'contains a control character');
+      if (LONE_SURROGATE_RE.test(v)) throw bad('type', 'contains half of a UTF-16 surrogate pair, which UTF-8 cannot hold; send the whole character');
       if (v.length > f.maxLength) throw bad('maxLength', `is longer than ${f.maxLength} characters`);
       if (f.kind === 'enum' && !f.values!.includes(v)) {
         throw bad('enum', `must be one of ${f.values!.join(', ')}, got ${describe(v)}`);

@@ -1536,10 +1536,12 @@ export class Store {
     return { current: rec, durable: rec, doc: undefined, pending: undefined };
   };
 
-  // Read synchronously: a new value's claim is almost always absent, which
-  // LevelDB answers from its memtable and bloom filters in microseconds,
-  // while the thread-pool round trip of an async read added about 30 us to
-  // every one-writer create (0.455 -> 0.400 ms p50 in store-writes).
+  // A new value's claim is almost always absent: the unique-key filter says
+  // so without a read, and otherwise (while it is built, or on a false
+  // positive) it is read synchronously, which LevelDB answers from its
+  // memtable and bloom filters in microseconds, while the thread-pool round
+  // trip of an async read added about 30 us to every one-writer create
+  // (0.455 -> 0.400 ms p50 in store-writes).
   private readonly loadClaim = async (key: string): Promise<CachedClaim> => {
     if (this.uniqueFilter && !this.uniqueFilter.mayHold(key)) return { owner: null };
     const buf = this.db.getSync(key);
@@ -1841,8 +1843,9 @@ export class Store {
     if (!f) return;
     f.add(key);
     if (f.full) {
+      // full of keys written since it was built, many perhaps deleted or written twice: the scan decides its new size
       this.uniqueFilter = undefined;
-      void this.buildFilter(f.capacity * 4);
+      void this.buildFilter(f.capacity);
     }
   }
 
@@ -1850,18 +1853,20 @@ export class Store {
    * Builds the unique-key filter from the disk while writes go on (claims
    * are read from LevelDB meanwhile). Keys written from the moment `filling`
    * is set are added to it by the batch writer; the one batch that may have
-   * been built before, and be on its way to the disk, is waited for before
-   * the snapshot is read, so no key can fall between the two.
+   * been handed to LevelDB before is waited for before the snapshot is read,
+   * so no key can fall between the two. A filter that more than half fills
+   * is dropped for one four times larger, so its size follows the keys on
+   * disk, not the number of writes.
    */
   private async buildFilter(capacity: number): Promise<void> {
     const filter = new KeyFilter(capacity);
     this.filling = filter;
     try {
-      await this.commits.add([]);
+      await this.commits.inFlight();
       if (this.filling !== filter) return;
       const it = this.db.keys({ gte: keys.uniquePrefix, lt: keys.uniquePrefix + HIGH });
       try {
-        for (let ks = await it.nextv(10_000); ks.length && this.filling === filter; ks = await it.nextv(10_000)) {
+        for (let ks = await it.nextv(10_000); ks.length && this.filling === filter && filter.count <= capacity / 2; ks = await it.nextv(10_000)) {
           for (const k of ks) filter.add(k);
         }
       } finally {
@@ -1874,7 +1879,7 @@ export class Store {
     }
     if (this.filling !== filter) return;
     this.filling = undefined;
-    if (filter.full) return this.buildFilter(capacity * 4);
+    if (filter.count > capacity / 2) return this.buildFilter(capacity * 4);
     this.uniqueFilter = filter;
   }
 

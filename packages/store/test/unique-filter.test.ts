@@ -108,3 +108,45 @@ t.test('a value freed by an update is free again although the filter still holds
   const b = await s.create('Person', { cn: 'B', sn: 'B', uid: 'moving' });
   t.equal((await s.lookup('Person', 'uid', 'moving')).items[0]?.id, b.id, 'a false positive costs a read, not a refusal');
 });
+
+t.test('a filter filled by values written and freed again is rebuilt at the size the keys on disk need, not larger', async (t) => {
+  const s = await Store.open({ dir: tempDir(t), schema });
+  t.teardown(() => s.close());
+  const a = await s.create('Person', { cn: 'A', sn: 'A', uid: 'uid-0' });
+  await built(s);
+  (s as unknown as { uniqueFilter: KeyFilter }).uniqueFilter = new KeyFilter(64);
+  // each update writes a new unique key and deletes the last: 300 keys written, one on disk
+  for (let i = 1; i <= 300; i++) await s.update(a.id, { uid: `uid-${i}` });
+  const f = await built(s);
+  t.equal(f.capacity, 64, 'rebuilt at the same size, again and again');
+  await checkCovers(t, s, 'after the churn');
+  await t.rejects(s.create('Person', { cn: 'B', sn: 'B', uid: 'UID-300' }), { code: 'validation', rule: 'unique' }, 'the value held now is taken');
+  t.ok(await s.create('Person', { cn: 'B', sn: 'B', uid: 'uid-299' }), 'one freed is free');
+});
+
+t.test('closing the store while its filter is being built ends the build quietly', async (t) => {
+  const dir = tempDir(t);
+  const s1 = await Store.open({ dir, schema });
+  for (let i = 0; i < 2000; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => s1.create('Person', person(i + j, 'c'))));
+  await s1.close();
+  const s2 = await Store.open({ dir, schema });
+  await s2.close();
+  t.equal(filterOf(s2), undefined, 'no filter is left to a closed store');
+  await new Promise((r) => setTimeout(r, 50));
+  t.pass('no unhandled rejection from the build');
+});
+
+t.test('a rebuild that starts in the middle of a batch still gets that batch\'s keys', async (t) => {
+  const s = await Store.open({ dir: tempDir(t), schema });
+  t.teardown(() => s.close());
+  const a = await s.create('Person', { cn: 'A', sn: 'A', uid: 'first' });
+  await built(s);
+  // one key short of full: the next unique key written fills it, and the rebuild starts while its batch is being built
+  const f = new KeyFilter(64);
+  for (let i = 0; i < 64; i++) f.add(`filler ${i}`);
+  (s as unknown as { uniqueFilter: KeyFilter }).uniqueFilter = f;
+  await s.update(a.id, { uid: 'trigger' });
+  t.not(await built(s), f, 'the full filter was replaced');
+  await checkCovers(t, s, 'after a rebuild begun inside a batch');
+  await t.rejects(s.create('Person', { cn: 'B', sn: 'B', uid: 'trigger' }), { code: 'validation', rule: 'unique' }, 'the value that filled it is taken');
+});

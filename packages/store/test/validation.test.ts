@@ -33,6 +33,9 @@ t.test('every schema rule refuses a bad write with one sentence naming object, f
   await rejects(t, s.create('License', { customer: customer.id, seats: 101, validFrom: '2024-01-01' }), 'max', 'seats', /must be at most 100/);
   await rejects(t, s.create('Person', { cn: 'X', sn: 5 }), 'type', 'sn', /must be a string, got 5/);
   await rejects(t, s.create('Person', { cn: 'X', sn: 'a\u0000b' }), 'type', 'sn', /control character/);
+  // UTF-8 on disk would turn these into U+FFFD: the stored value and its index key would not be what was written
+  await rejects(t, s.create('Person', { cn: 'X', sn: 'Y', uid: 'a\ud800' }), 'type', 'uid', /half of a UTF-16 surrogate pair/);
+  await rejects(t, s.create('Person', { cn: 'X', sn: 'Y', mail: ['ok@x.test', '\udc00x@x.test'] }), 'type', 'mail', /half of a UTF-16 surrogate pair/);
   await rejects(t, s.create('Person', { cn: 'X', sn: ['a', 'b'] }), 'single', 'sn', /takes one value, got 2/);
   await rejects(t, s.create('Person', { cn: 'X' }), 'required', 'sn', /^new Person: field "sn" is required$/);
   await rejects(t, s.create('Org', { name: 'X', kind: 'partner' }), 'enum', 'kind', /must be one of vendor, reseller, customer, got "partner"/);
@@ -50,6 +53,7 @@ t.test('every schema rule refuses a bad write with one sentence naming object, f
   await rejects(t, s.create('Person', { cn: 'X', sn: 'Y', org: gone.id }), 'reference', 'org', new RegExp(`refers to deleted object ${gone.id}`));
   t.equal(s.lastSeq, after, 'no refused write reached the feed');
   t.equal(after, before + 2, 'only the two accepted writes did');
+  t.ok(await s.create('Person', { cn: 'Emoji \u{1F600}', sn: 'Y' }), 'a whole astral character (a surrogate pair) is fine');
 });
 
 t.test('strings from the CLI, XML or LDAP become the field type once; strings stay exactly as given', async (t) => {
