@@ -1922,8 +1922,12 @@ interface Plan {
 
 const EMPTY = Buffer.alloc(0);
 const UNIQUE_PREFIX = keys.uniquePrefix.charCodeAt(0);
-/** the first unique-key filter's capacity (2 MiB); a store with more keys builds one four times larger, and so on */
-const FILTER_CAPACITY = 1 << 20;
+/**
+ * The first unique-key filter's capacity (128 KiB); a store with more keys
+ * builds one four times larger, and so on. Small, because a store is opened
+ * often in tests and tools, and a large store only rescans a fraction more.
+ */
+const FILTER_CAPACITY = 1 << 16;
 
 function checkpointOp(cp: { peer: string; seq: number }): BatchOp {
   return { type: 'put', key: keys.checkpoint(cp.peer), value: encode(cp.seq) };
