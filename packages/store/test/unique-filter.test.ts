@@ -29,7 +29,33 @@ async function checkCovers(t: Test, s: Store, what: string): Promise<void> {
   t.equal(missed, 0, `${what}: the filter holds all ${keys} unique keys on disk`);
 }
 
+/** Puts a filter of the test's choosing in the store's place, to drive its rebuilds. */
+function setFilter(s: Store, f: KeyFilter): void {
+  Object.assign(s, { uniqueFilter: f });
+}
+
 const person = (i: number, tag: string): Record<string, unknown> => ({ cn: `P ${i}`, sn: tag, uid: `${tag}-${i}`, mail: [`${tag}-${i}@x.test`, `${tag}.${i}@y.test`] });
+
+/** Creates persons 0..count-1 of `tag` with `writers` concurrent writers. */
+async function writePersons(s: Store, count: number, tag: string, writers = 64): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: writers }, async () => {
+    while (next < count) await s.create('Person', person(next++, tag));
+  }));
+}
+
+/** A data dir holding `count` persons of `tag`, its store closed: the next open builds its filter from disk. */
+async function dirWithPersons(t: Test, count: number, tag: string): Promise<string> {
+  const dir = tempDir(t);
+  const s = await Store.open({ dir, schema });
+  await writePersons(s, count, tag);
+  await s.close();
+  return dir;
+}
+
+function taken(t: Test, write: Promise<unknown>, what: string): Promise<void> {
+  return t.rejects(write, { code: 'validation', rule: 'unique' }, what);
+}
 
 t.test('a Bloom filter never misses a key it was given, and rarely claims one it was not', async (t) => {
   const rnd = prng(5);
@@ -47,56 +73,34 @@ t.test('a Bloom filter never misses a key it was given, and rarely claims one it
 });
 
 t.test('unique values stored before a restart stay taken, read through the filter built from disk', async (t) => {
-  const dir = tempDir(t);
-  const s1 = await Store.open({ dir, schema });
-  for (let i = 0; i < 2000; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => s1.create('Person', person(i + j, 'before'))));
-  await s1.close();
-
-  const s2 = await Store.open({ dir, schema });
+  const s2 = await Store.open({ dir: await dirWithPersons(t, 2000, 'before'), schema });
   t.teardown(() => s2.close());
   // at once, while the filter may still be building: claims are read from disk then
-  await t.rejects(s2.create('Person', { cn: 'X', sn: 'Y', uid: 'BEFORE-7' }), { code: 'validation', rule: 'unique' }, 'taken while the filter builds');
+  await taken(t, s2.create('Person', { cn: 'X', sn: 'Y', uid: 'BEFORE-7' }), 'taken while the filter builds');
   await checkCovers(t, s2, 'after a restart');
   for (const i of [0, 999, 1999]) {
-    await t.rejects(s2.create('Person', { cn: 'X', sn: 'Y', mail: [`before.${i}@Y.TEST`] }), { code: 'validation', rule: 'unique' }, `mail of person ${i} still taken`);
-    await t.rejects(s2.create('Person', { cn: 'X', sn: 'Y', uid: `before-${i}` }), { code: 'validation', rule: 'unique' }, `uid of person ${i} still taken`);
+    await taken(t, s2.create('Person', { cn: 'X', sn: 'Y', mail: [`before.${i}@Y.TEST`] }), `mail of person ${i} still taken`);
+    await taken(t, s2.create('Person', { cn: 'X', sn: 'Y', uid: `before-${i}` }), `uid of person ${i} still taken`);
   }
   const free = await s2.create('Person', { cn: 'X', sn: 'Y', uid: 'before-2000', mail: ['before-2000@x.test'] });
   t.ok(free.id, 'a value never taken is free');
 });
 
 t.test('keys written while the filter builds, and while it is rebuilt larger, are all in it', async (t) => {
-  const dir = tempDir(t);
-  const s1 = await Store.open({ dir, schema });
-  for (let i = 0; i < 3000; i += 150) await Promise.all(Array.from({ length: 150 }, (_, j) => s1.create('Person', person(i + j, 'old'))));
-  await s1.close();
-
-  const s2 = await Store.open({ dir, schema });
+  const s2 = await Store.open({ dir: await dirWithPersons(t, 3000, 'old'), schema });
   t.teardown(() => s2.close());
   // 64 writers from the first moment, so batches land before, during and after the build's snapshot
-  let next = 0;
-  await Promise.all(Array.from({ length: 64 }, async () => {
-    while (next < 1500) {
-      const i = next++;
-      await s2.create('Person', person(i, 'during'));
-    }
-  }));
+  await writePersons(s2, 1500, 'during');
   await checkCovers(t, s2, 'writes during the first build');
 
-  // a filter far too small fills at once and is rebuilt four times larger, again and again, under writes
-  (s2 as unknown as { uniqueFilter: KeyFilter }).uniqueFilter = new KeyFilter(16);
-  next = 0;
-  await Promise.all(Array.from({ length: 64 }, async () => {
-    while (next < 1500) {
-      const i = next++;
-      await s2.create('Person', person(i, 'regrow'));
-    }
-  }));
+  // a filter far too small fills at once and is rebuilt from disk, four times larger whenever the keys there overfill it, under writes
+  setFilter(s2, new KeyFilter(16));
+  await writePersons(s2, 1500, 'regrow');
   const f = await built(s2);
   t.ok(f.capacity > 16 && f.capacity >= f.count, `rebuilt with room for every key (capacity ${f.capacity})`);
   await checkCovers(t, s2, 'writes during the rebuilds');
-  await t.rejects(s2.create('Person', { cn: 'X', sn: 'Y', uid: 'during-1499' }), { code: 'validation', rule: 'unique' }, 'a value written during the build is taken');
-  await t.rejects(s2.create('Person', { cn: 'X', sn: 'Y', uid: 'regrow-3' }), { code: 'validation', rule: 'unique' }, 'and one written during a rebuild');
+  await taken(t, s2.create('Person', { cn: 'X', sn: 'Y', uid: 'during-1499' }), 'a value written during the build is taken');
+  await taken(t, s2.create('Person', { cn: 'X', sn: 'Y', uid: 'regrow-3' }), 'and one written during a rebuild');
 });
 
 t.test('a value freed by an update is free again although the filter still holds it', async (t) => {
@@ -114,22 +118,18 @@ t.test('a filter filled by values written and freed again is rebuilt at the size
   t.teardown(() => s.close());
   const a = await s.create('Person', { cn: 'A', sn: 'A', uid: 'uid-0' });
   await built(s);
-  (s as unknown as { uniqueFilter: KeyFilter }).uniqueFilter = new KeyFilter(64);
+  setFilter(s, new KeyFilter(64));
   // each update writes a new unique key and deletes the last: 300 keys written, one on disk
   for (let i = 1; i <= 300; i++) await s.update(a.id, { uid: `uid-${i}` });
   const f = await built(s);
   t.equal(f.capacity, 64, 'rebuilt at the same size, again and again');
   await checkCovers(t, s, 'after the churn');
-  await t.rejects(s.create('Person', { cn: 'B', sn: 'B', uid: 'UID-300' }), { code: 'validation', rule: 'unique' }, 'the value held now is taken');
+  await taken(t, s.create('Person', { cn: 'B', sn: 'B', uid: 'UID-300' }), 'the value held now is taken');
   t.ok(await s.create('Person', { cn: 'B', sn: 'B', uid: 'uid-299' }), 'one freed is free');
 });
 
 t.test('closing the store while its filter is being built ends the build quietly', async (t) => {
-  const dir = tempDir(t);
-  const s1 = await Store.open({ dir, schema });
-  for (let i = 0; i < 2000; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => s1.create('Person', person(i + j, 'c'))));
-  await s1.close();
-  const s2 = await Store.open({ dir, schema });
+  const s2 = await Store.open({ dir: await dirWithPersons(t, 2000, 'c'), schema });
   await s2.close();
   t.equal(filterOf(s2), undefined, 'no filter is left to a closed store');
   await new Promise((r) => setTimeout(r, 50));
@@ -144,9 +144,9 @@ t.test('a rebuild that starts in the middle of a batch still gets that batch\'s 
   // one key short of full: the next unique key written fills it, and the rebuild starts while its batch is being built
   const f = new KeyFilter(64);
   for (let i = 0; i < 64; i++) f.add(`filler ${i}`);
-  (s as unknown as { uniqueFilter: KeyFilter }).uniqueFilter = f;
+  setFilter(s, f);
   await s.update(a.id, { uid: 'trigger' });
   t.not(await built(s), f, 'the full filter was replaced');
   await checkCovers(t, s, 'after a rebuild begun inside a batch');
-  await t.rejects(s.create('Person', { cn: 'B', sn: 'B', uid: 'trigger' }), { code: 'validation', rule: 'unique' }, 'the value that filled it is taken');
+  await taken(t, s.create('Person', { cn: 'B', sn: 'B', uid: 'trigger' }), 'the value that filled it is taken');
 });
