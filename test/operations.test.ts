@@ -4,6 +4,8 @@
  * state change logged once, and the CLI's lag and log commands.
  */
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
 import { pino } from 'pino';
@@ -376,4 +378,30 @@ t.test('meridian peers and conflicts, for people and as JSON', async (t) => {
   const none = await cliAsync(['conflicts'], env);
   t.equal(none.stdout.trim(), 'no open conflicts');
   t.same(JSON.parse((await cliAsync(['conflicts', '--json'], env)).stdout), []);
+});
+
+t.test('status, peers and lag print a node older than this CLI, which leaves out open conflicts and how far behind its peers are', async (t) => {
+  // what a node before peerBehind and conflicts answers on /status
+  const older = {
+    nodeId: 'old', role: 'master', mode: 'read-write', version: '0.1.0', uptimeSeconds: 5, objects: 2, objectsByType: {}, feed: { lastSeq: 4 }, versionVector: { old: 4 },
+    peers: [{ node: 'b', url: 'ws://b/sync', role: 'master', direction: 'outbound', state: 'live', reason: null, lastContact: new Date().toISOString(), bytesIn: 1, bytesOut: 1 }],
+  };
+  const server = createServer((req, res) => {
+    res.writeHead(req.url === '/status' ? 200 : 404, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(req.url === '/status' ? older : { error: 'not found' }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const env = { MERIDIAN_PASSWORD: PW, MERIDIAN_NODE: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+  const status = await cliAsync(['status'], env);
+  t.equal(status.code, 0, status.stderr);
+  t.match(status.stdout, /conflicts 0 open/);
+  t.match(status.stdout, /b: live, lag 0 entries \/ 0\.0 s, behind 0 entries \/ 0\.0 s/);
+  const peers = await cliAsync(['peers'], env);
+  t.equal(peers.code, 0, peers.stderr);
+  t.match(peers.stdout, /0 entries \/ 0\.0 s\s+0 entries \/ 0\.0 s/);
+  const lag = await cliAsync(['lag'], env);
+  t.equal(lag.code, 0, lag.stderr);
+  t.match(lag.stdout, /\nb\s+live\s+0\s+0\.0\s+0\s+0\.0\s/);
+  t.match(JSON.parse((await cliAsync(['lag', '--json'], env)).stdout), { peers: [{ node: 'b', lagEntries: 0, lagSeconds: 0, peerBehind: 0, peerBehindSeconds: 0 }] });
 });

@@ -45,7 +45,7 @@ export function formatStatus(s: StatusView): string {
     `objects   ${s.objects}${types ? ` (${types})` : ''}`,
     `feed      seq ${s.feed.lastSeq}${s.feed.lastChange ? `, last change ${s.feed.lastChange}` : ''}`,
     `vector    ${Object.entries(s.versionVector).map(([n, v]) => `${n}=${v}`).join(' ') || '(empty)'}`,
-    `conflicts ${s.conflicts?.open ?? 0} open`,
+    `conflicts ${s.conflicts.open} open`,
     `peers     ${s.peers.length === 0 ? 'none configured' : ''}`,
     ...s.peers.map(
       (p) =>

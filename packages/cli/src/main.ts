@@ -23,6 +23,22 @@ function clientOptions(cmd: Command): Command {
     .option('--json', 'print JSON on stdout instead of text');
 }
 
+/**
+ * A node's /status with what older nodes leave out filled in (open
+ * conflicts, how far behind each peer is), so that every view can print it.
+ */
+async function fetchStatus(c: AdminClient): Promise<StatusView> {
+  const { body } = await c.request<StatusView>('GET', '/status');
+  body.conflicts ??= { open: 0 };
+  for (const p of body.peers) {
+    p.lagEntries ??= 0;
+    p.lagSeconds ??= 0;
+    p.peerBehind ??= 0;
+    p.peerBehindSeconds ??= 0;
+  }
+  return body;
+}
+
 function client(flags: ClientFlags): AdminClient {
   return new AdminClient({ node: flags.node, user: flags.user, password: flags.password });
 }
@@ -105,7 +121,7 @@ export function buildProgram(): Command {
     });
 
   clientOptions(program.command('status').description('show a node\'s status')).action(async (flags: ClientFlags) => {
-    const { body } = await client(flags).request<StatusView>('GET', '/status');
+    const body = await fetchStatus(client(flags));
     out(flags.json ? JSON.stringify(body) : formatStatus(body));
   });
 
@@ -187,7 +203,7 @@ export function buildProgram(): Command {
   );
 
   clientOptions(program.command('peers').description('show replication peers: state, lag, last contact')).action(async (flags: ClientFlags) => {
-    const { body } = await client(flags).request<StatusView>('GET', '/status');
+    const body = await fetchStatus(client(flags));
     out(flags.json ? JSON.stringify(body.peers) : formatPeers(body.peers));
   });
 
@@ -196,7 +212,7 @@ export function buildProgram(): Command {
     .action(async (flags: ClientFlags & { watch?: boolean }) => {
       const c = client(flags);
       const show = async (): Promise<string> => {
-        const { body } = await c.request<StatusView>('GET', '/status');
+        const body = await fetchStatus(c);
         if (flags.json) return JSON.stringify({ time: new Date().toISOString(), nodeId: body.nodeId, mode: body.mode, peers: body.peers.map((p) => ({ node: p.node, url: p.url, state: p.state, lagEntries: p.lagEntries, lagSeconds: p.lagSeconds, peerBehind: p.peerBehind, peerBehindSeconds: p.peerBehindSeconds, lastContact: p.lastContact })) });
         return formatLag(body.nodeId, body.mode, body.peers);
       };

@@ -4,9 +4,8 @@ import type { PeerStatus } from '@meridian/node';
 export type PeerView = PeerStatus;
 
 /** How far behind, either way: lag (their changes not applied here) or behind (ours they lack). */
-export function distance(entries: number | undefined, seconds: number | undefined): string {
-  // (?? 0: a node older than this CLI does not report how far behind its peers are)
-  return `${entries ?? 0} entries / ${(seconds ?? 0).toFixed(1)} s`;
+export function distance(entries: number, seconds: number): string {
+  return `${entries} entries / ${seconds.toFixed(1)} s`;
 }
 
 export function formatPeers(peers: PeerView[]): string {
