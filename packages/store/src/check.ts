@@ -35,7 +35,7 @@ export async function checkIndexes(store: Store): Promise<string[]> {
     }
   }
   for (const k of wantPlain) problems.push(`missing index entry ${printable(k)}`);
-  for await (const [k, v] of store.raw('u')) {
+  for await (const [k, v] of store.raw(keys.uniquePrefix)) {
     const owner = v.toString('utf8');
     const want = wantUnique.get(k);
     if (want === undefined) problems.push(`stale unique entry ${printable(k)} -> ${owner}`);

@@ -27,9 +27,8 @@ interface Group {
 
 export class GroupCommit {
   private readonly queue: Group[] = [];
-  private writing = false;
-  /** settles when the batch being written now is on disk or failed */
-  private current: Promise<void> = Promise.resolve();
+  /** the group whose batch is being written now */
+  private writing: Group | undefined;
   private failure: unknown;
 
   /**
@@ -76,7 +75,7 @@ export class GroupCommit {
    * (or failed): batches after it have not yet been handed to the writer.
    */
   inFlight(): Promise<void> {
-    return this.current;
+    return this.writing ? this.writing.done.catch(() => undefined) : Promise.resolve();
   }
 
   get failed(): unknown {
@@ -92,20 +91,17 @@ export class GroupCommit {
     if (this.writing || this.queue.length === 0) return;
     const g = this.queue.shift()!;
     if (!g.closed) this.close(g);
-    this.writing = true;
-    // set before the writer runs: what it calls (the unique-key filter's rebuild) may ask for it
-    let settle!: () => void;
-    this.current = new Promise<void>((resolve) => (settle = resolve));
+    // set before the writer runs: what it calls (the unique-key filter's rebuild) may ask inFlight()
+    this.writing = g;
     let written: Promise<void>;
     try {
       written = this.write(g.ops);
     } catch (e) {
       written = Promise.reject(e);
     }
-    written.then(settle, settle);
     written.then(
       () => {
-        this.writing = false;
+        this.writing = undefined;
         for (const fn of g.after) fn();
         g.resolve();
         if (this.queue.length) this.flush();
@@ -113,7 +109,7 @@ export class GroupCommit {
       (e: unknown) => {
         // The in-memory state is now ahead of the disk: refuse everything after.
         this.failure = e;
-        this.writing = false;
+        this.writing = undefined;
         g.reject(e);
         for (const next of this.queue.splice(0)) next.reject(e);
       },

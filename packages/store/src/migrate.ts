@@ -13,15 +13,16 @@ const CHUNK = 1000;
  * is recorded only after every object has been brought up to it.
  * Returns how many objects were rewritten.
  */
-export async function migrateVersions(db: Level<string, Buffer>): Promise<number> {
-  const have = await db.get(keys.meta('versionFormula'));
-  if (have !== undefined && decode<number>(have) >= VERSION_FORMULA) return 0;
+export async function migrateVersions(db: Level<string, Buffer>, formula: number | undefined): Promise<number> {
+  if (formula !== undefined && formula >= VERSION_FORMULA) return 0;
   let rewritten = 0;
   let ops: { type: 'put'; key: string; value: Buffer }[] = [];
   // the iterator reads a snapshot, so the rewrites below do not show up in it
   for await (const [key, value] of db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH })) {
     const rec = decode<ObjectRecord>(value);
-    const version = docVersion(docFromState(key.slice(1), rec.y, 1));
+    const doc = docFromState(key.slice(keys.objectPrefix.length), rec.y, 1);
+    const version = docVersion(doc);
+    doc.destroy();
     if (version === rec.v) continue;
     rec.v = version;
     ops.push({ type: 'put', key, value: encode(rec) });

@@ -245,8 +245,10 @@ export class Store {
   private readonly provisional: Set<string>;
   /**
    * Every unique-index key on disk, and some no longer there: a key it does
-   * not hold is free without a read (see loadClaim). Undefined while it is
-   * (re)built; `filling` is the one being built, which batches add to.
+   * not hold is free without a read (see loadClaim). Undefined until the
+   * first build after open ends; `filling` is the one being built, which
+   * batches add to as well. A full filter keeps answering (it still holds
+   * every key, with more false positives) until its successor is built.
    */
   private uniqueFilter: KeyFilter | undefined;
   private filling: KeyFilter | undefined;
@@ -269,8 +271,6 @@ export class Store {
     provisional: Set<string>;
     incarnation: number;
     versionsMigrated: number;
-    /** the capacity to build the unique-key filter with */
-    uniqueKeys: number;
   }) {
     this.purgedIds = init.purged;
     this.provisional = init.provisional;
@@ -314,7 +314,7 @@ export class Store {
       },
       () => this.batchTrailer(),
     );
-    void this.buildFilter(init.uniqueKeys);
+    void this.buildFilter(FILTER_CAPACITY);
   }
 
   static async open(opts: StoreOptions): Promise<Store> {
@@ -385,8 +385,8 @@ export class Store {
       }
       const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
-      const versionsMigrated = await migrateVersions(db);
-      return new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, uniqueKeys: FILTER_CAPACITY });
+      const versionsMigrated = await migrateVersions(db, await getMeta<number>('versionFormula'));
+      return new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated });
     } catch (e) {
       await db.close().catch(() => undefined);
       throw e;
@@ -1842,16 +1842,14 @@ export class Store {
     const f = this.uniqueFilter;
     if (!f) return;
     f.add(key);
-    if (f.full) {
-      // full of keys written since it was built, many perhaps deleted or written twice: the scan decides its new size
-      this.uniqueFilter = undefined;
-      void this.buildFilter(f.capacity);
-    }
+    // full of keys written since it was built, many perhaps deleted or written twice: the scan decides its successor's size
+    if (f.full && !this.filling) void this.buildFilter(f.capacity);
   }
 
   /**
    * Builds the unique-key filter from the disk while writes go on (claims
-   * are read from LevelDB meanwhile). Keys written from the moment `filling`
+   * are answered by the full filter, or after open read from LevelDB,
+   * meanwhile). Keys written from the moment `filling`
    * is set are added to it by the batch writer; the one batch that may have
    * been handed to LevelDB before is waited for before the snapshot is read,
    * so no key can fall between the two. A filter that more than half fills
@@ -1873,7 +1871,7 @@ export class Store {
         await it.close();
       }
     } catch {
-      // the store closed, or a write failed and it refuses everything now; claims are read from disk
+      // the store closed, or a write failed and it refuses everything now
       if (this.filling === filter) this.filling = undefined;
       return;
     }

@@ -64,7 +64,9 @@ t.test('a data dir whose versions follow an older formula is brought up to this 
   await s1.update(removed.id, { telephoneNumber: null });
   const gone = await s1.create('Org', { name: 'C', kind: 'vendor' });
   await s1.delete(gone.id);
-  const ids = [org.id, removed.id, gone.id];
+  // more than one rewrite batch (1,000 records) of them
+  const more = await Promise.all(Array.from({ length: 1100 }, (_, i) => s1.create('Org', { name: `M${i}`, kind: 'vendor' })));
+  const ids = [org.id, removed.id, gone.id, ...more.map((o) => o.id)];
   const want = await Promise.all(ids.map(async (id) => (await s1.getUncached(id))!.version));
   t.equal(s1.versionsMigrated, 0, 'a new data dir has nothing to migrate');
   await s1.close();
@@ -81,7 +83,7 @@ t.test('a data dir whose versions follow an older formula is brought up to this 
   await db.close();
 
   const s2 = await Store.open({ dir, schema });
-  t.equal(s2.versionsMigrated, 3, 'every object was rewritten');
+  t.equal(s2.versionsMigrated, ids.length, 'every object was rewritten');
   t.same(await Promise.all(ids.map(async (id) => (await s2.getUncached(id))!.version)), want, 'to the versions this build computes for the same states');
   await s2.close();
   const s3 = await Store.open({ dir, schema });
