@@ -6,6 +6,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import type { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
@@ -436,6 +437,9 @@ t.test('an import parsed in groups: a bad object deep in the document is reporte
   t.match(r5.text, /<result line="101" type="Organisation" id="org-w99" status="created"\/>/, 'lines are those of the document');
 
   // past the first two groups the parsing runs on a worker thread, four groups ahead of the writes
+  // (private state, read to prove the path taken: the gateway's parser, and how many groups its worker was asked for)
+  const gateway = (node as unknown as { xml: { parser?: { worker?: Worker; nextId: number } } }).xml;
+  const askedBefore = gateway.parser?.nextId ?? 0;
   const deep = `<objects>\n${many('d', 250)}<object type="Organisation" id="org-dbad"><field name="name">X</fieldx></object>\n${many('e', 300)}</objects>`;
   const r6 = await call(node, 'POST', '/import', { body: deep });
   t.equal(r6.status, 400, r6.text);
@@ -443,9 +447,9 @@ t.test('an import parsed in groups: a bad object deep in the document is reporte
   t.ok(await exists('org-d0') && await exists('org-d249'), 'every object before the bad one is in');
   t.notOk(await exists('org-dbad'));
   for (const e of [0, 50, 299]) t.notOk(await exists(`org-e${e}`), `nothing after it, though parsed ahead (org-e${e})`);
-  // (private state, read to prove the path taken: imports past two groups started the gateway's parser thread, still up)
-  const gateway = (node as unknown as { xml: { parser?: { worker?: object } } }).xml;
-  t.ok(gateway.parser?.worker, 'groups past the second are parsed on the worker thread');
+  t.ok(gateway.parser!.nextId > askedBefore, 'groups of this import past the second went to the worker thread');
+  const worker = gateway.parser!.worker!;
+  t.ok(worker.threadId > 0, 'which is still up between imports');
 
   // a bad object in a group parsed ahead, then the document breaks off: the bad object, earlier, is the error
   const both = `<objects>\n${many('b', 200)}<object type="Organisation" id="org-bbad" colour="red"/>\n${many('a', 40)}<object type="Organisation" id="org-acut"><field name="name">`;
@@ -454,4 +458,7 @@ t.test('an import parsed in groups: a bad object deep in the document is reporte
   t.match(r7.text, /the &lt;object&gt; at line 202: unknown attribute colour on &lt;object&gt;; it takes type, id and version; the 200 objects before it were applied/);
   t.ok(await exists('org-b199'));
   t.notOk(await exists('org-a0'), 'nothing after the bad object');
+
+  await node.stop();
+  t.ok(await until(() => worker.threadId === -1, 5000), 'stopping the node ends the parser thread');
 });

@@ -1,11 +1,10 @@
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
-import { parseSchema, Store, type Writer } from '@meridian/store';
+import { loadSchemaFile, Store, type Writer } from '@meridian/store';
 import { tempDir } from '../../../test/helpers/tmp.js';
 
 /** The default CRM schema, read from the node's file (the ldap package does not depend on the node's) */
-export const schema = parseSchema(readFileSync(fileURLToPath(new URL('../../node/schema/crm.yaml', import.meta.url)), 'utf8'));
+export const schema = loadSchemaFile(fileURLToPath(new URL('../../node/schema/crm.yaml', import.meta.url)));
 
 /** An empty store of the CRM schema in a temp dir, both gone when the test ends. */
 export async function crmStore(t: Test, prefix = 'meridian-ldap-'): Promise<Store> {

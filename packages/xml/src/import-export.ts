@@ -115,6 +115,8 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
       for (const ref of v === null || v === undefined ? [] : Array.isArray(v) ? v : [v]) await inFlight.get(String(ref));
     }
     try {
+      // (read again although launchNext read the group ahead: a cache hit now, and right when an
+      // earlier object of the document had the same id and was written since)
       const current = input.id === undefined ? undefined : await o.store.get(input.id);
       if (current && current.type !== input.type) throw new XmlError(409, `${input.id} is a ${current.type} here, not a ${input.type}`);
       if (current?.deleted) throw new XmlError(409, `${input.type} ${input.id} was deleted on this node; undelete it before importing it again`);
@@ -208,7 +210,7 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   }
   // the whole objects read before the document broke off are applied, as they are before a
   // malformed one (which, earlier in the document, is the error to report)
-  if (!bad) submit();
+  submit();
   while (parsing.length && !bad) bad = await launchNext();
   parsing.length = 0;
   const malformed = bad ?? broken;

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { XmlError, type ObjectInput } from './format.js';
-import { parseGroup, parseHere, type ParsedPieces, type PieceGroup } from './parse-pieces.js';
+import { parseHere, type ParsedPieces, type PieceGroup } from './parse-pieces.js';
 
 /** A group of pieces crosses to the worker as one string (see PieceGroup). */
 export interface ParseRequest extends PieceGroup {

@@ -45,9 +45,13 @@ t.test('when the worker thread is lost, what it had not answered and every later
   t.equal((parser as unknown as { worker: Worker | undefined }).worker, undefined, 'no new worker is started');
 });
 
-t.test('a closed parser still parses, on the event loop', async (t) => {
+t.test('closing ends the worker thread; a closed parser still parses, on the event loop', async (t) => {
   const parser = new PieceParser();
   await parser.parse(group(0, 1));
+  const worker = (parser as unknown as { worker: Worker }).worker;
+  t.ok(worker.threadId > 0, 'the worker runs');
   await parser.close();
+  t.equal(worker.threadId, -1, 'close() ended it');
   t.same((await parser.parse(group(5, 2))).parsed, parseGroup(group(5, 2)).parsed);
+  t.equal((parser as unknown as { worker: Worker | undefined }).worker, undefined, 'and started no other');
 });
