@@ -108,9 +108,8 @@ export class EntryBuilder {
   private reports = 0;
   /** the report that last forgot every entry */
   private clearedAt = 0;
-  /** ids whose entries are being built now (how many builds of each), and the report that last changed one of them */
-  private readonly building = new Map<string, number>();
-  private readonly changedAt = new Map<string, number>();
+  /** ids whose entries are being built now: how many builds of each, and the report that last changed it (0: none since) */
+  private readonly building = new Map<string, { builds: number; changedAt: number }>();
 
   /** Forgets what a change to these objects makes stale. */
   changed(types: ReadonlySet<string>, ids: Iterable<string>): void {
@@ -118,7 +117,8 @@ export class EntryBuilder {
     if ([...types].some((t) => this.shown.has(t))) return this.clear();
     for (const id of ids) {
       this.forget(id);
-      if (this.building.has(id)) this.changedAt.set(id, this.reports);
+      const b = this.building.get(id);
+      if (b) b.changedAt = this.reports;
     }
   }
 
@@ -185,21 +185,18 @@ export class EntryBuilder {
       return known;
     }
     const since = this.reports;
-    this.building.set(id, (this.building.get(id) ?? 0) + 1);
+    let b = this.building.get(id);
+    if (!b) this.building.set(id, (b = { builds: 0, changedAt: 0 }));
+    b.builds++;
     try {
       const object = await this.store.getUncached(id);
       if (!object || object.deleted || object.type !== t.def.name) return undefined;
       const built: Cached = { entry: await this.build(t, object), object, used: false, slot: -1 };
-      if (this.clearedAt <= since && (this.changedAt.get(id) ?? 0) <= since) this.remember(built);
+      if (this.clearedAt <= since && b.changedAt <= since) this.remember(built);
       return built;
     } finally {
-      // (so both maps hold only the builds in flight)
-      const left = this.building.get(id)! - 1;
-      if (left > 0) this.building.set(id, left);
-      else {
-        this.building.delete(id);
-        this.changedAt.delete(id);
-      }
+      // (so the map holds only the builds in flight)
+      if (--b.builds === 0) this.building.delete(id);
     }
   }
 

@@ -229,14 +229,15 @@ function builderOver(store: Store, opts: { holdId?: string; capacity?: number } 
     reads,
     attr,
     /**
-     * Lets the held read of `holdId` finish only after that object was
-     * changed and the change reported, so `pending` (a read begun before)
-     * was overtaken by the change; resolves with what `pending` shows.
+     * Lets the held read of `holdId` finish only after an object (that
+     * one, unless `changedId` names another) was changed and the change
+     * reported, so `pending` (a read begun before) was overtaken by the
+     * change; resolves with what `pending` shows.
      */
-    overtaken: async <T>(pending: Promise<T>, type: string, fields: Record<string, string>): Promise<T> => {
+    overtaken: async <T>(pending: Promise<T>, type: string, fields: Record<string, string>, changedId = opts.holdId!): Promise<T> => {
       await new Promise((r) => setImmediate(r)); // the pending read has reached the store
-      await store.update(opts.holdId!, fields);
-      entries.changed(new Set([type]), [opts.holdId!]);
+      await store.update(changedId, fields);
+      entries.changed(new Set([type]), [changedId]);
       letGo();
       return pending;
     },
@@ -255,6 +256,18 @@ t.test('an entry whose build a change report overtook is answered but not cached
   b.reads.length = 0;
   t.equal(await b.attr('per-1', 'cn'), 'New Name');
   t.same(b.reads, [], 'the cached entry answers without a store read');
+});
+
+t.test('a build overtaken by a change to another object of its type is cached all the same', async (t) => {
+  const store = await crmStore(t);
+  await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
+  await store.create('Person', { cn: 'One', sn: 'One', organisation: 'org-1' }, { id: 'per-1' });
+  await store.create('Person', { cn: 'Two', sn: 'Two', organisation: 'org-1' }, { id: 'per-2' });
+  const b = builderOver(store, { holdId: 'per-1' });
+  t.equal(await b.overtaken(b.attr('per-1', 'cn'), 'Person', { cn: 'Deux' }, 'per-2'), 'One');
+  b.reads.length = 0;
+  t.equal(await b.attr('per-1', 'cn'), 'One');
+  t.same(b.reads, [], 'per-1 was cached: only a change to per-1 itself keeps its entry out');
 });
 
 t.test('the entry cache keeps what is used: a full cache evicts the first entry not used since the hand last passed', async (t) => {
