@@ -275,8 +275,14 @@ export async function profiledRemote(inspectorPort, file, fn) {
     if (m.error) w.reject(new Error(`inspector: ${m.error.message}`));
     else w.resolve(m.result);
   });
+  // a profiled process that dies closes the socket: what it owed fails, so the run goes on to clean up
+  ws.on('close', () => {
+    for (const w of waiting.values()) w.reject(new Error('inspector: the profiled process went away'));
+    waiting.clear();
+  });
   const post = (method, params = {}) =>
     new Promise((resolve, reject) => {
+      if (ws.readyState !== WebSocket.OPEN) return reject(new Error('inspector: the profiled process went away'));
       const id = ++seq;
       waiting.set(id, { resolve, reject });
       ws.send(JSON.stringify({ id, method, params }));

@@ -38,6 +38,8 @@ const WRITERS = 64;
 const SECRET = 'bench-cluster-secret-0123';
 const ADMIN_PASSWORD = 'bench-admin-password';
 const PEER_SCRIPT = fileURLToPath(new URL('./replication-peer.js', import.meta.url));
+// longer than the peer's own 600 s limit on 'reach', so that its answer, naming what it lacks, comes first
+const ASK_TIMEOUT = 660_000;
 /** CLOCK_MONOTONIC in ms: comparable across processes on one machine, unlike performance.now(). */
 const nowMs = () => hrMs(process.hrtime.bigint());
 
@@ -459,12 +461,20 @@ async function childNode(procs, dir, peers, { inspectPort } = {}) {
   let onVisible = () => undefined;
   const waiting = new Map();
   let nextId = 0;
-  /** a request the peer answers, or fails, by its id */
+  /** a request the peer answers, or fails, by its id; a peer that stalls fails it after ASK_TIMEOUT */
   const ask = (m) =>
     new Promise((resolve, reject) => {
       if (!child.connected) return reject(new Error('the peer process is gone'));
       const id = nextId++;
-      waiting.set(id, { resolve, reject });
+      const timer = setTimeout(() => {
+        waiting.delete(id);
+        reject(new Error(`the peer did not answer "${m.t}" within ${ASK_TIMEOUT / 1000} s`));
+      }, ASK_TIMEOUT);
+      const settle = (fn) => (v) => {
+        clearTimeout(timer);
+        fn(v);
+      };
+      waiting.set(id, { resolve: settle(resolve), reject: settle(reject) });
       child.send({ ...m, id });
     });
   child.on('exit', (code, signal) => {
