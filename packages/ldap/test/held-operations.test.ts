@@ -6,6 +6,8 @@ import { integer, octets, tlv } from '../dist/ber.js';
 import { berTree } from '../dist/validate.js';
 import { MessageFramer } from '../dist/framing.js';
 import { crmStore, noWriter, quiet, schema } from './fixtures.js';
+import { abandonRequest, bindRequest } from '../../../test/helpers/ldap-ber.js';
+import { sleep, until } from '../../../test/helpers/wait.js';
 
 const BASE = 'dc=example,dc=com';
 /**
@@ -66,21 +68,20 @@ function rawClient(t: Test, port: number) {
   return { send: (b: Buffer) => s.write(b), got, answered };
 }
 
-const bind = (id: number, dn: string, pw: string): Buffer => tlv(0x30, [integer(id), tlv(0x60, [integer(3), octets(dn), octets(pw, 0x80)])]);
 const search = (id: number, sn = 'held'): Buffer =>
   tlv(0x30, [integer(id), tlv(0x63, [octets(BASE), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), tlv(0xa3, [octets('sn'), octets(sn)]), tlv(0x30, [])])]);
-const abandon = (id: number, of: number): Buffer => tlv(0x30, [integer(id), integer(of, 0x50)]);
 const entries = (r: { ops: number[] }): number => r.ops.filter((op) => op === 0x64).length;
-const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
+/** time for what the gateway would send to arrive, when the test checks that nothing did */
+const settle = (): Promise<void> => sleep(100);
 
 t.test('a bind while a search of the previous identity is still working out its scope: the new identity gets its own scope', async (t) => {
   const g = await heldGateway(t);
   const c = rawClient(t, g.port);
-  c.send(bind(1, `cn=admin,${BASE}`, 'any'));
+  c.send(bindRequest(1, `cn=admin,${BASE}`, 'any'));
   t.equal((await c.answered(1)).result, 0);
   c.send(search(2)); // waits for the admin's scope
-  await settle();
-  c.send(bind(3, 'uid=alice', 'pw'));
+  t.ok(await until(() => g.scopesFor.includes('admin')), 'the search is waiting for the admin\'s scope');
+  c.send(bindRequest(3, 'uid=alice', 'pw'));
   t.equal((await c.answered(3)).result, 0, 'alice is bound while the admin search waits');
   g.release();
   const admin = await c.answered(2);
@@ -95,11 +96,11 @@ for (const [sn, matches] of [['held', 'five entries'], ['nobody', 'no entry']] a
   t.test(`a search abandoned while it waits for its scope ends unanswered, though it would match ${matches}; the connection goes on`, async (t) => {
     const g = await heldGateway(t);
     const c = rawClient(t, g.port);
-    c.send(bind(1, `cn=admin,${BASE}`, 'any'));
+    c.send(bindRequest(1, `cn=admin,${BASE}`, 'any'));
     await c.answered(1);
     c.send(search(2, sn));
-    await settle();
-    c.send(abandon(3, 2));
+    t.ok(await until(() => g.scopesFor.includes('admin')), 'the search is waiting for the admin\'s scope');
+    c.send(abandonRequest(3, 2));
     await settle();
     g.release();
     c.send(search(4));
