@@ -54,6 +54,14 @@ export interface SessionIo {
  * simulator both run sessions through this one function; they differ only in
  * how frames travel and when things happen.
  */
+/**
+ * Per session, when the applies so far are all on disk. The session
+ * acknowledges its oldest unacknowledged apply each time it is told one is
+ * durable, and an ack vouches for every frame before it, so it is told only
+ * in apply order, whatever order the store's batches settle in.
+ */
+const onDisk = new WeakMap<SyncSession, Promise<void>>();
+
 export async function runActions(io: SessionIo, actions: Action[]): Promise<void> {
   const { store, session } = io;
   const queue = [...actions];
@@ -74,8 +82,9 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         break;
       case 'apply': {
         const { durable } = await store.applyRemoteStaged(a.changes, { checkpoint: { peer: session.peer!, seq: a.last } });
-        // acks go out in commit order: batches reach the disk in that order
-        durable.then(
+        const inOrder = Promise.all([onDisk.get(session), durable]).then(() => undefined);
+        onDisk.set(session, inOrder.catch(() => undefined));
+        inOrder.then(
           () => io.later(session.durable()),
           (e: unknown) => io.later(session.fail(`could not store the peer's changes: ${e instanceof Error ? e.message : String(e)}`, false)),
         );

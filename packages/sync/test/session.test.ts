@@ -914,29 +914,36 @@ t.test('the window is also bounded in bytes: many small frames may be in flight,
   t.equal(run(1 << 20), 16, 'large changes: the sender stops at 16 MiB unacknowledged');
 });
 
+/**
+ * The executor as the WebSocket driver runs it, over a store whose
+ * applyRemoteStaged applies at once and reaches the disk when `durable()`
+ * says; what it sends and how it closes are recorded.
+ */
+function stagedIo(session: SyncSession, durable: () => Promise<void>): { io: SessionIo; sent: Frame[]; closed: [string, boolean][] } {
+  const sent: Frame[] = [];
+  const closed: [string, boolean][] = [];
+  const store = {
+    applyRemoteStaged: async () => ({ result: { applied: 1, skipped: 0, conflicts: 0 }, durable: durable() }),
+  } as unknown as FeedStore;
+  const io: SessionIo = {
+    store,
+    session,
+    send: (f) => void sent.push(f) || true,
+    opened: () => true,
+    closed: (reason, refused) => void closed.push([reason, refused]),
+    later: (actions) => void runActions(io, actions),
+  };
+  return { io, sent, closed };
+}
+
 t.test('a driver with later() applies the next frame while the last one waits for its fsync, and acks only once on disk', async (t) => {
   const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start().settle();
   const a = pair.a;
   a.autoApply = false;
   const frame = (seq: number): Frame => ({ t: 'changes', changes: [wire(entry(seq, 'bravo'))], last: seq, head: seq });
   pair.inject(a, frame(1));
-  // the executor, as the WebSocket driver runs it: applyRemoteStaged resolves at once, durable when told
   const disk: (() => void)[] = [];
-  const sent: Frame[] = [];
-  const store = {
-    applyRemoteStaged: async () => ({ result: { applied: 1, skipped: 0, conflicts: 0 }, durable: new Promise<void>((r) => disk.push(r)) }),
-  } as unknown as FeedStore;
-  const io: SessionIo = {
-    store,
-    session: a.session,
-    send: (f) => {
-      sent.push(f);
-      return true;
-    },
-    opened: () => true,
-    closed: () => undefined,
-    later: (actions) => void runActions(io, actions),
-  };
+  const { io, sent } = stagedIo(a.session, () => new Promise<void>((r) => disk.push(r)));
   const apply1 = a.log.filter((x) => x.type === 'apply').at(-1)!;
   await runActions(io, [apply1]);
   t.equal(a.session.stats.applied, 1, 'frame 1 is applied (readable)');
@@ -947,12 +954,13 @@ t.test('a driver with later() applies the next frame while the last one waits fo
   await runActions(io, next);
   t.equal(a.session.stats.applied, 2);
   t.equal(disk.length, 2, 'two batches on their way to disk');
-  disk[0]!();
-  await new Promise((r) => setImmediate(r));
-  t.same(sent.map((f) => f.t === 'ack' && f.seq), [1], 'frame 1 acknowledged once its batch is on disk');
+  // told in the wrong order: an ack of 2 would vouch for frame 1 too, which is not on disk yet
   disk[1]!();
   await new Promise((r) => setImmediate(r));
-  t.same(sent.map((f) => f.t === 'ack' && f.seq), [1, 2], 'then frame 2, in order');
+  t.same(sent.filter((f) => f.t === 'ack'), [], 'frame 2 on disk first: nothing is acknowledged');
+  disk[0]!();
+  await new Promise((r) => setImmediate(r));
+  t.same(sent.map((f) => f.t === 'ack' && f.seq), [1, 2], 'frame 1 on disk: both, in order');
 });
 
 t.test('a batch that cannot reach the disk closes the session with the reason, and acknowledges nothing', async (t) => {
@@ -960,19 +968,7 @@ t.test('a batch that cannot reach the disk closes the session with the reason, a
   const a = pair.a;
   a.autoApply = false;
   pair.inject(a, { t: 'changes', changes: [wire(entry(1, 'bravo'))], last: 1, head: 1 });
-  const sent: Frame[] = [];
-  const closed: [string, boolean][] = [];
-  const store = {
-    applyRemoteStaged: async () => ({ result: { applied: 1, skipped: 0, conflicts: 0 }, durable: Promise.reject(new Error('IO error: No space left on device')) }),
-  } as unknown as FeedStore;
-  const io: SessionIo = {
-    store,
-    session: a.session,
-    send: (f) => void sent.push(f) || true,
-    opened: () => true,
-    closed: (reason, refused) => void closed.push([reason, refused]),
-    later: (actions) => void runActions(io, actions),
-  };
+  const { io, sent, closed } = stagedIo(a.session, () => Promise.reject(new Error('IO error: No space left on device')));
   await runActions(io, [a.log.filter((x) => x.type === 'apply').at(-1)!]);
   await new Promise((r) => setImmediate(r));
   t.equal(a.session.state, 'closed', 'the session ends');
