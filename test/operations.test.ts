@@ -174,6 +174,9 @@ t.test('each replication state change is logged once, not per entry nor per retr
   t.equal(count(a.logs, 'replication session open', 30), 2, 'open: once per session');
   t.ok(await until(() => count(a.logs, 'replication caught up', 30) === 2 && count(b.logs, 'replication caught up', 30) === 2), 'caught up: once per session, on both sides');
   t.equal(count(a.logs, 'replication link down; backing off', 30), 1, 'down: once at info for the whole outage, the retries at debug');
+  const retries = a.logs.filter((l) => l.msg === 'replication link down; backing off' && l.level === 20);
+  t.ok(retries.length >= 2 && retries.every((l) => (l as LogLine & { repeat?: boolean }).repeat === true), 'each retry\'s line is marked "repeat": true, as docs/operations.md says');
+  t.notOk(a.logs.some((l) => l.msg === 'replication link down; backing off' && l.level === 30 && 'repeat' in l), 'the first is not');
   t.equal(count(b.logs, 'replication link closed', 30), 1, 'the other side logs the close once');
   const info = (logs: LogLine[]): number => logs.filter((l) => l.level >= 30).length;
   t.ok(info(a.logs) + info(b.logs) < 40, `a handful of lines at info for 200 changes and a partition (${info(a.logs) + info(b.logs)})`);
