@@ -1,7 +1,9 @@
 // The store's write path, side by side with PouchDB 9 (LevelDB adapter) and a
 // bare LevelDB `put({ sync: true })`, in the same process on the same objects.
 //
-//   a. throughput: 64 concurrent writers creating Person objects
+//   a. throughput: 64 concurrent writers creating Person objects; for
+//      reference, bare LevelDB writing the very records each create wrote,
+//      group-committed as the store does (the storage layout's own ceiling)
 //   b. latency: one writer awaiting each durable write, p50 / p99
 //   c. bytes on disk per object, as written and after a LevelDB compaction
 import { readFileSync } from 'node:fs';
@@ -54,6 +56,7 @@ export async function run({ quick, profile, outDir, log }) {
     // compaction threads share the cores with the JS thread).
     const mRuns = [];
     const pRuns = [];
+    const lRuns = [];
     let top;
     for (let r = 0; r < rounds; r++) {
       const last = r === rounds - 1;
@@ -72,6 +75,20 @@ export async function run({ quick, profile, outDir, log }) {
       await store.close();
       mRuns.push({ rate: n / secs, secs, batches, dir: mDir, objects });
 
+      // The same records through bare LevelDB: in the store's batches, and in
+      // batches large enough to hold every writer's create at once.
+      const groups = await recordsPerObject(mDir, 'Person');
+      if (groups.length !== n) throw new Error(`found the records of ${groups.length} Persons in the store, not ${n}`);
+      const replayed = {};
+      for (const [label, maxOps] of [['store', STORE_BATCH_OPS], ['large', WRITERS * 16]]) {
+        const replay = new Level(fresh('level-replay'), { keyEncoding: 'utf8', valueEncoding: 'buffer', writeBufferSize: 32 * 1024 * 1024, cacheSize: 32 * 1024 * 1024 });
+        await replay.open();
+        const commit = groupCommit(replay, maxOps);
+        replayed[label] = groups.length / (await concurrent(groups.length, WRITERS, (i) => commit(groups[i])));
+        await replay.close();
+      }
+      lRuns.push({ rate: replayed.store, largeRate: replayed.large, objects: groups.length, ops: groups.reduce((a, g) => a + g.length, 0) / groups.length });
+
       // PouchDB keeps its LevelDB in the directory named by the database name.
       const pDir = join(fresh('pouch'), 'db');
       const pouch = await pouchWithOrgs(pDir, orgs);
@@ -82,8 +99,10 @@ export async function run({ quick, profile, outDir, log }) {
     }
     const mRate = median(mRuns.map((x) => x.rate));
     const pRate = median(pRuns.map((x) => x.rate));
+    const lRate = median(lRuns.map((x) => x.rate));
+    const lLargeRate = median(lRuns.map((x) => x.largeRate));
     const batches = mRuns.reduce((a, x) => a + x.batches, 0) / rounds;
-    const each = (runs) => runs.map((x) => fmt(x.rate)).join(' / ');
+    const each = (runs, key = 'rate') => runs.map((x) => fmt(x[key])).join(' / ');
     log('');
     log(`a. throughput: ${fmt(n)} creates, ${WRITERS} concurrent writers, median of ${rounds} alternating round(s)`);
     printTable(
@@ -91,7 +110,10 @@ export async function run({ quick, profile, outDir, log }) {
         ['', 'ops/s', 'rounds', 'durable'],
         ['meridian store.create', fmt(mRate), each(mRuns), `fsync per batch; ${fmt(n / batches, 1)} writes per batch`],
         ['pouchdb db.put', fmt(pRate), each(pRuns), 'no fsync'],
+        ['level, same records', fmt(lRate), each(lRuns), `the store's batches of ${STORE_BATCH_OPS} ops; ${fmt(lRuns[0].ops, 1)} keys per object`],
+        ['level, same, larger batches', fmt(lLargeRate), each(lRuns, 'largeRate'), `batches of up to ${WRITERS * 16} ops`],
         ['ratio meridian/pouch', `${fmt(mRate / pRate, 2)}x`, '', ''],
+        ['ratio level/pouch', `${fmt(lRate / pRate, 2)}x`, `${fmt(lLargeRate / pRate, 2)}x`, "the key layout's ceiling: store's batches / larger"],
       ],
       log,
     );
@@ -176,6 +198,11 @@ export async function run({ quick, profile, outDir, log }) {
           pouchPutsPerSec: pRate,
           pouchRounds: pRuns.map(({ rate, secs }) => ({ rate, secs })),
           ratio: mRate / pRate,
+          levelSameRecordsPerSec: lRate,
+          levelSameRecordsLargerBatchesPerSec: lLargeRate,
+          levelRounds: lRuns.map(({ rate, largeRate, objects, ops }) => ({ rate, largeRate, objects, keysPerObject: ops })),
+          levelRatio: lRate / pRate,
+          levelLargerBatchesRatio: lLargeRate / pRate,
           profileTop: top,
         },
         latencyMs: { writes: latN, meridian: mL, levelSyncPut: bL, ratioP50: mL.p50 / bL.p50, ratioP99: mL.p99 / bL.p99 },
@@ -219,6 +246,90 @@ async function pouchWithOrgs(path, orgs) {
   const db = new PouchDB(path);
   await db.bulkDocs(orgs.map(pouchDoc));
   return db;
+}
+
+/** The store's group-commit batch size (GroupCommit's maxOps). */
+const STORE_BATCH_OPS = 256;
+
+/**
+ * The records each object of `type` left in a closed store's LevelDB, as
+ * put operations: its object record, its feed entries, history, type,
+ * field and unique index entries. The batch trailers (clock, vector,
+ * counts: a few keys per batch, not per object) are left out.
+ */
+async function recordsPerObject(dir, type) {
+  const db = new Level(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  await db.open();
+  const SEP = '\u0000';
+  const byId = new Map();
+  const seqOwner = new Map();
+  const add = (id, key, value) => {
+    let ops = byId.get(id);
+    if (!ops) byId.set(id, (ops = []));
+    ops.push({ type: 'put', key, value });
+  };
+  const feed = [];
+  for await (const [key, value] of db.iterator()) {
+    switch (key[0]) {
+      case 'o':
+      case 'h': {
+        const id = key[0] === 'o' ? key.slice(1) : key.slice(1, key.lastIndexOf(SEP));
+        if (key[0] === 'h') seqOwner.set(key.slice(key.lastIndexOf(SEP) + 1), id);
+        add(id, key, value);
+        break;
+      }
+      case 't':
+      case 'x':
+        add(key.slice(key.lastIndexOf(SEP) + 1), key, value);
+        break;
+      case 'u':
+        add(value.toString('utf8'), key, value);
+        break;
+      case 'f':
+        feed.push([key, value]);
+        break;
+    }
+  }
+  await db.close();
+  for (const [key, value] of feed) add(seqOwner.get(key.slice(1)), key, value);
+  const typePrefix = `t${type}${SEP}`;
+  return [...byId.values()].filter((ops) => ops.some((op) => op.key.startsWith(typePrefix)));
+}
+
+/**
+ * Group commit as the store does it: one sync batch in flight, the next
+ * one filling behind it and closed at `maxOps` operations. Returns
+ * `commit(ops)`, which settles once its batch is on disk.
+ */
+function groupCommit(db, maxOps) {
+  const queue = [];
+  let writing = false;
+  const flush = () => {
+    if (writing || queue.length === 0) return;
+    writing = true;
+    const g = queue.shift();
+    const batch = db.batch();
+    for (const op of g.ops) batch.put(op.key, op.value);
+    batch.write({ sync: true }).then(
+      () => {
+        writing = false;
+        for (const r of g.resolves) r();
+        flush();
+      },
+      (e) => {
+        for (const r of g.rejects) r(e);
+      },
+    );
+  };
+  return (ops) =>
+    new Promise((resolve, reject) => {
+      let g = queue.at(-1);
+      if (!g || g.ops.length >= maxOps) queue.push((g = { ops: [], resolves: [], rejects: [] }));
+      for (const op of ops) g.ops.push(op);
+      g.resolves.push(resolve);
+      g.rejects.push(reject);
+      if (!writing) queueMicrotask(flush);
+    });
 }
 
 function median(xs) {

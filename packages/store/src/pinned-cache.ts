@@ -95,6 +95,28 @@ export class PinnedCache<V> {
     return slot;
   }
 
+  /**
+   * The slot for key, pinned, without a promise: read by `read` when not
+   * cached. Undefined while a load of the key is under way (its result must
+   * win over a second read); the caller then waits with acquire().
+   */
+  acquireSync(key: string, read: (key: string) => V): Slot<V> | undefined {
+    let slot = this.peek(key);
+    if (!slot) {
+      if (this.loading.has(key)) return undefined;
+      slot = this.insert(key, read(key));
+    }
+    slot.pins++;
+    return slot;
+  }
+
+  /** The slot for key, pinned, if it is cached. */
+  pinCached(key: string): Slot<V> | undefined {
+    const slot = this.peek(key);
+    if (slot) slot.pins++;
+    return slot;
+  }
+
   /** The slot for key, pinned: it stays cached until release(). */
   async acquire(key: string, load: (key: string) => Promise<V>): Promise<Slot<V>> {
     for (;;) {

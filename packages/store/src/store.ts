@@ -25,6 +25,7 @@ import {
   foldValue,
   publicFields,
   validationFailure,
+  type FieldDef,
   type Schema,
   type TypeDef,
 } from './schema.js';
@@ -245,7 +246,7 @@ export class Store {
   private readonly provisional: Set<string>;
   /**
    * Every unique-index key on disk, and some no longer there: a key it does
-   * not hold is free without a read (see loadClaim). Undefined until the
+   * not hold is free without a read (see readClaim). Undefined until the
    * first build after open ends; `filling` is the one being built, which
    * batches add to as well. A full filter keeps answering (it still holds
    * every key, with more false positives) until its successor is built.
@@ -448,11 +449,9 @@ export class Store {
           await slot.value.pending;
           return toStored(intent.id, cur!);
         }
-        // Pushed as each settles, so the finally below releases exactly what was pinned.
-        await Promise.all([
-          ...plan.claimKeys.map(async (key) => held.push(await this.claims.acquire(key, this.loadClaim))),
-          ...plan.refIds.map(async (ref) => refs.push(await this.objects.acquire(ref, this.loadObject))),
-        ]);
+        this.pinClaims(plan.claimKeys, held);
+        const referred = this.pinObjects(plan.refIds, refs);
+        if (referred) await referred;
         const result = this.commit(intent, opts, slot, def, plan, held, refs);
         if (result !== RETRY) committed = result;
       } finally {
@@ -507,14 +506,20 @@ export class Store {
       case 'create':
       case 'update':
       case 'replace': {
-        const base: Record<string, FieldValue | null> = {};
-        if (intent.kind === 'update') Object.assign(base, cur!.f);
-        if (intent.kind === 'replace') {
-          for (const f of def.fields.values()) if (f.kind === 'password' && cur!.f[f.name] !== undefined) base[f.name] = cur!.f[f.name]!;
+        let base = values;
+        if (intent.kind !== 'create') {
+          base = {};
+          if (intent.kind === 'update') Object.assign(base, cur!.f);
+          if (intent.kind === 'replace') {
+            for (const f of def.fields.values()) if (f.kind === 'password' && cur!.f[f.name] !== undefined) base[f.name] = cur!.f[f.name]!;
+          }
+          Object.assign(base, values);
         }
-        Object.assign(base, values);
         fields = {};
-        for (const [k, v] of Object.entries(base)) if (v !== null) fields[k] = v;
+        for (const k of Object.keys(base)) {
+          const v = base[k];
+          if (v !== null && v !== undefined) fields[k] = v;
+        }
         touched = Object.keys(values);
         if (intent.kind === 'replace') touched = [...def.fields.keys()];
         checkRequired(def, intent.kind === 'create' ? undefined : intent.id, fields);
@@ -545,7 +550,7 @@ export class Store {
         if (f?.kind === 'ref' && Array.isArray(v)) for (const one of v) refIds.add(String(one));
       }
     }
-    return { from: cur, fields, deleted, touched, before, after, claimKeys: [...claimKeys].sort(), refIds: [...refIds].sort() };
+    return { from: cur, fields, deleted, touched, before, after, claimKeys: sortedList(claimKeys), refIds: sortedList(refIds) };
   }
 
   /**
@@ -583,10 +588,7 @@ export class Store {
     }
     for (const r of refs) {
       const target = r.value.current;
-      const field = [...def.fields.values()].find((f) => {
-        const v = plan.fields[f.name];
-        return f.kind === 'ref' && (v === r.key || (Array.isArray(v) && v.includes(r.key)));
-      })!;
+      const field = referringField(def, plan.fields, r.key);
       if (!target || target.d) {
         throw validationFailure(def, shown, field.name, 'reference', `refers to ${target ? 'deleted' : 'missing'} object ${r.key}`);
       }
@@ -602,8 +604,6 @@ export class Store {
     }
 
     // -- from here on nothing throws for a bad request: the change is made --
-    const setFields: Record<string, FieldValue | null> = {};
-    for (const name of plan.touched) setFields[name] = plan.fields[name] ?? null;
     let update: Uint8Array | undefined;
     let changed: string[];
     let version: string;
@@ -614,7 +614,8 @@ export class Store {
     if (cur === null) {
       // A new object needs no Y.Doc: its first update is its whole state.
       createdAt = hlc;
-      const created = encodeCreate(this.clientId, setFields, def.name, hlc);
+      // a create touches exactly the fields it sets, in this order
+      const created = encodeCreate(this.clientId, plan.fields, def.name, hlc);
       update = state = created.update;
       version = singleClientVersion(this.clientId, created.clock);
       changed = Object.keys(plan.fields);
@@ -622,6 +623,8 @@ export class Store {
     } else {
       const doc = slot.value.doc ?? docFromState(id, cur.y, this.clientId);
       this.holdDoc(slot, doc);
+      const setFields: Record<string, FieldValue | null> = {};
+      for (const name of plan.touched) setFields[name] = plan.fields[name] ?? null;
       const change = applyLocal(doc, setFields, { type: def.name, deleted: plan.deleted });
       update = change.update;
       changed = change.changed;
@@ -646,7 +649,7 @@ export class Store {
       c: changed,
       k: kind,
     };
-    const settle = changed.flatMap((f) => this.settleOps(id, f, hlc));
+    const settle = this.openConflicts.has(id) ? changed.flatMap((f) => this.settleOps(id, f, hlc)) : [];
     const hist = historyRecord(def, { origin: this.nodeId, originSeq, hlc, principal: feed.p, kind }, cur?.f, fields, plan.deleted);
     settle.push({ type: 'put', key: keys.history(id, seq), value: encode(hist) });
     if (opts.idempotencyKey !== undefined) {
@@ -677,7 +680,8 @@ export class Store {
   ): Promise<void> {
     const id = slot.key;
     const seq = record.s;
-    const ops: BatchOp[] = [{ type: 'put', key: keys.object(id), value: encode(record) }, ...extra];
+    const ops: BatchOp[] = [{ type: 'put', key: keys.object(id), value: encode(record) }];
+    for (const op of extra) ops.push(op);
     // a merged clone state has no feed entry of its own (see cloneStates)
     if (feed) ops.push({ type: 'put', key: keys.feed(seq), value: encode(feed) });
     for (const k of before.plain) if (!after.plain.has(k)) ops.push({ type: 'del', key: k });
@@ -834,7 +838,7 @@ export class Store {
       const claimKeys = new Set<string>();
       for (const k of beforeIdx.unique) if (!afterIdx.unique.has(k)) claimKeys.add(k);
       for (const k of afterIdx.unique) if (!beforeIdx.unique.has(k)) claimKeys.add(k);
-      await Promise.all([...claimKeys].map(async (k) => claims.push(await this.claims.acquire(k, this.loadClaim))));
+      this.pinClaims(claimKeys, claims);
 
       // -- synchronous from here: no other change interleaves --
       this.clock.observe(c.hlc);
@@ -1032,7 +1036,7 @@ export class Store {
     for await (const k of this.db.keys({ gte: cp, lt: cp + HIGH })) ops.push({ type: 'del', key: k });
     const idx = cur && def ? indexSet(def, id, cur.f, cur.d) : EMPTY_INDEX;
     const claims: Slot<CachedClaim>[] = [];
-    await Promise.all([...idx.unique].map(async (k) => claims.push(await this.claims.acquire(k, this.loadClaim))));
+    this.pinClaims(idx.unique, claims);
 
     // -- synchronous from here: the purge's feed seq follows every change queued before it --
     for (const [i, buf] of old.entries()) {
@@ -1465,7 +1469,7 @@ export class Store {
       const keysToClaim = new Set<string>();
       for (const k of before.unique) if (!after.unique.has(k)) keysToClaim.add(k);
       for (const k of after.unique) if (!before.unique.has(k)) keysToClaim.add(k);
-      await Promise.all([...keysToClaim].map(async (k) => claims.push(await this.claims.acquire(k, this.loadClaim))));
+      this.pinClaims(keysToClaim, claims);
       const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(cur?.h ?? 0, hlc), s: cur?.s ?? this.durableSeq, v: docVersion(doc), y: encodeState(doc) };
       if (meta.created !== undefined) record.c = meta.created;
       const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, []);
@@ -1542,11 +1546,40 @@ export class Store {
   // memtable and bloom filters in microseconds, while the thread-pool round
   // trip of an async read added about 30 us to every one-writer create
   // (0.455 -> 0.400 ms p50 in store-writes).
-  private readonly loadClaim = async (key: string): Promise<CachedClaim> => {
+  private readonly readClaim = (key: string): CachedClaim => {
     if (this.uniqueFilter && !this.uniqueFilter.mayHold(key)) return { owner: null };
     const buf = this.db.getSync(key);
     return { owner: buf === undefined ? null : buf.toString('utf8') };
   };
+
+  /**
+   * Pins the claims of `keys` into `into`, at once: claims are only ever
+   * read synchronously (readClaim), so none is ever being loaded. Acquiring
+   * each through a promise made up a tenth of what a create allocated
+   * (heap-profiled).
+   */
+  private pinClaims(keys: Iterable<string>, into: Slot<CachedClaim>[]): void {
+    for (const key of keys) {
+      const slot = this.claims.acquireSync(key, this.readClaim);
+      if (!slot) throw new Error(`the claim ${JSON.stringify(key)} is being loaded asynchronously, which pinClaims does not wait for`);
+      into.push(slot);
+    }
+  }
+
+  /**
+   * Pins the objects of `ids` into `into`: cached ones at once, the others
+   * once loaded. The promise, if any, settles only when every load has, so
+   * the caller's cleanup releases all that was pinned even when one fails.
+   */
+  private pinObjects(ids: Iterable<string>, into: Slot<CachedObject>[]): Promise<void> | undefined {
+    let waits: Promise<void>[] | undefined;
+    for (const id of ids) {
+      const slot = this.objects.pinCached(id);
+      if (slot) into.push(slot);
+      else (waits ??= []).push(this.objects.acquire(id, this.loadObject).then((s) => void into.push(s)));
+    }
+    return waits && allSettled(waits);
+  }
 
   // ---- reads ------------------------------------------------------------
 
@@ -1933,6 +1966,12 @@ function checkpointOp(cp: { peer: string; seq: number }): BatchOp {
   return { type: 'put', key: keys.checkpoint(cp.peer), value: encode(cp.seq) };
 }
 
+/** Settles when every promise has; rejects then with the first failure. */
+async function allSettled(waits: Promise<void>[]): Promise<void> {
+  const failed = (await Promise.allSettled(waits)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
 const absentValue = (): CachedObject => ({ current: null, durable: null, doc: undefined, pending: undefined });
 
 function needsHashing(def: TypeDef, values: Record<string, FieldValue | null>): boolean {
@@ -1987,6 +2026,29 @@ function objectCost(key: string, v: CachedObject): number {
   const state = v.current?.y.length ?? 0;
   // A live Y.Doc costs roughly ten times its encoded state.
   return 200 + key.length * 2 + state * (v.doc ? 12 : 3);
+}
+
+/**
+ * A set's members in sorted order. Array sort allocates its merge state
+ * (about 500 bytes) on every call, and a write sorts two sets that hold
+ * one or two keys.
+ */
+function sortedList(set: Set<string>): string[] {
+  const list = [...set];
+  if (list.length === 2) {
+    if (list[0]! > list[1]!) list.reverse();
+  } else if (list.length > 2) list.sort();
+  return list;
+}
+
+/** The ref field of `def` whose value in `fields` names `target`. */
+function referringField(def: TypeDef, fields: Record<string, FieldValue>, target: string): FieldDef {
+  for (const f of def.fields.values()) {
+    if (f.kind !== 'ref') continue;
+    const v = fields[f.name];
+    if (v === target || (Array.isArray(v) && v.includes(target))) return f;
+  }
+  throw new Error(`no field of ${def.name} refers to ${target}`);
 }
 
 function sameFields(a: Record<string, FieldValue>, b: Record<string, FieldValue>): boolean {

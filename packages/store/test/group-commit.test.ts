@@ -59,3 +59,23 @@ t.test('the cache stays within budget but never evicts a pinned entry', async (t
   await Promise.all([1, 2, 3].map(() => cache.get('z', async (k) => (loads++, k))));
   t.equal(loads, 1, 'concurrent loads of one key share one read');
 });
+
+t.test('acquireSync pins without a promise, but never reads past a load under way', async (t) => {
+  const cache = new PinnedCache<string>(1000, () => 10);
+  let reads = 0;
+  const read = (k: string): string => (reads++, `read ${k}`);
+  const a = cache.acquireSync('a', read)!;
+  t.same([a.value, a.pins, reads], ['read a', 1, 1], 'an absent key is read and pinned at once');
+  t.equal(cache.acquireSync('a', read), a, 'a cached key is pinned again without a read');
+  t.same([a.pins, reads], [2, 1]);
+
+  let finish!: (v: string) => void;
+  const loading = cache.acquire('b', () => new Promise<string>((r) => (finish = r)));
+  t.equal(cache.acquireSync('b', read), undefined, 'no second read while a load of the key is under way');
+  t.equal(cache.pinCached('b'), undefined, 'nor is a key being loaded cached yet');
+  finish('loaded b');
+  const b = await loading;
+  t.same([b.value, b.pins, reads], ['loaded b', 1, 1], 'the load wins');
+  t.equal(cache.pinCached('b'), b, 'pinCached pins a cached key');
+  t.equal(b.pins, 2);
+});
