@@ -98,7 +98,7 @@ export class PinnedCache<V> {
   /**
    * The slot for key, pinned, without a promise: read by `read` when not
    * cached. Undefined while a load of the key is under way (its result must
-   * win over a second read); the caller then waits with acquire().
+   * win over a second read): what then is the caller's to decide.
    */
   acquireSync(key: string, read: (key: string) => V): Slot<V> | undefined {
     let slot = this.peek(key);

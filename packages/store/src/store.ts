@@ -577,9 +577,9 @@ export class Store {
     const id = intent.id;
     const cur = slot.value.current;
     const shown = intent.kind === 'create' ? undefined : id;
-    // The object may have changed while we waited for index and reference
-    // loads: the plan was made from one record, so plan again from the new one.
-    // ...and a remote change may be half-applied to the shared doc right now.
+    // The object may have changed while we waited for a referenced object to
+    // load (or a password to hash): the plan was made from one record, so plan
+    // again from the new one. Busy: lock() holds it (a remote apply, merge or purge).
     if (cur !== plan.from || slot.value.busy) return RETRY;
     if (opts.ifVersion !== undefined && cur && cur.v !== opts.ifVersion) {
       throw new MeridianError('precondition', `${def.name} ${id} has changed since version ${opts.ifVersion}; fetch it again and retry`);

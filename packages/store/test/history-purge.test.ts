@@ -208,6 +208,13 @@ t.test('races: a remote change waiting behind a purge, and a write referring to 
   );
   if (made.status === 'fulfilled') t.equal((await a.get(made.value.id))?.fields['org'], org.id);
   if (made.status === 'fulfilled') t.ok(await a.get(org.id), 'the referred object is still there');
+
+  // a write that finds its target mid-purge (marked, its earlier writes being synced) is refused
+  const doomed = await a.create('Org', { name: 'Doomed', kind: 'vendor' });
+  const purging = a.purge(doomed.id);
+  await new Promise((r) => setImmediate(r));
+  await t.rejects(a.create('Person', { cn: 'Late', sn: 'L', org: doomed.id }), { rule: 'reference', message: /which is being purged/ });
+  t.same(await purging, { erased: 1 }, 'and the purge goes on');
 });
 
 /** Streams `from`'s state snapshot into `to` as a clone (all of it) or as anti-entropy (only the buckets that differ) does. */
