@@ -436,7 +436,10 @@ export class Store {
     const fresh = intent.kind === 'create' && intent.fresh;
     for (;;) {
       // A freshly drawn 60-bit id names nothing stored: pin an empty entry without a read.
-      const slot = fresh ? this.objects.pinNew(intent.id, absentValue()) : await this.objects.acquire(intent.id, this.loadObject);
+      // A cached object is pinned at once too: an import's objects are read ahead in groups.
+      const slot = fresh
+        ? this.objects.pinNew(intent.id, absentValue())
+        : (this.objects.pinCached(intent.id) ?? (await this.objects.acquire(intent.id, this.loadObject)));
       while (slot.value.busy) await slot.value.busy;
       const held: Slot<CachedClaim>[] = [];
       const refs: Slot<CachedObject>[] = [];
@@ -985,7 +988,8 @@ export class Store {
    * pin is the caller's to release or to hand to persist.
    */
   private async lock(id: string): Promise<{ slot: Slot<CachedObject>; unlock: () => void }> {
-    const slot = await this.objects.acquire(id, this.loadObject);
+    // applyRemoteStaged reads a frame's objects ahead, so they are nearly always cached
+    const slot = this.objects.pinCached(id) ?? (await this.objects.acquire(id, this.loadObject));
     while (slot.value.busy) await slot.value.busy;
     let done!: () => void;
     const busy = new Promise<void>((r) => (done = r));
