@@ -9,6 +9,9 @@
  * fsync and the CPU idled for a quarter of the time (measured with 64
  * writers); smaller batches keep some writers busy while others wait.
  */
+/** Operations per batch: the store's (bench/store-writes.bench.js replays its records in batches of this size). */
+export const DEFAULT_MAX_OPS = 256;
+
 export type BatchOp = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string };
 
 export interface BatchWriter {
@@ -40,7 +43,7 @@ export class GroupCommit {
   constructor(
     private readonly write: BatchWriter,
     private readonly finish: () => BatchOp[],
-    private readonly maxOps = 256,
+    private readonly maxOps = DEFAULT_MAX_OPS,
   ) {}
 
   /** Adds ops to the open batch; the promise settles when that batch is on disk. */

@@ -97,13 +97,13 @@ export class PinnedCache<V> {
 
   /**
    * The slot for key, pinned, without a promise: read by `read` when not
-   * cached. Undefined while a load of the key is under way (its result must
-   * win over a second read): what then is the caller's to decide.
+   * cached. For a cache only ever read this way: a load under way would mean
+   * two reads of one key racing, so it throws.
    */
-  acquireSync(key: string, read: (key: string) => V): Slot<V> | undefined {
+  acquireSync(key: string, read: (key: string) => V): Slot<V> {
     let slot = this.peek(key);
     if (!slot) {
-      if (this.loading.has(key)) return undefined;
+      if (this.loading.has(key)) throw new Error(`acquireSync(${JSON.stringify(key)}) while an asynchronous load of it is under way`);
       slot = this.insert(key, read(key));
     }
     slot.pins++;

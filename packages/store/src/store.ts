@@ -29,7 +29,7 @@ import {
   type Schema,
   type TypeDef,
 } from './schema.js';
-import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, newDoc, readFields, readMeta, sameValue, singleClientVersion } from './yobject.js';
+import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, newDoc, readFields, readMeta, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
 
 export interface StoreOptions {
   dir: string;
@@ -315,7 +315,7 @@ export class Store {
       },
       () => this.batchTrailer(),
     );
-    void this.buildFilter(FILTER_CAPACITY);
+    void this.buildFilter(this.filterCapacityFor(this.uniqueValuesHeld()));
   }
 
   static async open(opts: StoreOptions): Promise<Store> {
@@ -341,7 +341,14 @@ export class Store {
         if (!isValidId(nodeId)) {
           throw new MeridianError('bad-request', `node id "${nodeId}" may hold only letters, digits, ".", "_" and "-"`);
         }
-        await db.put(keys.meta('nodeId'), encode(nodeId), { sync: true });
+        // a new data dir holds no versions of an older formula: nothing for migrateVersions to scan
+        await db.batch(
+          [
+            { type: 'put', key: keys.meta('nodeId'), value: encode(nodeId) },
+            { type: 'put', key: keys.meta('versionFormula'), value: encode(VERSION_FORMULA) },
+          ],
+          { sync: true },
+        );
       } else if (opts.nodeId !== undefined && opts.nodeId !== nodeId) {
         throw new MeridianError(
           'bad-request',
@@ -436,10 +443,7 @@ export class Store {
     const fresh = intent.kind === 'create' && intent.fresh;
     for (;;) {
       // A freshly drawn 60-bit id names nothing stored: pin an empty entry without a read.
-      // A cached object is pinned at once too: an import's objects are read ahead in groups.
-      const slot = fresh
-        ? this.objects.pinNew(intent.id, absentValue())
-        : (this.objects.pinCached(intent.id) ?? (await this.objects.acquire(intent.id, this.loadObject)));
+      const slot = fresh ? this.objects.pinNew(intent.id, absentValue()) : await this.pinObject(intent.id);
       while (slot.value.busy) await slot.value.busy;
       const held: Slot<CachedClaim>[] = [];
       const refs: Slot<CachedObject>[] = [];
@@ -658,7 +662,7 @@ export class Store {
       c: changed,
       k: kind,
     };
-    const settle = this.openConflicts.has(id) ? changed.flatMap((f) => this.settleOps(id, f, hlc)) : [];
+    const settle = this.settleOps(id, changed, hlc);
     const hist = historyRecord(def, { origin: this.nodeId, originSeq, hlc, principal: feed.p, kind }, cur?.f, fields, plan.deleted);
     settle.push({ type: 'put', key: keys.history(id, seq), value: encode(hist) });
     if (opts.idempotencyKey !== undefined) {
@@ -896,7 +900,7 @@ export class Store {
           conflicted.add(field); // the change that makes a conflict does not settle it
         }
       }
-      const settle = c.fields.filter((f) => !conflicted.has(f)).flatMap((f) => this.settleOps(c.id, f, hlc));
+      const settle = this.settleOps(c.id, c.fields.filter((f) => !conflicted.has(f)), hlc);
       // what the change did here, which after concurrent changes may be less than it did at its origin
       const hist = historyRecord(def, { origin: c.origin, originSeq: c.originSeq, hlc, principal: c.principal, kind: c.kind }, cur?.f, fields, meta.deleted);
       settle.push({ type: 'put', key: keys.history(c.id, seq), value: encode(hist) });
@@ -988,8 +992,7 @@ export class Store {
    * pin is the caller's to release or to hand to persist.
    */
   private async lock(id: string): Promise<{ slot: Slot<CachedObject>; unlock: () => void }> {
-    // applyRemoteStaged reads a frame's objects ahead, so they are nearly always cached
-    const slot = this.objects.pinCached(id) ?? (await this.objects.acquire(id, this.loadObject));
+    const slot = await this.pinObject(id);
     while (slot.value.busy) await slot.value.busy;
     let done!: () => void;
     const busy = new Promise<void>((r) => (done = r));
@@ -1169,13 +1172,13 @@ export class Store {
     }
   }
 
-  /** Marks the open conflicts on one field settled by a later write to it. */
-  private settleOps(objectId: string, field: string, hlc: number): BatchOp[] {
-    const open = this.openConflicts.get(objectId);
-    if (!open) return [];
+  /** Marks the open conflicts on these fields settled by a later write to them. */
+  private settleOps(objectId: string, fields: string[], hlc: number): BatchOp[] {
     const ops: BatchOp[] = [];
+    const open = this.openConflicts.get(objectId);
+    if (!open) return ops;
     for (const [key, rec] of open) {
-      if (rec.field !== field) continue;
+      if (!fields.includes(rec.field)) continue;
       rec.settled = hlc;
       open.delete(key);
       ops.push({ type: 'put', key, value: encode(rec) });
@@ -1569,11 +1572,15 @@ export class Store {
    * (heap-profiled).
    */
   private pinClaims(keys: Iterable<string>, into: Slot<CachedClaim>[]): void {
-    for (const key of keys) {
-      const slot = this.claims.acquireSync(key, this.readClaim);
-      if (!slot) throw new Error(`the claim ${JSON.stringify(key)} is being loaded asynchronously, which pinClaims does not wait for`);
-      into.push(slot);
-    }
+    for (const key of keys) into.push(this.claims.acquireSync(key, this.readClaim));
+  }
+
+  /**
+   * The object's slot, pinned: at once when cached (an import reads each
+   * group's objects ahead, applyRemoteStaged a frame's), else once loaded.
+   */
+  private pinObject(id: string): Slot<CachedObject> | Promise<Slot<CachedObject>> {
+    return this.objects.pinCached(id) ?? this.objects.acquire(id, this.loadObject);
   }
 
   /**
@@ -1584,9 +1591,9 @@ export class Store {
   private pinObjects(ids: Iterable<string>, into: Slot<CachedObject>[]): Promise<void> | undefined {
     let waits: Promise<void>[] | undefined;
     for (const id of ids) {
-      const slot = this.objects.pinCached(id);
-      if (slot) into.push(slot);
-      else (waits ??= []).push(this.objects.acquire(id, this.loadObject).then((s) => void into.push(s)));
+      const slot = this.pinObject(id);
+      if (slot instanceof Promise) (waits ??= []).push(slot.then((s) => void into.push(s)));
+      else into.push(slot);
     }
     return waits && allSettled(waits);
   }
@@ -1880,6 +1887,28 @@ export class Store {
     yield* this.db.iterator({ gte: prefix, lt: prefix + HIGH });
   }
 
+  /**
+   * About how many unique-index keys the disk holds, from the live objects
+   * per type (read at open): one per unique field of each. A multi-valued
+   * one (mail) may hold more; the build then grows the filter as it scans.
+   */
+  private uniqueValuesHeld(): number {
+    let n = 0;
+    for (const def of this.schema.types.values()) {
+      let unique = 0;
+      for (const f of def.fields.values()) if (f.unique) unique++;
+      n += unique * (this.counts.get(def.name) ?? 0);
+    }
+    return n;
+  }
+
+  /** The first capacity the build's growth rule (x4 while the keys fill more than half) reaches for `keys`. */
+  private filterCapacityFor(count: number): number {
+    let capacity = FILTER_CAPACITY;
+    while (count > capacity / 2 && capacity < MAX_FILTER_CAPACITY) capacity *= 4;
+    return capacity;
+  }
+
   private filterAdd(key: string): void {
     this.filling?.add(key);
     const f = this.uniqueFilter;
@@ -1914,7 +1943,7 @@ export class Store {
         await it.close();
       }
     } catch {
-      // the store closed, or a write failed and it refuses everything now
+      // the store closed under the scan (inFlight() swallows a failed batch; the store then refuses writes anyway)
       if (this.filling === filter) this.filling = undefined;
       return;
     }
@@ -1964,13 +1993,16 @@ interface Plan {
 const EMPTY = Buffer.alloc(0);
 const UNIQUE_PREFIX = keys.uniquePrefix.charCodeAt(0);
 /**
- * The first unique-key filter's capacity (262,144 keys, 512 KiB); a store
- * with more keys builds one four times larger, and so on. Not larger: a
+ * The least unique-key filter's capacity (262,144 keys, 512 KiB); a store
+ * with more keys (estimated at open from its object counts, or found by the
+ * build's scan) gets one four times larger, and so on. Not larger: a
  * store is opened hundreds of times in the simulation, where 2 MiB per open
  * was 4% of the run; not smaller: at 65,536 a 40,000-Person bench round
  * outgrew its filter and the rebuilds' scans cost 3-4 us a create.
  */
 const FILTER_CAPACITY = 1 << 18;
+/** KeyFilter's largest (2^30 bits at 16 a key): past it a filter grows no more. */
+const MAX_FILTER_CAPACITY = 1 << 26;
 
 function checkpointOp(cp: { peer: string; seq: number }): BatchOp {
   return { type: 'put', key: keys.checkpoint(cp.peer), value: encode(cp.seq) };

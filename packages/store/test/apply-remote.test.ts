@@ -89,3 +89,21 @@ t.test('a remote delete and a local update merge into a tombstone with the updat
   t.same(oa, { ...ob, seq: oa?.seq, hlc: oa?.hlc, modified: oa?.modified }, 'same on both');
   t.same(a.objectCounts(), b.objectCounts());
 });
+
+t.test('the batches of successive staged applies reach the disk in the order they were applied', async (t) => {
+  // replication acks each frame once its batch is durable, and an ack vouches for every frame before it
+  const [a, b] = await pair(t);
+  for (let i = 0; i < 30; i++) await a.create('Org', { name: `O${i}`, kind: 'vendor' });
+  const feed = (await a.readFeed(0, 100)).map(({ seq: _s, ...c }) => c);
+  const settled: number[] = [];
+  const durables: Promise<void>[] = [];
+  const frames = [feed.slice(0, 10), feed.slice(10, 20), feed.slice(0, 10), feed.slice(20, 30)];
+  for (const [i, changes] of frames.entries()) {
+    // the third frame repeats the first: all skipped, only its checkpoint is written
+    const { durable } = await b.applyRemoteStaged(changes, { checkpoint: { peer: 'a', seq: 10 * (i + 1) } });
+    durables.push(durable.then(() => void settled.push(i)));
+  }
+  await Promise.all(durables);
+  t.same(settled, [0, 1, 2, 3], 'in apply order, the all-skipped frame included');
+  t.equal(await b.checkpoint('a'), 40);
+});

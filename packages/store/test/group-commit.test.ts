@@ -60,7 +60,7 @@ t.test('the cache stays within budget but never evicts a pinned entry', async (t
   t.equal(loads, 1, 'concurrent loads of one key share one read');
 });
 
-t.test('acquireSync pins without a promise, but never reads past a load under way', async (t) => {
+t.test('acquireSync pins without a promise, and refuses to read past a load under way', async (t) => {
   const cache = new PinnedCache<string>(1000, () => 10);
   let reads = 0;
   const read = (k: string): string => (reads++, `read ${k}`);
@@ -71,7 +71,8 @@ t.test('acquireSync pins without a promise, but never reads past a load under wa
 
   let finish!: (v: string) => void;
   const loading = cache.acquire('b', () => new Promise<string>((r) => (finish = r)));
-  t.equal(cache.acquireSync('b', read), undefined, 'no second read while a load of the key is under way');
+  t.throws(() => cache.acquireSync('b', read), /while an asynchronous load of it is under way/, 'no second read racing a load of the key');
+  t.equal(reads, 1, 'and nothing was read');
   t.equal(cache.pinCached('b'), undefined, 'nor is a key being loaded cached yet');
   finish('loaded b');
   const b = await loading;

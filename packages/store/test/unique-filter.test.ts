@@ -36,6 +36,22 @@ function setFilter(s: Store, f: KeyFilter): void {
   Object.assign(s, { uniqueFilter: f });
 }
 
+/**
+ * Empties the store's cache of claims, so that the next claim of a value
+ * asks the filter (and the disk) again, and records the unique keys read.
+ */
+function forgetClaims(s: Store): string[] {
+  (s as unknown as { claims: { clear(): void } }).claims.clear();
+  const db = (s as unknown as { db: { getSync: (key: string) => unknown } }).db;
+  const read: string[] = [];
+  const getSync = db.getSync.bind(db);
+  db.getSync = (key: string) => {
+    if (key.startsWith('u')) read.push(key);
+    return getSync(key);
+  };
+  return read;
+}
+
 const person = (i: number, tag: string): Record<string, unknown> => ({ cn: `P ${i}`, sn: tag, uid: `${tag}-${i}`, mail: [`${tag}-${i}@x.test`, `${tag}.${i}@y.test`] });
 
 /** Creates persons 0..count-1 of `tag` with `writers` concurrent writers. */
@@ -112,7 +128,9 @@ t.test('a value freed by an update is free again although the filter still holds
   const f = await built(s);
   await s.update(a.id, { uid: 'moved' });
   t.ok(f.mayHold('uPerson\0uid\0moving'), 'the filter still holds the freed value');
+  const read = forgetClaims(s);
   const b = await s.create('Person', { cn: 'B', sn: 'B', uid: 'moving' });
+  t.same(read, ['uPerson\0uid\0moving'], 'the claim was read from disk, as the filter holds it');
   t.equal((await s.lookup('Person', 'uid', 'moving')).items[0]?.id, b.id, 'a false positive costs a read, not a refusal');
 });
 
@@ -128,7 +146,9 @@ t.test('a filter filled by values written and freed again is rebuilt at the size
   t.equal(f.capacity, 64, 'rebuilt at the same size, again and again');
   await checkCovers(t, s, 'after the churn');
   await taken(t, s.create('Person', { cn: 'B', sn: 'B', uid: 'UID-300' }), 'the value held now is taken');
+  const read = forgetClaims(s);
   t.ok(await s.create('Person', { cn: 'B', sn: 'B', uid: 'uid-299' }), 'one freed is free');
+  t.ok(read.length <= 1 && read.every((k) => k === 'uPerson\0uid\0uid-299'), 'asked of the filter (and read only if it holds it), not answered from a cached claim');
 });
 
 t.test('closing the store while its filter is being built ends the build quietly', async (t) => {

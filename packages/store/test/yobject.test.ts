@@ -56,6 +56,25 @@ t.test('a hand-encoded create is byte for byte what Yjs writes', async (t) => {
   }
 });
 
+t.test('a version does not depend on the order a node first saw its clients in', async (t) => {
+  // two clients write and overwrite one field each, concurrently: both the state vector and the delete set name both
+  const p = newDoc('per-o', 101);
+  applyLocal(p, { cn: 'A' }, {});
+  applyLocal(p, { cn: 'A2' }, {});
+  const q = newDoc('per-o', 202);
+  applyLocal(q, { sn: 'B' }, {});
+  applyLocal(q, { sn: 'B2' }, {});
+  const x = new Y.Doc();
+  Y.applyUpdate(x, Y.encodeStateAsUpdate(p));
+  Y.applyUpdate(x, Y.encodeStateAsUpdate(q));
+  const y = new Y.Doc();
+  Y.applyUpdate(y, Y.encodeStateAsUpdate(q));
+  Y.applyUpdate(y, Y.encodeStateAsUpdate(p));
+  t.same([[...Y.snapshot(x).sv.keys()], [...Y.snapshot(y).sv.keys()]], [[101, 202], [202, 101]], 'the two nodes list the clients in opposite orders');
+  t.same([[...Y.snapshot(x).ds.clients.keys()], [...Y.snapshot(y).ds.clients.keys()]], [[101, 202], [202, 101]], 'in the delete set too');
+  t.equal(docVersion(x), docVersion(y), 'and agree on the version');
+});
+
 t.test('a version names the merged state: equal however it was reached, different whenever content or history differs', async (t) => {
   const a = newDoc('per-v', 101);
   applyLocal(a, { cn: 'Ann', sn: 'Lee', mail: ['ann@x.test'] }, { type: 'Person', deleted: false, created: 1 });
