@@ -8,7 +8,12 @@ export interface FeedStore {
   readonly lastSeq: number;
   versionVector(): Record<string, number>;
   readFeed(after: number, limit: number): Promise<FeedEntry[]>;
-  /** applied (readable) when it resolves; `durable` settles once the batch is on disk */
+  /**
+   * Applied (readable) when it resolves; `durable` settles once the batch is
+   * on disk, and the `durable`s of successive calls settle in call order (the
+   * store's group commit writes batches in commit order). The session relies
+   * on it: each ack vouches for every frame before it.
+   */
   applyRemoteStaged(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } }): Promise<{ result: ApplyResult; durable: Promise<void> }>;
   checkpoint(peer: string): Promise<number>;
   subscribe(listener: (entries: FeedEntry[]) => void): () => void;
@@ -54,14 +59,6 @@ export interface SessionIo {
  * simulator both run sessions through this one function; they differ only in
  * how frames travel and when things happen.
  */
-/**
- * Per session, when the applies so far are all on disk. The session
- * acknowledges its oldest unacknowledged apply each time it is told one is
- * durable, and an ack vouches for every frame before it, so it is told only
- * in apply order, whatever order the store's batches settle in.
- */
-const onDisk = new WeakMap<SyncSession, Promise<void>>();
-
 export async function runActions(io: SessionIo, actions: Action[]): Promise<void> {
   const { store, session } = io;
   const queue = [...actions];
@@ -82,9 +79,7 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         break;
       case 'apply': {
         const { durable } = await store.applyRemoteStaged(a.changes, { checkpoint: { peer: session.peer!, seq: a.last } });
-        const inOrder = Promise.all([onDisk.get(session), durable]).then(() => undefined);
-        onDisk.set(session, inOrder.catch(() => undefined));
-        inOrder.then(
+        durable.then(
           () => io.later(session.durable()),
           (e: unknown) => io.later(session.fail(`could not store the peer's changes: ${e instanceof Error ? e.message : String(e)}`, false)),
         );

@@ -127,8 +127,11 @@ class Simulation {
    * it really is): sessions apply further frames meanwhile, as they do over
    * WebSockets, and the acks come in simulated time rather than whenever the
    * disk answered (the heal loop no longer sleeps in real time for them).
+   * Reports keep the order of the batches, as a store's group commit does
+   * (FeedStore.applyRemoteStaged).
    */
   private feedStore(store: Store): FeedStore {
+    let lastReported: Promise<unknown> = Promise.resolve();
     return {
       get nodeId() {
         return store.nodeId;
@@ -140,7 +143,9 @@ class Simulation {
       readFeed: (after, limit) => store.readFeed(after, limit),
       applyRemoteStaged: async (changes, opts) => {
         const { result, durable } = await store.applyRemoteStaged(changes, opts);
-        const reported = new Promise<void>((resolve, reject) => this.at(1 + Math.floor(this.rnd() * 3), () => durable.then(resolve, reject)));
+        const due = new Promise<void>((resolve, reject) => this.at(1 + Math.floor(this.rnd() * 3), () => durable.then(resolve, reject)));
+        const reported = lastReported.then(() => due);
+        lastReported = reported.catch(() => undefined);
         return { result, durable: reported };
       },
       checkpoint: (peer) => store.checkpoint(peer),
