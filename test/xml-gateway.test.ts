@@ -401,6 +401,12 @@ t.test('an import parsed in groups: a bad object deep in the document is reporte
   const many = (p: string, n: number): string => Array.from({ length: n }, (_, i) => org(p, i)).join('');
   const exists = async (id: string): Promise<boolean> => (await node.store.get(id)) !== undefined;
 
+  // (private state, read to prove the path taken: the gateway's parser, and how many groups its worker was asked for)
+  const gateway = (node as unknown as { xml: { parser?: { worker?: Worker | null; nextId: number } } }).xml;
+  const small = await call(node, 'POST', '/import', { body: `<objects>\n${many('k', 64)}</objects>` });
+  t.match(small.text, /created="64"/);
+  t.equal(gateway.parser?.worker, undefined, 'an import of two groups (64 objects) is parsed on the event loop: no parser thread started');
+
   // one object per line after "<objects>\n": object k (0-based) is on line k + 2
   const badTag = `<objects>\n${many('g', 70)}<object type="Organisation" id="org-gbad"><field name="name">X</fieldx></object>\n${many('h', 10)}</objects>`;
   const r1 = await call(node, 'POST', '/import', { body: badTag });
@@ -437,8 +443,6 @@ t.test('an import parsed in groups: a bad object deep in the document is reporte
   t.match(r5.text, /<result line="101" type="Organisation" id="org-w99" status="created"\/>/, 'lines are those of the document');
 
   // past the first two groups the parsing runs on a worker thread, four groups ahead of the writes
-  // (private state, read to prove the path taken: the gateway's parser, and how many groups its worker was asked for)
-  const gateway = (node as unknown as { xml: { parser?: { worker?: Worker; nextId: number } } }).xml;
   const askedBefore = gateway.parser?.nextId ?? 0;
   const deep = `<objects>\n${many('d', 250)}<object type="Organisation" id="org-dbad"><field name="name">X</fieldx></object>\n${many('e', 300)}</objects>`;
   const r6 = await call(node, 'POST', '/import', { body: deep });

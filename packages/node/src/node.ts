@@ -142,6 +142,7 @@ export class MeridianNode {
           if (h.code === 'internal') log.error({ err: e }, 'XML request failed');
           return { status: h.status, code: h.code, message: h.message, headers: h.headers, field: h.field };
         },
+        onParserLost: (reason) => log.warn({}, reason),
       });
       const r = replicator;
       const metrics = new Metrics({ store, peers: () => r?.status() ?? [], replica: () => (config.role === 'replica' ? r?.replicaMode() : undefined) });

@@ -44,6 +44,8 @@ export interface XmlGatewayOptions {
   mapError(e: unknown): HttpAnswer;
   /** ms a long-poll of /changes waits at most */
   pollTimeout?: number;
+  /** told once, with the reason, if the import parser's thread is lost */
+  onParserLost?(reason: string): void;
 }
 
 interface Request {
@@ -495,7 +497,7 @@ export class XmlGateway {
       maxObject: this.opts.maxBody,
       writeOptions,
       mapError: (e) => (e instanceof XmlError ? { status: e.status, code: codeOf(e.status), message: e.message, field: e.field } : this.opts.mapError(e)),
-      parser: (this.parser ??= new PieceParser()),
+      parser: (this.parser ??= new PieceParser(this.opts.onParserLost)),
     });
     sendXml(r.res, report.status, report.body);
   }

@@ -59,8 +59,8 @@ export interface ImportOptions {
   maxObject: number;
   writeOptions: WriteRequest;
   mapError(e: unknown): HttpAnswer;
-  /** parses the groups of a large document off the event loop; without it every group is parsed here */
-  parser?: PieceParser | undefined;
+  /** parses the groups of a large document off the event loop (past the first LOCAL_GROUPS) */
+  parser: PieceParser;
 }
 
 /** writes in flight at once: enough to fill group commits */
@@ -175,7 +175,7 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
     const g = groupOf(group);
     group = [];
     groupBytes = 0;
-    const parse = o.parser && ++groups > LOCAL_GROUPS ? o.parser.parse(g) : parseHere(g);
+    const parse = ++groups > LOCAL_GROUPS ? o.parser.parse(g) : parseHere(g);
     parsing.push(parse.then((ok) => ({ ok }), (failed: unknown) => ({ failed })));
   };
   /** Launches the oldest parsed group; the malformed object that ends it, if any, ends the import. */

@@ -18,16 +18,20 @@ export type ParseReply =
  * before. Results come back in the order asked. One worker serves every
  * import of a gateway; it starts with the first large import and keeps
  * the process alive only while it owes answers. Should it fail, its pieces and every later
- * group are parsed on the event loop instead, as small imports always are.
+ * group are parsed on the event loop instead, as small imports always are,
+ * and `onLost` is told why, once.
  */
 export class PieceParser {
-  private worker: Worker | undefined;
-  private broken = false;
+  /** undefined: not started yet; null: lost or closed, never started again */
+  private worker: Worker | null | undefined;
   private nextId = 0;
   private readonly waiting = new Map<number, { group: PieceGroup; resolve: (r: ParsedPieces) => void; reject: (e: Error) => void }>();
 
+  constructor(private readonly onLost: (reason: string) => void = () => undefined) {}
+
   parse(group: PieceGroup): Promise<ParsedPieces> {
-    const worker = this.broken ? undefined : (this.worker ??= this.start());
+    if (this.worker === undefined) this.worker = this.start();
+    const worker = this.worker;
     if (!worker) return parseHere(group);
     const id = this.nextId++;
     // while it owes answers the worker keeps the process alive; idle, it never does
@@ -39,20 +43,19 @@ export class PieceParser {
   }
 
   async close(): Promise<void> {
-    this.broken = true;
     const w = this.worker;
-    this.worker = undefined;
+    this.worker = null;
     if (w) await w.terminate();
     this.fallBack();
   }
 
-  private start(): Worker | undefined {
+  private start(): Worker | null {
     let w: Worker;
     try {
       w = new Worker(new URL('./parse-worker.js', import.meta.url));
-    } catch {
-      this.broken = true;
-      return undefined;
+    } catch (e) {
+      this.onLost(`the import parser thread could not start (${e instanceof Error ? e.message : String(e)}); imports are parsed on the event loop`);
+      return null;
     }
     w.unref();
     w.on('message', (r: ParseReply) => {
@@ -63,18 +66,18 @@ export class PieceParser {
       if (r.failed !== undefined) job.reject(new Error(`the XML parser failed: ${r.failed}`));
       else job.resolve({ parsed: r.parsed, bad: r.bad && new XmlError(r.bad.status, r.bad.message, r.bad.field) });
     });
-    const lost = (): void => {
+    const lost = (why: string): void => {
       if (this.worker !== w) return;
-      this.broken = true;
-      this.worker = undefined;
+      this.worker = null;
+      this.onLost(`the import parser thread ${why}; imports are parsed on the event loop from now on`);
       this.fallBack();
     };
-    w.on('error', lost);
-    w.on('exit', lost);
+    w.on('error', (e: Error) => lost(`failed: ${e.message}`));
+    w.on('exit', (code: number) => lost(`exited with code ${code}`));
     // an answer that cannot be read would leave its import waiting for ever
     w.on('messageerror', () => {
       void w.terminate();
-      lost();
+      lost('sent an answer that could not be read');
     });
     return w;
   }

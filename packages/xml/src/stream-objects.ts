@@ -1,4 +1,5 @@
 import { screen, XmlError } from './format.js';
+import type { Piece } from './parse-pieces.js';
 
 /**
  * Splits a streamed `<objects>` document into the text of each `<object>`
@@ -7,7 +8,7 @@ import { screen, XmlError } from './format.js';
  * parsed in groups (parseGroup in parse-pieces.ts). Comments and CDATA
  * sections are skipped over when looking for an object's end.
  */
-export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, maxObject: number): AsyncGenerator<{ text: string; line: number }> {
+export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, maxObject: number): AsyncGenerator<Piece> {
   const decoder = new TextDecoder('utf-8', { fatal: true });
   let buf = '';
   /** line number (1-based) of buf[0] */

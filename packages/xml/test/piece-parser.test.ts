@@ -30,7 +30,8 @@ t.test('groups parsed on the worker thread come back as the event loop would hav
 });
 
 t.test('when the worker thread is lost, what it had not answered and every later group are parsed on the event loop', async (t) => {
-  const parser = new PieceParser();
+  const told: string[] = [];
+  const parser = new PieceParser((reason) => told.push(reason));
   t.teardown(() => parser.close());
   await parser.parse(group(0, 2));
   const worker = (parser as unknown as { worker: Worker }).worker;
@@ -42,16 +43,19 @@ t.test('when the worker thread is lost, what it had not answered and every later
   t.same(answers.map((a) => a.parsed.length), Array(20).fill(10), 'every group asked before the loss is answered');
   t.same(answers[7]!.parsed, parseGroup(group(70, 10)).parsed);
   t.same((await parser.parse(group(500, 3))).parsed, parseGroup(group(500, 3)).parsed, 'and later groups too');
-  t.equal((parser as unknown as { worker: Worker | undefined }).worker, undefined, 'no new worker is started');
+  t.equal((parser as unknown as { worker: Worker | null }).worker, null, 'no new worker is started');
+  t.match(told, [/^the import parser thread exited with code \d+; imports are parsed on the event loop from now on$/], 'the loss is reported once, with why');
 });
 
 t.test('closing ends the worker thread; a closed parser still parses, on the event loop', async (t) => {
-  const parser = new PieceParser();
+  const told: string[] = [];
+  const parser = new PieceParser((reason) => told.push(reason));
   await parser.parse(group(0, 1));
   const worker = (parser as unknown as { worker: Worker }).worker;
   t.ok(worker.threadId > 0, 'the worker runs');
   await parser.close();
   t.equal(worker.threadId, -1, 'close() ended it');
   t.same((await parser.parse(group(5, 2))).parsed, parseGroup(group(5, 2)).parsed);
-  t.equal((parser as unknown as { worker: Worker | undefined }).worker, undefined, 'and started no other');
+  t.equal((parser as unknown as { worker: Worker | null }).worker, null, 'and started no other');
+  t.same(told, [], 'a close is no loss to report');
 });
