@@ -389,7 +389,7 @@ t.test('status, peers and lag print a node older than this CLI, which leaves out
   // what a node before peerBehind and conflicts answers on /status
   const older = {
     nodeId: 'old', role: 'master', mode: 'read-write', version: '0.1.0', uptimeSeconds: 5, objects: 2, objectsByType: {}, feed: { lastSeq: 4 }, versionVector: { old: 4 },
-    peers: [{ node: 'b', url: 'ws://b/sync', role: 'master', direction: 'outbound', state: 'live', reason: null, lastContact: new Date().toISOString(), bytesIn: 1, bytesOut: 1 }],
+    peers: [{ node: 'b', url: 'ws://b/sync', role: 'master', direction: 'outbound', state: 'live', reason: null, lastContact: new Date().toISOString(), bytesIn: 1, bytesOut: 1, lagEntries: 3, lagSeconds: 1.5 }],
   };
   const server = createServer((req, res) => {
     res.writeHead(req.url === '/status' ? 200 : 404, { 'content-type': 'application/json' });
@@ -401,12 +401,12 @@ t.test('status, peers and lag print a node older than this CLI, which leaves out
   const status = await cliAsync(['status'], env);
   t.equal(status.code, 0, status.stderr);
   t.match(status.stdout, /conflicts 0 open/);
-  t.match(status.stdout, /b: live, lag 0 entries \/ 0\.0 s, behind 0 entries \/ 0\.0 s/);
+  t.match(status.stdout, /b: live, lag 3 entries \/ 1\.5 s, behind 0 entries \/ 0\.0 s/);
   const peers = await cliAsync(['peers'], env);
   t.equal(peers.code, 0, peers.stderr);
-  t.match(peers.stdout, /0 entries \/ 0\.0 s\s+0 entries \/ 0\.0 s/);
+  t.match(peers.stdout, /3 entries \/ 1\.5 s\s+0 entries \/ 0\.0 s/);
   const lag = await cliAsync(['lag'], env);
   t.equal(lag.code, 0, lag.stderr);
-  t.match(lag.stdout, /\nb\s+live\s+0\s+0\.0\s+0\s+0\.0\s/);
-  t.match(JSON.parse((await cliAsync(['lag', '--json'], env)).stdout), { peers: [{ node: 'b', lagEntries: 0, lagSeconds: 0, peerBehind: 0, peerBehindSeconds: 0 }] });
+  t.match(lag.stdout, /\nb\s+live\s+3\s+1\.5\s+0\s+0\.0\s/);
+  t.match(JSON.parse((await cliAsync(['lag', '--json'], env)).stdout), { peers: [{ node: 'b', lagEntries: 3, lagSeconds: 1.5, peerBehind: 0, peerBehindSeconds: 0 }] });
 });

@@ -23,20 +23,23 @@ function clientOptions(cmd: Command): Command {
     .option('--json', 'print JSON on stdout instead of text');
 }
 
+/** /status as nodes before open conflicts and peerBehind answer it. */
+type OlderStatus = Omit<StatusView, 'conflicts' | 'peers'> & {
+  conflicts?: StatusView['conflicts'];
+  peers: (Omit<StatusView['peers'][number], 'peerBehind' | 'peerBehindSeconds'> & Partial<Pick<StatusView['peers'][number], 'peerBehind' | 'peerBehindSeconds'>>)[];
+};
+
 /**
  * A node's /status with what older nodes leave out filled in (open
  * conflicts, how far behind each peer is), so that every view can print it.
  */
 async function fetchStatus(c: AdminClient): Promise<StatusView> {
-  const { body } = await c.request<StatusView>('GET', '/status');
-  body.conflicts ??= { open: 0 };
-  for (const p of body.peers) {
-    p.lagEntries ??= 0;
-    p.lagSeconds ??= 0;
-    p.peerBehind ??= 0;
-    p.peerBehindSeconds ??= 0;
-  }
-  return body;
+  const { body } = await c.request<OlderStatus>('GET', '/status');
+  return {
+    ...body,
+    conflicts: body.conflicts ?? { open: 0 },
+    peers: body.peers.map((p) => ({ ...p, peerBehind: p.peerBehind ?? 0, peerBehindSeconds: p.peerBehindSeconds ?? 0 })),
+  };
 }
 
 function client(flags: ClientFlags): AdminClient {
