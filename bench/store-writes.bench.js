@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { Level } from 'level';
 import PouchDB from 'pouchdb';
 import { Store, loadSchemaFile } from '@meridian/store';
+// the store's own group commit, not exported by the package: the replay must batch exactly as the store does
+import { DEFAULT_MAX_OPS, GroupCommit } from '../packages/store/dist/group-commit.js';
 import { DEFAULT_SCHEMA, generateSample } from '@meridian/node';
 import { concurrent, dirBytes, fmt, percentile, printTable, profiled, sequentialLatencies, tempDirs } from './lib.js';
 
@@ -86,8 +88,16 @@ export async function run({ quick, profile, outDir, log }) {
         const replay = new Level(fresh('level-replay'), { keyEncoding: 'utf8', valueEncoding: 'buffer', writeBufferSize: 32 * 1024 * 1024, cacheSize: 32 * 1024 * 1024 });
         await replay.open();
         try {
-          const commit = groupCommit(replay, maxOps);
-          replayed[label] = groups.length / (await concurrent(groups.length, WRITERS, (i) => commit(groups[i])));
+          const commits = new GroupCommit(
+            (ops) => {
+              const batch = replay.batch();
+              for (const op of ops) batch.put(op.key, op.value);
+              return batch.write({ sync: true });
+            },
+            () => [],
+            maxOps,
+          );
+          replayed[label] = groups.length / (await concurrent(groups.length, WRITERS, (i) => commits.add(groups[i])));
         } finally {
           await replay.close();
         }
@@ -256,8 +266,8 @@ async function pouchWithOrgs(path, orgs) {
   return db;
 }
 
-/** The store's group-commit batch size: GroupCommit's default maxOps (packages/store/src/group-commit.ts), which the store uses. */
-const STORE_BATCH_OPS = 256;
+/** The store's group-commit batch size (it uses GroupCommit's default). */
+const STORE_BATCH_OPS = DEFAULT_MAX_OPS;
 /** Room for every writer's create in one batch (a Person writes 10 keys). */
 const LARGE_BATCH_OPS = WRITERS * 16;
 
@@ -324,52 +334,6 @@ async function readRecordsPerObject(db, type) {
   }
   // in feed order, the order the store wrote them in (ids are random, so id order would be another workload)
   return groups.sort((a, b) => (feedKey(a) < feedKey(b) ? -1 : 1));
-}
-
-/**
- * Group commit as the store does it: one sync batch in flight, the next
- * one filling behind it and closed at `maxOps` operations. Returns
- * `commit(ops)`, which settles once its batch is on disk.
- */
-function groupCommit(db, maxOps) {
-  const queue = [];
-  let writing = false;
-  let failure;
-  const flush = () => {
-    if (writing || queue.length === 0) return;
-    writing = true;
-    const g = queue.shift();
-    let written;
-    try {
-      const batch = db.batch();
-      for (const op of g.ops) batch.put(op.key, op.value);
-      written = batch.write({ sync: true });
-    } catch (e) {
-      written = Promise.reject(e);
-    }
-    written.then(
-      () => {
-        writing = false;
-        for (const r of g.resolves) r();
-        flush();
-      },
-      (e) => {
-        // as the store: everything after a failed batch fails too
-        failure = e;
-        for (const next of [g, ...queue.splice(0)]) for (const r of next.rejects) r(e);
-      },
-    );
-  };
-  return (ops) =>
-    new Promise((resolve, reject) => {
-      if (failure !== undefined) return reject(failure);
-      let g = queue.at(-1);
-      if (!g || g.ops.length >= maxOps) queue.push((g = { ops: [], resolves: [], rejects: [] }));
-      for (const op of ops) g.ops.push(op);
-      g.resolves.push(resolve);
-      g.rejects.push(reject);
-      if (!writing) queueMicrotask(flush);
-    });
 }
 
 function median(xs) {
