@@ -14,6 +14,7 @@ import { migrateVersions } from './migrate.js';
 import { KeyFilter } from './key-filter.js';
 import { DEFAULT_COST, hashPassword, isPasswordHash, type ScryptCost } from './password.js';
 import { PinnedCache, type Slot } from './pinned-cache.js';
+import { RecencyList } from './recency-list.js';
 import { ReadBatcher } from './read-batcher.js';
 import { bucketOf, digestRecords, type StoreDigest } from './digest.js';
 import { VersionVector } from './version-vector.js';
@@ -219,7 +220,7 @@ export class Store {
   private recentBytes = 0;
   private readonly dirtyVector = new Set<string>();
   /** objects whose Y.Doc is kept, oldest first */
-  private readonly docHolders = new Set<Slot<CachedObject>>();
+  private readonly docHolders = new RecencyList<Slot<CachedObject>>();
   private readonly maxDocs = 1024;
   /** which node each Yjs clientID belongs to, for conflict reports */
   private readonly clientNodes: Map<number, string>;
@@ -1159,14 +1160,15 @@ export class Store {
    */
   private holdDoc(slot: Slot<CachedObject>, doc: Y.Doc): void {
     slot.value.doc = doc;
-    this.docHolders.delete(slot);
-    this.docHolders.add(slot);
-    if (this.docHolders.size <= this.maxDocs) return;
-    for (const old of this.docHolders) {
-      if (this.docHolders.size <= this.maxDocs) break;
-      // a doc with a change on its way to disk is the base of the next change
-      if (old.value.pending) continue;
-      old.value.doc?.destroy();
+    this.docHolders.touch(slot);
+    // Any held doc may go, a change of it still on its way to disk included:
+    // every change sets `current.y` to its doc's whole state before it
+    // returns, so the doc rebuilt from it is the same. (Skipping those with a
+    // change pending kept a catch-up's thousands of staged docs, and walked
+    // them all on every eviction.) Nothing else refers to a dropped doc, so
+    // it is not destroy()ed: that only emits events no one listens to.
+    while (this.docHolders.size > this.maxDocs) {
+      const old = this.docHolders.oldest()!;
       old.value.doc = undefined;
       this.docHolders.delete(old);
     }
