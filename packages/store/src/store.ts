@@ -1048,9 +1048,6 @@ export class Store {
     const old = await this.db.getMany(seqs.map((n) => keys.feed(n)));
     const cp = keys.conflictPrefix(id);
     for await (const k of this.db.keys({ gte: cp, lt: cp + HIGH })) ops.push({ type: 'del', key: k });
-    const idx = cur && def ? indexSet(def, id, cur.f, cur.d) : EMPTY_INDEX;
-    const claims: Slot<CachedClaim>[] = [];
-    this.pinClaims(idx.unique, claims);
 
     // -- synchronous from here: the purge's feed seq follows every change queued before it --
     for (const [i, buf] of old.entries()) {
@@ -1059,6 +1056,12 @@ export class Store {
     }
     const feed = typeof entry === 'function' ? entry() : undefined;
     const marker = feed ? markerOf(feed) : (entry as { marker: PurgeMarker }).marker;
+    // Pinned only now, past the decoding above (a damaged feed record
+    // throws there): from here to the commit, which takes the pins over,
+    // nothing throws, so no pin is left behind.
+    const idx = cur && def ? indexSet(def, id, cur.f, cur.d) : EMPTY_INDEX;
+    const claims: Slot<CachedClaim>[] = [];
+    this.pinClaims(idx.unique, claims);
     const seq = feed ? ++this.seq : this.seq;
     if (cur) ops.push({ type: 'del', key: keys.object(id) });
     for (const k of idx.plain) ops.push({ type: 'del', key: k });
