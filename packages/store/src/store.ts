@@ -911,6 +911,8 @@ export class Store {
     } finally {
       unlock();
       if (!handedOver) {
+        // a peer's update that failed midway may have left part of itself in the doc, which current.y lacks
+        this.dropDoc(slot);
         for (const cl of claims) this.claims.release(cl);
         this.objects.release(slot);
       }
@@ -1054,14 +1056,15 @@ export class Store {
       // an entry a trim has queued for deletion meanwhile must stay deleted, not come back redacted below the trim
       if (buf !== undefined && seqs[i]! > this.trimmingTo) ops.push({ type: 'put', key: keys.feed(seqs[i]!), value: encode(redacted(decode<FeedRecord>(buf))) });
     }
-    const feed = typeof entry === 'function' ? entry() : undefined;
-    const marker = feed ? markerOf(feed) : (entry as { marker: PurgeMarker }).marker;
-    // Pinned only now, past the decoding above (a damaged feed record
-    // throws there): from here to the commit, which takes the pins over,
-    // nothing throws, so no pin is left behind.
+    // Pinned past the decoding above, where a damaged feed record throws, so
+    // that throw leaves no pin behind; and before `entry`, which moves the
+    // version vector and the clock, so that a failed claim read (pinClaims
+    // reads synchronously) cannot leave the vector naming a purge never written.
     const idx = cur && def ? indexSet(def, id, cur.f, cur.d) : EMPTY_INDEX;
     const claims: Slot<CachedClaim>[] = [];
     this.pinClaims(idx.unique, claims);
+    const feed = typeof entry === 'function' ? entry() : undefined;
+    const marker = feed ? markerOf(feed) : (entry as { marker: PurgeMarker }).marker;
     const seq = feed ? ++this.seq : this.seq;
     if (cur) ops.push({ type: 'del', key: keys.object(id) });
     for (const k of idx.plain) ops.push({ type: 'del', key: k });
@@ -1084,9 +1087,7 @@ export class Store {
     this.purgedIds.add(id);
     this.openConflicts.delete(id);
     slot.value.current = null;
-    slot.value.doc?.destroy();
-    slot.value.doc = undefined;
-    this.docHolders.delete(slot);
+    this.dropDoc(slot);
     this.objects.resize(slot);
     const fe = feed && feedEntry(seq, feed);
     slot.pins++; // released when on disk, as persist does
@@ -1159,7 +1160,8 @@ export class Store {
    * Keeps the Y.Doc of recently written objects. A live Y.Doc costs about
    * 8 KB of heap; holding one per cached object made garbage collection the
    * largest cost of bulk writes, so only the most recently written few keep
-   * theirs and the rest rebuild it from the stored state when written again.
+   * theirs and the rest rebuild it from `current.y` (possibly not yet on
+   * disk) when written again.
    */
   private holdDoc(slot: Slot<CachedObject>, doc: Y.Doc): void {
     slot.value.doc = doc;
@@ -1175,6 +1177,12 @@ export class Store {
       old.value.doc = undefined;
       this.docHolders.delete(old);
     }
+  }
+
+  /** Forgets the object's doc; the next change rebuilds it from `current.y`. */
+  private dropDoc(slot: Slot<CachedObject>): void {
+    slot.value.doc = undefined;
+    this.docHolders.delete(slot);
   }
 
   /** Marks the open conflicts on these fields settled by a later write to them. */
@@ -1498,6 +1506,8 @@ export class Store {
     } finally {
       unlock();
       if (!handedOver) {
+        // as in applyOne: a state that failed midway may have left part of itself in the doc
+        this.dropDoc(slot);
         for (const c of claims) this.claims.release(c);
         this.objects.release(slot);
       }

@@ -73,6 +73,7 @@ t.test('writes on objects whose doc was dropped while a change was on its way to
   // disk and their docs dropped, and rebuilds from the latest state.
   const dir = tempDir(t);
   const store = await Store.open({ dir, schema });
+  t.teardown(() => store.close()); // (closed again below: close is idempotent)
   const n = 1_500;
   const ids: string[] = [];
   for (let i = 0; i < n; i += 100) {
