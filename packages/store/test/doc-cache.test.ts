@@ -102,3 +102,42 @@ t.test('writes on objects whose doc was dropped while a change was on its way to
   for (const id of ids) if ((await again.get(id))!.version !== seen.get(id)) differ++;
   t.equal(differ, 0, 'the versions read back from disk are those the writes reported');
 });
+
+t.test('remote changes applied onto docs dropped while earlier ones were on their way to disk converge', async (t) => {
+  // A catch-up: two staged frames, the second applied before the first is
+  // on disk, over more objects than the store keeps docs for.
+  const a = await Store.open({ dir: tempDir(t), schema, nodeId: 'a' });
+  t.teardown(() => a.close());
+  const dir = tempDir(t);
+  const b = await Store.open({ dir, schema, nodeId: 'b' });
+  t.teardown(() => b.close());
+  const n = 1_500;
+  const ids: string[] = [];
+  for (let i = 0; i < n; i += 100) {
+    const made = await Promise.all(Array.from({ length: Math.min(100, n - i) }, (_, k) => a.create('Org', { name: `org ${i + k}`, kind: 'customer' })));
+    ids.push(...made.map((o) => o.id));
+  }
+  const created = a.lastSeq;
+  await b.applyRemote((await a.readFeed(0, n)).map(({ seq: _s, ...c }) => c));
+  await Promise.all(ids.map((id, i) => a.update(id, { name: `renamed ${i}` })));
+  await Promise.all(ids.map((id) => a.update(id, { kind: 'vendor' })));
+  const changes = (await a.readFeed(created, 2 * n)).map(({ seq: _s, ...c }) => c);
+  t.equal(changes.length, 2 * n);
+  const first = await b.applyRemoteStaged(changes.slice(0, n));
+  const second = await b.applyRemoteStaged(changes.slice(n));
+  await Promise.all([first.durable, second.durable]);
+  t.same([first.result.applied, second.result.applied], [n, n], 'every change applied');
+  let differ = 0;
+  for (const id of ids) {
+    const x = (await a.get(id))!;
+    const y = (await b.get(id))!;
+    if (x.version !== y.version || JSON.stringify(x.fields) !== JSON.stringify(y.fields)) differ++;
+  }
+  t.equal(differ, 0, 'both nodes hold the same fields and versions');
+  await b.close();
+  const again = await Store.open({ dir, schema });
+  t.teardown(() => again.close());
+  differ = 0;
+  for (const id of ids) if ((await again.get(id))!.version !== (await a.get(id))!.version) differ++;
+  t.equal(differ, 0, 'and so does the receiver read back from disk');
+});
