@@ -1,3 +1,5 @@
+import { LinkedList, type Linked } from './linked-list.js';
+
 /**
  * A read-through LRU cache whose entries can be pinned.
  *
@@ -7,26 +9,19 @@
  * is durable; eviction only ever drops unpinned entries. Loads of one key are
  * shared, so a second reader can never insert an older copy over a newer one.
  *
- * Recency is a doubly linked list, so touching and evicting are O(1); a Map
- * iterator restarted from the oldest entry on every eviction walked over
- * V8's deleted-entry holes and cost up to 18 us per eviction at 60k entries.
+ * Recency is a LinkedList through the slots, so touching and evicting are O(1).
  */
-export interface Slot<V> {
+export interface Slot<V> extends Linked<Slot<V>> {
   readonly key: string;
   value: V;
   pins: number;
   cost: number;
-  /** towards older entries */
-  prev: Slot<V> | undefined;
-  /** towards newer entries */
-  next: Slot<V> | undefined;
 }
 
 export class PinnedCache<V> {
   private readonly entries = new Map<string, Slot<V>>();
   private readonly loading = new Map<string, Promise<Slot<V>>>();
-  private oldest: Slot<V> | undefined;
-  private newest: Slot<V> | undefined;
+  private readonly order = new LinkedList<Slot<V>>();
   private used = 0;
 
   constructor(
@@ -45,10 +40,7 @@ export class PinnedCache<V> {
   /** The cached slot, if any, marked as recently used. */
   peek(key: string): Slot<V> | undefined {
     const slot = this.entries.get(key);
-    if (slot && slot !== this.newest) {
-      this.unlink(slot);
-      this.append(slot);
-    }
+    if (slot) this.order.moveToNewest(slot);
     return slot;
   }
 
@@ -144,14 +136,14 @@ export class PinnedCache<V> {
 
   clear(): void {
     this.entries.clear();
-    this.oldest = this.newest = undefined;
+    this.order.clear();
     this.used = 0;
   }
 
   private insert(key: string, value: V): Slot<V> {
     const slot: Slot<V> = { key, value, pins: 0, cost: this.costOf(key, value), prev: undefined, next: undefined };
     this.entries.set(key, slot);
-    this.append(slot);
+    this.order.append(slot);
     this.used += slot.cost;
     if (this.used > this.budget) this.evict(slot);
     return slot;
@@ -160,31 +152,15 @@ export class PinnedCache<V> {
   /** Drops unpinned entries, oldest first, down to 90% of the budget. */
   private evict(keep?: Slot<V>): void {
     const target = this.budget * 0.9;
-    let slot = this.oldest;
+    let slot = this.order.oldest;
     while (slot && this.used > target) {
       const next = slot.next;
       if (slot.pins === 0 && slot !== keep) {
-        this.unlink(slot);
+        this.order.unlink(slot);
         this.entries.delete(slot.key);
         this.used -= slot.cost;
       }
       slot = next;
     }
-  }
-
-  private append(slot: Slot<V>): void {
-    slot.prev = this.newest;
-    slot.next = undefined;
-    if (this.newest) this.newest.next = slot;
-    else this.oldest = slot;
-    this.newest = slot;
-  }
-
-  private unlink(slot: Slot<V>): void {
-    if (slot.prev) slot.prev.next = slot.next;
-    else this.oldest = slot.next;
-    if (slot.next) slot.next.prev = slot.prev;
-    else this.newest = slot.prev;
-    slot.prev = slot.next = undefined;
   }
 }

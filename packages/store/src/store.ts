@@ -1172,11 +1172,7 @@ export class Store {
     // change pending kept a catch-up's thousands of staged docs, and walked
     // them all on every eviction.) Nothing else refers to a dropped doc, so
     // it is not destroy()ed: that only emits events no one listens to.
-    while (this.docHolders.size > this.maxDocs) {
-      const old = this.docHolders.oldest()!;
-      old.value.doc = undefined;
-      this.docHolders.delete(old);
-    }
+    while (this.docHolders.size > this.maxDocs) this.dropDoc(this.docHolders.oldest()!);
   }
 
   /** Forgets the object's doc; the next change rebuilds it from `current.y`. */
