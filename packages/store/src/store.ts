@@ -1,4 +1,4 @@
-import { createHash, randomInt } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { Level } from 'level';
 import * as Y from 'yjs';
@@ -17,6 +17,7 @@ import { PinnedCache, type Slot } from './pinned-cache.js';
 import { RecencyList } from './recency-list.js';
 import { ReadBatcher } from './read-batcher.js';
 import { bucketOf, digestRecords, type StoreDigest } from './digest.js';
+import { drawClientId, firstClient } from './client-ids.js';
 import { VersionVector } from './version-vector.js';
 import { BACKUP_FORMAT, BACKUP_VERSION, RESTORING, type BackupHeader } from './backup.js';
 import { historyRecord, toVersion, type HistoryRecord, type ObjectHistory, type ObjectVersion } from './history.js';
@@ -225,6 +226,8 @@ export class Store {
   /** which node each Yjs clientID belongs to, for conflict reports */
   private readonly clientNodes: Map<number, string>;
   private clientNodesDirty = false;
+  /** the clientIDs this node drew itself (since draws record who drew them) */
+  private readonly ownClients: Set<number>;
   /** unsettled conflicts by object id, then conflict key */
   private readonly openConflicts: Map<string, Map<string, ConflictRecord>>;
   private seq: number;
@@ -266,6 +269,7 @@ export class Store {
     vector: Map<string, number>;
     counts: Map<string, number>;
     clientNodes: Map<number, string>;
+    ownClients: Set<number>;
     openConflicts: Map<string, Map<string, ConflictRecord>>;
     feedBase: Record<string, number>;
     trimmedTo: number;
@@ -279,6 +283,7 @@ export class Store {
     this.incarnation = init.incarnation;
     this.versionsMigrated = init.versionsMigrated;
     this.clientNodes = init.clientNodes;
+    this.ownClients = init.ownClients;
     this.durableVector = new VersionVector(init.vector);
     this.visibleVector = new VersionVector(init.vector);
     this.base = init.feedBase;
@@ -356,14 +361,16 @@ export class Store {
           `data dir ${opts.dir} belongs to node "${nodeId}", not "${opts.nodeId}"; use that node id or another --dir`,
         );
       }
-      // A fresh Yjs clientID for every process start, never one used before
-      // here, so a restarted or restored node cannot reuse (client, clock) pairs.
-      const clients = (await getMeta<{ id: number; at: string }[]>('clients')) ?? [];
-      const used = new Set(clients.map((c) => c.id));
-      let clientId: number;
-      do clientId = randomInt(1, 2 ** 32 - 1);
-      while (used.has(clientId));
-      clients.push({ id: clientId, at: new Date().toISOString() });
+      // A fresh Yjs clientID for every process start, in this node's space
+      // (client-ids.ts) and never one used before here or seen from a peer,
+      // so a restarted or restored node cannot reuse (client, clock) pairs.
+      // `node` names who drew it (a restored incarnation keeps its original's),
+      // absent from entries written before clientIDs had spaces.
+      const clients = (await getMeta<{ id: number; at: string; node?: string }[]>('clients')) ?? [];
+      const knownClients = (await getMeta<Record<string, string>>('clientNodes')) ?? {};
+      const used = new Set([...clients.map((c) => c.id), ...Object.keys(knownClients).map(Number)]);
+      const clientId = drawClientId(nodeId, used);
+      clients.push({ id: clientId, at: new Date().toISOString(), node: nodeId });
       await db.put(keys.meta('clients'), encode(clients), { sync: true });
 
       const vector = new Map<string, number>();
@@ -375,9 +382,10 @@ export class Store {
       const counts = new Map(Object.entries((await getMeta<Record<string, number>>('counts')) ?? {}));
       const hlc = (await getMeta<number>('hlc')) ?? 0;
       const clientNodes = new Map<number, string>(
-        Object.entries((await getMeta<Record<string, string>>('clientNodes')) ?? {}).map(([c, n]) => [Number(c), n]),
+        Object.entries(knownClients).map(([c, n]) => [Number(c), n]),
       );
-      for (const c of clients) clientNodes.set(c.id, nodeId);
+      for (const c of clients) clientNodes.set(c.id, c.node ?? nodeId);
+      const ownClients = new Set(clients.filter((c) => c.node === nodeId).map((c) => c.id));
       const openConflicts = new Map<string, Map<string, ConflictRecord>>();
       for await (const [k, v] of db.iterator({ gte: 'k', lt: `k${HIGH}` })) {
         const rec = decode<ConflictRecord>(v);
@@ -395,7 +403,7 @@ export class Store {
       const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
       const versionsMigrated = await migrateVersions(db, await getMeta<number>('versionFormula'));
-      return new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated });
+      return new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated });
     } catch (e) {
       await db.close().catch(() => undefined);
       throw e;
@@ -793,7 +801,9 @@ export class Store {
         if (extra.length) last = this.commits.add(extra);
         continue;
       }
-      const r = c.kind === 'purge' || c.kind === 'redacted' || this.purgedIds.has(c.id) ? await this.applyPurge(c, extra) : await this.applyOne(c, extra);
+      const purge = c.kind === 'purge' || c.kind === 'redacted' || this.purgedIds.has(c.id);
+      if (!purge && c.origin !== this.nodeId) this.refuseOwnClient(c);
+      const r = purge ? await this.applyPurge(c, extra) : await this.applyOne(c, extra);
       if (r.skipped) result.skipped++;
       else result.applied++;
       result.conflicts += r.conflicts;
@@ -1173,6 +1183,20 @@ export class Store {
     // them all on every eviction.) Nothing else refers to a dropped doc, so
     // it is not destroy()ed: that only emits events no one listens to.
     while (this.docHolders.size > this.maxDocs) this.dropDoc(this.docHolders.oldest()!);
+  }
+
+  /**
+   * Refuses a peer's change written with a clientID this node drew: applied,
+   * its items would pass for this node's and this node's for its wherever
+   * both wrote one object, with versions and digests still equal.
+   */
+  private refuseOwnClient(c: RemoteChange): void {
+    const client = firstClient(c.update);
+    if (client === undefined || !this.ownClients.has(client)) return;
+    throw new MeridianError(
+      'bad-request',
+      `change ${c.origin}:${c.originSeq} to ${c.id} carries Yjs client id ${client}, which ${this.nodeId} drew itself; every link that brings it stops there until one of the two nodes is rebuilt (docs/operations.md, "A Yjs client id used twice")`,
+    );
   }
 
   /** Forgets the object's doc; the next change rebuilds it from `current.y`. */

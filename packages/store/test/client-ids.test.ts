@@ -1,0 +1,134 @@
+import t from 'tap';
+import * as Y from 'yjs';
+import { clientSpace, drawClientId, firstClient } from '../dist/client-ids.js';
+import { applyLocal, docVersion, encodeCreate, newDoc, singleClientVersion } from '../dist/yobject.js';
+import { join } from 'node:path';
+import { encodeBackup, restoreBackup } from '../dist/index.js';
+import { openStore, tempDir } from './fixtures.js';
+
+const LOW = 2 ** 32;
+const TOP = 2 ** 21 - 1;
+
+t.test('a node id names one space of 2^21 - 1, never 0, the same at every start', async (t) => {
+  const spaces = new Set<number>();
+  for (let i = 0; i < 2000; i++) {
+    const s = clientSpace(`node-${i}`);
+    if (!Number.isInteger(s) || s < 1 || s > TOP) t.fail(`space ${s} of node-${i} is out of range`);
+    spaces.add(s);
+    if (clientSpace(`node-${i}`) !== s) t.fail(`node-${i} changed space`);
+  }
+  // 2,000 draws from 2^21 spaces: a collision or two is the birthday bound, hundreds a broken hash
+  t.ok(spaces.size >= 1990, `2,000 node ids spread over ${spaces.size} spaces`);
+});
+
+t.test('a drawn clientID lies in its node\'s space, is a safe integer, and is none of those used', async (t) => {
+  for (const node of ['eu-1', 'us-east', 'a', 'x'.repeat(64)]) {
+    const id = drawClientId(node, new Set());
+    t.equal(Math.floor(id / LOW), clientSpace(node), `${node}: the high bits are its space`);
+    t.ok(Number.isSafeInteger(id), `${node}: ${id} is exact as a double`);
+  }
+  const drawn: number[] = [];
+  class ThreeTaken extends Set<number> {
+    override has(id: number): boolean {
+      drawn.push(id);
+      return drawn.length <= 3;
+    }
+  }
+  const id = drawClientId('eu-1', new ThreeTaken());
+  t.equal(drawn.length, 4, 'it draws again while the draw is taken');
+  t.equal(id, drawn[3], 'and keeps the first free one');
+});
+
+t.test('firstClient reads the writer of an update, and nothing from what it cannot read', async (t) => {
+  const big = TOP * LOW + LOW - 1; // the largest clientID there is: 2^53 - 1
+  t.equal(big, Number.MAX_SAFE_INTEGER);
+  const { update } = encodeCreate(big, { cn: 'Anna' }, 'Person', 1);
+  t.equal(firstClient(update), big, 'the hand encoder\'s update');
+  const doc = newDoc('per-1', 7 * LOW + 12345);
+  const local = applyLocal(doc, { cn: 'Anna', sn: 'A' }, { type: 'Person', deleted: false, created: 1 }).update!;
+  t.equal(firstClient(local), 7 * LOW + 12345, 'a Yjs update');
+  const removal = applyLocal(doc, { cn: null }, { type: 'Person', deleted: false, created: 1 }).update!;
+  t.equal(Y.decodeUpdate(removal).structs.length, 0, 'a removal adds no item');
+  t.equal(firstClient(removal), undefined, 'so it names no writer');
+  t.equal(firstClient(new Uint8Array()), undefined, 'empty');
+  t.equal(firstClient(update.subarray(0, 3)), undefined, 'cut inside the client');
+  t.equal(firstClient(new Uint8Array(20).fill(0xff)), undefined, 'a varint longer than any safe integer');
+});
+
+t.test('Yjs integrates clientIDs past 32 bits as it does smaller ones', async (t) => {
+  const big = TOP * LOW + LOW - 1;
+  const fields = { cn: 'Anna', mail: ['a@x.com', 'b@x.com'], n: 2 ** 40 };
+  const real = applyLocal(newDoc('per-x', big), fields, { type: 'Person', deleted: false, created: 5 });
+  const mine = encodeCreate(big, fields, 'Person', 5);
+  t.same(Buffer.from(mine.update), Buffer.from(real.update!), 'the hand encoder writes what Yjs writes');
+  const back = new Y.Doc();
+  Y.applyUpdate(back, mine.update);
+  t.same(back.getMap('f').toJSON(), fields);
+  t.equal(singleClientVersion(big, mine.clock), docVersion(back));
+
+  // the same concurrent overwrite, applied in both orders, keeps the same value on both sides
+  const ids = [3 * LOW + 9, 3 * LOW + 10, TOP * LOW + 1, 17];
+  for (const [i, x] of ids.entries()) {
+    for (const y of ids.slice(i + 1)) {
+      const base = new Y.Doc();
+      Y.applyUpdate(base, mine.update);
+      const one = new Y.Doc();
+      const two = new Y.Doc();
+      Y.applyUpdate(one, Y.encodeStateAsUpdate(base));
+      Y.applyUpdate(two, Y.encodeStateAsUpdate(base));
+      one.clientID = x;
+      two.clientID = y;
+      one.getMap('f').set('cn', 'by x');
+      two.getMap('f').set('cn', 'by y');
+      const u1 = Y.encodeStateAsUpdate(one);
+      const u2 = Y.encodeStateAsUpdate(two);
+      Y.applyUpdate(one, u2);
+      Y.applyUpdate(two, u1);
+      t.equal(one.getMap('f').get('cn'), two.getMap('f').get('cn'), `${x} against ${y}: converged`);
+      t.equal(one.getMap('f').get('cn'), x > y ? 'by x' : 'by y', 'the higher clientID wins, as with 32 bits');
+      t.equal(docVersion(one), docVersion(two), 'with one version');
+    }
+  }
+});
+
+t.test('a store writes with a clientID of its space, and refuses a peer\'s change made with one it drew', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  t.equal(Math.floor(a.clientId / LOW), clientSpace('a'), 'a writes in its space');
+  t.equal(Math.floor(b.clientId / LOW), clientSpace('b'));
+
+  const org = await b.create('Org', { name: 'Acme', kind: 'customer' });
+  const [entry] = await b.readFeed(0, 1);
+  const { seq: _seq, ...fromB } = entry!;
+  t.equal(firstClient(fromB.update), b.clientId, 'b\'s change carries b\'s clientID');
+
+  // the same change as if b had drawn a's clientID
+  const stolen = { ...fromB, update: encodeCreate(a.clientId, { name: 'Acme', kind: 'customer' }, 'Org', 1).update };
+  await t.rejects(
+    a.applyRemote([stolen], { checkpoint: { peer: 'b', seq: 1 } }),
+    { message: `change b:1 to ${org.id} carries Yjs client id ${a.clientId}, which a drew itself; every link that brings it stops there until one of the two nodes is rebuilt (docs/operations.md, "A Yjs client id used twice")` },
+  );
+  t.equal(await a.get(org.id), undefined, 'nothing of it is stored');
+  t.same(a.versionVector(), {}, 'nor counted as received');
+  t.equal(await a.checkpoint('b'), 0, 'and the checkpoint stays');
+
+  t.same(await a.applyRemote([fromB], { checkpoint: { peer: 'b', seq: 1 } }), { applied: 1, skipped: 0, conflicts: 0 }, 'b\'s own change applies');
+  t.same((await a.get(org.id))?.fields, { name: 'Acme', kind: 'customer' });
+});
+
+t.test('a restored incarnation applies what its original wrote with a clientID they share the record of', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const snap = a.backupSnapshot();
+  const dir = join(tempDir(t), 'restored');
+  const restored = await restoreBackup(dir, encodeBackup(snap.header, snap.batches));
+  await snap.close();
+  // the original goes on writing after the backup, with the clientID the backup recorded
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const [entry] = await a.readFeed(0, 1);
+  const { seq: _seq, ...fromA } = entry!;
+  const r = await openStore(t, { dir });
+  t.equal(r.nodeId, restored.nodeId);
+  t.not(r.clientId, a.clientId, 'the incarnation draws its own');
+  t.same(await r.applyRemote([fromA]), { applied: 1, skipped: 0, conflicts: 0 }, 'a\'s clientID stays a\'s, not the incarnation\'s');
+  t.same((await r.get(o.id))?.fields, { name: 'Acme', kind: 'customer' });
+});
