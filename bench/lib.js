@@ -16,7 +16,7 @@ process.on('exit', () => {
   for (const child of children) child.kill('SIGKILL');
   live.forEach(rmTemp);
 });
-for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => process.exit(130));
 
 /** A fresh directory under the OS temp dir; remove it with rmTemp. */
 export function tempDir(label) {

@@ -25,9 +25,13 @@ import { fmt, NODE_FLAGS, printTable } from './lib.js';
 // writer of replication) must run it as bin/meridian runs a node: with its
 // flags. Without them, start again with them.
 if (!NODE_FLAGS.every((f) => process.execArgv.includes(f))) {
-  const { spawnSync } = await import('node:child_process');
-  const r = spawnSync(process.execPath, [...process.execArgv, ...NODE_FLAGS, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
-  process.exit(r.status ?? 1);
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [...process.execArgv, ...NODE_FLAGS, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
+  // a signal sent to this pid alone (kill, a CI timeout) must reach the run, which cleans up its
+  // nodes; lib.js's handlers (exit at once) are for the run itself, not for this wrapper
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.removeAllListeners(sig).on(sig, () => child.kill(sig));
+  const code = await new Promise((resolve) => child.once('exit', (c, sig) => resolve(c ?? (sig ? 130 : 1))));
+  process.exit(code);
 }
 
 // as bin/meridian does for a node: the thread pool is shared by LevelDB, fsync and zlib
