@@ -836,7 +836,9 @@ export class Store {
       const map = fieldsMap(doc);
       const before = snapshotFieldItems(map);
       let found: DetectedConflict[] = [];
+      let own: number | undefined;
       const onAfter = (tr: Y.Transaction): void => {
+        if (c.origin !== this.nodeId) own = this.ownClientGrown(tr);
         for (const [client, clock] of tr.afterState) {
           if (clock > (tr.beforeState.get(client) ?? 0) && !this.clientNodes.has(client)) {
             this.clientNodes.set(client, c.origin);
@@ -853,6 +855,8 @@ export class Store {
         // Yjs draws a random clientID when a remote update carries ours; keep ours.
         doc.clientID = this.clientId;
       }
+      // items of ours not first in the update (refuseOwnClient saw the first) or released from an earlier one
+      if (own !== undefined) this.refuseClient(`change ${c.origin}:${c.originSeq} to ${c.id}`, own);
       const meta = readMeta(doc);
       const type = meta.type ?? c.type;
       const def = this.schema.types.get(type);
@@ -1192,10 +1196,25 @@ export class Store {
    */
   private refuseOwnClient(c: RemoteChange): void {
     const client = firstClient(c.update);
-    if (client === undefined || !this.ownClients.has(client)) return;
+    if (client !== undefined && this.ownClients.has(client)) this.refuseClient(`change ${c.origin}:${c.originSeq} to ${c.id}`, client);
+  }
+
+  /**
+   * A clientID this node drew that gained items in a remote transaction:
+   * only this node writes with it, and its own writes are durable here
+   * before any peer has them, so such items were written by another.
+   */
+  private ownClientGrown(tr: Y.Transaction): number | undefined {
+    for (const [client, clock] of tr.afterState) {
+      if (clock > (tr.beforeState.get(client) ?? 0) && this.ownClients.has(client)) return client;
+    }
+    return undefined;
+  }
+
+  private refuseClient(what: string, client: number): never {
     throw new MeridianError(
       'bad-request',
-      `change ${c.origin}:${c.originSeq} to ${c.id} carries Yjs client id ${client}, which ${this.nodeId} drew itself; every link that brings it stops there until one of the two nodes is rebuilt (docs/operations.md, "A Yjs client id used twice")`,
+      `${what} carries Yjs client id ${client}, which ${this.nodeId} drew itself; every link that brings it stops there until one of the two nodes is rebuilt (docs/operations.md, "A Yjs client id used twice")`,
     );
   }
 
@@ -1504,8 +1523,19 @@ export class Store {
       const cur = slot.value.current;
       const doc = slot.value.doc ?? (cur ? docFromState(id, cur.y, this.clientId) : newDoc(id, this.clientId));
       this.holdDoc(slot, doc);
-      Y.applyUpdate(doc, state, 'remote');
-      doc.clientID = this.clientId;
+      let own: number | undefined;
+      const onAfter = (tr: Y.Transaction): void => {
+        own = this.ownClientGrown(tr);
+      };
+      doc.on('afterTransaction', onAfter);
+      try {
+        Y.applyUpdate(doc, state, 'remote');
+      } finally {
+        doc.off('afterTransaction', onAfter);
+        doc.clientID = this.clientId;
+      }
+      // (the doc is dropped below: it holds the other's items now)
+      if (own !== undefined) this.refuseClient(`a peer's state of ${id}`, own);
       const meta = readMeta(doc);
       const type = meta.type ?? cur?.t ?? '';
       const def = this.schema.types.get(type);

@@ -2,6 +2,7 @@ import t from 'tap';
 import * as Y from 'yjs';
 import { clientSpace, drawClientId, firstClient } from '../dist/client-ids.js';
 import { applyLocal, docVersion, encodeCreate, newDoc, singleClientVersion } from '../dist/yobject.js';
+import { encode } from '../dist/codec.js';
 import { join } from 'node:path';
 import { encodeBackup, restoreBackup } from '../dist/index.js';
 import { openStore, tempDir } from './fixtures.js';
@@ -114,6 +115,37 @@ t.test('a store writes with a clientID of its space, and refuses a peer\'s chang
 
   t.same(await a.applyRemote([fromB], { checkpoint: { peer: 'b', seq: 1 } }), { applied: 1, skipped: 0, conflicts: 0 }, 'b\'s own change applies');
   t.same((await a.get(org.id))?.fields, { name: 'Acme', kind: 'customer' });
+});
+
+t.test('items of a clientID a store drew are refused anywhere in a change, and in a peer\'s state', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const refusal = (what: string): RegExp => new RegExp(`^${what} carries Yjs client id ${a.clientId}, which a drew itself; `);
+
+  // a change whose first client is another's, with a's items behind it (Yjs writes higher clients first)
+  const inner = newDoc('org-mixed', a.clientId);
+  applyLocal(inner, { name: 'Mixed', kind: 'customer' }, { type: 'Org', deleted: false, created: 1 });
+  const outer = new Y.Doc();
+  Y.applyUpdate(outer, Y.encodeStateAsUpdate(inner));
+  outer.clientID = Number.MAX_SAFE_INTEGER;
+  outer.getMap('f').set('name', 'Mixed 2');
+  const update = Y.encodeStateAsUpdate(outer);
+  t.equal(firstClient(update), Number.MAX_SAFE_INTEGER, 'a\'s clientID is not the first');
+  const change = { origin: 'b', originSeq: 1, id: 'org-mixed', type: 'Org', update, hlc: 1, principal: 'system', fields: ['name', 'kind'], kind: 'create' as const };
+  await t.rejects(a.applyRemote([change]), { message: refusal('change b:1 to org-mixed') });
+  t.equal(await a.get('org-mixed'), undefined, 'nothing of it is stored');
+  t.same(a.versionVector(), {});
+
+  // a's own object, and a peer's state of it holding items of a's clientID that a never wrote
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const doc = new Y.Doc();
+  Y.applyUpdate(doc, (await a.readFeed(0, 10)).find((e) => e.id === o.id)!.update); // a create's update is the whole state
+  doc.clientID = a.clientId;
+  doc.getMap('f').set('name', 'Acme by another');
+  const rec = { t: 'Org', f: { name: 'Acme by another', kind: 'customer' }, d: false, h: o.hlc + 1, s: 1, v: docVersion(doc), y: Y.encodeStateAsUpdate(doc) };
+  await t.rejects(a.cloneStates([{ id: o.id, record: encode(rec) }]), { message: refusal(`a peer's state of ${o.id}`) });
+  t.equal((await a.get(o.id))?.fields['name'], 'Acme', 'the object is as a wrote it');
+  await a.update(o.id, { kind: 'reseller' });
+  t.same((await a.get(o.id))?.fields, { name: 'Acme', kind: 'reseller' }, 'and a writes on from its own state, not the refused one');
 });
 
 t.test('a restored incarnation applies what its original wrote with a clientID they share the record of', async (t) => {
