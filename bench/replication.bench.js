@@ -23,7 +23,8 @@
 // The sending node A of (1) and (2) and the PouchDB databases live in this
 // process; the receiving nodes B and C run in child processes, as every node
 // of a deployment runs in its own. --profile CPU-profiles the receiver of (1)
-// and (2) through its inspector.
+// and (2) through its inspector. `--phase sync` runs (1) and (2) alone,
+// `--phase push` (3) and (4).
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import PouchDB from 'pouchdb';
@@ -33,6 +34,8 @@ import { encodeFrame } from '@meridian/sync';
 import { concurrent, fmt, freePort, percentile, printTable, Processes, profiledRemote, sleep, socketBytes, tempDirs, until } from './lib.js';
 
 export const name = 'replication';
+/** run.js --phase: `sync` is (1) and (2), which share their setup; `push` is (3) and (4) */
+export const PHASES = ['sync', 'push'];
 
 const WRITERS = 64;
 const SECRET = 'bench-cluster-secret-0123';
@@ -43,7 +46,7 @@ const ASK_TIMEOUT = 660_000;
 /** CLOCK_MONOTONIC in ms: comparable across processes on one machine, unlike performance.now(). */
 const nowMs = () => hrMs(process.hrtime.bigint());
 
-export async function run({ quick, profile, outDir, log }) {
+export async function run({ quick, profile, outDir, log, phases = new Set(PHASES) }) {
   const nObjects = quick ? 2_000 : 100_000; // (1) objects on A, each updated once
   const nClone = quick ? 2_000 : 200_000; // (2) objects on A when C joins
   const rate = 1_000; // (3) writes/s on the writer
@@ -76,133 +79,170 @@ export async function run({ quick, profile, outDir, log }) {
     log(`Organisation objects {name, kind} (about 40 bytes of JSON); each update sets one field, "description" (about 30 bytes)`);
     log(`nodes: A and the PouchDB databases in this process, B and C each in a child process; heartbeat 1000 ms, link timeout 5000 ms; setup writes with ${WRITERS} concurrent writers`);
 
-    // ---- 1. catch-up -----------------------------------------------------
-    const a = await start(fresh('a'));
-    const aId = a.store.nodeId;
-    const ids = [];
-    let t = await concurrent(nObjects, WRITERS, async (i) => {
-      ids[i] = (await a.store.create('Organisation', fields(i))).id;
-    });
-    log(`\nsetup: ${fmt(nObjects)} creates on A in ${fmt(t, 1)} s`);
+    let sync; // (1) and (2)
+    if (phases.has('sync')) {
+      // ---- 1. catch-up -----------------------------------------------------
+      const a = await start(fresh('a'));
+      const aId = a.store.nodeId;
+      const ids = [];
+      let t = await concurrent(nObjects, WRITERS, async (i) => {
+        ids[i] = (await a.store.create('Organisation', fields(i))).id;
+      });
+      log(`\nsetup: ${fmt(nObjects)} creates on A in ${fmt(t, 1)} s`);
 
-    // B clones A's creates before it goes offline (a clone without history; shown for reference)
-    const bDir = fresh('b');
-    let b = await childNode(procs, bDir, [syncUrl(a)]);
-    let t0 = await b.start();
-    const bClone = (await b.reach(aId, a.store.versionVector()[aId])) - t0;
-    await until('A and B live', async () => allLive(a.replicator.status()) && allLive((await b.status()).peers));
-    log(`setup: B (new) cloned A's ${fmt(nObjects)} creates in ${fmt(bClone / 1000, 1)} s; B stops`);
-    await b.stop();
+      // B clones A's creates before it goes offline (a clone without history; shown for reference)
+      const bDir = fresh('b');
+      let b = await childNode(procs, bDir, [syncUrl(a)]);
+      let t0 = await b.start();
+      const bClone = (await b.reach(aId, a.store.versionVector()[aId])) - t0;
+      await until('A and B live', async () => allLive(a.replicator.status()) && allLive((await b.status()).peers));
+      log(`setup: B (new) cloned A's ${fmt(nObjects)} creates in ${fmt(bClone / 1000, 1)} s; B stops`);
+      await b.stop();
 
-    t = await concurrent(nObjects, WRITERS, (i) => a.store.update(ids[i], change(i, 2)));
-    const aTarget = a.store.versionVector()[aId];
-    log(`setup: ${fmt(nObjects)} single-field updates on A in ${fmt(t, 1)} s while B is offline`);
+      t = await concurrent(nObjects, WRITERS, (i) => a.store.update(ids[i], change(i, 2)));
+      const aTarget = a.store.versionVector()[aId];
+      log(`setup: ${fmt(nObjects)} single-field updates on A in ${fmt(t, 1)} s while B is offline`);
 
-    let bStarted;
-    const bInspect = profile ? await freePort() : undefined;
-    b = await childNode(procs, bDir, [syncUrl(a)], { inspectPort: bInspect });
-    const catchUp = async () => {
-      const t0 = await b.start();
-      bStarted = nowMs() - t0;
-      const done = await b.reach(aId, aTarget);
-      return (done - t0) / 1000;
-    };
-    let catchTop;
-    let mCatchSecs;
-    if (profile) ({ result: mCatchSecs, top: catchTop } = await profiledRemote(bInspect, join(outDir, `${name}-catchup.cpuprofile`), catchUp));
-    else mCatchSecs = await catchUp();
-    const bPeer = (await b.status()).peers.find((p) => p.node === aId);
-    await checkSame(a.store, b, ids, 'B after catch-up');
-    await b.stop();
+      let bStarted;
+      const bInspect = profile ? await freePort() : undefined;
+      b = await childNode(procs, bDir, [syncUrl(a)], { inspectPort: bInspect });
+      const catchUp = async () => {
+        const t0 = await b.start();
+        bStarted = nowMs() - t0;
+        const done = await b.reach(aId, aTarget);
+        return (done - t0) / 1000;
+      };
+      let catchTop;
+      let mCatchSecs;
+      if (profile) ({ result: mCatchSecs, top: catchTop } = await profiledRemote(bInspect, join(outDir, `${name}-catchup.cpuprofile`), catchUp));
+      else mCatchSecs = await catchUp();
+      const bPeer = (await b.status()).peers.find((p) => p.node === aId);
+      await checkSame(a.store, b, ids, 'B after catch-up');
+      await b.stop();
 
-    const p1 = pouch('p1');
-    const p2 = pouch('p2');
-    const revs = await pouchWrite(p1, ids.map((id, i) => ({ _id: id, ...fields(i) })));
-    t0 = nowMs();
-    const pInitial = await PouchDB.replicate(p1, p2);
-    const pCloneSmall = (nowMs() - t0) / 1000;
-    await pouchWrite(p1, ids.map((id, i) => ({ _id: id, _rev: revs[i], ...fields(i), ...change(i, 2) })));
-    t0 = nowMs();
-    const pCatch = await PouchDB.replicate(p1, p2);
-    const pCatchSecs = (nowMs() - t0) / 1000;
-    if (pInitial.docs_written !== nObjects || pCatch.docs_written !== nObjects) {
-      throw new Error(`PouchDB wrote ${pInitial.docs_written} and ${pCatch.docs_written} docs, expected ${nObjects} each`);
+      const p1 = pouch('p1');
+      const p2 = pouch('p2');
+      const revs = await pouchWrite(p1, ids.map((id, i) => ({ _id: id, ...fields(i) })));
+      t0 = nowMs();
+      const pInitial = await PouchDB.replicate(p1, p2);
+      const pCloneSmall = (nowMs() - t0) / 1000;
+      await pouchWrite(p1, ids.map((id, i) => ({ _id: id, _rev: revs[i], ...fields(i), ...change(i, 2) })));
+      t0 = nowMs();
+      const pCatch = await PouchDB.replicate(p1, p2);
+      const pCatchSecs = (nowMs() - t0) / 1000;
+      if (pInitial.docs_written !== nObjects || pCatch.docs_written !== nObjects) {
+        throw new Error(`PouchDB wrote ${pInitial.docs_written} and ${pCatch.docs_written} docs, expected ${nObjects} each`);
+      }
+      await p2.close();
+      pouches.delete(p2);
+
+      const mCatch = nObjects / mCatchSecs;
+      const pCatchRate = nObjects / pCatchSecs;
+      log('');
+      log(`1. catch-up: ${fmt(nObjects)} single-field updates (one per object) made while the peer was offline`);
+      printTable(
+        [
+          ['', 'updates/s', 'seconds', 'note'],
+          ['meridian B restart -> durable', fmt(mCatch), fmt(mCatchSecs, 2), `node start ${fmt(bStarted, 0)} ms; ${fmt(bPeer.bytesIn / nObjects, 0)} bytes in per update`],
+          ['pouchdb replicate db1 -> db2', fmt(pCatchRate), fmt(pCatchSecs, 2), `docs_written ${fmt(pCatch.docs_written)}`],
+          ['ratio meridian/pouch', `${fmt(mCatch / pCatchRate, 2)}x`, '', ''],
+        ],
+        log,
+      );
+      log(`   (for reference, clones of ${fmt(nObjects)} objects without history: meridian ${fmt(nObjects / (bClone / 1000))}/s, pouchdb ${fmt(nObjects / pCloneSmall)}/s)`);
+      if (catchTop) printTop(log, catchTop, join(outDir, `${name}-catchup.cpuprofile`));
+
+      // ---- 2. clone ----------------------------------------------------------
+      const more = nClone - nObjects;
+      t = await concurrent(more, WRITERS, async (i) => {
+        ids[nObjects + i] = (await a.store.create('Organisation', fields(nObjects + i))).id;
+      });
+      const aHead = a.store.lastSeq;
+      const cloneTarget = a.store.versionVector()[aId];
+      log(`\nsetup: ${fmt(more)} more creates on A in ${fmt(t, 1)} s: A holds ${fmt(nClone)} objects, ${fmt(aHead)} feed entries`);
+      const cInspect = profile ? await freePort() : undefined;
+      const c = await childNode(procs, fresh('c'), [syncUrl(a)], { inspectPort: cInspect });
+      const clone = async () => {
+        const t0 = await c.start();
+        const done = await c.reach(aId, cloneTarget);
+        return (done - t0) / 1000;
+      };
+      let cloneTop;
+      let mCloneSecs;
+      if (profile) ({ result: mCloneSecs, top: cloneTop } = await profiledRemote(cInspect, join(outDir, `${name}-clone.cpuprofile`), clone));
+      else mCloneSecs = await clone();
+      const cStatus = await c.status();
+      const cObjects = cStatus.counts.Organisation ?? 0;
+      if (cObjects !== nClone) throw new Error(`C holds ${cObjects} Organisations, expected ${nClone}`);
+      const cPeer = cStatus.peers.find((p) => p.node === aId);
+      // how C was cloned: object states (its feed base covers A's changes) or A's feed replayed
+      const byStates = (cStatus.feedBase[aId] ?? 0) >= cloneTarget;
+      const cloneHow = byStates ? `by object states, C's feed holds ${fmt(cStatus.lastSeq)} entries` : `by replaying A's feed: ${fmt(aHead / mCloneSecs)} entries/s`;
+      await checkSame(a.store, c, ids, 'C after clone');
+      await c.stop();
+      await stop(a);
+
+      const newRevs = await pouchWrite(p1, ids.slice(nObjects).map((id, i) => ({ _id: id, ...fields(nObjects + i) })));
+      if (newRevs.length !== more) throw new Error('PouchDB setup wrote too few docs');
+      const p3 = pouch('p3');
+      t0 = nowMs();
+      const pClone = await PouchDB.replicate(p1, p3);
+      const pCloneSecs = (nowMs() - t0) / 1000;
+      if (pClone.docs_written !== nClone) throw new Error(`PouchDB clone wrote ${pClone.docs_written} docs, expected ${nClone}`);
+      for (const db of [p1, p3]) {
+        await db.close();
+        pouches.delete(db);
+      }
+
+      const mClone = nClone / mCloneSecs;
+      const pCloneRate = nClone / pCloneSecs;
+      log('');
+      log(`2. clone: a new, empty node joins; the source holds ${fmt(nClone)} objects, ${fmt(nObjects)} of them updated once (${fmt(aHead)} feed entries)`);
+      printTable(
+        [
+          ['', 'objects/s', 'seconds', 'note'],
+          ['meridian C start -> durable', fmt(mClone), fmt(mCloneSecs, 2), `${cloneHow}; ${fmt(cPeer.bytesIn / nClone, 0)} bytes in per object`],
+          ['pouchdb replicate db1 -> empty', fmt(pCloneRate), fmt(pCloneSecs, 2), `docs_written ${fmt(pClone.docs_written)}`],
+          ['ratio meridian/pouch', `${fmt(mClone / pCloneRate, 2)}x`, '', ''],
+        ],
+        log,
+      );
+      if (cloneTop) printTop(log, cloneTop, join(outDir, `${name}-clone.cpuprofile`));
+
+      sync = {
+        metrics: {
+          objects: { catchUpObjects: nObjects, cloneObjects: nClone, cloneFeedEntries: aHead },
+          catchUp: {
+            meridianUpdatesPerSec: mCatch,
+            meridianSecs: mCatchSecs,
+            meridianNodeStartMs: bStarted,
+            meridianBytesInPerUpdate: bPeer.bytesIn / nObjects,
+            pouchUpdatesPerSec: pCatchRate,
+            pouchSecs: pCatchSecs,
+            ratio: mCatch / pCatchRate,
+            profileTop: catchTop,
+          },
+          cloneWithoutHistory: { objects: nObjects, meridianPerSec: nObjects / (bClone / 1000), pouchPerSec: nObjects / pCloneSmall },
+          clone: {
+            meridianObjectsPerSec: mClone,
+            meridianMethod: byStates ? 'object states' : 'feed replay',
+            meridianEntriesPerSec: aHead / mCloneSecs,
+            meridianSecs: mCloneSecs,
+            meridianBytesInPerObject: cPeer.bytesIn / nClone,
+            pouchObjectsPerSec: pCloneRate,
+            pouchSecs: pCloneSecs,
+            ratio: mClone / pCloneRate,
+            profileTop: cloneTop,
+          },
+        },
+        checks: [
+          { name: 'catch-up meridian / pouchdb', measured: mCatch / pCatchRate, target: '>= 10x', pass: mCatch / pCatchRate >= 10, shown: `${fmt(mCatch / pCatchRate, 2)}x (${fmt(mCatch)}/s)` },
+          { name: `clone objects/s (${fmt(nClone)})`, measured: mClone, target: '>= 100,000', pass: mClone >= 100_000, shown: fmt(mClone) },
+          { name: 'clone meridian / pouchdb', measured: mClone / pCloneRate, target: '>= 20x', pass: mClone / pCloneRate >= 20, shown: `${fmt(mClone / pCloneRate, 2)}x` },
+        ],
+      };
     }
-    await p2.close();
-    pouches.delete(p2);
-
-    const mCatch = nObjects / mCatchSecs;
-    const pCatchRate = nObjects / pCatchSecs;
-    log('');
-    log(`1. catch-up: ${fmt(nObjects)} single-field updates (one per object) made while the peer was offline`);
-    printTable(
-      [
-        ['', 'updates/s', 'seconds', 'note'],
-        ['meridian B restart -> durable', fmt(mCatch), fmt(mCatchSecs, 2), `node start ${fmt(bStarted, 0)} ms; ${fmt(bPeer.bytesIn / nObjects, 0)} bytes in per update`],
-        ['pouchdb replicate db1 -> db2', fmt(pCatchRate), fmt(pCatchSecs, 2), `docs_written ${fmt(pCatch.docs_written)}`],
-        ['ratio meridian/pouch', `${fmt(mCatch / pCatchRate, 2)}x`, '', ''],
-      ],
-      log,
-    );
-    log(`   (for reference, clones of ${fmt(nObjects)} objects without history: meridian ${fmt(nObjects / (bClone / 1000))}/s, pouchdb ${fmt(nObjects / pCloneSmall)}/s)`);
-    if (catchTop) printTop(log, catchTop, join(outDir, `${name}-catchup.cpuprofile`));
-
-    // ---- 2. clone ----------------------------------------------------------
-    const more = nClone - nObjects;
-    t = await concurrent(more, WRITERS, async (i) => {
-      ids[nObjects + i] = (await a.store.create('Organisation', fields(nObjects + i))).id;
-    });
-    const aHead = a.store.lastSeq;
-    const cloneTarget = a.store.versionVector()[aId];
-    log(`\nsetup: ${fmt(more)} more creates on A in ${fmt(t, 1)} s: A holds ${fmt(nClone)} objects, ${fmt(aHead)} feed entries`);
-    const cInspect = profile ? await freePort() : undefined;
-    const c = await childNode(procs, fresh('c'), [syncUrl(a)], { inspectPort: cInspect });
-    const clone = async () => {
-      const t0 = await c.start();
-      const done = await c.reach(aId, cloneTarget);
-      return (done - t0) / 1000;
-    };
-    let cloneTop;
-    let mCloneSecs;
-    if (profile) ({ result: mCloneSecs, top: cloneTop } = await profiledRemote(cInspect, join(outDir, `${name}-clone.cpuprofile`), clone));
-    else mCloneSecs = await clone();
-    const cStatus = await c.status();
-    const cObjects = cStatus.counts.Organisation ?? 0;
-    if (cObjects !== nClone) throw new Error(`C holds ${cObjects} Organisations, expected ${nClone}`);
-    const cPeer = cStatus.peers.find((p) => p.node === aId);
-    // how C was cloned: object states (its feed base covers A's changes) or A's feed replayed
-    const byStates = (cStatus.feedBase[aId] ?? 0) >= cloneTarget;
-    const cloneHow = byStates ? `by object states, C's feed holds ${fmt(cStatus.lastSeq)} entries` : `by replaying A's feed: ${fmt(aHead / mCloneSecs)} entries/s`;
-    await checkSame(a.store, c, ids, 'C after clone');
-    await c.stop();
-    await stop(a);
-
-    const newRevs = await pouchWrite(p1, ids.slice(nObjects).map((id, i) => ({ _id: id, ...fields(nObjects + i) })));
-    if (newRevs.length !== more) throw new Error('PouchDB setup wrote too few docs');
-    const p3 = pouch('p3');
-    t0 = nowMs();
-    const pClone = await PouchDB.replicate(p1, p3);
-    const pCloneSecs = (nowMs() - t0) / 1000;
-    if (pClone.docs_written !== nClone) throw new Error(`PouchDB clone wrote ${pClone.docs_written} docs, expected ${nClone}`);
-    for (const db of [p1, p3]) {
-      await db.close();
-      pouches.delete(db);
-    }
-
-    const mClone = nClone / mCloneSecs;
-    const pCloneRate = nClone / pCloneSecs;
-    log('');
-    log(`2. clone: a new, empty node joins; the source holds ${fmt(nClone)} objects, ${fmt(nObjects)} of them updated once (${fmt(aHead)} feed entries)`);
-    printTable(
-      [
-        ['', 'objects/s', 'seconds', 'note'],
-        ['meridian C start -> durable', fmt(mClone), fmt(mCloneSecs, 2), `${cloneHow}; ${fmt(cPeer.bytesIn / nClone, 0)} bytes in per object`],
-        ['pouchdb replicate db1 -> empty', fmt(pCloneRate), fmt(pCloneSecs, 2), `docs_written ${fmt(pClone.docs_written)}`],
-        ['ratio meridian/pouch', `${fmt(mClone / pCloneRate, 2)}x`, '', ''],
-      ],
-      log,
-    );
-    if (cloneTop) printTop(log, cloneTop, join(outDir, `${name}-clone.cpuprofile`));
+    if (!phases.has('push')) return sync;
 
     // ---- 3 and 4. push latency and bytes per change --------------------------
     const push = await pushLatency({ rate, seconds, fresh, start, stop, procs, log });
@@ -237,37 +277,13 @@ export async function run({ quick, profile, outDir, log }) {
     const writerSocket = (push.bytes[0].socket + push.bytes[1].socket) / 2;
     return {
       metrics: {
-        objects: { catchUpObjects: nObjects, cloneObjects: nClone, cloneFeedEntries: aHead },
-        catchUp: {
-          meridianUpdatesPerSec: mCatch,
-          meridianSecs: mCatchSecs,
-          meridianNodeStartMs: bStarted,
-          meridianBytesInPerUpdate: bPeer.bytesIn / nObjects,
-          pouchUpdatesPerSec: pCatchRate,
-          pouchSecs: pCatchSecs,
-          ratio: mCatch / pCatchRate,
-          profileTop: catchTop,
-        },
-        cloneWithoutHistory: { objects: nObjects, meridianPerSec: nObjects / (bClone / 1000), pouchPerSec: nObjects / pCloneSmall },
-        clone: {
-          meridianObjectsPerSec: mClone,
-          meridianMethod: byStates ? 'object states' : 'feed replay',
-          meridianEntriesPerSec: aHead / mCloneSecs,
-          meridianSecs: mCloneSecs,
-          meridianBytesInPerObject: cPeer.bytesIn / nClone,
-          pouchObjectsPerSec: pCloneRate,
-          pouchSecs: pCloneSecs,
-          ratio: mClone / pCloneRate,
-          profileTop: cloneTop,
-        },
+        ...sync?.metrics,
         pushLatencyMs: { rate, seconds, achievedRate: push.achievedRate, writerAck: push.ack, receivers: push.receivers, all: push.all, readable: push.readable },
         bytesPerChange: push.bytes,
         changeAnatomy: push.anatomy,
       },
       checks: [
-        { name: 'catch-up meridian / pouchdb', measured: mCatch / pCatchRate, target: '>= 10x', pass: mCatch / pCatchRate >= 10, shown: `${fmt(mCatch / pCatchRate, 2)}x (${fmt(mCatch)}/s)` },
-        { name: `clone objects/s (${fmt(nClone)})`, measured: mClone, target: '>= 100,000', pass: mClone >= 100_000, shown: fmt(mClone) },
-        { name: 'clone meridian / pouchdb', measured: mClone / pCloneRate, target: '>= 20x', pass: mClone / pCloneRate >= 20, shown: `${fmt(mClone / pCloneRate, 2)}x` },
+        ...(sync?.checks ?? []),
         { name: 'push latency to readable, p50 (ms)', measured: push.readable.all.p50, target: '<= 5', pass: push.readable.all.p50 <= 5, shown: `${fmt(push.readable.all.p50, 2)} (durable ${fmt(push.all.p50, 2)})` },
         { name: 'push latency to readable, p99 (ms)', measured: push.readable.all.p99, target: '<= 20', pass: push.readable.all.p99 <= 20, shown: `${fmt(push.readable.all.p99, 2)} (durable ${fmt(push.all.p99, 2)})` },
         { name: 'wire bytes per change (W -> peer)', measured: writerSocket, target: '<= 120', pass: writerSocket <= 120, shown: fmt(writerSocket, 1) },

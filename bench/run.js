@@ -1,15 +1,17 @@
 #!/usr/bin/env node
 // Runs the benchmarks in bench/*.bench.js and summarises them against their targets.
 //
-//   node bench/run.js [--quick] [--only NAME[,NAME]] [--profile] [file.bench.js ...]
+//   node bench/run.js [--quick] [--only NAME[,NAME]] [--phase P[,P]] [--profile] [file.bench.js ...]
 //
 // --quick    a smoke run with a few hundred operations: checks that every
 //            benchmark works; its figures say little
 // --only     run only the named benchmarks (name = file name without .bench.js)
+// --phase    run only these phases of the benchmarks, each of which must
+//            list them in its PHASES export (replication: sync, push)
 // --profile  CPU-profile the phase a benchmark chooses (see its file) and
 //            print its top self-time functions; .cpuprofile goes to bench/out/
 //
-// Each benchmark module exports `name` and `run({ quick, profile, outDir, log })`
+// Each benchmark module exports `name` and `run({ quick, profile, outDir, log, phases? })`
 // returning `{ metrics, checks: [{ name, measured, target, pass, shown }] }`.
 // Results go to bench/out/latest.json. The exit code is 1 if a benchmark
 // throws, or if a target is missed in a full (not --quick) run.
@@ -44,6 +46,7 @@ const { values: opts, positionals } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     only: { type: 'string', multiple: true, default: [] },
+    phase: { type: 'string', multiple: true, default: [] },
     profile: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -68,6 +71,18 @@ if (!files.length) {
   process.exit(1);
 }
 
+const phases = new Set(opts.phase.flatMap((s) => s.split(',')).filter(Boolean));
+const modules = [];
+for (const file of files) {
+  const mod = await import(pathToFileURL(file).href);
+  const unknown = [...phases].filter((p) => !(mod.PHASES ?? []).includes(p));
+  if (unknown.length) {
+    console.error(mod.PHASES ? `${nameOf(file)} has no phase ${unknown.join(', ')}; its phases are ${mod.PHASES.join(', ')}` : `${nameOf(file)} has no phases; leave it out with --only`);
+    process.exit(1);
+  }
+  modules.push([file, mod]);
+}
+
 mkdirSync(outDir, { recursive: true });
 const machine = {
   cpu: cpus()[0]?.model ?? 'unknown',
@@ -79,16 +94,15 @@ const machine = {
   loadAverage1m: loadavg()[0],
 };
 const source = gitState();
-console.log(`${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, node ${machine.node}, load ${fmt(machine.loadAverage1m, 2)}; code ${source.commit}${source.dirty.length ? ` + uncommitted changes in ${source.dirty.join(', ')}` : ''}${opts.quick ? ' -- QUICK smoke run, figures are not meaningful' : ''}`);
+console.log(`${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, node ${machine.node}, load ${fmt(machine.loadAverage1m, 2)}; code ${source.commit}${source.dirty.length ? ` + uncommitted changes in ${source.dirty.join(', ')}` : ''}${phases.size ? `; phases ${[...phases].join(', ')} only` : ''}${opts.quick ? ' -- QUICK smoke run, figures are not meaningful' : ''}`);
 
 const results = [];
-for (const file of files) {
-  const mod = await import(pathToFileURL(file).href);
+for (const [file, mod] of modules) {
   const name = mod.name ?? nameOf(file);
   console.log(`\n=== ${name} ${'='.repeat(Math.max(0, 60 - name.length))}`);
   const t0 = performance.now();
   try {
-    const r = await mod.run({ quick: opts.quick, profile: opts.profile, outDir, log: (...a) => console.log(...a) });
+    const r = await mod.run({ quick: opts.quick, profile: opts.profile, outDir, log: (...a) => console.log(...a), ...(phases.size ? { phases } : {}) });
     results.push({ name, file: basename(file), seconds: (performance.now() - t0) / 1000, ...r });
   } catch (e) {
     console.error(e);
@@ -107,7 +121,7 @@ printTable(rows);
 if (opts.quick) console.log('(quick run: PASS/FAIL shown for completeness only)');
 
 const file = join(outDir, 'latest.json');
-writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), quick: opts.quick, machine, source, results }, null, 2) + '\n');
+writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), quick: opts.quick, ...(phases.size ? { phases: [...phases] } : {}), machine, source, results }, null, 2) + '\n');
 console.log(`results: ${file}`);
 
 const errored = results.some((r) => r.error);
