@@ -855,7 +855,7 @@ export class Store {
         // Yjs draws a random clientID when a remote update carries ours; keep ours.
         doc.clientID = this.clientId;
       }
-      // items of ours not first in the update (refuseOwnClient saw the first) or released from an earlier one
+      // this process's items not first in the update (refuseOwnClient saw the first) or released from an earlier one
       if (own !== undefined) this.refuseClient(`change ${c.origin}:${c.originSeq} to ${c.id}`, own);
       const meta = readMeta(doc);
       const type = meta.type ?? c.type;
@@ -1200,15 +1200,16 @@ export class Store {
   }
 
   /**
-   * A clientID this node drew that gained items in a remote transaction:
-   * only this node writes with it, and its own writes are durable here
-   * before any peer has them, so such items were written by another.
+   * This process's clientID, if it gained items in a remote transaction:
+   * drawn fresh at this start and written only here, durably before any
+   * peer has a change of it, so such items were written by another. (An
+   * earlier clientID of this node is not checked here: after a disk rolled
+   * back under the same node id, a peer's state may rightly bring back
+   * items of it that this node lost.)
    */
   private ownClientGrown(tr: Y.Transaction): number | undefined {
-    for (const [client, clock] of tr.afterState) {
-      if (clock > (tr.beforeState.get(client) ?? 0) && this.ownClients.has(client)) return client;
-    }
-    return undefined;
+    const clock = tr.afterState.get(this.clientId);
+    return clock !== undefined && clock > (tr.beforeState.get(this.clientId) ?? 0) ? this.clientId : undefined;
   }
 
   private refuseClient(what: string, client: number): never {

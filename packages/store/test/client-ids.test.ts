@@ -4,8 +4,8 @@ import { clientSpace, drawClientId, firstClient } from '../dist/client-ids.js';
 import { applyLocal, docVersion, encodeCreate, newDoc, singleClientVersion } from '../dist/yobject.js';
 import { encode } from '../dist/codec.js';
 import { join } from 'node:path';
-import { encodeBackup, restoreBackup } from '../dist/index.js';
-import { openStore, tempDir } from './fixtures.js';
+import { encodeBackup, restoreBackup, Store } from '../dist/index.js';
+import { openStore, schema, tempDir } from './fixtures.js';
 
 const LOW = 2 ** 32;
 const TOP = 2 ** 21 - 1;
@@ -146,6 +146,25 @@ t.test('items of a clientID a store drew are refused anywhere in a change, and i
   t.equal((await a.get(o.id))?.fields['name'], 'Acme', 'the object is as a wrote it');
   await a.update(o.id, { kind: 'reseller' });
   t.same((await a.get(o.id))?.fields, { name: 'Acme', kind: 'reseller' }, 'and a writes on from its own state, not the refused one');
+});
+
+t.test('a peer\'s state may bring back items of an earlier clientID of this node, which a disk rolled back has lost', async (t) => {
+  const dir = tempDir(t);
+  const first = await Store.open({ dir, schema, nodeId: 'a' });
+  const o = await first.create('Org', { name: 'Acme', kind: 'customer' });
+  const state = (await first.readFeed(0, 1))[0]!.update;
+  const before = first.clientId;
+  await first.close();
+  // what a peer holds of the write made before the rollback: more items of a's earlier clientID
+  const doc = new Y.Doc();
+  Y.applyUpdate(doc, state);
+  doc.clientID = before;
+  doc.getMap('f').set('name', 'Acme, written before the rollback');
+  const a = await openStore(t, { dir });
+  t.not(a.clientId, before);
+  const rec = { t: 'Org', f: { name: 'Acme, written before the rollback', kind: 'customer' }, d: false, h: o.hlc + 1, s: 1, v: docVersion(doc), y: Y.encodeStateAsUpdate(doc) };
+  await a.cloneStates([{ id: o.id, record: encode(rec) }]);
+  t.equal((await a.get(o.id))?.fields['name'], 'Acme, written before the rollback', 'merged, not refused');
 });
 
 t.test('a restored incarnation applies what its original wrote with a clientID they share the record of', async (t) => {
