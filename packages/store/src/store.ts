@@ -837,14 +837,16 @@ export class Store {
       const before = snapshotFieldItems(map);
       let found: DetectedConflict[] = [];
       let own: number | undefined;
+      // The update's writer is the origin's; every client that grew in the
+      // transaction is not: items of another origin's change that waited
+      // for this one (Yjs's pending structs) are integrated along with it.
+      const writer = firstClient(c.update);
+      if (writer !== undefined && !this.clientNodes.has(writer)) {
+        this.clientNodes.set(writer, c.origin);
+        this.clientNodesDirty = true;
+      }
       const onAfter = (tr: Y.Transaction): void => {
         if (c.origin !== this.nodeId) own = this.ownClientGrown(tr);
-        for (const [client, clock] of tr.afterState) {
-          if (clock > (tr.beforeState.get(client) ?? 0) && !this.clientNodes.has(client)) {
-            this.clientNodes.set(client, c.origin);
-            this.clientNodesDirty = true;
-          }
-        }
         found = detectConflicts(doc, map, tr, before, (client) => this.clientNodes.get(client));
       };
       doc.on('afterTransaction', onAfter);

@@ -1,5 +1,6 @@
 import t from 'tap';
 import * as Y from 'yjs';
+import { Packr } from 'msgpackr';
 import { clientSpace, drawClientId, firstClient } from '../dist/client-ids.js';
 import { applyLocal, docVersion, encodeCreate, newDoc, singleClientVersion } from '../dist/yobject.js';
 import { encode } from '../dist/codec.js';
@@ -165,6 +166,26 @@ t.test('a peer\'s state may bring back items of an earlier clientID of this node
   const rec = { t: 'Org', f: { name: 'Acme, written before the rollback', kind: 'customer' }, d: false, h: o.hlc + 1, s: 1, v: docVersion(doc), y: Y.encodeStateAsUpdate(doc) };
   await a.cloneStates([{ id: o.id, record: encode(rec) }]);
   t.equal((await a.get(o.id))?.fields['name'], 'Acme, written before the rollback', 'merged, not refused');
+});
+
+t.test('a writer is attributed to its change\'s origin, also when its items wait in Yjs for another origin\'s change', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  const c = await openStore(t, { nodeId: 'c' });
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const feed = async (s: typeof a) => (await s.readFeed(0)).map(({ seq: _seq, ...e }) => e);
+  const [fromA] = await feed(a);
+  await b.applyRemote([fromA!]);
+  await b.update(o.id, { name: 'Acme B' });
+  const fromB = (await feed(b)).find((e) => e.origin === 'b')!;
+  await c.applyRemote([fromB]); // b's items build on a's, which c lacks: Yjs keeps them pending
+  await c.applyRemote([fromA!]); // and integrates them with a's
+  t.equal((await c.get(o.id))?.fields['name'], 'Acme B');
+  await c.update(o.id, { kind: 'reseller' }); // a batch that writes the attribution, if it was not yet
+  const [, raw] = (await c.raw('mclientNodes').next()).value as [string, Buffer];
+  const nodes = new Packr({ useRecords: false }).unpack(raw) as Record<string, string>;
+  t.equal(nodes[String(b.clientId)], 'b', 'b\'s clientID is b\'s');
+  t.equal(nodes[String(a.clientId)], 'a');
 });
 
 t.test('a restored incarnation applies what its original wrote with a clientID they share the record of', async (t) => {
