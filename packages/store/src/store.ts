@@ -258,6 +258,8 @@ export class Store {
   private uniqueFilter: KeyFilter | undefined;
   private filling: KeyFilter | undefined;
   private closed = false;
+  /** settles when every state staged so far by cloneStatesStaged is on disk (or failed) */
+  private stagedStates: Promise<void> = Promise.resolve();
 
   private constructor(init: {
     db: Level<string, Buffer>;
@@ -1408,10 +1410,47 @@ export class Store {
    * Stores object records streamed from a peer as they are, with no Yjs
    * work: the fast path for a node that starts empty. With `done`, the
    * peer's vector becomes this node's vector and feed base, and the peer's
-   * checkpoint is set to the snapshot's feed position, in the same batch.
+   * checkpoint is set to the snapshot's feed position, in the same batch,
+   * once these states and every state staged before them are on disk.
    */
   async cloneStates(states: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void> {
+    const { durable } = await this.cloneStatesStaged(states);
+    await durable;
+    if (done) {
+      // only now: the vector must never claim what is not on disk
+      const doneOps: BatchOp[] = [];
+      for (const [origin, n] of Object.entries(done.vector)) {
+        this.vector.raise(origin, n);
+        this.durableVector.raise(origin, n);
+        this.visibleVector.raise(origin, n);
+        for (const fn of this.visibleListeners) fn();
+        this.dirtyVector.add(origin);
+        this.base[origin] = Math.max(this.base[origin] ?? 0, n);
+      }
+      doneOps.push({ type: 'put', key: keys.meta('feedBase'), value: encode(this.base) });
+      doneOps.push(checkpointOp({ peer: done.peer, seq: done.head }));
+      await this.commits.add(doneOps);
+    }
+  }
+
+  /**
+   * As cloneStates without `done`, but resolves once the states are held
+   * here (readers see them once on disk), with `durable` settling when they and every state
+   * staged before them are on disk: a cloning session decodes its next
+   * frame while this one is synced. Waiting for each frame's fsync left the
+   * receiver idle for a quarter of a clone (profiled).
+   */
+  async cloneStatesStaged(states: ClonedState[]): Promise<{ durable: Promise<void> }> {
     this.assertOpen();
+    const own = await this.stageStates(states);
+    const durable = Promise.all([this.stagedStates, own.durable]).then(() => undefined);
+    // a failed frame fails its own session; the next clone starts from a clean slate
+    this.stagedStates = durable.catch(() => undefined);
+    return { durable };
+  }
+
+  /** The states of cloneStatesStaged held and committed; `durable` settles when they are on disk. */
+  private async stageStates(states: ClonedState[]): Promise<{ durable: Promise<void> }> {
     const items: ClonedState[] = [];
     const merges: Promise<void>[] = [];
     for (const s of states) {
@@ -1432,13 +1471,14 @@ export class Store {
       const def = this.schema.types.get(rec.t);
       return { id, rec, def, idx: def ? indexSet(def, id, rec.f, rec.d) : EMPTY_INDEX };
     });
-    // unique values already held on disk keep their holder (as a remote change would)
-    const uniqueKeys = [...new Set(decoded.flatMap((d) => [...d.idx.unique]))];
-    const held = new Map(uniqueKeys.map((k, i) => [k, i]));
-    const owners = await this.db.getMany(uniqueKeys);
     // From here to the commit below nothing awaits, so no write can create
     // one of these objects in between; a load already under way resolves to
     // the cache entry set here.
+    // Unique values held already (on disk, or by a write or an earlier frame
+    // still on its way there) keep their holder, as with a remote change.
+    // The claims stay pinned until this batch is on disk, so that the next
+    // frame, staged meanwhile, cannot read a claim evicted before it was written.
+    const claims: Slot<CachedClaim>[] = [];
     for (const [n, { id, rec, def, idx }] of decoded.entries()) {
       this.clock.observe(rec.h);
       // a peer that has not yet heard of a purge may still send the object
@@ -1452,10 +1492,10 @@ export class Store {
       ops.push({ type: 'put', key: keys.object(id), value: encode(rec) });
       for (const k of idx.plain) ops.push({ type: 'put', key: k, value: EMPTY });
       for (const k of idx.unique) {
-        const claim = this.claims.peek(k);
-        const onDisk = owners[held.get(k)!];
-        if ((claim && claim.value.owner !== null) || (!claim && onDisk !== undefined)) continue;
-        this.claims.set(k, { owner: id });
+        const claim = this.claims.acquireSync(k, this.readClaim);
+        claims.push(claim);
+        if (claim.value.owner !== null) continue;
+        claim.value.owner = id;
         ops.push({ type: 'put', key: k, value: Buffer.from(id) });
       }
       if (def && !rec.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + 1);
@@ -1468,24 +1508,10 @@ export class Store {
         slot.value.durable ??= rec; // not `current`: a later write may have moved it on, not yet on disk
         this.objects.release(slot);
       }
+      for (const c of claims) this.claims.release(c);
     });
-    await Promise.all([written, ...merges]);
-    this.statesStored(decoded.map((d) => d.id));
-    if (done) {
-      // only now: the vector must never claim what is not on disk
-      const doneOps: BatchOp[] = [];
-      for (const [origin, n] of Object.entries(done.vector)) {
-        this.vector.raise(origin, n);
-        this.durableVector.raise(origin, n);
-        this.visibleVector.raise(origin, n);
-        for (const fn of this.visibleListeners) fn();
-        this.dirtyVector.add(origin);
-        this.base[origin] = Math.max(this.base[origin] ?? 0, n);
-      }
-      doneOps.push({ type: 'put', key: keys.meta('feedBase'), value: encode(this.base) });
-      doneOps.push(checkpointOp({ peer: done.peer, seq: done.head }));
-      await this.commits.add(doneOps);
-    }
+    const ids = decoded.map((d) => d.id);
+    return { durable: Promise.all([written, ...merges]).then(() => this.statesStored(ids)) };
   }
 
   /**

@@ -21,7 +21,14 @@ export interface FeedStore {
   firstSeq(): number;
   stateSnapshot(): StateSnapshot;
   digest(bits?: number): Promise<StoreDigest>;
+  /** Stores the states and, with `done`, moves the vector once they and every state staged before them are on disk. */
   cloneStates(items: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void>;
+  /**
+   * Holds the states (readers see them once on disk) when it resolves; `durable` settles once
+   * they and every state staged before them are on disk, so successive
+   * calls' `durable`s settle in call order, as applyRemoteStaged's do.
+   */
+  cloneStatesStaged(items: ClonedState[]): Promise<{ durable: Promise<void> }>;
 }
 
 /** One session's side of the I/O: how a driver sends, admits and closes. */
@@ -117,10 +124,20 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         break;
       }
       case 'clone': {
-        const base = a.done ? JSON.stringify(store.feedBase()) : '';
-        await store.cloneStates(a.objects, a.done && { peer: session.peer!, ...a.done });
+        if (!a.done) {
+          const { durable } = await store.cloneStatesStaged(a.objects);
+          durable.then(
+            () => io.later(session.durable()),
+            (e: unknown) => io.later(session.fail(`could not store the peer's object states: ${e instanceof Error ? e.message : String(e)}`, false)),
+          );
+          queue.push(...session.statesStaged());
+          break;
+        }
+        // the last frame waits for every state before it to be on disk, then moves the vector
+        const base = JSON.stringify(store.feedBase());
+        await store.cloneStates(a.objects, { peer: session.peer!, ...a.done });
         queue.push(...session.applied());
-        if (a.done && JSON.stringify(store.feedBase()) !== base) io.statesApplied?.();
+        if (JSON.stringify(store.feedBase()) !== base) io.statesApplied?.();
         break;
       }
       case 'open':

@@ -298,8 +298,11 @@ export class SyncSession {
 
   private nextApply(): Action[] {
     if (this.applying || this.pendingApply.length === 0) return [];
-    this.applying = true;
     const f = this.pendingApply[0]!;
+    // The last states frame moves the vector, which must never claim what is
+    // not on disk: it waits until every frame before it is acknowledged.
+    if (f.t === 'states' && f.done && this.unsynced.length > 0) return [];
+    this.applying = true;
     if (f.t === 'states') {
       const done = f.done ? { head: f.head!, vector: f.vector! } : undefined;
       return [{ type: 'clone', objects: f.objects.map((o) => (o.p ? { id: o.i, record: o.r, purged: true } : { id: o.i, record: o.r })), done }];
@@ -325,6 +328,19 @@ export class SyncSession {
     if (this.state !== 'open') return [];
     this.writes--;
     return [{ type: 'send', frame: answer }];
+  }
+
+  /**
+   * The states frame being applied (not the last of its stream) is held
+   * here, not yet on disk: the next frame may be applied meanwhile, and
+   * durable() acknowledges this one once it is on disk.
+   */
+  statesStaged(): Action[] {
+    if (this.state !== 'open' || !this.applying || this.pendingApply[0]?.t !== 'states') return [];
+    this.pendingApply.shift();
+    this.applying = false;
+    this.unsynced.push([0]);
+    return this.nextApply();
   }
 
   /** The oldest pending batch (with those taken with it) is on disk here: acknowledge each. */
@@ -362,7 +378,8 @@ export class SyncSession {
   durable(): Action[] {
     const lasts = this.unsynced.shift();
     if (this.state !== 'open' || !lasts) return [];
-    return lasts.map((seq): Action => ({ type: 'send', frame: { t: 'ack', seq } }));
+    // (the last states frame may have been waiting for this one)
+    return [...lasts.map((seq): Action => ({ type: 'send', frame: { t: 'ack', seq } })), ...this.nextApply()];
   }
 
   private get inFlight(): number {

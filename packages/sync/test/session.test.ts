@@ -852,6 +852,35 @@ t.test('an empty node cloning from its peer is not live until the last states fr
   t.ok(b.session.live, 'live once the last one is applied');
 });
 
+t.test('states frames are applied while the ones before them are synced; the last waits until they are on disk', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo', empty: () => true }).start().settle();
+  const b = pair.b;
+  const acks = (): number[] => sends(b, 'ack').map((f) => (f as Extract<Frame, { t: 'ack' }>).seq);
+  pair.inject(b, { t: 'states', objects: [{ i: 'org-1', r: bytes(40) }], done: false });
+  pair.inject(b, { t: 'states', objects: [{ i: 'org-2', r: bytes(40) }], done: false });
+  pair.inject(b, { t: 'states', objects: [], done: true, head: 12, vector: { alpha: 12 } });
+  t.equal(ofType(b, 'clone').length, 1, 'the first frame is applied at once, the others queue behind it');
+  pair.run(b, b.session.statesStaged());
+  t.equal(ofType(b, 'clone').length, 2, 'the second is applied while the first is synced');
+  pair.run(b, b.session.statesStaged());
+  t.equal(ofType(b, 'clone').length, 2, 'the last is not applied while a frame before it may still be lost');
+  t.same(acks(), [], 'nothing is acknowledged before it is on disk');
+  pair.run(b, b.session.durable());
+  t.same(acks(), [0], 'the first frame is acknowledged once on disk');
+  t.equal(ofType(b, 'clone').length, 2, 'the last still waits for the second');
+  t.notOk(b.session.live);
+  pair.run(b, b.session.durable());
+  t.same(acks(), [0, 0]);
+  const clones = ofType(b, 'clone');
+  t.equal(clones.length, 3, 'then the last is applied');
+  t.same(clones[2]!.done, { head: 12, vector: { alpha: 12 } }, 'with the head and vector that it moves');
+  t.notOk(b.session.live, 'not live before the last is on disk');
+  pair.run(b, b.session.applied());
+  t.same(acks(), [0, 0, 12], 'one ack per frame, in order');
+  t.ok(b.session.live, 'live once the last one is applied');
+  t.same(b.session.durable(), [], 'nothing left to acknowledge');
+});
+
 t.test('a refusal is reported with its reason even when the connection is already gone', async (t) => {
   // both sides refuse at once: the peer's close arrives before our error frame can be sent
   const pair = new Pair({ nodeId: 'alpha', secret: SECRET }, { nodeId: 'bravo', secret: 'some-other-secret-entirely' }).start().settle();

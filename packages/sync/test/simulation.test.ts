@@ -155,6 +155,14 @@ class Simulation {
       stateSnapshot: () => store.stateSnapshot(),
       digest: (bits) => store.digest(bits),
       cloneStates: (items, done) => store.cloneStates(items, done),
+      // reported on disk after a random delay too, in call order with the changes' batches
+      cloneStatesStaged: async (items) => {
+        const { durable } = await store.cloneStatesStaged(items);
+        const due = new Promise<void>((resolve, reject) => this.at(1 + Math.floor(this.rnd() * 3), () => durable.then(resolve, reject)));
+        const reported = lastReported.then(() => due);
+        lastReported = reported.catch(() => undefined);
+        return { durable: reported };
+      },
     };
   }
 

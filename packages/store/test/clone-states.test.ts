@@ -1,0 +1,84 @@
+// Cloning by object states, frame after frame without waiting for each
+// frame's fsync (cloneStatesStaged), then the last frame with the peer's
+// vector (cloneStates with `done`).
+import t from 'tap';
+import { Store, type ClonedState } from '../dist/index.js';
+import { openStore, schema, tempDir } from './fixtures.js';
+
+async function statesOf(store: Store, batch: number): Promise<{ frames: ClonedState[][]; head: number; vector: Record<string, number> }> {
+  const snap = store.stateSnapshot();
+  const frames: ClonedState[][] = [];
+  for await (const f of snap.batches(batch)) frames.push(f);
+  const { head, vector } = snap;
+  await snap.close();
+  return { frames, head, vector };
+}
+
+t.test('frames staged back to back reach the disk in order, and the last moves the vector only after them', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const orgs = await Promise.all(Array.from({ length: 40 }, (_, i) => a.create('Org', { name: `org ${i}`, kind: 'customer' })));
+  const people = await Promise.all(orgs.map((o, i) => a.create('Person', { cn: `P ${i}`, sn: 'P', mail: [`p${i}@example.com`], org: o.id })));
+  const { frames, head, vector } = await statesOf(a, 10);
+  t.equal(frames.length, 8);
+
+  const dir = tempDir(t);
+  const b = await Store.open({ dir, schema, nodeId: 'b' });
+  const order: number[] = [];
+  const staged = [];
+  for (const [i, f] of frames.entries()) {
+    const { durable } = await b.cloneStatesStaged(f);
+    staged.push(durable.then(() => void order.push(i)));
+  }
+  t.same(b.versionVector(), {}, 'the vector claims nothing while states are on their way to disk');
+  await b.cloneStates([], { peer: 'a', head, vector });
+  t.same(order, frames.map((_, i) => i), 'every staged frame was on disk, in order, before the last one returned');
+  t.same(b.versionVector(), vector, "then the vector is the peer's");
+  await Promise.all(staged);
+  t.equal((await b.lookup('Person', 'mail', 'p7@example.com')).items[0]?.id, people[7]!.id, 'unique values are indexed');
+  await b.close();
+
+  const again = await Store.open({ dir, schema, nodeId: 'b' });
+  t.teardown(() => again.close());
+  t.same(again.versionVector(), vector, 'the vector is on disk');
+  let missing = 0;
+  for (const o of [...orgs, ...people]) if (!(await again.get(o.id))) missing++;
+  t.equal(missing, 0, 'every cloned object is on disk');
+});
+
+t.test('a unique value held by objects in two frames staged back to back stays with the first', async (t) => {
+  // two masters took the same address concurrently: a peer's snapshot may hold both
+  const a = await openStore(t, { nodeId: 'a' });
+  const c = await openStore(t, { nodeId: 'c' });
+  const first = await a.create('Person', { cn: 'First', sn: 'F', mail: ['same@example.com'] });
+  const second = await c.create('Person', { cn: 'Second', sn: 'S', mail: ['same@example.com'] });
+  await a.applyRemote((await c.readFeed(0, 10)).map(({ seq: _s, ...e }) => e));
+  const { frames } = await statesOf(a, 1);
+  const byId = new Map(frames.flat().map((s) => [s.id, s]));
+  const b = await openStore(t, { nodeId: 'b' });
+  const one = await b.cloneStatesStaged([byId.get(first.id)!]);
+  const two = await b.cloneStatesStaged([byId.get(second.id)!]);
+  await Promise.all([one.durable, two.durable]);
+  const holders = (await b.lookup('Person', 'mail', 'same@example.com')).items.map((o) => o.id);
+  t.same(holders, [first.id], 'the first staged keeps the index entry');
+  t.ok(await b.get(second.id), 'the second is stored all the same');
+});
+
+t.test('states merged onto objects held here are on disk before the last frame moves the vector', async (t) => {
+  // anti-entropy's case: the frames' objects are held here already, so each is merged under its lock
+  const a = await openStore(t, { nodeId: 'a' });
+  const orgs = await Promise.all(Array.from({ length: 30 }, (_, i) => a.create('Org', { name: `org ${i}`, kind: 'customer' })));
+  const b = await openStore(t, { nodeId: 'b' });
+  await b.applyRemote((await a.readFeed(0, 100)).map(({ seq: _s, ...e }) => e));
+  await Promise.all(orgs.map((o, i) => a.update(o.id, { name: `renamed ${i}` })));
+  const { frames, head, vector } = await statesOf(a, 10);
+  const settled: number[] = [];
+  for (const [i, f] of frames.entries()) {
+    const { durable } = await b.cloneStatesStaged(f);
+    void durable.then(() => void settled.push(i));
+  }
+  await b.cloneStates([], { peer: 'a', head, vector });
+  t.same(settled, [0, 1, 2], 'every merged frame was on disk before the last one returned');
+  let stale = 0;
+  for (const [i, o] of orgs.entries()) if ((await b.get(o.id))!.fields.name !== `renamed ${i}`) stale++;
+  t.equal(stale, 0, "every object holds the peer's rename");
+});
