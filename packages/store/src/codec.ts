@@ -62,3 +62,95 @@ export function encode(value: unknown): Buffer {
 export function decode<T>(buf: Uint8Array): T {
   return packr.unpack(buf) as T;
 }
+
+/**
+ * `record` (an encoded ObjectRecord) with its local seq `s` set to `seq`,
+ * by splicing the bytes rather than encoding the record again: a clone
+ * stores every received record under this node's seq, and re-encoding was
+ * a seventh of the receiver's time (profiled). Undefined when the bytes are
+ * not a plain map holding `s`, for the caller to encode instead.
+ */
+export function withSeq(record: Uint8Array, seq: number): Uint8Array | undefined {
+  const head = record[0];
+  if (head === undefined) return undefined;
+  let pos: number;
+  let entries: number;
+  if (head >= 0x80 && head <= 0x8f) {
+    entries = head & 0x0f;
+    pos = 1;
+  } else if (head === 0xde && record.length >= 3) {
+    entries = (record[1]! << 8) | record[2]!;
+    pos = 3;
+  } else return undefined;
+  for (let i = 0; i < entries; i++) {
+    const isSeqKey = record[pos] === 0xa1 && record[pos + 1] === 0x73; // the one-letter string "s"
+    pos = skipValue(record, pos);
+    if (pos < 0) return undefined;
+    const end = skipValue(record, pos);
+    if (end < 0) return undefined;
+    if (isSeqKey) {
+      const value = encodeUint(seq);
+      const out = Buffer.allocUnsafe(record.length - (end - pos) + value.length);
+      out.set(record.subarray(0, pos), 0);
+      out.set(value, pos);
+      out.set(record.subarray(end), pos + value.length);
+      return out;
+    }
+    pos = end;
+  }
+  return undefined;
+}
+
+function encodeUint(n: number): Uint8Array {
+  if (!Number.isSafeInteger(n) || n < 0) return packr.pack(n);
+  if (n < 0x80) return Uint8Array.of(n);
+  if (n <= 0xff) return Uint8Array.of(0xcc, n);
+  if (n <= 0xffff) return Uint8Array.of(0xcd, n >>> 8, n & 0xff);
+  if (n <= 0xffffffff) return Uint8Array.of(0xce, n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
+  return packr.pack(n);
+}
+
+/** The position after the MessagePack value at `pos`, or -1 where the bytes end first or hold no value. */
+function skipValue(b: Uint8Array, pos: number): number {
+  const t = b[pos];
+  if (t === undefined) return -1;
+  let next: number;
+  let items = 0; // nested values still to skip
+  if (t < 0x80 || t >= 0xe0 || t === 0xc0 || t === 0xc2 || t === 0xc3) next = pos + 1;
+  else if (t <= 0x8f) [next, items] = [pos + 1, 2 * (t & 0x0f)];
+  else if (t <= 0x9f) [next, items] = [pos + 1, t & 0x0f];
+  else if (t <= 0xbf) next = pos + 1 + (t & 0x1f);
+  else {
+    const u8 = (at: number): number => b[at] ?? -1;
+    const u16 = (at: number): number => (at + 1 < b.length ? (b[at]! << 8) | b[at + 1]! : -1);
+    const u32 = (at: number): number => (at + 3 < b.length ? ((b[at]! << 24) >>> 0) + (b[at + 1]! << 16) + (b[at + 2]! << 8) + b[at + 3]! : -1);
+    const sized = (len: number, header: number): number => (len < 0 ? -1 : pos + header + len);
+    switch (t) {
+      case 0xc4: case 0xd9: next = sized(u8(pos + 1), 2); break; // bin8, str8
+      case 0xc5: case 0xda: next = sized(u16(pos + 1), 3); break; // bin16, str16
+      case 0xc6: case 0xdb: next = sized(u32(pos + 1), 5); break; // bin32, str32
+      case 0xc7: next = sized(u8(pos + 1), 3); break; // ext8
+      case 0xc8: next = sized(u16(pos + 1), 4); break; // ext16
+      case 0xc9: next = sized(u32(pos + 1), 6); break; // ext32
+      case 0xca: next = pos + 5; break;
+      case 0xcb: next = pos + 9; break;
+      case 0xcc: case 0xd0: next = pos + 2; break;
+      case 0xcd: case 0xd1: next = pos + 3; break;
+      case 0xce: case 0xd2: next = pos + 5; break;
+      case 0xcf: case 0xd3: next = pos + 9; break;
+      case 0xd4: next = pos + 3; break; // fixext 1, 2, 4, 8, 16
+      case 0xd5: next = pos + 4; break;
+      case 0xd6: next = pos + 6; break;
+      case 0xd7: next = pos + 10; break;
+      case 0xd8: next = pos + 18; break;
+      case 0xdc: [next, items] = [pos + 3, u16(pos + 1)]; break; // array16
+      case 0xdd: [next, items] = [pos + 5, u32(pos + 1)]; break; // array32
+      case 0xde: [next, items] = [pos + 3, 2 * u16(pos + 1)]; break; // map16
+      case 0xdf: [next, items] = [pos + 5, 2 * u32(pos + 1)]; break; // map32
+      default: return -1; // 0xc1 is never used
+    }
+    if (items < 0) return -1;
+  }
+  for (let i = 0; i < items && next >= 0; i++) next = skipValue(b, next);
+  return next >= 0 && next <= b.length ? next : -1;
+}

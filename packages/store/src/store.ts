@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { Level } from 'level';
 import * as Y from 'yjs';
-import { decode, encode, type ChangeKind, type FeedRecord, type FieldValue, type ObjectRecord } from './codec.js';
+import { decode, encode, withSeq, type ChangeKind, type FeedRecord, type FieldValue, type ObjectRecord } from './codec.js';
 import { MeridianError, ValidationError } from './errors.js';
 import { GroupCommit, type BatchOp } from './group-commit.js';
 import { HybridClock, hlcToIso, hlcWall } from './hlc.js';
@@ -1469,7 +1469,7 @@ export class Store {
         throw new MeridianError('bad-request', `cloned object ${id} is not an object record`);
       }
       const def = this.schema.types.get(rec.t);
-      return { id, rec, def, idx: def ? indexSet(def, id, rec.f, rec.d) : EMPTY_INDEX };
+      return { id, record, rec, def, idx: def ? indexSet(def, id, rec.f, rec.d) : EMPTY_INDEX };
     });
     // From here to the commit below nothing awaits, so no write can create
     // one of these objects in between; a load already under way resolves to
@@ -1479,7 +1479,7 @@ export class Store {
     // The claims stay pinned until this batch is on disk, so that the next
     // frame, staged meanwhile, cannot read a claim evicted before it was written.
     const claims: Slot<CachedClaim>[] = [];
-    for (const [n, { id, rec, def, idx }] of decoded.entries()) {
+    for (const [n, { id, record, rec, def, idx }] of decoded.entries()) {
       this.clock.observe(rec.h);
       // a peer that has not yet heard of a purge may still send the object
       if (this.purgedIds.has(id)) continue;
@@ -1489,7 +1489,7 @@ export class Store {
         continue;
       }
       rec.s = this.durableSeq;
-      ops.push({ type: 'put', key: keys.object(id), value: encode(rec) });
+      ops.push({ type: 'put', key: keys.object(id), value: withSeq(record, rec.s) ?? encode(rec) });
       for (const k of idx.plain) ops.push({ type: 'put', key: k, value: EMPTY });
       for (const k of idx.unique) {
         const claim = this.claims.acquireSync(k, this.readClaim);
