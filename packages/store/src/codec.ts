@@ -82,23 +82,29 @@ export function withSeq(record: Uint8Array, seq: number): Uint8Array | undefined
     entries = (record[1]! << 8) | record[2]!;
     pos = 3;
   } else return undefined;
+  // where the value of `s` starts and ends; a second `s` (which decoding
+  // would let win) leaves the record to the caller
+  let at = -1;
+  let end = -1;
   for (let i = 0; i < entries; i++) {
     const isSeqKey = record[pos] === 0xa1 && record[pos + 1] === 0x73; // the one-letter string "s"
-    pos = skipValue(record, pos);
+    pos = skipValue(record, pos, 0);
     if (pos < 0) return undefined;
-    const end = skipValue(record, pos);
-    if (end < 0) return undefined;
+    const next = skipValue(record, pos, 0);
+    if (next < 0) return undefined;
     if (isSeqKey) {
-      const value = encodeUint(seq);
-      const out = Buffer.allocUnsafe(record.length - (end - pos) + value.length);
-      out.set(record.subarray(0, pos), 0);
-      out.set(value, pos);
-      out.set(record.subarray(end), pos + value.length);
-      return out;
+      if (at >= 0) return undefined;
+      [at, end] = [pos, next];
     }
-    pos = end;
+    pos = next;
   }
-  return undefined;
+  if (at < 0 || pos !== record.length) return undefined;
+  const value = encodeUint(seq);
+  const out = Buffer.allocUnsafe(record.length - (end - at) + value.length);
+  out.set(record.subarray(0, at), 0);
+  out.set(value, at);
+  out.set(record.subarray(end), at + value.length);
+  return out;
 }
 
 function encodeUint(n: number): Uint8Array {
@@ -110,10 +116,13 @@ function encodeUint(n: number): Uint8Array {
   return packr.pack(n);
 }
 
-/** The position after the MessagePack value at `pos`, or -1 where the bytes end first or hold no value. */
-function skipValue(b: Uint8Array, pos: number): number {
+/** Nesting a record's values never reach (fields hold scalars or arrays of them). */
+const MAX_DEPTH = 32;
+
+/** The position after the MessagePack value at `pos`, or -1 where the bytes end first, hold no value or nest too deep. */
+function skipValue(b: Uint8Array, pos: number, depth: number): number {
   const t = b[pos];
-  if (t === undefined) return -1;
+  if (t === undefined || depth > MAX_DEPTH) return -1;
   let next: number;
   let items = 0; // nested values still to skip
   if (t < 0x80 || t >= 0xe0 || t === 0xc0 || t === 0xc2 || t === 0xc3) next = pos + 1;
@@ -151,6 +160,6 @@ function skipValue(b: Uint8Array, pos: number): number {
     }
     if (items < 0) return -1;
   }
-  for (let i = 0; i < items && next >= 0; i++) next = skipValue(b, next);
+  for (let i = 0; i < items && next >= 0; i++) next = skipValue(b, next, depth + 1);
   return next >= 0 && next <= b.length ? next : -1;
 }

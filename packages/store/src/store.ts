@@ -1477,26 +1477,46 @@ export class Store {
     // Unique values held already (on disk, or by a write or an earlier frame
     // still on its way there) keep their holder, as with a remote change.
     // The claims stay pinned until this batch is on disk, so that the next
-    // frame, staged meanwhile, cannot read a claim evicted before it was written.
+    // frame, staged meanwhile, cannot read a claim evicted before it was
+    // written. Everything that can throw (a claim read from disk) is done
+    // first, so that a failure leaves nothing pinned or claimed.
     const claims: Slot<CachedClaim>[] = [];
-    for (const [n, { id, record, rec, def, idx }] of decoded.entries()) {
+    const plan: ({ merge: true } | { merge: false; bytes: Uint8Array; claims: Slot<CachedClaim>[] } | undefined)[] = [];
+    try {
+      for (const [n, { id, record, rec, idx }] of decoded.entries()) {
+        // a peer that has not yet heard of a purge may still send the object
+        if (this.purgedIds.has(id)) plan.push(undefined);
+        // held here already (written meanwhile, or cloned from two peers at once): merged
+        else if (this.objects.peek(id) || present[n] !== undefined) plan.push({ merge: true });
+        else {
+          const mine: Slot<CachedClaim>[] = [];
+          for (const k of idx.unique) {
+            const claim = this.claims.acquireSync(k, this.readClaim);
+            claims.push(claim);
+            mine.push(claim);
+          }
+          plan.push({ merge: false, bytes: withSeq(record, this.durableSeq) ?? encode({ ...rec, s: this.durableSeq }), claims: mine });
+        }
+      }
+    } catch (e) {
+      for (const c of claims) this.claims.release(c);
+      throw e;
+    }
+    for (const [n, { id, rec, def, idx }] of decoded.entries()) {
       this.clock.observe(rec.h);
-      // a peer that has not yet heard of a purge may still send the object
-      if (this.purgedIds.has(id)) continue;
-      if (this.objects.peek(id) || present[n] !== undefined) {
-        // Held here already (written meanwhile, or cloned from two peers at once): merge.
+      const p = plan[n];
+      if (!p) continue;
+      if (p.merge) {
         merges.push(this.mergeState(id, rec.y, rec.h));
         continue;
       }
       rec.s = this.durableSeq;
-      ops.push({ type: 'put', key: keys.object(id), value: withSeq(record, rec.s) ?? encode(rec) });
+      ops.push({ type: 'put', key: keys.object(id), value: p.bytes });
       for (const k of idx.plain) ops.push({ type: 'put', key: k, value: EMPTY });
-      for (const k of idx.unique) {
-        const claim = this.claims.acquireSync(k, this.readClaim);
-        claims.push(claim);
+      for (const claim of p.claims) {
         if (claim.value.owner !== null) continue;
         claim.value.owner = id;
-        ops.push({ type: 'put', key: k, value: Buffer.from(id) });
+        ops.push({ type: 'put', key: claim.key, value: Buffer.from(id) });
       }
       if (def && !rec.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + 1);
       const slot = this.objects.set(id, { current: rec, durable: null, doc: undefined, pending: undefined });

@@ -51,6 +51,14 @@ t.test('key order does not matter, and a record without its own `s` is left to t
   t.same(decode(withSeq(reordered, 300)!), { ...rec, s: 300 });
   t.equal(withSeq(encode({ ...rest, f: { s: 1 } }), 9), undefined, "a field called s is not the record's seq");
   t.equal(withSeq(encode(['s', 1]), 9), undefined, 'not a map');
+  // two keys "s" (only a hand-made record has them): decoding keeps the last, so splicing the first would be wrong
+  const twice = Buffer.concat([Uint8Array.of(0x82, 0xa1, 0x73, 0x01, 0xa1, 0x73, 0x02)]);
+  t.equal(withSeq(twice, 9), undefined, 'a record with s twice');
+  t.equal(withSeq(Buffer.concat([encode({ s: 1 }), Uint8Array.of(0xc0)]), 9), undefined, 'bytes after the record');
+  let deep: unknown = 1;
+  for (let i = 0; i < 40; i++) deep = [deep];
+  t.equal(withSeq(encode({ f: { x: deep }, s: 1 }), 9), undefined, 'values nested deeper than a record holds');
+  t.same(decode(withSeq(encode({ f: { x: [[['a']]] }, s: 1 }), 9)!), { f: { x: [[['a']]] }, s: 9 }, 'but a little nesting is fine');
   t.equal(withSeq(new Uint8Array(), 9), undefined, 'no bytes');
 });
 
