@@ -81,6 +81,18 @@ export class GroupCommit {
     return this.writing ? this.writing.done.catch(() => undefined) : Promise.resolve();
   }
 
+  /**
+   * Drops every batch not yet handed to the writer, failing its writes with
+   * `e`, and refuses every later one: what a crash does to them. The batch
+   * being written, if any, still completes. Returns how many were dropped.
+   */
+  abandon(e: unknown): number {
+    this.failure ??= e;
+    const lost = this.queue.splice(0);
+    for (const g of lost) g.reject(e);
+    return lost.length;
+  }
+
   get failed(): unknown {
     return this.failure;
   }

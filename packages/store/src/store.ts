@@ -2070,6 +2070,25 @@ export class Store {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.commits.drain();
+    await this.shut();
+  }
+
+  /**
+   * Stops the store as a crash would at this moment: batches not yet handed
+   * to LevelDB are lost and their writes fail; the batch LevelDB is writing
+   * completes (a crash may or may not have kept it; this keeps it). For
+   * fault-injection tests (the replication simulation); a node never calls
+   * it. Resolves to the number of batches lost.
+   */
+  async crash(): Promise<number> {
+    if (this.closed) return 0;
+    const lost = this.commits.abandon(new MeridianError('closed', 'the store crashed (a simulated crash)'));
+    await this.commits.inFlight();
+    await this.shut();
+    return lost;
+  }
+
+  private async shut(): Promise<void> {
     this.filling = undefined;
     this.uniqueFilter = undefined;
     this.closed = true;

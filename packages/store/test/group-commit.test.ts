@@ -80,3 +80,25 @@ t.test('acquireSync pins without a promise, and refuses to read past a load unde
   t.equal(cache.pinCached('b'), b, 'pinCached pins a cached key');
   t.equal(b.pins, 2);
 });
+
+t.test('abandoned: batches not yet handed to the writer are lost, the one being written completes', async (t) => {
+  const batches: BatchOp[][] = [];
+  let release!: () => void;
+  const gc = new GroupCommit(
+    (ops) => {
+      batches.push(ops);
+      return new Promise<void>((r) => (release = r));
+    },
+    () => [],
+    2,
+  );
+  const writing = gc.add([put('a')]);
+  await new Promise((r) => setImmediate(r));
+  const queued = [gc.add([put('b'), put('c')]), gc.add([put('d')])];
+  t.equal(gc.abandon(new Error('power cut')), 2, 'two batches queued behind the one being written are dropped');
+  for (const q of queued) await t.rejects(q, { message: 'power cut' });
+  await t.rejects(gc.add([put('e')]), { message: 'power cut' }, 'and nothing more is taken');
+  release();
+  await writing;
+  t.same(batches.map((b) => b.map((o) => o.key)), [['a']], 'only the batch being written reached the writer');
+});
