@@ -1443,8 +1443,11 @@ export class Store {
   async cloneStatesStaged(states: ClonedState[]): Promise<{ durable: Promise<void> }> {
     this.assertOpen();
     const own = await this.stageStates(states);
-    const durable = Promise.all([this.stagedStates, own.durable]).then(() => undefined);
-    // a failed frame fails its own session; the next clone starts from a clean slate
+    own.durable.catch(() => undefined); // (taken up below, once the frames before it have settled)
+    // Settles, fulfilled or not, only after every earlier frame has: a frame
+    // that fails at once (a refused merge) must not let later frames report
+    // their batches on disk before earlier ones are.
+    const durable = this.stagedStates.then(() => own.durable);
     this.stagedStates = durable.catch(() => undefined);
     return { durable };
   }

@@ -2,6 +2,9 @@
 // frame's fsync (cloneStatesStaged), then the last frame with the peer's
 // vector (cloneStates with `done`).
 import t from 'tap';
+import * as Y from 'yjs';
+import { encode } from '../dist/codec.js';
+import { docVersion } from '../dist/yobject.js';
 import { Store, type ClonedState } from '../dist/index.js';
 import { openStore, schema, tempDir } from './fixtures.js';
 
@@ -81,4 +84,27 @@ t.test('states merged onto objects held here are on disk before the last frame m
   let stale = 0;
   for (const [i, o] of orgs.entries()) if ((await b.get(o.id))!.fields.name !== `renamed ${i}`) stale++;
   t.equal(stale, 0, "every object holds the peer's rename");
+});
+
+t.test('a frame refused at once settles only after the frames staged before it', async (t) => {
+  // a peer's state holding items of this node's own clientID is refused as soon as it is merged;
+  // its failure must not be reported before the earlier frames are on disk (each is a batch of its own)
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  await Promise.all(Array.from({ length: 2000 }, (_, i) => a.create('Org', { name: `org ${i}`, kind: 'customer' })));
+  const { frames } = await statesOf(a, 400);
+  t.equal(frames.length, 5);
+  const mine = await b.create('Org', { name: 'Acme', kind: 'customer' });
+  const doc = new Y.Doc();
+  Y.applyUpdate(doc, (await b.readFeed(0, 10)).find((e) => e.id === mine.id)!.update);
+  doc.clientID = b.clientId;
+  doc.getMap('f').set('name', 'Acme by another');
+  const forged = { t: 'Org', f: { name: 'Acme by another', kind: 'customer' }, d: false, h: mine.hlc + 1, s: 1, v: docVersion(doc), y: Y.encodeStateAsUpdate(doc) };
+  const order: string[] = [];
+  const earlier: Promise<void>[] = [];
+  for (const [i, f] of frames.entries()) earlier.push((await b.cloneStatesStaged(f)).durable.then(() => void order.push(`frame ${i} on disk`)));
+  const refused = await b.cloneStatesStaged([{ id: mine.id, record: encode(forged) }]);
+  await t.rejects(refused.durable.finally(() => void order.push('forged frame refused')), /which b drew itself/);
+  await Promise.all(earlier);
+  t.same(order, [...frames.map((_, i) => `frame ${i} on disk`), 'forged frame refused'], 'in the order they were staged');
 });
