@@ -476,5 +476,7 @@ t.test('masters converge under drops, partitions and crashes, losing no acknowle
   t.same(failures, [], `${seeds.length} seeds`);
   if (!only) t.ok(aeTotal > 0, `anti-entropy ran ${aeTotal} times across the seeds`);
   if (!only) t.ok(purgeTotal > 0, `${purgeTotal} objects purged across the seeds`);
-  if (!only) t.ok(lostTotal > 0, `crashes lost ${lostTotal} batches that had not reached the disk`);
+  // How many depends on the disk's timing (5-8 a run of 200 seeds, measured), so it is reported, not asserted:
+  // a run with none would fail CI for nothing about 1 time in 600.
+  if (!only) t.comment(`crashes lost ${lostTotal} batches that had not reached the disk`);
 });
