@@ -79,6 +79,9 @@ export async function run({ quick, profile, outDir, log, phases = new Set(PHASES
     log(`Organisation objects {name, kind} (about 40 bytes of JSON); each update sets one field, "description" (about 30 bytes)`);
     log(`nodes: A and the PouchDB databases in this process, B and C each in a child process; heartbeat 1000 ms, link timeout 5000 ms; setup writes with ${WRITERS} concurrent writers`);
 
+    /** Runs `phase` (which returns its seconds); with --profile, profiles the child inspected on `port` meanwhile, into `file`. */
+    const timed = (port, file, phase) => (profile ? profiledRemote(port, join(outDir, file), phase) : phase().then((result) => ({ result, top: undefined })));
+
     let sync; // (1) and (2)
     if (phases.has('sync')) {
       // ---- 1. catch-up -----------------------------------------------------
@@ -112,10 +115,7 @@ export async function run({ quick, profile, outDir, log, phases = new Set(PHASES
         const done = await b.reach(aId, aTarget);
         return (done - t0) / 1000;
       };
-      let catchTop;
-      let mCatchSecs;
-      if (profile) ({ result: mCatchSecs, top: catchTop } = await profiledRemote(bInspect, join(outDir, `${name}-catchup.cpuprofile`), catchUp));
-      else mCatchSecs = await catchUp();
+      const { result: mCatchSecs, top: catchTop } = await timed(bInspect, `${name}-catchup.cpuprofile`, catchUp);
       const bPeer = (await b.status()).peers.find((p) => p.node === aId);
       await checkSame(a.store, b, ids, 'B after catch-up');
       await b.stop();
@@ -167,10 +167,7 @@ export async function run({ quick, profile, outDir, log, phases = new Set(PHASES
         const done = await c.reach(aId, cloneTarget);
         return (done - t0) / 1000;
       };
-      let cloneTop;
-      let mCloneSecs;
-      if (profile) ({ result: mCloneSecs, top: cloneTop } = await profiledRemote(cInspect, join(outDir, `${name}-clone.cpuprofile`), clone));
-      else mCloneSecs = await clone();
+      const { result: mCloneSecs, top: cloneTop } = await timed(cInspect, `${name}-clone.cpuprofile`, clone);
       const cStatus = await c.status();
       const cObjects = cStatus.counts.Organisation ?? 0;
       if (cObjects !== nClone) throw new Error(`C holds ${cObjects} Organisations, expected ${nClone}`);

@@ -130,17 +130,13 @@ function skipValue(b: Uint8Array, pos: number, depth: number): number {
   else if (t <= 0x9f) [next, items] = [pos + 1, t & 0x0f];
   else if (t <= 0xbf) next = pos + 1 + (t & 0x1f);
   else {
-    const u8 = (at: number): number => b[at] ?? -1;
-    const u16 = (at: number): number => (at + 1 < b.length ? (b[at]! << 8) | b[at + 1]! : -1);
-    const u32 = (at: number): number => (at + 3 < b.length ? ((b[at]! << 24) >>> 0) + (b[at + 1]! << 16) + (b[at + 2]! << 8) + b[at + 3]! : -1);
-    const sized = (len: number, header: number): number => (len < 0 ? -1 : pos + header + len);
     switch (t) {
-      case 0xc4: case 0xd9: next = sized(u8(pos + 1), 2); break; // bin8, str8
-      case 0xc5: case 0xda: next = sized(u16(pos + 1), 3); break; // bin16, str16
-      case 0xc6: case 0xdb: next = sized(u32(pos + 1), 5); break; // bin32, str32
-      case 0xc7: next = sized(u8(pos + 1), 3); break; // ext8
-      case 0xc8: next = sized(u16(pos + 1), 4); break; // ext16
-      case 0xc9: next = sized(u32(pos + 1), 6); break; // ext32
+      case 0xc4: case 0xd9: next = sized(b, pos, 1, 2); break; // bin8, str8
+      case 0xc5: case 0xda: next = sized(b, pos, 2, 3); break; // bin16, str16
+      case 0xc6: case 0xdb: next = sized(b, pos, 4, 5); break; // bin32, str32
+      case 0xc7: next = sized(b, pos, 1, 3); break; // ext8
+      case 0xc8: next = sized(b, pos, 2, 4); break; // ext16
+      case 0xc9: next = sized(b, pos, 4, 6); break; // ext32
       case 0xca: next = pos + 5; break;
       case 0xcb: next = pos + 9; break;
       case 0xcc: case 0xd0: next = pos + 2; break;
@@ -152,14 +148,28 @@ function skipValue(b: Uint8Array, pos: number, depth: number): number {
       case 0xd6: next = pos + 6; break;
       case 0xd7: next = pos + 10; break;
       case 0xd8: next = pos + 18; break;
-      case 0xdc: [next, items] = [pos + 3, u16(pos + 1)]; break; // array16
-      case 0xdd: [next, items] = [pos + 5, u32(pos + 1)]; break; // array32
-      case 0xde: [next, items] = [pos + 3, 2 * u16(pos + 1)]; break; // map16
-      case 0xdf: [next, items] = [pos + 5, 2 * u32(pos + 1)]; break; // map32
+      case 0xdc: [next, items] = [pos + 3, uintAt(b, pos + 1, 2)]; break; // array16
+      case 0xdd: [next, items] = [pos + 5, uintAt(b, pos + 1, 4)]; break; // array32
+      case 0xde: [next, items] = [pos + 3, 2 * uintAt(b, pos + 1, 2)]; break; // map16
+      case 0xdf: [next, items] = [pos + 5, 2 * uintAt(b, pos + 1, 4)]; break; // map32
       default: return -1; // 0xc1 is never used
     }
     if (items < 0) return -1;
   }
   for (let i = 0; i < items && next >= 0; i++) next = skipValue(b, next, depth + 1);
   return next >= 0 && next <= b.length ? next : -1;
+}
+
+/** The big-endian unsigned integer of `bytes` bytes at `at`, or -1 past the end. */
+function uintAt(b: Uint8Array, at: number, bytes: number): number {
+  if (at + bytes > b.length) return -1;
+  let n = 0;
+  for (let i = 0; i < bytes; i++) n = n * 256 + b[at + i]!;
+  return n;
+}
+
+/** The end of a value at `pos` whose length (`lengthBytes` wide) follows its type byte and whose `header` precedes its data. */
+function sized(b: Uint8Array, pos: number, lengthBytes: number, header: number): number {
+  const len = uintAt(b, pos + 1, lengthBytes);
+  return len < 0 ? -1 : pos + header + len;
 }

@@ -803,9 +803,7 @@ export class Store {
         if (extra.length) last = this.commits.add(extra);
         continue;
       }
-      const purge = c.kind === 'purge' || c.kind === 'redacted' || this.purgedIds.has(c.id);
-      if (!purge && c.origin !== this.nodeId) this.refuseOwnClient(c);
-      const r = purge ? await this.applyPurge(c, extra) : await this.applyOne(c, extra);
+      const r = c.kind === 'purge' || c.kind === 'redacted' || this.purgedIds.has(c.id) ? await this.applyPurge(c, extra) : await this.applyOne(c, extra);
       if (r.skipped) result.skipped++;
       else result.applied++;
       result.conflicts += r.conflicts;
@@ -832,6 +830,13 @@ export class Store {
       if (this.vector.has(c.origin, c.originSeq)) {
         return { durable: extra.length ? this.commits.add(extra) : Promise.resolve(), conflicts: 0, skipped: true };
       }
+      // The update's writer is the origin's process: one of this node's own
+      // clientIDs there means another node wrote with it. (This node's own
+      // changes are exempt: after its disk rolled back, peers rightly send
+      // back those it lost.)
+      const foreign = c.origin !== this.nodeId;
+      const writer = firstClient(c.update);
+      if (foreign && writer !== undefined && this.ownClients.has(writer)) this.refuseClient(`change ${c.origin}:${c.originSeq} to ${c.id}`, writer);
       const cur = slot.value.current;
       const doc = slot.value.doc ?? (cur ? docFromState(c.id, cur.y, this.clientId) : newDoc(c.id, this.clientId));
       this.holdDoc(slot, doc);
@@ -839,16 +844,15 @@ export class Store {
       const before = snapshotFieldItems(map);
       let found: DetectedConflict[] = [];
       let own: number | undefined;
-      // The update's writer is the origin's; every client that grew in the
-      // transaction is not: items of another origin's change that waited
+      // Only the writer is attributed to the origin, not every client that
+      // grew in the transaction: items of another origin's change that waited
       // for this one (Yjs's pending structs) are integrated along with it.
-      const writer = firstClient(c.update);
       if (writer !== undefined && !this.clientNodes.has(writer)) {
         this.clientNodes.set(writer, c.origin);
         this.clientNodesDirty = true;
       }
       const onAfter = (tr: Y.Transaction): void => {
-        if (c.origin !== this.nodeId) own = this.ownClientGrown(tr);
+        if (foreign) own = this.ownClientGrown(tr);
         found = detectConflicts(doc, map, tr, before, (client) => this.clientNodes.get(client));
       };
       doc.on('afterTransaction', onAfter);
@@ -859,7 +863,7 @@ export class Store {
         // Yjs draws a random clientID when a remote update carries ours; keep ours.
         doc.clientID = this.clientId;
       }
-      // this process's items not first in the update (refuseOwnClient saw the first) or released from an earlier one
+      // this process's items not first in the update (checked above) or released from an earlier one
       if (own !== undefined) this.refuseClient(`change ${c.origin}:${c.originSeq} to ${c.id}`, own);
       const meta = readMeta(doc);
       const type = meta.type ?? c.type;
@@ -1194,16 +1198,6 @@ export class Store {
   }
 
   /**
-   * Refuses a peer's change written with a clientID this node drew: applied,
-   * its items would pass for this node's and this node's for its wherever
-   * both wrote one object, with versions and digests still equal.
-   */
-  private refuseOwnClient(c: RemoteChange): void {
-    const client = firstClient(c.update);
-    if (client !== undefined && this.ownClients.has(client)) this.refuseClient(`change ${c.origin}:${c.originSeq} to ${c.id}`, client);
-  }
-
-  /**
    * This process's clientID, if it gained items in a remote transaction:
    * drawn fresh at this start and written only here, durably before any
    * peer has a change of it, so such items were written by another. (An
@@ -1216,6 +1210,12 @@ export class Store {
     return clock !== undefined && clock > (tr.beforeState.get(this.clientId) ?? 0) ? this.clientId : undefined;
   }
 
+  /**
+   * Refuses a peer's change or state that adds items of a clientID this
+   * node drew: applied, its items would pass for this node's and this
+   * node's for its wherever both wrote one object, with versions and
+   * digests still equal.
+   */
   private refuseClient(what: string, client: number): never {
     throw new MeridianError(
       'bad-request',
@@ -1498,7 +1498,8 @@ export class Store {
             claims.push(claim);
             mine.push(claim);
           }
-          plan.push({ merge: false, bytes: withSeq(record, this.durableSeq) ?? encode({ ...rec, s: this.durableSeq }), claims: mine });
+          rec.s = this.durableSeq;
+          plan.push({ merge: false, bytes: withSeq(record, rec.s) ?? encode(rec), claims: mine });
         }
       }
     } catch (e) {
@@ -1513,7 +1514,6 @@ export class Store {
         merges.push(this.mergeState(id, rec.y, rec.h));
         continue;
       }
-      rec.s = this.durableSeq;
       ops.push({ type: 'put', key: keys.object(id), value: p.bytes });
       for (const k of idx.plain) ops.push({ type: 'put', key: k, value: EMPTY });
       for (const claim of p.claims) {

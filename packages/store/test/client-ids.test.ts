@@ -204,3 +204,23 @@ t.test('a restored incarnation applies what its original wrote with a clientID t
   t.same(await r.applyRemote([fromA]), { applied: 1, skipped: 0, conflicts: 0 }, 'a\'s clientID stays a\'s, not the incarnation\'s');
   t.same((await r.get(o.id))?.fields, { name: 'Acme', kind: 'customer' });
 });
+
+t.test("a peer's change written with an earlier clientID of this node is refused as well", async (t) => {
+  // only the update's first client shows it: this process's own clientID is another, and is not in the update
+  const dir = tempDir(t);
+  const first = await Store.open({ dir, schema, nodeId: 'a' });
+  const earlier = first.clientId;
+  await first.close();
+  const a = await Store.open({ dir, schema, nodeId: 'a' });
+  t.teardown(() => a.close());
+  t.not(a.clientId, earlier, 'a restart draws anew');
+  const doc = newDoc('org-old', earlier);
+  applyLocal(doc, { name: 'Old', kind: 'customer' }, { type: 'Org', deleted: false, created: 1 });
+  const change = { origin: 'b', originSeq: 1, id: 'org-old', type: 'Org', update: Y.encodeStateAsUpdate(doc), hlc: 1, principal: 'system', fields: ['name', 'kind'], kind: 'create' as const };
+  await t.rejects(a.applyRemote([change]), { message: new RegExp(`^change b:1 to org-old carries Yjs client id ${earlier}, which a drew itself; `) });
+  t.equal(await a.get('org-old'), undefined, 'nothing of it is stored');
+  t.same(a.versionVector(), {});
+  // the same change as this node's own, sent back by a peer after this node's disk lost it: taken
+  await a.applyRemote([{ ...change, origin: 'a' }]);
+  t.equal((await a.get('org-old'))?.fields['name'], 'Old', "this node's own lost change is taken back");
+});

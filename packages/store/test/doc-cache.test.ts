@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { RecencyList } from '../dist/recency-list.js';
 import { Store } from '../dist/index.js';
 import { schema, tempDir } from './fixtures.js';
@@ -94,31 +94,14 @@ t.test('writes on objects whose doc was dropped while a change was on its way to
   t.equal(wrong, 0, 'every object holds all three writes');
   const h = (await store.history(ids[0]!))!;
   t.equal(h.versions.length, 4, 'and its history has the create and the three writes');
-  await store.close();
-
-  const again = await Store.open({ dir, schema });
-  t.teardown(() => again.close());
-  let differ = 0;
-  for (const id of ids) if ((await again.get(id))!.version !== seen.get(id)) differ++;
-  t.equal(differ, 0, 'the versions read back from disk are those the writes reported');
+  t.equal(await changedByRestart(t, store, dir, seen), 0, 'the versions read back from disk are those the writes reported');
 });
 
 t.test('remote changes applied onto docs dropped while earlier ones were on their way to disk converge', async (t) => {
   // A catch-up: two staged frames, the second applied before the first is
   // on disk, over more objects than the store keeps docs for.
-  const a = await Store.open({ dir: tempDir(t), schema, nodeId: 'a' });
-  t.teardown(() => a.close());
-  const dir = tempDir(t);
-  const b = await Store.open({ dir, schema, nodeId: 'b' });
-  t.teardown(() => b.close());
-  const n = 1_500;
-  const ids: string[] = [];
-  for (let i = 0; i < n; i += 100) {
-    const made = await Promise.all(Array.from({ length: Math.min(100, n - i) }, (_, k) => a.create('Org', { name: `org ${i + k}`, kind: 'customer' })));
-    ids.push(...made.map((o) => o.id));
-  }
+  const { a, b, dir, n, ids } = await twoNodesHolding(t, 1_500);
   const created = a.lastSeq;
-  await b.applyRemote((await a.readFeed(0, n)).map(({ seq: _s, ...c }) => c));
   await Promise.all(ids.map((id, i) => a.update(id, { name: `renamed ${i}` })));
   await Promise.all(ids.map((id) => a.update(id, { kind: 'vendor' })));
   const changes = (await a.readFeed(created, 2 * n)).map(({ seq: _s, ...c }) => c);
@@ -134,30 +117,16 @@ t.test('remote changes applied onto docs dropped while earlier ones were on thei
     if (x.version !== y.version || JSON.stringify(x.fields) !== JSON.stringify(y.fields)) differ++;
   }
   t.equal(differ, 0, 'both nodes hold the same fields and versions');
-  await b.close();
-  const again = await Store.open({ dir, schema });
-  t.teardown(() => again.close());
-  differ = 0;
-  for (const id of ids) if ((await again.get(id))!.version !== (await a.get(id))!.version) differ++;
-  t.equal(differ, 0, 'and so does the receiver read back from disk');
+  const theirs = new Map<string, string>();
+  for (const id of ids) theirs.set(id, (await a.get(id))!.version);
+  t.equal(await changedByRestart(t, b, dir, theirs), 0, 'and so does the receiver read back from disk');
 });
 
 t.test('peer states merged onto docs dropped while local writes were on their way to disk keep both', async (t) => {
   // Anti-entropy's path (cloneStates onto objects held here, so mergeState)
   // over more objects than the store keeps docs for, while this node's own
   // writes to the same objects are not yet on disk.
-  const a = await Store.open({ dir: tempDir(t), schema, nodeId: 'a' });
-  t.teardown(() => a.close());
-  const dir = tempDir(t);
-  const b = await Store.open({ dir, schema, nodeId: 'b' });
-  t.teardown(() => b.close());
-  const n = 1_500;
-  const ids: string[] = [];
-  for (let i = 0; i < n; i += 100) {
-    const made = await Promise.all(Array.from({ length: Math.min(100, n - i) }, (_, k) => a.create('Org', { name: `org ${i + k}`, kind: 'customer' })));
-    ids.push(...made.map((o) => o.id));
-  }
-  await b.applyRemote((await a.readFeed(0, n)).map(({ seq: _s, ...c }) => c));
+  const { a, b, dir, n, ids } = await twoNodesHolding(t, 1_500);
   await Promise.all(ids.map((id, i) => a.update(id, { name: `renamed ${i}` })));
   const states: { id: string; record: Uint8Array }[] = [];
   const snap = a.stateSnapshot();
@@ -175,10 +144,31 @@ t.test('peer states merged onto docs dropped while local writes were on their wa
   t.equal(wrong, 0, 'every object holds the peer\'s rename and this node\'s write');
   const seen = new Map<string, string>();
   for (const id of ids) seen.set(id, (await b.get(id))!.version);
-  await b.close();
+  t.equal(await changedByRestart(t, b, dir, seen), 0, 'and reads them back from disk after a restart');
+});
+
+/** Nodes a and b (b in `dir`) holding the same `n` Orgs, created on a and applied on b as remote changes. */
+async function twoNodesHolding(t: Test, n: number): Promise<{ a: Store; b: Store; dir: string; n: number; ids: string[] }> {
+  const a = await Store.open({ dir: tempDir(t), schema, nodeId: 'a' });
+  t.teardown(() => a.close());
+  const dir = tempDir(t);
+  const b = await Store.open({ dir, schema, nodeId: 'b' });
+  t.teardown(() => b.close());
+  const ids: string[] = [];
+  for (let i = 0; i < n; i += 100) {
+    const made = await Promise.all(Array.from({ length: Math.min(100, n - i) }, (_, k) => a.create('Org', { name: `org ${i + k}`, kind: 'customer' })));
+    ids.push(...made.map((o) => o.id));
+  }
+  await b.applyRemote((await a.readFeed(0, n)).map(({ seq: _s, ...c }) => c));
+  return { a, b, dir, n, ids };
+}
+
+/** Closes `store`, opens its `dir` again, and counts the objects whose version there is not the one `expected` holds. */
+async function changedByRestart(t: Test, store: Store, dir: string, expected: Map<string, string>): Promise<number> {
+  await store.close();
   const again = await Store.open({ dir, schema });
   t.teardown(() => again.close());
   let differ = 0;
-  for (const id of ids) if ((await again.get(id))!.version !== seen.get(id)) differ++;
-  t.equal(differ, 0, 'and reads them back from disk after a restart');
-});
+  for (const [id, version] of expected) if ((await again.get(id))?.version !== version) differ++;
+  return differ;
+}

@@ -4,16 +4,23 @@ import { PinnedCache } from '../dist/pinned-cache.js';
 
 const put = (key: string): BatchOp => ({ type: 'put', key, value: new Uint8Array(0) });
 
-t.test('concurrent writes share one batch, and none is acknowledged before its batch is written', async (t) => {
+/** A group commit whose writer records each batch and holds it until `release()`. */
+function heldWriter(finish: () => BatchOp[], maxOps?: number): { gc: GroupCommit; batches: BatchOp[][]; release: () => void } {
   const batches: BatchOp[][] = [];
-  let release!: () => void;
+  let releaseWrite = (): void => undefined;
   const gc = new GroupCommit(
     (ops) => {
       batches.push(ops);
-      return new Promise<void>((r) => (release = r));
+      return new Promise<void>((r) => (releaseWrite = r));
     },
-    () => [put('trailer')],
+    finish,
+    maxOps,
   );
+  return { gc, batches, release: () => releaseWrite() };
+}
+
+t.test('concurrent writes share one batch, and none is acknowledged before its batch is written', async (t) => {
+  const { gc, batches, release } = heldWriter(() => [put('trailer')]);
   const acked: string[] = [];
   const first = gc.add([put('a')], () => acked.push('after a')).then(() => acked.push('a'));
   await new Promise((r) => setImmediate(r));
@@ -82,16 +89,7 @@ t.test('acquireSync pins without a promise, and refuses to read past a load unde
 });
 
 t.test('abandoned: batches not yet handed to the writer are lost, the one being written completes', async (t) => {
-  const batches: BatchOp[][] = [];
-  let release!: () => void;
-  const gc = new GroupCommit(
-    (ops) => {
-      batches.push(ops);
-      return new Promise<void>((r) => (release = r));
-    },
-    () => [],
-    2,
-  );
+  const { gc, batches, release } = heldWriter(() => [], 2);
   const writing = gc.add([put('a')]);
   await new Promise((r) => setImmediate(r));
   const queued = [gc.add([put('b'), put('c')]), gc.add([put('d')])];
