@@ -34,6 +34,11 @@ export function drawClientId(nodeId: string, used: ReadonlySet<number>): number 
   return id;
 }
 
+/** The space a clientID was drawn in; 0 for one drawn before spaces, or by something other than a node. */
+export function spaceOfClient(client: number): number {
+  return Math.floor(client / LOW);
+}
+
 /**
  * The first client whose items a Yjs (v1) update carries, or undefined
  * when it carries none (a deletion only) or is too short to say; Yjs

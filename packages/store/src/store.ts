@@ -17,7 +17,7 @@ import { PinnedCache, type Slot } from './pinned-cache.js';
 import { RecencyList } from './recency-list.js';
 import { ReadBatcher } from './read-batcher.js';
 import { bucketOf, digestRecords, type StoreDigest } from './digest.js';
-import { drawClientId, firstClient } from './client-ids.js';
+import { clientSpace, drawClientId, firstClient, spaceOfClient } from './client-ids.js';
 import { VersionVector } from './version-vector.js';
 import { BACKUP_FORMAT, BACKUP_VERSION, RESTORING, type BackupHeader } from './backup.js';
 import { historyRecord, toVersion, type HistoryRecord, type ObjectHistory, type ObjectVersion } from './history.js';
@@ -226,6 +226,9 @@ export class Store {
   /** which node each Yjs clientID belongs to, for conflict reports */
   private readonly clientNodes: Map<number, string>;
   private clientNodesDirty = false;
+  /** Which origin each clientID space belongs to (null: two origins share it), for the origins counted in `spaceOriginsOf`. */
+  private spaceOrigins = new Map<number, string | null>();
+  private spaceOriginsOf = -1;
   /** the clientIDs this node drew itself (since draws record who drew them) */
   private readonly ownClients: Set<number>;
   /** unsettled conflicts by object id, then conflict key */
@@ -853,7 +856,7 @@ export class Store {
       }
       const onAfter = (tr: Y.Transaction): void => {
         if (foreign) own = this.ownClientGrown(tr);
-        found = detectConflicts(doc, map, tr, before, (client) => this.clientNodes.get(client));
+        found = detectConflicts(doc, map, tr, before, (client) => this.nodeOfClient(client));
       };
       doc.on('afterTransaction', onAfter);
       try {
@@ -1205,6 +1208,31 @@ export class Store {
    * back under the same node id, a peer's state may rightly bring back
    * items of it that this node lost.)
    */
+  /**
+   * The node that wrote with `client`, for a conflict record: the origin of
+   * the first change this node received from it, or else the one origin
+   * known here whose clientID space it is in. A clone brings writes inside
+   * states, never as changes, so without the space a cloned node would
+   * leave writers unnamed that every other node names.
+   */
+  private nodeOfClient(client: number): string | undefined {
+    const known = this.clientNodes.get(client);
+    if (known !== undefined) return known;
+    const space = spaceOfClient(client);
+    if (space === 0) return undefined;
+    const origins = this.vector.origins();
+    origins.add(this.nodeId);
+    if (origins.size !== this.spaceOriginsOf) {
+      this.spaceOrigins = new Map();
+      for (const o of origins) {
+        const s = clientSpace(o);
+        this.spaceOrigins.set(s, this.spaceOrigins.has(s) ? null : o);
+      }
+      this.spaceOriginsOf = origins.size;
+    }
+    return this.spaceOrigins.get(space) ?? undefined;
+  }
+
   private ownClientGrown(tr: Y.Transaction): number | undefined {
     const clock = tr.afterState.get(this.clientId);
     return clock !== undefined && clock > (tr.beforeState.get(this.clientId) ?? 0) ? this.clientId : undefined;

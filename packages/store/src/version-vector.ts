@@ -52,6 +52,11 @@ export class VersionVector {
     this.add(origin, seq);
   }
 
+  /** Every origin this vector has heard of, whether or not its entry has moved yet. */
+  origins(): Set<string> {
+    return new Set([...this.upTo.keys(), ...this.ahead.keys()]);
+  }
+
   toObject(): Record<string, number> {
     return Object.fromEntries(this.upTo);
   }

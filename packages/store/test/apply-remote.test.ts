@@ -107,3 +107,26 @@ t.test('the batches of successive staged applies reach the disk in the order the
   t.same(settled, [0, 1, 2, 3], 'in apply order, the all-skipped frame included');
   t.equal(await b.checkpoint('a'), 40);
 });
+
+t.test('a node cloned by states names the writers in a conflict as the nodes that saw the writes arrive', async (t) => {
+  // the clone brings a's write inside a state, never as a change of a's: only a's clientID space tells its writer
+  const [a, b] = await pair(t);
+  const c = await openStore(t, { nodeId: 'c' });
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  await ship(a, b);
+  await a.update(o.id, { name: 'Acme East' });
+  await b.update(o.id, { name: 'Acme West' });
+  const snap = a.stateSnapshot();
+  for await (const frame of snap.batches(100)) await c.cloneStates(frame);
+  await c.cloneStates([], { peer: 'a', head: snap.head, vector: snap.vector });
+  await snap.close();
+  await ship(b, a);
+  await ship(b, c);
+  const [oa, oc] = [await a.get(o.id), await c.get(o.id)];
+  t.equal(oc?.version, oa?.version, 'converged');
+  const strip = (items: Awaited<ReturnType<Store['conflicts']>>['items']) => items.map(({ detected: _d, key: _k, ...r }) => r);
+  const [ca, cc] = [strip((await a.conflicts()).items), strip((await c.conflicts()).items)];
+  t.equal(cc.length, 1, 'the clone detects the conflict');
+  t.same(cc, ca, 'the same record as on a');
+  t.same(new Set(cc[0]?.values.map((v) => v.node)), new Set(['a', 'b']), 'each value names its node');
+});
