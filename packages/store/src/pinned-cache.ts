@@ -24,9 +24,14 @@ export class PinnedCache<V> {
   private readonly order = new LinkedList<Slot<V>>();
   private used = 0;
 
+  /**
+   * `onEvict` hears of each slot as it leaves the cache, so that whoever
+   * keeps slots elsewhere can let go of them; it must not change the cache.
+   */
   constructor(
     private readonly budget: number,
     private readonly costOf: (key: string, value: V) => number,
+    private readonly onEvict?: (slot: Slot<V>) => void,
   ) {}
 
   get size(): number {
@@ -126,6 +131,11 @@ export class PinnedCache<V> {
     if (slot.pins === 0 && this.used > this.budget) this.evict();
   }
 
+  /** Whether this very slot is still cached (not evicted, and not replaced since). */
+  holds(slot: Slot<V>): boolean {
+    return this.entries.get(slot.key) === slot;
+  }
+
   /** Recompute a slot's cost after its value changed. */
   resize(slot: Slot<V>): void {
     const cost = this.costOf(slot.key, slot.value);
@@ -159,6 +169,7 @@ export class PinnedCache<V> {
         this.order.unlink(slot);
         this.entries.delete(slot.key);
         this.used -= slot.cost;
+        this.onEvict?.(slot);
       }
       slot = next;
     }

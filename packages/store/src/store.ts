@@ -307,7 +307,13 @@ export class Store {
     this.counts = init.counts;
     this.passwordCost = init.opts.passwordCost ?? DEFAULT_COST;
     const budget = init.opts.cacheBytes ?? 64 * 1024 * 1024;
-    this.objects = new PinnedCache<CachedObject>(budget, objectCost);
+    // an evicted slot lets go of its doc, which only a slot still cached can use
+    this.objects = new PinnedCache<CachedObject>(budget, objectCost, (slot) => {
+      if (slot.value.doc) {
+        slot.value.doc = undefined;
+        this.docHolders.delete(slot);
+      }
+    });
     this.claims = new PinnedCache<CachedClaim>(Math.max(1024 * 1024, budget / 8), (k) => 64 + k.length * 2);
     this.reads = new ReadBatcher((ks) => this.db.getMany(ks));
     this.commits = new GroupCommit(
@@ -1201,14 +1207,6 @@ export class Store {
   }
 
   /**
-   * This process's clientID, if it gained items in a remote transaction:
-   * drawn fresh at this start and written only here, durably before any
-   * peer has a change of it, so such items were written by another. (An
-   * earlier clientID of this node is not checked here: after a disk rolled
-   * back under the same node id, a peer's state may rightly bring back
-   * items of it that this node lost.)
-   */
-  /**
    * The node that wrote with `client`, for a conflict record: the origin of
    * the first change this node received from it, or else the one origin
    * known here whose clientID space it is in. A clone brings writes inside
@@ -1233,6 +1231,14 @@ export class Store {
     return this.spaceOrigins.get(space) ?? undefined;
   }
 
+  /**
+   * This process's clientID, if it gained items in a remote transaction:
+   * drawn fresh at this start and written only here, durably before any
+   * peer has a change of it, so such items were written by another. (An
+   * earlier clientID of this node is not checked here: after a disk rolled
+   * back under the same node id, a peer's state may rightly bring back
+   * items of it that this node lost.)
+   */
   private ownClientGrown(tr: Y.Transaction): number | undefined {
     const clock = tr.afterState.get(this.clientId);
     return clock !== undefined && clock > (tr.beforeState.get(this.clientId) ?? 0) ? this.clientId : undefined;
@@ -1253,8 +1259,11 @@ export class Store {
 
   /** Forgets the object's doc; the next change rebuilds it from `current.y`. */
   private dropDoc(slot: Slot<CachedObject>): void {
+    if (!slot.value.doc) return;
     slot.value.doc = undefined;
     this.docHolders.delete(slot);
+    // a held doc counts in the slot's cost; without it the slot weighs less
+    if (this.objects.holds(slot)) this.objects.resize(slot);
   }
 
   /** Marks the open conflicts on these fields settled by a later write to them. */
@@ -1991,8 +2000,9 @@ export class Store {
     return Object.fromEntries(this.counts);
   }
 
-  cacheStats(): { objects: number; bytes: number } {
-    return { objects: this.objects.size, bytes: this.objects.bytes };
+  /** Objects cached, their estimated bytes, and how many of them keep a live Y.Doc. */
+  cacheStats(): { objects: number; bytes: number; docs: number } {
+    return { objects: this.objects.size, bytes: this.objects.bytes, docs: this.docHolders.size };
   }
 
   // ---- node metadata ----------------------------------------------------

@@ -172,3 +172,41 @@ async function changedByRestart(t: Test, store: Store, dir: string, expected: Ma
   for (const [id, version] of expected) if ((await again.get(id))?.version !== version) differ++;
   return differ;
 }
+
+t.test('objects whose doc is dropped or evicted weigh in the cache as objects without one', async (t) => {
+  // 3,000 objects updated (an update keeps the object's doc; a create
+  // builds none): the first 1,976 lose their docs to newer ones. The cache's
+  // bytes must then be those of the same objects read without docs, plus
+  // the docs still held. Then a small budget evicts slots that hold docs.
+  const dir = tempDir(t);
+  const store = await Store.open({ dir, schema });
+  t.teardown(() => store.close());
+  const ids: string[] = [];
+  for (let i = 0; i < 3_000; i += 100) {
+    const made = await Promise.all(Array.from({ length: 100 }, (_, k) => store.create('Org', { name: `org ${i + k}`, kind: 'customer' })));
+    ids.push(...made.map((o) => o.id));
+  }
+  for (let i = 0; i < 3_000; i += 100) await Promise.all(ids.slice(i, i + 100).map((id) => store.update(id, { kind: 'reseller' })));
+  const written = store.cacheStats();
+  t.equal(written.objects, 3_000);
+  t.equal(written.docs, 1_024, 'the most recently written keep their docs');
+  // an object's state is about its create and its update together
+  const longest = (await store.readFeed(0, 6_000)).reduce((m, e) => Math.max(m, e.update.length), 0) * 2;
+  await store.close();
+
+  const again = await Store.open({ dir, schema });
+  t.teardown(() => again.close());
+  for (const id of ids) await again.get(id);
+  const read = again.cacheStats();
+  t.equal(read.docs, 0);
+  const extra = written.bytes - read.bytes;
+  t.ok(extra > 0 && extra <= written.docs * 9 * longest, `only the held docs weigh more (${extra} bytes more for ${written.docs} docs of states up to ${longest} bytes)`);
+  await again.close();
+
+  const small = await Store.open({ dir, schema, cacheBytes: 200_000 });
+  t.teardown(() => small.close());
+  for (const id of ids.slice(0, 1_500)) await small.update(id, { kind: 'vendor' });
+  const s = small.cacheStats();
+  t.ok(s.docs <= s.objects, `no doc is kept for an object the cache let go (${s.docs} docs, ${s.objects} objects)`);
+  t.ok(s.bytes <= 200_000, 'within the budget');
+});
