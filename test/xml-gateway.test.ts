@@ -211,6 +211,19 @@ t.test('access rules: staff, reseller admin, customer contact; 404 for what one 
   const newPerson = '<object type="Person"><field name="cn">N</field><field name="sn">N</field><field name="organisation">org-c2</field></object>';
   t.equal((await call(node, 'POST', '/objects/Person', { ...as('radmin'), body: newPerson })).status, 403, 'nor create one there');
   t.equal((await call(node, 'POST', '/objects/Person', { ...as('radmin'), body: newPerson.replace('org-c2', 'org-c1') })).status, 201, 'it may create one at its customer');
+  // roles: no more than its own reach, so never staff (who sees everything)
+  const withRoles = (uid: string, roles: string[]): string =>
+    `<object type="Person"><field name="cn">${uid}</field><field name="sn">N</field><field name="organisation">org-c1</field><field name="uid">${uid}</field><field name="password">${PERSON_PW}</field>${roles.map((r) => `<field name="roles">${r}</field>`).join('')}</object>`;
+  const asStaff = await call(node, 'POST', '/objects/Person', { ...as('radmin'), body: withRoles('evil', ['customer-contact', 'staff']) });
+  t.equal(asStaff.status, 403, 'the reseller admin may not make anyone staff');
+  t.match(asStaff.text, /<error code="forbidden">you may not give the role "staff"/);
+  t.equal((await call(node, 'GET', '/objects/Product/prd-office', as('evil'))).status, 401, 'and no such login was made');
+  t.equal((await call(node, 'POST', '/objects/Person', { ...as('radmin'), body: withRoles('helper', ['customer-contact']) })).status, 201, 'it may give a role that sees less than its own');
+  t.equal((await call(node, 'GET', '/objects/License/lic-c1', as('helper'))).status, 200, 'which then works');
+  const promote = await call(node, 'GET', '/objects/Person/per-c1b', as('radmin'));
+  const promoted = promote.text.replace('</object>', '  <field name="roles">staff</field>\n</object>');
+  t.equal((await call(node, 'PUT', '/objects/Person/per-c1b', { ...as('radmin'), body: promoted, headers: { 'if-match': `"${etagOf(promote)}"` } })).status, 403, 'nor add staff to an existing contact');
+  t.equal((await call(node, 'GET', '/objects/Product/prd-office', as('staff1'))).status, 200, 'staff, who hold the role, still read everything');
   t.equal((await call(node, 'GET', '/export', as('radmin'))).status, 403, 'export is for the admin and staff');
 
   // customer contact: own entry, own organisation, own licenses; changes only to their own entry

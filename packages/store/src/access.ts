@@ -188,6 +188,32 @@ export class AccessScope {
     return (!before || inScope(before)) && (!after || inScope(after));
   }
 
+  /**
+   * Whether the principal may give `role` to someone: never a role that
+   * sees everything, and otherwise only a role defined here that reads and
+   * writes no type one of its own roles does not. Without this a
+   * reseller-admin, who may edit its customers' persons, could make one of
+   * them staff and sign in as it.
+   */
+  mayGrant(role: string): boolean {
+    if (this.everything) return true;
+    const rule = this.rules?.roles.get(role);
+    if (!rule || this.rules!.all.has(role)) return false;
+    return this.reach.some(({ rule: own }) => [...rule.read].every((t) => own.read.has(t)) && [...rule.write].every((t) => own.write.has(t)));
+  }
+
+  /** The roles `after` holds that `before` did not, on the principal type. */
+  addedRoles(before: Accessible | undefined, after: Accessible | undefined): string[] {
+    const rules = this.rules;
+    if (!rules || !after || after.type !== rules.principalType) return [];
+    const roles = (o: Accessible | undefined): string[] => {
+      const v = o?.fields[rules.rolesField];
+      return v === undefined || v === null ? [] : (Array.isArray(v) ? v : [v]).map(String);
+    };
+    const had = new Set(roles(before));
+    return roles(after).filter((r) => !had.has(r));
+  }
+
   passwordFields(type: string): string[] {
     return [...(this.types.get(type)?.fields.values() ?? [])].filter((f) => f.kind === 'password').map((f) => f.name);
   }
@@ -262,5 +288,10 @@ export async function authorizeWrite(
     const self = before && scope.principal.kind === 'person' && before.id === scope.principal.id;
     const why = self ? `; on your own entry you may change only ${[...scope.selfFields].join(', ')}` : '';
     throw new MeridianError('forbidden', `you may not ${op === 'create' ? 'create' : op === 'delete' ? 'delete' : 'change'} ${what}${why}`);
+  }
+  for (const role of scope.addedRoles(before, after)) {
+    if (!scope.mayGrant(role)) {
+      throw new MeridianError('forbidden', `you may not give the role "${role}": you may give only roles that see no more than one of your own`);
+    }
   }
 }
