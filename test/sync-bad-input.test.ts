@@ -12,7 +12,7 @@ import t, { type Test } from 'tap';
 import { pino } from 'pino';
 import WebSocket from 'ws';
 import { MeridianNode, resolveConfig } from '@meridian/node';
-import { decodeFrame, encodeFrame, PROTOCOL_VERSION, SyncSession, type Action, type Frame } from '@meridian/sync';
+import { decodeFrame, encodeFrame, proof, PROTOCOL_VERSION, SyncSession, type Action, type Frame } from '@meridian/sync';
 import type { RemoteChange } from '@meridian/store';
 import { tempDir } from './helpers/tmp.js';
 
@@ -168,9 +168,8 @@ const cases: Case[] = [
   },
   {
     name: 'a changes frame after hello, before auth',
-    script: async (ws, next) => {
+    script: (ws) => {
       ws.send(hello());
-      await next('auth');
       ws.send(encodeFrame({ t: 'changes', changes: [wireChange(1)], last: 1, head: 1 }));
     },
     reason: /^expected auth, got changes before authentication$/,
@@ -212,19 +211,20 @@ const cases: Case[] = [
   },
   {
     name: 'a correct hello then a wrong auth proof',
-    script: async (ws, next) => {
+    script: (ws) => {
       ws.send(hello());
-      await next('auth');
       ws.send(encodeFrame({ t: 'auth', proof: randomBytes(32) }));
     },
     reason: /^authentication failed: the peer does not hold this cluster's secret$/,
   },
   {
-    name: "a correct hello then the node's own proof reflected back",
+    // what a stranger relaying another node's proof would send: made with the secret, but by an acceptor
+    name: "a hello then an accepting node's proof, where the dialer's is due",
     script: async (ws, next) => {
-      ws.send(hello());
-      const own = (await next('auth')) as Extract<Frame, { t: 'auth' }>;
-      ws.send(encodeFrame({ t: 'auth', proof: own.proof }));
+      const theirs = (await next('hello')) as Extract<Frame, { t: 'hello' }>;
+      const mine = randomBytes(16);
+      ws.send(hello({ nonce: mine }));
+      ws.send(encodeFrame({ t: 'auth', proof: proof(SECRET, 'meridian', 'acceptor', 'intruder', theirs.node, mine, theirs.nonce) }));
     },
     reason: /^authentication failed: the peer does not hold this cluster's secret$/,
   },
@@ -329,7 +329,7 @@ t.test('after all that, a peer holding the secret still gets in', async (t) => {
   const { node, logs } = await startNode(t);
   await node.store.create('Person', { cn: 'Ada', sn: 'Lovelace' });
   for (const c of cases.slice(0, 3)) await probe(syncUrl(node), c.script);
-  const session = new SyncSession({ nodeId: 'friend', cluster: 'meridian', secret: SECRET, role: 'master', nonce: randomBytes(16), vector: () => ({}), head: 0 });
+  const session = new SyncSession({ nodeId: 'friend', cluster: 'meridian', secret: SECRET, role: 'master', dialed: true, nonce: randomBytes(16), vector: () => ({}), head: 0 });
   const run = await drive(node, session, { stop: (d) => d.applied.length > 0 });
   t.ok(run.stopped, 'changes came from the node before it closed the session');
   t.equal(session.state, 'open');
@@ -418,7 +418,7 @@ function drive(node: MeridianNode, session: SyncSession, opts: { after?: (ws: We
 /** A real SyncSession as a replica with the given credential (or claiming another role with it). */
 function asReplica(node: MeridianNode, opts: { credential: string; role?: 'master' | 'replica'; after?: (ws: WebSocket) => void }): Promise<Driven> {
   const [name, serial, key] = opts.credential.split(':') as [string, string, string];
-  const session = new SyncSession({ nodeId: `replica-${name}`, cluster: 'meridian', secret: key, credential: `${name}:${serial}`, role: opts.role ?? 'replica', nonce: randomBytes(16), vector: () => ({}), head: 0 });
+  const session = new SyncSession({ nodeId: `replica-${name}`, cluster: 'meridian', secret: key, credential: `${name}:${serial}`, role: opts.role ?? 'replica', dialed: true, nonce: randomBytes(16), vector: () => ({}), head: 0 });
   return drive(node, session, { after: opts.after });
 }
 

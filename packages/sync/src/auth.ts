@@ -1,16 +1,24 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
+/** Which end of the connection proves: the one that dialed, or the one that accepted. */
+export type ProofSide = 'dialer' | 'acceptor';
+
 /**
  * Challenge-response with the cluster secret: each side proves it knows the
- * secret by a MAC over both nonces and both node ids, in an order fixed by
- * who proves to whom, so a proof can be neither replayed on another
- * connection nor reflected back. The secret itself never crosses the wire.
+ * secret by a MAC over both nonces, both node ids and its own end of the
+ * connection, in an order fixed by who proves to whom, so a proof can be
+ * neither replayed on another connection nor reflected back. The end
+ * matters because an attacker can dial two nodes and hand each the other's
+ * id and nonce: an acceptor's proof then is exactly what the other acceptor
+ * checks for, unless it says it was made by an acceptor (and an acceptor
+ * proves only to a dialer that has proved first). The secret itself never
+ * crosses the wire.
  */
-export function proof(secret: string, cluster: string, from: string, to: string, fromNonce: Uint8Array, toNonce: Uint8Array): Uint8Array {
+export function proof(secret: string, cluster: string, side: ProofSide, from: string, to: string, fromNonce: Uint8Array, toNonce: Uint8Array): Uint8Array {
   const mac = createHmac('sha256', secret);
   // Every part is length-prefixed: with plain separators, ids containing
   // the separator let one connection's proof be replayed as another's.
-  for (const part of [Buffer.from('meridian-sync/1'), Buffer.from(cluster), Buffer.from(from), Buffer.from(to), fromNonce, toNonce]) {
+  for (const part of [Buffer.from('meridian-sync/2'), Buffer.from(cluster), Buffer.from(side), Buffer.from(from), Buffer.from(to), fromNonce, toNonce]) {
     const len = Buffer.alloc(4);
     len.writeUInt32BE(part.length);
     mac.update(len);

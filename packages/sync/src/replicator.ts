@@ -306,6 +306,7 @@ export class Replicator {
       nodeId: store.nodeId,
       cluster: this.opts.cluster,
       secret: this.opts.secret,
+      dialed: direction === 'outbound',
       role: this.role,
       credential: this.opts.credential,
       replicaKey: this.opts.replicaKey,
@@ -428,7 +429,13 @@ export class Replicator {
       this.run(link, actions);
     });
     // after queued actions, so a close reason they record is the one reported
-    ws.on('close', () => void link.queue.finally(() => this.ended(link, session.state === 'closed' ? undefined : 'connection closed')));
+    // A peer that closed this link as the duplicate of another says so in the close reason: the
+    // acceptor opens first and may close a dialer's link before the dialer has opened and could see
+    // the duplicate itself.
+    ws.on('close', (_code, why) => {
+      const reason = session.state === 'closed' ? undefined : why.toString() === DUPLICATE_SESSION ? DUPLICATE_SESSION : 'connection closed';
+      void link.queue.finally(() => this.ended(link, reason));
+    });
     // 'close' follows and reports; keep what ws says (an oversized frame, a TLS failure)
     ws.on('error', (e) => {
       if (!this.lastReason.has(link)) this.lastReason.set(link, e.message);

@@ -40,6 +40,12 @@ export interface SessionOptions {
   cluster: string;
   /** a master's cluster secret, or a replica's own credential key */
   secret: string;
+  /**
+   * Whether this side opened the connection. The dialer proves first; the
+   * acceptor proves only once the dialer's proof checks out, so a node never
+   * hands a proof to someone who has not shown the secret.
+   */
+  dialed: boolean;
   role: Role;
   /** a replica's credential id, `name:serial`, sent in its hello */
   credential?: string;
@@ -156,8 +162,10 @@ export class SyncSession {
   receive(frame: Frame): Action[] {
     if (this.state === 'closed') return [];
     if (frame.t === 'error') {
+      const wasOpen = this.state === 'open';
       this.state = 'closed';
-      return [{ type: 'close', reason: `peer closed the session: ${frame.reason}`, refused: this.peer === undefined }];
+      // an error before the handshake completed is the peer refusing us (a bad proof is seen only by the acceptor)
+      return [{ type: 'close', reason: `peer closed the session: ${frame.reason}`, refused: !wasOpen }];
     }
     switch (this.state) {
       case 'hello':
@@ -192,21 +200,27 @@ export class SyncSession {
     this.peerCredential = h.cred;
     this.peerNonce = h.nonce;
     this.state = 'auth';
-    const p = proof(this.key, this.opts.cluster, this.opts.nodeId, h.node, this.opts.nonce, h.nonce);
-    return [{ type: 'send', frame: { t: 'auth', proof: p } }];
+    return this.opts.dialed ? [this.ownProof()] : [];
+  }
+
+  private ownProof(): Action {
+    const p = proof(this.key, this.opts.cluster, this.opts.dialed ? 'dialer' : 'acceptor', this.opts.nodeId, this.peer!, this.opts.nonce, this.peerNonce!);
+    return { type: 'send', frame: { t: 'auth', proof: p } };
   }
 
   private onAuth(got: Uint8Array): Action[] {
-    const expected = proof(this.key, this.opts.cluster, this.peer!, this.opts.nodeId, this.peerNonce!, this.opts.nonce);
+    const expected = proof(this.key, this.opts.cluster, this.opts.dialed ? 'acceptor' : 'dialer', this.peer!, this.opts.nodeId, this.peerNonce!, this.opts.nonce);
     if (!proofMatches(expected, got)) {
       const what = this.peerRole === 'replica' ? 'its replica credential' : this.opts.role === 'replica' ? 'the key of this replica\'s credential' : 'this cluster\'s secret';
       return this.fail(`authentication failed: the peer does not hold ${what}`, true);
     }
     this.state = 'open';
-    const open: Action = { type: 'open', peer: this.peer!, role: this.peerRole! };
+    const open: Action[] = [{ type: 'open', peer: this.peer!, role: this.peerRole! }];
+    // the acceptor proves itself now that the dialer has
+    if (!this.opts.dialed) open.unshift(this.ownProof());
     // A master never subscribes to a replica: replicas are receive-only.
-    if (this.peerRole === 'replica') return [open];
-    return [open, { type: 'load-checkpoint', peer: this.peer! }];
+    if (this.peerRole === 'replica') return open;
+    return [...open, { type: 'load-checkpoint', peer: this.peer! }];
   }
 
   /** The checkpoint for this peer is loaded: ask for everything after it. */

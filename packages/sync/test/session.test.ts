@@ -62,8 +62,9 @@ interface Side {
   checkpoint: number;
 }
 
+/** A session's options; it dialed unless `dialed: false` says it accepted. */
 function sessionOpts(o: Partial<SessionOptions> & { nodeId: string }): SessionOptions {
-  return { cluster: CLUSTER, secret: SECRET, role: 'master', nonce: nonce(), vector: () => ({}), head: 0, ...o };
+  return { cluster: CLUSTER, secret: SECRET, role: 'master', dialed: true, nonce: nonce(), vector: () => ({}), head: 0, ...o };
 }
 
 /** Two sessions back to back over an in-memory, ordered, reliable link. */
@@ -77,8 +78,9 @@ class Pair {
       const f = feed ?? new FakeFeed((s) => entry(s, o.nodeId));
       return { name: o.nodeId, session: new SyncSession(sessionOpts({ head: f.head, ...o })), feed: f, log: [], received: [], inbox: [], autoApply: true, applies: [], checkpoint: 0 };
     };
+    // a dialed b
     this.a = side(a, feeds.a);
-    this.b = side(b, feeds.b);
+    this.b = side({ dialed: false, ...b }, feeds.b);
   }
 
   other(s: Side): Side {
@@ -222,7 +224,18 @@ t.test('a session resumes from its checkpoint and streams what the feed gains la
 t.test('a peer with the wrong cluster secret is refused on both sides and nothing is applied', async (t) => {
   const pair = new Pair({ nodeId: 'alpha', secret: SECRET }, { nodeId: 'bravo', secret: 'some-other-secret-entirely' }, { a: new FakeFeed((s) => entry(s, 'alpha'), 4), b: new FakeFeed((s) => entry(s, 'bravo'), 4) });
   pair.start().settle();
-  for (const s of [pair.a, pair.b]) assertRefused(t, s, /^authentication failed: .*secret/);
+  // the acceptor checks the dialer's proof first, refuses, and gives no proof of its own
+  assertRefused(t, pair.b, /^authentication failed: .*secret/);
+  t.equal(sends(pair.b, 'auth').length, 0, 'bravo gave no proof to a peer that did not prove itself');
+  t.equal(pair.a.session.state, 'closed', 'alpha is closed by the error frame');
+  t.match(ofType(pair.a, 'close')[0], { reason: /^peer closed the session: authentication failed/, refused: true }, 'alpha counts it a refusal, which the dialer shows as such');
+  t.equal(ofType(pair.a, 'open').length, 0, 'alpha never opened');
+  // a dialer checks the acceptor's proof too
+  const impostor = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' });
+  impostor.run(impostor.a, impostor.a.session.start(0));
+  impostor.inject(impostor.a, hello({ node: 'bravo' }));
+  impostor.inject(impostor.a, { t: 'auth', proof: bytes(32) });
+  assertRefused(t, impostor.a, /^authentication failed: the peer does not hold this cluster's secret$/);
   // whatever arrives after the refusal is ignored
   for (const s of [pair.a, pair.b]) {
     t.same(pair.inject(s, { t: 'sub', since: 0, vector: {} }), [], `${s.name} ignores a sub after refusing`);
@@ -251,6 +264,29 @@ t.test('a proof made for another connection is refused', async (t) => {
   short.deliverOne(short.a);
   short.inject(short.a, { t: 'auth', proof: bytes(31) });
   assertRefused(t, short.a, /^authentication failed/);
+});
+
+t.test('a stranger who dials two masters and hands each the other\'s hello gets no proof to relay', async (t) => {
+  // Both masters accept; mallory claims to each that it is the other, with the other's nonce. Had an
+  // acceptor proved itself on hello, each proof would be exactly what the other acceptor checks for.
+  const { proof } = await import('../dist/auth.js');
+  const alpha = new SyncSession(sessionOpts({ nodeId: 'alpha', dialed: false }));
+  const bravo = new SyncSession(sessionOpts({ nodeId: 'bravo', dialed: false }));
+  const helloOf = (actions: Action[]): Extract<Frame, { t: 'hello' }> => (actions.find((a) => a.type === 'send') as Extract<Action, { type: 'send' }>).frame as Extract<Frame, { t: 'hello' }>;
+  const ha = helloOf(alpha.start(0));
+  const hb = helloOf(bravo.start(0));
+  const proofs = (actions: Action[]): Uint8Array[] => actions.flatMap((a) => (a.type === 'send' && a.frame.t === 'auth' ? [a.frame.proof] : []));
+  const fromAlpha = proofs(alpha.receive({ ...hb }));
+  const fromBravo = proofs(bravo.receive({ ...ha }));
+  t.same([fromAlpha.length, fromBravo.length], [0, 0], 'neither acceptor proves itself to a peer that has not proved first');
+  // relaying whatever they gave (nothing) opens nothing; nor does a proof made by an acceptor
+  for (const p of fromBravo) alpha.receive({ t: 'auth', proof: p });
+  t.not(alpha.state, 'open');
+  const acceptors = proof(SECRET, CLUSTER, 'acceptor', 'bravo', 'alpha', hb.nonce, ha.nonce);
+  const closed = alpha.receive({ t: 'auth', proof: acceptors });
+  t.equal(alpha.state, 'closed', "an acceptor's proof does not pass for a dialer's");
+  t.match(closed.find((a) => a.type === 'close'), { reason: /^authentication failed/ });
+  t.equal(bravo.state, 'auth', 'bravo still waits for a proof, and times out');
 });
 
 t.test('a peer from another cluster is refused on both sides', async (t) => {
@@ -290,12 +326,14 @@ const REPLICA_KEY = 'replica-key-of-laptop';
 /** a master that knows one replica credential, `laptop:0123456789abcdef` */
 const master = (o: Partial<SessionOptions> = {}): Partial<SessionOptions> & { nodeId: string } => ({
   nodeId: 'alpha',
+  dialed: false, // a replica dials its master
   replicaKey: (c) => (c === 'laptop:0123456789abcdef' ? { key: REPLICA_KEY } : { refused: `unknown credential ${c}` }),
   ...o,
 });
 const replica = (o: Partial<SessionOptions> = {}): Partial<SessionOptions> & { nodeId: string } => ({
   nodeId: 'bravo',
   role: 'replica',
+  dialed: true,
   secret: REPLICA_KEY,
   credential: 'laptop:0123456789abcdef',
   ...o,
@@ -445,9 +483,10 @@ function assertClosedWith(t: Test, s: Side, reason: RegExp): void {
 t.test('an ack for something never sent is refused', async (t) => {
   // before the peer subscribed: nothing was ever sent
   const early = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start();
-  early.deliverOne(early.a); // bravo's hello
+  early.deliverOne(early.a); // bravo's hello: alpha proves itself
   early.deliverOne(early.b); // alpha's hello
-  early.deliverOne(early.a); // bravo's proof: alpha is open, bravo has not subscribed
+  early.deliverOne(early.b); // alpha's proof: bravo proves itself, opens and subscribes
+  early.deliverOne(early.a); // bravo's proof: alpha is open, bravo's subscription not yet delivered
   t.equal(early.a.session.state, 'open');
   early.inject(early.a, { t: 'ack', seq: 0 });
   assertClosedWith(t, early.a, /^ack of 0, which was never sent$/);
@@ -831,8 +870,8 @@ t.test('a proof made for one connection cannot be replayed on another by shiftin
   const n1 = Uint8Array.from({ length: 16 }, (_, i) => i);
   const n2 = Uint8Array.from({ length: 16 }, (_, i) => 100 + i);
   // the attack found in review: ids that contain the old separator
-  const asked = proof('s', 'c', 'A', 'Z\0A', n2, n1);
-  const needed = proof('s', 'c', 'A\0Z', 'A', n1, n2);
+  const asked = proof('s', 'c', 'dialer', 'A', 'Z\0A', n2, n1);
+  const needed = proof('s', 'c', 'dialer', 'A\0Z', 'A', n1, n2);
   t.not(Buffer.from(asked).toString('hex'), Buffer.from(needed).toString('hex'), 'length-prefixed parts make the two MAC inputs differ');
   t.throws(() => decodeFrame(encodeFrame({ t: 'hello', v: 1, cluster: 'c', node: 'Z\0A', role: 'master', nonce: n1 })), { message: /hello needs cluster and node ids/ }, 'ids with a NUL never reach the session');
 });
@@ -883,13 +922,13 @@ t.test('states frames are applied while the ones before them are synced; the las
 
 t.test('a refusal is reported with its reason even when the connection is already gone', async (t) => {
   // both sides refuse at once: the peer's close arrives before our error frame can be sent
-  const pair = new Pair({ nodeId: 'alpha', secret: SECRET }, { nodeId: 'bravo', secret: 'some-other-secret-entirely' }).start().settle();
-  const refusal = pair.a.log.filter((a) => a.type === 'send' || a.type === 'close');
+  const pair = new Pair({ nodeId: 'alpha', secret: 'some-other-secret-entirely' }, { nodeId: 'bravo', secret: SECRET }).start().settle();
+  const refusal = pair.b.log.filter((a) => a.type === 'send' || a.type === 'close');
   t.match(refusal.at(-1), { type: 'close', refused: true, reason: /^authentication failed/ });
   const closed: [string, boolean][] = [];
   const io: SessionIo = {
     store: {} as FeedStore,
-    session: pair.a.session,
+    session: pair.b.session,
     send: () => false,
     opened: () => true,
     closed: (reason, refused) => void closed.push([reason, refused]),

@@ -210,6 +210,7 @@ class Simulation {
             cluster: CLUSTER,
             secret: SECRET,
             role: 'master',
+            dialed: node === a, // the node listed first dials
             nonce: Uint8Array.from({ length: 16 }, () => Math.floor(this.rnd() * 256)),
             vector: () => node.store!.versionVector(),
             head: node.store!.lastSeq,
