@@ -87,7 +87,13 @@ t.test('objects: GET with ETag and 304, PUT with If-Match (428, 412), POST, PUT 
   const star = await call(node, 'PUT', '/objects/Organisation/org-chosen', { body: orgXml({ name: 'Chosen', kind: 'vendor' }), headers: { 'if-none-match': '*' } });
   t.equal(star.status, 201);
   const again = await call(node, 'PUT', '/objects/Organisation/org-chosen', { body: orgXml({ name: 'Chosen', kind: 'vendor' }), headers: { 'if-none-match': '*' } });
-  t.equal(again.status, 428, 'If-None-Match: * on an existing object asks for If-Match');
+  t.equal(again.status, 412, 'If-None-Match: * on an existing object: a create that lost, a failed precondition');
+  t.match(again.text, /exists; If-None-Match: \* only creates/);
+  const lost = await call(node, 'PUT', '/objects/Organisation/org-never', { body: orgXml({ name: 'Never', kind: 'vendor' }), headers: { 'if-match': '"abc"' } });
+  t.equal(lost.status, 412, 'If-Match on an id that does not exist fails');
+  t.match(lost.text, /does not exist, so it cannot match If-Match/);
+  t.equal((await call(node, 'PUT', '/objects/Organisation/org-never', { body: orgXml({ name: 'Never', kind: 'vendor' }), headers: { 'if-match': '*' } })).status, 412, 'If-Match: * too');
+  t.equal((await call(node, 'GET', '/objects/Organisation/org-never')).status, 404, 'and nothing was made');
 
   t.equal((await call(node, 'DELETE', '/objects/Organisation/org-chosen')).status, 428, 'DELETE without If-Match');
   t.equal((await call(node, 'DELETE', '/objects/Organisation/org-chosen', { headers: { 'if-match': '"nope"' } })).status, 412);
@@ -225,6 +231,17 @@ t.test('access rules: staff, reseller admin, customer contact; 404 for what one 
   t.equal((await call(node, 'PUT', '/objects/Person/per-c1b', { ...as('radmin'), body: promoted, headers: { 'if-match': `"${etagOf(promote)}"` } })).status, 403, 'nor add staff to an existing contact');
   t.equal((await call(node, 'GET', '/objects/Product/prd-office', as('staff1'))).status, 200, 'staff, who hold the role, still read everything');
   t.equal((await call(node, 'GET', '/export', as('radmin'))).status, 403, 'export is for the admin and staff');
+  // writing over an object it cannot see is "not found", never "exists"
+  const hidden = withRoles('other', []).replace('org-c1', 'org-c2');
+  t.equal((await call(node, 'PUT', '/objects/Person/per-c2', { ...as('radmin'), body: hidden, headers: { 'if-none-match': '*' } })).status, 404, 'a create over an id it cannot see: 404, not 412');
+  t.equal((await call(node, 'PUT', '/objects/Person/per-c2', { ...as('radmin'), body: hidden, headers: { 'if-match': '*' } })).status, 404, 'a replace of it: 404');
+  // and it edits each type its role writes at its customer
+  for (const [path, field, value] of [['/objects/Organisation/org-c1', 'description', 'edited by the reseller'], ['/objects/Host/hst-c1', 'os', 'Plan 9'], ['/objects/License/lic-c1', 'modules', 'reporting']] as const) {
+    const cur = await call(node, 'GET', path, as('radmin'));
+    const edited = cur.text.replace('</object>', `  <field name="${field}">${value}</field>\n</object>`);
+    const put = await call(node, 'PUT', path, { ...as('radmin'), body: edited, headers: { 'if-match': `"${etagOf(cur)}"` } });
+    t.equal(put.status, 200, `the reseller admin edits ${path}: ${put.text.slice(0, 200)}`);
+  }
 
   // customer contact: own entry, own organisation, own licenses; changes only to their own entry
   for (const path of ['/objects/Person/per-c1', '/objects/Organisation/org-c1', '/objects/License/lic-c1']) {

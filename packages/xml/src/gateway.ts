@@ -261,6 +261,8 @@ export class XmlGateway {
     if (current && !current.deleted && !exists) throw new XmlError(404, `no ${type} ${id}`);
     const match = ifMatch(r.req);
     if (!exists) {
+      // (RFC 9110: If-Match fails on a resource that has no current representation)
+      if (match !== undefined) throw new XmlError(412, `${type} ${id} does not exist, so it cannot match If-Match; to create it send If-None-Match: * instead`);
       if (r.req.headers['if-none-match']?.trim() !== '*') {
         throw new XmlError(428, `${type} ${id} does not exist; to create it with PUT send If-None-Match: *`);
       }
@@ -269,8 +271,9 @@ export class XmlGateway {
       this.send(r, 201, o, { location: objectPath(o) });
       return;
     }
-    if (match === undefined) throw new XmlError(428, `${type} ${id} exists; send If-Match with its ETag ("${current!.version}" now) to change it`);
+    // a create that lost the race to another is a failed precondition, whatever else was sent
     if (noneMatch(r.req, current!.version)) throw new XmlError(412, `${type} ${id} exists; If-None-Match: * only creates`);
+    if (match === undefined) throw new XmlError(428, `${type} ${id} exists; send If-Match with its ETag ("${current!.version}" now) to change it`);
     if (match !== '*' && match !== current!.version) throw new XmlError(412, `${type} ${id} changed since you read it (now "${current!.version}"); GET it again and retry`);
     await authorizeWrite(r.scope, readerKnowing(current!, (x) => this.opts.store.get(x)), 'replace', id, type, fields);
     const o = await this.opts.writer.replace(id, fields, this.writeOpts(r, { ifVersion: match === '*' ? undefined : match }));
