@@ -188,6 +188,21 @@ t.test('each replication state change is logged once, not per entry nor per retr
   t.ok(await until(() => count(a.logs, 'replication session open', 30) === 3, 15_000));
 });
 
+t.test('a dialer redials an unreachable peer after jittered, doubling delays', async (t) => {
+  const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${await freePort()}/sync`] });
+  const downs = (): LogLine[] => a.logs.filter((l) => l.msg === 'replication link down; backing off');
+  t.ok(await until(() => downs().length >= 5, 10_000), 'five attempts failed');
+  const lines = downs().slice(0, 5);
+  for (const [k, l] of lines.entries()) {
+    // (backoffDelay with the node's defaults: base 250 ms, doubling, the upper half of each step drawn)
+    const exp = 250 * 2 ** k;
+    const wait = Number(l['retryInMs']);
+    t.ok(wait >= exp / 2 && wait <= exp, `attempt ${k + 1}: waits ${wait} ms, within ${exp / 2}-${exp}`);
+    const nextAt = lines[k + 1]?.['time'];
+    if (typeof nextAt === 'number') t.ok(nextAt - Number(l['time']) >= wait - 5, `and dials again only after it (${nextAt - Number(l['time'])} ms later)`);
+  }
+});
+
 t.test('a refused peer is logged once on each side, however often it retries', async (t) => {
   const a = await start(t, { nodeId: 'a' });
   const x = await start(t, { nodeId: 'x', clusterSecret: 'not-the-cluster-secret', peers: [`${a.node.url.replace('http', 'ws')}/sync`] });
