@@ -15,6 +15,7 @@ import { MeridianNode, resolveConfig } from '@meridian/node';
 import { decodeFrame, encodeFrame, proof, PROTOCOL_VERSION, SyncSession, type Action, type Frame } from '@meridian/sync';
 import type { RemoteChange } from '@meridian/store';
 import { tempDir } from './helpers/tmp.js';
+import { until } from './helpers/wait.js';
 
 const SECRET = 'test-cluster-secret-1';
 
@@ -275,7 +276,7 @@ t.test('bad input on /sync is refused with a reason, and the node keeps serving 
 
 t.test('a frame over the size limit is refused at the transport', async (t) => {
   // The node's config has no max-frame setting; the Replicator's default limit is 16 MiB.
-  const { node } = await startNode(t);
+  const { node, logs } = await startNode(t);
   const seq = node.store.lastSeq;
   const big = Buffer.alloc(17 * 1024 * 1024, 0x90); // 17 MiB of msgpack empty arrays
   const out = await probe(syncUrl(node), (ws) => ws.send(big), 15_000);
@@ -288,6 +289,7 @@ t.test('a frame over the size limit is refused at the transport', async (t) => {
   t.equal(await healthz(node), 200, 'the node keeps serving');
   t.equal(node.store.lastSeq, seq, 'nothing was stored');
   t.same(node.replicator?.status(), []);
+  t.ok(await until(() => logs.some((l) => l.msg === 'replication link closed' && /Max payload size exceeded/.test(String(l.reason))), 2000), 'the close is logged with its reason');
 });
 
 t.test('a hello with a long non-ASCII cluster id is refused and stores nothing', async (t) => {
