@@ -270,4 +270,9 @@ t.test('two masters dialing each other keep one session; a chain converges; a si
   t.match(b.output(), /no heartbeat from peer; closing the link/);
   toC.heal();
   t.ok(await until(async () => (await liveWith(b.url, 'c')) === 1), 'and back once the link carries bytes again');
+  // and the other way along the chain: a write on c reaches a, and all three hold the same
+  const fromC = (await cliAsync(['put', 'Organisation', 'name=From C', 'kind=vendor', '--node', c.url], env)).stdout.trim();
+  t.ok(await until(async () => (await cliAsync(['get', fromC, '--node', a.url], env)).code === 0), 'a write on c reaches a through b');
+  const urls = [a.url, b.url, c.url].join(',');
+  t.ok(await until(async () => (await cliAsync(['verify', '--nodes', urls], env)).code === 0), 'verify finds the three identical');
 });
