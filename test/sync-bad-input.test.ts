@@ -498,4 +498,24 @@ t.test('replica credentials are changed only through their own commands', async 
   const del = await fetch(`${node.url}/api/objects/replica.laptop-3`, { method: 'DELETE', headers: auth });
   t.equal(del.status, 409);
   t.notOk('MeridianReplica' in node.status().objectsByType, 'status counts the office\'s data only');
+
+  // nor through a replica's forwarded writes, even the admin's: a revoked credential stays revoked
+  const credential = await issue(node, 'laptop-4');
+  const serial = credential.split(':')[1]!;
+  const revoke = await fetch(`${node.url}/api/replicas/laptop-4`, { method: 'DELETE', headers: auth });
+  t.equal(revoke.status, 200);
+  const forwarder = await issue(node, 'laptop-5');
+  const [name, fserial, key] = forwarder.split(':') as [string, string, string];
+  const session = new SyncSession({ nodeId: `replica-${name}`, cluster: 'meridian', secret: key, credential: `${name}:${fserial}`, role: 'replica', dialed: true, nonce: randomBytes(16), vector: () => ({}), head: 0 });
+  const writes = [
+    { t: 'write', key: 'w1', op: 'undelete', id: 'replica.laptop-4', user: 'admin', password: 'pw' },
+    { t: 'write', key: 'w2', op: 'update', id: 'replica.laptop-4', fields: { serial }, user: 'admin', password: 'pw' },
+    { t: 'write', key: 'w3', op: 'create', id: 'replica.laptop-9', type: 'MeridianReplica', fields: { name: 'laptop-9', serial: '0123456789abcdef' }, user: 'admin', password: 'pw' },
+  ] as Frame[];
+  const out = await drive(node, session, { after: (ws) => { for (const w of writes) ws.send(encodeFrame(w)); }, stop: (d) => d.frames.filter((f) => f.t === 'wrote').length === writes.length });
+  const answers = out.frames.filter((f): f is Extract<Frame, { t: 'wrote' }> => f.t === 'wrote').sort((a, b) => a.key.localeCompare(b.key));
+  t.same(answers.map((a) => [a.key, a.ok, a.ok ? '' : a.code]), [['w1', false, 'forbidden'], ['w2', false, 'forbidden'], ['w3', false, 'forbidden']], 'every forwarded write to a built-in type is refused');
+  t.match(answers[0], { message: /^MeridianReplica objects are built in/ });
+  const again = await asReplica(node, { credential });
+  t.notOk(again.opened, 'the revoked credential is still refused');
 });

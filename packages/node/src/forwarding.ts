@@ -47,6 +47,12 @@ export class ForwardedWrites {
     if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [prior.origin ?? me]: prior.originSeq } };
     const opts = { principal: recordedPrincipal(principalName(principal), w.via), ifVersion: w.ifVersion, idempotencyKey: scoped };
     try {
+      // Built-in types (replica credentials) change only through their own commands on a master,
+      // whoever asks: an undelete or a serial written back would revive a revoked credential.
+      const type = w.op === 'create' ? w.type : (await this.store.get(w.id))?.type;
+      if (type !== undefined && this.store.schema.types.get(type)?.system) {
+        throw new MeridianError('forbidden', `${type} objects are built in; change them with "meridian replica add" and "meridian replica revoke" on a master`);
+      }
       // the master authorises the user itself: a replica cannot write as anyone it cannot prove to be
       await authorizeWrite(await this.principals.scope(principal), (id) => this.store.get(id), w.op, w.id, w.type, w.fields);
       switch (w.op) {
