@@ -418,9 +418,9 @@ function drive(node: MeridianNode, session: SyncSession, opts: { after?: (ws: We
 }
 
 /** A real SyncSession as a replica with the given credential (or claiming another role with it). */
-function asReplica(node: MeridianNode, opts: { credential: string; role?: 'master' | 'replica'; after?: (ws: WebSocket) => void }): Promise<Driven> {
+function asReplica(node: MeridianNode, opts: { credential: string; role?: 'master' | 'replica'; nodeId?: string; after?: (ws: WebSocket) => void }): Promise<Driven> {
   const [name, serial, key] = opts.credential.split(':') as [string, string, string];
-  const session = new SyncSession({ nodeId: `replica-${name}`, cluster: 'meridian', secret: key, credential: `${name}:${serial}`, role: opts.role ?? 'replica', dialed: true, nonce: randomBytes(16), vector: () => ({}), head: 0 });
+  const session = new SyncSession({ nodeId: opts.nodeId ?? `replica-${name}`, cluster: 'meridian', secret: key, credential: `${name}:${serial}`, role: opts.role ?? 'replica', dialed: true, nonce: randomBytes(16), vector: () => ({}), head: 0 });
   return drive(node, session, { after: opts.after });
 }
 
@@ -461,6 +461,22 @@ t.test('replicas are receive-only, and their credential is no cluster secret', a
   const old = await asReplica(node, { credential });
   t.equal(old.reason, 'replica credential "laptop-1" was re-issued or revoked; use the newest from "meridian replica add laptop-1"');
   t.equal(node.store.lastSeq, seq + 1, 'only the re-issue itself was written');
+});
+
+t.test("a replica may not take a master's node id", async (t) => {
+  // sessions are told apart by node id: a replica posing as master b would pass for b's session, and
+  // b's own be closed as its duplicate, cutting the two masters apart
+  const { node: a } = await startNode(t, { clusterSecret: SECRET, nodeId: 'm-a' });
+  const { node: b } = await startNode(t, { clusterSecret: SECRET, nodeId: 'm-b', peers: `${syncUrl(a)}` });
+  const fromB = await b.store.create('Person', { cn: 'From', sn: 'B' });
+  t.ok(await until(async () => (await a.store.get(fromB.id)) !== undefined, 5000), 'b replicates to a');
+  const credential = await issue(a, 'laptop-6');
+  const posing = await asReplica(a, { credential, nodeId: 'm-b' });
+  t.notOk(posing.frames.some((f) => f.t === 'states' || f.t === 'changes'), 'it received no data');
+  t.equal(posing.reason, 'a replica may not take the node id "m-b", which is a master\'s; give it an id of its own (--node-id)');
+  const fromA = await a.store.create('Person', { cn: 'From', sn: 'A' });
+  t.ok(await until(async () => (await b.store.get(fromA.id)) !== undefined, 5000), 'and the masters still replicate');
+  t.ok((await asReplica(a, { credential, nodeId: 'laptop-6', after: (ws) => ws.close() })).opened, 'under an id of its own it gets in');
 });
 
 t.test('revoking a replica credential closes its open session', async (t) => {

@@ -539,8 +539,27 @@ export class Replicator {
       // reached: the outage is over (and the backoff starts again), whichever of the two sessions carries on
       d.attempt = 0;
     }
+    // A replica chooses its own node id, and sessions are told apart by node id: one posing as a
+    // master would pass for that master's session (and the real one be closed as its duplicate).
+    // Masters are known by the changes they made, or by a session open now.
+    const role = link.session.peerRole;
+    const isMaster = (id: string): boolean =>
+      id in this.opts.store.versionVector() || [...this.links].some((l) => l !== link && l.session.state === 'open' && l.session.peer === id && l.session.peerRole === 'master');
+    if (this.role === 'master' && role === 'replica' && isMaster(peer)) {
+      this.runNow(link, link.session.fail(`a replica may not take the node id "${peer}", which is a master's; give it an id of its own (--node-id)`, true));
+      return false;
+    }
     for (const other of this.links) {
       if (other === link || other.session.peer !== peer || other.session.state !== 'open') continue;
+      // a master whose id a replica took first: the master's session stays, the replica's goes
+      if (role === 'master' && other.session.peerRole === 'replica') {
+        this.runNow(other, other.session.fail(`a replica may not take the node id "${peer}", which is a master's; give it an id of its own (--node-id)`, true));
+        continue;
+      }
+      if (role === 'replica' && other.session.peerRole === 'replica' && other.session.peerCredential?.split(':')[0] !== link.session.peerCredential?.split(':')[0]) {
+        this.runNow(link, link.session.fail(`replica node id "${peer}" is in use by the session of another credential; give each replica an id of its own`, true));
+        return false;
+      }
       const keepOutbound = me < peer;
       const keep = (l: Link): boolean => (l.direction === 'outbound') === keepOutbound;
       const loser = keep(link) && !keep(other) ? other : link;
