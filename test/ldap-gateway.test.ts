@@ -570,3 +570,38 @@ t.test('an anonymous bind after a successful one leaves the connection anonymous
   t.same(after.codes, [50], 'after an anonymous bind (which ldapjs answers itself) the admin is gone: insufficientAccessRights');
   t.match(after.messages[0], /anonymous clients may read only the root DSE/);
 });
+
+t.test('an open connection loses what its entry lost: a role removed, a password reset, a password set by a role', async (t) => {
+  const d = await directory(t);
+  const ldap = (await import('ldapjs')).default;
+  const client = ldap.createClient({ url: d.url });
+  t.teardown(() => client.destroy());
+  client.on('error', () => undefined);
+  const bind = (dn: string, pw: string): Promise<void> => new Promise((resolve, reject) => client.bind(dn, pw, (e) => (e ? reject(e) : resolve())));
+  /** The result code of a base search of one entry (0 when found). */
+  const look = (dn: string): Promise<number> =>
+    new Promise((resolve) => {
+      client.search(dn, { scope: 'base', attributes: ['1.1'] }, (e, res) => {
+        if (e) return resolve((e as { code?: number }).code ?? -1);
+        res.on('error', (err: { code?: number }) => resolve(err.code ?? -1));
+        res.on('end', (r) => resolve(r?.status ?? -1));
+      });
+    });
+  const setPassword = (dn: string, value: string): Promise<number> =>
+    new Promise((resolve) => {
+      const change = new ldap.Change({ operation: 'replace', modification: new ldap.Attribute({ type: 'userPassword', values: [value] }) });
+      client.modify(dn, change, (e) => resolve(e ? (e as { code?: number }).code ?? -1 : 0));
+    });
+
+  await bind('uid=radmin', PERSON_PW);
+  t.equal(await look(dnOf('per-c1')), 0, 'the reseller admin reads its customer\'s contact');
+  t.equal(await setPassword(dnOf('per-c1'), 'taken-over-1'), 50, "but may not set that person's password (only the admin may)");
+  t.equal(await setPassword(dnOf('per-radmin'), 'my-own-new-pw'), 0, 'its own, yes');
+  t.equal(await look(dnOf('per-c1')), 0, 'and stays bound after changing it');
+
+  await d.node.store.update('per-radmin', { roles: null });
+  t.equal(await look(dnOf('per-c1')), 32, 'its role removed, the open connection no longer sees the customer');
+  await d.node.store.update('per-radmin', { password: 'reset-by-the-admin' });
+  t.equal(await look(dnOf('per-radmin')), 49, 'its password reset, the open connection is told to bind again');
+  t.equal(await look(dnOf('per-radmin')), 50, 'and is anonymous from then on');
+});

@@ -94,6 +94,8 @@ interface Session {
   /** the password given at bind: a replica forwards writes with it, and the master checks it again */
   credential: { user: string; password: string } | undefined;
   scope: { seq: number; scope: AccessScope } | undefined;
+  /** a bound person's entry version when last checked, and the store's feed position then */
+  entry: { version: string; seq: number } | undefined;
 }
 
 /** The requested attributes of a search, worked out once. */
@@ -232,7 +234,7 @@ export class LdapGateway {
   private session(conn: Socket): Session {
     let s = this.sessions.get(conn);
     if (!s) {
-      s = { principal: undefined, dn: '', credential: undefined, scope: undefined };
+      s = { principal: undefined, dn: '', credential: undefined, scope: undefined, entry: undefined };
       this.sessions.set(conn, s);
     }
     return s;
@@ -333,7 +335,7 @@ export class LdapGateway {
       return answer(id, Op.bind, ResultCode.invalidCredentials, 'wrong name or password');
     }
     this.throttle.succeeded(key);
-    Object.assign(s, { principal: who.principal, dn: who.dn, credential: { user: who.login, password } });
+    Object.assign(s, { principal: who.principal, dn: who.dn, credential: { user: who.login, password }, scope: undefined, entry: target === 'admin' ? undefined : { version: target!.version, seq: this.opts.store.lastSeq } });
     if (who.upgrade) this.upgrade(who.principal, who.login, password);
     return answer(id, Op.bind, ResultCode.success, '');
   }
@@ -392,7 +394,33 @@ export class LdapGateway {
   // ---- search -------------------------------------------------------------
 
   /** What the session may read: everything (anonymous under the read policy), or its principal's scope. */
+  /**
+   * A bound person stays bound only as long as the entry still says so:
+   * once it changed (deleted, password reset, roles changed) the password
+   * given at bind is checked against it again, and the session is unbound
+   * if it fails, so a reset password or a removed role takes effect on open
+   * connections too, as it does on the XML gateway. Checked only when the
+   * store has changed since the last look.
+   */
+  private async recheck(s: Session): Promise<void> {
+    const p = s.principal;
+    if (p?.kind !== 'person' || !s.entry || s.entry.seq === this.opts.store.lastSeq) return;
+    const seq = this.opts.store.lastSeq;
+    const entry = await this.opts.store.get(p.id);
+    if (entry && !entry.deleted && entry.version === s.entry.version) {
+      s.entry.seq = seq;
+      return;
+    }
+    const who = entry && !entry.deleted && s.credential ? await this.checkBind(entry, s.credential.password) : undefined;
+    if (!who) {
+      Object.assign(s, { principal: undefined, dn: '', credential: undefined, scope: undefined, entry: undefined });
+      throw new LdapFailure(ResultCode.invalidCredentials, 'your entry was deleted or its password changed since you bound; bind again');
+    }
+    Object.assign(s, { principal: who.principal, dn: who.dn, scope: undefined, entry: { version: entry!.version, seq } });
+  }
+
   private async scopeOf(s: Session): Promise<AccessScope | 'everything'> {
+    await this.recheck(s);
     if (!s.principal) {
       if (this.opts.anonymous === 'read') return 'everything';
       throw new LdapFailure(ResultCode.insufficientAccessRights, 'anonymous clients may read only the root DSE here; bind with your DN or uid and password (ldapsearch -x -D ... -W)');
@@ -657,6 +685,7 @@ export class LdapGateway {
 
   private async modify(req: LdapRequest): Promise<Answer> {
     const s = this.session(req.connection);
+    await this.recheck(s);
     if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: anonymous clients cannot modify entries');
     const dn = String(req.object ?? '');
     const loc = this.layout.locate(dn);
@@ -712,9 +741,14 @@ export class LdapGateway {
       update[f.name] = next.length === 0 ? null : f.multi ? next : next[0];
     }
     if (Object.keys(update).length === 0) return answer(req.messageId, Op.modify, ResultCode.success, '');
+    const pw = this.opts.store.schema.access?.passwordField;
+    // as with the password modify operation: one's own password, or the admin anyone's; a role that
+    // may edit a person must not let its holder set that person's password and sign in as them
+    if (pw && pw in update && s.principal.kind !== 'admin' && !(s.principal.kind === 'person' && s.principal.id === o.id)) {
+      throw new LdapFailure(ResultCode.insufficientAccessRights, `only the admin may set another person's password; a person sets their own, bound as themselves`);
+    }
     await authorizeWrite(scope, readerKnowing(o, (x) => this.opts.store.get(x)), 'update', o.id, t.def.name, update);
     await this.opts.writer.update(o.id, update, { principal: principalName(s.principal), via: 'ldap', credential: s.credential, ifVersion: o.version });
-    const pw = this.opts.store.schema.access?.passwordField;
     if (pw && pw in update && s.principal.kind === 'person' && s.principal.id === o.id && typeof update[pw] === 'string') {
       s.credential = { user: s.credential!.user, password: update[pw] as string };
     }
@@ -732,6 +766,7 @@ export class LdapGateway {
   /** RFC 3062: a person changes their own password (with the old one, or bound with it); the admin anyone's. */
   private async passwordModify(req: LdapRequest): Promise<Answer> {
     const s = this.session(req.connection);
+    await this.recheck(s);
     if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: changing a password needs the old one or the admin');
     const value = (req.requestValue ?? {}) as { userIdentity?: string; oldPassword?: string; newPassword?: string };
     const access = this.opts.store.schema.access;
