@@ -39,8 +39,13 @@ const json = { 'content-type': 'application/json' };
 
 t.test('bad input on the admin API gets a clear 4xx and stores nothing', async (t) => {
   const node = await startInProcess(t);
+  const person = (await node.store.create('Person', { cn: 'Ada', sn: 'Lovelace' })).id;
   const seq = node.store.lastSeq;
   const cases: [string, string, string | Buffer | undefined, Record<string, string>, number, RegExp][] = [
+    ['PATCH', `/api/objects/${person}`, '{"type":"Organisation","fields":{"title":"Boss"}}', json, 409, /is a Person, not a Organisation; an object's type never changes/],
+    ['PATCH', `/api/objects/${person}`, '{"type":42,"fields":{"title":"Boss"}}', json, 400, /"type" must name a type/],
+    ['GET', `/api/conflicts?after=${Buffer.from('a').toString('base64url')}`, undefined, {}, 400, /cursor was not given by a list of conflicts/],
+    ['GET', `/api/conflicts?after=${Buffer.from('hst-0').toString('base64url')}`, undefined, {}, 400, /cursor was not given by a list of conflicts/],
     ['POST', '/api/objects', '{"type": "Person", ', json, 400, /^the body is not valid JSON/],
     ['POST', '/api/objects', 'x'.repeat(5000), json, 413, /^request body is larger than the limit of 4096 bytes$/],
     ['POST', '/api/objects', '{"type":"Person","fields":{"cn":"a","sn":"b"}}', { 'content-type': 'text/plain' }, 415, /send the body as application\/json/],

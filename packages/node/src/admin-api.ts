@@ -231,10 +231,10 @@ async function change(ctx: AdminContext, req: IncomingMessage, res: ServerRespon
   const body = objectBody(await readJson(req, ctx.maxBody), ['fields', 'type']);
   const fields = fieldsOf(body);
   const opts = writeOptions(ctx, req);
-  if (method === 'PUT') {
-    if (cur && body['type'] !== undefined && body['type'] !== cur.type) {
-      throw new HttpError(409, `${id} is a ${cur.type}, not a ${String(body['type'])}; an object's type never changes`, 'type-mismatch');
-    }
+  // (PATCH as PUT: a body that names another type is a mistake, whichever method carries it)
+  if (body['type'] !== undefined && typeof body['type'] !== 'string') throw new HttpError(400, '"type" must name a type of the schema');
+  if (cur && body['type'] !== undefined && body['type'] !== cur.type) {
+    throw new HttpError(409, `${id} is a ${cur.type}, not a ${String(body['type'])}; an object's type never changes`, 'type-mismatch');
   }
   const o = method === 'PUT' ? await ctx.writer.replace(id, fields, opts) : await ctx.writer.update(id, fields, opts);
   sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });

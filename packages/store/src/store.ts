@@ -1285,6 +1285,10 @@ export class Store {
   async conflicts(opts: { open?: boolean; limit?: number; after?: string } = {}): Promise<Page<ConflictRecord & { key: string }>> {
     this.assertOpen();
     const limit = clampLimit(opts.limit);
+    // the cursor is a raw key bound: one outside the conflicts' key space would read other records as conflicts
+    if (opts.after !== undefined && !opts.after.startsWith('k')) {
+      throw new MeridianError('bad-request', 'that cursor was not given by a list of conflicts; list them again without it');
+    }
     const items: (ConflictRecord & { key: string })[] = [];
     let next: string | undefined;
     for await (const [k, v] of this.db.iterator({ gt: opts.after ?? 'k', lt: `k${HIGH}` })) {
