@@ -111,3 +111,14 @@ t.test('--sample loads the generated CRM dataset on the first start only', async
   t.same(s2.objectsByType, s1.objectsByType, 'not loaded again');
   await second.stop();
 });
+
+t.test('a reader that goes away ends the CLI quietly, not with a stack trace', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const { nodeCommand } = await import('./helpers/node-process.js');
+  const node = await startNode(t, ['--dir', tempDir(t), '--admin-password', PW]);
+  const [cmd, argv] = nodeCommand(['lag', '--watch']);
+  // head takes the first line and exits; the next refresh a second later writes into a closed pipe
+  const script = `${[cmd, ...argv].map((a) => `'${a}'`).join(' ')} | head -1 >/dev/null; echo "exit $\{PIPESTATUS[0]}" >&2`;
+  const r = spawnSync('bash', ['-c', script], { env: { ...process.env, MERIDIAN_NODE: node.url, MERIDIAN_PASSWORD: PW }, encoding: 'utf8', timeout: 20_000 });
+  t.equal(r.stderr.trim(), 'exit 0', `nothing on stderr but the exit status: ${r.stderr}`);
+});

@@ -1,3 +1,11 @@
 import { run } from './main.js';
 
+// A reader that went away (`meridian log | head -1`, `lag --watch | head`) has
+// all it wanted: stop quietly, as other tools do, instead of dying on EPIPE
+// with a stack trace.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
+
 process.exitCode = await run(process.argv);
