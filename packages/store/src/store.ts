@@ -565,6 +565,10 @@ export class Store {
         break;
       case 'undelete':
         fields = cur!.f;
+        // the values are as they were, but the schema may have changed since the delete:
+        // what is brought back must pass it, as any write must
+        checkFieldValues(def, intent.id, publicFields(def, fields));
+        checkRequired(def, intent.id, fields);
         touched = Object.keys(fields);
         break;
     }

@@ -37,3 +37,26 @@ t.test('a write that changes nothing makes no feed entry', async (t) => {
   t.equal(same.version, o.version);
   t.equal(s.lastSeq, seq);
 });
+
+t.test('an undelete is refused when the schema changed since the delete and the old values no longer pass it', async (t) => {
+  const { parseSchema } = await import('../dist/index.js');
+  const { SCHEMA_TEXT, tempDir } = await import('./fixtures.js');
+  const dir = tempDir(t);
+  const s = await openStore(t, { dir });
+  const r = await s.create('Org', { name: 'Old Reseller', kind: 'reseller' });
+  const v = await s.create('Org', { name: 'Vendor', kind: 'vendor' });
+  await s.delete(r.id);
+  await s.delete(v.id);
+  await s.close();
+  // resellers dropped from the enum, and a new required field
+  const changed = parseSchema(SCHEMA_TEXT.replace('values: [vendor, reseller, customer]', 'values: [vendor, customer]').replace('      name: { type: string, required: true, index: true }\n', '      name: { type: string, required: true, index: true }\n      vat: { type: string }\n'), 'changed');
+  const again = await openStore(t, { dir, schema: changed });
+  await t.rejects(again.undelete(r.id), { rule: 'enum', field: 'kind' }, 'a value the schema no longer allows');
+  t.equal((await again.get(r.id))?.deleted, true, 'still deleted');
+  t.equal((await again.undelete(v.id)).deleted, false, 'an object whose values still pass comes back');
+  const required = parseSchema(SCHEMA_TEXT.replace('      name: { type: string, required: true, index: true }\n', '      name: { type: string, required: true, index: true }\n      vat: { type: string, required: true }\n'), 'required');
+  await again.delete(v.id);
+  await again.close();
+  const third = await openStore(t, { dir, schema: required });
+  await t.rejects(third.undelete(v.id), { rule: 'required', field: 'vat' }, 'a field now required and missing');
+});
