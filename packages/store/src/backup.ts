@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { Level } from 'level';
 import { decode, encode } from './codec.js';
 import { MeridianError } from './errors.js';
-import { isValidId } from './ids.js';
+import { isValidId, MAX_ID_LENGTH } from './ids.js';
 import { keys } from './keys.js';
 
 /**
@@ -164,6 +165,8 @@ export async function restoreBackup(
   }
   // a given id is checked before anything is read: a bad one must not cost a whole restore
   if (opts.nodeId !== undefined) checkNewNodeId(opts.nodeId);
+  // on failure an empty directory the user gave (a mount point, say) stays; one made here goes
+  const made = !existsSync(dir);
   mkdirSync(dir, { recursive: true });
   const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
   await db.open();
@@ -187,7 +190,9 @@ export async function restoreBackup(
     const incarnation = (readMeta<number>(await db.get(keys.meta('incarnation'))) ?? 0) + 1;
     const root = readMeta<string>(await db.get(keys.meta('nodeRoot'))) ?? h.node;
     // the suffix: the same backup restored twice must not make two nodes of one id
-    const nodeId = opts.nodeId ?? `${root}.${incarnation}-${randomBytes(2).toString('hex')}`;
+    const suffix = `.${incarnation}-${randomBytes(2).toString('hex')}`;
+    // (cut to fit: an original id near the length limit must still give a restorable one)
+    const nodeId = opts.nodeId ?? `${root.slice(0, MAX_ID_LENGTH - suffix.length)}${suffix}`;
     checkNewNodeId(nodeId, h.node);
     await db.batch(
       [
@@ -204,13 +209,15 @@ export async function restoreBackup(
   } catch (e) {
     // nothing half-restored is left to be started by mistake: the directory was empty or absent
     await db.close().catch(() => undefined);
-    rmSync(dir, { recursive: true, force: true });
+    if (made) rmSync(dir, { recursive: true, force: true });
+    else for (const name of readdirSync(dir)) rmSync(join(dir, name), { recursive: true, force: true });
     throw e;
   }
 }
 
 /** Refuses an id the restored node cannot take: not an id, or the original's own (once the backup names it). */
 function checkNewNodeId(nodeId: string, original?: string): void {
+  if (nodeId.length > MAX_ID_LENGTH) throw new MeridianError('bad-request', `node id "${nodeId.slice(0, 20)}..." is ${nodeId.length} characters long; at most ${MAX_ID_LENGTH}`);
   if (!isValidId(nodeId)) throw new MeridianError('bad-request', `node id "${nodeId}" may hold only letters, digits, ".", "_" and "-"`);
   if (nodeId === original) throw new MeridianError('bad-request', `a restored node needs an id of its own, not "${original}" again: its new changes must not be taken for the original's`);
 }

@@ -5,6 +5,8 @@ import { randomBytes } from 'node:crypto';
  * attributes, so they are restricted to characters that need no escaping in
  * any of them.
  */
+/** The longest id an object or a node may have. */
+export const MAX_ID_LENGTH = 128;
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function isValidId(id: string): boolean {

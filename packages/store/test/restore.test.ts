@@ -1,0 +1,37 @@
+// Restores at the edges: an original id near the length limit, and a
+// restore that fails into a directory the user made.
+import t from 'tap';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { encodeBackup, restoreBackup, Store } from '../dist/index.js';
+import { openStore, schema, tempDir } from './fixtures.js';
+
+t.test('a node whose id is near the length limit restores under a default id that fits', async (t) => {
+  const long = `n${'x'.repeat(124)}`; // 125 characters: with ".1-abcd" the id would be 132
+  const a = await openStore(t, { nodeId: long });
+  await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const snap = a.backupSnapshot();
+  const dir = join(tempDir(t), 'restored');
+  const restored = await restoreBackup(dir, encodeBackup(snap.header, snap.batches));
+  await snap.close();
+  t.ok(restored.nodeId.length <= 128, `the new id fits: ${restored.nodeId.length} characters`);
+  t.match(restored.nodeId, /\.1-[0-9a-f]{4}$/, 'and still says which incarnation it is');
+  const r = await Store.open({ dir, schema });
+  t.teardown(() => r.close());
+  t.equal(r.nodeId, restored.nodeId);
+  await t.rejects(restoreBackup(join(tempDir(t), 'x'), (async function* () {})(), { nodeId: 'y'.repeat(129) }), { message: /is 129 characters long; at most 128/ }, 'a given id too long is refused by its length');
+});
+
+t.test('a failed restore empties the directory it was given but leaves the directory itself', async (t) => {
+  const dir = join(tempDir(t), 'given');
+  mkdirSync(dir);
+  const junk = (async function* () {
+    yield Buffer.from('this is not a backup at all, only some bytes that a user mistook for one');
+  })();
+  await t.rejects(restoreBackup(dir, junk));
+  t.ok(existsSync(dir), 'the directory the user made is still there');
+  t.same(readdirSync(dir), [], 'and holds nothing half-restored');
+  const made = join(tempDir(t), 'made-here');
+  await t.rejects(restoreBackup(made, (async function* () { yield Buffer.from('nope'); })()));
+  t.notOk(existsSync(made), 'a directory the restore made itself is removed');
+});
