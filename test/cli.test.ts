@@ -67,6 +67,12 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
   const second = cli(['serve', '--dir', dir, '--http-port', '0']);
   t.equal(second.code, 1);
   t.equal(second.stderr.trim(), `meridian: data dir ${dir} is in use by another Meridian process; stop it or choose another --dir`);
+  // a setting that cannot be used is a usage error: 2, as a wrong flag is
+  for (const [args, message] of [[['--http-port', 'abc'], /^meridian: --http-port: httpPort must be a whole number, got "abc"$/], [['--role', 'foo'], /^meridian: --role: role must be master or replica/]] as const) {
+    const r = cli(['serve', '--dir', tempDir(t), ...args]);
+    t.equal(r.code, 2, `serve ${args.join(' ')} exits 2`);
+    t.match(r.stderr.trim(), message);
+  }
 
   t.equal(await node.stop(), 0, 'SIGTERM shuts down cleanly');
   t.match(node.output(), /"msg":"stopped"/);

@@ -57,7 +57,13 @@ function nodeOptions(cmd: Command): Command {
 
 function configFrom(flags: Record<string, unknown>): ReturnType<typeof resolveConfig> {
   // commander's camel-cased option names are the config keys; resolveConfig reads only the keys it knows
-  return resolveConfig({ flags: flags as ConfigInput, env: process.env, file: flags['config'] as string | undefined });
+  try {
+    return resolveConfig({ flags: flags as ConfigInput, env: process.env, file: flags['config'] as string | undefined });
+  } catch (e) {
+    // a setting that cannot be used (a port that is no number, an unknown role) is a usage error: exit 2
+    if (isMeridianError(e) && e.code === 'bad-request') throw new CliError(e.message, 2);
+    throw e;
+  }
 }
 
 export function buildProgram(): Command {
