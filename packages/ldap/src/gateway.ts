@@ -320,14 +320,14 @@ export class LdapGateway {
     // escaped forms of one person count together; names that are no one count as written
     const target = await this.bindTarget(name);
     const key = target === undefined ? `?${name.toLowerCase().replace(/\s+/g, '')}` : target === 'admin' ? 'admin' : target.id;
-    const turn = this.throttle.enter(key, sleep);
-    if (turn === 'busy') return answer(id, Op.bind, ResultCode.busy, 'too many binds for this name are waiting after failed ones; try again later');
+    const wait = this.throttle.delay(key);
+    const done = this.throttle.begin(key);
     let who: Awaited<ReturnType<LdapGateway['checkBind']>>;
     try {
-      await turn.ready;
+      if (wait > 0) await sleep(wait);
       who = target && (await this.checkBind(target, password));
     } finally {
-      turn.done();
+      done();
     }
     if (!who) {
       this.throttle.failed(key);

@@ -107,43 +107,6 @@ t.test('bind throttle: free failures, doubling waits, a cap, cleared by success,
   t.equal(b.delay('z'), 0, 'forgotten after a quiet while');
 });
 
-t.test('bind throttle: guesses sent in parallel take turns, each waiting what the failures before it call for', async (t) => {
-  const b = new BindThrottle({ free: 2, baseMs: 20, maxMs: 1000, forgetMs: 60_000 });
-  const slept: number[] = [];
-  const sleep = (ms: number): Promise<void> => {
-    slept.push(ms);
-    return new Promise((r) => setImmediate(r));
-  };
-  // two free checks run at once, without waiting
-  const free = [b.enter('x', sleep), b.enter('x', sleep)];
-  t.ok(free.every((f) => f !== 'busy'));
-  const order: string[] = [];
-  for (const [i, f] of free.entries()) {
-    if (f === 'busy') continue;
-    await f.ready;
-    order.push(`free ${i} checks`);
-  }
-  // while those two are still checking, five more come in parallel: they queue
-  const guesses = Array.from({ length: 5 }, () => b.enter('x', sleep));
-  for (const f of free) if (f !== 'busy') { f.done(); b.failed('x'); }
-  await Promise.all(
-    guesses.map(async (g, i) => {
-      if (g === 'busy') return t.fail('a guess was answered busy');
-      await g.ready;
-      order.push(`guess ${i} checks`);
-      g.done();
-      b.failed('x');
-    }),
-  );
-  t.same(order, ['free 0 checks', 'free 1 checks', 'guess 0 checks', 'guess 1 checks', 'guess 2 checks', 'guess 3 checks', 'guess 4 checks'], 'one at a time, in the order they came');
-  t.same(slept, [20, 40, 80, 160, 320], 'each waits for the failures before it, as one client guessing in turn would');
-  // a flood of waiting binds for one name is answered busy beyond 16
-  for (let i = 0; i < 5; i++) b.failed('z');
-  const queue = Array.from({ length: 20 }, () => b.enter('z', sleep));
-  t.equal(queue.filter((f) => f === 'busy').length, 4, 'past 16 waiting for a failing name: busy');
-  t.equal(b.enter('other', sleep) !== 'busy', true, 'other names are not held up');
-});
-
 t.test('the index finds exactly what a scan of every entry finds', async (t) => {
   const store = await crmStore(t);
   const rnd = prng(7);
