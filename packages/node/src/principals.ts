@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { AccessScope, verifyPassword, type AccessReads, type Principal, type Store, type StoredObject } from '@meridian/store';
+import { AccessScope, rolesOf, verifyPassword, type AccessReads, type Principal, type Store, type StoredObject } from '@meridian/store';
 import type { AdminAuth } from './admin-auth.js';
 import { parseBasic } from '@meridian/xml';
 
@@ -71,14 +71,13 @@ export class Principals {
     if (!rules || password.length === 0 || found.deleted || found.type !== rules.principalType) return undefined;
     const hash = found.fields[rules.passwordField];
     if (typeof hash !== 'string' || !(await this.check(hash, password))) return undefined;
-    const roles = found.fields[rules.rolesField];
     const org = found.fields[rules.organisationField];
     return {
       kind: 'person',
       name: user,
       id: found.id,
       type: found.type,
-      roles: Array.isArray(roles) ? roles.map(String) : typeof roles === 'string' ? [roles] : [],
+      roles: rolesOf(rules, found.fields),
       organisation: typeof org === 'string' ? org : undefined,
     };
   }

@@ -103,6 +103,12 @@ export function parseAccess(raw: unknown, types: ReadonlyMap<string, TypeDef>, s
   return { principalType, login, passwordField, organisationField, organisationType, rolesField, all: new Set(list(raw['all'], 'all')), roles, self };
 }
 
+/** The roles a person's fields give it (the role field, one value or several). */
+export function rolesOf(rules: AccessRules, fields: Readonly<Record<string, FieldValue>>): string[] {
+  const v = fields[rules.rolesField];
+  return Array.isArray(v) ? v.map(String) : typeof v === 'string' ? [v] : [];
+}
+
 /** What a scope needs to look up. */
 export interface AccessReads {
   lookup(type: string, field: string, value: string): Promise<string[]>;
@@ -160,7 +166,8 @@ export class AccessScope {
     return undefined;
   }
 
-  private isSelf(o: Accessible): boolean {
+  /** Whether `o` is the principal's own entry. */
+  isSelf(o: Accessible): boolean {
     return this.principal.kind === 'person' && o.id === this.principal.id && o.type === this.principal.type;
   }
 
@@ -206,12 +213,8 @@ export class AccessScope {
   addedRoles(before: Accessible | undefined, after: Accessible | undefined): string[] {
     const rules = this.rules;
     if (!rules || !after || after.type !== rules.principalType) return [];
-    const roles = (o: Accessible | undefined): string[] => {
-      const v = o?.fields[rules.rolesField];
-      return v === undefined || v === null ? [] : (Array.isArray(v) ? v : [v]).map(String);
-    };
-    const had = new Set(roles(before));
-    return roles(after).filter((r) => !had.has(r));
+    const had = new Set(before ? rolesOf(rules, before.fields) : []);
+    return rolesOf(rules, after.fields).filter((r) => !had.has(r));
   }
 
   passwordFields(type: string): string[] {
@@ -288,6 +291,13 @@ export async function authorizeWrite(
     const self = before && scope.principal.kind === 'person' && before.id === scope.principal.id;
     const why = self ? `; on your own entry you may change only ${[...scope.selfFields].join(', ')}` : '';
     throw new MeridianError('forbidden', `you may not ${op === 'create' ? 'create' : op === 'delete' ? 'delete' : 'change'} ${what}${why}`);
+  }
+  // Setting someone else's password lets one sign in as them: only those who
+  // see everything may, whatever else a role lets its holder edit. (A new
+  // person's first password is the creator's to give.)
+  if (before && after && !scope.isSelf(before)) {
+    const pw = scope.passwordFields(before.type).find((f) => changed.includes(f));
+    if (pw) throw new MeridianError('forbidden', `you may not set the ${pw} of ${before.type} ${before.id}: a person sets their own, and staff or the admin anyone's`);
   }
   for (const role of scope.addedRoles(before, after)) {
     if (!scope.mayGrant(role)) {
