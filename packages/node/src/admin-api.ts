@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { encodeBackup, hlcToIso, isMeridianError, parseVersionName, publicFields, type Store, type StoredObject } from '@meridian/store';
+import { builtInRefusal } from './built-in-types.js';
 import { HttpError, readJson, sendJson } from './http-util.js';
 import type { Credential, Writer } from './writer.js';
 
@@ -211,18 +212,23 @@ function fieldsOf(body: Body): Record<string, unknown> {
 
 async function create(ctx: AdminContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const body = objectBody(await readJson(req, ctx.maxBody), ['type', 'id', 'fields']);
-  if (typeof body['type'] !== 'string') throw new HttpError(400, '"type" must name a type of the schema');
+  const type = typeIn(body, true)!;
   if (body['id'] !== undefined && typeof body['id'] !== 'string') throw new HttpError(400, '"id" must be a string');
-  refuseSystemType(ctx, body['type']);
-  const o = await ctx.writer.create(body['type'], fieldsOf(body), { ...writeOptions(ctx, req), id: body['id'] as string | undefined });
+  refuseSystemType(ctx, type);
+  const o = await ctx.writer.create(type, fieldsOf(body), { ...writeOptions(ctx, req), id: body['id'] as string | undefined });
   sendJson(res, 201, objectJson(ctx.store, o), { etag: etag(o), location: `/api/objects/${encodeURIComponent(o.id)}` });
 }
 
-/** Built-in types (replica credentials) are changed only through their own commands, which keep their rules. */
+/** The body's `type`: a string, or undefined where it may be left out; anything else is a 400. */
+function typeIn(body: Record<string, unknown>, required: boolean): string | undefined {
+  const t = body['type'];
+  if (typeof t === 'string' || (t === undefined && !required)) return t;
+  throw new HttpError(400, '"type" must name a type of the schema');
+}
+
 function refuseSystemType(ctx: AdminContext, type: string | undefined): void {
-  if (type !== undefined && ctx.store.schema.types.get(type)?.system) {
-    throw new HttpError(409, `${type} objects are built in; change them with "meridian replica add" and "meridian replica revoke"`, 'built-in');
-  }
+  const why = builtInRefusal(ctx.store, type);
+  if (why) throw new HttpError(409, why, 'built-in');
 }
 
 async function change(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, id: string, method: string): Promise<void> {
@@ -232,9 +238,9 @@ async function change(ctx: AdminContext, req: IncomingMessage, res: ServerRespon
   const fields = fieldsOf(body);
   const opts = writeOptions(ctx, req);
   // (PATCH as PUT: a body that names another type is a mistake, whichever method carries it)
-  if (body['type'] !== undefined && typeof body['type'] !== 'string') throw new HttpError(400, '"type" must name a type of the schema');
-  if (cur && body['type'] !== undefined && body['type'] !== cur.type) {
-    throw new HttpError(409, `${id} is a ${cur.type}, not a ${String(body['type'])}; an object's type never changes`, 'type-mismatch');
+  const type = typeIn(body, false);
+  if (cur && type !== undefined && type !== cur.type) {
+    throw new HttpError(409, `${id} is a ${cur.type}, not a ${type}; an object's type never changes`, 'type-mismatch');
   }
   const o = method === 'PUT' ? await ctx.writer.replace(id, fields, opts) : await ctx.writer.update(id, fields, opts);
   sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });

@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { authorizeWrite, isMeridianError, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
+import { authorizeWrite, isMeridianError, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
 import { ForwardError, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
+import { builtInRefusal } from './built-in-types.js';
 import type { Principals } from './principals.js';
 import { HttpError } from './http-util.js';
 import type { Writer, WriteRequest } from './writer.js';
@@ -47,14 +48,13 @@ export class ForwardedWrites {
     if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [prior.origin ?? me]: prior.originSeq } };
     const opts = { principal: recordedPrincipal(principalName(principal), w.via), ifVersion: w.ifVersion, idempotencyKey: scoped };
     try {
-      // Built-in types (replica credentials) change only through their own commands on a master,
-      // whoever asks: an undelete or a serial written back would revive a revoked credential.
-      const type = w.op === 'create' ? w.type : (await this.store.get(w.id))?.type;
-      if (type !== undefined && this.store.schema.types.get(type)?.system) {
-        throw new MeridianError('forbidden', `${type} objects are built in; change them with "meridian replica add" and "meridian replica revoke" on a master`);
-      }
+      const current = w.op === 'create' ? undefined : await this.store.get(w.id);
+      // whoever asks, the admin too, as on the admin API
+      const builtIn = builtInRefusal(this.store, current?.type ?? w.type);
+      if (builtIn) throw new MeridianError('forbidden', builtIn);
       // the master authorises the user itself: a replica cannot write as anyone it cannot prove to be
-      await authorizeWrite(await this.principals.scope(principal), (id) => this.store.get(id), w.op, w.id, w.type, w.fields);
+      const get = (id: string): Promise<StoredObject | undefined> => this.store.get(id);
+      await authorizeWrite(await this.principals.scope(principal), current ? readerKnowing(current, get) : get, w.op, w.id, w.type, w.fields);
       switch (w.op) {
         case 'create':
           await this.store.create(w.type!, w.fields!, { ...opts, id: w.id });
