@@ -1,13 +1,14 @@
 import { randomBytes } from 'node:crypto';
 
+/** The longest id an object or a node may have. */
+export const MAX_ID_LENGTH = 128;
+
 /**
  * Object ids are stable forever and end up in LDAP RDNs, URLs and XML
  * attributes, so they are restricted to characters that need no escaping in
  * any of them.
  */
-/** The longest id an object or a node may have. */
-export const MAX_ID_LENGTH = 128;
-const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const ID_RE = new RegExp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,${MAX_ID_LENGTH - 1}}$`);
 
 export function isValidId(id: string): boolean {
   return ID_RE.test(id);

@@ -226,9 +226,6 @@ export class Store {
   /** which node each Yjs clientID belongs to, for conflict reports */
   private readonly clientNodes: Map<number, string>;
   private clientNodesDirty = false;
-  /** Which origin each clientID space belongs to (null: two origins share it), for the origins counted in `spaceOriginsOf`. */
-  private spaceOrigins = new Map<number, string | null>();
-  private spaceOriginsOf = -1;
   /** the clientIDs this node drew itself (since draws record who drew them) */
   private readonly ownClients: Set<number>;
   /** unsettled conflicts by object id, then conflict key */
@@ -308,12 +305,7 @@ export class Store {
     this.passwordCost = init.opts.passwordCost ?? DEFAULT_COST;
     const budget = init.opts.cacheBytes ?? 64 * 1024 * 1024;
     // an evicted slot lets go of its doc, which only a slot still cached can use
-    this.objects = new PinnedCache<CachedObject>(budget, objectCost, (slot) => {
-      if (slot.value.doc) {
-        slot.value.doc = undefined;
-        this.docHolders.delete(slot);
-      }
-    });
+    this.objects = new PinnedCache<CachedObject>(budget, objectCost, (slot) => this.dropDoc(slot));
     this.claims = new PinnedCache<CachedClaim>(Math.max(1024 * 1024, budget / 8), (k) => 64 + k.length * 2);
     this.reads = new ReadBatcher((ks) => this.db.getMany(ks));
     this.commits = new GroupCommit(
@@ -1222,17 +1214,11 @@ export class Store {
     if (known !== undefined) return known;
     const space = spaceOfClient(client);
     if (space === 0) return undefined;
+    // (only for a conflict's value whose writer no change named: rare enough to work out each time)
     const origins = this.vector.origins();
     origins.add(this.nodeId);
-    if (origins.size !== this.spaceOriginsOf) {
-      this.spaceOrigins = new Map();
-      for (const o of origins) {
-        const s = clientSpace(o);
-        this.spaceOrigins.set(s, this.spaceOrigins.has(s) ? null : o);
-      }
-      this.spaceOriginsOf = origins.size;
-    }
-    return this.spaceOrigins.get(space) ?? undefined;
+    const owners = [...origins].filter((o) => clientSpace(o) === space);
+    return owners.length === 1 ? owners[0] : undefined;
   }
 
   /**
