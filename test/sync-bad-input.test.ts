@@ -479,6 +479,29 @@ t.test("a replica may not take a master's node id", async (t) => {
   t.ok((await asReplica(a, { credential, nodeId: 'laptop-6', after: (ws) => ws.close() })).opened, 'under an id of its own it gets in');
 });
 
+t.test('a master that comes after a replica took its id keeps its session; two credentials cannot share an id', async (t) => {
+  const { node: a } = await startNode(t, { clusterSecret: SECRET, nodeId: 'm-a' });
+  const first = await issue(a, 'laptop-7');
+  const second = await issue(a, 'laptop-8');
+  // a replica under the id of a master a has not met yet: admitted, until the master comes
+  let held: WebSocket | undefined;
+  const posing = asReplica(a, { credential: first, nodeId: 'm-c', after: (ws) => void (held = ws) });
+  t.ok(await until(() => held !== undefined, 3000), 'admitted while no master holds the id');
+  const { node: c } = await startNode(t, { clusterSecret: SECRET, nodeId: 'm-c', peers: `${syncUrl(a)}` });
+  const out = await posing;
+  t.equal(out.reason, 'a replica may not take the node id "m-c", which is a master\'s; give it an id of its own (--node-id)', "the replica's session goes");
+  const fromC = await c.store.create('Person', { cn: 'From', sn: 'C' });
+  t.ok(await until(async () => (await a.store.get(fromC.id)) !== undefined, 5000), "the master's stays and carries its changes");
+
+  let open: WebSocket | undefined;
+  const own = asReplica(a, { credential: first, nodeId: 'lap-x', after: (ws) => void (open = ws) });
+  t.ok(await until(() => open !== undefined, 3000));
+  const other = await asReplica(a, { credential: second, nodeId: 'lap-x' });
+  t.equal(other.reason, 'replica node id "lap-x" is in use by the session of another credential; give each replica an id of its own', "another credential's replica may not take it");
+  open!.close();
+  await own;
+});
+
 t.test('revoking a replica credential closes its open session', async (t) => {
   const { node, logs } = await startNode(t);
   const credential = await issue(node, 'laptop-2');

@@ -543,20 +543,22 @@ export class Replicator {
     // master would pass for that master's session (and the real one be closed as its duplicate).
     // Masters are known by the changes they made, or by a session open now.
     const role = link.session.peerRole;
-    const isMaster = (id: string): boolean =>
-      id in this.opts.store.versionVector() || [...this.links].some((l) => l !== link && l.session.state === 'open' && l.session.peer === id && l.session.peerRole === 'master');
-    if (this.role === 'master' && role === 'replica' && isMaster(peer)) {
-      this.runNow(link, link.session.fail(`a replica may not take the node id "${peer}", which is a master's; give it an id of its own (--node-id)`, true));
+    const posing = (l: Link): void => this.runNow(l, l.session.fail(`a replica may not take the node id "${peer}", which is a master's; give it an id of its own (--node-id)`, true));
+    // (a master session open under this id now is caught by the loop below)
+    if (this.role === 'master' && role === 'replica' && Object.hasOwn(this.opts.store.versionVector(), peer)) {
+      posing(link);
       return false;
     }
     for (const other of this.links) {
       if (other === link || other.session.peer !== peer || other.session.state !== 'open') continue;
-      // a master whose id a replica took first: the master's session stays, the replica's goes
-      if (role === 'master' && other.session.peerRole === 'replica') {
-        this.runNow(other, other.session.fail(`a replica may not take the node id "${peer}", which is a master's; give it an id of its own (--node-id)`, true));
+      // a master and a replica under one id: the master's session stays, the replica's goes
+      if (role !== other.session.peerRole) {
+        const replica = role === 'replica' ? link : other;
+        posing(replica);
+        if (replica === link) return false;
         continue;
       }
-      if (role === 'replica' && other.session.peerRole === 'replica' && other.session.peerCredential?.split(':')[0] !== link.session.peerCredential?.split(':')[0]) {
+      if (role === 'replica' && other.session.peerCredential?.split(':')[0] !== link.session.peerCredential?.split(':')[0]) {
         this.runNow(link, link.session.fail(`replica node id "${peer}" is in use by the session of another credential; give each replica an id of its own`, true));
         return false;
       }
