@@ -118,9 +118,35 @@ export interface StateSnapshot {
   head: number;
   vector: Record<string, number>;
   digest(bits?: number): Promise<StoreDigest>;
-  /** stored records, optionally only those in the given buckets: the purge markers first, then the objects */
-  batches(batch?: number, buckets?: ReadonlySet<number>, bits?: number): AsyncGenerator<ClonedState[]>;
+  /** every stored record, or what one anti-entropy page asks for: the purge markers first, then the objects */
+  batches(batch?: number, page?: SnapshotPage): AsyncGenerator<ClonedState[]>;
   close(): Promise<void>;
+}
+
+/**
+ * One page of an anti-entropy answer: the objects (and, on the first page,
+ * the purge markers) in the buckets that differ, with ids in (after, upTo].
+ * An object the peer holds (`have`) goes as a Yjs diff against its state
+ * vector, or not at all when its version is the peer's; one it lacks goes
+ * as its whole record.
+ */
+export interface SnapshotPage {
+  buckets: ReadonlySet<number>;
+  /** bucket width: a bucket is the top `bits` of sha1(id) */
+  bits: number;
+  after?: string | undefined;
+  /** the last id of the page; undefined: to the end */
+  upTo?: string | undefined;
+  have: ReadonlyMap<string, HeldState>;
+}
+
+/** What a node holds of one object, for a peer to send it only what it lacks. */
+export interface HeldState {
+  id: string;
+  /** Yjs state vector of the stored state */
+  sv: Uint8Array;
+  /** the object's version (see yobject.ts docVersion) */
+  version: string;
 }
 
 /**
@@ -128,11 +154,10 @@ export interface StateSnapshot {
  * record, or with `purged` the marker of an object purged here, without
  * which a late change from a third node could bring the object back.
  */
-export interface ClonedState {
-  id: string;
-  record: Uint8Array;
-  purged?: boolean;
-}
+export type ClonedState =
+  | { id: string; record: Uint8Array; purged?: boolean }
+  /** anti-entropy: a Yjs update holding what the receiver's state lacks, and the record's HLC */
+  | { id: string; diff: Uint8Array; hlc: number };
 
 /** The `p<id>` record: the purge's feed entry, less what it erased. */
 export interface PurgeMarker {
@@ -1337,15 +1362,36 @@ export class Store {
       head,
       vector,
       digest: (bits = 8) => digestRecords(db.iterator(range), bits, undefined, undefined, db.iterator(markers)),
-      async *batches(batch = 500, buckets?: ReadonlySet<number>, bits = 8) {
-        // markers first: the receiver then refuses the purged objects a third node may still send it
-        for (const [opts, purged] of [[markers, true], [range, false]] as const) {
+      async *batches(batch = 500, page?: SnapshotPage) {
+        const inPage = (k: string): boolean => !page || page.buckets.has(bucketOf(k.slice(1), page.bits));
+        // (a range option present but undefined is a bound all the same in abstract-level: leave it out)
+        const objects = {
+          ...(page?.after === undefined ? { gte: range.gte } : { gt: keys.object(page.after) }),
+          ...(page?.upTo === undefined ? { lt: range.lt } : { lte: keys.object(page.upTo) }),
+          snapshot,
+          highWaterMarkBytes: range.highWaterMarkBytes,
+        };
+        // Markers first (on an anti-entropy run's first page): the receiver then refuses the purged
+        // objects a third node may still send it.
+        const scans = page?.after === undefined ? ([[markers, true], [objects, false]] as const) : ([[objects, false]] as const);
+        for (const [opts, purged] of scans) {
           const it = db.iterator(opts);
           try {
             for (;;) {
               const entries = await it.nextv(batch);
               if (entries.length === 0) break;
-              const out = entries.filter(([k]) => !buckets || buckets.has(bucketOf(k.slice(1), bits))).map(([k, v]): ClonedState => (purged ? { id: k.slice(1), record: v, purged } : { id: k.slice(1), record: v }));
+              const out: ClonedState[] = [];
+              for (const [k, v] of entries) {
+                if (!inPage(k)) continue;
+                const id = k.slice(1);
+                const held = purged ? undefined : page?.have.get(id);
+                if (purged) out.push({ id, record: v, purged });
+                else if (!held) out.push({ id, record: v });
+                else {
+                  const rec = decode<ObjectRecord>(v);
+                  if (rec.v !== held.version) out.push({ id, diff: Y.diffUpdate(rec.y, held.sv), hlc: rec.h });
+                }
+              }
               if (out.length) yield out;
             }
           } finally {
@@ -1359,6 +1405,37 @@ export class Store {
         await snapshot.close();
       },
     };
+  }
+
+  /**
+   * The objects this node holds in the given digest buckets, in id order
+   * after `after`, with their state vectors and versions: one page of what
+   * a peer compares against when anti-entropy repairs this node. At most
+   * `limit` objects and about `maxBytes`; `end` once the last object is in.
+   */
+  async heldStates(opts: { buckets: ReadonlySet<number>; bits: number; after?: string | undefined; limit: number; maxBytes?: number }): Promise<{ held: HeldState[]; end: boolean }> {
+    this.assertOpen();
+    const maxBytes = opts.maxBytes ?? 1024 * 1024;
+    const held: HeldState[] = [];
+    let bytes = 0;
+    const it = this.db.iterator({ ...(opts.after === undefined ? { gte: keys.objectPrefix } : { gt: keys.object(opts.after) }), lt: keys.objectPrefix + HIGH, highWaterMarkBytes: 1024 * 1024 });
+    try {
+      for (;;) {
+        const entries = await it.nextv(1000);
+        if (entries.length === 0) return { held, end: true };
+        for (const [k, v] of entries) {
+          const id = k.slice(1);
+          if (!opts.buckets.has(bucketOf(id, opts.bits))) continue;
+          if (held.length >= opts.limit || bytes >= maxBytes) return { held, end: false };
+          const rec = decode<ObjectRecord>(v);
+          const sv = Y.encodeStateVectorFromUpdate(rec.y);
+          held.push({ id, sv, version: rec.v });
+          bytes += id.length + sv.length + rec.v.length + 16;
+        }
+      }
+    } finally {
+      await it.close();
+    }
   }
 
   /**
@@ -1485,13 +1562,18 @@ export class Store {
 
   /** The states of cloneStatesStaged held and committed; `durable` settles when they are on disk. */
   private async stageStates(states: ClonedState[]): Promise<{ durable: Promise<void> }> {
-    const items: ClonedState[] = [];
+    const items: { id: string; record: Uint8Array }[] = [];
     const merges: Promise<void>[] = [];
+    const diffs: { id: string; diff: Uint8Array; hlc: number }[] = [];
     for (const s of states) {
-      if (!s.purged) items.push(s);
+      if ('diff' in s) diffs.push(s);
+      else if (!s.purged) items.push(s);
       // each marked id is purged here (in memory at once, so no object below takes it) before any object is stored;
       // their batches share fsyncs with the objects'
       else merges.push((await this.applyPurgeMarker(s.id, s.record)).durable);
+    }
+    for (const d of diffs) {
+      if (!isValidId(d.id)) throw new MeridianError('bad-request', `object id "${d.id.slice(0, 40)}" of a peer's diff is not valid`);
     }
     const ops: BatchOp[] = [];
     const cloned: [Slot<CachedObject>, ObjectRecord][] = [];
@@ -1557,6 +1639,8 @@ export class Store {
       slot.pins++;
       cloned.push([slot, rec]);
     }
+    // (after the records above: a diff may follow a whole record of the same object in one frame)
+    for (const d of diffs) merges.push(this.mergeState(d.id, d.diff, d.hlc, true));
     const written = this.commits.add(ops, () => {
       for (const [slot, rec] of cloned) {
         slot.value.durable ??= rec; // not `current`: a later write may have moved it on, not yet on disk
@@ -1592,12 +1676,18 @@ export class Store {
     return this.applyPurge({ origin: m.o, originSeq: m.n, id, type: m.t, kind: m.r ? 'redacted' : 'purge', update: EMPTY, hlc: m.h, principal: m.p, fields: [] }, []);
   }
 
-  /** Merges a whole object state from a clone into the object held here, without a feed entry. */
-  private async mergeState(id: string, state: Uint8Array, hlc: number): Promise<void> {
+  /**
+   * Merges a whole object state from a clone, or with `isDiff` an
+   * anti-entropy diff against the state held here, into the object held
+   * here, without a feed entry.
+   */
+  private async mergeState(id: string, state: Uint8Array, hlc: number, isDiff = false): Promise<void> {
     const { slot, unlock } = await this.lock(id);
-    if (this.purgedIds.has(id)) {
+    if (this.purgedIds.has(id) || (isDiff && !slot.value.current)) {
       unlock();
       this.objects.release(slot);
+      // a diff holds only what this node's state lacked; without that state it would make a broken object
+      if (!this.purgedIds.has(id)) throw new MeridianError('bad-request', `a peer sent a diff of ${id}, which this node does not hold`);
       return;
     }
     const claims: Slot<CachedClaim>[] = [];

@@ -1,5 +1,5 @@
-import type { ApplyResult, ClonedState, FeedEntry, RemoteChange, StateSnapshot, StoreDigest } from '@meridian/store';
-import { DIGEST_BITS, type Frame, type Role, type WriteFrame, type WroteFrame } from './frames.js';
+import type { ApplyResult, ClonedState, FeedEntry, HeldState, RemoteChange, SnapshotPage, StateSnapshot, StoreDigest } from '@meridian/store';
+import { DIGEST_BITS, type Frame, type NeedFrame, type Role, type WriteFrame, type WroteFrame } from './frames.js';
 import type { Action, SyncSession } from './session.js';
 
 /** What replication needs of the store: its feed, its states and the apply path. */
@@ -21,6 +21,8 @@ export interface FeedStore {
   firstSeq(): number;
   stateSnapshot(): StateSnapshot;
   digest(bits?: number): Promise<StoreDigest>;
+  /** what this node holds in some digest buckets, a page at a time: the subscriber's side of anti-entropy */
+  heldStates(opts: { buckets: ReadonlySet<number>; bits: number; after?: string | undefined; limit: number }): Promise<{ held: HeldState[]; end: boolean }>;
   /** Stores the states and, with `done`, moves the vector once they and every state staged before them are on disk. */
   cloneStates(items: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void>;
   /**
@@ -55,6 +57,8 @@ export interface SessionIo {
   answered?(answer: WroteFrame): void;
   /** objects per states frame */
   stateBatch?: number;
+  /** held objects per anti-entropy `need` page */
+  needBatch?: number;
   /** the state snapshot being streamed to the peer, if any */
   snapshot?: StateSnapshot | undefined;
   reader?: AsyncGenerator<ClonedState[]> | undefined;
@@ -109,15 +113,23 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         queue.push(...session.digestCompared(differing));
         break;
       }
+      case 'read-held': {
+        const { held, end } = await store.heldStates({ buckets: new Set(a.buckets), bits: DIGEST_BITS, after: a.after, limit: io.needBatch ?? NEED_PAGE });
+        queue.push(...session.heldRead(held, end));
+        break;
+      }
       case 'read-states': {
         const snap = io.snapshot;
         if (!snap) throw new Error('states requested without a snapshot');
-        io.reader ??= snap.batches(io.stateBatch ?? 500, a.buckets && new Set(a.buckets), DIGEST_BITS);
+        io.reader ??= snap.batches(io.stateBatch ?? 500, a.page && snapshotPage(a.page));
         const next = await io.reader.next();
         if (next.done) {
+          // the snapshot answers every page of one anti-entropy run: it goes after the last
+          const last = a.page?.upTo === undefined;
+          io.reader = undefined;
+          if (last) io.snapshot = undefined;
           queue.push(...session.statesRead([], { head: snap.head, vector: snap.vector }));
-          io.reader = io.snapshot = undefined;
-          await snap.close();
+          if (last) await snap.close();
         } else {
           queue.push(...session.statesRead(next.value));
         }
@@ -156,6 +168,22 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         return;
     }
   }
+}
+
+/**
+ * Held objects per `need` page: about 60 bytes each with a few writers per
+ * object, so a page stays near 1 MiB (heldStates also stops at about that).
+ */
+const NEED_PAGE = 10_000;
+
+function snapshotPage(f: NeedFrame): SnapshotPage {
+  return {
+    buckets: new Set(f.buckets),
+    bits: DIGEST_BITS,
+    after: f.after,
+    upTo: f.upTo,
+    have: new Map(f.have.map((h) => [h.i, { id: h.i, sv: h.s, version: h.v }])),
+  };
 }
 
 /** Releases a session's snapshot when its connection ends. */

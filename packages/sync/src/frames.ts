@@ -6,7 +6,7 @@ import { isValidId } from '@meridian/store';
  * msgpack map in one WebSocket binary message; `t` names its kind.
  * docs/protocol.md describes the exchange.
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 export type Role = 'master' | 'replica';
 
@@ -41,16 +41,27 @@ export interface SubscribeFrame {
   clone?: boolean;
 }
 
-/** Stored object records for a cloning subscriber; the last frame has `done` with the snapshot's position. */
+/**
+ * Object states for a cloning subscriber (stored records), or for one being
+ * repaired by anti-entropy (records, and Yjs diffs of objects it holds). The
+ * last frame has `done` with the snapshot's position.
+ */
 export interface StatesFrame {
   t: 'states';
-  /** id and stored record; with `p`, the record is the purge marker of an object purged at the sender */
-  objects: { i: string; r: Uint8Array; p?: true }[];
+  objects: StateItem[];
   done: boolean;
   /** with done: the sender's feed seq the snapshot covers, and its vector */
   head?: number;
   vector?: Record<string, number>;
+  /** anti-entropy: the answer to the last `need` page is complete; send the next page */
+  page?: true;
 }
+
+export type StateItem =
+  /** id and stored record; with `p`, the record is the purge marker of an object purged at the sender */
+  | { i: string; r: Uint8Array; p?: true }
+  /** id, a Yjs update holding what the subscriber's state vector lacks, and the record's HLC */
+  | { i: string; u: Uint8Array; h: number };
 
 /** One change as it travels: a feed entry without the sender's local seq. */
 export interface WireChange {
@@ -85,10 +96,19 @@ export interface DigestFrame {
   buckets: Uint8Array[];
 }
 
-/** Anti-entropy answer: the buckets whose digest differs here; the sender then streams their states. */
+/**
+ * Anti-entropy answer, one page at a time: the buckets whose digest differs
+ * here, and what the subscriber holds of their objects with ids in
+ * (after, upTo] (upTo absent: to the end), each with its Yjs state vector
+ * and version. The sender answers each page with `states` frames, the last
+ * of which has `page` (or `done`, after the last page).
+ */
 export interface NeedFrame {
   t: 'need';
   buckets: number[];
+  have: { i: string; s: Uint8Array; v: string }[];
+  after?: string;
+  upTo?: string;
 }
 
 /** Changes from the sender's feed; `last` is the sender seq they reach (skipped ones included). */
@@ -258,10 +278,16 @@ export function decodeFrame(data: Uint8Array): Frame {
     case 'states':
       check(Array.isArray(f['objects']) && f['objects'].length <= 10_000, 'states must carry a list of at most 10000 objects');
       for (const o of f['objects'] as unknown[]) {
-        check(isObj(o) && isId(o['i']) && isBytes(o['r'], 16 * 1024 * 1024), 'a state must be an object id and record bytes');
-        check((o as Record<string, unknown>)['p'] === undefined || (o as Record<string, unknown>)['p'] === true, 'a state\'s purge flag must be true or absent');
+        check(isObj(o) && isId(o['i']), 'a state must be an object id and record bytes');
+        if (o['u'] !== undefined) {
+          check(isBytes(o['u'], 16 * 1024 * 1024) && isSeq(o['h']) && o['r'] === undefined && o['p'] === undefined, 'a state diff must be update bytes and an HLC');
+          continue;
+        }
+        check(isBytes(o['r'], 16 * 1024 * 1024), 'a state must be an object id and record bytes');
+        check(o['p'] === undefined || o['p'] === true, 'a state\'s purge flag must be true or absent');
       }
       check(typeof f['done'] === 'boolean', 'states need done');
+      check(f['page'] === undefined || (f['page'] === true && !f['done']), 'a states page end must be true, and not on the last frame');
       if (f['done']) {
         check(isSeq(f['head']), 'the last states frame needs the snapshot head');
         checkVector(f['vector']);
@@ -272,6 +298,11 @@ export function decodeFrame(data: Uint8Array): Frame {
       return f as unknown as DigestFrame;
     case 'need':
       check(Array.isArray(f['buckets']) && f['buckets'].length <= DIGEST_BUCKETS && f['buckets'].every((b) => Number.isInteger(b) && b >= 0 && b < DIGEST_BUCKETS), 'need must list bucket numbers 0-255');
+      check(Array.isArray(f['have']) && f['have'].length <= 100_000, 'need must list at most 100000 held objects');
+      for (const o of f['have'] as unknown[]) {
+        check(isObj(o) && isId(o['i']) && isBytes(o['s'], 1024 * 1024) && typeof o['v'] === 'string' && o['v'].length <= 64, 'a held object must be an id, a state vector and a version');
+      }
+      check((f['after'] === undefined || isId(f['after'])) && (f['upTo'] === undefined || isId(f['upTo'])), 'need page bounds must be object ids');
       return f as unknown as NeedFrame;
     case 'changes':
       check(Array.isArray(f['changes']) && f['changes'].length <= 10_000, 'changes must be a list of at most 10000');

@@ -1,6 +1,6 @@
-import { VersionVector, type ClonedState, type FeedEntry, type RemoteChange } from '@meridian/store';
+import { VersionVector, type ClonedState, type FeedEntry, type HeldState, type RemoteChange } from '@meridian/store';
 import { proof, proofMatches } from './auth.js';
-import { PROTOCOL_VERSION, type ChangesFrame, type Frame, type HelloFrame, type Role, type StatesFrame, type WireChange, type WriteFrame, type WroteFrame } from './frames.js';
+import { PROTOCOL_VERSION, type ChangesFrame, type Frame, type HelloFrame, type NeedFrame, type Role, type StateItem, type StatesFrame, type WireChange, type WriteFrame, type WroteFrame } from './frames.js';
 
 /**
  * One replication session over one connection, as a pure state machine: it
@@ -22,8 +22,11 @@ export type Action =
   | { type: 'read'; after: number; limit: number }
   | { type: 'apply'; changes: RemoteChange[]; last: number }
   | { type: 'snapshot'; digest: boolean }
-  | { type: 'read-states'; buckets: number[] | undefined }
+  /** the next batch of the state snapshot: all of it (a clone), or what one anti-entropy page asks for */
+  | { type: 'read-states'; page: NeedFrame | undefined }
   | { type: 'compare-digest'; theirs: Uint8Array[] }
+  /** receiver side: what this node holds in the differing buckets after `after`, for the next `need` page */
+  | { type: 'read-held'; buckets: number[]; after: string | undefined }
   | { type: 'clone'; objects: ClonedState[]; done: { head: number; vector: Record<string, number> } | undefined }
   | { type: 'load-checkpoint'; peer: string }
   | { type: 'open'; peer: string; role: Role }
@@ -119,13 +122,20 @@ export class SyncSession {
   /** head and last of the last changes frame sent */
   private toldHead = 0;
   private toldLast = 0;
-  /** sender side: streaming object states to a cloning peer (all, or some buckets) */
+  /** sender side: streaming object states to a cloning peer (all of them, or one anti-entropy page) */
   private cloning = false;
-  private cloneBuckets: number[] | undefined;
-  /** sender side: a state snapshot is being taken, or its digest awaits the peer's answer */
+  private page: NeedFrame | undefined;
+  /** sender side: where the last anti-entropy page answered ended */
+  private pageAfter: string | undefined;
+  /** sender side: a state snapshot is being taken, or its digest (or the last page's answer) awaits the peer's next `need` */
   private preparing: 'snapshot' | 'need' | undefined;
   /** receiver side: we asked for states (clone or anti-entropy) and the last has not come */
   private expectStates = false;
+  /** receiver side, during anti-entropy: the differing buckets, where the last `need` page ended, whether its answer is still coming, and whether it was the last page */
+  private needBuckets: number[] | undefined;
+  private needAfter: string | undefined;
+  private pageOpen = false;
+  private lastNeedSent = false;
   /** receiver side: batches waiting to be applied, oldest first */
   private readonly pendingApply: (ChangesFrame | StatesFrame)[] = [];
   private applying = false;
@@ -269,19 +279,33 @@ export class SyncSession {
         return this.pump();
       }
       case 'need':
-        if (this.preparing !== 'need') return this.fail('need without a digest', true);
+        if (this.preparing !== 'need') return this.fail(this.cloning ? 'need before the last page was answered' : 'need without a digest', true);
+        if (f.after !== this.pageAfter) return this.fail(`need page starts after ${f.after ?? 'the start'}, where no page ended`, true);
         this.preparing = undefined;
         this.cloning = true;
-        this.cloneBuckets = f.buckets;
+        this.page = f;
         return this.pump();
       case 'digest':
+        if (this.expectStates || this.needBuckets) return this.fail('a second digest in one session', true);
         return [{ type: 'compare-digest', theirs: f.buckets }];
-      case 'states':
+      case 'states': {
         if (!this.expectStates) return this.fail('states frame that was not asked for', true);
-        if (f.done) this.expectStates = false;
+        if (f.page) {
+          if (!this.pageOpen) return this.fail('states page end that was not asked for', true);
+          this.pageOpen = false;
+        }
+        if (f.done) {
+          if (this.needBuckets && !this.lastNeedSent) return this.fail('the last states frame came before the last need page', true);
+          this.expectStates = false;
+          this.needBuckets = undefined;
+          this.lastNeedSent = false;
+        }
         if (f.done && f.head !== undefined) this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head);
         this.pendingApply.push(f);
-        return this.nextApply();
+        // the next page is asked for at once: its answer may come while this one is applied
+        const more: Action[] = f.page ? [{ type: 'read-held', buckets: this.needBuckets!, after: this.needAfter }] : [];
+        return [...more, ...this.nextApply()];
+      }
       case 'changes': {
         // states frames before the final one may still be queued here: what matters is that the last has arrived
         if (this.expectStates) return this.fail('changes before the state snapshot ended', true);
@@ -292,7 +316,7 @@ export class SyncSession {
         return this.nextApply();
       }
       case 'ack':
-        if ((this.cursor === undefined && !this.cloning) || f.seq > this.stats.sent || this.inFlight === 0) return this.fail(`ack of ${f.seq}, which was never sent`, true);
+        if ((this.cursor === undefined && !this.cloning && this.preparing !== 'need') || f.seq > this.stats.sent || this.inFlight === 0) return this.fail(`ack of ${f.seq}, which was never sent`, true);
         this.inFlightBytes -= this.inFlightSizes.shift()!;
         this.stats.acked = f.seq;
         return this.pump();
@@ -319,7 +343,7 @@ export class SyncSession {
     this.applying = true;
     if (f.t === 'states') {
       const done = f.done ? { head: f.head!, vector: f.vector! } : undefined;
-      return [{ type: 'clone', objects: f.objects.map((o) => (o.p ? { id: o.i, record: o.r, purged: true } : { id: o.i, record: o.r })), done }];
+      return [{ type: 'clone', objects: f.objects.map(fromStateItem), done }];
     }
     // Changes frames that queued up while the last apply ran are applied together: one
     // read of the objects they touch, one apply. (Merging began when each apply waited for
@@ -416,7 +440,7 @@ export class SyncSession {
     if (this.state !== 'open' || this.reading || this.inFlight >= this.window || this.inFlightBytes >= WINDOW_BYTES) return [];
     if (this.cloning) {
       this.reading = true;
-      return [{ type: 'read-states', buckets: this.cloneBuckets }];
+      return [{ type: 'read-states', page: this.page }];
     }
     if (this.cursor === undefined) return [];
     if (this.cursor >= this.head) return [];
@@ -473,9 +497,18 @@ export class SyncSession {
   statesRead(objects: ClonedState[], end?: { head: number; vector: Record<string, number> }): Action[] {
     if (this.state !== 'open' || !this.cloning || !this.reading) return [];
     this.reading = false;
-    this.sent(objects.reduce((n, o) => n + o.record.length + 64, 0));
-    const frame: StatesFrame = { t: 'states', objects: objects.map((o) => (o.purged ? { i: o.id, r: o.record, p: true } : { i: o.id, r: o.record })), done: end !== undefined };
-    if (end) {
+    this.sent(objects.reduce((n, o) => n + ('diff' in o ? o.diff.length : o.record.length) + 64, 0));
+    const frame: StatesFrame = { t: 'states', objects: objects.map(toStateItem), done: end !== undefined };
+    if (end && this.page?.upTo !== undefined) {
+      // one anti-entropy page answered: the peer sends the next
+      frame.done = false;
+      frame.page = true;
+      this.pageAfter = this.page.upTo;
+      this.page = undefined;
+      this.cloning = false;
+      this.preparing = 'need';
+    } else if (end) {
+      this.page = undefined;
       frame.head = end.head;
       frame.vector = end.vector;
       this.cloning = false;
@@ -495,7 +528,7 @@ export class SyncSession {
     }
     this.preparing = undefined;
     this.cloning = true;
-    this.cloneBuckets = undefined;
+    this.page = undefined;
     return this.pump();
   }
 
@@ -503,7 +536,28 @@ export class SyncSession {
   digestCompared(differing: number[]): Action[] {
     if (this.state !== 'open') return [];
     this.expectStates = true;
-    return [{ type: 'send', frame: { t: 'need', buckets: differing } }];
+    this.needBuckets = differing;
+    this.needAfter = undefined;
+    if (differing.length === 0) return this.heldRead([], true);
+    return [{ type: 'read-held', buckets: differing, after: undefined }];
+  }
+
+  /**
+   * Receiver side: one page of what this node holds in the differing
+   * buckets (`end`: the last). The peer answers it with diffs against these
+   * state vectors, and with whole records of what is not listed.
+   */
+  heldRead(held: HeldState[], end: boolean): Action[] {
+    if (this.state !== 'open' || !this.needBuckets) return [];
+    const frame: NeedFrame = { t: 'need', buckets: this.needBuckets, have: held.map((h) => ({ i: h.id, s: h.sv, v: h.version })) };
+    if (this.needAfter !== undefined) frame.after = this.needAfter;
+    const last = held.at(-1);
+    if (end || !last) this.lastNeedSent = true;
+    else {
+      frame.upTo = this.needAfter = last.id;
+      this.pageOpen = true;
+    }
+    return [{ type: 'send', frame }];
   }
 
   /** A failure seen by the driver (socket error, bad frame): close with a reason. */
@@ -558,6 +612,16 @@ function toWire(e: FeedEntry): WireChange {
   const w: WireChange = { o: e.origin, n: e.originSeq, i: e.id, y: e.type, k: e.kind, u: e.update, h: e.hlc, p: e.principal, c: e.fields };
   if (e.idempotencyKey !== undefined) w.q = e.idempotencyKey;
   return w;
+}
+
+function toStateItem(o: ClonedState): StateItem {
+  if ('diff' in o) return { i: o.id, u: o.diff, h: o.hlc };
+  return o.purged ? { i: o.id, r: o.record, p: true } : { i: o.id, r: o.record };
+}
+
+function fromStateItem(o: StateItem): ClonedState {
+  if ('u' in o) return { id: o.i, diff: o.u, hlc: o.h };
+  return o.p ? { id: o.i, record: o.r, purged: true } : { id: o.i, record: o.r };
 }
 
 function fromWire(c: WireChange): RemoteChange {

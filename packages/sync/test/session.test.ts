@@ -517,6 +517,75 @@ t.test('frames that have no place on an open session are refused', async (t) => 
   assertClosedWith(t, twice.a, /^subscribed twice on one session$/);
 });
 
+/**
+ * alpha's feed starts after bravo's position, so alpha runs anti-entropy:
+ * its digest is sent, bravo found buckets 3 and 9 differing and sent its
+ * first `need` page (up to per-1), and alpha was asked to read that page.
+ */
+function antiEntropyPair(): Pair {
+  const pair = new Pair({ nodeId: 'alpha', firstSeq: () => 5 }, { nodeId: 'bravo' }, { a: new FakeFeed((s) => entry(s, 'alpha'), 10) }).start().settle();
+  pair.run(pair.a, pair.a.session.snapshotReady(Array.from({ length: 256 }, () => bytes(20))));
+  pair.settle();
+  pair.run(pair.b, pair.b.session.digestCompared([3, 9]));
+  pair.run(pair.b, pair.b.session.heldRead([{ id: 'per-1', sv: bytes(3, 1), version: 'v1' }], false));
+  pair.settle();
+  return pair;
+}
+
+t.test('anti-entropy: the subscriber sends its holdings a page at a time, each once the last is answered', async (t) => {
+  const pair = antiEntropyPair();
+  t.same(ofType(pair.b, 'read-held').map((a) => [a.buckets, a.after]), [[[3, 9], undefined]], 'bravo read its holdings in the differing buckets from the start');
+  const first = sends(pair.b, 'need') as Extract<Frame, { t: 'need' }>[];
+  t.same(normalize(first), [{ t: 'need', buckets: [3, 9], have: [{ i: 'per-1', s: [1, 1, 1], v: 'v1' }], upTo: 'per-1' }], 'the first page ends at its last id');
+  const asked = ofType(pair.a, 'read-states');
+  t.equal(asked.length, 1);
+  t.equal(asked[0]!.page?.upTo, 'per-1', 'alpha reads its snapshot for that page');
+  t.notOk(pair.b.session.live, 'bravo is not live while states are owed');
+
+  // alpha answers the page: bravo asks for the next from where the first ended
+  pair.run(pair.a, pair.a.session.statesRead([{ id: 'per-1', diff: bytes(4), hlc: 5 }], { head: 10, vector: { alpha: 10 } }));
+  pair.settle();
+  const answer = pair.b.received.filter((f) => f.t === 'states') as Extract<Frame, { t: 'states' }>[];
+  t.same(answer.map((f) => [f.done, f.page]), [[false, true]], 'a page end, not the end');
+  t.same(ofType(pair.b, 'read-held').map((a) => a.after), [undefined, 'per-1'], 'bravo reads its next page');
+  pair.run(pair.b, pair.b.session.heldRead([], true));
+  pair.settle();
+  const last = (sends(pair.b, 'need') as Extract<Frame, { t: 'need' }>[]).at(-1)!;
+  t.same([last.after, last.upTo, last.have.length], ['per-1', undefined, 0], 'the last page runs from there to the end');
+  t.equal(ofType(pair.a, 'read-states').at(-1)!.page?.after, 'per-1');
+  pair.run(pair.a, pair.a.session.statesRead([], { head: 10, vector: { alpha: 10 } }));
+  pair.settle();
+  t.same((pair.b.received.filter((f) => f.t === 'states') as Extract<Frame, { t: 'states' }>[]).map((f) => f.done), [false, true], 'then the last frame');
+  t.equal(pair.a.session.state, 'open');
+  t.equal(pair.b.session.state, 'open');
+});
+
+t.test('anti-entropy frames out of turn close the session', async (t) => {
+  const early = antiEntropyPair();
+  early.inject(early.a, { t: 'need', buckets: [3, 9], have: [], after: 'per-1' });
+  assertClosedWith(t, early.a, /^need before the last page was answered$/);
+
+  const astray = antiEntropyPair();
+  astray.run(astray.a, astray.a.session.statesRead([], { head: 10, vector: {} }));
+  astray.settle();
+  astray.inject(astray.a, { t: 'need', buckets: [3], have: [], after: 'zzz' });
+  assertClosedWith(t, astray.a, /^need page starts after zzz, where no page ended$/);
+
+  const done = antiEntropyPair();
+  done.inject(done.b, { t: 'states', objects: [], done: true, head: 10, vector: {} });
+  assertClosedWith(t, done.b, /^the last states frame came before the last need page$/);
+
+  const page = antiEntropyPair();
+  page.run(page.a, page.a.session.statesRead([], { head: 10, vector: {} }));
+  page.settle();
+  page.inject(page.b, { t: 'states', objects: [], done: false, page: true });
+  assertClosedWith(t, page.b, /^states page end that was not asked for$/);
+
+  const twice = antiEntropyPair();
+  twice.inject(twice.b, { t: 'digest', buckets: Array.from({ length: 256 }, () => bytes(20)) });
+  assertClosedWith(t, twice.b, /^a second digest in one session$/);
+});
+
 // ---------------------------------------------------------------------------
 // flow control and skipping
 
@@ -657,6 +726,10 @@ const validFrames = (): Record<string, unknown>[] => [
   { t: 'head', head: 7 },
   { t: 'states', objects: [{ i: 'per-1', r: bytes(8), p: true }, { i: 'org-1', r: bytes(40) }], done: false },
   { t: 'states', objects: [], done: true, head: 12, vector: { alpha: 3 } },
+  { t: 'states', objects: [{ i: 'per-1', u: bytes(12), h: 1_700_000_000_000 }, { i: 'org-1', r: bytes(40) }], done: false, page: true },
+  { t: 'digest', buckets: Array.from({ length: 256 }, () => bytes(20)) },
+  { t: 'need', buckets: [], have: [] },
+  { t: 'need', buckets: [0, 17, 255], have: [{ i: 'per-1', s: bytes(9), v: 'AbCdEfGhIjKlMnOp' }], after: 'org-1', upTo: 'per-1' },
   { t: 'error', reason: 'because' },
   { t: 'error', reason: '' },
   { t: 'hello', v: PROTOCOL_VERSION, cluster: CLUSTER, node: 'laptop', role: 'replica', nonce: bytes(16), cred: 'laptop-17:0123456789abcdef' },
@@ -749,6 +822,13 @@ t.test('decodeFrame rejects each required field missing or of the wrong type', a
     ['states', 'objects', [[{ i: 'a b', r: b(3) }], [{ i: 'org-1' }], [{ i: 'org-1', r: 'record' }], [5]], /^a state must be an object id and record bytes$/],
     ['states', 'objects', [[{ i: 'org-1', r: b(3), p: 1 }], [{ i: 'org-1', r: b(3), p: false }], [{ i: 'org-1', r: b(3), p: null }]], /^a state's purge flag must be true or absent$/],
     ['states', 'done', [REMOVE, 1, null], /^states need done$/],
+    ['states', 'objects', [[{ i: 'per-1', u: 'x', h: 1 }], [{ i: 'per-1', u: b(3) }], [{ i: 'per-1', u: b(3), h: -1 }], [{ i: 'per-1', u: b(3), h: 1, r: b(3) }], [{ i: 'per-1', u: b(3), h: 1, p: true }]], /^a state diff must be update bytes and an HLC$/],
+    ['states', 'page', [false, 1, null, 'yes'], /^a states page end must be true, and not on the last frame$/],
+    ['need', 'buckets', [REMOVE, [256], [-1], [1.5], ['1'], null, Array.from({ length: 257 }, () => 0)], /^need must list bucket numbers 0-255$/],
+    ['need', 'have', [REMOVE, {}, null, 'x', Array.from({ length: 100_001 }, () => ({ i: 'a', s: b(1), v: 'v' }))], /^need must list at most 100000 held objects$/],
+    ['need', 'have', [[{ i: 'a b', s: b(1), v: 'v' }], [{ i: 'a', s: 'sv', v: 'v' }], [{ i: 'a', v: 'v' }], [{ i: 'a', s: b(1), v: 5 }], [{ i: 'a', s: b(1), v: 'v'.repeat(65) }], [5]], /^a held object must be an id, a state vector and a version$/],
+    ['need', 'after', [5, '', 'a b', null], /^need page bounds must be object ids$/],
+    ['need', 'upTo', [5, '', 'a b', null], /^need page bounds must be object ids$/],
     ['hello', 'cred', [5, 'laptop', 'laptop:0123', 'laptop:0123456789ABCDEF', ':0123456789abcdef', null], /^hello credential must be name:serial$/],
     ['write', 'key', [REMOVE, '', 'k'.repeat(129), 'has space', 'é', 5, null], /^write needs a key of 1-128 printable ASCII characters$/],
     ['write', 'op', [REMOVE, 'drop', 'Create', 1, null], /^write op is unknown$/],

@@ -158,6 +158,7 @@ class Simulation {
       firstSeq: () => store.firstSeq(),
       stateSnapshot: () => store.stateSnapshot(),
       digest: (bits) => store.digest(bits),
+      heldStates: (opts) => store.heldStates(opts),
       cloneStates: (items, done) => store.cloneStates(items, done),
       // reported on disk after a random delay too, in call order with the changes' batches
       cloneStatesStaged: async (items) => {
@@ -190,6 +191,8 @@ class Simulation {
           store: this.feedStore(node.store!),
           lastDelivery: this.now,
           stateBatch: 1 + Math.floor(this.rnd() * 10),
+          // small pages, so that anti-entropy runs take several
+          needBatch: 1 + Math.floor(this.rnd() * 5),
           send: (frame) => this.deliver(conn, side0(node), frame),
           opened: () => true,
           closed: (reason) => this.drop(conn, reason),

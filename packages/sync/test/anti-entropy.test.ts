@@ -1,0 +1,171 @@
+/**
+ * Anti-entropy between two real stores, through two SyncSessions wired
+ * back to back in memory (every frame encoded and decoded as on the wire):
+ * what crosses is the digest, pages of state vectors, and then only Yjs
+ * diffs of the objects that differ, whole records of those the subscriber
+ * lacks, and purge markers.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { parseSchema, Store } from '@meridian/store';
+import { decodeFrame, encodeFrame, runActions, SyncSession, type Frame, type SessionIo } from '../dist/index.js';
+
+const schema = parseSchema(`
+types:
+  Thing:
+    idPrefix: thg
+    fields:
+      a: { type: string }
+      b: { type: string }
+      n: { type: integer }
+`);
+
+interface End {
+  io: SessionIo;
+  queue: Promise<void>;
+  sent: Frame[];
+  closed: string | undefined;
+}
+
+/** Connects two stores with a session each (`x` dials) and runs them until both are live. */
+async function replicate(x: Store, y: Store, needBatch: number): Promise<{ x: End; y: End }> {
+  const ends: End[] = [];
+  const make = (store: Store, dialed: boolean): End => {
+    const e: End = { queue: Promise.resolve(), sent: [], closed: undefined, io: undefined as unknown as SessionIo };
+    const run = (actions: ReturnType<SyncSession['receive']>): void => {
+      e.queue = e.queue.then(() => runActions(e.io, actions));
+    };
+    e.io = {
+      store,
+      needBatch,
+      stateBatch: 7,
+      session: new SyncSession({
+        nodeId: store.nodeId,
+        cluster: 'ae',
+        secret: 'ae-secret',
+        role: 'master',
+        dialed,
+        nonce: Uint8Array.from({ length: 16 }, () => Math.floor(Math.random() * 256)),
+        vector: () => store.versionVector(),
+        head: store.lastSeq,
+        empty: () => false,
+        feedBase: () => store.feedBase(),
+        firstSeq: () => store.firstSeq(),
+      }),
+      send: (frame) => {
+        e.sent.push(frame);
+        const bytes = encodeFrame(frame);
+        const other = ends.find((o) => o !== e)!;
+        setImmediate(() => {
+          other.queue = other.queue.then(() => runActions(other.io, other.io.session.receive(decodeFrame(bytes))));
+        });
+        return true;
+      },
+      opened: () => true,
+      closed: (reason) => void (e.closed = reason),
+      later: run,
+    };
+    ends.push(e);
+    return e;
+  };
+  const ex = make(x, true);
+  const ey = make(y, false);
+  void runActions(ex.io, ex.io.session.start(0));
+  void runActions(ey.io, ey.io.session.start(0));
+  for (let i = 0; i < 2000 && !(ex.io.session.live && ey.io.session.live); i++) {
+    if (ex.closed ?? ey.closed) throw new Error(`session closed: ${ex.closed ?? ey.closed}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await Promise.all([ex.queue, ey.queue]);
+  return { x: ex, y: ey };
+}
+
+t.test('anti-entropy sends diffs against the subscriber\'s state vectors, records it lacks, markers, and nothing else', async (t) => {
+  const dirs = [mkdtempSync(join(tmpdir(), 'meridian-ae-')), mkdtempSync(join(tmpdir(), 'meridian-ae-'))];
+  t.teardown(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+  const a = await Store.open({ dir: dirs[0]!, schema, nodeId: 'a' });
+  const b = await Store.open({ dir: dirs[1]!, schema, nodeId: 'b' });
+  t.teardown(async () => {
+    await a.close();
+    await b.close();
+  });
+  const ids: string[] = [];
+  for (let i = 0; i < 300; i++) ids.push((await a.create('Thing', { a: `a-${i}`, b: `b-${i}`.repeat(20), n: i })).id);
+
+  // b is cloned from a (its checkpoint for a is then a's head)
+  const snap = a.stateSnapshot();
+  for await (const batch of snap.batches(50)) await b.cloneStates(batch);
+  await b.cloneStates([], { peer: 'a', head: snap.head, vector: snap.vector });
+  await snap.close();
+
+  // a moves on, and trims its feed past b's position: b can only be repaired by anti-entropy
+  const updated = ids.slice(0, 5);
+  for (const id of updated) await a.update(id, { n: 1000 });
+  const cleared = ids[5]!;
+  await a.update(cleared, { b: null }); // a removal only: the state vector stays, the delete set grows
+  const created = [(await a.create('Thing', { a: 'new-1' })).id, (await a.create('Thing', { a: 'new-2' })).id];
+  const purged = ids[6]!;
+  await a.purge(purged);
+  await a.trimFeed(1);
+  t.ok(b.firstSeq() >= 1 && a.firstSeq() > (await b.checkpoint('a')) + 1, 'b\'s position is older than a\'s retained feed');
+  // and b has a change of its own, which a catches up on from b's feed
+  const mine = (await b.create('Thing', { a: 'from-b' })).id;
+
+  const { x: sender, y: receiver } = await replicate(a, b, 4);
+  t.equal(sender.closed ?? receiver.closed, undefined, 'neither session closed');
+
+  const needs = receiver.sent.filter((f): f is Extract<Frame, { t: 'need' }> => f.t === 'need');
+  t.ok(needs.length >= 2, `the receiver's holdings went in ${needs.length} pages of at most 4`);
+  t.equal(needs[0]!.after, undefined, 'the first page starts at the start');
+  t.equal(needs.at(-1)!.upTo, undefined, 'the last page runs to the end');
+  for (let i = 1; i < needs.length; i++) t.equal(needs[i]!.after, needs[i - 1]!.upTo, `page ${i + 1} starts where page ${i} ended`);
+  t.ok(needs.every((p) => p.have.length <= 4 && p.have.every((h) => h.s.length > 0 && h.v.length > 0)), 'each held object goes with its state vector and version');
+
+  const items = sender.sent.flatMap((f) => (f.t === 'states' ? f.objects : []));
+  const diffs = items.filter((o) => 'u' in o);
+  const records = items.filter((o) => 'r' in o && !o.p);
+  const markers = items.filter((o) => 'r' in o && o.p);
+  t.same(diffs.map((o) => o.i).sort(), [...updated, cleared].sort(), 'the objects b holds at another version go as diffs');
+  t.same(records.map((o) => o.i).sort(), [...created].sort(), 'the objects b lacks go as whole records');
+  t.same(markers.map((o) => o.i), [purged], 'the purge goes as its marker');
+  const stored = new Map<string, number>();
+  const full = a.stateSnapshot();
+  for await (const batch of full.batches(1000)) for (const s of batch) if ('record' in s) stored.set(s.id, s.record.length);
+  await full.close();
+  for (const d of diffs) {
+    if ('u' in d) t.ok(d.u.length < stored.get(d.i)! / 2, `the diff of ${d.i} (${d.u.length} bytes) is less than half its record (${stored.get(d.i)} bytes)`);
+  }
+  t.equal(sender.sent.filter((f) => f.t === 'states' && f.page).length, needs.length - 1, 'each page but the last is answered with a page end');
+
+  t.same((await a.digest(8)).buckets, (await b.digest(8)).buckets, 'both hold the same objects at the same versions');
+  t.equal((await b.get(updated[0]!))?.fields['n'], 1000);
+  t.equal((await b.get(cleared))?.fields['b'], undefined, 'the removed field is gone on b too');
+  t.equal(await b.get(purged), undefined, 'the purged object is gone on b');
+  t.equal((await a.get(mine))?.fields['a'], 'from-b', 'and a has b\'s own write');
+});
+
+t.test('a diff of an object the receiver does not hold is refused and stores nothing', async (t) => {
+  const dirs = [mkdtempSync(join(tmpdir(), 'meridian-ae-')), mkdtempSync(join(tmpdir(), 'meridian-ae-'))];
+  t.teardown(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+  const a = await Store.open({ dir: dirs[0]!, schema, nodeId: 'a' });
+  const b = await Store.open({ dir: dirs[1]!, schema, nodeId: 'b' });
+  t.teardown(async () => {
+    await a.close();
+    await b.close();
+  });
+  const thing = await a.create('Thing', { a: 'x' });
+  await a.update(thing.id, { n: 2 });
+  // what a would send b had b held the object at its first version
+  const page = { buckets: new Set(Array.from({ length: 256 }, (_, i) => i)), bits: 8, have: new Map([[thing.id, { id: thing.id, sv: new Uint8Array([0]), version: 'old' }]]) };
+  const snap = a.stateSnapshot();
+  const sent = [];
+  for await (const batch of snap.batches(10, page)) sent.push(...batch);
+  await snap.close();
+  t.equal(sent.length, 1);
+  t.ok('diff' in sent[0]!, 'a sends a diff');
+  const { durable } = await b.cloneStatesStaged(sent);
+  await t.rejects(durable, { message: `a peer sent a diff of ${thing.id}, which this node does not hold` });
+  t.equal(await b.get(thing.id), undefined, 'nothing of it is stored');
+});
