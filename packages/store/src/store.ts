@@ -1363,6 +1363,7 @@ export class Store {
       vector,
       digest: (bits = 8) => digestRecords(db.iterator(range), bits, undefined, undefined, db.iterator(markers)),
       async *batches(batch = 500, page?: SnapshotPage) {
+        if (page?.buckets.size === 0) return;
         const inPage = (k: string): boolean => !page || page.buckets.has(bucketOf(k.slice(1), page.bits));
         // (a range option present but undefined is a bound all the same in abstract-level: leave it out)
         const objects = {
@@ -1389,7 +1390,11 @@ export class Store {
                 else if (!held) out.push({ id, record: v });
                 else {
                   const rec = decode<ObjectRecord>(v);
-                  if (rec.v !== held.version) out.push({ id, diff: Y.diffUpdate(rec.y, held.sv), hlc: rec.h });
+                  // The version covers integrated items only; a state holding updates Yjs keeps
+                  // pending (their dependencies not yet here) shows them in its state vector.
+                  if (rec.v !== held.version || !sameStateVector(Y.encodeStateVectorFromUpdate(rec.y), held.sv)) {
+                    out.push({ id, diff: Y.diffUpdate(rec.y, held.sv), hlc: rec.h });
+                  }
                 }
               }
               if (out.length) yield out;
@@ -1640,7 +1645,10 @@ export class Store {
       cloned.push([slot, rec]);
     }
     // (after the records above: a diff may follow a whole record of the same object in one frame)
-    for (const d of diffs) merges.push(this.mergeState(d.id, d.diff, d.hlc, true));
+    for (const d of diffs) {
+      this.clock.observe(d.hlc);
+      merges.push(this.mergeState(d.id, d.diff, d.hlc, true));
+    }
     const written = this.commits.add(ops, () => {
       for (const [slot, rec] of cloned) {
         slot.value.durable ??= rec; // not `current`: a later write may have moved it on, not yet on disk
@@ -1648,7 +1656,8 @@ export class Store {
       }
       for (const c of claims) this.claims.release(c);
     });
-    const ids = decoded.map((d) => d.id);
+    // (listeners such as the LDAP index re-read each id, and find the skipped ones absent)
+    const ids = [...decoded.map((d) => d.id), ...diffs.map((d) => d.id)];
     return { durable: Promise.all([written, ...merges]).then(() => this.statesStored(ids)) };
   }
 
@@ -2376,4 +2385,13 @@ function openError(dir: string, e: unknown): MeridianError {
     return new MeridianError('locked', `data dir ${dir} is in use by another Meridian process; stop it or choose another --dir`);
   }
   return new MeridianError('bad-request', `cannot open the store in ${dir}: ${err.cause?.message ?? err.message ?? String(e)}`);
+}
+
+/** Whether two encoded Yjs state vectors name the same clocks (their encodings may order clients differently). */
+function sameStateVector(a: Uint8Array, b: Uint8Array): boolean {
+  if (Buffer.compare(a, b) === 0) return true;
+  const [x, y] = [Y.decodeStateVector(a), Y.decodeStateVector(b)];
+  if (x.size !== y.size) return false;
+  for (const [client, clock] of x) if (y.get(client) !== clock) return false;
+  return true;
 }

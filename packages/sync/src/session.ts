@@ -125,8 +125,9 @@ export class SyncSession {
   /** sender side: streaming object states to a cloning peer (all of them, or one anti-entropy page) */
   private cloning = false;
   private page: NeedFrame | undefined;
-  /** sender side: where the last anti-entropy page answered ended */
+  /** sender side: where the last anti-entropy page answered ended, and the buckets of the first */
   private pageAfter: string | undefined;
+  private pageBuckets: number[] | undefined;
   /** sender side: a state snapshot is being taken, or its digest (or the last page's answer) awaits the peer's next `need` */
   private preparing: 'snapshot' | 'need' | undefined;
   /** receiver side: we asked for states (clone or anti-entropy) and the last has not come */
@@ -281,6 +282,12 @@ export class SyncSession {
       case 'need':
         if (this.preparing !== 'need') return this.fail(this.cloning ? 'need before the last page was answered' : 'need without a digest', true);
         if (f.after !== this.pageAfter) return this.fail(`need page starts after ${f.after ?? 'the start'}, where no page ended`, true);
+        if (f.upTo !== undefined && f.after !== undefined && f.upTo <= f.after) return this.fail(`need page ends at ${f.upTo}, not after where it starts`, true);
+        // the purge markers of the differing buckets went with the first page: every page names the same buckets
+        if (this.pageBuckets !== undefined && (f.buckets.length !== this.pageBuckets.length || f.buckets.some((b, i) => b !== this.pageBuckets![i]))) {
+          return this.fail('need page names other buckets than the first page', true);
+        }
+        this.pageBuckets = f.buckets;
         this.preparing = undefined;
         this.cloning = true;
         this.page = f;

@@ -9,6 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { decode } from 'msgpackr';
+import * as Y from 'yjs';
 import { parseSchema, Store } from '@meridian/store';
 import { decodeFrame, encodeFrame, runActions, SyncSession, type Frame, type SessionIo } from '../dist/index.js';
 
@@ -113,6 +115,8 @@ t.test('anti-entropy sends diffs against the subscriber\'s state vectors, record
   // and b has a change of its own, which a catches up on from b's feed
   const mine = (await b.create('Thing', { a: 'from-b' })).id;
 
+  const told: string[] = [];
+  b.onStates((ids) => told.push(...ids));
   const { x: sender, y: receiver } = await replicate(a, b, 4);
   t.equal(sender.closed ?? receiver.closed, undefined, 'neither session closed');
 
@@ -143,6 +147,13 @@ t.test('anti-entropy sends diffs against the subscriber\'s state vectors, record
   t.equal((await b.get(updated[0]!))?.fields['n'], 1000);
   t.equal((await b.get(cleared))?.fields['b'], undefined, 'the removed field is gone on b too');
   t.equal(await b.get(purged), undefined, 'the purged object is gone on b');
+  t.ok([...updated, cleared, ...created].every((id) => told.includes(id)), 'state listeners (the LDAP index) hear of every object merged from a diff or stored whole');
+
+  // a diff from a peer whose clock runs an hour ahead: later writes here are stamped after it
+  const ahead = (Date.now() + 3_600_000) * 1000;
+  await (await b.cloneStatesStaged([{ id: updated[1]!, diff: Y.encodeStateAsUpdate(new Y.Doc()), hlc: ahead }])).durable;
+  const later = await b.update(updated[1]!, { a: 'later' });
+  t.ok(later.hlc > ahead, 'a write after the merge is stamped after the diff\'s HLC');
   t.equal((await a.get(mine))?.fields['a'], 'from-b', 'and a has b\'s own write');
 });
 
@@ -168,4 +179,36 @@ t.test('a diff of an object the receiver does not hold is refused and stores not
   const { durable } = await b.cloneStatesStaged(sent);
   await t.rejects(durable, { message: `a peer sent a diff of ${thing.id}, which this node does not hold` });
   t.equal(await b.get(thing.id), undefined, 'nothing of it is stored');
+});
+
+t.test('an object at the same version but another state vector (updates Yjs holds pending) goes as a diff', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'meridian-ae-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const a = await Store.open({ dir, schema, nodeId: 'a' });
+  t.teardown(() => a.close());
+  const thing = await a.create('Thing', { a: 'x' });
+  const stored = async (): Promise<Uint8Array> => {
+    const snap = a.stateSnapshot();
+    try {
+      for await (const batch of snap.batches(10)) for (const s of batch) if (s.id === thing.id && 'record' in s) return s.record;
+    } finally {
+      await snap.close();
+    }
+    throw new Error('not stored');
+  };
+  const older = Y.encodeStateVectorFromUpdate((decode(await stored()) as { y: Uint8Array }).y);
+  const now = await a.update(thing.id, { n: 3 });
+  const all = new Set(Array.from({ length: 256 }, (_, i) => i));
+  const read = async (sv: Uint8Array, version: string): Promise<unknown[]> => {
+    const snap = a.stateSnapshot();
+    const out = [];
+    for await (const batch of snap.batches(10, { buckets: all, bits: 8, have: new Map([[thing.id, { id: thing.id, sv, version }]]) })) out.push(...batch);
+    await snap.close();
+    return out;
+  };
+  const current = Y.encodeStateVectorFromUpdate((decode(await stored()) as { y: Uint8Array }).y);
+  t.same(await read(current, now.version), [], 'the same version and state vector: nothing is sent');
+  const sent = await read(older, now.version);
+  t.equal(sent.length, 1, 'a state vector that lacks items is sent a diff, whatever the version says');
+  t.ok(sent.every((s) => typeof s === 'object' && s !== null && 'diff' in s));
 });

@@ -571,6 +571,18 @@ t.test('anti-entropy frames out of turn close the session', async (t) => {
   astray.inject(astray.a, { t: 'need', buckets: [3], have: [], after: 'zzz' });
   assertClosedWith(t, astray.a, /^need page starts after zzz, where no page ended$/);
 
+  const stuck = antiEntropyPair();
+  stuck.run(stuck.a, stuck.a.session.statesRead([], { head: 10, vector: {} }));
+  stuck.settle();
+  stuck.inject(stuck.a, { t: 'need', buckets: [3, 9], have: [], after: 'per-1', upTo: 'per-1' });
+  assertClosedWith(t, stuck.a, /^need page ends at per-1, not after where it starts$/);
+
+  const other = antiEntropyPair();
+  other.run(other.a, other.a.session.statesRead([], { head: 10, vector: {} }));
+  other.settle();
+  other.inject(other.a, { t: 'need', buckets: [3], have: [], after: 'per-1' });
+  assertClosedWith(t, other.a, /^need page names other buckets than the first page$/);
+
   const done = antiEntropyPair();
   done.inject(done.b, { t: 'states', objects: [], done: true, head: 10, vector: {} });
   assertClosedWith(t, done.b, /^the last states frame came before the last need page$/);
@@ -822,7 +834,7 @@ t.test('decodeFrame rejects each required field missing or of the wrong type', a
     ['states', 'objects', [[{ i: 'a b', r: b(3) }], [{ i: 'org-1' }], [{ i: 'org-1', r: 'record' }], [5]], /^a state must be an object id and record bytes$/],
     ['states', 'objects', [[{ i: 'org-1', r: b(3), p: 1 }], [{ i: 'org-1', r: b(3), p: false }], [{ i: 'org-1', r: b(3), p: null }]], /^a state's purge flag must be true or absent$/],
     ['states', 'done', [REMOVE, 1, null], /^states need done$/],
-    ['states', 'objects', [[{ i: 'per-1', u: 'x', h: 1 }], [{ i: 'per-1', u: b(3) }], [{ i: 'per-1', u: b(3), h: -1 }], [{ i: 'per-1', u: b(3), h: 1, r: b(3) }], [{ i: 'per-1', u: b(3), h: 1, p: true }]], /^a state diff must be update bytes and an HLC$/],
+    ['states', 'objects', [[{ i: 'per-1', r: b(3), u: undefined }], [{ i: 'per-1', u: 'x', h: 1 }], [{ i: 'per-1', u: b(3) }], [{ i: 'per-1', u: b(3), h: -1 }], [{ i: 'per-1', u: b(3), h: 1, r: b(3) }], [{ i: 'per-1', u: b(3), h: 1, p: true }]], /^a state diff must be update bytes and an HLC$/],
     ['states', 'page', [false, 1, null, 'yes'], /^a states page end must be true, and not on the last frame$/],
     ['need', 'buckets', [REMOVE, [256], [-1], [1.5], ['1'], null, Array.from({ length: 257 }, () => 0)], /^need must list bucket numbers 0-255$/],
     ['need', 'have', [REMOVE, {}, null, 'x', Array.from({ length: 100_001 }, () => ({ i: 'a', s: b(1), v: 'v' }))], /^need must list at most 100000 held objects$/],
