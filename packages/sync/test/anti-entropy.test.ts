@@ -8,7 +8,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { decode } from 'msgpackr';
 import * as Y from 'yjs';
 import { parseSchema, Store } from '@meridian/store';
@@ -84,15 +84,23 @@ async function replicate(x: Store, y: Store, needBatch: number): Promise<{ x: En
   return { x: ex, y: ey };
 }
 
+/** Stores on fresh temp dirs, closed and removed when `t` ends. */
+async function stores<N extends string[]>(t: Test, ...nodeIds: N): Promise<{ [K in keyof N]: Store }> {
+  const out: Store[] = [];
+  for (const nodeId of nodeIds) {
+    const dir = mkdtempSync(join(tmpdir(), 'meridian-ae-'));
+    const store = await Store.open({ dir, schema, nodeId });
+    t.teardown(async () => {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    out.push(store);
+  }
+  return out as { [K in keyof N]: Store };
+}
+
 t.test('anti-entropy sends diffs against the subscriber\'s state vectors, records it lacks, markers, and nothing else', async (t) => {
-  const dirs = [mkdtempSync(join(tmpdir(), 'meridian-ae-')), mkdtempSync(join(tmpdir(), 'meridian-ae-'))];
-  t.teardown(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-  const a = await Store.open({ dir: dirs[0]!, schema, nodeId: 'a' });
-  const b = await Store.open({ dir: dirs[1]!, schema, nodeId: 'b' });
-  t.teardown(async () => {
-    await a.close();
-    await b.close();
-  });
+  const [a, b] = await stores(t, 'a', 'b');
   const ids: string[] = [];
   for (let i = 0; i < 300; i++) ids.push((await a.create('Thing', { a: `a-${i}`, b: `b-${i}`.repeat(20), n: i })).id);
 
@@ -158,14 +166,7 @@ t.test('anti-entropy sends diffs against the subscriber\'s state vectors, record
 });
 
 t.test('a diff of an object the receiver does not hold is refused and stores nothing', async (t) => {
-  const dirs = [mkdtempSync(join(tmpdir(), 'meridian-ae-')), mkdtempSync(join(tmpdir(), 'meridian-ae-'))];
-  t.teardown(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-  const a = await Store.open({ dir: dirs[0]!, schema, nodeId: 'a' });
-  const b = await Store.open({ dir: dirs[1]!, schema, nodeId: 'b' });
-  t.teardown(async () => {
-    await a.close();
-    await b.close();
-  });
+  const [a, b] = await stores(t, 'a', 'b');
   const thing = await a.create('Thing', { a: 'x' });
   await a.update(thing.id, { n: 2 });
   // what a would send b had b held the object at its first version
@@ -182,10 +183,7 @@ t.test('a diff of an object the receiver does not hold is refused and stores not
 });
 
 t.test('an object at the same version but another state vector (updates Yjs holds pending) goes as a diff', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'meridian-ae-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const a = await Store.open({ dir, schema, nodeId: 'a' });
-  t.teardown(() => a.close());
+  const [a] = await stores(t, 'a');
   const thing = await a.create('Thing', { a: 'x' });
   const stored = async (): Promise<Uint8Array> => {
     const snap = a.stateSnapshot();
