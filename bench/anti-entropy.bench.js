@@ -91,7 +91,7 @@ async function antiEntropy(a, b) {
       send: (frame) => {
         const enc = encodeFrame(frame);
         if (frame.t === 'need' || frame.t === 'states') bytes[frame.t] += enc.length;
-        if (frame.t === 'states') for (const o of frame.objects) bytes[o.u ? 'diffs' : 'records']++;
+        if (frame.t === 'states') for (const o of frame.objects) if (!o.p) bytes[o.u ? 'diffs' : 'records']++;
         const other = ends.find((o) => o !== e);
         setImmediate(() => {
           other.queue = other.queue.then(() => runActions(other.io, other.io.session.receive(decodeFrame(enc))));

@@ -31,7 +31,7 @@ import {
   type Schema,
   type TypeDef,
 } from './schema.js';
-import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, newDoc, readFields, readMeta, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
+import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, holdsItemsOf, newDoc, readFields, readMeta, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
 
 export interface StoreOptions {
   dir: string;
@@ -1390,9 +1390,9 @@ export class Store {
                 else if (!held) out.push({ id, record: v });
                 else {
                   const rec = decode<ObjectRecord>(v);
-                  // The version covers integrated items only; a state holding updates Yjs keeps
-                  // pending (their dependencies not yet here) shows them in its state vector.
-                  if (rec.v !== held.version || !sameStateVector(Y.encodeStateVectorFromUpdate(rec.y), held.sv)) {
+                  // The version covers integrated items only: items Yjs keeps pending (their
+                  // dependencies not yet here) are looked for in the structs themselves.
+                  if (rec.v !== held.version || !holdsItemsOf(held.sv, rec.y)) {
                     out.push({ id, diff: Y.diffUpdate(rec.y, held.sv), hlc: rec.h });
                   }
                 }
@@ -1658,7 +1658,14 @@ export class Store {
     });
     // (listeners such as the LDAP index re-read each id, and find the skipped ones absent)
     const ids = [...decoded.map((d) => d.id), ...diffs.map((d) => d.id)];
-    return { durable: Promise.all([written, ...merges]).then(() => this.statesStored(ids)) };
+    // Every part settles before the listeners hear of the frame and before it fails: a refused
+    // diff must not keep them from the records this frame did store.
+    const durable = Promise.allSettled([written, ...merges]).then((parts) => {
+      this.statesStored(ids);
+      const failed = parts.find((p): p is PromiseRejectedResult => p.status === 'rejected');
+      if (failed) throw failed.reason;
+    });
+    return { durable };
   }
 
   /**
@@ -2385,13 +2392,4 @@ function openError(dir: string, e: unknown): MeridianError {
     return new MeridianError('locked', `data dir ${dir} is in use by another Meridian process; stop it or choose another --dir`);
   }
   return new MeridianError('bad-request', `cannot open the store in ${dir}: ${err.cause?.message ?? err.message ?? String(e)}`);
-}
-
-/** Whether two encoded Yjs state vectors name the same clocks (their encodings may order clients differently). */
-function sameStateVector(a: Uint8Array, b: Uint8Array): boolean {
-  if (Buffer.compare(a, b) === 0) return true;
-  const [x, y] = [Y.decodeStateVector(a), Y.decodeStateVector(b)];
-  if (x.size !== y.size) return false;
-  for (const [client, clock] of x) if (y.get(client) !== clock) return false;
-  return true;
 }

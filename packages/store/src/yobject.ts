@@ -117,6 +117,19 @@ export function docVersion(doc: Y.Doc): string {
   return versionOf([...snap.sv], deleted);
 }
 
+/**
+ * Whether a peer whose state of an object has the state vector `sv` holds
+ * every item of the stored state `update`: for each client, the update's
+ * structs end at or below the peer's clock. The ends are read from the
+ * structs themselves, so items Yjs keeps pending (stored after a gap in
+ * their client's clocks) count: a state vector stops at the gap.
+ */
+export function holdsItemsOf(sv: Uint8Array, update: Uint8Array): boolean {
+  const theirs = Y.decodeStateVector(sv);
+  for (const [client, end] of Y.parseUpdateMeta(update).to) if ((theirs.get(client) ?? 0) < end) return false;
+  return true;
+}
+
 /** The version formula stored objects' versions follow; Store.open brings older ones up to it. */
 export const VERSION_FORMULA = 2;
 

@@ -1,6 +1,6 @@
 import t from 'tap';
 import * as Y from 'yjs';
-import { applyLocal, docVersion, encodeCreate, newDoc, singleClientVersion } from '../dist/yobject.js';
+import { applyLocal, docVersion, encodeCreate, holdsItemsOf, newDoc, singleClientVersion } from '../dist/yobject.js';
 import { prng } from '../../../test/helpers/prng.js';
 
 
@@ -140,4 +140,26 @@ t.test('the worked example of docs/protocol.md: a second implementation must com
   t.equal(docVersion(d), 'pXvEIm5vk_xoVvLv', 'deleted');
   d.transact(() => d.getMap('f').delete('name'));
   t.equal(docVersion(d), 'ZxLzIqnFVFJ5K-np', 'a field removed: the delete set alone changed');
+});
+
+t.test('holdsItemsOf sees items Yjs keeps pending behind a gap, which a state vector does not show', async (t) => {
+  // one client's three writes, u0 u1 u2; the sender holds u0 and u2 (u2 pending: u1 is missing), the receiver u0
+  const writer = new Y.Doc();
+  writer.clientID = 1;
+  const updates: Uint8Array[] = [];
+  writer.on('update', (u: Uint8Array) => updates.push(u));
+  for (const v of ['x', 'y', 'z']) writer.getMap('f').set(v, v);
+  const sender = new Y.Doc();
+  Y.applyUpdate(sender, updates[0]!);
+  Y.applyUpdate(sender, updates[2]!);
+  const receiver = new Y.Doc();
+  Y.applyUpdate(receiver, updates[0]!);
+  const stored = Y.encodeStateAsUpdate(sender);
+  const theirs = Y.encodeStateVector(receiver);
+  t.same(Y.decodeStateVector(Y.encodeStateVectorFromUpdate(stored)), Y.decodeStateVector(theirs), 'the state vectors are equal');
+  t.equal(docVersion(sender), docVersion(receiver), 'and so are the versions');
+  t.notOk(holdsItemsOf(theirs, stored), 'yet the receiver lacks the pending item');
+  t.ok(holdsItemsOf(Y.encodeStateVector(writer), stored), 'a peer with every write holds all of it');
+  t.ok(holdsItemsOf(theirs, Y.encodeStateAsUpdate(receiver)), 'and a state holds its own items');
+  t.notOk(holdsItemsOf(Y.encodeStateVector(new Y.Doc()), stored), 'an empty state vector holds nothing');
 });

@@ -177,12 +177,21 @@ t.test('a diff of an object the receiver does not hold is refused and stores not
   await snap.close();
   t.equal(sent.length, 1);
   t.ok('diff' in sent[0]!, 'a sends a diff');
+  // in one frame with a record b lacks, which is stored all the same
+  const other = await a.create('Thing', { a: 'other' });
+  const whole = a.stateSnapshot();
+  for await (const batch of whole.batches(10)) sent.push(...batch.filter((s) => s.id === other.id));
+  await whole.close();
+  const told: string[] = [];
+  b.onStates((ids) => told.push(...ids));
   const { durable } = await b.cloneStatesStaged(sent);
   await t.rejects(durable, { message: `a peer sent a diff of ${thing.id}, which this node does not hold` });
   t.equal(await b.get(thing.id), undefined, 'nothing of it is stored');
+  t.equal((await b.get(other.id))?.fields['a'], 'other', 'the record beside it is');
+  t.ok(told.includes(other.id), 'and the state listeners hear of it');
 });
 
-t.test('an object at the same version but another state vector (updates Yjs holds pending) goes as a diff', async (t) => {
+t.test('an object at the same version that holds items the peer\'s state vector lacks goes as a diff', async (t) => {
   const [a] = await stores(t, 'a');
   const thing = await a.create('Thing', { a: 'x' });
   const stored = async (): Promise<Uint8Array> => {
