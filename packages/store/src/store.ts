@@ -127,8 +127,8 @@ export interface StateSnapshot {
  * One page of an anti-entropy answer: the objects (and, on the first page,
  * the purge markers) in the buckets that differ, with ids in (after, upTo].
  * An object the peer holds (`have`) goes as a Yjs diff against its state
- * vector, or not at all when its version is the peer's; one it lacks goes
- * as its whole record.
+ * vector, or not at all when its version is the peer's and that state
+ * vector covers all its items; one it lacks goes as its whole record.
  */
 export interface SnapshotPage {
   buckets: ReadonlySet<number>;
