@@ -258,7 +258,8 @@ t.test('bad input on /sync is refused with a reason, and the node keeps serving 
       t.equal(errors.length, 1, 'one error frame before the close');
       t.match(errors[0]?.reason, c.reason, `the error frame says why: ${errors[0]?.reason}`);
       t.equal(out.frames.at(-1)?.t, 'error', 'nothing after the error frame');
-      t.notOk(out.frames.some((f) => f.t === 'sub' || f.t === 'changes' || f.t === 'head'), 'the node neither subscribed nor streamed');
+      // (no case proves the secret: the node, the acceptor, owes none of them a proof of its own)
+      t.notOk(out.frames.some((f) => f.t === 'auth' || f.t === 'sub' || f.t === 'changes' || f.t === 'head'), 'the node neither proved itself, subscribed nor streamed');
       const refusal = logs.slice(logged).find((l) => l.msg === 'replication peer refused');
       t.ok(refusal, 'the refusal is logged');
       t.match(refusal?.reason, c.reason, 'with the reason');

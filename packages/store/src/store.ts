@@ -1571,14 +1571,13 @@ export class Store {
     const merges: Promise<void>[] = [];
     const diffs: { id: string; diff: Uint8Array; hlc: number }[] = [];
     for (const s of states) {
-      if ('diff' in s) diffs.push(s);
-      else if (!s.purged) items.push(s);
+      if ('diff' in s) {
+        if (!isValidId(s.id)) throw new MeridianError('bad-request', `object id "${s.id.slice(0, 40)}" of a peer's diff is not valid`);
+        diffs.push(s);
+      } else if (!s.purged) items.push(s);
       // each marked id is purged here (in memory at once, so no object below takes it) before any object is stored;
       // their batches share fsyncs with the objects'
       else merges.push((await this.applyPurgeMarker(s.id, s.record)).durable);
-    }
-    for (const d of diffs) {
-      if (!isValidId(d.id)) throw new MeridianError('bad-request', `object id "${d.id.slice(0, 40)}" of a peer's diff is not valid`);
     }
     const ops: BatchOp[] = [];
     const cloned: [Slot<CachedObject>, ObjectRecord][] = [];

@@ -91,7 +91,12 @@ t.test('a frame refused at once settles only after the frames staged before it',
   // its failure must not be reported before the earlier frames are on disk (each is a batch of its own)
   const a = await openStore(t, { nodeId: 'a' });
   const b = await openStore(t, { nodeId: 'b' });
-  await Promise.all(Array.from({ length: 2000 }, (_, i) => a.create('Org', { name: `org ${i}`, kind: 'customer' })));
+  const orgs = await Promise.all(Array.from({ length: 2000 }, (_, i) => a.create('Org', { name: `org ${i}`, kind: 'customer' })));
+  // b holds them already, so the frames below are merges, each reaching the disk in a batch of
+  // its own well after the refused frame's (empty) batch is queued: only the ordering of the
+  // frames themselves keeps the refusal behind them
+  for (const f of (await statesOf(a, 400)).frames) await b.cloneStates(f);
+  await Promise.all(orgs.map((o, i) => a.update(o.id, { name: `renamed ${i}` })));
   const { frames } = await statesOf(a, 400);
   t.equal(frames.length, 5);
   const mine = await b.create('Org', { name: 'Acme', kind: 'customer' });

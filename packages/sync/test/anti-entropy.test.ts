@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { decode } from 'msgpackr';
 import * as Y from 'yjs';
-import { parseSchema, Store } from '@meridian/store';
+import { parseSchema, Store, type RemoteChange } from '@meridian/store';
 import { decodeFrame, encodeFrame, runActions, SyncSession, type Frame, type SessionIo } from '../dist/index.js';
 
 const schema = parseSchema(`
@@ -191,31 +191,50 @@ t.test('a diff of an object the receiver does not hold is refused and stores not
   t.ok(told.includes(other.id), 'and the state listeners hear of it');
 });
 
-t.test('an object at the same version that holds items the peer\'s state vector lacks goes as a diff', async (t) => {
-  const [a] = await stores(t, 'a');
+t.test('an object holding an update Yjs keeps pending goes as a diff although its version and state vector match the peer\'s', async (t) => {
+  const [a, b] = await stores(t, 'a', 'b');
   const thing = await a.create('Thing', { a: 'x' });
-  const stored = async (): Promise<Uint8Array> => {
-    const snap = a.stateSnapshot();
+  const recordOf = async (store: Store): Promise<{ y: Uint8Array; v: string }> => {
+    const snap = store.stateSnapshot();
     try {
-      for await (const batch of snap.batches(10)) for (const s of batch) if (s.id === thing.id && 'record' in s) return s.record;
+      for await (const batch of snap.batches(10)) for (const s of batch) if (s.id === thing.id && 'record' in s) return decode(s.record) as { y: Uint8Array; v: string };
     } finally {
       await snap.close();
     }
     throw new Error('not stored');
   };
-  const older = Y.encodeStateVectorFromUpdate((decode(await stored()) as { y: Uint8Array }).y);
-  const now = await a.update(thing.id, { n: 3 });
+  // b is cloned from a
+  const snap = a.stateSnapshot();
+  for await (const batch of snap.batches(10)) await b.cloneStates(batch);
+  await b.cloneStates([], { peer: 'a', head: snap.head, vector: snap.vector });
+  await snap.close();
+  // a third node writes twice; a receives only the second write, which waits in Yjs for the first
+  const writer = new Y.Doc();
+  Y.applyUpdate(writer, (await recordOf(a)).y);
+  writer.clientID = 7777;
+  const updates: Uint8Array[] = [];
+  writer.on('update', (u: Uint8Array) => updates.push(u));
+  writer.getMap('f').set('n', 1);
+  writer.getMap('f').set('n', 2);
+  const change = (n: number): RemoteChange => ({ origin: 'z', originSeq: n, id: thing.id, type: 'Thing', kind: 'update', update: updates[n - 1]!, hlc: Date.now() * 1000, principal: 'admin', fields: ['n'] });
+  await a.applyRemote([change(2)]);
+  const [ra, rb] = [await recordOf(a), await recordOf(b)];
+  t.equal(ra.v, rb.v, 'a\'s version does not show the pending update');
+  t.same(Y.decodeStateVector(Y.encodeStateVectorFromUpdate(ra.y)), Y.decodeStateVector(Y.encodeStateVectorFromUpdate(rb.y)), 'nor does its state vector');
+
   const all = new Set(Array.from({ length: 256 }, (_, i) => i));
-  const read = async (sv: Uint8Array, version: string): Promise<unknown[]> => {
-    const snap = a.stateSnapshot();
-    const out = [];
-    for await (const batch of snap.batches(10, { buckets: all, bits: 8, have: new Map([[thing.id, { id: thing.id, sv, version }]]) })) out.push(...batch);
-    await snap.close();
-    return out;
-  };
-  const current = Y.encodeStateVectorFromUpdate((decode(await stored()) as { y: Uint8Array }).y);
-  t.same(await read(current, now.version), [], 'the same version and state vector: nothing is sent');
-  const sent = await read(older, now.version);
-  t.equal(sent.length, 1, 'a state vector that lacks items is sent a diff, whatever the version says');
-  t.ok(sent.every((s) => typeof s === 'object' && s !== null && 'diff' in s));
+  const page = { buckets: all, bits: 8, have: new Map([[thing.id, { id: thing.id, sv: Y.encodeStateVectorFromUpdate(rb.y), version: rb.v }]]) };
+  const answer = a.stateSnapshot();
+  const sent = [];
+  for await (const batch of answer.batches(10, page)) sent.push(...batch);
+  await answer.close();
+  t.equal(sent.length, 1, 'yet a sends b a diff');
+  t.ok(sent.every((x) => 'diff' in x));
+  await (await b.cloneStatesStaged(sent)).durable;
+  // the first write arrives at both: both now integrate the second
+  await a.applyRemote([change(1)]);
+  await b.applyRemote([change(1)]);
+  t.equal((await a.get(thing.id))?.fields['n'], 2);
+  t.equal((await b.get(thing.id))?.fields['n'], 2, 'b holds the second write too');
+  t.equal((await b.get(thing.id))?.version, (await a.get(thing.id))?.version);
 });

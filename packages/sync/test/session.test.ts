@@ -279,9 +279,7 @@ t.test('a stranger who dials two masters and hands each the other\'s hello gets 
   const fromAlpha = proofs(alpha.receive({ ...hb }));
   const fromBravo = proofs(bravo.receive({ ...ha }));
   t.same([fromAlpha.length, fromBravo.length], [0, 0], 'neither acceptor proves itself to a peer that has not proved first');
-  // relaying whatever they gave (nothing) opens nothing; nor does a proof made by an acceptor
-  for (const p of fromBravo) alpha.receive({ t: 'auth', proof: p });
-  t.not(alpha.state, 'open');
+  // nor does a proof made by an acceptor pass (what a relay would have had to hand on)
   const acceptors = proof(SECRET, CLUSTER, 'acceptor', 'bravo', 'alpha', hb.nonce, ha.nonce);
   const closed = alpha.receive({ t: 'auth', proof: acceptors });
   t.equal(alpha.state, 'closed', "an acceptor's proof does not pass for a dialer's");
