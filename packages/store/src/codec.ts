@@ -1,4 +1,5 @@
 import { Packr } from 'msgpackr';
+import { packValue } from './msgpack-writer.js';
 
 /**
  * Records as stored. Short property names: these are written once per object
@@ -56,7 +57,7 @@ export type FieldValue = Scalar | Scalar[];
 const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number' });
 
 export function encode(value: unknown): Buffer {
-  return packr.pack(value);
+  return packValue(value) ?? packr.pack(value);
 }
 
 export function decode<T>(buf: Uint8Array): T {
