@@ -1,7 +1,7 @@
 import type { Level } from 'level';
 import { decode, encode, type ObjectRecord } from './codec.js';
 import { HIGH, keys } from './keys.js';
-import { docFromState, docVersion, VERSION_FORMULA } from './yobject.js';
+import { docFromState, docVersion, recordState, VERSION_FORMULA } from './yobject.js';
 
 const CHUNK = 1000;
 
@@ -20,7 +20,7 @@ export async function migrateVersions(db: Level<string, Buffer>, formula: number
   // the iterator reads a snapshot, so the rewrites below do not show up in it
   for await (const [key, value] of db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH })) {
     const rec = decode<ObjectRecord>(value);
-    const doc = docFromState(key.slice(keys.objectPrefix.length), rec.y, 1);
+    const doc = docFromState(key.slice(keys.objectPrefix.length), recordState(rec), 1);
     const version = docVersion(doc);
     doc.destroy();
     if (version === rec.v) continue;

@@ -31,7 +31,7 @@ import {
   type Schema,
   type TypeDef,
 } from './schema.js';
-import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, holdsItemsOf, newDoc, readFields, readMeta, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
+import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, holdsItemsOf, holdsState, isCreateState, newDoc, readFields, readMeta, recordState, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
 
 export interface StoreOptions {
   dir: string;
@@ -675,7 +675,7 @@ export class Store {
       changed = Object.keys(plan.fields);
       fields = plan.fields;
     } else {
-      const doc = slot.value.doc ?? docFromState(id, cur.y, this.clientId);
+      const doc = slot.value.doc ?? docFromState(id, recordState(cur), this.clientId);
       this.holdDoc(slot, doc);
       const setFields: Record<string, FieldValue | null> = {};
       for (const name of plan.touched) setFields[name] = plan.fields[name] ?? null;
@@ -690,8 +690,11 @@ export class Store {
     const originSeq = this.vector.get(this.nodeId) + 1;
     this.vector.add(this.nodeId, originSeq);
     const kind: ChangeKind = intent.kind === 'replace' ? 'update' : intent.kind;
-    const record: ObjectRecord = { t: def.name, f: fields, d: plan.deleted, h: hlc, s: seq, v: version, y: state };
+    const record: ObjectRecord = { t: def.name, f: fields, d: plan.deleted, h: hlc, s: seq, v: version };
     if (createdAt !== undefined) record.c = createdAt;
+    // an object as its create made it is stored without its state, which the create's fields rebuild (ObjectRecord.y)
+    if (cur === null) record.w = this.clientId;
+    else record.y = state;
     const feed: FeedRecord = {
       o: this.nodeId,
       n: originSeq,
@@ -868,7 +871,7 @@ export class Store {
       const writer = firstClient(c.update);
       if (foreign && writer !== undefined && this.ownClients.has(writer)) this.refuseClient(`change ${c.origin}:${c.originSeq} to ${c.id}`, writer);
       const cur = slot.value.current;
-      const doc = slot.value.doc ?? (cur ? docFromState(c.id, cur.y, this.clientId) : newDoc(c.id, this.clientId));
+      const doc = slot.value.doc ?? (cur ? docFromState(c.id, recordState(cur), this.clientId) : newDoc(c.id, this.clientId));
       this.holdDoc(slot, doc);
       const map = fieldsMap(doc);
       const before = snapshotFieldItems(map);
@@ -911,8 +914,12 @@ export class Store {
       const hlc = c.hlc;
       const seq = ++this.seq;
       this.vector.add(c.origin, c.originSeq);
-      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(hlc, cur?.h ?? 0), s: seq, v: docVersion(doc), y: encodeState(doc) };
+      const state = encodeState(doc);
+      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(hlc, cur?.h ?? 0), s: seq, v: docVersion(doc) };
       if (meta.created !== undefined) record.c = meta.created;
+      // a create received as its origin made it is stored as the origin stores it, without its state
+      if (!cur && c.kind === 'create' && writer !== undefined && record.c !== undefined && !meta.deleted && isCreateState(state, writer, fields, type, record.c)) record.w = writer;
+      else record.y = state;
       const feed: FeedRecord = { o: c.origin, n: c.originSeq, i: c.id, t: type, u: c.update, h: hlc, p: c.principal, c: c.fields, k: c.kind };
       if (c.idempotencyKey !== undefined) {
         feed.q = c.idempotencyKey;
@@ -1392,8 +1399,9 @@ export class Store {
                   const rec = decode<ObjectRecord>(v);
                   // The version covers integrated items only: items Yjs keeps pending (their
                   // dependencies not yet here) are looked for in the structs themselves.
-                  if (rec.v !== held.version || !holdsItemsOf(held.sv, rec.y)) {
-                    out.push({ id, diff: Y.diffUpdate(rec.y, held.sv), hlc: rec.h });
+                  const state = recordState(rec);
+                  if (rec.v !== held.version || !holdsItemsOf(held.sv, state)) {
+                    out.push({ id, diff: Y.diffUpdate(state, held.sv), hlc: rec.h });
                   }
                 }
               }
@@ -1433,7 +1441,7 @@ export class Store {
           if (!opts.buckets.has(bucketOf(id, opts.bits))) continue;
           if (held.length >= opts.limit || bytes >= maxBytes) return { held, end: false };
           const rec = decode<ObjectRecord>(v);
-          const sv = Y.encodeStateVectorFromUpdate(rec.y);
+          const sv = Y.encodeStateVectorFromUpdate(recordState(rec));
           held.push({ id, sv, version: rec.v });
           bytes += id.length + sv.length + rec.v.length + 16;
         }
@@ -1585,7 +1593,7 @@ export class Store {
     const decoded = items.map(({ id, record }) => {
       if (!isValidId(id)) throw new MeridianError('bad-request', `cloned object id "${id.slice(0, 40)}" is not valid`);
       const rec = decode<ObjectRecord>(record);
-      if (typeof rec.t !== 'string' || !(rec.y instanceof Uint8Array) || typeof rec.f !== 'object' || rec.f === null || typeof rec.h !== 'number') {
+      if (typeof rec.t !== 'string' || typeof rec.f !== 'object' || rec.f === null || typeof rec.h !== 'number' || !holdsState(rec)) {
         throw new MeridianError('bad-request', `cloned object ${id} is not an object record`);
       }
       const def = this.schema.types.get(rec.t);
@@ -1601,13 +1609,13 @@ export class Store {
     // written. Everything that can throw (a claim read from disk) is done
     // first, so that a failure leaves nothing pinned or claimed.
     const claims: Slot<CachedClaim>[] = [];
-    const plan: ({ merge: true } | { merge: false; bytes: Uint8Array; claims: Slot<CachedClaim>[] } | undefined)[] = [];
+    const plan: ({ merge: true; state: Uint8Array } | { merge: false; bytes: Uint8Array; claims: Slot<CachedClaim>[] } | undefined)[] = [];
     try {
       for (const [n, { id, record, rec, idx }] of decoded.entries()) {
         // a peer that has not yet heard of a purge may still send the object
         if (this.purgedIds.has(id)) plan.push(undefined);
         // held here already (written meanwhile, or cloned from two peers at once): merged
-        else if (this.objects.peek(id) || present[n] !== undefined) plan.push({ merge: true });
+        else if (this.objects.peek(id) || present[n] !== undefined) plan.push({ merge: true, state: recordState(rec) });
         else {
           const mine: Slot<CachedClaim>[] = [];
           for (const k of idx.unique) {
@@ -1628,7 +1636,7 @@ export class Store {
       const p = plan[n];
       if (!p) continue;
       if (p.merge) {
-        merges.push(this.mergeState(id, rec.y, rec.h));
+        merges.push(this.mergeState(id, p.state, rec.h));
         continue;
       }
       ops.push({ type: 'put', key: keys.object(id), value: p.bytes });
@@ -1709,7 +1717,7 @@ export class Store {
     let handedOver = false;
     try {
       const cur = slot.value.current;
-      const doc = slot.value.doc ?? (cur ? docFromState(id, cur.y, this.clientId) : newDoc(id, this.clientId));
+      const doc = slot.value.doc ?? (cur ? docFromState(id, recordState(cur), this.clientId) : newDoc(id, this.clientId));
       this.holdDoc(slot, doc);
       let own: number | undefined;
       const onAfter = (tr: Y.Transaction): void => {
@@ -1881,7 +1889,8 @@ export class Store {
     this.assertOpen();
     if (!isValidId(id)) return undefined;
     const slot = await this.objects.get(id, this.loadObject);
-    return slot.value.durable?.y;
+    const rec = slot.value.durable;
+    return rec ? recordState(rec) : undefined;
   }
 
   /** Live objects of a type in id order. */
@@ -2338,7 +2347,9 @@ function markerOf(f: FeedRecord): PurgeMarker {
 }
 
 function objectCost(key: string, v: CachedObject): number {
-  const state = v.current?.y.length ?? 0;
+  const cur = v.current;
+  // a record without its state: about what the create's update would take, without writing it
+  const state = !cur ? 0 : cur.y !== undefined ? cur.y.length : 32 + JSON.stringify(cur.f).length;
   // A live Y.Doc costs roughly ten times its encoded state.
   return 200 + key.length * 2 + state * (v.doc ? 12 : 3);
 }

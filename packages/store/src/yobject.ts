@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import * as Y from 'yjs';
-import type { FieldValue } from './codec.js';
+import type { FieldValue, ObjectRecord } from './codec.js';
 
 /**
  * One object is one Y.Doc (guid = object id): a Y.Map "f" of fields and a
@@ -281,6 +281,43 @@ class CreateWriter {
 
 const writer = new CreateWriter();
 const utf8 = new TextEncoder();
+
+/**
+ * The object's whole Yjs state. A record without `y` holds an object as its
+ * create left it, and its state is that create's update, written again from
+ * the writer's clientID `w`, the fields in `f`'s order, the type and the
+ * creation time (see ObjectRecord.y).
+ */
+export function recordState(rec: Pick<ObjectRecord, 't' | 'f' | 'c' | 'y' | 'w'>): Uint8Array {
+  if (rec.y !== undefined) return rec.y;
+  if (rec.w === undefined || rec.c === undefined) throw new Error(`a ${rec.t} record holds neither its state nor the create that made it`);
+  return encodeCreate(rec.w, rec.f, rec.t, rec.c).update;
+}
+
+/**
+ * Whether a record from elsewhere (a peer's clone) holds a state or what
+ * recordState needs to rebuild one: a writer and a creation time that are
+ * whole numbers, and fields holding only what a create can write (a
+ * scalar, or an array of scalars).
+ */
+export function holdsState(rec: { y?: unknown; w?: unknown; c?: unknown; f: Readonly<Record<string, unknown>> }): boolean {
+  if (rec.y !== undefined) return rec.y instanceof Uint8Array;
+  if (!Number.isSafeInteger(rec.w) || (rec.w as number) < 0 || !Number.isSafeInteger(rec.c) || (rec.c as number) < 0) return false;
+  const scalar = (v: unknown): boolean => typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
+  for (const k in rec.f) {
+    const v = rec.f[k];
+    if (!scalar(v) && !(Array.isArray(v) && v.every(scalar))) return false;
+  }
+  return true;
+}
+
+/** Whether `state` is exactly what recordState rebuilds from these, so that a record may leave it out. */
+export function isCreateState(state: Uint8Array, writer: number, fields: Readonly<Record<string, FieldValue>>, type: string, created: number): boolean {
+  const rebuilt = encodeCreate(writer, fields, type, created).update;
+  if (rebuilt.length !== state.length) return false;
+  for (let i = 0; i < rebuilt.length; i++) if (rebuilt[i] !== state[i]) return false;
+  return true;
+}
 
 /** docVersion of a new document: `clock` items of one client, none deleted. */
 export function singleClientVersion(clientId: number, clock: number): string {
