@@ -16,7 +16,13 @@ import { keys } from './keys.js';
  * describes it.
  */
 export const BACKUP_FORMAT = 'meridian-backup';
-export const BACKUP_VERSION = 1;
+/**
+ * 2 since records may leave out their state (ObjectRecord.y): a Meridian
+ * that reads only version 1 would restore them and then fail on them.
+ * Both are read here; a version 1 backup's records all hold their state.
+ */
+export const BACKUP_VERSION = 2;
+const READABLE_VERSIONS: readonly unknown[] = [1, 2];
 
 export interface BackupHeader {
   format: typeof BACKUP_FORMAT;
@@ -130,7 +136,7 @@ export async function* decodeBackup(input: AsyncIterable<Uint8Array>): AsyncGene
 function checkHeader(value: unknown, bad: (why: string) => MeridianError): BackupHeader {
   const h = value as Partial<BackupHeader> | null;
   if (typeof h !== 'object' || h === null || h.format !== BACKUP_FORMAT) throw bad('it does not start with a Meridian backup header');
-  if (h.version !== BACKUP_VERSION) throw bad(`it is format version ${String(h.version)}; this Meridian reads version ${BACKUP_VERSION}`);
+  if (!READABLE_VERSIONS.includes(h.version)) throw bad(`it is format version ${String(h.version)}; this Meridian reads versions ${READABLE_VERSIONS.join(' and ')}`);
   if (typeof h.node !== 'string' || !isValidId(h.node)) throw bad('its header names no valid node');
   return h as BackupHeader;
 }

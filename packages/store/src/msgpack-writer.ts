@@ -27,23 +27,29 @@ const MIN_LEFT = 2048;
 let slab = Buffer.allocUnsafe(SLAB);
 let pos = 0;
 let start = 0;
+/** set while a value is being written: a getter that encodes meanwhile gets msgpackr, not this writer's half-written slab */
+let busy = false;
 
 class Unsupported {}
 const UNSUPPORTED = new Unsupported();
 
 /** The MessagePack bytes of `value`, or undefined when it holds a type this writer leaves to msgpackr. */
 export function packValue(value: unknown): Buffer | undefined {
+  if (busy) return undefined;
   if (slab.length - pos < MIN_LEFT) {
     slab = Buffer.allocUnsafe(SLAB);
     pos = 0;
   }
   start = pos;
+  busy = true;
   try {
     any(value);
   } catch (e) {
     pos = start;
     if (e === UNSUPPORTED) return undefined;
     throw e;
+  } finally {
+    busy = false;
   }
   const out = slab.subarray(start, pos);
   // the next value starts word-aligned, as msgpackr's do, so copying it out is cheap

@@ -31,7 +31,7 @@ import {
   type Schema,
   type TypeDef,
 } from './schema.js';
-import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, holdsItemsOf, holdsState, isCreateState, newDoc, readFields, readMeta, recordState, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
+import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, fieldsRebuildState, holdsItemsOf, holdsState, isCreateState, newDoc, readFields, readMeta, recordState, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
 
 export interface StoreOptions {
   dir: string;
@@ -693,7 +693,7 @@ export class Store {
     const record: ObjectRecord = { t: def.name, f: fields, d: plan.deleted, h: hlc, s: seq, v: version };
     if (createdAt !== undefined) record.c = createdAt;
     // an object as its create made it is stored without its state, which the create's fields rebuild (ObjectRecord.y)
-    if (cur === null) record.w = this.clientId;
+    if (cur === null && fieldsRebuildState(fields)) record.w = this.clientId;
     else record.y = state;
     const feed: FeedRecord = {
       o: this.nodeId,

@@ -311,8 +311,22 @@ export function holdsState(rec: { y?: unknown; w?: unknown; c?: unknown; f: Read
   return true;
 }
 
+/**
+ * Whether a record holding these fields may leave out its state: Yjs keeps
+ * a -0 (encodeCreate writes it so, as Yjs does), but MessagePack has no -0,
+ * so `f` comes back from disk with 0 and would rebuild other bytes.
+ */
+export function fieldsRebuildState(fields: Readonly<Record<string, FieldValue>>): boolean {
+  for (const k in fields) {
+    const v = fields[k];
+    if (Object.is(v, -0) || (Array.isArray(v) && v.some((one) => Object.is(one, -0)))) return false;
+  }
+  return true;
+}
+
 /** Whether `state` is exactly what recordState rebuilds from these, so that a record may leave it out. */
 export function isCreateState(state: Uint8Array, writer: number, fields: Readonly<Record<string, FieldValue>>, type: string, created: number): boolean {
+  if (!fieldsRebuildState(fields)) return false;
   const rebuilt = encodeCreate(writer, fields, type, created).update;
   if (rebuilt.length !== state.length) return false;
   for (let i = 0; i < rebuilt.length; i++) if (rebuilt[i] !== state[i]) return false;

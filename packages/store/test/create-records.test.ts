@@ -132,3 +132,17 @@ t.test('a cloned record without a state that recordState could not rebuild is re
   Y.applyUpdate(doc, (await b.objectState('org-x'))!);
   t.equal(doc.getMap('f').get('name'), 'X', 'rebuilt from the writer and the fields');
 });
+
+t.test('a create holding -0 keeps its state, which MessagePack could not give back', async (t) => {
+  const dir = tempDir(t);
+  let a = await Store.open({ dir, schema, nodeId: 'a' });
+  const org = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const lic = await a.create('License', { customer: org.id, seats: 3, ratio: -0, validFrom: '2026-01-01' });
+  const update = (await a.readFeed(0)).find((e) => e.id === lic.id)!.update;
+  await a.close();
+  a = await Store.open({ dir, schema, nodeId: 'a' });
+  t.teardown(() => a.close());
+  const { rec } = await stored(a, lic.id);
+  t.ok(rec.y instanceof Uint8Array, 'the record holds its state');
+  t.same(Buffer.from((await a.objectState(lic.id))!), Buffer.from(update), "which is the create's update, -0 and all, after a restart");
+});

@@ -146,3 +146,19 @@ t.test('one encoded value is never overwritten by the ones after it', async (t) 
   for (const [mine, theirs] of kept) if (mine.equals(theirs)) same++;
   t.equal(same, kept.length, 'every earlier value still holds its own bytes');
 });
+
+t.test('a getter that encodes while a value is being written gets its own bytes, and so does the value', async (t) => {
+  const inner = { i: 'inner', n: [1, 2, 3] };
+  let innerBytes: Buffer | undefined;
+  const outer = { a: 'before', b: 0, c: 'after' };
+  Object.defineProperty(outer, 'b', {
+    enumerable: true,
+    get: () => {
+      innerBytes = encode(inner);
+      return 7;
+    },
+  });
+  const bytes = encode(outer);
+  t.ok(innerBytes!.equals(packr.pack(inner)), 'the inner value');
+  t.same(decode(bytes), { a: 'before', b: 7, c: 'after' }, 'the outer value');
+});

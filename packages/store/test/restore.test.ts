@@ -35,3 +35,24 @@ t.test('a failed restore empties the directory it was given but leaves the direc
   await t.rejects(restoreBackup(made, (async function* () { yield Buffer.from('nope'); })()));
   t.notOk(existsSync(made), 'a directory the restore made itself is removed');
 });
+
+t.test('backups are format version 2; a version 1 backup is still restored, a later one refused', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const org = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const restoreAs = async (version: number): Promise<Store> => {
+    const snap = a.backupSnapshot();
+    t.equal(snap.header.version, 2, 'written as version 2');
+    const dir = join(tempDir(t), `v${version}`);
+    try {
+      await restoreBackup(dir, encodeBackup({ ...snap.header, version }, snap.batches));
+    } finally {
+      await snap.close();
+    }
+    const r = await Store.open({ dir, schema });
+    t.teardown(() => r.close());
+    return r;
+  };
+  t.equal((await (await restoreAs(1)).get(org.id))?.fields['name'], 'Acme', 'version 1 read');
+  t.equal((await (await restoreAs(2)).get(org.id))?.fields['name'], 'Acme', 'version 2 read');
+  await t.rejects(restoreAs(3), { message: /format version 3; this Meridian reads versions 1 and 2/ });
+});
