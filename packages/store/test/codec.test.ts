@@ -2,17 +2,8 @@
 // bytes that encoding the record anew gives, and must never misread bytes it
 // was not meant for.
 import t from 'tap';
+import { prng } from '../../../test/helpers/prng.js';
 import { decode, encode, withSeq, type ObjectRecord } from '../dist/codec.js';
-
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
 
 const SEQS = [0, 1, 127, 128, 255, 256, 65_535, 65_536, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 3, Number.MAX_SAFE_INTEGER];
 
@@ -32,7 +23,7 @@ function randomRecord(r: () => number): ObjectRecord {
 }
 
 t.test('the spliced record is byte for byte the record encoded with the new seq', async (t) => {
-  const r = rng(20261123);
+  const r = prng(20261123);
   let differ = 0;
   const runs = 3_000;
   for (let i = 0; i < runs; i++) {
@@ -45,10 +36,10 @@ t.test('the spliced record is byte for byte the record encoded with the new seq'
 });
 
 t.test('key order does not matter, and a record without its own `s` is left to the caller', async (t) => {
-  const rec = randomRecord(rng(7));
+  const rec = randomRecord(prng(7));
   const { s: _s, ...rest } = rec;
   const reordered = encode({ y: rec.y, s: 5, ...rest });
-  t.same(decode(withSeq(reordered, 300)!), { ...rec, s: 300 });
+  t.same(decode(withSeq(reordered, 300)!), { ...rec, y: Buffer.from(rec.y!), s: 300 }); // bin decodes as a Buffer
   t.equal(withSeq(encode({ ...rest, f: { s: 1 } }), 9), undefined, "a field called s is not the record's seq");
   t.equal(withSeq(encode(['s', 1]), 9), undefined, 'not a map');
   // two keys "s" (only a hand-made record has them): decoding keeps the last, so splicing the first would be wrong
@@ -63,7 +54,7 @@ t.test('key order does not matter, and a record without its own `s` is left to t
 });
 
 t.test('truncated and mutated records give undefined or a record that decodes, never a throw', async (t) => {
-  const r = rng(99);
+  const r = prng(99);
   let bad = 0;
   for (let i = 0; i < 5_000; i++) {
     const bytes = new Uint8Array(encode(randomRecord(r)));

@@ -2,21 +2,12 @@
 // (with codec.ts's options) for every value it takes, leave every other
 // value to msgpackr, and never let one encoded value overwrite another.
 import t from 'tap';
+import { prng } from '../../../test/helpers/prng.js';
 import { Packr } from 'msgpackr';
 import { packValue } from '../dist/msgpack-writer.js';
 import { decode, encode } from '../dist/codec.js';
 
 const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number' });
-
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
 
 // every boundary of every integer form, both signs, and numbers that are no 32-bit integer
 const NUMBERS = [
@@ -75,7 +66,7 @@ function randomValue(r: () => number, depth: number): unknown {
 }
 
 t.test('random values: the same bytes as msgpackr, and what they decode to', async (t) => {
-  const r = rng(20261123);
+  const r = prng(20261123);
   let compared = 0;
   for (let i = 0; i < 1500; i++) {
     const v = randomValue(r, 0);
@@ -135,7 +126,7 @@ t.test('values of other types are left to msgpackr, and the writer carries on un
 });
 
 t.test('one encoded value is never overwritten by the ones after it', async (t) => {
-  const r = rng(7);
+  const r = prng(7);
   const kept: [Buffer, Buffer][] = [];
   for (let i = 0; i < 3000; i++) {
     // small values fill slabs; now and then one larger than a slab moves the value being written

@@ -11,18 +11,9 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { decode } from 'msgpackr';
 import * as Y from 'yjs';
-import { parseSchema, Store, type RemoteChange } from '@meridian/store';
+import { Store, type RemoteChange } from '@meridian/store';
 import { decodeFrame, encodeFrame, runActions, SyncSession, type Frame, type SessionIo } from '../dist/index.js';
-
-const schema = parseSchema(`
-types:
-  Thing:
-    idPrefix: thg
-    fields:
-      a: { type: string }
-      b: { type: string }
-      n: { type: integer }
-`);
+import { thingSchema } from './thing-schema.js';
 
 interface End {
   io: SessionIo;
@@ -89,7 +80,7 @@ async function stores<N extends string[]>(t: Test, ...nodeIds: N): Promise<{ [K 
   const out: Store[] = [];
   for (const nodeId of nodeIds) {
     const dir = mkdtempSync(join(tmpdir(), 'meridian-ae-'));
-    const store = await Store.open({ dir, schema, nodeId });
+    const store = await Store.open({ dir, schema: thingSchema, nodeId });
     t.teardown(async () => {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
@@ -102,7 +93,7 @@ async function stores<N extends string[]>(t: Test, ...nodeIds: N): Promise<{ [K 
 t.test('anti-entropy sends diffs against the subscriber\'s state vectors, records it lacks, markers, and nothing else', async (t) => {
   const [a, b] = await stores(t, 'a', 'b');
   const ids: string[] = [];
-  for (let i = 0; i < 300; i++) ids.push((await a.create('Thing', { a: `a-${i}`, b: `b-${i}`.repeat(20), n: i })).id);
+  for (let i = 0; i < 300; i++) ids.push((await a.create('Thing', { a: `a-${i}`, b: `b-${i}`.repeat(20), c: i })).id);
 
   // b is cloned from a (its checkpoint for a is then a's head)
   const snap = a.stateSnapshot();
@@ -112,7 +103,7 @@ t.test('anti-entropy sends diffs against the subscriber\'s state vectors, record
 
   // a moves on, and trims its feed past b's position: b can only be repaired by anti-entropy
   const updated = ids.slice(0, 5);
-  for (const id of updated) await a.update(id, { n: 1000 });
+  for (const id of updated) await a.update(id, { c: 1000 });
   const cleared = ids[5]!;
   await a.update(cleared, { b: null }); // a removal only: the state vector stays, the delete set grows
   const created = [(await a.create('Thing', { a: 'new-1' })).id, (await a.create('Thing', { a: 'new-2' })).id];
@@ -152,7 +143,7 @@ t.test('anti-entropy sends diffs against the subscriber\'s state vectors, record
   t.equal(sender.sent.filter((f) => f.t === 'states' && f.page).length, needs.length - 1, 'each page but the last is answered with a page end');
 
   t.same((await a.digest(8)).buckets, (await b.digest(8)).buckets, 'both hold the same objects at the same versions');
-  t.equal((await b.get(updated[0]!))?.fields['n'], 1000);
+  t.equal((await b.get(updated[0]!))?.fields['c'], 1000);
   t.equal((await b.get(cleared))?.fields['b'], undefined, 'the removed field is gone on b too');
   t.equal(await b.get(purged), undefined, 'the purged object is gone on b');
   t.ok([...updated, cleared, ...created].every((id) => told.includes(id)), 'state listeners (the LDAP index) hear of every object merged from a diff or stored whole');
@@ -168,7 +159,7 @@ t.test('anti-entropy sends diffs against the subscriber\'s state vectors, record
 t.test('a diff of an object the receiver does not hold is refused and stores nothing', async (t) => {
   const [a, b] = await stores(t, 'a', 'b');
   const thing = await a.create('Thing', { a: 'x' });
-  await a.update(thing.id, { n: 2 });
+  await a.update(thing.id, { c: 2 });
   // what a would send b had b held the object at its first version
   const page = { buckets: new Set(Array.from({ length: 256 }, (_, i) => i)), bits: 8, have: new Map([[thing.id, { id: thing.id, sv: new Uint8Array([0]), version: 'old' }]]) };
   const snap = a.stateSnapshot();
@@ -215,9 +206,9 @@ t.test('an object holding an update Yjs keeps pending goes as a diff although it
   writer.clientID = 7777;
   const updates: Uint8Array[] = [];
   writer.on('update', (u: Uint8Array) => updates.push(u));
-  writer.getMap('f').set('n', 1);
-  writer.getMap('f').set('n', 2);
-  const change = (n: number): RemoteChange => ({ origin: 'z', originSeq: n, id: thing.id, type: 'Thing', kind: 'update', update: updates[n - 1]!, hlc: Date.now() * 1000, principal: 'admin', fields: ['n'] });
+  writer.getMap('f').set('c', 1);
+  writer.getMap('f').set('c', 2);
+  const change = (n: number): RemoteChange => ({ origin: 'z', originSeq: n, id: thing.id, type: 'Thing', kind: 'update', update: updates[n - 1]!, hlc: Date.now() * 1000, principal: 'admin', fields: ['c'] });
   await a.applyRemote([change(2)]);
   const [ra, rb] = [await recordOf(a), await recordOf(b)];
   t.equal(ra.v, rb.v, 'a\'s version does not show the pending update');
@@ -235,7 +226,7 @@ t.test('an object holding an update Yjs keeps pending goes as a diff although it
   // the first write arrives at both: both now integrate the second
   await a.applyRemote([change(1)]);
   await b.applyRemote([change(1)]);
-  t.equal((await a.get(thing.id))?.fields['n'], 2);
-  t.equal((await b.get(thing.id))?.fields['n'], 2, 'b holds the second write too');
+  t.equal((await a.get(thing.id))?.fields['c'], 2);
+  t.equal((await b.get(thing.id))?.fields['c'], 2, 'b holds the second write too');
   t.equal((await b.get(thing.id))?.version, (await a.get(thing.id))?.version);
 });

@@ -20,20 +20,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import * as Y from 'yjs';
-import { parseSchema, Store } from '@meridian/store';
+import { Store } from '@meridian/store';
 import { decodeFrame, encodeFrame, releaseSnapshot, runActions, SyncSession, type Action, type FeedStore, type Frame, type SessionIo } from '../dist/index.js';
+import { thingSchema } from './thing-schema.js';
 import { prng } from '../../../test/helpers/prng.js';
-
-const schema = parseSchema(`
-types:
-  Thing:
-    idPrefix: thg
-    fields:
-      a: { type: string }
-      b: { type: string }
-      c: { type: integer }
-      tags: { type: string, multi: true }
-`);
 
 const SECRET = 'sim-secret';
 const CLUSTER = 'sim';
@@ -111,13 +101,13 @@ class Simulation {
   /** All nodes but the last start now; the last joins empty later and is cloned. */
   async start(): Promise<void> {
     for (const node of this.nodes.slice(0, -1)) {
-      node.store = await Store.open({ dir: node.dir, schema, nodeId: node.id });
+      node.store = await Store.open({ dir: node.dir, schema: thingSchema, nodeId: node.id });
       node.up = true;
     }
     const late = this.nodes[this.nodes.length - 1]!;
     this.at(100 + Math.floor(this.rnd() * 300), async () => {
       if (late.up) return;
-      late.store = await Store.open({ dir: late.dir, schema, nodeId: late.id });
+      late.store = await Store.open({ dir: late.dir, schema: thingSchema, nodeId: late.id });
       late.up = true;
       this.log.push(`${this.now}: ${late.id} joins`);
     });
@@ -354,7 +344,7 @@ class Simulation {
       this.log.push(`${this.now}: crash ${node.id}`);
       this.at(20 + Math.floor(this.rnd() * 200), async () => {
         if (node.up) return;
-        node.store = await Store.open({ dir: node.dir, schema, nodeId: node.id });
+        node.store = await Store.open({ dir: node.dir, schema: thingSchema, nodeId: node.id });
         node.up = true;
         this.log.push(`${this.now}: restart ${node.id}`);
       });
