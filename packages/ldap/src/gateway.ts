@@ -248,6 +248,8 @@ export class LdapGateway {
     try {
       const unsupported = req.controls.find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
       if (unsupported) throw new LdapFailure(ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
+      // every operation but a bind (which replaces the session) first checks the bound entry still holds
+      if (op !== 'bind') await this.recheck(this.session(conn));
       reply = await fn(req);
     } catch (e) {
       const f = this.failure(e);
@@ -318,6 +320,9 @@ export class LdapGateway {
     }
     // throttled per account, not per spelling of its name: an entry DN, uid=, mail= and
     // escaped forms of one person count together; names that are no one count as written
+    // the feed position before the entry is read: a change after it (a reset while the password is
+    // checked) is then seen by the next operation's recheck, not taken as already looked at
+    const seq = this.opts.store.lastSeq;
     const target = await this.bindTarget(name);
     const key = target === undefined ? `?${name.toLowerCase().replace(/\s+/g, '')}` : target === 'admin' ? 'admin' : target.id;
     const wait = this.throttle.delay(key);
@@ -335,7 +340,7 @@ export class LdapGateway {
       return answer(id, Op.bind, ResultCode.invalidCredentials, 'wrong name or password');
     }
     this.throttle.succeeded(key);
-    Object.assign(s, { principal: who.principal, dn: who.dn, credential: { user: who.login, password }, scope: undefined, entry: target === 'admin' ? undefined : { version: target!.version, seq: this.opts.store.lastSeq } });
+    Object.assign(s, { principal: who.principal, dn: who.dn, credential: { user: who.login, password }, scope: undefined, entry: target === 'admin' ? undefined : { version: target!.version, seq } });
     if (who.upgrade) this.upgrade(who.principal, who.login, password);
     return answer(id, Op.bind, ResultCode.success, '');
   }
@@ -415,17 +420,12 @@ export class LdapGateway {
       Object.assign(s, { principal: undefined, dn: '', credential: undefined, scope: undefined, entry: undefined });
       throw new LdapFailure(ResultCode.invalidCredentials, 'your entry was deleted or its password changed since you bound; bind again');
     }
-    Object.assign(s, { principal: who.principal, dn: who.dn, scope: undefined, entry: { version: entry!.version, seq } });
-  }
-
-  /** The session's own write made its entry this version: nothing to check again for it (a password check costs an scrypt). */
-  private wroteOwnEntry(s: Session, version: string): void {
-    if (s.entry) s.entry = { version, seq: this.opts.store.lastSeq };
+    // the login may have been renamed: a replica forwards writes under the name the entry has now
+    Object.assign(s, { principal: who.principal, dn: who.dn, credential: { user: who.login, password: s.credential!.password }, scope: undefined, entry: { version: entry!.version, seq } });
   }
 
   /** What the session may read: everything (anonymous under the read policy), or its principal's scope. */
   private async scopeOf(s: Session): Promise<AccessScope | 'everything'> {
-    await this.recheck(s);
     if (!s.principal) {
       if (this.opts.anonymous === 'read') return 'everything';
       throw new LdapFailure(ResultCode.insufficientAccessRights, 'anonymous clients may read only the root DSE here; bind with your DN or uid and password (ldapsearch -x -D ... -W)');
@@ -690,7 +690,6 @@ export class LdapGateway {
 
   private async modify(req: LdapRequest): Promise<Answer> {
     const s = this.session(req.connection);
-    await this.recheck(s);
     if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: anonymous clients cannot modify entries');
     const dn = String(req.object ?? '');
     const loc = this.layout.locate(dn);
@@ -748,10 +747,10 @@ export class LdapGateway {
     if (Object.keys(update).length === 0) return answer(req.messageId, Op.modify, ResultCode.success, '');
     const pw = this.opts.store.schema.access?.passwordField;
     await authorizeWrite(scope, readerKnowing(o, (x) => this.opts.store.get(x)), 'update', o.id, t.def.name, update);
-    const written = await this.opts.writer.update(o.id, update, { principal: principalName(s.principal), via: 'ldap', credential: s.credential, ifVersion: o.version });
-    if (s.principal.kind === 'person' && s.principal.id === o.id) {
-      if (pw && pw in update && typeof update[pw] === 'string') s.credential = { user: s.credential!.user, password: update[pw] as string };
-      this.wroteOwnEntry(s, written.version);
+    await this.opts.writer.update(o.id, update, { principal: principalName(s.principal), via: 'ldap', credential: s.credential, ifVersion: o.version });
+    // the next operation's recheck finds the entry changed and checks this password against it
+    if (s.principal.kind === 'person' && s.principal.id === o.id && pw && pw in update && typeof update[pw] === 'string') {
+      s.credential = { user: s.credential!.user, password: update[pw] as string };
     }
     return answer(req.messageId, Op.modify, ResultCode.success, '');
   }
@@ -760,7 +759,6 @@ export class LdapGateway {
 
   private async whoami(req: LdapRequest): Promise<Answer> {
     const s = this.session(req.connection);
-    await this.recheck(s);
     // an empty authzId is anonymous (RFC 4532)
     return answer(req.messageId, Op.extended, ResultCode.success, '', { extra: [octets(s.principal ? `dn:${s.dn}` : '', 0x8b)] });
   }
@@ -768,7 +766,6 @@ export class LdapGateway {
   /** RFC 3062: a person changes their own password (with the old one, or bound with it); the admin anyone's. */
   private async passwordModify(req: LdapRequest): Promise<Answer> {
     const s = this.session(req.connection);
-    await this.recheck(s);
     if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: changing a password needs the old one or the admin');
     const value = (req.requestValue ?? {}) as { userIdentity?: string; oldPassword?: string; newPassword?: string };
     const access = this.opts.store.schema.access;
@@ -794,11 +791,8 @@ export class LdapGateway {
     }
     const generated = value.newPassword ? undefined : randomBytes(12).toString('base64url');
     const password = value.newPassword ?? generated!;
-    const written = await this.opts.writer.update(target.id, { [access.passwordField]: password }, { principal: principalName(s.principal), via: 'ldap', credential: s.credential });
-    if (self) {
-      s.credential = { user: s.credential!.user, password };
-      this.wroteOwnEntry(s, written.version);
-    }
+    await this.opts.writer.update(target.id, { [access.passwordField]: password }, { principal: principalName(s.principal), via: 'ldap', credential: s.credential });
+    if (self) s.credential = { user: s.credential!.user, password };
     // a generated password goes back in the response: SEQUENCE { genPasswd [0] }
     const extra = generated ? [tlv(0x8b, tlv(0x30, octets(generated, 0x80)))] : [];
     return answer(req.messageId, Op.extended, ResultCode.success, '', { extra });

@@ -1,0 +1,91 @@
+// A bound person's session follows its entry: every operation but a bind
+// first looks at the entry once the store has changed, and checks the
+// password given at bind again when the entry changed.
+import t, { type Test } from 'tap';
+import { AccessScope, verifyPassword, type Principal, type Store, type Writer } from '@meridian/store';
+import ldap from 'ldapjs';
+import { LdapGateway } from '../dist/gateway.js';
+import { crmStore, quiet, schema } from './fixtures.js';
+
+const BASE = 'dc=example,dc=com';
+const dnOf = (id: string): string => `meridianId=${id},ou=people,${BASE}`;
+
+async function gateway(t: Test, store: Store, opts: { writes?: { user: string | undefined }[]; checking?: () => Promise<void> } = {}): Promise<number> {
+  const writer = {
+    update: async (id: string, fields: Record<string, unknown>, o: { credential?: { user: string } }) => {
+      opts.writes?.push({ user: o.credential?.user });
+      return store.update(id, fields);
+    },
+  } as unknown as Writer;
+  const g = new LdapGateway({
+    ...quiet,
+    store,
+    writer,
+    baseDn: BASE,
+    authenticate: async () => undefined,
+    authenticatePerson: async (person, user, password): Promise<Principal | undefined> => {
+      await opts.checking?.();
+      const hash = person.fields['password'];
+      if (typeof hash !== 'string' || !(await verifyPassword(password, hash))) return undefined;
+      return { kind: 'person', name: user, id: person.id, type: person.type, roles: ['staff'], organisation: 'org-1' };
+    },
+    scope: async (p) => AccessScope.of(p, schema.access, schema.types, { lookup: async () => [] }),
+  });
+  t.teardown(() => g.close());
+  return g.listen(0, '127.0.0.1');
+}
+
+function client(t: Test, port: number) {
+  const c = ldap.createClient({ url: `ldap://127.0.0.1:${port}` });
+  t.teardown(() => c.destroy());
+  c.on('error', () => undefined);
+  return {
+    bind: (dn: string, pw: string): Promise<number> => new Promise((resolve) => c.bind(dn, pw, (e) => resolve(e ? (e as { code?: number }).code ?? -1 : 0))),
+    /** the result code of a base search of one entry */
+    look: (dn: string): Promise<number> =>
+      new Promise((resolve) => {
+        c.search(dn, { scope: 'base', attributes: ['1.1'] }, (e, res) => {
+          if (e) return resolve((e as { code?: number }).code ?? -1);
+          res.on('error', (err: { code?: number }) => resolve(err.code ?? -1));
+          res.on('end', (r) => resolve(r?.status ?? -1));
+        });
+      }),
+    setTitle: (dn: string, title: string): Promise<number> =>
+      new Promise((resolve) => {
+        const change = new ldap.Change({ operation: 'replace', modification: new ldap.Attribute({ type: 'title', values: [title] }) });
+        c.modify(dn, change, (e) => resolve(e ? (e as { code?: number }).code ?? -1 : 0));
+      }),
+  };
+}
+
+async function withPerson(t: Test): Promise<Store> {
+  const store = await crmStore(t);
+  await store.create('Organisation', { name: 'Org', kind: 'vendor' }, { id: 'org-1' });
+  await store.create('Person', { cn: 'Alice', sn: 'A', uid: 'alice', organisation: 'org-1', roles: ['staff'], password: 'first-pw' }, { id: 'per-alice' });
+  return store;
+}
+
+t.test('a renamed login: the session stays bound and writes go on under the new name', async (t) => {
+  const store = await withPerson(t);
+  const writes: { user: string | undefined }[] = [];
+  const c = client(t, await gateway(t, store, { writes }));
+  t.equal(await c.bind('uid=alice', 'first-pw'), 0);
+  t.equal(await c.setTitle(dnOf('per-alice'), 'one'), 0);
+  await store.update('per-alice', { uid: 'alicia' });
+  t.equal(await c.look(dnOf('per-alice')), 0, 'still bound after the rename');
+  t.equal(await c.setTitle(dnOf('per-alice'), 'two'), 0);
+  t.same(writes.map((w) => w.user), ['alice', 'alicia'], 'a replica would forward the second write under the name the entry has now');
+});
+
+t.test('a password reset while the bind checks the old password is seen by the next operation', async (t) => {
+  const store = await withPerson(t);
+  let reset: (() => Promise<void>) | undefined = async () => {
+    reset = undefined;
+    // the admin resets the password after the bind read the entry, before it took the store's position
+    await store.update('per-alice', { password: 'reset-pw' });
+  };
+  const c = client(t, await gateway(t, store, { checking: async () => reset?.() }));
+  t.equal(await c.bind('uid=alice', 'first-pw'), 0, 'the bind checked the entry it read, with the old password');
+  t.equal(await c.look(dnOf('per-alice')), 49, 'the next operation finds the reset and asks to bind again');
+  t.equal(await c.bind('uid=alice', 'reset-pw'), 0, 'the new password binds');
+});
