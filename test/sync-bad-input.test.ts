@@ -15,7 +15,7 @@ import { MeridianNode, resolveConfig } from '@meridian/node';
 import { decodeFrame, encodeFrame, proof, PROTOCOL_VERSION, SyncSession, type Action, type Frame } from '@meridian/sync';
 import type { RemoteChange } from '@meridian/store';
 import { tempDir } from './helpers/tmp.js';
-import { until } from './helpers/wait.js';
+import { sleep, until } from './helpers/wait.js';
 
 const SECRET = 'test-cluster-secret-1';
 
@@ -488,6 +488,8 @@ t.test('a master that comes after a replica took its id keeps its session; two c
   let held: WebSocket | undefined;
   const posing = asReplica(a, { credential: first, nodeId: 'm-c', after: (ws) => void (held = ws) });
   t.ok(await until(() => held !== undefined, 3000), 'admitted while no master holds the id');
+  await sleep(300);
+  t.equal(held!.readyState, WebSocket.OPEN, 'and still connected before the master comes');
   const { node: c } = await startNode(t, { clusterSecret: SECRET, nodeId: 'm-c', peers: `${syncUrl(a)}` });
   const out = await posing;
   t.equal(out.reason, 'a replica may not take the node id "m-c", which is a master\'s; give it an id of its own (--node-id)', "the replica's session goes");

@@ -99,6 +99,11 @@ t.test(`fuzz: ${DOCS} random, mutated and hostile XML documents (seed ${SEED})`,
     if (kind === 1) return { body: Array.from({ length: int(200) }, () => JUNK[int(JUNK.length)]).join(''), noise: true };
     return { body: mutate(VALID[int(VALID.length)]!), noise: false };
   };
+  // An import goes to other objects than the PUTs' (org-fuzz, and per-c1 behind /me): a PUT
+  // changed the store exactly when its answer carries an ETag not seen before, and an import
+  // changing a PUT's object would give the next no-op PUT a new ETag for nothing it stored.
+  const forImport = (body: string | Uint8Array): string | Uint8Array =>
+    typeof body === 'string' ? body.replace(/"org-fuzz"/g, '"org-fuzz-imp0"').replace(/"per-c1"/g, '"per-c2"').replace(/>contact1</g, '>contact2<').replace(/contact1@/g, 'contact2@') : body;
   // Every change the store takes must be one an answer reported: a 2xx create, a 2xx PUT whose
   // ETag is new (one that changes nothing answers the ETag it had, and stores nothing), an
   // import's created and updated, or the objects a stopped import says it applied.
@@ -133,7 +138,7 @@ t.test(`fuzz: ${DOCS} random, mutated and hostile XML documents (seed ${SEED})`,
       const res = await fetch(`${node.url}${target.path}`, {
         method: target.method,
         headers: { authorization: target.auth ?? basic('admin', 'xml-admin-pw'), 'content-type': 'application/xml', ...target.headers },
-        body,
+        body: target.path === '/import' ? forImport(body) : body,
       });
       const text = await res.text();
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
@@ -168,7 +173,7 @@ t.test(`fuzz: ${DOCS} random, mutated and hostile XML documents (seed ${SEED})`,
   t.ok(fourxx > DOCS * 0.7, `most were refused: ${JSON.stringify(Object.fromEntries(statuses))}`);
   t.equal((await call(node, 'GET', '/objects/Organisation/org-c1')).status, 200, 'the node still serves');
   const stored = node.store.lastSeq - seqBefore;
-  t.ok(stored <= reportedWrites, `no change was stored that no answer reported (${stored} changes, ${reportedWrites} reported writes)`);
+  t.equal(stored, reportedWrites, `every change stored was reported, and every write reported was stored (${stored} changes, ${reportedWrites} reported writes)`);
   t.ok(reportedWrites > 0, 'and some mutations were still valid writes');
 
   // only whole, valid objects were stored

@@ -288,7 +288,7 @@ export async function authorizeWrite(
   }
   if (!scope.canWrite(before, after, changed)) {
     const what = before ? `${before.type} ${before.id}` : `a new ${type}`;
-    const self = before && scope.principal.kind === 'person' && before.id === scope.principal.id;
+    const self = before !== undefined && scope.isSelf(before);
     const why = self ? `; on your own entry you may change only ${[...scope.selfFields].join(', ')}` : '';
     throw new MeridianError('forbidden', `you may not ${op === 'create' ? 'create' : op === 'delete' ? 'delete' : 'change'} ${what}${why}`);
   }

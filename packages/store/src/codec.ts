@@ -109,21 +109,12 @@ export function withSeq(record: Uint8Array, seq: number): Uint8Array | undefined
     pos = next;
   }
   if (at < 0 || pos !== record.length) return undefined;
-  const value = encodeUint(seq);
+  const value = encode(seq);
   const out = Buffer.allocUnsafe(record.length - (end - at) + value.length);
   out.set(record.subarray(0, at), 0);
   out.set(value, at);
   out.set(record.subarray(end), at + value.length);
   return out;
-}
-
-function encodeUint(n: number): Uint8Array {
-  if (!Number.isSafeInteger(n) || n < 0) return packr.pack(n);
-  if (n < 0x80) return Uint8Array.of(n);
-  if (n <= 0xff) return Uint8Array.of(0xcc, n);
-  if (n <= 0xffff) return Uint8Array.of(0xcd, n >>> 8, n & 0xff);
-  if (n <= 0xffffffff) return Uint8Array.of(0xce, n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
-  return packr.pack(n);
 }
 
 /** Nesting a record's values never reach (fields hold scalars or arrays of them). */

@@ -2,7 +2,7 @@
  * A MessagePack writer for the values records hold: plain objects, arrays,
  * strings, numbers, booleans, null, undefined and byte arrays. It writes the
  * bytes msgpackr writes for them with the options codec.ts uses (proved byte
- * for byte in test/codec.test.ts), so what is stored does not depend on
+ * for byte in test/msgpack-writer.test.ts), so what is stored does not depend on
  * which of the two wrote it, and msgpackr still reads everything.
  *
  * Why not msgpackr: its encoder handles every type through one large

@@ -241,7 +241,8 @@ function scalar(type: TypeDef, id: string | undefined, f: FieldDef, v: unknown):
       }
       if (f.min !== undefined && n < f.min) throw fail(type, id, f.name, 'min', `must be at least ${f.min}, got ${n}`);
       if (f.max !== undefined && n > f.max) throw fail(type, id, f.name, 'max', `must be at most ${f.max}, got ${n}`);
-      return n;
+      // -0 is 0: MessagePack, JSON and XML cannot tell them apart, and a stored record must read back as written
+      return n === 0 ? 0 : n;
     }
     case 'boolean':
       if (typeof v === 'boolean') return v;

@@ -31,7 +31,7 @@ import {
   type Schema,
   type TypeDef,
 } from './schema.js';
-import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, fieldsRebuildState, holdsItemsOf, holdsState, isCreateState, newDoc, readFields, readMeta, recordState, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
+import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, holdsItemsOf, holdsState, isCreateState, newDoc, readFields, readMeta, recordState, recordStateVector, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
 
 export interface StoreOptions {
   dir: string;
@@ -693,7 +693,7 @@ export class Store {
     const record: ObjectRecord = { t: def.name, f: fields, d: plan.deleted, h: hlc, s: seq, v: version };
     if (createdAt !== undefined) record.c = createdAt;
     // an object as its create made it is stored without its state, which the create's fields rebuild (ObjectRecord.y)
-    if (cur === null && fieldsRebuildState(fields)) record.w = this.clientId;
+    if (cur === null) record.w = this.clientId;
     else record.y = state;
     const feed: FeedRecord = {
       o: this.nodeId,
@@ -914,12 +914,12 @@ export class Store {
       const hlc = c.hlc;
       const seq = ++this.seq;
       this.vector.add(c.origin, c.originSeq);
-      const state = encodeState(doc);
       const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(hlc, cur?.h ?? 0), s: seq, v: docVersion(doc) };
       if (meta.created !== undefined) record.c = meta.created;
-      // a create received as its origin made it is stored as the origin stores it, without its state
-      if (!cur && c.kind === 'create' && writer !== undefined && record.c !== undefined && !meta.deleted && isCreateState(state, writer, fields, type, record.c)) record.w = writer;
-      else record.y = state;
+      // A create received as its origin made it is stored as the origin stores it, without its state:
+      // a new doc that took only this update holds exactly it, so the update's own bytes are compared.
+      if (!cur && c.kind === 'create' && writer !== undefined && record.c !== undefined && isCreateState(c.update, writer, fields, type, record.c)) record.w = writer;
+      else record.y = encodeState(doc);
       const feed: FeedRecord = { o: c.origin, n: c.originSeq, i: c.id, t: type, u: c.update, h: hlc, p: c.principal, c: c.fields, k: c.kind };
       if (c.idempotencyKey !== undefined) {
         feed.q = c.idempotencyKey;
@@ -1399,6 +1399,9 @@ export class Store {
                   const rec = decode<ObjectRecord>(v);
                   // The version covers integrated items only: items Yjs keeps pending (their
                   // dependencies not yet here) are looked for in the structs themselves.
+                  // A record without its state is one writer's items from clock 0, none pending and none
+                  // deleted: the same version means the peer holds them all, with no rebuild to tell.
+                  if (rec.v === held.version && rec.y === undefined) continue;
                   const state = recordState(rec);
                   if (rec.v !== held.version || !holdsItemsOf(held.sv, state)) {
                     out.push({ id, diff: Y.diffUpdate(state, held.sv), hlc: rec.h });
@@ -1424,11 +1427,10 @@ export class Store {
    * The objects this node holds in the given digest buckets, in id order
    * after `after`, with their state vectors and versions: one page of what
    * a peer compares against when anti-entropy repairs this node. At most
-   * `limit` objects and about `maxBytes`; `end` once the last object is in.
+   * `limit` objects and about HELD_PAGE_BYTES; `end` once the last object is in.
    */
-  async heldStates(opts: { buckets: ReadonlySet<number>; bits: number; after?: string | undefined; limit: number; maxBytes?: number }): Promise<{ held: HeldState[]; end: boolean }> {
+  async heldStates(opts: { buckets: ReadonlySet<number>; bits: number; after?: string | undefined; limit: number }): Promise<{ held: HeldState[]; end: boolean }> {
     this.assertOpen();
-    const maxBytes = opts.maxBytes ?? 1024 * 1024;
     const held: HeldState[] = [];
     let bytes = 0;
     const it = this.db.iterator({ ...(opts.after === undefined ? { gte: keys.objectPrefix } : { gt: keys.object(opts.after) }), lt: keys.objectPrefix + HIGH, highWaterMarkBytes: 1024 * 1024 });
@@ -1439,9 +1441,9 @@ export class Store {
         for (const [k, v] of entries) {
           const id = k.slice(1);
           if (!opts.buckets.has(bucketOf(id, opts.bits))) continue;
-          if (held.length >= opts.limit || bytes >= maxBytes) return { held, end: false };
+          if (held.length >= opts.limit || bytes >= HELD_PAGE_BYTES) return { held, end: false };
           const rec = decode<ObjectRecord>(v);
-          const sv = Y.encodeStateVectorFromUpdate(recordState(rec));
+          const sv = recordStateVector(rec);
           held.push({ id, sv, version: rec.v });
           bytes += id.length + sv.length + rec.v.length + 16;
         }
@@ -1706,12 +1708,13 @@ export class Store {
    */
   private async mergeState(id: string, state: Uint8Array, hlc: number, isDiff = false): Promise<void> {
     const { slot, unlock } = await this.lock(id);
-    if (this.purgedIds.has(id) || (isDiff && !slot.value.current)) {
+    const purged = this.purgedIds.has(id);
+    if (purged || (isDiff && !slot.value.current)) {
       unlock();
       this.objects.release(slot);
+      if (purged) return;
       // a diff holds only what this node's state lacked; without that state it would make a broken object
-      if (!this.purgedIds.has(id)) throw new MeridianError('bad-request', `a peer sent a diff of ${id}, which this node does not hold`);
-      return;
+      throw new MeridianError('bad-request', `a peer sent a diff of ${id}, which this node does not hold`);
     }
     const claims: Slot<CachedClaim>[] = [];
     let handedOver = false;
@@ -1732,6 +1735,11 @@ export class Store {
       }
       // (the doc is dropped below: it holds the other's items now)
       if (own !== undefined) this.refuseClient(`a peer's state of ${id}`, own);
+      const version = docVersion(doc);
+      // Nothing new (a peer behind this node sends its delete set; a second clone what is here):
+      // the record stays as it is, a record without its state too. Pending items would not show
+      // in the version, so a doc holding any is written.
+      if (cur && version === cur.v && doc.store.pendingStructs === null && doc.store.pendingDs === null) return;
       const meta = readMeta(doc);
       const type = meta.type ?? cur?.t ?? '';
       const def = this.schema.types.get(type);
@@ -1742,7 +1750,7 @@ export class Store {
       for (const k of before.unique) if (!after.unique.has(k)) keysToClaim.add(k);
       for (const k of after.unique) if (!before.unique.has(k)) keysToClaim.add(k);
       this.pinClaims(keysToClaim, claims);
-      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(cur?.h ?? 0, hlc), s: cur?.s ?? this.durableSeq, v: docVersion(doc), y: encodeState(doc) };
+      const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(cur?.h ?? 0, hlc), s: cur?.s ?? this.durableSeq, v: version, y: encodeState(doc) };
       if (meta.created !== undefined) record.c = meta.created;
       const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, []);
       handedOver = true;
@@ -2273,6 +2281,8 @@ interface Plan {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** about how much of state vectors a page of heldStates holds */
+const HELD_PAGE_BYTES = 1024 * 1024;
 const UNIQUE_PREFIX = keys.uniquePrefix.charCodeAt(0);
 /**
  * The least unique-key filter's capacity (262,144 keys, 512 KiB); a store
@@ -2348,8 +2358,8 @@ function markerOf(f: FeedRecord): PurgeMarker {
 
 function objectCost(key: string, v: CachedObject): number {
   const cur = v.current;
-  // a record without its state: about what the create's update would take, without writing it
-  const state = !cur ? 0 : cur.y !== undefined ? cur.y.length : 32 + JSON.stringify(cur.f).length;
+  // a record without its state: about what its create's update takes (a Person's ten fields, some 420 bytes), without writing it
+  const state = !cur ? 0 : cur.y !== undefined ? cur.y.length : 40 * Object.keys(cur.f).length + 32;
   // A live Y.Doc costs roughly ten times its encoded state.
   return 200 + key.length * 2 + state * (v.doc ? 12 : 3);
 }

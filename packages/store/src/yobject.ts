@@ -164,8 +164,7 @@ function versionOf(sv: [number, number][], ds: [number, { clock: number; len: nu
 export function encodeCreate(clientId: number, fields: Readonly<Record<string, FieldValue | null>>, type: string, created: number): { update: Uint8Array; clock: number } {
   const w = writer;
   w.pos = 0;
-  let items = 2; // the type and the creation time
-  for (const k in fields) if (fields[k] !== null && fields[k] !== undefined) items++;
+  const items = createClock(fields);
   w.varUint(1); // one client
   w.varUint(items);
   w.varUint(clientId);
@@ -179,6 +178,13 @@ export function encodeCreate(clientId: number, fields: Readonly<Record<string, F
   w.item(META, 'created', created);
   w.varUint(0); // empty delete set
   return { update: w.buf.slice(0, w.pos), clock: items };
+}
+
+/** How many items a create of these fields writes: one per field set, the type and the creation time. */
+function createClock(fields: Readonly<Record<string, FieldValue | null>>): number {
+  let items = 2;
+  for (const k in fields) if (fields[k] !== null && fields[k] !== undefined) items++;
+  return items;
 }
 
 /**
@@ -300,8 +306,10 @@ export function recordState(rec: Pick<ObjectRecord, 't' | 'f' | 'c' | 'y' | 'w'>
  * whole numbers, and fields holding only what a create can write (a
  * scalar, or an array of scalars).
  */
-export function holdsState(rec: { y?: unknown; w?: unknown; c?: unknown; f: Readonly<Record<string, unknown>> }): boolean {
+export function holdsState(rec: { y?: unknown; w?: unknown; c?: unknown; d?: unknown; f: Readonly<Record<string, unknown>> }): boolean {
   if (rec.y !== undefined) return rec.y instanceof Uint8Array;
+  // a create's state never says deleted: a tombstone's record must hold its state
+  if (rec.d === true) return false;
   if (!Number.isSafeInteger(rec.w) || (rec.w as number) < 0 || !Number.isSafeInteger(rec.c) || (rec.c as number) < 0) return false;
   const scalar = (v: unknown): boolean => typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
   for (const k in rec.f) {
@@ -312,16 +320,24 @@ export function holdsState(rec: { y?: unknown; w?: unknown; c?: unknown; f: Read
 }
 
 /**
- * Whether a record holding these fields may leave out its state: Yjs keeps
+ * Whether a record holding these fields may leave out its state. Yjs keeps
  * a -0 (encodeCreate writes it so, as Yjs does), but MessagePack has no -0,
- * so `f` comes back from disk with 0 and would rebuild other bytes.
+ * so `f` would come back from disk with 0 and rebuild other bytes. The
+ * schema writes no -0 (schema.ts scalar); a peer's create made before it
+ * did may hold one.
  */
-export function fieldsRebuildState(fields: Readonly<Record<string, FieldValue>>): boolean {
+function fieldsRebuildState(fields: Readonly<Record<string, FieldValue>>): boolean {
   for (const k in fields) {
     const v = fields[k];
     if (Object.is(v, -0) || (Array.isArray(v) && v.some((one) => Object.is(one, -0)))) return false;
   }
   return true;
+}
+
+/** The state vector of recordState(rec), without rebuilding a create for it: one writer, one clock per item. */
+export function recordStateVector(rec: Pick<ObjectRecord, 't' | 'f' | 'c' | 'y' | 'w'>): Uint8Array {
+  if (rec.y !== undefined || rec.w === undefined) return Y.encodeStateVectorFromUpdate(recordState(rec));
+  return Y.encodeStateVector(new Map([[rec.w, createClock(rec.f)]]));
 }
 
 /** Whether `state` is exactly what recordState rebuilds from these, so that a record may leave it out. */

@@ -6,7 +6,7 @@
 import t from 'tap';
 import * as Y from 'yjs';
 import { decode, encode, type ObjectRecord } from '../dist/codec.js';
-import { docVersion, recordState } from '../dist/yobject.js';
+import { docVersion, encodeCreate, recordState } from '../dist/yobject.js';
 import { Store, checkIndexes, type ClonedState } from '../dist/index.js';
 import { openStore, schema, tempDir } from './fixtures.js';
 
@@ -92,6 +92,7 @@ t.test('a clone receives records without state, stores them so, and changes them
   const { head, vector } = snap;
   await snap.close();
   const sent = frames.flat().map((s) => ('record' in s ? decode<ObjectRecord>(s.record) : undefined));
+  t.equal(sent.length, 2);
   t.ok(sent.every((r) => r && r.y === undefined && typeof r.w === 'number'), 'the records cross without their state');
 
   const b = await openStore(t, { nodeId: 'b' });
@@ -115,6 +116,7 @@ t.test('a cloned record without a state that recordState could not rebuild is re
     ['a negative writer', { ...good, w: -1 }],
     ['a writer as text', { ...good, w: '42' }],
     ['a state that is no bin', { ...good, y: 'state' }],
+    ['a tombstone without its state', { ...good, d: true }],
     ['a field holding a map', { ...good, f: { name: { a: 1 }, kind: 'customer' } }],
     ['a field holding null', { ...good, f: { name: null, kind: 'customer' } }],
     ['a field holding a map in a list', { ...good, f: { name: ['a', { b: 1 }], kind: 'customer' } }],
@@ -133,16 +135,59 @@ t.test('a cloned record without a state that recordState could not rebuild is re
   t.equal(doc.getMap('f').get('name'), 'X', 'rebuilt from the writer and the fields');
 });
 
-t.test('a create holding -0 keeps its state, which MessagePack could not give back', async (t) => {
+t.test('-0 is written as 0, and a peer\'s create holding -0 keeps its state, which MessagePack could not give back', async (t) => {
   const dir = tempDir(t);
   let a = await Store.open({ dir, schema, nodeId: 'a' });
   const org = await a.create('Org', { name: 'Acme', kind: 'customer' });
   const lic = await a.create('License', { customer: org.id, seats: 3, ratio: -0, validFrom: '2026-01-01' });
-  const update = (await a.readFeed(0)).find((e) => e.id === lic.id)!.update;
+  t.ok(Object.is(lic.fields['ratio'], 0), 'the schema writes -0 as 0');
+  // a create made by a peer before its schema did so: its state holds -0
+  const made = encodeCreate(424_242, { customer: org.id, seats: 3, ratio: -0, validFrom: '2026-01-01' }, 'License', 5).update;
+  await a.applyRemote([{ origin: 'old', originSeq: 1, id: 'lic-old', type: 'License', kind: 'create', update: made, hlc: 5, principal: 'admin', fields: ['customer', 'seats', 'ratio', 'validFrom'] }]);
   await a.close();
   a = await Store.open({ dir, schema, nodeId: 'a' });
   t.teardown(() => a.close());
-  const { rec } = await stored(a, lic.id);
-  t.ok(rec.y instanceof Uint8Array, 'the record holds its state');
-  t.same(Buffer.from((await a.objectState(lic.id))!), Buffer.from(update), "which is the create's update, -0 and all, after a restart");
+  t.equal((await stored(a, lic.id)).rec.y, undefined, 'the local create is stored without its state');
+  t.ok((await stored(a, 'lic-old')).rec.y instanceof Uint8Array, "the peer's keeps its state");
+  t.same(Buffer.from((await a.objectState('lic-old'))!), Buffer.from(made), "which is the peer's create, -0 and all, after a restart");
+});
+
+t.test('a state merged that brings nothing new leaves the record as it is, without its state', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const snap = a.stateSnapshot();
+  const frames: ClonedState[][] = [];
+  for await (const f of snap.batches(10)) frames.push(f);
+  await snap.close();
+  const b = await openStore(t, { nodeId: 'b' });
+  for (const f of frames) await b.cloneStates(f);
+  const id = frames[0]![0]!.id;
+  const before = await stored(b, id);
+  for (const f of frames) await b.cloneStates(f); // the same records again: merged
+  const after = await stored(b, id);
+  t.equal(after.rec.y, undefined, 'still without its state');
+  t.equal(after.bytes, before.bytes, 'and not written again');
+  t.equal(after.rec.s, before.rec.s);
+});
+
+t.test('anti-entropy sends nothing for an unchanged create the peer holds at its version', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const org = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const all = new Set(Array.from({ length: 256 }, (_, i) => i));
+  const { held } = await a.heldStates({ buckets: all, bits: 8, limit: 10 });
+  t.same(Y.decodeStateVector(held[0]!.sv), Y.decodeStateVector(Y.encodeStateVectorFromUpdate((await a.objectState(org.id))!)), "the state vector given without a rebuild is the state's");
+  const page = { buckets: all, bits: 8, have: new Map([[org.id, { id: org.id, sv: held[0]!.sv, version: held[0]!.version }]]) };
+  const answer = a.stateSnapshot();
+  const sent = [];
+  for await (const batch of answer.batches(10, page)) sent.push(...batch);
+  await answer.close();
+  t.same(sent, [], 'nothing');
+  // a peer holding less (an empty state vector, another version) gets the whole create as a diff
+  const behind = { ...page, have: new Map([[org.id, { id: org.id, sv: Y.encodeStateVector(new Y.Doc()), version: 'other' }]]) };
+  const again = a.stateSnapshot();
+  const diffs = [];
+  for await (const batch of again.batches(10, behind)) diffs.push(...batch);
+  await again.close();
+  t.equal(diffs.length, 1);
+  t.same(Buffer.from((diffs[0] as { diff: Uint8Array }).diff), Buffer.from(Y.diffUpdate((await a.objectState(org.id))!, Y.encodeStateVector(new Y.Doc()))));
 });

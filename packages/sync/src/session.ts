@@ -132,6 +132,8 @@ export class SyncSession {
   private preparing: 'snapshot' | 'need' | undefined;
   /** receiver side: we asked for states (clone or anti-entropy) and the last has not come */
   private expectStates = false;
+  /** a session carries one anti-entropy run at most */
+  private digestReceived = false;
   /** receiver side, during anti-entropy: the differing buckets, where the last `need` page ended, whether its answer is still coming, and whether it was the last page */
   private needBuckets: number[] | undefined;
   private needAfter: string | undefined;
@@ -293,7 +295,9 @@ export class SyncSession {
         this.page = f;
         return this.pump();
       case 'digest':
-        if (this.expectStates || this.needBuckets) return this.fail('a second digest in one session', true);
+        // set on receipt: the comparison runs in the driver, and a second digest may come before it ends
+        if (this.digestReceived || this.expectStates) return this.fail('a second digest in one session', true);
+        this.digestReceived = true;
         return [{ type: 'compare-digest', theirs: f.buckets }];
       case 'states': {
         if (!this.expectStates) return this.fail('states frame that was not asked for', true);

@@ -594,6 +594,14 @@ t.test('anti-entropy frames out of turn close the session', async (t) => {
   const twice = antiEntropyPair();
   twice.inject(twice.b, { t: 'digest', buckets: Array.from({ length: 256 }, () => bytes(20)) });
   assertClosedWith(t, twice.b, /^a second digest in one session$/);
+
+  // the second digest before the first one's comparison (which the driver runs) is done
+  const beforeCompared = new Pair({ nodeId: 'alpha', firstSeq: () => 5 }, { nodeId: 'bravo' }, { a: new FakeFeed((s) => entry(s, 'alpha'), 10) }).start().settle();
+  beforeCompared.run(beforeCompared.a, beforeCompared.a.session.snapshotReady(Array.from({ length: 256 }, () => bytes(20))));
+  beforeCompared.settle();
+  t.equal(ofType(beforeCompared.b, 'compare-digest').length, 1, 'bravo is comparing the first digest');
+  beforeCompared.inject(beforeCompared.b, { t: 'digest', buckets: Array.from({ length: 256 }, () => bytes(20)) });
+  assertClosedWith(t, beforeCompared.b, /^a second digest in one session$/);
 });
 
 // ---------------------------------------------------------------------------
