@@ -31,6 +31,12 @@ export interface ObjectRecord {
   y?: Uint8Array;
   /** the Yjs clientID that wrote the create, for a record without `y` */
   w?: number;
+  /**
+   * 1 while a field has a conflict of concurrent writes open: a node cloned
+   * from this record merges its state, and records the conflict from it,
+   * instead of storing the record as it came.
+   */
+  x?: 1;
 }
 
 export interface FeedRecord {

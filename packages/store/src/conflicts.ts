@@ -1,13 +1,17 @@
 import * as Y from 'yjs';
 import type { FieldValue } from './codec.js';
 import { SEP } from './keys.js';
+import { FIELDS_MAP, fieldHeads, lastItemId, SETTLED_MAP } from './yobject.js';
 
 /**
- * Concurrent writes to one field on two masters resolve the Yjs way (the
- * higher clientID wins); each such overwrite is recorded so that an operator
- * can see and settle it. The record is built only from the two Yjs items
- * involved, so every node that receives both writes records the same
- * conflict, whatever order they arrived in.
+ * Concurrent writes to one field on two or more masters resolve the Yjs way
+ * (between writes made over the same value, the higher clientID wins); the
+ * field then has several open heads, which is recorded as one conflict per
+ * field so that an operator can see and settle it. A write made after
+ * seeing the conflict settles it (yobject.ts applyLocal), on every node.
+ * When the heads change (a further concurrent write, or one written over a
+ * single head), the record of the old set is marked settled and one of the
+ * new set is made.
  */
 export interface ConflictValue {
   /** Yjs item id "client:clock" of the write */
@@ -22,86 +26,69 @@ export interface ConflictRecord {
   objectId: string;
   type: string;
   field: string;
-  /** the two concurrent writes, ordered by item id */
-  values: [ConflictValue, ConflictValue];
+  /** the concurrent writes (two or more), ordered by item id; of a unique value held twice, the holder and the other */
+  values: ConflictValue[];
   winner: string;
   /** HLC at which this node detected it */
   detected: number;
-  /** HLC of the later write to the field that settled it, if any */
+  /** HLC at which this node saw it settled, or its set of writes change, if it did */
   settled: number | undefined;
 }
 
-export function conflictKey(objectId: string, field: string, items: [string, string]): string {
-  return `k${objectId}${SEP}${field}${SEP}${items[0]}${SEP}${items[1]}`;
-}
-
-
-const itemId = (id: Y.ID): string => `${id.client}:${id.clock}`;
-
-interface Visible {
-  id: Y.ID;
-  value: FieldValue | null;
-}
-
-/** The field items visible before a remote update is applied. */
-export function snapshotFieldItems(map: Y.Map<unknown>): Map<string, Visible> {
-  const out = new Map<string, Visible>();
-  for (const [key, item] of map._map) {
-    out.set(key, { id: item.id, value: item.deleted ? null : (item.content.getContent().at(-1) as FieldValue) });
-  }
-  return out;
+export function conflictKey(objectId: string, field: string, items: readonly string[]): string {
+  return `k${objectId}${SEP}${field}${SEP}${items.join(SEP)}`;
 }
 
 export interface DetectedConflict {
   field: string;
-  values: [ConflictValue, ConflictValue];
+  /** the field's open heads, ordered by item id */
+  values: ConflictValue[];
   winner: string;
 }
 
 /**
- * Called in `afterTransaction` of a remote apply, while overwritten items
- * still hold their content. A field conflicts when the newest incoming item
- * for it does not descend (through Yjs origins) from the item that was
- * visible here before: the remote writer had not seen our value.
+ * The field's conflict as its state holds it, if it has one: two or more
+ * open heads (yobject.ts fieldHeads), which are writes made without
+ * having seen each other that no later write settled. It is a function of
+ * the state alone, so every node holding the same state, however it came
+ * by it (changes in any order, a clone, an anti-entropy merge), finds the
+ * same conflict, with the same values and the same winner.
  */
-export function detectConflicts(
-  doc: Y.Doc,
-  map: Y.Map<unknown>,
-  tr: Y.Transaction,
-  before: Map<string, Visible>,
-  nodeOfClient: (client: number) => string | undefined,
-): DetectedConflict[] {
-  const out: DetectedConflict[] = [];
-  for (const key of tr.changed.get(map as unknown as Y.AbstractType<Y.YEvent<Y.Map<unknown>>>) ?? []) {
-    if (key === null) continue;
-    const prior = before.get(key);
-    if (!prior || prior.value === null) continue;
-    let incoming: Y.Item | null = null;
-    for (let it: Y.Item | null = map._map.get(key) ?? null; it; it = it.left) {
-      if (it.id.clock >= (tr.beforeState.get(it.id.client) ?? 0)) {
-        incoming = it;
-        break;
-      }
-    }
-    if (!incoming || descends(doc, incoming, prior.id)) continue;
-    const current = map._map.get(key)!;
-    const remoteValue = incoming.deleted && incoming.content.getLength() === 0 ? null : (incoming.content.getContent().at(-1) as FieldValue);
-    const a: ConflictValue = { item: itemId(prior.id), node: nodeOfClient(prior.id.client), value: prior.value };
-    const b: ConflictValue = { item: itemId(incoming.id), node: nodeOfClient(incoming.id.client), value: remoteValue };
-    const values: [ConflictValue, ConflictValue] = compareItems(a.item, b.item) < 0 ? [a, b] : [b, a];
-    out.push({ field: key, values, winner: itemId(current.id) });
-  }
-  return out;
+export function fieldConflict(doc: Y.Doc, field: string, nodeOfClient: (client: number) => string | undefined): DetectedConflict | undefined {
+  const heads = fieldHeads(doc, field);
+  if (heads.length < 2) return undefined;
+  const winner = lastItemId(heads.at(-1)!.item);
+  const values = heads.map((h): ConflictValue => ({ item: lastItemId(h.item), node: nodeOfClient(h.item.id.client), value: h.value }));
+  values.sort((a, b) => compareItems(a.item, b.item));
+  return { field, values, winner };
 }
 
-function descends(doc: Y.Doc, item: Y.Item, ancestor: Y.ID): boolean {
-  let origin = item.origin;
-  for (let hops = 0; origin && hops < 100_000; hops++) {
-    if (origin.client === ancestor.client && origin.clock === ancestor.clock) return true;
-    const next = Y.getItem(doc.store, origin);
-    origin = next instanceof Y.Item ? next.origin : null;
+/**
+ * The fields whose heads a transaction may have changed: those it wrote,
+ * removed or lost a write to, and those of items it settled (a marker can
+ * arrive after the write it came with, when Yjs held it back).
+ */
+export function fieldsTouched(tr: Y.Transaction, doc: Y.Doc, into: Set<string>): void {
+  const fields = doc.share.get(FIELDS_MAP);
+  for (const [type, keys] of tr.changed) {
+    if (type === fields) {
+      for (const k of keys) if (k !== null) into.add(k);
+    } else if (type === doc.share.get(SETTLED_MAP)) {
+      for (const k of keys) {
+        const [client, clock] = (k ?? '').split(':').map(Number);
+        if (!Number.isSafeInteger(client) || !Number.isSafeInteger(clock)) continue;
+        const clocks = doc.store.clients.get(client!);
+        if (!clocks || (clocks.at(-1)?.id.clock ?? -1) + (clocks.at(-1)?.length ?? 0) <= clock!) continue;
+        const item = Y.getItem(doc.store, Y.createID(client!, clock!));
+        if (item instanceof Y.Item && item.parent === fields && item.parentSub !== null) into.add(item.parentSub);
+      }
+    }
   }
-  return false;
+}
+
+/** Whether a record is of a unique value held twice, not of concurrent writes. */
+export function isUniqueConflict(rec: Pick<ConflictRecord, 'values'>): boolean {
+  return rec.values[0]!.item.startsWith('unique:');
 }
 
 function compareItems(a: string, b: string): number {

@@ -8,7 +8,7 @@ import { GroupCommit, type BatchOp } from './group-commit.js';
 import { HybridClock, hlcToIso, hlcWall } from './hlc.js';
 import { newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
-import { conflictKey, detectConflicts, snapshotFieldItems, type ConflictRecord, type DetectedConflict } from './conflicts.js';
+import { conflictKey, fieldConflict, fieldsTouched, isUniqueConflict, type ConflictRecord } from './conflicts.js';
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
 import { migrateVersions } from './migrate.js';
 import { KeyFilter } from './key-filter.js';
@@ -31,7 +31,7 @@ import {
   type Schema,
   type TypeDef,
 } from './schema.js';
-import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, fieldsMap, holdsItemsOf, holdsState, isCreateState, newDoc, readFields, readMeta, recordState, recordStateVector, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
+import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, holdsItemsOf, holdsState, isCreateState, newDoc, readFields, readMeta, recordState, recordStateVector, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
 
 export interface StoreOptions {
   dir: string;
@@ -663,6 +663,7 @@ export class Store {
     let version: string;
     let state: Uint8Array;
     let fields: Record<string, FieldValue>;
+    let conflictOps: BatchOp[] = [];
     const hlc = this.clock.tick();
     let createdAt = cur?.c;
     if (cur === null) {
@@ -685,6 +686,7 @@ export class Store {
       fields = readFields(doc);
       version = docVersion(doc);
       state = encodeState(doc);
+      if (this.openConflicts.has(id)) conflictOps = this.reconcileConflicts(id, def.name, doc, changed, hlc).ops;
     }
     const seq = ++this.seq;
     const originSeq = this.vector.get(this.nodeId) + 1;
@@ -695,6 +697,7 @@ export class Store {
     // an object as its create made it is stored without its state, which the create's fields rebuild (ObjectRecord.y)
     if (cur === null) record.w = this.clientId;
     else record.y = state;
+    if (this.hasWriteConflict(id)) record.x = 1;
     const feed: FeedRecord = {
       o: this.nodeId,
       n: originSeq,
@@ -706,7 +709,7 @@ export class Store {
       c: changed,
       k: kind,
     };
-    const settle = this.settleOps(id, changed, hlc);
+    const settle = [...conflictOps, ...this.settleOps(id, changed, hlc)];
     const hist = historyRecord(def, { origin: this.nodeId, originSeq, hlc, principal: feed.p, kind }, cur?.f, fields, plan.deleted);
     settle.push({ type: 'put', key: keys.history(id, seq), value: encode(hist) });
     if (opts.idempotencyKey !== undefined) {
@@ -873,9 +876,7 @@ export class Store {
       const cur = slot.value.current;
       const doc = slot.value.doc ?? (cur ? docFromState(c.id, recordState(cur), this.clientId) : newDoc(c.id, this.clientId));
       this.holdDoc(slot, doc);
-      const map = fieldsMap(doc);
-      const before = snapshotFieldItems(map);
-      let found: DetectedConflict[] = [];
+      const touched = new Set<string>();
       let own: number | undefined;
       // Only the writer is attributed to the origin, not every client that
       // grew in the transaction: items of another origin's change that waited
@@ -886,7 +887,7 @@ export class Store {
       }
       const onAfter = (tr: Y.Transaction): void => {
         if (foreign) own = this.ownClientGrown(tr);
-        found = detectConflicts(doc, map, tr, before, (client) => this.nodeOfClient(client));
+        fieldsTouched(tr, doc, touched);
       };
       doc.on('afterTransaction', onAfter);
       try {
@@ -926,16 +927,9 @@ export class Store {
         const done: IdempotentWrite = { id: c.id, origin: c.origin, originSeq: c.originSeq, hlc: c.hlc };
         extra = [...extra, { type: 'put', key: keys.idempotency(c.idempotencyKey), value: encode(done) }];
       }
-      const conflictOps: BatchOp[] = [];
-      const conflicted = new Set(found.map((f) => f.field));
-      for (const f of found) {
-        const rec: ConflictRecord = { objectId: c.id, type, field: f.field, values: f.values, winner: f.winner, detected: this.clock.tick(), settled: undefined };
-        const key = conflictKey(c.id, f.field, [f.values[0].item, f.values[1].item]);
-        conflictOps.push({ type: 'put', key, value: encode(rec) });
-        let m = this.openConflicts.get(c.id);
-        if (!m) this.openConflicts.set(c.id, (m = new Map()));
-        m.set(key, rec);
-      }
+      const { ops: conflictOps, made } = this.reconcileConflicts(c.id, type, doc, touched, hlc);
+      if (this.hasWriteConflict(c.id)) record.x = 1;
+      const conflicted = new Set<string>();
       for (const k of afterIdx.unique) {
         const owner = claims.find((s) => s.key === k)?.value.owner;
         if (!beforeIdx.unique.has(k) && owner && owner !== c.id) {
@@ -966,7 +960,7 @@ export class Store {
       settle.push({ type: 'put', key: keys.history(c.id, seq), value: encode(hist) });
       const durable = this.persist(slot, def, cur, record, feed, beforeIdx, afterIdx, claims, [...extra, ...conflictOps, ...settle], true);
       handedOver = true;
-      return { durable, conflicts: conflictOps.length };
+      return { durable, conflicts: made + conflicted.size };
     } finally {
       unlock();
       if (!handedOver) {
@@ -1288,13 +1282,55 @@ export class Store {
     if (this.objects.holds(slot)) this.objects.resize(slot);
   }
 
-  /** Marks the open conflicts on these fields settled by a later write to them. */
+  /**
+   * Brings the recorded conflicts of these fields in line with the doc's
+   * heads (conflicts.ts): a record whose set of writes is no longer the
+   * field's is marked settled, and a new set gets a record. `made` counts
+   * the new records.
+   */
+  private reconcileConflicts(objectId: string, type: string, doc: Y.Doc, fields: Iterable<string>, hlc: number): { ops: BatchOp[]; made: number } {
+    const ops: BatchOp[] = [];
+    let made = 0;
+    for (const field of fields) {
+      const found = fieldConflict(doc, field, (client) => this.nodeOfClient(client));
+      const key = found && conflictKey(objectId, field, found.values.map((v) => v.item));
+      let open = this.openConflicts.get(objectId);
+      for (const [k, rec] of open ?? []) {
+        if (rec.field !== field || isUniqueConflict(rec) || k === key) continue;
+        rec.settled = hlc;
+        open!.delete(k);
+        ops.push({ type: 'put', key: k, value: encode(rec) });
+      }
+      if (open?.size === 0) {
+        this.openConflicts.delete(objectId);
+        open = undefined;
+      }
+      if (!found || !key) continue;
+      const held = open?.get(key);
+      // (the same writes may change how they show: a value removed since)
+      if (held && held.winner === found.winner && JSON.stringify(held.values) === JSON.stringify(found.values)) continue;
+      const rec: ConflictRecord = { objectId, type, field, values: found.values, winner: found.winner, detected: held?.detected ?? this.clock.tick(), settled: undefined };
+      if (!held) made++;
+      if (!open) this.openConflicts.set(objectId, (open = new Map()));
+      open.set(key, rec);
+      ops.push({ type: 'put', key, value: encode(rec) });
+    }
+    return { ops, made };
+  }
+
+  /** Whether the object has a conflict of concurrent writes open, which its record then says (ObjectRecord.x). */
+  private hasWriteConflict(objectId: string): boolean {
+    for (const rec of this.openConflicts.get(objectId)?.values() ?? []) if (!isUniqueConflict(rec)) return true;
+    return false;
+  }
+
+  /** Marks the open conflicts of unique values on these fields settled by a later write to them. */
   private settleOps(objectId: string, fields: string[], hlc: number): BatchOp[] {
     const ops: BatchOp[] = [];
     const open = this.openConflicts.get(objectId);
     if (!open) return ops;
     for (const [key, rec] of open) {
-      if (!fields.includes(rec.field)) continue;
+      if (!fields.includes(rec.field) || !isUniqueConflict(rec)) continue;
       rec.settled = hlc;
       open.delete(key);
       ops.push({ type: 'put', key, value: encode(rec) });
@@ -1316,6 +1352,9 @@ export class Store {
     for await (const [k, v] of this.db.iterator({ gt: opts.after ?? 'k', lt: `k${HIGH}` })) {
       const rec = decode<ConflictRecord>(v);
       if (opts.open && rec.settled !== undefined) continue;
+      // A conflict found in a merged state (a clone's, or anti-entropy's) may predate any change
+      // of its writer here, and the vector that names its space: named when shown, as it is known now.
+      if (!isUniqueConflict(rec)) for (const val of rec.values) val.node ??= this.nodeOfClient(Number(val.item.split(':')[0]));
       if (items.length === limit) {
         next = items[items.length - 1]!.key;
         break;
@@ -1616,8 +1655,9 @@ export class Store {
       for (const [n, { id, record, rec, idx }] of decoded.entries()) {
         // a peer that has not yet heard of a purge may still send the object
         if (this.purgedIds.has(id)) plan.push(undefined);
-        // held here already (written meanwhile, or cloned from two peers at once): merged
-        else if (this.objects.peek(id) || present[n] !== undefined) plan.push({ merge: true, state: recordState(rec) });
+        // held here already (written meanwhile, or cloned from two peers at once), or with a conflict open,
+        // whose record is made from the state: merged
+        else if (this.objects.peek(id) || present[n] !== undefined || rec.x !== undefined) plan.push({ merge: true, state: recordState(rec) });
         else {
           const mine: Slot<CachedClaim>[] = [];
           for (const k of idx.unique) {
@@ -1723,8 +1763,10 @@ export class Store {
       const doc = slot.value.doc ?? (cur ? docFromState(id, recordState(cur), this.clientId) : newDoc(id, this.clientId));
       this.holdDoc(slot, doc);
       let own: number | undefined;
+      const touched = new Set<string>();
       const onAfter = (tr: Y.Transaction): void => {
         own = this.ownClientGrown(tr);
+        fieldsTouched(tr, doc, touched);
       };
       doc.on('afterTransaction', onAfter);
       try {
@@ -1752,7 +1794,10 @@ export class Store {
       this.pinClaims(keysToClaim, claims);
       const record: ObjectRecord = { t: type, f: fields, d: meta.deleted, h: Math.max(cur?.h ?? 0, hlc), s: cur?.s ?? this.durableSeq, v: version, y: encodeState(doc) };
       if (meta.created !== undefined) record.c = meta.created;
-      const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, []);
+      // (a local HLC, as for a change: the merge's own is the peer's last change to the object)
+      const { ops: conflictOps } = this.reconcileConflicts(id, type, doc, touched, this.clock.tick());
+      if (this.hasWriteConflict(id)) record.x = 1;
+      const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, conflictOps);
       handedOver = true;
       // (readers and writers may go on while this merge reaches the disk)
       unlock();

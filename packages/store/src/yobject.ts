@@ -7,24 +7,112 @@ import type { FieldValue, ObjectRecord } from './codec.js';
  * Y.Map "m" of metadata (type, deleted). A multi-valued field is one list
  * value, so concurrent edits of a field resolve as one last-writer-wins choice
  * per field, which is what conflicts are recorded against.
+ *
+ * A third map, "s", settles conflicts (conflicts.ts): its keys name a
+ * field's items ("client:clock") that a writer had seen lose, or had
+ * removed, when it wrote or removed that field. It travels inside the
+ * object's state like everything else, so every node, a cloned one
+ * included, derives the same open conflicts from the same state.
  */
 const FIELDS = 'f';
 const META = 'm';
+const SETTLED = 's';
+export { FIELDS as FIELDS_MAP, SETTLED as SETTLED_MAP };
+
+/** A field's item, in the settled map, that its writer saw lose and wrote over. */
+export const SETTLED_LOST = 1;
+/** A field's item, in the settled map, that its writer removed. */
+export const SETTLED_REMOVED = 2;
+
+function makeDoc(id: string): Y.Doc {
+  const doc: Y.Doc = new Y.Doc({ guid: id, gc: true, gcFilter: (item) => !keepsContent(doc, item) });
+  return doc;
+}
 
 export function newDoc(id: string, clientId: number): Y.Doc {
-  const doc = new Y.Doc({ guid: id, gc: true });
+  const doc = makeDoc(id);
   doc.clientID = clientId;
   return doc;
 }
 
 export function docFromState(id: string, state: Uint8Array, clientId: number): Y.Doc {
-  const doc = new Y.Doc({ guid: id, gc: true });
+  const doc = makeDoc(id);
   Y.applyUpdate(doc, state);
   // Set after loading: Yjs replaces a doc's clientID with a random one when
   // a non-local transaction carries items of that clientID, which loading
   // our own earlier changes does.
   doc.clientID = clientId;
   return doc;
+}
+
+/** "client:clock" of an item's last clock: what origins and the settled map name. */
+export function lastItemId(item: Y.Item): string {
+  return `${item.id.client}:${item.id.clock + item.length - 1}`;
+}
+
+function settledMap(doc: Y.Doc): Y.Map<unknown> | undefined {
+  // (a root type a remote update made is a bare AbstractType until asked for as a map)
+  return doc.share.has(SETTLED) ? doc.getMap<unknown>(SETTLED) : undefined;
+}
+
+/**
+ * Yjs drops a deleted item's value when the transaction that deleted it
+ * ends. A field's value that lost to a concurrent write is kept while it is
+ * an open head (nothing written after it, not settled): it is one of the
+ * values of the field's conflict, on every node, however its state came.
+ */
+function keepsContent(doc: Y.Doc, item: Y.Item): boolean {
+  if (item.parentSub === null || item.parent !== doc.share.get(FIELDS) || item.content instanceof Y.ContentDeleted) return false;
+  const last = item.id.clock + item.length - 1;
+  // whatever was written over an item comes after it in its key's list
+  for (let r = item.right; r !== null; r = r.right) {
+    if (r.origin !== null && r.origin.client === item.id.client && r.origin.clock === last) return false;
+  }
+  return settledMap(doc)?.get(lastItemId(item)) === undefined;
+}
+
+export interface FieldHead {
+  item: Y.Item;
+  /** the value; null for a removed one (or one whose value a state from before 2026-11-24 dropped) */
+  value: FieldValue | null;
+}
+
+/**
+ * The field's open heads: its items that nothing was written over and no
+ * writer settled. Two or more are a conflict; the item listed last is the
+ * one the field shows (or showed, before it was removed).
+ */
+export function fieldHeads(doc: Y.Doc, key: string): FieldHead[] {
+  const map = doc.getMap<unknown>(FIELDS);
+  const rightmost = map._map.get(key);
+  if (!rightmost) return [];
+  // the common case: each item written over the one before it, a single chain
+  let chain = true;
+  for (let it: Y.Item | null = rightmost; it !== null && chain; it = it.left) {
+    const left: Y.Item | null = it.left;
+    chain = left === null ? it.origin === null : it.origin !== null && it.origin.client === left.id.client && it.origin.clock === left.id.clock + left.length - 1;
+  }
+  const settled = settledMap(doc);
+  const headOf = (it: Y.Item): FieldHead => {
+    const mark = settled?.get(lastItemId(it));
+    const removed = mark === SETTLED_REMOVED || it.content instanceof Y.ContentDeleted;
+    return { item: it, value: removed ? null : (it.content.getContent().at(-1) as FieldValue) };
+  };
+  if (chain) return settled?.get(lastItemId(rightmost)) === SETTLED_LOST ? [] : [headOf(rightmost)];
+  const origins = new Set<string>();
+  const items: Y.Item[] = [];
+  for (let it: Y.Item | null = rightmost; it !== null; it = it.left) {
+    items.push(it);
+    if (it.origin !== null) origins.add(`${it.origin.client}:${it.origin.clock}`);
+  }
+  const heads: FieldHead[] = [];
+  for (let i = items.length - 1; i >= 0; i--) {
+    const it = items[i]!;
+    const id = lastItemId(it);
+    if (origins.has(id) || settled?.get(id) === SETTLED_LOST) continue;
+    heads.push(headOf(it));
+  }
+  return heads;
 }
 
 export function sameValue(a: unknown, b: unknown): boolean {
@@ -59,16 +147,30 @@ export function applyLocal(
   doc.on('update', capture);
   try {
     doc.transact(() => {
+      // A write settles what its writer sees of the field: every head but the one shown lost (the
+      // new item is written over the shown one), and a removal marks the shown one removed.
+      const settle: [string, number][] = [];
+      const seen = (k: string, removing: boolean): void => {
+        const shown = f._map.get(k);
+        for (const h of fieldHeads(doc, k)) if (h.item !== shown) settle.push([lastItemId(h.item), SETTLED_LOST]);
+        if (removing && shown) settle.push([lastItemId(shown), SETTLED_REMOVED]);
+      };
       for (const [k, v] of Object.entries(fields)) {
         if (v === null) {
           if (f.has(k)) {
+            seen(k, true);
             f.delete(k);
             changed.push(k);
           }
         } else if (!sameValue(f.get(k), v)) {
+          seen(k, false);
           f.set(k, Array.isArray(v) ? [...v] : v);
           changed.push(k);
         }
+      }
+      if (settle.length) {
+        const s = doc.getMap<number>(SETTLED);
+        for (const [item, how] of settle) s.set(item, how);
       }
       if (meta.type !== undefined && m.get('type') !== meta.type) m.set('type', meta.type);
       if (meta.deleted !== undefined && (m.get('deleted') === true) !== meta.deleted) m.set('deleted', meta.deleted);

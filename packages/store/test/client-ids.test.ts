@@ -50,8 +50,16 @@ t.test('firstClient reads the writer of an update, and nothing from what it cann
   const local = applyLocal(doc, { cn: 'Anna', sn: 'A' }, { type: 'Person', deleted: false, created: 1 }).update!;
   t.equal(firstClient(local), 7 * LOW + 12345, 'a Yjs update');
   const removal = applyLocal(doc, { cn: null }, { type: 'Person', deleted: false, created: 1 }).update!;
-  t.equal(Y.decodeUpdate(removal).structs.length, 0, 'a removal adds no item');
-  t.equal(firstClient(removal), undefined, 'so it names no writer');
+  t.equal(Y.decodeUpdate(removal).structs.length, 1, 'a removal adds one item: its mark in the settled map');
+  t.equal(firstClient(removal), 7 * LOW + 12345, 'which names the writer');
+  // an update of deletions only, as plain Yjs makes for a removal
+  const plain = new Y.Doc();
+  plain.getMap('f').set('cn', 'Anna');
+  let deletion: Uint8Array | undefined;
+  plain.on('update', (u: Uint8Array) => void (deletion = u));
+  plain.getMap('f').delete('cn');
+  t.equal(Y.decodeUpdate(deletion!).structs.length, 0);
+  t.equal(firstClient(deletion!), undefined, 'an update that adds no item names no writer');
   t.equal(firstClient(new Uint8Array()), undefined, 'empty');
   t.equal(firstClient(update.subarray(0, 3)), undefined, 'cut inside the client');
   t.equal(firstClient(new Uint8Array(20).fill(0xff)), undefined, 'a varint longer than any safe integer');

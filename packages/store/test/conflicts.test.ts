@@ -1,0 +1,213 @@
+// Conflicts of concurrent writes are a function of an object's state (its
+// field's open heads), so every node that holds the same state records the
+// same open conflict: whatever order changes came in, with three or more
+// writers, after a restart, and on a node cloned by states.
+import t, { type Test } from 'tap';
+import { Store, type FeedEntry } from '../dist/index.js';
+import { openStore, schema, tempDir } from './fixtures.js';
+
+type Conflict = Awaited<ReturnType<Store['conflicts']>>['items'][number];
+
+/** Delivers these feed entries to `to`, as a session would. */
+async function deliver(to: Store, entries: FeedEntry[]): Promise<void> {
+  await to.applyRemote(entries.map(({ seq: _seq, ...c }) => c));
+}
+
+/** `from`'s own changes to `id` after `since`: only what it wrote, not what it relayed. */
+async function own(from: Store, since = 0): Promise<FeedEntry[]> {
+  return (await from.readFeed(since, 10_000)).filter((e) => e.origin === from.nodeId);
+}
+
+/** What must be equal on every node: the open conflicts without the local detection time. */
+async function openConflicts(s: Store): Promise<Omit<Conflict, 'detected' | 'settled'>[]> {
+  return (await s.conflicts({ open: true })).items.map(({ detected: _d, settled: _s, ...r }) => r);
+}
+
+async function three(t: Test): Promise<[Store, Store, Store]> {
+  return [await openStore(t, { nodeId: 'a' }), await openStore(t, { nodeId: 'b' }), await openStore(t, { nodeId: 'c' })];
+}
+
+t.test('three concurrent writes to one field: one conflict with the three values, the same on every node, whatever the order', async (t) => {
+  const [a, b, c] = await three(t);
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const base = await own(a);
+  await deliver(b, base);
+  await deliver(c, base);
+  await a.update(o.id, { name: 'Acme A' });
+  await b.update(o.id, { name: 'Acme B' });
+  await c.update(o.id, { name: 'Acme C' });
+  const [wa, wb, wc] = [await own(a, base.at(-1)!.seq), await own(b, 1), await own(c, 1)];
+  // each node hears the other two in another order
+  await deliver(a, wb);
+  await deliver(a, wc);
+  await deliver(b, wc);
+  await deliver(b, wa);
+  await deliver(c, wa);
+  await deliver(c, wb);
+  const [oa, ob, oc] = [await a.get(o.id), await b.get(o.id), await c.get(o.id)];
+  t.equal(ob?.version, oa?.version);
+  t.equal(oc?.version, oa?.version, 'converged');
+  const [ca, cb, cc] = [await openConflicts(a), await openConflicts(b), await openConflicts(c)];
+  t.equal(ca.length, 1, 'one conflict for the field, not one per pair of writes');
+  t.same(cb, ca, 'b records what a records');
+  t.same(cc, ca, 'c records what a records');
+  const rec = ca[0]!;
+  t.same(rec.values.map((v) => [v.node, v.value]).sort(), [['a', 'Acme A'], ['b', 'Acme B'], ['c', 'Acme C']], 'every write with its node and value');
+  t.equal(rec.values.find((v) => v.item === rec.winner)?.value, oa?.fields['name'], 'the winner is the value shown');
+  t.equal(a.openConflictCount(), 1);
+
+  // a write made after seeing all three settles it, on every node
+  await b.update(o.id, { name: 'Acme United' });
+  const settle = await own(b, wb.at(-1)!.seq);
+  await deliver(a, settle);
+  await deliver(c, settle);
+  for (const s of [a, b, c]) {
+    t.same(await openConflicts(s), [], `settled on ${s.nodeId}`);
+    t.equal(s.openConflictCount(), 0);
+    t.ok((await s.conflicts()).items.every((r) => r.settled !== undefined), `${s.nodeId} keeps the record, marked settled`);
+  }
+  t.equal((await c.get(o.id))?.fields['name'], 'Acme United');
+});
+
+t.test('a write over one of two concurrent writes keeps the conflict, with the later write in it, on every node', async (t) => {
+  const [a, b, c] = await three(t);
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const base = await own(a);
+  await deliver(b, base);
+  await deliver(c, base);
+  await a.update(o.id, { name: 'East' }); // X
+  const x = await own(a, base.at(-1)!.seq);
+  await deliver(b, x);
+  await b.update(o.id, { name: 'East, corrected' }); // Y, written over X by a node that had not seen Z
+  const y = await own(b, 1);
+  await c.update(o.id, { name: 'West' }); // Z, concurrent with both
+  const z = await own(c, 1);
+  // c hears X first and records X against Z; Y then takes X's place
+  await deliver(c, x);
+  t.same((await openConflicts(c))[0]?.values.map((v) => v.value).sort(), ['East', 'West']);
+  await deliver(c, y);
+  await deliver(a, z);
+  await deliver(a, y);
+  await deliver(b, z);
+  const [ca, cb, cc] = [await openConflicts(a), await openConflicts(b), await openConflicts(c)];
+  t.equal(ca.length, 1);
+  t.same(ca[0]?.values.map((v) => v.value).sort(), ['East, corrected', 'West'], 'X was written over: not a head any more');
+  t.same(cb, ca);
+  t.same(cc, ca, 'c, which recorded X against Z on the way, ends with the same open conflict');
+  const cAll = (await c.conflicts()).items;
+  t.equal(cAll.length, 2, 'c keeps the superseded record');
+  t.ok(cAll.some((r) => r.settled !== undefined && r.values.some((v) => v.value === 'East')), 'marked settled');
+});
+
+t.test('a write made without seeing a conflict does not settle it: the conflict is then with that write', async (t) => {
+  const [a, b, c] = await three(t);
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const base = await own(a);
+  await deliver(b, base);
+  await deliver(c, base);
+  await a.update(o.id, { name: 'East' });
+  await b.update(o.id, { name: 'West' });
+  const [x, v] = [await own(a, base.at(-1)!.seq), await own(b, 1)];
+  await deliver(c, v); // c has seen West only
+  await c.update(o.id, { name: 'Central' });
+  const w = await own(c, 1);
+  for (const [to, ...parts] of [[a, v, w], [b, x, w], [c, x]] as const) for (const p of parts) await deliver(to, p);
+  const [ca, cb, cc] = [await openConflicts(a), await openConflicts(b), await openConflicts(c)];
+  t.same(ca[0]?.values.map((v) => v.value).sort(), ['Central', 'East'], 'West was written over; East was never seen by its writer');
+  t.same(cb, ca);
+  t.same(cc, ca);
+});
+
+t.test('a removal made without seeing a concurrent write is one side of a conflict, shown as null', async (t) => {
+  const [a, b, c] = await three(t);
+  const p = await a.create('Person', { cn: 'Anna', sn: 'A', telephoneNumber: ['+27 021 1'] });
+  const base = await own(a);
+  await deliver(b, base);
+  await deliver(c, base);
+  await a.update(p.id, { telephoneNumber: ['+27 021 2'] });
+  await b.update(p.id, { telephoneNumber: ['+27 021 3'] });
+  await b.update(p.id, { telephoneNumber: null }); // b removes its own value, not having seen a's
+  const [x, v] = [await own(a, base.at(-1)!.seq), await own(b, 1)];
+  await deliver(a, v);
+  await deliver(b, x);
+  await deliver(c, v); // c hears the removal before a's write
+  await deliver(c, x);
+  const [ca, cb, cc] = [await openConflicts(a), await openConflicts(b), await openConflicts(c)];
+  t.equal(ca.length, 1);
+  t.same(ca[0]?.values.map((v) => v.value).sort(), [['+27 021 2'], null], "a's value against b's removal");
+  t.same(cb, ca);
+  t.same(cc, ca);
+  const shown = (await a.get(p.id))?.fields['telephoneNumber'];
+  t.same(shown ?? null, ca[0]?.values.find((v) => v.item === ca[0]?.winner)?.value, 'the winner is what the field shows, absent for the removal');
+
+  // a removal made after seeing the conflict settles it
+  await c.update(p.id, { telephoneNumber: null, cn: 'Anna B' });
+  const r = await own(c, 1);
+  await deliver(a, r);
+  await deliver(b, r);
+  for (const s of [a, b, c]) t.same(await openConflicts(s), [], `settled on ${s.nodeId}`);
+});
+
+t.test('a removal with nothing concurrent, and writes over one another, record nothing', async (t) => {
+  const [a, b] = [await openStore(t, { nodeId: 'a' }), await openStore(t, { nodeId: 'b' })];
+  const p = await a.create('Person', { cn: 'Anna', sn: 'A', telephoneNumber: ['1'] });
+  await deliver(b, await own(a));
+  await b.update(p.id, { telephoneNumber: ['2'] });
+  await deliver(a, await own(b));
+  await a.update(p.id, { telephoneNumber: null });
+  await deliver(b, await own(a, 1));
+  await b.update(p.id, { telephoneNumber: ['3'] });
+  await deliver(a, await own(b, 1));
+  t.same(await openConflicts(a), []);
+  t.same(await openConflicts(b), []);
+  t.same((await a.conflicts()).items, [], 'not even a settled one');
+});
+
+t.test('the values of a conflict stay in the state: a restart, and a further concurrent write, still show them', async (t) => {
+  const dir = tempDir(t);
+  let a = await Store.open({ dir, schema, nodeId: 'a', passwordCost: { N: 1024, r: 8, p: 1 } });
+  t.teardown(() => a.close());
+  const [b, c] = [await openStore(t, { nodeId: 'b' }), await openStore(t, { nodeId: 'c' })];
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const base = await own(a);
+  await deliver(b, base);
+  await deliver(c, base);
+  await a.update(o.id, { name: 'East' });
+  await b.update(o.id, { name: 'West' });
+  await c.update(o.id, { name: 'North' });
+  await deliver(a, await own(b, 1));
+  t.equal((await openConflicts(a)).length, 1);
+  await a.close();
+  a = await Store.open({ dir, schema, nodeId: 'a', passwordCost: { N: 1024, r: 8, p: 1 } });
+  t.equal(a.openConflictCount(), 1, 'the open conflict is known after a restart');
+  // the losing value is read back from the reloaded state, not from the record
+  await deliver(a, await own(c, 1));
+  const ca = await openConflicts(a);
+  t.same(ca[0]?.values.map((v) => v.value).sort(), ['East', 'North', 'West']);
+  t.equal((await a.conflicts()).items.filter((r) => r.settled !== undefined).length, 1, 'the two-write record is superseded');
+});
+
+t.test('a node cloned by states records the open conflicts of the states it receives', async (t) => {
+  const [a, b, c] = await three(t);
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const quiet = await a.create('Org', { name: 'Quiet', kind: 'vendor' });
+  await deliver(b, await own(a));
+  await a.update(o.id, { name: 'East' });
+  await b.update(o.id, { name: 'West' });
+  await deliver(a, await own(b));
+  t.equal((await openConflicts(a)).length, 1);
+  const snap = a.stateSnapshot();
+  for await (const frame of snap.batches(100)) await c.cloneStates(frame);
+  await c.cloneStates([], { peer: 'a', head: snap.head, vector: snap.vector });
+  await snap.close();
+  t.equal((await c.get(o.id))?.version, (await a.get(o.id))?.version, 'converged');
+  t.equal((await c.get(quiet.id))?.version, (await a.get(quiet.id))?.version);
+  t.same(await openConflicts(c), await openConflicts(a), 'the clone lists the same open conflict, values and winner');
+  // and a write on the clone, which has seen both, settles it everywhere
+  await c.update(o.id, { name: 'Acme' });
+  const w = await own(c);
+  await deliver(a, w);
+  await deliver(b, await own(a));
+  await deliver(b, w);
+  for (const s of [a, b, c]) t.same(await openConflicts(s), [], `settled on ${s.nodeId}`);
+});
