@@ -6,7 +6,7 @@ import { isValidId } from '@meridian/store';
  * msgpack map in one WebSocket binary message; `t` names its kind.
  * docs/protocol.md describes the exchange.
  */
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 
 export type Role = 'master' | 'replica';
 
