@@ -37,7 +37,7 @@ export function formatConflicts(items: ConflictView[]): string {
   if (items.length === 0) return 'no open conflicts';
   return items
     .map((c) => {
-      const vals = c.values.map((v) => `${v.item === c.winner ? 'kept' : 'lost'}: ${v.value === null ? 'the removal' : JSON.stringify(v.value)} from ${v.node ?? 'unknown node'}`).join('; ');
+      const vals = c.values.map((v) => `${v.item === c.winner ? 'kept' : 'lost'}: ${JSON.stringify(v.value)} from ${v.node ?? 'unknown node'}`).join('; ');
       return `${c.type} ${c.objectId} field ${c.field}: ${vals}${c.settled ? ` (settled ${c.settled})` : ''}`;
     })
     .join('\n');

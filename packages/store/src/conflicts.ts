@@ -18,7 +18,7 @@ export interface ConflictValue {
   item: string;
   /** node that made the write, where known */
   node: string | undefined;
-  /** the value written; null for a removal */
+  /** the value written (null only in a record from before 2026-11-24 whose write was a removal or had lost its value) */
   value: FieldValue | null;
 }
 

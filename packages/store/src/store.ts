@@ -31,7 +31,7 @@ import {
   type Schema,
   type TypeDef,
 } from './schema.js';
-import { applyLocal, docFromState, docVersion, encodeCreate, encodeState, holdsItemsOf, holdsState, isCreateState, newDoc, readFields, readMeta, recordState, recordStateVector, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
+import { applyLocal, docFromState, dropClosedValues, docVersion, encodeCreate, encodeState, holdsItemsOf, holdsState, isCreateState, newDoc, readFields, readMeta, recordState, recordStateVector, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
 
 export interface StoreOptions {
   dir: string;
@@ -899,6 +899,7 @@ export class Store {
       }
       // this process's items not first in the update (checked above) or released from an earlier one
       if (own !== undefined) this.refuseClient(`change ${c.origin}:${c.originSeq} to ${c.id}`, own);
+      dropClosedValues(doc, touched);
       const meta = readMeta(doc);
       const type = meta.type ?? c.type;
       const def = this.schema.types.get(type);
@@ -1777,6 +1778,7 @@ export class Store {
       }
       // (the doc is dropped below: it holds the other's items now)
       if (own !== undefined) this.refuseClient(`a peer's state of ${id}`, own);
+      dropClosedValues(doc, touched);
       const version = docVersion(doc);
       // Nothing new (a peer behind this node sends its delete set; a second clone what is here):
       // the record stays as it is, a record without its state too. Pending items would not show

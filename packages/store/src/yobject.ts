@@ -9,19 +9,25 @@ import type { FieldValue, ObjectRecord } from './codec.js';
  * per field, which is what conflicts are recorded against.
  *
  * A third map, "s", settles conflicts (conflicts.ts): its keys name a
- * field's items ("client:clock") that a writer had seen lose, or had
- * removed, when it wrote or removed that field. It travels inside the
- * object's state like everything else, so every node, a cloned one
- * included, derives the same open conflicts from the same state.
+ * field's items ("client:clock") that a writer had seen lose when it wrote
+ * or removed that field, or that it removed. It travels inside the object's state like
+ * everything else, so every node, a cloned one included, derives the same
+ * open conflicts from the same state.
  */
 const FIELDS = 'f';
 const META = 'm';
 const SETTLED = 's';
 export { FIELDS as FIELDS_MAP, SETTLED as SETTLED_MAP };
 
-/** A field's item, in the settled map, that its writer saw lose and wrote over. */
+/** A field's item, in the settled map, that its writer saw lose and wrote over or removed. */
 export const SETTLED_LOST = 1;
-/** A field's item, in the settled map, that its writer removed. */
+/**
+ * A field's item, in the settled map, that its writer removed. Marked on
+ * every removal: where the item lost to a concurrent write first, its value
+ * is kept, and the removal (which deletes what is deleted already) would
+ * otherwise leave no trace there, while a node that saw the removal first
+ * dropped it: the two would list different conflicts.
+ */
 export const SETTLED_REMOVED = 2;
 
 function makeDoc(id: string): Y.Doc {
@@ -63,24 +69,45 @@ function settledMap(doc: Y.Doc): Y.Map<unknown> | undefined {
  */
 function keepsContent(doc: Y.Doc, item: Y.Item): boolean {
   if (item.parentSub === null || item.parent !== doc.share.get(FIELDS) || item.content instanceof Y.ContentDeleted) return false;
+  // Deleted with nothing after it in its key's list: removed, not lost to a later item.
+  // (A lost item always has the item that won after it, when it is deleted and ever after.)
+  if (item.right === null) return false;
   const last = item.id.clock + item.length - 1;
   // whatever was written over an item comes after it in its key's list
-  for (let r = item.right; r !== null; r = r.right) {
+  for (let r: Y.Item | null = item.right; r !== null; r = r.right) {
     if (r.origin !== null && r.origin.client === item.id.client && r.origin.clock === last) return false;
   }
   return settledMap(doc)?.get(lastItemId(item)) === undefined;
 }
 
+/**
+ * Drops the values of these fields' items that are deleted and no longer
+ * open heads. Yjs asks the gcFilter only about items a transaction deletes,
+ * so a value kept while it lost stayed after a later write or mark settled
+ * it, in the held doc and in every state written from it, until the state
+ * was next loaded. Called after each transaction that can settle one.
+ */
+export function dropClosedValues(doc: Y.Doc, keys: Iterable<string>): void {
+  const map = doc.getMap<unknown>(FIELDS);
+  for (const key of keys) {
+    for (let it: Y.Item | null = map._map.get(key) ?? null; it !== null; it = it.left) {
+      if (it.deleted && !(it.content instanceof Y.ContentDeleted) && !keepsContent(doc, it)) it.gc(doc.store, false);
+    }
+  }
+}
+
 export interface FieldHead {
   item: Y.Item;
-  /** the value; null for a removed one (or one whose value a state from before 2026-11-24 dropped) */
-  value: FieldValue | null;
+  value: FieldValue;
 }
 
 /**
- * The field's open heads: its items that nothing was written over and no
- * writer settled. Two or more are a conflict; the item listed last is the
- * one the field shows (or showed, before it was removed).
+ * The field's open heads: its items that nothing was written over, no
+ * writer settled or removed, and whose value the state holds. Two or more
+ * are a conflict; the item listed last is the one the field shows. A
+ * removal is never one side of a conflict (as CouchDB lists no deleted
+ * revision among a document's conflicts), and a value lost in a state
+ * written before 2026-11-24, which Yjs dropped, is not either.
  */
 export function fieldHeads(doc: Y.Doc, key: string): FieldHead[] {
   const map = doc.getMap<unknown>(FIELDS);
@@ -93,12 +120,8 @@ export function fieldHeads(doc: Y.Doc, key: string): FieldHead[] {
     chain = left === null ? it.origin === null : it.origin !== null && it.origin.client === left.id.client && it.origin.clock === left.id.clock + left.length - 1;
   }
   const settled = settledMap(doc);
-  const headOf = (it: Y.Item): FieldHead => {
-    const mark = settled?.get(lastItemId(it));
-    const removed = mark === SETTLED_REMOVED || it.content instanceof Y.ContentDeleted;
-    return { item: it, value: removed ? null : (it.content.getContent().at(-1) as FieldValue) };
-  };
-  if (chain) return settled?.get(lastItemId(rightmost)) === SETTLED_LOST ? [] : [headOf(rightmost)];
+  const headOf = (it: Y.Item): FieldHead => ({ item: it, value: it.content.getContent().at(-1) as FieldValue });
+  if (chain) return rightmost.content instanceof Y.ContentDeleted || settled?.get(lastItemId(rightmost)) !== undefined ? [] : [headOf(rightmost)];
   const origins = new Set<string>();
   const items: Y.Item[] = [];
   for (let it: Y.Item | null = rightmost; it !== null; it = it.left) {
@@ -109,7 +132,7 @@ export function fieldHeads(doc: Y.Doc, key: string): FieldHead[] {
   for (let i = items.length - 1; i >= 0; i--) {
     const it = items[i]!;
     const id = lastItemId(it);
-    if (origins.has(id) || settled?.get(id) === SETTLED_LOST) continue;
+    if (origins.has(id) || it.content instanceof Y.ContentDeleted || settled?.get(id) !== undefined) continue;
     heads.push(headOf(it));
   }
   return heads;
@@ -147,23 +170,24 @@ export function applyLocal(
   doc.on('update', capture);
   try {
     doc.transact(() => {
-      // A write settles what its writer sees of the field: every head but the one shown lost (the
-      // new item is written over the shown one), and a removal marks the shown one removed.
+      // A write or removal settles what its writer sees of the field: every head but the one shown
+      // lost (a new item is written over the shown one). A removal marks the one it removes too.
+      // A write with one head, the usual case, marks nothing.
       const settle: [string, number][] = [];
-      const seen = (k: string, removing: boolean): void => {
+      const seen = (k: string): void => {
         const shown = f._map.get(k);
         for (const h of fieldHeads(doc, k)) if (h.item !== shown) settle.push([lastItemId(h.item), SETTLED_LOST]);
-        if (removing && shown) settle.push([lastItemId(shown), SETTLED_REMOVED]);
       };
       for (const [k, v] of Object.entries(fields)) {
         if (v === null) {
           if (f.has(k)) {
-            seen(k, true);
+            seen(k);
+            settle.push([lastItemId(f._map.get(k)!), SETTLED_REMOVED]);
             f.delete(k);
             changed.push(k);
           }
         } else if (!sameValue(f.get(k), v)) {
-          seen(k, false);
+          seen(k);
           f.set(k, Array.isArray(v) ? [...v] : v);
           changed.push(k);
         }
@@ -179,6 +203,7 @@ export function applyLocal(
   } finally {
     doc.off('update', capture);
   }
+  dropClosedValues(doc, changed);
   return { update, changed };
 }
 
