@@ -23,16 +23,21 @@ async function openConflicts(s: Store): Promise<Omit<Conflict, 'detected' | 'set
   return (await s.conflicts({ open: true })).items.map(({ detected: _d, settled: _s, ...r }) => r);
 }
 
+/** An Org made on `a` and delivered to the others: the value every later write is made over. */
+async function sharedOrg(a: Store, ...others: Store[]): Promise<{ o: { id: string }; base: FeedEntry[] }> {
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const base = await own(a);
+  for (const s of others) await deliver(s, base);
+  return { o, base };
+}
+
 async function three(t: Test): Promise<[Store, Store, Store]> {
   return [await openStore(t, { nodeId: 'a' }), await openStore(t, { nodeId: 'b' }), await openStore(t, { nodeId: 'c' })];
 }
 
 t.test('three concurrent writes to one field: one conflict with the three values, the same on every node, whatever the order', async (t) => {
   const [a, b, c] = await three(t);
-  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
-  const base = await own(a);
-  await deliver(b, base);
-  await deliver(c, base);
+  const { o, base } = await sharedOrg(a, b, c);
   await a.update(o.id, { name: 'Acme A' });
   await b.update(o.id, { name: 'Acme B' });
   await c.update(o.id, { name: 'Acme C' });
@@ -77,10 +82,7 @@ t.test('three concurrent writes to one field: one conflict with the three values
 
 t.test('a write over one of two concurrent writes keeps the conflict, with the later write in it, on every node', async (t) => {
   const [a, b, c] = await three(t);
-  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
-  const base = await own(a);
-  await deliver(b, base);
-  await deliver(c, base);
+  const { o, base } = await sharedOrg(a, b, c);
   await a.update(o.id, { name: 'East' }); // X
   const x = await own(a, base.at(-1)!.seq);
   await deliver(b, x);
@@ -107,10 +109,7 @@ t.test('a write over one of two concurrent writes keeps the conflict, with the l
 
 t.test('a write made without seeing a conflict does not settle it: the conflict is then with that write', async (t) => {
   const [a, b, c] = await three(t);
-  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
-  const base = await own(a);
-  await deliver(b, base);
-  await deliver(c, base);
+  const { o, base } = await sharedOrg(a, b, c);
   await a.update(o.id, { name: 'East' });
   await b.update(o.id, { name: 'West' });
   const [x, v] = [await own(a, base.at(-1)!.seq), await own(b, 1)];
@@ -183,10 +182,7 @@ t.test('the values of a conflict stay in the state: a restart, and a further con
   let a = await Store.open({ dir, schema, nodeId: 'a', passwordCost: { N: 1024, r: 8, p: 1 } });
   t.teardown(() => a.close());
   const [b, c] = [await openStore(t, { nodeId: 'b' }), await openStore(t, { nodeId: 'c' })];
-  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
-  const base = await own(a);
-  await deliver(b, base);
-  await deliver(c, base);
+  const { o, base } = await sharedOrg(a, b, c);
   await a.update(o.id, { name: 'East' });
   await b.update(o.id, { name: 'West' });
   await c.update(o.id, { name: 'North' });
