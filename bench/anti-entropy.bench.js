@@ -8,7 +8,7 @@
 // diffs), and what whole records of every object in the differing buckets
 // would weigh (what protocol 4 sent). No issue sets a target here.
 import { Store, loadSchemaFile } from '@meridian/store';
-import { decodeFrame, encodeFrame, runActions, SyncSession } from '@meridian/sync';
+import { decodeFrame, encodeFrame, runActions, storeSessionOptions, SyncSession } from '@meridian/sync';
 import { DEFAULT_SCHEMA, generateSample } from '@meridian/node';
 import { fmt, printTable, tempDirs } from './lib.js';
 
@@ -76,17 +76,13 @@ async function antiEntropy(a, b) {
     e.io = {
       store,
       session: new SyncSession({
-        nodeId: store.nodeId,
+        ...storeSessionOptions(store),
+        empty: () => false, // B holds its clone: anti-entropy, never a second clone
         cluster: 'bench',
         secret: 'bench-secret',
         role: 'master',
         dialed,
         nonce: crypto.getRandomValues(new Uint8Array(16)),
-        vector: () => store.versionVector(),
-        head: store.lastSeq,
-        empty: () => false,
-        feedBase: () => store.feedBase(),
-        firstSeq: () => store.firstSeq(),
       }),
       send: (frame) => {
         const enc = encodeFrame(frame);

@@ -248,8 +248,9 @@ export class LdapGateway {
     try {
       const unsupported = req.controls.find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
       if (unsupported) throw new LdapFailure(ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
-      // every operation but a bind (which replaces the session) first checks the bound entry still holds
-      if (op !== 'bind') await this.recheck(this.session(conn));
+      // Every operation first checks that the bound entry still holds. (A bind's session is a new,
+      // anonymous one already: the framer dropped the old one when the request came in.)
+      await this.recheck(this.session(conn));
       reply = await fn(req);
     } catch (e) {
       const f = this.failure(e);

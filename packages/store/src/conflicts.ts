@@ -1,7 +1,7 @@
 import * as Y from 'yjs';
 import type { FieldValue } from './codec.js';
 import { SEP } from './keys.js';
-import { FIELDS_MAP, fieldHeads, lastItemId, SETTLED_MAP } from './yobject.js';
+import { fieldHeads, lastItemId, parseItemId } from './yobject.js';
 
 /**
  * Concurrent writes to one field on two or more masters resolve the Yjs way
@@ -39,9 +39,9 @@ export function conflictKey(objectId: string, field: string, items: readonly str
   return `k${objectId}${SEP}${field}${SEP}${items.join(SEP)}`;
 }
 
-export interface DetectedConflict {
+interface DetectedConflict {
   field: string;
-  /** the field's open heads, ordered by item id */
+  /** the field's open heads, ordered by item id; their writers are named when listed (Store.conflicts) */
   values: ConflictValue[];
   winner: string;
 }
@@ -54,36 +54,13 @@ export interface DetectedConflict {
  * by it (changes in any order, a clone, an anti-entropy merge), finds the
  * same conflict, with the same values and the same winner.
  */
-export function fieldConflict(doc: Y.Doc, field: string, nodeOfClient: (client: number) => string | undefined): DetectedConflict | undefined {
+export function fieldConflict(doc: Y.Doc, field: string): DetectedConflict | undefined {
   const heads = fieldHeads(doc, field);
   if (heads.length < 2) return undefined;
   const winner = lastItemId(heads.at(-1)!.item);
-  const values = heads.map((h): ConflictValue => ({ item: lastItemId(h.item), node: nodeOfClient(h.item.id.client), value: h.value }));
+  const values = heads.map((h): ConflictValue => ({ item: lastItemId(h.item), node: undefined, value: h.value }));
   values.sort((a, b) => compareItems(a.item, b.item));
   return { field, values, winner };
-}
-
-/**
- * The fields whose heads a transaction may have changed: those it wrote,
- * removed or lost a write to, and those of items it settled (a marker can
- * arrive after the write it came with, when Yjs held it back).
- */
-export function fieldsTouched(tr: Y.Transaction, doc: Y.Doc, into: Set<string>): void {
-  const fields = doc.share.get(FIELDS_MAP);
-  for (const [type, keys] of tr.changed) {
-    if (type === fields) {
-      for (const k of keys) if (k !== null) into.add(k);
-    } else if (type === doc.share.get(SETTLED_MAP)) {
-      for (const k of keys) {
-        const [client, clock] = (k ?? '').split(':').map(Number);
-        if (!Number.isSafeInteger(client) || !Number.isSafeInteger(clock)) continue;
-        const clocks = doc.store.clients.get(client!);
-        if (!clocks || (clocks.at(-1)?.id.clock ?? -1) + (clocks.at(-1)?.length ?? 0) <= clock!) continue;
-        const item = Y.getItem(doc.store, Y.createID(client!, clock!));
-        if (item instanceof Y.Item && item.parent === fields && item.parentSub !== null) into.add(item.parentSub);
-      }
-    }
-  }
 }
 
 /** Whether a record is of a unique value held twice, not of concurrent writes. */
@@ -92,7 +69,7 @@ export function isUniqueConflict(rec: Pick<ConflictRecord, 'values'>): boolean {
 }
 
 function compareItems(a: string, b: string): number {
-  const [ac, ak] = a.split(':').map(Number) as [number, number];
-  const [bc, bk] = b.split(':').map(Number) as [number, number];
-  return ac - bc || ak - bk;
+  const x = parseItemId(a)!;
+  const y = parseItemId(b)!;
+  return x.client - y.client || x.clock - y.clock;
 }

@@ -101,23 +101,32 @@ function any(v: unknown): void {
   }
 }
 
+/**
+ * A length or an unsigned integer past its type's fixed form, in the
+ * smallest of 8 bits (where the type has one: `code8` not 0), 16 or 32 bits,
+ * big-endian, after the code MessagePack gives that size.
+ */
+function sized(n: number, code8: number, code16: number, code32: number): void {
+  if (n < 0x100 && code8 !== 0) {
+    slab[pos++] = code8;
+    slab[pos++] = n;
+  } else if (n < 0x10000) {
+    slab[pos++] = code16;
+    slab[pos++] = n >> 8;
+    slab[pos++] = n & 0xff;
+  } else {
+    slab[pos++] = code32;
+    slab.writeUInt32BE(n, pos);
+    pos += 4;
+  }
+}
+
 /** msgpackr's choices: the smallest integer form for 32-bit integers, a float64 for any other number. */
 function num(v: number): void {
   room(9);
   if (v >>> 0 === v) {
     if (v < 0x80) slab[pos++] = v;
-    else if (v < 0x100) {
-      slab[pos++] = 0xcc;
-      slab[pos++] = v;
-    } else if (v < 0x10000) {
-      slab[pos++] = 0xcd;
-      slab[pos++] = v >> 8;
-      slab[pos++] = v & 0xff;
-    } else {
-      slab[pos++] = 0xce;
-      slab.writeUInt32BE(v, pos);
-      pos += 4;
-    }
+    else sized(v, 0xcc, 0xcd, 0xce);
   } else if (v >> 0 === v) {
     if (v >= -0x20) slab[pos++] = 0x100 + v;
     else if (v >= -0x80) {
@@ -177,18 +186,7 @@ function str(s: string): void {
   const header = len < 0x20 ? 1 : len < 0x100 ? 2 : len < 0x10000 ? 3 : 5;
   if (header !== guess) slab.copyWithin(pos + header, pos + guess, pos + guess + len);
   if (header === 1) slab[pos++] = 0xa0 | len;
-  else if (header === 2) {
-    slab[pos++] = 0xd9;
-    slab[pos++] = len;
-  } else if (header === 3) {
-    slab[pos++] = 0xda;
-    slab[pos++] = len >> 8;
-    slab[pos++] = len & 0xff;
-  } else {
-    slab[pos++] = 0xdb;
-    slab.writeUInt32BE(len, pos);
-    pos += 4;
-  }
+  else sized(len, 0xd9, 0xda, 0xdb);
   pos += len;
 }
 
@@ -198,9 +196,7 @@ function obj(o: Record<string, unknown>): void {
   const n = names.length;
   if (n > 0xffff) throw UNSUPPORTED;
   room(3);
-  slab[pos++] = 0xde;
-  slab[pos++] = n >> 8;
-  slab[pos++] = n & 0xff;
+  sized(n, 0, 0xde, 0xdf);
   for (let i = 0; i < n; i++) {
     const k = names[i]!;
     str(k);
@@ -212,33 +208,14 @@ function arr(a: unknown[]): void {
   const n = a.length;
   room(5);
   if (n < 0x10) slab[pos++] = 0x90 | n;
-  else if (n < 0x10000) {
-    slab[pos++] = 0xdc;
-    slab[pos++] = n >> 8;
-    slab[pos++] = n & 0xff;
-  } else {
-    slab[pos++] = 0xdd;
-    slab.writeUInt32BE(n, pos);
-    pos += 4;
-  }
+  else sized(n, 0, 0xdc, 0xdd);
   for (let i = 0; i < n; i++) any(a[i]);
 }
 
 function bin(b: Uint8Array): void {
   const n = b.byteLength;
   room(5 + n);
-  if (n < 0x100) {
-    slab[pos++] = 0xc4;
-    slab[pos++] = n;
-  } else if (n < 0x10000) {
-    slab[pos++] = 0xc5;
-    slab[pos++] = n >> 8;
-    slab[pos++] = n & 0xff;
-  } else {
-    slab[pos++] = 0xc6;
-    slab.writeUInt32BE(n, pos);
-    pos += 4;
-  }
+  sized(n, 0xc4, 0xc5, 0xc6);
   slab.set(b, pos);
   pos += n;
 }

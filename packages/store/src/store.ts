@@ -8,7 +8,7 @@ import { GroupCommit, type BatchOp } from './group-commit.js';
 import { HybridClock, hlcToIso, hlcWall } from './hlc.js';
 import { newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
-import { conflictKey, fieldConflict, fieldsTouched, isUniqueConflict, type ConflictRecord } from './conflicts.js';
+import { conflictKey, fieldConflict, isUniqueConflict, type ConflictRecord } from './conflicts.js';
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
 import { migrateVersions } from './migrate.js';
 import { KeyFilter } from './key-filter.js';
@@ -31,7 +31,7 @@ import {
   type Schema,
   type TypeDef,
 } from './schema.js';
-import { applyLocal, docFromState, dropClosedValues, docVersion, encodeCreate, encodeState, holdsItemsOf, holdsState, isCreateState, newDoc, readFields, readMeta, recordState, recordStateVector, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
+import { applyLocal, docFromState, dropClosedValues, fieldsTouched, parseItemId, docVersion, encodeCreate, encodeState, holdsItemsOf, holdsState, isCreateState, newDoc, readFields, readMeta, recordState, recordStateVector, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
 
 export interface StoreOptions {
   dir: string;
@@ -680,13 +680,14 @@ export class Store {
       this.holdDoc(slot, doc);
       const setFields: Record<string, FieldValue | null> = {};
       for (const name of plan.touched) setFields[name] = plan.fields[name] ?? null;
-      const change = applyLocal(doc, setFields, { type: def.name, deleted: plan.deleted });
+      const conflicted = this.hasWriteConflict(id);
+      const change = applyLocal(doc, setFields, { type: def.name, deleted: plan.deleted }, conflicted);
       update = change.update;
       changed = change.changed;
       fields = readFields(doc);
       version = docVersion(doc);
       state = encodeState(doc);
-      if (this.openConflicts.has(id)) conflictOps = this.reconcileConflicts(id, def.name, doc, changed, hlc).ops;
+      if (conflicted) conflictOps = this.reconcileConflicts(id, def.name, doc, changed, hlc).ops;
     }
     const seq = ++this.seq;
     const originSeq = this.vector.get(this.nodeId) + 1;
@@ -899,7 +900,8 @@ export class Store {
       }
       // this process's items not first in the update (checked above) or released from an earlier one
       if (own !== undefined) this.refuseClient(`change ${c.origin}:${c.originSeq} to ${c.id}`, own);
-      dropClosedValues(doc, touched);
+      // values are kept only while a conflict is open, so only then can this change have closed one
+      if (this.hasWriteConflict(c.id)) dropClosedValues(doc, touched);
       const meta = readMeta(doc);
       const type = meta.type ?? c.type;
       const def = this.schema.types.get(type);
@@ -947,11 +949,7 @@ export class Store {
             detected: this.clock.tick(),
             settled: undefined,
           };
-          const key = conflictKey(c.id, field, [`unique:${owner}`, `unique:${c.id}`]);
-          conflictOps.push({ type: 'put', key, value: encode(rec) });
-          let m = this.openConflicts.get(c.id);
-          if (!m) this.openConflicts.set(c.id, (m = new Map()));
-          m.set(key, rec);
+          conflictOps.push(this.openConflict(conflictKey(c.id, field, [`unique:${owner}`, `unique:${c.id}`]), rec));
           conflicted.add(field); // the change that makes a conflict does not settle it
         }
       }
@@ -1293,30 +1291,34 @@ export class Store {
     const ops: BatchOp[] = [];
     let made = 0;
     for (const field of fields) {
-      const found = fieldConflict(doc, field, (client) => this.nodeOfClient(client));
+      const found = fieldConflict(doc, field);
       const key = found && conflictKey(objectId, field, found.values.map((v) => v.item));
-      let open = this.openConflicts.get(objectId);
-      for (const [k, rec] of open ?? []) {
-        if (rec.field !== field || isUniqueConflict(rec) || k === key) continue;
-        rec.settled = hlc;
-        open!.delete(k);
-        ops.push({ type: 'put', key: k, value: encode(rec) });
-      }
-      if (open?.size === 0) {
-        this.openConflicts.delete(objectId);
-        open = undefined;
+      const held = key === undefined ? undefined : this.openConflicts.get(objectId)?.get(key);
+      for (const [k, rec] of this.openConflicts.get(objectId) ?? []) {
+        if (rec.field === field && !isUniqueConflict(rec) && k !== key) ops.push(this.settleConflict(objectId, k, rec, hlc));
       }
       if (!found || !key) continue;
-      const held = open?.get(key);
-      // (the same writes may change how they show: a value removed since)
-      if (held && held.winner === found.winner && JSON.stringify(held.values) === JSON.stringify(found.values)) continue;
-      const rec: ConflictRecord = { objectId, type, field, values: found.values, winner: found.winner, detected: held?.detected ?? this.clock.tick(), settled: undefined };
+      // (the key names the writes; how they show may change: a value dropped by a state from before protocol 7)
+      if (held && held.winner === found.winner && held.values.every((v, i) => sameValue(v.value, found.values[i]!.value))) continue;
       if (!held) made++;
-      if (!open) this.openConflicts.set(objectId, (open = new Map()));
-      open.set(key, rec);
-      ops.push({ type: 'put', key, value: encode(rec) });
+      ops.push(this.openConflict(key, { objectId, type, field, values: found.values, winner: found.winner, detected: held?.detected ?? this.clock.tick(), settled: undefined }));
     }
     return { ops, made };
+  }
+
+  private openConflict(key: string, rec: ConflictRecord): BatchOp {
+    let open = this.openConflicts.get(rec.objectId);
+    if (!open) this.openConflicts.set(rec.objectId, (open = new Map()));
+    open.set(key, rec);
+    return { type: 'put', key, value: encode(rec) };
+  }
+
+  private settleConflict(objectId: string, key: string, rec: ConflictRecord, hlc: number): BatchOp {
+    rec.settled = hlc;
+    const open = this.openConflicts.get(objectId)!;
+    open.delete(key);
+    if (open.size === 0) this.openConflicts.delete(objectId);
+    return { type: 'put', key, value: encode(rec) };
   }
 
   /** Whether the object has a conflict of concurrent writes open, which its record then says (ObjectRecord.x). */
@@ -1328,15 +1330,9 @@ export class Store {
   /** Marks the open conflicts of unique values on these fields settled by a later write to them. */
   private settleOps(objectId: string, fields: string[], hlc: number): BatchOp[] {
     const ops: BatchOp[] = [];
-    const open = this.openConflicts.get(objectId);
-    if (!open) return ops;
-    for (const [key, rec] of open) {
-      if (!fields.includes(rec.field) || !isUniqueConflict(rec)) continue;
-      rec.settled = hlc;
-      open.delete(key);
-      ops.push({ type: 'put', key, value: encode(rec) });
+    for (const [key, rec] of this.openConflicts.get(objectId) ?? []) {
+      if (fields.includes(rec.field) && isUniqueConflict(rec)) ops.push(this.settleConflict(objectId, key, rec, hlc));
     }
-    if (open.size === 0) this.openConflicts.delete(objectId);
     return ops;
   }
 
@@ -1353,9 +1349,9 @@ export class Store {
     for await (const [k, v] of this.db.iterator({ gt: opts.after ?? 'k', lt: `k${HIGH}` })) {
       const rec = decode<ConflictRecord>(v);
       if (opts.open && rec.settled !== undefined) continue;
-      // A conflict found in a merged state (a clone's, or anti-entropy's) may predate any change
-      // of its writer here, and the vector that names its space: named when shown, as it is known now.
-      if (!isUniqueConflict(rec)) for (const val of rec.values) val.node ??= this.nodeOfClient(Number(val.item.split(':')[0]));
+      // Writers are named when shown, as they are known now: a conflict found in a merged state (a
+      // clone's, or anti-entropy's) may predate any change of its writer here, and the vector that names its space.
+      if (!isUniqueConflict(rec)) for (const val of rec.values) val.node ??= this.nodeOfClient(parseItemId(val.item)?.client ?? 0);
       if (items.length === limit) {
         next = items[items.length - 1]!.key;
         break;
@@ -1759,6 +1755,7 @@ export class Store {
     }
     const claims: Slot<CachedClaim>[] = [];
     let handedOver = false;
+    let unchanged = false;
     try {
       const cur = slot.value.current;
       const doc = slot.value.doc ?? (cur ? docFromState(id, recordState(cur), this.clientId) : newDoc(id, this.clientId));
@@ -1778,12 +1775,15 @@ export class Store {
       }
       // (the doc is dropped below: it holds the other's items now)
       if (own !== undefined) this.refuseClient(`a peer's state of ${id}`, own);
-      dropClosedValues(doc, touched);
+      if (this.hasWriteConflict(id)) dropClosedValues(doc, touched);
       const version = docVersion(doc);
       // Nothing new (a peer behind this node sends its delete set; a second clone what is here):
-      // the record stays as it is, a record without its state too. Pending items would not show
-      // in the version, so a doc holding any is written.
-      if (cur && version === cur.v && doc.store.pendingStructs === null && doc.store.pendingDs === null) return;
+      // the record stays as it is, a record without its state too, and the doc stays held. Pending
+      // items would not show in the version, so a doc holding any is written.
+      if (cur && version === cur.v && doc.store.pendingStructs === null && doc.store.pendingDs === null) {
+        unchanged = true;
+        return;
+      }
       const meta = readMeta(doc);
       const type = meta.type ?? cur?.t ?? '';
       const def = this.schema.types.get(type);
@@ -1808,7 +1808,7 @@ export class Store {
       unlock();
       if (!handedOver) {
         // as in applyOne: a state that failed midway may have left part of itself in the doc
-        this.dropDoc(slot);
+        if (!unchanged) this.dropDoc(slot);
         for (const c of claims) this.claims.release(c);
         this.objects.release(slot);
       }

@@ -17,10 +17,9 @@ import type { FieldValue, ObjectRecord } from './codec.js';
 const FIELDS = 'f';
 const META = 'm';
 const SETTLED = 's';
-export { FIELDS as FIELDS_MAP, SETTLED as SETTLED_MAP };
 
 /** A field's item, in the settled map, that its writer saw lose and wrote over or removed. */
-export const SETTLED_LOST = 1;
+const SETTLED_LOST = 1;
 /**
  * A field's item, in the settled map, that its writer removed. Marked on
  * every removal: where the item lost to a concurrent write first, its value
@@ -28,7 +27,7 @@ export const SETTLED_LOST = 1;
  * otherwise leave no trace there, while a node that saw the removal first
  * dropped it: the two would list different conflicts.
  */
-export const SETTLED_REMOVED = 2;
+const SETTLED_REMOVED = 2;
 
 function makeDoc(id: string): Y.Doc {
   const doc: Y.Doc = new Y.Doc({ guid: id, gc: true, gcFilter: (item) => !keepsContent(doc, item) });
@@ -54,6 +53,37 @@ export function docFromState(id: string, state: Uint8Array, clientId: number): Y
 /** "client:clock" of an item's last clock: what origins and the settled map name. */
 export function lastItemId(item: Y.Item): string {
   return `${item.id.client}:${item.id.clock + item.length - 1}`;
+}
+
+/** The client and clock of a "client:clock" item id, or undefined for anything else. */
+export function parseItemId(id: string): { client: number; clock: number } | undefined {
+  const colon = id.indexOf(':');
+  const client = Number(id.slice(0, colon));
+  const clock = Number(id.slice(colon + 1));
+  return colon > 0 && Number.isSafeInteger(client) && Number.isSafeInteger(clock) && clock >= 0 ? { client, clock } : undefined;
+}
+
+/**
+ * The fields whose heads a transaction may have changed: those it wrote,
+ * removed or lost a write to, and those of items it settled (a mark can
+ * arrive after the write it came with, when Yjs held it back).
+ */
+export function fieldsTouched(tr: Y.Transaction, doc: Y.Doc, into: Set<string>): void {
+  const fields = doc.share.get(FIELDS);
+  const settled = doc.share.get(SETTLED);
+  for (const [type, keys] of tr.changed) {
+    if (type === fields) {
+      for (const k of keys) if (k !== null) into.add(k);
+    } else if (type === settled) {
+      for (const k of keys) {
+        const id = k === null ? undefined : parseItemId(k);
+        // (a mark may name an item not here yet; getItem would throw)
+        if (!id || Y.getState(doc.store, id.client) <= id.clock) continue;
+        const item = Y.getItem(doc.store, Y.createID(id.client, id.clock));
+        if (item instanceof Y.Item && item.parent === fields && item.parentSub !== null) into.add(item.parentSub);
+      }
+    }
+  }
 }
 
 function settledMap(doc: Y.Doc): Y.Map<unknown> | undefined {
@@ -159,6 +189,8 @@ export function applyLocal(
   doc: Y.Doc,
   fields: Readonly<Record<string, FieldValue | null>>,
   meta: { type?: string; deleted?: boolean; created?: number },
+  /** whether a field may have a conflict open; the store knows when none has, and the walks are skipped */
+  conflicted = true,
 ): LocalChange {
   const f = doc.getMap<FieldValue>(FIELDS);
   const m = doc.getMap<unknown>(META);
@@ -175,6 +207,7 @@ export function applyLocal(
       // A write with one head, the usual case, marks nothing.
       const settle: [string, number][] = [];
       const seen = (k: string): void => {
+        if (!conflicted) return;
         const shown = f._map.get(k);
         for (const h of fieldHeads(doc, k)) if (h.item !== shown) settle.push([lastItemId(h.item), SETTLED_LOST]);
       };
@@ -203,12 +236,8 @@ export function applyLocal(
   } finally {
     doc.off('update', capture);
   }
-  dropClosedValues(doc, changed);
+  if (conflicted) dropClosedValues(doc, changed);
   return { update, changed };
-}
-
-export function fieldsMap(doc: Y.Doc): Y.Map<unknown> {
-  return doc.getMap<unknown>(FIELDS);
 }
 
 export function readFields(doc: Y.Doc): Record<string, FieldValue> {
@@ -470,10 +499,7 @@ export function recordStateVector(rec: Pick<ObjectRecord, 't' | 'f' | 'c' | 'y' 
 /** Whether `state` is exactly what recordState rebuilds from these, so that a record may leave it out. */
 export function isCreateState(state: Uint8Array, writer: number, fields: Readonly<Record<string, FieldValue>>, type: string, created: number): boolean {
   if (!fieldsRebuildState(fields)) return false;
-  const rebuilt = encodeCreate(writer, fields, type, created).update;
-  if (rebuilt.length !== state.length) return false;
-  for (let i = 0; i < rebuilt.length; i++) if (rebuilt[i] !== state[i]) return false;
-  return true;
+  return Buffer.compare(encodeCreate(writer, fields, type, created).update, state) === 0;
 }
 
 /** docVersion of a new document: `clock` items of one client, none deleted. */

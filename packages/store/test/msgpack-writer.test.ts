@@ -93,6 +93,18 @@ t.test('every number and every string length alone', async (t) => {
       t.ok(packValue(s)!.equals(packr.pack(s)), `${len} x U+${c.charCodeAt(0).toString(16)}`);
     }
   }
+  // arrays and maps either side of their header boundaries (random values stay far below the top ones)
+  for (const n of [0xf, 0x10, 0xffff, 0x10000]) {
+    const a = Array.from({ length: n }, (_, i) => i & 0x7f);
+    t.ok(packValue(a)!.equals(packr.pack(a)), `array of ${n}`);
+  }
+  for (const n of [0xf, 0x10, 0xffff]) {
+    const o = Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, i & 1]));
+    t.ok(packValue(o)!.equals(packr.pack(o)), `map of ${n}`);
+  }
+  const big = Object.fromEntries(Array.from({ length: 0x10000 }, (_, i) => [`k${i}`, 1]));
+  t.equal(packValue(big), undefined, 'a map past 16 bits is left to msgpackr');
+  t.throws(() => encode(big), /too large/, 'which refuses it, as it always did with these options');
 });
 
 t.test('a stored record, with the fields of a Person, written as msgpackr writes it', async (t) => {

@@ -1,5 +1,5 @@
-export { SyncSession } from './session.js';
-export type { Action, SessionOptions, SessionState, SessionStats } from './session.js';
+export { SyncSession, storeSessionOptions } from './session.js';
+export type { Action, SessionOptions, SessionState, SessionStats, SessionStore } from './session.js';
 export { encodeFrame, decodeFrame, FrameError, PROTOCOL_VERSION } from './frames.js';
 export type { Frame, Role, WireChange, WireValue, WriteFrame, WroteFrame } from './frames.js';
 export { backoffDelay } from './backoff.js';

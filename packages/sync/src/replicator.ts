@@ -5,7 +5,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { backoffDelay } from './backoff.js';
 import { FrameError, type Role, type WriteFrame, type WroteFrame } from './frames.js';
 import { FrameCodec } from './frame-codec.js';
-import { SyncSession, type Action } from './session.js';
+import { storeSessionOptions, SyncSession, type Action } from './session.js';
 import { CommitClock } from './commit-clock.js';
 import { releaseSnapshot, runActions, type FeedStore, type SessionIo } from './executor.js';
 
@@ -303,7 +303,7 @@ export class Replicator {
     const store = this.opts.store;
     const codec = new FrameCodec(this.opts.maxFrame ?? 16 * 1024 * 1024);
     const session = new SyncSession({
-      nodeId: store.nodeId,
+      ...storeSessionOptions(store),
       cluster: this.opts.cluster,
       secret: this.opts.secret,
       dialed: direction === 'outbound',
@@ -312,11 +312,6 @@ export class Replicator {
       replicaKey: this.opts.replicaKey,
       compress: true,
       nonce: randomBytes(16),
-      vector: () => store.versionVector(),
-      head: store.lastSeq,
-      empty: () => store.lastSeq === 0 && Object.keys(store.versionVector()).length === 0,
-      feedBase: () => store.feedBase(),
-      firstSeq: () => store.firstSeq(),
     });
     const link: Link = {
       ws,

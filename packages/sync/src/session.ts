@@ -38,6 +38,31 @@ export type Action =
 
 export type SessionState = 'hello' | 'auth' | 'open' | 'closed';
 
+/** What a session reads of its node's store. */
+export interface SessionStore {
+  readonly nodeId: string;
+  readonly lastSeq: number;
+  versionVector(): Record<string, number>;
+  feedBase(): Record<string, number>;
+  firstSeq(): number;
+}
+
+/**
+ * The options a session takes from its node's store: its id, vector, feed
+ * head, bounds, and whether it holds nothing yet (then it asks to be
+ * cloned), for the transport and for tests that wire sessions themselves.
+ */
+export function storeSessionOptions(store: SessionStore): Pick<SessionOptions, 'nodeId' | 'vector' | 'head' | 'empty' | 'feedBase' | 'firstSeq'> {
+  return {
+    nodeId: store.nodeId,
+    vector: () => store.versionVector(),
+    head: store.lastSeq,
+    empty: () => store.lastSeq === 0 && Object.keys(store.versionVector()).length === 0,
+    feedBase: () => store.feedBase(),
+    firstSeq: () => store.firstSeq(),
+  };
+}
+
 export interface SessionOptions {
   nodeId: string;
   cluster: string;

@@ -12,7 +12,7 @@ import t, { type Test } from 'tap';
 import { decode } from 'msgpackr';
 import * as Y from 'yjs';
 import { Store, type RemoteChange } from '@meridian/store';
-import { decodeFrame, encodeFrame, runActions, SyncSession, type Frame, type SessionIo } from '../dist/index.js';
+import { decodeFrame, encodeFrame, runActions, storeSessionOptions, SyncSession, type Frame, type SessionIo } from '../dist/index.js';
 import { thingSchema } from './thing-schema.js';
 
 interface End {
@@ -35,17 +35,14 @@ async function replicate(x: Store, y: Store, needBatch: number): Promise<{ x: En
       needBatch,
       stateBatch: 7,
       session: new SyncSession({
-        nodeId: store.nodeId,
+        ...storeSessionOptions(store),
+        // (the subscriber holds its clone: anti-entropy, never a second clone)
+        empty: () => false,
         cluster: 'ae',
         secret: 'ae-secret',
         role: 'master',
         dialed,
         nonce: Uint8Array.from({ length: 16 }, () => Math.floor(Math.random() * 256)),
-        vector: () => store.versionVector(),
-        head: store.lastSeq,
-        empty: () => false,
-        feedBase: () => store.feedBase(),
-        firstSeq: () => store.firstSeq(),
       }),
       send: (frame) => {
         e.sent.push(frame);

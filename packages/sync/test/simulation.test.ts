@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import * as Y from 'yjs';
 import { Store } from '@meridian/store';
-import { decodeFrame, encodeFrame, releaseSnapshot, runActions, SyncSession, type Action, type FeedStore, type Frame, type SessionIo } from '../dist/index.js';
+import { decodeFrame, encodeFrame, releaseSnapshot, runActions, storeSessionOptions, SyncSession, type Action, type FeedStore, type Frame, type SessionIo } from '../dist/index.js';
 import { thingSchema } from './thing-schema.js';
 import { prng } from '../../../test/helpers/prng.js';
 
@@ -200,17 +200,12 @@ class Simulation {
             for (const c of [...this.conns.values()]) if (c !== conn && c.ends.some((e) => e.node === node)) this.drop(c, 'feed base changed; resubscribing');
           },
           session: new SyncSession({
-            nodeId: node.id,
+            ...storeSessionOptions(node.store!),
             cluster: CLUSTER,
             secret: SECRET,
             role: 'master',
             dialed: node === a, // the node listed first dials
             nonce: Uint8Array.from({ length: 16 }, () => Math.floor(this.rnd() * 256)),
-            vector: () => node.store!.versionVector(),
-            head: node.store!.lastSeq,
-            empty: () => node.store!.lastSeq === 0 && Object.keys(node.store!.versionVector()).length === 0,
-            feedBase: () => node.store!.feedBase(),
-            firstSeq: () => node.store!.firstSeq(),
             batch: 1 + Math.floor(this.rnd() * 20),
             window: 1 + Math.floor(this.rnd() * 3),
           }),
