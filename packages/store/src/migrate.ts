@@ -6,6 +6,21 @@ import { docFromState, docVersion, recordState, VERSION_FORMULA } from './yobjec
 const CHUNK = 1000;
 
 /**
+ * The shape of what this build writes into a data dir, recorded there
+ * (`mformat`) so that a build never serves a data dir holding records it
+ * cannot read: an older build opening one a newer build has written refuses
+ * to start, instead of failing on the first record of a newer shape, or
+ * rewriting it. Raise it with any change an older build would misread.
+ *
+ * 1. Every object record carries its Yjs state (`y`). Never recorded: data
+ *    dirs from before the marker hold formats 1 or 2 unmarked.
+ * 2. (protocol 6) A record may hold only its writer's clientID (`w`) until
+ *    its object's first change; since protocol 7 also `x`, kept values and
+ *    the settled map in states, and conflicts of more than two values.
+ */
+export const STORAGE_FORMAT = 2;
+
+/**
  * Brings the stored objects' versions up to this build's VERSION_FORMULA,
  * once per data dir, before the store serves anything. Versions are compared
  * across nodes (digests, ETags), so a node must never hold versions of two

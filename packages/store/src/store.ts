@@ -10,7 +10,7 @@ import { newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
 import { conflictKey, fieldConflict, isUniqueConflict, type ConflictRecord } from './conflicts.js';
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
-import { migrateVersions } from './migrate.js';
+import { migrateVersions, STORAGE_FORMAT } from './migrate.js';
 import { KeyFilter } from './key-filter.js';
 import { DEFAULT_COST, hashPassword, isPasswordHash, type ScryptCost } from './password.js';
 import { PinnedCache, type Slot } from './pinned-cache.js';
@@ -369,6 +369,14 @@ export class Store {
       if ((await db.get(RESTORING)) !== undefined) {
         throw new MeridianError('bad-request', `${opts.dir} holds a restore that did not finish; delete it and run "meridian restore" again`);
       }
+      // before anything is written here: a newer build's records must not be read, or rewritten, by this one
+      const format = await getMeta<unknown>('format');
+      if (format !== undefined && !(Number.isSafeInteger(format) && (format as number) <= STORAGE_FORMAT)) {
+        throw new MeridianError(
+          'bad-request',
+          `data dir ${opts.dir} holds storage format ${String(format)}, written by a newer Meridian, and this one reads formats up to ${STORAGE_FORMAT}; run that newer version, or restore a backup into a new dir`,
+        );
+      }
       let nodeId = await getMeta<string>('nodeId');
       if (nodeId === undefined) {
         nodeId = opts.nodeId ?? newId('node');
@@ -380,14 +388,19 @@ export class Store {
           [
             { type: 'put', key: keys.meta('nodeId'), value: encode(nodeId) },
             { type: 'put', key: keys.meta('versionFormula'), value: encode(VERSION_FORMULA) },
+            { type: 'put', key: keys.meta('format'), value: encode(STORAGE_FORMAT) },
           ],
           { sync: true },
         );
-      } else if (opts.nodeId !== undefined && opts.nodeId !== nodeId) {
-        throw new MeridianError(
-          'bad-request',
-          `data dir ${opts.dir} belongs to node "${nodeId}", not "${opts.nodeId}"; use that node id or another --dir`,
-        );
+      } else {
+        if (opts.nodeId !== undefined && opts.nodeId !== nodeId) {
+          throw new MeridianError(
+            'bad-request',
+            `data dir ${opts.dir} belongs to node "${nodeId}", not "${opts.nodeId}"; use that node id or another --dir`,
+          );
+        }
+        // unmarked, from before the marker: format 1 or 2, both read here, and from now on it holds what this build writes
+        if (format !== STORAGE_FORMAT) await db.put(keys.meta('format'), encode(STORAGE_FORMAT), { sync: true });
       }
       // A fresh Yjs clientID for every process start, in this node's space
       // (client-ids.ts) and never one used before here or seen from a peer,

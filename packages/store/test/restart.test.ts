@@ -49,6 +49,48 @@ t.test('a data dir belongs to one node id', async (t) => {
   await again.close();
 });
 
+t.test('a data dir records its storage format, and one of a newer format is refused before anything is written', async (t) => {
+  const dir = tempDir(t);
+  const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number' });
+  const s = await Store.open({ dir, schema, nodeId: 'eu-1' });
+  const org = await s.create('Org', { name: 'A', kind: 'vendor' });
+  await s.close();
+  const raw = async (): Promise<[string, Buffer][]> => {
+    const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+    const all = await db.iterator().all();
+    await db.close();
+    return all;
+  };
+  const setFormat = async (value: unknown): Promise<void> => {
+    const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+    if (value === undefined) await db.del('mformat');
+    else await db.put('mformat', packr.pack(value));
+    await db.close();
+  };
+  const format = async (): Promise<unknown> => {
+    const v = new Map(await raw()).get('mformat');
+    return v === undefined ? undefined : packr.unpack(v);
+  };
+  t.equal(await format(), 2, 'a new data dir is marked with the format this build writes');
+
+  for (const newer of [3, 2.5, 'next']) {
+    await setFormat(newer);
+    const before = await raw();
+    await t.rejects(Store.open({ dir, schema }), {
+      code: 'bad-request',
+      message: `data dir ${dir} holds storage format ${newer}, written by a newer Meridian, and this one reads formats up to 2; run that newer version, or restore a backup into a new dir`,
+    });
+    t.same(await raw(), before, `format ${newer}: nothing written, not even this start's clientID`);
+  }
+
+  // a data dir from before the marker
+  await setFormat(undefined);
+  const old = await Store.open({ dir, schema });
+  t.equal((await old.get(org.id))?.fields.name, 'A', 'an unmarked data dir is read');
+  await old.close();
+  t.equal(await format(), 2, 'and marked');
+});
+
 t.test('a second open of the same dir is refused with a clear sentence', async (t) => {
   const dir = tempDir(t);
   const s = await Store.open({ dir, schema });
