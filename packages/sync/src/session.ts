@@ -104,6 +104,13 @@ export interface SessionOptions {
   window?: number;
   /** ms to complete the handshake */
   authTimeout?: number;
+  /**
+   * ms a state snapshot stays open for a peer that asks for nothing more
+   * (no `need` page, no acknowledgement) before the session is closed and
+   * the snapshot released: an open snapshot keeps LevelDB from dropping
+   * what it covers, so a stuck peer would grow this node's disk
+   */
+  snapshotIdle?: number | undefined;
 }
 
 export interface SessionStats {
@@ -174,12 +181,18 @@ export class SyncSession {
   private readonly batch: number;
   private readonly window: number;
   private readonly authTimeout: number;
+  private readonly snapshotIdle: number;
+  /** frames the peer sent that move a state snapshot on (`need`, `ack`), and how many of them, and when, the last tick saw */
+  private snapshotProgress = 0;
+  private snapshotProgressSeen = 0;
+  private snapshotIdleSince: number | undefined;
 
   constructor(private readonly opts: SessionOptions) {
     this.head = opts.head;
     this.batch = opts.batch ?? 500;
     this.window = opts.window ?? 32;
     this.authTimeout = opts.authTimeout ?? 10_000;
+    this.snapshotIdle = opts.snapshotIdle ?? 600_000;
   }
 
   start(now: number): Action[] {
@@ -193,6 +206,17 @@ export class SyncSession {
   tick(now: number): Action[] {
     if (this.state !== 'open' && this.state !== 'closed' && now - this.startedAt > this.authTimeout) {
       return this.fail('the handshake did not complete in time', false);
+    }
+    // A snapshot is held for the peer while states stream to it or while its next `need` page is awaited;
+    // not while the driver takes it or reads the next batch from it, which is this node's own work.
+    const held = this.state === 'open' && ((this.cloning && !this.reading) || this.preparing === 'need');
+    if (!held || this.snapshotIdleSince === undefined || this.snapshotProgress !== this.snapshotProgressSeen) {
+      this.snapshotIdleSince = held ? now : undefined;
+      this.snapshotProgressSeen = this.snapshotProgress;
+      return [];
+    }
+    if (now - this.snapshotIdleSince > this.snapshotIdle) {
+      return this.fail(`the peer asked for no state and acknowledged none for ${Math.round(this.snapshotIdle / 1000)} s; the state snapshot held for it is released`, false);
     }
     return [];
   }
@@ -307,6 +331,7 @@ export class SyncSession {
         return this.pump();
       }
       case 'need':
+        this.snapshotProgress++;
         if (this.preparing !== 'need') return this.fail(this.cloning ? 'need before the last page was answered' : 'need without a digest', true);
         if (f.after !== this.pageAfter) return this.fail(`need page starts after ${f.after ?? 'the start'}, where no page ended`, true);
         if (f.upTo !== undefined && f.after !== undefined && f.upTo <= f.after) return this.fail(`need page ends at ${f.upTo}, not after where it starts`, true);
@@ -352,6 +377,7 @@ export class SyncSession {
         return this.nextApply();
       }
       case 'ack':
+        this.snapshotProgress++;
         if ((this.cursor === undefined && !this.cloning && this.preparing !== 'need') || f.seq > this.stats.sent || this.inFlight === 0) return this.fail(`ack of ${f.seq}, which was never sent`, true);
         this.inFlightBytes -= this.inFlightSizes.shift()!;
         this.stats.acked = f.seq;

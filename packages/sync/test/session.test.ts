@@ -531,6 +531,59 @@ function antiEntropyPair(): Pair {
   return pair;
 }
 
+t.test('a snapshot held for a peer that asks for nothing more is released, and the session closed', async (t) => {
+  const idle = (): Pair => {
+    const pair = new Pair({ nodeId: 'alpha', firstSeq: () => 5, snapshotIdle: 1000 }, { nodeId: 'bravo' }, { a: new FakeFeed((s) => entry(s, 'alpha'), 10) }).start().settle();
+    pair.run(pair.a, pair.a.session.snapshotReady(Array.from({ length: 256 }, () => bytes(20))));
+    pair.settle();
+    return pair;
+  };
+  const reason = 'the peer asked for no state and acknowledged none for 1 s; the state snapshot held for it is released';
+
+  // the digest is sent and bravo never asks for a page
+  const silent = idle();
+  t.same(silent.a.session.tick(10_000), [], 'the first tick only notes the time');
+  t.same(silent.a.session.tick(11_000), [], 'not past the limit');
+  t.same(silent.a.session.tick(11_001).at(-1), { type: 'close', reason, refused: false }, 'closed past it');
+  t.same((sends(silent.a, 'error') as Extract<Frame, { t: 'error' }>[]).length, 0, '(the actions were not run)');
+
+  // a page asked for in time starts the wait again; then bravo goes quiet with a page answered
+  const paging = idle();
+  paging.a.session.tick(0);
+  paging.run(paging.b, paging.b.session.digestCompared([3, 9]));
+  paging.run(paging.b, paging.b.session.heldRead([{ id: 'per-1', sv: bytes(3, 1), version: 'v1' }], false));
+  paging.settle();
+  // (answered before the next tick)
+  paging.run(paging.a, paging.a.session.statesRead([{ id: 'per-1', diff: bytes(4), hlc: 5 }], { head: 10, vector: { alpha: 10 } }));
+  paging.b.inbox.length = 0; // bravo never gets the answer, so never asks for the next page
+  t.same(paging.a.session.tick(1500), [], 'a need page is progress: alpha waits for the next from here');
+  t.same(paging.a.session.tick(2500), [], 'not past the limit');
+  const closed = paging.a.session.tick(2501);
+  t.same(closed, [{ type: 'send', frame: { t: 'error', reason } }, { type: 'close', reason, refused: false }], 'bravo is told why');
+
+  // a clone: alpha streams states one frame at a time (a window of one) and waits for each ack
+  const clone = new Pair({ nodeId: 'alpha', window: 1, snapshotIdle: 1000 }, { nodeId: 'bravo', empty: () => true }, { a: new FakeFeed((s) => entry(s, 'alpha'), 10) }).start().settle();
+  t.same(ofType(clone.a, 'snapshot'), [{ type: 'snapshot', digest: false }], 'bravo asked to be cloned');
+  clone.run(clone.a, clone.a.session.snapshotReady());
+  t.same(clone.a.session.tick(0), [], 'alpha reads its first batch: its own work');
+  t.same(clone.a.session.tick(5000), [], 'however long it takes');
+  clone.run(clone.a, clone.a.session.statesRead([{ id: 'per-1', record: bytes(10) }]));
+  t.same(clone.a.session.tick(6000), [], 'the frame is out; alpha waits for its ack from here');
+  clone.deliverOne(clone.b);
+  clone.run(clone.b, clone.b.session.statesStaged());
+  clone.run(clone.b, clone.b.session.durable());
+  clone.settle();
+  t.same(ofType(clone.a, 'read-states').length, 2, 'the ack let alpha read its next batch');
+  clone.run(clone.a, clone.a.session.statesRead([{ id: 'per-2', record: bytes(10) }]));
+  t.same(clone.a.session.tick(6900), [], 'an ack is progress');
+  t.same(clone.a.session.tick(7900), [], 'the limit not passed');
+  t.same(clone.a.session.tick(7901).at(-1), { type: 'close', reason, refused: false }, 'no ack for the second frame: closed');
+
+  // no snapshot held: an open session that has been idle for long is left alone
+  const live = new Pair({ nodeId: 'alpha', snapshotIdle: 1000 }, { nodeId: 'bravo' }).start().settle();
+  for (const now of [0, 5000, 1_000_000]) t.same(live.a.session.tick(now), [], `no snapshot, nothing at ${now}`);
+});
+
 t.test('anti-entropy: the subscriber sends its holdings a page at a time, each once the last is answered', async (t) => {
   const pair = antiEntropyPair();
   t.same(ofType(pair.b, 'read-held').map((a) => [a.buckets, a.after]), [[[3, 9], undefined]], 'bravo read its holdings in the differing buckets from the start');
