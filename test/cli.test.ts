@@ -84,7 +84,7 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
   await db.close();
   const newer = cli(['serve', '--dir', dir, '--http-port', '0']);
   t.equal(newer.code, 1);
-  t.equal(newer.stderr.trim(), `meridian: data dir ${dir} holds storage format 3, written by a newer Meridian, and this one reads formats up to 2; run that newer version, or restore a backup into a new dir`);
+  t.equal(newer.stderr.trim(), `meridian: data dir ${dir} holds storage format 3, written by a newer Meridian, and this one reads formats up to 2; run a Meridian that reads it, or restore a backup taken before the upgrade into a new dir`);
 });
 
 t.test('without an admin password the first start generates one, prints it once, and stores only a hash', async (t) => {

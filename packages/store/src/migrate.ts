@@ -21,6 +21,18 @@ const CHUNK = 1000;
 export const STORAGE_FORMAT = 2;
 
 /**
+ * Why a stored format marker (`mformat`, decoded) cannot be read by this
+ * build, or undefined when it can. `where` names what holds it.
+ */
+export function unreadableFormat(format: unknown, where: string): string | undefined {
+  if (format === undefined || (Number.isSafeInteger(format) && (format as number) >= 1 && (format as number) <= STORAGE_FORMAT)) return undefined;
+  if (Number.isSafeInteger(format) && (format as number) > STORAGE_FORMAT) {
+    return `${where} holds storage format ${format}, written by a newer Meridian, and this one reads formats up to ${STORAGE_FORMAT}`;
+  }
+  return `${where} holds an unknown storage format (${JSON.stringify(format)?.slice(0, 40) ?? String(format)}); this Meridian reads formats 1 to ${STORAGE_FORMAT}`;
+}
+
+/**
  * Brings the stored objects' versions up to this build's VERSION_FORMULA,
  * once per data dir, before the store serves anything. Versions are compared
  * across nodes (digests, ETags), so a node must never hold versions of two

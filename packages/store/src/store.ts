@@ -10,7 +10,7 @@ import { newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
 import { conflictKey, fieldConflict, isUniqueConflict, type ConflictRecord } from './conflicts.js';
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
-import { migrateVersions, STORAGE_FORMAT } from './migrate.js';
+import { migrateVersions, STORAGE_FORMAT, unreadableFormat } from './migrate.js';
 import { KeyFilter } from './key-filter.js';
 import { DEFAULT_COST, hashPassword, isPasswordHash, type ScryptCost } from './password.js';
 import { PinnedCache, type Slot } from './pinned-cache.js';
@@ -369,14 +369,15 @@ export class Store {
       if ((await db.get(RESTORING)) !== undefined) {
         throw new MeridianError('bad-request', `${opts.dir} holds a restore that did not finish; delete it and run "meridian restore" again`);
       }
-      // before anything is written here: a newer build's records must not be read, or rewritten, by this one
-      const format = await getMeta<unknown>('format');
-      if (format !== undefined && !(Number.isSafeInteger(format) && (format as number) <= STORAGE_FORMAT)) {
-        throw new MeridianError(
-          'bad-request',
-          `data dir ${opts.dir} holds storage format ${String(format)}, written by a newer Meridian, and this one reads formats up to ${STORAGE_FORMAT}; run that newer version, or restore a backup into a new dir`,
-        );
+      // before any record is written here: a newer build's records must not be read, or rewritten, by this one
+      let format: unknown;
+      try {
+        format = await getMeta<unknown>('format');
+      } catch {
+        format = null; // not MessagePack: unknown, refused below
       }
+      const unreadable = unreadableFormat(format, `data dir ${opts.dir}`);
+      if (unreadable) throw new MeridianError('bad-request', `${unreadable}; run a Meridian that reads it, or restore a backup taken before the upgrade into a new dir`);
       let nodeId = await getMeta<string>('nodeId');
       if (nodeId === undefined) {
         nodeId = opts.nodeId ?? newId('node');

@@ -73,14 +73,25 @@ t.test('a data dir records its storage format, and one of a newer format is refu
   };
   t.equal(await format(), 2, 'a new data dir is marked with the format this build writes');
 
-  for (const newer of [3, 2.5, 'next']) {
-    await setFormat(newer);
+  const advice = 'run a Meridian that reads it, or restore a backup taken before the upgrade into a new dir';
+  for (const [bad, why] of [
+    [3, 'storage format 3, written by a newer Meridian, and this one reads formats up to 2'],
+    [2.5, 'an unknown storage format (2.5); this Meridian reads formats 1 to 2'],
+    [0, 'an unknown storage format (0); this Meridian reads formats 1 to 2'],
+    ['next', 'an unknown storage format ("next"); this Meridian reads formats 1 to 2'],
+    [Buffer.from([0xc1]), 'an unknown storage format ('], // 0xc1: never used in MessagePack
+  ] as const) {
+    if (Buffer.isBuffer(bad)) {
+      const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+      await db.put('mformat', bad);
+      await db.close();
+    } else await setFormat(bad);
     const before = await raw();
-    await t.rejects(Store.open({ dir, schema }), {
-      code: 'bad-request',
-      message: `data dir ${dir} holds storage format ${newer}, written by a newer Meridian, and this one reads formats up to 2; run that newer version, or restore a backup into a new dir`,
-    });
-    t.same(await raw(), before, `format ${newer}: nothing written, not even this start's clientID`);
+    const refused = await Store.open({ dir, schema }).then(() => undefined, (e: unknown) => e as { code: string; message: string });
+    t.equal(refused?.code, 'bad-request', `format ${String(bad)} refused`);
+    if (Buffer.isBuffer(bad)) t.match(refused?.message, `data dir ${dir} holds ${why}`);
+    else t.equal(refused?.message, `data dir ${dir} holds ${why}; ${advice}`);
+    t.same(await raw(), before, `format ${String(bad)}: no record written, not even this start's clientID`);
   }
 
   // a data dir from before the marker

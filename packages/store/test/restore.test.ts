@@ -3,6 +3,7 @@
 import t from 'tap';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { Packr } from 'msgpackr';
 import { encodeBackup, restoreBackup, Store } from '../dist/index.js';
 import { openStore, schema, tempDir } from './fixtures.js';
 
@@ -55,4 +56,40 @@ t.test('backups are format version 2; a version 1 backup is still restored, a la
   t.equal((await (await restoreAs(1)).get(org.id))?.fields['name'], 'Acme', 'version 1 read');
   t.equal((await (await restoreAs(2)).get(org.id))?.fields['name'], 'Acme', 'version 2 read');
   await t.rejects(restoreAs(3), { message: /format version 3; this Meridian reads versions 1 and 2/ });
+});
+
+t.test('a backup of a data dir of a newer storage format is refused before it is restored', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number' });
+  let marked = 0;
+  const backupAs = (format: number): AsyncIterable<Uint8Array> => {
+    const snap = a.backupSnapshot();
+    async function* batches(): AsyncGenerator<[string, Uint8Array][]> {
+      try {
+        for await (const b of snap.batches) {
+          yield b.map(([k, v]): [string, Uint8Array] => {
+            if (k !== 'mformat') return [k, v];
+            marked++;
+            return [k, packr.pack(format)];
+          });
+        }
+      } finally {
+        await snap.close();
+      }
+    }
+    return encodeBackup(snap.header, batches());
+  };
+  const dir = join(tempDir(t), 'newer');
+  await t.rejects(restoreBackup(dir, backupAs(3)), {
+    code: 'bad-request',
+    message: 'the backup holds storage format 3, written by a newer Meridian, and this one reads formats up to 2; restore it with a Meridian that reads it',
+  });
+  t.equal(marked, 1, 'the backup carried the marker');
+  t.notOk(existsSync(dir), 'nothing is left to start');
+  const same = join(tempDir(t), 'same');
+  await restoreBackup(same, backupAs(2));
+  const r = await Store.open({ dir: same, schema });
+  t.teardown(() => r.close());
+  t.equal(r.objectCounts()['Org'], 1, 'a backup of this format is restored');
 });

@@ -216,7 +216,8 @@ export class SyncSession {
       return [];
     }
     if (now - this.snapshotIdleSince > this.snapshotIdle) {
-      return this.fail(`the peer asked for no state and acknowledged none for ${Math.round(this.snapshotIdle / 1000)} s; the state snapshot held for it is released`, false);
+      // (worded for both ends: the peer reads it as `peer closed the session: ...`)
+      return this.fail(`no state asked for or acknowledged by the subscriber for ${Math.round(this.snapshotIdle / 1000)} s; the sender released its state snapshot`, false);
     }
     return [];
   }
