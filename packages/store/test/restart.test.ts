@@ -49,7 +49,7 @@ t.test('a data dir belongs to one node id', async (t) => {
   await again.close();
 });
 
-t.test('a data dir records its storage format, and one of a newer format is refused before anything is written', async (t) => {
+t.test('a data dir records its storage format, and one it cannot read is refused before any record is written', async (t) => {
   const dir = tempDir(t);
   const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number' });
   const s = await Store.open({ dir, schema, nodeId: 'eu-1' });
