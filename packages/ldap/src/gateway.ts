@@ -209,7 +209,8 @@ export class LdapGateway {
       (problem) => this.opts.log.info({ client: `${socket.remoteAddress}:${socket.remotePort}`, problem }, 'LDAP connection closed'),
       (message, checked) => {
         if (checked.op.tag === SEARCH_REQUEST) {
-          void this.run('search', decodeSearch(message, checked, socket), (req) => this.abandonable(req));
+          // (the search rechecks the bound entry itself, once an abandon can find it)
+          void this.run('search', decodeSearch(message, checked, socket), (req) => this.abandonable(req), false);
           return true;
         }
         // Thunderbird abandons the search for what was typed before each new letter
@@ -241,7 +242,7 @@ export class LdapGateway {
   }
 
   /** Runs one operation, answers it, and never lets its failure reach ldapjs (or the process). */
-  private async run<R extends Request>(op: string, req: R, fn: (req: R) => Promise<Answer>): Promise<void> {
+  private async run<R extends Request>(op: string, req: R, fn: (req: R) => Promise<Answer>, recheck = true): Promise<void> {
     const started = process.hrtime.bigint();
     const conn = req.connection;
     let reply: Answer;
@@ -250,7 +251,8 @@ export class LdapGateway {
       if (unsupported) throw new LdapFailure(ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
       // Every operation first checks that the bound entry still holds. (A bind's session is a new,
       // anonymous one already: the framer dropped the old one when the request came in.)
-      await this.recheck(this.session(conn));
+      const rechecked = recheck ? this.recheck(this.session(conn)) : undefined;
+      if (rechecked) await rechecked;
       reply = await fn(req);
     } catch (e) {
       const f = this.failure(e);
@@ -407,13 +409,17 @@ export class LdapGateway {
    * connections too, as it does on the XML gateway. Checked only when the
    * store has changed since the last look.
    */
-  private async recheck(s: Session): Promise<void> {
-    const p = s.principal;
-    if (p?.kind !== 'person' || !s.entry || s.entry.seq === this.opts.store.lastSeq) return;
+  private recheck(s: Session): Promise<void> | undefined {
+    // (not async: most operations find nothing changed, and should not wait a turn for that)
+    if (s.principal?.kind !== 'person' || !s.entry || s.entry.seq === this.opts.store.lastSeq) return undefined;
+    return this.recheckEntry(s, s.principal.id, s.entry);
+  }
+
+  private async recheckEntry(s: Session, id: string, bound: NonNullable<Session['entry']>): Promise<void> {
     const seq = this.opts.store.lastSeq;
-    const entry = await this.opts.store.get(p.id);
-    if (entry && !entry.deleted && entry.version === s.entry.version) {
-      s.entry.seq = seq;
+    const entry = await this.opts.store.get(id);
+    if (entry && !entry.deleted && entry.version === bound.version) {
+      bound.seq = seq;
       return;
     }
     const who = entry && !entry.deleted && s.credential ? await this.checkBind(entry, s.credential.password) : undefined;
@@ -452,8 +458,11 @@ export class LdapGateway {
     // a client that reuses the ID of a running search cannot abandon the first one any more
     running.set(id, search);
     try {
-      // An abandon may come at any await (the scope, the index, a batch of reads), not only
-      // while entries are sent: whatever the search would end with, an abandoned one ends unanswered.
+      // An abandon may come at any await (the bound entry's recheck, the scope, the index, a batch of
+      // reads), not only while entries are sent: whatever the search would end with, an abandoned
+      // one ends unanswered.
+      const rechecked = this.recheck(this.session(req.connection));
+      if (rechecked) await rechecked;
       const answer = await this.search(req, search);
       return search.abandoned ? NO_ANSWER : answer;
     } catch (e) {

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { connect } from 'node:net';
-import { AccessScope, type Principal } from '@meridian/store';
+import { AccessScope, type Principal, type Store } from '@meridian/store';
 import { LdapGateway } from '../dist/gateway.js';
 import { integer, octets, tlv } from '../dist/ber.js';
 import { berTree } from '../dist/validate.js';
@@ -15,7 +15,7 @@ const BASE = 'dc=example,dc=com';
  * admin scope is worked out only when the test lets it: operations of the
  * admin wait there while the test sends what it likes on the connection.
  */
-async function heldGateway(t: Test): Promise<{ port: number; release: () => void; scopesFor: string[] }> {
+async function heldGateway(t: Test): Promise<{ port: number; release: () => void; scopesFor: string[]; store: Store }> {
   const store = await crmStore(t, 'meridian-ldap-held-');
   await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
   await store.create('Person', { cn: 'Alice', sn: 'held', uid: 'alice', organisation: 'org-1' }, { id: 'per-alice' });
@@ -37,7 +37,7 @@ async function heldGateway(t: Test): Promise<{ port: number; release: () => void
     },
   });
   t.teardown(() => gateway.close());
-  return { port: await gateway.listen(0, '127.0.0.1'), release, scopesFor };
+  return { port: await gateway.listen(0, '127.0.0.1'), release, scopesFor, store };
 }
 
 /** A raw connection: what came back, by message ID (the operation tags, and each result code). */
@@ -109,3 +109,21 @@ for (const [sn, matches] of [['held', 'five entries'], ['nobody', 'no entry']] a
     t.notOk(c.got.has(2), 'nothing at all was sent for the abandoned search: no entries, no result');
   });
 }
+
+t.test('an abandon that arrives with its search, in one packet, is not lost while the bound entry is rechecked', async (t) => {
+  const g = await heldGateway(t);
+  const c = rawClient(t, g.port);
+  c.send(bindRequest(1, 'uid=alice', 'pw'));
+  t.equal((await c.answered(1)).result, 0);
+  c.send(search(2));
+  await c.answered(2);
+  // a change anywhere makes the next operation read alice's entry again, at an await of its own
+  const other = (await g.store.list('Person')).items.find((p) => p.id !== 'per-alice')!;
+  await g.store.update(other.id, { title: 'changed' });
+  c.send(Buffer.concat([search(3), abandonRequest(4, 3)]));
+  await settle();
+  c.send(search(5));
+  t.equal((await c.answered(5)).result, 0, 'a later search is answered');
+  await settle();
+  t.notOk(c.got.has(3), 'nothing at all was sent for the abandoned search');
+});
