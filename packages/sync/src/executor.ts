@@ -1,12 +1,9 @@
 import type { ApplyResult, ClonedState, FeedEntry, HeldState, RemoteChange, SnapshotPage, StateSnapshot, StoreDigest } from '@meridian/store';
 import { DIGEST_BITS, type Frame, type NeedFrame, type Role, type WriteFrame, type WroteFrame } from './frames.js';
-import type { Action, SyncSession } from './session.js';
+import type { Action, SessionStore, SyncSession } from './session.js';
 
-/** What replication needs of the store: its feed, its states and the apply path. */
-export interface FeedStore {
-  readonly nodeId: string;
-  readonly lastSeq: number;
-  versionVector(): Record<string, number>;
+/** What replication needs of the store: what a session reads (SessionStore), its feed, its states and the apply path. */
+export interface FeedStore extends SessionStore {
   readFeed(after: number, limit: number): Promise<FeedEntry[]>;
   /**
    * Applied (readable) when it resolves; `durable` settles once the batch is
@@ -17,8 +14,6 @@ export interface FeedStore {
   applyRemoteStaged(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } }): Promise<{ result: ApplyResult; durable: Promise<void> }>;
   checkpoint(peer: string): Promise<number>;
   subscribe(listener: (entries: FeedEntry[]) => void): () => void;
-  feedBase(): Record<string, number>;
-  firstSeq(): number;
   stateSnapshot(): StateSnapshot;
   digest(bits?: number): Promise<StoreDigest>;
   /** what this node holds in some digest buckets, a page at a time: the subscriber's side of anti-entropy */

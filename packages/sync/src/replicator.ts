@@ -50,8 +50,6 @@ export interface ReplicatorOptions {
   backoffCap?: number;
   /** TLS options for dialing wss:// peers (a CA to trust) */
   tls?: { ca?: string | Buffer };
-  /** ms a state snapshot stays open for a peer that asks for nothing more (SessionOptions.snapshotIdle) */
-  snapshotIdle?: number;
 }
 
 export type PeerState = 'connecting' | 'catching-up' | 'live' | 'backing-off' | 'refused' | 'standby';
@@ -314,7 +312,6 @@ export class Replicator {
       replicaKey: this.opts.replicaKey,
       compress: true,
       nonce: randomBytes(16),
-      snapshotIdle: this.opts.snapshotIdle,
     });
     const link: Link = {
       ws,

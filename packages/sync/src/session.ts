@@ -110,7 +110,7 @@ export interface SessionOptions {
    * the snapshot released: an open snapshot keeps LevelDB from dropping
    * what it covers, so a stuck peer would grow this node's disk
    */
-  snapshotIdle?: number | undefined;
+  snapshotIdle?: number;
 }
 
 export interface SessionStats {
@@ -182,9 +182,7 @@ export class SyncSession {
   private readonly window: number;
   private readonly authTimeout: number;
   private readonly snapshotIdle: number;
-  /** frames the peer sent that move a state snapshot on (`need`, `ack`), and how many of them, and when, the last tick saw */
-  private snapshotProgress = 0;
-  private snapshotProgressSeen = 0;
+  /** the first tick since the peer last moved a held state snapshot on (with `need` or `ack`) */
   private snapshotIdleSince: number | undefined;
 
   constructor(private readonly opts: SessionOptions) {
@@ -210,11 +208,11 @@ export class SyncSession {
     // A snapshot is held for the peer while states stream to it or while its next `need` page is awaited;
     // not while the driver takes it or reads the next batch from it, which is this node's own work.
     const held = this.state === 'open' && ((this.cloning && !this.reading) || this.preparing === 'need');
-    if (!held || this.snapshotIdleSince === undefined || this.snapshotProgress !== this.snapshotProgressSeen) {
-      this.snapshotIdleSince = held ? now : undefined;
-      this.snapshotProgressSeen = this.snapshotProgress;
+    if (!held) {
+      this.snapshotIdleSince = undefined;
       return [];
     }
+    this.snapshotIdleSince ??= now;
     if (now - this.snapshotIdleSince > this.snapshotIdle) {
       // (worded for both ends: the peer reads it as `peer closed the session: ...`)
       return this.fail(`no state asked for or acknowledged by the subscriber for ${Math.round(this.snapshotIdle / 1000)} s; the sender released its state snapshot`, false);
@@ -332,7 +330,7 @@ export class SyncSession {
         return this.pump();
       }
       case 'need':
-        this.snapshotProgress++;
+        this.snapshotIdleSince = undefined;
         if (this.preparing !== 'need') return this.fail(this.cloning ? 'need before the last page was answered' : 'need without a digest', true);
         if (f.after !== this.pageAfter) return this.fail(`need page starts after ${f.after ?? 'the start'}, where no page ended`, true);
         if (f.upTo !== undefined && f.after !== undefined && f.upTo <= f.after) return this.fail(`need page ends at ${f.upTo}, not after where it starts`, true);
@@ -378,7 +376,7 @@ export class SyncSession {
         return this.nextApply();
       }
       case 'ack':
-        this.snapshotProgress++;
+        this.snapshotIdleSince = undefined;
         if ((this.cursor === undefined && !this.cloning && this.preparing !== 'need') || f.seq > this.stats.sent || this.inFlight === 0) return this.fail(`ack of ${f.seq}, which was never sent`, true);
         this.inFlightBytes -= this.inFlightSizes.shift()!;
         this.stats.acked = f.seq;
