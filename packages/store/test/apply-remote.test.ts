@@ -67,13 +67,20 @@ t.test('a unique value taken on both sides while partitioned is kept and reporte
   const [a, b] = await pair(t);
   const pa = await a.create('Person', { cn: 'A', sn: 'A', uid: 'jo' });
   const pb = await b.create('Person', { cn: 'B', sn: 'B', uid: 'JO' });
-  await ship(b, a);
+  const result = await a.applyRemote((await b.readFeed(0, 10)).map(({ seq: _seq, ...c }) => c));
+  t.equal(result.conflicts, 1, 'the apply reports the conflict it made');
   t.equal((await a.get(pb.id))?.fields['uid'], 'JO', 'the remote object is stored as it is');
   const c = (await a.conflicts()).items;
   t.equal(c.length, 1);
   t.match(c[0], { field: 'uid', winner: `unique:${pa.id}` });
   t.equal(a.openConflictCount(), 1, 'counted as open at once, not only after a restart');
   t.equal((await a.lookup('Person', 'uid', 'jo')).items[0]?.id, pa.id, 'the first holder keeps the index entry');
+
+  // a write of the field settles it
+  await a.update(pb.id, { uid: 'jo-b' });
+  t.same((await a.conflicts({ open: true })).items, [], 'settled by the local write');
+  t.equal(a.openConflictCount(), 0);
+  t.equal((await a.conflicts()).items[0]?.settled !== undefined, true, 'kept, marked settled');
 });
 
 t.test('a remote delete and a local update merge into a tombstone with the update', async (t) => {

@@ -120,6 +120,7 @@ t.test('a cloned record without a state that recordState could not rebuild is re
     ['a field holding a map', { ...good, f: { name: { a: 1 }, kind: 'customer' } }],
     ['a field holding null', { ...good, f: { name: null, kind: 'customer' } }],
     ['a field holding a map in a list', { ...good, f: { name: ['a', { b: 1 }], kind: 'customer' } }],
+    ['a field holding NaN', { ...good, f: { name: NaN, kind: 'customer' } }],
   ];
   for (const [what, rec] of bad) {
     const fine = encode({ ...good, f: { name: 'Fine', kind: 'customer' } });

@@ -63,7 +63,7 @@ t.test('a backup of a data dir of a newer storage format is refused before it is
   await a.create('Org', { name: 'Acme', kind: 'customer' });
   const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number' });
   let marked = 0;
-  const backupAs = (format: number): AsyncIterable<Uint8Array> => {
+  const backupAs = (format: number | Buffer): AsyncIterable<Uint8Array> => {
     const snap = a.backupSnapshot();
     async function* batches(): AsyncGenerator<[string, Uint8Array][]> {
       try {
@@ -71,7 +71,7 @@ t.test('a backup of a data dir of a newer storage format is refused before it is
           yield b.map(([k, v]): [string, Uint8Array] => {
             if (k !== 'mformat') return [k, v];
             marked++;
-            return [k, packr.pack(format)];
+            return [k, Buffer.isBuffer(format) ? format : packr.pack(format)];
           });
         }
       } finally {
@@ -87,6 +87,10 @@ t.test('a backup of a data dir of a newer storage format is refused before it is
   });
   t.equal(marked, 1, 'the backup carried the marker');
   t.notOk(existsSync(dir), 'nothing is left to start');
+  await t.rejects(restoreBackup(join(tempDir(t), 'garbled'), backupAs(Buffer.from([0xd9, 0x05]))), {
+    code: 'bad-request',
+    message: 'the backup holds an unknown storage format (null); this Meridian reads formats 1 to 2; restore it with a Meridian that reads it',
+  }, 'a marker that is not MessagePack is refused by name');
   const same = join(tempDir(t), 'same');
   await restoreBackup(same, backupAs(2));
   const r = await Store.open({ dir: same, schema });

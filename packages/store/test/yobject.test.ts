@@ -1,6 +1,6 @@
 import t from 'tap';
 import * as Y from 'yjs';
-import { applyLocal, docVersion, encodeCreate, holdsItemsOf, newDoc, singleClientVersion } from '../dist/yobject.js';
+import { applyLocal, docFromState, docVersion, encodeCreate, fieldsTouched, holdsItemsOf, lastItemId, newDoc, singleClientVersion } from '../dist/yobject.js';
 import { prng } from '../../../test/helpers/prng.js';
 
 
@@ -164,4 +164,23 @@ t.test('holdsItemsOf sees items Yjs keeps pending behind a gap, which a state ve
   t.ok(holdsItemsOf(Y.encodeStateVector(writer), stored), 'a peer with every write holds all of it');
   t.ok(holdsItemsOf(theirs, Y.encodeStateAsUpdate(receiver)), 'and a state holds its own items');
   t.notOk(holdsItemsOf(Y.encodeStateVector(new Y.Doc()), stored), 'an empty state vector holds nothing');
+});
+
+t.test('a settle mark that arrives on its own counts as a change to the field of the item it names; one naming an item not here is passed over', async (t) => {
+  const writer = newDoc('org-x', 11);
+  applyLocal(writer, { name: 'Acme' }, { type: 'Organisation', deleted: false, created: 1 });
+  const receiver = docFromState('org-x', Y.encodeStateAsUpdate(writer), 22);
+  const touched = (mark: (settled: Y.Map<unknown>) => void): Set<string> => {
+    const before = Y.encodeStateVector(receiver);
+    writer.transact(() => mark(writer.getMap('s')));
+    const into = new Set<string>();
+    const onAfter = (tr: Y.Transaction): void => fieldsTouched(tr, receiver, into);
+    receiver.on('afterTransaction', onAfter);
+    Y.applyUpdate(receiver, Y.encodeStateAsUpdate(writer, before), 'remote');
+    receiver.off('afterTransaction', onAfter);
+    return into;
+  };
+  const item = (writer.getMap('f') as unknown as { _map: Map<string, Y.Item> })._map.get('name')!;
+  t.same([...touched((s) => s.set(lastItemId(item), 1))], ['name'], 'the mark of the name item touches name');
+  t.same([...touched((s) => s.set('999999:0', 1))], [], 'a mark of an item not held here touches nothing, and does not throw');
 });
