@@ -694,14 +694,14 @@ export class Store {
       this.holdDoc(slot, doc);
       const setFields: Record<string, FieldValue | null> = {};
       for (const name of plan.touched) setFields[name] = plan.fields[name] ?? null;
-      const conflicted = this.hasWriteConflict(id);
-      const change = applyLocal(doc, setFields, { type: def.name, deleted: plan.deleted }, conflicted);
+      const change = applyLocal(doc, setFields, { type: def.name, deleted: plan.deleted });
       update = change.update;
       changed = change.changed;
       fields = readFields(doc);
       version = docVersion(doc);
       state = encodeState(doc);
-      if (conflicted) conflictOps = this.reconcileConflicts(id, def.name, doc, changed, hlc).ops;
+      // a local write leaves one head (it marks every other it sees), so it can only settle
+      if (this.hasWriteConflict(id)) conflictOps = this.reconcileConflicts(id, def.name, doc, changed, hlc).ops;
     }
     const seq = ++this.seq;
     const originSeq = this.vector.get(this.nodeId) + 1;
@@ -914,8 +914,8 @@ export class Store {
       }
       // this process's items not first in the update (checked above) or released from an earlier one
       if (own !== undefined) this.refuseClient(`change ${c.origin}:${c.originSeq} to ${c.id}`, own);
-      // values are kept only while a conflict is open, so only then can this change have closed one
-      if (this.hasWriteConflict(c.id)) dropClosedValues(doc, touched);
+      // (nothing to walk in a field that holds no kept value: see holdsKeptValues)
+      dropClosedValues(doc, touched);
       const meta = readMeta(doc);
       const type = meta.type ?? c.type;
       const def = this.schema.types.get(type);
@@ -1789,7 +1789,7 @@ export class Store {
       }
       // (the doc is dropped below: it holds the other's items now)
       if (own !== undefined) this.refuseClient(`a peer's state of ${id}`, own);
-      if (this.hasWriteConflict(id)) dropClosedValues(doc, touched);
+      dropClosedValues(doc, touched);
       const version = docVersion(doc);
       // Nothing new (a peer behind this node sends its delete set; a second clone what is here):
       // the record stays as it is, a record without its state too, and the doc stays held. Pending

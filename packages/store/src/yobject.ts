@@ -30,8 +30,33 @@ const SETTLED_LOST = 1;
 const SETTLED_REMOVED = 2;
 
 function makeDoc(id: string): Y.Doc {
-  const doc: Y.Doc = new Y.Doc({ guid: id, gc: true, gcFilter: (item) => !keepsContent(doc, item) });
+  const doc: Y.Doc = new Y.Doc({
+    guid: id,
+    gc: true,
+    gcFilter: (item) => {
+      if (!keepsContent(doc, item)) return true;
+      let kept = keptFields.get(doc);
+      if (!kept) keptFields.set(doc, (kept = new Set()));
+      kept.add(item.parentSub!);
+      return false;
+    },
+  });
   return doc;
+}
+
+/**
+ * The fields of a doc that hold a kept value (see keepsContent), noted as
+ * Yjs asks the gcFilter, on load too. Only such a field can have a head
+ * besides the item it shows (every other item of a key is deleted, and
+ * without its value), so only there do heads need a walk, and only there
+ * can a value be left to drop.
+ */
+const keptFields = new WeakMap<Y.Doc, Set<string>>();
+
+/** Whether the doc holds a kept value: in `key`, or in any field. */
+export function holdsKeptValues(doc: Y.Doc, key?: string): boolean {
+  const kept = keptFields.get(doc);
+  return kept !== undefined && (key === undefined ? kept.size > 0 : kept.has(key));
 }
 
 export function newDoc(id: string, clientId: number): Y.Doc {
@@ -118,11 +143,18 @@ function keepsContent(doc: Y.Doc, item: Y.Item): boolean {
  * was next loaded. Called after each transaction that can settle one.
  */
 export function dropClosedValues(doc: Y.Doc, keys: Iterable<string>): void {
+  const kept = keptFields.get(doc);
+  if (!kept) return;
   const map = doc.getMap<unknown>(FIELDS);
   for (const key of keys) {
+    if (!kept.has(key)) continue;
+    let still = false;
     for (let it: Y.Item | null = map._map.get(key) ?? null; it !== null; it = it.left) {
-      if (it.deleted && !(it.content instanceof Y.ContentDeleted) && !keepsContent(doc, it)) it.gc(doc.store, false);
+      if (!it.deleted || it.content instanceof Y.ContentDeleted) continue;
+      if (keepsContent(doc, it)) still = true;
+      else it.gc(doc.store, false);
     }
+    if (!still) kept.delete(key);
   }
 }
 
@@ -143,15 +175,18 @@ export function fieldHeads(doc: Y.Doc, key: string): FieldHead[] {
   const map = doc.getMap<unknown>(FIELDS);
   const rightmost = map._map.get(key);
   if (!rightmost) return [];
-  // the common case: each item written over the one before it, a single chain
+  const settled = settledMap(doc);
+  const headOf = (it: Y.Item): FieldHead => ({ item: it, value: it.content.getContent().at(-1) as FieldValue });
+  const lone = (): FieldHead[] => (rightmost.content instanceof Y.ContentDeleted || settled?.get(lastItemId(rightmost)) !== undefined ? [] : [headOf(rightmost)]);
+  // the common case: no kept value, so at most the item shown (see holdsKeptValues)
+  if (!holdsKeptValues(doc, key)) return lone();
+  // each item written over the one before it, a single chain
   let chain = true;
   for (let it: Y.Item | null = rightmost; it !== null && chain; it = it.left) {
     const left: Y.Item | null = it.left;
     chain = left === null ? it.origin === null : it.origin !== null && it.origin.client === left.id.client && it.origin.clock === left.id.clock + left.length - 1;
   }
-  const settled = settledMap(doc);
-  const headOf = (it: Y.Item): FieldHead => ({ item: it, value: it.content.getContent().at(-1) as FieldValue });
-  if (chain) return rightmost.content instanceof Y.ContentDeleted || settled?.get(lastItemId(rightmost)) !== undefined ? [] : [headOf(rightmost)];
+  if (chain) return lone();
   const origins = new Set<string>();
   const items: Y.Item[] = [];
   for (let it: Y.Item | null = rightmost; it !== null; it = it.left) {
@@ -189,8 +224,6 @@ export function applyLocal(
   doc: Y.Doc,
   fields: Readonly<Record<string, FieldValue | null>>,
   meta: { type?: string; deleted?: boolean; created?: number },
-  /** whether a field may have a conflict open; the store knows when none has, and the walks are skipped */
-  conflicted = true,
 ): LocalChange {
   const f = doc.getMap<FieldValue>(FIELDS);
   const m = doc.getMap<unknown>(META);
@@ -207,7 +240,8 @@ export function applyLocal(
       // A write with one head, the usual case, marks nothing.
       const settle: [string, number][] = [];
       const seen = (k: string): void => {
-        if (!conflicted) return;
+        // one head at most, the item shown, where the field holds no kept value
+        if (!holdsKeptValues(doc, k)) return;
         const shown = f._map.get(k);
         for (const h of fieldHeads(doc, k)) if (h.item !== shown) settle.push([lastItemId(h.item), SETTLED_LOST]);
       };
@@ -236,7 +270,7 @@ export function applyLocal(
   } finally {
     doc.off('update', capture);
   }
-  if (conflicted) dropClosedValues(doc, changed);
+  dropClosedValues(doc, changed);
   return { update, changed };
 }
 

@@ -165,6 +165,36 @@ t.test('a removal is never one side of a conflict: made without seeing a concurr
   }
 });
 
+t.test('a value left a lone head by a concurrent removal is settled by the next write, on the writer as everywhere, whichever clientID wins', async (t) => {
+  for (const order of ['a, b', 'b, a'] as const) {
+    const [a, b, c] = await three(t);
+    const [first, second] = order === 'a, b' ? [a, b] : [b, a];
+    const p = await a.create('Person', { cn: 'Anna', sn: 'A', telephoneNumber: ['+27 021 1'] });
+    const base = await own(a);
+    await deliver(b, base);
+    await deliver(c, base);
+    const [fSince, sSince] = [first.lastSeq, second.lastSeq];
+    await first.update(p.id, { telephoneNumber: ['+27 021 2'] });
+    await second.update(p.id, { telephoneNumber: ['+27 021 3'] });
+    await second.update(p.id, { telephoneNumber: null }); // removes its own value, not having seen first's
+    const [x, v] = [await own(first, fSince), await own(second, sSince)];
+    await deliver(first, v);
+    await deliver(second, x);
+    await deliver(c, x);
+    await deliver(c, v);
+    const cSince = c.lastSeq;
+    await c.update(p.id, { telephoneNumber: ['+27 021 5'] }); // made having seen everything
+    const w = await own(c, cSince);
+    await deliver(a, w);
+    await deliver(b, w);
+    for (const s of [a, b, c]) {
+      t.same(await openConflicts(s), [], `${order}: none on ${s.nodeId}`);
+      t.same((await s.get(p.id))?.fields['telephoneNumber'], ['+27 021 5'], `${order}: ${s.nodeId} shows the last write`);
+      t.notOk(Buffer.from((await s.objectState(p.id))!).includes('+27 021 2'), `${order}: ${s.nodeId}'s state no longer keeps the value the write settled`);
+    }
+  }
+});
+
 t.test('a removal with nothing concurrent, and writes over one another, record nothing', async (t) => {
   const [a, b] = [await openStore(t, { nodeId: 'a' }), await openStore(t, { nodeId: 'b' })];
   const p = await a.create('Person', { cn: 'Anna', sn: 'A', telephoneNumber: ['1'] });
