@@ -6,7 +6,7 @@ import { decode, encode } from './codec.js';
 import { MeridianError } from './errors.js';
 import { isValidId, MAX_ID_LENGTH } from './ids.js';
 import { keys } from './keys.js';
-import { unreadableFormat } from './migrate.js';
+import { FORMAT_KEY, unreadableFormat } from './migrate.js';
 
 /**
  * A backup file is a sequence of frames, each a 4-byte big-endian length
@@ -143,7 +143,6 @@ function checkHeader(value: unknown, bad: (why: string) => MeridianError): Backu
 }
 
 const NODE_ID = keys.meta('nodeId');
-const FORMAT = keys.meta('format');
 /** present while a restore is under way: Store.open refuses the directory */
 export const RESTORING = keys.meta('restoring');
 
@@ -191,17 +190,9 @@ export async function restoreBackup(
         continue;
       }
       // a newer build's data would be restored whole, and then refused by every start
-      const marker = item.find(([key]) => key === FORMAT);
-      if (marker) {
-        let format: unknown;
-        try {
-          format = decode(marker[1]);
-        } catch {
-          format = null;
-        }
-        const unreadable = unreadableFormat(format, 'the backup');
-        if (unreadable) throw new MeridianError('bad-request', `${unreadable}; restore it with a Meridian that reads it`);
-      }
+      const marker = item.find(([key]) => key === FORMAT_KEY);
+      const unreadable = marker && unreadableFormat(marker[1], 'the backup');
+      if (unreadable) throw new MeridianError('bad-request', `${unreadable}; restore it with a Meridian that reads it`);
       await db.batch(item.filter(([key]) => key !== NODE_ID).map(([key, value]) => ({ type: 'put' as const, key, value })));
       records += item.length;
       opts.onProgress?.(records, header!);

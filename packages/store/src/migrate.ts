@@ -20,11 +20,20 @@ const CHUNK = 1000;
  */
 export const STORAGE_FORMAT = 2;
 
+/** Where a data dir (and so a backup of it) records its storage format. */
+export const FORMAT_KEY = keys.meta('format');
+
 /**
- * Why a stored format marker (`mformat`, decoded) cannot be read by this
- * build, or undefined when it can. `where` names what holds it.
+ * Why a stored format marker (the bytes under FORMAT_KEY) cannot be read by
+ * this build, or undefined when it can. `where` names what holds it.
  */
-export function unreadableFormat(format: unknown, where: string): string | undefined {
+export function unreadableFormat(bytes: Uint8Array | undefined, where: string): string | undefined {
+  let format: unknown;
+  try {
+    format = bytes === undefined ? undefined : decode(bytes);
+  } catch {
+    format = null; // not MessagePack
+  }
   if (format === undefined || (Number.isSafeInteger(format) && (format as number) >= 1 && (format as number) <= STORAGE_FORMAT)) return undefined;
   if (Number.isSafeInteger(format) && (format as number) > STORAGE_FORMAT) {
     return `${where} holds storage format ${format}, written by a newer Meridian, and this one reads formats up to ${STORAGE_FORMAT}`;

@@ -10,7 +10,7 @@ import { newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
 import { conflictKey, fieldConflict, isUniqueConflict, type ConflictRecord } from './conflicts.js';
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
-import { migrateVersions, STORAGE_FORMAT, unreadableFormat } from './migrate.js';
+import { FORMAT_KEY, migrateVersions, STORAGE_FORMAT, unreadableFormat } from './migrate.js';
 import { KeyFilter } from './key-filter.js';
 import { DEFAULT_COST, hashPassword, isPasswordHash, type ScryptCost } from './password.js';
 import { PinnedCache, type Slot } from './pinned-cache.js';
@@ -370,12 +370,7 @@ export class Store {
         throw new MeridianError('bad-request', `${opts.dir} holds a restore that did not finish; delete it and run "meridian restore" again`);
       }
       // before any record is written here: a newer build's records must not be read, or rewritten, by this one
-      let format: unknown;
-      try {
-        format = await getMeta<unknown>('format');
-      } catch {
-        format = null; // not MessagePack: unknown, refused below
-      }
+      const format = await db.get(FORMAT_KEY);
       const unreadable = unreadableFormat(format, `data dir ${opts.dir}`);
       if (unreadable) throw new MeridianError('bad-request', `${unreadable}; run a Meridian that reads it, or restore a backup taken before the upgrade into a new dir`);
       let nodeId = await getMeta<string>('nodeId');
@@ -389,7 +384,7 @@ export class Store {
           [
             { type: 'put', key: keys.meta('nodeId'), value: encode(nodeId) },
             { type: 'put', key: keys.meta('versionFormula'), value: encode(VERSION_FORMULA) },
-            { type: 'put', key: keys.meta('format'), value: encode(STORAGE_FORMAT) },
+            { type: 'put', key: FORMAT_KEY, value: encode(STORAGE_FORMAT) },
           ],
           { sync: true },
         );
@@ -400,8 +395,6 @@ export class Store {
             `data dir ${opts.dir} belongs to node "${nodeId}", not "${opts.nodeId}"; use that node id or another --dir`,
           );
         }
-        // unmarked, from before the marker: format 1 or 2, both read here, and from now on it holds what this build writes
-        if (format !== STORAGE_FORMAT) await db.put(keys.meta('format'), encode(STORAGE_FORMAT), { sync: true });
       }
       // A fresh Yjs clientID for every process start, in this node's space
       // (client-ids.ts) and never one used before here or seen from a peer,
@@ -413,7 +406,12 @@ export class Store {
       const used = new Set([...clients.map((c) => c.id), ...Object.keys(knownClients).map(Number)]);
       const clientId = drawClientId(nodeId, used);
       clients.push({ id: clientId, at: new Date().toISOString(), node: nodeId });
-      await db.put(keys.meta('clients'), encode(clients), { sync: true });
+      // (an unmarked data dir, from before the marker, holds format 1 or 2, both read here; from now on it holds what this build writes)
+      const marked = encode(STORAGE_FORMAT);
+      await db.batch(
+        [{ type: 'put', key: keys.meta('clients'), value: encode(clients) }, ...(format?.equals(marked) ? [] : [{ type: 'put' as const, key: FORMAT_KEY, value: marked }])],
+        { sync: true },
+      );
 
       const vector = new Map<string, number>();
       for await (const [k, v] of db.iterator({ gte: keys.vectorPrefix, lt: keys.vectorPrefix + HIGH })) {
@@ -977,7 +975,7 @@ export class Store {
     } finally {
       unlock();
       if (!handedOver) {
-        // a peer's update that failed midway may have left part of itself in the doc, which current.y lacks
+        // a peer's update that failed midway may have left part of itself in the doc, which the state of `current` lacks
         this.dropDoc(slot);
         for (const cl of claims) this.claims.release(cl);
         this.objects.release(slot);
@@ -1226,14 +1224,14 @@ export class Store {
    * Keeps the Y.Doc of recently written objects. A live Y.Doc costs about
    * 8 KB of heap; holding one per cached object made garbage collection the
    * largest cost of bulk writes, so only the most recently written few keep
-   * theirs and the rest rebuild it from `current.y` (possibly not yet on
+   * theirs and the rest rebuild it from `current` (`recordState`) (possibly not yet on
    * disk) when written again.
    */
   private holdDoc(slot: Slot<CachedObject>, doc: Y.Doc): void {
     slot.value.doc = doc;
     this.docHolders.touch(slot);
     // Any held doc may go, a change of it still on its way to disk included:
-    // every change sets `current.y` to its doc's whole state before it
+    // every change sets `current` to a record of its doc's whole state before it
     // returns, so the doc rebuilt from it is the same. (Skipping those with a
     // change pending kept a catch-up's thousands of staged docs, and walked
     // them all on every eviction.) Nothing else refers to a dropped doc, so
@@ -1286,7 +1284,7 @@ export class Store {
     );
   }
 
-  /** Forgets the object's doc; the next change rebuilds it from `current.y`. */
+  /** Forgets the object's doc; the next change rebuilds it from `current` (`recordState`). */
   private dropDoc(slot: Slot<CachedObject>): void {
     if (!slot.value.doc) return;
     slot.value.doc = undefined;

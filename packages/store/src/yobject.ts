@@ -85,7 +85,7 @@ export function parseItemId(id: string): { client: number; clock: number } | und
   const colon = id.indexOf(':');
   const client = Number(id.slice(0, colon));
   const clock = Number(id.slice(colon + 1));
-  return colon > 0 && Number.isSafeInteger(client) && Number.isSafeInteger(clock) && clock >= 0 ? { client, clock } : undefined;
+  return colon > 0 && colon < id.length - 1 && Number.isSafeInteger(client) && Number.isSafeInteger(clock) && clock >= 0 ? { client, clock } : undefined;
 }
 
 /**

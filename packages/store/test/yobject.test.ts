@@ -1,6 +1,6 @@
 import t from 'tap';
 import * as Y from 'yjs';
-import { applyLocal, docFromState, docVersion, encodeCreate, fieldsTouched, holdsItemsOf, lastItemId, newDoc, singleClientVersion } from '../dist/yobject.js';
+import { applyLocal, docFromState, docVersion, encodeCreate, fieldsTouched, holdsItemsOf, lastItemId, newDoc, parseItemId, singleClientVersion } from '../dist/yobject.js';
 import { prng } from '../../../test/helpers/prng.js';
 
 
@@ -183,4 +183,6 @@ t.test('a settle mark that arrives on its own counts as a change to the field of
   const item = (writer.getMap('f') as unknown as { _map: Map<string, Y.Item> })._map.get('name')!;
   t.same([...touched((s) => s.set(lastItemId(item), 1))], ['name'], 'the mark of the name item touches name');
   t.same([...touched((s) => s.set('999999:0', 1))], [], 'a mark of an item not held here touches nothing, and does not throw');
+  t.same(parseItemId('5:7'), { client: 5, clock: 7 });
+  for (const bad of ['5:', ':7', '5', '5:-1', 'x:1', '5:1.5']) t.equal(parseItemId(bad), undefined, `"${bad}" names no item`);
 });
