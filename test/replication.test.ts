@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { cli, cliAsync, startNode, type RunningNode } from './helpers/node-process.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { tempDir } from './helpers/tmp.js';
@@ -154,13 +154,19 @@ t.test('a wrong cluster secret is refused, logged with the reason, and receives 
   t.equal(status.objects, 0, 'nothing reached the intruder');
 });
 
-t.test('concurrent writes to one field on two masters: same value and same conflict everywhere; a write settles it', async (t) => {
+/** Masters a and b, b dialing a through a fault proxy the test can partition. */
+async function twoMastersThroughLink(t: Test): Promise<{ link: FaultProxy; a: RunningNode; b: RunningNode }> {
   const link = await FaultProxy.start();
   t.teardown(() => link.close());
   const common = ['--admin-password', PW, '--cluster-secret', SECRET, '--heartbeat', '300', '--link-timeout', '1500'];
   const a = await startNode(t, ['--dir', tempDir(t), '--node-id', 'a', ...common]);
   link.setTarget(Number(new URL(a.url).port));
   const b = await startNode(t, ['--dir', tempDir(t), '--node-id', 'b', ...common, '--peers', `ws://127.0.0.1:${link.port}/sync`]);
+  return { link, a, b };
+}
+
+t.test('concurrent writes to one field on two masters: same value and same conflict everywhere; a write settles it', async (t) => {
+  const { link, a, b } = await twoMastersThroughLink(t);
   const env = { MERIDIAN_PASSWORD: PW };
   const id = cli(['put', 'Organisation', 'org-shared', 'name=Shared', 'kind=customer', '--node', a.url], env).stdout.trim();
   await until(() => cli(['get', id, '--node', b.url], env).code === 0);
@@ -190,6 +196,29 @@ t.test('concurrent writes to one field on two masters: same value and same confl
   t.same(conflictsOn(a.url), [], 'settled on the writer');
   t.same(conflictsOn(b.url), [], 'settled on the other master too');
   t.equal(JSON.parse(cli(['conflicts', '--all', '--json', '--node', b.url], env).stdout).length, 1, 'kept in the history');
+});
+
+t.test('a uid taken on two partitioned masters: each reports it, and when one lets it go both find the other', async (t) => {
+  const { link, a, b } = await twoMastersThroughLink(t);
+  const env = { MERIDIAN_PASSWORD: PW };
+  link.partition();
+  const pa = cli(['put', 'Person', 'cn=Jo A', 'sn=A', 'uid=jo', '--node', a.url], env).stdout.trim();
+  const pb = cli(['put', 'Person', 'cn=Jo B', 'sn=B', 'uid=JO', '--node', b.url], env).stdout.trim();
+  link.heal();
+  const open = (url: string): { objectId: string }[] => JSON.parse(cli(['conflicts', '--json', '--node', url], env).stdout);
+  await until(() => open(a.url).length === 1 && open(b.url).length === 1);
+  // each node found the value held first by its own object
+  t.equal(open(a.url)[0]!.objectId, pb);
+  t.equal(open(b.url)[0]!.objectId, pa);
+  t.match(cli(['conflicts', '--node', a.url], env).stdout.trim(), new RegExp(`^Person ${pb} field uid: value "jo" is also held by ${pa}, which lookups find; arrived from b$`));
+  const holder = (url: string): string[] => JSON.parse(cli(['list', 'Person', 'uid=jo', '--json', '--node', url], env).stdout).items.map((o: { id: string }) => o.id);
+  t.same(holder(b.url), [pb]);
+
+  t.equal(cli(['put', 'Person', pb, 'uid=jo-b', '--node', a.url], env).code, 0);
+  await until(() => open(b.url).length === 0);
+  t.same(open(a.url), []);
+  t.same(holder(a.url), [pa]);
+  t.same(holder(b.url), [pa], 'b now finds the object that still holds it');
 });
 
 t.test('a master behind the retained feed catches up by anti-entropy; a new master is cloned', async (t) => {

@@ -37,8 +37,14 @@ export function formatConflicts(items: ConflictView[]): string {
   if (items.length === 0) return 'no open conflicts';
   return items
     .map((c) => {
+      const settled = c.settled ? ` (settled ${c.settled})` : '';
+      const [holder, other] = c.values;
+      // a unique value held by two objects, not concurrent writes: the "winner" holds the index entry
+      if (holder?.item.startsWith('unique:') && other) {
+        return `${c.type} ${c.objectId} field ${c.field}: value ${JSON.stringify(other.value)} is also held by ${holder.item.slice('unique:'.length)}, which lookups find; arrived from ${other.node ?? 'unknown node'}${settled}`;
+      }
       const vals = c.values.map((v) => `${v.item === c.winner ? 'kept' : 'lost'}: ${JSON.stringify(v.value)} from ${v.node ?? 'unknown node'}`).join('; ');
-      return `${c.type} ${c.objectId} field ${c.field}: ${vals}${c.settled ? ` (settled ${c.settled})` : ''}`;
+      return `${c.type} ${c.objectId} field ${c.field}: ${vals}${settled}`;
     })
     .join('\n');
 }

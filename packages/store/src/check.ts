@@ -1,4 +1,5 @@
 import { decode, type ObjectRecord } from './codec.js';
+import { isUniqueConflict, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
 import { indexSet } from './indexes.js';
 import { keys } from './keys.js';
 import type { Store } from './store.js';
@@ -6,10 +7,14 @@ import type { Store } from './store.js';
 /**
  * Recomputes every index record from the objects and compares with what is
  * stored. Returns one line per disagreement; empty means consistent.
+ *
+ * A unique value may be held by several objects after replication (each
+ * took it on its own node): the index entry names one of them, and each of
+ * the others has an open record of the clash, and only they do.
  */
 export async function checkIndexes(store: Store): Promise<string[]> {
   const wantPlain = new Set<string>();
-  const wantUnique = new Map<string, string>();
+  const holders = new Map<string, string[]>();
   const problems: string[] = [];
   const counts = new Map<string, number>();
   for await (const [k, v] of store.raw(keys.objectPrefix)) {
@@ -24,10 +29,15 @@ export async function checkIndexes(store: Store): Promise<string[]> {
     const set = indexSet(def, id, rec.f, rec.d);
     for (const p of set.plain) wantPlain.add(p);
     for (const u of set.unique) {
-      const other = wantUnique.get(u);
-      if (other !== undefined) problems.push(`unique value ${printable(u)} is held by both ${other} and ${id}`);
-      wantUnique.set(u, id);
+      const ids = holders.get(u);
+      if (ids) ids.push(id);
+      else holders.set(u, [id]);
     }
+  }
+  const waiting = new Set<string>();
+  for await (const [, v] of store.raw('k')) {
+    const rec = decode<ConflictRecord>(v);
+    if (rec.settled === undefined && isUniqueConflict(rec)) waiting.add(`${uniqueKeyOf(rec)}\u0001${rec.objectId}`);
   }
   for (const prefix of ['t', 'x']) {
     for await (const [k] of store.raw(prefix)) {
@@ -37,12 +47,22 @@ export async function checkIndexes(store: Store): Promise<string[]> {
   for (const k of wantPlain) problems.push(`missing index entry ${printable(k)}`);
   for await (const [k, v] of store.raw(keys.uniquePrefix)) {
     const owner = v.toString('utf8');
-    const want = wantUnique.get(k);
-    if (want === undefined) problems.push(`stale unique entry ${printable(k)} -> ${owner}`);
-    else if (want !== owner) problems.push(`unique entry ${printable(k)} names ${owner}, expected ${want}`);
-    wantUnique.delete(k);
+    const ids = holders.get(k);
+    holders.delete(k);
+    if (ids === undefined) problems.push(`stale unique entry ${printable(k)} -> ${owner}`);
+    else if (!ids.includes(owner)) problems.push(`unique entry ${printable(k)} names ${owner}, expected one of ${ids.join(', ')}`);
+    else {
+      for (const id of ids) {
+        if (id !== owner && !waiting.delete(`${k}\u0001${id}`)) problems.push(`unique value ${printable(k)} is held by both ${owner} and ${id}, and no open conflict records it`);
+      }
+      if (waiting.delete(`${k}\u0001${owner}`)) problems.push(`unique entry ${printable(k)} names ${owner}, whose open conflict says another holds the entry`);
+    }
   }
-  for (const [k, id] of wantUnique) problems.push(`missing unique entry ${printable(k)} -> ${id}`);
+  for (const [k, ids] of holders) problems.push(`missing unique entry ${printable(k)} -> ${ids.join(', ')}`);
+  for (const w of waiting) {
+    const [k, id] = w.split('\u0001') as [string, string];
+    if (!holders.has(k)) problems.push(`open conflict of unique value ${printable(k)} on ${id}, which does not hold it`);
+  }
   const stored = store.objectCounts();
   for (const t of new Set([...counts.keys(), ...Object.keys(stored)])) {
     if ((counts.get(t) ?? 0) !== (stored[t] ?? 0)) problems.push(`count of ${t} is ${stored[t] ?? 0}, objects say ${counts.get(t) ?? 0}`);

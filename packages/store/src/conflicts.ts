@@ -1,6 +1,6 @@
 import * as Y from 'yjs';
 import type { FieldValue } from './codec.js';
-import { SEP } from './keys.js';
+import { keys, SEP } from './keys.js';
 import { fieldHeads, lastItemId, parseItemId } from './yobject.js';
 
 /**
@@ -66,6 +66,14 @@ export function fieldConflict(doc: Y.Doc, field: string): DetectedConflict | und
 /** Whether a record is of a unique value held twice, not of concurrent writes. */
 export function isUniqueConflict(rec: Pick<ConflictRecord, 'values'>): boolean {
   return rec.values[0]!.item.startsWith('unique:');
+}
+
+/**
+ * The unique-index key a record of a unique value held twice is about: both
+ * its values are the case-folded value as the index stores it.
+ */
+export function uniqueKeyOf(rec: Pick<ConflictRecord, 'type' | 'field' | 'values'>): string {
+  return keys.unique(rec.type, rec.field, String(rec.values[0]!.value));
 }
 
 function compareItems(a: string, b: string): number {

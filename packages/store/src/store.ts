@@ -8,7 +8,7 @@ import { GroupCommit, type BatchOp } from './group-commit.js';
 import { HybridClock, hlcToIso, hlcWall } from './hlc.js';
 import { newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
-import { conflictKey, fieldConflict, isUniqueConflict, type ConflictRecord } from './conflicts.js';
+import { conflictKey, fieldConflict, isUniqueConflict, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
 import { FORMAT_KEY, migrateVersions, STORAGE_FORMAT, unreadableFormat } from './migrate.js';
 import { KeyFilter } from './key-filter.js';
@@ -255,6 +255,13 @@ export class Store {
   private readonly ownClients: Set<number>;
   /** unsettled conflicts by object id, then conflict key */
   private readonly openConflicts: Map<string, Map<string, ConflictRecord>>;
+  /**
+   * The holders of a unique value that lack its index entry, by unique-index
+   * key: the objects with an open record of the value held twice. Every one
+   * of them carries the value (persist settles a record whose object lets go
+   * of it), so when the entry's holder lets go, one of them takes the entry.
+   */
+  private readonly uniqueWaiters = new Map<string, Set<string>>();
   private seq: number;
   private durableSeq: number;
   /** the version vector of what is on disk (the `vector` field runs ahead by pending changes) */
@@ -317,6 +324,7 @@ export class Store {
     this.trimmedTo = init.trimmedTo;
     this.trimmingTo = init.trimmedTo;
     this.openConflicts = init.openConflicts;
+    for (const open of init.openConflicts.values()) for (const rec of open.values()) if (isUniqueConflict(rec)) this.waitFor(rec);
     this.db = init.db;
     this.dir = init.opts.dir;
     this.schema = init.opts.schema;
@@ -722,16 +730,16 @@ export class Store {
       c: changed,
       k: kind,
     };
-    const settle = [...conflictOps, ...this.settleOps(id, changed, hlc)];
+    const ops = conflictOps;
     const hist = historyRecord(def, { origin: this.nodeId, originSeq, hlc, principal: feed.p, kind }, cur?.f, fields, plan.deleted);
-    settle.push({ type: 'put', key: keys.history(id, seq), value: encode(hist) });
+    ops.push({ type: 'put', key: keys.history(id, seq), value: encode(hist) });
     if (opts.idempotencyKey !== undefined) {
       const done: IdempotentWrite = { id, origin: this.nodeId, originSeq, hlc };
-      settle.push({ type: 'put', key: keys.idempotency(opts.idempotencyKey), value: encode(done) });
+      ops.push({ type: 'put', key: keys.idempotency(opts.idempotencyKey), value: encode(done) });
       // the key travels with the change, so a master a write is sent to again after a failover knows it
       feed.q = opts.idempotencyKey;
     }
-    return this.persist(slot, def, cur, record, feed, plan.before, plan.after, claims, settle).then(() => toStored(id, record));
+    return this.persist(slot, def, cur, record, feed, plan.before, plan.after, claims, ops).then(() => toStored(id, record));
   }
 
   /**
@@ -759,16 +767,20 @@ export class Store {
     if (feed) ops.push({ type: 'put', key: keys.feed(seq), value: encode(feed) });
     for (const k of before.plain) if (!after.plain.has(k)) ops.push({ type: 'del', key: k });
     for (const k of after.plain) if (!before.plain.has(k)) ops.push({ type: 'put', key: k, value: EMPTY });
+    // a holder that lets go of a value (renamed, deleted) no longer holds it twice, by whatever path the change came
+    for (const [key, rec] of this.openConflicts.get(id) ?? []) {
+      if (isUniqueConflict(rec) && !after.unique.has(uniqueKeyOf(rec))) ops.push(this.settleConflict(id, key, rec, record.h));
+    }
     for (const c of claims) {
       if (after.unique.has(c.key)) {
         // A remote change may carry a value another object holds here: the
-        // first holder keeps the index entry, and the clash is a conflict.
+        // first holder keeps the index entry, and the clash is a conflict
+        // (uniqueClashes), whose holder takes the entry when the first lets go.
         if (c.value.owner !== null && c.value.owner !== id) continue;
         c.value.owner = id;
         ops.push({ type: 'put', key: c.key, value: Buffer.from(id) });
       } else if (c.value.owner === id) {
-        c.value.owner = null;
-        ops.push({ type: 'del', key: c.key });
+        for (const op of this.releaseClaim(c, id, record.h)) ops.push(op);
       }
     }
     const wasLive = cur !== null && !cur.d;
@@ -944,34 +956,14 @@ export class Store {
       }
       const { ops: conflictOps, made } = this.reconcileConflicts(c.id, type, doc, touched, hlc);
       if (this.hasWriteConflict(c.id)) record.x = 1;
-      const conflicted = new Set<string>();
-      for (const k of afterIdx.unique) {
-        const owner = claims.find((s) => s.key === k)?.value.owner;
-        if (!beforeIdx.unique.has(k) && owner && owner !== c.id) {
-          const [, field, value] = k.slice(1).split(SEP) as [string, string, string];
-          const rec: ConflictRecord = {
-            objectId: c.id,
-            type,
-            field,
-            values: [
-              { item: `unique:${owner}`, node: undefined, value },
-              { item: `unique:${c.id}`, node: c.origin, value },
-            ],
-            winner: `unique:${owner}`,
-            detected: this.clock.tick(),
-            settled: undefined,
-          };
-          conflictOps.push(this.openConflict(conflictKey(c.id, field, [`unique:${owner}`, `unique:${c.id}`]), rec));
-          conflicted.add(field); // the change that makes a conflict does not settle it
-        }
-      }
-      const settle = this.settleOps(c.id, c.fields.filter((f) => !conflicted.has(f)), hlc);
+      const clashes = this.uniqueClashes(c.id, type, c.origin, beforeIdx, afterIdx, claims);
+      for (const op of clashes.ops) conflictOps.push(op);
       // what the change did here, which after concurrent changes may be less than it did at its origin
       const hist = historyRecord(def, { origin: c.origin, originSeq: c.originSeq, hlc, principal: c.principal, kind: c.kind }, cur?.f, fields, meta.deleted);
-      settle.push({ type: 'put', key: keys.history(c.id, seq), value: encode(hist) });
-      const durable = this.persist(slot, def, cur, record, feed, beforeIdx, afterIdx, claims, [...extra, ...conflictOps, ...settle], true);
+      conflictOps.push({ type: 'put', key: keys.history(c.id, seq), value: encode(hist) });
+      const durable = this.persist(slot, def, cur, record, feed, beforeIdx, afterIdx, claims, [...extra, ...conflictOps], true);
       handedOver = true;
-      return { durable, conflicts: made + conflicted.size };
+      return { durable, conflicts: made + clashes.fields.size };
     } finally {
       unlock();
       if (!handedOver) {
@@ -1132,11 +1124,8 @@ export class Store {
     const seq = feed ? ++this.seq : this.seq;
     if (cur) ops.push({ type: 'del', key: keys.object(id) });
     for (const k of idx.plain) ops.push({ type: 'del', key: k });
-    for (const c of claims) {
-      if (c.value.owner !== id) continue;
-      c.value.owner = null;
-      ops.push({ type: 'del', key: c.key });
-    }
+    const hlc = feed?.h ?? this.clock.tick();
+    for (const c of claims) if (c.value.owner === id) for (const op of this.releaseClaim(c, id, hlc)) ops.push(op);
     // the first marker stays, unless it names a redacted change and this is the purge itself
     if (!this.purgedIds.has(id) || (!marker.r && this.provisional.has(id))) {
       ops.push({ type: 'put', key: keys.purged(id), value: encode(marker) });
@@ -1149,7 +1138,9 @@ export class Store {
     }
     if (cur && def && !cur.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) - 1);
     this.purgedIds.add(id);
+    const open = this.openConflicts.get(id);
     this.openConflicts.delete(id);
+    for (const rec of open?.values() ?? []) if (isUniqueConflict(rec)) this.stopWaiting(id, uniqueKeyOf(rec));
     slot.value.current = null;
     this.dropDoc(slot);
     this.objects.resize(slot);
@@ -1322,7 +1313,23 @@ export class Store {
     let open = this.openConflicts.get(rec.objectId);
     if (!open) this.openConflicts.set(rec.objectId, (open = new Map()));
     open.set(key, rec);
+    if (isUniqueConflict(rec)) this.waitFor(rec);
     return { type: 'put', key, value: encode(rec) };
+  }
+
+  private waitFor(rec: ConflictRecord): void {
+    const k = uniqueKeyOf(rec);
+    let ids = this.uniqueWaiters.get(k);
+    if (!ids) this.uniqueWaiters.set(k, (ids = new Set()));
+    ids.add(rec.objectId);
+  }
+
+  /** Forgets `objectId` as a waiter for `key` once it holds no open record of it. */
+  private stopWaiting(objectId: string, key: string): void {
+    for (const rec of this.openConflicts.get(objectId)?.values() ?? []) if (isUniqueConflict(rec) && uniqueKeyOf(rec) === key) return;
+    const ids = this.uniqueWaiters.get(key);
+    ids?.delete(objectId);
+    if (ids?.size === 0) this.uniqueWaiters.delete(key);
   }
 
   private settleConflict(objectId: string, key: string, rec: ConflictRecord, hlc: number): BatchOp {
@@ -1330,22 +1337,64 @@ export class Store {
     const open = this.openConflicts.get(objectId)!;
     open.delete(key);
     if (open.size === 0) this.openConflicts.delete(objectId);
+    if (isUniqueConflict(rec)) this.stopWaiting(objectId, uniqueKeyOf(rec));
     return { type: 'put', key, value: encode(rec) };
+  }
+
+  /**
+   * Takes the index entry of `claim` from `id`, which no longer carries the
+   * value: to the least id among the value's other holders (uniqueWaiters),
+   * whose records of the clash are then settled, or out of the index when no
+   * other holder is left. (Left with the entry gone, a holder would be found
+   * by no lookup here, while a node where it held the entry first finds it.)
+   */
+  private releaseClaim(claim: Slot<CachedClaim>, id: string, hlc: number): BatchOp[] {
+    let next: string | undefined;
+    for (const w of this.uniqueWaiters.get(claim.key) ?? []) if (w !== id && (next === undefined || w < next)) next = w;
+    claim.value.owner = next ?? null;
+    if (next === undefined) return [{ type: 'del', key: claim.key }];
+    const ops: BatchOp[] = [{ type: 'put', key: claim.key, value: Buffer.from(next) }];
+    for (const [k, rec] of this.openConflicts.get(next) ?? []) {
+      if (isUniqueConflict(rec) && uniqueKeyOf(rec) === claim.key) ops.push(this.settleConflict(next, k, rec, hlc));
+    }
+    return ops;
+  }
+
+  /**
+   * Records of the unique values `id` takes up that another object holds
+   * here already (the claim names it): the first holder keeps the index
+   * entry and the newcomer's record says so. Returns the fields clashing.
+   */
+  private uniqueClashes(id: string, type: string, node: string | undefined, before: IndexSet, after: IndexSet, claims: readonly Slot<CachedClaim>[]): { ops: BatchOp[]; fields: Set<string> } {
+    const ops: BatchOp[] = [];
+    const fields = new Set<string>();
+    for (const k of after.unique) {
+      if (before.unique.has(k)) continue;
+      const owner = claims.find((s) => s.key === k)?.value.owner;
+      if (!owner || owner === id) continue;
+      const [, field, value] = k.slice(1).split(SEP) as [string, string, string];
+      const rec: ConflictRecord = {
+        objectId: id,
+        type,
+        field,
+        values: [
+          { item: `unique:${owner}`, node: undefined, value },
+          { item: `unique:${id}`, node, value },
+        ],
+        winner: `unique:${owner}`,
+        detected: this.clock.tick(),
+        settled: undefined,
+      };
+      ops.push(this.openConflict(conflictKey(id, field, [`unique:${owner}`, `unique:${id}`]), rec));
+      fields.add(field);
+    }
+    return { ops, fields };
   }
 
   /** Whether the object has a conflict of concurrent writes open, which its record then says (ObjectRecord.x). */
   private hasWriteConflict(objectId: string): boolean {
     for (const rec of this.openConflicts.get(objectId)?.values() ?? []) if (!isUniqueConflict(rec)) return true;
     return false;
-  }
-
-  /** Marks the open conflicts of unique values on these fields settled by a later write to them. */
-  private settleOps(objectId: string, fields: string[], hlc: number): BatchOp[] {
-    const ops: BatchOp[] = [];
-    for (const [key, rec] of this.openConflicts.get(objectId) ?? []) {
-      if (fields.includes(rec.field) && isUniqueConflict(rec)) ops.push(this.settleConflict(objectId, key, rec, hlc));
-    }
-    return ops;
   }
 
   /** Recorded conflicts in object order; `open` leaves out settled ones. */
@@ -1692,6 +1741,8 @@ export class Store {
       }
       ops.push({ type: 'put', key: keys.object(id), value: p.bytes });
       for (const k of idx.plain) ops.push({ type: 'put', key: k, value: EMPTY });
+      // a value another object holds here already (a write of this node's, or another cloned object's)
+      for (const op of this.uniqueClashes(id, rec.t, undefined, EMPTY_INDEX, idx, p.claims).ops) ops.push(op);
       for (const claim of p.claims) {
         if (claim.value.owner !== null) continue;
         claim.value.owner = id;
@@ -1810,6 +1861,7 @@ export class Store {
       if (meta.created !== undefined) record.c = meta.created;
       // (a local HLC, as for a change: the merge's own is the peer's last change to the object)
       const { ops: conflictOps } = this.reconcileConflicts(id, type, doc, touched, this.clock.tick());
+      for (const op of this.uniqueClashes(id, type, undefined, before, after, claims).ops) conflictOps.push(op);
       if (this.hasWriteConflict(id)) record.x = 1;
       const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, conflictOps);
       handedOver = true;

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
-import { checkIndexes, type Store } from '../dist/index.js';
-import { openStore } from './fixtures.js';
+import { checkIndexes, type ClonedState, type Store } from '../dist/index.js';
+import { openStore, tempDir } from './fixtures.js';
 
 /** Ships every feed entry of `from` after `since` to `to`, as replication will. */
 async function ship(from: Store, to: Store, since = 0): Promise<number> {
@@ -81,6 +81,110 @@ t.test('a unique value taken on both sides while partitioned is kept and reporte
   t.same((await a.conflicts({ open: true })).items, [], 'settled by the local write');
   t.equal(a.openConflictCount(), 0);
   t.equal((await a.conflicts()).items[0]?.settled !== undefined, true, 'kept, marked settled');
+});
+
+t.test('when the holder of a unique value lets it go, the other holder takes its index entry on every node', async (t) => {
+  // each node keeps its own object as the first holder, and records the clash on the other's
+  const dirB = tempDir(t);
+  const a = await openStore(t, { nodeId: 'a' });
+  let b = await openStore(t, { nodeId: 'b', dir: dirB });
+  const pa = await a.create('Person', { cn: 'A', sn: 'A', uid: 'jo' });
+  const pb = await b.create('Person', { cn: 'B', sn: 'B', uid: 'JO' });
+  let sa = await ship(a, b);
+  let sb = await ship(b, a);
+  const holder = async (s: Store): Promise<string | undefined> => (await s.lookup('Person', 'uid', 'jo')).items[0]?.id;
+  t.equal(await holder(a), pa.id);
+  t.equal(await holder(b), pb.id);
+  t.match((await b.conflicts({ open: true })).items, [{ objectId: pa.id, winner: `unique:${pb.id}` }]);
+  t.same(await checkIndexes(a), [], 'a clash recorded is consistent');
+  t.same(await checkIndexes(b), []);
+
+  // a write that keeps the value (case folded) is no way out of the clash
+  await a.update(pb.id, { uid: 'Jo' });
+  t.equal(a.openConflictCount(), 1, 'still held twice, still open');
+  sa = await ship(a, b, sa);
+  t.equal(b.openConflictCount(), 1);
+
+  // a renames pb: on a the clash record on pb is settled; on b pb held the entry, which pa now takes
+  // (after a restart, which finds the waiting holder in the open records)
+  await b.close();
+  b = await openStore(t, { nodeId: 'b', dir: dirB });
+  await a.update(pb.id, { uid: 'jo-b' });
+  sa = await ship(a, b, sa);
+  t.equal(await holder(b), pa.id, 'the value is found on b again');
+  t.equal(await holder(a), pa.id, 'the same object on both nodes');
+  t.equal((await b.lookup('Person', 'uid', 'jo-b')).items[0]?.id, pb.id);
+  t.equal(b.openConflictCount(), 0, "b's record of the clash is settled");
+  t.equal(a.openConflictCount(), 0);
+  t.same(await checkIndexes(a), []);
+  t.same(await checkIndexes(b), []);
+
+  // the entry moves on a delete too, and back on a write that takes up the value again it is refused
+  const qa = await a.create('Person', { cn: 'Q', sn: 'A', mail: ['q@x.com'] });
+  const qb = await b.create('Person', { cn: 'Q', sn: 'B', mail: ['other@x.com', 'Q@X.com'] });
+  sa = await ship(a, b, sa);
+  sb = await ship(b, a, sb);
+  t.equal((await b.lookup('Person', 'mail', 'q@x.com')).items[0]?.id, qb.id);
+  await b.delete(qb.id);
+  t.equal((await b.lookup('Person', 'mail', 'q@x.com')).items[0]?.id, qa.id, 'a local delete hands the entry over');
+  t.equal(b.openConflictCount(), 0);
+  await t.rejects(b.update(qb.id, { cn: 'Q2' }), /deleted/i);
+  sb = await ship(b, a, sb);
+  t.same(await checkIndexes(a), []);
+  t.same(await checkIndexes(b), []);
+  void sa;
+  void sb;
+});
+
+t.test('of three holders of a unique value, the entry passes to the least id, and the last takes it after', async (t) => {
+  const [a, b] = await pair(t);
+  const c = await openStore(t, { nodeId: 'c' });
+  const pa = await a.create('Person', { cn: 'A', sn: 'A', uid: 'sam' });
+  const pb = await b.create('Person', { cn: 'B', sn: 'B', uid: 'sam' });
+  const pc = await c.create('Person', { cn: 'C', sn: 'C', uid: 'sam' });
+  await ship(b, a);
+  const result = await a.applyRemote((await c.readFeed(0, 10)).map(({ seq: _seq, ...ch }) => ch));
+  t.equal(result.conflicts, 1);
+  t.equal(a.openConflictCount(), 2);
+  t.same(await checkIndexes(a), []);
+  const [first, second] = [pb.id, pc.id].sort() as [string, string];
+  await a.purge(pa.id);
+  t.equal((await a.lookup('Person', 'uid', 'sam')).items[0]?.id, first, 'a purge hands the entry to the least id waiting');
+  t.match((await a.conflicts({ open: true })).items, [{ objectId: second }], 'the other holder still waits');
+  t.same(await checkIndexes(a), []);
+  await a.update(first, { uid: 'sam-1' });
+  t.equal((await a.lookup('Person', 'uid', 'sam')).items[0]?.id, second, 'then the last holder takes it');
+  t.equal(a.openConflictCount(), 0);
+  t.same(await checkIndexes(a), []);
+});
+
+t.test('a unique value that arrives in a state (a clone, anti-entropy) is recorded as held twice, as a change is', async (t) => {
+  const [a, b] = await pair(t);
+  const pa = await a.create('Person', { cn: 'A', sn: 'A', uid: 'kim' });
+  const pb = await b.create('Person', { cn: 'B', sn: 'B', uid: 'kim-b' });
+  await ship(b, a);
+  t.equal(a.openConflictCount(), 0);
+  await b.update(pb.id, { uid: 'Kim' }); // not shipped: a state brings it
+  const snap = b.stateSnapshot();
+  const states: ClonedState[] = [];
+  for await (const f of snap.batches(100)) states.push(...f);
+  await snap.close();
+  await a.cloneStates(states); // pb is held here: merged
+  t.equal((await a.lookup('Person', 'uid', 'kim')).items[0]?.id, pa.id);
+  t.match((await a.conflicts({ open: true })).items, [{ objectId: pb.id, winner: `unique:${pa.id}` }], 'the merge recorded the clash');
+  t.same(await checkIndexes(a), []);
+
+  // a node cloned while it holds the value already records it for the cloned object (not merged: new here)
+  const c = await openStore(t, { nodeId: 'c' });
+  const pc = await c.create('Person', { cn: 'C', sn: 'C', uid: 'kim' });
+  await c.cloneStates(states);
+  t.equal((await c.lookup('Person', 'uid', 'kim')).items[0]?.id, pc.id);
+  t.match((await c.conflicts({ open: true })).items, [{ objectId: pb.id, winner: `unique:${pc.id}` }]);
+  t.same(await checkIndexes(c), []);
+  await c.delete(pc.id);
+  t.equal((await c.lookup('Person', 'uid', 'kim')).items[0]?.id, pb.id, 'and hands it over when its holder lets go');
+  t.equal(c.openConflictCount(), 0);
+  t.same(await checkIndexes(c), []);
 });
 
 t.test('a remote delete and a local update merge into a tombstone with the update', async (t) => {
