@@ -6,7 +6,7 @@ import { decode, encode } from './codec.js';
 import { MeridianError } from './errors.js';
 import { isValidId, MAX_ID_LENGTH } from './ids.js';
 import { keys } from './keys.js';
-import { FORMAT_KEY, unreadableFormat } from './migrate.js';
+import { FORMAT_KEY, formatProblem, unreadableFormat } from './migrate.js';
 
 /**
  * A backup file is a sequence of frames, each a 4-byte big-endian length
@@ -36,6 +36,13 @@ export interface BackupHeader {
   /** the feed position and version vector the snapshot holds at least */
   head: number;
   vector: Record<string, number>;
+  /**
+   * The data dir's storage format (migrate.ts STORAGE_FORMAT), so that a
+   * Meridian that cannot read it refuses the backup before restoring any of
+   * it. Absent in backups from before 2026-11-24, whose format record is
+   * checked when the restore reaches it.
+   */
+  storage?: number;
 }
 
 interface RecordFrame {
@@ -139,6 +146,8 @@ function checkHeader(value: unknown, bad: (why: string) => MeridianError): Backu
   if (typeof h !== 'object' || h === null || h.format !== BACKUP_FORMAT) throw bad('it does not start with a Meridian backup header');
   if (!READABLE_VERSIONS.includes(h.version)) throw bad(`it is format version ${String(h.version)}; this Meridian reads versions ${READABLE_VERSIONS.join(' and ')}`);
   if (typeof h.node !== 'string' || !isValidId(h.node)) throw bad('its header names no valid node');
+  const unreadable = h.storage === undefined ? undefined : formatProblem(h.storage, 'the backup');
+  if (unreadable) throw new MeridianError('bad-request', `${unreadable}; restore it with a Meridian that reads it`);
   return h as BackupHeader;
 }
 

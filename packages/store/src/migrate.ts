@@ -34,6 +34,11 @@ export function unreadableFormat(bytes: Uint8Array | undefined, where: string): 
   } catch {
     format = null; // not MessagePack
   }
+  return formatProblem(format, where);
+}
+
+/** As unreadableFormat, of a format already decoded (a backup header's `storage`). */
+export function formatProblem(format: unknown, where: string): string | undefined {
   if (format === undefined || (Number.isSafeInteger(format) && (format as number) >= 1 && (format as number) <= STORAGE_FORMAT)) return undefined;
   if (Number.isSafeInteger(format) && (format as number) > STORAGE_FORMAT) {
     return `${where} holds storage format ${format}, written by a newer Meridian, and this one reads formats up to ${STORAGE_FORMAT}`;

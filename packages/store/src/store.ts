@@ -1567,6 +1567,8 @@ export class Store {
       taken: new Date().toISOString(),
       head: this.durableSeq,
       vector: this.durableVector.toObject(),
+      // (Store.open refused a dir of any other)
+      storage: STORAGE_FORMAT,
     };
     const db = this.db;
     let closed = false;

@@ -4,7 +4,7 @@ import t from 'tap';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
-import { encodeBackup, restoreBackup, Store } from '../dist/index.js';
+import { encodeBackup, restoreBackup, Store, type BackupHeader } from '../dist/index.js';
 import { openStore, schema, tempDir } from './fixtures.js';
 
 t.test('a node whose id is near the length limit restores under a default id that fits', async (t) => {
@@ -93,6 +93,41 @@ t.test('a backup of a data dir of a newer storage format is refused before it is
   }, 'a marker that is not MessagePack is refused by name');
   const same = join(tempDir(t), 'same');
   await restoreBackup(same, backupAs(2));
+  const r = await Store.open({ dir: same, schema });
+  t.teardown(() => r.close());
+  t.equal(r.objectCounts()['Org'], 1, 'a backup of this format is restored');
+});
+
+t.test("a backup whose header names a newer storage format is refused before a record of it is read", async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  await a.create('Org', { name: 'Acme', kind: 'customer' });
+  t.equal(a.backupSnapshot().header.storage, 2, 'backups name the format of the data dir they were taken of');
+  let read = 0;
+  const backupAs = (storage: unknown): AsyncIterable<Uint8Array> => {
+    const snap = a.backupSnapshot();
+    async function* batches(): AsyncGenerator<[string, Uint8Array][]> {
+      try {
+        for await (const b of snap.batches) {
+          read++;
+          yield b;
+        }
+      } finally {
+        await snap.close();
+      }
+    }
+    return encodeBackup({ ...snap.header, storage } as BackupHeader, batches());
+  };
+  const dir = join(tempDir(t), 'newer');
+  await t.rejects(restoreBackup(dir, backupAs(3)), {
+    code: 'bad-request',
+    message: 'the backup holds storage format 3, written by a newer Meridian, and this one reads formats up to 2; restore it with a Meridian that reads it',
+  });
+  t.equal(read, 0, 'no record was read');
+  t.notOk(existsSync(dir));
+  await t.rejects(restoreBackup(join(tempDir(t), 'odd'), backupAs('2')), { message: /unknown storage format \("2"\)/ });
+  const same = join(tempDir(t), 'same');
+  await restoreBackup(same, backupAs(2));
+  t.ok(read > 0);
   const r = await Store.open({ dir: same, schema });
   t.teardown(() => r.close());
   t.equal(r.objectCounts()['Org'], 1, 'a backup of this format is restored');
