@@ -1,6 +1,6 @@
 import { parseSchema } from '@meridian/store';
 
-/** The one type the sync tests replicate: free-form fields, no references or unique values to get in the way. */
+/** The one type the sync tests replicate: free-form fields, no references; `u` is unique, for the simulation to clash on. */
 export const thingSchema = parseSchema(`
 types:
   Thing:
@@ -10,4 +10,5 @@ types:
       b: { type: string }
       c: { type: integer }
       tags: { type: string, multi: true }
+      u: { type: string, unique: true }
 `);
