@@ -219,6 +219,7 @@ t.test('a uid taken on two partitioned masters: each reports it, and when one le
   t.same(open(a.url), []);
   t.same(holder(a.url), [pa]);
   t.same(holder(b.url), [pa], 'b now finds the object that still holds it');
+  t.match(cli(['conflicts', '--all', '--node', a.url], env).stdout.trim(), new RegExp(`^Person ${pb} field uid: value "jo" was also held by ${pa}; arrived from b \\(settled [^)]+\\)$`), 'told in the past once settled');
 });
 
 t.test('a master behind the retained feed catches up by anti-entropy; a new master is cloned', async (t) => {

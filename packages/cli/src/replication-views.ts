@@ -41,7 +41,10 @@ export function formatConflicts(items: ConflictView[]): string {
       const [holder, other] = c.values;
       // a unique value held by two objects, not concurrent writes: the "winner" holds the index entry
       if (holder?.item.startsWith('unique:') && other) {
-        return `${c.type} ${c.objectId} field ${c.field}: value ${JSON.stringify(other.value)} is also held by ${holder.item.slice('unique:'.length)}, which lookups find; arrived from ${other.node ?? 'unknown node'}${settled}`;
+        const from = other.node ? `; arrived from ${other.node}` : '';
+        const who = holder.item.slice('unique:'.length);
+        const held = c.settled ? `was also held by ${who}` : `is also held by ${who}, which lookups find`;
+        return `${c.type} ${c.objectId} field ${c.field}: value ${JSON.stringify(other.value)} ${held}${from}${settled}`;
       }
       const vals = c.values.map((v) => `${v.item === c.winner ? 'kept' : 'lost'}: ${JSON.stringify(v.value)} from ${v.node ?? 'unknown node'}`).join('; ');
       return `${c.type} ${c.objectId} field ${c.field}: ${vals}${settled}`;

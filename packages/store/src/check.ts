@@ -45,23 +45,26 @@ export async function checkIndexes(store: Store): Promise<string[]> {
     }
   }
   for (const k of wantPlain) problems.push(`missing index entry ${printable(k)}`);
-  for await (const [k, v] of store.raw(keys.uniquePrefix)) {
-    const owner = v.toString('utf8');
+  const entries = new Map<string, string>();
+  for await (const [k, v] of store.raw(keys.uniquePrefix)) entries.set(k, v.toString('utf8'));
+  for (const [k, owner] of entries) {
     const ids = holders.get(k);
-    holders.delete(k);
     if (ids === undefined) problems.push(`stale unique entry ${printable(k)} -> ${owner}`);
     else if (!ids.includes(owner)) problems.push(`unique entry ${printable(k)} names ${owner}, expected one of ${ids.join(', ')}`);
-    else {
+  }
+  for (const [k, ids] of holders) {
+    const owner = entries.get(k);
+    if (owner === undefined) problems.push(`missing unique entry ${printable(k)} -> ${ids.join(', ')}`);
+    else if (ids.includes(owner)) {
       for (const id of ids) {
-        if (id !== owner && !waiting.delete(`${k}\u0001${id}`)) problems.push(`unique value ${printable(k)} is held by both ${owner} and ${id}, and no open conflict records it`);
+        if (id !== owner && !waiting.has(`${k}\u0001${id}`)) problems.push(`unique value ${printable(k)} is held by both ${owner} and ${id}, and no open conflict records it`);
       }
-      if (waiting.delete(`${k}\u0001${owner}`)) problems.push(`unique entry ${printable(k)} names ${owner}, whose open conflict says another holds the entry`);
+      if (waiting.has(`${k}\u0001${owner}`)) problems.push(`unique entry ${printable(k)} names ${owner}, whose open conflict says another holds the entry`);
     }
   }
-  for (const [k, ids] of holders) problems.push(`missing unique entry ${printable(k)} -> ${ids.join(', ')}`);
   for (const w of waiting) {
     const [k, id] = w.split('\u0001') as [string, string];
-    if (!holders.has(k)) problems.push(`open conflict of unique value ${printable(k)} on ${id}, which does not hold it`);
+    if (!holders.get(k)?.includes(id)) problems.push(`open conflict of unique value ${printable(k)} on ${id}, which does not hold it`);
   }
   const stored = store.objectCounts();
   for (const t of new Set([...counts.keys(), ...Object.keys(stored)])) {

@@ -69,6 +69,31 @@ export function isUniqueConflict(rec: Pick<ConflictRecord, 'values'>): boolean {
 }
 
 /**
+ * The record of unique value `value` (folded) of `field` held by `objectId`
+ * while `holder` holds its index entry; `node` is where `objectId`'s value
+ * came from, when known. Its key names the value, as an object may hold
+ * several values of a multi-valued field that another holds too.
+ */
+export function uniqueClash(objectId: string, type: string, field: string, value: string, holder: string, node: string | undefined, detected: number): { key: string; rec: ConflictRecord } {
+  const items = [`unique:${holder}`, `unique:${objectId}`];
+  return {
+    key: conflictKey(objectId, field, [...items, value]),
+    rec: {
+      objectId,
+      type,
+      field,
+      values: [
+        { item: items[0]!, node: undefined, value },
+        { item: items[1]!, node, value },
+      ],
+      winner: items[0]!,
+      detected,
+      settled: undefined,
+    },
+  };
+}
+
+/**
  * The unique-index key a record of a unique value held twice is about: both
  * its values are the case-folded value as the index stores it.
  */

@@ -8,7 +8,8 @@ import { GroupCommit, type BatchOp } from './group-commit.js';
 import { HybridClock, hlcToIso, hlcWall } from './hlc.js';
 import { newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
-import { conflictKey, fieldConflict, isUniqueConflict, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
+import { conflictKey, fieldConflict, isUniqueConflict, uniqueClash, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
+import { repairUniqueClashes } from './unique-clashes.js';
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
 import { FORMAT_KEY, migrateVersions, STORAGE_FORMAT, unreadableFormat } from './migrate.js';
 import { KeyFilter } from './key-filter.js';
@@ -442,6 +443,8 @@ export class Store {
         if (!m) openConflicts.set(rec.objectId, (m = new Map()));
         m.set(k, rec);
       }
+      const repaired = await repairUniqueClashes(db, opts.schema, openConflicts, hlc);
+      if (repaired.length) await db.batch(repaired, { sync: true });
       const purged = new Set<string>();
       const provisional = new Set<string>();
       for await (const [k, v] of db.iterator({ gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH })) {
@@ -768,8 +771,10 @@ export class Store {
     for (const k of before.plain) if (!after.plain.has(k)) ops.push({ type: 'del', key: k });
     for (const k of after.plain) if (!before.plain.has(k)) ops.push({ type: 'put', key: k, value: EMPTY });
     // a holder that lets go of a value (renamed, deleted) no longer holds it twice, by whatever path the change came
+    // (a merge's record.h is the peer's: records are stamped with the local clock, as its conflicts are)
+    const settleAt = feed ? record.h : this.clock.current;
     for (const [key, rec] of this.openConflicts.get(id) ?? []) {
-      if (isUniqueConflict(rec) && !after.unique.has(uniqueKeyOf(rec))) ops.push(this.settleConflict(id, key, rec, record.h));
+      if (isUniqueConflict(rec) && !after.unique.has(uniqueKeyOf(rec))) ops.push(this.settleConflict(id, key, rec, settleAt));
     }
     for (const c of claims) {
       if (after.unique.has(c.key)) {
@@ -780,7 +785,7 @@ export class Store {
         c.value.owner = id;
         ops.push({ type: 'put', key: c.key, value: Buffer.from(id) });
       } else if (c.value.owner === id) {
-        for (const op of this.releaseClaim(c, id, record.h)) ops.push(op);
+        for (const op of this.releaseClaim(c, id, settleAt)) ops.push(op);
       }
     }
     const wasLive = cur !== null && !cur.d;
@@ -1354,8 +1359,15 @@ export class Store {
     claim.value.owner = next ?? null;
     if (next === undefined) return [{ type: 'del', key: claim.key }];
     const ops: BatchOp[] = [{ type: 'put', key: claim.key, value: Buffer.from(next) }];
-    for (const [k, rec] of this.openConflicts.get(next) ?? []) {
-      if (isUniqueConflict(rec) && uniqueKeyOf(rec) === claim.key) ops.push(this.settleConflict(next, k, rec, hlc));
+    for (const w of [...this.uniqueWaiters.get(claim.key)!]) {
+      for (const [k, rec] of [...(this.openConflicts.get(w) ?? [])]) {
+        if (!isUniqueConflict(rec) || uniqueKeyOf(rec) !== claim.key) continue;
+        ops.push(this.settleConflict(w, k, rec, hlc));
+        // a third holder's record names the new holder, which lookups find now
+        if (w === next) continue;
+        const clash = uniqueClash(w, rec.type, rec.field, String(rec.values[0]!.value), next, rec.values[1]!.node, hlc);
+        ops.push(this.openConflict(clash.key, clash.rec));
+      }
     }
     return ops;
   }
@@ -1373,19 +1385,8 @@ export class Store {
       const owner = claims.find((s) => s.key === k)?.value.owner;
       if (!owner || owner === id) continue;
       const [, field, value] = k.slice(1).split(SEP) as [string, string, string];
-      const rec: ConflictRecord = {
-        objectId: id,
-        type,
-        field,
-        values: [
-          { item: `unique:${owner}`, node: undefined, value },
-          { item: `unique:${id}`, node, value },
-        ],
-        winner: `unique:${owner}`,
-        detected: this.clock.tick(),
-        settled: undefined,
-      };
-      ops.push(this.openConflict(conflictKey(id, field, [`unique:${owner}`, `unique:${id}`]), rec));
+      const clash = uniqueClash(id, type, field, value, owner, node, this.clock.tick());
+      ops.push(this.openConflict(clash.key, clash.rec));
       fields.add(field);
     }
     return { ops, fields };
