@@ -34,10 +34,15 @@ export async function checkIndexes(store: Store): Promise<string[]> {
       else holders.set(u, [id]);
     }
   }
-  const waiting = new Set<string>();
+  // unique key -> object with an open record of it -> the holders its records name
+  const waiting = new Map<string, Map<string, string[]>>();
   for await (const [, v] of store.raw('k')) {
     const rec = decode<ConflictRecord>(v);
-    if (rec.settled === undefined && isUniqueConflict(rec)) waiting.add(`${uniqueKeyOf(rec)}\u0001${rec.objectId}`);
+    if (rec.settled !== undefined || !isUniqueConflict(rec)) continue;
+    const u = uniqueKeyOf(rec);
+    let ids = waiting.get(u);
+    if (!ids) waiting.set(u, (ids = new Map()));
+    ids.set(rec.objectId, [...(ids.get(rec.objectId) ?? []), rec.values[0]!.item.slice('unique:'.length)]);
   }
   for (const prefix of ['t', 'x']) {
     for await (const [k] of store.raw(prefix)) {
@@ -57,14 +62,16 @@ export async function checkIndexes(store: Store): Promise<string[]> {
     if (owner === undefined) problems.push(`missing unique entry ${printable(k)} -> ${ids.join(', ')}`);
     else if (ids.includes(owner)) {
       for (const id of ids) {
-        if (id !== owner && !waiting.has(`${k}\u0001${id}`)) problems.push(`unique value ${printable(k)} is held by both ${owner} and ${id}, and no open conflict records it`);
+        if (id === owner) continue;
+        const named: string[] | undefined = waiting.get(k)?.get(id);
+        if (!named) problems.push(`unique value ${printable(k)} is held by both ${owner} and ${id}, and no open conflict records it`);
+        else if (!named.includes(owner)) problems.push(`open conflict of unique value ${printable(k)} on ${id} names ${named.join(', ')} as its holder, but the entry names ${owner}`);
       }
-      if (waiting.has(`${k}\u0001${owner}`)) problems.push(`unique entry ${printable(k)} names ${owner}, whose open conflict says another holds the entry`);
+      if (waiting.get(k)?.has(owner)) problems.push(`unique entry ${printable(k)} names ${owner}, whose open conflict says another holds the entry`);
     }
   }
-  for (const w of waiting) {
-    const [k, id] = w.split('\u0001') as [string, string];
-    if (!holders.get(k)?.includes(id)) problems.push(`open conflict of unique value ${printable(k)} on ${id}, which does not hold it`);
+  for (const [k, ids] of waiting) {
+    for (const id of ids.keys()) if (!holders.get(k)?.includes(id)) problems.push(`open conflict of unique value ${printable(k)} on ${id}, which does not hold it`);
   }
   const stored = store.objectCounts();
   for (const t of new Set([...counts.keys(), ...Object.keys(stored)])) {

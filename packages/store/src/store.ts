@@ -9,7 +9,6 @@ import { HybridClock, hlcToIso, hlcWall } from './hlc.js';
 import { newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
 import { conflictKey, fieldConflict, isUniqueConflict, uniqueClash, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
-import { repairUniqueClashes } from './unique-clashes.js';
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
 import { FORMAT_KEY, migrateVersions, STORAGE_FORMAT, unreadableFormat } from './migrate.js';
 import { KeyFilter } from './key-filter.js';
@@ -32,7 +31,7 @@ import {
   type Schema,
   type TypeDef,
 } from './schema.js';
-import { applyLocal, docFromState, dropClosedValues, fieldsTouched, parseItemId, docVersion, encodeCreate, encodeState, holdsItemsOf, holdsState, isCreateState, newDoc, readFields, readMeta, recordState, recordStateVector, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
+import { applyLocal, docFromState, dropClosedValues, fieldsTouched, holdsKeptValues, parseItemId, docVersion, encodeCreate, encodeState, holdsItemsOf, holdsState, isCreateState, newDoc, readFields, readMeta, recordState, recordStateVector, sameValue, singleClientVersion, VERSION_FORMULA } from './yobject.js';
 
 export interface StoreOptions {
   dir: string;
@@ -393,17 +392,14 @@ export class Store {
           [
             { type: 'put', key: keys.meta('nodeId'), value: encode(nodeId) },
             { type: 'put', key: keys.meta('versionFormula'), value: encode(VERSION_FORMULA) },
-            { type: 'put', key: FORMAT_KEY, value: encode(STORAGE_FORMAT) },
           ],
           { sync: true },
         );
-      } else {
-        if (opts.nodeId !== undefined && opts.nodeId !== nodeId) {
-          throw new MeridianError(
-            'bad-request',
-            `data dir ${opts.dir} belongs to node "${nodeId}", not "${opts.nodeId}"; use that node id or another --dir`,
-          );
-        }
+      } else if (opts.nodeId !== undefined && opts.nodeId !== nodeId) {
+        throw new MeridianError(
+          'bad-request',
+          `data dir ${opts.dir} belongs to node "${nodeId}", not "${opts.nodeId}"; use that node id or another --dir`,
+        );
       }
       // A fresh Yjs clientID for every process start, in this node's space
       // (client-ids.ts) and never one used before here or seen from a peer,
@@ -415,7 +411,7 @@ export class Store {
       const used = new Set([...clients.map((c) => c.id), ...Object.keys(knownClients).map(Number)]);
       const clientId = drawClientId(nodeId, used);
       clients.push({ id: clientId, at: new Date().toISOString(), node: nodeId });
-      // (an unmarked data dir, from before the marker, holds format 1 or 2, both read here; from now on it holds what this build writes)
+      // (a new data dir, or an unmarked one from before the marker, which holds format 1 or 2, both read here: from now on it holds what this build writes)
       const marked = encode(STORAGE_FORMAT);
       await db.batch(
         [{ type: 'put', key: keys.meta('clients'), value: encode(clients) }, ...(format?.equals(marked) ? [] : [{ type: 'put' as const, key: FORMAT_KEY, value: marked }])],
@@ -443,8 +439,6 @@ export class Store {
         if (!m) openConflicts.set(rec.objectId, (m = new Map()));
         m.set(k, rec);
       }
-      const repaired = await repairUniqueClashes(db, opts.schema, openConflicts, hlc);
-      if (repaired.length) await db.batch(repaired, { sync: true });
       const purged = new Set<string>();
       const provisional = new Set<string>();
       for await (const [k, v] of db.iterator({ gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH })) {
@@ -454,7 +448,14 @@ export class Store {
       const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
       const versionsMigrated = await migrateVersions(db, await getMeta<number>('versionFormula'));
-      return new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated });
+      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated });
+      try {
+        await store.repairUniqueClashes();
+      } catch (e) {
+        await store.close().catch(() => undefined);
+        throw e;
+      }
+      return store;
     } catch (e) {
       await db.close().catch(() => undefined);
       throw e;
@@ -1145,7 +1146,7 @@ export class Store {
     this.purgedIds.add(id);
     const open = this.openConflicts.get(id);
     this.openConflicts.delete(id);
-    for (const rec of open?.values() ?? []) if (isUniqueConflict(rec)) this.stopWaiting(id, uniqueKeyOf(rec));
+    for (const rec of open?.values() ?? []) if (isUniqueConflict(rec)) this.dropWaiter(uniqueKeyOf(rec), id);
     slot.value.current = null;
     this.dropDoc(slot);
     this.objects.resize(slot);
@@ -1296,6 +1297,8 @@ export class Store {
    * the new records.
    */
   private reconcileConflicts(objectId: string, type: string, doc: Y.Doc, fields: Iterable<string>, hlc: number): { ops: BatchOp[]; made: number } {
+    // nothing recorded to settle, and no field with a second head (only a kept value makes one): most applies
+    if (!this.openConflicts.has(objectId) && !holdsKeptValues(doc)) return { ops: [], made: 0 };
     const ops: BatchOp[] = [];
     let made = 0;
     for (const field of fields) {
@@ -1332,6 +1335,10 @@ export class Store {
   /** Forgets `objectId` as a waiter for `key` once it holds no open record of it. */
   private stopWaiting(objectId: string, key: string): void {
     for (const rec of this.openConflicts.get(objectId)?.values() ?? []) if (isUniqueConflict(rec) && uniqueKeyOf(rec) === key) return;
+    this.dropWaiter(key, objectId);
+  }
+
+  private dropWaiter(key: string, objectId: string): void {
     const ids = this.uniqueWaiters.get(key);
     ids?.delete(objectId);
     if (ids?.size === 0) this.uniqueWaiters.delete(key);
@@ -1348,28 +1355,80 @@ export class Store {
 
   /**
    * Takes the index entry of `claim` from `id`, which no longer carries the
-   * value: to the least id among the value's other holders (uniqueWaiters),
-   * whose records of the clash are then settled, or out of the index when no
-   * other holder is left. (Left with the entry gone, a holder would be found
-   * by no lookup here, while a node where it held the entry first finds it.)
+   * value, and passes it on (passEntry). (Left with the entry gone, another
+   * holder would be found by no lookup here, while a node where it held the
+   * entry first finds it.)
    */
   private releaseClaim(claim: Slot<CachedClaim>, id: string, hlc: number): BatchOp[] {
-    let next: string | undefined;
-    for (const w of this.uniqueWaiters.get(claim.key) ?? []) if (w !== id && (next === undefined || w < next)) next = w;
+    const { next, ops } = this.passEntry(claim.key, id, hlc);
     claim.value.owner = next ?? null;
-    if (next === undefined) return [{ type: 'del', key: claim.key }];
-    const ops: BatchOp[] = [{ type: 'put', key: claim.key, value: Buffer.from(next) }];
-    for (const w of [...this.uniqueWaiters.get(claim.key)!]) {
-      for (const [k, rec] of [...(this.openConflicts.get(w) ?? [])]) {
-        if (!isUniqueConflict(rec) || uniqueKeyOf(rec) !== claim.key) continue;
-        ops.push(this.settleConflict(w, k, rec, hlc));
-        // a third holder's record names the new holder, which lookups find now
+    return ops;
+  }
+
+  /**
+   * Gives the index entry of unique key `key` to the least id among the
+   * value's waiting holders (uniqueWaiters) other than `from`, or takes it
+   * out of the index when none is left. The new holder's records of the
+   * clash are settled; any further holder's are settled and made anew
+   * naming the new holder, which lookups find now.
+   */
+  private passEntry(key: string, from: string | undefined, hlc: number): { next: string | undefined; ops: BatchOp[] } {
+    const waiters = this.uniqueWaiters.get(key);
+    let next: string | undefined;
+    for (const w of waiters ?? []) if (w !== from && (next === undefined || w < next)) next = w;
+    if (next === undefined) return { next, ops: [{ type: 'del', key }] };
+    const ops: BatchOp[] = [{ type: 'put', key, value: Buffer.from(next) }];
+    for (const w of waiters!) {
+      const open = this.openConflicts.get(w)!;
+      // (collected first: a record made anew would be met again by the loop)
+      const recs = [...open].filter(([, rec]) => isUniqueConflict(rec) && uniqueKeyOf(rec) === key);
+      for (const [k, rec] of recs) {
+        rec.settled = hlc;
+        open.delete(k);
+        ops.push({ type: 'put', key: k, value: encode(rec) });
         if (w === next) continue;
         const clash = uniqueClash(w, rec.type, rec.field, String(rec.values[0]!.value), next, rec.values[1]!.node, hlc);
-        ops.push(this.openConflict(clash.key, clash.rec));
+        open.set(clash.key, clash.rec);
+        ops.push({ type: 'put', key: clash.key, value: encode(clash.rec) });
       }
+      if (open.size === 0) this.openConflicts.delete(w);
     }
-    return ops;
+    this.dropWaiter(key, next);
+    return { next, ops };
+  }
+
+  /**
+   * Brings the open records of unique values held twice in line with the
+   * objects, at open, before a release relies on them to pass an entry on.
+   * Builds before the hand-off left records open on objects since deleted
+   * or merged away from the value, and entries deleted while a recorded
+   * holder still had the value; a schema change may make a field not
+   * unique. Reads only the objects of open unique records, which are few.
+   */
+  private async repairUniqueClashes(): Promise<void> {
+    if (this.uniqueWaiters.size === 0) return;
+    const hlc = this.clock.current;
+    const held = new Map<string, Set<string>>();
+    const holds = async (id: string, key: string): Promise<boolean> => {
+      let set = held.get(id);
+      if (!set) {
+        const buf = await this.db.get(keys.object(id));
+        const rec = buf === undefined ? undefined : decode<ObjectRecord>(buf);
+        const def = rec && this.schema.types.get(rec.t);
+        held.set(id, (set = rec && def ? indexSet(def, id, rec.f, rec.d).unique : new Set<string>()));
+      }
+      return set.has(key);
+    };
+    const ops: BatchOp[] = [];
+    for (const [key, ids] of [...this.uniqueWaiters]) {
+      const owner = (await this.db.get(key))?.toString('utf8');
+      for (const id of [...ids]) {
+        if (id !== owner && (await holds(id, key))) continue;
+        for (const [k, rec] of [...this.openConflicts.get(id)!]) if (isUniqueConflict(rec) && uniqueKeyOf(rec) === key) ops.push(this.settleConflict(id, k, rec, hlc));
+      }
+      if (this.uniqueWaiters.has(key) && (owner === undefined || !(await holds(owner, key)))) ops.push(...this.passEntry(key, undefined, hlc).ops);
+    }
+    if (ops.length) await this.commits.add(ops);
   }
 
   /**

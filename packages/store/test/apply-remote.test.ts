@@ -211,6 +211,47 @@ t.test('records of unique values held twice left by an older build are brought i
   t.same(await checkIndexes(again), []);
 });
 
+t.test('a purged holder waiting for a unique value is never given its entry', async (t) => {
+  const stores = [await openStore(t, { nodeId: 'a' }), await openStore(t, { nodeId: 'b' }), await openStore(t, { nodeId: 'c' })];
+  const [a, b, c] = stores as [Store, Store, Store];
+  const pa = await a.create('Person', { cn: 'A', sn: 'A', uid: 'max' });
+  const pb = await b.create('Person', { cn: 'B', sn: 'B', uid: 'max' });
+  const pc = await c.create('Person', { cn: 'C', sn: 'C', uid: 'max' });
+  await ship(b, a);
+  await ship(c, a);
+  const [first, second] = [pb.id, pc.id].sort() as [string, string];
+  await a.purge(first);
+  await a.update(pa.id, { uid: 'max-a' });
+  t.equal((await a.lookup('Person', 'uid', 'max')).items[0]?.id, second, 'the holder left takes it');
+  t.equal(a.openConflictCount(), 0);
+  t.same(await checkIndexes(a), []);
+});
+
+t.test('of three holders brought in line at open, the least takes the missing entry and the other names it', async (t) => {
+  const [a, b] = await pair(t);
+  const c = await openStore(t, { nodeId: 'c' });
+  const pa = await a.create('Person', { cn: 'A', sn: 'A', uid: 'ann' });
+  const pb = await b.create('Person', { cn: 'B', sn: 'B', uid: 'ANN' });
+  const pc = await c.create('Person', { cn: 'C', sn: 'C', uid: 'Ann' });
+  await ship(b, a);
+  await ship(c, a);
+  const before: [string, Buffer][] = [];
+  for await (const kv of a.raw('k')) before.push(kv);
+  await a.update(pa.id, { uid: 'ann-a' }); // as an older build did: the entry deleted, both records left open
+  const dir = a.dir;
+  await a.close();
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  for await (const k of db.keys({ gte: 'k', lt: 'l' })) await db.del(k);
+  for (const [k, v] of before) await db.put(k, v);
+  await db.del('uPerson\u0000uid\u0000ann');
+  await db.close();
+  const again = await openStore(t, { dir, nodeId: 'a' });
+  const [first, second] = [pb.id, pc.id].sort() as [string, string];
+  t.equal((await again.lookup('Person', 'uid', 'ann')).items[0]?.id, first);
+  t.match((await again.conflicts({ open: true })).items, [{ objectId: second, winner: `unique:${first}` }], 'the other record names the new holder');
+  t.same(await checkIndexes(again), []);
+});
+
 t.test('a unique value that arrives in a state (a clone, anti-entropy) is recorded as held twice, as a change is', async (t) => {
   const [a, b] = await pair(t);
   const pa = await a.create('Person', { cn: 'A', sn: 'A', uid: 'kim' });

@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import * as Y from 'yjs';
-import { checkIndexes, Store } from '@meridian/store';
+import { checkIndexes, isUniqueConflict, Store } from '@meridian/store';
 import { decodeFrame, encodeFrame, releaseSnapshot, runActions, storeSessionOptions, SyncSession, type Action, type FeedStore, type Frame, type SessionIo } from '../dist/index.js';
 import { thingSchema } from './thing-schema.js';
 import { prng } from '../../../test/helpers/prng.js';
@@ -405,7 +405,7 @@ class Simulation {
     do {
       const page = await node.store!.conflicts({ open: true, after: next, limit: 1000 });
       // (a unique value held twice is recorded from each node's side: which object held it first there)
-      for (const c of page.items) if (!c.winner.startsWith('unique:')) parts.push(`conflict ${c.objectId} ${c.field} winner ${c.winner} ${JSON.stringify(c.values)}`);
+      for (const c of page.items) if (!isUniqueConflict(c)) parts.push(`conflict ${c.objectId} ${c.field} winner ${c.winner} ${JSON.stringify(c.values)}`);
       next = page.next;
     } while (next);
     return parts.join('\n');
@@ -449,7 +449,7 @@ async function simulate(seed: number): Promise<string | undefined> {
     for (const n of sim.nodes) {
       const indexes = await checkIndexes(n.store!);
       if (indexes.length) return `${n.id}'s indexes disagree with its objects:\n  ${indexes.join('\n  ')}\n${sim.log.join('\n')}`;
-      for (const c of (await n.store!.conflicts({ limit: 1000 })).items) if (c.winner.startsWith('unique:')) (c.settled === undefined ? clashOpen++ : clashSettled++);
+      for (const c of (await n.store!.conflicts({ limit: 1000 })).items) if (isUniqueConflict(c)) (c.settled === undefined ? clashOpen++ : clashSettled++);
       for (const id of sim.purged) {
         if ((await n.store!.objectState(id)) !== undefined) return `${n.id} still holds ${id}, purged elsewhere\n${sim.log.join('\n')}`;
         // and knows the purge itself, not only changes redacted by it
