@@ -163,18 +163,18 @@ export class LdapGateway {
     // ldapjs emits parser errors on the server; with no listener they would kill the process
     server.on('error', (e: Error) => this.opts.log.debug({ err: e.message }, 'LDAP request refused'));
     server.maxConnections = 10_000;
-    const handler = (name: string, fn: (req: LdapRequest) => Promise<Answer>) => (req: LdapRequest) => {
+    const handler = (name: string, fn: (req: LdapRequest, s: Session) => Promise<Answer>) => (req: LdapRequest) => {
       void this.run(name, req, fn);
     };
-    server.bind('', handler('bind', (req) => this.bind(req)));
+    server.bind('', handler('bind', (req, s) => this.bind(req, s)));
     // searches never reach ldapjs (see search-request.ts)
-    server.compare('', handler('compare', (req) => this.compare(req)));
-    server.modify('', handler('modify', (req) => this.modify(req)));
+    server.compare('', handler('compare', (req, s) => this.compare(req, s)));
+    server.modify('', handler('modify', (req, s) => this.modify(req, s)));
     server.add('', handler('add', async (req) => answer(req.messageId, Op.add, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
     server.del('', handler('delete', async (req) => answer(req.messageId, Op.del, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
     server.modifyDN('', handler('modrdn', async (req) => answer(req.messageId, Op.modDn, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
-    server.exop(WHOAMI, handler('whoami', (req) => this.whoami(req)));
-    server.exop(PASSWD, handler('passwd', (req) => this.passwordModify(req)));
+    server.exop(WHOAMI, handler('whoami', (req, s) => this.whoami(req, s)));
+    server.exop(PASSWD, handler('passwd', (req, s) => this.passwordModify(req, s)));
     await new Promise<void>((resolve, reject) => {
       server.server.once('error', reject);
       server.listen(port, host, () => {
@@ -210,7 +210,7 @@ export class LdapGateway {
       (message, checked) => {
         if (checked.op.tag === SEARCH_REQUEST) {
           // (the search rechecks the bound entry itself, once an abandon can find it)
-          void this.run('search', decodeSearch(message, checked, socket), (req) => this.abandonable(req), false);
+          void this.run('search', decodeSearch(message, checked, socket), (req, s) => this.abandonable(req, s), false);
           return true;
         }
         // Thunderbird abandons the search for what was typed before each new letter
@@ -242,18 +242,21 @@ export class LdapGateway {
   }
 
   /** Runs one operation, answers it, and never lets its failure reach ldapjs (or the process). */
-  private async run<R extends Request>(op: string, req: R, fn: (req: R) => Promise<Answer>, recheck = true): Promise<void> {
+  private async run<R extends Request>(op: string, req: R, fn: (req: R, s: Session) => Promise<Answer>, recheck = true): Promise<void> {
     const started = process.hrtime.bigint();
     const conn = req.connection;
+    // Looked up once, before any await: an operation keeps the identity it came under,
+    // however a bind that arrives while it runs changes the connection's.
+    const s = this.session(conn);
     let reply: Answer;
     try {
       const unsupported = req.controls.find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
       if (unsupported) throw new LdapFailure(ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
       // Every operation first checks that the bound entry still holds. (A bind's session is a new,
       // anonymous one already: the framer dropped the old one when the request came in.)
-      const rechecked = recheck ? this.recheck(this.session(conn)) : undefined;
+      const rechecked = recheck ? this.recheck(s) : undefined;
       if (rechecked) await rechecked;
-      reply = await fn(req);
+      reply = await fn(req, s);
     } catch (e) {
       const f = this.failure(e);
       reply = answer(req.messageId, RESPONSE_OP[req.protocolOp] ?? Op.extended, f.code, f.message, { matchedDN: f.matchedDN });
@@ -312,9 +315,8 @@ export class LdapGateway {
 
   // ---- bind ---------------------------------------------------------------
 
-  private async bind(req: LdapRequest): Promise<Answer> {
-    // (anonymous until it succeeds: the framer dropped the session when the bind came)
-    const s = this.session(req.connection);
+  private async bind(req: LdapRequest, s: Session): Promise<Answer> {
+    // (s is anonymous until this succeeds: the framer dropped the session when the bind came)
     const id = req.messageId;
     const name = String(req.name ?? '');
     const password = req.credentials ?? '';
@@ -450,7 +452,7 @@ export class LdapGateway {
   }
 
   /** A search that an abandon request stops where it is; it is then not answered (RFC 4511 section 4.11). */
-  private async abandonable(req: SearchRequest): Promise<Answer> {
+  private async abandonable(req: SearchRequest, s: Session): Promise<Answer> {
     let running = this.searches.get(req.connection);
     if (!running) this.searches.set(req.connection, (running = new Map()));
     const id = req.messageId;
@@ -461,9 +463,9 @@ export class LdapGateway {
       // An abandon may come at any await (the bound entry's recheck, the scope, the index, a batch of
       // reads), not only while entries are sent: whatever the search would end with, an abandoned
       // one ends unanswered.
-      const rechecked = this.recheck(this.session(req.connection));
+      const rechecked = this.recheck(s);
       if (rechecked) await rechecked;
-      const answer = await this.search(req, search);
+      const answer = await this.search(req, search, s);
       return search.abandoned ? NO_ANSWER : answer;
     } catch (e) {
       if (search.abandoned) return NO_ANSWER;
@@ -473,12 +475,11 @@ export class LdapGateway {
     }
   }
 
-  private async search(req: SearchRequest, running: Running): Promise<Answer> {
+  private async search(req: SearchRequest, running: Running, s: Session): Promise<Answer> {
     const now = this.opts.now ?? Date.now;
     const started = now();
     const id = req.messageId;
     const conn = req.connection;
-    const s = this.session(conn);
     const base = req.baseObject;
     const scopeName = (['base', 'one', 'sub'] as const)[req.scope];
     if (!scopeName) throw new LdapFailure(ResultCode.protocolError, `the search scope ${req.scope} is not base (0), one (1) or sub (2)`);
@@ -677,8 +678,7 @@ export class LdapGateway {
 
   // ---- compare ------------------------------------------------------------
 
-  private async compare(req: LdapRequest): Promise<Answer> {
-    const s = this.session(req.connection);
+  private async compare(req: LdapRequest, s: Session): Promise<Answer> {
     const scope = await this.scopeOf(s);
     const dn = String(req.entry ?? '');
     const loc = this.layout.locate(dn);
@@ -698,8 +698,7 @@ export class LdapGateway {
 
   // ---- modify -------------------------------------------------------------
 
-  private async modify(req: LdapRequest): Promise<Answer> {
-    const s = this.session(req.connection);
+  private async modify(req: LdapRequest, s: Session): Promise<Answer> {
     if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: anonymous clients cannot modify entries');
     const dn = String(req.object ?? '');
     const loc = this.layout.locate(dn);
@@ -767,15 +766,13 @@ export class LdapGateway {
 
   // ---- extended operations --------------------------------------------------
 
-  private async whoami(req: LdapRequest): Promise<Answer> {
-    const s = this.session(req.connection);
+  private async whoami(req: LdapRequest, s: Session): Promise<Answer> {
     // an empty authzId is anonymous (RFC 4532)
     return answer(req.messageId, Op.extended, ResultCode.success, '', { extra: [octets(s.principal ? `dn:${s.dn}` : '', 0x8b)] });
   }
 
   /** RFC 3062: a person changes their own password (with the old one, or bound with it); the admin anyone's. */
-  private async passwordModify(req: LdapRequest): Promise<Answer> {
-    const s = this.session(req.connection);
+  private async passwordModify(req: LdapRequest, s: Session): Promise<Answer> {
     if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: changing a password needs the old one or the admin');
     const value = (req.requestValue ?? {}) as { userIdentity?: string; oldPassword?: string; newPassword?: string };
     const access = this.opts.store.schema.access;

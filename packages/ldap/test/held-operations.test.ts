@@ -127,3 +127,23 @@ t.test('an abandon that arrives with its search, in one packet, is not lost whil
   await settle();
   t.notOk(c.got.has(3), 'nothing at all was sent for the abandoned search');
 });
+
+t.test('a search keeps the identity it came under while the bound entry is rechecked, though a bind follows it at once', async (t) => {
+  const g = await heldGateway(t);
+  const c = rawClient(t, g.port);
+  c.send(search(1));
+  const anonymous = entries(await c.answered(1));
+  c.send(bindRequest(2, 'uid=alice', 'pw'));
+  t.equal((await c.answered(2)).result, 0);
+  c.send(search(3));
+  const alice = entries(await c.answered(3));
+  t.not(alice, anonymous, 'alice sees what an anonymous client does not');
+  // a change anywhere makes the search read alice's entry again, at an await of its own, while the bind comes in
+  const other = (await g.store.list('Person')).items.find((p) => p.id !== 'per-alice')!;
+  await g.store.update(other.id, { title: 'changed' });
+  c.send(Buffer.concat([search(4), bindRequest(5, '', '')]));
+  t.equal(entries(await c.answered(4)), alice, "answered with alice's scope, not the new anonymous session's");
+  t.equal((await c.answered(5)).result, 0);
+  c.send(search(6));
+  t.equal(entries(await c.answered(6)), anonymous, 'the next search is anonymous');
+});
