@@ -199,7 +199,8 @@ export async function restoreBackup(
         continue;
       }
       // a newer build's data would be restored whole, and then refused by every start
-      const marker = item.find(([key]) => key === FORMAT_KEY);
+      // (a header naming the format was checked already; older headers do not)
+      const marker = header?.storage === undefined ? item.find(([key]) => key === FORMAT_KEY) : undefined;
       const unreadable = marker && unreadableFormat(marker[1], 'the backup');
       if (unreadable) throw new MeridianError('bad-request', `${unreadable}; restore it with a Meridian that reads it`);
       await db.batch(item.filter(([key]) => key !== NODE_ID).map(([key, value]) => ({ type: 'put' as const, key, value })));

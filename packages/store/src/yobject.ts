@@ -123,7 +123,7 @@ function settledMap(doc: Y.Doc): Y.Map<unknown> | undefined {
  * values of the field's conflict, on every node, however its state came.
  */
 function keepsContent(doc: Y.Doc, item: Y.Item): boolean {
-  if (item.parentSub === null || item.parent !== doc.share.get(FIELDS) || item.content instanceof Y.ContentDeleted) return false;
+  if (item.content instanceof Y.ContentDeleted || item.parentSub === null || item.parent !== doc.share.get(FIELDS)) return false;
   // Deleted with nothing after it in its key's list: removed, not lost to a later item.
   // (A lost item always has the item that won after it, when it is deleted and ever after.)
   if (item.right === null) return false;

@@ -58,7 +58,7 @@ t.test('backups are format version 2; a version 1 backup is still restored, a la
   await t.rejects(restoreAs(3), { message: /format version 3; this Meridian reads versions 1 and 2/ });
 });
 
-t.test('a backup of a data dir of a newer storage format is refused before it is restored', async (t) => {
+t.test('a backup of a data dir of a newer storage format, from before its header named it, is refused when its format record is reached', async (t) => {
   const a = await openStore(t, { nodeId: 'a' });
   await a.create('Org', { name: 'Acme', kind: 'customer' });
   const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number' });
@@ -78,7 +78,9 @@ t.test('a backup of a data dir of a newer storage format is refused before it is
         await snap.close();
       }
     }
-    return encodeBackup(snap.header, batches());
+    // as a build before the header named the format wrote it: the record is what tells
+    const { storage: _storage, ...older } = snap.header;
+    return encodeBackup(older, batches());
   };
   const dir = join(tempDir(t), 'newer');
   await t.rejects(restoreBackup(dir, backupAs(3)), {
