@@ -540,6 +540,11 @@ t.test('a snapshot held for a peer that asks for nothing more is released, and t
   };
   const reason = 'no state asked for or acknowledged by the subscriber for 1 s; the sender released its state snapshot';
 
+  // alpha takes its snapshot and digest: its own work, however long it takes
+  const taking = new Pair({ nodeId: 'alpha', firstSeq: () => 5, snapshotIdle: 1000 }, { nodeId: 'bravo' }, { a: new FakeFeed((s) => entry(s, 'alpha'), 10) }).start().settle();
+  t.same(ofType(taking.a, 'snapshot'), [{ type: 'snapshot', digest: true }], 'alpha was asked to take its snapshot');
+  for (const now of [0, 5000, 1_000_000]) t.same(taking.a.session.tick(now), [], `not while taking it, at ${now}`);
+
   // the digest is sent and bravo never asks for a page
   const silent = idle();
   t.same(silent.a.session.tick(10_000), [], 'the first tick only notes the time');
