@@ -172,6 +172,29 @@ t.test('a master and two replicas: read your writes, read-only within the timeou
   t.ok(await until(async () => (await status(r1)).mode === 'read-write', 10_000), 'writable again once it answers');
 });
 
+t.test('a silent master is found within the timeout although the replica\'s wall clock is set back meanwhile', async (t) => {
+  const port = await freePort();
+  const master = await startMaster(t, 'm1', port, tempDir(t));
+  const stepper = new URL('./helpers/clock-step.mjs', import.meta.url).href;
+  const args = ['--dir', tempDir(t), '--node-id', 'r1', '--role', 'replica', '--masters', `ws://127.0.0.1:${port}/sync`, '--replica-credential', issue(master, 'r1'), '--admin-password', PW, ...LINK];
+  const r = await startNode(t, args, {}, ['--import', stepper]);
+  t.ok(await until(async () => (await status(r)).mode === 'read-write', 10_000), 'writable with its master');
+  process.kill(master.pid, 'SIGSTOP');
+  t.teardown(() => {
+    try {
+      process.kill(master.pid, 'SIGCONT');
+    } catch {
+      // already gone
+    }
+  });
+  // an NTP step back of an hour, after the master was last heard: timed by the wall clock,
+  // the link would count as heard from an hour in the future
+  process.kill(r.pid, 'SIGUSR2');
+  const stoppedAt = Date.now();
+  t.ok(await until(async () => (await status(r)).mode === 'read-only', LINK_TIMEOUT + 1000), `the silent master is detected in ${Date.now() - stoppedAt} ms`);
+  t.match((await status(r)).modeReason, /no heartbeat/);
+});
+
 t.test('a replica fails over to the next master and back to read-write at once', async (t) => {
   const [p1, p2] = [await freePort(), await freePort()];
   const d1 = tempDir(t);

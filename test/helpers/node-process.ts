@@ -10,8 +10,8 @@ export const BIN = fileURLToPath(new URL('../../bin/meridian', import.meta.url))
  * real binary, so start them through env(1) with NODE_OPTIONS removed;
  * env execs node, so the pid stays the node's.
  */
-export function nodeCommand(args: string[]): [string, string[]] {
-  return ['/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath, BIN, ...args]];
+export function nodeCommand(args: string[], nodeFlags: string[] = []): [string, string[]] {
+  return ['/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath, ...nodeFlags, BIN, ...args]];
 }
 
 export interface RunningNode {
@@ -28,8 +28,8 @@ export interface RunningNode {
  * Starts `meridian serve` on a free port (--http-port 0) and waits for its
  * "listening on" line. The process is killed by pid when the test ends.
  */
-export async function startNode(t: Test, args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunningNode> {
-  const [cmd, argv] = nodeCommand(['serve', '--http-port', '0', ...args]);
+export async function startNode(t: Test, args: string[], env: NodeJS.ProcessEnv = {}, nodeFlags: string[] = []): Promise<RunningNode> {
+  const [cmd, argv] = nodeCommand(['serve', '--http-port', '0', ...args], nodeFlags);
   const proc = spawn(cmd, argv, {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

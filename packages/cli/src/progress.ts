@@ -3,7 +3,7 @@
  * a second, shown only on a terminal: piped output and --json stay quiet.
  */
 export class Progress {
-  private last = 0;
+  private last = -Infinity;
   private shown = false;
   /** whether anything is drawn: a terminal, and not --json */
   readonly enabled: boolean;
@@ -15,7 +15,7 @@ export class Progress {
   /** `milestone`: drawn even within 100 ms of the last (a step the user should see, such as one of few nodes answering) */
   update(text: () => string, milestone = false): void {
     if (!this.enabled) return;
-    const now = Date.now();
+    const now = performance.now();
     if (!milestone && now - this.last < 100) return;
     this.last = now;
     this.shown = true;

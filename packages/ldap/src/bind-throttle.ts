@@ -12,7 +12,7 @@ export class BindThrottle {
 
   constructor(
     private readonly opts: { free: number; baseMs: number; maxMs: number; forgetMs: number } = { free: 3, baseMs: 250, maxMs: 8000, forgetMs: 15 * 60_000 },
-    private readonly now: () => number = Date.now,
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   /** How long a bind for this name waits before its check. */

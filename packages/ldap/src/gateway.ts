@@ -13,6 +13,8 @@ import { DirectoryIndex } from './directory-index.js';
 import { DirectoryLayout, InvalidDn, type Location, type MappedType } from './layout.js';
 import { ABANDON_REQUEST, decodeAbandon, decodePaged, decodeSearch, SEARCH_REQUEST, type SearchRequest } from './search-request.js';
 
+const monotonic = (): number => performance.now();
+
 const PAGED = '1.2.840.113556.1.4.319';
 const BIND_REQUEST = 0x60;
 const WHOAMI = '1.3.6.1.4.1.4203.1.11.3';
@@ -56,7 +58,7 @@ export interface LdapGatewayOptions {
   observe?(op: string, code: number, seconds: number): void;
   /** classifies a write path error: a code (MeridianError codes, "read-only", "busy", ...) and its sentence */
   classify(e: unknown): { code: string; message: string };
-  /** the clock search time limits are kept by (tests move it on) */
+  /** the clock, in ms, search time limits are kept by (tests move it on); monotonic by default, so a wall clock set back cannot stretch a limit */
   now?: () => number;
 }
 
@@ -476,7 +478,7 @@ export class LdapGateway {
   }
 
   private async search(req: SearchRequest, running: Running, s: Session): Promise<Answer> {
-    const now = this.opts.now ?? Date.now;
+    const now = this.opts.now ?? monotonic;
     const started = now();
     const id = req.messageId;
     const conn = req.connection;

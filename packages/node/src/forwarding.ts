@@ -124,7 +124,7 @@ export class ForwardingWriter implements Writer {
 
   private async send(w: Pick<WriteFrame, 'op' | 'id' | 'type' | 'fields'>, opts: WriteRequest): Promise<StoredObject> {
     if (!opts.credential) throw new HttpError(401, 'a write on a replica needs the credential of the user making it; the master checks it', 'unauthorized');
-    const deadline = Date.now() + this.timeout;
+    const deadline = performance.now() + this.timeout;
     const clientKey = opts.idempotencyKey ?? randomUUID();
     // one key per user: two users' equal keys are two writes, here and on the master
     const key = createHash('sha256').update(opts.credential.user).update('\0').update(clientKey).digest('base64url');
@@ -169,7 +169,7 @@ export class ForwardingWriter implements Writer {
             'not-yet-visible',
           ),
         );
-      }, Math.max(0, deadline - Date.now()));
+      }, Math.max(0, deadline - performance.now()));
     });
   }
 }

@@ -52,6 +52,8 @@ export interface StatusJson {
  */
 export class MeridianNode {
   private readonly startedAt = new Date();
+  /** monotonic, for uptime: a wall clock set back must not make it jump */
+  private readonly startedMono = performance.now();
   private stopping: Promise<void> | undefined;
   private trimTimer: NodeJS.Timeout | undefined;
 
@@ -246,7 +248,7 @@ export class MeridianNode {
       master: replica?.master ?? null,
       version: VERSION,
       startedAt: this.startedAt.toISOString(),
-      uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
+      uptimeSeconds: Math.round((performance.now() - this.startedMono) / 1000),
       objects: Object.values(byType).reduce((a, b) => a + b, 0),
       objectsByType: byType,
       feed: { firstSeq: this.store.firstSeq(), lastSeq: this.store.lastSeq, lastChange: this.store.lastSeq > 0 ? hlcToIso(lastHlc) : null },

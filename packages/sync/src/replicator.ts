@@ -110,11 +110,14 @@ interface Link extends SessionIo {
   queue: Promise<void>;
   bytesIn: number;
   bytesOut: number;
+  /** wall clock of the last frame or pong, for status */
   lastContact: number;
-  lastPong: number;
+  /** monotonic clock of the last frame or pong, for the dead-link timeout */
+  heardAt: number;
   timer: NodeJS.Timeout | undefined;
   watchdog: NodeJS.Timeout | undefined;
   everLive: boolean;
+  /** monotonic */
   openedAt: number;
 }
 
@@ -166,7 +169,7 @@ export class Replicator {
   private briefSessions = 0;
   /** replica: turning to another master was logged since the last session opened */
   private searchLogged = false;
-  private readonly clock = new CommitClock(Date.now());
+  private readonly clock = new CommitClock(monotonic());
   private mode: ReplicaMode;
   private readonly pending = new Map<string, PendingWrite>();
 
@@ -185,7 +188,7 @@ export class Replicator {
     this.unsubscribe = opts.store.subscribe((entries) => {
       const head = opts.store.lastSeq;
       // (a replica's peers take nothing from it: nobody can be behind it)
-      if (this.role === 'master' && entries.length) this.clock.note(entries[0]!.seq, Date.now());
+      if (this.role === 'master' && entries.length) this.clock.note(entries[0]!.seq, monotonic());
       for (const link of this.links) this.run(link, link.session.feedAdvanced(head));
     });
     if (this.role === 'replica') {
@@ -323,7 +326,7 @@ export class Replicator {
       bytesIn: 0,
       bytesOut: 0,
       lastContact: 0,
-      lastPong: Date.now(),
+      heardAt: monotonic(),
       timer: undefined,
       watchdog: undefined,
       everLive: false,
@@ -341,7 +344,7 @@ export class Replicator {
       opened: (peer, role) => {
         if (!this.admit(link, peer)) return false;
         this.opts.log.info({ peer, role, direction, url }, 'replication session open');
-        link.openedAt = Date.now();
+        link.openedAt = monotonic();
         if (this.role === 'replica') {
           this.failedInRound = 0;
           this.searchLogged = false;
@@ -397,19 +400,20 @@ export class Replicator {
     };
     this.links.add(link);
     const begin = (): void => {
-      link.lastPong = Date.now();
-      this.run(link, session.start(Date.now()));
+      link.heardAt = monotonic();
+      this.run(link, session.start(monotonic()));
       link.timer = setInterval(() => this.beat(link), this.heartbeat);
       this.watch(link);
     };
     if (ws.readyState === WebSocket.OPEN) begin();
     else ws.once('open', begin);
     ws.on('pong', () => {
-      link.lastPong = Date.now();
-      link.lastContact = link.lastPong;
+      link.heardAt = monotonic();
+      link.lastContact = Date.now();
     });
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       link.bytesIn += data.length;
+      link.heardAt = monotonic();
       link.lastContact = Date.now();
       if (!isBinary) {
         this.run(link, session.fail('text frames are not part of the protocol', true));
@@ -440,7 +444,7 @@ export class Replicator {
 
   private beat(link: Link): void {
     if (link.ws.readyState === WebSocket.OPEN) link.ws.ping();
-    this.run(link, link.session.tick(Date.now()));
+    this.run(link, link.session.tick(monotonic()));
   }
 
   /**
@@ -449,8 +453,7 @@ export class Replicator {
    * after that, so detection never takes longer than the configured timeout.
    */
   private watch(link: Link): void {
-    const heard = Math.max(link.lastPong, link.lastContact);
-    const left = heard + this.timeout - Date.now();
+    const left = link.heardAt + this.timeout - monotonic();
     if (left > 0) {
       link.watchdog = setTimeout(() => this.watch(link), left + 5);
       return;
@@ -513,7 +516,7 @@ export class Replicator {
 
   /** Whether to log this refusal as new: not logged for this address and reason within the last hour. */
   private firstRefusal(key: string): boolean {
-    const now = Date.now();
+    const now = monotonic();
     const at = this.refusalsLogged.get(key);
     if (at !== undefined && now - at < REFUSAL_LOGGED_FOR_MS) return false;
     this.refusalsLogged.delete(key);
@@ -636,7 +639,7 @@ export class Replicator {
     if (!wasOpen) this.failedInRound++;
     // a session that ends right after opening (a disk that refuses every apply, a frame refused
     // every time) would otherwise be redialed at once forever
-    const brief = wasOpen && Date.now() - link.openedAt < BRIEF_SESSION_MS;
+    const brief = wasOpen && monotonic() - link.openedAt < BRIEF_SESSION_MS;
     this.briefSessions = brief ? this.briefSessions + 1 : wasOpen ? 0 : this.briefSessions;
     this.current = (this.dialers.indexOf(d) + 1) % n;
     const next = this.dialers[this.current]!;
@@ -670,7 +673,7 @@ export class Replicator {
     }
   }
 
-  private behindSeconds(held: number, now: number): number {
+  private behindSeconds(held: number, now = monotonic()): number {
     const since = this.clock.missingSince(held, this.opts.store.lastSeq);
     return since === undefined ? 0 : Math.max(0, (now - since) / 1000);
   }
@@ -698,7 +701,7 @@ export class Replicator {
         acked: s.acked,
         // (masters take nothing from a replica)
         peerBehind: this.role === 'replica' ? 0 : Math.max(0, this.opts.store.lastSeq - l.session.peerHolds),
-        peerBehindSeconds: this.role === 'replica' ? 0 : this.behindSeconds(l.session.peerHolds, now),
+        peerBehindSeconds: this.role === 'replica' ? 0 : this.behindSeconds(l.session.peerHolds),
         synced: l.everLive || s.remoteHead > 0,
       };
     };
@@ -727,7 +730,7 @@ export class Replicator {
         acked: d.acked,
         // (a peer never reached has acknowledged nothing we know of)
         peerBehind: d.node && this.role === 'master' ? Math.max(0, this.opts.store.lastSeq - d.acked) : 0,
-        peerBehindSeconds: d.node && this.role === 'master' ? this.behindSeconds(d.acked, now) : 0,
+        peerBehindSeconds: d.node && this.role === 'master' ? this.behindSeconds(d.acked) : 0,
         synced: false,
       });
       if (d.node) seen.add(d.node);
@@ -760,6 +763,16 @@ export class Replicator {
 }
 
 const BRIEF_SESSION_MS = 5000;
+
+/**
+ * Durations and timeouts (dead links, handshakes, held snapshots, how long a
+ * peer has lacked a change) run on the monotonic clock: a wall clock set back
+ * by NTP or a resumed VM would otherwise postpone dead-link detection by as
+ * much as it moved. Wall time is kept only for what status shows as a date.
+ */
+function monotonic(): number {
+  return performance.now();
+}
 
 /** Forwarded writes a replica holds unanswered at once; its masters take 1024 per session. */
 const MAX_PENDING = 512;
