@@ -68,6 +68,7 @@ t.test('bad input on the admin API gets a clear 4xx and stores nothing', async (
     ['GET', '/api/objects/%E0%A4%A', undefined, {}, 400, /not valid percent-encoding/],
     ['GET', '/api/feed?after=-1', undefined, {}, 400, /after must be a feed position/],
     ['GET', '/nowhere', undefined, {}, 404, /nothing at \/nowhere/],
+    ['GET', '//a:99999/', undefined, {}, 400, /^the request target is not a valid path/],
   ];
   for (const [method, path, body, headers, status, message] of cases) {
     const r = await call(node, method, path, body, headers);

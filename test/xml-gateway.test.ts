@@ -432,6 +432,36 @@ t.test('review fixes: CDATA may hold "&", 405 says Allow, an import ignores Idem
   t.match(gone.text, /<error code="gone">changes up to \d+ are no longer kept here/);
 });
 
+t.test('a long poll answers a change made durable while it read the feed, not at its timeout', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  const store = node.store;
+  const since = store.lastSeq;
+  const read = store.readFeed.bind(store);
+  let first = true;
+  // the write lands between the poll's read of the feed and its subscription
+  store.readFeed = async (after, limit) => {
+    const entries = await read(after, limit);
+    if (first) {
+      first = false;
+      // (and its subscribers are told before the read returns)
+      await new Promise<void>((resolve) => {
+        const unsubscribe = store.subscribe(() => {
+          unsubscribe();
+          resolve();
+        });
+        void store.create('Organisation', { name: 'Meanwhile', kind: 'vendor' }, { principal: 'test', id: 'org-meanwhile' });
+      });
+    }
+    return entries;
+  };
+  const started = Date.now();
+  const poll = await call(node, 'GET', `/changes?since=${since}&timeout=10`);
+  t.equal(poll.status, 200);
+  t.match(poll.text, /<change seq="\d+" id="org-meanwhile" type="Organisation" kind="create"/, 'the change is in the answer');
+  t.ok(Date.now() - started < 5000, `answered in ${Date.now() - started} ms (timeout 10 s)`);
+});
+
 t.test('an import parsed in groups: a bad object deep in the document is reported by its own line, with exactly the objects before it applied', async (t) => {
   const node = await startXmlNode(t, { feedRetention: 0 });
   await seed(node);

@@ -263,7 +263,7 @@ export class MeridianNode {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
     try {
-      const url = new URL(req.url ?? '/', 'http://node');
+      const url = requestUrl(req.url);
       this.metrics.observe(surfaceOf(url.pathname), req.method ?? 'GET', res, started);
       if (url.pathname === '/healthz') {
         sendJson(res, 200, { ok: true, nodeId: this.store.nodeId });
@@ -446,5 +446,14 @@ export async function initDataDir(config: NodeConfig): Promise<{ nodeId: string;
     return { nodeId: store.nodeId, generatedPassword: auth.generated };
   } finally {
     await store.close();
+  }
+}
+
+/** The request target as a URL; one that is not a path (`//a:99999/`) is the client's error, not an internal one. */
+function requestUrl(target: string | undefined): URL {
+  try {
+    return new URL(target ?? '/', 'http://node');
+  } catch {
+    throw new HttpError(400, 'the request target is not a valid path; send a path such as /objects/Person/per-1', 'bad-request');
   }
 }

@@ -36,12 +36,16 @@ export async function changesFeed(store: Store, req: IncomingMessage, res: Serve
       const done = (): void => {
         clearTimeout(timer);
         unsubscribe();
-        req.off('close', done);
+        res.off('close', done);
         resolve();
       };
       const unsubscribe = store.subscribe(done);
       const timer = setTimeout(done, timeout);
-      req.on('close', done);
+      // the response's close, not the request's: a request emits 'close' once it has been read
+      // (Node 16 on), which can come while its client is still waiting
+      res.on('close', done);
+      // a change made durable while the feed was read above came before the subscription
+      if (store.lastSeq > since) done();
     });
     if (res.destroyed) return;
     entries = await store.readFeed(since, PAGE);
@@ -103,7 +107,7 @@ async function stream(store: Store, req: IncomingMessage, res: ServerResponse, s
       unsubscribe();
       resolve();
     };
-    req.on('close', end);
+    // (not the request's close: see the long poll)
     res.on('close', end);
     void pump();
   });

@@ -44,6 +44,14 @@ export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, max
     const before = buf.slice(0, at);
     return new XmlError(400, `malformed XML at line ${line + count(before)}, column ${at - before.lastIndexOf('\n')}: ${problem}`);
   };
+  /**
+   * What is buffered while looking for the end of a comment, declaration
+   * or tag outside any <object> is bounded like an object: an unclosed
+   * comment would otherwise hold the rest of the upload in memory.
+   */
+  const bounded = (what: string): void => {
+    if (buf.length > maxObject) throw new XmlError(413, `${what} at line ${line} is longer than ${maxObject} bytes`);
+  };
   /** Skips whitespace, comments and (in the prolog) the XML declaration; false when more input is needed. */
   const skipMisc = async (allowDecl: boolean): Promise<void> => {
     for (;;) {
@@ -56,6 +64,7 @@ export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, max
       if (buf.startsWith('<!--')) {
         let end = buf.indexOf('-->', 4);
         while (end < 0) {
+          bounded('a comment');
           if (!(await more())) throw fail(0, 'a comment is not closed');
           end = buf.indexOf('-->', 4);
         }
@@ -70,6 +79,7 @@ export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, max
       if (allowDecl && buf.startsWith('<?')) {
         let end = buf.indexOf('?>');
         while (end < 0) {
+          bounded('the XML declaration');
           if (!(await more())) throw fail(0, 'the XML declaration is not closed');
           end = buf.indexOf('?>');
         }
@@ -101,6 +111,7 @@ export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, max
       if (!/^<objects[\s/>]/.test(buf)) throw fail(0, 'the root element must be <objects>');
       let end = tagEnd();
       while (end < 0) {
+        bounded('the <objects> start tag');
         if (!(await more())) throw fail(0, 'the <objects> start tag is not closed');
         end = tagEnd();
       }
@@ -112,6 +123,7 @@ export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, max
     if (buf.startsWith('</objects')) {
       let end = buf.indexOf('>');
       while (end < 0) {
+        bounded('the </objects> tag');
         if (!(await more())) throw fail(0, 'the </objects> tag is not closed');
         end = buf.indexOf('>');
       }

@@ -50,3 +50,30 @@ t.test('a "<!" that opens neither a comment nor CDATA does not hide the end tag'
     t.equal(p?.text, '<object type="A"><!DOCTYPE x></object>', `chunks of ${size} bytes`);
   }
 });
+
+t.test('what is buffered outside an <object> is bounded like an object', async (t) => {
+  const max = 4096;
+  // each input is endless unless bounded: the generator would be pulled for ever
+  const endless = async function* (head: string, filler: string): AsyncGenerator<Buffer> {
+    yield Buffer.from(head);
+    for (;;) yield Buffer.from(filler.repeat(256));
+  };
+  const cases: [string, string, RegExp][] = [
+    ['<objects><!--', 'x', /^a comment at line 1 is longer than 4096 bytes$/],
+    ['<?xml version="1.0"', ' ', /^the XML declaration at line 1 is longer than 4096 bytes$/],
+    ['<objects a="', 'x', /^the <objects> start tag at line 1 is longer than 4096 bytes$/],
+    ['<objects></objects', ' ', /^the <\/objects> tag at line 1 is longer than 4096 bytes$/],
+  ];
+  for (const [head, filler, message] of cases) {
+    const err = await (async () => {
+      try {
+        for await (const _ of streamObjects(endless(head, filler), max)) void _;
+      } catch (e) {
+        return e as { status?: number; message: string };
+      }
+      return undefined;
+    })();
+    t.equal(err?.status, 413, `${head}: refused as too large`);
+    t.match(err?.message, message);
+  }
+});
