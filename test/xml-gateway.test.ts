@@ -214,6 +214,12 @@ t.test('access rules: staff, reseller admin, customer contact; 404 for what one 
   t.equal((await call(node, 'PUT', '/objects/Person/per-c1b', { ...as('radmin'), body: c1b.text.replace('Person colleague1', 'Colleague One'), headers: { 'if-match': `"${etagOf(c1b)}"` } })).status, 200, 'the reseller admin edits a customer contact');
   const moved = await call(node, 'GET', '/objects/Person/per-c1b', as('radmin'));
   t.equal((await call(node, 'PUT', '/objects/Person/per-c1b', { ...as('radmin'), body: moved.text.replace('org-c1', 'org-c2'), headers: { 'if-match': `"${etagOf(moved)}"` } })).status, 403, 'but cannot move it to a customer outside its scope');
+  const c1 = await call(node, 'GET', '/objects/Organisation/org-c1', as('radmin'));
+  const c1put = (body: string): Promise<Reply> => call(node, 'PUT', '/objects/Organisation/org-c1', { ...as('radmin'), body, headers: { 'if-match': `"${etagOf(c1)}"` } });
+  t.equal((await c1put(c1.text.replace(/<field name="reseller">org-r<\/field>/, ''))).status, 403, 'nor take its reseller out of a customer, which would move the customer out of its reach');
+  t.equal((await c1put(c1.text.replace('>org-r<', '>org-vendor<'))).status, 403, 'nor give it another reseller');
+  t.equal((await node.store.get('org-c1'))?.fields['reseller'], 'org-r', 'the customer is still the reseller\'s');
+  t.equal((await c1put(c1.text.replace('Customer One', 'Customer 1'))).status, 200, 'it edits the customer otherwise');
   const newPerson = '<object type="Person"><field name="cn">N</field><field name="sn">N</field><field name="organisation">org-c2</field></object>';
   t.equal((await call(node, 'POST', '/objects/Person', { ...as('radmin'), body: newPerson })).status, 403, 'nor create one there');
   t.equal((await call(node, 'POST', '/objects/Person', { ...as('radmin'), body: newPerson.replace('org-c2', 'org-c1') })).status, 201, 'it may create one at its customer');

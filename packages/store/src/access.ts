@@ -166,6 +166,22 @@ export class AccessScope {
     return undefined;
   }
 
+  /**
+   * Whether an organisation, as it is or as a write would leave it, is
+   * still one the rule reaches: the reach was worked out from the store
+   * before the write, so a reseller-admin's write that takes its reseller
+   * out of a customer would otherwise pass, moving the customer (and its
+   * persons, hosts and licenses) out of the principal's reach. Other types
+   * belong to the organisation they name, which is checked against the reach.
+   */
+  private stillReached(rule: RoleRule, x: Accessible): boolean {
+    if (x.type !== this.rules?.organisationType) return true;
+    const own = this.principal.kind === 'person' ? this.principal.organisation : undefined;
+    if (rule.organisations === 'own') return x.id === own;
+    const v = x.fields[rule.organisations.by];
+    return Array.isArray(v) ? v.includes(own as string) : v === own;
+  }
+
   /** Whether `o` is the principal's own entry. */
   isSelf(o: Accessible): boolean {
     return this.principal.kind === 'person' && o.id === this.principal.id && o.type === this.principal.type;
@@ -190,7 +206,7 @@ export class AccessScope {
     if (before && after && this.isSelf(before) && changed.every((f) => this.rules?.self.has(f))) return true;
     const inScope = (x: Accessible): boolean => {
       const org = this.orgOf(x);
-      return org !== undefined && this.reach.some((r) => r.rule.write.has(x.type) && r.orgs.has(org));
+      return org !== undefined && this.reach.some((r) => r.rule.write.has(x.type) && r.orgs.has(org) && this.stillReached(r.rule, x));
     };
     return (!before || inScope(before)) && (!after || inScope(after));
   }
