@@ -15,6 +15,8 @@ export class MessageFramer {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private stopped = false;
+  /** hands over nothing until released: the connection has enough in hand */
+  private held = false;
 
   constructor(
     private readonly maxMessage: number,
@@ -29,12 +31,28 @@ export class MessageFramer {
     this.buffered = 0;
   }
 
+  /** Hands over no more messages, even ones already buffered, until release(). */
+  hold(): void {
+    this.held = true;
+  }
+
+  /** Hands over what is buffered, and what comes next, again. */
+  release(): void {
+    if (!this.held) return;
+    this.held = false;
+    this.deliver();
+  }
+
   push(data: Buffer): void {
     if (this.stopped) return;
     this.chunks.push(data);
     this.buffered += data.length;
+    this.deliver();
+  }
+
+  private deliver(): void {
     for (;;) {
-      if (this.stopped || this.buffered < 2) return;
+      if (this.stopped || this.held || this.buffered < 2) return;
       const head = this.peek(Math.min(this.buffered, 6));
       if (head[0] !== 0x30) return this.onError('a message did not start with an LDAP message sequence');
       const first = head[1]!;
@@ -74,6 +92,13 @@ export class MessageFramer {
   }
 }
 
+/** Stops and resumes reading a connection's requests. */
+export interface ReadGate {
+  /** reads nothing more (the socket pauses) and hands over no buffered request */
+  hold(): void;
+  release(): void;
+}
+
 /**
  * Puts a framer between a socket and ldapjs's per-connection parser. Each
  * well-formed request is offered to `onRequest` first; ldapjs gets it
@@ -84,7 +109,8 @@ export function frameConnection(
   maxMessage: number,
   onError: (problem: string) => void,
   onRequest: (message: Buffer, checked: CheckedRequest) => boolean,
-): void {
+  afterRequest: () => void = () => {},
+): ReadGate {
   // ldapjs's own listener feeds every chunk to its parser; ours replaces it
   socket.removeAllListeners('data');
   const fail = (problem: string): void => {
@@ -101,11 +127,28 @@ export function frameConnection(
         if (!onRequest(message, checked)) socket.parser.write(message);
       } catch (e) {
         fail(`a message could not be parsed (${(e as Error).message})`);
+        return;
       }
+      afterRequest();
     },
     fail,
   );
   socket.on('data', (data: Buffer) => {
     if (!socket.destroyed) framer.push(data);
   });
+  let held = false;
+  return {
+    hold: () => {
+      if (held) return;
+      held = true;
+      framer.hold();
+      socket.pause();
+    },
+    release: () => {
+      if (!held) return;
+      held = false;
+      socket.resume();
+      framer.release();
+    },
+  };
 }

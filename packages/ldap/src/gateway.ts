@@ -8,7 +8,7 @@ import { entryBody, octets, Op, pagedValue, result, ResultCode, searchEntryHead,
 import { BindThrottle } from './bind-throttle.js';
 import { EntryBuilder, entrySource, type Entry } from './entries.js';
 import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex } from './filter.js';
-import { frameConnection } from './framing.js';
+import { frameConnection, type ReadGate } from './framing.js';
 import { DirectoryIndex } from './directory-index.js';
 import { DirectoryLayout, InvalidDn, type Location, type MappedType } from './layout.js';
 import { ABANDON_REQUEST, decodeAbandon, decodePaged, decodeSearch, SEARCH_REQUEST, type SearchRequest } from './search-request.js';
@@ -21,6 +21,12 @@ const WHOAMI = '1.3.6.1.4.1.4203.1.11.3';
 const PASSWD = '1.3.6.1.4.1.4203.1.11.1';
 /** most bytes of answers held for one connection before its search waits for the client to read */
 const MAX_BUFFERED = 256 * 1024;
+/**
+ * Operations one connection may have running before its requests are read
+ * no further (slapd's conn_max_pending is 100): with MAX_BUFFERED, what a
+ * client that sends without reading can make the server hold.
+ */
+const MAX_IN_FLIGHT = 100;
 /** candidates whose entries a search reads at once, when the index has already matched them */
 const READ_AHEAD = 64;
 /** ... and when the entries must be read to be matched */
@@ -131,6 +137,10 @@ export class LdapGateway {
   private readonly searches = new WeakMap<Socket, Map<number, Running>>();
   /** connections corked by write() until the next check phase */
   private readonly corked = new WeakSet<Socket>();
+  /** per connection: operations running, and the gate its requests are read through */
+  private readonly inFlight = new WeakMap<Socket, number>();
+  private readonly gates = new WeakMap<Socket, ReadGate>();
+  private readonly drains = new WeakMap<Socket, Promise<void>>();
   /** each cached entry's last encoding, with the selection it was made for */
   private readonly encoded = new WeakMap<Entry, { key: string; body: Buffer }>();
   private readonly servers: Server[] = [];
@@ -205,7 +215,7 @@ export class LdapGateway {
     // waited for the client's delayed ACK, about 40 ms per search
     socket.setNoDelay(true);
     server.newConnection(socket);
-    frameConnection(
+    const gate = frameConnection(
       socket as LdapConnection,
       this.opts.maxRequest ?? 1024 * 1024,
       (problem) => this.opts.log.info({ client: `${socket.remoteAddress}:${socket.remotePort}`, problem }, 'LDAP connection closed'),
@@ -231,7 +241,45 @@ export class LdapGateway {
         if (checked.op.tag === BIND_REQUEST) this.sessions.delete(socket);
         return false;
       },
+      // (after each request is handed on, whoever answers it)
+      () => this.pace(socket),
     );
+    this.gates.set(socket, gate);
+  }
+
+  /**
+   * Reads a connection's requests only while it has fewer than
+   * MAX_IN_FLIGHT operations running. An operation whose answer finds
+   * MAX_BUFFERED bytes unread stays running until the client reads them
+   * (run()), so a client that pipelines requests without reading the
+   * answers (each small search answered by a larger entry) holds its own
+   * requests, in its socket, not the server's memory; one that reads
+   * slowly still gets its abandons read while fewer are running.
+   */
+  private pace(conn: Socket): void {
+    const gate = this.gates.get(conn);
+    if (!gate || conn.destroyed) return;
+    if ((this.inFlight.get(conn) ?? 0) >= MAX_IN_FLIGHT) gate.hold();
+    else gate.release();
+  }
+
+  /** Resolves once the connection's unread answers have gone out (drain) or it closed: one wait, shared by its operations. */
+  private drained(conn: Socket): Promise<void> {
+    let wait = this.drains.get(conn);
+    if (!wait) {
+      wait = new Promise<void>((resolve) => {
+        const done = (): void => {
+          conn.off('drain', done);
+          conn.off('close', done);
+          this.drains.delete(conn);
+          resolve();
+        };
+        conn.on('drain', done);
+        conn.on('close', done);
+      });
+      this.drains.set(conn, wait);
+    }
+    return wait;
   }
 
   private session(conn: Socket): Session {
@@ -250,6 +298,7 @@ export class LdapGateway {
     // Looked up once, before any await: an operation keeps the identity it came under,
     // however a bind that arrives while it runs changes the connection's.
     const s = this.session(conn);
+    this.inFlight.set(conn, (this.inFlight.get(conn) ?? 0) + 1);
     let reply: Answer;
     try {
       const unsupported = req.controls.find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
@@ -265,6 +314,13 @@ export class LdapGateway {
     }
     if (!conn.destroyed && reply !== NO_ANSWER) this.write(conn, reply.bytes);
     this.opts.observe?.(op, reply.code, Number(process.hrtime.bigint() - started) / 1e9);
+    if (!conn.destroyed && conn.writableLength > MAX_BUFFERED) {
+      // what write() gathered goes out first, or no drain would come
+      this.flush(conn);
+      await this.drained(conn);
+    }
+    this.inFlight.set(conn, this.inFlight.get(conn)! - 1);
+    this.pace(conn);
   }
 
   /**

@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
+import { once } from 'node:events';
 import { AccessScope, type Principal, type Store } from '@meridian/store';
 import { LdapGateway } from '../dist/gateway.js';
 import { integer, octets, tlv } from '../dist/ber.js';
@@ -15,7 +16,7 @@ const BASE = 'dc=example,dc=com';
  * admin scope is worked out only when the test lets it: operations of the
  * admin wait there while the test sends what it likes on the connection.
  */
-async function heldGateway(t: Test): Promise<{ port: number; release: () => void; scopesFor: string[]; store: Store }> {
+async function heldGateway(t: Test): Promise<{ port: number; release: () => void; scopesFor: string[]; store: Store; gateway: LdapGateway }> {
   const store = await crmStore(t, 'meridian-ldap-held-');
   await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
   await store.create('Person', { cn: 'Alice', sn: 'held', uid: 'alice', organisation: 'org-1' }, { id: 'per-alice' });
@@ -37,7 +38,7 @@ async function heldGateway(t: Test): Promise<{ port: number; release: () => void
     },
   });
   t.teardown(() => gateway.close());
-  return { port: await gateway.listen(0, '127.0.0.1'), release, scopesFor, store };
+  return { port: await gateway.listen(0, '127.0.0.1'), release, scopesFor, store, gateway };
 }
 
 /** A raw connection: what came back, by message ID (the operation tags, and each result code). */
@@ -146,4 +147,30 @@ t.test('a search keeps the identity it came under while the bound entry is reche
   t.equal((await c.answered(5)).result, 0);
   c.send(search(6));
   t.equal(entries(await c.answered(6)), anonymous, 'the next search is anonymous');
+});
+
+t.test('a client that pipelines searches without reading the answers holds its requests, not the server\'s memory', async (t) => {
+  const g = await heldGateway(t);
+  const s = connect(g.port, '127.0.0.1');
+  t.teardown(() => s.destroy());
+  await once(s, 'connect');
+  s.pause();
+  // the root DSE, anonymously: about 40 bytes asked, several hundred answered
+  const rootDse = (id: number): Buffer =>
+    tlv(0x30, [integer(id), tlv(0x63, [octets(''), integer(0, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), octets('objectClass', 0x87), tlv(0x30, [])])]);
+  const N = 50_000;
+  for (let i = 1; i <= N; i += 1000) s.write(Buffer.concat(Array.from({ length: 1000 }, (_, j) => rootDse(i + j))));
+  const server = (): Socket => [...(g.gateway as unknown as { sockets: Set<Socket> }).sockets][0]!;
+  await sleep(1500);
+  const held = server().writableLength;
+  t.ok(held < 1 << 20, `answers held for the connection: ${held} bytes (the answers to all of it would be about ${N * 300} bytes)`);
+  // reading again, every search is answered: nothing was dropped while the connection was held
+  let done = 0;
+  const framer = new MessageFramer(1 << 20, (m) => {
+    const [msg] = berTree(m)!;
+    if (msg!.children![1]!.tag === 0x65) done++;
+  }, (e) => t.fail(e));
+  s.on('data', (c: Buffer) => framer.push(c));
+  s.resume();
+  t.ok(await until(() => done === N, 60_000), `all ${N} searches answered (${done})`);
 });
