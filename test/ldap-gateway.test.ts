@@ -85,6 +85,9 @@ t.test('the whole filter language, scopes, and requested attributes', async (t) 
   t.same(await dns('(objectClass=*)', ['-b', `ou=people,${BASE}`, '-s', 'one']), ['per-c1', 'per-c1b', 'per-c2', 'per-radmin', 'per-staff'].map(dnOf).sort(), 'one level');
   t.same(await dns('(objectClass=*)', ['-b', dnOf('per-c1'), '-s', 'base']), [dnOf('per-c1')], 'base');
   t.equal((await dns('(objectClass=*)', ['-b', BASE, '-s', 'sub'])).length, 1 + 2 + 4 + 5, 'subtree: the base, two containers, four organisations and five persons');
+  t.equal((await dns('(&)', ['-b', BASE, '-s', 'sub'])).length, 1 + 2 + 4 + 5, 'the absolute true filter (&) matches every entry (RFC 4526, advertised in the root DSE)');
+  t.same(await dns('(|)', ['-b', BASE, '-s', 'sub']), [], 'and the absolute false (|) none');
+  t.same(await dns('(&(uid=contact1)(&))'), [dnOf('per-c1')], 'inside another filter too');
   const missing = await search(d, asAdmin, ['-b', `meridianId=per-nope,ou=people,${BASE}`, '-s', 'base', '(objectClass=*)']);
   t.equal(missing.code, 32, 'no such object');
   t.match(missing.stdout + missing.stderr, /Matched DN: ou=people,dc=example,dc=com/);

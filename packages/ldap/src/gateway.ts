@@ -11,7 +11,7 @@ import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex } from './f
 import { frameConnection, type ReadGate } from './framing.js';
 import { DirectoryIndex } from './directory-index.js';
 import { DirectoryLayout, InvalidDn, type Location, type MappedType } from './layout.js';
-import { ABANDON_REQUEST, decodeAbandon, decodePaged, decodeSearch, SEARCH_REQUEST, type SearchRequest } from './search-request.js';
+import { ABANDON_REQUEST, decodeAbandon, decodePaged, decodeSearch, isSaslBind, messageIdOf, SEARCH_REQUEST, type SearchRequest } from './search-request.js';
 
 const monotonic = (): number => performance.now();
 
@@ -238,7 +238,14 @@ export class LdapGateway {
         // bind itself, without the bind handler, which would leave the last identity in place.
         // Operations still running keep the session they began with, so none of them can leave
         // its scope or identity on the new one; the searches stay abandonable (this.searches).
-        if (checked.op.tag === BIND_REQUEST) this.sessions.delete(socket);
+        if (checked.op.tag === BIND_REQUEST) {
+          this.sessions.delete(socket);
+          // ldapjs cannot parse a SASL bind and closed the connection without an answer
+          if (isSaslBind(checked)) {
+            this.write(socket, answer(messageIdOf(message, checked), Op.bind, ResultCode.authMethodNotSupported, 'SASL binds are not supported here; bind with a name and password (a simple bind: ldapsearch -x)').bytes);
+            return true;
+          }
+        }
         return false;
       },
       // (after each request is handed on, whoever answers it)

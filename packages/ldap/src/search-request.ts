@@ -18,6 +18,16 @@ export function decodeAbandon(message: Buffer, checked: CheckedRequest): number 
   return integerAt(message, checked.op);
 }
 
+/** The request's message ID. */
+export function messageIdOf(message: Buffer, checked: CheckedRequest): number {
+  return integerAt(message, checked.messageId);
+}
+
+/** Whether a bind request (checked) asks for SASL: its authentication choice is `sasl [3]`, not `simple [0]`. */
+export function isSaslBind(checked: CheckedRequest): boolean {
+  return checked.op.children?.[2]?.tag === 0xa3;
+}
+
 export interface RequestControl {
   readonly type: string;
   readonly criticality: boolean;

@@ -63,7 +63,8 @@ function filter(n: Node): boolean {
   switch (n.tag) {
     case 0xa0: // and
     case 0xa1: // or
-      return c !== undefined && c.length > 0 && c.every(filter);
+      // (empty: the absolute true and false of RFC 4526, which the root DSE advertises)
+      return c !== undefined && c.every(filter);
     case 0xa2: // not
       return c !== undefined && c.length === 1 && filter(c[0]!);
     case 0xa3: // equality

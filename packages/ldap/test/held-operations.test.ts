@@ -174,3 +174,14 @@ t.test('a client that pipelines searches without reading the answers holds its r
   s.resume();
   t.ok(await until(() => done === N, 60_000), `all ${N} searches answered (${done})`);
 });
+
+t.test('a SASL bind is answered authMethodNotSupported and the connection goes on anonymous', async (t) => {
+  const g = await heldGateway(t);
+  const c = rawClient(t, g.port);
+  c.send(tlv(0x30, [integer(1), tlv(0x60, [integer(3), octets(''), tlv(0xa3, [octets('EXTERNAL')])])]));
+  const bind = await c.answered(1);
+  t.same(bind.ops, [0x61], 'a bind response');
+  t.equal(bind.result, 7, 'authMethodNotSupported');
+  c.send(search(2));
+  t.equal((await c.answered(2)).result, 50, 'the connection is still open: a search is answered, as anonymous (whose reads are off here)');
+});
