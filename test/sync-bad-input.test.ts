@@ -561,3 +561,40 @@ t.test('replica credentials are changed only through their own commands', async 
   const again = await asReplica(node, { credential });
   t.notOk(again.opened, 'the revoked credential is still refused');
 });
+
+t.test('a peer whose sessions fail right after opening is redialed ever more slowly, not every 125-250 ms', async (t) => {
+  // a fake master that completes the handshake, then sends bytes no frame decodes from
+  const { WebSocketServer } = await import('ws');
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', path: '/sync' });
+  t.teardown(() => new Promise<void>((r) => wss.close(() => r())));
+  await new Promise<void>((r) => wss.once('listening', () => r()));
+  const port = (wss.address() as { port: number }).port;
+  let opened = 0;
+  wss.on('connection', (ws) => {
+    const session = new SyncSession({ nodeId: 'broken', cluster: 'meridian', secret: SECRET, role: 'master', dialed: false, nonce: randomBytes(16), vector: () => ({}), head: 0 });
+    const run = (actions: Action[]): void => {
+      for (const a of actions) {
+        if (a.type === 'send') ws.send(encodeFrame(a.frame));
+        else if (a.type === 'open') {
+          opened++;
+          ws.send(Buffer.from([0xc1, 0xc1, 0xc1]));
+        }
+      }
+    };
+    ws.on('message', (data: Buffer) => {
+      try {
+        run(session.receive(decodeFrame(data)));
+      } catch {
+        ws.terminate();
+      }
+    });
+    ws.on('error', () => undefined);
+    run(session.start(Date.now()));
+  });
+  const { logs } = await startNode(t, { clusterSecret: SECRET, peers: `ws://127.0.0.1:${port}/sync` });
+  t.ok(await until(() => opened >= 1, 5000), 'the node reaches the fake master and opens a session');
+  await sleep(4000);
+  // redialed at once every time, 4 s hold about 15 sessions; backing off (125-250, 250-500, 500-1000, 1000-2000 ms) 4 or 5
+  t.ok(opened <= 7, `${opened} sessions opened in about 4 s`);
+  t.ok(logs.some((l) => /malformed frame/.test(l.reason ?? '')), 'each ended on the malformed frame');
+});

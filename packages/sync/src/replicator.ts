@@ -119,6 +119,10 @@ interface Link extends SessionIo {
   everLive: boolean;
   /** monotonic */
   openedAt: number;
+  /** the socket closed; work queued for the link may still be running */
+  gone: boolean;
+  /** replica: this link was the session with its master when the socket closed */
+  wasMaster: boolean;
 }
 
 interface PendingWrite {
@@ -132,8 +136,10 @@ interface PendingWrite {
 
 interface Dialer {
   url: string;
-  /** redials since the peer was last reached: the backoff step, and whether this outage is logged already */
+  /** failed dials (and sessions that ended soon after opening) since a session last lasted: the backoff step */
   attempt: number;
+  /** the link is down and that is logged; cleared when the peer is reached */
+  downLogged: boolean;
   link: Link | undefined;
   state: PeerState;
   reason: string | null;
@@ -184,7 +190,7 @@ export class Replicator {
       reason: opts.peers.length ? `no master reached yet (trying ${opts.peers.join(', ')})` : 'no masters are configured',
     };
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxFrame ?? 16 * 1024 * 1024, perMessageDeflate: false });
-    this.dialers = opts.peers.map((url) => ({ url, attempt: 0, link: undefined, state: 'connecting', reason: null, node: null, timer: undefined, acked: 0, bytesIn: 0, bytesOut: 0, lastContact: 0 }));
+    this.dialers = opts.peers.map((url) => ({ url, attempt: 0, downLogged: false, link: undefined, state: 'connecting', reason: null, node: null, timer: undefined, acked: 0, bytesIn: 0, bytesOut: 0, lastContact: 0 }));
     this.unsubscribe = opts.store.subscribe((entries) => {
       const head = opts.store.lastSeq;
       // (a replica's peers take nothing from it: nobody can be behind it)
@@ -210,7 +216,7 @@ export class Replicator {
 
   /** The open session with a master, on a replica. */
   private masterLink(): Link | undefined {
-    for (const l of this.links) if (l.session.state === 'open' && l.session.peerRole === 'master') return l;
+    for (const l of this.links) if (l.session.state === 'open' && l.session.peerRole === 'master' && !l.gone) return l;
     return undefined;
   }
 
@@ -331,6 +337,8 @@ export class Replicator {
       watchdog: undefined,
       everLive: false,
       openedAt: 0,
+      gone: false,
+      wasMaster: false,
       send: (frame) => {
         if (ws.readyState !== WebSocket.OPEN) return false;
         const bytes = codec.encode(frame);
@@ -433,6 +441,10 @@ export class Replicator {
     // the duplicate itself.
     ws.on('close', (_code, why) => {
       const reason = session.state === 'closed' ? undefined : why.toString() === DUPLICATE_SESSION ? DUPLICATE_SESSION : 'connection closed';
+      link.gone = true;
+      // a replica is read-only from the moment its master's connection closes, not once the
+      // link's queued work (a large apply, a digest) is done: writes would go to a dead link
+      if (this.role === 'replica') this.lostMaster(link, this.lastReason.get(link) ?? reason ?? 'closed');
       void link.queue.finally(() => this.ended(link, reason));
     });
     // 'close' follows and reports; keep what ws says (an oversized frame, a TLS failure)
@@ -534,8 +546,7 @@ export class Replicator {
     if (d) {
       d.node = peer;
       d.reason = null;
-      // reached: the outage is over (and the backoff starts again), whichever of the two sessions carries on
-      d.attempt = 0;
+      d.downLogged = false;
     }
     // A replica chooses its own node id, and sessions are told apart by node id: one posing as a
     // master would pass for that master's session (and the real one be closed as its duplicate).
@@ -602,12 +613,17 @@ export class Replicator {
       d.reason = d.reason && reason === 'connection closed' ? d.reason : reason;
     }
     if (this.closed) return;
+    // A session that went live or lasted ended an outage: the backoff starts again. One that
+    // ended soon after opening, never live (a frame refused every time, a disk that refuses
+    // every apply), counts as a failed attempt, or the dialer would redial it every 125-250 ms
+    // for ever.
+    if (link.openedAt > 0 && (link.everLive || monotonic() - link.openedAt >= BRIEF_SESSION_MS)) d.attempt = 0;
     if (this.role === 'replica') {
       this.replicaLinkEnded(d, link, reason);
       return;
     }
-    // retried since the peer was last reached: this outage is logged already
-    const repeat = d.attempt > 0;
+    // not reached since the link went down: this outage is logged already
+    const repeat = d.downLogged;
     // The peer's own dial carries the session: look again only now and then;
     // if that session ends, the dialer is woken at once (see wake()).
     const delay =
@@ -617,8 +633,19 @@ export class Replicator {
     if (reason !== DUPLICATE_SESSION) {
       // once per outage: the retries of a peer that stays away are the same state (status shows the latest reason)
       this.logState(repeat, 'info', { url: d.url, peer: d.node, reason: d.reason, retryInMs: delay }, 'replication link down; backing off');
+      d.downLogged = true;
     }
     d.timer = setTimeout(() => this.dial(d), delay);
+  }
+
+  /** Replica: the socket of `link` closed; if it carried the session with the master, writes stop now. */
+  private lostMaster(link: Link, reason: string): void {
+    const peer = link.session.peer;
+    link.wasMaster = peer !== undefined && link.session.peerRole === 'master' && this.mode.mode === 'read-write' && this.mode.master?.node === peer;
+    if (!link.wasMaster) return;
+    const url = link.url ?? this.dialers.find((x) => x.link === link)?.url ?? '';
+    this.setMode({ mode: 'read-only', master: { node: peer!, url }, since: Date.now(), reason });
+    this.opts.log.warn({ master: peer, url, reason }, 'replica read-only: lost its master');
   }
 
   /**
@@ -628,10 +655,10 @@ export class Replicator {
    * them failed.
    */
   private replicaLinkEnded(d: Dialer, link: Link, reason: string): void {
-    const wasOpen = link.session.peer !== undefined && link.session.peerRole === 'master' && this.mode.mode === 'read-write' && this.mode.master?.node === link.session.peer;
+    const wasOpen = link.wasMaster;
     if (wasOpen) {
-      this.setMode({ mode: 'read-only', master: { node: link.session.peer!, url: d.url }, since: Date.now(), reason });
-      this.opts.log.warn({ master: link.session.peer, url: d.url, reason }, 'replica read-only: lost its master');
+      // read-only since the socket closed (lostMaster); the reason may be known better now
+      if (this.mode.mode === 'read-only' && this.mode.master?.node === link.session.peer) this.mode = { ...this.mode, reason };
     } else if (this.mode.mode === 'read-only') {
       this.mode = { ...this.mode, reason: this.mode.master ? this.mode.reason : `${d.url}: ${d.reason ?? reason}` };
     }
