@@ -27,14 +27,14 @@ export type RecordHash = (id: string, rec: ObjectRecord) => Buffer | undefined;
 const byVersion: RecordHash = (id, rec) => createHash('sha1').update(id).update('\0').update(rec.v).digest();
 
 /**
- * With `purged` (the purge markers), a node that lacks a purge differs in
+ * With `purged` (opens an iterator of the purge markers), a node that lacks a purge differs in
  * that id's bucket even when it never held the object, so anti-entropy
  * sends it the marker. What counts is the id and whether the marker names
  * the purge itself or only a redacted change (so a node with the latter
  * gets the former), not who purged it or when, which two concurrent purges
  * of one id record differently.
  */
-export async function digestRecords(records: AsyncIterable<[string, Uint8Array]>, bits = 4, onProgress?: (objects: number) => void, hashOf: RecordHash = byVersion, purged?: AsyncIterable<[string, Uint8Array]>): Promise<StoreDigest> {
+export async function digestRecords(records: AsyncIterable<[string, Uint8Array]>, bits = 4, onProgress?: (objects: number) => void, hashOf: RecordHash = byVersion, purged?: () => AsyncIterable<[string, Uint8Array]>): Promise<StoreDigest> {
   const acc = Array.from({ length: 2 ** bits }, () => ({ count: 0, hash: Buffer.alloc(20) }));
   const mix = (id: string, h: Buffer): void => {
     const b = acc[bucketOf(id, bits)]!.hash;
@@ -50,7 +50,8 @@ export async function digestRecords(records: AsyncIterable<[string, Uint8Array]>
     if (++n % 10_000 === 0) onProgress?.(n);
   }
   if (purged) {
-    for await (const [k, v] of purged) {
+    // opened only now: opened with the records and left unread when their loop threw, it stayed open
+    for await (const [k, v] of purged()) {
       const id = k.slice(1);
       mix(id, createHash('sha1').update(id).update(decode<{ r?: 1 }>(v).r ? '\0redacted' : '\0purged').digest());
     }

@@ -1525,7 +1525,7 @@ export class Store {
     return {
       head,
       vector,
-      digest: (bits = 8) => digestRecords(db.iterator(range), bits, undefined, undefined, db.iterator(markers)),
+      digest: (bits = 8) => digestRecords(db.iterator(range), bits, undefined, undefined, () => db.iterator(markers)),
       async *batches(batch = 500, page?: SnapshotPage) {
         if (page?.buckets.size === 0) return;
         const inPage = (k: string): boolean => !page || page.buckets.has(bucketOf(k.slice(1), page.bits));
@@ -1669,7 +1669,7 @@ export class Store {
   /** This node's object digest in 2^bits buckets (see digest.ts). */
   digest(bits = 4, onProgress?: (objects: number) => void): Promise<StoreDigest> {
     this.assertOpen();
-    return digestRecords(this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH }), bits, onProgress, undefined, this.db.iterator({ gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH }));
+    return digestRecords(this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH }), bits, onProgress, undefined, () => this.db.iterator({ gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH }));
   }
 
   /**
@@ -1754,7 +1754,8 @@ export class Store {
     const decoded = items.map(({ id, record }) => {
       if (!isValidId(id)) throw new MeridianError('bad-request', `cloned object id "${id.slice(0, 40)}" is not valid`);
       const rec = decode<ObjectRecord>(record);
-      if (typeof rec.t !== 'string' || typeof rec.f !== 'object' || rec.f === null || typeof rec.h !== 'number' || !holdsState(rec)) {
+      // (a `v` that is no string would make every later digest of this store throw)
+      if (typeof rec.t !== 'string' || typeof rec.f !== 'object' || rec.f === null || typeof rec.h !== 'number' || typeof rec.v !== 'string' || rec.v.length > 64 || !holdsState(rec)) {
         throw new MeridianError('bad-request', `cloned object ${id} is not an object record`);
       }
       const def = this.schema.types.get(rec.t);
