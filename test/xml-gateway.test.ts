@@ -180,6 +180,10 @@ t.test('the website flow: a customer contact signs in, reads /me, edits their en
   t.match(escalate.text, /you may not change "roles" of your own entry/);
   const noMatch = await call(node, 'PUT', '/me', { auth: person('contact1'), body: edited });
   t.equal(noMatch.status, 428);
+  const taken = await call(node, 'PUT', '/me', { auth: person('contact1'), body: put.text.replace('contact1@example.com', 'staff1@example.com'), headers: { 'if-match': `"${etagOf(put)}"` } });
+  t.equal(taken.status, 422, 'a mail address someone else holds is refused');
+  t.match(taken.text, /field "mail" value "staff1@example\.com" is already used by another Person</);
+  t.notMatch(taken.text, /per-staff/, 'without naming whose it is, which the person may not see');
 
   const withPassword = put.text.replace('</object>', '  <field name="password">new-secret-9</field>\n</object>');
   const pw = await call(node, 'PUT', '/me', { auth: person('contact1'), body: withPassword, headers: { 'if-match': `"${etagOf(put)}"` } });

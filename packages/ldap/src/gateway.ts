@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import ldap, { type LdapConnection, type LdapRequest, type Server } from 'ldapjs';
-import { authorizeWrite, type AccessScope, needsUpgrade, principalName, readerKnowing, type Principal, type Store, type StoredObject, type Writer } from '@meridian/store';
+import { asSeenBy, authorizeWrite, type AccessScope, needsUpgrade, principalName, readerKnowing, type Principal, type Store, type StoredObject, type Writer } from '@meridian/store';
 import { entryBody, octets, Op, pagedValue, result, ResultCode, searchEntryHead, tlv } from './ber.js';
 import { BindThrottle } from './bind-throttle.js';
 import { EntryBuilder, entrySource, type Entry } from './entries.js';
@@ -316,7 +316,8 @@ export class LdapGateway {
       if (rechecked) await rechecked;
       reply = await fn(req, s);
     } catch (e) {
-      const f = this.failure(e);
+      // (read after the awaits: the operation may have worked out the scope)
+      const f = this.failure(asSeenBy(e, s.principal?.kind === 'admin' || s.scope?.scope.everything === true));
       reply = answer(req.messageId, RESPONSE_OP[req.protocolOp] ?? Op.extended, f.code, f.message, { matchedDN: f.matchedDN });
     }
     if (!conn.destroyed && reply !== NO_ANSWER) this.write(conn, reply.bytes);

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { authorizeWrite, isMeridianError, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
+import { asSeenBy, authorizeWrite, isMeridianError, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
 import { ForwardError, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
 import { builtInRefusal } from './built-in-types.js';
 import type { Principals } from './principals.js';
@@ -47,6 +47,7 @@ export class ForwardedWrites {
     const prior = await this.store.idempotent(scoped);
     if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [prior.origin ?? me]: prior.originSeq } };
     const opts = { principal: recordedPrincipal(principalName(principal), w.via), ifVersion: w.ifVersion, idempotencyKey: scoped };
+    let seesEverything = principal.kind === 'admin';
     try {
       const current = w.op === 'create' ? undefined : await this.store.get(w.id);
       // whoever asks, the admin too, as on the admin API
@@ -54,7 +55,9 @@ export class ForwardedWrites {
       if (builtIn) throw new MeridianError('forbidden', builtIn);
       // the master authorises the user itself: a replica cannot write as anyone it cannot prove to be
       const get = (id: string): Promise<StoredObject | undefined> => this.store.get(id);
-      await authorizeWrite(await this.principals.scope(principal), current ? readerKnowing(current, get) : get, w.op, w.id, w.type, w.fields);
+      const scope = await this.principals.scope(principal);
+      seesEverything = scope.everything;
+      await authorizeWrite(scope, current ? readerKnowing(current, get) : get, w.op, w.id, w.type, w.fields);
       switch (w.op) {
         case 'create':
           await this.store.create(w.type!, w.fields!, { ...opts, id: w.id });
@@ -72,7 +75,9 @@ export class ForwardedWrites {
           await this.store.undelete(w.id, opts);
           break;
       }
-    } catch (e) {
+    } catch (caught) {
+      // told as the gateway on the replica would tell it: to the user, not to the replica
+      const e = asSeenBy(caught, seesEverything);
       if (!isMeridianError(e)) throw e;
       const field = (e as { field?: string }).field;
       return { t: 'wrote', key: w.key, ok: false, code: e.code, message: e.message, ...(field ? { field } : {}) };

@@ -28,14 +28,27 @@ export class ValidationError extends MeridianError {
   readonly type: string | undefined;
   readonly field: string | undefined;
   readonly rule: string;
-  constructor(opts: { objectId?: string; type?: string; field?: string; rule: string; message: string }) {
+  /** the message without the id of the object that holds a unique value, for those who may not see that object */
+  readonly withoutHolder: string | undefined;
+  constructor(opts: { objectId?: string; type?: string; field?: string; rule: string; message: string; withoutHolder?: string }) {
     super('validation', opts.message);
     this.name = 'ValidationError';
     this.objectId = opts.objectId;
     this.type = opts.type;
     this.field = opts.field;
     this.rule = opts.rule;
+    this.withoutHolder = opts.withoutHolder;
   }
+}
+
+/**
+ * The error as a principal who does not see everything is told it: a
+ * unique value's holder is not named, or a refused mail address would tell
+ * anyone whose entry it is.
+ */
+export function asSeenBy(e: unknown, seesEverything: boolean): unknown {
+  if (seesEverything || !(e instanceof ValidationError) || e.withoutHolder === undefined) return e;
+  return new ValidationError({ objectId: e.objectId, type: e.type, field: e.field, rule: e.rule, message: e.withoutHolder });
 }
 
 export function isMeridianError(e: unknown): e is MeridianError {

@@ -2,7 +2,7 @@ export { Store } from './store.js';
 export type { StoreOptions, StoredObject, FeedEntry, WriteOptions, IdempotentWrite, Page, PageOptions, RemoteChange, ApplyResult } from './store.js';
 export type { ConflictRecord, ConflictValue } from './conflicts.js';
 export { isUniqueConflict } from './conflicts.js';
-export { MeridianError, ValidationError, isMeridianError } from './errors.js';
+export { MeridianError, ValidationError, asSeenBy, isMeridianError } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { parseSchema, loadSchemaFile, publicFields, foldValue, checkFieldValues, checkRequired, REPLICA_TYPE } from './schema.js';
 export type { Schema, TypeDef, FieldDef, FieldKind } from './schema.js';

@@ -329,8 +329,11 @@ export function checkRequired(type: TypeDef, id: string | undefined, fields: Rea
   }
 }
 
-export function validationFailure(type: TypeDef, id: string | undefined, field: string, rule: string, problem: string): ValidationError {
-  return fail(type, id, field, rule, problem);
+/** `withoutHolder`: the problem told without naming the object that holds a unique value (see asSeenBy). */
+export function validationFailure(type: TypeDef, id: string | undefined, field: string, rule: string, problem: string, withoutHolder?: string): ValidationError {
+  const e = fail(type, id, field, rule, problem);
+  if (withoutHolder === undefined) return e;
+  return new ValidationError({ objectId: e.objectId, type: e.type, field: e.field, rule: e.rule, message: e.message, withoutHolder: fail(type, id, field, rule, withoutHolder).message });
 }
 
 /** Fields safe to show outside the store: password hashes never leave it. */

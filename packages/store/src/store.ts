@@ -661,7 +661,7 @@ export class Store {
       const owner = claims.find((c) => c.key === key)!.value.owner;
       if (owner !== null && owner !== id) {
         const [, field, value] = key.slice(1).split(SEP) as [string, string, string];
-        throw validationFailure(def, shown, field, 'unique', `value "${value}" is already used by ${def.name} ${owner}`);
+        throw validationFailure(def, shown, field, 'unique', `value "${value}" is already used by ${def.name} ${owner}`, `value "${value}" is already used by another ${def.name}`);
       }
     }
     for (const r of refs) {

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   AccessScope,
+  asSeenBy,
   authorizeWrite,
   readerKnowing,
   principalName,
@@ -96,8 +97,10 @@ export class XmlGateway {
   }
 
   async handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    let seesEverything = false;
     try {
       const r = await this.authenticate(req, res, url);
+      seesEverything = r.scope.everything;
       const parts = url.pathname.split('/').filter(Boolean).map(decode);
       const method = req.method ?? 'GET';
       switch (parts[0]) {
@@ -138,7 +141,7 @@ export class XmlGateway {
           throw new XmlError(404, `nothing at ${url.pathname}`);
       }
     } catch (e) {
-      this.fail(res, e);
+      this.fail(res, asSeenBy(e, seesEverything));
     }
   }
 
