@@ -143,6 +143,12 @@ t.test('lists: indexed filters, q, limit and an opaque cursor', async (t) => {
     cursor = /next="([^"]+)"/.exec(page.text)?.[1];
   }
   t.equal(all.size, 25, 'paging with the cursor reaches every host of the customer once');
+  // sealed: a list that scans objects its caller may not read resumes after one of them, whose id it must not tell
+  t.notMatch(Buffer.from(next, 'base64url').toString('latin1'), /hst-/, 'the cursor does not show the id it resumes after');
+  const forged = Buffer.from(idsIn(byCustomer.text).at(-1)!, 'utf8').toString('base64url');
+  t.equal((await call(node, 'GET', `/objects/Host?customer=org-c2&limit=10&cursor=${forged}`)).status, 400, 'an id in the clear is not a cursor');
+  const tampered = next.slice(0, -2) + (next.endsWith('AA') ? 'AB' : 'AA');
+  t.equal((await call(node, 'GET', `/objects/Host?customer=org-c2&limit=10&cursor=${tampered}`)).status, 400, 'nor a changed one');
   const q = await call(node, 'GET', '/objects/Host?q=BSD');
   t.equal(idsIn(q.text).length, 13, 'q matches case-insensitively in any field');
   const both = await call(node, 'GET', '/objects/Host?customer=org-c2&os=linux');

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
@@ -145,6 +146,7 @@ export class MeridianNode {
           return { status: h.status, code: h.code, message: h.message, headers: h.headers, field: h.field };
         },
         onParserLost: (reason) => log.warn({}, reason),
+        cursorKey: await cursorKey(store),
       });
       const r = replicator;
       const metrics = new Metrics({ store, peers: () => r?.status() ?? [], replica: () => (config.role === 'replica' ? r?.replicaMode() : undefined) });
@@ -456,4 +458,13 @@ function requestUrl(target: string | undefined): URL {
   } catch {
     throw new HttpError(400, 'the request target is not a valid path; send a path such as /objects/Person/per-1', 'bad-request');
   }
+}
+
+/** The node's key for sealing XML list cursors, made at its first start. */
+async function cursorKey(store: Store): Promise<Buffer> {
+  const kept = await store.getMeta<string>('xmlCursorKey');
+  if (kept !== undefined) return Buffer.from(kept, 'base64');
+  const key = randomBytes(32);
+  await store.setMeta('xmlCursorKey', key.toString('base64'));
+  return key;
 }

@@ -19,6 +19,7 @@ import { exportOrder, runImport } from './import-export.js';
 import { PieceParser } from './piece-parser.js';
 import { historyXml } from './history-xml.js';
 import { changesFeed } from './changes.js';
+import { CursorSeal } from './cursor.js';
 
 export interface HttpAnswer {
   status: number;
@@ -47,6 +48,8 @@ export interface XmlGatewayOptions {
   pollTimeout?: number;
   /** told once, with the reason, if the import parser's thread is lost */
   onParserLost?(reason: string): void;
+  /** 32 bytes that seal list cursors (kept by the node, so its cursors outlive a restart) */
+  cursorKey: Buffer;
 }
 
 interface Request {
@@ -83,7 +86,11 @@ export class XmlGateway {
   /** parses large imports off the event loop; started by the first one */
   private parser: PieceParser | undefined;
 
-  constructor(private readonly opts: XmlGatewayOptions) {}
+  private readonly cursors: CursorSeal;
+
+  constructor(private readonly opts: XmlGatewayOptions) {
+    this.cursors = new CursorSeal(opts.cursorKey);
+  }
 
   /** Stops the import parser's thread, if one started. */
   async close(): Promise<void> {
@@ -316,8 +323,8 @@ export class XmlGateway {
     const cursor = q.get('cursor');
     let after: string | undefined;
     if (cursor !== null && cursor !== '') {
-      if (!/^[A-Za-z0-9_-]{1,400}$/.test(cursor)) throw new XmlError(400, 'the cursor is not one this node handed out; start again without it');
-      after = Buffer.from(cursor, 'base64url').toString('utf8');
+      after = /^[A-Za-z0-9_-]{1,400}$/.test(cursor) ? this.cursors.open(cursor) : undefined;
+      if (after === undefined) throw new XmlError(400, 'the cursor is not one this node handed out; start again without it');
     }
     const text = q.get('q')?.toLowerCase();
     const filters: [string, string][] = [];
@@ -376,7 +383,7 @@ export class XmlGateway {
         break;
       }
     }
-    const nextAttr = next === undefined ? '' : ` next="${Buffer.from(next, 'utf8').toString('base64url')}"`;
+    const nextAttr = next === undefined ? '' : ` next="${this.cursors.seal(next)}"`;
     let body = `${XML_DECLARATION}<objects${nextAttr}>\n`;
     for (const o of items) body += objectXml(o, def, '  ');
     body += '</objects>\n';
