@@ -258,6 +258,14 @@ t.test('modify, compare and password modify go through the write path; add, dele
   t.match(bad.stderr, /value "South Africa" does not match \^\[A-Z\]\{2\}\$/, 'naming the rule broken');
   const unknown = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: shoeSize\nshoeSize: 9\n`);
   t.equal(unknown.code, 17, 'undefinedAttributeType');
+  const absent = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1')}\nchangetype: modify\ndelete: title\n`);
+  t.equal(absent.code, 16, 'deleting an attribute the entry does not hold: noSuchAttribute, as slapd answers');
+  const guessed = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1b')}\nchangetype: modify\ndelete: userPassword\nuserPassword: not-the-password\n`);
+  t.equal(guessed.code, 16, 'deleting userPassword by a value it does not hold: noSuchAttribute');
+  t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=colleague1', '-w', PERSON_PW])).code, 0, 'and the password still works');
+  const known = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1b')}\nchangetype: modify\ndelete: userPassword\nuserPassword: ${PERSON_PW}\n`);
+  t.equal(known.code, 0, `deleting it by its value removes it: ${known.stderr}`);
+  t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=colleague1', '-w', PERSON_PW])).code, 49, 'after which it no longer works');
 
   const cmp = (dn: string, assertion: string) => ldapTool('ldapcompare', ['-x', '-H', d.url, '-D', me[0], '-w', me[1], dn, assertion]);
   t.equal((await cmp(dnOf('per-c1'), 'telephoneNumber:0049301234')).code, 6, 'compareTrue');

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import ldap, { type LdapConnection, type LdapRequest, type Server } from 'ldapjs';
-import { asSeenBy, authorizeWrite, type AccessScope, needsUpgrade, principalName, readerKnowing, type Principal, type Store, type StoredObject, type Writer } from '@meridian/store';
+import { asSeenBy, authorizeWrite, verifyPassword, type AccessScope, needsUpgrade, principalName, readerKnowing, type Principal, type Store, type StoredObject, type Writer } from '@meridian/store';
 import { entryBody, octets, Op, pagedValue, result, ResultCode, searchEntryHead, tlv } from './ber.js';
 import { BindThrottle } from './bind-throttle.js';
 import { EntryBuilder, entrySource, type Entry } from './entries.js';
@@ -805,8 +805,15 @@ export class LdapGateway {
         }
         case 'delete': {
           const have = current(f.name);
-          if (values.length === 0 || f.kind === 'password') next = [];
-          else {
+          // (RFC 4511 4.6: deleting what the entry does not hold is noSuchAttribute, as slapd answers)
+          if (have.length === 0) throw new LdapFailure(ResultCode.noSuchAttribute, `${mod.type} is not set on this entry`);
+          if (values.length === 0) next = [];
+          else if (f.kind === 'password') {
+            // a value is the password (or its stored hash): deleting a password one does not know removes nothing
+            const known = await Promise.all(values.map(async (v) => v === have[0] || (await verifyPassword(v, have[0]!).catch(() => false))));
+            if (!known.every(Boolean)) throw new LdapFailure(ResultCode.noSuchAttribute, `${mod.type} does not hold the value given`);
+            next = [];
+          } else {
             const missing = values.find((v) => !have.some((h) => fold(key, h) === fold(key, v)));
             if (missing !== undefined) throw new LdapFailure(ResultCode.noSuchAttribute, `${mod.type} does not hold "${missing}"`);
             next = have.filter((h) => !values.some((v) => fold(key, h) === fold(key, v)));
