@@ -40,6 +40,10 @@ t.test('meridian export and import through bin/meridian: same content, a report,
   const missing = cli(['import', '/nonexistent.xml', '--node', b.url], env);
   t.equal(missing.code, 1);
   t.equal(missing.stderr.trim(), 'meridian: cannot read /nonexistent.xml: no such file');
+  const folder = tempDir(t);
+  const directory = cli(['import', folder, '--node', b.url], env);
+  t.equal(directory.code, 1);
+  t.equal(directory.stderr.trim(), `meridian: cannot read ${folder}: it is a directory; give the file to import`, 'a directory is named as such, not as the node being unreachable');
 
   // verify's exit code reaches the shell (it used to be overwritten with 0)
   const differ = cli(['verify', '--nodes', `${a.url},${b.url}`], env);
