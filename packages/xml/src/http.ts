@@ -30,6 +30,8 @@ export function sendXml(res: ServerResponse, status: number, body: string | Buff
 /** Writes and waits for the socket to take more when it is full (streams). */
 export function write(res: ServerResponse, chunk: string): Promise<void> | undefined {
   if (res.write(chunk)) return undefined;
+  // closed already: no 'close' is to come, and no 'drain'
+  if (res.destroyed) return Promise.reject(new Error('the client went away'));
   return new Promise((resolve, reject) => {
     const done = (): void => {
       res.off('drain', done);
