@@ -1,7 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
-import { cli, startNode } from './helpers/node-process.js';
+import { cli, cliAsync, cliOnTty, startNode } from './helpers/node-process.js';
 import { tempDir } from './helpers/tmp.js';
 
 const PW = 'test-admin-pw';
@@ -48,4 +50,31 @@ t.test('meridian export and import through bin/meridian: same content, a report,
   // verify's exit code reaches the shell (it used to be overwritten with 0)
   const differ = cli(['verify', '--nodes', `${a.url},${b.url}`], env);
   t.equal(differ.code, 1, 'verify exits 1 when the nodes differ (b holds no passwords and other versions)');
+});
+
+t.test('an export cut short leaves no file and says so in one sentence; a failure after progress starts on a line of its own', async (t) => {
+  // a node that starts an export and then drops the connection
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/xml; charset=utf-8' });
+    res.write('<?xml version="1.0" encoding="UTF-8"?>\n<objects>\n  <object type="Organisation" id="org-1">');
+    setTimeout(() => res.socket?.destroy(), 50);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const file = join(tempDir(t), 'cut.xml');
+  const cut = await cliAsync(['export', '--node', url, '--out', file], { MERIDIAN_PASSWORD: PW });
+  t.equal(cut.code, 1);
+  t.match(cut.stderr, /^meridian: the export stopped part-way \([^)]+\); \S*cut\.xml was not written; run it again\n$/);
+  t.notOk(existsSync(file), 'no FILE that would look like an export');
+  t.notOk(existsSync(`${file}.partial`), 'and nothing left aside');
+  const json = await cliAsync(['export', '--json', '--node', url], { MERIDIAN_PASSWORD: PW });
+  t.equal(json.code, 2, '--json without --out is a usage error, not XML on stdout');
+  t.match(json.stderr, /^meridian: --json prints a summary of an export to a file; give --out FILE/);
+
+  // verify draws its progress before any node answers; the error that follows gets a line of its own
+  const tty = await cliOnTty(['verify', '--nodes', `${url},http://127.0.0.1:9`], { MERIDIAN_PASSWORD: PW });
+  t.equal(tty.code, 1);
+  t.notMatch(tty.out, /digestedmeridian/, 'not glued to the progress line');
+  t.match(tty.out, /\x1b\[2Kmeridian: /, 'the progress line is cleared first');
 });

@@ -8,7 +8,7 @@ import { parseAssignments } from './assignments.js';
 import { bar, bytes, Progress } from './progress.js';
 import { addReversibilityCommands } from './reversibility.js';
 import { out, sizeOfInput, type ClientFlags } from './output.js';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, renameSync, rmSync } from 'node:fs';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
@@ -285,9 +285,12 @@ export function buildProgram(): Command {
     .option('--type <type>', 'only objects of this type')
     .option('--out <file>', 'write to this file instead of stdout')
     .action(async (flags: ClientFlags & { type?: string; out?: string }) => {
+      if (flags.json && !flags.out) throw new CliError('--json prints a summary of an export to a file; give --out FILE, or leave --json out to get the XML on stdout', 2);
       const res = await client(flags).raw('GET', `/export${flags.type ? `?type=${encodeURIComponent(flags.type)}` : ''}`);
       const progress = new Progress(flags.json === true || !flags.out);
-      const sink = flags.out ? createWriteStream(flags.out) : process.stdout;
+      // written aside and renamed once whole: an export cut short leaves no FILE that looks complete
+      const partial = flags.out ? `${flags.out}.partial` : undefined;
+      const sink = partial ? createWriteStream(partial) : process.stdout;
       let n = 0;
       let size = 0;
       // every object starts with "<object "; the last 7 bytes of a chunk are looked at again with the next, for a tag split between them
@@ -302,8 +305,15 @@ export function buildProgram(): Command {
           done(null, chunk);
         },
       });
-      await pipeline(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), counted, sink);
-      progress.done();
+      try {
+        await pipeline(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), counted, sink);
+        if (partial) renameSync(partial, flags.out!);
+      } catch (e) {
+        if (partial) rmSync(partial, { force: true });
+        throw new CliError(`the export stopped part-way (${(e as Error).message})${flags.out ? `; ${flags.out} was not written` : ''}; run it again`);
+      } finally {
+        progress.done();
+      }
       if (flags.out) out(flags.json ? JSON.stringify({ objects: n, bytes: size, file: flags.out }) : `exported ${n} objects (${bytes(size)}) to ${flags.out}`);
     });
 
@@ -325,9 +335,14 @@ export function buildProgram(): Command {
         }),
       );
       source.on('error', (e: Error) => counted.destroy(e));
-      const res = await client(flags).raw('POST', `/import${flags.dryRun ? '?dry-run=1' : ''}`, counted, { 'content-type': 'application/xml' });
-      const report = await res.text();
-      progress.done();
+      let report: string;
+      try {
+        const res = await client(flags).raw('POST', `/import${flags.dryRun ? '?dry-run=1' : ''}`, counted, { 'content-type': 'application/xml' });
+        report = await res.text();
+      } finally {
+        // (an error is printed on a line of its own, not after the progress drawn so far)
+        progress.done();
+      }
       const head = /<import ([^>]*)>/.exec(report)?.[1] ?? '';
       const attr = (k: string): number => Number(new RegExp(`${k}="(\\d+)"`).exec(head)?.[1] ?? 0);
       const summary = { dryRun: flags.dryRun === true, objects: attr('objects'), created: attr('created'), updated: attr('updated'), unchanged: attr('unchanged'), rejected: attr('rejected') };
@@ -373,15 +388,19 @@ export function buildProgram(): Command {
       let answered = 0;
       const line = (): string => `verifying: ${bar(answered / urls.length)} ${answered}/${urls.length} nodes digested`;
       progress.update(line, true);
-      const digests = await Promise.all(
-        urls.map(async (u) => {
-          const d = { url: u, ...(await client({ ...flags, node: u }).request<DigestView>('GET', '/api/digest')).body };
-          answered++;
-          progress.update(line, true);
-          return d;
-        }),
-      );
-      progress.done();
+      let digests: (DigestView & { url: string })[];
+      try {
+        digests = await Promise.all(
+          urls.map(async (u) => {
+            const d = { url: u, ...(await client({ ...flags, node: u }).request<DigestView>('GET', '/api/digest')).body };
+            answered++;
+            progress.update(line, true);
+            return d;
+          }),
+        );
+      } finally {
+        progress.done();
+      }
       const result = compareDigests(digests);
       out(flags.json ? JSON.stringify(result) : formatVerify(result));
       if (!result.identical) process.exitCode = 1;

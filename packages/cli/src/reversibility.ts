@@ -1,4 +1,5 @@
-import { createWriteStream, createReadStream, existsSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, createWriteStream, createReadStream, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { Command } from 'commander';
@@ -89,7 +90,11 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
         }
         await new Promise<void>((resolve, reject) => file.end((err?: Error | null) => (err ? reject(err) : resolve())));
         if (existsSync(flags.out)) throw new Error(`${flags.out} was created by something else while the backup ran`);
+        // on disk before it is named, and the name on disk before this says it is saved: without
+        // the fsyncs a crash soon after could leave a FILE that is empty or cut short
+        syncPath(partial);
         renameSync(partial, flags.out);
+        syncPath(dirname(resolve(flags.out)));
       } catch (e) {
         // the node's stream too, or its connection would hold the process open
         body.destroy();
@@ -159,4 +164,14 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
       const { body } = await client(flags).request<{ id: string; type: string | null; redactedFeedEntries: number }>('POST', `/api/objects/${encodeURIComponent(id)}/purge`);
       out(flags.json ? JSON.stringify(body) : `purged ${body.type ? `${body.type} ` : ''}${body.id} (${body.redactedFeedEntries} feed entries redacted); the purge replicates to every node`);
     });
+}
+
+/** fsync of a file, or of a directory (its entries: a rename into it). */
+function syncPath(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
