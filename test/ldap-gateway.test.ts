@@ -263,6 +263,11 @@ t.test('modify, compare and password modify go through the write path; add, dele
   const guessed = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1b')}\nchangetype: modify\ndelete: userPassword\nuserPassword: not-the-password\n`);
   t.equal(guessed.code, 16, 'deleting userPassword by a value it does not hold: noSuchAttribute');
   t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=colleague1', '-w', PERSON_PW])).code, 0, 'and the password still works');
+  // one who may not change the password learns nothing of it: refused before any value is compared
+  const radmin: [string, string] = ['uid=radmin', PERSON_PW];
+  const guess = await modify(radmin, `dn: ${dnOf('per-c1b')}\nchangetype: modify\ndelete: userPassword\nuserPassword: not-the-password\n`);
+  const right = await modify(radmin, `dn: ${dnOf('per-c1b')}\nchangetype: modify\ndelete: userPassword\nuserPassword: ${PERSON_PW}\n`);
+  t.same([guess.code, right.code], [50, 50], 'a reseller admin deleting a contact\'s password by value: the same refusal, right guess or wrong');
   const known = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1b')}\nchangetype: modify\ndelete: userPassword\nuserPassword: ${PERSON_PW}\n`);
   t.equal(known.code, 0, `deleting it by its value removes it: ${known.stderr}`);
   t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=colleague1', '-w', PERSON_PW])).code, 49, 'after which it no longer works');

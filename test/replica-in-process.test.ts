@@ -32,6 +32,10 @@ t.test("a replica turns read-only when its master's connection closes, while tha
   await master.stop();
   t.ok(await until(() => replica.status().mode === 'read-only', 2000), 'read-only at once, though the apply still runs');
   t.match(replica.status().modeReason ?? '', /it lost master/);
+  t.notOk(
+    replica.status().peers.some((p) => p.state === 'live' || p.state === 'catching-up'),
+    `and status shows no session with it meanwhile (${JSON.stringify(replica.status().peers.map((p) => p.state))})`,
+  );
   const refused = await fetch(`${replica.url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'After', kind: 'vendor' } }) });
   t.equal(refused.status, 503, 'a write is refused as read-only, not sent to the closed link');
   release();

@@ -779,6 +779,8 @@ export class LdapGateway {
       const v = o.fields[field];
       return v === undefined ? [] : (Array.isArray(v) ? v : [v]).map(String);
     };
+    /** a `delete: userPassword` by value: the value the password must be */
+    let passwordGiven: { attr: string; value: string; stored: string } | undefined;
     for (const change of req.changes ?? []) {
       const mod = change.modification;
       const key = attrKey(mod.type);
@@ -809,9 +811,10 @@ export class LdapGateway {
           if (have.length === 0) throw new LdapFailure(ResultCode.noSuchAttribute, `${mod.type} is not set on this entry`);
           if (values.length === 0) next = [];
           else if (f.kind === 'password') {
-            // a value is the password (or its stored hash): deleting a password one does not know removes nothing
-            const known = await Promise.all(values.map(async (v) => v === have[0] || (await verifyPassword(v, have[0]!).catch(() => false))));
-            if (!known.every(Boolean)) throw new LdapFailure(ResultCode.noSuchAttribute, `${mod.type} does not hold the value given`);
+            // compared only once the write is allowed (below): before, it told anyone who may read
+            // the entry whether a guess was its password, unthrottled
+            if (values.length > 1) throw new LdapFailure(ResultCode.noSuchAttribute, `${mod.type} holds one value`);
+            passwordGiven = { attr: mod.type, value: values[0]!, stored: have[0]! };
             next = [];
           } else {
             const missing = values.find((v) => !have.some((h) => fold(key, h) === fold(key, v)));
@@ -829,6 +832,11 @@ export class LdapGateway {
     if (Object.keys(update).length === 0) return answer(req.messageId, Op.modify, ResultCode.success, '');
     const pw = this.opts.store.schema.access?.passwordField;
     await authorizeWrite(scope, readerKnowing(o, (x) => this.opts.store.get(x)), 'update', o.id, t.def.name, update);
+    if (passwordGiven) {
+      const { attr, value, stored } = passwordGiven;
+      // the value is the password (or its stored hash): deleting a password one does not know removes nothing
+      if (value !== stored && !(await verifyPassword(value, stored).catch(() => false))) throw new LdapFailure(ResultCode.noSuchAttribute, `${attr} does not hold the value given`);
+    }
     await this.opts.writer.update(o.id, update, { principal: principalName(s.principal), via: 'ldap', credential: s.credential, ifVersion: o.version });
     // the next operation's recheck finds the entry changed and checks this password against it
     if (s.principal.kind === 'person' && s.principal.id === o.id && pw && pw in update && typeof update[pw] === 'string') {

@@ -389,6 +389,8 @@ export class Replicator {
         if (refused) this.logState(again, 'warn', { peer: session.peer, url, from, reason }, 'replication peer refused');
         else this.opts.log.info({ peer: session.peer, url, reason }, 'replication session closed');
         this.refused.set(link, refused);
+        // read-only now, not once the close handshake with a master that may not answer is done
+        if (this.role === 'replica') this.lostMaster(link, reason);
         ws.close(1008, closeReason(reason));
       },
       // acks (or the close of a disk failure) go at once, not behind the frames queued on this link:
@@ -618,6 +620,8 @@ export class Replicator {
     // every apply), counts as a failed attempt, or the dialer would redial it every 125-250 ms
     // for ever.
     if (link.openedAt > 0 && (link.everLive || monotonic() - link.openedAt >= BRIEF_SESSION_MS)) d.attempt = 0;
+    // a duplicate reached the peer, whose own session carries on
+    if (reason === DUPLICATE_SESSION) d.attempt = 0;
     if (this.role === 'replica') {
       this.replicaLinkEnded(d, link, reason);
       return;
@@ -640,9 +644,11 @@ export class Replicator {
 
   /** Replica: the socket of `link` closed; if it carried the session with the master, writes stop now. */
   private lostMaster(link: Link, reason: string): void {
+    // (told once: when this side ends the session, and again when its socket closes)
+    if (link.wasMaster) return;
     const peer = link.session.peer;
-    link.wasMaster = peer !== undefined && link.session.peerRole === 'master' && this.mode.mode === 'read-write' && this.mode.master?.node === peer;
-    if (!link.wasMaster) return;
+    if (peer === undefined || link.session.peerRole !== 'master' || this.mode.mode !== 'read-write' || this.mode.master?.node !== peer) return;
+    link.wasMaster = true;
     const url = link.url ?? this.dialers.find((x) => x.link === link)?.url ?? '';
     this.setMode({ mode: 'read-only', master: { node: peer!, url }, since: Date.now(), reason });
     this.opts.log.warn({ master: peer, url, reason }, 'replica read-only: lost its master');
@@ -733,7 +739,7 @@ export class Replicator {
       };
     };
     for (const d of this.dialers) {
-      const live = [...this.links].find((l) => l.session.state === 'open' && l.session.peer !== undefined && l.session.peer === d.node);
+      const live = [...this.links].find((l) => l.session.state === 'open' && !l.gone && l.session.peer !== undefined && l.session.peer === d.node);
       if (live) {
         const st = linkStatus(live, d.url);
         st.bytesIn += d.bytesIn;
@@ -763,7 +769,7 @@ export class Replicator {
       if (d.node) seen.add(d.node);
     }
     for (const l of this.links) {
-      if (l.direction !== 'inbound' || l.session.state !== 'open' || seen.has(l.session.peer!)) continue;
+      if (l.direction !== 'inbound' || l.session.state !== 'open' || l.gone || seen.has(l.session.peer!)) continue;
       out.push(linkStatus(l, null));
     }
     return out;

@@ -44,8 +44,9 @@ export async function changesFeed(store: Store, req: IncomingMessage, res: Serve
       // the response's close, not the request's: a request emits 'close' once it has been read
       // (Node 16 on), which can come while its client is still waiting
       res.on('close', done);
-      // a change made durable while the feed was read above came before the subscription
-      if (store.lastSeq > since) done();
+      // a change made durable while the feed was read above came before the subscription; and a
+      // client gone before then (while it was signed in, or the feed read) closed the response already
+      if (store.lastSeq > since || res.destroyed) done();
     });
     if (res.destroyed) return;
     entries = await store.readFeed(since, PAGE);
@@ -109,6 +110,8 @@ async function stream(store: Store, req: IncomingMessage, res: ServerResponse, s
     };
     // (not the request's close: see the long poll)
     res.on('close', end);
+    // gone before this handler began (while it was signed in): no 'close' is to come
+    if (res.destroyed) end();
     void pump();
   });
 }
