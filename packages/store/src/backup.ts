@@ -203,7 +203,12 @@ export async function restoreBackup(
       const marker = header?.storage === undefined ? item.find(([key]) => key === FORMAT_KEY) : undefined;
       const unreadable = marker && unreadableFormat(marker[1], 'the backup');
       if (unreadable) throw new MeridianError('bad-request', `${unreadable}; restore it with a Meridian that reads it`);
-      await db.batch(item.filter(([key]) => key !== NODE_ID).map(([key, value]) => ({ type: 'put' as const, key, value })));
+      // synced, each: LevelDB fsyncs only its current log at a sync write, not one it switched away
+      // from, so the synced end marker below could be on disk while earlier records were not
+      await db.batch(
+        item.filter(([key]) => key !== NODE_ID).map(([key, value]) => ({ type: 'put' as const, key, value })),
+        { sync: true },
+      );
       records += item.length;
       opts.onProgress?.(records, header!);
     }

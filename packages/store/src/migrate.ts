@@ -68,7 +68,8 @@ export async function migrateVersions(db: Level<string, Buffer>, formula: number
     rec.v = version;
     ops.push({ type: 'put', key, value: encode(rec) });
     if (ops.length === CHUNK) {
-      await db.batch(ops);
+      // synced: the formula recorded at the end must not be on disk before rewrites in a log LevelDB switched away from
+      await db.batch(ops, { sync: true });
       rewritten += ops.length;
       ops = [];
     }

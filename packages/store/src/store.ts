@@ -912,10 +912,6 @@ export class Store {
       // Only the writer is attributed to the origin, not every client that
       // grew in the transaction: items of another origin's change that waited
       // for this one (Yjs's pending structs) are integrated along with it.
-      if (writer !== undefined && !this.clientNodes.has(writer)) {
-        this.clientNodes.set(writer, c.origin);
-        this.clientNodesDirty = true;
-      }
       const onAfter = (tr: Y.Transaction): void => {
         if (foreign) own = this.ownClientGrown(tr);
         fieldsTouched(tr, doc, touched);
@@ -930,6 +926,11 @@ export class Store {
       }
       // this process's items not first in the update (checked above) or released from an earlier one
       if (own !== undefined) this.refuseClient(`change ${c.origin}:${c.originSeq} to ${c.id}`, own);
+      // attributed once the change is known to apply: a refused one names no writer
+      if (writer !== undefined && !this.clientNodes.has(writer)) {
+        this.clientNodes.set(writer, c.origin);
+        this.clientNodesDirty = true;
+      }
       // (nothing to walk in a field that holds no kept value: see holdsKeptValues)
       dropClosedValues(doc, touched);
       const meta = readMeta(doc);
