@@ -450,6 +450,7 @@ export class Store {
       const versionsMigrated = await migrateVersions(db, await getMeta<number>('versionFormula'));
       const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated });
       try {
+        await store.reindexChangedFields();
         await store.repairUniqueClashes();
       } catch (e) {
         await store.close().catch(() => undefined);
@@ -1406,6 +1407,71 @@ export class Store {
    * holder still had the value; a schema change may make a field not
    * unique. Reads only the objects of open unique records, which are few.
    */
+  /**
+   * Brings the field and unique indexes in line with the schema where a
+   * field became indexed or unique, or stopped being so, since the data dir
+   * was last opened. Each change writes index entries as the schema says at
+   * the time, so those of such a field would otherwise be missing (lookups
+   * leave objects out, a second object takes a value made unique) or stale
+   * (a value blocked by a former holder). A field made unique whose value
+   * two live objects hold is refused, naming them, before anything is
+   * written. Clash records of a field no longer unique are settled by
+   * repairUniqueClashes, which runs next.
+   */
+  private async reindexChangedFields(): Promise<void> {
+    const now = indexLayout(this.schema);
+    const stored = await this.db.get(keys.meta('indexLayout'));
+    const before = stored === undefined ? undefined : decode<Record<string, string>>(stored);
+    const layoutOp: BatchOp = { type: 'put', key: keys.meta('indexLayout'), value: encode(now) };
+    // (a data dir from before this check: its indexes follow the schema it last ran with, as always)
+    if (before === undefined) return void (await this.commits.add([layoutOp]));
+    const changed = [...new Set([...Object.keys(before), ...Object.keys(now)])].filter((k) => before[k] !== now[k]).map((k) => {
+      const [type, field] = k.split(SEP) as [string, string];
+      return { type, field, was: before[k], is: now[k] };
+    });
+    if (changed.length === 0) return;
+    const ops: BatchOp[] = [];
+    for (const c of changed) {
+      if (c.was === undefined) continue;
+      const prefix = `${c.was === 'unique' ? 'u' : 'x'}${c.type}${SEP}${c.field}${SEP}`;
+      for await (const key of this.db.keys({ gte: prefix, lt: prefix + HIGH })) ops.push({ type: 'del', key });
+    }
+    const adding = changed.filter((c) => c.is !== undefined);
+    const holders = new Map<string, string>();
+    if (adding.length > 0) {
+      // in id order: the least id holds a value made unique (and any other holder is refused below)
+      for await (const [k, v] of this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH })) {
+        const rec = decode<ObjectRecord>(v);
+        if (rec.d) continue;
+        const id = k.slice(keys.objectPrefix.length);
+        for (const c of adding) {
+          const f = c.type === rec.t ? this.schema.types.get(c.type)?.fields.get(c.field) : undefined;
+          const value = f && rec.f[c.field];
+          if (!f || value === undefined) continue;
+          for (const one of Array.isArray(value) ? value : [value]) {
+            const folded = foldValue(f, one);
+            if (c.is !== 'unique') {
+              ops.push({ type: 'put', key: keys.field(c.type, c.field, folded, id), value: EMPTY });
+              continue;
+            }
+            const key = keys.unique(c.type, c.field, folded);
+            const first = holders.get(key);
+            if (first !== undefined && first !== id) {
+              throw new MeridianError(
+                'bad-request',
+                `the schema makes ${c.type}.${c.field} unique, but ${first} and ${id} both hold "${folded}"; start with the schema as it was and change one of them, or leave the field not unique`,
+              );
+            }
+            holders.set(key, id);
+            ops.push({ type: 'put', key, value: Buffer.from(id) });
+          }
+        }
+      }
+    }
+    ops.push(layoutOp);
+    await this.commits.add(ops);
+  }
+
   private async repairUniqueClashes(): Promise<void> {
     if (this.uniqueWaiters.size === 0) return;
     const hlc = this.clock.current;
@@ -2587,4 +2653,13 @@ function openError(dir: string, e: unknown): MeridianError {
     return new MeridianError('locked', `data dir ${dir} is in use by another Meridian process; stop it or choose another --dir`);
   }
   return new MeridianError('bad-request', `cannot open the store in ${dir}: ${err.cause?.message ?? err.message ?? String(e)}`);
+}
+
+/** Per `type NUL field`, how the schema indexes the field: `unique` or `indexed` (fields it does not index are absent). */
+function indexLayout(schema: Schema): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const def of schema.types.values()) {
+    for (const f of def.fields.values()) if (f.unique || f.indexed) out[`${def.name}${SEP}${f.name}`] = f.unique ? 'unique' : 'indexed';
+  }
+  return out;
 }
