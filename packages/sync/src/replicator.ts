@@ -121,6 +121,8 @@ interface Link extends SessionIo {
   openedAt: number;
   /** the socket closed; work queued for the link may still be running */
   gone: boolean;
+  /** the dialer's backoff step when this link reached its peer */
+  attemptAtOpen: number;
   /** replica: this link was the session with its master when the socket closed */
   wasMaster: boolean;
 }
@@ -338,6 +340,7 @@ export class Replicator {
       everLive: false,
       openedAt: 0,
       gone: false,
+      attemptAtOpen: 0,
       wasMaster: false,
       send: (frame) => {
         if (ws.readyState !== WebSocket.OPEN) return false;
@@ -549,6 +552,10 @@ export class Replicator {
       d.node = peer;
       d.reason = null;
       d.downLogged = false;
+      // reached: the backoff starts again, whichever of the two sessions carries on (unless this
+      // one ends soon, never live: see ended())
+      link.attemptAtOpen = d.attempt;
+      d.attempt = 0;
     }
     // A replica chooses its own node id, and sessions are told apart by node id: one posing as a
     // master would pass for that master's session (and the real one be closed as its duplicate).
@@ -615,13 +622,10 @@ export class Replicator {
       d.reason = d.reason && reason === 'connection closed' ? d.reason : reason;
     }
     if (this.closed) return;
-    // A session that went live or lasted ended an outage: the backoff starts again. One that
-    // ended soon after opening, never live (a frame refused every time, a disk that refuses
-    // every apply), counts as a failed attempt, or the dialer would redial it every 125-250 ms
-    // for ever.
-    if (link.openedAt > 0 && (link.everLive || monotonic() - link.openedAt >= BRIEF_SESSION_MS)) d.attempt = 0;
-    // a duplicate reached the peer, whose own session carries on
-    if (reason === DUPLICATE_SESSION) d.attempt = 0;
+    // A session that ended soon after opening, never live (a frame refused every time, a disk
+    // that refuses every apply), counts as a failed attempt: the backoff goes on from where it
+    // was, or the dialer would redial it every 125-250 ms for ever. (Reaching the peer reset it.)
+    if (link.openedAt > 0 && !link.everLive && monotonic() - link.openedAt < BRIEF_SESSION_MS) d.attempt = link.attemptAtOpen;
     if (this.role === 'replica') {
       this.replicaLinkEnded(d, link, reason);
       return;
