@@ -146,6 +146,8 @@ export class SyncSession {
   private cursor: number | undefined;
   /** what the peer holds: its vector at subscription, plus what this session sent it */
   private peerHas = new VersionVector();
+  /** the vector the peer subscribed with, until this node holds all of it: no session is live before */
+  private peerHadAtSub: Record<string, number> | undefined;
   private reading = false;
   /** estimated bytes of each unacknowledged frame, oldest first (one entry per frame in flight), and their sum */
   private readonly inFlightSizes: number[] = [];
@@ -311,6 +313,7 @@ export class SyncSession {
         if (this.opts.role === 'replica') return this.fail('a replica serves no feed; subscribe to a master', true);
         if (this.cursor !== undefined || this.cloning || this.preparing) return this.fail('subscribed twice on one session', true);
         this.peerHas = new VersionVector(Object.entries(f.vector));
+        this.peerHadAtSub = f.vector;
         if (f.clone) {
           this.preparing = 'snapshot';
           return [{ type: 'snapshot', digest: false }];
@@ -652,8 +655,22 @@ export class SyncSession {
       // a clone's states carry the peer's head only in the last frame: between two of them
       // nothing is being applied and the head is still 0, which looked caught up (and /readyz
       // answered 200 while a clone of 3,000 objects was under way)
-      !this.expectStates
+      !this.expectStates &&
+      // nor is a node caught up that lacks what the peer held when it subscribed: its sub can
+      // come before its first changes frame, and the head is still 0 then too (/readyz answered
+      // 200 at a new node's first poll, 3,000 changes behind)
+      this.holdsWhatPeerHad()
     );
+  }
+
+  private holdsWhatPeerHad(): boolean {
+    const had = this.peerHadAtSub;
+    if (had === undefined) return true;
+    const mine = this.opts.vector();
+    for (const o in had) if ((mine[o] ?? 0) < had[o]!) return false;
+    // (kept only until it is held: what the peer holds later is the changes frames' business)
+    this.peerHadAtSub = undefined;
+    return true;
   }
 }
 

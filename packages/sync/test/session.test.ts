@@ -728,7 +728,16 @@ t.test('entries the peer holds already are skipped, and the position still advan
   // 9 carol:1                     10 bravo:3 (own)
   const script: [string, number][] = [['bravo', 1], ['carol', 1], ['alpha', 1], ['carol', 2], ['carol', 3], ['bravo', 2], ['delta', 1], ['delta', 1], ['carol', 1], ['bravo', 3]];
   const feed = new FakeFeed((s) => entry(s, script[s - 1]![0], script[s - 1]![1]), script.length);
-  const pair = new Pair({ nodeId: 'alpha', batch: 5 }, { nodeId: 'bravo', vector: () => ({ carol: 2, bravo: 0 }) }, { a: feed });
+  // the vectors as the feeds make them: alpha's holds its whole feed; bravo's grows with what it applies
+  // (a session is live only once it holds what the peer held when it subscribed)
+  const applied: Side['applies'] = [];
+  const bravoHolds = (): Record<string, number> => {
+    const v: Record<string, number> = { carol: 2, bravo: 3 };
+    for (const a of applied) for (const c of a.changes) v[c.origin] = Math.max(v[c.origin] ?? 0, c.originSeq);
+    return v;
+  };
+  const pair = new Pair({ nodeId: 'alpha', batch: 5, vector: () => ({ alpha: 1, bravo: 3, carol: 3, delta: 1 }) }, { nodeId: 'bravo', vector: bravoHolds }, { a: feed });
+  pair.b.applies = applied;
   pair.start().settle();
   const frames = sends(pair.a, 'changes') as Extract<Frame, { t: 'changes' }>[];
   t.same(frames.map((f) => f.last), [5, 10], 'positions advance over skipped entries');
@@ -752,6 +761,27 @@ t.test('entries the peer holds already are skipped, and the position still advan
   t.same(empty.map((f) => [f.changes.length, f.last]), [[0, 1000], [0, 2000], [0, 2500]], 'one empty frame per 1000 skipped entries, and one reaching the head it was told of');
   t.equal(skipMany.b.session.stats.applied, 2500, 'the receiver checkpoints up to the end');
   t.ok(skipMany.b.session.live, 'and sees itself live');
+});
+
+t.test('a session is not live before it holds what the peer held when it subscribed, though no changes frame has come yet', async (t) => {
+  const applied: Side['applies'] = [];
+  const bravoHolds = (): Record<string, number> => {
+    const v: Record<string, number> = {};
+    for (const a of applied) for (const c of a.changes) v[c.origin] = Math.max(v[c.origin] ?? 0, c.originSeq);
+    return v;
+  };
+  const feed = new FakeFeed((s) => entry(s, 'alpha', s), 3);
+  const pair = new Pair({ nodeId: 'alpha', vector: () => ({ alpha: 3 }) }, { nodeId: 'bravo', vector: bravoHolds }, { a: feed });
+  pair.b.applies = applied;
+  pair.start();
+  // frames one at a time, until bravo has alpha's sub (which comes before alpha's first changes frame)
+  for (let i = 0; i < 100 && !pair.b.received.some((f) => f.t === 'sub'); i++) if (!pair.deliverOne(pair.b)) pair.deliverOne(pair.a);
+  t.ok(pair.b.received.some((f) => f.t === 'sub'), "bravo has alpha's sub");
+  t.notOk(pair.b.received.some((f) => f.t === 'changes'), 'and no changes frame yet: the head it knows of alpha is 0');
+  t.notOk(pair.b.session.live, 'bravo is not live: it lacks what alpha held');
+  pair.settle();
+  t.equal(applied.flatMap((a) => a.changes).length, 3);
+  t.ok(pair.b.session.live, 'and is once it applied that');
 });
 
 // ---------------------------------------------------------------------------
