@@ -52,6 +52,9 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
 
   // usage errors exit 2, operation failures exit 1, never a stack trace
   t.equal(cli(['frobnicate'], env).code, 2);
+  const unknownFlag = cli(['status', '--frobnicate'], env);
+  t.equal(unknownFlag.code, 2);
+  t.equal(unknownFlag.stderr, `meridian: unknown option '--frobnicate' (run "meridian --help" for usage)\n`, 'a usage error is one line, prefixed as every error');
   t.equal(cli(['put', 'Person', 'x', 'notanassignment'], env).code, 2);
   const unauth = cli(['status'], { MERIDIAN_NODE: node.url, MERIDIAN_PASSWORD: 'wrong' });
   t.equal(unauth.code, 1);

@@ -70,7 +70,9 @@ export function buildProgram(): Command {
   const program = new Command('meridian')
     .description('Meridian: a multi-master replicated object store')
     .version(VERSION)
-    .showHelpAfterError('(run "meridian --help" for usage)')
+    // one line, as every other error: commander's "error: ..." and its help hint were two, unprefixed
+    // (configured before the commands, which copy it)
+    .configureOutput({ outputError: (text, write) => write(`meridian: ${text.replace(/^error: /, '').trim()} (run "meridian --help" for usage)\n`) })
     .exitOverride();
 
   nodeOptions(program.command('init').description('prepare a data directory: node id and admin password'))
