@@ -72,7 +72,7 @@ export function buildProgram(): Command {
     .version(VERSION)
     // one line, as every other error: commander's "error: ..." and its help hint were two, unprefixed
     // (configured before the commands, which copy it)
-    .configureOutput({ outputError: (text, write) => write(`meridian: ${text.replace(/^error: /, '').trim()} (run "meridian --help" for usage)\n`) })
+    .configureOutput({ outputError: (text, write) => write(`meridian: ${text.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim()} (run "meridian --help" for usage)\n`) })
     .exitOverride();
 
   nodeOptions(program.command('init').description('prepare a data directory: node id and admin password'))

@@ -1433,8 +1433,10 @@ export class Store {
     const ops: BatchOp[] = [];
     for (const c of changed) {
       if (c.was === undefined) continue;
-      const prefix = `${c.was === 'unique' ? 'u' : 'x'}${c.type}${SEP}${c.field}${SEP}`;
-      for await (const key of this.db.keys({ gte: prefix, lt: prefix + HIGH })) ops.push({ type: 'del', key });
+      const field = `${c.was === 'unique' ? 'u' : 'x'}${c.type}${SEP}${c.field}`;
+      // up to the field's name and \u0001, not prefix + HIGH: keys compare as UTF-8 bytes, and a
+      // value starting with a character past U+FFFF sorts after \uffff
+      for await (const key of this.db.keys({ gte: `${field}${SEP}`, lt: `${field}\u0001` })) ops.push({ type: 'del', key });
     }
     const adding = changed.filter((c) => c.is !== undefined);
     const holders = new Map<string, string>();
@@ -2655,11 +2657,12 @@ function openError(dir: string, e: unknown): MeridianError {
   return new MeridianError('bad-request', `cannot open the store in ${dir}: ${err.cause?.message ?? err.message ?? String(e)}`);
 }
 
-/** Per `type NUL field`, how the schema indexes the field: `unique` or `indexed` (fields it does not index are absent). */
+/** Per `type NUL field`, how the schema indexes the field: `unique`, `ref` or `indexed` (fields it does not index are absent). */
 function indexLayout(schema: Schema): Record<string, string> {
   const out: Record<string, string> = {};
   for (const def of schema.types.values()) {
-    for (const f of def.fields.values()) if (f.unique || f.indexed) out[`${def.name}${SEP}${f.name}`] = f.unique ? 'unique' : 'indexed';
+    // (a reference folds its values otherwise than a string field: a change of kind changes the keys)
+    for (const f of def.fields.values()) if (f.unique || f.indexed) out[`${def.name}${SEP}${f.name}`] = f.unique ? 'unique' : f.kind === 'ref' ? 'ref' : 'indexed';
   }
   return out;
 }

@@ -14,6 +14,8 @@ t.test('a field the schema starts or stops indexing, or makes unique, is indexed
   const a = await open(dir, original);
   await a.create('Person', { cn: 'Ann', sn: 'Lee', uid: 'ann', telephoneNumber: ['+1 555'] }, { id: 'per-a' });
   await a.create('Person', { cn: 'Bob', sn: 'Lee', uid: 'bob' }, { id: 'per-b' });
+  // a value past U+FFFF: its keys sort after a key range's '\uffff' bound, which the rebuild must not use
+  await a.create('Person', { cn: '\u{1F600} Zed', sn: 'Other', uid: '\u{1F98A}' }, { id: 'per-z' });
   await a.close();
 
   // sn indexed, cn no longer indexed, uid no longer unique
@@ -25,6 +27,7 @@ t.test('a field the schema starts or stops indexing, or makes unique, is indexed
   );
   const b = await open(dir, changed);
   t.same((await b.lookup('Person', 'sn', 'lee')).items.map((o) => o.id), ['per-a', 'per-b'], 'a field made indexed finds the objects written before');
+  t.same((await b.lookup('Person', 'sn', 'other')).items.map((o) => o.id), ['per-z']);
   t.same(await checkIndexes(b), [], 'no entries left of cn, nor of uid as unique');
   await b.create('Person', { cn: 'Ann Two', sn: 'Other', uid: 'ann' }, { id: 'per-c' });
   t.equal((await b.get('per-c'))?.fields['uid'], 'ann', 'a value no longer unique is not blocked by its former holder');

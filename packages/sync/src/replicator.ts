@@ -625,7 +625,8 @@ export class Replicator {
     // A session that ended soon after opening, never live (a frame refused every time, a disk
     // that refuses every apply), counts as a failed attempt: the backoff goes on from where it
     // was, or the dialer would redial it every 125-250 ms for ever. (Reaching the peer reset it.)
-    if (link.openedAt > 0 && !link.everLive && monotonic() - link.openedAt < BRIEF_SESSION_MS) d.attempt = link.attemptAtOpen;
+    // (not for a duplicate: the peer's own session carries on, and the backoff stays reset)
+    if (reason !== DUPLICATE_SESSION && link.openedAt > 0 && !link.everLive && monotonic() - link.openedAt < BRIEF_SESSION_MS) d.attempt = link.attemptAtOpen;
     if (this.role === 'replica') {
       this.replicaLinkEnded(d, link, reason);
       return;

@@ -665,9 +665,11 @@ export class SyncSession {
 
   private holdsWhatPeerHad(): boolean {
     const had = this.peerHadAtSub;
-    if (had === undefined) return true;
+    // (a replica's vector may hold what another master gave it, which this one gets only from its peers)
+    if (had === undefined || this.peerRole === 'replica') return true;
     const mine = this.opts.vector();
-    for (const o in had) if ((mine[o] ?? 0) < had[o]!) return false;
+    // (this node's own changes are never sent back to it: a peer holding more of them than it does says nothing here)
+    for (const o in had) if (o !== this.opts.nodeId && (mine[o] ?? 0) < had[o]!) return false;
     // (kept only until it is held: what the peer holds later is the changes frames' business)
     this.peerHadAtSub = undefined;
     return true;
