@@ -68,6 +68,9 @@ t.test('an export cut short leaves no file and says so in one sentence; a failur
   t.match(cut.stderr, /^meridian: the export stopped part-way \([^)]+\); \S*cut\.xml was not written; run it again\n$/);
   t.notOk(existsSync(file), 'no FILE that would look like an export');
   t.notOk(existsSync(`${file}.partial`), 'and nothing left aside');
+  const nowhere = await cliAsync(['export', '--node', url, '--out', join(tempDir(t), 'no', 'such', 'dir.xml')], { MERIDIAN_PASSWORD: PW });
+  t.equal(nowhere.code, 1);
+  t.match(nowhere.stderr, /^meridian: cannot write \S+dir\.xml: its directory does not exist\n$/, 'a missing directory is named, not taken for a cut export');
   const json = await cliAsync(['export', '--json', '--node', url], { MERIDIAN_PASSWORD: PW });
   t.equal(json.code, 2, '--json without --out is a usage error, not XML on stdout');
   t.match(json.stderr, /^meridian: --json prints a summary of an export to a file; give --out FILE/);

@@ -8,7 +8,8 @@ import { parseAssignments } from './assignments.js';
 import { bar, bytes, Progress } from './progress.js';
 import { addReversibilityCommands } from './reversibility.js';
 import { out, sizeOfInput, type ClientFlags } from './output.js';
-import { createReadStream, createWriteStream, renameSync, rmSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, renameSync, rmSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
@@ -288,6 +289,7 @@ export function buildProgram(): Command {
     .option('--out <file>', 'write to this file instead of stdout')
     .action(async (flags: ClientFlags & { type?: string; out?: string }) => {
       if (flags.json && !flags.out) throw new CliError('--json prints a summary of an export to a file; give --out FILE, or leave --json out to get the XML on stdout', 2);
+      if (flags.out && !existsSync(dirname(resolve(flags.out)))) throw new CliError(`cannot write ${flags.out}: its directory does not exist`);
       const res = await client(flags).raw('GET', `/export${flags.type ? `?type=${encodeURIComponent(flags.type)}` : ''}`);
       const progress = new Progress(flags.json === true || !flags.out);
       // written aside and renamed once whole: an export cut short leaves no FILE that looks complete
