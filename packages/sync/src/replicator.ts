@@ -138,7 +138,7 @@ interface PendingWrite {
 
 interface Dialer {
   url: string;
-  /** failed dials (and sessions that ended soon after opening) since a session last lasted: the backoff step */
+  /** the backoff step: failed dials since the peer was last reached, a session that ended soon after opening without going live counting as one */
   attempt: number;
   /** the link is down and that is logged; cleared when the peer is reached */
   downLogged: boolean;
