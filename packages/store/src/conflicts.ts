@@ -64,7 +64,7 @@ export function fieldConflict(doc: Y.Doc, field: string): DetectedConflict | und
 }
 
 /** Whether a record is of a unique value held twice, not of concurrent writes. */
-export function isUniqueConflict(rec: Pick<ConflictRecord, 'values'>): boolean {
+export function isUniqueConflict(rec: { values: readonly { item: string }[] }): boolean {
   return rec.values[0]!.item.startsWith('unique:');
 }
 

@@ -5,7 +5,12 @@
  * the separator, and fixed-width hex keeps sequence numbers in numeric order.
  */
 export const SEP = '\u0000';
-/** Upper bound for a prefix scan: sorts after every key that starts with the prefix. */
+/**
+ * Upper bound for a prefix scan: sorts after every key that starts with the
+ * prefix and goes on with a character below U+10000 (ids, hex seqs, type
+ * names). Keys compare as UTF-8 bytes, so a field value starting with an
+ * emoji sorts after it: ranges over values use `indexRange`.
+ */
 export const HIGH = '\uffff';
 
 const SEQ_WIDTH = 14; // 56 bits: every safe integer fits
@@ -53,6 +58,8 @@ export const keys = {
   /** unique index: u<type>\0<field>\0<value> -> owner id */
   unique: (type: string, field: string, value: string): string => `u${type}${SEP}${field}${SEP}${value}`,
   uniquePrefix: 'u',
+  /** every field-index (`x`) or unique-index (`u`) key of one field, whatever its values begin with */
+  indexRange: (space: 'x' | 'u', type: string, field: string): { gte: string; lt: string } => ({ gte: `${space}${type}${SEP}${field}${SEP}`, lt: `${space}${type}${SEP}${field}\u0001` }),
 } as const;
 
 /** The id at the end of an index key (type or field index). */

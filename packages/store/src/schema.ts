@@ -218,10 +218,10 @@ function describe(v: unknown): string {
   return String(v);
 }
 
-function fail(type: TypeDef, id: string | undefined, field: string | undefined, rule: string, problem: string): ValidationError {
+function fail(type: TypeDef, id: string | undefined, field: string | undefined, rule: string, problem: string, withoutHolder?: string): ValidationError {
   const subject = id ? `${type.name} ${id}` : `new ${type.name}`;
-  const message = field ? `${subject}: field "${field}" ${problem}` : `${subject}: ${problem}`;
-  return new ValidationError({ objectId: id, type: type.name, field, rule, message });
+  const say = (p: string): string => (field ? `${subject}: field "${field}" ${p}` : `${subject}: ${p}`);
+  return new ValidationError({ objectId: id, type: type.name, field, rule, message: say(problem), withoutHolder: withoutHolder === undefined ? undefined : say(withoutHolder) });
 }
 
 /**
@@ -331,9 +331,7 @@ export function checkRequired(type: TypeDef, id: string | undefined, fields: Rea
 
 /** `withoutHolder`: the problem told without naming the object that holds a unique value (see asSeenBy). */
 export function validationFailure(type: TypeDef, id: string | undefined, field: string, rule: string, problem: string, withoutHolder?: string): ValidationError {
-  const e = fail(type, id, field, rule, problem);
-  if (withoutHolder === undefined) return e;
-  return new ValidationError({ objectId: e.objectId, type: e.type, field: e.field, rule: e.rule, message: e.message, withoutHolder: fail(type, id, field, rule, withoutHolder).message });
+  return fail(type, id, field, rule, problem, withoutHolder);
 }
 
 /** Fields safe to show outside the store: password hashes never leave it. */

@@ -1400,14 +1400,6 @@ export class Store {
   }
 
   /**
-   * Brings the open records of unique values held twice in line with the
-   * objects, at open, before a release relies on them to pass an entry on.
-   * Builds before the hand-off left records open on objects since deleted
-   * or merged away from the value, and entries deleted while a recorded
-   * holder still had the value; a schema change may make a field not
-   * unique. Reads only the objects of open unique records, which are few.
-   */
-  /**
    * Brings the field and unique indexes in line with the schema where a
    * field became indexed or unique, or stopped being so, since the data dir
    * was last opened. Each change writes index entries as the schema says at
@@ -1433,47 +1425,51 @@ export class Store {
     const ops: BatchOp[] = [];
     for (const c of changed) {
       if (c.was === undefined) continue;
-      const field = `${c.was === 'unique' ? 'u' : 'x'}${c.type}${SEP}${c.field}`;
-      // up to the field's name and \u0001, not prefix + HIGH: keys compare as UTF-8 bytes, and a
-      // value starting with a character past U+FFFF sorts after \uffff
-      for await (const key of this.db.keys({ gte: `${field}${SEP}`, lt: `${field}\u0001` })) ops.push({ type: 'del', key });
+      for await (const key of this.db.keys(keys.indexRange(c.was === 'unique' ? 'u' : 'x', c.type, c.field))) ops.push({ type: 'del', key });
     }
-    const adding = changed.filter((c) => c.is !== undefined);
+    // the entries a write would make (indexSet), of the fields indexed anew only
+    const adding = new Map<string, { gte: string; lt: string }[]>();
+    for (const c of changed) {
+      if (c.is === undefined) continue;
+      let ranges = adding.get(c.type);
+      if (!ranges) adding.set(c.type, (ranges = []));
+      ranges.push(keys.indexRange(c.is === 'unique' ? 'u' : 'x', c.type, c.field));
+    }
+    const ofAdded = (key: string, ranges: { gte: string; lt: string }[]): boolean => ranges.some((r) => key >= r.gte && key < r.lt);
     const holders = new Map<string, string>();
-    if (adding.length > 0) {
-      // in id order: the least id holds a value made unique (and any other holder is refused below)
-      for await (const [k, v] of this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH })) {
-        const rec = decode<ObjectRecord>(v);
-        if (rec.d) continue;
-        const id = k.slice(keys.objectPrefix.length);
-        for (const c of adding) {
-          const f = c.type === rec.t ? this.schema.types.get(c.type)?.fields.get(c.field) : undefined;
-          const value = f && rec.f[c.field];
-          if (!f || value === undefined) continue;
-          for (const one of Array.isArray(value) ? value : [value]) {
-            const folded = foldValue(f, one);
-            if (c.is !== 'unique') {
-              ops.push({ type: 'put', key: keys.field(c.type, c.field, folded, id), value: EMPTY });
-              continue;
-            }
-            const key = keys.unique(c.type, c.field, folded);
-            const first = holders.get(key);
-            if (first !== undefined && first !== id) {
-              throw new MeridianError(
-                'bad-request',
-                `the schema makes ${c.type}.${c.field} unique, but ${first} and ${id} both hold "${folded}"; start with the schema as it was and change one of them, or leave the field not unique`,
-              );
-            }
-            holders.set(key, id);
-            ops.push({ type: 'put', key, value: Buffer.from(id) });
-          }
+    // in id order: the least id holds a value made unique (and any other holder is refused)
+    const objects = adding.size > 0 ? this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH }) : [];
+    for await (const [k, v] of objects) {
+      const rec = decode<ObjectRecord>(v);
+      const ranges = adding.get(rec.t);
+      const def = ranges && this.schema.types.get(rec.t);
+      if (!ranges || !def) continue;
+      const id = k.slice(keys.objectPrefix.length);
+      const idx = indexSet(def, id, rec.f, rec.d);
+      for (const key of idx.plain) if (ofAdded(key, ranges)) ops.push({ type: 'put', key, value: EMPTY });
+      for (const key of idx.unique) {
+        if (!ofAdded(key, ranges)) continue;
+        const first = holders.get(key);
+        if (first !== undefined) {
+          const [type, field, value] = key.slice(1).split(SEP) as [string, string, string];
+          throw new MeridianError('bad-request', `the schema makes ${type}.${field} unique, but ${first} and ${id} both hold "${value}"; start with the schema as it was and change one of them, or leave the field not unique`);
         }
+        holders.set(key, id);
+        ops.push({ type: 'put', key, value: Buffer.from(id) });
       }
     }
     ops.push(layoutOp);
     await this.commits.add(ops);
   }
 
+  /**
+   * Brings the open records of unique values held twice in line with the
+   * objects, at open, before a release relies on them to pass an entry on.
+   * Builds before the hand-off left records open on objects since deleted
+   * or merged away from the value, and entries deleted while a recorded
+   * holder still had the value; a schema change may make a field not
+   * unique. Reads only the objects of open unique records, which are few.
+   */
   private async repairUniqueClashes(): Promise<void> {
     if (this.uniqueWaiters.size === 0) return;
     const hlc = this.clock.current;

@@ -15,6 +15,14 @@ async function pair(t: Test): Promise<[Store, Store]> {
   return [await openStore(t, { nodeId: 'a' }), await openStore(t, { nodeId: 'b' })];
 }
 
+/** Nodes a, b and c, each with a Person of its own taking the uid given for it while they are apart. */
+async function threeHolders(t: Test, uids: [string, string, string]) {
+  const [a, b] = await pair(t);
+  const c = await openStore(t, { nodeId: 'c' });
+  const [pa, pb, pc] = [await a.create('Person', { cn: 'A', sn: 'A', uid: uids[0] }), await b.create('Person', { cn: 'B', sn: 'B', uid: uids[1] }), await c.create('Person', { cn: 'C', sn: 'C', uid: uids[2] })];
+  return { a, b, c, pa, pb, pc };
+}
+
 t.test('remote changes converge, keep their origin, and apply once', async (t) => {
   const [a, b] = await pair(t);
   const org = await a.create('Org', { name: 'Acme', kind: 'customer' });
@@ -139,11 +147,7 @@ t.test('when the holder of a unique value lets it go, the other holder takes its
 });
 
 t.test('of three holders of a unique value, the entry passes to the least id, and the last takes it after', async (t) => {
-  const [a, b] = await pair(t);
-  const c = await openStore(t, { nodeId: 'c' });
-  const pa = await a.create('Person', { cn: 'A', sn: 'A', uid: 'sam' });
-  const pb = await b.create('Person', { cn: 'B', sn: 'B', uid: 'sam' });
-  const pc = await c.create('Person', { cn: 'C', sn: 'C', uid: 'sam' });
+  const { a, b, c, pa, pb, pc } = await threeHolders(t, ['sam', 'sam', 'sam']);
   await ship(b, a);
   const result = await a.applyRemote((await c.readFeed(0, 10)).map(({ seq: _seq, ...ch }) => ch));
   t.equal(result.conflicts, 1);
@@ -228,11 +232,7 @@ t.test('a purged holder waiting for a unique value is never given its entry', as
 });
 
 t.test('of three holders brought in line at open, the least takes the missing entry and the other names it', async (t) => {
-  const [a, b] = await pair(t);
-  const c = await openStore(t, { nodeId: 'c' });
-  const pa = await a.create('Person', { cn: 'A', sn: 'A', uid: 'ann' });
-  const pb = await b.create('Person', { cn: 'B', sn: 'B', uid: 'ANN' });
-  const pc = await c.create('Person', { cn: 'C', sn: 'C', uid: 'Ann' });
+  const { a, b, c, pa, pb, pc } = await threeHolders(t, ['ann', 'ANN', 'Ann']);
   await ship(b, a);
   await ship(c, a);
   const before: [string, Buffer][] = [];
