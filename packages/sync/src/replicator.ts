@@ -119,10 +119,6 @@ interface Link extends SessionIo {
   everLive: boolean;
   /** monotonic */
   openedAt: number;
-  /** the socket closed; work queued for the link may still be running */
-  gone: boolean;
-  /** the dialer's backoff step when this link reached its peer */
-  attemptAtOpen: number;
   /** replica: this link was the session with its master when the socket closed */
   wasMaster: boolean;
 }
@@ -138,7 +134,7 @@ interface PendingWrite {
 
 interface Dialer {
   url: string;
-  /** the backoff step: failed dials since the peer was last reached, a session that ended soon after opening without going live counting as one */
+  /** the backoff step: failed dials since a session last went live or lasted, a session that ended soon after opening counting as one */
   attempt: number;
   /** the link is down and that is logged; cleared when the peer is reached */
   downLogged: boolean;
@@ -218,7 +214,8 @@ export class Replicator {
 
   /** The open session with a master, on a replica. */
   private masterLink(): Link | undefined {
-    for (const l of this.links) if (l.session.state === 'open' && l.session.peerRole === 'master' && !l.gone) return l;
+    // (the socket's state too: a closed link's queued work may still be running, its session open)
+    for (const l of this.links) if (l.session.state === 'open' && l.session.peerRole === 'master' && l.ws.readyState === WebSocket.OPEN) return l;
     return undefined;
   }
 
@@ -339,8 +336,6 @@ export class Replicator {
       watchdog: undefined,
       everLive: false,
       openedAt: 0,
-      gone: false,
-      attemptAtOpen: 0,
       wasMaster: false,
       send: (frame) => {
         if (ws.readyState !== WebSocket.OPEN) return false;
@@ -446,7 +441,6 @@ export class Replicator {
     // the duplicate itself.
     ws.on('close', (_code, why) => {
       const reason = session.state === 'closed' ? undefined : why.toString() === DUPLICATE_SESSION ? DUPLICATE_SESSION : 'connection closed';
-      link.gone = true;
       // a replica is read-only from the moment its master's connection closes, not once the
       // link's queued work (a large apply, a digest) is done: writes would go to a dead link
       if (this.role === 'replica') this.lostMaster(link, this.lastReason.get(link) ?? reason ?? 'closed');
@@ -552,10 +546,6 @@ export class Replicator {
       d.node = peer;
       d.reason = null;
       d.downLogged = false;
-      // reached: the backoff starts again, whichever of the two sessions carries on (unless this
-      // one ends soon, never live: see ended())
-      link.attemptAtOpen = d.attempt;
-      d.attempt = 0;
     }
     // A replica chooses its own node id, and sessions are told apart by node id: one posing as a
     // master would pass for that master's session (and the real one be closed as its duplicate).
@@ -622,11 +612,11 @@ export class Replicator {
       d.reason = d.reason && reason === 'connection closed' ? d.reason : reason;
     }
     if (this.closed) return;
-    // A session that ended soon after opening, never live (a frame refused every time, a disk
-    // that refuses every apply), counts as a failed attempt: the backoff goes on from where it
-    // was, or the dialer would redial it every 125-250 ms for ever. (Reaching the peer reset it.)
-    // (not for a duplicate: the peer's own session carries on, and the backoff stays reset)
-    if (reason !== DUPLICATE_SESSION && link.openedAt > 0 && !link.everLive && monotonic() - link.openedAt < BRIEF_SESSION_MS) d.attempt = link.attemptAtOpen;
+    // The backoff starts again once the peer is reached for good: a session that went live or
+    // lasted, or a duplicate (the peer's own session carries on). One that ended soon after
+    // opening, never live (a frame refused every time, a disk that refuses every apply), counts
+    // as a failed attempt, or the dialer would redial it every 125-250 ms for ever.
+    if (reason === DUPLICATE_SESSION || (link.openedAt > 0 && (link.everLive || monotonic() - link.openedAt >= BRIEF_SESSION_MS))) d.attempt = 0;
     if (this.role === 'replica') {
       this.replicaLinkEnded(d, link, reason);
       return;
@@ -654,7 +644,7 @@ export class Replicator {
     const peer = link.session.peer;
     if (peer === undefined || link.session.peerRole !== 'master' || this.mode.mode !== 'read-write' || this.mode.master?.node !== peer) return;
     link.wasMaster = true;
-    const url = link.url ?? this.dialers.find((x) => x.link === link)?.url ?? '';
+    const url = link.url ?? '';
     this.setMode({ mode: 'read-only', master: { node: peer!, url }, since: Date.now(), reason });
     this.opts.log.warn({ master: peer, url, reason }, 'replica read-only: lost its master');
   }
@@ -744,7 +734,7 @@ export class Replicator {
       };
     };
     for (const d of this.dialers) {
-      const live = [...this.links].find((l) => l.session.state === 'open' && !l.gone && l.session.peer !== undefined && l.session.peer === d.node);
+      const live = [...this.links].find((l) => l.session.state === 'open' && l.ws.readyState === WebSocket.OPEN && l.session.peer !== undefined && l.session.peer === d.node);
       if (live) {
         const st = linkStatus(live, d.url);
         st.bytesIn += d.bytesIn;
@@ -774,7 +764,7 @@ export class Replicator {
       if (d.node) seen.add(d.node);
     }
     for (const l of this.links) {
-      if (l.direction !== 'inbound' || l.session.state !== 'open' || l.gone || seen.has(l.session.peer!)) continue;
+      if (l.direction !== 'inbound' || l.session.state !== 'open' || l.ws.readyState !== WebSocket.OPEN || seen.has(l.session.peer!)) continue;
       out.push(linkStatus(l, null));
     }
     return out;

@@ -146,7 +146,7 @@ export class SyncSession {
   private cursor: number | undefined;
   /** what the peer holds: its vector at subscription, plus what this session sent it */
   private peerHas = new VersionVector();
-  /** the vector the peer subscribed with, until this node holds all of it: no session is live before */
+  /** the vector the peer subscribed with: no session is live before this node holds all of it */
   private peerHadAtSub: Record<string, number> | undefined;
   private reading = false;
   /** estimated bytes of each unacknowledged frame, oldest first (one entry per frame in flight), and their sum */
@@ -670,8 +670,6 @@ export class SyncSession {
     const mine = this.opts.vector();
     // (this node's own changes are never sent back to it: a peer holding more of them than it does says nothing here)
     for (const o in had) if (o !== this.opts.nodeId && (mine[o] ?? 0) < had[o]!) return false;
-    // (kept only until it is held: what the peer holds later is the changes frames' business)
-    this.peerHadAtSub = undefined;
     return true;
   }
 }
