@@ -109,7 +109,6 @@ export function frameConnection(
   maxMessage: number,
   onError: (problem: string) => void,
   onRequest: (message: Buffer, checked: CheckedRequest) => boolean,
-  afterRequest: () => void = () => {},
 ): ReadGate {
   // ldapjs's own listener feeds every chunk to its parser; ours replaces it
   socket.removeAllListeners('data');
@@ -127,26 +126,19 @@ export function frameConnection(
         if (!onRequest(message, checked)) socket.parser.write(message);
       } catch (e) {
         fail(`a message could not be parsed (${(e as Error).message})`);
-        return;
       }
-      afterRequest();
     },
     fail,
   );
   socket.on('data', (data: Buffer) => {
     if (!socket.destroyed) framer.push(data);
   });
-  let held = false;
   return {
     hold: () => {
-      if (held) return;
-      held = true;
       framer.hold();
       socket.pause();
     },
     release: () => {
-      if (!held) return;
-      held = false;
       socket.resume();
       framer.release();
     },

@@ -1,5 +1,4 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import ldap, { type LdapConnection, type LdapRequest, type Server } from 'ldapjs';
@@ -248,26 +247,19 @@ export class LdapGateway {
         }
         return false;
       },
-      // (after each request is handed on, whoever answers it)
-      () => this.pace(socket),
     );
     this.gates.set(socket, gate);
   }
 
   /**
-   * Reads a connection's requests only while it has fewer than
-   * MAX_IN_FLIGHT operations running. An operation whose answer finds
-   * MAX_BUFFERED bytes unread stays running until the client reads them
-   * (run()), so a client that pipelines requests without reading the
-   * answers (each small search answered by a larger entry) holds its own
-   * requests, in its socket, not the server's memory; one that reads
-   * slowly still gets its abandons read while fewer are running.
+   * When the connection has more than MAX_BUFFERED bytes of answers unread:
+   * what write() gathered goes out (or no drain would come), and the wait
+   * until the client has read them; else undefined.
    */
-  private pace(conn: Socket): void {
-    const gate = this.gates.get(conn);
-    if (!gate || conn.destroyed) return;
-    if ((this.inFlight.get(conn) ?? 0) >= MAX_IN_FLIGHT) gate.hold();
-    else gate.release();
+  private overBuffered(conn: Socket): Promise<void> | undefined {
+    if (conn.destroyed || conn.writableLength <= MAX_BUFFERED) return undefined;
+    this.flush(conn);
+    return this.drained(conn);
   }
 
   /** Resolves once the connection's unread answers have gone out (drain) or it closed: one wait, shared by its operations. */
@@ -305,7 +297,15 @@ export class LdapGateway {
     // Looked up once, before any await: an operation keeps the identity it came under,
     // however a bind that arrives while it runs changes the connection's.
     const s = this.session(conn);
-    this.inFlight.set(conn, (this.inFlight.get(conn) ?? 0) + 1);
+    // A connection's requests are read only while it has fewer than MAX_IN_FLIGHT operations
+    // running, and an operation whose answer finds MAX_BUFFERED bytes unread runs until the client
+    // reads them: a client that pipelines requests without reading the answers (each small search
+    // answered by a larger entry) holds its requests in its socket, not the server's memory, and
+    // one that reads slowly still gets its abandons read while fewer are running. (The count is
+    // raised before the framer hands on the next request: ldapjs calls its handlers at once.)
+    const running = (this.inFlight.get(conn) ?? 0) + 1;
+    this.inFlight.set(conn, running);
+    if (running === MAX_IN_FLIGHT) this.gates.get(conn)?.hold();
     let reply: Answer;
     try {
       const unsupported = req.controls.find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
@@ -322,13 +322,10 @@ export class LdapGateway {
     }
     if (!conn.destroyed && reply !== NO_ANSWER) this.write(conn, reply.bytes);
     this.opts.observe?.(op, reply.code, Number(process.hrtime.bigint() - started) / 1e9);
-    if (!conn.destroyed && conn.writableLength > MAX_BUFFERED) {
-      // what write() gathered goes out first, or no drain would come
-      this.flush(conn);
-      await this.drained(conn);
-    }
-    this.inFlight.set(conn, this.inFlight.get(conn)! - 1);
-    this.pace(conn);
+    await this.overBuffered(conn);
+    const left = this.inFlight.get(conn)! - 1;
+    this.inFlight.set(conn, left);
+    if (left === MAX_IN_FLIGHT - 1) this.gates.get(conn)?.release();
   }
 
   /**
@@ -616,14 +613,13 @@ export class LdapGateway {
       // a slow reader holds the search, not the server's memory, and only until the time limit.
       // Not at the socket's high-water mark (16 KiB): a 100-entry answer passed it every time, and
       // waiting for its drain was a tenth of a Thunderbird search's CPU
-      if (conn.writableLength > MAX_BUFFERED) {
-        // what write() gathered goes out first, or no drain would come
-        this.flush(conn);
+      const drained = this.overBuffered(conn);
+      if (drained) {
         const stop = new AbortController();
-        const waits = [once(conn, 'drain', { signal: stop.signal }), once(conn, 'close', { signal: stop.signal }), new Promise<void>((r) => (running.wake = r))];
-        if (Number.isFinite(deadline)) waits.push(sleep(Math.max(0, deadline - now()), [], { signal: stop.signal }));
-        await Promise.race(waits.map((w) => w.catch(() => undefined)));
-        // the waits that lost leave no listener behind
+        const waits = [drained, new Promise<void>((r) => (running.wake = r))];
+        if (Number.isFinite(deadline)) waits.push(sleep(Math.max(0, deadline - now()), undefined, { signal: stop.signal }).catch(() => undefined));
+        await Promise.race(waits);
+        // (the timer that lost is cleared; the shared drain wait ends with the drain or the close)
         stop.abort();
         running.wake = undefined;
       }
