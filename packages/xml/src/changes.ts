@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hlcToIso, type FeedEntry, type Store } from '@meridian/store';
 import { escapeAttr, XML_DECLARATION, XmlError } from './format.js';
-import { sendXml, write } from './http.js';
+import { onClosed, sendXml, write } from './http.js';
 
 const PAGE = 1000;
 /** an SSE comment this often keeps proxies from closing an idle stream */
@@ -36,17 +36,14 @@ export async function changesFeed(store: Store, req: IncomingMessage, res: Serve
       const done = (): void => {
         clearTimeout(timer);
         unsubscribe();
-        res.off('close', done);
+        stopListening();
         resolve();
       };
       const unsubscribe = store.subscribe(done);
       const timer = setTimeout(done, timeout);
-      // the response's close, not the request's: a request emits 'close' once it has been read
-      // (Node 16 on), which can come while its client is still waiting
-      res.on('close', done);
-      // a change made durable while the feed was read above came before the subscription; and a
-      // client gone before then (while it was signed in, or the feed read) closed the response already
-      if (store.lastSeq > since || res.destroyed) done();
+      const stopListening = onClosed(res, done);
+      // a change made durable while the feed was read above came before the subscription
+      if (store.lastSeq > since) done();
     });
     if (res.destroyed) return;
     entries = await store.readFeed(since, PAGE);
@@ -108,10 +105,7 @@ async function stream(store: Store, req: IncomingMessage, res: ServerResponse, s
       unsubscribe();
       resolve();
     };
-    // (not the request's close: see the long poll)
-    res.on('close', end);
-    // gone before this handler began (while it was signed in): no 'close' is to come
-    if (res.destroyed) end();
+    onClosed(res, end);
     void pump();
   });
 }

@@ -27,6 +27,20 @@ export function sendXml(res: ServerResponse, status: number, body: string | Buff
   res.end(head ? undefined : body);
 }
 
+/**
+ * Calls `fn` when the client goes away: on the response's close (not the
+ * request's, which comes once the request has been read, Node 16 on, while
+ * its client may still wait), or, if it closed before this was called
+ * (while the request was signed in), when no 'close' is to come, in a
+ * microtask (so the caller has what this returns first). Returns what stops
+ * listening.
+ */
+export function onClosed(res: ServerResponse, fn: () => void): () => void {
+  res.once('close', fn);
+  if (res.destroyed) queueMicrotask(fn);
+  return () => res.off('close', fn);
+}
+
 /** Writes and waits for the socket to take more when it is full (streams). */
 export function write(res: ServerResponse, chunk: string): Promise<void> | undefined {
   if (res.write(chunk)) return undefined;

@@ -45,12 +45,12 @@ export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, max
     return new XmlError(400, `malformed XML at line ${line + count(before)}, column ${at - before.lastIndexOf('\n')}: ${problem}`);
   };
   /**
-   * What is buffered while looking for the end of a comment, declaration
-   * or tag outside any <object> is bounded like an object: an unclosed
-   * comment would otherwise hold the rest of the upload in memory.
+   * What is buffered while looking for the end of an <object>, or of a
+   * comment, declaration or tag outside one, is bounded: an unclosed comment
+   * would otherwise hold the rest of the upload in memory.
    */
   const bounded = (what: string): void => {
-    if (buf.length > maxObject) throw new XmlError(413, `${what} at line ${line} is longer than ${maxObject} bytes`);
+    if (buf.length > maxObject) throw new XmlError(413, `${what} at line ${line} is larger than ${maxObject} bytes`);
   };
   /** Skips whitespace, comments and (in the prolog) the XML declaration; false when more input is needed. */
   const skipMisc = async (allowDecl: boolean): Promise<void> => {
@@ -139,7 +139,7 @@ export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, max
     // one <object> element: find its end, skipping comments and CDATA
     let start = tagEnd();
     while (start < 0) {
-      if (buf.length > maxObject) throw new XmlError(413, `an <object> at line ${line} is larger than ${maxObject} bytes`);
+      bounded('an <object>');
       if (!(await more())) throw fail(0, 'an <object> start tag is not closed');
       start = tagEnd();
     }
@@ -173,7 +173,7 @@ export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, max
           break;
         }
       }
-      if (buf.length > maxObject) throw new XmlError(413, `an <object> at line ${line} is larger than ${maxObject} bytes`);
+      bounded('an <object>');
       if (!(await more())) throw fail(0, 'an <object> is not closed before the document ends');
     }
     const text = buf.slice(0, end);

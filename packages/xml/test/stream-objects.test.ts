@@ -59,10 +59,10 @@ t.test('what is buffered outside an <object> is bounded like an object', async (
     for (;;) yield Buffer.from(filler.repeat(256));
   };
   const cases: [string, string, RegExp][] = [
-    ['<objects><!--', 'x', /^a comment at line 1 is longer than 4096 bytes$/],
-    ['<?xml version="1.0"', ' ', /^the XML declaration at line 1 is longer than 4096 bytes$/],
-    ['<objects a="', 'x', /^the <objects> start tag at line 1 is longer than 4096 bytes$/],
-    ['<objects></objects', ' ', /^the <\/objects> tag at line 1 is longer than 4096 bytes$/],
+    ['<objects><!--', 'x', /^a comment at line 1 is larger than 4096 bytes$/],
+    ['<?xml version="1.0"', ' ', /^the XML declaration at line 1 is larger than 4096 bytes$/],
+    ['<objects a="', 'x', /^the <objects> start tag at line 1 is larger than 4096 bytes$/],
+    ['<objects></objects', ' ', /^the <\/objects> tag at line 1 is larger than 4096 bytes$/],
   ];
   for (const [head, filler, message] of cases) {
     const err = await (async () => {
