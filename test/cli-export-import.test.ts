@@ -45,7 +45,7 @@ t.test('meridian export and import through bin/meridian: same content, a report,
   const folder = tempDir(t);
   const directory = cli(['import', folder, '--node', b.url], env);
   t.equal(directory.code, 1);
-  t.equal(directory.stderr.trim(), `meridian: cannot read ${folder}: it is a directory; give the file to import`, 'a directory is named as such, not as the node being unreachable');
+  t.equal(directory.stderr.trim(), `meridian: cannot read ${folder}: it is a directory; give the file to read`, 'a directory is named as such, not as the node being unreachable');
 
   // verify's exit code reaches the shell (it used to be overwritten with 0)
   const differ = cli(['verify', '--nodes', `${a.url},${b.url}`], env);
@@ -54,7 +54,9 @@ t.test('meridian export and import through bin/meridian: same content, a report,
 
 t.test('an export cut short leaves no file and says so in one sentence; a failure after progress starts on a line of its own', async (t) => {
   // a node that starts an export and then drops the connection
+  let asked = 0;
   const server = createServer((_req, res) => {
+    asked++;
     res.writeHead(200, { 'content-type': 'application/xml; charset=utf-8' });
     res.write('<?xml version="1.0" encoding="UTF-8"?>\n<objects>\n  <object type="Organisation" id="org-1">');
     setTimeout(() => res.socket?.destroy(), 50);
@@ -68,9 +70,15 @@ t.test('an export cut short leaves no file and says so in one sentence; a failur
   t.match(cut.stderr, /^meridian: the export stopped part-way \([^)]+\); \S*cut\.xml was not written; run it again\n$/);
   t.notOk(existsSync(file), 'no FILE that would look like an export');
   t.notOk(existsSync(`${file}.partial`), 'and nothing left aside');
+  const askedBefore = asked;
   const nowhere = await cliAsync(['export', '--node', url, '--out', join(tempDir(t), 'no', 'such', 'dir.xml')], { MERIDIAN_PASSWORD: PW });
   t.equal(nowhere.code, 1);
   t.match(nowhere.stderr, /^meridian: cannot write \S+dir\.xml: its directory does not exist\n$/, 'a missing directory is named, not taken for a cut export');
+  t.equal(asked, askedBefore, 'and the node was not asked');
+  const onTty = await cliOnTty(['export', '--node', url, '--out', join(tempDir(t), 'tty.xml')], { MERIDIAN_PASSWORD: PW });
+  t.equal(onTty.code, 1);
+  t.match(onTty.out, /exporting: /, 'progress was drawn on the terminal');
+  t.match(onTty.out, /\x1b\[2Kmeridian: the export stopped part-way/, 'and cleared before the error');
   const json = await cliAsync(['export', '--json', '--node', url], { MERIDIAN_PASSWORD: PW });
   t.equal(json.code, 2, '--json without --out is a usage error, not XML on stdout');
   t.match(json.stderr, /^meridian: --json prints a summary of an export to a file; give --out FILE/);

@@ -7,9 +7,7 @@ import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeer
 import { parseAssignments } from './assignments.js';
 import { bar, bytes, Progress } from './progress.js';
 import { addReversibilityCommands } from './reversibility.js';
-import { out, sizeOfInput, type ClientFlags } from './output.js';
-import { createReadStream, createWriteStream, existsSync, renameSync, rmSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { openInput, out, writeAside, type ClientFlags } from './output.js';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
@@ -289,12 +287,17 @@ export function buildProgram(): Command {
     .option('--out <file>', 'write to this file instead of stdout')
     .action(async (flags: ClientFlags & { type?: string; out?: string }) => {
       if (flags.json && !flags.out) throw new CliError('--json prints a summary of an export to a file; give --out FILE, or leave --json out to get the XML on stdout', 2);
-      if (flags.out && !existsSync(dirname(resolve(flags.out)))) throw new CliError(`cannot write ${flags.out}: its directory does not exist`);
-      const res = await client(flags).raw('GET', `/export${flags.type ? `?type=${encodeURIComponent(flags.type)}` : ''}`);
+      // (opened before the node is asked: a file that cannot be written is not a cut export)
+      const aside = flags.out ? writeAside(flags.out, 'an export') : undefined;
+      let res: Response;
+      try {
+        res = await client(flags).raw('GET', `/export${flags.type ? `?type=${encodeURIComponent(flags.type)}` : ''}`);
+      } catch (e) {
+        aside?.discard();
+        throw e;
+      }
       const progress = new Progress(flags.json === true || !flags.out);
-      // written aside and renamed once whole: an export cut short leaves no FILE that looks complete
-      const partial = flags.out ? `${flags.out}.partial` : undefined;
-      const sink = partial ? createWriteStream(partial) : process.stdout;
+      const sink = aside ? aside.stream : process.stdout;
       let n = 0;
       let size = 0;
       // every object starts with "<object "; the last 7 bytes of a chunk are looked at again with the next, for a tag split between them
@@ -311,9 +314,9 @@ export function buildProgram(): Command {
       });
       try {
         await pipeline(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), counted, sink);
-        if (partial) renameSync(partial, flags.out!);
+        await aside?.finish();
       } catch (e) {
-        if (partial) rmSync(partial, { force: true });
+        aside?.discard();
         throw new CliError(`the export stopped part-way (${(e as Error).message})${flags.out ? `; ${flags.out} was not written` : ''}; run it again`);
       } finally {
         progress.done();
@@ -325,9 +328,10 @@ export function buildProgram(): Command {
     .option('--dry-run', 'check every object and report, writing nothing')
     .action(async (file: string, flags: ClientFlags & { dryRun?: boolean }) => {
       const progress = new Progress(flags.json === true);
-      const total = file === '-' ? undefined : sizeOfInput(file);
+      const input = file === '-' ? undefined : openInput(file);
+      const total = input?.size;
       let sent = 0;
-      const source = file === '-' ? process.stdin : createReadStream(file);
+      const source = input ? input.stream : process.stdin;
       // counted on its way to the request (a 'data' listener would start the flow before fetch reads)
       const counted = source.pipe(
         new Transform({

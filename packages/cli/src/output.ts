@@ -1,4 +1,5 @@
-import { closeSync, fstatSync, openSync, statSync } from 'node:fs';
+import { closeSync, createReadStream, createWriteStream, existsSync, fstatSync, fsyncSync, openSync, renameSync, rmSync, type ReadStream, type WriteStream } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { CliError } from './client.js';
 
 /** The flags every command that talks to a node takes. */
@@ -14,20 +15,82 @@ export function out(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 }
 
-/** The size of a file the command is to read, or an error saying why it cannot be read. */
-export function sizeOfInput(file: string): number {
-  // opened here, not only stat'ed: a directory or an unreadable file failed only once the request
-  // was under way, and was reported as the node being unreachable
+/**
+ * A file the command is to read, opened once (a stream on that descriptor)
+ * with its size, or an error saying why it cannot be read: found only once
+ * the request was under way, a directory or an unreadable file was reported
+ * as the node being unreachable.
+ */
+export function openInput(file: string): { stream: ReadStream; size: number } {
   let fd: number | undefined;
   try {
-    if (statSync(file).isDirectory()) throw new CliError(`cannot read ${file}: it is a directory; give the file to import`);
     fd = openSync(file, 'r');
-    return fstatSync(fd).size;
+    const st = fstatSync(fd);
+    if (st.isDirectory()) throw new CliError(`cannot read ${file}: it is a directory; give the file to read`);
+    const stream = createReadStream(file, { fd });
+    fd = undefined; // the stream's now
+    return { stream, size: st.size };
   } catch (e) {
     if (e instanceof CliError) throw e;
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new CliError(`cannot read ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
+    throw new CliError(`cannot read ${file}: ${fileProblem(e, 'no such file')}`);
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
+}
+
+/**
+ * A file written aside, as FILE.partial, and named FILE only once whole and
+ * on disk (the file fsynced, renamed, then its directory fsynced): a run cut
+ * short, or a crash soon after, leaves no FILE that looks complete. The
+ * partial file is created by this run (refused if one is there), so only
+ * this run removes it.
+ */
+export interface AsideFile {
+  readonly stream: WriteStream;
+  readonly partial: string;
+  /** once the stream has ended: FILE, replacing one there unless `keep` */
+  finish(keep?: boolean): Promise<void>;
+  discard(): void;
+}
+
+export function writeAside(out: string, what: string): AsideFile {
+  const partial = `${out}.partial`;
+  let fd: number;
+  try {
+    fd = openSync(partial, 'wx');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new CliError(`${partial} is left from ${what} that did not finish (or one still running); delete it, or choose another file`, 2);
+    throw new CliError(`cannot write ${out}: ${fileProblem(e, 'its directory does not exist')}`);
+  }
+  const stream = createWriteStream(partial, { fd });
+  return {
+    stream,
+    partial,
+    async finish(keep = false) {
+      if (!stream.closed) await new Promise<void>((resolve, reject) => stream.once('close', resolve).once('error', reject).end());
+      if (keep && existsSync(out)) throw new Error(`${out} was created by something else meanwhile`);
+      syncPath(partial);
+      renameSync(partial, out);
+      syncPath(dirname(resolve(out)));
+    },
+    discard() {
+      stream.destroy();
+      rmSync(partial, { force: true });
+    },
+  };
+}
+
+/** fsync of a file, or of a directory (its entries: a rename into it). */
+function syncPath(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function fileProblem(e: unknown, missing: string): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' ? missing : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : (e as Error).message;
 }

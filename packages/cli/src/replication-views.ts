@@ -1,4 +1,5 @@
 import type { PeerStatus } from '@meridian/node';
+import { isUniqueConflict } from '@meridian/store';
 
 /** Output of the replication commands: peers, conflicts, verify. */
 export type PeerView = PeerStatus;
@@ -40,7 +41,7 @@ export function formatConflicts(items: ConflictView[]): string {
       const settled = c.settled ? ` (settled ${c.settled})` : '';
       const [holder, other] = c.values;
       // a unique value held by two objects, not concurrent writes: the "winner" holds the index entry
-      if (holder?.item.startsWith('unique:') && other) {
+      if (holder && other && isUniqueConflict(c)) {
         const from = other.node ? `; arrived from ${other.node}` : '';
         const who = holder.item.slice('unique:'.length);
         const held = c.settled ? `was also held by ${who}` : `is also held by ${who}, which lookups find`;

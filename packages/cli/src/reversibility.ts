@@ -1,5 +1,4 @@
-import { closeSync, createWriteStream, createReadStream, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { existsSync } from 'node:fs';
 import { Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { Command } from 'commander';
@@ -7,7 +6,7 @@ import { decodeBackup, restoreBackup } from '@meridian/store';
 import { CliError, type AdminClient } from './client.js';
 import type { ObjectView } from './format.js';
 import { bar, bytes, Progress } from './progress.js';
-import { out, sizeOfInput, type ClientFlags } from './output.js';
+import { openInput, out, writeAside, type ClientFlags } from './output.js';
 
 
 interface VersionView {
@@ -59,16 +58,18 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
     .requiredOption('--out <file>', 'the backup file to write')
     .action(async (flags: ClientFlags & { out: string }) => {
       if (existsSync(flags.out)) throw new CliError(`${flags.out} exists already; choose a new file (a backup never overwrites one)`, 2);
-      // written aside and renamed once whole: a file named --out is always a complete backup
-      const partial = `${flags.out}.partial`;
-      if (existsSync(partial)) throw new CliError(`${partial} is left from a backup that did not finish (or one still running); delete it, or choose another --out`, 2);
+      // a file named --out is always a complete backup
+      const aside = writeAside(flags.out, 'a backup');
+      const file = aside.stream;
       const progress = new Progress(flags.json === true);
-      const res = await client(flags).raw('GET', progress.enabled ? '/api/backup?count=1' : '/api/backup');
+      let res: Response;
+      try {
+        res = await client(flags).raw('GET', progress.enabled ? '/api/backup?count=1' : '/api/backup');
+      } catch (e) {
+        aside.discard();
+        throw e;
+      }
       const total = Number(res.headers.get('x-meridian-records') ?? 0);
-      const file = createWriteStream(partial, { flags: 'wx' });
-      // (created by this run from here on, so this run may remove it)
-      let mine = false;
-      file.once('open', () => (mine = true));
       let size = 0;
       let records = 0;
       // saved as it comes, and read as it is saved: the reading checks the frames and the end record
@@ -88,18 +89,11 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
           records += item.length;
           progress.update(() => `backing up: ${total ? `${bar(Math.min(1, records / total))} ` : ''}${records} records, ${bytes(size)}`);
         }
-        await new Promise<void>((resolve, reject) => file.end((err?: Error | null) => (err ? reject(err) : resolve())));
-        if (existsSync(flags.out)) throw new Error(`${flags.out} was created by something else while the backup ran`);
-        // on disk before it is named, and the name on disk before this says it is saved: without
-        // the fsyncs a crash soon after could leave a FILE that is empty or cut short
-        syncPath(partial);
-        renameSync(partial, flags.out);
-        syncPath(dirname(resolve(flags.out)));
+        await aside.finish(true);
       } catch (e) {
         // the node's stream too, or its connection would hold the process open
         body.destroy();
-        file.destroy();
-        if (mine) rmSync(partial, { force: true });
+        aside.discard();
         throw new CliError(`the backup did not complete (${(e as Error).message.replace(/; take the backup again$/, '')}); nothing was saved to ${flags.out}, run it again`);
       } finally {
         progress.done();
@@ -115,10 +109,9 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
     .option('--node-id <id>', "the restored node's id (default: <original id>.<incarnation>-<4 hex digits>)")
     .option('--json', 'print JSON on stdout instead of text')
     .action(async (flags: { in: string; dir: string; nodeId?: string; json?: boolean }) => {
-      const size = sizeOfInput(flags.in);
+      const { stream: source, size } = openInput(flags.in);
       const progress = new Progress(flags.json === true);
       // (bytesRead, not a 'data' listener: that would start the flow before the restore reads)
-      const source = createReadStream(flags.in);
       let r: Awaited<ReturnType<typeof restoreBackup>>;
       try {
         r = await restoreBackup(flags.dir, source, {
@@ -164,14 +157,4 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
       const { body } = await client(flags).request<{ id: string; type: string | null; redactedFeedEntries: number }>('POST', `/api/objects/${encodeURIComponent(id)}/purge`);
       out(flags.json ? JSON.stringify(body) : `purged ${body.type ? `${body.type} ` : ''}${body.id} (${body.redactedFeedEntries} feed entries redacted); the purge replicates to every node`);
     });
-}
-
-/** fsync of a file, or of a directory (its entries: a rename into it). */
-function syncPath(path: string): void {
-  const fd = openSync(path, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
