@@ -74,6 +74,11 @@ t.test('the whole filter language, scopes, and requested attributes', async (t) 
   };
   t.same(await dns('(&(objectClass=inetOrgPerson)(employeeType=customer-contact))'), [dnOf('per-c1'), dnOf('per-c2')].sort(), 'and, equality on a multi-valued attribute');
   t.same(await dns('(&(objectClass=inetOrgPerson)(!(employeeType=*)))'), [], 'not and presence');
+  // an attribute type nobody defined is Undefined, which no not turns true (RFC 4511 4.5.1.7; OpenLDAP does the same)
+  t.same(await dns('(!(fooBar=x))', ['-b', BASE, '-s', 'sub']), [], 'not of an unknown attribute type matches nothing');
+  t.same(await dns('(!(fooBar=*))', ['-b', BASE, '-s', 'sub']), [], 'nor does not of its presence');
+  t.same(await dns('(|(fooBar=x)(uid=contact1))'), [dnOf('per-c1')], 'an or still matches by its other terms');
+  t.equal((await dns('(&(objectClass=inetOrgPerson)(!(jpegPhoto=*)))')).length, 5, 'a standard type no entry holds is false, so its not is true');
   t.same(await dns('(&(uid=contact*)(!(uid=*2)))'), [dnOf('per-c1')], 'initial and final substrings');
   t.same(await dns('(uid~=CONTACT1)'), [dnOf('per-c1')], 'approx matches like equality');
   t.same(await dns('(&(objectClass=inetOrgPerson)(uid>=r)(uid<=t))'), [dnOf('per-radmin'), dnOf('per-staff')].sort(), 'greater and less');

@@ -1,7 +1,6 @@
 import type { Store, StoredObject } from '@meridian/store';
 import { attrKey, fold, type AttrSource, type Filter } from './filter.js';
-import { ENTITLEMENT_ATTR } from './entries.js';
-import { ID_ATTR, type DirectoryLayout, type MappedType } from './layout.js';
+import { ENTITLEMENT_ATTR, ID_ATTR, type DirectoryLayout, type MappedType } from './layout.js';
 
 const ID_KEY = ID_ATTR.toLowerCase();
 
@@ -384,7 +383,6 @@ export class DirectoryIndex {
         if (a === ID_KEY) return [id.toLowerCase()];
         return mine.has(a) ? this.attrs.get(a)!.values[slot] : undefined;
       },
-      knows: () => true,
     };
   }
 }

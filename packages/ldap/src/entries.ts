@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { FieldValue, Store, StoredObject } from '@meridian/store';
 import { attrKey, fold, type AttrSource } from './filter.js';
-import { ID_ATTR, type DirectoryLayout, type MappedType } from './layout.js';
+import { ENTITLEMENT_ATTR, ID_ATTR, type DirectoryLayout, type MappedType } from './layout.js';
 
 export interface EntryAttribute {
   /** as shown to clients */
@@ -15,9 +15,6 @@ export interface Entry {
   readonly dn: string;
   readonly attrs: ReadonlyMap<string, EntryAttribute>;
 }
-
-/** The attribute listing a person's (or an organisation's) licensed products. */
-export const ENTITLEMENT_ATTR = 'meridianEntitlement';
 
 /** GeneralizedTime (RFC 4517) of an ISO time, to the second, as OpenLDAP writes it. */
 export function generalizedTime(iso: string): string {
@@ -58,7 +55,6 @@ export function entrySource(e: Entry): AttrSource {
       }
       return v;
     },
-    knows: () => true,
   };
 }
 

@@ -58,11 +58,13 @@ export function fold(attr: string, value: string): string {
   return /\s\s|^\s|\s$/.test(v) ? v.trim().replace(/\s+/g, ' ') : v;
 }
 
-export interface FilterLimits {
+export interface FilterOptions {
   /** most nested and/or/not levels */
   depth: number;
   /** most nodes in the whole filter */
   nodes: number;
+  /** whether the directory knows an attribute type (canonical key): an assertion of any other is Undefined */
+  known(key: string): boolean;
 }
 
 export class FilterTooComplex extends Error {
@@ -75,11 +77,12 @@ export class FilterTooComplex extends Error {
  * client sent, read as UTF-8: no escapes to undo (those belong to the
  * string form of RFC 4515, which never crosses the wire).
  */
-export function decodeFilter(b: Buffer, root: BerNode, limits: FilterLimits): Filter {
+export function decodeFilter(b: Buffer, root: BerNode, limits: FilterOptions): Filter {
   let nodes = 0;
-  const assertion = (n: BerNode): { a: string; v: string } => {
+  const UNDEFINED: Filter = { k: 'undefined' };
+  const assertion = (k: 'eq' | 'ge' | 'le' | 'approx', n: BerNode): Filter => {
     const a = attrKey(berText(b, n.children![0]));
-    return { a, v: fold(a, berText(b, n.children![1])) };
+    return limits.known(a) ? { k, a, v: fold(a, berText(b, n.children![1])) } : UNDEFINED;
   };
   const walk = (n: BerNode, depth: number): Filter => {
     if (++nodes > limits.nodes) throw new FilterTooComplex(`the filter has more than ${limits.nodes} terms; split the search`);
@@ -93,17 +96,20 @@ export function decodeFilter(b: Buffer, root: BerNode, limits: FilterLimits): Fi
       case 0xa2:
         return { k: 'not', f: walk(c[0]!, depth + 1) };
       case 0xa3:
-        return { k: 'eq', ...assertion(n) };
+        return assertion('eq', n);
       case 0xa5:
-        return { k: 'ge', ...assertion(n) };
+        return assertion('ge', n);
       case 0xa6:
-        return { k: 'le', ...assertion(n) };
+        return assertion('le', n);
       case 0xa8:
-        return { k: 'approx', ...assertion(n) };
-      case 0x87:
-        return { k: 'present', a: attrKey(berText(b, n)) };
+        return assertion('approx', n);
+      case 0x87: {
+        const a = attrKey(berText(b, n));
+        return limits.known(a) ? { k: 'present', a } : UNDEFINED;
+      }
       case 0xa4: {
         const a = attrKey(berText(b, c[0]));
+        if (!limits.known(a)) return UNDEFINED;
         let initial: string | undefined;
         let final: string | undefined;
         const any: string[] = [];
@@ -126,22 +132,20 @@ export function decodeFilter(b: Buffer, root: BerNode, limits: FilterLimits): Fi
         const onDns = dnAttributes !== undefined && berBool(b, dnAttributes);
         if (type && type.end > type.start && !onDns && ['', 'caseignorematch', '2.5.13.2'].includes(rule)) {
           const a = attrKey(berText(b, type));
-          return { k: 'eq', a, v: fold(a, berText(b, part(0x83))) };
+          return limits.known(a) ? { k: 'eq', a, v: fold(a, berText(b, part(0x83))) } : UNDEFINED;
         }
-        return { k: 'undefined' };
+        return UNDEFINED;
       }
       default:
-        return { k: 'undefined' };
+        return UNDEFINED;
     }
   };
   return walk(root, 0);
 }
 
-/** Where evaluation reads an entry's folded values; undefined: no such attribute type here. */
+/** Where evaluation reads an entry's folded values; undefined: the entry holds none. */
 export interface AttrSource {
   values(attr: string): readonly string[] | undefined;
-  /** whether the attribute type exists for this entry (a missing value is then false, not undefined) */
-  knows(attr: string): boolean;
 }
 
 function compare(a: string, b: string): number {
@@ -189,7 +193,7 @@ export function evaluate(f: Filter, e: AttrSource): boolean | undefined {
     case 'undefined':
       return undefined;
     default: {
-      if (!e.knows(f.a)) return undefined;
+      // (an attribute type the directory does not know was decoded as 'undefined')
       const values = e.values(f.a) ?? [];
       switch (f.k) {
         case 'eq':

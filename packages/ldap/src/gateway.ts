@@ -547,7 +547,7 @@ export class LdapGateway {
     const scopeName = (['base', 'one', 'sub'] as const)[req.scope];
     if (!scopeName) throw new LdapFailure(ResultCode.protocolError, `the search scope ${req.scope} is not base (0), one (1) or sub (2)`);
     if (req.sizeLimit < 0 || req.timeLimit < 0) throw new LdapFailure(ResultCode.protocolError, 'a search size or time limit is negative; give 0 for none');
-    const filter = req.filter({ depth: 32, nodes: 512 });
+    const filter = req.filter({ depth: 32, nodes: 512, known: (key) => this.layout.attributeTypes.has(key) });
     const selection = select(req.attributes, req.typesOnly);
     const loc = this.layout.locate(base);
     if (loc.kind === 'root') {

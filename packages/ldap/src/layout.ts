@@ -1,11 +1,15 @@
 import ldap from 'ldapjs';
 import type { FieldDef, Schema, TypeDef } from '@meridian/store';
+import { STANDARD_ATTRIBUTE_TYPES } from './attribute-types.js';
 import { attrKey } from './filter.js';
 
 const { DN } = ldap;
 
 /** The attribute of every object entry's RDN: the object id, which never changes, so renames never move entries. */
 export const ID_ATTR = 'meridianId';
+
+/** The attribute listing a person's (or an organisation's) licensed products. */
+export const ENTITLEMENT_ATTR = 'meridianEntitlement';
 
 export interface MappedType {
   readonly def: TypeDef;
@@ -63,6 +67,8 @@ export class DirectoryLayout {
   private readonly byContainer = new Map<string, MappedType>();
   /** login fields as attribute keys, from the schema's access rules */
   readonly loginAttrs: ReadonlyMap<string, string>;
+  /** every attribute type a filter may assert (canonical keys): the standard ones, Meridian's own and the schema's */
+  readonly attributeTypes: ReadonlySet<string>;
 
   constructor(
     readonly schema: Schema,
@@ -86,6 +92,9 @@ export class DirectoryLayout {
       this.types.set(def.name, t);
       this.byContainer.set(def.ldapContainer.toLowerCase(), t);
     }
+    const known = new Set([...STANDARD_ATTRIBUTE_TYPES, attrKey(ID_ATTR), attrKey(ENTITLEMENT_ATTR)]);
+    for (const t of this.types.values()) for (const key of t.attributes.keys()) known.add(key);
+    this.attributeTypes = known;
     const login = new Map<string, string>();
     const access = schema.access;
     const principal = access && this.types.get(access.principalType);

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { decodeFilter, type Filter, type FilterLimits } from './filter.js';
+import { decodeFilter, type Filter, type FilterOptions } from './filter.js';
 import { berBool, berText, berTree, type BerNode, type CheckedRequest } from './validate.js';
 
 /**
@@ -51,7 +51,7 @@ export interface SearchRequest {
   readonly typesOnly: boolean;
   readonly attributes: readonly string[];
   /** the filter, decoded when the search runs, so that one too complex is answered, not dropped */
-  filter(limits: FilterLimits): Filter;
+  filter(options: FilterOptions): Filter;
 }
 
 /** A BER INTEGER or ENUMERATED, clamped to the safe integers (a longer one is nonsense anyway). */
@@ -89,7 +89,7 @@ export function decodeSearch(message: Buffer, checked: CheckedRequest, connectio
     timeLimit: integerAt(message, time!),
     typesOnly: berBool(message, typesOnly!),
     attributes: attributes!.children!.map((a) => berText(message, a)),
-    filter: (limits) => decodeFilter(message, filter!, limits),
+    filter: (options) => decodeFilter(message, filter!, options),
   };
 }
 
