@@ -185,10 +185,11 @@ export async function restoreBackup(
   const made = !existsSync(dir);
   mkdirSync(dir, { recursive: true });
   const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
-  await db.open();
   let header: BackupHeader | undefined;
   let records = 0;
   try {
+    // (inside: a directory LevelDB cannot open, full disk or no permission, is cleaned up as any failure is)
+    await db.open();
     // until the end, a store refuses to open here (a killed restore must not start as anything),
     // and the original's node id is never written: the new one is, once the stream is whole
     await db.put(RESTORING, encode(new Date().toISOString()), { sync: true });

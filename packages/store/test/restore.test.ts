@@ -37,6 +37,17 @@ t.test('a failed restore empties the directory it was given but leaves the direc
   t.notOk(existsSync(made), 'a directory the restore made itself is removed');
 });
 
+t.test('a directory LevelDB cannot open is cleaned up as any failed restore is', async (t) => {
+  // a path so long that LevelDB can make the directory and its LOCK but not its MANIFEST (PATH_MAX is 4096)
+  let dir = join(tempDir(t), 'deep');
+  while (dir.length < 4085 - 201) dir = join(dir, 'd'.repeat(200));
+  dir = join(dir, 'd'.repeat(4085 - dir.length - 1));
+  t.equal(dir.length, 4085);
+  const backup = (async function* () { yield Buffer.from('never read'); })();
+  await t.rejects(restoreBackup(dir, backup), 'the open fails');
+  t.notOk(existsSync(dir), 'and the directory it made is gone, not left holding a LOCK');
+});
+
 t.test('backups are format version 2; a version 1 backup is still restored, a later one refused', async (t) => {
   const a = await openStore(t, { nodeId: 'a' });
   const org = await a.create('Org', { name: 'Acme', kind: 'customer' });
