@@ -331,6 +331,23 @@ t.test('meridian verify says identical, or names the ranges that differ', async 
   t.same(json, { identical: false, buckets: 16, nodes: [{ url: a.node.url, nodeId: 'a', objects: 1 }, { url: b.node.url, nodeId: 'b', objects: 0 }], differing: [{ bucket, counts: { a: 1, b: 0 } }] }, 'and as JSON');
 });
 
+t.test('meridian verify without --nodes compares --node with the peers it dials', async (t) => {
+  const b = await start(t, { nodeId: 'b' });
+  const a = await start(t, { nodeId: 'a', peers: [`${b.node.url.replace('http', 'ws')}/sync`] });
+  const env = { MERIDIAN_PASSWORD: PW };
+  await a.node.store.create('Organisation', { name: 'Made on a', kind: 'vendor' });
+  let r = await cliAsync(['verify', '--node', a.node.url], env);
+  for (let i = 0; i < 50 && r.code !== 0; i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    r = await cliAsync(['verify', '--node', a.node.url], env);
+  }
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, new RegExp(`^a \\(${a.node.url}\\): 1 objects\nb \\(${b.node.url}\\): 1 objects\nidentical`), 'a, then b at the HTTP address of the sync URL a dials');
+  const alone = await cliAsync(['verify', '--node', b.node.url], env);
+  t.equal(alone.code, 1, 'a node that dials nobody has nothing to be compared with');
+  t.equal(alone.stderr, `meridian: ${b.node.url} dials no peers to compare it with; name the nodes with --nodes URL,URL\n`);
+});
+
 t.test('progress shows on a terminal and nowhere else: verify, export and backup', async (t) => {
   const a = await start(t, { nodeId: 'a', sample: true, sampleSize: 200 });
   const env = { MERIDIAN_PASSWORD: PW };

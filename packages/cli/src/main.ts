@@ -387,10 +387,19 @@ export function buildProgram(): Command {
   );
 
   clientOptions(program.command('verify').description('compare the data of several nodes; exit 1 if they differ'))
-    .requiredOption('--nodes <urls>', 'comma-separated node URLs')
-    .action(async (flags: ClientFlags & { nodes: string }) => {
-      const urls = flags.nodes.split(',').map((u) => u.trim()).filter(Boolean);
-      if (urls.length < 2) throw new CliError('--nodes needs at least two node URLs to compare', 2);
+    .option('--nodes <urls>', 'comma-separated node URLs to compare (default: --node and the peers it dials)')
+    .action(async (flags: ClientFlags & { nodes?: string }) => {
+      let urls: string[];
+      if (flags.nodes !== undefined) {
+        urls = flags.nodes.split(',').map((u) => u.trim()).filter(Boolean);
+        if (urls.length < 2) throw new CliError('--nodes needs at least two node URLs to compare', 2);
+      } else {
+        // the node's own view of its cluster: the peers it dials, at the HTTP address their /sync is on
+        const status = await fetchStatus(client(flags));
+        const peers = status.peers.flatMap((p) => (p.url === null ? [] : [httpOfPeer(p.url)]));
+        if (peers.length === 0) throw new CliError(`${flags.node} dials no peers to compare it with; name the nodes with --nodes URL,URL`);
+        urls = [flags.node, ...new Set(peers)];
+      }
       // each node digests its whole store: on a large one that takes a while, so show who has answered
       const progress = new Progress(flags.json === true);
       let answered = 0;
@@ -417,6 +426,13 @@ export function buildProgram(): Command {
   addReversibilityCommands(program, clientOptions, client);
 
   return program;
+}
+
+/** The HTTP URL of the node whose sync URL (ws://host:port/sync) a peer was dialed at. */
+function httpOfPeer(url: string): string {
+  const u = new URL(url);
+  u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+  return `${u.protocol}//${u.host}`;
 }
 
 function dropNulls(fields: Record<string, unknown>): Record<string, unknown> {
