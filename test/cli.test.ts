@@ -56,6 +56,11 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
   t.equal(unknownFlag.code, 2);
   t.equal(unknownFlag.stderr, `meridian: unknown option '--frobnicate' (run "meridian --help" for usage)\n`, 'a usage error is one line, prefixed as every error');
   t.equal(cli(['put', 'Person', 'x', 'notanassignment'], env).code, 2);
+  for (const limit of ['abc', '0', '-5', '1.5', '10001']) {
+    const r = cli(['list', 'Person', '--limit', limit], { ...env, MERIDIAN_NODE: 'http://127.0.0.1:9' });
+    t.equal(r.code, 2, `--limit ${limit} is a usage error`);
+    t.equal(r.stderr, `meridian: --limit must be a whole number from 1 to 10000, got "${limit}"\n`, 'said before any node is asked');
+  }
   const unauth = cli(['status'], { MERIDIAN_NODE: node.url, MERIDIAN_PASSWORD: 'wrong' });
   t.equal(unauth.code, 1);
   t.equal(unauth.stderr, 'meridian: wrong user or password\n');

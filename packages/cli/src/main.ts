@@ -181,7 +181,10 @@ export function buildProgram(): Command {
     .option('--after <cursor>', 'continue after this cursor')
     .option('--all', 'follow the cursor to the end')
     .action(async (type: string, filter: string | undefined, flags: ClientFlags & { limit: string; after?: string; all?: boolean }) => {
-      const q = new URLSearchParams({ type, limit: flags.limit });
+      // checked here, as log's --since is: a bad value is a usage error (exit 2), not the node's refusal
+      const limit = Number(flags.limit);
+      if (!/^\d+$/.test(flags.limit) || limit < 1 || limit > 10_000) throw new CliError(`--limit must be a whole number from 1 to 10000, got "${flags.limit}"`, 2);
+      const q = new URLSearchParams({ type, limit: String(limit) });
       if (filter !== undefined) {
         const f = parseAssignments([filter]);
         const [k, v] = Object.entries(f)[0]!;
