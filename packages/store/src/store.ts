@@ -214,6 +214,8 @@ const RETRY = Symbol('retry');
 const RECENT_ENTRIES = 4096;
 const RECENT_BYTES = 8 * 1024 * 1024;
 const MAX_PAGE = 10_000;
+/** operations per batch when indexes are rebuilt at open (reindexChangedFields) */
+const REINDEX_BATCH = 10_000;
 const DEFAULT_PAGE = 100;
 
 export class Store {
@@ -1409,23 +1411,33 @@ export class Store {
    * two live objects hold is refused, naming them, before anything is
    * written. Clash records of a field no longer unique are settled by
    * repairUniqueClashes, which runs next.
+   *
+   * The entries are written in batches of REINDEX_BATCH operations, so a
+   * large store is not held in one batch in memory. `mindexPending` names
+   * the layout being built until the last batch: an open after a crash
+   * mid-way, whatever its schema, rebuilds every field the interrupted run
+   * may have touched, its entries of both kinds deleted first.
    */
   private async reindexChangedFields(): Promise<void> {
     const now = indexLayout(this.schema);
-    const stored = await this.db.get(keys.meta('indexLayout'));
-    const before = stored === undefined ? undefined : decode<Record<string, string>>(stored);
+    const read = async (name: string): Promise<Record<string, string> | undefined> => {
+      const v = await this.db.get(keys.meta(name));
+      return v === undefined ? undefined : decode<Record<string, string>>(v);
+    };
+    const before = await read('indexLayout');
+    const pending = await read('indexPending');
     const layoutOp: BatchOp = { type: 'put', key: keys.meta('indexLayout'), value: encode(now) };
     // (a data dir from before this check: its indexes follow the schema it last ran with, as always)
     if (before === undefined) return void (await this.commits.add([layoutOp]));
-    const changed = [...new Set([...Object.keys(before), ...Object.keys(now)])].filter((k) => before[k] !== now[k]).map((k) => {
+    const layouts = pending ? [before, pending, now] : [before, now];
+    const names = new Set(layouts.flatMap((l) => Object.keys(l)));
+    const changed = [...names].filter((k) => layouts.some((l) => l[k] !== now[k] || l[k] !== before[k])).map((k) => {
       const [type, field] = k.split(SEP) as [string, string];
-      return { type, field, was: before[k], is: now[k] };
+      return { type, field, is: now[k] };
     });
-    if (changed.length === 0) return;
-    const ops: BatchOp[] = [];
-    for (const c of changed) {
-      if (c.was === undefined) continue;
-      for await (const key of this.db.keys(keys.indexRange(c.was === 'unique' ? 'u' : 'x', c.type, c.field))) ops.push({ type: 'del', key });
+    if (changed.length === 0) {
+      if (pending) await this.commits.add([{ type: 'del', key: keys.meta('indexPending') }]);
+      return;
     }
     // the entries a write would make (indexSet), of the fields indexed anew only
     const adding = new Map<string, { gte: string; lt: string }[]>();
@@ -1436,29 +1448,59 @@ export class Store {
       ranges.push(keys.indexRange(c.is === 'unique' ? 'u' : 'x', c.type, c.field));
     }
     const ofAdded = (key: string, ranges: { gte: string; lt: string }[]): boolean => ranges.some((r) => key >= r.gte && key < r.lt);
-    const holders = new Map<string, string>();
-    // in id order: the least id holds a value made unique (and any other holder is refused)
-    const objects = adding.size > 0 ? this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH }) : [];
-    for await (const [k, v] of objects) {
-      const rec = decode<ObjectRecord>(v);
-      const ranges = adding.get(rec.t);
-      const def = ranges && this.schema.types.get(rec.t);
-      if (!ranges || !def) continue;
-      const id = k.slice(keys.objectPrefix.length);
-      const idx = indexSet(def, id, rec.f, rec.d);
-      for (const key of idx.plain) if (ofAdded(key, ranges)) ops.push({ type: 'put', key, value: EMPTY });
-      for (const key of idx.unique) {
-        if (!ofAdded(key, ranges)) continue;
-        const first = holders.get(key);
-        if (first !== undefined) {
-          const [type, field, value] = key.slice(1).split(SEP) as [string, string, string];
-          throw new MeridianError('bad-request', `the schema makes ${type}.${field} unique, but ${first} and ${id} both hold "${value}"; start with the schema as it was and change one of them, or leave the field not unique`);
-        }
-        holders.set(key, id);
-        ops.push({ type: 'put', key, value: Buffer.from(id) });
+    const { db, schema } = this;
+    /** each stored object's entries of the fields indexed anew, in id order */
+    async function* entries(): AsyncGenerator<{ id: string; plain: string[]; unique: string[] }> {
+      if (adding.size === 0) return;
+      for await (const [k, v] of db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH })) {
+        const rec = decode<ObjectRecord>(v);
+        const ranges = adding.get(rec.t);
+        const def = ranges && schema.types.get(rec.t);
+        if (!ranges || !def) continue;
+        const id = k.slice(keys.objectPrefix.length);
+        const idx = indexSet(def, id, rec.f, rec.d);
+        yield { id, plain: [...idx.plain].filter((key) => ofAdded(key, ranges)), unique: [...idx.unique].filter((key) => ofAdded(key, ranges)) };
       }
     }
-    ops.push(layoutOp);
+    // first a read-only pass: a value made unique that two live objects hold refuses the open before anything is written
+    if (changed.some((c) => c.is === 'unique')) {
+      const holders = new Map<string, string>();
+      for await (const { id, unique } of entries()) {
+        for (const key of unique) {
+          const first = holders.get(key);
+          if (first !== undefined) {
+            const [type, field, value] = key.slice(1).split(SEP) as [string, string, string];
+            throw new MeridianError('bad-request', `the schema makes ${type}.${field} unique, but ${first} and ${id} both hold "${value}"; start with the schema as it was and change one of them, or leave the field not unique`);
+          }
+          holders.set(key, id);
+        }
+      }
+    }
+    await this.commits.add([{ type: 'put', key: keys.meta('indexPending'), value: encode(now) }]);
+    let ops: BatchOp[] = [];
+    const flushIfFull = async (): Promise<void> => {
+      if (ops.length < REINDEX_BATCH) return;
+      await this.commits.add(ops);
+      ops = [];
+    };
+    for (const c of changed) {
+      for (const kind of ['u', 'x'] as const) {
+        for await (const key of this.db.keys(keys.indexRange(kind, c.type, c.field))) {
+          ops.push({ type: 'del', key });
+          await flushIfFull();
+        }
+      }
+    }
+    // (the deletes reach the disk before the puts, so a key both deleted and put ends up put)
+    if (ops.length) await this.commits.add(ops);
+    ops = [];
+    // in id order: the least id holds a value made unique
+    for await (const { id, plain, unique } of entries()) {
+      for (const key of plain) ops.push({ type: 'put', key, value: EMPTY });
+      for (const key of unique) ops.push({ type: 'put', key, value: Buffer.from(id) });
+      await flushIfFull();
+    }
+    ops.push(layoutOp, { type: 'del', key: keys.meta('indexPending') });
     await this.commits.add(ops);
   }
 

@@ -1,5 +1,8 @@
 import t from 'tap';
+import { Level } from 'level';
 import { checkIndexes, parseSchema, Store } from '../dist/index.js';
+import { decode, encode } from '../dist/codec.js';
+import { keys, SEP } from '../dist/keys.js';
 import { SCHEMA_TEXT, tempDir } from './fixtures.js';
 
 const variant = (from: string, to: string): ReturnType<typeof parseSchema> => {
@@ -43,4 +46,44 @@ t.test('a field the schema starts or stops indexing, or makes unique, is indexed
   await t.rejects(d.create('Person', { cn: 'X', sn: 'Y', uid: 'ANN' }), /already used by Person per-a/, 'and the value made unique is held');
   t.same((await d.lookup('Person', 'cn', 'ann two')).items.map((o) => o.id), ['per-c'], 'cn indexed again, for objects written while it was not');
   await d.close();
+});
+
+t.test('an index rebuild cut short is finished by the next open, whatever schema it has', async (t) => {
+  const dir = tempDir(t);
+  const original = parseSchema(SCHEMA_TEXT, 'test schema');
+  const a = await open(dir, original);
+  await a.create('Person', { cn: 'Ann', sn: 'Lee', uid: 'ann' }, { id: 'per-a' });
+  await a.close();
+  // what a rebuild for sn indexed leaves when killed after a batch: its layout pending, some entries written
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  const layout = decode<Record<string, string>>((await db.get(keys.meta('indexLayout')))!);
+  await db.put(keys.meta('indexPending'), encode({ ...layout, [`Person${SEP}sn`]: 'indexed' }));
+  await db.put(keys.field('Person', 'sn', 'lee', 'per-a'), Buffer.alloc(0));
+  await db.close();
+  // the schema put back as it was: the half-built entries go
+  const b = await open(dir, original);
+  t.same(await checkIndexes(b), [], 'no entry of sn is left');
+  await b.close();
+  const raw = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  t.equal(await raw.get(keys.meta('indexPending')), undefined, 'and nothing is pending any more');
+  await raw.close();
+});
+
+t.test('a rebuild larger than one batch is written in several and comes out whole', async (t) => {
+  const dir = tempDir(t);
+  const original = parseSchema(SCHEMA_TEXT, 'test schema');
+  const a = await open(dir, original);
+  const n = 12_000; // more entries than a rebuild batch holds, both deleted (cn) and written (sn)
+  for (let i = 0; i < n; i += 500) {
+    await Promise.all(Array.from({ length: 500 }, (_, j) => a.create('Person', { cn: `Person ${i + j}`, sn: `S${(i + j) % 7}` }, { id: `per-${i + j}` })));
+  }
+  await a.close();
+  const changed = parseSchema(
+    SCHEMA_TEXT.replace('sn: { type: string, required: true }', 'sn: { type: string, required: true, index: true }').replace('cn: { type: string, required: true, index: true }', 'cn: { type: string, required: true }'),
+    'test schema, changed',
+  );
+  const b = await open(dir, changed);
+  t.same(await checkIndexes(b), [], 'every entry as the schema says');
+  t.equal((await b.lookup('Person', 'sn', 's3', { limit: 10_000 })).items.length, Math.ceil((n - 3) / 7), 'the new index finds every object');
+  await b.close();
 });
