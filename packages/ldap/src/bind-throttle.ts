@@ -4,11 +4,19 @@
  * password is even checked. A success clears the name; quiet names are
  * forgotten after a while. The wait is a timer, so other clients are not
  * held up.
+ *
+ * Binds still being checked count as failures, so guesses sent at once
+ * wait longer and longer; and once a name is slowed, one client address
+ * gets one bind for it at a time. Without that, parallel guesses all waited
+ * out the same capped delay: 240 sent at once came back in 14 s. A client
+ * elsewhere (the person themselves) is not refused, only slowed.
  */
 export class BindThrottle {
   private readonly failures = new Map<string, { count: number; last: number }>();
-  /** binds for a name still being checked: each counts as a failure until it is known, so parallel guesses queue up too */
+  /** binds for a name still being checked */
   private readonly checking = new Map<string, number>();
+  /** the same, per name and client address */
+  private readonly checkingFrom = new Map<string, number>();
 
   constructor(
     private readonly opts: { free: number; baseMs: number; maxMs: number; forgetMs: number } = { free: 3, baseMs: 250, maxMs: 8000, forgetMs: 15 * 60_000 },
@@ -25,17 +33,26 @@ export class BindThrottle {
     return over < 0 ? 0 : Math.min(this.opts.maxMs, this.opts.baseMs * 2 ** over);
   }
 
-  /** A bind for this name starts its check; the function returned ends it (before failed() or succeeded()). */
-  begin(name: string): () => void {
-    this.checking.set(name, (this.checking.get(name) ?? 0) + 1);
+  /**
+   * A bind for this name from this address starts: how long it waits before
+   * its check, and the function that ends it (before failed() or
+   * succeeded()). Undefined, and nothing started, when the name is slowed
+   * and this address has a bind for it under way already.
+   */
+  start(name: string, address: string): { wait: number; done: () => void } | undefined {
+    const wait = this.delay(name);
+    const from = `${name}\0${address}`;
+    if (wait > 0 && this.checkingFrom.has(from)) return undefined;
+    count(this.checking, name, 1);
+    count(this.checkingFrom, from, 1);
     let open = true;
-    return () => {
+    const done = (): void => {
       if (!open) return;
       open = false;
-      const n = this.checking.get(name)! - 1;
-      if (n === 0) this.checking.delete(name);
-      else this.checking.set(name, n);
+      count(this.checking, name, -1);
+      count(this.checkingFrom, from, -1);
     };
+    return { wait, done };
   }
 
   failed(name: string): void {
@@ -63,4 +80,11 @@ export class BindThrottle {
       for (const [k, f] of keep) this.failures.set(k, f);
     }
   }
+}
+
+/** Adds `by` to a count kept only while it is above zero. */
+function count(m: Map<string, number>, key: string, by: number): void {
+  const n = (m.get(key) ?? 0) + by;
+  if (n > 0) m.set(key, n);
+  else m.delete(key);
 }

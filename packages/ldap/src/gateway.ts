@@ -393,14 +393,28 @@ export class LdapGateway {
     const seq = this.opts.store.lastSeq;
     const target = await this.bindTarget(name);
     const key = target === undefined ? `?${name.toLowerCase().replace(/\s+/g, '')}` : target === 'admin' ? 'admin' : target.id;
-    const wait = this.throttle.delay(key);
-    const done = this.throttle.begin(key);
+    const conn = req.connection;
+    const started = this.throttle.start(key, conn.remoteAddress ?? '');
+    if (!started) return answer(id, Op.bind, ResultCode.busy, 'a bind for this name from your address is being checked already; wait for its answer, then try again');
     let who: Awaited<ReturnType<LdapGateway['checkBind']>>;
     try {
-      if (wait > 0) await sleep(wait);
+      if (started.wait > 0) {
+        // a client that leaves while its bind waits takes the bind with it: no check, no failure counted
+        if (conn.destroyed) return NO_ANSWER;
+        const left = new AbortController();
+        const leave = (): void => left.abort();
+        conn.once('close', leave);
+        try {
+          await sleep(started.wait, undefined, { signal: left.signal });
+        } catch {
+          return NO_ANSWER;
+        } finally {
+          conn.off('close', leave);
+        }
+      }
       who = target && (await this.checkBind(target, password));
     } finally {
-      done();
+      started.done();
     }
     if (!who) {
       this.throttle.failed(key);
