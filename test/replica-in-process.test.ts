@@ -40,3 +40,16 @@ t.test("a replica turns read-only when its master's connection closes, while tha
   t.equal(refused.status, 503, 'a write is refused as read-only, not sent to the closed link');
   release();
 });
+
+t.test('a master cloned after credentials were issued knows them (they came as states, with no feed entry)', async (t) => {
+  const SECRET = 'in-process-cluster-secret';
+  const [p1, p2] = [await freePort(), await freePort()];
+  const m1 = await startXmlNode(t, { httpPort: p1, clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000 });
+  const res = await fetch(`${m1.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'laptop' }) });
+  const { credential } = (await res.json()) as { credential: string };
+  // m2 is new: it clones m1's objects, the credential among them
+  const m2 = await startXmlNode(t, { httpPort: p2, clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000, peers: [`ws://127.0.0.1:${p1}/sync`] });
+  t.ok(await until(async () => (await m2.store.get('replica.laptop')) !== undefined, 10_000), 'm2 cloned the credential');
+  const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${p2}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
+  t.ok(await until(() => replica.status().mode === 'read-write', 10_000), `a replica issued before m2 joined is let in by m2 (${replica.status().modeReason ?? ''})`);
+});

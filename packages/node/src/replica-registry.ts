@@ -18,7 +18,7 @@ export interface ReplicaEntry {
  */
 export class ReplicaRegistry {
   private readonly serials = new Map<string, string>();
-  private unsubscribe: (() => void) | undefined;
+  private readonly unsubscribe: (() => void)[] = [];
 
   private constructor(
     private readonly store: Store,
@@ -28,11 +28,14 @@ export class ReplicaRegistry {
 
   static async open(store: Store, secret: string, cluster: string, onChange: () => void): Promise<ReplicaRegistry> {
     const r = new ReplicaRegistry(store, secret, cluster);
-    r.unsubscribe = store.subscribe((entries) => {
-      const touched = entries.filter((e) => e.type === REPLICA_TYPE).map((e) => e.id);
-      if (touched.length === 0) return;
-      void Promise.all(touched.map((id) => store.get(id).then((o) => r.track(id, o)))).then(onChange, () => undefined);
-    });
+    const reread = (ids: string[]): void => {
+      if (ids.length === 0) return;
+      void Promise.all(ids.map((id) => store.get(id).then((o) => r.track(id, o)))).then(onChange, () => undefined);
+    };
+    r.unsubscribe.push(store.subscribe((entries) => reread(entries.filter((e) => e.type === REPLICA_TYPE).map((e) => e.id))));
+    // credentials that arrive without a feed entry: a master cloned, or brought in line by anti-entropy,
+    // must know the replicas issued before it joined, and the revocations it received that way
+    r.unsubscribe.push(store.onStates((ids) => reread(ids.filter((id) => id.startsWith(ID_PREFIX)))));
     let after: string | undefined;
     do {
       const page = await store.list(REPLICA_TYPE, { limit: 1000, after });
@@ -44,7 +47,8 @@ export class ReplicaRegistry {
 
   private track(id: string, o: StoredObject | undefined): void {
     const name = id.slice(`${ID_PREFIX}`.length);
-    if (!o || o.deleted) this.serials.delete(name);
+    // (an id is one object's whatever its type: another type's object there means no credential of that name)
+    if (!o || o.deleted || o.type !== REPLICA_TYPE) this.serials.delete(name);
     else this.serials.set(name, String(o.fields['serial']));
   }
 
@@ -95,7 +99,7 @@ export class ReplicaRegistry {
   }
 
   close(): void {
-    this.unsubscribe?.();
+    for (const stop of this.unsubscribe.splice(0)) stop();
   }
 }
 
