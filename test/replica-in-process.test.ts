@@ -3,7 +3,11 @@
  * replica's store where a separate process would not let it.
  */
 import t from 'tap';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DEFAULT_SCHEMA } from '@meridian/node';
 import { freePort } from './helpers/free-port.js';
+import { tempDir } from './helpers/tmp.js';
 import { ADMIN, startXmlNode } from './helpers/xml-node.js';
 import { until } from './helpers/wait.js';
 
@@ -52,4 +56,44 @@ t.test('a master cloned after credentials were issued knows them (they came as s
   t.ok(await until(async () => (await m2.store.get('replica.laptop')) !== undefined, 10_000), 'm2 cloned the credential');
   const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${p2}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
   t.ok(await until(() => replica.status().mode === 'read-write', 10_000), `a replica issued before m2 joined is let in by m2 (${replica.status().modeReason ?? ''})`);
+});
+
+t.test('a write its master would refuse as a malformed frame is refused by the replica, and a long refusal comes back cut to fit: the session lives on', async (t) => {
+  const SECRET = 'in-process-cluster-secret';
+  // a schema whose unique Product name has no length limit: a clash's message repeats the value
+  const dir = tempDir(t);
+  const schema = join(dir, 'crm.yaml');
+  const text = readFileSync(DEFAULT_SCHEMA, 'utf8');
+  const unlimited = text.replace('name: { type: string, required: true, unique: true, maxLength: 128 }', 'name: { type: string, required: true, unique: true }');
+  t.not(unlimited, text, 'the test schema differs');
+  writeFileSync(schema, unlimited);
+  const port = await freePort();
+  const master = await startXmlNode(t, { httpPort: port, clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000, schema });
+  const res = await fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'r1' }) });
+  const { credential } = (await res.json()) as { credential: string };
+  const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000, schema });
+  t.ok(await until(() => replica.status().mode === 'read-write', 10_000));
+  const api = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> => {
+    const r = await fetch(`${replica.url}${path}`, { method, headers: { authorization: ADMIN, 'content-type': 'application/json', ...headers }, body: body === undefined ? undefined : JSON.stringify(body) });
+    return { status: r.status, text: await r.text() };
+  };
+  const org = await api('POST', '/api/objects', { type: 'Organisation', fields: { name: 'Kept', kind: 'vendor' } });
+  t.equal(org.status, 201, org.text);
+  const { id } = JSON.parse(org.text) as { id: string };
+  const malformed = [
+    await api('POST', '/api/objects', { type: 'Organisation', fields: { name: 'X', kind: 'vendor', 'first-name': 'x' } }),
+    await api('PATCH', '/api/objects/a%20b', { fields: { name: 'Y' } }),
+    await api('PATCH', `/api/objects/${id}`, { fields: { name: 'Z' } }, { 'if-match': `"${'v'.repeat(200)}"` }),
+  ];
+  for (const r of malformed) {
+    t.equal(r.status, 400, r.text);
+    t.match(r.text, /this replica cannot send the write to its master/);
+  }
+  const long = 'n'.repeat(3000);
+  t.equal((await api('POST', '/api/objects', { type: 'Product', fields: { name: long } })).status, 201);
+  const clash = await api('POST', '/api/objects', { type: 'Product', fields: { name: long } });
+  t.equal(clash.status, 422, 'the clash is the master\'s refusal');
+  t.ok(clash.text.length < 2600, `cut to fit the frame (${clash.text.length} characters)`);
+  t.equal(replica.status().mode, 'read-write', 'the session with the master never broke');
+  t.equal((await api('PATCH', `/api/objects/${id}`, { fields: { name: 'Renamed' } })).status, 200, 'and the next write goes through');
 });

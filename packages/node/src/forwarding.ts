@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { asSeenBy, authorizeWrite, isMeridianError, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
-import { ForwardError, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
+import { checkWriteFrame, ForwardError, FrameError, MAX_REFUSAL, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
 import { builtInRefusal } from './built-in-types.js';
 import type { Principals } from './principals.js';
 import { HttpError } from './http-util.js';
@@ -80,11 +80,14 @@ export class ForwardedWrites {
       const e = asSeenBy(caught, seesEverything);
       if (!isMeridianError(e)) throw e;
       const field = (e as { field?: string }).field;
-      return { t: 'wrote', key: w.key, ok: false, code: e.code, message: e.message, ...(field ? { field } : {}) };
+      // (a message past what the frame may carry would fail the replica's session, and the write be sent again at each reconnect)
+      const message = e.message.length <= MAX_REFUSAL ? e.message : `${e.message.slice(0, MAX_REFUSAL - 3)}...`;
+      return { t: 'wrote', key: w.key, ok: false, code: e.code, message, ...(field ? { field } : {}) };
     }
     const done = await this.store.idempotent(scoped);
-    // no record: the write changed nothing, and the replica needs all this master has
-    return { t: 'wrote', key: w.key, ok: true, id: w.id, need: done ? { [me]: done.originSeq } : this.store.versionVector() };
+    // no record: the write changed nothing, and the replica needs all this master has; a record
+    // from the master that made the write (relayed here) names that master's change
+    return { t: 'wrote', key: w.key, ok: true, id: w.id, need: done ? { [done.origin ?? me]: done.originSeq } : this.store.versionVector() };
   }
 }
 
@@ -136,6 +139,12 @@ export class ForwardingWriter implements Writer {
     const frame: Omit<WriteFrame, 't'> = { key, ...w, user: opts.credential.user, password: opts.credential.password };
     if (opts.ifVersion !== undefined) frame.ifVersion = opts.ifVersion;
     if (opts.via !== undefined) frame.via = opts.via;
+    try {
+      checkWriteFrame(frame);
+    } catch (e) {
+      if (!(e instanceof FrameError)) throw e;
+      throw new MeridianError('bad-request', `this replica cannot send the write to its master: ${e.message}`);
+    }
     let answer: WroteFrame;
     try {
       answer = await this.replicator.forward(frame, this.timeout, clientKey);

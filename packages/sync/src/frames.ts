@@ -226,6 +226,19 @@ function checkChange(c: unknown): WireChange {
 
 const VIA_RE = /^[a-z]{1,16}$/;
 
+/**
+ * Throws a FrameError naming what a master's decodeFrame would refuse in
+ * this write: a replica checks what it forwards, because a malformed write
+ * fails the whole session at the master, and the replica sends it again
+ * with every other pending write at each reconnect.
+ */
+export function checkWriteFrame(f: Omit<WriteFrame, 't'>): void {
+  checkWrite(f as unknown as Record<string, unknown>);
+}
+
+/** Most characters of a refused write's message on the wire (see the `wrote` frame's check). */
+export const MAX_REFUSAL = 2000;
+
 function checkWrite(f: Record<string, unknown>): WriteFrame {
   check(isKey(f['key']), 'write needs a key of 1-128 printable ASCII characters');
   check(typeof f['op'] === 'string' && WRITE_OPS.has(f['op']), 'write op is unknown');
@@ -324,7 +337,7 @@ export function decodeFrame(data: Uint8Array): Frame {
         check(isId(f['id']), 'wrote needs the object id');
         checkVector(f['need']);
       } else {
-        check(f['ok'] === false && typeof f['code'] === 'string' && f['code'].length <= 64 && typeof f['message'] === 'string' && f['message'].length <= 2000, 'a failed write needs a code and a message');
+        check(f['ok'] === false && typeof f['code'] === 'string' && f['code'].length <= 64 && typeof f['message'] === 'string' && f['message'].length <= MAX_REFUSAL, 'a failed write needs a code and a message');
         check(f['field'] === undefined || (typeof f['field'] === 'string' && NAME_RE.test(f['field'])), 'wrote field is malformed');
       }
       return f as unknown as WroteFrame;

@@ -1,6 +1,6 @@
 export { SyncSession, storeSessionOptions } from './session.js';
 export type { Action, SessionOptions, SessionState, SessionStats, SessionStore } from './session.js';
-export { encodeFrame, decodeFrame, FrameError, PROTOCOL_VERSION } from './frames.js';
+export { checkWriteFrame, encodeFrame, decodeFrame, FrameError, MAX_REFUSAL, PROTOCOL_VERSION } from './frames.js';
 export type { Frame, Role, WireChange, WireValue, WriteFrame, WroteFrame } from './frames.js';
 export { backoffDelay } from './backoff.js';
 export { CommitClock } from './commit-clock.js';
