@@ -97,3 +97,26 @@ t.test('a write its master would refuse as a malformed frame is refused by the r
   t.equal(replica.status().mode, 'read-write', 'the session with the master never broke');
   t.equal((await api('PATCH', `/api/objects/${id}`, { fields: { name: 'Renamed' } })).status, 200, 'and the next write goes through');
 });
+
+t.test("a create under an idempotency key names the same object through any replica and master, so a client's retry after a failover does too", async (t) => {
+  const SECRET = 'in-process-cluster-secret';
+  // two masters that never met: neither holds the other's record of the key, as after a master died before relaying
+  const replicas = [];
+  for (const name of ['r1', 'r2']) {
+    const port = await freePort();
+    const master = await startXmlNode(t, { httpPort: port, clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000 });
+    const res = await fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name }) });
+    const { credential } = (await res.json()) as { credential: string };
+    const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
+    t.ok(await until(() => replica.status().mode === 'read-write', 10_000));
+    replicas.push(replica);
+  }
+  const create = async (url: string, key: string): Promise<string> => {
+    const r = await fetch(`${url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json', 'idempotency-key': key }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'Once', kind: 'vendor' } }) });
+    t.equal(r.status, 201);
+    return ((await r.json()) as { id: string }).id;
+  };
+  const first = await create(replicas[0]!.url, 'client-key-1');
+  t.equal(await create(replicas[1]!.url, 'client-key-1'), first, 'the same key: the same id');
+  t.not(await create(replicas[1]!.url, 'client-key-2'), first, 'another key: another object');
+});

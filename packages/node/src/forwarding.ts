@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { asSeenBy, authorizeWrite, isMeridianError, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
+import { asSeenBy, authorizeWrite, idFromDigest, isMeridianError, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
 import { checkWriteFrame, ForwardError, FrameError, MAX_REFUSAL, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
 import { builtInRefusal } from './built-in-types.js';
 import type { Principals } from './principals.js';
@@ -108,10 +108,15 @@ export class ForwardingWriter implements Writer {
   ) {}
 
   create(type: string, fields: Record<string, unknown>, opts: WriteRequest & { id?: string | undefined }): Promise<StoredObject> {
-    // the id is drawn here, so a write sent twice (to two masters in a failover) still names one object
+    // the id is chosen here, so a write sent twice (to two masters in a failover) still names one object:
+    // drawn, or, under the client's idempotency key, made from it, so that the client's own retry
+    // (after a 504, to whichever master the replica has then) names it too
     // (an unknown type is the master's to refuse, in its words)
     const prefix = this.store.schema.types.get(type)?.idPrefix ?? 'obj';
-    return this.send({ op: 'create', type, id: opts.id ?? newIdFor(prefix), fields: wire(fields) }, opts);
+    const [user, clientKey] = [opts.credential?.user, opts.idempotencyKey];
+    const keyed = user !== undefined && clientKey !== undefined;
+    const id = opts.id ?? (keyed ? idFromDigest(prefix, createHash('sha256').update('id\0').update(writeKey(user, clientKey)).digest()) : newIdFor(prefix));
+    return this.send({ op: 'create', type, id, fields: wire(fields) }, opts);
   }
 
   update(id: string, fields: Record<string, unknown>, opts: WriteRequest): Promise<StoredObject> {
@@ -134,8 +139,7 @@ export class ForwardingWriter implements Writer {
     if (!opts.credential) throw new HttpError(401, 'a write on a replica needs the credential of the user making it; the master checks it', 'unauthorized');
     const deadline = performance.now() + this.timeout;
     const clientKey = opts.idempotencyKey ?? randomUUID();
-    // one key per user: two users' equal keys are two writes, here and on the master
-    const key = createHash('sha256').update(opts.credential.user).update('\0').update(clientKey).digest('base64url');
+    const key = writeKey(opts.credential.user, clientKey);
     const frame: Omit<WriteFrame, 't'> = { key, ...w, user: opts.credential.user, password: opts.credential.password };
     if (opts.ifVersion !== undefined) frame.ifVersion = opts.ifVersion;
     if (opts.via !== undefined) frame.via = opts.via;
@@ -194,6 +198,11 @@ function refusal(a: Extract<WroteFrame, { ok: false }>): Error {
   if (a.code === 'unauthorized') return new HttpError(401, a.message, 'unauthorized');
   if (a.code === 'read-only') return new HttpError(503, a.message, 'read-only', { 'retry-after': String(RETRY_AFTER_SECONDS) });
   return new HttpError(502, `the master could not make the write: ${a.message}`, 'master-error');
+}
+
+/** A write's key on the wire: one per user, so two users' equal keys are two writes, here and on the master. */
+function writeKey(user: string, clientKey: string): string {
+  return createHash('sha256').update(user).update('\0').update(clientKey).digest('base64url');
 }
 
 type WireFields = NonNullable<WriteFrame['fields']>;

@@ -31,3 +31,14 @@ export function newId(prefix: string): string {
   for (let i = 0; i < 12; i++) out += ALPHABET[pool[offset++]! & 31];
   return out;
 }
+
+/**
+ * An id of the type's prefix and 60 bits of `digest`: the same digest gives
+ * the same id, as a create retried under one idempotency key must.
+ */
+export function idFromDigest(prefix: string, digest: Uint8Array): string {
+  if (digest.length < 12) throw new Error('idFromDigest needs a digest of 12 bytes or more');
+  let out = `${prefix}-`;
+  for (let i = 0; i < 12; i++) out += ALPHABET[digest[i]! & 31];
+  return out;
+}

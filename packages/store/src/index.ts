@@ -10,7 +10,7 @@ export type { FieldValue, Scalar, ChangeKind } from './codec.js';
 export { hashPassword, verifyPassword, isPasswordHash, needsUpgrade, DEFAULT_COST } from './password.js';
 export type { ScryptCost } from './password.js';
 export { hlcToIso, hlcWall } from './hlc.js';
-export { isValidId, newId } from './ids.js';
+export { idFromDigest, isValidId, newId } from './ids.js';
 export { checkIndexes } from './check.js';
 export { BUCKETS, bucketOf } from './digest.js';
 export type { StoreDigest } from './digest.js';
