@@ -566,3 +566,89 @@ t.test('an import parsed in groups: a bad object deep in the document is reporte
   await node.stop();
   t.ok(await until(() => worker.threadId === -1, 5000), 'stopping the node ends the parser thread');
 });
+
+t.test('second review: PUT tells a principal nothing of ids it cannot read; preconditions on every method; gaps in the changes feed are said', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  const as = (uid: string) => ({ auth: person(uid) });
+  await node.store.create('Host', { customer: 'org-c2', hostname: 'gone.c2.example' }, { principal: 'test', id: 'hst-gone' });
+  await node.store.delete('hst-gone', { principal: 'test' });
+  const host = (hostname: string): string => `<object type="Host"><field name="customer">org-c1</field><field name="hostname">${hostname}</field></object>`;
+  // the reseller admin writes hosts at its customer org-c1, but cannot read org-c2's (hst-gone, deleted) nor
+  // Person per-c2 (another type); hst-none is no object at all: every answer is the same
+  for (const headers of [{}, { 'if-match': '*' }, { 'if-match': '"abc"' }]) {
+    const answers = await Promise.all(['hst-none', 'hst-gone', 'per-c2'].map((id) => call(node, 'PUT', `/objects/Host/${id}`, { ...as('radmin'), body: host('x.c1.example'), headers })));
+    t.same(answers.map((a) => a.status), [404, 404, 404], `${JSON.stringify(headers)}: 404 for each`);
+    t.same(new Set(answers.map((a) => a.text.replace(/hst-none|hst-gone|per-c2/, 'ID'))).size, 1, `${JSON.stringify(headers)}: in the same words (${answers[0]!.text.trim()})`);
+  }
+  const overDeleted = await call(node, 'PUT', '/objects/Host/hst-gone', { ...as('radmin'), body: host('x.c1.example'), headers: { 'if-none-match': '*' } });
+  t.equal(overDeleted.status, 404, 'a create over a deleted object it never saw: 404, not "exists as a deleted object"');
+  t.notMatch(overDeleted.text, /deleted/);
+  const made = await call(node, 'PUT', '/objects/Host/hst-new', { ...as('radmin'), body: host('new.c1.example'), headers: { 'if-none-match': '*' } });
+  t.equal(made.status, 201, 'a free id is created');
+  t.equal((await call(node, 'PUT', '/objects/Host/hst-none', { body: host('x.c1.example') })).status, 428, 'the admin, who sees everything, is still told what is missing');
+
+  // creates of one id racing: one is made, the others failed their If-None-Match: *
+  const race = await Promise.all(Array.from({ length: 6 }, (_, i) => call(node, 'PUT', '/objects/Host/hst-race', { body: host(`r${i}.c1.example`), headers: { 'if-none-match': '*' } })));
+  t.same(race.map((r) => r.status).sort(), [201, 412, 412, 412, 412, 412], `one 201, the rest 412 (${race.map((r) => r.status).join(', ')})`);
+
+  // GET evaluates If-Match; its 304 keeps the 200's Cache-Control; DELETE evaluates If-None-Match
+  const got = await call(node, 'GET', '/objects/Host/hst-c1');
+  t.equal((await call(node, 'GET', '/objects/Host/hst-c1', { headers: { 'if-match': '"stale"' } })).status, 412, 'GET with a stale If-Match');
+  const notModified = await call(node, 'GET', '/objects/Host/hst-c1', { headers: { 'if-none-match': `"${etagOf(got)}"` } });
+  t.equal(notModified.status, 304);
+  t.equal(notModified.headers.get('cache-control'), got.headers.get('cache-control'), 'the 304 carries the Cache-Control of the 200');
+  const keep = await call(node, 'DELETE', '/objects/Host/hst-c1', { headers: { 'if-match': '*', 'if-none-match': '*' } });
+  t.equal(keep.status, 412, 'DELETE with If-None-Match: * of an existing object fails its precondition');
+  t.equal((await call(node, 'GET', '/objects/Host/hst-c1')).status, 200, 'and deletes nothing');
+  const me = await call(node, 'GET', '/me', as('contact1'));
+  const putMe = await call(node, 'PUT', '/me', { ...as('contact1'), body: me.text.replace(/<\?xml[^>]*>\n?<objects>\n?|<\/objects>\n?/g, '').split('</object>')[0] + '</object>', headers: { 'if-match': '*', 'if-none-match': `"${etagOf(me)}"` } });
+  t.equal(putMe.status, 412, 'PUT /me evaluates If-None-Match too');
+
+  // a list filter keeps what the index found for a value written in another Unicode form
+  await node.store.create('Organisation', { name: 'Cafe\u0301 Noir', kind: 'vendor' }, { principal: 'test', id: 'org-nfd' });
+  const listed = await call(node, 'GET', `/objects/Organisation?name=${encodeURIComponent('CAF\u00c9 noir')}`);
+  t.same(idsIn(listed.text), ['org-nfd'], 'a decomposed é is found by a composed one, and kept');
+
+  // HEAD /export: the headers of the export, no body
+  const head = await call(node, 'HEAD', '/export');
+  t.equal(head.status, 200);
+  t.equal(head.text, '');
+  t.match(head.headers.get('content-type') ?? '', /xml/);
+
+  // a position past this node's feed is another node's, or from before a restore
+  const ahead = await call(node, 'GET', `/changes?since=${node.store.lastSeq + 5}&timeout=0`);
+  t.equal(ahead.status, 410, ahead.text);
+  t.match(ahead.text, /past this node's changes feed, which ends at \d+/);
+});
+
+t.test('an SSE changes stream ends once its staff member may no longer read it', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  const res = await fetch(`${node.url}/changes?since=${node.store.lastSeq}`, { headers: { authorization: person('staff1'), accept: 'text/event-stream' }, signal: ac.signal });
+  t.equal(res.status, 200);
+  const reader = res.body!.getReader();
+  let text = '';
+  const readUntil = async (done: () => boolean): Promise<boolean> => {
+    for (;;) {
+      if (done()) return true;
+      const next = await Promise.race([reader.read(), sleep(5000).then(() => 'late' as const)]);
+      if (next === 'late') return false;
+      if (next.done) return done();
+      text += Buffer.from(next.value).toString();
+    }
+  };
+  await node.store.create('Organisation', { name: 'Seen', kind: 'vendor' }, { principal: 'test', id: 'org-seen' });
+  t.ok(await readUntil(() => text.includes('org-seen')), 'a change reaches the stream');
+  await node.store.update('per-staff', { roles: ['customer-contact'] }, { principal: 'test' });
+  await node.store.create('Organisation', { name: 'Unseen', kind: 'vendor' }, { principal: 'test', id: 'org-unseen' });
+  let ended = false;
+  t.ok(await readUntil(() => ended || text.includes('org-unseen')).then(async () => {
+    const r = await Promise.race([reader.read(), sleep(3000).then(() => 'open' as const)]);
+    ended = r !== 'open' && r.done;
+    return ended;
+  }), 'the stream ends when the role is gone');
+  t.notMatch(text, /org-unseen/, 'and the change after it is not sent');
+});

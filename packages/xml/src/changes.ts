@@ -15,7 +15,7 @@ const SSE_KEEPALIVE_MS = 15_000;
  * Server-Sent Events, resuming after Last-Event-ID. Each change names the
  * object's id, type and its version now (the ETag a cache should hold).
  */
-export async function changesFeed(store: Store, req: IncomingMessage, res: ServerResponse, url: URL, maxWait: number): Promise<void> {
+export async function changesFeed(store: Store, req: IncomingMessage, res: ServerResponse, url: URL, maxWait: number, allowed: () => Promise<boolean> = async () => true): Promise<void> {
   const sse = (req.headers.accept ?? '').includes('text/event-stream');
   // a reconnecting EventSource repeats its URL: Last-Event-ID, when sent, is where it really is
   const lastEvent = sse ? req.headers['last-event-id'] : undefined;
@@ -26,7 +26,11 @@ export async function changesFeed(store: Store, req: IncomingMessage, res: Serve
   if (since < trimmed) {
     throw new XmlError(410, `changes up to ${trimmed} are no longer kept here; reload everything (GET /export) and continue from ${store.lastSeq}`);
   }
-  if (sse) return stream(store, req, res, since);
+  // positions are this node's own: one past its feed is another node's, or from before a restore, and waiting for it would skip every change until then
+  if (since > store.lastSeq) {
+    throw new XmlError(410, `position ${since} is past this node's changes feed, which ends at ${store.lastSeq}: it is another node's position, or older than a restore of this one; reload everything (GET /export) and continue from ${store.lastSeq}`);
+  }
+  if (sse) return stream(store, res, since, allowed);
   const timeoutText = url.searchParams.get('timeout');
   const timeout = timeoutText === null ? maxWait : Number(timeoutText) * 1000;
   if (!Number.isFinite(timeout) || timeout < 0 || timeout > maxWait) throw new XmlError(400, `timeout must be 0 to ${maxWait / 1000} seconds`);
@@ -64,7 +68,15 @@ async function changeXml(store: Store, e: FeedEntry): Promise<string> {
   return `<change seq="${e.seq}" id="${escapeAttr(e.id)}" type="${escapeAttr(e.type)}" kind="${kind}"${version} time="${hlcToIso(e.hlc)}"${o?.deleted ? ' deleted="true"' : ''}/>`;
 }
 
-async function stream(store: Store, req: IncomingMessage, res: ServerResponse, since: number): Promise<void> {
+/**
+ * The SSE stream. It ends when the client's sign-in stops being allowed
+ * (checked before each batch and each keep-alive: a password changed or a
+ * role removed), and when the feed is trimmed past its position (a client
+ * too slow to read), so that its reconnect is answered 401, 403 or 410
+ * rather than the stream going on for someone no longer allowed, or with a
+ * gap.
+ */
+async function stream(store: Store, res: ServerResponse, since: number, allowed: () => Promise<boolean>): Promise<void> {
   res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
   res.write(': meridian changes feed\n\n');
   let cursor = since;
@@ -81,6 +93,10 @@ async function stream(store: Store, req: IncomingMessage, res: ServerResponse, s
       do {
         again = false;
         for (;;) {
+          if (cursor < store.firstSeq() - 1 || !(await allowed())) {
+            res.end();
+            break;
+          }
           const entries = await store.readFeed(cursor, PAGE);
           if (entries.length === 0 || closed) break;
           const lines = await Promise.all(entries.map((e) => changeXml(store, e)));
@@ -97,7 +113,9 @@ async function stream(store: Store, req: IncomingMessage, res: ServerResponse, s
     }
   };
   const unsubscribe = store.subscribe(() => void pump());
-  const keepalive = setInterval(() => res.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);
+  const keepalive = setInterval(() => {
+    void allowed().then((yes) => (yes ? res.write(': keep-alive\n\n') : res.end()), () => res.destroy());
+  }, SSE_KEEPALIVE_MS);
   await new Promise<void>((resolve) => {
     const end = (): void => {
       closed = true;

@@ -1,8 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AccessScope,
   asSeenBy,
   authorizeWrite,
+  foldValue,
+  isMeridianError,
   readerKnowing,
   principalName,
   type Page,
@@ -14,7 +17,7 @@ import {
   type WriteRequest,
 } from '@meridian/store';
 import { objectXml, parseDocument, XML_DECLARATION, XmlError, writeFields, escapeAttr, escapeText, type ObjectInput } from './format.js';
-import { ifMatch, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
+import { CACHE_CONTROL, ifMatch, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
 import { exportOrder, runImport } from './import-export.js';
 import { PieceParser } from './piece-parser.js';
 import { historyXml } from './history-xml.js';
@@ -72,6 +75,9 @@ const RENDERED_BYTES = 32 * 1024 * 1024;
  * (HTTP Basic) and every object passes the schema's access rules; what a
  * principal may not read is answered as if it did not exist.
  */
+/** what a write under If-Match: * gives back when the object changed before it: read, judge and write again */
+const RETRY = Symbol('retry');
+
 export class XmlGateway {
   /**
    * The hot path of a website or cache reading objects: each request would
@@ -135,7 +141,7 @@ export class XmlGateway {
           if (method === 'PUT') return await this.putMe(r);
           throw notAllowed(method, 'GET, HEAD, PUT');
         case 'export':
-          if (method !== 'GET') throw notAllowed(method, 'GET');
+          if (method !== 'GET' && method !== 'HEAD') throw notAllowed(method, 'GET, HEAD');
           return await this.export(r);
         case 'import':
           if (method !== 'POST') throw notAllowed(method, 'POST');
@@ -143,7 +149,11 @@ export class XmlGateway {
         case 'changes':
           if (method !== 'GET') throw notAllowed(method, 'GET');
           this.requireEverything(r, 'the changes feed');
-          return await changesFeed(this.opts.store, req, res, url, this.opts.pollTimeout ?? 30_000);
+          return await changesFeed(this.opts.store, req, res, url, this.opts.pollTimeout ?? 30_000, async () => {
+            // the sign-in is cached while the person is unchanged, so this costs a look-up per batch
+            const again = await this.opts.signIn(req.headers.authorization);
+            return again !== undefined && (await this.scopeOf(again.principal)).everything;
+          });
         default:
           throw new XmlError(404, `nothing at ${url.pathname}`);
       }
@@ -241,8 +251,12 @@ export class XmlGateway {
 
   private async get(r: Request, type: string, id: string): Promise<void> {
     const o = await this.visible(r, type, id);
+    // (RFC 9110 13.2.2: If-Match first, then If-None-Match)
+    const match = ifMatch(r.req);
+    if (match !== undefined && match !== '*' && match !== o.version) throw new XmlError(412, `${type} ${id} is at version "${o.version}", not the one If-Match names`);
     if (noneMatch(r.req, o.version)) {
-      r.res.writeHead(304, { etag: `"${o.version}"` });
+      // (a 304 carries the headers the 200 would have, RFC 9110 15.4.5)
+      r.res.writeHead(304, { etag: `"${o.version}"`, 'cache-control': CACHE_CONTROL });
       r.res.end();
       return;
     }
@@ -266,28 +280,66 @@ export class XmlGateway {
     if (input.type !== type) throw new XmlError(409, `the body is a ${input.type} but the URL names a ${type}; an object's type never changes`);
     if (input.id !== undefined && input.id !== id) throw new XmlError(409, `the body is object ${input.id} but the URL names ${id}`);
     const fields = writeFields(def, input);
-    const current = await this.opts.store.get(id);
-    const exists = current !== undefined && !current.deleted && current.type === type && r.scope.canRead(current);
-    if (current && !current.deleted && !exists) throw new XmlError(404, `no ${type} ${id}`);
     const match = ifMatch(r.req);
-    if (!exists) {
-      // (RFC 9110: If-Match fails on a resource that has no current representation)
-      if (match !== undefined) throw new XmlError(412, `${type} ${id} does not exist, so it cannot match If-Match; to create it send If-None-Match: * instead`);
-      if (r.req.headers['if-none-match']?.trim() !== '*') {
-        throw new XmlError(428, `${type} ${id} does not exist; to create it with PUT send If-None-Match: *`);
+    const creating = r.req.headers['if-none-match']?.trim() === '*';
+    for (let attempt = 1; ; attempt++) {
+      const current = await this.opts.store.get(id);
+      const exists = current !== undefined && !current.deleted && current.type === type && r.scope.canRead(current);
+      if (!exists && !r.scope.everything) {
+        // Whoever does not see everything learns nothing of an id it cannot read: one answer whether
+        // an object it may not see holds it, a deleted one, one of another type, or none. (Only a
+        // create shows that the id is free, by making the object.)
+        if (current || !creating) throw new XmlError(404, `no ${type} ${id}${creating ? '' : '; to create it with PUT send If-None-Match: *'}`);
+      } else if (current && !current.deleted && !exists) throw new XmlError(404, `no ${type} ${id}`);
+      if (!exists) {
+        // (RFC 9110: If-Match fails on a resource that has no current representation)
+        if (match !== undefined) throw new XmlError(412, `${type} ${id} does not exist, so it cannot match If-Match; to create it send If-None-Match: * instead`);
+        if (!creating) throw new XmlError(428, `${type} ${id} does not exist; to create it with PUT send If-None-Match: *`);
+        await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'create', id, type, fields);
+        let o: StoredObject;
+        try {
+          o = await this.opts.writer.create(type, fields, { ...this.writeOpts(r), id });
+        } catch (e) {
+          // another create of this id won the race since the read: the precondition failed (RFC 9110 13.1.2),
+          // which the next round says once that object shows (reads see it once on disk, or on a replica once here)
+          const lostRace = attempt === 1 && !current && isMeridianError(e) && e.code === 'exists' && (await this.opts.store.purgedAt(id)) === undefined;
+          if (lostRace && (await this.shown(id))) continue;
+          throw e;
+        }
+        this.send(r, 201, o, { location: objectPath(o) });
+        return;
       }
-      await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'create', id, type, fields);
-      const o = await this.opts.writer.create(type, fields, { ...this.writeOpts(r), id });
-      this.send(r, 201, o, { location: objectPath(o) });
+      // a create that lost the race to another is a failed precondition, whatever else was sent
+      if (noneMatch(r.req, current!.version)) throw new XmlError(412, `${type} ${id} exists; If-None-Match: * only creates`);
+      if (match === undefined) throw new XmlError(428, `${type} ${id} exists; send If-Match with its ETag ("${current!.version}" now) to change it`);
+      if (match !== '*' && match !== current!.version) throw new XmlError(412, `${type} ${id} changed since you read it (now "${current!.version}"); GET it again and retry`);
+      await authorizeWrite(r.scope, readerKnowing(current!, (x) => this.opts.store.get(x)), 'replace', id, type, fields);
+      // written only over the version just authorised: with If-Match: * a change in between is read and judged again
+      const o = await this.retryStar(match, attempt, () => this.opts.writer.replace(id, fields, this.writeOpts(r, { ifVersion: current!.version })));
+      if (o === RETRY) continue;
+      this.send(r, 200, o);
       return;
     }
-    // a create that lost the race to another is a failed precondition, whatever else was sent
-    if (noneMatch(r.req, current!.version)) throw new XmlError(412, `${type} ${id} exists; If-None-Match: * only creates`);
-    if (match === undefined) throw new XmlError(428, `${type} ${id} exists; send If-Match with its ETag ("${current!.version}" now) to change it`);
-    if (match !== '*' && match !== current!.version) throw new XmlError(412, `${type} ${id} changed since you read it (now "${current!.version}"); GET it again and retry`);
-    await authorizeWrite(r.scope, readerKnowing(current!, (x) => this.opts.store.get(x)), 'replace', id, type, fields);
-    const o = await this.opts.writer.replace(id, fields, this.writeOpts(r, { ifVersion: match === '*' ? undefined : match }));
-    this.send(r, 200, o);
+  }
+
+  /** The object at `id` once the store shows it, waiting up to 2 s: another create's, on its way to the disk. */
+  private async shown(id: string): Promise<StoredObject | undefined> {
+    const until = performance.now() + 2000;
+    for (;;) {
+      const o = await this.opts.store.get(id);
+      if (o || performance.now() > until) return o;
+      await sleep(10);
+    }
+  }
+
+  /** A write made under If-Match: *, which a change between the read and the write sends round again (a few times). */
+  private async retryStar<T>(match: string, attempt: number, write: () => Promise<T>): Promise<T | typeof RETRY> {
+    try {
+      return await write();
+    } catch (e) {
+      if (match === '*' && attempt < 3 && isMeridianError(e) && e.code === 'precondition') return RETRY;
+      throw e;
+    }
   }
 
   private async create(r: Request, type: string): Promise<void> {
@@ -302,14 +354,19 @@ export class XmlGateway {
   }
 
   private async remove(r: Request, type: string, id: string): Promise<void> {
-    const o = await this.visible(r, type, id);
     const match = ifMatch(r.req);
-    if (match === undefined) throw new XmlError(428, `send If-Match with the ETag of ${type} ${id} ("${o.version}" now) to delete it`);
-    if (match !== '*' && match !== o.version) throw new XmlError(412, `${type} ${id} changed since you read it (now "${o.version}"); GET it again and retry`);
-    await authorizeWrite(r.scope, readerKnowing(o, (x) => this.opts.store.get(x)), 'delete', id, type, undefined);
-    await this.opts.writer.delete(id, this.writeOpts(r, { ifVersion: match === '*' ? undefined : match }));
-    r.res.writeHead(204);
-    r.res.end();
+    for (let attempt = 1; ; attempt++) {
+      const o = await this.visible(r, type, id);
+      if (noneMatch(r.req, o.version)) throw new XmlError(412, `${type} ${id} exists at the version If-None-Match names, so it is not deleted`);
+      if (match === undefined) throw new XmlError(428, `send If-Match with the ETag of ${type} ${id} ("${o.version}" now) to delete it`);
+      if (match !== '*' && match !== o.version) throw new XmlError(412, `${type} ${id} changed since you read it (now "${o.version}"); GET it again and retry`);
+      await authorizeWrite(r.scope, readerKnowing(o, (x) => this.opts.store.get(x)), 'delete', id, type, undefined);
+      const done = await this.retryStar(match, attempt, () => this.opts.writer.delete(id, this.writeOpts(r, { ifVersion: o.version })));
+      if (done === RETRY) continue;
+      r.res.writeHead(204);
+      r.res.end();
+      return;
+    }
   }
 
   // ---- lists -----------------------------------------------------------
@@ -345,8 +402,9 @@ export class XmlGateway {
         const f = def.fields.get(k)!;
         const have = o.fields[k];
         const values = have === undefined ? [] : Array.isArray(have) ? have : [have];
-        const want = f.kind === 'ref' ? v : v.toLowerCase();
-        if (!values.some((x) => (f.kind === 'ref' ? String(x) : String(x).toLowerCase()) === want)) return false;
+        // folded as the index folds (NFC, lower case; a reference as it is), so what the index found is kept
+        const want = foldValue(f, v);
+        if (!values.some((x) => foldValue(f, x) === want)) return false;
       }
       if (text !== undefined && text !== '') {
         const hit = Object.entries(o.fields).some(([k, v]) => def.fields.get(k)?.kind !== 'password' && (Array.isArray(v) ? v : [v]).some((x) => String(x).toLowerCase().includes(text)));
@@ -437,29 +495,35 @@ export class XmlGateway {
   }
 
   private async putMe(r: Request): Promise<void> {
-    const me = await this.myself(r);
-    const def = this.typeDef(me.type);
+    const first = await this.myself(r);
+    const def = this.typeDef(first.type);
     const input = await this.body(r);
-    if (input.type !== me.type || (input.id !== undefined && input.id !== me.id)) throw new XmlError(409, `PUT /me takes your own entry, <object type="${me.type}" id="${me.id}">`);
+    if (input.type !== first.type || (input.id !== undefined && input.id !== first.id)) throw new XmlError(409, `PUT /me takes your own entry, <object type="${first.type}" id="${first.id}">`);
     const match = ifMatch(r.req);
-    if (match === undefined) throw new XmlError(428, `send If-Match with the ETag of your entry ("${me.version}" now)`);
-    if (match !== '*' && match !== me.version) throw new XmlError(412, `your entry changed since you read it (now "${me.version}"); GET /me again and retry`);
     // fields you may not edit are kept as they are (they may be left out); the editable ones are replaced
     const given = writeFields(def, input);
     const self = r.scope.selfFields;
-    const update: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(given)) {
-      if (self.has(k)) update[k] = v;
-      else if (JSON.stringify(normal(v)) !== JSON.stringify(normal(me.fields[k]))) {
-        throw new XmlError(403, `you may not change "${k}" of your own entry; you may change ${[...self].join(', ')}`, k);
+    for (let attempt = 1; ; attempt++) {
+      const me = attempt === 1 ? first : await this.myself(r);
+      if (noneMatch(r.req, me.version)) throw new XmlError(412, 'your entry exists at the version If-None-Match names; PUT /me changes it only under If-Match');
+      if (match === undefined) throw new XmlError(428, `send If-Match with the ETag of your entry ("${me.version}" now)`);
+      if (match !== '*' && match !== me.version) throw new XmlError(412, `your entry changed since you read it (now "${me.version}"); GET /me again and retry`);
+      const update: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(given)) {
+        if (self.has(k)) update[k] = v;
+        else if (JSON.stringify(normal(v)) !== JSON.stringify(normal(me.fields[k]))) {
+          throw new XmlError(403, `you may not change "${k}" of your own entry; you may change ${[...self].join(', ')}`, k);
+        }
       }
+      for (const k of self) {
+        if (!(k in given) && me.fields[k] !== undefined && def.fields.get(k)?.kind !== 'password') update[k] = null;
+      }
+      await authorizeWrite(r.scope, readerKnowing(me, (x) => this.opts.store.get(x)), 'update', me.id, me.type, update);
+      const o = await this.retryStar(match, attempt, () => this.opts.writer.update(me.id, update, this.writeOpts(r, { ifVersion: me.version })));
+      if (o === RETRY) continue;
+      this.send(r, 200, o);
+      return;
     }
-    for (const k of self) {
-      if (!(k in given) && me.fields[k] !== undefined && def.fields.get(k)?.kind !== 'password') update[k] = null;
-    }
-    await authorizeWrite(r.scope, readerKnowing(me, (x) => this.opts.store.get(x)), 'update', me.id, me.type, update);
-    const o = await this.opts.writer.update(me.id, update, this.writeOpts(r, { ifVersion: match === '*' ? undefined : match }));
-    this.send(r, 200, o);
   }
 
   // ---- bulk ------------------------------------------------------------------
@@ -468,7 +532,9 @@ export class XmlGateway {
     this.requireEverything(r, 'export');
     const only = r.url.searchParams.get('type');
     const types = only ? [this.typeDef(only)] : exportOrder(this.opts.store.schema);
-    r.res.writeHead(200, { 'content-type': XML_TYPE, 'cache-control': 'no-cache' });
+    r.res.writeHead(200, { 'content-type': XML_TYPE, 'cache-control': CACHE_CONTROL });
+    // (HEAD: the headers a GET would get, without reading the store)
+    if (r.req.method === 'HEAD') return void r.res.end();
     await write(r.res, `${XML_DECLARATION}<objects>\n`);
     const store = this.opts.store;
     for (const def of types) {

@@ -22,8 +22,11 @@ export function utf8(body: Buffer): string {
   }
 }
 
+/** What every answer's caches are told unless it says otherwise: keep it, but ask again (with its ETag) before using it. */
+export const CACHE_CONTROL = 'no-cache';
+
 export function sendXml(res: ServerResponse, status: number, body: string | Buffer, headers: Record<string, string> = {}, head = false): void {
-  res.writeHead(status, { 'content-type': XML_TYPE, 'content-length': typeof body === 'string' ? Buffer.byteLength(body) : body.length, 'cache-control': 'no-cache', ...headers });
+  res.writeHead(status, { 'content-type': XML_TYPE, 'content-length': typeof body === 'string' ? Buffer.byteLength(body) : body.length, 'cache-control': CACHE_CONTROL, ...headers });
   res.end(head ? undefined : body);
 }
 

@@ -17,3 +17,16 @@ t.test('a body of unclosed CDATA openings is screened in linear time', async (t)
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   t.ok(ms < 1000, `screened in ${ms.toFixed(1)} ms`);
 });
+
+t.test('comments hide "&" too, and a CDATA opening inside one hides nothing after it', async (t) => {
+  t.doesNotThrow(() => screen('<object type="A"><!-- a & b --><field name="x">y</field></object>'), 'an "&" in a comment is plain text');
+  const [o] = parseDocument('<object type="A"><!-- a & b --><field name="x">y<!-- & --></field></object>', 'object');
+  t.same(o?.fields, { x: 'y' }, 'and the comment is not part of any value');
+  t.throws(() => screen('<object type="A"><field name="cn"><!-- <![CDATA[ -->&nbsp;<!-- ]]> --></field></object>'), /"&" must start one of/, 'a CDATA opening inside a comment opens nothing');
+  t.throws(() => screen('<object type="A"><field name="cn"><!-- <![CDATA[ -->&#1;<!-- ]]> --></field></object>'), /&#1; is not a character XML allows/);
+  t.throws(() => screen('<object type="A"><field name="x"><![CDATA[ <!-- ]]>&nbsp;<!-- --></field></object>'), /"&" must start one of/, 'nor a comment opening inside a CDATA section');
+  t.doesNotThrow(() => screen('<?xml version="1.0"?><?note a & b?><object type="A"/>'), 'nor is one in a processing instruction');
+  const start = performance.now();
+  screen('<object type="A">' + '<!--'.repeat(100_000) + '<![CDATA['.repeat(50_000));
+  t.ok(performance.now() - start < 1000, 'unclosed comments and sections are screened in linear time');
+});
