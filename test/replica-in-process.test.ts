@@ -102,12 +102,16 @@ t.test("a create under an idempotency key names the same object through any repl
   const SECRET = 'in-process-cluster-secret';
   // two masters that never met: neither holds the other's record of the key, as after a master died before relaying
   const replicas = [];
-  for (const name of ['r1', 'r2']) {
-    const port = await freePort();
-    const master = await startXmlNode(t, { httpPort: port, clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000 });
-    const res = await fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name }) });
+  const ports: number[] = [];
+  // r1 and r1b on one master, r2 on the other
+  for (const [name, master] of [['r1', 0], ['r2', 1], ['r1b', 0]] as const) {
+    if (ports[master] === undefined) {
+      ports[master] = await freePort();
+      await startXmlNode(t, { httpPort: ports[master], clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000 });
+    }
+    const res = await fetch(`http://127.0.0.1:${ports[master]}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name }) });
     const { credential } = (await res.json()) as { credential: string };
-    const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
+    const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${ports[master]}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
     t.ok(await until(() => replica.status().mode === 'read-write', 10_000));
     replicas.push(replica);
   }
@@ -118,5 +122,7 @@ t.test("a create under an idempotency key names the same object through any repl
   };
   const first = await create(replicas[0]!.url, 'client-key-1');
   t.equal(await create(replicas[1]!.url, 'client-key-1'), first, 'the same key: the same id');
+  // the master keeps each replica's records of keys apart, so through r1b it finds none: the object the id names is the answer
+  t.equal(await create(replicas[2]!.url, 'client-key-1'), first, 'through another replica of the same master too, answered, not refused as existing');
   t.not(await create(replicas[1]!.url, 'client-key-2'), first, 'another key: another object');
 });

@@ -581,6 +581,13 @@ t.test('second review: PUT tells a principal nothing of ids it cannot read; prec
     t.same(answers.map((a) => a.status), [404, 404, 404], `${JSON.stringify(headers)}: 404 for each`);
     t.same(new Set(answers.map((a) => a.text.replace(/hst-none|hst-gone|per-c2/, 'ID'))).size, 1, `${JSON.stringify(headers)}: in the same words (${answers[0]!.text.trim()})`);
   }
+  for (const [what, body, headers] of [
+    ['If-None-Match: * with If-Match', host('x.c1.example'), { 'if-none-match': '*', 'if-match': '"x"' }],
+    ['a create it may not make', host('x.c1.example').replace('org-c1', 'org-c2'), { 'if-none-match': '*' }],
+  ] as const) {
+    const [free, taken] = await Promise.all(['hst-none', 'hst-gone'].map((id) => call(node, 'PUT', `/objects/Host/${id}`, { ...as('radmin'), body, headers })));
+    t.same([free.status, free.text.replace('hst-none', 'ID')], [taken.status, taken.text.replace('hst-gone', 'ID')], `${what}: a free id and a taken one are answered alike (${free.status})`);
+  }
   const overDeleted = await call(node, 'PUT', '/objects/Host/hst-gone', { ...as('radmin'), body: host('x.c1.example'), headers: { 'if-none-match': '*' } });
   t.equal(overDeleted.status, 404, 'a create over a deleted object it never saw: 404, not "exists as a deleted object"');
   t.notMatch(overDeleted.text, /deleted/);

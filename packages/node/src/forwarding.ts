@@ -76,6 +76,12 @@ export class ForwardedWrites {
           break;
       }
     } catch (caught) {
+      // A keyed create tried again, through another replica (whose record of the key this master
+      // keeps apart) or after the record was trimmed: the object its id names is the one it made.
+      if (isMeridianError(caught) && caught.code === 'exists' && w.op === 'create' && w.id === keyedCreateId(this.store.schema.types.get(w.type ?? '')?.idPrefix ?? 'obj', w.via, w.key)) {
+        const made = await this.store.get(w.id);
+        if (made && !made.deleted) return { t: 'wrote', key: w.key, ok: true, id: w.id, need: this.store.versionVector() };
+      }
       // told as the gateway on the replica would tell it: to the user, not to the replica
       const e = asSeenBy(caught, seesEverything);
       if (!isMeridianError(e)) throw e;
@@ -114,8 +120,7 @@ export class ForwardingWriter implements Writer {
     // (an unknown type is the master's to refuse, in its words)
     const prefix = this.store.schema.types.get(type)?.idPrefix ?? 'obj';
     const [user, clientKey] = [opts.credential?.user, opts.idempotencyKey];
-    const keyed = user !== undefined && clientKey !== undefined;
-    const id = opts.id ?? (keyed ? idFromDigest(prefix, createHash('sha256').update('id\0').update(writeKey(user, clientKey)).digest()) : newIdFor(prefix));
+    const id = opts.id ?? (user !== undefined && clientKey !== undefined ? keyedCreateId(prefix, opts.via, writeKey(user, clientKey)) : newIdFor(prefix));
     return this.send({ op: 'create', type, id, fields: wire(fields) }, opts);
   }
 
@@ -198,6 +203,17 @@ function refusal(a: Extract<WroteFrame, { ok: false }>): Error {
   if (a.code === 'unauthorized') return new HttpError(401, a.message, 'unauthorized');
   if (a.code === 'read-only') return new HttpError(503, a.message, 'read-only', { 'retry-after': String(RETRY_AFTER_SECONDS) });
   return new HttpError(502, `the master could not make the write: ${a.message}`, 'master-error');
+}
+
+/**
+ * The id of an object created through a replica under a client's key: the
+ * type's prefix and 60 bits of a digest of the gateway and the write's key
+ * (itself one per user), so every try of the create names one object, on
+ * any master and through any replica (per gateway, as the same key on the
+ * admin API and in XML is two writes).
+ */
+function keyedCreateId(prefix: string, via: string | undefined, key: string): string {
+  return idFromDigest(prefix, createHash('sha256').update(`id\0${via ?? ''}\0`).update(key).digest());
 }
 
 /** A write's key on the wire: one per user, so two users' equal keys are two writes, here and on the master. */

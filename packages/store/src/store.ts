@@ -1413,33 +1413,29 @@ export class Store {
    * repairUniqueClashes, which runs next.
    *
    * The entries are written in batches of REINDEX_BATCH operations, so a
-   * large store is not held in one batch in memory. `mindexPending` names
-   * the layout being built until the last batch: an open after a crash
-   * mid-way, whatever its schema, rebuilds every field the interrupted run
-   * may have touched, its entries of both kinds deleted first.
+   * large store is not held in one batch in memory. `mindexPending` lists
+   * the fields being rebuilt, from before the first batch until the last:
+   * an open after a crash mid-way, whatever its schema, rebuilds those too
+   * (and lists them again, with its own, until it is done), each field's
+   * entries of both kinds deleted first.
    */
   private async reindexChangedFields(): Promise<void> {
     const now = indexLayout(this.schema);
-    const read = async (name: string): Promise<Record<string, string> | undefined> => {
-      const v = await this.db.get(keys.meta(name));
-      return v === undefined ? undefined : decode<Record<string, string>>(v);
-    };
-    const before = await read('indexLayout');
-    const pending = await read('indexPending');
+    const stored = await this.db.get(keys.meta('indexLayout'));
+    const before = stored === undefined ? undefined : decode<Record<string, string>>(stored);
+    const storedPending = await this.db.get(keys.meta('indexPending'));
+    const pending = storedPending === undefined ? [] : decode<string[]>(storedPending);
     const layoutOp: BatchOp = { type: 'put', key: keys.meta('indexLayout'), value: encode(now) };
     // (a data dir from before this check: its indexes follow the schema it last ran with, as always)
     if (before === undefined) return void (await this.commits.add([layoutOp]));
-    const layouts = pending ? [before, pending, now] : [before, now];
-    const names = new Set(layouts.flatMap((l) => Object.keys(l)));
-    const changed = [...names].filter((k) => layouts.some((l) => l[k] !== now[k] || l[k] !== before[k])).map((k) => {
+    const names = new Set([...Object.keys(before), ...Object.keys(now)].filter((k) => before[k] !== now[k]));
+    for (const k of pending) names.add(k);
+    if (names.size === 0) return;
+    const changed = [...names].map((k) => {
       const [type, field] = k.split(SEP) as [string, string];
-      return { type, field, is: now[k] };
+      return { type, field, was: before[k], is: now[k] };
     });
-    if (changed.length === 0) {
-      if (pending) await this.commits.add([{ type: 'del', key: keys.meta('indexPending') }]);
-      return;
-    }
-    // the entries a write would make (indexSet), of the fields indexed anew only
+    // the entries a write would make (indexSet), of the fields rebuilt only
     const adding = new Map<string, { gte: string; lt: string }[]>();
     for (const c of changed) {
       if (c.is === undefined) continue;
@@ -1449,7 +1445,7 @@ export class Store {
     }
     const ofAdded = (key: string, ranges: { gte: string; lt: string }[]): boolean => ranges.some((r) => key >= r.gte && key < r.lt);
     const { db, schema } = this;
-    /** each stored object's entries of the fields indexed anew, in id order */
+    /** each stored object's entries of the fields rebuilt, in id order */
     async function* entries(): AsyncGenerator<{ id: string; plain: string[]; unique: string[] }> {
       if (adding.size === 0) return;
       for await (const [k, v] of db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH })) {
@@ -1462,21 +1458,31 @@ export class Store {
         yield { id, plain: [...idx.plain].filter((key) => ofAdded(key, ranges)), unique: [...idx.unique].filter((key) => ofAdded(key, ranges)) };
       }
     }
-    // first a read-only pass: a value made unique that two live objects hold refuses the open before anything is written
+    // First a pass that only reads: who holds each value held twice. A field made unique whose
+    // value two live objects hold refuses the open before anything is written. A field that was
+    // unique already (rebuilt after an interrupted rebuild) may hold a value twice, replicated
+    // from apart: the holder is the one without an open clash record of it, as the write path left it.
+    const wasUnique = new Set(changed.filter((c) => c.was === 'unique' && c.is === 'unique').map((c) => `${c.type}${SEP}${c.field}`));
+    const holders = new Map<string, string>();
     if (changed.some((c) => c.is === 'unique')) {
-      const holders = new Map<string, string>();
+      const first = new Map<string, string>();
       for await (const { id, unique } of entries()) {
         for (const key of unique) {
-          const first = holders.get(key);
-          if (first !== undefined) {
-            const [type, field, value] = key.slice(1).split(SEP) as [string, string, string];
-            throw new MeridianError('bad-request', `the schema makes ${type}.${field} unique, but ${first} and ${id} both hold "${value}"; start with the schema as it was and change one of them, or leave the field not unique`);
+          const held = first.get(key);
+          if (held === undefined) {
+            first.set(key, id);
+            continue;
           }
-          holders.set(key, id);
+          const [type, field, value] = key.slice(1).split(SEP) as [string, string, string];
+          if (!wasUnique.has(`${type}${SEP}${field}`)) {
+            throw new MeridianError('bad-request', `the schema makes ${type}.${field} unique, but ${held} and ${id} both hold "${value}"; start with the schema as it was and change one of them, or leave the field not unique`);
+          }
+          if (this.clashRecorded(held, key) && !this.clashRecorded(id, key)) holders.set(key, id);
+          else if (!holders.has(key)) holders.set(key, held);
         }
       }
     }
-    await this.commits.add([{ type: 'put', key: keys.meta('indexPending'), value: encode(now) }]);
+    await this.commits.add([{ type: 'put', key: keys.meta('indexPending'), value: encode([...names]) }]);
     let ops: BatchOp[] = [];
     const flushIfFull = async (): Promise<void> => {
       if (ops.length < REINDEX_BATCH) return;
@@ -1497,11 +1503,20 @@ export class Store {
     // in id order: the least id holds a value made unique
     for await (const { id, plain, unique } of entries()) {
       for (const key of plain) ops.push({ type: 'put', key, value: EMPTY });
-      for (const key of unique) ops.push({ type: 'put', key, value: Buffer.from(id) });
+      for (const key of unique) {
+        const holder = holders.get(key) ?? id;
+        if (holder === id) ops.push({ type: 'put', key, value: Buffer.from(id) });
+      }
       await flushIfFull();
     }
     ops.push(layoutOp, { type: 'del', key: keys.meta('indexPending') });
     await this.commits.add(ops);
+  }
+
+  /** Whether the object has an open record of a clash over this unique key (it is not the entry's holder). */
+  private clashRecorded(objectId: string, key: string): boolean {
+    for (const rec of this.openConflicts.get(objectId)?.values() ?? []) if (isUniqueConflict(rec) && uniqueKeyOf(rec) === key) return true;
+    return false;
   }
 
   /**

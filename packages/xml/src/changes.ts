@@ -83,6 +83,8 @@ async function stream(store: Store, res: ServerResponse, since: number, allowed:
   let busy = false;
   let again = false;
   let closed = false;
+  // set by the first of: the client went away, or this side ends the stream; nothing is written after it
+  let stop!: (how: 'end' | 'destroy') => void;
   const pump = async (): Promise<void> => {
     if (busy) {
       again = true;
@@ -93,8 +95,9 @@ async function stream(store: Store, res: ServerResponse, since: number, allowed:
       do {
         again = false;
         for (;;) {
+          if (closed) break;
           if (cursor < store.firstSeq() - 1 || !(await allowed())) {
-            res.end();
+            stop('end');
             break;
           }
           const entries = await store.readFeed(cursor, PAGE);
@@ -102,28 +105,39 @@ async function stream(store: Store, res: ServerResponse, since: number, allowed:
           const lines = await Promise.all(entries.map((e) => changeXml(store, e)));
           const out = entries.map((e, i) => `id: ${e.seq}\nevent: change\ndata: ${lines[i]}\n\n`).join('');
           cursor = entries[entries.length - 1]!.seq;
+          if (closed) break;
           // (write() also gives up when the client goes away while the socket is full)
           await write(res, out);
         }
       } while (again && !closed);
     } catch {
-      res.destroy();
+      stop('destroy');
     } finally {
       busy = false;
     }
   };
   const unsubscribe = store.subscribe(() => void pump());
   const keepalive = setInterval(() => {
-    void allowed().then((yes) => (yes ? res.write(': keep-alive\n\n') : res.end()), () => res.destroy());
+    void allowed().then(
+      (yes) => {
+        if (closed) return;
+        if (yes) res.write(': keep-alive\n\n');
+        else stop('end');
+      },
+      () => stop('destroy'),
+    );
   }, SSE_KEEPALIVE_MS);
   await new Promise<void>((resolve) => {
-    const end = (): void => {
+    stop = (how) => {
+      if (closed) return;
       closed = true;
       clearInterval(keepalive);
       unsubscribe();
       resolve();
+      if (how === 'end') res.end();
+      else res.destroy();
     };
-    onClosed(res, end);
+    onClosed(res, () => stop('destroy'));
     void pump();
   });
 }

@@ -287,9 +287,13 @@ export class XmlGateway {
       const exists = current !== undefined && !current.deleted && current.type === type && r.scope.canRead(current);
       if (!exists && !r.scope.everything) {
         // Whoever does not see everything learns nothing of an id it cannot read: one answer whether
-        // an object it may not see holds it, a deleted one, one of another type, or none. (Only a
-        // create shows that the id is free, by making the object.)
-        if (current || !creating) throw new XmlError(404, `no ${type} ${id}${creating ? '' : '; to create it with PUT send If-None-Match: *'}`);
+        // an object it may not see holds it, a deleted one, one of another type, or none; a create's
+        // body is judged before the id is looked at. (Only a create shows that the id is free, by
+        // making the object.)
+        if (!creating) throw new XmlError(404, `no ${type} ${id}; to create it with PUT send If-None-Match: *`);
+        if (match !== undefined) throw new XmlError(404, `no ${type} ${id}`);
+        await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'create', id, type, fields);
+        if (current) throw new XmlError(404, `no ${type} ${id}`);
       } else if (current && !current.deleted && !exists) throw new XmlError(404, `no ${type} ${id}`);
       if (!exists) {
         // (RFC 9110: If-Match fails on a resource that has no current representation)
@@ -337,8 +341,10 @@ export class XmlGateway {
     try {
       return await write();
     } catch (e) {
-      if (match === '*' && attempt < 3 && isMeridianError(e) && e.code === 'precondition') return RETRY;
-      throw e;
+      if (!(match === '*' && attempt < 3 && isMeridianError(e) && e.code === 'precondition')) throw e;
+      // (a moment first: on a replica the master refused a version this node has not yet heard is old)
+      await sleep(50 * attempt);
+      return RETRY;
     }
   }
 
