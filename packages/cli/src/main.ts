@@ -1,5 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
-import { isMeridianError } from '@meridian/store';
+import { isMeridianError, MAX_PAGE } from '@meridian/store';
 import { initDataDir, MeridianNode, resolveConfig, VERSION, type ConfigInput } from '@meridian/node';
 import { AdminClient, CliError, unescapeXml } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
@@ -183,7 +183,7 @@ export function buildProgram(): Command {
     .action(async (type: string, filter: string | undefined, flags: ClientFlags & { limit: string; after?: string; all?: boolean }) => {
       // checked here, as log's --since is: a bad value is a usage error (exit 2), not the node's refusal
       const limit = Number(flags.limit);
-      if (!/^\d+$/.test(flags.limit) || limit < 1 || limit > 10_000) throw new CliError(`--limit must be a whole number from 1 to 10000, got "${flags.limit}"`, 2);
+      if (!/^\d+$/.test(flags.limit) || limit < 1 || limit > MAX_PAGE) throw new CliError(`--limit must be a whole number from 1 to ${MAX_PAGE}, got "${flags.limit}"`, 2);
       const q = new URLSearchParams({ type, limit: String(limit) });
       if (filter !== undefined) {
         const f = parseAssignments([filter]);

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { encodeBackup, hlcToIso, isMeridianError, parseVersionName, publicFields, type Store, type StoredObject } from '@meridian/store';
+import { encodeBackup, hlcToIso, isMeridianError, MAX_PAGE, parseVersionName, publicFields, type Store, type StoredObject } from '@meridian/store';
 import { builtInRefusal } from './built-in-types.js';
 import { HttpError, readJson, sendJson } from './http-util.js';
 import type { Credential, Writer } from './writer.js';
@@ -149,11 +149,11 @@ async function getOne(ctx: AdminContext, res: ServerResponse, id: string, withDe
   sendJson(res, 200, objectJson(ctx.store, o), { etag: etag(o) });
 }
 
-/** `?limit=`: 100 when absent, else a whole number from 1 to 10000. */
+/** `?limit=`: 100 when absent, else a whole number from 1 to MAX_PAGE. */
 function pageLimit(q: URLSearchParams, fallback = 100): number {
   const text = q.get('limit');
   const limit = text === null ? fallback : Number(text);
-  if (!Number.isInteger(limit) || limit < 1 || limit > 10000) throw new HttpError(400, 'limit must be a whole number from 1 to 10000');
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) throw new HttpError(400, `limit must be a whole number from 1 to ${MAX_PAGE}`);
   return limit;
 }
 

@@ -213,7 +213,8 @@ const RETRY = Symbol('retry');
 /** the in-memory feed tail: enough for peers a few seconds behind */
 const RECENT_ENTRIES = 4096;
 const RECENT_BYTES = 8 * 1024 * 1024;
-const MAX_PAGE = 10_000;
+/** the most objects one page of a list, lookup or scan holds */
+export const MAX_PAGE = 10_000;
 /** operations per batch when indexes are rebuilt at open (reindexChangedFields) */
 const REINDEX_BATCH = 10_000;
 const DEFAULT_PAGE = 100;
