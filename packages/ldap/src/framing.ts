@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { tlv } from './ber.js';
 import { checkRequest, type CheckedRequest } from './validate.js';
 
 /**
@@ -101,14 +102,15 @@ export interface ReadGate {
 
 /**
  * Puts a framer between a socket and ldapjs's per-connection parser. Each
- * well-formed request is offered to `onRequest` first; ldapjs gets it
- * unless that answers true (the request is taken care of).
+ * well-formed request is offered to `onRequest` first, which answers true
+ * (the request is taken care of), false (ldapjs gets it), or the bytes
+ * ldapjs gets instead.
  */
 export function frameConnection(
   socket: Socket & { parser: { write(b: Buffer): unknown } },
   maxMessage: number,
   onError: (problem: string) => void,
-  onRequest: (message: Buffer, checked: CheckedRequest) => boolean,
+  onRequest: (message: Buffer, checked: CheckedRequest) => boolean | Buffer,
 ): ReadGate {
   // ldapjs's own listener feeds every chunk to its parser; ours replaces it
   socket.removeAllListeners('data');
@@ -123,7 +125,8 @@ export function frameConnection(
       const checked = checkRequest(message);
       if (typeof checked === 'string') return fail(checked);
       try {
-        if (!onRequest(message, checked)) socket.parser.write(message);
+        const handOn = onRequest(message, checked);
+        if (handOn !== true) socket.parser.write(handOn === false ? message : handOn);
       } catch (e) {
         fail(`a message could not be parsed (${(e as Error).message})`);
       }
@@ -143,4 +146,14 @@ export function frameConnection(
       framer.release();
     },
   };
+}
+
+/**
+ * The request without its controls: ldapjs decodes the controls it knows by
+ * type and throws on some that clients send (a password policy request has
+ * no value, a sort control on a bind), and closed the connection unanswered.
+ */
+export function withoutControls(message: Buffer, checked: CheckedRequest): Buffer {
+  const head = message[1]! < 0x80 ? 2 : 2 + (message[1]! & 0x7f);
+  return tlv(0x30, message.subarray(head, checked.op.end));
 }

@@ -7,10 +7,10 @@ import { entryBody, octets, Op, pagedValue, result, ResultCode, searchEntryHead,
 import { BindThrottle } from './bind-throttle.js';
 import { EntryBuilder, entrySource, type Entry } from './entries.js';
 import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex } from './filter.js';
-import { frameConnection, type ReadGate } from './framing.js';
+import { frameConnection, withoutControls, type ReadGate } from './framing.js';
 import { DirectoryIndex } from './directory-index.js';
 import { DirectoryLayout, InvalidDn, type Location, type MappedType } from './layout.js';
-import { ABANDON_REQUEST, decodeAbandon, decodePaged, decodeSearch, isSaslBind, messageIdOf, SEARCH_REQUEST, type SearchRequest } from './search-request.js';
+import { ABANDON_REQUEST, controlsOf, decodeAbandon, decodePaged, decodeSearch, isSaslBind, messageIdOf, SEARCH_REQUEST, type RequestControl, type SearchRequest } from './search-request.js';
 
 const monotonic = (): number => performance.now();
 
@@ -140,6 +140,8 @@ export class LdapGateway {
   private readonly inFlight = new WeakMap<Socket, number>();
   private readonly gates = new WeakMap<Socket, ReadGate>();
   private readonly drains = new WeakMap<Socket, Promise<void>>();
+  /** the controls of the request a connection's framer is handing to ldapjs (see accept) */
+  private readonly handedControls = new WeakMap<Socket, RequestControl[]>();
   /** each cached entry's last encoding, with the selection it was made for */
   private readonly encoded = new WeakMap<Entry, { key: string; body: Buffer }>();
   private readonly servers: Server[] = [];
@@ -175,7 +177,9 @@ export class LdapGateway {
     server.on('error', (e: Error) => this.opts.log.debug({ err: e.message }, 'LDAP request refused'));
     server.maxConnections = 10_000;
     const handler = (name: string, fn: (req: LdapRequest, s: Session) => Promise<Answer>) => (req: LdapRequest) => {
-      void this.run(name, req, fn);
+      const controls = this.handedControls.get(req.connection) ?? [];
+      this.handedControls.delete(req.connection);
+      void this.run(name, req, fn, true, controls);
     };
     server.bind('', handler('bind', (req, s) => this.bind(req, s)));
     // searches never reach ldapjs (see search-request.ts)
@@ -245,7 +249,10 @@ export class LdapGateway {
             return true;
           }
         }
-        return false;
+        // ldapjs gets the request without its controls, which its handler (called at once, within
+        // the parser's write) takes from here
+        this.handedControls.set(socket, controlsOf(message, checked.controls));
+        return checked.controls ? withoutControls(message, checked) : false;
       },
     );
     this.gates.set(socket, gate);
@@ -291,7 +298,8 @@ export class LdapGateway {
   }
 
   /** Runs one operation, answers it, and never lets its failure reach ldapjs (or the process). */
-  private async run<R extends Request>(op: string, req: R, fn: (req: R, s: Session) => Promise<Answer>, recheck = true): Promise<void> {
+  /** `controls`: the request's, as the client sent them (those ldapjs decoded are not used: see withoutControls) */
+  private async run<R extends Request>(op: string, req: R, fn: (req: R, s: Session) => Promise<Answer>, recheck = true, controls: readonly { type: string; criticality: boolean }[] = req.controls): Promise<void> {
     const started = process.hrtime.bigint();
     const conn = req.connection;
     // Looked up once, before any await: an operation keeps the identity it came under,
@@ -308,7 +316,7 @@ export class LdapGateway {
     if (running === MAX_IN_FLIGHT) this.gates.get(conn)?.hold();
     let reply: Answer;
     try {
-      const unsupported = req.controls.find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
+      const unsupported = controls.find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
       if (unsupported) throw new LdapFailure(ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
       // Every operation first checks that the bound entry still holds. (A bind's session is a new,
       // anonymous one already: the framer dropped the old one when the request came in.)

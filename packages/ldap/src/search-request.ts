@@ -65,7 +65,8 @@ function integerAt(b: Buffer, n: BerNode): number {
   return v;
 }
 
-function controlsOf(b: Buffer, list: BerNode | undefined): RequestControl[] {
+/** The controls of a request, as the client sent them (none decoded by type: ldapjs threw on some it knows). */
+export function controlsOf(b: Buffer, list: BerNode | undefined): RequestControl[] {
   if (!list) return [];
   return list.children!.map((c) => {
     const [type, second, third] = c.children!;
