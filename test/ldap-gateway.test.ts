@@ -169,6 +169,39 @@ t.test('binds: by DN, uid and mail; the admin; empty, wrong and unauthenticated 
   t.equal(anon.stdout.trim(), 'anonymous');
 });
 
+t.test('a second review of modify and password modify: what slapd answers, and nothing told of entries one may not read', async (t) => {
+  const d = await directory(t);
+  const modify = (who: [string, string], ldif: string) => ldapTool('ldapmodify', ['-x', '-H', d.url, '-D', who[0], '-w', who[1]], { input: ldif });
+  const passwd = (who: [string, string], args: string[]) => ldapTool('ldappasswd', ['-x', '-H', d.url, '-D', who[0], '-w', who[1], ...args]);
+  const contact: [string, string] = ['uid=contact1', PERSON_PW];
+  // password modify of another name: one answer whether it names a person or no one
+  const answers: string[] = [];
+  for (const who of ['uid=contact2', 'mail=nobody@nowhere.example', dnOf('per-none'), 'cn=not-an-entry']) {
+    const r = await passwd(contact, ['-s', 'x-new-pw', who]);
+    answers.push(r.stdout + r.stderr);
+  }
+  t.same(answers.map((a) => /Result: .*\((\d+)\)/.exec(a)?.[1]), ['50', '50', '50', '50'], `insufficientAccessRights for each (${answers[1]})`);
+  t.same(new Set(answers).size, 1, 'in the same words');
+  // one value twice in a request, and an add without values
+  const twice = await modify(asAdmin, `dn: ${dnOf('per-c1')}\nchangetype: modify\nadd: mail\nmail: twice@example.com\nmail: TWICE@example.com\n`);
+  t.equal(twice.code, 20, 'a value given twice in one add: attributeOrValueExists');
+  t.match(twice.stderr, /given more than once/);
+  // (ldapmodify sends no change without values: the request as BER, after a bind)
+  const addNothing = tlv(0x30, [integer(2), tlv(0x66, [octets(dnOf('per-c1')), tlv(0x30, [tlv(0x30, [integer(0, 0x0a), tlv(0x30, [octets('userPassword'), tlv(0x31, [])])])])])]);
+  t.equal(await boundAnswer(d.port, bindRequest(1, ADMIN_DN, ADMIN_PW), addNothing), 2, 'an add without values is a protocol error, not a delete of the password');
+  t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact1', '-w', PERSON_PW])).code, 0, 'whose password still works');
+  // a password's absence is told only to one who may change it
+  await d.node.store.update('per-c1b', { password: null });
+  const radmin: [string, string] = ['uid=radmin', PERSON_PW];
+  const [none, some] = await Promise.all(['per-c1b', 'per-c1'].map((id) => modify(radmin, `dn: ${dnOf(id)}\nchangetype: modify\ndelete: userPassword\n`)));
+  t.same([none.code, some.code], [50, 50], 'a reseller admin deleting a contact\'s password: refused alike, set or not');
+  t.equal((await modify(asAdmin, `dn: ${dnOf('per-c1b')}\nchangetype: modify\ndelete: userPassword\n`)).code, 16, 'the admin is told it is not set');
+  // increment (RFC 4525) is answered, not a dropped connection
+  const increment = await modify(asAdmin, `dn: ${dnOf('per-c1')}\nchangetype: modify\nincrement: title\ntitle: 1\n`);
+  t.equal(increment.code, 2, `increment: protocolError (${increment.stderr.trim()})`);
+  t.match(increment.stderr, /not supported here/);
+});
+
 t.test('repeated failed binds for one name are slowed down; others are not', async (t) => {
   const d = await directory(t);
   const bind = async (name: string, pw: string): Promise<{ code: number; ms: number }> => {
@@ -420,6 +453,35 @@ t.test('malformed BER, oversized requests and deep filters get an error or a clo
  * write, and reads the result code and message of every SearchResultDone,
  * in the order of their message IDs.
  */
+/** The result code of `request`, sent once `bind` is answered. */
+function boundAnswer(port: number, bind: Buffer, request: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let got = Buffer.alloc(0);
+    let bound = false;
+    const s = connect(port, '127.0.0.1', () => s.write(bind));
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error('no answer'));
+    }, 5000);
+    s.on('error', () => {});
+    s.on('data', (c: Buffer) => {
+      got = Buffer.concat([got, c]);
+      const all = berTree(got);
+      if (!all) return;
+      const ops = all.map((m) => m.children![1]!);
+      if (!bound && ops.some((op) => op.tag === 0x61)) {
+        bound = true;
+        s.write(request);
+      }
+      const last = ops[ops.length - 1]!;
+      if (!bound || ops.length < 2) return;
+      clearTimeout(timer);
+      s.destroy();
+      resolve(got[last.children![0]!.start]!);
+    });
+  });
+}
+
 function searchResults(port: number, bind: Buffer, requests: Buffer[], count: number): Promise<{ codes: number[]; messages: string[] }> {
   return new Promise((resolve, reject) => {
     let got = Buffer.alloc(0);

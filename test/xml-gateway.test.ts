@@ -259,7 +259,8 @@ t.test('access rules: staff, reseller admin, customer contact; 404 for what one 
   t.equal((await call(node, 'GET', '/export', as('radmin'))).status, 403, 'export is for the admin and staff');
   // writing over an object it cannot see is "not found", never "exists"
   const hidden = withRoles('other', []).replace('org-c1', 'org-c2');
-  t.equal((await call(node, 'PUT', '/objects/Person/per-c2', { ...as('radmin'), body: hidden, headers: { 'if-none-match': '*' } })).status, 404, 'a create over an id it cannot see: 404, not 412');
+  t.equal((await call(node, 'PUT', '/objects/Person/per-c2', { ...as('radmin'), body: withRoles('other', []), headers: { 'if-none-match': '*' } })).status, 404, 'a create it may make, over an id it cannot see: 404, not 412');
+  t.equal((await call(node, 'PUT', '/objects/Person/per-c2', { ...as('radmin'), body: hidden, headers: { 'if-none-match': '*' } })).status, 403, 'one it may not make is refused for its body, before the id is looked at');
   t.equal((await call(node, 'PUT', '/objects/Person/per-c2', { ...as('radmin'), body: hidden, headers: { 'if-match': '*' } })).status, 404, 'a replace of it: 404');
   // and it edits each type its role writes at its customer
   for (const [path, field, value] of [['/objects/Organisation/org-c1', 'description', 'edited by the reseller'], ['/objects/Host/hst-c1', 'os', 'Plan 9'], ['/objects/License/lic-c1', 'modules', 'reporting']] as const) {
@@ -627,6 +628,19 @@ t.test('second review: PUT tells a principal nothing of ids it cannot read; prec
   const ahead = await call(node, 'GET', `/changes?since=${node.store.lastSeq + 5}&timeout=0`);
   t.equal(ahead.status, 410, ahead.text);
   t.match(ahead.text, /past this node's changes feed, which ends at \d+/);
+});
+
+t.test("a login that is one person's uid and another's mail signs in whichever of them the password is", async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  // a uid may hold "@": per-x's uid is contact2's mail
+  await node.store.create('Person', { cn: 'X', sn: 'X', uid: 'contact2@example.com', organisation: 'org-c1', roles: ['customer-contact'], password: 'x-password-1' }, { principal: 'test', id: 'per-x' });
+  const asMail = await call(node, 'GET', '/me', { auth: basic('contact2@example.com', PERSON_PW) });
+  t.equal(asMail.status, 200, 'contact2 by mail, with its password: the uid match does not lock it out');
+  t.match(asMail.text, /id="per-c2"/);
+  const asUid = await call(node, 'GET', '/me', { auth: basic('contact2@example.com', 'x-password-1') });
+  t.match(asUid.text, /id="per-x"/, 'and per-x by uid, with its own');
+  t.equal((await call(node, 'GET', '/me', { auth: basic('contact2@example.com', 'neither') })).status, 401);
 });
 
 t.test('an SSE changes stream ends once its staff member may no longer read it', async (t) => {

@@ -6,11 +6,15 @@
  * held up.
  *
  * Binds still being checked count as failures, so guesses sent at once
- * wait longer and longer; and once a name is slowed, one client address
- * gets one bind for it at a time. Without that, parallel guesses all waited
- * out the same capped delay: 240 sent at once came back in 14 s. A client
+ * wait longer and longer; and one client address gets at most
+ * MAX_PARALLEL binds for a name at a time, and only one once the name has
+ * failed enough to be slowed. Without that, parallel guesses all waited out
+ * the same capped delay: 240 sent at once came back in 14 s. A client
  * elsewhere (the person themselves) is not refused, only slowed.
  */
+/** binds for one name from one address at a time before it has failed enough to be slowed (one after) */
+const MAX_PARALLEL = 8;
+
 export class BindThrottle {
   private readonly failures = new Map<string, { count: number; last: number }>();
   /** binds for a name still being checked */
@@ -36,13 +40,15 @@ export class BindThrottle {
   /**
    * A bind for this name from this address starts: how long it waits before
    * its check, and the function that ends it (before failed() or
-   * succeeded()). Undefined, and nothing started, when the name is slowed
-   * and this address has a bind for it under way already.
+   * succeeded()). Undefined, and nothing started, when this address has
+   * as many binds for the name under way as it may (see the class).
    */
   start(name: string, address: string): { wait: number; done: () => void } | undefined {
     const wait = this.delay(name);
     const from = `${name}\0${address}`;
-    if (wait > 0 && this.checkingFrom.has(from)) return undefined;
+    // (after delay(), which forgets a quiet name's failures)
+    const slowed = (this.failures.get(name)?.count ?? 0) >= this.opts.free;
+    if ((this.checkingFrom.get(from) ?? 0) >= (slowed ? 1 : MAX_PARALLEL)) return undefined;
     count(this.checking, name, 1);
     count(this.checkingFrom, from, 1);
     let open = true;

@@ -10,7 +10,7 @@ import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex } from './f
 import { frameConnection, withoutControls, type ReadGate } from './framing.js';
 import { DirectoryIndex } from './directory-index.js';
 import { DirectoryLayout, InvalidDn, type Location, type MappedType } from './layout.js';
-import { ABANDON_REQUEST, controlsOf, decodeAbandon, decodePaged, decodeSearch, isSaslBind, messageIdOf, SEARCH_REQUEST, type RequestControl, type SearchRequest } from './search-request.js';
+import { ABANDON_REQUEST, controlsOf, decodeAbandon, decodePaged, decodeSearch, isSaslBind, messageIdOf, MODIFY_REQUEST, SEARCH_REQUEST, unknownModifyOperation, type RequestControl, type SearchRequest } from './search-request.js';
 
 const monotonic = (): number => performance.now();
 
@@ -103,6 +103,8 @@ interface Session {
   scope: { seq: number; scope: AccessScope } | undefined;
   /** a bound person's entry version when last checked, and the store's feed position then */
   entry: { version: string; seq: number } | undefined;
+  /** the new password of this session's own password change while it is being written, which a recheck meanwhile accepts too */
+  changing?: string | undefined;
 }
 
 /** The requested attributes of a search, worked out once. */
@@ -246,6 +248,13 @@ export class LdapGateway {
           // ldapjs cannot parse a SASL bind and closed the connection without an answer
           if (isSaslBind(checked)) {
             this.write(socket, answer(messageIdOf(message, checked), Op.bind, ResultCode.authMethodNotSupported, 'SASL binds are not supported here; bind with a name and password (a simple bind: ldapsearch -x)').bytes);
+            return true;
+          }
+        }
+        if (checked.op.tag === MODIFY_REQUEST) {
+          const op = unknownModifyOperation(message, checked);
+          if (op !== undefined) {
+            this.write(socket, answer(messageIdOf(message, checked), Op.modify, ResultCode.protocolError, `modify operation ${op} is not supported here; use add (0), delete (1) or replace (2)`).bytes);
             return true;
           }
         }
@@ -509,13 +518,17 @@ export class LdapGateway {
       bound.seq = seq;
       return;
     }
-    const who = entry && !entry.deleted && s.credential ? await this.checkBind(entry, s.credential.password) : undefined;
-    if (!who) {
+    const live = entry && !entry.deleted ? entry : undefined;
+    let password = s.credential?.password;
+    let who = live && password !== undefined ? await this.checkBind(live, password) : undefined;
+    // (the session's own password change, still being written when another of its operations came: the entry has the new one)
+    if (!who && live && s.changing !== undefined) who = await this.checkBind(live, (password = s.changing));
+    if (!who || password === undefined) {
       Object.assign(s, { principal: undefined, dn: '', credential: undefined, scope: undefined, entry: undefined });
       throw new LdapFailure(ResultCode.invalidCredentials, 'your entry was deleted or its password changed since you bound; bind again');
     }
     // the login may have been renamed: a replica forwards writes under the name the entry has now
-    Object.assign(s, { principal: who.principal, dn: who.dn, credential: { user: who.login, password: s.credential!.password }, scope: undefined, entry: { version: entry!.version, seq } });
+    Object.assign(s, { principal: who.principal, dn: who.dn, credential: { user: who.login, password }, scope: undefined, entry: { version: live!.version, seq } });
   }
 
   /** What the session may read: everything (anonymous under the read policy), or its principal's scope. */
@@ -799,6 +812,8 @@ export class LdapGateway {
     };
     /** a `delete: userPassword` by value: the value the password must be */
     let passwordGiven: { attr: string; value: string; stored: string } | undefined;
+    /** a `delete: userPassword` of an entry that has none */
+    let passwordAbsent: string | undefined;
     for (const change of req.changes ?? []) {
       const mod = change.modification;
       const key = attrKey(mod.type);
@@ -811,6 +826,10 @@ export class LdapGateway {
       }
       const f = target.field;
       const values = (mod.values ?? []).map(String);
+      // (RFC 4511 4.6: an add needs values; one value twice in a request is refused, as slapd does)
+      if (change.operation === 'add' && values.length === 0) throw new LdapFailure(ResultCode.protocolError, `an add of ${mod.type} needs at least one value`);
+      const twice = f.kind === 'password' ? -1 : values.findIndex((v, i) => values.findIndex((w) => fold(key, w) === fold(key, v)) !== i);
+      if (twice >= 0) throw new LdapFailure(ResultCode.attributeOrValueExists, `${mod.type}: value #${twice} is given more than once`);
       let next: string[];
       switch (change.operation) {
         case 'replace':
@@ -825,9 +844,11 @@ export class LdapGateway {
         }
         case 'delete': {
           const have = current(f.name);
-          // (RFC 4511 4.6: deleting what the entry does not hold is noSuchAttribute, as slapd answers)
-          if (have.length === 0) throw new LdapFailure(ResultCode.noSuchAttribute, `${mod.type} is not set on this entry`);
-          if (values.length === 0) next = [];
+          // (RFC 4511 4.6: deleting what the entry does not hold is noSuchAttribute, as slapd answers;
+          // for the password only once the write is allowed, or it told whether one is set)
+          if (have.length === 0 && f.kind === 'password') passwordAbsent = mod.type;
+          else if (have.length === 0) throw new LdapFailure(ResultCode.noSuchAttribute, `${mod.type} is not set on this entry`);
+          if (values.length === 0 || have.length === 0) next = [];
           else if (f.kind === 'password') {
             // compared only once the write is allowed (below): before, it told anyone who may read
             // the entry whether a guess was its password, unthrottled
@@ -850,17 +871,38 @@ export class LdapGateway {
     if (Object.keys(update).length === 0) return answer(req.messageId, Op.modify, ResultCode.success, '');
     const pw = this.opts.store.schema.access?.passwordField;
     await authorizeWrite(scope, readerKnowing(o, (x) => this.opts.store.get(x)), 'update', o.id, t.def.name, update);
+    if (passwordAbsent !== undefined) throw new LdapFailure(ResultCode.noSuchAttribute, `${passwordAbsent} is not set on this entry`);
     if (passwordGiven) {
       const { attr, value, stored } = passwordGiven;
       // the value is the password (or its stored hash): deleting a password one does not know removes nothing
       if (value !== stored && !(await verifyPassword(value, stored).catch(() => false))) throw new LdapFailure(ResultCode.noSuchAttribute, `${attr} does not hold the value given`);
     }
-    await this.opts.writer.update(o.id, update, { principal: principalName(s.principal), via: 'ldap', credential: s.credential, ifVersion: o.version });
-    // the next operation's recheck finds the entry changed and checks this password against it
-    if (s.principal.kind === 'person' && s.principal.id === o.id && pw && pw in update && typeof update[pw] === 'string') {
-      s.credential = { user: s.credential!.user, password: update[pw] as string };
-    }
+    const [principal, credential] = [s.principal, s.credential];
+    const own = principal.kind === 'person' && principal.id === o.id && pw !== undefined && typeof update[pw] === 'string' ? (update[pw] as string) : undefined;
+    await this.ownPasswordChange(s, own, () => this.opts.writer.update(o.id, update, { principal: principalName(principal), via: 'ldap', credential, ifVersion: o.version }));
     return answer(req.messageId, Op.modify, ResultCode.success, '');
+  }
+
+  /**
+   * Makes a write that may change the session's own password (`password`:
+   * the new one, or undefined when it does not). While it is written, an
+   * operation of the same session whose recheck finds the entry changed
+   * accepts the new password too; once written, the session holds it, if
+   * it is still this person's. (A recheck that came first and dropped the
+   * session leaves it anonymous: the change is made, the client binds
+   * again.)
+   */
+  private async ownPasswordChange<T>(s: Session, password: string | undefined, write: () => Promise<T>): Promise<T> {
+    if (password === undefined) return write();
+    const principal = s.principal;
+    s.changing = password;
+    try {
+      const done = await write();
+      if (s.principal === principal && s.credential) s.credential = { user: s.credential.user, password };
+      return done;
+    } finally {
+      if (s.changing === password) s.changing = undefined;
+    }
   }
 
   // ---- extended operations --------------------------------------------------
@@ -872,33 +914,39 @@ export class LdapGateway {
 
   /** RFC 3062: a person changes their own password (with the old one, or bound with it); the admin anyone's. */
   private async passwordModify(req: LdapRequest, s: Session): Promise<Answer> {
-    if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: changing a password needs the old one or the admin');
+    // (as bound when the operation began: a recheck by another of the session's operations may drop it meanwhile)
+    const principal = s.principal;
+    if (!principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: changing a password needs the old one or the admin');
     const value = (req.requestValue ?? {}) as { userIdentity?: string; oldPassword?: string; newPassword?: string };
     const access = this.opts.store.schema.access;
     if (!access) throw new LdapFailure(ResultCode.unwillingToPerform, 'this schema has no persons with passwords');
+    const admin = principal.kind === 'admin';
+    // anyone but the admin learns only "not yours" of a name that is not their own, whether it names someone or no one
+    const notYours = (): LdapFailure => new LdapFailure(ResultCode.insufficientAccessRights, "only the admin may change another person's password");
     let target: StoredObject | undefined;
     if (value.userIdentity) {
       const loc = this.layout.locate(value.userIdentity);
-      if (loc.kind !== 'entry' && loc.kind !== 'login') throw new LdapFailure(ResultCode.noSuchObject, `${value.userIdentity} is not a person's entry`);
+      if (loc.kind !== 'entry' && loc.kind !== 'login') throw admin ? new LdapFailure(ResultCode.noSuchObject, `${value.userIdentity} is not a person's entry`) : notYours();
       target = await this.personAt(loc);
-    } else if (s.principal.kind === 'person') {
-      target = await this.opts.store.get(s.principal.id);
+    } else if (principal.kind === 'person') {
+      target = await this.opts.store.get(principal.id);
     } else {
       throw new LdapFailure(ResultCode.unwillingToPerform, 'the admin has no entry here; name the person whose password to change (ldappasswd ... DN)');
     }
+    const self = principal.kind === 'person' && target?.id === principal.id;
+    if (!admin && !self) throw notYours();
     if (!target || target.deleted || target.type !== access.principalType) throw new LdapFailure(ResultCode.noSuchObject, `there is no person ${value.userIdentity ?? ''}`);
-    const self = s.principal.kind === 'person' && s.principal.id === target.id;
-    if (!self && s.principal.kind !== 'admin') {
-      throw new LdapFailure(ResultCode.insufficientAccessRights, "only the admin may change another person's password");
-    }
-    if (self && value.oldPassword !== undefined && value.oldPassword !== s.credential?.password) {
-      const p = await this.opts.authenticatePerson(target, s.credential!.user, value.oldPassword);
+    const credential = s.credential;
+    if (self && value.oldPassword !== undefined && value.oldPassword !== credential?.password) {
+      const p = credential && (await this.opts.authenticatePerson(target, credential.user, value.oldPassword));
       if (!p) throw new LdapFailure(ResultCode.invalidCredentials, 'the old password is wrong');
     }
     const generated = value.newPassword ? undefined : randomBytes(12).toString('base64url');
     const password = value.newPassword ?? generated!;
-    await this.opts.writer.update(target.id, { [access.passwordField]: password }, { principal: principalName(s.principal), via: 'ldap', credential: s.credential });
-    if (self) s.credential = { user: s.credential!.user, password };
+    const update = { [access.passwordField]: password };
+    // (the schema's rules for the write, as a modify of the attribute meets them: the same on a master as through a replica)
+    await authorizeWrite(await this.principalScope(s, principal), readerKnowing(target, (x) => this.opts.store.get(x)), 'update', target.id, target.type, update);
+    await this.ownPasswordChange(s, self ? password : undefined, () => this.opts.writer.update(target.id, update, { principal: principalName(principal), via: 'ldap', credential }));
     // a generated password goes back in the response: SEQUENCE { genPasswd [0] }
     const extra = generated ? [tlv(0x8b, tlv(0x30, octets(generated, 0x80)))] : [];
     return answer(req.messageId, Op.extended, ResultCode.success, '', { extra });

@@ -28,6 +28,21 @@ export function isSaslBind(checked: CheckedRequest): boolean {
   return checked.op.children?.[2]?.tag === 0xa3;
 }
 
+export const MODIFY_REQUEST = 0x66;
+
+/**
+ * The first change of a modify request (checked) whose operation is not
+ * add (0), delete (1) or replace (2), such as increment (3, RFC 4525):
+ * ldapjs throws on those and closed the connection unanswered.
+ */
+export function unknownModifyOperation(message: Buffer, checked: CheckedRequest): number | undefined {
+  for (const change of checked.op.children?.[1]?.children ?? []) {
+    const op = integerAt(message, change.children![0]!);
+    if (op < 0 || op > 2) return op;
+  }
+  return undefined;
+}
+
 export interface RequestControl {
   readonly type: string;
   readonly criticality: boolean;

@@ -10,11 +10,14 @@ import { crmStore, quiet, schema } from './fixtures.js';
 const BASE = 'dc=example,dc=com';
 const dnOf = (id: string): string => `meridianId=${id},ou=people,${BASE}`;
 
-async function gateway(t: Test, store: Store, opts: { writes?: { user: string | undefined }[]; checking?: () => Promise<void> } = {}): Promise<number> {
+async function gateway(t: Test, store: Store, opts: { writes?: { user: string | undefined }[]; checking?: () => Promise<void>; answered?: () => Promise<void> } = {}): Promise<number> {
   const writer = {
     update: async (id: string, fields: Record<string, unknown>, o: { credential?: { user: string } }) => {
       opts.writes?.push({ user: o.credential?.user });
-      return store.update(id, fields);
+      const done = await store.update(id, fields);
+      // (the write is made and readable; its answer comes when the test says, as a replica's may come late)
+      await opts.answered?.();
+      return done;
     },
   } as unknown as Writer;
   const g = new LdapGateway({
@@ -49,6 +52,11 @@ function client(t: Test, port: number) {
           res.on('error', (err: { code?: number }) => resolve(err.code ?? -1));
           res.on('end', (r) => resolve(r?.status ?? -1));
         });
+      }),
+    setPassword: (dn: string, password: string): Promise<number> =>
+      new Promise((resolve) => {
+        const change = new ldap.Change({ operation: 'replace', modification: new ldap.Attribute({ type: 'userPassword', values: [password] }) });
+        c.modify(dn, change, (e) => resolve(e ? (e as { code?: number }).code ?? -1 : 0));
       }),
     setTitle: (dn: string, title: string): Promise<number> =>
       new Promise((resolve) => {
@@ -88,4 +96,24 @@ t.test('a password reset while the bind checks the old password is seen by the n
   t.equal(await c.bind('uid=alice', 'first-pw'), 0, 'the bind checked the entry it read, with the old password');
   t.equal(await c.look(dnOf('per-alice')), 49, 'the next operation finds the reset and asks to bind again');
   t.equal(await c.bind('uid=alice', 'reset-pw'), 0, 'the new password binds');
+});
+
+t.test("an operation that comes while the session's own password change is written keeps the session, and the change is answered success", async (t) => {
+  const store = await withPerson(t);
+  let release!: () => void;
+  let holding = false;
+  const port = await gateway(t, store, {
+    answered: () => {
+      holding = true;
+      return new Promise<void>((r) => (release = r));
+    },
+  });
+  const c = client(t, port);
+  t.equal(await c.bind('uid=alice', 'first-pw'), 0);
+  const changed = c.setPassword(dnOf('per-alice'), 'second-pw');
+  while (!holding) await new Promise((r) => setTimeout(r, 5));
+  t.equal(await c.look(dnOf('per-alice')), 0, 'a search meanwhile finds the entry changed and accepts the new password');
+  release();
+  t.equal(await changed, 0, 'the change is answered success, not a failure inside the server');
+  t.equal(await c.look(dnOf('per-alice')), 0, 'and the session goes on under the new password');
 });

@@ -114,18 +114,15 @@ t.test('bind throttle: free failures, doubling waits, a cap, cleared by success,
   t.equal(b.delay('z'), 0, 'forgotten after a quiet while');
 });
 
-t.test('bind throttle: once a name is slowed, one bind at a time per address, and those under way count as failures', async (t) => {
+t.test('bind throttle: one bind at a time per address once a name has failed enough, a few before; those under way count as failures', async (t) => {
   const b = new BindThrottle({ free: 2, baseMs: 100, maxMs: 10_000, forgetMs: 1000 }, () => 0);
-  const first = b.start('x', 'a')!;
-  const second = b.start('x', 'a')!;
-  t.same([first.wait, second.wait], [0, 0], 'not slowed yet: binds from one address run side by side');
-  const third = b.start('x', 'a');
-  t.equal(third, undefined, 'slowed by the two under way, a third from that address is refused');
+  const first = Array.from({ length: 8 }, () => b.start('x', 'a')!);
+  t.same(first.map((s) => s.wait), [0, 0, 100, 200, 400, 800, 1600, 3200], 'binds side by side from one address wait longer and longer (those under way count)');
+  t.equal(b.start('x', 'a'), undefined, 'a ninth at once from that address is refused');
   const elsewhere = b.start('x', 'b')!;
-  t.equal(elsewhere.wait, 100, 'one from another address is only slowed');
-  t.equal(b.start('x', 'b'), undefined, 'and is then the one of its address');
+  t.equal(elsewhere.wait, 6400, 'one from another address is only slowed');
   t.equal(b.start('y', 'a')!.wait, 0, 'another name is not touched');
-  for (const s of [first, second, elsewhere]) {
+  for (const s of [...first, elsewhere]) {
     s.done();
     s.done(); // ending twice counts once
   }
@@ -134,9 +131,10 @@ t.test('bind throttle: once a name is slowed, one bind at a time per address, an
   b.failed('x');
   const next = b.start('x', 'a')!;
   t.equal(next.wait, 100, 'failures slow the next bind');
-  t.equal(b.start('x', 'a'), undefined);
+  t.equal(b.start('x', 'a'), undefined, 'and, slowed, the name gets one bind at a time from that address');
+  t.equal(b.start('x', 'b')!.wait, 200, 'from another address it is slowed, not refused');
   next.done();
-  t.equal(b.start('x', 'a')!.wait, 100, 'once it ended, the address may try again');
+  t.equal(b.start('x', 'a')!.wait, 200, 'once the one under way ended, the address may try again');
 });
 
 t.test('the index finds exactly what a scan of every entry finds', async (t) => {

@@ -54,9 +54,12 @@ export class Principals {
     if (user === 'admin') return (await this.admin.check(user, password)) ? { kind: 'admin', name: 'admin' } : undefined;
     const rules = this.store.schema.access;
     if (!rules) return undefined;
+    // Each login field in turn, to the one whose person the password is: a value one person has as
+    // uid may be another's mail (a uid may hold "@"), and the first match must not lock the second out.
     for (const field of rules.login) {
       const found = (await this.store.lookup(rules.principalType, field, user)).items[0];
-      if (found) return this.person(found, user, password);
+      const principal = found && (await this.person(found, user, password));
+      if (principal) return principal;
     }
     return undefined;
   }

@@ -135,7 +135,7 @@ async function stream(store: Store, res: ServerResponse, since: number, allowed:
       unsubscribe();
       resolve();
       if (how === 'end') res.end();
-      else res.destroy();
+      else if (!res.destroyed) res.destroy();
     };
     onClosed(res, () => stop('destroy'));
     void pump();
