@@ -195,6 +195,11 @@ t.test('a second review of modify and password modify: what slapd answers, and n
   const radmin: [string, string] = ['uid=radmin', PERSON_PW];
   const [none, some] = await Promise.all(['per-c1b', 'per-c1'].map((id) => modify(radmin, `dn: ${dnOf(id)}\nchangetype: modify\ndelete: userPassword\n`)));
   t.same([none.code, some.code], [50, 50], 'a reseller admin deleting a contact\'s password: refused alike, set or not');
+  const [noneTwo, someTwo] = await Promise.all(['per-c1b', 'per-c1'].map((id) => modify(radmin, `dn: ${dnOf(id)}\nchangetype: modify\ndelete: userPassword\nuserPassword: a\nuserPassword: b\n`)));
+  t.same([noneTwo.code, someTwo.code], [50, 50], 'and by two values too');
+  // an anonymous bind, which ldapjs answers itself, with a critical control it does not support
+  const criticalBind = tlv(0x30, [integer(7), tlv(0x60, [integer(3), octets(''), octets('', 0x80)]), tlv(0xa0, [tlv(0x30, [octets('1.2.3.4.5'), Buffer.from([0x01, 0x01, 0xff])])])]);
+  t.equal(await firstAnswer(d.port, criticalBind), 12, 'an anonymous bind with an unknown critical control: unavailableCriticalExtension');
   t.equal((await modify(asAdmin, `dn: ${dnOf('per-c1b')}\nchangetype: modify\ndelete: userPassword\n`)).code, 16, 'the admin is told it is not set');
   // increment (RFC 4525) is answered, not a dropped connection
   const increment = await modify(asAdmin, `dn: ${dnOf('per-c1')}\nchangetype: modify\nincrement: title\ntitle: 1\n`);
@@ -453,6 +458,27 @@ t.test('malformed BER, oversized requests and deep filters get an error or a clo
  * write, and reads the result code and message of every SearchResultDone,
  * in the order of their message IDs.
  */
+/** The result code of the first answer to `request`. */
+function firstAnswer(port: number, request: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let got = Buffer.alloc(0);
+    const s = connect(port, '127.0.0.1', () => s.write(request));
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error('no answer'));
+    }, 5000);
+    s.on('error', () => {});
+    s.on('data', (c: Buffer) => {
+      got = Buffer.concat([got, c]);
+      const all = berTree(got);
+      if (!all) return;
+      clearTimeout(timer);
+      s.destroy();
+      resolve(got[all[0]!.children![1]!.children![0]!.start]!);
+    });
+  });
+}
+
 /** The result code of `request`, sent once `bind` is answered. */
 function boundAnswer(port: number, bind: Buffer, request: Buffer): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -125,4 +125,7 @@ t.test("a create under an idempotency key names the same object through any repl
   // the master keeps each replica's records of keys apart, so through r1b it finds none: the object the id names is the answer
   t.equal(await create(replicas[2]!.url, 'client-key-1'), first, 'through another replica of the same master too, answered, not refused as existing');
   t.not(await create(replicas[1]!.url, 'client-key-2'), first, 'another key: another object');
+  // the id a key names, holding other values than the create asks: not taken for a retry of it
+  const other = await fetch(`${replicas[2]!.url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json', 'idempotency-key': 'client-key-1' }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'Not the same', kind: 'vendor' } }) });
+  t.equal(other.status, 409, 'refused as a taken id');
 });

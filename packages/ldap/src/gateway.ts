@@ -10,12 +10,13 @@ import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex } from './f
 import { frameConnection, withoutControls, type ReadGate } from './framing.js';
 import { DirectoryIndex } from './directory-index.js';
 import { DirectoryLayout, InvalidDn, type Location, type MappedType } from './layout.js';
-import { ABANDON_REQUEST, controlsOf, decodeAbandon, decodePaged, decodeSearch, isSaslBind, messageIdOf, MODIFY_REQUEST, SEARCH_REQUEST, unknownModifyOperation, type RequestControl, type SearchRequest } from './search-request.js';
+import { ABANDON_REQUEST, controlsOf, decodeAbandon, decodePaged, decodeSearch, isSaslBind, messageIdOf, MODIFY_REQUEST, SEARCH_REQUEST, unknownModifyOperation, type SearchRequest } from './search-request.js';
 
 const monotonic = (): number => performance.now();
 
 const PAGED = '1.2.840.113556.1.4.319';
 const BIND_REQUEST = 0x60;
+const UNBIND_REQUEST = 0x42;
 const WHOAMI = '1.3.6.1.4.1.4203.1.11.3';
 const PASSWD = '1.3.6.1.4.1.4203.1.11.1';
 /** most bytes of answers held for one connection before its search waits for the client to read */
@@ -142,8 +143,6 @@ export class LdapGateway {
   private readonly inFlight = new WeakMap<Socket, number>();
   private readonly gates = new WeakMap<Socket, ReadGate>();
   private readonly drains = new WeakMap<Socket, Promise<void>>();
-  /** the controls of the request a connection's framer is handing to ldapjs (see accept) */
-  private readonly handedControls = new WeakMap<Socket, RequestControl[]>();
   /** each cached entry's last encoding, with the selection it was made for */
   private readonly encoded = new WeakMap<Entry, { key: string; body: Buffer }>();
   private readonly servers: Server[] = [];
@@ -179,9 +178,7 @@ export class LdapGateway {
     server.on('error', (e: Error) => this.opts.log.debug({ err: e.message }, 'LDAP request refused'));
     server.maxConnections = 10_000;
     const handler = (name: string, fn: (req: LdapRequest, s: Session) => Promise<Answer>) => (req: LdapRequest) => {
-      const controls = this.handedControls.get(req.connection) ?? [];
-      this.handedControls.delete(req.connection);
-      void this.run(name, req, fn, true, controls);
+      void this.run(name, req, fn);
     };
     server.bind('', handler('bind', (req, s) => this.bind(req, s)));
     // searches never reach ldapjs (see search-request.ts)
@@ -225,11 +222,6 @@ export class LdapGateway {
       this.opts.maxRequest ?? 1024 * 1024,
       (problem) => this.opts.log.info({ client: `${socket.remoteAddress}:${socket.remotePort}`, problem }, 'LDAP connection closed'),
       (message, checked) => {
-        if (checked.op.tag === SEARCH_REQUEST) {
-          // (the search rechecks the bound entry itself, once an abandon can find it)
-          void this.run('search', decodeSearch(message, checked, socket), (req, s) => this.abandonable(req, s), false);
-          return true;
-        }
         // Thunderbird abandons the search for what was typed before each new letter
         if (checked.op.tag === ABANDON_REQUEST) {
           const running = this.searches.get(socket)?.get(decodeAbandon(message, checked));
@@ -243,13 +235,26 @@ export class LdapGateway {
         // bind itself, without the bind handler, which would leave the last identity in place.
         // Operations still running keep the session they began with, so none of them can leave
         // its scope or identity on the new one; the searches stay abandonable (this.searches).
-        if (checked.op.tag === BIND_REQUEST) {
-          this.sessions.delete(socket);
-          // ldapjs cannot parse a SASL bind and closed the connection without an answer
-          if (isSaslBind(checked)) {
-            this.write(socket, answer(messageIdOf(message, checked), Op.bind, ResultCode.authMethodNotSupported, 'SASL binds are not supported here; bind with a name and password (a simple bind: ldapsearch -x)').bytes);
-            return true;
-          }
+        if (checked.op.tag === BIND_REQUEST) this.sessions.delete(socket);
+        // Controls are read here, for every operation, those ldapjs answers itself too (an anonymous
+        // bind): one marked critical that is not supported is refused, any other ignored (RFC 4511
+        // 4.1.11). ldapjs gets the request without them: it decodes those it knows by type, and threw
+        // on some (a password policy request, which has no value), closing the connection unanswered.
+        const unsupported = controlsOf(message, checked.controls).find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
+        if (unsupported && checked.op.tag !== UNBIND_REQUEST) {
+          const op = RESPONSE_OP[checked.op.tag] ?? Op.extended;
+          this.write(socket, answer(messageIdOf(message, checked), op, ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`).bytes);
+          return true;
+        }
+        if (checked.op.tag === SEARCH_REQUEST) {
+          // (the search rechecks the bound entry itself, once an abandon can find it)
+          void this.run('search', decodeSearch(message, checked, socket), (req, s) => this.abandonable(req, s), false);
+          return true;
+        }
+        // ldapjs cannot parse a SASL bind and closed the connection without an answer
+        if (checked.op.tag === BIND_REQUEST && isSaslBind(checked)) {
+          this.write(socket, answer(messageIdOf(message, checked), Op.bind, ResultCode.authMethodNotSupported, 'SASL binds are not supported here; bind with a name and password (a simple bind: ldapsearch -x)').bytes);
+          return true;
         }
         if (checked.op.tag === MODIFY_REQUEST) {
           const op = unknownModifyOperation(message, checked);
@@ -258,9 +263,6 @@ export class LdapGateway {
             return true;
           }
         }
-        // ldapjs gets the request without its controls, which its handler (called at once, within
-        // the parser's write) takes from here
-        this.handedControls.set(socket, controlsOf(message, checked.controls));
         return checked.controls ? withoutControls(message, checked) : false;
       },
     );
@@ -307,8 +309,7 @@ export class LdapGateway {
   }
 
   /** Runs one operation, answers it, and never lets its failure reach ldapjs (or the process). */
-  /** `controls`: the request's, as the client sent them (those ldapjs decoded are not used: see withoutControls) */
-  private async run<R extends Request>(op: string, req: R, fn: (req: R, s: Session) => Promise<Answer>, recheck = true, controls: readonly { type: string; criticality: boolean }[] = req.controls): Promise<void> {
+  private async run<R extends Request>(op: string, req: R, fn: (req: R, s: Session) => Promise<Answer>, recheck = true): Promise<void> {
     const started = process.hrtime.bigint();
     const conn = req.connection;
     // Looked up once, before any await: an operation keeps the identity it came under,
@@ -325,8 +326,6 @@ export class LdapGateway {
     if (running === MAX_IN_FLIGHT) this.gates.get(conn)?.hold();
     let reply: Answer;
     try {
-      const unsupported = controls.find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
-      if (unsupported) throw new LdapFailure(ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
       // Every operation first checks that the bound entry still holds. (A bind's session is a new,
       // anonymous one already: the framer dropped the old one when the request came in.)
       const rechecked = recheck ? this.recheck(s) : undefined;
@@ -811,7 +810,7 @@ export class LdapGateway {
       return v === undefined ? [] : (Array.isArray(v) ? v : [v]).map(String);
     };
     /** a `delete: userPassword` by value: the value the password must be */
-    let passwordGiven: { attr: string; value: string; stored: string } | undefined;
+    let passwordGiven: { attr: string; values: string[]; stored: string } | undefined;
     /** a `delete: userPassword` of an entry that has none */
     let passwordAbsent: string | undefined;
     for (const change of req.changes ?? []) {
@@ -852,8 +851,7 @@ export class LdapGateway {
           else if (f.kind === 'password') {
             // compared only once the write is allowed (below): before, it told anyone who may read
             // the entry whether a guess was its password, unthrottled
-            if (values.length > 1) throw new LdapFailure(ResultCode.noSuchAttribute, `${mod.type} holds one value`);
-            passwordGiven = { attr: mod.type, value: values[0]!, stored: have[0]! };
+            passwordGiven = { attr: mod.type, values, stored: have[0]! };
             next = [];
           } else {
             const missing = values.find((v) => !have.some((h) => fold(key, h) === fold(key, v)));
@@ -873,9 +871,10 @@ export class LdapGateway {
     await authorizeWrite(scope, readerKnowing(o, (x) => this.opts.store.get(x)), 'update', o.id, t.def.name, update);
     if (passwordAbsent !== undefined) throw new LdapFailure(ResultCode.noSuchAttribute, `${passwordAbsent} is not set on this entry`);
     if (passwordGiven) {
-      const { attr, value, stored } = passwordGiven;
+      const { attr, values, stored } = passwordGiven;
+      if (values.length > 1) throw new LdapFailure(ResultCode.noSuchAttribute, `${attr} holds one value`);
       // the value is the password (or its stored hash): deleting a password one does not know removes nothing
-      if (value !== stored && !(await verifyPassword(value, stored).catch(() => false))) throw new LdapFailure(ResultCode.noSuchAttribute, `${attr} does not hold the value given`);
+      if (values[0] !== stored && !(await verifyPassword(values[0]!, stored).catch(() => false))) throw new LdapFailure(ResultCode.noSuchAttribute, `${attr} does not hold the value given`);
     }
     const [principal, credential] = [s.principal, s.credential];
     const own = principal.kind === 'person' && principal.id === o.id && pw !== undefined && typeof update[pw] === 'string' ? (update[pw] as string) : undefined;
@@ -894,11 +893,12 @@ export class LdapGateway {
    */
   private async ownPasswordChange<T>(s: Session, password: string | undefined, write: () => Promise<T>): Promise<T> {
     if (password === undefined) return write();
-    const principal = s.principal;
+    const who = s.principal?.kind === 'person' ? s.principal.id : undefined;
     s.changing = password;
     try {
       const done = await write();
-      if (s.principal === principal && s.credential) s.credential = { user: s.credential.user, password };
+      // (a recheck meanwhile may have put a new principal object of the same person in place)
+      if (who !== undefined && s.principal?.kind === 'person' && s.principal.id === who && s.credential) s.credential = { user: s.credential.user, password };
       return done;
     } finally {
       if (s.changing === password) s.changing = undefined;
@@ -946,7 +946,11 @@ export class LdapGateway {
     const update = { [access.passwordField]: password };
     // (the schema's rules for the write, as a modify of the attribute meets them: the same on a master as through a replica)
     await authorizeWrite(await this.principalScope(s, principal), readerKnowing(target, (x) => this.opts.store.get(x)), 'update', target.id, target.type, update);
-    await this.ownPasswordChange(s, self ? password : undefined, () => this.opts.writer.update(target.id, update, { principal: principalName(principal), via: 'ldap', credential }));
+    // A change of one's own password is made over the entry the session's password was last proven
+    // against, and only while the session is still this person's: an admin's reset meanwhile wins.
+    const proven = self ? s.entry?.version : undefined;
+    if (self && (s.principal?.kind !== 'person' || s.principal.id !== target.id)) throw new LdapFailure(ResultCode.invalidCredentials, 'your entry changed since you bound; bind again');
+    await this.ownPasswordChange(s, self ? password : undefined, () => this.opts.writer.update(target.id, update, { principal: principalName(principal), via: 'ldap', credential, ifVersion: proven }));
     // a generated password goes back in the response: SEQUENCE { genPasswd [0] }
     const extra = generated ? [tlv(0x8b, tlv(0x30, octets(generated, 0x80)))] : [];
     return answer(req.messageId, Op.extended, ResultCode.success, '', { extra });

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { asSeenBy, authorizeWrite, idFromDigest, isMeridianError, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
+import { asSeenBy, authorizeWrite, checkFieldValues, idFromDigest, isMeridianError, publicFields, type AccessScope, type TypeDef, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
 import { checkWriteFrame, ForwardError, FrameError, MAX_REFUSAL, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
 import { builtInRefusal } from './built-in-types.js';
 import type { Principals } from './principals.js';
@@ -48,6 +48,7 @@ export class ForwardedWrites {
     if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [prior.origin ?? me]: prior.originSeq } };
     const opts = { principal: recordedPrincipal(principalName(principal), w.via), ifVersion: w.ifVersion, idempotencyKey: scoped };
     let seesEverything = principal.kind === 'admin';
+    let scope: AccessScope | undefined;
     try {
       const current = w.op === 'create' ? undefined : await this.store.get(w.id);
       // whoever asks, the admin too, as on the admin API
@@ -55,7 +56,7 @@ export class ForwardedWrites {
       if (builtIn) throw new MeridianError('forbidden', builtIn);
       // the master authorises the user itself: a replica cannot write as anyone it cannot prove to be
       const get = (id: string): Promise<StoredObject | undefined> => this.store.get(id);
-      const scope = await this.principals.scope(principal);
+      scope = await this.principals.scope(principal);
       seesEverything = scope.everything;
       await authorizeWrite(scope, current ? readerKnowing(current, get) : get, w.op, w.id, w.type, w.fields);
       switch (w.op) {
@@ -78,9 +79,14 @@ export class ForwardedWrites {
     } catch (caught) {
       // A keyed create tried again, through another replica (whose record of the key this master
       // keeps apart) or after the record was trimmed: the object its id names is the one it made.
-      if (isMeridianError(caught) && caught.code === 'exists' && w.op === 'create' && w.id === keyedCreateId(this.store.schema.types.get(w.type ?? '')?.idPrefix ?? 'obj', w.via, w.key)) {
+      // Only an object of that type, which the user may read, holding what this create asks: one
+      // made under another's knowledge of the key is refused as any taken id is.
+      const def = this.store.schema.types.get(w.type ?? '');
+      if (def && scope && isMeridianError(caught) && caught.code === 'exists' && w.op === 'create' && w.id === keyedCreateId(def.idPrefix, w.via, w.key)) {
         const made = await this.store.get(w.id);
-        if (made && !made.deleted) return { t: 'wrote', key: w.key, ok: true, id: w.id, need: this.store.versionVector() };
+        if (made && !made.deleted && made.type === def.name && scope.canRead(made) && holdsAsked(def, made, w.fields ?? {})) {
+          return { t: 'wrote', key: w.key, ok: true, id: w.id, need: this.store.versionVector() };
+        }
       }
       // told as the gateway on the replica would tell it: to the user, not to the replica
       const e = asSeenBy(caught, seesEverything);
@@ -95,6 +101,19 @@ export class ForwardedWrites {
     // from the master that made the write (relayed here) names that master's change
     return { t: 'wrote', key: w.key, ok: true, id: w.id, need: done ? { [done.origin ?? me]: done.originSeq } : this.store.versionVector() };
   }
+}
+
+/** Whether an object holds the fields a create asked for (passwords aside: stored hashed, never shown). */
+function holdsAsked(def: TypeDef, o: StoredObject, asked: Record<string, unknown>): boolean {
+  let values: Record<string, unknown>;
+  try {
+    values = checkFieldValues(def, o.id, asked);
+  } catch {
+    return false;
+  }
+  const shown = publicFields(def, o.fields);
+  const wanted = Object.entries(values).filter(([k, v]) => v !== null && def.fields.get(k)?.kind !== 'password');
+  return wanted.length === Object.keys(shown).length && wanted.every(([k, v]) => JSON.stringify(shown[k]) === JSON.stringify(v));
 }
 
 const STORE_CODES = new Set<string>(['validation', 'not-found', 'exists', 'precondition', 'closed', 'locked', 'forbidden', 'bad-request']);

@@ -287,13 +287,11 @@ export class XmlGateway {
       const exists = current !== undefined && !current.deleted && current.type === type && r.scope.canRead(current);
       if (!exists && !r.scope.everything) {
         // Whoever does not see everything learns nothing of an id it cannot read: one answer whether
-        // an object it may not see holds it, a deleted one, one of another type, or none; a create's
-        // body is judged before the id is looked at. (Only a create shows that the id is free, by
-        // making the object.)
-        if (!creating) throw new XmlError(404, `no ${type} ${id}; to create it with PUT send If-None-Match: *`);
-        if (match !== undefined) throw new XmlError(404, `no ${type} ${id}`);
-        await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'create', id, type, fields);
-        if (current) throw new XmlError(404, `no ${type} ${id}`);
+        // an object it may not see holds it, a deleted one, one of another type, or none. So it does
+        // not choose ids either: a create of an id that turned out taken (or purged) would be refused
+        // where the same create of a free id would be made, or refused for its body.
+        if (creating) throw new XmlError(403, `choosing an object's id is for the admin and staff; create the ${type} with POST /objects/${type}, which gives it one`);
+        throw new XmlError(404, `no ${type} ${id}`);
       } else if (current && !current.deleted && !exists) throw new XmlError(404, `no ${type} ${id}`);
       if (!exists) {
         // (RFC 9110: If-Match fails on a resource that has no current representation)
