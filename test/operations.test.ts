@@ -314,6 +314,21 @@ t.test('meridian log: the last 20 changes by default, and --follow prints new on
   t.match(followed[1], { id: later.id, kind: 'create', type: 'Organisation', principal: 'admin', origin: 'a' });
 });
 
+t.test('a peer that comes back on a new connection before this side noticed its old one die is let in at once, not refused as a duplicate', async (t) => {
+  const proxy = await FaultProxy.start();
+  t.teardown(() => proxy.close());
+  // b would notice the dead connection only after 30 s; a gives up on it after 800 ms and dials again
+  const b = await start(t, { nodeId: 'b', linkTimeout: 30_000 });
+  proxy.setTarget(Number(new URL(b.node.url).port));
+  const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${proxy.port}/sync`], linkTimeout: 800 });
+  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'live'), 'a and b are connected');
+  proxy.freeze();
+  const frozenAt = Date.now();
+  const o = await a.node.store.create('Organisation', { name: 'After the freeze', kind: 'vendor' });
+  t.ok(await until(async () => (await b.node.store.get(o.id)) !== undefined, 8000), `the write reached b over a's new connection in ${Date.now() - frozenAt} ms (the old one stays open on b for 30 s)`);
+  t.ok(count(b.logs, 'duplicate session with this peer closed; one session carries both directions') >= 1, 'b closed its old connection as the duplicate');
+});
+
 t.test('meridian verify says identical, or names the ranges that differ', async (t) => {
   const a = await start(t, { nodeId: 'a' });
   const b = await start(t, { nodeId: 'b' });

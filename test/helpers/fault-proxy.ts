@@ -61,6 +61,21 @@ export class FaultProxy {
     }
   }
 
+  /**
+   * Stops carrying bytes on the connections open now, without closing them,
+   * while new ones go through: an end that vanished and came back on a new
+   * connection before the other noticed.
+   */
+  freeze(): void {
+    for (const [c, u] of this.pairs) {
+      c.unpipe(u);
+      u.unpipe(c);
+      c.pause();
+      u.pause();
+    }
+    this.pairs.clear();
+  }
+
   private join(client: Socket, upstream: Socket): void {
     client.pipe(upstream);
     upstream.pipe(client);

@@ -558,7 +558,8 @@ export class Replicator {
       return false;
     }
     for (const other of this.links) {
-      if (other === link || other.session.peer !== peer || other.session.state !== 'open') continue;
+      // (a link whose socket is closing is on its way out, its queued work still ending: it does not compete)
+      if (other === link || other.session.peer !== peer || other.session.state !== 'open' || other.ws.readyState !== WebSocket.OPEN) continue;
       // a master and a replica under one id: the master's session stays, the replica's goes
       if (role !== other.session.peerRole) {
         const replica = role === 'replica' ? link : other;
@@ -572,7 +573,11 @@ export class Replicator {
       }
       const keepOutbound = me < peer;
       const keep = (l: Link): boolean => (l.direction === 'outbound') === keepOutbound;
-      const loser = keep(link) && !keep(other) ? other : link;
+      // Two in one direction: the peer dialed again, which it does only after giving up on the first,
+      // so one not heard from for two heartbeats is a dead connection this side has not noticed yet (a
+      // laptop that slept): it goes, not the new one, which would be refused until it timed out.
+      const stale = other.direction === link.direction && monotonic() - other.heardAt > 2 * this.heartbeat;
+      const loser = stale || (keep(link) && !keep(other)) ? other : link;
       this.lastReason.set(loser, DUPLICATE_SESSION);
       this.opts.log.info({ peer, closed: loser.direction }, 'duplicate session with this peer closed; one session carries both directions');
       loser.ws.close(1000, DUPLICATE_SESSION);
