@@ -215,6 +215,14 @@ const RECENT_ENTRIES = 4096;
 const RECENT_BYTES = 8 * 1024 * 1024;
 /** the most objects one page of a list, lookup or scan holds */
 export const MAX_PAGE = 10_000;
+/**
+ * The largest Yjs update one change may carry: what a replication frame
+ * takes (sync's frames.ts). A change past it would be made here and then
+ * refused by every peer, and replication from this node stop at it.
+ */
+export const MAX_CHANGE_BYTES = 4 * 1024 * 1024;
+/** room in MAX_CHANGE_BYTES for the update's own encoding around the values (ids, lengths, field names) */
+const CHANGE_OVERHEAD = 64 * 1024;
 /** operations per batch when indexes are rebuilt at open (reindexChangedFields) */
 const REINDEX_BATCH = 10_000;
 const DEFAULT_PAGE = 100;
@@ -601,6 +609,7 @@ export class Store {
         touched = Object.keys(values);
         if (intent.kind === 'replace') touched = [...def.fields.keys()];
         checkRequired(def, intent.kind === 'create' ? undefined : intent.id, fields);
+        checkChangeSize(def, intent.kind === 'create' ? undefined : intent.id, cur?.f, fields, touched);
         break;
       }
       case 'delete':
@@ -2604,6 +2613,20 @@ async function allSettled(waits: Promise<void>[]): Promise<void> {
 }
 
 const absentValue = (): CachedObject => ({ current: null, durable: null, doc: undefined, pending: undefined });
+
+/** Refuses a change whose new values would make an update past MAX_CHANGE_BYTES (see there). */
+function checkChangeSize(def: TypeDef, id: string | undefined, before: Readonly<Record<string, FieldValue>> | undefined, after: Record<string, FieldValue>, touched: readonly string[]): void {
+  let bytes = 0;
+  for (const name of touched) {
+    const v = after[name];
+    if (v === undefined || (before && JSON.stringify(before[name]) === JSON.stringify(v))) continue;
+    bytes += Buffer.byteLength(name);
+    for (const one of Array.isArray(v) ? v : [v]) bytes += Buffer.byteLength(String(one)) + 16;
+  }
+  if (bytes <= MAX_CHANGE_BYTES - CHANGE_OVERHEAD) return;
+  const subject = id ? `${def.name} ${id}` : `new ${def.name}`;
+  throw new ValidationError({ objectId: id, type: def.name, rule: 'size', message: `${subject}: this change writes ${bytes} bytes of values, more than one change may carry (${MAX_CHANGE_BYTES - CHANGE_OVERHEAD}); write the values in several changes, or shorten them` });
+}
 
 function needsHashing(def: TypeDef, values: Record<string, FieldValue | null>): boolean {
   for (const f of def.fields.values()) {

@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { ValidationError, MeridianError } from '../dist/index.js';
+import { MAX_CHANGE_BYTES, ValidationError, MeridianError } from '../dist/index.js';
 import { openStore } from './fixtures.js';
 
 async function rejects(t: Test, p: Promise<unknown>, rule: string, field: string | undefined, message: RegExp): Promise<void> {
@@ -94,4 +94,18 @@ t.test('passwords are stored only as salted hashes and never shown', async (t) =
   for await (const [, v] of s.raw('')) t.notOk(v.includes(Buffer.from('secret')), 'clear text never reaches the disk');
   const q = await s.replace(p.id, { cn: 'X2', sn: 'Y' });
   t.equal(q.fields['password'], stored, 'a full replace keeps the password it cannot see');
+});
+
+t.test('a change too large for one replication frame is refused before anything is made; one just under it fits a frame', async (t) => {
+  const store = await openStore(t);
+  const many = (n: number, length: number, c: string): string[] => Array.from({ length: n }, (_, i) => `${i}${c.repeat(length)}`);
+  await t.rejects(store.create('Person', { cn: 'Big', sn: 'B', telephoneNumber: many(1000, 3000, 'é') }), { rule: 'size', message: /^new Person: this change writes \d+ bytes of values, more than one change may carry \(\d+\); write the values in several changes, or shorten them$/ });
+  t.equal(store.lastSeq, 0, 'nothing was made');
+  const fits = await store.create('Person', { cn: 'Fits', sn: 'F', telephoneNumber: many(1000, 4000, 'x') });
+  const [entry] = await store.readFeed(0, 1);
+  t.ok(entry!.update.length <= MAX_CHANGE_BYTES, `its update, ${entry!.update.length} bytes, is within the ${MAX_CHANGE_BYTES} a frame carries`);
+  // an update is sized by what it changes: the same values again change nothing; new ones are counted
+  await t.resolves(store.update(fits.id, { telephoneNumber: many(1000, 4000, 'x'), cn: 'Fits Still' }), 'values as they are do not count');
+  await t.rejects(store.update(fits.id, { telephoneNumber: many(1000, 3000, 'é') }), { rule: 'size' });
+  t.equal((await store.get(fits.id))?.fields['cn'], 'Fits Still', 'and the object is as the last change left it');
 });

@@ -1,5 +1,5 @@
 import { Packr } from 'msgpackr';
-import { isValidId } from '@meridian/store';
+import { isValidId, MAX_CHANGE_BYTES } from '@meridian/store';
 
 /**
  * Every frame of the replication protocol, in one place. A frame is one
@@ -216,7 +216,7 @@ function checkChange(c: unknown): WireChange {
   check(isId(c['o']) && isSeq(c['n']) && c['n'] > 0, 'change origin is malformed');
   check(isId(c['i']) && typeof c['y'] === 'string' && NAME_RE.test(c['y']), 'change object id or type is malformed');
   check(typeof c['k'] === 'string' && KINDS.has(c['k']), 'change kind is unknown');
-  check(isBytes(c['u'], 4 * 1024 * 1024), 'change update must be bytes');
+  check(isBytes(c['u'], MAX_CHANGE_BYTES), 'change update must be bytes');
   check(isSeq(c['h']), 'change HLC is malformed');
   check(typeof c['p'] === 'string' && c['p'].length <= 256, 'change principal is malformed');
   check(Array.isArray(c['c']) && c['c'].length <= 1000 && c['c'].every((f) => typeof f === 'string' && NAME_RE.test(f)), 'change field list is malformed');
