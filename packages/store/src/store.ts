@@ -2616,6 +2616,14 @@ const absentValue = (): CachedObject => ({ current: null, durable: null, doc: un
 
 /** Refuses a change whose new values would make an update past MAX_CHANGE_BYTES (see there). */
 function checkChangeSize(def: TypeDef, id: string | undefined, before: Readonly<Record<string, FieldValue>> | undefined, after: Record<string, FieldValue>, touched: readonly string[]): void {
+  // first a bound that costs a few additions per field (this runs in every write): three bytes a character
+  let bound = 0;
+  for (const name of touched) {
+    const v = after[name];
+    if (v === undefined) continue;
+    for (const one of Array.isArray(v) ? v : [v]) bound += (typeof one === 'string' ? one.length : 24) * 3 + 16;
+  }
+  if (bound <= MAX_CHANGE_BYTES - CHANGE_OVERHEAD) return;
   let bytes = 0;
   for (const name of touched) {
     const v = after[name];
