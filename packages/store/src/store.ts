@@ -2621,7 +2621,8 @@ function checkChangeSize(def: TypeDef, id: string | undefined, before: Readonly<
   for (const name of touched) {
     const v = after[name];
     if (v === undefined) continue;
-    for (const one of Array.isArray(v) ? v : [v]) bound += (typeof one === 'string' ? one.length : 24) * 3 + 16;
+    if (!Array.isArray(v)) bound += (typeof v === 'string' ? v.length : 24) * 3 + 16;
+    else for (const one of v) bound += (typeof one === 'string' ? one.length : 24) * 3 + 16;
   }
   if (bound <= MAX_CHANGE_BYTES - CHANGE_OVERHEAD) return;
   let bytes = 0;
