@@ -276,6 +276,12 @@ t.test('{SSHA} hashes imported from OpenLDAP are accepted and upgraded at the ne
   }
   t.match(stored, /^\$scrypt\$/, 'the hash is now scrypt');
   t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=imported', '-w', 'openldap-pw'])).code, 0, 'and the password still works');
+  // a person changing their password in the session whose bind starts the upgrade: the change goes over the upgraded entry
+  const ssha2 = `{SSHA}${Buffer.concat([createHash('sha1').update('openldap-pw').update(salt).digest(), salt]).toString('base64')}`;
+  await d.node.store.create('Person', { cn: 'Imported Two', sn: 'Imported', uid: 'imported2', password: ssha2, organisation: 'org-c2' }, { id: 'per-imported2' });
+  const changed = await ldapTool('ldappasswd', ['-x', '-H', d.url, '-D', 'uid=imported2', '-w', 'openldap-pw', '-s', 'after-the-upgrade']);
+  t.equal(changed.code, 0, `ldappasswd right after the bind that upgrades the hash: ${changed.stdout}${changed.stderr}`);
+  t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=imported2', '-w', 'after-the-upgrade'])).code, 0, 'and the new password works');
 });
 
 t.test('anonymous clients: root DSE only by default, everything under the read policy', async (t) => {

@@ -5,7 +5,8 @@
  * the changes feed carrying a write made on another master.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { DEFAULT_SCHEMA } from '@meridian/node';
 import type { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -638,6 +639,23 @@ t.test("a login that is one person's uid and another's mail signs in whichever o
   const asUid = await call(node, 'GET', '/me', { auth: basic('contact2@example.com', 'x-password-1') });
   t.match(asUid.text, /id="per-x"/, 'and per-x by uid, with its own');
   t.equal((await call(node, 'GET', '/me', { auth: basic('contact2@example.com', 'neither') })).status, 401);
+});
+
+t.test('an import object too large for one change is rejected, in a dry run as in the import itself', async (t) => {
+  // (the CRM schema's fields are too short to reach the limit: here telephone numbers have the default 4096 characters)
+  const schema = join(tempDir(t), 'crm.yaml');
+  writeFileSync(schema, readFileSync(DEFAULT_SCHEMA, 'utf8').replaceAll('telephoneNumber: { type: string, multi: true, maxLength: 64,', 'telephoneNumber: { type: string, multi: true,'));
+  const node = await startXmlNode(t, { maxBody: 16 * 1024 * 1024, schema });
+  await seed(node);
+  const phones = Array.from({ length: 1000 }, (_, i) => `<field name="telephoneNumber">${i}${'é'.repeat(3000)}</field>`).join('');
+  const doc = `<objects><object type="Person" id="per-huge"><field name="cn">Huge</field><field name="sn">H</field>${phones}</object></objects>`;
+  for (const query of ['?dry-run=1', '']) {
+    const r = await call(node, 'POST', `/import${query}`, { body: doc });
+    t.equal(r.status, 200, r.text.slice(0, 300));
+    t.match(r.text, /rejected="1"/, `${query || 'the import'}: rejected`);
+    t.match(r.text, /more than one change may carry/);
+  }
+  t.equal(await node.store.get('per-huge'), undefined, 'and nothing was made');
 });
 
 t.test('an SSE changes stream ends once its staff member may no longer read it', async (t) => {

@@ -2,12 +2,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import ldap, { type LdapConnection, type LdapRequest, type Server } from 'ldapjs';
-import { asSeenBy, authorizeWrite, verifyPassword, type AccessScope, needsUpgrade, principalName, readerKnowing, type Principal, type Store, type StoredObject, type Writer } from '@meridian/store';
+import { asSeenBy, authorizeWrite, isMeridianError, verifyPassword, type AccessScope, needsUpgrade, principalName, readerKnowing, type Principal, type Store, type StoredObject, type Writer } from '@meridian/store';
 import { entryBody, octets, Op, pagedValue, result, ResultCode, searchEntryHead, tlv } from './ber.js';
 import { BindThrottle } from './bind-throttle.js';
 import { EntryBuilder, entrySource, type Entry } from './entries.js';
 import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex } from './filter.js';
 import { frameConnection, withoutControls, type ReadGate } from './framing.js';
+import type { CheckedRequest } from './validate.js';
 import { DirectoryIndex } from './directory-index.js';
 import { DirectoryLayout, InvalidDn, type Location, type MappedType } from './layout.js';
 import { ABANDON_REQUEST, controlsOf, decodeAbandon, decodePaged, decodeSearch, isSaslBind, messageIdOf, MODIFY_REQUEST, SEARCH_REQUEST, unknownModifyOperation, type SearchRequest } from './search-request.js';
@@ -242,9 +243,7 @@ export class LdapGateway {
         // on some (a password policy request, which has no value), closing the connection unanswered.
         const unsupported = controlsOf(message, checked.controls).find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
         if (unsupported && checked.op.tag !== UNBIND_REQUEST) {
-          const op = RESPONSE_OP[checked.op.tag] ?? Op.extended;
-          this.write(socket, answer(messageIdOf(message, checked), op, ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`).bytes);
-          return true;
+          return this.refuse(socket, message, checked, ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
         }
         if (checked.op.tag === SEARCH_REQUEST) {
           // (the search rechecks the bound entry itself, once an abandon can find it)
@@ -253,20 +252,29 @@ export class LdapGateway {
         }
         // ldapjs cannot parse a SASL bind and closed the connection without an answer
         if (checked.op.tag === BIND_REQUEST && isSaslBind(checked)) {
-          this.write(socket, answer(messageIdOf(message, checked), Op.bind, ResultCode.authMethodNotSupported, 'SASL binds are not supported here; bind with a name and password (a simple bind: ldapsearch -x)').bytes);
-          return true;
+          return this.refuse(socket, message, checked, ResultCode.authMethodNotSupported, 'SASL binds are not supported here; bind with a name and password (a simple bind: ldapsearch -x)');
         }
         if (checked.op.tag === MODIFY_REQUEST) {
           const op = unknownModifyOperation(message, checked);
-          if (op !== undefined) {
-            this.write(socket, answer(messageIdOf(message, checked), Op.modify, ResultCode.protocolError, `modify operation ${op} is not supported here; use add (0), delete (1) or replace (2)`).bytes);
-            return true;
-          }
+          if (op !== undefined) return this.refuse(socket, message, checked, ResultCode.protocolError, `modify operation ${op} is not supported here; use add (0), delete (1) or replace (2)`);
         }
         return checked.controls ? withoutControls(message, checked) : false;
       },
     );
     this.gates.set(socket, gate);
+  }
+
+  /**
+   * Answers a request the framer refuses before ldapjs sees it, through
+   * run(), so that the answer counts in the connection's in-flight
+   * operations and waits for a client that does not read, as every other
+   * answer does (a stream of small refused requests must not fill the
+   * server's memory with answers). Returns true: the request is dealt with.
+   */
+  private refuse(socket: Socket, message: Buffer, checked: CheckedRequest, code: number, text: string): true {
+    const req: Request = { messageId: messageIdOf(message, checked), protocolOp: checked.op.tag, connection: socket, controls: [] };
+    void this.run(OP_NAMES[checked.op.tag] ?? 'extended', req, async () => answer(req.messageId, RESPONSE_OP[req.protocolOp] ?? Op.extended, code, text), false);
+    return true;
   }
 
   /**
@@ -948,9 +956,22 @@ export class LdapGateway {
     await authorizeWrite(await this.principalScope(s, principal), readerKnowing(target, (x) => this.opts.store.get(x)), 'update', target.id, target.type, update);
     // A change of one's own password is made over the entry the session's password was last proven
     // against, and only while the session is still this person's: an admin's reset meanwhile wins.
-    const proven = self ? s.entry?.version : undefined;
-    if (self && (s.principal?.kind !== 'person' || s.principal.id !== target.id)) throw new LdapFailure(ResultCode.invalidCredentials, 'your entry changed since you bound; bind again');
-    await this.ownPasswordChange(s, self ? password : undefined, () => this.opts.writer.update(target.id, update, { principal: principalName(principal), via: 'ldap', credential, ifVersion: proven }));
+    // An entry changed otherwise (the {SSHA} upgrade the bind started, an edit) is proven against
+    // again, and the change made over that.
+    for (let attempt = 1; ; attempt++) {
+      const proven = self ? s.entry?.version : undefined;
+      if (self && (s.principal?.kind !== 'person' || s.principal.id !== target.id || !s.entry)) throw new LdapFailure(ResultCode.invalidCredentials, 'your entry changed since you bound; bind again');
+      try {
+        await this.ownPasswordChange(s, self ? password : undefined, () => this.opts.writer.update(target.id, update, { principal: principalName(principal), via: 'ldap', credential, ifVersion: proven }));
+        break;
+      } catch (e) {
+        if (!(self && attempt < 3 && isMeridianError(e) && e.code === 'precondition' && s.entry)) throw e;
+        // the other change shows once on disk (reads see durable states): then prove the session's
+        // password against it, which drops the session, and says so, if it is no longer the entry's
+        for (let waited = 0; waited < 1000 && (await this.opts.store.get(target.id))?.version === proven; waited += 10) await sleep(10);
+        await this.recheckEntry(s, target.id, s.entry);
+      }
+    }
     // a generated password goes back in the response: SEQUENCE { genPasswd [0] }
     const extra = generated ? [tlv(0x8b, tlv(0x30, octets(generated, 0x80)))] : [];
     return answer(req.messageId, Op.extended, ResultCode.success, '', { extra });
@@ -969,6 +990,9 @@ function select(attributes: readonly string[], typesOnly: boolean): Selection {
   }
   return { allUser, allOperational, named, typesOnly, key: `${+allUser}${+allOperational}${+typesOnly}${[...named].sort().join(',')}` };
 }
+
+/** Each request operation's name in the metrics (as run() is told it). */
+const OP_NAMES: Readonly<Record<number, string>> = { 0x60: 'bind', 0x63: 'search', 0x66: 'modify', 0x68: 'add', 0x4a: 'delete', 0x6c: 'modrdn', 0x6e: 'compare' };
 
 /** The response to each request operation (anything else is an extended operation). */
 const RESPONSE_OP: Readonly<Record<number, number>> = { 0x60: Op.bind, 0x63: Op.searchDone, 0x66: Op.modify, 0x68: Op.add, 0x4a: Op.del, 0x6c: Op.modDn, 0x6e: Op.compare };

@@ -177,6 +177,31 @@ t.test('a client that pipelines searches without reading the answers holds its r
   t.ok(await until(() => done === N, 60_000), `all ${N} searches answered (${done})`);
 });
 
+t.test('requests refused before ldapjs sees them (a critical control) are held like any other when the client does not read', async (t) => {
+  const g = await heldGateway(t);
+  const s = connect(g.port, '127.0.0.1');
+  t.teardown(() => s.destroy());
+  await once(s, 'connect');
+  s.pause();
+  // a delete with an unknown critical control: about 40 bytes asked, refused with a longer answer
+  const refused = (id: number): Buffer => tlv(0x30, [integer(id), octets('x', 0x4a), tlv(0xa0, [tlv(0x30, [octets('1.2.3.4.5.6.7.8.9'), Buffer.from([0x01, 0x01, 0xff])])])]);
+  const N = 50_000;
+  for (let i = 1; i <= N; i += 1000) s.write(Buffer.concat(Array.from({ length: 1000 }, (_, j) => refused(i + j))));
+  const server = (): Socket => [...(g.gateway as unknown as { sockets: Set<Socket> }).sockets][0]!;
+  let most = 0;
+  for (const end = Date.now() + 1500; Date.now() < end; await sleep(20)) most = Math.max(most, server().writableLength);
+  t.ok(most > 0, `the server answered until its client stopped reading (${most} bytes waiting at most)`);
+  t.ok(most < 1 << 20, `answers held for the connection: at most ${most} bytes`);
+  let done = 0;
+  const framer = new MessageFramer(1 << 20, (m) => {
+    const [msg] = berTree(m)!;
+    if (msg!.children![1]!.tag === 0x6b && m[msg!.children![1]!.children![0]!.start] === 12) done++;
+  }, (e) => t.fail(e));
+  s.on('data', (c: Buffer) => framer.push(c));
+  s.resume();
+  t.ok(await until(() => done === N, 60_000), `all ${N} refused, each with unavailableCriticalExtension (${done})`);
+});
+
 t.test('a SASL bind is answered authMethodNotSupported and the connection goes on anonymous', async (t) => {
   const g = await heldGateway(t);
   const c = rawClient(t, g.port);

@@ -2615,7 +2615,7 @@ async function allSettled(waits: Promise<void>[]): Promise<void> {
 const absentValue = (): CachedObject => ({ current: null, durable: null, doc: undefined, pending: undefined });
 
 /** Refuses a change whose new values would make an update past MAX_CHANGE_BYTES (see there). */
-function checkChangeSize(def: TypeDef, id: string | undefined, before: Readonly<Record<string, FieldValue>> | undefined, after: Record<string, FieldValue>, touched: readonly string[]): void {
+export function checkChangeSize(def: TypeDef, id: string | undefined, before: Readonly<Record<string, FieldValue>> | undefined, after: Record<string, FieldValue>, touched: readonly string[]): void {
   // first a bound that costs a few additions per field (this runs in every write): three bytes a character
   let bound = 0;
   for (const name of touched) {

@@ -10,6 +10,9 @@ import { CommitClock } from './commit-clock.js';
 import { releaseSnapshot, runActions, type FeedStore, type SessionIo } from './executor.js';
 
 /** The reason a dialer shows when its session was closed because the peer's own session carries the link. */
+/** the close reason of an older session with a peer that was not heard from, replaced by its newer one */
+const STALE_SESSION = 'replaced by a newer session of this peer';
+
 export const DUPLICATE_SESSION = 'duplicate session';
 
 export interface ReplicatorLog {
@@ -578,9 +581,13 @@ export class Replicator {
       // laptop that slept): it goes, not the new one, which would be refused until it timed out.
       const stale = other.direction === link.direction && monotonic() - other.heardAt > 2 * this.heartbeat;
       const loser = stale || (keep(link) && !keep(other)) ? other : link;
-      this.lastReason.set(loser, DUPLICATE_SESSION);
-      this.opts.log.info({ peer, closed: loser.direction }, 'duplicate session with this peer closed; one session carries both directions');
-      loser.ws.close(1000, DUPLICATE_SESSION);
+      // A stale one is closed as an ordinary close, not as a duplicate: each side judges staleness by
+      // what it has heard, and should the peer have kept it and closed the new one instead, its
+      // dialer is then woken at once rather than parked for the backoff cap with no session left.
+      const reason = stale ? STALE_SESSION : DUPLICATE_SESSION;
+      this.lastReason.set(loser, reason);
+      this.opts.log.info({ peer, closed: loser.direction, stale }, 'duplicate session with this peer closed; one session carries both directions');
+      loser.ws.close(1000, reason);
       if (loser === link) return false;
     }
     return true;

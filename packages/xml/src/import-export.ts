@@ -1,4 +1,5 @@
 import {
+  checkChangeSize,
   checkFieldValues,
   checkRequired,
   foldValue,
@@ -266,6 +267,7 @@ async function check(
   for (const [k, v] of Object.entries(next)) if (v !== null) merged[k] = v;
   for (const f of def.fields.values()) if (f.kind === 'password' && current?.[f.name] !== undefined && merged[f.name] === undefined) merged[f.name] = current[f.name]!;
   checkRequired(def, id, merged);
+  checkChangeSize(def, id, current, merged, Object.keys(next));
   const subject = id ? `${def.name} ${id}` : `new ${def.name}`;
   for (const f of def.fields.values()) {
     const v = merged[f.name];
