@@ -447,7 +447,7 @@ export class LdapGateway {
     }
     this.throttle.succeeded(key);
     Object.assign(s, { principal: who.principal, dn: who.dn, credential: { user: who.login, password }, scope: undefined, entry: target === 'admin' ? undefined : { version: target!.version, seq } });
-    if (who.upgrade) this.upgrade(who.principal, who.login, password);
+    if (who.upgrade && target !== 'admin') this.upgrade(who.principal, who.login, password, target!.version);
     return answer(id, Op.bind, ResultCode.success, '');
   }
 
@@ -493,12 +493,21 @@ export class LdapGateway {
   }
 
   /** Replaces an imported {SSHA} hash with scrypt once the password is known; tried again at the next bind if it fails. */
-  private upgrade(p: Principal, login: string, password: string): void {
+  /**
+   * Rewrites an imported hash as scrypt, over the entry version whose hash
+   * the bind checked: a change of the password since (the person's own, on
+   * this very connection, or an admin's reset) must not be overwritten by
+   * the old password, hashed anew.
+   */
+  private upgrade(p: Principal, login: string, password: string, version: string): void {
     if (p.kind !== 'person') return;
     const field = this.opts.store.schema.access!.passwordField;
-    this.opts.writer.update(p.id, { [field]: password }, { principal: principalName(p), via: 'ldap', credential: { user: login, password } }).then(
+    this.opts.writer.update(p.id, { [field]: password }, { principal: principalName(p), via: 'ldap', credential: { user: login, password }, ifVersion: version }).then(
       () => this.opts.log.info({ person: p.id }, 'upgraded an imported {SSHA} password hash to scrypt'),
-      (e: unknown) => this.opts.log.warn({ person: p.id, err: this.opts.classify(e).message }, 'could not upgrade an {SSHA} password hash; trying again at the next bind'),
+      (e: unknown) => {
+        if (isMeridianError(e) && e.code === 'precondition') return this.opts.log.info({ person: p.id }, 'left an {SSHA} password hash as it is: the entry changed since the bind checked it');
+        this.opts.log.warn({ person: p.id, err: this.opts.classify(e).message }, 'could not upgrade an {SSHA} password hash; trying again at the next bind');
+      },
     );
   }
 
