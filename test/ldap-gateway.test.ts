@@ -458,12 +458,6 @@ t.test('malformed BER, oversized requests and deep filters get an error or a clo
   t.match(tooWide.stderr, /terms/);
 });
 
-/**
- * Binds on a fresh connection, then (the bind answered: RFC 4511 lets no
- * request follow a bind before its response) sends the requests in one
- * write, and reads the result code and message of every SearchResultDone,
- * in the order of their message IDs.
- */
 /** The result code of the first answer to `request`. */
 function firstAnswer(port: number, request: Buffer): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -514,6 +508,12 @@ function boundAnswer(port: number, bind: Buffer, request: Buffer): Promise<numbe
   });
 }
 
+/**
+ * Binds on a fresh connection, then (the bind answered: RFC 4511 lets no
+ * request follow a bind before its response) sends the requests in one
+ * write, and reads the result code and message of every SearchResultDone,
+ * in the order of their message IDs.
+ */
 function searchResults(port: number, bind: Buffer, requests: Buffer[], count: number): Promise<{ codes: number[]; messages: string[] }> {
   return new Promise((resolve, reject) => {
     let got = Buffer.alloc(0);

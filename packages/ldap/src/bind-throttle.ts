@@ -1,3 +1,6 @@
+/** binds for one name from one address at a time before it has failed enough to be slowed (one after) */
+const MAX_PARALLEL = 8;
+
 /**
  * Slows down guessing: after a few failed binds for one name, every further
  * bind for it waits, twice as long per failure up to a cap, before its
@@ -12,9 +15,6 @@
  * the same capped delay: 240 sent at once came back in 14 s. A client
  * elsewhere (the person themselves) is not refused, only slowed.
  */
-/** binds for one name from one address at a time before it has failed enough to be slowed (one after) */
-const MAX_PARALLEL = 8;
-
 export class BindThrottle {
   private readonly failures = new Map<string, { count: number; last: number }>();
   /** binds for a name still being checked */

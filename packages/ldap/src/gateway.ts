@@ -492,12 +492,12 @@ export class LdapGateway {
     return undefined;
   }
 
-  /** Replaces an imported {SSHA} hash with scrypt once the password is known; tried again at the next bind if it fails. */
   /**
-   * Rewrites an imported hash as scrypt, over the entry version whose hash
-   * the bind checked: a change of the password since (the person's own, on
-   * this very connection, or an admin's reset) must not be overwritten by
-   * the old password, hashed anew.
+   * Replaces an imported {SSHA} hash with scrypt once the password is
+   * known (tried again at the next bind if it fails), over the entry
+   * version whose hash the bind checked: a change of the password since
+   * (the person's own, on this very connection, or an admin's reset) must
+   * not be overwritten by the old password, hashed anew.
    */
   private upgrade(p: Principal, login: string, password: string, version: string): void {
     if (p.kind !== 'person') return;

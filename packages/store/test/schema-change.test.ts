@@ -1,7 +1,7 @@
 import t from 'tap';
 import { Level } from 'level';
 import { checkIndexes, parseSchema, Store } from '../dist/index.js';
-import { decode, encode } from '../dist/codec.js';
+import { encode } from '../dist/codec.js';
 import { keys, SEP } from '../dist/keys.js';
 import { SCHEMA_TEXT, tempDir } from './fixtures.js';
 

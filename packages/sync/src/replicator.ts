@@ -10,10 +10,10 @@ import { CommitClock } from './commit-clock.js';
 import { releaseSnapshot, runActions, type FeedStore, type SessionIo } from './executor.js';
 
 /** The reason a dialer shows when its session was closed because the peer's own session carries the link. */
+export const DUPLICATE_SESSION = 'duplicate session';
+
 /** the close reason of an older session with a peer that was not heard from, replaced by its newer one */
 const STALE_SESSION = 'replaced by a newer session of this peer';
-
-export const DUPLICATE_SESSION = 'duplicate session';
 
 export interface ReplicatorLog {
   debug(obj: object, msg: string): void;
@@ -586,7 +586,7 @@ export class Replicator {
       // dialer is then woken at once rather than parked for the backoff cap with no session left.
       const reason = stale ? STALE_SESSION : DUPLICATE_SESSION;
       this.lastReason.set(loser, reason);
-      this.opts.log.info({ peer, closed: loser.direction, stale }, 'duplicate session with this peer closed; one session carries both directions');
+      this.opts.log.info({ peer, closed: loser.direction }, stale ? 'older session with this peer closed: replaced by its newer one' : 'duplicate session with this peer closed; one session carries both directions');
       loser.ws.close(1000, reason);
       if (loser === link) return false;
     }

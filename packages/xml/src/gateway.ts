@@ -68,6 +68,9 @@ const PATHS = /^\/(objects|me|export|import|changes)(\/|$)/;
 /** memory for remembered object XML */
 const RENDERED_BYTES = 32 * 1024 * 1024;
 
+/** what a write under If-Match: * gives back when the object changed before it: read, judge and write again */
+const RETRY = Symbol('retry');
+
 /**
  * The XML-over-HTTP gateway: objects by type and id with ETags, lists,
  * the signed-in person's own data (/me), streaming export and import, and
@@ -75,9 +78,6 @@ const RENDERED_BYTES = 32 * 1024 * 1024;
  * (HTTP Basic) and every object passes the schema's access rules; what a
  * principal may not read is answered as if it did not exist.
  */
-/** what a write under If-Match: * gives back when the object changed before it: read, judge and write again */
-const RETRY = Symbol('retry');
-
 export class XmlGateway {
   /**
    * The hot path of a website or cache reading objects: each request would
