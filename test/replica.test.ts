@@ -272,8 +272,11 @@ t.test('two hundred writes through a replica while its master is killed and rest
         outcome[i] = { ok: false, status: 0, code: 'client', message: (e as Error).message };
       }
       done++;
-      // no pause while writes go through, so some are in flight when the master dies
-      if (!outcome[i]!.ok) await sleep(200);
+      // no pause while writes go through, so some are in flight when the master dies; after a refusal
+      // a pause long enough that the writes left outlast the restart and the replica's redial on a
+      // loaded machine (at 200 ms, 8 writers used up the last 130 writes in about 3 s, which the
+      // restart and the redial backoff once took in a full CI run)
+      if (!outcome[i]!.ok) await sleep(500);
     }
   };
   const workers = Array.from({ length: 8 }, () => worker());
