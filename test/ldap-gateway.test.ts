@@ -16,7 +16,7 @@ import { makeCerts } from './helpers/certs.js';
 import { tempDir } from './helpers/tmp.js';
 import { sleep } from './helpers/wait.js';
 import { integer, octets, tlv } from '../packages/ldap/dist/ber.js';
-import { berTree } from '../packages/ldap/dist/validate.js';
+import { berTree, type BerNode } from '../packages/ldap/dist/validate.js';
 import { MessageFramer } from '../packages/ldap/dist/framing.js';
 
 const BASE = 'dc=example,dc=com';
@@ -458,95 +458,68 @@ t.test('malformed BER, oversized requests and deep filters get an error or a clo
   t.match(tooWide.stderr, /terms/);
 });
 
-/** The result code of the first answer to `request`. */
-function firstAnswer(port: number, request: Buffer): Promise<number> {
-  return new Promise((resolve, reject) => {
-    let got = Buffer.alloc(0);
-    const s = connect(port, '127.0.0.1', () => s.write(request));
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new Error('no answer'));
-    }, 5000);
-    s.on('error', () => {});
-    s.on('data', (c: Buffer) => {
-      got = Buffer.concat([got, c]);
-      const all = berTree(got);
-      if (!all) return;
-      clearTimeout(timer);
-      s.destroy();
-      resolve(got[all[0]!.children![1]!.children![0]!.start]!);
-    });
-  });
-}
-
-/** The result code of `request`, sent once `bind` is answered. */
-function boundAnswer(port: number, bind: Buffer, request: Buffer): Promise<number> {
-  return new Promise((resolve, reject) => {
-    let got = Buffer.alloc(0);
-    let bound = false;
-    const s = connect(port, '127.0.0.1', () => s.write(bind));
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new Error('no answer'));
-    }, 5000);
-    s.on('error', () => {});
-    s.on('data', (c: Buffer) => {
-      got = Buffer.concat([got, c]);
-      const all = berTree(got);
-      if (!all) return;
-      const ops = all.map((m) => m.children![1]!);
-      if (!bound && ops.some((op) => op.tag === 0x61)) {
-        bound = true;
-        s.write(request);
-      }
-      const last = ops[ops.length - 1]!;
-      if (!bound || ops.length < 2) return;
-      clearTimeout(timer);
-      s.destroy();
-      resolve(got[last.children![0]!.start]!);
-    });
-  });
-}
-
 /**
- * Binds on a fresh connection, then (the bind answered: RFC 4511 lets no
- * request follow a bind before its response) sends the requests in one
- * write, and reads the result code and message of every SearchResultDone,
- * in the order of their message IDs.
+ * A raw exchange on a fresh connection: `bind` first, if given, and the
+ * requests in one write once it is answered (RFC 4511 lets no request follow
+ * a bind before its response), else the requests at once; `done` is asked
+ * after each whole read whether the answers so far make the result.
  */
-function searchResults(port: number, bind: Buffer, requests: Buffer[], count: number): Promise<{ codes: number[]; messages: string[] }> {
+function exchange<T>(port: number, bind: Buffer | undefined, requests: Buffer[], done: (all: BerNode[], got: Buffer) => T | undefined): Promise<T> {
   return new Promise((resolve, reject) => {
     let got = Buffer.alloc(0);
-    let bound = false;
-    const s = connect(port, '127.0.0.1', () => s.write(bind));
+    let sent = bind === undefined;
+    const s = connect(port, '127.0.0.1', () => s.write(bind ?? Buffer.concat(requests)));
     const timer = setTimeout(() => {
       s.destroy();
-      reject(new Error(`not all of ${count} searches were answered`));
+      reject(new Error(`not all answers came: ${got.length} bytes read`));
     }, 5000);
     s.on('error', () => {});
     s.on('data', (c: Buffer) => {
       got = Buffer.concat([got, c]);
       const all = berTree(got);
       if (!all) return; // a message still arriving
-      const ops = all.map((m) => m.children![1]!);
-      if (!bound && ops.some((op) => op.tag === 0x61)) {
-        bound = true;
+      if (!sent && all.some((m) => m.children![1]!.tag === 0x61)) {
+        sent = true;
         s.write(Buffer.concat(requests));
       }
-      const done = ops.filter((op) => op.tag === 0x65);
-      if (done.length < count) return;
+      const result = sent ? done(all, got) : undefined;
+      if (result === undefined) return;
       clearTimeout(timer);
       s.destroy();
-      // answers come as each search finishes: put them in the order of their message IDs
-      const answers = all
-        .filter((m) => m.children![1]!.tag === 0x65)
-        .map((m) => ({ id: got.readUIntBE(m.children![0]!.start, m.children![0]!.end - m.children![0]!.start), op: m.children![1]! }))
-        .sort((a, b) => a.id - b.id);
-      resolve({
-        codes: answers.map(({ op }) => got[op.children![0]!.start]!),
-        messages: answers.map(({ op }) => got.toString('utf8', op.children![2]!.start, op.children![2]!.end)),
-      });
+      resolve(result);
     });
+  });
+}
+
+/** The result code of an LDAP message's result (its operation's first element). */
+const resultCode = (got: Buffer, m: BerNode): number => got[m.children![1]!.children![0]!.start]!;
+
+/** The result code of the first answer to `request`. */
+function firstAnswer(port: number, request: Buffer): Promise<number> {
+  return exchange(port, undefined, [request], (all, got) => resultCode(got, all[0]!));
+}
+
+/** The result code of `request`, sent once `bind` is answered. */
+function boundAnswer(port: number, bind: Buffer, request: Buffer): Promise<number> {
+  return exchange(port, bind, [request], (all, got) => (all.length < 2 ? undefined : resultCode(got, all[all.length - 1]!)));
+}
+
+/**
+ * Binds, sends the requests, and reads the result code and message of every
+ * SearchResultDone, in the order of their message IDs.
+ */
+function searchResults(port: number, bind: Buffer, requests: Buffer[], count: number): Promise<{ codes: number[]; messages: string[] }> {
+  return exchange(port, bind, requests, (all, got) => {
+    // answers come as each search finishes: put them in the order of their message IDs
+    const answers = all
+      .filter((m) => m.children![1]!.tag === 0x65)
+      .map((m) => ({ id: got.readUIntBE(m.children![0]!.start, m.children![0]!.end - m.children![0]!.start), op: m.children![1]! }))
+      .sort((x, y) => x.id - y.id);
+    if (answers.length < count) return undefined;
+    return {
+      codes: answers.map(({ op }) => got[op.children![0]!.start]!),
+      messages: answers.map(({ op }) => got.toString('utf8', op.children![2]!.start, op.children![2]!.end)),
+    };
   });
 }
 
