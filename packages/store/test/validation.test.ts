@@ -101,11 +101,15 @@ t.test('a change too large for one replication frame is refused before anything 
   const many = (n: number, length: number, c: string): string[] => Array.from({ length: n }, (_, i) => `${i}${c.repeat(length)}`);
   await t.rejects(store.create('Person', { cn: 'Big', sn: 'B', telephoneNumber: many(1000, 3000, 'é') }), { rule: 'size', message: /^new Person: this change writes \d+ bytes of values, more than one change may carry \(\d+\); write the values in several changes, or shorten them$/ });
   t.equal(store.lastSeq, 0, 'nothing was made');
-  const fits = await store.create('Person', { cn: 'Fits', sn: 'F', telephoneNumber: many(1000, 4000, 'x') });
+  // 1,000 values of the most characters a value may have: within 17 KB of the limit as counted
+  const longest = Array.from({ length: 1000 }, (_, i) => `${i}`.padEnd(4096, 'x'));
+  const fits = await store.create('Person', { cn: 'Fits', sn: 'F', telephoneNumber: longest });
   const [entry] = await store.readFeed(0, 1);
   t.ok(entry!.update.length <= MAX_CHANGE_BYTES, `its update, ${entry!.update.length} bytes, is within the ${MAX_CHANGE_BYTES} a frame carries`);
-  // an update is sized by what it changes: the same values again change nothing; new ones are counted
-  await t.resolves(store.update(fits.id, { telephoneNumber: many(1000, 4000, 'x'), cn: 'Fits Still' }), 'values as they are do not count');
+  // an update is sized by what it changes: the same values again count nothing (counted, they would
+  // take this one, 37 KB of new values, past the limit); new ones are counted
+  const wide = '€'.repeat(4096);
+  await t.resolves(store.update(fits.id, { telephoneNumber: longest, cn: wide, sn: wide, uid: wide }), 'values as they are do not count');
   await t.rejects(store.update(fits.id, { telephoneNumber: many(1000, 3000, 'é') }), { rule: 'size' });
-  t.equal((await store.get(fits.id))?.fields['cn'], 'Fits Still', 'and the object is as the last change left it');
+  t.equal((await store.get(fits.id))?.fields['cn'], wide, 'and the object is as the last change left it');
 });
