@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { asSeenBy, authorizeWrite, checkFieldValues, idFromDigest, isMeridianError, publicFields, type AccessScope, type TypeDef, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
+import { asSeenBy, authorizeWrite, checkFieldValues, idFromDigest, isMeridianError, sameAsWritten, type AccessScope, type TypeDef, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
 import { checkWriteFrame, ForwardError, FrameError, MAX_REFUSAL, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
 import { builtInRefusal } from './built-in-types.js';
 import type { Principals } from './principals.js';
@@ -105,15 +105,11 @@ export class ForwardedWrites {
 
 /** Whether an object holds the fields a create asked for (passwords aside: stored hashed, never shown). */
 function holdsAsked(def: TypeDef, o: StoredObject, asked: Record<string, unknown>): boolean {
-  let values: Record<string, unknown>;
   try {
-    values = checkFieldValues(def, o.id, asked);
+    return sameAsWritten(def, o.fields, checkFieldValues(def, o.id, asked));
   } catch {
     return false;
   }
-  const shown = publicFields(def, o.fields);
-  const wanted = Object.entries(values).filter(([k, v]) => v !== null && def.fields.get(k)?.kind !== 'password');
-  return wanted.length === Object.keys(shown).length && wanted.every(([k, v]) => JSON.stringify(shown[k]) === JSON.stringify(v));
 }
 
 const STORE_CODES = new Set<string>(['validation', 'not-found', 'exists', 'precondition', 'closed', 'locked', 'forbidden', 'bad-request']);

@@ -334,6 +334,16 @@ export function validationFailure(type: TypeDef, id: string | undefined, field: 
   return fail(type, id, field, rule, problem, withoutHolder);
 }
 
+/** Whether stored fields equal checked new ones (null for absent), password fields aside: they are stored hashed and never shown. */
+export function sameAsWritten(def: TypeDef, stored: Readonly<Record<string, FieldValue>>, next: Readonly<Record<string, FieldValue | null>>): boolean {
+  const a = publicFields(def, stored);
+  const b: Record<string, FieldValue> = {};
+  for (const [k, v] of Object.entries(next)) if (v !== null && def.fields.get(k)?.kind !== 'password') b[k] = v;
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  for (const k of keys) if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) return false;
+  return true;
+}
+
 /** Fields safe to show outside the store: password hashes never leave it. */
 export function publicFields(type: TypeDef | undefined, fields: Readonly<Record<string, FieldValue>>): Record<string, FieldValue> {
   const out: Record<string, FieldValue> = {};

@@ -1348,8 +1348,7 @@ export class Store {
 
   /** Forgets `objectId` as a waiter for `key` once it holds no open record of it. */
   private stopWaiting(objectId: string, key: string): void {
-    for (const rec of this.openConflicts.get(objectId)?.values() ?? []) if (isUniqueConflict(rec) && uniqueKeyOf(rec) === key) return;
-    this.dropWaiter(key, objectId);
+    if (!this.clashRecorded(objectId, key)) this.dropWaiter(key, objectId);
   }
 
   private dropWaiter(key: string, objectId: string): void {

@@ -3,7 +3,7 @@ import {
   checkFieldValues,
   checkRequired,
   foldValue,
-  publicFields,
+  sameAsWritten,
   ValidationError,
   type FieldValue,
   type Schema,
@@ -128,7 +128,7 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
       }
       if (current) {
         const next = checkFieldValues(def, current.id, fields);
-        if (same(def, current.fields, next)) {
+        if (sameAsWritten(def, current.fields, next)) {
           record({ line, type: input.type, id: input.id, status: 'unchanged' });
           return;
         }
@@ -239,16 +239,6 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   return { status: 200, body };
 }
 
-/** Whether stored fields equal checked new ones (password fields aside: imports never carry them). */
-function same(def: TypeDef, stored: Readonly<Record<string, FieldValue>>, next: Record<string, FieldValue | null>): boolean {
-  const a = publicFields(def, stored);
-  const b: Record<string, FieldValue> = {};
-  for (const [k, v] of Object.entries(next)) if (v !== null && def.fields.get(k)?.kind !== 'password') b[k] = v;
-  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
-  for (const k of keys) if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) return false;
-  return true;
-}
-
 /**
  * A dry run's verdict: what the write would do, or throws what it would be
  * refused for: the schema's rules, references (to objects stored here or
@@ -287,6 +277,6 @@ async function check(
       }
     }
   }
-  if (current && same(def, current, next)) return 'unchanged';
+  if (current && sameAsWritten(def, current, next)) return 'unchanged';
   return current ? 'updated' : 'created';
 }
