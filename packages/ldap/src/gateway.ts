@@ -977,7 +977,7 @@ export class LdapGateway {
         if (!(self && attempt < 3 && isMeridianError(e) && e.code === 'precondition' && s.entry)) throw e;
         // the other change shows once on disk (reads see durable states): then prove the session's
         // password against it, which drops the session, and says so, if it is no longer the entry's
-        for (let waited = 0; waited < 1000 && (await this.opts.store.get(target.id))?.version === proven; waited += 10) await sleep(10);
+        await this.opts.store.readUntil(() => this.opts.store.get(target.id), (o) => o?.version !== proven, 1000);
         await this.recheckEntry(s, target.id, s.entry);
       }
     }

@@ -2412,6 +2412,43 @@ export class Store {
     return () => this.visibleListeners.delete(listener);
   }
 
+  /**
+   * Reads `probe` until `done` holds of what it returns, again each time
+   * more changes become visible, and at most for `ms`; resolves with the
+   * last answer. For a caller waiting on another write to show (reads see
+   * a local change once it is on disk), without polling.
+   */
+  async readUntil<T>(probe: () => Promise<T>, done: (value: T) => boolean, ms: number): Promise<T> {
+    const until = performance.now() + ms;
+    let more = false;
+    let wake: (() => void) | undefined;
+    const off = this.onVisible(() => {
+      more = true;
+      wake?.();
+    });
+    try {
+      for (;;) {
+        more = false;
+        const value = await probe();
+        const left = until - performance.now();
+        if (done(value) || left <= 0) return value;
+        // (a change that showed while probe read is not waited for: it is read again at once)
+        if (!more) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, left);
+            wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          wake = undefined;
+        }
+      }
+    } finally {
+      off();
+    }
+  }
+
   versionVector(): Record<string, number> {
     return this.vector.toObject();
   }

@@ -335,3 +335,27 @@ t.test('a node cloned by states names the writers in a conflict as the nodes tha
   t.same(cc, ca, 'the same record as on a');
   t.same(new Set(cc[0]?.values.map((v) => v.node)), new Set(['a', 'b']), 'each value names its node');
 });
+
+t.test('readUntil reads again as soon as a change shows, and gives up after its time', async (t) => {
+  const [a, b] = await pair(t);
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  let reads = 0;
+  const probe = async () => {
+    reads++;
+    return b.get(o.id);
+  };
+  const started = performance.now();
+  const waiting = b.readUntil(probe, (x) => x !== undefined, 10_000);
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(reads, 1, 'no polling while nothing changes');
+  await ship(a, b);
+  const got = await waiting;
+  t.equal(got?.id, o.id, 'resolves with what the probe read last');
+  t.ok(performance.now() - started < 2000, 'woken by the change, not by the time limit');
+  t.ok(reads <= 3, `read again on the change (${reads} reads)`);
+
+  const t0 = performance.now();
+  const never = await b.readUntil(() => b.get('nothing-here'), (x) => x !== undefined, 150);
+  t.equal(never, undefined, 'the last answer once the time is up');
+  t.ok(performance.now() - t0 >= 140, 'waited its time');
+});

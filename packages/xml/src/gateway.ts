@@ -325,13 +325,8 @@ export class XmlGateway {
   }
 
   /** The object at `id` once the store shows it, waiting up to 2 s: another create's, on its way to the disk. */
-  private async shown(id: string): Promise<StoredObject | undefined> {
-    const until = performance.now() + 2000;
-    for (;;) {
-      const o = await this.opts.store.get(id);
-      if (o || performance.now() > until) return o;
-      await sleep(10);
-    }
+  private shown(id: string): Promise<StoredObject | undefined> {
+    return this.opts.store.readUntil(() => this.opts.store.get(id), (o) => o !== undefined, 2000);
   }
 
   /** A write made under If-Match: *, which a change between the read and the write sends round again (a few times). */
