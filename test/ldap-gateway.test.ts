@@ -353,6 +353,10 @@ t.test('modify, compare and password modify go through the write path; add, dele
   t.equal((await cmp(dnOf('per-c1'), 'telephoneNumber:0049301234')).code, 6, 'compareTrue');
   t.equal((await cmp(dnOf('per-c1'), 'sn:someone-else')).code, 5, 'compareFalse');
   t.equal((await cmp(dnOf('per-c1'), `userPassword:${PERSON_PW}`)).code, 50, 'passwords are not compared');
+  // as slapd: a type nobody defined is 17, one the entry does not hold 16, on a missing entry as on a present one
+  t.equal((await cmp(dnOf('per-c1'), 'noSuchType:x')).code, 17, 'undefinedAttributeType');
+  t.equal((await cmp(dnOf('no-such-person'), 'noSuchType:x')).code, 17, 'undefinedAttributeType whether the entry exists or not');
+  t.equal((await cmp(dnOf('per-c1'), 'roomNumber:1')).code, 16, 'noSuchAttribute for a defined type the entry lacks');
 
   const passwd = (who: [string, string], args: string[]) => ldapTool('ldappasswd', ['-x', '-H', d.url, '-D', who[0], '-w', who[1], ...args]);
   // ldappasswd exits 1 on any failure and prints the result code

@@ -797,6 +797,8 @@ export class LdapGateway {
     const loc = this.layout.locate(dn);
     const key = attrKey(req.attribute ?? '');
     if (key === 'userpassword') throw new LdapFailure(ResultCode.insufficientAccessRights, 'passwords cannot be compared; check one with a bind');
+    // (before the entry is looked for, as slapd does: the answer tells nothing of whether it exists)
+    if (!this.layout.attributeTypes.has(key)) throw new LdapFailure(ResultCode.undefinedAttributeType, `${req.attribute ?? ''} is not an attribute type of this directory`);
     let entry: Entry | undefined;
     if (loc.kind === 'entry') {
       entry = await this.readableEntry(loc.type, loc.id, scope);
