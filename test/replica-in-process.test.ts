@@ -129,3 +129,30 @@ t.test("a create under an idempotency key names the same object through any repl
   const other = await fetch(`${replicas[2]!.url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json', 'idempotency-key': 'client-key-1' }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'Not the same', kind: 'vendor' } }) });
   t.equal(other.status, 409, 'refused as a taken id');
 });
+
+t.test("a keyed write its replica sends again to another master after a failover is answered once the replica holds the change, which the answer names by the master that made it", async (t) => {
+  const SECRET = 'in-process-cluster-secret';
+  const [pa, pb] = [await freePort(), await freePort()];
+  const link = { heartbeat: 200, linkTimeout: 1000 };
+  const a = await startXmlNode(t, { nodeId: 'a', httpPort: pa, peers: [`ws://127.0.0.1:${pb}/sync`], clusterSecret: SECRET, ...link });
+  const b = await startXmlNode(t, { nodeId: 'b', httpPort: pb, peers: [`ws://127.0.0.1:${pa}/sync`], clusterSecret: SECRET, ...link });
+  // a is ahead of b in changes of its own, so that a's seq named as b's would be one b never reaches
+  for (let i = 0; i < 5; i++) await a.store.create('Organisation', { name: `Filler ${i}`, kind: 'vendor' });
+  const res = await fetch(`${a.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'r1' }) });
+  const { credential } = (await res.json()) as { credential: string };
+  const r1 = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${pa}/sync`, `ws://127.0.0.1:${pb}/sync`], replicaCredential: credential, writeTimeout: 3000, ...link });
+  t.ok(await until(() => r1.status().mode === 'read-write', 10_000), 'r1 is read-write');
+  const org = await a.store.create('Organisation', { name: 'Renamed', kind: 'vendor' });
+  const rename = () =>
+    fetch(`${r1.url}/api/objects/${org.id}`, { method: 'PATCH', headers: { authorization: ADMIN, 'content-type': 'application/json', 'idempotency-key': 'rename-1' }, body: JSON.stringify({ fields: { name: 'Renamed once' } }) });
+  t.equal((await rename()).status, 200, 'made through a');
+  t.ok(await until(() => b.store.covers(a.store.versionVector()), 10_000), 'the change reached b');
+  const ownOnB = b.store.versionVector()['b'] ?? 0;
+  // a dies (as if before its answer reached the client): r1 fails over to b, and the client sends the write again
+  await a.stop();
+  t.ok(await until(() => r1.status().mode === 'read-write' && r1.replicator!.status().some((p) => p.node === 'b' && p.state === 'live'), 15_000), 'r1 is read-write through b');
+  const again = await rename();
+  t.equal(again.status, 200, `answered from b's record of the key, not left waiting for a change of b's own (${again.status})`);
+  t.equal(b.store.versionVector()['b'] ?? 0, ownOnB, 'b made no change of its own');
+  t.equal((await r1.store.get(org.id))?.fields['name'], 'Renamed once');
+});
