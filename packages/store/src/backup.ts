@@ -5,7 +5,7 @@ import { Level } from 'level';
 import { decode, encode } from './codec.js';
 import { MeridianError } from './errors.js';
 import { isValidId, MAX_ID_LENGTH } from './ids.js';
-import { keys } from './keys.js';
+import { HIGH, keys } from './keys.js';
 import { FORMAT_KEY, formatProblem, unreadableFormat } from './migrate.js';
 
 /**
@@ -196,7 +196,7 @@ export async function restoreBackup(
     for await (const item of decodeBackup(input)) {
       if (!Array.isArray(item)) {
         header = item;
-        if (opts.nodeId !== undefined) checkNewNodeId(opts.nodeId, header.node);
+        if (opts.nodeId !== undefined) checkNewNodeId(opts.nodeId, header.node, new Set(Object.keys(header.vector)));
         continue;
       }
       // a newer build's data would be restored whole, and then refused by every start
@@ -220,7 +220,7 @@ export async function restoreBackup(
     const suffix = `.${incarnation}-${randomBytes(2).toString('hex')}`;
     // (cut to fit: an original id near the length limit must still give a restorable one)
     const nodeId = opts.nodeId ?? `${root.slice(0, MAX_ID_LENGTH - suffix.length)}${suffix}`;
-    checkNewNodeId(nodeId, h.node);
+    checkNewNodeId(nodeId, h.node, await idsKnown(db, [h.node, root]));
     await db.batch(
       [
         { type: 'put', key: NODE_ID, value: encode(nodeId) },
@@ -242,11 +242,30 @@ export async function restoreBackup(
   }
 }
 
-/** Refuses an id the restored node cannot take: not an id, or the original's own (once the backup names it). */
-function checkNewNodeId(nodeId: string, original?: string): void {
+/**
+ * Refuses an id the restored node cannot take: not an id, the original's
+ * own, or one the backup shows some node has had. The restored node numbers
+ * its changes on from what its vector holds for its id, so under another
+ * node's id it would make (origin, seq) pairs that node made already, and
+ * every peer would keep whichever copy came first.
+ */
+function checkNewNodeId(nodeId: string, original?: string, known: ReadonlySet<string> = new Set()): void {
   if (nodeId.length > MAX_ID_LENGTH) throw new MeridianError('bad-request', `node id "${nodeId.slice(0, 20)}..." is ${nodeId.length} characters long; at most ${MAX_ID_LENGTH}`);
   if (!isValidId(nodeId)) throw new MeridianError('bad-request', `node id "${nodeId}" may hold only letters, digits, ".", "_" and "-"`);
   if (nodeId === original) throw new MeridianError('bad-request', `a restored node needs an id of its own, not "${original}" again: its new changes must not be taken for the original's`);
+  if (known.has(nodeId)) throw new MeridianError('bad-request', `node id "${nodeId}" is one the backup shows a node has had (it holds changes made by it, or replicated with it); give the restored node an id no node has had, or leave --node-id out`);
+}
+
+/** The node ids a restored store knows of: its lineage, the origins of its changes, its peers, and the nodes of the Yjs writers it saw. */
+async function idsKnown(db: Level<string, Buffer>, lineage: string[]): Promise<Set<string>> {
+  const ids = new Set(lineage);
+  for (const prefix of [keys.vectorPrefix, keys.checkpointPrefix]) {
+    for await (const k of db.keys({ gte: prefix, lt: prefix + HIGH })) ids.add(k.slice(prefix.length));
+  }
+  for (const node of Object.values(readMeta<Record<string, string>>(await db.get(keys.meta('clientNodes'))) ?? {})) ids.add(node);
+  const from = readMeta<{ node: string }>(await db.get(keys.meta('restoredFrom')));
+  if (from) ids.add(from.node);
+  return ids;
 }
 
 function readMeta<T>(v: Buffer | undefined): T | undefined {

@@ -35,6 +35,7 @@ export const keys = {
   vectorPrefix: 'v',
   /** replication checkpoint: c<peer> -> that peer's feed seq applied here */
   checkpoint: (peer: string): string => `c${peer}`,
+  checkpointPrefix: 'c',
   /** idempotency key of a write made here: i<key> -> { i: object id, n: origin seq, h: HLC } */
   idempotency: (key: string): string => `i${key}`,
   idempotencyPrefix: 'i',

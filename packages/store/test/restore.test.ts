@@ -145,3 +145,35 @@ t.test("a backup whose header names a newer storage format is refused before a r
   t.teardown(() => r.close());
   t.equal(r.objectCounts()['Org'], 1, 'a backup of this format is restored');
 });
+
+t.test('a restored node is refused an id the backup shows a node has had: an origin of its changes, a peer, its own lineage', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  await b.create('Org', { name: 'From b', kind: 'customer' });
+  await a.applyRemote((await b.readFeed(0)).map(({ seq: _s, ...c }) => c), { checkpoint: { peer: 'b', seq: b.lastSeq } });
+  // a peer that never wrote, known only by the checkpoint kept for it
+  await a.applyRemote([], { checkpoint: { peer: 'quiet', seq: 0 } });
+  await a.create('Org', { name: 'Own', kind: 'vendor' });
+  const restoreAs = async (from: Store, nodeId: string | undefined) => {
+    const snap = from.backupSnapshot();
+    try {
+      return await restoreBackup(join(tempDir(t), 'r'), encodeBackup(snap.header, snap.batches), { nodeId });
+    } finally {
+      await snap.close();
+    }
+  };
+  await t.rejects(restoreAs(a, 'b'), { message: /node id "b" is one the backup shows a node has had/ }, 'an origin of changes it holds: its own changes would be numbered as b numbered its');
+  await t.rejects(restoreAs(a, 'quiet'), { message: /node id "quiet" is one the backup shows/ }, 'a peer it kept a checkpoint for');
+  await t.rejects(restoreAs(a, 'a'), { message: /needs an id of its own, not "a" again/ });
+  const second = await restoreAs(a, 'a-second');
+  t.equal(second.nodeId, 'a-second', 'an id no node has had is taken');
+  // a backup of the restored node: its lineage is known too
+  const dir = join(tempDir(t), 'second');
+  const snap = a.backupSnapshot();
+  await restoreBackup(dir, encodeBackup(snap.header, snap.batches), { nodeId: 'a-2' });
+  await snap.close();
+  const r = await Store.open({ dir, schema });
+  t.teardown(() => r.close());
+  await t.rejects(restoreAs(r, 'a'), { message: /node id "a" is one the backup shows/ }, "the original's id, which this incarnation came from");
+  t.match((await restoreAs(r, undefined)).nodeId, /^a\.2-[0-9a-f]{4}$/, 'the default id is still made from the lineage');
+});
