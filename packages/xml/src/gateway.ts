@@ -536,6 +536,11 @@ export class XmlGateway {
     if (r.req.method === 'HEAD') return void r.res.end();
     await write(r.res, `${XML_DECLARATION}<objects>\n`);
     const store = this.opts.store;
+    // Changes made while the export runs land in it or not, object by object; but an object
+    // that loses its reference to its own type between the passes would be in neither, so the
+    // second pass also takes those changed since the start (one that was in the first then comes
+    // twice, and an import applies the later copy over the earlier).
+    const since = store.lastSeq;
     for (const def of types) {
       // objects referring to their own type (a customer to its reseller) after those they refer to
       const selfRefs = [...def.fields.values()].filter((f) => f.kind === 'ref' && f.to === def.name).map((f) => f.name);
@@ -551,7 +556,7 @@ export class XmlGateway {
           let chunk = '';
           for (const o of page.items) {
             const refersToOwnType = selfRefs.some((f) => o.fields[f] !== undefined);
-            if (selfRefs.length && refersToOwnType !== (pass === 1)) continue;
+            if (selfRefs.length && (pass === 0 ? refersToOwnType : !refersToOwnType && o.seq <= since)) continue;
             chunk += objectXml(o, def, '  ');
           }
           if (chunk) await write(r.res, chunk);
