@@ -359,6 +359,24 @@ t.test('export, validated by xmllint, imported into an empty node gives the same
   t.equal((await call(b, 'POST', '/import', { body: '<!DOCTYPE objects [<!ENTITY a "b">]><objects/>' })).status, 400);
 });
 
+t.test('an import makes a chain of references given in any order: each link after the one it refers to', async (t) => {
+  const node = await startXmlNode(t);
+  const org = (id: string, reseller?: string) =>
+    `<object type="Organisation" id="${id}"><field name="name">${id}</field><field name="kind">reseller</field>${reseller ? `<field name="reseller">${reseller}</field>` : ''}</object>`;
+  // each refers to the next, the last to one at the end: all but the end are deferred, and the
+  // retry round, in document order, would try org-x1 before org-x2 was there
+  const doc = `<objects>\n${org('org-x1', 'org-x2')}\n${org('org-x2', 'org-x3')}\n${org('org-x3', 'org-x4')}\n${org('org-x4', 'org-end')}\n${org('org-end')}\n</objects>`;
+  const dry = await call(node, 'POST', '/import?dry-run=1', { body: doc });
+  t.match(dry.text, /created="5" updated="0" unchanged="0" rejected="0"/, `the dry run says so too: ${dry.text}`);
+  const r = await call(node, 'POST', '/import', { body: doc });
+  t.match(r.text, /created="5" updated="0" unchanged="0" rejected="0"/, r.text);
+  t.equal((await node.store.get('org-x1'))?.fields['reseller'], 'org-x2');
+  // a cycle cannot be made whatever the order: each is refused for the other, and the import ends
+  const cycle = `<objects>\n${org('org-c1', 'org-c2')}\n${org('org-c2', 'org-c1')}\n</objects>`;
+  const c = await call(node, 'POST', '/import', { body: cycle });
+  t.match(c.text, /created="0" updated="0" unchanged="0" rejected="2"/, c.text);
+});
+
 t.test('an object whose reference to its own type is removed while an export runs is exported all the same', async (t) => {
   const node = await startXmlNode(t);
   await seed(node);

@@ -95,7 +95,7 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   const counts: Record<Status, number> = { created: 0, updated: 0, unchanged: 0, rejected: 0 };
   const inFlight = new Map<string, Promise<void>>();
   const running = new Set<Promise<void>>();
-  const deferred: { line: number; input: ObjectInput }[] = [];
+  const deferred: Deferred[] = [];
   const seen = new Set<string>();
   const record = (r: Result): void => {
     counts[r.status]++;
@@ -217,7 +217,8 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   const malformed = bad ?? broken;
   await Promise.all(running);
   if (!malformed) {
-    for (const d of deferred.splice(0)) await launch(d.line, d.input, true);
+    // in one round, each after the deferred objects it refers to, so that it waits for their writes
+    for (const d of referencedFirst(o.store.schema, deferred.splice(0))) await launch(d.line, d.input, true);
     await Promise.all(running);
   }
   const applied = counts.created + counts.updated;
@@ -237,6 +238,55 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   }
   body += '</import>\n';
   return { status: 200, body };
+}
+
+interface Deferred {
+  line: number;
+  input: ObjectInput;
+}
+
+/**
+ * Deferred objects in an order where each comes after those it refers to
+ * and after earlier copies of its own id (document order otherwise), so
+ * that a chain of references (a reseller's reseller's reseller, in any
+ * order in the document) is made link by link in one round. Objects in a
+ * cycle of references stay in document order: none of them can be made.
+ */
+function referencedFirst(schema: Schema, items: Deferred[]): Deferred[] {
+  const byId = new Map<string, Deferred[]>();
+  for (const d of items) if (d.input.id !== undefined) byId.set(d.input.id, [...(byId.get(d.input.id) ?? []), d]);
+  const before = (d: Deferred): Deferred[] => {
+    const out: Deferred[] = [];
+    if (d.input.id !== undefined) for (const same of byId.get(d.input.id)!) if (same !== d && same.line < d.line) out.push(same);
+    const def = schema.types.get(d.input.type);
+    if (!def) return out;
+    for (const f of def.fields.values()) {
+      if (f.kind !== 'ref') continue;
+      const v = d.input.fields[f.name];
+      for (const ref of v === undefined ? [] : Array.isArray(v) ? v : [v]) out.push(...(byId.get(ref) ?? []));
+    }
+    return out;
+  };
+  const order: Deferred[] = [];
+  const visited = new Set<Deferred>();
+  // depth first, without recursion: a chain may be as long as MAX_DEFERRED
+  for (const root of items) {
+    if (visited.has(root)) continue;
+    visited.add(root);
+    const stack: { d: Deferred; next: Deferred[]; i: number }[] = [{ d: root, next: before(root), i: 0 }];
+    while (stack.length) {
+      const top = stack[stack.length - 1]!;
+      const n = top.next[top.i++];
+      if (n === undefined) {
+        stack.pop();
+        order.push(top.d);
+      } else if (!visited.has(n)) {
+        visited.add(n);
+        stack.push({ d: n, next: before(n), i: 0 });
+      }
+    }
+  }
+  return order;
 }
 
 /**
