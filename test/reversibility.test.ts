@@ -108,8 +108,11 @@ t.test('a backup taken during writes restores to a consistent store: indexes agr
   t.equal((await restored.lookup('Person', 'uid', 'u299')).items.length, 1);
 
   const again = await cliAsync(['restore', '--in', file, '--dir', dir]);
-  t.equal(again.code, 1);
+  t.equal(again.code, 2, 'a directory in use is a usage error, as a backup file that exists is');
   t.match(again.stderr, /is not empty; restore into a new directory/);
+  const onFile = await cliAsync(['restore', '--in', file, '--dir', file]);
+  t.equal(onFile.code, 2);
+  t.match(onFile.stderr, /a\.mbak is a file, not a directory; restore into a new directory/);
   const cut = join(tempDir(t), 'cut.mbak');
   writeFileSync(cut, readFileSync(file).subarray(0, 5000));
   const r2 = join(tempDir(t), 'r2');
@@ -117,14 +120,19 @@ t.test('a backup taken during writes restores to a consistent store: indexes agr
   t.equal(bad.code, 1);
   t.match(bad.stderr, /ends before its end record .*take the backup again/, 'a truncated backup is refused');
   t.notOk(existsSync(r2), 'and leaves no half-restored directory');
-  for (const [nodeId, why] of [
-    ['a', /needs an id of its own, not "a" again/],
-    ['no spaces', /may hold only letters/],
+  const parent = join(tempDir(t), 'new-parent');
+  t.equal((await cliAsync(['restore', '--in', cut, '--dir', join(parent, 'x', 'y')])).code, 1);
+  t.notOk(existsSync(parent), 'nor the parent directories the restore made for it');
+  for (const [nodeId, why, code] of [
+    // known once the header is read: the backup names the original
+    ['a', /needs an id of its own, not "a" again/, 1],
+    // no id at all: a usage error, told before the backup is opened
+    ['no spaces', /may hold only letters/, 2],
   ] as const) {
     const r3 = join(tempDir(t), 'r3');
     // from the truncated backup: the id is refused before the restore reads on to where it ends
     const refused = await cliAsync(['restore', '--in', cut, '--dir', r3, '--node-id', nodeId]);
-    t.equal(refused.code, 1);
+    t.equal(refused.code, code);
     t.match(refused.stderr, why, `--node-id "${nodeId}" is refused before the restore reads the backup through`);
     t.notOk(existsSync(r3), 'leaving no directory');
   }
@@ -226,7 +234,9 @@ t.test('history, revert and undelete through the CLI, replicated to the other ma
   const missing = await cli(a, 'revert', id, '--to', 'a#99');
   t.equal(missing.code, 1);
   t.match(missing.stderr, /has no version a#99 in this node's retained feed; "meridian history/);
-  t.match((await cli(a, 'revert', id, '--to', 'nonsense')).stderr, /"to" must name a version as history shows it/);
+  const nonsense = await cli(a, 'revert', id, '--to', 'nonsense');
+  t.equal(nonsense.code, 2, 'a version that is no version name is a usage error, told without asking the node');
+  t.match(nonsense.stderr, /--to must name a version as "meridian history .*" shows it, such as office-a#42/);
 
   // the old values would now break the schema: the organisation was deleted, the uid taken
   const org2 = JSON.parse((await cli(a, 'put', 'Organisation', 'name=Beta', 'kind=customer', '--json')).stdout) as { id: string };

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { Command } from 'commander';
-import { decodeBackup, restoreBackup } from '@meridian/store';
+import { checkRestoreTarget, decodeBackup, isMeridianError, parseVersionName, restoreBackup } from '@meridian/store';
 import { CliError, type AdminClient } from './client.js';
 import type { ObjectView } from './format.js';
 import { bar, bytes, Progress } from './progress.js';
@@ -109,6 +109,13 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
     .option('--node-id <id>', "the restored node's id (default: <original id>.<incarnation>-<4 hex digits>)")
     .option('--json', 'print JSON on stdout instead of text')
     .action(async (flags: { in: string; dir: string; nodeId?: string; json?: boolean }) => {
+      // usage errors, told before the backup is opened: a directory in use, an id that is no id
+      try {
+        checkRestoreTarget(flags.dir, flags.nodeId);
+      } catch (e) {
+        if (isMeridianError(e)) throw new CliError(e.message, 2);
+        throw e;
+      }
       const { stream: source, size } = openInput(flags.in);
       const progress = new Progress(flags.json === true);
       // (bytesRead, not a 'data' listener: that would start the flow before the restore reads)
@@ -141,6 +148,7 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
   withClient(program.command('revert').description("write an object's fields as they were at a version, as a new change that replicates").argument('<id>', 'object id'))
     .requiredOption('--to <version>', 'the version, as history names it (origin#seq)')
     .action(async (id: string, flags: ClientFlags & { to: string }) => {
+      if (!parseVersionName(flags.to)) throw new CliError(`--to must name a version as "meridian history ${id}" shows it, such as office-a#42`, 2);
       const { body } = await client(flags).request<ObjectView>('POST', `/api/objects/${encodeURIComponent(id)}/revert`, { to: flags.to });
       out(flags.json ? JSON.stringify(body) : `reverted ${body.type} ${body.id} to ${flags.to}; now at version ${body.version}`);
     });

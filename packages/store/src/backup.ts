@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Level } from 'level';
 import { decode, encode } from './codec.js';
@@ -176,14 +176,10 @@ export async function restoreBackup(
   input: AsyncIterable<Uint8Array>,
   opts: { nodeId?: string | undefined; onProgress?: (records: number, header: BackupHeader) => void } = {},
 ): Promise<RestoreResult> {
-  if (existsSync(dir) && readdirSync(dir).length > 0) {
-    throw new MeridianError('exists', `${dir} is not empty; restore into a new directory`);
-  }
-  // a given id is checked before anything is read: a bad one must not cost a whole restore
-  if (opts.nodeId !== undefined) checkNewNodeId(opts.nodeId);
-  // on failure an empty directory the user gave (a mount point, say) stays; one made here goes
-  const made = !existsSync(dir);
-  mkdirSync(dir, { recursive: true });
+  checkRestoreTarget(dir, opts.nodeId);
+  // on failure an empty directory the user gave (a mount point, say) stays; those made here go,
+  // its parents too (mkdirSync names the first it made)
+  const made = mkdirSync(dir, { recursive: true });
   const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
   let header: BackupHeader | undefined;
   let records = 0;
@@ -236,10 +232,23 @@ export async function restoreBackup(
   } catch (e) {
     // nothing half-restored is left to be started by mistake: the directory was empty or absent
     await db.close().catch(() => undefined);
-    if (made) rmSync(dir, { recursive: true, force: true });
+    if (made !== undefined) rmSync(made, { recursive: true, force: true });
     else for (const name of readdirSync(dir)) rmSync(join(dir, name), { recursive: true, force: true });
     throw e;
   }
+}
+
+/**
+ * What a restore can refuse before it reads anything: a directory that is
+ * not empty (or not a directory), and a given node id that is no id. A bad
+ * one must not cost a whole restore; the CLI asks first, as usage errors.
+ */
+export function checkRestoreTarget(dir: string, nodeId: string | undefined): void {
+  if (existsSync(dir)) {
+    if (!statSync(dir).isDirectory()) throw new MeridianError('exists', `${dir} is a file, not a directory; restore into a new directory`);
+    if (readdirSync(dir).length > 0) throw new MeridianError('exists', `${dir} is not empty; restore into a new directory`);
+  }
+  if (nodeId !== undefined) checkNewNodeId(nodeId);
 }
 
 /**

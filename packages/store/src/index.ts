@@ -22,5 +22,5 @@ export type { Credential, Writer, WriteRequest } from './writer.js';
 export { recordedPrincipal } from './writer.js';
 export { parseVersionName } from './history.js';
 export type { ObjectHistory, ObjectVersion } from './history.js';
-export { BACKUP_FORMAT, BACKUP_VERSION, decodeBackup, encodeBackup, restoreBackup } from './backup.js';
+export { BACKUP_FORMAT, BACKUP_VERSION, checkRestoreTarget, decodeBackup, encodeBackup, restoreBackup } from './backup.js';
 export type { BackupHeader, RestoreResult } from './backup.js';
