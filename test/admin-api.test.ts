@@ -46,6 +46,7 @@ t.test('bad input on the admin API gets a clear 4xx and stores nothing', async (
     ['PATCH', `/api/objects/${person}`, '{"type":42,"fields":{"title":"Boss"}}', json, 400, /"type" must name a type/],
     ['GET', `/api/conflicts?after=${Buffer.from('a').toString('base64url')}`, undefined, {}, 400, /cursor was not given by a list of conflicts/],
     ['GET', `/api/conflicts?after=${Buffer.from('hst-0').toString('base64url')}`, undefined, {}, 400, /cursor was not given by a list of conflicts/],
+    ['GET', `/api/conflicts?after=${'A'.repeat(12001)}`, undefined, {}, 400, /cursor is not one this node handed out/],
     ['POST', '/api/objects', '{"type": "Person", ', json, 400, /^the body is not valid JSON/],
     ['POST', '/api/objects', 'x'.repeat(5000), json, 413, /^request body is larger than the limit of 4096 bytes$/],
     ['POST', '/api/objects', '{"type":"Person","fields":{"cn":"a","sn":"b"}}', { 'content-type': 'text/plain' }, 415, /send the body as application\/json/],
@@ -82,6 +83,10 @@ t.test('bad input on the admin API gets a clear 4xx and stores nothing', async (
   t.equal(unauth.status, 401);
   t.match(unauth.headers['www-authenticate'], /^Basic realm="meridian"/);
   t.equal((await call(node, 'GET', '/healthz', undefined, { authorization: '' })).status, 200, 'liveness needs no password');
+  // the key of a unique value's conflict between objects with ids near 128 characters: three ids, a value, the writes
+  const longKey = `k${'p'.repeat(128)}\u0000uid\u0000${'q'.repeat(128)}\u0000${'r'.repeat(128)}\u0000${'v'.repeat(200)}`;
+  const long = await call(node, 'GET', `/api/conflicts?after=${Buffer.from(longKey).toString('base64url')}`);
+  t.equal(long.status, 200, 'a cursor of a long conflict key, as the node hands out, is taken back');
 });
 
 t.test('ETags and If-Match guard against lost updates', async (t) => {

@@ -157,7 +157,13 @@ function pageLimit(q: URLSearchParams, fallback = 100): number {
   return limit;
 }
 
-const CURSOR_RE = /^[A-Za-z0-9_-]{1,400}$/;
+/**
+ * A cursor is a key in base64url. A conflict's key holds its object's id,
+ * field and writes, and a unique value's also that value and its holders'
+ * ids: 1,000 characters came short of one with ids near their 128. Within
+ * what Node takes as a request's head (16 KiB).
+ */
+const CURSOR_RE = /^[A-Za-z0-9_-]{1,12000}$/;
 
 function decodeCursor(s: string | null): string | undefined {
   if (s === null || s === '') return undefined;
