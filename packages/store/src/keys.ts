@@ -33,6 +33,9 @@ export const keys = {
   /** version vector: v<origin node> -> highest origin seq applied */
   vector: (origin: string): string => `v${origin}`,
   vectorPrefix: 'v',
+  /** changes of an origin held ahead of a gap in its vector entry: a<origin> -> [origin seq, local seq][] */
+  ahead: (origin: string): string => `a${origin}`,
+  aheadPrefix: 'a',
   /** replication checkpoint: c<peer> -> that peer's feed seq applied here */
   checkpoint: (peer: string): string => `c${peer}`,
   checkpointPrefix: 'c',

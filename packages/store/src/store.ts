@@ -256,6 +256,18 @@ export class Store {
   private recentStart = 0;
   private recentBytes = 0;
   private readonly dirtyVector = new Set<string>();
+  /**
+   * The feed position of each change held ahead of a gap in its origin's
+   * vector entry (origin -> origin seq -> local seq), kept on disk
+   * (keys.ahead) so a restart does not forget them, until the durable
+   * vector covers them. A snapshot for a clone or anti-entropy holds such a
+   * change in its records but not in its vector: it starts the peer's
+   * cursor before the first of them, so that the peer gets their feed
+   * entries too (see stateSnapshot).
+   */
+  private readonly aheadAt = new Map<string, Map<number, number>>();
+  /** origins with an ahead record on disk */
+  private readonly aheadStored = new Set<string>();
   /** objects whose Y.Doc is kept, oldest first */
   private readonly docHolders = new RecencyList<Slot<CachedObject>>();
   private readonly maxDocs = 1024;
@@ -312,6 +324,7 @@ export class Store {
     hlc: number;
     seq: number;
     vector: Map<string, number>;
+    ahead: Map<string, [number, number][]>;
     counts: Map<string, number>;
     clientNodes: Map<number, string>;
     ownClients: Set<number>;
@@ -345,6 +358,13 @@ export class Store {
     this.seq = init.seq;
     this.durableSeq = init.seq;
     this.vector = new VersionVector(init.vector);
+    for (const [origin, held] of init.ahead) {
+      this.aheadStored.add(origin);
+      for (const [n, seq] of held) {
+        for (const v of [this.vector, this.durableVector, this.visibleVector]) v.add(origin, n);
+        this.noteAhead(origin, n, seq);
+      }
+    }
     this.counts = init.counts;
     this.passwordCost = init.opts.passwordCost ?? DEFAULT_COST;
     const budget = init.opts.cacheBytes ?? 64 * 1024 * 1024;
@@ -433,6 +453,8 @@ export class Store {
       for await (const [k, v] of db.iterator({ gte: keys.vectorPrefix, lt: keys.vectorPrefix + HIGH })) {
         vector.set(k.slice(1), decode<number>(v));
       }
+      const ahead = new Map<string, [number, number][]>();
+      for await (const [k, v] of db.iterator({ gte: keys.aheadPrefix, lt: keys.aheadPrefix + HIGH })) ahead.set(k.slice(1), decode<[number, number][]>(v));
       const last = await db.keys({ gte: keys.feedPrefix, lt: keys.feedPrefix + HIGH, reverse: true, limit: 1 }).all();
       const seq = last.length ? parseSeqPart(last[0]!.slice(1)) : 0;
       const counts = new Map(Object.entries((await getMeta<Record<string, number>>('counts')) ?? {}));
@@ -459,7 +481,7 @@ export class Store {
       const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
       const versionsMigrated = await migrateVersions(db, await getMeta<number>('versionFormula'));
-      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, counts, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated });
+      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated });
       try {
         await store.reindexChangedFields();
         await store.repairUniqueClashes();
@@ -804,7 +826,10 @@ export class Store {
     }
     const wasLive = cur !== null && !cur.d;
     if (def && wasLive !== !record.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + (record.d ? -1 : 1));
-    if (feed) this.dirtyVector.add(feed.o);
+    if (feed) {
+      this.dirtyVector.add(feed.o);
+      this.noteAhead(feed.o, feed.n, seq);
+    }
 
     // A remote change is on disk at its origin before it is sent, so readers
     // may see it before our fsync: lost in a crash here, it is received
@@ -1155,6 +1180,7 @@ export class Store {
     if (feed) {
       ops.push({ type: 'put', key: keys.feed(seq), value: encode(feed) });
       this.dirtyVector.add(feed.o);
+      this.noteAhead(feed.o, feed.n, seq);
     }
     if (cur && def && !cur.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) - 1);
     this.purgedIds.add(id);
@@ -1644,8 +1670,15 @@ export class Store {
    */
   stateSnapshot(): StateSnapshot {
     this.assertOpen();
-    const head = this.durableSeq;
+    let head = this.durableSeq;
     const vector = this.durableVector.toObject();
+    // A change held ahead of a gap is in the records but not in the vector: the peer's cursor
+    // starts before its feed entry, which then reaches the peer's vector (and feed) as well.
+    // (Not one the feed no longer holds: a cursor before the feed's start would send the peer to
+    // anti-entropy at every session.)
+    for (const [origin, held] of this.aheadAt) {
+      for (const [n, seq] of held) if (n > (vector[origin] ?? 0) && seq > this.trimmingTo) head = Math.min(head, seq - 1);
+    }
     const snapshot = this.db.snapshot();
     // LevelDB's iterator fills 16 KiB by default: 25 records a read, which
     // made cloning a matter of round trips; read in 1 MiB chunks.
@@ -2106,13 +2139,33 @@ export class Store {
     return deleted;
   }
 
+  /** Notes a change applied at local `seq` ahead of a gap in its origin's vector entry. */
+  private noteAhead(origin: string, n: number, seq: number): void {
+    if (this.vector.get(origin) >= n) return;
+    let held = this.aheadAt.get(origin);
+    if (!held) this.aheadAt.set(origin, (held = new Map()));
+    held.set(n, seq);
+  }
+
   /** Records written once per batch with their latest value. */
   private batchTrailer(): BatchOp[] {
     const ops: BatchOp[] = [
       { type: 'put', key: keys.meta('hlc'), value: encode(this.clock.current) },
       { type: 'put', key: keys.meta('counts'), value: encode(Object.fromEntries(this.counts)) },
     ];
-    for (const origin of this.dirtyVector) ops.push({ type: 'put', key: keys.vector(origin), value: encode(this.vector.get(origin)) });
+    for (const origin of this.dirtyVector) {
+      ops.push({ type: 'put', key: keys.vector(origin), value: encode(this.vector.get(origin)) });
+      const held = this.aheadAt.get(origin);
+      // (pruned by the durable entry, which lags a batch: the snapshot's vector is the durable one)
+      const covered = this.durableVector.get(origin);
+      if (held) for (const n of held.keys()) if (n <= covered) held.delete(n);
+      if (held?.size === 0) this.aheadAt.delete(origin);
+      const ahead = this.vector.aheadOf(origin);
+      if (ahead.length) {
+        ops.push({ type: 'put', key: keys.ahead(origin), value: encode(ahead.map((n) => [n, held?.get(n) ?? 0])) });
+        this.aheadStored.add(origin);
+      } else if (this.aheadStored.delete(origin)) ops.push({ type: 'del', key: keys.ahead(origin) });
+    }
     this.dirtyVector.clear();
     if (this.clientNodesDirty) {
       ops.push({ type: 'put', key: keys.meta('clientNodes'), value: encode(Object.fromEntries(this.clientNodes)) });

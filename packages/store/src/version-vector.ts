@@ -5,8 +5,8 @@
  * peer's feed lacks entries it got by cloning while another's has them) are
  * remembered apart until the gap fills, so a receiver never takes a missing
  * change for one it holds, and a subscriber never tells a sender it holds
- * more than it does. The ones ahead are kept in memory only: after a
- * restart they are simply received again and merge as no-ops.
+ * more than it does. (The store keeps the ones ahead on disk apart from
+ * the entries, with the feed position of each: see Store.aheadAt.)
  */
 export class VersionVector {
   private readonly upTo: Map<string, number>;
@@ -50,6 +50,11 @@ export class VersionVector {
     if (set) for (const n of set) if (n <= seq) set.delete(n);
     this.upTo.set(origin, seq - 1);
     this.add(origin, seq);
+  }
+
+  /** The changes of `origin` held ahead of the gap after its entry, in no order. */
+  aheadOf(origin: string): number[] {
+    return [...(this.ahead.get(origin) ?? [])];
   }
 
   /** Every origin this vector has heard of, whether or not its entry has moved yet. */

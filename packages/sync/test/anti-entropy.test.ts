@@ -227,3 +227,43 @@ t.test('an object holding an update Yjs keeps pending goes as a diff although it
   t.equal((await b.get(thing.id))?.fields['c'], 2, 'b holds the second write too');
   t.equal((await b.get(thing.id))?.version, (await a.get(thing.id))?.version);
 });
+
+t.test('a change its sender holds ahead of a gap reaches a clone as a feed entry too, after a restart of the sender as well: the clone\'s vector passes it, and a node served from the clone\'s feed gets it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'meridian-ae-'));
+  let a = await Store.open({ dir, schema: thingSchema, nodeId: 'a' });
+  t.teardown(async () => {
+    await a.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const [o, b, p] = await stores(t, 'o', 'b', 'p');
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) ids.push((await o.create('Thing', { a: `t-${i}` })).id);
+  const [e1, e2, e3] = (await o.readFeed(0, 10)).map(({ seq: _s, ...c }) => c as RemoteChange);
+  // a got o's first and third changes (the second came to its other peer first, say)
+  await a.applyRemote([e1!, e3!]);
+  t.same(a.versionVector(), { o: 1 }, 'a holds o#3 ahead of the gap');
+  await a.close();
+  a = await Store.open({ dir, schema: thingSchema });
+  t.ok(a.versionVector()['o'] === 1 && (await a.get(ids[2]!)) !== undefined, 'after a restart too');
+
+  // b is cloned from a: the snapshot's records hold o#3, its vector does not, so the cursor starts before it
+  const snap = a.stateSnapshot();
+  t.equal(snap.head, 1, "b's cursor starts before o#3's feed entry");
+  for await (const batch of snap.batches(10)) await b.cloneStates(batch);
+  await b.cloneStates([], { peer: 'a', head: snap.head, vector: snap.vector });
+  await snap.close();
+  // the gap on a fills
+  await a.applyRemote([e2!]);
+  t.same(a.versionVector(), { o: 3 }, "a's entry moves on over what it held ahead, known after the restart");
+
+  const ab = await replicate(a, b, 50);
+  t.equal(ab.x.closed ?? ab.y.closed, undefined);
+  t.equal(b.versionVector()['o'], 3, "b's vector passes o#3, which it got first in a's records");
+
+  // p held o#1 alone, and has only b to learn from: b's feed must hold o#3 for it
+  await p.applyRemote([e1!]);
+  const bp = await replicate(b, p, 50);
+  t.equal(bp.x.closed ?? bp.y.closed, undefined);
+  t.equal((await p.get(ids[2]!))?.fields['a'], 't-2', 'p got o#3 from b');
+  t.equal(p.versionVector()['o'], 3);
+});
