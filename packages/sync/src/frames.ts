@@ -290,8 +290,12 @@ export function decodeFrame(data: Uint8Array): Frame {
       return f as unknown as SubscribeFrame;
     case 'states':
       check(Array.isArray(f['objects']) && f['objects'].length <= 10_000, 'states must carry a list of at most 10000 objects');
+      // (each object once: the receiver plans a frame's states together, and two of one id would both be stored)
+      const ids = new Set<unknown>();
       for (const o of f['objects'] as unknown[]) {
         check(isObj(o) && isId(o['i']), 'a state must be an object id and record bytes');
+        check(!ids.has(o['i']), `states name object ${String(o['i'])} twice in one frame`);
+        ids.add(o['i']);
         // (an own key, as the session tells the two kinds apart: msgpack can carry a key whose value is undefined)
         if ('u' in o) {
           check(isBytes(o['u'], 16 * 1024 * 1024) && isSeq(o['h']) && o['r'] === undefined && o['p'] === undefined, 'a state diff must be update bytes and an HLC');

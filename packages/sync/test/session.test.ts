@@ -935,6 +935,7 @@ t.test('decodeFrame rejects each required field missing or of the wrong type', a
     ['states', 'objects', [[{ i: 'a b', r: b(3) }], [{ i: 'org-1' }], [{ i: 'org-1', r: 'record' }], [5]], /^a state must be an object id and record bytes$/],
     ['states', 'objects', [[{ i: 'org-1', r: b(3), p: 1 }], [{ i: 'org-1', r: b(3), p: false }], [{ i: 'org-1', r: b(3), p: null }]], /^a state's purge flag must be true or absent$/],
     ['states', 'done', [REMOVE, 1, null], /^states need done$/],
+    ['states', 'objects', [[{ i: 'org-1', r: b(3) }, { i: 'org-1', r: b(4) }], [{ i: 'org-1', r: b(3) }, { i: 'org-1', u: b(3), h: 1 }], [{ i: 'org-1', r: b(3), p: true }, { i: 'org-1', r: b(3) }]], /^states name object org-1 twice in one frame$/],
     ['states', 'objects', [[{ i: 'per-1', r: b(3), u: undefined }], [{ i: 'per-1', u: 'x', h: 1 }], [{ i: 'per-1', u: b(3) }], [{ i: 'per-1', u: b(3), h: -1 }], [{ i: 'per-1', u: b(3), h: 1, r: b(3) }], [{ i: 'per-1', u: b(3), h: 1, p: true }]], /^a state diff must be update bytes and an HLC$/],
     ['states', 'page', [false, 1, null, 'yes'], /^a states page end must be true, and not on the last frame$/],
     ['need', 'buckets', [REMOVE, [256], [-1], [1.5], ['1'], null, Array.from({ length: 257 }, () => 0)], /^need must list bucket numbers 0-255$/],
