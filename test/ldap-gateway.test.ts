@@ -109,6 +109,25 @@ t.test('the whole filter language, scopes, and requested attributes', async (t) 
   t.same(Object.keys(named.attrs), ['entryUUID'], 'an operational attribute by name, in any case; userPassword not even when asked');
 });
 
+t.test('a paged search cookie tells nothing of entries the caller cannot read', async (t) => {
+  const d = await directory(t);
+  const s = d.node.store;
+  // slots in creation order: per-c1 (readable by the reseller admin), per-hidden (a direct customer's), per-late (readable)
+  await s.create('Person', { cn: 'Hidden', sn: 'Hidden', mail: ['secret@other.example'], organisation: 'org-c2' }, { id: 'per-hidden' });
+  await s.create('Person', { cn: 'Late', sn: 'Late', organisation: 'org-c1' }, { id: 'per-late' });
+  const radmin: [string, string] = ['uid=radmin', PERSON_PW];
+  const firstCookie = async (mail: string): Promise<string> => {
+    const r = await search(d, radmin, ['-E', 'pr=1/noprompt', '-b', BASE, `(|(mail=${mail})(meridianId=per-c1)(meridianId=per-late))`, '1.1']);
+    t.equal(r.code, 0, r.stderr);
+    t.same(parseLdif(r.stdout).map((e) => e.dn), [dnOf('per-c1'), dnOf('per-late')], `only what it may read (${mail})`);
+    const cookie = /pagedresults: cookie=(\S+)/.exec(r.stdout)?.[1];
+    t.ok(cookie, 'a first page with a cookie');
+    // fingerprint:step:slot; the fingerprint differs with the filter, the position must not
+    return Buffer.from(cookie ?? '', 'base64').toString().split(':').slice(1).join(':');
+  };
+  t.equal(await firstCookie('secret@other.example'), await firstCookie('nobody@other.example'), 'the next page starts at the same place whether or not an unreadable entry matched in between');
+});
+
 t.test('paged results and size limits', async (t) => {
   const d = await directory(t, { ldapSizeLimit: 20 });
   const s = d.node.store;

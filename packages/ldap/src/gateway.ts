@@ -702,6 +702,10 @@ export class LdapGateway {
       const t = st.type;
       const inMemory = this.index.answers(reads, t);
       let previous = step === resume.step ? resume.slot : -1;
+      // The next page resumes after the last entry this one sent: a cookie naming a candidate the
+      // caller cannot read (or one the filter turned down) would tell whether such an entry lies
+      // there, and so let a caller test filters against entries it may not see.
+      let lastSent = previous;
       const candidates = this.index.candidates(filter, t, previous);
       for (;;) {
         // The next candidates are read together: one at a time, a search of cache misses
@@ -710,12 +714,12 @@ export class LdapGateway {
         // tell a size limit from the end); otherwise up to a few, as any may fail the filter.
         const room = Math.max(1, Math.min(sizeLimit, pageSize) - sent + 1);
         const want = Math.min(inMemory ? READ_AHEAD : READ_AHEAD_UNFILTERED, room);
-        const batch: { slot: number; before: number }[] = [];
+        const batch: number[] = [];
         while (batch.length < want) {
           const next = candidates.next();
           if (next.done) break;
           const slot = next.value;
-          batch.push({ slot, before: previous });
+          batch.push(slot);
           previous = slot;
           if (++checked % 512 === 0) {
             if (now() > deadline) return stopped('time');
@@ -726,13 +730,14 @@ export class LdapGateway {
           if (inMemory && evaluate(filter, this.index.source(slot, t)) !== true) batch.pop();
         }
         if (batch.length === 0) break;
-        const entries = await Promise.all(batch.map((c) => this.readableEntry(t, this.index.idOf(c.slot), scope)));
+        const entries = await Promise.all(batch.map((slot) => this.readableEntry(t, this.index.idOf(slot), scope)));
         for (const [i, entry] of entries.entries()) {
           if (!entry) continue;
           if (!inMemory && evaluate(filter, entrySource(entry)) !== true) continue;
-          if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:${batch[i]!.before}`);
+          if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:${lastSent}`);
           const r = await send(entry);
           if (r !== 'go') return stopped(r);
+          lastSent = batch[i]!;
         }
       }
     }
