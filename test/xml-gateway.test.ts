@@ -203,6 +203,30 @@ t.test('the website flow: a customer contact signs in, reads /me, edits their en
   t.equal((await call(node, 'GET', '/me')).status, 404, 'the admin has no /me');
 });
 
+t.test('a sign-in remembered for a credential is the one the person record it was checked against says, not a later one', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  const store = node.store;
+  const staff = basic('staff1', PERSON_PW);
+  const lookup = store.lookup.bind(store);
+  let demoted = false;
+  // the person is demoted just after the sign-in read them, while their password is being checked
+  store.lookup = (async (...args: Parameters<typeof store.lookup>) => {
+    const found = await lookup(...args);
+    if (!demoted && found.items[0]?.id === 'per-staff') {
+      demoted = true;
+      await store.update('per-staff', { roles: ['technical-contact'] });
+    }
+    return found;
+  }) as typeof store.lookup;
+  t.teardown(() => {
+    store.lookup = lookup;
+  });
+  t.equal((await call(node, 'GET', '/objects/Organisation/org-c2', { auth: staff })).status, 200, 'the request signed in as staff was, when it was checked');
+  t.ok(demoted);
+  t.equal((await call(node, 'GET', '/objects/Organisation/org-c2', { auth: staff })).status, 404, 'the next one is not: the demotion is seen');
+});
+
 t.test('access rules: staff, reseller admin, customer contact; 404 for what one may not see, 403 for what one may only see', async (t) => {
   const node = await startXmlNode(t);
   await seed(node);

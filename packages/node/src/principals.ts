@@ -37,9 +37,11 @@ export class Principals {
     const known = this.signedIn.get(authorization);
     if (known && (known.principal.kind === 'admin' || (await this.store.get(known.principal.id))?.version === known.version)) return known;
     const credential = parseBasic(authorization);
-    const principal = credential && (await this.authenticate(credential.user, credential.password));
-    if (!principal || !credential) return undefined;
-    const entry = { principal, credential, version: principal.kind === 'person' ? (await this.store.get(principal.id))?.version : undefined };
+    const found = credential && credential.password.length > 0 ? await this.find(credential.user, credential.password) : undefined;
+    if (!found || !credential) return undefined;
+    // the version of the very record the password and roles were taken from: one read after it
+    // could be a reset's or a demotion's, and would vouch for the old password and roles until the next change
+    const entry = { principal: found.principal, credential, version: found.version };
     if (this.signedIn.size >= 10_000) this.signedIn.clear();
     this.signedIn.set(authorization, entry);
     return entry;
@@ -47,11 +49,12 @@ export class Principals {
 
   async authenticate(user: string, password: string): Promise<Principal | undefined> {
     if (password.length === 0) return undefined;
-    return this.find(user, password);
+    return (await this.find(user, password))?.principal;
   }
 
-  private async find(user: string, password: string): Promise<Principal | undefined> {
-    if (user === 'admin') return (await this.admin.check(user, password)) ? { kind: 'admin', name: 'admin' } : undefined;
+  /** The principal a name and password are, and the version of the person record that says so. */
+  private async find(user: string, password: string): Promise<{ principal: Principal; version: string | undefined } | undefined> {
+    if (user === 'admin') return (await this.admin.check(user, password)) ? { principal: { kind: 'admin', name: 'admin' }, version: undefined } : undefined;
     const rules = this.store.schema.access;
     if (!rules) return undefined;
     // Each login field in turn, to the one whose person the password is: a value one person has as
@@ -59,7 +62,7 @@ export class Principals {
     for (const field of rules.login) {
       const found = (await this.store.lookup(rules.principalType, field, user)).items[0];
       const principal = found && (await this.person(found, user, password));
-      if (principal) return principal;
+      if (principal) return { principal, version: found.version };
     }
     return undefined;
   }
