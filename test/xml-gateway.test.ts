@@ -294,6 +294,22 @@ t.test('access rules: staff, reseller admin, customer contact; 404 for what one 
     t.equal(put.status, 200, `the reseller admin edits ${path}: ${put.text.slice(0, 200)}`);
   }
 
+  // references: to another tenant's object, refused as to a missing one, whichever id; the catalogue (a release) may be named
+  await node.store.create('Host', { customer: 'org-c2', hostname: 'db.c2.example' }, { id: 'hst-c2' });
+  await node.store.create('Host', { customer: 'org-c2', hostname: 'gone.c2.example' }, { id: 'hst-c2-gone' });
+  await node.store.delete('hst-c2-gone');
+  const license = (host: string) =>
+    `<object type="License"><field name="customer">org-c1</field><field name="release">rel-office-1</field><field name="validFrom">2026-02-01</field><field name="seats">1</field><field name="host">${host}</field></object>`;
+  const refusals = [];
+  for (const host of ['hst-c2', 'hst-c2-gone', 'hst-none', 'per-c2']) {
+    const r = await call(node, 'POST', '/objects/License', { ...as('radmin'), body: license(host) });
+    t.equal(r.status, 422, `a license on ${host}: 422`);
+    refusals.push(r.text.replace(host, 'HOST'));
+  }
+  t.equal(new Set(refusals).size, 1, `one answer for another tenant's host, a deleted one, none and a person: ${refusals[0]}`);
+  t.match(refusals[0], /field "host" refers to missing object HOST/);
+  t.equal((await call(node, 'POST', '/objects/License', { ...as('radmin'), body: license('hst-c1') })).status, 201, 'a license on its customer\'s host, of a release of the catalogue, is made');
+
   // customer contact: own entry, own organisation, own licenses; changes only to their own entry
   for (const path of ['/objects/Person/per-c1', '/objects/Organisation/org-c1', '/objects/License/lic-c1']) {
     t.equal((await call(node, 'GET', path, as('contact1'))).status, 200, `the contact reads ${path}`);

@@ -1,6 +1,6 @@
 import { MeridianError } from './errors.js';
 import type { FieldValue } from './codec.js';
-import type { TypeDef } from './schema.js';
+import { validationFailure, type TypeDef } from './schema.js';
 
 /**
  * Who may read and write what through the gateways, from the schema's
@@ -182,6 +182,22 @@ export class AccessScope {
     return Array.isArray(v) ? v.includes(own as string) : v === own;
   }
 
+  /**
+   * Whether a write may point a reference at `target`: one the principal
+   * reads, or one of no organisation's (a product, a release: a catalogue
+   * every license names). Another organisation's object may not be named,
+   * as if it did not exist.
+   */
+  mayReferTo(target: Accessible): boolean {
+    if (this.everything || this.canRead(target)) return true;
+    return !this.types.get(target.type)?.system && this.orgOf(target) === undefined;
+  }
+
+  /** The definition of a type of the schema the scope was made from. */
+  typeDef(type: string): TypeDef | undefined {
+    return this.types.get(type);
+  }
+
   /** Whether `o` is the principal's own entry. */
   isSelf(o: Accessible): boolean {
     return this.principal.kind === 'person' && o.id === this.principal.id && o.type === this.principal.type;
@@ -318,6 +334,20 @@ export async function authorizeWrite(
   for (const role of scope.addedRoles(before, after)) {
     if (!scope.mayGrant(role)) {
       throw new MeridianError('forbidden', `you may not give the role "${role}": you may give only roles that see no more than one of your own`);
+    }
+  }
+  // A reference the write sets to an object the principal may not name is refused as one to a
+  // missing object, whether it exists or not: else the answer (deleted, of another type) tells
+  // which ids exist, and a license could be tied to another tenant's host.
+  const def = after && scope.typeDef(after.type);
+  for (const f of def?.fields.values() ?? []) {
+    if (f.kind !== 'ref' || !changed.includes(f.name)) continue;
+    const v = after!.fields[f.name];
+    for (const ref of v === undefined ? [] : Array.isArray(v) ? v : [v]) {
+      const target = await get(String(ref));
+      if (target && !scope.mayReferTo(target)) {
+        throw validationFailure(def!, op === 'create' ? undefined : id, f.name, 'reference', `refers to missing object ${String(ref)}`);
+      }
     }
   }
 }
