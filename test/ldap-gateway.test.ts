@@ -395,6 +395,12 @@ t.test('modify, compare and password modify go through the write path; add, dele
   t.not(emptyNew.code, 0, 'an empty new password is refused');
   t.match(emptyNew.stdout + emptyNew.stderr, /must not be empty/);
   t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact2', '-w', generated!])).code, 0, 'and the password before it still works');
+  // staff set anyone's too, as a modify of userPassword lets them
+  const byStaff = await passwd(['uid=staff1', PERSON_PW], ['-s', 'set-by-staff-1', dnOf('per-c2')]);
+  t.equal(byStaff.code, 0, byStaff.stdout + byStaff.stderr);
+  t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact2', '-w', 'set-by-staff-1'])).code, 0, 'staff set it');
+  const noOne = await passwd(['uid=staff1', PERSON_PW], ['-s', 'x', dnOf('per-none')]);
+  t.match(noOne.stdout + noOne.stderr, /No such object \(32\)/, 'and are told when a name is no one, as the admin is');
 
   const add = await ldapTool('ldapadd', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW], { input: `dn: uid=new,ou=people,${BASE}\nobjectClass: inetOrgPerson\ncn: New\nsn: New\n` });
   t.equal(add.code, 53, 'add: unwillingToPerform');

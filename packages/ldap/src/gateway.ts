@@ -936,7 +936,11 @@ export class LdapGateway {
     return answer(req.messageId, Op.extended, ResultCode.success, '', { extra: [octets(s.principal ? `dn:${s.dn}` : '', 0x8b)] });
   }
 
-  /** RFC 3062: a person changes their own password (with the old one, or bound with it); the admin anyone's. */
+  /**
+   * RFC 3062: a person changes their own password (with the old one, or
+   * bound with it); the admin and roles that see everything (staff)
+   * anyone's, as a modify of userPassword lets them.
+   */
   private async passwordModify(req: LdapRequest, s: Session): Promise<Answer> {
     // (as bound when the operation began: a recheck by another of the session's operations may drop it meanwhile)
     const principal = s.principal;
@@ -944,13 +948,14 @@ export class LdapGateway {
     const value = (req.requestValue ?? {}) as { userIdentity?: string; oldPassword?: string; newPassword?: string };
     const access = this.opts.store.schema.access;
     if (!access) throw new LdapFailure(ResultCode.unwillingToPerform, 'this schema has no persons with passwords');
-    const admin = principal.kind === 'admin';
-    // anyone but the admin learns only "not yours" of a name that is not their own, whether it names someone or no one
-    const notYours = (): LdapFailure => new LdapFailure(ResultCode.insufficientAccessRights, "only the admin may change another person's password");
+    const scope = await this.principalScope(s, principal);
+    const resets = principal.kind === 'admin' || scope.everything;
+    // anyone else learns only "not yours" of a name that is not their own, whether it names someone or no one
+    const notYours = (): LdapFailure => new LdapFailure(ResultCode.insufficientAccessRights, 'you may change only your own password');
     let target: StoredObject | undefined;
     if (value.userIdentity) {
       const loc = this.layout.locate(value.userIdentity);
-      if (loc.kind !== 'entry' && loc.kind !== 'login') throw admin ? new LdapFailure(ResultCode.noSuchObject, `${value.userIdentity} is not a person's entry`) : notYours();
+      if (loc.kind !== 'entry' && loc.kind !== 'login') throw resets ? new LdapFailure(ResultCode.noSuchObject, `${value.userIdentity} is not a person's entry`) : notYours();
       target = await this.personAt(loc);
     } else if (principal.kind === 'person') {
       target = await this.opts.store.get(principal.id);
@@ -958,7 +963,7 @@ export class LdapGateway {
       throw new LdapFailure(ResultCode.unwillingToPerform, 'the admin has no entry here; name the person whose password to change (ldappasswd ... DN)');
     }
     const self = principal.kind === 'person' && target?.id === principal.id;
-    if (!admin && !self) throw notYours();
+    if (!resets && !self) throw notYours();
     if (!target || target.deleted || target.type !== access.principalType) throw new LdapFailure(ResultCode.noSuchObject, `there is no person ${value.userIdentity ?? ''}`);
     const credential = s.credential;
     if (self && value.oldPassword !== undefined && value.oldPassword !== credential?.password) {
@@ -969,7 +974,7 @@ export class LdapGateway {
     const password = value.newPassword ?? generated!;
     const update = { [access.passwordField]: password };
     // (the schema's rules for the write, as a modify of the attribute meets them: the same on a master as through a replica)
-    await authorizeWrite(await this.principalScope(s, principal), readerKnowing(target, (x) => this.opts.store.get(x)), 'update', target.id, target.type, update);
+    await authorizeWrite(scope, readerKnowing(target, (x) => this.opts.store.get(x)), 'update', target.id, target.type, update);
     // A change of one's own password is made over the entry the session's password was last proven
     // against, and only while the session is still this person's: an admin's reset meanwhile wins.
     // An entry changed otherwise (the {SSHA} upgrade the bind started, an edit) is proven against
