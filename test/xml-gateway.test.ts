@@ -310,6 +310,20 @@ t.test('access rules: staff, reseller admin, customer contact; 404 for what one 
   t.match(refusals[0], /field "host" refers to missing object HOST/);
   t.equal((await call(node, 'POST', '/objects/License', { ...as('radmin'), body: license('hst-c1') })).status, 201, 'a license on its customer\'s host, of a release of the catalogue, is made');
 
+  // a full page of a list has a next only if more it may read match: not because others it may not read do
+  await node.store.create('Person', { cn: 'Smith A', sn: 'Smithers', organisation: 'org-c1' }, { id: 'per-smith-a' });
+  await node.store.create('Person', { cn: 'Smith B', sn: 'Smithers', organisation: 'org-c2' }, { id: 'per-smith-b' });
+  const smiths = await call(node, 'GET', '/objects/Person?sn=smithers&limit=1', as('radmin'));
+  t.same(idsIn(smiths.text), ['per-smith-a']);
+  t.notMatch(smiths.text, /next="/, 'no next page: the other Smithers is not the reseller admin\'s');
+  await node.store.create('Person', { cn: 'Smith C', sn: 'Smithers', organisation: 'org-c1' }, { id: 'per-smith-c' });
+  const two = await call(node, 'GET', '/objects/Person?sn=smithers&limit=1', as('radmin'));
+  const cursor = /next="([^"]+)"/.exec(two.text)?.[1];
+  t.ok(cursor, 'a next page once another it may read matches');
+  const second = await call(node, 'GET', `/objects/Person?sn=smithers&limit=1&cursor=${cursor}`, as('radmin'));
+  t.same(idsIn(second.text), ['per-smith-c'], 'which holds it');
+  t.notMatch(second.text, /next="/);
+
   // customer contact: own entry, own organisation, own licenses; changes only to their own entry
   for (const path of ['/objects/Person/per-c1', '/objects/Organisation/org-c1', '/objects/License/lic-c1']) {
     t.equal((await call(node, 'GET', path, as('contact1'))).status, 200, `the contact reads ${path}`);

@@ -414,24 +414,21 @@ export class XmlGateway {
     const items: StoredObject[] = [];
     let next: string | undefined;
     // Searching reads pages until the limit is met or 10000 objects were looked at; the cursor then resumes there.
+    // A full page has a next one only if one more object matches, looked for as the page's were: that more
+    // objects follow in the store could be objects the principal may not read, and would tell it so.
     let scanned = 0;
-    for (;;) {
+    scan: for (;;) {
       const page = indexed
         ? await this.opts.store.lookup(type, indexed[0], indexed[1], { limit: 500, after })
         : await this.opts.store.list(type, { limit: 500, after });
-      let stopAt: string | undefined;
       for (const o of page.items) {
         scanned++;
-        if (matches(o)) items.push(o);
+        if (!matches(o)) continue;
         if (items.length === limit) {
-          stopAt = o.id;
-          break;
+          next = items[limit - 1]!.id;
+          break scan;
         }
-      }
-      if (stopAt !== undefined) {
-        const more = page.items[page.items.length - 1]!.id !== stopAt || page.next !== undefined;
-        next = more ? stopAt : undefined;
-        break;
+        items.push(o);
       }
       if (!page.next) break;
       after = page.next;
