@@ -781,3 +781,17 @@ t.test('an SSE changes stream ends once its staff member may no longer read it',
   }), 'the stream ends when the role is gone');
   t.notMatch(text, /org-unseen/, 'and the change after it is not sent');
 });
+
+t.test('a long poll of the changes feed answers nothing it waited for to a staff member demoted meanwhile', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  const since = node.store.lastSeq;
+  const polling = call(node, 'GET', `/changes?since=${since}&timeout=10`, { auth: person('staff1') });
+  await sleep(200);
+  // demoted, and then a change: the poll wakes for it
+  await node.store.update('per-staff', { roles: ['customer-contact'] }, { principal: 'test' });
+  const r = await polling;
+  t.equal(r.status, 403, r.text);
+  t.match(r.text, /no longer is; sign in again/);
+  t.notMatch(r.text, /per-staff/, 'nothing of the change is told');
+});

@@ -50,6 +50,8 @@ export async function changesFeed(store: Store, req: IncomingMessage, res: Serve
       if (store.lastSeq > since) done();
     });
     if (res.destroyed) return;
+    // up to the wait's end: a sign-in reset or demoted meanwhile gets nothing it waited for
+    if (!(await allowed())) throw new XmlError(403, 'the changes feed is for the admin and staff, which this sign-in no longer is; sign in again');
     entries = await store.readFeed(since, PAGE);
   }
   const last = entries.length ? entries[entries.length - 1]!.seq : since;
