@@ -300,14 +300,21 @@ t.test('access rules: staff, reseller admin, customer contact; 404 for what one 
   await node.store.delete('hst-c2-gone');
   const license = (host: string) =>
     `<object type="License"><field name="customer">org-c1</field><field name="release">rel-office-1</field><field name="validFrom">2026-02-01</field><field name="seats">1</field><field name="host">${host}</field></object>`;
-  const refusals = [];
-  for (const host of ['hst-c2', 'hst-c2-gone', 'hst-none', 'per-c2']) {
-    const r = await call(node, 'POST', '/objects/License', { ...as('radmin'), body: license(host) });
-    t.equal(r.status, 422, `a license on ${host}: 422`);
-    refusals.push(r.text.replace(host, 'HOST'));
+  // and the same whatever else is wrong with the request (the store checks values before references)
+  for (const [what, body] of [
+    ['', (host: string) => license(host)],
+    [' and no seats', (host: string) => license(host).replace('<field name="seats">1</field>', '<field name="seats">-1</field>')],
+    [' and no validFrom', (host: string) => license(host).replace('<field name="validFrom">2026-02-01</field>', '')],
+  ] as const) {
+    const refusals = [];
+    for (const host of ['hst-c2', 'hst-c2-gone', 'hst-none', 'per-c2']) {
+      const r = await call(node, 'POST', '/objects/License', { ...as('radmin'), body: body(host) });
+      t.equal(r.status, 422, `a license on ${host}${what}: 422`);
+      refusals.push(r.text.replace(host, 'HOST'));
+    }
+    t.equal(new Set(refusals).size, 1, `one answer for another tenant's host, a deleted one, none and a person${what}: ${refusals[0]}`);
+    t.match(refusals[0], /field "host" refers to missing object HOST/);
   }
-  t.equal(new Set(refusals).size, 1, `one answer for another tenant's host, a deleted one, none and a person: ${refusals[0]}`);
-  t.match(refusals[0], /field "host" refers to missing object HOST/);
   t.equal((await call(node, 'POST', '/objects/License', { ...as('radmin'), body: license('hst-c1') })).status, 201, 'a license on its customer\'s host, of a release of the catalogue, is made');
 
   // a full page of a list has a next only if more it may read match: not because others it may not read do

@@ -338,14 +338,17 @@ export async function authorizeWrite(
   }
   // A reference the write sets to an object the principal may not name is refused as one to a
   // missing object, whether it exists or not: else the answer (deleted, of another type) tells
-  // which ids exist, and a license could be tied to another tenant's host.
+  // which ids exist, and a license could be tied to another tenant's host. One to no object is
+  // refused here too, before the store's other checks: refused after them, as the store does, a
+  // request also wrong otherwise (a bad value, a required field left out) would be answered for
+  // that where one naming another tenant's object is answered for the reference.
   const def = after && scope.typeDef(after.type);
   for (const f of def?.fields.values() ?? []) {
     if (f.kind !== 'ref' || !changed.includes(f.name)) continue;
     const v = after!.fields[f.name];
     for (const ref of v === undefined ? [] : Array.isArray(v) ? v : [v]) {
       const target = await get(String(ref));
-      if (target && !scope.mayReferTo(target)) {
+      if (!target || !scope.mayReferTo(target)) {
         throw validationFailure(def!, op === 'create' ? undefined : id, f.name, 'reference', `refers to missing object ${String(ref)}`);
       }
     }
