@@ -33,8 +33,8 @@ export const keys = {
   /** version vector: v<origin node> -> highest origin seq applied */
   vector: (origin: string): string => `v${origin}`,
   vectorPrefix: 'v',
-  /** changes of an origin held ahead of a gap in its vector entry: a<origin> -> [origin seq, local seq][] */
-  ahead: (origin: string): string => `a${origin}`,
+  /** a change held ahead of a gap in its origin's vector entry: a<origin>\0<origin seq> -> its local seq */
+  ahead: (origin: string, originSeq: number): string => `a${origin}${SEP}${seqPart(originSeq)}`,
   aheadPrefix: 'a',
   /** replication checkpoint: c<peer> -> that peer's feed seq applied here */
   checkpoint: (peer: string): string => `c${peer}`,

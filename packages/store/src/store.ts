@@ -258,16 +258,20 @@ export class Store {
   private readonly dirtyVector = new Set<string>();
   /**
    * The feed position of each change held ahead of a gap in its origin's
-   * vector entry (origin -> origin seq -> local seq), kept on disk
-   * (keys.ahead) so a restart does not forget them, until the durable
-   * vector covers them. A snapshot for a clone or anti-entropy holds such a
+   * vector entry (origin -> origin seq -> local seq), until the durable
+   * vector covers it. A snapshot for a clone or anti-entropy holds such a
    * change in its records but not in its vector: it starts the peer's
    * cursor before the first of them, so that the peer gets their feed
    * entries too (see stateSnapshot).
    */
   private readonly aheadAt = new Map<string, Map<number, number>>();
-  /** origins with an ahead record on disk */
-  private readonly aheadStored = new Set<string>();
+  /**
+   * The same changes as on disk (keys.ahead, one key each, written in the
+   * change's batch), so a restart does not forget them; a key goes in the
+   * batch that moves the origin's entry past it. `at`: the entry when they
+   * were last looked through, which they are again only once it moves.
+   */
+  private readonly aheadOnDisk = new Map<string, { seqs: Set<number>; at: number }>();
   /** objects whose Y.Doc is kept, oldest first */
   private readonly docHolders = new RecencyList<Slot<CachedObject>>();
   private readonly maxDocs = 1024;
@@ -324,7 +328,7 @@ export class Store {
     hlc: number;
     seq: number;
     vector: Map<string, number>;
-    ahead: Map<string, [number, number][]>;
+    ahead: [origin: string, originSeq: number, seq: number][];
     counts: Map<string, number>;
     clientNodes: Map<number, string>;
     ownClients: Set<number>;
@@ -358,11 +362,14 @@ export class Store {
     this.seq = init.seq;
     this.durableSeq = init.seq;
     this.vector = new VersionVector(init.vector);
-    for (const [origin, held] of init.ahead) {
-      this.aheadStored.add(origin);
-      for (const [n, seq] of held) {
-        for (const v of [this.vector, this.durableVector, this.visibleVector]) v.add(origin, n);
-        this.noteAhead(origin, n, seq);
+    for (const [origin, n, seq] of init.ahead) {
+      for (const v of [this.vector, this.durableVector, this.visibleVector]) v.add(origin, n);
+      // (one the entry covers already, left by a crash between batches, is dropped by the next batch of its origin)
+      this.noteAhead(origin, n, seq);
+      if (this.vector.get(origin) >= n) {
+        let disk = this.aheadOnDisk.get(origin);
+        if (!disk) this.aheadOnDisk.set(origin, (disk = { seqs: new Set(), at: -1 }));
+        disk.seqs.add(n);
       }
     }
     this.counts = init.counts;
@@ -453,8 +460,11 @@ export class Store {
       for await (const [k, v] of db.iterator({ gte: keys.vectorPrefix, lt: keys.vectorPrefix + HIGH })) {
         vector.set(k.slice(1), decode<number>(v));
       }
-      const ahead = new Map<string, [number, number][]>();
-      for await (const [k, v] of db.iterator({ gte: keys.aheadPrefix, lt: keys.aheadPrefix + HIGH })) ahead.set(k.slice(1), decode<[number, number][]>(v));
+      const ahead: [origin: string, originSeq: number, seq: number][] = [];
+      for await (const [k, v] of db.iterator({ gte: keys.aheadPrefix, lt: keys.aheadPrefix + HIGH })) {
+        const at = k.lastIndexOf(SEP);
+        ahead.push([k.slice(1, at), parseSeqPart(k.slice(at + 1)), decode<number>(v)]);
+      }
       const last = await db.keys({ gte: keys.feedPrefix, lt: keys.feedPrefix + HIGH, reverse: true, limit: 1 }).all();
       const seq = last.length ? parseSeqPart(last[0]!.slice(1)) : 0;
       const counts = new Map(Object.entries((await getMeta<Record<string, number>>('counts')) ?? {}));
@@ -828,7 +838,7 @@ export class Store {
     if (def && wasLive !== !record.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + (record.d ? -1 : 1));
     if (feed) {
       this.dirtyVector.add(feed.o);
-      this.noteAhead(feed.o, feed.n, seq);
+      this.noteAhead(feed.o, feed.n, seq, ops);
     }
 
     // A remote change is on disk at its origin before it is sent, so readers
@@ -852,7 +862,7 @@ export class Store {
       } else if ((slot.value.durable?.s ?? 0) < record.s) slot.value.durable = record;
       if (feed) {
         this.durableSeq = seq;
-        this.durableVector.add(feed.o, feed.n);
+        if (this.durableVector.add(feed.o, feed.n)) this.pruneAhead(feed.o);
         if (!showNow) {
           this.visibleVector.add(feed.o, feed.n);
           for (const fn of this.visibleListeners) fn();
@@ -1180,7 +1190,7 @@ export class Store {
     if (feed) {
       ops.push({ type: 'put', key: keys.feed(seq), value: encode(feed) });
       this.dirtyVector.add(feed.o);
-      this.noteAhead(feed.o, feed.n, seq);
+      this.noteAhead(feed.o, feed.n, seq, ops);
     }
     if (cur && def && !cur.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) - 1);
     this.purgedIds.add(id);
@@ -1197,7 +1207,7 @@ export class Store {
       if (slot.value.pending === durable) slot.value.pending = undefined;
       if (fe) {
         this.durableSeq = seq;
-        this.durableVector.add(fe.origin, fe.originSeq);
+        if (this.durableVector.add(fe.origin, fe.originSeq)) this.pruneAhead(fe.origin);
         this.visibleVector.add(fe.origin, fe.originSeq);
         for (const fn of this.visibleListeners) fn();
       }
@@ -1868,6 +1878,7 @@ export class Store {
       for (const [origin, n] of Object.entries(done.vector)) {
         this.vector.raise(origin, n);
         this.durableVector.raise(origin, n);
+        this.pruneAhead(origin);
         this.visibleVector.raise(origin, n);
         for (const fn of this.visibleListeners) fn();
         this.dirtyVector.add(origin);
@@ -2139,12 +2150,25 @@ export class Store {
     return deleted;
   }
 
-  /** Notes a change applied at local `seq` ahead of a gap in its origin's vector entry. */
-  private noteAhead(origin: string, n: number, seq: number): void {
+  /** Notes a change applied at local `seq` ahead of a gap in its origin's vector entry (with `ops`, the batch that stores it). */
+  private noteAhead(origin: string, n: number, seq: number, ops?: BatchOp[]): void {
     if (this.vector.get(origin) >= n) return;
     let held = this.aheadAt.get(origin);
     if (!held) this.aheadAt.set(origin, (held = new Map()));
     held.set(n, seq);
+    let disk = this.aheadOnDisk.get(origin);
+    if (!disk) this.aheadOnDisk.set(origin, (disk = { seqs: new Set(), at: this.vector.get(origin) }));
+    disk.seqs.add(n);
+    ops?.push({ type: 'put', key: keys.ahead(origin, n), value: encode(seq) });
+  }
+
+  /** Forgets the changes held ahead that the durable vector now covers (after its entry for `origin` moved). */
+  private pruneAhead(origin: string): void {
+    const held = this.aheadAt.get(origin);
+    if (!held) return;
+    const covered = this.durableVector.get(origin);
+    for (const n of held.keys()) if (n <= covered) held.delete(n);
+    if (held.size === 0) this.aheadAt.delete(origin);
   }
 
   /** Records written once per batch with their latest value. */
@@ -2154,17 +2178,19 @@ export class Store {
       { type: 'put', key: keys.meta('counts'), value: encode(Object.fromEntries(this.counts)) },
     ];
     for (const origin of this.dirtyVector) {
-      ops.push({ type: 'put', key: keys.vector(origin), value: encode(this.vector.get(origin)) });
-      const held = this.aheadAt.get(origin);
-      // (pruned by the durable entry, which lags a batch: the snapshot's vector is the durable one)
-      const covered = this.durableVector.get(origin);
-      if (held) for (const n of held.keys()) if (n <= covered) held.delete(n);
-      if (held?.size === 0) this.aheadAt.delete(origin);
-      const ahead = this.vector.aheadOf(origin);
-      if (ahead.length) {
-        ops.push({ type: 'put', key: keys.ahead(origin), value: encode(ahead.map((n) => [n, held?.get(n) ?? 0])) });
-        this.aheadStored.add(origin);
-      } else if (this.aheadStored.delete(origin)) ops.push({ type: 'del', key: keys.ahead(origin) });
+      const upTo = this.vector.get(origin);
+      ops.push({ type: 'put', key: keys.vector(origin), value: encode(upTo) });
+      // (looked through only when the entry moved: while a gap lasts, it does not)
+      const disk = this.aheadOnDisk.get(origin);
+      if (disk && disk.at !== upTo) {
+        disk.at = upTo;
+        for (const n of disk.seqs) {
+          if (n > upTo) continue;
+          disk.seqs.delete(n);
+          ops.push({ type: 'del', key: keys.ahead(origin, n) });
+        }
+        if (disk.seqs.size === 0) this.aheadOnDisk.delete(origin);
+      }
     }
     this.dirtyVector.clear();
     if (this.clientNodesDirty) {

@@ -52,11 +52,6 @@ export class VersionVector {
     this.add(origin, seq);
   }
 
-  /** The changes of `origin` held ahead of the gap after its entry, in no order. */
-  aheadOf(origin: string): number[] {
-    return [...(this.ahead.get(origin) ?? [])];
-  }
-
   /** Every origin this vector has heard of, whether or not its entry has moved yet. */
   origins(): Set<string> {
     return new Set([...this.upTo.keys(), ...this.ahead.keys()]);

@@ -266,4 +266,28 @@ t.test('a change its sender holds ahead of a gap reaches a clone as a feed entry
   t.equal(bp.x.closed ?? bp.y.closed, undefined);
   t.equal((await p.get(ids[2]!))?.fields['a'], 't-2', 'p got o#3 from b');
   t.equal(p.versionVector()['o'], 3);
+
+  // what a held ahead is on disk one key a change, gone once the gap filled
+  const aheadKeys = async (store: Store): Promise<string[]> => {
+    const snap = store.backupSnapshot();
+    const found: string[] = [];
+    try {
+      for await (const batch of snap.batches) for (const [k] of batch) if (k.startsWith('a')) found.push(k);
+    } finally {
+      await snap.close();
+    }
+    return found;
+  };
+  t.same(await aheadKeys(a), [], "a's record of o#3 held ahead went with the change that filled the gap");
+  const q = (await stores(t, 'q'))[0];
+  const more: RemoteChange[] = [];
+  for (let i = 0; i < 5; i++) await o.create('Thing', { a: `m-${i}` });
+  for (const { seq: _s, ...c } of await o.readFeed(3, 10)) more.push(c as RemoteChange);
+  // q holds o#1 to o#3, then o#5 to o#8 ahead of a gap at o#4
+  await q.applyRemote([e1!, e2!, e3!]);
+  for (const c of more.slice(1)) await q.applyRemote([c]);
+  t.equal((await aheadKeys(q)).length, 4, 'one key for each change held ahead');
+  await q.applyRemote([more[0]!]);
+  t.same(await aheadKeys(q), [], 'none once the gap filled');
+  t.equal(q.versionVector()['o'], 8);
 });
