@@ -536,8 +536,23 @@ export class XmlGateway {
     // Changes made while the export runs land in it or not, object by object; but an object
     // that loses its reference to its own type between the passes would be in neither, so the
     // second pass also takes those changed since the start (one that was in the first then comes
-    // twice, and an import applies the later copy over the earlier).
+    // twice, and an import applies the later copy over the earlier): by a change, whose feed seq
+    // is later, or by a merged state, which keeps its record's seq and is told to onStates.
     const since = store.lastSeq;
+    const merged = new Set<string>();
+    const stopListening = store.onStates((ids) => {
+      for (const id of ids) merged.add(id);
+    });
+    try {
+      await this.exportTypes(r, types, since, merged);
+    } finally {
+      stopListening();
+    }
+    r.res.end('</objects>\n');
+  }
+
+  private async exportTypes(r: Request, types: TypeDef[], since: number, merged: ReadonlySet<string>): Promise<void> {
+    const store = this.opts.store;
     for (const def of types) {
       // objects referring to their own type (a customer to its reseller) after those they refer to
       const selfRefs = [...def.fields.values()].filter((f) => f.kind === 'ref' && f.to === def.name).map((f) => f.name);
@@ -553,14 +568,13 @@ export class XmlGateway {
           let chunk = '';
           for (const o of page.items) {
             const refersToOwnType = selfRefs.some((f) => o.fields[f] !== undefined);
-            if (selfRefs.length && (pass === 0 ? refersToOwnType : !refersToOwnType && o.seq <= since)) continue;
+            if (selfRefs.length && (pass === 0 ? refersToOwnType : !refersToOwnType && o.seq <= since && !merged.has(o.id))) continue;
             chunk += objectXml(o, def, '  ');
           }
           if (chunk) await write(r.res, chunk);
         }
       }
     }
-    r.res.end('</objects>\n');
   }
 
   private async import(r: Request): Promise<void> {
