@@ -2493,18 +2493,21 @@ export class Store {
 
   /**
    * Reads `probe` until `done` holds of what it returns, again each time
-   * more changes become visible, and at most for `ms`; resolves with the
-   * last answer. For a caller waiting on another write to show (reads see
-   * a local change once it is on disk), without polling.
+   * more changes become visible (states stored by a clone or merge too),
+   * and at most for `ms`; resolves with the last answer. For a caller
+   * waiting on another write to show (reads see a local change once it is
+   * on disk), without polling.
    */
   async readUntil<T>(probe: () => Promise<T>, done: (value: T) => boolean, ms: number): Promise<T> {
     const until = performance.now() + ms;
     let more = false;
     let wake: (() => void) | undefined;
-    const off = this.onVisible(() => {
+    const changed = (): void => {
       more = true;
       wake?.();
-    });
+    };
+    // (states stored without a feed entry, a clone's or a merge's, show too)
+    const offs = [this.onVisible(changed), this.onStates(changed)];
     try {
       for (;;) {
         more = false;
@@ -2524,7 +2527,7 @@ export class Store {
         }
       }
     } finally {
-      off();
+      for (const off of offs) off();
     }
   }
 

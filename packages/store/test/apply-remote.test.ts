@@ -358,4 +358,14 @@ t.test('readUntil reads again as soon as a change shows, and gives up after its 
   const never = await b.readUntil(() => b.get('nothing-here'), (x) => x !== undefined, 150);
   t.equal(never, undefined, 'the last answer once the time is up');
   t.ok(performance.now() - t0 >= 140, 'waited its time');
+
+  // a state stored without a feed entry (a clone, a merge) wakes it too
+  const c = await openStore(t, { nodeId: 'c' });
+  const t1 = performance.now();
+  const cloned = c.readUntil(() => c.get(o.id), (x) => x !== undefined, 10_000);
+  const snap = a.stateSnapshot();
+  for await (const batch of snap.batches(10)) await c.cloneStates(batch);
+  await snap.close();
+  t.equal((await cloned)?.id, o.id);
+  t.ok(performance.now() - t1 < 2000, 'woken by the cloned state');
 });
