@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { DEFAULT_SCHEMA } from '@meridian/node';
 import { freePort } from './helpers/free-port.js';
 import { tempDir } from './helpers/tmp.js';
-import { ADMIN, startXmlNode } from './helpers/xml-node.js';
+import { ADMIN, basic, PERSON_PW, seed, startXmlNode } from './helpers/xml-node.js';
 import { until } from './helpers/wait.js';
 
 t.test("a replica turns read-only when its master's connection closes, while that link's apply is still running", async (t) => {
@@ -155,4 +155,31 @@ t.test("a keyed write its replica sends again to another master after a failover
   t.equal(again.status, 200, `answered from b's record of the key, not left waiting for a change of b's own (${again.status})`);
   t.equal(b.store.versionVector()['b'] ?? 0, ownOnB, 'b made no change of its own');
   t.equal((await r1.store.get(org.id))?.fields['name'], 'Renamed once');
+});
+
+t.test("a write through a replica that names an object the replica does not hold yet is left for the master to judge", async (t) => {
+  const SECRET = 'in-process-cluster-secret';
+  const port = await freePort();
+  const master = await startXmlNode(t, { httpPort: port, clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000 });
+  await seed(master);
+  const res = await fetch(`http://127.0.0.1:${port}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'r1' }) });
+  const { credential } = (await res.json()) as { credential: string };
+  const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
+  await master.store.create('Host', { customer: 'org-c1', hostname: 'new.c1.example' }, { id: 'hst-new' });
+  t.ok(await until(async () => replica.status().mode === 'read-write' && (await replica.store.get('hst-new')) !== undefined, 10_000), 'the replica is read-write and has caught up');
+  // as if the host had not reached the replica yet
+  const get = replica.store.get.bind(replica.store);
+  replica.store.get = ((id: string) => (id === 'hst-new' ? Promise.resolve(undefined) : get(id))) as typeof replica.store.get;
+  t.teardown(() => {
+    replica.store.get = get;
+  });
+  const license = (host: string) =>
+    `<object type="License"><field name="customer">org-c1</field><field name="release">rel-office-1</field><field name="validFrom">2026-02-01</field><field name="seats">1</field><field name="host">${host}</field></object>`;
+  const radmin = basic('radmin', PERSON_PW);
+  const made = await fetch(`${replica.url}/objects/License`, { method: 'POST', headers: { authorization: radmin, 'content-type': 'application/xml' }, body: license('hst-new') });
+  t.equal(made.status, 201, `the master, which holds the host, makes it (${made.status})`);
+  // one the master does not hold either is refused there, in the words a master uses
+  const none = await fetch(`${replica.url}/objects/License`, { method: 'POST', headers: { authorization: radmin, 'content-type': 'application/xml' }, body: license('hst-none') });
+  t.equal(none.status, 422);
+  t.match(await none.text(), /field "host" refers to missing object hst-none/);
 });

@@ -121,6 +121,7 @@ const STORE_CODES = new Set<string>(['validation', 'not-found', 'exists', 'preco
  * refusal reaches the client as the master worded it.
  */
 export class ForwardingWriter implements Writer {
+  readonly forwards = true;
   constructor(
     private readonly store: Store,
     private readonly replicator: Replicator,

@@ -279,6 +279,7 @@ export async function authorizeWrite(
   id: string,
   type: string | undefined,
   fields: Readonly<Record<string, unknown>> | undefined,
+  opts: { lagging?: boolean | undefined } = {},
 ): Promise<void> {
   if (scope.everything) return;
   const current = op === 'create' ? undefined : await get(id);
@@ -341,14 +342,16 @@ export async function authorizeWrite(
   // which ids exist, and a license could be tied to another tenant's host. One to no object is
   // refused here too, before the store's other checks: refused after them, as the store does, a
   // request also wrong otherwise (a bad value, a required field left out) would be answered for
-  // that where one naming another tenant's object is answered for the reference.
+  // that where one naming another tenant's object is answered for the reference. Except where
+  // the store read may lag the one that makes the write (`lagging`: a replica, which forwards it):
+  // there an object not here yet is left for that node to judge, which it does the same way.
   const def = after && scope.typeDef(after.type);
   for (const f of def?.fields.values() ?? []) {
     if (f.kind !== 'ref' || !changed.includes(f.name)) continue;
     const v = after!.fields[f.name];
     for (const ref of v === undefined ? [] : Array.isArray(v) ? v : [v]) {
       const target = await get(String(ref));
-      if (!target || !scope.mayReferTo(target)) {
+      if (target ? !scope.mayReferTo(target) : !opts.lagging) {
         throw validationFailure(def!, op === 'create' ? undefined : id, f.name, 'reference', `refers to missing object ${String(ref)}`);
       }
     }

@@ -25,6 +25,8 @@ export function recordedPrincipal(principal: string | undefined, via: string | u
 }
 
 export interface Writer {
+  /** true where writes are made by another node (a replica's master), whose store this one's may lag */
+  readonly forwards?: boolean;
   create(type: string, fields: Record<string, unknown>, opts: WriteRequest & { id?: string | undefined }): Promise<StoredObject>;
   update(id: string, fields: Record<string, unknown>, opts: WriteRequest): Promise<StoredObject>;
   replace(id: string, fields: Record<string, unknown>, opts: WriteRequest): Promise<StoredObject>;

@@ -297,7 +297,7 @@ export class XmlGateway {
         // (RFC 9110: If-Match fails on a resource that has no current representation)
         if (match !== undefined) throw new XmlError(412, `${type} ${id} does not exist, so it cannot match If-Match; to create it send If-None-Match: * instead`);
         if (!creating) throw new XmlError(428, `${type} ${id} does not exist; to create it with PUT send If-None-Match: *`);
-        await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'create', id, type, fields);
+        await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'create', id, type, fields, { lagging: this.opts.writer.forwards });
         let o: StoredObject;
         try {
           o = await this.opts.writer.create(type, fields, { ...this.writeOpts(r), id });
@@ -315,7 +315,7 @@ export class XmlGateway {
       if (noneMatch(r.req, current!.version)) throw new XmlError(412, `${type} ${id} exists; If-None-Match: * only creates`);
       if (match === undefined) throw new XmlError(428, `${type} ${id} exists; send If-Match with its ETag ("${current!.version}" now) to change it`);
       if (match !== '*' && match !== current!.version) throw new XmlError(412, `${type} ${id} changed since you read it (now "${current!.version}"); GET it again and retry`);
-      await authorizeWrite(r.scope, readerKnowing(current!, (x) => this.opts.store.get(x)), 'replace', id, type, fields);
+      await authorizeWrite(r.scope, readerKnowing(current!, (x) => this.opts.store.get(x)), 'replace', id, type, fields, { lagging: this.opts.writer.forwards });
       // written only over the version just authorised: with If-Match: * a change in between is read and judged again
       const o = await this.retryStar(match, attempt, () => this.opts.writer.replace(id, fields, this.writeOpts(r, { ifVersion: current!.version })));
       if (o === RETRY) continue;
@@ -347,7 +347,7 @@ export class XmlGateway {
     if (input.type !== type) throw new XmlError(409, `the body is a ${input.type} but the URL names ${type}`);
     if (input.id !== undefined) throw new XmlError(400, `POST creates an object with a new id; to choose the id, PUT /objects/${type}/${input.id} with If-None-Match: *`);
     const fields = writeFields(def, input);
-    await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'create', 'new', type, fields);
+    await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'create', 'new', type, fields, { lagging: this.opts.writer.forwards });
     const o = await this.opts.writer.create(type, fields, this.writeOpts(r));
     this.send(r, 201, o, { location: objectPath(o) });
   }
