@@ -463,7 +463,8 @@ export class Store {
       const ahead: [origin: string, originSeq: number, seq: number][] = [];
       for await (const [k, v] of db.iterator({ gte: keys.aheadPrefix, lt: keys.aheadPrefix + HIGH })) {
         const at = k.lastIndexOf(SEP);
-        ahead.push([k.slice(1, at), parseSeqPart(k.slice(at + 1)), decode<number>(v)]);
+        // (only keys of this shape: an unreleased earlier form, one list per origin under a<origin>, is ignored)
+        if (at > 1) ahead.push([k.slice(1, at), parseSeqPart(k.slice(at + 1)), decode<number>(v)]);
       }
       const last = await db.keys({ gte: keys.feedPrefix, lt: keys.feedPrefix + HIGH, reverse: true, limit: 1 }).all();
       const seq = last.length ? parseSeqPart(last[0]!.slice(1)) : 0;

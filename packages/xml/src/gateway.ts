@@ -70,6 +70,8 @@ const RENDERED_BYTES = 32 * 1024 * 1024;
 
 /** what a write under If-Match: * gives back when the object changed before it: read, judge and write again */
 const RETRY = Symbol('retry');
+/** ids of objects changed by merged states that an export keeps while it runs (see export) */
+const MERGED_KEPT = 100_000;
 
 /**
  * The XML-over-HTTP gateway: objects by type and id with ETags, lists,
@@ -539,9 +541,10 @@ export class XmlGateway {
     // twice, and an import applies the later copy over the earlier): by a change, whose feed seq
     // is later, or by a merged state, which keeps its record's seq and is told to onStates.
     const since = store.lastSeq;
+    // (bounded: past MERGED_KEPT ids, a long repair running alongside, the second pass takes every object)
     const merged = new Set<string>();
     const stopListening = store.onStates((ids) => {
-      for (const id of ids) merged.add(id);
+      for (const id of ids) if (merged.size <= MERGED_KEPT) merged.add(id);
     });
     try {
       await this.exportTypes(r, types, since, merged);
@@ -568,7 +571,8 @@ export class XmlGateway {
           let chunk = '';
           for (const o of page.items) {
             const refersToOwnType = selfRefs.some((f) => o.fields[f] !== undefined);
-            if (selfRefs.length && (pass === 0 ? refersToOwnType : !refersToOwnType && o.seq <= since && !merged.has(o.id))) continue;
+            const unchanged = o.seq <= since && merged.size <= MERGED_KEPT && !merged.has(o.id);
+            if (selfRefs.length && (pass === 0 ? refersToOwnType : !refersToOwnType && unchanged)) continue;
             chunk += objectXml(o, def, '  ');
           }
           if (chunk) await write(r.res, chunk);
