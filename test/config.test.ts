@@ -20,6 +20,11 @@ t.test('bad settings are refused with the source named', async (t) => {
   writeFileSync(file, 'httpPort: 9001\ncolour: blue\n');
   t.throws(() => resolveConfig({ file }), { message: /config file .*meridian.yaml: unknown setting "colour"/ });
   t.throws(() => resolveConfig({ flags: { httpPort: 'eighty' } }), { message: '--http-port: httpPort must be a whole number, got "eighty"' });
+  // 0 is a whole number, but a heartbeat every millisecond, a write timed out at once or every body refused is no setting
+  t.throws(() => resolveConfig({ flags: { heartbeat: '0' } }), { message: '--heartbeat: heartbeat must be at least 50, got 0' });
+  t.throws(() => resolveConfig({ env: { MERIDIAN_WRITE_TIMEOUT: '0' } }), { message: 'MERIDIAN_WRITE_TIMEOUT: writeTimeout must be at least 100, got 0' });
+  t.throws(() => resolveConfig({ flags: { maxBody: '0' } }), { message: '--max-body: maxBody must be at least 1, got 0' });
+  t.equal(resolveConfig({ flags: { heartbeat: '50', linkTimeout: '200' } }).heartbeat, 50);
   t.throws(() => resolveConfig({ env: { MERIDIAN_HTTP_PORT: '70000' } }), { message: /MERIDIAN_HTTP_PORT: httpPort must be a port number/ });
   t.throws(() => resolveConfig({ file: '/nonexistent/m.yaml' }), { message: /cannot read config file \/nonexistent\/m.yaml/ });
 });

@@ -164,6 +164,13 @@ const ENV: Record<keyof NodeConfig, string> = {
 
 const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize', 'heartbeat', 'linkTimeout', 'feedRetention', 'writeTimeout', 'readyLag', 'ldapPort', 'ldapsPort', 'ldapSizeLimit', 'ldapTimeLimit']);
 
+/**
+ * Settings where 0 (or a value that small) would pass as a number but not
+ * work: a heartbeat every millisecond on every link, every forwarded write
+ * timed out at once, every body refused.
+ */
+const AT_LEAST: Partial<Record<keyof NodeConfig, number>> = { heartbeat: 50, maxBody: 1, writeTimeout: 100 };
+
 function configError(source: string, key: string, problem: string): MeridianError {
   return new MeridianError('bad-request', `${source}: ${key} ${problem}`);
 }
@@ -172,6 +179,8 @@ function coerce(source: string, key: keyof NodeConfig, raw: unknown): NodeConfig
   if (NUMERIC.has(key)) {
     const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : NaN;
     if (!Number.isSafeInteger(n) || n < 0) throw configError(source, key, `must be a whole number, got ${JSON.stringify(raw)}`);
+    const least = AT_LEAST[key];
+    if (least !== undefined && n < least) throw configError(source, key, `must be at least ${least}, got ${n}`);
     if (key === 'httpPort' && n > 65535) throw configError(source, key, `must be a port number (0-65535), got ${n}`);
     return n;
   }
