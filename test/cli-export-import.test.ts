@@ -89,3 +89,45 @@ t.test('an export cut short leaves no file and says so in one sentence; a failur
   t.notMatch(tty.out, /digestedmeridian/, 'not glued to the progress line');
   t.match(tty.out, /\x1b\[2Kmeridian: /, 'the progress line is cleared first');
 });
+
+t.test('answers that are not what the command asked for: a foreign 200 to an import, a JSON answer cut short, an export into a directory', async (t) => {
+  let asked = 0;
+  const server = createServer((req, res) => {
+    asked++;
+    req.resume();
+    if (req.url?.startsWith('/import')) {
+      // a proxy's or a single-page app's fallback page
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end('<!doctype html><html><body>Welcome</body></html>');
+      return;
+    }
+    // a JSON answer whose connection drops half-way
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': '1000' });
+    res.write('{"id": "org-1", "ty');
+    setTimeout(() => res.socket?.destroy(), 20);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const env = { MERIDIAN_PASSWORD: PW };
+  const file = join(tempDir(t), 'in.xml');
+  (await import('node:fs')).writeFileSync(file, '<objects>\n<object type="Organisation"><field name="name">X</field><field name="kind">vendor</field></object>\n</objects>\n');
+  const imported = await cliAsync(['import', file, '--node', url], env);
+  t.equal(imported.code, 1, 'not counted as an import of nothing, with exit 0');
+  t.equal(imported.stderr, `meridian: the node at ${url} answered the import with something that is not an import report; is it a Meridian node? The objects may or may not have been applied\n`);
+  t.equal(imported.stdout, '');
+
+  const put = await cliAsync(['put', 'Organisation', 'name=X', 'kind=vendor', '--node', url], env);
+  t.equal(put.code, 1);
+  t.equal(put.stderr, `meridian: the node at ${url} closed the connection before its answer was complete; the change may or may not have been made\n`, 'one sentence, not "unexpected error: terminated"');
+  const get = await cliAsync(['get', 'org-1', '--node', url], env);
+  t.equal(get.stderr, `meridian: the node at ${url} closed the connection before its answer was complete\n`, 'a read says nothing of changes');
+
+  const before = asked;
+  const folder = tempDir(t);
+  const into = await cliAsync(['export', '--node', url, '--out', folder], env);
+  t.equal(into.code, 2, 'a usage error');
+  t.equal(into.stderr, `meridian: ${folder} is a directory; give the name of the file to write\n`);
+  t.equal(asked, before, 'said before the node is asked (it used to download everything, then fail the rename)');
+  t.notOk(existsSync(`${folder}.partial`), 'and nothing is left beside it');
+});

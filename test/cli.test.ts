@@ -28,6 +28,22 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
   t.same(got.fields, { cn: 'Anna Smith', sn: 'Smith', mail: ['Anna@Example.com', 'anna.smith@example.com'], organisation: 'org-acme', telephoneNumber: ['+27 021 555'] });
   t.match(cli(['get', 'org-acme'], env).stdout, /postalCode\s+0049/, 'values stay strings exactly as given');
 
+  // a page of a filtered list: the hint to the next page keeps the filter and the page size
+  for (const [oid, kind] of [['org-c2', 'customer'], ['org-v1', 'vendor'], ['org-c3', 'customer'], ['org-v2', 'vendor']]) {
+    t.equal(cli(['put', 'Organisation', oid!, `name=${oid}`, `kind=${kind}`], env).code, 0);
+  }
+  const page1 = cli(['list', 'Organisation', 'kind=customer', '--limit', '2'], env);
+  t.equal(page1.code, 0, page1.stderr);
+  const hint = /^more: meridian (.*)\n$/.exec(page1.stderr)?.[1];
+  t.match(hint, /^list Organisation kind=customer --limit 2 --after \S+$/, page1.stderr);
+  const page2 = cli([...hint!.split(' '), '--json'], env);
+  t.equal(page2.code, 0, page2.stderr);
+  t.same(
+    (JSON.parse(page2.stdout) as { items: { id: string }[] }).items.map((o) => o.id),
+    ['org-c3'],
+    'the next page holds the customers left, not every Organisation after the cursor',
+  );
+
   const upd = cli(['put', 'Person', id, 'title=CIO', 'telephoneNumber='], env);
   t.equal(upd.code, 0, upd.stderr);
   const after = JSON.parse(cli(['get', id, '--json'], env).stdout);

@@ -246,9 +246,12 @@ t.test('meridian lag and meridian log against a running node', async (t) => {
   t.match(lines[0], /^ {5}1 {2}\d{4}-\d\d-\d\dT[\d:.]+Z {2}a#1 {2}admin {2}create Organisation org-[0-9a-z]{12} {2}name, kind$/);
   const json = await cliAsync(['log', '--since', '2', '--json'], env);
   t.match(JSON.parse(json.stdout.trim()), { seq: 3, origin: 'a', originSeq: 3, kind: 'create', type: 'Organisation', principal: 'admin', fields: ['name', 'kind'] });
-  const bad = await cliAsync(['log', '--since', 'x'], env);
-  t.equal(bad.code, 2);
-  t.equal(bad.stderr.trim(), 'meridian: --since must be a feed position: a whole number, 0 for the start');
+  // Number() takes each of these ("" as 0: a script's unset $SEQ dumped the whole feed)
+  for (const since of ['x', '', ' 5', '1e3', '0x10', '-1']) {
+    const bad = await cliAsync(['log', '--since', since], env);
+    t.equal(bad.code, 2, `--since "${since}" is a usage error`);
+    t.equal(bad.stderr.trim(), 'meridian: --since must be a feed position: a whole number, 0 for the start');
+  }
 });
 
 t.test('meridian status, lag and lag --watch with a peer cut off and back, for people and as JSON', async (t) => {

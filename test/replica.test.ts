@@ -54,6 +54,8 @@ async function startMaster(t: Test, name: string, port: number, dir: string, ext
 function issue(master: RunningNode, name: string): string {
   const r = cli(['replica', 'add', name, '--node', master.url, '--password', PW]);
   if (r.code !== 0) throw new Error(`replica add failed: ${r.stderr}`);
+  // stderr is often logged, and a flag shows in ps: the hint names the variable, not the secret
+  if (r.stderr.includes(r.stdout.trim()) || !r.stderr.includes('MERIDIAN_REPLICA_CREDENTIAL')) throw new Error(`replica add's hint shows the credential or no variable: ${r.stderr}`);
   return r.stdout.trim();
 }
 

@@ -52,7 +52,12 @@ export class AdminClient {
     const h: Record<string, string> = { accept: 'application/json', ...headers };
     if (body !== undefined) h['content-type'] = 'application/json';
     const res = await this.send(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body) });
-    const text = await res.text();
+    let text: string;
+    try {
+      text = await res.text();
+    } catch {
+      throw new CliError(`the node at ${this.base.origin} closed the connection before its answer was complete${method === 'GET' ? '' : '; the change may or may not have been made'}`);
+    }
     let parsed: unknown;
     try {
       parsed = text ? JSON.parse(text) : undefined;

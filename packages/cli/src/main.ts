@@ -204,7 +204,8 @@ export function buildProgram(): Command {
       if (flags.json) out(JSON.stringify({ items, next }));
       else {
         out(formatList(items));
-        if (next) process.stderr.write(`more: meridian list ${type} --after ${next}\n`);
+        // the cursor holds only the last id shown: the hint repeats the filter and page size, without which it lists other objects
+        if (next) process.stderr.write(`more: meridian list ${[type, ...(filter === undefined ? [] : [filter]), ...(flags.limit === '100' ? [] : ['--limit', flags.limit]), '--after', next].map(shellWord).join(' ')}\n`);
       }
     });
 
@@ -253,7 +254,8 @@ export function buildProgram(): Command {
       let after: number;
       if (flags.since !== undefined) {
         after = Number(flags.since);
-        if (!Number.isSafeInteger(after) || after < 0) throw new CliError('--since must be a feed position: a whole number, 0 for the start', 2);
+        // (Number() takes "", " 5", "1e3" and "0x10" too)
+        if (!/^\d+$/.test(flags.since) || !Number.isSafeInteger(after)) throw new CliError('--since must be a feed position: a whole number, 0 for the start', 2);
       } else {
         const { body } = await c.request<{ lastSeq: number }>('GET', '/api/feed?after=0&limit=1');
         after = Math.max(0, body.lastSeq - 20);
@@ -354,7 +356,9 @@ export function buildProgram(): Command {
         // (an error is printed on a line of its own, not after the progress drawn so far)
         progress.done();
       }
-      const head = /<import ([^>]*)>/.exec(report)?.[1] ?? '';
+      const head = /<import ([^>]*)>/.exec(report)?.[1];
+      // (a proxy's or another server's 200 page is no report: its counts would all read 0 and look like success)
+      if (head === undefined) throw new CliError(`the node at ${flags.node} answered the import with something that is not an import report; is it a Meridian node? The objects may or may not have been applied`);
       const attr = (k: string): number => Number(new RegExp(`${k}="(\\d+)"`).exec(head)?.[1] ?? 0);
       const summary = { dryRun: flags.dryRun === true, objects: attr('objects'), created: attr('created'), updated: attr('updated'), unchanged: attr('unchanged'), rejected: attr('rejected') };
       const rejected = [...report.matchAll(/<result line="(\d+)" type="([^"]*)"(?: id="([^"]*)")? status="rejected"(?: field="[^"]*")?>([^<]*)<\/result>/g)].map((m) => ({ line: Number(m[1]), type: m[2]!, id: m[3] ?? null, message: unescapeXml(m[4]!) }));
@@ -373,7 +377,8 @@ export function buildProgram(): Command {
       if (flags.json) out(JSON.stringify(body));
       else {
         out(body.credential);
-        process.stderr.write(`start the replica with --role replica --masters <master ws:// URLs> --replica-credential ${body.credential}\n`);
+        // (not the credential itself: stderr is often logged, and a flag shows in ps)
+        process.stderr.write('start the replica with --role replica --masters <master ws:// URLs> and the credential above in MERIDIAN_REPLICA_CREDENTIAL\n');
       }
     },
   );
@@ -466,4 +471,9 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`meridian: unexpected error: ${(e as Error)?.message ?? String(e)}\n`);
     return 1;
   }
+}
+
+/** A word of a command line to copy into a shell: quoted when it holds anything but safe characters. */
+function shellWord(w: string): string {
+  return /^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`;
 }

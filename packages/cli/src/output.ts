@@ -1,4 +1,4 @@
-import { closeSync, createReadStream, createWriteStream, existsSync, fstatSync, fsyncSync, openSync, renameSync, rmSync, type ReadStream, type WriteStream } from 'node:fs';
+import { closeSync, createReadStream, createWriteStream, existsSync, fstatSync, fsyncSync, openSync, renameSync, rmSync, statSync, type ReadStream, type WriteStream } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { CliError } from './client.js';
 
@@ -55,6 +55,8 @@ export interface AsideFile {
 
 export function writeAside(out: string, what: string): AsideFile {
   const partial = `${out}.partial`;
+  // (found only by the rename at the end otherwise, after the whole download)
+  if (statSync(out, { throwIfNoEntry: false })?.isDirectory()) throw new CliError(`${out} is a directory; give the name of the file to write`, 2);
   let fd: number;
   try {
     fd = openSync(partial, 'wx');
