@@ -16,6 +16,14 @@ export function hlcToIso(h: Hlc): string {
   return new Date(hlcWall(h)).toISOString();
 }
 
+/** How far ahead of this node's wall clock a peer's timestamp may move it. */
+export const MAX_AHEAD_MS = 24 * 60 * 60 * 1000;
+
+/** A value an HLC can hold: a safe integer, not negative. */
+export function isHlc(h: unknown): h is Hlc {
+  return Number.isSafeInteger(h) && (h as number) >= 0;
+}
+
 export class HybridClock {
   private last: Hlc;
   private readonly now: () => number;
@@ -32,9 +40,19 @@ export class HybridClock {
     return this.last;
   }
 
-  /** Fold in a timestamp seen on a remote change, so later ticks order after it. */
+  /**
+   * Fold in a timestamp seen on a remote change, so later ticks order after
+   * it; at most a day ahead of this node's wall clock. A peer whose clock
+   * (or a bug, or a forged record) stamped a change in the far future would
+   * otherwise carry every later tick of this node there, for good (the
+   * clock is stored), up to where ticks are no safe integers and every peer
+   * refuses this node's changes. Past that bound causality is ordered by
+   * the Yjs state, as always, only no longer by the HLC too.
+   */
   observe(remote: Hlc): void {
-    if (remote > this.last) this.last = remote;
+    const bound = (this.now() + MAX_AHEAD_MS) * SPREAD;
+    const folded = remote > bound ? bound : remote;
+    if (folded > this.last) this.last = folded;
   }
 
   get current(): Hlc {

@@ -64,6 +64,11 @@ export interface Schema {
 
 const KINDS: readonly FieldKind[] = ['string', 'integer', 'number', 'boolean', 'date', 'enum', 'ref', 'password'];
 const NAME_RE = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
+
+/** Whether a string can name a type or a field in any schema (a peer's, whose schema may be newer). */
+export function isSchemaName(s: unknown): s is string {
+  return typeof s === 'string' && NAME_RE.test(s);
+}
 const DEFAULT_MAX_LENGTH = 4096;
 
 type Raw = Record<string, unknown>;

@@ -5,7 +5,7 @@ import * as Y from 'yjs';
 import { decode, encode, withSeq, type ChangeKind, type FeedRecord, type FieldValue, type ObjectRecord } from './codec.js';
 import { MeridianError, ValidationError } from './errors.js';
 import { GroupCommit, type BatchOp } from './group-commit.js';
-import { HybridClock, hlcToIso, hlcWall } from './hlc.js';
+import { HybridClock, hlcToIso, hlcWall, isHlc } from './hlc.js';
 import { newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
 import { conflictKey, fieldConflict, isUniqueConflict, uniqueClash, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
@@ -25,6 +25,7 @@ import {
   checkFieldValues,
   checkRequired,
   foldValue,
+  isSchemaName,
   publicFields,
   validationFailure,
   type FieldDef,
@@ -1915,14 +1916,21 @@ export class Store {
     const items: { id: string; record: Uint8Array }[] = [];
     const merges: Promise<void>[] = [];
     const diffs: { id: string; diff: Uint8Array; hlc: number }[] = [];
+    const markers: { id: string; marker: PurgeMarker }[] = [];
     for (const s of states) {
       if ('diff' in s) {
         if (!isValidId(s.id)) throw new MeridianError('bad-request', `object id "${s.id.slice(0, 40)}" of a peer's diff is not valid`);
         diffs.push(s);
       } else if (!s.purged) items.push(s);
-      // each marked id is purged here (in memory at once, so no object below takes it) before any object is stored;
-      // their batches share fsyncs with the objects'
-      else merges.push((await this.applyPurgeMarker(s.id, s.record)).durable);
+      // every marker is checked before the first is applied: a frame refused is refused whole
+      else markers.push({ id: s.id, marker: checkedMarker(s.id, s.record) });
+    }
+    // each marked id is purged here (in memory at once, so no object below takes it) before any object is stored;
+    // their batches share fsyncs with the objects'
+    for (const { id, marker } of markers) {
+      const applied = (await this.applyPurgeMarker(id, marker)).durable;
+      applied.catch(() => undefined); // (taken up with the frame's other parts below; an object's failure must not leave it unhandled)
+      merges.push(applied);
     }
     const ops: BatchOp[] = [];
     const cloned: [Slot<CachedObject>, ObjectRecord][] = [];
@@ -1931,7 +1939,7 @@ export class Store {
       if (!isValidId(id)) throw new MeridianError('bad-request', `cloned object id "${id.slice(0, 40)}" is not valid`);
       const rec = decode<ObjectRecord>(record);
       // (a `v` that is no string would make every later digest of this store throw)
-      if (typeof rec.t !== 'string' || typeof rec.f !== 'object' || rec.f === null || typeof rec.h !== 'number' || typeof rec.v !== 'string' || rec.v.length > 64 || !holdsState(rec)) {
+      if (typeof rec.t !== 'string' || typeof rec.f !== 'object' || rec.f === null || !isHlc(rec.h) || typeof rec.v !== 'string' || rec.v.length > 64 || !holdsState(rec)) {
         throw new MeridianError('bad-request', `cloned object ${id} is not an object record`);
       }
       const def = this.schema.types.get(rec.t);
@@ -2021,13 +2029,7 @@ export class Store {
    * object is erased here if held, and the purge goes into this node's feed
    * (redacted, as always) so that its own peers learn of it too.
    */
-  private async applyPurgeMarker(id: string, record: Uint8Array): Promise<{ durable: Promise<void> }> {
-    if (!isValidId(id)) throw new MeridianError('bad-request', `purged object id "${id.slice(0, 40)}" is not valid`);
-    const d = decode<Partial<PurgeMarker>>(record);
-    if (typeof d !== 'object' || d === null || typeof d.h !== 'number' || typeof d.p !== 'string' || typeof d.o !== 'string' || !Number.isSafeInteger(d.n) || d.n! < 1 || typeof d.t !== 'string' || (d.r !== undefined && d.r !== 1)) {
-      throw new MeridianError('bad-request', `the purge marker of ${id} is not a purge record`);
-    }
-    const m = d as PurgeMarker;
+  private async applyPurgeMarker(id: string, m: PurgeMarker): Promise<{ durable: Promise<void> }> {
     if (this.purgedIds.has(id)) {
       // erased here already; the purge itself may name who purged it where a redacted change did so far
       if (m.r || !this.provisional.has(id)) return { durable: Promise.resolve() };
@@ -2800,6 +2802,19 @@ function redacted(r: Pick<FeedRecord, 'o' | 'n' | 'i' | 't' | 'h' | 'p'>, kind: 
 }
 
 /** The marker a purge leaves; `r` when it was learnt from a redacted change only, before the purge itself. */
+/** A peer's purge marker, checked as strictly as the purge change it stands for would be on the wire. */
+function checkedMarker(id: string, record: Uint8Array): PurgeMarker {
+  if (!isValidId(id)) throw new MeridianError('bad-request', `purged object id "${id.slice(0, 40)}" is not valid`);
+  const d = decode<Partial<PurgeMarker>>(record);
+  if (
+    typeof d !== 'object' || d === null || !isHlc(d.h) || typeof d.p !== 'string' || d.p.length > 256 || typeof d.o !== 'string' || !isValidId(d.o) ||
+    !Number.isSafeInteger(d.n) || d.n! < 1 || !isSchemaName(d.t) || (d.r !== undefined && d.r !== 1)
+  ) {
+    throw new MeridianError('bad-request', `the purge marker of ${id} is not a purge record`);
+  }
+  return d as PurgeMarker;
+}
+
 function markerOf(f: FeedRecord): PurgeMarker {
   return f.k === 'purge' ? { h: f.h, p: f.p, o: f.o, n: f.n, t: f.t } : { h: f.h, p: f.p, o: f.o, n: f.n, t: f.t, r: 1 };
 }

@@ -369,3 +369,15 @@ t.test('readUntil reads again as soon as a change shows, and gives up after its 
   t.equal((await cloned)?.id, o.id);
   t.ok(performance.now() - t1 < 2000, 'woken by the cloned state');
 });
+
+t.test("a peer's change stamped at the largest HLC a frame takes does not carry this node's clock past a day ahead", async (t) => {
+  const [a, b] = await pair(t);
+  await a.create('Org', { name: 'Late', kind: 'customer' });
+  const [entry] = await a.readFeed(0, 1);
+  const { seq: _seq, ...change } = entry!;
+  // 2^53 - 1 passes every frame check; the next tick would be 2^53, which no peer takes
+  await b.applyRemote([{ ...change, hlc: 2 ** 53 - 1 }]);
+  const made = await b.create('Org', { name: 'Mine', kind: 'vendor' });
+  t.ok(Number.isSafeInteger(made.hlc), 'a safe integer');
+  t.ok(made.hlc <= (Date.now() + 24 * 3600 * 1000 + 1000) * 1000, `at most a day ahead of the wall clock (${made.hlc})`);
+});

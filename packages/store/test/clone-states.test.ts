@@ -113,3 +113,46 @@ t.test('a frame refused at once settles only after the frames staged before it',
   await Promise.all(earlier);
   t.same(order, [...frames.map((_, i) => `frame ${i} on disk`), 'forged frame refused'], 'in the order they were staged');
 });
+
+t.test("a frame with a malformed purge marker or record is refused whole, before anything in it is applied", async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const doomed = await a.create('Org', { name: 'Doomed', kind: 'customer' });
+  const kept = await a.create('Org', { name: 'Kept', kind: 'customer' });
+  const b = await openStore(t, { nodeId: 'b' });
+  const { frames, head, vector } = await statesOf(a, 100);
+  await b.cloneStates(frames.flat(), { peer: 'a', head, vector });
+  const seqBefore = b.lastSeq;
+  const vectorBefore = b.versionVector();
+  const good = { h: Date.now() * 1000, p: 'admin', o: 'a', n: 9, t: 'Org' };
+  // each would be stored as given: an origin no vector may hold, a clock beyond safe integers, a type no schema names
+  const bad: Record<string, unknown>[] = [
+    { ...good, o: 'bad id!' },
+    { ...good, h: Infinity },
+    { ...good, h: 2 ** 53 },
+    { ...good, h: -1 },
+    { ...good, t: 'not a type' },
+    { ...good, p: 'x'.repeat(257) },
+  ];
+  for (const marker of bad) {
+    await t.rejects(
+      b.cloneStatesStaged([
+        { id: doomed.id, record: encode(good), purged: true },
+        { id: kept.id, record: encode(marker), purged: true },
+      ]),
+      { message: `the purge marker of ${kept.id} is not a purge record` },
+      JSON.stringify(marker, (_k, v: unknown) => (v === Infinity ? 'Infinity' : v)),
+    );
+  }
+  t.ok(await b.get(doomed.id), 'the good marker before the bad one purged nothing');
+  t.equal(b.lastSeq, seqBefore, 'nothing went into the feed');
+  t.same(b.versionVector(), vectorBefore, 'nor into the vector');
+
+  const record = (await statesOf(a, 100)).frames.flat().find((s) => s.id === kept.id) as { id: string; record: Uint8Array };
+  const { decode } = await import('../dist/codec.js');
+  for (const h of [Infinity, 1e300, 2 ** 53, -5]) {
+    const forged = encode({ ...decode<Record<string, unknown>>(record.record), h });
+    await t.rejects(b.cloneStatesStaged([{ id: 'org-forged0000', record: forged }]), { message: 'cloned object org-forged0000 is not an object record' }, `a record with HLC ${h}`);
+  }
+  const next = await b.create('Org', { name: 'After', kind: 'vendor' });
+  t.ok(next.hlc <= (Date.now() + 1000) * 1000, 'the clock stayed at the wall clock');
+});
