@@ -304,6 +304,8 @@ export class Store {
   private trimmedTo: number;
   /** the end of the trim queued to disk, ahead of trimmedTo until its batch lands */
   private trimmingTo: number;
+  /** the trim running or last run: the next waits for it (see trimFeed) */
+  private trimRun: Promise<number> = Promise.resolve(0);
   /** ids purged here: no change to them is applied again, nor a create with them made */
   private readonly purgedIds: Set<string>;
   /** purged ids whose marker names a redacted change, the purge itself not yet here (PurgeMarker.r) */
@@ -2128,9 +2130,19 @@ export class Store {
   /**
    * Deletes feed entries so that at most `keep` remain. Peers whose
    * checkpoint falls below the retained feed then catch up by anti-entropy.
-   * Returns how many entries were deleted.
+   * Returns how many entries were deleted. A call made while another runs
+   * starts once that one has ended.
    */
-  async trimFeed(keep: number): Promise<number> {
+  trimFeed(keep: number): Promise<number> {
+    this.assertOpen();
+    // One trim at a time: two that overlapped both deleted the same range from the same start, and the one
+    // behind set trimmingTo and trimmedTo back below entries already gone (a purge then rewrote one of them).
+    const run = this.trimRun.then(() => this.trimFeedOnce(keep));
+    this.trimRun = run.catch(() => 0);
+    return run;
+  }
+
+  private async trimFeedOnce(keep: number): Promise<number> {
     this.assertOpen();
     const upTo = this.durableSeq - Math.max(1, keep);
     if (upTo <= this.trimmedTo) return 0;

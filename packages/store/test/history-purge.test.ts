@@ -327,3 +327,24 @@ t.test('a marker learnt from a redacted change only still erases the object wher
   t.match(await c.purgedAt(p.id), { principal: 'admin', origin: 'a', known: true }, 'the purge itself now named');
   t.equal((await differing(a, c)).size, 0, 'and the digests agree');
 });
+
+t.test('a trim started while another runs waits for it: the two delete each entry once and the trimmed start only moves up', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  // more than one trim batch (10,000 entries), as a trim that outlasts the node's one-minute schedule has
+  for (let i = 0; i < 12_000; i += 500) await Promise.all(Array.from({ length: 500 }, (_, j) => a.create('Org', { name: `O${i + j}`, kind: 'vendor' })));
+  const firsts: number[] = [];
+  let watching = true;
+  const watch = (async () => {
+    while (watching) {
+      firsts.push(a.firstSeq());
+      await new Promise((r) => setImmediate(r));
+    }
+  })();
+  const [one, two] = await Promise.all([a.trimFeed(10), a.trimFeed(10)]);
+  watching = false;
+  await watch;
+  t.equal(one + two, 12_000 - 10, 'every entry deleted once (two overlapping runs both deleted the whole range)');
+  t.equal(a.firstSeq(), 12_000 - 10 + 1);
+  t.ok(firsts.every((f, i) => i === 0 || f >= firsts[i - 1]!), 'the trimmed start never moved back');
+  t.equal((await a.readFeed(0, 100)).length, 10);
+});
