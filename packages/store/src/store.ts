@@ -304,6 +304,8 @@ export class Store {
   private trimmedTo: number;
   /** the end of the trim queued to disk, ahead of trimmedTo until its batch lands */
   private trimmingTo: number;
+  /** a clone began and has not ended (mcloning): see cloneUnfinished */
+  private cloning: boolean;
   /** the trim running or last run: the next waits for it (see trimFeed) */
   private trimRun: Promise<number> = Promise.resolve(0);
   /** ids purged here: no change to them is applied again, nor a create with them made */
@@ -342,7 +344,9 @@ export class Store {
     provisional: Set<string>;
     incarnation: number;
     versionsMigrated: number;
+    cloning: boolean;
   }) {
+    this.cloning = init.cloning;
     this.purgedIds = init.purged;
     this.provisional = init.provisional;
     this.incarnation = init.incarnation;
@@ -495,7 +499,7 @@ export class Store {
       const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
       const versionsMigrated = await migrateVersions(db, await getMeta<number>('versionFormula'));
-      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated });
+      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1 });
       try {
         await store.reindexChangedFields();
         await store.repairUniqueClashes();
@@ -1873,8 +1877,8 @@ export class Store {
    * checkpoint is set to the snapshot's feed position, in the same batch,
    * once these states and every state staged before them are on disk.
    */
-  async cloneStates(states: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void> {
-    const { durable } = await this.cloneStatesStaged(states);
+  async cloneStates(states: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }, opts?: { clone?: boolean }): Promise<void> {
+    const { durable } = await this.cloneStatesStaged(states, opts);
     await durable;
     if (done) {
       // only now: the vector must never claim what is not on disk
@@ -1890,8 +1894,21 @@ export class Store {
       }
       doneOps.push({ type: 'put', key: keys.meta('feedBase'), value: encode(this.base) });
       doneOps.push(checkpointOp({ peer: done.peer, seq: done.head }));
+      const finished = this.cloning;
+      if (finished) doneOps.push({ type: 'del', key: keys.meta('cloning') });
       await this.commits.add(doneOps);
+      if (finished) this.cloning = false;
     }
+  }
+
+  /**
+   * A clone began here and its last frame has not been stored: the node
+   * still counts as empty and asks to be cloned again. (The purge markers a
+   * clone sends first are applied as changes, with feed and vector entries,
+   * so after them alone the store no longer looks empty.)
+   */
+  cloneUnfinished(): boolean {
+    return this.cloning;
   }
 
   /**
@@ -1901,8 +1918,13 @@ export class Store {
    * frame while this one is synced. Waiting for each frame's fsync left the
    * receiver idle for a quarter of a clone (profiled).
    */
-  async cloneStatesStaged(states: ClonedState[]): Promise<{ durable: Promise<void> }> {
+  async cloneStatesStaged(states: ClonedState[], opts?: { clone?: boolean }): Promise<{ durable: Promise<void> }> {
     this.assertOpen();
+    if (opts?.clone && !this.cloning) {
+      this.cloning = true;
+      // queued before the states: on disk no later than the first of them (a failed batch fails every later one)
+      void this.commits.add([{ type: 'put', key: keys.meta('cloning'), value: encode(1) }]).catch(() => undefined);
+    }
     const own = await this.stageStates(states);
     own.durable.catch(() => undefined); // (taken up below, once the frames before it have settled)
     // Settles, fulfilled or not, only after every earlier frame has: a frame

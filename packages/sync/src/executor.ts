@@ -19,13 +19,13 @@ export interface FeedStore extends SessionStore {
   /** what this node holds in some digest buckets, a page at a time: the subscriber's side of anti-entropy */
   heldStates(opts: { buckets: ReadonlySet<number>; bits: number; after?: string | undefined; limit: number }): Promise<{ held: HeldState[]; end: boolean }>;
   /** Stores the states and, with `done`, moves the vector once they and every state staged before them are on disk. */
-  cloneStates(items: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }): Promise<void>;
+  cloneStates(items: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }, opts?: { clone?: boolean }): Promise<void>;
   /**
    * Holds the states (readers see them once on disk) when it resolves; `durable` settles once
    * they and every state staged before them are on disk, so successive
    * calls' `durable`s settle in call order, as applyRemoteStaged's do.
    */
-  cloneStatesStaged(items: ClonedState[]): Promise<{ durable: Promise<void> }>;
+  cloneStatesStaged(items: ClonedState[], opts?: { clone?: boolean }): Promise<{ durable: Promise<void> }>;
 }
 
 /** One session's side of the I/O: how a driver sends, admits and closes. */
@@ -132,7 +132,7 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
       }
       case 'clone': {
         if (!a.done) {
-          const { durable } = await store.cloneStatesStaged(a.objects);
+          const { durable } = await store.cloneStatesStaged(a.objects, { clone: a.clone });
           durable.then(
             () => io.later(session.durable()),
             (e: unknown) => io.later(session.fail(`could not store the peer's object states: ${e instanceof Error ? e.message : String(e)}`, false)),
@@ -142,7 +142,7 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         }
         // the last frame waits for every state before it to be on disk, then moves the vector
         const base = JSON.stringify(store.feedBase());
-        await store.cloneStates(a.objects, { peer: session.peer!, ...a.done });
+        await store.cloneStates(a.objects, { peer: session.peer!, ...a.done }, { clone: a.clone });
         queue.push(...session.applied());
         if (JSON.stringify(store.feedBase()) !== base) io.statesApplied?.();
         break;

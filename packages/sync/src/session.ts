@@ -27,7 +27,8 @@ export type Action =
   | { type: 'compare-digest'; theirs: Uint8Array[] }
   /** receiver side: what this node holds in the differing buckets after `after`, for the next `need` page */
   | { type: 'read-held'; buckets: number[]; after: string | undefined }
-  | { type: 'clone'; objects: ClonedState[]; done: { head: number; vector: Record<string, number> } | undefined }
+  /** `clone`: the states of a clone (the subscriber was empty), not of an anti-entropy run */
+  | { type: 'clone'; objects: ClonedState[]; done: { head: number; vector: Record<string, number> } | undefined; clone: boolean }
   | { type: 'load-checkpoint'; peer: string }
   | { type: 'open'; peer: string; role: Role }
   /** master: run a write a replica forwarded, then hand the answer to writeDone() */
@@ -45,6 +46,8 @@ export interface SessionStore {
   versionVector(): Record<string, number>;
   feedBase(): Record<string, number>;
   firstSeq(): number;
+  /** a clone began here and its last frame has not been stored: the node asks to be cloned again */
+  cloneUnfinished(): boolean;
 }
 
 /**
@@ -57,7 +60,8 @@ export function storeSessionOptions(store: SessionStore): Pick<SessionOptions, '
     nodeId: store.nodeId,
     vector: () => store.versionVector(),
     head: store.lastSeq,
-    empty: () => store.lastSeq === 0 && Object.keys(store.versionVector()).length === 0,
+    // (a clone cut short counts as none: its purge markers alone make feed entries and vector entries)
+    empty: () => store.cloneUnfinished() || (store.lastSeq === 0 && Object.keys(store.versionVector()).length === 0),
     feedBase: () => store.feedBase(),
     firstSeq: () => store.firstSeq(),
   };
@@ -166,6 +170,8 @@ export class SyncSession {
   private preparing: 'snapshot' | 'need' | undefined;
   /** receiver side: we asked for states (clone or anti-entropy) and the last has not come */
   private expectStates = false;
+  /** receiver side: this session subscribed with `clone` */
+  private asClone = false;
   /** a session carries one anti-entropy run at most */
   private digestReceived = false;
   /** receiver side, during anti-entropy: the differing buckets, where the last `need` page ended, whether its answer is still coming, and whether it was the last page */
@@ -292,6 +298,7 @@ export class SyncSession {
     this.stats.applied = seq;
     const clone = seq === 0 && (this.opts.empty?.() ?? false);
     this.expectStates = clone;
+    this.asClone = clone;
     this.subscribed = true;
     return [{ type: 'send', frame: { t: 'sub', since: seq, vector: this.opts.vector(), ...(clone ? { clone: true } : {}) } }];
   }
@@ -407,7 +414,7 @@ export class SyncSession {
     this.applying = true;
     if (f.t === 'states') {
       const done = f.done ? { head: f.head!, vector: f.vector! } : undefined;
-      return [{ type: 'clone', objects: f.objects.map(fromStateItem), done }];
+      return [{ type: 'clone', objects: f.objects.map(fromStateItem), done, clone: this.asClone }];
     }
     // Changes frames that queued up while the last apply ran are applied together: one
     // read of the objects they touch, one apply. (Merging began when each apply waited for

@@ -152,10 +152,10 @@ class Simulation {
       stateSnapshot: () => store.stateSnapshot(),
       digest: (bits) => store.digest(bits),
       heldStates: (opts) => store.heldStates(opts),
-      cloneStates: (items, done) => store.cloneStates(items, done),
+      cloneStates: (items, done, opts) => store.cloneStates(items, done, opts),
       // reported on disk after a random delay too, in call order with the changes' batches
-      cloneStatesStaged: async (items) => {
-        const { durable } = await store.cloneStatesStaged(items);
+      cloneStatesStaged: async (items, opts) => {
+        const { durable } = await store.cloneStatesStaged(items, opts);
         durable.catch(() => undefined);
         const due = new Promise<void>((resolve, reject) => this.at(1 + Math.floor(this.rnd() * 3), () => durable.then(resolve, reject)));
         due.catch(() => undefined); // it may fail before the reports ahead of it are in
