@@ -78,6 +78,11 @@ t.test('the whole filter language, scopes, and requested attributes', async (t) 
   t.same(await dns('(!(fooBar=x))', ['-b', BASE, '-s', 'sub']), [], 'not of an unknown attribute type matches nothing');
   t.same(await dns('(!(fooBar=*))', ['-b', BASE, '-s', 'sub']), [], 'nor does not of its presence');
   t.same(await dns('(|(fooBar=x)(uid=contact1))'), [dnOf('per-c1')], 'an or still matches by its other terms');
+  // names of Object.prototype's members are undefined types like any other (a lookup table once answered them with its own methods)
+  for (const name of ['constructor', 'toString', 'hasOwnProperty', 'valueOf']) {
+    t.same(await dns(`(!(${name}=x))`, ['-b', BASE, '-s', 'sub']), [], `not of ${name} matches nothing`);
+    t.same(await dns(`(|(${name}=*)(uid=contact1))`), [dnOf('per-c1')], `an or with ${name} matches by its other terms`);
+  }
   t.equal((await dns('(&(objectClass=inetOrgPerson)(!(jpegPhoto=*)))')).length, 5, 'a standard type no entry holds is false, so its not is true');
   t.same(await dns('(&(uid=contact*)(!(uid=*2)))'), [dnOf('per-c1')], 'initial and final substrings');
   t.same(await dns('(uid~=CONTACT1)'), [dnOf('per-c1')], 'approx matches like equality');
@@ -376,6 +381,7 @@ t.test('modify, compare and password modify go through the write path; add, dele
   t.equal((await cmp(dnOf('per-c1'), 'noSuchType:x')).code, 17, 'undefinedAttributeType');
   t.equal((await cmp(dnOf('no-such-person'), 'noSuchType:x')).code, 17, 'undefinedAttributeType whether the entry exists or not');
   t.equal((await cmp(dnOf('per-c1'), 'roomNumber:1')).code, 16, 'noSuchAttribute for a defined type the entry lacks');
+  t.equal((await cmp(dnOf('per-c1'), 'constructor:x')).code, 17, "undefinedAttributeType for a name of Object.prototype's too");
 
   const passwd = (who: [string, string], args: string[]) => ldapTool('ldappasswd', ['-x', '-H', d.url, '-D', who[0], '-w', who[1], ...args]);
   // ldappasswd exits 1 on any failure and prints the result code

@@ -41,7 +41,8 @@ const ALIASES: Record<string, string> = {
 export function attrKey(description: string): string {
   const semi = description.indexOf(';');
   const base = (semi < 0 ? description : description.slice(0, semi)).toLowerCase();
-  return ALIASES[base] ?? base;
+  // (own keys only: a client's "constructor" must not find Object.prototype's)
+  return Object.hasOwn(ALIASES, base) ? ALIASES[base]! : base;
 }
 
 const PHONE = new Set(['telephonenumber', 'facsimiletelephonenumber', 'mobile', 'homephone', 'pager']);

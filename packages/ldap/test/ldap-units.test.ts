@@ -42,6 +42,7 @@ t.test('filters: case-insensitive, three-valued, with aliases and options', asyn
   t.equal(evaluate(parse('(|(fooBar=x)(cn=joanna*))'), e), true, 'an undefined term does not decide an or another term makes true');
   t.equal(evaluate(parse('(&(fooBar=x)(cn=nobody))'), e), false, 'nor an and another term makes false');
   t.equal(attrKey('SurName;x-y'), 'sn');
+  for (const name of ['constructor', 'toString', 'hasOwnProperty', '__proto__']) t.equal(attrKey(name), name.toLowerCase(), `${name} is a name, not a member of the alias table`);
   t.ok(substringMatch('abcabc', { initial: 'ab', any: ['ca'], final: 'bc' }));
   t.notOk(substringMatch('abc', { initial: 'ab', any: [], final: 'bc' }), 'initial and final may not overlap');
   const u = source({ sn: ['Müller'], cn: ['Siobhán a*b'] });

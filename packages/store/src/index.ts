@@ -15,7 +15,7 @@ export { checkIndexes } from './check.js';
 export { BUCKETS, bucketOf } from './digest.js';
 export type { StoreDigest } from './digest.js';
 export type { ClonedState, HeldState, SnapshotPage, StateSnapshot } from './store.js';
-export { VersionVector } from './version-vector.js';
+export { VersionVector, vectorEntry } from './version-vector.js';
 export { AccessScope, authorizeWrite, parseAccess, principalName, readerKnowing, rolesOf } from './access.js';
 export type { AccessRules, RoleRule, Principal, AccessReads, Accessible, WriteOp } from './access.js';
 export type { Credential, Writer, WriteRequest } from './writer.js';

@@ -18,7 +18,7 @@ import { RecencyList } from './recency-list.js';
 import { ReadBatcher } from './read-batcher.js';
 import { bucketOf, digestRecords, type StoreDigest } from './digest.js';
 import { clientSpace, drawClientId, firstClient, spaceOfClient } from './client-ids.js';
-import { VersionVector } from './version-vector.js';
+import { vectorEntry, VersionVector } from './version-vector.js';
 import { BACKUP_FORMAT, BACKUP_VERSION, RESTORING, type BackupHeader } from './backup.js';
 import { historyRecord, toVersion, type HistoryRecord, type ObjectHistory, type ObjectVersion } from './history.js';
 import {
@@ -1695,7 +1695,7 @@ export class Store {
     // (Not one the feed no longer holds: a cursor before the feed's start would send the peer to
     // anti-entropy at every session.)
     for (const [origin, held] of this.aheadAt) {
-      for (const [n, seq] of held) if (n > (vector[origin] ?? 0) && seq > this.trimmingTo) head = Math.min(head, seq - 1);
+      for (const [n, seq] of held) if (n > vectorEntry(vector, origin) && seq > this.trimmingTo) head = Math.min(head, seq - 1);
     }
     const snapshot = this.db.snapshot();
     // LevelDB's iterator fills 16 KiB by default: 25 records a read, which
@@ -1890,7 +1890,7 @@ export class Store {
         this.visibleVector.raise(origin, n);
         for (const fn of this.visibleListeners) fn();
         this.dirtyVector.add(origin);
-        this.base[origin] = Math.max(this.base[origin] ?? 0, n);
+        this.base[origin] = Math.max(vectorEntry(this.base, origin), n);
       }
       doneOps.push({ type: 'put', key: keys.meta('feedBase'), value: encode(this.base) });
       doneOps.push(checkpointOp({ peer: done.peer, seq: done.head }));

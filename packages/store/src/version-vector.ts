@@ -8,6 +8,16 @@
  * more than it does. (The store keeps the ones ahead on disk apart from
  * the entries, with the feed position of each: see Store.aheadAt.)
  */
+/**
+ * An origin's entry in a vector held as a plain object (as msgpack and JSON
+ * decode one), 0 if absent: only the object's own keys count. A node id may
+ * be "constructor" or "toString", and `vector[id] ?? 0` then read a
+ * function inherited from Object.prototype.
+ */
+export function vectorEntry(vector: Readonly<Record<string, number>>, origin: string): number {
+  return Object.hasOwn(vector, origin) ? vector[origin]! : 0;
+}
+
 export class VersionVector {
   private readonly upTo: Map<string, number>;
   private readonly ahead = new Map<string, Set<number>>();

@@ -156,3 +156,12 @@ t.test("a frame with a malformed purge marker or record is refused whole, before
   const next = await b.create('Org', { name: 'After', kind: 'vendor' });
   t.ok(next.hlc <= (Date.now() + 1000) * 1000, 'the clock stayed at the wall clock');
 });
+
+t.test("a node named as a member of Object.prototype is an origin like any other in the feed base and the snapshot's head", async (t) => {
+  const b = await openStore(t, { nodeId: 'b' });
+  await b.cloneStates([], { peer: 'constructor', head: 0, vector: { constructor: 3, toString: 2 } });
+  t.same(b.feedBase(), { constructor: 3, toString: 2 }, 'not NaN, from a function read off the prototype');
+  const { vectorEntry } = await import('../dist/version-vector.js');
+  t.equal(vectorEntry({}, 'constructor'), 0);
+  t.equal(vectorEntry({ valueOf: 4 }, 'valueOf'), 4);
+});

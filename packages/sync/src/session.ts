@@ -1,4 +1,4 @@
-import { VersionVector, type ClonedState, type FeedEntry, type HeldState, type RemoteChange } from '@meridian/store';
+import { vectorEntry, VersionVector, type ClonedState, type FeedEntry, type HeldState, type RemoteChange } from '@meridian/store';
 import { proof, proofMatches } from './auth.js';
 import { PROTOCOL_VERSION, type ChangesFrame, type Frame, type HelloFrame, type NeedFrame, type Role, type StateItem, type StatesFrame, type WireChange, type WriteFrame, type WroteFrame } from './frames.js';
 
@@ -329,7 +329,7 @@ export class SyncSession {
         // older than what we retain, or when it lacks changes we hold without
         // feed entries (we were cloned): compare digests and send states.
         const base = this.opts.feedBase?.() ?? {};
-        const lacksBase = Object.entries(base).some(([o, n]) => (f.vector[o] ?? 0) < n);
+        const lacksBase = Object.entries(base).some(([o, n]) => vectorEntry(f.vector, o) < n);
         const tooOld = f.since + 1 < (this.opts.firstSeq?.() ?? 1);
         if (lacksBase || tooOld) {
           this.preparing = 'snapshot';
@@ -676,7 +676,7 @@ export class SyncSession {
     if (had === undefined || this.peerRole === 'replica') return true;
     const mine = this.opts.vector();
     // (this node's own changes are never sent back to it: a peer holding more of them than it does says nothing here)
-    for (const o in had) if (o !== this.opts.nodeId && (mine[o] ?? 0) < had[o]!) return false;
+    for (const [o, n] of Object.entries(had)) if (o !== this.opts.nodeId && vectorEntry(mine, o) < n) return false;
     return true;
   }
 }
