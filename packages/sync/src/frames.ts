@@ -6,7 +6,7 @@ import { isValidId, MAX_CHANGE_BYTES } from '@meridian/store';
  * msgpack map in one WebSocket binary message; `t` names its kind.
  * docs/protocol.md describes the exchange.
  */
-export const PROTOCOL_VERSION = 7;
+export const PROTOCOL_VERSION = 8;
 
 export type Role = 'master' | 'replica';
 
@@ -59,9 +59,10 @@ export interface StatesFrame {
 
 export type StateItem =
   /** id and stored record; with `p`, the record is the purge marker of an object purged at the sender */
-  | { i: string; r: Uint8Array; p?: true }
+  | { i: string; r: Uint8Array; p?: true; m?: true }
   /** id, a Yjs update holding what the subscriber's state vector lacks, and the record's HLC */
-  | { i: string; u: Uint8Array; h: number };
+  | { i: string; u: Uint8Array; h: number; m?: true };
+/* `m`: these bytes are a part of the item's, continued by the first item of the next states frame (same id and kind); see statesFrames */
 
 /** One change as it travels: a feed entry without the sender's local seq. */
 export interface WireChange {
@@ -296,6 +297,8 @@ export function decodeFrame(data: Uint8Array): Frame {
         check(isObj(o) && isId(o['i']), 'a state must be an object id and record bytes');
         check(!ids.has(o['i']), `states name object ${String(o['i'])} twice in one frame`);
         ids.add(o['i']);
+        // (a part is continued by the next frame's first item: only the last of a frame can be one, never the stream's last)
+        check(o['m'] === undefined || (o['m'] === true && o['p'] === undefined && o === (f['objects'] as unknown[]).at(-1) && !f['done'] && !f['page']), 'a state cut into parts must be the last of a frame that ends neither the stream nor a page, and no purge marker');
         // (an own key, as the session tells the two kinds apart: msgpack can carry a key whose value is undefined)
         if ('u' in o) {
           check(isBytes(o['u'], 16 * 1024 * 1024) && isSeq(o['h']) && o['r'] === undefined && o['p'] === undefined, 'a state diff must be update bytes and an HLC');

@@ -170,6 +170,8 @@ export class SyncSession {
   private preparing: 'snapshot' | 'need' | undefined;
   /** receiver side: we asked for states (clone or anti-entropy) and the last has not come */
   private expectStates = false;
+  /** receiver side: the parts so far of a state cut into parts (see statesFrames) */
+  private partial: { id: string; diff: boolean; parts: Uint8Array[]; bytes: number } | undefined;
   /** receiver side: this session subscribed with `clone` */
   private asClone = false;
   /** a session carries one anti-entropy run at most */
@@ -371,6 +373,8 @@ export class SyncSession {
           this.lastNeedSent = false;
         }
         if (f.done && f.head !== undefined) this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head);
+        const unjoined = this.joinParts(f);
+        if (unjoined) return this.fail(unjoined, true);
         this.pendingApply.push(f);
         // the next page is asked for at once: its answer may come while this one is applied
         const more: Action[] = f.page ? [{ type: 'read-held', buckets: this.needBuckets!, after: this.needAfter }] : [];
@@ -397,6 +401,39 @@ export class SyncSession {
       default:
         return this.fail(`unexpected ${f.t} frame on an open session`, true);
     }
+  }
+
+  /**
+   * Puts together a state cut into parts: the parts are taken out of their
+   * frames (which are still applied, empty, and acknowledged as any other)
+   * and the whole goes in the frame of the last part. Returns why the
+   * frame is refused, if it is.
+   */
+  private joinParts(f: StatesFrame): string | undefined {
+    const objects = f.objects;
+    const p = this.partial;
+    if (p) {
+      const first = objects[0];
+      if (!first || first.i !== p.id || ('u' in first) !== p.diff || ('p' in first && first.p)) return `a states frame did not continue object ${p.id}, which the last one began in parts`;
+      const bytes = 'u' in first ? first.u : first.r;
+      p.bytes += bytes.length;
+      if (p.bytes > MAX_STATE_BYTES) return `object ${p.id} came in parts of more than ${MAX_STATE_BYTES / 1024 / 1024} MiB in all, more than this node takes`;
+      p.parts.push(bytes);
+      if (first.m) {
+        objects.shift(); // (a part is the last of its frame: the frame is now empty)
+        return undefined;
+      }
+      const whole = Buffer.concat(p.parts);
+      objects[0] = 'u' in first ? { i: p.id, u: whole, h: first.h } : { i: p.id, r: whole };
+      this.partial = undefined;
+    }
+    const last = objects.at(-1);
+    if (last?.m) {
+      const bytes = 'u' in last ? last.u : last.r;
+      this.partial = { id: last.i, diff: 'u' in last, parts: [bytes], bytes: bytes.length };
+      objects.pop();
+    }
+    return undefined;
   }
 
   private lastQueued(): number {
@@ -568,8 +605,9 @@ export class SyncSession {
   statesRead(objects: ClonedState[], end?: { head: number; vector: Record<string, number> }): Action[] {
     if (this.state !== 'open' || !this.cloning || !this.reading) return [];
     this.reading = false;
-    this.sent(objects.reduce((n, o) => n + ('diff' in o ? o.diff.length : o.record.length) + 64, 0));
-    const frame: StatesFrame = { t: 'states', objects: objects.map(toStateItem), done: end !== undefined };
+    const frames = statesFrames(objects);
+    const frame = frames[frames.length - 1]!;
+    frame.done = end !== undefined;
     if (end && this.page?.upTo !== undefined) {
       // one anti-entropy page answered: the peer sends the next
       frame.done = false;
@@ -587,7 +625,9 @@ export class SyncSession {
       this.stats.sent = end.head;
       for (const [o, n] of Object.entries(end.vector)) this.peerHas.raise(o, n);
     }
-    return [{ type: 'send', frame }, ...this.pump()];
+    // (each frame is acknowledged on its own, so each counts in the window)
+    for (const f of frames) this.sent(f.objects.reduce((n, o) => n + ('u' in o ? o.u.length : o.r.length) + 64, 0));
+    return [...frames.map((f): Action => ({ type: 'send', frame: f })), ...this.pump()];
   }
 
   /** The driver took the state snapshot (and, for anti-entropy, its digest). */
@@ -682,6 +722,10 @@ export class SyncSession {
 }
 
 const FRAME_BUDGET = 4 * 1024 * 1024;
+/** An object's record or diff larger than this goes in parts of this size, a frame each (see statesFrames). */
+const PART_BYTES = 4 * 1024 * 1024;
+/** The largest record or diff a receiver puts together from parts: past it the session fails, naming the object. */
+const MAX_STATE_BYTES = 256 * 1024 * 1024;
 /**
  * Unacknowledged bytes (estimated as the frames are built) a sender allows
  * besides its frame count: what 4 full frames held when the window was 4.
@@ -697,6 +741,44 @@ function toWire(e: FeedEntry): WireChange {
   const w: WireChange = { o: e.origin, n: e.originSeq, i: e.id, y: e.type, k: e.kind, u: e.update, h: e.hlc, p: e.principal, c: e.fields };
   if (e.idempotencyKey !== undefined) w.q = e.idempotencyKey;
   return w;
+}
+
+/**
+ * One batch of states as frames: several when they hold more than
+ * FRAME_BUDGET bytes, and an item over PART_BYTES (an object whose values
+ * merged writes made large, or whose conflicts keep several) cut into
+ * parts, one frame each, every part but the last marked `m`. Always at
+ * least one frame, which may be empty (the last of a stream carries `done`).
+ */
+function statesFrames(objects: ClonedState[]): StatesFrame[] {
+  const frames: StatesFrame[] = [];
+  let items: StateItem[] = [];
+  let bytes = 0;
+  const flush = (): void => {
+    if (items.length) frames.push({ t: 'states', objects: items, done: false });
+    items = [];
+    bytes = 0;
+  };
+  for (const o of objects) {
+    const item = toStateItem(o);
+    const size = 'u' in item ? item.u.length : item.r.length;
+    if (size > PART_BYTES) {
+      flush();
+      for (let at = 0; at < size; at += PART_BYTES) {
+        const more = at + PART_BYTES < size;
+        const part: StateItem = 'u' in item ? { i: item.i, u: item.u.subarray(at, at + PART_BYTES), h: item.h } : { i: item.i, r: item.r.subarray(at, at + PART_BYTES) };
+        if (more) part.m = true;
+        frames.push({ t: 'states', objects: [part], done: false });
+      }
+      continue;
+    }
+    if (items.length && bytes + size > FRAME_BUDGET) flush();
+    items.push(item);
+    bytes += size + 64;
+  }
+  flush();
+  if (frames.length === 0) frames.push({ t: 'states', objects: [], done: false });
+  return frames;
 }
 
 function toStateItem(o: ClonedState): StateItem {

@@ -291,3 +291,37 @@ t.test('a change its sender holds ahead of a gap reaches a clone as a feed entry
   t.same(await aheadKeys(q), [], 'none once the gap filled');
   t.equal(q.versionVector()['o'], 8);
 });
+
+t.test('an object whose record no frame could carry reaches a node repaired by anti-entropy, in parts, whole', async (t) => {
+  const { parseSchema } = await import('@meridian/store');
+  const schema = parseSchema(`
+types:
+  Big:
+    idPrefix: big
+    fields:
+${[1, 2, 3, 4, 5].map((n) => `      t${n}: { type: string, multi: true }`).join('\n')}
+`);
+  const open = async (nodeId: string): Promise<Store> => {
+    const dir = mkdtempSync(join(tmpdir(), 'meridian-ae-big-'));
+    const store = await Store.open({ dir, schema, nodeId });
+    t.teardown(async () => {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    return store;
+  };
+  const [a, b] = [await open('a'), await open('b')];
+  // five fields of 3.4 MB, one change each (under the 4 MiB a change may hold): a record of about 34 MB (values and state)
+  const values = (n: number): string[] => Array.from({ length: 850 }, (_, i) => `${n}-${i}-`.padEnd(4000, String.fromCharCode(97 + ((n + i) % 26))));
+  const { id } = await a.create('Big', { t1: values(1) });
+  for (const n of [2, 3, 4, 5]) await a.update(id, { [`t${n}`]: values(n) });
+  await a.trimFeed(1); // b can only be repaired by anti-entropy, which sends the whole record
+  const { x: sender, y: receiver } = await replicate(a, b, 4);
+  t.equal(sender.closed ?? receiver.closed, undefined, 'neither session closed');
+  const sizes = sender.sent.filter((f) => f.t === 'states').map((f) => encodeFrame(f).length);
+  t.ok(Math.max(...sizes) < 5 * 1024 * 1024, `every states frame under 5 MiB, the peer's limit 16 (largest ${Math.max(...sizes)})`);
+  t.ok(sender.sent.some((f) => f.t === 'states' && f.objects.some((o) => o.m)), 'the record went in parts');
+  const got = await b.get(id);
+  for (const n of [1, 2, 3, 4, 5]) t.same(got?.fields[`t${n}`], values(n), `t${n} whole`);
+  t.equal(got?.version, (await a.get(id))?.version, 'the same version on both');
+});

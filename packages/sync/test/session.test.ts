@@ -295,7 +295,7 @@ t.test('a peer from another cluster is refused on both sides', async (t) => {
 });
 
 t.test('an unsupported protocol version is refused', async (t) => {
-  t.equal(PROTOCOL_VERSION, 7, 'the version docs/protocol.md specifies: conflicts from the state, which version 6 nodes would record otherwise');
+  t.equal(PROTOCOL_VERSION, 8, 'the version docs/protocol.md specifies: states cut into parts, which version 7 nodes would store as whole records');
   // 1: the version before purge markers, whose nodes would fail on version 2's frames later;
   // 2: the version before the version formula of the Yjs snapshot, whose cloned records and digests carry the older one
   for (const v of [0, 1, 2, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, 99]) {
@@ -1236,4 +1236,66 @@ t.test('a batch that cannot reach the disk closes the session with the reason, a
   t.equal(a.session.state, 'closed', 'the session ends');
   t.match(closed, [[/^could not store the peer's changes: IO error: No space left on device$/, false]], 'with the disk error, not as a refusal');
   t.same(sent.filter((f) => f.t === 'ack'), [], 'nothing is acknowledged');
+});
+
+t.test('a state larger than a frame goes in parts, a frame each, and is put together whole at the receiver', async (t) => {
+  const { randomBytes } = await import('node:crypto');
+  const big = randomBytes(21 * 1024 * 1024); // an object whose record a frame of 16 MiB would never carry
+  const diff = randomBytes(9 * 1024 * 1024);
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo', empty: () => true }, { a: new FakeFeed((s) => entry(s, 'alpha'), 10) }).start().settle();
+  pair.run(pair.a, pair.a.session.snapshotReady());
+  pair.run(pair.a, pair.a.session.statesRead([{ id: 'per-0', record: bytes(10) }, { id: 'per-big', record: big }, { id: 'per-1', diff, hlc: 5 }, { id: 'per-2', record: bytes(20) }], { head: 10, vector: { alpha: 10 } }));
+  const frames = pair.b.inbox.map((b) => ({ size: b.length, f: decodeFrame(b) as Extract<Frame, { t: 'states' }> }));
+  t.ok(frames.every((x) => x.size < 4.5 * 1024 * 1024), `every frame within 4.5 MiB: ${frames.map((x) => x.size).join(', ')}`);
+  t.equal(frames.length, 1 + 6 + 3 + 1, 'the small ones, the record in six parts, the diff in three');
+  t.same(
+    frames.map((x) => x.f.objects.map((o) => `${o.i}${o.m ? '+' : ''}`).join(' ')),
+    ['per-0', 'per-big+', 'per-big+', 'per-big+', 'per-big+', 'per-big+', 'per-big', 'per-1+', 'per-1+', 'per-1', 'per-2'],
+  );
+  t.ok(frames.at(-1)!.f.done && !frames.slice(0, -1).some((x) => x.f.done), 'done on the last frame only');
+
+  // bravo applies each frame as a driver does: staged, then on disk; the last once every other is
+  const stored: { id: string; record?: Uint8Array; diff?: Uint8Array }[] = [];
+  let seen = 0;
+  while (pair.deliverOne(pair.b) || seen < ofType(pair.b, 'clone').length) {
+    for (const a of ofType(pair.b, 'clone').slice(seen)) {
+      seen++;
+      for (const o of a.objects) stored.push(o as { id: string; record?: Uint8Array; diff?: Uint8Array });
+      if (a.done) pair.run(pair.b, pair.b.session.applied());
+      else {
+        pair.run(pair.b, pair.b.session.statesStaged());
+        pair.run(pair.b, pair.b.session.durable());
+      }
+    }
+  }
+  t.same(stored.map((o) => o.id), ['per-0', 'per-big', 'per-1', 'per-2'], 'each object once, in order');
+  t.ok(Buffer.from(stored[1]!.record!).equals(big), 'the record whole, byte for byte');
+  t.ok(Buffer.from(stored[2]!.diff!).equals(diff), 'the diff too');
+  t.equal(sends(pair.b, 'ack').length, frames.length, 'every frame acknowledged, parts too (the sender counts its window in frames)');
+  t.equal(pair.b.session.state, 'open');
+});
+
+t.test('parts that do not follow each other are refused', async (t) => {
+  const begun = (): Pair => {
+    const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo', empty: () => true }, { a: new FakeFeed((s) => entry(s, 'alpha'), 10) }).start().settle();
+    pair.inject(pair.b, { t: 'states', objects: [{ i: 'per-big', r: bytes(100), m: true }], done: false });
+    return pair;
+  };
+  const cases: [string, Frame, RegExp][] = [
+    ['another object', { t: 'states', objects: [{ i: 'per-other', r: bytes(10) }], done: false }, /^a states frame did not continue object per-big, which the last one began in parts$/],
+    ['nothing', { t: 'states', objects: [], done: false }, /^a states frame did not continue object per-big/],
+    ['a diff after a record', { t: 'states', objects: [{ i: 'per-big', u: bytes(10), h: 1 }], done: false }, /^a states frame did not continue object per-big/],
+    ['the end of the stream', { t: 'states', objects: [], done: true, head: 10, vector: {} }, /^a states frame did not continue object per-big/],
+  ];
+  for (const [what, frame, reason] of cases) {
+    const pair = begun();
+    pair.inject(pair.b, frame);
+    t.test(what, async (t) => assertClosedWith(t, pair.b, reason));
+  }
+  // the frame check: a part is the last item of a frame that ends neither the stream nor a page
+  const parts = /^a state cut into parts must be the last of a frame that ends neither the stream nor a page, and no purge marker$/;
+  rejects(t, encodeFrame({ t: 'states', objects: [{ i: 'per-1', r: bytes(5), m: true }, { i: 'per-2', r: bytes(5) }], done: false }), parts, 'a part before another item');
+  rejects(t, encodeFrame({ t: 'states', objects: [{ i: 'per-1', r: bytes(5), p: true, m: true }], done: false }), parts, 'a purge marker in parts');
+  rejects(t, encodeFrame({ t: 'states', objects: [{ i: 'per-1', r: bytes(5), m: true }], done: true, head: 1, vector: {} }), parts, 'a part on the last frame');
+  rejects(t, encodeFrame({ t: 'states', objects: [{ i: 'per-1', u: bytes(5), h: 1, m: true }], done: false, page: true }), parts, 'a part on the end of a page');
 });
