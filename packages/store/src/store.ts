@@ -119,7 +119,7 @@ export interface StateSnapshot {
   head: number;
   vector: Record<string, number>;
   digest(bits?: number): Promise<StoreDigest>;
-  /** every stored record, or what one anti-entropy page asks for: the purge markers first, then the objects */
+  /** every stored record, or what one anti-entropy page asks for: the purge markers first, then the objects, then (on the first page) the idempotency records */
   batches(batch?: number, page?: SnapshotPage): AsyncGenerator<ClonedState[]>;
   close(): Promise<void>;
 }
@@ -158,7 +158,15 @@ export interface HeldState {
 export type ClonedState =
   | { id: string; record: Uint8Array; purged?: boolean }
   /** anti-entropy: a Yjs update holding what the receiver's state lacks, and the record's HLC */
-  | { id: string; diff: Uint8Array; hlc: number };
+  | { id: string; diff: Uint8Array; hlc: number }
+  /**
+   * The idempotency record of a keyed write (scoped key, IdempotentWrite
+   * bytes with its origin filled in, and that origin and origin seq, for
+   * the sender to leave out those of changes the receiver holds already):
+   * a node that gets the change inside an object's state then answers a
+   * resent write from it, as one that got the change from the feed does.
+   */
+  | { key: string; record: Uint8Array; origin?: string; originSeq?: number };
 
 /** The `p<id>` record: the purge's feed entry, less what it erased. */
 export interface PurgeMarker {
@@ -1703,6 +1711,7 @@ export class Store {
     const range = { gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH, snapshot, highWaterMarkBytes: 1024 * 1024 };
     const markers = { gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH, snapshot, highWaterMarkBytes: 1024 * 1024 };
     const db = this.db;
+    const nodeId = this.nodeId;
     let closed = false;
     return {
       head,
@@ -1748,6 +1757,25 @@ export class Store {
                 }
               }
               if (out.length) yield out;
+            }
+          } finally {
+            await it.close();
+          }
+        }
+        // The idempotency records last, once a run (a clone, or an anti-entropy run's first page):
+        // the receiver holds their changes once the states are in.
+        if (page?.after === undefined) {
+          const it = db.iterator({ gte: keys.idempotencyPrefix, lt: keys.idempotencyPrefix + HIGH, snapshot, highWaterMarkBytes: range.highWaterMarkBytes });
+          try {
+            for (;;) {
+              const entries = await it.nextv(batch);
+              if (entries.length === 0) break;
+              yield entries.map(([k, v]): ClonedState => {
+                const w = decode<IdempotentWrite>(v);
+                // (records from before the origin was kept were all made here)
+                const origin = w.origin ?? nodeId;
+                return { key: k.slice(1), record: w.origin === undefined ? encode({ ...w, origin }) : v, origin, originSeq: w.originSeq };
+              });
             }
           } finally {
             await it.close();
@@ -1941,8 +1969,10 @@ export class Store {
     const merges: Promise<void>[] = [];
     const diffs: { id: string; diff: Uint8Array; hlc: number }[] = [];
     const markers: { id: string; marker: PurgeMarker }[] = [];
+    const keyed: { key: string; record: Uint8Array }[] = [];
     for (const s of states) {
-      if ('diff' in s) {
+      if ('key' in s) keyed.push(checkedKeyRecord(s.key, s.record));
+      else if ('diff' in s) {
         if (!isValidId(s.id)) throw new MeridianError('bad-request', `object id "${s.id.slice(0, 40)}" of a peer's diff is not valid`);
         diffs.push(s);
       } else if (!s.purged) items.push(s);
@@ -1959,6 +1989,8 @@ export class Store {
     const ops: BatchOp[] = [];
     const cloned: [Slot<CachedObject>, ObjectRecord][] = [];
     const present = await this.db.getMany(items.map((i) => keys.object(i.id)));
+    // a key recorded here already (its write made or applied here) keeps its record
+    const keysHeld = keyed.length ? await this.db.getMany(keyed.map((k) => keys.idempotency(k.key))) : [];
     const decoded = items.map(({ id, record }) => {
       if (!isValidId(id)) throw new MeridianError('bad-request', `cloned object id "${id.slice(0, 40)}" is not valid`);
       const rec = decode<ObjectRecord>(record);
@@ -2024,6 +2056,7 @@ export class Store {
       slot.pins++;
       cloned.push([slot, rec]);
     }
+    for (const [n, k] of keyed.entries()) if (keysHeld[n] === undefined) ops.push({ type: 'put', key: keys.idempotency(k.key), value: k.record });
     // (after the records above: a diff may follow a whole record of the same object in one frame)
     for (const d of diffs) {
       this.clock.observe(d.hlc);
@@ -2836,6 +2869,18 @@ function redacted(r: Pick<FeedRecord, 'o' | 'n' | 'i' | 't' | 'h' | 'p'>, kind: 
 }
 
 /** The marker a purge leaves; `r` when it was learnt from a redacted change only, before the purge itself. */
+/** A peer's idempotency record, checked before it is stored: a node answers resent writes from it. */
+function checkedKeyRecord(key: string, record: Uint8Array): { key: string; record: Uint8Array } {
+  const w = decode<Partial<IdempotentWrite>>(record);
+  if (
+    typeof key !== 'string' || key.length === 0 || key.length > 2048 || typeof w !== 'object' || w === null || typeof w.id !== 'string' || !isValidId(w.id) ||
+    typeof w.origin !== 'string' || !isValidId(w.origin) || !Number.isSafeInteger(w.originSeq) || w.originSeq! < 1 || !isHlc(w.hlc)
+  ) {
+    throw new MeridianError('bad-request', `the idempotency record of key "${String(key).slice(0, 40)}" is not one`);
+  }
+  return { key, record };
+}
+
 /** A peer's purge marker, checked as strictly as the purge change it stands for would be on the wire. */
 function checkedMarker(id: string, record: Uint8Array): PurgeMarker {
   if (!isValidId(id)) throw new MeridianError('bad-request', `purged object id "${id.slice(0, 40)}" is not valid`);

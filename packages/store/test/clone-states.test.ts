@@ -165,3 +165,27 @@ t.test("a node named as a member of Object.prototype is an origin like any other
   t.equal(vectorEntry({}, 'constructor'), 0);
   t.equal(vectorEntry({ valueOf: 4 }, 'valueOf'), 4);
 });
+
+t.test('a clone carries the idempotency records of keyed writes, with their origin, and keeps a record held here already', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const made = await a.create('Org', { name: 'Keyed', kind: 'customer' }, { idempotencyKey: 'fwd/laptop-1/k1' });
+  await a.update(made.id, { name: 'Keyed 2' }, { idempotencyKey: 'api/admin/k2' });
+  const mine = await a.create('Org', { name: 'Unkeyed', kind: 'vendor' });
+  const b = await openStore(t, { nodeId: 'b' });
+  // b made a write of its own under one of the keys (its records of keys stay its own)
+  await b.create('Org', { name: 'B', kind: 'vendor' }, { idempotencyKey: 'api/admin/k2' });
+  const ownRecord = await b.idempotent('api/admin/k2');
+  const { frames, head, vector } = await statesOf(a, 100);
+  const keyed = frames.flat().filter((s): s is Extract<ClonedState, { key: string }> => 'key' in s);
+  t.same(keyed.map((k) => [k.key, k.origin, k.originSeq]), [['api/admin/k2', 'a', 2], ['fwd/laptop-1/k1', 'a', 1]], 'last, in key order, with origin and origin seq');
+  await b.cloneStates(frames.flat(), { peer: 'a', head, vector });
+  t.match(await b.idempotent('fwd/laptop-1/k1'), { id: made.id, origin: 'a', originSeq: 1 }, "a resend reaching b is answered from a's record");
+  t.same(await b.idempotent('api/admin/k2'), ownRecord, 'a key recorded here keeps its record');
+  t.ok(mine);
+
+  const bad: Record<string, unknown>[] = [{ id: 'bad id!', origin: 'a', originSeq: 1, hlc: 1 }, { id: made.id, originSeq: 1, hlc: 1 }, { id: made.id, origin: 'a', originSeq: 0, hlc: 1 }, { id: made.id, origin: 'a', originSeq: 1, hlc: Infinity }];
+  for (const w of bad) {
+    await t.rejects(b.cloneStatesStaged([{ key: 'fwd/x/y', record: encode(w) }]), { message: 'the idempotency record of key "fwd/x/y" is not one' });
+  }
+  t.equal(await b.idempotent('fwd/x/y'), undefined, 'nothing stored of them');
+});

@@ -55,6 +55,8 @@ export interface StatesFrame {
   vector?: Record<string, number>;
   /** anti-entropy: the answer to the last `need` page is complete; send the next page */
   page?: true;
+  /** idempotency records of keyed writes whose changes the subscriber lacked: scoped key and record */
+  keys?: { q: string; r: Uint8Array }[];
 }
 
 export type StateItem =
@@ -307,6 +309,10 @@ export function decodeFrame(data: Uint8Array): Frame {
         check(isBytes(o['r'], 16 * 1024 * 1024), 'a state must be an object id and record bytes');
         check(o['p'] === undefined || o['p'] === true, 'a state\'s purge flag must be true or absent');
       }
+      check(
+        f['keys'] === undefined || (Array.isArray(f['keys']) && f['keys'].length <= 10_000 && f['keys'].every((k: unknown) => isObj(k) && typeof k['q'] === 'string' && k['q'].length > 0 && k['q'].length <= 2048 && isBytes(k['r'], 1024))),
+        'states keys must be a list of at most 10000 keys and their records',
+      );
       check(typeof f['done'] === 'boolean', 'states need done');
       check(f['page'] === undefined || (f['page'] === true && !f['done']), 'a states page end must be true, and not on the last frame');
       if (f['done']) {

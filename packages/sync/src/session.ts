@@ -451,7 +451,8 @@ export class SyncSession {
     this.applying = true;
     if (f.t === 'states') {
       const done = f.done ? { head: f.head!, vector: f.vector! } : undefined;
-      return [{ type: 'clone', objects: f.objects.map(fromStateItem), done, clone: this.asClone }];
+      const keyed = (f.keys ?? []).map((k): ClonedState => ({ key: k.q, record: k.r }));
+      return [{ type: 'clone', objects: [...f.objects.map(fromStateItem), ...keyed], done, clone: this.asClone }];
     }
     // Changes frames that queued up while the last apply ran are applied together: one
     // read of the objects they touch, one apply. (Merging began when each apply waited for
@@ -605,7 +606,8 @@ export class SyncSession {
   statesRead(objects: ClonedState[], end?: { head: number; vector: Record<string, number> }): Action[] {
     if (this.state !== 'open' || !this.cloning || !this.reading) return [];
     this.reading = false;
-    const frames = statesFrames(objects);
+    // (the record of a keyed write whose change the peer holds already would tell it nothing)
+    const frames = statesFrames(objects.filter((o) => !('key' in o) || o.origin === undefined || !this.peerHas.has(o.origin, o.originSeq ?? 0)));
     const frame = frames[frames.length - 1]!;
     frame.done = end !== undefined;
     if (end && this.page?.upTo !== undefined) {
@@ -752,6 +754,7 @@ function toWire(e: FeedEntry): WireChange {
  */
 function statesFrames(objects: ClonedState[]): StatesFrame[] {
   const frames: StatesFrame[] = [];
+  const keys: { q: string; r: Uint8Array }[] = [];
   let items: StateItem[] = [];
   let bytes = 0;
   const flush = (): void => {
@@ -760,6 +763,10 @@ function statesFrames(objects: ClonedState[]): StatesFrame[] {
     bytes = 0;
   };
   for (const o of objects) {
+    if ('key' in o) {
+      keys.push({ q: o.key, r: o.record });
+      continue;
+    }
     const item = toStateItem(o);
     const size = 'u' in item ? item.u.length : item.r.length;
     if (size > PART_BYTES) {
@@ -778,10 +785,12 @@ function statesFrames(objects: ClonedState[]): StatesFrame[] {
   }
   flush();
   if (frames.length === 0) frames.push({ t: 'states', objects: [], done: false });
+  // (a snapshot reads its keys in batches of their own: in practice they are a frame's only content)
+  if (keys.length) frames[frames.length - 1]!.keys = keys;
   return frames;
 }
 
-function toStateItem(o: ClonedState): StateItem {
+function toStateItem(o: Exclude<ClonedState, { key: string }>): StateItem {
   if ('diff' in o) return { i: o.id, u: o.diff, h: o.hlc };
   return o.purged ? { i: o.id, r: o.record, p: true } : { i: o.id, r: o.record };
 }

@@ -325,3 +325,22 @@ ${[1, 2, 3, 4, 5].map((n) => `      t${n}: { type: string, multi: true }`).join(
   for (const n of [1, 2, 3, 4, 5]) t.same(got?.fields[`t${n}`], values(n), `t${n} whole`);
   t.equal(got?.version, (await a.get(id))?.version, 'the same version on both');
 });
+
+t.test("anti-entropy carries the idempotency records of keyed writes whose changes the subscriber lacked, and only those", async (t) => {
+  const [a, b] = await stores(t, 'a', 'b');
+  const first = await a.create('Thing', { a: 'one' }, { idempotencyKey: 'fwd/laptop/k1' });
+  const snap = a.stateSnapshot();
+  for await (const batch of snap.batches(50)) await b.cloneStates(batch);
+  await b.cloneStates([], { peer: 'a', head: snap.head, vector: snap.vector });
+  await snap.close();
+  t.match(await b.idempotent('fwd/laptop/k1'), { id: first.id, origin: 'a', originSeq: 1 }, 'the clone brought the first');
+
+  const second = await a.create('Thing', { a: 'two' }, { idempotencyKey: 'fwd/laptop/k2' });
+  await a.create('Thing', { a: 'three' });
+  await a.trimFeed(1); // b is repaired by anti-entropy, which brings the change inside the object's state
+  const { x: sender, y: receiver } = await replicate(a, b, 4);
+  t.equal(sender.closed ?? receiver.closed, undefined, 'neither session closed');
+  const sent = sender.sent.flatMap((f) => (f.t === 'states' ? (f.keys ?? []).map((k) => k.q) : []));
+  t.same(sent, ['fwd/laptop/k2'], 'the record of the change b lacked, not that of one its vector covers');
+  t.match(await b.idempotent('fwd/laptop/k2'), { id: second.id, origin: 'a', originSeq: 2 }, 'a resend reaching b is answered from it');
+});
