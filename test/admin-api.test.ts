@@ -21,7 +21,9 @@ interface Reply {
 
 function call(node: MeridianNode, method: string, path: string, body?: string | Buffer, headers: Record<string, string> = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = request(`${node.url}${path}`, { method, headers: { authorization: AUTH, ...headers } }, (res) => {
+    // (the path as it is: a URL string would have its dot segments dropped before it is sent)
+    const { hostname, port } = new URL(node.url);
+    const req = request({ hostname, port, path, method, headers: { authorization: AUTH, ...headers } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -69,7 +71,22 @@ t.test('bad input on the admin API gets a clear 4xx and stores nothing', async (
     ['GET', '/api/objects/%E0%A4%A', undefined, {}, 400, /not valid percent-encoding/],
     ['GET', '/api/feed?after=-1', undefined, {}, 400, /after must be a feed position/],
     ['GET', '/nowhere', undefined, {}, 404, /nothing at \/nowhere/],
-    ['GET', '//a:99999/', undefined, {}, 400, /^the request target is not a valid path/],
+    ['GET', '//a:99999/', undefined, {}, 404, /^nothing at \/\/a:99999\/;/],
+    ['OPTIONS', '*', undefined, {}, 400, /^the request target is not a valid path/],
+    // a path is a path: read against a base, //x/metrics was host x and path /metrics, past a proxy that passes /metrics to Prometheus only
+    ['GET', '//x/metrics', undefined, {}, 404, /^nothing at \/\/x\/metrics;/],
+    ['GET', '/a/%2e%2e/metrics', undefined, {}, 400, /^the request path "\/a\/%2e%2e\/metrics" is not in normal form/],
+    ['GET', '/x/../status', undefined, {}, 400, /is not in normal form/],
+    ['POST', '/api/objects', Buffer.from('{"type":"Organisation","fields":{"name":"M\xfcller","kind":"vendor"}}', 'latin1'), { 'content-type': 'application/json; charset=iso-8859-1' }, 415, /^send the body as UTF-8, not iso-8859-1$/],
+    ['POST', '/api/objects', Buffer.from('{"type":"Organisation","fields":{"name":"M\xfcller","kind":"vendor"}}', 'latin1'), json, 400, /^the body is not valid UTF-8$/],
+    ['GET', '/api/objects?type=Person&limit=0x10', undefined, {}, 400, /limit must be a whole number/],
+    ['GET', '/api/objects?type=Person&limit=1e2', undefined, {}, 400, /limit must be a whole number/],
+    ['GET', '/api/objects?type=Person&limit=', undefined, {}, 400, /limit must be a whole number/],
+    ['GET', '/api/feed?after=0x10', undefined, {}, 400, /after must be a feed position/],
+    ['POST', '/healthz', '{}', json, 405, /^POST is not allowed here; use GET$/],
+    ['DELETE', '/metrics', undefined, {}, 405, /^DELETE is not allowed here; use GET$/],
+    ['POST', '/readyz', '{}', json, 405, /^POST is not allowed here; use GET$/],
+    ['POST', '/api/objects', '{"type":"Organisation","id":"replica.laptop-17","fields":{"name":"X","kind":"vendor"}}', json, 422, /ids beginning with "replica\." are kept for replica credentials/],
   ];
   for (const [method, path, body, headers, status, message] of cases) {
     const r = await call(node, method, path, body, headers);
@@ -118,4 +135,36 @@ t.test('random bodies never crash the node, never store, always 4xx', async (t) 
   }
   t.equal(node.store.lastSeq, seq, 'nothing stored');
   t.equal((await call(node, 'GET', '/healthz')).status, 200, 'still serving');
+});
+
+t.test("a conflict over a password lists who wrote what, not the hashes", async (t) => {
+  const { Store, loadSchemaFile } = await import('@meridian/store');
+  const { DEFAULT_SCHEMA } = await import('@meridian/node');
+  const node = await startInProcess(t);
+  const dir = tempDir(t);
+  const other = await Store.open({ dir, schema: loadSchemaFile(DEFAULT_SCHEMA), nodeId: 'other' });
+  t.teardown(() => other.close());
+  const ship = async (from: { readFeed: Store['readFeed'] }, to: Store, since: number): Promise<void> => {
+    const entries = await from.readFeed(since, 1000);
+    await to.applyRemote(entries.map(({ seq: _seq, ...c }) => c));
+  };
+  const p = await node.store.create('Person', { cn: 'Ada', sn: 'Lovelace', uid: 'ada' });
+  await ship(node.store, other, 0);
+  const mark = node.store.lastSeq;
+  const otherMark = other.lastSeq;
+  // the same two fields set on both nodes at once: two conflicts, one over a password
+  await node.store.update(p.id, { password: 'first-secret-1', title: 'Countess' });
+  await other.update(p.id, { password: 'second-secret-2', title: 'Analyst' });
+  await ship(other, node.store, otherMark);
+  t.ok(mark > 0);
+  const r = await call(node, 'GET', '/api/conflicts');
+  t.equal(r.status, 200);
+  const items = r.body['items'] as { field: string; values: { value: unknown; secret?: boolean; node: string }[] }[];
+  const pw = items.find((c) => c.field === 'password');
+  const title = items.find((c) => c.field === 'title');
+  t.ok(pw && title, `both conflicts listed: ${items.map((c) => c.field).join(', ')}`);
+  t.same(pw!.values.map((v) => [v.value, v.secret]), [[null, true], [null, true]], 'a password conflict shows no value');
+  t.same(pw!.values.map((v) => v.node).sort(), [node.store.nodeId, 'other'].sort(), 'but who wrote it');
+  t.same(title!.values.map((v) => v.value).sort(), ['Analyst', 'Countess'], 'other fields show their values');
+  t.notMatch(JSON.stringify(r.body), /scrypt|\$s/, 'no hash anywhere in the answer');
 });

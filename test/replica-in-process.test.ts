@@ -183,3 +183,12 @@ t.test("a write through a replica that names an object the replica does not hold
   t.equal(none.status, 422);
   t.match(await none.text(), /field "host" refers to missing object hst-none/);
 });
+
+t.test('a replica name is 1 to 100 characters, as operations.md says', async (t) => {
+  const master = await startXmlNode(t, { httpPort: await freePort(), clusterSecret: 'in-process-cluster-secret' });
+  const add = (name: string) => fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name }) });
+  t.equal((await add('a'.repeat(100))).status, 201);
+  const long = await add('b'.repeat(101));
+  t.equal(long.status, 400, '101 characters were taken');
+  t.match(((await long.json()) as { error: { message: string } }).error.message, /^a replica name is 1-100 letters/);
+});

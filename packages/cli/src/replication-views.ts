@@ -28,7 +28,7 @@ export interface ConflictView {
   objectId: string;
   type: string;
   field: string;
-  values: { item: string; node: string | null; value: unknown }[];
+  values: { item: string; node: string | null; value: unknown; secret?: boolean }[];
   winner: string;
   detected: string;
   settled: string | null;
@@ -47,7 +47,7 @@ export function formatConflicts(items: ConflictView[]): string {
         const held = c.settled ? `was also held by ${who}` : `is also held by ${who}, which lookups find`;
         return `${c.type} ${c.objectId} field ${c.field}: value ${JSON.stringify(other.value)} ${held}${from}${settled}`;
       }
-      const vals = c.values.map((v) => `${v.item === c.winner ? 'kept' : 'lost'}: ${JSON.stringify(v.value)} from ${v.node ?? 'unknown node'}`).join('; ');
+      const vals = c.values.map((v) => `${v.item === c.winner ? 'kept' : 'lost'}: ${v.secret ? 'a password (not shown)' : JSON.stringify(v.value)} from ${v.node ?? 'unknown node'}`).join('; ');
       return `${c.type} ${c.objectId} field ${c.field}: ${vals}${settled}`;
     })
     .join('\n');

@@ -152,7 +152,8 @@ async function getOne(ctx: AdminContext, res: ServerResponse, id: string, withDe
 /** `?limit=`: 100 when absent, else a whole number from 1 to MAX_PAGE. */
 function pageLimit(q: URLSearchParams, fallback = 100): number {
   const text = q.get('limit');
-  const limit = text === null ? fallback : Number(text);
+  // (digits only: Number() takes "", " 5", "1e2" and "0x10" too)
+  const limit = text === null ? fallback : /^\d+$/.test(text) ? Number(text) : NaN;
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) throw new HttpError(400, `limit must be a whole number from 1 to ${MAX_PAGE}`);
   return limit;
 }
@@ -259,7 +260,8 @@ async function remove(ctx: AdminContext, req: IncomingMessage, res: ServerRespon
 }
 
 async function feed(ctx: AdminContext, res: ServerResponse, url: URL): Promise<void> {
-  const after = Number(url.searchParams.get('after') ?? '0');
+  const afterText = url.searchParams.get('after') ?? '0';
+  const after = /^\d+$/.test(afterText) ? Number(afterText) : NaN;
   const limit = pageLimit(url.searchParams);
   if (!Number.isSafeInteger(after) || after < 0) throw new HttpError(400, 'after must be a feed position (a whole number, 0 for the start)');
   const entries = await ctx.store.readFeed(after, limit);
@@ -289,7 +291,8 @@ async function conflicts(ctx: AdminContext, res: ServerResponse, url: URL): Prom
       objectId: c.objectId,
       type: c.type,
       field: c.field,
-      values: c.values,
+      // a password's values are its hashes, which no surface returns (history shows such a change as secret too)
+      values: ctx.store.schema.types.get(c.type)?.fields.get(c.field)?.kind === 'password' ? c.values.map((v) => ({ item: v.item, node: v.node, value: null, secret: true })) : c.values,
       winner: c.winner,
       detected: hlcToIso(c.detected),
       settled: c.settled === undefined ? null : hlcToIso(c.settled),

@@ -63,6 +63,15 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? NaN);
   if (declared > limit) return Promise.reject(tooLarge(limit));
   return new Promise((resolve, reject) => {
+    // A client gone before this was called (while the request was signed in) emits no 'error' or 'end'
+    // any more: without these the promise, and the handler awaiting it, would wait for good.
+    if (req.destroyed && !req.complete) {
+      reject(new HttpError(400, 'the client closed the connection before its body was read', 'bad-request'));
+      return;
+    }
+    req.once('close', () => {
+      if (!req.complete) reject(new HttpError(400, 'the client closed the connection before its body was read', 'bad-request'));
+    });
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (chunk: Buffer) => {
@@ -76,7 +85,8 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       chunks.push(chunk);
     });
     req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
+    // (the client's doing, not the node's: no 500, no error in the log)
+    req.on('error', () => reject(new HttpError(400, 'the client closed the connection before its body was read', 'bad-request')));
   });
 }
 
@@ -89,9 +99,18 @@ export async function readJson(req: IncomingMessage, limit: number): Promise<unk
   if (type !== 'application/json') {
     throw new HttpError(415, `send the body as application/json, not ${type || 'no content type'}`, 'unsupported-media-type');
   }
+  const charset = /charset=([^;]+)/i.exec(req.headers['content-type'] ?? '')?.[1]?.trim().replace(/"/g, '').toLowerCase();
+  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') throw new HttpError(415, `send the body as UTF-8, not ${charset}`, 'unsupported-media-type');
   const body = await readBody(req, limit);
+  let text: string;
   try {
-    return JSON.parse(body.toString('utf8'));
+    // (toString would store U+FFFD for every bad byte, and replicate it)
+    text = new TextDecoder('utf-8', { fatal: true }).decode(body);
+  } catch {
+    throw new HttpError(400, 'the body is not valid UTF-8', 'bad-json');
+  }
+  try {
+    return JSON.parse(text);
   } catch (e) {
     throw new HttpError(400, `the body is not valid JSON (${(e as Error).message})`, 'bad-json');
   }

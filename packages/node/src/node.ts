@@ -267,6 +267,9 @@ export class MeridianNode {
     try {
       const url = requestUrl(req.url);
       this.metrics.observe(surfaceOf(url.pathname), req.method ?? 'GET', res, started);
+      if ((url.pathname === '/healthz' || url.pathname === '/readyz' || url.pathname === '/metrics') && req.method !== 'GET' && req.method !== 'HEAD') {
+        throw new HttpError(405, `${req.method} is not allowed here; use GET`, 'method-not-allowed', { allow: 'GET, HEAD' });
+      }
       if (url.pathname === '/healthz') {
         sendJson(res, 200, { ok: true, nodeId: this.store.nodeId });
         return;
@@ -451,13 +454,26 @@ export async function initDataDir(config: NodeConfig): Promise<{ nodeId: string;
   }
 }
 
-/** The request target as a URL; one that is not a path (`//a:99999/`) is the client's error, not an internal one. */
+/**
+ * The request target as a URL. Only a path (or a whole http URL) is one:
+ * read relative to a base, `//x/metrics` was host x and path /metrics, and
+ * URL parsing drops dot segments (`/a/%2e%2e/metrics` is /metrics), so a
+ * proxy that passes on only some paths was passed by. A path that parsing
+ * would change is refused. One that is not a path at all is the client's
+ * error, not an internal one.
+ */
 function requestUrl(target: string | undefined): URL {
+  const raw = target ?? '/';
+  let url: URL | undefined;
   try {
-    return new URL(target ?? '/', 'http://node');
+    url = raw.startsWith('/') ? new URL(`http://node${raw}`) : /^https?:\/\//i.test(raw) ? new URL(raw) : undefined;
   } catch {
-    throw new HttpError(400, 'the request target is not a valid path; send a path such as /objects/Person/per-1', 'bad-request');
+    url = undefined;
   }
+  if (!url) throw new HttpError(400, 'the request target is not a valid path; send a path such as /objects/Person/per-1', 'bad-request');
+  const path = raw.startsWith('/') ? raw.split('?')[0]! : undefined;
+  if (path !== undefined && path !== url.pathname) throw new HttpError(400, `the request path ${JSON.stringify(path.slice(0, 100))} is not in normal form (no "." or ".." segments, special characters percent-encoded); send the path itself`, 'bad-request');
+  return url;
 }
 
 /** The node's key for sealing XML list cursors, made at its first start. */

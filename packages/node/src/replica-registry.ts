@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { MeridianError, REPLICA_TYPE, type Store, type StoredObject } from '@meridian/store';
+import { MeridianError, REPLICA_ID_PREFIX, REPLICA_TYPE, type Store, type StoredObject } from '@meridian/store';
 import { formatReplicaCredential, replicaKey } from '@meridian/sync';
 
 export interface ReplicaEntry {
@@ -67,6 +67,8 @@ export class ReplicaRegistry {
     const id = `${ID_PREFIX}${name}`;
     const serial = randomBytes(8).toString('hex');
     const existing = await this.store.get(id);
+    // (an object of another type under that id, made before such ids were kept for credentials, is left alone)
+    if (existing && existing.type !== REPLICA_TYPE) throw new MeridianError('exists', `the id ${id} is held by ${existing.type} ${id}, not a replica credential; give the replica another name`);
     if (!existing) await this.store.create(REPLICA_TYPE, { name, serial, issuedBy: by }, { id, principal: by });
     else {
       if (existing.deleted) await this.store.undelete(id, { principal: by });
@@ -104,10 +106,10 @@ export class ReplicaRegistry {
 }
 
 /** Credential objects are named by id, so issuing on two masters at once still yields one object. */
-const ID_PREFIX = 'replica.';
+const ID_PREFIX = REPLICA_ID_PREFIX;
 
 export function checkReplicaName(name: unknown): string {
-  if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$/.test(name)) {
+  if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(name)) {
     throw new MeridianError('bad-request', 'a replica name is 1-100 letters, digits, ".", "_" or "-", starting with a letter or digit, such as laptop-17');
   }
   return name;

@@ -4,7 +4,7 @@ export type { ConflictRecord, ConflictValue } from './conflicts.js';
 export { isUniqueConflict } from './conflicts.js';
 export { MeridianError, ValidationError, asSeenBy, isMeridianError } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export { parseSchema, loadSchemaFile, publicFields, sameAsWritten, foldValue, checkFieldValues, checkRequired, REPLICA_TYPE } from './schema.js';
+export { parseSchema, loadSchemaFile, publicFields, sameAsWritten, foldValue, checkFieldValues, checkRequired, REPLICA_ID_PREFIX, REPLICA_TYPE } from './schema.js';
 export type { Schema, TypeDef, FieldDef, FieldKind } from './schema.js';
 export type { FieldValue, Scalar, ChangeKind } from './codec.js';
 export { hashPassword, verifyPassword, isPasswordHash, needsUpgrade, DEFAULT_COST } from './password.js';

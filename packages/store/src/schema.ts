@@ -52,6 +52,8 @@ export interface TypeDef {
  * stored, the key being derived from the cluster secret.
  */
 export const REPLICA_TYPE = 'MeridianReplica';
+/** The ids of replica credentials: this, then the replica's name (no other type may use such ids). */
+export const REPLICA_ID_PREFIX = 'replica.';
 
 export interface Schema {
   readonly name: string;

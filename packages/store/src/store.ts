@@ -26,6 +26,8 @@ import {
   checkRequired,
   foldValue,
   isSchemaName,
+  REPLICA_ID_PREFIX,
+  REPLICA_TYPE,
   publicFields,
   validationFailure,
   type FieldDef,
@@ -532,6 +534,10 @@ export class Store {
       id = opts.id ?? newId(def.idPrefix);
       if (!isValidId(id)) {
         throw new ValidationError({ type, rule: 'id', message: `object id "${id}" may hold only letters, digits, ".", "_" and "-" (at most 128)` });
+      }
+      // the replica registry names a credential's object by its name: another type under such an id took that name from it
+      if (type !== REPLICA_TYPE && id.startsWith(REPLICA_ID_PREFIX)) {
+        throw new ValidationError({ type, rule: 'id', message: `object ids beginning with "${REPLICA_ID_PREFIX}" are kept for replica credentials; choose another id` });
       }
     } catch (e) {
       return Promise.reject(e);
