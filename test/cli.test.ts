@@ -37,6 +37,8 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
   const hint = /^more: meridian (.*)\n$/.exec(page1.stderr)?.[1];
   t.match(hint, /^list Organisation kind=customer --limit 2 --after \S+$/, page1.stderr);
   const page2 = cli([...hint!.split(' '), '--json'], env);
+  const named = cli(['list', 'Organisation', 'kind=customer', '--limit', '2', '--node', node.url], env);
+  t.match(named.stderr, new RegExp(`^more: meridian list Organisation kind=customer --limit 2 --node ${node.url.replace(/\./g, '\\.')} --after \\S+\\n$`), 'a node given on the command line is given again');
   t.equal(page2.code, 0, page2.stderr);
   t.same(
     (JSON.parse(page2.stdout) as { items: { id: string }[] }).items.map((o) => o.id),

@@ -180,7 +180,7 @@ export function buildProgram(): Command {
     .option('--limit <n>', 'objects per page', '100')
     .option('--after <cursor>', 'continue after this cursor')
     .option('--all', 'follow the cursor to the end')
-    .action(async (type: string, filter: string | undefined, flags: ClientFlags & { limit: string; after?: string; all?: boolean }) => {
+    .action(async (type: string, filter: string | undefined, flags: ClientFlags & { limit: string; after?: string; all?: boolean }, cmd: Command) => {
       // checked here, as log's --since is: a bad value is a usage error (exit 2), not the node's refusal
       const limit = Number(flags.limit);
       if (!/^\d+$/.test(flags.limit) || limit < 1 || limit > MAX_PAGE) throw new CliError(`--limit must be a whole number from 1 to ${MAX_PAGE}, got "${flags.limit}"`, 2);
@@ -205,7 +205,12 @@ export function buildProgram(): Command {
       else {
         out(formatList(items));
         // the cursor holds only the last id shown: the hint repeats the filter and page size, without which it lists other objects
-        if (next) process.stderr.write(`more: meridian list ${[type, ...(filter === undefined ? [] : [filter]), ...(flags.limit === '100' ? [] : ['--limit', flags.limit]), '--after', next].map(shellWord).join(' ')}\n`);
+        if (next) {
+          // (a node named on the command line is named again; one from MERIDIAN_NODE is there for the next command too)
+          const node = cmd.getOptionValueSource('node') === 'cli' ? ['--node', flags.node] : [];
+          const words = [type, ...(filter === undefined ? [] : [filter]), ...(flags.limit === '100' ? [] : ['--limit', flags.limit]), ...node, '--after', next];
+          process.stderr.write(`more: meridian list ${words.map(shellWord).join(' ')}\n`);
+        }
       }
     });
 

@@ -1912,11 +1912,18 @@ export class Store {
    * once these states and every state staged before them are on disk.
    */
   async cloneStates(states: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }, opts?: { clone?: boolean }): Promise<void> {
-    const { durable } = await this.cloneStatesStaged(states, opts);
+    // Idempotency records go in the last batch, with the vector: a record read before every state of the run is
+    // in would answer a resend of a write whose change is not here yet (anti-entropy sends them with its first page).
+    const keyed = states.flatMap((s) => ('key' in s ? [checkedKeyRecord(s.key, s.record)] : []));
+    if (keyed.length && !done) throw new MeridianError('bad-request', 'idempotency records come with the last states of a run only');
+    const { durable } = await this.cloneStatesStaged(keyed.length ? states.filter((s) => !('key' in s)) : states, opts);
     await durable;
     if (done) {
       // only now: the vector must never claim what is not on disk
       const doneOps: BatchOp[] = [];
+      // a key recorded here already (its write made or applied here) keeps its record
+      const held = keyed.length ? await this.db.getMany(keyed.map((k) => keys.idempotency(k.key))) : [];
+      for (const [n, k] of keyed.entries()) if (held[n] === undefined) doneOps.push({ type: 'put', key: keys.idempotency(k.key), value: k.record });
       for (const [origin, n] of Object.entries(done.vector)) {
         this.vector.raise(origin, n);
         this.durableVector.raise(origin, n);
@@ -1928,7 +1935,8 @@ export class Store {
       }
       doneOps.push({ type: 'put', key: keys.meta('feedBase'), value: encode(this.base) });
       doneOps.push(checkpointOp({ peer: done.peer, seq: done.head }));
-      const finished = this.cloning;
+      // (only a clone's own end: another peer's clone may still be under way, or an anti-entropy run end meanwhile)
+      const finished = this.cloning && opts?.clone === true;
       if (finished) doneOps.push({ type: 'del', key: keys.meta('cloning') });
       await this.commits.add(doneOps);
       if (finished) this.cloning = false;
@@ -1975,28 +1983,16 @@ export class Store {
     const merges: Promise<void>[] = [];
     const diffs: { id: string; diff: Uint8Array; hlc: number }[] = [];
     const markers: { id: string; marker: PurgeMarker }[] = [];
-    const keyed: { key: string; record: Uint8Array }[] = [];
     for (const s of states) {
-      if ('key' in s) keyed.push(checkedKeyRecord(s.key, s.record));
-      else if ('diff' in s) {
+      if ('key' in s) throw new MeridianError('bad-request', 'idempotency records come with the last states of a run only');
+      if ('diff' in s) {
         if (!isValidId(s.id)) throw new MeridianError('bad-request', `object id "${s.id.slice(0, 40)}" of a peer's diff is not valid`);
         diffs.push(s);
       } else if (!s.purged) items.push(s);
       // every marker is checked before the first is applied: a frame refused is refused whole
       else markers.push({ id: s.id, marker: checkedMarker(s.id, s.record) });
     }
-    // each marked id is purged here (in memory at once, so no object below takes it) before any object is stored;
-    // their batches share fsyncs with the objects'
-    for (const { id, marker } of markers) {
-      const applied = (await this.applyPurgeMarker(id, marker)).durable;
-      applied.catch(() => undefined); // (taken up with the frame's other parts below; an object's failure must not leave it unhandled)
-      merges.push(applied);
-    }
-    const ops: BatchOp[] = [];
-    const cloned: [Slot<CachedObject>, ObjectRecord][] = [];
-    const present = await this.db.getMany(items.map((i) => keys.object(i.id)));
-    // a key recorded here already (its write made or applied here) keeps its record
-    const keysHeld = keyed.length ? await this.db.getMany(keyed.map((k) => keys.idempotency(k.key))) : [];
+    // every record is checked too before a marker is applied
     const decoded = items.map(({ id, record }) => {
       if (!isValidId(id)) throw new MeridianError('bad-request', `cloned object id "${id.slice(0, 40)}" is not valid`);
       const rec = decode<ObjectRecord>(record);
@@ -2007,6 +2003,16 @@ export class Store {
       const def = this.schema.types.get(rec.t);
       return { id, record, rec, def, idx: def ? indexSet(def, id, rec.f, rec.d) : EMPTY_INDEX };
     });
+    // each marked id is purged here (in memory at once, so no object below takes it) before any object is stored;
+    // their batches share fsyncs with the objects'
+    for (const { id, marker } of markers) {
+      const applied = (await this.applyPurgeMarker(id, marker)).durable;
+      applied.catch(() => undefined); // (taken up with the frame's other parts below; an object's failure must not leave it unhandled)
+      merges.push(applied);
+    }
+    const ops: BatchOp[] = [];
+    const cloned: [Slot<CachedObject>, ObjectRecord][] = [];
+    const present = await this.db.getMany(items.map((i) => keys.object(i.id)));
     // From here to the commit below nothing awaits, so no write can create
     // one of these objects in between; a load already under way resolves to
     // the cache entry set here.
@@ -2062,7 +2068,6 @@ export class Store {
       slot.pins++;
       cloned.push([slot, rec]);
     }
-    for (const [n, k] of keyed.entries()) if (keysHeld[n] === undefined) ops.push({ type: 'put', key: keys.idempotency(k.key), value: k.record });
     // (after the records above: a diff may follow a whole record of the same object in one frame)
     for (const d of diffs) {
       this.clock.observe(d.hlc);
@@ -2194,7 +2199,8 @@ export class Store {
    * Returns how many entries were deleted. A call made while another runs
    * starts once that one has ended.
    */
-  trimFeed(keep: number): Promise<number> {
+  // (async: a store that failed a batch refuses with a rejection, which the node's timer logs, not a throw out of it)
+  async trimFeed(keep: number): Promise<number> {
     this.assertOpen();
     // One trim at a time: two that overlapped both deleted the same range from the same start, and the one
     // behind set trimmingTo and trimmedTo back below entries already gone (a purge then rewrote one of them).

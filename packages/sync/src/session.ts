@@ -172,6 +172,10 @@ export class SyncSession {
   private expectStates = false;
   /** receiver side: the parts so far of a state cut into parts (see statesFrames) */
   private partial: { id: string; diff: boolean; parts: Uint8Array[]; bytes: number } | undefined;
+  /** sender side: states frames read and not yet sent, for want of room in the window */
+  private readonly queuedStates: StatesFrame[] = [];
+  /** receiver side: the idempotency records of this run of states so far, stored with its last frame */
+  private readonly heldKeys: { q: string; r: Uint8Array }[] = [];
   /** receiver side: this session subscribed with `clone` */
   private asClone = false;
   /** a session carries one anti-entropy run at most */
@@ -375,6 +379,12 @@ export class SyncSession {
         if (f.done && f.head !== undefined) this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head);
         const unjoined = this.joinParts(f);
         if (unjoined) return this.fail(unjoined, true);
+        // Idempotency records are held until the run's last frame, whose batch stores them with the vector.
+        if (f.keys) {
+          for (const k of f.keys) this.heldKeys.push(k);
+          delete f.keys;
+          if (this.heldKeys.length > MAX_HELD_KEYS) return this.fail(`more than ${MAX_HELD_KEYS} idempotency records in one run of states, more than this node takes`, true);
+        }
         this.pendingApply.push(f);
         // the next page is asked for at once: its answer may come while this one is applied
         const more: Action[] = f.page ? [{ type: 'read-held', buckets: this.needBuckets!, after: this.needAfter }] : [];
@@ -451,7 +461,7 @@ export class SyncSession {
     this.applying = true;
     if (f.t === 'states') {
       const done = f.done ? { head: f.head!, vector: f.vector! } : undefined;
-      const keyed = (f.keys ?? []).map((k): ClonedState => ({ key: k.q, record: k.r }));
+      const keyed = f.done ? this.heldKeys.splice(0).map((k): ClonedState => ({ key: k.q, record: k.r })) : [];
       return [{ type: 'clone', objects: [...f.objects.map(fromStateItem), ...keyed], done, clone: this.asClone }];
     }
     // Changes frames that queued up while the last apply ran are applied together: one
@@ -546,7 +556,20 @@ export class SyncSession {
   }
 
   private pump(): Action[] {
-    if (this.state !== 'open' || this.reading || this.inFlight >= this.window || this.inFlightBytes >= WINDOW_BYTES) return [];
+    if (this.state !== 'open') return [];
+    // states frames read already go first, as the window allows; nothing is read while any waits
+    const sends: Action[] = [];
+    while (this.queuedStates.length && this.inFlight < this.window && this.inFlightBytes < WINDOW_BYTES) {
+      const f = this.queuedStates.shift()!;
+      this.sent(f.objects.reduce((n, o) => n + ('u' in o ? o.u.length : o.r.length) + 64, 0) + (f.keys ?? []).reduce((n, k) => n + k.q.length + k.r.length + 16, 0));
+      sends.push({ type: 'send', frame: f });
+    }
+    if (this.queuedStates.length) return sends;
+    return sends.length ? [...sends, ...this.readMore()] : this.readMore();
+  }
+
+  private readMore(): Action[] {
+    if (this.reading || this.inFlight >= this.window || this.inFlightBytes >= WINDOW_BYTES) return [];
     if (this.cloning) {
       this.reading = true;
       return [{ type: 'read-states', page: this.page }];
@@ -627,9 +650,10 @@ export class SyncSession {
       this.stats.sent = end.head;
       for (const [o, n] of Object.entries(end.vector)) this.peerHas.raise(o, n);
     }
-    // (each frame is acknowledged on its own, so each counts in the window)
-    for (const f of frames) this.sent(f.objects.reduce((n, o) => n + ('u' in o ? o.u.length : o.r.length) + 64, 0));
-    return [...frames.map((f): Action => ({ type: 'send', frame: f })), ...this.pump()];
+    // Each frame counts in the window (it is acknowledged on its own): those of one read that do not fit
+    // (a record of 256 MiB is 64 of them) wait for acknowledgements, as reads do.
+    for (const f of frames) this.queuedStates.push(f);
+    return this.pump();
   }
 
   /** The driver took the state snapshot (and, for anti-entropy, its digest). */
@@ -728,6 +752,8 @@ const FRAME_BUDGET = 4 * 1024 * 1024;
 const PART_BYTES = 4 * 1024 * 1024;
 /** The largest record or diff a receiver puts together from parts: past it the session fails, naming the object. */
 const MAX_STATE_BYTES = 256 * 1024 * 1024;
+/** The most idempotency records a receiver holds for one run of states (a day of keyed writes at 10 a second is 864,000). */
+const MAX_HELD_KEYS = 2_000_000;
 /**
  * Unacknowledged bytes (estimated as the frames are built) a sender allows
  * besides its frame count: what 4 full frames held when the window was 4.

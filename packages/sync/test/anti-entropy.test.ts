@@ -11,66 +11,10 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { decode } from 'msgpackr';
 import * as Y from 'yjs';
-import { Store, type RemoteChange } from '@meridian/store';
-import { decodeFrame, encodeFrame, runActions, storeSessionOptions, SyncSession, type Frame, type SessionIo } from '../dist/index.js';
+import { Store, type ClonedState, type RemoteChange } from '@meridian/store';
+import { encodeFrame, type Frame } from '../dist/index.js';
+import { replicate } from './wired-sessions.js';
 import { thingSchema } from './thing-schema.js';
-
-interface End {
-  io: SessionIo;
-  queue: Promise<void>;
-  sent: Frame[];
-  closed: string | undefined;
-}
-
-/** Connects two stores with a session each (`x` dials) and runs them until both are live. */
-async function replicate(x: Store, y: Store, needBatch: number): Promise<{ x: End; y: End }> {
-  const ends: End[] = [];
-  const make = (store: Store, dialed: boolean): End => {
-    const e: End = { queue: Promise.resolve(), sent: [], closed: undefined, io: undefined as unknown as SessionIo };
-    const run = (actions: ReturnType<SyncSession['receive']>): void => {
-      e.queue = e.queue.then(() => runActions(e.io, actions));
-    };
-    e.io = {
-      store,
-      needBatch,
-      stateBatch: 7,
-      session: new SyncSession({
-        ...storeSessionOptions(store),
-        // (the subscriber holds its clone: anti-entropy, never a second clone)
-        empty: () => false,
-        cluster: 'ae',
-        secret: 'ae-secret',
-        role: 'master',
-        dialed,
-        nonce: Uint8Array.from({ length: 16 }, () => Math.floor(Math.random() * 256)),
-      }),
-      send: (frame) => {
-        e.sent.push(frame);
-        const bytes = encodeFrame(frame);
-        const other = ends.find((o) => o !== e)!;
-        setImmediate(() => {
-          other.queue = other.queue.then(() => runActions(other.io, other.io.session.receive(decodeFrame(bytes))));
-        });
-        return true;
-      },
-      opened: () => true,
-      closed: (reason) => void (e.closed = reason),
-      later: run,
-    };
-    ends.push(e);
-    return e;
-  };
-  const ex = make(x, true);
-  const ey = make(y, false);
-  void runActions(ex.io, ex.io.session.start(0));
-  void runActions(ey.io, ey.io.session.start(0));
-  for (let i = 0; i < 2000 && !(ex.io.session.live && ey.io.session.live); i++) {
-    if (ex.closed ?? ey.closed) throw new Error(`session closed: ${ex.closed ?? ey.closed}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  await Promise.all([ex.queue, ey.queue]);
-  return { x: ex, y: ey };
-}
 
 /** Stores on fresh temp dirs, closed and removed when `t` ends. */
 async function stores<N extends string[]>(t: Test, ...nodeIds: N): Promise<{ [K in keyof N]: Store }> {
@@ -330,8 +274,14 @@ t.test("anti-entropy carries the idempotency records of keyed writes whose chang
   const [a, b] = await stores(t, 'a', 'b');
   const first = await a.create('Thing', { a: 'one' }, { idempotencyKey: 'fwd/laptop/k1' });
   const snap = a.stateSnapshot();
-  for await (const batch of snap.batches(50)) await b.cloneStates(batch);
-  await b.cloneStates([], { peer: 'a', head: snap.head, vector: snap.vector });
+  const keyed: ClonedState[] = [];
+  for await (const batch of snap.batches(50)) {
+    // (idempotency records go with a run's last states, as a session hands them over)
+    for (const s of batch) if ('key' in s) keyed.push(s);
+    await b.cloneStates(batch.filter((s) => !('key' in s)));
+    t.equal(await b.idempotent('fwd/laptop/k1'), undefined, 'no record before the run ends');
+  }
+  await b.cloneStates(keyed, { peer: 'a', head: snap.head, vector: snap.vector });
   await snap.close();
   t.match(await b.idempotent('fwd/laptop/k1'), { id: first.id, origin: 'a', originSeq: 1 }, 'the clone brought the first');
 

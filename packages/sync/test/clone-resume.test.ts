@@ -73,3 +73,41 @@ t.test('states of an anti-entropy run (no clone) never mark a clone under way', 
   t.equal(b.cloneUnfinished(), false);
   t.equal(storeSessionOptions(b).empty!(), false, 'a node holding writes of its own is not empty');
 });
+
+t.test('a session that subscribed as a clone has its states stored as a clone, through the driver, and one repaired by anti-entropy does not', async (t) => {
+  const { replicate } = await import('./wired-sessions.js');
+  const open = async (nodeId: string): Promise<Store> => {
+    const dir = mkdtempSync(join(tmpdir(), `meridian-clone-${nodeId}-`));
+    const store = await Store.open({ dir, schema: thingSchema, nodeId });
+    t.teardown(async () => {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    return store;
+  };
+  const [a, b, c] = [await open('a'), await open('b'), await open('c')];
+  for (let i = 0; i < 20; i++) await a.create('Thing', { a: `a-${i}` });
+  await a.purge((await a.create('Thing', { a: 'doomed' })).id);
+  const seen = (store: Store): boolean[] => {
+    const flags: boolean[] = [];
+    const staged = store.cloneStatesStaged.bind(store);
+    const last = store.cloneStates.bind(store);
+    store.cloneStatesStaged = (items, opts) => (flags.push(opts?.clone === true), staged(items, opts));
+    store.cloneStates = (items, done, opts) => (flags.push(opts?.clone === true), last(items, done, opts));
+    return flags;
+  };
+  const cloned = seen(b);
+  const run = await replicate(a, b, 4, { yEmpty: true });
+  t.equal(run.x.closed ?? run.y.closed, undefined);
+  t.ok(cloned.length > 1 && cloned.every((f) => f), `every states frame stored as a clone's (${cloned.length})`);
+  t.equal(b.cloneUnfinished(), false, 'and the clone ended');
+
+  // c holds a write of its own and gets a's objects by anti-entropy: no clone marked
+  await c.create('Thing', { a: 'mine' });
+  await a.trimFeed(1);
+  const repaired = seen(c);
+  const ae = await replicate(a, c, 4);
+  t.equal(ae.x.closed ?? ae.y.closed, undefined);
+  t.ok(repaired.length > 0 && repaired.every((f) => !f), `anti-entropy states stored as such (${repaired.length})`);
+  t.equal(c.cloneUnfinished(), false);
+});
