@@ -185,7 +185,11 @@ t.test('a clone carries the idempotency records of keyed writes, with their orig
 
   const bad: Record<string, unknown>[] = [{ id: 'bad id!', origin: 'a', originSeq: 1, hlc: 1 }, { id: made.id, originSeq: 1, hlc: 1 }, { id: made.id, origin: 'a', originSeq: 0, hlc: 1 }, { id: made.id, origin: 'a', originSeq: 1, hlc: Infinity }];
   for (const w of bad) {
-    await t.rejects(b.cloneStatesStaged([{ key: 'fwd/x/y', record: encode(w) }]), { message: 'the idempotency record of key "fwd/x/y" is not one' });
+    await t.rejects(b.cloneStates([{ key: 'fwd/x/y', record: encode(w) }], { peer: 'a', head, vector }), { message: 'the idempotency record of key "fwd/x/y" is not one' });
   }
+  const good = { id: made.id, origin: 'a', originSeq: 1, hlc: 1 };
+  await t.rejects(b.cloneStatesStaged([{ key: 'fwd/x/z', record: encode(good) }]), { message: 'idempotency records come with the last states of a run only' }, 'not before the last frame');
+  await t.rejects(b.cloneStates([{ key: 'fwd/x/z', record: encode(good) }]), { message: 'idempotency records come with the last states of a run only' });
   t.equal(await b.idempotent('fwd/x/y'), undefined, 'nothing stored of them');
+  t.equal(await b.idempotent('fwd/x/z'), undefined);
 });
