@@ -168,3 +168,30 @@ t.test("a conflict over a password lists who wrote what, not the hashes", async 
   t.same(title!.values.map((v) => v.value).sort(), ['Analyst', 'Countess'], 'other fields show their values');
   t.notMatch(JSON.stringify(r.body), /scrypt|\$s/, 'no hash anywhere in the answer');
 });
+
+t.test('a request offering an upgrade other than WebSocket (h2c) is answered in HTTP/1.1, not 404', async (t) => {
+  const { connect } = await import('node:net');
+  const node = await startInProcess(t);
+  const { hostname, port } = new URL(node.url);
+  const raw = (text: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const s = connect(Number(port), hostname, () => s.write(text));
+      const chunks: Buffer[] = [];
+      s.on('data', (c: Buffer) => chunks.push(c));
+      s.on('end', () => resolve(Buffer.concat(chunks).toString()));
+      s.on('error', reject);
+      s.setTimeout(5000, () => reject(new Error('no answer in 5 s')));
+    });
+  const h2c = 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n';
+  const health = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\n${h2c}\r\n`);
+  t.match(health, /^HTTP\/1\.1 200 OK\r\n/, 'answered as HTTP/1.1 (curl --http2 and Java send this on http://)');
+  t.match(health, /\r\nconnection: close\r\n/i, 'and the connection closed after it');
+  t.match(health, /"ok":true/);
+  const status = await raw(`GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: ${AUTH}\r\n${h2c}\r\n`);
+  t.match(status, /^HTTP\/1\.1 200 OK\r\n[\s\S]*"nodeId"/, 'a signed-in request too');
+  const posted = await raw(`POST /api/objects HTTP/1.1\r\nHost: x\r\nAuthorization: ${AUTH}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n${h2c}\r\n{}`);
+  t.match(posted, /^HTTP\/1\.1 400 /, 'one with a body, which cannot be read once the parser is gone: 400');
+  t.match(posted, /send it again without an Upgrade header/);
+  const ws = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
+  t.match(ws, /^HTTP\/1\.1 404 Not Found\r\n[\s\S]*no WebSocket endpoint at \/healthz/, 'a WebSocket upgrade elsewhere than /sync is still 404');
+});

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { destination, pino, type Logger } from 'pino';
 import { hlcToIso, loadSchemaFile, MeridianError, Store } from '@meridian/store';
 import { DUPLICATE_SESSION, parseReplicaCredential, Replicator, type PeerStatus } from '@meridian/sync';
@@ -186,6 +186,13 @@ export class MeridianNode {
       }
       const node = new MeridianNode(config, store, log, auth, server, replicator, writer, registry, xml, metrics, ldapGateway, ldapUrls);
       server.on('upgrade', (req, socket, head) => {
+        // Node hands every request with an Upgrade header here once anything listens for upgrades. Any upgrade but
+        // a WebSocket's (h2c, which curl --http2 and Java's HttpClient offer on http:// URLs) is ignored, as HTTP
+        // lets a server do: the request is answered in HTTP/1.1.
+        if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
+          answerWithoutUpgrade(req, socket as Socket, (rq, rs) => node.handle(rq, rs));
+          return;
+        }
         const path = (req.url ?? '').split('?')[0];
         if (path === '/sync' && replicator && config.role === 'master') {
           replicator.handleUpgrade(req, socket, head);
@@ -474,6 +481,31 @@ function requestUrl(target: string | undefined): URL {
   const path = raw.startsWith('/') ? raw.split('?')[0]! : undefined;
   if (path !== undefined && path !== url.pathname) throw new HttpError(400, `the request path ${JSON.stringify(path.slice(0, 100))} is not in normal form (no "." or ".." segments, special characters percent-encoded); send the path itself`, 'bad-request');
   return url;
+}
+
+/**
+ * Answers, in HTTP/1.1, a request Node took for an upgrade, on the socket
+ * it handed over, then closes the connection (the parser is detached: a
+ * next request on it could not be read). Its body cannot be read either, so
+ * one that has a body is answered 400.
+ */
+function answerWithoutUpgrade(req: IncomingMessage, socket: Socket, handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>): void {
+  const res = new ServerResponse(req);
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket);
+  res.once('finish', () => {
+    res.detachSocket(socket);
+    socket.end();
+  });
+  socket.once('error', () => socket.destroy());
+  const chunked = req.headers['transfer-encoding'] !== undefined;
+  const length = Number(req.headers['content-length'] ?? 0);
+  if (chunked || length > 0) {
+    sendError(res, new HttpError(400, 'this node does not switch protocols for a request with a body; send it again without an Upgrade header', 'bad-request'));
+    return;
+  }
+  if (!req.readableEnded) req.push(null);
+  void handle(req, res);
 }
 
 /** The node's key for sealing XML list cursors, made at its first start. */
