@@ -179,7 +179,8 @@ t.test('a request offering an upgrade other than WebSocket (h2c) is answered in 
       const chunks: Buffer[] = [];
       s.on('data', (c: Buffer) => chunks.push(c));
       s.on('end', () => resolve(Buffer.concat(chunks).toString()));
-      s.on('error', reject);
+      // (a node that closes on a request it did not read all of may reset the connection after its answer)
+      s.on('error', (e) => (chunks.length ? resolve(Buffer.concat(chunks).toString()) : reject(e)));
       s.setTimeout(5000, () => reject(new Error('no answer in 5 s')));
     });
   const h2c = 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n';
@@ -192,6 +193,10 @@ t.test('a request offering an upgrade other than WebSocket (h2c) is answered in 
   const posted = await raw(`POST /api/objects HTTP/1.1\r\nHost: x\r\nAuthorization: ${AUTH}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n${h2c}\r\n{}`);
   t.match(posted, /^HTTP\/1\.1 400 /, 'one with a body, which cannot be read once the parser is gone: 400');
   t.match(posted, /send it again without an Upgrade header/);
+  const huge = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'y'.repeat(17_000)}\r\n\r\n`);
+  t.match(huge, /^HTTP\/1\.1 431 /, 'headers over the limit: 431, not 400');
+  const garbage = await raw('NOT HTTP AT ALL\r\n\r\n');
+  t.match(garbage, /^HTTP\/1\.1 400 /, 'a malformed request: 400');
   const ws = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
   t.match(ws, /^HTTP\/1\.1 404 Not Found\r\n[\s\S]*no WebSocket endpoint at \/healthz/, 'a WebSocket upgrade elsewhere than /sync is still 404');
 });

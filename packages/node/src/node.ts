@@ -206,11 +206,9 @@ export class MeridianNode {
               : 'replication is not configured on this node (no cluster secret)';
         socket.end(`HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(why)}\r\n\r\n${why}`);
       });
+      // (no 'clientError' listener: Node's own answers 431 to headers over its limit and 408 to a request too slow
+      // to arrive, 400 otherwise, and writes nothing into a response already under way on that connection)
       server.on('request', (req, res) => void node.handle(req, res));
-      server.on('clientError', (_err, socket) => {
-        if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-        else socket.destroy();
-      });
       await new Promise<void>((resolve, reject) => {
         server.once('error', (e: NodeJS.ErrnoException) =>
           reject(

@@ -7,22 +7,35 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Store, type ClonedState } from '@meridian/store';
 import { storeSessionOptions } from '../dist/index.js';
 import { thingSchema } from './thing-schema.js';
 
-t.test('a node whose clone stopped after the purge markers still asks to be cloned, across a restart, until the last frame is stored', async (t) => {
-  const dirA = mkdtempSync(join(tmpdir(), 'meridian-clone-a-'));
-  const dirB = mkdtempSync(join(tmpdir(), 'meridian-clone-b-'));
-  const a = await Store.open({ dir: dirA, schema: thingSchema, nodeId: 'a' });
-  let b = await Store.open({ dir: dirB, schema: thingSchema, nodeId: 'b' });
+/** A store on a fresh temp dir, closed and removed when `t` ends; `reopen` closes it and opens its dir again (a restart). */
+async function opened(t: Test, nodeId: string): Promise<{ store: Store; reopen(): Promise<Store> }> {
+  const dir = mkdtempSync(join(tmpdir(), `meridian-clone-${nodeId}-`));
+  const held = { store: await Store.open({ dir, schema: thingSchema, nodeId }) };
   t.teardown(async () => {
-    await a.close();
-    await b.close();
-    rmSync(dirA, { recursive: true, force: true });
-    rmSync(dirB, { recursive: true, force: true });
+    await held.store.close();
+    rmSync(dir, { recursive: true, force: true });
   });
+  return {
+    get store() {
+      return held.store;
+    },
+    async reopen() {
+      await held.store.close();
+      held.store = await Store.open({ dir, schema: thingSchema, nodeId });
+      return held.store;
+    },
+  };
+}
+
+t.test('a node whose clone stopped after the purge markers still asks to be cloned, across a restart, until the last frame is stored', async (t) => {
+  const a = (await opened(t, 'a')).store;
+  const nodeB = await opened(t, 'b');
+  let b = nodeB.store;
   const ids: string[] = [];
   for (let i = 0; i < 30; i++) ids.push((await a.create('Thing', { a: `a-${i}` })).id);
   await a.purge(ids[0]!);
@@ -38,8 +51,7 @@ t.test('a node whose clone stopped after the purge markers still asks to be clon
   await durable;
   t.ok(b.lastSeq > 0, 'the marker was applied as a change, with a feed entry');
   t.equal(storeSessionOptions(b).empty!(), true, 'still empty to replication: the clone is not finished');
-  await b.close();
-  b = await Store.open({ dir: dirB, schema: thingSchema, nodeId: 'b' });
+  b = await nodeB.reopen();
   t.equal(storeSessionOptions(b).empty!(), true, 'and after a restart');
 
   // the clone asked for again: every frame, the marker's again too
@@ -48,22 +60,12 @@ t.test('a node whose clone stopped after the purge markers still asks to be clon
   t.equal(storeSessionOptions(b).empty!(), false, 'the last frame stored ends it');
   t.same(b.versionVector(), a.versionVector());
   t.equal((await b.list('Thing', { limit: 100 })).items.length, 29);
-  await b.close();
-  b = await Store.open({ dir: dirB, schema: thingSchema, nodeId: 'b' });
+  b = await nodeB.reopen();
   t.equal(storeSessionOptions(b).empty!(), false, 'for good');
 });
 
 t.test('states of an anti-entropy run (no clone) never mark a clone under way', async (t) => {
-  const dirA = mkdtempSync(join(tmpdir(), 'meridian-clone-a-'));
-  const dirB = mkdtempSync(join(tmpdir(), 'meridian-clone-b-'));
-  const a = await Store.open({ dir: dirA, schema: thingSchema, nodeId: 'a' });
-  const b = await Store.open({ dir: dirB, schema: thingSchema, nodeId: 'b' });
-  t.teardown(async () => {
-    await a.close();
-    await b.close();
-    rmSync(dirA, { recursive: true, force: true });
-    rmSync(dirB, { recursive: true, force: true });
-  });
+  const [a, b] = [(await opened(t, 'a')).store, (await opened(t, 'b')).store];
   await b.create('Thing', { a: 'mine' });
   const made = await a.create('Thing', { a: 'theirs' });
   await a.purge(made.id);
@@ -76,16 +78,7 @@ t.test('states of an anti-entropy run (no clone) never mark a clone under way', 
 
 t.test('a session that subscribed as a clone has its states stored as a clone, through the driver, and one repaired by anti-entropy does not', async (t) => {
   const { replicate } = await import('./wired-sessions.js');
-  const open = async (nodeId: string): Promise<Store> => {
-    const dir = mkdtempSync(join(tmpdir(), `meridian-clone-${nodeId}-`));
-    const store = await Store.open({ dir, schema: thingSchema, nodeId });
-    t.teardown(async () => {
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
-    });
-    return store;
-  };
-  const [a, b, c] = [await open('a'), await open('b'), await open('c')];
+  const [a, b, c] = [(await opened(t, 'a')).store, (await opened(t, 'b')).store, (await opened(t, 'c')).store];
   for (let i = 0; i < 20; i++) await a.create('Thing', { a: `a-${i}` });
   await a.purge((await a.create('Thing', { a: 'doomed' })).id);
   const seen = (store: Store): boolean[] => {
