@@ -439,6 +439,34 @@ t.test('an import makes a chain of references given in any order: each link afte
   t.match(c.text, /created="0" updated="0" unchanged="0" rejected="2"/, c.text);
 });
 
+t.test('an import whose object names itself as well as another (a single reference given twice) ends, with that object refused', async (t) => {
+  const node = await startXmlNode(t);
+  const doc =
+    '<objects>\n<object type="Organisation" id="org-r"><field name="name">R</field><field name="kind">reseller</field></object>\n' +
+    '<object type="Organisation" id="org-x"><field name="name">X</field><field name="kind">customer</field><field name="reseller">org-r</field><field name="reseller">org-x</field></object>\n</objects>';
+  for (const path of ['/import', '/import?dry-run=1']) {
+    // (it used to wait for its own write, for good: the request never ended)
+    const r = await Promise.race([call(node, 'POST', path, { body: doc }), new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${path} did not end within 10 s`)), 10_000))]);
+    t.equal(r.status, 200, path);
+    t.match(r.text, /rejected="1"/, r.text);
+    t.match(r.text, /line="3" type="Organisation" id="org-x" status="rejected"/);
+  }
+});
+
+t.test('an import report echoing characters XML does not allow is still XML', async (t) => {
+  const node = await startXmlNode(t);
+  // fast-xml-parser lets C0 controls and U+FFFE through in attribute values; the id is refused and echoed
+  const doc = `<objects>\n<object type="Organisation" id="org-\u0001\uFFFE"><field name="name">N</field><field name="kind">vendor</field></object>\n</objects>`;
+  const r = await call(node, 'POST', '/import', { body: doc });
+  t.equal(r.status, 200);
+  t.match(r.text, /rejected="1"/, r.text);
+  const file = join(tempDir(t), 'report.xml');
+  writeFileSync(file, r.text);
+  const lint = spawnSync('xmllint', ['--noout', file], { encoding: 'utf8' });
+  t.equal(lint.status, 0, `the report is well-formed XML: ${lint.stderr.trim()}`);
+  t.match(r.text, /id="org-\uFFFD\uFFFD"/, 'each such character shown as U+FFFD');
+});
+
 t.test('an object whose reference to its own type is removed while an export runs is exported all the same', async (t) => {
   const node = await startXmlNode(t);
   await seed(node);

@@ -30,6 +30,18 @@ export class XmlError extends Error {
 const TEXT_ESC: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '\r': '&#13;' };
 const ATTR_ESC: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', '\r': '&#13;', '\n': '&#10;', '\t': '&#9;' };
 
+/**
+ * Text a client sent, for echoing in an answer: characters XML 1.0 does
+ * not allow (C0 controls but tab, newline and CR; U+FFFE, U+FFFF; lone
+ * surrogates), which fast-xml-parser lets through in attribute values, as
+ * U+FFFD. (Stored values never hold them: the schema refuses them.)
+ */
+export function xmlSafe(s: string): string {
+  return NOT_XML.test(s) ? s.replace(NOT_XML_ALL, '\uFFFD') : s;
+}
+const NOT_XML = /[\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const NOT_XML_ALL = new RegExp(NOT_XML.source, 'g');
+
 export function escapeText(s: string): string {
   return /[&<>\r]/.test(s) ? s.replace(/[&<>\r]/g, (c) => TEXT_ESC[c]!) : s;
 }
@@ -227,7 +239,9 @@ function objectInput(raw: unknown): ObjectInput {
     } else name = undefined;
     if (typeof name !== 'string' || !NAME_RE.test(name)) throw new XmlError(400, 'every <field> needs a name attribute of letters, digits and _');
     if (typeof value !== 'string') throw new XmlError(400, `field "${name}" holds text only`);
-    const prev = fields[name];
+    // (own keys only: a field named "constructor" found Object.prototype's, and the list made of it could not
+    // even be posted back from the parser thread, which died of it)
+    const prev = Object.hasOwn(fields, name) ? fields[name] : undefined;
     fields[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
   }
   return {

@@ -12,7 +12,7 @@ import {
   type Writer,
   type WriteRequest,
 } from '@meridian/store';
-import { escapeAttr, escapeText, writeFields, XML_DECLARATION, XmlError, type ObjectInput } from './format.js';
+import { escapeAttr, escapeText, writeFields, xmlSafe, XML_DECLARATION, XmlError, type ObjectInput } from './format.js';
 import { groupOf, parseHere, type ParsedPieces, type Piece } from './parse-pieces.js';
 import type { PieceParser } from './piece-parser.js';
 import { streamObjects } from './stream-objects.js';
@@ -109,12 +109,19 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
       return;
     }
     const fields = writeFields(def, input);
-    // wait for the objects this one refers to, if they are being written
+    // Wait for the objects this one refers to, if they are being written: those in flight now, before this one
+    // is (taken before the first await). Looked up one by one after awaits, a reference to itself waited for its
+    // own write, and two objects referring to each other each waited for the other: the import never ended.
+    const waits: Promise<void>[] = [];
     for (const f of def.fields.values()) {
       if (f.kind !== 'ref') continue;
       const v = fields[f.name];
-      for (const ref of v === null || v === undefined ? [] : Array.isArray(v) ? v : [v]) await inFlight.get(String(ref));
+      for (const ref of v === null || v === undefined ? [] : Array.isArray(v) ? v : [v]) {
+        const w = inFlight.get(String(ref));
+        if (w) waits.push(w);
+      }
     }
+    for (const w of waits) await w;
     try {
       // (read again although launchNext read the group ahead: a cache hit now, and right when an
       // earlier object of the document had the same id and was written since)
@@ -226,15 +233,16 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
     const done = o.dryRun ? '' : applied ? `; the ${applied} objects before it were applied` : '; nothing was applied';
     return {
       status: malformed.status,
-      body: `${XML_DECLARATION}<error code="${malformed.status === 413 ? 'too-large' : 'bad-request'}">${escapeText(malformed.message + done)}</error>\n`,
+      body: `${XML_DECLARATION}<error code="${malformed.status === 413 ? 'too-large' : 'bad-request'}">${escapeText(xmlSafe(malformed.message + done))}</error>\n`,
     };
   }
   results.sort((a, b) => a.line - b.line);
   const total = counts.created + counts.updated + counts.unchanged + counts.rejected;
   let body = `${XML_DECLARATION}<import dryRun="${o.dryRun}" objects="${total}" created="${counts.created}" updated="${counts.updated}" unchanged="${counts.unchanged}" rejected="${counts.rejected}"${total > LIST_ALL ? ' listed="rejected"' : ''}>\n`;
   for (const r of results) {
-    const attrs = `line="${r.line}" type="${escapeAttr(r.type)}"${r.id !== undefined ? ` id="${escapeAttr(r.id)}"` : ''} status="${r.status}"${r.field ? ` field="${escapeAttr(r.field)}"` : ''}`;
-    body += r.message ? `  <result ${attrs}>${escapeText(r.message)}</result>\n` : `  <result ${attrs}/>\n`;
+    // (type, id and messages may echo what the document held, characters XML does not allow included)
+    const attrs = `line="${r.line}" type="${escapeAttr(xmlSafe(r.type))}"${r.id !== undefined ? ` id="${escapeAttr(xmlSafe(r.id))}"` : ''} status="${r.status}"${r.field ? ` field="${escapeAttr(xmlSafe(r.field))}"` : ''}`;
+    body += r.message ? `  <result ${attrs}>${escapeText(xmlSafe(r.message))}</result>\n` : `  <result ${attrs}/>\n`;
   }
   body += '</import>\n';
   return { status: 200, body };

@@ -13,5 +13,10 @@ port.on('message', (m: ParseRequest) => {
   } catch (e) {
     reply = { id: m.id, failed: e instanceof Error ? e.message : String(e) };
   }
-  port.postMessage(reply);
+  try {
+    port.postMessage(reply);
+  } catch (e) {
+    // (a reply that cannot be cloned must not end the thread: the group is parsed again on the main thread)
+    port.postMessage({ id: m.id, failed: e instanceof Error ? e.message : String(e) } satisfies ParseReply);
+  }
 });

@@ -59,3 +59,15 @@ t.test('closing ends the worker thread; a closed parser still parses, on the eve
   t.equal((parser as unknown as { worker: Worker | null }).worker, null, 'and started no other');
   t.same(told, [], 'a close is no loss to report');
 });
+
+t.test('a field named as a member of Object.prototype is a field like any other, and the worker thread survives it', async (t) => {
+  const lost: string[] = [];
+  const parser = new PieceParser((why) => lost.push(why));
+  t.teardown(() => parser.close());
+  const odd = { text: '<object type="Person" id="per-odd"><field name="constructor">x</field><field name="toString">y</field><field name="toString">z</field></object>', line: 7 };
+  const answer = await parser.parse(groupOf([...pieces(0, 3), odd, ...pieces(3, 2)]));
+  const got = answer.parsed.find(([, input]) => input.id === 'per-odd');
+  t.same(got?.[1].fields, { constructor: 'x', toString: ['y', 'z'] }, 'read as given, not with a function read off the prototype');
+  t.same(lost, [], 'the thread was not lost (the reply it could not clone used to end it)');
+  t.ok((parser as unknown as { worker: Worker | null | undefined }).worker, 'and is still the one parsing');
+});
