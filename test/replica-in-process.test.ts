@@ -192,3 +192,36 @@ t.test('a replica name is 1 to 100 characters, as operations.md says', async (t)
   t.equal(long.status, 400, '101 characters were taken');
   t.match(((await long.json()) as { error: { message: string } }).error.message, /^a replica name is 1-100 letters/);
 });
+
+t.test('a write a stopping replica gives up names the Idempotency-Key to send it again with: the client\'s, or the one drawn for it', async (t) => {
+  const port = await freePort();
+  const master = await startXmlNode(t, { httpPort: port, clusterSecret: 'in-process-cluster-secret', heartbeat: 200, linkTimeout: 1000 });
+  const res = await fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'r1' }) });
+  const { credential } = (await res.json()) as { credential: string };
+  const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
+  t.ok(await until(() => replica.status().mode === 'read-write', 10_000), 'writable with its master');
+  // the master takes the writes and does not answer until the test lets it
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let arrived = 0;
+  const create = master.store.create.bind(master.store);
+  master.store.create = async (...args) => {
+    arrived++;
+    await held;
+    return create(...args);
+  };
+  t.teardown(() => release());
+  const post = (headers: Record<string, string>) =>
+    fetch(`${replica.url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json', ...headers }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'Pending', kind: 'vendor' } }) });
+  const keyed = post({ 'idempotency-key': 'client-key-42' });
+  const unkeyed = post({});
+  t.ok(await until(() => arrived === 2, 5000), 'both reached the master');
+  await replica.stop();
+  const [a, b] = await Promise.all([keyed, unkeyed]);
+  const messages = [a, b].map(async (r) => ({ status: r.status, message: ((await r.json()) as { error: { message: string } }).error.message }));
+  const [ma, mb] = await Promise.all(messages);
+  t.equal(ma.status, 504);
+  t.match(ma.message, /send it again with the same Idempotency-Key \(client-key-42\)$/, "the client's own key, not the wire key made from it");
+  t.match(mb.message, /send it again with the same Idempotency-Key \([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\)$/, 'the key drawn for it');
+  release();
+});

@@ -133,6 +133,8 @@ interface PendingWrite {
   timer: NodeJS.Timeout;
   /** the master it was last sent to */
   sentTo: string | null;
+  /** the Idempotency-Key the client sent, or the one drawn for it: what a client sends again (the wire key is derived from it) */
+  clientKey: string;
 }
 
 interface Dialer {
@@ -245,6 +247,7 @@ export class Replicator {
         resolve,
         reject,
         sentTo: null,
+        clientKey,
         timer: setTimeout(() => {
           this.pending.delete(write.key);
           const where = p.sentTo ? `master ${p.sentTo}` : 'any master';
@@ -793,7 +796,7 @@ export class Replicator {
     }
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
-      p.reject(new ForwardError('unconfirmed', `this node is shutting down before master ${p.sentTo ?? '(none)'} answered; the write is unconfirmed: send it again with the same Idempotency-Key (${p.frame.key})`));
+      p.reject(new ForwardError('unconfirmed', `this node is shutting down before master ${p.sentTo ?? '(none)'} answered; the write is unconfirmed: send it again with the same Idempotency-Key (${p.clientKey})`));
     }
     this.pending.clear();
     await Promise.all([...this.links].map((l) => l.queue.catch(() => undefined)));

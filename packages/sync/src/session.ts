@@ -380,10 +380,10 @@ export class SyncSession {
         const unjoined = this.joinParts(f);
         if (unjoined) return this.fail(unjoined, true);
         // Idempotency records are held until the run's last frame, whose batch stores them with the vector.
+        // Past MAX_HELD_KEYS they are dropped, not the run: a resend of such a write is made again, as before records travelled.
         if (f.keys) {
-          for (const k of f.keys) this.heldKeys.push(k);
+          for (const k of f.keys) if (this.heldKeys.length < MAX_HELD_KEYS) this.heldKeys.push(k);
           delete f.keys;
-          if (this.heldKeys.length > MAX_HELD_KEYS) return this.fail(`more than ${MAX_HELD_KEYS} idempotency records in one run of states, more than this node takes`, true);
         }
         this.pendingApply.push(f);
         // the next page is asked for at once: its answer may come while this one is applied
@@ -629,8 +629,9 @@ export class SyncSession {
   statesRead(objects: ClonedState[], end?: { head: number; vector: Record<string, number> }): Action[] {
     if (this.state !== 'open' || !this.cloning || !this.reading) return [];
     this.reading = false;
-    // (the record of a keyed write whose change the peer holds already would tell it nothing)
-    const frames = statesFrames(objects.filter((o) => !('key' in o) || o.origin === undefined || !this.peerHas.has(o.origin, o.originSeq ?? 0)));
+    // (the record of a keyed write whose change the peer holds already would tell it nothing, and a replica,
+    // which forwards writes rather than making them, reads none)
+    const frames = statesFrames(objects.filter((o) => !('key' in o) || (this.peerRole !== 'replica' && (o.origin === undefined || !this.peerHas.has(o.origin, o.originSeq ?? 0)))));
     const frame = frames[frames.length - 1]!;
     frame.done = end !== undefined;
     if (end && this.page?.upTo !== undefined) {

@@ -1314,3 +1314,19 @@ t.test('parts that do not follow each other are refused', async (t) => {
   rejects(t, encodeFrame({ t: 'states', objects: [{ i: 'per-1', r: bytes(5), m: true }], done: true, head: 1, vector: {} }), parts, 'a part on the last frame');
   rejects(t, encodeFrame({ t: 'states', objects: [{ i: 'per-1', u: bytes(5), h: 1, m: true }], done: false, page: true }), parts, 'a part on the end of a page');
 });
+
+t.test('idempotency records go to a master that lacks their changes, never to a replica, which makes no writes', async (t) => {
+  const keyOf = (n: number) => ({ key: `fwd/laptop/k${n}`, record: bytes(8), origin: 'alpha', originSeq: n });
+  // a replica clones from its master
+  const toReplica = new Pair(master(), replica({ empty: () => true }), { a: new FakeFeed((s) => entry(s, 'alpha'), 4) }).start().settle();
+  toReplica.run(toReplica.a, toReplica.a.session.snapshotReady());
+  toReplica.run(toReplica.a, toReplica.a.session.statesRead([{ id: 'per-1', record: bytes(10) }, keyOf(1), keyOf(2)], { head: 4, vector: { alpha: 4 } }));
+  const sentToReplica = sends(toReplica.a, 'states') as Extract<Frame, { t: 'states' }>[];
+  t.ok(sentToReplica.length > 0);
+  t.same(sentToReplica.flatMap((f) => f.keys ?? []), [], 'none to the replica');
+  // a master clones from another: every record its (empty) vector lacks
+  const toMaster = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo', empty: () => true }, { a: new FakeFeed((s) => entry(s, 'alpha'), 4) }).start().settle();
+  toMaster.run(toMaster.a, toMaster.a.session.snapshotReady());
+  toMaster.run(toMaster.a, toMaster.a.session.statesRead([{ id: 'per-1', record: bytes(10) }, keyOf(1), keyOf(2)], { head: 4, vector: { alpha: 4 } }));
+  t.same((sends(toMaster.a, 'states') as Extract<Frame, { t: 'states' }>[]).flatMap((f) => (f.keys ?? []).map((k) => k.q)), ['fwd/laptop/k1', 'fwd/laptop/k2'], 'both to the master');
+});
