@@ -54,6 +54,11 @@ export async function changesFeed(store: Store, req: IncomingMessage, res: Serve
     if (!(await allowed())) throw new XmlError(403, 'the changes feed is for the admin and staff, which this sign-in no longer is; sign in again');
     entries = await store.readFeed(since, PAGE);
   }
+  // A trim may have deleted entries after the check above: the feed's seqs follow one another, so the first
+  // entry read tells (the entries after a deleted range would have been answered as if they came next).
+  if (entries.length && entries[0]!.seq !== since + 1) {
+    throw new XmlError(410, `changes up to ${entries[0]!.seq - 1} are no longer kept here; reload everything (GET /export) and continue from ${store.lastSeq}`);
+  }
   const last = entries.length ? entries[entries.length - 1]!.seq : since;
   let body = `${XML_DECLARATION}<changes since="${since}" last="${last}">\n`;
   // fetched together, so the store's read batcher can group the reads
@@ -104,6 +109,11 @@ async function stream(store: Store, res: ServerResponse, since: number, allowed:
           }
           const entries = await store.readFeed(cursor, PAGE);
           if (entries.length === 0 || closed) break;
+          // (trimmed past between the check and the read: as trimmed before it)
+          if (entries[0]!.seq !== cursor + 1) {
+            stop('end');
+            break;
+          }
           const lines = await Promise.all(entries.map((e) => changeXml(store, e)));
           const out = entries.map((e, i) => `id: ${e.seq}\nevent: change\ndata: ${lines[i]}\n\n`).join('');
           cursor = entries[entries.length - 1]!.seq;
