@@ -225,3 +225,28 @@ t.test('a write a stopping replica gives up names the Idempotency-Key to send it
   t.match(mb.message, /send it again with the same Idempotency-Key \([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\)$/, 'the key drawn for it');
   release();
 });
+
+t.test('two persons signing in with the same login text (one\'s uid is the other\'s mail) and one Idempotency-Key make two writes through a replica', async (t) => {
+  const port = await freePort();
+  const master = await startXmlNode(t, { httpPort: port, clusterSecret: 'in-process-cluster-secret', heartbeat: 200, linkTimeout: 1000 });
+  await master.store.create('Organisation', { name: 'Vendor', kind: 'vendor' }, { id: 'org-vendor' });
+  await master.store.create('Person', { cn: 'Carol One', sn: 'One', uid: 'carol@corp.example', mail: ['one@corp.example'], organisation: 'org-vendor', roles: ['staff'], password: 'first-password-1' }, { id: 'per-one' });
+  await master.store.create('Person', { cn: 'Carol Two', sn: 'Two', uid: 'ctwo', mail: ['carol@corp.example'], organisation: 'org-vendor', roles: ['staff'], password: 'second-password-2' }, { id: 'per-two' });
+  const res = await fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'r1' }) });
+  const { credential } = (await res.json()) as { credential: string };
+  const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
+  t.ok(await until(async () => replica.status().mode === 'read-write' && (await replica.store.get('per-two')) !== undefined, 10_000), 'the replica holds both persons');
+  const create = (password: string, name: string) =>
+    fetch(`${replica.url}/objects/Organisation`, {
+      method: 'POST',
+      headers: { authorization: basic('carol@corp.example', password), 'content-type': 'application/xml', 'idempotency-key': 'same-key' },
+      body: `<object type="Organisation"><field name="name">${name}</field><field name="kind">customer</field></object>`,
+    });
+  const one = await create('first-password-1', 'By One');
+  t.equal(one.status, 201, await one.clone().text());
+  const two = await create('second-password-2', 'By Two');
+  t.equal(two.status, 201, 'a write of its own, not the other person\'s answered again');
+  const [l1, l2] = [one.headers.get('location'), two.headers.get('location')];
+  t.not(l1, l2, 'two objects');
+  t.match(await two.text(), /By Two/, "the second person's object, not the first's");
+});

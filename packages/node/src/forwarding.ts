@@ -25,14 +25,15 @@ export class ForwardedWrites {
   ) {}
 
   handle(w: WriteFrame, via: string): Promise<WroteFrame> {
-    // Scoped by replica and user, and apart from direct writes' keys (see storeWriter):
-    // one client's key can neither collide with nor read another's.
-    const scoped = `fwd/${via}/${w.user}/${w.key}`;
     return this.principals.authenticate(w.user, w.password).then((principal) => {
       // authenticated first: a wrong password never shares another request's answer
       if (!principal) {
         return { t: 'wrote', key: w.key, ok: false, code: 'unauthorized', message: `master ${this.store.nodeId} refused the write: wrong user or password for "${w.user}"` } as WroteFrame;
       }
+      // Scoped by replica and by the person signed in, not the login typed (one person's uid may be another's
+      // mail), and apart from direct writes' keys (see storeWriter): one's key can neither collide with nor
+      // read another's.
+      const scoped = `fwd/${via}/${principalName(principal)}/${w.key}`;
       const running = this.running.get(scoped);
       if (running) return running;
       const p = this.run(w, scoped, principal).finally(() => this.running.delete(scoped));
@@ -135,7 +136,7 @@ export class ForwardingWriter implements Writer {
     // (after a 504, to whichever master the replica has then) names it too
     // (an unknown type is the master's to refuse, in its words)
     const prefix = this.store.schema.types.get(type)?.idPrefix ?? 'obj';
-    const [user, clientKey] = [opts.credential?.user, opts.idempotencyKey];
+    const [user, clientKey] = [signedIn(opts), opts.idempotencyKey];
     const id = opts.id ?? (user !== undefined && clientKey !== undefined ? keyedCreateId(prefix, opts.via, writeKey(user, clientKey)) : newIdFor(prefix));
     return this.send({ op: 'create', type, id, fields: wire(fields) }, opts);
   }
@@ -160,7 +161,7 @@ export class ForwardingWriter implements Writer {
     if (!opts.credential) throw new HttpError(401, 'a write on a replica needs the credential of the user making it; the master checks it', 'unauthorized');
     const deadline = performance.now() + this.timeout;
     const clientKey = opts.idempotencyKey ?? randomUUID();
-    const key = writeKey(opts.credential.user, clientKey);
+    const key = writeKey(signedIn(opts)!, clientKey);
     const frame: Omit<WriteFrame, 't'> = { key, ...w, user: opts.credential.user, password: opts.credential.password };
     if (opts.ifVersion !== undefined) frame.ifVersion = opts.ifVersion;
     if (opts.via !== undefined) frame.via = opts.via;
@@ -230,6 +231,14 @@ function refusal(a: Extract<WroteFrame, { ok: false }>): Error {
  */
 function keyedCreateId(prefix: string, via: string | undefined, key: string): string {
   return idFromDigest(prefix, createHash('sha256').update(`id\0${via ?? ''}\0`).update(key).digest());
+}
+
+/**
+ * Who a write is by, for its key: the person the gateway signed in (the same
+ * whichever login field was typed), else the login given.
+ */
+function signedIn(opts: WriteRequest): string | undefined {
+  return opts.principal ?? opts.credential?.user;
 }
 
 /** A write's key on the wire: one per user, so two users' equal keys are two writes, here and on the master. */
