@@ -453,6 +453,17 @@ t.test('an import whose object names itself as well as another (a single referen
   }
 });
 
+t.test('an import of more rejections than a report lists counts the rest in unlisted, and the report stays valid', async (t) => {
+  const node = await startXmlNode(t);
+  const n = 100_050;
+  const doc = `<objects>\n${'<object type="Nope"/>\n'.repeat(n)}</objects>`;
+  const r = await call(node, 'POST', '/import', { body: doc });
+  t.equal(r.status, 200);
+  t.match(r.text, new RegExp(`objects="${n}" created="0" updated="0" unchanged="0" rejected="${n}" listed="rejected" unlisted="50">`), r.text.slice(0, 300));
+  t.equal(r.text.match(/<result /g)?.length, 100_000, 'the first 100,000 listed');
+  xmllint(t, r.text, 'the report');
+});
+
 t.test('an import report echoing characters XML does not allow is still XML', async (t) => {
   const node = await startXmlNode(t);
   // fast-xml-parser lets C0 controls and U+FFFE through in attribute values; the id is refused and echoed

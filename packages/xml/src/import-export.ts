@@ -75,8 +75,11 @@ const LOCAL_GROUPS = 2;
 const PARSE_AHEAD = 4;
 /** beyond this many results only the rejected ones are listed one by one */
 const LIST_ALL = 10_000;
-/** objects whose reference was not there yet, tried again at the end */
+/** results listed in all: past it a rejection is counted, not listed (a report of millions would not fit in memory) */
+const MAX_LISTED = 100_000;
+/** objects whose reference was not there yet, tried again at the end: at most this many, of at most these bytes of values */
 const MAX_DEFERRED = 10_000;
+const MAX_DEFERRED_BYTES = 64 * 1024 * 1024;
 
 /**
  * Applies a streamed `<objects>` document object by object through the
@@ -97,9 +100,12 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   const running = new Set<Promise<void>>();
   const deferred: Deferred[] = [];
   const seen = new Set<string>();
+  let unlisted = 0;
+  let deferredBytes = 0;
   const record = (r: Result): void => {
     counts[r.status]++;
-    if (r.status === 'rejected' || results.length < LIST_ALL) results.push(r);
+    if ((r.status === 'rejected' && results.length < MAX_LISTED) || results.length < LIST_ALL) results.push(r);
+    else if (r.status === 'rejected') unlisted++;
   };
 
   const applyOne = async (line: number, input: ObjectInput, lastChance: boolean): Promise<void> => {
@@ -148,8 +154,10 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
     } catch (e) {
       const a = o.mapError(e);
       const missingRef = (e as { rule?: string }).rule === 'reference' && /refers to missing object/.test(a.message);
-      if (missingRef && !lastChance && deferred.length < MAX_DEFERRED) {
+      const bytes = missingRef && !lastChance ? valueBytes(input) : 0;
+      if (missingRef && !lastChance && deferred.length < MAX_DEFERRED && deferredBytes + bytes <= MAX_DEFERRED_BYTES) {
         deferred.push({ line, input });
+        deferredBytes += bytes;
         return;
       }
       record({ line, type: input.type, id: input.id, status: 'rejected', message: a.message, field: a.field });
@@ -238,7 +246,7 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   }
   results.sort((a, b) => a.line - b.line);
   const total = counts.created + counts.updated + counts.unchanged + counts.rejected;
-  let body = `${XML_DECLARATION}<import dryRun="${o.dryRun}" objects="${total}" created="${counts.created}" updated="${counts.updated}" unchanged="${counts.unchanged}" rejected="${counts.rejected}"${total > LIST_ALL ? ' listed="rejected"' : ''}>\n`;
+  let body = `${XML_DECLARATION}<import dryRun="${o.dryRun}" objects="${total}" created="${counts.created}" updated="${counts.updated}" unchanged="${counts.unchanged}" rejected="${counts.rejected}"${total > LIST_ALL ? ' listed="rejected"' : ''}${unlisted ? ` unlisted="${unlisted}"` : ''}>\n`;
   for (const r of results) {
     // (type, id and messages may echo what the document held, characters XML does not allow included)
     const attrs = `line="${r.line}" type="${escapeAttr(xmlSafe(r.type))}"${r.id !== undefined ? ` id="${escapeAttr(xmlSafe(r.id))}"` : ''} status="${r.status}"${r.field ? ` field="${escapeAttr(xmlSafe(r.field))}"` : ''}`;
@@ -246,6 +254,13 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   }
   body += '</import>\n';
   return { status: 200, body };
+}
+
+/** About what an object held back keeps in memory: its values' characters. */
+function valueBytes(input: ObjectInput): number {
+  let n = 0;
+  for (const v of Object.values(input.fields)) for (const x of Array.isArray(v) ? v : [v]) n += x.length + 16;
+  return n;
 }
 
 interface Deferred {
