@@ -102,6 +102,18 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   const seen = new Set<string>();
   let unlisted = 0;
   let deferredBytes = 0;
+  /** ids of which a copy is held back: a later copy of the id waits behind it, so copies apply in document order */
+  const deferredIds = new Set<string>();
+  /** dry run: what each id of the document holds after its last copy so far, standing in for the store */
+  const dryHeld = new Map<string, Record<string, FieldValue>>();
+  const holdBack = (line: number, input: ObjectInput): boolean => {
+    const bytes = valueBytes(input);
+    if (deferred.length >= MAX_DEFERRED || deferredBytes + bytes > MAX_DEFERRED_BYTES) return false;
+    deferred.push({ line, input });
+    deferredBytes += bytes;
+    if (input.id !== undefined) deferredIds.add(input.id);
+    return true;
+  };
   const record = (r: Result): void => {
     counts[r.status]++;
     if ((r.status === 'rejected' && results.length < MAX_LISTED) || results.length < LIST_ALL) results.push(r);
@@ -115,6 +127,10 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
       return;
     }
     const fields = writeFields(def, input);
+    if (!lastChance && input.id !== undefined && deferredIds.has(input.id)) {
+      if (!holdBack(line, input)) record({ line, type: input.type, id: input.id, status: 'rejected', message: `an earlier copy of ${input.id} in this document is held back for a missing reference, and no more can be held back behind it` });
+      return;
+    }
     // Wait for the objects this one refers to, if they are being written: those in flight now, before this one
     // is (taken before the first await). Looked up one by one after awaits, a reference to itself waited for its
     // own write, and two objects referring to each other each waited for the other: the import never ended.
@@ -135,8 +151,15 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
       if (current && current.type !== input.type) throw new XmlError(409, `${input.id} is a ${current.type} here, not a ${input.type}`);
       if (current?.deleted) throw new XmlError(409, `${input.type} ${input.id} was deleted on this node; undelete it before importing it again`);
       if (o.dryRun) {
-        record({ line, type: input.type, id: input.id, status: await check(o.store, def, input.id, fields, current?.fields, seen) });
-        if (input.id !== undefined) seen.add(input.id);
+        // an earlier copy of the id in the document stands for the store's object, which the import would have made or changed
+        const held = (input.id === undefined ? undefined : dryHeld.get(input.id)) ?? current?.fields;
+        record({ line, type: input.type, id: input.id, status: await check(o.store, def, input.id, fields, held, seen) });
+        if (input.id !== undefined) {
+          seen.add(input.id);
+          const next: Record<string, FieldValue> = {};
+          for (const [k, v] of Object.entries(checkFieldValues(def, input.id, fields))) if (v !== null) next[k] = v;
+          dryHeld.set(input.id, next);
+        }
         return;
       }
       if (current) {
@@ -154,12 +177,7 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
     } catch (e) {
       const a = o.mapError(e);
       const missingRef = (e as { rule?: string }).rule === 'reference' && /refers to missing object/.test(a.message);
-      const bytes = missingRef && !lastChance ? valueBytes(input) : 0;
-      if (missingRef && !lastChance && deferred.length < MAX_DEFERRED && deferredBytes + bytes <= MAX_DEFERRED_BYTES) {
-        deferred.push({ line, input });
-        deferredBytes += bytes;
-        return;
-      }
+      if (missingRef && !lastChance && holdBack(line, input)) return;
       record({ line, type: input.type, id: input.id, status: 'rejected', message: a.message, field: a.field });
     }
   };
