@@ -469,6 +469,18 @@ t.test('copies of one id in a document apply in document order, the first held b
   t.match((await call(node, 'POST', '/import?dry-run=1', { body: same })).text, /created="1" updated="0" unchanged="1"/, 'an identical second copy: unchanged, as the import would say');
 });
 
+t.test('a malformed object on a line it shares with others is reported at its column in the document, not in the object', async (t) => {
+  const node = await startXmlNode(t);
+  const good = (i: number) => `<object type="Organisation" id="org-l${i}"><field name="name">L${i}</field><field name="kind">vendor</field></object>`;
+  const doc = `<objects>${good(1)}${good(2)}<object type="Organisation" id="org-bad"><field name="name">x</fieldx></object></objects>`;
+  const r = await call(node, 'POST', '/import', { body: doc });
+  t.equal(r.status, 400, r.text);
+  t.match(r.text, new RegExp(`malformed XML at line 1, column ${doc.indexOf('</fieldx') + 1}:`), r.text);
+  const unclosed = `<objects>${good(3)}<object type="Organisation" id="org-open"`;
+  const u = await call(node, 'POST', '/import', { body: unclosed });
+  t.equal(u.status, 400, u.text);
+});
+
 t.test('an import of more rejections than a report lists counts the rest in unlisted, and the report stays valid', async (t) => {
   const node = await startXmlNode(t);
   const n = 100_050;

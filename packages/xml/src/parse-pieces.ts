@@ -1,9 +1,11 @@
 import { parseDocument, XmlError, type ObjectInput } from './format.js';
 
-/** One `<object>` element's text as streamObjects cut it, and the line it starts on. */
+/** One `<object>` element's text as streamObjects cut it, and the line and column it starts at. */
 export interface Piece {
   text: string;
   line: number;
+  /** 1 when absent */
+  column?: number;
 }
 
 /** Consecutive pieces as one string, where each ends in it, and the line each starts on. */
@@ -11,6 +13,7 @@ export interface PieceGroup {
   text: string;
   ends: number[];
   lines: number[];
+  columns: number[];
 }
 
 /** The objects of a group, each with its line, up to the first malformed one (`bad`). */
@@ -21,7 +24,7 @@ export interface ParsedPieces {
 
 export function groupOf(pieces: readonly Piece[]): PieceGroup {
   let end = 0;
-  return { text: pieces.map((p) => p.text).join(''), ends: pieces.map((p) => (end += p.text.length)), lines: pieces.map((p) => p.line) };
+  return { text: pieces.map((p) => p.text).join(''), ends: pieces.map((p) => (end += p.text.length)), lines: pieces.map((p) => p.line), columns: pieces.map((p) => p.column ?? 1) };
 }
 
 /**
@@ -48,7 +51,9 @@ export function parseGroup(g: PieceGroup): ParsedPieces {
   for (let i = 0; i < n; i++) {
     const line = g.lines[i]!;
     try {
-      parsed.push([line, parseDocument(g.text.slice(i === 0 ? 0 : g.ends[i - 1], g.ends[i]), 'object', line - 1)[0]!]);
+      // (set at its column, so that an error's column is the document's: objects may share a line)
+      const indent = ' '.repeat(Math.max(0, (g.columns[i] ?? 1) - 1));
+      parsed.push([line, parseDocument(indent + g.text.slice(i === 0 ? 0 : g.ends[i - 1], g.ends[i]), 'object', line - 1)[0]!]);
     } catch (e) {
       if (!(e instanceof XmlError)) throw e;
       // a shape error (no type, an unknown attribute) says which object

@@ -11,8 +11,9 @@ import type { Piece } from './parse-pieces.js';
 export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, maxObject: number): AsyncGenerator<Piece> {
   const decoder = new TextDecoder('utf-8', { fatal: true });
   let buf = '';
-  /** line number (1-based) of buf[0] */
+  /** line number (1-based) of buf[0], and its column in that line (1-based) */
   let line = 1;
+  let column = 1;
   let state: 'prolog' | 'between' | 'done' = 'prolog';
   let ended = false;
   const it = chunks[Symbol.asyncIterator]();
@@ -36,13 +37,20 @@ export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, max
     }
     return true;
   };
+  /** the column of buf[at], counted from the line's start, not from buf[0] (objects may share a line) */
+  const columnAt = (at: number): number => {
+    const nl = buf.lastIndexOf('\n', at - 1);
+    return nl >= 0 && at > 0 ? at - nl : column + at;
+  };
   const drop = (n: number): void => {
+    const nextColumn = columnAt(n);
     line += count(buf.slice(0, n));
+    column = nextColumn;
     buf = buf.slice(n);
   };
   const fail = (at: number, problem: string): XmlError => {
     const before = buf.slice(0, at);
-    return new XmlError(400, `malformed XML at line ${line + count(before)}, column ${at - before.lastIndexOf('\n')}: ${problem}`);
+    return new XmlError(400, `malformed XML at line ${line + count(before)}, column ${columnAt(at)}: ${problem}`);
   };
   /**
    * What is buffered while looking for the end of an <object>, or of a
@@ -177,9 +185,9 @@ export async function* streamObjects(chunks: AsyncIterable<Buffer | string>, max
       if (!(await more())) throw fail(0, 'an <object> is not closed before the document ends');
     }
     const text = buf.slice(0, end);
-    const at = line;
+    const [at, col] = [line, column];
     drop(end);
-    yield { text, line: at };
+    yield { text, line: at, column: col };
   }
   // only whitespace and comments may follow
   await skipMisc(false);
