@@ -200,3 +200,49 @@ t.test('a request offering an upgrade other than WebSocket (h2c) is answered in 
   const ws = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
   t.match(ws, /^HTTP\/1\.1 404 Not Found\r\n[\s\S]*no WebSocket endpoint at \/healthz/, 'a WebSocket upgrade elsewhere than /sync is still 404');
 });
+
+t.test('a stream answered without its upgrade does not hold the node\'s stop past the 5 s every connection gets', async (t) => {
+  const { connect } = await import('node:net');
+  const config = resolveConfig({ flags: { dir: tempDir(t), httpPort: 0, adminPassword: 'pw' } });
+  const node = await MeridianNode.start(config, pino({ level: 'silent' }));
+  t.teardown(() => node.stop());
+  const { hostname, port } = new URL(node.url);
+  const s = connect(Number(port), hostname);
+  t.teardown(() => s.destroy());
+  let got = '';
+  s.on('data', (c: Buffer) => (got += c.toString()));
+  s.on('error', () => undefined);
+  s.write(`GET /changes?since=0 HTTP/1.1\r\nHost: x\r\nAuthorization: ${AUTH}\r\nAccept: text/event-stream\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n`);
+  const deadline = Date.now() + 5000;
+  while (!/text\/event-stream/.test(got) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.match(got, /^HTTP\/1\.1 200 OK\r\n[\s\S]*text\/event-stream/, 'an SSE stream, served in HTTP/1.1');
+  const started = Date.now();
+  const stopped = await Promise.race([node.stop().then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 9000))]);
+  t.ok(stopped, `stop ended (in ${Date.now() - started} ms), the stream cut as other connections are`);
+});
+
+t.test('a body whose client left before it was read, though it had all come, is refused, not awaited for good', async (t) => {
+  const { createServer } = await import('node:http');
+  const { connect } = await import('node:net');
+  const { readBody } = await import('../packages/node/dist/http-util.js');
+  const outcome = new Promise<string>((resolve) => {
+    const server = createServer((req) => {
+      // the handler is busy (signing in) while the client goes away
+      setTimeout(() => {
+        readBody(req, 1000).then(
+          () => resolve('read'),
+          (e: Error) => resolve(`refused: ${e.message}`),
+        );
+      }, 200);
+    });
+    server.listen(0, '127.0.0.1', () => {
+      const s = connect((server.address() as { port: number }).port, '127.0.0.1', () => {
+        s.write('POST /x HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}');
+        setTimeout(() => s.destroy(), 50);
+      });
+    });
+    t.teardown(() => server.close());
+  });
+  const r = await Promise.race([outcome, new Promise<string>((r) => setTimeout(() => r('still waiting after 3 s'), 3000))]);
+  t.equal(r, 'refused: the client closed the connection before its body was read');
+});

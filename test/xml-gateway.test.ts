@@ -465,6 +465,8 @@ t.test('copies of one id in a document apply in document order, the first held b
   t.match(r.text, /<result line="2" type="Organisation" id="org-a" status="created"\/>\n  <result line="3" type="Organisation" id="org-a" status="updated"\/>/, r.text);
   t.equal((await node.store.get('org-a'))?.fields['name'], 'New', 'the later copy holds (the held-back first one was applied over it at the end)');
   t.equal((await node.store.get('org-a'))?.fields['reseller'], undefined);
+  const kept = await call(node, 'POST', '/import?dry-run=1', { body: '<objects>\n<object type="Organisation" id="replica.laptop"><field name="name">X</field><field name="kind">vendor</field></object>\n</objects>' });
+  t.match(kept.text, /status="rejected">object ids beginning with "replica\." are kept for replica credentials/, 'a dry run refuses the ids the import refuses');
   const same = '<objects>\n<object type="Organisation" id="org-s"><field name="name">S</field><field name="kind">vendor</field></object>\n<object type="Organisation" id="org-s"><field name="name">S</field><field name="kind">vendor</field></object>\n</objects>';
   t.match((await call(node, 'POST', '/import?dry-run=1', { body: same })).text, /created="1" updated="0" unchanged="1"/, 'an identical second copy: unchanged, as the import would say');
 });

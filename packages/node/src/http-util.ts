@@ -65,12 +65,13 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     // A client gone before this was called (while the request was signed in) emits no 'error' or 'end'
     // any more: without these the promise, and the handler awaiting it, would wait for good.
-    if (req.destroyed && !req.complete) {
+    // (complete is no help: a body that came with the headers is dropped when its client leaves before it is read)
+    if (req.destroyed && !req.readableEnded) {
       reject(new HttpError(400, 'the client closed the connection before its body was read', 'bad-request'));
       return;
     }
     req.once('close', () => {
-      if (!req.complete) reject(new HttpError(400, 'the client closed the connection before its body was read', 'bad-request'));
+      if (!req.readableEnded) reject(new HttpError(400, 'the client closed the connection before its body was read', 'bad-request'));
     });
     const chunks: Buffer[] = [];
     let size = 0;

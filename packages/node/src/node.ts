@@ -56,6 +56,8 @@ export class MeridianNode {
   /** monotonic, for uptime: a wall clock set back must not make it jump */
   private readonly startedMono = performance.now();
   private stopping: Promise<void> | undefined;
+  /** sockets of requests answered without their upgrade: the server's connection list no longer holds them */
+  private readonly answeredAside = new Set<Socket>();
   private trimTimer: NodeJS.Timeout | undefined;
 
   private constructor(
@@ -190,7 +192,7 @@ export class MeridianNode {
         // a WebSocket's (h2c, which curl --http2 and Java's HttpClient offer on http:// URLs) is ignored, as HTTP
         // lets a server do: the request is answered in HTTP/1.1.
         if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
-          answerWithoutUpgrade(req, socket as Socket, (rq, rs) => node.handle(rq, rs));
+          answerWithoutUpgrade(req, socket as Socket, (rq, rs) => node.handle(rq, rs), node.answeredAside);
           return;
         }
         const path = (req.url ?? '').split('?')[0];
@@ -390,7 +392,11 @@ export class MeridianNode {
       clearInterval(this.trimTimer);
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
-      const force = setTimeout(() => this.server.closeAllConnections(), 5000);
+      const force = setTimeout(() => {
+        this.server.closeAllConnections();
+        // (closeAllConnections does not see them, and server.close waits for them: an SSE stream would hold stop for good)
+        for (const s of this.answeredAside) s.destroy();
+      }, 5000);
       await this.ldap?.close();
       await this.replicator?.close();
       this.registry?.close();
@@ -476,8 +482,9 @@ function requestUrl(target: string | undefined): URL {
     url = undefined;
   }
   if (!url) throw new HttpError(400, 'the request target is not a valid path; send a path such as /objects/Person/per-1', 'bad-request');
-  const path = raw.startsWith('/') ? raw.split('?')[0]! : undefined;
-  if (path !== undefined && path !== url.pathname) throw new HttpError(400, `the request path ${JSON.stringify(path.slice(0, 100))} is not in normal form (no "." or ".." segments, special characters percent-encoded); send the path itself`, 'bad-request');
+  // (of an absolute-form target, the part after the authority)
+  const path = (raw.startsWith('/') ? raw : raw.replace(/^https?:\/\/[^/?#]*/i, '') || '/').split('?')[0]!;
+  if (path !== url.pathname) throw new HttpError(400, `the request path ${JSON.stringify(path.slice(0, 100))} is not in normal form (no "." or ".." segments, special characters percent-encoded); send the path itself`, 'bad-request');
   return url;
 }
 
@@ -487,7 +494,9 @@ function requestUrl(target: string | undefined): URL {
  * next request on it could not be read). Its body cannot be read either, so
  * one that has a body is answered 400.
  */
-function answerWithoutUpgrade(req: IncomingMessage, socket: Socket, handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>): void {
+function answerWithoutUpgrade(req: IncomingMessage, socket: Socket, handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>, open: Set<Socket>): void {
+  open.add(socket);
+  socket.once('close', () => open.delete(socket));
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;
   res.assignSocket(socket);

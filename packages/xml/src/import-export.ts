@@ -3,6 +3,9 @@ import {
   checkFieldValues,
   checkRequired,
   foldValue,
+  isValidId,
+  REPLICA_ID_PREFIX,
+  REPLICA_TYPE,
   sameAsWritten,
   ValidationError,
   type FieldValue,
@@ -158,6 +161,8 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
           seen.add(input.id);
           const next: Record<string, FieldValue> = {};
           for (const [k, v] of Object.entries(checkFieldValues(def, input.id, fields))) if (v !== null) next[k] = v;
+          // a password the copy leaves out is kept, as the import's replace keeps it (exports never carry one)
+          for (const f of def.fields.values()) if (f.kind === 'password' && next[f.name] === undefined && held?.[f.name] !== undefined) next[f.name] = held[f.name]!;
           dryHeld.set(input.id, next);
         }
         return;
@@ -343,6 +348,11 @@ async function check(
   current: Readonly<Record<string, FieldValue>> | undefined,
   seen: ReadonlySet<string>,
 ): Promise<Status> {
+  // the ids Store.create refuses, refused here too
+  if (id !== undefined && !current && !isValidId(id)) throw new ValidationError({ objectId: id, type: def.name, rule: 'id', message: `object id "${id}" may hold only letters, digits, ".", "_" and "-" (at most 128)` });
+  if (id !== undefined && !current && def.name !== REPLICA_TYPE && id.startsWith(REPLICA_ID_PREFIX)) {
+    throw new ValidationError({ objectId: id, type: def.name, rule: 'id', message: `object ids beginning with "${REPLICA_ID_PREFIX}" are kept for replica credentials; choose another id` });
+  }
   const next = checkFieldValues(def, id, fields);
   const merged: Record<string, FieldValue> = {};
   for (const [k, v] of Object.entries(next)) if (v !== null) merged[k] = v;
