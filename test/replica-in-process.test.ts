@@ -2,22 +2,29 @@
  * A master and a replica in this process, so that a test can hold the
  * replica's store where a separate process would not let it.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_SCHEMA } from '@meridian/node';
+import { DEFAULT_SCHEMA, type MeridianNode } from '@meridian/node';
 import { freePort } from './helpers/free-port.js';
 import { tempDir } from './helpers/tmp.js';
 import { ADMIN, basic, PERSON_PW, seed, startXmlNode } from './helpers/xml-node.js';
 import { until } from './helpers/wait.js';
 
-t.test("a replica turns read-only when its master's connection closes, while that link's apply is still running", async (t) => {
+/** A master (its fixed port free) and a replica of it, writable; `prepare` runs on the master before the replica starts. */
+async function masterAndReplica(t: Test, prepare: (master: MeridianNode) => Promise<void> = async () => undefined): Promise<{ master: MeridianNode; replica: MeridianNode }> {
   const port = await freePort();
   const master = await startXmlNode(t, { httpPort: port, clusterSecret: 'in-process-cluster-secret', heartbeat: 200, linkTimeout: 1000 });
+  await prepare(master);
   const res = await fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'r1' }) });
   const { credential } = (await res.json()) as { credential: string };
   const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
   t.ok(await until(() => replica.status().mode === 'read-write', 10_000), 'writable with its master');
+  return { master, replica };
+}
+
+t.test("a replica turns read-only when its master's connection closes, while that link's apply is still running", async (t) => {
+  const { master, replica } = await masterAndReplica(t);
 
   // the next apply on the replica waits until the test lets it go: the link's queue is busy
   let release!: () => void;
@@ -194,12 +201,7 @@ t.test('a replica name is 1 to 100 characters, as operations.md says', async (t)
 });
 
 t.test('a write a stopping replica gives up names the Idempotency-Key to send it again with: the client\'s, or the one drawn for it', async (t) => {
-  const port = await freePort();
-  const master = await startXmlNode(t, { httpPort: port, clusterSecret: 'in-process-cluster-secret', heartbeat: 200, linkTimeout: 1000 });
-  const res = await fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'r1' }) });
-  const { credential } = (await res.json()) as { credential: string };
-  const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
-  t.ok(await until(() => replica.status().mode === 'read-write', 10_000), 'writable with its master');
+  const { master, replica } = await masterAndReplica(t);
   // the master takes the writes and does not answer until the test lets it
   let release!: () => void;
   const held = new Promise<void>((r) => (release = r));
@@ -227,15 +229,12 @@ t.test('a write a stopping replica gives up names the Idempotency-Key to send it
 });
 
 t.test('two persons signing in with the same login text (one\'s uid is the other\'s mail) and one Idempotency-Key make two writes through a replica', async (t) => {
-  const port = await freePort();
-  const master = await startXmlNode(t, { httpPort: port, clusterSecret: 'in-process-cluster-secret', heartbeat: 200, linkTimeout: 1000 });
-  await master.store.create('Organisation', { name: 'Vendor', kind: 'vendor' }, { id: 'org-vendor' });
-  await master.store.create('Person', { cn: 'Carol One', sn: 'One', uid: 'carol@corp.example', mail: ['one@corp.example'], organisation: 'org-vendor', roles: ['staff'], password: 'first-password-1' }, { id: 'per-one' });
-  await master.store.create('Person', { cn: 'Carol Two', sn: 'Two', uid: 'ctwo', mail: ['carol@corp.example'], organisation: 'org-vendor', roles: ['staff'], password: 'second-password-2' }, { id: 'per-two' });
-  const res = await fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'r1' }) });
-  const { credential } = (await res.json()) as { credential: string };
-  const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
-  t.ok(await until(async () => replica.status().mode === 'read-write' && (await replica.store.get('per-two')) !== undefined, 10_000), 'the replica holds both persons');
+  const { replica } = await masterAndReplica(t, async (master) => {
+    await master.store.create('Organisation', { name: 'Vendor', kind: 'vendor' }, { id: 'org-vendor' });
+    await master.store.create('Person', { cn: 'Carol One', sn: 'One', uid: 'carol@corp.example', mail: ['one@corp.example'], organisation: 'org-vendor', roles: ['staff'], password: 'first-password-1' }, { id: 'per-one' });
+    await master.store.create('Person', { cn: 'Carol Two', sn: 'Two', uid: 'ctwo', mail: ['carol@corp.example'], organisation: 'org-vendor', roles: ['staff'], password: 'second-password-2' }, { id: 'per-two' });
+  });
+  t.ok(await until(async () => (await replica.store.get('per-two')) !== undefined, 10_000), 'the replica holds both persons');
   const create = (password: string, name: string) =>
     fetch(`${replica.url}/objects/Organisation`, {
       method: 'POST',
