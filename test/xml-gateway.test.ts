@@ -478,6 +478,9 @@ t.test('a malformed object on a line it shares with others is reported at its co
   const r = await call(node, 'POST', '/import', { body: doc });
   t.equal(r.status, 400, r.text);
   t.match(r.text, new RegExp(`malformed XML at line 1, column ${doc.indexOf('</fieldx') + 1}:`), r.text);
+  const lines = `<objects>\n${good(4)}\n${good(5)}\n<object type="Organisation" id="org-bad2">\n<field name="name">x</fieldx></object>\n</objects>`;
+  const l = await call(node, 'POST', '/import', { body: lines });
+  t.match(l.text, /malformed XML at line 5, column \d+: Expected closing tag 'field' \(opened in line 5, col 1\)/, `the line a tag was opened on is the document's too: ${l.text}`);
   const unclosed = `<objects>${good(3)}<object type="Organisation" id="org-open"`;
   const u = await call(node, 'POST', '/import', { body: unclosed });
   t.equal(u.status, 400, u.text);

@@ -172,7 +172,11 @@ function where(text: string, index: number, lineOffset: number): string {
 export function parseDocument(text: string, root: 'object' | 'objects', lineOffset = 0): ObjectInput[] {
   screen(text, lineOffset);
   const valid = XMLValidator.validate(text, { allowBooleanAttributes: false });
-  if (valid !== true) throw new XmlError(400, `malformed XML at line ${valid.err.line + lineOffset}, column ${valid.err.col}: ${valid.err.msg}`);
+  if (valid !== true) {
+    // (the validator's own message names the line a tag was opened on, counted within this piece too)
+    const msg = valid.err.msg.replace(/\(opened in line (\d+),/, (_m, n: string) => `(opened in line ${Number(n) + lineOffset},`);
+    throw new XmlError(400, `malformed XML at line ${valid.err.line + lineOffset}, column ${valid.err.col}: ${msg}`);
+  }
   let doc: Record<string, unknown>;
   try {
     doc = parser.parse(text) as Record<string, unknown>;
