@@ -114,6 +114,45 @@ t.test('the whole filter language, scopes, and requested attributes', async (t) 
   t.same(Object.keys(named.attrs), ['entryUUID'], 'an operational attribute by name, in any case; userPassword not even when asked');
 });
 
+t.test('attribute options and the name supertype, as slapd reads them; a critical paged control on anything but a search is refused', async (t) => {
+  const d = await directory(t);
+  const dns = async (filter: string): Promise<string[]> => {
+    const r = await search(d, asAdmin, ['-b', BASE, filter, '1.1']);
+    t.equal(r.code, 0, `${filter}: ${r.stderr}`);
+    return parseLdif(r.stdout).map((e) => e.dn).sort();
+  };
+  // the directory holds no tagged values: cn;lang-en is an attribute no entry has, not cn
+  t.same(await dns('(cn=person contact1)'), [dnOf('per-c1')], 'the plain type matches');
+  const tagged = tlv(0x30, [integer(2), tlv(0x63, [octets(BASE), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), tlv(0xa3, [octets('cn;lang-en'), octets('Person contact1')]), tlv(0x30, [octets('1.1')])])]);
+  const entriesOf = (request: Buffer): Promise<number> =>
+    exchange(d.port, bindRequest(1, ADMIN_DN, ADMIN_PW), [request], (all) => (all.some((m) => m.children![1]!.tag === 0x65) ? all.filter((m) => m.children![1]!.tag === 0x64).length : undefined));
+  t.equal(await entriesOf(tagged), 0, '(cn;lang-en=...) matches no entry, though cn holds the value (ldapsearch cannot send it: raw BER)');
+  t.same(await dns('(name=person contact1)'), [dnOf('per-c1')], 'name asserts cn');
+  t.same(await dns('(name=contact1)'), [dnOf('per-c1')], 'and sn');
+  t.same(await dns('(name=customer one)'), [`meridianId=org-c1,ou=organisations,${BASE}`, dnOf('per-c1'), dnOf('per-c1b')].sort(), 'and o');
+  const named = parseLdif((await search(d, asAdmin, ['-b', dnOf('per-c1'), '-s', 'base', '(objectClass=*)', 'name'])).stdout)[0]!;
+  t.same(Object.keys(named.attrs).sort(), ['cn', 'o', 'sn'], 'asking for name returns its subtypes the entry holds');
+  const withOptions = parseLdif((await search(d, asAdmin, ['-b', dnOf('per-c1'), '-s', 'base', '(objectClass=*)', 'cn;lang-en', 'mail'])).stdout)[0]!;
+  t.same(Object.keys(withOptions.attrs), ['mail'], 'asking for cn;lang-en returns no cn');
+  const compare = (assertion: string) => ldapTool('ldapcompare', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW, dnOf('per-c1'), assertion]);
+  t.equal((await compare('name:contact1')).code, 6, 'a compare of name is true when a subtype holds the value');
+  t.equal((await compare('name:nobody')).code, 5, 'and false when none does');
+  t.equal((await compare('cn;lang-en:Person contact1')).code, 16, 'a compare of cn;lang-en: noSuchAttribute');
+  const modify = await ldapTool('ldapmodify', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW], { input: `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: title;lang-en\ntitle;lang-en: Tagged\n` });
+  t.equal(modify.code, 53, 'a modify of title;lang-en is refused');
+  t.match(modify.stderr, /options such as ;lang-en are not supported/);
+  t.notOk((await d.node.store.get('per-c1'))?.fields['title'], 'and title is not written');
+  // the paged results control is acted on for searches only
+  const paged = (critical: boolean): Buffer => tlv(0xa0, [tlv(0x30, [octets('1.2.840.113556.1.4.319'), Buffer.from([0x01, 0x01, critical ? 0xff : 0x00]), octets(tlv(0x30, [integer(10), octets('')]))])]);
+  const compareWith = (critical: boolean): Buffer => tlv(0x30, [integer(2), tlv(0x6e, [octets(dnOf('per-c1')), tlv(0x30, [octets('sn'), octets('contact1')])]), paged(critical)]);
+  const whoamiWith = (critical: boolean): Buffer => tlv(0x30, [integer(2), tlv(0x77, [octets('1.3.6.1.4.1.4203.1.11.3', 0x80)]), paged(critical)]);
+  const bind = bindRequest(1, ADMIN_DN, ADMIN_PW);
+  t.equal(await boundAnswer(d.port, bind, compareWith(true)), 12, 'a compare with a critical paged control: unavailableCriticalExtension');
+  t.equal(await boundAnswer(d.port, bind, compareWith(false)), 6, 'not critical, it is ignored: compareTrue');
+  t.equal(await boundAnswer(d.port, bind, whoamiWith(true)), 12, 'a WhoAmI with a critical paged control: unavailableCriticalExtension');
+  t.equal(await boundAnswer(d.port, bind, whoamiWith(false)), 0, 'not critical, it is ignored');
+});
+
 t.test('a paged search cookie tells nothing of entries the caller cannot read', async (t) => {
   const d = await directory(t);
   const s = d.node.store;

@@ -37,6 +37,22 @@ const ALIASES: Record<string, string> = {
   fax: 'facsimiletelephonenumber',
 };
 
+/**
+ * The attribute types whose supertype is `name` (RFC 4519): an assertion of
+ * `name` is one of any of them, as in OpenLDAP, so `(name=Acme)` finds the
+ * organisation whose o is Acme and the person whose cn is.
+ */
+export const NAME_SUBTYPES: readonly string[] = ['cn', 'sn', 'givenname', 'initials', 'generationqualifier', 'o', 'ou', 'l', 'st', 'title', 'c'];
+
+/**
+ * Whether an attribute description carries options (`cn;lang-en`,
+ * `userCertificate;binary`). The directory holds no tagged values, so such
+ * a description names values no entry has: in a filter it is False, in a
+ * selection it picks nothing, and a modify of it is refused rather than
+ * written to the plain type.
+ */
+export const hasOptions = (description: string): boolean => description.includes(';');
+
 /** The canonical key of an attribute description: lower case, options (`;lang-en`) cut, aliases resolved. */
 export function attrKey(description: string): string {
   const semi = description.indexOf(';');
@@ -80,13 +96,35 @@ export class FilterTooComplex extends Error {
  */
 export function decodeFilter(b: Buffer, root: BerNode, limits: FilterOptions): Filter {
   let nodes = 0;
+  const count = (n: number): void => {
+    nodes += n;
+    if (nodes > limits.nodes) throw new FilterTooComplex(`the filter has more than ${limits.nodes} terms; split the search`);
+  };
   const UNDEFINED: Filter = { k: 'undefined' };
+  /** RFC 4526's absolute false: an or of nothing */
+  const FALSE: Filter = { k: 'or', f: [] };
+  /**
+   * The filter an assertion about the attribute description `d` becomes,
+   * given how it is made for one canonical type: Undefined for a type the
+   * directory does not know, False for one with options, an or over the
+   * subtypes for `name`.
+   */
+  const about = (d: BerNode | undefined, make: (a: string) => Filter): Filter => {
+    const description = berText(b, d);
+    const a = attrKey(description);
+    if (a === 'name' && limits.known('name')) {
+      const known = NAME_SUBTYPES.filter((x) => limits.known(x));
+      return hasOptions(description) ? FALSE : { k: 'or', f: known.map(make) };
+    }
+    if (!limits.known(a)) return UNDEFINED;
+    return hasOptions(description) ? FALSE : make(a);
+  };
   const assertion = (k: 'eq' | 'ge' | 'le' | 'approx', n: BerNode): Filter => {
-    const a = attrKey(berText(b, n.children![0]));
-    return limits.known(a) ? { k, a, v: fold(a, berText(b, n.children![1])) } : UNDEFINED;
+    const value = berText(b, n.children![1]);
+    return about(n.children![0], (a) => ({ k, a, v: fold(a, value) }));
   };
   const walk = (n: BerNode, depth: number): Filter => {
-    if (++nodes > limits.nodes) throw new FilterTooComplex(`the filter has more than ${limits.nodes} terms; split the search`);
+    count(1);
     if (depth > limits.depth) throw new FilterTooComplex(`the filter nests deeper than ${limits.depth} levels; simplify it`);
     const c = n.children ?? [];
     switch (n.tag) {
@@ -104,24 +142,25 @@ export function decodeFilter(b: Buffer, root: BerNode, limits: FilterOptions): F
         return assertion('le', n);
       case 0xa8:
         return assertion('approx', n);
-      case 0x87: {
-        const a = attrKey(berText(b, n));
-        return limits.known(a) ? { k: 'present', a } : UNDEFINED;
-      }
+      case 0x87:
+        return about(n, (a) => ({ k: 'present', a }));
       case 0xa4: {
-        const a = attrKey(berText(b, c[0]));
-        if (!limits.known(a)) return UNDEFINED;
-        let initial: string | undefined;
-        let final: string | undefined;
-        const any: string[] = [];
-        for (const part of c[1]!.children!) {
-          const v = berText(b, part);
-          if (v === '') continue;
-          if (part.tag === 0x80) initial = fold(a, v);
-          else if (part.tag === 0x81) any.push(fold(a, v));
-          else final = fold(a, v);
-        }
-        return { k: 'sub', a, initial, any, final };
+        // each part is a term: a filter of one substring assertion with 340,000 parts was held whole
+        const parts = c[1]!.children!;
+        count(parts.length);
+        return about(c[0], (a) => {
+          let initial: string | undefined;
+          let final: string | undefined;
+          const any: string[] = [];
+          for (const part of parts) {
+            const v = berText(b, part);
+            if (v === '') continue;
+            if (part.tag === 0x80) initial = fold(a, v);
+            else if (part.tag === 0x81) any.push(fold(a, v));
+            else final = fold(a, v);
+          }
+          return { k: 'sub', a, initial, any, final };
+        });
       }
       case 0xa9: {
         // (cn:caseIgnoreMatch:=x) and (cn:=x) are equality; other rules (caseExactMatch too: every value
@@ -132,8 +171,8 @@ export function decodeFilter(b: Buffer, root: BerNode, limits: FilterOptions): F
         const dnAttributes = part(0x84);
         const onDns = dnAttributes !== undefined && berBool(b, dnAttributes);
         if (type && type.end > type.start && !onDns && ['', 'caseignorematch', '2.5.13.2'].includes(rule)) {
-          const a = attrKey(berText(b, type));
-          return limits.known(a) ? { k: 'eq', a, v: fold(a, berText(b, part(0x83))) } : UNDEFINED;
+          const value = berText(b, part(0x83));
+          return about(type, (a) => ({ k: 'eq', a, v: fold(a, value) }));
         }
         return UNDEFINED;
       }

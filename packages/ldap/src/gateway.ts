@@ -6,12 +6,28 @@ import { asSeenBy, authorizeWrite, isMeridianError, verifyPassword, type AccessS
 import { entryBody, octets, Op, pagedValue, result, ResultCode, searchEntryHead, tlv } from './ber.js';
 import { BindThrottle } from './bind-throttle.js';
 import { EntryBuilder, entrySource, type Entry } from './entries.js';
-import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex } from './filter.js';
+import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex, hasOptions, NAME_SUBTYPES, type FilterOptions } from './filter.js';
 import { frameConnection, withoutControls, type ReadGate } from './framing.js';
 import type { CheckedRequest } from './validate.js';
 import { DirectoryIndex } from './directory-index.js';
 import { DirectoryLayout, InvalidDn, type Location, type MappedType } from './layout.js';
-import { ABANDON_REQUEST, controlsOf, decodeAbandon, decodePaged, decodeSearch, isSaslBind, messageIdOf, MODIFY_REQUEST, SEARCH_REQUEST, unknownModifyOperation, type SearchRequest } from './search-request.js';
+import {
+  ABANDON_REQUEST,
+  controlsOf,
+  decodeAbandon,
+  decodePaged,
+  decodeSearch,
+  EXTENDED_REQUEST,
+  extendedName,
+  isAnonymousBind,
+  isSaslBind,
+  messageIdOf,
+  MODIFY_REQUEST,
+  requestDn,
+  SEARCH_REQUEST,
+  unknownModifyOperation,
+  type SearchRequest,
+} from './search-request.js';
 
 const monotonic = (): number => performance.now();
 
@@ -32,8 +48,10 @@ const MAX_IN_FLIGHT = 100;
 const READ_AHEAD = 64;
 /** ... and when the entries must be read to be matched */
 const READ_AHEAD_UNFILTERED = 16;
-/** controls a client may mark critical: we act on them */
-const SUPPORTED_CONTROLS = [PAGED];
+/** the controls a client may mark critical, by the operations we act on them for */
+const SUPPORTED_CONTROLS: Readonly<Record<string, readonly number[]>> = { [PAGED]: [SEARCH_REQUEST] };
+/** the extended operations answered here; ldapjs would answer any other itself */
+const EXTENDED_OPERATIONS = [WHOAMI, PASSWD];
 
 export interface LdapLog {
   info(obj: object, msg: string): void;
@@ -151,6 +169,7 @@ export class LdapGateway {
   private readonly throttle: BindThrottle;
   private readonly sizeLimit: number;
   private readonly timeLimit: number;
+  private readonly filterOptions: FilterOptions;
 
   constructor(private readonly opts: LdapGatewayOptions) {
     this.layout = new DirectoryLayout(opts.store.schema, opts.baseDn);
@@ -164,6 +183,7 @@ export class LdapGateway {
     this.throttle = new BindThrottle();
     this.sizeLimit = opts.sizeLimit ?? 500;
     this.timeLimit = opts.timeLimit ?? 60;
+    this.filterOptions = { depth: 32, nodes: 512, known: (key) => this.layout.attributeTypes.has(key) };
   }
 
   /** Listens on a port: plain LDAP, or LDAPS with a certificate and key. */
@@ -241,15 +261,28 @@ export class LdapGateway {
         // bind): one marked critical that is not supported is refused, any other ignored (RFC 4511
         // 4.1.11). ldapjs gets the request without them: it decodes those it knows by type, and threw
         // on some (a password policy request, which has no value), closing the connection unanswered.
-        const unsupported = controlsOf(message, checked.controls).find((c) => c.criticality && !SUPPORTED_CONTROLS.includes(c.type));
+        // (the paged results control on a compare or WhoAmI is not acted on: critical there, it is refused, as slapd does)
+        const unsupported = controlsOf(message, checked.controls).find((c) => c.criticality && !(Object.hasOwn(SUPPORTED_CONTROLS, c.type) && SUPPORTED_CONTROLS[c.type]!.includes(checked.op.tag)));
         if (unsupported && checked.op.tag !== UNBIND_REQUEST) {
           return this.refuse(socket, message, checked, ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
         }
         if (checked.op.tag === SEARCH_REQUEST) {
           // (the search rechecks the bound entry itself, once an abandon can find it)
-          void this.run('search', decodeSearch(message, checked, socket), (req, s) => this.abandonable(req, s), false);
+          void this.run('search', decodeSearch(message, checked, socket, this.filterOptions), (req, s) => this.abandonable(req, s), false);
           return true;
         }
+        // What ldapjs would answer itself, without our handlers, is answered here instead: through
+        // run(), like every other answer, so that it counts in the connection's operations and waits
+        // for a client that does not read. A stream of anonymous binds never read made 53 MiB of answers.
+        if (checked.op.tag === BIND_REQUEST && isAnonymousBind(checked)) return this.refuse(socket, message, checked, ResultCode.success, '');
+        if (checked.op.tag === EXTENDED_REQUEST) {
+          const name = extendedName(message, checked);
+          if (!EXTENDED_OPERATIONS.includes(name)) {
+            return this.refuse(socket, message, checked, ResultCode.protocolError, `the extended operation ${shortened(name)} is not supported here; WhoAmI and password modify are`);
+          }
+        }
+        const dn = requestDn(message, checked);
+        if (dn !== undefined && !parsesAsDn(dn)) return this.refuse(socket, message, checked, ResultCode.invalidDNSyntax, `"${shortened(dn)}" is not a valid DN`);
         // ldapjs cannot parse a SASL bind and closed the connection without an answer
         if (checked.op.tag === BIND_REQUEST && isSaslBind(checked)) {
           return this.refuse(socket, message, checked, ResultCode.authMethodNotSupported, 'SASL binds are not supported here; bind with a name and password (a simple bind: ldapsearch -x)');
@@ -265,7 +298,7 @@ export class LdapGateway {
   }
 
   /**
-   * Answers a request the framer refuses before ldapjs sees it, through
+   * Answers a request the framer takes before ldapjs sees it, through
    * run(), so that the answer counts in the connection's in-flight
    * operations and waits for a client that does not read, as every other
    * answer does (a stream of small refused requests must not fill the
@@ -416,7 +449,8 @@ export class LdapGateway {
     // checked) is then seen by the next operation's recheck, not taken as already looked at
     const seq = this.opts.store.lastSeq;
     const target = await this.bindTarget(name);
-    const key = target === undefined ? `?${name.toLowerCase().replace(/\s+/g, '')}` : target === 'admin' ? 'admin' : target.id;
+    // (a name that is no one is kept as its hash: a client may send a megabyte of name per bind)
+    const key = target === undefined ? `?${createHash('sha256').update(name.toLowerCase().replace(/\s+/g, '')).digest('base64')}` : target === 'admin' ? 'admin' : target.id;
     const conn = req.connection;
     const started = this.throttle.start(key, conn.remoteAddress ?? '');
     if (!started) return answer(id, Op.bind, ResultCode.busy, 'a bind for this name from your address is being checked already; wait for its answer, then try again');
@@ -442,7 +476,7 @@ export class LdapGateway {
     }
     if (!who) {
       this.throttle.failed(key);
-      this.opts.log.info({ bind: name }, 'LDAP bind refused: wrong name or password');
+      this.opts.log.info({ bind: shortened(name) }, 'LDAP bind refused: wrong name or password');
       return answer(id, Op.bind, ResultCode.invalidCredentials, 'wrong name or password');
     }
     this.throttle.succeeded(key);
@@ -598,7 +632,8 @@ export class LdapGateway {
     const scopeName = (['base', 'one', 'sub'] as const)[req.scope];
     if (!scopeName) throw new LdapFailure(ResultCode.protocolError, `the search scope ${req.scope} is not base (0), one (1) or sub (2)`);
     if (req.sizeLimit < 0 || req.timeLimit < 0) throw new LdapFailure(ResultCode.protocolError, 'a search size or time limit is negative; give 0 for none');
-    const filter = req.filter({ depth: 32, nodes: 512, known: (key) => this.layout.attributeTypes.has(key) });
+    const filter = req.filter;
+    if (filter instanceof FilterTooComplex) throw filter;
     const selection = select(req.attributes, req.typesOnly);
     const loc = this.layout.locate(base);
     if (loc.kind === 'root') {
@@ -810,9 +845,12 @@ export class LdapGateway {
     } else if (loc.kind === 'base') entry = this.entries.base();
     else if (loc.kind === 'container') entry = this.entries.container(loc.type);
     if (!entry) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`);
-    const values = entrySource(entry).values(key);
-    if (!values) throw new LdapFailure(ResultCode.noSuchAttribute, `${dn} has no ${req.attribute}`);
-    const match = values.includes(fold(key, String(req.value ?? '')));
+    // (tagged values, which a description with options names, are none: `name` compares its subtypes)
+    const source = entrySource(entry);
+    const types = hasOptions(req.attribute ?? '') ? [] : key === 'name' ? NAME_SUBTYPES : [key];
+    const held = types.filter((t) => source.values(t) !== undefined);
+    if (held.length === 0) throw new LdapFailure(ResultCode.noSuchAttribute, `${dn} has no ${req.attribute}`);
+    const match = held.some((t) => source.values(t)!.includes(fold(t, String(req.value ?? ''))));
     return answer(req.messageId, Op.compare, match ? ResultCode.compareTrue : ResultCode.compareFalse, '');
   }
 
@@ -839,6 +877,9 @@ export class LdapGateway {
     let passwordAbsent: string | undefined;
     for (const change of req.changes ?? []) {
       const mod = change.modification;
+      if (hasOptions(mod.type)) {
+        throw new LdapFailure(ResultCode.unwillingToPerform, `${shortened(mod.type)}: attribute options such as ;lang-en are not supported here; change the attribute without them`);
+      }
       const key = attrKey(mod.type);
       const target = t.attributes.get(key);
       if (!target || target.field.kind === 'ref') {
@@ -1007,7 +1048,12 @@ function select(attributes: readonly string[], typesOnly: boolean): Selection {
   for (const a of attributes) {
     if (a === '*') allUser = true;
     else if (a === '+') allOperational = true;
-    else if (a !== '1.1') named.add(attrKey(a));
+    // (a description with options names tagged values, which no entry holds; `name` picks its subtypes)
+    else if (a !== '1.1' && !hasOptions(a)) {
+      const key = attrKey(a);
+      if (key === 'name') for (const sub of NAME_SUBTYPES) named.add(sub);
+      else named.add(key);
+    }
   }
   return { allUser, allOperational, named, typesOnly, key: `${+allUser}${+allOperational}${+typesOnly}${[...named].sort().join(',')}` };
 }
@@ -1029,4 +1075,19 @@ const NO_ANSWER: Answer = { code: ResultCode.canceled, bytes: Buffer.alloc(0) };
 
 function answer(messageId: number, op: number, code: number, message: string, opts: Parameters<typeof result>[4] = {}): Answer {
   return { code, bytes: result(messageId, op, code, message, opts) };
+}
+
+/** Whether ldapjs can parse a DN: it answered a request naming one it cannot itself, outside run(). */
+function parsesAsDn(dn: string): boolean {
+  try {
+    ldap.DN.fromString(dn);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A client's string cut to a length fit for an answer or a log line (a DN may be a megabyte long). */
+function shortened(text: string): string {
+  return text.length <= 200 ? text : `${text.slice(0, 200)}…`;
 }

@@ -8,6 +8,9 @@ const { DN } = ldap;
 /** The attribute of every object entry's RDN: the object id, which never changes, so renames never move entries. */
 export const ID_ATTR = 'meridianId';
 
+/** the longest DN locate() remembers; ours are well under 100 characters */
+const MAX_CACHED_DN = 256;
+
 /** The attribute listing a person's (or an organisation's) licensed products. */
 export const ENTITLEMENT_ATTR = 'meridianEntitlement';
 
@@ -124,7 +127,10 @@ export class DirectoryLayout {
     return this.types.get(name);
   }
 
-  /** DNs located lately: a client names the same few bases search after search */
+  /**
+   * DNs located lately: a client names the same few bases search after
+   * search. Only short ones are kept: 4096 DNs of a megabyte each were 4 GB.
+   */
   private readonly located = new Map<string, Location>();
 
   /** Where a DN points; throws InvalidDn when it is not a DN at all. */
@@ -132,8 +138,10 @@ export class DirectoryLayout {
     let loc = this.located.get(dn);
     if (!loc) {
       loc = this.find(dn);
-      if (this.located.size >= 4096) this.located.clear();
-      this.located.set(dn, loc);
+      if (dn.length <= MAX_CACHED_DN) {
+        if (this.located.size >= 4096) this.located.clear();
+        this.located.set(dn, loc);
+      }
     }
     return loc;
   }
@@ -141,7 +149,7 @@ export class DirectoryLayout {
   private find(dn: string): Location {
     if (dn.trim() === '') return { kind: 'root' };
     const rdns = parse(dn);
-    if (!rdns) throw new InvalidDn(`"${dn}" is not a valid DN`);
+    if (!rdns) throw new InvalidDn(`"${dn.length <= 200 ? dn : `${dn.slice(0, 200)}…`}" is not a valid DN`);
     // a bare uid=... or mail=... names a login wherever it is written
     if (rdns.length === 1 && this.loginAttrs.has(rdns[0]![0])) {
       return { kind: 'login', attr: rdns[0]![0], value: rdns[0]![1] };

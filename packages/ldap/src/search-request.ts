@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { decodeFilter, type Filter, type FilterOptions } from './filter.js';
+import { decodeFilter, FilterTooComplex, type Filter, type FilterOptions } from './filter.js';
 import { berBool, berText, berTree, type BerNode, type CheckedRequest } from './validate.js';
 
 /**
@@ -26,6 +26,40 @@ export function messageIdOf(message: Buffer, checked: CheckedRequest): number {
 /** Whether a bind request (checked) asks for SASL: its authentication choice is `sasl [3]`, not `simple [0]`. */
 export function isSaslBind(checked: CheckedRequest): boolean {
   return checked.op.children?.[2]?.tag === 0xa3;
+}
+
+/** Whether a bind request (checked) is anonymous: a simple bind with no name and no password (RFC 4513 5.1.1). */
+export function isAnonymousBind(checked: CheckedRequest): boolean {
+  const [, name, auth] = checked.op.children!;
+  return auth!.tag === 0x80 && auth!.end === auth!.start && name!.end === name!.start;
+}
+
+export const EXTENDED_REQUEST = 0x77;
+
+/** An extended request's name (its OID), as sent. */
+export function extendedName(message: Buffer, checked: CheckedRequest): string {
+  return berText(message, checked.op.children![0]);
+}
+
+/**
+ * The DN a request names, for those ldapjs parses a DN of: the bind name,
+ * the entry of an add, compare, delete or modify DN, the object of a
+ * modify; undefined for other operations.
+ */
+export function requestDn(message: Buffer, checked: CheckedRequest): string | undefined {
+  switch (checked.op.tag) {
+    case 0x60:
+      return berText(message, checked.op.children![1]);
+    case 0x4a:
+      return berText(message, checked.op);
+    case 0x66:
+    case 0x68:
+    case 0x6c:
+    case 0x6e:
+      return berText(message, checked.op.children![0]);
+    default:
+      return undefined;
+  }
 }
 
 export const MODIFY_REQUEST = 0x66;
@@ -65,8 +99,12 @@ export interface SearchRequest {
   readonly timeLimit: number;
   readonly typesOnly: boolean;
   readonly attributes: readonly string[];
-  /** the filter, decoded when the search runs, so that one too complex is answered, not dropped */
-  filter(options: FilterOptions): Filter;
+  /**
+   * the filter, decoded as the request arrives, so that a search held back
+   * keeps this small tree rather than the request's BER elements; one too
+   * complex is kept as its error, which the search answers
+   */
+  readonly filter: Filter | FilterTooComplex;
 }
 
 /** A BER INTEGER or ENUMERATED, clamped to the safe integers (a longer one is nonsense anyway). */
@@ -92,7 +130,7 @@ export function controlsOf(b: Buffer, list: BerNode | undefined): RequestControl
 }
 
 /** A search request from a message checkRequest found well-formed, its op being a search. */
-export function decodeSearch(message: Buffer, checked: CheckedRequest, connection: Socket): SearchRequest {
+export function decodeSearch(message: Buffer, checked: CheckedRequest, connection: Socket, filterOptions: FilterOptions): SearchRequest {
   const [base, scope, , size, time, typesOnly, filter, attributes] = checked.op.children!;
   return {
     messageId: integerAt(message, checked.messageId),
@@ -105,8 +143,17 @@ export function decodeSearch(message: Buffer, checked: CheckedRequest, connectio
     timeLimit: integerAt(message, time!),
     typesOnly: berBool(message, typesOnly!),
     attributes: attributes!.children!.map((a) => berText(message, a)),
-    filter: (options) => decodeFilter(message, filter!, options),
+    filter: filterOf(message, filter!, filterOptions),
   };
+}
+
+function filterOf(message: Buffer, root: BerNode, options: FilterOptions): Filter | FilterTooComplex {
+  try {
+    return decodeFilter(message, root, options);
+  } catch (e) {
+    if (e instanceof FilterTooComplex) return e;
+    throw e;
+  }
 }
 
 /** The paged results control's value (RFC 2696): undefined when it is not a page size (0 or more) and a cookie. */

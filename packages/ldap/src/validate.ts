@@ -25,30 +25,44 @@ export const berText = (b: Buffer, n: BerNode | undefined): string => (n ? b.toS
 /** A BOOLEAN's value: any octet but zero is TRUE. */
 export const berBool = (b: Buffer, n: BerNode): boolean => b.subarray(n.start, n.end).some((x) => x !== 0);
 
-/** Parses BER into a tree of tags; undefined when lengths do not nest exactly. */
-export function berTree(b: Buffer, start = 0, end = b.length, depth = 0): BerNode[] | undefined {
-  if (depth > MAX_DEPTH) return undefined;
-  const out: Node[] = [];
-  let i = start;
-  while (i < end) {
-    const tag = b[i++]!;
-    if ((tag & 0x1f) === 0x1f) return undefined; // multi-byte tags are not LDAP
-    if (i >= end) return undefined;
-    let length = b[i++]!;
-    if (length & 0x80) {
-      const n = length & 0x7f;
-      if (n === 0 || n > 4 || i + n > end) return undefined;
-      length = 0;
-      for (let k = 0; k < n; k++) length = length * 256 + b[i++]!;
+/**
+ * Most elements one request may have. A megabyte of two-byte elements is
+ * half a million nodes, some 30 MB of objects, for a request that asks
+ * nothing sensible (a filter of 340,000 substring parts); a hundred of them
+ * held at once by one connection is gigabytes. Real requests have a few
+ * dozen, a modify of a long multi-valued attribute a few thousand.
+ */
+export const MAX_NODES = 65_536;
+
+/** Parses BER into a tree of tags; undefined when lengths do not nest exactly, or past maxNodes elements. */
+export function berTree(b: Buffer, start = 0, end = b.length, maxNodes = Infinity): BerNode[] | undefined {
+  let left = maxNodes;
+  const level = (start: number, end: number, depth: number): BerNode[] | undefined => {
+    if (depth > MAX_DEPTH) return undefined;
+    const out: Node[] = [];
+    let i = start;
+    while (i < end) {
+      if (--left < 0) return undefined;
+      const tag = b[i++]!;
+      if ((tag & 0x1f) === 0x1f) return undefined; // multi-byte tags are not LDAP
+      if (i >= end) return undefined;
+      let length = b[i++]!;
+      if (length & 0x80) {
+        const n = length & 0x7f;
+        if (n === 0 || n > 4 || i + n > end) return undefined;
+        length = 0;
+        for (let k = 0; k < n; k++) length = length * 256 + b[i++]!;
+      }
+      if (i + length > end) return undefined;
+      const constructed = (tag & 0x20) !== 0;
+      const children = constructed ? level(i, i + length, depth + 1) : undefined;
+      if (constructed && !children) return undefined;
+      out.push({ tag, start: i, end: i + length, children });
+      i += length;
     }
-    if (i + length > end) return undefined;
-    const constructed = (tag & 0x20) !== 0;
-    const children = constructed ? berTree(b, i, i + length, depth + 1) : undefined;
-    if (constructed && !children) return undefined;
-    out.push({ tag, start: i, end: i + length, children });
-    i += length;
-  }
-  return out;
+    return out;
+  };
+  return level(start, end, 0);
 }
 
 const prim = (n: Node | undefined, tag: number): boolean => n !== undefined && n.tag === tag && n.children === undefined;
@@ -139,8 +153,8 @@ export interface CheckedRequest {
 
 /** The message's parts when it is a well-formed LDAP request; else what is wrong with it, in a few words. */
 export function checkRequest(message: Buffer): CheckedRequest | string {
-  const top = berTree(message);
-  if (!top || top.length !== 1) return 'the request is not well-formed BER';
+  const top = berTree(message, 0, message.length, MAX_NODES);
+  if (!top || top.length !== 1) return `the request is not well-formed BER, or has more than ${MAX_NODES} elements`;
   const m = top[0]!;
   const c = m.children;
   if (m.tag !== 0x30 || !c || c.length < 2 || c.length > 3 || !prim(c[0], 0x02)) return 'the request is not an LDAP message';

@@ -16,7 +16,7 @@ const BASE = 'dc=example,dc=com';
  * admin scope is worked out only when the test lets it: operations of the
  * admin wait there while the test sends what it likes on the connection.
  */
-async function heldGateway(t: Test): Promise<{ port: number; release: () => void; scopesFor: string[]; store: Store; gateway: LdapGateway }> {
+async function heldGateway(t: Test): Promise<{ port: number; release: () => void; scopesFor: string[]; store: Store; gateway: LdapGateway; observed: [string, number][] }> {
   const store = await crmStore(t, 'meridian-ldap-held-');
   await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
   await store.create('Person', { cn: 'Alice', sn: 'held', uid: 'alice', organisation: 'org-1' }, { id: 'per-alice' });
@@ -24,8 +24,10 @@ async function heldGateway(t: Test): Promise<{ port: number; release: () => void
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
   const scopesFor: string[] = [];
+  const observed: [string, number][] = [];
   const gateway = new LdapGateway({
     ...quiet,
+    observe: (op, code) => void observed.push([op, code]),
     store,
     writer: noWriter,
     baseDn: BASE,
@@ -38,7 +40,7 @@ async function heldGateway(t: Test): Promise<{ port: number; release: () => void
     },
   });
   t.teardown(() => gateway.close());
-  return { port: await gateway.listen(0, '127.0.0.1'), release, scopesFor, store, gateway };
+  return { port: await gateway.listen(0, '127.0.0.1'), release, scopesFor, store, gateway, observed };
 }
 
 /** A raw connection: what came back, by message ID (the operation tags, and each result code). */
@@ -190,6 +192,51 @@ t.test('requests refused before ldapjs sees them (a critical control) are held l
   // a delete with an unknown critical control: about 40 bytes asked, refused with a longer answer
   const refused = (id: number): Buffer => tlv(0x30, [integer(id), octets('x', 0x4a), tlv(0xa0, [tlv(0x30, [octets('1.2.3.4.5.6.7.8.9'), Buffer.from([0x01, 0x01, 0xff])])])]);
   await holdsAnswers(t, refused, (m, op) => op.tag === 0x6b && m[op.children![0]!.start] === 12);
+});
+
+// Requests ldapjs used to answer itself, outside the gateway's operations: an anonymous bind, an
+// unknown extended operation, a DN ldapjs cannot parse. Their answers went out uncounted, never
+// waiting for a client that does not read (a stream of them never read made 53 MiB of answers).
+// Every answer counted in the metrics went through run(), whose holding the tests above show.
+t.test('anonymous binds, unknown extended operations and DNs ldapjs cannot parse are answered as operations of the gateway', async (t) => {
+  const g = await heldGateway(t);
+  const c = rawClient(t, g.port);
+  c.send(bindRequest(1, '', ''));
+  c.send(tlv(0x30, [integer(2), tlv(0x77, [octets('1.3.6.1.4.1.1466.20037', 0x80)])]));
+  c.send(tlv(0x30, [integer(3), tlv(0x6e, [octets('cn=a+'), tlv(0x30, [octets('cn'), octets('x')])])]));
+  c.send(bindRequest(4, ' ', ''));
+  c.send(tlv(0x30, [integer(5), tlv(0x66, [octets('=x'), tlv(0x30, [])])]));
+  t.same(
+    await Promise.all([1, 2, 3, 4, 5].map(async (id) => (await c.answered(id)).result)),
+    [0, 2, 34, 34, 34],
+    'success, protocolError, then invalidDNSyntax for a compare, a bind and a modify',
+  );
+  t.same(
+    g.observed.map(([op, code]) => `${op} ${code}`).sort(),
+    ['bind 0', 'bind 34', 'compare 34', 'extended 2', 'modify 34'],
+    'each is counted as an operation of the gateway',
+  );
+});
+
+t.test('a long name in a bind or a search is not kept: failed binds keep a hash of it, the DN cache only short DNs', async (t) => {
+  const g = await heldGateway(t);
+  const c = rawClient(t, g.port);
+  const long = `uid=${'x'.repeat(100_000)}`;
+  c.send(bindRequest(1, long, 'wrong'));
+  t.equal((await c.answered(1)).result, 49, 'a bind for no one: invalidCredentials');
+  c.send(tlv(0x30, [integer(2), tlv(0x63, [octets(`cn=${'y'.repeat(100_000)},${BASE}`), integer(0, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), octets('objectClass', 0x87), tlv(0x30, [])])]));
+  await c.answered(2);
+  c.send(search(3));
+  await c.answered(3);
+  const inside = g.gateway as unknown as { throttle: { failures: Map<string, unknown> }; layout: { located: Map<string, unknown> } };
+  const longest = (m: Map<string, unknown>): number => Math.max(0, ...[...m.keys()].map((k) => k.length));
+  t.equal(inside.throttle.failures.size, 1, 'the failure is counted');
+  t.ok(longest(inside.throttle.failures) < 100, `under a key of ${longest(inside.throttle.failures)} characters`);
+  t.ok(inside.layout.located.has(BASE), 'a short DN is remembered');
+  t.ok(longest(inside.layout.located) < 300, `long ones are not (the longest kept: ${longest(inside.layout.located)} characters)`);
+  c.send(bindRequest(4, long.toUpperCase(), 'wrong'));
+  t.equal((await c.answered(4)).result, 49);
+  t.equal(inside.throttle.failures.size, 1, 'the same name in another case counts against the same key');
 });
 
 t.test('a SASL bind is answered authMethodNotSupported and the connection goes on anonymous', async (t) => {

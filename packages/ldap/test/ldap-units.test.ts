@@ -14,7 +14,7 @@ import { crmStore } from './fixtures.js';
 
 /** A filter as a client sends it: its BER (ldapjs writes values as UTF-8, escapes left as they are written). */
 const ber = (s: string): Buffer => (ldap as unknown as { parseFilter(s: string): { toBer(): { buffer: Buffer } } }).parseFilter(s).toBer().buffer;
-const KNOWN = new Set(['cn', 'sn', 'mail', 'telephonenumber', 'objectclass', 'uid', 'jpegphoto']);
+const KNOWN = new Set(['cn', 'sn', 'mail', 'telephonenumber', 'objectclass', 'uid', 'jpegphoto', 'name', 'o', 'givenname']);
 const decode = (b: Buffer) => decodeFilter(b, berTree(b)![0]!, { depth: 32, nodes: 512, known: (a) => KNOWN.has(a) });
 const parse = (s: string) => decode(ber(s));
 const source = (attrs: Record<string, string[]>): AttrSource => ({
@@ -54,6 +54,38 @@ t.test('filters: case-insensitive, three-valued, with aliases and options', asyn
   t.equal(evaluate(parse('(cn=a\\5cb)'), source({ cn: ['a\\5cb'] })), true, 'a value is its octets: a backslash is not an escape on the wire');
   const deep = `${'(!'.repeat(40)}(cn=x)${')'.repeat(40)}`;
   t.throws(() => parse(deep), new FilterTooComplex('the filter nests deeper than 32 levels; simplify it'), 'as a FilterTooComplex');
+});
+
+t.test('filters: a description with options is False, name asserts its subtypes, substring parts count as terms', async (t) => {
+  const e = source({ cn: ['Ann Lee'], sn: ['Lee'], o: ['Acme'], objectclass: ['inetOrgPerson'] });
+  // the directory holds no tagged values: cn;lang-en names none of the entry's values (ldapjs's filter parser takes no options)
+  const eq = (a: string, v: string): Buffer => tlv(0xa3, [octets(a), octets(v)]);
+  t.equal(evaluate(decode(eq('cn;lang-en', 'ann lee')), e), false, 'an equality with options matches no value of the plain type');
+  t.equal(evaluate(decode(octets('cn;lang-en', 0x87)), e), false, 'nor does presence');
+  t.equal(evaluate(decode(tlv(0xa4, [octets('cn;lang-en'), tlv(0x30, [octets('ann', 0x80)])])), e), false, 'nor a substring');
+  t.equal(evaluate(decode(tlv(0xa2, [eq('cn;lang-en', 'ann lee')])), e), true, 'its negation is true: False, not Undefined');
+  t.equal(evaluate(decode(eq('fooBar;lang-en', 'x')), e), undefined, 'an unknown type with options is still Undefined');
+  t.equal(evaluate(decode(eq('CN', 'ann lee')), e), true, 'the plain type, for comparison');
+  t.equal(evaluate(parse('(name=acme)'), e), true, 'name matches through o');
+  t.equal(evaluate(parse('(name=lee)'), e), true, 'and through sn');
+  t.equal(evaluate(parse('(name=ann*)'), e), true, 'substrings too');
+  t.equal(evaluate(parse('(name=*)'), e), true, 'and presence');
+  t.equal(evaluate(parse('(name=nobody)'), e), false);
+  t.equal(evaluate(parse('(name=*)'), source({ mail: ['a@b'] })), false, 'an entry with none of its subtypes has no name');
+  t.equal(evaluate(decode(eq('name;lang-en', 'acme')), e), false, 'name with options is False too');
+  const parts = (n: number): Buffer => tlv(0xa4, [octets('cn'), tlv(0x30, Array.from({ length: n }, () => octets('a', 0x81)))]);
+  t.equal(evaluate(decode(parts(500)), source({ cn: ['a'.repeat(500)] })), true, 'a substring of 500 parts is fine');
+  t.throws(() => decode(parts(600)), new FilterTooComplex('the filter has more than 512 terms; split the search'), "a substring's parts count against the limit of terms");
+});
+
+t.test('checkRequest refuses a request of more BER elements than a request needs, and berTree stops there', async (t) => {
+  const { checkRequest, MAX_NODES } = await import('../dist/validate.js');
+  const search = (parts: number): Buffer =>
+    tlv(0x30, [integer(1), tlv(0x63, [octets(''), integer(0, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), tlv(0xa4, [octets('cn'), tlv(0x30, Array.from({ length: parts }, () => Buffer.from([0x81, 0x00])))]), tlv(0x30, [])])]);
+  t.type(checkRequest(search(1000)), 'object', 'a thousand elements are fine');
+  t.match(checkRequest(search(MAX_NODES)), /more than 65536 elements/, `${MAX_NODES} parts and the request around them are refused`);
+  t.equal(berTree(search(MAX_NODES), 0, undefined, 100), undefined, 'berTree gives up past its budget');
+  t.ok(berTree(search(MAX_NODES)), 'and without one reads it all');
 });
 
 t.test('the message framer: whole messages, split or joined, and a bound', async (t) => {
