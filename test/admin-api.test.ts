@@ -83,9 +83,9 @@ t.test('bad input on the admin API gets a clear 4xx and stores nothing', async (
     ['GET', '/api/objects?type=Person&limit=1e2', undefined, {}, 400, /limit must be a whole number/],
     ['GET', '/api/objects?type=Person&limit=', undefined, {}, 400, /limit must be a whole number/],
     ['GET', '/api/feed?after=0x10', undefined, {}, 400, /after must be a feed position/],
-    ['POST', '/healthz', '{}', json, 405, /^POST is not allowed here; use GET$/],
-    ['DELETE', '/metrics', undefined, {}, 405, /^DELETE is not allowed here; use GET$/],
-    ['POST', '/readyz', '{}', json, 405, /^POST is not allowed here; use GET$/],
+    ['POST', '/healthz', '{}', json, 405, /^POST is not allowed here; use GET, HEAD$/],
+    ['DELETE', '/metrics', undefined, {}, 405, /^DELETE is not allowed here; use GET, HEAD$/],
+    ['POST', '/readyz', '{}', json, 405, /^POST is not allowed here; use GET, HEAD$/],
     ['POST', '/api/objects', '{"type":"Organisation","id":"replica.laptop-17","fields":{"name":"X","kind":"vendor"}}', json, 422, /ids beginning with "replica\." are kept for replica credentials/],
   ];
   for (const [method, path, body, headers, status, message] of cases) {

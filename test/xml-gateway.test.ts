@@ -471,6 +471,25 @@ t.test('copies of one id in a document apply in document order, the first held b
   t.match((await call(node, 'POST', '/import?dry-run=1', { body: same })).text, /created="1" updated="0" unchanged="1"/, 'an identical second copy: unchanged, as the import would say');
 });
 
+t.test('a dry run refuses references and taken values as the import does, in the same words: missing, deleted, of another type, breaking the field\'s where', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  await node.store.create('Organisation', { name: 'Gone', kind: 'reseller' }, { id: 'org-gone' });
+  await node.store.delete('org-gone');
+  const org = (id: string, reseller: string): string => `<object type="Organisation" id="${id}"><field name="name">${id}</field><field name="kind">customer</field><field name="reseller">${reseller}</field></object>`;
+  const doc = `<objects>\n${org('org-x', 'org-none')}\n${org('org-y', 'org-c1')}\n${org('org-z', 'org-gone')}\n${org('org-w', 'per-c1')}\n${org('org-ok', 'org-r')}\n<object type="Person" id="per-dup"><field name="cn">D</field><field name="sn">D</field><field name="uid">CONTACT1</field><field name="organisation">org-c1</field></object>\n</objects>`;
+  const results = (text: string): string[] => text.split('\n').filter((l) => l.includes('<result '));
+  const dry = await call(node, 'POST', '/import?dry-run=1', { body: doc });
+  const real = await call(node, 'POST', '/import', { body: doc });
+  t.equal(results(dry.text).length, 6, dry.text);
+  t.same(results(dry.text), results(real.text), 'the same result for each object, refusals in the same words');
+  t.match(real.text, /refers to missing object org-none/);
+  t.match(real.text, /must refer to an Organisation whose kind is reseller, but org-c1 has kind customer/);
+  t.match(real.text, /refers to deleted object org-gone/);
+  t.match(real.text, /must refer to an Organisation, but per-c1 is a Person/);
+  t.match(real.text, /new Person: field "uid" value "contact1" is already used by Person per-c1/);
+});
+
 t.test('a malformed object on a line it shares with others is reported at its column in the document, not in the object', async (t) => {
   const node = await startXmlNode(t);
   const good = (i: number) => `<object type="Organisation" id="org-l${i}"><field name="name">L${i}</field><field name="kind">vendor</field></object>`;

@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { encodeBackup, hlcToIso, isMeridianError, MAX_PAGE, parseVersionName, publicFields, type Store, type StoredObject } from '@meridian/store';
 import { builtInRefusal } from './built-in-types.js';
-import { HttpError, readJson, sendJson } from './http-util.js';
+import { HttpError, methodNotAllowed, readJson, sendJson } from './http-util.js';
 import type { Credential, Writer } from './writer.js';
 
 /**
@@ -111,10 +111,6 @@ function decodeSegment(s: string): string {
   } catch {
     throw new HttpError(400, `the path segment "${s}" is not valid percent-encoding`);
   }
-}
-
-function methodNotAllowed(method: string, allowed: string): HttpError {
-  return new HttpError(405, `${method} is not allowed here; use ${allowed}`, 'method-not-allowed', { allow: allowed });
 }
 
 /** `Idempotency-Key`: a write sent again with the same key is answered, not applied twice. */

@@ -14,6 +14,11 @@ export class HttpError extends Error {
   }
 }
 
+/** 405 for a method the path does not take, with the Allow header listing those it does. */
+export function methodNotAllowed(method: string, allowed: string): HttpError {
+  return new HttpError(405, `${method} is not allowed here; use ${allowed}`, 'method-not-allowed', { allow: allowed });
+}
+
 const STATUS: Record<ErrorCode, number> = {
   validation: 422,
   'not-found': 404,

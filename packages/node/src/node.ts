@@ -9,7 +9,7 @@ import { DUPLICATE_SESSION, parseReplicaCredential, Replicator, type PeerStatus 
 import { AdminAuth } from './admin-auth.js';
 import { handleAdmin } from './admin-api.js';
 import type { NodeConfig } from './config.js';
-import { basicCredentials, HttpError, readBody, sendError, sendJson, toHttpError } from './http-util.js';
+import { basicCredentials, HttpError, methodNotAllowed, readBody, sendError, sendJson, toHttpError } from './http-util.js';
 import { generateSample } from './sample-data.js';
 import { ForwardedWrites, ForwardingWriter } from './forwarding.js';
 import { ReplicaRegistry } from './replica-registry.js';
@@ -275,7 +275,7 @@ export class MeridianNode {
       const url = requestUrl(req.url);
       this.metrics.observe(surfaceOf(url.pathname), req.method ?? 'GET', res, started);
       if ((url.pathname === '/healthz' || url.pathname === '/readyz' || url.pathname === '/metrics') && req.method !== 'GET' && req.method !== 'HEAD') {
-        throw new HttpError(405, `${req.method} is not allowed here; use GET`, 'method-not-allowed', { allow: 'GET, HEAD' });
+        throw methodNotAllowed(req.method ?? '', 'GET, HEAD');
       }
       if (url.pathname === '/healthz') {
         sendJson(res, 200, { ok: true, nodeId: this.store.nodeId });

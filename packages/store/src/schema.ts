@@ -341,6 +341,46 @@ export function validationFailure(type: TypeDef, id: string | undefined, field: 
   return fail(type, id, field, rule, problem, withoutHolder);
 }
 
+/**
+ * Throws what a create under a chosen id is refused for: an id that is not
+ * letters, digits, ".", "_" and "-", or one of the ids kept for replica
+ * credentials (the replica registry names a credential's object by its name:
+ * another type under such an id took that name from it).
+ */
+export function checkNewObjectId(type: string, id: string): void {
+  if (!isValidId(id)) throw new ValidationError({ objectId: id, type, rule: 'id', message: `object id "${id}" may hold only letters, digits, ".", "_" and "-" (at most 128)` });
+  if (type !== REPLICA_TYPE && id.startsWith(REPLICA_ID_PREFIX)) {
+    throw new ValidationError({ objectId: id, type, rule: 'id', message: `object ids beginning with "${REPLICA_ID_PREFIX}" are kept for replica credentials; choose another id` });
+  }
+}
+
+/** What a reference check needs of the object a reference names. */
+export interface ReferenceTarget {
+  readonly type: string;
+  readonly deleted: boolean;
+  readonly fields: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * Throws what a write is refused for when its field refers to `key`, the
+ * object stored under that id being `target` (undefined: none): a missing or
+ * deleted object, one of another type, or one whose fields break the
+ * field's `where`.
+ */
+export function checkReference(def: TypeDef, id: string | undefined, field: FieldDef, key: string, target: ReferenceTarget | undefined): void {
+  if (!target || target.deleted) throw fail(def, id, field.name, 'reference', `refers to ${target ? 'deleted' : 'missing'} object ${key}`);
+  if (target.type !== field.to) throw fail(def, id, field.name, 'reference', `must refer to ${article(field.to!)}, but ${key} is ${article(target.type)}`);
+  for (const [k, want] of Object.entries(field.where ?? {})) {
+    if (String(target.fields[k]) !== want) {
+      throw fail(def, id, field.name, 'reference', `must refer to ${article(field.to!)} whose ${k} is ${want}, but ${key} has ${k} ${String(target.fields[k] ?? '(none)')}`);
+    }
+  }
+}
+
+function article(noun: string): string {
+  return `${/^[AEIOU]/i.test(noun) ? 'an' : 'a'} ${noun}`;
+}
+
 /** Whether stored fields equal checked new ones (null for absent), password fields aside: they are stored hashed and never shown. */
 export function sameAsWritten(def: TypeDef, stored: Readonly<Record<string, FieldValue>>, next: Readonly<Record<string, FieldValue | null>>): boolean {
   const a = publicFields(def, stored);

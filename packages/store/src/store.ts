@@ -23,11 +23,11 @@ import { BACKUP_FORMAT, BACKUP_VERSION, RESTORING, type BackupHeader } from './b
 import { historyRecord, toVersion, type HistoryRecord, type ObjectHistory, type ObjectVersion } from './history.js';
 import {
   checkFieldValues,
+  checkNewObjectId,
+  checkReference,
   checkRequired,
   foldValue,
   isSchemaName,
-  REPLICA_ID_PREFIX,
-  REPLICA_TYPE,
   publicFields,
   validationFailure,
   type FieldDef,
@@ -532,13 +532,7 @@ export class Store {
     try {
       const def = this.typeDef(type);
       id = opts.id ?? newId(def.idPrefix);
-      if (!isValidId(id)) {
-        throw new ValidationError({ type, rule: 'id', message: `object id "${id}" may hold only letters, digits, ".", "_" and "-" (at most 128)` });
-      }
-      // the replica registry names a credential's object by its name: another type under such an id took that name from it
-      if (type !== REPLICA_TYPE && id.startsWith(REPLICA_ID_PREFIX)) {
-        throw new ValidationError({ type, rule: 'id', message: `object ids beginning with "${REPLICA_ID_PREFIX}" are kept for replica credentials; choose another id` });
-      }
+      checkNewObjectId(type, id);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -734,18 +728,8 @@ export class Store {
     for (const r of refs) {
       const target = r.value.current;
       const field = referringField(def, plan.fields, r.key);
-      if (!target || target.d) {
-        throw validationFailure(def, shown, field.name, 'reference', `refers to ${target ? 'deleted' : 'missing'} object ${r.key}`);
-      }
+      checkReference(def, shown, field, r.key, target ? { type: target.t, deleted: target.d, fields: target.f } : undefined);
       if (r.value.purging) throw validationFailure(def, shown, field.name, 'reference', `refers to ${r.key}, which is being purged`);
-      if (target.t !== field.to) {
-        throw validationFailure(def, shown, field.name, 'reference', `must refer to ${article(field.to!)}, but ${r.key} is ${article(target.t)}`);
-      }
-      for (const [k, want] of Object.entries(field.where ?? {})) {
-        if (String(target.f[k]) !== want) {
-          throw validationFailure(def, shown, field.name, 'reference', `must refer to ${article(field.to!)} whose ${k} is ${want}, but ${r.key} has ${k} ${String(target.f[k] ?? '(none)')}`);
-        }
-      }
     }
 
     // -- from here on nothing throws for a bad request: the change is made --
@@ -2945,10 +2929,6 @@ function sameFields(a: Record<string, FieldValue>, b: Record<string, FieldValue>
   const ka = Object.keys(a);
   if (ka.length !== Object.keys(b).length) return false;
   return ka.every((k) => sameValue(a[k], b[k]));
-}
-
-function article(noun: string): string {
-  return `${/^[AEIOU]/i.test(noun) ? 'an' : 'a'} ${noun}`;
 }
 
 function clampLimit(limit: number | undefined): number {

@@ -1,13 +1,12 @@
 import {
   checkChangeSize,
   checkFieldValues,
+  checkNewObjectId,
+  checkReference,
   checkRequired,
   foldValue,
-  isValidId,
-  REPLICA_ID_PREFIX,
-  REPLICA_TYPE,
   sameAsWritten,
-  ValidationError,
+  validationFailure,
   type FieldValue,
   type Schema,
   type Store,
@@ -156,14 +155,11 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
       if (o.dryRun) {
         // an earlier copy of the id in the document stands for the store's object, which the import would have made or changed
         const held = (input.id === undefined ? undefined : dryHeld.get(input.id)) ?? current?.fields;
-        record({ line, type: input.type, id: input.id, status: await check(o.store, def, input.id, fields, held, seen) });
+        const verdict = await check(o.store, def, input.id, fields, held, seen);
+        record({ line, type: input.type, id: input.id, status: verdict.status });
         if (input.id !== undefined) {
           seen.add(input.id);
-          const next: Record<string, FieldValue> = {};
-          for (const [k, v] of Object.entries(checkFieldValues(def, input.id, fields))) if (v !== null) next[k] = v;
-          // a password the copy leaves out is kept, as the import's replace keeps it (exports never carry one)
-          for (const f of def.fields.values()) if (f.kind === 'password' && next[f.name] === undefined && held?.[f.name] !== undefined) next[f.name] = held[f.name]!;
-          dryHeld.set(input.id, next);
+          dryHeld.set(input.id, verdict.merged);
         }
         return;
       }
@@ -336,9 +332,10 @@ function referencedFirst(schema: Schema, items: Deferred[]): Deferred[] {
 }
 
 /**
- * A dry run's verdict: what the write would do, or throws what it would be
- * refused for: the schema's rules, references (to objects stored here or
- * earlier in the document) and unique values held by other objects.
+ * A dry run's verdict: what the write would do, and the fields the object
+ * would then hold; or throws what it would be refused for: the store's
+ * rules for new ids, the schema's rules, references (to objects stored here
+ * or earlier in the document) and unique values held by other objects.
  */
 async function check(
   store: Store,
@@ -347,37 +344,31 @@ async function check(
   fields: Record<string, unknown>,
   current: Readonly<Record<string, FieldValue>> | undefined,
   seen: ReadonlySet<string>,
-): Promise<Status> {
-  // the ids Store.create refuses, refused here too
-  if (id !== undefined && !current && !isValidId(id)) throw new ValidationError({ objectId: id, type: def.name, rule: 'id', message: `object id "${id}" may hold only letters, digits, ".", "_" and "-" (at most 128)` });
-  if (id !== undefined && !current && def.name !== REPLICA_TYPE && id.startsWith(REPLICA_ID_PREFIX)) {
-    throw new ValidationError({ objectId: id, type: def.name, rule: 'id', message: `object ids beginning with "${REPLICA_ID_PREFIX}" are kept for replica credentials; choose another id` });
-  }
-  const next = checkFieldValues(def, id, fields);
+): Promise<{ status: Status; merged: Record<string, FieldValue> }> {
+  if (id !== undefined && !current) checkNewObjectId(def.name, id);
+  // (named as the store names it: a create is "new <type>", whatever its id)
+  const shown = current ? id : undefined;
+  const next = checkFieldValues(def, shown, fields);
   const merged: Record<string, FieldValue> = {};
   for (const [k, v] of Object.entries(next)) if (v !== null) merged[k] = v;
+  // a password the copy leaves out is kept, as the import's replace keeps it (exports never carry one)
   for (const f of def.fields.values()) if (f.kind === 'password' && current?.[f.name] !== undefined && merged[f.name] === undefined) merged[f.name] = current[f.name]!;
-  checkRequired(def, id, merged);
-  checkChangeSize(def, id, current, merged, Object.keys(next));
-  const subject = id ? `${def.name} ${id}` : `new ${def.name}`;
+  checkRequired(def, shown, merged);
+  checkChangeSize(def, shown, current, merged, Object.keys(next));
   for (const f of def.fields.values()) {
     const v = merged[f.name];
     if (v === undefined) continue;
     for (const one of Array.isArray(v) ? v : [v]) {
       if (f.kind === 'ref') {
-        if (seen.has(String(one))) continue;
-        const target = await store.get(String(one));
-        if (!target || target.deleted) throw new ValidationError({ objectId: id, type: def.name, field: f.name, rule: 'reference', message: `${subject}: field "${f.name}" refers to missing object ${String(one)}` });
-        if (target.type !== f.to) throw new ValidationError({ objectId: id, type: def.name, field: f.name, rule: 'reference', message: `${subject}: field "${f.name}" must refer to a ${f.to}, but ${String(one)} is a ${target.type}` });
-        for (const [k, want] of Object.entries(f.where ?? {})) {
-          if (String(target.fields[k]) !== want) throw new ValidationError({ objectId: id, type: def.name, field: f.name, rule: 'reference', message: `${subject}: field "${f.name}" must refer to a ${f.to} whose ${k} is ${want}, but ${String(one)} has ${k} ${String(target.fields[k] ?? '(none)')}` });
-        }
+        if (!seen.has(String(one))) checkReference(def, shown, f, String(one), await store.get(String(one)));
       } else if (f.unique) {
         const owner = (await store.lookup(def.name, f.name, String(one))).items[0];
-        if (owner && owner.id !== id) throw new ValidationError({ objectId: id, type: def.name, field: f.name, rule: 'unique', message: `${subject}: field "${f.name}" value ${JSON.stringify(foldValue(f, one))} is already used by ${owner.id}` });
+        if (owner && owner.id !== id) {
+          const value = String(foldValue(f, one));
+          throw validationFailure(def, shown, f.name, 'unique', `value "${value}" is already used by ${def.name} ${owner.id}`, `value "${value}" is already used by another ${def.name}`);
+        }
       }
     }
   }
-  if (current && sameAsWritten(def, current, next)) return 'unchanged';
-  return current ? 'updated' : 'created';
+  return { status: current && sameAsWritten(def, current, next) ? 'unchanged' : current ? 'updated' : 'created', merged };
 }
