@@ -453,6 +453,21 @@ t.test('an import whose object names itself as well as another (a single referen
   }
 });
 
+t.test('copies of one id held back behind the first, and an object referring to them, apply in order after the reference', async (t) => {
+  const node = await startXmlNode(t);
+  const n = 300;
+  // the first copy refers to org-rr, which comes last: it is held back, and every copy after it with it
+  const copies = Array.from({ length: n }, (_, i) => `<object type="Organisation" id="org-a"><field name="name">n${i}</field><field name="kind">reseller</field>${i === 0 ? '<field name="reseller">org-rr</field>' : ''}</object>`);
+  const doc =
+    `<objects>\n${copies.join('\n')}\n` +
+    '<object type="Organisation" id="org-b"><field name="name">B</field><field name="kind">customer</field><field name="reseller">org-a</field></object>\n' +
+    '<object type="Organisation" id="org-rr"><field name="name">R</field><field name="kind">reseller</field></object>\n</objects>';
+  const r = await call(node, 'POST', '/import', { body: doc });
+  t.match(r.text, new RegExp(`created="3" updated="${n - 1}" unchanged="0" rejected="0"`), r.text.slice(0, 400));
+  t.equal((await node.store.get('org-a'))?.fields['name'], `n${n - 1}`, 'the last copy holds');
+  t.equal((await node.store.get('org-b'))?.fields['reseller'], 'org-a', 'the object referring to them is made');
+});
+
 t.test('copies of one id in a document apply in document order, the first held back for a reference or not, in a dry run as in the import', async (t) => {
   const node = await startXmlNode(t);
   const doc =

@@ -295,17 +295,34 @@ interface Deferred {
  * cycle of references stay in document order: none of them can be made.
  */
 function referencedFirst(schema: Schema, items: Deferred[]): Deferred[] {
+  // Copies of one id in document order, each after the one before it; an object that refers to the id
+  // comes after its last copy, and so after them all. (Each copy listed every earlier one, and each
+  // referrer every copy: 100,000 held-back copies of one id were five billion edges.)
   const byId = new Map<string, Deferred[]>();
-  for (const d of items) if (d.input.id !== undefined) byId.set(d.input.id, [...(byId.get(d.input.id) ?? []), d]);
+  for (const d of items) {
+    if (d.input.id === undefined) continue;
+    const copies = byId.get(d.input.id);
+    if (copies) copies.push(d);
+    else byId.set(d.input.id, [d]);
+  }
+  const previous = new Map<Deferred, Deferred>();
+  for (const copies of byId.values()) {
+    copies.sort((a, b) => a.line - b.line);
+    for (let i = 1; i < copies.length; i++) previous.set(copies[i]!, copies[i - 1]!);
+  }
   const before = (d: Deferred): Deferred[] => {
     const out: Deferred[] = [];
-    if (d.input.id !== undefined) for (const same of byId.get(d.input.id)!) if (same !== d && same.line < d.line) out.push(same);
+    const prior = previous.get(d);
+    if (prior) out.push(prior);
     const def = schema.types.get(d.input.type);
     if (!def) return out;
     for (const f of def.fields.values()) {
       if (f.kind !== 'ref') continue;
       const v = d.input.fields[f.name];
-      for (const ref of v === undefined ? [] : Array.isArray(v) ? v : [v]) out.push(...(byId.get(ref) ?? []));
+      for (const ref of v === undefined ? [] : Array.isArray(v) ? v : [v]) {
+        const copies = byId.get(ref);
+        if (copies) out.push(copies[copies.length - 1]!);
+      }
     }
     return out;
   };
