@@ -37,7 +37,7 @@ export class Principals {
     const known = this.signedIn.get(authorization);
     if (known && (known.principal.kind === 'admin' || (await this.store.get(known.principal.id))?.version === known.version)) return known;
     const credential = parseBasic(authorization);
-    const found = credential && credential.password.length > 0 ? await this.find(credential.user, credential.password) : undefined;
+    const found = credential && (await this.find(credential.user, credential.password));
     if (!found || !credential) return undefined;
     // the version of the very record the password and roles were taken from: one read after it
     // could be a reset's or a demotion's, and would vouch for the old password and roles until the next change
@@ -48,12 +48,13 @@ export class Principals {
   }
 
   async authenticate(user: string, password: string): Promise<Principal | undefined> {
-    if (password.length === 0) return undefined;
     return (await this.find(user, password))?.principal;
   }
 
   /** The principal a name and password are, and the version of the person record that says so. */
   private async find(user: string, password: string): Promise<{ principal: Principal; version: string | undefined } | undefined> {
+    // an empty password is no password (an LDAP bind with one is anonymous): it signs no one in
+    if (password.length === 0) return undefined;
     if (user === 'admin') return (await this.admin.check(user, password)) ? { principal: { kind: 'admin', name: 'admin' }, version: undefined } : undefined;
     const rules = this.store.schema.access;
     if (!rules) return undefined;

@@ -35,7 +35,7 @@ export class ReplicaRegistry {
     r.unsubscribe.push(store.subscribe((entries) => reread(entries.filter((e) => e.type === REPLICA_TYPE).map((e) => e.id))));
     // credentials that arrive without a feed entry: a master cloned, or brought in line by anti-entropy,
     // must know the replicas issued before it joined, and the revocations it received that way
-    r.unsubscribe.push(store.onStates((ids) => reread(ids.filter((id) => id.startsWith(ID_PREFIX)))));
+    r.unsubscribe.push(store.onStates((ids) => reread(ids.filter((id) => id.startsWith(REPLICA_ID_PREFIX)))));
     let after: string | undefined;
     do {
       const page = await store.list(REPLICA_TYPE, { limit: 1000, after });
@@ -46,7 +46,7 @@ export class ReplicaRegistry {
   }
 
   private track(id: string, o: StoredObject | undefined): void {
-    const name = id.slice(`${ID_PREFIX}`.length);
+    const name = id.slice(REPLICA_ID_PREFIX.length);
     // (an id is one object's whatever its type: another type's object there means no credential of that name)
     if (!o || o.deleted || o.type !== REPLICA_TYPE) this.serials.delete(name);
     else this.serials.set(name, String(o.fields['serial']));
@@ -64,7 +64,8 @@ export class ReplicaRegistry {
 
   /** Issues (or re-issues, invalidating the old) the credential for `name`; returns it in full. */
   async issue(name: string, by: string): Promise<string> {
-    const id = `${ID_PREFIX}${name}`;
+    // (named by id, so issuing on two masters at once still yields one object)
+    const id = `${REPLICA_ID_PREFIX}${name}`;
     const serial = randomBytes(8).toString('hex');
     const existing = await this.store.get(id);
     // (an object of another type under that id, made before such ids were kept for credentials, is left alone)
@@ -79,7 +80,7 @@ export class ReplicaRegistry {
   }
 
   async revoke(name: string, by: string): Promise<void> {
-    const o = await this.store.get(`${ID_PREFIX}${name}`);
+    const o = await this.store.get(`${REPLICA_ID_PREFIX}${name}`);
     if (!o || o.deleted) throw new MeridianError('not-found', `no replica credential "${name}"; "meridian replica list" shows those issued`);
     // the serial is overwritten first with one never handed out, so an undelete (a later re-issue) cannot bring the old one back
     await this.store.update(o.id, { serial: randomBytes(8).toString('hex') }, { principal: by });
@@ -104,9 +105,6 @@ export class ReplicaRegistry {
     for (const stop of this.unsubscribe.splice(0)) stop();
   }
 }
-
-/** Credential objects are named by id, so issuing on two masters at once still yields one object. */
-const ID_PREFIX = REPLICA_ID_PREFIX;
 
 export function checkReplicaName(name: unknown): string {
   if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(name)) {
