@@ -1290,6 +1290,18 @@ t.test('a state larger than a frame goes in parts, a frame each, and is put toge
   t.equal(pair.b.session.state, 'open');
 });
 
+t.test('parts of more than 256 MiB in all are refused at the part that passes it, naming the object', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo', empty: () => true }, { a: new FakeFeed((s) => entry(s, 'alpha'), 10) }).start().settle();
+  // one 4 MiB buffer in every part, handed to the session as decoded (a copy each would be 256 MiB)
+  const part = bytes(4 * 1024 * 1024);
+  const give = (f: Frame): void => void pair.run(pair.b, pair.b.session.receive(f));
+  give({ t: 'states', objects: [{ i: 'per-big', r: bytes(100), m: true }], done: false });
+  for (let i = 1; i <= 63; i++) give({ t: 'states', objects: [{ i: 'per-big', r: part, m: true }], done: false });
+  t.equal(pair.b.session.state, 'open', '252 MiB and 100 bytes so far: still taken');
+  give({ t: 'states', objects: [{ i: 'per-big', r: part, m: true }], done: false });
+  assertClosedWith(t, pair.b, /^object per-big came in parts of more than 256 MiB in all, more than this node takes$/);
+});
+
 t.test('parts that do not follow each other are refused', async (t) => {
   const begun = (): Pair => {
     const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo', empty: () => true }, { a: new FakeFeed((s) => entry(s, 'alpha'), 10) }).start().settle();
