@@ -151,6 +151,11 @@ t.test('attribute options and the name supertype, as slapd reads them; a critica
   t.equal(await boundAnswer(d.port, bind, compareWith(false)), 6, 'not critical, it is ignored: compareTrue');
   t.equal(await boundAnswer(d.port, bind, whoamiWith(true)), 12, 'a WhoAmI with a critical paged control: unavailableCriticalExtension');
   t.equal(await boundAnswer(d.port, bind, whoamiWith(false)), 0, 'not critical, it is ignored');
+  const pagedSearch = await search(d, asAdmin, ['-E', '!pr=2/noprompt', '-b', BASE, '(objectClass=inetOrgPerson)', '1.1']);
+  t.equal(pagedSearch.code, 0, `a search with a critical paged control is answered: ${pagedSearch.stderr}`);
+  t.equal(parseLdif(pagedSearch.stdout).length, 5, 'in pages, every entry');
+  const unknownWithOptions = await ldapTool('ldapmodify', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW], { input: `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: fooBar;lang-en\nfooBar;lang-en: x\n` });
+  t.equal(unknownWithOptions.code, 17, 'an unknown type with options is an unknown type first, as slapd answers: undefinedAttributeType');
 });
 
 t.test('a paged search cookie tells nothing of entries the caller cannot read', async (t) => {

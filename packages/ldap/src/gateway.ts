@@ -17,13 +17,17 @@ import {
   decodeAbandon,
   decodePaged,
   decodeSearch,
+  ADD_REQUEST,
+  DELETE_REQUEST,
   EXTENDED_REQUEST,
   extendedName,
   isAnonymousBind,
   isSaslBind,
   messageIdOf,
+  MODIFY_DN_REQUEST,
   MODIFY_REQUEST,
-  requestDn,
+  PAGED_CONTROL,
+  requestDns,
   SEARCH_REQUEST,
   unknownModifyOperation,
   type SearchRequest,
@@ -31,7 +35,7 @@ import {
 
 const monotonic = (): number => performance.now();
 
-const PAGED = '1.2.840.113556.1.4.319';
+const PAGED = PAGED_CONTROL;
 const BIND_REQUEST = 0x60;
 const UNBIND_REQUEST = 0x42;
 const WHOAMI = '1.3.6.1.4.1.4203.1.11.3';
@@ -205,9 +209,7 @@ export class LdapGateway {
     // searches never reach ldapjs (see search-request.ts)
     server.compare('', handler('compare', (req, s) => this.compare(req, s)));
     server.modify('', handler('modify', (req, s) => this.modify(req, s)));
-    server.add('', handler('add', async (req) => answer(req.messageId, Op.add, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
-    server.del('', handler('delete', async (req) => answer(req.messageId, Op.del, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
-    server.modifyDN('', handler('modrdn', async (req) => answer(req.messageId, Op.modDn, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE)));
+    // (add, delete and modify DN never reach ldapjs: the framer refuses them)
     server.exop(WHOAMI, handler('whoami', (req, s) => this.whoami(req, s)));
     server.exop(PASSWD, handler('passwd', (req, s) => this.passwordModify(req, s)));
     await new Promise<void>((resolve, reject) => {
@@ -281,8 +283,13 @@ export class LdapGateway {
             return this.refuse(socket, message, checked, ResultCode.protocolError, `the extended operation ${shortened(name)} is not supported here; WhoAmI and password modify are`);
           }
         }
-        const dn = requestDn(message, checked);
-        if (dn !== undefined && !parsesAsDn(dn)) return this.refuse(socket, message, checked, ResultCode.invalidDNSyntax, `"${shortened(dn)}" is not a valid DN`);
+        for (const dn of requestDns(message, checked)) {
+          if (!parsesAsDn(dn)) return this.refuse(socket, message, checked, ResultCode.invalidDNSyntax, `"${shortened(dn)}" is not a valid DN`);
+        }
+        // (refused whole here: ldapjs would parse a large add for nothing)
+        if (checked.op.tag === ADD_REQUEST || checked.op.tag === DELETE_REQUEST || checked.op.tag === MODIFY_DN_REQUEST) {
+          return this.refuse(socket, message, checked, ResultCode.unwillingToPerform, MANAGED_ELSEWHERE);
+        }
         // ldapjs cannot parse a SASL bind and closed the connection without an answer
         if (checked.op.tag === BIND_REQUEST && isSaslBind(checked)) {
           return this.refuse(socket, message, checked, ResultCode.authMethodNotSupported, 'SASL binds are not supported here; bind with a name and password (a simple bind: ldapsearch -x)');
@@ -850,7 +857,9 @@ export class LdapGateway {
     const types = hasOptions(req.attribute ?? '') ? [] : key === 'name' ? NAME_SUBTYPES : [key];
     const held = types.filter((t) => source.values(t) !== undefined);
     if (held.length === 0) throw new LdapFailure(ResultCode.noSuchAttribute, `${dn} has no ${req.attribute}`);
-    const match = held.some((t) => source.values(t)!.includes(fold(t, String(req.value ?? ''))));
+    // (the types held fold alike: one, or name's subtypes, none of them a telephone number)
+    const value = fold(held[0]!, String(req.value ?? ''));
+    const match = held.some((t) => source.values(t)!.includes(value));
     return answer(req.messageId, Op.compare, match ? ResultCode.compareTrue : ResultCode.compareFalse, '');
   }
 
@@ -877,11 +886,12 @@ export class LdapGateway {
     let passwordAbsent: string | undefined;
     for (const change of req.changes ?? []) {
       const mod = change.modification;
-      if (hasOptions(mod.type)) {
-        throw new LdapFailure(ResultCode.unwillingToPerform, `${shortened(mod.type)}: attribute options such as ;lang-en are not supported here; change the attribute without them`);
-      }
       const key = attrKey(mod.type);
       const target = t.attributes.get(key);
+      // (an unknown type is that first, as slapd answers it, whatever its options)
+      if (target && hasOptions(mod.type)) {
+        throw new LdapFailure(ResultCode.unwillingToPerform, `${shortened(mod.type)}: attribute options such as ;lang-en are not supported here; change the attribute without them`);
+      }
       if (!target || target.field.kind === 'ref') {
         throw new LdapFailure(
           target ? ResultCode.unwillingToPerform : ResultCode.undefinedAttributeType,

@@ -41,24 +41,31 @@ export function extendedName(message: Buffer, checked: CheckedRequest): string {
   return berText(message, checked.op.children![0]);
 }
 
+export const ADD_REQUEST = 0x68;
+export const DELETE_REQUEST = 0x4a;
+export const MODIFY_DN_REQUEST = 0x6c;
+
 /**
- * The DN a request names, for those ldapjs parses a DN of: the bind name,
- * the entry of an add, compare, delete or modify DN, the object of a
- * modify; undefined for other operations.
+ * The DNs a request names, which ldapjs would parse: the bind name, the
+ * entry of an add, compare, delete or modify DN (and its new RDN and new
+ * superior), the object of a modify; none for other operations.
  */
-export function requestDn(message: Buffer, checked: CheckedRequest): string | undefined {
+export function requestDns(message: Buffer, checked: CheckedRequest): string[] {
+  const c = checked.op.children;
   switch (checked.op.tag) {
     case 0x60:
-      return berText(message, checked.op.children![1]);
-    case 0x4a:
-      return berText(message, checked.op);
+      return [berText(message, c![1])];
+    case DELETE_REQUEST:
+      return [berText(message, checked.op)];
+    case MODIFY_DN_REQUEST:
+      // entry, newrdn, deleteoldrdn, [newSuperior]
+      return [berText(message, c![0]), berText(message, c![1]), ...(c![3] ? [berText(message, c![3])] : [])];
     case 0x66:
-    case 0x68:
-    case 0x6c:
+    case ADD_REQUEST:
     case 0x6e:
-      return berText(message, checked.op.children![0]);
+      return [berText(message, c![0])];
     default:
-      return undefined;
+      return [];
   }
 }
 
@@ -76,6 +83,9 @@ export function unknownModifyOperation(message: Buffer, checked: CheckedRequest)
   }
   return undefined;
 }
+
+/** The paged results control (RFC 2696): the one control whose value a search keeps. */
+export const PAGED_CONTROL = '1.2.840.113556.1.4.319';
 
 export interface RequestControl {
   readonly type: string;
@@ -136,7 +146,9 @@ export function decodeSearch(message: Buffer, checked: CheckedRequest, connectio
     messageId: integerAt(message, checked.messageId),
     protocolOp: SEARCH_REQUEST,
     connection,
-    controls: controlsOf(message, checked.controls),
+    // (the values are parts of the message: a search waiting its turn keeps a copy of the one value
+    // it reads, not the whole request)
+    controls: controlsOf(message, checked.controls).map((c) => ({ ...c, value: c.type === PAGED_CONTROL && c.value ? Buffer.from(c.value) : undefined })),
     baseObject: berText(message, base!),
     scope: integerAt(message, scope!),
     sizeLimit: integerAt(message, size!),
@@ -159,7 +171,8 @@ function filterOf(message: Buffer, root: BerNode, options: FilterOptions): Filte
 /** The paged results control's value (RFC 2696): undefined when it is not a page size (0 or more) and a cookie. */
 export function decodePaged(value: Buffer | undefined): { size: number; cookie: Buffer } | undefined {
   if (!value) return undefined;
-  const top = berTree(value);
+  // (three elements at most: a value of nested elements is refused before it is all read)
+  const top = berTree(value, 0, value.length, 8);
   const seq = top?.length === 1 && top[0]!.tag === 0x30 ? top[0]!.children : undefined;
   if (!seq || seq.length !== 2 || seq[0]!.tag !== 0x02 || seq[0]!.children || seq[1]!.tag !== 0x04 || seq[1]!.children) return undefined;
   // (a negative size would answer every page empty, with the same cookie, for ever)

@@ -198,7 +198,7 @@ t.test('requests refused before ldapjs sees them (a critical control) are held l
 // unknown extended operation, a DN ldapjs cannot parse. Their answers went out uncounted, never
 // waiting for a client that does not read (a stream of them never read made 53 MiB of answers).
 // Every answer counted in the metrics went through run(), whose holding the tests above show.
-t.test('anonymous binds, unknown extended operations and DNs ldapjs cannot parse are answered as operations of the gateway', async (t) => {
+t.test('anonymous binds, unknown extended operations, DNs ldapjs cannot parse, adds, deletes and modify DNs are answered as operations of the gateway', async (t) => {
   const g = await heldGateway(t);
   const c = rawClient(t, g.port);
   c.send(bindRequest(1, '', ''));
@@ -206,14 +206,22 @@ t.test('anonymous binds, unknown extended operations and DNs ldapjs cannot parse
   c.send(tlv(0x30, [integer(3), tlv(0x6e, [octets('cn=a+'), tlv(0x30, [octets('cn'), octets('x')])])]));
   c.send(bindRequest(4, ' ', ''));
   c.send(tlv(0x30, [integer(5), tlv(0x66, [octets('=x'), tlv(0x30, [])])]));
+  // a modify DN's new RDN and new superior are DNs ldapjs parses too: one it cannot closed the connection unanswered
+  const modrdn = (id: number, newRdn: string, superior?: string): Buffer =>
+    tlv(0x30, [integer(id), tlv(0x6c, [octets(`meridianId=per-alice,ou=people,${BASE}`), octets(newRdn), Buffer.from([0x01, 0x01, 0xff]), ...(superior === undefined ? [] : [octets(superior, 0x80)])])]);
+  c.send(modrdn(6, 'foo'));
+  c.send(modrdn(7, 'cn=b', 'not a dn'));
+  c.send(modrdn(8, 'cn=b'));
+  c.send(tlv(0x30, [integer(9), tlv(0x68, [octets(`cn=new,${BASE}`), tlv(0x30, [])])]));
+  c.send(tlv(0x30, [integer(10), octets(`meridianId=per-alice,ou=people,${BASE}`, 0x4a)]));
   t.same(
-    await Promise.all([1, 2, 3, 4, 5].map(async (id) => (await c.answered(id)).result)),
-    [0, 2, 34, 34, 34],
-    'success, protocolError, then invalidDNSyntax for a compare, a bind and a modify',
+    await Promise.all([1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map(async (id) => (await c.answered(id)).result)),
+    [0, 2, 34, 34, 34, 34, 34, 53, 53, 53],
+    'success, protocolError, invalidDNSyntax for a compare, a bind, a modify and two modify DNs, then add, delete and modify DN unwilling',
   );
   t.same(
     g.observed.map(([op, code]) => `${op} ${code}`).sort(),
-    ['bind 0', 'bind 34', 'compare 34', 'extended 2', 'modify 34'],
+    ['bind 0', 'bind 34', 'compare 34', 'delete 53', 'extended 2', 'modify 34', 'modrdn 34', 'modrdn 34', 'modrdn 53', 'add 53'].sort(),
     'each is counted as an operation of the gateway',
   );
 });

@@ -78,6 +78,32 @@ t.test('filters: a description with options is False, name asserts its subtypes,
   t.throws(() => decode(parts(600)), new FilterTooComplex('the filter has more than 512 terms; split the search'), "a substring's parts count against the limit of terms");
 });
 
+t.test('a decoded filter holds about its values\' bytes: folded values are flat strings, name\'s eleven types share one', async (t) => {
+  // (a held search keeps its decoded filter: folds that were ropes of pieces held many times a value's bytes)
+  const dist = (f: string): string => new URL(`../dist/${f}`, import.meta.url).href;
+  const script = `
+    const { decodeFilter } = await import(${JSON.stringify(dist('filter.js'))});
+    const { berTree } = await import(${JSON.stringify(dist('validate.js'))});
+    const { octets, tlv } = await import(${JSON.stringify(dist('ber.js'))});
+    const known = new Set(['cn', 'sn', 'givenname', 'o', 'ou', 'l', 'st', 'title', 'c', 'initials', 'generationqualifier', 'name', 'telephonenumber']);
+    const opts = { depth: 32, nodes: 512, known: (a) => known.has(a) };
+    const kept = [];
+    let raw = 0;
+    global.gc();
+    const before = process.memoryUsage().heapUsed;
+    for (const attr of ['name', 'cn', 'telephoneNumber']) for (let i = 0; i < 5; i++) {
+      const value = ' a -'.repeat(50_000) + i;
+      raw += value.length;
+      const b = tlv(0xa3, [octets(attr), octets(value)]);
+      kept.push(decodeFilter(b, berTree(b)[0], opts));
+    }
+    global.gc();
+    console.log(JSON.stringify({ held: process.memoryUsage().heapUsed - before, raw }));`;
+  const { execFileSync } = await import('node:child_process');
+  const out = JSON.parse(execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { encoding: 'utf8' })) as { held: number; raw: number };
+  t.ok(out.held < 1.5 * out.raw, `15 filters of 200 KB values hold ${(out.held / 1e6).toFixed(1)} MB, for ${(out.raw / 1e6).toFixed(1)} MB of values`);
+});
+
 t.test('checkRequest refuses a request of more BER elements than a request needs, and berTree stops there', async (t) => {
   const { checkRequest, MAX_NODES } = await import('../dist/validate.js');
   const search = (parts: number): Buffer =>
