@@ -260,7 +260,7 @@ export function checkRestoreTarget(dir: string, nodeId: string | undefined): voi
  */
 function checkNewNodeId(nodeId: string, original?: string, known: ReadonlySet<string> = new Set()): void {
   if (nodeId.length > MAX_ID_LENGTH) throw new MeridianError('bad-request', `node id "${nodeId.slice(0, 20)}..." is ${nodeId.length} characters long; at most ${MAX_ID_LENGTH}`);
-  if (!isValidId(nodeId)) throw new MeridianError('bad-request', `node id "${nodeId}" may hold only letters, digits, ".", "_" and "-"`);
+  if (!isValidId(nodeId)) throw new MeridianError('bad-request', `node id "${nodeId}" may hold only letters, digits, ".", "_" and "-" (at most 128)`);
   if (nodeId === original) throw new MeridianError('bad-request', `a restored node needs an id of its own, not "${original}" again: its new changes must not be taken for the original's`);
   if (known.has(nodeId)) throw new MeridianError('bad-request', `node id "${nodeId}" is one the backup shows a node has had (it holds changes made by it, or replicated with it); give the restored node an id no node has had, or leave --node-id out`);
 }

@@ -416,7 +416,13 @@ export class Store {
   }
 
   static async open(opts: StoreOptions): Promise<Store> {
-    mkdirSync(opts.dir, { recursive: true });
+    try {
+      mkdirSync(opts.dir, { recursive: true });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'a file is in the way of that directory' : code === 'EACCES' ? 'permission denied' : (e as Error).message;
+      throw new MeridianError('bad-request', `cannot make the data dir ${opts.dir}: ${why}; choose another --dir`);
+    }
     // A larger memtable than LevelDB's 4 MB default halves compactions under bulk writes.
     const db = new Level<string, Buffer>(opts.dir, { keyEncoding: 'utf8', valueEncoding: 'buffer', writeBufferSize: 32 * 1024 * 1024, cacheSize: 32 * 1024 * 1024 });
     try {
@@ -440,7 +446,7 @@ export class Store {
       if (nodeId === undefined) {
         nodeId = opts.nodeId ?? newId('node');
         if (!isValidId(nodeId)) {
-          throw new MeridianError('bad-request', `node id "${nodeId}" may hold only letters, digits, ".", "_" and "-"`);
+          throw new MeridianError('bad-request', `node id "${nodeId}" may hold only letters, digits, ".", "_" and "-" (at most 128)`);
         }
         // a new data dir holds no versions of an older formula: nothing for migrateVersions to scan
         await db.batch(
@@ -579,7 +585,9 @@ export class Store {
         }
         const plan = this.plan(intent, def, cur, checked ?? {});
         if (plan === null) {
-          // nothing changes: answer with the state once it is on disk
+          // nothing changes: answer with the state once it is on disk, if it is the version the
+          // write was made against (else a stale If-Match was answered 200 when it changed nothing)
+          checkIfVersion(def, intent.id, cur, opts);
           await slot.value.pending;
           return toStored(intent.id, cur!);
         }
@@ -714,9 +722,7 @@ export class Store {
     // load (or a password to hash): the plan was made from one record, so plan
     // again from the new one. Busy: lock() holds it (a remote apply, merge or purge).
     if (cur !== plan.from || slot.value.busy) return RETRY;
-    if (opts.ifVersion !== undefined && cur && cur.v !== opts.ifVersion) {
-      throw new MeridianError('precondition', `${def.name} ${id} has changed since version ${opts.ifVersion}; fetch it again and retry`);
-    }
+    checkIfVersion(def, id, cur, opts);
     for (const key of plan.after.unique) {
       if (plan.before.unique.has(key)) continue;
       const owner = claims.find((c) => c.key === key)!.value.owner;
@@ -1486,18 +1492,18 @@ export class Store {
       const [type, field] = k.split(SEP) as [string, string];
       return { type, field, was: before[k], is: now[k] };
     });
-    // the entries a write would make (indexSet), of the fields rebuilt only
+    // the entries a write would make (indexSet), of the fields rebuilt only, and of the type index
     const adding = new Map<string, { gte: string; lt: string }[]>();
     for (const c of changed) {
       if (c.is === undefined) continue;
       let ranges = adding.get(c.type);
       if (!ranges) adding.set(c.type, (ranges = []));
-      ranges.push(keys.indexRange(c.is === 'unique' ? 'u' : 'x', c.type, c.field));
+      ranges.push(rebuiltRange(c));
     }
     const ofAdded = (key: string, ranges: { gte: string; lt: string }[]): boolean => ranges.some((r) => key >= r.gte && key < r.lt);
     const { db, schema } = this;
     /** each stored object's entries of the fields rebuilt, in id order */
-    async function* entries(): AsyncGenerator<{ id: string; plain: string[]; unique: string[] }> {
+    async function* entries(): AsyncGenerator<{ id: string; type: string; plain: string[]; unique: string[] }> {
       if (adding.size === 0) return;
       for await (const [k, v] of db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH })) {
         const rec = decode<ObjectRecord>(v);
@@ -1506,7 +1512,7 @@ export class Store {
         if (!ranges || !def) continue;
         const id = k.slice(keys.objectPrefix.length);
         const idx = indexSet(def, id, rec.f, rec.d);
-        yield { id, plain: [...idx.plain].filter((key) => ofAdded(key, ranges)), unique: [...idx.unique].filter((key) => ofAdded(key, ranges)) };
+        yield { id, type: rec.t, plain: [...idx.plain].filter((key) => ofAdded(key, ranges)), unique: [...idx.unique].filter((key) => ofAdded(key, ranges)) };
       }
     }
     // First a pass that only reads: who holds each value held twice. A field made unique whose
@@ -1541,8 +1547,9 @@ export class Store {
       ops = [];
     };
     for (const c of changed) {
-      for (const kind of ['u', 'x'] as const) {
-        for await (const key of this.db.keys(keys.indexRange(kind, c.type, c.field))) {
+      const ranges = c.field === '' ? [rebuiltRange({ ...c, is: 'type' })] : (['u', 'x'] as const).map((kind) => keys.indexRange(kind, c.type, c.field));
+      for (const range of ranges) {
+        for await (const key of this.db.keys(range)) {
           ops.push({ type: 'del', key });
           await flushIfFull();
         }
@@ -1551,15 +1558,22 @@ export class Store {
     // (the deletes reach the disk before the puts, so a key both deleted and put ends up put)
     if (ops.length) await this.commits.add(ops);
     ops = [];
+    // the types whose index is rebuilt are counted again, from their live objects
+    const counted = changed.filter((c) => c.field === '').map((c) => c.type);
+    for (const type of counted) this.counts.delete(type);
     // in id order: the least id holds a value made unique
-    for await (const { id, plain, unique } of entries()) {
-      for (const key of plain) ops.push({ type: 'put', key, value: EMPTY });
+    for await (const { id, type, plain, unique } of entries()) {
+      for (const key of plain) {
+        ops.push({ type: 'put', key, value: EMPTY });
+        if (key.startsWith('t')) this.counts.set(type, (this.counts.get(type) ?? 0) + 1);
+      }
       for (const key of unique) {
         const holder = holders.get(key) ?? id;
         if (holder === id) ops.push({ type: 'put', key, value: Buffer.from(id) });
       }
       await flushIfFull();
     }
+    if (counted.length) ops.push({ type: 'put', key: keys.meta('counts'), value: encode(Object.fromEntries(this.counts)) });
     ops.push(layoutOp, { type: 'del', key: keys.meta('indexPending') });
     await this.commits.add(ops);
   }
@@ -2057,13 +2071,16 @@ export class Store {
       this.clock.observe(d.hlc);
       merges.push(this.mergeState(d.id, d.diff, d.hlc, true));
     }
-    const written = this.commits.add(ops, () => {
+    const written: Promise<void> = this.commits.add(ops, () => {
       for (const [slot, rec] of cloned) {
         slot.value.durable ??= rec; // not `current`: a later write may have moved it on, not yet on disk
+        if (slot.value.pending === written) slot.value.pending = undefined;
         this.objects.release(slot);
       }
       for (const c of claims) this.claims.release(c);
     });
+    // a write that changes nothing answers once the record it found is on disk (see write())
+    for (const [slot] of cloned) slot.value.pending ??= written;
     // (listeners such as the LDAP index re-read each id, and find the skipped ones absent)
     const ids = [...decoded.map((d) => d.id), ...diffs.map((d) => d.id)];
     // Every part settles before the listeners hear of the frame and before it fails: a refused
@@ -2948,10 +2965,31 @@ function openError(dir: string, e: unknown): MeridianError {
   return new MeridianError('bad-request', `cannot open the store in ${dir}: ${err.cause?.message ?? err.message ?? String(e)}`);
 }
 
-/** Per `type NUL field`, how the schema indexes the field: `unique`, `ref` or `indexed` (fields it does not index are absent). */
+/** Throws when a write made against a version (If-Match) finds the object at another. */
+function checkIfVersion(def: TypeDef, id: string, cur: ObjectRecord | null | undefined, opts: WriteOptions): void {
+  if (opts.ifVersion !== undefined && cur && cur.v !== opts.ifVersion) {
+    throw new MeridianError('precondition', `${def.name} ${id} has changed since version ${opts.ifVersion}; fetch it again and retry`);
+  }
+}
+
+/** The keys a rebuild of one layout entry writes: a field's index entries, or a type's index. */
+function rebuiltRange(c: { type: string; field: string; is: string | undefined }): { gte: string; lt: string } {
+  if (c.is === 'type') return { gte: keys.typePrefix(c.type), lt: `t${c.type}\u0001` };
+  return keys.indexRange(c.is === 'unique' ? 'u' : 'x', c.type, c.field);
+}
+
+/**
+ * Per `type NUL field`, how the schema indexes the field: `unique`, `ref` or
+ * `indexed` (fields it does not index are absent); and per `type NUL`,
+ * `type`: the type index and count, which a node keeps only of types its
+ * schema has. An object of a type the schema lacked when it arrived (sent
+ * by a master already on a newer schema) is stored without them, and
+ * listed and counted once a schema with the type is opened.
+ */
 function indexLayout(schema: Schema): Record<string, string> {
   const out: Record<string, string> = {};
   for (const def of schema.types.values()) {
+    out[`${def.name}${SEP}`] = 'type';
     // (a reference folds its values otherwise than a string field: a change of kind changes the keys)
     for (const f of def.fields.values()) if (f.unique || f.indexed) out[`${def.name}${SEP}${f.name}`] = f.unique ? 'unique' : f.kind === 'ref' ? 'ref' : 'indexed';
   }

@@ -193,3 +193,28 @@ t.test('a clone carries the idempotency records of keyed writes, with their orig
   t.equal(await b.idempotent('fwd/x/y'), undefined, 'nothing stored of them');
   t.equal(await b.idempotent('fwd/x/z'), undefined);
 });
+
+t.test('a write that changes nothing on a cloned object answers once the clone\'s batch is on disk', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const { frames } = await statesOf(a, 10);
+  const b = await openStore(t, { nodeId: 'b' });
+  // the clone's batch is held back 200 ms on its way to disk
+  const db = (b as unknown as { db: { batch(...args: unknown[]): { write(o?: unknown): Promise<void> } } }).db;
+  const batch = db.batch.bind(db);
+  let landed = false;
+  db.batch = (...args: unknown[]) => {
+    const chained = batch(...args);
+    const write = chained.write.bind(chained);
+    chained.write = async (opts?: unknown) => {
+      await new Promise((r) => setTimeout(r, 200));
+      await write(opts);
+      landed = true;
+    };
+    return chained;
+  };
+  const { durable } = await b.cloneStatesStaged(frames.flat().filter((s) => !('key' in s)));
+  await b.update(o.id, { name: 'Acme' });
+  t.ok(landed, 'the answer came after the batch that holds the object');
+  await durable;
+});

@@ -107,3 +107,36 @@ t.test('a rebuild cut short over a field unique throughout keeps a value held tw
   t.equal((await a.lookup('Person', 'uid', 'jo')).items[0]?.id, 'per-z', 'the open rebuilt uid, refusing nothing, and per-z holds it still');
   t.same(await checkIndexes(a), [], 'its indexes agree with its clash records');
 });
+
+t.test('objects of a type the schema lacked when they arrived are listed and counted once a schema with the type is opened', async (t) => {
+  // a master already on a schema with Note sends Notes to one still on the schema without it
+  const withNote = variant('  License:\n', '  Note:\n    idPrefix: note\n    fields:\n      text: { type: string }\n  License:\n');
+  const without = parseSchema(SCHEMA_TEXT, 'test schema');
+  const a = await open(tempDir(t), withNote);
+  t.teardown(() => a.close());
+  await a.create('Note', { text: 'one' }, { id: 'note-1' });
+  await a.create('Note', { text: 'two' }, { id: 'note-2' });
+  const dir = tempDir(t);
+  const b = await open(dir, without);
+  await b.applyRemote((await a.readFeed(0)).map(({ seq: _seq, ...c }) => c));
+  t.same(b.objectCounts(), {}, 'not counted while the schema lacks the type');
+  await b.close();
+
+  const b2 = await open(dir, withNote);
+  t.same((await b2.list('Note')).items.map((o) => o.id), ['note-1', 'note-2'], 'listed once the schema has the type');
+  t.same(b2.objectCounts(), { Note: 2 }, 'and counted');
+  t.same(await checkIndexes(b2), [], 'the indexes agree with the objects');
+  await b2.delete('note-2');
+  t.same(b2.objectCounts(), { Note: 1 }, 'a delete counts down from there, not below zero');
+  await b2.close();
+
+  // the type leaves the schema and comes back: its index and count follow
+  const b3 = await open(dir, without);
+  t.same(b3.objectCounts(), {}, 'a type the schema no longer has is not counted');
+  await b3.close();
+  const b4 = await open(dir, withNote);
+  t.same((await b4.list('Note')).items.map((o) => o.id), ['note-1'], 'back in the schema: listed again');
+  t.same(b4.objectCounts(), { Note: 1 });
+  t.same(await checkIndexes(b4), []);
+  await b4.close();
+});

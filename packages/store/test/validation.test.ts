@@ -75,6 +75,10 @@ t.test('ids and object lifecycle errors', async (t) => {
   await t.rejects(s.create('Org', { name: 'Y', kind: 'vendor' }, { id: 'org-x' }), { code: 'exists', message: /already exists/ });
   await t.rejects(s.update('org-nope', { name: 'Z' }), { code: 'not-found' });
   await t.rejects(s.update(o.id, { name: 'Z' }, { ifVersion: 'stale' }), { code: 'precondition', message: /has changed since version stale/ });
+  // a write against a stale version is refused even when it would change nothing (If-Match answered alike)
+  const moved = await s.update(o.id, { name: 'Y' });
+  await t.rejects(s.update(o.id, { name: 'Y' }, { ifVersion: o.version }), { code: 'precondition' }, 'a stale version, nothing to change: refused');
+  t.equal((await s.update(o.id, { name: 'Y' }, { ifVersion: moved.version })).version, moved.version, 'the current version, nothing to change: answered');
   await s.delete(o.id);
   await t.rejects(s.update(o.id, { name: 'Z' }), { code: 'not-found', message: /was deleted/ });
   await t.rejects(s.create('Org', { name: 'Y', kind: 'vendor' }, { id: 'org-x' }), { code: 'exists', message: /exists as a deleted object/ });
