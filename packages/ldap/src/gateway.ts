@@ -10,7 +10,7 @@ import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex, hasOptions
 import { frameConnection, withoutControls, type ReadGate } from './framing.js';
 import type { CheckedRequest } from './validate.js';
 import { DirectoryIndex } from './directory-index.js';
-import { DirectoryLayout, InvalidDn, type Location, type MappedType } from './layout.js';
+import { DirectoryLayout, InvalidDn, shortened, type Location, type MappedType } from './layout.js';
 import {
   ABANDON_REQUEST,
   controlsOf,
@@ -1095,9 +1095,4 @@ function parsesAsDn(dn: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** A client's string cut to a length fit for an answer or a log line (a DN may be a megabyte long). */
-function shortened(text: string): string {
-  return text.length <= 200 ? text : `${text.slice(0, 200)}…`;
 }

@@ -8,6 +8,11 @@ const { DN } = ldap;
 /** The attribute of every object entry's RDN: the object id, which never changes, so renames never move entries. */
 export const ID_ATTR = 'meridianId';
 
+/** A client's string cut to a length fit for an answer or a log line (a DN may be a megabyte long). */
+export function shortened(text: string): string {
+  return text.length <= 200 ? text : `${text.slice(0, 200)}…`;
+}
+
 /** the longest DN locate() remembers; ours are well under 100 characters */
 const MAX_CACHED_DN = 256;
 
@@ -149,7 +154,7 @@ export class DirectoryLayout {
   private find(dn: string): Location {
     if (dn.trim() === '') return { kind: 'root' };
     const rdns = parse(dn);
-    if (!rdns) throw new InvalidDn(`"${dn.length <= 200 ? dn : `${dn.slice(0, 200)}…`}" is not a valid DN`);
+    if (!rdns) throw new InvalidDn(`"${shortened(dn)}" is not a valid DN`);
     // a bare uid=... or mail=... names a login wherever it is written
     if (rdns.length === 1 && this.loginAttrs.has(rdns[0]![0])) {
       return { kind: 'login', attr: rdns[0]![0], value: rdns[0]![1] };
