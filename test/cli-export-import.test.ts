@@ -70,6 +70,10 @@ t.test('an export cut short leaves no file and says so in one sentence; a failur
   t.match(cut.stderr, /^meridian: the export stopped part-way \([^)]+\); \S*cut\.xml was not written; run it again\n$/);
   t.notOk(existsSync(file), 'no FILE that would look like an export');
   t.notOk(existsSync(`${file}.partial`), 'and nothing left aside');
+  const toStdout = await cliAsync(['export', '--node', url], { MERIDIAN_PASSWORD: PW });
+  t.equal(toStdout.code, 1);
+  t.match(toStdout.stderr, /^meridian: the export stopped part-way \([^)]+\); run it again\n$/, 'to stdout too, one sentence (it was a stack trace)');
+  t.match(toStdout.stdout, /<object type="Organisation" id="org-1">$/, 'after what had come');
   const askedBefore = asked;
   const nowhere = await cliAsync(['export', '--node', url, '--out', join(tempDir(t), 'no', 'such', 'dir.xml')], { MERIDIAN_PASSWORD: PW });
   t.equal(nowhere.code, 1);
@@ -82,6 +86,18 @@ t.test('an export cut short leaves no file and says so in one sentence; a failur
   const json = await cliAsync(['export', '--json', '--node', url], { MERIDIAN_PASSWORD: PW });
   t.equal(json.code, 2, '--json without --out is a usage error, not XML on stdout');
   t.match(json.stderr, /^meridian: --json prints a summary of an export to a file; give --out FILE/);
+
+  // verify asks every node with the same credential: the one that refuses it is named
+  const refusing = createServer((_req, res) => {
+    res.writeHead(401, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: { code: 'unauthorized', message: 'wrong user or password' } }));
+  });
+  await new Promise<void>((r) => refusing.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => refusing.close(() => r())));
+  const refusingUrl = `http://127.0.0.1:${(refusing.address() as AddressInfo).port}`;
+  const named = await cliAsync(['verify', '--nodes', `${refusingUrl},${refusingUrl}/`], { MERIDIAN_PASSWORD: PW });
+  t.equal(named.code, 1);
+  t.match(named.stderr, new RegExp(`^meridian: ${refusingUrl}/?: wrong user or password`), named.stderr);
 
   // verify draws its progress before any node answers; the error that follows gets a line of its own
   const tty = await cliOnTty(['verify', '--nodes', `${url},http://127.0.0.1:9`], { MERIDIAN_PASSWORD: PW });

@@ -1,5 +1,7 @@
 import t from 'tap';
 import { Level } from 'level';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { cli, startNode } from './helpers/node-process.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -137,6 +139,32 @@ t.test('init prepares a data dir that serve then uses', async (t) => {
   const node = await startNode(t, ['--dir', dir], { MERIDIAN_ADMIN_PASSWORD: '' });
   t.match(node.output(), /meridian node za-1 listening/);
   await node.stop();
+  // a node id the store would refuse is a usage error, said before a data dir is made for it
+  const bad = join(tempDir(t), 'never-made');
+  for (const id of ['a b', 'x'.repeat(129)]) {
+    const refused = cli(['init', '--dir', bad, '--node-id', id]);
+    t.equal(refused.code, 2, `--node-id ${id.slice(0, 10)}: exit 2`);
+    t.equal(refused.stderr, 'meridian: --node-id may hold only letters, digits, ".", "_" and "-" (at most 128)\n');
+    t.notOk(existsSync(bad), 'and no data dir is left behind');
+  }
+  // a data dir that a file is in the way of gets a sentence, not the system's error
+  const file = join(tempDir(t), 'a-file');
+  writeFileSync(file, 'x');
+  const inTheWay = cli(['init', '--dir', join(file, 'sub')]);
+  t.equal(inTheWay.code, 1);
+  t.match(inTheWay.stderr, /^meridian: cannot make the data dir \S+sub: a file is in the way of that directory; choose another --dir\n$/);
+});
+
+t.test('serve says in a sentence what keeps it from starting: a certificate that is no PEM, an address not of this machine', async (t) => {
+  const junk = join(tempDir(t), 'junk.pem');
+  writeFileSync(junk, 'not a certificate\n');
+  const tls = cli(['serve', '--dir', tempDir(t), '--http-port', '0', '--admin-password', PW, '--tls-cert', junk, '--tls-key', junk]);
+  t.equal(tls.code, 1);
+  t.match(tls.stderr, /^meridian: --tls-cert \S+junk\.pem and --tls-key \S+junk\.pem are not a PEM certificate and its private key \([^)]*\)\n$/);
+  // (TEST-NET-1, RFC 5737: an address no machine of ours has)
+  const host = cli(['serve', '--dir', tempDir(t), '--http-port', '0', '--admin-password', PW, '--host', '192.0.2.1']);
+  t.equal(host.code, 1);
+  t.equal(host.stderr, 'meridian: --host 192.0.2.1 is not an address of this machine; give one of its addresses, 0.0.0.0 for all, or 127.0.0.1\n');
 });
 
 t.test('--sample loads the generated CRM dataset on the first start only', async (t) => {

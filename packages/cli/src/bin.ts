@@ -5,7 +5,8 @@ import { run } from './main.js';
 // with a stack trace.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
   if (e.code === 'EPIPE') process.exit(0);
-  throw e;
+  process.stderr.write(`meridian: cannot write to stdout (${e.message}); nothing more is written\n`);
+  process.exit(1);
 });
 
 process.exitCode = await run(process.argv);

@@ -8,7 +8,7 @@ import { parseAssignments } from './assignments.js';
 import { bar, bytes, Progress } from './progress.js';
 import { addReversibilityCommands } from './reversibility.js';
 import { openInput, out, writeAside, type ClientFlags } from './output.js';
-import { Readable, Transform } from 'node:stream';
+import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 
@@ -289,7 +289,7 @@ export function buildProgram(): Command {
         items.push(...body.items);
         next = body.next;
       } while (next);
-      out(flags.json ? JSON.stringify(items) : formatConflicts(items));
+      out(flags.json ? JSON.stringify(items) : formatConflicts(items, flags.all === true));
     });
 
   clientOptions(program.command('export').description('stream every object (or one type) as XML to a file or stdout'))
@@ -307,7 +307,9 @@ export function buildProgram(): Command {
         throw e;
       }
       const progress = new Progress(flags.json === true || !flags.out);
-      const sink = aside ? aside.stream : process.stdout;
+      // (not stdout itself: a pipeline that fails destroys its streams, and stdout destroyed with the
+      // error was reported as a crash with a stack trace, not as the export cut short)
+      const sink = aside ? aside.stream : toStdout();
       let n = 0;
       let size = 0;
       // every object starts with "<object "; the last 7 bytes of a chunk are looked at again with the next, for a tag split between them
@@ -422,7 +424,15 @@ export function buildProgram(): Command {
       try {
         digests = await Promise.all(
           urls.map(async (u) => {
-            const d = { url: u, ...(await client({ ...flags, node: u }).request<DigestView>('GET', '/api/digest')).body };
+            let body: DigestView;
+            try {
+              body = (await client({ ...flags, node: u }).request<DigestView>('GET', '/api/digest')).body;
+            } catch (e) {
+              // (every node is asked with the same credentials: say which one refused or failed)
+              if (e instanceof CliError && !e.message.includes(originOf(u))) throw new CliError(`${u}: ${e.message}`, e.exitCode);
+              throw e;
+            }
+            const d = { url: u, ...body };
             answered++;
             progress.update(line, true);
             return d;
@@ -481,4 +491,23 @@ export async function run(argv: string[]): Promise<number> {
 /** A word of a command line to copy into a shell: quoted when it holds anything but safe characters. */
 function shellWord(w: string): string {
   return /^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A stream onto stdout, with its backpressure, that a failed pipeline can destroy without destroying stdout. */
+function toStdout(): Writable {
+  return new Writable({
+    write(chunk: Buffer, _enc, done) {
+      if (process.stdout.write(chunk)) done();
+      else process.stdout.once('drain', () => done());
+    },
+  });
+}
+
+/** A URL's origin as the client names it in its errors; the text itself when it is no URL. */
+function originOf(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return url;
+  }
 }

@@ -34,8 +34,8 @@ export interface ConflictView {
   settled: string | null;
 }
 
-export function formatConflicts(items: ConflictView[]): string {
-  if (items.length === 0) return 'no open conflicts';
+export function formatConflicts(items: ConflictView[], settledToo = false): string {
+  if (items.length === 0) return settledToo ? 'no conflicts' : 'no open conflicts';
   return items
     .map((c) => {
       const settled = c.settled ? ` (settled ${c.settled})` : '';

@@ -80,6 +80,10 @@ function checkCombination(c: NodeConfig): void {
   if (c.peers.length > 0 && !c.clusterSecret) {
     throw new MeridianError('bad-request', '--peers needs --cluster-secret (or MERIDIAN_CLUSTER_SECRET): masters authenticate each other with it');
   }
+  // (before the store opens: a node id it refuses left an empty data dir behind)
+  if (c.nodeId !== undefined && !isValidId(c.nodeId)) {
+    throw new MeridianError('bad-request', '--node-id may hold only letters, digits, ".", "_" and "-" (at most 128)');
+  }
   if (!isValidId(c.clusterId)) {
     throw new MeridianError('bad-request', '--cluster-id may hold only letters, digits, ".", "_" and "-" (at most 128)');
   }

@@ -93,9 +93,7 @@ export class MeridianNode {
         await store.setMeta('sampleLoaded', true);
         log.info({ objects: n }, 'loaded the sample dataset');
       }
-      const server = config.tlsCert
-        ? createTlsServer({ keepAliveTimeout: 5000, cert: readPem(config.tlsCert, '--tls-cert'), key: readPem(config.tlsKey!, '--tls-key') })
-        : createServer({ keepAliveTimeout: 5000 });
+      const server = config.tlsCert ? withTls(config, (cert, key) => createTlsServer({ keepAliveTimeout: 5000, cert, key })) : createServer({ keepAliveTimeout: 5000 });
       const link = {
         store,
         cluster: config.clusterId,
@@ -177,14 +175,11 @@ export class MeridianNode {
             const bound = await ldapGateway!.listen(port, host, tls);
             return `${tls ? 'ldaps' : 'ldap'}://${host.includes(':') ? `[${host}]` : host}:${bound}`;
           } catch (e) {
-            if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-              throw new HttpError(503, `port ${port} on ${host} is already in use; choose another --${tls ? 'ldaps' : 'ldap'}-port`);
-            }
-            throw e;
+            throw listenFailure(e, port, host, tls ? '--ldaps-port' : '--ldap-port');
           }
         };
         if (config.ldapPort > 0) ldapUrls.push(await listen(config.ldapPort));
-        if (config.ldapsPort > 0) ldapUrls.push(await listen(config.ldapsPort, { cert: readPem(config.tlsCert!, '--tls-cert'), key: readPem(config.tlsKey!, '--tls-key') }));
+        if (config.ldapsPort > 0) ldapUrls.push(await withTls(config, (cert, key) => listen(config.ldapsPort, { cert, key })));
       }
       const node = new MeridianNode(config, store, log, auth, server, replicator, writer, registry, xml, metrics, ldapGateway, ldapUrls);
       server.on('upgrade', (req, socket, head) => {
@@ -212,13 +207,7 @@ export class MeridianNode {
       // to arrive, 400 otherwise, and writes nothing into a response already under way on that connection)
       server.on('request', (req, res) => void node.handle(req, res));
       await new Promise<void>((resolve, reject) => {
-        server.once('error', (e: NodeJS.ErrnoException) =>
-          reject(
-            e.code === 'EADDRINUSE'
-              ? new HttpError(503, `port ${config.httpPort} on ${config.host} is already in use; choose another --http-port`)
-              : e,
-          ),
-        );
+        server.once('error', (e: NodeJS.ErrnoException) => reject(listenFailure(e, config.httpPort, config.host, '--http-port')));
         server.listen(config.httpPort, config.host, () => resolve());
       });
       if (auth.generated) {
@@ -416,6 +405,36 @@ function surfaceOf(path: string): Surface {
   if (path === '/status') return 'status';
   if (path.startsWith('/api/')) return 'admin';
   return 'xml';
+}
+
+/**
+ * What keeps a port from being listened on, in a sentence naming the
+ * setting to change; other errors as they are.
+ */
+function listenFailure(e: unknown, port: number, host: string, flag: string): unknown {
+  switch ((e as NodeJS.ErrnoException).code) {
+    case 'EADDRINUSE':
+      return new HttpError(503, `port ${port} on ${host} is already in use; choose another ${flag}`);
+    case 'EACCES':
+      return new HttpError(503, `port ${port} on ${host} needs privileges this process lacks; choose a port above 1023 for ${flag}`);
+    case 'EADDRNOTAVAIL':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new HttpError(503, `--host ${host} is not an address of this machine; give one of its addresses, 0.0.0.0 for all, or 127.0.0.1`);
+    default:
+      return e;
+  }
+}
+
+/** Makes something of the configured certificate and key, refusing in a sentence what is not a PEM certificate and its key. */
+function withTls<T>(config: NodeConfig, make: (cert: Buffer, key: Buffer) => T): T {
+  const cert = readPem(config.tlsCert!, '--tls-cert');
+  const key = readPem(config.tlsKey!, '--tls-key');
+  try {
+    return make(cert, key);
+  } catch (e) {
+    throw new MeridianError('bad-request', `--tls-cert ${config.tlsCert} and --tls-key ${config.tlsKey} are not a PEM certificate and its private key (${(e as Error).message})`);
+  }
 }
 
 function readPem(path: string, flag: string): Buffer {
