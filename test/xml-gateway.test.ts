@@ -166,6 +166,26 @@ t.test('lists: indexed filters, q, limit and an opaque cursor', async (t) => {
   t.equal((await call(node, 'GET', '/objects/Nope')).status, 404);
 });
 
+t.test('a sign-in for a name that is no one, or for a person with no password, spends a password check as a wrong password does', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  await node.store.create('Person', { cn: 'No Password', sn: 'np', uid: 'nopw', organisation: 'org-c1' }, { id: 'per-nopw' });
+  let decoys = 0;
+  const decoy = node.store.decoyPasswordCheck.bind(node.store);
+  node.store.decoyPasswordCheck = async (pw: string) => {
+    decoys++;
+    return decoy(pw);
+  };
+  const tried = async (user: string): Promise<number> => {
+    const before = decoys;
+    t.equal((await call(node, 'GET', '/me', { auth: basic(user, 'a guess') })).status, 401, user);
+    return decoys - before;
+  };
+  t.equal(await tried('nobody-at-all'), 1, 'no one: one decoy check, the time of a wrong password');
+  t.equal(await tried('nopw'), 1, 'a person with no password: one decoy check');
+  t.equal(await tried('contact1'), 0, 'a wrong password for someone: their own hash is checked');
+});
+
 t.test('the website flow: a customer contact signs in, reads /me, edits their entry and changes their password', async (t) => {
   const node = await startXmlNode(t);
   await seed(node);

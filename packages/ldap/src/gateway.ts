@@ -477,7 +477,8 @@ export class LdapGateway {
           conn.off('close', leave);
         }
       }
-      who = target && (await this.checkBind(target, password));
+      // (a name that is no one takes as long to refuse as a wrong password: its timing tells nothing)
+      who = target ? await this.checkBind(target, password) : void (await this.opts.store.decoyPasswordCheck(password));
     } finally {
       started.done();
     }

@@ -247,6 +247,20 @@ t.test('a long name in a bind or a search is not kept: failed binds keep a hash 
   t.equal(inside.throttle.failures.size, 1, 'the same name in another case counts against the same key');
 });
 
+t.test('a bind for a name that is no one spends a password check, as a wrong password for someone does', async (t) => {
+  const g = await heldGateway(t);
+  let decoys = 0;
+  const decoy = g.store.decoyPasswordCheck.bind(g.store);
+  g.store.decoyPasswordCheck = async (pw: string) => {
+    decoys++;
+    return decoy(pw);
+  };
+  const c = rawClient(t, g.port);
+  c.send(bindRequest(1, `uid=nobody,ou=people,${BASE}`, 'a guess'));
+  t.equal((await c.answered(1)).result, 49);
+  t.equal(decoys, 1, 'one decoy check for a name that is no one');
+});
+
 t.test('a SASL bind is answered authMethodNotSupported and the connection goes on anonymous', async (t) => {
   const g = await heldGateway(t);
   const c = rawClient(t, g.port);

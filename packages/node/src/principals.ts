@@ -60,11 +60,15 @@ export class Principals {
     if (!rules) return undefined;
     // Each login field in turn, to the one whose person the password is: a value one person has as
     // uid may be another's mail (a uid may hold "@"), and the first match must not lock the second out.
+    let checked = false;
     for (const field of rules.login) {
       const found = (await this.store.lookup(rules.principalType, field, user)).items[0];
+      checked ||= found !== undefined;
       const principal = found && (await this.person(found, user, password));
       if (principal) return { principal, version: found.version };
     }
+    // a name that is no one's takes as long to refuse as a wrong password (see person())
+    if (!checked) await this.store.decoyPasswordCheck(password);
     return undefined;
   }
 
@@ -77,7 +81,12 @@ export class Principals {
     const rules = this.store.schema.access;
     if (!rules || password.length === 0 || found.deleted || found.type !== rules.principalType) return undefined;
     const hash = found.fields[rules.passwordField];
-    if (typeof hash !== 'string' || !(await this.check(hash, password))) return undefined;
+    if (typeof hash !== 'string') {
+      // (as long as a wrong password: the answer must not tell that this person has none)
+      await this.store.decoyPasswordCheck(password);
+      return undefined;
+    }
+    if (!(await this.check(hash, password))) return undefined;
     const org = found.fields[rules.organisationField];
     return {
       kind: 'person',

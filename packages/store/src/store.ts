@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { Level } from 'level';
 import * as Y from 'yjs';
@@ -12,7 +12,7 @@ import { conflictKey, fieldConflict, isUniqueConflict, uniqueClash, uniqueKeyOf,
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
 import { FORMAT_KEY, migrateVersions, STORAGE_FORMAT, unreadableFormat } from './migrate.js';
 import { KeyFilter } from './key-filter.js';
-import { DEFAULT_COST, hashPassword, isPasswordHash, type ScryptCost } from './password.js';
+import { DEFAULT_COST, hashPassword, isPasswordHash, verifyPassword, type ScryptCost } from './password.js';
 import { PinnedCache, type Slot } from './pinned-cache.js';
 import { RecencyList } from './recency-list.js';
 import { ReadBatcher } from './read-batcher.js';
@@ -628,6 +628,20 @@ export class Store {
     const def = this.schema.types.get(cur.t);
     if (!def) throw new MeridianError('validation', `${cur.t} ${intent.id} has a type the schema no longer defines`);
     return def;
+  }
+
+  /** a hash at this store's cost that no password matches, made once, for decoyPasswordCheck */
+  private decoyHash: Promise<string> | undefined;
+
+  /**
+   * Spends on a password what checking it against a stored hash would, and
+   * matches nothing: a sign-in for a name that is no one (or one with no
+   * password) then takes as long as a wrong password for someone, so its
+   * timing does not tell which names exist.
+   */
+  async decoyPasswordCheck(password: string): Promise<void> {
+    this.decoyHash ??= hashPassword(randomBytes(16).toString('base64'), this.passwordCost);
+    await verifyPassword(password.length > 0 ? password : ' ', await this.decoyHash);
   }
 
   private async hashPasswords(def: TypeDef, values: Record<string, FieldValue | null>): Promise<Record<string, FieldValue | null>> {

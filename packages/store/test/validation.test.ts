@@ -117,3 +117,13 @@ t.test('a change too large for one replication frame is refused before anything 
   await t.rejects(store.update(fits.id, { telephoneNumber: many(1000, 3000, 'é') }), { rule: 'size' });
   t.equal((await store.get(fits.id))?.fields['cn'], wide, 'and the object is as the last change left it');
 });
+
+t.test('a decoy password check spends a verify at the store\'s own password cost, against a hash made once', async (t) => {
+  const s = await openStore(t);
+  await s.decoyPasswordCheck('a guess');
+  await s.decoyPasswordCheck('');
+  const made = (s as unknown as { decoyHash: Promise<string> }).decoyHash;
+  t.match(await made, /^\$scrypt\$N=1024,r=8,p=1\$/, 'at the cost the store hashes passwords with (the tests\' cheap one here)');
+  await s.decoyPasswordCheck('another');
+  t.equal((s as unknown as { decoyHash: Promise<string> }).decoyHash, made, 'made once');
+});
