@@ -403,6 +403,14 @@ t.test('modify, compare and password modify go through the write path; add, dele
   t.match(bad.stderr, /value "South Africa" does not match \^\[A-Z\]\{2\}\$/, 'naming the rule broken');
   const unknown = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: shoeSize\nshoeSize: 9\n`);
   t.equal(unknown.code, 17, 'undefinedAttributeType');
+  // what slapd answers for types it knows that an entry's classes do not allow, that name the RDN, or that it keeps itself
+  const notHeld = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: jpegPhoto\njpegPhoto: x\n`);
+  t.equal(notHeld.code, 65, 'a standard type the Person mapping does not hold: objectClassViolation');
+  const rdn = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: meridianId\nmeridianId: per-x\n`);
+  t.equal(rdn.code, 67, 'the RDN attribute: notAllowedOnRDN');
+  const kept = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: modifyTimestamp\nmodifyTimestamp: 20260101000000Z\n`);
+  t.equal(kept.code, 19, 'an attribute the directory keeps: constraintViolation (no user modification)');
+  t.match(kept.stderr, /kept by the directory/);
   const absent = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1')}\nchangetype: modify\ndelete: title\n`);
   t.equal(absent.code, 16, 'deleting an attribute the entry does not hold: noSuchAttribute, as slapd answers');
   const guessed = await modify([ADMIN_DN, ADMIN_PW], `dn: ${dnOf('per-c1b')}\nchangetype: modify\ndelete: userPassword\nuserPassword: not-the-password\n`);

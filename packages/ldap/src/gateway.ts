@@ -10,7 +10,7 @@ import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex, hasOptions
 import { frameConnection, withoutControls, type ReadGate } from './framing.js';
 import type { CheckedRequest } from './validate.js';
 import { DirectoryIndex } from './directory-index.js';
-import { DirectoryLayout, InvalidDn, shortened, type Location, type MappedType } from './layout.js';
+import { DirectoryLayout, ENTITLEMENT_ATTR, ID_ATTR, InvalidDn, shortened, type Location, type MappedType } from './layout.js';
 import {
   ABANDON_REQUEST,
   controlsOf,
@@ -140,6 +140,11 @@ interface Selection {
   /** equal for selections that pick the same attributes */
   key: string;
 }
+
+/** attributes the directory makes, which slapd marks NO-USER-MODIFICATION (and the entitlements, worked out from licenses) */
+const DIRECTORY_KEPT: ReadonlySet<string> = new Set(
+  ['createTimestamp', 'modifyTimestamp', 'creatorsName', 'modifiersName', 'entryUUID', 'entryDN', 'structuralObjectClass', 'hasSubordinates', 'subschemaSubentry', ENTITLEMENT_ATTR].map((a) => a.toLowerCase()),
+);
 
 const MANAGED_ELSEWHERE =
   'entries are managed in Meridian, not over LDAP: create and delete objects through the XML gateway or "meridian put" and "meridian delete"; entries never move, their RDN is the object id';
@@ -866,6 +871,22 @@ export class LdapGateway {
 
   // ---- modify -------------------------------------------------------------
 
+  /**
+   * Why an attribute no field of the entry's type maps cannot be modified,
+   * with slapd's result code: the RDN's attribute is notAllowedOnRDN (67),
+   * one the directory keeps (timestamps, entryUUID) constraintViolation (19,
+   * slapd's "no user modification"), another type the directory knows
+   * objectClassViolation (65: the entry's classes do not hold it here), and
+   * a type it does not know undefinedAttributeType (17).
+   */
+  private notModifiable(key: string, description: string, t: MappedType): LdapFailure {
+    const name = shortened(description);
+    if (key === attrKey(ID_ATTR)) return new LdapFailure(ResultCode.notAllowedOnRDN, `${name} is the entry's RDN, the object id, which never changes`);
+    if (DIRECTORY_KEPT.has(key)) return new LdapFailure(ResultCode.constraintViolation, `${name} is kept by the directory; no one modifies it`);
+    if (this.layout.attributeTypes.has(key)) return new LdapFailure(ResultCode.objectClassViolation, `${name} cannot be changed over LDAP: it is not one of the attributes of a ${t.def.name}`);
+    return new LdapFailure(ResultCode.undefinedAttributeType, `${name} is not an attribute type of this directory`);
+  }
+
   private async modify(req: LdapRequest, s: Session): Promise<Answer> {
     if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: anonymous clients cannot modify entries');
     const dn = String(req.object ?? '');
@@ -893,11 +914,9 @@ export class LdapGateway {
       if (target && hasOptions(mod.type)) {
         throw new LdapFailure(ResultCode.unwillingToPerform, `${shortened(mod.type)}: attribute options such as ;lang-en are not supported here; change the attribute without them`);
       }
-      if (!target || target.field.kind === 'ref') {
-        throw new LdapFailure(
-          target ? ResultCode.unwillingToPerform : ResultCode.undefinedAttributeType,
-          target ? `${mod.type} shows another object (${target.field.to}); change the reference through the XML gateway` : `${mod.type} cannot be changed over LDAP: it is not one of the attributes of a ${t.def.name}`,
-        );
+      if (!target) throw this.notModifiable(key, mod.type, t);
+      if (target.field.kind === 'ref') {
+        throw new LdapFailure(ResultCode.unwillingToPerform, `${mod.type} shows another object (${target.field.to}); change the reference through the XML gateway`);
       }
       const f = target.field;
       const values = (mod.values ?? []).map(String);
