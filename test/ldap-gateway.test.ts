@@ -158,6 +158,42 @@ t.test('attribute options and the name supertype, as slapd reads them; a critica
   t.equal(unknownWithOptions.code, 17, 'an unknown type with options is an unknown type first, as slapd answers: undefinedAttributeType');
 });
 
+t.test('what slapd clients rely on: the root DSE under +, a size limit over pages, the DN one bound as, an id in any case', async (t) => {
+  const d = await directory(t);
+  const rootPlus = parseLdif((await search(d, null, ['-b', '', '-s', 'base', '(objectClass=*)', '+'])).stdout)[0]!;
+  for (const a of ['namingContexts', 'supportedControl', 'supportedExtension', 'supportedLDAPVersion']) t.ok(rootPlus.attrs[a], `the root DSE's ${a} under +, as slapd gives it`);
+
+  // the client's size limit holds for a paged search's pages together; a page as large as it is no paging at all
+  const people = ['-b', `ou=people,${BASE}`, '-s', 'one', '(objectClass=*)', '1.1'];
+  const bigPage = await search(d, asAdmin, ['-z', '3', '-E', 'pr=10/noprompt', ...people]);
+  t.equal(bigPage.code, 4, 'a page of 10 with a size limit of 3: sizeLimitExceeded');
+  t.equal(parseLdif(bigPage.stdout).length, 3, 'after 3 entries');
+  const smallPages = await search(d, asAdmin, ['-z', '4', '-E', 'pr=3/noprompt', ...people]);
+  t.equal(smallPages.code, 4, 'pages of 3 with a size limit of 4: sizeLimitExceeded');
+  t.equal(parseLdif(smallPages.stdout).length, 4, 'after 4 entries over two pages (there are 5)');
+  const unlimited = await search(d, asAdmin, ['-E', 'pr=3/noprompt', ...people]);
+  t.equal(parseLdif(unlimited.stdout).length, 5, 'with no size limit, every page');
+
+  // bind as uid=...,ou=people,..., then read, compare and modify that same DN (the PHP way)
+  const loginDn = `uid=contact1,ou=people,${BASE}`;
+  const asLogin: [string, string] = [loginDn, PERSON_PW];
+  const read = await search(d, asLogin, ['-b', loginDn, '-s', 'base', '(objectClass=*)', 'cn']);
+  t.equal(read.code, 0, read.stderr);
+  t.same(parseLdif(read.stdout).map((e) => e.dn), [dnOf('per-c1')], 'the login DN reads the person\'s entry');
+  const compared = await ldapTool('ldapcompare', ['-x', '-H', d.url, '-D', loginDn, '-w', PERSON_PW, loginDn, 'sn:contact1']);
+  t.equal(compared.code, 6, 'and compares it');
+  const modified = await ldapTool('ldapmodify', ['-x', '-H', d.url, '-D', loginDn, '-w', PERSON_PW], { input: `dn: ${loginDn}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +27 21 555 0199\n` });
+  t.equal(modified.code, 0, `and modifies it: ${modified.stderr}`);
+  t.same((await d.node.store.get('per-c1'))?.fields['telephoneNumber'], ['+27 21 555 0199']);
+  const elsewhere = await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', `uid=contact1,ou=bogus,cn=x,${BASE}`, '-w', PERSON_PW]);
+  t.equal(elsewhere.code, 49, 'uid=... under another parent names no one');
+  const other = await search(d, asLogin, ['-b', `uid=contact2,ou=people,${BASE}`, '-s', 'base', '(objectClass=*)', '1.1']);
+  t.equal(other.code, 32, 'another person\'s login DN, whom one may not read: noSuchObject');
+
+  const upper = await search(d, asAdmin, ['-b', `meridianId=PER-C1,ou=people,${BASE}`, '-s', 'base', '(objectClass=*)', '1.1']);
+  t.same(parseLdif(upper.stdout).map((e) => e.dn), [dnOf('per-c1')], 'an entry DN with its id in capitals names the entry, as a filter on meridianId matches it');
+});
+
 t.test('a paged search cookie tells nothing of entries the caller cannot read', async (t) => {
   const d = await directory(t);
   const s = d.node.store;

@@ -280,6 +280,12 @@ export class DirectoryIndex {
     return this.ids[slot]!;
   }
 
+  /** The id of the live object of type `t` whose id is `id` in another case (meridianId matches case-insensitively), if any. */
+  idInAnyCase(t: MappedType, id: string): string | undefined {
+    const slot = this.slotOfFolded.get(id.toLowerCase());
+    return slot !== undefined && this.typeOf[slot] === t ? this.ids[slot] : undefined;
+  }
+
   /**
    * The slots of a type that may match, in slot order, after `after`: from
    * the postings when the filter allows, else every live slot of the type.

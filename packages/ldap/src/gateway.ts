@@ -502,7 +502,7 @@ export class LdapGateway {
   private async bindTarget(name: string): Promise<'admin' | StoredObject | undefined> {
     let loc: Location;
     try {
-      loc = this.layout.locate(name);
+      loc = await this.entryOfLogin(this.layout.locate(name));
     } catch {
       return undefined;
     }
@@ -528,6 +528,24 @@ export class LdapGateway {
     const hash = person.fields[access.passwordField];
     const t = this.layout.mappedType(person.type)!;
     return { principal: p, dn: this.layout.dnOf(t, person.id), login, upgrade: typeof hash === 'string' && needsUpgrade(hash) };
+  }
+
+  /**
+   * An entry DN with its id as stored; a login DN (uid=...,ou=people,...) as the entry of the person it names,
+   * so that a client may read, compare and modify the DN it bound as (the
+   * PHP way: build the DN, bind, then read it); any other location as it is.
+   * Whether the caller may read that entry is checked as for its own DN.
+   */
+  private async entryOfLogin(loc: Location): Promise<Location> {
+    // (an entry DN's id in another case names the same entry: meridianId matches as its filters do)
+    if (loc.kind === 'entry') {
+      const id = this.index.idInAnyCase(loc.type, loc.id);
+      return id === undefined || id === loc.id ? loc : { ...loc, id };
+    }
+    if (loc.kind !== 'login') return loc;
+    const person = await this.personAt(loc);
+    const t = person && !person.deleted ? this.layout.mappedType(person.type) : undefined;
+    return t ? { kind: 'entry', type: t, id: person!.id } : { kind: 'none', matched: this.layout.base };
   }
 
   /** The person an entry DN or a login DN (uid=..., mail=...) names, if any. */
@@ -648,11 +666,13 @@ export class LdapGateway {
     const filter = req.filter;
     if (filter instanceof FilterTooComplex) throw filter;
     const selection = select(req.attributes, req.typesOnly);
-    const loc = this.layout.locate(base);
+    const loc = await this.entryOfLogin(this.layout.locate(base));
     if (loc.kind === 'root') {
       if (scopeName !== 'base') throw new LdapFailure(ResultCode.noSuchObject, `there is no entry above the naming context; search under ${this.layout.base}`);
       const root = this.rootDse();
-      if (evaluate(filter, entrySource(root)) === true) this.writeEntry(conn, id, root, selection);
+      // the root DSE's attributes are operational in slapd, which `+` returns; here `*` returns them too
+      const rootSelection = selection.allOperational ? { ...selection, allUser: true, key: `${selection.key}+` } : selection;
+      if (evaluate(filter, entrySource(root)) === true) this.writeEntry(conn, id, root, rootSelection);
       return answer(id, Op.searchDone, ResultCode.success, '');
     }
     const scope = await this.scopeOf(s);
@@ -663,19 +683,27 @@ export class LdapGateway {
     await this.index.settled();
     const unlimited = s.principal?.kind === 'admin';
     const pagedControl = req.controls.find((c) => c.type === PAGED);
-    const paged = pagedControl && decodePaged(pagedControl.value);
-    if (pagedControl && !paged) throw new LdapFailure(ResultCode.protocolError, "the paged results control's value is not a page size and a cookie (RFC 2696)");
-    const sizeLimit = paged ? Infinity : Math.min(req.sizeLimit || Infinity, unlimited ? Infinity : this.sizeLimit);
+    const decodedPaged = pagedControl && decodePaged(pagedControl.value);
+    if (pagedControl && !decodedPaged) throw new LdapFailure(ResultCode.protocolError, "the paged results control's value is not a page size and a cookie (RFC 2696)");
+    // A page at least as large as the client's size limit: the control is ignored, and the search is
+    // answered in one go up to that limit (RFC 2696 section 3; slapd does so). It was answered in
+    // pages with no limit at all: a client asking for 3 entries, 10 a page, got the whole directory.
+    const paged = decodedPaged && !(req.sizeLimit > 0 && decodedPaged.size >= req.sizeLimit) ? decodedPaged : undefined;
     const timeLimit = Math.min(req.timeLimit || Infinity, unlimited ? Infinity : this.timeLimit) * 1000;
     const pageSize = paged ? Math.min(paged.size || 0, unlimited ? Infinity : this.sizeLimit) : Infinity;
     // ties a paged results cookie to its search; only paged searches pay for it
     const fingerprint = paged ? createHash('sha1').update(`${base}\0${scopeName}\0${JSON.stringify(filter)}\0${s.dn}`).digest('base64url').slice(0, 12) : '';
-    let resume = { step: 0, slot: -1 };
+    // where the last page ended, and how many entries the pages before sent in all
+    let resume = { step: 0, slot: -1, total: 0 };
     if (paged && paged.cookie.length > 0) {
-      const m = /^([\w-]{12}):(\d+):(-?\d+)$/.exec(paged.cookie.toString('latin1'));
+      const m = /^([\w-]{12}):(\d+):(-?\d+)(?::(\d+))?$/.exec(paged.cookie.toString('latin1'));
       if (!m || m[1] !== fingerprint) throw new LdapFailure(ResultCode.unwillingToPerform, 'the paged results cookie belongs to another search; start again without a cookie');
-      resume = { step: Number(m[2]), slot: Number(m[3]) };
+      resume = { step: Number(m[2]), slot: Number(m[3]), total: Number(m[4] ?? 0) };
     }
+    // a paged search's pages are each up to the server's limit; the client's limit holds for all its pages together
+    const clientLimit = req.sizeLimit || Infinity;
+    const sizeLimit = paged ? clientLimit - resume.total : Math.min(clientLimit, unlimited ? Infinity : this.sizeLimit);
+    const sizeLimitShown = paged ? clientLimit : sizeLimit;
     if (paged && paged.size === 0) {
       // size 0 abandons a paged search (RFC 2696)
       return answer(id, Op.searchDone, ResultCode.success, '', { controls: [{ oid: PAGED, value: pagedValue(0, Buffer.alloc(0)) }] });
@@ -731,7 +759,7 @@ export class LdapGateway {
         case 'abandoned':
           return NO_ANSWER;
         case 'size':
-          return done(ResultCode.sizeLimitExceeded, `more than ${sizeLimit} entries match; narrow the filter or use paged results`);
+          return done(ResultCode.sizeLimitExceeded, `more than ${sizeLimitShown} entries match; narrow the filter${paged ? '' : ' or use paged results'}`);
         case 'time':
           return done(ResultCode.timeLimitExceeded, `the search ran past its time limit of ${timeLimit / 1000} s; narrow the filter`);
         case 'gone':
@@ -742,7 +770,7 @@ export class LdapGateway {
       const st = steps[step]!;
       if (st.kind === 'entry') {
         if (evaluate(filter, entrySource(st.entry)) !== true) continue;
-        if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:-1`);
+        if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:-1:${resume.total + sent}`);
         const r = await send(st.entry);
         if (r !== 'go') return stopped(r);
         continue;
@@ -782,7 +810,7 @@ export class LdapGateway {
         for (const [i, entry] of entries.entries()) {
           if (!entry) continue;
           if (!inMemory && evaluate(filter, entrySource(entry)) !== true) continue;
-          if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:${lastSent}`);
+          if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:${lastSent}:${resume.total + sent}`);
           const r = await send(entry);
           if (r !== 'go') return stopped(r);
           lastSent = batch[i]!;
@@ -847,7 +875,7 @@ export class LdapGateway {
   private async compare(req: LdapRequest, s: Session): Promise<Answer> {
     const scope = await this.scopeOf(s);
     const dn = String(req.entry ?? '');
-    const loc = this.layout.locate(dn);
+    const loc = await this.entryOfLogin(this.layout.locate(dn));
     const key = attrKey(req.attribute ?? '');
     if (key === 'userpassword') throw new LdapFailure(ResultCode.insufficientAccessRights, 'passwords cannot be compared; check one with a bind');
     // (before the entry is looked for, as slapd does: the answer tells nothing of whether it exists)
@@ -890,7 +918,7 @@ export class LdapGateway {
   private async modify(req: LdapRequest, s: Session): Promise<Answer> {
     if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: anonymous clients cannot modify entries');
     const dn = String(req.object ?? '');
-    const loc = this.layout.locate(dn);
+    const loc = await this.entryOfLogin(this.layout.locate(dn));
     if (loc.kind !== 'entry') throw new LdapFailure(ResultCode.unwillingToPerform, `only object entries can be modified; ${dn || 'the root DSE'} is not one`);
     const t = loc.type;
     const scope = await this.principalScope(s, s.principal);

@@ -113,7 +113,11 @@ export class DirectoryLayout {
       }
     }
     this.loginAttrs = login;
+    this.principalType = principal?.def.name;
   }
+
+  /** the type whose objects sign in (a person), if the schema has access rules */
+  private readonly principalType: string | undefined;
 
   get adminDn(): string {
     return `cn=admin,${this.base}`;
@@ -164,7 +168,10 @@ export class DirectoryLayout {
     const rel = rdns.slice(0, rdns.length - n);
     if (rel.length === 0) return { kind: 'base' };
     const [k0, v0] = rel[0]!;
-    if (this.loginAttrs.has(k0)) return { kind: 'login', attr: k0, value: v0 };
+    // uid=...,<base> or uid=...,ou=<the persons' container>,<base>: what a website builds to bind
+    // as (under any other parent it names no one, as in slapd)
+    const underPersons = rel.length === 2 && rel[1]![0] === 'ou' && this.byContainer.get(rel[1]![1].toLowerCase())?.def.name === this.principalType;
+    if (this.loginAttrs.has(k0) && (rel.length === 1 || underPersons)) return { kind: 'login', attr: k0, value: v0 };
     if (rel.length === 1 && k0 === 'cn' && v0.toLowerCase() === 'admin') return { kind: 'admin' };
     const last = rel[rel.length - 1]!;
     const type = last[0] === 'ou' ? this.byContainer.get(last[1].toLowerCase()) : undefined;
