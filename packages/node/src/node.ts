@@ -418,9 +418,10 @@ function listenFailure(e: unknown, port: number, host: string, flag: string): un
     case 'EACCES':
       return new HttpError(503, `port ${port} on ${host} needs privileges this process lacks; choose a port above 1023 for ${flag}`);
     case 'EADDRNOTAVAIL':
+      return new HttpError(503, `--host ${host} is not an address of this machine; give one of its addresses, 0.0.0.0 for all, or 127.0.0.1`);
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
-      return new HttpError(503, `--host ${host} is not an address of this machine; give one of its addresses, 0.0.0.0 for all, or 127.0.0.1`);
+      return new HttpError(503, `--host ${host} does not resolve to an address${(e as NodeJS.ErrnoException).code === 'EAI_AGAIN' ? ' (the name service did not answer)' : ''}; give an address of this machine, 0.0.0.0 for all, or 127.0.0.1`);
     default:
       return e;
   }

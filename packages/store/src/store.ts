@@ -345,6 +345,7 @@ export class Store {
     vector: Map<string, number>;
     ahead: [origin: string, originSeq: number, seq: number][];
     counts: Map<string, number>;
+    untyped: Set<string>;
     clientNodes: Map<number, string>;
     ownClients: Set<number>;
     openConflicts: Map<string, Map<string, ConflictRecord>>;
@@ -390,6 +391,7 @@ export class Store {
       }
     }
     this.counts = init.counts;
+    this.untyped = init.untyped;
     this.passwordCost = init.opts.passwordCost ?? DEFAULT_COST;
     const budget = init.opts.cacheBytes ?? 64 * 1024 * 1024;
     // an evicted slot lets go of its doc, which only a slot still cached can use
@@ -492,6 +494,7 @@ export class Store {
       const last = await db.keys({ gte: keys.feedPrefix, lt: keys.feedPrefix + HIGH, reverse: true, limit: 1 }).all();
       const seq = last.length ? parseSeqPart(last[0]!.slice(1)) : 0;
       const counts = new Map(Object.entries((await getMeta<Record<string, number>>('counts')) ?? {}));
+      const untyped = new Set((await getMeta<string[]>('untyped')) ?? []);
       const hlc = (await getMeta<number>('hlc')) ?? 0;
       const clientNodes = new Map<number, string>(
         Object.entries(knownClients).map(([c, n]) => [Number(c), n]),
@@ -515,7 +518,7 @@ export class Store {
       const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
       const versionsMigrated = await migrateVersions(db, await getMeta<number>('versionFormula'));
-      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1 });
+      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1 });
       try {
         await store.reindexChangedFields();
         await store.repairUniqueClashes();
@@ -628,6 +631,21 @@ export class Store {
     const def = this.schema.types.get(cur.t);
     if (!def) throw new MeridianError('validation', `${cur.t} ${intent.id} has a type the schema no longer defines`);
     return def;
+  }
+
+  /**
+   * Types of objects stored while the schema lacked them (sent by a master
+   * already on a newer schema), which have no type index entries or count:
+   * kept in meta `untyped`, written in the batch that stores such an object,
+   * and rebuilt when a schema with the type is opened (reindexChangedFields).
+   */
+  private readonly untyped: Set<string>;
+
+  /** Notes, with `ops` the batch that stores it, an object of a type the schema lacks. */
+  private noteUntyped(type: string, ops: BatchOp[]): void {
+    if (this.untyped.has(type)) return;
+    this.untyped.add(type);
+    ops.push({ type: 'put', key: keys.meta('untyped'), value: encode([...this.untyped]) });
   }
 
   /** a hash at this store's cost that no password matches, made once, for decoyPasswordCheck */
@@ -838,6 +856,7 @@ export class Store {
     const seq = record.s;
     const ops: BatchOp[] = [{ type: 'put', key: keys.object(id), value: encode(record) }];
     for (const op of extra) ops.push(op);
+    if (!def) this.noteUntyped(record.t, ops);
     // a merged clone state has no feed entry of its own (see cloneStates)
     if (feed) ops.push({ type: 'put', key: keys.feed(seq), value: encode(feed) });
     for (const k of before.plain) if (!after.plain.has(k)) ops.push({ type: 'del', key: k });
@@ -1501,11 +1520,18 @@ export class Store {
     if (before === undefined) return void (await this.commits.add([layoutOp]));
     const names = new Set([...Object.keys(before), ...Object.keys(now)].filter((k) => before[k] !== now[k]));
     for (const k of pending) names.add(k);
+    // a count of a type the schema no longer has, left by a build that kept counts of such types
+    for (const t of this.counts.keys()) if (!this.schema.types.has(t)) names.add(`${t}${SEP}`);
     if (names.size === 0) return;
-    const changed = [...names].map((k) => {
-      const [type, field] = k.split(SEP) as [string, string];
-      return { type, field, was: before[k], is: now[k] };
-    });
+    // A type new to the schema has objects only if some arrived while it was unknown (`untyped`);
+    // a layout from before types were in it may hold any type's objects without their index, once.
+    const upgrading = !Object.values(before).includes('type');
+    const changed = [...names]
+      .map((k) => {
+        const [type, field] = k.split(SEP) as [string, string];
+        return { type, field, was: before[k], is: now[k] };
+      })
+      .filter((c) => !(c.field === '' && c.is === 'type' && c.was === undefined && !upgrading && !this.untyped.has(c.type) && !pending.includes(`${c.type}${SEP}`)));
     // the entries a write would make (indexSet), of the fields rebuilt only, and of the type index
     const adding = new Map<string, { gte: string; lt: string }[]>();
     for (const c of changed) {
@@ -1588,6 +1614,18 @@ export class Store {
       await flushIfFull();
     }
     if (counted.length) ops.push({ type: 'put', key: keys.meta('counts'), value: encode(Object.fromEntries(this.counts)) });
+    // The types rebuilt for the schema now have their index and count; those that left it have
+    // neither, and are rebuilt if they come back.
+    let untypedChanged = false;
+    for (const c of changed) {
+      if (c.field !== '') continue;
+      if (c.is === 'type') untypedChanged = this.untyped.delete(c.type) || untypedChanged;
+      else if (!this.untyped.has(c.type)) {
+        this.untyped.add(c.type);
+        untypedChanged = true;
+      }
+    }
+    if (untypedChanged) ops.push({ type: 'put', key: keys.meta('untyped'), value: encode([...this.untyped]) });
     ops.push(layoutOp, { type: 'del', key: keys.meta('indexPending') });
     await this.commits.add(ops);
   }
@@ -2067,6 +2105,7 @@ export class Store {
         continue;
       }
       ops.push({ type: 'put', key: keys.object(id), value: p.bytes });
+      if (!def) this.noteUntyped(rec.t, ops);
       for (const k of idx.plain) ops.push({ type: 'put', key: k, value: EMPTY });
       // a value another object holds here already (a write of this node's, or another cloned object's)
       for (const op of this.uniqueClashes(id, rec.t, undefined, EMPTY_INDEX, idx, p.claims).ops) ops.push(op);

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { Level } from 'level';
 import { checkIndexes, parseSchema, Store } from '../dist/index.js';
-import { encode } from '../dist/codec.js';
+import { decode, encode } from '../dist/codec.js';
 import { keys, SEP } from '../dist/keys.js';
 import { SCHEMA_TEXT, tempDir } from './fixtures.js';
 
@@ -139,4 +139,60 @@ t.test('objects of a type the schema lacked when they arrived are listed and cou
   t.same(b4.objectCounts(), { Note: 1 });
   t.same(await checkIndexes(b4), []);
   await b4.close();
+
+  // the same for a node that clones such objects
+  const snap = a.stateSnapshot();
+  const states = [];
+  for await (const batch of snap.batches()) states.push(...batch.filter((s) => !('key' in s)));
+  const { head, vector } = snap;
+  await snap.close();
+  const cloneDir = tempDir(t);
+  const c = await open(cloneDir, without);
+  await c.cloneStates(states, { peer: 'a', head, vector });
+  t.same(c.objectCounts(), {}, 'cloned while the schema lacks the type: not counted');
+  await c.close();
+  const c2 = await open(cloneDir, withNote);
+  t.same((await c2.list('Note')).items.map((o) => o.id), ['note-1', 'note-2'], 'a clone of them is listed once the schema has the type');
+  t.same(c2.objectCounts(), { Note: 2 });
+  await c2.close();
+});
+
+t.test('a count of a type the schema no longer has, left by a build from before types were in the index layout, is dropped', async (t) => {
+  const withNote = variant('  License:\n', '  Note:\n    idPrefix: note\n    fields:\n      text: { type: string }\n  License:\n');
+  const dir = tempDir(t);
+  const a = await open(dir, withNote);
+  await a.create('Note', { text: 'one' }, { id: 'note-1' });
+  await a.create('Org', { name: 'Acme', kind: 'customer' }, { id: 'org-1' });
+  await a.close();
+  // what such a build left: a layout of indexed fields only, and its counts
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  const layout = decode<Record<string, string>>((await db.get(keys.meta('indexLayout')))!);
+  for (const k of Object.keys(layout)) if (k.endsWith(SEP)) delete layout[k];
+  await db.put(keys.meta('indexLayout'), encode(layout));
+  await db.close();
+  const b = await open(dir, parseSchema(SCHEMA_TEXT, 'test schema'));
+  t.same(b.objectCounts(), { Org: 1 }, 'Note, which the schema lacks, is no longer counted');
+  await b.close();
+  const c = await open(dir, withNote);
+  t.same(c.objectCounts(), { Org: 1, Note: 1 }, 'and is counted again once the schema has it');
+  t.same((await c.list('Note')).items.map((o) => o.id), ['note-1']);
+  t.same(await checkIndexes(c), []);
+  await c.close();
+});
+
+t.test('a type added to the schema with no objects of it stored is added without reading the objects', async (t) => {
+  const withNote = variant('  License:\n', '  Note:\n    idPrefix: note\n    fields:\n      text: { type: string }\n  License:\n');
+  const dir = tempDir(t);
+  const a = await open(dir, parseSchema(SCHEMA_TEXT, 'test schema'));
+  await a.create('Org', { name: 'Acme', kind: 'customer' }, { id: 'org-1' });
+  await a.close();
+  // an object record no index knows of: a scan of the objects at open would index it
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  const org = decode<Record<string, unknown>>((await db.get(keys.object('org-1')))!);
+  await db.put(keys.object('note-x'), encode({ ...org, t: 'Note', f: { text: 'x' } }));
+  await db.close();
+  const b = await open(dir, withNote);
+  t.same((await b.list('Note')).items, [], 'not indexed: the objects were not read, as none of the type arrived while it was unknown');
+  t.same(b.objectCounts(), { Org: 1 });
+  await b.close();
 });
