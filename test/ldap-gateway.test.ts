@@ -187,8 +187,14 @@ t.test('what slapd clients rely on: the root DSE under +, a size limit over page
   t.same((await d.node.store.get('per-c1'))?.fields['telephoneNumber'], ['+27 21 555 0199']);
   const elsewhere = await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', `uid=contact1,ou=bogus,cn=x,${BASE}`, '-w', PERSON_PW]);
   t.equal(elsewhere.code, 49, 'uid=... under another parent names no one');
-  const other = await search(d, asLogin, ['-b', `uid=contact2,ou=people,${BASE}`, '-s', 'base', '(objectClass=*)', '1.1']);
-  t.equal(other.code, 32, 'another person\'s login DN, whom one may not read: noSuchObject');
+  // a login DN of someone one may not read, and of no one, are answered alike: nothing tells which names exist
+  for (const [who, dn] of [['someone unseen', `uid=contact2,ou=people,${BASE}`], ['no one', `uid=nobody,ou=people,${BASE}`]]) {
+    const r = await search(d, asLogin, ['-b', dn!, '-s', 'base', '(objectClass=*)', '1.1']);
+    t.equal(r.code, 32, `search of ${who}'s login DN: noSuchObject`);
+    t.match(r.stdout + r.stderr, new RegExp(`Matched DN: ou=people,${BASE}`), 'matched the persons\' container');
+    const m = await ldapTool('ldapmodify', ['-x', '-H', d.url, '-D', loginDn, '-w', PERSON_PW], { input: `dn: ${dn}\nchangetype: modify\nreplace: title\ntitle: x\n` });
+    t.equal(m.code, 32, `modify of ${who}'s login DN: noSuchObject`);
+  }
 
   const upper = await search(d, asAdmin, ['-b', `meridianId=PER-C1,ou=people,${BASE}`, '-s', 'base', '(objectClass=*)', '1.1']);
   t.same(parseLdif(upper.stdout).map((e) => e.dn), [dnOf('per-c1')], 'an entry DN with its id in capitals names the entry, as a filter on meridianId matches it');

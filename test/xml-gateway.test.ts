@@ -4,6 +4,7 @@
  * every access rule, bad input, export/import validated by xmllint, and
  * the changes feed carrying a write made on another master.
  */
+import { createHash } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { DEFAULT_SCHEMA } from '@meridian/node';
@@ -184,6 +185,11 @@ t.test('a sign-in for a name that is no one, or for a person with no password, s
   t.equal(await tried('nobody-at-all'), 1, 'no one: one decoy check, the time of a wrong password');
   t.equal(await tried('nopw'), 1, 'a person with no password: one decoy check');
   t.equal(await tried('contact1'), 0, 'a wrong password for someone: their own hash is checked');
+  // an {SSHA} hash imported from OpenLDAP is one SHA-1: a decoy as well, so it is no quicker to refuse
+  const salt = Buffer.from('salt1234');
+  const ssha = `{SSHA}${Buffer.concat([createHash('sha1').update('right').update(salt).digest(), salt]).toString('base64')}`;
+  await node.store.create('Person', { cn: 'Imported', sn: 'imp', uid: 'imported', organisation: 'org-c1', password: ssha }, { id: 'per-imported' });
+  t.equal(await tried('imported'), 1, 'a wrong password against an {SSHA} hash: one decoy check besides');
 });
 
 t.test('the website flow: a customer contact signs in, reads /me, edits their entry and changes their password', async (t) => {

@@ -522,7 +522,11 @@ export class LdapGateway {
     if (!access) return undefined;
     // the person's own login name: what a master checks again for a write forwarded by a replica
     const login = access.login.map((f) => person.fields[f]).map((v) => (Array.isArray(v) ? v[0] : v)).find((v): v is string => typeof v === 'string');
-    if (login === undefined) return undefined;
+    if (login === undefined) {
+      // (no quicker than a wrong password: the answer must not tell that the entry exists)
+      await this.opts.store.decoyPasswordCheck(password);
+      return undefined;
+    }
     const p = await this.opts.authenticatePerson(person, login, password);
     if (!p) return undefined;
     const hash = person.fields[access.passwordField];
@@ -545,7 +549,11 @@ export class LdapGateway {
     if (loc.kind !== 'login') return loc;
     const person = await this.personAt(loc);
     const t = person && !person.deleted ? this.layout.mappedType(person.type) : undefined;
-    return t ? { kind: 'entry', type: t, id: person!.id } : { kind: 'none', matched: this.layout.base };
+    if (t) return { kind: 'entry', type: t, id: person!.id };
+    // (matched as for a person one may not read: the answer must not tell whether the name is someone's)
+    const access = this.opts.store.schema.access;
+    const persons = access && this.layout.mappedType(access.principalType);
+    return { kind: 'none', matched: persons ? this.layout.containerDn(persons) : this.layout.base };
   }
 
   /** The person an entry DN or a login DN (uid=..., mail=...) names, if any. */
@@ -918,7 +926,10 @@ export class LdapGateway {
   private async modify(req: LdapRequest, s: Session): Promise<Answer> {
     if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: anonymous clients cannot modify entries');
     const dn = String(req.object ?? '');
-    const loc = await this.entryOfLogin(this.layout.locate(dn));
+    const located = this.layout.locate(dn);
+    const loc = await this.entryOfLogin(located);
+    // a login DN that names no one is answered as one naming someone the caller may not read
+    if (located.kind === 'login' && loc.kind === 'none') throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`, loc.matched);
     if (loc.kind !== 'entry') throw new LdapFailure(ResultCode.unwillingToPerform, `only object entries can be modified; ${dn || 'the root DSE'} is not one`);
     const t = loc.type;
     const scope = await this.principalScope(s, s.principal);

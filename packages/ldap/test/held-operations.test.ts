@@ -259,6 +259,11 @@ t.test('a bind for a name that is no one spends a password check, as a wrong pas
   c.send(bindRequest(1, `uid=nobody,ou=people,${BASE}`, 'a guess'));
   t.equal((await c.answered(1)).result, 49);
   t.equal(decoys, 1, 'one decoy check for a name that is no one');
+  // a person with no login name (no uid or mail), bound by the entry DN: no quicker to refuse
+  await g.store.create('Person', { cn: 'No Login', sn: 'held', organisation: 'org-1' }, { id: 'per-nologin' });
+  c.send(bindRequest(2, `meridianId=per-nologin,ou=people,${BASE}`, 'a guess'));
+  t.equal((await c.answered(2)).result, 49);
+  t.equal(decoys, 2, 'one decoy check for a person with no login name');
 });
 
 t.test('a SASL bind is answered authMethodNotSupported and the connection goes on anonymous', async (t) => {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { AccessScope, rolesOf, verifyPassword, type AccessReads, type Principal, type Store, type StoredObject } from '@meridian/store';
+import { AccessScope, needsUpgrade, rolesOf, verifyPassword, type AccessReads, type Principal, type Store, type StoredObject } from '@meridian/store';
 import type { AdminAuth } from './admin-auth.js';
 import { parseBasic } from '@meridian/xml';
 
@@ -101,6 +101,9 @@ export class Principals {
   private async check(hash: string, password: string): Promise<boolean> {
     const key = createHash('sha256').update(hash).update('\0').update(password).digest('base64');
     if (this.verified.has(key)) return true;
+    // an imported {SSHA} hash is checked in one SHA-1: a scrypt's worth of decoy as well, so that a
+    // name with one is no quicker to refuse than a name that is no one
+    if (needsUpgrade(hash)) await this.store.decoyPasswordCheck(password);
     if (!(await verifyPassword(password, hash))) return false;
     if (this.verified.size > 10_000) this.verified.clear();
     this.verified.add(key);
