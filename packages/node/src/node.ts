@@ -79,7 +79,14 @@ export class MeridianNode {
   /** Opens the store, loads the sample data if asked, and listens. */
   static async start(config: NodeConfig, log: Logger = pino({ level: 'info' }, destination(2))): Promise<MeridianNode> {
     const schema = loadSchemaFile(config.schema);
-    const store = await Store.open({ dir: config.dir, schema, nodeId: config.nodeId, cacheBytes: config.cacheBytes });
+    const store = await Store.open({
+      dir: config.dir,
+      schema,
+      nodeId: config.nodeId,
+      cacheBytes: config.cacheBytes,
+      // (a rebuild reads every object before the node serves: say so, or a large store looks hung)
+      onReindex: (what) => log.info(what, 'rebuilding indexes from the stored objects before serving (the schema changed, or this build indexes more); this reads every object once'),
+    });
     if (store.versionsMigrated > 0) log.info({ objects: store.versionsMigrated }, 'object versions rewritten to this build\'s formula; ETags of those objects changed once');
     let replicator: Replicator | undefined;
     let registry: ReplicaRegistry | undefined;

@@ -46,6 +46,12 @@ export interface StoreOptions {
   /** scrypt cost for password fields */
   passwordCost?: ScryptCost;
   now?: () => number;
+  /**
+   * Told when an open rebuilds indexes from the stored objects, before it
+   * reads them (a large store takes a while): the fields whose index is
+   * rebuilt (`Type.field`) and the types whose type index and count are.
+   */
+  onReindex?: (what: { fields: string[]; types: string[] }) => void;
 }
 
 export interface StoredObject {
@@ -393,6 +399,7 @@ export class Store {
     this.counts = init.counts;
     this.untyped = init.untyped;
     this.passwordCost = init.opts.passwordCost ?? DEFAULT_COST;
+    this.onReindex = init.opts.onReindex;
     const budget = init.opts.cacheBytes ?? 64 * 1024 * 1024;
     // an evicted slot lets go of its doc, which only a slot still cached can use
     this.objects = new PinnedCache<CachedObject>(budget, objectCost, (slot) => this.dropDoc(slot));
@@ -647,6 +654,8 @@ export class Store {
     this.untyped.add(type);
     ops.push({ type: 'put', key: keys.meta('untyped'), value: encode([...this.untyped]) });
   }
+
+  private readonly onReindex: StoreOptions['onReindex'];
 
   /** a hash at this store's cost that no password matches, made once, for decoyPasswordCheck */
   private decoyHash: Promise<string> | undefined;
@@ -1541,6 +1550,10 @@ export class Store {
       ranges.push(rebuiltRange(c));
     }
     const ofAdded = (key: string, ranges: { gte: string; lt: string }[]): boolean => ranges.some((r) => key >= r.gte && key < r.lt);
+    if (adding.size > 0) {
+      const rebuilt = changed.filter((c) => c.is !== undefined);
+      this.onReindex?.({ fields: rebuilt.filter((c) => c.field !== '').map((c) => `${c.type}.${c.field}`), types: rebuilt.filter((c) => c.field === '').map((c) => c.type) });
+    }
     const { db, schema } = this;
     /** each stored object's entries of the fields rebuilt, in id order */
     async function* entries(): AsyncGenerator<{ id: string; type: string; plain: string[]; unique: string[] }> {

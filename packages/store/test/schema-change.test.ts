@@ -122,7 +122,9 @@ t.test('objects of a type the schema lacked when they arrived are listed and cou
   t.same(b.objectCounts(), {}, 'not counted while the schema lacks the type');
   await b.close();
 
-  const b2 = await open(dir, withNote);
+  const told: { fields: string[]; types: string[] }[] = [];
+  const b2 = await Store.open({ dir, schema: withNote, passwordCost: { N: 1024, r: 8, p: 1 }, onReindex: (what) => void told.push(what) });
+  t.same(told, [{ fields: [], types: ['Note'] }], 'the open said it would read the objects to index Note, before it did');
   t.same((await b2.list('Note')).items.map((o) => o.id), ['note-1', 'note-2'], 'listed once the schema has the type');
   t.same(b2.objectCounts(), { Note: 2 }, 'and counted');
   t.same(await checkIndexes(b2), [], 'the indexes agree with the objects');
@@ -191,7 +193,9 @@ t.test('a type added to the schema with no objects of it stored is added without
   const org = decode<Record<string, unknown>>((await db.get(keys.object('org-1')))!);
   await db.put(keys.object('note-x'), encode({ ...org, t: 'Note', f: { text: 'x' } }));
   await db.close();
-  const b = await open(dir, withNote);
+  const told: unknown[] = [];
+  const b = await Store.open({ dir, schema: withNote, passwordCost: { N: 1024, r: 8, p: 1 }, onReindex: (what) => void told.push(what) });
+  t.same(told, [], 'no rebuild was announced');
   t.same((await b.list('Note')).items, [], 'not indexed: the objects were not read, as none of the type arrived while it was unknown');
   t.same(b.objectCounts(), { Org: 1 });
   await b.close();
