@@ -31,3 +31,30 @@ t.test('a keyed write made on one master is answered from its key on another, on
   const feed = await a.store.readFeed(0, 10);
   t.equal(feed[0]?.idempotencyKey, 'api/admin/order-42', 'the key is in the feed entry');
 });
+
+t.test("a keyed write whose record another master's run is still bringing is answered 503 busy with Retry-After, on the admin API and the XML gateway, and makes nothing", async (t) => {
+  const node = await startXmlNode(t, { nodeId: 'a' });
+  const end = node.store.expectIdempotency(['api/admin/order-7', 'api/admin/xml-7']);
+  // the run ends without the records (cut short): the wait ends, and the key's write may have been made or not
+  setTimeout(end, 100);
+  const seq = node.store.lastSeq;
+  const [api, xml] = await Promise.all([
+    fetch(`${node.url}/api/objects`, {
+      method: 'POST',
+      headers: { authorization: ADMIN, 'content-type': 'application/json', 'idempotency-key': 'order-7' },
+      body: JSON.stringify({ type: 'Organisation', fields: { name: 'Maybe Twice', kind: 'customer' } }),
+    }),
+    fetch(`${node.url}/objects/Organisation`, {
+      method: 'POST',
+      headers: { authorization: ADMIN, 'content-type': 'application/xml', 'idempotency-key': 'xml-7' },
+      body: '<object type="Organisation"><field name="name">Maybe Twice</field><field name="kind">customer</field></object>',
+    }),
+  ]);
+  t.equal(api.status, 503);
+  t.equal(api.headers.get('retry-after'), '1');
+  t.match(await api.json(), { error: { code: 'busy', message: 'the first copy of this write was made on another master, and its record is still on its way here; send the write again in a few seconds' } });
+  t.equal(xml.status, 503);
+  t.equal(xml.headers.get('retry-after'), '1');
+  t.match(await xml.text(), /<error code="busy">the first copy of this write was made on another master/);
+  t.equal(node.store.lastSeq, seq, 'nothing was made');
+});

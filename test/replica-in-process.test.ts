@@ -249,3 +249,24 @@ t.test('two persons signing in with the same login text (one\'s uid is the other
   t.not(l1, l2, 'two objects');
   t.match(await two.text(), /By Two/, "the second person's object, not the first's");
 });
+
+t.test("a forwarded write whose record another master's run is still bringing to its master is answered 503 busy by the replica, and made nowhere", async (t) => {
+  const { master, replica } = await masterAndReplica(t);
+  // the master's lookup of the forwarded key finds it on its way, in a run that then ends without it
+  const idempotent = master.store.idempotent.bind(master.store);
+  const looked: string[] = [];
+  master.store.idempotent = (key) => {
+    if (key.startsWith('fwd/') && !looked.includes(key)) {
+      looked.push(key);
+      setTimeout(master.store.expectIdempotency([key]), 50);
+    }
+    return idempotent(key);
+  };
+  const seq = master.store.lastSeq;
+  const r = await fetch(`${replica.url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json', 'idempotency-key': 'order-9' }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'Maybe Twice', kind: 'vendor' } }) });
+  t.equal(r.status, 503);
+  t.equal(r.headers.get('retry-after'), '1');
+  t.match(await r.json(), { error: { code: 'busy', message: /its record is still on its way here; send the write again in a few seconds/ } });
+  t.equal(looked.length, 1, 'the master looked the key up');
+  t.equal(master.store.lastSeq, seq, 'the master made nothing');
+});

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { asSeenBy, authorizeWrite, checkFieldValues, idFromDigest, isMeridianError, sameAsWritten, type AccessScope, type TypeDef, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
+import { asSeenBy, authorizeWrite, checkFieldValues, idFromDigest, isMeridianError, sameAsWritten, type AccessScope, type TypeDef, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type IdempotentWrite, type Principal, type Store, type StoredObject } from '@meridian/store';
 import { checkWriteFrame, ForwardError, FrameError, MAX_REFUSAL, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
 import { builtInRefusal } from './built-in-types.js';
 import type { Principals } from './principals.js';
@@ -45,7 +45,14 @@ export class ForwardedWrites {
   private async run(w: WriteFrame, scoped: string, principal: Principal): Promise<WroteFrame> {
     const me = this.store.nodeId;
     // the record is here if this master made the write, or received it from the master that did
-    const prior = await this.store.idempotent(scoped);
+    let prior: IdempotentWrite | undefined;
+    try {
+      prior = await this.store.idempotent(scoped);
+    } catch (e) {
+      // the record is on its way from another master: the replica's client is told to send the write again
+      if (isMeridianError(e) && e.code === 'busy') return { t: 'wrote', key: w.key, ok: false, code: e.code, message: e.message };
+      throw e;
+    }
     if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [prior.origin ?? me]: prior.originSeq } };
     const opts = { principal: recordedPrincipal(principalName(principal), w.via), ifVersion: w.ifVersion, idempotencyKey: scoped };
     let seesEverything = principal.kind === 'admin';
@@ -97,7 +104,8 @@ export class ForwardedWrites {
       const message = e.message.length <= MAX_REFUSAL ? e.message : `${e.message.slice(0, MAX_REFUSAL - 3)}...`;
       return { t: 'wrote', key: w.key, ok: false, code: e.code, message, ...(field ? { field } : {}) };
     }
-    const done = await this.store.idempotent(scoped);
+    // (a record that began arriving meanwhile is not waited for: the write is made, and "no record" answers as below)
+    const done = await this.store.idempotent(scoped).catch(() => undefined);
     // no record: the write changed nothing, and the replica needs all this master has; a record
     // from the master that made the write (relayed here) names that master's change
     return { t: 'wrote', key: w.key, ok: true, id: w.id, need: done ? { [done.origin ?? me]: done.originSeq } : this.store.versionVector() };
@@ -113,7 +121,7 @@ function holdsAsked(def: TypeDef, o: StoredObject, asked: Record<string, unknown
   }
 }
 
-const STORE_CODES = new Set<string>(['validation', 'not-found', 'exists', 'precondition', 'closed', 'locked', 'forbidden', 'bad-request']);
+const STORE_CODES = new Set<string>(['validation', 'not-found', 'exists', 'precondition', 'closed', 'locked', 'busy', 'forbidden', 'bad-request']);
 
 /**
  * Replica side: a write goes to the master over the sync session, and its

@@ -27,6 +27,7 @@ const STATUS: Record<ErrorCode, number> = {
   'bad-request': 400,
   closed: 503,
   locked: 503,
+  busy: 503,
   forbidden: 403,
 };
 
@@ -34,7 +35,7 @@ export function toHttpError(e: unknown): HttpError {
   if (e instanceof HttpError) return e;
   if (isMeridianError(e)) {
     const field = (e as { field?: string }).field;
-    return new HttpError(STATUS[e.code], e.message, e.code, {}, field);
+    return new HttpError(STATUS[e.code], e.message, e.code, e.code === 'busy' ? { 'retry-after': '1' } : {}, field);
   }
   return new HttpError(500, 'internal error; the node log has the details', 'internal');
 }

@@ -10,6 +10,8 @@ export type ErrorCode =
   | 'precondition'
   | 'closed'
   | 'locked'
+  /** try again shortly: what the request needs is on its way (503 with Retry-After, LDAP busy) */
+  | 'busy'
   | 'forbidden'
   | 'bad-request';
 

@@ -243,6 +243,8 @@ const CHANGE_OVERHEAD = 64 * 1024;
 /** operations per batch when indexes are rebuilt at open (reindexChangedFields) */
 const REINDEX_BATCH = 10_000;
 const DEFAULT_PAGE = 100;
+/** How long idempotent() waits for a record a replication run is bringing before answering 'busy'. */
+const ARRIVING_WAIT_MS = 5_000;
 
 export class Store {
   readonly nodeId: string;
@@ -322,6 +324,8 @@ export class Store {
   private trimmingTo: number;
   /** a clone began and has not ended (mcloning): see cloneUnfinished */
   private cloning: boolean;
+  /** idempotency keys whose records a replication run brings with its last batch: see expectIdempotency */
+  private readonly arrivingKeys = new Map<string, Promise<void>>();
   /** the trim running or last run: the next waits for it (see trimFeed) */
   private trimRun: Promise<number> = Promise.resolve(0);
   /** ids purged here: no change to them is applied again, nor a create with them made */
@@ -2696,12 +2700,46 @@ export class Store {
 
   // ---- node metadata ----------------------------------------------------
 
-  /** The change a write with this idempotency key made here, once it is on disk. */
+  /**
+   * The change a write with this idempotency key made here, once it is on
+   * disk. A key whose record a replication run is bringing (see
+   * expectIdempotency) is waited for, up to ARRIVING_WAIT_MS: the change it
+   * names may be here already, inside an object's state, so "no record" would
+   * have the write made twice. Past the wait, or when the run ends without
+   * storing it, the answer is 'busy': send the write again shortly.
+   */
   async idempotent(key: string): Promise<IdempotentWrite | undefined> {
     this.assertOpen();
     // synchronous: one memtable or block-cache lookup costs less than the thread-pool round trip
     const v = this.db.getSync(keys.idempotency(key));
-    return v === undefined ? undefined : decode<IdempotentWrite>(v);
+    if (v !== undefined) return decode<IdempotentWrite>(v);
+    const arriving = this.arrivingKeys.get(key);
+    if (!arriving) return undefined;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([arriving, new Promise<void>((resolve) => (timer = setTimeout(resolve, ARRIVING_WAIT_MS)))]);
+    clearTimeout(timer);
+    this.assertOpen();
+    const stored = this.db.getSync(keys.idempotency(key));
+    if (stored !== undefined) return decode<IdempotentWrite>(stored);
+    throw new MeridianError('busy', 'the first copy of this write was made on another master, and its record is still on its way here; send the write again in a few seconds');
+  }
+
+  /**
+   * A replication run (a clone, or anti-entropy) carries these idempotency
+   * records and stores them with its last batch. Until the returned function
+   * is called, once the run's last batch is on disk or the run is cut short,
+   * idempotent() waits for these keys instead of answering that no write was
+   * made under them.
+   */
+  expectIdempotency(expected: readonly string[]): () => void {
+    let end!: () => void;
+    const ended = new Promise<void>((resolve) => (end = resolve));
+    for (const k of expected) this.arrivingKeys.set(k, ended);
+    return () => {
+      // (a later run may have taken a key over: its wait is its own)
+      for (const k of expected) if (this.arrivingKeys.get(k) === ended) this.arrivingKeys.delete(k);
+      end();
+    };
   }
 
   /** Forgets idempotency keys recorded before `before` (ms since the epoch); returns how many. */

@@ -194,6 +194,34 @@ t.test('a clone carries the idempotency records of keyed writes, with their orig
   t.equal(await b.idempotent('fwd/x/z'), undefined);
 });
 
+t.test('a key whose record a run brings is waited for: answered from the record once stored, busy when the run ends without it or takes too long', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const made = await a.create('Org', { name: 'Keyed', kind: 'customer' }, { idempotencyKey: 'fwd/laptop-1/k1' });
+  const { frames, head, vector } = await statesOf(a, 100);
+  const b = await openStore(t, { nodeId: 'b' });
+  const keyed = frames.flat().filter((s) => 'key' in s);
+  const end = b.expectIdempotency(['fwd/laptop-1/k1', 'fwd/laptop-1/never']);
+  t.equal(await b.idempotent('fwd/laptop-1/other'), undefined, 'a key no run brings is answered at once');
+  let answered = false;
+  const waiting = b.idempotent('fwd/laptop-1/k1').finally(() => void (answered = true));
+  const lost = b.idempotent('fwd/laptop-1/never');
+  await b.cloneStates(frames.flat().filter((s) => !('key' in s)));
+  await new Promise((r) => setTimeout(r, 50));
+  t.notOk(answered, 'the resend waits while the states are in and the record is not');
+  await b.cloneStates(keyed, { peer: 'a', head, vector });
+  end();
+  t.match(await waiting, { id: made.id, origin: 'a', originSeq: 1 }, 'then it is answered from the record');
+  await t.rejects(lost, { code: 'busy', message: 'the first copy of this write was made on another master, and its record is still on its way here; send the write again in a few seconds' }, 'a key the run ended without storing is busy');
+  t.equal(await b.idempotent('fwd/laptop-1/never'), undefined, 'after that the key is not waited for');
+
+  const started = performance.now();
+  const endSlow = b.expectIdempotency(['fwd/laptop-1/slow']);
+  await t.rejects(b.idempotent('fwd/laptop-1/slow'), { code: 'busy' }, 'a run that takes too long answers busy');
+  const waited = performance.now() - started;
+  t.ok(waited >= 4900 && waited < 8000, `after about 5 s (${Math.round(waited)} ms)`);
+  endSlow();
+});
+
 t.test('a write that changes nothing on a cloned object answers once the clone\'s batch is on disk', async (t) => {
   const a = await openStore(t, { nodeId: 'a' });
   const o = await a.create('Org', { name: 'Acme', kind: 'customer' });

@@ -26,6 +26,8 @@ export interface FeedStore extends SessionStore {
    * calls' `durable`s settle in call order, as applyRemoteStaged's do.
    */
   cloneStatesStaged(items: ClonedState[], opts?: { clone?: boolean }): Promise<{ durable: Promise<void> }>;
+  /** A run brings these keys' idempotency records: writes resent under them wait until the returned function is called. */
+  expectIdempotency(keys: readonly string[]): () => void;
 }
 
 /** One session's side of the I/O: how a driver sends, admits and closes. */
@@ -57,6 +59,8 @@ export interface SessionIo {
   /** the state snapshot being streamed to the peer, if any */
   snapshot?: StateSnapshot | undefined;
   reader?: AsyncGenerator<ClonedState[]> | undefined;
+  /** ends the store's wait for the idempotency records the running clone or anti-entropy run brings */
+  expected?: (() => void)[] | undefined;
 }
 
 /**
@@ -143,10 +147,14 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         // the last frame waits for every state before it to be on disk, then moves the vector
         const base = JSON.stringify(store.feedBase());
         await store.cloneStates(a.objects, { peer: session.peer!, ...a.done }, { clone: a.clone });
+        endExpected(io);
         queue.push(...session.applied());
         if (JSON.stringify(store.feedBase()) !== base) io.statesApplied?.();
         break;
       }
+      case 'expect-keys':
+        (io.expected ??= []).push(store.expectIdempotency(a.keys));
+        break;
       case 'open':
         if (!io.opened(a.peer, a.role)) return;
         break;
@@ -182,8 +190,14 @@ function snapshotPage(f: NeedFrame): SnapshotPage {
 }
 
 /** Releases a session's snapshot when its connection ends. */
-export function releaseSnapshot(io: SessionIo): void {
+/** Lets go of what a session that ended held: the snapshot it streamed, and the store's wait for the records its run brought. */
+export function releaseSession(io: SessionIo): void {
   void io.reader?.return(undefined);
   void io.snapshot?.close();
   io.reader = io.snapshot = undefined;
+  endExpected(io);
+}
+
+function endExpected(io: SessionIo): void {
+  for (const end of io.expected?.splice(0) ?? []) end();
 }

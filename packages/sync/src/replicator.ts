@@ -7,7 +7,7 @@ import { FrameError, type Role, type WriteFrame, type WroteFrame } from './frame
 import { FrameCodec } from './frame-codec.js';
 import { storeSessionOptions, SyncSession, type Action } from './session.js';
 import { CommitClock } from './commit-clock.js';
-import { releaseSnapshot, runActions, type FeedStore, type SessionIo } from './executor.js';
+import { releaseSession, runActions, type FeedStore, type SessionIo } from './executor.js';
 
 /** The reason a dialer shows when its session was closed because the peer's own session carries the link. */
 export const DUPLICATE_SESSION = 'duplicate session';
@@ -600,7 +600,7 @@ export class Replicator {
     if (!this.links.delete(link)) return;
     clearInterval(link.timer);
     clearTimeout(link.watchdog);
-    releaseSnapshot(link);
+    releaseSession(link);
     const reason = this.lastReason.get(link) ?? fallback ?? 'closed';
     if (reason !== DUPLICATE_SESSION) this.wake(link.session.peer);
     // what the peer held when the session ended, for status while it is away, whichever side

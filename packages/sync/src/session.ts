@@ -27,7 +27,9 @@ export type Action =
   | { type: 'compare-digest'; theirs: Uint8Array[] }
   /** receiver side: what this node holds in the differing buckets after `after`, for the next `need` page */
   | { type: 'read-held'; buckets: number[]; after: string | undefined }
-  /** `clone`: the states of a clone (the subscriber was empty), not of an anti-entropy run */
+  /** the idempotency records of these keys came in a states frame and are stored with the run's last: until then the store waits for them */
+  | { type: 'expect-keys'; keys: string[] }
+  /** `clone`: the states of a clone (the subscriber was empty), not of an anti-entropy run; with `done`, the held keys' records too */
   | { type: 'clone'; objects: ClonedState[]; done: { head: number; vector: Record<string, number> } | undefined; clone: boolean }
   | { type: 'load-checkpoint'; peer: string }
   | { type: 'open'; peer: string; role: Role }
@@ -381,14 +383,21 @@ export class SyncSession {
         if (unjoined) return this.fail(unjoined, true);
         // Idempotency records are held until the run's last frame, whose batch stores them with the vector.
         // Past MAX_HELD_KEYS they are dropped, not the run: a resend of such a write is made again, as before records travelled.
+        // Meanwhile the driver has the store wait for them (expect-keys): a resend of such a write may come
+        // after the state holding its change is in, and before its record is.
+        const expected: string[] = [];
         if (f.keys) {
-          for (const k of f.keys) if (this.heldKeys.length < MAX_HELD_KEYS) this.heldKeys.push(k);
+          for (const k of f.keys) {
+            if (this.heldKeys.length >= MAX_HELD_KEYS) break;
+            this.heldKeys.push(k);
+            expected.push(k.q);
+          }
           delete f.keys;
         }
         this.pendingApply.push(f);
         // the next page is asked for at once: its answer may come while this one is applied
         const more: Action[] = f.page ? [{ type: 'read-held', buckets: this.needBuckets!, after: this.needAfter }] : [];
-        return [...more, ...this.nextApply()];
+        return [...(expected.length ? [{ type: 'expect-keys', keys: expected } as const] : []), ...more, ...this.nextApply()];
       }
       case 'changes': {
         // states frames before the final one may still be queued here: what matters is that the last has arrived

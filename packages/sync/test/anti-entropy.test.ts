@@ -294,3 +294,24 @@ t.test("anti-entropy carries the idempotency records of keyed writes whose chang
   t.same(sent, ['fwd/laptop/k2'], 'the record of the change b lacked, not that of one its vector covers');
   t.match(await b.idempotent('fwd/laptop/k2'), { id: second.id, origin: 'a', originSeq: 2 }, 'a resend reaching b is answered from it');
 });
+
+t.test('a resend that reaches a node while an anti-entropy run brings its record waits for the run, and is answered from the record', async (t) => {
+  const [a, b] = await stores(t, 'a', 'b');
+  const keyed = await a.create('Thing', { a: 'keyed' }, { idempotencyKey: 'fwd/laptop/k1' });
+  for (let i = 0; i < 30; i++) await a.create('Thing', { a: `more ${i}` });
+  await a.trimFeed(1); // b is repaired by anti-entropy, in pages of 4 objects: the record goes with the first
+  let resend: Promise<unknown> | undefined;
+  let doneBefore = false;
+  const { x: sender, y: receiver } = await replicate(a, b, 4, {
+    delivered: (f, to) => {
+      if (to !== b || f.t !== 'states') return;
+      if (f.done && !resend) doneBefore = true;
+      // the client sends the write again to b, as if a's answer had been lost, while the run goes on
+      if (f.keys?.length && !f.done) resend = b.idempotent('fwd/laptop/k1');
+    },
+  });
+  t.equal(sender.closed ?? receiver.closed, undefined, 'neither session closed');
+  t.ok(resend, 'the record came in a states frame before the last');
+  t.notOk(doneBefore, 'and the resend was looked up before the run ended');
+  t.match(await resend, { id: keyed.id, origin: 'a', originSeq: 1 }, 'the resend is answered from the record the run brought, not made again');
+});

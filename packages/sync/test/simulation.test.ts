@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import * as Y from 'yjs';
 import { checkIndexes, isUniqueConflict, Store } from '@meridian/store';
-import { decodeFrame, encodeFrame, releaseSnapshot, runActions, storeSessionOptions, SyncSession, type Action, type FeedStore, type Frame, type SessionIo } from '../dist/index.js';
+import { decodeFrame, encodeFrame, releaseSession, runActions, storeSessionOptions, SyncSession, type Action, type FeedStore, type Frame, type SessionIo } from '../dist/index.js';
 import { thingSchema } from './thing-schema.js';
 import { prng } from '../../../test/helpers/prng.js';
 
@@ -153,6 +153,7 @@ class Simulation {
       digest: (bits) => store.digest(bits),
       heldStates: (opts) => store.heldStates(opts),
       cloneStates: (items, done, opts) => store.cloneStates(items, done, opts),
+      expectIdempotency: (keys) => store.expectIdempotency(keys),
       // reported on disk after a random delay too, in call order with the changes' batches
       cloneStatesStaged: async (items, opts) => {
         const { durable } = await store.cloneStatesStaged(items, opts);
@@ -228,7 +229,7 @@ class Simulation {
     if (!conn.open) return;
     conn.open = false;
     this.conns.delete(conn.key);
-    for (const end of conn.ends) releaseSnapshot(end);
+    for (const end of conn.ends) releaseSession(end);
     this.redialAt.set(conn.key, this.now + 5 + Math.floor(this.rnd() * 50));
     this.log.push(`${this.now}: drop ${conn.key}: ${why}`);
   }

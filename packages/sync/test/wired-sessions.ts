@@ -14,7 +14,7 @@ export interface End {
 }
 
 /** Connects two stores with a session each (`x` dials) and runs them until both are live. */
-export async function replicate(x: Store, y: Store, needBatch: number, opts: { yEmpty?: boolean } = {}): Promise<{ x: End; y: End }> {
+export async function replicate(x: Store, y: Store, needBatch: number, opts: { yEmpty?: boolean; delivered?: (frame: Frame, to: Store) => void } = {}): Promise<{ x: End; y: End }> {
   const ends: End[] = [];
   const make = (store: Store, dialed: boolean): End => {
     const e: End = { queue: Promise.resolve(), sent: [], closed: undefined, io: undefined as unknown as SessionIo };
@@ -40,7 +40,10 @@ export async function replicate(x: Store, y: Store, needBatch: number, opts: { y
         const bytes = encodeFrame(frame);
         const other = ends.find((o) => o !== e)!;
         setImmediate(() => {
-          other.queue = other.queue.then(() => runActions(other.io, other.io.session.receive(decodeFrame(bytes))));
+          other.queue = other.queue.then(async () => {
+            await runActions(other.io, other.io.session.receive(decodeFrame(bytes)));
+            opts.delivered?.(frame, other.io.store);
+          });
         });
         return true;
       },
