@@ -95,6 +95,12 @@ t.test('the whole filter language, scopes, and requested attributes', async (t) 
   t.same(await dns('(objectClass=*)', ['-b', `ou=people,${BASE}`, '-s', 'one']), ['per-c1', 'per-c1b', 'per-c2', 'per-radmin', 'per-staff'].map(dnOf).sort(), 'one level');
   t.same(await dns('(objectClass=*)', ['-b', dnOf('per-c1'), '-s', 'base']), [dnOf('per-c1')], 'base');
   t.equal((await dns('(objectClass=*)', ['-b', BASE, '-s', 'sub'])).length, 1 + 2 + 4 + 5, 'subtree: the base, two containers, four organisations and five persons');
+  // the subordinate subtree (ldapsearch -s children, as slapd answers it): everything under the base but the base
+  const children = await dns('(objectClass=*)', ['-b', BASE, '-s', 'children']);
+  t.equal(children.length, 2 + 4 + 5, 'children: the two containers, four organisations and five persons');
+  t.notOk(children.includes(BASE), 'not the base itself');
+  t.same(await dns('(objectClass=*)', ['-b', `ou=people,${BASE}`, '-s', 'children']), ['per-c1', 'per-c1b', 'per-c2', 'per-radmin', 'per-staff'].map(dnOf).sort(), "under a container: its objects, as one level");
+  t.same(await dns('(objectClass=*)', ['-b', dnOf('per-c1'), '-s', 'children']), [], "under an object's entry, a leaf: nothing");
   t.equal((await dns('(&)', ['-b', BASE, '-s', 'sub'])).length, 1 + 2 + 4 + 5, 'the absolute true filter (&) matches every entry (RFC 4526, advertised in the root DSE)');
   t.same(await dns('(|)', ['-b', BASE, '-s', 'sub']), [], 'and the absolute false (|) none');
   t.same(await dns('(&(uid=contact1)(&))'), [dnOf('per-c1')], 'inside another filter too');
@@ -480,7 +486,13 @@ t.test('modify, compare and password modify go through the write path; add, dele
   const passwd = (who: [string, string], args: string[]) => ldapTool('ldappasswd', ['-x', '-H', d.url, '-D', who[0], '-w', who[1], ...args]);
   // ldappasswd exits 1 on any failure and prints the result code
   const wrongOld = await passwd(me, ['-a', 'wrong-old', '-s', 'new-pw-1']);
-  t.match(wrongOld.stdout + wrongOld.stderr, /Invalid credentials \(49\)/, 'a wrong old password is refused');
+  t.match(wrongOld.stdout + wrongOld.stderr, /Server is unwilling to perform \(53\)/, 'a wrong old password is refused, as slapd refuses it');
+  t.match(wrongOld.stdout + wrongOld.stderr, /the old password is wrong/);
+  const anonymous = await ldapTool('ldappasswd', ['-x', '-H', d.url, '-s', 'new-pw-1', dnOf('per-c1')]);
+  t.match(anonymous.stdout + anonymous.stderr, /Strong\(er\) authentication required \(8\)/, 'an anonymous client is told to bind, as slapd tells it');
+  const adminOwn = await passwd([ADMIN_DN, ADMIN_PW], ['-s', 'new-pw-1']);
+  t.match(adminOwn.stdout + adminOwn.stderr, /No such object \(32\)/, "the admin's own: no such entry, as for slapd's rootdn");
+  t.match(adminOwn.stdout + adminOwn.stderr, /the admin has no entry here; name the person/);
   t.equal((await passwd(me, ['-a', PERSON_PW, '-s', 'new-pw-1'])).code, 0, 'a person changes their own password with the old one');
   t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact1', '-w', 'new-pw-1'])).code, 0, 'the new one works');
   t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact1', '-w', PERSON_PW])).code, 49, 'the old one does not');

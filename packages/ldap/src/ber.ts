@@ -17,6 +17,7 @@ export const ResultCode = {
   compareFalse: 5,
   compareTrue: 6,
   authMethodNotSupported: 7,
+  strongerAuthRequired: 8,
   unavailableCriticalExtension: 12,
   noSuchAttribute: 16,
   attributeOrValueExists: 20,

@@ -668,8 +668,12 @@ export class LdapGateway {
     const id = req.messageId;
     const conn = req.connection;
     const base = req.baseObject;
-    const scopeName = (['base', 'one', 'sub'] as const)[req.scope];
-    if (!scopeName) throw new LdapFailure(ResultCode.protocolError, `the search scope ${req.scope} is not base (0), one (1) or sub (2)`);
+    // children (3): the subordinate subtree, everything under the base but the base itself (slapd, ldapsearch -s children)
+    const scopeName = (['base', 'one', 'sub', 'children'] as const)[req.scope];
+    if (!scopeName) throw new LdapFailure(ResultCode.protocolError, `the search scope ${req.scope} is not base (0), one (1), sub (2) or children (3)`);
+    const withBase = scopeName === 'base' || scopeName === 'sub';
+    const withChildren = scopeName !== 'base';
+    const withDeeper = scopeName === 'sub' || scopeName === 'children';
     if (req.sizeLimit < 0 || req.timeLimit < 0) throw new LdapFailure(ResultCode.protocolError, 'a search size or time limit is negative; give 0 for none');
     const filter = req.filter;
     if (filter instanceof FilterTooComplex) throw filter;
@@ -720,16 +724,17 @@ export class LdapGateway {
     // what the scope covers: fixed entries, then whole types, then one object
     const steps: ({ kind: 'entry'; entry: Entry } | { kind: 'type'; type: MappedType })[] = [];
     if (loc.kind === 'base') {
-      if (scopeName !== 'one') steps.push({ kind: 'entry', entry: this.entries.base() });
-      if (scopeName !== 'base') for (const t of this.layout.types.values()) steps.push({ kind: 'entry', entry: this.entries.container(t) });
-      if (scopeName === 'sub') for (const t of this.layout.types.values()) steps.push({ kind: 'type', type: t });
+      if (withBase) steps.push({ kind: 'entry', entry: this.entries.base() });
+      if (withChildren) for (const t of this.layout.types.values()) steps.push({ kind: 'entry', entry: this.entries.container(t) });
+      if (withDeeper) for (const t of this.layout.types.values()) steps.push({ kind: 'type', type: t });
     } else if (loc.kind === 'container') {
-      if (scopeName !== 'one') steps.push({ kind: 'entry', entry: this.entries.container(loc.type) });
-      if (scopeName !== 'base') steps.push({ kind: 'type', type: loc.type });
+      if (withBase) steps.push({ kind: 'entry', entry: this.entries.container(loc.type) });
+      if (withChildren) steps.push({ kind: 'type', type: loc.type });
     } else {
       const entry = await this.readableEntry(loc.type, loc.id, scope);
       if (!entry) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${base}`, this.layout.containerDn(loc.type));
-      if (scopeName !== 'one') steps.push({ kind: 'entry', entry });
+      // (an object's entry is a leaf)
+      if (withBase) steps.push({ kind: 'entry', entry });
     }
 
     let sent = 0;
@@ -1054,7 +1059,8 @@ export class LdapGateway {
   private async passwordModify(req: LdapRequest, s: Session): Promise<Answer> {
     // (as bound when the operation began: a recheck by another of the session's operations may drop it meanwhile)
     const principal = s.principal;
-    if (!principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: changing a password needs the old one or the admin');
+    // (the codes of this operation are slapd's: 8 for an anonymous client, 53 for a wrong old password, 32 for the admin's own)
+    if (!principal) throw new LdapFailure(ResultCode.strongerAuthRequired, 'only bound clients may change passwords; bind with your DN or uid and password first');
     const value = (req.requestValue ?? {}) as { userIdentity?: string; oldPassword?: string; newPassword?: string };
     const access = this.opts.store.schema.access;
     if (!access) throw new LdapFailure(ResultCode.unwillingToPerform, 'this schema has no persons with passwords');
@@ -1070,7 +1076,7 @@ export class LdapGateway {
     } else if (principal.kind === 'person') {
       target = await this.opts.store.get(principal.id);
     } else {
-      throw new LdapFailure(ResultCode.unwillingToPerform, 'the admin has no entry here; name the person whose password to change (ldappasswd ... DN)');
+      throw new LdapFailure(ResultCode.noSuchObject, 'the admin has no entry here; name the person whose password to change (ldappasswd ... DN)');
     }
     const self = principal.kind === 'person' && target?.id === principal.id;
     if (!resets && !self) throw notYours();
@@ -1078,7 +1084,7 @@ export class LdapGateway {
     const credential = s.credential;
     if (self && value.oldPassword !== undefined && value.oldPassword !== credential?.password) {
       const p = credential && (await this.opts.authenticatePerson(target, credential.user, value.oldPassword));
-      if (!p) throw new LdapFailure(ResultCode.invalidCredentials, 'the old password is wrong');
+      if (!p) throw new LdapFailure(ResultCode.unwillingToPerform, 'the old password is wrong');
     }
     const generated = value.newPassword ? undefined : randomBytes(12).toString('base64url');
     const password = value.newPassword ?? generated!;
