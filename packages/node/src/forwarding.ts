@@ -104,8 +104,12 @@ export class ForwardedWrites {
       const message = e.message.length <= MAX_REFUSAL ? e.message : `${e.message.slice(0, MAX_REFUSAL - 3)}...`;
       return { t: 'wrote', key: w.key, ok: false, code: e.code, message, ...(field ? { field } : {}) };
     }
-    // (a record that began arriving meanwhile is not waited for: the write is made, and "no record" answers as below)
-    const done = await this.store.idempotent(scoped).catch(() => undefined);
+    // No record when the write changed nothing. One that began arriving with a peer's run meanwhile is
+    // waited for by idempotent(), and if it is still on its way ('busy') the answer is "no record", as here.
+    const done = await this.store.idempotent(scoped).catch((e: unknown) => {
+      if (isMeridianError(e) && e.code === 'busy') return undefined;
+      throw e;
+    });
     // no record: the write changed nothing, and the replica needs all this master has; a record
     // from the master that made the write (relayed here) names that master's change
     return { t: 'wrote', key: w.key, ok: true, id: w.id, need: done ? { [done.origin ?? me]: done.originSeq } : this.store.versionVector() };

@@ -325,7 +325,9 @@ export class Store {
   /** a clone began and has not ended (mcloning): see cloneUnfinished */
   private cloning: boolean;
   /** idempotency keys whose records a replication run brings with its last batch: see expectIdempotency */
-  private readonly arrivingKeys = new Map<string, Promise<void>>();
+  private readonly arrivingKeys = new Map<string, Set<Promise<void>>>();
+  /** ends every wait of expectIdempotency, at close */
+  private readonly arrivingEnds = new Set<() => void>();
   /** the trim running or last run: the next waits for it (see trimFeed) */
   private trimRun: Promise<number> = Promise.resolve(0);
   /** ids purged here: no change to them is applied again, nor a create with them made */
@@ -1791,6 +1793,23 @@ export class Store {
       vector,
       digest: (bits = 8) => digestRecords(db.iterator(range), bits, undefined, undefined, () => db.iterator(markers)),
       async *batches(batch = 500, page?: SnapshotPage) {
+        async function* idempotencyRecords(batch: number): AsyncGenerator<ClonedState[]> {
+          const it = db.iterator({ gte: keys.idempotencyPrefix, lt: keys.idempotencyPrefix + HIGH, snapshot, highWaterMarkBytes: range.highWaterMarkBytes });
+          try {
+            for (;;) {
+              const entries = await it.nextv(batch);
+              if (entries.length === 0) break;
+              yield entries.map(([k, v]): ClonedState => {
+                const w = decode<IdempotentWrite>(v);
+                // (records from before the origin was kept were all made here)
+                const origin = w.origin ?? nodeId;
+                return { key: k.slice(1), record: w.origin === undefined ? encode({ ...w, origin }) : v, origin, originSeq: w.originSeq };
+              });
+            }
+          } finally {
+            await it.close();
+          }
+        }
         if (page?.buckets.size === 0) return;
         const inPage = (k: string): boolean => !page || page.buckets.has(bucketOf(k.slice(1), page.bits));
         // (a range option present but undefined is a bound all the same in abstract-level: leave it out)
@@ -1804,6 +1823,11 @@ export class Store {
         // objects a third node may still send it.
         const scans = page?.after === undefined ? ([[markers, true], [objects, false]] as const) : ([[objects, false]] as const);
         for (const [opts, purged] of scans) {
+          // The idempotency records next, once a run (a clone, or an anti-entropy run's first page),
+          // before the objects: the receiver stores them with the run's last frame, and meanwhile has
+          // a resend under one of their keys wait for that, which it can do only once it knows the key,
+          // so before the state holding the key's change is in.
+          if (!purged && page?.after === undefined) yield* idempotencyRecords(batch);
           const it = db.iterator(opts);
           try {
             for (;;) {
@@ -1830,25 +1854,6 @@ export class Store {
                 }
               }
               if (out.length) yield out;
-            }
-          } finally {
-            await it.close();
-          }
-        }
-        // The idempotency records last, once a run (a clone, or an anti-entropy run's first page):
-        // the receiver holds their changes once the states are in.
-        if (page?.after === undefined) {
-          const it = db.iterator({ gte: keys.idempotencyPrefix, lt: keys.idempotencyPrefix + HIGH, snapshot, highWaterMarkBytes: range.highWaterMarkBytes });
-          try {
-            for (;;) {
-              const entries = await it.nextv(batch);
-              if (entries.length === 0) break;
-              yield entries.map(([k, v]): ClonedState => {
-                const w = decode<IdempotentWrite>(v);
-                // (records from before the origin was kept were all made here)
-                const origin = w.origin ?? nodeId;
-                return { key: k.slice(1), record: w.origin === undefined ? encode({ ...w, origin }) : v, origin, originSeq: w.originSeq };
-              });
             }
           } finally {
             await it.close();
@@ -2713,14 +2718,19 @@ export class Store {
     // synchronous: one memtable or block-cache lookup costs less than the thread-pool round trip
     const v = this.db.getSync(keys.idempotency(key));
     if (v !== undefined) return decode<IdempotentWrite>(v);
-    const arriving = this.arrivingKeys.get(key);
-    if (!arriving) return undefined;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([arriving, new Promise<void>((resolve) => (timer = setTimeout(resolve, ARRIVING_WAIT_MS)))]);
-    clearTimeout(timer);
-    this.assertOpen();
-    const stored = this.db.getSync(keys.idempotency(key));
-    if (stored !== undefined) return decode<IdempotentWrite>(stored);
+    if (!this.arrivingKeys.has(key)) return undefined;
+    // (two runs, from two peers, may bring the same key: each one's end is a reason to look again)
+    const deadline = performance.now() + ARRIVING_WAIT_MS;
+    for (let runs = this.arrivingKeys.get(key); runs; runs = this.arrivingKeys.get(key)) {
+      const left = deadline - performance.now();
+      if (left <= 0) break;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([...runs, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
+      clearTimeout(timer);
+      this.assertOpen();
+      const stored = this.db.getSync(keys.idempotency(key));
+      if (stored !== undefined) return decode<IdempotentWrite>(stored);
+    }
     throw new MeridianError('busy', 'the first copy of this write was made on another master, and its record is still on its way here; send the write again in a few seconds');
   }
 
@@ -2732,14 +2742,27 @@ export class Store {
    * made under them.
    */
   expectIdempotency(expected: readonly string[]): () => void {
-    let end!: () => void;
-    const ended = new Promise<void>((resolve) => (end = resolve));
-    for (const k of expected) this.arrivingKeys.set(k, ended);
-    return () => {
-      // (a later run may have taken a key over: its wait is its own)
-      for (const k of expected) if (this.arrivingKeys.get(k) === ended) this.arrivingKeys.delete(k);
-      end();
+    let resolve!: () => void;
+    const ended = new Promise<void>((r) => (resolve = r));
+    // A key recorded here already needs no wait, and one the run has stored (its `expect-keys` may be
+    // run after its last frame) must not be given one that only the session's end would lift.
+    const waiting = this.closed ? [] : expected.filter((k) => this.db.getSync(keys.idempotency(k)) === undefined);
+    for (const k of waiting) {
+      const runs = this.arrivingKeys.get(k);
+      if (runs) runs.add(ended);
+      else this.arrivingKeys.set(k, new Set([ended]));
+    }
+    const end = (): void => {
+      if (!this.arrivingEnds.delete(end)) return;
+      for (const k of waiting) {
+        const runs = this.arrivingKeys.get(k);
+        runs?.delete(ended);
+        if (runs?.size === 0) this.arrivingKeys.delete(k);
+      }
+      resolve();
     };
+    this.arrivingEnds.add(end);
+    return end;
   }
 
   /** Forgets idempotency keys recorded before `before` (ms since the epoch); returns how many. */
@@ -2860,6 +2883,8 @@ export class Store {
     this.filling = undefined;
     this.uniqueFilter = undefined;
     this.closed = true;
+    // a resend waiting for a record a run brings is answered now: the store is closed
+    for (const end of [...this.arrivingEnds]) end();
     this.listeners.clear();
     this.objects.clear();
     await this.db.close();

@@ -222,6 +222,33 @@ t.test('a key whose record a run brings is waited for: answered from the record 
   endSlow();
 });
 
+t.test('two runs bringing one key: the end of one without it leaves the wait to the other; a key recorded already is not waited for; close ends every wait', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const made = await a.create('Org', { name: 'Keyed', kind: 'customer' }, { idempotencyKey: 'fwd/laptop-1/k1' });
+  const { frames, head, vector } = await statesOf(a, 100);
+  const dir = tempDir(t);
+  const b = await Store.open({ dir, schema, nodeId: 'b' });
+  const fromA = b.expectIdempotency(['fwd/laptop-1/k1']);
+  const fromC = b.expectIdempotency(['fwd/laptop-1/k1']);
+  const waiting = b.idempotent('fwd/laptop-1/k1');
+  fromC(); // c's run is cut short
+  await b.cloneStates(frames.flat(), { peer: 'a', head, vector });
+  fromA();
+  t.match(await waiting, { id: made.id, origin: 'a' }, "answered from a's run, though c's ended first without it");
+  const late = b.expectIdempotency(['fwd/laptop-1/k1']);
+  const started = performance.now();
+  t.match(await b.idempotent('fwd/laptop-1/k1'), { id: made.id }, 'a key already recorded when a run expects it');
+  t.ok(performance.now() - started < 1000, 'is answered at once');
+  late();
+  const pending = b.expectIdempotency(['fwd/laptop-1/k9']);
+  const cut = b.idempotent('fwd/laptop-1/k9').catch((e: unknown) => e);
+  const closing = performance.now();
+  await b.close();
+  t.match(await cut, { code: 'closed' }, 'a wait ends when the store closes');
+  t.ok(performance.now() - closing < 1000, 'at once');
+  pending();
+});
+
 t.test('a write that changes nothing on a cloned object answers once the clone\'s batch is on disk', async (t) => {
   const a = await openStore(t, { nodeId: 'a' });
   const o = await a.create('Org', { name: 'Acme', kind: 'customer' });

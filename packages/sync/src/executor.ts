@@ -61,6 +61,8 @@ export interface SessionIo {
   reader?: AsyncGenerator<ClonedState[]> | undefined;
   /** ends the store's wait for the idempotency records the running clone or anti-entropy run brings */
   expected?: (() => void)[] | undefined;
+  /** the run's last batch (which stores those records) while it is being written */
+  finishing?: Promise<void> | undefined;
 }
 
 /**
@@ -146,7 +148,17 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         }
         // the last frame waits for every state before it to be on disk, then moves the vector
         const base = JSON.stringify(store.feedBase());
-        await store.cloneStates(a.objects, { peer: session.peer!, ...a.done }, { clone: a.clone });
+        // (a session that ends meanwhile lets the waits go only once this batch has settled: see releaseSession)
+        const finishing = store.cloneStates(a.objects, { peer: session.peer!, ...a.done }, { clone: a.clone });
+        io.finishing = finishing.then(
+          () => undefined,
+          () => undefined,
+        );
+        try {
+          await finishing;
+        } finally {
+          io.finishing = undefined;
+        }
         endExpected(io);
         queue.push(...session.applied());
         if (JSON.stringify(store.feedBase()) !== base) io.statesApplied?.();
@@ -195,7 +207,10 @@ export function releaseSession(io: SessionIo): void {
   void io.reader?.return(undefined);
   void io.snapshot?.close();
   io.reader = io.snapshot = undefined;
-  endExpected(io);
+  // The run's last batch may still be on its way to disk (it runs outside the link's queue, once the
+  // frames before it are acknowledged): a resend let go before it is there would find no record.
+  if (io.finishing) void io.finishing.then(() => endExpected(io));
+  else endExpected(io);
 }
 
 function endExpected(io: SessionIo): void {

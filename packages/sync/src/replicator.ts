@@ -800,6 +800,8 @@ export class Replicator {
     }
     this.pending.clear();
     await Promise.all([...this.links].map((l) => l.queue.catch(() => undefined)));
+    // (ended() skips links no longer listed, and the socket's close may come after this)
+    for (const l of this.links) releaseSession(l);
     this.links.clear();
     this.wss.close();
   }

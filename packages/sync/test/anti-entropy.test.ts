@@ -315,3 +315,30 @@ t.test('a resend that reaches a node while an anti-entropy run brings its record
   t.notOk(doneBefore, 'and the resend was looked up before the run ended');
   t.match(await resend, { id: keyed.id, origin: 'a', originSeq: 1 }, 'the resend is answered from the record the run brought, not made again');
 });
+
+t.test("a clone sends the idempotency records before the objects: a resend reaching the new node right after its object's state waits for the run too", async (t) => {
+  const [a, b] = await stores(t, 'a', 'b');
+  const keyed = await a.create('Thing', { a: 'keyed' }, { idempotencyKey: 'fwd/laptop/k1' });
+  for (let i = 0; i < 30; i++) await a.create('Thing', { a: `more ${i}` });
+  let resend: Promise<unknown> | undefined;
+  let keysFrame = -1;
+  let objectFrame = -1;
+  let frames = 0;
+  const { x: sender, y: receiver } = await replicate(a, b, 4, {
+    yEmpty: true,
+    delivered: (f, to) => {
+      if (to !== b || f.t !== 'states') return;
+      frames++;
+      if (f.keys?.length) keysFrame = frames;
+      // the first moment b holds the keyed object's state: a resend now must not be made again
+      if (f.objects.some((o) => o.i === keyed.id) && !f.done) {
+        objectFrame = frames;
+        resend = b.idempotent('fwd/laptop/k1');
+      }
+    },
+  });
+  t.equal(sender.closed ?? receiver.closed, undefined, 'neither session closed');
+  t.ok(b.versionVector()['a'] === a.lastSeq, 'b was cloned');
+  t.ok(keysFrame > 0 && keysFrame <= objectFrame, `the records came no later than the object (frames ${keysFrame} and ${objectFrame} of ${frames})`);
+  t.match(await resend, { id: keyed.id, origin: 'a', originSeq: 1 }, 'the resend is answered from the record');
+});
