@@ -218,7 +218,7 @@ export class EntryBuilder {
     a.add('entryDN', [dn], true);
     a.add('createTimestamp', [generalizedTime(o.created)], true);
     a.add('modifyTimestamp', [generalizedTime(o.modified)], true);
-    a.add('structuralObjectClass', [t.objectClasses[t.objectClasses.length - 1]!], true);
+    a.add('structuralObjectClass', [t.structuralClass], true);
     a.add('hasSubordinates', ['FALSE'], true);
     return { dn, attrs: a.map };
   }

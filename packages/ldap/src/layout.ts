@@ -19,10 +19,21 @@ const MAX_CACHED_DN = 256;
 /** The attribute listing a person's (or an organisation's) licensed products. */
 export const ENTITLEMENT_ATTR = 'meridianEntitlement';
 
+/**
+ * The auxiliary class every object entry has besides its schema's classes:
+ * it holds meridianId and meridianEntitlement, and c and labeledURI, which
+ * organization and inetOrgPerson lack (docs/formats/meridian.schema), so an
+ * LDIF export of the directory loads into OpenLDAP with schema checks on.
+ */
+export const OBJECT_CLASS = 'meridianObject';
+
 export interface MappedType {
   readonly def: TypeDef;
   readonly container: string;
+  /** the schema's classes, then OBJECT_CLASS */
   readonly objectClasses: readonly string[];
+  /** the schema's last class: structuralObjectClass */
+  readonly structuralClass: string;
   /** the schema's LDAP attribute name per field, and its canonical key */
   readonly fields: ReadonlyMap<string, { name: string; key: string; field: FieldDef }>;
   /** by canonical attribute key: the field it comes from */
@@ -96,7 +107,9 @@ export class DirectoryLayout {
         // the first field wins an attribute (Person maps both o and its organisation; there is one o)
         if (!attributes.has(attrKey(f.ldap))) attributes.set(attrKey(f.ldap), { name: f.ldap, field: f });
       }
-      const t: MappedType = { def, container: def.ldapContainer, objectClasses: def.ldapObjectClass, fields, attributes };
+      const classes = def.ldapObjectClass;
+      const objectClasses = classes.some((c) => c.toLowerCase() === OBJECT_CLASS.toLowerCase()) ? classes : [...classes, OBJECT_CLASS];
+      const t: MappedType = { def, container: def.ldapContainer, objectClasses, structuralClass: classes[classes.length - 1]!, fields, attributes };
       this.types.set(def.name, t);
       this.byContainer.set(def.ldapContainer.toLowerCase(), t);
     }
