@@ -196,11 +196,19 @@ export class DirectoryIndex {
     this.stop.push(store.onStates((ids) => this.refresh(ids.map((id) => ({ id, type: undefined })))));
     this.ready = this.build();
     // searches await it and answer with the failure; nothing else may leave it unhandled
-    this.ready.catch((e: unknown) => this.onError(e));
+    this.ready.catch((e: unknown) => this.report(e));
   }
 
   close(): void {
+    this.closed = true;
     for (const s of this.stop) s();
+  }
+
+  private closed = false;
+
+  /** A read that fails once the index is closed is the store closing under it (a node that failed to start, or stops): no news. */
+  private report(e: unknown): void {
+    if (!this.closed) this.onError(e);
   }
 
   private async build(): Promise<void> {
@@ -239,7 +247,7 @@ export class DirectoryIndex {
       if (changes.some((c) => c.type === undefined)) this.onChange(new Set(objects.flatMap((o) => (o ? [o.type] : []))), []);
     };
     // a failed refresh is reported, and the next one runs anyway: the chain never stays rejected
-    this.pending = this.pending.then(run).catch((e: unknown) => this.onError(e));
+    this.pending = this.pending.then(run).catch((e: unknown) => this.report(e));
   }
 
   private drop(id: string): void {

@@ -402,3 +402,21 @@ t.test('what a reference shows is remembered, except a read a change to the refe
   b.entries.changed(new Set(['Organisation']), ['org-1']);
   t.equal(await b.attr('per-b', 'o'), 'Newer Org', 'a rename is shown at once, in an entry that was cached');
 });
+
+t.test("an index closed before its store says nothing of the reads the store's closing fails; one left open reports them", async (t) => {
+  const quiet: unknown[] = [];
+  const store = await crmStore(t);
+  const index = new DirectoryIndex(new DirectoryLayout(store.schema, 'dc=example,dc=com'), store, undefined, (e) => quiet.push(e));
+  // a node that fails to start closes its gateway, then its store, while the index is still being built
+  index.close();
+  await store.close();
+  await t.rejects(index.ready, 'the build failed');
+  t.same(quiet, [], 'and nothing was reported');
+
+  const told: unknown[] = [];
+  const other = await crmStore(t);
+  const open = new DirectoryIndex(new DirectoryLayout(other.schema, 'dc=example,dc=com'), other, undefined, (e) => told.push(e));
+  await other.close();
+  await t.rejects(open.ready);
+  t.equal(told.length, 1, 'an index still open reports the failed build');
+});
