@@ -27,6 +27,9 @@ export const ENTITLEMENT_ATTR = 'meridianEntitlement';
  */
 export const OBJECT_CLASS = 'meridianObject';
 
+/** Auxiliary classes of OpenLDAP's usual schemas, which a schema may list after its structural class: not structuralObjectClass. */
+const AUXILIARY = new Set(['meridianobject', 'labeleduriobject', 'extensibleobject', 'dcobject', 'uidobject', 'simplesecurityobject', 'pkiuser', 'strongauthenticationuser', 'usersecurityinformation', 'posixaccount', 'shadowaccount']);
+
 export interface MappedType {
   readonly def: TypeDef;
   readonly container: string;
@@ -109,7 +112,7 @@ export class DirectoryLayout {
       }
       const classes = def.ldapObjectClass;
       const objectClasses = classes.some((c) => c.toLowerCase() === OBJECT_CLASS.toLowerCase()) ? classes : [...classes, OBJECT_CLASS];
-      const t: MappedType = { def, container: def.ldapContainer, objectClasses, structuralClass: classes[classes.length - 1]!, fields, attributes };
+      const t: MappedType = { def, container: def.ldapContainer, objectClasses, structuralClass: [...classes].reverse().find((c) => !AUXILIARY.has(c.toLowerCase())) ?? classes[classes.length - 1]!, fields, attributes };
       this.types.set(def.name, t);
       this.byContainer.set(def.ldapContainer.toLowerCase(), t);
     }

@@ -101,7 +101,7 @@ export interface SearchRequest {
   readonly connection: Socket;
   readonly controls: readonly RequestControl[];
   readonly baseObject: string;
-  /** 0 base, 1 one level, 2 subtree; anything else is refused when the search runs */
+  /** 0 base, 1 one level, 2 subtree, 3 children (subordinate subtree); anything else is refused when the search runs */
   readonly scope: number;
   /** 0: no limit asked for */
   readonly sizeLimit: number;

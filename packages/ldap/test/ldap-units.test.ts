@@ -420,3 +420,28 @@ t.test("an index closed before its store says nothing of the reads the store's c
   await t.rejects(open.ready);
   t.equal(told.length, 1, 'an index still open reports the failed build');
 });
+
+t.test("every object entry's classes end with meridianObject; structuralObjectClass is the schema's last structural class, past auxiliary ones it lists", async (t) => {
+  const { parseSchema } = await import('@meridian/store');
+  const s = parseSchema(`
+types:
+  Person:
+    idPrefix: per
+    ldap: { objectClass: [top, person, organizationalPerson, inetOrgPerson, labeledURIObject], container: people }
+    fields:
+      cn: { type: string, required: true, ldap: cn }
+      sn: { type: string, required: true, ldap: sn }
+  Site:
+    idPrefix: site
+    ldap: { objectClass: [top, organization, meridianObject], container: sites }
+    fields:
+      name: { type: string, required: true, ldap: o }
+`);
+  const layout = new DirectoryLayout(s, 'dc=example,dc=com');
+  const person = layout.types.get('Person')!;
+  t.same(person.objectClasses, ['top', 'person', 'organizationalPerson', 'inetOrgPerson', 'labeledURIObject', 'meridianObject']);
+  t.equal(person.structuralClass, 'inetOrgPerson', 'not the auxiliary labeledURIObject listed after it');
+  const site = layout.types.get('Site')!;
+  t.same(site.objectClasses, ['top', 'organization', 'meridianObject'], 'meridianObject once, where the schema lists it');
+  t.equal(site.structuralClass, 'organization');
+});

@@ -127,7 +127,7 @@ export interface StateSnapshot {
   head: number;
   vector: Record<string, number>;
   digest(bits?: number): Promise<StoreDigest>;
-  /** every stored record, or what one anti-entropy page asks for: the purge markers first, then the objects, then (on the first page) the idempotency records */
+  /** every stored record, or what one anti-entropy page asks for: the purge markers first, then (on the first page) the idempotency records, then the objects */
   batches(batch?: number, page?: SnapshotPage): AsyncGenerator<ClonedState[]>;
   close(): Promise<void>;
 }
@@ -325,7 +325,8 @@ export class Store {
   /** a clone began and has not ended (mcloning): see cloneUnfinished */
   private cloning: boolean;
   /** idempotency keys whose records a replication run brings with its last batch: see expectIdempotency */
-  private readonly arrivingKeys = new Map<string, Set<Promise<void>>>();
+  /** (one run's end per key, a Set only when two runs bring a key: at the 2,000,000-key cap a Set each would cost 300 MB) */
+  private readonly arrivingKeys = new Map<string, Promise<void> | Set<Promise<void>>>();
   /** ends every wait of expectIdempotency, at close */
   private readonly arrivingEnds = new Set<() => void>();
   /** the trim running or last run: the next waits for it (see trimFeed) */
@@ -2725,7 +2726,7 @@ export class Store {
       const left = deadline - performance.now();
       if (left <= 0) break;
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([...runs, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
+      await Promise.race([...(runs instanceof Set ? runs : [runs]), new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
       clearTimeout(timer);
       this.assertOpen();
       const stored = this.db.getSync(keys.idempotency(key));
@@ -2749,15 +2750,19 @@ export class Store {
     const waiting = this.closed ? [] : expected.filter((k) => this.db.getSync(keys.idempotency(k)) === undefined);
     for (const k of waiting) {
       const runs = this.arrivingKeys.get(k);
-      if (runs) runs.add(ended);
-      else this.arrivingKeys.set(k, new Set([ended]));
+      if (runs === undefined) this.arrivingKeys.set(k, ended);
+      else if (runs instanceof Set) runs.add(ended);
+      else this.arrivingKeys.set(k, new Set([runs, ended]));
     }
     const end = (): void => {
       if (!this.arrivingEnds.delete(end)) return;
       for (const k of waiting) {
         const runs = this.arrivingKeys.get(k);
-        runs?.delete(ended);
-        if (runs?.size === 0) this.arrivingKeys.delete(k);
+        if (runs === ended) this.arrivingKeys.delete(k);
+        else if (runs instanceof Set) {
+          runs.delete(ended);
+          if (runs.size === 0) this.arrivingKeys.delete(k);
+        }
       }
       resolve();
     };

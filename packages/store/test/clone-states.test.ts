@@ -177,7 +177,7 @@ t.test('a clone carries the idempotency records of keyed writes, with their orig
   const ownRecord = await b.idempotent('api/admin/k2');
   const { frames, head, vector } = await statesOf(a, 100);
   const keyed = frames.flat().filter((s): s is Extract<ClonedState, { key: string }> => 'key' in s);
-  t.same(keyed.map((k) => [k.key, k.origin, k.originSeq]), [['api/admin/k2', 'a', 2], ['fwd/laptop-1/k1', 'a', 1]], 'last, in key order, with origin and origin seq');
+  t.same(keyed.map((k) => [k.key, k.origin, k.originSeq]), [['api/admin/k2', 'a', 2], ['fwd/laptop-1/k1', 'a', 1]], 'in key order, with origin and origin seq');
   await b.cloneStates(frames.flat(), { peer: 'a', head, vector });
   t.match(await b.idempotent('fwd/laptop-1/k1'), { id: made.id, origin: 'a', originSeq: 1 }, "a resend reaching b is answered from a's record");
   t.same(await b.idempotent('api/admin/k2'), ownRecord, 'a key recorded here keeps its record');
