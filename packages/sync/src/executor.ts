@@ -201,7 +201,6 @@ function snapshotPage(f: NeedFrame): SnapshotPage {
   };
 }
 
-/** Releases a session's snapshot when its connection ends. */
 /** Lets go of what a session that ended held: the snapshot it streamed, and the store's wait for the records its run brought. */
 export function releaseSession(io: SessionIo): void {
   void io.reader?.return(undefined);
@@ -209,9 +208,19 @@ export function releaseSession(io: SessionIo): void {
   io.reader = io.snapshot = undefined;
   // The run's last batch may still be on its way to disk (it runs outside the link's queue, once the
   // frames before it are acknowledged): a resend let go before it is there would find no record.
-  if (io.finishing) void io.finishing.then(() => endExpected(io));
-  else endExpected(io);
+  if (io.finishing) {
+    void io.finishing.then(() => endExpected(io));
+    return;
+  }
+  // A run cut short may have brought the states its records belong to: the next run (a reconnect)
+  // brings the records again, and until then a resend under one of the keys is answered 'busy'
+  // rather than made a second time. Store.close ends the waits sooner.
+  const held = io.expected?.splice(0) ?? [];
+  if (held.length) setTimeout(() => held.forEach((end) => end()), CUT_SHORT_WAIT_MS).unref();
 }
+
+/** How long the keys of a run cut short are still waited for: a reconnect and the start of a new run. */
+export const CUT_SHORT_WAIT_MS = 30_000;
 
 function endExpected(io: SessionIo): void {
   for (const end of io.expected?.splice(0) ?? []) end();

@@ -12,7 +12,7 @@ import t, { type Test } from 'tap';
 import { decode } from 'msgpackr';
 import * as Y from 'yjs';
 import { Store, type ClonedState, type RemoteChange } from '@meridian/store';
-import { encodeFrame, type Frame } from '../dist/index.js';
+import { CUT_SHORT_WAIT_MS, encodeFrame, releaseSession, type Frame, type SessionIo } from '../dist/index.js';
 import { replicate } from './wired-sessions.js';
 import { thingSchema } from './thing-schema.js';
 
@@ -341,4 +341,16 @@ t.test("a clone sends the idempotency records before the objects: a resend reach
   t.ok(b.versionVector()['a'] === a.lastSeq, 'b was cloned');
   t.ok(keysFrame > 0 && keysFrame <= objectFrame, `the records came no later than the object (frames ${keysFrame} and ${objectFrame} of ${frames})`);
   t.match(await resend, { id: keyed.id, origin: 'a', originSeq: 1 }, 'the resend is answered from the record');
+});
+
+t.test("the keys of a run cut short are still waited for a while: a resend meanwhile is answered busy, not made again", async (t) => {
+  const [b] = await stores(t, 'b');
+  // a session whose run brought the record of k1, and ended before its last frame
+  const io = { expected: [b.expectIdempotency(['fwd/laptop/k1'])] } as unknown as SessionIo;
+  releaseSession(io);
+  const started = performance.now();
+  const resend = await b.idempotent('fwd/laptop/k1').catch((e: unknown) => e);
+  t.match(resend, { code: 'busy' }, 'a resend after the session ended waits, then is answered busy');
+  t.ok(performance.now() - started >= 4900, 'after waiting for a new run to bring the record');
+  t.ok(CUT_SHORT_WAIT_MS >= 10_000, `for ${CUT_SHORT_WAIT_MS / 1000} s after the session ended, time for a reconnect`);
 });
