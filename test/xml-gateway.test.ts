@@ -254,6 +254,35 @@ t.test('a sign-in remembered for a credential is the one the person record it wa
   t.equal((await call(node, 'GET', '/objects/Organisation/org-c2', { auth: staff })).status, 404, 'the next one is not: the demotion is seen');
 });
 
+t.test("history as a reseller admin reads it: no versions from while the object was another customer's, and not the values it held then", async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  const s = node.store;
+  // per-c2 is a contact of customer two (direct: the reseller does not reach it) and changes there
+  await s.update('per-c2', { telephoneNumber: ['+27 021 555 0999'], title: 'Buyer at Two' }, { principal: 'test' });
+  await s.update('per-c2', { telephoneNumber: ['+27 021 555 0111'] }, { principal: 'test' });
+  // then staff move it to customer one, which the reseller reaches, with a new title, and it changes again
+  await s.update('per-c2', { organisation: 'org-c1', title: 'Buyer at One' }, { principal: 'test' });
+  await s.update('per-c2', { title: 'Lead buyer' }, { principal: 'test' });
+  const staff = await call(node, 'GET', '/objects/Person/per-c2/history', { auth: person('staff1') });
+  t.equal(staff.status, 200);
+  t.equal((staff.text.match(/<version /g) ?? []).length, 5, 'staff see all five versions');
+  t.match(staff.text, /complete="true"/);
+  const radmin = await call(node, 'GET', '/objects/Person/per-c2/history', { auth: person('radmin') });
+  t.equal(radmin.status, 200, radmin.text);
+  xmllint(t, radmin.text, 'the reseller admin\'s history');
+  t.equal((radmin.text.match(/<version /g) ?? []).length, 2, 'the reseller admin sees the move and what came after');
+  t.match(radmin.text, /complete="false"/);
+  t.match(radmin.text, /<note>Versions from while the object was outside what you may read are left out/);
+  // (what it held when it came, the reseller read from then on: only what it held before, and changed before, stays hidden)
+  for (const before of ['org-c2', '+27 021 555 0999', 'Buyer at Two']) t.notOk(radmin.text.includes(before), `nothing of its time at customer two: ${before}`);
+  t.match(radmin.text, /<field name="organisation">\s*<new>org-c1<\/new>\s*<\/field>/, 'the move shows where it went, not where it came from');
+  t.match(radmin.text, /<field name="title">\s*<old>Buyer at One<\/old>\s*<new>Lead buyer<\/new>/, 'and the change after it whole');
+  // the person's own history is their own
+  const own = await call(node, 'GET', '/objects/Person/per-c2/history', { auth: person('contact2') });
+  t.equal((own.text.match(/<version /g) ?? []).length, 5, 'the person sees all of their own');
+});
+
 t.test('access rules: staff, reseller admin, customer contact; 404 for what one may not see, 403 for what one may only see', async (t) => {
   const node = await startXmlNode(t);
   await seed(node);

@@ -20,7 +20,7 @@ import { objectXml, parseDocument, XML_DECLARATION, XmlError, writeFields, escap
 import { CACHE_CONTROL, ifMatch, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
 import { exportOrder, runImport } from './import-export.js';
 import { PieceParser } from './piece-parser.js';
-import { historyXml } from './history-xml.js';
+import { historyXml, readableHistory } from './history-xml.js';
 import { changesFeed } from './changes.js';
 import { CursorSeal } from './cursor.js';
 
@@ -273,7 +273,8 @@ export class XmlGateway {
     const h = await this.opts.store.history(id);
     // (purged since the read above)
     if (!h) throw new XmlError(404, `no ${type} ${id}`);
-    sendXml(r.res, 200, XML_DECLARATION + historyXml(h, o.type), { 'cache-control': 'no-store' }, r.req.method === 'HEAD');
+    const shown = r.scope.everything ? h : readableHistory(h, (fields) => r.scope.canRead({ id: o.id, type: o.type, fields }));
+    sendXml(r.res, 200, XML_DECLARATION + historyXml(shown, o.type), { 'cache-control': 'no-store' }, r.req.method === 'HEAD');
   }
 
   private async put(r: Request, type: string, id: string): Promise<void> {
