@@ -283,6 +283,36 @@ t.test("history as a reseller admin reads it: no versions from while the object 
   t.equal((own.text.match(/<version /g) ?? []).length, 5, 'the person sees all of their own');
 });
 
+t.test("history after a reseller takes a customer over: neither the customer's nor its contacts' versions from before", async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  const s = node.store;
+  // customer two buys direct, and it and its contact change meanwhile
+  await s.update('org-c2', { telephoneNumber: ['+27 021 555 0777'] }, { principal: 'test' });
+  await s.update('org-c2', { telephoneNumber: ['+27 021 555 0778'] }, { principal: 'test' });
+  await s.update('per-c2', { title: 'Buyer when direct' }, { principal: 'test' });
+  await s.update('per-c2', { title: 'Head buyer' }, { principal: 'test' });
+  // then reseller R takes it over (staff set its reseller), and both change again
+  await s.update('org-c2', { reseller: 'org-r' }, { principal: 'test' });
+  await s.update('org-c2', { telephoneNumber: ['+27 021 555 0779'] }, { principal: 'test' });
+  await s.update('per-c2', { title: 'Buyer through R' }, { principal: 'test' });
+  const radmin = { auth: person('radmin') };
+  const org = await call(node, 'GET', '/objects/Organisation/org-c2/history', radmin);
+  t.equal(org.status, 200, 'the reseller admin reads the customer now');
+  xmllint(t, org.text, "the taken-over customer's history");
+  t.equal((org.text.match(/<version /g) ?? []).length, 2, 'the takeover and the change after it');
+  t.notOk(org.text.includes('0777'), 'not a phone number from before');
+  t.match(org.text, /<field name="reseller">\s*<new>org-r<\/new>\s*<\/field>/, 'the takeover shows only what it set');
+  t.match(org.text, /complete="false"/);
+  const contact = await call(node, 'GET', '/objects/Person/per-c2/history', radmin);
+  t.equal(contact.status, 200);
+  t.notOk(contact.text.includes('Buyer when direct'), "nor its contact's versions from before, though the contact itself did not move");
+  t.equal((contact.text.match(/<version /g) ?? []).length, 1, 'only the change since the takeover');
+  t.match(contact.text, /<old>Head buyer<\/old>\s*<new>Buyer through R<\/new>/, 'whole, with what the contact held when it came');
+  const staff = await call(node, 'GET', '/objects/Person/per-c2/history', { auth: person('staff1') });
+  t.equal((staff.text.match(/<version /g) ?? []).length, 4, 'staff see every version');
+});
+
 t.test('access rules: staff, reseller admin, customer contact; 404 for what one may not see, 403 for what one may only see', async (t) => {
   const node = await startXmlNode(t);
   await seed(node);

@@ -151,6 +151,31 @@ export class AccessScope {
   }
 
   /** The organisation an object belongs to: itself, or what its reference to the organisation type names. */
+  organisationOf(o: Accessible): string | undefined {
+    return this.orgOf(o);
+  }
+
+  /**
+   * Whether the principal could read `o` at a time when its organisation
+   * was `org` (the organisation's fields then; `o` itself for an
+   * organisation): canRead, but with the organisation's reach judged from
+   * those fields rather than from the store as it is now. History needs it:
+   * a customer that a reseller took over keeps its versions from before.
+   */
+  couldRead(o: Accessible, org: Accessible | undefined): boolean {
+    if (this.everything || this.isSelf(o)) return true;
+    if (this.types.get(o.type)?.system) return false;
+    const id = this.orgOf(o);
+    if (id === undefined) return false;
+    const own = this.principal.kind === 'person' ? this.principal.organisation : undefined;
+    return this.reach.some(({ rule }) => {
+      if (!rule.read.has(o.type)) return false;
+      if (rule.organisations === 'own') return id === own;
+      const v = org?.id === id ? org.fields[rule.organisations.by] : undefined;
+      return Array.isArray(v) ? v.includes(own as string) : v === own;
+    });
+  }
+
   private orgOf(o: Accessible): string | undefined {
     const orgType = this.rules?.organisationType;
     if (orgType === undefined) return undefined;

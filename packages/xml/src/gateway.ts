@@ -8,6 +8,10 @@ import {
   isMeridianError,
   readerKnowing,
   principalName,
+  type Accessible,
+  type FieldValue,
+  type ObjectHistory,
+  type ObjectVersion,
   type Page,
   type Principal,
   type Store,
@@ -20,7 +24,7 @@ import { objectXml, parseDocument, XML_DECLARATION, XmlError, writeFields, escap
 import { CACHE_CONTROL, ifMatch, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
 import { exportOrder, runImport } from './import-export.js';
 import { PieceParser } from './piece-parser.js';
-import { historyXml, readableHistory } from './history-xml.js';
+import { fieldsBefore, historyXml, readableHistory } from './history-xml.js';
 import { changesFeed } from './changes.js';
 import { CursorSeal } from './cursor.js';
 
@@ -273,8 +277,42 @@ export class XmlGateway {
     const h = await this.opts.store.history(id);
     // (purged since the read above)
     if (!h) throw new XmlError(404, `no ${type} ${id}`);
-    const shown = r.scope.everything ? h : readableHistory(h, (fields) => r.scope.canRead({ id: o.id, type: o.type, fields }));
+    const shown = r.scope.everything ? h : readableHistory(h, await this.readableAt(r.scope, o, h));
     sendXml(r.res, 200, XML_DECLARATION + historyXml(shown, o.type), { 'cache-control': 'no-store' }, r.req.method === 'HEAD');
+  }
+
+  /**
+   * Whether the scope could read the object with some fields at a feed
+   * position: its organisation's reach is judged from that organisation as
+   * it was then (its own history), not as it is now.
+   */
+  private async readableAt(scope: AccessScope, o: StoredObject, h: ObjectHistory): Promise<(fields: Record<string, FieldValue>, at: number) => boolean> {
+    const orgIds = new Set<string>();
+    for (const v of h.versions) {
+      for (const fields of [v.fields, fieldsBefore(v)]) {
+        const id = scope.organisationOf({ id: o.id, type: o.type, fields });
+        if (id !== undefined && id !== o.id) orgIds.add(id);
+      }
+    }
+    const timelines = new Map<string, { versions: ObjectVersion[]; now: Record<string, FieldValue> | undefined }>();
+    for (const id of orgIds) {
+      const [past, now] = [await this.opts.store.history(id), await this.opts.store.get(id)];
+      timelines.set(id, { versions: past?.versions ?? [], now: now?.fields });
+    }
+    const orgAt = (id: string, at: number): Accessible | undefined => {
+      const t = timelines.get(id);
+      if (!t) return undefined;
+      let then: ObjectVersion | undefined;
+      for (const v of t.versions) if (v.seq <= at) then = v;
+      // before its oldest version kept, it was as that version found it; with none kept, as it is
+      const fields = then ? then.fields : t.versions[0] ? fieldsBefore(t.versions[0]) : t.now;
+      return fields && { id, type: '', fields };
+    };
+    return (fields, at) => {
+      const x = { id: o.id, type: o.type, fields };
+      const id = scope.organisationOf(x);
+      return scope.couldRead(x, id === o.id ? x : id === undefined ? undefined : orgAt(id, at));
+    };
   }
 
   private async put(r: Request, type: string, id: string): Promise<void> {

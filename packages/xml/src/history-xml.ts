@@ -38,27 +38,35 @@ function values(tag: 'old' | 'new', v: FieldValue | undefined): string {
  * versions after which the object was theirs to read, and none of the old
  * values of a version that brought it into their reach (a contact moved
  * from another customer keeps its history, which is that customer's).
+ * `readable` judges the object's fields as they were at a feed position.
  */
-export function readableHistory(h: ObjectHistory, readable: (fields: ObjectVersion['fields']) => boolean): ObjectHistory & { hidden: boolean } {
+export function readableHistory(h: ObjectHistory, readable: (fields: Record<string, FieldValue>, at: number) => boolean): ObjectHistory & { hidden: boolean } {
   const versions: ObjectVersion[] = [];
   let hidden = false;
   for (const v of h.versions) {
-    if (!readable(v.fields)) {
+    if (!readable(v.fields, v.seq)) {
       hidden = true;
       continue;
     }
-    // the object as it was before this change: its fields, with the altered ones as they were
-    const before: Record<string, FieldValue> = { ...v.fields };
-    for (const c of v.changes) {
-      if (c.secret) continue;
-      if (c.old === undefined) delete before[c.field];
-      else before[c.field] = c.old;
+    // (a create has no old values; one whose record was pieced together from a later change might)
+    if (v.kind !== 'create' && readable(fieldsBefore(v), v.seq - 1)) {
+      versions.push(v);
+      continue;
     }
-    if (v.kind === 'create' || readable(before)) versions.push(v);
-    else {
-      hidden = true;
-      versions.push({ ...v, changes: v.changes.map(({ old: _old, ...c }) => c) });
-    }
+    if (v.kind !== 'create') hidden = true;
+    // only what the change set: not even the names of the fields it removed
+    versions.push({ ...v, changes: v.changes.filter((c) => c.secret || c.new !== undefined).map(({ old: _old, ...c }) => c) });
   }
   return { ...h, versions, hidden };
+}
+
+/** The object's fields before a version's change: its fields, with those the change altered as they were. */
+export function fieldsBefore(v: ObjectVersion): Record<string, FieldValue> {
+  const before: Record<string, FieldValue> = { ...v.fields };
+  for (const c of v.changes) {
+    if (c.secret) continue;
+    if (c.old === undefined) delete before[c.field];
+    else before[c.field] = c.old;
+  }
+  return before;
 }
