@@ -324,8 +324,11 @@ export class Store {
   private trimmingTo: number;
   /** a clone began and has not ended (mcloning): see cloneUnfinished */
   private cloning: boolean;
-  /** idempotency keys whose records a replication run brings with its last batch: see expectIdempotency */
-  /** (one run's end per key, a Set only when two runs bring a key: at the 2,000,000-key cap a Set each would cost 300 MB) */
+  /**
+   * Idempotency keys whose records a replication run brings with its last batch (see expectIdempotency):
+   * per key the run's end, or a Set of ends only when two runs bring it (a Set each would cost 300 MB
+   * at a run's cap of 2,000,000 keys).
+   */
   private readonly arrivingKeys = new Map<string, Promise<void> | Set<Promise<void>>>();
   /** ends every wait of expectIdempotency, at close */
   private readonly arrivingEnds = new Set<() => void>();

@@ -208,8 +208,12 @@ export function releaseSession(io: SessionIo): void {
   io.reader = io.snapshot = undefined;
   // The run's last batch may still be on its way to disk (it runs outside the link's queue, once the
   // frames before it are acknowledged): a resend let go before it is there would find no record.
+  // (stored, its waits were ended by then; failed, they are a run cut short's, below)
   if (io.finishing) {
-    void io.finishing.then(() => endExpected(io));
+    void io.finishing.then(() => {
+      io.finishing = undefined;
+      releaseSession(io);
+    });
     return;
   }
   // A run cut short may have brought the states its records belong to: the next run (a reconnect)
