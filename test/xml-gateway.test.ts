@@ -1020,8 +1020,15 @@ t.test('a long poll of the changes feed answers nothing it waited for to a staff
   const node = await startXmlNode(t);
   await seed(node);
   const since = node.store.lastSeq;
+  // (the poll waits on a feed subscription: once it has one, it has signed in and is waiting)
+  let waiting = false;
+  const subscribe = node.store.subscribe.bind(node.store);
+  node.store.subscribe = (listener) => {
+    waiting = true;
+    return subscribe(listener);
+  };
   const polling = call(node, 'GET', `/changes?since=${since}&timeout=10`, { auth: person('staff1') });
-  await sleep(200);
+  t.ok(await until(() => waiting, 5000), 'the poll waits');
   // demoted, and then a change: the poll wakes for it
   await node.store.update('per-staff', { roles: ['customer-contact'] }, { principal: 'test' });
   const r = await polling;
