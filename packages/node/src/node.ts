@@ -79,6 +79,7 @@ export class MeridianNode {
   /** Opens the store, loads the sample data if asked, and listens. */
   static async start(config: NodeConfig, log: Logger = pino({ level: 'info' }, destination(2))): Promise<MeridianNode> {
     const schema = loadSchemaFile(config.schema);
+    let reindexLogged = performance.now();
     const store = await Store.open({
       dir: config.dir,
       schema,
@@ -86,6 +87,13 @@ export class MeridianNode {
       cacheBytes: config.cacheBytes,
       // (a rebuild reads every object before the node serves: say so, or a large store looks hung)
       onReindex: (what) => log.info(what, 'rebuilding indexes from the stored objects before serving (the schema changed, or this build indexes more); this reads every object once'),
+      // at most a line every 5 s: about 50,000 objects
+      onReindexProgress: ({ read, about }) => {
+        const now = performance.now();
+        if (now - reindexLogged < 5000) return;
+        reindexLogged = now;
+        log.info({ read, about }, `rebuilding indexes: ${read} objects read of about ${about}`);
+      },
     });
     if (store.versionsMigrated > 0) log.info({ objects: store.versionsMigrated }, 'object versions rewritten to this build\'s formula; ETags of those objects changed once');
     let replicator: Replicator | undefined;

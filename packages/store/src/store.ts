@@ -52,6 +52,12 @@ export interface StoreOptions {
    * rebuilt (`Type.field`) and the types whose type index and count are.
    */
   onReindex?: (what: { fields: string[]; types: string[] }) => void;
+  /**
+   * Told while such a rebuild writes, after each REINDEX_PROGRESS objects
+   * read: how many so far, and about how many the store holds (its counts
+   * before the rebuild; types being counted again are not in them).
+   */
+  onReindexProgress?: (progress: { read: number; about: number }) => void;
 }
 
 export interface StoredObject {
@@ -242,6 +248,8 @@ export const MAX_CHANGE_BYTES = 4 * 1024 * 1024;
 const CHANGE_OVERHEAD = 64 * 1024;
 /** operations per batch when indexes are rebuilt at open (reindexChangedFields) */
 const REINDEX_BATCH = 10_000;
+/** objects read between two reports of an index rebuild's progress (onReindexProgress) */
+const REINDEX_PROGRESS = 10_000;
 const DEFAULT_PAGE = 100;
 /** How long idempotent() waits for a record a replication run is bringing before answering 'busy'. */
 const ARRIVING_WAIT_MS = 5_000;
@@ -410,6 +418,7 @@ export class Store {
     this.untyped = init.untyped;
     this.passwordCost = init.opts.passwordCost ?? DEFAULT_COST;
     this.onReindex = init.opts.onReindex;
+    this.onReindexProgress = init.opts.onReindexProgress;
     const budget = init.opts.cacheBytes ?? 64 * 1024 * 1024;
     // an evicted slot lets go of its doc, which only a slot still cached can use
     this.objects = new PinnedCache<CachedObject>(budget, objectCost, (slot) => this.dropDoc(slot));
@@ -666,6 +675,7 @@ export class Store {
   }
 
   private readonly onReindex: StoreOptions['onReindex'];
+  private readonly onReindexProgress: StoreOptions['onReindexProgress'];
 
   /** a hash at this store's cost that no password matches, made once, for decoyPasswordCheck */
   private decoyHash: Promise<string> | undefined;
@@ -1623,9 +1633,13 @@ export class Store {
     ops = [];
     // the types whose index is rebuilt are counted again, from their live objects
     const counted = changed.filter((c) => c.field === '').map((c) => c.type);
+    let about = 0;
+    for (const n of this.counts.values()) about += n;
+    let read = 0;
     for (const type of counted) this.counts.delete(type);
     // in id order: the least id holds a value made unique
     for await (const { id, type, plain, unique } of entries()) {
+      if (++read % REINDEX_PROGRESS === 0) this.onReindexProgress?.({ read, about });
       for (const key of plain) {
         ops.push({ type: 'put', key, value: EMPTY });
         if (key.startsWith('t')) this.counts.set(type, (this.counts.get(type) ?? 0) + 1);
