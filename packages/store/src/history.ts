@@ -103,7 +103,9 @@ export function toVersion(key: string, r: HistoryRecord, def: TypeDef | undefine
   const changes = c.map((field) =>
     def?.fields.get(field)?.kind === 'password' ? { field, secret: true as const } : { field, old: b[field], new: f[field] },
   );
-  return { version: `${r.o}#${r.n}`, seq, origin: r.o, originSeq: r.n, hlc: r.h, principal: r.p, kind: r.k, deleted: r.d, changes, fields: f };
+  // (by the schema now: a field that became a password since the record was written is left out, or a
+  // revert to this version would bring back the old hash)
+  return { version: `${r.o}#${r.n}`, seq, origin: r.o, originSeq: r.n, hlc: r.h, principal: r.p, kind: r.k, deleted: r.d, changes, fields: r.f !== undefined ? publicFields(def, f) : f };
 }
 
 /** What historyRecord leaves out for a change that found no object: every field its update sets is new. */

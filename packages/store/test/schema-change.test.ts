@@ -218,3 +218,20 @@ t.test('a rebuild that reads many objects reports its progress every 10,000 obje
   t.same(progress, [{ read: 10_000, about: 25_000 }, { read: 20_000, about: 25_000 }], 'and reported as it read');
   t.equal((await b.lookup('Note', 'text', 'note 24999')).items.length, 1, 'and the field is indexed');
 });
+
+t.test('a field that became a password since a change is left out of that version\'s fields, so a revert to it cannot bring the old value back', async (t) => {
+  const plain = variant('  License:\n', '  Note:\n    idPrefix: note\n    fields:\n      text: { type: string }\n      pin: { type: string }\n  License:\n');
+  const secret = variant('  License:\n', '  Note:\n    idPrefix: note\n    fields:\n      text: { type: string }\n      pin: { type: password }\n  License:\n');
+  const dir = tempDir(t);
+  const a = await open(dir, plain);
+  const n = await a.create('Note', { text: 'one', pin: 'old-pin-value' });
+  await a.update(n.id, { text: 'two' });
+  t.equal((await a.history(n.id))?.versions[0]?.fields['pin'], 'old-pin-value', 'a plain field is in the history');
+  await a.close();
+  const b = await open(dir, secret);
+  t.teardown(() => b.close());
+  const h = await b.history(n.id);
+  t.equal(h?.versions.length, 2);
+  for (const v of h!.versions) t.notOk('pin' in v.fields, `version ${v.version} holds no value of what is a password now`);
+  t.same(h!.versions[0]!.changes.find((c) => c.field === 'pin'), { field: 'pin', secret: true }, 'its change is shown as a secret');
+});
