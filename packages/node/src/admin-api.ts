@@ -336,13 +336,13 @@ async function revert(ctx: AdminContext, req: IncomingMessage, res: ServerRespon
   const body = objectBody(await readJson(req, ctx.maxBody), ['to']);
   const to = body['to'];
   if (typeof to !== 'string' || !parseVersionName(to)) throw new HttpError(400, '"to" must name a version as history shows it, such as "office-a#42"');
-  const h = await ctx.store.history(id);
-  if (!cur || !h) throw new HttpError(404, `no object ${id}`, 'not-found');
-  const v = h.versions.find((x) => x.version === to);
+  if (!cur) throw new HttpError(404, `no object ${id}`, 'not-found');
+  // (any version retained, not only the newest history() shows)
+  const v = await ctx.store.historyVersion(id, to);
   if (!v) {
     throw new HttpError(
       404,
-      `${cur.type} ${id} has no version ${to} in this node's retained feed${h.truncated ? ` (it holds changes from feed position ${h.firstSeq})` : ''}; "meridian history ${id}" lists the versions there are`,
+      `${cur.type} ${id} has no version ${to} in this node's retained feed${ctx.store.firstSeq() > 1 ? ` (it holds changes from feed position ${ctx.store.firstSeq()})` : ''}; "meridian history ${id}" lists the versions there are`,
       'not-found',
     );
   }

@@ -2522,6 +2522,31 @@ export class Store {
    * The object's versions from the retained feed, oldest first (at most
    * `limit`, the newest ones). A purged object has none; see purgedAt().
    */
+  /**
+   * One version of the object, by its name (`origin#originSeq`), from all of
+   * its history this node retains: history() shows only the newest
+   * MAX_PAGE, and a revert may name an older one.
+   */
+  async historyVersion(id: string, name: string): Promise<ObjectVersion | undefined> {
+    this.assertOpen();
+    if (!isValidId(id)) return undefined;
+    const cur = await this.get(id);
+    if (!cur) return undefined;
+    const prefix = keys.historyPrefix(id);
+    const snapshot = this.db.snapshot();
+    try {
+      for await (const [k, v] of this.db.iterator({ gte: prefix, lt: prefix + HIGH, reverse: true, snapshot })) {
+        const r = decode<HistoryRecord>(v);
+        if (`${r.o}#${r.n}` !== name) continue;
+        const update = r.f === undefined ? await this.db.get(keys.feed(parseSeqPart(k.slice(prefix.length))), { snapshot }) : undefined;
+        return toVersion(k, r, this.schema.types.get(cur.type), update && decode<FeedRecord>(update).u);
+      }
+      return undefined;
+    } finally {
+      await snapshot.close();
+    }
+  }
+
   async history(id: string, limit = MAX_PAGE): Promise<ObjectHistory | undefined> {
     this.assertOpen();
     if (!isValidId(id)) return undefined;

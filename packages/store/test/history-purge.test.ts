@@ -348,3 +348,19 @@ t.test('a trim started while another runs waits for it: the two delete each entr
   t.ok(firsts.every((f, i) => i === 0 || f >= firsts[i - 1]!), 'the trimmed start never moved back');
   t.equal((await a.readFeed(0, 100)).length, 10);
 });
+
+t.test('historyVersion finds a version older than the newest 10,000 that history() shows', async (t) => {
+  const s = await openStore(t);
+  const o = await s.create('Org', { name: 'v0', kind: 'customer' });
+  for (let i = 1; i <= 10_005; i += 500) {
+    await Promise.all(Array.from({ length: Math.min(500, 10_006 - i) }, (_, j) => s.update(o.id, { name: `v${i + j}` })));
+  }
+  const h = await s.history(o.id);
+  const first = `${s.nodeId}#1`;
+  t.equal(h?.versions.length, 10_000, 'history shows the newest 10,000');
+  t.notOk(h?.versions.some((v) => v.version === first), 'not the create');
+  const v = await s.historyVersion(o.id, first);
+  t.equal(v?.kind, 'create', 'historyVersion finds it');
+  t.equal(v?.fields['name'], 'v0', 'with its fields');
+  t.equal(await s.historyVersion(o.id, `${s.nodeId}#999999`), undefined, 'and nothing for a version there is not');
+});
