@@ -191,3 +191,14 @@ t.test('a reader that goes away ends the CLI quietly, not with a stack trace', a
   const r = spawnSync('bash', ['-c', script], { env: { ...process.env, MERIDIAN_NODE: node.url, MERIDIAN_PASSWORD: PW }, encoding: 'utf8', timeout: 20_000 });
   t.equal(r.stderr.trim(), 'exit 0', `nothing on stderr but the exit status: ${r.stderr}`);
 });
+
+t.test('verify refuses, in one sentence, to compare digests of different widths (a node of another version, or no Meridian)', async (t) => {
+  const { compareDigests } = await import('../packages/cli/dist/replication-views.js');
+  const bucket = (hash: string) => ({ count: 1, hash });
+  const a = { url: 'http://a', nodeId: 'a', objects: 2, buckets: [bucket('x'), bucket('y')] };
+  const b = { url: 'http://b', nodeId: 'b', objects: 2, buckets: [bucket('x')] };
+  t.throws(() => compareDigests([a, b]), { exitCode: 1, message: 'http://b answered a digest of 1 id ranges where http://a answered 2; verify nodes that run the same Meridian version' });
+  t.throws(() => compareDigests([b, a]), { message: /^http:\/\/a answered a digest of 2 id ranges where http:\/\/b answered 1/ }, 'more ranges than the first node: refused too, not compared on the first ones only');
+  t.throws(() => compareDigests([a, { ...b, buckets: 'nope' as unknown as [] }]), { message: /answered a digest of no id ranges/ });
+  t.same(compareDigests([a, { ...a, url: 'http://c', nodeId: 'c' }]).identical, true, 'equal widths compare');
+});

@@ -1,5 +1,6 @@
 import type { PeerStatus } from '@meridian/node';
 import { isUniqueConflict } from '@meridian/store';
+import { CliError } from './client.js';
 
 /** Output of the replication commands: peers, conflicts, verify. */
 export type PeerView = PeerStatus;
@@ -71,6 +72,11 @@ export interface VerifyResult {
 export function compareDigests(digests: (DigestView & { url: string })[]): VerifyResult {
   const differing: VerifyResult['differing'] = [];
   const width = digests[0]!.buckets.length;
+  // (a node of another Meridian version, or not a Meridian node: comparing bucket by bucket would mean nothing)
+  for (const d of digests) {
+    const ok = Array.isArray(d.buckets) && d.buckets.length === width && d.buckets.every((b) => typeof b?.hash === 'string' && typeof b.count === 'number');
+    if (!ok) throw new CliError(`${d.url} answered a digest of ${Array.isArray(d.buckets) ? d.buckets.length : 'no'} id ranges where ${digests[0]!.url} answered ${width}; verify nodes that run the same Meridian version`);
+  }
   for (let b = 0; b < width; b++) {
     const hashes = new Set(digests.map((d) => d.buckets[b]!.hash));
     if (hashes.size > 1) {

@@ -117,6 +117,7 @@ export async function* decodeBackup(input: AsyncIterable<Uint8Array>): AsyncGene
         yield header;
         continue;
       }
+      if (typeof value !== 'object' || value === null) throw bad('a record frame is malformed');
       const v = value as Partial<Trailer & RecordFrame>;
       if (v.end === true) {
         if (v.records !== records) throw bad(`the end record counts ${String(v.records)} records, the file holds ${records}`);
@@ -146,6 +147,12 @@ function checkHeader(value: unknown, bad: (why: string) => MeridianError): Backu
   if (typeof h !== 'object' || h === null || h.format !== BACKUP_FORMAT) throw bad('it does not start with a Meridian backup header');
   if (!READABLE_VERSIONS.includes(h.version)) throw bad(`it is format version ${String(h.version)}; this Meridian reads versions ${READABLE_VERSIONS.join(' and ')}`);
   if (typeof h.node !== 'string' || !isValidId(h.node)) throw bad('its header names no valid node');
+  const count = (n: unknown): boolean => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+  if (!count(h.head) || !count(h.incarnation) || typeof h.taken !== 'string') throw bad('its header is malformed');
+  const vector = h.vector as unknown;
+  if (typeof vector !== 'object' || vector === null || Array.isArray(vector) || !Object.entries(vector).every(([k, n]) => isValidId(k) && count(n))) {
+    throw bad("its header's version vector is malformed");
+  }
   const unreadable = h.storage === undefined ? undefined : formatProblem(h.storage, 'the backup');
   if (unreadable) throw new MeridianError('bad-request', `${unreadable}; restore it with a Meridian that reads it`);
   return h as BackupHeader;
@@ -179,7 +186,12 @@ export async function restoreBackup(
   checkRestoreTarget(dir, opts.nodeId);
   // on failure an empty directory the user gave (a mount point, say) stays; those made here go,
   // its parents too (mkdirSync names the first it made)
-  const made = mkdirSync(dir, { recursive: true });
+  let made: string | undefined;
+  try {
+    made = mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    throw new MeridianError('bad-request', `cannot make ${dir}: ${(e as Error).message.replace(/^\w+: /, '')}; choose a directory this user may create`);
+  }
   const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
   let header: BackupHeader | undefined;
   let records = 0;
@@ -210,8 +222,12 @@ export async function restoreBackup(
       opts.onProgress?.(records, header!);
     }
     const h = header!;
-    const incarnation = (readMeta<number>(await db.get(keys.meta('incarnation'))) ?? 0) + 1;
-    const root = readMeta<string>(await db.get(keys.meta('nodeRoot'))) ?? h.node;
+    // (the records restore reads itself are checked: a hand-made backup could hold anything)
+    const storedIncarnation = readMeta<unknown>(await db.get(keys.meta('incarnation'))) ?? 0;
+    if (typeof storedIncarnation !== 'number' || !Number.isSafeInteger(storedIncarnation) || storedIncarnation < 0) throw new MeridianError('bad-request', 'this is not a usable Meridian backup: its incarnation record is malformed');
+    const incarnation = storedIncarnation + 1;
+    const root = readMeta<unknown>(await db.get(keys.meta('nodeRoot'))) ?? h.node;
+    if (typeof root !== 'string' || !isValidId(root)) throw new MeridianError('bad-request', 'this is not a usable Meridian backup: its node root record is malformed');
     // the suffix: the same backup restored twice must not make two nodes of one id
     const suffix = `.${incarnation}-${randomBytes(2).toString('hex')}`;
     // (cut to fit: an original id near the length limit must still give a restorable one)
@@ -278,5 +294,10 @@ async function idsKnown(db: Level<string, Buffer>, lineage: string[]): Promise<S
 }
 
 function readMeta<T>(v: Buffer | undefined): T | undefined {
-  return v === undefined ? undefined : decode<T>(v);
+  if (v === undefined) return undefined;
+  try {
+    return decode<T>(v);
+  } catch {
+    throw new MeridianError('bad-request', 'this is not a usable Meridian backup: a record restore reads is not msgpack');
+  }
 }

@@ -177,3 +177,40 @@ t.test('a restored node is refused an id the backup shows a node has had: an ori
   await t.rejects(restoreAs(r, 'a'), { message: /node id "a" is one the backup shows/ }, "the original's id, which this incarnation came from");
   t.match((await restoreAs(r, undefined)).nodeId, /^a\.2-[0-9a-f]{4}$/, 'the default id is still made from the lineage');
 });
+
+t.test('a hand-made backup with a malformed header, frame or record restore reads is refused in one sentence, and leaves nothing', async (t) => {
+  const { keys } = await import('../dist/keys.js');
+  const { encode } = await import('../dist/codec.js');
+  const a = await openStore(t, { nodeId: 'a' });
+  await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const header = a.backupSnapshot();
+  const good = header.header;
+  await header.close();
+  async function* none(): AsyncGenerator<[string, Uint8Array][]> {}
+  async function* records(r: [string, Uint8Array][]): AsyncGenerator<[string, Uint8Array][]> {
+    yield r;
+  }
+  const refused = async (what: string, input: AsyncIterable<Uint8Array>, message: string | RegExp): Promise<void> => {
+    const dir = join(tempDir(t), 'r');
+    await t.rejects(restoreBackup(dir, input), { code: 'bad-request', message }, what);
+    t.notOk(existsSync(dir), `${what}: nothing left`);
+  };
+  await refused('a null vector', encodeBackup({ ...good, vector: null } as unknown as BackupHeader, none()), "this is not a usable Meridian backup: its header's version vector is malformed");
+  await refused('a vector of a bad id', encodeBackup({ ...good, vector: { 'bad id!': 1 } }, none()), "this is not a usable Meridian backup: its header's version vector is malformed");
+  await refused('a negative head', encodeBackup({ ...good, head: -1 }, none()), 'this is not a usable Meridian backup: its header is malformed');
+  // a frame whose body is msgpack nil, after a good header
+  const chunks: Uint8Array[] = [];
+  for await (const c of encodeBackup(good, none())) chunks.push(c);
+  async function* nilFrame(): AsyncGenerator<Uint8Array> {
+    yield chunks[0]!;
+    yield Buffer.from([0, 0, 0, 1, 0xc0]);
+  }
+  await refused('a nil frame', nilFrame(), 'this is not a usable Meridian backup: a record frame is malformed');
+  await refused('an incarnation that is no number', encodeBackup(good, records([[keys.meta('incarnation'), encode('x')]])), 'this is not a usable Meridian backup: its incarnation record is malformed');
+  await refused('a node root that is no id', encodeBackup(good, records([[keys.meta('nodeRoot'), encode(42)]])), 'this is not a usable Meridian backup: its node root record is malformed');
+  await refused('an incarnation record that is no msgpack', encodeBackup(good, records([[keys.meta('incarnation'), Buffer.from([0x92, 0x01])]])), 'this is not a usable Meridian backup: a record restore reads is not msgpack');
+  // a directory under a file
+  const file = join(tempDir(t), 'file');
+  (await import('node:fs')).writeFileSync(file, 'x');
+  await t.rejects(restoreBackup(join(file, 'dir'), encodeBackup(good, none())), { code: 'bad-request', message: /^cannot make .*file\/dir: .*; choose a directory this user may create$/ }, 'a directory that cannot be made');
+});
