@@ -16,6 +16,28 @@ export const DEFAULT_COST: ScryptCost = { N: 16384, r: 8, p: 1 };
 
 const KEYLEN = 32;
 
+/**
+ * The most a stored hash may ask of one check: N·r·p at most four times the
+ * default's (about 200 ms and 64 MiB). A hash is a value like any other, and
+ * a person may write their own: one naming N=2^20, p=2^20 would hold a
+ * thread-pool thread for days at every sign-in tried against it, on every
+ * node it replicates to. A value past this is no hash (so a write stores it
+ * hashed, as a password), and a stored one never verifies.
+ */
+function costAllowed(c: ScryptCost): boolean {
+  const power = Number.isSafeInteger(c.N) && c.N >= 2 && (c.N & (c.N - 1)) === 0;
+  return power && c.r >= 1 && c.p >= 1 && c.N * c.r <= 4 * DEFAULT_COST.N * DEFAULT_COST.r && c.N * c.r * c.p <= 4 * DEFAULT_COST.N * DEFAULT_COST.r * DEFAULT_COST.p;
+}
+
+const SCRYPT_RE = /^\$scrypt\$N=(\d{1,10}),r=(\d{1,10}),p=(\d{1,10})\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$/;
+
+function scryptParts(value: string): { cost: ScryptCost; salt: string; hash: string } | undefined {
+  const m = SCRYPT_RE.exec(value);
+  if (!m) return undefined;
+  const cost = { N: Number(m[1]), r: Number(m[2]), p: Number(m[3]) };
+  return costAllowed(cost) ? { cost, salt: m[4]!, hash: m[5]! } : undefined;
+}
+
 function scrypt(password: string, salt: Buffer, cost: ScryptCost): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     scryptCb(password, salt, KEYLEN, { N: cost.N, r: cost.r, p: cost.p, maxmem: 256 * cost.N * cost.r + 1024 * 1024 }, (err, key) =>
@@ -25,6 +47,7 @@ function scrypt(password: string, salt: Buffer, cost: ScryptCost): Promise<Buffe
 }
 
 export async function hashPassword(password: string, cost: ScryptCost = DEFAULT_COST): Promise<string> {
+  if (!costAllowed(cost)) throw new Error(`scrypt cost N=${cost.N}, r=${cost.r}, p=${cost.p} is past what a stored hash may ask (see costAllowed)`);
   const salt = randomBytes(16);
   const key = await scrypt(password, salt, cost);
   return `$scrypt$N=${cost.N},r=${cost.r},p=${cost.p}$${salt.toString('base64')}$${key.toString('base64')}`;
@@ -39,7 +62,7 @@ const SSHA_RE = /^\{SSHA\}([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3
  * until its owner's next successful bind replaces it (see needsUpgrade).
  */
 export function isPasswordHash(value: string): boolean {
-  return /^\$scrypt\$N=\d+,r=\d+,p=\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/.test(value) || (SSHA_RE.test(value) && Buffer.from(value.slice(6), 'base64').length > 20);
+  return scryptParts(value) !== undefined || (SSHA_RE.test(value) && Buffer.from(value.slice(6), 'base64').length > 20);
 }
 
 /** A stored hash in a weaker, imported format: replace it with scrypt once the password is known. */
@@ -55,10 +78,9 @@ export async function verifyPassword(password: string, stored: string): Promise<
     const digest = createHash('sha1').update(password, 'utf8').update(raw.subarray(20)).digest();
     return timingSafeEqual(digest, raw.subarray(0, 20));
   }
-  const m = /^\$scrypt\$N=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$/.exec(stored);
-  if (!m) return false;
-  const cost = { N: Number(m[1]), r: Number(m[2]), p: Number(m[3]) };
-  const expected = Buffer.from(m[5]!, 'base64');
-  const key = await scrypt(password, Buffer.from(m[4]!, 'base64'), cost);
+  const parts = scryptParts(stored);
+  if (!parts) return false;
+  const expected = Buffer.from(parts.hash, 'base64');
+  const key = await scrypt(password, Buffer.from(parts.salt, 'base64'), parts.cost);
   return key.length === expected.length && timingSafeEqual(key, expected);
 }

@@ -127,3 +127,25 @@ t.test('a decoy password check spends a verify at the store\'s own password cost
   await s.decoyPasswordCheck('another');
   t.equal((s as unknown as { decoyHash: Promise<string> }).decoyHash, made, 'made once');
 });
+
+t.test('a scrypt hash that asks more than four times the default cost is no hash: written, it is hashed as a password; stored, it never verifies', async (t) => {
+  const { isPasswordHash, verifyPassword, hashPassword } = await import('../dist/password.js');
+  const salt = Buffer.alloc(16, 1).toString('base64');
+  const key = Buffer.alloc(32, 2).toString('base64');
+  const costly = `$scrypt$N=1048576,r=1,p=1048576$${salt}$${key}`;
+  t.notOk(isPasswordHash(costly), 'a cost of days per check is not taken as a hash');
+  t.notOk(isPasswordHash(`$scrypt$N=262144,r=8,p=1$${salt}$${key}`), 'nor 16 times the memory');
+  t.notOk(isPasswordHash(`$scrypt$N=1000,r=8,p=1$${salt}$${key}`), 'nor an N that is no power of two');
+  t.ok(isPasswordHash(`$scrypt$N=16384,r=8,p=1$${salt}$${key}`), 'the default is');
+  t.ok(isPasswordHash(`$scrypt$N=65536,r=8,p=1$${salt}$${key}`), 'and four times it');
+  const started = performance.now();
+  t.notOk(await verifyPassword('anything', costly), 'a stored costly hash verifies nothing');
+  t.ok(performance.now() - started < 1000, 'and at once');
+  await t.rejects(hashPassword('x', { N: 1048576, r: 8, p: 1 }), /past what a stored hash may ask/);
+  // a person writing it as their own password gets it hashed, as any password
+  const s = await openStore(t);
+  const p = await s.create('Person', { cn: 'X', sn: 'Y', password: costly });
+  const stored = p.fields['password'] as string;
+  t.match(stored, /^\$scrypt\$N=1024,r=8,p=1\$/, 'stored as a hash of the text written');
+  t.ok(await verifyPassword(costly, stored), 'which is then the password');
+});
