@@ -206,9 +206,11 @@ t.test('what slapd clients rely on: the root DSE under +, a size limit over page
   t.same(parseLdif(upper.stdout).map((e) => e.dn), [dnOf('per-c1')], 'an entry DN with its id in capitals names the entry, as a filter on meridianId matches it');
 });
 
-t.test('a paged search cookie tells nothing of entries the caller cannot read', async (t) => {
+t.test('a paged search cookie tells nothing of entries the caller cannot read: it is sealed, and where it resumes does not depend on them', async (t) => {
+  const { CursorSeal } = await import('@meridian/xml');
   const d = await directory(t);
   const s = d.node.store;
+  const seal = new CursorSeal(Buffer.from((await s.getMeta<string>('xmlCursorKey'))!, 'base64'));
   // slots in creation order: per-c1 (readable by the reseller admin), per-hidden (a direct customer's), per-late (readable)
   await s.create('Person', { cn: 'Hidden', sn: 'Hidden', mail: ['secret@other.example'], organisation: 'org-c2' }, { id: 'per-hidden' });
   await s.create('Person', { cn: 'Late', sn: 'Late', organisation: 'org-c1' }, { id: 'per-late' });
@@ -217,12 +219,17 @@ t.test('a paged search cookie tells nothing of entries the caller cannot read', 
     const r = await search(d, radmin, ['-E', 'pr=1/noprompt', '-b', BASE, `(|(mail=${mail})(meridianId=per-c1)(meridianId=per-late))`, '1.1']);
     t.equal(r.code, 0, r.stderr);
     t.same(parseLdif(r.stdout).map((e) => e.dn), [dnOf('per-c1'), dnOf('per-late')], `only what it may read (${mail})`);
-    const cookie = /pagedresults: cookie=(\S+)/.exec(r.stdout)?.[1];
+    // (ldapsearch folds a long comment line as LDIF folds: unfolded first)
+    const cookie = /pagedresults: cookie=(\S+)/.exec(r.stdout.replace(/\n /g, ''))?.[1];
     t.ok(cookie, 'a first page with a cookie');
-    // fingerprint:step:slot; the fingerprint differs with the filter, the position must not
-    return Buffer.from(cookie ?? '', 'base64').toString().split(':').slice(1).join(':');
+    const sealed = Buffer.from(cookie ?? '', 'base64').toString('latin1');
+    t.notMatch(sealed, /^[\w-]{12}:\d+:/, 'the cookie is sealed: no index position in the clear');
+    // fingerprint:step:slot:total; the fingerprint differs with the filter, the position must not
+    return (seal.open(sealed) ?? '').split(':').slice(1).join(':');
   };
-  t.equal(await firstCookie('secret@other.example'), await firstCookie('nobody@other.example'), 'the next page starts at the same place whether or not an unreadable entry matched in between');
+  const hidden = await firstCookie('secret@other.example');
+  t.match(hidden, /^\d+:-?\d+:\d+$/, 'the node opens it');
+  t.equal(hidden, await firstCookie('nobody@other.example'), 'the next page starts at the same place whether or not an unreadable entry matched in between');
 });
 
 t.test('paged results and size limits', async (t) => {

@@ -89,6 +89,13 @@ export interface LdapGatewayOptions {
   classify(e: unknown): { code: string; message: string };
   /** the clock, in ms, search time limits are kept by (tests move it on); monotonic by default, so a wall clock set back cannot stretch a limit */
   now?: () => number;
+  /**
+   * Seals paged results cookies (the node passes the XML gateway's cursor
+   * seal): a cookie names where its search stopped in the index, whose
+   * positions count entries of every tenant, so in the clear it would tell
+   * a caller how many others there are. Without it, cookies are plain.
+   */
+  cookieSeal?: { seal(text: string): string; open(sealed: string): string | undefined };
 }
 
 class LdapFailure extends Error {
@@ -708,7 +715,8 @@ export class LdapGateway {
     // where the last page ended, and how many entries the pages before sent in all
     let resume = { step: 0, slot: -1, total: 0 };
     if (paged && paged.cookie.length > 0) {
-      const m = /^([\w-]{12}):(\d+):(-?\d+)(?::(\d+))?$/.exec(paged.cookie.toString('latin1'));
+      const text = this.opts.cookieSeal ? this.opts.cookieSeal.open(paged.cookie.toString('latin1')) : paged.cookie.toString('latin1');
+      const m = text === undefined ? null : /^([\w-]{12}):(\d+):(-?\d+)(?::(\d+))?$/.exec(text);
       if (!m || m[1] !== fingerprint) throw new LdapFailure(ResultCode.unwillingToPerform, 'the paged results cookie belongs to another search; start again without a cookie');
       resume = { step: Number(m[2]), slot: Number(m[3]), total: Number(m[4] ?? 0) };
     }
@@ -741,8 +749,9 @@ export class LdapGateway {
     let checked = 0;
     const reads = filterAttributes(filter);
     const deadline = started + timeLimit;
+    const seal = (cookie: string): string => (cookie && this.opts.cookieSeal ? this.opts.cookieSeal.seal(cookie) : cookie);
     const done = (code: number, message: string, cookie?: string): Answer =>
-      answer(id, Op.searchDone, code, message, paged ? { controls: [{ oid: PAGED, value: pagedValue(0, Buffer.from(cookie ?? '', 'latin1')) }] } : {});
+      answer(id, Op.searchDone, code, message, paged ? { controls: [{ oid: PAGED, value: pagedValue(0, Buffer.from(seal(cookie ?? ''), 'latin1')) }] } : {});
     /** sends one entry; anything but 'go' stops the search (size limit, client gone, time limit) */
     const send = async (entry: Entry): Promise<'go' | 'size' | 'gone' | 'time' | 'abandoned'> => {
       if (running.abandoned) return 'abandoned';

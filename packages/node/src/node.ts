@@ -16,7 +16,7 @@ import { ReplicaRegistry } from './replica-registry.js';
 import { Principals } from './principals.js';
 import { handleReplicas } from './replicas-api.js';
 import { storeWriter, type Writer } from './writer.js';
-import { XmlGateway } from '@meridian/xml';
+import { CursorSeal, XmlGateway } from '@meridian/xml';
 import { LdapGateway } from '@meridian/ldap';
 import { Metrics, type Surface } from './metrics.js';
 
@@ -148,6 +148,7 @@ export class MeridianNode {
           onWrite: (w, via) => forwarded.handle(w, via),
         });
       }
+      const sealKey = await cursorKey(store);
       const xml = new XmlGateway({
         store,
         writer,
@@ -161,12 +162,14 @@ export class MeridianNode {
           return { status: h.status, code: h.code, message: h.message, headers: h.headers, field: h.field };
         },
         onParserLost: (reason) => log.warn({}, reason),
-        cursorKey: await cursorKey(store),
+        cursorKey: sealKey,
       });
       const r = replicator;
       const metrics = new Metrics({ store, peers: () => r?.status() ?? [], replica: () => (config.role === 'replica' ? r?.replicaMode() : undefined) });
       if (config.ldapPort > 0 || config.ldapsPort > 0) {
         ldapGateway = new LdapGateway({
+          // (the XML gateway's key: one node key seals both gateways' cursors)
+          cookieSeal: new CursorSeal(sealKey),
           store,
           writer,
           baseDn: config.baseDn,
