@@ -270,3 +270,21 @@ t.test("a forwarded write whose record another master's run is still bringing to
   t.equal(looked.length, 1, 'the master looked the key up');
   t.equal(master.store.lastSeq, seq, 'the master made nothing');
 });
+
+t.test('one credential holds at most two replica sessions on a master at once: a third replica under it is refused, saying why', async (t) => {
+  const port = await freePort();
+  const master = await startXmlNode(t, { httpPort: port, clusterSecret: 'in-process-cluster-secret', heartbeat: 200, linkTimeout: 1000 });
+  const res = await fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'shared' }) });
+  const { credential } = (await res.json()) as { credential: string };
+  const replica = (nodeId: string) => startXmlNode(t, { nodeId, role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
+  const [r1, r2] = [await replica('laptop-1'), await replica('laptop-2')];
+  t.ok(await until(() => r1.status().mode === 'read-write' && r2.status().mode === 'read-write', 10_000), 'two replicas under one credential are served');
+  const r3 = await replica('laptop-3');
+  // (admitted only once authenticated: the master closes the session, and the replica backs off and tries again)
+  const refused = /credential "shared" has sessions open already as laptop-[12] and laptop-[12]; give each replica a credential of its own/;
+  t.ok(await until(() => refused.test(r3.status().peers[0]?.reason ?? ''), 10_000), 'a third is refused, saying why');
+  t.not(r3.status().mode, 'read-write', 'and stays read-only');
+  t.same(master.status().peers.map((p) => p.node).sort(), ['laptop-1', 'laptop-2'], 'the master holds the first two only');
+  t.equal(r1.status().mode, 'read-write', 'the first two stay served');
+  t.equal(r2.status().mode, 'read-write');
+});

@@ -563,6 +563,17 @@ export class Replicator {
       posing(link);
       return false;
     }
+    // One credential is one replica: a holder of one (a laptop stolen before it is revoked) must not open
+    // sessions without end under new node ids, each taking a snapshot or a thousand forwarded writes. Two,
+    // so that a replica restarted under a new id is not refused while its old session times out.
+    if (this.role === 'master' && role === 'replica') {
+      const name = link.session.peerCredential?.split(':')[0];
+      const others = [...this.links].filter((l) => l !== link && l.session.peer !== peer && l.session.peerRole === 'replica' && l.session.state === 'open' && l.ws.readyState === WebSocket.OPEN && l.session.peerCredential?.split(':')[0] === name);
+      if (others.length >= MAX_SESSIONS_PER_CREDENTIAL) {
+        this.runNow(link, link.session.fail(`credential "${name}" has sessions open already as ${others.map((l) => l.session.peer).join(' and ')}; give each replica a credential of its own`, true));
+        return false;
+      }
+    }
     for (const other of this.links) {
       // (a link whose socket is closing is on its way out, its queued work still ending: it does not compete)
       if (other === link || other.session.peer !== peer || other.session.state !== 'open' || other.ws.readyState !== WebSocket.OPEN) continue;
@@ -808,6 +819,9 @@ export class Replicator {
 }
 
 const BRIEF_SESSION_MS = 5000;
+
+/** Open replica sessions one credential may hold on a master at once, under different node ids. */
+const MAX_SESSIONS_PER_CREDENTIAL = 2;
 
 /**
  * Durations and timeouts (dead links, handshakes, held snapshots, how long a
