@@ -203,7 +203,7 @@ const cases: Case[] = [
   {
     name: 'a hello from a replica with a credential never issued',
     script: (ws) => ws.send(hello({ role: 'replica', cred: 'laptop-9:0123456789abcdef' })),
-    reason: /^replica credential "laptop-9" is unknown or revoked on this master; issue one with "meridian replica add laptop-9"$/,
+    reason: /^replica credential "laptop-9" is unknown, re-issued or revoked here; use the newest from "meridian replica add laptop-9"$/,
   },
   {
     name: 'a hello with a malformed credential',
@@ -460,7 +460,7 @@ t.test('replicas are receive-only, and their credential is no cluster secret', a
   const reissued = await issue(node, 'laptop-1');
   t.not(reissued, credential, 're-issuing draws a new serial');
   const old = await asReplica(node, { credential });
-  t.equal(old.reason, 'replica credential "laptop-1" was re-issued or revoked; use the newest from "meridian replica add laptop-1"');
+  t.equal(old.reason, 'replica credential "laptop-1" is unknown, re-issued or revoked here; use the newest from "meridian replica add laptop-1"');
   t.equal(node.store.lastSeq, seq + 1, 'only the re-issue itself was written');
 });
 
@@ -520,12 +520,12 @@ t.test('revoking a replica credential closes its open session', async (t) => {
   t.equal((await revoked)?.status, 200);
   t.ok(out.opened);
   // revoking overwrites the serial, then deletes: the open session closes at the first
-  const reason = 'replica credential "laptop-2" was re-issued or revoked; use the newest from "meridian replica add laptop-2"';
+  const reason = 'replica credential "laptop-2" is unknown, re-issued or revoked here; use the newest from "meridian replica add laptop-2"';
   t.equal(out.reason, reason);
   t.ok(logs.some((l) => l.msg === 'replication peer refused' && l.reason === reason));
   const again = await asReplica(node, { credential });
   t.notOk(again.opened, 'and it is refused from then on');
-  t.equal(again.reason, 'replica credential "laptop-2" is unknown or revoked on this master; issue one with "meridian replica add laptop-2"');
+  t.equal(again.reason, 'replica credential "laptop-2" is unknown, re-issued or revoked here; use the newest from "meridian replica add laptop-2"');
 });
 
 t.test('replica credentials are changed only through their own commands', async (t) => {

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { MeridianError, REPLICA_ID_PREFIX, REPLICA_TYPE, type Store, type StoredObject } from '@meridian/store';
 import { formatReplicaCredential, replicaKey } from '@meridian/sync';
 
@@ -57,8 +57,10 @@ export class ReplicaRegistry {
     if (credential === undefined) return { refused: 'a replica must present its credential (from "meridian replica add" on a master)' };
     const [name, serial] = credential.split(':') as [string, string];
     const current = this.serials.get(name);
-    if (current === undefined) return { refused: `replica credential "${name}" is unknown or revoked on this master; issue one with "meridian replica add ${name}"` };
-    if (current !== serial) return { refused: `replica credential "${name}" was re-issued or revoked; use the newest from "meridian replica add ${name}"` };
+    // One sentence whether the name was ever issued or not: a caller with no credential must not learn
+    // which names have live ones (serials are compared in constant time too, before any proof)
+    const live = current !== undefined && current.length === serial?.length && timingSafeEqual(Buffer.from(current), Buffer.from(serial));
+    if (!live) return { refused: `replica credential "${name}" is unknown, re-issued or revoked here; use the newest from "meridian replica add ${name}"` };
     return { key: replicaKey(this.secret, this.cluster, name, serial) };
   }
 
