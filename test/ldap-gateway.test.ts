@@ -520,6 +520,13 @@ t.test('modify, compare and password modify go through the write path; add, dele
   t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact2', '-w', 'set-by-staff-1'])).code, 0, 'staff set it');
   const noOne = await passwd(['uid=staff1', PERSON_PW], ['-s', 'x', dnOf('per-none')]);
   t.match(noOne.stdout + noOne.stderr, /No such object \(32\)/, 'and are told when a name is no one, as the admin is');
+  // the person's DN is resolved as every operation's is: an id in another case, a login DN
+  t.equal((await passwd(['uid=staff1', PERSON_PW], ['-s', 'set-by-staff-2', dnOf('per-c2').replace('per-c2', 'PER-C2')])).code, 0, 'an entry DN with its id in capitals names the person');
+  t.equal((await passwd(['uid=staff1', PERSON_PW], ['-s', 'set-by-staff-3', `uid=contact2,ou=people,${BASE}`])).code, 0, 'and so does a login DN');
+  t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact2', '-w', 'set-by-staff-3'])).code, 0, 'the last one set works');
+  // a modify of a DN that is no entry here is noSuchObject, as slapd answers it, whatever its form
+  const nowhere = await ldapTool('ldapmodify', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW], { input: `dn: meridianId=x,ou=nowhere,${BASE}\nchangetype: modify\nreplace: title\ntitle: T\n` });
+  t.equal(nowhere.code, 32, `a modify under a container there is not: noSuchObject (${nowhere.stderr.trim()})`);
 
   const add = await ldapTool('ldapadd', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW], { input: `dn: uid=new,ou=people,${BASE}\nobjectClass: inetOrgPerson\ncn: New\nsn: New\n` });
   t.equal(add.code, 53, 'add: unwillingToPerform');

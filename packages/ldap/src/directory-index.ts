@@ -1,6 +1,6 @@
 import type { Store, StoredObject } from '@meridian/store';
 import { attrKey, fold, type AttrSource, type Filter } from './filter.js';
-import { ENTITLEMENT_ATTR, ID_ATTR, type DirectoryLayout, type MappedType } from './layout.js';
+import { ENTITLEMENT_ATTR, ENTRY_OPERATIONAL, ID_ATTR, type DirectoryLayout, type MappedType } from './layout.js';
 
 const ID_KEY = ID_ATTR.toLowerCase();
 
@@ -402,6 +402,4 @@ export class DirectoryIndex {
 }
 
 /** Attributes every object entry has or may have besides its type's mapped ones. */
-const OTHER_ATTRS: ReadonlySet<string> = new Set(
-  ['objectClass', ID_ATTR, ENTITLEMENT_ATTR, 'entryUUID', 'entryDN', 'createTimestamp', 'modifyTimestamp', 'structuralObjectClass', 'hasSubordinates'].map((a) => a.toLowerCase()),
-);
+const OTHER_ATTRS: ReadonlySet<string> = new Set([...ENTRY_OPERATIONAL, ...['objectClass', ID_ATTR, ENTITLEMENT_ATTR].map((a) => a.toLowerCase())]);

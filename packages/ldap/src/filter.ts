@@ -53,6 +53,17 @@ export const NAME_SUBTYPES: readonly string[] = ['cn', 'sn', 'givenname', 'initi
  */
 export const hasOptions = (description: string): boolean => description.includes(';');
 
+/**
+ * The types an attribute description names in an entry, for filters,
+ * selections and compares alike: none for one with options (no entry holds
+ * tagged values), `name`'s subtypes for `name`, else its own canonical type.
+ */
+export function typesNamed(description: string): readonly string[] {
+  if (hasOptions(description)) return [];
+  const key = attrKey(description);
+  return key === 'name' ? NAME_SUBTYPES : [key];
+}
+
 /** The canonical key of an attribute description: lower case, options (`;lang-en`) cut, aliases resolved. */
 export function attrKey(description: string): string {
   const semi = description.indexOf(';');
@@ -120,13 +131,10 @@ export function decodeFilter(b: Buffer, root: BerNode, limits: FilterOptions): F
    */
   const about = (d: BerNode | undefined, make: (a: string) => Filter): Filter => {
     const description = berText(b, d);
-    const a = attrKey(description);
-    if (a === 'name' && limits.known('name')) {
-      const known = NAME_SUBTYPES.filter((x) => limits.known(x));
-      return hasOptions(description) ? FALSE : { k: 'or', f: known.map(make) };
-    }
-    if (!limits.known(a)) return UNDEFINED;
-    return hasOptions(description) ? FALSE : make(a);
+    if (!limits.known(attrKey(description))) return UNDEFINED;
+    // (an or of none, for options, is False)
+    const types = typesNamed(description);
+    return types.length === 1 ? make(types[0]!) : { k: 'or', f: types.map(make) };
   };
   const assertion = (k: 'eq' | 'ge' | 'le' | 'approx', n: BerNode): Filter => {
     const folded = folding(berText(b, n.children![1]));

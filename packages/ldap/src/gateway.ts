@@ -6,11 +6,11 @@ import { asSeenBy, authorizeWrite, isMeridianError, verifyPassword, type AccessS
 import { entryBody, octets, Op, pagedValue, result, ResultCode, searchEntryHead, tlv } from './ber.js';
 import { BindThrottle } from './bind-throttle.js';
 import { EntryBuilder, entrySource, type Entry } from './entries.js';
-import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex, hasOptions, NAME_SUBTYPES, type FilterOptions } from './filter.js';
+import { attrKey, evaluate, filterAttributes, fold, FilterTooComplex, hasOptions, typesNamed, type FilterOptions } from './filter.js';
 import { frameConnection, withoutControls, type ReadGate } from './framing.js';
 import type { CheckedRequest } from './validate.js';
 import { DirectoryIndex } from './directory-index.js';
-import { DirectoryLayout, ENTITLEMENT_ATTR, ID_ATTR, InvalidDn, shortened, type Location, type MappedType } from './layout.js';
+import { DirectoryLayout, ENTITLEMENT_ATTR, ENTRY_OPERATIONAL, ID_ATTR, InvalidDn, isDn, shortened, type Location, type MappedType } from './layout.js';
 import {
   ABANDON_REQUEST,
   controlsOf,
@@ -24,20 +24,19 @@ import {
   isAnonymousBind,
   isSaslBind,
   messageIdOf,
+  BIND_REQUEST,
   MODIFY_DN_REQUEST,
   MODIFY_REQUEST,
-  PAGED_CONTROL,
+  PAGED_CONTROL as PAGED,
   requestDns,
   SEARCH_REQUEST,
+  UNBIND_REQUEST,
   unknownModifyOperation,
   type SearchRequest,
 } from './search-request.js';
 
 const monotonic = (): number => performance.now();
 
-const PAGED = PAGED_CONTROL;
-const BIND_REQUEST = 0x60;
-const UNBIND_REQUEST = 0x42;
 const WHOAMI = '1.3.6.1.4.1.4203.1.11.3';
 const PASSWD = '1.3.6.1.4.1.4203.1.11.1';
 /** most bytes of answers held for one connection before its search waits for the client to read */
@@ -98,6 +97,9 @@ export interface LdapGatewayOptions {
   cookieSeal?: { seal(text: string): string; open(sealed: string): string | undefined };
 }
 
+/** A DN as the operations take it: a login DN has become its person's entry, or none. */
+type Resolved = Exclude<Location, { kind: 'login' }>;
+
 class LdapFailure extends Error {
   constructor(
     readonly code: number,
@@ -149,9 +151,7 @@ interface Selection {
 }
 
 /** attributes the directory makes, which slapd marks NO-USER-MODIFICATION (and the entitlements, worked out from licenses) */
-const DIRECTORY_KEPT: ReadonlySet<string> = new Set(
-  ['createTimestamp', 'modifyTimestamp', 'creatorsName', 'modifiersName', 'entryUUID', 'entryDN', 'structuralObjectClass', 'hasSubordinates', 'subschemaSubentry', ENTITLEMENT_ATTR].map((a) => a.toLowerCase()),
-);
+const DIRECTORY_KEPT: ReadonlySet<string> = new Set([...ENTRY_OPERATIONAL, ...['creatorsName', 'modifiersName', 'subschemaSubentry', ENTITLEMENT_ATTR].map((a) => a.toLowerCase())]);
 
 const MANAGED_ELSEWHERE =
   'entries are managed in Meridian, not over LDAP: create and delete objects through the XML gateway or "meridian put" and "meridian delete"; entries never move, their RDN is the object id';
@@ -296,7 +296,7 @@ export class LdapGateway {
           }
         }
         for (const dn of requestDns(message, checked)) {
-          if (!parsesAsDn(dn)) return this.refuse(socket, message, checked, ResultCode.invalidDNSyntax, `"${shortened(dn)}" is not a valid DN`);
+          if (!isDn(dn)) return this.refuse(socket, message, checked, ResultCode.invalidDNSyntax, `"${shortened(dn)}" is not a valid DN`);
         }
         // (refused whole here: ldapjs would parse a large add for nothing)
         if (checked.op.tag === ADD_REQUEST || checked.op.tag === DELETE_REQUEST || checked.op.tag === MODIFY_DN_REQUEST) {
@@ -507,14 +507,15 @@ export class LdapGateway {
 
   /** Whom a bind name names: the admin, or a live person by entry DN, uid=/mail= DN or login; undefined for no one. */
   private async bindTarget(name: string): Promise<'admin' | StoredObject | undefined> {
-    let loc: Location;
+    let resolved: { loc: Resolved; person?: StoredObject | undefined };
     try {
-      loc = await this.entryOfLogin(this.layout.locate(name));
+      resolved = await this.entryOfLogin(this.layout.locate(name));
     } catch {
       return undefined;
     }
-    if (loc.kind === 'admin') return 'admin';
-    const person = await this.personAt(loc);
+    if (resolved.loc.kind === 'admin') return 'admin';
+    // (a login name was looked up already: not read again)
+    const person = resolved.person ?? (await this.personAt(resolved.loc));
     return person && !person.deleted ? person : undefined;
   }
 
@@ -546,21 +547,22 @@ export class LdapGateway {
    * so that a client may read, compare and modify the DN it bound as (the
    * PHP way: build the DN, bind, then read it); any other location as it is.
    * Whether the caller may read that entry is checked as for its own DN.
+   * Every operation that names an entry resolves it here; for a login DN
+   * the person found comes along, so that a bind does not read it again.
    */
-  private async entryOfLogin(loc: Location): Promise<Location> {
+  private async entryOfLogin(loc: Location): Promise<{ loc: Resolved; person?: StoredObject | undefined }> {
     // (an entry DN's id in another case names the same entry: meridianId matches as its filters do)
     if (loc.kind === 'entry') {
       const id = this.index.idInAnyCase(loc.type, loc.id);
-      return id === undefined || id === loc.id ? loc : { ...loc, id };
+      return { loc: id === undefined || id === loc.id ? loc : { ...loc, id } };
     }
-    if (loc.kind !== 'login') return loc;
+    if (loc.kind !== 'login') return { loc };
     const person = await this.personAt(loc);
     const t = person && !person.deleted ? this.layout.mappedType(person.type) : undefined;
-    if (t) return { kind: 'entry', type: t, id: person!.id };
+    if (t) return { loc: { kind: 'entry', type: t, id: person!.id }, person };
     // (matched as for a person one may not read: the answer must not tell whether the name is someone's)
-    const access = this.opts.store.schema.access;
-    const persons = access && this.layout.mappedType(access.principalType);
-    return { kind: 'none', matched: persons ? this.layout.containerDn(persons) : this.layout.base };
+    const persons = this.layout.principal;
+    return { loc: { kind: 'none', matched: persons ? this.layout.containerDn(persons) : this.layout.base } };
   }
 
   /** The person an entry DN or a login DN (uid=..., mail=...) names, if any. */
@@ -685,17 +687,18 @@ export class LdapGateway {
     const filter = req.filter;
     if (filter instanceof FilterTooComplex) throw filter;
     const selection = select(req.attributes, req.typesOnly);
-    const loc = await this.entryOfLogin(this.layout.locate(base));
+    const { loc } = await this.entryOfLogin(this.layout.locate(base));
     if (loc.kind === 'root') {
       if (scopeName !== 'base') throw new LdapFailure(ResultCode.noSuchObject, `there is no entry above the naming context; search under ${this.layout.base}`);
       const root = this.rootDse();
       // the root DSE's attributes are operational in slapd, which `+` returns; here `*` returns them too
-      const rootSelection = selection.allOperational ? { ...selection, allUser: true, key: `${selection.key}+` } : selection;
+      // (built anew for every search: its encoding is not kept, so the selection needs no key of its own)
+      const rootSelection = selection.allOperational ? { ...selection, allUser: true } : selection;
       if (evaluate(filter, entrySource(root)) === true) this.writeEntry(conn, id, root, rootSelection);
       return answer(id, Op.searchDone, ResultCode.success, '');
     }
     const scope = await this.scopeOf(s);
-    if (loc.kind === 'none' || loc.kind === 'login' || loc.kind === 'admin') {
+    if (loc.kind === 'none' || loc.kind === 'admin') {
       throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${base}`, loc.kind === 'none' ? loc.matched : this.layout.base);
     }
     await this.index.ready;
@@ -716,9 +719,9 @@ export class LdapGateway {
     let resume = { step: 0, slot: -1, total: 0 };
     if (paged && paged.cookie.length > 0) {
       const text = this.opts.cookieSeal ? this.opts.cookieSeal.open(paged.cookie.toString('latin1')) : paged.cookie.toString('latin1');
-      const m = text === undefined ? null : /^([\w-]{12}):(\d+):(-?\d+)(?::(\d+))?$/.exec(text);
+      const m = text === undefined ? null : /^([\w-]{12}):(\d+):(-?\d+):(\d+)$/.exec(text);
       if (!m || m[1] !== fingerprint) throw new LdapFailure(ResultCode.unwillingToPerform, 'the paged results cookie belongs to another search; start again without a cookie');
-      resume = { step: Number(m[2]), slot: Number(m[3]), total: Number(m[4] ?? 0) };
+      resume = { step: Number(m[2]), slot: Number(m[3]), total: Number(m[4]) };
     }
     // a paged search's pages are each up to the server's limit; the client's limit holds for all its pages together
     const clientLimit = req.sizeLimit || Infinity;
@@ -749,9 +752,13 @@ export class LdapGateway {
     let checked = 0;
     const reads = filterAttributes(filter);
     const deadline = started + timeLimit;
-    const seal = (cookie: string): string => (cookie && this.opts.cookieSeal ? this.opts.cookieSeal.seal(cookie) : cookie);
-    const done = (code: number, message: string, cookie?: string): Answer =>
-      answer(id, Op.searchDone, code, message, paged ? { controls: [{ oid: PAGED, value: pagedValue(0, Buffer.from(seal(cookie ?? ''), 'latin1')) }] } : {});
+    /** where the next page resumes (after slot `slot` of step `step`) and how many entries all pages have sent, sealed */
+    const cookie = (step: number, slot: number): string => {
+      const text = `${fingerprint}:${step}:${slot}:${resume.total + sent}`;
+      return this.opts.cookieSeal ? this.opts.cookieSeal.seal(text) : text;
+    };
+    const done = (code: number, message: string, next = ''): Answer =>
+      answer(id, Op.searchDone, code, message, paged ? { controls: [{ oid: PAGED, value: pagedValue(0, Buffer.from(next, 'latin1')) }] } : {});
     /** sends one entry; anything but 'go' stops the search (size limit, client gone, time limit) */
     const send = async (entry: Entry): Promise<'go' | 'size' | 'gone' | 'time' | 'abandoned'> => {
       if (running.abandoned) return 'abandoned';
@@ -792,7 +799,7 @@ export class LdapGateway {
       const st = steps[step]!;
       if (st.kind === 'entry') {
         if (evaluate(filter, entrySource(st.entry)) !== true) continue;
-        if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:-1:${resume.total + sent}`);
+        if (sent >= pageSize) return done(ResultCode.success, '', cookie(step, -1));
         const r = await send(st.entry);
         if (r !== 'go') return stopped(r);
         continue;
@@ -832,7 +839,7 @@ export class LdapGateway {
         for (const [i, entry] of entries.entries()) {
           if (!entry) continue;
           if (!inMemory && evaluate(filter, entrySource(entry)) !== true) continue;
-          if (sent >= pageSize) return done(ResultCode.success, '', `${fingerprint}:${step}:${lastSent}:${resume.total + sent}`);
+          if (sent >= pageSize) return done(ResultCode.success, '', cookie(step, lastSent));
           const r = await send(entry);
           if (r !== 'go') return stopped(r);
           lastSent = batch[i]!;
@@ -897,7 +904,7 @@ export class LdapGateway {
   private async compare(req: LdapRequest, s: Session): Promise<Answer> {
     const scope = await this.scopeOf(s);
     const dn = String(req.entry ?? '');
-    const loc = await this.entryOfLogin(this.layout.locate(dn));
+    const { loc } = await this.entryOfLogin(this.layout.locate(dn));
     const key = attrKey(req.attribute ?? '');
     if (key === 'userpassword') throw new LdapFailure(ResultCode.insufficientAccessRights, 'passwords cannot be compared; check one with a bind');
     // (before the entry is looked for, as slapd does: the answer tells nothing of whether it exists)
@@ -910,12 +917,14 @@ export class LdapGateway {
     if (!entry) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`);
     // (tagged values, which a description with options names, are none: `name` compares its subtypes)
     const source = entrySource(entry);
-    const types = hasOptions(req.attribute ?? '') ? [] : key === 'name' ? NAME_SUBTYPES : [key];
-    const held = types.filter((t) => source.values(t) !== undefined);
+    const held = typesNamed(req.attribute ?? '').flatMap((t) => {
+      const values = source.values(t);
+      return values ? [{ t, values }] : [];
+    });
     if (held.length === 0) throw new LdapFailure(ResultCode.noSuchAttribute, `${dn} has no ${req.attribute}`);
     // (the types held fold alike: one, or name's subtypes, none of them a telephone number)
-    const value = fold(held[0]!, String(req.value ?? ''));
-    const match = held.some((t) => source.values(t)!.includes(value));
+    const value = fold(held[0]!.t, String(req.value ?? ''));
+    const match = held.some((h) => h.values.includes(value));
     return answer(req.messageId, Op.compare, match ? ResultCode.compareTrue : ResultCode.compareFalse, '');
   }
 
@@ -940,10 +949,9 @@ export class LdapGateway {
   private async modify(req: LdapRequest, s: Session): Promise<Answer> {
     if (!s.principal) throw new LdapFailure(ResultCode.insufficientAccessRights, 'bind first: anonymous clients cannot modify entries');
     const dn = String(req.object ?? '');
-    const located = this.layout.locate(dn);
-    const loc = await this.entryOfLogin(located);
-    // a login DN that names no one is answered as one naming someone the caller may not read
-    if (located.kind === 'login' && loc.kind === 'none') throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`, loc.matched);
+    const { loc } = await this.entryOfLogin(this.layout.locate(dn));
+    // (a login DN that names no one among them: answered as one naming someone the caller may not read)
+    if (loc.kind === 'none') throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`, loc.matched);
     if (loc.kind !== 'entry') throw new LdapFailure(ResultCode.unwillingToPerform, `only object entries can be modified; ${dn || 'the root DSE'} is not one`);
     const t = loc.type;
     const scope = await this.principalScope(s, s.principal);
@@ -1079,9 +1087,10 @@ export class LdapGateway {
     const notYours = (): LdapFailure => new LdapFailure(ResultCode.insufficientAccessRights, 'you may change only your own password');
     let target: StoredObject | undefined;
     if (value.userIdentity) {
-      const loc = this.layout.locate(value.userIdentity);
-      if (loc.kind !== 'entry' && loc.kind !== 'login') throw resets ? new LdapFailure(ResultCode.noSuchObject, `${value.userIdentity} is not a person's entry`) : notYours();
-      target = await this.personAt(loc);
+      // (resolved as every operation's DN is: a login DN, an id in another case)
+      const { loc, person } = await this.entryOfLogin(this.layout.locate(value.userIdentity));
+      if (loc.kind !== 'entry') throw resets ? new LdapFailure(ResultCode.noSuchObject, `${value.userIdentity} is not a person's entry`) : notYours();
+      target = person ?? (await this.personAt(loc));
     } else if (principal.kind === 'person') {
       target = await this.opts.store.get(principal.id);
     } else {
@@ -1133,11 +1142,7 @@ function select(attributes: readonly string[], typesOnly: boolean): Selection {
     if (a === '*') allUser = true;
     else if (a === '+') allOperational = true;
     // (a description with options names tagged values, which no entry holds; `name` picks its subtypes)
-    else if (a !== '1.1' && !hasOptions(a)) {
-      const key = attrKey(a);
-      if (key === 'name') for (const sub of NAME_SUBTYPES) named.add(sub);
-      else named.add(key);
-    }
+    else if (a !== '1.1') for (const t of typesNamed(a)) named.add(t);
   }
   return { allUser, allOperational, named, typesOnly, key: `${+allUser}${+allOperational}${+typesOnly}${[...named].sort().join(',')}` };
 }
@@ -1161,12 +1166,3 @@ function answer(messageId: number, op: number, code: number, message: string, op
   return { code, bytes: result(messageId, op, code, message, opts) };
 }
 
-/** Whether ldapjs can parse a DN: it answered a request naming one it cannot itself, outside run(). */
-function parsesAsDn(dn: string): boolean {
-  try {
-    ldap.DN.fromString(dn);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -19,6 +19,9 @@ const MAX_CACHED_DN = 256;
 /** The attribute listing a person's (or an organisation's) licensed products. */
 export const ENTITLEMENT_ATTR = 'meridianEntitlement';
 
+/** The operational attributes every object entry holds (entries.ts), as attribute keys. */
+export const ENTRY_OPERATIONAL: readonly string[] = ['entryUUID', 'entryDN', 'createTimestamp', 'modifyTimestamp', 'structuralObjectClass', 'hasSubordinates'].map((a) => a.toLowerCase());
+
 /**
  * The auxiliary class every object entry has besides its schema's classes:
  * it holds meridianId and meridianEntitlement, and c and labeledURI, which
@@ -35,7 +38,7 @@ export interface MappedType {
   readonly container: string;
   /** the schema's classes, then OBJECT_CLASS */
   readonly objectClasses: readonly string[];
-  /** the schema's last class: structuralObjectClass */
+  /** structuralObjectClass: the schema's last class that is not one of OpenLDAP's usual auxiliary ones (AUXILIARY) */
   readonly structuralClass: string;
   /** the schema's LDAP attribute name per field, and its canonical key */
   readonly fields: ReadonlyMap<string, { name: string; key: string; field: FieldDef }>;
@@ -76,6 +79,11 @@ function parse(dn: string): Rdn[] | undefined {
 }
 
 export class InvalidDn extends Error {}
+
+/** Whether `dn` is a DN, as ldapjs parses it (which takes "" for the root DSE, and refuses " "). */
+export function isDn(dn: string): boolean {
+  return parse(dn) !== undefined;
+}
 
 /**
  * The directory tree: the base DN, one `ou` container per mapped type, and
@@ -129,11 +137,11 @@ export class DirectoryLayout {
       }
     }
     this.loginAttrs = login;
-    this.principalType = principal?.def.name;
+    this.principal = principal;
   }
 
   /** the type whose objects sign in (a person), if the schema has access rules */
-  private readonly principalType: string | undefined;
+  readonly principal: MappedType | undefined;
 
   get adminDn(): string {
     return `cn=admin,${this.base}`;
@@ -186,7 +194,7 @@ export class DirectoryLayout {
     const [k0, v0] = rel[0]!;
     // uid=...,<base> or uid=...,ou=<the persons' container>,<base>: what a website builds to bind
     // as (under any other parent it names no one, as in slapd)
-    const underPersons = rel.length === 2 && rel[1]![0] === 'ou' && this.byContainer.get(rel[1]![1].toLowerCase())?.def.name === this.principalType;
+    const underPersons = rel.length === 2 && rel[1]![0] === 'ou' && this.principal !== undefined && this.byContainer.get(rel[1]![1].toLowerCase()) === this.principal;
     if (this.loginAttrs.has(k0) && (rel.length === 1 || underPersons)) return { kind: 'login', attr: k0, value: v0 };
     if (rel.length === 1 && k0 === 'cn' && v0.toLowerCase() === 'admin') return { kind: 'admin' };
     const last = rel[rel.length - 1]!;

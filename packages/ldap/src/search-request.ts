@@ -10,8 +10,12 @@ import { berBool, berText, berTree, type BerNode, type CheckedRequest } from './
  * search. The other operations still go through ldapjs.
  */
 
+/** Request tags (RFC 4511 section 4.2 onwards), in one place */
+export const BIND_REQUEST = 0x60;
+export const UNBIND_REQUEST = 0x42;
 export const SEARCH_REQUEST = 0x63;
 export const ABANDON_REQUEST = 0x50;
+export const COMPARE_REQUEST = 0x6e;
 
 /** The message ID an abandon request names (RFC 4511 section 4.11). */
 export function decodeAbandon(message: Buffer, checked: CheckedRequest): number {
@@ -44,6 +48,7 @@ export function extendedName(message: Buffer, checked: CheckedRequest): string {
 export const ADD_REQUEST = 0x68;
 export const DELETE_REQUEST = 0x4a;
 export const MODIFY_DN_REQUEST = 0x6c;
+export const MODIFY_REQUEST = 0x66;
 
 /**
  * The DNs a request names, which ldapjs would parse: the bind name, the
@@ -53,23 +58,21 @@ export const MODIFY_DN_REQUEST = 0x6c;
 export function requestDns(message: Buffer, checked: CheckedRequest): string[] {
   const c = checked.op.children;
   switch (checked.op.tag) {
-    case 0x60:
+    case BIND_REQUEST:
       return [berText(message, c![1])];
     case DELETE_REQUEST:
       return [berText(message, checked.op)];
     case MODIFY_DN_REQUEST:
       // entry, newrdn, deleteoldrdn, [newSuperior]
       return [berText(message, c![0]), berText(message, c![1]), ...(c![3] ? [berText(message, c![3])] : [])];
-    case 0x66:
+    case MODIFY_REQUEST:
     case ADD_REQUEST:
-    case 0x6e:
+    case COMPARE_REQUEST:
       return [berText(message, c![0])];
     default:
       return [];
   }
 }
-
-export const MODIFY_REQUEST = 0x66;
 
 /**
  * The first change of a modify request (checked) whose operation is not

@@ -247,7 +247,8 @@ t.test('a long name in a bind or a search is not kept: failed binds keep a hash 
   t.equal(inside.throttle.failures.size, 1, 'the same name in another case counts against the same key');
 });
 
-t.test('a bind for a name that is no one spends a password check, as a wrong password for someone does', async (t) => {
+// (that a decoy check costs what a wrong password does is the store's test: validation.test.ts)
+t.test('a bind for a name that is no one, or for a person with no login name, spends one decoy password check', async (t) => {
   const g = await heldGateway(t);
   let decoys = 0;
   const decoy = g.store.decoyPasswordCheck.bind(g.store);
@@ -275,4 +276,33 @@ t.test('a SASL bind is answered authMethodNotSupported and the connection goes o
   t.equal(bind.result, 7, 'authMethodNotSupported');
   c.send(search(2));
   t.equal((await c.answered(2)).result, 50, 'the connection is still open: a search is answered, as anonymous (whose reads are off here)');
+});
+
+t.test('a bind by login name reads its person once: the lookup that resolves the name, no second read by id', async (t) => {
+  const g = await heldGateway(t);
+  const reads: string[] = [];
+  const [get, lookup] = [g.store.get.bind(g.store), g.store.lookup.bind(g.store)];
+  // (a lookup by a unique field gets the object it finds itself: not counted as a second read)
+  let looking = false;
+  g.store.get = (id: string) => {
+    if (!looking) reads.push(`get ${id}`);
+    return get(id);
+  };
+  g.store.lookup = (async (type: string, field: string, value: string) => {
+    reads.push(`lookup ${field}=${value}`);
+    looking = true;
+    try {
+      return await lookup(type, field, value);
+    } finally {
+      looking = false;
+    }
+  }) as typeof g.store.lookup;
+  const c = rawClient(t, g.port);
+  c.send(bindRequest(1, 'uid=alice', 'pw'));
+  t.equal((await c.answered(1)).result, 0);
+  t.same(reads, ['lookup uid=alice'], 'one lookup, no get of the person it found');
+  reads.length = 0;
+  c.send(bindRequest(2, `meridianId=PER-ALICE,ou=people,${BASE}`, 'pw'));
+  t.equal((await c.answered(2)).result, 0, 'an entry DN with the id in another case binds');
+  t.same(reads, ['get per-alice'], 'one read by id');
 });
