@@ -32,6 +32,8 @@ t.test('a keyed write made on one master is answered from its key on another, on
   t.equal(feed[0]?.idempotencyKey, 'api/admin/order-42', 'the key is in the feed entry');
 });
 
+// (the run is stood in for by expectIdempotency, as the sync driver calls it: that a real run does so is
+// packages/sync/test/anti-entropy.test.ts's; this is how the node answers then)
 t.test("a keyed write whose record another master's run is still bringing is answered 503 busy with Retry-After, on the admin API and the XML gateway, and makes nothing", async (t) => {
   const node = await startXmlNode(t, { nodeId: 'a' });
   const end = node.store.expectIdempotency(['api/admin/order-7', 'api/admin/xml-7']);

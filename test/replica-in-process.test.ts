@@ -250,6 +250,7 @@ t.test('two persons signing in with the same login text (one\'s uid is the other
   t.match(await two.text(), /By Two/, "the second person's object, not the first's");
 });
 
+// (the run on the master is stood in for by expectIdempotency: see test/idempotency.test.ts)
 t.test("a forwarded write whose record another master's run is still bringing to its master is answered 503 busy by the replica, and made nowhere", async (t) => {
   const { master, replica } = await masterAndReplica(t);
   // the master's lookup of the forwarded key finds it on its way, in a run that then ends without it

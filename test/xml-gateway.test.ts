@@ -167,7 +167,8 @@ t.test('lists: indexed filters, q, limit and an opaque cursor', async (t) => {
   t.equal((await call(node, 'GET', '/objects/Nope')).status, 404);
 });
 
-t.test('a sign-in for a name that is no one, or for a person with no password, spends a password check as a wrong password does', async (t) => {
+// (that a decoy check costs what a wrong password does is the store's test: validation.test.ts)
+t.test('a sign-in for a name that is no one, for a person with no password, or against an {SSHA} hash spends one decoy password check', async (t) => {
   const node = await startXmlNode(t);
   await seed(node);
   await node.store.create('Person', { cn: 'No Password', sn: 'np', uid: 'nopw', organisation: 'org-c1' }, { id: 'per-nopw' });

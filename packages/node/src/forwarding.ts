@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { asSeenBy, authorizeWrite, checkFieldValues, idFromDigest, isMeridianError, sameAsWritten, type AccessScope, type TypeDef, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type IdempotentWrite, type Principal, type Store, type StoredObject } from '@meridian/store';
+import { asSeenBy, authorizeWrite, checkFieldValues, idFromDigest, isMeridianError, sameAsWritten, type AccessScope, type TypeDef, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
 import { checkWriteFrame, ForwardError, FrameError, MAX_REFUSAL, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
 import { builtInRefusal } from './built-in-types.js';
 import type { Principals } from './principals.js';
@@ -44,20 +44,14 @@ export class ForwardedWrites {
 
   private async run(w: WriteFrame, scoped: string, principal: Principal): Promise<WroteFrame> {
     const me = this.store.nodeId;
-    // the record is here if this master made the write, or received it from the master that did
-    let prior: IdempotentWrite | undefined;
-    try {
-      prior = await this.store.idempotent(scoped);
-    } catch (e) {
-      // the record is on its way from another master: the replica's client is told to send the write again
-      if (isMeridianError(e) && e.code === 'busy') return { t: 'wrote', key: w.key, ok: false, code: e.code, message: e.message };
-      throw e;
-    }
-    if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [prior.origin ?? me]: prior.originSeq } };
     const opts = { principal: recordedPrincipal(principalName(principal), w.via), ifVersion: w.ifVersion, idempotencyKey: scoped };
     let seesEverything = principal.kind === 'admin';
     let scope: AccessScope | undefined;
     try {
+      // The record is here if this master made the write, or received it from the master that did.
+      // (One still on its way with a peer's run is 'busy', refused below as any store error is.)
+      const prior = await this.store.idempotent(scoped);
+      if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [prior.origin ?? me]: prior.originSeq } };
       const current = w.op === 'create' ? undefined : await this.store.get(w.id);
       // whoever asks, the admin too, as on the admin API
       const builtIn = builtInRefusal(this.store, current?.type ?? w.type);
@@ -189,7 +183,7 @@ export class ForwardingWriter implements Writer {
     } catch (e) {
       if (!(e instanceof ForwardError)) throw e;
       if (e.code === 'read-only') throw new HttpError(503, e.message, 'read-only', { 'retry-after': String(RETRY_AFTER_SECONDS) });
-      if (e.code === 'busy') throw new HttpError(503, e.message, 'busy', { 'retry-after': '1' });
+      if (e.code === 'busy') throw new MeridianError('busy', e.message);
       throw new HttpError(504, e.message, 'unconfirmed');
     }
     if (!answer.ok) throw refusal(answer);

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
+import { createSecureContext } from 'node:tls';
 import type { AddressInfo, Socket } from 'node:net';
 import { destination, pino, type Logger } from 'pino';
 import { hlcToIso, loadSchemaFile, MeridianError, Store } from '@meridian/store';
@@ -108,7 +109,9 @@ export class MeridianNode {
         await store.setMeta('sampleLoaded', true);
         log.info({ objects: n }, 'loaded the sample dataset');
       }
-      const server = config.tlsCert ? withTls(config, (cert, key) => createTlsServer({ keepAliveTimeout: 5000, cert, key })) : createServer({ keepAliveTimeout: 5000 });
+      // (read once, for HTTPS and LDAPS alike: LDAPS is on only with HTTPS, see config.ts)
+      const tls = config.tlsCert ? loadTls(config) : undefined;
+      const server = tls ? createTlsServer({ keepAliveTimeout: 5000, ...tls }) : createServer({ keepAliveTimeout: 5000 });
       const link = {
         store,
         cluster: config.clusterId,
@@ -148,7 +151,8 @@ export class MeridianNode {
           onWrite: (w, via) => forwarded.handle(w, via),
         });
       }
-      const sealKey = await cursorKey(store);
+      // one node key seals the XML gateway's list cursors and the LDAP gateway's paged results cookies
+      const cursorSeal = new CursorSeal(await cursorKey(store));
       const xml = new XmlGateway({
         store,
         writer,
@@ -162,14 +166,13 @@ export class MeridianNode {
           return { status: h.status, code: h.code, message: h.message, headers: h.headers, field: h.field };
         },
         onParserLost: (reason) => log.warn({}, reason),
-        cursorKey: sealKey,
+        cursorSeal,
       });
       const r = replicator;
       const metrics = new Metrics({ store, peers: () => r?.status() ?? [], replica: () => (config.role === 'replica' ? r?.replicaMode() : undefined) });
       if (config.ldapPort > 0 || config.ldapsPort > 0) {
         ldapGateway = new LdapGateway({
-          // (the XML gateway's key: one node key seals both gateways' cursors)
-          cookieSeal: new CursorSeal(sealKey),
+          cookieSeal: cursorSeal,
           store,
           writer,
           baseDn: config.baseDn,
@@ -197,7 +200,7 @@ export class MeridianNode {
           }
         };
         if (config.ldapPort > 0) ldapUrls.push(await listen(config.ldapPort));
-        if (config.ldapsPort > 0) ldapUrls.push(await withTls(config, (cert, key) => listen(config.ldapsPort, { cert, key })));
+        if (config.ldapsPort > 0 && tls) ldapUrls.push(await listen(config.ldapsPort, tls));
       }
       const node = new MeridianNode(config, store, log, auth, server, replicator, writer, registry, xml, metrics, ldapGateway, ldapUrls);
       server.on('upgrade', (req, socket, head) => {
@@ -446,14 +449,16 @@ function listenFailure(e: unknown, port: number, host: string, flag: string): un
 }
 
 /** Makes something of the configured certificate and key, refusing in a sentence what is not a PEM certificate and its key. */
-function withTls<T>(config: NodeConfig, make: (cert: Buffer, key: Buffer) => T): T {
+/** The certificate and key of --tls-cert and --tls-key, checked to be a PEM certificate and its private key. */
+function loadTls(config: NodeConfig): { cert: Buffer; key: Buffer } {
   const cert = readPem(config.tlsCert!, '--tls-cert');
   const key = readPem(config.tlsKey!, '--tls-key');
   try {
-    return make(cert, key);
+    createSecureContext({ cert, key });
   } catch (e) {
     throw new MeridianError('bad-request', `--tls-cert ${config.tlsCert} and --tls-key ${config.tlsKey} are not a PEM certificate and its private key (${(e as Error).message})`);
   }
+  return { cert, key };
 }
 
 function readPem(path: string, flag: string): Buffer {

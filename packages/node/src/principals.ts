@@ -67,8 +67,8 @@ export class Principals {
       const principal = found && (await this.person(found, user, password));
       if (principal) return { principal, version: found.version };
     }
-    // a name that is no one's takes as long to refuse as a wrong password (see person())
-    if (!checked) await this.store.decoyPasswordCheck(password);
+    // a name that is no one's takes as long to refuse as a wrong password (see check())
+    if (!checked) await this.check(undefined, password);
     return undefined;
   }
 
@@ -80,13 +80,7 @@ export class Principals {
   async person(found: StoredObject, user: string, password: string): Promise<Principal | undefined> {
     const rules = this.store.schema.access;
     if (!rules || password.length === 0 || found.deleted || found.type !== rules.principalType) return undefined;
-    const hash = found.fields[rules.passwordField];
-    if (typeof hash !== 'string') {
-      // (as long as a wrong password: the answer must not tell that this person has none)
-      await this.store.decoyPasswordCheck(password);
-      return undefined;
-    }
-    if (!(await this.check(hash, password))) return undefined;
+    if (!(await this.check(found.fields[rules.passwordField], password))) return undefined;
     const org = found.fields[rules.organisationField];
     return {
       kind: 'person',
@@ -98,11 +92,19 @@ export class Principals {
     };
   }
 
-  private async check(hash: string, password: string): Promise<boolean> {
+  /**
+   * Whether `password` is the one `hash` holds. Every refusal costs a scrypt
+   * check, so that how long one takes does not tell whether the name is
+   * someone's: a decoy for no hash (no one, or a person with no password),
+   * and beside the one SHA-1 of an imported {SSHA} hash.
+   */
+  private async check(hash: unknown, password: string): Promise<boolean> {
+    if (typeof hash !== 'string') {
+      await this.store.decoyPasswordCheck(password);
+      return false;
+    }
     const key = createHash('sha256').update(hash).update('\0').update(password).digest('base64');
     if (this.verified.has(key)) return true;
-    // an imported {SSHA} hash is checked in one SHA-1: a scrypt's worth of decoy as well, so that a
-    // name with one is no quicker to refuse than a name that is no one
     if (needsUpgrade(hash)) await this.store.decoyPasswordCheck(password);
     if (!(await verifyPassword(password, hash))) return false;
     if (this.verified.size > 10_000) this.verified.clear();

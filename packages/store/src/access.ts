@@ -150,11 +150,6 @@ export class AccessScope {
     return new AccessScope(principal, rules, types, false, reach);
   }
 
-  /** The organisation an object belongs to: itself, or what its reference to the organisation type names. */
-  organisationOf(o: Accessible): string | undefined {
-    return this.orgOf(o);
-  }
-
   /**
    * Whether the principal could read `o` at a time when its organisation
    * was `org` (the organisation's fields then; `o` itself for an
@@ -167,16 +162,18 @@ export class AccessScope {
     if (this.types.get(o.type)?.system) return false;
     const id = this.orgOf(o);
     if (id === undefined) return false;
-    const own = this.principal.kind === 'person' ? this.principal.organisation : undefined;
-    return this.reach.some(({ rule }) => {
-      if (!rule.read.has(o.type)) return false;
-      if (rule.organisations === 'own') return id === own;
-      const v = org?.id === id ? org.fields[rule.organisations.by] : undefined;
-      return Array.isArray(v) ? v.includes(own as string) : v === own;
-    });
+    // (an organisation whose fields then are not known is reached by no rule that looks at them)
+    const then: Accessible = { id, type: this.rules!.organisationType, fields: org?.id === id ? org.fields : {} };
+    return this.reach.some(({ rule }) => rule.read.has(o.type) && this.stillReached(rule, then));
   }
 
-  private orgOf(o: Accessible): string | undefined {
+  /** Whether couldRead of an object of `type` needs its organisation's fields: a rule reaching it by a field of the organisation reads the type. */
+  readsThroughOrganisation(type: string): boolean {
+    return !this.everything && this.reach.some(({ rule }) => rule.organisations !== 'own' && rule.read.has(type));
+  }
+
+  /** The organisation an object belongs to: itself, or what its reference to the organisation type names. */
+  orgOf(o: Accessible): string | undefined {
     const orgType = this.rules?.organisationType;
     if (orgType === undefined) return undefined;
     if (o.type === orgType) return o.id;

@@ -7,6 +7,7 @@ import { MeridianError } from './errors.js';
 import { isValidId, MAX_ID_LENGTH } from './ids.js';
 import { HIGH, keys } from './keys.js';
 import { FORMAT_KEY, formatProblem, unreadableFormat } from './migrate.js';
+import { isSeq, isVector } from './version-vector.js';
 
 /**
  * A backup file is a sequence of frames, each a 4-byte big-endian length
@@ -94,43 +95,42 @@ export async function* decodeBackup(input: AsyncIterable<Uint8Array>): AsyncGene
   let header: BackupHeader | undefined;
   let records = 0;
   let ended = false;
-  const bad = (why: string): MeridianError => new MeridianError('bad-request', `this is not a usable Meridian backup: ${why}`);
   for await (const chunk of input) {
     buf = buf.length ? Buffer.concat([buf, chunk]) : Buffer.from(chunk);
     for (;;) {
       if (buf.length < 4) break;
       const len = buf.readUInt32BE(0);
-      if (len > MAX_FRAME) throw bad(`a frame claims ${len} bytes`);
+      if (len > MAX_FRAME) throw notUsable(`a frame claims ${len} bytes`);
       if (buf.length < 4 + len) break;
       const whole = buf.subarray(0, 4 + len);
       let value: unknown;
       try {
         value = decode(whole.subarray(4));
       } catch {
-        throw bad('a frame is not msgpack');
+        throw notUsable('a frame is not msgpack');
       }
       buf = buf.subarray(4 + len);
-      if (ended) throw bad('data follows the end record');
+      if (ended) throw notUsable('data follows the end record');
       if (header === undefined) {
-        header = checkHeader(value, bad);
+        header = checkHeader(value);
         hash.update(whole);
         yield header;
         continue;
       }
-      if (typeof value !== 'object' || value === null) throw bad('a record frame is malformed');
+      if (typeof value !== 'object' || value === null) throw notUsable('a record frame is malformed');
       const v = value as Partial<Trailer & RecordFrame>;
       if (v.end === true) {
-        if (v.records !== records) throw bad(`the end record counts ${String(v.records)} records, the file holds ${records}`);
-        if (v.sha256 !== hash.digest('hex')) throw bad('its checksum does not match: the file was altered or damaged');
+        if (v.records !== records) throw notUsable(`the end record counts ${String(v.records)} records, the file holds ${records}`);
+        if (v.sha256 !== hash.digest('hex')) throw notUsable('its checksum does not match: the file was altered or damaged');
         ended = true;
         continue;
       }
-      if (!Array.isArray(v.k) || !Array.isArray(v.v) || v.k.length !== v.v.length) throw bad('a record frame is malformed');
+      if (!Array.isArray(v.k) || !Array.isArray(v.v) || v.k.length !== v.v.length) throw notUsable('a record frame is malformed');
       const batch: [string, Buffer][] = [];
       for (let i = 0; i < v.k.length; i++) {
         const k = v.k[i];
         const val = v.v[i];
-        if (typeof k !== 'string' || k.length === 0 || !(val instanceof Uint8Array)) throw bad('a record is malformed');
+        if (typeof k !== 'string' || k.length === 0 || !(val instanceof Uint8Array)) throw notUsable('a record is malformed');
         batch.push([k, Buffer.from(val.buffer, val.byteOffset, val.byteLength)]);
       }
       hash.update(whole);
@@ -138,21 +138,17 @@ export async function* decodeBackup(input: AsyncIterable<Uint8Array>): AsyncGene
       yield batch;
     }
   }
-  if (header === undefined) throw bad('it is empty or holds no header');
-  if (!ended || buf.length) throw bad('it ends before its end record (an interrupted backup?); take the backup again');
+  if (header === undefined) throw notUsable('it is empty or holds no header');
+  if (!ended || buf.length) throw notUsable('it ends before its end record (an interrupted backup?); take the backup again');
 }
 
-function checkHeader(value: unknown, bad: (why: string) => MeridianError): BackupHeader {
+function checkHeader(value: unknown): BackupHeader {
   const h = value as Partial<BackupHeader> | null;
-  if (typeof h !== 'object' || h === null || h.format !== BACKUP_FORMAT) throw bad('it does not start with a Meridian backup header');
-  if (!READABLE_VERSIONS.includes(h.version)) throw bad(`it is format version ${String(h.version)}; this Meridian reads versions ${READABLE_VERSIONS.join(' and ')}`);
-  if (typeof h.node !== 'string' || !isValidId(h.node)) throw bad('its header names no valid node');
-  const count = (n: unknown): boolean => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
-  if (!count(h.head) || !count(h.incarnation) || typeof h.taken !== 'string') throw bad('its header is malformed');
-  const vector = h.vector as unknown;
-  if (typeof vector !== 'object' || vector === null || Array.isArray(vector) || !Object.entries(vector).every(([k, n]) => isValidId(k) && count(n))) {
-    throw bad("its header's version vector is malformed");
-  }
+  if (typeof h !== 'object' || h === null || h.format !== BACKUP_FORMAT) throw notUsable('it does not start with a Meridian backup header');
+  if (!READABLE_VERSIONS.includes(h.version)) throw notUsable(`it is format version ${String(h.version)}; this Meridian reads versions ${READABLE_VERSIONS.join(' and ')}`);
+  if (typeof h.node !== 'string' || !isValidId(h.node)) throw notUsable('its header names no valid node');
+  if (!isSeq(h.head) || !isSeq(h.incarnation) || typeof h.taken !== 'string') throw notUsable('its header is malformed');
+  if (!isVector(h.vector)) throw notUsable("its header's version vector is malformed");
   const unreadable = h.storage === undefined ? undefined : formatProblem(h.storage, 'the backup');
   if (unreadable) throw new MeridianError('bad-request', `${unreadable}; restore it with a Meridian that reads it`);
   return h as BackupHeader;
@@ -224,10 +220,10 @@ export async function restoreBackup(
     const h = header!;
     // (the records restore reads itself are checked: a hand-made backup could hold anything)
     const storedIncarnation = readMeta<unknown>(await db.get(keys.meta('incarnation'))) ?? 0;
-    if (typeof storedIncarnation !== 'number' || !Number.isSafeInteger(storedIncarnation) || storedIncarnation < 0) throw new MeridianError('bad-request', 'this is not a usable Meridian backup: its incarnation record is malformed');
+    if (!isSeq(storedIncarnation)) throw notUsable('its incarnation record is malformed');
     const incarnation = storedIncarnation + 1;
     const root = readMeta<unknown>(await db.get(keys.meta('nodeRoot'))) ?? h.node;
-    if (typeof root !== 'string' || !isValidId(root)) throw new MeridianError('bad-request', 'this is not a usable Meridian backup: its node root record is malformed');
+    if (typeof root !== 'string' || !isValidId(root)) throw notUsable('its node root record is malformed');
     // the suffix: the same backup restored twice must not make two nodes of one id
     const suffix = `.${incarnation}-${randomBytes(2).toString('hex')}`;
     // (cut to fit: an original id near the length limit must still give a restorable one)
@@ -293,11 +289,16 @@ async function idsKnown(db: Level<string, Buffer>, lineage: string[]): Promise<S
   return ids;
 }
 
+/** The refusal of a backup that cannot be restored, and why. */
+function notUsable(why: string): MeridianError {
+  return new MeridianError('bad-request', `this is not a usable Meridian backup: ${why}`);
+}
+
 function readMeta<T>(v: Buffer | undefined): T | undefined {
   if (v === undefined) return undefined;
   try {
     return decode<T>(v);
   } catch {
-    throw new MeridianError('bad-request', 'this is not a usable Meridian backup: a record restore reads is not msgpack');
+    throw notUsable('a record restore reads is not msgpack');
   }
 }

@@ -99,22 +99,22 @@ export function historyRecord(
  */
 export function toVersion(key: string, r: HistoryRecord, def: TypeDef | undefined, update?: Uint8Array): ObjectVersion {
   const seq = parseSeqPart(key.slice(key.lastIndexOf(SEP) + 1));
-  const { f, c, b } = r.f !== undefined ? { f: r.f, c: r.c ?? [], b: r.b ?? {} } : fromUpdate(def, update);
+  const { f, c, b } = r.f !== undefined ? { f: r.f, c: r.c ?? [], b: r.b ?? {} } : fromUpdate(update);
   const changes = c.map((field) =>
     def?.fields.get(field)?.kind === 'password' ? { field, secret: true as const } : { field, old: b[field], new: f[field] },
   );
   // (by the schema now: a field that became a password since the record was written is left out, or a
   // revert to this version would bring back the old hash)
-  return { version: `${r.o}#${r.n}`, seq, origin: r.o, originSeq: r.n, hlc: r.h, principal: r.p, kind: r.k, deleted: r.d, changes, fields: r.f !== undefined ? publicFields(def, f) : f };
+  return { version: `${r.o}#${r.n}`, seq, origin: r.o, originSeq: r.n, hlc: r.h, principal: r.p, kind: r.k, deleted: r.d, changes, fields: publicFields(def, f) };
 }
 
 /** What historyRecord leaves out for a change that found no object: every field its update sets is new. */
-function fromUpdate(def: TypeDef | undefined, update: Uint8Array | undefined): { f: Record<string, FieldValue>; c: string[]; b: Record<string, FieldValue> } {
+function fromUpdate(update: Uint8Array | undefined): { f: Record<string, FieldValue>; c: string[]; b: Record<string, FieldValue> } {
   if (update === undefined) throw new Error('a history record without fields needs the update of its feed entry');
   const doc = docFromState('history', update, 0);
   const after = readFields(doc);
   doc.destroy();
-  return { f: publicFields(def, after), c: Object.keys(after).sort(), b: {} };
+  return { f: after, c: Object.keys(after).sort(), b: {} };
 }
 
 /** `origin#seq`, as history names versions. */

@@ -26,7 +26,8 @@ const KEYLEN = 32;
  */
 function costAllowed(c: ScryptCost): boolean {
   const power = Number.isSafeInteger(c.N) && c.N >= 2 && (c.N & (c.N - 1)) === 0;
-  return power && c.r >= 1 && c.p >= 1 && c.N * c.r <= 4 * DEFAULT_COST.N * DEFAULT_COST.r && c.N * c.r * c.p <= 4 * DEFAULT_COST.N * DEFAULT_COST.r * DEFAULT_COST.p;
+  // (N·r·p bounds the time, and, p being 1 or more, N·r the memory too)
+  return power && c.r >= 1 && c.p >= 1 && c.N * c.r * c.p <= 4 * DEFAULT_COST.N * DEFAULT_COST.r * DEFAULT_COST.p;
 }
 
 const SCRYPT_RE = /^\$scrypt\$N=(\d{1,10}),r=(\d{1,10}),p=(\d{1,10})\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$/;

@@ -341,6 +341,11 @@ export function validationFailure(type: TypeDef, id: string | undefined, field: 
   return fail(type, id, field, rule, problem, withoutHolder);
 }
 
+/** A unique value held by another object: the holder named to those who see everything (`withoutHolder` for the rest). */
+export function uniqueTaken(type: TypeDef, id: string | undefined, field: string, value: string, holder: string): ValidationError {
+  return fail(type, id, field, 'unique', `value "${value}" is already used by ${type.name} ${holder}`, `value "${value}" is already used by another ${type.name}`);
+}
+
 /**
  * Throws what a create under a chosen id is refused for: an id that is not
  * letters, digits, ".", "_" and "-", or one of the ids kept for replica

@@ -29,6 +29,7 @@ import {
   foldValue,
   isSchemaName,
   publicFields,
+  uniqueTaken,
   validationFailure,
   type FieldDef,
   type Schema,
@@ -54,10 +55,14 @@ export interface StoreOptions {
   onReindex?: (what: { fields: string[]; types: string[] }) => void;
   /**
    * Told while such a rebuild writes, after each REINDEX_PROGRESS objects
-   * read: how many so far, and about how many the store holds (its counts
-   * before the rebuild; types being counted again are not in them).
+   * read (of every type: the rebuild reads them all): how many so far, and
+   * about how many the store holds (its live objects as counted before the
+   * rebuild; deleted ones are read too, and a type counted again may have
+   * been counted short).
    */
   onReindexProgress?: (progress: { read: number; about: number }) => void;
+  /** how long idempotent() waits for a record a replication run is bringing before answering 'busy' (ms; 5,000) */
+  idempotencyWaitMs?: number;
 }
 
 export interface StoredObject {
@@ -251,8 +256,6 @@ const REINDEX_BATCH = 10_000;
 /** objects read between two reports of an index rebuild's progress (onReindexProgress) */
 const REINDEX_PROGRESS = 10_000;
 const DEFAULT_PAGE = 100;
-/** How long idempotent() waits for a record a replication run is bringing before answering 'busy'. */
-const ARRIVING_WAIT_MS = 5_000;
 
 export class Store {
   readonly nodeId: string;
@@ -419,6 +422,7 @@ export class Store {
     this.passwordCost = init.opts.passwordCost ?? DEFAULT_COST;
     this.onReindex = init.opts.onReindex;
     this.onReindexProgress = init.opts.onReindexProgress;
+    this.idempotencyWaitMs = init.opts.idempotencyWaitMs ?? 5_000;
     const budget = init.opts.cacheBytes ?? 64 * 1024 * 1024;
     // an evicted slot lets go of its doc, which only a slot still cached can use
     this.objects = new PinnedCache<CachedObject>(budget, objectCost, (slot) => this.dropDoc(slot));
@@ -607,6 +611,9 @@ export class Store {
       try {
         const cur = slot.value.current;
         const def = this.typeFor(intent, cur);
+        // Before any password is hashed. The record checked is the one committed: commit() sends a
+        // write whose record changed meanwhile round this loop again, and so here.
+        checkIfVersion(def, intent.id, cur, opts);
         if ('fields' in intent && checked === undefined) {
           const shownId = intent.kind === 'create' ? undefined : intent.id;
           const values = checkFieldValues(def, shownId, intent.fields);
@@ -614,9 +621,8 @@ export class Store {
         }
         const plan = this.plan(intent, def, cur, checked ?? {});
         if (plan === null) {
-          // nothing changes: answer with the state once it is on disk, if it is the version the
-          // write was made against (else a stale If-Match was answered 200 when it changed nothing)
-          checkIfVersion(def, intent.id, cur, opts);
+          // nothing changes: answer with the state once it is on disk (If-Match was checked above:
+          // else a stale one was answered 200 when the write changed nothing)
           await slot.value.pending;
           return toStored(intent.id, cur!);
         }
@@ -676,6 +682,7 @@ export class Store {
 
   private readonly onReindex: StoreOptions['onReindex'];
   private readonly onReindexProgress: StoreOptions['onReindexProgress'];
+  private readonly idempotencyWaitMs: number;
 
   /** a hash at this store's cost that no password matches, made once, for decoyPasswordCheck */
   private decoyHash: Promise<string> | undefined;
@@ -783,13 +790,12 @@ export class Store {
     // load (or a password to hash): the plan was made from one record, so plan
     // again from the new one. Busy: lock() holds it (a remote apply, merge or purge).
     if (cur !== plan.from || slot.value.busy) return RETRY;
-    checkIfVersion(def, id, cur, opts);
     for (const key of plan.after.unique) {
       if (plan.before.unique.has(key)) continue;
       const owner = claims.find((c) => c.key === key)!.value.owner;
       if (owner !== null && owner !== id) {
         const [, field, value] = key.slice(1).split(SEP) as [string, string, string];
-        throw validationFailure(def, shown, field, 'unique', `value "${value}" is already used by ${def.name} ${owner}`, `value "${value}" is already used by another ${def.name}`);
+        throw uniqueTaken(def, shown, field, value, owner);
       }
     }
     for (const r of refs) {
@@ -1576,9 +1582,12 @@ export class Store {
     }
     const { db, schema } = this;
     /** each stored object's entries of the fields rebuilt, in id order */
-    async function* entries(): AsyncGenerator<{ id: string; type: string; plain: string[]; unique: string[] }> {
+    /** (`scanned`: told after each REINDEX_PROGRESS objects read, of every type: what the rebuild's time goes by) */
+    async function* entries(scanned?: (n: number) => void): AsyncGenerator<{ id: string; type: string; plain: string[]; unique: string[] }> {
       if (adding.size === 0) return;
+      let n = 0;
       for await (const [k, v] of db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH })) {
+        if (++n % REINDEX_PROGRESS === 0) scanned?.(n);
         const rec = decode<ObjectRecord>(v);
         const ranges = adding.get(rec.t);
         const def = ranges && schema.types.get(rec.t);
@@ -1635,11 +1644,10 @@ export class Store {
     const counted = changed.filter((c) => c.field === '').map((c) => c.type);
     let about = 0;
     for (const n of this.counts.values()) about += n;
-    let read = 0;
     for (const type of counted) this.counts.delete(type);
+    const progress = this.onReindexProgress && ((read: number): void => this.onReindexProgress!({ read, about }));
     // in id order: the least id holds a value made unique
-    for await (const { id, type, plain, unique } of entries()) {
-      if (++read % REINDEX_PROGRESS === 0) this.onReindexProgress?.({ read, about });
+    for await (const { id, type, plain, unique } of entries(progress)) {
       for (const key of plain) {
         ops.push({ type: 'put', key, value: EMPTY });
         if (key.startsWith('t')) this.counts.set(type, (this.counts.get(type) ?? 0) + 1);
@@ -2522,37 +2530,29 @@ export class Store {
    * The object's versions from the retained feed, oldest first (at most
    * `limit`, the newest ones). A purged object has none; see purgedAt().
    */
+  async history(id: string, limit = MAX_PAGE): Promise<ObjectHistory | undefined> {
+    const versions = await this.readHistory(id, { limit: clampLimit(limit) });
+    if (!versions) return undefined;
+    // the object's first change here is its create (or, for a cloned node, was never in this feed)
+    const truncated = versions[0]?.kind !== 'create';
+    return { id, versions, truncated, firstSeq: this.firstSeq() };
+  }
+
   /**
    * One version of the object, by its name (`origin#originSeq`), from all of
    * its history this node retains: history() shows only the newest
    * MAX_PAGE, and a revert may name an older one.
    */
   async historyVersion(id: string, name: string): Promise<ObjectVersion | undefined> {
-    this.assertOpen();
-    if (!isValidId(id)) return undefined;
-    const cur = await this.get(id);
-    if (!cur) return undefined;
-    const prefix = keys.historyPrefix(id);
-    const snapshot = this.db.snapshot();
-    try {
-      for await (const [k, v] of this.db.iterator({ gte: prefix, lt: prefix + HIGH, reverse: true, snapshot })) {
-        const r = decode<HistoryRecord>(v);
-        if (`${r.o}#${r.n}` !== name) continue;
-        const update = r.f === undefined ? await this.db.get(keys.feed(parseSeqPart(k.slice(prefix.length))), { snapshot }) : undefined;
-        return toVersion(k, r, this.schema.types.get(cur.type), update && decode<FeedRecord>(update).u);
-      }
-      return undefined;
-    } finally {
-      await snapshot.close();
-    }
+    return (await this.readHistory(id, { name }))?.[0];
   }
 
-  async history(id: string, limit = MAX_PAGE): Promise<ObjectHistory | undefined> {
+  /** The newest `limit` history records of an object, or the one named `name`, as versions, oldest first; undefined for no object. */
+  private async readHistory(id: string, want: { limit?: number; name?: string }): Promise<ObjectVersion[] | undefined> {
     this.assertOpen();
     if (!isValidId(id)) return undefined;
     const cur = await this.get(id);
     if (!cur) return undefined;
-    const def = this.schema.types.get(cur.type);
     const prefix = keys.historyPrefix(id);
     const records: [string, HistoryRecord][] = [];
     // One snapshot for both reads: a feed trim or a purge landing between them would take away
@@ -2561,8 +2561,13 @@ export class Store {
     let feed: (Buffer | undefined)[];
     let bare: [string, HistoryRecord][];
     try {
-      for await (const [k, v] of this.db.iterator({ gte: prefix, lt: prefix + HIGH, reverse: true, limit: clampLimit(limit), snapshot })) {
-        records.push([k, decode<HistoryRecord>(v)]);
+      for await (const [k, v] of this.db.iterator({ gte: prefix, lt: prefix + HIGH, reverse: true, limit: want.limit ?? -1, snapshot })) {
+        const r = decode<HistoryRecord>(v);
+        if (want.name === undefined) records.push([k, r]);
+        else if (`${r.o}#${r.n}` === want.name) {
+          records.push([k, r]);
+          break;
+        }
       }
       records.reverse();
       // a change that found no object keeps its fields in its feed entry's update only (see history.ts)
@@ -2571,11 +2576,9 @@ export class Store {
     } finally {
       await snapshot.close();
     }
+    const def = this.schema.types.get(cur.type);
     const updates = new Map(bare.map(([k], i) => [k, feed[i] && decode<FeedRecord>(feed[i]).u]));
-    const versions: ObjectVersion[] = records.map(([k, r]) => toVersion(k, r, def, updates.get(k)));
-    // the object's first change here is its create (or, for a cloned node, was never in this feed)
-    const truncated = versions[0]?.kind !== 'create';
-    return { id, versions, truncated, firstSeq: this.firstSeq() };
+    return records.map(([k, r]) => toVersion(k, r, def, updates.get(k)));
   }
 
   /**
@@ -2751,7 +2754,7 @@ export class Store {
   /**
    * The change a write with this idempotency key made here, once it is on
    * disk. A key whose record a replication run is bringing (see
-   * expectIdempotency) is waited for, up to ARRIVING_WAIT_MS: the change it
+   * expectIdempotency) is waited for, up to `idempotencyWaitMs`: the change it
    * names may be here already, inside an object's state, so "no record" would
    * have the write made twice. Past the wait, or when the run ends without
    * storing it, the answer is 'busy': send the write again shortly.
@@ -2763,7 +2766,7 @@ export class Store {
     if (v !== undefined) return decode<IdempotentWrite>(v);
     if (!this.arrivingKeys.has(key)) return undefined;
     // (two runs, from two peers, may bring the same key: each one's end is a reason to look again)
-    const deadline = performance.now() + ARRIVING_WAIT_MS;
+    const deadline = performance.now() + this.idempotencyWaitMs;
     for (let runs = this.arrivingKeys.get(key); runs; runs = this.arrivingKeys.get(key)) {
       const left = deadline - performance.now();
       if (left <= 0) break;
@@ -2787,9 +2790,8 @@ export class Store {
   expectIdempotency(expected: readonly string[]): () => void {
     let resolve!: () => void;
     const ended = new Promise<void>((r) => (resolve = r));
-    // A key recorded here already needs no wait, and one the run has stored (its `expect-keys` may be
-    // run after its last frame) must not be given one that only the session's end would lift.
-    const waiting = this.closed ? [] : expected.filter((k) => this.db.getSync(keys.idempotency(k)) === undefined);
+    // (a key recorded here already is found before any wait is looked at: idempotent reads first)
+    const waiting = this.closed ? [] : expected;
     for (const k of waiting) {
       const runs = this.arrivingKeys.get(k);
       if (runs === undefined) this.arrivingKeys.set(k, ended);

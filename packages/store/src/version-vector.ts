@@ -1,3 +1,5 @@
+import { isValidId } from './ids.js';
+
 /**
  * A version vector whose entry for an origin means "every change of that
  * origin up to here is applied": it only advances over contiguous
@@ -16,6 +18,17 @@
  */
 export function vectorEntry(vector: Readonly<Record<string, number>>, origin: string): number {
   return Object.hasOwn(vector, origin) ? vector[origin]! : 0;
+}
+
+/** A feed position or origin seq as it may come from outside (a frame, a backup): a safe integer, 0 or more. */
+export function isSeq(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+/** Whether `v` is a version vector as it may come from outside: a plain map of node ids to seqs. */
+export function isVector(v: unknown): v is Record<string, number> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Uint8Array) return false;
+  return Object.entries(v).every(([k, n]) => isValidId(k) && isSeq(n));
 }
 
 export class VersionVector {

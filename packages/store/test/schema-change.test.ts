@@ -201,7 +201,7 @@ t.test('a type added to the schema with no objects of it stored is added without
   await b.close();
 });
 
-t.test('a rebuild that reads many objects reports its progress every 10,000 objects, with about how many there are', async (t) => {
+t.test('a rebuild that reads many objects reports its progress every 10,000 objects read, of any type, with about how many there are', async (t) => {
   const plain = variant('  License:\n', '  Note:\n    idPrefix: note\n    fields:\n      text: { type: string }\n  License:\n');
   const indexed = variant('  License:\n', '  Note:\n    idPrefix: note\n    fields:\n      text: { type: string, index: true }\n  License:\n');
   const dir = tempDir(t);
@@ -209,13 +209,17 @@ t.test('a rebuild that reads many objects reports its progress every 10,000 obje
   for (let i = 0; i < 25_000; i += 500) {
     await Promise.all(Array.from({ length: 500 }, (_, j) => a.create('Note', { text: `note ${i + j}` })));
   }
+  // objects of a type not rebuilt are read too, and counted in the progress
+  for (let i = 0; i < 6_000; i += 500) {
+    await Promise.all(Array.from({ length: 500 }, (_, j) => a.create('Org', { name: `org ${i + j}`, kind: 'customer' })));
+  }
   await a.close();
   const progress: { read: number; about: number }[] = [];
   const told: unknown[] = [];
   const b = await Store.open({ dir, schema: indexed, passwordCost: { N: 1024, r: 8, p: 1 }, onReindex: (what) => void told.push(what), onReindexProgress: (p) => void progress.push(p) });
   t.teardown(() => b.close());
   t.same(told, [{ fields: ['Note.text'], types: [] }], 'the rebuild was announced');
-  t.same(progress, [{ read: 10_000, about: 25_000 }, { read: 20_000, about: 25_000 }], 'and reported as it read');
+  t.same(progress, [{ read: 10_000, about: 31_000 }, { read: 20_000, about: 31_000 }, { read: 30_000, about: 31_000 }], 'and reported as it read every object, of both types');
   t.equal((await b.lookup('Note', 'text', 'note 24999')).items.length, 1, 'and the field is indexed');
 });
 

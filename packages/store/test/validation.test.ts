@@ -126,6 +126,26 @@ t.test('a decoy password check spends a verify at the store\'s own password cost
   t.match(await made, /^\$scrypt\$N=1024,r=8,p=1\$/, 'at the cost the store hashes passwords with (the tests\' cheap one here)');
   await s.decoyPasswordCheck('another');
   t.equal((s as unknown as { decoyHash: Promise<string> }).decoyHash, made, 'made once');
+
+  // as long as a wrong password for someone, at the production cost, the empty password too
+  const { verifyPassword } = await import('../dist/password.js');
+  const real = await openStore(t, { passwordCost: { N: 16384, r: 8, p: 1 } });
+  const someone = await real.create('Person', { cn: 'X', sn: 'Y', password: 'the right one' });
+  const median = async (f: () => Promise<unknown>): Promise<number> => {
+    const times: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const started = performance.now();
+      await f();
+      times.push(performance.now() - started);
+    }
+    return times.sort((x, y) => x - y)[1]!;
+  };
+  await real.decoyPasswordCheck('warm');
+  const wrong = await median(() => verifyPassword('a guess', someone.fields['password'] as string));
+  for (const guess of ['a guess', '']) {
+    const decoy = await median(() => real.decoyPasswordCheck(guess));
+    t.ok(decoy >= wrong / 2, `a decoy check of "${guess}" takes about a wrong password's time (${decoy.toFixed(1)} against ${wrong.toFixed(1)} ms)`);
+  }
 });
 
 t.test('a scrypt hash that asks more than four times the default cost is no hash: written, it is hashed as a password; stored, it never verifies', async (t) => {

@@ -61,8 +61,8 @@ export interface SessionIo {
   reader?: AsyncGenerator<ClonedState[]> | undefined;
   /** ends the store's wait for the idempotency records the running clone or anti-entropy run brings */
   expected?: (() => void)[] | undefined;
-  /** the run's last batch (which stores those records) while it is being written */
-  finishing?: Promise<void> | undefined;
+  /** the session's last run (clone, anti-entropy) whose last frame was taken up */
+  lastRun?: number | undefined;
 }
 
 /**
@@ -148,23 +148,24 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         }
         // the last frame waits for every state before it to be on disk, then moves the vector
         const base = JSON.stringify(store.feedBase());
-        // (a session that ends meanwhile lets the waits go only once this batch has settled: see releaseSession)
-        const finishing = store.cloneStates(a.objects, { peer: session.peer!, ...a.done }, { clone: a.clone });
-        io.finishing = finishing.then(
-          () => undefined,
-          () => undefined,
-        );
+        // The run's waits are this batch's now (a session that ends meanwhile leaves them to it):
+        // they end once the records are on disk, or are held as a run cut short's if it fails.
+        const held = io.expected?.splice(0) ?? [];
+        io.lastRun = a.run;
         try {
-          await finishing;
-        } finally {
-          io.finishing = undefined;
+          await store.cloneStates(a.objects, { peer: session.peer!, ...a.done }, { clone: a.clone });
+        } catch (e) {
+          holdCutShort(held);
+          throw e;
         }
-        endExpected(io);
+        for (const end of held) end();
         queue.push(...session.applied());
         if (JSON.stringify(store.feedBase()) !== base) io.statesApplied?.();
         break;
       }
       case 'expect-keys':
+        // (reached after its run's last frame was taken up: its records are stored with it, no wait needed)
+        if (a.run <= (io.lastRun ?? -1)) break;
         (io.expected ??= []).push(store.expectIdempotency(a.keys));
         break;
       case 'open':
@@ -206,26 +207,19 @@ export function releaseSession(io: SessionIo): void {
   void io.reader?.return(undefined);
   void io.snapshot?.close();
   io.reader = io.snapshot = undefined;
-  // The run's last batch may still be on its way to disk (it runs outside the link's queue, once the
-  // frames before it are acknowledged): a resend let go before it is there would find no record.
-  // (stored, its waits were ended by then; failed, they are a run cut short's, below)
-  if (io.finishing) {
-    void io.finishing.then(() => {
-      io.finishing = undefined;
-      releaseSession(io);
-    });
-    return;
-  }
-  // A run cut short may have brought the states its records belong to: the next run (a reconnect)
-  // brings the records again, and until then a resend under one of the keys is answered 'busy'
-  // rather than made a second time. Store.close ends the waits sooner.
-  const held = io.expected?.splice(0) ?? [];
+  // (a run whose last frame is being stored has handed its waits to that batch: see 'clone')
+  holdCutShort(io.expected?.splice(0) ?? []);
+}
+
+/**
+ * A run cut short may have brought the states its records belong to: a
+ * reconnect's run may bring the records again, and until then a resend
+ * under one of the keys is answered 'busy' rather than made a second time.
+ * Store.close ends the waits sooner.
+ */
+function holdCutShort(held: (() => void)[]): void {
   if (held.length) setTimeout(() => held.forEach((end) => end()), CUT_SHORT_WAIT_MS).unref();
 }
 
 /** How long the keys of a run cut short are still waited for: a reconnect and the start of a new run. */
-export const CUT_SHORT_WAIT_MS = 30_000;
-
-function endExpected(io: SessionIo): void {
-  for (const end of io.expected?.splice(0) ?? []) end();
-}
+const CUT_SHORT_WAIT_MS = 30_000;

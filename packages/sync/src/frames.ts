@@ -1,5 +1,5 @@
 import { Packr } from 'msgpackr';
-import { isValidId, MAX_CHANGE_BYTES } from '@meridian/store';
+import { isSeq, isValidId, isVector, MAX_CHANGE_BYTES } from '@meridian/store';
 
 /**
  * Every frame of the replication protocol, in one place. A frame is one
@@ -192,7 +192,6 @@ export function encodeFrame(f: Frame): Uint8Array {
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 /** node and cluster ids: the characters object ids may use */
 const isId = (v: unknown): v is string => typeof v === 'string' && isValidId(v);
-const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isBytes = (v: unknown, max: number): v is Uint8Array => v instanceof Uint8Array && v.length <= max;
 const KINDS = new Set(['create', 'update', 'delete', 'undelete', 'purge', 'redacted']);
 const WRITE_OPS = new Set(['create', 'update', 'replace', 'delete', 'undelete']);
@@ -210,7 +209,7 @@ function checkVector(v: unknown): Record<string, number> {
   check(isObj(v), 'vector must be a map');
   const entries = Object.entries(v);
   check(entries.length <= 10_000, 'vector too large');
-  for (const [k, n] of entries) check(isId(k) && isSeq(n), 'vector entries must be node id -> seq');
+  check(isVector(v), 'vector entries must be node id -> seq');
   return v as Record<string, number>;
 }
 

@@ -8,6 +8,6 @@ export { Replicator, ForwardError, DUPLICATE_SESSION } from './replicator.js';
 export type { PeerState, PeerStatus, ReplicaMode, ReplicatorLog, ReplicatorOptions } from './replicator.js';
 export { proof, replicaKey, parseReplicaCredential, formatReplicaCredential } from './auth.js';
 export type { ProofSide, ReplicaCredential } from './auth.js';
-export { CUT_SHORT_WAIT_MS, runActions, releaseSession } from './executor.js';
+export { runActions, releaseSession } from './executor.js';
 export type { FeedStore, SessionIo } from './executor.js';
 export { FrameCodec, COMPRESSED } from './frame-codec.js';

@@ -567,8 +567,8 @@ export class Replicator {
     // sessions without end under new node ids, each taking a snapshot or a thousand forwarded writes. Two,
     // so that a replica restarted under a new id is not refused while its old session times out.
     if (this.role === 'master' && role === 'replica') {
-      const name = link.session.peerCredential?.split(':')[0];
-      const others = [...this.links].filter((l) => l !== link && l.session.peer !== peer && l.session.peerRole === 'replica' && l.session.state === 'open' && l.ws.readyState === WebSocket.OPEN && l.session.peerCredential?.split(':')[0] === name);
+      const name = credentialName(link);
+      const others = [...this.links].filter((l) => l !== link && l.session.peer !== peer && l.session.peerRole === 'replica' && isLive(l) && credentialName(l) === name);
       if (others.length >= MAX_SESSIONS_PER_CREDENTIAL) {
         this.runNow(link, link.session.fail(`credential "${name}" has sessions open already as ${others.map((l) => l.session.peer).join(' and ')}; give each replica a credential of its own`, true));
         return false;
@@ -576,7 +576,7 @@ export class Replicator {
     }
     for (const other of this.links) {
       // (a link whose socket is closing is on its way out, its queued work still ending: it does not compete)
-      if (other === link || other.session.peer !== peer || other.session.state !== 'open' || other.ws.readyState !== WebSocket.OPEN) continue;
+      if (other === link || other.session.peer !== peer || !isLive(other)) continue;
       // a master and a replica under one id: the master's session stays, the replica's goes
       if (role !== other.session.peerRole) {
         const replica = role === 'replica' ? link : other;
@@ -584,7 +584,7 @@ export class Replicator {
         if (replica === link) return false;
         continue;
       }
-      if (role === 'replica' && other.session.peerCredential?.split(':')[0] !== link.session.peerCredential?.split(':')[0]) {
+      if (role === 'replica' && credentialName(other) !== credentialName(link)) {
         this.runNow(link, link.session.fail(`replica node id "${peer}" is in use by the session of another credential; give each replica an id of its own`, true));
         return false;
       }
@@ -819,6 +819,16 @@ export class Replicator {
 }
 
 const BRIEF_SESSION_MS = 5000;
+
+/** A link whose session is open and whose socket is not closing (one closing is on its way out, its queued work still ending). */
+function isLive(l: Link): boolean {
+  return l.session.state === 'open' && l.ws.readyState === WebSocket.OPEN;
+}
+
+/** The name of the credential a replica's session presented (`name:serial`). */
+function credentialName(l: Link): string | undefined {
+  return l.session.peerCredential?.split(':')[0];
+}
 
 /** Open replica sessions one credential may hold on a master at once, under different node ids. */
 const MAX_SESSIONS_PER_CREDENTIAL = 2;

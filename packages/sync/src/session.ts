@@ -28,9 +28,9 @@ export type Action =
   /** receiver side: what this node holds in the differing buckets after `after`, for the next `need` page */
   | { type: 'read-held'; buckets: number[]; after: string | undefined }
   /** the idempotency records of these keys came in a states frame and are stored with the run's last: until then the store waits for them */
-  | { type: 'expect-keys'; keys: string[] }
+  | { type: 'expect-keys'; keys: string[]; run: number }
   /** `clone`: the states of a clone (the subscriber was empty), not of an anti-entropy run; with `done`, the held keys' records too */
-  | { type: 'clone'; objects: ClonedState[]; done: { head: number; vector: Record<string, number> } | undefined; clone: boolean }
+  | { type: 'clone'; objects: ClonedState[]; done: { head: number; vector: Record<string, number> } | undefined; clone: boolean; run: number }
   | { type: 'load-checkpoint'; peer: string }
   | { type: 'open'; peer: string; role: Role }
   /** master: run a write a replica forwarded, then hand the answer to writeDone() */
@@ -178,6 +178,8 @@ export class SyncSession {
   private readonly queuedStates: StatesFrame[] = [];
   /** receiver side: the idempotency records of this run of states so far, stored with its last frame */
   private readonly heldKeys: { q: string; r: Uint8Array }[] = [];
+  /** runs of states (clones, anti-entropy) whose last frame was handed to the driver */
+  private runsDone = 0;
   /** receiver side: this session subscribed with `clone` */
   private asClone = false;
   /** a session carries one anti-entropy run at most */
@@ -397,7 +399,7 @@ export class SyncSession {
         this.pendingApply.push(f);
         // the next page is asked for at once: its answer may come while this one is applied
         const more: Action[] = f.page ? [{ type: 'read-held', buckets: this.needBuckets!, after: this.needAfter }] : [];
-        return [...(expected.length ? [{ type: 'expect-keys', keys: expected } as const] : []), ...more, ...this.nextApply()];
+        return [...(expected.length ? [{ type: 'expect-keys', keys: expected, run: this.runsDone } as const] : []), ...more, ...this.nextApply()];
       }
       case 'changes': {
         // states frames before the final one may still be queued here: what matters is that the last has arrived
@@ -471,7 +473,9 @@ export class SyncSession {
     if (f.t === 'states') {
       const done = f.done ? { head: f.head!, vector: f.vector! } : undefined;
       const keyed = f.done ? this.heldKeys.splice(0).map((k): ClonedState => ({ key: k.q, record: k.r })) : [];
-      return [{ type: 'clone', objects: [...f.objects.map(fromStateItem), ...keyed], done, clone: this.asClone }];
+      // (numbered: an expect-keys of this run that the driver reaches after its last frame is dropped)
+      const run = f.done ? this.runsDone++ : this.runsDone;
+      return [{ type: 'clone', objects: [...f.objects.map(fromStateItem), ...keyed], done, clone: this.asClone, run }];
     }
     // Changes frames that queued up while the last apply ran are applied together: one
     // read of the objects they touch, one apply. (Merging began when each apply waited for

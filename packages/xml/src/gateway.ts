@@ -26,7 +26,7 @@ import { exportOrder, runImport } from './import-export.js';
 import { PieceParser } from './piece-parser.js';
 import { fieldsBefore, historyXml, readableHistory } from './history-xml.js';
 import { changesFeed } from './changes.js';
-import { CursorSeal } from './cursor.js';
+import type { CursorSeal } from './cursor.js';
 
 export interface HttpAnswer {
   status: number;
@@ -55,8 +55,8 @@ export interface XmlGatewayOptions {
   pollTimeout?: number;
   /** told once, with the reason, if the import parser's thread is lost */
   onParserLost?(reason: string): void;
-  /** 32 bytes that seal list cursors (kept by the node, so its cursors outlive a restart) */
-  cursorKey: Buffer;
+  /** seals list cursors with the node's key, kept by the node so cursors outlive a restart (cursor.ts); the node shares it with the LDAP gateway's paged results cookies */
+  cursorSeal: CursorSeal;
 }
 
 interface Request {
@@ -101,7 +101,7 @@ export class XmlGateway {
   private readonly cursors: CursorSeal;
 
   constructor(private readonly opts: XmlGatewayOptions) {
-    this.cursors = new CursorSeal(opts.cursorKey);
+    this.cursors = opts.cursorSeal;
   }
 
   /** Stops the import parser's thread, if one started. */
@@ -287,30 +287,45 @@ export class XmlGateway {
    * it was then (its own history), not as it is now.
    */
   private async readableAt(scope: AccessScope, o: StoredObject, h: ObjectHistory): Promise<(fields: Record<string, FieldValue>, at: number) => boolean> {
-    const orgIds = new Set<string>();
-    for (const v of h.versions) {
-      for (const fields of [v.fields, fieldsBefore(v)]) {
-        const id = scope.organisationOf({ id: o.id, type: o.type, fields });
-        if (id !== undefined && id !== o.id) orgIds.add(id);
+    // Another organisation's history is read only when a rule reaches this type by a field of the
+    // organisation (a reseller's customers): an organisation's own versions hold those fields, and
+    // a rule of one's own organisation, or one's own entry, needs none.
+    const timelines = new Map<string, ObjectVersion[] | Record<string, FieldValue>>();
+    if (!scope.isSelf(o) && scope.orgOf(o) !== o.id && scope.readsThroughOrganisation(o.type)) {
+      const orgIds = new Set<string>();
+      for (const v of h.versions) {
+        for (const fields of [v.fields, fieldsBefore(v)]) {
+          const id = scope.orgOf({ id: o.id, type: o.type, fields });
+          if (id !== undefined) orgIds.add(id);
+        }
       }
-    }
-    const timelines = new Map<string, { versions: ObjectVersion[]; now: Record<string, FieldValue> | undefined }>();
-    for (const id of orgIds) {
-      const [past, now] = [await this.opts.store.history(id), await this.opts.store.get(id)];
-      timelines.set(id, { versions: past?.versions ?? [], now: now?.fields });
+      await Promise.all(
+        [...orgIds].map(async (id) => {
+          const past = await this.opts.store.history(id);
+          // (with no version kept, the organisation was all along as it is)
+          const now = past && past.versions.length === 0 ? (await this.opts.store.get(id))?.fields : undefined;
+          if (past?.versions.length) timelines.set(id, past.versions);
+          else if (now) timelines.set(id, now);
+        }),
+      );
     }
     const orgAt = (id: string, at: number): Accessible | undefined => {
       const t = timelines.get(id);
       if (!t) return undefined;
-      let then: ObjectVersion | undefined;
-      for (const v of t.versions) if (v.seq <= at) then = v;
-      // before its oldest version kept, it was as that version found it; with none kept, as it is
-      const fields = then ? then.fields : t.versions[0] ? fieldsBefore(t.versions[0]) : t.now;
-      return fields && { id, type: '', fields };
+      if (!Array.isArray(t)) return { id, type: '', fields: t };
+      // the last version at or before `at` (versions are in feed order); before the oldest kept, as that one found it
+      let lo = 0;
+      let hi = t.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (t[mid]!.seq <= at) lo = mid + 1;
+        else hi = mid;
+      }
+      return { id, type: '', fields: lo > 0 ? t[lo - 1]!.fields : fieldsBefore(t[0]!) };
     };
     return (fields, at) => {
       const x = { id: o.id, type: o.type, fields };
-      const id = scope.organisationOf(x);
+      const id = scope.orgOf(x);
       return scope.couldRead(x, id === o.id ? x : id === undefined ? undefined : orgAt(id, at));
     };
   }

@@ -6,7 +6,7 @@ import {
   checkRequired,
   foldValue,
   sameAsWritten,
-  validationFailure,
+  uniqueTaken,
   type FieldValue,
   type Schema,
   type Store,
@@ -306,8 +306,8 @@ function referencedFirst(schema: Schema, items: Deferred[]): Deferred[] {
     else byId.set(d.input.id, [d]);
   }
   const previous = new Map<Deferred, Deferred>();
+  // (items come in document order, as they were held back: so does each id's list)
   for (const copies of byId.values()) {
-    copies.sort((a, b) => a.line - b.line);
     for (let i = 1; i < copies.length; i++) previous.set(copies[i]!, copies[i - 1]!);
   }
   const before = (d: Deferred): Deferred[] => {
@@ -382,7 +382,7 @@ async function check(
         const owner = (await store.lookup(def.name, f.name, String(one))).items[0];
         if (owner && owner.id !== id) {
           const value = String(foldValue(f, one));
-          throw validationFailure(def, shown, f.name, 'unique', `value "${value}" is already used by ${def.name} ${owner.id}`, `value "${value}" is already used by another ${def.name}`);
+          throw uniqueTaken(def, shown, f.name, value, owner.id);
         }
       }
     }
