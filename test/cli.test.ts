@@ -202,3 +202,23 @@ t.test('verify refuses, in one sentence, to compare digests of different widths 
   t.throws(() => compareDigests([a, { ...b, buckets: 'nope' as unknown as [] }]), { message: /answered a digest of no id ranges/ });
   t.same(compareDigests([a, { ...a, url: 'http://c', nodeId: 'c' }]).identical, true, 'equal widths compare');
 });
+
+t.test('verify tells changes not yet replicated from divergence, counting what each node lacks exactly', async (t) => {
+  const { compareDigests, formatVerify } = await import('../packages/cli/dist/replication-views.js');
+  const digest = (nodeId: string, hash: string, vector?: Record<string, number>, ahead?: [string, number][]) => ({ url: `http://${nodeId}`, nodeId, lastSeq: 0, objects: 1, buckets: [{ count: 1, hash }], ...(vector ? { vector, ahead: ahead ?? [] } : {}) });
+  t.same(compareDigests([digest('a', 'x', { a: 5 }), digest('b', 'x', { a: 2 })]).lacking, undefined, 'identical buckets: nothing to explain');
+  // b holds a:1-2 and a:4 (ahead of its gap at 3); c holds a:1-5 and a:9; so b lacks 3, 5 and 9, c lacks nothing of a
+  const r = compareDigests([digest('b', 'x', { a: 2, c: 1 }, [['a', 4]]), digest('c', 'y', { a: 5, c: 1 }, [['a', 9]])]);
+  t.same(r.lacking, [{ nodeId: 'b', origin: 'a', missing: 3, holds: 2, newest: 9 }]);
+  t.match(formatVerify(r), /^NOT CONVERGED in 1 of 1 id ranges/m);
+  t.match(formatVerify(r), /^b lacks 3 changes from a \(it holds a up to 2, another node up to 9\)$/m);
+  // an origin one node has never heard of counts from 0
+  t.same(compareDigests([digest('b', 'x', {}), digest('c', 'y', { d: 2 })]).lacking, [{ nodeId: 'b', origin: 'd', missing: 2, holds: 0, newest: 2 }]);
+  const diverged = compareDigests([digest('b', 'x', { a: 5 }, [['a', 7]]), digest('c', 'y', { a: 5 }, [['a', 7]])]);
+  t.same(diverged.lacking, [], 'the same changes held');
+  t.match(formatVerify(diverged), /^DIVERGED in 1 of 1 id ranges[^]*\nevery node holds the same changes, so these ranges should be equal: see "A diverged node found by verify" in docs\/operations.md$/m);
+  const older = compareDigests([digest('b', 'x', { a: 5 }), digest('c', 'y')]);
+  t.same(older.lacking, undefined, 'a node that does not say which changes it holds (an older build): no judgement');
+  t.match(formatVerify(older), /^DIVERGED in 1 of 1 id ranges[^]*id range 0: b 1, c 1$/m);
+  t.same(compareDigests([digest('b', 'x', { a: -1 }), digest('c', 'y', { a: 1 })]).lacking, undefined, 'nor one whose position is malformed');
+});

@@ -341,12 +341,25 @@ t.test('meridian verify says identical, or names the ranges that differ', async 
   t.match(same.stdout, new RegExp(`^a \\(${a.node.url}\\): 0 objects\nb \\(${b.node.url}\\): 0 objects\nidentical: every id range has the same digest on every node\n$`));
   const o = await a.node.store.create('Organisation', { name: 'Only on a', kind: 'vendor' });
   const differ = await cliAsync(['verify', '--nodes', `${a.node.url},${b.node.url}`], env);
-  t.equal(differ.code, 1, 'exit 1 on divergence');
+  t.equal(differ.code, 1, 'exit 1 when they differ');
   t.match(differ.stdout, /^a \(.*\): 1 objects$/m);
-  t.match(differ.stdout, /^DIVERGED in 1 of 16 id ranges \(ranges by the first hex digit of sha1\(id\)\):\nid range [0-9a-f]: a 1, b 0$/m, 'the range, with each node\'s count there');
+  t.match(differ.stdout, /^NOT CONVERGED in 1 of 16 id ranges \(ranges by the first hex digit of sha1\(id\)\):\nid range [0-9a-f]: a 1, b 0$/m, 'the range, with each node\'s count there');
+  t.match(differ.stdout, /^replication has not finished: the nodes do not hold the same changes yet\nb lacks 1 change from a \(it holds a up to 0, another node up to 1\)\nverify again once writes have stopped and every peer is live, or wait for it with --wait SECONDS$/m, 'not called divergence: b lacks a change of a');
   const json = JSON.parse((await cliAsync(['verify', '--nodes', `${a.node.url},${b.node.url}`, '--json'], env)).stdout);
   const bucket = (await import('node:crypto')).createHash('sha1').update(o.id).digest('hex')[0];
-  t.same(json, { identical: false, buckets: 16, nodes: [{ url: a.node.url, nodeId: 'a', objects: 1 }, { url: b.node.url, nodeId: 'b', objects: 0 }], differing: [{ bucket, counts: { a: 1, b: 0 } }] }, 'and as JSON');
+  t.same(
+    json,
+    { identical: false, buckets: 16, nodes: [{ url: a.node.url, nodeId: 'a', objects: 1 }, { url: b.node.url, nodeId: 'b', objects: 0 }], differing: [{ bucket, counts: { a: 1, b: 0 } }], lacking: [{ nodeId: 'b', origin: 'a', missing: 1, holds: 0, newest: 1 }] },
+    'and as JSON',
+  );
+  // nothing links them, so waiting does not help: it digests again each second, then says the same
+  const started = Date.now();
+  const waited = await cliAsync(['verify', '--nodes', `${a.node.url},${b.node.url}`, '--wait', '2.5', '--json'], env);
+  t.equal(waited.code, 1);
+  t.ok(Date.now() - started >= 2000, `--wait digested again for its time (${Date.now() - started} ms)`);
+  t.same(JSON.parse(waited.stdout).lacking, json.lacking);
+  const bad = await cliAsync(['verify', '--nodes', `${a.node.url},${b.node.url}`, '--wait', 'soon'], env);
+  t.same([bad.code, bad.stderr], [2, 'meridian: --wait takes a number of seconds, not "soon"\n']);
 });
 
 t.test('meridian verify without --nodes compares --node with the peers it dials', async (t) => {
@@ -354,11 +367,8 @@ t.test('meridian verify without --nodes compares --node with the peers it dials'
   const a = await start(t, { nodeId: 'a', peers: [`${b.node.url.replace('http', 'ws')}/sync`] });
   const env = { MERIDIAN_PASSWORD: PW };
   await a.node.store.create('Organisation', { name: 'Made on a', kind: 'vendor' });
-  let r = await cliAsync(['verify', '--node', a.node.url], env);
-  for (let i = 0; i < 50 && r.code !== 0; i++) {
-    await new Promise((res) => setTimeout(res, 100));
-    r = await cliAsync(['verify', '--node', a.node.url], env);
-  }
+  // (b may not have the change yet: --wait digests again until both hold the same changes)
+  const r = await cliAsync(['verify', '--node', a.node.url, '--wait', '10'], env);
   t.equal(r.code, 0, r.stderr);
   t.match(r.stdout, new RegExp(`^a \\(${a.node.url}\\): 1 objects\nb \\(${b.node.url}\\): 1 objects\nidentical`), 'a, then b at the HTTP address of the sync URL a dials');
   const alone = await cliAsync(['verify', '--node', b.node.url], env);

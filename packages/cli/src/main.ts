@@ -3,7 +3,7 @@ import { isMeridianError, MAX_PAGE } from '@meridian/store';
 import { initDataDir, MeridianNode, resolveConfig, VERSION, type ConfigInput } from '@meridian/node';
 import { AdminClient, CliError, unescapeXml } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
-import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type FeedView, type ConflictView, type DigestView } from './replication-views.js';
+import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type FeedView, type ConflictView, type DigestView, type VerifyResult } from './replication-views.js';
 import { parseAssignments } from './assignments.js';
 import { bar, bytes, Progress } from './progress.js';
 import { addReversibilityCommands } from './reversibility.js';
@@ -403,7 +403,10 @@ export function buildProgram(): Command {
 
   clientOptions(program.command('verify').description('compare the data of several nodes; exit 1 if they differ'))
     .option('--nodes <urls>', 'comma-separated node URLs to compare (default: --node and the peers it dials)')
-    .action(async (flags: ClientFlags & { nodes?: string }) => {
+    .option('--wait <seconds>', 'while the nodes do not yet hold the same changes, compare again every second for up to this long', '0')
+    .action(async (flags: ClientFlags & { nodes?: string; wait: string }) => {
+      const wait = Number(flags.wait);
+      if (!(Number.isFinite(wait) && wait >= 0)) throw new CliError(`--wait takes a number of seconds, not "${flags.wait}"`, 2);
       let urls: string[];
       if (flags.nodes !== undefined) {
         urls = flags.nodes.split(',').map((u) => u.trim()).filter(Boolean);
@@ -415,36 +418,45 @@ export function buildProgram(): Command {
         if (peers.length === 0) throw new CliError(`${flags.node} dials no peers to compare it with; name the nodes with --nodes URL,URL`);
         urls = [flags.node, ...new Set(peers)];
       }
+      const deadline = Date.now() + wait * 1000;
       // each node digests its whole store: on a large one that takes a while, so show who has answered
       const progress = new Progress(flags.json === true);
-      let answered = 0;
-      const line = (): string => `verifying: ${bar(answered / urls.length)} ${answered}/${urls.length} nodes digested`;
-      progress.update(line, true);
-      let digests: (DigestView & { url: string })[];
+      let result: VerifyResult;
       try {
-        digests = await Promise.all(
-          urls.map(async (u) => {
-            let body: DigestView;
-            try {
-              body = (await client({ ...flags, node: u }).request<DigestView>('GET', '/api/digest')).body;
-            } catch (e) {
-              // (every node is asked with the same credentials: say which one refused or failed)
-              if (e instanceof CliError && !e.message.includes(originOf(u))) throw new CliError(`${u}: ${e.message}`, e.exitCode);
-              throw e;
-            }
-            const d = { url: u, ...body };
-            answered++;
-            progress.update(line, true);
-            return d;
-          }),
-        );
+        for (let round = 1; ; round++) {
+          result = compareDigests(await digestAll(flags, urls, progress, round));
+          // (only a difference of held changes can go away by waiting: equal holdings that differ are divergence)
+          if (result.identical || !result.lacking?.length || Date.now() + 1000 > deadline) break;
+          await new Promise((r) => setTimeout(r, 1000));
+        }
       } finally {
         progress.done();
       }
-      const result = compareDigests(digests);
       out(flags.json ? JSON.stringify(result) : formatVerify(result));
       if (!result.identical) process.exitCode = 1;
     });
+
+  /** Every node's digest, asked at once. */
+  async function digestAll(flags: ClientFlags, urls: string[], progress: Progress, round: number): Promise<(DigestView & { url: string })[]> {
+    let answered = 0;
+    const line = (): string => `verifying${round > 1 ? ` (round ${round})` : ''}: ${bar(answered / urls.length)} ${answered}/${urls.length} nodes digested`;
+    progress.update(line, true);
+    return Promise.all(
+      urls.map(async (u) => {
+        let body: DigestView;
+        try {
+          body = (await client({ ...flags, node: u }).request<DigestView>('GET', '/api/digest')).body;
+        } catch (e) {
+          // (every node is asked with the same credentials: say which one refused or failed)
+          if (e instanceof CliError && !e.message.includes(originOf(u))) throw new CliError(`${u}: ${e.message}`, e.exitCode);
+          throw e;
+        }
+        answered++;
+        progress.update(line, true);
+        return { url: u, ...body };
+      }),
+    );
+  }
 
   addReversibilityCommands(program, clientOptions, client);
 

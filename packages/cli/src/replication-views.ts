@@ -59,6 +59,20 @@ export interface DigestView {
   lastSeq: number;
   objects: number;
   buckets: { count: number; hash: string }[];
+  /** the changes the digest covers (absent from nodes of builds before it was sent) */
+  vector?: Record<string, number>;
+  ahead?: [origin: string, originSeq: number][];
+}
+
+/** Changes of one origin that one node does not hold yet and another does. */
+export interface Lacking {
+  nodeId: string;
+  origin: string;
+  /** how many of that origin's changes, held by some node, this one lacks */
+  missing: number;
+  /** its vector entry for the origin, and the highest any node holds */
+  holds: number;
+  newest: number;
 }
 
 export interface VerifyResult {
@@ -67,6 +81,12 @@ export interface VerifyResult {
   nodes: { url: string; nodeId: string; objects: number }[];
   /** buckets (id ranges by hash) that differ, with each node's object count there */
   differing: { bucket: string; counts: Record<string, number> }[];
+  /**
+   * When some differ and every node said which changes it holds: what each
+   * lacks of the others'. Empty means every node holds the same changes, so
+   * the data itself diverged; otherwise replication has not finished.
+   */
+  lacking?: Lacking[];
 }
 
 export function compareDigests(digests: (DigestView & { url: string })[]): VerifyResult {
@@ -83,14 +103,54 @@ export function compareDigests(digests: (DigestView & { url: string })[]): Verif
       differing.push({ bucket: b.toString(16), counts: Object.fromEntries(digests.map((d) => [d.nodeId, d.buckets[b]!.count])) });
     }
   }
-  return { identical: differing.length === 0, buckets: width, nodes: digests.map((d) => ({ url: d.url, nodeId: d.nodeId, objects: d.objects })), differing };
+  const result: VerifyResult = { identical: differing.length === 0, buckets: width, nodes: digests.map((d) => ({ url: d.url, nodeId: d.nodeId, objects: d.objects })), differing };
+  if (!result.identical && digests.every(hasPosition)) result.lacking = lackingChanges(digests);
+  return result;
+}
+
+function hasPosition<D extends DigestView>(d: D): d is D & Required<Pick<DigestView, 'vector' | 'ahead'>> {
+  return (
+    typeof d.vector === 'object' &&
+    d.vector !== null &&
+    Object.values(d.vector).every((n) => Number.isSafeInteger(n) && n >= 0) &&
+    Array.isArray(d.ahead) &&
+    d.ahead.every((a) => Array.isArray(a) && typeof a[0] === 'string' && Number.isSafeInteger(a[1]))
+  );
+}
+
+/**
+ * What each node lacks of the changes some node holds, origin by origin. A
+ * node holds an origin's changes 1..vector[origin], and those held beyond a
+ * gap (`ahead`), so the count is exact without listing every seq.
+ */
+function lackingChanges(digests: (DigestView & Required<Pick<DigestView, 'vector' | 'ahead'>>)[]): Lacking[] {
+  const origins = [...new Set(digests.flatMap((d) => [...Object.keys(d.vector), ...d.ahead.map(([o]) => o)]))].sort();
+  const lacking: Lacking[] = [];
+  for (const origin of origins) {
+    const upTo = Math.max(...digests.map((d) => d.vector[origin] ?? 0));
+    // the changes of this origin held beyond every node's contiguous run, by anyone
+    const beyond = new Set(digests.flatMap((d) => d.ahead.filter(([o, seq]) => o === origin && seq > upTo).map(([, seq]) => seq)));
+    for (const d of digests) {
+      const holds = d.vector[origin] ?? 0;
+      const aheadHere = new Set(d.ahead.filter(([o]) => o === origin).map(([, seq]) => seq));
+      let missing = upTo - holds;
+      for (const seq of aheadHere) if (seq > holds && seq <= upTo) missing--;
+      for (const seq of beyond) if (!aheadHere.has(seq)) missing++;
+      if (missing > 0) lacking.push({ nodeId: d.nodeId, origin, missing, holds, newest: Math.max(upTo, ...beyond) });
+    }
+  }
+  return lacking;
 }
 
 export function formatVerify(r: VerifyResult): string {
   const head = r.nodes.map((n) => `${n.nodeId} (${n.url}): ${n.objects} objects`).join('\n');
   if (r.identical) return `${head}\nidentical: every id range has the same digest on every node`;
   const lines = r.differing.map((d) => `id range ${d.bucket}: ${Object.entries(d.counts).map(([n, c]) => `${n} ${c}`).join(', ')}`);
-  return `${head}\nDIVERGED in ${r.differing.length} of ${r.buckets} id ranges (ranges by the first hex digit of sha1(id)):\n${lines.join('\n')}`;
+  const ranges = `in ${r.differing.length} of ${r.buckets} id ranges (ranges by the first hex digit of sha1(id)):\n${lines.join('\n')}`;
+  if (r.lacking === undefined) return `${head}\nDIVERGED ${ranges}`;
+  if (r.lacking.length === 0) return `${head}\nDIVERGED ${ranges}\nevery node holds the same changes, so these ranges should be equal: see "A diverged node found by verify" in docs/operations.md`;
+  const behind = r.lacking.map((l) => `${l.nodeId} lacks ${l.missing} change${l.missing === 1 ? '' : 's'} from ${l.origin} (it holds ${l.origin} up to ${l.holds}, another node up to ${l.newest})`);
+  return `${head}\nNOT CONVERGED ${ranges}\nreplication has not finished: the nodes do not hold the same changes yet\n${behind.join('\n')}\nverify again once writes have stopped and every peer is live, or wait for it with --wait SECONDS`;
 }
 
 export function table(header: string[], rows: string[][]): string {

@@ -90,8 +90,9 @@ export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: 
   if (parts[1] === 'digest' && parts.length === 2) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
     // ?content=1: the digest of what an XML export carries (see Store.contentDigest)
-    const d = url.searchParams.get('content') === '1' ? await ctx.store.contentDigest() : await ctx.store.digest();
-    sendJson(res, 200, { nodeId: ctx.store.nodeId, lastSeq: ctx.store.lastSeq, ...d });
+    const { at, ...d } = url.searchParams.get('content') === '1' ? await ctx.store.contentDigest() : await ctx.store.digest();
+    // the position is read with the digest, so a verify can tell replication still under way from divergence
+    sendJson(res, 200, { nodeId: ctx.store.nodeId, lastSeq: at.head, ...d, vector: at.vector, ahead: at.ahead });
     return;
   }
   if (parts[1] === 'conflicts' && parts.length === 2) {

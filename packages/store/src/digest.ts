@@ -14,6 +14,24 @@ export interface StoreDigest {
   buckets: { count: number; hash: string }[];
 }
 
+/**
+ * The changes a digest covers, read with it: the vector (origin -> highest
+ * origin seq held with none missing below it), the changes held beyond a gap
+ * in it, and this node's feed head. Two nodes whose vectors and held-ahead
+ * changes are equal hold the same changes, so differing buckets between them
+ * mean divergence (or an anti-entropy or clone run still merging); otherwise
+ * replication has not finished.
+ */
+export interface DigestPosition {
+  head: number;
+  vector: Record<string, number>;
+  ahead: [origin: string, originSeq: number][];
+}
+
+export interface PositionedDigest extends StoreDigest {
+  at: DigestPosition;
+}
+
 export const BUCKETS = 16;
 
 /** Bucket of an id among 2^bits (bits <= 8). */

@@ -14,7 +14,7 @@ export { hlcToIso, hlcWall } from './hlc.js';
 export { idFromDigest, isValidId, newId } from './ids.js';
 export { checkIndexes } from './check.js';
 export { BUCKETS, bucketOf } from './digest.js';
-export type { StoreDigest } from './digest.js';
+export type { DigestPosition, PositionedDigest, StoreDigest } from './digest.js';
 export type { ClonedState, HeldState, SnapshotPage, StateSnapshot } from './store.js';
 export { VersionVector, vectorEntry, isSeq, isVector } from './version-vector.js';
 export { AccessScope, authorizeWrite, parseAccess, principalName, readerKnowing, rolesOf } from './access.js';

@@ -16,7 +16,7 @@ import { DEFAULT_COST, hashPassword, isPasswordHash, verifyPassword, type Scrypt
 import { PinnedCache, type Slot } from './pinned-cache.js';
 import { RecencyList } from './recency-list.js';
 import { ReadBatcher } from './read-batcher.js';
-import { bucketOf, digestRecords, type StoreDigest } from './digest.js';
+import { bucketOf, digestRecords, type PositionedDigest, type StoreDigest } from './digest.js';
 import { clientSpace, drawClientId, firstClient, spaceOfClient } from './client-ids.js';
 import { vectorEntry, VersionVector } from './version-vector.js';
 import { BACKUP_FORMAT, BACKUP_VERSION, RESTORING, type BackupHeader } from './backup.js';
@@ -511,18 +511,7 @@ export class Store {
         { sync: true },
       );
 
-      const vector = new Map<string, number>();
-      for await (const [k, v] of db.iterator({ gte: keys.vectorPrefix, lt: keys.vectorPrefix + HIGH })) {
-        vector.set(k.slice(1), decode<number>(v));
-      }
-      const ahead: [origin: string, originSeq: number, seq: number][] = [];
-      for await (const [k, v] of db.iterator({ gte: keys.aheadPrefix, lt: keys.aheadPrefix + HIGH })) {
-        const at = k.lastIndexOf(SEP);
-        // (only keys of this shape: an unreleased earlier form, one list per origin under a<origin>, is ignored)
-        if (at > 1) ahead.push([k.slice(1, at), parseSeqPart(k.slice(at + 1)), decode<number>(v)]);
-      }
-      const last = await db.keys({ gte: keys.feedPrefix, lt: keys.feedPrefix + HIGH, reverse: true, limit: 1 }).all();
-      const seq = last.length ? parseSeqPart(last[0]!.slice(1)) : 0;
+      const { vector, ahead, seq } = await readPosition(db);
       const counts = new Map(Object.entries((await getMeta<Record<string, number>>('counts')) ?? {}));
       const untyped = new Set((await getMeta<string[]>('untyped')) ?? []);
       const hlc = (await getMeta<number>('hlc')) ?? 0;
@@ -1980,10 +1969,20 @@ export class Store {
     };
   }
 
-  /** This node's object digest in 2^bits buckets (see digest.ts). */
-  digest(bits = 4, onProgress?: (objects: number) => void): Promise<StoreDigest> {
+  /**
+   * This node's object digest in 2^bits buckets (see digest.ts), with the
+   * changes it covers. Objects, purge markers and position come from one
+   * snapshot: read live, a purge landing between the object scan and the
+   * marker scan was counted twice, a digest of no state the node ever held.
+   */
+  digest(bits = 4, onProgress?: (objects: number) => void): Promise<PositionedDigest> {
     this.assertOpen();
-    return digestRecords(this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH }), bits, onProgress, undefined, () => this.db.iterator({ gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH }));
+    const snapshot = this.db.snapshot();
+    return this.positioned(snapshot, () =>
+      digestRecords(this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH, snapshot }), bits, onProgress, undefined, () =>
+        this.db.iterator({ gte: keys.purgedPrefix, lt: keys.purgedPrefix + HIGH, snapshot }),
+      ),
+    );
   }
 
   /**
@@ -1991,14 +1990,39 @@ export class Store {
    * but passwords), independent of their Yjs history: what an XML export
    * carries, so an export imported into an empty node has the same one.
    */
-  contentDigest(bits = 4): Promise<StoreDigest> {
+  contentDigest(bits = 4): Promise<PositionedDigest> {
     this.assertOpen();
-    return digestRecords(this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH }), bits, undefined, (id, rec) => {
-      if (rec.d) return undefined;
-      const fields = publicFields(this.schema.types.get(rec.t), rec.f);
-      const canonical = JSON.stringify(Object.keys(fields).sort().map((f) => [f, fields[f]]));
-      return createHash('sha1').update(id).update('\0').update(rec.t).update('\0').update(canonical).digest();
-    });
+    const snapshot = this.db.snapshot();
+    return this.positioned(snapshot, () =>
+      digestRecords(this.db.iterator({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH, snapshot }), bits, undefined, (id, rec) => {
+        if (rec.d) return undefined;
+        const fields = publicFields(this.schema.types.get(rec.t), rec.f);
+        const canonical = JSON.stringify(Object.keys(fields).sort().map((f) => [f, fields[f]]));
+        return createHash('sha1').update(id).update('\0').update(rec.t).update('\0').update(canonical).digest();
+      }),
+    );
+  }
+
+  private async positioned(snapshot: ReturnType<Level<string, Buffer>['snapshot']>, read: () => Promise<StoreDigest>): Promise<PositionedDigest> {
+    try {
+      const digest = await read();
+      const { vector, ahead, seq } = await readPosition(this.db, snapshot);
+      const trimmedTo = await this.db.get(keys.meta('trimmedTo'), { snapshot });
+      return {
+        ...digest,
+        at: {
+          head: Math.max(seq, trimmedTo === undefined ? 0 : decode<number>(trimmedTo)),
+          vector: Object.fromEntries([...vector].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+          // (a key the vector already covers is one whose removal has not landed: it adds nothing)
+          ahead: ahead
+            .filter(([origin, originSeq]) => originSeq > (vector.get(origin) ?? 0))
+            .map(([origin, originSeq]): [string, number] => [origin, originSeq])
+            .sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x - y)),
+        },
+      };
+    } finally {
+      await snapshot.close();
+    }
   }
 
 
@@ -3172,4 +3196,26 @@ function indexLayout(schema: Schema): Record<string, string> {
     for (const f of def.fields.values()) if (f.unique || f.indexed) out[`${def.name}${SEP}${f.name}`] = f.unique ? 'unique' : f.kind === 'ref' ? 'ref' : 'indexed';
   }
   return out;
+}
+
+/**
+ * What changes a data dir holds, as its records say: the durable vector, the
+ * changes held ahead of a gap in it (origin, origin seq, local seq), and the
+ * last feed seq (the feed's own number, not yet raised to a trimmed-away
+ * start). Read from `snapshot` when given, so it describes exactly the
+ * object records read from the same one.
+ */
+async function readPosition(db: Level<string, Buffer>, snapshot?: ReturnType<Level<string, Buffer>['snapshot']>): Promise<{ vector: Map<string, number>; ahead: [origin: string, originSeq: number, seq: number][]; seq: number }> {
+  const vector = new Map<string, number>();
+  for await (const [k, v] of db.iterator({ gte: keys.vectorPrefix, lt: keys.vectorPrefix + HIGH, snapshot })) {
+    vector.set(k.slice(1), decode<number>(v));
+  }
+  const ahead: [origin: string, originSeq: number, seq: number][] = [];
+  for await (const [k, v] of db.iterator({ gte: keys.aheadPrefix, lt: keys.aheadPrefix + HIGH, snapshot })) {
+    const at = k.lastIndexOf(SEP);
+    // (only keys of this shape: an unreleased earlier form, one list per origin under a<origin>, is ignored)
+    if (at > 1) ahead.push([k.slice(1, at), parseSeqPart(k.slice(at + 1)), decode<number>(v)]);
+  }
+  const last = await db.keys({ gte: keys.feedPrefix, lt: keys.feedPrefix + HIGH, reverse: true, limit: 1, snapshot }).all();
+  return { vector, ahead, seq: last.length ? parseSeqPart(last[0]!.slice(1)) : 0 };
 }

@@ -246,7 +246,9 @@ t.test('a clone taken after a purge carries its marker: a late change from a thi
   await a.purge(p.id, { principal: 'admin' });
   await streamStates(a, c);
   t.match(await c.purgedAt(p.id), { principal: 'admin', origin: 'a' }, 'the clone knows who purged it');
-  t.same(await c.digest(8), await a.digest(8), 'the clone equals its source, purge marker included');
+  const [dc, da] = [await c.digest(8), await a.digest(8)];
+  t.same([dc.objects, dc.buckets], [da.objects, da.buckets], 'the clone equals its source, purge marker included');
+  t.same(dc.at.vector, da.at.vector, 'and says it holds the same changes');
   await ship(b, c, 0);
   t.equal(await c.get(p.id), undefined, "b's late change does not bring it back");
   t.notOk((await rawText(c)).includes('Concurrent-Edit'), 'and leaves no value of it on disk');
@@ -363,4 +365,29 @@ t.test('historyVersion finds a version older than the newest 10,000 that history
   t.equal(v?.kind, 'create', 'historyVersion finds it');
   t.equal(v?.fields['name'], 'v0', 'with its fields');
   t.equal(await s.historyVersion(o.id, `${s.nodeId}#999999`), undefined, 'and nothing for a version there is not');
+});
+
+t.test('a digest is of one moment: a purge landing while it is read is in it whole or not at all, and its position says which', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  // enough objects that the object scan takes a while (it used to be followed by a live read of the purge markers)
+  const ids: string[] = [];
+  for (let i = 0; i < 20_000; i += 500) {
+    ids.push(...(await Promise.all(Array.from({ length: 500 }, (_, j) => a.create('Org', { name: `Org ${i + j}`, kind: 'vendor' })))).map((o) => o.id));
+  }
+  const before = await a.digest();
+  t.same(before.at, { head: 20_000, vector: { a: 20_000 }, ahead: [] }, 'the position: every change of a, and its feed head');
+  const reading = a.digest();
+  await a.purge(ids[7]!, { principal: 'admin' });
+  const after = await a.digest();
+  const during = await reading;
+  t.notSame(after.buckets, before.buckets, 'the purge changed the digest');
+  t.same(during, before, 'the digest begun before the purge is the one before it, position included (not its object gone and its marker there)');
+  t.same(after.at, { head: 20_001, vector: { a: 20_001 }, ahead: [] });
+
+  for (let since = 0; since < a.lastSeq; since += 10_000) await ship(a, b, since);
+  const onB = await b.digest();
+  t.same([onB.buckets, onB.at.vector], [after.buckets, after.at.vector], 'a peer that applied every change: the same buckets and vector');
+  const content = await a.contentDigest();
+  t.same(content.at, after.at, 'the content digest says its position too');
 });
