@@ -3,9 +3,12 @@
  * OpenLDAP with its schema checks on, given Meridian's schema files: in
  * slapd.conf form (docs/formats/meridian.schema) and in cn=config form
  * (docs/formats/meridian.ldif). slapadd and slaptest come with Debian's
- * slapd package, which .ci/run installs; slapd itself is never started.
+ * slapd package, which .ci/run installs. A slapd started on loopback with
+ * the same schema files publishes the subschema Meridian's cn=Subschema is
+ * compared with.
  */
 import t from 'tap';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ADMIN_PW, startXmlNode } from './helpers/xml-node.js';
@@ -16,6 +19,7 @@ import { tempDir } from './helpers/tmp.js';
 const BASE = 'dc=example,dc=com';
 const SLAPADD = '/usr/sbin/slapadd';
 const SLAPTEST = '/usr/sbin/slaptest';
+const SLAPD = '/usr/sbin/slapd';
 const DOCS = resolve(import.meta.dirname, '../docs/formats');
 const STANDARD = ['core', 'cosine', 'inetorgperson'].map((s) => `/etc/ldap/schema/${s}.schema`);
 
@@ -76,4 +80,54 @@ t.test('an LDIF export of the sample directory loads into OpenLDAP with schema c
   const viaConfig = await ldapTool(SLAPADD, ['-F', join(cfgDir, 'slapd.d'), '-b', BASE, '-l', ldif]);
   t.equal(viaConfig.code, 0, `slapadd with meridian.ldif: ${viaConfig.stderr}`);
   await node.stop();
+});
+
+t.test("cn=Subschema's definitions are OpenLDAP's: a slapd with the same schema files publishes the same ones", async (t) => {
+  const { ATTRIBUTE_TYPES, LDAP_SYNTAXES, MATCHING_RULES, OBJECT_CLASSES } = await import('../packages/ldap/dist/schema-definitions.js');
+  const dir = tempDir(t, 'meridian-slapd-');
+  mkdirSync(join(dir, 'db'));
+  writeFileSync(join(dir, 'slapd.conf'), slapdConf(dir, [...STANDARD, join(DOCS, 'meridian.schema')]));
+  const port = await freePort();
+  // (-d 0: in the foreground, so that this pid is slapd's own, stopped at the end)
+  const slapd = spawn(SLAPD, ['-d', '0', '-h', `ldap://127.0.0.1:${port}/`, '-f', join(dir, 'slapd.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let slapdErr = '';
+  slapd.stderr.on('data', (b: Buffer) => void (slapdErr += b.toString()));
+  const exited = new Promise<void>((res) => slapd.once('exit', () => res()));
+  t.teardown(async () => {
+    if (slapd.exitCode === null && slapd.signalCode === null) slapd.kill('SIGTERM');
+    await exited;
+  });
+  const read = () => ldapTool('ldapsearch', ['-x', '-LLL', '-o', 'ldif-wrap=no', '-H', `ldap://127.0.0.1:${port}`, '-b', 'cn=Subschema', '-s', 'base', '(objectClass=subschema)', '+']);
+  let r = await read();
+  for (let i = 0; i < 100 && r.code !== 0 && slapd.exitCode === null; i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    r = await read();
+  }
+  t.equal(r.code, 0, `slapd answered: ${r.stderr}${slapdErr}`);
+  const theirs = parseLdif(r.stdout)[0]!.attrs;
+  const byOid = (defs: string[] | undefined): Map<string, string> => new Map((defs ?? []).map((d) => [/^\( ([0-9.]+) /.exec(d)![1]!, d]));
+  // Meridian leaves out OpenLDAP's descriptions of standard definitions (its own keep theirs)
+  const undescribed = (d: string): string => (d.includes('2.25.289686606370189635707810394489243767983') ? d : d.replace(/ DESC '(?:[^'\\]|\\.)*'/, ''));
+  for (const [attr, ours, describedByUs] of [
+    ['attributeTypes', ATTRIBUTE_TYPES, false],
+    ['objectClasses', OBJECT_CLASSES, false],
+    ['matchingRules', MATCHING_RULES, false],
+    ['ldapSyntaxes', LDAP_SYNTAXES, true],
+  ] as const) {
+    const slapds = byOid(theirs[attr]);
+    const differ: string[] = [];
+    const unknown: string[] = [];
+    for (const d of ours) {
+      const oid = /^\( ([0-9.]+) /.exec(d)![1]!;
+      const their = slapds.get(oid);
+      if (their === undefined) unknown.push(oid);
+      else if ((describedByUs ? their : undescribed(their)) !== d) differ.push(`ours ${d}\nslapd ${their}`);
+    }
+    t.same(differ, [], `${attr}: each as slapd has it`);
+    // slapd keeps some standard ones to itself: the types of the subschema rules it does not support
+    // (RFC 4512), and syntaxes of values it never shows (descriptions, assertions)
+    if (attr === 'attributeTypes') t.same(unknown.sort(), ['2.5.18.6', '2.5.21.1', '2.5.21.10', '2.5.21.2', '2.5.21.7'], `${attr}: slapd publishes all but those of the rules it does not support`);
+    else if (attr === 'ldapSyntaxes') t.ok(unknown.length < ours.length / 2, `${attr}: slapd publishes most (${ours.length - unknown.length} of ${ours.length}; it hides ${unknown.join(', ')})`);
+    else t.same(unknown, [], `${attr}: slapd publishes every one`);
+  }
 });

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { FieldValue, Store, StoredObject } from '@meridian/store';
 import { attrKey, fold, type AttrSource } from './filter.js';
 import { ENTITLEMENT_ATTR, ID_ATTR, type DirectoryLayout, type MappedType } from './layout.js';
+import { SUBSCHEMA_DN } from './subschema.js';
 
 export interface EntryAttribute {
   /** as shown to clients */
@@ -220,6 +221,7 @@ export class EntryBuilder {
     a.add('modifyTimestamp', [generalizedTime(o.modified)], true);
     a.add('structuralObjectClass', [t.structuralClass], true);
     a.add('hasSubordinates', ['FALSE'], true);
+    a.add('subschemaSubentry', [SUBSCHEMA_DN], true);
     return { dn, attrs: a.map };
   }
 
@@ -273,6 +275,7 @@ export class EntryBuilder {
     a.add('entryDN', [this.layout.base], true);
     a.add('structuralObjectClass', [b.objectClasses[b.objectClasses.length - 1]!], true);
     a.add('hasSubordinates', ['TRUE'], true);
+    a.add('subschemaSubentry', [SUBSCHEMA_DN], true);
     return { dn: this.layout.base, attrs: a.map };
   }
 
@@ -285,6 +288,7 @@ export class EntryBuilder {
     a.add('entryDN', [dn], true);
     a.add('structuralObjectClass', ['organizationalUnit'], true);
     a.add('hasSubordinates', ['TRUE'], true);
+    a.add('subschemaSubentry', [SUBSCHEMA_DN], true);
     return { dn, attrs: a.map };
   }
 

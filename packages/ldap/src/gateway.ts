@@ -11,10 +11,12 @@ import { frameConnection, withoutControls, type ReadGate } from './framing.js';
 import type { CheckedRequest } from './validate.js';
 import { DirectoryIndex } from './directory-index.js';
 import { DirectoryLayout, ENTITLEMENT_ATTR, ENTRY_OPERATIONAL, ID_ATTR, InvalidDn, isDn, shortened, type Location, type MappedType } from './layout.js';
+import { SUBSCHEMA_DN, SUBSCHEMA_ENTRY } from './subschema.js';
 import {
   ABANDON_REQUEST,
   controlsOf,
   decodeAbandon,
+  decodeCompare,
   decodePaged,
   decodeSearch,
   ADD_REQUEST,
@@ -25,6 +27,7 @@ import {
   isSaslBind,
   messageIdOf,
   BIND_REQUEST,
+  COMPARE_REQUEST,
   MODIFY_DN_REQUEST,
   MODIFY_REQUEST,
   PAGED_CONTROL as PAGED,
@@ -32,6 +35,7 @@ import {
   SEARCH_REQUEST,
   UNBIND_REQUEST,
   unknownModifyOperation,
+  type CompareRequest,
   type SearchRequest,
 } from './search-request.js';
 
@@ -296,6 +300,12 @@ export class LdapGateway {
           }
         }
         for (const dn of requestDns(message, checked)) {
+          // the empty DN is the root DSE's, which ldapjs cannot parse: it may be compared, and is not modified (slapd's answer)
+          if (dn === '' && checked.op.tag === COMPARE_REQUEST) {
+            void this.run('compare', decodeCompare(message, checked, socket), (req, s) => this.compare(req, s));
+            return true;
+          }
+          if (dn === '' && checked.op.tag === MODIFY_REQUEST) return this.refuse(socket, message, checked, ResultCode.unwillingToPerform, 'only object entries can be modified; the root DSE is not one');
           if (!isDn(dn)) return this.refuse(socket, message, checked, ResultCode.invalidDNSyntax, `"${shortened(dn)}" is not a valid DN`);
         }
         // (refused whole here: ldapjs would parse a large add for nothing)
@@ -633,7 +643,7 @@ export class LdapGateway {
   private async scopeOf(s: Session): Promise<AccessScope | 'everything'> {
     if (!s.principal) {
       if (this.opts.anonymous === 'read') return 'everything';
-      throw new LdapFailure(ResultCode.insufficientAccessRights, 'anonymous clients may read only the root DSE here; bind with your DN or uid and password (ldapsearch -x -D ... -W)');
+      throw new LdapFailure(ResultCode.insufficientAccessRights, 'anonymous clients may read only the root DSE and cn=Subschema here; bind with your DN or uid and password (ldapsearch -x -D ... -W)');
     }
     return this.principalScope(s, s.principal);
   }
@@ -695,6 +705,12 @@ export class LdapGateway {
       // (built anew for every search: its encoding is not kept, so the selection needs no key of its own)
       const rootSelection = selection.allOperational ? { ...selection, allUser: true } : selection;
       if (evaluate(filter, entrySource(root)) === true) this.writeEntry(conn, id, root, rootSelection);
+      return answer(id, Op.searchDone, ResultCode.success, '');
+    }
+    if (loc.kind === 'subschema') {
+      // (read by anyone, as the root DSE is; its definitions are operational, returned for + or by name)
+      if (scopeName !== 'base') throw new LdapFailure(ResultCode.noSuchObject, `there is no entry below ${SUBSCHEMA_DN}; read it with a base-scope search`);
+      if (evaluate(filter, entrySource(SUBSCHEMA_ENTRY)) === true) this.writeEntry(conn, id, SUBSCHEMA_ENTRY, selection);
       return answer(id, Op.searchDone, ResultCode.success, '');
     }
     const scope = await this.scopeOf(s);
@@ -878,7 +894,20 @@ export class LdapGateway {
     add('supportedExtension', [WHOAMI, PASSWD]);
     add('supportedFeatures', ['1.3.6.1.4.1.4203.1.5.1', '1.3.6.1.4.1.4203.1.5.3']);
     add('vendorName', ['Meridian']);
+    add('subschemaSubentry', [SUBSCHEMA_DN]);
     return { dn: '', attrs };
+  }
+
+  /** The entry a DN names if anyone may read it (the root DSE, the subschema subentry); undefined for any other or no DN. */
+  private openEntry(dn: string): Entry | undefined {
+    let loc: Location;
+    try {
+      loc = this.layout.locate(dn);
+    } catch (e) {
+      if (e instanceof InvalidDn) return undefined;
+      throw e;
+    }
+    return loc.kind === 'root' ? this.rootDse() : loc.kind === 'subschema' ? SUBSCHEMA_ENTRY : undefined;
   }
 
   /** Writes an entry as a SearchResultEntry with the selected attributes. */
@@ -901,19 +930,21 @@ export class LdapGateway {
 
   // ---- compare ------------------------------------------------------------
 
-  private async compare(req: LdapRequest, s: Session): Promise<Answer> {
-    const scope = await this.scopeOf(s);
+  private async compare(req: CompareRequest, s: Session): Promise<Answer> {
     const dn = String(req.entry ?? '');
-    const { loc } = await this.entryOfLogin(this.layout.locate(dn));
+    // the root DSE and the subschema subentry: anyone may compare what anyone may search
+    const open = this.openEntry(dn);
+    const scope = open ? 'everything' : await this.scopeOf(s);
+    const loc = open ? undefined : (await this.entryOfLogin(this.layout.locate(dn))).loc;
     const key = attrKey(req.attribute ?? '');
     if (key === 'userpassword') throw new LdapFailure(ResultCode.insufficientAccessRights, 'passwords cannot be compared; check one with a bind');
     // (before the entry is looked for, as slapd does: the answer tells nothing of whether it exists)
     if (!this.layout.attributeTypes.has(key)) throw new LdapFailure(ResultCode.undefinedAttributeType, `${req.attribute ?? ''} is not an attribute type of this directory`);
-    let entry: Entry | undefined;
-    if (loc.kind === 'entry') {
+    let entry: Entry | undefined = open;
+    if (loc?.kind === 'entry') {
       entry = await this.readableEntry(loc.type, loc.id, scope);
-    } else if (loc.kind === 'base') entry = this.entries.base();
-    else if (loc.kind === 'container') entry = this.entries.container(loc.type);
+    } else if (loc?.kind === 'base') entry = this.entries.base();
+    else if (loc?.kind === 'container') entry = this.entries.container(loc.type);
     if (!entry) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`);
     // (tagged values, which a description with options names, are none: `name` compares its subtypes)
     const source = entrySource(entry);
@@ -952,6 +983,7 @@ export class LdapGateway {
     const { loc } = await this.entryOfLogin(this.layout.locate(dn));
     // (a login DN that names no one among them: answered as one naming someone the caller may not read)
     if (loc.kind === 'none') throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`, loc.matched);
+    if (loc.kind === 'subschema') throw new LdapFailure(ResultCode.unwillingToPerform, "the subschema subentry cannot be modified over LDAP: the directory's schema comes from the node's schema file");
     if (loc.kind !== 'entry') throw new LdapFailure(ResultCode.unwillingToPerform, `only object entries can be modified; ${dn || 'the root DSE'} is not one`);
     const t = loc.type;
     const scope = await this.principalScope(s, s.principal);

@@ -2,6 +2,7 @@ import ldap from 'ldapjs';
 import type { FieldDef, Schema, TypeDef } from '@meridian/store';
 import { STANDARD_ATTRIBUTE_TYPES } from './attribute-types.js';
 import { attrKey } from './filter.js';
+import { SUBSCHEMA_DN } from './subschema.js';
 
 const { DN } = ldap;
 
@@ -20,7 +21,7 @@ const MAX_CACHED_DN = 256;
 export const ENTITLEMENT_ATTR = 'meridianEntitlement';
 
 /** The operational attributes every object entry holds (entries.ts), as attribute keys. */
-export const ENTRY_OPERATIONAL: readonly string[] = ['entryUUID', 'entryDN', 'createTimestamp', 'modifyTimestamp', 'structuralObjectClass', 'hasSubordinates'].map((a) => a.toLowerCase());
+export const ENTRY_OPERATIONAL: readonly string[] = ['entryUUID', 'entryDN', 'createTimestamp', 'modifyTimestamp', 'structuralObjectClass', 'hasSubordinates', 'subschemaSubentry'].map((a) => a.toLowerCase());
 
 /**
  * The auxiliary class every object entry has besides its schema's classes:
@@ -49,6 +50,8 @@ export interface MappedType {
 /** Where a DN points. */
 export type Location =
   | { kind: 'root' }
+  /** cn=Subschema, the subschema subentry (subschema.ts) */
+  | { kind: 'subschema' }
   | { kind: 'base' }
   | { kind: 'container'; type: MappedType }
   | { kind: 'entry'; type: MappedType; id: string }
@@ -80,6 +83,11 @@ function parse(dn: string): Rdn[] | undefined {
 
 export class InvalidDn extends Error {}
 
+/** Whether a parsed DN is cn=Subschema, in any case or spelling of cn. */
+function isSubschemaDn(rdns: Rdn[]): boolean {
+  return rdns.length === 1 && rdns[0]![0] === 'cn' && rdns[0]![1].toLowerCase() === SUBSCHEMA_DN.slice(3).toLowerCase();
+}
+
 /** Whether `dn` is a DN, as ldapjs parses it (which takes "" for the root DSE, and refuses " "). */
 export function isDn(dn: string): boolean {
   return parse(dn) !== undefined;
@@ -106,6 +114,7 @@ export class DirectoryLayout {
   ) {
     const rdns = parse(baseDn);
     if (!rdns || rdns.length === 0 || rdns.some(([k]) => k === '')) throw new InvalidDn(`the base DN "${baseDn}" is not a DN such as dc=example,dc=com`);
+    if (isSubschemaDn(rdns)) throw new InvalidDn(`the base DN "${baseDn}" is the subschema subentry's; choose another, such as dc=example,dc=com`);
     this.baseRdns = rdns;
     this.base = DN.fromString(baseDn).toString();
     for (const def of schema.types.values()) {
@@ -183,6 +192,8 @@ export class DirectoryLayout {
     if (dn.trim() === '') return { kind: 'root' };
     const rdns = parse(dn);
     if (!rdns) throw new InvalidDn(`"${shortened(dn)}" is not a valid DN`);
+    // (before logins: a schema whose login attribute is cn must not make it a person's name)
+    if (isSubschemaDn(rdns)) return { kind: 'subschema' };
     // a bare uid=... or mail=... names a login wherever it is written
     if (rdns.length === 1 && this.loginAttrs.has(rdns[0]![0])) {
       return { kind: 'login', attr: rdns[0]![0], value: rdns[0]![1] };

@@ -75,6 +75,28 @@ export function requestDns(message: Buffer, checked: CheckedRequest): string[] {
 }
 
 /**
+ * A compare request (checked), for the one the gateway answers without
+ * ldapjs: of the root DSE, whose empty DN ldapjs refuses as invalid.
+ */
+export function decodeCompare(message: Buffer, checked: CheckedRequest, connection: Socket): CompareRequest {
+  const [entry, ava] = checked.op.children!;
+  const [attribute, value] = ava!.children!;
+  return { messageId: messageIdOf(message, checked), protocolOp: COMPARE_REQUEST, connection, controls: [], entry: berText(message, entry), attribute: berText(message, attribute), value: berText(message, value) };
+}
+
+/** RFC 4511 section 4.10, as the gateway reads it (ldapjs's parsed request has these fields too). */
+export interface CompareRequest {
+  readonly messageId: number;
+  readonly protocolOp: number;
+  readonly connection: Socket;
+  readonly controls: readonly { readonly type: string; readonly criticality: boolean }[];
+  /** a string, or ldapjs's parsed DN */
+  readonly entry?: unknown;
+  readonly attribute?: string;
+  readonly value?: string;
+}
+
+/**
  * The first change of a modify request (checked) whose operation is not
  * add (0), delete (1) or replace (2), such as increment (3, RFC 4525):
  * ldapjs throws on those and closed the connection unanswered.

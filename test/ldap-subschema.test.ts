@@ -1,0 +1,141 @@
+/**
+ * The subschema subentry (RFC 4512 4.2), which directory browsers and LDAP
+ * libraries read to learn the attribute types and classes: cn=Subschema,
+ * named by the root DSE and every entry; its definitions consistent among
+ * themselves and covering what the directory serves. (That they agree with
+ * OpenLDAP's is checked against a running slapd in ldap-openldap-schema.)
+ */
+import t, { type Test } from 'tap';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseSchema } from '@meridian/store';
+import { ADMIN_PW, seed, startXmlNode } from './helpers/xml-node.js';
+import { freePort } from './helpers/free-port.js';
+import { ldapTool, parseLdif } from './helpers/ldap-utils.js';
+import { ATTRIBUTE_TYPES, LDAP_SYNTAXES, MATCHING_RULES, OBJECT_CLASSES } from '../packages/ldap/dist/schema-definitions.js';
+import { definitionNames } from '../packages/ldap/dist/subschema.js';
+import { DirectoryLayout } from '../packages/ldap/dist/layout.js';
+
+const BASE = 'dc=example,dc=com';
+const ADMIN_DN = `cn=admin,${BASE}`;
+
+async function directory(t: Test): Promise<{ url: string }> {
+  const port = await freePort();
+  const node = await startXmlNode(t, { ldapPort: port });
+  await seed(node);
+  return { url: `ldap://127.0.0.1:${port}` };
+}
+
+const oidOf = (d: string): string => /^\( ([0-9.]+) /.exec(d)![1]!;
+/** The names a definition's keyword lists: `MAY ( a $ b )` or `MAY a`. */
+function listed(d: string, keyword: string): string[] {
+  const m = new RegExp(` ${keyword} (?:\\( ([^)]*) \\)|(\\S+))`).exec(d);
+  if (!m) return [];
+  return (m[1] ?? m[2]!).split('$').map((x) => x.trim().replace(/\{\d+\}$/, ''));
+}
+
+t.test('the definitions name only what they define: every supertype, class attribute, matching rule and syntax', async (t) => {
+  const types = new Map<string, string>();
+  for (const d of ATTRIBUTE_TYPES) for (const n of definitionNames(d)) types.set(n.toLowerCase(), d);
+  const classes = new Map(OBJECT_CLASSES.map((d) => [definitionNames(d)[0]!.toLowerCase(), d]));
+  const rules = new Set(MATCHING_RULES.flatMap(definitionNames));
+  const syntaxes = new Set(LDAP_SYNTAXES.map(oidOf));
+  for (const all of [ATTRIBUTE_TYPES, OBJECT_CLASSES, MATCHING_RULES, LDAP_SYNTAXES]) {
+    t.equal(new Set(all.map(oidOf)).size, all.length, 'each OID once');
+    t.ok(all.every((d) => /^\( [0-9.]+ .*\)$/.test(d)), 'each a parenthesised description');
+  }
+  t.equal(types.size, ATTRIBUTE_TYPES.flatMap(definitionNames).length, 'each attribute type name once');
+  const problems: string[] = [];
+  for (const d of ATTRIBUTE_TYPES) {
+    const name = definitionNames(d)[0]!;
+    for (const sup of listed(d, 'SUP')) if (!types.has(sup.toLowerCase())) problems.push(`${name}: SUP ${sup}`);
+    for (const kw of ['EQUALITY', 'ORDERING', 'SUBSTR']) for (const r of listed(d, kw)) if (!rules.has(r)) problems.push(`${name}: ${kw} ${r}`);
+    for (const s of listed(d, 'SYNTAX')) if (!syntaxes.has(s)) problems.push(`${name}: SYNTAX ${s}`);
+    // a type with neither a syntax nor a supertype to take one from is no type
+    if (listed(d, 'SYNTAX').length === 0 && listed(d, 'SUP').length === 0) problems.push(`${name}: no SYNTAX or SUP`);
+  }
+  for (const d of OBJECT_CLASSES) {
+    const name = definitionNames(d)[0]!;
+    for (const kw of ['MUST', 'MAY']) for (const a of listed(d, kw)) if (!types.has(a.toLowerCase())) problems.push(`${name}: ${kw} ${a}`);
+    for (const sup of listed(d, 'SUP')) if (!classes.has(sup.toLowerCase())) problems.push(`${name}: SUP ${sup}`);
+  }
+  for (const d of MATCHING_RULES) for (const s of listed(d, 'SYNTAX')) if (!syntaxes.has(s)) problems.push(`${definitionNames(d)[0]}: SYNTAX ${s}`);
+  t.same(problems, [], 'nothing named is missing');
+
+  // what the directory serves is defined: the CRM schema's attributes and classes, the base, containers and root DSE
+  const crm = parseSchema(readFileSync(resolve(import.meta.dirname, '../packages/node/schema/crm.yaml'), 'utf8'), 'crm.yaml');
+  const layout = new DirectoryLayout(crm, BASE);
+  for (const mapped of layout.types.values()) {
+    for (const { name } of mapped.attributes.values()) t.ok(types.has(name.toLowerCase()), `${mapped.def.name}'s ${name} is defined`);
+    for (const c of mapped.objectClasses) t.ok(classes.has(c.toLowerCase()), `${mapped.def.name}'s class ${c} is defined`);
+  }
+  for (const c of [...layout.baseEntry().objectClasses, 'organizationalUnit', 'extensibleObject', 'subentry', 'subschema']) t.ok(classes.has(c.toLowerCase()), `${c} is defined`);
+  for (const a of ['meridianId', 'meridianEntitlement', 'entryUUID', 'entryDN', 'hasSubordinates', 'structuralObjectClass', 'namingContexts', 'supportedFeatures', 'vendorName', 'subschemaSubentry', 'attributeTypes', 'objectClasses', 'matchingRules', 'ldapSyntaxes']) {
+    t.ok(types.has(a.toLowerCase()), `${a} is defined`);
+  }
+});
+
+t.test("Meridian's own definitions are the ones its schema files give OpenLDAP", async (t) => {
+  const text = readFileSync(resolve(import.meta.dirname, '../docs/formats/meridian.schema'), 'utf8').replace(/^#.*$/gm, '');
+  // slapd.conf form: `attributetype ( ... )` over several lines, one space between parts once joined
+  const inFile = [...text.matchAll(/^(attributetype|objectclass) (\([^]*?\))\s*$/gm)].map((m) => [m[1], m[2]!.replace(/\s+/g, ' ')] as const);
+  t.equal(inFile.length, 3);
+  for (const [kind, def] of inFile) {
+    const ours = (kind === 'attributetype' ? ATTRIBUTE_TYPES : OBJECT_CLASSES).find((d) => oidOf(d) === oidOf(def));
+    t.equal(ours, def, `${definitionNames(def)[0]} as in meridian.schema`);
+  }
+  const ldif = readFileSync(resolve(import.meta.dirname, '../docs/formats/meridian.ldif'), 'utf8').replace(/\n /g, ' ');
+  for (const [, def] of inFile) t.ok(ldif.replace(/\s+/g, ' ').includes(def.replace(/^\( /, '').replace(/ \)$/, '')), `and in meridian.ldif: ${definitionNames(def)[0]}`);
+});
+
+t.test('cn=Subschema: anyone reads it with a base search, its definitions under + or by name, and it is named by every entry', async (t) => {
+  const d = await directory(t);
+  const search = (bind: boolean, args: string[]) => ldapTool('ldapsearch', ['-x', '-LLL', '-o', 'ldif-wrap=no', '-H', d.url, ...(bind ? ['-D', ADMIN_DN, '-w', ADMIN_PW] : []), ...args]);
+
+  const root = parseLdif((await search(false, ['-b', '', '-s', 'base', '(objectClass=*)', 'subschemaSubentry'])).stdout)[0]!;
+  t.same(root.attrs['subschemaSubentry'], ['cn=Subschema'], 'the root DSE names it');
+
+  const all = await search(false, ['-b', 'cn=Subschema', '-s', 'base', '(objectClass=subschema)', '+']);
+  t.equal(all.code, 0, all.stderr);
+  const sub = parseLdif(all.stdout)[0]!;
+  t.equal(sub.dn, 'cn=Subschema');
+  t.same(sub.attrs['attributeTypes'], ATTRIBUTE_TYPES, 'every attribute type, to an anonymous client');
+  t.same(sub.attrs['objectClasses'], OBJECT_CLASSES);
+  t.same(sub.attrs['matchingRules'], MATCHING_RULES);
+  t.same(sub.attrs['ldapSyntaxes'], LDAP_SYNTAXES);
+  t.same([sub.attrs['structuralObjectClass'], sub.attrs['subschemaSubentry'], sub.attrs['objectClass']], [['subentry'], ['cn=Subschema'], undefined], 'its operational attributes; no user ones under + alone');
+
+  const user = parseLdif((await search(false, ['-b', 'cn=subschema', '-s', 'base'])).stdout)[0]!;
+  t.same(user.attrs, { objectClass: ['top', 'subentry', 'subschema', 'extensibleObject'], cn: ['Subschema'] }, 'no attributes asked for: the user ones only (a DN in any case)');
+  const named = parseLdif((await search(false, ['-b', 'commonName=Subschema', '-s', 'base', '(objectClass=*)', 'objectClasses'])).stdout)[0]!;
+  t.same(Object.keys(named.attrs), ['objectClasses'], 'one asked for by name (cn spelt commonName)');
+  t.equal(parseLdif((await search(false, ['-b', 'cn=Subschema', '-s', 'base', '(objectClass=person)'])).stdout).length, 0, 'a filter it does not match: no entry');
+  const below = await search(false, ['-b', 'cn=Subschema', '-s', 'one', '(objectClass=*)']);
+  t.equal(below.code, 32, 'nothing below it: noSuchObject, as slapd answers');
+  t.match(below.stderr, /read it with a base-scope search/);
+
+  const entries = parseLdif((await search(true, ['-b', BASE, '-s', 'sub', '(objectClass=*)', '1.1'])).stdout).length;
+  const naming = parseLdif((await search(true, ['-b', BASE, '-s', 'sub', '(subschemaSubentry=cn=Subschema)', 'subschemaSubentry'])).stdout);
+  t.equal(naming.length, entries, `every entry under the base names it (${entries}), and a filter finds it`);
+  t.ok(naming.every((e) => e.attrs['subschemaSubentry']?.[0] === 'cn=Subschema'), 'by name');
+  t.equal(parseLdif((await search(true, ['-b', BASE, '-s', 'base', '(objectClass=*)', '*'])).stdout)[0]!.attrs['subschemaSubentry'], undefined, 'an operational attribute: not under *');
+
+  const compare = (bind: boolean, dn: string, assertion: string) => ldapTool('ldapcompare', ['-x', '-H', d.url, ...(bind ? ['-D', ADMIN_DN, '-w', ADMIN_PW] : []), dn, assertion]);
+  t.equal((await compare(false, 'cn=Subschema', 'objectClass:subschema')).code, 6, 'compared by anyone: compareTrue');
+  t.equal((await compare(false, 'cn=Subschema', 'cn:Other')).code, 5, 'compareFalse');
+  t.equal((await compare(false, '', 'vendorName:Meridian')).code, 6, 'the root DSE is compared too (it was invalidDNSyntax: ldapjs cannot parse the empty DN)');
+  t.equal((await compare(false, '', 'supportedLDAPVersion:2')).code, 5);
+  t.equal((await compare(false, BASE, 'dc:example')).code, 50, 'other entries still need a bind');
+  const modify = (dn: string) => ldapTool('ldapmodify', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW], { input: `dn: ${dn}\nchangetype: modify\nadd: attributeTypes\nattributeTypes: ( 1.2.3.4 NAME 'x' SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 )\n` });
+  const refused = await modify('cn=Subschema');
+  t.equal(refused.code, 53, 'its definitions are not modified: unwillingToPerform, as slapd answers');
+  t.match(refused.stderr, /the subschema subentry cannot be modified over LDAP/);
+  const rootModify = await modify('');
+  t.equal(rootModify.code, 53, 'nor is the root DSE');
+  t.match(rootModify.stderr, /the root DSE is not one/);
+});
+
+t.test('a base DN of cn=Subschema is refused: it would hide the subschema subentry', async (t) => {
+  const crm = parseSchema(readFileSync(resolve(import.meta.dirname, '../packages/node/schema/crm.yaml'), 'utf8'), 'crm.yaml');
+  t.throws(() => new DirectoryLayout(crm, 'CN=subschema'), { message: 'the base DN "CN=subschema" is the subschema subentry\'s; choose another, such as dc=example,dc=com' });
+});
