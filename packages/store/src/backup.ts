@@ -2,11 +2,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Level } from 'level';
-import { decode, encode } from './codec.js';
+import { decode, encode, type ObjectRecord } from './codec.js';
 import { MeridianError } from './errors.js';
 import { isValidId, MAX_ID_LENGTH } from './ids.js';
-import { HIGH, keys } from './keys.js';
+import { HIGH, keys, SEP } from './keys.js';
 import { FORMAT_KEY, formatProblem, unreadableFormat } from './migrate.js';
+import { printable, restoredRecordProblem } from './restore-check.js';
 import { isSeq, isVector } from './version-vector.js';
 
 /**
@@ -208,6 +209,10 @@ export async function restoreBackup(
       const marker = header?.storage === undefined ? item.find(([key]) => key === FORMAT_KEY) : undefined;
       const unreadable = marker && unreadableFormat(marker[1], 'the backup');
       if (unreadable) throw new MeridianError('bad-request', `${unreadable}; restore it with a Meridian that reads it`);
+      for (const [key, value] of item) {
+        const problem = restoredRecordProblem(key, value);
+        if (problem !== undefined) throw notUsable(problem);
+      }
       // synced, each: LevelDB fsyncs only its current log at a sync write, not one it switched away
       // from, so the synced end marker below could be on disk while earlier records were not
       await db.batch(
@@ -218,6 +223,8 @@ export async function restoreBackup(
       opts.onProgress?.(records, header!);
     }
     const h = header!;
+    const claim = await unownedClaim(db);
+    if (claim !== undefined) throw notUsable(claim);
     // (the records restore reads itself are checked: a hand-made backup could hold anything)
     const storedIncarnation = readMeta<unknown>(await db.get(keys.meta('incarnation'))) ?? 0;
     if (!isSeq(storedIncarnation)) throw notUsable('its incarnation record is malformed');
@@ -287,6 +294,35 @@ async function idsKnown(db: Level<string, Buffer>, lineage: string[]): Promise<S
   const from = readMeta<{ node: string }>(await db.get(keys.meta('restoredFrom')));
   if (from) ids.add(from.node);
   return ids;
+}
+
+/**
+ * A unique-index entry whose owner is not a live object of its type, if
+ * any: a create of that value would be refused for good as "already used"
+ * by an object no one can see or delete. (Type and field index entries
+ * naming no object are skipped by every read; these are not.)
+ */
+async function unownedClaim(db: Level<string, Buffer>): Promise<string | undefined> {
+  const it = db.iterator({ gte: keys.uniquePrefix, lt: keys.uniquePrefix + HIGH });
+  try {
+    for (;;) {
+      const claims = await it.nextv(1000);
+      if (claims.length === 0) return undefined;
+      const owners = claims.map(([, v]) => v.toString('utf8'));
+      const records = await db.getMany(owners.map((id) => keys.object(id)));
+      for (let i = 0; i < claims.length; i++) {
+        const [k] = claims[i]!;
+        const rec = records[i] === undefined ? undefined : decode<ObjectRecord>(records[i]!);
+        const type = k.slice(1, k.indexOf(SEP));
+        if (rec === undefined || rec.d || rec.t !== type) {
+          const what = rec === undefined ? 'no object' : rec.d ? 'a deleted object' : `an object of type ${rec.t}`;
+          return `its unique index gives ${printable(k.slice(1))} to ${owners[i]}, ${what}`;
+        }
+      }
+    }
+  } finally {
+    await it.close();
+  }
 }
 
 /** The refusal of a backup that cannot be restored, and why. */

@@ -206,11 +206,72 @@ t.test('a hand-made backup with a malformed header, frame or record restore read
     yield Buffer.from([0, 0, 0, 1, 0xc0]);
   }
   await refused('a nil frame', nilFrame(), 'this is not a usable Meridian backup: a record frame is malformed');
-  await refused('an incarnation that is no number', encodeBackup(good, records([[keys.meta('incarnation'), encode('x')]])), 'this is not a usable Meridian backup: its incarnation record is malformed');
-  await refused('a node root that is no id', encodeBackup(good, records([[keys.meta('nodeRoot'), encode(42)]])), 'this is not a usable Meridian backup: its node root record is malformed');
-  await refused('an incarnation record that is no msgpack', encodeBackup(good, records([[keys.meta('incarnation'), Buffer.from([0x92, 0x01])]])), 'this is not a usable Meridian backup: a record restore reads is not msgpack');
+  await refused('an incarnation that is no number', encodeBackup(good, records([[keys.meta('incarnation'), encode('x')]])), 'this is not a usable Meridian backup: its node metadata record "incarnation" is not of the kind it names');
+  await refused('a node root that is no id', encodeBackup(good, records([[keys.meta('nodeRoot'), encode(42)]])), 'this is not a usable Meridian backup: its node metadata record "nodeRoot" is not of the kind it names');
+  await refused('an incarnation record that is no msgpack', encodeBackup(good, records([[keys.meta('incarnation'), Buffer.from([0x92, 0x01])]])), 'this is not a usable Meridian backup: its node metadata record "incarnation" is not msgpack');
   // a directory under a file
   const file = join(tempDir(t), 'file');
   (await import('node:fs')).writeFileSync(file, 'x');
   await t.rejects(restoreBackup(join(file, 'dir'), encodeBackup(good, none())), { code: 'bad-request', message: /^cannot make .*file\/dir: .*; choose a directory this user may create$/ }, 'a directory that cannot be made');
+});
+
+t.test('a backup whose records the store could not read is refused before it is restored, naming the record, and leaves nothing', async (t) => {
+  const { keys } = await import('../dist/keys.js');
+  const { encode, decode } = await import('../dist/codec.js');
+  const a = await openStore(t, { nodeId: 'a' });
+  const org = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const p = await a.create('Person', { cn: 'Ann', sn: 'A', uid: 'ann' });
+  await a.update(p.id, { sn: 'Changed' });
+  // every record of a real backup, to alter one at a time
+  const snap = a.backupSnapshot();
+  const real: [string, Uint8Array][] = [];
+  for await (const batch of snap.batches) real.push(...batch);
+  const good = snap.header;
+  await snap.close();
+  const find = (prefix: string): [string, Uint8Array] => real.find(([k]) => k.startsWith(prefix))!;
+  async function* records(r: [string, Uint8Array][]): AsyncGenerator<[string, Uint8Array][]> {
+    yield r;
+  }
+  /** the real records with one replaced (or added, in key order) */
+  const withRecord = (key: string, value: Uint8Array): AsyncIterable<Uint8Array> =>
+    encodeBackup(good, records([...real.filter(([k]) => k !== key), [key, value] as [string, Uint8Array]].sort(([x], [y]) => Buffer.compare(Buffer.from(x), Buffer.from(y)))));
+  const refused = async (what: string, key: string, value: Uint8Array, message: string): Promise<void> => {
+    const dir = join(tempDir(t), 'r');
+    await t.rejects(restoreBackup(dir, withRecord(key, value)), { code: 'bad-request', message: `this is not a usable Meridian backup: ${message}` }, what);
+    t.notOk(existsSync(dir), `${what}: nothing left`);
+  };
+  const dir = join(tempDir(t), 'ok');
+  t.equal((await restoreBackup(dir, encodeBackup(good, records(real)))).records, real.length, 'the real records restore');
+
+  const [personKey, personValue] = find(keys.object(p.id));
+  const person = decode<Record<string, unknown>>(personValue);
+  t.ok(person['y'] instanceof Uint8Array, 'the changed person holds its state');
+  await refused('a state that is no Yjs update', personKey, encode({ ...person, y: Buffer.from([1, 2, 3, 200, 7]) }), `its object record "${p.id}" holds a state that is not a Yjs update`);
+  await refused('an object record that is no msgpack', personKey, Buffer.from([0x92, 0x01]), `its object record "${p.id}" is not msgpack`);
+  await refused('a version that is no string (every digest threw)', personKey, encode({ ...person, v: 7 }), `its object record "${p.id}" is not an object record`);
+  const [orgKey, orgValue] = find(keys.object(org.id));
+  const orgRecord = decode<Record<string, unknown>>(orgValue);
+  t.equal(orgRecord['y'], undefined, 'the unchanged org holds what rebuilds its state');
+  await refused('a record with neither a state nor its writer', orgKey, encode({ ...orgRecord, w: undefined }), `its object record "${org.id}" holds no state, nor what rebuilds one`);
+  await refused('an object under a bad id', 'obad id!', orgValue, 'its object record "bad id!" is not under a valid object id');
+
+  const [feedKey, feedValue] = find('f');
+  const entry = decode<Record<string, unknown>>(feedValue);
+  await refused('a feed entry whose change is no Yjs update', feedKey, encode({ ...entry, u: Buffer.from([9, 9, 9]) }), `its changes feed record "${feedKey.slice(1)}" holds a change that is not a Yjs update`);
+  await refused('a feed entry that is nil', feedKey, encode(null), `its changes feed record "${feedKey.slice(1)}" is not a feed entry`);
+  await refused('a feed key that is no seq (lastSeq became NaN)', 'fzzz', feedValue, 'its changes feed record "zzz" is not under a feed seq of 14 hex digits');
+  const [historyKey, historyValue] = find(`h${p.id}`);
+  await refused('a history record that is no record', historyKey, encode([1, 2]), `its history record "${historyKey.slice(1).replace('\0', '/')}" is not a history record`);
+  t.ok(historyValue.length > 0);
+  await refused('a vector entry that is a string (the vector was wrong)', keys.vector('a'), encode('12'), 'its version vector record "a" is not an origin seq');
+  await refused('a conflict record that is nil (the store would not open)', `k${p.id}\0sn\0a\0b`, encode(null), `its conflict record "${p.id}/sn/a/b" is not a conflict record`);
+  await refused('a purge marker that is nil', keys.purged('gone-1'), encode(null), 'its purge marker record "gone-1" is not a purge marker');
+  await refused('a clients list that is a string', keys.meta('clients'), encode('x'), 'its node metadata record "clients" is not of the kind it names');
+  await refused('a type index entry with a value', keys.type('Org', org.id), encode('x'), `its type index record "Org/${org.id}" holds a value`);
+  const [claimKey] = find('u');
+  await refused('a unique claim held by no object (a create of the value was refused for good)', claimKey, Buffer.from('per-nobody'), `its unique index gives ${claimKey.slice(1).replace(/\0/g, '/')} to per-nobody, no object`);
+  await refused('a unique claim held by an object of another type', claimKey, Buffer.from(org.id), `its unique index gives ${claimKey.slice(1).replace(/\0/g, '/')} to ${org.id}, an object of type Org`);
+  const restored = join(tempDir(t), 'junk');
+  await restoreBackup(restored, withRecord('zold-space', encode('kept')));
+  t.pass('a key in a space no build reads is restored as it came (an older build may have left one)');
 });

@@ -1,0 +1,184 @@
+import * as Y from 'yjs';
+import { decode } from './codec.js';
+import { isHlc } from './hlc.js';
+import { isValidId } from './ids.js';
+import { SEP } from './keys.js';
+import { holdsState } from './yobject.js';
+import { isSeq, isVector } from './version-vector.js';
+
+/**
+ * What is wrong with one record of a backup, if anything, as the end of a
+ * sentence ("its object record of org-1 holds ..."); undefined if the store
+ * can read it. A backup's checksum shows it was not damaged, not that what
+ * wrote it was a Meridian: a record restored as it came is read later,
+ * where a bad one makes the node refuse to open, every read of the object
+ * or page throw, a feed seq turn NaN, or a peer refuse the node's clone at
+ * every retry. So every value is decoded here, and checked to be of the
+ * shape the store reads, Yjs states and updates included, before a
+ * restore writes it. Only what needs the schema is left to the write path.
+ */
+export function restoredRecordProblem(key: string, value: Uint8Array): string | undefined {
+  const space = key[0]!;
+  const rest = key.slice(1);
+  // (a space no build reads any more, from an older one, is restored as it came: nothing reads it)
+  const check = Object.hasOwn(SPACES, space) ? SPACES[space]! : undefined;
+  if (check === undefined) return undefined;
+  let v: unknown;
+  // (index entries hold no value to decode)
+  if (space !== 't' && space !== 'x' && space !== 'u') {
+    try {
+      v = decode(value);
+    } catch {
+      return `its ${check.name} record "${printable(rest)}" is not msgpack`;
+    }
+  }
+  const problem = check.problem(rest, v, value);
+  return problem === undefined ? undefined : `its ${check.name} record "${printable(rest)}" ${problem}`;
+}
+
+interface Space {
+  /** the kind of record, for the sentence */
+  name: string;
+  /** what is wrong with the key's rest and its decoded value (the raw one for index entries) */
+  problem(rest: string, v: unknown, raw: Uint8Array): string | undefined;
+}
+
+const SEQ_PART = /^[0-9a-f]{14}$/;
+const KINDS = new Set(['create', 'update', 'delete', 'undelete', 'purge', 'redacted']);
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+const scalar = (v: unknown): boolean => typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
+const isFields = (v: unknown): boolean => isObject(v) && Object.values(v).every((x) => scalar(x) || (Array.isArray(x) && x.every(scalar)));
+const isNames = (v: unknown): boolean => Array.isArray(v) && v.every((x) => typeof x === 'string');
+/** a seq part as keys write it: 14 hex digits, at least 1 */
+const isSeqPart = (s: string): boolean => SEQ_PART.test(s) && Number.isSafeInteger(parseInt(s, 16)) && parseInt(s, 16) > 0;
+
+/** Whether Yjs reads the bytes as an update: a bad one throws from every later read or merge of the object. */
+function readsAsUpdate(update: Uint8Array): boolean {
+  const doc = new Y.Doc({ gc: false });
+  try {
+    Y.applyUpdate(doc, update);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    doc.destroy();
+  }
+}
+
+/** The key's id and 14-hex-digit seq, split at its last separator; undefined if it is not of that shape. */
+function idAndSeq(rest: string): string | undefined {
+  const at = rest.lastIndexOf(SEP);
+  if (at < 1 || !isSeqPart(rest.slice(at + 1))) return undefined;
+  const id = rest.slice(0, at);
+  return isValidId(id) ? id : undefined;
+}
+
+/** `count` parts separated by NUL, the type and field (the first two) not empty: a value may be. */
+const parts = (rest: string, count: number): string[] | undefined => {
+  const p = rest.split(SEP);
+  return p.length === count && p[0]!.length > 0 && p[1]!.length > 0 ? p : undefined;
+};
+
+const META: Readonly<Record<string, (v: unknown) => boolean>> = {
+  nodeId: (v) => typeof v === 'string',
+  nodeRoot: (v) => typeof v === 'string' && isValidId(v),
+  incarnation: isSeq,
+  restoredFrom: (v) => isObject(v) && typeof v['node'] === 'string',
+  format: (v) => isSeq(v),
+  versionFormula: isSeq,
+  clients: (v) => Array.isArray(v) && v.every((c) => isObject(c) && Number.isSafeInteger(c['id']) && (c['node'] === undefined || typeof c['node'] === 'string')),
+  clientNodes: (v) => isObject(v) && Object.values(v).every((n) => typeof n === 'string'),
+  counts: (v) => isObject(v) && Object.values(v).every(isSeq),
+  untyped: isNames,
+  hlc: isHlc,
+  feedBase: isVector,
+  trimmedTo: isSeq,
+  cloning: (v) => v === 1,
+  indexLayout: (v) => isObject(v) && Object.values(v).every((x) => typeof x === 'string'),
+  indexPending: isNames,
+};
+
+const SPACES: Readonly<Record<string, Space>> = {
+  o: {
+    name: 'object',
+    problem(id, v) {
+      if (!isValidId(id)) return 'is not under a valid object id';
+      if (!isObject(v) || typeof v['t'] !== 'string' || !isFields(v['f']) || !isHlc(v['h']) || typeof v['v'] !== 'string' || v['v'].length > 64) return 'is not an object record';
+      if ((v['d'] !== undefined && typeof v['d'] !== 'boolean') || (v['s'] !== undefined && !isSeq(v['s'])) || (v['c'] !== undefined && !isHlc(v['c'])) || (v['x'] !== undefined && v['x'] !== 1)) return 'is not an object record';
+      if (!holdsState(v as { f: Record<string, unknown> })) return 'holds no state, nor what rebuilds one';
+      if (v['y'] !== undefined && !readsAsUpdate(v['y'] as Uint8Array)) return 'holds a state that is not a Yjs update';
+      return undefined;
+    },
+  },
+  f: {
+    name: 'changes feed',
+    problem(seq, v) {
+      if (!isSeqPart(seq)) return 'is not under a feed seq of 14 hex digits';
+      if (!isObject(v) || typeof v['o'] !== 'string' || !isValidId(v['o']) || !isSeq(v['n']) || v['n'] < 1 || typeof v['i'] !== 'string' || !isValidId(v['i'])) return 'is not a feed entry';
+      if (typeof v['t'] !== 'string' || !(v['u'] instanceof Uint8Array) || !isHlc(v['h']) || typeof v['p'] !== 'string' || !isNames(v['c']) || !KINDS.has(v['k'] as string)) return 'is not a feed entry';
+      if (v['q'] !== undefined && typeof v['q'] !== 'string') return 'is not a feed entry';
+      if (v['u'].length > 0 && !readsAsUpdate(v['u'])) return 'holds a change that is not a Yjs update';
+      return undefined;
+    },
+  },
+  h: {
+    name: 'history',
+    problem(rest, v) {
+      if (idAndSeq(rest) === undefined) return 'is not under an object id and feed seq';
+      if (!isObject(v) || typeof v['o'] !== 'string' || !isSeq(v['n']) || !isHlc(v['h']) || typeof v['p'] !== 'string' || !KINDS.has(v['k'] as string) || typeof v['d'] !== 'boolean') return 'is not a history record';
+      if ((v['f'] !== undefined && !isFields(v['f'])) || (v['b'] !== undefined && !isFields(v['b'])) || (v['c'] !== undefined && !isNames(v['c']))) return 'is not a history record';
+      return undefined;
+    },
+  },
+  v: { name: 'version vector', problem: (origin, v) => (!isValidId(origin) ? 'is not under a valid node id' : !isSeq(v) ? 'is not an origin seq' : undefined) },
+  c: { name: 'checkpoint', problem: (peer, v) => (!isValidId(peer) ? 'is not under a valid node id' : !isSeq(v) ? 'is not a feed seq' : undefined) },
+  a: { name: 'held-ahead change', problem: (rest, v) => (idAndSeq(rest) === undefined ? 'is not under a node id and origin seq' : !isSeq(v) ? 'is not a feed seq' : undefined) },
+  i: {
+    name: 'idempotency',
+    problem(key, v) {
+      if (key.length === 0 || key.length > 2048) return 'is not under a key of 1 to 2048 characters';
+      // (origin is absent in records from before it was kept)
+      const ok = isObject(v) && typeof v['id'] === 'string' && isValidId(v['id']) && (v['origin'] === undefined || (typeof v['origin'] === 'string' && isValidId(v['origin']))) && isSeq(v['originSeq']) && isHlc(v['hlc']);
+      return ok ? undefined : 'is not an idempotency record';
+    },
+  },
+  p: {
+    name: 'purge marker',
+    problem(id, v) {
+      if (!isValidId(id)) return 'is not under a valid object id';
+      const ok = isObject(v) && isHlc(v['h']) && typeof v['p'] === 'string' && typeof v['o'] === 'string' && isValidId(v['o']) && isSeq(v['n']) && typeof v['t'] === 'string' && (v['r'] === undefined || v['r'] === 1);
+      return ok ? undefined : 'is not a purge marker';
+    },
+  },
+  k: {
+    name: 'conflict',
+    problem(rest, v) {
+      const id = rest.slice(0, rest.indexOf(SEP));
+      if (!isValidId(id)) return 'is not under a valid object id';
+      const values = isObject(v) ? v['values'] : undefined;
+      const ok =
+        isObject(v) && v['objectId'] === id && typeof v['type'] === 'string' && typeof v['field'] === 'string' && typeof v['winner'] === 'string' && isHlc(v['detected']) &&
+        (v['settled'] === undefined || v['settled'] === null || isHlc(v['settled'])) && Array.isArray(values) && values.length >= 2 && values.every((x) => isObject(x) && typeof x['item'] === 'string');
+      return ok ? undefined : 'is not a conflict record';
+    },
+  },
+  m: {
+    name: 'node metadata',
+    problem(name, v) {
+      // (x.<name>: the node's own settings, read by the layers above, which check what they read;
+      // a name no build reads any more is not read either)
+      const check = Object.hasOwn(META, name) ? META[name]! : undefined;
+      return check === undefined || check(v) ? undefined : 'is not of the kind it names';
+    },
+  },
+  t: { name: 'type index', problem: (rest, _v, raw) => (parts(rest, 2) === undefined || !isValidId(rest.slice(rest.indexOf(SEP) + 1)) ? 'is not a type and object id' : raw.length > 0 ? 'holds a value' : undefined) },
+  x: { name: 'field index', problem: (rest, _v, raw) => (parts(rest, 4) === undefined || !isValidId(rest.slice(rest.lastIndexOf(SEP) + 1)) ? 'is not a type, field, value and object id' : raw.length > 0 ? 'holds a value' : undefined) },
+  u: { name: 'unique index', problem: (rest, _v, raw) => (parts(rest, 3) === undefined ? 'is not a type, field and value' : !isValidId(Buffer.from(raw).toString('utf8')) ? 'does not name an object id' : undefined) },
+};
+
+/** A key or key part as a sentence may quote it: NULs shown as "/", cut to 80 characters. */
+export function printable(s: string): string {
+  const shown = s.replace(/\0/g, '/').replace(/[\x00-\x1f\x7f]/g, '?');
+  return shown.length > 80 ? `${shown.slice(0, 80)}...` : shown;
+}
