@@ -15,15 +15,36 @@ import { ldapTool, parseLdif } from './helpers/ldap-utils.js';
 import { ATTRIBUTE_TYPES, LDAP_SYNTAXES, MATCHING_RULES, OBJECT_CLASSES } from '../packages/ldap/dist/schema-definitions.js';
 import { definitionNames } from '../packages/ldap/dist/subschema.js';
 import { DirectoryLayout } from '../packages/ldap/dist/layout.js';
+import { attrKey } from '../packages/ldap/dist/filter.js';
+import { integer, octets, tlv } from '../packages/ldap/dist/ber.js';
+import { connect } from 'node:net';
 
 const BASE = 'dc=example,dc=com';
 const ADMIN_DN = `cn=admin,${BASE}`;
 
-async function directory(t: Test): Promise<{ url: string }> {
+async function directory(t: Test): Promise<{ url: string; port: number }> {
   const port = await freePort();
   const node = await startXmlNode(t, { ldapPort: port });
   await seed(node);
-  return { url: `ldap://127.0.0.1:${port}` };
+  return { url: `ldap://127.0.0.1:${port}`, port };
+}
+
+/** Sends one raw request on a new connection and reads the result code of its answer (the first enumeration). */
+function resultCode(port: number, request: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(request));
+    let got = Buffer.alloc(0);
+    socket.on('data', (b: Buffer) => {
+      got = Buffer.concat([got, b]);
+      const at = got.indexOf(Buffer.from([0x0a, 0x01]));
+      if (at >= 0 && got.length > at + 2) {
+        resolve(got[at + 2]!);
+        socket.destroy();
+      }
+    });
+    socket.on('error', reject);
+    socket.setTimeout(10_000, () => reject(new Error('no answer')));
+  });
 }
 
 const oidOf = (d: string): string => /^\( ([0-9.]+) /.exec(d)![1]!;
@@ -73,6 +94,9 @@ t.test('the definitions name only what they define: every supertype, class attri
   for (const a of ['meridianId', 'meridianEntitlement', 'entryUUID', 'entryDN', 'hasSubordinates', 'structuralObjectClass', 'namingContexts', 'supportedFeatures', 'vendorName', 'subschemaSubentry', 'attributeTypes', 'objectClasses', 'matchingRules', 'ldapSyntaxes']) {
     t.ok(types.has(a.toLowerCase()), `${a} is defined`);
   }
+  // every name it lists, aliases too, is one filters and compares know, as the type it names
+  const unknown = ATTRIBUTE_TYPES.flatMap((d) => definitionNames(d).filter((n) => !layout.attributeTypes.has(attrKey(n)) || attrKey(n) !== attrKey(definitionNames(d)[0]!)));
+  t.same(unknown, [], 'every listed name resolves to its type');
 });
 
 t.test("Meridian's own definitions are the ones its schema files give OpenLDAP", async (t) => {
@@ -120,12 +144,29 @@ t.test('cn=Subschema: anyone reads it with a base search, its definitions under 
   t.ok(naming.every((e) => e.attrs['subschemaSubentry']?.[0] === 'cn=Subschema'), 'by name');
   t.equal(parseLdif((await search(true, ['-b', BASE, '-s', 'base', '(objectClass=*)', '*'])).stdout)[0]!.attrs['subschemaSubentry'], undefined, 'an operational attribute: not under *');
 
+  const one = parseLdif((await search(true, ['-b', `ou=people,${BASE}`, '-s', 'one', '(subschemaSubentry=cn=Subschema)', '1.1'])).stdout).length;
+  t.equal(one, parseLdif((await search(true, ['-b', `ou=people,${BASE}`, '-s', 'one', '(objectClass=*)', '1.1'])).stdout).length, 'in one scope too');
+  t.ok(one > 0);
+  // an alias it lists works as the type: domainComponent is dc
+  t.equal(parseLdif((await search(true, ['-b', BASE, '-s', 'base', '(domainComponent=example)', '1.1'])).stdout).length, 1, 'a filter on an alias cn=Subschema lists');
+  // definitions match by OID or name (objectIdentifierFirstComponentMatch), as in slapd
+  const byOid = parseLdif((await search(false, ['-b', 'cn=Subschema', '-s', 'base', '(&(attributeTypes=2.5.4.3)(objectClasses=inetOrgPerson))', '1.1'])).stdout);
+  t.equal(byOid.length, 1, 'a filter of a definition by OID and by name');
+  t.equal(parseLdif((await search(false, ['-b', 'cn=Subschema', '-s', 'base', '(attributeTypes=9.9.9)', '1.1'])).stdout).length, 0, 'one it does not hold: no entry');
+
   const compare = (bind: boolean, dn: string, assertion: string) => ldapTool('ldapcompare', ['-x', '-H', d.url, ...(bind ? ['-D', ADMIN_DN, '-w', ADMIN_PW] : []), dn, assertion]);
+  t.equal((await compare(false, 'cn=Subschema', 'attributeTypes:2.5.4.3')).code, 6, 'a compare of a definition by OID');
+  t.equal((await compare(false, 'cn=Subschema', 'attributeTypes:commonName')).code, 6, 'or by a name');
+  t.equal((await compare(false, 'cn=Subschema', 'objectClasses:2.5.4.3')).code, 5, 'of another kind: false');
+  t.equal((await compare(true, BASE, 'domainComponent:example')).code, 6, 'a compare of an alias');
   t.equal((await compare(false, 'cn=Subschema', 'objectClass:subschema')).code, 6, 'compared by anyone: compareTrue');
   t.equal((await compare(false, 'cn=Subschema', 'cn:Other')).code, 5, 'compareFalse');
   t.equal((await compare(false, '', 'vendorName:Meridian')).code, 6, 'the root DSE is compared too (it was invalidDNSyntax: ldapjs cannot parse the empty DN)');
   t.equal((await compare(false, '', 'supportedLDAPVersion:2')).code, 5);
   t.equal((await compare(false, BASE, 'dc:example')).code, 50, 'other entries still need a bind');
+  // a root DSE compare (answered without ldapjs) with an unknown critical control: refused as every operation is
+  const criticalCompare = tlv(0x30, [integer(1), tlv(0x6e, [octets(''), tlv(0x30, [octets('vendorName'), octets('Meridian')])]), tlv(0xa0, [tlv(0x30, [octets('1.2.3.4'), Buffer.from([0x01, 0x01, 0xff])])])]);
+  t.equal(await resultCode(d.port, criticalCompare), 12, 'unavailableCriticalExtension');
   const modify = (dn: string) => ldapTool('ldapmodify', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW], { input: `dn: ${dn}\nchangetype: modify\nadd: attributeTypes\nattributeTypes: ( 1.2.3.4 NAME 'x' SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 )\n` });
   const refused = await modify('cn=Subschema');
   t.equal(refused.code, 53, 'its definitions are not modified: unwillingToPerform, as slapd answers');

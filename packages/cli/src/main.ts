@@ -403,7 +403,7 @@ export function buildProgram(): Command {
 
   clientOptions(program.command('verify').description('compare the data of several nodes; exit 1 if they differ'))
     .option('--nodes <urls>', 'comma-separated node URLs to compare (default: --node and the peers it dials)')
-    .option('--wait <seconds>', 'while the nodes do not yet hold the same changes, compare again every second for up to this long', '0')
+    .option('--wait <seconds>', 'while the nodes differ, digest them again (after 1 s, 2 s, 4 s, then every 10 s) for up to this long', '0')
     .action(async (flags: ClientFlags & { nodes?: string; wait: string }) => {
       const wait = Number(flags.wait);
       if (!(Number.isFinite(wait) && wait >= 0)) throw new CliError(`--wait takes a number of seconds, not "${flags.wait}"`, 2);
@@ -418,20 +418,27 @@ export function buildProgram(): Command {
         if (peers.length === 0) throw new CliError(`${flags.node} dials no peers to compare it with; name the nodes with --nodes URL,URL`);
         urls = [flags.node, ...new Set(peers)];
       }
-      const deadline = Date.now() + wait * 1000;
+      const started = Date.now();
+      const deadline = started + wait * 1000;
       // each node digests its whole store: on a large one that takes a while, so show who has answered
       const progress = new Progress(flags.json === true);
       let result: VerifyResult;
+      let round = 1;
       try {
-        for (let round = 1; ; round++) {
+        // Any difference may go by waiting: changes still in flight, and also an anti-entropy run
+        // or clone still merging, or a purge marker on its way, which move no vector entry. Every
+        // round digests every whole store, so the pauses grow.
+        for (let pause = 1000; ; round++, pause = Math.min(pause * 2, 10_000)) {
           result = compareDigests(await digestAll(flags, urls, progress, round));
-          // (only a difference of held changes can go away by waiting: equal holdings that differ are divergence)
-          if (result.identical || !result.lacking?.length || Date.now() + 1000 > deadline) break;
-          await new Promise((r) => setTimeout(r, 1000));
+          const left = deadline - Date.now();
+          if (result.identical || left <= 0) break;
+          await new Promise((r) => setTimeout(r, Math.min(pause, left)));
         }
       } finally {
         progress.done();
       }
+      result.rounds = round;
+      if (wait > 0) result.waited = Math.round((Date.now() - started) / 1000);
       out(flags.json ? JSON.stringify(result) : formatVerify(result));
       if (!result.identical) process.exitCode = 1;
     });

@@ -87,6 +87,10 @@ export interface VerifyResult {
    * the data itself diverged; otherwise replication has not finished.
    */
   lacking?: Lacking[];
+  /** how many times every node was digested (more than once with --wait) */
+  rounds?: number;
+  /** with --wait: the seconds verify waited for the nodes to agree */
+  waited?: number;
 }
 
 export function compareDigests(digests: (DigestView & { url: string })[]): VerifyResult {
@@ -136,7 +140,9 @@ function lackingChanges(digests: (DigestView & Required<Pick<DigestView, 'vector
       let missing = upTo - holds;
       for (const seq of aheadHere) if (seq > holds && seq <= upTo) missing--;
       for (const seq of beyond) if (!aheadHere.has(seq)) missing++;
-      if (missing > 0) lacking.push({ nodeId: d.nodeId, origin, missing, holds, newest: Math.max(upTo, ...beyond) });
+      let newest = upTo;
+      for (const seq of beyond) newest = Math.max(newest, seq);
+      if (missing > 0) lacking.push({ nodeId: d.nodeId, origin, missing, holds, newest });
     }
   }
   return lacking;
@@ -147,10 +153,16 @@ export function formatVerify(r: VerifyResult): string {
   if (r.identical) return `${head}\nidentical: every id range has the same digest on every node`;
   const lines = r.differing.map((d) => `id range ${d.bucket}: ${Object.entries(d.counts).map(([n, c]) => `${n} ${c}`).join(', ')}`);
   const ranges = `in ${r.differing.length} of ${r.buckets} id ranges (ranges by the first hex digit of sha1(id)):\n${lines.join('\n')}`;
-  if (r.lacking === undefined) return `${head}\nDIVERGED ${ranges}`;
-  if (r.lacking.length === 0) return `${head}\nDIVERGED ${ranges}\nevery node holds the same changes, so these ranges should be equal: see "A diverged node found by verify" in docs/operations.md`;
+  const waited = r.waited === undefined ? undefined : `still so after waiting ${r.waited} s (${r.rounds} rounds)`;
+  if (r.lacking === undefined) {
+    return `${head}\nDIFFER ${ranges}\na node did not say which changes it holds (a build from before verify asked): verify again once writes have stopped and every peer is live${waited ? `\n${waited}` : ''}`;
+  }
+  if (r.lacking.length === 0) {
+    return `${head}\nDIVERGED ${ranges}\nevery node holds the same changes, so these ranges should be equal: see "A diverged node found by verify" in docs/operations.md${waited ? `\n${waited}` : ''}`;
+  }
   const behind = r.lacking.map((l) => `${l.nodeId} lacks ${l.missing} change${l.missing === 1 ? '' : 's'} from ${l.origin} (it holds ${l.origin} up to ${l.holds}, another node up to ${l.newest})`);
-  return `${head}\nNOT CONVERGED ${ranges}\nreplication has not finished: the nodes do not hold the same changes yet\n${behind.join('\n')}\nverify again once writes have stopped and every peer is live, or wait for it with --wait SECONDS`;
+  const next = waited ?? 'verify again once writes have stopped and every peer is live, or wait for it with --wait SECONDS';
+  return `${head}\nNOT CONVERGED ${ranges}\nreplication has not finished: the nodes do not hold the same changes yet\n${behind.join('\n')}\n${next}`;
 }
 
 export function table(header: string[], rows: string[][]): string {

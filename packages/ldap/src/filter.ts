@@ -1,3 +1,4 @@
+import { ATTRIBUTE_TYPES, definitionNames } from './schema-definitions.js';
 import { berBool, berText, type BerNode } from './validate.js';
 
 /**
@@ -20,22 +21,17 @@ export type Filter =
   | { k: 'le'; a: string; v: string }
   | { k: 'undefined' };
 
-/** Attribute types with their usual other names (RFC 4519), by the lower-case alias. */
-const ALIASES: Record<string, string> = {
-  commonname: 'cn',
-  surname: 'sn',
-  gn: 'givenname',
-  rfc822mailbox: 'mail',
-  userid: 'uid',
-  organizationname: 'o',
-  organizationalunitname: 'ou',
-  localityname: 'l',
-  stateorprovincename: 'st',
-  streetaddress: 'street',
-  countryname: 'c',
-  mobiletelephonenumber: 'mobile',
-  fax: 'facsimiletelephonenumber',
-};
+/**
+ * Attribute types by their other names (`commonName` for cn, `gn` for
+ * givenName, ...), lower case: every name of a definition after its first,
+ * as cn=Subschema lists them, so that a name it lists works everywhere.
+ */
+const ALIASES: Readonly<Record<string, string>> = Object.fromEntries(
+  ATTRIBUTE_TYPES.flatMap((d) => {
+    const [first, ...others] = definitionNames(d).map((n) => n.toLowerCase());
+    return others.map((alias) => [alias, first!]);
+  }),
+);
 
 /**
  * The attribute types whose supertype is `name` (RFC 4519): an assertion of

@@ -11,7 +11,7 @@ import { frameConnection, withoutControls, type ReadGate } from './framing.js';
 import type { CheckedRequest } from './validate.js';
 import { DirectoryIndex } from './directory-index.js';
 import { DirectoryLayout, ENTITLEMENT_ATTR, ENTRY_OPERATIONAL, ID_ATTR, InvalidDn, isDn, shortened, type Location, type MappedType } from './layout.js';
-import { SUBSCHEMA_DN, SUBSCHEMA_ENTRY } from './subschema.js';
+import { SUBSCHEMA_DN, SUBSCHEMA_ENTRY, SUBSCHEMA_SOURCE } from './subschema.js';
 import {
   ABANDON_REQUEST,
   controlsOf,
@@ -710,7 +710,7 @@ export class LdapGateway {
     if (loc.kind === 'subschema') {
       // (read by anyone, as the root DSE is; its definitions are operational, returned for + or by name)
       if (scopeName !== 'base') throw new LdapFailure(ResultCode.noSuchObject, `there is no entry below ${SUBSCHEMA_DN}; read it with a base-scope search`);
-      if (evaluate(filter, entrySource(SUBSCHEMA_ENTRY)) === true) this.writeEntry(conn, id, SUBSCHEMA_ENTRY, selection);
+      if (evaluate(filter, SUBSCHEMA_SOURCE) === true) this.writeEntry(conn, id, SUBSCHEMA_ENTRY, selection);
       return answer(id, Op.searchDone, ResultCode.success, '');
     }
     const scope = await this.scopeOf(s);
@@ -947,7 +947,7 @@ export class LdapGateway {
     else if (loc?.kind === 'container') entry = this.entries.container(loc.type);
     if (!entry) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`);
     // (tagged values, which a description with options names, are none: `name` compares its subtypes)
-    const source = entrySource(entry);
+    const source = entry === SUBSCHEMA_ENTRY ? SUBSCHEMA_SOURCE : entrySource(entry);
     const held = typesNamed(req.attribute ?? '').flatMap((t) => {
       const values = source.values(t);
       return values ? [{ t, values }] : [];

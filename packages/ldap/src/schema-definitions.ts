@@ -201,3 +201,13 @@ export const LDAP_SYNTAXES: readonly string[] = [
   "( 1.3.6.1.4.1.1466.115.121.1.54 DESC 'LDAP Syntax Description' )",
   "( 1.3.6.1.4.1.1466.115.121.1.58 DESC 'Substring Assertion' )",
 ];
+
+/**
+ * The names of a definition (RFC 4512 4.1): `NAME 'cn'` or
+ * `NAME ( 'cn' 'commonName' )`; none for a syntax.
+ */
+export function definitionNames(description: string): string[] {
+  const m = /\bNAME (?:'([^']*)'|\(((?: '[^']*')+) \))/.exec(description);
+  if (!m) return [];
+  return m[1] !== undefined ? [m[1]] : [...m[2]!.matchAll(/'([^']*)'/g)].map((n) => n[1]!);
+}

@@ -1,19 +1,11 @@
 import type { Entry, EntryAttribute } from './entries.js';
-import { attrKey } from './filter.js';
-import { ATTRIBUTE_TYPES, LDAP_SYNTAXES, MATCHING_RULES, OBJECT_CLASSES } from './schema-definitions.js';
+import { attrKey, fold, type AttrSource } from './filter.js';
+import { ATTRIBUTE_TYPES, definitionNames, LDAP_SYNTAXES, MATCHING_RULES, OBJECT_CLASSES } from './schema-definitions.js';
+
+export { definitionNames };
 
 /** The DN of the subschema subentry, as slapd names it; every entry's subschemaSubentry. */
 export const SUBSCHEMA_DN = 'cn=Subschema';
-
-/**
- * The names of a definition (RFC 4512 4.1): `NAME 'cn'` or
- * `NAME ( 'cn' 'commonName' )`; none for a syntax.
- */
-export function definitionNames(description: string): string[] {
-  const m = /\bNAME (?:'([^']*)'|\(((?: '[^']*')+) \))/.exec(description);
-  if (!m) return [];
-  return m[1] !== undefined ? [m[1]] : [...m[2]!.matchAll(/'([^']*)'/g)].map((n) => n[1]!);
-}
 
 /** The canonical keys of every attribute type the subschema defines, by first name: what a filter may assert whatever the schema maps. */
 export const DEFINED_ATTRIBUTE_TYPES: ReadonlySet<string> = new Set(ATTRIBUTE_TYPES.map((d) => attrKey(definitionNames(d)[0]!)));
@@ -38,4 +30,23 @@ export const SUBSCHEMA_ENTRY: Entry = (() => {
   add('attributeTypes', ATTRIBUTE_TYPES, true);
   add('objectClasses', OBJECT_CLASSES, true);
   return { dn: SUBSCHEMA_DN, attrs };
+})();
+
+/** The definition attributes, whose values match by their first component (objectIdentifierFirstComponentMatch, RFC 4517). */
+const BY_FIRST_COMPONENT = ['attributeTypes', 'objectClasses', 'matchingRules', 'ldapSyntaxes'].map((a) => attrKey(a));
+
+/**
+ * The subschema entry's values as filters and compares match them: a
+ * definition by its OID or one of its names, as in slapd
+ * (`(attributeTypes=2.5.4.3)`, `ldapcompare cn=Subschema
+ * objectClasses:inetOrgPerson`), not by its whole text; other attributes
+ * folded as any entry's are.
+ */
+export const SUBSCHEMA_SOURCE: AttrSource = (() => {
+  const folded = new Map<string, readonly string[]>();
+  for (const [key, a] of SUBSCHEMA_ENTRY.attrs) {
+    const components = BY_FIRST_COMPONENT.includes(key) ? a.values.flatMap((d) => [/^\( (\S+)/.exec(d)![1]!, ...definitionNames(d)]) : a.values;
+    folded.set(key, components.map((v) => fold(key, v)));
+  }
+  return { values: (attr) => folded.get(attr) };
 })();
