@@ -280,13 +280,14 @@ export class LdapGateway {
         // 4.1.11). ldapjs gets the request without them: it decodes those it knows by type, and threw
         // on some (a password policy request, which has no value), closing the connection unanswered.
         // (the paged results control on a compare or WhoAmI is not acted on: critical there, it is refused, as slapd does)
-        const unsupported = controlsOf(message, checked.controls).find((c) => c.criticality && !(Object.hasOwn(SUPPORTED_CONTROLS, c.type) && SUPPORTED_CONTROLS[c.type]!.includes(checked.op.tag)));
+        const controls = controlsOf(message, checked.controls);
+        const unsupported = controls.find((c) => c.criticality && !(Object.hasOwn(SUPPORTED_CONTROLS, c.type) && SUPPORTED_CONTROLS[c.type]!.includes(checked.op.tag)));
         if (unsupported && checked.op.tag !== UNBIND_REQUEST) {
           return this.refuse(socket, message, checked, ResultCode.unavailableCriticalExtension, `the critical control ${unsupported.type} is not supported here`);
         }
         if (checked.op.tag === SEARCH_REQUEST) {
           // (the search rechecks the bound entry itself, once an abandon can find it)
-          void this.run('search', decodeSearch(message, checked, socket, this.filterOptions), (req, s) => this.abandonable(req, s), false);
+          void this.run('search', decodeSearch(message, checked, controls, socket, this.filterOptions), (req, s) => this.abandonable(req, s), false);
           return true;
         }
         // What ldapjs would answer itself, without our handlers, is answered here instead: through
@@ -891,7 +892,7 @@ export class LdapGateway {
     add('namingContexts', [this.layout.base]);
     add('supportedLDAPVersion', ['3']);
     add('supportedControl', [PAGED]);
-    add('supportedExtension', [WHOAMI, PASSWD]);
+    add('supportedExtension', EXTENDED_OPERATIONS);
     add('supportedFeatures', ['1.3.6.1.4.1.4203.1.5.1', '1.3.6.1.4.1.4203.1.5.3']);
     add('vendorName', ['Meridian']);
     add('subschemaSubentry', [SUBSCHEMA_DN]);

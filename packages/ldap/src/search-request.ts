@@ -164,8 +164,8 @@ export function controlsOf(b: Buffer, list: BerNode | undefined): RequestControl
   });
 }
 
-/** A search request from a message checkRequest found well-formed, its op being a search. */
-export function decodeSearch(message: Buffer, checked: CheckedRequest, connection: Socket, filterOptions: FilterOptions): SearchRequest {
+/** A search request from a message checkRequest found well-formed, its op being a search, and its controls (controlsOf). */
+export function decodeSearch(message: Buffer, checked: CheckedRequest, controls: readonly RequestControl[], connection: Socket, filterOptions: FilterOptions): SearchRequest {
   const [base, scope, , size, time, typesOnly, filter, attributes] = checked.op.children!;
   return {
     messageId: integerAt(message, checked.messageId),
@@ -173,7 +173,7 @@ export function decodeSearch(message: Buffer, checked: CheckedRequest, connectio
     connection,
     // (the values are parts of the message: a search waiting its turn keeps a copy of the one value
     // it reads, not the whole request)
-    controls: controlsOf(message, checked.controls).map((c) => ({ ...c, value: c.type === PAGED_CONTROL && c.value ? Buffer.from(c.value) : undefined })),
+    controls: controls.map((c) => ({ ...c, value: c.type === PAGED_CONTROL && c.value ? Buffer.from(c.value) : undefined })),
     baseObject: berText(message, base!),
     scope: integerAt(message, scope!),
     sizeLimit: integerAt(message, size!),
