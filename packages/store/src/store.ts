@@ -360,7 +360,8 @@ export class Store {
   private filling: KeyFilter | undefined;
   private closed = false;
   /** settles when every state staged so far by cloneStatesStaged is on disk (or failed) */
-  private stagedStates: Promise<void> = Promise.resolve();
+  /** whether every frame staged so far is on disk (false once one failed), settled once they all have */
+  private stagedStates: Promise<boolean> = Promise.resolve(true);
 
   private constructor(init: {
     db: Level<string, Buffer>;
@@ -1839,8 +1840,8 @@ export class Store {
         const scans = page?.after === undefined ? ([[markers, true], [objects, false]] as const) : ([[objects, false]] as const);
         for (const [opts, purged] of scans) {
           // The idempotency records next, once a run (a clone, or an anti-entropy run's first page),
-          // before the objects: the receiver stores them with the run's last frame, and meanwhile has
-          // a resend under one of their keys wait for that, which it can do only once it knows the key,
+          // before the objects: the receiver stores each once the run has passed its object, and meanwhile
+          // has a resend under one of their keys wait for that, which it can do only once it knows the key,
           // so before the state holding the key's change is in.
           if (!purged && page?.after === undefined) yield* idempotencyRecords(batch);
           const it = db.iterator(opts);
@@ -2034,18 +2035,13 @@ export class Store {
    * once these states and every state staged before them are on disk.
    */
   async cloneStates(states: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }, opts?: { clone?: boolean }): Promise<void> {
-    // Idempotency records go in the last batch, with the vector: a record read before every state of the run is
-    // in would answer a resend of a write whose change is not here yet (anti-entropy sends them with its first page).
-    const keyed = states.flatMap((s) => ('key' in s ? [checkedKeyRecord(s.key, s.record)] : []));
-    if (keyed.length && !done) throw new MeridianError('bad-request', 'idempotency records come with the last states of a run only');
+    // The run's idempotency records not stored yet go in the last batch, with the vector (see cloneStatesStaged).
+    const keyed = done ? states.flatMap((s) => ('key' in s ? [checkedKeyRecord(s.key, s.record)] : [])) : [];
     const { durable } = await this.cloneStatesStaged(keyed.length ? states.filter((s) => !('key' in s)) : states, opts);
     await durable;
     if (done) {
       // only now: the vector must never claim what is not on disk
-      const doneOps: BatchOp[] = [];
-      // a key recorded here already (its write made or applied here) keeps its record
-      const held = keyed.length ? await this.db.getMany(keyed.map((k) => keys.idempotency(k.key))) : [];
-      for (const [n, k] of keyed.entries()) if (held[n] === undefined) doneOps.push({ type: 'put', key: keys.idempotency(k.key), value: k.record });
+      const doneOps: BatchOp[] = await this.absentRecords(keyed);
       for (const [origin, n] of Object.entries(done.vector)) {
         this.vector.raise(origin, n);
         this.durableVector.raise(origin, n);
@@ -2084,19 +2080,40 @@ export class Store {
    */
   async cloneStatesStaged(states: ClonedState[], opts?: { clone?: boolean }): Promise<{ durable: Promise<void> }> {
     this.assertOpen();
+    // Idempotency records whose writes the states staged so far hold (the session tells which: those of
+    // objects its run has passed) are stored once those states are on disk, never before: a record read
+    // before the change it names is here would answer a resend with an object this node lacks.
+    const keyed = states.flatMap((s) => ('key' in s ? [checkedKeyRecord(s.key, s.record)] : []));
     if (opts?.clone && !this.cloning) {
       this.cloning = true;
       // queued before the states: on disk no later than the first of them (a failed batch fails every later one)
       void this.commits.add([{ type: 'put', key: keys.meta('cloning'), value: encode(1) }]).catch(() => undefined);
     }
-    const own = await this.stageStates(states);
+    const own = await this.stageStates(keyed.length ? states.filter((s) => !('key' in s)) : states);
     own.durable.catch(() => undefined); // (taken up below, once the frames before it have settled)
     // Settles, fulfilled or not, only after every earlier frame has: a frame
     // that fails at once (a refused merge) must not let later frames report
-    // their batches on disk before earlier ones are.
-    const durable = this.stagedStates.then(() => own.durable);
-    this.stagedStates = durable.catch(() => undefined);
+    // their batches on disk before earlier ones are. (Records wait for every
+    // earlier frame to have succeeded: the states they rely on may be theirs.)
+    const earlier = this.stagedStates;
+    const states$ = earlier.then(() => own.durable);
+    const durable = keyed.length
+      ? Promise.all([earlier, states$]).then(async ([allStored]) => {
+          if (allStored) await this.commits.add(await this.absentRecords(keyed));
+        })
+      : states$;
+    this.stagedStates = Promise.all([earlier, durable]).then(
+      ([allStored]) => allStored,
+      () => false,
+    );
     return { durable };
+  }
+
+  /** Puts of the idempotency records not held here: a key recorded here already (its write made or applied here) keeps its record. */
+  private async absentRecords(keyed: { key: string; record: Uint8Array }[]): Promise<BatchOp[]> {
+    if (keyed.length === 0) return [];
+    const held = await this.db.getMany(keyed.map((k) => keys.idempotency(k.key)));
+    return keyed.flatMap((k, n) => (held[n] === undefined ? [{ type: 'put' as const, key: keys.idempotency(k.key), value: k.record }] : []));
   }
 
   /** The states of cloneStatesStaged held and committed; `durable` settles when they are on disk. */
@@ -2106,7 +2123,7 @@ export class Store {
     const diffs: { id: string; diff: Uint8Array; hlc: number }[] = [];
     const markers: { id: string; marker: PurgeMarker }[] = [];
     for (const s of states) {
-      if ('key' in s) throw new MeridianError('bad-request', 'idempotency records come with the last states of a run only');
+      if ('key' in s) throw new MeridianError('bad-request', 'idempotency records are stored by cloneStatesStaged');
       if ('diff' in s) {
         if (!isValidId(s.id)) throw new MeridianError('bad-request', `object id "${s.id.slice(0, 40)}" of a peer's diff is not valid`);
         diffs.push(s);
@@ -3094,6 +3111,21 @@ function checkedKeyRecord(key: string, record: Uint8Array): { key: string; recor
     throw new MeridianError('bad-request', `the idempotency record of key "${String(key).slice(0, 40)}" is not one`);
   }
   return { key, record };
+}
+
+/**
+ * The object a peer's idempotency record names, if it is a record: what a
+ * run of states must have passed before the record is stored
+ * (SyncSession's held records).
+ */
+export function recordedObjectId(record: Uint8Array): string | undefined {
+  let w: Partial<IdempotentWrite> | null;
+  try {
+    w = decode<Partial<IdempotentWrite> | null>(record);
+  } catch {
+    return undefined;
+  }
+  return typeof w === 'object' && w !== null && typeof w.id === 'string' && isValidId(w.id) ? w.id : undefined;
 }
 
 /** A peer's purge marker, checked as strictly as the purge change it stands for would be on the wire. */

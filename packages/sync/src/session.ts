@@ -1,6 +1,6 @@
-import { vectorEntry, VersionVector, type ClonedState, type FeedEntry, type HeldState, type RemoteChange } from '@meridian/store';
+import { bucketOf, recordedObjectId, vectorEntry, VersionVector, type ClonedState, type FeedEntry, type HeldState, type RemoteChange } from '@meridian/store';
 import { proof, proofMatches } from './auth.js';
-import { PROTOCOL_VERSION, type ChangesFrame, type Frame, type HelloFrame, type NeedFrame, type Role, type StateItem, type StatesFrame, type WireChange, type WriteFrame, type WroteFrame } from './frames.js';
+import { DIGEST_BITS, PROTOCOL_VERSION, type ChangesFrame, type Frame, type HelloFrame, type NeedFrame, type Role, type StateItem, type StatesFrame, type WireChange, type WriteFrame, type WroteFrame } from './frames.js';
 
 /**
  * One replication session over one connection, as a pure state machine: it
@@ -176,8 +176,24 @@ export class SyncSession {
   private partial: { id: string; diff: boolean; parts: Uint8Array[]; bytes: number } | undefined;
   /** sender side: states frames read and not yet sent, for want of room in the window */
   private readonly queuedStates: StatesFrame[] = [];
-  /** receiver side: the idempotency records of this run of states so far, stored with its last frame */
-  private readonly heldKeys: { q: string; r: Uint8Array }[] = [];
+  /**
+   * receiver side: the idempotency records of this run of states not yet
+   * handed to the driver to store, with the object each names. One is
+   * stored once the run has passed its object (see passedAt), the rest
+   * with the run's last frame.
+   */
+  private readonly heldKeys: { q: string; r: Uint8Array; id: string | undefined }[] = [];
+  /**
+   * receiver side: per states frame, the id up to which (in key order) the
+   * run had sent, or skipped as held here, every object of its buckets once
+   * that frame came. A record of a write to such an object may be stored
+   * with that frame: the sender read both from one snapshot, in which the
+   * object's state held the write.
+   */
+  private readonly passedAt = new WeakMap<StatesFrame, string>();
+  private passedThrough: string | undefined;
+  /** receiver side, anti-entropy: the buckets the run repairs; a record of an object outside them is here already (undefined: a clone, every bucket) */
+  private runBuckets: ReadonlySet<number> | undefined;
   /** runs of states (clones, anti-entropy) whose last frame was handed to the driver */
   private runsDone = 0;
   /** receiver side: this session subscribed with `clone` */
@@ -383,7 +399,7 @@ export class SyncSession {
         if (f.done && f.head !== undefined) this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head);
         const unjoined = this.joinParts(f);
         if (unjoined) return this.fail(unjoined, true);
-        // Idempotency records are held until the run's last frame, whose batch stores them with the vector.
+        // Idempotency records are held until the run has passed their objects (passedRecords), or its last frame.
         // Past MAX_HELD_KEYS they are dropped, not the run: a resend of such a write is made again, as before records travelled.
         // Meanwhile the driver has the store wait for them (expect-keys): a resend of such a write may come
         // after the state holding its change is in, and before its record is.
@@ -391,11 +407,22 @@ export class SyncSession {
         if (f.keys) {
           for (const k of f.keys) {
             if (this.heldKeys.length >= MAX_HELD_KEYS) break;
-            this.heldKeys.push(k);
+            this.heldKeys.push({ ...k, id: recordedObjectId(k.r) });
             expected.push(k.q);
           }
           delete f.keys;
         }
+        // how far the run has come: this frame's last whole object (purge markers, sent first, run
+        // on their own), and the end of the page it ends (the sender skipped what is held here)
+        // (ids are ASCII: string order is their keys' byte order)
+        for (let n = f.objects.length - 1; n >= 0; n--) {
+          const o = f.objects[n]!;
+          if ('p' in o && o.p) continue;
+          if (this.passedThrough === undefined || o.i > this.passedThrough) this.passedThrough = o.i;
+          break;
+        }
+        if (f.page && this.needAfter !== undefined && (this.passedThrough === undefined || this.needAfter > this.passedThrough)) this.passedThrough = this.needAfter;
+        if (this.passedThrough !== undefined) this.passedAt.set(f, this.passedThrough);
         this.pendingApply.push(f);
         // the next page is asked for at once: its answer may come while this one is applied
         const more: Action[] = f.page ? [{ type: 'read-held', buckets: this.needBuckets!, after: this.needAfter }] : [];
@@ -472,7 +499,7 @@ export class SyncSession {
     this.applying = true;
     if (f.t === 'states') {
       const done = f.done ? { head: f.head!, vector: f.vector! } : undefined;
-      const keyed = f.done ? this.heldKeys.splice(0).map((k): ClonedState => ({ key: k.q, record: k.r })) : [];
+      const keyed = (f.done ? this.heldKeys.splice(0) : this.passedRecords(f)).map((k): ClonedState => ({ key: k.q, record: k.r }));
       // (numbered: an expect-keys of this run that the driver reaches after its last frame is dropped)
       const run = f.done ? this.runsDone++ : this.runsDone;
       return [{ type: 'clone', objects: [...f.objects.map(fromStateItem), ...keyed], done, clone: this.asClone, run }];
@@ -491,6 +518,29 @@ export class SyncSession {
     this.applyingFrames = n;
     const frames = this.pendingApply.slice(0, n) as ChangesFrame[];
     return [{ type: 'apply', changes: frames.flatMap((g) => g.changes.map(fromWire)), last: frames[n - 1]!.last }];
+  }
+
+  /**
+   * The held records whose writes the states up to frame `f` hold, taken
+   * out of heldKeys: of an object the run had passed by then, or outside
+   * the buckets an anti-entropy run repairs. Stored with `f`'s states (the
+   * store waits for them to be on disk), not with the run's last frame, so
+   * that a run cut short after the states it brought leaves their records
+   * too: a resend of such a write, later or after a restart, is answered
+   * from the record, not made a second time.
+   */
+  private passedRecords(f: StatesFrame): { q: string; r: Uint8Array }[] {
+    const through = this.passedAt.get(f);
+    const buckets = this.runBuckets;
+    const ready: { q: string; r: Uint8Array }[] = [];
+    let kept = 0;
+    for (const k of this.heldKeys) {
+      const passed = k.id !== undefined && ((through !== undefined && k.id <= through) || (buckets !== undefined && !buckets.has(bucketOf(k.id, DIGEST_BITS))));
+      if (passed) ready.push(k);
+      else this.heldKeys[kept++] = k;
+    }
+    this.heldKeys.length = kept;
+    return ready;
   }
 
   /** Master: a forwarded write is done (or refused); answer the replica. */
@@ -688,6 +738,7 @@ export class SyncSession {
     if (this.state !== 'open') return [];
     this.expectStates = true;
     this.needBuckets = differing;
+    this.runBuckets = new Set(differing);
     this.needAfter = undefined;
     if (differing.length === 0) return this.heldRead([], true);
     return [{ type: 'read-held', buckets: differing, after: undefined }];
