@@ -904,8 +904,10 @@ export class Store {
         for (const op of this.releaseClaim(c, id, settleAt)) ops.push(op);
       }
     }
-    const wasLive = cur !== null && !cur.d;
-    if (def && wasLive !== !record.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + (record.d ? -1 : 1));
+    // (by each record's own type: concurrent creates of one id as two types end as one of them everywhere)
+    const wasDef = cur && !cur.d ? this.schema.types.get(cur.t) : undefined;
+    if (wasDef) this.counts.set(wasDef.name, (this.counts.get(wasDef.name) ?? 0) - 1);
+    if (def && !record.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + 1);
     if (feed) {
       this.dirtyVector.add(feed.o);
       this.noteAhead(feed.o, feed.n, seq, ops);
@@ -1055,7 +1057,7 @@ export class Store {
       const type = meta.type ?? c.type;
       const def = this.schema.types.get(type);
       const fields = readFields(doc);
-      const beforeIdx = cur && def ? indexSet(def, c.id, cur.f, cur.d) : EMPTY_INDEX;
+      const beforeIdx = this.indexedAs(c.id, cur);
       const afterIdx = def ? indexSet(def, c.id, fields, meta.deleted) : EMPTY_INDEX;
       const claimKeys = new Set<string>();
       for (const k of beforeIdx.unique) if (!afterIdx.unique.has(k)) claimKeys.add(k);
@@ -1706,6 +1708,16 @@ export class Store {
   }
 
   /**
+   * The index entries a stored record has, by its own type: a remote change
+   * or merged state may change the type (two masters created one id as two
+   * types, and Yjs kept one), and the old type's entries must go.
+   */
+  private indexedAs(id: string, cur: ObjectRecord | null): IndexSet {
+    const def = cur ? this.schema.types.get(cur.t) : undefined;
+    return cur && def ? indexSet(def, id, cur.f, cur.d) : EMPTY_INDEX;
+  }
+
+  /**
    * Records of the unique values `id` takes up that another object holds
    * here already (the claim names it): the first holder keeps the index
    * entry and the newcomer's record says so. Returns the fields clashing.
@@ -2303,7 +2315,7 @@ export class Store {
       const type = meta.type ?? cur?.t ?? '';
       const def = this.schema.types.get(type);
       const fields = readFields(doc);
-      const before = cur && def ? indexSet(def, id, cur.f, cur.d) : EMPTY_INDEX;
+      const before = this.indexedAs(id, cur);
       const after = def ? indexSet(def, id, fields, meta.deleted) : EMPTY_INDEX;
       const keysToClaim = new Set<string>();
       for (const k of before.unique) if (!after.unique.has(k)) keysToClaim.add(k);

@@ -256,3 +256,26 @@ t.test('a node cloned by states records the open conflicts of the states it rece
   await deliver(b, w);
   for (const s of [a, b, c]) t.same(await openConflicts(s), [], `settled on ${s.nodeId}`);
 });
+
+t.test('one id created concurrently as two types: the type Yjs keeps is the one indexed and counted, on both nodes, and the other leaves no index entry', async (t) => {
+  const { checkIndexes } = await import('../dist/index.js');
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  // (an id a client chose, as an LDAP add or a keyed create on two masters may)
+  await a.create('Org', { name: 'Shared', kind: 'vendor' }, { id: 'shared-1' });
+  await b.create('Person', { cn: 'Flip', sn: 'Flop', uid: 'flip', mail: ['flip@example.org'] }, { id: 'shared-1' });
+  await deliver(b, await own(a));
+  await deliver(a, await own(b));
+  const [onA, onB] = [await a.get('shared-1'), await b.get('shared-1')];
+  t.equal(onA?.type, onB?.type, `one type on both (${onA?.type})`);
+  t.same(await checkIndexes(a), [], "a's indexes agree with its objects");
+  t.same(await checkIndexes(b), [], "b's too: the type it lost leaves no type, field or unique entry");
+  const kept = onA!.type;
+  const live = (s: Store): Record<string, number> => Object.fromEntries(Object.entries(s.objectCounts()).filter(([, n]) => n !== 0));
+  for (const s of [a, b]) t.same(live(s), { [kept]: 1 }, `${s.nodeId} counts the object once, as ${kept}, and no type below zero`);
+  // the value the lost type held is free again on the node that made it
+  if (kept === 'Org') t.ok(await b.create('Person', { cn: 'New', sn: 'N', uid: 'flip' }), 'its uid can be taken');
+  await a.delete('shared-1');
+  await deliver(b, await own(a, a.lastSeq - 1));
+  for (const s of [a, b]) t.same(Object.values(s.objectCounts()).filter((n) => n < 0), [], `${s.nodeId}: no count below zero after a delete`);
+});
