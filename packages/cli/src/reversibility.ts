@@ -130,10 +130,11 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
         source.destroy();
       }
       if (flags.json) {
-        out(JSON.stringify({ dir: flags.dir, nodeId: r.nodeId, incarnation: r.incarnation, from: r.header.node, taken: r.header.taken, records: r.records }));
+        out(JSON.stringify({ dir: flags.dir, nodeId: r.nodeId, incarnation: r.incarnation, from: r.header.node, taken: r.header.taken, records: r.records, claimsDropped: r.claimsDropped }));
         return;
       }
       out(`restored ${r.records} records of node ${r.header.node} (snapshot taken ${r.header.taken}) into ${flags.dir}`);
+      if (r.claimsDropped > 0) out(`left out ${r.claimsDropped} unique-index entries that named no live object of their type (their values are free again)`);
       out(`it starts as node ${r.nodeId} (incarnation ${r.incarnation}): meridian serve --dir ${flags.dir} ... with the same peers; it catches up with them on its own`);
       out('if your config pins --node-id, change it to the new id: the old id stays with the changes the original made');
     });

@@ -7,7 +7,7 @@ import { MeridianError } from './errors.js';
 import { isValidId, MAX_ID_LENGTH } from './ids.js';
 import { HIGH, keys, SEP } from './keys.js';
 import { FORMAT_KEY, formatProblem, unreadableFormat } from './migrate.js';
-import { printable, restoredRecordProblem } from './restore-check.js';
+import { restoredRecordProblem } from './restore-check.js';
 import { isSeq, isVector } from './version-vector.js';
 
 /**
@@ -165,6 +165,8 @@ export interface RestoreResult {
   /** the restored node's id: a new incarnation of the one backed up */
   nodeId: string;
   incarnation: number;
+  /** unique-index entries that named no live object of their type, left out (see dropUnownedClaims) */
+  claimsDropped: number;
 }
 
 /**
@@ -223,8 +225,7 @@ export async function restoreBackup(
       opts.onProgress?.(records, header!);
     }
     const h = header!;
-    const claim = await unownedClaim(db);
-    if (claim !== undefined) throw notUsable(claim);
+    const claimsDropped = await dropUnownedClaims(db);
     // (the records restore reads itself are checked: a hand-made backup could hold anything)
     const storedIncarnation = readMeta<unknown>(await db.get(keys.meta('incarnation'))) ?? 0;
     if (!isSeq(storedIncarnation)) throw notUsable('its incarnation record is malformed');
@@ -247,7 +248,7 @@ export async function restoreBackup(
       { sync: true },
     );
     await db.close();
-    return { header: h, records, nodeId, incarnation };
+    return { header: h, records, nodeId, incarnation, claimsDropped };
   } catch (e) {
     // nothing half-restored is left to be started by mistake: the directory was empty or absent
     await db.close().catch(() => undefined);
@@ -297,28 +298,29 @@ async function idsKnown(db: Level<string, Buffer>, lineage: string[]): Promise<S
 }
 
 /**
- * A unique-index entry whose owner is not a live object of its type, if
- * any: a create of that value would be refused for good as "already used"
- * by an object no one can see or delete. (Type and field index entries
- * naming no object are skipped by every read; these are not.)
+ * Deletes the unique-index entries whose owner is not a live object of
+ * their type, and says how many: each would refuse its value to every
+ * create for good, as taken by an object no one can see or delete. A
+ * node of a build before caa5847 could hold such entries (one id created
+ * as two types on two masters); a hand-made backup may hold any. (Type and
+ * field index entries naming no object are skipped by every read.) A
+ * holder waiting for the value (an open clash record) gets it at the
+ * store's first open, as when its holder lets go.
  */
-async function unownedClaim(db: Level<string, Buffer>): Promise<string | undefined> {
+async function dropUnownedClaims(db: Level<string, Buffer>): Promise<number> {
   const it = db.iterator({ gte: keys.uniquePrefix, lt: keys.uniquePrefix + HIGH });
+  let dropped = 0;
   try {
     for (;;) {
       const claims = await it.nextv(1000);
-      if (claims.length === 0) return undefined;
-      const owners = claims.map(([, v]) => v.toString('utf8'));
-      const records = await db.getMany(owners.map((id) => keys.object(id)));
-      for (let i = 0; i < claims.length; i++) {
-        const [k] = claims[i]!;
+      if (claims.length === 0) return dropped;
+      const records = await db.getMany(claims.map(([, v]) => keys.object(v.toString('utf8'))));
+      const ops = claims.flatMap(([k], i) => {
         const rec = records[i] === undefined ? undefined : decode<ObjectRecord>(records[i]!);
-        const type = k.slice(1, k.indexOf(SEP));
-        if (rec === undefined || rec.d || rec.t !== type) {
-          const what = rec === undefined ? 'no object' : rec.d ? 'a deleted object' : `an object of type ${rec.t}`;
-          return `its unique index gives ${printable(k.slice(1))} to ${owners[i]}, ${what}`;
-        }
-      }
+        return rec === undefined || rec.d || rec.t !== k.slice(1, k.indexOf(SEP)) ? [{ type: 'del' as const, key: k }] : [];
+      });
+      if (ops.length) await db.batch(ops, { sync: true });
+      dropped += ops.length;
     }
   } finally {
     await it.close();

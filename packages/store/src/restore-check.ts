@@ -3,6 +3,7 @@ import { decode } from './codec.js';
 import { isHlc } from './hlc.js';
 import { isValidId } from './ids.js';
 import { SEP } from './keys.js';
+import { isPurgeMarker } from './record-shapes.js';
 import { holdsState } from './yobject.js';
 import { isSeq, isVector } from './version-vector.js';
 
@@ -53,9 +54,13 @@ const isNames = (v: unknown): boolean => Array.isArray(v) && v.every((x) => type
 /** a seq part as keys write it: 14 hex digits, at least 1 */
 const isSeqPart = (s: string): boolean => SEQ_PART.test(s) && Number.isSafeInteger(parseInt(s, 16)) && parseInt(s, 16) > 0;
 
-/** Whether Yjs reads the bytes as an update: a bad one throws from every later read or merge of the object. */
-function readsAsUpdate(update: Uint8Array): boolean {
-  const doc = new Y.Doc({ gc: false });
+/**
+ * Whether Yjs reads the bytes as an object's state: a bad one throws from
+ * every later read or merge of the object. (A doc with a guid of its own
+ * costs a random uuid each, most of the check's time.)
+ */
+function readsAsState(update: Uint8Array): boolean {
+  const doc = new Y.Doc({ gc: false, guid: 'restore-check' });
   try {
     Y.applyUpdate(doc, update);
     return true;
@@ -63,6 +68,16 @@ function readsAsUpdate(update: Uint8Array): boolean {
     return false;
   } finally {
     doc.destroy();
+  }
+}
+
+/** Whether Yjs decodes the bytes as an update: a peer applies a feed entry's change to its own state. */
+function decodesAsUpdate(update: Uint8Array): boolean {
+  try {
+    Y.decodeUpdate(update);
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -89,7 +104,8 @@ const META: Readonly<Record<string, (v: unknown) => boolean>> = {
   versionFormula: isSeq,
   clients: (v) => Array.isArray(v) && v.every((c) => isObject(c) && Number.isSafeInteger(c['id']) && (c['node'] === undefined || typeof c['node'] === 'string')),
   clientNodes: (v) => isObject(v) && Object.values(v).every((n) => typeof n === 'string'),
-  counts: (v) => isObject(v) && Object.values(v).every(isSeq),
+  // (any whole number: builds before caa5847 could count a type below zero)
+  counts: (v) => isObject(v) && Object.values(v).every((n) => Number.isSafeInteger(n)),
   untyped: isNames,
   hlc: isHlc,
   feedBase: isVector,
@@ -107,7 +123,7 @@ const SPACES: Readonly<Record<string, Space>> = {
       if (!isObject(v) || typeof v['t'] !== 'string' || !isFields(v['f']) || !isHlc(v['h']) || typeof v['v'] !== 'string' || v['v'].length > 64) return 'is not an object record';
       if ((v['d'] !== undefined && typeof v['d'] !== 'boolean') || (v['s'] !== undefined && !isSeq(v['s'])) || (v['c'] !== undefined && !isHlc(v['c'])) || (v['x'] !== undefined && v['x'] !== 1)) return 'is not an object record';
       if (!holdsState(v as { f: Record<string, unknown> })) return 'holds no state, nor what rebuilds one';
-      if (v['y'] !== undefined && !readsAsUpdate(v['y'] as Uint8Array)) return 'holds a state that is not a Yjs update';
+      if (v['y'] !== undefined && !readsAsState(v['y'] as Uint8Array)) return 'holds a state that is not a Yjs update';
       return undefined;
     },
   },
@@ -118,7 +134,7 @@ const SPACES: Readonly<Record<string, Space>> = {
       if (!isObject(v) || typeof v['o'] !== 'string' || !isValidId(v['o']) || !isSeq(v['n']) || v['n'] < 1 || typeof v['i'] !== 'string' || !isValidId(v['i'])) return 'is not a feed entry';
       if (typeof v['t'] !== 'string' || !(v['u'] instanceof Uint8Array) || !isHlc(v['h']) || typeof v['p'] !== 'string' || !isNames(v['c']) || !KINDS.has(v['k'] as string)) return 'is not a feed entry';
       if (v['q'] !== undefined && typeof v['q'] !== 'string') return 'is not a feed entry';
-      if (v['u'].length > 0 && !readsAsUpdate(v['u'])) return 'holds a change that is not a Yjs update';
+      if (v['u'].length > 0 && !decodesAsUpdate(v['u'])) return 'holds a change that is not a Yjs update';
       return undefined;
     },
   },
@@ -139,7 +155,7 @@ const SPACES: Readonly<Record<string, Space>> = {
     problem(key, v) {
       if (key.length === 0 || key.length > 2048) return 'is not under a key of 1 to 2048 characters';
       // (origin is absent in records from before it was kept)
-      const ok = isObject(v) && typeof v['id'] === 'string' && isValidId(v['id']) && (v['origin'] === undefined || (typeof v['origin'] === 'string' && isValidId(v['origin']))) && isSeq(v['originSeq']) && isHlc(v['hlc']);
+      const ok = isObject(v) && typeof v['id'] === 'string' && isValidId(v['id']) && (v['origin'] === undefined || (typeof v['origin'] === 'string' && isValidId(v['origin']))) && isSeq(v['originSeq']) && v['originSeq'] >= 1 && isHlc(v['hlc']);
       return ok ? undefined : 'is not an idempotency record';
     },
   },
@@ -147,8 +163,7 @@ const SPACES: Readonly<Record<string, Space>> = {
     name: 'purge marker',
     problem(id, v) {
       if (!isValidId(id)) return 'is not under a valid object id';
-      const ok = isObject(v) && isHlc(v['h']) && typeof v['p'] === 'string' && typeof v['o'] === 'string' && isValidId(v['o']) && isSeq(v['n']) && typeof v['t'] === 'string' && (v['r'] === undefined || v['r'] === 1);
-      return ok ? undefined : 'is not a purge marker';
+      return isPurgeMarker(v) ? undefined : 'is not a purge marker';
     },
   },
   k: {
@@ -177,8 +192,8 @@ const SPACES: Readonly<Record<string, Space>> = {
   u: { name: 'unique index', problem: (rest, _v, raw) => (parts(rest, 3) === undefined ? 'is not a type, field and value' : !isValidId(Buffer.from(raw).toString('utf8')) ? 'does not name an object id' : undefined) },
 };
 
-/** A key or key part as a sentence may quote it: NULs shown as "/", cut to 80 characters. */
+/** A key or key part as a sentence may quote it: NULs, which separate its parts, shown as "␀", cut to 80 characters. */
 export function printable(s: string): string {
-  const shown = s.replace(/\0/g, '/').replace(/[\x00-\x1f\x7f]/g, '?');
+  const shown = s.replace(/\0/g, '␀').replace(/[\x00-\x1f\x7f]/g, '?');
   return shown.length > 80 ? `${shown.slice(0, 80)}...` : shown;
 }

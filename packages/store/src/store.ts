@@ -12,6 +12,7 @@ import { conflictKey, fieldConflict, isUniqueConflict, uniqueClash, uniqueKeyOf,
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
 import { FORMAT_KEY, migrateVersions, STORAGE_FORMAT, unreadableFormat } from './migrate.js';
 import { KeyFilter } from './key-filter.js';
+import { isPurgeMarker } from './record-shapes.js';
 import { DEFAULT_COST, hashPassword, isPasswordHash, verifyPassword, type ScryptCost } from './password.js';
 import { PinnedCache, type Slot } from './pinned-cache.js';
 import { RecencyList } from './recency-list.js';
@@ -3143,13 +3144,8 @@ export function recordedObjectId(record: Uint8Array): string | undefined {
 /** A peer's purge marker, checked as strictly as the purge change it stands for would be on the wire. */
 function checkedMarker(id: string, record: Uint8Array): PurgeMarker {
   if (!isValidId(id)) throw new MeridianError('bad-request', `purged object id "${id.slice(0, 40)}" is not valid`);
-  const d = decode<Partial<PurgeMarker>>(record);
-  if (
-    typeof d !== 'object' || d === null || !isHlc(d.h) || typeof d.p !== 'string' || d.p.length > 256 || typeof d.o !== 'string' || !isValidId(d.o) ||
-    !Number.isSafeInteger(d.n) || d.n! < 1 || !isSchemaName(d.t) || (d.r !== undefined && d.r !== 1)
-  ) {
-    throw new MeridianError('bad-request', `the purge marker of ${id} is not a purge record`);
-  }
+  const d = decode<unknown>(record);
+  if (!isPurgeMarker(d)) throw new MeridianError('bad-request', `the purge marker of ${id} is not a purge record`);
   return d as PurgeMarker;
 }
 
