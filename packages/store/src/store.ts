@@ -361,8 +361,12 @@ export class Store {
   private filling: KeyFilter | undefined;
   private closed = false;
   /** settles when every state staged so far by cloneStatesStaged is on disk (or failed) */
-  /** whether every frame staged so far is on disk (false once one failed), settled once they all have */
-  private stagedStates: Promise<boolean> = Promise.resolve(true);
+  private stagedStates: Promise<void> = Promise.resolve();
+  /** per run of states (the token cloneStatesStaged is given): whether every frame staged so far is on disk */
+  private readonly runsStaged = new WeakMap<object, Promise<boolean>>();
+  /** settles when records a run brought are stored before the run's end (recordsStored) */
+  private recordsStoredAt: Promise<void>;
+  private wakeRecordWaiters!: () => void;
 
   private constructor(init: {
     db: Level<string, Buffer>;
@@ -425,6 +429,7 @@ export class Store {
     this.onReindex = init.opts.onReindex;
     this.onReindexProgress = init.opts.onReindexProgress;
     this.idempotencyWaitMs = init.opts.idempotencyWaitMs ?? 5_000;
+    this.recordsStoredAt = new Promise<void>((r) => (this.wakeRecordWaiters = r));
     const budget = init.opts.cacheBytes ?? 64 * 1024 * 1024;
     // an evicted slot lets go of its doc, which only a slot still cached can use
     this.objects = new PinnedCache<CachedObject>(budget, objectCost, (slot) => this.dropDoc(slot));
@@ -1839,7 +1844,13 @@ export class Store {
             await it.close();
           }
         }
-        if (page?.buckets.size === 0) return;
+        // No bucket differs: no object to send, but the records still go (the receiver holds every
+        // state, so it stores them at once), else a run cut short after its states were stored
+        // would leave them unsent for good.
+        if (page?.buckets.size === 0) {
+          if (page.after === undefined) yield* idempotencyRecords(batch);
+          return;
+        }
         const inPage = (k: string): boolean => !page || page.buckets.has(bucketOf(k.slice(1), page.bits));
         // (a range option present but undefined is a bound all the same in abstract-level: leave it out)
         const objects = {
@@ -2047,11 +2058,14 @@ export class Store {
    * checkpoint is set to the snapshot's feed position, in the same batch,
    * once these states and every state staged before them are on disk.
    */
-  async cloneStates(states: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }, opts?: { clone?: boolean }): Promise<void> {
+  async cloneStates(states: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }, opts?: { clone?: boolean; run?: object }): Promise<void> {
     // The run's idempotency records not stored yet go in the last batch, with the vector (see cloneStatesStaged).
     const keyed = done ? states.flatMap((s) => ('key' in s ? [checkedKeyRecord(s.key, s.record)] : [])) : [];
     const { durable } = await this.cloneStatesStaged(keyed.length ? states.filter((s) => !('key' in s)) : states, opts);
     await durable;
+    if (keyed.length && opts?.run && !(await this.runsStaged.get(opts.run))) {
+      throw new MeridianError('bad-request', 'a frame of this run of states was not stored, so neither are the idempotency records it brought');
+    }
     if (done) {
       // only now: the vector must never claim what is not on disk
       const doneOps: BatchOp[] = await this.absentRecords(keyed);
@@ -2091,7 +2105,7 @@ export class Store {
    * frame while this one is synced. Waiting for each frame's fsync left the
    * receiver idle for a quarter of a clone (profiled).
    */
-  async cloneStatesStaged(states: ClonedState[], opts?: { clone?: boolean }): Promise<{ durable: Promise<void> }> {
+  async cloneStatesStaged(states: ClonedState[], opts?: { clone?: boolean; run?: object }): Promise<{ durable: Promise<void> }> {
     this.assertOpen();
     // Idempotency records whose writes the states staged so far hold (the session tells which: those of
     // objects its run has passed) are stored once those states are on disk, never before: a record read
@@ -2106,20 +2120,32 @@ export class Store {
     own.durable.catch(() => undefined); // (taken up below, once the frames before it have settled)
     // Settles, fulfilled or not, only after every earlier frame has: a frame
     // that fails at once (a refused merge) must not let later frames report
-    // their batches on disk before earlier ones are. (Records wait for every
-    // earlier frame to have succeeded: the states they rely on may be theirs.)
-    const earlier = this.stagedStates;
-    const states$ = earlier.then(() => own.durable);
-    const durable = keyed.length
-      ? Promise.all([earlier, states$]).then(async ([allStored]) => {
-          if (allStored) await this.commits.add(await this.absentRecords(keyed));
-        })
-      : states$;
-    this.stagedStates = Promise.all([earlier, durable]).then(
-      ([allStored]) => allStored,
-      () => false,
-    );
+    // their batches on disk before earlier ones are.
+    const states$ = this.stagedStates.then(() => own.durable);
+    // Records also need every earlier frame of their run stored (`run`, a token per run): the states they
+    // rely on may be those. Missing one, they are not stored and the frame fails, as its run then must.
+    const before = (opts?.run && this.runsStaged.get(opts.run)) || Promise.resolve(true);
+    const durable = states$.then(async () => {
+      if (keyed.length === 0) return;
+      if (!(await before)) throw new MeridianError('bad-request', 'a frame before this one in its run of states was not stored, so neither are the idempotency records this one brought');
+      await this.commits.add(await this.absentRecords(keyed));
+      this.recordsStored();
+    });
+    this.stagedStates = durable.catch(() => undefined);
+    if (opts?.run) {
+      this.runsStaged.set(
+        opts.run,
+        durable.then(() => before, () => false),
+      );
+    }
     return { durable };
+  }
+
+  /** Wakes the resends waiting for records (idempotent()): some a run brought are stored before it ends. */
+  private recordsStored(): void {
+    const wake = this.wakeRecordWaiters;
+    this.recordsStoredAt = new Promise<void>((r) => (this.wakeRecordWaiters = r));
+    wake();
   }
 
   /** Puts of the idempotency records not held here: a key recorded here already (its write made or applied here) keeps its record. */
@@ -2825,7 +2851,7 @@ export class Store {
       const left = deadline - performance.now();
       if (left <= 0) break;
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([...(runs instanceof Set ? runs : [runs]), new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
+      await Promise.race([...(runs instanceof Set ? runs : [runs]), this.recordsStoredAt, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
       clearTimeout(timer);
       this.assertOpen();
       const stored = this.db.getSync(keys.idempotency(key));
@@ -2836,10 +2862,10 @@ export class Store {
 
   /**
    * A replication run (a clone, or anti-entropy) carries these idempotency
-   * records and stores them with its last batch. Until the returned function
-   * is called, once the run's last batch is on disk or the run is cut short,
-   * idempotent() waits for these keys instead of answering that no write was
-   * made under them.
+   * records and stores each once it has passed its object, the rest with
+   * its last batch. Until the returned function is called, once the run's
+   * last batch is on disk or the run is cut short, idempotent() waits for
+   * these keys instead of answering that no write was made under them.
    */
   expectIdempotency(expected: readonly string[]): () => void {
     let resolve!: () => void;

@@ -19,13 +19,13 @@ export interface FeedStore extends SessionStore {
   /** what this node holds in some digest buckets, a page at a time: the subscriber's side of anti-entropy */
   heldStates(opts: { buckets: ReadonlySet<number>; bits: number; after?: string | undefined; limit: number }): Promise<{ held: HeldState[]; end: boolean }>;
   /** Stores the states and, with `done`, moves the vector once they and every state staged before them are on disk. */
-  cloneStates(items: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }, opts?: { clone?: boolean }): Promise<void>;
+  cloneStates(items: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }, opts?: { clone?: boolean; run?: object }): Promise<void>;
   /**
    * Holds the states (readers see them once on disk) when it resolves; `durable` settles once
    * they and every state staged before them are on disk, so successive
    * calls' `durable`s settle in call order, as applyRemoteStaged's do.
    */
-  cloneStatesStaged(items: ClonedState[], opts?: { clone?: boolean }): Promise<{ durable: Promise<void> }>;
+  cloneStatesStaged(items: ClonedState[], opts?: { clone?: boolean; run?: object }): Promise<{ durable: Promise<void> }>;
   /** A run brings these keys' idempotency records: writes resent under them wait until the returned function is called. */
   expectIdempotency(keys: readonly string[]): () => void;
 }
@@ -138,7 +138,8 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
       }
       case 'clone': {
         if (!a.done) {
-          const { durable } = await store.cloneStatesStaged(a.objects, { clone: a.clone });
+          // (the session io is the run's token: a session carries one run at most)
+          const { durable } = await store.cloneStatesStaged(a.objects, { clone: a.clone, run: io });
           durable.then(
             () => io.later(session.durable()),
             (e: unknown) => io.later(session.fail(`could not store the peer's object states: ${e instanceof Error ? e.message : String(e)}`, false)),
@@ -153,7 +154,7 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         const held = io.expected?.splice(0) ?? [];
         io.lastRun = a.run;
         try {
-          await store.cloneStates(a.objects, { peer: session.peer!, ...a.done }, { clone: a.clone });
+          await store.cloneStates(a.objects, { peer: session.peer!, ...a.done }, { clone: a.clone, run: io });
         } catch (e) {
           holdCutShort(held);
           throw e;

@@ -381,7 +381,8 @@ export class SyncSession {
         return this.pump();
       case 'digest':
         // set on receipt: the comparison runs in the driver, and a second digest may come before it ends
-        if (this.digestReceived || this.expectStates) return this.fail('a second digest in one session', true);
+        // (a clone's session carries no anti-entropy run besides: its run's records would count as passed)
+        if (this.digestReceived || this.expectStates || this.asClone) return this.fail('a second digest in one session', true);
         this.digestReceived = true;
         return [{ type: 'compare-digest', theirs: f.buckets }];
       case 'states': {
@@ -400,7 +401,7 @@ export class SyncSession {
         const unjoined = this.joinParts(f);
         if (unjoined) return this.fail(unjoined, true);
         // Idempotency records are held until the run has passed their objects (passedRecords), or its last frame.
-        // Past MAX_HELD_KEYS they are dropped, not the run: a resend of such a write is made again, as before records travelled.
+        // Past MAX_HELD_KEYS held at once they are dropped, not the run: a resend of such a write is made again, as before records travelled.
         // Meanwhile the driver has the store wait for them (expect-keys): a resend of such a write may come
         // after the state holding its change is in, and before its record is.
         const expected: string[] = [];
@@ -739,6 +740,7 @@ export class SyncSession {
     this.expectStates = true;
     this.needBuckets = differing;
     this.runBuckets = new Set(differing);
+    this.passedThrough = undefined;
     this.needAfter = undefined;
     if (differing.length === 0) return this.heldRead([], true);
     return [{ type: 'read-held', buckets: differing, after: undefined }];

@@ -390,7 +390,7 @@ t.test('a run cut short after the state of a keyed write came leaves its record:
 });
 
 t.test('an anti-entropy run stores at once the records of writes to objects in buckets that do not differ: the subscriber holds their states already', async (t) => {
-  const [a, b] = await stores(t, 'a', 'b');
+  const { a, b } = await keyedPair(t);
   // (last in key order: no page of the run reaches it before the cut below)
   const keyed = await a.create('Thing', { a: 'keyed' }, { idempotencyKey: 'fwd/laptop/k1', id: 'zz-keyed-last' });
   for (let i = 0; i < 10; i++) await a.create('Thing', { a: `more ${i}` });
@@ -407,6 +407,22 @@ t.test('an anti-entropy run stores at once the records of writes to objects in b
   let answer: unknown;
   for (let i = 0; i < 60 && answer === undefined; i++) answer = await b.idempotent('fwd/laptop/k1').catch(() => undefined);
   t.match(answer, { id: keyed.id, origin: 'a', originSeq: 1 }, "stored with the records' frame: the keyed object's bucket was equal");
+});
+
+t.test('an anti-entropy run that finds no bucket differing still sends the records of changes the subscriber lacks, which it stores', async (t) => {
+  const { a, b } = await keyedPair(t);
+  const keyed = await a.create('Thing', { a: 'keyed' }, { idempotencyKey: 'fwd/laptop/k1' });
+  for (let i = 0; i < 5; i++) await a.create('Thing', { a: `more ${i}` });
+  // b holds every state (as a run cut short after its last states would leave it), no record, and a vector without a's changes
+  const snap = a.stateSnapshot();
+  for await (const batch of snap.batches(50)) await b.cloneStates(batch.filter((s) => !('key' in s)));
+  await snap.close();
+  t.equal(await b.idempotent('fwd/laptop/k1'), undefined, 'b has no record');
+  await a.trimFeed(1);
+  const { x: sender, y: receiver } = await replicate(a, b, 4);
+  t.equal(sender.closed ?? receiver.closed, undefined, 'neither session closed');
+  t.same(sender.sent.flatMap((f) => (f.t === 'states' ? f.objects.map((o) => o.i) : [])), [], 'no object was sent: every bucket was equal');
+  t.match(await b.idempotent('fwd/laptop/k1'), { id: keyed.id, origin: 'a', originSeq: 1 }, 'the record was, and b stored it');
 });
 
 t.test('a run cut short before the state of a keyed write came stores no record of it: the key is waited for, then the write is not known here', async (t) => {
