@@ -279,3 +279,21 @@ t.test('one id created concurrently as two types: the type Yjs keeps is the one 
   await deliver(b, await own(a, a.lastSeq - 1));
   for (const s of [a, b]) t.same(Object.values(s.objectCounts()).filter((n) => n < 0), [], `${s.nodeId}: no count below zero after a delete`);
 });
+
+t.test('one id created as two types, merged as states (anti-entropy) rather than applied as changes: the same', async (t) => {
+  const { checkIndexes } = await import('../dist/index.js');
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  await a.create('Org', { name: 'Shared', kind: 'vendor' }, { id: 'shared-2' });
+  await b.create('Person', { cn: 'Flip', sn: 'Flop', uid: 'flip2', mail: ['flip2@example.org'] }, { id: 'shared-2' });
+  // each merges the other's whole state, as an anti-entropy run's diff
+  const [fromA, fromB] = [(await a.objectState('shared-2'))!, (await b.objectState('shared-2'))!];
+  await (await b.cloneStatesStaged([{ id: 'shared-2', diff: fromA, hlc: 1 }])).durable;
+  await (await a.cloneStatesStaged([{ id: 'shared-2', diff: fromB, hlc: 1 }])).durable;
+  const [onA, onB] = [await a.get('shared-2'), await b.get('shared-2')];
+  t.equal(onA?.type, onB?.type, `one type on both (${onA?.type})`);
+  t.same(await checkIndexes(a), []);
+  t.same(await checkIndexes(b), [], 'no entry of the type that lost');
+  const live = (s: Store): Record<string, number> => Object.fromEntries(Object.entries(s.objectCounts()).filter(([, n]) => n !== 0));
+  for (const s of [a, b]) t.same(live(s), { [onA!.type]: 1 }, `${s.nodeId} counts it once`);
+});
