@@ -2063,8 +2063,9 @@ export class Store {
     const keyed = done ? states.flatMap((s) => ('key' in s ? [checkedKeyRecord(s.key, s.record)] : [])) : [];
     const { durable } = await this.cloneStatesStaged(keyed.length ? states.filter((s) => !('key' in s)) : states, opts);
     await durable;
-    if (keyed.length && opts?.run && !(await this.runsStaged.get(opts.run))) {
-      throw new MeridianError('bad-request', 'a frame of this run of states was not stored, so neither are the idempotency records it brought');
+    // (the vector below must not claim a run some frame of which was not stored, records or not)
+    if (done && opts?.run && !(await this.runsStaged.get(opts.run))) {
+      throw new MeridianError('bad-request', 'a frame of this run of states was not stored, so the run does not end here');
     }
     if (done) {
       // only now: the vector must never claim what is not on disk
@@ -2085,6 +2086,7 @@ export class Store {
       if (finished) doneOps.push({ type: 'del', key: keys.meta('cloning') });
       await this.commits.add(doneOps);
       if (finished) this.cloning = false;
+      if (keyed.length) this.recordsStored();
     }
   }
 
@@ -2101,9 +2103,11 @@ export class Store {
   /**
    * As cloneStates without `done`, but resolves once the states are held
    * here (readers see them once on disk), with `durable` settling when they and every state
-   * staged before them are on disk: a cloning session decodes its next
-   * frame while this one is synced. Waiting for each frame's fsync left the
-   * receiver idle for a quarter of a clone (profiled).
+   * staged before them are on disk, and then the idempotency records given
+   * with them (rejected, and none stored, if a frame before this one in its
+   * `run` was not stored): a cloning session decodes its next frame while
+   * this one is synced. Waiting for each frame's fsync left the receiver
+   * idle for a quarter of a clone (profiled).
    */
   async cloneStatesStaged(states: ClonedState[], opts?: { clone?: boolean; run?: object }): Promise<{ durable: Promise<void> }> {
     this.assertOpen();
@@ -2116,7 +2120,15 @@ export class Store {
       // queued before the states: on disk no later than the first of them (a failed batch fails every later one)
       void this.commits.add([{ type: 'put', key: keys.meta('cloning'), value: encode(1) }]).catch(() => undefined);
     }
-    const own = await this.stageStates(keyed.length ? states.filter((s) => !('key' in s)) : states);
+    // (the run's chain link is taken now, before any await: a frame refused while staging leaves the run failed)
+    const before = (opts?.run && this.runsStaged.get(opts.run)) || Promise.resolve(true);
+    let own: { durable: Promise<void> };
+    try {
+      own = await this.stageStates(keyed.length ? states.filter((s) => !('key' in s)) : states);
+    } catch (e) {
+      if (opts?.run) this.runsStaged.set(opts.run, Promise.resolve(false));
+      throw e;
+    }
     own.durable.catch(() => undefined); // (taken up below, once the frames before it have settled)
     // Settles, fulfilled or not, only after every earlier frame has: a frame
     // that fails at once (a refused merge) must not let later frames report
@@ -2124,11 +2136,12 @@ export class Store {
     const states$ = this.stagedStates.then(() => own.durable);
     // Records also need every earlier frame of their run stored (`run`, a token per run): the states they
     // rely on may be those. Missing one, they are not stored and the frame fails, as its run then must.
-    const before = (opts?.run && this.runsStaged.get(opts.run)) || Promise.resolve(true);
     const durable = states$.then(async () => {
       if (keyed.length === 0) return;
       if (!(await before)) throw new MeridianError('bad-request', 'a frame before this one in its run of states was not stored, so neither are the idempotency records this one brought');
-      await this.commits.add(await this.absentRecords(keyed));
+      const puts = await this.absentRecords(keyed);
+      if (puts.length === 0) return;
+      await this.commits.add(puts);
       this.recordsStored();
     });
     this.stagedStates = durable.catch(() => undefined);

@@ -216,3 +216,95 @@ t.test("a frame's records wait for every earlier frame of their run: none is sto
   await other.durable;
   t.match(await b.idempotent('fwd/y/ok'), { id: 'org-y' }, "another run's record is stored");
 });
+
+t.test('a key whose record a run brings is waited for: answered from the record once stored, busy when the run ends without it or takes too long', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const made = await a.create('Org', { name: 'Keyed', kind: 'customer' }, { idempotencyKey: 'fwd/laptop-1/k1' });
+  const { frames, head, vector } = await statesOf(a, 100);
+  const b = await openStore(t, { nodeId: 'b', idempotencyWaitMs: 600 });
+  const keyed = frames.flat().filter((s) => 'key' in s);
+  const end = b.expectIdempotency(['fwd/laptop-1/k1', 'fwd/laptop-1/never']);
+  t.equal(await b.idempotent('fwd/laptop-1/other'), undefined, 'a key no run brings is answered at once');
+  let answered = false;
+  const waiting = b.idempotent('fwd/laptop-1/k1').finally(() => void (answered = true));
+  const lost = b.idempotent('fwd/laptop-1/never');
+  await b.cloneStates(frames.flat().filter((s) => !('key' in s)));
+  await new Promise((r) => setTimeout(r, 50));
+  t.notOk(answered, 'the resend waits while the states are in and the record is not');
+  await b.cloneStates(keyed, { peer: 'a', head, vector });
+  end();
+  t.match(await waiting, { id: made.id, origin: 'a', originSeq: 1 }, 'then it is answered from the record');
+  await t.rejects(lost, { code: 'busy', message: 'the first copy of this write was made on another master, and its record is still on its way here; send the write again in a few seconds' }, 'a key the run ended without storing is busy');
+  t.equal(await b.idempotent('fwd/laptop-1/never'), undefined, 'after that the key is not waited for');
+
+  const started = performance.now();
+  const endSlow = b.expectIdempotency(['fwd/laptop-1/slow']);
+  await t.rejects(b.idempotent('fwd/laptop-1/slow'), { code: 'busy' }, 'a run that takes too long answers busy');
+  const waited = performance.now() - started;
+  t.ok(waited >= 590 && waited < 3000, `after the store's wait, here 600 ms (${Math.round(waited)} ms)`);
+  endSlow();
+});
+
+t.test('two runs bringing one key: the end of one without it leaves the wait to the other; a key recorded already is answered without a wait; close ends every wait', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const made = await a.create('Org', { name: 'Keyed', kind: 'customer' }, { idempotencyKey: 'fwd/laptop-1/k1' });
+  const { frames, head, vector } = await statesOf(a, 100);
+  const dir = tempDir(t);
+  const b = await Store.open({ dir, schema, nodeId: 'b' });
+  const fromA = b.expectIdempotency(['fwd/laptop-1/k1']);
+  const fromC = b.expectIdempotency(['fwd/laptop-1/k1']);
+  const waiting = b.idempotent('fwd/laptop-1/k1');
+  fromC(); // c's run is cut short
+  await b.cloneStates(frames.flat(), { peer: 'a', head, vector });
+  fromA();
+  t.match(await waiting, { id: made.id, origin: 'a' }, "answered from a's run, though c's ended first without it");
+  const late = b.expectIdempotency(['fwd/laptop-1/k1']);
+  const started = performance.now();
+  t.match(await b.idempotent('fwd/laptop-1/k1'), { id: made.id }, 'a key already recorded when a run expects it (the record is read before any wait)');
+  t.ok(performance.now() - started < 1000, 'is answered at once');
+  late();
+  const pending = b.expectIdempotency(['fwd/laptop-1/k9']);
+  const cut = b.idempotent('fwd/laptop-1/k9').catch((e: unknown) => e);
+  const closing = performance.now();
+  await b.close();
+  t.match(await cut, { code: 'closed' }, 'a wait ends when the store closes');
+  t.ok(performance.now() - closing < 1000, 'at once');
+  pending();
+});
+
+t.test('a write that changes nothing on a cloned object answers once the clone\'s batch is on disk', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const o = await a.create('Org', { name: 'Acme', kind: 'customer' });
+  const { frames } = await statesOf(a, 10);
+  const b = await openStore(t, { nodeId: 'b' });
+  // the clone's batch is held back 200 ms on its way to disk
+  const db = (b as unknown as { db: { batch(...args: unknown[]): { write(o?: unknown): Promise<void> } } }).db;
+  const batch = db.batch.bind(db);
+  let landed = false;
+  db.batch = (...args: unknown[]) => {
+    const chained = batch(...args);
+    const write = chained.write.bind(chained);
+    chained.write = async (opts?: unknown) => {
+      await new Promise((r) => setTimeout(r, 200));
+      await write(opts);
+      landed = true;
+    };
+    return chained;
+  };
+  const { durable } = await b.cloneStatesStaged(frames.flat().filter((s) => !('key' in s)));
+  await b.update(o.id, { name: 'Acme' });
+  t.ok(landed, 'the answer came after the batch that holds the object');
+  await durable;
+});
+
+t.test('a resend waiting for a record a run brings is answered as soon as the record is stored, before the run ends', async (t) => {
+  const b = await openStore(t, { nodeId: 'b' });
+  const end = b.expectIdempotency(['fwd/x/k']);
+  t.teardown(end);
+  const started = performance.now();
+  const answer = b.idempotent('fwd/x/k');
+  // a frame of a run hands the record over: its object was passed
+  await (await b.cloneStatesStaged([{ key: 'fwd/x/k', record: encode({ id: 'org-k', origin: 'a', originSeq: 1, hlc: 1 }) }], { run: {} })).durable;
+  t.match(await answer, { id: 'org-k' }, 'answered from the record');
+  t.ok(performance.now() - started < 2000, `without waiting for the run's end or the 5 s (${Math.round(performance.now() - started)} ms)`);
+});

@@ -22,7 +22,8 @@ export interface FeedStore extends SessionStore {
   cloneStates(items: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }, opts?: { clone?: boolean; run?: object }): Promise<void>;
   /**
    * Holds the states (readers see them once on disk) when it resolves; `durable` settles once
-   * they and every state staged before them are on disk, so successive
+   * they and every state staged before them are on disk, and the records given with them
+   * (rejected if a frame before it in its `run` was not stored), so successive
    * calls' `durable`s settle in call order, as applyRemoteStaged's do.
    */
   cloneStatesStaged(items: ClonedState[], opts?: { clone?: boolean; run?: object }): Promise<{ durable: Promise<void> }>;

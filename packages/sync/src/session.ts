@@ -381,8 +381,9 @@ export class SyncSession {
         return this.pump();
       case 'digest':
         // set on receipt: the comparison runs in the driver, and a second digest may come before it ends
-        // (a clone's session carries no anti-entropy run besides: its run's records would count as passed)
-        if (this.digestReceived || this.expectStates || this.asClone) return this.fail('a second digest in one session', true);
+        // (a clone's session carries no anti-entropy run besides: its records would count as passed by the clone's)
+        if (this.asClone) return this.fail('a digest in a session that asked for a clone', true);
+        if (this.digestReceived || this.expectStates) return this.fail('a second digest in one session', true);
         this.digestReceived = true;
         return [{ type: 'compare-digest', theirs: f.buckets }];
       case 'states': {

@@ -667,6 +667,11 @@ t.test('anti-entropy frames out of turn close the session', async (t) => {
   t.equal(ofType(beforeCompared.b, 'compare-digest').length, 1, 'bravo is comparing the first digest');
   beforeCompared.inject(beforeCompared.b, { t: 'digest', buckets: Array.from({ length: 256 }, () => bytes(20)) });
   assertClosedWith(t, beforeCompared.b, /^a second digest in one session$/);
+
+  // a subscriber that asked for a clone takes no digest: an anti-entropy run would start from the clone's position
+  const cloning = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo', empty: () => true }, { a: new FakeFeed((s) => entry(s, 'alpha'), 10) }).start().settle();
+  cloning.inject(cloning.b, { t: 'digest', buckets: Array.from({ length: 256 }, () => bytes(20)) });
+  assertClosedWith(t, cloning.b, /^a digest in a session that asked for a clone$/);
 });
 
 // ---------------------------------------------------------------------------
