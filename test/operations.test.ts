@@ -360,7 +360,7 @@ t.test('meridian verify says identical, or names the ranges that differ', async 
   t.ok(w.rounds >= 2 && Date.now() - started >= 2500, `--wait digested again (${w.rounds} rounds) for its whole time (${Date.now() - started} ms)`);
   t.same([w.lacking, typeof w.waited], [json.lacking, 'number']);
   const text = await cliAsync(['verify', '--nodes', `${a.node.url},${b.node.url}`, '--wait', '0.5'], env);
-  t.match(text.stdout, /\nstill so after waiting \d+ s \(2 rounds\)\n$/, 'and says so, instead of suggesting --wait');
+  t.match(text.stdout, /\nstill so after waiting \d+ s \(\d+ rounds?\)\n$/, 'and says so, instead of suggesting --wait');
   const bad = await cliAsync(['verify', '--nodes', `${a.node.url},${b.node.url}`, '--wait', 'soon'], env);
   t.same([bad.code, bad.stderr], [2, 'meridian: --wait takes a number of seconds, not "soon"\n']);
 });

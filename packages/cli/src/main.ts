@@ -105,7 +105,7 @@ export function buildProgram(): Command {
     .option('--ldap-port <port>', 'serve the LDAP directory on this port (default 0: no LDAP)')
     .option('--ldaps-port <port>', 'serve LDAPS on this port with --tls-cert and --tls-key (default 0: no LDAPS)')
     .option('--base-dn <dn>', 'the LDAP directory\'s base DN (default dc=example,dc=com)')
-    .option('--ldap-anonymous <policy>', 'anonymous LDAP clients: none (default: only the root DSE) or read (everything)')
+    .option('--ldap-anonymous <policy>', 'anonymous LDAP clients: none (default: only the root DSE and cn=Subschema) or read (everything)')
     .option('--ldap-size-limit <entries>', 'most entries one LDAP search returns, but to the admin (default 500)')
     .option('--ldap-time-limit <seconds>', 'most seconds one LDAP search runs, but for the admin (default 60)')
     .action(async (flags: Record<string, unknown>) => {
@@ -403,7 +403,7 @@ export function buildProgram(): Command {
 
   clientOptions(program.command('verify').description('compare the data of several nodes; exit 1 if they differ'))
     .option('--nodes <urls>', 'comma-separated node URLs to compare (default: --node and the peers it dials)')
-    .option('--wait <seconds>', 'while the nodes differ, digest them again (after 1 s, 2 s, 4 s, then every 10 s) for up to this long', '0')
+    .option('--wait <seconds>', 'while the nodes differ, digest them again (after 1, 2, 4 and 8 s, then every 10 s) for up to this long', '0')
     .action(async (flags: ClientFlags & { nodes?: string; wait: string }) => {
       const wait = Number(flags.wait);
       if (!(Number.isFinite(wait) && wait >= 0)) throw new CliError(`--wait takes a number of seconds, not "${flags.wait}"`, 2);
@@ -438,7 +438,7 @@ export function buildProgram(): Command {
         progress.done();
       }
       result.rounds = round;
-      if (wait > 0) result.waited = Math.round((Date.now() - started) / 1000);
+      if (wait > 0 && !result.identical) result.waited = Math.round((Date.now() - started) / 1000);
       out(flags.json ? JSON.stringify(result) : formatVerify(result));
       if (!result.identical) process.exitCode = 1;
     });

@@ -89,7 +89,7 @@ export interface VerifyResult {
   lacking?: Lacking[];
   /** how many times every node was digested (more than once with --wait) */
   rounds?: number;
-  /** with --wait: the seconds verify waited for the nodes to agree */
+  /** with --wait, when the nodes still differ: the seconds from the first digest to the last */
   waited?: number;
 }
 
@@ -153,9 +153,9 @@ export function formatVerify(r: VerifyResult): string {
   if (r.identical) return `${head}\nidentical: every id range has the same digest on every node`;
   const lines = r.differing.map((d) => `id range ${d.bucket}: ${Object.entries(d.counts).map(([n, c]) => `${n} ${c}`).join(', ')}`);
   const ranges = `in ${r.differing.length} of ${r.buckets} id ranges (ranges by the first hex digit of sha1(id)):\n${lines.join('\n')}`;
-  const waited = r.waited === undefined ? undefined : `still so after waiting ${r.waited} s (${r.rounds} rounds)`;
+  const waited = r.waited === undefined ? undefined : `still so after waiting ${r.waited} s (${r.rounds} round${r.rounds === 1 ? '' : 's'})`;
   if (r.lacking === undefined) {
-    return `${head}\nDIFFER ${ranges}\na node did not say which changes it holds (a build from before verify asked): verify again once writes have stopped and every peer is live${waited ? `\n${waited}` : ''}`;
+    return `${head}\nDIFFER ${ranges}\na node did not say which changes it holds (it runs a build older than this verify): verify again once writes have stopped and every peer is live${waited ? `\n${waited}` : ''}`;
   }
   if (r.lacking.length === 0) {
     return `${head}\nDIVERGED ${ranges}\nevery node holds the same changes, so these ranges should be equal: see "A diverged node found by verify" in docs/operations.md${waited ? `\n${waited}` : ''}`;

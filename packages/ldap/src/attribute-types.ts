@@ -1,4 +1,5 @@
-import { DEFINED_ATTRIBUTE_TYPES } from './subschema.js';
+import { attrKey } from './filter.js';
+import { ATTRIBUTE_TYPES, definitionNames } from './schema-definitions.js';
 
 /**
  * Attribute types a directory of people knows whatever its schema maps:
@@ -12,4 +13,4 @@ import { DEFINED_ATTRIBUTE_TYPES } from './subschema.js';
  * `(!(noSuchType=x))` matches nothing; a type in the set that an entry does
  * not hold is False, so `(!(jpegPhoto=*))` matches every entry.
  */
-export const STANDARD_ATTRIBUTE_TYPES: ReadonlySet<string> = DEFINED_ATTRIBUTE_TYPES;
+export const STANDARD_ATTRIBUTE_TYPES: ReadonlySet<string> = new Set(ATTRIBUTE_TYPES.map((d) => attrKey(definitionNames(d)[0]!)));

@@ -38,7 +38,7 @@ const ALIASES: Readonly<Record<string, string>> = Object.fromEntries(
  * `name` is one of any of them, as in OpenLDAP, so `(name=Acme)` finds the
  * organisation whose o is Acme and the person whose cn is.
  */
-export const NAME_SUBTYPES: readonly string[] = ['cn', 'sn', 'givenname', 'initials', 'generationqualifier', 'o', 'ou', 'l', 'st', 'title', 'c'];
+export const NAME_SUBTYPES: readonly string[] = ATTRIBUTE_TYPES.filter((d) => / SUP name /.test(d)).map((d) => definitionNames(d)[0]!.toLowerCase());
 
 /**
  * Whether an attribute description carries options (`cn;lang-en`,

@@ -77,7 +77,7 @@ export interface LdapGatewayOptions {
   /** checks a person's password, the person already found (signed in under the login name `user`) */
   authenticatePerson(person: StoredObject, user: string, password: string): Promise<Principal | undefined>;
   scope(p: Principal): Promise<AccessScope>;
-  /** what an anonymous client may do: nothing but read the root DSE (default), or read everything */
+  /** what an anonymous client may do: nothing but read the root DSE and cn=Subschema (default), or read everything */
   anonymous?: 'none' | 'read';
   /** most entries one search returns to anyone but the admin (clients may ask for fewer) */
   sizeLimit?: number;
@@ -985,7 +985,7 @@ export class LdapGateway {
     // (a login DN that names no one among them: answered as one naming someone the caller may not read)
     if (loc.kind === 'none') throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`, loc.matched);
     if (loc.kind === 'subschema') throw new LdapFailure(ResultCode.unwillingToPerform, "the subschema subentry cannot be modified over LDAP: the directory's schema comes from the node's schema file");
-    if (loc.kind !== 'entry') throw new LdapFailure(ResultCode.unwillingToPerform, `only object entries can be modified; ${dn || 'the root DSE'} is not one`);
+    if (loc.kind !== 'entry') throw new LdapFailure(ResultCode.unwillingToPerform, `only object entries can be modified; ${dn} is not one`);
     const t = loc.type;
     const scope = await this.principalScope(s, s.principal);
     const o = await this.readable(t, loc.id, scope);

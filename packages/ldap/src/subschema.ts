@@ -2,13 +2,8 @@ import type { Entry, EntryAttribute } from './entries.js';
 import { attrKey, fold, type AttrSource } from './filter.js';
 import { ATTRIBUTE_TYPES, definitionNames, LDAP_SYNTAXES, MATCHING_RULES, OBJECT_CLASSES } from './schema-definitions.js';
 
-export { definitionNames };
-
 /** The DN of the subschema subentry, as slapd names it; every entry's subschemaSubentry. */
 export const SUBSCHEMA_DN = 'cn=Subschema';
-
-/** The canonical keys of every attribute type the subschema defines, by first name: what a filter may assert whatever the schema maps. */
-export const DEFINED_ATTRIBUTE_TYPES: ReadonlySet<string> = new Set(ATTRIBUTE_TYPES.map((d) => attrKey(definitionNames(d)[0]!)));
 
 /**
  * The subschema subentry: fixed, so built once (its encodings are then

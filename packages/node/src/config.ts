@@ -54,7 +54,7 @@ export interface NodeConfig {
   ldapsPort: number;
   /** the LDAP directory's base DN */
   baseDn: string;
-  /** anonymous LDAP clients: none (only the root DSE) or read (everything, a public address book) */
+  /** anonymous LDAP clients: none (only the root DSE and cn=Subschema) or read (everything, a public address book) */
   ldapAnonymous: 'none' | 'read';
   /** most entries one LDAP search returns to anyone but the admin */
   ldapSizeLimit: number;

@@ -226,12 +226,9 @@ export async function restoreBackup(
     }
     const h = header!;
     const claimsDropped = await dropUnownedClaims(db);
-    // (the records restore reads itself are checked: a hand-made backup could hold anything)
-    const storedIncarnation = readMeta<unknown>(await db.get(keys.meta('incarnation'))) ?? 0;
-    if (!isSeq(storedIncarnation)) throw notUsable('its incarnation record is malformed');
-    const incarnation = storedIncarnation + 1;
-    const root = readMeta<unknown>(await db.get(keys.meta('nodeRoot'))) ?? h.node;
-    if (typeof root !== 'string' || !isValidId(root)) throw notUsable('its node root record is malformed');
+    // (both checked as they were written, by restoredRecordProblem)
+    const incarnation = (readMeta<number>(await db.get(keys.meta('incarnation'))) ?? 0) + 1;
+    const root = readMeta<string>(await db.get(keys.meta('nodeRoot'))) ?? h.node;
     // the suffix: the same backup restored twice must not make two nodes of one id
     const suffix = `.${incarnation}-${randomBytes(2).toString('hex')}`;
     // (cut to fit: an original id near the length limit must still give a restorable one)
@@ -333,10 +330,5 @@ function notUsable(why: string): MeridianError {
 }
 
 function readMeta<T>(v: Buffer | undefined): T | undefined {
-  if (v === undefined) return undefined;
-  try {
-    return decode<T>(v);
-  } catch {
-    throw notUsable('a record restore reads is not msgpack');
-  }
+  return v === undefined ? undefined : decode<T>(v);
 }

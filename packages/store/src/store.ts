@@ -28,7 +28,6 @@ import {
   checkReference,
   checkRequired,
   foldValue,
-  isSchemaName,
   publicFields,
   uniqueTaken,
   validationFailure,
@@ -337,7 +336,7 @@ export class Store {
   /** a clone began and has not ended (mcloning): see cloneUnfinished */
   private cloning: boolean;
   /**
-   * Idempotency keys whose records a replication run brings with its last batch (see expectIdempotency):
+   * Idempotency keys whose records a replication run brings (stored as the run passes their objects, or with its last batch; see expectIdempotency):
    * per key the run's end, or a Set of ends only when two runs bring it (a Set each would cost 300 MB
    * at a run's cap of 2,000,000 keys).
    */
@@ -364,8 +363,8 @@ export class Store {
   private stagedStates: Promise<void> = Promise.resolve();
   /** per run of states (the token cloneStatesStaged is given): whether every frame staged so far is on disk */
   private readonly runsStaged = new WeakMap<object, Promise<boolean>>();
-  /** settles when records a run brought are stored before the run's end (recordsStored) */
-  private recordsStoredAt: Promise<void>;
+  /** settles when records a run brought are next stored before the run's end (recordsStored) */
+  private nextRecordsStored: Promise<void>;
   private wakeRecordWaiters!: () => void;
 
   private constructor(init: {
@@ -429,7 +428,7 @@ export class Store {
     this.onReindex = init.opts.onReindex;
     this.onReindexProgress = init.opts.onReindexProgress;
     this.idempotencyWaitMs = init.opts.idempotencyWaitMs ?? 5_000;
-    this.recordsStoredAt = new Promise<void>((r) => (this.wakeRecordWaiters = r));
+    this.nextRecordsStored = new Promise<void>((r) => (this.wakeRecordWaiters = r));
     const budget = init.opts.cacheBytes ?? 64 * 1024 * 1024;
     // an evicted slot lets go of its doc, which only a slot still cached can use
     this.objects = new PinnedCache<CachedObject>(budget, objectCost, (slot) => this.dropDoc(slot));
@@ -2056,7 +2055,9 @@ export class Store {
    * work: the fast path for a node that starts empty. With `done`, the
    * peer's vector becomes this node's vector and feed base, and the peer's
    * checkpoint is set to the snapshot's feed position, in the same batch,
-   * once these states and every state staged before them are on disk.
+   * with the idempotency records given, once these states and every state
+   * staged before them are on disk, and only if every frame of its `run`
+   * (cloneStatesStaged) was stored.
    */
   async cloneStates(states: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }, opts?: { clone?: boolean; run?: object }): Promise<void> {
     // The run's idempotency records not stored yet go in the last batch, with the vector (see cloneStatesStaged).
@@ -2065,7 +2066,7 @@ export class Store {
     await durable;
     // (the vector below must not claim a run some frame of which was not stored, records or not)
     if (done && opts?.run && !(await this.runsStaged.get(opts.run))) {
-      throw new MeridianError('bad-request', 'a frame of this run of states was not stored, so the run does not end here');
+      throw new MeridianError('busy', RUN_NOT_STORED);
     }
     if (done) {
       // only now: the vector must never claim what is not on disk
@@ -2138,7 +2139,7 @@ export class Store {
     // rely on may be those. Missing one, they are not stored and the frame fails, as its run then must.
     const durable = states$.then(async () => {
       if (keyed.length === 0) return;
-      if (!(await before)) throw new MeridianError('bad-request', 'a frame before this one in its run of states was not stored, so neither are the idempotency records this one brought');
+      if (!(await before)) throw new MeridianError('busy', RUN_NOT_STORED);
       const puts = await this.absentRecords(keyed);
       if (puts.length === 0) return;
       await this.commits.add(puts);
@@ -2157,7 +2158,7 @@ export class Store {
   /** Wakes the resends waiting for records (idempotent()): some a run brought are stored before it ends. */
   private recordsStored(): void {
     const wake = this.wakeRecordWaiters;
-    this.recordsStoredAt = new Promise<void>((r) => (this.wakeRecordWaiters = r));
+    this.nextRecordsStored = new Promise<void>((r) => (this.wakeRecordWaiters = r));
     wake();
   }
 
@@ -2175,7 +2176,7 @@ export class Store {
     const diffs: { id: string; diff: Uint8Array; hlc: number }[] = [];
     const markers: { id: string; marker: PurgeMarker }[] = [];
     for (const s of states) {
-      if ('key' in s) throw new MeridianError('bad-request', 'idempotency records are stored by cloneStatesStaged');
+      if ('key' in s) throw new Error('idempotency records reach stageStates only through cloneStatesStaged');
       if ('diff' in s) {
         if (!isValidId(s.id)) throw new MeridianError('bad-request', `object id "${s.id.slice(0, 40)}" of a peer's diff is not valid`);
         diffs.push(s);
@@ -2864,7 +2865,7 @@ export class Store {
       const left = deadline - performance.now();
       if (left <= 0) break;
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([...(runs instanceof Set ? runs : [runs]), this.recordsStoredAt, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
+      await Promise.race([...(runs instanceof Set ? runs : [runs]), this.nextRecordsStored, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
       clearTimeout(timer);
       this.assertOpen();
       const stored = this.db.getSync(keys.idempotency(key));
@@ -3164,6 +3165,9 @@ function checkedKeyRecord(key: string, record: Uint8Array): { key: string; recor
   }
   return { key, record };
 }
+
+/** Why a run of states ends where a frame of it was not stored: the session ends, and the next one runs it again. */
+const RUN_NOT_STORED = 'an earlier frame of this run of states was not stored; the session ends, and the run starts over at the next connection';
 
 /**
  * The object a peer's idempotency record names, if it is a record: what a

@@ -207,9 +207,9 @@ t.test("a frame's records wait for every earlier frame of their run: none is sto
   const failed = await b.cloneStatesStaged([{ id: 'org-x', diff: Uint8Array.from([0, 0]), hlc: 1 }], { run }).catch((e: unknown) => ({ durable: Promise.reject(e) }));
   const next = await b.cloneStatesStaged([{ key: 'fwd/x/after', record: record('org-x') }], { run });
   await failed.durable.catch(() => undefined);
-  await t.rejects(next.durable, { message: /a frame before this one in its run of states was not stored/ }, 'the later frame of the run fails');
+  await t.rejects(next.durable, { message: /an earlier frame of this run of states was not stored/ }, 'the later frame of the run fails');
   t.equal(await b.idempotent('fwd/x/after'), undefined, 'its record was not stored');
-  await t.rejects(b.cloneStates([{ key: 'fwd/x/last', record: record('org-x') }], { peer: 'a', head: 1, vector: { a: 1 } }, { run }), { message: /a frame of this run of states was not stored/ }, "nor are those of the run's last frame");
+  await t.rejects(b.cloneStates([{ key: 'fwd/x/last', record: record('org-x') }], { peer: 'a', head: 1, vector: { a: 1 } }, { run }), { message: /an earlier frame of this run of states was not stored/ }, "nor are those of the run's last frame");
   t.equal(await b.idempotent('fwd/x/last'), undefined);
   // a run of another session is not held to that one's failure
   const other = await b.cloneStatesStaged([{ key: 'fwd/y/ok', record: record('org-y') }], { run: {} });

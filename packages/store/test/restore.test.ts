@@ -244,7 +244,9 @@ t.test('a backup whose records the store could not read is refused before it is 
   t.equal((await restoreBackup(dir, encodeBackup(good, records(real)))).records, real.length, 'the real records restore');
   const counted = join(tempDir(t), 'counts');
   await restoreBackup(counted, withRecord(keys.meta('counts'), encode({ Org: -1, Person: 1 })));
-  t.pass('a count below zero, as builds before caa5847 could leave, restores');
+  const withCounts = await Store.open({ dir: counted, schema });
+  t.equal(withCounts.objectCounts()['Person'], 1, 'a count below zero, as builds before caa5847 could leave, restores, and the store opens');
+  await withCounts.close();
 
   const [personKey, personValue] = find(keys.object(p.id));
   const person = decode<Record<string, unknown>>(personValue);
@@ -263,9 +265,8 @@ t.test('a backup whose records the store could not read is refused before it is 
   await refused('a feed entry whose change is no Yjs update', feedKey, encode({ ...entry, u: Buffer.from([9, 9, 9]) }), `its changes feed record "${feedKey.slice(1)}" holds a change that is not a Yjs update`);
   await refused('a feed entry that is nil', feedKey, encode(null), `its changes feed record "${feedKey.slice(1)}" is not a feed entry`);
   await refused('a feed key that is no seq (lastSeq became NaN)', 'fzzz', feedValue, 'its changes feed record "zzz" is not under a feed seq of 14 hex digits');
-  const [historyKey, historyValue] = find(`h${p.id}`);
+  const [historyKey] = find(`h${p.id}`);
   await refused('a history record that is no record', historyKey, encode([1, 2]), `its history record "${historyKey.slice(1).replace('\0', '␀')}" is not a history record`);
-  t.ok(historyValue.length > 0);
   await refused('a vector entry that is a string (the vector was wrong)', keys.vector('a'), encode('12'), 'its version vector record "a" is not an origin seq');
   await refused('a conflict record that is nil (the store would not open)', `k${p.id}\0sn\0a\0b`, encode(null), `its conflict record "${p.id}␀sn␀a␀b" is not a conflict record`);
   await refused('a purge marker that is nil', keys.purged('gone-1'), encode(null), 'its purge marker record "gone-1" is not a purge marker');
@@ -287,5 +288,9 @@ t.test('a backup whose records the store could not read is refused before it is 
   t.equal((await restoreBackup(join(tempDir(t), 'claims-ok'), encodeBackup(good, records(real)))).claimsDropped, 0, 'a real claim stays');
   const restored = join(tempDir(t), 'junk');
   await restoreBackup(restored, withRecord('zold-space', encode('kept')));
-  t.pass('a key in a space no build reads is restored as it came (an older build may have left one)');
+  const junk = await Store.open({ dir: restored, schema });
+  const kept: string[] = [];
+  for await (const [k, v] of junk.raw('z')) kept.push(`${k}=${decode<string>(v)}`);
+  t.same(kept, ['zold-space=kept'], 'a key in a space no build reads is restored as it came (an older build may have left one)');
+  await junk.close();
 });

@@ -178,9 +178,9 @@ export class SyncSession {
   private readonly queuedStates: StatesFrame[] = [];
   /**
    * receiver side: the idempotency records of this run of states not yet
-   * handed to the driver to store, with the object each names. One is
-   * stored once the run has passed its object (see passedAt), the rest
-   * with the run's last frame.
+   * handed to the driver to store, with the object each names. Each is
+   * stored once the run has passed its object (see passedAt), or with the
+   * run's last frame.
    */
   private readonly heldKeys: { q: string; r: Uint8Array; id: string | undefined }[] = [];
   /**
@@ -191,6 +191,7 @@ export class SyncSession {
    * object's state held the write.
    */
   private readonly passedAt = new WeakMap<StatesFrame, string>();
+  /** receiver side: the highest object id the run has passed so far (reset for each run, in digestCompared) */
   private passedThrough: string | undefined;
   /** receiver side, anti-entropy: the buckets the run repairs; a record of an object outside them is here already (undefined: a clone, every bucket) */
   private runBuckets: ReadonlySet<number> | undefined;
