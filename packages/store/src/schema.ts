@@ -294,11 +294,14 @@ export function checkFieldValues(
   for (const name of Object.keys(input)) {
     const raw = input[name];
     const f = type.fields.get(name);
-    if (!f) throw fail(type, id, name, 'unknown-field', `is not a field of ${type.name}`);
+    // A stored object may hold a field its type does not define (the schema dropped it, or two masters
+    // created its id as two types and the other type's fields stayed): a write may remove it, not set it.
     if (raw === null || raw === undefined) {
+      if (!f && id === undefined) throw fail(type, id, name, 'unknown-field', `is not a field of ${type.name}`);
       out[name] = null;
       continue;
     }
+    if (!f) throw fail(type, id, name, 'unknown-field', `is not a field of ${type.name}`);
     if (f.multi) {
       const list = Array.isArray(raw) ? raw : [raw];
       if (list.length > 1000) throw fail(type, id, name, 'maxItems', 'has more than 1000 values');

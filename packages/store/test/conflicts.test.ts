@@ -275,8 +275,16 @@ t.test('one id created concurrently as two types: the type Yjs keeps is the one 
   for (const s of [a, b]) t.same(live(s), { [kept]: 1 }, `${s.nodeId} counts the object once, as ${kept}, and no type below zero`);
   // the value the lost type held is free again on the node that made it
   if (kept === 'Org') t.ok(await b.create('Person', { cn: 'New', sn: 'N', uid: 'flip' }), 'its uid can be taken');
+  // the lost type's fields stay in the object; a write may remove them, not set them
+  const defined = Object.keys(onA!.fields).filter((f) => schema.types.get(kept)!.fields.has(f));
+  const stray = Object.keys(onA!.fields).filter((f) => !defined.includes(f));
+  t.ok(stray.length > 0, `the object holds the other type's fields too (${stray.join(', ')})`);
+  await t.rejects(a.update('shared-1', { [stray[0]!]: 'again' }), { message: new RegExp(`field "${stray[0]}" is not a field of ${kept}`) }, 'setting one is refused');
+  const cleaned = await a.update('shared-1', Object.fromEntries(stray.map((f) => [f, null])));
+  t.same(Object.keys(cleaned.fields).sort(), defined.sort(), 'removing them is a write like any other');
+  await t.rejects(a.create('Org', { name: 'New', kind: 'vendor', cn: null }), { message: /new Org: field "cn" is not a field of Org/ }, 'a create names no such field, even to leave it out');
   await a.delete('shared-1');
-  await deliver(b, await own(a, a.lastSeq - 1));
+  await deliver(b, await own(a, a.lastSeq - 2));
   for (const s of [a, b]) t.same(Object.values(s.objectCounts()).filter((n) => n < 0), [], `${s.nodeId}: no count below zero after a delete`);
 });
 
