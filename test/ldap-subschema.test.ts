@@ -146,6 +146,11 @@ t.test('cn=Subschema: anyone reads it with a base search, its definitions under 
   const one = parseLdif((await search(true, ['-b', `ou=people,${BASE}`, '-s', 'one', '(subschemaSubentry=cn=Subschema)', '1.1'])).stdout).length;
   t.equal(one, parseLdif((await search(true, ['-b', `ou=people,${BASE}`, '-s', 'one', '(objectClass=*)', '1.1'])).stdout).length, 'in one scope too');
   t.ok(one > 0);
+  // DN-valued attributes match as DNs (distinguishedNameMatch): spaces and case do not count
+  t.equal(parseLdif((await search(true, ['-b', BASE, '-s', 'base', '(subschemaSubentry=CN = subschema)', '1.1'])).stdout).length, 1, 'subschemaSubentry, however the DN is written');
+  const byDn = parseLdif((await search(true, ['-b', BASE, '-s', 'sub', '(entryDN=meridianId=PER-C1, ou=people, DC=example, dc=com)', '1.1'])).stdout);
+  t.same(byDn.map((e) => e.dn), [`meridianId=per-c1,ou=people,${BASE}`], 'entryDN too');
+  t.equal(parseLdif((await search(false, ['-b', '', '-s', 'base', '(namingContexts=dc = example, dc = com)', '1.1'])).stdout).length, 1, 'and namingContexts, on the root DSE');
   // an alias it lists works as the type: domainComponent is dc
   t.equal(parseLdif((await search(true, ['-b', BASE, '-s', 'base', '(domainComponent=example)', '1.1'])).stdout).length, 1, 'a filter on an alias cn=Subschema lists');
   // definitions match by OID or name (objectIdentifierFirstComponentMatch), as in slapd

@@ -1,5 +1,8 @@
+import ldap from 'ldapjs';
 import { ATTRIBUTE_TYPES, definitionNames } from './schema-definitions.js';
 import { berBool, berText, type BerNode } from './validate.js';
+
+const { DN } = ldap;
 
 /**
  * Search filters as the gateway evaluates them: decoded once from the
@@ -71,6 +74,23 @@ export function attrKey(description: string): string {
 const PHONE = new Set(['telephonenumber', 'facsimiletelephonenumber', 'mobile', 'homephone', 'pager']);
 
 /**
+ * The DN-valued attributes the directory itself gives its entries, matched
+ * as DNs (distinguishedNameMatch), as slapd does: `(entryDN=cn = Subschema)`
+ * is `cn=subschema`. (Not a schema's mapped attributes: their index keys are
+ * the store's folding of the value as written.)
+ */
+const DN_VALUED: ReadonlySet<string> = new Set(['entrydn', 'subschemasubentry', 'namingcontexts']);
+
+/** A DN in one spelling (no spaces around its separators, escapes as ldapjs writes them), or undefined if it is none. */
+function normalDn(v: string): string | undefined {
+  try {
+    return DN.fromString(v).toString().toLowerCase();
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * A value as its attribute compares it: case-insensitive with insignificant
  * spaces (caseIgnoreMatch), and for telephone numbers also without spaces
  * and hyphens (telephoneNumberMatch), as OpenLDAP does; in Unicode NFC, as
@@ -78,17 +98,22 @@ const PHONE = new Set(['telephonenumber', 'facsimiletelephonenumber', 'mobile', 
  */
 export function fold(attr: string, value: string): string {
   const v = value.normalize('NFC').toLowerCase();
+  if (DN_VALUED.has(attr)) {
+    const dn = normalDn(v);
+    if (dn !== undefined) return dn;
+  }
   // (split and join, not replace: V8 returns a replace that cuts a value into many pieces as a rope
   // of them, which it keeps as it is; a filter value of a megabyte of "a a a ..." held 32 MB)
   if (PHONE.has(attr)) return /[\s-]/.test(v) ? v.split(/[\s-]+/).join('') : v;
   return /\s\s|^\s|\s$/.test(v) ? v.trim().split(/\s+/).join(' ') : v;
 }
 
-/** A value folded for any attribute, each way once: `name` asserts it of eleven types, which fold alike. */
+/** A value folded for any attribute, each way once (plain, telephone number, DN): `name` asserts it of eleven types, which fold alike. */
 function folding(value: string): (attr: string) => string {
   let plain: string | undefined;
   let phone: string | undefined;
-  return (attr) => (PHONE.has(attr) ? (phone ??= fold(attr, value)) : (plain ??= fold(attr, value)));
+  let dn: string | undefined;
+  return (attr) => (PHONE.has(attr) ? (phone ??= fold(attr, value)) : DN_VALUED.has(attr) ? (dn ??= fold(attr, value)) : (plain ??= fold(attr, value)));
 }
 
 export interface FilterOptions {
