@@ -95,6 +95,8 @@ export class MeridianNode {
         reindexLogged = now;
         log.info({ read, about }, `rebuilding indexes: ${read} objects read of about ${about}`);
       },
+      onTypeChange: ({ id, was, is }) =>
+        log.warn({ id, was, is }, `object ${id} is a ${is} now, no longer a ${was}: two masters created its id as two types; its ${was} fields stay until removed (docs/operations.md, "A conflict")`),
     });
     if (store.versionsMigrated > 0) log.info({ objects: store.versionsMigrated }, 'object versions rewritten to this build\'s formula; ETags of those objects changed once');
     let replicator: Replicator | undefined;

@@ -63,6 +63,13 @@ export interface StoreOptions {
   onReindexProgress?: (progress: { read: number; about: number }) => void;
   /** how long idempotent() waits for a record a replication run is bringing before answering 'busy' (ms; 5,000) */
   idempotencyWaitMs?: number;
+  /**
+   * Told when a remote change or merged state changes an object's type: two
+   * masters created its id as two types, and every node keeps the one Yjs
+   * keeps. No conflict records it, and the object keeps the other type's
+   * fields until a write removes them, so an operator is best told.
+   */
+  onTypeChange?: (change: { id: string; was: string; is: string }) => void;
 }
 
 export interface StoredObject {
@@ -427,6 +434,7 @@ export class Store {
     this.passwordCost = init.opts.passwordCost ?? DEFAULT_COST;
     this.onReindex = init.opts.onReindex;
     this.onReindexProgress = init.opts.onReindexProgress;
+    this.onTypeChange = init.opts.onTypeChange;
     this.idempotencyWaitMs = init.opts.idempotencyWaitMs ?? 5_000;
     this.nextRecordsStored = new Promise<void>((r) => (this.wakeRecordWaiters = r));
     const budget = init.opts.cacheBytes ?? 64 * 1024 * 1024;
@@ -677,6 +685,7 @@ export class Store {
 
   private readonly onReindex: StoreOptions['onReindex'];
   private readonly onReindexProgress: StoreOptions['onReindexProgress'];
+  private readonly onTypeChange: StoreOptions['onTypeChange'];
   private readonly idempotencyWaitMs: number;
 
   /** a hash at this store's cost that no password matches, made once, for decoyPasswordCheck */
@@ -910,6 +919,7 @@ export class Store {
       }
     }
     // (by each record's own type: concurrent creates of one id as two types end as one of them everywhere)
+    if (cur && cur.t !== record.t) this.onTypeChange?.({ id, was: cur.t, is: record.t });
     const wasDef = cur && !cur.d ? this.schema.types.get(cur.t) : undefined;
     if (wasDef) this.counts.set(wasDef.name, (this.counts.get(wasDef.name) ?? 0) - 1);
     if (def && !record.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + 1);

@@ -259,8 +259,9 @@ t.test('a node cloned by states records the open conflicts of the states it rece
 
 t.test('one id created concurrently as two types: the type Yjs keeps is the one indexed and counted, on both nodes, and the other leaves no index entry', async (t) => {
   const { checkIndexes } = await import('../dist/index.js');
-  const a = await openStore(t, { nodeId: 'a' });
-  const b = await openStore(t, { nodeId: 'b' });
+  const told: Record<string, { id: string; was: string; is: string }[]> = { a: [], b: [] };
+  const a = await openStore(t, { nodeId: 'a', onTypeChange: (c) => told['a']!.push(c) });
+  const b = await openStore(t, { nodeId: 'b', onTypeChange: (c) => told['b']!.push(c) });
   // (an id a client chose, as an LDAP add or a keyed create on two masters may)
   await a.create('Org', { name: 'Shared', kind: 'vendor' }, { id: 'shared-1' });
   await b.create('Person', { cn: 'Flip', sn: 'Flop', uid: 'flip', mail: ['flip@example.org'] }, { id: 'shared-1' });
@@ -271,6 +272,10 @@ t.test('one id created concurrently as two types: the type Yjs keeps is the one 
   t.same(await checkIndexes(a), [], "a's indexes agree with its objects");
   t.same(await checkIndexes(b), [], "b's too: the type it lost leaves no type, field or unique entry");
   const kept = onA!.type;
+  const lost = kept === 'Org' ? 'Person' : 'Org';
+  const loser = kept === 'Org' ? 'b' : 'a';
+  t.same(told[loser], [{ id: 'shared-1', was: lost, is: kept }], 'the node whose type lost is told, once');
+  t.same(told[loser === 'a' ? 'b' : 'a'], [], 'the other is not: its object never changed type');
   const live = (s: Store): Record<string, number> => Object.fromEntries(Object.entries(s.objectCounts()).filter(([, n]) => n !== 0));
   for (const s of [a, b]) t.same(live(s), { [kept]: 1 }, `${s.nodeId} counts the object once, as ${kept}, and no type below zero`);
   // the value the lost type held is free again on the node that made it
