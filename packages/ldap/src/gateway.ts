@@ -564,7 +564,14 @@ export class LdapGateway {
   private async entryOfLogin(loc: Location): Promise<{ loc: Resolved; person?: StoredObject | undefined }> {
     // (an entry DN's id in another case names the same entry: meridianId matches as its filters do)
     if (loc.kind === 'entry') {
-      const id = this.index.idInAnyCase(loc.type, loc.id);
+      let id = this.index.idInAnyCase(loc.type, loc.id);
+      if (id === undefined) {
+        // (the index follows the store: an object written a moment ago may not be in it yet)
+        // (an index that could not be built answers for no id: the DN is then taken as written)
+        await this.index.ready.catch(() => undefined);
+        await this.index.settled();
+        id = this.index.idInAnyCase(loc.type, loc.id);
+      }
       return { loc: id === undefined || id === loc.id ? loc : { ...loc, id } };
     }
     if (loc.kind !== 'login') return { loc };

@@ -306,3 +306,31 @@ t.test('a bind by login name reads its person once: the lookup that resolves the
   t.equal((await c.answered(2)).result, 0, 'an entry DN with the id in another case binds');
   t.same(reads, ['get per-alice'], 'one read by id');
 });
+
+t.test('an entry DN with its id in another case binds while the directory index is still being built', async (t) => {
+  const store = await crmStore(t, 'meridian-ldap-held-');
+  await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
+  await store.create('Person', { cn: 'Alice', sn: 'held', uid: 'alice', organisation: 'org-1' }, { id: 'per-alice' });
+  // the index's first read of the store waits until the bind has come
+  let open!: () => void;
+  const building = new Promise<void>((r) => (open = r));
+  const list = store.list.bind(store);
+  store.list = (async (...args: Parameters<Store['list']>) => {
+    await building;
+    return list(...args);
+  }) as Store['list'];
+  const gateway = new LdapGateway({
+    ...quiet,
+    store,
+    writer: noWriter,
+    baseDn: BASE,
+    authenticate: async () => undefined,
+    authenticatePerson: async (person): Promise<Principal> => ({ kind: 'person', name: String(person.fields['uid']), id: person.id, type: person.type, roles: [], organisation: 'org-1' }),
+    scope: async (p) => AccessScope.of(p, schema.access, schema.types, { lookup: async () => [] }),
+  });
+  t.teardown(() => gateway.close());
+  const c = rawClient(t, await gateway.listen(0, '127.0.0.1'));
+  c.send(bindRequest(1, `meridianId=PER-ALICE,ou=people,${BASE}`, 'pw'));
+  setTimeout(open, 100);
+  t.equal((await c.answered(1)).result, 0, 'it waits for the index, which knows the id in any case (it was refused as a wrong password)');
+});
