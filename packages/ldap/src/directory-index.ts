@@ -170,6 +170,8 @@ export class DirectoryIndex {
   private pending: Promise<void> = Promise.resolve();
   private readonly stop: (() => void)[] = [];
   readonly ready: Promise<void>;
+  /** whether the first build is done (ready has settled) */
+  built = false;
 
   constructor(
     private readonly layout: DirectoryLayout,
@@ -194,7 +196,7 @@ export class DirectoryIndex {
     // subscribe before the scan, so no change falls between them
     this.stop.push(store.subscribe((entries) => this.refresh(entries.map((e) => ({ id: e.id, type: e.type })))));
     this.stop.push(store.onStates((ids) => this.refresh(ids.map((id) => ({ id, type: undefined })))));
-    this.ready = this.build();
+    this.ready = this.build().finally(() => void (this.built = true));
     // searches await it and answer with the failure; nothing else may leave it unhandled
     this.ready.catch((e: unknown) => this.report(e));
   }

@@ -76,8 +76,9 @@ const PHONE = new Set(['telephonenumber', 'facsimiletelephonenumber', 'mobile', 
 /**
  * The DN-valued attributes the directory itself gives its entries, matched
  * as DNs (distinguishedNameMatch), as slapd does: `(entryDN=cn = Subschema)`
- * is `cn=subschema`. (Not a schema's mapped attributes: their index keys are
- * the store's folding of the value as written.)
+ * is `cn=subschema`. Only these: a value is parsed per entry a filter on it
+ * reads, and these name entries the directory builds; a schema's mapped
+ * DN-valued attributes (`manager`) still match as text.
  */
 const DN_VALUED: ReadonlySet<string> = new Set(['entrydn', 'subschemasubentry', 'namingcontexts']);
 

@@ -565,11 +565,11 @@ export class LdapGateway {
     // (an entry DN's id in another case names the same entry: meridianId matches as its filters do)
     if (loc.kind === 'entry') {
       let id = this.index.idInAnyCase(loc.type, loc.id);
-      if (id === undefined) {
-        // (the index follows the store: an object written a moment ago may not be in it yet)
-        // (an index that could not be built answers for no id: the DN is then taken as written)
+      if (id === undefined && !this.index.built) {
+        // Only while the index is first built (just after start): afterwards a miss is answered at once,
+        // so an id that names no one costs no more than one that does. (One that could not be built
+        // answers for no id: the DN is then taken as written.)
         await this.index.ready.catch(() => undefined);
-        await this.index.settled();
         id = this.index.idInAnyCase(loc.type, loc.id);
       }
       return { loc: id === undefined || id === loc.id ? loc : { ...loc, id } };

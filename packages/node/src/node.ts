@@ -450,7 +450,6 @@ function listenFailure(e: unknown, port: number, host: string, flag: string): un
   }
 }
 
-/** Makes something of the configured certificate and key, refusing in a sentence what is not a PEM certificate and its key. */
 /** The certificate and key of --tls-cert and --tls-key, checked to be a PEM certificate and its private key. */
 function loadTls(config: NodeConfig): { cert: Buffer; key: Buffer } {
   const cert = readPem(config.tlsCert!, '--tls-cert');

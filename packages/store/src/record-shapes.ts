@@ -1,6 +1,38 @@
 import { isHlc } from './hlc.js';
 import { isValidId } from './ids.js';
 import { isSchemaName } from './schema.js';
+import { isSeq } from './version-vector.js';
+
+const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+const scalar = (v: unknown): boolean => typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
+
+/** Whether a decoded value is a map of field values as a record holds them: scalars, or arrays of scalars. */
+export function isFieldMap(v: unknown): boolean {
+  return isMap(v) && Object.values(v).every((x) => scalar(x) || (Array.isArray(x) && x.every(scalar)));
+}
+
+/**
+ * Whether a decoded value has the shape of an object record (`o<id>`, see
+ * ObjectRecord in codec.ts) as reads, digests and later writes use it; not
+ * whether it holds a state (yobject.ts holdsState). A peer's clone brings
+ * them, and a backup restores them.
+ */
+export function isObjectRecordShape(v: unknown): boolean {
+  if (!isMap(v) || typeof v['t'] !== 'string' || !isFieldMap(v['f']) || !isHlc(v['h']) || typeof v['v'] !== 'string' || v['v'].length > 64) return false;
+  return (v['d'] === undefined || typeof v['d'] === 'boolean') && (v['s'] === undefined || isSeq(v['s'])) && (v['c'] === undefined || isHlc(v['c'])) && (v['x'] === undefined || v['x'] === 1);
+}
+
+/**
+ * Whether a decoded value is an idempotency record (`i<key>`). `origin` is
+ * always set by this build; records stored before it was kept lack it,
+ * which a backup may hold, a peer's clone never.
+ */
+export function isIdempotentWrite(v: unknown, originRequired: boolean): boolean {
+  return (
+    isMap(v) && typeof v['id'] === 'string' && isValidId(v['id']) && (v['origin'] === undefined ? !originRequired : typeof v['origin'] === 'string' && isValidId(v['origin'])) &&
+    isSeq(v['originSeq']) && v['originSeq'] >= 1 && isHlc(v['hlc'])
+  );
+}
 
 /**
  * Whether a decoded value is a purge marker (`p<id>`, see PurgeMarker in

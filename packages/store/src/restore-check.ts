@@ -3,7 +3,7 @@ import { decode } from './codec.js';
 import { isHlc } from './hlc.js';
 import { isValidId } from './ids.js';
 import { SEP } from './keys.js';
-import { isPurgeMarker } from './record-shapes.js';
+import { isFieldMap, isIdempotentWrite, isObjectRecordShape, isPurgeMarker } from './record-shapes.js';
 import { holdsState } from './yobject.js';
 import { isSeq, isVector } from './version-vector.js';
 
@@ -48,8 +48,6 @@ const SEQ_PART = /^[0-9a-f]{14}$/;
 const KINDS = new Set(['create', 'update', 'delete', 'undelete', 'purge', 'redacted']);
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
-const scalar = (v: unknown): boolean => typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
-const isFields = (v: unknown): boolean => isObject(v) && Object.values(v).every((x) => scalar(x) || (Array.isArray(x) && x.every(scalar)));
 const isNames = (v: unknown): boolean => Array.isArray(v) && v.every((x) => typeof x === 'string');
 /** a seq part as keys write it: 14 hex digits, at least 1 */
 const isSeqPart = (s: string): boolean => SEQ_PART.test(s) && Number.isSafeInteger(parseInt(s, 16)) && parseInt(s, 16) > 0;
@@ -120,10 +118,10 @@ const SPACES: Readonly<Record<string, Space>> = {
     name: 'object',
     problem(id, v) {
       if (!isValidId(id)) return 'is not under a valid object id';
-      if (!isObject(v) || typeof v['t'] !== 'string' || !isFields(v['f']) || !isHlc(v['h']) || typeof v['v'] !== 'string' || v['v'].length > 64) return 'is not an object record';
-      if ((v['d'] !== undefined && typeof v['d'] !== 'boolean') || (v['s'] !== undefined && !isSeq(v['s'])) || (v['c'] !== undefined && !isHlc(v['c'])) || (v['x'] !== undefined && v['x'] !== 1)) return 'is not an object record';
-      if (!holdsState(v as { f: Record<string, unknown> })) return 'holds no state, nor what rebuilds one';
-      if (v['y'] !== undefined && !readsAsState(v['y'] as Uint8Array)) return 'holds a state that is not a Yjs update';
+      if (!isObjectRecordShape(v)) return 'is not an object record';
+      const rec = v as { f: Record<string, unknown>; y?: Uint8Array };
+      if (!holdsState(rec)) return 'holds no state, nor what rebuilds one';
+      if (rec.y !== undefined && !readsAsState(rec.y)) return 'holds a state that is not a Yjs update';
       return undefined;
     },
   },
@@ -143,7 +141,7 @@ const SPACES: Readonly<Record<string, Space>> = {
     problem(rest, v) {
       if (idAndSeq(rest) === undefined) return 'is not under an object id and feed seq';
       if (!isObject(v) || typeof v['o'] !== 'string' || !isSeq(v['n']) || !isHlc(v['h']) || typeof v['p'] !== 'string' || !KINDS.has(v['k'] as string) || typeof v['d'] !== 'boolean') return 'is not a history record';
-      if ((v['f'] !== undefined && !isFields(v['f'])) || (v['b'] !== undefined && !isFields(v['b'])) || (v['c'] !== undefined && !isNames(v['c']))) return 'is not a history record';
+      if ((v['f'] !== undefined && !isFieldMap(v['f'])) || (v['b'] !== undefined && !isFieldMap(v['b'])) || (v['c'] !== undefined && !isNames(v['c']))) return 'is not a history record';
       return undefined;
     },
   },
@@ -154,9 +152,7 @@ const SPACES: Readonly<Record<string, Space>> = {
     name: 'idempotency',
     problem(key, v) {
       if (key.length === 0 || key.length > 2048) return 'is not under a key of 1 to 2048 characters';
-      // (origin is absent in records from before it was kept)
-      const ok = isObject(v) && typeof v['id'] === 'string' && isValidId(v['id']) && (v['origin'] === undefined || (typeof v['origin'] === 'string' && isValidId(v['origin']))) && isSeq(v['originSeq']) && v['originSeq'] >= 1 && isHlc(v['hlc']);
-      return ok ? undefined : 'is not an idempotency record';
+      return isIdempotentWrite(v, false) ? undefined : 'is not an idempotency record';
     },
   },
   p: {
@@ -193,7 +189,7 @@ const SPACES: Readonly<Record<string, Space>> = {
 };
 
 /** A key or key part as a sentence may quote it: NULs, which separate its parts, shown as "␀", cut to 80 characters. */
-export function printable(s: string): string {
+function printable(s: string): string {
   const shown = s.replace(/\0/g, '␀').replace(/[\x00-\x1f\x7f]/g, '?');
   return shown.length > 80 ? `${shown.slice(0, 80)}...` : shown;
 }

@@ -12,7 +12,7 @@ import { conflictKey, fieldConflict, isUniqueConflict, uniqueClash, uniqueKeyOf,
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
 import { FORMAT_KEY, migrateVersions, STORAGE_FORMAT, unreadableFormat } from './migrate.js';
 import { KeyFilter } from './key-filter.js';
-import { isPurgeMarker } from './record-shapes.js';
+import { isIdempotentWrite, isObjectRecordShape, isPurgeMarker } from './record-shapes.js';
 import { DEFAULT_COST, hashPassword, isPasswordHash, verifyPassword, type ScryptCost } from './password.js';
 import { PinnedCache, type Slot } from './pinned-cache.js';
 import { RecencyList } from './recency-list.js';
@@ -920,9 +920,14 @@ export class Store {
     }
     // (by each record's own type: concurrent creates of one id as two types end as one of them everywhere)
     if (cur && cur.t !== record.t) this.onTypeChange?.({ id, was: cur.t, is: record.t });
-    const wasDef = cur && !cur.d ? this.schema.types.get(cur.t) : undefined;
-    if (wasDef) this.counts.set(wasDef.name, (this.counts.get(wasDef.name) ?? 0) - 1);
-    if (def && !record.d) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + 1);
+    // (counts move only when the object goes live, goes, or changes type: most writes touch none)
+    const was = cur && !cur.d ? cur.t : undefined;
+    const is = record.d ? undefined : record.t;
+    if (was !== is) {
+      const wasDef = was === undefined ? undefined : this.schema.types.get(was);
+      if (wasDef) this.counts.set(wasDef.name, (this.counts.get(wasDef.name) ?? 0) - 1);
+      if (def && is !== undefined) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + 1);
+    }
     if (feed) {
       this.dirtyVector.add(feed.o);
       this.noteAhead(feed.o, feed.n, seq, ops);
@@ -2199,7 +2204,7 @@ export class Store {
       if (!isValidId(id)) throw new MeridianError('bad-request', `cloned object id "${id.slice(0, 40)}" is not valid`);
       const rec = decode<ObjectRecord>(record);
       // (a `v` that is no string would make every later digest of this store throw)
-      if (typeof rec.t !== 'string' || typeof rec.f !== 'object' || rec.f === null || !isHlc(rec.h) || typeof rec.v !== 'string' || rec.v.length > 64 || !holdsState(rec)) {
+      if (!isObjectRecordShape(rec) || !holdsState(rec)) {
         throw new MeridianError('bad-request', `cloned object ${id} is not an object record`);
       }
       const def = this.schema.types.get(rec.t);
@@ -3166,11 +3171,7 @@ function redacted(r: Pick<FeedRecord, 'o' | 'n' | 'i' | 't' | 'h' | 'p'>, kind: 
 /** The marker a purge leaves; `r` when it was learnt from a redacted change only, before the purge itself. */
 /** A peer's idempotency record, checked before it is stored: a node answers resent writes from it. */
 function checkedKeyRecord(key: string, record: Uint8Array): { key: string; record: Uint8Array } {
-  const w = decode<Partial<IdempotentWrite>>(record);
-  if (
-    typeof key !== 'string' || key.length === 0 || key.length > 2048 || typeof w !== 'object' || w === null || typeof w.id !== 'string' || !isValidId(w.id) ||
-    typeof w.origin !== 'string' || !isValidId(w.origin) || !Number.isSafeInteger(w.originSeq) || w.originSeq! < 1 || !isHlc(w.hlc)
-  ) {
+  if (typeof key !== 'string' || key.length === 0 || key.length > 2048 || !isIdempotentWrite(decode<unknown>(record), true)) {
     throw new MeridianError('bad-request', `the idempotency record of key "${String(key).slice(0, 40)}" is not one`);
   }
   return { key, record };

@@ -183,6 +183,10 @@ export class SyncSession {
    * run's last frame.
    */
   private readonly heldKeys: { q: string; r: Uint8Array; id: string | undefined }[] = [];
+  /** whether heldKeys is in id order (records arrive in key order, before the objects: sorted once, when the objects start) */
+  private heldSorted = true;
+  /** receiver side, anti-entropy: held records of objects outside the buckets the run repairs, stored with the next frame applied */
+  private readonly readyKeys: { q: string; r: Uint8Array }[] = [];
   /**
    * receiver side: per states frame, the id up to which (in key order) the
    * run had sent, or skipped as held here, every object of its buckets once
@@ -409,8 +413,14 @@ export class SyncSession {
         const expected: string[] = [];
         if (f.keys) {
           for (const k of f.keys) {
-            if (this.heldKeys.length >= MAX_HELD_KEYS) break;
-            this.heldKeys.push({ ...k, id: recordedObjectId(k.r) });
+            if (this.heldKeys.length + this.readyKeys.length >= MAX_HELD_KEYS) break;
+            const id = recordedObjectId(k.r);
+            // (the receiver holds such an object's state already: the bucket is worked out once, here)
+            if (id !== undefined && this.runBuckets !== undefined && !this.runBuckets.has(bucketOf(id, DIGEST_BITS))) this.readyKeys.push(k);
+            else {
+              this.heldKeys.push({ ...k, id });
+              this.heldSorted = false;
+            }
             expected.push(k.q);
           }
           delete f.keys;
@@ -502,7 +512,7 @@ export class SyncSession {
     this.applying = true;
     if (f.t === 'states') {
       const done = f.done ? { head: f.head!, vector: f.vector! } : undefined;
-      const keyed = (f.done ? this.heldKeys.splice(0) : this.passedRecords(f)).map((k): ClonedState => ({ key: k.q, record: k.r }));
+      const keyed = (f.done ? [...this.readyKeys.splice(0), ...this.heldKeys.splice(0)] : this.passedRecords(f)).map((k): ClonedState => ({ key: k.q, record: k.r }));
       // (numbered: an expect-keys of this run that the driver reaches after its last frame is dropped)
       const run = f.done ? this.runsDone++ : this.runsDone;
       return [{ type: 'clone', objects: [...f.objects.map(fromStateItem), ...keyed], done, clone: this.asClone, run }];
@@ -533,16 +543,17 @@ export class SyncSession {
    * from the record, not made a second time.
    */
   private passedRecords(f: StatesFrame): { q: string; r: Uint8Array }[] {
+    const ready: { q: string; r: Uint8Array }[] = this.readyKeys.splice(0);
     const through = this.passedAt.get(f);
-    const buckets = this.runBuckets;
-    const ready: { q: string; r: Uint8Array }[] = [];
-    let kept = 0;
-    for (const k of this.heldKeys) {
-      const passed = k.id !== undefined && ((through !== undefined && k.id <= through) || (buckets !== undefined && !buckets.has(bucketOf(k.id, DIGEST_BITS))));
-      if (passed) ready.push(k);
-      else this.heldKeys[kept++] = k;
+    if (through === undefined || this.heldKeys.length === 0) return ready;
+    if (!this.heldSorted) {
+      // (a record naming no valid id sorts last: it is never passed, and goes with the last frame, which refuses it)
+      this.heldKeys.sort((a, b) => (a.id === b.id ? 0 : a.id === undefined ? 1 : b.id === undefined ? -1 : a.id < b.id ? -1 : 1));
+      this.heldSorted = true;
     }
-    this.heldKeys.length = kept;
+    let n = 0;
+    while (n < this.heldKeys.length && this.heldKeys[n]!.id !== undefined && this.heldKeys[n]!.id! <= through) n++;
+    for (const k of this.heldKeys.splice(0, n)) ready.push(k);
     return ready;
   }
 
