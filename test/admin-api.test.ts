@@ -137,6 +137,86 @@ t.test('random bodies never crash the node, never store, always 4xx', async (t) 
   t.equal((await call(node, 'GET', '/healthz')).status, 200, 'still serving');
 });
 
+t.test('well-formed bodies with one bad field are refused naming it, and the good ones among them are stored', async (t) => {
+  const node = await startInProcess(t);
+  const post = (body: unknown): Promise<Reply> => call(node, 'POST', '/api/objects', JSON.stringify(body), json);
+  const created = async (body: unknown): Promise<string> => {
+    const r = await post(body);
+    if (r.status !== 201) throw new Error(`setup create got ${r.status}: ${r.body.error?.message}`);
+    return r.body['id'] as string;
+  };
+  const customer = await created({ type: 'Organisation', fields: { name: 'Cust', kind: 'customer' } });
+  const reseller = await created({ type: 'Organisation', fields: { name: 'Res', kind: 'reseller' } });
+  const product = await created({ type: 'Product', fields: { name: 'Widget' } });
+  const release = await created({ type: 'Release', fields: { product, version: '1.0' } });
+  const taken = await created({ type: 'Person', fields: { cn: 'Taken', sn: 'T', mail: ['taken@example.com'], uid: 'taken' } });
+  let seed = Number(process.env['ADMIN_FUZZ_SEED'] ?? 11);
+  const rnd = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+  let serial = 0;
+  // valid bodies of three types, each with values no earlier body took
+  const bases: (() => { type: string; fields: Record<string, unknown> })[] = [
+    () => ({ type: 'Person', fields: { cn: `P ${++serial}`, sn: 'S', mail: [`p${serial}@example.com`], uid: `p${serial}`, c: 'ZA', organisation: customer, roles: ['customer-contact'] } }),
+    () => ({ type: 'Organisation', fields: { name: `O ${++serial}`, kind: 'customer', reseller, c: 'DE', telephoneNumber: ['+27 021'] } }),
+    () => ({ type: 'License', fields: { customer, release, validFrom: '2026-01-01', seats: 5, modules: ['a'] } }),
+  ];
+  // [what is wrong, the field the refusal must name (or undefined where the body is refused before a field), its status, applies to]
+  type Mutation = [string, string | undefined, number, (o: { type: string; fields: Record<string, unknown> }) => boolean];
+  const f = (o: { fields: Record<string, unknown> }): Record<string, unknown> => o.fields;
+  const mutations: Mutation[] = [
+    ['a list for a single value', 'cn', 422, (o) => o.type === 'Person' && ((f(o)['cn'] = ['a', 'b']), true)],
+    ['a required field null', 'sn', 422, (o) => o.type === 'Person' && ((f(o)['sn'] = null), true)],
+    ['a required field missing', 'name', 422, (o) => o.type === 'Organisation' && delete f(o)['name']],
+    ['an unknown field', 'nickname', 422, (o) => ((f(o)['nickname'] = 'x'), true)],
+    ['a value outside the enum', 'kind', 422, (o) => o.type === 'Organisation' && ((f(o)['kind'] = 'partner'), true)],
+    ['a role outside the enum', 'roles', 422, (o) => o.type === 'Person' && ((f(o)['roles'] = ['customer-contact', 'boss']), true)],
+    ['an integer that is text', 'seats', 422, (o) => o.type === 'License' && ((f(o)['seats'] = 'lots'), true)],
+    ['an integer below its minimum', 'seats', 422, (o) => o.type === 'License' && ((f(o)['seats'] = 0), true)],
+    ['an integer above its maximum', 'seats', 422, (o) => o.type === 'License' && ((f(o)['seats'] = 1_000_001), true)],
+    ['a fraction for an integer', 'seats', 422, (o) => o.type === 'License' && ((f(o)['seats'] = 1.5), true)],
+    ['a date that is no date', 'validFrom', 422, (o) => o.type === 'License' && ((f(o)['validFrom'] = pick(['2026-13-45', 'yesterday', '2026-02-30'])), true)],
+    ['a value against its pattern', 'c', 422, (o) => o.type !== 'License' && ((f(o)['c'] = 'ZAF'), true)],
+    ['a mail without @', 'mail', 422, (o) => o.type === 'Person' && ((f(o)['mail'] = ['no-at.example.com']), true)],
+    ['a uid with a space', 'uid', 422, (o) => o.type === 'Person' && ((f(o)['uid'] = 'a b'), true)],
+    ['a value past its length', 'cn', 422, (o) => o.type === 'Person' && ((f(o)['cn'] = 'x'.repeat(257)), true)],
+    ['a reference to nothing', 'organisation', 422, (o) => o.type === 'Person' && ((f(o)['organisation'] = 'org-doesnotexist'), true)],
+    ['a reference to the wrong type', 'release', 422, (o) => o.type === 'License' && ((f(o)['release'] = customer), true)],
+    ['a reference its where refuses', 'reseller', 422, (o) => o.type === 'Organisation' && ((f(o)['reseller'] = customer), true)],
+    ['a mail another person holds', 'mail', 422, (o) => o.type === 'Person' && ((f(o)['mail'] = ['Taken@Example.com']), true)],
+    ['a uid another person holds', 'uid', 422, (o) => o.type === 'Person' && ((f(o)['uid'] = 'TAKEN'), true)],
+    ['a NUL in a value', 'title', 422, (o) => o.type === 'Person' && ((f(o)['title'] = 'a\u0000b'), true)],
+    // (refused by the API before the schema sees them: the message names the field, the error no field)
+    ['an object as a value', undefined, 400, (o) => o.type === 'Person' && ((f(o)['title'] = { x: 1 }), true)],
+    ['a list in a list', undefined, 400, (o) => o.type !== 'License' && ((f(o)['telephoneNumber'] = [['+1']]), true)],
+  ];
+  // (each body is a new object: a control stored earlier must not make a later body a no-op)
+  let controls = 0;
+  const before = node.store.lastSeq;
+  const seen = new Set<string>();
+  for (let i = 0; i < 400; i++) {
+    const body = pick(bases)();
+    if (rnd() < 0.1) {
+      const r = await post(body);
+      t.equal(r.status, 201, `a valid ${body.type} is stored (${r.body.error?.message ?? ''})`);
+      controls++;
+      continue;
+    }
+    const candidates = mutations.filter(([, , , applies]) => applies(structuredClone(body)));
+    const [what, field, status, apply] = pick(candidates);
+    apply(body);
+    seen.add(what);
+    const r = await post(body);
+    if (r.status !== status || (field !== undefined && r.body.error?.field !== field)) {
+      t.fail(`${what} in a ${body.type}: ${r.status} ${JSON.stringify(r.body.error)}; expected ${status} naming ${field}`);
+    }
+    if (r.body.error?.message === undefined || /\n|^\s*at /m.test(r.body.error.message)) t.fail(`${what}: no one-sentence message: ${JSON.stringify(r.body)}`);
+  }
+  t.equal(seen.size, mutations.length, 'every kind of bad field was tried');
+  t.ok(controls > 10, `${controls} valid bodies were sent among the bad ones`);
+  t.equal(node.store.lastSeq - before, controls, 'exactly the valid bodies were stored, nothing of the refused ones');
+  t.equal(node.store.objectCounts()['Person']! + node.store.objectCounts()['Organisation']! + (node.store.objectCounts()['License'] ?? 0), 3 + controls, 'the counts agree');
+});
+
 t.test("a conflict over a password lists who wrote what, not the hashes", async (t) => {
   const { Store, loadSchemaFile } = await import('@meridian/store');
   const { DEFAULT_SCHEMA } = await import('@meridian/node');

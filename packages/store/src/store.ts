@@ -804,9 +804,11 @@ export class Store {
     }
     for (const r of refs) {
       const target = r.value.current;
-      const field = referringField(def, plan.fields, r.key);
-      checkReference(def, shown, field, r.key, target ? { type: target.t, deleted: target.d, fields: target.f } : undefined);
-      if (r.value.purging) throw validationFailure(def, shown, field.name, 'reference', `refers to ${r.key}, which is being purged`);
+      // (every written field naming it: one object pinned once may be the right target for one field and the wrong type for another)
+      for (const field of referringFields(def, plan.fields, plan.touched, r.key)) {
+        checkReference(def, shown, field, r.key, target ? { type: target.t, deleted: target.d, fields: target.f } : undefined);
+        if (r.value.purging) throw validationFailure(def, shown, field.name, 'reference', `refers to ${r.key}, which is being purged`);
+      }
     }
 
     // -- from here on nothing throws for a bad request: the change is made --
@@ -3229,13 +3231,16 @@ function sortedList(set: Set<string>): string[] {
 }
 
 /** The ref field of `def` whose value in `fields` names `target`. */
-function referringField(def: TypeDef, fields: Record<string, FieldValue>, target: string): FieldDef {
-  for (const f of def.fields.values()) {
-    if (f.kind !== 'ref') continue;
+function referringFields(def: TypeDef, fields: Record<string, FieldValue>, touched: Iterable<string>, target: string): FieldDef[] {
+  const found: FieldDef[] = [];
+  for (const name of touched) {
+    const f = def.fields.get(name);
+    if (f?.kind !== 'ref') continue;
     const v = fields[f.name];
-    if (v === target || (Array.isArray(v) && v.includes(target))) return f;
+    if (v === target || (Array.isArray(v) && v.includes(target))) found.push(f);
   }
-  throw new Error(`no field of ${def.name} refers to ${target}`);
+  if (found.length === 0) throw new Error(`no field of ${def.name} refers to ${target}`);
+  return found;
 }
 
 function sameFields(a: Record<string, FieldValue>, b: Record<string, FieldValue>): boolean {

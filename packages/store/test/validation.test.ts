@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { MAX_CHANGE_BYTES, ValidationError, MeridianError } from '../dist/index.js';
+import { MAX_CHANGE_BYTES, ValidationError, MeridianError, parseSchema } from '../dist/index.js';
 import { openStore } from './fixtures.js';
 
 async function rejects(t: Test, p: Promise<unknown>, rule: string, field: string | undefined, message: RegExp): Promise<void> {
@@ -168,4 +168,45 @@ t.test('a scrypt hash that asks more than four times the default cost is no hash
   const stored = p.fields['password'] as string;
   t.match(stored, /^\$scrypt\$N=1024,r=8,p=1\$/, 'stored as a hash of the text written');
   t.ok(await verifyPassword(costly, stored), 'which is then the password');
+});
+
+t.test('an object two reference fields name is checked against each of them', async (t) => {
+  // (found by the admin API's structured fuzz: the check ran once per object referred to, for the first field naming it)
+  const s = await openStore(t, {
+    schema: parseSchema(
+      `
+name: deals
+types:
+  Org:
+    idPrefix: org
+    fields:
+      kind: { type: enum, values: [reseller, customer], required: true }
+  Product:
+    idPrefix: prd
+    fields:
+      name: { type: string, required: true }
+  Deal:
+    idPrefix: del
+    fields:
+      buyer: { type: ref, to: Org, required: true, where: { kind: customer } }
+      seller: { type: ref, to: Org, where: { kind: reseller } }
+      product: { type: ref, to: Product }
+      also: { type: ref, to: Org, multi: true }
+`,
+      'deals',
+    ),
+  });
+  const customer = await s.create('Org', { kind: 'customer' });
+  const reseller = await s.create('Org', { kind: 'reseller' });
+  const before = s.lastSeq;
+  await rejects(t, s.create('Deal', { buyer: customer.id, seller: customer.id }), 'reference', 'seller', new RegExp(`whose kind is reseller, but ${customer.id} has kind customer`));
+  await rejects(t, s.create('Deal', { buyer: customer.id, product: customer.id }), 'reference', 'product', new RegExp(`must refer to a Product, but ${customer.id} is an Org`));
+  await rejects(t, s.create('Deal', { buyer: customer.id, also: [reseller.id], product: reseller.id }), 'reference', 'product', /must refer to a Product/);
+  const deal = await s.create('Deal', { buyer: customer.id, also: [customer.id] });
+  await rejects(t, s.update(deal.id, { seller: customer.id }), 'reference', 'seller', /whose kind is reseller/);
+  t.equal(s.lastSeq, before + 1, 'only the valid deal was stored');
+  // a field not written is not judged again: the buyer turned reseller after the deal was made
+  await s.update(customer.id, { kind: 'reseller' });
+  const moved = await s.update(deal.id, { seller: customer.id });
+  t.equal(moved.fields['seller'], customer.id, 'a write naming a target another field names already is judged by the field it writes');
 });
