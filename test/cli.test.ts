@@ -182,14 +182,33 @@ t.test('--sample loads the generated CRM dataset on the first start only', async
 });
 
 t.test('a reader that goes away ends the CLI quietly, not with a stack trace', async (t) => {
-  const { spawnSync } = await import('node:child_process');
+  const { spawn } = await import('node:child_process');
   const { nodeCommand } = await import('./helpers/node-process.js');
   const node = await startNode(t, ['--dir', tempDir(t), '--admin-password', PW]);
   const [cmd, argv] = nodeCommand(['lag', '--watch']);
   // head takes the first line and exits; the next refresh a second later writes into a closed pipe
   const script = `${[cmd, ...argv].map((a) => `'${a}'`).join(' ')} | head -1 >/dev/null; echo "exit $\{PIPESTATUS[0]}" >&2`;
-  const r = spawnSync('bash', ['-c', script], { env: { ...process.env, MERIDIAN_NODE: node.url, MERIDIAN_PASSWORD: PW }, encoding: 'utf8', timeout: 20_000 });
-  t.equal(r.stderr.trim(), 'exit 0', `nothing on stderr but the exit status: ${r.stderr}`);
+  // its own process group: a CLI that went on watching is killed with the shell, not left behind
+  const shell = spawn('bash', ['-c', script], { detached: true, env: { ...process.env, MERIDIAN_NODE: node.url, MERIDIAN_PASSWORD: PW }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const killGroup = (): void => {
+    try {
+      process.kill(-shell.pid!, 'SIGKILL');
+    } catch {
+      // the group has exited
+    }
+  };
+  t.teardown(killGroup);
+  let stderr = '';
+  shell.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const ended = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), 20_000);
+    shell.on('exit', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+  t.ok(ended, 'the CLI ended within 20 s of its reader going away');
+  t.equal(stderr.trim(), 'exit 0', `nothing on stderr but the exit status: ${stderr}`);
 });
 
 t.test('verify refuses, in one sentence, to compare digests of different widths (a node of another version, or no Meridian)', async (t) => {

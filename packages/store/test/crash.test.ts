@@ -1,11 +1,12 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { checkIndexes, Store } from '../dist/index.js';
 import { schema, tempDir } from './fixtures.js';
 
 const WRITER = fileURLToPath(new URL('./fixtures/crash-writer.mjs', import.meta.url));
 const ROUNDS = Number(process.env['CRASH_ROUNDS'] ?? 4);
+const STALL_MS = 60_000;
 
 interface Acked {
   created: Map<string, number>;
@@ -14,9 +15,18 @@ interface Acked {
 }
 
 /** Runs the writer until it has acknowledged `until` writes, then SIGKILLs it. */
-function writeThenKill(dir: string, until: number): Promise<Acked> {
+function writeThenKill(t: Test, dir: string, until: number): Promise<Acked> {
   return new Promise((resolve, reject) => {
     const proc = spawn(process.execPath, [WRITER, dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // the writer never stops by itself: killed here whatever happens to the test, and if it stalls
+    const kill = (): void => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    };
+    t.teardown(kill);
+    const stalled = setTimeout(() => {
+      reject(new Error(`the writer acknowledged ${count} of ${until} writes in ${STALL_MS / 1000} s`));
+      kill();
+    }, STALL_MS);
     const acked: Acked = { created: new Map(), updated: new Map() };
     let buf = '';
     let count = 0;
@@ -34,6 +44,7 @@ function writeThenKill(dir: string, until: number): Promise<Acked> {
       }
     });
     proc.on('exit', (code, signal) => {
+      clearTimeout(stalled);
       if (signal === 'SIGKILL') resolve(acked);
       else reject(new Error(`writer exited with ${code}: ${err}`));
     });
@@ -44,7 +55,7 @@ t.test('every acknowledged write survives SIGKILL, with indexes consistent', asy
   for (let round = 1; round <= ROUNDS; round++) {
     const dir = tempDir(t);
     const until = 300 + Math.floor(Math.random() * 2000);
-    const acked = await writeThenKill(dir, until);
+    const acked = await writeThenKill(t, dir, until);
     const store = await Store.open({ dir, schema });
     let missing = 0;
     let stale = 0;

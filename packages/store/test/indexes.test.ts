@@ -1,5 +1,5 @@
 import t from 'tap';
-import { checkIndexes, type StoredObject } from '../dist/index.js';
+import { checkIndexes, isMeridianError, ValidationError, type StoredObject } from '../dist/index.js';
 import { openStore, tempDir } from './fixtures.js';
 import { prng } from '../../../test/helpers/prng.js';
 
@@ -16,22 +16,34 @@ t.test('indexes agree with the objects after random create/update/delete sequenc
     for (let i = 0; i < 3; i++) orgs.push((await s.create('Org', { name: pick(names), kind: 'customer' })).id);
     // Concurrent bursts on purpose: writes to the same objects and the same
     // unique values interleave inside one group commit.
+    const made: Record<string, number> = {};
+    const refusals = new Set<string>();
     for (let round = 0; round < 40; round++) {
-      const ops = Array.from({ length: 8 }, () => {
+      const ops = Array.from({ length: 8 }, (): [string, Promise<unknown>] => {
         const r = rnd();
         const mail = `${pick(names)}@${pick(['x.com', 'Y.com'])}`;
         if (r < 0.4 || persons.length === 0) {
-          return s.create('Person', { cn: pick(names), sn: 'S', mail: [mail], uid: pick(names) + Math.floor(rnd() * 4), org: pick(orgs) }).then((o) => persons.push(o.id));
+          return ['create', s.create('Person', { cn: pick(names), sn: 'S', mail: [mail], uid: pick(names) + Math.floor(rnd() * 4), org: pick(orgs) }).then((o) => persons.push(o.id))];
         }
         const id = pick(persons);
-        if (r < 0.75) return s.update(id, { cn: pick(names), mail: rnd() < 0.5 ? [mail] : null, org: rnd() < 0.3 ? null : pick(orgs) });
-        if (r < 0.85) return s.replace(id, { cn: pick(names), sn: 'T' });
-        if (r < 0.95) return s.delete(id);
-        return s.undelete(id);
+        if (r < 0.75) return ['update', s.update(id, { cn: pick(names), mail: rnd() < 0.5 ? [mail] : null, org: rnd() < 0.3 ? null : pick(orgs) })];
+        if (r < 0.85) return ['replace', s.replace(id, { cn: pick(names), sn: 'T' })];
+        if (r < 0.95) return ['delete', s.delete(id)];
+        return ['undelete', s.undelete(id)];
       });
-      // validation refusals (taken mail, deleted objects) are part of the game
-      await Promise.allSettled(ops);
+      // validation refusals (taken mail, deleted objects) are part of the game; anything else is a failure
+      const settled = await Promise.allSettled(ops.map(([, p]) => p));
+      settled.forEach((r, n) => {
+        const kind = ops[n]![0];
+        if (r.status === 'fulfilled') made[kind] = (made[kind] ?? 0) + 1;
+        else refusals.add(`${kind}: ${r.reason instanceof ValidationError ? `rule ${r.reason.rule}` : isMeridianError(r.reason) ? r.reason.code : String(r.reason)}`);
+      });
     }
+    // (each kind of write must have happened often enough for the checks below to mean something)
+    const least: Record<string, number> = { create: 20, update: 20, replace: 5, delete: 5, undelete: 1 };
+    for (const [kind, n] of Object.entries(least)) t.ok((made[kind] ?? 0) >= n, `seed ${seed}: ${made[kind] ?? 0} ${kind}s made (at least ${n})`);
+    const expected = new Set(['create: rule unique', 'update: rule unique', 'update: not-found', 'replace: not-found', 'delete: not-found', 'undelete: rule unique', 'undelete: exists']);
+    t.same([...refusals].filter((r) => !expected.has(r)), [], `seed ${seed}: refused only for taken values and the object's state (${[...refusals].join('; ')})`);
     const problems = await checkIndexes(s);
     t.same(problems, [], `seed ${seed}: indexes consistent (replay with INDEX_SEED=${seed})`);
 
