@@ -1037,3 +1037,37 @@ t.test('a long poll of the changes feed answers nothing it waited for to a staff
   t.match(r.text, /no longer is; sign in again/);
   t.notMatch(r.text, /per-staff/, 'nothing of the change is told');
 });
+
+t.test('third review: a dry run knows the types of earlier copies and references; error bodies stay XML; no extra path parts; PUT /me names an unknown field', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  // one id first a Product, then a Release: the import refuses the second copy, and the dry run now says so too
+  const twoTypes =
+    '<objects>\n<object type="Product" id="zz-2"><field name="name">Z</field></object>\n' +
+    '<object type="Release" id="zz-2"><field name="product">zz-2</field><field name="version">1</field></object>\n</objects>';
+  const dry = await call(node, 'POST', '/import?dry-run=1', { body: twoTypes });
+  t.match(dry.text, /<result line="3" type="Release" id="zz-2" status="rejected">zz-2 is a Product here, not a Release<\/result>/, dry.text);
+  // a reference to an object earlier in the document of the wrong type: refused, as the import refuses it
+  const wrongRef =
+    '<objects>\n<object type="Product" id="prd-early"><field name="name">Early</field></object>\n' +
+    '<object type="Person" id="per-late"><field name="cn">L</field><field name="sn">L</field><field name="organisation">prd-early</field></object>\n</objects>';
+  const dryRef = await call(node, 'POST', '/import?dry-run=1', { body: wrongRef });
+  t.match(dryRef.text, /id="per-late" status="rejected" field="organisation">.*must refer to an Organisation, but prd-early is a Product/, dryRef.text);
+  const real = await call(node, 'POST', '/import', { body: wrongRef });
+  t.match(real.text, /id="per-late" status="rejected" field="organisation">.*must refer to an Organisation, but prd-early is a Product/, 'in the same words as the import');
+  // characters XML does not allow, quoted back from the request, are replaced in the error body
+  for (const path of ['/objects/Organisation/a%01b', '/objects/Organisation?x%01=1', '/objects/Org%EF%BF%BEanisation']) {
+    const r = await call(node, 'GET', path);
+    t.ok(r.status >= 400 && r.status < 500, `${path}: ${r.status}`);
+    xmllint(t, r.text, `the error for ${path}`);
+  }
+  for (const path of ['/export/whatever', '/changes/x', '/import/y']) {
+    const r = await call(node, path === '/import/y' ? 'POST' : 'GET', path, path === '/import/y' ? { body: '<objects/>' } : {});
+    t.equal(r.status, 404, `${path} is nothing`);
+  }
+  const mine = await call(node, 'GET', '/objects/Person/per-c1', { auth: person('contact1') });
+  const colour = mine.text.replace('</object>', '  <field name="colour">blue</field>\n</object>');
+  const put = await call(node, 'PUT', '/me', { auth: person('contact1'), body: colour, headers: { 'if-match': `"${etagOf(mine)}"` } });
+  t.equal(put.status, 422, 'a field the type lacks is the document\'s mistake');
+  t.match(put.text, /<error code="[a-z-]+" field="colour">field "colour" is not a field of Person<\/error>/, put.text);
+});

@@ -475,9 +475,9 @@ export class LdapGateway {
     }
     // throttled per account, not per spelling of its name: an entry DN, uid=, mail= and
     // escaped forms of one person count together; names that are no one count as written
-    // the feed position before the entry is read: a change after it (a reset while the password is
+    // the store's change mark before the entry is read: a change after it (a reset while the password is
     // checked) is then seen by the next operation's recheck, not taken as already looked at
-    const seq = this.opts.store.lastSeq;
+    const seq = this.opts.store.changeMark;
     const target = await this.bindTarget(name);
     // (a name that is no one is kept as its hash: a client may send a megabyte of name per bind)
     const key = target === undefined ? `?${createHash('sha256').update(name.toLowerCase().replace(/\s+/g, '')).digest('base64')}` : target === 'admin' ? 'admin' : target.id;
@@ -623,12 +623,12 @@ export class LdapGateway {
    */
   private recheck(s: Session): Promise<void> | undefined {
     // (not async: most operations find nothing changed, and should not wait a turn for that)
-    if (s.principal?.kind !== 'person' || !s.entry || s.entry.seq === this.opts.store.lastSeq) return undefined;
+    if (s.principal?.kind !== 'person' || !s.entry || s.entry.seq === this.opts.store.changeMark) return undefined;
     return this.recheckEntry(s, s.principal.id, s.entry);
   }
 
   private async recheckEntry(s: Session, id: string, bound: NonNullable<Session['entry']>): Promise<void> {
-    const seq = this.opts.store.lastSeq;
+    const seq = this.opts.store.changeMark;
     const entry = await this.opts.store.get(id);
     if (entry && !entry.deleted && entry.version === bound.version) {
       bound.seq = seq;
@@ -658,7 +658,7 @@ export class LdapGateway {
 
   /** The principal's scope, worked out again whenever the store has changed. */
   private async principalScope(s: Session, p: Principal): Promise<AccessScope> {
-    const seq = this.opts.store.lastSeq;
+    const seq = this.opts.store.changeMark;
     if (s.scope && s.scope.seq === seq) return s.scope.scope;
     const scope = await this.opts.scope(p);
     s.scope = { seq, scope };

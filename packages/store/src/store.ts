@@ -334,6 +334,8 @@ export class Store {
   private readonly visibleVector: VersionVector;
   private readonly visibleListeners = new Set<() => void>();
   private readonly stateListeners = new Set<(ids: string[]) => void>();
+  /** states stored without feed entries so far (changeMark) */
+  private statesGeneration = 0;
   /** changes this node holds but whose feed entries it never had (it was cloned): see feedBase() */
   private base: Record<string, number>;
   /** feed entries up to this seq were trimmed */
@@ -2764,6 +2766,16 @@ export class Store {
     return this.durableSeq;
   }
 
+  /**
+   * A number that grows whenever stored objects may have changed: with the
+   * feed, and with states stored without feed entries (a clone, an
+   * anti-entropy merge, an erase by a purge marker), which `lastSeq` misses.
+   * For caches of what is worked out from objects, such as access scopes.
+   */
+  get changeMark(): number {
+    return this.durableSeq + this.statesGeneration;
+  }
+
   get hlc(): number {
     return this.clock.current;
   }
@@ -2791,6 +2803,7 @@ export class Store {
   }
 
   private statesStored(ids: string[]): void {
+    this.statesGeneration++;
     for (const fn of this.stateListeners) {
       try {
         fn(ids);

@@ -308,3 +308,23 @@ t.test('a resend waiting for a record a run brings is answered as soon as the re
   t.match(await answer, { id: 'org-k' }, 'answered from the record');
   t.ok(performance.now() - started < 2000, `without waiting for the run's end or the 5 s (${Math.round(performance.now() - started)} ms)`);
 });
+
+t.test('states stored without feed entries move the change mark, which caches of worked-out access rely on', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  const org = await a.create('Org', { name: 'Moved', kind: 'customer' });
+  const first = await statesOf(a, 100);
+  await b.cloneStates(first.frames.flat(), { peer: 'a', head: first.head, vector: first.vector });
+  const seq = b.lastSeq;
+  const mark = b.changeMark;
+  // a changes the object; b takes the change as a merged state (anti-entropy), with no feed entry
+  await a.update(org.id, { kind: 'reseller' });
+  const again = await statesOf(a, 100);
+  await b.cloneStates(again.frames.flat());
+  t.equal((await b.get(org.id))?.fields['kind'], 'reseller', 'the merged state is read');
+  t.equal(b.lastSeq, seq, 'the feed did not move');
+  t.ok(b.changeMark > mark, `the change mark did (${mark} -> ${b.changeMark})`);
+  const local = b.changeMark;
+  await b.update(org.id, { name: 'Moved again' });
+  t.ok(b.changeMark > local, 'and so does a feed entry');
+});

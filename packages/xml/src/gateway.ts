@@ -20,7 +20,7 @@ import {
   type Writer,
   type WriteRequest,
 } from '@meridian/store';
-import { objectXml, parseDocument, XML_DECLARATION, XmlError, writeFields, escapeAttr, escapeText, type ObjectInput } from './format.js';
+import { objectXml, parseDocument, XML_DECLARATION, XmlError, writeFields, escapeAttr, escapeText, xmlSafe, type ObjectInput } from './format.js';
 import { CACHE_CONTROL, ifMatch, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
 import { exportOrder, runImport } from './import-export.js';
 import { PieceParser } from './piece-parser.js';
@@ -147,12 +147,15 @@ export class XmlGateway {
           if (method === 'PUT') return await this.putMe(r);
           throw notAllowed(method, 'GET, HEAD, PUT');
         case 'export':
+          if (parts.length !== 1) throw new XmlError(404, `nothing at ${url.pathname}; the export is at /export`);
           if (method !== 'GET' && method !== 'HEAD') throw notAllowed(method, 'GET, HEAD');
           return await this.export(r);
         case 'import':
+          if (parts.length !== 1) throw new XmlError(404, `nothing at ${url.pathname}; imports go to /import`);
           if (method !== 'POST') throw notAllowed(method, 'POST');
           return await this.import(r);
         case 'changes':
+          if (parts.length !== 1) throw new XmlError(404, `nothing at ${url.pathname}; the changes feed is at /changes`);
           if (method !== 'GET') throw notAllowed(method, 'GET');
           this.requireEverything(r, 'the changes feed');
           return await changesFeed(this.opts.store, req, res, url, this.opts.pollTimeout ?? 30_000, async () => {
@@ -174,8 +177,9 @@ export class XmlGateway {
       res.destroy();
       return;
     }
-    const field = a.field ? ` field="${escapeAttr(a.field)}"` : '';
-    sendXml(res, a.status, `${XML_DECLARATION}<error code="${escapeAttr(a.code)}"${field}>${escapeText(a.message)}</error>\n`, a.headers ?? {});
+    // (a message may quote what the client sent, characters XML does not allow included)
+    const field = a.field ? ` field="${escapeAttr(xmlSafe(a.field))}"` : '';
+    sendXml(res, a.status, `${XML_DECLARATION}<error code="${escapeAttr(a.code)}"${field}>${escapeText(xmlSafe(a.message))}</error>\n`, a.headers ?? {});
   }
 
   private async authenticate(req: IncomingMessage, res: ServerResponse, url: URL): Promise<Request> {
@@ -188,10 +192,10 @@ export class XmlGateway {
     return { req, res, url, principal, credential, scope: await this.scopeOf(principal) };
   }
 
-  /** A principal's scope, worked out again whenever the store has changed. */
+  /** A principal's scope, worked out again whenever the store has changed (states a merge stored too). */
   private async scopeOf(p: Principal): Promise<AccessScope> {
     const key = p.kind === 'admin' ? 'admin' : `${p.id}\0${p.roles.join(',')}\0${p.organisation ?? ''}`;
-    const seq = this.opts.store.lastSeq;
+    const seq = this.opts.store.changeMark;
     const known = this.scopes.get(key);
     if (known && known.seq === seq) return known.scope;
     const scope = await this.opts.scope(p);
@@ -562,6 +566,8 @@ export class XmlGateway {
       if (match !== '*' && match !== me.version) throw new XmlError(412, `your entry changed since you read it (now "${me.version}"); GET /me again and retry`);
       const update: Record<string, unknown> = {};
       for (const [k, v] of Object.entries(given)) {
+        // (a field the type lacks is the document's mistake, as on any PUT, not a field you may not change)
+        if (!def.fields.has(k)) throw new XmlError(422, `field "${k}" is not a field of ${def.name}`, k);
         if (self.has(k)) update[k] = v;
         else if (JSON.stringify(normal(v)) !== JSON.stringify(normal(me.fields[k]))) {
           throw new XmlError(403, `you may not change "${k}" of your own entry; you may change ${[...self].join(', ')}`, k);

@@ -83,6 +83,12 @@ const MAX_LISTED = 100_000;
 const MAX_DEFERRED = 10_000;
 const MAX_DEFERRED_BYTES = 64 * 1024 * 1024;
 
+/** An object as an earlier copy of it in a dry run's document would leave it. */
+interface HeldCopy {
+  type: string;
+  fields: Record<string, FieldValue>;
+}
+
 /**
  * Applies a streamed `<objects>` document object by object through the
  * normal write path: an object with an id that exists is replaced by the
@@ -101,13 +107,12 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
   const inFlight = new Map<string, Promise<void>>();
   const running = new Set<Promise<void>>();
   const deferred: Deferred[] = [];
-  const seen = new Set<string>();
   let unlisted = 0;
   let deferredBytes = 0;
   /** ids of which a copy is held back: a later copy of the id waits behind it, so copies apply in document order */
   const deferredIds = new Set<string>();
   /** dry run: what each id of the document holds after its last copy so far, standing in for the store */
-  const dryHeld = new Map<string, Record<string, FieldValue>>();
+  const dryHeld = new Map<string, HeldCopy>();
   const holdBack = (line: number, input: ObjectInput): boolean => {
     const bytes = valueBytes(input);
     if (deferred.length >= MAX_DEFERRED || deferredBytes + bytes > MAX_DEFERRED_BYTES) return false;
@@ -154,13 +159,11 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
       if (current?.deleted) throw new XmlError(409, `${input.type} ${input.id} was deleted on this node; undelete it before importing it again`);
       if (o.dryRun) {
         // an earlier copy of the id in the document stands for the store's object, which the import would have made or changed
-        const held = (input.id === undefined ? undefined : dryHeld.get(input.id)) ?? current?.fields;
-        const verdict = await check(o.store, def, input.id, fields, held, seen);
+        const copy = input.id === undefined ? undefined : dryHeld.get(input.id);
+        if (copy && copy.type !== input.type) throw new XmlError(409, `${input.id} is a ${copy.type} here, not a ${input.type}`);
+        const verdict = await check(o.store, def, input.id, fields, copy?.fields ?? current?.fields, dryHeld);
         record({ line, type: input.type, id: input.id, status: verdict.status });
-        if (input.id !== undefined) {
-          seen.add(input.id);
-          dryHeld.set(input.id, verdict.merged);
-        }
+        if (input.id !== undefined) dryHeld.set(input.id, { type: input.type, fields: verdict.merged });
         return;
       }
       if (current) {
@@ -360,7 +363,7 @@ async function check(
   id: string | undefined,
   fields: Record<string, unknown>,
   current: Readonly<Record<string, FieldValue>> | undefined,
-  seen: ReadonlySet<string>,
+  earlier: ReadonlyMap<string, HeldCopy>,
 ): Promise<{ status: Status; merged: Record<string, FieldValue> }> {
   if (id !== undefined && !current) checkNewObjectId(def.name, id);
   // (named as the store names it: a create is "new <type>", whatever its id)
@@ -377,7 +380,9 @@ async function check(
     if (v === undefined) continue;
     for (const one of Array.isArray(v) ? v : [v]) {
       if (f.kind === 'ref') {
-        if (!seen.has(String(one))) checkReference(def, shown, f, String(one), await store.get(String(one)));
+        // (an object earlier in the document is judged as the import would have left it: its type and fields too)
+        const copy = earlier.get(String(one));
+        checkReference(def, shown, f, String(one), copy ? { type: copy.type, deleted: false, fields: copy.fields } : await store.get(String(one)));
       } else if (f.unique) {
         const owner = (await store.lookup(def.name, f.name, String(one))).items[0];
         if (owner && owner.id !== id) {
