@@ -309,6 +309,17 @@ t.test('a second review of modify and password modify: what slapd answers, and n
   const twice = await modify(asAdmin, `dn: ${dnOf('per-c1')}\nchangetype: modify\nadd: mail\nmail: twice@example.com\nmail: TWICE@example.com\n`);
   t.equal(twice.code, 20, 'a value given twice in one add: attributeOrValueExists');
   t.match(twice.stderr, /given more than once/);
+  // many values: refused by their count before any work, however many; a thousand distinct ones are checked in linear time
+  const values = (n: number, attr: string): string => Array.from({ length: n }, (_, i) => `${attr}: ${attr}${i}@example.com\n`).join('');
+  const started = performance.now();
+  const many = await modify(contact, `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: mail\n${values(20_000, 'mail')}`);
+  t.equal(many.code, 19, `20,000 values: constraintViolation (${many.stderr.trim()})`);
+  t.match(many.stderr, /more than 1000 values in one change/);
+  const thousand = await modify(asAdmin, `dn: ${dnOf('per-c1')}\nchangetype: modify\nadd: telephoneNumber\n${values(990, 'telephoneNumber')}`);
+  t.equal(thousand.code, 0, `990 values more: added (${thousand.stderr.trim()})`);
+  const back = await modify(asAdmin, `dn: ${dnOf('per-c1')}\nchangetype: modify\ndelete: telephoneNumber\n${values(990, 'telephoneNumber')}`);
+  t.equal(back.code, 0, `and deleted by value (${back.stderr.trim()})`);
+  t.ok(performance.now() - started < 10_000, `in ${Math.round(performance.now() - started)} ms (a check per pair took 19 s for 16,000)`);
   // (ldapmodify sends no change without values: the request as BER, after a bind)
   const addNothing = tlv(0x30, [integer(2), tlv(0x66, [octets(dnOf('per-c1')), tlv(0x30, [tlv(0x30, [integer(0, 0x0a), tlv(0x30, [octets('userPassword'), tlv(0x31, [])])])])])]);
   t.equal(await boundAnswer(d.port, bindRequest(1, ADMIN_DN, ADMIN_PW), addNothing), 2, 'an add without values is a protocol error, not a delete of the password');
@@ -884,4 +895,29 @@ t.test('an open connection loses what its entry lost: a role removed, a password
   await d.node.store.update('per-radmin', { password: 'reset-by-the-admin' });
   t.equal(await look(dnOf('per-radmin')), 49, 'its password reset, the open connection is told to bind again');
   t.equal(await look(dnOf('per-radmin')), 50, 'and is anonymous from then on');
+});
+
+t.test('a garbled password modify value, a WhoAmI with a value and an LDAPv2 bind are protocol errors, as slapd answers them; no password changes', async (t) => {
+  const d = await directory(t);
+  const bind = bindRequest(1, 'uid=contact1', PERSON_PW);
+  const exop = (oid: string, value?: Buffer): Buffer => tlv(0x30, [integer(2), tlv(0x77, [octets(oid, 0x80), ...(value ? [octets(value, 0x81)] : [])])]);
+  const PASSWD = '1.3.6.1.4.1.4203.1.11.1';
+  const cases: [string, Buffer][] = [
+    ['an empty value', exop(PASSWD, Buffer.alloc(0))],
+    ['a bare string', exop(PASSWD, Buffer.from([0x04, 0x01, 0x61]))],
+    ['an unknown field [3]', exop(PASSWD, tlv(0x30, [octets('x', 0x83)]))],
+    ['newPasswd before oldPasswd', exop(PASSWD, tlv(0x30, [octets('newpw', 0x82), octets('wrongold', 0x81)]))],
+    ['a constructed field', exop(PASSWD, tlv(0x30, [tlv(0xa2, [octets('x')])]))],
+    ['a WhoAmI with a value', exop('1.3.6.1.4.1.4203.1.11.3', Buffer.from('x'))],
+  ];
+  for (const [what, request] of cases) t.equal(await boundAnswer(d.port, bind, request), 2, `${what}: protocolError`);
+  t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact1', '-w', PERSON_PW])).code, 0, 'the password is unchanged');
+  // a well-formed request in order still works: the old password checked, the new one set
+  const good = exop(PASSWD, tlv(0x30, [octets(PERSON_PW, 0x81), octets('a-new-pw-42', 0x82)]));
+  t.equal(await boundAnswer(d.port, bind, good), 0, 'oldPasswd then newPasswd: changed');
+  t.equal((await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact1', '-w', 'a-new-pw-42'])).code, 0, 'to the new one');
+  for (const version of [2, 127]) {
+    const old = tlv(0x30, [integer(1), tlv(0x60, [integer(version), octets('uid=contact1'), octets('a-new-pw-42', 0x80)])]);
+    t.equal(await firstAnswer(d.port, old), 2, `an LDAPv${version} bind: protocolError`);
+  }
 });

@@ -45,6 +45,35 @@ export function extendedName(message: Buffer, checked: CheckedRequest): string {
   return berText(message, checked.op.children![0]);
 }
 
+/** A bind request's LDAP version (checked: an INTEGER, of at most a few bytes here). */
+export function bindVersion(message: Buffer, checked: CheckedRequest): number {
+  return integerAt(message, checked.op.children![0]!);
+}
+
+/**
+ * What is wrong with the value of a WhoAmI (RFC 4532: none) or password
+ * modify request (RFC 3062: absent, or `SEQUENCE { userIdentity [0],
+ * oldPasswd [1], newPasswd [2] }`, each optional, in that order), as slapd
+ * words it; undefined when nothing is. ldapjs skipped what it did not
+ * expect, so an empty or garbled value changed the password to a
+ * generated one, and fields out of order ignored the old password given.
+ */
+export function extendedValueProblem(message: Buffer, checked: CheckedRequest, whoami: string, passwd: string): string | undefined {
+  const [name, value] = checked.op.children!;
+  const oid = berText(message, name);
+  if (oid === whoami) return value ? 'WhoAmI takes no request value' : undefined;
+  if (oid !== passwd || !value) return undefined;
+  if (value.end === value.start) return 'empty request data field';
+  const top = berTree(message, value.start, value.end, 8);
+  const fields = top?.length === 1 && top[0]!.tag === 0x30 ? top[0]!.children : undefined;
+  let last = 0x7f;
+  for (const f of fields ?? []) {
+    if (f.children !== undefined || f.tag <= last || f.tag > 0x82) return 'data decoding error: the request value is not a PasswdModifyRequestValue (userIdentity [0], oldPasswd [1], newPasswd [2], each optional, in that order)';
+    last = f.tag;
+  }
+  return fields ? undefined : 'data decoding error: the request value is not a PasswdModifyRequestValue (userIdentity [0], oldPasswd [1], newPasswd [2], each optional, in that order)';
+}
+
 export const ADD_REQUEST = 0x68;
 export const DELETE_REQUEST = 0x4a;
 export const MODIFY_DN_REQUEST = 0x6c;

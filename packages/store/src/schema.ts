@@ -280,6 +280,9 @@ function scalar(type: TypeDef, id: string | undefined, f: FieldDef, v: unknown):
   }
 }
 
+/** The most values one multi-valued field may hold. */
+export const MAX_VALUES = 1000;
+
 /**
  * Checks the values a write supplies. `null` (remove the field) passes through;
  * the caller checks required fields on the merged result.
@@ -304,7 +307,7 @@ export function checkFieldValues(
     if (!f) throw fail(type, id, name, 'unknown-field', `is not a field of ${type.name}`);
     if (f.multi) {
       const list = Array.isArray(raw) ? raw : [raw];
-      if (list.length > 1000) throw fail(type, id, name, 'maxItems', 'has more than 1000 values');
+      if (list.length > MAX_VALUES) throw fail(type, id, name, 'maxItems', `has more than ${MAX_VALUES} values`);
       const values: Scalar[] = [];
       for (const v of list) values.push(scalar(type, id, f, v));
       out[name] = values.length === 0 ? null : values.length === 1 ? values : dedupFolded(f, values);
