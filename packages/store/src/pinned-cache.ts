@@ -53,28 +53,35 @@ export class PinnedCache<V> {
   async get(key: string, load: (key: string) => Promise<V>): Promise<Slot<V>> {
     const hit = this.peek(key);
     if (hit) return hit;
-    let pending = this.loading.get(key);
-    if (!pending) {
-      pending = load(key).then(
-        (value) => {
-          this.loading.delete(key);
-          return this.entries.get(key) ?? this.insert(key, value);
-        },
-        (err: unknown) => {
-          this.loading.delete(key);
-          throw err;
-        },
-      );
-      this.loading.set(key, pending);
-    }
-    return pending;
+    const pending = this.loading.get(key);
+    if (pending) return pending;
+    const mine: Promise<Slot<V>> = load(key).then(
+      (value) => {
+        const current = this.loading.get(key) === mine;
+        if (current) this.loading.delete(key);
+        const slot = this.entries.get(key);
+        if (slot) return slot;
+        // A value set while this read ran is newer than it; if that slot has been evicted
+        // since (once on disk), the read is stale: read again. Putting it back made an
+        // object a clone had just stored look absent, and a create could take its id.
+        return current ? this.insert(key, value) : this.get(key, load);
+      },
+      (err: unknown) => {
+        if (this.loading.get(key) === mine) this.loading.delete(key);
+        throw err;
+      },
+    );
+    this.loading.set(key, mine);
+    return mine;
   }
 
   /**
    * Sets a key's value directly (for data written without a load). A load of
-   * the key already under way resolves to this slot, never to its older read.
+   * the key already under way resolves to this slot, or, if it is evicted
+   * first, to a fresh read; never to its older read.
    */
   set(key: string, value: V): Slot<V> {
+    this.loading.delete(key);
     const slot = this.entries.get(key);
     if (!slot) return this.insert(key, value);
     slot.value = value;
@@ -87,6 +94,7 @@ export class PinnedCache<V> {
    * for it), without a promise round trip; an existing slot is pinned as is.
    */
   pinNew(key: string, value: V): Slot<V> {
+    this.loading.delete(key);
     const slot = this.entries.get(key) ?? this.insert(key, value);
     slot.pins++;
     return slot;

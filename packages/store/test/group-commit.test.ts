@@ -67,6 +67,28 @@ t.test('the cache stays within budget but never evicts a pinned entry', async (t
   t.equal(loads, 1, 'concurrent loads of one key share one read');
 });
 
+t.test('a read that began before a value was set never puts its older value back, even after the set value is evicted', async (t) => {
+  const cache = new PinnedCache<string>(100, () => 40);
+  const disk = new Map<string, string>();
+  const held: ((v: string) => void)[] = [];
+  let reads = 0;
+  // the first read of x is held back; later reads answer from the "disk" at once
+  const load = (k: string): Promise<string> => {
+    reads++;
+    const now = disk.get(k) ?? 'absent';
+    return k === 'x' && reads === 1 ? new Promise<string>((r) => held.push(() => r(now))) : Promise.resolve(now);
+  };
+  const slow = cache.get('x', load); // reads "absent"
+  disk.set('x', 'cloned');
+  cache.set('x', 'cloned'); // a clone stores x meanwhile
+  for (const k of ['a', 'b', 'c', 'd']) await cache.get(k, load); // and x is evicted once on disk
+  t.equal(cache.peek('x'), undefined, 'x was evicted');
+  held[0]!('absent');
+  t.equal((await slow).value, 'cloned', 'the slow read is taken as stale and read again');
+  t.equal((await cache.get('x', load)).value, 'cloned', 'and the cache holds what the disk does');
+  t.equal(reads, 6, 'x read twice, the others once each');
+});
+
 t.test('acquireSync pins without a promise, and refuses to read past a load under way', async (t) => {
   const cache = new PinnedCache<string>(1000, () => 10);
   let reads = 0;
