@@ -332,6 +332,24 @@ t.test('a peer that comes back on a new connection before this side noticed its 
   t.ok(count(b.logs, 'older session with this peer closed: replaced by its newer one') >= 1, 'b closed its old connection as replaced by the newer one');
 });
 
+t.test('a slow link carrying a frame that takes longer than the link timeout is not declared dead mid-frame', async (t) => {
+  const proxy = await FaultProxy.start();
+  t.teardown(() => proxy.close());
+  const b = await start(t, { nodeId: 'b' });
+  // one object of about 2 MB of values that do not compress: a frame of its own, uncompressed
+  const product = await b.node.store.create('Product', { name: 'Big' });
+  const { randomBytes } = await import('node:crypto');
+  const components = Array.from({ length: 500 }, () => randomBytes(3000).toString('base64url'));
+  const big = await b.node.store.create('Release', { product: product.id, version: '1.0', components });
+  // about 5 s for that frame at 400 KB/s; a's link timeout is 1 s, its heartbeat 200 ms
+  proxy.throttle(400_000);
+  proxy.setTarget(Number(new URL(b.node.url).port));
+  const started = Date.now();
+  const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${proxy.port}/sync`] });
+  t.ok(await until(async () => (await a.node.store.get(big.id)) !== undefined, 20_000), `a cloned the large object over the slow link in ${Date.now() - started} ms`);
+  t.equal(count(a.logs, 'no heartbeat from peer; closing the link'), 0, 'without declaring the link dead while the frame arrived');
+});
+
 t.test('meridian verify says identical, or names the ranges that differ', async (t) => {
   const a = await start(t, { nodeId: 'a' });
   const b = await start(t, { nodeId: 'b' });

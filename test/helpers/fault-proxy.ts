@@ -1,5 +1,26 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { Transform, type TransformCallback } from 'node:stream';
+
+/** Passes bytes on at about `rate` bytes a second, in slices every 50 ms: a slow link. */
+class Throttle extends Transform {
+  constructor(private readonly rate: number) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    const slice = Math.max(1, Math.floor(this.rate / 20));
+    let at = 0;
+    const step = (): void => {
+      if (this.destroyed) return;
+      if (at >= chunk.length) return done();
+      this.push(chunk.subarray(at, at + slice));
+      at += slice;
+      setTimeout(step, 50);
+    };
+    step();
+  }
+}
 
 /**
  * A TCP proxy between two nodes that a test can cut (partition) and heal.
@@ -13,6 +34,8 @@ export class FaultProxy {
   private target: number | undefined;
   private cut = false;
   private silent = false;
+  /** bytes a second from the target to the client, on connections made from now on */
+  private rate: number | undefined;
   private readonly pairs = new Set<[Socket, Socket]>();
 
   private constructor(server: Server) {
@@ -76,9 +99,19 @@ export class FaultProxy {
     this.pairs.clear();
   }
 
+  /** Carries the target's bytes to clients at about `bytesPerSecond`, on connections made from now on. */
+  throttle(bytesPerSecond: number): void {
+    this.rate = bytesPerSecond;
+  }
+
   private join(client: Socket, upstream: Socket): void {
     client.pipe(upstream);
-    upstream.pipe(client);
+    if (this.rate === undefined) upstream.pipe(client);
+    else {
+      const slow = new Throttle(this.rate);
+      upstream.pipe(slow).pipe(client);
+      client.on('close', () => slow.destroy());
+    }
   }
 
   private accept(client: Socket): void {

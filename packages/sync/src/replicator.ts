@@ -300,14 +300,16 @@ export class Replicator {
       socket.destroy();
       return;
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.attach(ws, 'inbound', null, req.socket.remoteAddress));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.hearBytes(this.attach(ws, 'inbound', null, req.socket.remoteAddress), socket));
   }
 
   private dial(d: Dialer): void {
     if (this.closed) return;
     d.state = d.state === 'refused' ? 'refused' : 'connecting';
     const ws = new WebSocket(d.url, { maxPayload: this.opts.maxFrame ?? 16 * 1024 * 1024, handshakeTimeout: this.timeout, ca: this.opts.tls?.ca, perMessageDeflate: false });
-    d.link = this.attach(ws, 'outbound', d.url);
+    const link = (d.link = this.attach(ws, 'outbound', d.url));
+    // (listened to once ws has taken the socket over: a listener added in 'upgrade' stalled the handshake)
+    ws.once('upgrade', (res: IncomingMessage) => ws.once('open', () => this.hearBytes(link, res.socket)));
     ws.on('error', (e) => {
       d.reason = e.message;
     });
@@ -459,6 +461,19 @@ export class Replicator {
     return link;
   }
 
+  /**
+   * Counts any bytes from the peer as hearing from it, not only whole
+   * frames and pongs: a pong queues behind the frame being sent, and a
+   * 4 MiB frame on a 2 Mbit/s link takes 16 s, so a healthy slow link was
+   * declared dead mid-frame, and catch-up sent the same frame again after
+   * every redial, for good.
+   */
+  private hearBytes(link: Link, socket: Duplex): void {
+    socket.on('data', () => {
+      link.heardAt = monotonic();
+    });
+  }
+
   private beat(link: Link): void {
     if (link.ws.readyState === WebSocket.OPEN) link.ws.ping();
     this.run(link, link.session.tick(monotonic()));
@@ -466,7 +481,7 @@ export class Replicator {
 
   /**
    * Declares the link dead exactly `timeout` ms after the peer was last
-   * heard from (a pong or any frame), rather than at the next heartbeat
+   * heard from (any bytes: see hearBytes), rather than at the next heartbeat
    * after that, so detection never takes longer than the configured timeout.
    */
   private watch(link: Link): void {
