@@ -147,3 +147,34 @@ t.test('answers that are not what the command asked for: a foreign 200 to an imp
   t.equal(asked, before, 'said before the node is asked (it used to download everything, then fail the rename)');
   t.notOk(existsSync(`${folder}.partial`), 'and nothing is left beside it');
 });
+
+t.test('export --out through a symbolic link writes the linked file; into a FIFO, writes to its reader; neither is replaced', async (t) => {
+  const { lstatSync, symlinkSync } = await import('node:fs');
+  const { spawn, spawnSync } = await import('node:child_process');
+  const a = await startNode(t, ['--dir', tempDir(t), '--admin-password', PW, '--sample', '--sample-size', '20']);
+  const env = { MERIDIAN_PASSWORD: PW };
+  const dir = tempDir(t);
+  const real = join(dir, 'real.xml');
+  const link = join(dir, 'link.xml');
+  symlinkSync('real.xml', link);
+  const viaLink = await cliAsync(['export', '--node', a.url, '--out', link], env);
+  t.equal(viaLink.code, 0, viaLink.stderr);
+  t.ok(lstatSync(link).isSymbolicLink(), 'the link is still a link');
+  t.match(readFileSync(real, 'utf8'), /^<\?xml version="1.0" encoding="UTF-8"\?>\n<objects>\n[\s\S]*<\/objects>\n$/, 'the file it names holds the export');
+  t.notOk(existsSync(`${real}.partial`) || existsSync(`${link}.partial`), 'nothing is left beside them');
+
+  const fifo = join(dir, 'fifo');
+  t.equal(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo');
+  const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.teardown(() => {
+    if (reader.exitCode === null && reader.signalCode === null) reader.kill('SIGKILL');
+  });
+  let read = '';
+  reader.stdout.on('data', (d: Buffer) => (read += d.toString()));
+  const readerDone = new Promise<void>((resolve) => reader.on('exit', () => resolve()));
+  const intoFifo = await cliAsync(['export', '--node', a.url, '--out', fifo], env);
+  t.equal(intoFifo.code, 0, intoFifo.stderr);
+  await readerDone;
+  t.match(read, /^<\?xml version="1.0" encoding="UTF-8"\?>\n<objects>\n[\s\S]*<\/objects>\n$/, 'the reader got the whole export');
+  t.ok(lstatSync(fifo).isFIFO(), 'and the FIFO is still one');
+});

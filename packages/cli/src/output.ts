@@ -1,4 +1,4 @@
-import { closeSync, createReadStream, createWriteStream, existsSync, fstatSync, fsyncSync, openSync, renameSync, rmSync, statSync, type ReadStream, type WriteStream } from 'node:fs';
+import { closeSync, createReadStream, createWriteStream, existsSync, fstatSync, fsyncSync, lstatSync, openSync, readlinkSync, renameSync, rmSync, statSync, type ReadStream, type WriteStream } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { CliError } from './client.js';
 
@@ -53,10 +53,15 @@ export interface AsideFile {
   discard(): void;
 }
 
-export function writeAside(out: string, what: string): AsideFile {
-  const partial = `${out}.partial`;
+export function writeAside(named: string, what: string): AsideFile {
   // (found only by the rename at the end otherwise, after the whole download)
-  if (statSync(out, { throwIfNoEntry: false })?.isDirectory()) throw new CliError(`${out} is a directory; give the name of the file to write`, 2);
+  const st = statSync(named, { throwIfNoEntry: false });
+  if (st?.isDirectory()) throw new CliError(`${named} is a directory; give the name of the file to write`, 2);
+  // A pipe, a device or a socket is written to as it is: renamed over, a FIFO's reader got nothing
+  // and /dev/full became a file. A symbolic link's file is written aside in its own directory.
+  if (st && !st.isFile()) return writeThrough(named);
+  const out = linkedFile(named);
+  const partial = `${out}.partial`;
   let fd: number;
   try {
     fd = openSync(partial, 'wx');
@@ -78,6 +83,36 @@ export function writeAside(out: string, what: string): AsideFile {
     discard() {
       stream.destroy();
       rmSync(partial, { force: true });
+    },
+  };
+}
+
+/** What `path` names once symbolic links are followed, whether or not that file exists yet. */
+function linkedFile(path: string): string {
+  for (let hops = 0; hops < 40; hops++) {
+    if (!lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink()) return path;
+    path = resolve(dirname(path), readlinkSync(path));
+  }
+  throw new CliError(`cannot write ${path}: too many levels of symbolic links`);
+}
+
+/** A pipe, device or socket, written to directly: it has no "whole" to wait for. */
+function writeThrough(out: string): AsideFile {
+  let fd: number;
+  try {
+    fd = openSync(out, 'w');
+  } catch (e) {
+    throw new CliError(`cannot write ${out}: ${fileProblem(e, 'it does not exist')}`);
+  }
+  const stream = createWriteStream(out, { fd });
+  return {
+    stream,
+    partial: out,
+    async finish() {
+      if (!stream.closed) await new Promise<void>((done, fail) => stream.once('close', done).once('error', fail).end());
+    },
+    discard() {
+      stream.destroy();
     },
   };
 }
