@@ -131,6 +131,24 @@ t.test('without an admin password the first start generates one, prints it once,
   await second.stop();
 });
 
+t.test('a first start that fails (its port taken) keeps no password it did not show: the next start generates and shows one', async (t) => {
+  const { createServer } = await import('node:net');
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', () => resolve()));
+  t.teardown(() => taken.close());
+  const port = (taken.address() as { port: number }).port;
+  const dir = tempDir(t);
+  const failed = cli(['serve', '--dir', dir, '--http-port', String(port)], { MERIDIAN_ADMIN_PASSWORD: '' });
+  t.equal(failed.code, 1, failed.stderr);
+  t.match(failed.stderr, /is already in use/);
+  t.notMatch(failed.stdout, /admin password/, 'no password shown by the start that failed');
+  const next = await startNode(t, ['--dir', dir], { MERIDIAN_ADMIN_PASSWORD: '' });
+  const m = /admin password \(shown once; only a hash is stored\): (\S+)/.exec(next.output());
+  t.ok(m, 'the next start shows one');
+  t.equal(cli(['status'], { MERIDIAN_NODE: next.url, MERIDIAN_PASSWORD: m?.[1] ?? '' }).code, 0, 'which works');
+  await next.stop();
+});
+
 t.test('init prepares a data dir that serve then uses', async (t) => {
   const dir = tempDir(t);
   const r = cli(['init', '--dir', dir, '--node-id', 'za-1']);

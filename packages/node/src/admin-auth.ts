@@ -26,10 +26,15 @@ export class AdminAuth {
       return auth;
     }
     if (stored) return new AdminAuth(stored, undefined);
+    // stored by keepGenerated(), once the node has started: a first start that fails (its port
+    // taken) would otherwise keep a hash of a password it never showed, and lock the admin out
     const generated = randomBytes(12).toString('base64url');
-    const hash = await hashPassword(generated);
-    await store.setMeta('adminHash', hash);
-    return new AdminAuth(hash, generated);
+    return new AdminAuth(await hashPassword(generated), generated);
+  }
+
+  /** Stores the hash of a password this start generated, once the node serves: then it is shown. */
+  async keepGenerated(store: Store): Promise<void> {
+    if (this.generated !== undefined) await store.setMeta('adminHash', this.hash);
   }
 
   async check(user: string, password: string): Promise<boolean> {

@@ -234,6 +234,7 @@ export class MeridianNode {
         server.listen(config.httpPort, config.host, () => resolve());
       });
       if (auth.generated) {
+        await auth.keepGenerated(store);
         process.stdout.write(`admin password (shown once; only a hash is stored): ${auth.generated}\n`);
       }
       log.info({ nodeId: store.nodeId, url: node.url, dir: config.dir }, 'listening');
@@ -503,6 +504,7 @@ export async function initDataDir(config: NodeConfig): Promise<{ nodeId: string;
   const store = await Store.open({ dir: config.dir, schema: loadSchemaFile(config.schema), nodeId: config.nodeId });
   try {
     const auth = await AdminAuth.init(store, config.adminPassword);
+    await auth.keepGenerated(store);
     return { nodeId: store.nodeId, generatedPassword: auth.generated };
   } finally {
     await store.close();
