@@ -2,7 +2,7 @@ import t from 'tap';
 import { Level } from 'level';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cli, startNode } from './helpers/node-process.js';
+import { cli, cliAsync, startNode } from './helpers/node-process.js';
 import { tempDir } from './helpers/tmp.js';
 
 const PW = 'test-admin-pw';
@@ -263,4 +263,28 @@ t.test('verify tells changes not yet replicated from divergence, counting what e
   t.same(older.lacking, undefined, 'a node that does not say which changes it holds (an older build): no judgement');
   t.match(formatVerify(older), /^DIFFER in 1 of 1 id ranges[^]*id range 0: b 1, c 1\na node did not say which changes it holds/m, 'not called divergence either');
   t.same(compareDigests([digest('b', 'x', { a: -1 }), digest('c', 'y', { a: 1 })]).lacking, undefined, 'nor one whose position is malformed');
+});
+
+t.test('a node that accepts and never answers: the CLI gives up after --timeout with one sentence, not after five minutes', async (t) => {
+  const { createServer } = await import('node:http');
+  // a frozen node (kill -STOP): the connection opens, nothing comes back
+  const server = createServer(() => undefined);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const started = Date.now();
+  const status = await cliAsync(['status', '--node', url, '--timeout', '1'], { MERIDIAN_PASSWORD: 'x' });
+  t.equal(status.code, 1);
+  t.equal(status.stderr, `meridian: the node at ${url} did not answer within 1 s; if it is only busy, wait longer with --timeout SECONDS\n`);
+  const put = await cliAsync(['put', 'Organisation', 'name=X', 'kind=vendor', '--node', url], { MERIDIAN_PASSWORD: 'x', MERIDIAN_TIMEOUT: '0.5' });
+  t.equal(put.stderr, `meridian: the node at ${url} did not answer within 0.5 s, and the change may or may not have been made; if it is only busy, wait longer with --timeout SECONDS\n`, 'from the environment too, and a write says it may have been made');
+  t.ok(Date.now() - started < 15_000, `both within ${Date.now() - started} ms`);
+  for (const bad of ['0', 'abc', '-1', '1e9']) {
+    const r = await cliAsync(['status', '--node', url, '--timeout', bad], {});
+    t.equal(r.code, 2, `--timeout ${bad}: a usage error`);
+    t.match(r.stderr, /^meridian: --timeout must be a number of seconds above 0 and at most 86400, got /);
+  }
 });

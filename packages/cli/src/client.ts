@@ -16,6 +16,19 @@ export interface ClientOptions {
   node: string;
   user: string;
   password: string | undefined;
+  /** ms to wait for an answer (for export and backup: for the answer to begin) */
+  timeoutMs?: number | undefined;
+}
+
+/** Seconds the CLI waits for a node's answer unless told otherwise (--timeout). */
+export const DEFAULT_TIMEOUT_SECONDS = 60;
+
+/** --timeout / MERIDIAN_TIMEOUT as milliseconds. */
+export function timeoutOption(value: string | undefined): number {
+  if (value === undefined) return DEFAULT_TIMEOUT_SECONDS * 1000;
+  const seconds = Number(value);
+  if (!/^\d+(\.\d+)?$/.test(value.trim()) || !(seconds > 0) || seconds > 86_400) throw new CliError(`--timeout must be a number of seconds above 0 and at most 86400, got "${value}"`, 2);
+  return seconds * 1000;
 }
 
 export class AdminClient {
@@ -39,7 +52,14 @@ export class AdminClient {
    */
   async raw(method: string, path: string, body?: string | AsyncIterable<Uint8Array>, headers: Record<string, string> = {}): Promise<Response> {
     // (Node's fetch streams an async iterable body; the DOM typings do not know that)
-    const res = await this.send(path, { method, headers: { ...headers }, body: body as BodyInit | undefined, duplex: 'half' } as RequestInit & { headers: Record<string, string> });
+    // A streamed upload (an import) is answered once the node has applied all of it: no deadline then.
+    const deadline = typeof body === 'object' ? undefined : this.deadline();
+    let res: Response;
+    try {
+      res = await this.send(path, { method, headers: { ...headers }, body: body as BodyInit | undefined, duplex: 'half' } as RequestInit & { headers: Record<string, string> }, deadline);
+    } finally {
+      deadline?.clear();
+    }
     if (!res.ok) {
       const text = await res.text();
       const xml = /<error[^>]*>([^<]*)<\/error>/.exec(text)?.[1];
@@ -51,13 +71,23 @@ export class AdminClient {
   async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T; headers: Headers }> {
     const h: Record<string, string> = { accept: 'application/json', ...headers };
     if (body !== undefined) h['content-type'] = 'application/json';
-    const res = await this.send(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body) });
+    const deadline = this.deadline();
     let text: string;
     try {
-      text = await res.text();
-    } catch {
-      throw new CliError(`the node at ${this.base.origin} closed the connection before its answer was complete${method === 'GET' ? '' : '; the change may or may not have been made'}`);
+      const res = await this.send(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body) }, deadline);
+      try {
+        text = await res.text();
+      } catch {
+        if (deadline.signal.aborted) throw this.late(method);
+        throw new CliError(`the node at ${this.base.origin} closed the connection before its answer was complete${method === 'GET' ? '' : '; the change may or may not have been made'}`);
+      }
+      return this.parsed<T>(res, text);
+    } finally {
+      deadline.clear();
     }
+  }
+
+  private parsed<T>(res: Response, text: string): { status: number; body: T; headers: Headers } {
     let parsed: unknown;
     try {
       parsed = text ? JSON.parse(text) : undefined;
@@ -68,14 +98,28 @@ export class AdminClient {
     return { status: res.status, body: parsed as T, headers: res.headers };
   }
 
+  /** An abort signal for the timeout, and its timer's clearing. */
+  private deadline(): { signal: AbortSignal; clear: () => void } {
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), this.opts.timeoutMs ?? DEFAULT_TIMEOUT_SECONDS * 1000);
+    return { signal: ctl.signal, clear: () => clearTimeout(timer) };
+  }
+
+  private late(method: string): CliError {
+    const seconds = Math.round((this.opts.timeoutMs ?? DEFAULT_TIMEOUT_SECONDS * 1000) / 100) / 10;
+    return new CliError(`the node at ${this.base.origin} did not answer within ${seconds} s${method === 'GET' ? '' : ', and the change may or may not have been made'}; if it is only busy, wait longer with --timeout SECONDS`);
+  }
+
   /** One request with the credential, or a sentence on why the node could not be reached. */
-  private async send(path: string, init: RequestInit & { headers: Record<string, string> }): Promise<Response> {
+  private async send(path: string, init: RequestInit & { headers: Record<string, string> }, deadline?: { signal: AbortSignal }): Promise<Response> {
     if (this.opts.password !== undefined) {
       init.headers['authorization'] = `Basic ${Buffer.from(`${this.opts.user}:${this.opts.password}`).toString('base64')}`;
     }
+    if (deadline) init.signal = deadline.signal;
     try {
       return await fetch(new URL(path, this.base), init);
     } catch (e) {
+      if (deadline?.signal.aborted) throw this.late(init.method ?? 'GET');
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
       const why = cause?.code === 'ECONNREFUSED' ? 'connection refused' : (cause?.message ?? (e as Error).message);
       throw new CliError(`cannot reach the node at ${this.base.origin} (${why}); is "meridian serve" running there?`);

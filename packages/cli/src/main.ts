@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { isMeridianError, MAX_PAGE } from '@meridian/store';
 import { initDataDir, MeridianNode, resolveConfig, VERSION, type ConfigInput } from '@meridian/node';
-import { AdminClient, CliError, unescapeXml } from './client.js';
+import { AdminClient, CliError, DEFAULT_TIMEOUT_SECONDS, timeoutOption, unescapeXml } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
 import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type FeedView, type ConflictView, type DigestView, type VerifyResult } from './replication-views.js';
 import { parseAssignments } from './assignments.js';
@@ -19,6 +19,7 @@ function clientOptions(cmd: Command): Command {
     .addOption(new Option('--node <url>', 'the node to talk to').default('http://127.0.0.1:8080').env('MERIDIAN_NODE'))
     .addOption(new Option('--user <name>', 'admin API user').default('admin').env('MERIDIAN_USER'))
     .addOption(new Option('--password <password>', 'admin API password').env('MERIDIAN_PASSWORD'))
+    .addOption(new Option('--timeout <seconds>', `seconds to wait for the node's answer (export and backup: for it to begin; import: none) (default: ${DEFAULT_TIMEOUT_SECONDS})`).env('MERIDIAN_TIMEOUT'))
     .option('--json', 'print JSON on stdout instead of text');
 }
 
@@ -42,7 +43,7 @@ async function fetchStatus(c: AdminClient): Promise<StatusView> {
 }
 
 function client(flags: ClientFlags): AdminClient {
-  return new AdminClient({ node: flags.node, user: flags.user, password: flags.password });
+  return new AdminClient({ node: flags.node, user: flags.user, password: flags.password, timeoutMs: timeoutOption(flags.timeout) });
 }
 
 function nodeOptions(cmd: Command): Command {

@@ -8,6 +8,8 @@ export interface ClientFlags {
   user: string;
   password?: string;
   json?: boolean;
+  /** seconds, as given */
+  timeout?: string;
 }
 
 /** One result on stdout, newline-terminated. */
