@@ -1,4 +1,5 @@
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
+import { MeridianError } from './errors.js';
 
 /**
  * Passwords are stored only as salted scrypt hashes in a self-describing
@@ -39,12 +40,33 @@ function scryptParts(value: string): { cost: ScryptCost; salt: string; hash: str
   return costAllowed(cost) ? { cost, salt: m[4]!, hash: m[5]! } : undefined;
 }
 
-function scrypt(password: string, salt: Buffer, cost: ScryptCost): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    scryptCb(password, salt, KEYLEN, { N: cost.N, r: cost.r, p: cost.p, maxmem: 256 * cost.N * cost.r + 1024 * 1024 }, (err, key) =>
-      err ? reject(err) : resolve(key),
-    );
-  });
+/**
+ * Hashes computed at once, in this process. Each holds a thread of libuv's
+ * pool, which LevelDB's reads, writes and fsyncs share: 300 wrong
+ * passwords sent at once held every thread, and a write took 5.6 s.
+ */
+export const MAX_HASHING = 4;
+/** Hashes waiting for one of those, past which one more is refused as busy (a sign-in storm is not queued without end). */
+export const MAX_HASH_WAITING = 256;
+let hashing = 0;
+const hashWaiting: (() => void)[] = [];
+
+async function scrypt(password: string, salt: Buffer, cost: ScryptCost): Promise<Buffer> {
+  if (hashing < MAX_HASHING) hashing++;
+  else if (hashWaiting.length >= MAX_HASH_WAITING) throw new MeridianError('busy', 'too many password checks are waiting on this node; try again in a moment');
+  // (a finished hash hands its place to the next waiting, so `hashing` counts what runs)
+  else await new Promise<void>((r) => hashWaiting.push(r));
+  try {
+    return await new Promise<Buffer>((resolve, reject) => {
+      scryptCb(password, salt, KEYLEN, { N: cost.N, r: cost.r, p: cost.p, maxmem: 256 * cost.N * cost.r + 1024 * 1024 }, (err, key) =>
+        err ? reject(err) : resolve(key),
+      );
+    });
+  } finally {
+    const next = hashWaiting.shift();
+    if (next) next();
+    else hashing--;
+  }
 }
 
 export async function hashPassword(password: string, cost: ScryptCost = DEFAULT_COST): Promise<string> {

@@ -220,3 +220,16 @@ types:
   const moved = await s.update(deal.id, { seller: customer.id });
   t.equal(moved.fields['seller'], customer.id, 'a write naming a target another field names already is judged by the field it writes');
 });
+
+t.test('password hashes run at most MAX_HASHING at once; past MAX_HASH_WAITING waiting, one more is refused as busy', async (t) => {
+  const { hashPassword, verifyPassword, MAX_HASHING, MAX_HASH_WAITING } = await import('../dist/password.js');
+  const stored = await hashPassword('right', { N: 1024, r: 8, p: 1 });
+  const extra = 10;
+  const all = Array.from({ length: MAX_HASHING + MAX_HASH_WAITING + extra }, (_, i) => verifyPassword(i === 0 ? 'right' : 'wrong', stored));
+  const settled = await Promise.allSettled(all);
+  const busy = settled.filter((s) => s.status === 'rejected' && (s.reason as MeridianError).code === 'busy');
+  t.equal(busy.length, extra, `the ${extra} past the queue are refused`);
+  t.match((busy[0] as PromiseRejectedResult).reason.message, /^too many password checks are waiting on this node; try again in a moment$/);
+  t.same(settled.slice(0, 2).map((s) => s.status === 'fulfilled' && s.value), [true, false], 'the others are checked, right and wrong alike');
+  t.ok(await verifyPassword('right', stored), 'and once they are done, a check runs again');
+});
