@@ -737,7 +737,9 @@ export class Store {
           if (v !== null && v !== undefined) fields[k] = v;
         }
         touched = Object.keys(values);
-        if (intent.kind === 'replace') touched = [...def.fields.keys()];
+        // (a field the schema no longer defines is removed too: the object is to hold exactly these
+        // fields, and a replace that left one kept writing empty changes, never found equal)
+        if (intent.kind === 'replace') touched = [...new Set([...def.fields.keys(), ...Object.keys(cur?.f ?? {})])];
         checkRequired(def, intent.kind === 'create' ? undefined : intent.id, fields);
         checkChangeSize(def, intent.kind === 'create' ? undefined : intent.id, cur?.f, fields, touched);
         break;
@@ -750,8 +752,9 @@ export class Store {
       case 'undelete':
         fields = cur!.f;
         // the values are as they were, but the schema may have changed since the delete:
-        // what is brought back must pass it, as any write must
-        checkFieldValues(def, intent.id, publicFields(def, fields));
+        // what is brought back must pass it, as any write must (a field it no longer defines
+        // stays, as on a live object, until a write removes it: refused, nothing could remove it)
+        checkFieldValues(def, intent.id, Object.fromEntries(Object.entries(publicFields(def, fields)).filter(([k]) => def.fields.has(k))));
         checkRequired(def, intent.id, fields);
         touched = Object.keys(fields);
         break;

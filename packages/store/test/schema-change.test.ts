@@ -239,3 +239,24 @@ t.test('a field that became a password since a change is left out of that versio
   for (const v of h!.versions) t.notOk('pin' in v.fields, `version ${v.version} holds no value of what is a password now`);
   t.same(h!.versions[0]!.changes.find((c) => c.field === 'pin'), { field: 'pin', secret: true }, 'its change is shown as a secret');
 });
+
+t.test('a field the schema dropped: a replace removes it once and is then a no-op; an undelete brings the object back with it', async (t) => {
+  const dir = tempDir(t);
+  const a = await open(dir, parseSchema(SCHEMA_TEXT, 'test schema'));
+  await a.create('Person', { cn: 'Ann', sn: 'Lee', telephoneNumber: ['+1 555'] }, { id: 'per-a' });
+  await a.create('Person', { cn: 'Bob', sn: 'Lee', telephoneNumber: ['+1 556'] }, { id: 'per-b' });
+  await a.delete('per-b');
+  await a.close();
+  const b = await open(dir, variant('      telephoneNumber: { type: string, multi: true }\n', ''));
+  t.teardown(() => b.close());
+  const first = await b.replace('per-a', { cn: 'Ann', sn: 'Lee' });
+  t.same(first.fields, { cn: 'Ann', sn: 'Lee' }, 'the replace leaves exactly the fields given');
+  const seq = b.lastSeq;
+  await b.replace('per-a', { cn: 'Ann', sn: 'Lee' });
+  await b.replace('per-a', { cn: 'Ann', sn: 'Lee' });
+  t.equal(b.lastSeq, seq, 'the same replace again changes nothing and writes nothing');
+  const back = await b.undelete('per-b');
+  t.same([back.deleted, back.fields['telephoneNumber']], [false, ['+1 556']], 'the deleted object comes back, with the field the schema dropped');
+  const cleaned = await b.update('per-b', { telephoneNumber: null });
+  t.equal(cleaned.fields['telephoneNumber'], undefined, 'which a write may then remove');
+});
