@@ -1071,3 +1071,23 @@ t.test('third review: a dry run knows the types of earlier copies and references
   t.equal(put.status, 422, 'a field the type lacks is the document\'s mistake');
   t.match(put.text, /<error code="[a-z-]+" field="colour">field "colour" is not a field of Person<\/error>/, put.text);
 });
+
+t.test('history tells a reader who does not see everything who made a version only when they may read that person', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  const s = node.store;
+  // staff (whom a reseller admin may not read) edit a contact the reseller reaches, then the reseller admin does, then the admin
+  await s.update('per-c1', { title: 'By staff' }, { principal: 'Person:per-staff via xml' });
+  await s.update('per-c1', { title: 'By the reseller admin' }, { principal: 'Person:per-radmin via ldap' });
+  await s.update('per-c1', { title: 'By the admin' }, { principal: 'admin' });
+  t.equal((await call(node, 'GET', '/objects/Person/per-staff', { auth: person('radmin') })).status, 404, 'the reseller admin may not read the staff member');
+  const radmin = await call(node, 'GET', '/objects/Person/per-c1/history', { auth: person('radmin') });
+  t.equal(radmin.status, 200, radmin.text);
+  xmllint(t, radmin.text, 'the history');
+  t.notMatch(radmin.text, /per-staff/, 'the staff member is not named');
+  t.match(radmin.text, /principal="someone else via xml"[^>]*>\s*<field name="title">[^]*?<new>By staff</, 'but said to be someone else, through the gateway they used');
+  t.match(radmin.text, /principal="Person:per-radmin via ldap"/, 'the reader is named as themselves');
+  t.match(radmin.text, /principal="admin"/, 'and the admin as the admin');
+  const staff = await call(node, 'GET', '/objects/Person/per-c1/history', { auth: person('staff1') });
+  t.match(staff.text, /principal="Person:per-staff via xml"/, 'staff, who see everything, see every name');
+});

@@ -76,6 +76,8 @@ const RENDERED_BYTES = 32 * 1024 * 1024;
 const RETRY = Symbol('retry');
 /** ids of objects changed by merged states that an export keeps while it runs (see export) */
 const MERGED_KEPT = 100_000;
+/** The author of a history version a reader may not know of (see principalsShown). */
+const SOMEONE_ELSE = 'someone else';
 
 /**
  * The XML-over-HTTP gateway: objects by type and id with ETags, lists,
@@ -281,8 +283,32 @@ export class XmlGateway {
     const h = await this.opts.store.history(id);
     // (purged since the read above)
     if (!h) throw new XmlError(404, `no ${type} ${id}`);
-    const shown = r.scope.everything ? h : readableHistory(h, await this.readableAt(r.scope, o, h));
+    const shown = r.scope.everything ? h : await this.principalsShown(r, readableHistory(h, await this.readableAt(r.scope, o, h)));
     sendXml(r.res, 200, XML_DECLARATION + historyXml(shown, o.type), { 'cache-control': 'no-store' }, r.req.method === 'HEAD');
+  }
+
+  /**
+   * Who made each version, as someone who does not see everything may know
+   * it: the admin, themselves, or a person they may read; anyone else is
+   * `someone else`. A staff member's id, which such a reader gets 404 for,
+   * was shown to every reseller admin whose customer that staff member edited.
+   */
+  private async principalsShown<H extends ObjectHistory>(r: Request, h: H): Promise<H> {
+    const me = principalName(r.principal);
+    const known = new Map<string, boolean>();
+    const versions = [];
+    for (const v of h.versions) {
+      const [who = '', via] = v.principal.split(' via ');
+      let may = known.get(who);
+      if (may === undefined) {
+        const id = /^[A-Za-z][A-Za-z0-9_]*:(.+)$/.exec(who)?.[1];
+        const o = id === undefined ? undefined : await this.opts.store.get(id);
+        may = who === 'admin' || who === me || (o !== undefined && !o.deleted && r.scope.canRead(o));
+        known.set(who, may);
+      }
+      versions.push(may ? v : { ...v, principal: via === undefined ? SOMEONE_ELSE : `${SOMEONE_ELSE} via ${via}` });
+    }
+    return { ...h, versions };
   }
 
   /**
