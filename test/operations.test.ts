@@ -332,6 +332,21 @@ t.test('a peer that comes back on a new connection before this side noticed its 
   t.ok(count(b.logs, 'older session with this peer closed: replaced by its newer one') >= 1, 'b closed its old connection as replaced by the newer one');
 });
 
+t.test('a dialer whose connection was reset on its side only gets back in within seconds, not after the backoff cap', async (t) => {
+  const proxy = await FaultProxy.start();
+  t.teardown(() => proxy.close());
+  // b hears from the old connection until it goes quiet; a's backoff cap is the default 30 s
+  const b = await start(t, { nodeId: 'b' });
+  proxy.setTarget(Number(new URL(b.node.url).port));
+  const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${proxy.port}/sync`] });
+  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'live'), 'a and b are connected');
+  proxy.resetClients();
+  const resetAt = Date.now();
+  const o = await a.node.store.create('Organisation', { name: 'After the reset', kind: 'vendor' });
+  t.ok(await until(async () => (await b.node.store.get(o.id)) !== undefined, 10_000), `the write reached b over a's new connection in ${Date.now() - resetAt} ms`);
+  t.ok(count(b.logs, 'second session dialed this way closed; the first is still heard from') + count(b.logs, 'older session with this peer closed: replaced by its newer one') >= 1, 'b took the new connection once the old one went quiet');
+});
+
 t.test('a slow link carrying a frame that takes longer than the link timeout is not declared dead mid-frame', async (t) => {
   const proxy = await FaultProxy.start();
   t.teardown(() => proxy.close());

@@ -37,6 +37,8 @@ export class FaultProxy {
   /** bytes a second from the target to the client, on connections made from now on */
   private rate: number | undefined;
   private readonly pairs = new Set<[Socket, Socket]>();
+  /** target-side sockets resetClients left open */
+  private readonly kept = new Set<Socket>();
 
   private constructor(server: Server) {
     this.server = server;
@@ -99,6 +101,23 @@ export class FaultProxy {
     this.pairs.clear();
   }
 
+  /**
+   * Resets the connections open now on the client's side only: the client
+   * sees them closed, the target sees them open and silent, as after a
+   * reset only one end received.
+   */
+  resetClients(): void {
+    for (const pair of this.pairs) {
+      const [c, u] = pair;
+      this.kept.add(u);
+      c.unpipe(u);
+      u.unpipe(c);
+      u.pause();
+      c.destroy();
+    }
+    this.pairs.clear();
+  }
+
   /** Carries the target's bytes to clients at about `bytesPerSecond`, on connections made from now on. */
   throttle(bytesPerSecond: number): void {
     this.rate = bytesPerSecond;
@@ -130,7 +149,8 @@ export class FaultProxy {
     if (!this.silent) this.join(client, upstream);
     client.on('close', () => {
       this.pairs.delete(pair);
-      upstream.destroy();
+      // (kept open by resetClients: the target must not see the close)
+      if (!this.kept.has(upstream)) upstream.destroy();
     });
     upstream.on('close', () => client.destroy());
   }

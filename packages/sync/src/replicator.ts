@@ -14,6 +14,8 @@ export const DUPLICATE_SESSION = 'duplicate session';
 
 /** the close reason of an older session with a peer that was not heard from, replaced by its newer one */
 const STALE_SESSION = 'replaced by a newer session of this peer';
+/** Why a second session in one direction is closed while the first is still heard from. */
+const SAME_DIRECTION_SESSION = 'a session dialed this way is open still; try again shortly';
 
 export interface ReplicatorLog {
   debug(obj: object, msg: string): void;
@@ -376,7 +378,9 @@ export class Replicator {
         const answer = onWrite
           ? onWrite(write, via).catch((e: unknown): WroteFrame => ({ t: 'wrote', key: write.key, ok: false, code: 'internal', message: (e as Error).message }))
           : Promise.resolve<WroteFrame>({ t: 'wrote', key: write.key, ok: false, code: 'read-only', message: 'this node takes no forwarded writes' });
-        void answer.then((a) => this.run(link, session.writeDone(a)));
+        // (sent at once, not behind the feed work queued on the link: a replica resubscribing with a digest
+        // queued a whole-store snapshot there, and a write made meanwhile could time out unconfirmed)
+        void answer.then((a) => this.runNow(link, session.writeDone(a)));
       },
       answered: (answer) => {
         const p = this.pending.get(answer.key);
@@ -613,9 +617,15 @@ export class Replicator {
       // A stale one is closed as an ordinary close, not as a duplicate: each side judges staleness by
       // what it has heard, and should the peer have kept it and closed the new one instead, its
       // dialer is then woken at once rather than parked for the backoff cap with no session left.
-      const reason = stale ? STALE_SESSION : DUPLICATE_SESSION;
+      // So is a new one in the same direction while the old one is still heard from: the peer dialed
+      // again because its end of the old one died (a reset only it received), and it must try again
+      // shortly, once the old one goes quiet here, not park for the cap, which nothing here would end.
+      const reason = stale ? STALE_SESSION : other.direction === link.direction ? SAME_DIRECTION_SESSION : DUPLICATE_SESSION;
       this.lastReason.set(loser, reason);
-      this.opts.log.info({ peer, closed: loser.direction }, stale ? 'older session with this peer closed: replaced by its newer one' : 'duplicate session with this peer closed; one session carries both directions');
+      this.opts.log.info(
+        { peer, closed: loser.direction },
+        stale ? 'older session with this peer closed: replaced by its newer one' : reason === SAME_DIRECTION_SESSION ? 'second session dialed this way closed; the first is still heard from' : 'duplicate session with this peer closed; one session carries both directions',
+      );
       loser.ws.close(1000, reason);
       if (loser === link) return false;
     }
