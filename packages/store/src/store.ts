@@ -1620,9 +1620,9 @@ export class Store {
     // value two live objects hold refuses the open before anything is written. A field that was
     // unique already (rebuilt after an interrupted rebuild) may hold a value twice, replicated
     // from apart: the holder is the one without an open clash record of it, as the write path left it.
-    const wasUnique = new Set(changed.filter((c) => c.was === 'unique' && c.is === 'unique').map((c) => `${c.type}${SEP}${c.field}`));
+    const wasUnique = new Set(changed.filter((c) => uniqueLayout(c.is) && c.was === c.is).map((c) => `${c.type}${SEP}${c.field}`));
     const holders = new Map<string, string>();
-    if (changed.some((c) => c.is === 'unique')) {
+    if (changed.some((c) => uniqueLayout(c.is))) {
       const first = new Map<string, string>();
       for await (const { id, unique } of entries()) {
         for (const key of unique) {
@@ -2372,6 +2372,8 @@ export class Store {
       // items would not show in the version, so a doc holding any is written.
       if (cur && version === cur.v && doc.store.pendingStructs === null && doc.store.pendingDs === null) {
         unchanged = true;
+        // (the record may be a change still on its way to disk: the frame's own batch, queued after
+        // that change's in the group commit, settles after it, as the run's end must)
         return;
       }
       const meta = readMeta(doc);
@@ -3292,12 +3294,17 @@ function checkIfVersion(def: TypeDef, id: string, cur: ObjectRecord | null | und
 /** The keys a rebuild of one layout entry writes: a field's index entries, or a type's index. */
 function rebuiltRange(c: { type: string; field: string; is: string | undefined }): { gte: string; lt: string } {
   if (c.is === 'type') return { gte: keys.typePrefix(c.type), lt: `t${c.type}\u0001` };
-  return keys.indexRange(c.is === 'unique' ? 'u' : 'x', c.type, c.field);
+  return keys.indexRange(uniqueLayout(c.is) ? 'u' : 'x', c.type, c.field);
+}
+
+/** Whether a layout value is a unique index's (its entries under `u`). */
+function uniqueLayout(value: string | undefined): boolean {
+  return value === 'unique' || value === 'unique-ref';
 }
 
 /**
- * Per `type NUL field`, how the schema indexes the field: `unique`, `ref` or
- * `indexed` (fields it does not index are absent); and per `type NUL`,
+ * Per `type NUL field`, how the schema indexes the field: `unique`,
+ * `unique-ref`, `ref` or `indexed` (fields it does not index are absent); and per `type NUL`,
  * `type`: the type index and count, which a node keeps only of types its
  * schema has. An object of a type the schema lacked when it arrived (sent
  * by a master already on a newer schema) is stored without them, and
@@ -3307,8 +3314,9 @@ function indexLayout(schema: Schema): Record<string, string> {
   const out: Record<string, string> = {};
   for (const def of schema.types.values()) {
     out[`${def.name}${SEP}`] = 'type';
-    // (a reference folds its values otherwise than a string field: a change of kind changes the keys)
-    for (const f of def.fields.values()) if (f.unique || f.indexed) out[`${def.name}${SEP}${f.name}`] = f.unique ? 'unique' : f.kind === 'ref' ? 'ref' : 'indexed';
+    // (a reference folds its values otherwise than a string field: a change of kind changes the keys,
+    // of a unique field too, whose entries a string's folding left under a ref's layout undetected)
+    for (const f of def.fields.values()) if (f.unique || f.indexed) out[`${def.name}${SEP}${f.name}`] = f.unique ? (f.kind === 'ref' ? 'unique-ref' : 'unique') : f.kind === 'ref' ? 'ref' : 'indexed';
   }
   return out;
 }

@@ -260,3 +260,38 @@ t.test('a field the schema dropped: a replace removes it once and is then a no-o
   const cleaned = await b.update('per-b', { telephoneNumber: null });
   t.equal(cleaned.fields['telephoneNumber'], undefined, 'which a write may then remove');
 });
+
+t.test('a unique field that changes between reference and text is reindexed with the folding of its new kind', async (t) => {
+  const dir = tempDir(t);
+  const text = (kind: string): ReturnType<typeof parseSchema> =>
+    parseSchema(
+      `
+name: keys
+types:
+  T:
+    idPrefix: tgt
+    fields:
+      name: { type: string }
+  H:
+    idPrefix: hld
+    fields:
+      key: { ${kind}, unique: true }
+`,
+      'keys',
+    );
+  const asRef = text('type: ref, to: T');
+  const asText = text('type: string');
+  const a = await open(dir, asRef);
+  await a.create('T', { name: 'target' }, { id: 'tgt-Abc' });
+  await a.create('H', { key: 'tgt-Abc' }, { id: 'hld-1' });
+  await a.close();
+  const b = await open(dir, asText);
+  t.same(await checkIndexes(b), [], 'the index is rebuilt with text folding');
+  t.same((await b.lookup('H', 'key', 'tgt-Abc')).items.map((o) => o.id), ['hld-1'], 'and finds the holder');
+  await t.rejects(b.create('H', { key: 'tgt-abc' }), { rule: 'unique' }, 'the value in another case is taken, as text values are');
+  await b.close();
+  const c = await open(dir, asRef);
+  t.same(await checkIndexes(c), [], 'and back again as a reference');
+  t.same((await c.lookup('H', 'key', 'tgt-Abc')).items.map((o) => o.id), ['hld-1']);
+  await c.close();
+});
