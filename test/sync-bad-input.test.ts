@@ -145,9 +145,15 @@ const cases: Case[] = [
     reason: /^malformed frame: a compressed frame does not inflate/,
   },
   {
-    name: 'a compressed frame that inflates past the frame limit',
+    // (refused by its size before it is inflated; the inflate limit itself is tested in frame-codec.test.ts)
+    name: 'a compressed frame of 17 MiB before authentication',
     script: (ws) => ws.send(Buffer.concat([Buffer.from([0xc1]), deflateRawSync(Buffer.alloc(17 * 1024 * 1024))])),
-    reason: /^malformed frame: a compressed frame inflates past 16777216 bytes$/,
+    reason: /^a frame of \d+ bytes before authentication; hello and auth take at most 4096$/,
+  },
+  {
+    name: 'a large frame before authentication',
+    script: (ws) => ws.send(encodeFrame({ t: 'changes', changes: Array.from({ length: 100 }, (_, i) => wireChange(i + 1)), last: 100, head: 100 })),
+    reason: /^a frame of \d+ bytes before authentication; hello and auth take at most 4096$/,
   },
   {
     name: 'a truncated valid msgpack frame',

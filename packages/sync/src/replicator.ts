@@ -14,6 +14,8 @@ export const DUPLICATE_SESSION = 'duplicate session';
 
 /** the close reason of an older session with a peer that was not heard from, replaced by its newer one */
 const STALE_SESSION = 'replaced by a newer session of this peer';
+/** The largest frame taken before the session is open (hello and auth are far smaller). */
+const MAX_UNAUTHENTICATED_FRAME = 4096;
 /** Why a second session in one direction is closed while the first is still heard from. */
 const SAME_DIRECTION_SESSION = 'a session dialed this way is open still; try again shortly';
 
@@ -437,6 +439,12 @@ export class Replicator {
       link.lastContact = Date.now();
       if (!isBinary) {
         this.run(link, session.fail('text frames are not part of the protocol', true));
+        return;
+      }
+      // (before authentication only hello and auth come, a few hundred bytes: a peer that has proved
+      // nothing does not get 16 MiB inflated and decoded for it, on as many sockets as it opens)
+      if (session.state !== 'open' && data.length > MAX_UNAUTHENTICATED_FRAME) {
+        this.run(link, session.fail(`a frame of ${data.length} bytes before authentication; hello and auth take at most ${MAX_UNAUTHENTICATED_FRAME}`, true));
         return;
       }
       let actions: Action[];
