@@ -95,9 +95,14 @@ t.test('an export cut short leaves no file and says so in one sentence; a failur
   await new Promise<void>((r) => refusing.listen(0, '127.0.0.1', () => r()));
   t.teardown(() => new Promise<void>((r) => refusing.close(() => r())));
   const refusingUrl = `http://127.0.0.1:${(refusing.address() as AddressInfo).port}`;
-  const named = await cliAsync(['verify', '--nodes', `${refusingUrl},${refusingUrl}/`], { MERIDIAN_PASSWORD: PW });
+  const named = await cliAsync(['verify', '--nodes', `${refusingUrl},${refusingUrl.replace('127.0.0.1', 'localhost')}`], { MERIDIAN_PASSWORD: PW });
   t.equal(named.code, 1);
-  t.match(named.stderr, new RegExp(`^meridian: ${refusingUrl}/?: wrong user or password`), named.stderr);
+  t.match(named.stderr, new RegExp(`^meridian: ${refusingUrl}: wrong user or password`), named.stderr);
+  // one node named twice, and a word that is no URL: usage errors naming --nodes, before any node is asked
+  const twice = await cliAsync(['verify', '--nodes', `${refusingUrl},${refusingUrl}/`], { MERIDIAN_PASSWORD: PW });
+  t.same([twice.code, twice.stderr], [2, `meridian: --nodes names ${refusingUrl}/ twice; name each node once\n`]);
+  const garbage = await cliAsync(['verify', '--nodes', `${refusingUrl},garbage`], { MERIDIAN_PASSWORD: PW });
+  t.same([garbage.code, garbage.stderr], [2, 'meridian: --nodes takes http:// or https:// URLs separated by commas, such as http://10.0.0.1:8080,http://10.0.0.2:8080; "garbage" is not one\n']);
 
   // verify draws its progress before any node answers; the error that follows gets a line of its own
   const tty = await cliOnTty(['verify', '--nodes', `${url},http://127.0.0.1:9`], { MERIDIAN_PASSWORD: PW });

@@ -288,3 +288,13 @@ t.test('a node that accepts and never answers: the CLI gives up after --timeout 
     t.match(r.stderr, /^meridian: --timeout must be a number of seconds above 0 and at most 86400, got /);
   }
 });
+
+t.test('an id no object can have is a usage error, said before any node is asked', async (t) => {
+  // (no node at this address: a request would fail otherwise, with exit 1)
+  const env = { MERIDIAN_NODE: 'http://127.0.0.1:9', MERIDIAN_PASSWORD: 'x' };
+  for (const args of [['get', '..'], ['put', 'Organisation', '.', 'name=X'], ['delete', '.x'], ['history', '.'], ['undelete', 'a/b'], ['purge', '..', '--yes'], ['revert', '..', '--to', 'a#1']]) {
+    const r = cli(args, env);
+    t.equal(r.code, 2, `${args.join(' ')}: exit 2`);
+    t.match(r.stderr, /^meridian: "[^"]*" is not an object id: ids are letters, digits, "\.", "_" and "-", beginning with a letter or digit \(at most 128\)\n$/, r.stderr);
+  }
+});

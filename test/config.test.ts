@@ -27,4 +27,12 @@ t.test('bad settings are refused with the source named', async (t) => {
   t.equal(resolveConfig({ flags: { heartbeat: '50', linkTimeout: '200' } }).heartbeat, 50);
   t.throws(() => resolveConfig({ env: { MERIDIAN_HTTP_PORT: '70000' } }), { message: /MERIDIAN_HTTP_PORT: httpPort must be a port number/ });
   t.throws(() => resolveConfig({ file: '/nonexistent/m.yaml' }), { message: /cannot read config file \/nonexistent\/m.yaml/ });
+  // an unquoted number or boolean where text is due: said so, not "must be a non-empty string"
+  const numbers = `${tempDir(t)}/numbers.yaml`;
+  writeFileSync(numbers, 'adminPassword: 123456\n');
+  t.throws(() => resolveConfig({ file: numbers }), { message: /numbers\.yaml: adminPassword must be text, and YAML read 123456 as a number; put the value in quotes$/ });
+  writeFileSync(numbers, 'nodeId: true\n');
+  t.throws(() => resolveConfig({ file: numbers }), { message: /nodeId must be text, and YAML read true as a boolean; put the value in quotes$/ });
+  writeFileSync(numbers, 'clusterSecret: "0123456789012345"\n');
+  t.equal(resolveConfig({ file: numbers }).clusterSecret, '0123456789012345', 'quoted, it is the text typed');
 });

@@ -7,7 +7,7 @@ import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeer
 import { parseAssignments } from './assignments.js';
 import { bar, bytes, Progress } from './progress.js';
 import { addReversibilityCommands } from './reversibility.js';
-import { openInput, out, writeAside, type ClientFlags } from './output.js';
+import { objectPath, openInput, out, writeAside, type ClientFlags } from './output.js';
 import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
@@ -139,7 +139,7 @@ export function buildProgram(): Command {
   clientOptions(program.command('get').description('show one object').argument('<id>', 'object id'))
     .option('--deleted', 'show the object even if it was deleted')
     .action(async (id: string, flags: ClientFlags & { deleted?: boolean }) => {
-      const { body } = await client(flags).request<ObjectView>('GET', `/api/objects/${encodeURIComponent(id)}${flags.deleted ? '?deleted=1' : ''}`);
+      const { body } = await client(flags).request<ObjectView>('GET', objectPath(id, flags.deleted ? '?deleted=1' : ''));
       out(flags.json ? JSON.stringify(body) : formatObject(body));
     });
 
@@ -157,7 +157,7 @@ export function buildProgram(): Command {
     if (id === undefined) {
       result = (await c.request<ObjectView>('POST', '/api/objects', { type, fields: dropNulls(fields) })).body;
     } else {
-      const existing = await c.request<ObjectView>('GET', `/api/objects/${encodeURIComponent(id)}?deleted=1`).catch((e: unknown) => {
+      const existing = await c.request<ObjectView>('GET', objectPath(id, '?deleted=1')).catch((e: unknown) => {
         if (e instanceof CliError && /^no object /.test(e.message)) return undefined;
         throw e;
       });
@@ -165,7 +165,7 @@ export function buildProgram(): Command {
         throw new CliError(`${id} is a ${existing.body.type}, not a ${type}; an object's type never changes`);
       }
       result = existing
-        ? (await c.request<ObjectView>('PATCH', `/api/objects/${encodeURIComponent(id)}`, { fields })).body
+        ? (await c.request<ObjectView>('PATCH', objectPath(id), { fields })).body
         : (await c.request<ObjectView>('POST', '/api/objects', { type, id, fields: dropNulls(fields) })).body;
     }
     out(flags.json ? JSON.stringify(result) : result.id);
@@ -217,7 +217,7 @@ export function buildProgram(): Command {
 
   clientOptions(program.command('delete').description('delete an object (it leaves a replicated tombstone)').argument('<id>', 'object id')).action(
     async (id: string, flags: ClientFlags) => {
-      const { body } = await client(flags).request<ObjectView>('DELETE', `/api/objects/${encodeURIComponent(id)}`);
+      const { body } = await client(flags).request<ObjectView>('DELETE', objectPath(id));
       out(flags.json ? JSON.stringify(body) : `deleted ${body.type} ${body.id}`);
     },
   );
@@ -411,6 +411,20 @@ export function buildProgram(): Command {
       let urls: string[];
       if (flags.nodes !== undefined) {
         urls = flags.nodes.split(',').map((u) => u.trim()).filter(Boolean);
+        const named = new Map<string, string>();
+        for (const u of urls) {
+          let key: string;
+          try {
+            const url = new URL(u);
+            if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http');
+            key = url.href;
+          } catch {
+            throw new CliError(`--nodes takes http:// or https:// URLs separated by commas, such as http://10.0.0.1:8080,http://10.0.0.2:8080; "${u}" is not one`, 2);
+          }
+          // (a node compared with itself says nothing)
+          if (named.has(key)) throw new CliError(`--nodes names ${u} twice; name each node once`, 2);
+          named.set(key, u);
+        }
         if (urls.length < 2) throw new CliError('--nodes needs at least two node URLs to compare', 2);
       } else {
         // the node's own view of its cluster: the peers it dials, at the HTTP address their /sync is on

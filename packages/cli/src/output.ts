@@ -1,5 +1,6 @@
 import { closeSync, createReadStream, createWriteStream, existsSync, fstatSync, fsyncSync, lstatSync, openSync, readlinkSync, renameSync, rmSync, statSync, type ReadStream, type WriteStream } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { isValidId } from '@meridian/store';
 import { CliError } from './client.js';
 
 /** The flags every command that talks to a node takes. */
@@ -10,6 +11,16 @@ export interface ClientFlags {
   json?: boolean;
   /** seconds, as given */
   timeout?: string;
+}
+
+/**
+ * The admin API path of an object, once its id is one an object can have:
+ * `..` or `.` went to another resource (`get ..` read /api/, `history .`
+ * the history of an object named "history").
+ */
+export function objectPath(id: string, rest = ''): string {
+  if (!isValidId(id)) throw new CliError(`"${id.length > 40 ? `${id.slice(0, 40)}...` : id}" is not an object id: ids are letters, digits, ".", "_" and "-", beginning with a letter or digit (at most 128)`, 2);
+  return `/api/objects/${id}${rest}`;
 }
 
 /** One result on stdout, newline-terminated. */

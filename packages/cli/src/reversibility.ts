@@ -6,7 +6,7 @@ import { checkRestoreTarget, decodeBackup, isMeridianError, parseVersionName, re
 import { CliError, type AdminClient } from './client.js';
 import type { ObjectView } from './format.js';
 import { bar, bytes, Progress } from './progress.js';
-import { openInput, out, writeAside, type ClientFlags } from './output.js';
+import { objectPath, openInput, out, writeAside, type ClientFlags } from './output.js';
 
 
 interface VersionView {
@@ -141,7 +141,7 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
 
   withClient(program.command('history').description("show an object's versions from the node's retained feed: time, principal, fields changed").argument('<id>', 'object id')).action(
     async (id: string, flags: ClientFlags) => {
-      const { body } = await client(flags).request<HistoryView>('GET', `/api/objects/${encodeURIComponent(id)}/history`);
+      const { body } = await client(flags).request<HistoryView>('GET', objectPath(id, '/history'));
       out(flags.json ? JSON.stringify(body) : formatHistory(body));
     },
   );
@@ -150,12 +150,12 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
     .requiredOption('--to <version>', 'the version, as history names it (origin#seq)')
     .action(async (id: string, flags: ClientFlags & { to: string }) => {
       if (!parseVersionName(flags.to)) throw new CliError(`--to must name a version as "meridian history ${id}" shows it, such as office-a#42`, 2);
-      const { body } = await client(flags).request<ObjectView>('POST', `/api/objects/${encodeURIComponent(id)}/revert`, { to: flags.to });
+      const { body } = await client(flags).request<ObjectView>('POST', objectPath(id, '/revert'), { to: flags.to });
       out(flags.json ? JSON.stringify(body) : `reverted ${body.type} ${body.id} to ${flags.to}; now at version ${body.version}`);
     });
 
   withClient(program.command('undelete').description('bring back a deleted object with the fields it had').argument('<id>', 'object id')).action(async (id: string, flags: ClientFlags) => {
-    const { body } = await client(flags).request<ObjectView>('POST', `/api/objects/${encodeURIComponent(id)}/undelete`);
+    const { body } = await client(flags).request<ObjectView>('POST', objectPath(id, '/undelete'));
     out(flags.json ? JSON.stringify(body) : `undeleted ${body.type} ${body.id}`);
   });
 
@@ -163,7 +163,7 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
     .option('--yes', 'confirm: the object, its history and its field values go for good')
     .action(async (id: string, flags: ClientFlags & { yes?: boolean }) => {
       if (!flags.yes) throw new CliError(`purge erases ${id} and its whole history on every node and cannot be undone; run it again with --yes`, 2);
-      const { body } = await client(flags).request<{ id: string; type: string | null; redactedFeedEntries: number }>('POST', `/api/objects/${encodeURIComponent(id)}/purge`);
+      const { body } = await client(flags).request<{ id: string; type: string | null; redactedFeedEntries: number }>('POST', objectPath(id, '/purge'));
       out(flags.json ? JSON.stringify(body) : `purged ${body.type ? `${body.type} ` : ''}${body.id} (${body.redactedFeedEntries} feed entries redacted); the purge replicates to every node`);
     });
 }

@@ -217,6 +217,8 @@ function coerce(source: string, key: keyof NodeConfig, raw: unknown): NodeConfig
     }
     return urls;
   }
+  // (YAML reads 123456 or true unquoted as a number or boolean: turned back into text it may not be what was typed, 0123 or 1e3)
+  if (typeof raw === 'number' || typeof raw === 'boolean') throw configError(source, key, `must be text, and YAML read ${String(raw)} as a ${typeof raw}; put the value in quotes`);
   if (typeof raw !== 'string' || raw === '') throw configError(source, key, `must be a non-empty string`);
   return raw;
 }
