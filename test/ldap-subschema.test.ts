@@ -184,3 +184,26 @@ t.test('a base DN of cn=Subschema is refused: it would hide the subschema subent
   const crm = parseSchema(readFileSync(resolve(import.meta.dirname, '../packages/node/schema/crm.yaml'), 'utf8'), 'crm.yaml');
   t.throws(() => new DirectoryLayout(crm, 'CN=subschema'), { message: 'the base DN "CN=subschema" is the subschema subentry\'s; choose another, such as dc=example,dc=com' });
 });
+
+t.test('an attribute type named by an alias or by its OID is that type in filters, selections and compares, as in slapd', async (t) => {
+  const d = await directory(t);
+  const search = (filter: string, ...attrs: string[]) =>
+    ldapTool('ldapsearch', ['-x', '-LLL', '-o', 'ldif-wrap=no', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW, '-b', BASE, filter, ...attrs]).then((r) => parseLdif(r.stdout));
+  const canonical = await search('(cn=Person contact1)', 'cn', 'sn');
+  t.equal(canonical.length, 1, 'the canonical name finds the entry');
+  const dn = canonical[0]!.dn;
+  for (const filter of ['(commonName=Person contact1)', '(2.5.4.3=Person contact1)', '(&(surname=contact1)(2.5.4.4=contact1)(objectClass=inetOrgPerson))', '(CN=person CONTACT1)']) {
+    const found = await search(filter, 'cn');
+    t.same(found.map((e) => e.dn), [dn], `${filter} finds the same entry`);
+  }
+  const selected = await search('(cn=Person contact1)', '2.5.4.4', 'commonName');
+  t.same([selected[0]?.attrs['sn'], selected[0]?.attrs['cn']], [['contact1'], ['Person contact1']], 'a selection by OID or alias returns the type');
+  for (const type of ['2.5.4.4', 'surname']) {
+    const r = await ldapTool('ldapcompare', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW, dn, `${type}:contact1`]);
+    t.equal(r.code, 6, `compare of ${type}: compareTrue (${r.stdout.trim()} ${r.stderr.trim()})`);
+  }
+  // a compare of an entry there is not: noSuchObject with the matched DN, as a search of that base answers
+  const missing = await ldapTool('ldapcompare', ['-x', '-H', d.url, '-D', ADMIN_DN, '-w', ADMIN_PW, `meridianId=per-none,ou=people,${BASE}`, 'cn:x']);
+  t.equal(missing.code, 32);
+  t.match(`${missing.stdout}${missing.stderr}`, new RegExp(`Matched DN: ou=people,${BASE}`), 'with the container as the matched DN');
+});

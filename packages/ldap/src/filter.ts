@@ -26,13 +26,16 @@ export type Filter =
 
 /**
  * Attribute types by their other names (`commonName` for cn, `gn` for
- * givenName, ...), lower case: every name of a definition after its first,
- * as cn=Subschema lists them, so that a name it lists works everywhere.
+ * givenName, ...), lower case, and by their OIDs (`2.5.4.3` for cn, as
+ * RFC 4512 allows in any attribute description): every name of a
+ * definition after its first, as cn=Subschema lists them, so that a name
+ * it lists works everywhere.
  */
 const ALIASES: Readonly<Record<string, string>> = Object.fromEntries(
   ATTRIBUTE_TYPES.flatMap((d) => {
     const [first, ...others] = definitionNames(d).map((n) => n.toLowerCase());
-    return others.map((alias) => [alias, first!]);
+    const oid = /^\( (\S+)/.exec(d)?.[1];
+    return [...others, ...(oid === undefined ? [] : [oid])].map((alias) => [alias, first!]);
   }),
 );
 

@@ -961,7 +961,11 @@ export class LdapGateway {
       entry = await this.readableEntry(loc.type, loc.id, scope);
     } else if (loc?.kind === 'base') entry = this.entries.base();
     else if (loc?.kind === 'container') entry = this.entries.container(loc.type);
-    if (!entry) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`);
+    if (!entry) {
+      // with the matched DN a search of the same base answers (slapd's compare gives it too)
+      const matched = loc?.kind === 'none' ? loc.matched : loc?.kind === 'entry' ? this.layout.containerDn(loc.type) : loc?.kind === 'admin' ? this.layout.base : undefined;
+      throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`, matched);
+    }
     // (tagged values, which a description with options names, are none: `name` compares its subtypes)
     const source = entry === SUBSCHEMA_ENTRY ? SUBSCHEMA_SOURCE : entrySource(entry);
     const held = typesNamed(req.attribute ?? '').flatMap((t) => {
