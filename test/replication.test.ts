@@ -134,7 +134,8 @@ t.test('three masters converge through partitions and a SIGKILL, losing no ackno
 
 t.test('a wrong cluster secret is refused, logged with the reason, and receives no data', async (t) => {
   const a = await startNode(t, ['--dir', tempDir(t), '--node-id', 'a', '--admin-password', PW, '--cluster-secret', SECRET]);
-  cli(['put', 'Organisation', 'name=Secret Ltd', 'kind=customer', '--node', a.url], { MERIDIAN_PASSWORD: PW });
+  const put = cli(['put', 'Organisation', 'name=Secret Ltd', 'kind=customer', '--node', a.url], { MERIDIAN_PASSWORD: PW });
+  t.equal(put.code, 0, `a holds an object the intruder could be sent (${put.stderr})`);
   const intruder = await startNode(t, [
     '--dir', tempDir(t), '--node-id', 'x', '--admin-password', PW,
     '--cluster-secret', 'not-the-right-secret', '--peers', `${a.url.replace('http', 'ws')}/sync`,
@@ -150,6 +151,8 @@ t.test('a wrong cluster secret is refused, logged with the reason, and receives 
   const refusal = /"reason":"authentication failed: the peer does not hold this cluster's secret","msg":"replication peer refused"/;
   await until(() => refusal.test(a.output()), 5000);
   t.match(a.output(), refusal);
+  // after more refused tries than one (retried after 250-500 ms, then 500-1000 ms; the refusal is logged once)
+  await sleep(1500);
   const status = JSON.parse(cli(['status', '--json', '--node', intruder.url], { MERIDIAN_PASSWORD: PW }).stdout);
   t.equal(status.objects, 0, 'nothing reached the intruder');
 });
