@@ -207,6 +207,23 @@ export function foldValue(field: FieldDef, value: Scalar): string {
   return field.kind === 'ref' ? s : s.normalize('NFC').toLowerCase();
 }
 
+/**
+ * A looked-up value folded as a write of it would be stored: `05` or `5.0`
+ * finds the integer 5, as a write of either stores 5. Undefined for a value
+ * no write could store (`abc` for a number): it finds nothing.
+ */
+export function foldLookup(field: FieldDef, value: string): string | undefined {
+  if (field.kind === 'integer' || field.kind === 'number') {
+    const t = value.trim();
+    if (!NUMBER_RE.test(t)) return undefined;
+    const n = Number(t);
+    return Number.isFinite(n) ? foldValue(field, n === 0 ? 0 : n) : undefined;
+  }
+  if (field.kind === 'boolean') return value === 'true' || value === 'false' ? value : undefined;
+  return foldValue(field, value);
+}
+const NUMBER_RE = /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/;
+
 // C0 controls other than tab, newline and carriage return cannot be stored:
 // NUL separates index key parts and XML 1.0 cannot carry the others.
 // eslint-disable-next-line no-control-regex
@@ -241,7 +258,7 @@ function scalar(type: TypeDef, id: string | undefined, f: FieldDef, v: unknown):
     case 'number': {
       let n: number;
       if (typeof v === 'number') n = v;
-      else if (typeof v === 'string' && /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(v.trim())) n = Number(v.trim());
+      else if (typeof v === 'string' && NUMBER_RE.test(v.trim())) n = Number(v.trim());
       else throw fail(type, id, f.name, 'type', `must be ${f.kind === 'integer' ? 'an integer' : 'a number'}, got ${describe(v)}`);
       if (!Number.isFinite(n) || (f.kind === 'integer' && !Number.isSafeInteger(n))) {
         throw fail(type, id, f.name, 'type', `must be ${f.kind === 'integer' ? 'an integer' : 'a number'}, got ${describe(v)}`);

@@ -27,6 +27,7 @@ import {
   checkNewObjectId,
   checkReference,
   checkRequired,
+  foldLookup,
   foldValue,
   publicFields,
   uniqueTaken,
@@ -2607,7 +2608,8 @@ export class Store {
     if (!f.unique && !f.indexed) {
       throw new ValidationError({ type, field, rule: 'not-indexed', message: `${type} field "${field}" is not indexed; list by one of ${indexedFields(def).join(', ')}` });
     }
-    const folded = foldValue(f, value);
+    const folded = foldLookup(f, value);
+    if (folded === undefined) return { items: [], next: undefined };
     if (f.unique) {
       const owner = await this.db.get(keys.unique(type, field, folded));
       const obj = owner === undefined ? undefined : await this.get(owner.toString('utf8'));

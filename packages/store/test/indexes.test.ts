@@ -160,3 +160,31 @@ t.test('getUncached shows a remote change once applied, before its batch is on d
   t.same(seen, await r.get(p.id));
   await durable;
 });
+
+t.test('a lookup takes the value as a write of it is stored: 05 and 5.0 find the integer 5, true the boolean', async (t) => {
+  const { parseSchema } = await import('../dist/index.js');
+  const s = await openStore(t, {
+    schema: parseSchema(
+      `
+name: n
+types:
+  Box:
+    idPrefix: box
+    fields:
+      n: { type: integer, index: true }
+      x: { type: number, index: true }
+      ok: { type: boolean, index: true }
+      code: { type: integer, unique: true }
+`,
+      'n',
+    ),
+  });
+  const box = await s.create('Box', { n: '05', x: '2.50', ok: 'true', code: '0042' });
+  t.same([box.fields['n'], box.fields['x'], box.fields['ok'], box.fields['code']], [5, 2.5, true, 42], 'stored converted');
+  for (const [field, value] of [['n', '05'], ['n', '5.0'], ['n', ' 5'], ['x', '2.5'], ['x', '2.50'], ['ok', 'true'], ['code', '042']] as const) {
+    t.same((await s.lookup('Box', field, value)).items.map((o) => o.id), [box.id], `${field}=${JSON.stringify(value)} finds it`);
+  }
+  for (const [field, value] of [['n', 'abc'], ['n', '6'], ['ok', 'yes'], ['code', 'x']] as const) {
+    t.same((await s.lookup('Box', field, value)).items, [], `${field}=${JSON.stringify(value)} finds nothing`);
+  }
+});
