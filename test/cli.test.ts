@@ -177,8 +177,17 @@ t.test('serve says in a sentence what keeps it from starting: a certificate that
   const junk = join(tempDir(t), 'junk.pem');
   writeFileSync(junk, 'not a certificate\n');
   const tls = cli(['serve', '--dir', tempDir(t), '--http-port', '0', '--admin-password', PW, '--tls-cert', junk, '--tls-key', junk]);
-  t.equal(tls.code, 1);
+  t.equal(tls.code, 2, 'a setting serve cannot use: a usage error, as operations.md says');
   t.match(tls.stderr, /^meridian: --tls-cert \S+junk\.pem and --tls-key \S+junk\.pem are not a PEM certificate and its private key \([^)]*\)\n$/);
+  const missing = cli(['serve', '--dir', tempDir(t), '--http-port', '0', '--admin-password', PW, '--tls-cert', `${junk}.none`, '--tls-key', junk]);
+  t.same([missing.code, missing.stderr.replace(/\S+junk/, 'junk')], [2, 'meridian: cannot read --tls-cert file junk.pem.none: ENOENT\n'], 'a file that is not there too');
+  const schema = join(tempDir(t), 'schema.yaml');
+  writeFileSync(schema, 'name: x\n');
+  for (const args of [['serve', '--http-port', '0'], ['init']]) {
+    const bad = cli([...args, '--dir', tempDir(t), '--admin-password', PW, '--schema', schema]);
+    t.equal(bad.code, 2, `${args[0]} with a schema it cannot use: exit 2`);
+    t.match(bad.stderr, /^meridian: schema .*types/, bad.stderr);
+  }
   // (TEST-NET-1, RFC 5737: an address no machine of ours has)
   const host = cli(['serve', '--dir', tempDir(t), '--http-port', '0', '--admin-password', PW, '--host', '192.0.2.1']);
   t.equal(host.code, 1);

@@ -1,6 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { isMeridianError, MAX_PAGE } from '@meridian/store';
-import { initDataDir, MeridianNode, resolveConfig, VERSION, type ConfigInput } from '@meridian/node';
+import { initDataDir, MeridianNode, resolveConfig, SettingError, VERSION, type ConfigInput } from '@meridian/node';
 import { AdminClient, CliError, DEFAULT_TIMEOUT_SECONDS, timeoutOption, unescapeXml } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
 import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type FeedView, type ConflictView, type DigestView, type VerifyResult } from './replication-views.js';
@@ -55,6 +55,12 @@ function nodeOptions(cmd: Command): Command {
     .option('--admin-password <password>', 'admin password (env MERIDIAN_ADMIN_PASSWORD); generated and printed once if never set');
 }
 
+/** A setting found unusable only when used (a schema or TLS file) is a usage error too: exit 2. */
+function usageError(e: unknown): never {
+  if (e instanceof SettingError) throw new CliError(e.message, 2);
+  throw e;
+}
+
 function configFrom(flags: Record<string, unknown>): ReturnType<typeof resolveConfig> {
   // commander's camel-cased option names are the config keys; resolveConfig reads only the keys it knows
   try {
@@ -77,7 +83,7 @@ export function buildProgram(): Command {
 
   nodeOptions(program.command('init').description('prepare a data directory: node id and admin password'))
     .action(async (flags: Record<string, unknown>) => {
-      const r = await initDataDir(configFrom(flags));
+      const r = await initDataDir(configFrom(flags)).catch(usageError);
       out(`initialised node ${r.nodeId}`);
       if (r.generatedPassword) out(`admin password (shown once; only a hash is stored): ${r.generatedPassword}`);
     });
@@ -110,7 +116,7 @@ export function buildProgram(): Command {
     .option('--ldap-size-limit <entries>', 'most entries one LDAP search returns, but to the admin (default 500)')
     .option('--ldap-time-limit <seconds>', 'most seconds one LDAP search runs, but for the admin (default 60)')
     .action(async (flags: Record<string, unknown>) => {
-      const node = await MeridianNode.start(configFrom(flags));
+      const node = await MeridianNode.start(configFrom(flags)).catch(usageError);
       out(`meridian node ${node.store.nodeId} listening on ${node.url}`);
       for (const url of node.ldapUrls) out(`LDAP directory ${node.config.baseDn} on ${url}`);
       let stopping = false;

@@ -9,6 +9,18 @@ import { parseReplicaCredential } from '@meridian/sync';
  * variable or a config file; flags win over the environment, which wins over
  * the file, which wins over the defaults.
  */
+/**
+ * A setting `serve` cannot use, found only when it is used: a schema or TLS
+ * file that cannot be read or is not what it should be. A usage error, as
+ * resolveConfig's are (the CLI exits 2), unlike a failure to run.
+ */
+export class SettingError extends MeridianError {
+  constructor(message: string) {
+    super('bad-request', message);
+    this.name = 'SettingError';
+  }
+}
+
 export interface NodeConfig {
   dir: string;
   nodeId: string | undefined;

@@ -1,6 +1,6 @@
 export { MeridianNode, VERSION, initDataDir } from './node.js';
 export type { StatusJson } from './node.js';
-export { resolveConfig, readConfigFile, DEFAULT_SCHEMA, kebab } from './config.js';
+export { resolveConfig, readConfigFile, DEFAULT_SCHEMA, kebab, SettingError } from './config.js';
 export type { NodeConfig, ConfigInput } from './config.js';
 export { generateSample, prng } from './sample-data.js';
 export type { SampleObject, SampleOptions } from './sample-data.js';

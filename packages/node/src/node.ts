@@ -9,7 +9,7 @@ import { hlcToIso, loadSchemaFile, MeridianError, Store } from '@meridian/store'
 import { DUPLICATE_SESSION, parseReplicaCredential, Replicator, type PeerStatus } from '@meridian/sync';
 import { AdminAuth } from './admin-auth.js';
 import { handleAdmin } from './admin-api.js';
-import type { NodeConfig } from './config.js';
+import { SettingError, type NodeConfig } from './config.js';
 import { basicCredentials, HttpError, methodNotAllowed, readBody, sendError, sendJson, toHttpError } from './http-util.js';
 import { generateSample } from './sample-data.js';
 import { ForwardedWrites, ForwardingWriter } from './forwarding.js';
@@ -79,7 +79,7 @@ export class MeridianNode {
 
   /** Opens the store, loads the sample data if asked, and listens. */
   static async start(config: NodeConfig, log: Logger = pino({ level: 'info' }, destination(2))): Promise<MeridianNode> {
-    const schema = loadSchemaFile(config.schema);
+    const schema = schemaOf(config);
     let reindexLogged = performance.now();
     const store = await Store.open({
       dir: config.dir,
@@ -458,16 +458,26 @@ function loadTls(config: NodeConfig): { cert: Buffer; key: Buffer } {
   try {
     createSecureContext({ cert, key });
   } catch (e) {
-    throw new MeridianError('bad-request', `--tls-cert ${config.tlsCert} and --tls-key ${config.tlsKey} are not a PEM certificate and its private key (${(e as Error).message})`);
+    throw new SettingError(`--tls-cert ${config.tlsCert} and --tls-key ${config.tlsKey} are not a PEM certificate and its private key (${(e as Error).message})`);
   }
   return { cert, key };
+}
+
+/** The schema file, or a SettingError saying why it cannot be used. */
+function schemaOf(config: NodeConfig): ReturnType<typeof loadSchemaFile> {
+  try {
+    return loadSchemaFile(config.schema);
+  } catch (e) {
+    if (e instanceof MeridianError && e.code === 'bad-request') throw new SettingError(e.message);
+    throw e;
+  }
 }
 
 function readPem(path: string, flag: string): Buffer {
   try {
     return readFileSync(path);
   } catch (e) {
-    throw new MeridianError('bad-request', `cannot read ${flag} file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new SettingError(`cannot read ${flag} file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
 }
 
@@ -501,7 +511,7 @@ async function loadSample(store: Store, size: number): Promise<number> {
  * password hash. Returns the generated password when none was given.
  */
 export async function initDataDir(config: NodeConfig): Promise<{ nodeId: string; generatedPassword: string | undefined }> {
-  const store = await Store.open({ dir: config.dir, schema: loadSchemaFile(config.schema), nodeId: config.nodeId });
+  const store = await Store.open({ dir: config.dir, schema: schemaOf(config), nodeId: config.nodeId });
   try {
     const auth = await AdminAuth.init(store, config.adminPassword);
     await auth.keepGenerated(store);
