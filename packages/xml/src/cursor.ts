@@ -7,6 +7,9 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
  * caller an id it must not learn. A cursor is good on the node that handed
  * it out; any other is refused as not one of this node's.
  */
+/** Sealed text is padded to a multiple of this many bytes. */
+const PAD = 48;
+
 export class CursorSeal {
   constructor(private readonly key: Buffer) {
     if (key.length !== 32) throw new Error('a cursor key is 32 bytes');
@@ -15,7 +18,12 @@ export class CursorSeal {
   seal(id: string): string {
     const iv = randomBytes(12);
     const cipher = createCipheriv('aes-256-gcm', this.key, iv);
-    const body = Buffer.concat([cipher.update(id, 'utf8'), cipher.final()]);
+    // Padded with NULs (no id or cookie holds one) to a multiple of PAD bytes: GCM keeps the length, and an
+    // LDAP paging cookie's length told how many digits the position in the whole index had.
+    const text = Buffer.from(id, 'utf8');
+    const padded = Buffer.alloc(Math.ceil((text.length + 1) / PAD) * PAD);
+    text.copy(padded);
+    const body = Buffer.concat([cipher.update(padded), cipher.final()]);
     return Buffer.concat([iv, body, cipher.getAuthTag()]).toString('base64url');
   }
 
@@ -26,7 +34,9 @@ export class CursorSeal {
     try {
       const decipher = createDecipheriv('aes-256-gcm', this.key, all.subarray(0, 12));
       decipher.setAuthTag(all.subarray(all.length - 16));
-      return Buffer.concat([decipher.update(all.subarray(12, all.length - 16)), decipher.final()]).toString('utf8');
+      const text = Buffer.concat([decipher.update(all.subarray(12, all.length - 16)), decipher.final()]);
+      const end = text.indexOf(0);
+      return text.toString('utf8', 0, end < 0 ? text.length : end);
     } catch {
       return undefined;
     }
