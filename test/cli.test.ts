@@ -75,6 +75,8 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
   const unknownFlag = cli(['status', '--frobnicate'], env);
   t.equal(unknownFlag.code, 2);
   t.equal(unknownFlag.stderr, `meridian: unknown option '--frobnicate' (run "meridian --help" for usage)\n`, 'a usage error is one line, prefixed as every error');
+  const extra = cli(['status', 'extra'], env);
+  t.same([extra.code, extra.stderr], [2, `meridian: too many arguments for 'status'; expected 0 arguments but got 1 (run "meridian --help" for usage)\n`], "one sentence, though commander's was two");
   t.equal(cli(['put', 'Person', 'x', 'notanassignment'], env).code, 2);
   for (const limit of ['abc', '0', '-5', '1.5', '10001']) {
     const r = cli(['list', 'Person', '--limit', limit], { ...env, MERIDIAN_NODE: 'http://127.0.0.1:9' });

@@ -27,6 +27,10 @@ t.test('bad settings are refused with the source named', async (t) => {
   t.equal(resolveConfig({ flags: { heartbeat: '50', linkTimeout: '200' } }).heartbeat, 50);
   t.throws(() => resolveConfig({ env: { MERIDIAN_HTTP_PORT: '70000' } }), { message: /MERIDIAN_HTTP_PORT: httpPort must be a port number/ });
   t.throws(() => resolveConfig({ file: '/nonexistent/m.yaml' }), { message: /cannot read config file \/nonexistent\/m.yaml/ });
+  // YAML that does not parse: the parser's first line, without the colon that led to the source it quoted
+  const broken = `${tempDir(t)}/broken.yaml`;
+  writeFileSync(broken, 'a: [\n');
+  t.throws(() => resolveConfig({ file: broken }), { message: /^cannot read config file \S+broken\.yaml: .* at line 2, column 1$/ });
   // an unquoted number or boolean where text is due: said so, not "must be a non-empty string"
   const numbers = `${tempDir(t)}/numbers.yaml`;
   writeFileSync(numbers, 'adminPassword: 123456\n');

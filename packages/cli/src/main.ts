@@ -55,6 +55,16 @@ function nodeOptions(cmd: Command): Command {
     .option('--admin-password <password>', 'admin password (env MERIDIAN_ADMIN_PASSWORD); generated and printed once if never set');
 }
 
+/**
+ * commander's error as one sentence: "error: " dropped, lines joined, and a
+ * second sentence ("too many arguments for 'status'. Expected 0 arguments
+ * but got 1.") joined to the first.
+ */
+function oneSentence(text: string): string {
+  const joined = text.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim();
+  return joined.replace(/\.\s+([A-Z])/g, (_, c: string) => `; ${c.toLowerCase()}`).replace(/\.$/, '');
+}
+
 /** A setting found unusable only when used (a schema or TLS file) is a usage error too: exit 2. */
 function usageError(e: unknown): never {
   if (e instanceof SettingError) throw new CliError(e.message, 2);
@@ -78,7 +88,7 @@ export function buildProgram(): Command {
     .version(VERSION)
     // one line, as every other error: commander's "error: ..." and its help hint were two, unprefixed
     // (configured before the commands, which copy it)
-    .configureOutput({ outputError: (text, write) => write(`meridian: ${text.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim()} (run "meridian --help" for usage)\n`) })
+    .configureOutput({ outputError: (text, write) => write(`meridian: ${oneSentence(text)} (run "meridian --help" for usage)\n`) })
     .exitOverride();
 
   nodeOptions(program.command('init').description('prepare a data directory: node id and admin password'))

@@ -240,7 +240,8 @@ export function readConfigFile(path: string): ConfigInput {
   try {
     doc = parseYaml(readFileSync(path, 'utf8'));
   } catch (e) {
-    throw new MeridianError('bad-request', `cannot read config file ${path}: ${(e as Error).message.split('\n')[0]}`);
+    // (the YAML parser's first line ends with ":" before the quoted source it shows on the next ones)
+    throw new MeridianError('bad-request', `cannot read config file ${path}: ${(e as Error).message.split('\n')[0]!.replace(/:\s*$/, '')}`);
   }
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== 'object' || Array.isArray(doc)) throw new MeridianError('bad-request', `config file ${path} must be a mapping of settings`);
