@@ -1088,7 +1088,8 @@ export class LdapGateway {
       const { attr, values, stored } = passwordGiven;
       if (values.length > 1) throw new LdapFailure(ResultCode.noSuchAttribute, `${attr} holds one value`);
       // the value is the password (or its stored hash): deleting a password one does not know removes nothing
-      if (values[0] !== stored && !(await verifyPassword(values[0]!, stored).catch(() => false))) throw new LdapFailure(ResultCode.noSuchAttribute, `${attr} does not hold the value given`);
+      // (a check refused as busy is said so, not taken for a wrong value)
+      if (values[0] !== stored && !(await verifyPassword(values[0]!, stored))) throw new LdapFailure(ResultCode.noSuchAttribute, `${attr} does not hold the value given`);
     }
     const [principal, credential] = [s.principal, s.credential];
     const own = principal.kind === 'person' && principal.id === o.id && pw !== undefined && typeof update[pw] === 'string' ? (update[pw] as string) : undefined;

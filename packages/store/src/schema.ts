@@ -219,7 +219,11 @@ export function foldLookup(field: FieldDef, value: string): string | undefined {
     const n = Number(t);
     return Number.isFinite(n) ? foldValue(field, n === 0 ? 0 : n) : undefined;
   }
-  if (field.kind === 'boolean') return value === 'true' || value === 'false' ? value : undefined;
+  // (filters are case-insensitive: TRUE finds true, though a write takes only true and false)
+  if (field.kind === 'boolean') {
+    const v = value.trim().toLowerCase();
+    return v === 'true' || v === 'false' ? v : undefined;
+  }
   return foldValue(field, value);
 }
 const NUMBER_RE = /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/;

@@ -701,8 +701,13 @@ export class Store {
    * timing does not tell which names exist.
    */
   async decoyPasswordCheck(password: string): Promise<void> {
-    this.decoyHash ??= hashPassword(randomBytes(16).toString('base64'), this.passwordCost);
-    await verifyPassword(password.length > 0 ? password : ' ', await this.decoyHash);
+    // (kept only once made: a hash refused as busy, kept, made every later decoy busy at once, which told
+    // names that are no one from people, and kept those with {SSHA} hashes from signing in)
+    const decoy = (this.decoyHash ??= hashPassword(randomBytes(16).toString('base64'), this.passwordCost));
+    decoy.catch(() => {
+      if (this.decoyHash === decoy) this.decoyHash = undefined;
+    });
+    await verifyPassword(password.length > 0 ? password : ' ', await decoy);
   }
 
   private async hashPasswords(def: TypeDef, values: Record<string, FieldValue | null>): Promise<Record<string, FieldValue | null>> {
@@ -728,6 +733,10 @@ export class Store {
           base = {};
           if (intent.kind === 'update') Object.assign(base, cur!.f);
           if (intent.kind === 'replace') {
+            // A field the schema does not define is kept, unless the write names it to remove it: it may
+            // be one a newer schema on other masters added, which writers here cannot even name, during
+            // a rolling upgrade. (Removed, the delete would replicate to the masters that define it.)
+            for (const [k, v] of Object.entries(cur!.f)) if (!def.fields.has(k)) base[k] = v;
             for (const f of def.fields.values()) if (f.kind === 'password' && cur!.f[f.name] !== undefined) base[f.name] = cur!.f[f.name]!;
           }
           Object.assign(base, values);
@@ -738,9 +747,7 @@ export class Store {
           if (v !== null && v !== undefined) fields[k] = v;
         }
         touched = Object.keys(values);
-        // (a field the schema no longer defines is removed too: the object is to hold exactly these
-        // fields, and a replace that left one kept writing empty changes, never found equal)
-        if (intent.kind === 'replace') touched = [...new Set([...def.fields.keys(), ...Object.keys(cur?.f ?? {})])];
+        if (intent.kind === 'replace') touched = [...new Set([...def.fields.keys(), ...touched])];
         checkRequired(def, intent.kind === 'create' ? undefined : intent.id, fields);
         checkChangeSize(def, intent.kind === 'create' ? undefined : intent.id, cur?.f, fields, touched);
         break;
@@ -1621,7 +1628,9 @@ export class Store {
     // value two live objects hold refuses the open before anything is written. A field that was
     // unique already (rebuilt after an interrupted rebuild) may hold a value twice, replicated
     // from apart: the holder is the one without an open clash record of it, as the write path left it.
-    const wasUnique = new Set(changed.filter((c) => uniqueLayout(c.is) && c.was === c.is).map((c) => `${c.type}${SEP}${c.field}`));
+    // (unique before, whatever its folding: a data dir from before 'unique-ref' says 'unique' of a reference field,
+    // whose values held twice through replication are recorded clashes, not a reason to refuse the open)
+    const wasUnique = new Set(changed.filter((c) => uniqueLayout(c.was) && uniqueLayout(c.is)).map((c) => `${c.type}${SEP}${c.field}`));
     const holders = new Map<string, string>();
     if (changed.some((c) => uniqueLayout(c.is))) {
       const first = new Map<string, string>();

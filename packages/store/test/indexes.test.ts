@@ -181,7 +181,7 @@ types:
   });
   const box = await s.create('Box', { n: '05', x: '2.50', ok: 'true', code: '0042' });
   t.same([box.fields['n'], box.fields['x'], box.fields['ok'], box.fields['code']], [5, 2.5, true, 42], 'stored converted');
-  for (const [field, value] of [['n', '05'], ['n', '5.0'], ['n', ' 5'], ['x', '2.5'], ['x', '2.50'], ['ok', 'true'], ['code', '042']] as const) {
+  for (const [field, value] of [['n', '05'], ['n', '5.0'], ['n', ' 5'], ['x', '2.5'], ['x', '2.50'], ['ok', 'true'], ['ok', 'TRUE'], ['code', '042']] as const) {
     t.same((await s.lookup('Box', field, value)).items.map((o) => o.id), [box.id], `${field}=${JSON.stringify(value)} finds it`);
   }
   for (const [field, value] of [['n', 'abc'], ['n', '6'], ['ok', 'yes'], ['code', 'x']] as const) {

@@ -233,3 +233,17 @@ t.test('password hashes run at most MAX_HASHING at once; past MAX_HASH_WAITING w
   t.same(settled.slice(0, 2).map((s) => s.status === 'fulfilled' && s.value), [true, false], 'the others are checked, right and wrong alike');
   t.ok(await verifyPassword('right', stored), 'and once they are done, a check runs again');
 });
+
+t.test('a decoy check refused as busy does not leave every later decoy check busy', async (t) => {
+  const { MAX_HASHING, MAX_HASH_WAITING, hashPassword } = await import('../dist/password.js');
+  const s = await openStore(t);
+  const stored = await hashPassword('x', { N: 1024, r: 8, p: 1 });
+  const { verifyPassword } = await import('../dist/password.js');
+  // the queue filled by other checks, the first decoy check (which makes the decoy hash) is refused as busy
+  const storm = Array.from({ length: MAX_HASHING + MAX_HASH_WAITING }, () => verifyPassword('wrong', stored));
+  await t.rejects(s.decoyPasswordCheck('guess'), { code: 'busy' }, 'refused while the queue is full');
+  await Promise.all(storm);
+  const started = performance.now();
+  await s.decoyPasswordCheck('guess');
+  t.pass(`once the storm is over, a decoy check runs (${Math.round(performance.now() - started)} ms): the refused hash was not kept`);
+});

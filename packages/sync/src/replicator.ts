@@ -483,6 +483,7 @@ export class Replicator {
   private hearBytes(link: Link, socket: Duplex): void {
     socket.on('data', () => {
       link.heardAt = monotonic();
+      link.lastContact = Date.now();
     });
   }
 
@@ -646,7 +647,8 @@ export class Replicator {
     clearTimeout(link.watchdog);
     releaseSession(link);
     const reason = this.lastReason.get(link) ?? fallback ?? 'closed';
-    if (reason !== DUPLICATE_SESSION) this.wake(link.session.peer);
+    // (nor for a second session dialed one way: the first carries the peer, whom a dialer here would only duplicate)
+    if (reason !== DUPLICATE_SESSION && reason !== SAME_DIRECTION_SESSION) this.wake(link.session.peer);
     // what the peer held when the session ended, for status while it is away, whichever side
     // dialed (when the peer's dial carried the session, ours was closed as a duplicate)
     const peer = link.session.peer;

@@ -4,6 +4,7 @@ import {
   AccessScope,
   asSeenBy,
   authorizeWrite,
+  foldLookup,
   foldValue,
   isMeridianError,
   readerKnowing,
@@ -487,9 +488,10 @@ export class XmlGateway {
         const f = def.fields.get(k)!;
         const have = o.fields[k];
         const values = have === undefined ? [] : Array.isArray(have) ? have : [have];
-        // folded as the index folds (NFC, lower case; a reference as it is), so what the index found is kept
-        const want = foldValue(f, v);
-        if (!values.some((x) => foldValue(f, x) === want)) return false;
+        // folded as a lookup folds (NFC, lower case; a reference as it is; 05 as the integer 5), so what the
+        // index found is kept; a value no write could store matches nothing
+        const want = foldLookup(f, v);
+        if (want === undefined || !values.some((x) => foldValue(f, x) === want)) return false;
       }
       if (text !== undefined && text !== '') {
         const hit = Object.entries(o.fields).some(([k, v]) => def.fields.get(k)?.kind !== 'password' && (Array.isArray(v) ? v : [v]).some((x) => String(x).toLowerCase().includes(text)));
