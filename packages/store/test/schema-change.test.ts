@@ -264,11 +264,10 @@ t.test('a field the schema lacks (a newer schema added it, or this one dropped i
   t.equal(cleaned.fields['telephoneNumber'], undefined, 'which a write may then remove');
 });
 
-t.test('a unique field that changes between reference and text is reindexed with the folding of its new kind', async (t) => {
-  const dir = tempDir(t);
-  const text = (kind: string): ReturnType<typeof parseSchema> =>
-    parseSchema(
-      `
+/** Targets T, and holders H whose unique field `key` is of the kind given. */
+const keysSchema = (kind: string): ReturnType<typeof parseSchema> =>
+  parseSchema(
+    `
 name: keys
 types:
   T:
@@ -280,10 +279,13 @@ types:
     fields:
       key: { ${kind}, unique: true }
 `,
-      'keys',
-    );
-  const asRef = text('type: ref, to: T');
-  const asText = text('type: string');
+    'keys',
+  );
+
+t.test('a unique field that changes between reference and text is reindexed with the folding of its new kind', async (t) => {
+  const dir = tempDir(t);
+  const asRef = keysSchema('type: ref, to: T');
+  const asText = keysSchema('type: string');
   const a = await open(dir, asRef);
   await a.create('T', { name: 'target' }, { id: 'tgt-Abc' });
   await a.create('H', { key: 'tgt-Abc' }, { id: 'hld-1' });
@@ -300,21 +302,7 @@ types:
 });
 
 t.test("a data dir from before 'unique-ref', whose unique reference field holds a value twice through replication, opens", async (t) => {
-  const schema = parseSchema(
-    `
-name: keys
-types:
-  T:
-    idPrefix: tgt
-    fields:
-      name: { type: string }
-  H:
-    idPrefix: hld
-    fields:
-      key: { type: ref, to: T, unique: true }
-`,
-    'keys',
-  );
+  const schema = keysSchema('type: ref, to: T');
   const at = (dir: string, nodeId: string): Promise<Store> => Store.open({ dir, schema, nodeId, passwordCost: { N: 1024, r: 8, p: 1 } });
   const [dirA, dirB] = [tempDir(t), tempDir(t)];
   const b = await at(dirB, 'b');
