@@ -99,8 +99,8 @@ t.test('an export cut short leaves no file and says so in one sentence; a failur
   t.equal(named.code, 1);
   t.match(named.stderr, new RegExp(`^meridian: ${refusingUrl}: wrong user or password`), named.stderr);
   // one node named twice, and a word that is no URL: usage errors naming --nodes, before any node is asked
-  const twice = await cliAsync(['verify', '--nodes', `${refusingUrl},${refusingUrl}/`], { MERIDIAN_PASSWORD: PW });
-  t.same([twice.code, twice.stderr], [2, `meridian: --nodes names ${refusingUrl}/ twice; name each node once\n`]);
+  const twice = await cliAsync(['verify', '--nodes', `${refusingUrl},${refusingUrl}/x`], { MERIDIAN_PASSWORD: PW });
+  t.same([twice.code, twice.stderr], [2, `meridian: --nodes names ${refusingUrl}/x twice; name each node once\n`], 'the same origin, whatever path follows');
   const garbage = await cliAsync(['verify', '--nodes', `${refusingUrl},garbage`], { MERIDIAN_PASSWORD: PW });
   t.same([garbage.code, garbage.stderr], [2, 'meridian: --nodes takes http:// or https:// URLs separated by commas, such as http://10.0.0.1:8080,http://10.0.0.2:8080; "garbage" is not one\n']);
 
@@ -182,4 +182,14 @@ t.test('export --out through a symbolic link writes the linked file; into a FIFO
   await readerDone;
   t.match(read, /^<\?xml version="1.0" encoding="UTF-8"\?>\n<objects>\n[\s\S]*<\/objects>\n$/, 'the reader got the whole export');
   t.ok(lstatSync(fifo).isFIFO(), 'and the FIFO is still one');
+
+  // /dev/stdout, with stdout appended to a file: the file gets the export after what it held, and is not replaced
+  const file = join(dir, 'appended.xml');
+  const shell = spawnSync('bash', ['-c', `echo previous > '${file}'; '${process.execPath}' '${join(import.meta.dirname, '..', 'bin', 'meridian')}' export --node ${a.url} --out /dev/stdout >> '${file}'`], { env: { ...process.env, ...env }, encoding: 'utf8' });
+  t.equal(shell.status, 0, shell.stderr);
+  t.match(readFileSync(file, 'utf8'), /^previous\n<\?xml version="1.0" encoding="UTF-8"\?>\n<objects>\n[\s\S]*<\/objects>\n/, 'after what the file held');
+  symlinkSync('loop-b', join(dir, 'loop-a'));
+  symlinkSync('loop-a', join(dir, 'loop-b'));
+  const loop = await cliAsync(['export', '--node', a.url, '--out', join(dir, 'loop-a')], env);
+  t.same([loop.code, loop.stderr.replace(dir, 'DIR')], [2, 'meridian: cannot write DIR/loop-a: its symbolic links go round in a loop\n']);
 });

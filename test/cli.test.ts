@@ -75,6 +75,10 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
   const unknownFlag = cli(['status', '--frobnicate'], env);
   t.equal(unknownFlag.code, 2);
   t.equal(unknownFlag.stderr, `meridian: unknown option '--frobnicate' (run "meridian --help" for usage)\n`, 'a usage error is one line, prefixed as every error');
+  const quoted = cli(['Foo. Bar'], env);
+  t.equal(quoted.stderr, `meridian: unknown command 'Foo. Bar' (run "meridian --help" for usage)\n`, 'what was typed is quoted back as typed');
+  const revoke = cli(['replica', 'revoke', '..'], env);
+  t.same([revoke.code, revoke.stderr], [2, 'meridian: ".." is not a replica name: 1-100 letters, digits, ".", "_" or "-", beginning with a letter or digit\n'], 'a replica name no credential can have');
   const extra = cli(['status', 'extra'], env);
   t.same([extra.code, extra.stderr], [2, `meridian: too many arguments for 'status'; expected 0 arguments but got 1 (run "meridian --help" for usage)\n`], "one sentence, though commander's was two");
   t.equal(cli(['put', 'Person', 'x', 'notanassignment'], env).code, 2);
@@ -190,6 +194,10 @@ t.test('serve says in a sentence what keeps it from starting: a certificate that
     t.equal(bad.code, 2, `${args[0]} with a schema it cannot use: exit 2`);
     t.match(bad.stderr, /^meridian: schema .*types/, bad.stderr);
   }
+  writeFileSync(schema, 'types:\n  A: b: c\n');
+  const yaml = cli(['serve', '--http-port', '0', '--dir', tempDir(t), '--admin-password', PW, '--schema', schema]);
+  t.equal(yaml.code, 2);
+  t.match(yaml.stderr, /is not valid YAML \([^)]*[^:]\)\n$/, `a YAML error's sentence does not end on a colon: ${yaml.stderr}`);
   // (TEST-NET-1, RFC 5737: an address no machine of ours has)
   const host = cli(['serve', '--dir', tempDir(t), '--http-port', '0', '--admin-password', PW, '--host', '192.0.2.1']);
   t.equal(host.code, 1);
@@ -293,10 +301,10 @@ t.test('a node that accepts and never answers: the CLI gives up after --timeout 
   const put = await cliAsync(['put', 'Organisation', 'name=X', 'kind=vendor', '--node', url], { MERIDIAN_PASSWORD: 'x', MERIDIAN_TIMEOUT: '0.5' });
   t.equal(put.stderr, `meridian: the node at ${url} did not answer within 0.5 s, and the change may or may not have been made; if it is only busy, wait longer with --timeout SECONDS\n`, 'from the environment too, and a write says it may have been made');
   t.ok(Date.now() - started < 15_000, `both within ${Date.now() - started} ms`);
-  for (const bad of ['0', 'abc', '-1', '1e9']) {
+  for (const bad of ['0', 'abc', '-1', '1e9', '301']) {
     const r = await cliAsync(['status', '--node', url, '--timeout', bad], {});
     t.equal(r.code, 2, `--timeout ${bad}: a usage error`);
-    t.match(r.stderr, /^meridian: --timeout must be a number of seconds above 0 and at most 86400, got /);
+    t.match(r.stderr, /^meridian: --timeout must be a number of seconds above 0 and at most 300, got /);
   }
 });
 

@@ -319,6 +319,10 @@ t.test('a second review of modify and password modify: what slapd answers, and n
   t.equal(thousand.code, 0, `990 values more: added (${thousand.stderr.trim()})`);
   const back = await modify(asAdmin, `dn: ${dnOf('per-c1')}\nchangetype: modify\ndelete: telephoneNumber\n${values(990, 'telephoneNumber')}`);
   t.equal(back.code, 0, `and deleted by value (${back.stderr.trim()})`);
+  const adds = Array.from({ length: 3 }, (_, n) => `add: telephoneNumber\n${values(600, `t${n}x`).replace(/^t\d?x?\S*?: /gm, 'telephoneNumber: ')}`).join('-\n');
+  const split = await modify(asAdmin, `dn: ${dnOf('per-c1')}\nchangetype: modify\n${adds}`);
+  t.equal(split.code, 19, `three adds of 600 values in one modify: counted together (${split.stderr.trim()})`);
+  t.match(split.stderr, /telephoneNumber: more than 1000 values$/m, 'by the gateway, before the values are compared, not by the store after');
   t.ok(performance.now() - started < 10_000, `in ${Math.round(performance.now() - started)} ms (a check per pair took 19 s for 16,000)`);
   // (ldapmodify sends no change without values: the request as BER, after a bind)
   const addNothing = tlv(0x30, [integer(2), tlv(0x66, [octets(dnOf('per-c1')), tlv(0x30, [tlv(0x30, [integer(0, 0x0a), tlv(0x30, [octets('userPassword'), tlv(0x31, [])])])])])]);

@@ -27,7 +27,8 @@ export const DEFAULT_TIMEOUT_SECONDS = 60;
 export function timeoutOption(value: string | undefined): number {
   if (value === undefined) return DEFAULT_TIMEOUT_SECONDS * 1000;
   const seconds = Number(value);
-  if (!/^\d+(\.\d+)?$/.test(value.trim()) || !(seconds > 0) || seconds > 86_400) throw new CliError(`--timeout must be a number of seconds above 0 and at most 86400, got "${value}"`, 2);
+  // (at most 300: Node's fetch gives up on an answer that has not begun after 300 s whatever is asked)
+  if (!/^\d+(\.\d+)?$/.test(value.trim()) || !(seconds > 0) || seconds > 300) throw new CliError(`--timeout must be a number of seconds above 0 and at most 300, got "${value}"`, 2);
   return seconds * 1000;
 }
 

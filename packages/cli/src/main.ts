@@ -62,7 +62,12 @@ function nodeOptions(cmd: Command): Command {
  */
 function oneSentence(text: string): string {
   const joined = text.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim();
-  return joined.replace(/\.\s+([A-Z])/g, (_, c: string) => `; ${c.toLowerCase()}`).replace(/\.$/, '');
+  // (outside quotes only: what the user typed, quoted back, stays as typed)
+  return joined
+    .split("'")
+    .map((part, i) => (i % 2 === 1 ? part : part.replace(/\.\s+([A-Z])/g, (_, c: string) => `; ${c.toLowerCase()}`)))
+    .join("'")
+    .replace(/\.$/, '');
 }
 
 /** A setting found unusable only when used (a schema or TLS file) is a usage error too: exit 2. */
@@ -413,7 +418,9 @@ export function buildProgram(): Command {
   });
   clientOptions(replica.command('revoke').description('revoke a replica credential: its sessions close and it is refused from then on').argument('<name>', 'replica name')).action(
     async (name: string, flags: ClientFlags) => {
-      const { body } = await client(flags).request<{ name: string }>('DELETE', `/api/replicas/${encodeURIComponent(name)}`);
+      // (a name no credential can have went to another resource: revoke .. was DELETE /api/)
+      if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(name)) throw new CliError(`"${name.slice(0, 40)}" is not a replica name: 1-100 letters, digits, ".", "_" or "-", beginning with a letter or digit`, 2);
+      const { body } = await client(flags).request<{ name: string }>('DELETE', `/api/replicas/${name}`);
       out(flags.json ? JSON.stringify(body) : `revoked replica credential ${body.name}`);
     },
   );
@@ -433,7 +440,8 @@ export function buildProgram(): Command {
           try {
             const url = new URL(u);
             if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http');
-            key = url.href;
+            // (requests go to absolute paths: a path after the origin names the same node)
+            key = url.origin;
           } catch {
             throw new CliError(`--nodes takes http:// or https:// URLs separated by commas, such as http://10.0.0.1:8080,http://10.0.0.2:8080; "${u}" is not one`, 2);
           }

@@ -68,11 +68,17 @@ export interface AsideFile {
 
 export function writeAside(named: string, what: string): AsideFile {
   // (found only by the rename at the end otherwise, after the whole download)
-  const st = statSync(named, { throwIfNoEntry: false });
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(named, { throwIfNoEntry: false });
+  } catch (e) {
+    throw new CliError(`cannot write ${named}: ${(e as NodeJS.ErrnoException).code === 'ELOOP' ? 'its symbolic links go round in a loop' : fileProblem(e, 'its directory does not exist')}`, 2);
+  }
   if (st?.isDirectory()) throw new CliError(`${named} is a directory; give the name of the file to write`, 2);
   // A pipe, a device or a socket is written to as it is: renamed over, a FIFO's reader got nothing
   // and /dev/full became a file. A symbolic link's file is written aside in its own directory.
-  if (st && !st.isFile()) return writeThrough(named);
+  // (/dev/stdout redirected to a file is a link to that file, through /proc: written to, not renamed over)
+  if ((st && !st.isFile()) || resolve(named).startsWith('/dev/')) return writeThrough(named);
   const out = linkedFile(named);
   const partial = `${out}.partial`;
   let fd: number;
@@ -113,7 +119,8 @@ function linkedFile(path: string): string {
 function writeThrough(out: string): AsideFile {
   let fd: number;
   try {
-    fd = openSync(out, 'w');
+    // (appending: /dev/stdout opened anew on a file the shell opened with >> must not truncate it)
+    fd = openSync(out, 'a');
   } catch (e) {
     throw new CliError(`cannot write ${out}: ${fileProblem(e, 'it does not exist')}`);
   }

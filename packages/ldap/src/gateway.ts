@@ -1047,6 +1047,9 @@ export class LdapGateway {
           break;
         case 'add': {
           const have = current(f.name);
+          // (counted with what the entry and earlier changes of this request hold: many adds of a
+          // thousand values each rebuilt ever larger sets)
+          if (f.kind !== 'password' && have.length + values.length > MAX_VALUES) throw new LdapFailure(ResultCode.constraintViolation, `${mod.type}: more than ${MAX_VALUES} values`);
           const held = new Set(have.map((h) => fold(key, h)));
           const dup = values.find((_, i) => held.has(folded[i]!));
           if (dup !== undefined && f.kind !== 'password') throw new LdapFailure(ResultCode.attributeOrValueExists, `${mod.type} already holds "${dup}"`);

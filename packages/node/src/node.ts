@@ -234,7 +234,12 @@ export class MeridianNode {
         server.listen(config.httpPort, config.host, () => resolve());
       });
       if (auth.generated) {
-        await auth.keepGenerated(store);
+        // (the one step after listening that can fail: the server goes with the rest, or it kept serving a closed store)
+        await auth.keepGenerated(store).catch((e: unknown) => {
+          server.closeAllConnections?.();
+          server.close();
+          throw e;
+        });
         process.stdout.write(`admin password (shown once; only a hash is stored): ${auth.generated}\n`);
       }
       log.info({ nodeId: store.nodeId, url: node.url, dir: config.dir }, 'listening');

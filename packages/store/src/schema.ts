@@ -105,7 +105,7 @@ export function parseSchema(text: string, source = 'schema'): Schema {
   try {
     doc = parseYaml(text);
   } catch (e) {
-    throw schemaError(source, `is not valid YAML (${(e as Error).message.split('\n')[0]})`);
+    throw schemaError(source, `is not valid YAML (${(e as Error).message.split('\n')[0]!.replace(/:\s*$/, '')})`);
   }
   if (!isRecord(doc) || !isRecord(doc['types'])) throw schemaError(source, 'needs a "types" mapping');
   const types = new Map<string, TypeDef>();
