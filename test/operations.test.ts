@@ -414,8 +414,13 @@ t.test('meridian verify without --nodes compares --node with the peers it dials'
 t.test('progress shows on a terminal and nowhere else: verify, export and backup', async (t) => {
   const a = await start(t, { nodeId: 'a', sample: true, sampleSize: 200 });
   const env = { MERIDIAN_PASSWORD: PW };
-  // the node twice, by two of its addresses (one named twice is refused)
-  const verifyArgs = ['verify', '--nodes', `${a.node.url},${a.node.url.replace('127.0.0.1', '[::ffff:127.0.0.1]')}`];
+  // one node by two of its addresses is refused as the same node
+  const same = await cliAsync(['verify', '--nodes', `${a.node.url},${a.node.url.replace('127.0.0.1', '[::ffff:127.0.0.1]')}`], env);
+  t.same([same.code, same.stderr], [2, `meridian: ${a.node.url} and ${a.node.url.replace('127.0.0.1', '[::ffff:127.0.0.1]')} are the same node (a); name each node once\n`]);
+  // a second node, cloned from the first: the same digests
+  const b = await start(t, { nodeId: 'b', peers: [`${a.node.url.replace('http', 'ws')}/sync`] });
+  t.ok(await until(() => b.node.replicator!.status()[0]?.state === 'live' && b.node.store.objectCounts()['Person'] === a.node.store.objectCounts()['Person']), 'b has cloned a');
+  const verifyArgs = ['verify', '--nodes', `${a.node.url},${b.node.url}`, '--wait', '10'];
   const piped = await cliAsync(verifyArgs, env);
   t.equal(piped.code, 0, piped.stderr);
   t.equal(piped.stderr, '', 'piped: no progress');

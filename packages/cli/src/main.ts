@@ -487,7 +487,7 @@ export function buildProgram(): Command {
     let answered = 0;
     const line = (): string => `verifying${round > 1 ? ` (round ${round})` : ''}: ${bar(answered / urls.length)} ${answered}/${urls.length} nodes digested`;
     progress.update(line, true);
-    return Promise.all(
+    const digests = await Promise.all(
       urls.map(async (u) => {
         let body: DigestView;
         try {
@@ -502,6 +502,16 @@ export function buildProgram(): Command {
         return { url: u, ...body };
       }),
     );
+    // (one node under two addresses, localhost and 127.0.0.1 say, compared with itself, says nothing)
+    const seen = new Map<string, string>();
+    for (const d of digests) {
+      const other = seen.get(d.nodeId);
+      if (other !== undefined) {
+        throw new CliError(`${other} and ${d.url} are the same node (${d.nodeId}); name each node once`, 2);
+      }
+      seen.set(d.nodeId, d.url);
+    }
+    return digests;
   }
 
   addReversibilityCommands(program, clientOptions, client);
