@@ -74,6 +74,8 @@ class Simulation {
   readonly acked: Acked[] = [];
   /** batches crashes dropped before they reached LevelDB */
   lostBatches = 0;
+  /** changes a receiver already held when they came (duplicates: relayed by a third node, or resent after a reconnect) */
+  skippedChanges = 0;
   aeRuns = 0;
   readonly ids: string[] = [];
   /** objects purged somewhere: gone on every node once settled, late changes and clones notwithstanding */
@@ -138,6 +140,7 @@ class Simulation {
       readFeed: (after, limit) => store.readFeed(after, limit),
       applyRemoteStaged: async (changes, opts) => {
         const { result, durable } = await store.applyRemoteStaged(changes, opts);
+        this.skippedChanges += result.skipped;
         durable.catch(() => undefined); // a crash fails it before `due` looks (it is reported below all the same)
         const due = new Promise<void>((resolve, reject) => this.at(1 + Math.floor(this.rnd() * 3), () => durable.then(resolve, reject)));
         due.catch(() => undefined); // it may fail before the reports ahead of it are in
@@ -422,6 +425,7 @@ let conflictTotal = 0;
 let wideTotal = 0;
 let purgeTotal = 0;
 let lostTotal = 0;
+let skippedTotal = 0;
 let clashOpen = 0;
 let clashSettled = 0;
 
@@ -475,6 +479,7 @@ async function simulate(seed: number): Promise<string | undefined> {
     purgeTotal += sim.purged.size;
     aeTotal += sim.aeRuns;
     lostTotal += sim.lostBatches;
+    skippedTotal += sim.skippedChanges;
     return undefined;
   } finally {
     await sim.close();
@@ -494,6 +499,8 @@ t.test('masters converge under drops, partitions and crashes, losing no acknowle
   if (!only) t.ok(aeTotal > 0, `anti-entropy ran ${aeTotal} times across the seeds`);
   if (!only) t.ok(purgeTotal > 0, `${purgeTotal} objects purged across the seeds`);
   if (!only) t.ok(clashOpen > 0 && clashSettled > 0, `unique values held twice: ${clashOpen} records open at the end, ${clashSettled} settled, across the nodes of every seed`);
+  // (issue 3 asks for duplicates: they must have happened, and been skipped, for the invariant to say anything of them)
+  if (!only) t.ok(skippedTotal > 0, `${skippedTotal} changes arrived at a node that held them already, and were skipped`);
   if (!only) t.ok(wideTotal > 0, `${conflictTotal} conflicts open at the end across the seeds, ${wideTotal} of three writes or more, each the same on every node`);
   // How many depends on the disk's timing (5-8 a run of 200 seeds, measured), so it is reported, not asserted:
   // a run with none would fail CI for nothing about 1 time in 600.
