@@ -365,6 +365,23 @@ t.test('a slow link carrying a frame that takes longer than the link timeout is 
   t.equal(count(a.logs, 'no heartbeat from peer; closing the link'), 0, 'without declaring the link dead while the frame arrived');
 });
 
+t.test('the accepting side hears a slow frame arriving too', async (t) => {
+  const proxy = await FaultProxy.start();
+  t.teardown(() => proxy.close());
+  // a dials b through a link slow towards b, and writes a large object: it reaches b in a frame of its own, on b's accepted side
+  const b = await start(t, { nodeId: 'b' });
+  proxy.throttle(400_000, true);
+  proxy.setTarget(Number(new URL(b.node.url).port));
+  const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${proxy.port}/sync`] });
+  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'live'), 'a and b are connected');
+  const product = await a.node.store.create('Product', { name: 'Big' });
+  const { randomBytes } = await import('node:crypto');
+  const started = Date.now();
+  const big = await a.node.store.create('Release', { product: product.id, version: '1.0', components: Array.from({ length: 500 }, () => randomBytes(3000).toString('base64url')) });
+  t.ok(await until(async () => (await b.node.store.get(big.id)) !== undefined, 20_000), `b got the large object over the slow link in ${Date.now() - started} ms`);
+  t.equal(count(b.logs, 'no heartbeat from peer; closing the link'), 0, 'without declaring the link dead while the frame arrived');
+});
+
 t.test('meridian verify says identical, or names the ranges that differ', async (t) => {
   const a = await start(t, { nodeId: 'a' });
   const b = await start(t, { nodeId: 'b' });

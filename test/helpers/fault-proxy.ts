@@ -34,8 +34,9 @@ export class FaultProxy {
   private target: number | undefined;
   private cut = false;
   private silent = false;
-  /** bytes a second from the target to the client, on connections made from now on */
+  /** bytes a second, on connections made from now on: from the target to the client, or (`toTarget`) the other way */
   private rate: number | undefined;
+  private toTarget = false;
   private readonly pairs = new Set<[Socket, Socket]>();
   /** target-side sockets resetClients left open */
   private readonly kept = new Set<Socket>();
@@ -118,19 +119,28 @@ export class FaultProxy {
     this.pairs.clear();
   }
 
-  /** Carries the target's bytes to clients at about `bytesPerSecond`, on connections made from now on. */
-  throttle(bytesPerSecond: number): void {
+  /**
+   * Carries the target's bytes to clients (or, `toTarget`, the clients'
+   * bytes to the target) at about `bytesPerSecond`, on connections made
+   * from now on.
+   */
+  throttle(bytesPerSecond: number, toTarget = false): void {
     this.rate = bytesPerSecond;
+    this.toTarget = toTarget;
   }
 
   private join(client: Socket, upstream: Socket): void {
-    client.pipe(upstream);
-    if (this.rate === undefined) upstream.pipe(client);
-    else {
+    const carry = (from: Socket, to: Socket, slowed: boolean): void => {
+      if (!slowed || this.rate === undefined) {
+        from.pipe(to);
+        return;
+      }
       const slow = new Throttle(this.rate);
-      upstream.pipe(slow).pipe(client);
+      from.pipe(slow).pipe(to);
       client.on('close', () => slow.destroy());
-    }
+    };
+    carry(client, upstream, this.toTarget);
+    carry(upstream, client, !this.toTarget);
   }
 
   private accept(client: Socket): void {
