@@ -1080,6 +1080,7 @@ t.test('history tells a reader who does not see everything who made a version on
   await s.update('per-c1', { title: 'By staff' }, { principal: 'Person:per-staff via xml' });
   await s.update('per-c1', { title: 'By the reseller admin' }, { principal: 'Person:per-radmin via ldap' });
   await s.update('per-c1', { title: 'By the admin' }, { principal: 'admin' });
+  await s.update('per-c1', { title: 'By a colleague' }, { principal: 'Person:per-c1b via xml' });
   t.equal((await call(node, 'GET', '/objects/Person/per-staff', { auth: person('radmin') })).status, 404, 'the reseller admin may not read the staff member');
   const radmin = await call(node, 'GET', '/objects/Person/per-c1/history', { auth: person('radmin') });
   t.equal(radmin.status, 200, radmin.text);
@@ -1088,6 +1089,7 @@ t.test('history tells a reader who does not see everything who made a version on
   t.match(radmin.text, /principal="someone else via xml"[^>]*>\s*<field name="title">[^]*?<new>By staff</, 'but said to be someone else, through the gateway they used');
   t.match(radmin.text, /principal="Person:per-radmin via ldap"/, 'the reader is named as themselves');
   t.match(radmin.text, /principal="admin"/, 'and the admin as the admin');
+  t.match(radmin.text, /principal="Person:per-c1b via xml"/, 'a person the reader may read is named');
   const staff = await call(node, 'GET', '/objects/Person/per-c1/history', { auth: person('staff1') });
   t.match(staff.text, /principal="Person:per-staff via xml"/, 'staff, who see everything, see every name');
 });
