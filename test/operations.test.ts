@@ -41,15 +41,28 @@ async function start(t: Test, flags: ConfigInput, dir = tempDir(t)): Promise<{ n
   return { node, logs };
 }
 
-/** Masters a and b, a dialing b through a fault proxy the test can cut; resolves once they are connected. */
-async function proxiedPair(t: Test): Promise<{ a: Awaited<ReturnType<typeof start>>; b: Awaited<ReturnType<typeof start>>; proxy: FaultProxy }> {
+/**
+ * Masters a and b, a dialing b through a fault proxy the test can cut
+ * (throttled towards b from the start, if `towardsB` bytes a second are
+ * given); resolves once they are connected.
+ */
+async function proxiedPair(t: Test, towardsB?: number): Promise<{ a: Awaited<ReturnType<typeof start>>; b: Awaited<ReturnType<typeof start>>; proxy: FaultProxy }> {
   const proxy = await FaultProxy.start();
   t.teardown(() => proxy.close());
   const b = await start(t, { nodeId: 'b' });
+  if (towardsB !== undefined) proxy.throttle(towardsB, true);
   proxy.setTarget(Number(new URL(b.node.url).port));
   const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${proxy.port}/sync`] });
   t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'live'), 'a and b are connected');
   return { a, b, proxy };
+}
+
+/** A Release of about 2 MB of values that do not compress: a frame of its own, uncompressed. */
+async function largeRelease(store: MeridianNode['store']): Promise<string> {
+  const product = await store.create('Product', { name: 'Big' });
+  const { randomBytes } = await import('node:crypto');
+  const components = Array.from({ length: 500 }, () => randomBytes(3000).toString('base64url'));
+  return (await store.create('Release', { product: product.id, version: '1.0', components })).id;
 }
 
 /** Log lines with this message, at this level (any level when not given). */
@@ -333,13 +346,8 @@ t.test('a peer that comes back on a new connection before this side noticed its 
 });
 
 t.test('a dialer whose connection was reset on its side only gets back in within seconds, not after the backoff cap', async (t) => {
-  const proxy = await FaultProxy.start();
-  t.teardown(() => proxy.close());
   // b hears from the old connection until it goes quiet; a's backoff cap is the default 30 s
-  const b = await start(t, { nodeId: 'b' });
-  proxy.setTarget(Number(new URL(b.node.url).port));
-  const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${proxy.port}/sync`] });
-  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'live'), 'a and b are connected');
+  const { a, b, proxy } = await proxiedPair(t);
   proxy.resetClients();
   const resetAt = Date.now();
   const o = await a.node.store.create('Organisation', { name: 'After the reset', kind: 'vendor' });
@@ -351,34 +359,22 @@ t.test('a slow link carrying a frame that takes longer than the link timeout is 
   const proxy = await FaultProxy.start();
   t.teardown(() => proxy.close());
   const b = await start(t, { nodeId: 'b' });
-  // one object of about 2 MB of values that do not compress: a frame of its own, uncompressed
-  const product = await b.node.store.create('Product', { name: 'Big' });
-  const { randomBytes } = await import('node:crypto');
-  const components = Array.from({ length: 500 }, () => randomBytes(3000).toString('base64url'));
-  const big = await b.node.store.create('Release', { product: product.id, version: '1.0', components });
+  const big = await largeRelease(b.node.store);
   // about 5 s for that frame at 400 KB/s; a's link timeout is 1 s, its heartbeat 200 ms
   proxy.throttle(400_000);
   proxy.setTarget(Number(new URL(b.node.url).port));
   const started = Date.now();
   const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${proxy.port}/sync`] });
-  t.ok(await until(async () => (await a.node.store.get(big.id)) !== undefined, 20_000), `a cloned the large object over the slow link in ${Date.now() - started} ms`);
+  t.ok(await until(async () => (await a.node.store.get(big)) !== undefined, 20_000), `a cloned the large object over the slow link in ${Date.now() - started} ms`);
   t.equal(count(a.logs, 'no heartbeat from peer; closing the link'), 0, 'without declaring the link dead while the frame arrived');
 });
 
 t.test('the accepting side hears a slow frame arriving too', async (t) => {
-  const proxy = await FaultProxy.start();
-  t.teardown(() => proxy.close());
   // a dials b through a link slow towards b, and writes a large object: it reaches b in a frame of its own, on b's accepted side
-  const b = await start(t, { nodeId: 'b' });
-  proxy.throttle(400_000, true);
-  proxy.setTarget(Number(new URL(b.node.url).port));
-  const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${proxy.port}/sync`] });
-  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'live'), 'a and b are connected');
-  const product = await a.node.store.create('Product', { name: 'Big' });
-  const { randomBytes } = await import('node:crypto');
+  const { a, b } = await proxiedPair(t, 400_000);
   const started = Date.now();
-  const big = await a.node.store.create('Release', { product: product.id, version: '1.0', components: Array.from({ length: 500 }, () => randomBytes(3000).toString('base64url')) });
-  t.ok(await until(async () => (await b.node.store.get(big.id)) !== undefined, 20_000), `b got the large object over the slow link in ${Date.now() - started} ms`);
+  const big = await largeRelease(a.node.store);
+  t.ok(await until(async () => (await b.node.store.get(big)) !== undefined, 20_000), `b got the large object over the slow link in ${Date.now() - started} ms`);
   t.equal(count(b.logs, 'no heartbeat from peer; closing the link'), 0, 'without declaring the link dead while the frame arrived');
 });
 
