@@ -78,7 +78,7 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
   const quoted = cli(['Foo. Bar'], env);
   t.equal(quoted.stderr, `meridian: unknown command 'Foo. Bar' (run "meridian --help" for usage)\n`, 'what was typed is quoted back as typed');
   const revoke = cli(['replica', 'revoke', '..'], env);
-  t.same([revoke.code, revoke.stderr], [2, 'meridian: ".." is not a replica name: 1-100 letters, digits, ".", "_" or "-", beginning with a letter or digit\n'], 'a replica name no credential can have');
+  t.same([revoke.code, revoke.stderr], [2, 'meridian: a replica name is 1-100 letters, digits, ".", "_" or "-", starting with a letter or digit, such as laptop-17\n'], 'a replica name no credential can have');
   const extra = cli(['status', 'extra'], env);
   t.same([extra.code, extra.stderr], [2, `meridian: too many arguments for 'status'; expected 0 arguments but got 1 (run "meridian --help" for usage)\n`], "one sentence, though commander's was two");
   t.equal(cli(['put', 'Person', 'x', 'notanassignment'], env).code, 2);

@@ -34,6 +34,7 @@ export function timeoutOption(value: string | undefined): number {
 
 export class AdminClient {
   private readonly base: URL;
+  private readonly timeoutMs: number;
 
   constructor(private readonly opts: ClientOptions) {
     try {
@@ -44,6 +45,7 @@ export class AdminClient {
     if (this.base.protocol !== 'http:' && this.base.protocol !== 'https:') {
       throw new CliError(`--node must be an http:// or https:// URL, got "${opts.node}"`, 2);
     }
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_SECONDS * 1000;
   }
 
   /**
@@ -102,12 +104,12 @@ export class AdminClient {
   /** An abort signal for the timeout, and its timer's clearing. */
   private deadline(): { signal: AbortSignal; clear: () => void } {
     const ctl = new AbortController();
-    const timer = setTimeout(() => ctl.abort(), this.opts.timeoutMs ?? DEFAULT_TIMEOUT_SECONDS * 1000);
+    const timer = setTimeout(() => ctl.abort(), this.timeoutMs);
     return { signal: ctl.signal, clear: () => clearTimeout(timer) };
   }
 
   private late(method: string): CliError {
-    const seconds = Math.round((this.opts.timeoutMs ?? DEFAULT_TIMEOUT_SECONDS * 1000) / 100) / 10;
+    const seconds = Math.round(this.timeoutMs / 100) / 10;
     return new CliError(`the node at ${this.base.origin} did not answer within ${seconds} s${method === 'GET' ? '' : ', and the change may or may not have been made'}; if it is only busy, wait longer with --timeout SECONDS`);
   }
 

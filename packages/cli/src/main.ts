@@ -1,6 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { isMeridianError, MAX_PAGE } from '@meridian/store';
-import { initDataDir, MeridianNode, resolveConfig, SettingError, VERSION, type ConfigInput } from '@meridian/node';
+import { checkReplicaName, initDataDir, MeridianNode, resolveConfig, SettingError, VERSION, type ConfigInput } from '@meridian/node';
 import { AdminClient, CliError, DEFAULT_TIMEOUT_SECONDS, timeoutOption, unescapeXml } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
 import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type FeedView, type ConflictView, type DigestView, type VerifyResult } from './replication-views.js';
@@ -419,7 +419,12 @@ export function buildProgram(): Command {
   clientOptions(replica.command('revoke').description('revoke a replica credential: its sessions close and it is refused from then on').argument('<name>', 'replica name')).action(
     async (name: string, flags: ClientFlags) => {
       // (a name no credential can have went to another resource: revoke .. was DELETE /api/)
-      if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(name)) throw new CliError(`"${name.slice(0, 40)}" is not a replica name: 1-100 letters, digits, ".", "_" or "-", beginning with a letter or digit`, 2);
+      try {
+        checkReplicaName(name);
+      } catch (e) {
+        if (isMeridianError(e)) throw new CliError(e.message, 2);
+        throw e;
+      }
       const { body } = await client(flags).request<{ name: string }>('DELETE', `/api/replicas/${name}`);
       out(flags.json ? JSON.stringify(body) : `revoked replica credential ${body.name}`);
     },
@@ -502,9 +507,9 @@ export function buildProgram(): Command {
         return { url: u, ...body };
       }),
     );
-    // (one node under two addresses, localhost and 127.0.0.1 say, compared with itself, says nothing)
+    // (one node under two addresses, localhost and 127.0.0.1 say, compared with itself, says nothing; checked once)
     const seen = new Map<string, string>();
-    for (const d of digests) {
+    for (const d of round === 1 ? digests : []) {
       const other = seen.get(d.nodeId);
       if (other !== undefined) {
         throw new CliError(`${other} and ${d.url} are the same node (${d.nodeId}); name each node once`, 2);

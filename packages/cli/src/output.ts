@@ -77,9 +77,10 @@ export function writeAside(named: string, what: string): AsideFile {
   if (st?.isDirectory()) throw new CliError(`${named} is a directory; give the name of the file to write`, 2);
   // A pipe, a device or a socket is written to as it is: renamed over, a FIFO's reader got nothing
   // and /dev/full became a file. A symbolic link's file is written aside in its own directory.
-  // (/dev/stdout redirected to a file is a link to that file, through /proc: written to, not renamed over)
-  if ((st && !st.isFile()) || resolve(named).startsWith('/dev/')) return writeThrough(named);
+  if (st && !st.isFile()) return writeThrough(named);
   const out = linkedFile(named);
+  // (/dev/stdout redirected to a file links to it through /proc/self/fd: an open descriptor's file, written to, not renamed over)
+  if (out === undefined) return writeThrough(named);
   const partial = `${out}.partial`;
   let fd: number;
   try {
@@ -106,13 +107,13 @@ export function writeAside(named: string, what: string): AsideFile {
   };
 }
 
-/** What `path` names once symbolic links are followed, whether or not that file exists yet. */
-function linkedFile(path: string): string {
-  for (let hops = 0; hops < 40; hops++) {
+/** What `path` names once symbolic links are followed, whether or not that file exists yet; undefined through /dev or /proc. */
+function linkedFile(path: string): string | undefined {
+  for (;;) {
+    if (/^\/(dev|proc)\//.test(resolve(path))) return undefined;
     if (!lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink()) return path;
     path = resolve(dirname(path), readlinkSync(path));
   }
-  throw new CliError(`cannot write ${path}: too many levels of symbolic links`);
 }
 
 /** A pipe, device or socket, written to directly: it has no "whole" to wait for. */

@@ -1,5 +1,5 @@
 import ldap from 'ldapjs';
-import { ATTRIBUTE_TYPES, definitionNames } from './schema-definitions.js';
+import { ATTRIBUTE_TYPES, definitionNames, definitionOid } from './schema-definitions.js';
 import { berBool, berText, type BerNode } from './validate.js';
 
 const { DN } = ldap;
@@ -34,7 +34,7 @@ export type Filter =
 const ALIASES: Readonly<Record<string, string>> = Object.fromEntries(
   ATTRIBUTE_TYPES.flatMap((d) => {
     const [first, ...others] = definitionNames(d).map((n) => n.toLowerCase());
-    const oid = /^\( (\S+)/.exec(d)?.[1];
+    const oid = definitionOid(d);
     return [...others, ...(oid === undefined ? [] : [oid])].map((alias) => [alias, first!]);
   }),
 );

@@ -25,6 +25,8 @@ import {
   extendedName,
   bindVersion,
   extendedValueProblem,
+  PASSWORD_MODIFY,
+  WHOAMI,
   isAnonymousBind,
   isSaslBind,
   messageIdOf,
@@ -43,8 +45,6 @@ import {
 
 const monotonic = (): number => performance.now();
 
-const WHOAMI = '1.3.6.1.4.1.4203.1.11.3';
-const PASSWD = '1.3.6.1.4.1.4203.1.11.1';
 /** most bytes of answers held for one connection before its search waits for the client to read */
 const MAX_BUFFERED = 256 * 1024;
 /**
@@ -60,7 +60,7 @@ const READ_AHEAD_UNFILTERED = 16;
 /** the controls a client may mark critical, by the operations we act on them for */
 const SUPPORTED_CONTROLS: Readonly<Record<string, readonly number[]>> = { [PAGED]: [SEARCH_REQUEST] };
 /** the extended operations answered here; ldapjs would answer any other itself */
-const EXTENDED_OPERATIONS = [WHOAMI, PASSWD];
+const EXTENDED_OPERATIONS = [WHOAMI, PASSWORD_MODIFY];
 
 export interface LdapLog {
   info(obj: object, msg: string): void;
@@ -229,7 +229,7 @@ export class LdapGateway {
     server.modify('', handler('modify', (req, s) => this.modify(req, s)));
     // (add, delete and modify DN never reach ldapjs: the framer refuses them)
     server.exop(WHOAMI, handler('whoami', (req, s) => this.whoami(req, s)));
-    server.exop(PASSWD, handler('passwd', (req, s) => this.passwordModify(req, s)));
+    server.exop(PASSWORD_MODIFY, handler('passwd', (req, s) => this.passwordModify(req, s)));
     await new Promise<void>((resolve, reject) => {
       server.server.once('error', reject);
       server.listen(port, host, () => {
@@ -296,16 +296,15 @@ export class LdapGateway {
         // run(), like every other answer, so that it counts in the connection's operations and waits
         // for a client that does not read. A stream of anonymous binds never read made 53 MiB of answers.
         // (slapd's answer to an LDAPv2 bind, which it takes only when configured to)
-        if (checked.op.tag === BIND_REQUEST && bindVersion(message, checked) !== 3) {
-          return this.refuse(socket, message, checked, ResultCode.protocolError, `LDAP version ${bindVersion(message, checked)} is not supported here; bind with LDAPv3 (ldapsearch -P 3)`);
-        }
+        const version = checked.op.tag === BIND_REQUEST ? bindVersion(message, checked) : 3;
+        if (version !== 3) return this.refuse(socket, message, checked, ResultCode.protocolError, `LDAP version ${version} is not supported here; bind with LDAPv3 (ldapsearch -P 3)`);
         if (checked.op.tag === BIND_REQUEST && isAnonymousBind(checked)) return this.refuse(socket, message, checked, ResultCode.success, '');
         if (checked.op.tag === EXTENDED_REQUEST) {
           const name = extendedName(message, checked);
           if (!EXTENDED_OPERATIONS.includes(name)) {
             return this.refuse(socket, message, checked, ResultCode.protocolError, `the extended operation ${shortened(name)} is not supported here; WhoAmI and password modify are`);
           }
-          const problem = extendedValueProblem(message, checked, WHOAMI, PASSWD);
+          const problem = extendedValueProblem(message, checked);
           if (problem) return this.refuse(socket, message, checked, ResultCode.protocolError, problem);
         }
         for (const dn of requestDns(message, checked)) {

@@ -206,6 +206,11 @@ export const LDAP_SYNTAXES: readonly string[] = [
  * The names of a definition (RFC 4512 4.1): `NAME 'cn'` or
  * `NAME ( 'cn' 'commonName' )`; none for a syntax.
  */
+/** A definition's OID: its first component (what objectIdentifierFirstComponentMatch compares). */
+export function definitionOid(description: string): string | undefined {
+  return /^\( (\S+)/.exec(description)?.[1];
+}
+
 export function definitionNames(description: string): string[] {
   const m = /\bNAME (?:'([^']*)'|\(((?: '[^']*')+) \))/.exec(description);
   if (!m) return [];

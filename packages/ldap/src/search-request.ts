@@ -45,6 +45,11 @@ export function extendedName(message: Buffer, checked: CheckedRequest): string {
   return berText(message, checked.op.children![0]);
 }
 
+/** The extended operations the gateway serves (RFC 4532 WhoAmI, RFC 3062 password modify). */
+export const WHOAMI = '1.3.6.1.4.1.4203.1.11.3';
+export const PASSWORD_MODIFY = '1.3.6.1.4.1.4203.1.11.1';
+const NOT_PASSWD_MODIFY = 'data decoding error: the request value is not a PasswdModifyRequestValue (userIdentity [0], oldPasswd [1], newPasswd [2], each optional, in that order)';
+
 /** A bind request's LDAP version (checked: an INTEGER, of at most a few bytes here). */
 export function bindVersion(message: Buffer, checked: CheckedRequest): number {
   return integerAt(message, checked.op.children![0]!);
@@ -58,20 +63,20 @@ export function bindVersion(message: Buffer, checked: CheckedRequest): number {
  * expect, so an empty or garbled value changed the password to a
  * generated one, and fields out of order ignored the old password given.
  */
-export function extendedValueProblem(message: Buffer, checked: CheckedRequest, whoami: string, passwd: string): string | undefined {
+export function extendedValueProblem(message: Buffer, checked: CheckedRequest): string | undefined {
   const [name, value] = checked.op.children!;
   const oid = berText(message, name);
-  if (oid === whoami) return value ? 'WhoAmI takes no request value' : undefined;
-  if (oid !== passwd || !value) return undefined;
+  if (oid === WHOAMI) return value ? 'WhoAmI takes no request value' : undefined;
+  if (oid !== PASSWORD_MODIFY || !value) return undefined;
   if (value.end === value.start) return 'empty request data field';
   const top = berTree(message, value.start, value.end, 8);
   const fields = top?.length === 1 && top[0]!.tag === 0x30 ? top[0]!.children : undefined;
   let last = 0x7f;
   for (const f of fields ?? []) {
-    if (f.children !== undefined || f.tag <= last || f.tag > 0x82) return 'data decoding error: the request value is not a PasswdModifyRequestValue (userIdentity [0], oldPasswd [1], newPasswd [2], each optional, in that order)';
+    if (f.children !== undefined || f.tag <= last || f.tag > 0x82) return NOT_PASSWD_MODIFY;
     last = f.tag;
   }
-  return fields ? undefined : 'data decoding error: the request value is not a PasswdModifyRequestValue (userIdentity [0], oldPasswd [1], newPasswd [2], each optional, in that order)';
+  return fields ? undefined : NOT_PASSWD_MODIFY;
 }
 
 export const ADD_REQUEST = 0x68;

@@ -1,6 +1,6 @@
 import type { Entry, EntryAttribute } from './entries.js';
 import { attrKey, fold, type AttrSource } from './filter.js';
-import { ATTRIBUTE_TYPES, definitionNames, LDAP_SYNTAXES, MATCHING_RULES, OBJECT_CLASSES } from './schema-definitions.js';
+import { ATTRIBUTE_TYPES, definitionNames, definitionOid, LDAP_SYNTAXES, MATCHING_RULES, OBJECT_CLASSES } from './schema-definitions.js';
 
 /** The DN of the subschema subentry, as slapd names it; every entry's subschemaSubentry. */
 export const SUBSCHEMA_DN = 'cn=Subschema';
@@ -40,7 +40,7 @@ const BY_FIRST_COMPONENT = ['attributeTypes', 'objectClasses', 'matchingRules', 
 export const SUBSCHEMA_SOURCE: AttrSource = (() => {
   const folded = new Map<string, readonly string[]>();
   for (const [key, a] of SUBSCHEMA_ENTRY.attrs) {
-    const components = BY_FIRST_COMPONENT.includes(key) ? a.values.flatMap((d) => [/^\( (\S+)/.exec(d)![1]!, ...definitionNames(d)]) : a.values;
+    const components = BY_FIRST_COMPONENT.includes(key) ? a.values.flatMap((d) => [definitionOid(d)!, ...definitionNames(d)]) : a.values;
     folded.set(key, components.map((v) => fold(key, v)));
   }
   return { values: (attr) => folded.get(attr) };

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
-import { isValidId, MeridianError } from '@meridian/store';
+import { isValidId, MeridianError, yamlProblem } from '@meridian/store';
 import { parseReplicaCredential } from '@meridian/sync';
 
 /**
@@ -240,8 +240,7 @@ export function readConfigFile(path: string): ConfigInput {
   try {
     doc = parseYaml(readFileSync(path, 'utf8'));
   } catch (e) {
-    // (the YAML parser's first line ends with ":" before the quoted source it shows on the next ones)
-    throw new MeridianError('bad-request', `cannot read config file ${path}: ${(e as Error).message.split('\n')[0]!.replace(/:\s*$/, '')}`);
+    throw new MeridianError('bad-request', `cannot read config file ${path}: ${yamlProblem(e)}`);
   }
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== 'object' || Array.isArray(doc)) throw new MeridianError('bad-request', `config file ${path} must be a mapping of settings`);

@@ -51,6 +51,11 @@ export const MAX_HASH_WAITING = 256;
 let hashing = 0;
 const hashWaiting: (() => void)[] = [];
 
+/** Hashes running now (for tests of the limit). */
+export function hashesRunning(): number {
+  return hashing;
+}
+
 async function scrypt(password: string, salt: Buffer, cost: ScryptCost): Promise<Buffer> {
   if (hashing < MAX_HASHING) hashing++;
   else if (hashWaiting.length >= MAX_HASH_WAITING) throw new MeridianError('busy', 'too many password checks are waiting on this node; try again in a moment');

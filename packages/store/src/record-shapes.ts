@@ -3,7 +3,8 @@ import { isValidId } from './ids.js';
 import { isSchemaName } from './schema.js';
 import { isSeq } from './version-vector.js';
 
-const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+/** Whether a decoded value is a map (not an array or bytes). */
+export const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 const scalar = (v: unknown): boolean => typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
 
 /** Whether a decoded value is a map of field values as a record holds them: scalars, or arrays of scalars. */
@@ -40,8 +41,8 @@ export function isIdempotentWrite(v: unknown, originRequired: boolean): boolean 
  * the wire: a peer's clone brings them, and a backup restores them.
  */
 export function isPurgeMarker(d: unknown): boolean {
-  if (typeof d !== 'object' || d === null) return false;
-  const m = d as Record<string, unknown>;
+  if (!isMap(d)) return false;
+  const m = d;
   return (
     isHlc(m['h']) && typeof m['p'] === 'string' && m['p'].length <= 256 && typeof m['o'] === 'string' && isValidId(m['o']) &&
     Number.isSafeInteger(m['n']) && (m['n'] as number) >= 1 && isSchemaName(m['t']) && (m['r'] === undefined || m['r'] === 1)

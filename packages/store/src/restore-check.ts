@@ -3,7 +3,7 @@ import { decode } from './codec.js';
 import { isHlc } from './hlc.js';
 import { isValidId } from './ids.js';
 import { SEP } from './keys.js';
-import { isFieldMap, isIdempotentWrite, isObjectRecordShape, isPurgeMarker } from './record-shapes.js';
+import { isFieldMap, isIdempotentWrite, isMap, isObjectRecordShape, isPurgeMarker } from './record-shapes.js';
 import { holdsState } from './yobject.js';
 import { isSeq, isVector } from './version-vector.js';
 
@@ -47,7 +47,6 @@ interface Space {
 const SEQ_PART = /^[0-9a-f]{14}$/;
 const KINDS = new Set(['create', 'update', 'delete', 'undelete', 'purge', 'redacted']);
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 const isNames = (v: unknown): boolean => Array.isArray(v) && v.every((x) => typeof x === 'string');
 /** a seq part as keys write it: 14 hex digits, at least 1 */
 const isSeqPart = (s: string): boolean => SEQ_PART.test(s) && Number.isSafeInteger(parseInt(s, 16)) && parseInt(s, 16) > 0;
@@ -97,19 +96,19 @@ const META: Readonly<Record<string, (v: unknown) => boolean>> = {
   nodeId: (v) => typeof v === 'string',
   nodeRoot: (v) => typeof v === 'string' && isValidId(v),
   incarnation: isSeq,
-  restoredFrom: (v) => isObject(v) && typeof v['node'] === 'string',
+  restoredFrom: (v) => isMap(v) && typeof v['node'] === 'string',
   format: (v) => isSeq(v),
   versionFormula: isSeq,
-  clients: (v) => Array.isArray(v) && v.every((c) => isObject(c) && Number.isSafeInteger(c['id']) && (c['node'] === undefined || typeof c['node'] === 'string')),
-  clientNodes: (v) => isObject(v) && Object.values(v).every((n) => typeof n === 'string'),
+  clients: (v) => Array.isArray(v) && v.every((c) => isMap(c) && Number.isSafeInteger(c['id']) && (c['node'] === undefined || typeof c['node'] === 'string')),
+  clientNodes: (v) => isMap(v) && Object.values(v).every((n) => typeof n === 'string'),
   // (any whole number: builds before caa5847 could count a type below zero)
-  counts: (v) => isObject(v) && Object.values(v).every((n) => Number.isSafeInteger(n)),
+  counts: (v) => isMap(v) && Object.values(v).every((n) => Number.isSafeInteger(n)),
   untyped: isNames,
   hlc: isHlc,
   feedBase: isVector,
   trimmedTo: isSeq,
   cloning: (v) => v === 1,
-  indexLayout: (v) => isObject(v) && Object.values(v).every((x) => typeof x === 'string'),
+  indexLayout: (v) => isMap(v) && Object.values(v).every((x) => typeof x === 'string'),
   indexPending: isNames,
 };
 
@@ -129,7 +128,7 @@ const SPACES: Readonly<Record<string, Space>> = {
     name: 'changes feed',
     problem(seq, v) {
       if (!isSeqPart(seq)) return 'is not under a feed seq of 14 hex digits';
-      if (!isObject(v) || typeof v['o'] !== 'string' || !isValidId(v['o']) || !isSeq(v['n']) || v['n'] < 1 || typeof v['i'] !== 'string' || !isValidId(v['i'])) return 'is not a feed entry';
+      if (!isMap(v) || typeof v['o'] !== 'string' || !isValidId(v['o']) || !isSeq(v['n']) || v['n'] < 1 || typeof v['i'] !== 'string' || !isValidId(v['i'])) return 'is not a feed entry';
       if (typeof v['t'] !== 'string' || !(v['u'] instanceof Uint8Array) || !isHlc(v['h']) || typeof v['p'] !== 'string' || !isNames(v['c']) || !KINDS.has(v['k'] as string)) return 'is not a feed entry';
       if (v['q'] !== undefined && typeof v['q'] !== 'string') return 'is not a feed entry';
       if (v['u'].length > 0 && !decodesAsUpdate(v['u'])) return 'holds a change that is not a Yjs update';
@@ -140,7 +139,7 @@ const SPACES: Readonly<Record<string, Space>> = {
     name: 'history',
     problem(rest, v) {
       if (idAndSeq(rest) === undefined) return 'is not under an object id and feed seq';
-      if (!isObject(v) || typeof v['o'] !== 'string' || !isSeq(v['n']) || !isHlc(v['h']) || typeof v['p'] !== 'string' || !KINDS.has(v['k'] as string) || typeof v['d'] !== 'boolean') return 'is not a history record';
+      if (!isMap(v) || typeof v['o'] !== 'string' || !isSeq(v['n']) || !isHlc(v['h']) || typeof v['p'] !== 'string' || !KINDS.has(v['k'] as string) || typeof v['d'] !== 'boolean') return 'is not a history record';
       if ((v['f'] !== undefined && !isFieldMap(v['f'])) || (v['b'] !== undefined && !isFieldMap(v['b'])) || (v['c'] !== undefined && !isNames(v['c']))) return 'is not a history record';
       return undefined;
     },
@@ -167,10 +166,10 @@ const SPACES: Readonly<Record<string, Space>> = {
     problem(rest, v) {
       const id = rest.slice(0, rest.indexOf(SEP));
       if (!isValidId(id)) return 'is not under a valid object id';
-      const values = isObject(v) ? v['values'] : undefined;
+      const values = isMap(v) ? v['values'] : undefined;
       const ok =
-        isObject(v) && v['objectId'] === id && typeof v['type'] === 'string' && typeof v['field'] === 'string' && typeof v['winner'] === 'string' && isHlc(v['detected']) &&
-        (v['settled'] === undefined || v['settled'] === null || isHlc(v['settled'])) && Array.isArray(values) && values.length >= 2 && values.every((x) => isObject(x) && typeof x['item'] === 'string');
+        isMap(v) && v['objectId'] === id && typeof v['type'] === 'string' && typeof v['field'] === 'string' && typeof v['winner'] === 'string' && isHlc(v['detected']) &&
+        (v['settled'] === undefined || v['settled'] === null || isHlc(v['settled'])) && Array.isArray(values) && values.length >= 2 && values.every((x) => isMap(x) && typeof x['item'] === 'string');
       return ok ? undefined : 'is not a conflict record';
     },
   },

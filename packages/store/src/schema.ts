@@ -100,12 +100,20 @@ function ldapContainer(where: string, ldap: Raw | undefined, typeName: string): 
   return c;
 }
 
+/**
+ * What the YAML parser found wrong, in one line: its first, without the
+ * colon that leads to the source it quotes on the next ones.
+ */
+export function yamlProblem(e: unknown): string {
+  return (e as Error).message.split('\n')[0]!.replace(/:\s*$/, '');
+}
+
 export function parseSchema(text: string, source = 'schema'): Schema {
   let doc: unknown;
   try {
     doc = parseYaml(text);
   } catch (e) {
-    throw schemaError(source, `is not valid YAML (${(e as Error).message.split('\n')[0]!.replace(/:\s*$/, '')})`);
+    throw schemaError(source, `is not valid YAML (${yamlProblem(e)})`);
   }
   if (!isRecord(doc) || !isRecord(doc['types'])) throw schemaError(source, 'needs a "types" mapping');
   const types = new Map<string, TypeDef>();

@@ -703,10 +703,14 @@ export class Store {
   async decoyPasswordCheck(password: string): Promise<void> {
     // (kept only once made: a hash refused as busy, kept, made every later decoy busy at once, which told
     // names that are no one from people, and kept those with {SSHA} hashes from signing in)
-    const decoy = (this.decoyHash ??= hashPassword(randomBytes(16).toString('base64'), this.passwordCost));
-    decoy.catch(() => {
-      if (this.decoyHash === decoy) this.decoyHash = undefined;
-    });
+    let decoy = this.decoyHash;
+    if (!decoy) {
+      decoy = this.decoyHash = hashPassword(randomBytes(16).toString('base64'), this.passwordCost);
+      const made = decoy;
+      made.catch(() => {
+        if (this.decoyHash === made) this.decoyHash = undefined;
+      });
+    }
     await verifyPassword(password.length > 0 ? password : ' ', await decoy);
   }
 
@@ -939,8 +943,7 @@ export class Store {
     const was = cur && !cur.d ? cur.t : undefined;
     const is = record.d ? undefined : record.t;
     if (was !== is) {
-      const wasDef = was === undefined ? undefined : this.schema.types.get(was);
-      if (wasDef) this.counts.set(wasDef.name, (this.counts.get(wasDef.name) ?? 0) - 1);
+      if (was !== undefined && this.schema.types.has(was)) this.counts.set(was, (this.counts.get(was) ?? 0) - 1);
       if (def && is !== undefined) this.counts.set(def.name, (this.counts.get(def.name) ?? 0) + 1);
     }
     if (feed) {
@@ -1278,7 +1281,7 @@ export class Store {
     // that throw leaves no pin behind; and before `entry`, which moves the
     // version vector and the clock, so that a failed claim read (pinClaims
     // reads synchronously) cannot leave the vector naming a purge never written.
-    const idx = cur && def ? indexSet(def, id, cur.f, cur.d) : EMPTY_INDEX;
+    const idx = this.indexedAs(id, cur);
     const claims: Slot<CachedClaim>[] = [];
     this.pinClaims(idx.unique, claims);
     const feed = typeof entry === 'function' ? entry() : undefined;

@@ -222,11 +222,23 @@ types:
 });
 
 t.test('password hashes run at most MAX_HASHING at once; past MAX_HASH_WAITING waiting, one more is refused as busy', async (t) => {
-  const { hashPassword, verifyPassword, MAX_HASHING, MAX_HASH_WAITING } = await import('../dist/password.js');
+  const { hashPassword, hashesRunning, verifyPassword, MAX_HASHING, MAX_HASH_WAITING } = await import('../dist/password.js');
   const stored = await hashPassword('right', { N: 1024, r: 8, p: 1 });
   const extra = 10;
   const all = Array.from({ length: MAX_HASHING + MAX_HASH_WAITING + extra }, (_, i) => verifyPassword(i === 0 ? 'right' : 'wrong', stored));
+  // how many run at once, looked at between the thread pool's answers
+  let most = 0;
+  let done = false;
+  const watch = (async () => {
+    while (!done) {
+      most = Math.max(most, hashesRunning());
+      await new Promise((r) => setImmediate(r));
+    }
+  })();
   const settled = await Promise.allSettled(all);
+  done = true;
+  await watch;
+  t.ok(most > 0 && most <= MAX_HASHING, `at most ${MAX_HASHING} ran at once (${most} seen)`);
   const busy = settled.filter((s) => s.status === 'rejected' && (s.reason as MeridianError).code === 'busy');
   t.equal(busy.length, extra, `the ${extra} past the queue are refused`);
   t.match((busy[0] as PromiseRejectedResult).reason.message, /^too many password checks are waiting on this node; try again in a moment$/);

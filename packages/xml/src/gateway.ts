@@ -70,6 +70,8 @@ interface Request {
 }
 
 const PATHS = /^\/(objects|me|export|import|changes)(\/|$)/;
+/** The paths that are one segment, with what to say of one with more */
+const SINGLE_SEGMENT: Readonly<Record<string, string>> = { me: 'your own entry is at /me', export: 'the export is at /export', import: 'imports go to /import', changes: 'the changes feed is at /changes' };
 /** memory for remembered object XML */
 const RENDERED_BYTES = 32 * 1024 * 1024;
 
@@ -125,6 +127,8 @@ export class XmlGateway {
       seesEverything = r.scope.everything;
       const parts = url.pathname.split('/').filter(Boolean).map(decode);
       const method = req.method ?? 'GET';
+      const single = Object.hasOwn(SINGLE_SEGMENT, parts[0] ?? '') ? SINGLE_SEGMENT[parts[0]!] : undefined;
+      if (single !== undefined && parts.length !== 1) throw new XmlError(404, `nothing at ${url.pathname}; ${single}`);
       switch (parts[0]) {
         case 'objects':
           if (parts.length === 2) {
@@ -145,20 +149,16 @@ export class XmlGateway {
           }
           throw new XmlError(404, `nothing at ${url.pathname}; objects are at /objects/{type}/{id}`);
         case 'me':
-          if (parts.length !== 1) throw new XmlError(404, `nothing at ${url.pathname}`);
           if (method === 'GET' || method === 'HEAD') return await this.me(r);
           if (method === 'PUT') return await this.putMe(r);
           throw notAllowed(method, 'GET, HEAD, PUT');
         case 'export':
-          if (parts.length !== 1) throw new XmlError(404, `nothing at ${url.pathname}; the export is at /export`);
           if (method !== 'GET' && method !== 'HEAD') throw notAllowed(method, 'GET, HEAD');
           return await this.export(r);
         case 'import':
-          if (parts.length !== 1) throw new XmlError(404, `nothing at ${url.pathname}; imports go to /import`);
           if (method !== 'POST') throw notAllowed(method, 'POST');
           return await this.import(r);
         case 'changes':
-          if (parts.length !== 1) throw new XmlError(404, `nothing at ${url.pathname}; the changes feed is at /changes`);
           if (method !== 'GET') throw notAllowed(method, 'GET');
           this.requireEverything(r, 'the changes feed');
           return await changesFeed(this.opts.store, req, res, url, this.opts.pollTimeout ?? 30_000, async () => {
