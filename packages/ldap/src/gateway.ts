@@ -463,7 +463,12 @@ export class LdapGateway {
         return new LdapFailure(ResultCode.busy, message);
       case 'precondition':
       case 'unconfirmed':
+      // (made on the master, not yet back on this replica: its sentence says so, and a read soon shows it)
+      case 'not-yet-visible':
         return new LdapFailure(ResultCode.unavailable, message);
+      case 'master-error':
+        // the master refused for a reason this node has no code for: its sentence, not an internal failure here
+        return new LdapFailure(ResultCode.other, message);
       default:
         this.opts.log.error({ err: e instanceof Error ? e.stack : String(e) }, 'LDAP request failed');
         return new LdapFailure(ResultCode.other, 'the request failed inside the server; its log has the details');

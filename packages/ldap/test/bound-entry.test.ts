@@ -6,14 +6,26 @@ import { AccessScope, verifyPassword, type Principal, type Store, type Writer } 
 import ldap from 'ldapjs';
 import { LdapGateway } from '../dist/gateway.js';
 import { crmStore, quiet, schema } from './fixtures.js';
+import { ldapTool } from '../../../test/helpers/ldap-utils.js';
 
 const BASE = 'dc=example,dc=com';
 const dnOf = (id: string): string => `meridianId=${id},ou=people,${BASE}`;
 
-async function gateway(t: Test, store: Store, opts: { writes?: { user: string | undefined }[]; checking?: () => Promise<void>; answered?: () => Promise<void> } = {}): Promise<number> {
+/** A failure of the writer's with the code the node's classify gives it (as a replica's forwarding fails). */
+class CodedFailure extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function gateway(t: Test, store: Store, opts: { writes?: { user: string | undefined }[]; checking?: () => Promise<void>; answered?: () => Promise<void>; fail?: CodedFailure; errorsLogged?: unknown[] } = {}): Promise<number> {
   const writer = {
     update: async (id: string, fields: Record<string, unknown>, o: { credential?: { user: string } }) => {
       opts.writes?.push({ user: o.credential?.user });
+      if (opts.fail) throw opts.fail;
       const done = await store.update(id, fields);
       // (the write is made and readable; its answer comes when the test says, as a replica's may come late)
       await opts.answered?.();
@@ -22,6 +34,8 @@ async function gateway(t: Test, store: Store, opts: { writes?: { user: string | 
   } as unknown as Writer;
   const g = new LdapGateway({
     ...quiet,
+    log: { ...quiet.log, error: (o: unknown) => void opts.errorsLogged?.push(o) },
+    classify: (e: unknown) => (e instanceof CodedFailure ? { code: e.code, message: e.message } : quiet.classify(e)),
     store,
     writer,
     baseDn: BASE,
@@ -116,4 +130,21 @@ t.test("an operation that comes while the session's own password change is writt
   release();
   t.equal(await changed, 0, 'the change is answered success, not a failure inside the server');
   t.equal(await c.look(dnOf('per-alice')), 0, 'and the session goes on under the new password');
+});
+
+t.test("a replica's forwarded write that the master made but that is not back yet, or that the master refused for a reason this node has no code for, is answered with the sentence, not as a failure inside the server", async (t) => {
+  const store = await withPerson(t);
+  const cases: [CodedFailure, number][] = [
+    [new CodedFailure('not-yet-visible', 'the master committed the write to per-alice, but the change has not come back to this replica within 30 s; it will appear here once the replica catches up'), 52],
+    [new CodedFailure('master-error', 'the master could not make the write: the moon is in the wrong phase'), 80],
+  ];
+  for (const [fail, code] of cases) {
+    const errorsLogged: unknown[] = [];
+    const port = await gateway(t, store, { fail, errorsLogged });
+    // (ldapmodify, not ldapjs: ldapjs's client drops the diagnostic message of a result)
+    const r = await ldapTool('ldapmodify', ['-x', '-H', `ldap://127.0.0.1:${port}`, '-D', 'uid=alice', '-w', 'first-pw'], { input: `dn: ${dnOf('per-alice')}\nchangetype: modify\nreplace: title\ntitle: x\n` });
+    t.equal(r.code, code, `${fail.code}: result ${code}`);
+    t.match(r.stderr, `additional info: ${fail.message}`, 'with the sentence');
+    t.same(errorsLogged, [], 'and nothing logged as a failure of this server');
+  }
 });
