@@ -534,6 +534,44 @@ t.test('revoking a replica credential closes its open session', async (t) => {
   t.equal(again.reason, 'replica credential "laptop-2" is unknown, re-issued or revoked here; use the newest from "meridian replica add laptop-2"');
 });
 
+t.test('a replica that acknowledges frames it never read is closed once 64 MiB wait for it, not buffered without end', async (t) => {
+  const { node, logs } = await startNode(t);
+  // 50 releases of about 2 MB that do not compress: about 100 MB of feed, a frame or so each
+  const product = await node.store.create('Product', { name: 'Big' });
+  for (let i = 0; i < 50; i++) {
+    await node.store.create('Release', { product: product.id, version: `1.${i}`, components: Array.from({ length: 500 }, () => randomBytes(3000).toString('base64url')) });
+  }
+  const [name, serial, key] = (await issue(node, 'laptop-5')).split(':') as [string, string, string];
+  const session = new SyncSession({ nodeId: 'replica-laptop-5', cluster: 'meridian', secret: key, credential: `${name}:${serial}`, role: 'replica', dialed: true, nonce: randomBytes(16), vector: () => ({}), head: 0 });
+  const ws = new WebSocket(syncUrl(node));
+  t.teardown(() => ws.terminate());
+  let opened = false;
+  const run = (actions: Action[]): void => {
+    for (const a of actions) {
+      if (a.type === 'send') ws.send(encodeFrame(a.frame));
+      else if (a.type === 'load-checkpoint') run(session.checkpointLoaded(0));
+      else if (a.type === 'open') opened = true;
+    }
+  };
+  ws.on('open', () => run(session.start(Date.now())));
+  ws.on('message', (data: Buffer) => {
+    if (!opened) run(session.receive(decodeFrame(data)));
+  });
+  ws.on('error', () => undefined);
+  t.ok(await until(() => opened), 'the replica is in, and has subscribed');
+  // from here it reads nothing: the window holds what the master sends to what it may have in flight
+  ws.pause();
+  await sleep(1500);
+  const cut = (): LogLine | undefined => logs.find((l) => l.msg === 'peer is not reading; closing the link');
+  t.notOk(cut(), 'a peer that reads nothing and acknowledges nothing is only not sent more');
+  // acknowledgements of frames it never read (0 passes for any frame in flight), about as fast as the master sends
+  const forged = setInterval(() => ws.send(encodeFrame({ t: 'ack', seq: 0 })), 50);
+  t.teardown(() => clearInterval(forged));
+  t.ok(await until(() => cut() !== undefined, 20_000), 'with them, the master closes the link once 64 MiB wait unread');
+  t.match(cut()!.reason, /^the peer left \d+ MiB unread, past the 64 MiB a link may hold$/);
+  t.equal(await healthz(node), 200, 'and keeps serving');
+});
+
 t.test('replica credentials are changed only through their own commands', async (t) => {
   const { node } = await startNode(t);
   await issue(node, 'laptop-3');

@@ -16,6 +16,14 @@ export const DUPLICATE_SESSION = 'duplicate session';
 const STALE_SESSION = 'replaced by a newer session of this peer';
 /** The largest frame taken before the session is open (hello and auth are far smaller). */
 const MAX_UNAUTHENTICATED_FRAME = 4096;
+/**
+ * Bytes queued to a peer that has not read them, past which its link is
+ * closed. The window keeps an honest peer's share to about 16 MiB of
+ * frames plus a part frame; acknowledgements sent without reading (an ack
+ * of 0 passes for any states frame) or write answers never read would
+ * otherwise grow this node's memory without bound.
+ */
+export const MAX_UNREAD_BYTES = 64 * 1024 * 1024;
 /** Why a second session in one direction is closed while the first is still heard from. */
 const SAME_DIRECTION_SESSION = 'a session dialed this way is open still; try again shortly';
 
@@ -357,6 +365,12 @@ export class Replicator {
           this.opts.log.info({ peer: session.peer, since: frame.since, clone: frame.clone === true }, frame.clone ? 'cloning from peer: this node is empty' : 'resuming from peer\'s feed at the checkpoint');
         }
         ws.send(bytes);
+        if (ws.bufferedAmount > MAX_UNREAD_BYTES) {
+          const reason = `the peer left ${Math.round(ws.bufferedAmount / 1048576)} MiB unread, past the ${MAX_UNREAD_BYTES / 1048576} MiB a link may hold`;
+          this.opts.log.warn({ peer: session.peer, url, from, reason }, 'peer is not reading; closing the link');
+          this.lastReason.set(link, reason);
+          ws.terminate();
+        }
         return true;
       },
       opened: (peer, role) => {
