@@ -3,7 +3,7 @@
  * and after it heals, /readyz while a node catches up, each replication
  * state change logged once, and the CLI's lag and log commands.
  */
-import { readFileSync } from 'node:fs';
+import { cpSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
@@ -393,6 +393,33 @@ t.test('the accepting side hears a slow frame arriving too', async (t) => {
   const big = await largeRelease(a.node.store);
   t.ok(await until(async () => (await b.node.store.get(big)) !== undefined, 20_000), `b got the large object over the slow link in ${Date.now() - started} ms`);
   t.equal(count(b.logs, 'no heartbeat from peer; closing the link'), 0, 'without declaring the link dead while the frame arrived');
+});
+
+t.test('a node whose data dir was put back from a copy under its own id is refused by its peers, and refuses them, instead of writing what no peer will take', async (t) => {
+  const b = await start(t, { nodeId: 'b' });
+  const dir = tempDir(t);
+  const peers = [`${b.node.url.replace('http', 'ws')}/sync`];
+  let a = await start(t, { nodeId: 'a', peers }, dir);
+  const first = await a.node.store.create('Organisation', { name: 'Before the copy', kind: 'vendor' });
+  t.ok(await until(async () => (await b.node.store.get(first.id)) !== undefined));
+  await a.node.stop();
+  const copy = `${dir}.copy`;
+  cpSync(dir, copy, { recursive: true });
+  t.teardown(() => rmSync(copy, { recursive: true, force: true }));
+  a = await start(t, { nodeId: 'a', peers }, dir);
+  const second = await a.node.store.create('Organisation', { name: 'After the copy', kind: 'vendor' });
+  t.ok(await until(async () => (await b.node.store.get(second.id)) !== undefined), 'b holds a change of a that the copy lacks');
+  await a.node.stop();
+  rmSync(dir, { recursive: true });
+  renameSync(copy, dir);
+  a = await start(t, { nodeId: 'a', peers }, dir);
+  const older = /data dir is older than the changes it made/;
+  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'refused'), 'a does not replicate with b');
+  t.match(a.node.replicator!.status()[0]!.reason, older);
+  const refused = (): LogLine[] => b.logs.filter((l) => l.msg === 'replication peer refused' && older.test(String(l['reason'])));
+  t.ok(await until(() => refused().length > 0), 'and b logs why it refuses a');
+  t.match(String(refused()[0]!['reason']), /^a holds its own changes only up to 1, and b holds them up to 2: a's data dir is older|^b holds changes of a up to 2, and a itself only up to 1: a's data dir is older/);
+  t.equal(await b.node.store.get(second.id).then((o) => o?.fields['name']), 'After the copy', 'b keeps what a wrote after the copy');
 });
 
 t.test('meridian verify says identical, or names the ranges that differ', async (t) => {

@@ -1057,8 +1057,8 @@ export class Store {
       }
       // The update's writer is the origin's process: one of this node's own
       // clientIDs there means another node wrote with it. (This node's own
-      // changes are exempt: after its disk rolled back, peers rightly send
-      // back those it lost.)
+      // changes are exempt: peers never stream a node its own changes, but an
+      // implementation that relayed them back would be sending what it made.)
       const foreign = c.origin !== this.nodeId;
       const writer = firstClient(c.update);
       if (foreign && writer !== undefined && this.ownClients.has(writer)) this.refuseClient(`change ${c.origin}:${c.originSeq} to ${c.id}`, writer);

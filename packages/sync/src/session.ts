@@ -350,6 +350,8 @@ export class SyncSession {
       case 'sub': {
         if (this.opts.role === 'replica') return this.fail('a replica serves no feed; subscribe to a master', true);
         if (this.cursor !== undefined || this.cloning || this.preparing) return this.fail('subscribed twice on one session', true);
+        const rolledBack = this.rolledBack(f.vector, f.clone === true);
+        if (rolledBack) return this.fail(rolledBack, true);
         this.peerHas = new VersionVector(Object.entries(f.vector));
         this.peerHadAtSub = f.vector;
         if (f.clone) {
@@ -814,6 +816,30 @@ export class SyncSession {
       // 200 at a new node's first poll, 3,000 changes behind)
       this.holdsWhatPeerHad()
     );
+  }
+
+  /**
+   * Why a session must not go on when either side holds fewer of its own
+   * changes than the other holds of them: that side's data dir is older
+   * than what it wrote (a file-level copy put back, a disk that lost
+   * acknowledged writes). Peers never send a node its own changes back, and
+   * skip the origin seqs it would issue again, so everything it wrote from
+   * then on would stay on it alone. An empty node cloning under its old id
+   * is the exception: the snapshot brings its own changes back with the rest.
+   */
+  private rolledBack(theirs: Record<string, number>, cloning: boolean): string | undefined {
+    const me = this.opts.nodeId;
+    const peer = this.peer!;
+    const mine = this.opts.vector();
+    const ofMe = vectorEntry(theirs, me);
+    if (ofMe > vectorEntry(mine, me)) {
+      return `${peer} holds changes of ${me} up to ${ofMe}, and ${me} itself only up to ${vectorEntry(mine, me)}: ${me}'s data dir is older than the changes it made (a copy put back, or a disk that lost writes), and what it writes now would reach no peer; start ${me} on an empty --dir to clone it back, or restore a backup, which takes a new node id`;
+    }
+    const ofPeer = vectorEntry(mine, peer);
+    if (!cloning && vectorEntry(theirs, peer) < ofPeer) {
+      return `${peer} holds its own changes only up to ${vectorEntry(theirs, peer)}, and ${me} holds them up to ${ofPeer}: ${peer}'s data dir is older than the changes it made (a copy put back, or a disk that lost writes), and what it writes now would reach no peer; start ${peer} on an empty --dir to clone it back, or restore a backup, which takes a new node id`;
+    }
+    return undefined;
   }
 
   private holdsWhatPeerHad(): boolean {
