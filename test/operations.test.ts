@@ -420,6 +420,19 @@ t.test('a node whose data dir was put back from a copy under its own id is refus
   t.ok(await until(() => refused().length > 0), 'and b logs why it refuses a');
   t.match(String(refused()[0]!['reason']), /^a holds its own changes only up to 1, and b holds them up to 2: a's data dir is older|^b holds changes of a up to 2, and a itself only up to 1: a's data dir is older/);
   t.equal(await b.node.store.get(second.id).then((o) => o?.fields['name']), 'After the copy', 'b keeps what a wrote after the copy');
+
+  // an emptied dir under the old id is refused too: its feed would start again below b's position in the old one
+  await a.node.stop();
+  a = await start(t, { nodeId: 'a', peers });
+  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'refused'), 'a, emptied, under its old id is refused');
+  t.match(a.node.replicator!.status()[0]!.reason, older);
+  t.equal((await a.node.store.list('Organisation')).items.length, 0, 'and has cloned nothing');
+  // the fix the refusal names: an empty dir under a new id clones, and what it writes reaches b
+  await a.node.stop();
+  const a2 = await start(t, { nodeId: 'a2', peers });
+  t.ok(await until(async () => (await a2.node.store.get(second.id)) !== undefined), 'a2 clones all a wrote');
+  const third = await a2.node.store.create('Organisation', { name: 'After the clone', kind: 'vendor' });
+  t.ok(await until(async () => (await b.node.store.get(third.id)) !== undefined), 'and what it writes reaches b');
 });
 
 t.test('meridian verify says identical, or names the ranges that differ', async (t) => {

@@ -350,7 +350,7 @@ export class SyncSession {
       case 'sub': {
         if (this.opts.role === 'replica') return this.fail('a replica serves no feed; subscribe to a master', true);
         if (this.cursor !== undefined || this.cloning || this.preparing) return this.fail('subscribed twice on one session', true);
-        const rolledBack = this.rolledBack(f.vector, f.clone === true);
+        const rolledBack = this.rolledBack(f.vector);
         if (rolledBack) return this.fail(rolledBack, true);
         this.peerHas = new VersionVector(Object.entries(f.vector));
         this.peerHadAtSub = f.vector;
@@ -824,20 +824,21 @@ export class SyncSession {
    * than what it wrote (a file-level copy put back, a disk that lost
    * acknowledged writes). Peers never send a node its own changes back, and
    * skip the origin seqs it would issue again, so everything it wrote from
-   * then on would stay on it alone. An empty node cloning under its old id
-   * is the exception: the snapshot brings its own changes back with the rest.
+   * then on would stay on it alone. An emptied data dir started under its
+   * old id is refused too: its feed starts again at 1, below the positions
+   * its peers keep in the old one, and they would skip its first entries.
    */
-  private rolledBack(theirs: Record<string, number>, cloning: boolean): string | undefined {
+  private rolledBack(theirs: Record<string, number>): string | undefined {
     const me = this.opts.nodeId;
     const peer = this.peer!;
     const mine = this.opts.vector();
     const ofMe = vectorEntry(theirs, me);
     if (ofMe > vectorEntry(mine, me)) {
-      return `${peer} holds changes of ${me} up to ${ofMe}, and ${me} itself only up to ${vectorEntry(mine, me)}: ${me}'s data dir is older than the changes it made (a copy put back, or a disk that lost writes), and what it writes now would reach no peer; start ${me} on an empty --dir to clone it back, or restore a backup, which takes a new node id`;
+      return `${peer} holds changes of ${me} up to ${ofMe}, and ${me} itself only up to ${vectorEntry(mine, me)}: ${me}'s data dir is older than the changes it made (a copy put back, or a disk that lost writes), and what it writes now would reach no peer; start it on an empty --dir under a new --node-id, which clones, or restore a backup, which takes one`;
     }
     const ofPeer = vectorEntry(mine, peer);
-    if (!cloning && vectorEntry(theirs, peer) < ofPeer) {
-      return `${peer} holds its own changes only up to ${vectorEntry(theirs, peer)}, and ${me} holds them up to ${ofPeer}: ${peer}'s data dir is older than the changes it made (a copy put back, or a disk that lost writes), and what it writes now would reach no peer; start ${peer} on an empty --dir to clone it back, or restore a backup, which takes a new node id`;
+    if (vectorEntry(theirs, peer) < ofPeer) {
+      return `${peer} holds its own changes only up to ${vectorEntry(theirs, peer)}, and ${me} holds them up to ${ofPeer}: ${peer}'s data dir is older than the changes it made (a copy put back, or a disk that lost writes), and what it writes now would reach no peer; start it on an empty --dir under a new --node-id, which clones, or restore a backup, which takes one`;
     }
     return undefined;
   }
