@@ -86,7 +86,7 @@ t.test('a backup taken during writes restores to a consistent store: indexes agr
   const r = await cliAsync(['restore', '--in', file, '--dir', dir, '--json']);
   t.equal(r.code, 0, r.stderr);
   const info = JSON.parse(r.stdout) as { nodeId: string; incarnation: number; from: string; records: number };
-  t.match(info, { nodeId: /^a\.1-[0-9a-f]{4}$/, incarnation: 1, from: 'a' });
+  t.match(info, { nodeId: /^a\.1-[0-9a-f]{12}$/, incarnation: 1, from: 'a' });
 
   const schema = loadSchemaFile(SCHEMA);
   const restored = await Store.open({ dir, schema });
@@ -183,7 +183,7 @@ t.test('a restored node rejoins as a new incarnation and converges with its peer
   t.not(r1, r2, 'the same backup restored twice makes two node ids');
   // on b's port, so a's configuration is unchanged
   const r = await start(t, { httpPort: pb, peers: [`ws://127.0.0.1:${pa}/sync`] }, dir);
-  t.match(r.store.nodeId, /^b\.1-[0-9a-f]{4}$/);
+  t.match(r.store.nodeId, /^b\.1-[0-9a-f]{12}$/);
   t.not(r.store.clientId, bClient, 'a fresh Yjs clientID');
   t.notOk((await r.store.raw('mclients').next()).done, 'and the clientIDs used before are still recorded, so none is drawn again');
   const mine = await r.store.create('Organisation', { name: 'made-on-the-restored-node', kind: 'vendor' }, { principal: 'admin' });

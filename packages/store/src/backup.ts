@@ -229,8 +229,9 @@ export async function restoreBackup(
     // (both checked as they were written, by restoredRecordProblem)
     const incarnation = (readMeta<number>(await db.get(keys.meta('incarnation'))) ?? 0) + 1;
     const root = readMeta<string>(await db.get(keys.meta('nodeRoot'))) ?? h.node;
-    // the suffix: the same backup restored twice must not make two nodes of one id
-    const suffix = `.${incarnation}-${randomBytes(2).toString('hex')}`;
+    // the suffix: the same backup restored twice must not make two nodes of one id (a whole cluster restored
+    // from one backup is several restores of it; with 16 bits, as before, two of ten shared one once in about 1,500)
+    const suffix = `.${incarnation}-${randomBytes(6).toString('hex')}`;
     // (cut to fit: an original id near the length limit must still give a restorable one)
     const nodeId = opts.nodeId ?? `${root.slice(0, MAX_ID_LENGTH - suffix.length)}${suffix}`;
     checkNewNodeId(nodeId, h.node, await idsKnown(db, [h.node, root]));

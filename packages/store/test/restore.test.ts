@@ -16,7 +16,7 @@ t.test('a node whose id is near the length limit restores under a default id tha
   const restored = await restoreBackup(dir, encodeBackup(snap.header, snap.batches));
   await snap.close();
   t.ok(restored.nodeId.length <= 128, `the new id fits: ${restored.nodeId.length} characters`);
-  t.match(restored.nodeId, /\.1-[0-9a-f]{4}$/, 'and still says which incarnation it is');
+  t.match(restored.nodeId, /\.1-[0-9a-f]{12}$/, 'and still says which incarnation it is');
   const r = await Store.open({ dir, schema });
   t.teardown(() => r.close());
   t.equal(r.nodeId, restored.nodeId);
@@ -175,7 +175,7 @@ t.test('a restored node is refused an id the backup shows a node has had: an ori
   const r = await Store.open({ dir, schema });
   t.teardown(() => r.close());
   await t.rejects(restoreAs(r, 'a'), { message: /node id "a" is one the backup shows/ }, "the original's id, which this incarnation came from");
-  t.match((await restoreAs(r, undefined)).nodeId, /^a\.2-[0-9a-f]{4}$/, 'the default id is still made from the lineage');
+  t.match((await restoreAs(r, undefined)).nodeId, /^a\.2-[0-9a-f]{12}$/, 'the default id is still made from the lineage');
 });
 
 t.test('a hand-made backup with a malformed header, frame or record restore reads is refused in one sentence, and leaves nothing', async (t) => {
