@@ -1577,13 +1577,25 @@ export class Store {
   private async reindexChangedFields(): Promise<void> {
     const now = indexLayout(this.schema);
     const stored = await this.db.get(keys.meta('indexLayout'));
-    const before = stored === undefined ? undefined : decode<Record<string, string>>(stored);
+    let before = stored === undefined ? undefined : decode<Record<string, string>>(stored);
     const storedPending = await this.db.get(keys.meta('indexPending'));
     const pending = storedPending === undefined ? [] : decode<string[]>(storedPending);
     const layoutOp: BatchOp = { type: 'put', key: keys.meta('indexLayout'), value: encode(now) };
-    // (a data dir from before this check: its indexes follow the schema it last ran with, as always)
-    if (before === undefined) return void (await this.commits.add([layoutOp]));
-    const names = new Set([...Object.keys(before), ...Object.keys(now)].filter((k) => before[k] !== now[k]));
+    // No layout: a new data dir, or one from a build before the layout was kept, whose indexes follow
+    // whatever schema it ran with, and which stored objects of a type the schema lacked with no type
+    // entry and no count. Such a dir has every index rebuilt once, as after a rebuild cut short (each
+    // field taken as what it is now, so a value a unique field holds twice through replication stays
+    // a recorded clash).
+    let unknownLayout = false;
+    if (before === undefined) {
+      const empty = (await this.db.keys({ gte: keys.objectPrefix, lt: keys.objectPrefix + HIGH, limit: 1 }).all()).length === 0;
+      if (empty) return void (await this.commits.add([layoutOp]));
+      before = { ...now };
+      unknownLayout = true;
+    }
+    const was = before;
+    const names = new Set([...Object.keys(was), ...Object.keys(now)].filter((k) => was[k] !== now[k]));
+    if (unknownLayout) for (const k of Object.keys(now)) names.add(k);
     for (const k of pending) names.add(k);
     // a count of a type the schema no longer has, left by a build that kept counts of such types
     for (const t of this.counts.keys()) if (!this.schema.types.has(t)) names.add(`${t}${SEP}`);

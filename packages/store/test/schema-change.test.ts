@@ -182,6 +182,40 @@ t.test('a count of a type the schema no longer has, left by a build from before 
   await c.close();
 });
 
+t.test('a data dir from a build before the index layout was kept has every index rebuilt once; a new one, nothing', async (t) => {
+  const schema = parseSchema(SCHEMA_TEXT, 'test schema');
+  const dir = tempDir(t);
+  const a = await open(dir, schema);
+  await a.create('Org', { name: 'Acme', kind: 'customer' }, { id: 'org-1' });
+  await a.create('Org', { name: 'Bolt', kind: 'vendor' }, { id: 'org-2' });
+  await a.create('Person', { cn: 'Ada', sn: 'Lovelace', mail: ['ada@example.com'], uid: 'ada', org: 'org-1' }, { id: 'per-1' });
+  await a.close();
+  // what such a build could leave: no layout, an object of a type then unknown with no type entry or count, a field then not indexed
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  await db.del(keys.meta('indexLayout'));
+  await db.del(keys.type('Org', 'org-2'));
+  await db.put(keys.meta('counts'), encode({ Org: 1, Person: 1 }));
+  for await (const k of db.keys({ gte: `xPerson${SEP}cn${SEP}`, lt: `xPerson${SEP}cn${SEP}\uffff` })) await db.del(k);
+  await db.close();
+  const told: { fields: string[]; types: string[] }[] = [];
+  const b = await Store.open({ dir, schema, passwordCost: { N: 1024, r: 8, p: 1 }, onReindex: (what) => void told.push(what) });
+  t.equal(told.length, 1, 'one rebuild');
+  t.ok(told[0]!.types.includes('Org') && told[0]!.fields.includes('Person.cn'), 'of every type and indexed field');
+  t.same((await b.list('Org')).items.map((o) => o.id), ['org-1', 'org-2'], 'the object the type index lacked is listed');
+  t.same(b.objectCounts(), { Org: 2, Person: 1 }, 'and counted');
+  t.same((await b.lookup('Person', 'cn', 'Ada')).items.map((o) => o.id), ['per-1'], 'a field index the build did not keep is there');
+  t.same(await checkIndexes(b), []);
+  await b.close();
+  const again: unknown[] = [];
+  const c = await Store.open({ dir, schema, passwordCost: { N: 1024, r: 8, p: 1 }, onReindex: (what) => void again.push(what) });
+  t.same(again, [], 'once: the layout is kept from then on');
+  await c.close();
+  const fresh: unknown[] = [];
+  const d = await Store.open({ dir: tempDir(t), schema, passwordCost: { N: 1024, r: 8, p: 1 }, onReindex: (what) => void fresh.push(what) });
+  t.same(fresh, [], 'a new data dir has nothing to rebuild');
+  await d.close();
+});
+
 t.test('a type added to the schema with no objects of it stored is added without reading the objects', async (t) => {
   const withNote = variant('  License:\n', '  Note:\n    idPrefix: note\n    fields:\n      text: { type: string }\n  License:\n');
   const dir = tempDir(t);
