@@ -243,6 +243,32 @@ t.test('a replica that reaches none of its masters logs turning to the next one 
   t.equal((await scrape(r.node)).get('meridian_read_only'), 1, 'read-only meanwhile');
 });
 
+t.test("a replica's wait between rounds of its masters starts again from the shortest once a session opened, though it ended before going live", async (t) => {
+  const m = await start(t, { nodeId: 'm' });
+  // about 5 s to catch up at 400 KB/s: the session is lost while it still catches up
+  await largeRelease(m.node.store);
+  const issued = await fetch(`${m.node.url}/api/replicas`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'laptop-9' }) });
+  const { credential } = (await issued.json()) as { credential: string };
+  const proxy = await FaultProxy.start();
+  t.teardown(() => proxy.close());
+  proxy.setTarget(Number(new URL(m.node.url).port));
+  proxy.throttle(400_000);
+  proxy.partition();
+  const r = await start(t, { nodeId: 'r', role: 'replica', masters: [`ws://127.0.0.1:${proxy.port}/sync`], replicaCredential: credential, clusterSecret: undefined });
+  // failed rounds of its one master: 125-250 ms, 250-500, 500-1000, 1000-2000 between dials
+  t.ok(await until(() => proxy.dials.length >= 5, 10_000), 'it dialed through several failed rounds');
+  proxy.heal();
+  t.ok(await until(() => r.node.replicator!.status()[0]?.state === 'catching-up', 10_000), 'and reached its master once it was back');
+  await sleep(300);
+  t.not(r.node.replicator!.status()[0]?.state, 'live', 'still catching up');
+  const before = proxy.dials.length;
+  proxy.partition();
+  // the session lost: one dial at once, refused, a whole round; the wait after it is the first step's again
+  t.ok(await until(() => proxy.dials.length >= before + 2, 10_000), 'it dials again at once, and again after a round');
+  const gap = proxy.dials[before + 1]! - proxy.dials[before]!;
+  t.ok(gap < 1000, `the wait after the first failed round was ${Math.round(gap)} ms, not the 2-4 s the earlier rounds had reached`);
+});
+
 t.test('meridian lag and meridian log against a running node', async (t) => {
   const a = await start(t, { nodeId: 'a' });
   for (let i = 0; i < 3; i++) await a.node.store.create('Organisation', { name: `G${i}`, kind: 'vendor' }, { principal: 'admin' });

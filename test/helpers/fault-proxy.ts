@@ -40,6 +40,8 @@ export class FaultProxy {
   private readonly pairs = new Set<[Socket, Socket]>();
   /** target-side sockets resetClients left open */
   private readonly kept = new Set<Socket>();
+  /** when each connection came (performance.now()), those refused while cut included */
+  readonly dials: number[] = [];
 
   private constructor(server: Server) {
     this.server = server;
@@ -144,6 +146,7 @@ export class FaultProxy {
   }
 
   private accept(client: Socket): void {
+    this.dials.push(performance.now());
     if (this.cut || this.target === undefined) {
       client.destroy();
       return;

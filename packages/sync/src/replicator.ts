@@ -378,7 +378,10 @@ export class Replicator {
         this.opts.log.info({ peer, role, direction, url }, 'replication session open');
         link.openedAt = monotonic();
         if (this.role === 'replica') {
+          // a round's wait starts from its first step again (the master that opened may be lost before its session
+          // lasts or goes live, and the waits of the rounds before would otherwise go on from where they were)
           this.failedInRound = 0;
+          for (const d of this.dialers) d.attempt = 0;
           this.searchLogged = false;
           this.setMode({ mode: 'read-write', master: { node: peer, url: url ?? '' }, since: Date.now(), reason: null });
           this.opts.log.info({ master: peer, url }, 'replica writable: connected to a master');
