@@ -5,7 +5,7 @@
  * through the CLI replicate; a purge leaves none of the object's values in
  * any node's LevelDB.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -148,6 +148,21 @@ t.test('a backup taken during writes restores to a consistent store: indexes agr
   t.match(stale.stderr, /next\.mbak\.partial is left from a backup that did not finish.*delete it/);
   t.equal(readFileSync(`${next}.partial`, 'utf8'), 'left by a backup that was stopped', 'and leaves it as it was');
   t.notOk(existsSync(next));
+
+  // a pipe is written to, not refused as a file that exists: a backup can go to gzip or ssh
+  const fifo = join(tempDir(t), 'fifo');
+  t.equal(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo');
+  const copy = join(tempDir(t), 'through-fifo.mbak');
+  const reader = spawn('bash', ['-c', `cat '${fifo}' > '${copy}'`], { stdio: 'ignore' });
+  const readerDone = new Promise<void>((resolve) => reader.on('exit', () => resolve()));
+  t.teardown(() => {
+    if (reader.exitCode === null && reader.signalCode === null) reader.kill('SIGKILL');
+  });
+  const piped = await cli(a, 'backup', '--out', fifo);
+  t.equal(piped.code, 0, piped.stderr);
+  await readerDone;
+  const fromPipe = await cliAsync(['restore', '--in', copy, '--dir', join(tempDir(t), 'r4'), '--json']);
+  t.equal(fromPipe.code, 0, `what came through the pipe restores: ${fromPipe.stderr}`);
 });
 
 t.test('a restored node rejoins as a new incarnation and converges with its peers, losing no write', async (t) => {

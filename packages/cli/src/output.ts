@@ -66,7 +66,7 @@ export interface AsideFile {
   discard(): void;
 }
 
-export function writeAside(named: string, what: string): AsideFile {
+export function writeAside(named: string, what: string, opts: { overwrite?: boolean } = {}): AsideFile {
   // (found only by the rename at the end otherwise, after the whole download)
   let st: ReturnType<typeof statSync>;
   try {
@@ -81,6 +81,7 @@ export function writeAside(named: string, what: string): AsideFile {
   const out = linkedFile(named);
   // (/dev/stdout redirected to a file links to it through /proc/self/fd: an open descriptor's file, written to, not renamed over)
   if (out === undefined) return writeThrough(named);
+  if (opts.overwrite === false && existsSync(out)) throw new CliError(`${named} exists already; choose a new file (${what} never overwrites one)`, 2);
   const partial = `${out}.partial`;
   let fd: number;
   try {

@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { Command } from 'commander';
@@ -57,9 +56,8 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
   withClient(program.command('backup').description("take an online, consistent snapshot of a node's whole store into a file"))
     .requiredOption('--out <file>', 'the backup file to write')
     .action(async (flags: ClientFlags & { out: string }) => {
-      if (existsSync(flags.out)) throw new CliError(`${flags.out} exists already; choose a new file (a backup never overwrites one)`, 2);
-      // a file named --out is always a complete backup
-      const aside = writeAside(flags.out, 'a backup');
+      // a file named --out is always a complete backup, and never one written before (a pipe or a device is written to)
+      const aside = writeAside(flags.out, 'a backup', { overwrite: false });
       const file = aside.stream;
       const progress = new Progress(flags.json === true);
       let res: Response;
@@ -106,7 +104,7 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
     .description('make a new data directory from a backup: a new incarnation of the node, which catches up with its peers when started')
     .requiredOption('--in <file>', 'the backup file')
     .requiredOption('--dir <dir>', 'the new data directory (must not exist or be empty)')
-    .option('--node-id <id>', "the restored node's id (default: <original id>.<incarnation>-<4 hex digits>)")
+    .option('--node-id <id>', "the restored node's id (default: <original id>.<incarnation>-<12 hex digits>)")
     .option('--json', 'print JSON on stdout instead of text')
     .action(async (flags: { in: string; dir: string; nodeId?: string; json?: boolean }) => {
       // usage errors, told before the backup is opened: a directory in use, an id that is no id
