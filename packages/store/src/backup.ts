@@ -171,7 +171,7 @@ export interface RestoreResult {
 
 /**
  * Writes a backup into a new data dir as a new incarnation of the node it
- * came from: a node id of its own (`<node>.<incarnation>-<4 hex>` unless given), so
+ * came from: a node id of its own (`<node>.<incarnation>-<12 hex>` unless given), so
  * the (origin, seq) pairs it makes from here can never be mistaken for the
  * ones the original made after the backup, and peers treat it as a new
  * peer to catch up with. The Yjs clientIDs used before stay recorded, and
