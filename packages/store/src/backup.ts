@@ -252,8 +252,19 @@ export async function restoreBackup(
     await db.close().catch(() => undefined);
     if (made !== undefined) rmSync(made, { recursive: true, force: true });
     else for (const name of readdirSync(dir)) rmSync(join(dir, name), { recursive: true, force: true });
-    throw e;
+    throw restoreFailure(dir, e);
   }
+}
+
+/** A failure of the restore's own (the backup's problems are MeridianErrors already) as one sentence. */
+function restoreFailure(dir: string, e: unknown): unknown {
+  if (e instanceof MeridianError) return e;
+  const err = e as { code?: unknown; cause?: { message?: string }; message?: string };
+  const why = err.cause?.message ?? err.message ?? String(e);
+  if (typeof err.code === 'string' && err.code.startsWith('LEVEL_')) {
+    return new MeridianError('bad-request', `cannot write the restore into ${dir} (${why}); nothing of it was kept: check the disk's free space and the path, or choose another --dir, and restore again`);
+  }
+  return new MeridianError('bad-request', `the restore stopped (${why}); nothing of it was kept in ${dir}: restore again`);
 }
 
 /**

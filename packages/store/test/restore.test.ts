@@ -44,8 +44,15 @@ t.test('a directory LevelDB cannot open is cleaned up as any failed restore is',
   dir = join(dir, 'd'.repeat(4085 - dir.length - 1));
   t.equal(dir.length, 4085);
   const backup = (async function* () { yield Buffer.from('never read'); })();
-  await t.rejects(restoreBackup(dir, backup), 'the open fails');
+  await t.rejects(restoreBackup(dir, backup), { code: 'bad-request', message: /^cannot write the restore into \/.* \(.+\); nothing of it was kept: check the disk's free space and the path, or choose another --dir, and restore again$/ }, 'the open fails, said in one sentence');
   t.notOk(existsSync(dir), 'and the directory it made is gone, not left holding a LOCK');
+  // a backup that cannot be read on (a disk error under it) says so too
+  const failing = (async function* () {
+    yield Buffer.alloc(0);
+    throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+  })();
+  const other = join(tempDir(t), 'other');
+  await t.rejects(restoreBackup(other, failing), { code: 'bad-request', message: `the restore stopped (EIO: i/o error, read); nothing of it was kept in ${other}: restore again` });
 });
 
 t.test('backups are format version 2; a version 1 backup is still restored, a later one refused', async (t) => {
