@@ -302,7 +302,9 @@ export class Replicator {
     for (const l of this.links) {
       if (l.session.peerRole !== 'replica') continue;
       const why = refusal(l.session.peerCredential);
-      if (why !== undefined) this.run(l, l.session.fail(why, true));
+      // at once, not behind the link's queued work (a whole-store digest, say): the replica would stay
+      // writable meanwhile, its writes dropped by the closed session until its clients' waits ran out
+      if (why !== undefined) this.runNow(l, l.session.fail(why, true));
     }
   }
 
