@@ -4,6 +4,13 @@
  * answered from the record there, not made twice.
  */
 import t from 'tap';
+import { DEFAULT_SCHEMA } from '@meridian/node';
+import { loadSchemaFile, Store } from '@meridian/store';
+import type { WriteFrame } from '@meridian/sync';
+import { AdminAuth } from '../packages/node/dist/admin-auth.js';
+import { ForwardedWrites } from '../packages/node/dist/forwarding.js';
+import { Principals } from '../packages/node/dist/principals.js';
+import { tempDir } from './helpers/tmp.js';
 import { freePort } from './helpers/free-port.js';
 import { until } from './helpers/wait.js';
 import { ADMIN, startXmlNode } from './helpers/xml-node.js';
@@ -59,4 +66,27 @@ t.test("a keyed write whose record another master's run is still bringing is ans
   t.equal(xml.headers.get('retry-after'), '1');
   t.match(await xml.text(), /<error code="busy">the first copy of this write was made on another master/);
   t.equal(node.store.lastSeq, seq, 'nothing was made');
+});
+
+t.test("a forwarded write that changed its signer's own password, sent again with the old one, is answered from its first copy's record", async (t) => {
+  const store = await Store.open({ dir: tempDir(t), schema: loadSchemaFile(DEFAULT_SCHEMA), passwordCost: { N: 1024, r: 8, p: 1 } });
+  t.teardown(() => store.close());
+  const org = await store.create('Organisation', { name: 'Acme', kind: 'customer' });
+  const person = await store.create('Person', { cn: 'Ada', sn: 'Lovelace', uid: 'ada', organisation: org.id, roles: ['customer-contact'], password: 'old-password-1' });
+  const writes = new ForwardedWrites(store, new Principals(store, await AdminAuth.init(store, 'admin-pw')));
+  const frame: WriteFrame = { t: 'write', key: 'pw-1', op: 'update', id: person.id, fields: { password: 'new-password-2' }, user: 'ada', password: 'old-password-1', via: 'ldap' };
+  const first = await writes.handle(frame, 'laptop-1');
+  t.match(first, { ok: true, id: person.id }, 'the change is made');
+  // its answer was lost: the replica sends the frame it kept, with the password the change replaced
+  const again = await writes.handle(frame, 'laptop-1');
+  t.same(again, first, 'answered as the first copy was, not refused as a wrong password');
+  t.equal(store.lastSeq, (await store.get(person.id))!.seq, 'and made once');
+  // the new password in the fields signs in only to be answered from a record: a copy never made is refused
+  const unmade = await writes.handle({ ...frame, key: 'pw-2', fields: { password: 'new-password-2', title: 'Countess' } }, 'laptop-1');
+  t.match(unmade, { ok: false, code: 'unauthorized' });
+  t.equal((await store.get(person.id))!.fields['title'], undefined);
+  // nor for a write to another's entry: bob's password in the fields of a write to ada's, signed as bob
+  await store.create('Person', { cn: 'Bob', sn: 'B', uid: 'bob', organisation: org.id, roles: ['customer-contact'], password: 'bobs-password' });
+  await writes.handle({ ...frame, key: 'pw-3', user: 'bob', password: 'bobs-password', fields: { password: 'bobs-password' } }, 'laptop-1');
+  t.match(await writes.handle({ ...frame, key: 'pw-3', user: 'bob', password: 'wrong', fields: { password: 'bobs-password' } }, 'laptop-1'), { ok: false, code: 'unauthorized' });
 });

@@ -25,24 +25,44 @@ export class ForwardedWrites {
   ) {}
 
   handle(w: WriteFrame, via: string): Promise<WroteFrame> {
-    return this.principals.authenticate(w.user, w.password).then((principal) => {
+    return this.signedIn(w).then((signed) => {
       // authenticated first: a wrong password never shares another request's answer
-      if (!principal) {
-        return { t: 'wrote', key: w.key, ok: false, code: 'unauthorized', message: `master ${this.store.nodeId} refused the write: wrong user or password for "${w.user}"` } as WroteFrame;
-      }
+      if (!signed) return this.wrongPassword(w);
+      const { principal, resentOnly } = signed;
       // Scoped by replica and by the person signed in, not the login typed (one person's uid may be another's
       // mail), and apart from direct writes' keys (see storeWriter): one's key can neither collide with nor
       // read another's.
       const scoped = `fwd/${via}/${principalName(principal)}/${w.key}`;
       const running = this.running.get(scoped);
       if (running) return running;
-      const p = this.run(w, scoped, principal).finally(() => this.running.delete(scoped));
+      const p = this.run(w, scoped, principal, resentOnly).finally(() => this.running.delete(scoped));
       this.running.set(scoped, p);
       return p;
     });
   }
 
-  private async run(w: WriteFrame, scoped: string, principal: Principal): Promise<WroteFrame> {
+  /**
+   * Who the write is made as. A write that sets its signer's own password
+   * and is sent again after its answer was lost (the replica resends with
+   * the frame it kept) carries the password the first copy replaced: the
+   * new one, in its fields, signs it in too, but only to be answered from
+   * the first copy's record (`resentOnly`), never to make it.
+   */
+  private async signedIn(w: WriteFrame): Promise<{ principal: Principal; resentOnly: boolean } | undefined> {
+    const principal = await this.principals.authenticate(w.user, w.password);
+    if (principal) return { principal, resentOnly: false };
+    const field = this.store.schema.access?.passwordField;
+    const replaced = field === undefined ? undefined : w.fields?.[field];
+    if ((w.op !== 'update' && w.op !== 'replace') || typeof replaced !== 'string' || replaced === w.password) return undefined;
+    const after = await this.principals.authenticate(w.user, replaced);
+    return after?.kind === 'person' && after.id === w.id ? { principal: after, resentOnly: true } : undefined;
+  }
+
+  private wrongPassword(w: WriteFrame): WroteFrame {
+    return { t: 'wrote', key: w.key, ok: false, code: 'unauthorized', message: `master ${this.store.nodeId} refused the write: wrong user or password for "${w.user}"` };
+  }
+
+  private async run(w: WriteFrame, scoped: string, principal: Principal, resentOnly: boolean): Promise<WroteFrame> {
     const me = this.store.nodeId;
     const opts = { principal: recordedPrincipal(principalName(principal), w.via), ifVersion: w.ifVersion, idempotencyKey: scoped };
     let seesEverything = principal.kind === 'admin';
@@ -52,6 +72,7 @@ export class ForwardedWrites {
       // (One still on its way with a peer's run is 'busy', refused below as any store error is.)
       const prior = await this.store.idempotent(scoped);
       if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [prior.origin ?? me]: prior.originSeq } };
+      if (resentOnly) return this.wrongPassword(w);
       const current = w.op === 'create' ? undefined : await this.store.get(w.id);
       // whoever asks, the admin too, as on the admin API
       const builtIn = builtInRefusal(this.store, current?.type ?? w.type);
