@@ -281,6 +281,38 @@ t.test('a request offering an upgrade other than WebSocket (h2c) is answered in 
   t.match(ws, /^HTTP\/1\.1 404 Not Found\r\n[\s\S]*no WebSocket endpoint at \/healthz/, 'a WebSocket upgrade elsewhere than /sync is still 404');
 });
 
+t.test('a WebSocket upgrade refused with 404 survives a client that resets the connection, and does not hold the node\'s stop', async (t) => {
+  const { connect } = await import('node:net');
+  const config = resolveConfig({ flags: { dir: tempDir(t), httpPort: 0, adminPassword: 'pw' } });
+  const node = await MeridianNode.start(config, pino({ level: 'silent' }));
+  t.teardown(() => node.stop());
+  const { hostname, port } = new URL(node.url);
+  const upgrade = `GET /nope HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+  // the request, then a reset at once: the node's 404 meets a connection already gone
+  for (let i = 0; i < 30; i++) {
+    const s = connect(Number(port), hostname);
+    s.on('error', () => undefined);
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.write(upgrade, () => s.resetAndDestroy());
+    await new Promise<void>((r) => s.once('close', () => r()));
+  }
+  t.equal((await call(node, 'GET', '/healthz')).status, 200, 'the node still serves');
+  // a client that reads the 404 and keeps its side open: the node closes the connection, and stops without waiting for it
+  const kept = connect(Number(port), hostname);
+  kept.on('error', () => undefined);
+  let got = '';
+  kept.on('data', (c: Buffer) => (got += c.toString()));
+  kept.allowHalfOpen = true;
+  const ended = new Promise<void>((r) => kept.once('end', () => r()));
+  kept.write(upgrade);
+  await ended;
+  t.match(got, /^HTTP\/1\.1 404 Not Found\r\n[\s\S]*no WebSocket endpoint at \/nope/);
+  const started = Date.now();
+  await node.stop();
+  t.ok(Date.now() - started < 4000, `stopped in ${Date.now() - started} ms`);
+  kept.destroy();
+});
+
 t.test('a stream answered without its upgrade does not hold the node\'s stop past the 5 s every connection gets', async (t) => {
   const { connect } = await import('node:net');
   const config = resolveConfig({ flags: { dir: tempDir(t), httpPort: 0, adminPassword: 'pw' } });

@@ -224,7 +224,7 @@ export class MeridianNode {
             : config.role === 'replica'
               ? 'this node is a replica; replicas accept no replication sessions (dial a master)'
               : 'replication is not configured on this node (no cluster secret)';
-        socket.end(`HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(why)}\r\n\r\n${why}`);
+        refuseUpgrade(socket as Socket, why, node.answeredAside);
       });
       // (no 'clientError' listener: Node's own answers 431 to headers over its limit and 408 to a request too slow
       // to arrive, 400 otherwise, and writes nothing into a response already under way on that connection)
@@ -555,6 +555,20 @@ function requestUrl(target: string | undefined): URL {
  * next request on it could not be read). Its body cannot be read either, so
  * one that has a body is answered 400.
  */
+/**
+ * Answers a WebSocket upgrade this node does not serve with 404 and closes
+ * the connection. Node takes its error listener off a socket it hands to
+ * 'upgrade': a client that reset the connection made the write's ECONNRESET
+ * an uncaught error, which ended the process. And `end` alone half-closes:
+ * a client that kept its side open held the node's stop for good.
+ */
+function refuseUpgrade(socket: Socket, why: string, open: Set<Socket>): void {
+  socket.on('error', () => socket.destroy());
+  open.add(socket);
+  socket.once('close', () => open.delete(socket));
+  socket.end(`HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(why)}\r\n\r\n${why}`, () => socket.destroy());
+}
+
 function answerWithoutUpgrade(req: IncomingMessage, socket: Socket, handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>, open: Set<Socket>): void {
   open.add(socket);
   socket.once('close', () => open.delete(socket));
