@@ -5,7 +5,7 @@ import t from 'tap';
 import * as Y from 'yjs';
 import { decode, encode } from '../dist/codec.js';
 import { docVersion } from '../dist/yobject.js';
-import { Store, type ClonedState } from '../dist/index.js';
+import { checkIndexes, Store, type ClonedState } from '../dist/index.js';
 import { openStore, schema, tempDir } from './fixtures.js';
 
 async function statesOf(store: Store, batch: number): Promise<{ frames: ClonedState[][]; head: number; vector: Record<string, number> }> {
@@ -360,4 +360,39 @@ t.test("a merged state this node holds already, in a change still on its way to 
   // (the frame's batch queues after that change's in the group commit, though it writes nothing of this object)
   t.ok(landed, "the run's states count as stored only after the change holding them is");
   await durable;
+});
+
+t.test('a record that arrives while another frame stores the same object, on disk and gone from the cache before this frame looks, is merged, not stored over it', async (t) => {
+  // cloned from two peers at once: p2 is behind p1 on the object, and p2's frame reads first but slowly
+  const p1 = await openStore(t, { nodeId: 'p1' });
+  const x = await p1.create('Org', { name: 'v1', kind: 'customer' });
+  const behind = (await statesOf(p1, 500)).frames.flat().find((s) => s.id === x.id)!;
+  await p1.update(x.id, { name: 'v2' });
+  const current = await statesOf(p1, 500);
+  const ahead = current.frames.flat().find((s) => s.id === x.id)!;
+  // a cache of one byte: a slot goes as soon as nothing pins it
+  const n = await openStore(t, { nodeId: 'n', cacheBytes: 1 });
+  const db = (n as unknown as { db: { getMany: (keys: string[], o?: unknown) => Promise<unknown[]> } }).db;
+  const getMany = db.getMany.bind(db);
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let holdNext = true;
+  db.getMany = async (keys, o) => {
+    const found = await getMany(keys, o);
+    if (holdNext && keys.includes(`o${x.id}`)) {
+      holdNext = false;
+      await held;
+    }
+    return found;
+  };
+  const fromP2 = n.cloneStatesStaged([behind], { clone: true, run: {} });
+  await new Promise((r) => setTimeout(r, 20));
+  await (await n.cloneStatesStaged([ahead], { clone: true, run: {} })).durable;
+  release();
+  await (await fromP2).durable;
+  await n.cloneStates([], { peer: 'p1', head: current.head, vector: current.vector }, { clone: true, run: {} });
+  const got = await n.get(x.id);
+  t.equal(got?.fields['name'], 'v2', "p1's change, which the vector now claims, is held");
+  t.equal(got?.version, (await p1.get(x.id))?.version, 'and n has the version p1 has');
+  t.same(await checkIndexes(n), [], 'with its index entries and count once');
 });
