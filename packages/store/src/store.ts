@@ -2756,7 +2756,10 @@ export class Store {
       return this.recent.slice(from, from + clampLimit(limit));
     }
     const out: FeedEntry[] = [];
-    for await (const [k, v] of this.db.iterator({ gt: keys.feed(after), lt: keys.feedPrefix + HIGH, limit: clampLimit(limit) })) {
+    // up to the durable head only: a batch LevelDB has written but whose commit has not yet run its
+    // callbacks is not on record here yet (an object read then still shows its version before it)
+    if (after >= this.durableSeq) return out;
+    for await (const [k, v] of this.db.iterator({ gt: keys.feed(after), lte: keys.feed(this.durableSeq), limit: clampLimit(limit) })) {
       out.push(feedEntry(parseSeqPart(k.slice(1)), decode<FeedRecord>(v)));
     }
     return out;

@@ -3,7 +3,8 @@ import * as Y from 'yjs';
 import { Packr } from 'msgpackr';
 import { Level } from 'level';
 import { Store } from '../dist/index.js';
-import { schema, tempDir } from './fixtures.js';
+import { keys } from '../dist/keys.js';
+import { openStore, schema, tempDir } from './fixtures.js';
 
 t.test('HLC stays monotonic across restarts even when the wall clock goes back', async (t) => {
   const dir = tempDir(t);
@@ -148,4 +149,15 @@ t.test('a data dir whose versions follow an older formula is brought up to this 
   t.equal(s3.versionsMigrated, 0, 'and only once');
   t.equal((await s3.getUncached(org.id))!.version, 'left-alone', 'no second scan');
   await s3.close();
+});
+
+t.test('the feed is read up to its durable head only: an entry LevelDB holds before its batch is done is not handed out', async (t) => {
+  const store = await openStore(t);
+  const o = await store.create('Org', { name: 'Acme', kind: 'customer' });
+  const head = store.lastSeq;
+  // as a batch written to LevelDB whose commit has not yet run its callbacks: the entry after the head
+  const db = (store as unknown as { db: { get(k: string): Promise<Buffer | undefined>; put(k: string, v: Buffer): Promise<void> } }).db;
+  await db.put(keys.feed(head + 1), (await db.get(keys.feed(head)))!);
+  t.same(await store.readFeed(head), [], 'nothing past the head');
+  t.same((await store.readFeed(head - 1)).map((e) => [e.seq, e.id]), [[head, o.id]], 'and up to it, all');
 });
