@@ -183,9 +183,21 @@ const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 
 /**
  * Settings where 0 (or a value that small) would pass as a number but not
  * work: a heartbeat every millisecond on every link, every forwarded write
- * timed out at once, every body refused.
+ * timed out at once, every body refused, every search cut at its first entry.
  */
-const AT_LEAST: Partial<Record<keyof NodeConfig, number>> = { heartbeat: 50, maxBody: 1, writeTimeout: 100 };
+const AT_LEAST: Partial<Record<keyof NodeConfig, number>> = { heartbeat: 50, maxBody: 1, writeTimeout: 100, ldapSizeLimit: 1, ldapTimeLimit: 1 };
+
+/** The longest a timer can wait (Node runs a longer one after 1 ms), in each setting's unit; and port numbers. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const AT_MOST: Partial<Record<keyof NodeConfig, number>> = {
+  heartbeat: MAX_TIMER_MS,
+  linkTimeout: MAX_TIMER_MS,
+  writeTimeout: MAX_TIMER_MS,
+  ldapTimeLimit: Math.floor(MAX_TIMER_MS / 1000),
+  httpPort: 65535,
+  ldapPort: 65535,
+  ldapsPort: 65535,
+};
 
 function configError(source: string, key: string, problem: string): MeridianError {
   return new MeridianError('bad-request', `${source}: ${key} ${problem}`);
@@ -197,7 +209,8 @@ function coerce(source: string, key: keyof NodeConfig, raw: unknown): NodeConfig
     if (!Number.isSafeInteger(n) || n < 0) throw configError(source, key, `must be a whole number, got ${JSON.stringify(raw)}`);
     const least = AT_LEAST[key];
     if (least !== undefined && n < least) throw configError(source, key, `must be at least ${least}, got ${n}`);
-    if (key === 'httpPort' && n > 65535) throw configError(source, key, `must be a port number (0-65535), got ${n}`);
+    const most = AT_MOST[key];
+    if (most !== undefined && n > most) throw configError(source, key, most === 65535 ? `must be a port number (0-65535), got ${n}` : `must be at most ${most}, got ${n}`);
     return n;
   }
   if (key === 'sample') {
