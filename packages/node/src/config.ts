@@ -232,13 +232,15 @@ function coerce(source: string, key: keyof NodeConfig, raw: unknown): NodeConfig
     if (!list) throw configError(source, key, 'must be a list of ws:// or wss:// URLs');
     const urls = list.map((u) => u.trim()).filter(Boolean);
     for (const u of urls) {
-      let ok = false;
+      let url: URL | undefined;
       try {
-        ok = ['ws:', 'wss:'].includes(new URL(u).protocol);
+        url = new URL(u);
       } catch {
-        ok = false;
+        url = undefined;
       }
-      if (!ok) throw configError(source, key, `must be ws:// or wss:// URLs, got "${u}"`);
+      if (!url || !['ws:', 'wss:'].includes(url.protocol)) throw configError(source, key, `must be ws:// or wss:// URLs, got "${u}"`);
+      // (peer URLs are shown as given in /status and on /metrics, which asks no password)
+      if (url.username || url.password) throw configError(source, key, `must not hold a user or password: peers prove themselves with the cluster secret or a replica credential, and the URL is shown in /status and /metrics (got a URL for host ${url.host})`);
     }
     return urls;
   }
