@@ -25,16 +25,15 @@ export class ForwardedWrites {
   ) {}
 
   handle(w: WriteFrame, via: string): Promise<WroteFrame> {
-    return this.signedIn(w).then((signed) => {
+    return this.signedIn(w, via).then((signed) => {
       // authenticated first: a wrong password never shares another request's answer
       if (!signed) return this.wrongPassword(w);
       const { principal, resentOnly } = signed;
-      // Scoped by replica and by the person signed in, not the login typed (one person's uid may be another's
-      // mail), and apart from direct writes' keys (see storeWriter): one's key can neither collide with nor
-      // read another's.
-      const scoped = `fwd/${via}/${principalName(principal)}/${w.key}`;
+      const scoped = scopedKey(via, principal, w.key);
       const running = this.running.get(scoped);
       if (running) return running;
+      // (not shared: a retry signed in with the password itself must not be given this one's refusal)
+      if (resentOnly) return this.run(w, scoped, principal, true);
       const p = this.run(w, scoped, principal, resentOnly).finally(() => this.running.delete(scoped));
       this.running.set(scoped, p);
       return p;
@@ -48,12 +47,18 @@ export class ForwardedWrites {
    * new one, in its fields, signs it in too, but only to be answered from
    * the first copy's record (`resentOnly`), never to make it.
    */
-  private async signedIn(w: WriteFrame): Promise<{ principal: Principal; resentOnly: boolean } | undefined> {
+  private async signedIn(w: WriteFrame, via: string): Promise<{ principal: Principal; resentOnly: boolean } | undefined> {
     const principal = await this.principals.authenticate(w.user, w.password);
     if (principal) return { principal, resentOnly: false };
     const field = this.store.schema.access?.passwordField;
     const replaced = field === undefined ? undefined : w.fields?.[field];
     if ((w.op !== 'update' && w.op !== 'replace') || typeof replaced !== 'string' || replaced === w.password) return undefined;
+    // the cheap checks first: no second password check (nor a second guess) unless the entry's own write
+    // under this key was made
+    const target = await this.store.get(w.id);
+    if (!target || target.type !== this.store.schema.access?.principalType) return undefined;
+    const recorded = await this.store.idempotent(scopedKey(via, { kind: 'person', name: w.user, id: target.id, type: target.type, roles: [], organisation: undefined }, w.key)).catch(() => undefined);
+    if (!recorded) return undefined;
     const after = await this.principals.authenticate(w.user, replaced);
     return after?.kind === 'person' && after.id === w.id ? { principal: after, resentOnly: true } : undefined;
   }
@@ -129,6 +134,16 @@ export class ForwardedWrites {
     // from the master that made the write (relayed here) names that master's change
     return { t: 'wrote', key: w.key, ok: true, id: w.id, need: done ? { [done.origin ?? me]: done.originSeq } : this.store.versionVector() };
   }
+}
+
+/**
+ * A forwarded write's key, scoped by replica and by the person signed in,
+ * not the login typed (one person's uid may be another's mail), and apart
+ * from direct writes' keys (see storeWriter): one's key can neither
+ * collide with nor read another's.
+ */
+function scopedKey(via: string, principal: Principal, key: string): string {
+  return `fwd/${via}/${principalName(principal)}/${key}`;
 }
 
 /** Whether an object holds the fields a create asked for (passwords aside: stored hashed, never shown). */
