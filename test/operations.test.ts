@@ -269,6 +269,15 @@ t.test("a replica's wait between rounds of its masters starts again from the sho
   t.ok(gap < 1000, `the wait after the first failed round was ${Math.round(gap)} ms, not the 2-4 s the earlier rounds had reached`);
 });
 
+t.test("a user and password in a peer's URL are not shown by /status or /metrics, which asks no password", async (t) => {
+  const port = await freePort();
+  const a = await start(t, { nodeId: 'a', peers: [`ws://ops:hunter2@127.0.0.1:${port}/sync`] });
+  t.equal(a.node.replicator!.status()[0]?.url, `ws://127.0.0.1:${port}/sync`);
+  const metrics = await (await fetch(`${a.node.url}/metrics`)).text();
+  t.match(metrics, `ws://127.0.0.1:${port}/sync`, 'the peer is on /metrics');
+  t.notMatch(metrics, /hunter2|ops@/, 'without its user or password');
+});
+
 t.test('meridian lag and meridian log against a running node', async (t) => {
   const a = await start(t, { nodeId: 'a' });
   for (let i = 0; i < 3; i++) await a.node.store.create('Organisation', { name: `G${i}`, kind: 'vendor' }, { principal: 'admin' });

@@ -239,8 +239,6 @@ function coerce(source: string, key: keyof NodeConfig, raw: unknown): NodeConfig
         url = undefined;
       }
       if (!url || !['ws:', 'wss:'].includes(url.protocol)) throw configError(source, key, `must be ws:// or wss:// URLs, got "${u}"`);
-      // (peer URLs are shown as given in /status and on /metrics, which asks no password)
-      if (url.username || url.password) throw configError(source, key, `must not hold a user or password: peers prove themselves with the cluster secret or a replica credential, and the URL is shown in /status and /metrics (got a URL for host ${url.host})`);
     }
     return urls;
   }

@@ -816,7 +816,7 @@ export class Replicator {
     for (const d of this.dialers) {
       const live = [...this.links].find((l) => l.session.state === 'open' && l.ws.readyState === WebSocket.OPEN && l.session.peer !== undefined && l.session.peer === d.node);
       if (live) {
-        const st = linkStatus(live, d.url);
+        const st = linkStatus(live, shownUrl(d.url));
         st.bytesIn += d.bytesIn;
         st.bytesOut += d.bytesOut;
         out.push(st);
@@ -825,7 +825,7 @@ export class Replicator {
       }
       out.push({
         node: d.node,
-        url: d.url,
+        url: shownUrl(d.url),
         role: 'master',
         direction: 'outbound',
         state: d.link ? 'connecting' : d.state,
@@ -880,6 +880,19 @@ function isLive(l: Link): boolean {
 }
 
 /** The name of the credential a replica's session presented (`name:serial`). */
+/**
+ * A peer URL as status and metrics show it: without a user or password it
+ * may hold (ws sends them as Basic auth, to a proxy in front of /sync), as
+ * /metrics asks for none.
+ */
+function shownUrl(url: string): string {
+  const u = new URL(url);
+  if (!u.username && !u.password) return url;
+  u.username = '';
+  u.password = '';
+  return u.toString();
+}
+
 function credentialName(l: Link): string | undefined {
   return l.session.peerCredential?.split(':')[0];
 }
