@@ -6,7 +6,7 @@
  * any node's LevelDB.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
@@ -160,9 +160,17 @@ t.test('a backup taken during writes restores to a consistent store: indexes agr
   });
   const piped = await cli(a, 'backup', '--out', fifo);
   t.equal(piped.code, 0, piped.stderr);
+  // (a backup that never opened the FIFO leaves cat waiting in open: it goes, rather than the test waiting for it)
+  if (piped.code !== 0) reader.kill('SIGKILL');
   await readerDone;
   const fromPipe = await cliAsync(['restore', '--in', copy, '--dir', join(tempDir(t), 'r4'), '--json']);
   t.equal(fromPipe.code, 0, `what came through the pipe restores: ${fromPipe.stderr}`);
+  // a file under /dev (a tmpfs) is a file like any other: never written over
+  const shm = `/dev/shm/meridian-test-${process.pid}-${Date.now()}.mbak`;
+  writeFileSync(shm, 'kept');
+  t.teardown(() => rmSync(shm, { force: true }));
+  const onShm = await cli(a, 'backup', '--out', shm);
+  t.same([onShm.code, readFileSync(shm, 'utf8')], [2, 'kept'], `refused: ${onShm.stderr.trim()}`);
 });
 
 t.test('a restored node rejoins as a new incarnation and converges with its peers, losing no write', async (t) => {

@@ -536,9 +536,10 @@ t.test('revoking a replica credential closes its open session', async (t) => {
 
 t.test('a replica that acknowledges frames it never read is closed once 64 MiB wait for it, not buffered without end', async (t) => {
   const { node, logs } = await startNode(t);
-  // 50 releases of about 2 MB that do not compress: about 100 MB of feed, a frame or so each
+  // 70 releases of about 2 MB that do not compress: about 140 MB of feed, a frame or so each, well past 64 MiB and
+  // what the loopback socket's buffers hold
   const product = await node.store.create('Product', { name: 'Big' });
-  for (let i = 0; i < 50; i++) {
+  for (let i = 0; i < 70; i++) {
     await node.store.create('Release', { product: product.id, version: `1.${i}`, components: Array.from({ length: 500 }, () => randomBytes(3000).toString('base64url')) });
   }
   const [name, serial, key] = (await issue(node, 'laptop-5')).split(':') as [string, string, string];
@@ -564,8 +565,9 @@ t.test('a replica that acknowledges frames it never read is closed once 64 MiB w
   await sleep(1500);
   const cut = (): LogLine | undefined => logs.find((l) => l.msg === 'peer is not reading; closing the link');
   t.notOk(cut(), 'a peer that reads nothing and acknowledges nothing is only not sent more');
-  // acknowledgements of frames it never read (0 passes for any frame in flight), about as fast as the master sends
-  const forged = setInterval(() => ws.send(encodeFrame({ t: 'ack', seq: 0 })), 50);
+  // acknowledgements of frames it never read (0 passes for any frame in flight), slower than the master reads and
+  // sends a 2 MB frame, so that one always is in flight (an ack of nothing in flight would end the session another way)
+  const forged = setInterval(() => ws.send(encodeFrame({ t: 'ack', seq: 0 })), 150);
   t.teardown(() => clearInterval(forged));
   t.ok(await until(() => cut() !== undefined, 20_000), 'with them, the master closes the link once 64 MiB wait unread');
   t.match(cut()!.reason, /^the peer left \d+ MiB unread, past the 64 MiB a link may hold$/);

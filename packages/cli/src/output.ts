@@ -78,10 +78,11 @@ export function writeAside(named: string, what: string, opts: { overwrite?: bool
   // A pipe, a device or a socket is written to as it is: renamed over, a FIFO's reader got nothing
   // and /dev/full became a file. A symbolic link's file is written aside in its own directory.
   if (st && !st.isFile()) return writeThrough(named);
+  // a file that is there already, reached by no open descriptor's link (/dev/stdout redirected to a file is one)
+  if (opts.overwrite === false && st && !viaDescriptor(named)) throw new CliError(`${named} exists already; choose a new file (${what} never overwrites one)`, 2);
   const out = linkedFile(named);
   // (/dev/stdout redirected to a file links to it through /proc/self/fd: an open descriptor's file, written to, not renamed over)
   if (out === undefined) return writeThrough(named);
-  if (opts.overwrite === false && existsSync(out)) throw new CliError(`${named} exists already; choose a new file (${what} never overwrites one)`, 2);
   const partial = `${out}.partial`;
   let fd: number;
   try {
@@ -109,6 +110,16 @@ export function writeAside(named: string, what: string, opts: { overwrite?: bool
 }
 
 /** What `path` names once symbolic links are followed, whether or not that file exists yet; undefined through /dev or /proc. */
+/** Whether `path` names an open descriptor's file (/dev/stdout, /dev/fd/N, /proc/self/fd/N), through its links or itself. */
+function viaDescriptor(path: string): boolean {
+  for (;;) {
+    const at = resolve(path);
+    if (/^\/dev\/(std(in|out|err)|fd\/\d+)$/.test(at) || /^\/proc\/(self|\d+)\/fd\/\d+$/.test(at)) return true;
+    if (!lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink()) return false;
+    path = resolve(dirname(path), readlinkSync(path));
+  }
+}
+
 function linkedFile(path: string): string | undefined {
   for (;;) {
     if (/^\/(dev|proc)\//.test(resolve(path))) return undefined;

@@ -467,7 +467,9 @@ export class LdapGateway {
       case 'not-yet-visible':
         return new LdapFailure(ResultCode.unavailable, message);
       case 'master-error':
-        // the master refused for a reason this node has no code for: its sentence, not an internal failure here
+        // the master refused for a reason this node has no code for (or failed inside): its sentence, not a
+        // failure of this server's, but logged, as the master's own failure may be logged nowhere else
+        this.opts.log.warn({ err: message }, 'the master refused a forwarded LDAP write');
         return new LdapFailure(ResultCode.other, message);
       default:
         this.opts.log.error({ err: e instanceof Error ? e.stack : String(e) }, 'LDAP request failed');

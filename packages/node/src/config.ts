@@ -193,7 +193,6 @@ const AT_MOST: Partial<Record<keyof NodeConfig, number>> = {
   heartbeat: MAX_TIMER_MS,
   linkTimeout: MAX_TIMER_MS,
   writeTimeout: MAX_TIMER_MS,
-  ldapTimeLimit: Math.floor(MAX_TIMER_MS / 1000),
   httpPort: 65535,
   ldapPort: 65535,
   ldapsPort: 65535,

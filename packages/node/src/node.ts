@@ -550,12 +550,6 @@ function requestUrl(target: string | undefined): URL {
 }
 
 /**
- * Answers, in HTTP/1.1, a request Node took for an upgrade, on the socket
- * it handed over, then closes the connection (the parser is detached: a
- * next request on it could not be read). Its body cannot be read either, so
- * one that has a body is answered 400.
- */
-/**
  * Answers a WebSocket upgrade this node does not serve with 404 and closes
  * the connection. Node takes its error listener off a socket it hands to
  * 'upgrade': a client that reset the connection made the write's ECONNRESET
@@ -569,6 +563,12 @@ function refuseUpgrade(socket: Socket, why: string, open: Set<Socket>): void {
   socket.end(`HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(why)}\r\n\r\n${why}`, () => socket.destroy());
 }
 
+/**
+ * Answers, in HTTP/1.1, a request Node took for an upgrade, on the socket
+ * it handed over, then closes the connection (the parser is detached: a
+ * next request on it could not be read). Its body cannot be read either, so
+ * one that has a body is answered 400.
+ */
 function answerWithoutUpgrade(req: IncomingMessage, socket: Socket, handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>, open: Set<Socket>): void {
   open.add(socket);
   socket.once('close', () => open.delete(socket));
