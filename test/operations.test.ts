@@ -450,12 +450,12 @@ t.test('a node whose data dir was put back from a copy under its own id is refus
   rmSync(dir, { recursive: true });
   renameSync(copy, dir);
   a = await start(t, { nodeId: 'a', peers }, dir);
-  const older = /data dir is older than the changes it made/;
+  const older = /data dir is older than (the changes it made|what it sent)/;
   t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'refused'), 'a does not replicate with b');
   t.match(a.node.replicator!.status()[0]!.reason, older);
   const refused = (): LogLine[] => b.logs.filter((l) => l.msg === 'replication peer refused' && older.test(String(l['reason'])));
   t.ok(await until(() => refused().length > 0), 'and b logs why it refuses a');
-  t.match(String(refused()[0]!['reason']), /^a holds its own changes only up to 1, and b holds them up to 2: a's data dir is older|^b holds changes of a up to 2, and a itself only up to 1: a's data dir is older/);
+  t.match(String(refused()[0]!['reason']), /^a holds its own changes only up to 1, and b holds them up to 2: a's data dir is older|^b holds changes of a up to 2, and a itself only up to 1: a's data dir is older|^b holds a position 2 in the feed of a, whose feed ends at 1: a's data dir is older/);
   t.equal(await b.node.store.get(second.id).then((o) => o?.fields['name']), 'After the copy', 'b keeps what a wrote after the copy');
 
   // an emptied dir under the old id is refused too: its feed would start again below b's position in the old one
@@ -470,6 +470,22 @@ t.test('a node whose data dir was put back from a copy under its own id is refus
   t.ok(await until(async () => (await a2.node.store.get(second.id)) !== undefined), 'a2 clones all a wrote');
   const third = await a2.node.store.create('Organisation', { name: 'After the clone', kind: 'vendor' });
   t.ok(await until(async () => (await b.node.store.get(third.id)) !== undefined), 'and what it writes reaches b');
+});
+
+t.test('a relay that made no change of its own, emptied and started under its old id, is refused: its peers hold positions in its old feed', async (t) => {
+  // c - a - b: a relays c's changes to b, and makes none
+  const b = await start(t, { nodeId: 'b' });
+  const aPort = await freePort();
+  const toB = [`${b.node.url.replace('http', 'ws')}/sync`];
+  let a = await start(t, { nodeId: 'a', httpPort: aPort, peers: toB });
+  const c = await start(t, { nodeId: 'c', peers: [`ws://127.0.0.1:${aPort}/sync`] });
+  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'live' && c.node.replicator!.status()[0]?.state === 'live'), 'the chain is live');
+  for (let i = 0; i < 3; i++) await c.node.store.create('Organisation', { name: `From c ${i}`, kind: 'vendor' });
+  t.ok(await until(async () => (await b.node.store.checkpoint('a')) >= 3), "b's position in a's feed passed c's changes");
+  await a.node.stop();
+  a = await start(t, { nodeId: 'a', httpPort: aPort, peers: toB });
+  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'refused', 10_000), 'a, emptied under its old id, is refused by b');
+  t.match(a.node.replicator!.status()[0]!.reason, /holds a position \d+ in the feed of a, whose feed ends at 0: a's data dir is older than what it sent/);
 });
 
 t.test('meridian verify says identical, or names the ranges that differ', async (t) => {

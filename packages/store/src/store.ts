@@ -335,8 +335,8 @@ export class Store {
   private readonly visibleVector: VersionVector;
   private readonly visibleListeners = new Set<() => void>();
   private readonly stateListeners = new Set<(ids: string[]) => void>();
-  /** object records a clone or an anti-entropy run stored as they came, so far (see stageStates) */
-  private storedAsSent = 0;
+  /** the presence reads of states frames under way, each told of its ids' slots evicted meanwhile (see stageStates) */
+  private readonly presenceReads = new Set<{ ids: ReadonlySet<string>; evicted: Set<string> }>();
   /** states stored without feed entries so far (changeMark) */
   private statesGeneration = 0;
   /** changes this node holds but whose feed entries it never had (it was cloned): see feedBase() */
@@ -444,7 +444,10 @@ export class Store {
     this.nextRecordsStored = new Promise<void>((r) => (this.wakeRecordWaiters = r));
     const budget = init.opts.cacheBytes ?? 64 * 1024 * 1024;
     // an evicted slot lets go of its doc, which only a slot still cached can use
-    this.objects = new PinnedCache<CachedObject>(budget, objectCost, (slot) => this.dropDoc(slot));
+    this.objects = new PinnedCache<CachedObject>(budget, objectCost, (slot) => {
+      this.dropDoc(slot);
+      for (const w of this.presenceReads) if (w.ids.has(slot.key)) w.evicted.add(slot.key);
+    });
     this.claims = new PinnedCache<CachedClaim>(Math.max(1024 * 1024, budget / 8), (k) => 64 + k.length * 2);
     this.reads = new ReadBatcher((ks) => this.db.getMany(ks));
     this.commits = new GroupCommit(
@@ -2253,12 +2256,18 @@ export class Store {
     }
     const ops: BatchOp[] = [];
     const cloned: [Slot<CachedObject>, ObjectRecord][] = [];
-    const storedBefore = this.seq + this.storedAsSent + this.statesGeneration;
-    const present = await this.db.getMany(items.map((i) => keys.object(i.id)));
-    // An object stored while that read ran (a write, another frame of a clone from two peers at once) and
-    // on disk since is neither in `present` nor, once its slot was evicted, in the cache: stored as sent,
-    // this record would replace it without a merge, its change lost under a vector that claims it.
-    const storedMeanwhile = this.seq + this.storedAsSent + this.statesGeneration !== storedBefore;
+    // An object stored while the read below ran (a write, another frame of a clone from two peers at once)
+    // and on disk since may be neither in `present` nor, once its slot was evicted, in the cache: stored as
+    // sent, this record would replace it without a merge, its change lost under a vector that claims it.
+    // Such an object's slot was evicted during the read: those ids are read again.
+    const watch = { ids: new Set(items.map((i) => i.id)), evicted: new Set<string>() };
+    this.presenceReads.add(watch);
+    let present: (Buffer | undefined)[];
+    try {
+      present = await this.db.getMany(items.map((i) => keys.object(i.id)));
+    } finally {
+      this.presenceReads.delete(watch);
+    }
     // From here to the commit below nothing awaits, so no write can create
     // one of these objects in between; a load already under way resolves to
     // the cache entry set here.
@@ -2276,7 +2285,7 @@ export class Store {
         if (this.purgedIds.has(id)) plan.push(undefined);
         // held here already (written meanwhile, or cloned from two peers at once), or with a conflict open,
         // whose record is made from the state: merged
-        else if (this.objects.peek(id) || present[n] !== undefined || rec.x !== undefined || (storedMeanwhile && this.db.getSync(keys.object(id)) !== undefined)) plan.push({ merge: true, state: recordState(rec) });
+        else if (this.objects.peek(id) || present[n] !== undefined || rec.x !== undefined || (watch.evicted.has(id) && this.db.getSync(keys.object(id)) !== undefined)) plan.push({ merge: true, state: recordState(rec) });
         else {
           const mine: Slot<CachedClaim>[] = [];
           for (const k of idx.unique) {
@@ -2301,7 +2310,6 @@ export class Store {
         continue;
       }
       ops.push({ type: 'put', key: keys.object(id), value: p.bytes });
-      this.storedAsSent++;
       if (!def) this.noteUntyped(rec.t, ops);
       for (const k of idx.plain) ops.push({ type: 'put', key: k, value: EMPTY });
       // a value another object holds here already (a write of this node's, or another cloned object's)

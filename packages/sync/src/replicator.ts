@@ -367,7 +367,8 @@ export class Replicator {
           this.opts.log.info({ peer: session.peer, since: frame.since, clone: frame.clone === true }, frame.clone ? 'cloning from peer: this node is empty' : 'resuming from peer\'s feed at the checkpoint');
         }
         ws.send(bytes);
-        if (ws.bufferedAmount > MAX_UNREAD_BYTES) {
+        // (a master's only: a replica's own growth is its forwarded writes, capped in number, sent at once on reconnect)
+        if (this.role === 'master' && ws.bufferedAmount > MAX_UNREAD_BYTES) {
           const reason = `the peer left ${Math.round(ws.bufferedAmount / 1048576)} MiB unread, past the ${MAX_UNREAD_BYTES / 1048576} MiB a link may hold`;
           this.opts.log.warn({ peer: session.peer, url, from, reason }, 'peer is not reading; closing the link');
           this.lastReason.set(link, reason);

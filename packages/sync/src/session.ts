@@ -172,6 +172,8 @@ export class SyncSession {
   private preparing: 'snapshot' | 'need' | undefined;
   /** receiver side: we asked for states (clone or anti-entropy) and the last has not come */
   private expectStates = false;
+  /** this node's entry for the peer's own changes when it sent its proof (see ownProof) */
+  private peerOwnAtProof: number | undefined;
   /** receiver side: the parts so far of a state cut into parts (see statesFrames) */
   private partial: { id: string; diff: boolean; parts: Uint8Array[]; bytes: number } | undefined;
   /** sender side: states frames read and not yet sent, for want of room in the window */
@@ -304,6 +306,10 @@ export class SyncSession {
   }
 
   private ownProof(): Action {
+    // what this node held of the peer's own changes before the peer could subscribe: the peer's `sub` comes after
+    // this proof, so its vector holds at least as many of its own (see rolledBack); a later count may have
+    // grown by a change of the peer's relayed here meanwhile
+    this.peerOwnAtProof = vectorEntry(this.opts.vector(), this.peer!);
     const p = proof(this.key, this.opts.cluster, this.opts.dialed ? 'dialer' : 'acceptor', this.opts.nodeId, this.peer!, this.opts.nonce, this.peerNonce!);
     return { type: 'send', frame: { t: 'auth', proof: p } };
   }
@@ -350,7 +356,7 @@ export class SyncSession {
       case 'sub': {
         if (this.opts.role === 'replica') return this.fail('a replica serves no feed; subscribe to a master', true);
         if (this.cursor !== undefined || this.cloning || this.preparing) return this.fail('subscribed twice on one session', true);
-        const rolledBack = this.rolledBack(f.vector);
+        const rolledBack = this.rolledBack(f.vector, f.since);
         if (rolledBack) return this.fail(rolledBack, true);
         this.peerHas = new VersionVector(Object.entries(f.vector));
         this.peerHadAtSub = f.vector;
@@ -828,15 +834,20 @@ export class SyncSession {
    * old id is refused too: its feed starts again at 1, below the positions
    * its peers keep in the old one, and they would skip its first entries.
    */
-  private rolledBack(theirs: Record<string, number>): string | undefined {
+  private rolledBack(theirs: Record<string, number>, since: number): string | undefined {
     const me = this.opts.nodeId;
     const peer = this.peer!;
     const mine = this.opts.vector();
+    // a position in this node's feed past its head: the peer had it from a feed this one no longer has
+    // (an emptied dir under its old id whose changes were all relayed ones, or a copy put back)
+    if (since > this.head) {
+      return `${peer} holds a position ${since} in the feed of ${me}, whose feed ends at ${this.head}: ${me}'s data dir is older than what it sent (a copy put back, an emptied dir under its old id), and ${peer} would skip its first entries; start it on an empty --dir under a new --node-id, which clones, or restore a backup, which takes one`;
+    }
     const ofMe = vectorEntry(theirs, me);
     if (ofMe > vectorEntry(mine, me)) {
       return `${peer} holds changes of ${me} up to ${ofMe}, and ${me} itself only up to ${vectorEntry(mine, me)}: ${me}'s data dir is older than the changes it made (a copy put back, or a disk that lost writes), and what it writes now would reach no peer; start it on an empty --dir under a new --node-id, which clones, or restore a backup, which takes one`;
     }
-    const ofPeer = vectorEntry(mine, peer);
+    const ofPeer = this.peerOwnAtProof ?? vectorEntry(mine, peer);
     if (vectorEntry(theirs, peer) < ofPeer) {
       return `${peer} holds its own changes only up to ${vectorEntry(theirs, peer)}, and ${me} holds them up to ${ofPeer}: ${peer}'s data dir is older than the changes it made (a copy put back, or a disk that lost writes), and what it writes now would reach no peer; start it on an empty --dir under a new --node-id, which clones, or restore a backup, which takes one`;
     }
