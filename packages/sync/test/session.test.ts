@@ -461,8 +461,8 @@ t.test('a changes frame going backwards is refused', async (t) => {
     assertClosedWith(t, pair.a, new RegExp(`^changes frame goes back to ${second}$`));
     t.equal(pair.a.applies.length, appliesBefore, 'the backwards batch is not applied');
   }
-  // behind the checkpoint the session resumed from
-  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' });
+  // behind the checkpoint the session resumed from (a position in bravo's feed, which holds 10 entries)
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }, { b: new FakeFeed((s) => entry(s, 'bravo'), 10) });
   pair.a.checkpoint = 10;
   pair.start().settle();
   pair.inject(pair.a, changesFrame(9));
