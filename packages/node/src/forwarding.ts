@@ -34,7 +34,7 @@ export class ForwardedWrites {
       if (running) return running;
       // (not shared: a retry signed in with the password itself must not be given this one's refusal)
       if (resentOnly) return this.run(w, scoped, principal, true);
-      const p = this.run(w, scoped, principal, resentOnly).finally(() => this.running.delete(scoped));
+      const p = this.run(w, scoped, principal, false).finally(() => this.running.delete(scoped));
       this.running.set(scoped, p);
       return p;
     });

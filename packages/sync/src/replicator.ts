@@ -880,7 +880,6 @@ function isLive(l: Link): boolean {
   return l.session.state === 'open' && l.ws.readyState === WebSocket.OPEN;
 }
 
-/** The name of the credential a replica's session presented (`name:serial`). */
 /**
  * A peer URL as status and metrics show it: without a user or password it
  * may hold (ws sends them as Basic auth, to a proxy in front of /sync), as
@@ -894,6 +893,7 @@ function shownUrl(url: string): string {
   return u.toString();
 }
 
+/** The name of the credential a replica's session presented (`name:serial`). */
 function credentialName(l: Link): string | undefined {
   return l.session.peerCredential?.split(':')[0];
 }
