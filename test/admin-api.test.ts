@@ -13,6 +13,10 @@ async function startInProcess(t: Test): Promise<MeridianNode> {
   return node;
 }
 
+/** A WebSocket upgrade request for `path`, as a client sends it. */
+const webSocketUpgrade = (path: string): string =>
+  `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+
 interface Reply {
   status: number;
   body: { error?: { code: string; message: string; field?: string } } & Record<string, unknown>;
@@ -277,17 +281,15 @@ t.test('a request offering an upgrade other than WebSocket (h2c) is answered in 
   t.match(huge, /^HTTP\/1\.1 431 /, 'headers over the limit: 431, not 400');
   const garbage = await raw('NOT HTTP AT ALL\r\n\r\n');
   t.match(garbage, /^HTTP\/1\.1 400 /, 'a malformed request: 400');
-  const ws = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
+  const ws = await raw(webSocketUpgrade('/healthz'));
   t.match(ws, /^HTTP\/1\.1 404 Not Found\r\n[\s\S]*no WebSocket endpoint at \/healthz/, 'a WebSocket upgrade elsewhere than /sync is still 404');
 });
 
 t.test('a WebSocket upgrade refused with 404 survives a client that resets the connection, and does not hold the node\'s stop', async (t) => {
   const { connect } = await import('node:net');
-  const config = resolveConfig({ flags: { dir: tempDir(t), httpPort: 0, adminPassword: 'pw' } });
-  const node = await MeridianNode.start(config, pino({ level: 'silent' }));
-  t.teardown(() => node.stop());
+  const node = await startInProcess(t);
   const { hostname, port } = new URL(node.url);
-  const upgrade = `GET /nope HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+  const upgrade = webSocketUpgrade('/nope');
   // the request, then a reset at once: the node's 404 meets a connection already gone
   for (let i = 0; i < 30; i++) {
     const s = connect(Number(port), hostname);
@@ -315,9 +317,7 @@ t.test('a WebSocket upgrade refused with 404 survives a client that resets the c
 
 t.test('a stream answered without its upgrade does not hold the node\'s stop past the 5 s every connection gets', async (t) => {
   const { connect } = await import('node:net');
-  const config = resolveConfig({ flags: { dir: tempDir(t), httpPort: 0, adminPassword: 'pw' } });
-  const node = await MeridianNode.start(config, pino({ level: 'silent' }));
-  t.teardown(() => node.stop());
+  const node = await startInProcess(t);
   const { hostname, port } = new URL(node.url);
   const s = connect(Number(port), hostname);
   t.teardown(() => s.destroy());

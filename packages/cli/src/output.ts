@@ -109,23 +109,25 @@ export function writeAside(named: string, what: string, opts: { overwrite?: bool
   };
 }
 
-/** What `path` names once symbolic links are followed, whether or not that file exists yet; undefined through /dev or /proc. */
 /** Whether `path` names an open descriptor's file (/dev/stdout, /dev/fd/N, /proc/self/fd/N), through its links or itself. */
 function viaDescriptor(path: string): boolean {
-  for (;;) {
-    const at = resolve(path);
-    if (/^\/dev\/(std(in|out|err)|fd\/\d+)$/.test(at) || /^\/proc\/(self|\d+)\/fd\/\d+$/.test(at)) return true;
-    if (!lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink()) return false;
-    path = resolve(dirname(path), readlinkSync(path));
-  }
+  return linkChain(path).some((at) => /^\/dev\/(std(in|out|err)|fd\/\d+)$/.test(resolve(at)) || /^\/proc\/(self|\d+)\/fd\/\d+$/.test(resolve(at)));
 }
 
+/** What `path` names once symbolic links are followed, whether or not that file exists yet; undefined through /dev or /proc. */
 function linkedFile(path: string): string | undefined {
-  for (;;) {
-    if (/^\/(dev|proc)\//.test(resolve(path))) return undefined;
-    if (!lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink()) return path;
-    path = resolve(dirname(path), readlinkSync(path));
+  const chain = linkChain(path);
+  return chain.some((at) => /^\/(dev|proc)\//.test(resolve(at))) ? undefined : chain.at(-1);
+}
+
+/** `path` as given, then each path its symbolic links lead to in turn, the last no link (a loop is the caller's stat's ELOOP first). */
+function linkChain(path: string): string[] {
+  const chain = [path];
+  for (let at = path; lstatSync(at, { throwIfNoEntry: false })?.isSymbolicLink(); ) {
+    at = resolve(dirname(at), readlinkSync(at));
+    chain.push(at);
   }
+  return chain;
 }
 
 /** A pipe, device or socket, written to directly: it has no "whole" to wait for. */

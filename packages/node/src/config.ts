@@ -231,13 +231,13 @@ function coerce(source: string, key: keyof NodeConfig, raw: unknown): NodeConfig
     if (!list) throw configError(source, key, 'must be a list of ws:// or wss:// URLs');
     const urls = list.map((u) => u.trim()).filter(Boolean);
     for (const u of urls) {
-      let url: URL | undefined;
+      let ok = false;
       try {
-        url = new URL(u);
+        ok = ['ws:', 'wss:'].includes(new URL(u).protocol);
       } catch {
-        url = undefined;
+        ok = false;
       }
-      if (!url || !['ws:', 'wss:'].includes(url.protocol)) throw configError(source, key, `must be ws:// or wss:// URLs, got "${u}"`);
+      if (!ok) throw configError(source, key, `must be ws:// or wss:// URLs, got "${u}"`);
     }
     return urls;
   }

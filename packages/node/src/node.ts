@@ -550,6 +550,18 @@ function requestUrl(target: string | undefined): URL {
 }
 
 /**
+ * A socket Node handed to 'upgrade', answered outside the HTTP server: held
+ * in `open` until it closes, so that stop() can end it (the server's own
+ * closeAllConnections does not see it), and destroyed on an error, as Node
+ * took its own error listener off it.
+ */
+function answeringAside(socket: Socket, open: Set<Socket>): void {
+  socket.on('error', () => socket.destroy());
+  open.add(socket);
+  socket.once('close', () => open.delete(socket));
+}
+
+/**
  * Answers a WebSocket upgrade this node does not serve with 404 and closes
  * the connection. Node takes its error listener off a socket it hands to
  * 'upgrade': a client that reset the connection made the write's ECONNRESET
@@ -557,9 +569,7 @@ function requestUrl(target: string | undefined): URL {
  * a client that kept its side open held the node's stop for good.
  */
 function refuseUpgrade(socket: Socket, why: string, open: Set<Socket>): void {
-  socket.on('error', () => socket.destroy());
-  open.add(socket);
-  socket.once('close', () => open.delete(socket));
+  answeringAside(socket, open);
   socket.end(`HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(why)}\r\n\r\n${why}`, () => socket.destroy());
 }
 
@@ -570,8 +580,7 @@ function refuseUpgrade(socket: Socket, why: string, open: Set<Socket>): void {
  * one that has a body is answered 400.
  */
 function answerWithoutUpgrade(req: IncomingMessage, socket: Socket, handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>, open: Set<Socket>): void {
-  open.add(socket);
-  socket.once('close', () => open.delete(socket));
+  answeringAside(socket, open);
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;
   res.assignSocket(socket);
@@ -579,7 +588,6 @@ function answerWithoutUpgrade(req: IncomingMessage, socket: Socket, handle: (req
     res.detachSocket(socket);
     socket.end();
   });
-  socket.once('error', () => socket.destroy());
   const chunked = req.headers['transfer-encoding'] !== undefined;
   const length = Number(req.headers['content-length'] ?? 0);
   if (chunked || length > 0) {

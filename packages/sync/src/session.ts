@@ -841,15 +841,15 @@ export class SyncSession {
     // a position in this node's feed past its head: the peer had it from a feed this one no longer has
     // (an emptied dir under its old id whose changes were all relayed ones, or a copy put back)
     if (since > this.head) {
-      return `${peer} holds a position ${since} in the feed of ${me}, whose feed ends at ${this.head}: ${me}'s data dir is older than what it sent (a copy put back, an emptied dir under its old id), and ${peer} would skip its first entries; start it on an empty --dir under a new --node-id, which clones, or restore a backup, which takes one`;
+      return `${peer} holds a position ${since} in the feed of ${me}, whose feed ends at ${this.head}: ${me}'s data dir is older than what it sent (a copy put back, an emptied dir under its old id), and ${peer} would skip its first entries; ${START_AGAIN}`;
     }
     const ofMe = vectorEntry(theirs, me);
     if (ofMe > vectorEntry(mine, me)) {
-      return `${peer} holds changes of ${me} up to ${ofMe}, and ${me} itself only up to ${vectorEntry(mine, me)}: ${me}'s data dir is older than the changes it made (a copy put back, or a disk that lost writes), and what it writes now would reach no peer; start it on an empty --dir under a new --node-id, which clones, or restore a backup, which takes one`;
+      return `${peer} holds changes of ${me} up to ${ofMe}, and ${me} itself only up to ${vectorEntry(mine, me)}: ${me}'s data dir is older than the changes it made (a copy put back, or a disk that lost writes), and what it writes now would reach no peer; ${START_AGAIN}`;
     }
     const ofPeer = this.peerOwnAtProof ?? vectorEntry(mine, peer);
     if (vectorEntry(theirs, peer) < ofPeer) {
-      return `${peer} holds its own changes only up to ${vectorEntry(theirs, peer)}, and ${me} holds them up to ${ofPeer}: ${peer}'s data dir is older than the changes it made (a copy put back, or a disk that lost writes), and what it writes now would reach no peer; start it on an empty --dir under a new --node-id, which clones, or restore a backup, which takes one`;
+      return `${peer} holds its own changes only up to ${vectorEntry(theirs, peer)}, and ${me} holds them up to ${ofPeer}: ${peer}'s data dir is older than the changes it made (a copy put back, or a disk that lost writes), and what it writes now would reach no peer; ${START_AGAIN}`;
     }
     return undefined;
   }
@@ -864,6 +864,9 @@ export class SyncSession {
     return true;
   }
 }
+
+/** What a node whose data dir is older than what it wrote or sent does (see rolledBack). */
+const START_AGAIN = 'start it on an empty --dir under a new --node-id, which clones, or restore a backup, which takes one';
 
 const FRAME_BUDGET = 4 * 1024 * 1024;
 /** An object's record or diff larger than this goes in parts of this size, a frame each (see statesFrames). */
