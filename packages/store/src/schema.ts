@@ -225,7 +225,7 @@ export function foldLookup(field: FieldDef, value: string): string | undefined {
     const t = value.trim();
     if (!NUMBER_RE.test(t)) return undefined;
     const n = Number(t);
-    return Number.isFinite(n) ? foldValue(field, n === 0 ? 0 : n) : undefined;
+    return Number.isFinite(n) ? foldValue(field, n) : undefined;
   }
   // (filters are case-insensitive: TRUE finds true, though a write takes only true and false)
   if (field.kind === 'boolean') {

@@ -449,14 +449,9 @@ export class Replicator {
     };
     if (ws.readyState === WebSocket.OPEN) begin();
     else ws.once('open', begin);
-    ws.on('pong', () => {
-      link.heardAt = monotonic();
-      link.lastContact = Date.now();
-    });
+    // (a pong or a message is heard as the socket's bytes arrive: see hearBytes)
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       link.bytesIn += data.length;
-      link.heardAt = monotonic();
-      link.lastContact = Date.now();
       if (!isBinary) {
         this.run(link, session.fail('text frames are not part of the protocol', true));
         return;

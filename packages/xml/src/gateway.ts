@@ -482,15 +482,14 @@ export class XmlGateway {
     if (filters.length > 0 && !indexed) {
       throw new XmlError(400, `filter by at least one indexed field of ${type} (${[...def.fields.values()].filter((f) => f.indexed || f.unique).map((f) => f.name).join(', ')}); use q= to search the rest`);
     }
+    // folded once, as a lookup folds (NFC, lower case; a reference as it is; 05 as the integer 5), so what the
+    // index found is kept; a value no write could store matches nothing
+    const wanted = filters.map(([k, v]) => ({ k, f: def.fields.get(k)!, want: foldLookup(def.fields.get(k)!, v) }));
     const matches = (o: StoredObject): boolean => {
       if (!r.scope.canRead(o)) return false;
-      for (const [k, v] of filters) {
-        const f = def.fields.get(k)!;
+      for (const { k, f, want } of wanted) {
         const have = o.fields[k];
         const values = have === undefined ? [] : Array.isArray(have) ? have : [have];
-        // folded as a lookup folds (NFC, lower case; a reference as it is; 05 as the integer 5), so what the
-        // index found is kept; a value no write could store matches nothing
-        const want = foldLookup(f, v);
         if (want === undefined || !values.some((x) => foldValue(f, x) === want)) return false;
       }
       if (text !== undefined && text !== '') {
