@@ -20,6 +20,8 @@ import { ADMIN, basic, call, etagOf, fieldValues, idsIn, PERSON_PW, seed, startX
 
 const XSD = fileURLToPath(new URL('../docs/formats/meridian.xsd', import.meta.url));
 const person = (uid: string): string => basic(uid, PERSON_PW);
+/** a position of a node's changes feed, as its answers give them out */
+const at = (node: { store: { feedTag: string; statesEpoch: number } }, seq: number): string => `${node.store.feedTag}-${node.store.statesEpoch}-${seq}`;
 
 const orgXml = (fields: Record<string, string | string[]>, attrs = ''): string =>
   `<?xml version="1.0"?>\n<object type="Organisation"${attrs}>\n${Object.entries(fields)
@@ -683,7 +685,7 @@ t.test('the changes feed carries a write made on another master: long poll, Serv
   const since = b.store.lastSeq;
 
   // a long poll on b, answered by a write on a
-  const poll = call(b, 'GET', `/changes?since=${since}&timeout=10`);
+  const poll = call(b, 'GET', `/changes?since=${at(b, since)}&timeout=10`);
   const org = await call(a, 'GET', '/objects/Organisation/org-c2');
   const put = await call(a, 'PUT', '/objects/Organisation/org-c2', { body: org.text.replace('Customer Two', 'Customer Deux'), headers: { 'if-match': `"${etagOf(org)}"` } });
   t.equal(put.status, 200);
@@ -695,21 +697,21 @@ t.test('the changes feed carries a write made on another master: long poll, Serv
 
   // SSE: events as they happen, resumable with Last-Event-ID
   const ctrl = new AbortController();
-  const res = await fetch(`${b.url}/changes`, { headers: { authorization: ADMIN, accept: 'text/event-stream', 'last-event-id': String(since + 1) }, signal: ctrl.signal });
+  const res = await fetch(`${b.url}/changes`, { headers: { authorization: ADMIN, accept: 'text/event-stream', 'last-event-id': at(b, since + 1) }, signal: ctrl.signal });
   t.equal(res.headers.get('content-type'), 'text/event-stream; charset=utf-8');
   const reader = res.body!.getReader();
   const lic = await call(a, 'GET', '/objects/License/lic-c2');
   await call(a, 'PUT', '/objects/License/lic-c2', { body: lic.text.replace('<field name="seats">5</field>', '<field name="seats">6</field>'), headers: { 'if-match': `"${etagOf(lic)}"` } });
   let text = '';
   const deadline = Date.now() + 10_000;
-  while (!/id: \d+\nevent: change\ndata: <change [^\n]*id="lic-c2"/.test(text) && Date.now() < deadline) {
+  while (!/id: [\w-]+\nevent: change\ndata: <change [^\n]*id="lic-c2"/.test(text) && Date.now() < deadline) {
     const { value, done } = await reader.read();
     if (done) break;
     text += new TextDecoder().decode(value);
   }
   ctrl.abort();
-  t.match(text, new RegExp(`id: ${since + 2}\nevent: change\ndata: <change seq="${since + 2}" id="lic-c2" type="License" kind="update"`), 'the event arrives, after the one already seen');
-  t.notMatch(text, new RegExp(`id: ${since + 1}\n`), 'resumed after Last-Event-ID');
+  t.match(text, new RegExp(`id: ${at(b, since + 2)}\nevent: change\ndata: <change seq="${since + 2}" id="lic-c2" type="License" kind="update"`), 'the event arrives, after the one already seen');
+  t.notMatch(text, new RegExp(`id: ${at(b, since + 1)}\n`), 'resumed after Last-Event-ID');
   t.equal((await call(b, 'GET', '/changes?since=-1')).status, 400);
 });
 
@@ -778,7 +780,7 @@ t.test('/changes trimmed past between its check and its read answers 410, not th
     }
     return read(after, limit);
   };
-  const r = await call(node, 'GET', '/changes?since=1&timeout=0');
+  const r = await call(node, 'GET', `/changes?since=${at(node, 1)}&timeout=0`);
   t.equal(r.status, 410, r.text);
   t.match(r.text, /changes up to 4498 are no longer kept here/);
 });
@@ -807,7 +809,7 @@ t.test('a long poll answers a change made durable while it read the feed, not at
     return entries;
   };
   const started = Date.now();
-  const poll = await call(node, 'GET', `/changes?since=${since}&timeout=10`);
+  const poll = await call(node, 'GET', `/changes?since=${at(node, since)}&timeout=10`);
   t.equal(poll.status, 200);
   t.match(poll.text, /<change seq="\d+" id="org-meanwhile" type="Organisation" kind="create"/, 'the change is in the answer');
   t.ok(Date.now() - started < 5000, `answered in ${Date.now() - started} ms (timeout 10 s)`);
@@ -820,7 +822,7 @@ t.test('a changes request whose client left before the handler began ends at onc
   // a response whose client went away while the request was being signed in: its 'close' has fired already
   const gone = (): ServerResponseLike => Object.assign(new EventEmitter(), { destroyed: true, headersSent: false, writeHead: () => undefined, write: () => false, end: () => undefined });
   type ServerResponseLike = InstanceType<typeof EventEmitter> & { destroyed: boolean };
-  for (const [what, accept, query] of [['SSE', 'text/event-stream', 'since=0'], ['long poll', 'application/xml', `since=${node.store.lastSeq}&timeout=20`]] as const) {
+  for (const [what, accept, query] of [['SSE', 'text/event-stream', 'since=0'], ['long poll', 'application/xml', `since=${at(node, node.store.lastSeq)}&timeout=20`]] as const) {
     const req = { headers: { accept } };
     const ended = changesFeed(node.store, req as never, gone() as never, new URL(`http://node/changes?${query}`), 30_000).then(() => 'ended');
     t.equal(await Promise.race([ended, sleep(2000).then(() => 'still waiting')]), 'ended', `${what}: no subscription left waiting for a close that came before`);
@@ -955,9 +957,9 @@ t.test('second review: PUT tells a principal nothing of ids it cannot read; prec
   t.match(head.headers.get('content-type') ?? '', /xml/);
 
   // a position past this node's feed is another node's, or from before a restore
-  const ahead = await call(node, 'GET', `/changes?since=${node.store.lastSeq + 5}&timeout=0`);
+  const ahead = await call(node, 'GET', `/changes?since=${at(node, node.store.lastSeq + 5)}&timeout=0`);
   t.equal(ahead.status, 410, ahead.text);
-  t.match(ahead.text, /past this node's changes feed, which ends at \d+/);
+  t.match(ahead.text, /past this node's changes feed, which is at [\w-]+/);
 });
 
 t.test("a login that is one person's uid and another's mail signs in whichever of them the password is", async (t) => {
@@ -995,7 +997,7 @@ t.test('an SSE changes stream ends once its staff member may no longer read it',
   await seed(node);
   const ac = new AbortController();
   t.teardown(() => ac.abort());
-  const res = await fetch(`${node.url}/changes?since=${node.store.lastSeq}`, { headers: { authorization: person('staff1'), accept: 'text/event-stream' }, signal: ac.signal });
+  const res = await fetch(`${node.url}/changes?since=${at(node, node.store.lastSeq)}`, { headers: { authorization: person('staff1'), accept: 'text/event-stream' }, signal: ac.signal });
   t.equal(res.status, 200);
   const reader = res.body!.getReader();
   let text = '';
@@ -1032,7 +1034,7 @@ t.test('a long poll of the changes feed answers nothing it waited for to a staff
     waiting = true;
     return subscribe(listener);
   };
-  const polling = call(node, 'GET', `/changes?since=${since}&timeout=10`, { auth: person('staff1') });
+  const polling = call(node, 'GET', `/changes?since=${at(node, since)}&timeout=10`, { auth: person('staff1') });
   t.ok(await until(() => waiting, 5000), 'the poll waits');
   // demoted, and then a change: the poll wakes for it
   await node.store.update('per-staff', { roles: ['customer-contact'] }, { principal: 'test' });
@@ -1096,4 +1098,78 @@ t.test('history tells a reader who does not see everything who made a version on
   t.match(radmin.text, /principal="Person:per-c1b via xml"/, 'a person the reader may read is named');
   const staff = await call(node, 'GET', '/objects/Person/per-c1/history', { auth: person('staff1') });
   t.match(staff.text, /principal="Person:per-staff via xml"/, 'staff, who see everything, see every name');
+});
+
+t.test('objects stored without feed entries (a clone, a repair) tell the caches reading /changes to start again: 410, an SSE reset, the position header', async (t) => {
+  const a = await startXmlNode(t);
+  const b = await startXmlNode(t);
+  await seed(a);
+  await b.store.create('Organisation', { name: 'Local', kind: 'vendor' }, { principal: 'test', id: 'org-local' });
+
+  // positions: a bare seq is refused, another node's is gone, now and 0 are where they say
+  const bare = await call(b, 'GET', `/changes?since=${b.store.lastSeq}&timeout=0`);
+  t.equal(bare.status, 400);
+  t.match(bare.text, /since must be a position this feed gave out/);
+  const foreign = await call(b, 'GET', `/changes?since=${at(a, 1)}&timeout=0`);
+  t.equal(foreign.status, 410);
+  t.match(foreign.text, /is another node's/);
+  t.equal(foreign.headers.get('meridian-changes-position'), at(b, b.store.lastSeq), 'a 410 says where to go on from');
+  const now = await call(b, 'GET', '/changes?since=now&timeout=0');
+  t.equal(now.status, 200);
+  t.match(now.text, new RegExp(`<changes since="${at(b, b.store.lastSeq)}" last="${at(b, b.store.lastSeq)}">`));
+  t.match((await call(b, 'GET', '/changes?since=0&timeout=0')).text, /id="org-local"/);
+  const exported = await call(b, 'GET', '/export');
+  t.equal(exported.headers.get('meridian-changes-position'), at(b, b.store.lastSeq), 'an export says where its reader goes on reading the feed');
+
+  const before = at(b, b.store.lastSeq);
+  // a cache reading the stream, and one waiting in a long poll
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  const res = await fetch(`${b.url}/changes?since=${before}`, { headers: { authorization: ADMIN, accept: 'text/event-stream' }, signal: ac.signal });
+  t.equal(res.headers.get('meridian-changes-position'), before);
+  const reader = res.body!.getReader();
+  let text = '';
+  const poll = call(b, 'GET', `/changes?since=${before}&timeout=20`);
+  // (signed in and waiting by then: otherwise it is refused at its start, as the request below is)
+  await sleep(300);
+  const started = Date.now();
+
+  // what a clone or an anti-entropy repair stores: a's states, without feed entries on b
+  const snap = a.store.stateSnapshot();
+  try {
+    for await (const frame of snap.batches(100)) await b.store.cloneStates(frame);
+  } finally {
+    await snap.close();
+  }
+  t.equal((await b.store.get('org-c1'))?.fields['name'], 'Customer One', 'the states are stored');
+  t.equal(at(b, b.store.lastSeq).split('-')[2], before.split('-')[2], 'with no feed entry');
+
+  const waited = await poll;
+  t.equal(waited.status, 410, 'the long poll waiting is answered at once');
+  t.ok(Date.now() - started < 10_000);
+  t.match(waited.text, /<error code="gone">objects were stored here without feed entries \(a clone, or a repair from a peer\) after position [\w-]+, so the feed cannot name them; drop what you hold from this node/);
+  const head = at(b, b.store.lastSeq);
+  t.equal(waited.headers.get('meridian-changes-position'), head);
+  t.equal((await call(b, 'GET', `/changes?since=${before}&timeout=0`)).status, 410, 'the old position is gone for good');
+  t.equal((await call(b, 'GET', '/changes?since=0&timeout=0')).status, 410, 'as is the start of the feed, which does not name the cloned objects');
+  const onward = await call(b, 'GET', `/changes?since=${head}&timeout=0`);
+  t.equal(onward.status, 200, 'the position given out reads on');
+
+  const deadline = Date.now() + 10_000;
+  while (!/event: reset/.test(text) && Date.now() < deadline) {
+    const next = await Promise.race([reader.read(), sleep(1000).then(() => 'late' as const)]);
+    if (next === 'late') continue;
+    if (next.done) break;
+    text += Buffer.from(next.value).toString();
+  }
+  t.match(text, new RegExp(`id: ${head}\nevent: reset\ndata: <reset reason="states"/>`), 'the stream sends a reset whose id is the head');
+  xmllint(t, /data: (<reset [^\n]*)/.exec(text)?.[1] ?? '', 'a reset event\'s data');
+  await b.store.create('Organisation', { name: 'After', kind: 'vendor' }, { principal: 'test', id: 'org-after' });
+  while (!/org-after/.test(text) && Date.now() < deadline + 5000) {
+    const next = await Promise.race([reader.read(), sleep(1000).then(() => 'late' as const)]);
+    if (next === 'late') continue;
+    if (next.done) break;
+    text += Buffer.from(next.value).toString();
+  }
+  t.match(text, new RegExp(`id: ${at(b, b.store.lastSeq)}\nevent: change\ndata: <change seq="${b.store.lastSeq}" id="org-after"`), 'and goes on after it');
 });

@@ -270,6 +270,13 @@ export class Store {
   readonly clientId: number;
   /** how many times this node's data was restored from a backup (see backup.ts) */
   readonly incarnation: number;
+  /**
+   * Names this node's changes feed: a hash of the node id and of a random
+   * drawn when its data dir was made, so that a position of another node's
+   * feed, or of a dir emptied and started again under the same id, is
+   * told from one of this feed.
+   */
+  readonly feedTag: string;
   /** objects whose stored version this open rewrote to the current formula (see migrate.ts) */
   readonly versionsMigrated: number;
   readonly schema: Schema;
@@ -339,6 +346,9 @@ export class Store {
   private readonly presenceReads = new Set<{ ids: ReadonlySet<string>; evicted: Set<string> }>();
   /** states stored without feed entries so far (changeMark) */
   private statesGeneration = 0;
+  /** batches that stored objects without feed entries, counted on disk (statesEpoch), and the last one handed out */
+  private feedlessDurable: number;
+  private feedlessNext: number;
   /** changes this node holds but whose feed entries it never had (it was cloned): see feedBase() */
   private base: Record<string, number>;
   /** feed entries up to this seq were trimmed */
@@ -400,8 +410,12 @@ export class Store {
     incarnation: number;
     versionsMigrated: number;
     cloning: boolean;
+    feedTag: string;
+    statesEpoch: number;
   }) {
     this.cloning = init.cloning;
+    this.feedTag = init.feedTag;
+    this.feedlessDurable = this.feedlessNext = init.statesEpoch;
     this.purgedIds = init.purged;
     this.provisional = init.provisional;
     this.incarnation = init.incarnation;
@@ -526,12 +540,21 @@ export class Store {
       const used = new Set([...clients.map((c) => c.id), ...Object.keys(knownClients).map(Number)]);
       const clientId = drawClientId(nodeId, used);
       clients.push({ id: clientId, at: new Date().toISOString(), node: nodeId });
+      // (a dir made before feed ids were drawn gets one now: positions it gave out before were bare seqs, which are refused anyway)
+      let feedId = await getMeta<string>('feedId');
+      const drawn = feedId === undefined;
+      feedId ??= randomBytes(8).toString('hex');
       // (a new data dir, or an unmarked one from before the marker, which holds format 1 or 2, both read here: from now on it holds what this build writes)
       const marked = encode(STORAGE_FORMAT);
       await db.batch(
-        [{ type: 'put', key: keys.meta('clients'), value: encode(clients) }, ...(format?.equals(marked) ? [] : [{ type: 'put' as const, key: FORMAT_KEY, value: marked }])],
+        [
+          { type: 'put', key: keys.meta('clients'), value: encode(clients) },
+          ...(format?.equals(marked) ? [] : [{ type: 'put' as const, key: FORMAT_KEY, value: marked }]),
+          ...(drawn ? [{ type: 'put' as const, key: keys.meta('feedId'), value: encode(feedId) }] : []),
+        ],
         { sync: true },
       );
+      const feedTag = createHash('sha256').update(nodeId).update('\0').update(feedId).digest('hex').slice(0, 8);
 
       const { vector, ahead, seq } = await readPosition(db);
       const counts = new Map(Object.entries((await getMeta<Record<string, number>>('counts')) ?? {}));
@@ -559,7 +582,7 @@ export class Store {
       const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
       const versionsMigrated = await migrateVersions(db, await getMeta<number>('versionFormula'));
-      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1 });
+      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch: (await getMeta<number>('statesEpoch')) ?? 0 });
       try {
         await store.reindexChangedFields();
         await store.repairUniqueClashes();
@@ -1317,7 +1340,9 @@ export class Store {
     this.objects.resize(slot);
     const fe = feed && feedEntry(seq, feed);
     slot.pins++; // released when on disk, as persist does
+    const feedless = !feed && cur ? this.feedlessOp(ops) : undefined;
     const durable: Promise<void> = this.commits.add(ops, () => {
+      feedless?.();
       slot.value.durable = null;
       if (slot.value.pending === durable) slot.value.pending = undefined;
       if (fe) {
@@ -2329,7 +2354,9 @@ export class Store {
       this.clock.observe(d.hlc);
       merges.push(this.mergeState(d.id, d.diff, d.hlc, true));
     }
+    const feedless = cloned.length ? this.feedlessOp(ops) : undefined;
     const written: Promise<void> = this.commits.add(ops, () => {
+      feedless?.();
       for (const [slot, rec] of cloned) {
         slot.value.durable ??= rec; // not `current`: a later write may have moved it on, not yet on disk
         if (slot.value.pending === written) slot.value.pending = undefined;
@@ -2433,11 +2460,13 @@ export class Store {
       const { ops: conflictOps } = this.reconcileConflicts(id, type, doc, touched, this.clock.tick());
       for (const op of this.uniqueClashes(id, type, undefined, before, after, claims).ops) conflictOps.push(op);
       if (this.hasWriteConflict(id)) record.x = 1;
+      const feedless = this.feedlessOp(conflictOps);
       const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, conflictOps);
       handedOver = true;
       // (readers and writers may go on while this merge reaches the disk)
       unlock();
       await durable;
+      feedless();
     } finally {
       unlock();
       if (!handedOver) {
@@ -2814,6 +2843,27 @@ export class Store {
   /** The highest feed seq on disk. */
   get lastSeq(): number {
     return this.durableSeq;
+  }
+
+  /**
+   * How many batches on disk stored objects without a feed entry: a
+   * clone's or an anti-entropy repair's states, an erase by a peer's purge
+   * marker. A reader of the feed who saw a lower count has missed changes
+   * that the feed cannot name (the XML changes feed then tells its caches
+   * to start again). It grows once such a batch is on disk.
+   */
+  get statesEpoch(): number {
+    return this.feedlessDurable;
+  }
+
+  /** Adds the epoch's bump to a batch that stores objects without feed entries; the function returned marks it on disk. */
+  private feedlessOp(ops: BatchOp[]): () => void {
+    const n = ++this.feedlessNext;
+    ops.push({ type: 'put', key: keys.meta('statesEpoch'), value: encode(n) });
+    return () => {
+      // (group commits reach the disk in order, but a merge awaits its own and may hear after a later one)
+      if (n > this.feedlessDurable) this.feedlessDurable = n;
+    };
   }
 
   /**

@@ -7,30 +7,75 @@ const PAGE = 1000;
 /** an SSE comment this often keeps proxies from closing an idle stream */
 const SSE_KEEPALIVE_MS = 15_000;
 
+/** The header that tells where this node's changes feed is now: on every /changes answer, a 410 included, and on /export. */
+export const POSITION_HEADER = 'meridian-changes-position';
+
 /**
- * `GET /changes?since=SEQ`: which objects changed after a position of this
- * node's changes feed, for external caches to invalidate. As a long poll it
- * answers at once when there are changes, or waits up to `timeout` seconds
- * for the next; with `Accept: text/event-stream` it streams them as
+ * Where a reader of this node's changes feed is: `<feed>-<epoch>-<seq>`,
+ * the feed's tag (Store.feedTag), how many batches had stored objects
+ * without feed entries (Store.statesEpoch), and the last feed seq read.
+ * A bare seq could not tell a clone's or a repair's states, which the feed
+ * never names, nor a position of another node's feed.
+ */
+export function changesPosition(store: Store, epoch = store.statesEpoch, seq = store.lastSeq): string {
+  return `${store.feedTag}-${epoch}-${seq}`;
+}
+
+const POSITION = /^([0-9a-f]{8})-(\d{1,15})-(\d{1,15})$/;
+
+/** A 410: the reader must drop what it holds from this node, and is told where to go on from. */
+function startAgain(store: Store, why: string): XmlError {
+  const now = changesPosition(store);
+  return new XmlError(410, `${why}; drop what you hold from this node (or reload it: GET /export) and continue from ${now}`, undefined, { [POSITION_HEADER]: now });
+}
+
+function mergedSince(position: string): string {
+  return `objects were stored here without feed entries (a clone, or a repair from a peer) after position ${position}, so the feed cannot name them`;
+}
+
+/**
+ * The position a request names, checked against the feed as it is now.
+ * `now` is the feed's head (a cache that holds nothing yet); `0` its start,
+ * which describes every object only while nothing was trimmed and nothing
+ * stored without a feed entry.
+ */
+function startingPoint(store: Store, text: string): { epoch: number; seq: number } {
+  const epoch = store.statesEpoch;
+  if (text === 'now') return { epoch, seq: store.lastSeq };
+  if (text === '0') {
+    if (epoch > 0) throw startAgain(store, 'objects were stored here without feed entries (a clone, or a repair from a peer), so the feed from its start does not name them all');
+    if (store.firstSeq() > 1) throw startAgain(store, `changes up to ${store.firstSeq() - 1} are no longer kept here`);
+    return { epoch, seq: 0 };
+  }
+  const m = POSITION.exec(text);
+  if (!m) throw new XmlError(400, 'since must be a position this feed gave out (an answer\'s last, or an event\'s id), now for changes from here on, or 0 for the start');
+  const [, tag, epochText, seqText] = m;
+  const at = { epoch: Number(epochText), seq: Number(seqText) };
+  if (tag !== store.feedTag) throw startAgain(store, `position ${text} is another node's, or from before this node's data dir was made again`);
+  // positions are this node's own: one past its feed is from a copy of the data dir put back, and waiting for it would skip every change until then
+  if (at.epoch > epoch || at.seq > store.lastSeq) throw startAgain(store, `position ${text} is past this node's changes feed, which is at ${changesPosition(store)}`);
+  if (at.epoch < epoch) throw startAgain(store, mergedSince(text));
+  if (at.seq < store.firstSeq() - 1) throw startAgain(store, `changes up to ${store.firstSeq() - 1} are no longer kept here`);
+  return at;
+}
+
+/**
+ * `GET /changes?since=POSITION`: which objects changed after a position of
+ * this node's changes feed, for external caches to invalidate. As a long
+ * poll it answers at once when there are changes, or waits up to `timeout`
+ * seconds for the next; with `Accept: text/event-stream` it streams them as
  * Server-Sent Events, resuming after Last-Event-ID. Each change names the
  * object's id, type and its version now (the ETag a cache should hold).
+ * Objects stored without feed entries after a position (see
+ * changesPosition) answer 410 to it: the cache must drop everything.
  */
 export async function changesFeed(store: Store, req: IncomingMessage, res: ServerResponse, url: URL, maxWait: number, allowed: () => Promise<boolean> = async () => true): Promise<void> {
   const sse = (req.headers.accept ?? '').includes('text/event-stream');
   // a reconnecting EventSource repeats its URL: Last-Event-ID, when sent, is where it really is
   const lastEvent = sse ? req.headers['last-event-id'] : undefined;
   const sinceText = (typeof lastEvent === 'string' && lastEvent !== '' ? lastEvent : undefined) ?? url.searchParams.get('since') ?? '0';
-  const since = Number(sinceText);
-  if (!Number.isSafeInteger(since) || since < 0) throw new XmlError(400, 'since must be a feed position: a whole number, 0 for the start');
-  const trimmed = store.firstSeq() - 1;
-  if (since < trimmed) {
-    throw new XmlError(410, `changes up to ${trimmed} are no longer kept here; reload everything (GET /export) and continue from ${store.lastSeq}`);
-  }
-  // positions are this node's own: one past its feed is another node's, or from before a restore, and waiting for it would skip every change until then
-  if (since > store.lastSeq) {
-    throw new XmlError(410, `position ${since} is past this node's changes feed, which ends at ${store.lastSeq}: it is another node's position, or older than a restore of this one; reload everything (GET /export) and continue from ${store.lastSeq}`);
-  }
-  if (sse) return stream(store, res, since, allowed);
+  const { epoch, seq: since } = startingPoint(store, sinceText);
+  if (sse) return stream(store, res, epoch, since, allowed);
   const timeoutText = url.searchParams.get('timeout');
   const timeout = timeoutText === null ? maxWait : Number(timeoutText) * 1000;
   if (!Number.isFinite(timeout) || timeout < 0 || timeout > maxWait) throw new XmlError(400, `timeout must be 0 to ${maxWait / 1000} seconds`);
@@ -43,28 +88,39 @@ export async function changesFeed(store: Store, req: IncomingMessage, res: Serve
         stopListening();
         resolve();
       };
-      const unsubscribe = store.subscribe(done);
+      const unsubscribeFeed = store.subscribe(done);
+      // (objects stored without feed entries end the wait too: the answer is then a 410)
+      const stopStates = store.onStates(() => {
+        if (store.statesEpoch !== epoch) done();
+      });
       const timer = setTimeout(done, timeout);
       const stopListening = onClosed(res, done);
+      const unsubscribe = (): void => {
+        unsubscribeFeed();
+        stopStates();
+      };
       // a change made durable while the feed was read above came before the subscription
-      if (store.lastSeq > since) done();
+      if (store.lastSeq > since || store.statesEpoch !== epoch) done();
     });
     if (res.destroyed) return;
     // up to the wait's end: a sign-in reset or demoted meanwhile gets nothing it waited for
     if (!(await allowed())) throw new XmlError(403, 'the changes feed is for the admin and staff, which this sign-in no longer is; sign in again');
+    if (store.statesEpoch !== epoch) throw startAgain(store, mergedSince(sinceText));
     entries = await store.readFeed(since, PAGE);
   }
-  // A trim may have deleted entries after the check above: the feed's seqs follow one another, so the first
-  // entry read tells (the entries after a deleted range would have been answered as if they came next).
-  if (entries.length && entries[0]!.seq !== since + 1) {
-    throw new XmlError(410, `changes up to ${entries[0]!.seq - 1} are no longer kept here; reload everything (GET /export) and continue from ${store.lastSeq}`);
-  }
+  // A trim may have deleted entries after the checks above: it deletes from the start and the feed's seqs follow
+  // one another, so the first entry read tells (the entries after a deleted range would have been answered as if
+  // they came next). Objects stored without feed entries meanwhile need no check here: the position this answer
+  // gives out names the epoch it was checked under, so the next request is told to start again.
+  if (entries.length && entries[0]!.seq !== since + 1) throw startAgain(store, `changes up to ${entries[0]!.seq - 1} are no longer kept here`);
   const last = entries.length ? entries[entries.length - 1]!.seq : since;
-  let body = `${XML_DECLARATION}<changes since="${since}" last="${last}">\n`;
+  const from = changesPosition(store, epoch, since);
+  const to = changesPosition(store, epoch, last);
+  let body = `${XML_DECLARATION}<changes since="${from}" last="${to}">\n`;
   // fetched together, so the store's read batcher can group the reads
   for (const line of await Promise.all(entries.map((e) => changeXml(store, e)))) body += `  ${line}\n`;
   body += '</changes>\n';
-  sendXml(res, 200, body);
+  sendXml(res, 200, body, { [POSITION_HEADER]: to });
 }
 
 async function changeXml(store: Store, e: FeedEntry): Promise<string> {
@@ -78,15 +134,24 @@ async function changeXml(store: Store, e: FeedEntry): Promise<string> {
 /**
  * The SSE stream. It ends when the client's sign-in stops being allowed
  * (checked before each batch and each keep-alive: a password changed or a
- * role removed), and when the feed is trimmed past its position (a client
- * too slow to read), so that its reconnect is answered 401, 403 or 410
- * rather than the stream going on for someone no longer allowed, or with a
- * gap.
+ * role removed), so that its reconnect is answered 401 or 403 rather than
+ * the stream going on for someone no longer allowed. When the feed can no
+ * longer say what changed after the stream's position (trimmed past it, a
+ * client too slow to read; or objects stored without feed entries) it sends
+ * a `reset` event, whose id is the feed's head: the client drops what it
+ * holds and reads on.
  */
-async function stream(store: Store, res: ServerResponse, since: number, allowed: () => Promise<boolean>): Promise<void> {
-  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
+async function stream(store: Store, res: ServerResponse, startEpoch: number, since: number, allowed: () => Promise<boolean>): Promise<void> {
+  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', [POSITION_HEADER]: changesPosition(store, startEpoch, since) });
   res.write(': meridian changes feed\n\n');
+  let epoch = startEpoch;
   let cursor = since;
+  // (both taken at once: a client that drops everything holds nothing older than the head)
+  const reset = (why: string): string => {
+    epoch = store.statesEpoch;
+    cursor = store.lastSeq;
+    return `id: ${changesPosition(store, epoch, cursor)}\nevent: reset\ndata: <reset reason="${why}"/>\n\n`;
+  };
   let busy = false;
   let again = false;
   let closed = false;
@@ -103,19 +168,25 @@ async function stream(store: Store, res: ServerResponse, since: number, allowed:
         again = false;
         for (;;) {
           if (closed) break;
-          if (cursor < store.firstSeq() - 1 || !(await allowed())) {
+          if (!(await allowed())) {
             stop('end');
             break;
+          }
+          if (closed) break;
+          if (store.statesEpoch !== epoch || cursor < store.firstSeq() - 1) {
+            await write(res, reset(store.statesEpoch !== epoch ? 'states' : 'trimmed'));
+            continue;
           }
           const entries = await store.readFeed(cursor, PAGE);
-          if (entries.length === 0 || closed) break;
+          if (closed) break;
           // (trimmed past between the check and the read: as trimmed before it)
-          if (entries[0]!.seq !== cursor + 1) {
-            stop('end');
-            break;
+          if (entries.length && entries[0]!.seq !== cursor + 1) {
+            await write(res, reset('trimmed'));
+            continue;
           }
+          if (entries.length === 0) break;
           const lines = await Promise.all(entries.map((e) => changeXml(store, e)));
-          const out = entries.map((e, i) => `id: ${e.seq}\nevent: change\ndata: ${lines[i]}\n\n`).join('');
+          const out = entries.map((e, i) => `id: ${changesPosition(store, epoch, e.seq)}\nevent: change\ndata: ${lines[i]}\n\n`).join('');
           cursor = entries[entries.length - 1]!.seq;
           if (closed) break;
           // (write() also gives up when the client goes away while the socket is full)
@@ -128,16 +199,19 @@ async function stream(store: Store, res: ServerResponse, since: number, allowed:
       busy = false;
     }
   };
-  const unsubscribe = store.subscribe(() => void pump());
+  const unsubscribeFeed = store.subscribe(() => void pump());
+  const stopStates = store.onStates(() => {
+    if (store.statesEpoch !== epoch) void pump();
+  });
+  const unsubscribe = (): void => {
+    unsubscribeFeed();
+    stopStates();
+  };
+  // (the pump checks the sign-in and the trims: a stream nothing is written to hears of them too)
   const keepalive = setInterval(() => {
-    void allowed().then(
-      (yes) => {
-        if (closed) return;
-        if (yes) res.write(': keep-alive\n\n');
-        else stop('end');
-      },
-      () => stop('destroy'),
-    );
+    if (closed) return;
+    res.write(': keep-alive\n\n');
+    void pump();
   }, SSE_KEEPALIVE_MS);
   await new Promise<void>((resolve) => {
     stop = (how) => {

@@ -26,7 +26,7 @@ import { CACHE_CONTROL, ifMatch, noneMatch, requireXml, sendXml, utf8, write, XM
 import { exportOrder, runImport } from './import-export.js';
 import { PieceParser } from './piece-parser.js';
 import { fieldsBefore, historyXml, readableHistory } from './history-xml.js';
-import { changesFeed } from './changes.js';
+import { changesFeed, changesPosition, POSITION_HEADER } from './changes.js';
 import type { CursorSeal } from './cursor.js';
 
 export interface HttpAnswer {
@@ -617,7 +617,9 @@ export class XmlGateway {
     this.requireEverything(r, 'export');
     const only = r.url.searchParams.get('type');
     const types = only ? [this.typeDef(only)] : exportOrder(this.opts.store.schema);
-    r.res.writeHead(200, { 'content-type': XML_TYPE, 'cache-control': CACHE_CONTROL });
+    // where a cache loading this export goes on reading the changes feed: taken before the first read, so
+    // whatever changes while the export runs comes again from the feed (or as a reset, for a merged state)
+    r.res.writeHead(200, { 'content-type': XML_TYPE, 'cache-control': CACHE_CONTROL, [POSITION_HEADER]: changesPosition(this.opts.store) });
     // (HEAD: the headers a GET would get, without reading the store)
     if (r.req.method === 'HEAD') return void r.res.end();
     await write(r.res, `${XML_DECLARATION}<objects>\n`);

@@ -1,0 +1,74 @@
+import t from 'tap';
+import type { ClonedState, Store } from '../dist/index.js';
+import { encode } from '../dist/codec.js';
+import { openStore, tempDir } from './fixtures.js';
+
+/** Every state `from` holds, as a clone or a repair would send them. */
+async function statesOf(from: Store): Promise<ClonedState[]> {
+  const snap = from.stateSnapshot();
+  const states: ClonedState[] = [];
+  try {
+    for await (const frame of snap.batches(100)) states.push(...frame);
+  } finally {
+    await snap.close();
+  }
+  return states;
+}
+
+async function ship(from: Store, to: Store): Promise<void> {
+  const entries = await from.readFeed(0, 10_000);
+  await to.applyRemote(entries.map(({ seq: _seq, ...c }) => c));
+}
+
+t.test('statesEpoch counts the batches that stored objects without feed entries, on disk and across a restart', async (t) => {
+  const dir = tempDir(t);
+  const a = await openStore(t, { nodeId: 'a' });
+  let b = await openStore(t, { nodeId: 'b', dir });
+  const tag = b.feedTag;
+  t.match(tag, /^[0-9a-f]{8}$/);
+  t.not(a.feedTag, tag, "another node's feed has another tag");
+  t.equal(b.statesEpoch, 0);
+
+  const p = await a.create('Person', { cn: 'Anna', sn: 'A' });
+  await a.create('Org', { name: 'Acme', kind: 'vendor' });
+  await b.create('Org', { name: 'Local', kind: 'vendor' });
+  const seq = b.lastSeq;
+  await b.cloneStates(await statesOf(a));
+  t.ok(b.statesEpoch > 0, 'objects new here, stored from states');
+  t.equal(b.lastSeq, seq, 'with no feed entry');
+
+  const after = b.statesEpoch;
+  await b.cloneStates(await statesOf(a));
+  t.equal(b.statesEpoch, after, 'states that change nothing leave it');
+
+  await a.update(p.id, { sn: 'Changed' });
+  await b.cloneStates(await statesOf(a));
+  t.ok(b.statesEpoch > after, 'a merge that changed an object held here');
+  t.equal((await b.get(p.id))?.fields['sn'], 'Changed');
+
+  const merged = b.statesEpoch;
+  await b.close();
+  b = await openStore(t, { nodeId: 'b', dir });
+  t.equal(b.statesEpoch, merged, 'kept across a restart');
+  t.equal(b.feedTag, tag, 'as is the feed tag');
+});
+
+t.test("an erase by a peer's purge marker naming a change applied here already (no feed entry) grows it too", async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  const p = await a.create('Person', { cn: 'Gone', sn: 'G' });
+  await ship(a, b);
+  const [before, seq] = [b.statesEpoch, b.lastSeq];
+  // a marker that names a#1, which b applied when the object was made: its feed entry would repeat that change's
+  const marker = { h: a.hlc, p: 'admin', o: 'a', n: 1, t: 'Person', r: 1 };
+  await b.cloneStates([{ id: p.id, record: encode(marker), purged: true }]);
+  t.equal(await b.get(p.id), undefined, 'erased');
+  t.equal(b.lastSeq, seq, 'with no feed entry');
+  t.ok(b.statesEpoch > before, 'the epoch grew');
+});
+
+t.test('a data dir made again under the same node id has another feed tag', async (t) => {
+  const first = await openStore(t, { nodeId: 'n' });
+  const again = await openStore(t, { nodeId: 'n' });
+  t.not(first.feedTag, again.feedTag);
+});
