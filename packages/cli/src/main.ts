@@ -124,6 +124,7 @@ export function buildProgram(): Command {
     .option('--replica-credential <credential>', 'replica: name:serial:key from "meridian replica add" (env MERIDIAN_REPLICA_CREDENTIAL)')
     .option('--write-timeout <ms>', 'replica: how long a forwarded write waits for its master (default 30000)')
     .option('--ready-lag <entries>', '/readyz: ready while no peer is more than this many changes ahead (default 100)')
+    .option('--idle-timeout <ms>', 'close an HTTP connection that neither sends nor takes a byte for this long (default 300000)')
     .option('--ldap-port <port>', 'serve the LDAP directory on this port (default 0: no LDAP)')
     .option('--ldaps-port <port>', 'serve LDAPS on this port with --tls-cert and --tls-key (default 0: no LDAPS)')
     .option('--base-dn <dn>', 'the LDAP directory\'s base DN (default dc=example,dc=com)')

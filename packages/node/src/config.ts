@@ -60,6 +60,8 @@ export interface NodeConfig {
   writeTimeout: number;
   /** /readyz: ready while no peer is more than this many changes ahead of this node */
   readyLag: number;
+  /** ms an HTTP connection may go without a byte read or written before it is closed (a client that stopped reading a stream) */
+  idleTimeout: number;
   /** LDAP port (0: no plain LDAP) */
   ldapPort: number;
   /** LDAPS port, with --tls-cert and --tls-key (0: no LDAPS) */
@@ -103,6 +105,8 @@ function checkCombination(c: NodeConfig): void {
     throw new MeridianError('bad-request', '--cluster-secret must be at least 16 characters');
   }
   if (c.linkTimeout <= c.heartbeat) throw new MeridianError('bad-request', '--link-timeout must be longer than --heartbeat');
+  // (a write through the master is answered once it is back here: until then its request neither sends nor takes a byte)
+  if (c.role === 'replica' && c.idleTimeout <= c.writeTimeout) throw new MeridianError('bad-request', '--idle-timeout must be longer than --write-timeout, or a write through the master is cut off while it waits');
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new MeridianError('bad-request', '--tls-cert and --tls-key go together');
   if (c.ldapsPort > 0 && !c.tlsCert) throw new MeridianError('bad-request', '--ldaps-port needs --tls-cert and --tls-key: LDAPS serves that certificate');
   for (const k of ['ldapPort', 'ldapsPort'] as const) {
@@ -137,6 +141,7 @@ const DEFAULTS: NodeConfig = {
   replicaCredential: undefined,
   writeTimeout: 30_000,
   readyLag: 100,
+  idleTimeout: 300_000,
   ldapPort: 0,
   ldapsPort: 0,
   baseDn: 'dc=example,dc=com',
@@ -170,6 +175,7 @@ const ENV: Record<keyof NodeConfig, string> = {
   replicaCredential: 'MERIDIAN_REPLICA_CREDENTIAL',
   writeTimeout: 'MERIDIAN_WRITE_TIMEOUT',
   readyLag: 'MERIDIAN_READY_LAG',
+  idleTimeout: 'MERIDIAN_IDLE_TIMEOUT',
   ldapPort: 'MERIDIAN_LDAP_PORT',
   ldapsPort: 'MERIDIAN_LDAPS_PORT',
   baseDn: 'MERIDIAN_BASE_DN',
@@ -178,14 +184,14 @@ const ENV: Record<keyof NodeConfig, string> = {
   ldapTimeLimit: 'MERIDIAN_LDAP_TIME_LIMIT',
 };
 
-const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize', 'heartbeat', 'linkTimeout', 'feedRetention', 'writeTimeout', 'readyLag', 'ldapPort', 'ldapsPort', 'ldapSizeLimit', 'ldapTimeLimit']);
+const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 'sampleSize', 'heartbeat', 'linkTimeout', 'feedRetention', 'writeTimeout', 'readyLag', 'idleTimeout', 'ldapPort', 'ldapsPort', 'ldapSizeLimit', 'ldapTimeLimit']);
 
 /**
  * Settings where 0 (or a value that small) would pass as a number but not
  * work: a heartbeat every millisecond on every link, every forwarded write
  * timed out at once, every body refused, every search cut at its first entry.
  */
-const AT_LEAST: Partial<Record<keyof NodeConfig, number>> = { heartbeat: 50, maxBody: 1, writeTimeout: 100, ldapSizeLimit: 1, ldapTimeLimit: 1 };
+const AT_LEAST: Partial<Record<keyof NodeConfig, number>> = { heartbeat: 50, maxBody: 1, writeTimeout: 100, idleTimeout: 1000, ldapSizeLimit: 1, ldapTimeLimit: 1 };
 
 /** The longest a timer can wait (Node runs a longer one after 1 ms), in each setting's unit; and port numbers. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -193,6 +199,7 @@ const AT_MOST: Partial<Record<keyof NodeConfig, number>> = {
   heartbeat: MAX_TIMER_MS,
   linkTimeout: MAX_TIMER_MS,
   writeTimeout: MAX_TIMER_MS,
+  idleTimeout: MAX_TIMER_MS,
   httpPort: 65535,
   ldapPort: 65535,
   ldapsPort: 65535,

@@ -113,7 +113,12 @@ export class MeridianNode {
       }
       // (read once, for HTTPS and LDAPS alike: LDAPS is on only with HTTPS, see config.ts)
       const tls = config.tlsCert ? loadTls(config) : undefined;
-      const server = tls ? createTlsServer({ keepAliveTimeout: 5000, ...tls }) : createServer({ keepAliveTimeout: 5000 });
+      // No limit on a whole request's time (Node's requestTimeout, 300 s by default, would cut an import streamed
+      // for longer): a connection is closed once it has sent and taken nothing for idleTimeout instead, which also
+      // frees what a client that stopped reading a stream (SSE, an export, a backup) holds. Headers still have 60 s.
+      const httpOptions = { keepAliveTimeout: 5000, requestTimeout: 0, headersTimeout: 60_000 };
+      const server = tls ? createTlsServer({ ...httpOptions, ...tls }) : createServer(httpOptions);
+      server.timeout = config.idleTimeout;
       const link = {
         store,
         cluster: config.clusterId,
@@ -169,6 +174,9 @@ export class MeridianNode {
         },
         onParserLost: (reason) => log.warn({}, reason),
         cursorSeal,
+        // (a long poll waits without a byte, and an idle stream gets one per keep-alive: both well inside the idle timeout)
+        pollTimeout: Math.min(30_000, Math.floor(config.idleTimeout / 2)),
+        streamKeepAlive: Math.min(15_000, Math.floor(config.idleTimeout / 3)),
       });
       const r = replicator;
       const metrics = new Metrics({ store, peers: () => r?.status() ?? [], replica: () => (config.role === 'replica' ? r?.replicaMode() : undefined) });

@@ -4,8 +4,12 @@ import { escapeAttr, XML_DECLARATION, XmlError } from './format.js';
 import { onClosed, sendXml, write } from './http.js';
 
 const PAGE = 1000;
-/** an SSE comment this often keeps proxies from closing an idle stream */
-const SSE_KEEPALIVE_MS = 15_000;
+
+/** How long a long poll waits at most, and how often an idle SSE stream gets a comment (so that proxies, and the node's own idle timeout, do not close it). */
+export interface FeedWaits {
+  poll: number;
+  keepAlive: number;
+}
 
 /** The header that tells where this node's changes feed is now: on every /changes answer, a 410 included, and on /export. */
 export const POSITION_HEADER = 'meridian-changes-position';
@@ -69,13 +73,14 @@ function startingPoint(store: Store, text: string): { epoch: number; seq: number
  * Objects stored without feed entries after a position (see
  * changesPosition) answer 410 to it: the cache must drop everything.
  */
-export async function changesFeed(store: Store, req: IncomingMessage, res: ServerResponse, url: URL, maxWait: number, allowed: () => Promise<boolean> = async () => true): Promise<void> {
+export async function changesFeed(store: Store, req: IncomingMessage, res: ServerResponse, url: URL, waits: FeedWaits, allowed: () => Promise<boolean> = async () => true): Promise<void> {
   const sse = (req.headers.accept ?? '').includes('text/event-stream');
   // a reconnecting EventSource repeats its URL: Last-Event-ID, when sent, is where it really is
   const lastEvent = sse ? req.headers['last-event-id'] : undefined;
   const sinceText = (typeof lastEvent === 'string' && lastEvent !== '' ? lastEvent : undefined) ?? url.searchParams.get('since') ?? '0';
   const { epoch, seq: since } = startingPoint(store, sinceText);
-  if (sse) return stream(store, res, epoch, since, allowed);
+  if (sse) return stream(store, res, epoch, since, waits.keepAlive, allowed);
+  const maxWait = waits.poll;
   const timeoutText = url.searchParams.get('timeout');
   const timeout = timeoutText === null ? maxWait : Number(timeoutText) * 1000;
   if (!Number.isFinite(timeout) || timeout < 0 || timeout > maxWait) throw new XmlError(400, `timeout must be 0 to ${maxWait / 1000} seconds`);
@@ -141,7 +146,7 @@ async function changeXml(store: Store, e: FeedEntry): Promise<string> {
  * a `reset` event, whose id is the feed's head: the client drops what it
  * holds and reads on.
  */
-async function stream(store: Store, res: ServerResponse, startEpoch: number, since: number, allowed: () => Promise<boolean>): Promise<void> {
+async function stream(store: Store, res: ServerResponse, startEpoch: number, since: number, keepAliveMs: number, allowed: () => Promise<boolean>): Promise<void> {
   res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', [POSITION_HEADER]: changesPosition(store, startEpoch, since) });
   res.write(': meridian changes feed\n\n');
   let epoch = startEpoch;
@@ -212,7 +217,7 @@ async function stream(store: Store, res: ServerResponse, startEpoch: number, sin
     if (closed) return;
     res.write(': keep-alive\n\n');
     void pump();
-  }, SSE_KEEPALIVE_MS);
+  }, keepAliveMs);
   await new Promise<void>((resolve) => {
     stop = (how) => {
       if (closed) return;

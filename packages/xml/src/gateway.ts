@@ -54,6 +54,8 @@ export interface XmlGatewayOptions {
   mapError(e: unknown): HttpAnswer;
   /** ms a long-poll of /changes waits at most */
   pollTimeout?: number;
+  /** ms between the comments an idle SSE stream of /changes gets */
+  streamKeepAlive?: number;
   /** told once, with the reason, if the import parser's thread is lost */
   onParserLost?(reason: string): void;
   /** seals list cursors with the node's key, kept by the node so cursors outlive a restart (cursor.ts); the node shares it with the LDAP gateway's paged results cookies */
@@ -161,7 +163,7 @@ export class XmlGateway {
         case 'changes':
           if (method !== 'GET') throw notAllowed(method, 'GET');
           this.requireEverything(r, 'the changes feed');
-          return await changesFeed(this.opts.store, req, res, url, this.opts.pollTimeout ?? 30_000, async () => {
+          return await changesFeed(this.opts.store, req, res, url, { poll: this.opts.pollTimeout ?? 30_000, keepAlive: this.opts.streamKeepAlive ?? 15_000 }, async () => {
             // the sign-in is cached while the person is unchanged, so this costs a look-up per batch
             const again = await this.opts.signIn(req.headers.authorization);
             return again !== undefined && (await this.scopeOf(again.principal)).everything;

@@ -1,0 +1,124 @@
+/**
+ * The node's HTTP idle timeout: a connection that neither sends nor takes a
+ * byte for --idle-timeout is closed, whatever it is doing; one that keeps
+ * moving is never cut, however long its request takes.
+ */
+import { connect, type Socket } from 'node:net';
+import t from 'tap';
+import { resolveConfig } from '@meridian/node';
+import { sleep } from './helpers/wait.js';
+import { ADMIN, call, seed, startXmlNode } from './helpers/xml-node.js';
+
+const IDLE = 1500;
+
+/** Resolves with the ms until the server closed `socket` (or 'open' after `wait` ms). */
+function closedWithin(socket: Socket, wait: number): Promise<number | 'open'> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve('open'), wait);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve(Date.now() - started);
+    });
+  });
+}
+
+function rawRequest(port: number, head: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1', () => {
+      s.write(head);
+      resolve(s);
+    });
+    s.on('error', reject);
+    s.on('data', () => undefined);
+  });
+}
+
+t.test('a request body that stops arriving is cut after the idle timeout, not after 300 s', async (t) => {
+  const node = await startXmlNode(t, { idleTimeout: IDLE });
+  const port = Number(new URL(node.url).port);
+  const s = await rawRequest(port, `POST /import HTTP/1.1\r\nHost: x\r\nAuthorization: ${ADMIN}\r\nContent-Type: application/xml\r\nContent-Length: 100000\r\n\r\n<objects>`);
+  t.teardown(() => s.destroy());
+  const closed = await closedWithin(s, IDLE * 4);
+  t.not(closed, 'open', 'the stalled connection is closed');
+  t.ok(typeof closed === 'number' && closed >= IDLE - 200, `not before the idle timeout (${String(closed)} ms)`);
+  t.equal((await call(node, 'GET', '/objects/Organisation')).status, 200, 'the node goes on serving');
+});
+
+t.test('a request that keeps moving outlives the idle timeout: a slow import, an idle SSE stream, a long poll', async (t) => {
+  const node = await startXmlNode(t, { idleTimeout: IDLE });
+  await seed(node);
+  const port = Number(new URL(node.url).port);
+
+  // an import sent in pieces over three idle timeouts, each piece well inside one
+  const objects = Array.from({ length: 12 }, (_, i) => `<object type="Organisation" id="org-slow${i}"><field name="name">Slow ${i}</field><field name="kind">vendor</field></object>`);
+  const body = `<objects>${objects.join('')}</objects>`;
+  const pieces = body.match(/[\s\S]{1,120}/g)!;
+  const s = await rawRequest(port, `POST /import HTTP/1.1\r\nHost: x\r\nAuthorization: ${ADMIN}\r\nContent-Type: application/xml\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n`);
+  t.teardown(() => s.destroy());
+  let answer = '';
+  s.on('data', (d: Buffer) => (answer += d.toString()));
+  const started = Date.now();
+  const step = Math.ceil((IDLE * 3) / pieces.length);
+  for (const p of pieces) {
+    await sleep(Math.min(step, IDLE / 3));
+    s.write(p);
+  }
+  while (Date.now() - started < IDLE * 3) {
+    await sleep(IDLE / 3);
+    s.write(' '); // (bytes past Content-Length: never read as body; they only keep the time moving for this check)
+  }
+  await new Promise((resolve) => s.once('close', resolve));
+  t.ok(Date.now() - started >= IDLE * 2, `the import took ${Date.now() - started} ms`);
+  t.match(answer, /^HTTP\/1\.1 200 /, 'answered, not cut');
+  t.match(answer, /created="12"/);
+
+  // an SSE stream with nothing to send gets comments often enough to stay open
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  const res = await fetch(`${node.url}/changes?since=now`, { headers: { authorization: ADMIN, accept: 'text/event-stream' }, signal: ac.signal });
+  const reader = res.body!.getReader();
+  let text = '';
+  const until = Date.now() + IDLE * 3;
+  let ended = false;
+  // (one read at a time: a read that lost the race is still the next one)
+  let reading = reader.read();
+  // (the stream is aborted at the end: the read then pending fails, for nobody to hear)
+  reading.catch(() => undefined);
+  while (Date.now() < until && !ended) {
+    const next = await Promise.race([reading, sleep(200).then(() => 'waiting' as const)]);
+    if (next === 'waiting') continue;
+    if (next.done) ended = true;
+    else {
+      text += Buffer.from(next.value).toString();
+      reading = reader.read();
+      reading.catch(() => undefined);
+    }
+  }
+  t.notOk(ended, 'the idle stream stays open past three idle timeouts');
+  t.match(text, /: keep-alive\n\n/, 'kept alive by comments');
+  await node.store.create('Organisation', { name: 'Late', kind: 'vendor' }, { principal: 'test', id: 'org-late' });
+  while (!text.includes('org-late')) {
+    const next = await Promise.race([reading, sleep(5000).then(() => 'late' as const)]);
+    if (next === 'late' || next.done) break;
+    text += Buffer.from(next.value).toString();
+    reading = reader.read();
+    reading.catch(() => undefined);
+  }
+  t.match(text, /id="org-late"/, 'and still delivers');
+
+  // a long poll waits at most half the idle timeout, and says so
+  const long = await call(node, 'GET', '/changes?since=now&timeout=30');
+  t.equal(long.status, 400);
+  t.match(long.text, /timeout must be 0 to 0\.75 seconds/);
+  const polled = Date.now();
+  const poll = await call(node, 'GET', '/changes?since=now');
+  t.equal(poll.status, 200, 'a long poll at its longest is answered, not cut');
+  t.ok(Date.now() - polled >= IDLE / 2 - 100, `after its wait (${Date.now() - polled} ms)`);
+});
+
+t.test('--idle-timeout is at least 1 s, and on a replica longer than --write-timeout', async (t) => {
+  t.throws(() => resolveConfig({ flags: { idleTimeout: '0' } }), { message: '--idle-timeout: idleTimeout must be at least 1000, got 0' });
+  t.throws(() => resolveConfig({ flags: { role: 'replica', masters: 'ws://127.0.0.1:1/sync', replicaCredential: `laptop:${'0'.repeat(16)}:${'k'.repeat(43)}`, idleTimeout: '20000' } }), { message: '--idle-timeout must be longer than --write-timeout, or a write through the master is cut off while it waits' });
+  t.equal(resolveConfig({ flags: {} }).idleTimeout, 300_000, 'five minutes by default');
+});
