@@ -1108,8 +1108,12 @@ t.test('objects stored without feed entries (a clone, a repair) tell the caches 
 
   // positions: a bare seq is refused, another node's is gone, now and 0 are where they say
   const bare = await call(b, 'GET', `/changes?since=${b.store.lastSeq}&timeout=0`);
-  t.equal(bare.status, 400);
-  t.match(bare.text, /since must be a position this feed gave out/);
+  t.equal(bare.status, 410, 'a bare seq (a cache of an older release) starts again');
+  t.match(bare.text, /is a bare feed seq, from before positions named their feed and epoch; drop what you hold from this node/);
+  t.equal(bare.headers.get('meridian-changes-position'), at(b, b.store.lastSeq));
+  const garbage = await call(b, 'GET', '/changes?since=x-1-2&timeout=0');
+  t.equal(garbage.status, 400);
+  t.match(garbage.text, /since must be a position this feed gave out/);
   const foreign = await call(b, 'GET', `/changes?since=${at(a, 1)}&timeout=0`);
   t.equal(foreign.status, 410);
   t.match(foreign.text, /is another node's/);
@@ -1129,9 +1133,18 @@ t.test('objects stored without feed entries (a clone, a repair) tell the caches 
   t.equal(res.headers.get('meridian-changes-position'), before);
   const reader = res.body!.getReader();
   let text = '';
+  // (the poll waits on onStates too: once it listens, it has checked its position and is waiting)
+  const listen = b.store.onStates.bind(b.store);
+  let listening!: () => void;
+  const waiting = new Promise<void>((resolve) => (listening = resolve));
+  b.store.onStates = (fn) => {
+    const off = listen(fn);
+    listening();
+    return off;
+  };
   const poll = call(b, 'GET', `/changes?since=${before}&timeout=20`);
-  // (signed in and waiting by then: otherwise it is refused at its start, as the request below is)
-  await sleep(300);
+  await waiting;
+  b.store.onStates = listen;
   const started = Date.now();
 
   // what a clone or an anti-entropy repair stores: a's states, without feed entries on b
@@ -1176,4 +1189,34 @@ t.test('objects stored without feed entries (a clone, a repair) tell the caches 
   await b.store.create('Organisation', { name: 'After', kind: 'vendor' }, { principal: 'test', id: 'org-after' });
   await readWhile(() => !/org-after/.test(text), deadline + 5000);
   t.match(text, new RegExp(`id: ${at(b, b.store.lastSeq)}\nevent: change\ndata: <change seq="${b.store.lastSeq}" id="org-after"`), 'and goes on after it');
+});
+
+t.test('an SSE stream asked for a position the feed cannot read on from starts with a reset, not a 410 (which ends an EventSource for good)', async (t) => {
+  const node = await startXmlNode(t, { feedRetention: 0 });
+  await seed(node);
+  const old = at(node, 1);
+  await node.store.trimFeed(1);
+  const sse = async (lastEventId: string): Promise<{ status: number; text: string }> => {
+    const ac = new AbortController();
+    const res = await fetch(`${node.url}/changes`, { headers: { authorization: ADMIN, accept: 'text/event-stream', 'last-event-id': lastEventId }, signal: ac.signal });
+    const reader = res.body!.getReader();
+    let text = '';
+    while (!/event: reset[^]*\n\n/.test(text)) {
+      const next = await Promise.race([reader.read(), sleep(5000).then(() => 'late' as const)]);
+      if (next === 'late' || next.done) break;
+      text += Buffer.from(next.value).toString();
+    }
+    ac.abort();
+    await reader.closed.catch(() => undefined);
+    return { status: res.status, text };
+  };
+  const head = at(node, node.store.lastSeq);
+  for (const [position, reason] of [[old, 'trimmed'], [String(node.store.lastSeq), 'position'], ['00000000-0-1', 'position']] as const) {
+    const r = await sse(position);
+    t.equal(r.status, 200, `${position}: a stream`);
+    t.match(r.text, new RegExp(`^: meridian changes feed\n\nid: ${head}\nevent: reset\ndata: <reset reason="${reason}"/>\n\n`), `${position}: which starts with a reset to the head (${reason})`);
+  }
+  const poll = await call(node, 'GET', `/changes?since=${old}&timeout=0`);
+  t.equal(poll.status, 410, 'a long poll of the same position is 410');
+  t.match(poll.text, /changes up to \d+ are no longer kept here; drop what you hold from this node/);
 });

@@ -110,6 +110,8 @@ const META: Readonly<Record<string, (v: unknown) => boolean>> = {
   cloning: (v) => v === 1,
   indexLayout: (v) => isMap(v) && Object.values(v).every((x) => typeof x === 'string'),
   indexPending: isNames,
+  feedId: (v) => typeof v === 'string' && /^[0-9a-f]{16}$/.test(v),
+  statesEpoch: isSeq,
 };
 
 const SPACES: Readonly<Record<string, Space>> = {

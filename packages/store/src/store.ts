@@ -207,6 +207,14 @@ export interface PurgeMarker {
   r?: 1;
 }
 
+/** See Store.feedlessFrame. */
+interface FeedlessFrame {
+  /** adds the frame's epoch to a batch that stores objects without feed entries */
+  op(ops: BatchOp[]): void;
+  /** once every batch of the frame has settled */
+  settle(): void;
+}
+
 /** A change as it travels between nodes: a feed entry without the local seq. */
 export type RemoteChange = Omit<FeedEntry, 'seq'>;
 
@@ -346,9 +354,9 @@ export class Store {
   private readonly presenceReads = new Set<{ ids: ReadonlySet<string>; evicted: Set<string> }>();
   /** states stored without feed entries so far (changeMark) */
   private statesGeneration = 0;
-  /** batches that stored objects without feed entries, counted on disk (statesEpoch), and the last one handed out */
-  private feedlessDurable: number;
+  /** the last statesEpoch number handed to a states frame (see feedlessFrame), and those whose frames have not settled */
   private feedlessNext: number;
+  private readonly feedlessPending = new Set<number>();
   /** changes this node holds but whose feed entries it never had (it was cloned): see feedBase() */
   private base: Record<string, number>;
   /** feed entries up to this seq were trimmed */
@@ -415,7 +423,7 @@ export class Store {
   }) {
     this.cloning = init.cloning;
     this.feedTag = init.feedTag;
-    this.feedlessDurable = this.feedlessNext = init.statesEpoch;
+    this.feedlessNext = init.statesEpoch;
     this.purgedIds = init.purged;
     this.provisional = init.provisional;
     this.incarnation = init.incarnation;
@@ -582,7 +590,14 @@ export class Store {
       const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
       const versionsMigrated = await migrateVersions(db, await getMeta<number>('versionFormula'));
-      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch: (await getMeta<number>('statesEpoch')) ?? 0 });
+      // A dir from before feed ids may hold cloned or repaired objects that no feed entry names (its feed base says
+      // so), and a migration rewrote every version a cache holds: either starts a new epoch (see statesEpoch).
+      let statesEpoch = (await getMeta<number>('statesEpoch')) ?? 0;
+      if ((drawn && Object.keys(feedBase).length > 0) || versionsMigrated > 0) {
+        statesEpoch++;
+        await db.put(keys.meta('statesEpoch'), encode(statesEpoch), { sync: true });
+      }
+      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch });
       try {
         await store.reindexChangedFields();
         await store.repairUniqueClashes();
@@ -1286,7 +1301,7 @@ export class Store {
    * redacted, and the batch's promise; the files are compacted once it is
    * on disk.
    */
-  private async erase(slot: Slot<CachedObject>, cur: ObjectRecord | null, entry: (() => FeedRecord) | { marker: PurgeMarker }, extra: BatchOp[]): Promise<{ erased: number; durable: Promise<void> }> {
+  private async erase(slot: Slot<CachedObject>, cur: ObjectRecord | null, entry: (() => FeedRecord) | { marker: PurgeMarker; feedless: FeedlessFrame }, extra: BatchOp[]): Promise<{ erased: number; durable: Promise<void> }> {
     const id = slot.key;
     const def = cur ? this.schema.types.get(cur.t) : undefined;
     const ops: BatchOp[] = [...extra];
@@ -1313,7 +1328,8 @@ export class Store {
     const claims: Slot<CachedClaim>[] = [];
     this.pinClaims(idx.unique, claims);
     const feed = typeof entry === 'function' ? entry() : undefined;
-    const marker = feed ? markerOf(feed) : (entry as { marker: PurgeMarker }).marker;
+    const byMarker = feed ? undefined : (entry as { marker: PurgeMarker; feedless: FeedlessFrame });
+    const marker = feed ? markerOf(feed) : byMarker!.marker;
     const seq = feed ? ++this.seq : this.seq;
     if (cur) ops.push({ type: 'del', key: keys.object(id) });
     for (const k of idx.plain) ops.push({ type: 'del', key: k });
@@ -1340,9 +1356,8 @@ export class Store {
     this.objects.resize(slot);
     const fe = feed && feedEntry(seq, feed);
     slot.pins++; // released when on disk, as persist does
-    const feedless = !feed && cur ? this.feedlessOp(ops) : undefined;
+    if (byMarker && cur) byMarker.feedless.op(ops);
     const durable: Promise<void> = this.commits.add(ops, () => {
-      feedless?.();
       slot.value.durable = null;
       if (slot.value.pending === durable) slot.value.pending = undefined;
       if (fe) {
@@ -2272,10 +2287,28 @@ export class Store {
       const def = this.schema.types.get(rec.t);
       return { id, record, rec, def, idx: def ? indexSet(def, id, rec.f, rec.d) : EMPTY_INDEX };
     });
+    const feedless = this.feedlessFrame();
+    try {
+      return await this.stageChecked(decoded, diffs, markers, merges, feedless);
+    } catch (e) {
+      // (the parts begun may still reach the disk: the frame's number counts once they have)
+      void Promise.allSettled(merges).then(feedless.settle);
+      throw e;
+    }
+  }
+
+  /** stageStates, once every part of the frame is checked: `merges` collects the parts begun. */
+  private async stageChecked(
+    decoded: { id: string; record: Uint8Array; rec: ObjectRecord; def: TypeDef | undefined; idx: IndexSet }[],
+    diffs: { id: string; diff: Uint8Array; hlc: number }[],
+    markers: { id: string; marker: PurgeMarker }[],
+    merges: Promise<void>[],
+    feedless: FeedlessFrame,
+  ): Promise<{ durable: Promise<void> }> {
     // each marked id is purged here (in memory at once, so no object below takes it) before any object is stored;
     // their batches share fsyncs with the objects'
     for (const { id, marker } of markers) {
-      const applied = (await this.applyPurgeMarker(id, marker)).durable;
+      const applied = (await this.applyPurgeMarker(id, marker, feedless)).durable;
       applied.catch(() => undefined); // (taken up with the frame's other parts below; an object's failure must not leave it unhandled)
       merges.push(applied);
     }
@@ -2285,11 +2318,11 @@ export class Store {
     // and on disk since may be neither in `present` nor, once its slot was evicted, in the cache: stored as
     // sent, this record would replace it without a merge, its change lost under a vector that claims it.
     // Such an object's slot was evicted during the read: those ids are read again.
-    const watch = { ids: new Set(items.map((i) => i.id)), evicted: new Set<string>() };
+    const watch = { ids: new Set(decoded.map((d) => d.id)), evicted: new Set<string>() };
     this.presenceReads.add(watch);
     let present: (Buffer | undefined)[];
     try {
-      present = await this.db.getMany(items.map((i) => keys.object(i.id)));
+      present = await this.db.getMany(decoded.map((d) => keys.object(d.id)));
     } finally {
       this.presenceReads.delete(watch);
     }
@@ -2331,7 +2364,7 @@ export class Store {
       const p = plan[n];
       if (!p) continue;
       if (p.merge) {
-        merges.push(this.mergeState(id, p.state, rec.h));
+        merges.push(this.mergeState(id, p.state, rec.h, feedless));
         continue;
       }
       ops.push({ type: 'put', key: keys.object(id), value: p.bytes });
@@ -2352,11 +2385,10 @@ export class Store {
     // (after the records above: a diff may follow a whole record of the same object in one frame)
     for (const d of diffs) {
       this.clock.observe(d.hlc);
-      merges.push(this.mergeState(d.id, d.diff, d.hlc, true));
+      merges.push(this.mergeState(d.id, d.diff, d.hlc, feedless, true));
     }
-    const feedless = cloned.length ? this.feedlessOp(ops) : undefined;
+    if (cloned.length) feedless.op(ops);
     const written: Promise<void> = this.commits.add(ops, () => {
-      feedless?.();
       for (const [slot, rec] of cloned) {
         slot.value.durable ??= rec; // not `current`: a later write may have moved it on, not yet on disk
         if (slot.value.pending === written) slot.value.pending = undefined;
@@ -2371,6 +2403,7 @@ export class Store {
     // Every part settles before the listeners hear of the frame and before it fails: a refused
     // diff must not keep them from the records this frame did store.
     const durable = Promise.allSettled([written, ...merges]).then((parts) => {
+      feedless.settle();
       this.statesStored(ids);
       const failed = parts.find((p): p is PromiseRejectedResult => p.status === 'rejected');
       if (failed) throw failed.reason;
@@ -2383,7 +2416,7 @@ export class Store {
    * object is erased here if held, and the purge goes into this node's feed
    * (redacted, as always) so that its own peers learn of it too.
    */
-  private async applyPurgeMarker(id: string, m: PurgeMarker): Promise<{ durable: Promise<void> }> {
+  private async applyPurgeMarker(id: string, m: PurgeMarker, feedless: FeedlessFrame): Promise<{ durable: Promise<void> }> {
     if (this.purgedIds.has(id)) {
       // erased here already; the purge itself may name who purged it where a redacted change did so far
       if (m.r || !this.provisional.has(id)) return { durable: Promise.resolve() };
@@ -2392,7 +2425,7 @@ export class Store {
     }
     // The change it names is applied here already (a redacted one, applied before the object was purged):
     // erase with no feed entry, which would repeat that change's.
-    if (this.vector.has(m.o, m.n)) return this.exclusive(id, true, (slot) => this.erase(slot, slot.value.current, { marker: m }, []));
+    if (this.vector.has(m.o, m.n)) return this.exclusive(id, true, (slot) => this.erase(slot, slot.value.current, { marker: m, feedless }, []));
     return this.applyPurge({ origin: m.o, originSeq: m.n, id, type: m.t, kind: m.r ? 'redacted' : 'purge', update: EMPTY, hlc: m.h, principal: m.p, fields: [] }, []);
   }
 
@@ -2401,7 +2434,7 @@ export class Store {
    * anti-entropy diff against the state held here, into the object held
    * here, without a feed entry.
    */
-  private async mergeState(id: string, state: Uint8Array, hlc: number, isDiff = false): Promise<void> {
+  private async mergeState(id: string, state: Uint8Array, hlc: number, feedless: FeedlessFrame, isDiff = false): Promise<void> {
     const { slot, unlock } = await this.lock(id);
     const purged = this.purgedIds.has(id);
     if (purged || (isDiff && !slot.value.current)) {
@@ -2460,13 +2493,12 @@ export class Store {
       const { ops: conflictOps } = this.reconcileConflicts(id, type, doc, touched, this.clock.tick());
       for (const op of this.uniqueClashes(id, type, undefined, before, after, claims).ops) conflictOps.push(op);
       if (this.hasWriteConflict(id)) record.x = 1;
-      const feedless = this.feedlessOp(conflictOps);
+      feedless.op(conflictOps);
       const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, conflictOps);
       handedOver = true;
       // (readers and writers may go on while this merge reaches the disk)
       unlock();
       await durable;
-      feedless();
     } finally {
       unlock();
       if (!handedOver) {
@@ -2853,16 +2885,32 @@ export class Store {
    * to start again). It grows once such a batch is on disk.
    */
   get statesEpoch(): number {
-    return this.feedlessDurable;
+    // (below every frame still on its way: a later frame settled first must not claim an earlier one's objects)
+    let settled = this.feedlessNext;
+    for (const n of this.feedlessPending) if (n - 1 < settled) settled = n - 1;
+    return settled;
   }
 
-  /** Adds the epoch's bump to a batch that stores objects without feed entries; the function returned marks it on disk. */
-  private feedlessOp(ops: BatchOp[]): () => void {
-    const n = ++this.feedlessNext;
-    ops.push({ type: 'put', key: keys.meta('statesEpoch'), value: encode(n) });
-    return () => {
-      // (group commits reach the disk in order, but a merge awaits its own and may hear after a later one)
-      if (n > this.feedlessDurable) this.feedlessDurable = n;
+  /**
+   * One states frame's share of statesEpoch: a number taken when the
+   * first of its parts stores an object, and counted once every part has
+   * settled (a frame stores in several batches: its new records, each merge,
+   * each erase). Each such batch also puts the highest number taken so far
+   * on disk, so that after a restart no number handed out is taken again.
+   */
+  private feedlessFrame(): FeedlessFrame {
+    let n = 0;
+    return {
+      op: (ops) => {
+        if (n === 0) {
+          n = ++this.feedlessNext;
+          this.feedlessPending.add(n);
+        }
+        ops.push({ type: 'put', key: keys.meta('statesEpoch'), value: encode(this.feedlessNext) });
+      },
+      settle: () => {
+        this.feedlessPending.delete(n);
+      },
     };
   }
 

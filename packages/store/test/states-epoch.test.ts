@@ -72,3 +72,48 @@ t.test('a data dir made again under the same node id has another feed tag', asyn
   const again = await openStore(t, { nodeId: 'n' });
   t.not(first.feedTag, again.feedTag);
 });
+
+t.test('a frame of many merges raises the epoch once, when the whole frame is on disk', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  const ids: string[] = [];
+  for (let i = 0; i < 20; i++) ids.push((await a.create('Org', { name: `O${i}`, kind: 'vendor' })).id);
+  await ship(a, b);
+  for (const id of ids) await a.update(id, { name: `${id} changed` });
+  const before = b.statesEpoch;
+  const seen: number[] = [];
+  const off = b.onStates(() => seen.push(b.statesEpoch));
+  const { durable } = await b.cloneStatesStaged(await statesOf(a));
+  t.equal(b.statesEpoch, before, 'not counted while the frame is on its way to disk');
+  await durable;
+  off();
+  t.equal(b.statesEpoch, before + 1, 'one number for the frame');
+  t.same(seen, [before + 1], 'counted by the time its listeners hear of it');
+  for (const id of ids) t.equal((await b.get(id))?.fields['name'], `${id} changed`);
+});
+
+t.test('a data dir from before feed ids that was cloned starts at epoch 1: since=0 must not pass there', async (t) => {
+  const dir = tempDir(t);
+  const a = await openStore(t, { nodeId: 'a' });
+  await a.create('Org', { name: 'Acme', kind: 'vendor' });
+  let b = await openStore(t, { nodeId: 'b', dir });
+  const snap = a.stateSnapshot();
+  for await (const frame of snap.batches(100)) await b.cloneStates(frame);
+  await b.cloneStates([], { peer: 'a', head: snap.head, vector: snap.vector });
+  await snap.close();
+  await b.close();
+  // as an older build left it: no feed id, no epoch
+  const { Level } = await import('level');
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  await db.batch([
+    { type: 'del', key: 'mfeedId' },
+    { type: 'del', key: 'mstatesEpoch' },
+  ]);
+  t.ok(await db.get('mfeedBase'), 'the clone left its feed base');
+  await db.close();
+  b = await openStore(t, { nodeId: 'b', dir });
+  t.equal(b.statesEpoch, 1);
+  await b.close();
+  b = await openStore(t, { nodeId: 'b', dir });
+  t.equal(b.statesEpoch, 1, 'once: the next open keeps it');
+});

@@ -27,15 +27,25 @@ export function changesPosition(store: Store, epoch = store.statesEpoch, seq = s
 
 const POSITION = /^([0-9a-f]{8})-(\d{1,15})-(\d{1,15})$/;
 
-/** A 410: the reader must drop what it holds from this node, and is told where to go on from. */
-function startAgain(store: Store, why: string): XmlError {
-  const now = changesPosition(store);
-  return new XmlError(410, `${why}; drop what you hold from this node (or reload it: GET /export) and continue from ${now}`, undefined, { [POSITION_HEADER]: now });
+/** Why a position can no longer be read on from: the reason an SSE reset event gives. */
+type ResetReason = 'states' | 'trimmed' | 'position';
+
+/** A position the reader must give up: it drops what it holds from this node, and goes on from the feed's head. */
+class StartAgain {
+  constructor(
+    readonly reason: ResetReason,
+    readonly why: string,
+  ) {}
 }
 
-function mergedSince(position: string): string {
-  return `objects were stored here without feed entries (a clone, or a repair from a peer) after position ${position}, so the feed cannot name them`;
+/** The 410 a long poll gets for it, which says where to go on from. */
+function gone(store: Store, s: StartAgain): XmlError {
+  const now = changesPosition(store);
+  return new XmlError(410, `${s.why}; drop what you hold from this node (or reload it: GET /export) and continue from ${now}`, undefined, { [POSITION_HEADER]: now });
 }
+
+const merged = (position: string): StartAgain => new StartAgain('states', `objects were stored here without feed entries (a clone, or a repair from a peer) after position ${position}, so the feed cannot name them`);
+const trimmed = (store: Store): StartAgain => new StartAgain('trimmed', `changes up to ${store.firstSeq() - 1} are no longer kept here`);
 
 /**
  * The position a request names, checked against the feed as it is now.
@@ -43,23 +53,25 @@ function mergedSince(position: string): string {
  * which describes every object only while nothing was trimmed and nothing
  * stored without a feed entry.
  */
-function startingPoint(store: Store, text: string): { epoch: number; seq: number } {
+function startingPoint(store: Store, text: string, name: string): { epoch: number; seq: number } | StartAgain {
   const epoch = store.statesEpoch;
   if (text === 'now') return { epoch, seq: store.lastSeq };
   if (text === '0') {
-    if (epoch > 0) throw startAgain(store, 'objects were stored here without feed entries (a clone, or a repair from a peer), so the feed from its start does not name them all');
-    if (store.firstSeq() > 1) throw startAgain(store, `changes up to ${store.firstSeq() - 1} are no longer kept here`);
+    if (epoch > 0) return new StartAgain('states', 'objects were stored here without feed entries (a clone, or a repair from a peer), so the feed from its start does not name them all');
+    if (store.firstSeq() > 1) return trimmed(store);
     return { epoch, seq: 0 };
   }
+  // (what a cache of an older release holds: its place cannot be told, but it can start again)
+  if (/^\d{1,15}$/.test(text)) return new StartAgain('position', `position ${text} is a bare feed seq, from before positions named their feed and epoch`);
   const m = POSITION.exec(text);
-  if (!m) throw new XmlError(400, 'since must be a position this feed gave out (an answer\'s last, or an event\'s id), now for changes from here on, or 0 for the start');
+  if (!m) throw new XmlError(400, `${name} must be a position this feed gave out (an answer's last, or an event's id), now for changes from here on, or 0 for the start`);
   const [, tag, epochText, seqText] = m;
   const at = { epoch: Number(epochText), seq: Number(seqText) };
-  if (tag !== store.feedTag) throw startAgain(store, `position ${text} is another node's, or from before this node's data dir was made again`);
+  if (tag !== store.feedTag) return new StartAgain('position', `position ${text} is another node's, or from before this node's data dir was made again`);
   // positions are this node's own: one past its feed is from a copy of the data dir put back, and waiting for it would skip every change until then
-  if (at.epoch > epoch || at.seq > store.lastSeq) throw startAgain(store, `position ${text} is past this node's changes feed, which is at ${changesPosition(store)}`);
-  if (at.epoch < epoch) throw startAgain(store, mergedSince(text));
-  if (at.seq < store.firstSeq() - 1) throw startAgain(store, `changes up to ${store.firstSeq() - 1} are no longer kept here`);
+  if (at.epoch > epoch || at.seq > store.lastSeq) return new StartAgain('position', `position ${text} is past this node's changes feed, which is at ${changesPosition(store)}`);
+  if (at.epoch < epoch) return merged(text);
+  if (at.seq < store.firstSeq() - 1) return trimmed(store);
   return at;
 }
 
@@ -70,15 +82,22 @@ function startingPoint(store: Store, text: string): { epoch: number; seq: number
  * seconds for the next; with `Accept: text/event-stream` it streams them as
  * Server-Sent Events, resuming after Last-Event-ID. Each change names the
  * object's id, type and its version now (the ETag a cache should hold).
- * Objects stored without feed entries after a position (see
- * changesPosition) answer 410 to it: the cache must drop everything.
+ * A position the feed can no longer read on from (see changesPosition) is
+ * answered 410 to a long poll, and with a reset event to a stream: an
+ * EventSource treats any answer but 200 as the end, for good.
  */
 export async function changesFeed(store: Store, req: IncomingMessage, res: ServerResponse, url: URL, waits: FeedWaits, allowed: () => Promise<boolean> = async () => true): Promise<void> {
   const sse = (req.headers.accept ?? '').includes('text/event-stream');
   // a reconnecting EventSource repeats its URL: Last-Event-ID, when sent, is where it really is
   const lastEvent = sse ? req.headers['last-event-id'] : undefined;
-  const sinceText = (typeof lastEvent === 'string' && lastEvent !== '' ? lastEvent : undefined) ?? url.searchParams.get('since') ?? '0';
-  const { epoch, seq: since } = startingPoint(store, sinceText);
+  const fromEvent = typeof lastEvent === 'string' && lastEvent !== '';
+  const sinceText = (fromEvent ? lastEvent : undefined) ?? url.searchParams.get('since') ?? '0';
+  const start = startingPoint(store, sinceText, fromEvent ? 'Last-Event-ID' : 'since');
+  if (start instanceof StartAgain) {
+    if (sse) return stream(store, res, store.statesEpoch, store.lastSeq, waits.keepAlive, allowed, start.reason);
+    throw gone(store, start);
+  }
+  const { epoch, seq: since } = start;
   if (sse) return stream(store, res, epoch, since, waits.keepAlive, allowed);
   const maxWait = waits.poll;
   const timeoutText = url.searchParams.get('timeout');
@@ -110,14 +129,14 @@ export async function changesFeed(store: Store, req: IncomingMessage, res: Serve
     if (res.destroyed) return;
     // up to the wait's end: a sign-in reset or demoted meanwhile gets nothing it waited for
     if (!(await allowed())) throw new XmlError(403, 'the changes feed is for the admin and staff, which this sign-in no longer is; sign in again');
-    if (store.statesEpoch !== epoch) throw startAgain(store, mergedSince(sinceText));
+    if (store.statesEpoch !== epoch) throw gone(store, merged(changesPosition(store, epoch, since)));
     entries = await store.readFeed(since, PAGE);
   }
   // A trim may have deleted entries after the checks above: it deletes from the start and the feed's seqs follow
   // one another, so the first entry read tells (the entries after a deleted range would have been answered as if
   // they came next). Objects stored without feed entries meanwhile need no check here: the position this answer
   // gives out names the epoch it was checked under, so the next request is told to start again.
-  if (entries.length && entries[0]!.seq !== since + 1) throw startAgain(store, `changes up to ${entries[0]!.seq - 1} are no longer kept here`);
+  if (entries.length && entries[0]!.seq !== since + 1) throw gone(store, new StartAgain('trimmed', `changes up to ${entries[0]!.seq - 1} are no longer kept here`));
   const last = entries.length ? entries[entries.length - 1]!.seq : since;
   const from = changesPosition(store, epoch, since);
   const to = changesPosition(store, epoch, last);
@@ -146,17 +165,19 @@ async function changeXml(store: Store, e: FeedEntry): Promise<string> {
  * a `reset` event, whose id is the feed's head: the client drops what it
  * holds and reads on.
  */
-async function stream(store: Store, res: ServerResponse, startEpoch: number, since: number, keepAliveMs: number, allowed: () => Promise<boolean>): Promise<void> {
+async function stream(store: Store, res: ServerResponse, startEpoch: number, since: number, keepAliveMs: number, allowed: () => Promise<boolean>, resetFirst?: ResetReason): Promise<void> {
   res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', [POSITION_HEADER]: changesPosition(store, startEpoch, since) });
   res.write(': meridian changes feed\n\n');
   let epoch = startEpoch;
   let cursor = since;
   // (both taken at once: a client that drops everything holds nothing older than the head)
-  const reset = (why: string): string => {
+  const reset = (why: ResetReason): string => {
     epoch = store.statesEpoch;
     cursor = store.lastSeq;
     return `id: ${changesPosition(store, epoch, cursor)}\nevent: reset\ndata: <reset reason="${why}"/>\n\n`;
   };
+  // (a position given up: the client is told before anything else, and reads on from the head)
+  if (resetFirst) res.write(reset(resetFirst));
   let busy = false;
   let again = false;
   let closed = false;
