@@ -289,3 +289,44 @@ t.test('one credential holds at most two replica sessions on a master at once: a
   t.equal(r1.status().mode, 'read-write', 'the first two stay served');
   t.equal(r2.status().mode, 'read-write');
 });
+
+t.test('a replica told to stop lets its writes in flight finish first: answered, made on the master, readable', async (t) => {
+  const { master, replica } = await masterAndReplica(t);
+  // the master answers after 400 ms: the write is still on its way when stop() begins
+  let arrived = 0;
+  const create = master.store.create.bind(master.store);
+  master.store.create = async (...args) => {
+    arrived++;
+    await new Promise((r) => setTimeout(r, 400));
+    return create(...args);
+  };
+  const posted = fetch(`${replica.url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'In flight', kind: 'vendor' } }) });
+  t.ok(await until(() => arrived === 1, 5000), 'the write reached the master');
+  const stopped = replica.stop();
+  const res = await posted;
+  t.equal(res.status, 201, 'answered as made, not given up');
+  const { id } = (await res.json()) as { id: string };
+  t.equal((await master.store.get(id))?.fields['name'], 'In flight', 'made on the master');
+  await stopped;
+});
+
+t.test('a write whose change has not come back when a stopping replica gives up is answered 504 saying it was made, not cut off', async (t) => {
+  const { master, replica } = await masterAndReplica(t);
+  // the replica applies nothing more: the change never comes back
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const apply = replica.store.applyRemoteStaged.bind(replica.store);
+  replica.store.applyRemoteStaged = async (...args) => {
+    await held;
+    return apply(...args);
+  };
+  t.teardown(() => release());
+  const posted = fetch(`${replica.url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'Made', kind: 'vendor' } }) });
+  t.ok(await until(async () => (await master.store.list('Organisation')).items.some((o) => o.fields['name'] === 'Made'), 5000), 'made on the master');
+  const stopped = replica.stop();
+  const res = await posted;
+  t.equal(res.status, 504);
+  t.match(((await res.json()) as { error: { message: string } }).error.message, /^the master committed the write to org-\S+, but this replica stopped before the change came back; read it from the master/);
+  release();
+  await stopped;
+});

@@ -165,6 +165,12 @@ const STORE_CODES = new Set<string>(['validation', 'not-found', 'exists', 'preco
  */
 export class ForwardingWriter implements Writer {
   readonly forwards = true;
+  /** writes sent and not yet answered to their clients, and who waits for there to be none (settle) */
+  private inFlight = 0;
+  private readonly drained = new Set<() => void>();
+  /** ends each wait for a change to come back, once the replica stops (close) */
+  private readonly stops = new Set<() => void>();
+  private closed = false;
   constructor(
     private readonly store: Store,
     private readonly replicator: Replicator,
@@ -199,7 +205,40 @@ export class ForwardingWriter implements Writer {
     return this.send({ op: 'undelete', id }, opts);
   }
 
+  /**
+   * Resolves once no write is in flight, or after `ms`: a stopping replica
+   * keeps its link to the master while its writes get their answers and
+   * their changes come back.
+   */
+  settle(ms: number): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.drained.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.drained.add(done);
+    });
+  }
+
+  /** Answers every write still waiting for its change to come back: the replica stops, and it will not come. */
+  close(): void {
+    this.closed = true;
+    for (const stop of [...this.stops]) stop();
+  }
+
   private async send(w: Pick<WriteFrame, 'op' | 'id' | 'type' | 'fields'>, opts: WriteRequest): Promise<StoredObject> {
+    this.inFlight++;
+    try {
+      return await this.sendOnce(w, opts);
+    } finally {
+      if (--this.inFlight === 0) for (const done of [...this.drained]) done();
+    }
+  }
+
+  private async sendOnce(w: Pick<WriteFrame, 'op' | 'id' | 'type' | 'fields'>, opts: WriteRequest): Promise<StoredObject> {
     if (!opts.credential) throw new HttpError(401, 'a write on a replica needs the credential of the user making it; the master checks it', 'unauthorized');
     const deadline = performance.now() + this.timeout;
     const clientKey = opts.idempotencyKey ?? randomUUID();
@@ -232,11 +271,20 @@ export class ForwardingWriter implements Writer {
   /** Resolves once everything `need` names is visible to readers here. */
   private visible(need: Record<string, number>, deadline: number, id: string): Promise<void> {
     if (this.store.covers(need)) return Promise.resolve();
+    const stoppedError = (): HttpError => new HttpError(504, `the master committed the write to ${id}, but this replica stopped before the change came back; read it from the master, or here once the replica runs again`, 'not-yet-visible');
+    // (answered by the master while the replica stops: nothing more is applied here)
+    if (this.closed) return Promise.reject(stoppedError());
     return new Promise((resolve, reject) => {
       const done = (): void => {
         clearTimeout(timer);
         unsubscribe();
+        this.stops.delete(stopped);
       };
+      const stopped = (): void => {
+        done();
+        reject(stoppedError());
+      };
+      this.stops.add(stopped);
       const unsubscribe = this.store.onVisible(() => {
         if (!this.store.covers(need)) return;
         done();

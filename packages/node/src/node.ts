@@ -25,6 +25,8 @@ export const VERSION = '0.1.0';
 
 /** How long a master remembers the idempotency key of a forwarded write. */
 const IDEMPOTENCY_MS = 24 * 3600 * 1000;
+/** how long a stopping replica waits for its writes in flight (a master answers in milliseconds; SIGTERM's sender waits about 10 s) */
+const WRITES_GRACE_MS = 5000;
 
 export interface StatusJson {
   nodeId: string;
@@ -418,12 +420,19 @@ export class MeridianNode {
       clearInterval(this.trimTimer);
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
+      // A replica's writes in flight wait for their master's answer and for the change to come back: its link
+      // stays up while they do, for a while. Those still waiting then are answered 504 by the closes below,
+      // naming the Idempotency-Key to send them again with.
+      const forwarding = this.writer instanceof ForwardingWriter ? this.writer : undefined;
+      await forwarding?.settle(WRITES_GRACE_MS);
       const force = setTimeout(() => {
         this.server.closeAllConnections();
         // (closeAllConnections does not see them, and server.close waits for them: an SSE stream would hold stop for good)
         for (const s of this.answeredAside) s.destroy();
       }, 5000);
       await this.ldap?.close();
+      // (before the link closes: its close waits for the applies under way, and such a write waits for one)
+      forwarding?.close();
       await this.replicator?.close();
       this.registry?.close();
       this.metrics.close();
