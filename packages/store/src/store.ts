@@ -2152,6 +2152,12 @@ export class Store {
    * (cloneStatesStaged) was stored.
    */
   async cloneStates(states: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }, opts?: { clone?: boolean; run?: object }): Promise<void> {
+    // A peer cannot hold more of this node's changes than it made: claimed, this node would number its next ones
+    // past a gap, or take them as held (the session's sub refuses a data dir rolled back; this is the last word).
+    const ofMe = done?.vector[this.nodeId];
+    if (ofMe !== undefined && ofMe > this.vector.get(this.nodeId)) {
+      throw new MeridianError('bad-request', `${done!.peer}'s snapshot holds changes of ${this.nodeId} up to ${ofMe}, and ${this.nodeId} itself only up to ${this.vector.get(this.nodeId)}: this data dir is older than the changes it made (a copy put back, or a disk that lost writes); start it on an empty --dir under a new --node-id, or restore a backup`);
+    }
     // The run's idempotency records not stored yet go in the last batch, with the vector (see cloneStatesStaged).
     const keyed = done ? states.flatMap((s) => ('key' in s ? [checkedKeyRecord(s.key, s.record)] : [])) : [];
     const { durable } = await this.cloneStatesStaged(keyed.length ? states.filter((s) => !('key' in s)) : states, opts);

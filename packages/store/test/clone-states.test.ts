@@ -396,3 +396,19 @@ t.test('a record that arrives while another frame stores the same object, on dis
   t.equal(got?.version, (await p1.get(x.id))?.version, 'and n has the version p1 has');
   t.same(await checkIndexes(n), [], 'with its index entries and count once');
 });
+
+t.test("a snapshot whose vector holds more of the receiver's own changes than it made is refused, and claims nothing", async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  await b.create('Org', { name: 'Mine', kind: 'vendor' });
+  await a.create('Org', { name: 'Theirs', kind: 'vendor' });
+  const snap = a.stateSnapshot();
+  const frames: ClonedState[][] = [];
+  for await (const f of snap.batches(100)) frames.push(f);
+  await snap.close();
+  await t.rejects(b.cloneStates(frames.flat(), { peer: 'a', head: snap.head, vector: { ...snap.vector, b: 5 } }), {
+    message: "a's snapshot holds changes of b up to 5, and b itself only up to 1: this data dir is older than the changes it made (a copy put back, or a disk that lost writes); start it on an empty --dir under a new --node-id, or restore a backup",
+  });
+  t.equal(b.versionVector()['b'], 1, 'its own entry as it was');
+  t.equal(b.versionVector()['a'] ?? 0, 0, "and nothing of a's claimed");
+});
