@@ -330,3 +330,24 @@ t.test('a write whose change has not come back when a stopping replica gives up 
   release();
   await stopped;
 });
+
+t.test('a keyed write through a replica that changed nothing is recorded: sent again after someone else\'s change, it is answered, not made then', async (t) => {
+  const { master, replica } = await masterAndReplica(t);
+  const org = await master.store.create('Organisation', { name: 'Acme', kind: 'vendor' }, { principal: 'test' });
+  t.ok(await until(async () => (await replica.store.get(org.id)) !== undefined, 5000));
+  const rename = (name: string, key: string) =>
+    fetch(`${replica.url}/api/objects/${org.id}`, { method: 'PATCH', headers: { authorization: ADMIN, 'content-type': 'application/json', 'idempotency-key': key }, body: JSON.stringify({ fields: { name } }) });
+  const first = await rename('Acme', 'same-name-1');
+  t.equal(first.status, 200, 'the write that changes nothing is answered');
+  const recorded = [];
+  for await (const [k, v] of master.store.raw('i')) recorded.push([k, v]);
+  t.equal(recorded.length, 1, 'and recorded on the master');
+  await master.store.update(org.id, { name: 'Acme Renamed' }, { principal: 'someone else' });
+  t.ok(await until(async () => (await replica.store.get(org.id))?.fields['name'] === 'Acme Renamed', 5000));
+  const again = await rename('Acme', 'same-name-1');
+  t.equal(again.status, 200, 'the same write sent again is answered');
+  t.equal((await master.store.get(org.id))?.fields['name'], 'Acme Renamed', 'from its record: the later change stands');
+  const other = await rename('Acme', 'same-name-2');
+  t.equal(other.status, 200);
+  t.equal((await master.store.get(org.id))?.fields['name'], 'Acme', 'a new key makes the write');
+});

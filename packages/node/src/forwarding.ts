@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { asSeenBy, authorizeWrite, checkFieldValues, idFromDigest, isMeridianError, sameAsWritten, type AccessScope, type TypeDef, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type Principal, type Store, type StoredObject } from '@meridian/store';
+import { asSeenBy, authorizeWrite, checkFieldValues, idFromDigest, isMeridianError, sameAsWritten, type AccessScope, type TypeDef, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type IdempotentWrite, type Principal, type Store, type StoredObject } from '@meridian/store';
 import { checkWriteFrame, ForwardError, FrameError, MAX_REFUSAL, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
 import { builtInRefusal } from './built-in-types.js';
 import type { Principals } from './principals.js';
@@ -76,7 +76,7 @@ export class ForwardedWrites {
       // The record is here if this master made the write, or received it from the master that did.
       // (One still on its way with a peer's run is 'busy', refused below as any store error is.)
       const prior = await this.store.idempotent(scoped);
-      if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: { [prior.origin ?? me]: prior.originSeq } };
+      if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: neededFor(prior, me) };
       if (resentOnly) return this.wrongPassword(w);
       const current = w.op === 'create' ? undefined : await this.store.get(w.id);
       // whoever asks, the admin too, as on the admin API
@@ -124,16 +124,21 @@ export class ForwardedWrites {
       const message = e.message.length <= MAX_REFUSAL ? e.message : `${e.message.slice(0, MAX_REFUSAL - 3)}...`;
       return { t: 'wrote', key: w.key, ok: false, code: e.code, message, ...(field ? { field } : {}) };
     }
-    // No record when the write changed nothing. One that began arriving with a peer's run meanwhile is
-    // waited for by idempotent(), and if it is still on its way ('busy') the answer is "no record", as here.
+    // A record that began arriving with a peer's run meanwhile is waited for by idempotent(), and if it is
+    // still on its way ('busy') the answer is "no record", as here.
     const done = await this.store.idempotent(scoped).catch((e: unknown) => {
       if (isMeridianError(e) && e.code === 'busy') return undefined;
       throw e;
     });
-    // no record: the write changed nothing, and the replica needs all this master has; a record
-    // from the master that made the write (relayed here) names that master's change
-    return { t: 'wrote', key: w.key, ok: true, id: w.id, need: done ? { [done.origin ?? me]: done.originSeq } : this.store.versionVector() };
+    // no record (a keyed create that found its object, or a record trimmed meanwhile): the replica needs all
+    // this master has; a record from the master that made the write (relayed here) names that master's change
+    return { t: 'wrote', key: w.key, ok: true, id: w.id, need: done ? neededFor(done, me) : this.store.versionVector() };
   }
+}
+
+/** What a replica must hold before it answers a write recorded as `done`: the change it made, or for one that changed nothing all it was judged against. */
+function neededFor(done: IdempotentWrite, me: string): Record<string, number> {
+  return done.need ?? { [done.origin ?? me]: done.originSeq };
 }
 
 /**

@@ -1,7 +1,7 @@
 import { isHlc } from './hlc.js';
 import { isValidId } from './ids.js';
 import { isSchemaName } from './schema.js';
-import { isSeq } from './version-vector.js';
+import { isSeq, isVector } from './version-vector.js';
 
 /** Whether a decoded value is a map (not an array or bytes). */
 export const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
@@ -31,7 +31,7 @@ export function isObjectRecordShape(v: unknown): boolean {
 export function isIdempotentWrite(v: unknown, originRequired: boolean): boolean {
   return (
     isMap(v) && typeof v['id'] === 'string' && isValidId(v['id']) && (v['origin'] === undefined ? !originRequired : typeof v['origin'] === 'string' && isValidId(v['origin'])) &&
-    isSeq(v['originSeq']) && v['originSeq'] >= 1 && isHlc(v['hlc'])
+    isSeq(v['originSeq']) && v['originSeq'] >= 1 && isHlc(v['hlc']) && (v['need'] === undefined || isVector(v['need']))
   );
 }
 

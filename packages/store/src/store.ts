@@ -124,6 +124,12 @@ export interface IdempotentWrite {
   /** the change's origin seq at this node */
   originSeq: number;
   hlc: number;
+  /**
+   * Set when the write changed nothing: the version vector it was judged
+   * against, which a reader must hold to see what the write saw (origin and
+   * originSeq then name one entry of it, for builds that read only those).
+   */
+  need?: Record<string, number>;
 }
 
 export interface Page<T> {
@@ -673,6 +679,9 @@ export class Store {
           // nothing changes: answer with the state once it is on disk (If-Match was checked above:
           // else a stale one was answered 200 when the write changed nothing)
           await slot.value.pending;
+          // A keyed write that changed nothing is recorded too: sent again after someone else's change, it
+          // would otherwise be made then. (Its record stays on this node: see stateSnapshot.)
+          if (opts.idempotencyKey !== undefined) await this.recordUnchanged(intent.id, opts.idempotencyKey);
           return toStored(intent.id, cur!);
         }
         this.pinClaims(plan.claimKeys, held);
@@ -1924,12 +1933,16 @@ export class Store {
             for (;;) {
               const entries = await it.nextv(batch);
               if (entries.length === 0) break;
-              yield entries.map(([k, v]): ClonedState => {
+              const records = entries.flatMap(([k, v]): ClonedState[] => {
                 const w = decode<IdempotentWrite>(v);
+                // A write that changed nothing stays here: it named no change of its own for a peer to wait
+                // for, and its vector could outgrow what the wire takes of a record.
+                if (w.need !== undefined) return [];
                 // (records from before the origin was kept were all made here)
                 const origin = w.origin ?? nodeId;
-                return { key: k.slice(1), record: w.origin === undefined ? encode({ ...w, origin }) : v, origin, originSeq: w.originSeq };
+                return [{ key: k.slice(1), record: w.origin === undefined ? encode({ ...w, origin }) : v, origin, originSeq: w.originSeq }];
               });
+              if (records.length) yield records;
             }
           } finally {
             await it.close();
@@ -3015,6 +3028,17 @@ export class Store {
 
   versionVector(): Record<string, number> {
     return this.vector.toObject();
+  }
+
+  /** The idempotency record of a keyed write that changed `id` in nothing, on disk when this resolves. */
+  private async recordUnchanged(id: string, key: string): Promise<void> {
+    // (in the batch after every change committed so far: on disk, the record names only what is on disk too)
+    const need = this.versionVector();
+    const named = Object.entries(need).find(([, n]) => n >= 1);
+    // (an object is held, so some change is: a vector without one cannot be)
+    if (!named) return;
+    const done: IdempotentWrite = { id, origin: named[0], originSeq: named[1], hlc: this.clock.tick(), need };
+    await this.commits.add([{ type: 'put', key: keys.idempotency(key), value: encode(done) }]);
   }
 
   /** Live objects per type. */
