@@ -317,3 +317,31 @@ t.test('an id no object can have is a usage error, said before any node is asked
     t.match(r.stderr, /^meridian: "[^"]*" is not an object id: ids are letters, digits, "\.", "_" and "-", beginning with a letter or digit \(at most 128\)\n$/, r.stderr);
   }
 });
+
+t.test('check: a node whose indexes agree with its objects passes; one with an index entry lost is named, exit 1', async (t) => {
+  const dir = tempDir(t);
+  const args = ['--dir', dir, '--admin-password', PW, '--node-id', 'eu-1'];
+  let node = await startNode(t, args);
+  const env = () => ({ MERIDIAN_NODE: node.url, MERIDIAN_PASSWORD: PW });
+  t.equal(cli(['put', 'Organisation', 'org-acme', 'name=Acme Ltd', 'kind=customer'], env()).code, 0);
+  t.equal(cli(['put', 'Person', 'per-anna', 'cn=Anna', 'sn=Smith', 'mail=anna@example.com', 'uid=anna', 'organisation=org-acme'], env()).code, 0);
+  const ok = cli(['check'], env());
+  t.equal(ok.code, 0, ok.stderr);
+  t.equal(ok.stdout, 'eu-1: 2 objects checked; its indexes, unique values and counts agree with them\n');
+  t.equal(ok.stderr, '', 'no progress when piped');
+  t.same(JSON.parse(cli(['check', '--json'], env()).stdout), { nodeId: 'eu-1', objects: 2, problems: [] });
+
+  // an index entry lost while the node was down (as a damaged disk would)
+  await node.stop();
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  const lost: string[] = [];
+  for await (const k of db.keys({ gte: 'x', lt: 'y' })) if (k.includes('org-acme') && k.startsWith('xPerson')) lost.push(k);
+  t.equal(lost.length, 1, 'the index entry of the person\'s organisation');
+  await db.del(lost[0]!);
+  await db.close();
+  node = await startNode(t, args);
+  const bad = cli(['check'], env());
+  t.equal(bad.code, 1);
+  t.match(bad.stdout, /^eu-1: 2 objects checked; 1 problem:\nmissing index entry "xPerson\|organisation\|org-acme\|per-anna"\nlists, lookups and searches on this node may answer wrongly: rebuild it from a clone/);
+  t.match(JSON.parse(cli(['check', '--json'], env()).stdout), { nodeId: 'eu-1', objects: 2, problems: [/^missing index entry/] });
+});

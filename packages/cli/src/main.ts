@@ -3,7 +3,7 @@ import { isMeridianError, MAX_PAGE } from '@meridian/store';
 import { checkReplicaName, initDataDir, MeridianNode, resolveConfig, SettingError, VERSION, type ConfigInput } from '@meridian/node';
 import { AdminClient, CliError, DEFAULT_TIMEOUT_SECONDS, timeoutOption, unescapeXml } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
-import { compareDigests, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type FeedView, type ConflictView, type DigestView, type VerifyResult } from './replication-views.js';
+import { compareDigests, formatCheck, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type CheckView, type FeedView, type ConflictView, type DigestView, type VerifyResult } from './replication-views.js';
 import { parseAssignments } from './assignments.js';
 import { bar, bytes, Progress } from './progress.js';
 import { addReversibilityCommands } from './reversibility.js';
@@ -430,6 +430,23 @@ export function buildProgram(): Command {
       out(flags.json ? JSON.stringify(body) : `revoked replica credential ${body.name}`);
     },
   );
+
+  clientOptions(program.command('check').description("check that the node's indexes, unique values and counts agree with its objects; exit 1 if not"))
+    .action(async (flags: ClientFlags) => {
+      // the node reads its whole store before it answers: show that it is at work
+      const progress = new Progress(flags.json === true);
+      const started = Date.now();
+      const tick = setInterval(() => progress.update(() => `checking ${flags.node}: ${Math.round((Date.now() - started) / 1000)} s`), 1000);
+      let report: CheckView;
+      try {
+        report = (await client(flags).request<CheckView>('GET', '/api/check')).body;
+      } finally {
+        clearInterval(tick);
+        progress.done();
+      }
+      out(flags.json ? JSON.stringify(report) : formatCheck(report));
+      if (report.problems.length > 0) process.exitCode = 1;
+    });
 
   clientOptions(program.command('verify').description('compare the data of several nodes; exit 1 if they differ'))
     .option('--nodes <urls>', 'comma-separated node URLs to compare (default: --node and the peers it dials)')

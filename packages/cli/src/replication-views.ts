@@ -159,6 +159,23 @@ export function formatVerify(r: VerifyResult): string {
   return `${head}\nNOT CONVERGED ${ranges}\nreplication has not finished: the nodes do not hold the same changes yet\n${behind.join('\n')}\n${next}`;
 }
 
+/** GET /api/check: what `meridian check` prints. */
+export interface CheckView {
+  nodeId: string;
+  objects: number;
+  problems: string[];
+}
+
+export function formatCheck(r: CheckView): string {
+  const head = `${r.nodeId}: ${r.objects} object${r.objects === 1 ? '' : 's'} checked`;
+  if (r.problems.length === 0) return `${head}; its indexes, unique values and counts agree with them`;
+  const n = r.problems.length;
+  // (a damaged store can have millions: the first thousand say what is wrong, --json has them all)
+  const shown = r.problems.slice(0, 1000);
+  const more = n > shown.length ? `\n... and ${n - shown.length} more (--json lists them all)` : '';
+  return `${head}; ${n} problem${n === 1 ? '' : 's'}:\n${shown.join('\n')}${more}\nlists, lookups and searches on this node may answer wrongly: rebuild it from a clone (see "Checking a node's indexes" in docs/operations.md)`;
+}
+
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { encodeBackup, hlcToIso, isMeridianError, MAX_PAGE, parseVersionName, publicFields, type Store, type StoredObject } from '@meridian/store';
+import { checkStore, encodeBackup, hlcToIso, isMeridianError, MAX_PAGE, parseVersionName, publicFields, type Store, type StoredObject } from '@meridian/store';
 import { builtInRefusal } from './built-in-types.js';
 import { HttpError, methodNotAllowed, readJson, sendJson } from './http-util.js';
 import type { Credential, Writer } from './writer.js';
@@ -93,6 +93,12 @@ export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: 
     const { at, ...d } = url.searchParams.get('content') === '1' ? await ctx.store.contentDigest() : await ctx.store.digest();
     // the position is read with the digest, so a verify can tell replication still under way from divergence
     sendJson(res, 200, { nodeId: ctx.store.nodeId, lastSeq: at.head, ...d, vector: at.vector, ahead: at.ahead });
+    return;
+  }
+  if (parts[1] === 'check' && parts.length === 2) {
+    if (method !== 'GET') throw methodNotAllowed(method, 'GET');
+    const report = await checkStore(ctx.store);
+    sendJson(res, 200, { nodeId: ctx.store.nodeId, ...report });
     return;
   }
   if (parts[1] === 'conflicts' && parts.length === 2) {

@@ -2,27 +2,53 @@ import { decode, type ObjectRecord } from './codec.js';
 import { isUniqueConflict, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
 import { indexSet } from './indexes.js';
 import { keys } from './keys.js';
-import type { Store } from './store.js';
+import type { SnapshotReader, Store } from './store.js';
+
+/** What checkStore found: how many objects it read, and one line per disagreement (none: consistent). */
+export interface CheckReport {
+  objects: number;
+  problems: string[];
+}
+
+/** checkStore's problems alone. */
+export async function checkIndexes(store: Store): Promise<string[]> {
+  return (await checkStore(store)).problems;
+}
 
 /**
- * Recomputes every index record from the objects and compares with what is
- * stored. Returns one line per disagreement; empty means consistent.
+ * Recomputes every index record, unique-value entry and count from the
+ * objects and compares with what is stored, all read as of one moment, so
+ * that writes going on meanwhile cannot show as disagreements.
  *
  * A unique value may be held by several objects after replication (each
  * took it on its own node): the index entry names one of them, and each of
- * the others has an open record of the clash, and only they do.
+ * the others has an open record of the clash, and only they do. An object
+ * of a type the schema no longer has is kept as it is, unindexed, when the
+ * store has noted its type (meta `untyped`).
  */
-export async function checkIndexes(store: Store): Promise<string[]> {
+export async function checkStore(store: Store): Promise<CheckReport> {
+  const snap = store.snapshotReader();
+  try {
+    return await check(store, snap);
+  } finally {
+    await snap.close();
+  }
+}
+
+async function check(store: Store, snap: SnapshotReader): Promise<CheckReport> {
   const wantPlain = new Set<string>();
   const holders = new Map<string, string[]>();
   const problems: string[] = [];
   const counts = new Map<string, number>();
-  for await (const [k, v] of store.raw(keys.objectPrefix)) {
+  const untyped = new Set((await snap.meta<string[]>('untyped')) ?? []);
+  let objects = 0;
+  for await (const [k, v] of snap.raw(keys.objectPrefix)) {
+    objects++;
     const id = k.slice(1);
     const rec = decode<ObjectRecord>(v);
     const def = store.schema.types.get(rec.t);
     if (!def) {
-      problems.push(`object ${id} has unknown type ${rec.t}`);
+      if (!untyped.has(rec.t)) problems.push(`object ${id} has type ${rec.t}, which the schema lacks, and the store has not noted it as kept untyped`);
       continue;
     }
     if (!rec.d) counts.set(rec.t, (counts.get(rec.t) ?? 0) + 1);
@@ -36,7 +62,7 @@ export async function checkIndexes(store: Store): Promise<string[]> {
   }
   // unique key -> object with an open record of it -> the holders its records name
   const waiting = new Map<string, Map<string, string[]>>();
-  for await (const [, v] of store.raw('k')) {
+  for await (const [, v] of snap.raw('k')) {
     const rec = decode<ConflictRecord>(v);
     if (rec.settled !== undefined || !isUniqueConflict(rec)) continue;
     const u = uniqueKeyOf(rec);
@@ -45,13 +71,13 @@ export async function checkIndexes(store: Store): Promise<string[]> {
     ids.set(rec.objectId, [...(ids.get(rec.objectId) ?? []), rec.values[0]!.item.slice('unique:'.length)]);
   }
   for (const prefix of ['t', 'x']) {
-    for await (const [k] of store.raw(prefix)) {
+    for await (const [k] of snap.raw(prefix)) {
       if (!wantPlain.delete(k)) problems.push(`stale index entry ${printable(k)}`);
     }
   }
   for (const k of wantPlain) problems.push(`missing index entry ${printable(k)}`);
   const entries = new Map<string, string>();
-  for await (const [k, v] of store.raw(keys.uniquePrefix)) entries.set(k, v.toString('utf8'));
+  for await (const [k, v] of snap.raw(keys.uniquePrefix)) entries.set(k, v.toString('utf8'));
   for (const [k, owner] of entries) {
     const ids = holders.get(k);
     if (ids === undefined) problems.push(`stale unique entry ${printable(k)} -> ${owner}`);
@@ -73,11 +99,11 @@ export async function checkIndexes(store: Store): Promise<string[]> {
   for (const [k, ids] of waiting) {
     for (const id of ids.keys()) if (!holders.get(k)?.includes(id)) problems.push(`open conflict of unique value ${printable(k)} on ${id}, which does not hold it`);
   }
-  const stored = store.objectCounts();
+  const stored = (await snap.meta<Record<string, number>>('counts')) ?? {};
   for (const t of new Set([...counts.keys(), ...Object.keys(stored)])) {
     if ((counts.get(t) ?? 0) !== (stored[t] ?? 0)) problems.push(`count of ${t} is ${stored[t] ?? 0}, objects say ${counts.get(t) ?? 0}`);
   }
-  return problems;
+  return { objects, problems };
 }
 
 function printable(k: string): string {

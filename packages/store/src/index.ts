@@ -12,7 +12,7 @@ export { hashPassword, verifyPassword, isPasswordHash, needsUpgrade, DEFAULT_COS
 export type { ScryptCost } from './password.js';
 export { hlcToIso, hlcWall } from './hlc.js';
 export { idFromDigest, isValidId, newId } from './ids.js';
-export { checkIndexes } from './check.js';
+export { checkIndexes, checkStore, type CheckReport } from './check.js';
 export { BUCKETS, bucketOf } from './digest.js';
 export type { DigestPosition, PositionedDigest, StoreDigest } from './digest.js';
 export type { ClonedState, HeldState, SnapshotPage, StateSnapshot } from './store.js';

@@ -213,6 +213,13 @@ export interface PurgeMarker {
   r?: 1;
 }
 
+/** See Store.snapshotReader. */
+export interface SnapshotReader {
+  raw(prefix: string): AsyncGenerator<[string, Buffer]>;
+  meta<T>(name: string): Promise<T | undefined>;
+  close(): Promise<void>;
+}
+
 /** See Store.feedlessFrame. */
 interface FeedlessFrame {
   /** adds the frame's epoch to a batch that stores objects without feed entries */
@@ -3141,6 +3148,28 @@ export class Store {
   /** Raw key/value pairs of one key space, for consistency checks and tools. */
   async *raw(prefix: string): AsyncGenerator<[string, Buffer]> {
     yield* this.db.iterator({ gte: prefix, lt: prefix + HIGH });
+  }
+
+  /**
+   * Reads of several key spaces and metadata as of one moment (a LevelDB
+   * snapshot), for a check that compares them while writes go on: every
+   * batch is whole in it, and the counts it holds are those of its objects.
+   * `close` must be called.
+   */
+  snapshotReader(): SnapshotReader {
+    this.assertOpen();
+    const db = this.db;
+    const snapshot = db.snapshot();
+    return {
+      async *raw(prefix: string) {
+        yield* db.iterator({ gte: prefix, lt: prefix + HIGH, snapshot });
+      },
+      async meta<T>(name: string) {
+        const v = await db.get(keys.meta(name), { snapshot });
+        return v === undefined ? undefined : decode<T>(v);
+      },
+      close: () => snapshot.close(),
+    };
   }
 
   /**
