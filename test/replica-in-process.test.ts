@@ -129,12 +129,12 @@ t.test("a create under an idempotency key names the same object through any repl
   };
   const first = await create(replicas[0]!.url, 'client-key-1');
   t.equal(await create(replicas[1]!.url, 'client-key-1'), first, 'the same key: the same id');
+  // the id a key names, holding other values than the create asks: not taken for a retry of it (r1b has not used the key yet)
+  const other = await fetch(`${replicas[2]!.url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json', 'idempotency-key': 'client-key-1' }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'Not the same', kind: 'vendor' } }) });
+  t.equal(other.status, 409, 'refused as a taken id');
   // the master keeps each replica's records of keys apart, so through r1b it finds none: the object the id names is the answer
   t.equal(await create(replicas[2]!.url, 'client-key-1'), first, 'through another replica of the same master too, answered, not refused as existing');
   t.not(await create(replicas[1]!.url, 'client-key-2'), first, 'another key: another object');
-  // the id a key names, holding other values than the create asks: not taken for a retry of it
-  const other = await fetch(`${replicas[2]!.url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json', 'idempotency-key': 'client-key-1' }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'Not the same', kind: 'vendor' } }) });
-  t.equal(other.status, 409, 'refused as a taken id');
 });
 
 t.test("a keyed write its replica sends again to another master after a failover is answered once the replica holds the change, which the answer names by the master that made it", async (t) => {
@@ -350,4 +350,26 @@ t.test('a keyed write through a replica that changed nothing is recorded: sent a
   const other = await rename('Acme', 'same-name-2');
   t.equal(other.status, 200);
   t.equal((await master.store.get(org.id))?.fields['name'], 'Acme', 'a new key makes the write');
+});
+
+t.test('a keyed create that another replica of the master finds made is recorded under that replica\'s key: sent again after an edit, it is answered, not refused', async (t) => {
+  const { master, replica } = await masterAndReplica(t);
+  const port = Number(new URL(master.url).port);
+  const res = await fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'r2' }) });
+  const { credential } = (await res.json()) as { credential: string };
+  const other = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
+  t.ok(await until(() => other.status().mode === 'read-write', 10_000));
+  const create = (url: string) =>
+    fetch(`${url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json', 'idempotency-key': 'retry-key' }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'Once', kind: 'vendor' } }) });
+  const first = await create(replica.url);
+  t.equal(first.status, 201);
+  const { id } = (await first.json()) as { id: string };
+  const found = await create(other.url);
+  t.equal(found.status, 201, 'through the other replica: the object its key names, made already');
+  await master.store.update(id, { name: 'Edited' }, { principal: 'someone else' });
+  t.ok(await until(async () => (await other.store.get(id))?.fields['name'] === 'Edited', 5000));
+  const again = await create(other.url);
+  t.equal(again.status, 201, 'sent again through it after the edit: answered from its record');
+  t.equal(((await again.json()) as { id: string }).id, id);
+  t.equal((await master.store.get(id))?.fields['name'], 'Edited', 'and the edit stands');
 });

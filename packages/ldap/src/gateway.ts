@@ -187,6 +187,8 @@ export class LdapGateway {
   /** each cached entry's last encoding, with the selection it was made for */
   private readonly encoded = new WeakMap<Entry, { key: string; body: Buffer }>();
   private readonly servers: Server[] = [];
+  /** the servers' closing, once stopAccepting began it */
+  private closing: Promise<void> | undefined;
   private readonly sockets = new Set<Socket>();
   private readonly throttle: BindThrottle;
   private readonly sizeLimit: number;
@@ -242,10 +244,16 @@ export class LdapGateway {
     return typeof a === 'object' && a ? a.port : port;
   }
 
+  /** Takes no more connections; those open go on until close(). */
+  stopAccepting(): void {
+    this.closing ??= Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r())))).then(() => undefined);
+  }
+
   async close(): Promise<void> {
     this.index.close();
+    this.stopAccepting();
     for (const s of this.sockets) s.destroy();
-    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    await this.closing;
   }
 
   private accept(server: Server, socket: Socket): void {

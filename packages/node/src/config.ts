@@ -105,8 +105,6 @@ function checkCombination(c: NodeConfig): void {
     throw new MeridianError('bad-request', '--cluster-secret must be at least 16 characters');
   }
   if (c.linkTimeout <= c.heartbeat) throw new MeridianError('bad-request', '--link-timeout must be longer than --heartbeat');
-  // (a write through the master is answered once it is back here: until then its request neither sends nor takes a byte)
-  if (c.role === 'replica' && c.idleTimeout <= c.writeTimeout) throw new MeridianError('bad-request', '--idle-timeout must be longer than --write-timeout, or a write through the master is cut off while it waits');
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new MeridianError('bad-request', '--tls-cert and --tls-key go together');
   if (c.ldapsPort > 0 && !c.tlsCert) throw new MeridianError('bad-request', '--ldaps-port needs --tls-cert and --tls-key: LDAPS serves that certificate');
   for (const k of ['ldapPort', 'ldapsPort'] as const) {

@@ -113,6 +113,9 @@ export class ForwardedWrites {
       if (def && scope && isMeridianError(caught) && caught.code === 'exists' && w.op === 'create' && w.id === keyedCreateId(def.idPrefix, w.via, w.key)) {
         const made = await this.store.get(w.id);
         if (made && !made.deleted && made.type === def.name && scope.canRead(made) && holdsAsked(def, made, w.fields ?? {})) {
+          // recorded under this key too, as a write that changed nothing is: sent again after someone else's
+          // change, which holdsAsked would no longer find, it is answered from the record, not refused
+          await this.store.recordUnchanged(w.id, scoped);
           return { t: 'wrote', key: w.key, ok: true, id: w.id, need: this.store.versionVector() };
         }
       }

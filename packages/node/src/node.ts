@@ -13,6 +13,7 @@ import { SettingError, type NodeConfig } from './config.js';
 import { basicCredentials, HttpError, methodNotAllowed, readBody, sendError, sendJson, toHttpError } from './http-util.js';
 import { generateSample } from './sample-data.js';
 import { ForwardedWrites, ForwardingWriter } from './forwarding.js';
+import { closeStalled, closeStalledAside } from './idle-timeout.js';
 import { ReplicaRegistry } from './replica-registry.js';
 import { Principals } from './principals.js';
 import { handleReplicas } from './replicas-api.js';
@@ -116,11 +117,12 @@ export class MeridianNode {
       // (read once, for HTTPS and LDAPS alike: LDAPS is on only with HTTPS, see config.ts)
       const tls = config.tlsCert ? loadTls(config) : undefined;
       // No limit on a whole request's time (Node's requestTimeout, 300 s by default, would cut an import streamed
-      // for longer): a connection is closed once it has sent and taken nothing for idleTimeout instead, which also
-      // frees what a client that stopped reading a stream (SSE, an export, a backup) holds. Headers still have 60 s.
+      // for longer): a connection that stalls on its client's side for idleTimeout is closed instead (see
+      // closeStalled), which also frees what a client that stopped reading a stream (SSE, an export, a backup)
+      // holds. Headers still have 60 s.
       const httpOptions = { keepAliveTimeout: 5000, requestTimeout: 0, headersTimeout: 60_000 };
       const server = tls ? createTlsServer({ ...httpOptions, ...tls }) : createServer(httpOptions);
-      server.timeout = config.idleTimeout;
+      closeStalled(server, config.idleTimeout);
       const link = {
         store,
         cluster: config.clusterId,
@@ -176,9 +178,6 @@ export class MeridianNode {
         },
         onParserLost: (reason) => log.warn({}, reason),
         cursorSeal,
-        // (a long poll waits without a byte, and an idle stream gets one per keep-alive: both well inside the idle timeout)
-        pollTimeout: Math.min(30_000, Math.floor(config.idleTimeout / 2)),
-        streamKeepAlive: Math.min(15_000, Math.floor(config.idleTimeout / 3)),
       });
       const r = replicator;
       const metrics = new Metrics({ store, peers: () => r?.status() ?? [], replica: () => (config.role === 'replica' ? r?.replicaMode() : undefined) });
@@ -220,7 +219,7 @@ export class MeridianNode {
         // a WebSocket's (h2c, which curl --http2 and Java's HttpClient offer on http:// URLs) is ignored, as HTTP
         // lets a server do: the request is answered in HTTP/1.1.
         if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
-          answerWithoutUpgrade(req, socket as Socket, (rq, rs) => node.handle(rq, rs), node.answeredAside);
+          answerWithoutUpgrade(req, socket as Socket, (rq, rs) => node.handle(rq, rs), node.answeredAside, config.idleTimeout);
           return;
         }
         const path = (req.url ?? '').split('?')[0];
@@ -299,6 +298,8 @@ export class MeridianNode {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
+    // (a kept-alive connection's next request while the node stops: answered, and the connection closed after it)
+    if (this.stopping) res.shouldKeepAlive = false;
     try {
       const url = requestUrl(req.url);
       this.metrics.observe(surfaceOf(url.pathname), req.method ?? 'GET', res, started);
@@ -420,16 +421,22 @@ export class MeridianNode {
       clearInterval(this.trimTimer);
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
-      // A replica's writes in flight wait for their master's answer and for the change to come back: its link
-      // stays up while they do, for a while. Those still waiting then are answered 504 by the closes below,
-      // naming the Idempotency-Key to send them again with.
+      this.ldap?.stopAccepting();
       const forwarding = this.writer instanceof ForwardingWriter ? this.writer : undefined;
+      // (within the 10 s a SIGTERM's sender, docker's for one, waits before SIGKILL)
+      const force = setTimeout(
+        () => {
+          this.server.closeAllConnections();
+          // (closeAllConnections does not see them, and server.close waits for them: an SSE stream would hold stop for good)
+          for (const s of this.answeredAside) s.destroy();
+        },
+        forwarding ? WRITES_GRACE_MS + 2000 : 5000,
+      );
+      // A replica's writes in flight wait for their master's answer and for the change to come back: its link
+      // stays up while they do, for a while. Those still waiting for the answer then are answered 504 by the
+      // closes below, naming the Idempotency-Key to send them again with; those whose change has not come back,
+      // 504 saying the master made them.
       await forwarding?.settle(WRITES_GRACE_MS);
-      const force = setTimeout(() => {
-        this.server.closeAllConnections();
-        // (closeAllConnections does not see them, and server.close waits for them: an SSE stream would hold stop for good)
-        for (const s of this.answeredAside) s.destroy();
-      }, 5000);
       await this.ldap?.close();
       // (before the link closes: its close waits for the applies under way, and such a write waits for one)
       forwarding?.close();
@@ -596,11 +603,13 @@ function refuseUpgrade(socket: Socket, why: string, open: Set<Socket>): void {
  * next request on it could not be read). Its body cannot be read either, so
  * one that has a body is answered 400.
  */
-function answerWithoutUpgrade(req: IncomingMessage, socket: Socket, handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>, open: Set<Socket>): void {
+function answerWithoutUpgrade(req: IncomingMessage, socket: Socket, handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>, open: Set<Socket>, idleTimeout: number): void {
   answeringAside(socket, open);
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;
   res.assignSocket(socket);
+  // (Node took its own timeout handler off the socket it handed over)
+  closeStalledAside(socket, req, res, idleTimeout);
   res.once('finish', () => {
     res.detachSocket(socket);
     socket.end();

@@ -58,4 +58,9 @@ export class HybridClock {
   get current(): Hlc {
     return this.last;
   }
+
+  /** Now, as an HLC, without issuing it: for a stamp that orders nothing (a record's age), so that `current` stays the last event's. */
+  wallNow(): Hlc {
+    return Math.max(this.now() * SPREAD, this.last);
+  }
 }

@@ -15,7 +15,7 @@ export { idFromDigest, isValidId, newId } from './ids.js';
 export { checkIndexes, checkStore, type CheckReport } from './check.js';
 export { BUCKETS, bucketOf } from './digest.js';
 export type { DigestPosition, PositionedDigest, StoreDigest } from './digest.js';
-export type { ClonedState, HeldState, SnapshotPage, StateSnapshot } from './store.js';
+export type { ClonedState, HeldState, SnapshotEnd, SnapshotPage, StateSnapshot } from './store.js';
 export { VersionVector, vectorEntry, isSeq, isVector } from './version-vector.js';
 export { AccessScope, authorizeWrite, parseAccess, principalName, readerKnowing, rolesOf } from './access.js';
 export type { AccessRules, RoleRule, Principal, AccessReads, Accessible, WriteOp } from './access.js';

@@ -148,9 +148,19 @@ export interface PageOptions {
  * needs states rather than the feed (cloning, anti-entropy). `head` and
  * `vector` describe at least what the records hold.
  */
-export interface StateSnapshot {
+/**
+ * Where a state snapshot stands: the feed seq its records cover, the
+ * vector, and the changes the records hold past a gap in their origin's
+ * entry whose feed entries are gone here (trimmed, or never held: cloned
+ * ahead themselves), which the receiver holds ahead as well.
+ */
+export interface SnapshotEnd {
   head: number;
   vector: Record<string, number>;
+  ahead?: [origin: string, originSeq: number][];
+}
+
+export interface StateSnapshot extends SnapshotEnd {
   digest(bits?: number): Promise<StoreDigest>;
   /** every stored record, or what one anti-entropy page asks for: the purge markers first, then (on the first page) the idempotency records, then the objects */
   batches(batch?: number, page?: SnapshotPage): AsyncGenerator<ClonedState[]>;
@@ -284,6 +294,8 @@ const CHANGE_OVERHEAD = 64 * 1024;
 const REINDEX_BATCH = 10_000;
 /** objects read between two reports of an index rebuild's progress (onReindexProgress) */
 const REINDEX_PROGRESS = 10_000;
+/** changes held ahead without a feed entry that a snapshot names (SnapshotEnd.ahead): what one states frame carries */
+const MAX_AHEAD_SENT = 10_000;
 const DEFAULT_PAGE = 100;
 
 export class Store {
@@ -1916,10 +1928,16 @@ export class Store {
     const vector = this.durableVector.toObject();
     // A change held ahead of a gap is in the records but not in the vector: the peer's cursor
     // starts before its feed entry, which then reaches the peer's vector (and feed) as well.
-    // (Not one the feed no longer holds: a cursor before the feed's start would send the peer to
-    // anti-entropy at every session.)
+    // One the feed no longer holds (trimmed, or cloned here ahead, seq 0) is named in `ahead`
+    // instead: a cursor before the feed's start would send the peer to anti-entropy at every session.
+    const ahead: [string, number][] = [];
     for (const [origin, held] of this.aheadAt) {
-      for (const [n, seq] of held) if (n > vectorEntry(vector, origin) && seq > this.trimmingTo) head = Math.min(head, seq - 1);
+      for (const [n, seq] of held) {
+        if (n <= vectorEntry(vector, origin)) continue;
+        if (seq > this.trimmingTo) head = Math.min(head, seq - 1);
+        // (as many as a frame carries; more would take a gap this long in the feed's retention)
+        else if (ahead.length < MAX_AHEAD_SENT) ahead.push([origin, n]);
+      }
     }
     const snapshot = this.db.snapshot();
     // LevelDB's iterator fills 16 KiB by default: 25 records a read, which
@@ -1932,6 +1950,7 @@ export class Store {
     return {
       head,
       vector,
+      ahead,
       digest: (bits = 8) => digestRecords(db.iterator(range), bits, undefined, undefined, () => db.iterator(markers)),
       async *batches(batch = 500, page?: SnapshotPage) {
         async function* idempotencyRecords(batch: number): AsyncGenerator<ClonedState[]> {
@@ -2171,11 +2190,11 @@ export class Store {
    * staged before them are on disk, and only if every frame of its `run`
    * (cloneStatesStaged) was stored.
    */
-  async cloneStates(states: ClonedState[], done?: { peer: string; head: number; vector: Record<string, number> }, opts?: { clone?: boolean; run?: object }): Promise<void> {
+  async cloneStates(states: ClonedState[], done?: SnapshotEnd & { peer: string }, opts?: { clone?: boolean; run?: object }): Promise<void> {
     // A peer cannot hold more of this node's changes than it made: claimed, this node would number its next ones
     // past a gap, or take them as held (the session's sub refuses a data dir rolled back; this is the last word).
-    const ofMe = done?.vector[this.nodeId];
-    if (ofMe !== undefined && ofMe > this.vector.get(this.nodeId)) {
+    const ofMe = Math.max(done?.vector[this.nodeId] ?? 0, ...(done?.ahead ?? []).filter(([o]) => o === this.nodeId).map(([, n]) => n));
+    if (ofMe > this.vector.get(this.nodeId)) {
       throw new MeridianError('bad-request', `${done!.peer}'s snapshot holds changes of ${this.nodeId} up to ${ofMe}, and ${this.nodeId} itself only up to ${this.vector.get(this.nodeId)}: this data dir is older than the changes it made (a copy put back, or a disk that lost writes); start it on an empty --dir under a new --node-id, or restore a backup`);
     }
     // The run's idempotency records not stored yet go in the last batch, with the vector (see cloneStatesStaged).
@@ -2197,6 +2216,16 @@ export class Store {
         for (const fn of this.visibleListeners) fn();
         this.dirtyVector.add(origin);
         this.base[origin] = Math.max(vectorEntry(this.base, origin), n);
+      }
+      // Changes the records hold past a gap, whose feed entries the peer no longer had: held ahead here too,
+      // with no feed entry of their own (seq 0), so that a snapshot taken here passes them on the same way.
+      for (const [origin, n] of done.ahead ?? []) {
+        if (this.vector.has(origin, n)) continue;
+        this.noteAhead(origin, n, 0, doneOps);
+        this.vector.add(origin, n);
+        if (this.durableVector.add(origin, n)) this.pruneAhead(origin);
+        this.visibleVector.add(origin, n);
+        this.dirtyVector.add(origin);
       }
       doneOps.push({ type: 'put', key: keys.meta('feedBase'), value: encode(this.base) });
       doneOps.push(checkpointOp({ peer: done.peer, seq: done.head }));
@@ -3037,14 +3066,20 @@ export class Store {
     return this.vector.toObject();
   }
 
-  /** The idempotency record of a keyed write that changed `id` in nothing, on disk when this resolves. */
-  private async recordUnchanged(id: string, key: string): Promise<void> {
+  /**
+   * The idempotency record of a keyed write that changed `id` in nothing
+   * (or found it made already), on disk when this resolves: sent again
+   * after someone else's change, it is answered from the record.
+   */
+  async recordUnchanged(id: string, key: string): Promise<void> {
+    this.assertOpen();
     // (in the batch after every change committed so far: on disk, the record names only what is on disk too)
     const need = this.versionVector();
     const named = Object.entries(need).find(([, n]) => n >= 1);
     // (an object is held, so some change is: a vector without one cannot be)
     if (!named) return;
-    const done: IdempotentWrite = { id, origin: named[0], originSeq: named[1], hlc: this.clock.tick(), need };
+    // (the stamp only dates the record for its trim: no event, so the clock, and the last change /status shows, stay)
+    const done: IdempotentWrite = { id, origin: named[0], originSeq: named[1], hlc: this.clock.wallNow(), need };
     await this.commits.add([{ type: 'put', key: keys.idempotency(key), value: encode(done) }]);
   }
 

@@ -412,3 +412,54 @@ t.test("a snapshot whose vector holds more of the receiver's own changes than it
   t.equal(b.versionVector()['b'], 1, 'its own entry as it was');
   t.equal(b.versionVector()['a'] ?? 0, 0, "and nothing of a's claimed");
 });
+
+t.test('a change held ahead of a gap whose feed entry was trimmed reaches a clone as held ahead, and from it the next clone', async (t) => {
+  const x = await openStore(t, { nodeId: 'x' });
+  const n = await openStore(t, { nodeId: 'n' });
+  const org = await x.create('Org', { name: 'O1', kind: 'vendor' });
+  for (let i = 2; i <= 5; i++) await x.update(org.id, { name: `O${i}` });
+  const entries = (await x.readFeed(0, 100)).map(({ seq: _s, ...c }) => c);
+  t.equal(entries.length, 5);
+  // n gets x#1-3 and x#5: x#5 is held ahead of the gap at 4
+  await n.applyRemote(entries.filter((e) => e.originSeq !== 4));
+  t.equal(n.versionVector()['x'], 3);
+  await n.create('Org', { name: 'Later', kind: 'vendor' });
+  await n.trimFeed(1); // x#5's feed entry on n is gone
+  t.ok(n.firstSeq() > 4);
+
+  const cloneFrom = async (from: Store, dir?: string): Promise<Store> => {
+    const to = await openStore(t, { nodeId: `c${Math.random().toString(16).slice(2, 8)}`, ...(dir ? { dir } : {}) });
+    const snap = from.stateSnapshot();
+    for await (const f of snap.batches(100)) await to.cloneStates(f);
+    await to.cloneStates([], { peer: from.nodeId, head: snap.head, vector: snap.vector, ahead: snap.ahead });
+    await snap.close();
+    return to;
+  };
+  const snap = n.stateSnapshot();
+  t.same(snap.ahead, [['x', 5]], "n's snapshot names x#5, whose feed entry it no longer has");
+  await snap.close();
+  const dir = tempDir(t);
+  let s = await cloneFrom(n, dir);
+  t.equal(s.versionVector()['x'], 3, 'the clone holds x up to 3');
+  t.equal((await s.get(org.id))?.fields['name'], 'O3', "x#5's content waits in the state for x#4, as Yjs holds it pending");
+  const next = await cloneFrom(s);
+  t.equal(next.versionVector()['x'], 3);
+  // x#4 arrives: the entry moves on over x#5, held ahead, on the clone and the clone's clone
+  const four = entries.filter((e) => e.originSeq === 4);
+  for (const store of [s, next]) {
+    await store.applyRemote(four);
+    t.equal(store.versionVector()['x'], 5, `${store.nodeId} holds x up to 5 once x#4 is in`);
+    t.equal((await store.get(org.id))?.fields['name'], 'O5', 'and shows x#5');
+  }
+  // kept across a restart
+  const restarted = await cloneFrom(n, tempDir(t));
+  const id = restarted.nodeId;
+  const rdir = restarted.dir;
+  await restarted.close();
+  const again = await openStore(t, { nodeId: id, dir: rdir });
+  await again.applyRemote(four);
+  t.equal(again.versionVector()['x'], 5, 'held ahead across a restart');
+  await s.close();
+  s = await openStore(t, { nodeId: s.nodeId, dir });
+  t.equal(s.versionVector()['x'], 5);
+});

@@ -53,6 +53,12 @@ export interface StatesFrame {
   /** with done: the sender's feed seq the snapshot covers, and its vector */
   head?: number;
   vector?: Record<string, number>;
+  /**
+   * with done: changes the records hold past a gap in their origin's vector
+   * entry whose feed entries the sender no longer has (trimmed), as
+   * [origin, origin seq]: the subscriber holds them ahead as well
+   */
+  ahead?: [string, number][];
   /** anti-entropy: the answer to the last `need` page is complete; send the next page */
   page?: true;
   /** idempotency records of keyed writes whose changes the subscriber lacked: scoped key and record */
@@ -317,6 +323,10 @@ export function decodeFrame(data: Uint8Array): Frame {
       if (f['done']) {
         check(isSeq(f['head']), 'the last states frame needs the snapshot head');
         checkVector(f['vector']);
+        check(
+          f['ahead'] === undefined || (Array.isArray(f['ahead']) && f['ahead'].length <= 10_000 && f['ahead'].every((a: unknown) => Array.isArray(a) && a.length === 2 && isId(a[0]) && isSeq(a[1]) && a[1] >= 1)),
+          'states ahead must be a list of at most 10000 [origin, seq] pairs',
+        );
       }
       return f as unknown as StatesFrame;
     case 'digest':

@@ -1,4 +1,4 @@
-import { bucketOf, recordedObjectId, vectorEntry, VersionVector, type ClonedState, type FeedEntry, type HeldState, type RemoteChange } from '@meridian/store';
+import { bucketOf, recordedObjectId, vectorEntry, VersionVector, type ClonedState, type FeedEntry, type HeldState, type RemoteChange, type SnapshotEnd } from '@meridian/store';
 import { proof, proofMatches } from './auth.js';
 import { DIGEST_BITS, PROTOCOL_VERSION, type ChangesFrame, type Frame, type HelloFrame, type NeedFrame, type Role, type StateItem, type StatesFrame, type WireChange, type WriteFrame, type WroteFrame } from './frames.js';
 
@@ -30,7 +30,7 @@ export type Action =
   /** the idempotency records of these keys came in a states frame and are stored with the run's last: until then the store waits for them */
   | { type: 'expect-keys'; keys: string[]; run: number }
   /** `clone`: the states of a clone (the subscriber was empty), not of an anti-entropy run; with `done`, the held keys' records too */
-  | { type: 'clone'; objects: ClonedState[]; done: { head: number; vector: Record<string, number> } | undefined; clone: boolean; run: number }
+  | { type: 'clone'; objects: ClonedState[]; done: SnapshotEnd | undefined; clone: boolean; run: number }
   | { type: 'load-checkpoint'; peer: string }
   | { type: 'open'; peer: string; role: Role }
   /** master: run a write a replica forwarded, then hand the answer to writeDone() */
@@ -519,7 +519,7 @@ export class SyncSession {
     if (f.t === 'states' && f.done && this.unsynced.length > 0) return [];
     this.applying = true;
     if (f.t === 'states') {
-      const done = f.done ? { head: f.head!, vector: f.vector! } : undefined;
+      const done = f.done ? { head: f.head!, vector: f.vector!, ...(f.ahead ? { ahead: f.ahead } : {}) } : undefined;
       const keyed = (f.done ? [...this.readyKeys.splice(0), ...this.heldKeys.splice(0)] : this.passedRecords(f)).map((k): ClonedState => ({ key: k.q, record: k.r }));
       // (numbered: an expect-keys of this run that the driver reaches after its last frame is dropped)
       const run = f.done ? this.runsDone++ : this.runsDone;
@@ -711,7 +711,7 @@ export class SyncSession {
    * snapshot's feed head and vector): then streaming continues from the
    * feed at that head.
    */
-  statesRead(objects: ClonedState[], end?: { head: number; vector: Record<string, number> }): Action[] {
+  statesRead(objects: ClonedState[], end?: SnapshotEnd): Action[] {
     if (this.state !== 'open' || !this.cloning || !this.reading) return [];
     this.reading = false;
     // (the record of a keyed write whose change the peer holds already would tell it nothing, and a replica,
@@ -731,10 +731,12 @@ export class SyncSession {
       this.page = undefined;
       frame.head = end.head;
       frame.vector = end.vector;
+      if (end.ahead?.length) frame.ahead = end.ahead;
       this.cloning = false;
       this.cursor = end.head;
       this.stats.sent = end.head;
       for (const [o, n] of Object.entries(end.vector)) this.peerHas.raise(o, n);
+      for (const [o, n] of end.ahead ?? []) this.peerHas.add(o, n);
     }
     // Each frame counts in the window (it is acknowledged on its own): those of one read that do not fit
     // (a record of 256 MiB is 64 of them) wait for acknowledgements, as reads do.

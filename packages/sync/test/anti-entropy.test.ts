@@ -437,3 +437,22 @@ t.test('a run cut short before the state of a keyed write came stores no record 
   b = await crashB();
   t.equal(await b.idempotent('fwd/laptop/k1'), undefined, 'no record was stored ahead of its object (a resend would have been answered with an object b lacks)');
 });
+
+t.test('a change its sender holds ahead of a gap, whose feed entry the sender trimmed, reaches a clone over the wire as held ahead: the clone\'s vector passes it once the gap fills', async (t) => {
+  const [o, a, b] = await stores(t, 'o', 'a', 'b');
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) ids.push((await o.create('Thing', { a: `t-${i}` })).id);
+  const [e1, e2, e3] = (await o.readFeed(0, 10)).map(({ seq: _s, ...c }) => c as RemoteChange);
+  await a.applyRemote([e1!, e3!]);
+  await a.create('Thing', { a: 'after' });
+  await a.trimFeed(1);
+  t.ok(a.firstSeq() > 2, "o#3's feed entry on a is trimmed");
+  const ab = await replicate(a, b, 50, { yEmpty: true });
+  t.equal(ab.x.closed ?? ab.y.closed, undefined);
+  const done = ab.x.sent.find((f) => f.t === 'states' && f.done) as { ahead?: unknown } | undefined;
+  t.same(done?.ahead, [['o', 3]], "the last states frame names o#3");
+  t.equal(b.versionVector()['o'], 1, 'b holds o up to 1');
+  t.equal((await b.get(ids[2]!))?.fields['a'], 't-2', "and o#3's object, from a's records");
+  await b.applyRemote([e2!]);
+  t.equal(b.versionVector()['o'], 3, "once o#2 is in, b's entry moves on over o#3, held ahead");
+});

@@ -1347,3 +1347,12 @@ t.test('idempotency records go to a master that lacks their changes, never to a 
   toMaster.run(toMaster.a, toMaster.a.session.statesRead([{ id: 'per-1', record: bytes(10) }, keyOf(1), keyOf(2)], { head: 4, vector: { alpha: 4 } }));
   t.same((sends(toMaster.a, 'states') as Extract<Frame, { t: 'states' }>[]).flatMap((f) => (f.keys ?? []).map((k) => k.q)), ['fwd/laptop/k1', 'fwd/laptop/k2'], 'both to the master');
 });
+
+t.test("a last states frame's ahead list is pairs of a node id and an origin seq, at most 10000", async (t) => {
+  const last = (ahead: unknown): Record<string, unknown> => ({ t: 'states', objects: [], done: true, head: 3, vector: { a: 2 }, ahead });
+  const ok = decodeFrame(raw.pack(last([['a', 4], ['b.2-x', 1]]))) as { ahead?: unknown };
+  t.same(ok.ahead, [['a', 4], ['b.2-x', 1]], 'accepted');
+  for (const bad of [{}, 'a', [['a']], [['a', 0]], [['a', 1.5]], [['a b', 1]], [[5, 1]], [['a', 1, 2]], Array.from({ length: 10_001 }, () => ['a', 1])]) {
+    rejects(t, raw.pack(last(bad)), /^states ahead must be a list of at most 10000 \[origin, seq\] pairs$/, `ahead ${JSON.stringify(bad).slice(0, 30)}`);
+  }
+});
