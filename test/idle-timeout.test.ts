@@ -143,3 +143,36 @@ t.test('--idle-timeout is at least 1 s', async (t) => {
   t.throws(() => resolveConfig({ flags: { idleTimeout: '0' } }), { message: '--idle-timeout: idleTimeout must be at least 1000, got 0' });
   t.equal(resolveConfig({ flags: {} }).idleTimeout, 300_000, 'five minutes by default');
 });
+
+t.test('a request answered before its body arrived (401, 413) has its connection closed after the answer, which the client gets whole: the node does not read the rest', async (t) => {
+  const node = await startXmlNode(t);
+  const port = Number(new URL(node.url).port);
+  for (const [what, auth, path, length, status] of [
+    ['a wrong password', 'Basic d3Jvbmc6d3Jvbmc=', '/import', 50_000_000, 401],
+    ['a body declared over the limit', ADMIN, '/objects/Organisation', 50_000_000, 413],
+  ] as const) {
+    const s = connect(port, '127.0.0.1');
+    t.teardown(() => s.destroy());
+    await new Promise<void>((resolve) => s.once('connect', resolve));
+    s.on('error', () => undefined); // (the node may reset a client that goes on sending: checked below by what it got)
+    let answer = '';
+    s.on('data', (d: Buffer) => (answer += d.toString()));
+    s.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: ${auth}\r\nContent-Type: application/xml\r\nContent-Length: ${length}\r\n\r\n`);
+    // the client goes on sending its body, as fast as the node takes it
+    const chunk = Buffer.alloc(64 * 1024, 0x20);
+    let sent = 0;
+    const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+    let open = true;
+    void closed.then(() => (open = false));
+    const started = Date.now();
+    while (open && sent < length && Date.now() - started < 10_000) {
+      if (!s.write(chunk)) await Promise.race([new Promise((r) => s.once('drain', r)), closed, sleep(200)]);
+      sent += chunk.length;
+    }
+    await Promise.race([closed, sleep(5000)]);
+    t.notOk(open, `${what}: the node closed the connection (${Date.now() - started} ms)`);
+    t.ok(sent < length / 2, `${what}: after ${Math.round(sent / 1e6)} MB of the ${length / 1e6} MB body`);
+    t.match(answer, new RegExp(`^HTTP/1\\.1 ${status} [^]*</error>\\n$`), `${what}: the answer arrived whole`);
+  }
+  t.equal((await call(node, 'GET', '/objects/Organisation?limit=1')).status, 200, 'the node goes on serving');
+});

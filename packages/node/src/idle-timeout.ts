@@ -19,6 +19,9 @@ export function closeStalled(server: Server, ms: number): void {
     res.once('close', () => {
       if (current.get(socket)?.res === res) current.delete(socket);
     });
+    res.once('finish', () => {
+      if (!req.complete) lingerClose(socket);
+    });
   });
   // (with a listener here Node no longer destroys a socket that timed out: this does, when it should)
   server.on('timeout', (socket: Socket) => judge(socket, current.get(socket), ms));
@@ -28,6 +31,23 @@ export function closeStalled(server: Server, ms: number): void {
 export function closeStalledAside(socket: Socket, req: IncomingMessage, res: ServerResponse, ms: number): void {
   socket.setTimeout(ms);
   socket.on('timeout', () => judge(socket, { req, res }, ms));
+}
+
+/** How long a connection answered before its body arrived goes on being read, and dropped, before it is closed. */
+const LINGER_MS = 2000;
+
+/**
+ * Closes a connection answered before its request's body was read (a 401,
+ * a 413, a 415): Node would otherwise read the rest of the body, however
+ * large or slow, to keep the connection. The answer goes out first, then
+ * this side's end; what the client still sends is read and dropped for a
+ * moment, since a close with unread bytes resets the connection, and a
+ * client whose kernel sees the reset before it has read the answer loses it.
+ */
+function lingerClose(socket: Socket): void {
+  if (socket.destroyed) return;
+  socket.end();
+  setTimeout(() => socket.destroy(), LINGER_MS).unref();
 }
 
 function judge(socket: Socket, at: { req: IncomingMessage; res: ServerResponse } | undefined, ms: number): void {
