@@ -6,7 +6,7 @@
 import { connect, type Socket } from 'node:net';
 import t from 'tap';
 import { resolveConfig } from '@meridian/node';
-import { sleep } from './helpers/wait.js';
+import { sleep, until } from './helpers/wait.js';
 import { ADMIN, call, seed, startXmlNode } from './helpers/xml-node.js';
 
 const IDLE = 1500;
@@ -173,6 +173,81 @@ t.test('a request answered before its body arrived (401, 413) has its connection
     t.notOk(open, `${what}: the node closed the connection (${Date.now() - started} ms)`);
     t.ok(sent < length / 2, `${what}: after ${Math.round(sent / 1e6)} MB of the ${length / 1e6} MB body`);
     t.match(answer, new RegExp(`^HTTP/1\\.1 ${status} [^]*</error>\\n$`), `${what}: the answer arrived whole`);
+    t.match(answer, /\r\nconnection: close\r\n/i, `${what}: and said the connection closes`);
   }
   t.equal((await call(node, 'GET', '/objects/Organisation?limit=1')).status, 200, 'the node goes on serving');
+});
+
+t.test('after such an answer, a request the client sends on the same connection is not run; an import refused midway gets its answer whole too', async (t) => {
+  const node = await startXmlNode(t);
+  const port = Number(new URL(node.url).port);
+  const open = async (): Promise<{ s: Socket; answer: () => string; closed: Promise<void> }> => {
+    const s = connect(port, '127.0.0.1');
+    t.teardown(() => s.destroy());
+    await new Promise<void>((resolve) => s.once('connect', resolve));
+    s.on('error', () => undefined);
+    let text = '';
+    s.on('data', (d: Buffer) => (text += d.toString()));
+    return { s, answer: () => text, closed: new Promise<void>((resolve) => s.once('close', () => resolve())) };
+  };
+
+  // a 401 before the body, then a whole request with the right password on the same connection
+  const a = await open();
+  a.s.write(`POST /objects/Organisation HTTP/1.1\r\nHost: x\r\nAuthorization: Basic d3Jvbmc6d3Jvbmc=\r\nContent-Type: application/xml\r\nContent-Length: 5000000\r\n\r\n`);
+  await until(() => a.answer().includes('</error>'), 5000);
+  const body = '<object type="Organisation"><field name="name">Pipelined</field><field name="kind">vendor</field></object>';
+  a.s.write(`POST /objects/Organisation HTTP/1.1\r\nHost: x\r\nAuthorization: ${ADMIN}\r\nContent-Type: application/xml\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  await Promise.race([a.closed, sleep(5000)]);
+  await sleep(300);
+  t.match(a.answer(), /^HTTP\/1\.1 401 /);
+  t.equal((await node.store.list('Organisation')).items.filter((o) => o.fields['name'] === 'Pipelined').length, 0, 'the request after it was not run');
+
+  // an import that reads its body, finds it malformed early, and answers 400 while the client goes on sending
+  const b = await open();
+  const length = 50_000_000;
+  b.s.write(`POST /import HTTP/1.1\r\nHost: x\r\nAuthorization: ${ADMIN}\r\nContent-Type: application/xml\r\nContent-Length: ${length}\r\n\r\n<objects><object type="Organisation"><field name="name">A</field><field name="kind">vendor</field></object><oops`);
+  const chunk = Buffer.alloc(64 * 1024, 0x20);
+  let sent = 0;
+  let isOpen = true;
+  void b.closed.then(() => (isOpen = false));
+  const started = Date.now();
+  while (isOpen && sent < length && Date.now() - started < 15_000) {
+    if (!b.s.write(chunk)) await Promise.race([new Promise((r) => b.s.once('drain', r)), b.closed, sleep(200)]);
+    sent += chunk.length;
+  }
+  await Promise.race([b.closed, sleep(5000)]);
+  t.notOk(isOpen, `the import's connection was closed (${Date.now() - started} ms, ${Math.round(sent / 1e6)} MB sent)`);
+  t.match(b.answer(), /^HTTP\/1\.1 400 [^]*<\/error>\n$/, 'and its answer arrived whole');
+});
+
+t.test('a client that keeps its side open after such an answer, and stops sending, is closed by the node after a short linger', async (t) => {
+  const node = await startXmlNode(t);
+  const port = Number(new URL(node.url).port);
+  // (allowHalfOpen: this client does not end its side when the node ends its own)
+  const s = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  t.teardown(() => s.destroy());
+  await new Promise<void>((resolve) => s.once('connect', resolve));
+  s.on('error', () => undefined);
+  let answer = '';
+  s.on('data', (d: Buffer) => (answer += d.toString()));
+  const closed = new Promise<number>((resolve) => s.once('close', () => resolve(Date.now())));
+  s.write(`POST /objects/Organisation HTTP/1.1\r\nHost: x\r\nAuthorization: Basic d3Jvbmc6d3Jvbmc=\r\nContent-Type: application/xml\r\nContent-Length: 5000000\r\n\r\n`);
+  await until(() => answer.includes('</error>'), 5000);
+  // a second more of the body, then nothing, the connection left open
+  const until1s = Date.now() + 1000;
+  while (Date.now() < until1s) {
+    s.write(Buffer.alloc(16 * 1024, 0x20));
+    await sleep(50);
+  }
+  // (a half-open client hears of the node's close only when it sends again: the node resets the connection then)
+  // (the first write draws the reset, the next one fails on it)
+  await sleep(3500);
+  let at = 0;
+  void closed.then((when) => (at = when));
+  for (let i = 0; i < 15 && at === 0; i++) {
+    s.write(' ');
+    await sleep(200);
+  }
+  t.ok(at > 0, 'the node had closed the connection within the linger after the client stopped sending');
+  t.match(answer, /^HTTP\/1\.1 401 [^]*<\/error>\n$/, 'its answer arrived whole');
 });

@@ -18,13 +18,21 @@ export const RETRY_AFTER_SECONDS = 5;
  */
 export class ForwardedWrites {
   private readonly running = new Map<string, Promise<WroteFrame>>();
+  /** writes running, by the replica credential that sent them */
+  private readonly runningBy = new Map<string, number>();
 
   constructor(
     private readonly store: Store,
     private readonly principals: Principals,
+    /**
+     * Writes of one replica credential run at once, across its sessions: a session counts its own writes
+     * unanswered, but those of a session that ended still run, so a replica reconnecting again and again
+     * would have more and more running. Two sessions' worth.
+     */
+    private readonly maxRunning = 2 * 1024,
   ) {}
 
-  handle(w: WriteFrame, via: string): Promise<WroteFrame> {
+  handle(w: WriteFrame, via: string, holder: string = via): Promise<WroteFrame> {
     return this.signedIn(w, via).then((signed) => {
       // authenticated first: a wrong password never shares another request's answer
       if (!signed) return this.wrongPassword(w);
@@ -32,9 +40,22 @@ export class ForwardedWrites {
       const scoped = scopedKey(via, principal, w.key);
       const running = this.running.get(scoped);
       if (running) return running;
+      const n = this.runningBy.get(holder) ?? 0;
+      if (n >= this.maxRunning) {
+        return { t: 'wrote', key: w.key, ok: false, code: 'busy', message: `master ${this.store.nodeId} is running ${n} writes of this replica's credential already; send the write again shortly` };
+      }
+      this.runningBy.set(holder, n + 1);
+      const done = (): void => {
+        const left = (this.runningBy.get(holder) ?? 1) - 1;
+        if (left > 0) this.runningBy.set(holder, left);
+        else this.runningBy.delete(holder);
+      };
       // (not shared: a retry signed in with the password itself must not be given this one's refusal)
-      if (resentOnly) return this.run(w, scoped, principal, true);
-      const p = this.run(w, scoped, principal, false).finally(() => this.running.delete(scoped));
+      if (resentOnly) return this.run(w, scoped, principal, true).finally(done);
+      const p = this.run(w, scoped, principal, false).finally(() => {
+        this.running.delete(scoped);
+        done();
+      });
       this.running.set(scoped, p);
       return p;
     });

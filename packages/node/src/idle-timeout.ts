@@ -13,14 +13,41 @@ import type { Socket } from 'node:net';
 export function closeStalled(server: Server, ms: number): void {
   server.timeout = ms;
   const current = new WeakMap<Socket, { req: IncomingMessage; res: ServerResponse }>();
+  const lingering = new WeakSet<Socket>();
   server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
+    // A request that follows, on a connection being closed, one answered before its body arrived: the client
+    // sent it before it saw this side's end. It is not run (its answer could not be sent), and the connection
+    // is reset, which tells the client so. (The node's handler looks for the socket destroyed.)
+    if (lingering.has(socket)) {
+      socket.destroy();
+      return;
+    }
     current.set(socket, { req, res });
     res.once('close', () => {
       if (current.get(socket)?.res === res) current.delete(socket);
     });
+    // A body of more than a few packets, not read to its end when the answer begins: the answer says the
+    // connection closes, and the node closes it after a linger, rather than read the rest to keep it.
+    // (A small rest Node reads and drops, and the connection is kept, as before.)
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (!(declared > LINGER_ABOVE_BYTES || req.headers['transfer-encoding'] !== undefined)) return;
+    let closing = false;
+    const writeHead = res.writeHead;
+    res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+      if (!req.complete && !closing) {
+        closing = true;
+        res.shouldKeepAlive = false;
+        // Node ends a connection whose answer closes it with destroySoon(): gone as soon as the answer is
+        // out, with the client's bytes unread, which resets the connection. lingerClose ends it instead.
+        socket.destroySoon = () => socket.end();
+      }
+      return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
+    } as typeof res.writeHead;
     res.once('finish', () => {
-      if (!req.complete) lingerClose(socket);
+      if (!closing) return;
+      lingering.add(socket);
+      lingerClose(socket, req);
     });
   });
   // (with a listener here Node no longer destroys a socket that timed out: this does, when it should)
@@ -33,28 +60,53 @@ export function closeStalledAside(socket: Socket, req: IncomingMessage, res: Ser
   socket.on('timeout', () => judge(socket, { req, res }, ms));
 }
 
-/** How long a connection answered before its body arrived goes on being read, and dropped, before it is closed. */
-const LINGER_MS = 2000;
+/** Bytes of a request body left unread past which its connection is closed rather than read to the end (a few packets: Node reads smaller rests, and keeps the connection). */
+const LINGER_ABOVE_BYTES = 64 * 1024;
+
+/** As Apache lingers: a connection being closed is read, and what comes dropped, while bytes come at most this far apart, and this long in all. */
+const LINGER_GAP_MS = 2000;
+const LINGER_MAX_MS = 30_000;
 
 /**
  * Closes a connection answered before its request's body was read (a 401,
- * a 413, a 415): Node would otherwise read the rest of the body, however
- * large or slow, to keep the connection. The answer goes out first, then
- * this side's end; what the client still sends is read and dropped for a
- * moment, since a close with unread bytes resets the connection, and a
- * client whose kernel sees the reset before it has read the answer loses it.
+ * a 413, a 415, an import refused midway): Node would otherwise read the
+ * rest of the body, however large or slow, to keep the connection. The
+ * answer goes out first, then this side's end; what the client still sends
+ * is read and dropped while it keeps coming, for a while, since a close
+ * with unread bytes resets the connection, and a client whose kernel sees
+ * the reset before it has read the answer loses it (one that sends its
+ * whole body before it reads the answer would never see it).
  */
-function lingerClose(socket: Socket): void {
+function lingerClose(socket: Socket, req: IncomingMessage): void {
   if (socket.destroyed) return;
+  // (a handler that began reading the body and stopped holds it paused: let the rest flow, to nobody)
+  req.removeAllListeners('readable');
+  req.removeAllListeners('data');
+  process.nextTick(() => req.resume());
   socket.end();
-  setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  const done = (): void => {
+    clearTimeout(gap);
+    clearTimeout(cap);
+    socket.off('data', more);
+    socket.destroy();
+  };
+  let gap = setTimeout(done, LINGER_GAP_MS);
+  const cap = setTimeout(done, LINGER_MAX_MS);
+  const more = (): void => {
+    clearTimeout(gap);
+    gap = setTimeout(done, LINGER_GAP_MS);
+  };
+  socket.on('data', more);
+  socket.once('end', done);
+  socket.once('close', done);
 }
 
 function judge(socket: Socket, at: { req: IncomingMessage; res: ServerResponse } | undefined, ms: number): void {
-  if (!at || waitsOnClient(at.req, at.res, socket)) socket.destroy();
+  if (!at || at.res.writableFinished || waitsOnClient(at.req, at.res, socket)) socket.destroy();
   else socket.setTimeout(ms);
 }
 
 function waitsOnClient(req: IncomingMessage, res: ServerResponse, socket: Socket): boolean {
-  return !req.complete || res.writableNeedDrain || socket.writableLength > 0;
+  // (a body the handler stopped reading, bytes of it held unread, is the node's stall, not the client's)
+  return (!req.complete && req.readableLength === 0) || res.writableNeedDrain || socket.writableLength > 0;
 }

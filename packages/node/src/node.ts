@@ -159,7 +159,7 @@ export class MeridianNode {
           secret,
           peers: config.peers,
           replicaKey: (c) => reg.keyFor(c),
-          onWrite: (w, via) => forwarded.handle(w, via),
+          onWrite: (w, via, holder) => forwarded.handle(w, via, holder),
         });
       }
       // one node key seals the XML gateway's list cursors and the LDAP gateway's paged results cookies
@@ -297,6 +297,8 @@ export class MeridianNode {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // (a request that came on a connection being closed: see closeStalled)
+    if (req.socket.destroyed) return;
     const started = process.hrtime.bigint();
     // (a kept-alive connection's next request while the node stops: answered, and the connection closed after it)
     if (this.stopping) res.shouldKeepAlive = false;

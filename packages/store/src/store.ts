@@ -2221,6 +2221,9 @@ export class Store {
       // with no feed entry of their own (seq 0), so that a snapshot taken here passes them on the same way.
       for (const [origin, n] of done.ahead ?? []) {
         if (this.vector.has(origin, n)) continue;
+        // (held without a feed entry here, as a clone's changes are: a peer following this feed from below it
+        // goes to anti-entropy for it, which names it in `ahead` in turn)
+        this.base[origin] = Math.max(vectorEntry(this.base, origin), n);
         this.noteAhead(origin, n, 0, doneOps);
         this.vector.add(origin, n);
         if (this.durableVector.add(origin, n)) this.pruneAhead(origin);
@@ -3073,6 +3076,8 @@ export class Store {
    */
   async recordUnchanged(id: string, key: string): Promise<void> {
     this.assertOpen();
+    // a record of the key is kept: one of a write that made a change, or a copy of this write racing it
+    if (this.db.getSync(keys.idempotency(key)) !== undefined) return;
     // (in the batch after every change committed so far: on disk, the record names only what is on disk too)
     const need = this.versionVector();
     const named = Object.entries(need).find(([, n]) => n >= 1);

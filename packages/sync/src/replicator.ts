@@ -49,7 +49,8 @@ export interface ReplicatorOptions {
   /** master: the key of a replica credential id, or why it is refused */
   replicaKey?: (credential: string | undefined) => { key: string } | { refused: string };
   /** master: runs a write forwarded by a replica (`via` is the replica's node id) */
-  onWrite?: (write: WriteFrame, via: string) => Promise<WroteFrame>;
+  /** `via`: the replica's node id; `holder`: its credential's name, the same across its sessions and node ids */
+  onWrite?: (write: WriteFrame, via: string, holder: string) => Promise<WroteFrame>;
   /** replica: called when it gains or loses its master */
   onMode?: (mode: ReplicaMode) => void;
   /** ws:// or wss:// URLs of the peer masters to dial */
@@ -398,7 +399,7 @@ export class Replicator {
         const via = session.peer!;
         const onWrite = this.opts.onWrite;
         const answer = onWrite
-          ? onWrite(write, via).catch((e: unknown): WroteFrame => ({ t: 'wrote', key: write.key, ok: false, code: 'internal', message: (e as Error).message }))
+          ? onWrite(write, via, credentialName(link) ?? via).catch((e: unknown): WroteFrame => ({ t: 'wrote', key: write.key, ok: false, code: 'internal', message: (e as Error).message }))
           : Promise.resolve<WroteFrame>({ t: 'wrote', key: write.key, ok: false, code: 'read-only', message: 'this node takes no forwarded writes' });
         // (sent at once, not behind the feed work queued on the link: a replica resubscribing with a digest
         // queued a whole-store snapshot there, and a write made meanwhile could time out unconfirmed)
