@@ -12,7 +12,8 @@ import type { Socket } from 'node:net';
  */
 export function closeStalled(server: Server, ms: number): void {
   server.timeout = ms;
-  const current = new WeakMap<Socket, { req: IncomingMessage; res: ServerResponse }>();
+  // (each socket's latest answer, whose request is res.req: one finished stands for none)
+  const current = new WeakMap<Socket, ServerResponse>();
   const lingering = new WeakSet<Socket>();
   server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
@@ -23,10 +24,7 @@ export function closeStalled(server: Server, ms: number): void {
       socket.destroy();
       return;
     }
-    current.set(socket, { req, res });
-    res.once('close', () => {
-      if (current.get(socket)?.res === res) current.delete(socket);
-    });
+    current.set(socket, res);
     // A body of more than a few packets, not read to its end when the answer begins: the answer says the
     // connection closes, and the node closes it after a linger, rather than read the rest to keep it.
     // (A small rest Node reads and drops, and the connection is kept, as before.)
@@ -51,7 +49,10 @@ export function closeStalled(server: Server, ms: number): void {
     });
   });
   // (with a listener here Node no longer destroys a socket that timed out: this does, when it should)
-  server.on('timeout', (socket: Socket) => judge(socket, current.get(socket), ms));
+  server.on('timeout', (socket: Socket) => {
+    const res = current.get(socket);
+    judge(socket, res && { req: res.req, res }, ms);
+  });
 }
 
 /** The same for a request answered outside the server (see node.ts, answerWithoutUpgrade): its socket is the node's to watch. */
