@@ -56,7 +56,7 @@ function stopAll() {
   for (const c of children.values()) c.kill('SIGTERM');
   const force = setTimeout(() => {
     for (const c of children.values()) c.kill('SIGKILL');
-  }, 5000);
+  }, 10_000);
   Promise.all(exited).then(() => {
     clearTimeout(force);
     rmSync(dir, { recursive: true, force: true });

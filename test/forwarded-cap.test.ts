@@ -16,10 +16,15 @@ t.test('writes of one credential past the cap are answered busy at once; another
   const store = await Store.open({ dir: tempDir(t), schema: parseSchema(readFileSync(DEFAULT_SCHEMA, 'utf8'), 'crm'), passwordCost: { N: 1024, r: 8, p: 1 } });
   t.teardown(() => store.close());
   const org = await store.create('Organisation', { name: 'Acme', kind: 'vendor' });
-  const writes = new ForwardedWrites(store, new Principals(store, await AdminAuth.init(store, 'admin-pw')), 2);
+  const principals = new Principals(store, await AdminAuth.init(store, 'admin-pw'));
+  // (signed in once: later checks are remembered, so the writes below reach their count in the order sent)
+  t.ok(await principals.authenticate('admin', 'admin-pw'));
+  const writes = new ForwardedWrites(store, principals, 2);
+  t.equal(new ForwardedWrites(store, principals)['maxRunning'], 2048, 'two sessions\' worth by default');
   // the store holds every update until the test lets them go
   let release!: () => void;
   const held = new Promise<void>((r) => (release = r));
+  t.teardown(() => release());
   const update = store.update.bind(store);
   store.update = async (...args) => {
     await held;

@@ -292,17 +292,21 @@ t.test('one credential holds at most two replica sessions on a master at once: a
 
 t.test('a replica told to stop lets its writes in flight finish first: answered, made on the master, readable', async (t) => {
   const { master, replica } = await masterAndReplica(t);
-  // the master answers after 400 ms: the write is still on its way when stop() begins
+  // the master answers once the replica has begun to stop: the write is still on its way then
   let arrived = 0;
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  t.teardown(() => release());
   const create = master.store.create.bind(master.store);
   master.store.create = async (...args) => {
     arrived++;
-    await new Promise((r) => setTimeout(r, 400));
+    await held;
     return create(...args);
   };
   const posted = fetch(`${replica.url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'In flight', kind: 'vendor' } }) });
   t.ok(await until(() => arrived === 1, 5000), 'the write reached the master');
   const stopped = replica.stop();
+  setTimeout(release, 300);
   const res = await posted;
   t.equal(res.status, 201, 'answered as made, not given up');
   const { id } = (await res.json()) as { id: string };

@@ -43,6 +43,9 @@ export function objectJson(store: Store, o: StoredObject): ObjectJson {
   };
 }
 
+/** Stores a check runs on now (GET /api/check). */
+const checking = new WeakSet<Store>();
+
 export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
   const parts = url.pathname.split('/').filter(Boolean).map(decodeSegment); // ['api', ...]
   const method = req.method ?? 'GET';
@@ -97,8 +100,15 @@ export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: 
   }
   if (parts[1] === 'check' && parts.length === 2) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
-    const report = await checkStore(ctx.store);
-    sendJson(res, 200, { nodeId: ctx.store.nodeId, ...report });
+    // (each reads the whole store and holds a snapshot: a client that gave up and asked again would add another)
+    if (checking.has(ctx.store)) throw new HttpError(409, 'a check of this node is running already; wait for its answer, or ask again once it has ended', 'conflict');
+    checking.add(ctx.store);
+    try {
+      const report = await checkStore(ctx.store);
+      sendJson(res, 200, { nodeId: ctx.store.nodeId, ...report });
+    } finally {
+      checking.delete(ctx.store);
+    }
     return;
   }
   if (parts[1] === 'conflicts' && parts.length === 2) {
@@ -380,6 +390,10 @@ async function backup(ctx: AdminContext, res: ServerResponse, url: URL): Promise
       ...(url.searchParams.get('count') === '1' ? { 'x-meridian-records': String(await snap.count()) } : {}),
     });
     await pipeline(Readable.from(encodeBackup(snap.header, snap.batches)), res);
+  } catch (e) {
+    // the client went away, or was cut by the idle timeout once it stopped reading: nobody to answer, nothing to log
+    if (res.destroyed && res.headersSent) return;
+    throw e;
   } finally {
     await snap.close();
   }

@@ -10,6 +10,14 @@ import type { Socket } from 'node:net';
  * poll, a write waiting for its master) is checked again after another
  * `ms`. Between requests, keepAliveTimeout applies as before.
  */
+/** Requests that came on a connection being closed after an early answer: the node's handler runs none of them. */
+const skipped = new WeakSet<IncomingMessage>();
+
+/** Whether closeStalled has set this request aside (see there); the node's handler leaves it unanswered. */
+export function setAside(req: IncomingMessage): boolean {
+  return skipped.has(req);
+}
+
 export function closeStalled(server: Server, ms: number): void {
   server.timeout = ms;
   // (each socket's latest answer, whose request is res.req: one finished stands for none)
@@ -18,10 +26,10 @@ export function closeStalled(server: Server, ms: number): void {
   server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
     // A request that follows, on a connection being closed, one answered before its body arrived: the client
-    // sent it before it saw this side's end. It is not run (its answer could not be sent), and the connection
-    // is reset, which tells the client so. (The node's handler looks for the socket destroyed.)
+    // sent it before it saw this side's end. It is not run (its answer could not be sent), and the linger closes
+    // the connection as it would have (a reset now could take the answer before it from a client yet to read it).
     if (lingering.has(socket)) {
-      socket.destroy();
+      skipped.add(req);
       return;
     }
     current.set(socket, res);

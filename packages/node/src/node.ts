@@ -13,7 +13,7 @@ import { SettingError, type NodeConfig } from './config.js';
 import { basicCredentials, HttpError, methodNotAllowed, readBody, sendError, sendJson, toHttpError } from './http-util.js';
 import { generateSample } from './sample-data.js';
 import { ForwardedWrites, ForwardingWriter } from './forwarding.js';
-import { closeStalled, closeStalledAside } from './idle-timeout.js';
+import { closeStalled, closeStalledAside, setAside } from './idle-timeout.js';
 import { ReplicaRegistry } from './replica-registry.js';
 import { Principals } from './principals.js';
 import { handleReplicas } from './replicas-api.js';
@@ -298,7 +298,7 @@ export class MeridianNode {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // (a request that came on a connection being closed: see closeStalled)
-    if (req.socket.destroyed) return;
+    if (setAside(req)) return;
     const started = process.hrtime.bigint();
     // (a kept-alive connection's next request while the node stops: answered, and the connection closed after it)
     if (this.stopping) res.shouldKeepAlive = false;
@@ -439,6 +439,8 @@ export class MeridianNode {
       // closes below, naming the Idempotency-Key to send them again with; those whose change has not come back,
       // 504 saying the master made them.
       await forwarding?.settle(WRITES_GRACE_MS);
+      // (the answers given meanwhile left their connections kept alive, and idle now)
+      this.server.closeIdleConnections();
       await this.ldap?.close();
       // (before the link closes: its close waits for the applies under way, and such a write waits for one)
       forwarding?.close();

@@ -577,13 +577,17 @@ export class Store {
       let feedId = await getMeta<string>('feedId');
       const drawn = feedId === undefined;
       feedId ??= randomBytes(8).toString('hex');
+      // Such a dir may hold cloned or repaired objects that no feed entry names (its feed base says so): a new
+      // epoch (see statesEpoch), in the batch that draws the feed id, so that a crash cannot keep one without the other.
+      let statesEpoch = (await getMeta<number>('statesEpoch')) ?? 0;
+      if (drawn && Object.keys((await getMeta<Record<string, number>>('feedBase')) ?? {}).length > 0) statesEpoch++;
       // (a new data dir, or an unmarked one from before the marker, which holds format 1 or 2, both read here: from now on it holds what this build writes)
       const marked = encode(STORAGE_FORMAT);
       await db.batch(
         [
           { type: 'put', key: keys.meta('clients'), value: encode(clients) },
           ...(format?.equals(marked) ? [] : [{ type: 'put' as const, key: FORMAT_KEY, value: marked }]),
-          ...(drawn ? [{ type: 'put' as const, key: keys.meta('feedId'), value: encode(feedId) }] : []),
+          ...(drawn ? [{ type: 'put' as const, key: keys.meta('feedId'), value: encode(feedId) }, { type: 'put' as const, key: keys.meta('statesEpoch'), value: encode(statesEpoch) }] : []),
         ],
         { sync: true },
       );
@@ -614,14 +618,14 @@ export class Store {
       }
       const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
-      const versionsMigrated = await migrateVersions(db, await getMeta<number>('versionFormula'));
-      // A dir from before feed ids may hold cloned or repaired objects that no feed entry names (its feed base says
-      // so), and a migration rewrote every version a cache holds: either starts a new epoch (see statesEpoch).
-      let statesEpoch = (await getMeta<number>('statesEpoch')) ?? 0;
-      if ((drawn && Object.keys(feedBase).length > 0) || versionsMigrated > 0) {
+      // A migration rewrites every version a cache holds: a new epoch (see statesEpoch), on disk before it begins,
+      // so that a crash midway cannot leave the versions rewritten and the epoch as it was.
+      const formula = await getMeta<number>('versionFormula');
+      if (formula === undefined || formula < VERSION_FORMULA) {
         statesEpoch++;
         await db.put(keys.meta('statesEpoch'), encode(statesEpoch), { sync: true });
       }
+      const versionsMigrated = await migrateVersions(db, formula);
       const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch });
       try {
         await store.reindexChangedFields();
@@ -2193,7 +2197,7 @@ export class Store {
   async cloneStates(states: ClonedState[], done?: SnapshotEnd & { peer: string }, opts?: { clone?: boolean; run?: object }): Promise<void> {
     // A peer cannot hold more of this node's changes than it made: claimed, this node would number its next ones
     // past a gap, or take them as held (the session's sub refuses a data dir rolled back; this is the last word).
-    const ofMe = Math.max(done?.vector[this.nodeId] ?? 0, ...(done?.ahead ?? []).filter(([o]) => o === this.nodeId).map(([, n]) => n));
+    const ofMe = Math.max(done ? vectorEntry(done.vector, this.nodeId) : 0, ...(done?.ahead ?? []).filter(([o]) => o === this.nodeId).map(([, n]) => n));
     if (ofMe > this.vector.get(this.nodeId)) {
       throw new MeridianError('bad-request', `${done!.peer}'s snapshot holds changes of ${this.nodeId} up to ${ofMe}, and ${this.nodeId} itself only up to ${this.vector.get(this.nodeId)}: this data dir is older than the changes it made (a copy put back, or a disk that lost writes); start it on an empty --dir under a new --node-id, or restore a backup`);
     }
@@ -2221,9 +2225,10 @@ export class Store {
       // with no feed entry of their own (seq 0), so that a snapshot taken here passes them on the same way.
       for (const [origin, n] of done.ahead ?? []) {
         if (this.vector.has(origin, n)) continue;
-        // (held without a feed entry here, as a clone's changes are: a peer following this feed from below it
-        // goes to anti-entropy for it, which names it in `ahead` in turn)
-        this.base[origin] = Math.max(vectorEntry(this.base, origin), n);
+        // (Not in the feed base, though no feed entry here carries it: a sub's vector is contiguous, so every peer
+        // that holds it ahead too would look as if it lacked it, and be repaired at every session while the gap
+        // lasts. A peer that follows this feed from below it gets it once the gap fills, from a node that has its
+        // entry, or by anti-entropy when its checkpoint falls past the retention.)
         this.noteAhead(origin, n, 0, doneOps);
         this.vector.add(origin, n);
         if (this.durableVector.add(origin, n)) this.pruneAhead(origin);
@@ -2936,11 +2941,12 @@ export class Store {
   }
 
   /**
-   * How many batches on disk stored objects without a feed entry: a
-   * clone's or an anti-entropy repair's states, an erase by a peer's purge
-   * marker. A reader of the feed who saw a lower count has missed changes
-   * that the feed cannot name (the XML changes feed then tells its caches
-   * to start again). It grows once such a batch is on disk.
+   * How many states frames stored objects without a feed entry: a clone's
+   * or an anti-entropy repair's states, an erase by a peer's purge marker
+   * (and one more for a migration of versions). A reader of the feed who
+   * saw a lower count has missed changes that the feed cannot name (the
+   * XML changes feed then tells its caches to start again). It grows once
+   * every batch of such a frame is on disk.
    */
   get statesEpoch(): number {
     // (below every frame still on its way: a later frame settled first must not claim an earlier one's objects)
@@ -2967,7 +2973,8 @@ export class Store {
         ops.push({ type: 'put', key: keys.meta('statesEpoch'), value: encode(this.feedlessNext) });
       },
       settle: () => {
-        this.feedlessPending.delete(n);
+        // (a store whose batches failed counts nothing more: the number may not be on disk, and a restart would take it again)
+        if (this.commits.failed === undefined) this.feedlessPending.delete(n);
       },
     };
   }

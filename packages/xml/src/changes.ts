@@ -157,7 +157,7 @@ async function changeXml(store: Store, e: FeedEntry): Promise<string> {
 
 /**
  * The SSE stream. It ends when the client's sign-in stops being allowed
- * (checked before each batch and each keep-alive: a password changed or a
+ * (checked before each batch and after each keep-alive comment: a password changed or a
  * role removed), so that its reconnect is answered 401 or 403 rather than
  * the stream going on for someone no longer allowed. When the feed can no
  * longer say what changed after the stream's position (trimmed past it, a
