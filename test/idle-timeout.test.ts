@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { resolveConfig } from '@meridian/node';
 import { sleep, until } from './helpers/wait.js';
 import { ADMIN, call, seed, startXmlNode } from './helpers/xml-node.js';
@@ -33,6 +33,17 @@ function rawRequest(port: number, head: string): Promise<Socket> {
     s.on('error', reject);
     s.on('data', () => undefined);
   });
+}
+
+/** A raw client connection, its answer text so far, and when it closed (ms since the epoch). */
+async function rawClient(t: Test, port: number, allowHalfOpen = false): Promise<{ s: Socket; answer: () => string; closed: Promise<number> }> {
+  const s = connect({ port, host: '127.0.0.1', allowHalfOpen });
+  t.teardown(() => s.destroy());
+  await new Promise<void>((resolve) => s.once('connect', resolve));
+  s.on('error', () => undefined); // (the node may reset a client that goes on sending: tests check what it got)
+  let text = '';
+  s.on('data', (d: Buffer) => (text += d.toString()));
+  return { s, answer: () => text, closed: new Promise<number>((resolve) => s.once('close', () => resolve(Date.now()))) };
 }
 
 t.test('a request body that stops arriving is cut after the idle timeout; no limit on a whole request', async (t) => {
@@ -154,17 +165,11 @@ t.test('a request answered before its body arrived (401, 413) has its connection
     ['a wrong password', 'Basic d3Jvbmc6d3Jvbmc=', '/import', 50_000_000, 401],
     ['a body declared over the limit', ADMIN, '/objects/Organisation', 50_000_000, 413],
   ] as const) {
-    const s = connect(port, '127.0.0.1');
-    t.teardown(() => s.destroy());
-    await new Promise<void>((resolve) => s.once('connect', resolve));
-    s.on('error', () => undefined); // (the node may reset a client that goes on sending: checked below by what it got)
-    let answer = '';
-    s.on('data', (d: Buffer) => (answer += d.toString()));
+    const { s, answer: text, closed } = await rawClient(t, port);
     s.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: ${auth}\r\nContent-Type: application/xml\r\nContent-Length: ${length}\r\n\r\n`);
     // the client goes on sending its body, as fast as the node takes it
     const chunk = Buffer.alloc(64 * 1024, 0x20);
     let sent = 0;
-    const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
     let open = true;
     void closed.then(() => (open = false));
     const started = Date.now();
@@ -175,8 +180,8 @@ t.test('a request answered before its body arrived (401, 413) has its connection
     await Promise.race([closed, sleep(5000)]);
     t.notOk(open, `${what}: the node closed the connection (${Date.now() - started} ms)`);
     t.ok(sent < length / 2, `${what}: after ${Math.round(sent / 1e6)} MB of the ${length / 1e6} MB body`);
-    t.match(answer, new RegExp(`^HTTP/1\\.1 ${status} [^]*</error>\\n$`), `${what}: the answer arrived whole`);
-    t.match(answer, /\r\nconnection: close\r\n/i, `${what}: and said the connection closes`);
+    t.match(text(), new RegExp(`^HTTP/1\\.1 ${status} [^]*</error>\\n$`), `${what}: the answer arrived whole`);
+    t.match(text(), /\r\nconnection: close\r\n/i, `${what}: and said the connection closes`);
   }
   t.equal((await call(node, 'GET', '/objects/Organisation?limit=1')).status, 200, 'the node goes on serving');
 });
@@ -184,40 +189,24 @@ t.test('a request answered before its body arrived (401, 413) has its connection
 t.test('after such an answer, a request the client sends on the same connection is not run; an import refused midway gets its answer whole too', async (t) => {
   const node = await startXmlNode(t);
   const port = Number(new URL(node.url).port);
-  const open = async (): Promise<{ s: Socket; answer: () => string; closed: Promise<void> }> => {
-    const s = connect(port, '127.0.0.1');
-    t.teardown(() => s.destroy());
-    await new Promise<void>((resolve) => s.once('connect', resolve));
-    s.on('error', () => undefined);
-    let text = '';
-    s.on('data', (d: Buffer) => (text += d.toString()));
-    return { s, answer: () => text, closed: new Promise<void>((resolve) => s.once('close', () => resolve())) };
-  };
-
   // a 401 before the body; then the body, and behind it a whole request with the right password, in one write
   // (allowHalfOpen: the client keeps sending after the node's end, as a client that has not seen it yet does)
-  const a = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-  t.teardown(() => a.destroy());
-  await new Promise<void>((resolve) => a.once('connect', resolve));
-  a.on('error', () => undefined);
-  let aAnswer = '';
-  a.on('data', (d: Buffer) => (aAnswer += d.toString()));
-  const aClosed = new Promise<void>((resolve) => a.once('close', () => resolve()));
+  const { s: a, answer: aText, closed: aClosed } = await rawClient(t, port, true);
   const declared = 100_000;
   a.write(`POST /objects/Organisation HTTP/1.1\r\nHost: x\r\nAuthorization: Basic d3Jvbmc6d3Jvbmc=\r\nContent-Type: application/xml\r\nContent-Length: ${declared}\r\n\r\n`);
-  await until(() => aAnswer.includes('</error>'), 5000);
+  await until(() => aText().includes('</error>'), 5000);
   const body = '<object type="Organisation"><field name="name">Pipelined</field><field name="kind">vendor</field></object>';
   const pipelined = `POST /objects/Organisation HTTP/1.1\r\nHost: x\r\nAuthorization: ${ADMIN}\r\nContent-Type: application/xml\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
   a.write(Buffer.concat([Buffer.alloc(declared, 0x20), Buffer.from(pipelined)]));
   await Promise.race([aClosed, sleep(5000)]);
   await sleep(300);
   t.ok(a.bytesWritten > declared, 'the pipelined request was sent');
-  t.match(aAnswer, /^HTTP\/1\.1 401 [^]*\r\nconnection: close\r\n/i);
-  t.notMatch(aAnswer.slice(aAnswer.indexOf('</error>')), /HTTP\/1\.1/, 'no second answer');
+  t.match(aText(), /^HTTP\/1\.1 401 [^]*\r\nconnection: close\r\n/i);
+  t.notMatch(aText().slice(aText().indexOf('</error>')), /HTTP\/1\.1/, 'no second answer');
   t.equal((await node.store.list('Organisation')).items.filter((o) => o.fields['name'] === 'Pipelined').length, 0, 'the request behind it was not run');
 
   // an import that reads its body, finds it malformed early, and answers 400 while the client goes on sending
-  const b = await open();
+  const b = await rawClient(t, port);
   const length = 50_000_000;
   b.s.write(`POST /import HTTP/1.1\r\nHost: x\r\nAuthorization: ${ADMIN}\r\nContent-Type: application/xml\r\nContent-Length: ${length}\r\n\r\n<objects><object type="Organisation"><field name="name">A</field><field name="kind">vendor</field></object><oops`);
   const chunk = Buffer.alloc(64 * 1024, 0x20);
@@ -238,15 +227,9 @@ t.test('a client that keeps its side open after such an answer, and stops sendin
   const node = await startXmlNode(t);
   const port = Number(new URL(node.url).port);
   // (allowHalfOpen: this client does not end its side when the node ends its own)
-  const s = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-  t.teardown(() => s.destroy());
-  await new Promise<void>((resolve) => s.once('connect', resolve));
-  s.on('error', () => undefined);
-  let answer = '';
-  s.on('data', (d: Buffer) => (answer += d.toString()));
-  const closed = new Promise<number>((resolve) => s.once('close', () => resolve(Date.now())));
+  const { s, answer: text, closed } = await rawClient(t, port, true);
   s.write(`POST /objects/Organisation HTTP/1.1\r\nHost: x\r\nAuthorization: Basic d3Jvbmc6d3Jvbmc=\r\nContent-Type: application/xml\r\nContent-Length: 5000000\r\n\r\n`);
-  await until(() => answer.includes('</error>'), 5000);
+  await until(() => text().includes('</error>'), 5000);
   // a second more of the body, then nothing, the connection left open
   const until1s = Date.now() + 1000;
   while (Date.now() < until1s) {
@@ -263,5 +246,5 @@ t.test('a client that keeps its side open after such an answer, and stops sendin
     await sleep(200);
   }
   t.ok(at > 0, 'the node had closed the connection within the linger after the client stopped sending');
-  t.match(answer, /^HTTP\/1\.1 401 [^]*<\/error>\n$/, 'its answer arrived whole');
+  t.match(text(), /^HTTP\/1\.1 401 [^]*<\/error>\n$/, 'its answer arrived whole');
 });
