@@ -12,13 +12,13 @@ import { ADMIN, basic, PERSON_PW, seed, startXmlNode } from './helpers/xml-node.
 import { until } from './helpers/wait.js';
 
 /** A master (its fixed port free) and a replica of it, writable; `prepare` runs on the master before the replica starts. */
-async function masterAndReplica(t: Test, prepare: (master: MeridianNode) => Promise<void> = async () => undefined): Promise<{ master: MeridianNode; replica: MeridianNode }> {
+async function masterAndReplica(t: Test, prepare: (master: MeridianNode) => Promise<void> = async () => undefined, writesGraceMs?: number): Promise<{ master: MeridianNode; replica: MeridianNode }> {
   const port = await freePort();
   const master = await startXmlNode(t, { httpPort: port, clusterSecret: 'in-process-cluster-secret', heartbeat: 200, linkTimeout: 1000 });
   await prepare(master);
   const res = await fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'r1' }) });
   const { credential } = (await res.json()) as { credential: string };
-  const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 });
+  const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 }, writesGraceMs === undefined ? {} : { writesGraceMs });
   t.ok(await until(() => replica.status().mode === 'read-write', 10_000), 'writable with its master');
   return { master, replica };
 }
@@ -201,7 +201,7 @@ t.test('a replica name is 1 to 100 characters, as operations.md says', async (t)
 });
 
 t.test('a write a stopping replica gives up names the Idempotency-Key to send it again with: the client\'s, or the one drawn for it', async (t) => {
-  const { master, replica } = await masterAndReplica(t);
+  const { master, replica } = await masterAndReplica(t, undefined, 1000); // (a grace of 1 s: the writes here outlast any)
   // the master takes the writes and does not answer until the test lets it
   let release!: () => void;
   const held = new Promise<void>((r) => (release = r));
@@ -315,7 +315,7 @@ t.test('a replica told to stop lets its writes in flight finish first: answered,
 });
 
 t.test('a write whose change has not come back when a stopping replica gives up is answered 504 saying it was made, not cut off', async (t) => {
-  const { master, replica } = await masterAndReplica(t);
+  const { master, replica } = await masterAndReplica(t, undefined, 1000); // (a grace of 1 s: the writes here outlast any)
   // the replica applies nothing more: the change never comes back
   let release!: () => void;
   const held = new Promise<void>((r) => (release = r));

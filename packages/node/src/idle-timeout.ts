@@ -1,15 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
-/**
- * The node's HTTP idle timeout. A connection that has neither sent nor
- * taken a byte for `ms` is closed when the node is waiting on its client:
- * a request body that stopped arriving, or an answer the client stopped
- * reading (the socket holds bytes it could not hand to the kernel). One on
- * which the node itself is at work (a digest of a large store, a long
- * poll, a write waiting for its master) is checked again after another
- * `ms`. Between requests, keepAliveTimeout applies as before.
- */
 /** Requests that came on a connection being closed after an early answer: the node's handler runs none of them. */
 const skipped = new WeakSet<IncomingMessage>();
 
@@ -18,6 +9,16 @@ export function setAside(req: IncomingMessage): boolean {
   return skipped.has(req);
 }
 
+/**
+ * The node's HTTP idle timeout. A connection that has neither sent nor
+ * taken a byte for `ms` is closed when the node is waiting on its client:
+ * a request body that stopped arriving, or an answer the client stopped
+ * reading (the socket holds bytes it could not hand to the kernel). One on
+ * which the node itself is at work (a digest of a large store, a long
+ * poll, a write waiting for its master) is checked again after another
+ * `ms`. Between requests, keepAliveTimeout applies as before. It also
+ * closes a connection answered before a large body was read (lingerClose).
+ */
 export function closeStalled(server: Server, ms: number): void {
   server.timeout = ms;
   // (each socket's latest answer, whose request is res.req: one finished stands for none)

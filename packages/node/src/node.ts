@@ -81,7 +81,11 @@ export class MeridianNode {
   ) {}
 
   /** Opens the store, loads the sample data if asked, and listens. */
-  static async start(config: NodeConfig, log: Logger = pino({ level: 'info' }, destination(2))): Promise<MeridianNode> {
+  /** how long stop() lets a replica's writes in flight finish (see stop) */
+  private writesGraceMs = WRITES_GRACE_MS;
+
+  /** `tuning`: what tests shorten (not settings: a node in service has no reason to change them) */
+  static async start(config: NodeConfig, log: Logger = pino({ level: 'info' }, destination(2)), tuning: { writesGraceMs?: number } = {}): Promise<MeridianNode> {
     const schema = schemaOf(config);
     let reindexLogged = performance.now();
     const store = await Store.open({
@@ -214,6 +218,7 @@ export class MeridianNode {
         if (config.ldapsPort > 0 && tls) ldapUrls.push(await listen(config.ldapsPort, tls));
       }
       const node = new MeridianNode(config, store, log, auth, server, replicator, writer, registry, xml, metrics, ldapGateway, ldapUrls);
+      if (tuning.writesGraceMs !== undefined) node.writesGraceMs = tuning.writesGraceMs;
       server.on('upgrade', (req, socket, head) => {
         // Node hands every request with an Upgrade header here once anything listens for upgrades. Any upgrade but
         // a WebSocket's (h2c, which curl --http2 and Java's HttpClient offer on http:// URLs) is ignored, as HTTP
@@ -432,13 +437,13 @@ export class MeridianNode {
           // (closeAllConnections does not see them, and server.close waits for them: an SSE stream would hold stop for good)
           for (const s of this.answeredAside) s.destroy();
         },
-        forwarding ? WRITES_GRACE_MS + 2000 : 5000,
+        forwarding ? this.writesGraceMs + 2000 : 5000,
       );
       // A replica's writes in flight wait for their master's answer and for the change to come back: its link
       // stays up while they do, for a while. Those still waiting for the answer then are answered 504 by the
       // closes below, naming the Idempotency-Key to send them again with; those whose change has not come back,
       // 504 saying the master made them.
-      await forwarding?.settle(WRITES_GRACE_MS);
+      await forwarding?.settle(this.writesGraceMs);
       // (the answers given meanwhile left their connections kept alive, and idle now)
       this.server.closeIdleConnections();
       await this.ldap?.close();
