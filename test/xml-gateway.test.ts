@@ -699,6 +699,7 @@ t.test('the changes feed carries a write made on another master: long poll, Serv
   const ctrl = new AbortController();
   const res = await fetch(`${b.url}/changes`, { headers: { authorization: ADMIN, accept: 'text/event-stream', 'last-event-id': at(b, since + 1) }, signal: ctrl.signal });
   t.equal(res.headers.get('content-type'), 'text/event-stream; charset=utf-8');
+  t.equal(res.headers.get('x-accel-buffering'), 'no', 'a proxy such as nginx is told not to hold events back');
   const reader = res.body!.getReader();
   const lic = await call(a, 'GET', '/objects/License/lic-c2');
   await call(a, 'PUT', '/objects/License/lic-c2', { body: lic.text.replace('<field name="seats">5</field>', '<field name="seats">6</field>'), headers: { 'if-match': `"${etagOf(lic)}"` } });

@@ -166,7 +166,8 @@ async function changeXml(store: Store, e: FeedEntry): Promise<string> {
  * holds and reads on.
  */
 async function stream(store: Store, res: ServerResponse, startEpoch: number, since: number, keepAliveMs: number, allowed: () => Promise<boolean>, resetFirst?: ResetReason): Promise<void> {
-  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', [POSITION_HEADER]: changesPosition(store, startEpoch, since) });
+  // (X-Accel-Buffering: nginx, the usual proxy in front, would otherwise hold events back until its buffer fills)
+  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no', [POSITION_HEADER]: changesPosition(store, startEpoch, since) });
   res.write(': meridian changes feed\n\n');
   let epoch = startEpoch;
   let cursor = since;
