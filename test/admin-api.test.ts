@@ -362,3 +362,14 @@ t.test('a body whose client left before it was read, though it had all come, is 
   const r = await Promise.race([outcome, new Promise<string>((r) => setTimeout(() => r('still waiting after 3 s'), 3000))]);
   t.equal(r, 'refused: the client closed the connection before its body was read');
 });
+
+t.test('GET /api/check: a second check asked while one runs shares its answer, and a check reads one moment', async (t) => {
+  const node = await startInProcess(t);
+  for (let i = 0; i < 200; i++) await node.store.create('Organisation', { name: `C${i}`, kind: 'vendor' });
+  const ask = (): Promise<Reply> => call(node, 'GET', '/api/check');
+  const [a, b] = await Promise.all([ask(), ask()]);
+  t.equal(a.status, 200);
+  t.equal(b.status, 200, 'not refused while the first runs');
+  t.same(a.body, b.body);
+  t.match(a.body, { nodeId: node.store.nodeId, objects: 200, problems: [] });
+});

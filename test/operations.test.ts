@@ -271,13 +271,16 @@ t.test("a replica's wait between rounds of its masters starts again from the sho
   t.ok(gap < 2000, `the wait after the first failed round was ${Math.round(gap)} ms (125-250 ms and the event loop's delay), not the 2-5 s the earlier rounds had reached`);
 });
 
-t.test("a user and password in a peer's URL are not shown by /status or /metrics, which asks no password", async (t) => {
+t.test("a user and password in a peer's URL are not shown by /status or /metrics, which asks no password, nor logged", async (t) => {
   const port = await freePort();
   const a = await start(t, { nodeId: 'a', peers: [`ws://ops:hunter2@127.0.0.1:${port}/sync`] });
   t.equal(a.node.replicator!.status()[0]?.url, `ws://127.0.0.1:${port}/sync`);
   const metrics = await (await fetch(`${a.node.url}/metrics`)).text();
   t.match(metrics, `ws://127.0.0.1:${port}/sync`, 'the peer is on /metrics');
   t.notMatch(metrics, /hunter2|ops@/, 'without its user or password');
+  // (nothing listens on the port: the dial fails, and the link down is logged with its URL)
+  t.ok(await until(() => a.logs.some((l) => JSON.stringify(l).includes(`127.0.0.1:${port}/sync`)), 10_000), 'the peer is in the log');
+  t.notMatch(JSON.stringify(a.logs), /hunter2|ops@/, 'without its user or password');
 });
 
 t.test('meridian lag and meridian log against a running node', async (t) => {

@@ -42,8 +42,10 @@ async function fetchStatus(c: AdminClient): Promise<StatusView> {
   };
 }
 
-function client(flags: ClientFlags): AdminClient {
-  return new AdminClient({ node: flags.node, user: flags.user, password: flags.password, timeoutMs: timeoutOption(flags.timeout) });
+/** `waitMs`: the wait when --timeout is not given, for a command whose node works longer than most before it answers */
+function client(flags: ClientFlags, waitMs?: number): AdminClient {
+  const timeoutMs = flags.timeout === undefined && waitMs !== undefined ? waitMs : timeoutOption(flags.timeout);
+  return new AdminClient({ node: flags.node, user: flags.user, password: flags.password, timeoutMs });
 }
 
 function nodeOptions(cmd: Command): Command {
@@ -440,8 +442,7 @@ export function buildProgram(): Command {
       let report: CheckView;
       try {
         // (the node reads every object before it answers: on a large store that takes longer than most answers)
-        const c = new AdminClient({ node: flags.node, user: flags.user, password: flags.password, timeoutMs: flags.timeout === undefined ? 300_000 : timeoutOption(flags.timeout) });
-        report = (await c.request<CheckView>('GET', '/api/check')).body;
+        report = (await client(flags, 300_000).request<CheckView>('GET', '/api/check')).body;
       } finally {
         clearInterval(tick);
         progress.done();

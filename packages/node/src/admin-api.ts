@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { checkStore, encodeBackup, hlcToIso, isMeridianError, MAX_PAGE, parseVersionName, publicFields, type Store, type StoredObject } from '@meridian/store';
+import { checkStore, encodeBackup, type CheckReport, hlcToIso, isMeridianError, MAX_PAGE, parseVersionName, publicFields, type Store, type StoredObject } from '@meridian/store';
 import { builtInRefusal } from './built-in-types.js';
 import { HttpError, methodNotAllowed, readJson, sendJson } from './http-util.js';
 import type { Credential, Writer } from './writer.js';
@@ -43,8 +43,8 @@ export function objectJson(store: Store, o: StoredObject): ObjectJson {
   };
 }
 
-/** Stores a check runs on now (GET /api/check). */
-const checking = new WeakSet<Store>();
+/** The check running on each store now (GET /api/check). */
+const checks = new WeakMap<Store, Promise<CheckReport>>();
 
 export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
   const parts = url.pathname.split('/').filter(Boolean).map(decodeSegment); // ['api', ...]
@@ -100,15 +100,14 @@ export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: 
   }
   if (parts[1] === 'check' && parts.length === 2) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
-    // (each reads the whole store and holds a snapshot: a client that gave up and asked again would add another)
-    if (checking.has(ctx.store)) throw new HttpError(409, 'a check of this node is running already; wait for its answer, or ask again once it has ended', 'conflict');
-    checking.add(ctx.store);
-    try {
-      const report = await checkStore(ctx.store);
-      sendJson(res, 200, { nodeId: ctx.store.nodeId, ...report });
-    } finally {
-      checking.delete(ctx.store);
+    // (each reads the whole store and holds a snapshot: a client that gave up and asked again shares the one running)
+    let running = checks.get(ctx.store);
+    if (!running) {
+      const store = ctx.store;
+      running = checkStore(store).finally(() => checks.delete(store));
+      checks.set(store, running);
     }
+    sendJson(res, 200, { nodeId: ctx.store.nodeId, ...(await running) });
     return;
   }
   if (parts[1] === 'conflicts' && parts.length === 2) {
@@ -390,10 +389,6 @@ async function backup(ctx: AdminContext, res: ServerResponse, url: URL): Promise
       ...(url.searchParams.get('count') === '1' ? { 'x-meridian-records': String(await snap.count()) } : {}),
     });
     await pipeline(Readable.from(encodeBackup(snap.header, snap.batches)), res);
-  } catch (e) {
-    // the client went away, or was cut by the idle timeout once it stopped reading: nobody to answer, nothing to log
-    if (res.destroyed && res.headersSent) return;
-    throw e;
   } finally {
     await snap.close();
   }

@@ -32,7 +32,7 @@ export class ForwardedWrites {
     private readonly maxRunning = 2 * 1024,
   ) {}
 
-  handle(w: WriteFrame, via: string, holder: string = via): Promise<WroteFrame> {
+  handle(w: WriteFrame, via: string, holder: string): Promise<WroteFrame> {
     return this.signedIn(w, via).then((signed) => {
       // authenticated first: a wrong password never shares another request's answer
       if (!signed) return this.wrongPassword(w);
@@ -45,18 +45,14 @@ export class ForwardedWrites {
         return { t: 'wrote', key: w.key, ok: false, code: 'busy', message: `master ${this.store.nodeId} is running ${n} writes of this replica's credential already; send the write again shortly` };
       }
       this.runningBy.set(holder, n + 1);
-      const done = (): void => {
+      const p = this.run(w, scoped, principal, resentOnly).finally(() => {
+        if (!resentOnly) this.running.delete(scoped);
         const left = (this.runningBy.get(holder) ?? 1) - 1;
         if (left > 0) this.runningBy.set(holder, left);
         else this.runningBy.delete(holder);
-      };
-      // (not shared: a retry signed in with the password itself must not be given this one's refusal)
-      if (resentOnly) return this.run(w, scoped, principal, true).finally(done);
-      const p = this.run(w, scoped, principal, false).finally(() => {
-        this.running.delete(scoped);
-        done();
       });
-      this.running.set(scoped, p);
+      // (not shared: a retry signed in with the password itself must not be given this one's refusal)
+      if (!resentOnly) this.running.set(scoped, p);
       return p;
     });
   }
@@ -136,8 +132,7 @@ export class ForwardedWrites {
         if (made && !made.deleted && made.type === def.name && scope.canRead(made) && holdsAsked(def, made, w.fields ?? {})) {
           // recorded under this key too, as a write that changed nothing is: sent again after someone else's
           // change, which holdsAsked would no longer find, it is answered from the record, not refused
-          await this.store.recordUnchanged(w.id, scoped);
-          return { t: 'wrote', key: w.key, ok: true, id: w.id, need: this.store.versionVector() };
+          return { t: 'wrote', key: w.key, ok: true, id: w.id, need: await this.store.recordUnchanged(w.id, scoped) };
         }
       }
       // told as the gateway on the replica would tell it: to the user, not to the replica

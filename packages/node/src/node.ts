@@ -357,6 +357,8 @@ export class MeridianNode {
       }
       throw new HttpError(404, `nothing at ${url.pathname}; try /objects/{type}/{id}, /status or /api/objects`, 'not-found');
     } catch (e) {
+      // (a stream whose client went away, or was cut by the idle timeout: nobody to answer, nothing to log)
+      if (res.destroyed && res.headersSent) return;
       const err = toHttpError(e);
       if (err.code === 'internal') this.log.error({ err: e, url: req.url, method: req.method }, 'request failed');
       sendError(res, err);

@@ -1,4 +1,4 @@
-export { checkChangeSize, MAX_CHANGE_BYTES, MAX_PAGE, recordedObjectId, Store } from './store.js';
+export { checkChangeSize, MAX_AHEAD_SENT, MAX_CHANGE_BYTES, MAX_PAGE, recordedObjectId, Store } from './store.js';
 export type { StoreOptions, StoredObject, FeedEntry, WriteOptions, IdempotentWrite, Page, PageOptions, RemoteChange, ApplyResult } from './store.js';
 export type { ConflictRecord, ConflictValue } from './conflicts.js';
 export { isUniqueConflict } from './conflicts.js';

@@ -144,11 +144,6 @@ export interface PageOptions {
 }
 
 /**
- * A consistent view of every stored object, for sending to a peer that
- * needs states rather than the feed (cloning, anti-entropy). `head` and
- * `vector` describe at least what the records hold.
- */
-/**
  * Where a state snapshot stands: the feed seq its records cover, the
  * vector, and the changes the records hold past a gap in their origin's
  * entry whose feed entries are gone here (trimmed, or never held: cloned
@@ -160,6 +155,11 @@ export interface SnapshotEnd {
   ahead?: [origin: string, originSeq: number][];
 }
 
+/**
+ * A consistent view of every stored object, for sending to a peer that
+ * needs states rather than the feed (cloning, anti-entropy). `head` and
+ * `vector` describe at least what the records hold.
+ */
 export interface StateSnapshot extends SnapshotEnd {
   digest(bits?: number): Promise<StoreDigest>;
   /** every stored record, or what one anti-entropy page asks for: the purge markers first, then (on the first page) the idempotency records, then the objects */
@@ -232,8 +232,8 @@ export interface SnapshotReader {
 
 /** See Store.feedlessFrame. */
 interface FeedlessFrame {
-  /** adds the frame's epoch to a batch that stores objects without feed entries */
-  op(ops: BatchOp[]): void;
+  /** called before each batch of the frame that stores objects without feed entries is committed */
+  op(): void;
   /** once every batch of the frame has settled */
   settle(): void;
 }
@@ -295,7 +295,7 @@ const REINDEX_BATCH = 10_000;
 /** objects read between two reports of an index rebuild's progress (onReindexProgress) */
 const REINDEX_PROGRESS = 10_000;
 /** changes held ahead without a feed entry that a snapshot names (SnapshotEnd.ahead): what one states frame carries */
-const MAX_AHEAD_SENT = 10_000;
+export const MAX_AHEAD_SENT = 10_000;
 const DEFAULT_PAGE = 100;
 
 export class Store {
@@ -382,6 +382,8 @@ export class Store {
   /** the last statesEpoch number handed to a states frame (see feedlessFrame), and those whose frames have not settled */
   private feedlessNext: number;
   private readonly feedlessPending = new Set<number>();
+  /** a number was taken since the last batch trailer (see batchTrailer) */
+  private feedlessDirty = false;
   /** changes this node holds but whose feed entries it never had (it was cloned): see feedBase() */
   private base: Record<string, number>;
   /** feed entries up to this seq were trimmed */
@@ -577,17 +579,23 @@ export class Store {
       let feedId = await getMeta<string>('feedId');
       const drawn = feedId === undefined;
       feedId ??= randomBytes(8).toString('hex');
-      // Such a dir may hold cloned or repaired objects that no feed entry names (its feed base says so): a new
-      // epoch (see statesEpoch), in the batch that draws the feed id, so that a crash cannot keep one without the other.
-      let statesEpoch = (await getMeta<number>('statesEpoch')) ?? 0;
-      if (drawn && Object.keys((await getMeta<Record<string, number>>('feedBase')) ?? {}).length > 0) statesEpoch++;
+      // A new epoch (see statesEpoch), in this batch, so that a crash cannot keep its cause without it: such a dir
+      // may hold cloned or repaired objects that no feed entry names (its feed base says so); and a migration of
+      // versions, which begins after this batch, rewrites every version a cache holds.
+      const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
+      const formula = await getMeta<number>('versionFormula');
+      const stored = await getMeta<number>('statesEpoch');
+      let statesEpoch = stored ?? 0;
+      if (drawn && Object.keys(feedBase).length > 0) statesEpoch++;
+      if (formula === undefined || formula < VERSION_FORMULA) statesEpoch++;
       // (a new data dir, or an unmarked one from before the marker, which holds format 1 or 2, both read here: from now on it holds what this build writes)
       const marked = encode(STORAGE_FORMAT);
       await db.batch(
         [
           { type: 'put', key: keys.meta('clients'), value: encode(clients) },
           ...(format?.equals(marked) ? [] : [{ type: 'put' as const, key: FORMAT_KEY, value: marked }]),
-          ...(drawn ? [{ type: 'put' as const, key: keys.meta('feedId'), value: encode(feedId) }, { type: 'put' as const, key: keys.meta('statesEpoch'), value: encode(statesEpoch) }] : []),
+          ...(drawn ? [{ type: 'put' as const, key: keys.meta('feedId'), value: encode(feedId) }] : []),
+          ...(statesEpoch !== stored ? [{ type: 'put' as const, key: keys.meta('statesEpoch'), value: encode(statesEpoch) }] : []),
         ],
         { sync: true },
       );
@@ -616,15 +624,7 @@ export class Store {
         purged.add(k.slice(1));
         if (decode<PurgeMarker>(v).r) provisional.add(k.slice(1));
       }
-      const feedBase = (await getMeta<Record<string, number>>('feedBase')) ?? {};
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
-      // A migration rewrites every version a cache holds: a new epoch (see statesEpoch), on disk before it begins,
-      // so that a crash midway cannot leave the versions rewritten and the epoch as it was.
-      const formula = await getMeta<number>('versionFormula');
-      if (formula === undefined || formula < VERSION_FORMULA) {
-        statesEpoch++;
-        await db.put(keys.meta('statesEpoch'), encode(statesEpoch), { sync: true });
-      }
       const versionsMigrated = await migrateVersions(db, formula);
       const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch });
       try {
@@ -1388,7 +1388,7 @@ export class Store {
     this.objects.resize(slot);
     const fe = feed && feedEntry(seq, feed);
     slot.pins++; // released when on disk, as persist does
-    if (byMarker && cur) byMarker.feedless.op(ops);
+    if (byMarker && cur) byMarker.feedless.op();
     const durable: Promise<void> = this.commits.add(ops, () => {
       slot.value.durable = null;
       if (slot.value.pending === durable) slot.value.pending = undefined;
@@ -2450,7 +2450,7 @@ export class Store {
       this.clock.observe(d.hlc);
       merges.push(this.mergeState(d.id, d.diff, d.hlc, feedless, true));
     }
-    if (cloned.length) feedless.op(ops);
+    if (cloned.length) feedless.op();
     const written: Promise<void> = this.commits.add(ops, () => {
       for (const [slot, rec] of cloned) {
         slot.value.durable ??= rec; // not `current`: a later write may have moved it on, not yet on disk
@@ -2556,7 +2556,7 @@ export class Store {
       const { ops: conflictOps } = this.reconcileConflicts(id, type, doc, touched, this.clock.tick());
       for (const op of this.uniqueClashes(id, type, undefined, before, after, claims).ops) conflictOps.push(op);
       if (this.hasWriteConflict(id)) record.x = 1;
-      feedless.op(conflictOps);
+      feedless.op();
       const durable = this.persist(slot, def, cur, record, undefined, before, after, claims, conflictOps);
       handedOver = true;
       // (readers and writers may go on while this merge reaches the disk)
@@ -2644,6 +2644,10 @@ export class Store {
       { type: 'put', key: keys.meta('hlc'), value: encode(this.clock.current) },
       { type: 'put', key: keys.meta('counts'), value: encode(Object.fromEntries(this.counts)) },
     ];
+    if (this.feedlessDirty) {
+      this.feedlessDirty = false;
+      ops.push({ type: 'put', key: keys.meta('statesEpoch'), value: encode(this.feedlessNext) });
+    }
     for (const origin of this.dirtyVector) {
       const upTo = this.vector.get(origin);
       ops.push({ type: 'put', key: keys.vector(origin), value: encode(upTo) });
@@ -2959,18 +2963,20 @@ export class Store {
    * One states frame's share of statesEpoch: a number taken when the
    * first of its parts stores an object, and counted once every part has
    * settled (a frame stores in several batches: its new records, each merge,
-   * each erase). Each such batch also puts the highest number taken so far
-   * on disk, so that after a restart no number handed out is taken again.
+   * each erase). The trailer of each group commit holding such a batch puts the
+   * highest number taken so far on disk (batchTrailer), so that after a
+   * restart no number handed out is taken again.
    */
   private feedlessFrame(): FeedlessFrame {
     let n = 0;
     return {
-      op: (ops) => {
+      op: () => {
         if (n === 0) {
           n = ++this.feedlessNext;
           this.feedlessPending.add(n);
         }
-        ops.push({ type: 'put', key: keys.meta('statesEpoch'), value: encode(this.feedlessNext) });
+        // (the batch's trailer puts it on disk: once per group commit, however many of the frame's batches it holds)
+        this.feedlessDirty = true;
       },
       settle: () => {
         // (a store whose batches failed counts nothing more: the number may not be on disk, and a restart would take it again)
@@ -3079,20 +3085,22 @@ export class Store {
   /**
    * The idempotency record of a keyed write that changed `id` in nothing
    * (or found it made already), on disk when this resolves: sent again
-   * after someone else's change, it is answered from the record.
+   * after someone else's change, it is answered from the record. Returns
+   * the vector the write was judged against: what a reader needs to see it.
    */
-  async recordUnchanged(id: string, key: string): Promise<void> {
+  async recordUnchanged(id: string, key: string): Promise<Record<string, number>> {
     this.assertOpen();
-    // a record of the key is kept: one of a write that made a change, or a copy of this write racing it
-    if (this.db.getSync(keys.idempotency(key)) !== undefined) return;
     // (in the batch after every change committed so far: on disk, the record names only what is on disk too)
     const need = this.versionVector();
+    // a record of the key is kept: one of a write that made a change, or a copy of this write racing it
+    if (this.db.getSync(keys.idempotency(key)) !== undefined) return need;
     const named = Object.entries(need).find(([, n]) => n >= 1);
     // (an object is held, so some change is: a vector without one cannot be)
-    if (!named) return;
+    if (!named) return need;
     // (the stamp only dates the record for its trim: no event, so the clock, and the last change /status shows, stay)
     const done: IdempotentWrite = { id, origin: named[0], originSeq: named[1], hlc: this.clock.wallNow(), need };
     await this.commits.add([{ type: 'put', key: keys.idempotency(key), value: encode(done) }]);
+    return need;
   }
 
   /** Live objects per type. */

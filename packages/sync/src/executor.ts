@@ -130,7 +130,7 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
           const last = a.page?.upTo === undefined;
           io.reader = undefined;
           if (last) io.snapshot = undefined;
-          queue.push(...session.statesRead([], { head: snap.head, vector: snap.vector, ahead: snap.ahead }));
+          queue.push(...session.statesRead([], snap));
           if (last) await snap.close();
         } else {
           queue.push(...session.statesRead(next.value));

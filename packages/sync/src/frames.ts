@@ -1,5 +1,5 @@
 import { Packr } from 'msgpackr';
-import { isSeq, isValidId, isVector, MAX_CHANGE_BYTES } from '@meridian/store';
+import { isSeq, isValidId, isVector, MAX_AHEAD_SENT, MAX_CHANGE_BYTES } from '@meridian/store';
 
 /**
  * Every frame of the replication protocol, in one place. A frame is one
@@ -55,7 +55,8 @@ export interface StatesFrame {
   vector?: Record<string, number>;
   /**
    * with done: changes the records hold past a gap in their origin's vector
-   * entry whose feed entries the sender no longer has (trimmed), as
+   * entry whose feed entries the sender does not have (trimmed, or held
+   * ahead from a snapshot itself), as
    * [origin, origin seq]: the subscriber holds them ahead as well
    */
   ahead?: [string, number][];
@@ -324,8 +325,8 @@ export function decodeFrame(data: Uint8Array): Frame {
         check(isSeq(f['head']), 'the last states frame needs the snapshot head');
         checkVector(f['vector']);
         check(
-          f['ahead'] === undefined || (Array.isArray(f['ahead']) && f['ahead'].length <= 10_000 && f['ahead'].every((a: unknown) => Array.isArray(a) && a.length === 2 && isId(a[0]) && isSeq(a[1]) && a[1] >= 1)),
-          'states ahead must be a list of at most 10000 [origin, seq] pairs',
+          f['ahead'] === undefined || (Array.isArray(f['ahead']) && f['ahead'].length <= MAX_AHEAD_SENT && f['ahead'].every((a: unknown) => Array.isArray(a) && a.length === 2 && isId(a[0]) && isSeq(a[1]) && a[1] >= 1)),
+          `states ahead must be a list of at most ${MAX_AHEAD_SENT} [origin, seq] pairs`,
         );
       }
       return f as unknown as StatesFrame;

@@ -322,7 +322,8 @@ export class Replicator {
     if (this.closed) return;
     d.state = d.state === 'refused' ? 'refused' : 'connecting';
     const ws = new WebSocket(d.url, { maxPayload: this.opts.maxFrame ?? 16 * 1024 * 1024, handshakeTimeout: this.timeout, ca: this.opts.tls?.ca, perMessageDeflate: false });
-    const link = (d.link = this.attach(ws, 'outbound', d.url));
+    // (the link's URL is what logs and the replica's mode show: never the user or password it may hold)
+    const link = (d.link = this.attach(ws, 'outbound', shownUrl(d.url)));
     // (listened to once ws has taken the socket over: a listener added in 'upgrade' stalled the handshake)
     ws.once('upgrade', (res: IncomingMessage) => ws.once('open', () => this.hearBytes(link, res.socket)));
     ws.on('error', (e) => {
@@ -708,7 +709,7 @@ export class Replicator {
         : backoffDelay(d.attempt++, Math.random(), this.opts.backoffBase ?? 250, this.opts.backoffCap ?? 30_000);
     if (reason !== DUPLICATE_SESSION) {
       // once per outage: the retries of a peer that stays away are the same state (status shows the latest reason)
-      this.logState(repeat, 'info', { url: d.url, peer: d.node, reason: d.reason, retryInMs: delay }, 'replication link down; backing off');
+      this.logState(repeat, 'info', { url: shownUrl(d.url), peer: d.node, reason: d.reason, retryInMs: delay }, 'replication link down; backing off');
       d.downLogged = true;
     }
     d.timer = setTimeout(() => this.dial(d), delay);

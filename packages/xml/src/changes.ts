@@ -5,18 +5,15 @@ import { onClosed, sendXml, write } from './http.js';
 
 const PAGE = 1000;
 
-/** How long a long poll waits at most, and how often an idle SSE stream gets a comment (so that proxies, and the node's own idle timeout, do not close it). */
-export interface FeedWaits {
-  poll: number;
-  keepAlive: number;
-}
+/** an SSE comment this often keeps proxies from closing an idle stream */
+const SSE_KEEPALIVE_MS = 15_000;
 
 /** The header that tells where this node's changes feed is now: on every /changes answer, a 410 included, and on /export. */
 export const POSITION_HEADER = 'meridian-changes-position';
 
 /**
  * Where a reader of this node's changes feed is: `<feed>-<epoch>-<seq>`,
- * the feed's tag (Store.feedTag), how many batches had stored objects
+ * the feed's tag (Store.feedTag), how many states frames had stored objects
  * without feed entries (Store.statesEpoch), and the last feed seq read.
  * A bare seq could not tell a clone's or a repair's states, which the feed
  * never names, nor a position of another node's feed.
@@ -45,7 +42,7 @@ function gone(store: Store, s: StartAgain): XmlError {
 }
 
 const merged = (position: string): StartAgain => new StartAgain('states', `objects were stored here without feed entries (a clone, or a repair from a peer) after position ${position}, so the feed cannot name them`);
-const trimmed = (store: Store): StartAgain => new StartAgain('trimmed', `changes up to ${store.firstSeq() - 1} are no longer kept here`);
+const trimmed = (upTo: number): StartAgain => new StartAgain('trimmed', `changes up to ${upTo} are no longer kept here`);
 
 /**
  * The position a request names, checked against the feed as it is now.
@@ -58,7 +55,7 @@ function startingPoint(store: Store, text: string, name: string): { epoch: numbe
   if (text === 'now') return { epoch, seq: store.lastSeq };
   if (text === '0') {
     if (epoch > 0) return new StartAgain('states', 'objects were stored here without feed entries (a clone, or a repair from a peer), so the feed from its start does not name them all');
-    if (store.firstSeq() > 1) return trimmed(store);
+    if (store.firstSeq() > 1) return trimmed(store.firstSeq() - 1);
     return { epoch, seq: 0 };
   }
   // (what a cache of an older release holds: its place cannot be told, but it can start again)
@@ -71,7 +68,7 @@ function startingPoint(store: Store, text: string, name: string): { epoch: numbe
   // positions are this node's own: one past its feed is from a copy of the data dir put back, and waiting for it would skip every change until then
   if (at.epoch > epoch || at.seq > store.lastSeq) return new StartAgain('position', `position ${text} is past this node's changes feed, which is at ${changesPosition(store)}`);
   if (at.epoch < epoch) return merged(text);
-  if (at.seq < store.firstSeq() - 1) return trimmed(store);
+  if (at.seq < store.firstSeq() - 1) return trimmed(store.firstSeq() - 1);
   return at;
 }
 
@@ -86,7 +83,7 @@ function startingPoint(store: Store, text: string, name: string): { epoch: numbe
  * answered 410 to a long poll, and with a reset event to a stream: an
  * EventSource treats any answer but 200 as the end, for good.
  */
-export async function changesFeed(store: Store, req: IncomingMessage, res: ServerResponse, url: URL, waits: FeedWaits, allowed: () => Promise<boolean> = async () => true): Promise<void> {
+export async function changesFeed(store: Store, req: IncomingMessage, res: ServerResponse, url: URL, maxWait: number, allowed: () => Promise<boolean> = async () => true): Promise<void> {
   const sse = (req.headers.accept ?? '').includes('text/event-stream');
   // a reconnecting EventSource repeats its URL: Last-Event-ID, when sent, is where it really is
   const lastEvent = sse ? req.headers['last-event-id'] : undefined;
@@ -94,12 +91,11 @@ export async function changesFeed(store: Store, req: IncomingMessage, res: Serve
   const sinceText = (fromEvent ? lastEvent : undefined) ?? url.searchParams.get('since') ?? '0';
   const start = startingPoint(store, sinceText, fromEvent ? 'Last-Event-ID' : 'since');
   if (start instanceof StartAgain) {
-    if (sse) return stream(store, res, store.statesEpoch, store.lastSeq, waits.keepAlive, allowed, start.reason);
+    if (sse) return stream(store, res, store.statesEpoch, store.lastSeq, allowed, start.reason);
     throw gone(store, start);
   }
   const { epoch, seq: since } = start;
-  if (sse) return stream(store, res, epoch, since, waits.keepAlive, allowed);
-  const maxWait = waits.poll;
+  if (sse) return stream(store, res, epoch, since, allowed);
   const timeoutText = url.searchParams.get('timeout');
   const timeout = timeoutText === null ? maxWait : Number(timeoutText) * 1000;
   if (!Number.isFinite(timeout) || timeout < 0 || timeout > maxWait) throw new XmlError(400, `timeout must be 0 to ${maxWait / 1000} seconds`);
@@ -136,7 +132,7 @@ export async function changesFeed(store: Store, req: IncomingMessage, res: Serve
   // one another, so the first entry read tells (the entries after a deleted range would have been answered as if
   // they came next). Objects stored without feed entries meanwhile need no check here: the position this answer
   // gives out names the epoch it was checked under, so the next request is told to start again.
-  if (entries.length && entries[0]!.seq !== since + 1) throw gone(store, new StartAgain('trimmed', `changes up to ${entries[0]!.seq - 1} are no longer kept here`));
+  if (entries.length && entries[0]!.seq !== since + 1) throw gone(store, trimmed(entries[0]!.seq - 1));
   const last = entries.length ? entries[entries.length - 1]!.seq : since;
   const from = changesPosition(store, epoch, since);
   const to = changesPosition(store, epoch, last);
@@ -165,7 +161,7 @@ async function changeXml(store: Store, e: FeedEntry): Promise<string> {
  * a `reset` event, whose id is the feed's head: the client drops what it
  * holds and reads on.
  */
-async function stream(store: Store, res: ServerResponse, startEpoch: number, since: number, keepAliveMs: number, allowed: () => Promise<boolean>, resetFirst?: ResetReason): Promise<void> {
+async function stream(store: Store, res: ServerResponse, startEpoch: number, since: number, allowed: () => Promise<boolean>, resetFirst?: ResetReason): Promise<void> {
   // (X-Accel-Buffering: nginx, the usual proxy in front, would otherwise hold events back until its buffer fills)
   res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no', [POSITION_HEADER]: changesPosition(store, startEpoch, since) });
   res.write(': meridian changes feed\n\n');
@@ -239,7 +235,7 @@ async function stream(store: Store, res: ServerResponse, startEpoch: number, sin
     if (closed) return;
     res.write(': keep-alive\n\n');
     void pump();
-  }, keepAliveMs);
+  }, SSE_KEEPALIVE_MS);
   await new Promise<void>((resolve) => {
     stop = (how) => {
       if (closed) return;

@@ -22,7 +22,7 @@ import {
   type WriteRequest,
 } from '@meridian/store';
 import { objectXml, parseDocument, XML_DECLARATION, XmlError, writeFields, escapeAttr, escapeText, xmlSafe, type ObjectInput } from './format.js';
-import { CACHE_CONTROL, ClientGone, ifMatch, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
+import { CACHE_CONTROL, ifMatch, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
 import { exportOrder, runImport } from './import-export.js';
 import { PieceParser } from './piece-parser.js';
 import { fieldsBefore, historyXml, readableHistory } from './history-xml.js';
@@ -68,9 +68,6 @@ interface Request {
   credential: { user: string; password: string };
   scope: AccessScope;
 }
-
-/** an SSE comment this often keeps proxies from closing an idle stream of /changes */
-const SSE_KEEPALIVE_MS = 15_000;
 
 const PATHS = /^\/(objects|me|export|import|changes)(\/|$)/;
 /** The paths that are one segment, with what to say of one with more */
@@ -164,7 +161,7 @@ export class XmlGateway {
         case 'changes':
           if (method !== 'GET') throw notAllowed(method, 'GET');
           this.requireEverything(r, 'the changes feed');
-          return await changesFeed(this.opts.store, req, res, url, { poll: this.opts.pollTimeout ?? 30_000, keepAlive: SSE_KEEPALIVE_MS }, async () => {
+          return await changesFeed(this.opts.store, req, res, url, this.opts.pollTimeout ?? 30_000, async () => {
             // the sign-in is cached while the person is unchanged, so this costs a look-up per batch
             const again = await this.opts.signIn(req.headers.authorization);
             return again !== undefined && (await this.scopeOf(again.principal)).everything;
@@ -179,7 +176,7 @@ export class XmlGateway {
 
   private fail(res: ServerResponse, e: unknown): void {
     // (a stream whose client went away, or was cut by the idle timeout: nobody to answer, nothing to log)
-    if (e instanceof ClientGone) return;
+    if (res.destroyed && res.headersSent) return;
     const a: HttpAnswer = e instanceof XmlError ? { status: e.status, code: codeOf(e.status), message: e.message, field: e.field, headers: e.headers } : this.opts.mapError(e);
     if (res.headersSent) {
       res.destroy();

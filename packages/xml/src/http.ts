@@ -44,18 +44,11 @@ export function onClosed(res: ServerResponse, fn: () => void): () => void {
   return () => res.off('close', fn);
 }
 
-/** What a stream's write fails with once its client has gone: the client's doing, not the node's. */
-export class ClientGone extends Error {
-  constructor() {
-    super('the client went away');
-  }
-}
-
 /** Writes and waits for the socket to take more when it is full (streams). */
 export function write(res: ServerResponse, chunk: string): Promise<void> | undefined {
   if (res.write(chunk)) return undefined;
   // closed already: no 'close' is to come, and no 'drain'
-  if (res.destroyed) return Promise.reject(new ClientGone());
+  if (res.destroyed) return Promise.reject(new Error('the client went away'));
   return new Promise((resolve, reject) => {
     const done = (): void => {
       res.off('drain', done);
@@ -64,7 +57,7 @@ export function write(res: ServerResponse, chunk: string): Promise<void> | undef
     };
     const closed = (): void => {
       res.off('drain', done);
-      reject(new ClientGone());
+      reject(new Error('the client went away'));
     };
     res.once('drain', done);
     res.once('close', closed);
