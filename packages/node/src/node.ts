@@ -8,6 +8,7 @@ import { destination, pino, type Logger } from 'pino';
 import { hlcToIso, loadSchemaFile, MeridianError, Store } from '@meridian/store';
 import { DUPLICATE_SESSION, parseReplicaCredential, Replicator, type PeerStatus } from '@meridian/sync';
 import { AdminAuth } from './admin-auth.js';
+import { bindCluster } from './cluster-binding.js';
 import { handleAdmin } from './admin-api.js';
 import { SettingError, type NodeConfig } from './config.js';
 import { basicCredentials, HttpError, methodNotAllowed, readBody, sendError, sendJson, toHttpError } from './http-util.js';
@@ -80,10 +81,10 @@ export class MeridianNode {
     readonly ldapUrls: readonly string[],
   ) {}
 
-  /** Opens the store, loads the sample data if asked, and listens. */
   /** how long stop() lets a replica's writes in flight finish (see stop) */
   private writesGraceMs = WRITES_GRACE_MS;
 
+  /** Opens the store, loads the sample data if asked, and listens. */
   /** `tuning`: what tests shorten (not settings: a node in service has no reason to change them) */
   static async start(config: NodeConfig, log: Logger = pino({ level: 'info' }, destination(2)), tuning: { writesGraceMs?: number } = {}): Promise<MeridianNode> {
     const schema = schemaOf(config);
@@ -111,6 +112,7 @@ export class MeridianNode {
     let ldapGateway: LdapGateway | undefined;
     const ldapUrls: string[] = [];
     try {
+      await bindCluster(store, config);
       const auth = await AdminAuth.init(store, config.adminPassword);
       const principals = new Principals(store, auth);
       if (config.sample && !(await store.getMeta<boolean>('sampleLoaded'))) {
