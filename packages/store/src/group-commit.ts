@@ -38,11 +38,12 @@ export class GroupCommit {
    * `finish` runs once per batch, when it is closed, and adds the records
    * that only need their latest value on disk (clock, vector, counts). It
    * runs before any later change is committed, so what it writes describes
-   * exactly the changes in this batch and those before it.
+   * exactly the changes in this batch and those before it. What it pushes
+   * on `after` runs once the batch is on disk, as add's `after` does.
    */
   constructor(
     private readonly write: BatchWriter,
-    private readonly finish: () => BatchOp[],
+    private readonly finish: (after: (() => void)[]) => BatchOp[],
     private readonly maxOps = DEFAULT_MAX_OPS,
   ) {}
 
@@ -98,7 +99,7 @@ export class GroupCommit {
   }
 
   private close(g: Group): void {
-    for (const op of this.finish()) g.ops.push(op);
+    for (const op of this.finish(g.after)) g.ops.push(op);
     g.closed = true;
   }
 

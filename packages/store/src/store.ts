@@ -348,8 +348,9 @@ export class Store {
    * change's batch), so a restart does not forget them; a key goes in the
    * batch that moves the origin's entry past it. `at`: the entry when they
    * were last looked through, which they are again only once it moves.
+   * `seqs`: origin seq -> local seq, 0 for one with no feed entry here.
    */
-  private readonly aheadOnDisk = new Map<string, { seqs: Set<number>; at: number }>();
+  private readonly aheadOnDisk = new Map<string, { seqs: Map<number, number>; at: number }>();
   /** objects whose Y.Doc is kept, oldest first */
   private readonly docHolders = new RecencyList<Slot<CachedObject>>();
   private readonly maxDocs = 1024;
@@ -386,6 +387,8 @@ export class Store {
   private feedlessDirty = false;
   /** changes this node holds but whose feed entries it never had (it was cloned): see feedBase() */
   private base: Record<string, number>;
+  /** told once a batch that raised the feed base past changes held ahead without feed entries is on disk */
+  private readonly baseListeners = new Set<() => void>();
   /** feed entries up to this seq were trimmed */
   private trimmedTo: number;
   /** the end of the trim queued to disk, ahead of trimmedTo until its batch lands */
@@ -479,8 +482,10 @@ export class Store {
       this.noteAhead(origin, n, seq);
       if (this.vector.get(origin) >= n) {
         let disk = this.aheadOnDisk.get(origin);
-        if (!disk) this.aheadOnDisk.set(origin, (disk = { seqs: new Set(), at: -1 }));
-        disk.seqs.add(n);
+        if (!disk) this.aheadOnDisk.set(origin, (disk = { seqs: new Map(), at: -1 }));
+        disk.seqs.set(n, seq);
+        // (that batch raises the base on disk too, as batchTrailer does; until then it is raised here)
+        if (seq === 0) this.base[origin] = Math.max(vectorEntry(this.base, origin), n);
       }
     }
     this.counts = init.counts;
@@ -513,7 +518,7 @@ export class Store {
         }
         return batch.write({ sync: true });
       },
-      () => this.batchTrailer(),
+      (after) => this.batchTrailer(after),
     );
     void this.buildFilter(this.filterCapacityFor(this.uniqueValuesHeld()));
   }
@@ -1921,6 +1926,18 @@ export class Store {
   }
 
   /**
+   * Calls `fn` once a batch that raised the feed base over changes held
+   * ahead without feed entries (see batchTrailer) is on disk: peers
+   * following this feed may lack them, and must subscribe again to be
+   * compared with the base. (The end of a states run raises the base as
+   * well; its caller knows.) Returns the unsubscribe.
+   */
+  onFeedBaseRaised(fn: () => void): () => void {
+    this.baseListeners.add(fn);
+    return () => this.baseListeners.delete(fn);
+  }
+
+  /**
    * A consistent read of every object's stored record, for cloning another
    * node. `head` and `vector` describe at least what the records hold (a
    * batch landing while the snapshot is taken may add a little more, which
@@ -2225,10 +2242,9 @@ export class Store {
       // with no feed entry of their own (seq 0), so that a snapshot taken here passes them on the same way.
       for (const [origin, n] of done.ahead ?? []) {
         if (this.vector.has(origin, n)) continue;
-        // (Not in the feed base, though no feed entry here carries it: a sub's vector is contiguous, so every peer
-        // that holds it ahead too would look as if it lacked it, and be repaired at every session while the gap
-        // lasts. A peer that follows this feed from below it gets it once the gap fills, from a node that has its
-        // entry, or by anti-entropy when its checkpoint falls past the retention.)
+        // (Not in the feed base yet, though no feed entry here carries it: a sub's vector is contiguous, so every
+        // peer that holds it ahead too would look as if it lacked it, and be repaired at every session while the
+        // gap lasts. The batch that fills the gap raises the base over it: see batchTrailer.)
         this.noteAhead(origin, n, 0, doneOps);
         this.vector.add(origin, n);
         if (this.durableVector.add(origin, n)) this.pruneAhead(origin);
@@ -2624,8 +2640,8 @@ export class Store {
     if (!held) this.aheadAt.set(origin, (held = new Map()));
     held.set(n, seq);
     let disk = this.aheadOnDisk.get(origin);
-    if (!disk) this.aheadOnDisk.set(origin, (disk = { seqs: new Set(), at: this.vector.get(origin) }));
-    disk.seqs.add(n);
+    if (!disk) this.aheadOnDisk.set(origin, (disk = { seqs: new Map(), at: this.vector.get(origin) }));
+    disk.seqs.set(n, seq);
     ops?.push({ type: 'put', key: keys.ahead(origin, n), value: encode(seq) });
   }
 
@@ -2638,8 +2654,8 @@ export class Store {
     if (held.size === 0) this.aheadAt.delete(origin);
   }
 
-  /** Records written once per batch with their latest value. */
-  private batchTrailer(): BatchOp[] {
+  /** Records written once per batch with their latest value (`after`: run once the batch is on disk). */
+  private batchTrailer(after: (() => void)[]): BatchOp[] {
     const ops: BatchOp[] = [
       { type: 'put', key: keys.meta('hlc'), value: encode(this.clock.current) },
       { type: 'put', key: keys.meta('counts'), value: encode(Object.fromEntries(this.counts)) },
@@ -2648,6 +2664,9 @@ export class Store {
       this.feedlessDirty = false;
       ops.push({ type: 'put', key: keys.meta('statesEpoch'), value: encode(this.feedlessNext) });
     }
+    // (the base is put when a key of a change held ahead without a feed entry goes, raised at open or now)
+    let baseDirty = false;
+    let baseRaised = false;
     for (const origin of this.dirtyVector) {
       const upTo = this.vector.get(origin);
       ops.push({ type: 'put', key: keys.vector(origin), value: encode(upTo) });
@@ -2655,13 +2674,30 @@ export class Store {
       const disk = this.aheadOnDisk.get(origin);
       if (disk && disk.at !== upTo) {
         disk.at = upTo;
-        for (const n of disk.seqs) {
+        for (const [n, seq] of disk.seqs) {
           if (n > upTo) continue;
           disk.seqs.delete(n);
           ops.push({ type: 'del', key: keys.ahead(origin, n) });
+          // A change held ahead with no feed entry here (a clone's or anti-entropy run's `ahead`), now inside
+          // the vector: a peer whose vector stops below it would never get it from this feed. The base says
+          // so, and sends such a peer to anti-entropy at its next sub; the peers streaming from this feed now
+          // are told to subscribe again (onFeedBaseRaised). (Raised only now: while the gap lasts, a peer
+          // holding the change ahead too sends a vector below it, and would be repaired at every session.)
+          if (seq !== 0) continue;
+          baseDirty = true;
+          if (n > vectorEntry(this.base, origin)) {
+            this.base[origin] = n;
+            baseRaised = true;
+          }
         }
         if (disk.seqs.size === 0) this.aheadOnDisk.delete(origin);
       }
+    }
+    if (baseDirty) ops.push({ type: 'put', key: keys.meta('feedBase'), value: encode(this.base) });
+    if (baseRaised) {
+      after.push(() => {
+        for (const fn of this.baseListeners) fn();
+      });
     }
     this.dirtyVector.clear();
     if (this.clientNodesDirty) {

@@ -14,6 +14,7 @@ export interface FeedStore extends SessionStore {
   applyRemoteStaged(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } }): Promise<{ result: ApplyResult; durable: Promise<void> }>;
   checkpoint(peer: string): Promise<number>;
   subscribe(listener: (entries: FeedEntry[]) => void): () => void;
+  onFeedBaseRaised(fn: () => void): () => void;
   stateSnapshot(): StateSnapshot;
   digest(bits?: number): Promise<StoreDigest>;
   /** what this node holds in some digest buckets, a page at a time: the subscriber's side of anti-entropy */

@@ -180,6 +180,7 @@ export class Replicator {
   private readonly links = new Set<Link>();
   private readonly dialers: Dialer[];
   private readonly unsubscribe: () => void;
+  private readonly unbase: () => void;
   private closed = false;
   private readonly heartbeat: number;
   private readonly timeout: number;
@@ -212,6 +213,11 @@ export class Replicator {
       // (a replica's peers take nothing from it: nobody can be behind it)
       if (this.role === 'master' && entries.length) this.clock.note(entries[0]!.seq, monotonic());
       for (const link of this.links) this.run(link, link.session.feedAdvanced(head));
+    });
+    // (a change held ahead without a feed entry came inside the vector: no link of ours knows whose peer lacks it;
+    // a replica's master takes no feed from it)
+    this.unbase = opts.store.onFeedBaseRaised(() => {
+      if (this.role === 'master') this.resubscribe();
     });
     if (this.role === 'replica') {
       for (const d of this.dialers.slice(1)) d.state = 'standby';
@@ -431,16 +437,8 @@ export class Replicator {
       // sends are synchronous, so the frame codec's history stays in order
       later: (actions) => this.runNow(link, actions),
       digestCompared: (differing) => this.opts.log.info({ peer: session.peer, differing }, 'anti-entropy: digests compared'),
-      // Our feed now lacks changes we hold (the feed base grew): peers
-      // streaming from us must subscribe again, so that those lacking them
-      // are caught up by anti-entropy instead of meeting a gap.
-      statesApplied: () => {
-        for (const other of this.links) {
-          if (other === link || other.session.state !== 'open') continue;
-          this.lastReason.set(other, 'feed base changed; resubscribing');
-          other.ws.close(1000, 'feed base changed; resubscribing');
-        }
-      },
+      // (this link's peer sent the states: it holds what they raised the base to)
+      statesApplied: () => this.resubscribe(link),
     };
     this.links.add(link);
     const begin = (): void => {
@@ -848,9 +846,23 @@ export class Replicator {
     return out;
   }
 
+  /**
+   * Our feed now lacks changes we hold (the feed base grew): peers streaming
+   * from us must subscribe again, so that those lacking them are caught up
+   * by anti-entropy instead of meeting a gap.
+   */
+  private resubscribe(except?: Link): void {
+    for (const other of this.links) {
+      if (other === except || other.session.state !== 'open') continue;
+      this.lastReason.set(other, 'feed base changed; resubscribing');
+      other.ws.close(1000, 'feed base changed; resubscribing');
+    }
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     this.unsubscribe();
+    this.unbase();
     for (const d of this.dialers) clearTimeout(d.timer);
     for (const l of this.links) {
       clearInterval(l.timer);

@@ -456,3 +456,43 @@ t.test('a change its sender holds ahead of a gap, whose feed entry the sender tr
   await b.applyRemote([e2!]);
   t.equal(b.versionVector()['o'], 3, "once o#2 is in, b's entry moves on over o#3, held ahead");
 });
+
+t.test("a change held ahead with no feed entry (a clone's ahead list) raises the feed base once the gap fills, on disk, and peers following the feed are told: one whose vector stops below it is repaired, not left without it", async (t) => {
+  const [o, a, p] = await stores(t, 'o', 'a', 'p');
+  const bDir = mkdtempSync(join(tmpdir(), 'meridian-ae-'));
+  let b = await Store.open({ dir: bDir, schema: thingSchema, nodeId: 'b' });
+  t.teardown(async () => {
+    await b.close();
+    rmSync(bDir, { recursive: true, force: true });
+  });
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) ids.push((await o.create('Thing', { a: `t-${i}` })).id);
+  const [e1, e2, e3] = (await o.readFeed(0, 10)).map(({ seq: _s, ...c }) => c as RemoteChange);
+  await a.applyRemote([e1!, e3!]);
+  await a.create('Thing', { a: 'after' });
+  const [own] = (await a.readFeed(2, 1)).map(({ seq: _s, ...c }) => c as RemoteChange);
+  await a.trimFeed(1);
+  await replicate(a, b, 50, { yEmpty: true });
+  t.same(b.feedBase(), { o: 1, a: 1 }, 'b holds o#3 ahead, without a feed entry, and its base below it');
+  // p follows b's feed while the gap lasts: nothing in it carries o#3
+  await p.applyRemote([e1!, own!]);
+  await replicate(b, p, 50);
+  t.equal(await p.get(ids[2]!), undefined, 'p lacks o#3');
+
+  let told = 0;
+  b.onFeedBaseRaised(() => told++);
+  await b.applyRemote([e2!]);
+  t.same([b.versionVector()['o'], b.feedBase()['o']], [3, 3], "the gap filled on b: its vector passes o#3, and so does its base");
+  t.equal(told, 1, 'once that batch was on disk, peers following the feed were told to subscribe again');
+  await b.close();
+  b = await Store.open({ dir: bDir, schema: thingSchema });
+  t.equal(b.feedBase()['o'], 3, 'the raised base is on disk');
+
+  // p gets o#2 from elsewhere, and subscribes to b again: its vector stops below b's base
+  await p.applyRemote([e2!]);
+  const bp = await replicate(b, p, 50);
+  t.equal(bp.x.closed ?? bp.y.closed, undefined);
+  t.ok(bp.x.sent.some((f) => f.t === 'digest'), 'p was sent to anti-entropy');
+  t.equal((await p.get(ids[2]!))?.fields['a'], 't-2', 'and has o#3');
+  t.equal(p.versionVector()['o'], 3);
+});
