@@ -461,12 +461,22 @@ t.test('a node whose data dir was put back from a copy under its own id is refus
   t.match(String(refused()[0]!['reason']), /^a holds its own changes only up to 1, and b holds them up to 2: a's data dir is older|^b holds changes of a up to 2, and a itself only up to 1: a's data dir is older|^b holds a position 2 in the feed of a, whose feed ends at 1: a's data dir is older/);
   t.equal(await b.node.store.get(second.id).then((o) => o?.fields['name']), 'After the copy', 'b keeps what a wrote after the copy');
 
-  // an emptied dir under the old id is refused too: its feed would start again below b's position in the old one
+  // An emptied dir under the old id is refused too: its feed would start again below b's position in the old one,
+  // and its changes would be numbered as a's old ones. Here it writes more than a had made before it meets b: no
+  // count shows the dir is new, its feed tag does.
   await a.node.stop();
-  a = await start(t, { nodeId: 'a', peers });
+  const emptied = tempDir(t);
+  a = await start(t, { nodeId: 'a' }, emptied);
+  const remade: string[] = [];
+  for (let i = 0; i < 3; i++) remade.push((await a.node.store.create('Organisation', { name: `Remade ${i}`, kind: 'vendor' })).id);
+  await a.node.stop();
+  a = await start(t, { nodeId: 'a', peers }, emptied);
+  const notTheOne = /^(peer closed the session: )?a's data dir is not the one this node replicated with \(its feed is [0-9a-f]{8}, was [0-9a-f]{8}\): .*start a on an empty --dir under a new --node-id/;
   t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'refused'), 'a, emptied, under its old id is refused');
-  t.match(a.node.replicator!.status()[0]!.reason, older);
-  t.equal((await a.node.store.list('Organisation')).items.length, 0, 'and has cloned nothing');
+  t.match(a.node.replicator!.status()[0]!.reason, notTheOne);
+  t.ok(await until(() => b.logs.some((l) => l.msg === 'replication peer refused' && notTheOne.test(String(l['reason'])))), 'b logs why');
+  t.same((await a.node.store.list('Organisation')).items.map((o) => o.id).sort(), [...remade].sort(), 'a has taken nothing from b');
+  for (const id of remade) t.equal(await b.node.store.get(id), undefined, "and b nothing from a's new dir");
   // the fix the refusal names: an empty dir under a new id clones, and what it writes reaches b
   await a.node.stop();
   const a2 = await start(t, { nodeId: 'a2', peers });
@@ -488,7 +498,7 @@ t.test('a relay that made no change of its own, emptied and started under its ol
   await a.node.stop();
   a = await start(t, { nodeId: 'a', httpPort: aPort, peers: toB });
   t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'refused', 10_000), 'a, emptied under its old id, is refused by b');
-  t.match(a.node.replicator!.status()[0]!.reason, /holds a position \d+ in the feed of a, whose feed ends at 0: a's data dir is older than what it sent/);
+  t.match(a.node.replicator!.status()[0]!.reason, /a's data dir is not the one this node replicated with/);
 });
 
 t.test('meridian verify says identical, or names the ranges that differ', async (t) => {

@@ -387,6 +387,8 @@ export class Store {
   private feedlessDirty = false;
   /** changes this node holds but whose feed entries it never had (it was cloned): see feedBase() */
   private base: Record<string, number>;
+  /** the feed tag each master peer showed when first met (see peerFeed) */
+  private readonly peerFeeds: Map<string, string>;
   /** told once a batch that raised the feed base past changes held ahead without feed entries is on disk */
   private readonly baseListeners = new Set<() => void>();
   /** feed entries up to this seq were trimmed */
@@ -450,9 +452,11 @@ export class Store {
     cloning: boolean;
     feedTag: string;
     statesEpoch: number;
+    peerFeeds: Record<string, string>;
   }) {
     this.cloning = init.cloning;
     this.feedTag = init.feedTag;
+    this.peerFeeds = new Map(Object.entries(init.peerFeeds));
     this.feedlessNext = init.statesEpoch;
     this.purgedIds = init.purged;
     this.provisional = init.provisional;
@@ -631,7 +635,7 @@ export class Store {
       }
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
       const versionsMigrated = await migrateVersions(db, formula);
-      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch });
+      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch, peerFeeds: (await getMeta<Record<string, string>>('peerFeeds')) ?? {} });
       try {
         await store.reindexChangedFields();
         await store.repairUniqueClashes();
@@ -1906,6 +1910,22 @@ export class Store {
     let n = 0;
     for (const m of this.openConflicts.values()) n += m.size;
     return n;
+  }
+
+  /**
+   * The feed tag `peer` showed when this node first followed its feed: a
+   * checkpoint and a vector entry for it count in that feed. Replication
+   * refuses the peer under another one (its data dir was made again).
+   */
+  peerFeed(peer: string): string | undefined {
+    return this.peerFeeds.get(peer);
+  }
+
+  /** Records the feed tag of a peer met for the first time, durably. */
+  async notePeerFeed(peer: string, feed: string): Promise<void> {
+    this.assertOpen();
+    this.peerFeeds.set(peer, feed);
+    await this.commits.add([{ type: 'put', key: keys.meta('peerFeeds'), value: encode(Object.fromEntries(this.peerFeeds)) }]);
   }
 
   /** The last feed seq of `peer` this node has applied (0 if none). */

@@ -161,3 +161,15 @@ t.test('the feed is read up to its durable head only: an entry LevelDB holds bef
   t.same(await store.readFeed(head), [], 'nothing past the head');
   t.same((await store.readFeed(head - 1)).map((e) => [e.seq, e.id]), [[head, o.id]], 'and up to it, all');
 });
+
+t.test("the feed tags of peers met are kept across a restart: a peer's dir made again is still told apart after this node's restart", async (t) => {
+  const dir = tempDir(t);
+  const s1 = await Store.open({ dir, schema, nodeId: 'p' });
+  t.match(s1.feedTag, /^[0-9a-f]{8}$/);
+  await Promise.all([s1.notePeerFeed('a', '0123abcd'), s1.notePeerFeed('b', '89abcdef')]);
+  await s1.close();
+  const s2 = await Store.open({ dir, schema });
+  t.same([s2.peerFeed('a'), s2.peerFeed('b'), s2.peerFeed('c')], ['0123abcd', '89abcdef', undefined]);
+  t.equal(s2.feedTag, s1.feedTag, 'and its own tag is the same');
+  await s2.close();
+});

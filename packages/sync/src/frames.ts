@@ -24,6 +24,11 @@ export interface HelloFrame {
   cred?: string;
   /** the sender accepts compressed frames (see frame-codec.ts) */
   z?: boolean;
+  /**
+   * the sender's feed tag (8 hex digits): drawn with its data dir, so a dir
+   * made again under an old node id shows another one (see session.ts)
+   */
+  feed?: string;
 }
 
 /** Proof of the cluster secret: HMAC over both nonces and both node ids. */
@@ -288,6 +293,7 @@ export function decodeFrame(data: Uint8Array): Frame {
       check(isBytes(f['nonce'], 64) && f['nonce'].length >= 16, 'hello nonce must be at least 16 bytes');
       check(f['cred'] === undefined || (typeof f['cred'] === 'string' && CRED_RE.test(f['cred'])), 'hello credential must be name:serial');
       check(f['z'] === undefined || typeof f['z'] === 'boolean', 'hello z must be a boolean');
+      check(f['feed'] === undefined || (typeof f['feed'] === 'string' && /^[0-9a-f]{8}$/.test(f['feed'])), 'hello feed must be 8 hex digits');
       return f as unknown as HelloFrame;
     case 'auth':
       check(isBytes(f['proof'], 64), 'auth proof must be bytes');

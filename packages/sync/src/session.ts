@@ -31,7 +31,8 @@ export type Action =
   | { type: 'expect-keys'; keys: string[]; run: number }
   /** `clone`: the states of a clone (the subscriber was empty), not of an anti-entropy run; with `done`, the held keys' records too */
   | { type: 'clone'; objects: ClonedState[]; done: SnapshotEnd | undefined; clone: boolean; run: number }
-  | { type: 'load-checkpoint'; peer: string }
+  /** with `feed`: the peer's feed tag, first seen now, to be recorded before its checkpoint is read */
+  | { type: 'load-checkpoint'; peer: string; feed?: string }
   | { type: 'open'; peer: string; role: Role }
   /** master: run a write a replica forwarded, then hand the answer to writeDone() */
   | { type: 'forward'; write: WriteFrame }
@@ -50,6 +51,10 @@ export interface SessionStore {
   firstSeq(): number;
   /** a clone began here and its last frame has not been stored: the node asks to be cloned again */
   cloneUnfinished(): boolean;
+  /** this node's feed tag, drawn with its data dir */
+  readonly feedTag: string;
+  /** the feed tag a master peer showed when first met, if any */
+  peerFeed(peer: string): string | undefined;
 }
 
 /**
@@ -57,9 +62,11 @@ export interface SessionStore {
  * head, bounds, and whether it holds nothing yet (then it asks to be
  * cloned), for the transport and for tests that wire sessions themselves.
  */
-export function storeSessionOptions(store: SessionStore): Pick<SessionOptions, 'nodeId' | 'vector' | 'head' | 'empty' | 'feedBase' | 'firstSeq'> {
+export function storeSessionOptions(store: SessionStore): Pick<SessionOptions, 'nodeId' | 'vector' | 'head' | 'empty' | 'feedBase' | 'firstSeq' | 'feedTag' | 'knownFeed'> {
   return {
     nodeId: store.nodeId,
+    feedTag: store.feedTag,
+    knownFeed: (peer) => store.peerFeed(peer),
     vector: () => store.versionVector(),
     head: store.lastSeq,
     // (a clone cut short counts as none: its purge markers alone make feed entries and vector entries)
@@ -104,6 +111,10 @@ export interface SessionOptions {
   feedBase?: () => Record<string, number>;
   /** the oldest feed seq still retained */
   firstSeq?: () => number;
+  /** this node's feed tag, sent in the hello */
+  feedTag?: string;
+  /** the feed tag a master peer showed when first met (recorded through load-checkpoint's `feed`) */
+  knownFeed?: (peer: string) => string | undefined;
   /** changes per batch */
   batch?: number;
   /** unacknowledged frames allowed in flight (also bounded by WINDOW_BYTES) */
@@ -141,6 +152,8 @@ export class SyncSession {
   readonly stats: SessionStats = { remoteHead: 0, applied: 0, acked: 0, sent: 0, behindSince: undefined };
 
   private peerNonce: Uint8Array | undefined;
+  /** the feed tag in the peer's hello */
+  private peerFeed: string | undefined;
   /** the key both sides prove: the cluster secret, or the replica's credential key */
   private key = '';
   private writes = 0;
@@ -239,6 +252,7 @@ export class SyncSession {
     const hello: HelloFrame = { t: 'hello', v: PROTOCOL_VERSION, cluster: this.opts.cluster, node: this.opts.nodeId, role: this.opts.role, nonce: this.opts.nonce };
     if (this.opts.credential !== undefined) hello.cred = this.opts.credential;
     if (this.opts.compress) hello.z = true;
+    if (this.opts.feedTag !== undefined) hello.feed = this.opts.feedTag;
     return [{ type: 'send', frame: hello }];
   }
 
@@ -301,6 +315,7 @@ export class SyncSession {
     this.peerRole = h.role;
     this.peerCredential = h.cred;
     this.peerNonce = h.nonce;
+    this.peerFeed = h.feed;
     this.state = 'auth';
     return this.opts.dialed ? [this.ownProof()] : [];
   }
@@ -326,7 +341,20 @@ export class SyncSession {
     if (!this.opts.dialed) open.unshift(this.ownProof());
     // A master never subscribes to a replica: replicas are receive-only.
     if (this.peerRole === 'replica') return open;
-    return [...open, { type: 'load-checkpoint', peer: this.peer! }];
+    // A checkpoint and a vector entry count in one feed of the peer's. A data dir made again under the peer's
+    // id (a lost disk, a config that pins --node-id) starts a feed and a count of its own changes from 1 again:
+    // followed from the old checkpoint it would skip its first entries, and its new changes would be taken for
+    // the old ones of the same numbers, on every node. (Checked once authenticated: a tag no one proved is not
+    // recorded. A peer of a build without tags shows none, and is not checked.)
+    const known = this.peerFeed === undefined ? undefined : this.opts.knownFeed?.(this.peer!);
+    if (known !== undefined && known !== this.peerFeed) {
+      return this.fail(
+        `${this.peer}'s data dir is not the one this node replicated with (its feed is ${this.peerFeed}, was ${known}): a dir made again under an old node id would pass its new changes off as that node's old ones; start ${this.peer} on an empty --dir under a new --node-id (it clones), or restore a backup of it with "meridian restore"`,
+        true,
+      );
+    }
+    const first = known === undefined && this.peerFeed !== undefined ? { feed: this.peerFeed } : {};
+    return [...open, { type: 'load-checkpoint', peer: this.peer!, ...first }];
   }
 
   /** The checkpoint for this peer is loaded: ask for everything after it. */

@@ -949,6 +949,7 @@ t.test('decodeFrame rejects each required field missing or of the wrong type', a
     ['need', 'after', [5, '', 'a b', null], /^need page bounds must be object ids$/],
     ['need', 'upTo', [5, '', 'a b', null], /^need page bounds must be object ids$/],
     ['hello', 'cred', [5, 'laptop', 'laptop:0123', 'laptop:0123456789ABCDEF', ':0123456789abcdef', null], /^hello credential must be name:serial$/],
+    ['hello', 'feed', [5, '', '0123abc', '0123abcde', '0123ABCD', null], /^hello feed must be 8 hex digits$/],
     ['write', 'key', [REMOVE, '', 'k'.repeat(129), 'has space', 'é', 5, null], /^write needs a key of 1-128 printable ASCII characters$/],
     ['write', 'op', [REMOVE, 'drop', 'Create', 1, null], /^write op is unknown$/],
     ['write', 'id', [REMOVE, '', 'a b', 'i'.repeat(129), 5], /^write needs a valid object id$/],
