@@ -5,20 +5,21 @@
 import t, { type Test } from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_SCHEMA, type MeridianNode } from '@meridian/node';
+import { connect } from 'node:net';
+import { DEFAULT_SCHEMA, type ConfigInput, type MeridianNode } from '@meridian/node';
 import { freePort } from './helpers/free-port.js';
 import { tempDir } from './helpers/tmp.js';
 import { ADMIN, basic, PERSON_PW, seed, startXmlNode } from './helpers/xml-node.js';
 import { until } from './helpers/wait.js';
 
 /** A master (its fixed port free) and a replica of it, writable; `prepare` runs on the master before the replica starts. */
-async function masterAndReplica(t: Test, prepare: (master: MeridianNode) => Promise<void> = async () => undefined, writesGraceMs?: number): Promise<{ master: MeridianNode; replica: MeridianNode }> {
+async function masterAndReplica(t: Test, prepare: (master: MeridianNode) => Promise<void> = async () => undefined, writesGraceMs?: number, replicaFlags: ConfigInput = {}): Promise<{ master: MeridianNode; replica: MeridianNode }> {
   const port = await freePort();
   const master = await startXmlNode(t, { httpPort: port, clusterSecret: 'in-process-cluster-secret', heartbeat: 200, linkTimeout: 1000 });
   await prepare(master);
   const res = await fetch(`${master.url}/api/replicas`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'r1' }) });
   const { credential } = (await res.json()) as { credential: string };
-  const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000 }, writesGraceMs === undefined ? {} : { writesGraceMs });
+  const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000, ...replicaFlags }, writesGraceMs === undefined ? {} : { writesGraceMs });
   t.ok(await until(() => replica.status().mode === 'read-write', 10_000), 'writable with its master');
   return { master, replica };
 }
@@ -290,8 +291,19 @@ t.test('one credential holds at most two replica sessions on a master at once: a
   t.equal(r2.status().mode, 'read-write');
 });
 
-t.test('a replica told to stop lets its writes in flight finish first: answered, made on the master, readable', async (t) => {
-  const { master, replica } = await masterAndReplica(t);
+t.test('a replica told to stop lets its writes in flight finish first: answered, made on the master, readable; its LDAP port takes no new connection meanwhile', async (t) => {
+  const ldapPort = await freePort();
+  const { master, replica } = await masterAndReplica(t, undefined, undefined, { ldapPort });
+  const dialLdap = (): Promise<string> =>
+    new Promise((resolve) => {
+      const s = connect(ldapPort, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        resolve('connected');
+      });
+      s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+  t.equal(await dialLdap(), 'connected', 'the replica serves LDAP');
   // the master answers once the replica has begun to stop: the write is still on its way then
   let arrived = 0;
   let release!: () => void;
@@ -307,6 +319,7 @@ t.test('a replica told to stop lets its writes in flight finish first: answered,
   t.ok(await until(() => arrived === 1, 5000), 'the write reached the master');
   const stopped = replica.stop();
   setTimeout(release, 300);
+  t.equal(await dialLdap(), 'ECONNREFUSED', 'while the write is in flight, LDAP takes no new connection');
   const res = await posted;
   t.equal(res.status, 201, 'answered as made, not given up');
   const { id } = (await res.json()) as { id: string };
@@ -314,9 +327,12 @@ t.test('a replica told to stop lets its writes in flight finish first: answered,
   await stopped;
 });
 
-t.test('a write whose change has not come back when a stopping replica gives up is answered 504 saying it was made, not cut off', async (t) => {
-  const { master, replica } = await masterAndReplica(t, undefined, 1000); // (a grace of 1 s: the writes here outlast any)
-  // the replica applies nothing more: the change never comes back
+/**
+ * A master and a replica whose applies wait for `release` (the change of a write never comes back meanwhile),
+ * and a create posted through the replica, once made on the master.
+ */
+async function madeNotBack(t: Test, name: string, writesGraceMs: number): Promise<{ master: MeridianNode; replica: MeridianNode; posted: Promise<Response>; release: () => void }> {
+  const { master, replica } = await masterAndReplica(t, undefined, writesGraceMs);
   let release!: () => void;
   const held = new Promise<void>((r) => (release = r));
   const apply = replica.store.applyRemoteStaged.bind(replica.store);
@@ -325,8 +341,25 @@ t.test('a write whose change has not come back when a stopping replica gives up 
     return apply(...args);
   };
   t.teardown(() => release());
-  const posted = fetch(`${replica.url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'Made', kind: 'vendor' } }) });
-  t.ok(await until(async () => (await master.store.list('Organisation')).items.some((o) => o.fields['name'] === 'Made'), 5000), 'made on the master');
+  const posted = fetch(`${replica.url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'Organisation', fields: { name, kind: 'vendor' } }) });
+  t.ok(await until(async () => (await master.store.list('Organisation')).items.some((o) => o.fields['name'] === name), 5000), 'made on the master');
+  return { master, replica, posted, release };
+}
+
+t.test('a write whose change comes back while a stopping replica waits for it is answered as made', async (t) => {
+  const { replica, posted, release } = await madeNotBack(t, 'Back in time', 2000);
+  const stopped = replica.stop();
+  setTimeout(release, 300);
+  const res = await posted;
+  t.equal(res.status, 201, 'answered once its change came back, within the grace');
+  const { id } = (await res.json()) as { id: string };
+  t.equal((await replica.store.get(id))?.fields['name'], 'Back in time', 'and readable on the replica');
+  await stopped;
+});
+
+t.test('a write whose change has not come back when a stopping replica gives up is answered 504 saying it was made, not cut off', async (t) => {
+  // (a grace of 1 s: the write here outlasts any)
+  const { replica, posted, release } = await madeNotBack(t, 'Made', 1000);
   const stopped = replica.stop();
   const res = await posted;
   t.equal(res.status, 504);
