@@ -1192,6 +1192,53 @@ t.test('objects stored without feed entries (a clone, a repair) tell the caches 
   t.match(text, new RegExp(`id: ${at(b, b.store.lastSeq)}\nevent: change\ndata: <change seq="${b.store.lastSeq}" id="org-after"`), 'and goes on after it');
 });
 
+t.test('an SSE stream the feed was trimmed past while it read gets a reset saying so, then reads on from the head', async (t) => {
+  const node = await startXmlNode(t, { feedRetention: 0 });
+  await seed(node);
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  const res = await fetch(`${node.url}/changes?since=now`, { headers: { authorization: ADMIN, accept: 'text/event-stream' }, signal: ac.signal });
+  const reader = res.body!.getReader();
+  let text = '';
+  const readUntil = async (re: RegExp): Promise<void> => {
+    const deadline = Date.now() + 10_000;
+    while (!re.test(text) && Date.now() < deadline) {
+      const next = await Promise.race([reader.read(), sleep(deadline - Date.now()).then(() => 'late' as const)]);
+      if (next === 'late' || next.done) break;
+      text += Buffer.from(next.value).toString();
+    }
+  };
+  await readUntil(/: meridian changes feed\n\n/);
+  // the stream's next read of the feed waits until the feed was trimmed past where the stream is
+  const read = node.store.readFeed.bind(node.store);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let held = false;
+  node.store.readFeed = async (after, limit) => {
+    if (!held) {
+      held = true;
+      await gate;
+    }
+    return read(after, limit);
+  };
+  t.teardown(() => release());
+  for (let i = 0; i < 3; i++) await node.store.create('Organisation', { name: `Trimmed ${i}`, kind: 'vendor' }, { principal: 'test', id: `org-trimmed-${i}` });
+  t.ok(await until(() => held), 'the stream began to read the new changes');
+  // more than the store keeps of the feed in memory (4,096 entries), so the read goes to the trimmed disk
+  for (let i = 0; i < 4160; i += 64) {
+    await Promise.all(Array.from({ length: 64 }, (_, j) => node.store.create('Organisation', { name: `Later ${i + j}`, kind: 'vendor' }, { principal: 'test' })));
+  }
+  await node.store.trimFeed(1);
+  release();
+  await readUntil(/event: reset[^]*\n\n/);
+  const head = at(node, node.store.lastSeq);
+  t.match(text, new RegExp(`id: ${head}\nevent: reset\ndata: <reset reason="trimmed"/>\n\n`), 'a reset whose id is the head');
+  t.notMatch(text, /event: change/, 'and no change of a range the trim cut into');
+  await node.store.create('Organisation', { name: 'After the trim', kind: 'vendor' }, { principal: 'test', id: 'org-after-trim' });
+  await readUntil(/org-after-trim/);
+  t.match(text, new RegExp(`id: ${at(node, node.store.lastSeq)}\nevent: change\ndata: <change seq="${node.store.lastSeq}" id="org-after-trim"`), 'then it reads on');
+});
+
 t.test('an SSE stream asked for a position the feed cannot read on from starts with a reset, not a 410 (which ends an EventSource for good)', async (t) => {
   const node = await startXmlNode(t, { feedRetention: 0 });
   await seed(node);
