@@ -159,7 +159,9 @@ t.test('the feed is read up to its durable head only: an entry LevelDB holds bef
   const db = (store as unknown as { db: { get(k: string): Promise<Buffer | undefined>; put(k: string, v: Buffer): Promise<void> } }).db;
   await db.put(keys.feed(head + 1), (await db.get(keys.feed(head)))!);
   t.same(await store.readFeed(head), [], 'nothing past the head');
-  t.same((await store.readFeed(head - 1)).map((e) => [e.seq, e.id]), [[head, o.id]], 'and up to it, all');
+  // (read from disk: the in-memory tail of the feed, which holds durable entries only, is emptied)
+  Object.assign(store as unknown as { recent: unknown[]; recentStart: number }, { recent: [], recentStart: 0 });
+  t.same((await store.readFeed(head - 1)).map((e) => [e.seq, e.id]), [[head, o.id]], 'and up to it, all, from disk');
 });
 
 t.test("the feed tags of peers met are kept across a restart: a peer's dir made again is still told apart after this node's restart", async (t) => {
