@@ -412,6 +412,11 @@ t.test("a snapshot whose vector holds more of the receiver's own changes than it
   t.equal(b.versionVector()['b'], 1, 'its own entry as it was');
   t.equal(b.versionVector()['a'] ?? 0, 0, "and nothing of a's claimed");
   t.equal((await b.list('Org')).items.filter((o) => o.fields['name'] === 'Theirs').length, 0, 'nor any of its states stored');
+  // the same claim made as a change held ahead of a gap
+  await t.rejects(b.cloneStates(frames.flat(), { peer: 'a', head: snap.head, vector: snap.vector, ahead: [['b', 3]] }), {
+    message: /^a's snapshot holds changes of b up to 3, and b itself only up to 1: this data dir is older/,
+  });
+  t.same(b.versionVector(), { b: 1 }, 'which claims nothing either');
 });
 
 t.test('a change held ahead of a gap whose feed entry was trimmed reaches a clone as held ahead, and from it the next clone', async (t) => {
