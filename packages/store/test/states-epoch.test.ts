@@ -117,3 +117,21 @@ t.test('a data dir from before feed ids that was cloned starts at epoch 1: since
   b = await openStore(t, { nodeId: 'b', dir });
   t.equal(b.statesEpoch, 1, 'once: the next open keeps it');
 });
+
+t.test("a migration of versions raises it, once: every ETag a cache holds changes with it", async (t) => {
+  const dir = tempDir(t);
+  let a = await openStore(t, { nodeId: 'a', dir });
+  await a.create('Org', { name: 'Acme', kind: 'vendor' });
+  const before = a.statesEpoch;
+  await a.close();
+  // as a build of an older version formula left it
+  const { Level } = await import('level');
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  await db.del('mversionFormula');
+  await db.close();
+  a = await openStore(t, { nodeId: 'a', dir });
+  t.equal(a.statesEpoch, before + 1, 'raised by the migration');
+  await a.close();
+  a = await openStore(t, { nodeId: 'a', dir });
+  t.equal(a.statesEpoch, before + 1, 'once: the next open keeps it');
+});
