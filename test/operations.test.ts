@@ -123,12 +123,24 @@ t.test('/metrics: writes, feed, sessions, per-peer lag rising while cut off and 
   await fetch(`${a.node.url}/api/objects?type=Organisation&limit=1`, { headers: { authorization: AUTH } });
   await fetch(`${a.node.url}/objects/Organisation?limit=1`, { headers: { authorization: AUTH } });
   await fetch(`${a.node.url}/objects/Organisation?limit=1`);
+  // (a path fetch, or a URL, would normalise: a raw request)
+  const { request } = await import('node:http');
+  const refused = await new Promise<number>((resolve, reject) =>
+    request({ host: '127.0.0.1', port: new URL(a.node.url).port, path: '/api/%2e%2e/status', headers: { authorization: AUTH } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    })
+      .on('error', reject)
+      .end(),
+  );
+  t.equal(refused, 400);
   const m2 = await scrape(a.node);
+  t.equal(m2.get('meridian_http_requests_total{surface="admin",method="GET",status="400"}'), 1, 'a target refused as not in normal form is counted too');
   t.equal(m2.get('meridian_http_requests_total{surface="admin",method="GET",status="200"}'), 1, 'admin API requests by status');
   t.equal(m2.get('meridian_http_requests_total{surface="xml",method="GET",status="200"}'), 1, 'XML requests by status');
   t.equal(m2.get('meridian_http_requests_total{surface="xml",method="GET",status="401"}'), 1);
   t.ok((m2.get('meridian_http_request_duration_seconds_count{surface="xml"}') ?? 0) >= 2, 'and their latency');
-  t.equal(m2.get('meridian_http_request_duration_seconds_count{surface="admin"}'), 1, 'admin latency too');
+  t.equal(m2.get('meridian_http_request_duration_seconds_count{surface="admin"}'), 2, 'admin latency too (the refused one included)');
 });
 
 t.test('/readyz is 503 while a node catches up and 200 once it has', async (t) => {

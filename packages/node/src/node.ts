@@ -310,8 +310,10 @@ export class MeridianNode {
     // (a kept-alive connection's next request while the node stops: answered, and the connection closed after it)
     if (this.stopping) res.shouldKeepAlive = false;
     try {
-      const url = requestUrl(req.url);
-      this.metrics.observe(surfaceOf(url.pathname), req.method ?? 'GET', res, started);
+      const target = req.url ?? '/';
+      // (counted before it is parsed: a target refused as not a path is a request too; its surface from the raw path)
+      this.metrics.observe(surfaceOf(target.split('?')[0]!), req.method ?? 'GET', res, started);
+      const url = requestUrl(target);
       if ((url.pathname === '/healthz' || url.pathname === '/readyz' || url.pathname === '/metrics') && req.method !== 'GET' && req.method !== 'HEAD') {
         throw methodNotAllowed(req.method ?? '', 'GET, HEAD');
       }
