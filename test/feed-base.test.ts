@@ -8,8 +8,11 @@ import { Store, type RemoteChange } from '@meridian/store';
 import { freePort } from './helpers/free-port.js';
 import { crmSchema } from './helpers/schema.js';
 import { tempDir } from './helpers/tmp.js';
-import { until } from './helpers/wait.js';
-import { startXmlNode } from './helpers/xml-node.js';
+import { sleep, until } from './helpers/wait.js';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { MeridianNode, resolveConfig } from '@meridian/node';
+import { ADMIN_PW, startXmlNode } from './helpers/xml-node.js';
 
 const SECRET = 'in-process-cluster-secret';
 const entries = async (store: Store, after: number): Promise<RemoteChange[]> => (await store.readFeed(after, 10)).map(({ seq: _s, ...c }) => c as RemoteChange);
@@ -35,16 +38,39 @@ t.test('a master whose gap fills over a change it holds with no feed entry has t
   for await (const batch of snap.batches(10)) await b0.cloneStates(batch);
   await b0.cloneStates([], { peer: 'a', head: snap.head, vector: snap.vector, ahead: snap.ahead });
   await snap.close();
-  await b0.close();
   const p0 = await open('p', pDir);
   await p0.applyRemote([e1!, own!]);
   await p0.close();
+  // q holds all of o's changes, and b has followed q's feed to its head already (as a run's end records it):
+  // q's feed does not bring b o#2
+  const qDir = tempDir(t);
+  const q0 = await open('q', qDir);
+  await q0.applyRemote([e1!, own!, e2!, e3!]);
+  await b0.cloneStates([], { peer: 'q', head: q0.lastSeq, vector: {} });
+  await q0.close();
+  await b0.close();
 
-  const pPort = await freePort();
+  const [pPort, qPort] = [await freePort(), await freePort()];
   const common = { clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000 };
   const p = await startXmlNode(t, { ...common, dir: pDir, nodeId: 'p', httpPort: pPort });
-  const b = await startXmlNode(t, { ...common, dir: bDir, nodeId: 'b', peers: [`ws://127.0.0.1:${pPort}/sync`] });
-  t.ok(await until(() => b.status().peers.some((s) => s.state === 'live'), 10_000), 'b and p are live');
+  const q = await startXmlNode(t, { ...common, dir: qDir, nodeId: 'q', httpPort: qPort });
+  // b's log says which of its sessions opened again
+  const logs: { msg: string; peer?: string }[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _e, done) {
+      for (const line of chunk.toString().split('\n')) if (line) logs.push(JSON.parse(line) as { msg: string; peer?: string });
+      done();
+    },
+  });
+  const config = resolveConfig({ flags: { ...common, dir: bDir, nodeId: 'b', httpPort: 0, adminPassword: ADMIN_PW, peers: [`ws://127.0.0.1:${pPort}/sync`, `ws://127.0.0.1:${qPort}/sync`] } });
+  const b = await MeridianNode.start(config, pino({ level: 'info' }, sink));
+  t.teardown(() => b.stop());
+  const opened = (peer: string): number => logs.filter((l) => l.msg === 'replication session open' && l.peer === peer).length;
+  const live = (n: MeridianNode, peer: string): boolean => n.status().peers.some((s) => s.node === peer && s.state === 'live');
+  // (b shows q catching up until its gap fills: q holds what b lacks)
+  t.ok(await until(() => live(b, 'p') && live(p, 'b') && live(q, 'b'), 10_000), 'b, p and q are live');
+  // (q's sub reached b before q was live on b's empty feed; a moment more for the frames to settle)
+  await sleep(300);
   t.equal(await p.store.get(ids[2]!), undefined, "p lacks o#3: b's feed has no entry of it");
 
   // o#2 reaches p, and through p's feed b, whose gap fills: b's base passes o#3
@@ -52,4 +78,6 @@ t.test('a master whose gap fills over a change it holds with no feed entry has t
   t.ok(await until(() => b.store.feedBase()['o'] === 3, 10_000), "b's base passes o#3");
   t.ok(await until(async () => (await p.store.get(ids[2]!)) !== undefined, 10_000), 'p subscribed to b again, was repaired by anti-entropy, and holds o#3');
   t.equal(p.store.versionVector()['o'], 3);
+  t.equal(opened('p'), 2, "b's session with p was closed for it, and opened again");
+  t.equal(opened('q'), 1, 'the one with q, which held o#3, was left open');
 });

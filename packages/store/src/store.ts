@@ -2716,7 +2716,13 @@ export class Store {
     if (baseDirty) ops.push({ type: 'put', key: keys.meta('feedBase'), value: encode(this.base) });
     if (baseRaised) {
       after.push(() => {
-        for (const fn of this.baseListeners) fn();
+        for (const fn of this.baseListeners) {
+          try {
+            fn();
+          } catch {
+            // a listener's failure is its own: the batch's writers are resumed all the same
+          }
+        }
       });
     }
     this.dirtyVector.clear();

@@ -214,11 +214,9 @@ export class Replicator {
       if (this.role === 'master' && entries.length) this.clock.note(entries[0]!.seq, monotonic());
       for (const link of this.links) this.run(link, link.session.feedAdvanced(head));
     });
-    // (a change held ahead without a feed entry came inside the vector: no link of ours knows whose peer lacks it;
-    // a replica's master takes no feed from it)
-    this.unbase = opts.store.onFeedBaseRaised(() => {
-      if (this.role === 'master') this.resubscribe();
-    });
+    // (a change held ahead without a feed entry came inside the vector: a snapshot being served names it, in its
+    // vector or its ahead list, whichever side of the raise it was read on)
+    this.unbase = opts.store.onFeedBaseRaised(() => this.resubscribe({ snapshots: false }));
     if (this.role === 'replica') {
       for (const d of this.dialers.slice(1)) d.state = 'standby';
       if (this.dialers[0]) this.dial(this.dialers[0]);
@@ -437,8 +435,9 @@ export class Replicator {
       // sends are synchronous, so the frame codec's history stays in order
       later: (actions) => this.runNow(link, actions),
       digestCompared: (differing) => this.opts.log.info({ peer: session.peer, differing }, 'anti-entropy: digests compared'),
-      // (this link's peer sent the states: it holds what they raised the base to)
-      statesApplied: () => this.resubscribe(link),
+      // (this link's peer sent the states: it holds what they raised the base to; a snapshot being served
+      // to another was read before those states were stored)
+      statesApplied: () => this.resubscribe({ except: link, snapshots: true }),
     };
     this.links.add(link);
     const begin = (): void => {
@@ -848,12 +847,14 @@ export class Replicator {
 
   /**
    * Our feed now lacks changes we hold (the feed base grew): peers streaming
-   * from us must subscribe again, so that those lacking them are caught up
-   * by anti-entropy instead of meeting a gap.
+   * from us that may lack them must subscribe again, so that they are caught
+   * up by anti-entropy instead of meeting a gap. Sessions whose peer holds
+   * the base already are left alone (see SyncSession.lacksBase).
    */
-  private resubscribe(except?: Link): void {
+  private resubscribe(opts: { except?: Link; snapshots: boolean }): void {
+    const base = this.opts.store.feedBase();
     for (const other of this.links) {
-      if (other === except || other.session.state !== 'open') continue;
+      if (other === opts.except || !other.session.lacksBase(base, opts.snapshots)) continue;
       this.lastReason.set(other, 'feed base changed; resubscribing');
       other.ws.close(1000, 'feed base changed; resubscribing');
     }

@@ -357,6 +357,20 @@ export class SyncSession {
     return [...open, { type: 'load-checkpoint', peer: this.peer!, ...first }];
   }
 
+  /**
+   * Whether the peer this session serves our feed to may lack changes the
+   * feed base `base` says we hold without feed entries, so that it must
+   * subscribe again to be checked against it: its vector, as this session
+   * tracks it, stops below the base. A snapshot being served counts with
+   * `snapshots` (its states were read before the base grew); a session the
+   * peer has not subscribed on yet does not (its `sub` is checked then).
+   */
+  lacksBase(base: Record<string, number>, snapshots: boolean): boolean {
+    if (this.state !== 'open') return false;
+    if (this.cursor === undefined) return snapshots && (this.cloning || this.preparing !== undefined);
+    return Object.entries(base).some(([o, n]) => this.peerHas.get(o) < n);
+  }
+
   /** The checkpoint for this peer is loaded: ask for everything after it. */
   checkpointLoaded(seq: number): Action[] {
     if (this.state !== 'open') return [];

@@ -211,7 +211,9 @@ class Simulation {
             }),
           digestCompared: () => void this.aeRuns++,
           statesApplied: () => {
-            for (const c of [...this.conns.values()]) if (c !== conn && c.ends.some((e) => e.node === node)) this.drop(c, 'feed base changed; resubscribing');
+            for (const c of [...this.conns.values()]) {
+              if (c !== conn && c.ends.some((e) => e.node === node && e.session.lacksBase(node.store!.feedBase(), true))) this.drop(c, 'feed base changed; resubscribing');
+            }
           },
           session: new SyncSession({
             ...storeSessionOptions(node.store!),
@@ -274,7 +276,9 @@ class Simulation {
     if (node.baseRaised) {
       node.baseRaised = false;
       this.baseRaises++;
-      for (const c of [...this.conns.values()]) if (c.ends.some((e) => e.node === node)) this.drop(c, 'feed base changed; resubscribing');
+      for (const c of [...this.conns.values()]) {
+        if (c.ends.some((e) => e.node === node && e.session.lacksBase(node.store!.feedBase(), false))) this.drop(c, 'feed base changed; resubscribing');
+      }
       return;
     }
     for (const conn of this.conns.values()) {
