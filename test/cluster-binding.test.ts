@@ -8,19 +8,26 @@ import { pino } from 'pino';
 import { MeridianNode, resolveConfig, type ConfigInput } from '@meridian/node';
 import { encodeBackup, restoreBackup, Store } from '@meridian/store';
 import { crmSchema } from './helpers/schema.js';
+import { freePort } from './helpers/free-port.js';
 import { tempDir } from './helpers/tmp.js';
+import { until } from './helpers/wait.js';
 
 const SECRET = 'a-cluster-secret-of-16+';
 const quiet = pino({ level: 'silent' }, new Writable({ write: (_c, _e, done) => done() }));
 const start = (flags: ConfigInput): Promise<MeridianNode> =>
   MeridianNode.start(resolveConfig({ flags: { httpPort: 0, adminPassword: 'pw', ...flags } }), quiet);
 
-t.test('a data dir is refused in another cluster, and its backup with it; a standalone start leaves it unbound', async (t) => {
+t.test('a data dir is refused in another cluster once it replicated in one, and its backup with it; a start that replicated with nobody binds nothing', async (t) => {
   const dir = tempDir(t);
-  // standalone first: nothing recorded, so any cluster may take it
+  // started under the default id by mistake, with no peer to accept it: nothing is recorded
+  await (await start({ dir, clusterSecret: SECRET })).stop();
   await (await start({ dir })).stop();
-  const east = await start({ dir, clusterSecret: SECRET, clusterId: 'east' });
+  const port = await freePort();
+  const east = await start({ dir, clusterSecret: SECRET, clusterId: 'east', httpPort: port, heartbeat: 200, linkTimeout: 1000 });
   await east.store.create('Organisation', { name: 'Acme', kind: 'customer' });
+  const peer = await start({ dir: tempDir(t), clusterSecret: SECRET, clusterId: 'east', peers: [`ws://127.0.0.1:${port}/sync`], heartbeat: 200, linkTimeout: 1000 });
+  t.ok(await until(() => east.status().peers.some((p) => p.state === 'live')), 'a session with a node of cluster east opened');
+  await peer.stop();
   await east.stop();
 
   await t.rejects(start({ dir, clusterSecret: SECRET }), {
@@ -29,7 +36,6 @@ t.test('a data dir is refused in another cluster, and its backup with it; a stan
   await t.rejects(start({ dir, clusterSecret: SECRET, clusterId: 'west' }), { message: /holds the data of cluster "east", not "west"/ });
   // (the refusal let go of the dir: the next start opens it)
   await (await start({ dir, clusterSecret: SECRET, clusterId: 'east' })).stop();
-  await (await start({ dir })).stop(); // joining no cluster, it merges into none
 
   const store = await Store.open({ dir, schema: crmSchema });
   const snap = store.backupSnapshot();
@@ -37,9 +43,4 @@ t.test('a data dir is refused in another cluster, and its backup with it; a stan
   await restoreBackup(restored, encodeBackup(snap.header, snap.batches));
   await store.close();
   await t.rejects(start({ dir: restored, clusterSecret: SECRET, clusterId: 'west' }), { message: /holds the data of cluster "east", not "west"/ }, 'a restored backup keeps its cluster');
-
-  // a dir that joined no cluster yet takes the first it is started in
-  const fresh = tempDir(t);
-  await (await start({ dir: fresh, clusterSecret: SECRET, clusterId: 'west' })).stop();
-  await t.rejects(start({ dir: fresh, clusterSecret: SECRET, clusterId: 'east' }), { message: /holds the data of cluster "west"/ });
 });

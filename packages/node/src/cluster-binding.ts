@@ -5,19 +5,39 @@ import type { NodeConfig } from './config.js';
  * Ties a data dir to the cluster it first replicated in, and refuses to
  * start it in another. Started under another `--cluster-id` (one left out,
  * so the default), a node would merge its objects into that cluster's for
- * good: a change once replicated cannot be taken back. A node that joins no
- * cluster (a master without a secret) records nothing, so a standalone
- * store can still seed a cluster.
+ * good: a change once replicated cannot be taken back. The cluster is
+ * recorded when the first replication session opens (its peer proved the
+ * secret under the same cluster id), before anything of the peer's is
+ * taken: a start under a wrong id that no peer accepted binds nothing, and
+ * a node that joins no cluster stays free to seed one.
  */
-export async function bindCluster(store: Store, config: NodeConfig): Promise<void> {
-  if (config.role !== 'replica' && config.clusterSecret === undefined) return;
-  const bound = await store.getMeta<unknown>('clusterId');
-  if (bound === undefined) return store.setMeta('clusterId', config.clusterId);
-  if (typeof bound !== 'string') throw new MeridianError('bad-request', `data dir ${config.dir} names its cluster in a record this build cannot read; restore a backup into an empty --dir`);
-  if (bound !== config.clusterId) {
-    throw new MeridianError(
-      'bad-request',
-      `data dir ${config.dir} holds the data of cluster "${bound}", not "${config.clusterId}"; start it with --cluster-id ${bound}, or give this node an empty --dir to clone cluster "${config.clusterId}" into`,
-    );
+export class ClusterBinding {
+  private recording: Promise<void> | undefined;
+
+  private constructor(
+    private readonly store: Store,
+    private readonly clusterId: string,
+    bound: boolean,
+  ) {
+    if (bound) this.recording = Promise.resolve();
+  }
+
+  /** Refuses a data dir bound to another cluster than `config`'s. */
+  static async check(store: Store, config: NodeConfig): Promise<ClusterBinding> {
+    const bound = await store.getMeta<unknown>('clusterId');
+    if (bound !== undefined && typeof bound !== 'string') throw new MeridianError('bad-request', `data dir ${config.dir} names its cluster in a record this build cannot read; restore a backup into an empty --dir`);
+    if (bound !== undefined && bound !== config.clusterId) {
+      throw new MeridianError(
+        'bad-request',
+        `data dir ${config.dir} holds the data of cluster "${bound}", not "${config.clusterId}"; start it with --cluster-id ${bound}, or give this node an empty --dir to clone cluster "${config.clusterId}" into`,
+      );
+    }
+    return new ClusterBinding(store, config.clusterId, bound !== undefined);
+  }
+
+  /** Records the cluster, durably, the first time a session with one of its nodes opens. */
+  joined(): Promise<void> {
+    this.recording ??= this.store.setMeta('clusterId', this.clusterId);
+    return this.recording;
   }
 }

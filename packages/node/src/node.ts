@@ -8,7 +8,7 @@ import { destination, pino, type Logger } from 'pino';
 import { hlcToIso, loadSchemaFile, MeridianError, Store } from '@meridian/store';
 import { DUPLICATE_SESSION, parseReplicaCredential, Replicator, type PeerStatus } from '@meridian/sync';
 import { AdminAuth } from './admin-auth.js';
-import { bindCluster } from './cluster-binding.js';
+import { ClusterBinding } from './cluster-binding.js';
 import { handleAdmin } from './admin-api.js';
 import { SettingError, type NodeConfig } from './config.js';
 import { basicCredentials, HttpError, methodNotAllowed, readBody, sendError, sendJson, toHttpError } from './http-util.js';
@@ -112,7 +112,7 @@ export class MeridianNode {
     let ldapGateway: LdapGateway | undefined;
     const ldapUrls: string[] = [];
     try {
-      await bindCluster(store, config);
+      const cluster = await ClusterBinding.check(store, config);
       const auth = await AdminAuth.init(store, config.adminPassword);
       const principals = new Principals(store, auth);
       if (config.sample && !(await store.getMeta<boolean>('sampleLoaded'))) {
@@ -135,6 +135,7 @@ export class MeridianNode {
         log,
         heartbeat: config.heartbeat,
         timeout: config.linkTimeout,
+        joined: () => cluster.joined(),
         tls: config.tlsCa ? { ca: readPem(config.tlsCa, '--tls-ca') } : undefined,
       };
       let writer: Writer = storeWriter(store);

@@ -41,6 +41,8 @@ export interface SessionIo {
   send(frame: Frame): boolean;
   /** the session authenticated; false to drop it (a duplicate) */
   opened(peer: string, role: Role): boolean;
+  /** awaited once a session opened, before anything of the peer's is asked for (see ReplicatorOptions.joined) */
+  joined?(): Promise<void>;
   closed(reason: string, refused: boolean): void;
   /**
    * Runs actions that come due later, outside runActions: the acks of frames
@@ -175,6 +177,7 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         break;
       case 'open':
         if (!io.opened(a.peer, a.role)) return;
+        await io.joined?.();
         break;
       case 'forward':
         // not awaited: forwarded writes share group commits, and the session goes on meanwhile

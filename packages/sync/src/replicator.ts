@@ -53,6 +53,12 @@ export interface ReplicatorOptions {
   onWrite?: (write: WriteFrame, via: string, holder: string) => Promise<WroteFrame>;
   /** replica: called when it gains or loses its master */
   onMode?: (mode: ReplicaMode) => void;
+  /**
+   * Awaited when a session with a node of this cluster opens (authenticated,
+   * the same cluster id), before anything of the peer's is asked for: the
+   * node ties its data dir to the cluster there.
+   */
+  joined?: () => Promise<void>;
   /** ws:// or wss:// URLs of the peer masters to dial */
   peers: string[];
   log: ReplicatorLog;
@@ -382,6 +388,7 @@ export class Replicator {
         }
         return true;
       },
+      ...(this.opts.joined ? { joined: this.opts.joined } : {}),
       opened: (peer, role) => {
         if (!this.admit(link, peer)) return false;
         this.opts.log.info({ peer, role, direction, url }, 'replication session open');
