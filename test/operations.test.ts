@@ -513,6 +513,30 @@ t.test('a relay that made no change of its own, emptied and started under its ol
   t.match(a.node.replicator!.status()[0]!.reason, /a's data dir is not the one this node replicated with/);
 });
 
+t.test('a node that never met a data dir made again under an old id refuses it too: its peers told it the old dir\'s feed tag', async (t) => {
+  const b = await start(t, { nodeId: 'b' });
+  const toB = [`${b.node.url.replace('http', 'ws')}/sync`];
+  let a = await start(t, { nodeId: 'a', peers: toB });
+  const old = await a.node.store.create('Organisation', { name: 'Old a', kind: 'vendor' });
+  t.ok(await until(async () => (await b.node.store.get(old.id)) !== undefined), 'b has a change of the old a');
+  await a.node.stop();
+  // c joins later: it clones from b, and never meets the old a
+  const cPort = await freePort();
+  const c = await start(t, { nodeId: 'c', httpPort: cPort, peers: toB });
+  t.ok(await until(async () => (await c.node.store.get(old.id)) !== undefined), 'c cloned it from b');
+  t.match(c.node.store.peerFeed('a'), /^[0-9a-f]{8}$/, "and learned the old a's feed tag from b");
+  // a on a new dir under its old id writes more than the old one made, then meets c alone
+  const remadeDir = tempDir(t);
+  a = await start(t, { nodeId: 'a' }, remadeDir);
+  const made: string[] = [];
+  for (let i = 0; i < 3; i++) made.push((await a.node.store.create('Organisation', { name: `Remade ${i}`, kind: 'vendor' })).id);
+  await a.node.stop();
+  a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${cPort}/sync`] }, remadeDir);
+  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'refused'), 'c refuses the remade a');
+  t.match(a.node.replicator!.status()[0]!.reason, /a's data dir is not the one this node replicated with \(its feed is [0-9a-f]{8}, was [0-9a-f]{8}\)/);
+  for (const id of made) t.equal(await c.node.store.get(id), undefined, 'and took none of its changes');
+});
+
 t.test('meridian verify says identical, or names the ranges that differ', async (t) => {
   const a = await start(t, { nodeId: 'a' });
   const b = await start(t, { nodeId: 'b' });

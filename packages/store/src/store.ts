@@ -387,7 +387,7 @@ export class Store {
   private feedlessDirty = false;
   /** changes this node holds but whose feed entries it never had (it was cloned): see feedBase() */
   private base: Record<string, number>;
-  /** the feed tag each master peer showed when first met (see peerFeed) */
+  /** the feed tag of each node known: shown by it, or by a peer that knew it (see peerFeed) */
   private readonly peerFeeds: Map<string, string>;
   /** told once a batch that raised the feed base past changes held ahead without feed entries is on disk */
   private readonly baseListeners = new Set<() => void>();
@@ -1913,18 +1913,24 @@ export class Store {
   }
 
   /**
-   * The feed tag `peer` showed when this node first followed its feed: a
-   * checkpoint and a vector entry for it count in that feed. Replication
-   * refuses the peer under another one (its data dir was made again).
+   * The feed tag known for `node`: the one it showed when this node first
+   * met it, or a peer that knew it told. A checkpoint and a vector entry
+   * for it count in that feed; replication refuses a node, or a peer that
+   * knows it, under another one (its data dir was made again).
    */
-  peerFeed(peer: string): string | undefined {
-    return this.peerFeeds.get(peer);
+  peerFeed(node: string): string | undefined {
+    return this.peerFeeds.get(node);
   }
 
-  /** Records the feed tag of a peer met for the first time, durably. */
-  async notePeerFeed(peer: string, feed: string): Promise<void> {
+  /** Every feed tag known, by node id. */
+  knownFeeds(): Record<string, string> {
+    return Object.fromEntries(this.peerFeeds);
+  }
+
+  /** Records feed tags seen for the first time, durably (those known already are kept as they are). */
+  async noteFeeds(feeds: Record<string, string>): Promise<void> {
     this.assertOpen();
-    this.peerFeeds.set(peer, feed);
+    for (const [node, tag] of Object.entries(feeds)) if (node !== this.nodeId && !this.peerFeeds.has(node)) this.peerFeeds.set(node, tag);
     await this.commits.add([{ type: 'put', key: keys.meta('peerFeeds'), value: encode(Object.fromEntries(this.peerFeeds)) }]);
   }
 

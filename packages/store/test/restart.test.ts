@@ -168,7 +168,9 @@ t.test("the feed tags of peers met are kept across a restart: a peer's dir made 
   const dir = tempDir(t);
   const s1 = await Store.open({ dir, schema, nodeId: 'p' });
   t.match(s1.feedTag, /^[0-9a-f]{8}$/);
-  await Promise.all([s1.notePeerFeed('a', '0123abcd'), s1.notePeerFeed('b', '89abcdef')]);
+  await Promise.all([s1.noteFeeds({ a: '0123abcd' }), s1.noteFeeds({ b: '89abcdef', p: 'ffffffff' })]);
+  await s1.noteFeeds({ a: '00000000' });
+  t.same(s1.knownFeeds(), { a: '0123abcd', b: '89abcdef' }, 'a tag known is kept; this node\'s own id is not recorded');
   await s1.close();
   const s2 = await Store.open({ dir, schema });
   t.same([s2.peerFeed('a'), s2.peerFeed('b'), s2.peerFeed('c')], ['0123abcd', '89abcdef', undefined]);

@@ -15,7 +15,7 @@ export interface FeedStore extends SessionStore {
   checkpoint(peer: string): Promise<number>;
   subscribe(listener: (entries: FeedEntry[]) => void): () => void;
   onFeedBaseRaised(fn: () => void): () => void;
-  notePeerFeed(peer: string, feed: string): Promise<void>;
+  noteFeeds(feeds: Record<string, string>): Promise<void>;
   stateSnapshot(): StateSnapshot;
   digest(bits?: number): Promise<StoreDigest>;
   /** what this node holds in some digest buckets, a page at a time: the subscriber's side of anti-entropy */
@@ -104,7 +104,7 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         break;
       }
       case 'load-checkpoint':
-        if (a.feed !== undefined) await store.notePeerFeed(a.peer, a.feed);
+        if (a.feeds !== undefined) await store.noteFeeds(a.feeds);
         queue.push(...session.checkpointLoaded(await store.checkpoint(a.peer)));
         break;
       case 'snapshot': {

@@ -35,7 +35,17 @@ export interface HelloFrame {
 export interface AuthFrame {
   t: 'auth';
   proof: Uint8Array;
+  /**
+   * the feed tags the sender knows of other nodes (node id -> tag, see
+   * HelloFrame.feed): learned from each node met, and from each peer's
+   * auth, so that a node that never met a data dir made again under an old
+   * id still tells it apart
+   */
+  feeds?: Record<string, string>;
 }
+
+/** At most this many feed tags in an auth frame. */
+export const MAX_FEEDS = 10_000;
 
 /** "Send me your changes after `since`; my vector is this." */
 export interface SubscribeFrame {
@@ -204,6 +214,7 @@ export function encodeFrame(f: Frame): Uint8Array {
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 /** node and cluster ids: the characters object ids may use */
 const isId = (v: unknown): v is string => typeof v === 'string' && isValidId(v);
+const FEED_TAG = /^[0-9a-f]{8}$/;
 const isBytes = (v: unknown, max: number): v is Uint8Array => v instanceof Uint8Array && v.length <= max;
 const KINDS = new Set(['create', 'update', 'delete', 'undelete', 'purge', 'redacted']);
 const WRITE_OPS = new Set(['create', 'update', 'replace', 'delete', 'undelete']);
@@ -293,11 +304,17 @@ export function decodeFrame(data: Uint8Array): Frame {
       check(isBytes(f['nonce'], 64) && f['nonce'].length >= 16, 'hello nonce must be at least 16 bytes');
       check(f['cred'] === undefined || (typeof f['cred'] === 'string' && CRED_RE.test(f['cred'])), 'hello credential must be name:serial');
       check(f['z'] === undefined || typeof f['z'] === 'boolean', 'hello z must be a boolean');
-      check(f['feed'] === undefined || (typeof f['feed'] === 'string' && /^[0-9a-f]{8}$/.test(f['feed'])), 'hello feed must be 8 hex digits');
+      check(f['feed'] === undefined || (typeof f['feed'] === 'string' && FEED_TAG.test(f['feed'])), 'hello feed must be 8 hex digits');
       return f as unknown as HelloFrame;
-    case 'auth':
+    case 'auth': {
       check(isBytes(f['proof'], 64), 'auth proof must be bytes');
+      const feeds = f['feeds'];
+      check(
+        feeds === undefined || (isObj(feeds) && Object.keys(feeds).length <= MAX_FEEDS && Object.entries(feeds).every(([k, v]) => isId(k) && typeof v === 'string' && FEED_TAG.test(v))),
+        `auth feeds must map at most ${MAX_FEEDS} node ids to feed tags of 8 hex digits`,
+      );
       return f as unknown as AuthFrame;
+    }
     case 'sub':
       check(isSeq(f['since']), 'sub needs a feed position');
       checkVector(f['vector']);

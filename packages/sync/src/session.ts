@@ -1,6 +1,6 @@
 import { bucketOf, recordedObjectId, vectorEntry, VersionVector, type ClonedState, type FeedEntry, type HeldState, type RemoteChange, type SnapshotEnd } from '@meridian/store';
 import { proof, proofMatches } from './auth.js';
-import { DIGEST_BITS, PROTOCOL_VERSION, type ChangesFrame, type Frame, type HelloFrame, type NeedFrame, type Role, type StateItem, type StatesFrame, type WireChange, type WriteFrame, type WroteFrame } from './frames.js';
+import { DIGEST_BITS, MAX_FEEDS, PROTOCOL_VERSION, type AuthFrame, type ChangesFrame, type Frame, type HelloFrame, type NeedFrame, type Role, type StateItem, type StatesFrame, type WireChange, type WriteFrame, type WroteFrame } from './frames.js';
 
 /**
  * One replication session over one connection, as a pure state machine: it
@@ -31,8 +31,8 @@ export type Action =
   | { type: 'expect-keys'; keys: string[]; run: number }
   /** `clone`: the states of a clone (the subscriber was empty), not of an anti-entropy run; with `done`, the held keys' records too */
   | { type: 'clone'; objects: ClonedState[]; done: SnapshotEnd | undefined; clone: boolean; run: number }
-  /** with `feed`: the peer's feed tag, first seen now, to be recorded before its checkpoint is read */
-  | { type: 'load-checkpoint'; peer: string; feed?: string }
+  /** with `feeds`: feed tags first seen now (the peer's, or nodes' it knows), to be recorded before its checkpoint is read */
+  | { type: 'load-checkpoint'; peer: string; feeds?: Record<string, string> }
   | { type: 'open'; peer: string; role: Role }
   /** master: run a write a replica forwarded, then hand the answer to writeDone() */
   | { type: 'forward'; write: WriteFrame }
@@ -53,8 +53,10 @@ export interface SessionStore {
   cloneUnfinished(): boolean;
   /** this node's feed tag, drawn with its data dir */
   readonly feedTag: string;
-  /** the feed tag a master peer showed when first met, if any */
-  peerFeed(peer: string): string | undefined;
+  /** the feed tag known for a node: shown by it when first met, or by a peer that knew it */
+  peerFeed(node: string): string | undefined;
+  /** every feed tag known, by node id (this node's own not among them) */
+  knownFeeds(): Record<string, string>;
 }
 
 /**
@@ -62,11 +64,12 @@ export interface SessionStore {
  * head, bounds, and whether it holds nothing yet (then it asks to be
  * cloned), for the transport and for tests that wire sessions themselves.
  */
-export function storeSessionOptions(store: SessionStore): Pick<SessionOptions, 'nodeId' | 'vector' | 'head' | 'empty' | 'feedBase' | 'firstSeq' | 'feedTag' | 'knownFeed'> {
+export function storeSessionOptions(store: SessionStore): Pick<SessionOptions, 'nodeId' | 'vector' | 'head' | 'empty' | 'feedBase' | 'firstSeq' | 'feedTag' | 'knownFeed' | 'knownFeeds'> {
   return {
     nodeId: store.nodeId,
     feedTag: store.feedTag,
-    knownFeed: (peer) => store.peerFeed(peer),
+    knownFeed: (node) => store.peerFeed(node),
+    knownFeeds: () => store.knownFeeds(),
     vector: () => store.versionVector(),
     head: store.lastSeq,
     // (a clone cut short counts as none: its purge markers alone make feed entries and vector entries)
@@ -113,8 +116,10 @@ export interface SessionOptions {
   firstSeq?: () => number;
   /** this node's feed tag, sent in the hello */
   feedTag?: string;
-  /** the feed tag a master peer showed when first met (recorded through load-checkpoint's `feed`) */
-  knownFeed?: (peer: string) => string | undefined;
+  /** the feed tag known for a node (recorded through load-checkpoint's `feeds`) */
+  knownFeed?: (node: string) => string | undefined;
+  /** every feed tag known, sent in the auth */
+  knownFeeds?: () => Record<string, string>;
   /** changes per batch */
   batch?: number;
   /** unacknowledged frames allowed in flight (also bounded by WINDOW_BYTES) */
@@ -289,7 +294,7 @@ export class SyncSession {
         return this.onHello(frame);
       case 'auth':
         if (frame.t !== 'auth') return this.fail(`expected auth, got ${frame.t} before authentication`, true);
-        return this.onAuth(frame.proof);
+        return this.onAuth(frame.proof, frame.feeds);
       case 'open':
         return this.onOpenFrame(frame);
       default:
@@ -326,10 +331,13 @@ export class SyncSession {
     // grown by a change of the peer's relayed here meanwhile
     this.peerOwnAtProof = vectorEntry(this.opts.vector(), this.peer!);
     const p = proof(this.key, this.opts.cluster, this.opts.dialed ? 'dialer' : 'acceptor', this.opts.nodeId, this.peer!, this.opts.nonce, this.peerNonce!);
-    return { type: 'send', frame: { t: 'auth', proof: p } };
+    const frame: AuthFrame = { t: 'auth', proof: p };
+    const feeds = Object.entries(this.opts.knownFeeds?.() ?? {});
+    if (feeds.length) frame.feeds = Object.fromEntries(feeds.slice(0, MAX_FEEDS));
+    return { type: 'send', frame };
   }
 
-  private onAuth(got: Uint8Array): Action[] {
+  private onAuth(got: Uint8Array, theirFeeds: Record<string, string> = {}): Action[] {
     const expected = proof(this.key, this.opts.cluster, this.opts.dialed ? 'acceptor' : 'dialer', this.peer!, this.opts.nodeId, this.peerNonce!, this.opts.nonce);
     if (!proofMatches(expected, got)) {
       const what = this.peerRole === 'replica' ? 'its replica credential' : this.opts.role === 'replica' ? 'the key of this replica\'s credential' : 'this cluster\'s secret';
@@ -341,20 +349,42 @@ export class SyncSession {
     if (!this.opts.dialed) open.unshift(this.ownProof());
     // A master never subscribes to a replica: replicas are receive-only.
     if (this.peerRole === 'replica') return open;
-    // A checkpoint and a vector entry count in one feed of the peer's. A data dir made again under the peer's
-    // id (a lost disk, a config that pins --node-id) starts a feed and a count of its own changes from 1 again:
-    // followed from the old checkpoint it would skip its first entries, and its new changes would be taken for
-    // the old ones of the same numbers, on every node. (Checked once authenticated: a tag no one proved is not
-    // recorded. A peer of a build without tags shows none, and is not checked.)
-    const known = this.peerFeed === undefined ? undefined : this.opts.knownFeed?.(this.peer!);
-    if (known !== undefined && known !== this.peerFeed) {
-      return this.fail(
-        `${this.peer}'s data dir is not the one this node replicated with (its feed is ${this.peerFeed}, was ${known}): a dir made again under an old node id would pass its new changes off as that node's old ones; start ${this.peer} on an empty --dir under a new --node-id (it clones), or restore a backup of it with "meridian restore"`,
-        true,
-      );
+    const feeds = this.checkFeeds(this.peerFeed === undefined ? theirFeeds : { ...theirFeeds, [this.peer!]: this.peerFeed });
+    if ('refused' in feeds) return this.fail(feeds.refused, true);
+    return [...open, { type: 'load-checkpoint', peer: this.peer!, ...(Object.keys(feeds.first).length ? { feeds: feeds.first } : {}) }];
+  }
+
+  /**
+   * A checkpoint and a vector entry count in one feed of a node's. A data
+   * dir made again under an old node id (a lost disk, a config that pins
+   * --node-id) starts a feed and a count of its own changes from 1 again:
+   * followed from an old checkpoint its first entries would be skipped, and
+   * its new changes would be taken for the old ones of the same numbers, on
+   * every node. So each node's feed tag, once known, must be the same in
+   * every peer's eyes: the peer's own (its hello), and those it knows of
+   * others (its auth), this node's included. Tags first seen are returned,
+   * to be recorded. (Checked once authenticated: a tag no one proved is not
+   * recorded. A peer of a build without tags shows none, and is not checked.)
+   */
+  private checkFeeds(theirs: Record<string, string>): { refused: string } | { first: Record<string, string> } {
+    const first: Record<string, string> = {};
+    const me = this.opts.nodeId;
+    const peer = this.peer!;
+    const restart = (node: string): string => `start ${node} on an empty --dir under a new --node-id (it clones), or restore a backup of it with "meridian restore"`;
+    for (const [node, tag] of Object.entries(theirs)) {
+      if (node === me) {
+        if (this.opts.feedTag === undefined || tag === this.opts.feedTag) continue;
+        return { refused: `${peer} knows ${me} by another data dir (feed ${tag}) than this one (feed ${this.opts.feedTag}): this dir was made again under ${me}'s old node id, and would pass its new changes off as the old dir's; ${restart(me)}` };
+      }
+      const known = this.opts.knownFeed?.(node);
+      if (known === undefined) first[node] = tag;
+      else if (known !== tag && node === peer) {
+        return { refused: `${peer}'s data dir is not the one this node replicated with (its feed is ${tag}, was ${known}): a dir made again under an old node id would pass its new changes off as that node's old ones; ${restart(peer)}` };
+      } else if (known !== tag) {
+        return { refused: `${peer} knows ${node} by another data dir (feed ${tag}) than this node does (feed ${known}): a dir was made again under ${node}'s old node id, and one of the two took its changes as the old dir's; ${restart(node)}, then compare both with "meridian verify"` };
+      }
     }
-    const first = known === undefined && this.peerFeed !== undefined ? { feed: this.peerFeed } : {};
-    return [...open, { type: 'load-checkpoint', peer: this.peer!, ...first }];
+    return { first };
   }
 
   /**

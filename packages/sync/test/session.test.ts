@@ -835,6 +835,7 @@ const validFrames = (): Record<string, unknown>[] => [
   { t: 'hello', v: PROTOCOL_VERSION, cluster: 'c'.repeat(128), node: 'n'.repeat(128), role: 'replica', nonce: bytes(64) },
   { t: 'auth', proof: bytes(32) },
   { t: 'auth', proof: new Uint8Array(0) },
+  { t: 'auth', proof: bytes(32), feeds: { alpha: '0123abcd', 'b.2-x': 'ffffffff' } },
   { t: 'sub', since: 0, vector: {} },
   { t: 'sub', since: 42, vector: { alpha: 3, bravo: 0 } },
   { t: 'changes', changes: [], last: 0, head: 0 },
@@ -950,6 +951,7 @@ t.test('decodeFrame rejects each required field missing or of the wrong type', a
     ['need', 'upTo', [5, '', 'a b', null], /^need page bounds must be object ids$/],
     ['hello', 'cred', [5, 'laptop', 'laptop:0123', 'laptop:0123456789ABCDEF', ':0123456789abcdef', null], /^hello credential must be name:serial$/],
     ['hello', 'feed', [5, '', '0123abc', '0123abcde', '0123ABCD', null], /^hello feed must be 8 hex digits$/],
+    ['auth', 'feeds', [5, 'x', [], null, { 'a b': '0123abcd' }, { a: '0123abc' }, { a: 5 }, Object.fromEntries(Array.from({ length: 10_001 }, (_, i) => [`n${i}`, '0123abcd']))], /^auth feeds must map at most 10000 node ids to feed tags of 8 hex digits$/],
     ['write', 'key', [REMOVE, '', 'k'.repeat(129), 'has space', 'é', 5, null], /^write needs a key of 1-128 printable ASCII characters$/],
     ['write', 'op', [REMOVE, 'drop', 'Create', 1, null], /^write op is unknown$/],
     ['write', 'id', [REMOVE, '', 'a b', 'i'.repeat(129), 5], /^write needs a valid object id$/],
@@ -1356,4 +1358,20 @@ t.test("a last states frame's ahead list is pairs of a node id and an origin seq
   for (const bad of [{}, 'a', [['a']], [['a', 0]], [['a', 1.5]], [['a b', 1]], [[5, 1]], [['a', 1, 2]], Array.from({ length: 10_001 }, () => ['a', 1])]) {
     rejects(t, raw.pack(last(bad)), /^states ahead must be a list of at most 10000 \[origin, seq\] pairs$/, `ahead ${JSON.stringify(bad).slice(0, 30)}`);
   }
+});
+
+t.test("feed tags: a peer is refused when it shows this node, or a node both know, as another data dir; tags first seen go to be recorded", async (t) => {
+  const knowing = (m: Record<string, string>): Partial<SessionOptions> => ({ knownFeed: (n) => m[n], knownFeeds: () => ({ ...m }) });
+  // alpha knows bravo's old dir; bravo runs on a dir made again under its id
+  const remade = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...knowing({ bravo: '0000aaaa' }) }, { nodeId: 'bravo', feedTag: '1111bbbb' }).start().settle();
+  assertClosedWith(t, remade.b, /^alpha knows bravo by another data dir \(feed 0000aaaa\) than this one \(feed 1111bbbb\): this dir was made again under bravo's old node id/);
+  t.equal(ofType(remade.b, 'open').length, 0, 'the remade dir opened no session');
+  // the two know a third node by two dirs
+  const clash = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...knowing({ charlie: 'cccc0000' }) }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', ...knowing({ charlie: 'cccc1111' }) }).start().settle();
+  assertClosedWith(t, clash.b, /^alpha knows charlie by another data dir \(feed cccc0000\) than this node does \(feed cccc1111\)/);
+  // nothing known yet: both sides record what the other showed, before reading a checkpoint
+  const fresh = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...knowing({ charlie: 'cccc0000' }) }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', ...knowing({}) }).start().settle();
+  t.same(ofType(fresh.b, 'load-checkpoint')[0]?.feeds, { charlie: 'cccc0000', alpha: 'aaaaaaaa' });
+  t.same(ofType(fresh.a, 'load-checkpoint')[0]?.feeds, { bravo: 'bbbbbbbb' });
+  t.equal(fresh.a.session.state, 'open');
 });

@@ -155,7 +155,7 @@ class Simulation {
         return { result, durable: reported };
       },
       checkpoint: (peer) => store.checkpoint(peer),
-      notePeerFeed: (peer, feed) => store.notePeerFeed(peer, feed),
+      noteFeeds: (feeds) => store.noteFeeds(feeds),
       subscribe: (listener) => store.subscribe(listener),
       onFeedBaseRaised: (fn) => store.onFeedBaseRaised(fn),
       feedBase: () => store.feedBase(),
