@@ -82,15 +82,15 @@ export class FrameCodec {
     return out;
   }
 
-  /** Decodes one message; anything malformed throws a FrameError. */
-  decode(data: Uint8Array): Frame {
+  /** Decodes one message (`max`: the most it may inflate to); anything malformed throws a FrameError. */
+  decode(data: Uint8Array, max = this.maxFrame): Frame {
     let plain = data;
     if (data[0] === COMPRESSED) {
       try {
-        plain = inflateRawSync(data.subarray(1), { dictionary: this.received.dictionary(), maxOutputLength: this.maxFrame });
+        plain = inflateRawSync(data.subarray(1), { dictionary: this.received.dictionary(), maxOutputLength: max });
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        throw new FrameError(code === 'ERR_BUFFER_TOO_LARGE' ? `a compressed frame inflates past ${this.maxFrame} bytes` : `a compressed frame does not inflate (${(e as Error).message})`);
+        throw new FrameError(code === 'ERR_BUFFER_TOO_LARGE' ? `a compressed frame inflates past ${max} bytes` : `a compressed frame does not inflate (${(e as Error).message})`);
       }
     }
     this.received.add(plain);

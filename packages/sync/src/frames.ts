@@ -44,8 +44,10 @@ export interface AuthFrame {
   feeds?: Record<string, string>;
 }
 
-/** At most this many feed tags in an auth frame. */
-export const MAX_FEEDS = 10_000;
+/** At most this many feed tags in an auth frame... */
+export const MAX_FEEDS = 4096;
+/** ...and about this many bytes of them: an auth comes before authentication, when frames are kept small (see replicator.ts). */
+export const FEEDS_BYTES = 48 * 1024;
 
 /** "Send me your changes after `since`; my vector is this." */
 export interface SubscribeFrame {

@@ -14,8 +14,8 @@ export const DUPLICATE_SESSION = 'duplicate session';
 
 /** the close reason of an older session with a peer that was not heard from, replaced by its newer one */
 const STALE_SESSION = 'replaced by a newer session of this peer';
-/** The largest frame taken before the session is open (hello and auth are far smaller). */
-const MAX_UNAUTHENTICATED_FRAME = 4096;
+/** The largest frame taken before the session is open: a hello is a few hundred bytes, an auth's feed tags at most FEEDS_BYTES. */
+const MAX_UNAUTHENTICATED_FRAME = 64 * 1024;
 /**
  * Bytes queued to a peer that has not read them, past which its link is
  * closed. The window keeps an honest peer's share to about 16 MiB of
@@ -462,15 +462,16 @@ export class Replicator {
         this.run(link, session.fail('text frames are not part of the protocol', true));
         return;
       }
-      // (before authentication only hello and auth come, a few hundred bytes: a peer that has proved
-      // nothing does not get 16 MiB inflated and decoded for it, on as many sockets as it opens)
+      // (before authentication only hello and auth come: a peer that has proved nothing does not get
+      // 16 MiB inflated and decoded for it, on as many sockets as it opens)
       if (session.state !== 'open' && data.length > MAX_UNAUTHENTICATED_FRAME) {
         this.run(link, session.fail(`a frame of ${data.length} bytes before authentication; hello and auth take at most ${MAX_UNAUTHENTICATED_FRAME}`, true));
         return;
       }
       let actions: Action[];
       try {
-        actions = session.receive(codec.decode(data));
+        // (inflated no larger than it may be sent plain)
+        actions = session.receive(codec.decode(data, session.state === 'open' ? undefined : MAX_UNAUTHENTICATED_FRAME));
       } catch (e) {
         actions = session.fail(e instanceof FrameError ? `malformed frame: ${e.message}` : `cannot handle frame: ${(e as Error).message}`, true);
       }

@@ -1,6 +1,6 @@
 import { bucketOf, recordedObjectId, vectorEntry, VersionVector, type ClonedState, type FeedEntry, type HeldState, type RemoteChange, type SnapshotEnd } from '@meridian/store';
 import { proof, proofMatches } from './auth.js';
-import { DIGEST_BITS, MAX_FEEDS, PROTOCOL_VERSION, type AuthFrame, type ChangesFrame, type Frame, type HelloFrame, type NeedFrame, type Role, type StateItem, type StatesFrame, type WireChange, type WriteFrame, type WroteFrame } from './frames.js';
+import { DIGEST_BITS, FEEDS_BYTES, MAX_FEEDS, PROTOCOL_VERSION, type AuthFrame, type ChangesFrame, type Frame, type HelloFrame, type NeedFrame, type Role, type StateItem, type StatesFrame, type WireChange, type WriteFrame, type WroteFrame } from './frames.js';
 
 /**
  * One replication session over one connection, as a pure state machine: it
@@ -332,8 +332,15 @@ export class SyncSession {
     this.peerOwnAtProof = vectorEntry(this.opts.vector(), this.peer!);
     const p = proof(this.key, this.opts.cluster, this.opts.dialed ? 'dialer' : 'acceptor', this.opts.nodeId, this.peer!, this.opts.nonce, this.peerNonce!);
     const frame: AuthFrame = { t: 'auth', proof: p };
-    const feeds = Object.entries(this.opts.knownFeeds?.() ?? {});
-    if (feeds.length) frame.feeds = Object.fromEntries(feeds.slice(0, MAX_FEEDS));
+    // (as many as fit: a cluster has a few dozen node ids, restored incarnations included, not thousands)
+    const feeds: [string, string][] = [];
+    let bytes = 0;
+    for (const [node, tag] of Object.entries(this.opts.knownFeeds?.() ?? {})) {
+      bytes += node.length + tag.length + 4;
+      if (bytes > FEEDS_BYTES || feeds.length === MAX_FEEDS) break;
+      feeds.push([node, tag]);
+    }
+    if (feeds.length) frame.feeds = Object.fromEntries(feeds);
     return { type: 'send', frame };
   }
 
