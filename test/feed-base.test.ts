@@ -81,3 +81,14 @@ t.test('a master whose gap fills over a change it holds with no feed entry has t
   t.equal(opened('p'), 2, "b's session with p was closed for it, and opened again");
   t.equal(opened('q'), 1, 'the one with q, which held o#3, was left open');
 });
+
+t.test("a node that knows the feed tags of hundreds of node ids still gets through the handshake: its auth carries them, and the peer learns them", async (t) => {
+  const port = await freePort();
+  const common = { clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000 };
+  const a = await startXmlNode(t, { ...common, nodeId: 'a', httpPort: port });
+  const many = Object.fromEntries(Array.from({ length: 600 }, (_, i) => [`restored-node-${i}.1-0123456789ab`, (i * 2654435761 >>> 0).toString(16).padStart(8, '0')]));
+  await a.store.noteFeeds(many);
+  const b = await startXmlNode(t, { ...common, nodeId: 'b', peers: [`ws://127.0.0.1:${port}/sync`] });
+  t.ok(await until(() => b.status().peers.some((s) => s.state === 'live'), 10_000), `live, with ${Object.keys(many).length} tags in a's auth`);
+  t.equal(b.store.peerFeed('restored-node-599.1-0123456789ab'), many['restored-node-599.1-0123456789ab'], 'b learned them');
+});
