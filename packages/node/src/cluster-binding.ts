@@ -22,11 +22,16 @@ export class ClusterBinding {
     if (bound) this.recording = Promise.resolve();
   }
 
-  /** Refuses a data dir bound to another cluster than `config`'s. */
+  /**
+   * Refuses a data dir bound to another cluster than `config`'s, unless the
+   * node joins no cluster (a master without a secret, such as one started
+   * to read a dir with no peers): it merges into none.
+   */
   static async check(store: Store, config: NodeConfig): Promise<ClusterBinding> {
     const bound = await store.getMeta<unknown>('clusterId');
     if (bound !== undefined && typeof bound !== 'string') throw new MeridianError('bad-request', `data dir ${config.dir} names its cluster in a record this build cannot read; restore a backup into an empty --dir`);
-    if (bound !== undefined && bound !== config.clusterId) {
+    const joins = config.role === 'replica' || config.clusterSecret !== undefined;
+    if (joins && bound !== undefined && bound !== config.clusterId) {
       throw new MeridianError(
         'bad-request',
         `data dir ${config.dir} holds the data of cluster "${bound}", not "${config.clusterId}"; start it with --cluster-id ${bound}, or give this node an empty --dir to clone cluster "${config.clusterId}" into`,
@@ -37,7 +42,11 @@ export class ClusterBinding {
 
   /** Records the cluster, durably, the first time a session with one of its nodes opens. */
   joined(): Promise<void> {
-    this.recording ??= this.store.setMeta('clusterId', this.clusterId);
+    // (a write that failed, a full disk say, is tried again by the next session, not held against every one)
+    this.recording ??= this.store.setMeta('clusterId', this.clusterId).catch((e: unknown) => {
+      this.recording = undefined;
+      throw e;
+    });
     return this.recording;
   }
 }

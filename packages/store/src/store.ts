@@ -1927,11 +1927,35 @@ export class Store {
     return Object.fromEntries(this.peerFeeds);
   }
 
+  /**
+   * Checks the feed tags a peer showed (its own, and those it knows) against
+   * what this node knows, its own tag included, and takes those first seen
+   * at once, in memory, so that a session checking meanwhile sees them
+   * (saveFeeds puts them on disk). On the first that differs it takes
+   * nothing and returns it.
+   */
+  claimFeeds(feeds: Record<string, string>): { node: string; known: string; shown: string } | { taken: number } {
+    let taken = 0;
+    for (const [node, shown] of Object.entries(feeds)) {
+      const known = node === this.nodeId ? this.feedTag : this.peerFeeds.get(node);
+      if (known === undefined) taken++;
+      else if (known !== shown) return { node, known, shown };
+    }
+    if (taken > 0) for (const [node, shown] of Object.entries(feeds)) if (node !== this.nodeId && !this.peerFeeds.has(node)) this.peerFeeds.set(node, shown);
+    return { taken };
+  }
+
+  /** Puts the feed tags known on disk (see claimFeeds). */
+  async saveFeeds(): Promise<void> {
+    this.assertOpen();
+    await this.commits.add([{ type: 'put', key: keys.meta('peerFeeds'), value: encode(Object.fromEntries(this.peerFeeds)) }]);
+  }
+
   /** Records feed tags seen for the first time, durably (those known already are kept as they are). */
   async noteFeeds(feeds: Record<string, string>): Promise<void> {
     this.assertOpen();
     for (const [node, tag] of Object.entries(feeds)) if (node !== this.nodeId && !this.peerFeeds.has(node)) this.peerFeeds.set(node, tag);
-    await this.commits.add([{ type: 'put', key: keys.meta('peerFeeds'), value: encode(Object.fromEntries(this.peerFeeds)) }]);
+    await this.saveFeeds();
   }
 
   /** The last feed seq of `peer` this node has applied (0 if none). */

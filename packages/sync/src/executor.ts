@@ -15,7 +15,7 @@ export interface FeedStore extends SessionStore {
   checkpoint(peer: string): Promise<number>;
   subscribe(listener: (entries: FeedEntry[]) => void): () => void;
   onFeedBaseRaised(fn: () => void): () => void;
-  noteFeeds(feeds: Record<string, string>): Promise<void>;
+  saveFeeds(): Promise<void>;
   stateSnapshot(): StateSnapshot;
   digest(bits?: number): Promise<StoreDigest>;
   /** what this node holds in some digest buckets, a page at a time: the subscriber's side of anti-entropy */
@@ -51,7 +51,7 @@ export interface SessionIo {
    */
   later(actions: Action[]): void;
   digestCompared?(differing: number): void;
-  /** a clone or anti-entropy finished and this node's feed base grew */
+  /** a clone or anti-entropy finished and this node's feed base grew, or it brought changes held ahead */
   statesApplied?(): void;
   /** master: run a write forwarded by a replica; answer with session.writeDone() when done */
   forward?(write: WriteFrame): void;
@@ -104,7 +104,7 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         break;
       }
       case 'load-checkpoint':
-        if (a.feeds !== undefined) await store.noteFeeds(a.feeds);
+        if (a.saveFeeds) await store.saveFeeds();
         queue.push(...session.checkpointLoaded(await store.checkpoint(a.peer)));
         break;
       case 'snapshot': {
@@ -167,7 +167,8 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         }
         for (const end of held) end();
         queue.push(...session.applied());
-        if (JSON.stringify(store.feedBase()) !== base) io.statesApplied?.();
+        // (so does one that brought changes held ahead: a snapshot being served, read before, names them nowhere)
+        if (JSON.stringify(store.feedBase()) !== base || (a.done.ahead?.length ?? 0) > 0) io.statesApplied?.();
         break;
       }
       case 'expect-keys':

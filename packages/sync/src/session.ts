@@ -31,8 +31,8 @@ export type Action =
   | { type: 'expect-keys'; keys: string[]; run: number }
   /** `clone`: the states of a clone (the subscriber was empty), not of an anti-entropy run; with `done`, the held keys' records too */
   | { type: 'clone'; objects: ClonedState[]; done: SnapshotEnd | undefined; clone: boolean; run: number }
-  /** with `feeds`: feed tags first seen now (the peer's, or nodes' it knows), to be recorded before its checkpoint is read */
-  | { type: 'load-checkpoint'; peer: string; feeds?: Record<string, string> }
+  /** with `saveFeeds`: feed tags were first seen now (the peer's, or nodes' it knows), to be put on disk before its checkpoint is read */
+  | { type: 'load-checkpoint'; peer: string; saveFeeds?: boolean }
   | { type: 'open'; peer: string; role: Role }
   /** master: run a write a replica forwarded, then hand the answer to writeDone() */
   | { type: 'forward'; write: WriteFrame }
@@ -53,10 +53,10 @@ export interface SessionStore {
   cloneUnfinished(): boolean;
   /** this node's feed tag, drawn with its data dir */
   readonly feedTag: string;
-  /** the feed tag known for a node: shown by it when first met, or by a peer that knew it */
-  peerFeed(node: string): string | undefined;
   /** every feed tag known, by node id (this node's own not among them) */
   knownFeeds(): Record<string, string>;
+  /** checks the feed tags a peer showed, and takes those first seen (see Store.claimFeeds) */
+  claimFeeds(feeds: Record<string, string>): { node: string; known: string; shown: string } | { taken: number };
 }
 
 /**
@@ -64,11 +64,11 @@ export interface SessionStore {
  * head, bounds, and whether it holds nothing yet (then it asks to be
  * cloned), for the transport and for tests that wire sessions themselves.
  */
-export function storeSessionOptions(store: SessionStore): Pick<SessionOptions, 'nodeId' | 'vector' | 'head' | 'empty' | 'feedBase' | 'firstSeq' | 'feedTag' | 'knownFeed' | 'knownFeeds'> {
+export function storeSessionOptions(store: SessionStore): Pick<SessionOptions, 'nodeId' | 'vector' | 'head' | 'empty' | 'feedBase' | 'firstSeq' | 'feedTag' | 'claimFeeds' | 'knownFeeds'> {
   return {
     nodeId: store.nodeId,
     feedTag: store.feedTag,
-    knownFeed: (node) => store.peerFeed(node),
+    claimFeeds: (feeds) => store.claimFeeds(feeds),
     knownFeeds: () => store.knownFeeds(),
     vector: () => store.versionVector(),
     head: store.lastSeq,
@@ -116,8 +116,12 @@ export interface SessionOptions {
   firstSeq?: () => number;
   /** this node's feed tag, sent in the hello */
   feedTag?: string;
-  /** the feed tag known for a node (recorded through load-checkpoint's `feeds`) */
-  knownFeed?: (node: string) => string | undefined;
+  /**
+   * checks the feed tags a peer showed against those known (this node's own
+   * included), taking the ones first seen at once; the first that differs is
+   * returned, and nothing taken (see Store.claimFeeds)
+   */
+  claimFeeds?: (feeds: Record<string, string>) => { node: string; known: string; shown: string } | { taken: number };
   /** every feed tag known, sent in the auth */
   knownFeeds?: () => Record<string, string>;
   /** changes per batch */
@@ -356,42 +360,30 @@ export class SyncSession {
     if (!this.opts.dialed) open.unshift(this.ownProof());
     // A master never subscribes to a replica: replicas are receive-only.
     if (this.peerRole === 'replica') return open;
-    const feeds = this.checkFeeds(this.peerFeed === undefined ? theirFeeds : { ...theirFeeds, [this.peer!]: this.peerFeed });
-    if ('refused' in feeds) return this.fail(feeds.refused, true);
-    return [...open, { type: 'load-checkpoint', peer: this.peer!, ...(Object.keys(feeds.first).length ? { feeds: feeds.first } : {}) }];
+    const claim = this.opts.claimFeeds?.(this.peerFeed === undefined ? theirFeeds : { ...theirFeeds, [this.peer!]: this.peerFeed }) ?? { taken: 0 };
+    if ('node' in claim) return this.fail(this.feedsRefusal(claim), true);
+    return [...open, { type: 'load-checkpoint', peer: this.peer!, ...(claim.taken > 0 ? { saveFeeds: true } : {}) }];
   }
 
   /**
-   * A checkpoint and a vector entry count in one feed of a node's. A data
-   * dir made again under an old node id (a lost disk, a config that pins
-   * --node-id) starts a feed and a count of its own changes from 1 again:
-   * followed from an old checkpoint its first entries would be skipped, and
-   * its new changes would be taken for the old ones of the same numbers, on
-   * every node. So each node's feed tag, once known, must be the same in
-   * every peer's eyes: the peer's own (its hello), and those it knows of
-   * others (its auth), this node's included. Tags first seen are returned,
-   * to be recorded. (Checked once authenticated: a tag no one proved is not
-   * recorded. A peer of a build without tags shows none, and is not checked.)
+   * Why the session is refused over a feed tag: a checkpoint and a vector
+   * entry count in one feed of a node's. A data dir made again under an old
+   * node id (a lost disk, a config that pins --node-id) starts a feed and a
+   * count of its own changes from 1 again: followed from an old checkpoint
+   * its first entries would be skipped, and its new changes would be taken
+   * for the old ones of the same numbers, on every node. So each node's feed
+   * tag, once known, must be the same in every peer's eyes: the peer's own
+   * (its hello), and those it knows of others (its auth), this node's
+   * included. (Checked once authenticated: a tag no one proved is not taken.
+   * A peer of a build without tags shows none, and is not checked.)
    */
-  private checkFeeds(theirs: Record<string, string>): { refused: string } | { first: Record<string, string> } {
-    const first: Record<string, string> = {};
+  private feedsRefusal({ node, known, shown }: { node: string; known: string; shown: string }): string {
     const me = this.opts.nodeId;
     const peer = this.peer!;
-    const restart = (node: string): string => `start ${node} on an empty --dir under a new --node-id (it clones), or restore a backup of it with "meridian restore"`;
-    for (const [node, tag] of Object.entries(theirs)) {
-      if (node === me) {
-        if (this.opts.feedTag === undefined || tag === this.opts.feedTag) continue;
-        return { refused: `${peer} knows ${me} by another data dir (feed ${tag}) than this one (feed ${this.opts.feedTag}): this dir was made again under ${me}'s old node id, and would pass its new changes off as the old dir's; ${restart(me)}` };
-      }
-      const known = this.opts.knownFeed?.(node);
-      if (known === undefined) first[node] = tag;
-      else if (known !== tag && node === peer) {
-        return { refused: `${peer}'s data dir is not the one this node replicated with (its feed is ${tag}, was ${known}): a dir made again under an old node id would pass its new changes off as that node's old ones; ${restart(peer)}` };
-      } else if (known !== tag) {
-        return { refused: `${peer} knows ${node} by another data dir (feed ${tag}) than this node does (feed ${known}): a dir was made again under ${node}'s old node id, and one of the two took its changes as the old dir's; ${restart(node)}, then compare both with "meridian verify"` };
-      }
-    }
-    return { first };
+    const restart = (id: string): string => `start ${id} on an empty --dir under a new --node-id (it clones), or restore a backup of it with "meridian restore"`;
+    if (node === me) return `${peer} knows ${me} by another data dir (feed ${shown}) than this one (feed ${known}): this dir was made again under ${me}'s old node id, and would pass its new changes off as the old dir's; ${restart(me)}`;
+    if (node === peer) return `${peer}'s data dir is not the one this node replicated with (its feed is ${shown}, was ${known}): a dir made again under an old node id would pass its new changes off as that node's old ones; ${restart(peer)}`;
+    return `${peer} knows ${node} by another data dir (feed ${shown}) than this node does (feed ${known}): a dir was made again under ${node}'s old node id, and one of the two took its changes as the old dir's; ${restart(node)}, then compare both with "meridian verify"`;
   }
 
   /**

@@ -1361,17 +1361,64 @@ t.test("a last states frame's ahead list is pairs of a node id and an origin seq
 });
 
 t.test("feed tags: a peer is refused when it shows this node, or a node both know, as another data dir; tags first seen go to be recorded", async (t) => {
-  const knowing = (m: Record<string, string>): Partial<SessionOptions> => ({ knownFeed: (n) => m[n], knownFeeds: () => ({ ...m }) });
+  // (as Store.claimFeeds: the first tag that differs from one known, own included, or else those first seen taken)
+  const knowing = (m: Record<string, string>): Partial<SessionOptions> & { claimed: Record<string, string> } => {
+    const claimed: Record<string, string> = {};
+    return {
+      claimed,
+      knownFeeds: () => ({ ...m }),
+      claimFeeds(feeds) {
+        const own = { ...m, [this.nodeId!]: this.feedTag! };
+        for (const [node, shown] of Object.entries(feeds)) if (own[node] !== undefined && own[node] !== shown) return { node, known: own[node], shown };
+        const first = Object.entries(feeds).filter(([node]) => own[node] === undefined);
+        for (const [node, shown] of first) claimed[node] = m[node] = shown;
+        return { taken: first.length };
+      },
+    };
+  };
   // alpha knows bravo's old dir; bravo runs on a dir made again under its id
-  const remade = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...knowing({ bravo: '0000aaaa' }) }, { nodeId: 'bravo', feedTag: '1111bbbb' }).start().settle();
+  const remade = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...knowing({ bravo: '0000aaaa' }) }, { nodeId: 'bravo', feedTag: '1111bbbb', ...knowing({}) }).start().settle();
   assertClosedWith(t, remade.b, /^alpha knows bravo by another data dir \(feed 0000aaaa\) than this one \(feed 1111bbbb\): this dir was made again under bravo's old node id/);
   t.equal(ofType(remade.b, 'open').length, 0, 'the remade dir opened no session');
   // the two know a third node by two dirs
   const clash = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...knowing({ charlie: 'cccc0000' }) }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', ...knowing({ charlie: 'cccc1111' }) }).start().settle();
   assertClosedWith(t, clash.b, /^alpha knows charlie by another data dir \(feed cccc0000\) than this node does \(feed cccc1111\)/);
   // nothing known yet: both sides record what the other showed, before reading a checkpoint
-  const fresh = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...knowing({ charlie: 'cccc0000' }) }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', ...knowing({}) }).start().settle();
-  t.same(ofType(fresh.b, 'load-checkpoint')[0]?.feeds, { charlie: 'cccc0000', alpha: 'aaaaaaaa' });
-  t.same(ofType(fresh.a, 'load-checkpoint')[0]?.feeds, { bravo: 'bbbbbbbb' });
+  const [ka, kb] = [knowing({ charlie: 'cccc0000' }), knowing({})];
+  const fresh = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...ka }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', ...kb }).start().settle();
+  t.same(kb.claimed, { charlie: 'cccc0000', alpha: 'aaaaaaaa' });
+  t.same(ka.claimed, { bravo: 'bbbbbbbb' });
+  t.same([ofType(fresh.a, 'load-checkpoint')[0]?.saveFeeds, ofType(fresh.b, 'load-checkpoint')[0]?.saveFeeds], [true, true], 'put on disk before the checkpoint is read');
   t.equal(fresh.a.session.state, 'open');
+});
+
+t.test("a session's open waits for the driver's joined() before the peer's checkpoint is read (the node ties its data dir to the cluster there)", async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' });
+  pair.start();
+  // alpha's actions up to its open, run by runActions as the transport runs them
+  let release!: () => void;
+  const joining = new Promise<void>((r) => (release = r));
+  const order: string[] = [];
+  const io: SessionIo = {
+    store: { checkpoint: async () => (order.push('checkpoint'), 0) } as unknown as FeedStore,
+    session: pair.a.session,
+    send: () => true,
+    opened: () => (order.push('opened'), true),
+    joined: async () => {
+      order.push('joining');
+      await joining;
+      order.push('joined');
+    },
+    closed: () => undefined,
+    later: () => undefined,
+  };
+  while (pair.deliverOne(pair.b) || pair.deliverOne(pair.a));
+  const opening = pair.a.log.filter((a) => a.type === 'open' || a.type === 'load-checkpoint');
+  t.same(opening.map((a) => a.type), ['open', 'load-checkpoint']);
+  const ran = runActions(io, opening);
+  await new Promise((r) => setImmediate(r));
+  t.same(order, ['opened', 'joining'], 'the checkpoint is not read while joined() runs');
+  release();
+  await ran;
+  t.same(order, ['opened', 'joining', 'joined', 'checkpoint']);
 });

@@ -155,7 +155,7 @@ class Simulation {
         return { result, durable: reported };
       },
       checkpoint: (peer) => store.checkpoint(peer),
-      noteFeeds: (feeds) => store.noteFeeds(feeds),
+      saveFeeds: () => store.saveFeeds(),
       subscribe: (listener) => store.subscribe(listener),
       onFeedBaseRaised: (fn) => store.onFeedBaseRaised(fn),
       feedBase: () => store.feedBase(),
