@@ -1422,3 +1422,31 @@ t.test("a session's open waits for the driver's joined() before the peer's check
   await ran;
   t.same(order, ['opened', 'joining', 'joined', 'checkpoint']);
 });
+
+t.test("a run's end that brought changes held ahead tells the driver, as one that grew the feed base does: the snapshots it serves were read before", async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' });
+  const told: string[] = [];
+  const run = async (ahead: [string, number][] | undefined, baseGrows: boolean): Promise<void> => {
+    let base: Record<string, number> = { x: 1 };
+    const io: SessionIo = {
+      store: {
+        feedBase: () => base,
+        cloneStates: async () => {
+          if (baseGrows) base = { x: 2 };
+        },
+      } as unknown as FeedStore,
+      session: pair.a.session,
+      send: () => true,
+      opened: () => true,
+      closed: () => undefined,
+      later: () => undefined,
+      statesApplied: () => void told.push(`${JSON.stringify(ahead ?? [])} ${baseGrows}`),
+    };
+    await runActions(io, [{ type: 'clone', objects: [], done: { head: 3, vector: { x: 1 }, ...(ahead ? { ahead } : {}) }, clone: false, run: 0 }]);
+  };
+  await run(undefined, false);
+  t.same(told, [], 'nothing new: nothing told');
+  await run([['x', 3]], false);
+  await run(undefined, true);
+  t.same(told, ['[["x",3]] false', '[] true'], 'changes held ahead, or a grown base');
+});
