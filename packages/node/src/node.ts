@@ -84,8 +84,11 @@ export class MeridianNode {
   /** how long stop() lets a replica's writes in flight finish (see stop) */
   private writesGraceMs = WRITES_GRACE_MS;
 
-  /** Opens the store, loads the sample data if asked, and listens. */
-  /** `tuning`: what tests shorten (not settings: a node in service has no reason to change them) */
+  /**
+   * Opens the store, loads the sample data if asked, and listens. `tuning`:
+   * what tests shorten (not settings: a node in service has no reason to
+   * change them).
+   */
   static async start(config: NodeConfig, log: Logger = pino({ level: 'info' }, destination(2)), tuning: { writesGraceMs?: number } = {}): Promise<MeridianNode> {
     const schema = schemaOf(config);
     let reindexLogged = performance.now();
