@@ -87,7 +87,8 @@ t.test("a node that knows the feed tags of hundreds of node ids still gets throu
   const common = { clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000 };
   const a = await startXmlNode(t, { ...common, nodeId: 'a', httpPort: port });
   const many = Object.fromEntries(Array.from({ length: 600 }, (_, i) => [`restored-node-${i}.1-0123456789ab`, (i * 2654435761 >>> 0).toString(16).padStart(8, '0')]));
-  await a.store.noteFeeds(many);
+  a.store.claimFeeds(many, true);
+  await a.store.saveFeeds();
   const b = await startXmlNode(t, { ...common, nodeId: 'b', peers: [`ws://127.0.0.1:${port}/sync`] });
   t.ok(await until(() => b.status().peers.some((s) => s.state === 'live'), 10_000), `live, with ${Object.keys(many).length} tags in a's auth`);
   t.equal(b.store.peerFeed('restored-node-599.1-0123456789ab'), many['restored-node-599.1-0123456789ab'], 'b learned them');

@@ -243,6 +243,7 @@ t.test('a master behind the retained feed catches up by anti-entropy; a new mast
     const made = await Promise.all(
       Array.from({ length: 8 }, async (_, j) => {
         const res = await fetch(`${a.url}/api/objects`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'Organisation', fields: { name: `While away ${i + j}`, kind: 'customer' } }) });
+        if (res.status !== 201) throw new Error(`write ${i + j} answered ${res.status}: ${await res.text()}`);
         return ((await res.json()) as { id: string }).id;
       }),
     );

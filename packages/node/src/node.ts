@@ -316,7 +316,7 @@ export class MeridianNode {
     try {
       const target = req.url ?? '/';
       // (counted before it is parsed: a target refused as not a path is a request too; its surface from the raw path)
-      this.metrics.observe(surfaceOf(target.split('?')[0]!), req.method ?? 'GET', res, started);
+      this.metrics.observe(surfaceOf(rawPath(target)), req.method ?? 'GET', res, started);
       const url = requestUrl(target);
       if ((url.pathname === '/healthz' || url.pathname === '/readyz' || url.pathname === '/metrics') && req.method !== 'GET' && req.method !== 'HEAD') {
         throw methodNotAllowed(req.method ?? '', 'GET, HEAD');
@@ -577,6 +577,11 @@ export async function initDataDir(config: NodeConfig): Promise<{ nodeId: string;
  * would change is refused. One that is not a path at all is the client's
  * error, not an internal one.
  */
+/** A request target's path as sent, before parsing: of an absolute-form target, the part after the authority. */
+function rawPath(target: string): string {
+  return (target.startsWith('/') ? target : target.replace(/^https?:\/\/[^/?#]*/i, '') || '/').split('?')[0]!;
+}
+
 function requestUrl(target: string | undefined): URL {
   const raw = target ?? '/';
   let url: URL | undefined;
@@ -586,8 +591,7 @@ function requestUrl(target: string | undefined): URL {
     url = undefined;
   }
   if (!url) throw new HttpError(400, 'the request target is not a valid path; send a path such as /objects/Person/per-1', 'bad-request');
-  // (of an absolute-form target, the part after the authority)
-  const path = (raw.startsWith('/') ? raw : raw.replace(/^https?:\/\/[^/?#]*/i, '') || '/').split('?')[0]!;
+  const path = rawPath(raw);
   if (path !== url.pathname) throw new HttpError(400, `the request path ${JSON.stringify(path.slice(0, 100))} is not in normal form (no "." or ".." segments, special characters percent-encoded); send the path itself`, 'bad-request');
   return url;
 }

@@ -112,7 +112,7 @@ const META: Readonly<Record<string, (v: unknown) => boolean>> = {
   indexPending: isNames,
   feedId: (v) => typeof v === 'string' && /^[0-9a-f]{16}$/.test(v),
   statesEpoch: isSeq,
-  peerFeeds: (v) => isMap(v) && Object.values(v).every((x) => typeof x === 'string'),
+  peerFeeds: (v) => isMap(v) && Object.entries(v).every(([k, x]) => isValidId(k) && typeof x === 'string' && /^[0-9a-f]{8}$/.test(x)),
 };
 
 const SPACES: Readonly<Record<string, Space>> = {

@@ -389,6 +389,9 @@ export class Store {
   private base: Record<string, number>;
   /** the feed tag of each node known: shown by it, or by a peer that knew it (see peerFeed) */
   private readonly peerFeeds: Map<string, string>;
+  /** tags were taken since the last save began (see saveFeeds) */
+  private feedsDirty = false;
+  private feedsSaving: Promise<void> = Promise.resolve();
   /** told once a batch that raised the feed base past changes held ahead without feed entries is on disk */
   private readonly baseListeners = new Set<() => void>();
   /** feed entries up to this seq were trimmed */
@@ -635,7 +638,7 @@ export class Store {
       }
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
       const versionsMigrated = await migrateVersions(db, formula);
-      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch, peerFeeds: (await getMeta<Record<string, string>>('peerFeeds')) ?? {} });
+      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch, peerFeeds: feedTags(await getMeta<unknown>('peerFeeds')) });
       try {
         await store.reindexChangedFields();
         await store.repairUniqueClashes();
@@ -1929,33 +1932,36 @@ export class Store {
 
   /**
    * Checks the feed tags a peer showed (its own, and those it knows) against
-   * what this node knows, its own tag included, and takes those first seen
-   * at once, in memory, so that a session checking meanwhile sees them
-   * (saveFeeds puts them on disk). On the first that differs it takes
-   * nothing and returns it.
+   * what this node knows, its own tag included. With `take`, those first
+   * seen are taken at once, in memory, so that a session checking meanwhile
+   * sees them (saveFeeds puts them on disk). On the first that differs it
+   * takes nothing and returns it.
    */
-  claimFeeds(feeds: Record<string, string>): { node: string; known: string; shown: string } | { taken: number } {
+  claimFeeds(feeds: Record<string, string>, take = true): { node: string; known: string; shown: string } | { taken: number } {
     let taken = 0;
     for (const [node, shown] of Object.entries(feeds)) {
       const known = node === this.nodeId ? this.feedTag : this.peerFeeds.get(node);
       if (known === undefined) taken++;
       else if (known !== shown) return { node, known, shown };
     }
-    if (taken > 0) for (const [node, shown] of Object.entries(feeds)) if (node !== this.nodeId && !this.peerFeeds.has(node)) this.peerFeeds.set(node, shown);
+    if (take && taken > 0) {
+      for (const [node, shown] of Object.entries(feeds)) if (node !== this.nodeId && !this.peerFeeds.has(node)) this.peerFeeds.set(node, shown);
+      this.feedsDirty = true;
+    }
     return { taken };
   }
 
-  /** Puts the feed tags known on disk (see claimFeeds). */
-  async saveFeeds(): Promise<void> {
+  /** Settles once every feed tag taken so far is on disk (see claimFeeds), writing them if need be. */
+  saveFeeds(): Promise<void> {
     this.assertOpen();
-    await this.commits.add([{ type: 'put', key: keys.meta('peerFeeds'), value: encode(Object.fromEntries(this.peerFeeds)) }]);
-  }
-
-  /** Records feed tags seen for the first time, durably (those known already are kept as they are). */
-  async noteFeeds(feeds: Record<string, string>): Promise<void> {
-    this.assertOpen();
-    for (const [node, tag] of Object.entries(feeds)) if (node !== this.nodeId && !this.peerFeeds.has(node)) this.peerFeeds.set(node, tag);
-    await this.saveFeeds();
+    if (this.feedsDirty) {
+      this.feedsDirty = false;
+      const saving = this.commits.add([{ type: 'put', key: keys.meta('peerFeeds'), value: encode(Object.fromEntries(this.peerFeeds)) }]);
+      // (a failed write leaves them to the next save)
+      saving.catch(() => (this.feedsDirty = true));
+      this.feedsSaving = saving;
+    }
+    return this.feedsSaving;
   }
 
   /** The last feed seq of `peer` this node has applied (0 if none). */
@@ -3500,6 +3506,12 @@ function needsHashing(def: TypeDef, values: Record<string, FieldValue | null>): 
     if (f.kind === 'password' && typeof v === 'string' && !isPasswordHash(v)) return true;
   }
   return false;
+}
+
+/** The feed tags a data dir holds (meta peerFeeds), leaving out any entry that is not a node id and a tag. */
+function feedTags(v: unknown): Record<string, string> {
+  if (typeof v !== 'object' || v === null) return {};
+  return Object.fromEntries(Object.entries(v).filter(([node, tag]) => isValidId(node) && typeof tag === 'string' && /^[0-9a-f]{8}$/.test(tag)));
 }
 
 function toStored(id: string, r: ObjectRecord): StoredObject {

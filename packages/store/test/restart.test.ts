@@ -168,9 +168,12 @@ t.test("the feed tags of peers met are kept across a restart: a peer's dir made 
   const dir = tempDir(t);
   const s1 = await Store.open({ dir, schema, nodeId: 'p' });
   t.match(s1.feedTag, /^[0-9a-f]{8}$/);
-  await Promise.all([s1.noteFeeds({ a: '0123abcd' }), s1.noteFeeds({ b: '89abcdef', p: 'ffffffff' })]);
-  await s1.noteFeeds({ a: '00000000' });
-  t.same(s1.knownFeeds(), { a: '0123abcd', b: '89abcdef' }, 'a tag known is kept; this node\'s own id is not recorded');
+  t.same(s1.claimFeeds({ a: '0123abcd' }, false), { taken: 1 }, 'a check alone takes nothing');
+  t.same(s1.knownFeeds(), {});
+  t.same(s1.claimFeeds({ a: '0123abcd' }, true), { taken: 1 });
+  t.same(s1.claimFeeds({ b: '89abcdef', p: s1.feedTag }, true), { taken: 1 }, "this node's own id with its own tag passes, and is not recorded");
+  t.same(s1.knownFeeds(), { a: '0123abcd', b: '89abcdef' });
+  await s1.saveFeeds();
   await s1.close();
   const s2 = await Store.open({ dir, schema });
   t.same([s2.peerFeed('a'), s2.peerFeed('b'), s2.peerFeed('c')], ['0123abcd', '89abcdef', undefined]);

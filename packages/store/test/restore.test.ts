@@ -171,7 +171,8 @@ t.test('a restored node is refused an id the backup shows a node has had: an ori
   };
   await t.rejects(restoreAs(a, 'b'), { message: /node id "b" is one the backup shows a node has had/ }, 'an origin of changes it holds: its own changes would be numbered as b numbered its');
   await t.rejects(restoreAs(a, 'quiet'), { message: /node id "quiet" is one the backup shows/ }, 'a peer it kept a checkpoint for');
-  await a.noteFeeds({ heard: '0123abcd' });
+  a.claimFeeds({ heard: '0123abcd' }, true);
+  await a.saveFeeds();
   await t.rejects(restoreAs(a, 'heard'), { message: /node id "heard" is one the backup shows/ }, 'a node whose feed tag it learned from a peer');
   await t.rejects(restoreAs(a, 'a'), { message: /needs an id of its own, not "a" again/ });
   const second = await restoreAs(a, 'a-second');

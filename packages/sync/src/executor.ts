@@ -103,8 +103,11 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         queue.push(...session.appliedInMemory());
         break;
       }
+      case 'save-feeds':
+        await store.saveFeeds();
+        break;
       case 'load-checkpoint':
-        if (a.saveFeeds) await store.saveFeeds();
+        await store.saveFeeds();
         queue.push(...session.checkpointLoaded(await store.checkpoint(a.peer)));
         break;
       case 'snapshot': {

@@ -471,7 +471,7 @@ export class Replicator {
       let actions: Action[];
       try {
         // (inflated no larger than it may be sent plain)
-        actions = session.receive(codec.decode(data, session.state === 'open' ? undefined : MAX_UNAUTHENTICATED_FRAME));
+        actions = session.receive(codec.decode(data, session.state === 'open' ? undefined : Math.min(MAX_UNAUTHENTICATED_FRAME, this.opts.maxFrame ?? MAX_UNAUTHENTICATED_FRAME)));
       } catch (e) {
         actions = session.fail(e instanceof FrameError ? `malformed frame: ${e.message}` : `cannot handle frame: ${(e as Error).message}`, true);
       }

@@ -31,8 +31,10 @@ export type Action =
   | { type: 'expect-keys'; keys: string[]; run: number }
   /** `clone`: the states of a clone (the subscriber was empty), not of an anti-entropy run; with `done`, the held keys' records too */
   | { type: 'clone'; objects: ClonedState[]; done: SnapshotEnd | undefined; clone: boolean; run: number }
-  /** with `saveFeeds`: feed tags were first seen now (the peer's, or nodes' it knows), to be put on disk before its checkpoint is read */
-  | { type: 'load-checkpoint'; peer: string; saveFeeds?: boolean }
+  /** (the feed tags taken so far are put on disk first: see Store.saveFeeds) */
+  | { type: 'load-checkpoint'; peer: string }
+  /** feed tags were taken (the peer's, or nodes' it knows): put them on disk */
+  | { type: 'save-feeds' }
   | { type: 'open'; peer: string; role: Role }
   /** master: run a write a replica forwarded, then hand the answer to writeDone() */
   | { type: 'forward'; write: WriteFrame }
@@ -55,8 +57,8 @@ export interface SessionStore {
   readonly feedTag: string;
   /** every feed tag known, by node id (this node's own not among them) */
   knownFeeds(): Record<string, string>;
-  /** checks the feed tags a peer showed, and takes those first seen (see Store.claimFeeds) */
-  claimFeeds(feeds: Record<string, string>): { node: string; known: string; shown: string } | { taken: number };
+  /** checks the feed tags a peer showed, and with `take` takes those first seen (see Store.claimFeeds) */
+  claimFeeds(feeds: Record<string, string>, take: boolean): { node: string; known: string; shown: string } | { taken: number };
 }
 
 /**
@@ -68,7 +70,7 @@ export function storeSessionOptions(store: SessionStore): Pick<SessionOptions, '
   return {
     nodeId: store.nodeId,
     feedTag: store.feedTag,
-    claimFeeds: (feeds) => store.claimFeeds(feeds),
+    claimFeeds: (feeds, take) => store.claimFeeds(feeds, take),
     knownFeeds: () => store.knownFeeds(),
     vector: () => store.versionVector(),
     head: store.lastSeq,
@@ -118,10 +120,10 @@ export interface SessionOptions {
   feedTag?: string;
   /**
    * checks the feed tags a peer showed against those known (this node's own
-   * included), taking the ones first seen at once; the first that differs is
-   * returned, and nothing taken (see Store.claimFeeds)
+   * included), with `take` taking the ones first seen at once; the first that
+   * differs is returned, and nothing taken (see Store.claimFeeds)
    */
-  claimFeeds?: (feeds: Record<string, string>) => { node: string; known: string; shown: string } | { taken: number };
+  claimFeeds?: (feeds: Record<string, string>, take: boolean) => { node: string; known: string; shown: string } | { taken: number };
   /** every feed tag known, sent in the auth */
   knownFeeds?: () => Record<string, string>;
   /** changes per batch */
@@ -163,6 +165,8 @@ export class SyncSession {
   private peerNonce: Uint8Array | undefined;
   /** the feed tag in the peer's hello */
   private peerFeed: string | undefined;
+  /** the feed tags the peer showed (its hello's and its auth's), until its sub takes them */
+  private shownFeeds: Record<string, string> | undefined;
   /** the key both sides prove: the cluster secret, or the replica's credential key */
   private key = '';
   private writes = 0;
@@ -336,10 +340,11 @@ export class SyncSession {
     this.peerOwnAtProof = vectorEntry(this.opts.vector(), this.peer!);
     const p = proof(this.key, this.opts.cluster, this.opts.dialed ? 'dialer' : 'acceptor', this.opts.nodeId, this.peer!, this.opts.nonce, this.peerNonce!);
     const frame: AuthFrame = { t: 'auth', proof: p };
-    // (as many as fit: a cluster has a few dozen node ids, restored incarnations included, not thousands)
+    // (as many as fit: a cluster has a few dozen node ids, restored incarnations included, not thousands; and only
+    // to a peer that showed a tag of its own: an older build refuses a frame over 4,096 bytes before authentication)
     const feeds: [string, string][] = [];
     let bytes = 0;
-    for (const [node, tag] of Object.entries(this.opts.knownFeeds?.() ?? {})) {
+    for (const [node, tag] of this.peerFeed === undefined ? [] : Object.entries(this.opts.knownFeeds?.() ?? {})) {
       bytes += node.length + tag.length + 4;
       if (bytes > FEEDS_BYTES || feeds.length === MAX_FEEDS) break;
       feeds.push([node, tag]);
@@ -360,9 +365,14 @@ export class SyncSession {
     if (!this.opts.dialed) open.unshift(this.ownProof());
     // A master never subscribes to a replica: replicas are receive-only.
     if (this.peerRole === 'replica') return open;
-    const claim = this.opts.claimFeeds?.(this.peerFeed === undefined ? theirFeeds : { ...theirFeeds, [this.peer!]: this.peerFeed }) ?? { taken: 0 };
+    // Checked now, taken once the peer's sub passed its checks too (see 'sub'). A replica gets no sub from its
+    // master: it takes them now, and they are on disk before its checkpoint is read.
+    this.shownFeeds = this.peerFeed === undefined ? theirFeeds : { ...theirFeeds, [this.peer!]: this.peerFeed };
+    const replica = this.opts.role === 'replica';
+    const claim = this.opts.claimFeeds?.(this.shownFeeds, replica) ?? { taken: 0 };
     if ('node' in claim) return this.fail(this.feedsRefusal(claim), true);
-    return [...open, { type: 'load-checkpoint', peer: this.peer!, ...(claim.taken > 0 ? { saveFeeds: true } : {}) }];
+    if (replica) this.shownFeeds = undefined;
+    return [...open, { type: 'load-checkpoint', peer: this.peer! }];
   }
 
   /**
@@ -384,6 +394,29 @@ export class SyncSession {
     if (node === me) return `${peer} knows ${me} by another data dir (feed ${shown}) than this one (feed ${known}): this dir was made again under ${me}'s old node id, and would pass its new changes off as the old dir's; ${restart(me)}`;
     if (node === peer) return `${peer}'s data dir is not the one this node replicated with (its feed is ${shown}, was ${known}): a dir made again under an old node id would pass its new changes off as that node's old ones; ${restart(peer)}`;
     return `${peer} knows ${node} by another data dir (feed ${shown}) than this node does (feed ${known}): a dir was made again under ${node}'s old node id, and one of the two took its changes as the old dir's; ${restart(node)}, then compare both with "meridian verify"`;
+  }
+
+  /** The peer subscribed, and passed the checks: send it a snapshot, or our feed from its position. */
+  private subscribedBy(f: Extract<Frame, { t: 'sub' }>): Action[] {
+    this.peerHas = new VersionVector(Object.entries(f.vector));
+    this.peerHadAtSub = f.vector;
+    if (f.clone) {
+      this.preparing = 'snapshot';
+      return [{ type: 'snapshot', digest: false }];
+    }
+    // Our feed cannot bring this peer up to date when its position is
+    // older than what we retain, or when it lacks changes we hold without
+    // feed entries (we were cloned): compare digests and send states.
+    const base = this.opts.feedBase?.() ?? {};
+    const lacksBase = Object.entries(base).some(([o, n]) => vectorEntry(f.vector, o) < n);
+    const tooOld = f.since + 1 < (this.opts.firstSeq?.() ?? 1);
+    if (lacksBase || tooOld) {
+      this.preparing = 'snapshot';
+      return [{ type: 'snapshot', digest: true }];
+    }
+    this.cursor = Math.min(f.since, this.head);
+    this.stats.sent = this.stats.acked = this.cursor;
+    return this.pump();
   }
 
   /**
@@ -429,25 +462,12 @@ export class SyncSession {
         if (this.cursor !== undefined || this.cloning || this.preparing) return this.fail('subscribed twice on one session', true);
         const rolledBack = this.rolledBack(f.vector, f.since);
         if (rolledBack) return this.fail(rolledBack, true);
-        this.peerHas = new VersionVector(Object.entries(f.vector));
-        this.peerHadAtSub = f.vector;
-        if (f.clone) {
-          this.preparing = 'snapshot';
-          return [{ type: 'snapshot', digest: false }];
-        }
-        // Our feed cannot bring this peer up to date when its position is
-        // older than what we retain, or when it lacks changes we hold without
-        // feed entries (we were cloned): compare digests and send states.
-        const base = this.opts.feedBase?.() ?? {};
-        const lacksBase = Object.entries(base).some(([o, n]) => vectorEntry(f.vector, o) < n);
-        const tooOld = f.since + 1 < (this.opts.firstSeq?.() ?? 1);
-        if (lacksBase || tooOld) {
-          this.preparing = 'snapshot';
-          return [{ type: 'snapshot', digest: true }];
-        }
-        this.cursor = Math.min(f.since, this.head);
-        this.stats.sent = this.stats.acked = this.cursor;
-        return this.pump();
+        // The tags the peer showed are taken only now, once its data dir passed the checks of its vector: a dir
+        // made again that made fewer changes than were held of it is refused above, and its tag, taken, would
+        // have been passed on to every node that knew none, which would then refuse the nodes that knew the old.
+        const claim = this.shownFeeds && this.opts.claimFeeds?.(this.shownFeeds, true);
+        if (claim && 'node' in claim) return this.fail(this.feedsRefusal(claim), true);
+        return [...(claim && claim.taken > 0 ? [{ type: 'save-feeds' } as const] : []), ...this.subscribedBy(f)];
       }
       case 'need':
         this.snapshotIdleSince = undefined;

@@ -1367,11 +1367,11 @@ t.test("feed tags: a peer is refused when it shows this node, or a node both kno
     return {
       claimed,
       knownFeeds: () => ({ ...m }),
-      claimFeeds(feeds) {
+      claimFeeds(feeds, take) {
         const own = { ...m, [this.nodeId!]: this.feedTag! };
         for (const [node, shown] of Object.entries(feeds)) if (own[node] !== undefined && own[node] !== shown) return { node, known: own[node], shown };
         const first = Object.entries(feeds).filter(([node]) => own[node] === undefined);
-        for (const [node, shown] of first) claimed[node] = m[node] = shown;
+        if (take) for (const [node, shown] of first) claimed[node] = m[node] = shown;
         return { taken: first.length };
       },
     };
@@ -1388,8 +1388,15 @@ t.test("feed tags: a peer is refused when it shows this node, or a node both kno
   const fresh = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...ka }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', ...kb }).start().settle();
   t.same(kb.claimed, { charlie: 'cccc0000', alpha: 'aaaaaaaa' });
   t.same(ka.claimed, { bravo: 'bbbbbbbb' });
-  t.same([ofType(fresh.a, 'load-checkpoint')[0]?.saveFeeds, ofType(fresh.b, 'load-checkpoint')[0]?.saveFeeds], [true, true], 'put on disk before the checkpoint is read');
+  t.same([ofType(fresh.a, 'save-feeds').length, ofType(fresh.b, 'save-feeds').length], [1, 1], "put on disk once the peer's sub passed its checks");
   t.equal(fresh.a.session.state, 'open');
+  // a dir made again that made fewer changes than alpha holds of it is refused by its sub: its tag is not taken,
+  // so alpha does not pass it on to nodes that would then refuse those knowing the old dir's
+  const [kc, kd] = [knowing({}), knowing({})];
+  const fewer = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', vector: () => ({ bravo: 5 }), ...kc }, { nodeId: 'bravo', feedTag: 'bbbb0002', vector: () => ({ bravo: 2 }), ...kd }).start().settle();
+  t.equal(fewer.a.session.state, 'closed');
+  t.match(ofType(fewer.a, 'close')[0]?.reason, /^bravo holds its own changes only up to 2, and alpha holds them up to 5/);
+  t.same(kc.claimed, {}, "bravo's tag was not taken");
 });
 
 t.test("a session's open waits for the driver's joined() before the peer's checkpoint is read (the node ties its data dir to the cluster there)", async (t) => {
@@ -1400,7 +1407,7 @@ t.test("a session's open waits for the driver's joined() before the peer's check
   const joining = new Promise<void>((r) => (release = r));
   const order: string[] = [];
   const io: SessionIo = {
-    store: { checkpoint: async () => (order.push('checkpoint'), 0) } as unknown as FeedStore,
+    store: { checkpoint: async () => (order.push('checkpoint'), 0), saveFeeds: async () => undefined } as unknown as FeedStore,
     session: pair.a.session,
     send: () => true,
     opened: () => (order.push('opened'), true),

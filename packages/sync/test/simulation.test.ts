@@ -279,7 +279,6 @@ class Simulation {
       for (const c of [...this.conns.values()]) {
         if (c.ends.some((e) => e.node === node && e.session.lacksBase(node.store!.feedBase(), false))) this.drop(c, 'feed base changed; resubscribing');
       }
-      return;
     }
     for (const conn of this.conns.values()) {
       for (const end of conn.ends) {
