@@ -367,9 +367,16 @@ t.test('GET /api/check: a second check asked while one runs shares its answer, a
   const node = await startInProcess(t);
   for (let i = 0; i < 200; i++) await node.store.create('Organisation', { name: `C${i}`, kind: 'vendor' });
   const ask = (): Promise<Reply> => call(node, 'GET', '/api/check');
+  // (a check reads the store through one snapshot: count them)
+  let snapshots = 0;
+  const snapshotReader = node.store.snapshotReader.bind(node.store);
+  node.store.snapshotReader = () => (snapshots++, snapshotReader());
   const [a, b] = await Promise.all([ask(), ask()]);
   t.equal(a.status, 200);
   t.equal(b.status, 200, 'not refused while the first runs');
   t.same(a.body, b.body);
+  t.equal(snapshots, 1, 'one check ran for both');
+  await ask();
+  t.equal(snapshots, 2, 'and the next runs again');
   t.match(a.body, { nodeId: node.store.nodeId, objects: 200, problems: [] });
 });

@@ -524,7 +524,7 @@ t.test('a node that never met a data dir made again under an old id refuses it t
   const cPort = await freePort();
   const c = await start(t, { nodeId: 'c', httpPort: cPort, peers: toB });
   t.ok(await until(async () => (await c.node.store.get(old.id)) !== undefined), 'c cloned it from b');
-  t.match(c.node.store.peerFeed('a'), /^[0-9a-f]{8}$/, "and learned the old a's feed tag from b");
+  t.match(c.node.store.knownFeeds()['a'], /^[0-9a-f]{8}$/, "and learned the old a's feed tag from b");
   // a on a new dir under its old id writes more than the old one made, then meets c alone
   const remadeDir = tempDir(t);
   a = await start(t, { nodeId: 'a' }, remadeDir);

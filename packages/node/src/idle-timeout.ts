@@ -1,12 +1,16 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
-/** Requests that came on a connection being closed after an early answer: the node's handler runs none of them. */
-const skipped = new WeakSet<IncomingMessage>();
+/** Connections being closed after an answer begun before a large body was read (see lingerClose). */
+const lingering = new WeakSet<Socket>();
 
-/** Whether closeStalled has set this request aside (see there); the node's handler leaves it unanswered. */
+/**
+ * Whether this request came on such a connection, so that closeStalled sets
+ * it aside: the node's handler leaves it unanswered. (A listener cannot stop
+ * the server's other 'request' listeners: the handler asks.)
+ */
 export function setAside(req: IncomingMessage): boolean {
-  return skipped.has(req);
+  return lingering.has(req.socket);
 }
 
 /**
@@ -23,16 +27,12 @@ export function closeStalled(server: Server, ms: number): void {
   server.timeout = ms;
   // (each socket's latest answer, whose request is res.req: one finished stands for none)
   const current = new WeakMap<Socket, ServerResponse>();
-  const lingering = new WeakSet<Socket>();
   server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
     // A request that follows, on a connection being closed, one answered before its body arrived: the client
     // sent it before it saw this side's end. It is not run (its answer could not be sent), and the linger closes
     // the connection as it would have (a reset now could take the answer before it from a client yet to read it).
-    if (lingering.has(socket)) {
-      skipped.add(req);
-      return;
-    }
+    if (lingering.has(socket)) return;
     current.set(socket, res);
     // A body of more than a few packets, not read to its end when the answer begins: the answer says the
     // connection closes, and the node closes it after a linger, rather than read the rest to keep it.

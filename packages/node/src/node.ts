@@ -316,8 +316,9 @@ export class MeridianNode {
     try {
       const target = req.url ?? '/';
       // (counted before it is parsed: a target refused as not a path is a request too; its surface from the raw path)
-      this.metrics.observe(surfaceOf(rawPath(target)), req.method ?? 'GET', res, started);
-      const url = requestUrl(target);
+      const path = rawPath(target);
+      this.metrics.observe(surfaceOf(path), req.method ?? 'GET', res, started);
+      const url = requestUrl(target, path);
       if ((url.pathname === '/healthz' || url.pathname === '/readyz' || url.pathname === '/metrics') && req.method !== 'GET' && req.method !== 'HEAD') {
         throw methodNotAllowed(req.method ?? '', 'GET, HEAD');
       }
@@ -569,21 +570,20 @@ export async function initDataDir(config: NodeConfig): Promise<{ nodeId: string;
   }
 }
 
+/** A request target's path as sent, before parsing: of an absolute-form target, the part after the authority. */
+function rawPath(target: string): string {
+  return (target.startsWith('/') ? target : target.replace(/^https?:\/\/[^/?#]*/i, '') || '/').split('?')[0]!;
+}
+
 /**
- * The request target as a URL. Only a path (or a whole http URL) is one:
+ * The request target as a URL (`path`: its rawPath). Only a path (or a whole http URL) is one:
  * read relative to a base, `//x/metrics` was host x and path /metrics, and
  * URL parsing drops dot segments (`/a/%2e%2e/metrics` is /metrics), so a
  * proxy that passes on only some paths was passed by. A path that parsing
  * would change is refused. One that is not a path at all is the client's
  * error, not an internal one.
  */
-/** A request target's path as sent, before parsing: of an absolute-form target, the part after the authority. */
-function rawPath(target: string): string {
-  return (target.startsWith('/') ? target : target.replace(/^https?:\/\/[^/?#]*/i, '') || '/').split('?')[0]!;
-}
-
-function requestUrl(target: string | undefined): URL {
-  const raw = target ?? '/';
+function requestUrl(raw: string, path: string): URL {
   let url: URL | undefined;
   try {
     url = raw.startsWith('/') ? new URL(`http://node${raw}`) : /^https?:\/\//i.test(raw) ? new URL(raw) : undefined;
@@ -591,7 +591,6 @@ function requestUrl(target: string | undefined): URL {
     url = undefined;
   }
   if (!url) throw new HttpError(400, 'the request target is not a valid path; send a path such as /objects/Person/per-1', 'bad-request');
-  const path = rawPath(raw);
   if (path !== url.pathname) throw new HttpError(400, `the request path ${JSON.stringify(path.slice(0, 100))} is not in normal form (no "." or ".." segments, special characters percent-encoded); send the path itself`, 'bad-request');
   return url;
 }

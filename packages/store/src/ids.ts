@@ -14,6 +14,16 @@ export function isValidId(id: string): boolean {
   return ID_RE.test(id);
 }
 
+/** A data dir's feed tag (Store.feedTag): 8 hex digits. */
+export function isFeedTag(v: unknown): v is string {
+  return typeof v === 'string' && /^[0-9a-f]{8}$/.test(v);
+}
+
+/** A map of node ids to feed tags, as a data dir keeps those it knows and a replication auth carries them. */
+export function isFeedTags(v: unknown): v is Record<string, string> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && Object.entries(v).every(([node, tag]) => isValidId(node) && isFeedTag(tag));
+}
+
 const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz'; // Crockford base32, lower case
 
 // randomBytes per id showed up in profiles of bulk writes; draw in blocks.

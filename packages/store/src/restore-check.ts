@@ -1,7 +1,7 @@
 import * as Y from 'yjs';
 import { decode } from './codec.js';
 import { isHlc } from './hlc.js';
-import { isValidId } from './ids.js';
+import { isFeedTags, isValidId } from './ids.js';
 import { SEP } from './keys.js';
 import { isFieldMap, isIdempotentWrite, isMap, isObjectRecordShape, isPurgeMarker } from './record-shapes.js';
 import { holdsState } from './yobject.js';
@@ -112,7 +112,7 @@ const META: Readonly<Record<string, (v: unknown) => boolean>> = {
   indexPending: isNames,
   feedId: (v) => typeof v === 'string' && /^[0-9a-f]{16}$/.test(v),
   statesEpoch: isSeq,
-  peerFeeds: (v) => isMap(v) && Object.entries(v).every(([k, x]) => isValidId(k) && typeof x === 'string' && /^[0-9a-f]{8}$/.test(x)),
+  peerFeeds: isFeedTags,
 };
 
 const SPACES: Readonly<Record<string, Space>> = {

@@ -6,7 +6,7 @@ import { decode, encode, withSeq, type ChangeKind, type FeedRecord, type FieldVa
 import { MeridianError, ValidationError } from './errors.js';
 import { GroupCommit, type BatchOp } from './group-commit.js';
 import { HybridClock, hlcToIso, hlcWall, isHlc } from './hlc.js';
-import { newId, isValidId } from './ids.js';
+import { isFeedTag, newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
 import { conflictKey, fieldConflict, isUniqueConflict, uniqueClash, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
@@ -638,7 +638,7 @@ export class Store {
       }
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
       const versionsMigrated = await migrateVersions(db, formula);
-      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch, peerFeeds: feedTags(await getMeta<unknown>('peerFeeds')) });
+      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch, peerFeeds: await feedTagsOf(getMeta) });
       try {
         await store.reindexChangedFields();
         await store.repairUniqueClashes();
@@ -1916,16 +1916,11 @@ export class Store {
   }
 
   /**
-   * The feed tag known for `node`: the one it showed when this node first
-   * met it, or a peer that knew it told. A checkpoint and a vector entry
-   * for it count in that feed; replication refuses a node, or a peer that
-   * knows it, under another one (its data dir was made again).
+   * Every feed tag known, by node id: each shown by the node when this one
+   * first met it, or told by a peer that knew it. A checkpoint and a vector
+   * entry for a node count in that feed; replication refuses a node, or a
+   * peer that knows it, under another one (its data dir was made again).
    */
-  peerFeed(node: string): string | undefined {
-    return this.peerFeeds.get(node);
-  }
-
-  /** Every feed tag known, by node id. */
   knownFeeds(): Record<string, string> {
     return Object.fromEntries(this.peerFeeds);
   }
@@ -1937,18 +1932,18 @@ export class Store {
    * sees them (saveFeeds puts them on disk). On the first that differs it
    * takes nothing and returns it.
    */
-  claimFeeds(feeds: Record<string, string>, take = true): { node: string; known: string; shown: string } | { taken: number } {
-    let taken = 0;
+  claimFeeds(feeds: Record<string, string>, take: boolean): { node: string; known: string; shown: string } | { taken: number } {
+    const fresh: [string, string][] = [];
     for (const [node, shown] of Object.entries(feeds)) {
       const known = node === this.nodeId ? this.feedTag : this.peerFeeds.get(node);
-      if (known === undefined) taken++;
+      if (known === undefined) fresh.push([node, shown]);
       else if (known !== shown) return { node, known, shown };
     }
-    if (take && taken > 0) {
-      for (const [node, shown] of Object.entries(feeds)) if (node !== this.nodeId && !this.peerFeeds.has(node)) this.peerFeeds.set(node, shown);
+    if (take && fresh.length > 0) {
+      for (const [node, shown] of fresh) this.peerFeeds.set(node, shown);
       this.feedsDirty = true;
     }
-    return { taken };
+    return { taken: fresh.length };
   }
 
   /** Settles once every feed tag taken so far is on disk (see claimFeeds), writing them if need be. */
@@ -3508,10 +3503,11 @@ function needsHashing(def: TypeDef, values: Record<string, FieldValue | null>): 
   return false;
 }
 
-/** The feed tags a data dir holds (meta peerFeeds), leaving out any entry that is not a node id and a tag. */
-function feedTags(v: unknown): Record<string, string> {
+/** The feed tags a data dir knows (meta peerFeeds), but an entry a restore would refuse (restore-check.ts). */
+async function feedTagsOf(getMeta: <T>(name: string) => Promise<T | undefined>): Promise<Record<string, string>> {
+  const v = await getMeta<unknown>('peerFeeds');
   if (typeof v !== 'object' || v === null) return {};
-  return Object.fromEntries(Object.entries(v).filter(([node, tag]) => isValidId(node) && typeof tag === 'string' && /^[0-9a-f]{8}$/.test(tag)));
+  return Object.fromEntries(Object.entries(v).filter(([node, tag]) => isValidId(node) && isFeedTag(tag)));
 }
 
 function toStored(id: string, r: ObjectRecord): StoredObject {

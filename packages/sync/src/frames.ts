@@ -1,5 +1,5 @@
 import { Packr } from 'msgpackr';
-import { isSeq, isValidId, isVector, MAX_AHEAD_SENT, MAX_CHANGE_BYTES } from '@meridian/store';
+import { isFeedTag, isFeedTags, isSeq, isValidId, isVector, MAX_AHEAD_SENT, MAX_CHANGE_BYTES } from '@meridian/store';
 
 /**
  * Every frame of the replication protocol, in one place. A frame is one
@@ -216,7 +216,6 @@ export function encodeFrame(f: Frame): Uint8Array {
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 /** node and cluster ids: the characters object ids may use */
 const isId = (v: unknown): v is string => typeof v === 'string' && isValidId(v);
-const FEED_TAG = /^[0-9a-f]{8}$/;
 const isBytes = (v: unknown, max: number): v is Uint8Array => v instanceof Uint8Array && v.length <= max;
 const KINDS = new Set(['create', 'update', 'delete', 'undelete', 'purge', 'redacted']);
 const WRITE_OPS = new Set(['create', 'update', 'replace', 'delete', 'undelete']);
@@ -306,13 +305,13 @@ export function decodeFrame(data: Uint8Array): Frame {
       check(isBytes(f['nonce'], 64) && f['nonce'].length >= 16, 'hello nonce must be at least 16 bytes');
       check(f['cred'] === undefined || (typeof f['cred'] === 'string' && CRED_RE.test(f['cred'])), 'hello credential must be name:serial');
       check(f['z'] === undefined || typeof f['z'] === 'boolean', 'hello z must be a boolean');
-      check(f['feed'] === undefined || (typeof f['feed'] === 'string' && FEED_TAG.test(f['feed'])), 'hello feed must be 8 hex digits');
+      check(f['feed'] === undefined || isFeedTag(f['feed']), 'hello feed must be 8 hex digits');
       return f as unknown as HelloFrame;
     case 'auth': {
       check(isBytes(f['proof'], 64), 'auth proof must be bytes');
       const feeds = f['feeds'];
       check(
-        feeds === undefined || (isObj(feeds) && Object.keys(feeds).length <= MAX_FEEDS && Object.entries(feeds).every(([k, v]) => isId(k) && typeof v === 'string' && FEED_TAG.test(v))),
+        feeds === undefined || (isFeedTags(feeds) && Object.keys(feeds).length <= MAX_FEEDS),
         `auth feeds must map at most ${MAX_FEEDS} node ids to feed tags of 8 hex digits`,
       );
       return f as unknown as AuthFrame;
