@@ -4,16 +4,14 @@
  */
 import t from 'tap';
 import { Store } from '@meridian/store';
-import { DEFAULT_SCHEMA } from '@meridian/node';
-import { readFileSync } from 'node:fs';
+import { crmSchema, TEST_COST } from './helpers/schema.js';
 import { tempDir } from './helpers/tmp.js';
 
 t.test('writes of one credential past the cap are answered busy at once; another credential\'s run; the count goes down as they end', async (t) => {
-  const { parseSchema } = await import('@meridian/store');
   const { AdminAuth } = await import('../packages/node/dist/admin-auth.js');
   const { Principals } = await import('../packages/node/dist/principals.js');
   const { ForwardedWrites } = await import('../packages/node/dist/forwarding.js');
-  const store = await Store.open({ dir: tempDir(t), schema: parseSchema(readFileSync(DEFAULT_SCHEMA, 'utf8'), 'crm'), passwordCost: { N: 1024, r: 8, p: 1 } });
+  const store = await Store.open({ dir: tempDir(t), schema: crmSchema, passwordCost: TEST_COST });
   t.teardown(() => store.close());
   const org = await store.create('Organisation', { name: 'Acme', kind: 'vendor' });
   const principals = new Principals(store, await AdminAuth.init(store, 'admin-pw'));
@@ -26,7 +24,9 @@ t.test('writes of one credential past the cap are answered busy at once; another
   const held = new Promise<void>((r) => (release = r));
   t.teardown(() => release());
   const update = store.update.bind(store);
+  let updates = 0;
   store.update = async (...args) => {
+    updates++;
     await held;
     return update(...args);
   };
@@ -43,4 +43,5 @@ t.test('writes of one credential past the cap are answered busy at once; another
   t.match(await again, { ok: true }, 'a copy of a running write shares it, and counts no more');
   t.match(await other, { ok: true }, "another credential's write ran meanwhile");
   t.match(await writes.handle(write('k5', 'Five'), 'laptop-1', 'laptop'), { ok: true }, 'once they end, the credential writes again');
+  t.equal(updates, 4, 'the copy of k1 ran no update of its own (k1, k2, k4, k5)');
 });

@@ -249,7 +249,6 @@ t.test('a master behind the retained feed catches up by anti-entropy; a new mast
     );
     ids.push(...made);
   }
-  t.equal(ids.length, 40);
   await a.stop();
   a = await startNode(t, ['--dir', dirA, '--node-id', 'a', ...common, '--feed-retention', '10']);
   const status = JSON.parse(cli(['status', '--json', '--node', a.url], env).stdout);

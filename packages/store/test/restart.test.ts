@@ -160,7 +160,9 @@ t.test('the feed is read up to its durable head only: an entry LevelDB holds bef
   await db.put(keys.feed(head + 1), (await db.get(keys.feed(head)))!);
   t.same(await store.readFeed(head), [], 'nothing past the head');
   // (read from disk: the in-memory tail of the feed, which holds durable entries only, is emptied)
-  Object.assign(store as unknown as { recent: unknown[]; recentStart: number }, { recent: [], recentStart: 0 });
+  const tail = store as unknown as { recent: unknown[]; recentStart: number };
+  t.ok(Array.isArray(tail.recent) && tail.recent.length > 0, 'the tail held the entry');
+  Object.assign(tail, { recent: [], recentStart: 0 });
   t.same((await store.readFeed(head - 1)).map((e) => [e.seq, e.id]), [[head, o.id]], 'and up to it, all, from disk');
 });
 

@@ -546,9 +546,6 @@ export class SyncSession {
         this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head, f.last);
         if (f.last <= this.lastQueued()) return this.fail(`changes frame goes back to ${f.last}`, true);
         if (f.changes.length && this.stats.behindSince === undefined) this.stats.behindSince = f.changes[0]!.h;
-        // (the peer holds what it sends, from its feed, which is durable: our feed need not send it back, and a
-        // feed base raise need not send it to anti-entropy for it)
-        for (const c of f.changes) this.peerHas.add(c.o, c.n);
         this.pendingApply.push(f);
         return this.nextApply();
       }
