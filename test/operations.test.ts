@@ -537,6 +537,42 @@ t.test('a node that never met a data dir made again under an old id refuses it t
   for (const id of made) t.equal(await c.node.store.get(id), undefined, 'and took none of its changes');
 });
 
+t.test("a node lost in its first clone comes back on a new dir under its old id once one node forgets the old dir's feed: the word reaches that node's peers", async (t) => {
+  const env = { MERIDIAN_PASSWORD: PW };
+  const b = await start(t, { nodeId: 'b' });
+  const toB = [`${b.node.url.replace('http', 'ws')}/sync`];
+  let a = await start(t, { nodeId: 'a', peers: toB });
+  const oldTag = a.node.store.feedTag;
+  t.ok(await until(() => b.node.store.knownFeeds()['a'] === oldTag), "b took a's tag as a cloned it");
+  const busy = await cliAsync(['forget-feed', 'a', '--node', b.node.url], env);
+  t.same([busy.code, busy.stderr], [1, "meridian: a is connected to this node now, on the data dir whose feed this would forget; forget a dir's feed only once the dir is gone\n"], 'not while the dir runs');
+  await a.node.stop();
+  // c joins later, and learns the old tag from b
+  const c = await start(t, { nodeId: 'c', peers: toB });
+  t.ok(await until(() => c.node.store.knownFeeds()['a'] === oldTag), 'c learned the old tag from b');
+
+  // a's dir is lost: a new one under the old id is refused
+  const remade = tempDir(t);
+  a = await start(t, { nodeId: 'a', peers: toB }, remade);
+  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'refused'), 'the new dir is refused');
+  t.match(a.node.replicator!.status()[0]!.reason, /or, if no node holds a change its old dir made, run "meridian forget-feed a" on a node that refuses it \(its peers are told\)$/);
+  await a.node.stop();
+  const forgot = await cliAsync(['forget-feed', 'a', '--node', b.node.url], env);
+  t.same([forgot.code, forgot.stdout], [0, `forgot a's feed ${oldTag}\n`], forgot.stderr);
+  t.ok(await until(() => c.node.store.forgottenFeeds()['a']?.[0] === oldTag), 'c was told, as its session with b opened again');
+  t.equal(c.node.store.knownFeeds()['a'], undefined, 'and no longer knows the old tag');
+
+  a = await start(t, { nodeId: 'a', peers: toB }, remade);
+  t.ok(await until(() => a.node.replicator!.status()[0]?.state === 'live'), 'the new dir replicates');
+  t.equal(b.node.store.knownFeeds()['a'], a.node.store.feedTag, 'b took its tag');
+  const made = await a.node.store.create('Organisation', { name: 'Made by the new a', kind: 'vendor' });
+  t.ok(await until(async () => (await c.node.store.get(made.id)) !== undefined), 'what it writes reaches c through b');
+  t.equal(count(b.logs, 'replication peer refused'), 1, 'and b refused nothing but the new dir before the word');
+  await a.node.stop();
+  const holding = await cliAsync(['forget-feed', 'a', '--node', b.node.url], env);
+  t.same([holding.code, holding.stderr], [1, `meridian: this node holds 1 change made by a in its feed ${a.node.store.feedTag}, which a new dir under that id would pass its own off as; start a under a new --node-id instead\n`], 'nor is a feed whose changes are held');
+});
+
 t.test('meridian verify says identical, or names the ranges that differ', async (t) => {
   const a = await start(t, { nodeId: 'a' });
   const b = await start(t, { nodeId: 'b' });

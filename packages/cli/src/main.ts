@@ -1,5 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
-import { isMeridianError, MAX_PAGE } from '@meridian/store';
+import { isMeridianError, isValidId, MAX_PAGE } from '@meridian/store';
 import { checkReplicaName, initDataDir, MeridianNode, resolveConfig, SettingError, VERSION, type ConfigInput } from '@meridian/node';
 import { AdminClient, CliError, DEFAULT_TIMEOUT_SECONDS, timeoutOption, unescapeXml } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
@@ -432,6 +432,21 @@ export function buildProgram(): Command {
       out(flags.json ? JSON.stringify(body) : `revoked replica credential ${body.name}`);
     },
   );
+
+  clientOptions(
+    program
+      .command('forget-feed')
+      .description("let a node whose data dir was made again under its old id (lost in its first clone, say) replicate again: forget its old dir's feed here; refused while this node holds a change that dir made")
+      .argument('<node-id>', 'the node id the old and the new dir share'),
+  ).action(async (node: string, flags: ClientFlags) => {
+    if (!isValidId(node)) throw new CliError(`"${node}" is not a node id`, 2);
+    const { body } = await client(flags).request<{ node: string; forgotten: string }>('POST', `/api/feeds/${node}/forget`);
+    if (flags.json) out(JSON.stringify(body));
+    else {
+      out(`forgot ${body.node}'s feed ${body.forgotten}`);
+      process.stderr.write(`its peers are told as their sessions open again; ${body.node} replicates from its next attempt\n`);
+    }
+  });
 
   clientOptions(program.command('check').description("check that the node's indexes, unique values and counts agree with its objects; exit 1 if not"))
     .action(async (flags: ClientFlags) => {

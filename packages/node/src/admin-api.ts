@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { checkStore, encodeBackup, type CheckReport, hlcToIso, isMeridianError, MAX_PAGE, parseVersionName, publicFields, type Store, type StoredObject } from '@meridian/store';
+import { checkStore, encodeBackup, type CheckReport, hlcToIso, isMeridianError, isValidId, MAX_PAGE, parseVersionName, publicFields, type Store, type StoredObject } from '@meridian/store';
 import { builtInRefusal } from './built-in-types.js';
 import { HttpError, methodNotAllowed, readJson, sendJson } from './http-util.js';
 import type { Credential, Writer } from './writer.js';
@@ -21,6 +21,8 @@ export interface AdminContext {
   credential: Credential;
   /** purges are made on masters only (a replica forwards nothing but writes) */
   role: 'master' | 'replica';
+  /** whether a node is connected now */
+  connected: (node: string) => boolean;
 }
 
 export interface ObjectJson {
@@ -113,6 +115,19 @@ export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: 
   if (parts[1] === 'conflicts' && parts.length === 2) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
     return conflicts(ctx, res, url);
+  }
+  if (parts[1] === 'feeds' && parts.length === 2) {
+    if (method !== 'GET' && method !== 'HEAD') throw methodNotAllowed(method, 'GET');
+    sendJson(res, 200, { nodeId: ctx.store.nodeId, feed: ctx.store.feedTag, known: ctx.store.knownFeeds(), forgotten: ctx.store.forgottenFeeds() });
+    return;
+  }
+  if (parts[1] === 'feeds' && parts.length === 4 && parts[3] === 'forget') {
+    if (method !== 'POST') throw methodNotAllowed(method, 'POST');
+    const node = parts[2]!;
+    if (!isValidId(node)) throw new HttpError(400, `"${node}" is not a node id`);
+    if (ctx.connected(node)) throw new HttpError(409, `${node} is connected to this node now, on the data dir whose feed this would forget; forget a dir's feed only once the dir is gone`, 'conflict');
+    sendJson(res, 200, { node, forgotten: await ctx.store.forgetFeed(node) });
+    return;
   }
   if (parts[1] === 'feed' && parts.length === 2) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');

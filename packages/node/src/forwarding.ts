@@ -179,7 +179,7 @@ function holdsAsked(def: TypeDef, o: StoredObject, asked: Record<string, unknown
   }
 }
 
-const STORE_CODES = new Set<string>(['validation', 'not-found', 'exists', 'precondition', 'closed', 'locked', 'busy', 'forbidden', 'bad-request']);
+const STORE_CODES = new Set<string>(['validation', 'not-found', 'exists', 'precondition', 'closed', 'locked', 'busy', 'forbidden', 'conflict', 'bad-request']);
 
 /**
  * Replica side: a write goes to the master over the sync session, and its

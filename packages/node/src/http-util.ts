@@ -29,6 +29,7 @@ const STATUS: Record<ErrorCode, number> = {
   locked: 503,
   busy: 503,
   forbidden: 403,
+  conflict: 409,
 };
 
 export function toHttpError(e: unknown): HttpError {

@@ -301,8 +301,8 @@ async function idsKnown(db: Level<string, Buffer>, lineage: string[]): Promise<S
     for await (const k of db.keys({ gte: prefix, lt: prefix + HIGH })) ids.add(k.slice(prefix.length));
   }
   for (const node of Object.values(readMeta<Record<string, string>>(await db.get(keys.meta('clientNodes'))) ?? {})) ids.add(node);
-  // (and those whose feed tags it learned: its peers would refuse the restored node under one, as a dir made again)
-  for (const node of Object.keys(readMeta<Record<string, string>>(await db.get(keys.meta('peerFeeds'))) ?? {})) ids.add(node);
+  // (and those whose feed tags it learned, or forgot: its peers would refuse the restored node under one, as a dir made again)
+  for (const name of ['peerFeeds', 'forgottenFeeds']) for (const node of Object.keys(readMeta<Record<string, unknown>>(await db.get(keys.meta(name))) ?? {})) ids.add(node);
   const from = readMeta<{ node: string }>(await db.get(keys.meta('restoredFrom')));
   if (from) ids.add(from.node);
   return ids;

@@ -13,6 +13,8 @@ export type ErrorCode =
   /** try again shortly: what the request needs is on its way (503 with Retry-After, LDAP busy) */
   | 'busy'
   | 'forbidden'
+  /** the node's own state stands in the way (409): what it holds, not the request, must change first */
+  | 'conflict'
   | 'bad-request';
 
 export class MeridianError extends Error {

@@ -24,6 +24,11 @@ export function isFeedTags(v: unknown): v is Record<string, string> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && Object.entries(v).every(([node, tag]) => isValidId(node) && isFeedTag(tag));
 }
 
+/** Feed tags forgotten, by node id (see Store.forgetFeed). */
+export function isForgottenFeeds(v: unknown): v is Record<string, string[]> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && Object.entries(v).every(([node, tags]) => isValidId(node) && Array.isArray(tags) && tags.every(isFeedTag));
+}
+
 const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz'; // Crockford base32, lower case
 
 // randomBytes per id showed up in profiles of bulk writes; draw in blocks.

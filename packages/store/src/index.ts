@@ -1,5 +1,5 @@
 export { checkChangeSize, MAX_AHEAD_SENT, MAX_CHANGE_BYTES, MAX_PAGE, recordedObjectId, Store } from './store.js';
-export type { StoreOptions, StoredObject, FeedEntry, WriteOptions, IdempotentWrite, Page, PageOptions, RemoteChange, ApplyResult } from './store.js';
+export type { StoreOptions, StoredObject, FeedEntry, WriteOptions, IdempotentWrite, Page, PageOptions, RemoteChange, ApplyResult, FeedClaim } from './store.js';
 export type { ConflictRecord, ConflictValue } from './conflicts.js';
 export { isUniqueConflict } from './conflicts.js';
 export { MeridianError, ValidationError, asSeenBy, isMeridianError } from './errors.js';
@@ -11,7 +11,7 @@ export type { FieldValue, Scalar, ChangeKind } from './codec.js';
 export { hashPassword, verifyPassword, isPasswordHash, needsUpgrade, DEFAULT_COST } from './password.js';
 export type { ScryptCost } from './password.js';
 export { hlcToIso, hlcWall } from './hlc.js';
-export { idFromDigest, isFeedTag, isFeedTags, isValidId, newId } from './ids.js';
+export { idFromDigest, isFeedTag, isFeedTags, isForgottenFeeds, isValidId, newId } from './ids.js';
 export { checkIndexes, checkStore, type CheckReport } from './check.js';
 export { BUCKETS, bucketOf } from './digest.js';
 export type { DigestPosition, PositionedDigest, StoreDigest } from './digest.js';

@@ -1,7 +1,7 @@
 import * as Y from 'yjs';
 import { decode } from './codec.js';
 import { isHlc } from './hlc.js';
-import { isFeedTags, isValidId } from './ids.js';
+import { isFeedTags, isForgottenFeeds, isValidId } from './ids.js';
 import { SEP } from './keys.js';
 import { isFieldMap, isIdempotentWrite, isMap, isObjectRecordShape, isPurgeMarker } from './record-shapes.js';
 import { holdsState } from './yobject.js';
@@ -113,6 +113,7 @@ const META: Readonly<Record<string, (v: unknown) => boolean>> = {
   feedId: (v) => typeof v === 'string' && /^[0-9a-f]{16}$/.test(v),
   statesEpoch: isSeq,
   peerFeeds: isFeedTags,
+  forgottenFeeds: isForgottenFeeds,
 };
 
 const SPACES: Readonly<Record<string, Space>> = {

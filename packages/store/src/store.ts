@@ -6,7 +6,7 @@ import { decode, encode, withSeq, type ChangeKind, type FeedRecord, type FieldVa
 import { MeridianError, ValidationError } from './errors.js';
 import { GroupCommit, type BatchOp } from './group-commit.js';
 import { HybridClock, hlcToIso, hlcWall, isHlc } from './hlc.js';
-import { isFeedTag, newId, isValidId } from './ids.js';
+import { isFeedTag, isForgottenFeeds, newId, isValidId } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
 import { conflictKey, fieldConflict, isUniqueConflict, uniqueClash, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
@@ -241,6 +241,13 @@ interface FeedlessFrame {
 /** A change as it travels between nodes: a feed entry without the local seq. */
 export type RemoteChange = Omit<FeedEntry, 'seq'>;
 
+/**
+ * What Store.claimFeeds found: how many tags it took, or the first that
+ * differs from the one known, or (`forgot`) a tag the peer forgot that this
+ * node runs on, or holds `holds` changes of.
+ */
+export type FeedClaim = { taken: number } | { node: string; known: string; shown: string; forgot?: true; holds?: number };
+
 export interface ApplyResult {
   applied: number;
   skipped: number;
@@ -389,8 +396,15 @@ export class Store {
   private base: Record<string, number>;
   /** the feed tag of each node known: shown by it, or by a peer that knew it (see peerFeed) */
   private readonly peerFeeds: Map<string, string>;
-  /** tags were taken since the last save began (see saveFeeds) */
+  /** the feed tags forgotten by an operator, by node id (see forgetFeed) */
+  private readonly forgotten: Map<string, string[]>;
+  /** tags were taken or forgotten since the last save began (see saveFeeds) */
   private feedsDirty = false;
+  /** the nodes whose feed was forgotten since the last save began: their checkpoints go with it */
+  private readonly checkpointDrops = new Set<string>();
+  /** tags were forgotten since the last save began: its listeners are told once it is on disk */
+  private forgetNotify = false;
+  private readonly forgetListeners = new Set<() => void>();
   private feedsSaving: Promise<void> = Promise.resolve();
   /** told once a batch that raised the feed base past changes held ahead without feed entries is on disk */
   private readonly baseListeners = new Set<() => void>();
@@ -456,10 +470,12 @@ export class Store {
     feedTag: string;
     statesEpoch: number;
     peerFeeds: Record<string, string>;
+    forgottenFeeds: Record<string, string[]>;
   }) {
     this.cloning = init.cloning;
     this.feedTag = init.feedTag;
     this.peerFeeds = new Map(Object.entries(init.peerFeeds));
+    this.forgotten = new Map(Object.entries(init.forgottenFeeds));
     this.feedlessNext = init.statesEpoch;
     this.purgedIds = init.purged;
     this.provisional = init.provisional;
@@ -638,7 +654,7 @@ export class Store {
       }
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
       const versionsMigrated = await migrateVersions(db, formula);
-      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch, peerFeeds: await feedTagsOf(getMeta) });
+      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch, peerFeeds: await feedTagsOf(getMeta), forgottenFeeds: await forgottenFeedsOf(getMeta) });
       try {
         await store.reindexChangedFields();
         await store.repairUniqueClashes();
@@ -1931,28 +1947,118 @@ export class Store {
    * seen are taken at once, in memory, so that a session checking meanwhile
    * sees them (saveFeeds puts them on disk). On the first that differs it
    * takes nothing and returns it.
+   *
+   * The tags the peer forgot (`forgotten`, see forgetFeed) are forgotten
+   * here too, whatever `take`, unless this node runs on such a dir or holds
+   * a change of one: then it is refused (`forgot`), so that no change of a
+   * dir forgotten reaches a node told, where the new dir's would be taken
+   * for it. A tag forgotten here is neither taken again nor refused when
+   * shown: the peer that shows it is told in the same handshake, and takes
+   * the word or refuses it.
    */
-  claimFeeds(feeds: Record<string, string>, take: boolean): { node: string; known: string; shown: string } | { taken: number } {
+  claimFeeds(feeds: Record<string, string>, take: boolean, forgotten: Record<string, string[]> = {}): FeedClaim {
+    const newlyForgotten = new Map<string, string[]>();
+    const forgottenOf = (node: string): string[] => [...(this.forgotten.get(node) ?? []), ...(newlyForgotten.get(node) ?? [])];
+    for (const [node, tags] of Object.entries(forgotten)) {
+      for (const tag of tags) {
+        if (node === this.nodeId) {
+          if (tag === this.feedTag) return { node, known: tag, shown: tag, forgot: true };
+          continue;
+        }
+        if (forgottenOf(node).includes(tag)) continue;
+        if (this.peerFeeds.get(node) === tag) {
+          const holds = this.holdsOf(node);
+          if (holds > 0) return { node, known: tag, shown: tag, forgot: true, holds };
+        }
+        newlyForgotten.set(node, [...(newlyForgotten.get(node) ?? []), tag]);
+      }
+    }
     const fresh: [string, string][] = [];
     for (const [node, shown] of Object.entries(feeds)) {
-      const known = node === this.nodeId ? this.feedTag : this.peerFeeds.get(node);
+      if (forgottenOf(node).includes(shown)) continue;
+      let known = node === this.nodeId ? this.feedTag : this.peerFeeds.get(node);
+      if (known !== undefined && newlyForgotten.get(node)?.includes(known)) known = undefined;
       if (known === undefined) fresh.push([node, shown]);
       else if (known !== shown) return { node, known, shown };
     }
-    if (take && fresh.length > 0) {
-      for (const [node, shown] of fresh) this.peerFeeds.set(node, shown);
-      this.feedsDirty = true;
-    }
+    for (const [node, tags] of newlyForgotten) this.retire(node, tags);
+    if (take) for (const [node, shown] of fresh) this.peerFeeds.set(node, shown);
+    if (newlyForgotten.size > 0 || (take && fresh.length > 0)) this.feedsDirty = true;
     return { taken: fresh.length };
   }
 
-  /** Settles once every feed tag taken so far is on disk (see claimFeeds), writing them if need be. */
+  /** Moves tags of `node` to the forgotten, the known one among them, and queues its checkpoint's delete (the new dir's feed starts from 1). */
+  private retire(node: string, tags: string[]): void {
+    if (tags.includes(this.peerFeeds.get(node)!)) {
+      this.peerFeeds.delete(node);
+      this.checkpointDrops.add(node);
+    }
+    this.forgotten.set(node, [...(this.forgotten.get(node) ?? []), ...tags]);
+    this.forgetNotify = true;
+  }
+
+  /** The feed tags forgotten here, by node id (see forgetFeed). */
+  forgottenFeeds(): Record<string, string[]> {
+    return Object.fromEntries([...this.forgotten].map(([node, tags]) => [node, [...tags]]));
+  }
+
+  /**
+   * Calls `fn` once a batch that forgot feed tags (forgetFeed, or a peer's
+   * word in claimFeeds) is on disk: sessions opened before must open again
+   * to pass the word on before the new dir's changes could follow. Returns
+   * the unsubscribe.
+   */
+  onFeedsForgotten(fn: () => void): () => void {
+    this.forgetListeners.add(fn);
+    return () => this.forgetListeners.delete(fn);
+  }
+
+  /** How many changes made by `node` this node holds: its vector entry, and those held ahead of it. */
+  private holdsOf(node: string): number {
+    return this.vector.get(node) + Math.max(this.aheadAt.get(node)?.size ?? 0, this.aheadOnDisk.get(node)?.seqs.size ?? 0);
+  }
+
+  /**
+   * Forgets the feed tag known for `node`, so that the node may come back
+   * on a data dir made again under its old id (one lost in its first clone,
+   * say): the operator's word that the old dir's changes are nowhere. The
+   * tag is kept as forgotten, this node's position in that feed goes, and
+   * every peer is told at its next session (see claimFeeds). Refused while
+   * this node holds a change the node made: the new dir would number its own
+   * from 1 again, and they would be taken for those. Returns the tag
+   * forgotten, once on disk.
+   */
+  async forgetFeed(node: string): Promise<string> {
+    this.assertOpen();
+    if (node === this.nodeId) throw new MeridianError('bad-request', `${node} is this node; forget its feed on the nodes that refuse it`);
+    const known = this.peerFeeds.get(node);
+    if (known === undefined) {
+      const gone = this.forgotten.get(node);
+      throw new MeridianError('not-found', gone ? `the feed of ${node} was forgotten here already (${gone.join(', ')}), and no new one taken since` : `this node knows no feed of ${node}; check the node id against "meridian peers"`);
+    }
+    const holds = this.holdsOf(node);
+    if (holds > 0) {
+      throw new MeridianError('conflict', `this node holds ${holds} change${holds === 1 ? '' : 's'} made by ${node} in its feed ${known}, which a new dir under that id would pass its own off as; start ${node} under a new --node-id instead`);
+    }
+    this.retire(node, [known]);
+    this.feedsDirty = true;
+    await this.saveFeeds();
+    return known;
+  }
+
+  /** Settles once every feed tag taken or forgotten so far is on disk (see claimFeeds), writing them if need be. */
   saveFeeds(): Promise<void> {
     this.assertOpen();
     if (this.feedsDirty) {
       this.feedsDirty = false;
-      const saving = this.commits.add([{ type: 'put', key: keys.meta('peerFeeds'), value: encode(Object.fromEntries(this.peerFeeds)) }]);
-      // (a failed write leaves them to the next save)
+      const ops: BatchOp[] = [{ type: 'put', key: keys.meta('peerFeeds'), value: encode(Object.fromEntries(this.peerFeeds)) }];
+      if (this.forgotten.size > 0) ops.push({ type: 'put', key: keys.meta('forgottenFeeds'), value: encode(Object.fromEntries(this.forgotten)) });
+      for (const node of this.checkpointDrops) ops.push({ type: 'del', key: keys.checkpoint(node) });
+      this.checkpointDrops.clear();
+      const notify = this.forgetNotify;
+      this.forgetNotify = false;
+      const saving = this.commits.add(ops, notify ? () => tellAll(this.forgetListeners) : undefined);
+      // (a failed write leaves them to the next save; the store refuses every write after one fails)
       saving.catch(() => (this.feedsDirty = true));
       this.feedsSaving = saving;
     }
@@ -2746,15 +2852,7 @@ export class Store {
     }
     if (baseDirty) ops.push({ type: 'put', key: keys.meta('feedBase'), value: encode(this.base) });
     if (baseRaised) {
-      after.push(() => {
-        for (const fn of this.baseListeners) {
-          try {
-            fn();
-          } catch {
-            // a listener's failure is its own: the batch's writers are resumed all the same
-          }
-        }
-      });
+      after.push(() => tellAll(this.baseListeners));
     }
     this.dirtyVector.clear();
     if (this.clientNodesDirty) {
@@ -3508,6 +3606,24 @@ async function feedTagsOf(getMeta: <T>(name: string) => Promise<T | undefined>):
   const v = await getMeta<unknown>('peerFeeds');
   if (typeof v !== 'object' || v === null) return {};
   return Object.fromEntries(Object.entries(v).filter(([node, tag]) => isValidId(node) && isFeedTag(tag)));
+}
+
+/** Calls each listener told once a batch is on disk. */
+function tellAll(listeners: Set<() => void>): void {
+  for (const fn of listeners) {
+    try {
+      fn();
+    } catch {
+      // a listener's failure is its own: the batch's writers are resumed all the same
+    }
+  }
+}
+
+/** The feed tags a data dir forgot (meta forgottenFeeds), but an entry a restore would refuse. */
+async function forgottenFeedsOf(getMeta: <T>(name: string) => Promise<T | undefined>): Promise<Record<string, string[]>> {
+  const v = await getMeta<unknown>('forgottenFeeds');
+  if (typeof v !== 'object' || v === null) return {};
+  return Object.fromEntries(Object.entries(v).filter(([node, tags]) => isForgottenFeeds({ [node]: tags })));
 }
 
 function toStored(id: string, r: ObjectRecord): StoredObject {

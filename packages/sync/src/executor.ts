@@ -15,6 +15,7 @@ export interface FeedStore extends SessionStore {
   checkpoint(peer: string): Promise<number>;
   subscribe(listener: (entries: FeedEntry[]) => void): () => void;
   onFeedBaseRaised(fn: () => void): () => void;
+  onFeedsForgotten(fn: () => void): () => void;
   saveFeeds(): Promise<void>;
   stateSnapshot(): StateSnapshot;
   digest(bits?: number): Promise<StoreDigest>;

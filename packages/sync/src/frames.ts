@@ -1,5 +1,5 @@
 import { Packr } from 'msgpackr';
-import { isFeedTag, isFeedTags, isSeq, isValidId, isVector, MAX_AHEAD_SENT, MAX_CHANGE_BYTES } from '@meridian/store';
+import { isFeedTag, isFeedTags, isForgottenFeeds, isSeq, isValidId, isVector, MAX_AHEAD_SENT, MAX_CHANGE_BYTES } from '@meridian/store';
 
 /**
  * Every frame of the replication protocol, in one place. A frame is one
@@ -42,9 +42,16 @@ export interface AuthFrame {
    * id still tells it apart
    */
   feeds?: Record<string, string>;
+  /**
+   * the feed tags the sender forgot (node id -> tags, oldest first): an
+   * operator's word that those dirs' changes are nowhere, so that their
+   * nodes may come back on new dirs; passed on to every node, each of which
+   * refuses the word while it holds such a change (see Store.forgetFeed)
+   */
+  forgotten?: Record<string, string[]>;
 }
 
-/** At most this many feed tags in an auth frame... */
+/** At most this many feed tags in an auth frame (forgotten ones included)... */
 export const MAX_FEEDS = 4096;
 /** ...and about this many bytes of them: an auth comes before authentication, when frames are kept small (see replicator.ts). */
 export const FEEDS_BYTES = 48 * 1024;
@@ -313,6 +320,11 @@ export function decodeFrame(data: Uint8Array): Frame {
       check(
         feeds === undefined || (isFeedTags(feeds) && Object.keys(feeds).length <= MAX_FEEDS),
         `auth feeds must map at most ${MAX_FEEDS} node ids to feed tags of 8 hex digits`,
+      );
+      const forgotten = f['forgotten'];
+      check(
+        forgotten === undefined || (isForgottenFeeds(forgotten) && Object.values(forgotten).reduce((n, tags) => n + tags.length, Object.keys(feeds ?? {}).length) <= MAX_FEEDS),
+        `auth forgotten must map node ids to lists of feed tags of 8 hex digits, at most ${MAX_FEEDS} tags with the feeds`,
       );
       return f as unknown as AuthFrame;
     }

@@ -187,6 +187,7 @@ export class Replicator {
   private readonly dialers: Dialer[];
   private readonly unsubscribe: () => void;
   private readonly unbase: () => void;
+  private readonly unforget: () => void;
   private closed = false;
   private readonly heartbeat: number;
   private readonly timeout: number;
@@ -223,6 +224,7 @@ export class Replicator {
     // (a change held ahead without a feed entry came inside the vector: a snapshot being served names it, in its
     // vector or its ahead list, whichever side of the raise it was read on)
     this.unbase = opts.store.onFeedBaseRaised(() => this.resubscribe({ snapshots: false }));
+    this.unforget = opts.store.onFeedsForgotten(() => this.reopenAll('feed tags were forgotten; opening again to pass the word on'));
     if (this.role === 'replica') {
       for (const d of this.dialers.slice(1)) d.state = 'standby';
       if (this.dialers[0]) this.dial(this.dialers[0]);
@@ -868,10 +870,19 @@ export class Replicator {
     }
   }
 
+  /** Closes every session, to be opened again (by whichever side dials it). */
+  private reopenAll(reason: string): void {
+    for (const link of this.links) {
+      this.lastReason.set(link, reason);
+      link.ws.close(1000, reason);
+    }
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     this.unsubscribe();
     this.unbase();
+    this.unforget();
     for (const d of this.dialers) clearTimeout(d.timer);
     for (const l of this.links) {
       clearInterval(l.timer);

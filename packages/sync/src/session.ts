@@ -1,4 +1,4 @@
-import { bucketOf, recordedObjectId, vectorEntry, VersionVector, type ClonedState, type FeedEntry, type HeldState, type RemoteChange, type SnapshotEnd } from '@meridian/store';
+import { bucketOf, recordedObjectId, vectorEntry, VersionVector, type ClonedState, type FeedClaim, type FeedEntry, type HeldState, type RemoteChange, type SnapshotEnd } from '@meridian/store';
 import { proof, proofMatches } from './auth.js';
 import { DIGEST_BITS, FEEDS_BYTES, MAX_FEEDS, PROTOCOL_VERSION, type AuthFrame, type ChangesFrame, type Frame, type HelloFrame, type NeedFrame, type Role, type StateItem, type StatesFrame, type WireChange, type WriteFrame, type WroteFrame } from './frames.js';
 
@@ -58,7 +58,9 @@ export interface SessionStore {
   /** every feed tag known, by node id (this node's own not among them) */
   knownFeeds(): Record<string, string>;
   /** checks the feed tags a peer showed, and with `take` takes those first seen (see Store.claimFeeds) */
-  claimFeeds(feeds: Record<string, string>, take: boolean): { node: string; known: string; shown: string } | { taken: number };
+  claimFeeds(feeds: Record<string, string>, take: boolean, forgotten?: Record<string, string[]>): FeedClaim;
+  /** the feed tags forgotten, by node id */
+  forgottenFeeds(): Record<string, string[]>;
 }
 
 /**
@@ -66,12 +68,13 @@ export interface SessionStore {
  * head, bounds, and whether it holds nothing yet (then it asks to be
  * cloned), for the transport and for tests that wire sessions themselves.
  */
-export function storeSessionOptions(store: SessionStore): Pick<SessionOptions, 'nodeId' | 'vector' | 'head' | 'empty' | 'feedBase' | 'firstSeq' | 'feedTag' | 'claimFeeds' | 'knownFeeds'> {
+export function storeSessionOptions(store: SessionStore): Pick<SessionOptions, 'nodeId' | 'vector' | 'head' | 'empty' | 'feedBase' | 'firstSeq' | 'feedTag' | 'claimFeeds' | 'knownFeeds' | 'forgottenFeeds'> {
   return {
     nodeId: store.nodeId,
     feedTag: store.feedTag,
-    claimFeeds: (feeds, take) => store.claimFeeds(feeds, take),
+    claimFeeds: (feeds, take, forgotten) => store.claimFeeds(feeds, take, forgotten),
     knownFeeds: () => store.knownFeeds(),
+    forgottenFeeds: () => store.forgottenFeeds(),
     vector: () => store.versionVector(),
     head: store.lastSeq,
     // (a clone cut short counts as none: its purge markers alone make feed entries and vector entries)
@@ -123,7 +126,9 @@ export interface SessionOptions {
    * included), with `take` taking the ones first seen at once; the first that
    * differs is returned, and nothing taken (see Store.claimFeeds)
    */
-  claimFeeds?: (feeds: Record<string, string>, take: boolean) => { node: string; known: string; shown: string } | { taken: number };
+  claimFeeds?: (feeds: Record<string, string>, take: boolean, forgotten?: Record<string, string[]>) => FeedClaim;
+  /** the feed tags forgotten, by node id, sent in the auth */
+  forgottenFeeds?: () => Record<string, string[]>;
   /** every feed tag known, sent in the auth */
   knownFeeds?: () => Record<string, string>;
   /** changes per batch */
@@ -302,7 +307,7 @@ export class SyncSession {
         return this.onHello(frame);
       case 'auth':
         if (frame.t !== 'auth') return this.fail(`expected auth, got ${frame.t} before authentication`, true);
-        return this.onAuth(frame.proof, frame.feeds);
+        return this.onAuth(frame.proof, frame.feeds, frame.forgotten);
       case 'open':
         return this.onOpenFrame(frame);
       default:
@@ -342,18 +347,31 @@ export class SyncSession {
     const frame: AuthFrame = { t: 'auth', proof: p };
     // (as many as fit: a cluster has a few dozen node ids, restored incarnations included, not thousands; and only
     // to a peer that showed a tag of its own: an older build refuses a frame over 4,096 bytes before authentication)
-    const feeds: [string, string][] = [];
+    // (the forgotten first: a peer not told would refuse the nodes that took the new dir's tag, and a node whose
+    // changes it holds, everywhere)
     let bytes = 0;
+    let tags = 0;
+    const fits = (node: string, n: number): boolean => {
+      bytes += node.length + 4 + n * 9;
+      tags += n;
+      return bytes <= FEEDS_BYTES && tags <= MAX_FEEDS;
+    };
+    const forgotten: [string, string[]][] = [];
+    for (const [node, gone] of this.peerFeed === undefined ? [] : Object.entries(this.opts.forgottenFeeds?.() ?? {})) {
+      if (!fits(node, gone.length)) break;
+      forgotten.push([node, gone]);
+    }
+    if (forgotten.length) frame.forgotten = Object.fromEntries(forgotten);
+    const feeds: [string, string][] = [];
     for (const [node, tag] of this.peerFeed === undefined ? [] : Object.entries(this.opts.knownFeeds?.() ?? {})) {
-      bytes += node.length + tag.length + 4;
-      if (bytes > FEEDS_BYTES || feeds.length === MAX_FEEDS) break;
+      if (!fits(node, 1)) break;
       feeds.push([node, tag]);
     }
     if (feeds.length) frame.feeds = Object.fromEntries(feeds);
     return { type: 'send', frame };
   }
 
-  private onAuth(got: Uint8Array, theirFeeds: Record<string, string> = {}): Action[] {
+  private onAuth(got: Uint8Array, theirFeeds: Record<string, string> = {}, forgotten: Record<string, string[]> = {}): Action[] {
     const expected = proof(this.key, this.opts.cluster, this.opts.dialed ? 'acceptor' : 'dialer', this.peer!, this.opts.nodeId, this.peerNonce!, this.opts.nonce);
     if (!proofMatches(expected, got)) {
       const what = this.peerRole === 'replica' ? 'its replica credential' : this.opts.role === 'replica' ? 'the key of this replica\'s credential' : 'this cluster\'s secret';
@@ -367,9 +385,15 @@ export class SyncSession {
     if (this.peerRole === 'replica') return open;
     // Checked now, taken once the peer's sub passed its checks too (see 'sub'). A replica gets no sub from its
     // master: it takes them now, and they are on disk before its checkpoint is read.
+    // (the old dir itself, back after all: it would refuse the word in this node's auth too, but not before this side opened)
+    if (this.peerFeed !== undefined && this.opts.forgottenFeeds?.()[this.peer!]?.includes(this.peerFeed)) {
+      return this.fail(`${this.peer} runs on a data dir whose feed (${this.peerFeed}) was forgotten here with "meridian forget-feed"; start it on an empty --dir under a new --node-id (it clones)`, true);
+    }
     this.shownFeeds = this.peerFeed === undefined ? theirFeeds : { ...theirFeeds, [this.peer!]: this.peerFeed };
     const replica = this.opts.role === 'replica';
-    const claim = this.opts.claimFeeds?.(this.shownFeeds, replica) ?? { taken: 0 };
+    // (the tags the peer forgot are forgotten here at once: they are on disk, and the other sessions open
+    // again to pass them on, before this one subscribes and a change of the new dir could come)
+    const claim = this.opts.claimFeeds?.(this.shownFeeds, replica, forgotten) ?? { taken: 0 };
     if ('node' in claim) return this.fail(this.feedsRefusal(claim), true);
     if (replica) this.shownFeeds = undefined;
     return [...open, { type: 'load-checkpoint', peer: this.peer! }];
@@ -387,10 +411,14 @@ export class SyncSession {
    * included. (Checked once authenticated: a tag no one proved is not taken.
    * A peer of a build without tags shows none, and is not checked.)
    */
-  private feedsRefusal({ node, known, shown }: { node: string; known: string; shown: string }): string {
+  private feedsRefusal({ node, known, shown, holds, forgot }: Exclude<FeedClaim, { taken: number }>): string {
     const me = this.opts.nodeId;
     const peer = this.peer!;
-    const restart = (id: string): string => `start ${id} on an empty --dir under a new --node-id (it clones), or restore a backup of it with "meridian restore"`;
+    if (forgot && node === me) return `${peer} was told to forget this data dir's feed (${known}) with "meridian forget-feed ${me}", though ${me} still runs on it; start ${me} on an empty --dir under a new --node-id (it clones)`;
+    if (forgot) {
+      return `${peer} was told to forget ${node}'s data dir (feed ${known}) with "meridian forget-feed", but this node holds ${holds} change${holds === 1 ? '' : 's'} that dir made, which a new dir under ${node}'s id would pass its own off as; start ${node} under a new --node-id, and this node stays apart from those told until they are made again`;
+    }
+    const restart = (id: string): string => `start ${id} on an empty --dir under a new --node-id (it clones), restore a backup of it with "meridian restore", or, if no node holds a change its old dir made, run "meridian forget-feed ${id}" on a node that refuses it (its peers are told)`;
     if (node === me) return `${peer} knows ${me} by another data dir (feed ${shown}) than this one (feed ${known}): this dir was made again under ${me}'s old node id, and would pass its new changes off as the old dir's; ${restart(me)}`;
     if (node === peer) return `${peer}'s data dir is not the one this node replicated with (its feed is ${shown}, was ${known}): a dir made again under an old node id would pass its new changes off as that node's old ones; ${restart(peer)}`;
     return `${peer} knows ${node} by another data dir (feed ${shown}) than this node does (feed ${known}): a dir was made again under ${node}'s old node id, and one of the two took its changes as the old dir's; ${restart(node)}, then compare both with "meridian verify"`;

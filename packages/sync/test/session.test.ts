@@ -7,7 +7,7 @@
  * FUZZ_SEED=s replays the fuzz loop with another seed.
  */
 import t, { type Test } from 'tap';
-import type { FeedEntry, RemoteChange } from '@meridian/store';
+import type { FeedClaim, FeedEntry, RemoteChange } from '@meridian/store';
 import { Packr } from 'msgpackr';
 import { backoffDelay, decodeFrame, encodeFrame, FrameError, PROTOCOL_VERSION, runActions, SyncSession, type Action, type FeedStore, type Frame, type SessionIo, type SessionOptions } from '../dist/index.js';
 import { prng } from '../../../test/helpers/prng.js';
@@ -952,6 +952,7 @@ t.test('decodeFrame rejects each required field missing or of the wrong type', a
     ['hello', 'cred', [5, 'laptop', 'laptop:0123', 'laptop:0123456789ABCDEF', ':0123456789abcdef', null], /^hello credential must be name:serial$/],
     ['hello', 'feed', [5, '', '0123abc', '0123abcde', '0123ABCD', null], /^hello feed must be 8 hex digits$/],
     ['auth', 'feeds', [5, 'x', [], null, { 'a b': '0123abcd' }, { a: '0123abc' }, { a: 5 }, Object.fromEntries(Array.from({ length: 4097 }, (_, i) => [`n${i}`, '0123abcd']))], /^auth feeds must map at most 4096 node ids to feed tags of 8 hex digits$/],
+    ['auth', 'forgotten', [5, 'x', [], null, { 'a b': ['0123abcd'] }, { a: '0123abcd' }, { a: ['0123abc'] }, { a: [5] }, { a: Array.from({ length: 4097 }, () => '0123abcd') }], /^auth forgotten must map node ids to lists of feed tags of 8 hex digits, at most 4096 tags with the feeds$/],
     ['write', 'key', [REMOVE, '', 'k'.repeat(129), 'has space', 'é', 5, null], /^write needs a key of 1-128 printable ASCII characters$/],
     ['write', 'op', [REMOVE, 'drop', 'Create', 1, null], /^write op is unknown$/],
     ['write', 'id', [REMOVE, '', 'a b', 'i'.repeat(129), 5], /^write needs a valid object id$/],
@@ -1397,6 +1398,26 @@ t.test("feed tags: a peer is refused when it shows this node, or a node both kno
   t.equal(fewer.a.session.state, 'closed');
   t.match(ofType(fewer.a, 'close')[0]?.reason, /^bravo holds its own changes only up to 2, and alpha holds them up to 5/);
   t.same(kc.claimed, {}, "bravo's tag was not taken");
+});
+
+t.test("forgotten feed tags go in the auth to the store's check, which refuses them where that dir runs or its changes are held", async (t) => {
+  const told: Record<string, string[]>[] = [];
+  const answering = (answer: (forgotten: Record<string, string[]>) => FeedClaim): Partial<SessionOptions> => ({
+    knownFeeds: () => ({}),
+    claimFeeds: (_feeds, _take, forgotten = {}) => (told.push(forgotten), answer(forgotten)),
+  });
+  const word = { forgottenFeeds: () => ({ xray: ['0000dddd'] }), ...answering(() => ({ taken: 0 })) };
+  const passed = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...word }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', ...answering(() => ({ taken: 0 })) }).start().settle();
+  t.equal(passed.b.session.state, 'open');
+  t.same(told.filter((f) => Object.keys(f).length > 0), [{ xray: ['0000dddd'] }], "alpha's word reached bravo's check once, at the auth (and bravo had none to tell)");
+  const holder = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...word }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', ...answering((f) => (f['xray'] ? { node: 'xray', known: '0000dddd', shown: '0000dddd', forgot: true, holds: 3 } : { taken: 0 })) }).start().settle();
+  assertClosedWith(t, holder.b, /^alpha was told to forget xray's data dir \(feed 0000dddd\) with "meridian forget-feed", but this node holds 3 changes that dir made, which a new dir under xray's id would pass its own off as; start xray under a new --node-id/);
+  t.equal(ofType(holder.b, 'open').length, 0, 'the holder opened no session');
+  const own = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', forgottenFeeds: () => ({ bravo: ['bbbbbbbb'] }), ...answering(() => ({ taken: 0 })) }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', ...answering((f) => (f['bravo'] ? { node: 'bravo', known: 'bbbbbbbb', shown: 'bbbbbbbb', forgot: true } : { taken: 0 })) }).start().settle();
+  const back = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', forgottenFeeds: () => ({ bravo: ['bbbbbbbb'] }), ...answering(() => ({ taken: 0 })) }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', ...answering(() => ({ taken: 0 })) }).start().settle();
+  assertClosedWith(t, back.a, /^bravo runs on a data dir whose feed \(bbbbbbbb\) was forgotten here with "meridian forget-feed"; start it on an empty --dir under a new --node-id/);
+  t.equal(ofType(back.a, 'open').length, 0, 'the node told refuses the old dir before it opens, whatever the old dir answers');
+  assertClosedWith(t, own.b, /^alpha was told to forget this data dir's feed \(bbbbbbbb\) with "meridian forget-feed bravo", though bravo still runs on it; start bravo on an empty --dir under a new --node-id/);
 });
 
 t.test("a session's open waits for the driver's joined() before the peer's checkpoint is read (the node ties its data dir to the cluster there)", async (t) => {

@@ -158,6 +158,7 @@ class Simulation {
       saveFeeds: () => store.saveFeeds(),
       subscribe: (listener) => store.subscribe(listener),
       onFeedBaseRaised: (fn) => store.onFeedBaseRaised(fn),
+      onFeedsForgotten: (fn) => store.onFeedsForgotten(fn),
       feedBase: () => store.feedBase(),
       firstSeq: () => store.firstSeq(),
       stateSnapshot: () => store.stateSnapshot(),

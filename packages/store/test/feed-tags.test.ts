@@ -1,0 +1,90 @@
+import t from 'tap';
+import { isMeridianError, type Store } from '../dist/index.js';
+import { openStore, tempDir } from './fixtures.js';
+
+/** Ships every feed entry of `from` to `to`, as replication does. */
+async function ship(from: Store, to: Store): Promise<void> {
+  const entries = await from.readFeed(0, 10_000);
+  await to.applyRemote(entries.map(({ seq: _seq, ...c }) => c), { checkpoint: { peer: from.nodeId, seq: from.lastSeq } });
+}
+
+async function refusal(p: Promise<unknown>): Promise<{ code: string; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    if (isMeridianError(e)) return { code: e.code, message: e.message };
+    throw e;
+  }
+  throw new Error('not refused');
+}
+
+const T1 = '0123abcd';
+const T2 = '4567ef01';
+
+t.test("forgetting a node's feed: refused for this node, a node not known, and one whose changes are held; else on disk with its checkpoint gone", async (t) => {
+  const dir = tempDir(t);
+  let b = await openStore(t, { dir, nodeId: 'b' });
+  t.same(b.claimFeeds({ x: T1, w: T2 }, true), { taken: 2 });
+  await b.applyRemote([], { checkpoint: { peer: 'x', seq: 7 } });
+  t.equal(await b.checkpoint('x'), 7);
+  t.match(await refusal(b.forgetFeed('b')), { code: 'bad-request', message: 'b is this node; forget its feed on the nodes that refuse it' });
+  t.match(await refusal(b.forgetFeed('y')), { code: 'not-found', message: /^this node knows no feed of y; / });
+  const w = await openStore(t, { nodeId: 'w' });
+  await w.create('Org', { name: 'Made by w', kind: 'vendor' });
+  await ship(w, b);
+  t.same(await refusal(b.forgetFeed('w')), { code: 'conflict', message: 'this node holds 1 change made by w in its feed 4567ef01, which a new dir under that id would pass its own off as; start w under a new --node-id instead' });
+
+  let told = 0;
+  b.onFeedsForgotten(() => told++);
+  t.equal(await b.forgetFeed('x'), T1);
+  t.equal(told, 1, 'listeners are told once it is on disk');
+  t.same([b.knownFeeds(), b.forgottenFeeds(), await b.checkpoint('x')], [{ w: T2 }, { x: [T1] }, 0]);
+  t.match(await refusal(b.forgetFeed('x')), { code: 'not-found', message: 'the feed of x was forgotten here already (0123abcd), and no new one taken since' });
+  await b.close();
+  b = await openStore(t, { dir, nodeId: 'b' });
+  t.same([b.knownFeeds(), b.forgottenFeeds(), await b.checkpoint('x')], [{ w: T2 }, { x: [T1] }, 0], 'and so after a restart');
+});
+
+t.test('a forgotten tag shown again is neither taken nor refused, before or after a new one is; a new one is taken, even once changes of the new dir came', async (t) => {
+  const b = await openStore(t, { nodeId: 'b' });
+  b.claimFeeds({ x: T1 }, true);
+  await b.forgetFeed('x');
+  t.same(b.claimFeeds({ x: T1 }, true), { taken: 0 }, 'the old tag, shown by a peer not told yet');
+  t.same(b.knownFeeds(), {});
+  // (a change that reaches a node told is the new dir's: a node holding one of the old dir's refuses the word)
+  const x = await openStore(t, { nodeId: 'x' });
+  await x.create('Org', { name: 'Made by the new x', kind: 'vendor' });
+  await ship(x, b);
+  t.same(b.claimFeeds({ x: T2 }, true), { taken: 1 }, "the new dir's");
+  t.same(b.claimFeeds({ x: T1 }, true), { taken: 0 }, 'nor the old one once the new one is known (the peer is told in the same handshake)');
+  t.same(b.claimFeeds({ x: '89abcdef' }, true), { node: 'x', known: T2, shown: '89abcdef' }, 'where a tag not forgotten is refused');
+});
+
+t.test("a peer's word that it forgot a tag is taken at once, unless this node runs on that dir or holds a change of it", async (t) => {
+  const c = await openStore(t, { nodeId: 'c' });
+  c.claimFeeds({ x: T1 }, true);
+  await c.applyRemote([], { checkpoint: { peer: 'x', seq: 3 } });
+  let told = 0;
+  c.onFeedsForgotten(() => told++);
+  // checked without `take` (at the auth), the word is taken all the same, and the new tag checks against it
+  t.same(c.claimFeeds({ x: T2 }, false, { x: [T1], y: [T2] }), { taken: 1 }, 'the new tag passes (taken at the sub)');
+  t.same([c.knownFeeds(), c.forgottenFeeds()], [{}, { x: [T1], y: [T2] }], "the known tag is forgotten, and a tag of a node not known is kept to pass on");
+  t.equal(told, 0, 'not told before it is on disk');
+  await c.saveFeeds();
+  t.equal(told, 1);
+  t.equal(await c.checkpoint('x'), 0, "c's position in the old feed is gone");
+  t.same(c.claimFeeds({}, false, { x: [T1] }), { taken: 0 });
+  await c.saveFeeds();
+  t.equal(told, 1, 'a word known already tells no one again');
+
+  t.same(c.claimFeeds({}, false, { c: [c.feedTag] }), { node: 'c', known: c.feedTag, shown: c.feedTag, forgot: true }, "this node's own dir's tag");
+  t.same(c.claimFeeds({}, false, { c: [T1] }), { taken: 0 }, 'an old dir of its own id is none of its business');
+
+  const d = await openStore(t, { nodeId: 'd' });
+  const x = await openStore(t, { nodeId: 'x' });
+  d.claimFeeds({ x: T1 }, true);
+  await x.create('Org', { name: 'Made by the old x', kind: 'vendor' });
+  await ship(x, d);
+  t.same(d.claimFeeds({ x: T2 }, false, { x: [T1] }), { node: 'x', known: T1, shown: T1, forgot: true, holds: 1 }, 'd holds a change of the dir forgotten');
+  t.same([d.knownFeeds(), d.forgottenFeeds()], [{ x: T1 }, {}], 'and takes nothing');
+});
