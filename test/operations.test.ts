@@ -547,6 +547,8 @@ t.test("a node lost in its first clone comes back on a new dir under its old id 
   const busy = await cliAsync(['forget-feed', 'a', '--node', b.node.url], env);
   t.same([busy.code, busy.stderr], [1, "meridian: a is connected to this node now, on the data dir whose feed this would forget; forget a dir's feed only once the dir is gone\n"], 'not while the dir runs');
   await a.node.stop();
+  // as if the old a had relayed changes to b: b holds a position in its feed, past the new dir's first entries
+  await b.node.store.applyRemote([], { checkpoint: { peer: 'a', seq: 5 } });
   // c joins later, and learns the old tag from b
   const c = await start(t, { nodeId: 'c', peers: toB });
   t.ok(await until(() => c.node.store.knownFeeds()['a'] === oldTag), 'c learned the old tag from b');

@@ -357,7 +357,7 @@ export class MeridianNode {
           await handleReplicas(this.registry, this.config.maxBody, req, res, url);
           return;
         }
-        await handleAdmin({ store: this.store, writer: this.writer, maxBody: this.config.maxBody, principal: credential.user, credential, role: this.config.role, connected: (node) => this.replicator?.status().some((p) => p.node === node && (p.state === 'live' || p.state === 'catching-up')) ?? false }, req, res, url);
+        await handleAdmin({ store: this.store, writer: this.writer, maxBody: this.config.maxBody, principal: credential.user, credential, role: this.config.role, connected: (node) => this.replicator?.connectedTo(node) ?? false }, req, res, url);
         return;
       }
       if (this.xml.handles(url.pathname)) {

@@ -405,6 +405,9 @@ export class Store {
   /** tags were forgotten since the last save began: its listeners are told once it is on disk */
   private forgetNotify = false;
   private readonly forgetListeners = new Set<() => void>();
+  private feedsEpochNow = 0;
+  /** remote changes being applied, by origin, not yet in the vector: a forget counts them as held (see holdsOf) */
+  private readonly applying = new Map<string, number>();
   private feedsSaving: Promise<void> = Promise.resolve();
   /** told once a batch that raised the feed base past changes held ahead without feed entries is on disk */
   private readonly baseListeners = new Set<() => void>();
@@ -1122,7 +1125,24 @@ export class Store {
     // Load every object the batch touches with one read before applying in
     // order; one read per change made catch-up a matter of round trips.
     const ids = [...new Set(changes.filter((c) => !this.vector.has(c.origin, c.originSeq)).map((c) => c.id))];
-    await Promise.all(ids.map((id) => this.objects.get(id, this.loadObject)));
+    const origins = new Map<string, number>();
+    for (const c of changes) origins.set(c.origin, (origins.get(c.origin) ?? 0) + 1);
+    for (const [o, n] of origins) this.applying.set(o, (this.applying.get(o) ?? 0) + n);
+    try {
+      await Promise.all(ids.map((id) => this.objects.get(id, this.loadObject)));
+      ({ last } = await this.applyInOrder(changes, opts, result));
+    } finally {
+      for (const [o, n] of origins) {
+        const left = this.applying.get(o)! - n;
+        if (left === 0) this.applying.delete(o);
+        else this.applying.set(o, left);
+      }
+    }
+    return { result, durable: last ?? Promise.resolve() };
+  }
+
+  private async applyInOrder(changes: RemoteChange[], opts: { checkpoint?: { peer: string; seq: number } }, result: ApplyResult): Promise<{ last: Promise<void> | undefined }> {
+    let last: Promise<void> | undefined;
     for (let i = 0; i < changes.length; i++) {
       const c = changes[i]!;
       const extra: BatchOp[] = i === changes.length - 1 && opts.checkpoint ? [checkpointOp(opts.checkpoint)] : [];
@@ -1140,7 +1160,7 @@ export class Store {
       if (!r.skipped || extra.length) last = r.durable;
     }
     if (changes.length === 0 && opts.checkpoint) last = this.commits.add([checkpointOp(opts.checkpoint)]);
-    return { result, durable: last ?? Promise.resolve() };
+    return { last };
   }
 
   private async applyOne(c: RemoteChange, extra: BatchOp[]): Promise<{ durable: Promise<void>; conflicts: number; skipped?: boolean }> {
@@ -1961,12 +1981,14 @@ export class Store {
     const forgottenOf = (node: string): string[] => [...(this.forgotten.get(node) ?? []), ...(newlyForgotten.get(node) ?? [])];
     for (const [node, tags] of Object.entries(forgotten)) {
       for (const tag of tags) {
-        if (node === this.nodeId) {
-          if (tag === this.feedTag) return { node, known: tag, shown: tag, forgot: true };
-          continue;
-        }
+        if (node === this.nodeId && tag === this.feedTag) return { node, known: tag, shown: tag, forgot: true };
         if (forgottenOf(node).includes(tag)) continue;
-        if (this.peerFeeds.get(node) === tag) {
+        // The changes held of a node whose tag is the one forgotten, or of one whose tag this node never learned
+        // (they came before it could: an older build, or a session older than the peer's meeting with the node),
+        // may be that dir's. Those of a node known by another tag are that other dir's. (An old tag of this
+        // node's own id is kept to pass on: the nodes that met only this dir are told too.)
+        const known = node === this.nodeId ? this.feedTag : this.peerFeeds.get(node);
+        if (known === undefined || known === tag) {
           const holds = this.holdsOf(node);
           if (holds > 0) return { node, known: tag, shown: tag, forgot: true, holds };
         }
@@ -1987,14 +2009,31 @@ export class Store {
     return { taken: fresh.length };
   }
 
-  /** Moves tags of `node` to the forgotten, the known one among them, and queues its checkpoint's delete (the new dir's feed starts from 1). */
+  /**
+   * Moves tags of `node` to the forgotten, and unless another dir of it is
+   * known, queues its checkpoint's delete (a new dir's feed starts from 1,
+   * and a checkpoint with no tag known may be in a forgotten dir's feed).
+   * Sessions opened before apply no more (see feedsEpoch).
+   */
   private retire(node: string, tags: string[]): void {
-    if (tags.includes(this.peerFeeds.get(node)!)) {
+    const known = this.peerFeeds.get(node);
+    if (known === undefined || tags.includes(known)) {
       this.peerFeeds.delete(node);
-      this.checkpointDrops.add(node);
+      if (node !== this.nodeId) this.checkpointDrops.add(node);
     }
     this.forgotten.set(node, [...(this.forgotten.get(node) ?? []), ...tags]);
     this.forgetNotify = true;
+    this.feedsEpochNow++;
+  }
+
+  /**
+   * Grows each time feed tags are forgotten, in memory at once. A session
+   * opened before (it read its checkpoint under an older one) may bring a
+   * change of a dir forgotten, or a position in its feed: it must open
+   * again before it applies anything (see the sync executor).
+   */
+  get feedsEpoch(): number {
+    return this.feedsEpochNow;
   }
 
   /** The feed tags forgotten here, by node id (see forgetFeed). */
@@ -2013,9 +2052,9 @@ export class Store {
     return () => this.forgetListeners.delete(fn);
   }
 
-  /** How many changes made by `node` this node holds: its vector entry, and those held ahead of it. */
+  /** How many changes made by `node` this node holds: its vector entry, those held ahead of it, and those being applied. */
   private holdsOf(node: string): number {
-    return this.vector.get(node) + Math.max(this.aheadAt.get(node)?.size ?? 0, this.aheadOnDisk.get(node)?.seqs.size ?? 0);
+    return this.vector.get(node) + Math.max(this.aheadAt.get(node)?.size ?? 0, this.aheadOnDisk.get(node)?.seqs.size ?? 0) + (this.applying.get(node) ?? 0);
   }
 
   /**

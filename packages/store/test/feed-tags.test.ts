@@ -88,3 +88,30 @@ t.test("a peer's word that it forgot a tag is taken at once, unless this node ru
   t.same(d.claimFeeds({ x: T2 }, false, { x: [T1] }), { node: 'x', known: T1, shown: T1, forgot: true, holds: 1 }, 'd holds a change of the dir forgotten');
   t.same([d.knownFeeds(), d.forgottenFeeds()], [{ x: T1 }, {}], 'and takes nothing');
 });
+
+t.test("the word is refused by a node holding changes of the node though it never learned its tag, or applying some now; an old tag of this node's own id is kept to pass on", async (t) => {
+  const x = await openStore(t, { nodeId: 'x' });
+  await x.create('Org', { name: 'Made by the old x', kind: 'vendor' });
+  const entries = (await x.readFeed(0)).map(({ seq: _s, ...c }) => c);
+  // d got x's change before it could learn x's tag
+  const d = await openStore(t, { nodeId: 'd' });
+  await d.applyRemote(entries);
+  t.same(d.claimFeeds({}, false, { x: [T1] }), { node: 'x', known: T1, shown: T1, forgot: true, holds: 1 });
+  t.same(d.forgottenFeeds(), {});
+  // e is applying one as the word comes
+  const e = await openStore(t, { nodeId: 'e' });
+  const applying = e.applyRemoteStaged(entries);
+  t.same(e.claimFeeds({}, false, { x: [T1] }), { node: 'x', known: T1, shown: T1, forgot: true, holds: 1 }, 'a change being applied counts as held');
+  await (await applying).durable;
+  // f knows no tag of x and holds none: its checkpoint in x's feed may be the forgotten dir's, and goes
+  const f = await openStore(t, { nodeId: 'f' });
+  await f.applyRemote([], { checkpoint: { peer: 'x', seq: 4 } });
+  const before = f.feedsEpoch;
+  t.same(f.claimFeeds({}, false, { x: [T1], f: ['0000ffff'] }), { taken: 0 });
+  t.ok(f.feedsEpoch > before, 'sessions opened before apply no more');
+  await f.saveFeeds();
+  t.equal(await f.checkpoint('x'), 0);
+  t.same(f.forgottenFeeds(), { x: [T1], f: ['0000ffff'] }, "an old dir of f's own id is kept, to be passed on");
+  t.same(f.claimFeeds({ f: '0000ffff' }, true), { taken: 0 }, 'and a peer that still shows it is not refused: it is told');
+  t.same(f.claimFeeds({ f: '1111ffff' }, true), { node: 'f', known: f.feedTag, shown: '1111ffff' }, 'where another tag of its id is');
+});

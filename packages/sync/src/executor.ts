@@ -71,6 +71,14 @@ export interface SessionIo {
   lastRun?: number | undefined;
 }
 
+const FORGOTTEN_SINCE = 'feed tags were forgotten since this session opened, and its peer was not told; opening again';
+
+/** The session opened before feed tags were forgotten here: what it brings may be a forgotten dir's (see Store.feedsEpoch). */
+function stale(io: SessionIo): boolean {
+  const at = io.session.feedsEpochAtAuth;
+  return at !== undefined && at !== io.store.feedsEpoch;
+}
+
 /**
  * Runs a session's actions in order against the store, feeding each result
  * back into the session. The WebSocket driver and the deterministic
@@ -96,6 +104,7 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         queue.push(...session.feedRead(await store.readFeed(a.after, a.limit)));
         break;
       case 'apply': {
+        if (stale(io)) return io.later(session.fail(FORGOTTEN_SINCE, false));
         const { durable } = await store.applyRemoteStaged(a.changes, { checkpoint: { peer: session.peer!, seq: a.last } });
         durable.then(
           () => io.later(session.durable()),
@@ -147,6 +156,7 @@ export async function runActions(io: SessionIo, actions: Action[]): Promise<void
         break;
       }
       case 'clone': {
+        if (stale(io)) return io.later(session.fail(FORGOTTEN_SINCE, false));
         if (!a.done) {
           // (the session io is the run's token: a session carries one run at most)
           const { durable } = await store.cloneStatesStaged(a.objects, { clone: a.clone, run: io });

@@ -878,6 +878,12 @@ export class Replicator {
     }
   }
 
+  /** Whether a session with `node` is open now. */
+  connectedTo(node: string): boolean {
+    for (const l of this.links) if (l.session.state === 'open' && l.session.peer === node) return true;
+    return false;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     this.unsubscribe();

@@ -61,6 +61,7 @@ export interface SessionStore {
   claimFeeds(feeds: Record<string, string>, take: boolean, forgotten?: Record<string, string[]>): FeedClaim;
   /** the feed tags forgotten, by node id */
   forgottenFeeds(): Record<string, string[]>;
+  readonly feedsEpoch: number;
 }
 
 /**
@@ -68,13 +69,14 @@ export interface SessionStore {
  * head, bounds, and whether it holds nothing yet (then it asks to be
  * cloned), for the transport and for tests that wire sessions themselves.
  */
-export function storeSessionOptions(store: SessionStore): Pick<SessionOptions, 'nodeId' | 'vector' | 'head' | 'empty' | 'feedBase' | 'firstSeq' | 'feedTag' | 'claimFeeds' | 'knownFeeds' | 'forgottenFeeds'> {
+export function storeSessionOptions(store: SessionStore): Pick<SessionOptions, 'nodeId' | 'vector' | 'head' | 'empty' | 'feedBase' | 'firstSeq' | 'feedTag' | 'claimFeeds' | 'knownFeeds' | 'forgottenFeeds' | 'feedsEpoch'> {
   return {
     nodeId: store.nodeId,
     feedTag: store.feedTag,
     claimFeeds: (feeds, take, forgotten) => store.claimFeeds(feeds, take, forgotten),
     knownFeeds: () => store.knownFeeds(),
     forgottenFeeds: () => store.forgottenFeeds(),
+    feedsEpoch: () => store.feedsEpoch,
     vector: () => store.versionVector(),
     head: store.lastSeq,
     // (a clone cut short counts as none: its purge markers alone make feed entries and vector entries)
@@ -129,6 +131,8 @@ export interface SessionOptions {
   claimFeeds?: (feeds: Record<string, string>, take: boolean, forgotten?: Record<string, string[]>) => FeedClaim;
   /** the feed tags forgotten, by node id, sent in the auth */
   forgottenFeeds?: () => Record<string, string[]>;
+  /** grows each time feed tags are forgotten (see Store.feedsEpoch) */
+  feedsEpoch?: () => number;
   /** every feed tag known, sent in the auth */
   knownFeeds?: () => Record<string, string>;
   /** changes per batch */
@@ -172,6 +176,12 @@ export class SyncSession {
   private peerFeed: string | undefined;
   /** the feed tags the peer showed (its hello's and its auth's), until its sub takes them */
   private shownFeeds: Record<string, string> | undefined;
+  /**
+   * The store's feedsEpoch once this session's tags passed: a session that
+   * opened before tags were forgotten applies nothing more (the executor
+   * checks), since its peer was not told.
+   */
+  feedsEpochAtAuth: number | undefined;
   /** the key both sides prove: the cluster secret, or the replica's credential key */
   private key = '';
   private writes = 0;
@@ -352,9 +362,11 @@ export class SyncSession {
     let bytes = 0;
     let tags = 0;
     const fits = (node: string, n: number): boolean => {
-      bytes += node.length + 4 + n * 9;
+      const cost = node.length + 4 + n * 8;
+      if (bytes + cost > FEEDS_BYTES || tags + n > MAX_FEEDS) return false;
+      bytes += cost;
       tags += n;
-      return bytes <= FEEDS_BYTES && tags <= MAX_FEEDS;
+      return true;
     };
     const forgotten: [string, string[]][] = [];
     for (const [node, gone] of this.peerFeed === undefined ? [] : Object.entries(this.opts.forgottenFeeds?.() ?? {})) {
@@ -383,18 +395,19 @@ export class SyncSession {
     if (!this.opts.dialed) open.unshift(this.ownProof());
     // A master never subscribes to a replica: replicas are receive-only.
     if (this.peerRole === 'replica') return open;
-    // Checked now, taken once the peer's sub passed its checks too (see 'sub'). A replica gets no sub from its
-    // master: it takes them now, and they are on disk before its checkpoint is read.
     // (the old dir itself, back after all: it would refuse the word in this node's auth too, but not before this side opened)
     if (this.peerFeed !== undefined && this.opts.forgottenFeeds?.()[this.peer!]?.includes(this.peerFeed)) {
       return this.fail(`${this.peer} runs on a data dir whose feed (${this.peerFeed}) was forgotten here with "meridian forget-feed"; start it on an empty --dir under a new --node-id (it clones)`, true);
     }
+    // Checked now, taken once the peer's sub passed its checks too (see 'sub'). A replica gets no sub from its
+    // master: it takes them now, and they are on disk before its checkpoint is read.
     this.shownFeeds = this.peerFeed === undefined ? theirFeeds : { ...theirFeeds, [this.peer!]: this.peerFeed };
     const replica = this.opts.role === 'replica';
     // (the tags the peer forgot are forgotten here at once: they are on disk, and the other sessions open
     // again to pass them on, before this one subscribes and a change of the new dir could come)
     const claim = this.opts.claimFeeds?.(this.shownFeeds, replica, forgotten) ?? { taken: 0 };
     if ('node' in claim) return this.fail(this.feedsRefusal(claim), true);
+    this.feedsEpochAtAuth = this.opts.feedsEpoch?.();
     if (replica) this.shownFeeds = undefined;
     return [...open, { type: 'load-checkpoint', peer: this.peer! }];
   }

@@ -1400,6 +1400,34 @@ t.test("feed tags: a peer is refused when it shows this node, or a node both kno
   t.same(kc.claimed, {}, "bravo's tag was not taken");
 });
 
+t.test('a session opened before feed tags were forgotten here applies nothing more: it ends, to open again', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start().settle();
+  const applied: string[] = [];
+  let later: Action[] = [];
+  let epoch = 0;
+  const io: SessionIo = {
+    store: {
+      get feedsEpoch() {
+        return epoch;
+      },
+      applyRemoteStaged: async () => (applied.push('apply'), { result: { applied: 0, skipped: 0, conflicts: 0 }, durable: Promise.resolve() }),
+      cloneStatesStaged: async () => (applied.push('clone'), { durable: Promise.resolve() }),
+    } as unknown as FeedStore,
+    session: pair.a.session,
+    send: () => true,
+    closed: () => undefined,
+    later: (actions) => (later = actions),
+  };
+  pair.a.session.feedsEpochAtAuth = 0;
+  await runActions(io, [{ type: 'apply', changes: [], last: 0 }]);
+  t.same(applied, ['apply'], 'applied while nothing was forgotten');
+  epoch = 1;
+  await runActions(io, [{ type: 'apply', changes: [], last: 0 }, { type: 'clone', objects: [], clone: true, run: 0 }]);
+  t.same(applied, ['apply'], 'nothing applied once a tag was forgotten');
+  t.match(later.find((a) => a.type === 'close'), { type: 'close', reason: /^feed tags were forgotten since this session opened/ });
+  t.equal(pair.a.session.state, 'closed');
+});
+
 t.test("forgotten feed tags go in the auth to the store's check, which refuses them where that dir runs or its changes are held", async (t) => {
   const told: Record<string, string[]>[] = [];
   const answering = (answer: (forgotten: Record<string, string[]>) => FeedClaim): Partial<SessionOptions> => ({

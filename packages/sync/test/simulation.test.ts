@@ -136,6 +136,9 @@ class Simulation {
   private feedStore(store: Store): FeedStore {
     let lastReported: Promise<unknown> = Promise.resolve();
     return {
+      get feedsEpoch() {
+        return store.feedsEpoch;
+      },
       get nodeId() {
         return store.nodeId;
       },
