@@ -244,9 +244,10 @@ export type RemoteChange = Omit<FeedEntry, 'seq'>;
 /**
  * What Store.claimFeeds found: how many tags it took, or the first that
  * differs from the one known, or (`forgot`) a tag the peer forgot that this
- * node runs on, or holds `holds` changes of.
+ * node runs on, or holds `holds` changes of, or (`busy`) tags the peer
+ * forgot while what a peer sent is being applied (see Store.remote).
  */
-export type FeedClaim = { taken: number } | { node: string; known: string; shown: string; forgot?: true; holds?: number };
+export type FeedClaim = { taken: number } | { busy: true } | { node: string; known: string; shown: string; forgot?: true; holds?: number };
 
 export interface ApplyResult {
   applied: number;
@@ -406,8 +407,9 @@ export class Store {
   private forgetNotify = false;
   private readonly forgetListeners = new Set<() => void>();
   private feedsEpochNow = 0;
-  /** remote changes being applied, by origin, not yet in the vector: a forget counts them as held (see holdsOf) */
-  private readonly applying = new Map<string, number>();
+  /** remote changes and states being applied now (see remote) */
+  private remoteWrites = 0;
+  private readonly remoteQuiet = new Set<() => void>();
   private feedsSaving: Promise<void> = Promise.resolve();
   /** told once a batch that raised the feed base past changes held ahead without feed entries is on disk */
   private readonly baseListeners = new Set<() => void>();
@@ -1125,19 +1127,10 @@ export class Store {
     // Load every object the batch touches with one read before applying in
     // order; one read per change made catch-up a matter of round trips.
     const ids = [...new Set(changes.filter((c) => !this.vector.has(c.origin, c.originSeq)).map((c) => c.id))];
-    const origins = new Map<string, number>();
-    for (const c of changes) origins.set(c.origin, (origins.get(c.origin) ?? 0) + 1);
-    for (const [o, n] of origins) this.applying.set(o, (this.applying.get(o) ?? 0) + n);
-    try {
+    await this.remote(async () => {
       await Promise.all(ids.map((id) => this.objects.get(id, this.loadObject)));
       ({ last } = await this.applyInOrder(changes, opts, result));
-    } finally {
-      for (const [o, n] of origins) {
-        const left = this.applying.get(o)! - n;
-        if (left === 0) this.applying.delete(o);
-        else this.applying.set(o, left);
-      }
-    }
+    });
     return { result, durable: last ?? Promise.resolve() };
   }
 
@@ -1995,6 +1988,7 @@ export class Store {
         newlyForgotten.set(node, [...(newlyForgotten.get(node) ?? []), tag]);
       }
     }
+    if (newlyForgotten.size > 0 && this.remoteWrites > 0) return { busy: true };
     const fresh: [string, string][] = [];
     for (const [node, shown] of Object.entries(feeds)) {
       if (forgottenOf(node).includes(shown)) continue;
@@ -2052,9 +2046,26 @@ export class Store {
     return () => this.forgetListeners.delete(fn);
   }
 
-  /** How many changes made by `node` this node holds: its vector entry, those held ahead of it, and those being applied. */
+  /** How many changes made by `node` this node holds: its vector entry, and those held ahead of it. */
   private holdsOf(node: string): number {
-    return this.vector.get(node) + Math.max(this.aheadAt.get(node)?.size ?? 0, this.aheadOnDisk.get(node)?.seqs.size ?? 0) + (this.applying.get(node) ?? 0);
+    return this.vector.get(node) + Math.max(this.aheadAt.get(node)?.size ?? 0, this.aheadOnDisk.get(node)?.seqs.size ?? 0);
+  }
+
+  /**
+   * Runs an apply of what a peer sent (changes, states, a run's end),
+   * counted from its call, before any await, until its vector entries and
+   * checkpoint are in a batch. Feed tags are forgotten only when none runs
+   * (claimFeeds, forgetFeed): one begun before could bring a forgotten
+   * dir's change after holdsOf looked, or its checkpoint after the forget's
+   * delete; one begun after is a session's that passed the feedsEpoch check.
+   */
+  private async remote<T>(fn: () => Promise<T>): Promise<T> {
+    this.remoteWrites++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.remoteWrites === 0) for (const wake of this.remoteQuiet) wake();
+    }
   }
 
   /**
@@ -2075,6 +2086,10 @@ export class Store {
       const gone = this.forgotten.get(node);
       throw new MeridianError('not-found', gone ? `the feed of ${node} was forgotten here already (${gone.join(', ')}), and no new one taken since` : `this node knows no feed of ${node}; check the node id against "meridian peers"`);
     }
+    await this.quietRemote(FORGET_WAIT_MS);
+    // (looked at again: a session may have taken a tag, or brought a change, meanwhile)
+    const now = this.peerFeeds.get(node);
+    if (now !== known) throw new MeridianError('conflict', `${node}'s feed changed from ${known} to ${now ?? 'none'} while this waited; look again with GET /api/feeds`);
     const holds = this.holdsOf(node);
     if (holds > 0) {
       throw new MeridianError('conflict', `this node holds ${holds} change${holds === 1 ? '' : 's'} made by ${node} in its feed ${known}, which a new dir under that id would pass its own off as; start ${node} under a new --node-id instead`);
@@ -2083,6 +2098,26 @@ export class Store {
     this.feedsDirty = true;
     await this.saveFeeds();
     return known;
+  }
+
+  /** Settles once no apply of what a peer sent runs (see remote), or fails 'busy' after `ms`. */
+  private async quietRemote(ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    // (again after each wake: another apply may begin before this resumes)
+    while (this.remoteWrites > 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new MeridianError('busy', `replication applied changes without a pause for ${ms / 1000} s; try again`);
+      let wake!: () => void;
+      const quiet = new Promise<void>((r) => (wake = r));
+      const timer = setTimeout(wake, left);
+      this.remoteQuiet.add(wake);
+      try {
+        await quiet;
+      } finally {
+        clearTimeout(timer);
+        this.remoteQuiet.delete(wake);
+      }
+    }
   }
 
   /** Settles once every feed tag taken or forgotten so far is on disk (see claimFeeds), writing them if need be. */
@@ -2407,7 +2442,11 @@ export class Store {
    * staged before them are on disk, and only if every frame of its `run`
    * (cloneStatesStaged) was stored.
    */
-  async cloneStates(states: ClonedState[], done?: SnapshotEnd & { peer: string }, opts?: { clone?: boolean; run?: object }): Promise<void> {
+  cloneStates(states: ClonedState[], done?: SnapshotEnd & { peer: string }, opts?: { clone?: boolean; run?: object }): Promise<void> {
+    return this.remote(() => this.cloneStatesNow(states, done, opts));
+  }
+
+  private async cloneStatesNow(states: ClonedState[], done?: SnapshotEnd & { peer: string }, opts?: { clone?: boolean; run?: object }): Promise<void> {
     // A peer cannot hold more of this node's changes than it made: claimed, this node would number its next ones
     // past a gap, or take them as held (the session's sub refuses a data dir rolled back; this is the last word).
     const ofMe = Math.max(done ? vectorEntry(done.vector, this.nodeId) : 0, ...(done?.ahead ?? []).filter(([o]) => o === this.nodeId).map(([, n]) => n));
@@ -2477,7 +2516,11 @@ export class Store {
    * this one is synced. Waiting for each frame's fsync left the receiver
    * idle for a quarter of a clone (profiled).
    */
-  async cloneStatesStaged(states: ClonedState[], opts?: { clone?: boolean; run?: object }): Promise<{ durable: Promise<void> }> {
+  cloneStatesStaged(states: ClonedState[], opts?: { clone?: boolean; run?: object }): Promise<{ durable: Promise<void> }> {
+    return this.remote(() => this.cloneStatesStagedNow(states, opts));
+  }
+
+  private async cloneStatesStagedNow(states: ClonedState[], opts?: { clone?: boolean; run?: object }): Promise<{ durable: Promise<void> }> {
     this.assertOpen();
     // Idempotency records whose writes the states staged so far hold (the session tells which: those of
     // objects its run has passed) are stored once those states are on disk, never before: a record read
@@ -3646,6 +3689,9 @@ async function feedTagsOf(getMeta: <T>(name: string) => Promise<T | undefined>):
   if (typeof v !== 'object' || v === null) return {};
   return Object.fromEntries(Object.entries(v).filter(([node, tag]) => isValidId(node) && isFeedTag(tag)));
 }
+
+/** How long a forget waits for a pause in what peers send (see Store.quietRemote). */
+const FORGET_WAIT_MS = 10_000;
 
 /** Calls each listener told once a batch is on disk. */
 function tellAll(listeners: Set<() => void>): void {

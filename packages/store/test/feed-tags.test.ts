@@ -89,7 +89,7 @@ t.test("a peer's word that it forgot a tag is taken at once, unless this node ru
   t.same([d.knownFeeds(), d.forgottenFeeds()], [{ x: T1 }, {}], 'and takes nothing');
 });
 
-t.test("the word is refused by a node holding changes of the node though it never learned its tag, or applying some now; an old tag of this node's own id is kept to pass on", async (t) => {
+t.test("the word is refused by a node holding changes of the node though it never learned its tag, and waits for a pause in what peers send; an old tag of this node's own id is kept to pass on", async (t) => {
   const x = await openStore(t, { nodeId: 'x' });
   await x.create('Org', { name: 'Made by the old x', kind: 'vendor' });
   const entries = (await x.readFeed(0)).map(({ seq: _s, ...c }) => c);
@@ -98,11 +98,33 @@ t.test("the word is refused by a node holding changes of the node though it neve
   await d.applyRemote(entries);
   t.same(d.claimFeeds({}, false, { x: [T1] }), { node: 'x', known: T1, shown: T1, forgot: true, holds: 1 });
   t.same(d.forgottenFeeds(), {});
-  // e is applying one as the word comes
+  // e is applying what a peer sent as the word comes: taken at the next session, once no apply runs
   const e = await openStore(t, { nodeId: 'e' });
   const applying = e.applyRemoteStaged(entries);
-  t.same(e.claimFeeds({}, false, { x: [T1] }), { node: 'x', known: T1, shown: T1, forgot: true, holds: 1 }, 'a change being applied counts as held');
+  t.same(e.claimFeeds({}, false, { x: [T1] }), { busy: true }, 'not while a change is being applied');
+  t.same(e.forgottenFeeds(), {});
   await (await applying).durable;
+  t.same(e.claimFeeds({}, false, { x: [T1] }), { node: 'x', known: T1, shown: T1, forgot: true, holds: 1 }, 'then refused: the change was the old dir\'s');
+  // states being applied count as much as changes
+  const g = await openStore(t, { nodeId: 'g' });
+  const staging = g.cloneStatesStaged([]);
+  t.same(g.claimFeeds({}, false, { x: [T1] }), { busy: true }, 'nor while states are being staged');
+  await staging;
+  // (looked at every turn of the loop until the run's end is applied: its vector moves last, after awaits)
+  let ended = false;
+  const ending = g.cloneStates([], { peer: 'y', head: 0, vector: { z: 1 } }).then(() => (ended = true));
+  const answers = new Set<string>();
+  for (let i = 0; !ended; i++) {
+    answers.add(JSON.stringify(g.claimFeeds({}, false, { [`n${i}`]: [T1] })));
+    await new Promise((r) => setImmediate(r));
+  }
+  await ending;
+  t.same([...answers], ['{"busy":true}'], "nor while a run's end is being applied, to its last step");
+  // an operator's forget waits for a pause: here the change being applied is the node's own, and refuses it
+  g.claimFeeds({ x: T1 }, true);
+  const arriving = g.applyRemoteStaged(entries);
+  t.same(await refusal(g.forgetFeed('x')), { code: 'conflict', message: `this node holds 1 change made by x in its feed ${T1}, which a new dir under that id would pass its own off as; start x under a new --node-id instead` });
+  await (await arriving).durable;
   // f knows no tag of x and holds none: its checkpoint in x's feed may be the forgotten dir's, and goes
   const f = await openStore(t, { nodeId: 'f' });
   await f.applyRemote([], { checkpoint: { peer: 'x', seq: 4 } });

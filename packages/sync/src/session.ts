@@ -406,7 +406,12 @@ export class SyncSession {
     // (the tags the peer forgot are forgotten here at once: they are on disk, and the other sessions open
     // again to pass them on, before this one subscribes and a change of the new dir could come)
     const claim = this.opts.claimFeeds?.(this.shownFeeds, replica, forgotten) ?? { taken: 0 };
+    if ('busy' in claim) return this.fail('this node is applying what peers sent; the feed tags the peer forgot are taken at the next session', false);
     if ('node' in claim) return this.fail(this.feedsRefusal(claim), true);
+    // A replica cannot tell its master a word (no master takes a replica's): one still showing a tag forgotten
+    // here was not told, and may hold that dir's changes, which would be taken here for the new dir's.
+    const untold = replica ? Object.entries(this.shownFeeds).find(([node, tag]) => this.opts.forgottenFeeds?.()[node]?.includes(tag)) : undefined;
+    if (untold) return this.fail(`${this.peer} still knows ${untold[0]} by a data dir forgotten here (feed ${untold[1]}), and a replica cannot tell it so; this replica follows another master until a peer tells ${this.peer}`, true);
     this.feedsEpochAtAuth = this.opts.feedsEpoch?.();
     if (replica) this.shownFeeds = undefined;
     return [...open, { type: 'load-checkpoint', peer: this.peer! }];
@@ -424,7 +429,7 @@ export class SyncSession {
    * included. (Checked once authenticated: a tag no one proved is not taken.
    * A peer of a build without tags shows none, and is not checked.)
    */
-  private feedsRefusal({ node, known, shown, holds, forgot }: Exclude<FeedClaim, { taken: number }>): string {
+  private feedsRefusal({ node, known, shown, holds, forgot }: Extract<FeedClaim, { node: string }>): string {
     const me = this.opts.nodeId;
     const peer = this.peer!;
     if (forgot && node === me) return `${peer} was told to forget this data dir's feed (${known}) with "meridian forget-feed ${me}", though ${me} still runs on it; start ${me} on an empty --dir under a new --node-id (it clones)`;
@@ -508,7 +513,7 @@ export class SyncSession {
         // have been passed on to every node that knew none, which would then refuse the nodes that knew the old.
         const claim = this.shownFeeds && this.opts.claimFeeds?.(this.shownFeeds, true);
         if (claim && 'node' in claim) return this.fail(this.feedsRefusal(claim), true);
-        return [...(claim && claim.taken > 0 ? [{ type: 'save-feeds' } as const] : []), ...this.subscribedBy(f)];
+        return [...(claim && 'taken' in claim && claim.taken > 0 ? [{ type: 'save-feeds' } as const] : []), ...this.subscribedBy(f)];
       }
       case 'need':
         this.snapshotIdleSince = undefined;

@@ -1421,11 +1421,20 @@ t.test('a session opened before feed tags were forgotten here applies nothing mo
   pair.a.session.feedsEpochAtAuth = 0;
   await runActions(io, [{ type: 'apply', changes: [], last: 0 }]);
   t.same(applied, ['apply'], 'applied while nothing was forgotten');
+  await runActions(io, [{ type: 'clone', objects: [], clone: true, run: 0 }]);
+  t.same(applied, ['apply', 'clone']);
   epoch = 1;
-  await runActions(io, [{ type: 'apply', changes: [], last: 0 }, { type: 'clone', objects: [], clone: true, run: 0 }]);
-  t.same(applied, ['apply'], 'nothing applied once a tag was forgotten');
+  await runActions(io, [{ type: 'clone', objects: [], clone: true, run: 0 }]);
+  t.same(applied, ['apply', 'clone'], 'no states applied once a tag was forgotten');
   t.match(later.find((a) => a.type === 'close'), { type: 'close', reason: /^feed tags were forgotten since this session opened/ });
   t.equal(pair.a.session.state, 'closed');
+  const other = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start().settle();
+  other.a.session.feedsEpochAtAuth = 0;
+  await runActions({ ...io, session: other.a.session }, [{ type: 'apply', changes: [], last: 0 }]);
+  t.same(applied, ['apply', 'clone'], 'nor changes');
+  // the epoch a session notes is the store's once its tags passed
+  const noted = new Pair({ nodeId: 'alpha', feedsEpoch: () => 7 }, { nodeId: 'bravo', feedsEpoch: () => 3 }).start().settle();
+  t.same([noted.a.session.feedsEpochAtAuth, noted.b.session.feedsEpochAtAuth], [7, 3]);
 });
 
 t.test("forgotten feed tags go in the auth to the store's check, which refuses them where that dir runs or its changes are held", async (t) => {
@@ -1445,6 +1454,12 @@ t.test("forgotten feed tags go in the auth to the store's check, which refuses t
   const back = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', forgottenFeeds: () => ({ bravo: ['bbbbbbbb'] }), ...answering(() => ({ taken: 0 })) }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', ...answering(() => ({ taken: 0 })) }).start().settle();
   assertClosedWith(t, back.a, /^bravo runs on a data dir whose feed \(bbbbbbbb\) was forgotten here with "meridian forget-feed"; start it on an empty --dir under a new --node-id/);
   t.equal(ofType(back.a, 'open').length, 0, 'the node told refuses the old dir before it opens, whatever the old dir answers');
+  // a store applying what peers sent takes the word at a later session
+  const busy = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...word }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', ...answering((f) => (f['xray'] ? { busy: true } : { taken: 0 })) }).start().settle();
+  t.match(ofType(busy.b, 'close')[0], { reason: /^this node is applying what peers sent; the feed tags the peer forgot are taken at the next session$/, refused: false });
+  // a replica cannot tell its master: a master still showing a tag forgotten here is refused
+  const untold = new Pair({ ...master(), feedTag: 'aaaaaaaa', knownFeeds: () => ({ xray: '0000dddd' }) }, { ...replica(), feedTag: 'bbbbbbbb', forgottenFeeds: () => ({ xray: ['0000dddd'] }), ...answering(() => ({ taken: 0 })) }).start().settle();
+  assertClosedWith(t, untold.b, /^alpha still knows xray by a data dir forgotten here \(feed 0000dddd\), and a replica cannot tell it so; this replica follows another master until a peer tells alpha$/);
   assertClosedWith(t, own.b, /^alpha was told to forget this data dir's feed \(bbbbbbbb\) with "meridian forget-feed bravo", though bravo still runs on it; start bravo on an empty --dir under a new --node-id/);
 });
 
