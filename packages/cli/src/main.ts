@@ -439,12 +439,12 @@ export function buildProgram(): Command {
       .description("let a node whose data dir was made again under its old id (lost in its first clone, say) replicate again: forget its old dir's feed here; refused while this node holds a change that dir made")
       .argument('<node-id>', 'the node id the old and the new dir share'),
   ).action(async (node: string, flags: ClientFlags) => {
-    if (!isValidId(node)) throw new CliError(`"${node}" is not a node id`, 2);
+    if (!isValidId(node)) throw new CliError(`"${node.length > 40 ? `${node.slice(0, 40)}...` : node}" is not a node id: 1 to 128 letters, digits, ".", "_" and "-", starting with a letter or digit`, 2);
     const { body } = await client(flags).request<{ node: string; forgotten: string }>('POST', `/api/feeds/${node}/forget`);
     if (flags.json) out(JSON.stringify(body));
     else {
       out(`forgot ${body.node}'s feed ${body.forgotten}`);
-      process.stderr.write(`its peers are told as their sessions open again; ${body.node} replicates from its next attempt\n`);
+      process.stderr.write(`its peers are told as their sessions open again, and each takes ${body.node}'s new dir once told\n`);
     }
   });
 

@@ -124,8 +124,8 @@ export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: 
   if (parts[1] === 'feeds' && parts.length === 4 && parts[3] === 'forget') {
     if (method !== 'POST') throw methodNotAllowed(method, 'POST');
     const node = parts[2]!;
-    if (!isValidId(node)) throw new HttpError(400, `"${node}" is not a node id`);
-    if (ctx.role === 'replica') throw new HttpError(409, 'no master takes a word from a replica; run forget-feed on a master', 'conflict');
+    if (!isValidId(node)) throw new HttpError(400, `"${node.length > 40 ? `${node.slice(0, 40)}...` : node}" is not a node id: 1 to 128 letters, digits, ".", "_" and "-", starting with a letter or digit`);
+    if (ctx.role === 'replica') throw new HttpError(409, 'this node is a replica, and masters take no forgotten feed tags from replicas; run forget-feed on a master', 'conflict');
     if (ctx.connected(node)) throw new HttpError(409, `${node} is connected to this node now, on the data dir whose feed this would forget; forget a dir's feed only once the dir is gone`, 'conflict');
     sendJson(res, 200, { node, forgotten: await ctx.store.forgetFeed(node) });
     return;

@@ -2086,10 +2086,13 @@ export class Store {
       const gone = this.forgotten.get(node);
       throw new MeridianError('not-found', gone ? `the feed of ${node} was forgotten here already (${gone.join(', ')}), and no new one taken since` : `this node knows no feed of ${node}; check the node id against "meridian peers"`);
     }
-    await this.quietRemote(FORGET_WAIT_MS);
+    // (the count looked at, and the tag forgotten, in one synchronous stretch: an apply begun between a wake and
+    // the retire would land after holdsOf looked, and its checkpoint after the delete)
+    const deadline = Date.now() + FORGET_WAIT_MS;
+    while (this.remoteWrites > 0) await this.remotePause(deadline);
     // (looked at again: a session may have taken a tag, or brought a change, meanwhile)
     const now = this.peerFeeds.get(node);
-    if (now !== known) throw new MeridianError('conflict', `${node}'s feed changed from ${known} to ${now ?? 'none'} while this waited; look again with GET /api/feeds`);
+    if (now !== known) throw new MeridianError('conflict', `${node}'s feed changed from ${known} to ${now ?? 'none'} while this waited for replication to pause; run forget-feed again if that one should go too`);
     const holds = this.holdsOf(node);
     if (holds > 0) {
       throw new MeridianError('conflict', `this node holds ${holds} change${holds === 1 ? '' : 's'} made by ${node} in its feed ${known}, which a new dir under that id would pass its own off as; start ${node} under a new --node-id instead`);
@@ -2100,23 +2103,19 @@ export class Store {
     return known;
   }
 
-  /** Settles once no apply of what a peer sent runs (see remote), or fails 'busy' after `ms`. */
-  private async quietRemote(ms: number): Promise<void> {
-    const deadline = Date.now() + ms;
-    // (again after each wake: another apply may begin before this resumes)
-    while (this.remoteWrites > 0) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new MeridianError('busy', `replication applied changes without a pause for ${ms / 1000} s; try again`);
-      let wake!: () => void;
-      const quiet = new Promise<void>((r) => (wake = r));
-      const timer = setTimeout(wake, left);
-      this.remoteQuiet.add(wake);
-      try {
-        await quiet;
-      } finally {
-        clearTimeout(timer);
-        this.remoteQuiet.delete(wake);
-      }
+  /** Settles at the next moment no apply of what a peer sent runs (see remote), or fails 'busy' at `deadline`. */
+  private async remotePause(deadline: number): Promise<void> {
+    const left = deadline - Date.now();
+    if (left <= 0) throw new MeridianError('busy', `replication applied what peers sent without a pause for ${FORGET_WAIT_MS / 1000} s; try again`);
+    let wake!: () => void;
+    const quiet = new Promise<void>((r) => (wake = r));
+    const timer = setTimeout(wake, left);
+    this.remoteQuiet.add(wake);
+    try {
+      await quiet;
+    } finally {
+      clearTimeout(timer);
+      this.remoteQuiet.delete(wake);
     }
   }
 
@@ -3690,7 +3689,7 @@ async function feedTagsOf(getMeta: <T>(name: string) => Promise<T | undefined>):
   return Object.fromEntries(Object.entries(v).filter(([node, tag]) => isValidId(node) && isFeedTag(tag)));
 }
 
-/** How long a forget waits for a pause in what peers send (see Store.quietRemote). */
+/** How long a forget waits for a pause in what peers send (see Store.remotePause). */
 const FORGET_WAIT_MS = 10_000;
 
 /** Calls each listener told once a batch is on disk. */

@@ -224,7 +224,8 @@ export class Replicator {
     // (a change held ahead without a feed entry came inside the vector: a snapshot being served names it, in its
     // vector or its ahead list, whichever side of the raise it was read on)
     this.unbase = opts.store.onFeedBaseRaised(() => this.resubscribe({ snapshots: false }));
-    this.unforget = opts.store.onFeedsForgotten(() => this.reopenAll('feed tags were forgotten; opening again to pass the word on'));
+    // (a replica passes the word to no one: its master takes none from it)
+    this.unforget = opts.store.onFeedsForgotten(() => this.role === 'master' && this.reopenAll('feed tags were forgotten; opening again to pass the word on'));
     if (this.role === 'replica') {
       for (const d of this.dialers.slice(1)) d.state = 'standby';
       if (this.dialers[0]) this.dial(this.dialers[0]);

@@ -406,7 +406,10 @@ export class SyncSession {
     // (the tags the peer forgot are forgotten here at once: they are on disk, and the other sessions open
     // again to pass them on, before this one subscribes and a change of the new dir could come)
     const claim = this.opts.claimFeeds?.(this.shownFeeds, replica, forgotten) ?? { taken: 0 };
-    if ('busy' in claim) return this.fail('this node is applying what peers sent; the feed tags the peer forgot are taken at the next session', false);
+    if ('busy' in claim) {
+      // (an acceptor proves itself first, so that the dialer, open, takes the close for what it is: not a refusal)
+      return [...(this.opts.dialed ? [] : [this.ownProof()]), ...this.fail('this node is applying what peers sent; the feed tags the peer forgot are taken at the next session', false)];
+    }
     if ('node' in claim) return this.fail(this.feedsRefusal(claim), true);
     // A replica cannot tell its master a word (no master takes a replica's): one still showing a tag forgotten
     // here was not told, and may hold that dir's changes, which would be taken here for the new dir's.

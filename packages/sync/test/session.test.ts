@@ -1457,6 +1457,7 @@ t.test("forgotten feed tags go in the auth to the store's check, which refuses t
   // a store applying what peers sent takes the word at a later session
   const busy = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...word }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', ...answering((f) => (f['xray'] ? { busy: true } : { taken: 0 })) }).start().settle();
   t.match(ofType(busy.b, 'close')[0], { reason: /^this node is applying what peers sent; the feed tags the peer forgot are taken at the next session$/, refused: false });
+  t.match(ofType(busy.a, 'close')[0], { reason: /^peer closed the session: this node is applying what peers sent/, refused: false }, 'nor is it a refusal to the dialer, which the busy acceptor proved itself to');
   // a replica cannot tell its master: a master still showing a tag forgotten here is refused
   const untold = new Pair({ ...master(), feedTag: 'aaaaaaaa', knownFeeds: () => ({ xray: '0000dddd' }) }, { ...replica(), feedTag: 'bbbbbbbb', forgottenFeeds: () => ({ xray: ['0000dddd'] }), ...answering(() => ({ taken: 0 })) }).start().settle();
   assertClosedWith(t, untold.b, /^alpha still knows xray by a data dir forgotten here \(feed 0000dddd\), and a replica cannot tell it so; this replica follows another master until a peer tells alpha$/);
