@@ -397,7 +397,7 @@ export class Store {
   private base: Record<string, number>;
   /** the feed tag of each node known: shown by it, or by a peer that knew it (see peerFeed) */
   private readonly peerFeeds: Map<string, string>;
-  /** the feed tags forgotten by an operator, by node id (see forgetFeed) */
+  /** the feed tags forgotten, by node id: by an operator (forgetFeed), or as a peer's auth told (claimFeeds) */
   private readonly forgotten: Map<string, string[]>;
   /** tags were taken or forgotten since the last save began (see saveFeeds) */
   private feedsDirty = false;
@@ -1958,8 +1958,8 @@ export class Store {
    * Checks the feed tags a peer showed (its own, and those it knows) against
    * what this node knows, its own tag included. With `take`, those first
    * seen are taken at once, in memory, so that a session checking meanwhile
-   * sees them (saveFeeds puts them on disk). On the first that differs it
-   * takes nothing and returns it.
+   * sees them (saveFeeds puts them on disk). On the first that differs,
+   * or a word refused, or `busy`, it takes nothing and returns it.
    *
    * The tags the peer forgot (`forgotten`, see forgetFeed) are forgotten
    * here too, whatever `take`, unless this node runs on such a dir or holds
@@ -2103,7 +2103,7 @@ export class Store {
     return known;
   }
 
-  /** Settles at the next moment no apply of what a peer sent runs (see remote), or fails 'busy' at `deadline`. */
+  /** Settles at the next moment no apply of what a peer sent runs (see remote), or at `deadline`; fails 'busy' past it. */
   private async remotePause(deadline: number): Promise<void> {
     const left = deadline - Date.now();
     if (left <= 0) throw new MeridianError('busy', `replication applied what peers sent without a pause for ${FORGET_WAIT_MS / 1000} s; try again`);

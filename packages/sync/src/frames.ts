@@ -46,7 +46,7 @@ export interface AuthFrame {
    * the feed tags the sender forgot (node id -> tags, oldest first): an
    * operator's word that those dirs' changes are nowhere, so that their
    * nodes may come back on new dirs; passed on to every node, each of which
-   * refuses the word while it holds such a change (see Store.forgetFeed)
+   * refuses the word while it holds such a change (see Store.claimFeeds)
    */
   forgotten?: Record<string, string[]>;
 }

@@ -31,7 +31,7 @@ export type Action =
   | { type: 'expect-keys'; keys: string[]; run: number }
   /** `clone`: the states of a clone (the subscriber was empty), not of an anti-entropy run; with `done`, the held keys' records too */
   | { type: 'clone'; objects: ClonedState[]; done: SnapshotEnd | undefined; clone: boolean; run: number }
-  /** (the feed tags taken so far are put on disk first: see Store.saveFeeds) */
+  /** (the feed tags taken and forgotten so far are put on disk first, with the checkpoints a forget drops: see Store.saveFeeds) */
   | { type: 'load-checkpoint'; peer: string }
   /** feed tags were taken (the peer's, or nodes' it knows): put them on disk */
   | { type: 'save-feeds' }
@@ -57,10 +57,11 @@ export interface SessionStore {
   readonly feedTag: string;
   /** every feed tag known, by node id (this node's own not among them) */
   knownFeeds(): Record<string, string>;
-  /** checks the feed tags a peer showed, and with `take` takes those first seen (see Store.claimFeeds) */
+  /** takes the tags the peer forgot, checks those it showed, and with `take` takes those first seen (see Store.claimFeeds) */
   claimFeeds(feeds: Record<string, string>, take: boolean, forgotten?: Record<string, string[]>): FeedClaim;
   /** the feed tags forgotten, by node id */
   forgottenFeeds(): Record<string, string[]>;
+  /** grows each time feed tags are forgotten (see Store.feedsEpoch) */
   readonly feedsEpoch: number;
 }
 
@@ -124,9 +125,10 @@ export interface SessionOptions {
   /** this node's feed tag, sent in the hello */
   feedTag?: string;
   /**
-   * checks the feed tags a peer showed against those known (this node's own
-   * included), with `take` taking the ones first seen at once; the first that
-   * differs is returned, and nothing taken (see Store.claimFeeds)
+   * takes the tags the peer forgot, and checks the feed tags it showed
+   * against those known (this node's own included), with `take` taking the
+   * ones first seen at once; a refusal (the first that differs, a word
+   * refused) or `busy` is returned, and nothing taken (see Store.claimFeeds)
    */
   claimFeeds?: (feeds: Record<string, string>, take: boolean, forgotten?: Record<string, string[]>) => FeedClaim;
   /** the feed tags forgotten, by node id, sent in the auth */
@@ -403,12 +405,12 @@ export class SyncSession {
     // master: it takes them now, and they are on disk before its checkpoint is read.
     this.shownFeeds = this.peerFeed === undefined ? theirFeeds : { ...theirFeeds, [this.peer!]: this.peerFeed };
     const replica = this.opts.role === 'replica';
-    // (the tags the peer forgot are forgotten here at once: they are on disk, and the other sessions open
-    // again to pass them on, before this one subscribes and a change of the new dir could come)
+    // (the tags the peer forgot are forgotten here at once: they are on disk, and a master's sessions open
+    // again to pass them on, this one included, before this one subscribes and a change of the new dir could come)
     const claim = this.opts.claimFeeds?.(this.shownFeeds, replica, forgotten) ?? { taken: 0 };
     if ('busy' in claim) {
       // (an acceptor proves itself first, so that the dialer, open, takes the close for what it is: not a refusal)
-      return [...(this.opts.dialed ? [] : [this.ownProof()]), ...this.fail('this node is applying what peers sent; the feed tags the peer forgot are taken at the next session', false)];
+      return [...(this.opts.dialed ? [] : [open[0]!]), ...this.fail('this node is applying what peers sent; the feed tags the peer forgot are taken at the next session', false)];
     }
     if ('node' in claim) return this.fail(this.feedsRefusal(claim), true);
     // A replica cannot tell its master a word (no master takes a replica's): one still showing a tag forgotten
