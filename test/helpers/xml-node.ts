@@ -8,7 +8,7 @@ export const ADMIN_PW = 'xml-admin-pw';
 export const PERSON_PW = 'person-pw-1';
 
 /** Starts a node in this process, stopped when the test ends. */
-export async function startXmlNode(t: Test, flags: ConfigInput = {}, tuning: { writesGraceMs?: number } = {}): Promise<MeridianNode> {
+export async function startXmlNode(t: Test, flags: ConfigInput = {}, tuning: { writesGraceMs?: number; bindDelayMs?: number } = {}): Promise<MeridianNode> {
   const quiet = new Writable({ write: (_c, _e, done) => done() });
   const config = resolveConfig({ flags: { dir: tempDir(t), httpPort: 0, adminPassword: ADMIN_PW, ...flags } });
   const node = await MeridianNode.start(config, pino({ level: 'warn' }, quiet), tuning);

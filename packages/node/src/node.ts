@@ -89,7 +89,7 @@ export class MeridianNode {
    * what tests shorten (not settings: a node in service has no reason to
    * change them).
    */
-  static async start(config: NodeConfig, log: Logger = pino({ level: 'info' }, destination(2)), tuning: { writesGraceMs?: number } = {}): Promise<MeridianNode> {
+  static async start(config: NodeConfig, log: Logger = pino({ level: 'info' }, destination(2)), tuning: { writesGraceMs?: number; bindDelayMs?: number } = {}): Promise<MeridianNode> {
     const schema = schemaOf(config);
     let reindexLogged = performance.now();
     const store = await Store.open({
@@ -193,6 +193,7 @@ export class MeridianNode {
       const metrics = new Metrics({ store, peers: () => r?.status() ?? [], replica: () => (config.role === 'replica' ? r?.replicaMode() : undefined) });
       if (config.ldapPort > 0 || config.ldapsPort > 0) {
         ldapGateway = new LdapGateway({
+          ...(tuning.bindDelayMs === undefined ? {} : { bindDelayMs: tuning.bindDelayMs }),
           cookieSeal: cursorSeal,
           store,
           writer,
