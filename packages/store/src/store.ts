@@ -2022,9 +2022,10 @@ export class Store {
 
   /**
    * Grows each time feed tags are forgotten, in memory at once. A session
-   * opened before (it read its checkpoint under an older one) may bring a
-   * change of a dir forgotten, or a position in its feed: it must open
-   * again before it applies anything (see the sync executor).
+   * whose tags passed at its auth under an older one has a peer that was
+   * not told, and may bring a change of a dir forgotten, or a position in
+   * its feed: it must open again before it applies anything (see the sync
+   * executor).
    */
   get feedsEpoch(): number {
     return this.feedsEpochNow;
