@@ -367,10 +367,23 @@ t.test('GET /api/check: a second check asked while one runs shares its answer, a
   const node = await startInProcess(t);
   for (let i = 0; i < 200; i++) await node.store.create('Organisation', { name: `C${i}`, kind: 'vendor' });
   const ask = (): Promise<Reply> => call(node, 'GET', '/api/check');
-  // (a check reads the store through one snapshot: count them)
+  // (a check reads the store through one snapshot: count them. The first check's reads wait 300 ms, so that the
+  // second request surely comes while it runs: 200 objects alone were checked before it came, now and then)
   let snapshots = 0;
   const snapshotReader = node.store.snapshotReader.bind(node.store);
-  node.store.snapshotReader = () => (snapshots++, snapshotReader());
+  node.store.snapshotReader = () => {
+    const r = snapshotReader();
+    if (snapshots++ > 0) return r;
+    const held = new Promise((resolve) => setTimeout(resolve, 300));
+    return {
+      async *raw(prefix: string) {
+        await held;
+        yield* r.raw(prefix);
+      },
+      meta: <T,>(name: string) => r.meta<T>(name),
+      close: () => r.close(),
+    };
+  };
   const [a, b] = await Promise.all([ask(), ask()]);
   t.equal(a.status, 200);
   t.equal(b.status, 200, 'not refused while the first runs');
