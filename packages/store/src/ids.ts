@@ -19,14 +19,33 @@ export function isFeedTag(v: unknown): v is string {
   return typeof v === 'string' && /^[0-9a-f]{8}$/.test(v);
 }
 
+/** A map keyed by node ids whose values pass `ok` (record-shapes.ts's isMap, which imports this module, is the same test). */
+function isNodeMap<V>(v: unknown, ok: (x: unknown) => x is V): v is Record<string, V> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && Object.entries(v).every(([node, x]) => isValidId(node) && ok(x));
+}
+
+/** A list of feed tags, as a data dir keeps those forgotten of one node. */
+export const isFeedTagList = (v: unknown): v is string[] => Array.isArray(v) && v.every(isFeedTag);
+
 /** A map of node ids to feed tags, as a data dir keeps those it knows and a replication auth carries them. */
 export function isFeedTags(v: unknown): v is Record<string, string> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && Object.entries(v).every(([node, tag]) => isValidId(node) && isFeedTag(tag));
+  return isNodeMap(v, isFeedTag);
 }
 
 /** Feed tags forgotten, by node id (see Store.forgetFeed). */
 export function isForgottenFeeds(v: unknown): v is Record<string, string[]> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && Object.entries(v).every(([node, tags]) => isValidId(node) && Array.isArray(tags) && tags.every(isFeedTag));
+  return isNodeMap(v, isFeedTagList);
+}
+
+/** The entries of a stored map keyed by node ids whose values pass `ok`: the rest are what a restore would refuse. */
+export function validNodeEntries<V>(v: unknown, ok: (x: unknown) => x is V): Record<string, V> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return {};
+  return Object.fromEntries(Object.entries(v).filter((e): e is [string, V] => isValidId(e[0]) && ok(e[1])));
+}
+
+/** Why `id` is no node id, in a sentence (cut at 40 characters), or undefined if it is one. */
+export function nodeIdProblem(id: string): string | undefined {
+  return isValidId(id) ? undefined : `"${id.length > 40 ? `${id.slice(0, 40)}...` : id}" is not a node id: 1 to 128 letters, digits, ".", "_" and "-", starting with a letter or digit`;
 }
 
 const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz'; // Crockford base32, lower case

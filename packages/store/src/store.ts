@@ -6,7 +6,7 @@ import { decode, encode, withSeq, type ChangeKind, type FeedRecord, type FieldVa
 import { MeridianError, ValidationError } from './errors.js';
 import { GroupCommit, type BatchOp } from './group-commit.js';
 import { HybridClock, hlcToIso, hlcWall, isHlc } from './hlc.js';
-import { isFeedTag, isForgottenFeeds, newId, isValidId } from './ids.js';
+import { isFeedTag, isFeedTagList, newId, isValidId, validNodeEntries } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
 import { conflictKey, fieldConflict, isUniqueConflict, uniqueClash, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
 import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
@@ -395,16 +395,10 @@ export class Store {
   private feedlessDirty = false;
   /** changes this node holds but whose feed entries it never had (it was cloned): see feedBase() */
   private base: Record<string, number>;
-  /** the feed tag of each node known: shown by it, or by a peer that knew it (see peerFeed) */
+  /** the feed tag of each node known: shown by it, or by a peer that knew it (see claimFeeds) */
   private readonly peerFeeds: Map<string, string>;
   /** the feed tags forgotten, by node id: by an operator (forgetFeed), or as a peer's auth told (claimFeeds) */
   private readonly forgotten: Map<string, string[]>;
-  /** tags were taken or forgotten since the last save began (see saveFeeds) */
-  private feedsDirty = false;
-  /** the nodes whose feed was forgotten since the last save began: their checkpoints go with it */
-  private readonly checkpointDrops = new Set<string>();
-  /** tags were forgotten since the last save began: its listeners are told once it is on disk */
-  private forgetNotify = false;
   private readonly forgetListeners = new Set<() => void>();
   private feedsEpochNow = 0;
   /** remote changes and states being applied now (see remote) */
@@ -659,7 +653,7 @@ export class Store {
       }
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
       const versionsMigrated = await migrateVersions(db, formula);
-      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch, peerFeeds: await feedTagsOf(getMeta), forgottenFeeds: await forgottenFeedsOf(getMeta) });
+      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch, peerFeeds: validNodeEntries(await getMeta<unknown>('peerFeeds'), isFeedTag), forgottenFeeds: validNodeEntries(await getMeta<unknown>('forgottenFeeds'), isFeedTagList) });
       try {
         await store.reindexChangedFields();
         await store.repairUniqueClashes();
@@ -1997,27 +1991,41 @@ export class Store {
       if (known === undefined) fresh.push([node, shown]);
       else if (known !== shown) return { node, known, shown };
     }
-    for (const [node, tags] of newlyForgotten) this.retire(node, tags);
+    const drops = [...newlyForgotten].filter(([node, tags]) => this.retire(node, tags)).map(([node]) => node);
     if (take) for (const [node, shown] of fresh) this.peerFeeds.set(node, shown);
-    if (newlyForgotten.size > 0 || (take && fresh.length > 0)) this.feedsDirty = true;
+    if (newlyForgotten.size > 0 || (take && fresh.length > 0)) this.writeFeeds(drops, newlyForgotten.size > 0);
     return { taken: fresh.length };
   }
 
   /**
-   * Moves tags of `node` to the forgotten, and unless another dir of it is
-   * known, queues its checkpoint's delete (a new dir's feed starts from 1,
-   * and a checkpoint with no tag known may be in a forgotten dir's feed).
-   * Sessions opened before apply no more (see feedsEpoch).
+   * Moves tags of `node` to the forgotten, in memory. Returns whether its
+   * checkpoint must go (see writeFeeds): unless another dir of it is known
+   * (a new dir's feed starts from 1, and a checkpoint with no tag known may
+   * be in a forgotten dir's feed). Sessions opened before apply no more
+   * (see feedsEpoch).
    */
-  private retire(node: string, tags: string[]): void {
+  private retire(node: string, tags: string[]): boolean {
     const known = this.peerFeeds.get(node);
-    if (known === undefined || tags.includes(known)) {
-      this.peerFeeds.delete(node);
-      if (node !== this.nodeId) this.checkpointDrops.add(node);
-    }
     this.forgotten.set(node, [...(this.forgotten.get(node) ?? []), ...tags]);
-    this.forgetNotify = true;
     this.feedsEpochNow++;
+    if (known !== undefined && !tags.includes(known)) return false;
+    this.peerFeeds.delete(node);
+    return node !== this.nodeId;
+  }
+
+  /**
+   * Queues the tags known and forgotten, with the deletes of the
+   * checkpoints `drops`, into the batch being filled; with `forgot`, the
+   * forget listeners are told once it is on disk. (The batch after a failed
+   * one fails too: the store takes no write after that.)
+   */
+  private writeFeeds(drops: string[], forgot: boolean): void {
+    const ops: BatchOp[] = [{ type: 'put', key: keys.meta('peerFeeds'), value: encode(Object.fromEntries(this.peerFeeds)) }];
+    if (this.forgotten.size > 0) ops.push({ type: 'put', key: keys.meta('forgottenFeeds'), value: encode(Object.fromEntries(this.forgotten)) });
+    for (const node of drops) ops.push({ type: 'del', key: keys.checkpoint(node) });
+    const saving = this.commits.add(ops, forgot ? () => tellAll(this.forgetListeners) : undefined);
+    saving.catch(() => undefined); // (its awaiters, through saveFeeds, see the failure)
+    this.feedsSaving = saving;
   }
 
   /**
@@ -2047,9 +2055,9 @@ export class Store {
     return () => this.forgetListeners.delete(fn);
   }
 
-  /** How many changes made by `node` this node holds: its vector entry, and those held ahead of it. */
+  /** How many changes made by `node` this node holds. */
   private holdsOf(node: string): number {
-    return this.vector.get(node) + Math.max(this.aheadAt.get(node)?.size ?? 0, this.aheadOnDisk.get(node)?.seqs.size ?? 0);
+    return this.vector.held(node);
   }
 
   /**
@@ -2098,9 +2106,8 @@ export class Store {
     if (holds > 0) {
       throw new MeridianError('conflict', `this node holds ${holds} change${holds === 1 ? '' : 's'} made by ${node} in its feed ${known}, which a new dir under that id would pass its own off as; start ${node} under a new --node-id instead`);
     }
-    this.retire(node, [known]);
-    this.feedsDirty = true;
-    await this.saveFeeds();
+    this.writeFeeds(this.retire(node, [known]) ? [node] : [], true);
+    await this.feedsSaving;
     return known;
   }
 
@@ -2120,22 +2127,9 @@ export class Store {
     }
   }
 
-  /** Settles once every feed tag taken or forgotten so far is on disk (see claimFeeds), writing them if need be. */
+  /** Settles once every feed tag taken or forgotten so far is on disk (see writeFeeds). */
   saveFeeds(): Promise<void> {
     this.assertOpen();
-    if (this.feedsDirty) {
-      this.feedsDirty = false;
-      const ops: BatchOp[] = [{ type: 'put', key: keys.meta('peerFeeds'), value: encode(Object.fromEntries(this.peerFeeds)) }];
-      if (this.forgotten.size > 0) ops.push({ type: 'put', key: keys.meta('forgottenFeeds'), value: encode(Object.fromEntries(this.forgotten)) });
-      for (const node of this.checkpointDrops) ops.push({ type: 'del', key: keys.checkpoint(node) });
-      this.checkpointDrops.clear();
-      const notify = this.forgetNotify;
-      this.forgetNotify = false;
-      const saving = this.commits.add(ops, notify ? () => tellAll(this.forgetListeners) : undefined);
-      // (a failed write leaves them to the next save; the store refuses every write after one fails)
-      saving.catch(() => (this.feedsDirty = true));
-      this.feedsSaving = saving;
-    }
     return this.feedsSaving;
   }
 
@@ -2455,7 +2449,7 @@ export class Store {
     }
     // The run's idempotency records not stored yet go in the last batch, with the vector (see cloneStatesStaged).
     const keyed = done ? states.flatMap((s) => ('key' in s ? [checkedKeyRecord(s.key, s.record)] : [])) : [];
-    const { durable } = await this.cloneStatesStaged(keyed.length ? states.filter((s) => !('key' in s)) : states, opts);
+    const { durable } = await this.cloneStatesStagedNow(keyed.length ? states.filter((s) => !('key' in s)) : states, opts);
     await durable;
     // (the vector below must not claim a run some frame of which was not stored, records or not)
     if (done && opts?.run && !(await this.runsStaged.get(opts.run))) {
@@ -3296,13 +3290,7 @@ export class Store {
 
   private statesStored(ids: string[]): void {
     this.statesGeneration++;
-    for (const fn of this.stateListeners) {
-      try {
-        fn(ids);
-      } catch {
-        // a listener's failure is its own; the states are stored
-      }
-    }
+    tellAll(this.stateListeners, ids);
   }
 
   /** Calls `listener` whenever more changes become visible to readers; returns the unsubscribe. */
@@ -3683,32 +3671,18 @@ function needsHashing(def: TypeDef, values: Record<string, FieldValue | null>): 
   return false;
 }
 
-/** The feed tags a data dir knows (meta peerFeeds), but an entry a restore would refuse (restore-check.ts). */
-async function feedTagsOf(getMeta: <T>(name: string) => Promise<T | undefined>): Promise<Record<string, string>> {
-  const v = await getMeta<unknown>('peerFeeds');
-  if (typeof v !== 'object' || v === null) return {};
-  return Object.fromEntries(Object.entries(v).filter(([node, tag]) => isValidId(node) && isFeedTag(tag)));
-}
-
 /** How long a forget waits for a pause in what peers send (see Store.remotePause). */
 const FORGET_WAIT_MS = 10_000;
 
-/** Calls each listener told once a batch is on disk. */
-function tellAll(listeners: Set<() => void>): void {
+/** Calls each listener; one's failure is its own (what it is told of has happened all the same). */
+function tellAll<A extends unknown[]>(listeners: Set<(...args: A) => void>, ...args: A): void {
   for (const fn of listeners) {
     try {
-      fn();
+      fn(...args);
     } catch {
-      // a listener's failure is its own: the batch's writers are resumed all the same
+      // (its own)
     }
   }
-}
-
-/** The feed tags a data dir forgot (meta forgottenFeeds), but an entry a restore would refuse. */
-async function forgottenFeedsOf(getMeta: <T>(name: string) => Promise<T | undefined>): Promise<Record<string, string[]>> {
-  const v = await getMeta<unknown>('forgottenFeeds');
-  if (typeof v !== 'object' || v === null) return {};
-  return Object.fromEntries(Object.entries(v).filter(([node, tags]) => isForgottenFeeds({ [node]: tags })));
 }
 
 function toStored(id: string, r: ObjectRecord): StoredObject {

@@ -43,6 +43,11 @@ export class VersionVector {
     return this.upTo.get(origin) ?? 0;
   }
 
+  /** How many changes of `origin` are applied here: those up to its entry, and those ahead of it. */
+  held(origin: string): number {
+    return this.get(origin) + (this.ahead.get(origin)?.size ?? 0);
+  }
+
   /** Whether the change (origin, seq) is applied here. */
   has(origin: string, seq: number): boolean {
     return seq <= this.get(origin) || (this.ahead.get(origin)?.has(seq) ?? false);

@@ -2,14 +2,7 @@ import t, { type Test } from 'tap';
 import { checkIndexes, type ClonedState, type Store } from '../dist/index.js';
 import { Level } from 'level';
 import { decode, encode } from '../dist/codec.js';
-import { openStore, tempDir } from './fixtures.js';
-
-/** Ships every feed entry of `from` after `since` to `to`, as replication will. */
-async function ship(from: Store, to: Store, since = 0): Promise<number> {
-  const entries = await from.readFeed(since, 10_000);
-  await to.applyRemote(entries.map(({ seq: _seq, ...c }) => c), { checkpoint: { peer: from.nodeId, seq: from.lastSeq } });
-  return from.lastSeq;
-}
+import { openStore, ship, tempDir } from './fixtures.js';
 
 async function pair(t: Test): Promise<[Store, Store]> {
   return [await openStore(t, { nodeId: 'a' }), await openStore(t, { nodeId: 'b' })];

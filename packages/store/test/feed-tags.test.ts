@@ -1,12 +1,6 @@
 import t from 'tap';
-import { isMeridianError, type Store } from '../dist/index.js';
-import { openStore, tempDir } from './fixtures.js';
-
-/** Ships every feed entry of `from` to `to`, as replication does. */
-async function ship(from: Store, to: Store): Promise<void> {
-  const entries = await from.readFeed(0, 10_000);
-  await to.applyRemote(entries.map(({ seq: _seq, ...c }) => c), { checkpoint: { peer: from.nodeId, seq: from.lastSeq } });
-}
+import { isMeridianError } from '../dist/index.js';
+import { openStore, ship, tempDir } from './fixtures.js';
 
 async function refusal(p: Promise<unknown>): Promise<{ code: string; message: string }> {
   try {

@@ -22,3 +22,10 @@ export async function openStore(t: Test, opts: Partial<StoreOptions> = {}): Prom
   t.teardown(() => store.close());
   return store;
 }
+
+/** Ships every feed entry of `from` after `since` to `to`, with `from`'s checkpoint, as replication does; returns `from`'s head. */
+export async function ship(from: Store, to: Store, since = 0): Promise<number> {
+  const entries = await from.readFeed(since, 10_000);
+  await to.applyRemote(entries.map(({ seq: _seq, ...c }) => c), { checkpoint: { peer: from.nodeId, seq: from.lastSeq } });
+  return from.lastSeq;
+}

@@ -2,13 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { checkIndexes, type Store } from '../dist/index.js';
-import { openStore, tempDir } from './fixtures.js';
-
-/** Ships every feed entry of `from` after `since` to `to`, as replication does. */
-async function ship(from: Store, to: Store, since = 0): Promise<void> {
-  const entries = await from.readFeed(since, 10_000);
-  await to.applyRemote(entries.map(({ seq: _seq, ...c }) => c), { checkpoint: { peer: from.nodeId, seq: from.lastSeq } });
-}
+import { openStore, ship, tempDir } from './fixtures.js';
 
 /** Every raw key and value of the store, as text, for looking for what must be gone. */
 async function rawText(s: Store): Promise<string> {
