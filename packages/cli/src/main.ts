@@ -1,5 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
-import { isMeridianError, isValidId, MAX_PAGE } from '@meridian/store';
+import { isMeridianError, MAX_PAGE, nodeIdProblem } from '@meridian/store';
 import { checkReplicaName, initDataDir, MeridianNode, resolveConfig, SettingError, VERSION, type ConfigInput } from '@meridian/node';
 import { AdminClient, CliError, DEFAULT_TIMEOUT_SECONDS, timeoutOption, unescapeXml } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
@@ -439,7 +439,8 @@ export function buildProgram(): Command {
       .description("let a node whose data dir was made again under its old id (lost in its first clone, say) replicate again: forget its old dir's feed here; refused while this node holds a change that dir made")
       .argument('<node-id>', 'the node id the old and the new dir share'),
   ).action(async (node: string, flags: ClientFlags) => {
-    if (!isValidId(node)) throw new CliError(`"${node.length > 40 ? `${node.slice(0, 40)}...` : node}" is not a node id: 1 to 128 letters, digits, ".", "_" and "-", starting with a letter or digit`, 2);
+    const problem = nodeIdProblem(node);
+    if (problem) throw new CliError(problem, 2);
     const { body } = await client(flags).request<{ node: string; forgotten: string }>('POST', `/api/feeds/${node}/forget`);
     if (flags.json) out(JSON.stringify(body));
     else {

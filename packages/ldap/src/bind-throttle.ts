@@ -22,10 +22,16 @@ export class BindThrottle {
   /** the same, per name and client address */
   private readonly checkingFrom = new Map<string, number>();
 
+  private readonly opts: { free: number; baseMs: number; maxMs: number; forgetMs: number };
+
+  /** (`baseMs` alone given: the cap stays 32 times it) */
   constructor(
-    private readonly opts: { free: number; baseMs: number; maxMs: number; forgetMs: number } = { free: 3, baseMs: 250, maxMs: 8000, forgetMs: 15 * 60_000 },
+    opts: Partial<{ free: number; baseMs: number; maxMs: number; forgetMs: number }> = {},
     private readonly now: () => number = () => performance.now(),
-  ) {}
+  ) {
+    const baseMs = opts.baseMs ?? 250;
+    this.opts = { free: 3, baseMs, maxMs: baseMs * 32, forgetMs: 15 * 60_000, ...opts };
+  }
 
   /** How long a bind for this name waits before its check. */
   delay(name: string): number {

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { checkStore, encodeBackup, type CheckReport, hlcToIso, isMeridianError, isValidId, MAX_PAGE, parseVersionName, publicFields, type Store, type StoredObject } from '@meridian/store';
+import { checkStore, encodeBackup, type CheckReport, hlcToIso, isMeridianError, nodeIdProblem, MAX_PAGE, parseVersionName, publicFields, type Store, type StoredObject } from '@meridian/store';
 import { builtInRefusal } from './built-in-types.js';
 import { HttpError, methodNotAllowed, readJson, sendJson } from './http-util.js';
 import type { Credential, Writer } from './writer.js';
@@ -124,7 +124,8 @@ export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: 
   if (parts[1] === 'feeds' && parts.length === 4 && parts[3] === 'forget') {
     if (method !== 'POST') throw methodNotAllowed(method, 'POST');
     const node = parts[2]!;
-    if (!isValidId(node)) throw new HttpError(400, `"${node.length > 40 ? `${node.slice(0, 40)}...` : node}" is not a node id: 1 to 128 letters, digits, ".", "_" and "-", starting with a letter or digit`);
+    const problem = nodeIdProblem(node);
+    if (problem) throw new HttpError(400, problem);
     if (ctx.role === 'replica') throw new HttpError(409, 'this node is a replica, and masters take no forgotten feed tags from replicas; run forget-feed on a master', 'conflict');
     if (ctx.connected(node)) throw new HttpError(409, `${node} is connected to this node now, on the data dir whose feed this would forget; forget a dir's feed only once the dir is gone`, 'conflict');
     sendJson(res, 200, { node, forgotten: await ctx.store.forgetFeed(node) });

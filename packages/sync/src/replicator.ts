@@ -881,8 +881,7 @@ export class Replicator {
 
   /** Whether a session with `node` is open now. */
   connectedTo(node: string): boolean {
-    for (const l of this.links) if (l.session.state === 'open' && l.session.peer === node) return true;
-    return false;
+    return [...this.links].some((l) => isLive(l) && l.session.peer === node);
   }
 
   async close(): Promise<void> {

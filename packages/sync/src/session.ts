@@ -184,6 +184,8 @@ export class SyncSession {
    * checks), since its peer was not told.
    */
   feedsEpochAtAuth: number | undefined;
+  /** the store's feedsEpoch when this node's proof (with the tags it had forgotten) was made */
+  private proofEpoch: number | undefined;
   /** the key both sides prove: the cluster secret, or the replica's credential key */
   private key = '';
   private writes = 0;
@@ -355,6 +357,7 @@ export class SyncSession {
     // this proof, so its vector holds at least as many of its own (see rolledBack); a later count may have
     // grown by a change of the peer's relayed here meanwhile
     this.peerOwnAtProof = vectorEntry(this.opts.vector(), this.peer!);
+    this.proofEpoch = this.opts.feedsEpoch?.();
     const p = proof(this.key, this.opts.cluster, this.opts.dialed ? 'dialer' : 'acceptor', this.opts.nodeId, this.peer!, this.opts.nonce, this.peerNonce!);
     const frame: AuthFrame = { t: 'auth', proof: p };
     // (as many as fit: a cluster has a few dozen node ids, restored incarnations included, not thousands; and only
@@ -397,27 +400,31 @@ export class SyncSession {
     if (!this.opts.dialed) open.unshift(this.ownProof());
     // A master never subscribes to a replica: replicas are receive-only.
     if (this.peerRole === 'replica') return open;
+    const gone = this.opts.forgottenFeeds?.() ?? {};
     // (the old dir itself, back after all: it would refuse the word in this node's auth too, but not before this side opened)
-    if (this.peerFeed !== undefined && this.opts.forgottenFeeds?.()[this.peer!]?.includes(this.peerFeed)) {
+    if (this.peerFeed !== undefined && gone[this.peer!]?.includes(this.peerFeed)) {
       return this.fail(`${this.peer} runs on a data dir whose feed (${this.peerFeed}) was forgotten here with "meridian forget-feed"; start it on an empty --dir under a new --node-id (it clones)`, true);
     }
     // Checked now, taken once the peer's sub passed its checks too (see 'sub'). A replica gets no sub from its
     // master: it takes them now, and they are on disk before its checkpoint is read.
     this.shownFeeds = this.peerFeed === undefined ? theirFeeds : { ...theirFeeds, [this.peer!]: this.peerFeed };
     const replica = this.opts.role === 'replica';
+    // A replica cannot tell its master a word (no master takes a replica's): one still showing a tag forgotten
+    // here was not told, and may hold that dir's changes, which would be taken here for the new dir's.
+    const untold = replica ? Object.entries(this.shownFeeds).find(([node, tag]) => gone[node]?.includes(tag)) : undefined;
+    if (untold) return this.fail(`${this.peer} still knows ${untold[0]} by a data dir forgotten here (feed ${untold[1]}), and a replica cannot tell it so; this replica follows another master until a peer tells ${this.peer}`, true);
     // (the tags the peer forgot are forgotten here at once: they are on disk, and a master's sessions open
     // again to pass them on, this one included, before this one subscribes and a change of the new dir could come)
+    const before = this.opts.feedsEpoch?.();
     const claim = this.opts.claimFeeds?.(this.shownFeeds, replica, forgotten) ?? { taken: 0 };
     if ('busy' in claim) {
       // (an acceptor proves itself first, so that the dialer, open, takes the close for what it is: not a refusal)
       return [...(this.opts.dialed ? [] : [open[0]!]), ...this.fail('this node is applying what peers sent; the feed tags the peer forgot are taken at the next session', false)];
     }
     if ('node' in claim) return this.fail(this.feedsRefusal(claim), true);
-    // A replica cannot tell its master a word (no master takes a replica's): one still showing a tag forgotten
-    // here was not told, and may hold that dir's changes, which would be taken here for the new dir's.
-    const untold = replica ? Object.entries(this.shownFeeds).find(([node, tag]) => this.opts.forgottenFeeds?.()[node]?.includes(tag)) : undefined;
-    if (untold) return this.fail(`${this.peer} still knows ${untold[0]} by a data dir forgotten here (feed ${untold[1]}), and a replica cannot tell it so; this replica follows another master until a peer tells ${this.peer}`, true);
-    this.feedsEpochAtAuth = this.opts.feedsEpoch?.();
+    // The peer was told what this node had forgotten when it made its proof (a dialer's, sent at the hello); a word
+    // this claim took is the peer's own. A word taken in between, on another session, makes this one stale.
+    this.feedsEpochAtAuth = this.proofEpoch === before ? this.opts.feedsEpoch?.() : this.proofEpoch;
     if (replica) this.shownFeeds = undefined;
     return [...open, { type: 'load-checkpoint', peer: this.peer! }];
   }

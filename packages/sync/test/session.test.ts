@@ -7,10 +7,15 @@
  * FUZZ_SEED=s replays the fuzz loop with another seed.
  */
 import t, { type Test } from 'tap';
-import type { FeedClaim, FeedEntry, RemoteChange } from '@meridian/store';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Store, type FeedClaim, type FeedEntry, type RemoteChange } from '@meridian/store';
+import { thingSchema } from './thing-schema.js';
 import { Packr } from 'msgpackr';
-import { backoffDelay, decodeFrame, encodeFrame, FrameError, PROTOCOL_VERSION, runActions, SyncSession, type Action, type FeedStore, type Frame, type SessionIo, type SessionOptions } from '../dist/index.js';
+import { backoffDelay, decodeFrame, encodeFrame, FrameError, PROTOCOL_VERSION, runActions, storeSessionOptions, SyncSession, type Action, type FeedStore, type Frame, type SessionIo, type SessionOptions } from '../dist/index.js';
 import { prng } from '../../../test/helpers/prng.js';
+import { FEEDS_BYTES } from '../dist/frames.js';
 
 const CLUSTER = 'unit';
 const SECRET = 'unit-test-cluster-secret';
@@ -1400,6 +1405,48 @@ t.test("feed tags: a peer is refused when it shows this node, or a node both kno
   t.same(kc.claimed, {}, "bravo's tag was not taken");
 });
 
+t.test('an auth carries the forgotten tags first, then as many known tags as fit in about 48 KiB: it passes the 64 KiB limit before authentication', async (t) => {
+  const long = (i: number): string => `n${String(i).padStart(5, '0')}${'x'.repeat(94)}`;
+  const known = Object.fromEntries(Array.from({ length: 2000 }, (_, i) => [long(i), '0123abcd']));
+  const gone = { xray: ['0000dddd', '1111dddd'], yank: ['2222dddd'] };
+  const pair = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', knownFeeds: () => known, forgottenFeeds: () => gone, claimFeeds: () => ({ taken: 0 }) }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', knownFeeds: () => ({}), claimFeeds: () => ({ taken: 0 }) }).start().settle();
+  const auth = sends(pair.a, 'auth')[0] as Extract<Frame, { t: 'auth' }>;
+  t.same(auth.forgotten, gone, 'every forgotten tag');
+  const sent = Object.keys(auth.feeds ?? {}).length;
+  const bytes = 2 * 12 + Object.keys(auth.feeds ?? {}).reduce((n, node) => n + node.length + 12, 0);
+  t.ok(sent > 300 && sent < 2000 && bytes <= FEEDS_BYTES, `known tags cut at the budget (${sent} of 2000, ${bytes} bytes counted)`);
+  t.ok(encodeFrame(auth).length < 64 * 1024, `the frame is ${encodeFrame(auth).length} bytes`);
+  t.equal(pair.b.session.state, 'open', 'and the peer takes it');
+});
+
+t.test("with real stores: a node holding a change of the dir a peer forgot refuses it, and a replica refuses a master not told, taking none of its tags", async (t) => {
+  const open = async (nodeId: string): Promise<Store> => {
+    const dir = mkdtempSync(join(tmpdir(), 'meridian-forget-'));
+    const store = await Store.open({ dir, schema: thingSchema, nodeId });
+    t.teardown(async () => {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    return store;
+  };
+  const [alpha, bravo, xray] = [await open('alpha'), await open('bravo'), await open('xray')];
+  await xray.create('Thing', { a: 'made by the old xray' });
+  const old = xray.feedTag;
+  for (const s of [alpha, bravo]) s.claimFeeds({ xray: old }, true);
+  await bravo.applyRemote((await xray.readFeed(0)).map(({ seq: _s, ...c }) => c));
+  await alpha.forgetFeed('xray');
+  const told = new Pair({ ...storeSessionOptions(alpha) }, { ...storeSessionOptions(bravo) }).start().settle();
+  assertClosedWith(t, told.b, new RegExp(`^alpha was told to forget xray's data dir \\(feed ${old}\\) with "meridian forget-feed", but this node holds 1 change that dir made`));
+  t.same(bravo.forgottenFeeds(), {}, 'bravo took nothing of the word');
+  // a replica told by one master meets another that still shows the forgotten tag
+  const laptop = await open('laptop');
+  laptop.claimFeeds({ xray: old }, true);
+  await laptop.forgetFeed('xray');
+  const untold = new Pair({ ...master(), ...storeSessionOptions(bravo) }, { ...replica(), ...storeSessionOptions(laptop) }).start().settle();
+  assertClosedWith(t, untold.b, new RegExp(`^bravo still knows xray by a data dir forgotten here \\(feed ${old}\\), and a replica cannot tell it so`));
+  t.same(laptop.knownFeeds(), {}, "and took none of the master's tags");
+});
+
 t.test('a session opened before feed tags were forgotten here applies nothing more: it ends, to open again', async (t) => {
   const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start().settle();
   const applied: string[] = [];
@@ -1432,9 +1479,22 @@ t.test('a session opened before feed tags were forgotten here applies nothing mo
   other.a.session.feedsEpochAtAuth = 0;
   await runActions({ ...io, session: other.a.session }, [{ type: 'apply', changes: [], last: 0 }]);
   t.same(applied, ['apply', 'clone'], 'nor changes');
-  // the epoch a session notes is the store's once its tags passed
-  const noted = new Pair({ nodeId: 'alpha', feedsEpoch: () => 7 }, { nodeId: 'bravo', feedsEpoch: () => 3 }).start().settle();
-  t.same([noted.a.session.feedsEpochAtAuth, noted.b.session.feedsEpochAtAuth], [7, 3]);
+  // The epoch a session notes is what the peer was told: the store's when this side's proof was made, or after the
+  // claim when that claim took the only word since (the peer's own). A word taken on another session between a
+  // dialer's proof (sent at the hello) and its claim leaves the session stale.
+  let epochB = 0;
+  const own = new Pair(
+    { nodeId: 'alpha', feedTag: 'aaaaaaaa', forgottenFeeds: () => ({ xray: ['0000dddd'] }), knownFeeds: () => ({}), claimFeeds: () => ({ taken: 0 }) },
+    { nodeId: 'bravo', feedTag: 'bbbbbbbb', feedsEpoch: () => epochB, knownFeeds: () => ({}), claimFeeds: (_f, _t, forgotten = {}) => (Object.keys(forgotten).length > 0 && epochB++, { taken: 0 }) },
+  ).start().settle();
+  t.same([own.b.session.feedsEpochAtAuth, epochB], [1, 1], "the peer's own word leaves the session current");
+  let epochA = 0;
+  const between = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', feedsEpoch: () => epochA, knownFeeds: () => ({}), claimFeeds: () => ({ taken: 0 }) }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', knownFeeds: () => ({}), claimFeeds: () => ({ taken: 0 }) }).start();
+  between.deliverOne(between.a); // bravo's hello: alpha proves itself, with what it had forgotten then
+  t.equal(sends(between.a, 'auth').length, 1);
+  epochA = 1; // a word taken on another session
+  between.settle();
+  t.equal(between.a.session.feedsEpochAtAuth, 0, 'a word taken after the proof leaves it stale');
 });
 
 t.test("forgotten feed tags go in the auth to the store's check, which refuses them where that dir runs or its changes are held", async (t) => {

@@ -29,6 +29,9 @@ import { fieldsBefore, historyXml, readableHistory } from './history-xml.js';
 import { changesFeed, changesPosition, POSITION_HEADER } from './changes.js';
 import type { CursorSeal } from './cursor.js';
 
+/** ms a long poll of /changes waits at most (its `timeout` may ask for less) */
+const POLL_MAX_MS = 30_000;
+
 export interface HttpAnswer {
   status: number;
   code: string;
@@ -52,8 +55,6 @@ export interface XmlGatewayOptions {
   readBody(req: IncomingMessage, limit: number): Promise<Buffer>;
   /** how the node answers an error from the store or the writer */
   mapError(e: unknown): HttpAnswer;
-  /** ms a long-poll of /changes waits at most */
-  pollTimeout?: number;
   /** told once, with the reason, if the import parser's thread is lost */
   onParserLost?(reason: string): void;
   /** seals list cursors with the node's key, kept by the node so cursors outlive a restart (cursor.ts); the node shares it with the LDAP gateway's paged results cookies */
@@ -161,7 +162,7 @@ export class XmlGateway {
         case 'changes':
           if (method !== 'GET') throw notAllowed(method, 'GET');
           this.requireEverything(r, 'the changes feed');
-          return await changesFeed(this.opts.store, req, res, url, this.opts.pollTimeout ?? 30_000, async () => {
+          return await changesFeed(this.opts.store, req, res, url, POLL_MAX_MS, async () => {
             // the sign-in is cached while the person is unchanged, so this costs a look-up per batch
             const again = await this.opts.signIn(req.headers.authorization);
             return again !== undefined && (await this.scopeOf(again.principal)).everything;
