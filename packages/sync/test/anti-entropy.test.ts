@@ -375,9 +375,12 @@ t.test('a run cut short after the state of a keyed write came leaves its record:
   const later = await a.create('Thing', { a: 'keyed later' }, { idempotencyKey: 'fwd/laptop/k2', id: 'zz-keyed-last' });
   // a clone that drops once the keyed object's state is in, before its last frame
   await replicate(a, b, 4, { yEmpty: true, cut: (f, to) => to === b && f.t === 'states' && f.objects.some((o) => o.i === keyed.id) });
-  t.ok(await b.get(keyed.id), "b holds the object's state, with the keyed change in it");
+  // (the frame's states are readable once on disk, which the cut does not wait for)
+  let held: unknown;
+  for (let i = 0; i < 200 && !held; i++) held = (await b.get(keyed.id)) ?? (await new Promise((r) => setTimeout(r, 10)));
+  t.ok(held, "b holds the object's state, with the keyed change in it");
   t.equal(b.versionVector()['a'], undefined, 'but not the run: its vector never moved');
-  // (the record is stored once that frame's states are on disk)
+  // (the record is stored with that frame's states)
   let answer: unknown;
   for (let i = 0; i < 60 && answer === undefined; i++) answer = await b.idempotent('fwd/laptop/k1').catch(() => undefined);
   t.match(answer, { id: keyed.id, origin: 'a', originSeq: 1 }, 'a resend after the drop is answered from the record');
