@@ -1,7 +1,8 @@
 import type { ServerResponse } from 'node:http';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import type { Store } from '@meridian/store';
 import type { PeerStatus, ReplicaMode } from '@meridian/sync';
+import { PlainCounter, PlainHistogram } from './plain-metrics.js';
 
 /** Request latencies, in seconds: half a millisecond to a few seconds. */
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
@@ -25,10 +26,15 @@ export interface MetricsSources {
  */
 export class Metrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<'surface' | 'method' | 'status'>;
-  private readonly latency: Histogram<'surface'>;
-  private readonly ldapRequests: Counter<'op' | 'result'>;
-  private readonly ldapLatency: Histogram<'op'>;
+  // (counted per request, so not in the registry: see plain-metrics.ts)
+  private readonly requests = new PlainCounter('meridian_http_requests_total', 'HTTP requests, by surface, method and status.', ['surface', 'method', 'status']);
+  private readonly latency = new PlainHistogram('meridian_http_request_duration_seconds', 'Time to answer an HTTP request, by surface.', ['surface'], LATENCY_BUCKETS);
+  private readonly ldapRequests = new PlainCounter(
+    'meridian_ldap_requests_total',
+    'LDAP operations answered, by operation (bind, search, compare, modify, passwd, whoami, add, delete, modrdn) and result code.',
+    ['op', 'result'],
+  );
+  private readonly ldapLatency = new PlainHistogram('meridian_ldap_request_duration_seconds', 'Time to answer an LDAP operation, by operation.', ['op'], LATENCY_BUCKETS);
   private readonly unsubscribe: () => void;
   /** the peers' status for the scrape under way: eight gauges read it, worked out once (see text()) */
   private peers: PeerStatus[] = [];
@@ -106,66 +112,35 @@ export class Metrics {
         this.set(src.replica()?.mode === 'read-only' ? 1 : 0);
       },
     });
-    this.ldapRequests = new Counter({
-      name: 'meridian_ldap_requests_total',
-      help: 'LDAP operations answered, by operation (bind, search, compare, modify, passwd, whoami, add, delete, modrdn) and result code.',
-      labelNames: ['op', 'result'],
-      registers: [r],
-    });
-    this.ldapLatency = new Histogram({
-      name: 'meridian_ldap_request_duration_seconds',
-      help: 'Time to answer an LDAP operation, by operation.',
-      labelNames: ['op'],
-      buckets: LATENCY_BUCKETS,
-      registers: [r],
-    });
-    this.requests = new Counter({ name: 'meridian_http_requests_total', help: 'HTTP requests, by surface, method and status.', labelNames: ['surface', 'method', 'status'], registers: [r] });
-    this.latency = new Histogram({
-      name: 'meridian_http_request_duration_seconds',
-      help: 'Time to answer an HTTP request, by surface.',
-      labelNames: ['surface'],
-      buckets: LATENCY_BUCKETS,
-      registers: [r],
-    });
   }
 
   /**
-   * Counts a request and its time once its answer is finished. The labelled
-   * children are looked up once per label set and kept: prom-client's
-   * per-call label hashing cost the GET path a measurable share of its
-   * throughput (see docs/benchmarks.md, XML gateway).
+   * Counts a request and its time (`started`: performance.now() when it
+   * came): at once if its answer has been handed over whole, as most have
+   * when their handler returns, or else once it is finished. (A 'finish'
+   * listener on every answer cost the cached GET path more than the
+   * counting itself.)
    */
-  observe(surface: Surface, method: string, res: ServerResponse, started: bigint): void {
-    res.once('finish', () => {
-      this.count(`${surface} ${method} ${res.statusCode}`, () => this.requests.labels(surface, method, String(res.statusCode)));
-      this.time(surface, () => this.latency.labels(surface), Number(process.hrtime.bigint() - started) / 1e9);
-    });
+  answered(surface: Surface, method: string, res: ServerResponse, started: number): void {
+    if (res.writableEnded) this.request(surface, method, res.statusCode, started);
+    else res.once('finish', () => this.request(surface, method, res.statusCode, started));
+  }
+
+  private request(surface: Surface, method: string, status: number, started: number): void {
+    this.requests.child(`${surface} ${method} ${status}`, () => [surface, method, String(status)]).n++;
+    this.latency.observe(this.latency.child(surface, () => [surface]), (performance.now() - started) / 1000);
   }
 
   /** Counts an LDAP operation and its time (result codes as numbers, RFC 4511). */
   observeLdap(op: string, code: number, seconds: number): void {
-    this.count(`ldap ${op} ${code}`, () => this.ldapRequests.labels(op, String(code)));
-    this.time(`ldap ${op}`, () => this.ldapLatency.labels(op), seconds);
+    this.ldapRequests.child(`${op} ${code}`, () => [op, String(code)]).n++;
+    this.ldapLatency.observe(this.ldapLatency.child(op, () => [op]), seconds);
   }
-
-  private count(key: string, child: () => { inc(): void }): void {
-    let c = this.counters.get(key);
-    if (!c) this.counters.set(key, (c = child()));
-    c.inc();
-  }
-
-  private time(key: string, child: () => { observe(v: number): void }, seconds: number): void {
-    let h = this.timers.get(key);
-    if (!h) this.timers.set(key, (h = child()));
-    h.observe(seconds);
-  }
-
-  private readonly counters = new Map<string, { inc(): void }>();
-  private readonly timers = new Map<string, { observe(v: number): void }>();
 
   async text(): Promise<string> {
     this.peers = this.src.peers();
-    return this.registry.metrics();
+    const plain = [this.requests, this.latency, this.ldapRequests, this.ldapLatency].map((m) => m.text());
+    return `${await this.registry.metrics()}\n${plain.join('\n\n')}\n`;
   }
 
   get contentType(): string {

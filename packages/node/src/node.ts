@@ -311,14 +311,12 @@ export class MeridianNode {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // (a request that came on a connection being closed: see closeStalled)
     if (setAside(req)) return;
-    const started = process.hrtime.bigint();
+    const started = performance.now();
     // (a kept-alive connection's next request while the node stops: answered, and the connection closed after it)
     if (this.stopping) res.shouldKeepAlive = false;
+    const target = req.url ?? '/';
+    const path = rawPath(target);
     try {
-      const target = req.url ?? '/';
-      // (counted before it is parsed: a target refused as not a path is a request too; its surface from the raw path)
-      const path = rawPath(target);
-      this.metrics.observe(surfaceOf(path), req.method ?? 'GET', res, started);
       const url = requestUrl(target, path);
       if ((url.pathname === '/healthz' || url.pathname === '/readyz' || url.pathname === '/metrics') && req.method !== 'GET' && req.method !== 'HEAD') {
         throw methodNotAllowed(req.method ?? '', 'GET, HEAD');
@@ -372,6 +370,9 @@ export class MeridianNode {
       const err = toHttpError(e);
       if (err.code === 'internal') this.log.error({ err: e, url: req.url, method: req.method }, 'request failed');
       sendError(res, err);
+    } finally {
+      // (a target refused as not a path is a request too: its surface is from the raw path)
+      this.metrics.answered(surfaceOf(path), req.method ?? 'GET', res, started);
     }
   }
 

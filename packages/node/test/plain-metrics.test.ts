@@ -1,0 +1,42 @@
+import t from 'tap';
+import { Counter, Histogram, Registry } from 'prom-client';
+import { PlainCounter, PlainHistogram } from '../dist/plain-metrics.js';
+
+const BOUNDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
+t.test('the plain counter and histogram write what prom-client writes for the same observations', async (t) => {
+  const registry = new Registry();
+  const pc = new Counter({ name: 'x_requests_total', help: 'Requests.', labelNames: ['surface', 'status'], registers: [registry] });
+  const ph = new Histogram({ name: 'x_duration_seconds', help: 'Times.', labelNames: ['surface'], buckets: BOUNDS, registers: [registry] });
+  const counter = new PlainCounter('x_requests_total', 'Requests.', ['surface', 'status']);
+  const histogram = new PlainHistogram('x_duration_seconds', 'Times.', ['surface'], BOUNDS);
+  const surfaces = ['xml', 'admin', 'health'];
+  let seed = 7;
+  const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  for (let i = 0; i < 5000; i++) {
+    const surface = surfaces[Math.floor(random() * 3)]!;
+    const status = random() < 0.9 ? '200' : '404';
+    // (bounds themselves too: a value equal to one is in its bucket)
+    const seconds = random() < 0.1 ? BOUNDS[Math.floor(random() * BOUNDS.length)]! : random() ** 4 * 4;
+    pc.inc({ surface, status });
+    counter.child(`${surface} ${status}`, () => [surface, status]).n++;
+    ph.observe({ surface }, seconds);
+    histogram.observe(histogram.child(surface, () => [surface]), seconds);
+  }
+  const lines = (text: string): string[] => text.split('\n').filter((l) => l !== '').sort();
+  const theirs = lines(await registry.metrics());
+  const ours = lines(`${counter.text()}\n${histogram.text()}`);
+  t.same(ours, theirs, 'line for line');
+  const count = ours.find((l) => l.startsWith('x_duration_seconds_count{surface="xml"} '))!.split(' ')[1];
+  t.ok(Number(count) > 1000 && ours.includes(`x_duration_seconds_bucket{le="+Inf",surface="xml"} ${count}`), '+Inf holds every observation');
+});
+
+t.test('label values and help text are escaped as the text format asks', async (t) => {
+  const counter = new PlainCounter('x_total', 'One \\ two\nthree', ['v']);
+  counter.child('k', () => ['a"b\\c\nd']).n += 2;
+  t.equal(counter.text(), '# HELP x_total One \\\\ two\\nthree\n# TYPE x_total counter\nx_total{v="a\\"b\\\\c\\nd"} 2');
+  const none = new PlainHistogram('y_seconds', 'Y.', [], [1]);
+  t.equal(none.text(), '# HELP y_seconds Y.\n# TYPE y_seconds histogram', 'a histogram with no observations has no samples');
+  none.observe(none.child('', () => []), 2);
+  t.equal(none.text().split('\n').slice(2).join('\n'), 'y_seconds_bucket{le="1"} 0\ny_seconds_bucket{le="+Inf"} 1\ny_seconds_sum 2\ny_seconds_count 1', 'without labels: only le');
+});
