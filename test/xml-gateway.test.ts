@@ -681,8 +681,16 @@ t.test('the changes feed carries a write made on another master: long poll, Serv
   const a = await startXmlNode(t, { httpPort: pa, clusterSecret: secret, peers: [`ws://127.0.0.1:${pb}/sync`], heartbeat: 200, linkTimeout: 2000 });
   const b = await startXmlNode(t, { httpPort: pb, clusterSecret: secret, peers: [`ws://127.0.0.1:${pa}/sync`], heartbeat: 200, linkTimeout: 2000 });
   await seed(a);
-  t.ok(await until(() => b.store.covers(a.store.versionVector())), 'b has a\'s data');
-  const since = b.store.lastSeq;
+  // (b shows a peer's changes before its own fsync, and lastSeq is what is on its disk: it must have stopped moving)
+  let since = -1;
+  t.ok(
+    await until(() => {
+      const was = since;
+      since = b.store.lastSeq;
+      return b.store.covers(a.store.versionVector()) && since === was;
+    }),
+    'b has a\'s data',
+  );
 
   // a long poll on b, answered by a write on a
   const poll = call(b, 'GET', `/changes?since=${at(b, since)}&timeout=10`);
