@@ -565,9 +565,17 @@ t.test('a replica that acknowledges frames it never read is closed once 64 MiB w
   await sleep(1500);
   const cut = (): LogLine | undefined => logs.find((l) => l.msg === 'peer is not reading; closing the link');
   t.notOk(cut(), 'a peer that reads nothing and acknowledges nothing is only not sent more');
-  // acknowledgements of frames it never read (0 passes for any frame in flight), slower than the master reads and
-  // sends a 2 MB frame, so that one always is in flight (an ack of nothing in flight would end the session another way)
-  const forged = setInterval(() => ws.send(encodeFrame({ t: 'ack', seq: 0 })), 150);
+  // acknowledgements of frames it never read (0 passes for any frame in flight), fewer than the frames the master has
+  // sent, which its bytes out tell (a frame holds at most 4 MiB of changes, two of these releases), so that one always
+  // is in flight: an ack of nothing in flight ends the session another way, and acks at a fixed pace ran ahead of a
+  // master slowed by a loaded machine
+  const sentOut = (): number => node.replicator!.status().find((p) => p.node === 'replica-laptop-5')?.bytesOut ?? 0;
+  let acks = 0;
+  const forged = setInterval(() => {
+    if (acks + 1 >= Math.floor(sentOut() / (4 * 1024 * 1024 + 1024))) return;
+    acks++;
+    ws.send(encodeFrame({ t: 'ack', seq: 0 }));
+  }, 100);
   t.teardown(() => clearInterval(forged));
   t.ok(await until(() => cut() !== undefined, 20_000), 'with them, the master closes the link once 64 MiB wait unread');
   t.match(cut()!.reason, /^the peer left \d+ MiB unread, past the 64 MiB a link may hold$/);
