@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Gauge, Registry } from 'prom-client';
 import type { Store } from '@meridian/store';
 import type { PeerStatus, ReplicaMode } from '@meridian/sync';
 import { PlainCounter, PlainHistogram } from './plain-metrics.js';
@@ -26,7 +26,9 @@ export interface MetricsSources {
  */
 export class Metrics {
   readonly registry = new Registry();
-  // (counted per request, so not in the registry: see plain-metrics.ts)
+  // (counted per change or request, so not in the registry: see plain-metrics.ts)
+  private readonly writes = new PlainCounter('meridian_writes_total', 'Changes committed by this node (made here), by kind.', ['kind']);
+  private readonly applied = new PlainCounter('meridian_applied_total', 'Changes made elsewhere and applied here, by origin node.', ['origin']);
   private readonly requests = new PlainCounter('meridian_http_requests_total', 'HTTP requests, by surface, method and status.', ['surface', 'method', 'status']);
   private readonly latency = new PlainHistogram('meridian_http_request_duration_seconds', 'Time to answer an HTTP request, by surface.', ['surface'], LATENCY_BUCKETS);
   private readonly ldapRequests = new PlainCounter(
@@ -44,12 +46,10 @@ export class Metrics {
     this.src = src;
     const r = this.registry;
     const peers = (): PeerStatus[] => this.peers;
-    const writes = new Counter({ name: 'meridian_writes_total', help: 'Changes committed by this node (made here), by kind.', labelNames: ['kind'], registers: [r] });
-    const applied = new Counter({ name: 'meridian_applied_total', help: 'Changes made elsewhere and applied here, by origin node.', labelNames: ['origin'], registers: [r] });
     this.unsubscribe = src.store.subscribe((entries) => {
       for (const e of entries) {
-        if (e.origin === src.store.nodeId) writes.inc({ kind: e.kind });
-        else applied.inc({ origin: e.origin });
+        if (e.origin === src.store.nodeId) this.writes.child(e.kind, () => [e.kind]).n++;
+        else this.applied.child(e.origin, () => [e.origin]).n++;
       }
     });
     new Gauge({
@@ -139,7 +139,7 @@ export class Metrics {
 
   async text(): Promise<string> {
     this.peers = this.src.peers();
-    const plain = [this.requests, this.latency, this.ldapRequests, this.ldapLatency].map((m) => m.text());
+    const plain = [this.writes, this.applied, this.requests, this.latency, this.ldapRequests, this.ldapLatency].map((m) => m.text());
     return `${await this.registry.metrics()}\n${plain.join('\n\n')}\n`;
   }
 

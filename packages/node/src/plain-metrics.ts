@@ -1,6 +1,6 @@
 /**
  * A labelled counter and a labelled histogram for what is counted once per
- * request (HTTP and LDAP), kept in plain numbers and written in the
+ * change or request (HTTP and LDAP), kept in plain numbers and written in the
  * Prometheus text format only when scraped. prom-client validates and
  * hashes the labels on every call, even on a child it handed out; on a
  * cached XML GET that, with the 'finish' listener it was called from, was
