@@ -139,6 +139,7 @@ export class Metrics {
 
   async text(): Promise<string> {
     this.peers = this.src.peers();
+    // (in the registry's own format, Prometheus text 0.0.4: OpenMetrics would need `# EOF` and other counter names)
     const plain = [this.writes, this.applied, this.requests, this.latency, this.ldapRequests, this.ldapLatency].map((m) => m.text());
     return `${await this.registry.metrics()}\n${plain.join('\n\n')}\n`;
   }
