@@ -844,8 +844,8 @@ for (const rebind of [false, true]) {
         if (rebind) s.write(anonymous);
         s.write(abandon);
         s.write(whoami);
-        await sleep(1000);
-        abandonedWhilePaused = await searchesEnded(d, 118);
+        // (up to 10 s: a loaded machine may take more than a second to read the abandon)
+        for (const end = Date.now() + 10_000; (abandonedWhilePaused = await searchesEnded(d, 118)) < 1 && Date.now() < end; ) await sleep(100);
         resume();
       },
       (r) => r.others.includes(0x78),

@@ -681,13 +681,16 @@ t.test('the changes feed carries a write made on another master: long poll, Serv
   const a = await startXmlNode(t, { httpPort: pa, clusterSecret: secret, peers: [`ws://127.0.0.1:${pb}/sync`], heartbeat: 200, linkTimeout: 2000 });
   const b = await startXmlNode(t, { httpPort: pb, clusterSecret: secret, peers: [`ws://127.0.0.1:${pa}/sync`], heartbeat: 200, linkTimeout: 2000 });
   await seed(a);
-  // (b shows a peer's changes before its own fsync, and lastSeq is what is on its disk: it must have stopped moving)
+  // (b shows a peer's changes before its own fsync, and lastSeq is what is on its disk: it must have stopped
+  // moving, for three polls in a row, 300 ms, longer than any fsync)
   let since = -1;
+  let still = 0;
   t.ok(
     await until(() => {
       const was = since;
       since = b.store.lastSeq;
-      return b.store.covers(a.store.versionVector()) && since === was;
+      still = b.store.covers(a.store.versionVector()) && since === was ? still + 1 : 0;
+      return still >= 3;
     }),
     'b has a\'s data',
   );

@@ -336,9 +336,9 @@ t.test('an entry DN with its id in another case binds while the directory index 
   const answered = c.answered(1);
   let early = false;
   void answered.then(() => (early = true));
-  await new Promise((r) => setTimeout(r, 100));
   // (the hold works only while the index's build reads through list(): say so if it stops doing that)
-  t.ok(entered, "the index's build is held");
+  t.ok(await until(() => entered, 5000), "the index's build is held");
+  await sleep(100);
   t.notOk(early, 'and the bind is not answered meanwhile');
   open();
   t.equal((await answered).result, 0, 'it waits for the index, which knows the id in any case (it was refused as a wrong password)');
