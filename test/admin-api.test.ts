@@ -343,13 +343,16 @@ t.test('a body whose client left before it was read, though it had all come, is 
   const { readBody } = await import('../packages/node/dist/http-util.js');
   const outcome = new Promise<string>((resolve) => {
     const server = createServer((req) => {
-      // the handler is busy (signing in) while the client goes away
-      setTimeout(() => {
-        readBody(req, 1000).then(
-          () => resolve('read'),
-          (e: Error) => resolve(`refused: ${e.message}`),
-        );
-      }, 200);
+      // the handler is busy (signing in) until the client has gone away and the request has said so (its 'close'
+      // has been emitted: a fixed wait could end, on a loaded machine, in the same turn as the client's destroy)
+      req.once('close', () =>
+        setImmediate(() => {
+          readBody(req, 1000).then(
+            () => resolve('read'),
+            (e: Error) => resolve(`refused: ${e.message}`),
+          );
+        }),
+      );
     });
     server.listen(0, '127.0.0.1', () => {
       const s = connect((server.address() as { port: number }).port, '127.0.0.1', () => {
@@ -367,14 +370,15 @@ t.test('GET /api/check: a second check asked while one runs shares its answer, a
   const node = await startInProcess(t);
   for (let i = 0; i < 200; i++) await node.store.create('Organisation', { name: `C${i}`, kind: 'vendor' });
   const ask = (): Promise<Reply> => call(node, 'GET', '/api/check');
-  // (a check reads the store through one snapshot: count them. The first check's reads wait 300 ms, so that the
-  // second request surely comes while it runs: 200 objects alone were checked before it came, now and then)
+  // (a check reads the store through one snapshot: count them. The first check's reads wait 1 s, so that the
+  // second request surely comes while it runs: 200 objects alone were checked before it came, now and then, and
+  // a loaded machine can hold a request back for a few hundred ms)
   let snapshots = 0;
   const snapshotReader = node.store.snapshotReader.bind(node.store);
   node.store.snapshotReader = () => {
     const r = snapshotReader();
     if (snapshots++ > 0) return r;
-    const held = new Promise((resolve) => setTimeout(resolve, 300));
+    const held = new Promise((resolve) => setTimeout(resolve, 1000));
     return {
       async *raw(prefix: string) {
         await held;
