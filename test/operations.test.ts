@@ -375,7 +375,7 @@ t.test('meridian log: the last 20 changes by default, and --follow prints new on
   t.equal(last.length, 20, 'twenty lines');
   t.match(last[0], /^ {5}6 {2}/, 'from seq 6');
   t.match(last[19], /^ {4}25 {2}/, 'to the last, seq 25');
-  const following = cliAsync(['log', '--follow', '--since', '24', '--json'], env, { interruptAfter: 3000 });
+  const following = cliAsync(['log', '--follow', '--since', '24', '--json'], env, { interruptOn: /"seq":26,[^\n]*\n/, interruptAfter: 15_000 });
   await new Promise((r) => setTimeout(r, 1000));
   const later = await a.node.store.create('Organisation', { name: 'Later', kind: 'customer' }, { principal: 'admin' });
   const followed = (await following).stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { seq: number; id: string; kind: string });

@@ -94,13 +94,17 @@ export function cli(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
  * in-process must keep their event loop free, or the proxies stop carrying
  * heartbeats while a synchronous child runs.
  */
-export function cliAsync(args: string[], env: NodeJS.ProcessEnv = {}, opts: { interruptAfter?: number } = {}): Promise<CliResult> {
+export function cliAsync(args: string[], env: NodeJS.ProcessEnv = {}, opts: { interruptAfter?: number; interruptOn?: RegExp } = {}): Promise<CliResult> {
   const [cmd, argv] = nodeCommand(args);
   return new Promise((resolve) => {
     const p = spawn(cmd, argv, { env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      // (or as soon as what the test waits for is out: a fixed wait is short on a loaded machine)
+      if (opts.interruptOn?.test(stdout)) p.kill('SIGINT');
+    });
     p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     // commands that run until interrupted (--watch, --follow): Ctrl-C after a while
     const timer = opts.interruptAfter === undefined ? undefined : setTimeout(() => p.kill('SIGINT'), opts.interruptAfter);
