@@ -51,7 +51,9 @@ t.test('a master whose gap fills over a change it holds with no feed entry has t
   await b0.close();
 
   const [pPort, qPort] = [await freePort(), await freePort()];
-  const common = { clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000 };
+  // (no link here is meant to die: a short link timeout let a stalled process drop one, and the counts of
+  // sessions opened below would be off by it)
+  const common = { clusterSecret: SECRET, heartbeat: 1000, linkTimeout: 10_000 };
   const p = await startXmlNode(t, { ...common, dir: pDir, nodeId: 'p', httpPort: pPort });
   const q = await startXmlNode(t, { ...common, dir: qDir, nodeId: 'q', httpPort: qPort });
   // b's log says which of its sessions opened again
