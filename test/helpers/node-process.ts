@@ -100,10 +100,14 @@ export function cliAsync(args: string[], env: NodeJS.ProcessEnv = {}, opts: { in
     const p = spawn(cmd, argv, { env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
+    let interrupted = false;
     p.stdout.on('data', (d: Buffer) => {
       stdout += d.toString();
-      // (or as soon as what the test waits for is out: a fixed wait is short on a loaded machine)
-      if (opts.interruptOn?.test(stdout)) p.kill('SIGINT');
+      // (or as soon as what the test waits for is out, once: a fixed wait is short on a loaded machine)
+      if (!interrupted && opts.interruptOn?.test(stdout)) {
+        interrupted = true;
+        p.kill('SIGINT');
+      }
     });
     p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     // commands that run until interrupted (--watch, --follow): Ctrl-C after a while
