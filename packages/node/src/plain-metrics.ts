@@ -20,45 +20,61 @@ export interface HistogramChild {
   count: number;
 }
 
-export class PlainCounter {
-  private readonly children = new Map<string, { values: readonly string[]; child: CounterChild }>();
+/** A metric family: one child per label set, made the first time the set is asked for. */
+abstract class Family<C> {
+  private readonly children = new Map<string, { values: readonly string[]; child: C }>();
 
   constructor(
     readonly name: string,
     private readonly help: string,
-    private readonly labelNames: readonly string[],
+    protected readonly labelNames: readonly string[],
+    private readonly type: 'counter' | 'histogram',
   ) {}
 
-  /** The count for one label set: `key` tells the sets apart, `values` gives the set the first time. */
-  child(key: string, values: () => readonly string[]): CounterChild {
+  /** One label set's child: `key` tells the sets apart, `values` gives the set the first time. */
+  child(key: string, values: () => readonly string[]): C {
     let c = this.children.get(key);
-    if (!c) this.children.set(key, (c = { values: values(), child: { n: 0 } }));
+    if (!c) this.children.set(key, (c = { values: values(), child: this.make() }));
     return c.child;
   }
 
   text(): string {
-    const lines = [`# HELP ${this.name} ${escapeHelp(this.help)}`, `# TYPE ${this.name} counter`];
-    for (const { values, child } of this.children.values()) lines.push(`${this.name}${labels(this.labelNames, values)} ${child.n}`);
+    const lines = [`# HELP ${this.name} ${escapeHelp(this.help)}`, `# TYPE ${this.name} ${this.type}`];
+    for (const { values, child } of this.children.values()) this.samples(lines, values, child);
     return lines.join('\n');
+  }
+
+  protected abstract make(): C;
+  protected abstract samples(lines: string[], values: readonly string[], child: C): void;
+}
+
+export class PlainCounter extends Family<CounterChild> {
+  constructor(name: string, help: string, labelNames: readonly string[]) {
+    super(name, help, labelNames, 'counter');
+  }
+
+  protected make(): CounterChild {
+    return { n: 0 };
+  }
+
+  protected samples(lines: string[], values: readonly string[], child: CounterChild): void {
+    lines.push(`${this.name}${labels(this.labelNames, values)} ${child.n}`);
   }
 }
 
-export class PlainHistogram {
-  private readonly children = new Map<string, { values: readonly string[]; child: HistogramChild }>();
-
+export class PlainHistogram extends Family<HistogramChild> {
   constructor(
-    readonly name: string,
-    private readonly help: string,
-    private readonly labelNames: readonly string[],
+    name: string,
+    help: string,
+    labelNames: readonly string[],
     /** upper bounds, ascending; +Inf is added */
     private readonly bounds: readonly number[],
-  ) {}
+  ) {
+    super(name, help, labelNames, 'histogram');
+  }
 
-  /** One label set's observations, as PlainCounter.child. */
-  child(key: string, values: () => readonly string[]): HistogramChild {
-    let c = this.children.get(key);
-    if (!c) this.children.set(key, (c = { values: values(), child: { inBucket: new Float64Array(this.bounds.length + 1), sum: 0, count: 0 } }));
-    return c.child;
+  protected make(): HistogramChild {
+    return { inBucket: new Float64Array(this.bounds.length + 1), sum: 0, count: 0 };
   }
 
   observe(child: HistogramChild, value: number): void {
@@ -70,21 +86,17 @@ export class PlainHistogram {
     child.count += 1;
   }
 
-  text(): string {
-    const lines = [`# HELP ${this.name} ${escapeHelp(this.help)}`, `# TYPE ${this.name} histogram`];
+  protected samples(lines: string[], values: readonly string[], child: HistogramChild): void {
     // (le first, as prom-client wrote it before)
     const le = ['le', ...this.labelNames];
-    for (const { values, child } of this.children.values()) {
-      let cumulative = 0;
-      for (let i = 0; i <= this.bounds.length; i++) {
-        cumulative += child.inBucket[i]!;
-        const bound = i < this.bounds.length ? String(this.bounds[i]) : '+Inf';
-        lines.push(`${this.name}_bucket${labels(le, [bound, ...values])} ${cumulative}`);
-      }
-      lines.push(`${this.name}_sum${labels(this.labelNames, values)} ${child.sum}`);
-      lines.push(`${this.name}_count${labels(this.labelNames, values)} ${child.count}`);
+    let cumulative = 0;
+    for (let i = 0; i <= this.bounds.length; i++) {
+      cumulative += child.inBucket[i]!;
+      const bound = i < this.bounds.length ? String(this.bounds[i]) : '+Inf';
+      lines.push(`${this.name}_bucket${labels(le, [bound, ...values])} ${cumulative}`);
     }
-    return lines.join('\n');
+    lines.push(`${this.name}_sum${labels(this.labelNames, values)} ${child.sum}`);
+    lines.push(`${this.name}_count${labels(this.labelNames, values)} ${child.count}`);
   }
 }
 
