@@ -40,3 +40,27 @@ t.test('label values and help text are escaped as the text format asks', async (
   none.observe(none.child('', () => []), 2);
   t.equal(none.text().split('\n').slice(2).join('\n'), 'y_seconds_bucket{le="1"} 0\ny_seconds_bucket{le="+Inf"} 1\ny_seconds_sum 2\ny_seconds_count 1', 'without labels: only le');
 });
+
+t.test('a request is counted once: when its handler returns with the answer ended, or else at its finish, and never if it does not finish', async (t) => {
+  const { EventEmitter } = await import('node:events');
+  const { Metrics } = await import('../dist/metrics.js');
+  const store = { subscribe: () => () => undefined, lastSeq: 0, objectCounts: () => ({}), openConflictCount: () => 0 };
+  const metrics = new Metrics({ store: store as never, peers: () => [], replica: () => undefined });
+  const answer = (ended: boolean, statusCode: number) => Object.assign(new EventEmitter(), { writableEnded: ended, statusCode });
+  const count = async (status: number): Promise<number> =>
+    Number(new RegExp(`meridian_http_requests_total\\{surface="xml",method="GET",status="${status}"\\} (\\d+)`).exec(await metrics.text())?.[1] ?? 0);
+  const started = performance.now();
+  metrics.answered('xml', 'GET', answer(true, 200) as never, started);
+  t.equal(await count(200), 1, 'ended when the handler returned: counted at once');
+  const streaming = answer(false, 206);
+  metrics.answered('xml', 'GET', streaming as never, started);
+  t.equal(await count(206), 0, 'still being written: not yet');
+  streaming.writableEnded = true;
+  streaming.emit('finish');
+  streaming.emit('finish');
+  t.equal(await count(206), 1, 'counted at its finish, once');
+  metrics.answered('xml', 'GET', answer(false, 500) as never, started);
+  t.equal(await count(500), 0, 'an answer that never finishes (its client went away) is not counted');
+  t.match(await metrics.text(), /meridian_http_request_duration_seconds_count\{surface="xml"\} 2\n/, 'and timed as often');
+  metrics.close();
+});
