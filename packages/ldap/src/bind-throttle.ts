@@ -24,13 +24,13 @@ export class BindThrottle {
 
   private readonly opts: { free: number; baseMs: number; maxMs: number; forgetMs: number };
 
-  /** (`baseMs` alone given: the cap stays 32 times it) */
+  /** (each option left out, or undefined, takes its default; `baseMs` alone given: the cap stays 32 times it) */
   constructor(
     opts: Partial<{ free: number; baseMs: number; maxMs: number; forgetMs: number }> = {},
     private readonly now: () => number = () => performance.now(),
   ) {
     const baseMs = opts.baseMs ?? 250;
-    this.opts = { free: 3, baseMs, maxMs: baseMs * 32, forgetMs: 15 * 60_000, ...opts };
+    this.opts = { free: opts.free ?? 3, baseMs, maxMs: opts.maxMs ?? baseMs * 32, forgetMs: opts.forgetMs ?? 15 * 60_000 };
   }
 
   /** How long a bind for this name waits before its check. */

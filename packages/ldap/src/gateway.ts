@@ -206,7 +206,7 @@ export class LdapGateway {
       (types, ids) => this.entries.changed(types, ids),
       (e) => opts.log.error({ err: e instanceof Error ? e.message : String(e) }, 'the LDAP directory index could not read the store; searches may miss recent changes'),
     );
-    this.throttle = new BindThrottle(opts.bindDelayMs === undefined ? {} : { baseMs: opts.bindDelayMs });
+    this.throttle = new BindThrottle({ baseMs: opts.bindDelayMs });
     this.sizeLimit = opts.sizeLimit ?? 500;
     this.timeLimit = opts.timeLimit ?? 60;
     this.filterOptions = { depth: 32, nodes: 512, known: (key) => this.layout.attributeTypes.has(key) };

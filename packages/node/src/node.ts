@@ -193,7 +193,7 @@ export class MeridianNode {
       const metrics = new Metrics({ store, peers: () => r?.status() ?? [], replica: () => (config.role === 'replica' ? r?.replicaMode() : undefined) });
       if (config.ldapPort > 0 || config.ldapsPort > 0) {
         ldapGateway = new LdapGateway({
-          ...(tuning.bindDelayMs === undefined ? {} : { bindDelayMs: tuning.bindDelayMs }),
+          bindDelayMs: tuning.bindDelayMs,
           cookieSeal: cursorSeal,
           store,
           writer,

@@ -19,9 +19,12 @@ export function isFeedTag(v: unknown): v is string {
   return typeof v === 'string' && /^[0-9a-f]{8}$/.test(v);
 }
 
-/** A map keyed by node ids whose values pass `ok` (record-shapes.ts's isMap, which imports this module, is the same test). */
-function isNodeMap<V>(v: unknown, ok: (x: unknown) => x is V): v is Record<string, V> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && Object.entries(v).every(([node, x]) => isValidId(node) && ok(x));
+/** Whether a decoded value is a map (not an array or bytes). */
+export const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+
+/** A map keyed by node ids whose values pass `ok`. */
+export function isNodeMap<V>(v: unknown, ok: (x: unknown) => x is V): v is Record<string, V> {
+  return isMap(v) && Object.entries(v).every(([node, x]) => isValidId(node) && ok(x));
 }
 
 /** A list of feed tags, as a data dir keeps those forgotten of one node. */
@@ -39,7 +42,7 @@ export function isForgottenFeeds(v: unknown): v is Record<string, string[]> {
 
 /** The entries of a stored map keyed by node ids whose values pass `ok`: the rest are what a restore would refuse. */
 export function validNodeEntries<V>(v: unknown, ok: (x: unknown) => x is V): Record<string, V> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return {};
+  if (!isMap(v)) return {};
   return Object.fromEntries(Object.entries(v).filter((e): e is [string, V] => isValidId(e[0]) && ok(e[1])));
 }
 

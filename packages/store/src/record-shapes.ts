@@ -1,10 +1,9 @@
 import { isHlc } from './hlc.js';
-import { isValidId } from './ids.js';
+import { isMap, isValidId } from './ids.js';
 import { isSchemaName } from './schema.js';
 import { isSeq, isVector } from './version-vector.js';
 
-/** Whether a decoded value is a map (not an array or bytes). */
-export const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+export { isMap };
 const scalar = (v: unknown): boolean => typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
 
 /** Whether a decoded value is a map of field values as a record holds them: scalars, or arrays of scalars. */

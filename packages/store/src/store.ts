@@ -1952,7 +1952,8 @@ export class Store {
    * Checks the feed tags a peer showed (its own, and those it knows) against
    * what this node knows, its own tag included. With `take`, those first
    * seen are taken at once, in memory, so that a session checking meanwhile
-   * sees them (saveFeeds puts them on disk). On the first that differs,
+   * sees them, and are queued into the batch being filled (saveFeeds waits
+   * for it). On the first that differs,
    * or a word refused, or `busy`, it takes nothing and returns it.
    *
    * The tags the peer forgot (`forgotten`, see forgetFeed) are forgotten
@@ -1991,9 +1992,10 @@ export class Store {
       if (known === undefined) fresh.push([node, shown]);
       else if (known !== shown) return { node, known, shown };
     }
-    const drops = [...newlyForgotten].filter(([node, tags]) => this.retire(node, tags)).map(([node]) => node);
+    const drops: string[] = [];
+    for (const [node, tags] of newlyForgotten) if (this.retire(node, tags)) drops.push(node);
     if (take) for (const [node, shown] of fresh) this.peerFeeds.set(node, shown);
-    if (newlyForgotten.size > 0 || (take && fresh.length > 0)) this.writeFeeds(drops, newlyForgotten.size > 0);
+    if (newlyForgotten.size > 0 || (take && fresh.length > 0)) void this.writeFeeds(drops, newlyForgotten.size > 0);
     return { taken: fresh.length };
   }
 
@@ -2017,15 +2019,15 @@ export class Store {
    * Queues the tags known and forgotten, with the deletes of the
    * checkpoints `drops`, into the batch being filled; with `forgot`, the
    * forget listeners are told once it is on disk. (The batch after a failed
-   * one fails too: the store takes no write after that.)
+   * one fails too: the store takes no write after that.) Returns the write.
    */
-  private writeFeeds(drops: string[], forgot: boolean): void {
+  private writeFeeds(drops: string[], forgot: boolean): Promise<void> {
     const ops: BatchOp[] = [{ type: 'put', key: keys.meta('peerFeeds'), value: encode(Object.fromEntries(this.peerFeeds)) }];
     if (this.forgotten.size > 0) ops.push({ type: 'put', key: keys.meta('forgottenFeeds'), value: encode(Object.fromEntries(this.forgotten)) });
     for (const node of drops) ops.push({ type: 'del', key: keys.checkpoint(node) });
-    const saving = this.commits.add(ops, forgot ? () => tellAll(this.forgetListeners) : undefined);
-    saving.catch(() => undefined); // (its awaiters, through saveFeeds, see the failure)
-    this.feedsSaving = saving;
+    // (caught by the group commit, as every write is: its awaiters, through saveFeeds, see a failure)
+    this.feedsSaving = this.commits.add(ops, forgot ? () => tellAll(this.forgetListeners) : undefined);
+    return this.feedsSaving;
   }
 
   /**
@@ -2106,8 +2108,9 @@ export class Store {
     if (holds > 0) {
       throw new MeridianError('conflict', `this node holds ${holds} change${holds === 1 ? '' : 's'} made by ${node} in its feed ${known}, which a new dir under that id would pass its own off as; start ${node} under a new --node-id instead`);
     }
-    this.writeFeeds(this.retire(node, [known]) ? [node] : [], true);
-    await this.feedsSaving;
+    // (its checkpoint goes: no other dir of it is known, and it is not this node)
+    this.retire(node, [known]);
+    await this.writeFeeds([node], true);
     return known;
   }
 
@@ -3196,13 +3199,8 @@ export class Store {
     queueMicrotask(() => {
       const batch = this.notifyQueue;
       this.notifyQueue = [];
-      for (const l of this.listeners) {
-        try {
-          l(batch);
-        } catch {
-          // a listener's failure is its own; the feed goes on
-        }
-      }
+      // (a listener's failure is its own; the feed goes on)
+      tellAll(this.listeners, batch);
     });
   }
 

@@ -1,4 +1,4 @@
-import { isValidId } from './ids.js';
+import { isNodeMap } from './ids.js';
 
 /**
  * A version vector whose entry for an origin means "every change of that
@@ -27,8 +27,7 @@ export function isSeq(v: unknown): v is number {
 
 /** Whether `v` is a version vector as it may come from outside: a plain map of node ids to seqs. */
 export function isVector(v: unknown): v is Record<string, number> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Uint8Array) return false;
-  return Object.entries(v).every(([k, n]) => isValidId(k) && isSeq(n));
+  return isNodeMap(v, isSeq);
 }
 
 export class VersionVector {

@@ -225,7 +225,7 @@ export class Replicator {
     // vector or its ahead list, whichever side of the raise it was read on)
     this.unbase = opts.store.onFeedBaseRaised(() => this.resubscribe({ snapshots: false }));
     // (a replica passes the word to no one: its master takes none from it)
-    this.unforget = opts.store.onFeedsForgotten(() => this.role === 'master' && this.reopenAll('feed tags were forgotten; opening again to pass the word on'));
+    this.unforget = this.role === 'master' ? opts.store.onFeedsForgotten(() => this.reopenAll('feed tags were forgotten; opening again to pass the word on')) : () => undefined;
     if (this.role === 'replica') {
       for (const d of this.dialers.slice(1)) d.state = 'standby';
       if (this.dialers[0]) this.dial(this.dialers[0]);
@@ -881,7 +881,8 @@ export class Replicator {
 
   /** Whether a session with `node` is open now. */
   connectedTo(node: string): boolean {
-    return [...this.links].some((l) => isLive(l) && l.session.peer === node);
+    for (const l of this.links) if (isLive(l) && l.session.peer === node) return true;
+    return false;
   }
 
   async close(): Promise<void> {

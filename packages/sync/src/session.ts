@@ -33,7 +33,7 @@ export type Action =
   | { type: 'clone'; objects: ClonedState[]; done: SnapshotEnd | undefined; clone: boolean; run: number }
   /** (the feed tags taken and forgotten so far are put on disk first, with the checkpoints a forget drops: see Store.saveFeeds) */
   | { type: 'load-checkpoint'; peer: string }
-  /** feed tags were taken (the peer's, or nodes' it knows): put them on disk */
+  /** feed tags were taken (the peer's, or nodes' it knows): wait until they are on disk (see Store.saveFeeds) */
   | { type: 'save-feeds' }
   | { type: 'open'; peer: string; role: Role }
   /** master: run a write a replica forwarded, then hand the answer to writeDone() */
@@ -179,9 +179,10 @@ export class SyncSession {
   /** the feed tags the peer showed (its hello's and its auth's), until its sub takes them */
   private shownFeeds: Record<string, string> | undefined;
   /**
-   * The store's feedsEpoch once this session's tags passed: a session that
-   * opened before tags were forgotten applies nothing more (the executor
-   * checks), since its peer was not told.
+   * The store's feedsEpoch up to which the peer was told of forgotten tags
+   * (this node's proof's, or after this session's own claim): a session
+   * that opened before tags were forgotten since applies nothing more (the
+   * executor checks), since its peer was not told.
    */
   feedsEpochAtAuth: number | undefined;
   /** the store's feedsEpoch when this node's proof (with the tags it had forgotten) was made */

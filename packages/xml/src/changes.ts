@@ -72,6 +72,9 @@ function startingPoint(store: Store, text: string, name: string): { epoch: numbe
   return at;
 }
 
+/** ms a long poll waits at most (its `timeout` may ask for less) */
+const POLL_MAX_MS = 30_000;
+
 /**
  * `GET /changes?since=POSITION`: which objects changed after a position of
  * this node's changes feed, for external caches to invalidate. As a long
@@ -83,7 +86,7 @@ function startingPoint(store: Store, text: string, name: string): { epoch: numbe
  * answered 410 to a long poll, and with a reset event to a stream: an
  * EventSource treats any answer but 200 as the end, for good.
  */
-export async function changesFeed(store: Store, req: IncomingMessage, res: ServerResponse, url: URL, maxWait: number, allowed: () => Promise<boolean> = async () => true): Promise<void> {
+export async function changesFeed(store: Store, req: IncomingMessage, res: ServerResponse, url: URL, allowed: () => Promise<boolean> = async () => true): Promise<void> {
   const sse = (req.headers.accept ?? '').includes('text/event-stream');
   // a reconnecting EventSource repeats its URL: Last-Event-ID, when sent, is where it really is
   const lastEvent = sse ? req.headers['last-event-id'] : undefined;
@@ -97,8 +100,8 @@ export async function changesFeed(store: Store, req: IncomingMessage, res: Serve
   const { epoch, seq: since } = start;
   if (sse) return stream(store, res, epoch, since, allowed);
   const timeoutText = url.searchParams.get('timeout');
-  const timeout = timeoutText === null ? maxWait : Number(timeoutText) * 1000;
-  if (!Number.isFinite(timeout) || timeout < 0 || timeout > maxWait) throw new XmlError(400, `timeout must be 0 to ${maxWait / 1000} seconds`);
+  const timeout = timeoutText === null ? POLL_MAX_MS : Number(timeoutText) * 1000;
+  if (!Number.isFinite(timeout) || timeout < 0 || timeout > POLL_MAX_MS) throw new XmlError(400, `timeout must be 0 to ${POLL_MAX_MS / 1000} seconds`);
   let entries = await store.readFeed(since, PAGE);
   if (entries.length === 0 && timeout > 0) {
     await new Promise<void>((resolve) => {

@@ -29,9 +29,6 @@ import { fieldsBefore, historyXml, readableHistory } from './history-xml.js';
 import { changesFeed, changesPosition, POSITION_HEADER } from './changes.js';
 import type { CursorSeal } from './cursor.js';
 
-/** ms a long poll of /changes waits at most (its `timeout` may ask for less) */
-const POLL_MAX_MS = 30_000;
-
 export interface HttpAnswer {
   status: number;
   code: string;
@@ -162,7 +159,7 @@ export class XmlGateway {
         case 'changes':
           if (method !== 'GET') throw notAllowed(method, 'GET');
           this.requireEverything(r, 'the changes feed');
-          return await changesFeed(this.opts.store, req, res, url, POLL_MAX_MS, async () => {
+          return await changesFeed(this.opts.store, req, res, url, async () => {
             // the sign-in is cached while the person is unchanged, so this costs a look-up per batch
             const again = await this.opts.signIn(req.headers.authorization);
             return again !== undefined && (await this.scopeOf(again.principal)).everything;
