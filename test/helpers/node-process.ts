@@ -103,10 +103,11 @@ export function cliAsync(args: string[], env: NodeJS.ProcessEnv = {}, opts: { in
     let interrupted = false;
     p.stdout.on('data', (d: Buffer) => {
       stdout += d.toString();
-      // (or as soon as what the test waits for is out, once: a fixed wait is short on a loaded machine)
+      // (or a second after what the test waits for is out, once: a fixed wait is short on a loaded machine, and
+      // the second lets a line printed twice show)
       if (!interrupted && opts.interruptOn?.test(stdout)) {
         interrupted = true;
-        p.kill('SIGINT');
+        setTimeout(() => p.kill('SIGINT'), 1000);
       }
     });
     p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

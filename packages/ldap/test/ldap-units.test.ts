@@ -172,6 +172,26 @@ t.test('bind throttle: free failures, doubling waits, a cap, cleared by success,
   t.equal(b.delay('z'), 0, 'forgotten after a quiet while');
 });
 
+t.test('bind throttle defaults, as docs/formats/ldap.md gives them: three free failures, then 250 ms doubling to 8 s, forgotten after 15 quiet minutes; an option given as undefined is left out', async (t) => {
+  let now = 0;
+  for (const b of [new BindThrottle({}, () => now), new BindThrottle({ baseMs: undefined, maxMs: undefined }, () => now)]) {
+    const waits: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      waits.push(b.delay('x'));
+      b.failed('x');
+    }
+    t.same(waits, [0, 0, 0, 250, 500, 1000, 2000, 4000, 8000, 8000]);
+    now += 15 * 60_000 - 1;
+    t.equal(b.delay('x'), 8000, 'still remembered just before 15 minutes');
+    now += 2;
+    t.equal(b.delay('x'), 0, 'forgotten after');
+    now = 0;
+  }
+  const fast = new BindThrottle({ baseMs: 10 }, () => 0);
+  for (let i = 0; i < 10; i++) fast.failed('x');
+  t.equal(fast.delay('x'), 320, 'a base alone given: the cap is 32 times it');
+});
+
 t.test('bind throttle: one bind at a time per address once a name has failed enough, a few before; those under way count as failures', async (t) => {
   const b = new BindThrottle({ free: 2, baseMs: 100, maxMs: 10_000, forgetMs: 1000 }, () => 0);
   const first = Array.from({ length: 8 }, () => b.start('x', 'a')!);

@@ -15,6 +15,7 @@ import { Store, type ClonedState, type RemoteChange } from '@meridian/store';
 import { encodeFrame, type Frame } from '../dist/index.js';
 import { replicate } from './wired-sessions.js';
 import { thingSchema } from './thing-schema.js';
+import { until } from '../../../test/helpers/wait.js';
 
 /** Stores on fresh temp dirs, closed and removed when `t` ends. */
 async function stores<N extends string[]>(t: Test, ...nodeIds: N): Promise<{ [K in keyof N]: Store }> {
@@ -376,9 +377,7 @@ t.test('a run cut short after the state of a keyed write came leaves its record:
   // a clone that drops once the keyed object's state is in, before its last frame
   await replicate(a, b, 4, { yEmpty: true, cut: (f, to) => to === b && f.t === 'states' && f.objects.some((o) => o.i === keyed.id) });
   // (the frame's states are readable once on disk, which the cut does not wait for)
-  let held: unknown;
-  for (let i = 0; i < 200 && !held; i++) held = (await b.get(keyed.id)) ?? (await new Promise((r) => setTimeout(r, 10)));
-  t.ok(held, "b holds the object's state, with the keyed change in it");
+  t.ok(await until(async () => (await b.get(keyed.id)) !== undefined, 5000), "b holds the object's state, with the keyed change in it");
   t.equal(b.versionVector()['a'], undefined, 'but not the run: its vector never moved');
   // (the record is stored with that frame's states)
   let answer: unknown;

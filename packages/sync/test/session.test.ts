@@ -7,14 +7,12 @@
  * FUZZ_SEED=s replays the fuzz loop with another seed.
  */
 import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Store, type FeedClaim, type FeedEntry, type RemoteChange } from '@meridian/store';
 import { thingSchema } from './thing-schema.js';
 import { Packr } from 'msgpackr';
 import { backoffDelay, decodeFrame, encodeFrame, FrameError, PROTOCOL_VERSION, runActions, storeSessionOptions, SyncSession, type Action, type FeedStore, type Frame, type SessionIo, type SessionOptions } from '../dist/index.js';
 import { prng } from '../../../test/helpers/prng.js';
+import { tempDir } from '../../../test/helpers/tmp.js';
 import { FEEDS_BYTES } from '../dist/frames.js';
 
 const CLUSTER = 'unit';
@@ -1408,25 +1406,28 @@ t.test("feed tags: a peer is refused when it shows this node, or a node both kno
 t.test('an auth carries the forgotten tags first, then as many known tags as fit in about 48 KiB: it passes the 64 KiB limit before authentication', async (t) => {
   const long = (i: number): string => `n${String(i).padStart(5, '0')}${'x'.repeat(94)}`;
   const known = Object.fromEntries(Array.from({ length: 2000 }, (_, i) => [long(i), '0123abcd']));
-  const gone = { xray: ['0000dddd', '1111dddd'], yank: ['2222dddd'] };
+  // (forgotten tags of 150 long ids: 16,800 bytes of the budget, so the known tags that fit are fewer than they would be alone)
+  const gone: Record<string, string[]> = Object.fromEntries(Array.from({ length: 150 }, (_, i) => [`g${String(i).padStart(5, '0')}${'y'.repeat(94)}`, ['0000dddd']]));
+  gone['xray'] = ['0000dddd', '1111dddd'];
   const pair = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', knownFeeds: () => known, forgottenFeeds: () => gone, claimFeeds: () => ({ taken: 0 }) }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', knownFeeds: () => ({}), claimFeeds: () => ({ taken: 0 }) }).start().settle();
   const auth = sends(pair.a, 'auth')[0] as Extract<Frame, { t: 'auth' }>;
   t.same(auth.forgotten, gone, 'every forgotten tag');
   const sent = Object.keys(auth.feeds ?? {}).length;
-  const bytes = 2 * 12 + Object.keys(auth.feeds ?? {}).reduce((n, node) => n + node.length + 12, 0);
-  t.ok(sent > 300 && sent < 2000 && bytes <= FEEDS_BYTES, `known tags cut at the budget (${sent} of 2000, ${bytes} bytes counted)`);
+  // (each entry counts its id, 4 bytes and 8 per tag)
+  const forgottenBytes = Object.entries(gone).reduce((n, [node, tags]) => n + node.length + 4 + 8 * tags.length, 0);
+  t.equal(sent, Math.floor((FEEDS_BYTES - forgottenBytes) / (100 + 4 + 8)), `known tags cut at what the forgotten left of the budget (${sent} of 2000)`);
+  const all = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', knownFeeds: () => known, forgottenFeeds: () => Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`g${String(i).padStart(5, '0')}${'y'.repeat(94)}`, ['0000dddd']])), claimFeeds: () => ({ taken: 0 }) }, { nodeId: 'bravo', feedTag: 'bbbbbbbb', knownFeeds: () => ({}), claimFeeds: () => ({ taken: 0 }) }).start().settle();
+  const full = sends(all.a, 'auth')[0] as Extract<Frame, { t: 'auth' }>;
+  t.equal(Object.keys(full.forgotten ?? {}).length, Math.floor(FEEDS_BYTES / 112), 'forgotten tags past the budget are cut too');
+  t.equal(full.feeds, undefined, 'and then no known tag goes');
   t.ok(encodeFrame(auth).length < 64 * 1024, `the frame is ${encodeFrame(auth).length} bytes`);
   t.equal(pair.b.session.state, 'open', 'and the peer takes it');
 });
 
 t.test("with real stores: a node holding a change of the dir a peer forgot refuses it, and a replica refuses a master not told, taking none of its tags", async (t) => {
   const open = async (nodeId: string): Promise<Store> => {
-    const dir = mkdtempSync(join(tmpdir(), 'meridian-forget-'));
-    const store = await Store.open({ dir, schema: thingSchema, nodeId });
-    t.teardown(async () => {
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
-    });
+    const store = await Store.open({ dir: tempDir(t, 'meridian-forget-'), schema: thingSchema, nodeId });
+    t.teardown(() => store.close());
     return store;
   };
   const [alpha, bravo, xray] = [await open('alpha'), await open('bravo'), await open('xray')];
