@@ -518,14 +518,22 @@ export class Replicator {
   }
 
   /**
-   * Declares the link dead exactly `timeout` ms after the peer was last
-   * heard from (any bytes: see hearBytes), rather than at the next heartbeat
-   * after that, so detection never takes longer than the configured timeout.
+   * Declares the link dead `timeout` ms after the peer was last heard from
+   * (any bytes: see hearBytes), rather than at the next heartbeat after
+   * that, so detection takes no longer than the configured timeout (and one
+   * turn of the event loop).
    */
-  private watch(link: Link): void {
+  private watch(link: Link, lookedAgain = false): void {
     const left = link.heardAt + this.timeout - monotonic();
     if (left > 0) {
       link.watchdog = setTimeout(() => this.watch(link), left + 5);
+      return;
+    }
+    if (!lookedAgain) {
+      // A timer late because this process stalled (a long collection, a big synchronous apply; in tests,
+      // another node in the same process) runs before the event loop reads the sockets: what the peer sent
+      // meanwhile is still unread. One turn later it has been read, and a peer that kept talking is heard.
+      link.watchdog = setTimeout(() => this.watch(link, true), 0);
       return;
     }
     this.opts.log.warn({ peer: link.session.peer, url: link.url }, 'no heartbeat from peer; closing the link');

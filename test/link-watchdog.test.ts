@@ -1,0 +1,49 @@
+/**
+ * The dead-link watchdog tells a stall of its own process from a silent
+ * peer: a timer late because the event loop was blocked runs before the
+ * loop reads what the peer sent meanwhile.
+ */
+import { Writable } from 'node:stream';
+import t, { type Test } from 'tap';
+import { pino } from 'pino';
+import { MeridianNode, resolveConfig, type ConfigInput } from '@meridian/node';
+import { freePort } from './helpers/free-port.js';
+import { tempDir } from './helpers/tmp.js';
+import { sleep, until } from './helpers/wait.js';
+
+const SECRET = 'watchdog-test-cluster-secret';
+
+async function start(t: Test, flags: ConfigInput): Promise<{ node: MeridianNode; warnings: string[] }> {
+  const warnings: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _e, done) {
+      for (const line of chunk.toString().split('\n')) if (line) warnings.push((JSON.parse(line) as { msg: string }).msg);
+      done();
+    },
+  });
+  const node = await MeridianNode.start(resolveConfig({ flags: { dir: tempDir(t), httpPort: 0, adminPassword: 'watchdog-admin-pw', clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000, ...flags } }), pino({ level: 'warn' }, sink));
+  t.teardown(() => node.stop());
+  return { node, warnings };
+}
+
+/** Blocks this process's event loop, as a long collection or a big synchronous step would. */
+function stall(ms: number): void {
+  const end = Date.now() + ms;
+  while (Date.now() < end);
+}
+
+t.test('a link outlives a stall of its own process longer than the link timeout, when the peer is heard as soon as the loop runs again', async (t) => {
+  const port = await freePort();
+  const b = await start(t, { nodeId: 'b', httpPort: port });
+  const a = await start(t, { nodeId: 'a', peers: [`ws://127.0.0.1:${port}/sync`] });
+  const live = (n: MeridianNode): boolean => n.replicator!.status().some((p) => p.state === 'live');
+  t.ok(await until(() => live(a.node) && live(b.node), 10_000), 'a and b are live');
+
+  // both nodes share this loop: after the stall each one's heartbeat timer pings the other before its
+  // watchdog looks again, and the pings are read in the turn between
+  stall(1600);
+  await sleep(1000);
+  t.same([...a.warnings, ...b.warnings].filter((m) => /no heartbeat/.test(m)), [], 'neither declared the link dead');
+  t.ok(live(a.node) && live(b.node), 'and both are still live');
+  t.equal(a.node.status().peers[0]?.state, 'live');
+});
