@@ -473,7 +473,7 @@ export class LdapGateway {
         return new LdapFailure(ResultCode.busy, message);
       case 'precondition':
       case 'unconfirmed':
-      // (made on the master, not yet back on this replica: its sentence says so, and a read soon shows it)
+      // (the writes of modify and password modify that the master made are answered as made: see made())
       case 'not-yet-visible':
         return new LdapFailure(ResultCode.unavailable, message);
       case 'master-error':
@@ -1112,8 +1112,27 @@ export class LdapGateway {
     }
     const [principal, credential] = [s.principal, s.credential];
     const own = principal.kind === 'person' && principal.id === o.id && pw !== undefined && typeof update[pw] === 'string' ? (update[pw] as string) : undefined;
-    await this.ownPasswordChange(s, own, () => this.opts.writer.update(o.id, update, { principal: principalName(principal), via: 'ldap', credential, ifVersion: o.version }));
-    return answer(req.messageId, Op.modify, ResultCode.success, '');
+    const late = await this.ownPasswordChange(s, own, () => this.made(() => this.opts.writer.update(o.id, update, { principal: principalName(principal), via: 'ldap', credential, ifVersion: o.version })));
+    return answer(req.messageId, Op.modify, ResultCode.success, late);
+  }
+
+  /**
+   * Runs a write, and resolves to '' once it is made, or to the sentence
+   * saying so when its master made it but the change has not come back to
+   * this replica in time. That is a success, not 52 unavailable: LDAP
+   * has no idempotency key, so a client that tries a 52 again makes the
+   * change twice (a value added twice is refused, a generated password is
+   * lost), and a session whose own password it was must hold the new one.
+   */
+  private async made(write: () => Promise<unknown>): Promise<string> {
+    try {
+      await write();
+      return '';
+    } catch (e) {
+      const { code, message } = this.opts.classify(e);
+      if (code !== 'not-yet-visible') throw e;
+      return message;
+    }
   }
 
   /**
@@ -1191,11 +1210,12 @@ export class LdapGateway {
     // against, and only while the session is still this person's: an admin's reset meanwhile wins.
     // An entry changed otherwise (the {SSHA} upgrade the bind started, an edit) is proven against
     // again, and the change made over that.
+    let late = '';
     for (let attempt = 1; ; attempt++) {
       const proven = self ? s.entry?.version : undefined;
       if (self && (s.principal?.kind !== 'person' || s.principal.id !== target.id || !s.entry)) throw new LdapFailure(ResultCode.invalidCredentials, 'your entry changed since you bound; bind again');
       try {
-        await this.ownPasswordChange(s, self ? password : undefined, () => this.opts.writer.update(target.id, update, { principal: principalName(principal), via: 'ldap', credential, ifVersion: proven }));
+        late = await this.ownPasswordChange(s, self ? password : undefined, () => this.made(() => this.opts.writer.update(target.id, update, { principal: principalName(principal), via: 'ldap', credential, ifVersion: proven })));
         break;
       } catch (e) {
         if (!(self && attempt < 3 && isMeridianError(e) && e.code === 'precondition' && s.entry)) throw e;
@@ -1207,7 +1227,7 @@ export class LdapGateway {
     }
     // a generated password goes back in the response: SEQUENCE { genPasswd [0] }
     const extra = generated ? [tlv(0x8b, tlv(0x30, octets(generated, 0x80)))] : [];
-    return answer(req.messageId, Op.extended, ResultCode.success, '', { extra });
+    return answer(req.messageId, Op.extended, ResultCode.success, late, { extra });
   }
 }
 

@@ -288,7 +288,7 @@ export class ForwardingWriter implements Writer {
     if (!answer.ok) throw refusal(answer);
     await this.visible(answer.need, deadline, answer.id);
     const o = await this.store.get(answer.id);
-    if (!o) throw new HttpError(504, `the master wrote ${answer.id}, but this replica does not hold it yet; read it again shortly`, 'unconfirmed');
+    if (!o) throw new HttpError(504, `the master wrote ${answer.id}, but this replica does not hold it yet; read it again shortly`, 'not-yet-visible');
     return o;
   }
 
