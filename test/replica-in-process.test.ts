@@ -22,7 +22,8 @@ async function masterAndReplica(t: Test, prepare: (master: MeridianNode) => Prom
   const { credential } = (await res.json()) as { credential: string };
   const replica = await startXmlNode(t, { role: 'replica', masters: [`ws://127.0.0.1:${port}/sync`], replicaCredential: credential, heartbeat: 200, linkTimeout: 1000, ...replicaFlags }, writesGraceMs === undefined ? {} : { writesGraceMs });
   // live, not only writable (that is at authentication): a change made before the replica's clone has
-  // taken its snapshot comes as a cloned state, never through the apply some tests hold
+  // taken its snapshot comes as a cloned state, never through the apply some tests hold (and live
+  // means subscribed: see SyncSession.live)
   t.ok(await until(() => replica.status().mode === 'read-write' && replica.status().peers.some((p) => p.state === 'live'), 10_000), 'writable with its master, and live');
   return { master, replica };
 }

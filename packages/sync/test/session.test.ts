@@ -63,6 +63,8 @@ interface Side {
   autoApply: boolean;
   applies: { changes: RemoteChange[]; last: number }[];
   checkpoint: number;
+  /** leave a load-checkpoint unanswered: the test answers it (a store reads the checkpoint asynchronously) */
+  checkpointLater?: boolean;
 }
 
 /** A session's options; it dialed unless `dialed: false` says it accepted. */
@@ -108,7 +110,7 @@ class Pair {
           if (s.autoApply) queue.push(...s.session.applied());
           break;
         case 'load-checkpoint':
-          queue.push(...s.session.checkpointLoaded(s.checkpoint));
+          if (!s.checkpointLater) queue.push(...s.session.checkpointLoaded(s.checkpoint));
           break;
         case 'open':
         case 'close':
@@ -356,6 +358,20 @@ t.test('a replica with its credential receives the master\'s feed, and the maste
   t.ok(b.session.live, 'the replica side is live once it applied');
   // the replica's own feed (relayed entries) is never streamed back
   t.same(b.session.feedAdvanced(9), [], 'a replica streams nothing when its feed grows');
+});
+
+t.test('a session is not live between its open and its subscription, while its checkpoint is read: a new replica did not look caught up before its clone began', async (t) => {
+  const pair = new Pair(replica(), master(), { b: new FakeFeed((s) => entry(s, 'alpha'), 4) });
+  const { a: r } = pair;
+  r.checkpointLater = true;
+  pair.start().settle();
+  t.equal(r.session.state, 'open');
+  t.same(ofType(r, 'load-checkpoint').length, 1, 'the replica is reading its checkpoint');
+  t.notOk(r.session.live, 'and is not live meanwhile');
+  pair.run(r, r.session.checkpointLoaded(0));
+  pair.settle();
+  t.equal(r.applies.flatMap((x) => x.changes).length, 4, 'once subscribed it is sent the feed');
+  t.ok(r.session.live, 'and is live once it applied it');
 });
 
 t.test('replica credentials: unknown, wrong key, a replica claiming the master role', async (t) => {
