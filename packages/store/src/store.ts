@@ -3710,15 +3710,14 @@ function feedEntry(seq: number, r: FeedRecord): FeedEntry {
 }
 
 /**
- * A purge feed entry: a change with nothing of what it wrote. A purge's own
- * entry, and what a purge leaves of its object's earlier changes.
+ * A feed record without content, a change with nothing of what it wrote:
+ * of kind `purge` for the purge itself, `redacted` for any other change of
+ * a purged object.
  */
-/** A feed record without content: of kind `purge` for the purge itself, `redacted` for any other change of a purged object. */
 function redacted(r: Pick<FeedRecord, 'o' | 'n' | 'i' | 't' | 'h' | 'p'>, kind: 'purge' | 'redacted' = 'redacted'): FeedRecord {
   return { o: r.o, n: r.n, i: r.i, t: r.t, u: EMPTY, h: r.h, p: r.p, c: [], k: kind };
 }
 
-/** The marker a purge leaves; `r` when it was learnt from a redacted change only, before the purge itself. */
 /** A peer's idempotency record, checked before it is stored: a node answers resent writes from it. */
 function checkedKeyRecord(key: string, record: Uint8Array): { key: string; record: Uint8Array } {
   if (typeof key !== 'string' || key.length === 0 || key.length > 2048 || !isIdempotentWrite(decode<unknown>(record), true)) {
