@@ -345,58 +345,84 @@ t.test('a second review of modify and password modify: what slapd answers, and n
   t.match(increment.stderr, /not supported here/);
 });
 
+/**
+ * The bind-throttle tests time binds on a loaded machine (tap runs two files
+ * at once on two cores, at times beside a third busy process). Their binds
+ * are raw BER from this process (timedBind), so no ldapwhoami start is in a
+ * time, and the throttle's first wait is THROTTLE_MS, long beside what an
+ * unthrottled bind costs (a lookup and one scrypt check: tens of ms idle,
+ * a few hundred seen under load):
+ * - a throttled bind is held by a timer for at least its wait, however
+ *   loaded the machine; it is bounded below by the wait less EARLY_MS (the
+ *   timer counts in whole ms of the loop's clock), and above only where a
+ *   longer wait is the fault looked for, halfway to that wait;
+ * - a bind that must not be slowed is bounded above by half the first wait
+ *   (UNSLOWED_MS): hundreds of ms of room for a slow scrypt, and still half
+ *   a wait short of the shortest throttled bind.
+ * The waits double per failure, so each test asks for as few failures as
+ * what it proves needs: at 1.5 s a wait, the old walk of eight failures
+ * and a success would take a minute and a half.
+ */
+const THROTTLE_MS = 1500;
+const EARLY_MS = 5;
+const UNSLOWED_MS = THROTTLE_MS / 2;
+
 t.test('repeated failed binds for one name are slowed down; others are not', async (t) => {
-  // (waits of 125 ms doubling, half the node's own 250 ms: the same steps in half the time)
-  const d = await directory(t, {}, { bindDelayMs: 125 });
-  const bind = async (name: string, pw: string): Promise<{ code: number; ms: number }> => {
-    const started = Date.now();
-    const r = await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', name, '-w', pw]);
-    return { code: r.code, ms: Date.now() - started };
-  };
-  const times: number[] = [];
-  for (let i = 0; i < 6; i++) times.push((await bind('uid=contact2', 'guess')).ms);
-  // three free failures, then 125, 250 and 500 ms
-  t.ok(times[5]! >= 450, `the sixth failure waited (${times.join(', ')} ms)`);
-  // (lower bounds are the server's waits; upper bounds only relative, for a loaded machine)
-  // (against the quickest of the first three: the first, a cold start of ldapwhoami, may be the slowest)
-  t.ok(times[3]! >= 100 && times[3]! - Math.min(...times.slice(0, 3)) >= 100, 'the first were not slowed, the fourth was');
-  // the count is the person's, under any name that reaches them
-  t.ok((await bind(dnOf('per-c2'), 'guess')).ms >= 950, 'the same person by entry DN waits as long as the next uid= guess would');
-  // once slowed, a name gets one bind at a time from one address: guesses sent at once do not share a wait
+  const B = THROTTLE_MS;
+  const d = await directory(t, {}, { bindDelayMs: B });
+  // (the longest bind here waits 4 B; given up on at 6 B)
+  const bind = (name: string, pw: string): Promise<{ code: number; ms: number }> => timedBind(d.port, name, pw, 6 * B);
+  const free: { code: number; ms: number }[] = [];
+  for (let i = 0; i < 3; i++) free.push(await bind('uid=contact2', 'guess'));
+  t.ok(free.every((r) => r.code === 49 && r.ms < UNSLOWED_MS), `the first three failures are not slowed (${free.map((r) => `${r.code} in ${r.ms} ms`).join(', ')}; each under ${UNSLOWED_MS})`);
+  // the count is the person's, under any name that reaches them: the fourth failure, by entry DN, waits
+  // the first wait, B, as the next uid= guess would (counted per name it would be one of three free, unslowed)
+  const fourth = await bind(dnOf('per-c2'), 'guess');
+  t.ok(fourth.code === 49 && fourth.ms >= B - EARLY_MS, `the fourth failure, by the same person's entry DN, waited ${B} ms (${fourth.code} in ${fourth.ms} ms)`);
+  // once slowed, a name gets one bind at a time from one address: guesses sent at once do not share a wait;
+  // by mail= now, the fifth failure, whose wait has doubled to 2 B
   const parallel = await Promise.all(Array.from({ length: 3 }, () => bind('mail=contact2@example.com', 'guess')));
   const checked = parallel.filter((r) => r.code === 49);
   const busy = parallel.filter((r) => r.code === 51);
   t.equal(checked.length, 1, `one guess is checked (${parallel.map((r) => `${r.code} in ${r.ms} ms`).join(', ')})`);
-  t.ok(checked[0]!.ms >= 1950, 'after its wait');
+  t.ok(checked[0]!.ms >= 2 * B - EARLY_MS, `after its wait, doubled to ${2 * B} ms`);
   t.equal(busy.length, 2, 'the others are answered busy');
-  t.ok(Math.max(...busy.map((r) => r.ms)) < checked[0]!.ms, 'without waiting for it');
+  // (a busy answer is given before any wait or check: under UNSLOWED_MS, not after the checked one's 2 B)
+  t.ok(busy.every((r) => r.ms < UNSLOWED_MS), 'without waiting for it');
   const other = await bind('uid=contact1', PERSON_PW);
-  t.ok(other.code === 0 && other.ms < times[5]! - 250, 'another name binds at once');
+  t.ok(other.code === 0 && other.ms < UNSLOWED_MS, `another name binds at once (${other.code} in ${other.ms} ms), while this one's next wait is ${4 * B} ms`);
   const right = await bind('uid=contact2', PERSON_PW);
-  t.equal(right.code, 0, 'the right password still works, after the wait');
-  t.ok((await bind('uid=contact2', 'guess')).ms < times[5]! - 250, 'and a success clears the count');
+  t.ok(right.code === 0 && right.ms >= 4 * B - EARLY_MS, `the right password still works, after the wait a sixth guess would have, ${4 * B} ms (${right.code} in ${right.ms} ms)`);
+  const after = await bind('uid=contact2', 'guess');
+  t.ok(after.code === 49 && after.ms < UNSLOWED_MS, `and a success clears the count: the next guess is not slowed (${after.code} in ${after.ms} ms)`);
 });
 
 t.test('a bind whose client leaves during its wait is dropped: no check, no failure counted', async (t) => {
-  const d = await directory(t, {}, { bindDelayMs: 125 });
-  const bind = async (pw: string): Promise<{ code: number; ms: number }> => {
-    const started = Date.now();
-    const r = await ldapTool('ldapwhoami', ['-x', '-H', d.url, '-D', 'uid=contact1', '-w', pw]);
-    return { code: r.code, ms: Date.now() - started };
-  };
-  for (let i = 0; i < 5; i++) await bind('guess'); // three free, then 125 and 250 ms: the next waits 500 ms
+  const B = THROTTLE_MS;
+  const d = await directory(t, {}, { bindDelayMs: B });
+  const bind = (pw: string): Promise<{ code: number; ms: number }> => timedBind(d.port, 'uid=contact1', pw, 6 * B);
+  for (let i = 0; i < 4; i++) await bind('guess'); // three free, then B: a bind now waits 2 B, and 4 B after one more failure
   for (let i = 0; i < 3; i++) {
-    const port = Number(new URL(d.url).port);
-    const sock = connect(port, '127.0.0.1');
+    const sock = connect(d.port, '127.0.0.1');
+    sock.on('error', () => {});
     await new Promise((r) => sock.once('connect', r));
     sock.write(bindRequest(1, 'uid=contact1', 'guess'));
-    await sleep(50);
-    sock.destroy(); // gone well before its wait of 500 ms ends (a stalled loop could otherwise see both in one turn)
+    // B/4 into its wait of 2 B: long enough for the gateway to have read the bind and begun the wait
+    // (a stalled loop could otherwise see the bind and the close in one turn), and 7/4 B before it ends
+    await sleep(B / 4);
+    // it is waiting, not yet read or long since checked: a second bind for the name from this address,
+    // slowed, is answered busy at once (and starts nothing)
+    t.equal(await firstAnswer(d.port, bindRequest(1, 'uid=contact1', 'guess')), 51, `dropped bind ${i + 1} was in its wait when its client left`);
+    sock.destroy();
+    // (its close reaches the gateway, which ends the bind, before the next connection)
+    await new Promise((r) => sock.once('close', r));
+    await sleep(B / 4);
   }
-  await sleep(100);
+  // counted, the first dropped bind would have made the next wait 4 B, all three 16 B: bounded at 3 B, a
+  // whole B above the 2 B it waits
   const next = await bind('guess');
   t.equal(next.code, 49);
-  t.ok(next.ms >= 450 && next.ms < 950, `the next guess waits as the sixth failure, not the ninth (${next.ms} ms)`);
+  t.ok(next.ms >= 2 * B - EARLY_MS && next.ms < 3 * B, `the next guess waits as the fifth failure, ${2 * B} ms, not the sixth or later, ${4 * B} ms or more (${next.ms} ms)`);
 });
 
 t.test('{SSHA} hashes imported from OpenLDAP are accepted and upgraded at the next successful bind', async (t) => {
@@ -639,15 +665,15 @@ t.test('malformed BER, oversized requests and deep filters get an error or a clo
  * a bind before its response), else the requests at once; `done` is asked
  * after each whole read whether the answers so far make the result.
  */
-function exchange<T>(port: number, bind: Buffer | undefined, requests: Buffer[], done: (all: BerNode[], got: Buffer) => T | undefined): Promise<T> {
+function exchange<T>(port: number, bind: Buffer | undefined, requests: Buffer[], done: (all: BerNode[], got: Buffer) => T | undefined, limitMs = 5000): Promise<T> {
   return new Promise((resolve, reject) => {
     let got = Buffer.alloc(0);
     let sent = bind === undefined;
     const s = connect(port, '127.0.0.1', () => s.write(bind ?? Buffer.concat(requests)));
     const timer = setTimeout(() => {
       s.destroy();
-      reject(new Error(`not all answers came: ${got.length} bytes read`));
-    }, 5000);
+      reject(new Error(`not all answers came in ${limitMs} ms: ${got.length} bytes read`));
+    }, limitMs);
     s.on('error', () => {});
     s.on('data', (c: Buffer) => {
       got = Buffer.concat([got, c]);
@@ -669,9 +695,21 @@ function exchange<T>(port: number, bind: Buffer | undefined, requests: Buffer[],
 /** The result code of an LDAP message's result (its operation's first element). */
 const resultCode = (got: Buffer, m: BerNode): number => got[m.children![1]!.children![0]!.start]!;
 
-/** The result code of the first answer to `request`. */
-function firstAnswer(port: number, request: Buffer): Promise<number> {
-  return exchange(port, undefined, [request], (all, got) => resultCode(got, all[0]!));
+/** The result code of the first answer to `request` (given up after `limitMs`). */
+function firstAnswer(port: number, request: Buffer, limitMs?: number): Promise<number> {
+  return exchange(port, undefined, [request], (all, got) => resultCode(got, all[0]!), limitMs);
+}
+
+/**
+ * A simple bind on a fresh connection, timed in this process from before its
+ * connect to its answer: no client program's start or exit is in the time,
+ * only the connection, the gateway's work (any throttle wait, one scrypt
+ * check) and this process's own scheduling.
+ */
+async function timedBind(port: number, name: string, password: string, limitMs: number): Promise<{ code: number; ms: number }> {
+  const started = performance.now();
+  const code = await firstAnswer(port, bindRequest(1, name, password), limitMs);
+  return { code, ms: Math.round(performance.now() - started) };
 }
 
 /** The result code of `request`, sent once `bind` is answered. */

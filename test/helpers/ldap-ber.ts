@@ -11,3 +11,6 @@ export const bindRequest = (id: number, name: string, password: string): Buffer 
 
 /** An AbandonRequest of message `of`. */
 export const abandonRequest = (id: number, of: number): Buffer => tlv(0x30, [integer(id), integer(of, 0x50)]);
+
+/** A WhoAmI extended request (RFC 4532): cheap, answered from the session alone. */
+export const whoamiRequest = (id: number): Buffer => tlv(0x30, [integer(id), tlv(0x77, [octets('1.3.6.1.4.1.4203.1.11.3', 0x80)])]);
