@@ -5,7 +5,7 @@
  * read-only without one, and never apply a forwarded write twice.
  */
 import t, { type Test } from 'tap';
-import { cli, cliAsync, startNode, type RunningNode } from './helpers/node-process.js';
+import { cli, cliAsync, loggedLine, startNode, type LogLine, type RunningNode } from './helpers/node-process.js';
 import { freePort } from './helpers/free-port.js';
 import { tempDir } from './helpers/tmp.js';
 import { sleep, until } from './helpers/wait.js';
@@ -65,6 +65,13 @@ async function startReplica(t: Test, name: string, masterPorts: number[], creden
 }
 
 const count = (text: string, msg: string): number => text.split('\n').filter((l) => l.includes(`"msg":"${msg}`)).length;
+
+/**
+ * How long after `at` (this process's Date.now() when the fault was made) the node logged `line`, by the
+ * node's own clock, less the `stepped` ms its wall clock was set back meanwhile: polls of its status
+ * each take a round trip that a loaded machine slows, so they time the poll, not the node.
+ */
+const msAfter = (line: LogLine | undefined, at: number, stepped = 0): number => (line?.time === undefined ? NaN : line.time + stepped - at);
 
 /** The node's object digest, comparable between nodes (its buckets: the response has no one root hash). */
 async function digest(n: RunningNode): Promise<string> {
@@ -128,8 +135,11 @@ t.test('a master and two replicas: read your writes, read-only within the timeou
   // SIGKILL the master: both replicas turn read-only within the timeout, and reads go on
   const killedAt = Date.now();
   await master.kill9();
-  const readOnly = await until(async () => (await status(r1)).mode === 'read-only' && (await status(r2)).mode === 'read-only', LINK_TIMEOUT + 1000);
-  t.ok(readOnly, `both replicas are read-only within ${Date.now() - killedAt} ms (timeout ${LINK_TIMEOUT} ms)`);
+  for (const r of [r1, r2]) {
+    const lost = await loggedLine(r, (l) => l.msg === 'replica read-only: lost its master' && l.time! >= killedAt);
+    t.ok(msAfter(lost, killedAt) < LINK_TIMEOUT + 1000, `replica read-only within ${msAfter(lost, killedAt)} ms by its log (timeout ${LINK_TIMEOUT} ms)`);
+    t.equal((await status(r)).mode, 'read-only', 'and its status says so');
+  }
   const refused = await api(r1.url, 'POST', '/api/objects', { type: 'Organisation', fields: { name: 'Refused', kind: 'customer' } });
   t.equal(refused.status, 503);
   t.equal(refused.body.error?.code, 'read-only');
@@ -162,8 +172,8 @@ t.test('a master and two replicas: read your writes, read-only within the timeou
   t.ok(await until(async () => (await digest(r1)) === (await digest(master)) && (await digest(r2)) === (await digest(master)), 10_000), 'all three hold the same data');
 
   // a master that stops answering (SIGSTOP) is found by the heartbeat within the timeout
-  process.kill(master.pid, 'SIGSTOP');
   const stoppedAt = Date.now();
+  process.kill(master.pid, 'SIGSTOP');
   t.teardown(() => {
     try {
       process.kill(master.pid, 'SIGCONT');
@@ -171,7 +181,10 @@ t.test('a master and two replicas: read your writes, read-only within the timeou
       // already gone
     }
   });
-  t.ok(await until(async () => (await status(r1)).mode === 'read-only', LINK_TIMEOUT + 1000), `a silent master is detected in ${Date.now() - stoppedAt} ms`);
+  const silent = await loggedLine(r1, (l) => l.msg === 'replica read-only: lost its master' && l.time! >= stoppedAt);
+  t.ok(msAfter(silent, stoppedAt) < LINK_TIMEOUT + 1000, `a silent master is detected in ${msAfter(silent, stoppedAt)} ms by r1's log (timeout ${LINK_TIMEOUT} ms)`);
+  t.match(silent?.['reason'], /no heartbeat/, 'by the heartbeat');
+  t.equal((await status(r1)).mode, 'read-only', 'and its status says so');
   t.match((await status(r1)).modeReason, /no heartbeat for 2 s|no heartbeat/);
   process.kill(master.pid, 'SIGCONT');
   t.ok(await until(async () => (await status(r1)).mode === 'read-write', 10_000), 'writable again once it answers');
@@ -194,9 +207,14 @@ t.test('a silent master is found within the timeout although the replica\'s wall
   });
   // an NTP step back of an hour, after the master was last heard: timed by the wall clock,
   // the link would count as heard from an hour in the future
-  process.kill(r.pid, 'SIGUSR2');
+  const from = r.output().length;
   const stoppedAt = Date.now();
-  t.ok(await until(async () => (await status(r)).mode === 'read-only', LINK_TIMEOUT + 1000), `the silent master is detected in ${Date.now() - stoppedAt} ms`);
+  process.kill(r.pid, 'SIGUSR2');
+  // (r's log is an hour behind from the step on: its line's time comes an hour early, and so shows the step was made first)
+  const silent = await loggedLine(r, (l) => l.msg === 'replica read-only: lost its master', 10_000, from);
+  t.ok(msAfter(silent, stoppedAt, 3_600_000) < LINK_TIMEOUT + 1000, `the silent master is detected in ${msAfter(silent, stoppedAt, 3_600_000)} ms by r's log, its clock set back an hour (timeout ${LINK_TIMEOUT} ms)`);
+  t.match(silent?.['reason'], /no heartbeat/, 'by the heartbeat');
+  t.equal((await status(r)).mode, 'read-only', 'and its status says so');
   t.match((await status(r)).modeReason, /no heartbeat/);
 });
 
@@ -212,9 +230,11 @@ t.test('a replica fails over to the next master and back to read-write at once',
   const before = await api(r.url, 'POST', '/api/objects', { type: 'Organisation', fields: { name: 'Via m1', kind: 'customer' } });
   t.equal(before.status, 201);
 
-  await m1.kill9();
   const killedAt = Date.now();
-  t.ok(await until(async () => (await status(r)).master?.node === 'm2' && (await status(r)).mode === 'read-write', LINK_TIMEOUT + 3000), `failed over to m2 in ${Date.now() - killedAt} ms`);
+  await m1.kill9();
+  const toM2 = await loggedLine(r, (l) => l.msg === 'replica writable: connected to a master' && l['master'] === 'm2' && l.time! >= killedAt);
+  t.ok(msAfter(toM2, killedAt) < LINK_TIMEOUT + 3000, `failed over to m2 in ${msAfter(toM2, killedAt)} ms by r's log`);
+  t.ok(await until(async () => (await status(r)).master?.node === 'm2' && (await status(r)).mode === 'read-write', 10_000), 'and its status says so');
   const during = await api(r.url, 'POST', '/api/objects', { type: 'Organisation', fields: { name: 'Via m2', kind: 'customer' } });
   t.equal(during.status, 201, 'writes go through m2');
   t.equal((await api(m2.url, 'GET', `/api/objects/${during.body.id!}`)).status, 200);

@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { cli, cliAsync, startNode, type RunningNode } from './helpers/node-process.js';
+import { cli, cliAsync, logLines, startNode, type RunningNode } from './helpers/node-process.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { tempDir } from './helpers/tmp.js';
 import { sleep, until } from './helpers/wait.js';
@@ -172,7 +172,8 @@ t.test('concurrent writes to one field on two masters: same value and same confl
   const { link, a, b } = await twoMastersThroughLink(t);
   const env = { MERIDIAN_PASSWORD: PW };
   const id = cli(['put', 'Organisation', 'org-shared', 'name=Shared', 'kind=customer', '--node', a.url], env).stdout.trim();
-  await until(() => cli(['get', id, '--node', b.url], env).code === 0);
+  // (every poll here starts a CLI process and blocks this one meanwhile: a loaded machine gets few polls in a few seconds)
+  await until(() => cli(['get', id, '--node', b.url], env).code === 0, 20_000);
 
   link.partition();
   t.equal(cli(['put', 'Organisation', id, 'name=Shared East', '--node', a.url], env).code, 0);
@@ -180,7 +181,7 @@ t.test('concurrent writes to one field on two masters: same value and same confl
   link.heal();
   const conflictsOn = (url: string): { field: string; values: { value: string }[]; winner: string; detected?: string }[] =>
     JSON.parse(cli(['conflicts', '--json', '--node', url], env).stdout);
-  await until(() => conflictsOn(a.url).length === 1 && conflictsOn(b.url).length === 1);
+  await until(() => conflictsOn(a.url).length === 1 && conflictsOn(b.url).length === 1, 20_000);
   const [ca, cb] = [conflictsOn(a.url), conflictsOn(b.url)];
   const withoutTime = (cs: typeof ca): unknown => cs.map(({ detected: _d, ...rest }: { detected?: string }) => rest);
   t.same(withoutTime(ca), withoutTime(cb), 'both nodes record the same conflict (detection time is local)');
@@ -195,7 +196,7 @@ t.test('concurrent writes to one field on two masters: same value and same confl
   t.match(cli(['conflicts', '--node', a.url], env).stdout, /Organisation org-shared field name: (kept|lost): "Shared (East|West)" from [ab]; (kept|lost)/);
 
   t.equal(cli(['put', 'Organisation', id, 'name=Shared Global', '--node', a.url], env).code, 0);
-  await until(() => conflictsOn(b.url).length === 0);
+  await until(() => conflictsOn(b.url).length === 0, 20_000);
   t.same(conflictsOn(a.url), [], 'settled on the writer');
   t.same(conflictsOn(b.url), [], 'settled on the other master too');
   t.equal(JSON.parse(cli(['conflicts', '--all', '--json', '--node', b.url], env).stdout).length, 1, 'kept in the history');
@@ -209,7 +210,7 @@ t.test('a uid taken on two partitioned masters: each reports it, and when one le
   const pb = cli(['put', 'Person', 'cn=Jo B', 'sn=B', 'uid=JO', '--node', b.url], env).stdout.trim();
   link.heal();
   const open = (url: string): { objectId: string }[] => JSON.parse(cli(['conflicts', '--json', '--node', url], env).stdout);
-  await until(() => open(a.url).length === 1 && open(b.url).length === 1);
+  await until(() => open(a.url).length === 1 && open(b.url).length === 1, 20_000);
   // each node found the value held first by its own object
   t.equal(open(a.url)[0]!.objectId, pb);
   t.equal(open(b.url)[0]!.objectId, pa);
@@ -218,7 +219,7 @@ t.test('a uid taken on two partitioned masters: each reports it, and when one le
   t.same(holder(b.url), [pb]);
 
   t.equal(cli(['put', 'Person', pb, 'uid=jo-b', '--node', a.url], env).code, 0);
-  await until(() => open(b.url).length === 0);
+  await until(() => open(b.url).length === 0, 20_000);
   t.same(open(a.url), []);
   t.same(holder(a.url), [pa]);
   t.same(holder(b.url), [pa], 'b now finds the object that still holds it');
@@ -309,17 +310,7 @@ t.test('two masters dialing each other keep one session; a chain converges; a si
   const started = Date.now();
   t.ok(await until(async () => (await peersOf(b.url)).some((p) => p.node === 'c' && p.state !== 'live')), 'b sees c gone');
   // (timed by b's own log line: each poll above starts a CLI process, which a loaded machine makes slow)
-  const noticed = b
-    .output()
-    .split('\n')
-    .map((line): { msg?: string; time?: number; peer?: string } | undefined => {
-      try {
-        return JSON.parse(line) as { msg?: string; time?: number; peer?: string };
-      } catch {
-        return undefined;
-      }
-    })
-    .find((l) => l?.msg === 'no heartbeat from peer; closing the link' && l.peer === 'c' && (l.time ?? 0) >= started);
+  const noticed = logLines(b.output()).find((l) => l.msg === 'no heartbeat from peer; closing the link' && l.peer === 'c' && (l.time ?? 0) >= started);
   t.ok(noticed !== undefined && noticed.time! - started < 3000, `within ${noticed ? noticed.time! - started : '?'} ms (timeout 1000 ms)`);
   toC.heal();
   t.ok(await until(async () => (await liveWith(b.url, 'c')) === 1), 'and back once the link carries bytes again');

@@ -1,6 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
+import { until } from './wait.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/meridian', import.meta.url));
 
@@ -74,6 +75,40 @@ export async function startNode(t: Test, args: string[], env: NodeJS.ProcessEnv 
       await exited;
     },
   };
+}
+
+/** A line of a node's log (pino's JSON lines): `time` is ms since the epoch by the node's own clock. */
+export interface LogLine {
+  msg?: string;
+  time?: number;
+  [field: string]: unknown;
+}
+
+/** The JSON lines of a node's output, parsed; lines that are not JSON (or cut short) are left out. */
+export function logLines(output: string): LogLine[] {
+  const lines: LogLine[] = [];
+  for (const line of output.split('\n')) {
+    try {
+      const parsed: unknown = JSON.parse(line);
+      if (parsed !== null && typeof parsed === 'object') lines.push(parsed as LogLine);
+    } catch {
+      // not a log line
+    }
+  }
+  return lines;
+}
+
+/**
+ * Waits up to `ms` for a line of the node's log that `match` accepts,
+ * looking only at what it wrote from offset `from` of its output on (the
+ * output's length before the event); resolves to the first such line, or
+ * undefined. A test that times an event by the line's `time` measures it
+ * with the node's own clock, not across polls that a loaded machine slows.
+ */
+export async function loggedLine(node: RunningNode, match: (line: LogLine) => boolean, ms = 10_000, from = 0): Promise<LogLine | undefined> {
+  let found: LogLine | undefined;
+  await until(() => (found = logLines(node.output().slice(from)).find(match)) !== undefined, ms);
+  return found;
 }
 
 export interface CliResult {
