@@ -10,7 +10,7 @@ import { DEFAULT_SCHEMA, type ConfigInput, type MeridianNode } from '@meridian/n
 import { freePort } from './helpers/free-port.js';
 import { tempDir } from './helpers/tmp.js';
 import { ADMIN, basic, PERSON_PW, seed, startXmlNode } from './helpers/xml-node.js';
-import { until } from './helpers/wait.js';
+import { sleep, until } from './helpers/wait.js';
 import { ldapTool } from './helpers/ldap-utils.js';
 
 /** A master (its fixed port free) and a replica of it, writable; `prepare` runs on the master before the replica starts. */
@@ -54,7 +54,17 @@ t.test("a replica turns read-only when its master's connection closes, while tha
   );
   const refused = await fetch(`${replica.url}/api/objects`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'Organisation', fields: { name: 'After', kind: 'vendor' } }) });
   t.equal(refused.status, 503, 'a write is refused as read-only, not sent to the closed link');
+  // the apply outlasts the link timeout (1 s) after the close: the closed link is not judged by heartbeats then
+  await sleep(1500);
   release();
+  // (read at once: the first redial, 250 ms on at the soonest, puts its own failure in its place)
+  let why: string | undefined;
+  for (const end = Date.now() + 5000; why === undefined && Date.now() < end; await sleep(10)) {
+    const p = replica.status().peers[0];
+    if (p?.state === 'backing-off') why = p.reason ?? '';
+  }
+  t.ok(why !== undefined, 'the link ends once its apply is done');
+  t.notMatch(why ?? '', /heartbeat/, `and why is the close, not a heartbeat missed after it (${why ?? ''})`);
 });
 
 t.test('a master cloned after credentials were issued knows them (they came as states, with no feed entry)', async (t) => {
