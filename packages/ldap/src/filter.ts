@@ -1,4 +1,5 @@
 import ldap from 'ldapjs';
+import { foldText } from '@meridian/store';
 import { ATTRIBUTE_TYPES, definitionNames, definitionOid } from './schema-definitions.js';
 import { berBool, berText, type BerNode } from './validate.js';
 
@@ -97,11 +98,12 @@ function normalDn(v: string): string | undefined {
 /**
  * A value as its attribute compares it: case-insensitive with insignificant
  * spaces (caseIgnoreMatch), and for telephone numbers also without spaces
- * and hyphens (telephoneNumberMatch), as OpenLDAP does; in Unicode NFC, as
- * the store folds its index keys, so a decomposed "Müller" matches too.
+ * and hyphens (telephoneNumberMatch), as OpenLDAP does; in Unicode NFKC
+ * with case folded, as the store folds its index keys (foldText), so a
+ * decomposed "Müller" and a full-width "ＡＮＮＡ" match too.
  */
 export function fold(attr: string, value: string): string {
-  const v = value.normalize('NFC').toLowerCase();
+  const v = foldText(value);
   if (DN_VALUED.has(attr)) {
     const dn = normalDn(v);
     if (dn !== undefined) return dn;

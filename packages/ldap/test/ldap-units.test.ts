@@ -48,6 +48,9 @@ t.test('filters: case-insensitive, three-valued, with aliases and options', asyn
   const u = source({ sn: ['Müller'], cn: ['Siobhán a*b'] });
   t.equal(evaluate(parse('(sn=MÜLLER)'), u), true, 'non-ASCII values');
   t.equal(evaluate(parse('(sn=MU\u0308LLER)'), u), true, 'a decomposed Ü (U and a combining diaeresis) matches the composed one');
+  t.equal(evaluate(parse('(sn=ＭÜＬＬＥＲ)'), u), true, 'full-width letters match as their compatibility forms (NFKC)');
+  t.equal(evaluate(parse('(sn=MULLER)'), u), false, 'a letter without its diacritic does not match');
+  t.equal(fold('cn', 'Straße'), fold('cn', 'STRASSE'), 'case folded in full: ß is ss');
   const literalStar = tlv(0xa4, [octets('cn'), tlv(0x30, [octets('*', 0x81)])]);
   t.equal(evaluate(decode(literalStar), u), true, 'a * inside a value is a literal *');
   t.equal(evaluate(decode(literalStar), source({ cn: ['ab'] })), false);

@@ -5,7 +5,7 @@ export { isUniqueConflict } from './conflicts.js';
 export { MeridianError, ValidationError, asSeenBy, isMeridianError } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export type { ReferenceTarget } from './schema.js';
-export { parseSchema, loadSchemaFile, publicFields, sameAsWritten, foldLookup, foldValue, checkFieldValues, checkNewObjectId, checkReference, checkRequired, MAX_VALUES, uniqueTaken, validationFailure, yamlProblem, REPLICA_ID_PREFIX, REPLICA_TYPE } from './schema.js';
+export { parseSchema, loadSchemaFile, publicFields, sameAsWritten, foldLookup, foldText, foldValue, checkFieldValues, checkNewObjectId, checkReference, checkRequired, MAX_VALUES, uniqueTaken, validationFailure, yamlProblem, REPLICA_ID_PREFIX, REPLICA_TYPE } from './schema.js';
 export type { Schema, TypeDef, FieldDef, FieldKind } from './schema.js';
 export type { FieldValue, Scalar, ChangeKind } from './codec.js';
 export { hashPassword, verifyPassword, isPasswordHash, needsUpgrade, DEFAULT_COST } from './password.js';

@@ -209,11 +209,35 @@ function parseField(where: string, name: string, raw: unknown): FieldDef {
   };
 }
 
-/** Case folding used by indexes and uniqueness: `Anna@Example.COM` and `anna@example.com` are one value. */
+/** Case folding used by indexes and uniqueness: `Anna@Example.COM` and `anna@example.com` are one value (a reference's id is kept as it is). */
 export function foldValue(field: FieldDef, value: Scalar): string {
   const s = String(value);
-  return field.kind === 'ref' ? s : s.normalize('NFC').toLowerCase();
+  return field.kind === 'ref' ? s : foldText(s);
 }
+
+/**
+ * Text as uniqueness, indexes and LDAP matching compare it: in Unicode NFKC
+ * with case folded, as RFC 4518 prepares a string for caseIgnoreMatch and
+ * slapd compares one. `ＡＮＮＡ`, `Anna` and `anna` are one value, and so
+ * are `ﬁnance` and `finance`, `Straße` and `STRASSE`, a decomposed and a
+ * composed `Müller`. Case is folded by lower-, upper- and lower-casing
+ * again, which JavaScript's full mappings make full case folding (`ẞ` to
+ * `ß` to `SS` to `ss`); NFKC comes first, as a compatibility character can
+ * stand for capitals (`ᴬ` is `A`, `㎒` is `MHz`), and again last.
+ */
+export function foldText(s: string): string {
+  // (most values are ASCII, which lower-casing alone folds: a write folds every indexed field of its object)
+  if (ASCII.test(s)) return s.toLowerCase();
+  return s.normalize('NFKC').toLowerCase().toUpperCase().toLowerCase().normalize('NFKC');
+}
+const ASCII = /^[\x00-\x7f]*$/;
+
+/**
+ * How foldText folds, in the index layout a data dir records
+ * (`unique/nfkc-cf`): a dir whose entries were folded otherwise (in NFC
+ * and lower case, before this) has them rebuilt at its next open.
+ */
+export const TEXT_FOLDING = 'nfkc-cf';
 
 /**
  * A looked-up value folded as a write of it would be stored: `05` or `5.0`

@@ -29,6 +29,7 @@ import {
   checkRequired,
   foldLookup,
   foldValue,
+  TEXT_FOLDING,
   publicFields,
   uniqueTaken,
   validationFailure,
@@ -3826,14 +3827,15 @@ function rebuiltRange(c: { type: string; field: string; is: string | undefined }
   return keys.indexRange(uniqueLayout(c.is) ? 'u' : 'x', c.type, c.field);
 }
 
-/** Whether a layout value is a unique index's (its entries under `u`). */
+/** Whether a layout value is a unique index's (its entries under `u`), folded however. */
 function uniqueLayout(value: string | undefined): boolean {
-  return value === 'unique' || value === 'unique-ref';
+  return value === 'unique-ref' || value?.split('/')[0] === 'unique';
 }
 
 /**
- * Per `type NUL field`, how the schema indexes the field: `unique`,
- * `unique-ref`, `ref` or `indexed` (fields it does not index are absent); and per `type NUL`,
+ * Per `type NUL field`, how the schema indexes the field: `unique/nfkc-cf`,
+ * `unique-ref`, `ref` or `indexed/nfkc-cf` (fields it does not index are
+ * absent; builds that folded in NFC wrote `unique` and `indexed`); and per `type NUL`,
  * `type`: the type index and count, which a node keeps only of types its
  * schema has. An object of a type the schema lacked when it arrived (sent
  * by a master already on a newer schema) is stored without them, and
@@ -3845,7 +3847,8 @@ function indexLayout(schema: Schema): Record<string, string> {
     out[`${def.name}${SEP}`] = 'type';
     // (a reference folds its values otherwise than a string field: a change of kind changes the keys,
     // of a unique field too, whose entries a string's folding left under a ref's layout undetected)
-    for (const f of def.fields.values()) if (f.unique || f.indexed) out[`${def.name}${SEP}${f.name}`] = f.unique ? (f.kind === 'ref' ? 'unique-ref' : 'unique') : f.kind === 'ref' ? 'ref' : 'indexed';
+    // (and how a value not a reference is folded: entries folded otherwise are rebuilt)
+    for (const f of def.fields.values()) if (f.unique || f.indexed) out[`${def.name}${SEP}${f.name}`] = f.kind === 'ref' ? (f.unique ? 'unique-ref' : 'ref') : `${f.unique ? 'unique' : 'indexed'}/${TEXT_FOLDING}`;
   }
   return out;
 }

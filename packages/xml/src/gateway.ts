@@ -5,6 +5,7 @@ import {
   asSeenBy,
   authorizeWrite,
   foldLookup,
+  foldText,
   foldValue,
   isMeridianError,
   readerKnowing,
@@ -469,7 +470,8 @@ export class XmlGateway {
       after = /^[A-Za-z0-9_-]{1,400}$/.test(cursor) ? this.cursors.open(cursor) : undefined;
       if (after === undefined) throw new XmlError(400, 'the cursor is not one this node handed out; start again without it');
     }
-    const text = q.get('q')?.toLowerCase();
+    const q0 = q.get('q');
+    const text = q0 === null ? undefined : foldText(q0);
     const filters: [string, string][] = [];
     for (const [k, v] of q.entries()) {
       if (k === 'limit' || k === 'cursor' || k === 'q') continue;
@@ -482,7 +484,7 @@ export class XmlGateway {
     if (filters.length > 0 && !indexed) {
       throw new XmlError(400, `filter by at least one indexed field of ${type} (${[...def.fields.values()].filter((f) => f.indexed || f.unique).map((f) => f.name).join(', ')}); use q= to search the rest`);
     }
-    // folded once, as a lookup folds (NFC, lower case; a reference as it is; 05 as the integer 5), so what the
+    // folded once, as a lookup folds (NFKC, case folded; a reference as it is; 05 as the integer 5), so what the
     // index found is kept; a value no write could store matches nothing
     const wanted = filters.map(([k, v]) => ({ k, f: def.fields.get(k)!, want: foldLookup(def.fields.get(k)!, v) }));
     const matches = (o: StoredObject): boolean => {
@@ -493,7 +495,7 @@ export class XmlGateway {
         if (want === undefined || !values.some((x) => foldValue(f, x) === want)) return false;
       }
       if (text !== undefined && text !== '') {
-        const hit = Object.entries(o.fields).some(([k, v]) => def.fields.get(k)?.kind !== 'password' && (Array.isArray(v) ? v : [v]).some((x) => String(x).toLowerCase().includes(text)));
+        const hit = Object.entries(o.fields).some(([k, v]) => def.fields.get(k)?.kind !== 'password' && (Array.isArray(v) ? v : [v]).some((x) => foldText(String(x)).includes(text)));
         if (!hit) return false;
       }
       return true;
