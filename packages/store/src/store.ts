@@ -1812,6 +1812,13 @@ export class Store {
       for (const key of unique) {
         const holder = holders.get(key) ?? id;
         if (holder === id) ops.push({ type: 'put', key, value: Buffer.from(id) });
+        else if (!this.clashRecorded(id, key)) {
+          // held twice only as the rebuild folds (a dir of a build that folded otherwise): recorded as a
+          // clash brought by replication is, so that it is shown and the entry passes on when the holder lets go
+          const [, field, value] = key.slice(1).split(SEP) as [string, string, string];
+          const clash = uniqueClash(id, type, field, value, holder, undefined, this.clock.tick());
+          ops.push(this.openConflict(clash.key, clash.rec));
+        }
       }
       await flushIfFull();
     }

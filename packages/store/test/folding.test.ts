@@ -86,3 +86,38 @@ t.test('a data dir whose index entries were folded in NFC and lower case has the
   t.same((await s.lookup('Person', 'cn', 'FIONA')).items.map((o) => o.id), [anna.id]);
   await t.rejects(s.create('Person', { cn: 'F', sn: 'F', mail: ['FIONA@example.com'] }), ValidationError, 'and the value is taken as it folds now');
 });
+
+t.test('values of a unique field that come to fold alike at the rebuild are kept as a recorded clash: the holder keeps the entry, the other waits for it', async (t) => {
+  const [dirA, dirB] = [tempDir(t), tempDir(t)];
+  const at = (dir: string, nodeId: string): Promise<Store> => Store.open({ dir, schema, nodeId, passwordCost: { N: 1024, r: 8, p: 1 } });
+  const b = await at(dirB, 'b');
+  const two = await b.create('Person', { cn: 'B', sn: 'B', mail: ['ﬁnance@example.com'] }, { id: 'per-2' });
+  let a = await at(dirA, 'a');
+  const one = await a.create('Person', { cn: 'A', sn: 'A', mail: ['finance@example.com'] }, { id: 'per-1' });
+  await a.applyRemote((await b.readFeed(0, 10)).map(({ seq: _s, ...c }) => c));
+  await b.close();
+  t.equal((await a.conflicts({ open: true })).items.length, 1, 'this build records the clash as the change arrives');
+  await a.close();
+  // as a build that folded in NFC left the dir: two values, an entry each, no clash
+  const db = new Level<string, Buffer>(dirA, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  const old = (v: string): string => v.normalize('NFC').toLowerCase();
+  const conflictKeys = await db.keys({ gte: 'k', lt: 'k\uffff' }).all();
+  await db.batch([
+    ...conflictKeys.map((key) => ({ type: 'del' as const, key })),
+    { type: 'put', key: keys.unique('Person', 'mail', old('finance@example.com')), value: Buffer.from(one.id) },
+    { type: 'put', key: keys.unique('Person', 'mail', old('ﬁnance@example.com')), value: Buffer.from(two.id) },
+  ]);
+  const layout = decode<Record<string, string>>((await db.get(keys.meta('indexLayout')))!);
+  layout[`Person${SEP}mail`] = 'unique';
+  await db.put(keys.meta('indexLayout'), Buffer.from(encode(layout)));
+  await db.close();
+  a = await at(dirA, 'a');
+  t.teardown(() => a.close());
+  t.same(await checkIndexes(a), [], 'it opens, the entries rebuilt');
+  const open = (await a.conflicts({ open: true })).items;
+  t.same(open.map((c) => [c.objectId, c.field, c.winner]), [[two.id, 'mail', `unique:${one.id}`]], 'the clash is recorded on the object without the entry');
+  t.same((await a.lookup('Person', 'mail', 'finance@example.com')).items.map((o) => o.id), [one.id], 'the least id holds the value');
+  await a.update(one.id, { mail: ['other@example.com'] });
+  t.same((await a.lookup('Person', 'mail', 'FINANCE@example.com')).items.map((o) => o.id), [two.id], 'and passes it on when it lets go');
+  t.same(await checkIndexes(a), []);
+});
