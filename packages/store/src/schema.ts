@@ -217,20 +217,26 @@ export function foldValue(field: FieldDef, value: Scalar): string {
 
 /**
  * Text as uniqueness, indexes and LDAP matching compare it: in Unicode NFKC
- * with case folded, as RFC 4518 prepares a string for caseIgnoreMatch and
- * slapd compares one. `ＡＮＮＡ`, `Anna` and `anna` are one value, and so
+ * with case folded, as RFC 4518 prepares a string for caseIgnoreMatch.
+ * `ＡＮＮＡ`, `Anna` and `anna` are one value, and so
  * are `ﬁnance` and `finance`, `Straße` and `STRASSE`, a decomposed and a
- * composed `Müller`. Case is folded by lower-, upper- and lower-casing
- * again, which JavaScript's full mappings make full case folding (`ẞ` to
- * `ß` to `SS` to `ss`); NFKC comes first, as a compatibility character can
- * stand for capitals (`ᴬ` is `A`, `㎒` is `MHz`), and again last.
+ * composed `Müller`, and `anna` with a zero-width space or a soft hyphen
+ * in it and `anna`. The characters RFC 3454 maps to nothing (B.1: soft
+ * hyphen, zero-width joiners and spaces, variation selectors, the byte
+ * order mark) are dropped; case is folded by lower-, upper- and
+ * lower-casing again, which JavaScript's full mappings make full case
+ * folding (`ẞ` to `ß` to `SS` to `ss`); NFKC comes first, as a
+ * compatibility character can stand for capitals (`ᴬ` is `A`, `㎒` is
+ * `MHz`), and again last. (RFC 4518's handling of insignificant spaces is
+ * LDAP matching's own: see fold in packages/ldap.)
  */
 export function foldText(s: string): string {
   // (most values are ASCII, which lower-casing alone folds: a write folds every indexed field of its object)
   if (ASCII.test(s)) return s.toLowerCase();
-  return s.normalize('NFKC').toLowerCase().toUpperCase().toLowerCase().normalize('NFKC');
+  return s.replace(TO_NOTHING, '').normalize('NFKC').toLowerCase().toUpperCase().toLowerCase().normalize('NFKC');
 }
 const ASCII = /^[\x00-\x7f]*$/;
+const TO_NOTHING = /[\u00ad\u034f\u1806\u180b-\u180d\u200b-\u200d\u2060\ufe00-\ufe0f\ufeff]/g;
 
 /**
  * How foldText folds, in the index layout a data dir records

@@ -1759,9 +1759,12 @@ export class Store {
     // (unique before, whatever its folding: a data dir from before 'unique-ref' says 'unique' of a reference field,
     // whose values held twice through replication are recorded clashes, not a reason to refuse the open)
     const wasUnique = new Set(changed.filter((c) => uniqueLayout(c.was) && uniqueLayout(c.is)).map((c) => `${c.type}${SEP}${c.field}`));
+    // (the records of values held twice name them as the folding they were made under left them)
+    await this.refoldClashes(changed.filter((c) => c.field !== '' && c.was !== c.is && uniqueLayout(c.was) && uniqueLayout(c.is)));
     const holders = new Map<string, string>();
     if (changed.some((c) => uniqueLayout(c.is))) {
       const first = new Map<string, string>();
+      const twice = new Map<string, string[]>();
       for await (const { id, unique } of entries()) {
         for (const key of unique) {
           const held = first.get(key);
@@ -1773,9 +1776,18 @@ export class Store {
           if (!wasUnique.has(`${type}${SEP}${field}`)) {
             throw new MeridianError('bad-request', `the schema makes ${type}.${field} unique, but ${held} and ${id} both hold "${value}"; start with the schema as it was and change one of them, or leave the field not unique`);
           }
-          if (this.clashRecorded(held, key) && !this.clashRecorded(id, key)) holders.set(key, id);
-          else if (!holders.has(key)) holders.set(key, held);
+          const ids = twice.get(key);
+          if (ids) ids.push(id);
+          else twice.set(key, [held, id]);
         }
+      }
+      // Of the objects holding a value twice, those with no open record of the clash may hold the entry.
+      // Of several (values that fold alike only now), the one the entry names already keeps it, so that
+      // a look-alike does not take a mail its holder signs in with; else the least id.
+      for (const [key, ids] of twice) {
+        const free = ids.filter((id) => !this.clashRecorded(id, key));
+        const owner = (await this.db.get(key))?.toString('utf8');
+        holders.set(key, owner !== undefined && free.includes(owner) ? owner : (free[0] ?? ids[0]!));
       }
     }
     await this.commits.add([{ type: 'put', key: keys.meta('indexPending'), value: encode([...names]) }]);
@@ -1837,6 +1849,35 @@ export class Store {
     if (untypedChanged) ops.push({ type: 'put', key: keys.meta('untyped'), value: encode([...this.untyped]) });
     ops.push(layoutOp, { type: 'del', key: keys.meta('indexPending') });
     await this.commits.add(ops);
+  }
+
+  /**
+   * Records of unique values held twice, of the fields a rebuild folds
+   * otherwise now, made again under the value as it folds now: the rebuild
+   * finds who holds what by them (clashRecorded), and each would otherwise
+   * wait for an entry no object holds. A value folded alike both ways keeps
+   * its record.
+   */
+  private async refoldClashes(fields: readonly { type: string; field: string }[]): Promise<void> {
+    if (fields.length === 0) return;
+    const refolded = new Set(fields.map((c) => `${c.type}${SEP}${c.field}`));
+    const ops: BatchOp[] = [];
+    for (const [objectId, open] of [...this.openConflicts]) {
+      for (const [k, rec] of [...open]) {
+        const f = this.schema.types.get(rec.type)?.fields.get(rec.field);
+        if (!f || !isUniqueConflict(rec) || !refolded.has(`${rec.type}${SEP}${rec.field}`)) continue;
+        const was = String(rec.values[0]!.value);
+        const now = foldValue(f, was);
+        if (now === was) continue;
+        open.delete(k);
+        if (open.size === 0) this.openConflicts.delete(objectId);
+        this.stopWaiting(objectId, uniqueKeyOf(rec));
+        ops.push({ type: 'del', key: k });
+        const clash = uniqueClash(objectId, rec.type, rec.field, now, rec.winner.slice('unique:'.length), rec.values[1]?.node, rec.detected);
+        ops.push(this.openConflict(clash.key, clash.rec));
+      }
+    }
+    if (ops.length) await this.commits.add(ops);
   }
 
   /** Whether the object has an open record of a clash over this unique key (it is not the entry's holder). */

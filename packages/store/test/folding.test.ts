@@ -4,11 +4,12 @@
  * data dir whose entries were folded the old way (NFC, lower case) has
  * them rebuilt at its next open.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Level } from 'level';
 import { checkIndexes, foldText, Store, ValidationError } from '../dist/index.js';
 import { decode, encode } from '../dist/codec.js';
 import { keys, SEP } from '../dist/keys.js';
+import { uniqueClash } from '../dist/conflicts.js';
 import { openStore, schema, tempDir } from './fixtures.js';
 import { prng } from '../../../test/helpers/prng.js';
 
@@ -23,6 +24,8 @@ t.test('foldText: case, compatibility forms and composition fold alike; ASCII is
     ['ᴬnna', 'anna'],
     ['㎒', 'mhz'],
     ['ΌΣΟΣ', 'όσος'],
+    ['an\u200bna', 'ANNA'],
+    ['an\u00adna\ufeff', 'anna'],
   ];
   for (const [a, b] of same) t.equal(foldText(a), foldText(b), `${a} and ${b} fold alike (${foldText(a)})`);
   t.not(foldText('müller'), foldText('muller'), 'a letter with a diacritic is not the letter without');
@@ -32,7 +35,7 @@ t.test('foldText: case, compatibility forms and composition fold alike; ASCII is
 t.test('foldText is stable: a folded value folds to itself (random strings across the planes)', async (t) => {
   const rnd = prng(Number(process.env['FOLD_SEED'] ?? 7));
   // letters of many scripts, compatibility characters, combining marks and the astral planes
-  const ranges: [number, number][] = [[0x20, 0x7e], [0xa0, 0x24f], [0x370, 0x52f], [0x1d00, 0x1fff], [0x2100, 0x24ff], [0x3300, 0x33ff], [0xfb00, 0xfb4f], [0xff00, 0xffef], [0x300, 0x36f], [0x10400, 0x1044f], [0x1d400, 0x1d7ff]];
+  const ranges: [number, number][] = [[0x20, 0x7e], [0xa0, 0x24f], [0x370, 0x52f], [0x1d00, 0x1fff], [0x2000, 0x206f], [0x2100, 0x24ff], [0x3300, 0x33ff], [0xfb00, 0xfb4f], [0xff00, 0xffef], [0x300, 0x36f], [0x10400, 0x1044f], [0x1d400, 0x1d7ff]];
   const unstable: string[] = [];
   for (let i = 0; i < 20_000; i++) {
     let s = '';
@@ -87,37 +90,79 @@ t.test('a data dir whose index entries were folded in NFC and lower case has the
   await t.rejects(s.create('Person', { cn: 'F', sn: 'F', mail: ['FIONA@example.com'] }), ValidationError, 'and the value is taken as it folds now');
 });
 
-t.test('values of a unique field that come to fold alike at the rebuild are kept as a recorded clash: the holder keeps the entry, the other waits for it', async (t) => {
-  const [dirA, dirB] = [tempDir(t), tempDir(t)];
-  const at = (dir: string, nodeId: string): Promise<Store> => Store.open({ dir, schema, nodeId, passwordCost: { N: 1024, r: 8, p: 1 } });
-  const b = await at(dirB, 'b');
-  const two = await b.create('Person', { cn: 'B', sn: 'B', mail: ['ﬁnance@example.com'] }, { id: 'per-2' });
-  let a = await at(dirA, 'a');
-  const one = await a.create('Person', { cn: 'A', sn: 'A', mail: ['finance@example.com'] }, { id: 'per-1' });
-  await a.applyRemote((await b.readFeed(0, 10)).map(({ seq: _s, ...c }) => c));
-  await b.close();
-  t.equal((await a.conflicts({ open: true })).items.length, 1, 'this build records the clash as the change arrives');
+/**
+ * Node a's dir holding the Persons `made` (id, mail, the node that makes it), each other node's
+ * replicated to a; then left as a build that folded in NFC would have left it: the mail entries
+ * as that folding made them (`owners`: folded value to holder), clash records only of values
+ * that folding found alike (`clashes`: the records' objects), and the old layout's word.
+ */
+async function oldDir(t: Test, made: [id: string, mail: string, node: string][], owners: Record<string, string>, clashes: [objectId: string, value: string, holder: string][]): Promise<Store> {
+  const dirs = new Map<string, string>();
+  const at = (node: string): Promise<Store> => {
+    if (!dirs.has(node)) dirs.set(node, tempDir(t));
+    return Store.open({ dir: dirs.get(node)!, schema, nodeId: node, passwordCost: { N: 1024, r: 8, p: 1 } });
+  };
+  const a = await at('a');
+  for (const node of new Set(made.map(([, , n]) => n))) {
+    const s = node === 'a' ? a : await at(node);
+    for (const [id, mail, n] of made) if (n === node) await s.create('Person', { cn: id, sn: 'S', mail: [mail] }, { id });
+    if (s !== a) {
+      await a.applyRemote((await s.readFeed(0, 100)).map(({ seq: _s, ...c }) => c));
+      await s.close();
+    }
+  }
   await a.close();
-  // as a build that folded in NFC left the dir: two values, an entry each, no clash
-  const db = new Level<string, Buffer>(dirA, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
-  const old = (v: string): string => v.normalize('NFC').toLowerCase();
+  const db = new Level<string, Buffer>(dirs.get('a')!, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
   const conflictKeys = await db.keys({ gte: 'k', lt: 'k\uffff' }).all();
+  const entryKeys = await db.keys(keys.indexRange('u', 'Person', 'mail')).all();
   await db.batch([
-    ...conflictKeys.map((key) => ({ type: 'del' as const, key })),
-    { type: 'put', key: keys.unique('Person', 'mail', old('finance@example.com')), value: Buffer.from(one.id) },
-    { type: 'put', key: keys.unique('Person', 'mail', old('ﬁnance@example.com')), value: Buffer.from(two.id) },
+    ...[...conflictKeys, ...entryKeys].map((key) => ({ type: 'del' as const, key })),
+    ...Object.entries(owners).map(([value, id]) => ({ type: 'put' as const, key: keys.unique('Person', 'mail', value), value: Buffer.from(id) })),
+    ...clashes.map(([objectId, value, holder]) => {
+      const c = uniqueClash(objectId, 'Person', 'mail', value, holder, undefined, 1);
+      return { type: 'put' as const, key: c.key, value: Buffer.from(encode(c.rec)) };
+    }),
   ]);
   const layout = decode<Record<string, string>>((await db.get(keys.meta('indexLayout')))!);
   layout[`Person${SEP}mail`] = 'unique';
   await db.put(keys.meta('indexLayout'), Buffer.from(encode(layout)));
   await db.close();
-  a = await at(dirA, 'a');
-  t.teardown(() => a.close());
-  t.same(await checkIndexes(a), [], 'it opens, the entries rebuilt');
-  const open = (await a.conflicts({ open: true })).items;
-  t.same(open.map((c) => [c.objectId, c.field, c.winner]), [[two.id, 'mail', `unique:${one.id}`]], 'the clash is recorded on the object without the entry');
-  t.same((await a.lookup('Person', 'mail', 'finance@example.com')).items.map((o) => o.id), [one.id], 'the least id holds the value');
-  await a.update(one.id, { mail: ['other@example.com'] });
-  t.same((await a.lookup('Person', 'mail', 'FINANCE@example.com')).items.map((o) => o.id), [two.id], 'and passes it on when it lets go');
-  t.same(await checkIndexes(a), []);
+  const opened = await at('a');
+  t.teardown(() => opened.close());
+  return opened;
+}
+
+const openClashes = async (s: Store): Promise<[string, string, string][]> => (await s.conflicts({ open: true })).items.map((c) => [c.objectId, String(c.values[0]!.value), c.winner]);
+const holderOf = async (s: Store, mail: string): Promise<string[]> => (await s.lookup('Person', 'mail', mail)).items.map((o) => o.id);
+
+t.test('values that come to fold alike at the rebuild are kept as a recorded clash, the entry left with the object it named: a look-alike does not take the mail its holder signs in with', async (t) => {
+  // (the look-alike has the lesser id: the least id is not what decides)
+  const s = await oldDir(t, [['per-9', 'finance@example.com', 'a'], ['per-2', 'ﬁnance@example.com', 'b']], { 'finance@example.com': 'per-9', 'ﬁnance@example.com': 'per-2' }, []);
+  t.same(await checkIndexes(s), [], 'it opens, the entries rebuilt');
+  t.same(await openClashes(s), [['per-2', 'finance@example.com', 'unique:per-9']], 'the clash is recorded on the look-alike');
+  t.same(await holderOf(s, 'finance@example.com'), ['per-9'], 'the holder keeps its mail');
+  await s.update('per-9', { mail: ['other@example.com'] });
+  t.same(await holderOf(s, 'FINANCE@example.com'), ['per-2'], 'and passes it on when it lets go');
+  t.same(await checkIndexes(s), []);
+});
+
+t.test('a clash recorded before the rebuild, of a value the rebuild folds otherwise, is recorded again under the value as it folds now, and the holder stays', async (t) => {
+  // both hold Straße; the entry and the record name it as NFC and lower case did (straße)
+  const s = await oldDir(t, [['per-8', 'Straße@example.com', 'a'], ['per-3', 'Straße@example.com', 'b']], { 'straße@example.com': 'per-8' }, [['per-3', 'straße@example.com', 'per-8']]);
+  t.same(await checkIndexes(s), [], 'it opens, the entries rebuilt');
+  t.same(await openClashes(s), [['per-3', 'strasse@example.com', 'unique:per-8']], 'one open record, of the value as it folds now');
+  t.equal((await s.conflicts()).items.length, 1, 'the record as the old folding named it is gone, not left settled beside it');
+  t.same(await holderOf(s, 'STRASSE@example.com'), ['per-8'], 'the holder keeps the value');
+});
+
+t.test('of three holders, one with a record of the clash, the entry stays with the object it named', async (t) => {
+  const s = await oldDir(
+    t,
+    [['per-2', 'finance@example.com', 'a'], ['per-1', 'finance@example.com', 'c'], ['per-3', 'ﬁnance@example.com', 'b']],
+    { 'finance@example.com': 'per-2', 'ﬁnance@example.com': 'per-3' },
+    [['per-1', 'finance@example.com', 'per-2']],
+  );
+  t.same(await checkIndexes(s), [], 'it opens, each record naming the holder');
+  t.same((await openClashes(s)).sort(), [['per-1', 'finance@example.com', 'unique:per-2'], ['per-3', 'finance@example.com', 'unique:per-2']]);
+  t.same(await holderOf(s, 'finance@example.com'), ['per-2']);
 });
