@@ -6,11 +6,14 @@
  */
 import t, { type Test } from 'tap';
 import { Level } from 'level';
-import { checkIndexes, foldText, Store, ValidationError } from '../dist/index.js';
+import { checkIndexes, foldLookup, foldText, Store, ValidationError } from '../dist/index.js';
 import { decode, encode } from '../dist/codec.js';
 import { keys, SEP } from '../dist/keys.js';
 import { uniqueClash } from '../dist/conflicts.js';
 import { openStore, schema, tempDir } from './fixtures.js';
+
+const integerField = schema.types.get('License')!.fields.get('seats')!;
+const booleanField = schema.types.get('License')!.fields.get('active')!;
 import { prng } from '../../../test/helpers/prng.js';
 
 t.test('foldText: case, compatibility forms and composition fold alike; ASCII is lower-cased', async (t) => {
@@ -58,6 +61,8 @@ t.test('a unique value is taken in any case and compatibility form, and a lookup
   }
   t.same((await s.lookup('Person', 'mail', 'ﬁnance@EXAMPLE.com')).items.map((o) => o.id), [anna.id], 'a lookup in another form finds it');
   t.same((await s.lookup('Org', 'name', 'acme')).items.map((o) => o.id), [org.id], 'an indexed field too');
+  t.equal(foldLookup(integerField, '５'), foldLookup(integerField, '5'), 'a full-width number is the number');
+  t.equal(foldLookup(booleanField, 'ＴＲＵＥ'), 'true', 'and a full-width boolean the boolean');
   t.same(await checkIndexes(s), []);
 });
 
