@@ -960,9 +960,9 @@ export class SyncSession {
   get live(): boolean {
     return (
       this.state === 'open' &&
-      // nor before this side has subscribed (a master never subscribes to a replica): between the open and the
-      // sub, while its checkpoint is read, nothing is expected yet, and a replica looked caught up though its
-      // clone had not begun
+      // and only once this side has subscribed (a master never subscribes to a replica): between the open and
+      // the sub, while its checkpoint is read, nothing is expected yet, and a new replica looked caught up
+      // though its clone had not begun
       (this.subscribed || this.peerRole === 'replica') &&
       // nobody subscribes to a replica: it has nothing to send
       (this.cursor !== undefined ? this.cursor >= this.head && this.inFlight === 0 : this.opts.role === 'replica') &&
