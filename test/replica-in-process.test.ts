@@ -12,6 +12,7 @@ import { tempDir } from './helpers/tmp.js';
 import { ADMIN, basic, PERSON_PW, seed, startXmlNode } from './helpers/xml-node.js';
 import { sleep, until } from './helpers/wait.js';
 import { ldapTool } from './helpers/ldap-utils.js';
+import ldap from 'ldapjs';
 
 /** A master (its fixed port free) and a replica of it, writable; `prepare` runs on the master before the replica starts. */
 async function masterAndReplica(t: Test, prepare: (master: MeridianNode) => Promise<void> = async () => undefined, writesGraceMs?: number, replicaFlags: ConfigInput = {}): Promise<{ master: MeridianNode; replica: MeridianNode }> {
@@ -387,6 +388,37 @@ t.test('through LDAP on a replica, a change its master made that has not come ba
   const whoami = (password: string) => ldapTool('ldapwhoami', ['-x', '-H', url, '-D', 'uid=colleague1', '-w', password]);
   t.ok(await until(async () => (await whoami(generated)).code === 0, 10_000), 'it binds once the change is back');
   t.equal((await whoami(PERSON_PW)).code, 49, 'the old one no longer does');
+});
+
+t.test("through LDAP on a replica, a session whose own password change was answered as made, not yet back, stays bound when another change of its entry comes back first", async (t) => {
+  const ldapPort = await freePort();
+  const { replica } = await masterAndReplica(t, seed, undefined, { ldapPort, writeTimeout: 1000 });
+  t.ok(await until(async () => (await replica.store.get('per-c1')) !== undefined, 10_000), 'the replica holds the person');
+  const dn = 'meridianId=per-c1,ou=people,dc=example,dc=com';
+  const c = ldap.createClient({ url: `ldap://127.0.0.1:${ldapPort}` });
+  t.teardown(() => c.destroy());
+  c.on('error', () => undefined);
+  const code = (e: unknown): number => (e ? ((e as { code?: number }).code ?? -1) : 0);
+  const bound = await new Promise<number>((resolve) => c.bind('uid=contact1', PERSON_PW, (e) => resolve(code(e))));
+  t.equal(bound, 0, 'bound with the old password');
+  const release = holdApplies(t, replica);
+  const change = new ldap.Change({ operation: 'replace', modification: new ldap.Attribute({ type: 'userPassword', values: ['a-new-password-42'] }) });
+  t.equal(await new Promise<number>((resolve) => c.modify(dn, change, (e) => resolve(code(e)))), 0, 'its own password change is answered as made');
+  // another master's change of the entry reaches the replica first: the entry changed, its password not yet
+  await replica.store.update('per-c1', { title: 'Edited elsewhere' }, { principal: 'test' });
+  const look = (): Promise<number> =>
+    new Promise((resolve) =>
+      c.search(dn, { scope: 'base', attributes: ['title'] }, (e, res) => {
+        if (e) return resolve(code(e));
+        res.on('error', (err) => resolve(code(err)));
+        res.on('end', (r) => resolve(r?.status ?? -1));
+      }),
+    );
+  t.equal(await look(), 0, 'the session is still bound: the entry holds the password its change replaced');
+  release();
+  const whoami = () => ldapTool('ldapwhoami', ['-x', '-H', `ldap://127.0.0.1:${ldapPort}`, '-D', 'uid=contact1', '-w', 'a-new-password-42']);
+  t.ok(await until(async () => (await whoami()).code === 0, 10_000), 'the new password binds once its change is back');
+  t.equal(await look(), 0, 'and the session is still bound, with the new one');
 });
 
 t.test('a write whose change comes back while a stopping replica waits for it is answered as made', async (t) => {

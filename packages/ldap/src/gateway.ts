@@ -146,6 +146,12 @@ interface Session {
   entry: { version: string; seq: number } | undefined;
   /** the new password of this session's own password change while it is being written, which a recheck meanwhile accepts too */
   changing?: string | undefined;
+  /**
+   * the password this session's own change replaced, while the change, made by the master, has not come
+   * back to this replica: a recheck meanwhile (another change of the entry came first) accepts it too,
+   * and the session keeps the new one
+   */
+  replaced?: string | undefined;
 }
 
 /** The requested attributes of a search, worked out once. */
@@ -663,8 +669,11 @@ export class LdapGateway {
     let who = live && password !== undefined ? await this.checkBind(live, password) : undefined;
     // (the session's own password change, still being written when another of its operations came: the entry has the new one)
     if (!who && live && s.changing !== undefined) who = await this.checkBind(live, (password = s.changing));
+    // (made, and not back here yet: the entry still has the one it replaced; the session keeps the new one)
+    if (!who && live && s.replaced !== undefined && password !== undefined) who = await this.checkBind(live, s.replaced);
+    else if (who) s.replaced = undefined;
     if (!who || password === undefined) {
-      Object.assign(s, { principal: undefined, dn: '', credential: undefined, scope: undefined, entry: undefined });
+      Object.assign(s, { principal: undefined, dn: '', credential: undefined, scope: undefined, entry: undefined, replaced: undefined });
       throw new LdapFailure(ResultCode.invalidCredentials, 'your entry was deleted or its password changed since you bound; bind again');
     }
     // the login may have been renamed: a replica forwards writes under the name the entry has now
@@ -1142,17 +1151,21 @@ export class LdapGateway {
    * accepts the new password too; once written, the session holds it, if
    * it is still this person's. (A recheck that came first and dropped the
    * session leaves it anonymous: the change is made, the client binds
-   * again.)
+   * again.) `write` resolves as made() does: to the sentence saying the
+   * change is not back here yet, if it is not.
    */
-  private async ownPasswordChange<T>(s: Session, password: string | undefined, write: () => Promise<T>): Promise<T> {
+  private async ownPasswordChange(s: Session, password: string | undefined, write: () => Promise<string>): Promise<string> {
     if (password === undefined) return write();
     const who = s.principal?.kind === 'person' ? s.principal.id : undefined;
     s.changing = password;
     try {
-      const done = await write();
+      const late = await write();
       // (a recheck meanwhile may have put a new principal object of the same person in place)
-      if (who !== undefined && s.principal?.kind === 'person' && s.principal.id === who && s.credential) s.credential = { user: s.credential.user, password };
-      return done;
+      if (who !== undefined && s.principal?.kind === 'person' && s.principal.id === who && s.credential) {
+        if (late !== '') s.replaced = s.credential.password;
+        s.credential = { user: s.credential.user, password };
+      }
+      return late;
     } finally {
       if (s.changing === password) s.changing = undefined;
     }
