@@ -25,18 +25,19 @@ export interface MetricsSources {
  * when scraped; writes and requests are counted as they happen.
  */
 export class Metrics {
-  readonly registry = new Registry();
-  // (counted per change or request, so not in the registry: see plain-metrics.ts)
-  private readonly writes = new PlainCounter('meridian_writes_total', 'Changes committed by this node (made here), by kind.', ['kind']);
-  private readonly applied = new PlainCounter('meridian_applied_total', 'Changes made elsewhere and applied here, by origin node.', ['origin']);
-  private readonly requests = new PlainCounter('meridian_http_requests_total', 'HTTP requests, by surface, method and status.', ['surface', 'method', 'status']);
-  private readonly latency = new PlainHistogram('meridian_http_request_duration_seconds', 'Time to answer an HTTP request, by surface.', ['surface'], LATENCY_BUCKETS);
+  private readonly registry = new Registry();
+  // (counted per change or request in plain numbers, which the registry writes when scraped: see plain-metrics.ts)
+  private readonly writes = new PlainCounter('meridian_writes_total', 'Changes committed by this node (made here), by kind.', ['kind'], this.registry);
+  private readonly applied = new PlainCounter('meridian_applied_total', 'Changes made elsewhere and applied here, by origin node.', ['origin'], this.registry);
+  private readonly requests = new PlainCounter('meridian_http_requests_total', 'HTTP requests, by surface, method and status.', ['surface', 'method', 'status'], this.registry);
+  private readonly latency = new PlainHistogram('meridian_http_request_duration_seconds', 'Time to answer an HTTP request, by surface.', ['surface'], LATENCY_BUCKETS, this.registry);
   private readonly ldapRequests = new PlainCounter(
     'meridian_ldap_requests_total',
     'LDAP operations answered, by operation (bind, search, compare, modify, passwd, whoami, add, delete, modrdn) and result code.',
     ['op', 'result'],
+    this.registry,
   );
-  private readonly ldapLatency = new PlainHistogram('meridian_ldap_request_duration_seconds', 'Time to answer an LDAP operation, by operation.', ['op'], LATENCY_BUCKETS);
+  private readonly ldapLatency = new PlainHistogram('meridian_ldap_request_duration_seconds', 'Time to answer an LDAP operation, by operation.', ['op'], LATENCY_BUCKETS, this.registry);
   private readonly unsubscribe: () => void;
   /** the peers' status for the scrape under way: eight gauges read it, worked out once (see text()) */
   private peers: PeerStatus[] = [];
@@ -139,9 +140,7 @@ export class Metrics {
 
   async text(): Promise<string> {
     this.peers = this.src.peers();
-    // (in the registry's own format, Prometheus text 0.0.4: OpenMetrics would need `# EOF` and other counter names)
-    const plain = [this.writes, this.applied, this.requests, this.latency, this.ldapRequests, this.ldapLatency].map((m) => m.text());
-    return `${await this.registry.metrics()}\n${plain.join('\n\n')}\n`;
+    return this.registry.metrics();
   }
 
   get contentType(): string {

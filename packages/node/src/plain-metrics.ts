@@ -1,7 +1,9 @@
+import type { Metric, Registry } from 'prom-client';
+
 /**
  * A labelled counter and a labelled histogram for what is counted once per
  * change or request (HTTP and LDAP), kept in plain numbers and written in the
- * Prometheus text format only when scraped. prom-client validates and
+ * Prometheus text format by the registry only when scraped. prom-client validates and
  * hashes the labels on every call, even on a child it handed out; on a
  * cached XML GET that, with the 'finish' listener it was called from, was
  * about a sixth of the node's CPU per request (docs/benchmarks.md, "GET
@@ -20,45 +22,66 @@ export interface HistogramChild {
   count: number;
 }
 
-/** A metric family: one child per label set, made the first time the set is asked for. */
+/** One sample as prom-client's registry writes it (a custom metric's `get()` gives these). */
+interface Sample {
+  metricName?: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/**
+ * A metric family: one child per label set, made the first time the set is
+ * asked for. It counts in plain numbers and is registered in the node's
+ * prom-client registry as a custom metric (`get()`), so that the registry
+ * writes it, in whatever format it writes the others.
+ */
 abstract class Family<C> {
-  private readonly children = new Map<string, { values: readonly string[]; child: C }>();
+  private readonly children = new Map<string, { labels: Record<string, string>; child: C }>();
+  /** for the registry: how several processes' values would be combined */
+  readonly aggregator = 'sum';
 
   constructor(
     readonly name: string,
-    private readonly help: string,
+    readonly help: string,
     protected readonly labelNames: readonly string[],
-    private readonly type: 'counter' | 'histogram',
-  ) {}
+    readonly type: 'counter' | 'histogram',
+    registry: Registry,
+  ) {
+    registry.registerMetric(this as unknown as Metric);
+  }
 
   /** One label set's child: `key` tells the sets apart, `values` gives the set the first time. */
   child(key: string, values: () => readonly string[]): C {
     let c = this.children.get(key);
-    if (!c) this.children.set(key, (c = { values: values(), child: this.make() }));
+    if (!c) {
+      const v = values();
+      this.children.set(key, (c = { labels: Object.fromEntries(this.labelNames.map((n, i) => [n, v[i] ?? ''])), child: this.make() }));
+    }
     return c.child;
   }
 
-  text(): string {
-    const lines = [`# HELP ${this.name} ${escapeHelp(this.help)}`, `# TYPE ${this.name} ${this.type}`];
-    for (const { values, child } of this.children.values()) this.samples(lines, values, child);
-    return lines.join('\n');
+  /** What the registry writes, at a scrape. */
+  get(): { name: string; help: string; type: string; aggregator: string; values: Sample[] } {
+    const values: Sample[] = [];
+    for (const { labels, child } of this.children.values()) this.samples(values, labels, child);
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
   }
 
   protected abstract make(): C;
-  protected abstract samples(lines: string[], values: readonly string[], child: C): void;
+  protected abstract samples(out: Sample[], labels: Record<string, string>, child: C): void;
 }
 
 export class PlainCounter extends Family<CounterChild> {
-  constructor(name: string, help: string, labelNames: readonly string[]) {
-    super(name, help, labelNames, 'counter');
+  constructor(name: string, help: string, labelNames: readonly string[], registry: Registry) {
+    super(name, help, labelNames, 'counter', registry);
   }
 
   protected make(): CounterChild {
     return { n: 0 };
   }
 
-  protected samples(lines: string[], values: readonly string[], child: CounterChild): void {
-    lines.push(`${this.name}${labels(this.labelNames, values)} ${child.n}`);
+  protected samples(out: Sample[], labels: Record<string, string>, child: CounterChild): void {
+    out.push({ labels, value: child.n });
   }
 }
 
@@ -69,8 +92,9 @@ export class PlainHistogram extends Family<HistogramChild> {
     labelNames: readonly string[],
     /** upper bounds, ascending; +Inf is added */
     private readonly bounds: readonly number[],
+    registry: Registry,
   ) {
-    super(name, help, labelNames, 'histogram');
+    super(name, help, labelNames, 'histogram', registry);
   }
 
   protected make(): HistogramChild {
@@ -86,31 +110,14 @@ export class PlainHistogram extends Family<HistogramChild> {
     child.count += 1;
   }
 
-  protected samples(lines: string[], values: readonly string[], child: HistogramChild): void {
-    // (le first, as prom-client wrote it before)
-    const le = ['le', ...this.labelNames];
+  protected samples(out: Sample[], labels: Record<string, string>, child: HistogramChild): void {
     let cumulative = 0;
     for (let i = 0; i <= this.bounds.length; i++) {
       cumulative += child.inBucket[i]!;
-      const bound = i < this.bounds.length ? String(this.bounds[i]) : '+Inf';
-      lines.push(`${this.name}_bucket${labels(le, [bound, ...values])} ${cumulative}`);
+      // (le first, as prom-client's own histogram puts it)
+      out.push({ metricName: `${this.name}_bucket`, labels: { le: i < this.bounds.length ? String(this.bounds[i]) : '+Inf', ...labels }, value: cumulative });
     }
-    lines.push(`${this.name}_sum${labels(this.labelNames, values)} ${child.sum}`);
-    lines.push(`${this.name}_count${labels(this.labelNames, values)} ${child.count}`);
+    out.push({ metricName: `${this.name}_sum`, labels, value: child.sum });
+    out.push({ metricName: `${this.name}_count`, labels, value: child.count });
   }
-}
-
-function labels(names: readonly string[], values: readonly string[]): string {
-  if (names.length === 0) return '';
-  return `{${names.map((n, i) => `${n}="${escapeLabel(values[i] ?? '')}"`).join(',')}}`;
-}
-
-/** The text format's escapes: a label value's backslash, double quote and line feed. */
-function escapeLabel(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-}
-
-/** A HELP line's: backslash and line feed. */
-function escapeHelp(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
 }
