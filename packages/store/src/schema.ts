@@ -251,16 +251,16 @@ export const TEXT_FOLDING = 'nfkc-cf';
  * no write could store (`abc` for a number): it finds nothing.
  */
 export function foldLookup(field: FieldDef, value: string): string | undefined {
-  // (in NFKC, as text folds and LDAP matches: a full-width ５ finds 5, ＴＲＵＥ finds true)
+  // (folded as text is first, as LDAP matches: a full-width ５ finds 5, ＴＲＵＥ finds true)
   if (field.kind === 'integer' || field.kind === 'number') {
-    const t = value.normalize('NFKC').trim();
+    const t = foldText(value).trim();
     if (!NUMBER_RE.test(t)) return undefined;
     const n = Number(t);
     return Number.isFinite(n) ? foldValue(field, n) : undefined;
   }
   // (filters are case-insensitive: TRUE finds true, though a write takes only true and false)
   if (field.kind === 'boolean') {
-    const v = value.normalize('NFKC').trim().toLowerCase();
+    const v = foldText(value).trim();
     return v === 'true' || v === 'false' ? v : undefined;
   }
   return foldValue(field, value);

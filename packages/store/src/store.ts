@@ -1618,11 +1618,23 @@ export class Store {
 
   private settleConflict(objectId: string, key: string, rec: ConflictRecord, hlc: number): BatchOp {
     rec.settled = hlc;
+    this.closeOpen(objectId, key, rec);
+    return { type: 'put', key, value: encode(rec) };
+  }
+
+  /** Takes a record off the open ones: it is settled, or made again. */
+  private closeOpen(objectId: string, key: string, rec: ConflictRecord): void {
     const open = this.openConflicts.get(objectId)!;
     open.delete(key);
     if (open.size === 0) this.openConflicts.delete(objectId);
     if (isUniqueConflict(rec)) this.stopWaiting(objectId, uniqueKeyOf(rec));
-    return { type: 'put', key, value: encode(rec) };
+  }
+
+  /** Opens a record that `id` holds the value of unique key `key` too, whose entry `holder` has. */
+  private clashOp(id: string, type: string, key: string, holder: string, node: string | undefined, detected = this.clock.tick()): BatchOp {
+    const [, field, value] = key.slice(1).split(SEP) as [string, string, string];
+    const clash = uniqueClash(id, type, field, value, holder, node, detected);
+    return this.openConflict(clash.key, clash.rec);
   }
 
   /**
@@ -1759,9 +1771,8 @@ export class Store {
     // (unique before, whatever its folding: a data dir from before 'unique-ref' says 'unique' of a reference field,
     // whose values held twice through replication are recorded clashes, not a reason to refuse the open)
     const wasUnique = new Set(changed.filter((c) => uniqueLayout(c.was) && uniqueLayout(c.is)).map((c) => `${c.type}${SEP}${c.field}`));
-    // (the records of values held twice name them as the folding they were made under left them)
-    await this.refoldClashes(changed.filter((c) => c.field !== '' && c.was !== c.is && uniqueLayout(c.was) && uniqueLayout(c.is)));
     const holders = new Map<string, string>();
+    let refolded: BatchOp[] = [];
     if (changed.some((c) => uniqueLayout(c.is))) {
       const first = new Map<string, string>();
       const twice = new Map<string, string[]>();
@@ -1781,16 +1792,20 @@ export class Store {
           else twice.set(key, [held, id]);
         }
       }
+      // (once the open cannot be refused: the records of values held twice name them as the folding
+      // they were made under left them)
+      refolded = this.refoldClashes(wasUnique);
       // Of the objects holding a value twice, those with no open record of the clash may hold the entry.
       // Of several (values that fold alike only now), the one the entry names already keeps it, so that
-      // a look-alike does not take a mail its holder signs in with; else the least id.
+      // a look-alike does not take a mail its holder signs in with; then the one records name; then the least id.
       for (const [key, ids] of twice) {
         const free = ids.filter((id) => !this.clashRecorded(id, key));
         const owner = (await this.db.get(key))?.toString('utf8');
-        holders.set(key, owner !== undefined && free.includes(owner) ? owner : (free[0] ?? ids[0]!));
+        const named = ids.map((id) => this.clashRecordOf(id, key)?.[1].winner.slice('unique:'.length)).find((h) => h !== undefined && free.includes(h));
+        holders.set(key, owner !== undefined && free.includes(owner) ? owner : (named ?? free[0] ?? ids[0]!));
       }
     }
-    await this.commits.add([{ type: 'put', key: keys.meta('indexPending'), value: encode([...names]) }]);
+    await this.commits.add([...refolded, { type: 'put', key: keys.meta('indexPending'), value: encode([...names]) }]);
     let ops: BatchOp[] = [];
     const flushIfFull = async (): Promise<void> => {
       if (ops.length < REINDEX_BATCH) return;
@@ -1823,14 +1838,20 @@ export class Store {
       }
       for (const key of unique) {
         const holder = holders.get(key) ?? id;
-        if (holder === id) ops.push({ type: 'put', key, value: Buffer.from(id) });
-        else if (!this.clashRecorded(id, key)) {
-          // held twice only as the rebuild folds (a dir of a build that folded otherwise): recorded as a
-          // clash brought by replication is, so that it is shown and the entry passes on when the holder lets go
-          const [, field, value] = key.slice(1).split(SEP) as [string, string, string];
-          const clash = uniqueClash(id, type, field, value, holder, undefined, this.clock.tick());
-          ops.push(this.openConflict(clash.key, clash.rec));
+        if (holder === id) {
+          ops.push({ type: 'put', key, value: Buffer.from(id) });
+          continue;
         }
+        // Every other holder has a record naming the holder, as replication leaves a clash: one held twice
+        // only as the rebuild folds (a dir of a build that folded otherwise) has none yet, and one made when
+        // another object held the entry names that one.
+        const recorded = this.clashRecordOf(id, key);
+        if (recorded?.[1].winner === `unique:${holder}`) continue;
+        if (recorded) {
+          this.closeOpen(id, recorded[0], recorded[1]);
+          ops.push({ type: 'del', key: recorded[0] });
+        }
+        ops.push(this.clashOp(id, type, key, holder, recorded?.[1].values[1]?.node, recorded?.[1].detected));
       }
       await flushIfFull();
     }
@@ -1852,38 +1873,37 @@ export class Store {
   }
 
   /**
-   * Records of unique values held twice, of the fields a rebuild folds
-   * otherwise now, made again under the value as it folds now: the rebuild
-   * finds who holds what by them (clashRecorded), and each would otherwise
-   * wait for an entry no object holds. A value folded alike both ways keeps
-   * its record.
+   * Records of unique values held twice, of the fields `fields` names, made
+   * again under the value as it folds now, where that differs from what
+   * they name: the rebuild finds who holds what by them (clashRecorded),
+   * and each would otherwise wait for an entry no object holds. Changes
+   * the records in memory; returns what puts them on disk.
    */
-  private async refoldClashes(fields: readonly { type: string; field: string }[]): Promise<void> {
-    if (fields.length === 0) return;
-    const refolded = new Set(fields.map((c) => `${c.type}${SEP}${c.field}`));
+  private refoldClashes(fields: ReadonlySet<string>): BatchOp[] {
     const ops: BatchOp[] = [];
     for (const [objectId, open] of [...this.openConflicts]) {
       for (const [k, rec] of [...open]) {
         const f = this.schema.types.get(rec.type)?.fields.get(rec.field);
-        if (!f || !isUniqueConflict(rec) || !refolded.has(`${rec.type}${SEP}${rec.field}`)) continue;
+        if (!f || !isUniqueConflict(rec) || !fields.has(`${rec.type}${SEP}${rec.field}`)) continue;
         const was = String(rec.values[0]!.value);
         const now = foldValue(f, was);
         if (now === was) continue;
-        open.delete(k);
-        if (open.size === 0) this.openConflicts.delete(objectId);
-        this.stopWaiting(objectId, uniqueKeyOf(rec));
-        ops.push({ type: 'del', key: k });
-        const clash = uniqueClash(objectId, rec.type, rec.field, now, rec.winner.slice('unique:'.length), rec.values[1]?.node, rec.detected);
-        ops.push(this.openConflict(clash.key, clash.rec));
+        this.closeOpen(objectId, k, rec);
+        ops.push({ type: 'del', key: k }, this.clashOp(objectId, rec.type, keys.unique(rec.type, rec.field, now), rec.winner.slice('unique:'.length), rec.values[1]?.node, rec.detected));
       }
     }
-    if (ops.length) await this.commits.add(ops);
+    return ops;
   }
 
   /** Whether the object has an open record of a clash over this unique key (it is not the entry's holder). */
   private clashRecorded(objectId: string, key: string): boolean {
-    for (const rec of this.openConflicts.get(objectId)?.values() ?? []) if (isUniqueConflict(rec) && uniqueKeyOf(rec) === key) return true;
-    return false;
+    return this.clashRecordOf(objectId, key) !== undefined;
+  }
+
+  /** The object's open record of a clash over this unique key, with its key, if it has one. */
+  private clashRecordOf(objectId: string, key: string): [string, ConflictRecord] | undefined {
+    for (const [k, rec] of this.openConflicts.get(objectId) ?? []) if (isUniqueConflict(rec) && uniqueKeyOf(rec) === key) return [k, rec];
+    return undefined;
   }
 
   /**
@@ -1942,10 +1962,8 @@ export class Store {
       if (before.unique.has(k)) continue;
       const owner = claims.find((s) => s.key === k)?.value.owner;
       if (!owner || owner === id) continue;
-      const [, field, value] = k.slice(1).split(SEP) as [string, string, string];
-      const clash = uniqueClash(id, type, field, value, owner, node, this.clock.tick());
-      ops.push(this.openConflict(clash.key, clash.rec));
-      fields.add(field);
+      ops.push(this.clashOp(id, type, k, owner, node));
+      fields.add(k.slice(1).split(SEP)[1]!);
     }
     return { ops, fields };
   }

@@ -99,9 +99,10 @@ t.test('a data dir whose index entries were folded in NFC and lower case has the
  * Node a's dir holding the Persons `made` (id, mail, the node that makes it), each other node's
  * replicated to a; then left as a build that folded in NFC would have left it: the mail entries
  * as that folding made them (`owners`: folded value to holder), clash records only of values
- * that folding found alike (`clashes`: the records' objects), and the old layout's word.
+ * that folding found alike (`clashes`: the records' objects), and the old layout's word (or, with
+ * `layoutKept` false, no layout at all, as builds before the layout was kept left a dir).
  */
-async function oldDir(t: Test, made: [id: string, mail: string, node: string][], owners: Record<string, string>, clashes: [objectId: string, value: string, holder: string][]): Promise<Store> {
+async function oldDir(t: Test, made: [id: string, mail: string, node: string][], owners: Record<string, string>, clashes: [objectId: string, value: string, holder: string][], layoutKept = true): Promise<Store> {
   const dirs = new Map<string, string>();
   const at = (node: string): Promise<Store> => {
     if (!dirs.has(node)) dirs.set(node, tempDir(t));
@@ -128,9 +129,13 @@ async function oldDir(t: Test, made: [id: string, mail: string, node: string][],
       return { type: 'put' as const, key: c.key, value: Buffer.from(encode(c.rec)) };
     }),
   ]);
-  const layout = decode<Record<string, string>>((await db.get(keys.meta('indexLayout')))!);
-  layout[`Person${SEP}mail`] = 'unique';
-  await db.put(keys.meta('indexLayout'), Buffer.from(encode(layout)));
+  if (layoutKept) {
+    const layout = decode<Record<string, string>>((await db.get(keys.meta('indexLayout')))!);
+    layout[`Person${SEP}mail`] = 'unique';
+    await db.put(keys.meta('indexLayout'), Buffer.from(encode(layout)));
+  } else {
+    await db.del(keys.meta('indexLayout'));
+  }
   await db.close();
   const opened = await at('a');
   t.teardown(() => opened.close());
@@ -170,4 +175,25 @@ t.test('of three holders, one with a record of the clash, the entry stays with t
   t.same(await checkIndexes(s), [], 'it opens, each record naming the holder');
   t.same((await openClashes(s)).sort(), [['per-1', 'finance@example.com', 'unique:per-2'], ['per-3', 'finance@example.com', 'unique:per-2']]);
   t.same(await holderOf(s, 'finance@example.com'), ['per-2']);
+});
+
+t.test('a record that named an object the rebuild does not leave the entry with is made again naming the holder', async (t) => {
+  // per-5 and per-3 both hold Straße, per-3's record naming per-5; per-7 holds STRASSE, whose entry the new folding keeps
+  const s = await oldDir(
+    t,
+    [['per-5', 'Straße@example.com', 'a'], ['per-3', 'Straße@example.com', 'b'], ['per-7', 'STRASSE@example.com', 'c']],
+    { 'straße@example.com': 'per-5', 'strasse@example.com': 'per-7' },
+    [['per-3', 'straße@example.com', 'per-5']],
+  );
+  t.same(await checkIndexes(s), [], 'it opens, each record naming the holder');
+  t.same((await openClashes(s)).sort(), [['per-3', 'strasse@example.com', 'unique:per-7'], ['per-5', 'strasse@example.com', 'unique:per-7']]);
+  t.same(await holderOf(s, 'strasse@example.com'), ['per-7']);
+  t.equal((await s.conflicts()).items.length, 2, 'the record that named per-5 is not left beside its new one');
+});
+
+t.test('a dir from before the index layout was kept has its clash records refolded too', async (t) => {
+  const s = await oldDir(t, [['per-8', 'Straße@example.com', 'a'], ['per-3', 'Straße@example.com', 'b']], { 'straße@example.com': 'per-8' }, [['per-3', 'straße@example.com', 'per-8']], false);
+  t.same(await checkIndexes(s), [], 'it opens, every index rebuilt');
+  t.same(await openClashes(s), [['per-3', 'strasse@example.com', 'unique:per-8']], 'the record is of the value as it folds now');
+  t.same(await holderOf(s, 'STRASSE@example.com'), ['per-8'], 'and the holder keeps it');
 });
