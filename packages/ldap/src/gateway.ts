@@ -477,10 +477,9 @@ export class LdapGateway {
         return new LdapFailure(ResultCode.unwillingToPerform, message);
       case 'busy':
         return new LdapFailure(ResultCode.busy, message);
+      // (a write the master made but this replica does not hold yet is answered as made: see made())
       case 'precondition':
       case 'unconfirmed':
-      // (the writes of modify and password modify that the master made are answered as made: see made())
-      case 'not-yet-visible':
         return new LdapFailure(ResultCode.unavailable, message);
       case 'master-error':
         // the master refused for a reason this node has no code for (or failed inside): its sentence, not a
@@ -632,7 +631,8 @@ export class LdapGateway {
   private upgrade(p: Principal, login: string, password: string, version: string): void {
     if (p.kind !== 'person') return;
     const field = this.opts.store.schema.access!.passwordField;
-    this.opts.writer.update(p.id, { [field]: password }, { principal: principalName(p), via: 'ldap', credential: { user: login, password }, ifVersion: version }).then(
+    // (one the master made and the replica does not hold yet is made: see made())
+    this.made(() => this.opts.writer.update(p.id, { [field]: password }, { principal: principalName(p), via: 'ldap', credential: { user: login, password }, ifVersion: version })).then(
       () => this.opts.log.info({ person: p.id }, 'upgraded an imported {SSHA} password hash to scrypt'),
       (e: unknown) => {
         if (isMeridianError(e) && e.code === 'precondition') return this.opts.log.info({ person: p.id }, 'left an {SSHA} password hash as it is: the entry changed since the bind checked it');
@@ -1121,7 +1121,7 @@ export class LdapGateway {
     }
     const [principal, credential] = [s.principal, s.credential];
     const own = principal.kind === 'person' && principal.id === o.id && pw !== undefined && typeof update[pw] === 'string' ? (update[pw] as string) : undefined;
-    const late = await this.ownPasswordChange(s, own, () => this.made(() => this.opts.writer.update(o.id, update, { principal: principalName(principal), via: 'ldap', credential, ifVersion: o.version })));
+    const late = await this.ownPasswordChange(s, own, () => this.opts.writer.update(o.id, update, { principal: principalName(principal), via: 'ldap', credential, ifVersion: o.version }));
     return answer(req.messageId, Op.modify, ResultCode.success, late);
   }
 
@@ -1151,15 +1151,15 @@ export class LdapGateway {
    * accepts the new password too; once written, the session holds it, if
    * it is still this person's. (A recheck that came first and dropped the
    * session leaves it anonymous: the change is made, the client binds
-   * again.) `write` resolves as made() does: to the sentence saying the
-   * change is not back here yet, if it is not.
+   * again.) Resolves as made() does: to the sentence saying the change is
+   * not back here yet, if it is not.
    */
-  private async ownPasswordChange(s: Session, password: string | undefined, write: () => Promise<string>): Promise<string> {
-    if (password === undefined) return write();
+  private async ownPasswordChange(s: Session, password: string | undefined, write: () => Promise<unknown>): Promise<string> {
+    if (password === undefined) return this.made(write);
     const who = s.principal?.kind === 'person' ? s.principal.id : undefined;
     s.changing = password;
     try {
-      const late = await write();
+      const late = await this.made(write);
       // (a recheck meanwhile may have put a new principal object of the same person in place)
       if (who !== undefined && s.principal?.kind === 'person' && s.principal.id === who && s.credential) {
         if (late !== '') s.replaced = s.credential.password;
@@ -1228,7 +1228,7 @@ export class LdapGateway {
       const proven = self ? s.entry?.version : undefined;
       if (self && (s.principal?.kind !== 'person' || s.principal.id !== target.id || !s.entry)) throw new LdapFailure(ResultCode.invalidCredentials, 'your entry changed since you bound; bind again');
       try {
-        late = await this.ownPasswordChange(s, self ? password : undefined, () => this.made(() => this.opts.writer.update(target.id, update, { principal: principalName(principal), via: 'ldap', credential, ifVersion: proven })));
+        late = await this.ownPasswordChange(s, self ? password : undefined, () => this.opts.writer.update(target.id, update, { principal: principalName(principal), via: 'ldap', credential, ifVersion: proven }));
         break;
       } catch (e) {
         if (!(self && attempt < 3 && isMeridianError(e) && e.code === 'precondition' && s.entry)) throw e;

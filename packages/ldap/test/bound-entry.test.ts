@@ -148,7 +148,7 @@ t.test("a replica's forwarded write that the master made but that is not back ye
   for (const [fail, code] of cases) {
     const errorsLogged: unknown[] = [];
     const port = await gateway(t, store, { fail, errorsLogged });
-    // (ldapmodify, not ldapjs: ldapjs's client drops the diagnostic message of a result)
+    // (ldapmodify, not ldapjs: ldapjs's client drops the diagnostic message of a failure; a success's it keeps, see setTitleSaying)
     const r = await ldapTool('ldapmodify', ['-x', '-H', `ldap://127.0.0.1:${port}`, '-D', 'uid=alice', '-w', 'first-pw'], { input: `dn: ${dnOf('per-alice')}\nchangetype: modify\nreplace: title\ntitle: x\n` });
     t.equal(r.code, code, `${fail.code}: result ${code}`);
     if (code === 0) {

@@ -11,7 +11,7 @@ export type { FieldValue, Scalar, ChangeKind } from './codec.js';
 export { hashPassword, verifyPassword, isPasswordHash, needsUpgrade, DEFAULT_COST } from './password.js';
 export type { ScryptCost } from './password.js';
 export { hlcToIso, hlcWall } from './hlc.js';
-export { idFromDigest, isFeedTag, isFeedTags, isForgottenFeeds, isValidId, newId, nodeIdProblem } from './ids.js';
+export { idFromDigest, isFeedTag, isFeedTags, isForgottenFeeds, isMap, isValidId, newId, nodeIdProblem } from './ids.js';
 export { checkIndexes, checkStore, type CheckReport } from './check.js';
 export { BUCKETS, bucketOf } from './digest.js';
 export type { DigestPosition, PositionedDigest, StoreDigest } from './digest.js';

@@ -3,7 +3,6 @@ import { isMap, isValidId } from './ids.js';
 import { isSchemaName } from './schema.js';
 import { isSeq, isVector } from './version-vector.js';
 
-export { isMap };
 const scalar = (v: unknown): boolean => typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
 
 /** Whether a decoded value is a map of field values as a record holds them: scalars, or arrays of scalars. */

@@ -1,9 +1,9 @@
 import * as Y from 'yjs';
 import { decode } from './codec.js';
 import { isHlc } from './hlc.js';
-import { isFeedTags, isForgottenFeeds, isValidId } from './ids.js';
+import { isFeedTags, isForgottenFeeds, isMap, isValidId } from './ids.js';
 import { SEP } from './keys.js';
-import { isFieldMap, isIdempotentWrite, isMap, isObjectRecordShape, isPurgeMarker } from './record-shapes.js';
+import { isFieldMap, isIdempotentWrite, isObjectRecordShape, isPurgeMarker } from './record-shapes.js';
 import { holdsState } from './yobject.js';
 import { isSeq, isVector } from './version-vector.js';
 

@@ -1,5 +1,5 @@
 import { Packr } from 'msgpackr';
-import { isFeedTag, isFeedTags, isForgottenFeeds, isSeq, isValidId, isVector, MAX_AHEAD_SENT, MAX_CHANGE_BYTES } from '@meridian/store';
+import { isFeedTag, isFeedTags, isForgottenFeeds, isMap, isSeq, isValidId, isVector, MAX_AHEAD_SENT, MAX_CHANGE_BYTES } from '@meridian/store';
 
 /**
  * Every frame of the replication protocol, in one place. A frame is one
@@ -220,7 +220,6 @@ export function encodeFrame(f: Frame): Uint8Array {
   return packr.pack(f);
 }
 
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 /** node and cluster ids: the characters object ids may use */
 const isId = (v: unknown): v is string => typeof v === 'string' && isValidId(v);
 const isBytes = (v: unknown, max: number): v is Uint8Array => v instanceof Uint8Array && v.length <= max;
@@ -237,7 +236,7 @@ function check(cond: boolean, what: string): asserts cond {
 }
 
 function checkVector(v: unknown): Record<string, number> {
-  check(isObj(v), 'vector must be a map');
+  check(isMap(v), 'vector must be a map');
   const entries = Object.entries(v);
   check(entries.length <= 10_000, 'vector too large');
   check(isVector(v), 'vector entries must be node id -> seq');
@@ -245,7 +244,7 @@ function checkVector(v: unknown): Record<string, number> {
 }
 
 function checkChange(c: unknown): WireChange {
-  check(isObj(c), 'a change must be a map');
+  check(isMap(c), 'a change must be a map');
   check(isId(c['o']) && isSeq(c['n']) && c['n'] > 0, 'change origin is malformed');
   check(isId(c['i']) && typeof c['y'] === 'string' && NAME_RE.test(c['y']), 'change object id or type is malformed');
   check(typeof c['k'] === 'string' && KINDS.has(c['k']), 'change kind is unknown');
@@ -279,7 +278,7 @@ function checkWrite(f: Record<string, unknown>): WriteFrame {
   check(f['op'] !== 'create' || (typeof f['type'] === 'string' && NAME_RE.test(f['type'])), 'a forwarded create needs a type');
   const fields = f['fields'];
   if (f['op'] === 'create' || f['op'] === 'update' || f['op'] === 'replace') {
-    check(isObj(fields) && Object.keys(fields).length <= 1000, 'write needs a map of at most 1000 fields');
+    check(isMap(fields) && Object.keys(fields).length <= 1000, 'write needs a map of at most 1000 fields');
     for (const [k, v] of Object.entries(fields)) {
       check(NAME_RE.test(k), 'write field names are letters, digits and _');
       check(v === null || isScalar(v) || (Array.isArray(v) && v.length <= 10_000 && v.every(isScalar)), `write field ${k} must be a scalar, a list of scalars or null`);
@@ -303,7 +302,7 @@ export function decodeFrame(data: Uint8Array): Frame {
   } catch (e) {
     throw new FrameError(`not msgpack (${(e as Error).message})`);
   }
-  check(isObj(f), 'a frame must be a msgpack map');
+  check(isMap(f), 'a frame must be a msgpack map');
   switch (f['t']) {
     case 'hello':
       check(isSeq(f['v']), 'hello without a protocol version');
@@ -338,7 +337,7 @@ export function decodeFrame(data: Uint8Array): Frame {
       // (each object once: the receiver plans a frame's states together, and two of one id would both be stored)
       const ids = new Set<unknown>();
       for (const o of f['objects'] as unknown[]) {
-        check(isObj(o) && isId(o['i']), 'a state must be an object id and record bytes');
+        check(isMap(o) && isId(o['i']), 'a state must be an object id and record bytes');
         check(!ids.has(o['i']), `states name object ${String(o['i'])} twice in one frame`);
         ids.add(o['i']);
         // (a part is continued by the next frame's first item: only the last of a frame can be one, never the stream's last)
@@ -352,7 +351,7 @@ export function decodeFrame(data: Uint8Array): Frame {
         check(o['p'] === undefined || o['p'] === true, 'a state\'s purge flag must be true or absent');
       }
       check(
-        f['keys'] === undefined || (Array.isArray(f['keys']) && f['keys'].length <= 10_000 && f['keys'].every((k: unknown) => isObj(k) && typeof k['q'] === 'string' && k['q'].length > 0 && k['q'].length <= 2048 && isBytes(k['r'], 1024))),
+        f['keys'] === undefined || (Array.isArray(f['keys']) && f['keys'].length <= 10_000 && f['keys'].every((k: unknown) => isMap(k) && typeof k['q'] === 'string' && k['q'].length > 0 && k['q'].length <= 2048 && isBytes(k['r'], 1024))),
         'states keys must be a list of at most 10000 keys and their records',
       );
       check(typeof f['done'] === 'boolean', 'states need done');
@@ -373,7 +372,7 @@ export function decodeFrame(data: Uint8Array): Frame {
       check(Array.isArray(f['buckets']) && f['buckets'].length <= DIGEST_BUCKETS && f['buckets'].every((b) => Number.isInteger(b) && b >= 0 && b < DIGEST_BUCKETS), 'need must list bucket numbers 0-255');
       check(Array.isArray(f['have']) && f['have'].length <= 100_000, 'need must list at most 100000 held objects');
       for (const o of f['have'] as unknown[]) {
-        check(isObj(o) && isId(o['i']) && isBytes(o['s'], 1024 * 1024) && typeof o['v'] === 'string' && o['v'].length <= 64, 'a held object must be an id, a state vector and a version');
+        check(isMap(o) && isId(o['i']) && isBytes(o['s'], 1024 * 1024) && typeof o['v'] === 'string' && o['v'].length <= 64, 'a held object must be an id, a state vector and a version');
       }
       check((f['after'] === undefined || isId(f['after'])) && (f['upTo'] === undefined || isId(f['upTo'])), 'need page bounds must be object ids');
       return f as unknown as NeedFrame;

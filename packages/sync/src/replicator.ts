@@ -485,9 +485,10 @@ export class Replicator {
     // acceptor opens first and may close a dialer's link before the dialer has opened and could see
     // the duplicate itself.
     ws.on('close', (_code, why) => {
-      // (the link's queued work may outlast the dead-link timeout: a watchdog firing then would log a
-      // heartbeat the peer never missed and put its reason over the close's)
+      // (the link's queued work may outlast the dead-link timeout: a watchdog or a heartbeat's tick firing
+      // then would put a reason of its own over the close's, the watchdog's for a heartbeat never missed)
       clearTimeout(link.watchdog);
+      clearInterval(link.timer);
       const reason = session.state === 'closed' ? undefined : why.toString() === DUPLICATE_SESSION ? DUPLICATE_SESSION : 'connection closed';
       // a replica is read-only from the moment its master's connection closes, not once the
       // link's queued work (a large apply, a digest) is done: writes would go to a dead link

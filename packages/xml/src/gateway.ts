@@ -470,8 +470,7 @@ export class XmlGateway {
       after = /^[A-Za-z0-9_-]{1,400}$/.test(cursor) ? this.cursors.open(cursor) : undefined;
       if (after === undefined) throw new XmlError(400, 'the cursor is not one this node handed out; start again without it');
     }
-    const q0 = q.get('q');
-    const text = q0 === null ? undefined : foldText(q0);
+    const text = foldText(q.get('q') ?? '');
     const filters: [string, string][] = [];
     for (const [k, v] of q.entries()) {
       if (k === 'limit' || k === 'cursor' || k === 'q') continue;
@@ -494,7 +493,7 @@ export class XmlGateway {
         const values = have === undefined ? [] : Array.isArray(have) ? have : [have];
         if (want === undefined || !values.some((x) => foldValue(f, x) === want)) return false;
       }
-      if (text !== undefined && text !== '') {
+      if (text !== '') {
         const hit = Object.entries(o.fields).some(([k, v]) => def.fields.get(k)?.kind !== 'password' && (Array.isArray(v) ? v : [v]).some((x) => foldText(String(x)).includes(text)));
         if (!hit) return false;
       }
