@@ -59,6 +59,7 @@ t.test("a keyed write whose record another master's run is still bringing is ans
     return answer;
   };
   const seq = node.store.lastSeq;
+  const sent = performance.now();
   const [api, xml] = await Promise.all([
     fetch(`${node.url}/api/objects`, {
       method: 'POST',
@@ -78,6 +79,9 @@ t.test("a keyed write whose record another master's run is still bringing is ans
   t.equal(xml.headers.get('retry-after'), '1');
   t.match(await xml.text(), /<error code="busy">the first copy of this write was made on another master/);
   t.equal(node.store.lastSeq, seq, 'nothing was made');
+  // (else the answers are the wait's own end, 5 s on, and the run cut short is not what ended it)
+  t.same([...asked].sort(), [...keys].sort(), 'both writes looked for their records, and the run ended once they did');
+  t.ok(performance.now() - sent < 4000, 'answered when the run ended, not when the wait gave up');
 });
 
 t.test("a forwarded write that changed its signer's own password, sent again with the old one, is answered from its first copy's record", async (t) => {

@@ -11,7 +11,7 @@ import type { MeridianNode } from '@meridian/node';
 import { ADMIN_PW, PERSON_PW, seed, startXmlNode } from './helpers/xml-node.js';
 import { freePort } from './helpers/free-port.js';
 import { ldapTool, parseLdif } from './helpers/ldap-utils.js';
-import { abandonRequest, bindRequest } from './helpers/ldap-ber.js';
+import { abandonRequest, bindRequest, whoamiRequest } from './helpers/ldap-ber.js';
 import { makeCerts } from './helpers/certs.js';
 import { tempDir } from './helpers/tmp.js';
 import { sleep } from './helpers/wait.js';
@@ -872,7 +872,7 @@ for (const rebind of [false, true]) {
     const d = await directory(t);
     const anonymous = bindRequest(5, '', '');
     const abandon = abandonRequest(3, 2);
-    const whoami = tlv(0x30, [integer(4), tlv(0x77, [octets('1.3.6.1.4.1.4203.1.11.3', 0x80)])]);
+    const whoami = whoamiRequest(4);
     let abandonedWhilePaused = -1;
     const got = await bigAnswer(
       t,

@@ -3,26 +3,15 @@
  * peer: a timer late because the event loop was blocked runs before the
  * loop reads what the peer sent meanwhile.
  */
-import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
-import { pino } from 'pino';
-import { MeridianNode, resolveConfig, type ConfigInput } from '@meridian/node';
+import type { ConfigInput, MeridianNode } from '@meridian/node';
 import { freePort } from './helpers/free-port.js';
-import { tempDir } from './helpers/tmp.js';
+import { startXmlNode } from './helpers/xml-node.js';
 import { sleep, until } from './helpers/wait.js';
-
-const SECRET = 'watchdog-test-cluster-secret';
 
 async function start(t: Test, flags: ConfigInput): Promise<{ node: MeridianNode; warnings: string[] }> {
   const warnings: string[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _e, done) {
-      for (const line of chunk.toString().split('\n')) if (line) warnings.push((JSON.parse(line) as { msg: string }).msg);
-      done();
-    },
-  });
-  const node = await MeridianNode.start(resolveConfig({ flags: { dir: tempDir(t), httpPort: 0, adminPassword: 'watchdog-admin-pw', clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000, ...flags } }), pino({ level: 'warn' }, sink));
-  t.teardown(() => node.stop());
+  const node = await startXmlNode(t, { clusterSecret: 'watchdog-test-cluster-secret', heartbeat: 200, linkTimeout: 1000, ...flags }, {}, warnings);
   return { node, warnings };
 }
 

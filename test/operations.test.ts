@@ -375,12 +375,14 @@ t.test('meridian log: the last 20 changes by default, and --follow prints new on
   t.equal(last.length, 20, 'twenty lines');
   t.match(last[0], /^ {5}6 {2}/, 'from seq 6');
   t.match(last[19], /^ {4}25 {2}/, 'to the last, seq 25');
-  const following = cliAsync(['log', '--follow', '--since', '24', '--json'], env, { interruptOn: /"seq":26,[^\n]*\n/, interruptAfter: 15_000 });
-  await new Promise((r) => setTimeout(r, 1000));
-  const later = await a.node.store.create('Organisation', { name: 'Later', kind: 'customer' }, { principal: 'admin' });
+  // (the change is made once the backlog is out, so only a follow that goes on reading prints it)
+  let later: Promise<{ id: string }> | undefined;
+  const made = (): void => void (later = a.node.store.create('Organisation', { name: 'Later', kind: 'customer' }, { principal: 'admin' }));
+  const following = cliAsync(['log', '--follow', '--since', '24', '--json'], env, { whenPrinted: [/"seq":25,[^\n]*\n/, made], interruptOn: /"seq":26,[^\n]*\n/, interruptAfter: 15_000 });
   const followed = (await following).stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { seq: number; id: string; kind: string });
   t.same(followed.map((e) => e.seq), [25, 26], 'what was there after --since, then the change made while it ran');
-  t.match(followed[1], { id: later.id, kind: 'create', type: 'Organisation', principal: 'admin', origin: 'a' });
+  t.ok(later, 'made after the backlog was printed');
+  t.match(followed[1], { id: (await later!).id, kind: 'create', type: 'Organisation', principal: 'admin', origin: 'a' });
 });
 
 t.test('a peer that comes back on a new connection before this side noticed its old one die is let in at once, not refused as a duplicate', async (t) => {

@@ -178,17 +178,18 @@ t.test('concurrent writes to one field on two masters: same value and same confl
   const { link, a, b } = await twoMastersThroughLink(t);
   const env = { MERIDIAN_PASSWORD: PW };
   const id = cli(['put', 'Organisation', 'org-shared', 'name=Shared', 'kind=customer', '--node', a.url], env).stdout.trim();
-  // (every poll here starts a CLI process and blocks this one meanwhile: a loaded machine gets few polls in a few seconds)
-  await until(() => cli(['get', id, '--node', b.url], env).code === 0, 20_000);
+  // (polled through cliAsync: a blocking CLI process would stall the in-process proxy's heartbeats, and a loaded
+  // machine gets few polls in a few seconds)
+  await until(async () => (await cliAsync(['get', id, '--node', b.url], env)).code === 0, 20_000);
 
   link.partition();
   t.equal(cli(['put', 'Organisation', id, 'name=Shared East', '--node', a.url], env).code, 0);
   t.equal(cli(['put', 'Organisation', id, 'name=Shared West', 'l=Cape Town', '--node', b.url], env).code, 0);
   link.heal();
-  const conflictsOn = (url: string): { field: string; values: { value: string }[]; winner: string; detected?: string }[] =>
-    JSON.parse(cli(['conflicts', '--json', '--node', url], env).stdout);
-  await until(() => conflictsOn(a.url).length === 1 && conflictsOn(b.url).length === 1, 20_000);
-  const [ca, cb] = [conflictsOn(a.url), conflictsOn(b.url)];
+  const conflictsOn = async (url: string): Promise<{ field: string; values: { value: string }[]; winner: string; detected?: string }[]> =>
+    JSON.parse((await cliAsync(['conflicts', '--json', '--node', url], env)).stdout);
+  await until(async () => (await conflictsOn(a.url)).length === 1 && (await conflictsOn(b.url)).length === 1, 20_000);
+  const [ca, cb] = [await conflictsOn(a.url), await conflictsOn(b.url)];
   const withoutTime = (cs: typeof ca): unknown => cs.map(({ detected: _d, ...rest }: { detected?: string }) => rest);
   t.same(withoutTime(ca), withoutTime(cb), 'both nodes record the same conflict (detection time is local)');
   t.equal(ca[0]!.field, 'name');
@@ -202,9 +203,9 @@ t.test('concurrent writes to one field on two masters: same value and same confl
   t.match(cli(['conflicts', '--node', a.url], env).stdout, /Organisation org-shared field name: (kept|lost): "Shared (East|West)" from [ab]; (kept|lost)/);
 
   t.equal(cli(['put', 'Organisation', id, 'name=Shared Global', '--node', a.url], env).code, 0);
-  await until(() => conflictsOn(b.url).length === 0, 20_000);
-  t.same(conflictsOn(a.url), [], 'settled on the writer');
-  t.same(conflictsOn(b.url), [], 'settled on the other master too');
+  await until(async () => (await conflictsOn(b.url)).length === 0, 20_000);
+  t.same(await conflictsOn(a.url), [], 'settled on the writer');
+  t.same(await conflictsOn(b.url), [], 'settled on the other master too');
   t.equal(JSON.parse(cli(['conflicts', '--all', '--json', '--node', b.url], env).stdout).length, 1, 'kept in the history');
 });
 
@@ -215,18 +216,18 @@ t.test('a uid taken on two partitioned masters: each reports it, and when one le
   const pa = cli(['put', 'Person', 'cn=Jo A', 'sn=A', 'uid=jo', '--node', a.url], env).stdout.trim();
   const pb = cli(['put', 'Person', 'cn=Jo B', 'sn=B', 'uid=JO', '--node', b.url], env).stdout.trim();
   link.heal();
-  const open = (url: string): { objectId: string }[] => JSON.parse(cli(['conflicts', '--json', '--node', url], env).stdout);
-  await until(() => open(a.url).length === 1 && open(b.url).length === 1, 20_000);
+  const open = async (url: string): Promise<{ objectId: string }[]> => JSON.parse((await cliAsync(['conflicts', '--json', '--node', url], env)).stdout);
+  await until(async () => (await open(a.url)).length === 1 && (await open(b.url)).length === 1, 20_000);
   // each node found the value held first by its own object
-  t.equal(open(a.url)[0]!.objectId, pb);
-  t.equal(open(b.url)[0]!.objectId, pa);
+  t.equal((await open(a.url))[0]!.objectId, pb);
+  t.equal((await open(b.url))[0]!.objectId, pa);
   t.match(cli(['conflicts', '--node', a.url], env).stdout.trim(), new RegExp(`^Person ${pb} field uid: value "jo" is also held by ${pa}, which lookups find; arrived from b$`));
   const holder = (url: string): string[] => JSON.parse(cli(['list', 'Person', 'uid=jo', '--json', '--node', url], env).stdout).items.map((o: { id: string }) => o.id);
   t.same(holder(b.url), [pb]);
 
   t.equal(cli(['put', 'Person', pb, 'uid=jo-b', '--node', a.url], env).code, 0);
-  await until(() => open(b.url).length === 0, 20_000);
-  t.same(open(a.url), []);
+  await until(async () => (await open(b.url)).length === 0, 20_000);
+  t.same(await open(a.url), []);
   t.same(holder(a.url), [pa]);
   t.same(holder(b.url), [pa], 'b now finds the object that still holds it');
   t.match(cli(['conflicts', '--all', '--node', a.url], env).stdout.trim(), new RegExp(`^Person ${pb} field uid: value "jo" was also held by ${pa}; arrived from b \\(settled [^)]+\\)$`), 'told in the past once settled');

@@ -158,12 +158,14 @@ t.test('lists: indexed filters, q, limit and an opaque cursor', async (t) => {
   t.equal((await call(node, 'GET', `/objects/Host?customer=org-c2&limit=10&cursor=${tampered}`)).status, 400, 'nor a changed one');
   const q = await call(node, 'GET', '/objects/Host?q=BSD');
   t.equal(idsIn(q.text).length, 13, 'q matches case-insensitively in any field');
+  t.equal(idsIn((await call(node, 'GET', `/objects/Host?q=${encodeURIComponent('ｂｓｄ')}`)).text).length, 13, 'and in full-width letters, folded as the indexes fold');
   const both = await call(node, 'GET', '/objects/Host?customer=org-c2&os=linux');
   t.equal(idsIn(both.text).length, 12, 'a further equality filter on an unindexed field');
   xmllint(t, both.text, 'a list');
   // seats is not indexed: the gateway checks it on each object, folding the filter as a write stores it
   t.same(idsIn((await call(node, 'GET', '/objects/License?customer=org-c1&seats=010')).text), ['lic-c1'], 'seats=010 finds the integer 10');
   t.same(idsIn((await call(node, 'GET', '/objects/License?customer=org-c1&seats=11')).text), [], 'and seats=11 does not');
+  t.same(idsIn((await call(node, 'GET', `/objects/License?customer=org-c1&seats=${encodeURIComponent('１０')}`)).text), ['lic-c1'], 'full-width digits find it too, as an LDAP filter does');
   t.same(idsIn((await call(node, 'GET', '/objects/License?customer=org-c1&seats=ten')).text), [], 'a value no write could store matches nothing');
   const bad = await call(node, 'GET', '/objects/Host?os=linux');
   t.equal(bad.status, 400, 'filters need one indexed field');

@@ -129,15 +129,21 @@ export function cli(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
  * in-process must keep their event loop free, or the proxies stop carrying
  * heartbeats while a synchronous child runs.
  */
-export function cliAsync(args: string[], env: NodeJS.ProcessEnv = {}, opts: { interruptAfter?: number; interruptOn?: RegExp } = {}): Promise<CliResult> {
+export function cliAsync(args: string[], env: NodeJS.ProcessEnv = {}, opts: { interruptAfter?: number; interruptOn?: RegExp; whenPrinted?: [RegExp, () => void] } = {}): Promise<CliResult> {
   const [cmd, argv] = nodeCommand(args);
   return new Promise((resolve) => {
     const p = spawn(cmd, argv, { env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     let interrupted = false;
+    let told = false;
     p.stdout.on('data', (d: Buffer) => {
       stdout += d.toString();
+      // (what the test does once the command has printed something: a change made after a follow began, say)
+      if (!told && opts.whenPrinted?.[0].test(stdout)) {
+        told = true;
+        opts.whenPrinted[1]();
+      }
       // (or a second after what the test waits for is out, once: a fixed wait is short on a loaded machine, and
       // the second lets a line printed twice show)
       if (!interrupted && opts.interruptOn?.test(stdout)) {

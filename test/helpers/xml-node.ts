@@ -7,11 +7,19 @@ import { tempDir } from './tmp.js';
 export const ADMIN_PW = 'xml-admin-pw';
 export const PERSON_PW = 'person-pw-1';
 
-/** Starts a node in this process, stopped when the test ends. */
-export async function startXmlNode(t: Test, flags: ConfigInput = {}, tuning: { writesGraceMs?: number; bindDelayMs?: number } = {}): Promise<MeridianNode> {
-  const quiet = new Writable({ write: (_c, _e, done) => done() });
+/**
+ * Starts a node in this process, stopped when the test ends. Its log lines
+ * at warn and above go to `warnings` (their messages), if given.
+ */
+export async function startXmlNode(t: Test, flags: ConfigInput = {}, tuning: { writesGraceMs?: number; bindDelayMs?: number } = {}, warnings?: string[]): Promise<MeridianNode> {
+  const sink = new Writable({
+    write(chunk: Buffer, _e, done) {
+      if (warnings) for (const line of chunk.toString().split('\n')) if (line) warnings.push((JSON.parse(line) as { msg: string }).msg);
+      done();
+    },
+  });
   const config = resolveConfig({ flags: { dir: tempDir(t), httpPort: 0, adminPassword: ADMIN_PW, ...flags } });
-  const node = await MeridianNode.start(config, pino({ level: 'warn' }, quiet), tuning);
+  const node = await MeridianNode.start(config, pino({ level: 'warn' }, sink), tuning);
   t.teardown(() => node.stop());
   return node;
 }
