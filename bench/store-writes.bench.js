@@ -3,7 +3,9 @@
 //
 //   a. throughput: 64 concurrent writers creating Person objects; for
 //      reference, bare LevelDB writing the very records each create wrote,
-//      group-committed as the store does (the storage layout's own ceiling)
+//      group-committed as the store does (the storage layout's own ceiling),
+//      in larger batches, and joined under one key per object (what the
+//      number of keys costs)
 //   b. latency: one writer awaiting each durable write, p50 / p99
 //   c. bytes on disk per object, as written and after a LevelDB compaction
 import { readFileSync } from 'node:fs';
@@ -14,7 +16,7 @@ import { Store, loadSchemaFile } from '@meridian/store';
 // the store's own group commit, not exported by the package: the replay must batch exactly as the store does
 import { DEFAULT_MAX_OPS, GroupCommit } from '../packages/store/dist/group-commit.js';
 import { DEFAULT_SCHEMA, generateSample } from '@meridian/node';
-import { concurrent, dirBytes, fmt, percentile, printTable, profiled, sequentialLatencies, tempDirs } from './lib.js';
+import { concurrent, dirBytes, fmt, percentile, printTable, profiled, rmTemp, sequentialLatencies, tempDirs } from './lib.js';
 
 export const name = 'store-writes';
 
@@ -81,11 +83,21 @@ export async function run({ quick, profile, outDir, log }) {
       // batches large enough to hold every writer's create at once.
       const groups = await recordsPerObject(mDir, 'Person');
       if (groups.length !== n) throw new Error(`found the records of ${groups.length} Persons in the store, not ${n}`);
+      // The same bytes under one key per object (its records' values joined
+      // under its object key), as many objects per fsync as the store's
+      // batches hold: what the number of keys costs, apart from their bytes.
+      // (joined as each is added: held all at once, 50 MB of them slowed the next round's store)
+      const joined = (i) => [{ type: 'put', key: groups[i].find((op) => op.key[0] === 'o').key, value: Buffer.concat(groups[i].map((op) => op.value)) }];
+      const same = (i) => groups[i];
+      const keysPerObject = groups.reduce((a, g) => a + g.length, 0) / groups.length;
+      const objectsPerStoreBatch = Math.ceil(STORE_BATCH_OPS / keysPerObject);
       const replayed = {};
-      // alternating which goes first, so neither always follows the store's round onto a busy disk
-      const sizes = [['store', STORE_BATCH_OPS], ['large', LARGE_BATCH_OPS]];
-      for (const [label, maxOps] of r % 2 ? sizes.reverse() : sizes) {
-        const replay = new Level(fresh('level-replay'), { keyEncoding: 'utf8', valueEncoding: 'buffer', writeBufferSize: 32 * 1024 * 1024, cacheSize: 32 * 1024 * 1024 });
+      // rotating which goes first, so none always follows the store's round onto a busy disk
+      const sizes = [['store', STORE_BATCH_OPS, same], ['large', LARGE_BATCH_OPS, same], ['oneKey', objectsPerStoreBatch, joined]];
+      for (let k = 0; k < r % sizes.length; k++) sizes.push(sizes.shift());
+      for (const [label, maxOps, records] of sizes) {
+        const replayDir = fresh('level-replay');
+        const replay = new Level(replayDir, { keyEncoding: 'utf8', valueEncoding: 'buffer', writeBufferSize: 32 * 1024 * 1024, cacheSize: 32 * 1024 * 1024 });
         await replay.open();
         try {
           const commits = new GroupCommit(
@@ -97,12 +109,14 @@ export async function run({ quick, profile, outDir, log }) {
             () => [],
             maxOps,
           );
-          replayed[label] = groups.length / (await concurrent(groups.length, WRITERS, (i) => commits.add(groups[i])));
+          replayed[label] = groups.length / (await concurrent(groups.length, WRITERS, (i) => commits.add(records(i))));
         } finally {
           await replay.close();
+          // at once, not at the end: its unwritten pages would otherwise reach the disk during the next rounds' fsyncs
+          rmTemp(replayDir);
         }
       }
-      lRuns.push({ rate: replayed.store, largeRate: replayed.large, objects: groups.length, ops: groups.reduce((a, g) => a + g.length, 0) / groups.length });
+      lRuns.push({ rate: replayed.store, largeRate: replayed.large, oneKeyRate: replayed.oneKey, objects: groups.length, ops: keysPerObject, objectsPerBatch: objectsPerStoreBatch });
 
       // PouchDB keeps its LevelDB in the directory named by the database name.
       const pDir = join(fresh('pouch'), 'db');
@@ -116,6 +130,7 @@ export async function run({ quick, profile, outDir, log }) {
     const pRate = median(pRuns.map((x) => x.rate));
     const lRate = median(lRuns.map((x) => x.rate));
     const lLargeRate = median(lRuns.map((x) => x.largeRate));
+    const lOneKeyRate = median(lRuns.map((x) => x.oneKeyRate));
     const batches = mRuns.reduce((a, x) => a + x.batches, 0) / rounds;
     const each = (runs, key = 'rate') => runs.map((x) => fmt(x[key])).join(' / ');
     log('');
@@ -127,9 +142,11 @@ export async function run({ quick, profile, outDir, log }) {
         ['pouchdb db.put', fmt(pRate), each(pRuns), 'no fsync'],
         ['bare level, same records', fmt(lRate), each(lRuns), `fsync per batch of ${STORE_BATCH_OPS} ops, as the store; ${fmt(lRuns[0].ops, 1)} keys per object`],
         ['same, larger batches', fmt(lLargeRate), each(lRuns, 'largeRate'), `fsync per batch of up to ${LARGE_BATCH_OPS} ops (not the store's)`],
+        ['same bytes, one key each', fmt(lOneKeyRate), each(lRuns, 'oneKeyRate'), `each object's values joined under one key; ${lRuns[0].objectsPerBatch} objects per fsync, as the store's batches`],
         ['ratio meridian/pouch', `${fmt(mRate / pRate, 2)}x`, '', ''],
         ['ratio bare level/pouch', `${fmt(lRate / pRate, 2)}x`, '', "upper bound of the store's writes, as it batches them"],
         ['ratio same, larger/pouch', `${fmt(lLargeRate / pRate, 2)}x`, '', 'upper bound with larger batches'],
+        ['ratio one key each/pouch', `${fmt(lOneKeyRate / pRate, 2)}x`, '', 'the same records with no per-key cost'],
         ['ratio meridian/bare level', `${fmt(mRate / lRate, 2)}x`, '', 'share of the upper bound reached'],
       ],
       log,
@@ -217,8 +234,9 @@ export async function run({ quick, profile, outDir, log }) {
           ratio: mRate / pRate,
           levelSameRecordsPerSec: lRate,
           levelSameRecordsLargerBatchesPerSec: lLargeRate,
+          levelSameBytesOneKeyPerSec: lOneKeyRate,
           levelBatchOps: { store: STORE_BATCH_OPS, larger: LARGE_BATCH_OPS },
-          levelRounds: lRuns.map(({ rate, largeRate, objects, ops }) => ({ rate, largeRate, objects, keysPerObject: ops })),
+          levelRounds: lRuns.map(({ rate, largeRate, oneKeyRate, objects, ops }) => ({ rate, largeRate, oneKeyRate, objects, keysPerObject: ops })),
           levelRatio: lRate / pRate,
           levelLargerBatchesRatio: lLargeRate / pRate,
           profileTop: top,
