@@ -1,9 +1,7 @@
-import ldap from 'ldapjs';
 import { foldText } from '@meridian/store';
 import { ATTRIBUTE_TYPES, definitionNames, definitionOid } from './schema-definitions.js';
 import { berBool, berText, type BerNode } from './validate.js';
-
-const { DN } = ldap;
+import { parseDn } from './dn-text.js';
 
 /**
  * Search filters as the gateway evaluates them: decoded once from the
@@ -88,11 +86,7 @@ const DN_VALUED: ReadonlySet<string> = new Set(['entrydn', 'subschemasubentry', 
 
 /** A DN in one spelling (no spaces around its separators, escapes as ldapjs writes them), or undefined if it is none. */
 function normalDn(v: string): string | undefined {
-  try {
-    return DN.fromString(v).toString().toLowerCase();
-  } catch {
-    return undefined;
-  }
+  return parseDn(v)?.toString().toLowerCase();
 }
 
 /**

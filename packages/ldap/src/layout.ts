@@ -1,10 +1,8 @@
-import ldap from 'ldapjs';
 import type { FieldDef, Schema, TypeDef } from '@meridian/store';
 import { STANDARD_ATTRIBUTE_TYPES } from './attribute-types.js';
+import { parseDn } from './dn-text.js';
 import { attrKey } from './filter.js';
 import { SUBSCHEMA_DN } from './subschema.js';
-
-const { DN } = ldap;
 
 /** The attribute of every object entry's RDN: the object id, which never changes, so renames never move entries. */
 export const ID_ATTR = 'meridianId';
@@ -64,8 +62,9 @@ export type Location =
 type Rdn = [key: string, value: string];
 
 function parse(dn: string): Rdn[] | undefined {
+  const parsed = parseDn(dn);
+  if (!parsed) return undefined;
   try {
-    const parsed = DN.fromString(dn);
     const out: Rdn[] = [];
     for (let i = 0; i < parsed.length; i++) {
       const rdn = parsed.rdnAt(i);
@@ -88,7 +87,7 @@ function isSubschemaDn(rdns: Rdn[]): boolean {
   return rdns.length === 1 && rdns[0]![0] === 'cn' && rdns[0]![1].toLowerCase() === SUBSCHEMA_DN.slice(3).toLowerCase();
 }
 
-/** Whether `dn` is a DN, as ldapjs parses it (which takes "" for the root DSE, and refuses " "). */
+/** Whether `dn` is a DN, as ldapjs parses it (which takes "" for the root DSE, and refuses " "), and one it may be given (dnParsable). */
 export function isDn(dn: string): boolean {
   return parse(dn) !== undefined;
 }
@@ -116,7 +115,7 @@ export class DirectoryLayout {
     if (!rdns || rdns.length === 0 || rdns.some(([k]) => k === '')) throw new InvalidDn(`the base DN "${baseDn}" is not a DN such as dc=example,dc=com`);
     if (isSubschemaDn(rdns)) throw new InvalidDn(`the base DN "${baseDn}" is the subschema subentry's; choose another, such as dc=example,dc=com`);
     this.baseRdns = rdns;
-    this.base = DN.fromString(baseDn).toString();
+    this.base = parseDn(baseDn)!.toString();
     for (const def of schema.types.values()) {
       if (!def.ldapObjectClass || !def.ldapContainer || def.system) continue;
       const fields = new Map<string, { name: string; key: string; field: FieldDef }>();

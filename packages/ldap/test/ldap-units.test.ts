@@ -7,6 +7,7 @@ import { entryBody, integer, octets, result, searchEntryHead, tlv } from '../dis
 import { BindThrottle } from '../dist/bind-throttle.js';
 import { DirectoryIndex } from '../dist/directory-index.js';
 import { DirectoryLayout } from '../dist/layout.js';
+import { dnParsable, MAX_RDNS, parseDn } from '../dist/dn-text.js';
 import { EntryBuilder } from '../dist/entries.js';
 import { berTree, checkRequest, MAX_NODES } from '../dist/validate.js';
 import { prng } from '../../../test/helpers/prng.js';
@@ -466,4 +467,23 @@ types:
   const site = layout.types.get('Site')!;
   t.same(site.objectClasses, ['top', 'organization', 'meridianObject'], 'meridianObject once, where the schema lists it');
   t.equal(site.structuralClass, 'organization');
+});
+
+t.test('dnParsable refuses what would hang ldapjs and passes the DNs clients write', async (t) => {
+  for (const bad of ['cn=#41 ', 'cn = # 41 ,dc=x', 'cn=#', 'cn=a=#b', Array(MAX_RDNS + 1).fill('cn=a').join(','), Array.from({ length: 18 }, (_, i) => `a${i}=x`).join('+')]) t.notOk(dnParsable(bad), bad.slice(0, 40));
+  for (const good of ['', 'cn=admin,dc=example,dc=com', 'meridianId=per-1,ou=people,dc=example,dc=com', 'mail=a\\+b@x.com,dc=x', 'cn=Smith\\, John,dc=x', 'cn=a\\#b', 'cn=x#y', 'cn=a+sn=b', `uid=${'x'.repeat(100_000)}`, Array(MAX_RDNS).fill('cn=a').join(','), Array.from({ length: 17 }, (_, i) => `a${i}=x`).join('+')]) t.ok(dnParsable(good), good.slice(0, 40));
+  t.equal(parseDn('CN = Ann , DC=x')?.toString(), 'CN=Ann,DC=x', 'what passes is parsed by ldapjs as before');
+  // Every string of up to five of these characters that passes is parsed (or refused) and returns:
+  // with the guard weakened, one of them loops for ever and this test times out.
+  const alphabet = ['a', '=', '#', '4', ' ', '+', ',', '\\', '"'];
+  let passed = 0;
+  const walk = (s: string): void => {
+    if (s.length > 0 && dnParsable(s)) {
+      passed++;
+      parseDn(s);
+    }
+    if (s.length < 5) for (const ch of alphabet) walk(s + ch);
+  };
+  walk('');
+  t.ok(passed > 30_000, `${passed} strings passed the guard and were parsed`);
 });
