@@ -403,7 +403,7 @@ export class SyncSession {
     if (this.peerRole === 'replica') return open;
     const gone = this.opts.forgottenFeeds?.() ?? {};
     // (the old dir itself, back after all: it would refuse the word in this node's auth too, but not before this side opened)
-    if (this.peerFeed !== undefined && gone[this.peer!]?.includes(this.peerFeed)) {
+    if (this.peerFeed !== undefined && forgottenIn(gone, this.peer!, this.peerFeed)) {
       return this.fail(`${this.peer} runs on a data dir whose feed (${this.peerFeed}) was forgotten here with "meridian forget-feed"; start it on an empty --dir under a new --node-id (it clones)`, true);
     }
     // Checked now, taken once the peer's sub passed its checks too (see 'sub'). A replica gets no sub from its
@@ -412,7 +412,7 @@ export class SyncSession {
     const replica = this.opts.role === 'replica';
     // A replica cannot tell its master a word (no master takes a replica's): one still showing a tag forgotten
     // here was not told, and may hold that dir's changes, which would be taken here for the new dir's.
-    const untold = replica ? Object.entries(this.shownFeeds).find(([node, tag]) => gone[node]?.includes(tag)) : undefined;
+    const untold = replica ? Object.entries(this.shownFeeds).find(([node, tag]) => forgottenIn(gone, node, tag)) : undefined;
     if (untold) return this.fail(`${this.peer} still knows ${untold[0]} by a data dir forgotten here (feed ${untold[1]}), and a replica cannot tell it so; this replica follows another master until a peer tells ${this.peer}`, true);
     // (the tags the peer forgot are forgotten here at once: they are on disk, and a master's sessions open
     // again to pass them on, this one included, before this one subscribes and a change of the new dir could come)
@@ -1107,4 +1107,14 @@ function fromWire(c: WireChange): RemoteChange {
   const r: RemoteChange = { origin: c.o, originSeq: c.n, id: c.i, type: c.y, kind: c.k, update: c.u, hlc: c.h, principal: c.p, fields: c.c };
   if (c.q !== undefined) r.idempotencyKey = c.q;
   return r;
+}
+
+/**
+ * Whether `tag` is among the feed tags of `node` forgotten here. Own keys
+ * only: a node may be named "constructor" or "toString", and `gone[node]`
+ * then read a function off the prototype, whose `includes` threw on every
+ * handshake, so such a node never replicated.
+ */
+function forgottenIn(gone: Record<string, string[]>, node: string, tag: string): boolean {
+  return Object.hasOwn(gone, node) && gone[node]!.includes(tag);
 }

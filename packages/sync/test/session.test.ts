@@ -1541,6 +1541,18 @@ t.test("forgotten feed tags go in the auth to the store's check, which refuses t
   assertClosedWith(t, own.b, /^alpha was told to forget this data dir's feed \(bbbbbbbb\) with "meridian forget-feed bravo", though bravo still runs on it; start bravo on an empty --dir under a new --node-id/);
 });
 
+t.test('nodes named after properties every object has pass the forgotten-feed checks (a plain object of forgotten tags read them off its prototype)', async (t) => {
+  const feeds = (forgotten: Record<string, string[]>): Partial<SessionOptions> => ({ forgottenFeeds: () => forgotten, knownFeeds: () => ({}), claimFeeds: () => ({ taken: 0 }) });
+  const masters = new Pair({ nodeId: 'constructor', feedTag: 'aaaaaaaa', ...feeds({ xray: ['0000dddd'] }) }, { nodeId: 'toString', feedTag: 'bbbbbbbb', ...feeds({ xray: ['0000dddd'] }) }).start().settle();
+  t.same([masters.a.session.state, masters.b.session.state], ['open', 'open'], 'two masters named constructor and toString open their session');
+  t.equal(ofType(masters.a, 'close').length + ofType(masters.b, 'close').length, 0);
+  const toReplica = new Pair({ ...master({ nodeId: 'valueOf' }), feedTag: 'aaaaaaaa', knownFeeds: () => ({ hasOwnProperty: '0000eeee' }) }, { ...replica(), feedTag: 'bbbbbbbb', ...feeds({ xray: ['0000dddd'] }) }).start().settle();
+  t.equal(toReplica.b.session.state, 'open', 'a replica takes a master named valueOf that knows a node named hasOwnProperty');
+  // and what is forgotten under such a name is still refused
+  const back = new Pair({ nodeId: 'alpha', feedTag: 'aaaaaaaa', ...feeds({ constructor: ['bbbbbbbb'] }) }, { nodeId: 'constructor', feedTag: 'bbbbbbbb', ...feeds({}) }).start().settle();
+  assertClosedWith(t, back.a, /^constructor runs on a data dir whose feed \(bbbbbbbb\) was forgotten here/);
+});
+
 t.test("a session's open waits for the driver's joined() before the peer's checkpoint is read (the node ties its data dir to the cluster there)", async (t) => {
   const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' });
   pair.start();
