@@ -13,7 +13,7 @@ import { Principals } from '../packages/node/dist/principals.js';
 import { tempDir } from './helpers/tmp.js';
 import { freePort } from './helpers/free-port.js';
 import { until } from './helpers/wait.js';
-import { ADMIN, startXmlNode } from './helpers/xml-node.js';
+import { ADMIN, basic, call, PERSON_PW, seed, startXmlNode } from './helpers/xml-node.js';
 
 t.test('a keyed write made on one master is answered from its key on another, once the change has reached it', async (t) => {
   const [pa, pb] = [await freePort(), await freePort()];
@@ -108,4 +108,51 @@ t.test("a forwarded write that changed its signer's own password, sent again wit
   const bobs = { ...frame, key: 'pw-3', user: 'bob', password: 'bobs-password', fields: { password: 'bobs-password' } };
   t.match(await writes.handle(bobs, 'laptop-1'), { ok: true }, "bob's write is made");
   t.match(await writes.handle({ ...bobs, password: 'wrong' }, 'laptop-1'), { ok: false, code: 'unauthorized' }, 'and a copy with a wrong password is refused');
+});
+
+t.test('a key sent again with another write is refused, and a write answered from its key shows only an object its user may read now', async (t) => {
+  const node = await startXmlNode(t, { nodeId: 'a' });
+  await seed(node);
+  const radmin = basic('radmin', PERSON_PW);
+  const post = (type: string, body: string, key: string, auth = radmin) =>
+    call(node, 'POST', `/objects/${type}`, { auth, body, headers: { 'content-type': 'application/xml', 'idempotency-key': key } });
+  const personXml = '<object type="Person"><field name="cn">Key Person</field><field name="sn">Person</field><field name="organisation">org-c1</field></object>';
+  const hostXml = '<object type="Host"><field name="customer">org-c1</field><field name="hostname">k.c1.example</field></object>';
+  const made = await post('Person', personXml, 'k-1');
+  t.equal(made.status, 201, 'the reseller admin creates a person of its customer');
+  const id = /id="([^"]+)"/.exec(made.text)![1]!;
+  t.equal((await post('Person', personXml, 'k-1')).status, 201, 'the same create sent again is answered with it');
+  const other = await post('Host', hostXml, 'k-1');
+  t.equal(other.status, 400, 'a create of another type under the key is refused');
+  t.match(other.text, /this Idempotency-Key was used for another write; send a new key with a new request/);
+  t.notMatch(other.text, new RegExp(id), 'and shows nothing of what the key made');
+  const me = await call(node, 'PUT', '/me', { auth: basic('contact1', PERSON_PW), body: '<object type="Person"><field name="cn">Contact One</field></object>', headers: { 'content-type': 'application/xml', 'if-match': '*', 'idempotency-key': 'k-2' } });
+  const meAgain = await call(node, 'POST', '/objects/Host', { auth: basic('contact1', PERSON_PW), body: hostXml, headers: { 'content-type': 'application/xml', 'idempotency-key': 'k-2' } });
+  t.not(meAgain.status, 201, `a create under the key of a PUT /me is not answered with the person (${me.status}, then ${meAgain.status})`);
+  // the customer moves to another reseller: the person the key made leaves what the reseller admin may read
+  await node.store.create('Organisation', { name: 'Reseller S', kind: 'reseller' }, { principal: 'test', id: 'org-s' });
+  await node.store.create('Organisation', { name: 'Customer Three', kind: 'customer', reseller: 'org-r' }, { principal: 'test', id: 'org-c3' });
+  await node.store.update('org-c1', { reseller: 'org-s' }, { principal: 'test' });
+  t.equal((await call(node, 'GET', `/objects/Person/${id}`, { auth: radmin })).status, 404, 'the reseller admin may no longer read it');
+  // a create of a Person the reseller admin may make, under the key that made the one it may no longer read
+  const late = await post('Person', personXml.replace('org-c1', 'org-c3'), 'k-1');
+  t.equal(late.status, 404, 'is not answered with that person');
+  t.match(late.text, /the write made before under this Idempotency-Key is of an object you cannot read now/);
+  t.notMatch(late.text, /Key Person|org-c1/, 'and shows nothing of it');
+  t.equal((await node.store.list('Person')).items.filter((o) => o.fields['cn'] === 'Key Person').length, 1, 'nothing was made twice');
+});
+
+t.test('a forwarded write under a key its user first used for another write is refused by the master', async (t) => {
+  const store = await Store.open({ dir: tempDir(t), schema: loadSchemaFile(DEFAULT_SCHEMA), passwordCost: { N: 1024, r: 8, p: 1 } });
+  t.teardown(() => store.close());
+  const org = await store.create('Organisation', { name: 'Acme', kind: 'customer' });
+  const writes = new ForwardedWrites(store, new Principals(store, await AdminAuth.init(store, 'admin-pw')));
+  const admin = { user: 'admin', password: 'admin-pw', via: 'xml' as const };
+  const first = await writes.handle({ t: 'write', key: 'k-9', op: 'update', id: org.id, fields: { street: 'Main 1' }, ...admin }, 'laptop-1');
+  t.match(first, { ok: true, id: org.id });
+  const again = await writes.handle({ t: 'write', key: 'k-9', op: 'update', id: org.id, fields: { street: 'Main 1' }, ...admin }, 'laptop-1');
+  t.same(again, first, 'the same write sent again is answered from its record');
+  const other = await writes.handle({ t: 'write', key: 'k-9', op: 'create', type: 'Organisation', id: 'org-other', fields: { name: 'Other', kind: 'customer' }, ...admin }, 'laptop-1');
+  t.match(other, { ok: false, code: 'bad-request', message: /^this Idempotency-Key was used for another write/ }, 'a create under it is refused, not answered with the organisation updated');
+  t.equal(await store.get('org-other'), undefined);
 });

@@ -4,7 +4,7 @@ import { checkWriteFrame, ForwardError, FrameError, MAX_REFUSAL, type Replicator
 import { builtInRefusal } from './built-in-types.js';
 import type { Principals } from './principals.js';
 import { HttpError } from './http-util.js';
-import type { Writer, WriteRequest } from './writer.js';
+import { checkReplay, type Writer, type WriteRequest } from './writer.js';
 
 /** Seconds a refused client should wait before trying a read-only replica again. */
 export const RETRY_AFTER_SECONDS = 5;
@@ -93,7 +93,11 @@ export class ForwardedWrites {
       // The record is here if this master made the write, or received it from the master that did.
       // (One still on its way with a peer's run is 'busy', refused below as any store error is.)
       const prior = await this.store.idempotent(scoped);
-      if (prior) return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: neededFor(prior, me) };
+      if (prior) {
+        const made = await this.store.get(prior.id);
+        if (made) checkReplay(made, w.op === 'create' ? { type: w.type, id: w.id } : { id: w.id });
+        return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: neededFor(prior, me) };
+      }
       if (resentOnly) return this.wrongPassword(w);
       const current = w.op === 'create' ? undefined : await this.store.get(w.id);
       // whoever asks, the admin too, as on the admin API

@@ -230,6 +230,19 @@ export class XmlGateway {
     return o;
   }
 
+  /**
+   * A write's answer: its object, if the caller may read it now. A write
+   * made here always may be read by whoever made it (authorizeWrite); one
+   * answered from an earlier write under the same Idempotency-Key may since
+   * have left what the caller may read, or been deleted, and is not shown.
+   */
+  private sendWritten(r: Request, status: number, o: StoredObject, headers: Record<string, string> = {}): void {
+    if (o.deleted || !r.scope.canRead(o)) {
+      throw new XmlError(404, r.req.headers['idempotency-key'] === undefined ? `no ${o.type} ${o.id}` : 'the write made before under this Idempotency-Key is of an object you cannot read now; send a new key with a new request');
+    }
+    this.send(r, status, o, headers);
+  }
+
   private send(r: Request, status: number, o: StoredObject, headers: Record<string, string> = {}): void {
     let cached = this.rendered.get(o.id);
     if (cached?.version !== o.version) {
@@ -396,7 +409,7 @@ export class XmlGateway {
           if (lostRace && (await this.shown(id))) continue;
           throw e;
         }
-        this.send(r, 201, o, { location: objectPath(o) });
+        this.sendWritten(r, 201, o, { location: objectPath(o) });
         return;
       }
       // a create that lost the race to another is a failed precondition, whatever else was sent
@@ -407,7 +420,7 @@ export class XmlGateway {
       // written only over the version just authorised: with If-Match: * a change in between is read and judged again
       const o = await this.retryStar(match, attempt, () => this.opts.writer.replace(id, fields, this.writeOpts(r, { ifVersion: current!.version })));
       if (o === RETRY) continue;
-      this.send(r, 200, o);
+      this.sendWritten(r, 200, o);
       return;
     }
   }
@@ -437,7 +450,7 @@ export class XmlGateway {
     const fields = writeFields(def, input);
     await authorizeWrite(r.scope, (x) => this.opts.store.get(x), 'create', 'new', type, fields, { lagging: this.opts.writer.forwards });
     const o = await this.opts.writer.create(type, fields, this.writeOpts(r));
-    this.send(r, 201, o, { location: objectPath(o) });
+    this.sendWritten(r, 201, o, { location: objectPath(o) });
   }
 
   private async remove(r: Request, type: string, id: string): Promise<void> {
@@ -607,7 +620,7 @@ export class XmlGateway {
       await authorizeWrite(r.scope, readerKnowing(me, (x) => this.opts.store.get(x)), 'update', me.id, me.type, update);
       const o = await this.retryStar(match, attempt, () => this.opts.writer.update(me.id, update, this.writeOpts(r, { ifVersion: me.version })));
       if (o === RETRY) continue;
-      this.send(r, 200, o);
+      this.sendWritten(r, 200, o);
       return;
     }
   }
