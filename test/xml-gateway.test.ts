@@ -533,6 +533,26 @@ t.test('an import makes a chain of references given in any order: each link afte
   t.match(c.text, /created="0" updated="0" unchanged="0" rejected="2"/, c.text);
 });
 
+t.test('an import that only sets a password stores it, in the report and the dry run as an update; one giving the stored hash again is unchanged', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  const person = await node.store.create('Person', { cn: 'No Password', sn: 'Yet', uid: 'nopw', organisation: 'org-c1', roles: ['customer-contact'] }, { principal: 'test', id: 'per-nopw' });
+  const exported = await call(node, 'GET', `/objects/Person/${person.id}`);
+  const withPassword = (pw: string): string => `<objects>${exported.text.replace(/^<\?xml[^>]*\?>\s*/, '').replace('</object>', `<field name="password">${pw}</field></object>`)}</objects>`;
+  const dry = await call(node, 'POST', '/import?dry-run=1', { body: withPassword('first-password-1') });
+  t.match(dry.text, /updated="1" unchanged="0"/, `the dry run reports the password as a change: ${dry.text}`);
+  const r = await call(node, 'POST', '/import', { body: withPassword('first-password-1') });
+  t.match(r.text, /updated="1" unchanged="0" rejected="0"/, r.text);
+  t.equal((await call(node, 'GET', '/me', { auth: basic('nopw', 'first-password-1') })).status, 200, 'the person signs in with the imported password');
+  const hash = String((await node.store.get(person.id))!.fields['password']);
+  t.match(hash, /^\$scrypt\$/);
+  const again = await call(node, 'POST', '/import', { body: withPassword(hash) });
+  t.match(again.text, /updated="0" unchanged="1"/, 'the stored hash given again changes nothing');
+  const left = await call(node, 'POST', '/import', { body: `<objects>${exported.text.replace(/^<\?xml[^>]*\?>\s*/, '')}</objects>` });
+  t.match(left.text, /updated="0" unchanged="1"/, 'nor does leaving the password out');
+  t.equal((await call(node, 'GET', '/me', { auth: basic('nopw', 'first-password-1') })).status, 200, 'which keeps it');
+});
+
 t.test('an import whose object names itself as well as another (a single reference given twice) ends, with that object refused', async (t) => {
   const node = await startXmlNode(t);
   const doc =
