@@ -1418,6 +1418,9 @@ export class Store {
     this.purgedIds.add(id);
     const open = this.openConflicts.get(id);
     this.openConflicts.delete(id);
+    // (the read above found the records on disk then: one written meanwhile, as a holder of a unique value
+    // this object waits for let it go and the record was written anew naming the next, is only here)
+    for (const k of open?.keys() ?? []) ops.push({ type: 'del', key: k });
     for (const rec of open?.values() ?? []) if (isUniqueConflict(rec)) this.dropWaiter(uniqueKeyOf(rec), id);
     slot.value.current = null;
     this.dropDoc(slot);
