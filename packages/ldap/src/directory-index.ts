@@ -160,8 +160,12 @@ export class DirectoryIndex {
   private readonly ids: string[] = [];
   private readonly typeOf: (MappedType | undefined)[] = [];
   private readonly slotOf = new Map<string, number>();
-  /** by the id in lower case: meridianId matches case-insensitively like every other attribute */
-  private readonly slotOfFolded = new Map<string, number>();
+  /**
+   * By the id in lower case, every slot ever given one: meridianId matches
+   * case-insensitively like every other attribute, and ids that differ
+   * only in case (which the store allows) are separate objects.
+   */
+  private readonly slotsOfFolded = new Map<string, Slots>();
   /** attribute key -> index; only for the types in `indexedBy` */
   private readonly attrs = new Map<string, AttrIndex>();
   /** type name -> attribute keys indexed for it -> the field */
@@ -271,7 +275,9 @@ export class DirectoryIndex {
       slot = this.ids.length;
       this.ids.push(o.id);
       this.slotOf.set(o.id, slot);
-      this.slotOfFolded.set(o.id.toLowerCase(), slot);
+      const folded = this.slotsOfFolded.get(o.id.toLowerCase());
+      if (folded) folded.push(slot);
+      else this.slotsOfFolded.set(o.id.toLowerCase(), [slot]);
     }
     const was = this.typeOf[slot];
     if (was && (was !== t || !live)) removeSorted(this.typeSlots.get(was.def.name)!, slot);
@@ -290,10 +296,17 @@ export class DirectoryIndex {
     return this.ids[slot]!;
   }
 
-  /** The id of the live object of type `t` whose id is `id` in another case (meridianId matches case-insensitively), if any. */
+  /**
+   * The id of the live object of type `t` that an entry DN naming `id`
+   * means: `id` itself if it is one, else the one whose id is `id` in
+   * another case (meridianId matches case-insensitively), if there is only
+   * one such; of several, none (the DN must then give the id's own case).
+   */
   idInAnyCase(t: MappedType, id: string): string | undefined {
-    const slot = this.slotOfFolded.get(id.toLowerCase());
-    return slot !== undefined && this.typeOf[slot] === t ? this.ids[slot] : undefined;
+    const exact = this.slotOf.get(id);
+    if (exact !== undefined && this.typeOf[exact] === t) return id;
+    const live = (this.slotsOfFolded.get(id.toLowerCase()) ?? []).filter((slot) => this.typeOf[slot] === t);
+    return live.length === 1 ? this.ids[live[0]!] : undefined;
   }
 
   /**
@@ -359,8 +372,8 @@ export class DirectoryIndex {
           return t.objectClasses.some((c) => c.toLowerCase() === f.v) ? undefined : [];
         }
         if (f.a === ID_KEY && f.k === 'eq') {
-          const slot = this.slotOfFolded.get(f.v);
-          return slot === undefined ? [] : [[[slot]]];
+          const slots = this.slotsOfFolded.get(f.v);
+          return slots === undefined ? [] : [[slots.slice()]];
         }
         const field = this.indexedBy.get(t.def.name)!.get(f.a);
         if (field === undefined) {

@@ -73,6 +73,9 @@ function rawClient(t: Test, port: number) {
 
 const search = (id: number, sn = 'held'): Buffer =>
   tlv(0x30, [integer(id), tlv(0x63, [octets(BASE), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), tlv(0xa3, [octets('sn'), octets(sn)]), tlv(0x30, [])])]);
+/** A subtree search of `base` for an equality. */
+const searchAt = (id: number, base: string, attr = 'objectClass', value = 'person'): Buffer =>
+  tlv(0x30, [integer(id), tlv(0x63, [octets(base), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), tlv(0xa3, [octets(attr), octets(value)]), tlv(0x30, [])])]);
 const entries = (r: { ops: number[] }): number => r.ops.filter((op) => op === 0x64).length;
 /** time for what the gateway would send to arrive, when the test checks that nothing did */
 const settle = (): Promise<void> => sleep(100);
@@ -365,8 +368,6 @@ t.test('DNs that would hang ldapjs are answered invalidDNSyntax wherever a reque
   const c = rawClient(t, g.port);
   const hexSpace = `cn=#41 ,${BASE}`;
   const manyNames = Array.from({ length: 20_000 }, (_, i) => `a${i}=x`).join('+');
-  const searchAt = (id: number, base: string, attr = 'objectClass', value = 'person'): Buffer =>
-    tlv(0x30, [integer(id), tlv(0x63, [octets(base), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), tlv(0xa3, [octets(attr), octets(value)]), tlv(0x30, [])])]);
   const started = performance.now();
   c.send(bindRequest(1, 'cn=#41 ', 'x'));
   c.send(bindRequest(2, hexSpace, 'x'));
@@ -383,4 +384,39 @@ t.test('DNs that would hang ldapjs are answered invalidDNSyntax wherever a reque
     "invalidDNSyntax for two binds, a search base, a modify and a bind of 20,000 names; then a bind succeeds; a filter on entryDN is decoded (alice's search is refused by her access) and a compare of a DN-valued attribute matches as text (compareFalse)",
   );
   t.ok(performance.now() - started < 10_000, `all answered in ${Math.round(performance.now() - started)} ms`);
+});
+
+t.test('ids that differ only in case are two entries: a DN names the one its id is, another case the one only if it is the only one; a meridianId filter finds both', async (t) => {
+  const store = await crmStore(t, 'meridian-ldap-held-');
+  await store.create('Organisation', { name: 'Org', kind: 'customer' }, { id: 'org-1' });
+  await store.create('Person', { cn: 'Lower', sn: 'cased', uid: 'lower', organisation: 'org-1' }, { id: 'per-a' });
+  await store.create('Person', { cn: 'Upper', sn: 'cased', uid: 'upper', organisation: 'org-1' }, { id: 'PER-A' });
+  const bound: string[] = [];
+  const gateway = new LdapGateway({
+    ...quiet,
+    store,
+    writer: noWriter,
+    baseDn: BASE,
+    authenticate: async (user) => (user === 'admin' ? { kind: 'admin', name: 'admin' } : undefined),
+    authenticatePerson: async (person): Promise<Principal> => (bound.push(person.id), { kind: 'person', name: String(person.fields['uid']), id: person.id, type: person.type, roles: [], organisation: 'org-1' }),
+    scope: async (p) => AccessScope.of(p, schema.access, schema.types, { lookup: async () => [] }),
+  });
+  t.teardown(() => gateway.close());
+  const c = rawClient(t, await gateway.listen(0, '127.0.0.1'));
+  const dn = (id: string): string => `meridianId=${id},ou=people,${BASE}`;
+  let n = 0;
+  const bind = async (name: string, pw = 'pw'): Promise<number | undefined> => (c.send(bindRequest(++n, name, pw)), (await c.answered(n)).result);
+  const found = async (value: string): Promise<number> => (c.send(searchAt(++n, BASE, 'meridianId', value)), entries(await c.answered(n)));
+  t.equal(await bind(dn('per-a')), 0);
+  t.equal(await bind(dn('PER-A')), 0);
+  t.same(bound, ['per-a', 'PER-A'], 'each DN names the object whose id it gives, whichever was made last');
+  t.equal(await bind(dn('Per-A')), 49, 'a third case names neither: it could be either');
+  t.equal(bound.length, 2);
+  t.equal(await bind(`cn=admin,${BASE}`, 'any'), 0);
+  t.equal(await found('per-a'), 2, 'meridianId=per-a matches both, as a comparison of every entry would');
+  t.equal(await found('PER-A'), 2);
+  await store.delete('PER-A');
+  t.ok(await until(async () => (await found('per-a')) === 1), 'once one is deleted, the filter finds the other');
+  t.equal(await bind(dn('Per-A')), 0);
+  t.same(bound.slice(2), ['per-a'], 'and any case names the one left');
 });
