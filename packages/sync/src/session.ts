@@ -139,7 +139,7 @@ export interface SessionOptions {
   knownFeeds?: () => Record<string, string>;
   /** changes per batch */
   batch?: number;
-  /** unacknowledged frames allowed in flight (also bounded by WINDOW_BYTES) */
+  /** unacknowledged frames allowed in flight (also bounded by WINDOW_BYTES); at most the protocol's 32, which a peer enforces */
   window?: number;
   /** ms to complete the handshake */
   authTimeout?: number;
@@ -275,7 +275,7 @@ export class SyncSession {
   constructor(private readonly opts: SessionOptions) {
     this.head = opts.head;
     this.batch = opts.batch ?? 500;
-    this.window = opts.window ?? 32;
+    this.window = Math.min(opts.window ?? PROTOCOL_WINDOW, PROTOCOL_WINDOW);
     this.authTimeout = opts.authTimeout ?? 10_000;
     this.snapshotIdle = opts.snapshotIdle ?? 600_000;
   }
@@ -594,6 +594,7 @@ export class SyncSession {
         }
         if (f.page && this.needAfter !== undefined && (this.passedThrough === undefined || this.needAfter > this.passedThrough)) this.passedThrough = this.needAfter;
         if (this.passedThrough !== undefined) this.passedAt.set(f, this.passedThrough);
+        if (this.pendingApply.length >= PROTOCOL_WINDOW) return this.overWindow();
         this.pendingApply.push(f);
         // the next page is asked for at once: its answer may come while this one is applied
         const more: Action[] = f.page ? [{ type: 'read-held', buckets: this.needBuckets!, after: this.needAfter }] : [];
@@ -605,6 +606,7 @@ export class SyncSession {
         this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head, f.last);
         if (f.last <= this.lastQueued()) return this.fail(`changes frame goes back to ${f.last}`, true);
         if (f.changes.length && this.stats.behindSince === undefined) this.stats.behindSince = f.changes[0]!.h;
+        if (this.pendingApply.length >= PROTOCOL_WINDOW) return this.overWindow();
         this.pendingApply.push(f);
         return this.nextApply();
       }
@@ -653,6 +655,16 @@ export class SyncSession {
       objects.pop();
     }
     return undefined;
+  }
+
+  /**
+   * A frame past the window: the peer did not wait for acknowledgements.
+   * Frames wait here until applied, each up to the frame size; one peer
+   * sending without pause (another implementation's bug) grew the heap
+   * until the node ran out of memory, its other sessions and writes with it.
+   */
+  private overWindow(): Action[] {
+    return this.fail(`the peer sent more than ${PROTOCOL_WINDOW} frames without waiting for their acknowledgements (the protocol's window)`, true);
   }
 
   private lastQueued(): number {
@@ -1038,6 +1050,8 @@ const MAX_HELD_KEYS = 2_000_000;
  * slow fsync at the peer.
  */
 const WINDOW_BYTES = 4 * FRAME_BUDGET;
+/** Unacknowledged frames a sender may have in flight (docs/protocol.md, "Window"); a receiver holding more ends the session. */
+const PROTOCOL_WINDOW = 32;
 /** changes applied (and so held in memory) at once when frames queue up; the group commit still closes its batches at 256 operations */
 const MAX_MERGED_CHANGES = 10_000;
 const SKIP_FRAME_EVERY = 1000;

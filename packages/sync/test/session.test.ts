@@ -489,6 +489,16 @@ t.test('a changes frame going backwards is refused', async (t) => {
   t.equal(pair.a.applies.length, 0);
 });
 
+t.test('a peer that sends more frames than the window without waiting for acknowledgements is refused, not queued without end', async (t) => {
+  const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo' }).start().settle();
+  pair.a.autoApply = false; // nothing is applied, so nothing is acknowledged
+  for (let seq = 1; seq <= 32; seq++) pair.inject(pair.a, changesFrame(seq));
+  t.equal(ofType(pair.a, 'close').length, 0, '32 frames unacknowledged are what the window allows');
+  pair.inject(pair.a, changesFrame(33));
+  assertClosedWith(t, pair.a, /^the peer sent more than 32 frames without waiting for their acknowledgements \(the protocol's window\)$/);
+  t.equal(ofType(pair.a, 'close')[0]?.refused, true);
+});
+
 function assertClosedWith(t: Test, s: Side, reason: RegExp): void {
   t.equal(s.session.state, 'closed');
   const close = ofType(s, 'close');
@@ -1320,9 +1330,13 @@ t.test('a state larger than a frame goes in parts, a frame each, and is put toge
 
 t.test('parts of more than 256 MiB in all are refused at the part that passes it, naming the object', async (t) => {
   const pair = new Pair({ nodeId: 'alpha' }, { nodeId: 'bravo', empty: () => true }, { a: new FakeFeed((s) => entry(s, 'alpha'), 10) }).start().settle();
-  // one 4 MiB buffer in every part, handed to the session as decoded (a copy each would be 256 MiB)
+  // one 4 MiB buffer in every part, handed to the session as decoded (a copy each would be 256 MiB);
+  // each applied (empty) and acknowledged as it comes, as a sender's window needs
   const part = bytes(4 * 1024 * 1024);
-  const give = (f: Frame): void => void pair.run(pair.b, pair.b.session.receive(f));
+  const give = (f: Frame): void => {
+    pair.run(pair.b, pair.b.session.receive(f));
+    pair.run(pair.b, pair.b.session.applied());
+  };
   give({ t: 'states', objects: [{ i: 'per-big', r: bytes(100), m: true }], done: false });
   for (let i = 1; i <= 63; i++) give({ t: 'states', objects: [{ i: 'per-big', r: part, m: true }], done: false });
   t.equal(pair.b.session.state, 'open', '252 MiB and 100 bytes so far: still taken');
