@@ -473,3 +473,16 @@ t.test('a keyed create that another replica of the master finds made is recorded
   t.equal(((await again.json()) as { id: string }).id, id);
   t.equal((await master.store.get(id))?.fields['name'], 'Edited', 'and the edit stands');
 });
+
+t.test('an import through a replica makes an object that refers to one further down the document, as on a master', async (t) => {
+  const { master, replica } = await masterAndReplica(t);
+  const doc = `<objects>
+<object type="Person" id="per-fwd"><field name="cn">Forward</field><field name="sn">Ref</field><field name="organisation">org-fwd</field></object>
+<object type="Organisation" id="org-fwd"><field name="name">Further Down</field><field name="kind">customer</field></object>
+</objects>`;
+  const post = (path: string) => fetch(`${replica.url}${path}`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/xml' }, body: doc }).then((r) => r.text());
+  t.match(await post('/import?dry-run=1'), /created="2" updated="0" unchanged="0" rejected="0"/, 'the dry run says both are made');
+  const report = await post('/import');
+  t.match(report, /created="2" updated="0" unchanged="0" rejected="0"/, report);
+  t.equal((await master.store.get('per-fwd'))?.fields['organisation'], 'org-fwd', 'the person was made, after the organisation it refers to');
+});

@@ -180,7 +180,9 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
       }
     } catch (e) {
       const a = o.mapError(e);
-      const missingRef = (e as { rule?: string }).rule === 'reference' && /refers to missing object/.test(a.message);
+      // (on a replica the master judges references, and its refusal comes back with the rule 'master')
+      const rule = (e as { rule?: string }).rule;
+      const missingRef = (rule === 'reference' || rule === 'master') && /refers to missing object/.test(a.message);
       if (missingRef && !lastChance && holdBack(line, input)) return;
       record({ line, type: input.type, id: input.id, status: 'rejected', message: a.message, field: a.field });
     }
