@@ -282,6 +282,8 @@ t.test('verify tells changes not yet replicated from divergence, counting what e
   t.same(older.lacking, undefined, 'a node that does not say which changes it holds (an older build): no judgement');
   t.match(formatVerify(older), /^DIFFER in 1 of 1 id ranges[^]*id range 0: b 1, c 1\na node did not say which changes it holds/m, 'not called divergence either');
   t.same(compareDigests([digest('b', 'x', { a: -1 }), digest('c', 'y', { a: 1 })]).lacking, undefined, 'nor one whose position is malformed');
+  // a node named after a property every object has: its entry read off the prototype made the count NaN
+  t.same(compareDigests([digest('b', 'x', {}), digest('constructor', 'y', { constructor: 3 })]).lacking, [{ nodeId: 'b', origin: 'constructor', missing: 3, holds: 0, newest: 3 }], 'a node lacking all the changes of a node named constructor');
 });
 
 t.test('a node that accepts and never answers: the CLI gives up after --timeout with one sentence, not after five minutes', async (t) => {

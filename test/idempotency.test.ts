@@ -137,7 +137,7 @@ t.test('a key sent again with another write is refused, and a write answered fro
   // a create of a Person the reseller admin may make, under the key that made the one it may no longer read
   const late = await post('Person', personXml.replace('org-c1', 'org-c3'), 'k-1');
   t.equal(late.status, 404, 'is not answered with that person');
-  t.match(late.text, /the write made before under this Idempotency-Key is of an object you cannot read now/);
+  t.match(late.text, /the write made under this Idempotency-Key is of an object you cannot read now/);
   t.notMatch(late.text, /Key Person|org-c1/, 'and shows nothing of it');
   t.equal((await node.store.list('Person')).items.filter((o) => o.fields['cn'] === 'Key Person').length, 1, 'nothing was made twice');
 });

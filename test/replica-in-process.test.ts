@@ -486,3 +486,23 @@ t.test('an import through a replica makes an object that refers to one further d
   t.match(report, /created="2" updated="0" unchanged="0" rejected="0"/, report);
   t.equal((await master.store.get('per-fwd'))?.fields['organisation'], 'org-fwd', 'the person was made, after the organisation it refers to');
 });
+
+t.test('two creates of different types under one Idempotency-Key through a replica: one is made, the other refused, never answered with the first', async (t) => {
+  const { replica } = await masterAndReplica(t);
+  const post = (type: string, body: string) =>
+    fetch(`${replica.url}/objects/${type}`, { method: 'POST', headers: { authorization: ADMIN, 'content-type': 'application/xml', 'idempotency-key': 'one-key' }, body }).then(async (r) => ({ type, status: r.status, text: await r.text() }));
+  // at once (they share the replica's forward of the key) and then once more each (the master's record answers)
+  for (let round = 0; round < 2; round++) {
+    const answers = await Promise.all([
+      post('Organisation', '<object type="Organisation"><field name="name">Keyed Org</field><field name="kind">customer</field></object>'),
+      post('Product', '<object type="Product"><field name="name">Keyed Product</field></object>'),
+    ]);
+    const made = answers.filter((a) => a.status === 201);
+    t.equal(made.length, 1, `round ${round}: one is made (${answers.map((a) => `${a.type} ${a.status}`).join(', ')})`);
+    for (const a of made) t.match(a.text, new RegExp(`<object type="${a.type}"`), 'answered with an object of its own type');
+    for (const a of answers.filter((x) => x.status !== 201)) {
+      t.equal(a.status, 400);
+      t.match(a.text, /this Idempotency-Key was used for another write/);
+    }
+  }
+});

@@ -1,5 +1,5 @@
 import type { PeerStatus } from '@meridian/node';
-import { isSeq, isUniqueConflict, isVector } from '@meridian/store';
+import { isSeq, isUniqueConflict, isVector, vectorEntry } from '@meridian/store';
 import { CliError } from './client.js';
 
 /** Output of the replication commands: peers, conflicts, verify. */
@@ -125,11 +125,11 @@ function lackingChanges(digests: (DigestView & Required<Pick<DigestView, 'vector
   const origins = [...new Set(digests.flatMap((d) => [...Object.keys(d.vector), ...d.ahead.map(([o]) => o)]))].sort();
   const lacking: Lacking[] = [];
   for (const origin of origins) {
-    const upTo = Math.max(...digests.map((d) => d.vector[origin] ?? 0));
+    const upTo = Math.max(...digests.map((d) => vectorEntry(d.vector, origin)));
     // the changes of this origin held beyond every node's contiguous run, by anyone
     const beyond = new Set(digests.flatMap((d) => d.ahead.filter(([o, seq]) => o === origin && seq > upTo).map(([, seq]) => seq)));
     for (const d of digests) {
-      const holds = d.vector[origin] ?? 0;
+      const holds = vectorEntry(d.vector, origin);
       const aheadHere = new Set(d.ahead.filter(([o]) => o === origin).map(([, seq]) => seq));
       let missing = upTo - holds;
       for (const seq of aheadHere) if (seq > holds && seq <= upTo) missing--;

@@ -293,6 +293,8 @@ export class ForwardingWriter implements Writer {
     await this.visible(answer.need, deadline, answer.id);
     const o = await this.store.get(answer.id);
     if (!o) throw new HttpError(504, `the master wrote ${answer.id}, but this replica does not hold it yet; read it again shortly`, 'not-yet-visible');
+    // (two writes under one key at once share the first's answer, here and on the master)
+    checkReplay(o, w.op === 'create' ? { type: w.type, id: w.id } : { id: w.id });
     return o;
   }
 

@@ -1,4 +1,4 @@
-import { MeridianError, recordedPrincipal, type Store, type StoredObject, type Writer, type WriteOptions, type WriteRequest } from '@meridian/store';
+import { KEY_USED_ELSEWHERE, MeridianError, recordedPrincipal, type Store, type StoredObject, type Writer, type WriteOptions, type WriteRequest } from '@meridian/store';
 
 export type { Credential, Writer, WriteRequest } from '@meridian/store';
 
@@ -15,7 +15,7 @@ export interface ReplayTarget {
  */
 export function checkReplay(made: { type: string; id: string }, target: ReplayTarget): void {
   if ((target.type !== undefined && made.type !== target.type) || (target.id !== undefined && made.id !== target.id)) {
-    throw new MeridianError('bad-request', 'this Idempotency-Key was used for another write; send a new key with a new request');
+    throw new MeridianError('bad-request', KEY_USED_ELSEWHERE);
   }
 }
 

@@ -17,6 +17,9 @@ export type ErrorCode =
   | 'conflict'
   | 'bad-request';
 
+/** The refusal of a write under an Idempotency-Key its user first used for another write. */
+export const KEY_USED_ELSEWHERE = 'this Idempotency-Key was used for another write; send a new key with a new request';
+
 export class MeridianError extends Error {
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string) {

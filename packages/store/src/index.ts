@@ -2,7 +2,7 @@ export { checkChangeSize, MAX_AHEAD_SENT, MAX_CHANGE_BYTES, MAX_PAGE, recordedOb
 export type { StoreOptions, StoredObject, FeedEntry, WriteOptions, IdempotentWrite, Page, PageOptions, RemoteChange, ApplyResult, FeedClaim } from './store.js';
 export type { ConflictRecord, ConflictValue } from './conflicts.js';
 export { isUniqueConflict } from './conflicts.js';
-export { MeridianError, ValidationError, asSeenBy, isMeridianError } from './errors.js';
+export { MeridianError, ValidationError, asSeenBy, isMeridianError, KEY_USED_ELSEWHERE } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export type { ReferenceTarget } from './schema.js';
 export { parseSchema, loadSchemaFile, publicFields, sameAsWritten, foldLookup, foldText, foldValue, checkFieldValues, checkNewObjectId, checkReference, checkRequired, MAX_VALUES, uniqueTaken, validationFailure, yamlProblem, REPLICA_ID_PREFIX, REPLICA_TYPE } from './schema.js';

@@ -259,9 +259,15 @@ export class Replicator {
    */
   forward(write: Omit<WriteFrame, 't'>, deadline: number, clientKey = write.key): Promise<WroteFrame> {
     if (this.role !== 'replica') return Promise.reject(new Error('only a replica forwards writes'));
-    // the same key again while the first is unanswered shares its outcome (also while read-only)
+    // The same key again while the first is unanswered shares its outcome (also while read-only), if it is
+    // the same write. Another write is sent once the first is answered, for the master to judge which the key
+    // names (the first may be the one refused): given the first's answer, it showed the first's object.
     const existing = this.pending.get(write.key);
-    if (existing) return new Promise((resolve, reject) => chain(existing, resolve, reject));
+    if (existing) {
+      const f = existing.frame;
+      if (f.op === write.op && f.type === write.type && f.id === write.id) return new Promise((resolve, reject) => chain(existing, resolve, reject));
+      return new Promise<void>((settled) => chain(existing, () => settled(), () => settled())).then(() => this.forward(write, deadline, clientKey));
+    }
     const link = this.masterLink();
     if (!link) return Promise.reject(new ForwardError('read-only', this.readOnlySentence()));
     if (this.pending.size >= MAX_PENDING) {

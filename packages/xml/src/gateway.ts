@@ -231,14 +231,16 @@ export class XmlGateway {
   }
 
   /**
-   * A write's answer: its object, if the caller may read it now. A write
-   * made here always may be read by whoever made it (authorizeWrite); one
-   * answered from an earlier write under the same Idempotency-Key may since
-   * have left what the caller may read, or been deleted, and is not shown.
+   * A write's answer: its object. One answered from an earlier write under
+   * the same Idempotency-Key may since have left what the caller may read,
+   * or been deleted, and is then not shown. (A write without a key is
+   * shown whatever the caller may read: it is what they just wrote, and a
+   * role may write a type it may not read, whose create answered 404 would
+   * be sent again and made twice.)
    */
   private sendWritten(r: Request, status: number, o: StoredObject, headers: Record<string, string> = {}): void {
-    if (o.deleted || !r.scope.canRead(o)) {
-      throw new XmlError(404, r.req.headers['idempotency-key'] === undefined ? `no ${o.type} ${o.id}` : 'the write made before under this Idempotency-Key is of an object you cannot read now; send a new key with a new request');
+    if (r.req.headers['idempotency-key'] !== undefined && (o.deleted || !r.scope.canRead(o))) {
+      throw new XmlError(404, 'the write made under this Idempotency-Key is of an object you cannot read now; send a new key with a new request');
     }
     this.send(r, status, o, headers);
   }
