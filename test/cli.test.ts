@@ -75,6 +75,12 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
   const unknownFlag = cli(['status', '--frobnicate'], env);
   t.equal(unknownFlag.code, 2);
   t.equal(unknownFlag.stderr, `meridian: unknown option '--frobnicate' (run "meridian --help" for usage)\n`, 'a usage error is one line, prefixed as every error');
+  const mistyped = cli(['status', '--passwrod=s3cret-pw'], env);
+  t.equal(mistyped.code, 2);
+  t.equal(mistyped.stderr, `meridian: unknown option '--passwrod=...' (run "meridian --help" for usage)\n`, "a mistyped option's value is not quoted back: it may be a password");
+  const inUrl = cli(['status', '--node', 'http://admin:s3cret-pw@127.0.0.1:9/'], env);
+  t.equal(inUrl.code, 2, 'a user and password in --node is a usage error');
+  t.equal(inUrl.stderr, 'meridian: --node must not hold a user or password (http://127.0.0.1:9 with user@ before the host); pass --user and --password or MERIDIAN_PASSWORD\n');
   const quoted = cli(['Foo. Bar'], env);
   t.equal(quoted.stderr, `meridian: unknown command 'Foo. Bar' (run "meridian --help" for usage)\n`, 'what was typed is quoted back as typed');
   const revoke = cli(['replica', 'revoke', '..'], env);
@@ -346,4 +352,10 @@ t.test('check: a node whose indexes agree with its objects passes; one with an i
   t.equal(bad.code, 1);
   t.match(bad.stdout, /^eu-1: 2 objects checked; 1 problem:\nmissing index entry "xPerson\|organisation\|org-acme\|per-anna"\nlists, lookups and searches on this node may answer wrongly: rebuild it from a clone/);
   t.match(JSON.parse(cli(['check', '--json'], env()).stdout), { nodeId: 'eu-1', objects: 2, problems: [/^missing index entry/] });
+});
+
+t.test('field=value words: repeated fields, removal, "=" in a value, and field names every object has as properties', async (t) => {
+  const { parseAssignments } = await import('../packages/cli/dist/assignments.js');
+  t.same({ ...parseAssignments(['cn=a=b', 'mail=x', 'mail=y', 'title=']) }, { cn: 'a=b', mail: ['x', 'y'], title: null });
+  t.same({ ...parseAssignments(['constructor=x', 'toString=y', 'toString=z', 'valueOf=']) }, { constructor: 'x', toString: ['y', 'z'], valueOf: null }, 'not the prototype\'s functions as earlier values');
 });

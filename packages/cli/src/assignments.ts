@@ -6,7 +6,8 @@ import { CliError } from './client.js';
  * node converts them according to the schema.
  */
 export function parseAssignments(words: string[]): Record<string, string | string[] | null> {
-  const out: Record<string, string | string[] | null> = {};
+  // (no prototype: a field named constructor or toString found the prototype's function as its earlier value)
+  const out: Record<string, string | string[] | null> = Object.create(null) as Record<string, string | string[] | null>;
   for (const w of words) {
     const i = w.indexOf('=');
     if (i <= 0) throw new CliError(`expected field=value, got "${w}"`, 2);

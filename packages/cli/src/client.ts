@@ -45,6 +45,10 @@ export class AdminClient {
     if (this.base.protocol !== 'http:' && this.base.protocol !== 'https:') {
       throw new CliError(`--node must be an http:// or https:// URL, got "${opts.node}"`, 2);
     }
+    // (fetch refuses such a URL, and its error quoted the URL, password and all)
+    if (this.base.username !== '' || this.base.password !== '') {
+      throw new CliError(`--node must not hold a user or password (${this.base.origin} with user@ before the host); pass --user and --password or MERIDIAN_PASSWORD`, 2);
+    }
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_SECONDS * 1000;
   }
 

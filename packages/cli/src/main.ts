@@ -63,7 +63,8 @@ function nodeOptions(cmd: Command): Command {
  * but got 1.") joined to the first.
  */
 function oneSentence(text: string): string {
-  const joined = text.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim();
+  // (an option's value quoted back is left out: `--passwrod=s3cret` would print the password)
+  const joined = text.replace(/^error: /, '').replace(/'(--?[A-Za-z0-9-]+)=[^']*'/g, "'$1=...'").replace(/\s*\n\s*/g, ' ').trim();
   // (outside quotes only: what the user typed, quoted back, stays as typed)
   return joined
     .split("'")
@@ -383,7 +384,9 @@ export function buildProgram(): Command {
       let report: string;
       try {
         const res = await client(flags).raw('POST', `/import${flags.dryRun ? '?dry-run=1' : ''}`, counted, { 'content-type': 'application/xml' });
-        report = await res.text();
+        report = await res.text().catch(() => {
+          throw new CliError(`the node at ${flags.node} closed the connection before its import report was complete; the objects may or may not have been applied (an object with an id imported again is not made twice)`);
+        });
       } finally {
         // (an error is printed on a line of its own, not after the progress drawn so far)
         progress.done();
