@@ -7,7 +7,7 @@ import { compareDigests, formatCheck, formatConflicts, formatFeedEntry, formatLa
 import { parseAssignments } from './assignments.js';
 import { bar, bytes, Progress } from './progress.js';
 import { addReversibilityCommands } from './reversibility.js';
-import { objectPath, openInput, out, writeAside, type ClientFlags } from './output.js';
+import { objectPath, openInput, out, saidOfFile, writeAside, type ClientFlags } from './output.js';
 import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
@@ -359,7 +359,7 @@ export function buildProgram(): Command {
       } finally {
         progress.done();
       }
-      if (flags.out) out(flags.json ? JSON.stringify({ objects: n, bytes: size, file: flags.out }) : `exported ${n} objects (${bytes(size)}) to ${flags.out}`);
+      if (flags.out) saidOfFile(flags.out, flags.json ? JSON.stringify({ objects: n, bytes: size, file: flags.out }) : `exported ${n} objects (${bytes(size)}) to ${flags.out}`);
     });
 
   clientOptions(program.command('import').description('apply an XML document of objects through the write path; exit 1 if any was rejected').argument('<file>', 'the XML document ("-" for stdin)'))

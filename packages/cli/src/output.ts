@@ -29,6 +29,27 @@ export function out(text: string): void {
 }
 
 /**
+ * What a command says once it has written its file: on stdout, unless that
+ * file is stdout itself (`--out /dev/stdout`, piped or redirected), where
+ * the line would land in the file (after a backup's end record, or over
+ * its header through the other descriptor), which then never restored.
+ */
+export function saidOfFile(file: string, text: string): void {
+  if (sameFileAsStdout(file)) process.stderr.write(`${text}\n`);
+  else out(text);
+}
+
+function sameFileAsStdout(file: string): boolean {
+  try {
+    const a = fstatSync(1);
+    const b = statSync(file);
+    return a.dev === b.dev && a.ino === b.ino;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * A file the command is to read, opened once (a stream on that descriptor)
  * with its size, or an error saying why it cannot be read: found only once
  * the request was under way, a directory or an unreadable file was reported

@@ -5,7 +5,7 @@ import { checkRestoreTarget, decodeBackup, isMeridianError, parseVersionName, re
 import { CliError, type AdminClient } from './client.js';
 import type { ObjectView } from './format.js';
 import { bar, bytes, Progress } from './progress.js';
-import { objectPath, openInput, out, writeAside, type ClientFlags } from './output.js';
+import { objectPath, openInput, out, saidOfFile, writeAside, type ClientFlags } from './output.js';
 
 
 interface VersionView {
@@ -96,7 +96,7 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
       } finally {
         progress.done();
       }
-      out(flags.json ? JSON.stringify({ file: flags.out, bytes: size }) : `backed up ${bytes(size)} to ${flags.out}`);
+      saidOfFile(flags.out, flags.json ? JSON.stringify({ file: flags.out, bytes: size }) : `backed up ${bytes(size)} to ${flags.out}`);
     });
 
   program

@@ -87,6 +87,14 @@ function isSubschemaDn(rdns: Rdn[]): boolean {
   return rdns.length === 1 && rdns[0]![0] === 'cn' && rdns[0]![1].toLowerCase() === SUBSCHEMA_DN.slice(3).toLowerCase();
 }
 
+/** Why `dn` cannot be a directory's base DN ("...": a phrase after the DN's name), or undefined if it can be. */
+export function baseDnProblem(dn: string): string | undefined {
+  const rdns = parse(dn);
+  if (!rdns || rdns.length === 0 || rdns.some(([k]) => k === '')) return `"${dn}" is not a DN such as dc=example,dc=com`;
+  if (isSubschemaDn(rdns)) return `"${dn}" is the subschema subentry's; choose another, such as dc=example,dc=com`;
+  return undefined;
+}
+
 /** Whether `dn` is a DN, as ldapjs parses it (which takes "" for the root DSE, and refuses " "), and one it may be given (dnParsable). */
 export function isDn(dn: string): boolean {
   return parse(dn) !== undefined;
@@ -111,10 +119,9 @@ export class DirectoryLayout {
     readonly schema: Schema,
     baseDn: string,
   ) {
-    const rdns = parse(baseDn);
-    if (!rdns || rdns.length === 0 || rdns.some(([k]) => k === '')) throw new InvalidDn(`the base DN "${baseDn}" is not a DN such as dc=example,dc=com`);
-    if (isSubschemaDn(rdns)) throw new InvalidDn(`the base DN "${baseDn}" is the subschema subentry's; choose another, such as dc=example,dc=com`);
-    this.baseRdns = rdns;
+    const problem = baseDnProblem(baseDn);
+    if (problem) throw new InvalidDn(`the base DN ${problem}`);
+    this.baseRdns = parse(baseDn)!;
     this.base = parseDn(baseDn)!.toString();
     for (const def of schema.types.values()) {
       if (!def.ldapObjectClass || !def.ldapContainer || def.system) continue;

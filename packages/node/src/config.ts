@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { isValidId, MeridianError, yamlProblem } from '@meridian/store';
 import { parseReplicaCredential } from '@meridian/sync';
+import { baseDnProblem } from '@meridian/ldap';
 
 /**
  * A node's settings. Each can come from a command-line flag, an environment
@@ -249,6 +250,10 @@ function coerce(source: string, key: keyof NodeConfig, raw: unknown): NodeConfig
   // (YAML reads 123456 or true unquoted as a number or boolean: turned back into text it may not be what was typed, 0123 or 1e3)
   if (typeof raw === 'number' || typeof raw === 'boolean') throw configError(source, key, `must be text, and YAML read ${String(raw)} as a ${typeof raw}; put the value in quotes`);
   if (typeof raw !== 'string' || raw === '') throw configError(source, key, `must be a non-empty string`);
+  // (checked here, not when the LDAP gateway is built: by then the store was open, peers were dialed, and the
+  // error was "unexpected", exit 1)
+  const problem = key === 'baseDn' ? baseDnProblem(raw) : undefined;
+  if (problem) throw configError(source, key, `must be a base DN: ${problem}`);
   return raw;
 }
 

@@ -251,9 +251,16 @@ export class MeridianNode {
       // to arrive, 400 otherwise, and writes nothing into a response already under way on that connection)
       server.on('request', (req, res) => void node.handle(req, res));
       await new Promise<void>((resolve, reject) => {
-        server.once('error', (e: NodeJS.ErrnoException) => reject(listenFailure(e, config.httpPort, config.host, '--http-port')));
-        server.listen(config.httpPort, config.host, () => resolve());
+        const failed = (e: NodeJS.ErrnoException): void => reject(listenFailure(e, config.httpPort, config.host, '--http-port'));
+        server.once('error', failed);
+        server.listen(config.httpPort, config.host, () => {
+          server.off('error', failed);
+          resolve();
+        });
       });
+      // Once listening, an error on the server is a connection it could not take (accept failing with
+      // EMFILE when file descriptors run out, ENOBUFS): with no listener it was thrown, and ended the node.
+      server.on('error', (e: NodeJS.ErrnoException) => log.warn({ err: e.message, code: e.code }, 'the HTTP server could not take a connection'));
       if (auth.generated) {
         // (the one step after listening that can fail: the server goes with the rest, or it kept serving a closed store)
         await auth.keepGenerated(store).catch((e: unknown) => {
@@ -551,7 +558,9 @@ async function loadSample(store: Store, size: number): Promise<number> {
   for (const l of levels) {
     const batch = objects.filter((o) => level.get(o.id) === l);
     for (let i = 0; i < batch.length; i += 256) {
-      await Promise.all(batch.slice(i, i + 256).map((o) => store.create(o.type, o.fields, { id: o.id, principal: 'sample-loader' })));
+      // (one made already is a load cut short, by Ctrl-C or a crash: its ids are fixed, and each create of them
+      // was refused as existing at every later start, so the node never started on that dir)
+      await Promise.all(batch.slice(i, i + 256).map(async (o) => (await store.get(o.id)) ?? store.create(o.type, o.fields, { id: o.id, principal: 'sample-loader' })));
     }
   }
   return objects.length;

@@ -3877,7 +3877,8 @@ function indexedFields(def: TypeDef): string[] {
 
 function openError(dir: string, e: unknown): MeridianError {
   const err = e as { code?: string; cause?: { code?: string; message?: string }; message?: string };
-  if (err.cause?.code === 'LEVEL_LOCKED' || /lock/i.test(err.cause?.message ?? '')) {
+  // (the code only: a message naming LOCK may be a permission or I/O error, and a dir's path may hold "clock")
+  if (err.cause?.code === 'LEVEL_LOCKED') {
     return new MeridianError('locked', `data dir ${dir} is in use by another Meridian process; stop it or choose another --dir`);
   }
   return new MeridianError('bad-request', `cannot open the store in ${dir}: ${err.cause?.message ?? err.message ?? String(e)}`);

@@ -1,4 +1,6 @@
 import t from 'tap';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as Y from 'yjs';
 import { Packr } from 'msgpackr';
 import { Level } from 'level';
@@ -107,6 +109,14 @@ t.test('a second open of the same dir is refused with a clear sentence', async (
   const s = await Store.open({ dir, schema });
   t.teardown(() => s.close());
   await t.rejects(Store.open({ dir, schema }), { code: 'locked', message: `data dir ${dir} is in use by another Meridian process; stop it or choose another --dir` });
+});
+
+t.test("a dir that cannot be opened for another reason says that reason, though its path holds 'lock'", async (t) => {
+  const dir = join(tempDir(t), 'clock-tower');
+  const s = await Store.open({ dir, schema });
+  await s.close();
+  writeFileSync(join(dir, 'CURRENT'), 'MANIFEST-999999\n');
+  await t.rejects(Store.open({ dir, schema }), { code: 'bad-request', message: new RegExp(`^cannot open the store in ${dir}: IO error: .*MANIFEST-999999: No such file or directory$`) });
 });
 
 t.test('a data dir whose versions follow an older formula is brought up to this one on open, once', async (t) => {
