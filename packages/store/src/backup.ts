@@ -248,10 +248,14 @@ export async function restoreBackup(
     await db.close();
     return { header: h, records, nodeId, incarnation, claimsDropped };
   } catch (e) {
-    // nothing half-restored is left to be started by mistake: the directory was empty or absent
+    // nothing half-restored is left to be started by mistake: the directory was empty or absent. Unless
+    // another process took it between the check and the open (a serve restarting in a loop, a second
+    // restore): its files are not ours to delete.
     await db.close().catch(() => undefined);
-    if (made !== undefined) rmSync(made, { recursive: true, force: true });
-    else for (const name of readdirSync(dir)) rmSync(join(dir, name), { recursive: true, force: true });
+    if ((e as { code?: string }).code !== 'LEVEL_LOCKED' && (e as { cause?: { code?: string } }).cause?.code !== 'LEVEL_LOCKED') {
+      if (made !== undefined) rmSync(made, { recursive: true, force: true });
+      else for (const name of readdirSync(dir)) rmSync(join(dir, name), { recursive: true, force: true });
+    }
     throw restoreFailure(dir, e);
   }
 }

@@ -2395,6 +2395,9 @@ export class Store {
    */
   backupSnapshot(): { header: BackupHeader; batches: AsyncGenerator<[string, Uint8Array][]>; count(): Promise<number>; close(): Promise<void> } {
     this.assertOpen();
+    // (it held only what the clone had brought so far, and said so nowhere: restored alone, as after losing
+    // every node, it served part of the data as the whole)
+    if (this.cloning) throw new MeridianError('conflict', 'this node is still cloning from its peers, so a backup now would hold only part of the data; back it up once the clone has ended, or back up a peer');
     const snapshot = this.db.snapshot();
     const header: BackupHeader = {
       format: BACKUP_FORMAT,

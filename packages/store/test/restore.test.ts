@@ -304,3 +304,13 @@ t.test('a backup whose records the store could not read is refused before it is 
   t.same(kept, ['zold-space=kept'], 'a key in a space no build reads is restored as it came (an older build may have left one)');
   await junk.close();
 });
+
+t.test('a node whose clone has not ended refuses a backup: it would hold only part of the data, and say so nowhere', async (t) => {
+  const b = await openStore(t, { nodeId: 'b' });
+  await b.cloneStates([], undefined, { clone: true }); // a first frame of a clone, and no last one yet
+  t.throws(() => b.backupSnapshot(), { code: 'conflict', message: 'this node is still cloning from its peers, so a backup now would hold only part of the data; back it up once the clone has ended, or back up a peer' });
+  await b.cloneStates([], { peer: 'a', head: 0, vector: {} }, { clone: true }); // the last frame
+  const snap = b.backupSnapshot();
+  await snap.close();
+  t.pass('once the clone has ended, it takes one');
+});
