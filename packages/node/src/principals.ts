@@ -42,6 +42,9 @@ export class Principals {
     // the version of the very record the password and roles were taken from: one read after it
     // could be a reset's or a demotion's, and would vouch for the old password and roles until the next change
     const entry = { principal: found.principal, credential, version: found.version };
+    // Kept only under the header's one spelling: base64 read past whitespace and other spellings of the
+    // scheme, so one login sent in 10,000 spellings of up to 16 KiB each held them all.
+    if (authorization !== `Basic ${Buffer.from(`${credential.user}:${credential.password}`).toString('base64')}`) return entry;
     if (this.signedIn.size >= 10_000) this.signedIn.clear();
     this.signedIn.set(authorization, entry);
     return entry;
