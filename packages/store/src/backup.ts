@@ -218,7 +218,7 @@ export async function restoreBackup(
       // synced, each: LevelDB fsyncs only its current log at a sync write, not one it switched away
       // from, so the synced end marker below could be on disk while earlier records were not
       await db.batch(
-        item.filter(([key]) => key !== NODE_ID).map(([key, value]) => ({ type: 'put' as const, key, value })),
+        item.filter(([key]) => key !== NODE_ID).map(([key, value]) => ({ type: 'put' as const, key, value: withOrigin(key, value, header!.node) })),
         { sync: true },
       );
       records += item.length;
@@ -258,6 +258,19 @@ export async function restoreBackup(
     }
     throw restoreFailure(dir, e);
   }
+}
+
+/**
+ * An idempotency record from a build that did not keep its origin was made
+ * by the node the backup was taken of: said so, for a record without it
+ * would be taken for one of the restored node's own changes, under its new
+ * id, whose seqs start again from 1 (a retry under such a key waited for a
+ * change that node had not made).
+ */
+function withOrigin(key: string, value: Uint8Array, node: string): Uint8Array {
+  if (!key.startsWith(keys.idempotencyPrefix)) return value;
+  const record = decode<Record<string, unknown>>(value);
+  return record['origin'] === undefined ? encode({ ...record, origin: node }) : value;
 }
 
 /** A failure of the restore's own (the backup's problems are MeridianErrors already) as one sentence. */

@@ -314,3 +314,27 @@ t.test('a node whose clone has not ended refuses a backup: it would hold only pa
   await snap.close();
   t.pass('once the clone has ended, it takes one');
 });
+
+t.test("an idempotency record of a build that kept no origin is restored as the backed-up node's, not the restored node's", async (t) => {
+  const { decode, encode } = await import('../dist/codec.js');
+  const a = await openStore(t, { nodeId: 'a' });
+  const made = await a.create('Org', { name: 'Keyed', kind: 'customer' }, { idempotencyKey: 'api/admin/k-1' });
+  const snap = a.backupSnapshot();
+  // the record as an older build stored it: without its origin
+  async function* older(): AsyncGenerator<[string, Uint8Array][]> {
+    for await (const batch of snap.batches) {
+      yield batch.map(([key, value]): [string, Uint8Array] => {
+        if (!key.startsWith('i')) return [key, value];
+        const { origin: _origin, ...rest } = decode<Record<string, unknown>>(value);
+        return [key, encode(rest)];
+      });
+    }
+  }
+  const dir = join(tempDir(t), 'restored');
+  const restored = await restoreBackup(dir, encodeBackup(snap.header, older()));
+  await snap.close();
+  const r = await Store.open({ dir, schema });
+  t.teardown(() => r.close());
+  t.not(restored.nodeId, 'a');
+  t.match(await r.idempotent('api/admin/k-1'), { id: made.id, origin: 'a', originSeq: 1 }, 'credited to a, which made it');
+});
