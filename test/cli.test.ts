@@ -78,6 +78,8 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
   const mistyped = cli(['status', '--passwrod=s3cret-pw'], env);
   t.equal(mistyped.code, 2);
   t.equal(mistyped.stderr, `meridian: unknown option '--passwrod=...' (run "meridian --help" for usage)\n`, "a mistyped option's value is not quoted back: it may be a password");
+  t.equal(cli(['status', "--passwrod=ab'cd"], env).stderr, `meridian: unknown option '--passwrod=...' (run "meridian --help" for usage)\n`, 'nor the part after a quote in it');
+  t.equal(cli(['status', '-qs3cret'], env).stderr, `meridian: unknown option '-q...' (run "meridian --help" for usage)\n`, 'nor a value run into a short option');
   const inUrl = cli(['status', '--node', 'http://admin:s3cret-pw@127.0.0.1:9/'], env);
   t.equal(inUrl.code, 2, 'a user and password in --node is a usage error');
   t.equal(inUrl.stderr, 'meridian: --node must not hold a user or password (http://127.0.0.1:9 with user@ before the host); pass --user and --password or MERIDIAN_PASSWORD\n');

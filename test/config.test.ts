@@ -23,9 +23,10 @@ t.test('bad settings are refused with the source named', async (t) => {
   // 0 is a whole number, but a heartbeat every millisecond, a write timed out at once or every body refused is no setting
   t.throws(() => resolveConfig({ flags: { heartbeat: '0' } }), { message: '--heartbeat: heartbeat must be at least 50, got 0' });
   // a base DN is checked with the rest, before anything starts (it failed once the store was open, exit 1)
-  t.throws(() => resolveConfig({ flags: { baseDn: 'example.com' } }), { message: '--base-dn: baseDn must be a base DN: "example.com" is not a DN such as dc=example,dc=com' });
-  t.throws(() => resolveConfig({ env: { MERIDIAN_BASE_DN: 'cn=Subschema' } }), { message: /^MERIDIAN_BASE_DN: baseDn must be a base DN: "cn=Subschema" is the subschema subentry's/ });
-  t.equal(resolveConfig({ flags: { baseDn: 'o=Acme, c=ZA' } }).baseDn, 'o=Acme, c=ZA');
+  t.throws(() => resolveConfig({ flags: { baseDn: 'example.com', ldapPort: '3389' } }), { message: '--base-dn (MERIDIAN_BASE_DN) must be a base DN: "example.com" is not a DN such as dc=example,dc=com' });
+  t.throws(() => resolveConfig({ flags: { ldapPort: '3389' }, env: { MERIDIAN_BASE_DN: 'cn=Subschema' } }), { message: /^--base-dn \(MERIDIAN_BASE_DN\) must be a base DN: "cn=Subschema" is the subschema subentry's/ });
+  t.equal(resolveConfig({ flags: { baseDn: 'o=Acme, c=ZA', ldapPort: '3389' } }).baseDn, 'o=Acme, c=ZA');
+  t.equal(resolveConfig({ flags: { baseDn: 'example.com' } }).baseDn, 'example.com', 'with LDAP off, as by default, a placeholder is no error');
   t.throws(() => resolveConfig({ env: { MERIDIAN_WRITE_TIMEOUT: '0' } }), { message: 'MERIDIAN_WRITE_TIMEOUT: writeTimeout must be at least 100, got 0' });
   t.throws(() => resolveConfig({ flags: { maxBody: '0' } }), { message: '--max-body: maxBody must be at least 1, got 0' });
   // 0 entries or seconds: every search past its limit at its first entry

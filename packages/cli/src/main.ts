@@ -63,8 +63,13 @@ function nodeOptions(cmd: Command): Command {
  * but got 1.") joined to the first.
  */
 function oneSentence(text: string): string {
-  // (an option's value quoted back is left out: `--passwrod=s3cret` would print the password)
-  const joined = text.replace(/^error: /, '').replace(/'(--?[A-Za-z0-9-]+)=[^']*'/g, "'$1=...'").replace(/\s*\n\s*/g, ' ').trim();
+  // (an unknown option's value is not quoted back: `--passwrod=s3cret` or `-ps3cret` would print the password;
+  // up to the line's last quote, which a value holding one would otherwise cut short)
+  const joined = text
+    .replace(/^error: /, '')
+    .replace(/^(unknown option ')(--[^=']+=|-[A-Za-z0-9])(?!').*'/m, "$1$2...'")
+    .replace(/\s*\n\s*/g, ' ')
+    .trim();
   // (outside quotes only: what the user typed, quoted back, stays as typed)
   return joined
     .split("'")

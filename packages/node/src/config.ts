@@ -92,6 +92,10 @@ function checkCombination(c: NodeConfig): void {
     if (c.masters.length > 0) throw new MeridianError('bad-request', '--masters is for --role replica; masters list each other with --peers');
     if (c.replicaCredential) throw new MeridianError('bad-request', '--replica-credential is for --role replica; masters authenticate with --cluster-secret');
   }
+  // (checked here, not when the LDAP gateway is built: by then the store was open, peers were dialed, and the
+  // error was "unexpected", exit 1; and only with LDAP on, as before: a placeholder does no harm without it)
+  const dnProblem = c.ldapPort > 0 || c.ldapsPort > 0 ? baseDnProblem(c.baseDn) : undefined;
+  if (dnProblem) throw new MeridianError('bad-request', `--base-dn (MERIDIAN_BASE_DN) must be a base DN: ${dnProblem}`);
   if (c.peers.length > 0 && !c.clusterSecret) {
     throw new MeridianError('bad-request', '--peers needs --cluster-secret (or MERIDIAN_CLUSTER_SECRET): masters authenticate each other with it');
   }
@@ -250,10 +254,6 @@ function coerce(source: string, key: keyof NodeConfig, raw: unknown): NodeConfig
   // (YAML reads 123456 or true unquoted as a number or boolean: turned back into text it may not be what was typed, 0123 or 1e3)
   if (typeof raw === 'number' || typeof raw === 'boolean') throw configError(source, key, `must be text, and YAML read ${String(raw)} as a ${typeof raw}; put the value in quotes`);
   if (typeof raw !== 'string' || raw === '') throw configError(source, key, `must be a non-empty string`);
-  // (checked here, not when the LDAP gateway is built: by then the store was open, peers were dialed, and the
-  // error was "unexpected", exit 1)
-  const problem = key === 'baseDn' ? baseDnProblem(raw) : undefined;
-  if (problem) throw configError(source, key, `must be a base DN: ${problem}`);
   return raw;
 }
 

@@ -252,12 +252,24 @@ export async function restoreBackup(
     // another process took it between the check and the open (a serve restarting in a loop, a second
     // restore): its files are not ours to delete.
     await db.close().catch(() => undefined);
-    if ((e as { code?: string }).code !== 'LEVEL_LOCKED' && (e as { cause?: { code?: string } }).cause?.code !== 'LEVEL_LOCKED') {
+    if (!heldElsewhere(e)) {
       if (made !== undefined) rmSync(made, { recursive: true, force: true });
       else for (const name of readdirSync(dir)) rmSync(join(dir, name), { recursive: true, force: true });
     }
     throw restoreFailure(dir, e);
   }
+}
+
+/**
+ * Whether LevelDB's open failed because another process (or this one)
+ * holds the directory's lock. classic-level codes every failure to lock as
+ * LEVEL_LOCKED, a file system without locks (NFS without lockd) too, whose
+ * directory is the restore's own to clean up.
+ */
+function heldElsewhere(e: unknown): boolean {
+  const err = e as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  const locked = err.code === 'LEVEL_LOCKED' || err.cause?.code === 'LEVEL_LOCKED';
+  return locked && /already held by process|Resource temporarily unavailable/.test(`${err.message ?? ''} ${err.cause?.message ?? ''}`);
 }
 
 /**
