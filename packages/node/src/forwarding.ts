@@ -1,10 +1,10 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { asSeenBy, authorizeWrite, checkFieldValues, idFromDigest, isMeridianError, sameAsWritten, type AccessScope, type TypeDef, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type IdempotentWrite, type Principal, type Store, type StoredObject } from '@meridian/store';
+import { asSeenBy, authorizeWrite, checkReplay, sameWrite, checkFieldValues, idFromDigest, isMeridianError, sameAsWritten, type AccessScope, type TypeDef, readerKnowing, recordedPrincipal, MeridianError, newId as newIdFor, principalName, ValidationError, type ErrorCode, type IdempotentWrite, type Principal, type Store, type StoredObject } from '@meridian/store';
 import { checkWriteFrame, ForwardError, FrameError, MAX_REFUSAL, type Replicator, type WriteFrame, type WroteFrame } from '@meridian/sync';
 import { builtInRefusal } from './built-in-types.js';
 import type { Principals } from './principals.js';
 import { HttpError } from './http-util.js';
-import { checkReplay, type Writer, type WriteRequest } from './writer.js';
+import type { Writer, WriteRequest } from './writer.js';
 
 /** Seconds a refused client should wait before trying a read-only replica again. */
 export const RETRY_AFTER_SECONDS = 5;
@@ -17,7 +17,7 @@ export const RETRY_AFTER_SECONDS = 5;
  * answered from the first, never applied twice.
  */
 export class ForwardedWrites {
-  private readonly running = new Map<string, Promise<WroteFrame>>();
+  private readonly running = new Map<string, { target: WriteFrame; done: Promise<WroteFrame> }>();
   /** writes running, by the replica credential that sent them */
   private readonly runningBy = new Map<string, number>();
 
@@ -39,7 +39,8 @@ export class ForwardedWrites {
       const { principal, resentOnly } = signed;
       const scoped = scopedKey(via, principal, w.key);
       const running = this.running.get(scoped);
-      if (running) return running;
+      // (another write under the key waits, then is judged by the record the first left: checkReplay)
+      if (running) return sameWrite(running.target, w) ? running.done : running.done.then(() => this.handle(w, via, holder));
       const n = this.runningBy.get(holder) ?? 0;
       if (n >= this.maxRunning) {
         return { t: 'wrote', key: w.key, ok: false, code: 'busy', message: `master ${this.store.nodeId} is running ${n} writes of this replica's credential already; send the write again shortly` };
@@ -52,7 +53,7 @@ export class ForwardedWrites {
         else this.runningBy.delete(holder);
       });
       // (not shared: a retry signed in with the password itself must not be given this one's refusal)
-      if (!resentOnly) this.running.set(scoped, p);
+      if (!resentOnly) this.running.set(scoped, { target: w, done: p });
       return p;
     });
   }
@@ -95,7 +96,7 @@ export class ForwardedWrites {
       const prior = await this.store.idempotent(scoped);
       if (prior) {
         const made = await this.store.get(prior.id);
-        if (made) checkReplay(made, w.op === 'create' ? { type: w.type, id: w.id } : { id: w.id });
+        if (made) checkReplay(made, w);
         return { t: 'wrote', key: w.key, ok: true, id: prior.id, need: neededFor(prior, me) };
       }
       if (resentOnly) return this.wrongPassword(w);
@@ -293,8 +294,6 @@ export class ForwardingWriter implements Writer {
     await this.visible(answer.need, deadline, answer.id);
     const o = await this.store.get(answer.id);
     if (!o) throw new HttpError(504, `the master wrote ${answer.id}, but this replica does not hold it yet; read it again shortly`, 'not-yet-visible');
-    // (two writes under one key at once share the first's answer, here and on the master)
-    checkReplay(o, w.op === 'create' ? { type: w.type, id: w.id } : { id: w.id });
     return o;
   }
 

@@ -17,9 +17,6 @@ export type ErrorCode =
   | 'conflict'
   | 'bad-request';
 
-/** The refusal of a write under an Idempotency-Key its user first used for another write. */
-export const KEY_USED_ELSEWHERE = 'this Idempotency-Key was used for another write; send a new key with a new request';
-
 export class MeridianError extends Error {
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string) {
@@ -60,4 +57,23 @@ export function asSeenBy(e: unknown, seesEverything: boolean): unknown {
 
 export function isMeridianError(e: unknown): e is MeridianError {
   return e instanceof MeridianError;
+}
+
+/**
+ * Whether opening a LevelDB failed because a process (another, or this
+ * one) holds its directory's lock. classic-level codes every failure to
+ * lock LEVEL_LOCKED, a file system without locks (NFS without lockd) too,
+ * which no process holds: only LevelDB's words tell the two apart.
+ */
+export function lockedByProcess(e: unknown): boolean {
+  const err = e as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  const locked = err.code === 'LEVEL_LOCKED' || err.cause?.code === 'LEVEL_LOCKED';
+  return locked && /already held by process|Resource temporarily unavailable/.test(`${err.message ?? ''} ${err.cause?.message ?? ''}`);
+}
+
+/** Why the LevelDB in `dir` did not open, as one sentence: another process has it, or LevelDB's own reason. */
+export function openFailure(dir: string, e: unknown): MeridianError {
+  if (lockedByProcess(e)) return new MeridianError('locked', `data dir ${dir} is in use by another Meridian process; stop it or choose another --dir`);
+  const err = e as { message?: string; cause?: { message?: string } };
+  return new MeridianError('bad-request', `cannot open the store in ${dir}: ${err.cause?.message ?? err.message ?? String(e)}`);
 }

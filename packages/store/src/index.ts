@@ -2,7 +2,7 @@ export { checkChangeSize, MAX_AHEAD_SENT, MAX_CHANGE_BYTES, MAX_PAGE, recordedOb
 export type { StoreOptions, StoredObject, FeedEntry, WriteOptions, IdempotentWrite, Page, PageOptions, RemoteChange, ApplyResult, FeedClaim } from './store.js';
 export type { ConflictRecord, ConflictValue } from './conflicts.js';
 export { isUniqueConflict } from './conflicts.js';
-export { MeridianError, ValidationError, asSeenBy, isMeridianError, KEY_USED_ELSEWHERE } from './errors.js';
+export { MeridianError, ValidationError, asSeenBy, isMeridianError } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export type { ReferenceTarget } from './schema.js';
 export { parseSchema, loadSchemaFile, publicFields, sameAsWritten, foldLookup, foldText, foldValue, checkFieldValues, checkNewObjectId, checkReference, checkRequired, MAX_VALUES, uniqueTaken, validationFailure, yamlProblem, REPLICA_ID_PREFIX, REPLICA_TYPE } from './schema.js';
@@ -19,8 +19,8 @@ export type { ClonedState, HeldState, SnapshotEnd, SnapshotPage, StateSnapshot }
 export { VersionVector, vectorEntry, isSeq, isVector } from './version-vector.js';
 export { AccessScope, authorizeWrite, parseAccess, principalName, readerKnowing, rolesOf } from './access.js';
 export type { AccessRules, RoleRule, Principal, AccessReads, Accessible, WriteOp } from './access.js';
-export type { Credential, Writer, WriteRequest } from './writer.js';
-export { recordedPrincipal } from './writer.js';
+export type { Credential, Writer, WriteRequest, WriteTarget } from './writer.js';
+export { checkReplay, recordedPrincipal, sameWrite } from './writer.js';
 export { parseVersionName } from './history.js';
 export type { ObjectHistory, ObjectVersion } from './history.js';
 export { BACKUP_FORMAT, BACKUP_VERSION, checkRestoreTarget, decodeBackup, encodeBackup, restoreBackup } from './backup.js';

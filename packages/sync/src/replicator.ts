@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
+import { sameWrite } from '@meridian/store';
 import { backoffDelay } from './backoff.js';
 import { FrameError, type Role, type WriteFrame, type WroteFrame } from './frames.js';
 import { FrameCodec } from './frame-codec.js';
@@ -264,8 +265,7 @@ export class Replicator {
     // names (the first may be the one refused): given the first's answer, it showed the first's object.
     const existing = this.pending.get(write.key);
     if (existing) {
-      const f = existing.frame;
-      if (f.op === write.op && f.type === write.type && f.id === write.id) return new Promise((resolve, reject) => chain(existing, resolve, reject));
+      if (sameWrite(existing.frame, write)) return new Promise((resolve, reject) => chain(existing, resolve, reject));
       return new Promise<void>((settled) => chain(existing, () => settled(), () => settled())).then(() => this.forward(write, deadline, clientKey));
     }
     const link = this.masterLink();
@@ -686,8 +686,7 @@ export class Replicator {
 
   private ended(link: Link, fallback: string | undefined): void {
     if (!this.links.delete(link)) return;
-    clearInterval(link.timer);
-    clearTimeout(link.watchdog);
+    // (its heartbeat and watchdog were cleared at the socket's close, this one's only caller)
     releaseSession(link);
     const reason = this.lastReason.get(link) ?? fallback ?? 'closed';
     // (nor for a second session dialed one way: the first carries the peer, whom a dialer here would only duplicate)

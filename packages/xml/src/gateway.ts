@@ -231,18 +231,18 @@ export class XmlGateway {
   }
 
   /**
-   * A write's answer: its object. One answered from an earlier write under
-   * the same Idempotency-Key may since have left what the caller may read,
-   * or been deleted, and is then not shown. (A write without a key is
-   * shown whatever the caller may read: it is what they just wrote, and a
-   * role may write a type it may not read, whose create answered 404 would
-   * be sent again and made twice.)
+   * A write's answer: its object, or no body where the caller may not read
+   * it now (201 with its Location, or 204). That is an object an earlier
+   * write under the same Idempotency-Key made, since deleted or moved out
+   * of the caller's reach, whose fields now may be another tenant's; or
+   * the write of a role that may write a type it may not read. Neither is
+   * refused: the write was made, and a refusal would be sent again as a
+   * new write.
    */
-  private sendWritten(r: Request, status: number, o: StoredObject, headers: Record<string, string> = {}): void {
-    if (r.req.headers['idempotency-key'] !== undefined && (o.deleted || !r.scope.canRead(o))) {
-      throw new XmlError(404, 'the write made under this Idempotency-Key is of an object you cannot read now; send a new key with a new request');
-    }
-    this.send(r, status, o, headers);
+  private sendWritten(r: Request, status: 200 | 201, o: StoredObject, headers: Record<string, string> = {}): void {
+    if (!o.deleted && r.scope.canRead(o)) return this.send(r, status, o, headers);
+    r.res.writeHead(status === 201 ? 201 : 204, headers);
+    r.res.end();
   }
 
   private send(r: Request, status: number, o: StoredObject, headers: Record<string, string> = {}): void {
