@@ -5,7 +5,7 @@ import { createServer as createTlsServer } from 'node:https';
 import { createSecureContext } from 'node:tls';
 import type { AddressInfo, Socket } from 'node:net';
 import { destination, pino, type Logger } from 'pino';
-import { hlcToIso, loadSchemaFile, MeridianError, Store } from '@meridian/store';
+import { hlcToIso, isMeridianError, loadSchemaFile, MeridianError, Store } from '@meridian/store';
 import { DUPLICATE_SESSION, parseReplicaCredential, Replicator, type PeerStatus } from '@meridian/sync';
 import { AdminAuth } from './admin-auth.js';
 import { ClusterBinding } from './cluster-binding.js';
@@ -558,9 +558,15 @@ async function loadSample(store: Store, size: number): Promise<number> {
   for (const l of levels) {
     const batch = objects.filter((o) => level.get(o.id) === l);
     for (let i = 0; i < batch.length; i += 256) {
-      // (one made already is a load cut short, by Ctrl-C or a crash: its ids are fixed, and each create of them
-      // was refused as existing at every later start, so the node never started on that dir)
-      await Promise.all(batch.slice(i, i + 256).map(async (o) => (await store.get(o.id)) ?? store.create(o.type, o.fields, { id: o.id, principal: 'sample-loader' })));
+      // (one that exists is of a load cut short, by Ctrl-C or a crash: its ids are fixed, and each create of them
+      // was refused at every later start, so the node never started on that dir)
+      await Promise.all(
+        batch.slice(i, i + 256).map((o) =>
+          store.create(o.type, o.fields, { id: o.id, principal: 'sample-loader' }).catch((e: unknown) => {
+            if (!isMeridianError(e) || e.code !== 'exists') throw e;
+          }),
+        ),
+      );
     }
   }
   return objects.length;

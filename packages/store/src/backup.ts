@@ -3,10 +3,11 @@ import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Level } from 'level';
 import { decode, encode, type ObjectRecord } from './codec.js';
-import { MeridianError } from './errors.js';
+import { lockedByProcess, MeridianError, openFailure } from './errors.js';
 import { isValidId, MAX_ID_LENGTH } from './ids.js';
 import { HIGH, keys, SEP } from './keys.js';
 import { FORMAT_KEY, formatProblem, unreadableFormat } from './migrate.js';
+import { withOrigin } from './record-shapes.js';
 import { restoredRecordProblem } from './restore-check.js';
 import { isSeq, isVector } from './version-vector.js';
 
@@ -194,9 +195,11 @@ export async function restoreBackup(
   const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
   let header: BackupHeader | undefined;
   let records = 0;
+  let opened = false;
   try {
     // (inside: a directory LevelDB cannot open, full disk or no permission, is cleaned up as any failure is)
     await db.open();
+    opened = true;
     // until the end, a store refuses to open here (a killed restore must not start as anything),
     // and the original's node id is never written: the new one is, once the stream is whole
     await db.put(RESTORING, encode(new Date().toISOString()), { sync: true });
@@ -218,7 +221,7 @@ export async function restoreBackup(
       // synced, each: LevelDB fsyncs only its current log at a sync write, not one it switched away
       // from, so the synced end marker below could be on disk while earlier records were not
       await db.batch(
-        item.filter(([key]) => key !== NODE_ID).map(([key, value]) => ({ type: 'put' as const, key, value: withOrigin(key, value, header!.node) })),
+        item.filter(([key]) => key !== NODE_ID).map(([key, value]) => ({ type: 'put' as const, key, value: key.startsWith(keys.idempotencyPrefix) ? withOrigin(value, header!.node).bytes : value })),
         { sync: true },
       );
       records += item.length;
@@ -248,41 +251,15 @@ export async function restoreBackup(
     await db.close();
     return { header: h, records, nodeId, incarnation, claimsDropped };
   } catch (e) {
-    // nothing half-restored is left to be started by mistake: the directory was empty or absent. Unless
-    // another process took it between the check and the open (a serve restarting in a loop, a second
-    // restore): its files are not ours to delete.
     await db.close().catch(() => undefined);
-    if (!heldElsewhere(e)) {
-      if (made !== undefined) rmSync(made, { recursive: true, force: true });
-      else for (const name of readdirSync(dir)) rmSync(join(dir, name), { recursive: true, force: true });
-    }
+    // Another process took the directory between the check and the open (a serve restarting in a loop, a
+    // second restore): its files are not ours to delete. Else nothing half-restored is left to be started
+    // by mistake: the directory was empty or absent.
+    if (!opened && lockedByProcess(e)) throw openFailure(dir, e);
+    if (made !== undefined) rmSync(made, { recursive: true, force: true });
+    else for (const name of readdirSync(dir)) rmSync(join(dir, name), { recursive: true, force: true });
     throw restoreFailure(dir, e);
   }
-}
-
-/**
- * Whether LevelDB's open failed because another process (or this one)
- * holds the directory's lock. classic-level codes every failure to lock as
- * LEVEL_LOCKED, a file system without locks (NFS without lockd) too, whose
- * directory is the restore's own to clean up.
- */
-function heldElsewhere(e: unknown): boolean {
-  const err = e as { code?: string; message?: string; cause?: { code?: string; message?: string } };
-  const locked = err.code === 'LEVEL_LOCKED' || err.cause?.code === 'LEVEL_LOCKED';
-  return locked && /already held by process|Resource temporarily unavailable/.test(`${err.message ?? ''} ${err.cause?.message ?? ''}`);
-}
-
-/**
- * An idempotency record from a build that did not keep its origin was made
- * by the node the backup was taken of: said so, for a record without it
- * would be taken for one of the restored node's own changes, under its new
- * id, whose seqs start again from 1 (a retry under such a key waited for a
- * change that node had not made).
- */
-function withOrigin(key: string, value: Uint8Array, node: string): Uint8Array {
-  if (!key.startsWith(keys.idempotencyPrefix)) return value;
-  const record = decode<Record<string, unknown>>(value);
-  return record['origin'] === undefined ? encode({ ...record, origin: node }) : value;
 }
 
 /** A failure of the restore's own (the backup's problems are MeridianErrors already) as one sentence. */

@@ -1,5 +1,5 @@
 import { decode, type ObjectRecord } from './codec.js';
-import { isUniqueConflict, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
+import { isUniqueConflict, uniqueHolderOf, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
 import { indexSet } from './indexes.js';
 import { keys } from './keys.js';
 import type { SnapshotReader, Store } from './store.js';
@@ -68,7 +68,7 @@ async function check(store: Store, snap: SnapshotReader): Promise<CheckReport> {
     const u = uniqueKeyOf(rec);
     let ids = waiting.get(u);
     if (!ids) waiting.set(u, (ids = new Map()));
-    ids.set(rec.objectId, [...(ids.get(rec.objectId) ?? []), rec.values[0]!.item.slice('unique:'.length)]);
+    ids.set(rec.objectId, [...(ids.get(rec.objectId) ?? []), uniqueHolderOf(rec)]);
   }
   for (const prefix of ['t', 'x']) {
     for await (const [k] of snap.raw(prefix)) {

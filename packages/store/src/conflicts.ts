@@ -101,6 +101,11 @@ export function uniqueKeyOf(rec: Pick<ConflictRecord, 'type' | 'field' | 'values
   return keys.unique(rec.type, rec.field, String(rec.values[0]!.value));
 }
 
+/** The object a record of a unique value held twice names as the index entry's holder. */
+export function uniqueHolderOf(rec: Pick<ConflictRecord, 'winner'>): string {
+  return rec.winner.slice('unique:'.length);
+}
+
 function compareItems(a: string, b: string): number {
   const x = parseItemId(a)!;
   const y = parseItemId(b)!;

@@ -66,6 +66,11 @@ export const keys = {
   indexRange: (space: 'x' | 'u', type: string, field: string): { gte: string; lt: string } => ({ gte: `${space}${type}${SEP}${field}${SEP}`, lt: `${space}${type}${SEP}${field}\u0001` }),
 } as const;
 
+/** The type, field and folded value a unique-index key (`u`) is of. */
+export function uniqueKeyParts(key: string): [type: string, field: string, value: string] {
+  return key.slice(1).split(SEP) as [string, string, string];
+}
+
 /** The id at the end of an index key (type or field index). */
 export function idFromIndexKey(key: string): string {
   return key.slice(key.lastIndexOf(SEP) + 1);

@@ -1,6 +1,8 @@
+import { decode, encode } from './codec.js';
 import { isHlc } from './hlc.js';
 import { isMap, isValidId } from './ids.js';
 import { isSchemaName } from './schema.js';
+import type { IdempotentWrite } from './store.js';
 import { isSeq, isVector } from './version-vector.js';
 
 const scalar = (v: unknown): boolean => typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
@@ -45,4 +47,15 @@ export function isPurgeMarker(d: unknown): boolean {
     isHlc(m['h']) && typeof m['p'] === 'string' && m['p'].length <= 256 && typeof m['o'] === 'string' && isValidId(m['o']) &&
     Number.isSafeInteger(m['n']) && (m['n'] as number) >= 1 && isSchemaName(m['t']) && (m['r'] === undefined || m['r'] === 1)
   );
+}
+
+/**
+ * An idempotency record (its bytes) with its origin said: records stored
+ * before it was kept were all made by `node`, the node whose store held
+ * them. Left without, a clone's peer or a restored node (under its new id,
+ * whose seqs start again from 1) took it for one of its own changes.
+ */
+export function withOrigin(bytes: Uint8Array, node: string): { write: IdempotentWrite & { origin: string }; bytes: Uint8Array } {
+  const w = decode<IdempotentWrite>(bytes);
+  return w.origin === undefined ? { write: { ...w, origin: node }, bytes: encode({ ...w, origin: node }) } : { write: { ...w, origin: w.origin }, bytes };
 }

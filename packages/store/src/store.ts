@@ -3,16 +3,16 @@ import { mkdirSync } from 'node:fs';
 import { Level } from 'level';
 import * as Y from 'yjs';
 import { decode, encode, withSeq, type ChangeKind, type FeedRecord, type FieldValue, type ObjectRecord } from './codec.js';
-import { MeridianError, ValidationError } from './errors.js';
+import { MeridianError, openFailure, ValidationError } from './errors.js';
 import { GroupCommit, type BatchOp } from './group-commit.js';
 import { HybridClock, hlcToIso, hlcWall, isHlc } from './hlc.js';
 import { isFeedTag, isFeedTagList, newId, isValidId, validNodeEntries } from './ids.js';
 import { EMPTY_INDEX, indexSet, type IndexSet } from './indexes.js';
-import { conflictKey, fieldConflict, isUniqueConflict, uniqueClash, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
-import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP } from './keys.js';
+import { conflictKey, fieldConflict, isUniqueConflict, uniqueClash, uniqueHolderOf, uniqueKeyOf, type ConflictRecord } from './conflicts.js';
+import { HIGH, keys, idFromIndexKey, parseSeqPart, SEP, uniqueKeyParts } from './keys.js';
 import { FORMAT_KEY, migrateVersions, STORAGE_FORMAT, unreadableFormat } from './migrate.js';
 import { KeyFilter } from './key-filter.js';
-import { isIdempotentWrite, isObjectRecordShape, isPurgeMarker } from './record-shapes.js';
+import { isIdempotentWrite, isObjectRecordShape, isPurgeMarker, withOrigin } from './record-shapes.js';
 import { DEFAULT_COST, hashPassword, isPasswordHash, verifyPassword, type ScryptCost } from './password.js';
 import { PinnedCache, type Slot } from './pinned-cache.js';
 import { RecencyList } from './recency-list.js';
@@ -559,7 +559,7 @@ export class Store {
     try {
       await db.open();
     } catch (e) {
-      throw openError(opts.dir, e);
+      throw openFailure(opts.dir, e);
     }
     try {
       const getMeta = async <T>(name: string): Promise<T | undefined> => {
@@ -1633,11 +1633,21 @@ export class Store {
     if (isUniqueConflict(rec)) this.stopWaiting(objectId, uniqueKeyOf(rec));
   }
 
-  /** Opens a record that `id` holds the value of unique key `key` too, whose entry `holder` has. */
-  private clashOp(id: string, type: string, key: string, holder: string, node: string | undefined, detected = this.clock.tick()): BatchOp {
-    const [, field, value] = key.slice(1).split(SEP) as [string, string, string];
+  /** Opens a record that `id` holds `value` (folded) of unique field `field` too, whose entry `holder` has. */
+  private clashOp(id: string, type: string, field: string, value: string, holder: string, node: string | undefined, detected = this.clock.tick()): BatchOp {
     const clash = uniqueClash(id, type, field, value, holder, node, detected);
     return this.openConflict(clash.key, clash.rec);
+  }
+
+  /**
+   * An open record of a unique clash made again, of `value` and naming
+   * `holder`: the old one, which named what the store no longer holds
+   * (another folding of the value, another holder), is deleted, not kept
+   * settled beside it.
+   */
+  private remakeClash(objectId: string, key: string, rec: ConflictRecord, value: string, holder: string): BatchOp[] {
+    this.closeOpen(objectId, key, rec);
+    return [{ type: 'del', key }, this.clashOp(objectId, rec.type, rec.field, value, holder, rec.values[1]?.node, rec.detected)];
   }
 
   /**
@@ -1804,7 +1814,7 @@ export class Store {
       for (const [key, ids] of twice) {
         const free = ids.filter((id) => !this.clashRecorded(id, key));
         const owner = (await this.db.get(key))?.toString('utf8');
-        const named = ids.map((id) => this.clashRecordOf(id, key)?.[1].winner.slice('unique:'.length)).find((h) => h !== undefined && free.includes(h));
+        const named = ids.map((id) => this.clashRecordOf(id, key)).map((r) => r && uniqueHolderOf(r[1])).find((h) => h !== undefined && free.includes(h));
         holders.set(key, owner !== undefined && free.includes(owner) ? owner : (named ?? free[0] ?? ids[0]!));
       }
     }
@@ -1849,12 +1859,9 @@ export class Store {
         // only as the rebuild folds (a dir of a build that folded otherwise) has none yet, and one made when
         // another object held the entry names that one.
         const recorded = this.clashRecordOf(id, key);
-        if (recorded?.[1].winner === `unique:${holder}`) continue;
-        if (recorded) {
-          this.closeOpen(id, recorded[0], recorded[1]);
-          ops.push({ type: 'del', key: recorded[0] });
-        }
-        ops.push(this.clashOp(id, type, key, holder, recorded?.[1].values[1]?.node, recorded?.[1].detected));
+        const [, field, value] = uniqueKeyParts(key);
+        if (!recorded) ops.push(this.clashOp(id, type, field, value, holder, undefined));
+        else if (uniqueHolderOf(recorded[1]) !== holder) ops.push(...this.remakeClash(id, recorded[0], recorded[1], value, holder));
       }
       await flushIfFull();
     }
@@ -1891,8 +1898,7 @@ export class Store {
         const was = String(rec.values[0]!.value);
         const now = foldValue(f, was);
         if (now === was) continue;
-        this.closeOpen(objectId, k, rec);
-        ops.push({ type: 'del', key: k }, this.clashOp(objectId, rec.type, keys.unique(rec.type, rec.field, now), rec.winner.slice('unique:'.length), rec.values[1]?.node, rec.detected));
+        ops.push(...this.remakeClash(objectId, k, rec, now, uniqueHolderOf(rec)));
       }
     }
     return ops;
@@ -1965,8 +1971,9 @@ export class Store {
       if (before.unique.has(k)) continue;
       const owner = claims.find((s) => s.key === k)?.value.owner;
       if (!owner || owner === id) continue;
-      ops.push(this.clashOp(id, type, k, owner, node));
-      fields.add(k.slice(1).split(SEP)[1]!);
+      const [, field, value] = uniqueKeyParts(k);
+      ops.push(this.clashOp(id, type, field, value, owner, node));
+      fields.add(field);
     }
     return { ops, fields };
   }
@@ -2279,13 +2286,11 @@ export class Store {
               const entries = await it.nextv(batch);
               if (entries.length === 0) break;
               const records = entries.flatMap(([k, v]): ClonedState[] => {
-                const w = decode<IdempotentWrite>(v);
+                const { write: w, bytes } = withOrigin(v, nodeId);
                 // A write that changed nothing stays here: it named no change of its own for a peer to wait
                 // for, and its vector could outgrow what the wire takes of a record.
                 if (w.need !== undefined) return [];
-                // (records from before the origin was kept were all made here)
-                const origin = w.origin ?? nodeId;
-                return [{ key: k.slice(1), record: w.origin === undefined ? encode({ ...w, origin }) : v, origin, originSeq: w.originSeq }];
+                return [{ key: k.slice(1), record: bytes, origin: w.origin, originSeq: w.originSeq }];
               });
               if (records.length) yield records;
             }
@@ -3878,14 +3883,6 @@ function indexedFields(def: TypeDef): string[] {
   return [...def.fields.values()].filter((f) => f.indexed || f.unique).map((f) => f.name);
 }
 
-function openError(dir: string, e: unknown): MeridianError {
-  const err = e as { code?: string; cause?: { code?: string; message?: string }; message?: string };
-  // (the code only: a message naming LOCK may be a permission or I/O error, and a dir's path may hold "clock")
-  if (err.cause?.code === 'LEVEL_LOCKED') {
-    return new MeridianError('locked', `data dir ${dir} is in use by another Meridian process; stop it or choose another --dir`);
-  }
-  return new MeridianError('bad-request', `cannot open the store in ${dir}: ${err.cause?.message ?? err.message ?? String(e)}`);
-}
 
 /** Throws when a write made against a version (If-Match) finds the object at another. */
 function checkIfVersion(def: TypeDef, id: string, cur: ObjectRecord | null | undefined, opts: WriteOptions): void {

@@ -331,10 +331,9 @@ t.test("an idempotency record of a build that kept no origin is restored as the 
     }
   }
   const dir = join(tempDir(t), 'restored');
-  const restored = await restoreBackup(dir, encodeBackup(snap.header, older()));
+  await restoreBackup(dir, encodeBackup(snap.header, older()));
   await snap.close();
   const r = await Store.open({ dir, schema });
   t.teardown(() => r.close());
-  t.not(restored.nodeId, 'a');
   t.match(await r.idempotent('api/admin/k-1'), { id: made.id, origin: 'a', originSeq: 1 }, 'credited to a, which made it');
 });
