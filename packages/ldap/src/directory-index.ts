@@ -373,7 +373,7 @@ export class DirectoryIndex {
         }
         if (f.a === ID_KEY && f.k === 'eq') {
           const slots = this.slotsOfFolded.get(f.v);
-          return slots === undefined ? [] : [[slots.slice()]];
+          return slots === undefined ? [] : [[slots]];
         }
         const field = this.indexedBy.get(t.def.name)!.get(f.a);
         if (field === undefined) {

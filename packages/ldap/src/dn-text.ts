@@ -32,8 +32,11 @@ export function dnParsable(text: string): boolean {
   return true;
 }
 
+/** A DN as ldapjs parses it. */
+export type LdapDn = InstanceType<typeof DN>;
+
 /** A client's DN parsed by ldapjs, or undefined if it is none or is one ldapjs must not be given (dnParsable). */
-export function parseDn(text: string): InstanceType<typeof DN> | undefined {
+export function parseDn(text: string): LdapDn | undefined {
   if (!dnParsable(text)) return undefined;
   try {
     return DN.fromString(text);

@@ -144,14 +144,14 @@ interface Session {
   scope: { seq: number; scope: AccessScope } | undefined;
   /** a bound person's entry version when last checked, and the store's feed position then */
   entry: { version: string; seq: number } | undefined;
-  /** the new password of this session's own password change while it is being written, which a recheck meanwhile accepts too */
-  changing?: string | undefined;
   /**
-   * the password this session's own change replaced, while the change, made by the master, has not come
-   * back to this replica: a recheck meanwhile (another change of the entry came first) accepts it too,
-   * and the session keeps the new one
+   * A password a recheck of the entry accepts besides the session's own,
+   * around the session's own password change: while the change is being
+   * written, the new one (`adopt`: a session found so holds it from then
+   * on); once the master made it and it has not come back to this replica,
+   * the one it replaced (the session keeps the new one).
    */
-  replaced?: string | undefined;
+  alsoAccepted?: { password: string; adopt: boolean } | undefined;
 }
 
 /** The requested attributes of a search, worked out once. */
@@ -667,13 +667,15 @@ export class LdapGateway {
     const live = entry && !entry.deleted ? entry : undefined;
     let password = s.credential?.password;
     let who = live && password !== undefined ? await this.checkBind(live, password) : undefined;
-    // (the session's own password change, still being written when another of its operations came: the entry has the new one)
-    if (!who && live && s.changing !== undefined) who = await this.checkBind(live, (password = s.changing));
-    // (made, and not back here yet: the entry still has the one it replaced; the session keeps the new one)
-    if (!who && live && s.replaced !== undefined && password !== undefined) who = await this.checkBind(live, s.replaced);
-    else if (who) s.replaced = undefined;
+    const also = s.alsoAccepted;
+    // (the session's own password change: still being written, the entry has the new one; made and not
+    // back here yet, the one it replaced)
+    if (!who && live && also && (also.adopt || password !== undefined)) {
+      who = await this.checkBind(live, also.password);
+      if (who && also.adopt) password = also.password;
+    } else if (who && also && !also.adopt) s.alsoAccepted = undefined;
     if (!who || password === undefined) {
-      Object.assign(s, { principal: undefined, dn: '', credential: undefined, scope: undefined, entry: undefined, replaced: undefined });
+      Object.assign(s, { principal: undefined, dn: '', credential: undefined, scope: undefined, entry: undefined, alsoAccepted: undefined });
       throw new LdapFailure(ResultCode.invalidCredentials, 'your entry was deleted or its password changed since you bound; bind again');
     }
     // the login may have been renamed: a replica forwards writes under the name the entry has now
@@ -1157,17 +1159,18 @@ export class LdapGateway {
   private async ownPasswordChange(s: Session, password: string | undefined, write: () => Promise<unknown>): Promise<string> {
     if (password === undefined) return this.made(write);
     const who = s.principal?.kind === 'person' ? s.principal.id : undefined;
-    s.changing = password;
+    const changing = { password, adopt: true };
+    s.alsoAccepted = changing;
     try {
       const late = await this.made(write);
       // (a recheck meanwhile may have put a new principal object of the same person in place)
       if (who !== undefined && s.principal?.kind === 'person' && s.principal.id === who && s.credential) {
-        if (late !== '') s.replaced = s.credential.password;
+        s.alsoAccepted = late !== '' ? { password: s.credential.password, adopt: false } : undefined;
         s.credential = { user: s.credential.user, password };
       }
       return late;
     } finally {
-      if (s.changing === password) s.changing = undefined;
+      if (s.alsoAccepted === changing) s.alsoAccepted = undefined;
     }
   }
 

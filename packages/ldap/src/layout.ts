@@ -1,6 +1,6 @@
 import type { FieldDef, Schema, TypeDef } from '@meridian/store';
 import { STANDARD_ATTRIBUTE_TYPES } from './attribute-types.js';
-import { parseDn } from './dn-text.js';
+import { parseDn, type LdapDn } from './dn-text.js';
 import { attrKey } from './filter.js';
 import { SUBSCHEMA_DN } from './subschema.js';
 
@@ -61,23 +61,22 @@ export type Location =
 
 type Rdn = [key: string, value: string];
 
+function rdnsOf(parsed: LdapDn): Rdn[] {
+  const out: Rdn[] = [];
+  for (let i = 0; i < parsed.length; i++) {
+    const rdn = parsed.rdnAt(i);
+    const keys = [...rdn.keys()];
+    // multi-valued RDNs (a+b=c) never name our entries
+    if (keys.length !== 1) return [['', '']];
+    const value = rdn.getValue(keys[0]!);
+    out.push([attrKey(keys[0]!), typeof value === 'string' ? value : String(value)]);
+  }
+  return out;
+}
+
 function parse(dn: string): Rdn[] | undefined {
   const parsed = parseDn(dn);
-  if (!parsed) return undefined;
-  try {
-    const out: Rdn[] = [];
-    for (let i = 0; i < parsed.length; i++) {
-      const rdn = parsed.rdnAt(i);
-      const keys = [...rdn.keys()];
-      // multi-valued RDNs (a+b=c) never name our entries
-      if (keys.length !== 1) return [['', '']];
-      const value = rdn.getValue(keys[0]!);
-      out.push([attrKey(keys[0]!), typeof value === 'string' ? value : String(value)]);
-    }
-    return out;
-  } catch {
-    return undefined;
-  }
+  return parsed && rdnsOf(parsed);
 }
 
 export class InvalidDn extends Error {}
@@ -87,12 +86,19 @@ function isSubschemaDn(rdns: Rdn[]): boolean {
   return rdns.length === 1 && rdns[0]![0] === 'cn' && rdns[0]![1].toLowerCase() === SUBSCHEMA_DN.slice(3).toLowerCase();
 }
 
-/** Why `dn` cannot be a directory's base DN ("...": a phrase after the DN's name), or undefined if it can be. */
-export function baseDnProblem(dn: string): string | undefined {
-  const rdns = parse(dn);
+/** A base DN parsed (its RDNs, and ldapjs's spelling of it), or why it cannot be one ("...": a phrase after the DN's name). */
+function parseBase(dn: string): { rdns: Rdn[]; text: string } | string {
+  const parsed = parseDn(dn);
+  const rdns = parsed && rdnsOf(parsed);
   if (!rdns || rdns.length === 0 || rdns.some(([k]) => k === '')) return `"${dn}" is not a DN such as dc=example,dc=com`;
   if (isSubschemaDn(rdns)) return `"${dn}" is the subschema subentry's; choose another, such as dc=example,dc=com`;
-  return undefined;
+  return { rdns, text: parsed!.toString() };
+}
+
+/** Why `dn` cannot be a directory's base DN, or undefined if it can be. */
+export function baseDnProblem(dn: string): string | undefined {
+  const base = parseBase(dn);
+  return typeof base === 'string' ? base : undefined;
 }
 
 /** Whether `dn` is a DN, as ldapjs parses it (which takes "" for the root DSE, and refuses " "), and one it may be given (dnParsable). */
@@ -119,10 +125,10 @@ export class DirectoryLayout {
     readonly schema: Schema,
     baseDn: string,
   ) {
-    const problem = baseDnProblem(baseDn);
-    if (problem) throw new InvalidDn(`the base DN ${problem}`);
-    this.baseRdns = parse(baseDn)!;
-    this.base = parseDn(baseDn)!.toString();
+    const base = parseBase(baseDn);
+    if (typeof base === 'string') throw new InvalidDn(`the base DN ${base}`);
+    this.baseRdns = base.rdns;
+    this.base = base.text;
     for (const def of schema.types.values()) {
       if (!def.ldapObjectClass || !def.ldapContainer || def.system) continue;
       const fields = new Map<string, { name: string; key: string; field: FieldDef }>();

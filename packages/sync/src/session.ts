@@ -508,6 +508,10 @@ export class SyncSession {
       return this.fail(`replicas are receive-only: ${this.peer} sent a ${f.t} frame`, true);
     }
     if (!this.subscribed && (f.t === 'changes' || f.t === 'states' || f.t === 'digest')) return this.fail(`${f.t} frame before this side subscribed`, true);
+    // (frames wait in pendingApply until applied: a peer that did not wait for acknowledgements grew it, and the heap, without end)
+    if ((f.t === 'changes' || f.t === 'states') && this.pendingApply.length >= PROTOCOL_WINDOW) {
+      return this.fail(`the peer sent more than ${PROTOCOL_WINDOW} frames without waiting for their acknowledgements (the protocol's window)`, true);
+    }
     switch (f.t) {
       case 'write':
         if (this.opts.role !== 'master' || this.peerRole !== 'replica') return this.fail('only a replica forwards writes, and only to a master', true);
@@ -594,7 +598,6 @@ export class SyncSession {
         }
         if (f.page && this.needAfter !== undefined && (this.passedThrough === undefined || this.needAfter > this.passedThrough)) this.passedThrough = this.needAfter;
         if (this.passedThrough !== undefined) this.passedAt.set(f, this.passedThrough);
-        if (this.pendingApply.length >= PROTOCOL_WINDOW) return this.overWindow();
         this.pendingApply.push(f);
         // the next page is asked for at once: its answer may come while this one is applied
         const more: Action[] = f.page ? [{ type: 'read-held', buckets: this.needBuckets!, after: this.needAfter }] : [];
@@ -606,7 +609,6 @@ export class SyncSession {
         this.stats.remoteHead = Math.max(this.stats.remoteHead, f.head, f.last);
         if (f.last <= this.lastQueued()) return this.fail(`changes frame goes back to ${f.last}`, true);
         if (f.changes.length && this.stats.behindSince === undefined) this.stats.behindSince = f.changes[0]!.h;
-        if (this.pendingApply.length >= PROTOCOL_WINDOW) return this.overWindow();
         this.pendingApply.push(f);
         return this.nextApply();
       }
@@ -655,16 +657,6 @@ export class SyncSession {
       objects.pop();
     }
     return undefined;
-  }
-
-  /**
-   * A frame past the window: the peer did not wait for acknowledgements.
-   * Frames wait here until applied, each up to the frame size; one peer
-   * sending without pause (another implementation's bug) grew the heap
-   * until the node ran out of memory, its other sessions and writes with it.
-   */
-  private overWindow(): Action[] {
-    return this.fail(`the peer sent more than ${PROTOCOL_WINDOW} frames without waiting for their acknowledgements (the protocol's window)`, true);
   }
 
   private lastQueued(): number {

@@ -168,7 +168,7 @@ export async function runImport(o: ImportOptions): Promise<{ status: number; bod
       }
       if (current) {
         const next = checkFieldValues(def, current.id, fields);
-        if (sameAsWritten(def, current.fields, next) && samePasswords(def, current.fields, next)) {
+        if (unchanged(def, current.fields, next)) {
           record({ line, type: input.type, id: input.id, status: 'unchanged' });
           return;
         }
@@ -394,19 +394,19 @@ async function check(
       }
     }
   }
-  return { status: current && sameAsWritten(def, current, next) && samePasswords(def, current, next) ? 'unchanged' : current ? 'updated' : 'created', merged };
+  return { status: current && unchanged(def, current, next) ? 'unchanged' : current ? 'updated' : 'created', merged };
 }
 
 /**
- * Whether the password fields a document gives are what is stored.
- * sameAsWritten leaves passwords out, so a document that only sets them
- * (persons exported, which carry none, then imported again with their
- * hashes) was reported unchanged and nothing was stored. A field left out
- * keeps its stored value, as a replace does; one given in plain text is
- * always a change, since the hash it would be stored as is only known once
- * it is made.
+ * Whether a document's object leaves the stored one as it is. sameAsWritten
+ * leaves passwords out (stored hashed, never shown), so a document that
+ * only sets them (persons exported, which carry none, imported again with
+ * their hashes) was reported unchanged and nothing was stored. A password
+ * left out keeps its stored value, as a replace does; one given in plain
+ * text is always a change, since the hash it would be stored as is only
+ * known once it is made.
  */
-function samePasswords(def: TypeDef, stored: Readonly<Record<string, FieldValue>>, next: Readonly<Record<string, FieldValue | null>>): boolean {
+function unchanged(def: TypeDef, stored: Readonly<Record<string, FieldValue>>, next: Readonly<Record<string, FieldValue | null>>): boolean {
   for (const [k, v] of Object.entries(next)) if (v !== null && def.fields.get(k)?.kind === 'password' && v !== stored[k]) return false;
-  return true;
+  return sameAsWritten(def, stored, next);
 }
