@@ -9,7 +9,7 @@
 //   b. latency: one writer awaiting each durable write, p50 / p99
 //   c. bytes on disk per object, as written and after a LevelDB compaction
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Level } from 'level';
 import PouchDB from 'pouchdb';
 import { Store, loadSchemaFile } from '@meridian/store';
@@ -86,16 +86,17 @@ export async function run({ quick, profile, outDir, log }) {
       // The same bytes under one key per object (its records' values joined
       // under its object key), as many objects per fsync as the store's
       // batches hold: what the number of keys costs, apart from their bytes.
-      // (joined as each is added: held all at once, 50 MB of them slowed the next round's store)
-      const joined = (i) => [{ type: 'put', key: groups[i].find((op) => op.key[0] === 'o').key, value: Buffer.concat(groups[i].map((op) => op.value)) }];
-      const same = (i) => groups[i];
+      // (joined just before that replay, outside its timing, and dropped after it)
+      const joinAll = () => groups.map((g) => [{ type: 'put', key: g.find((op) => op.key[0] === 'o').key, value: Buffer.concat(g.map((op) => op.value)) }]);
+      const same = () => groups;
       const keysPerObject = groups.reduce((a, g) => a + g.length, 0) / groups.length;
       const objectsPerStoreBatch = Math.ceil(STORE_BATCH_OPS / keysPerObject);
       const replayed = {};
       // rotating which goes first, so none always follows the store's round onto a busy disk
-      const sizes = [['store', STORE_BATCH_OPS, same], ['large', LARGE_BATCH_OPS, same], ['oneKey', objectsPerStoreBatch, joined]];
+      const sizes = [['store', STORE_BATCH_OPS, same], ['large', LARGE_BATCH_OPS, same], ['oneKey', objectsPerStoreBatch, joinAll]];
       for (let k = 0; k < r % sizes.length; k++) sizes.push(sizes.shift());
-      for (const [label, maxOps, records] of sizes) {
+      for (const [label, maxOps, recordsOf] of sizes) {
+        const records = recordsOf();
         const replayDir = fresh('level-replay');
         const replay = new Level(replayDir, { keyEncoding: 'utf8', valueEncoding: 'buffer', writeBufferSize: 32 * 1024 * 1024, cacheSize: 32 * 1024 * 1024 });
         await replay.open();
@@ -109,7 +110,7 @@ export async function run({ quick, profile, outDir, log }) {
             () => [],
             maxOps,
           );
-          replayed[label] = groups.length / (await concurrent(groups.length, WRITERS, (i) => commits.add(records(i))));
+          replayed[label] = records.length / (await concurrent(records.length, WRITERS, (i) => commits.add(records[i])));
         } finally {
           await replay.close();
           // at once, not at the end: its unwritten pages would otherwise reach the disk during the next rounds' fsyncs
@@ -125,6 +126,12 @@ export async function run({ quick, profile, outDir, log }) {
       const pObjects = (await pouch.info()).doc_count;
       await pouch.close();
       pRuns.push({ rate: n / pSecs, secs: pSecs, dir: pDir, objects: pObjects });
+      // (c. reads the last round's dirs; those before it go now, for what they hold unwritten would reach
+      // the disk during the next round's fsyncs)
+      if (!last) {
+        rmTemp(mDir);
+        rmTemp(dirname(pDir));
+      }
     }
     const mRate = median(mRuns.map((x) => x.rate));
     const pRate = median(pRuns.map((x) => x.rate));
@@ -235,10 +242,11 @@ export async function run({ quick, profile, outDir, log }) {
           levelSameRecordsPerSec: lRate,
           levelSameRecordsLargerBatchesPerSec: lLargeRate,
           levelSameBytesOneKeyPerSec: lOneKeyRate,
-          levelBatchOps: { store: STORE_BATCH_OPS, larger: LARGE_BATCH_OPS },
+          levelBatchOps: { store: STORE_BATCH_OPS, larger: LARGE_BATCH_OPS, oneKeyObjects: lRuns[0].objectsPerBatch },
           levelRounds: lRuns.map(({ rate, largeRate, oneKeyRate, objects, ops }) => ({ rate, largeRate, oneKeyRate, objects, keysPerObject: ops })),
           levelRatio: lRate / pRate,
           levelLargerBatchesRatio: lLargeRate / pRate,
+          levelOneKeyRatio: lOneKeyRate / pRate,
           profileTop: top,
         },
         latencyMs: { writes: latN, meridian: mL, levelSyncPut: bL, ratioP50: mL.p50 / bL.p50, ratioP99: mL.p99 / bL.p99 },

@@ -9,10 +9,9 @@ import { freePort } from './helpers/free-port.js';
 import { crmSchema } from './helpers/schema.js';
 import { tempDir } from './helpers/tmp.js';
 import { sleep, until } from './helpers/wait.js';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
-import { MeridianNode, resolveConfig } from '@meridian/node';
-import { ADMIN_PW, startXmlNode } from './helpers/xml-node.js';
+import type { MeridianNode } from '@meridian/node';
+import type { LogLine } from './helpers/node-process.js';
+import { startXmlNode } from './helpers/xml-node.js';
 
 const SECRET = 'in-process-cluster-secret';
 const entries = async (store: Store, after: number): Promise<RemoteChange[]> => (await store.readFeed(after, 10)).map(({ seq: _s, ...c }) => c as RemoteChange);
@@ -57,16 +56,8 @@ t.test('a master whose gap fills over a change it holds with no feed entry has t
   const p = await startXmlNode(t, { ...common, dir: pDir, nodeId: 'p', httpPort: pPort });
   const q = await startXmlNode(t, { ...common, dir: qDir, nodeId: 'q', httpPort: qPort });
   // b's log says which of its sessions opened again
-  const logs: { msg: string; peer?: string }[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _e, done) {
-      for (const line of chunk.toString().split('\n')) if (line) logs.push(JSON.parse(line) as { msg: string; peer?: string });
-      done();
-    },
-  });
-  const config = resolveConfig({ flags: { ...common, dir: bDir, nodeId: 'b', httpPort: 0, adminPassword: ADMIN_PW, peers: [`ws://127.0.0.1:${pPort}/sync`, `ws://127.0.0.1:${qPort}/sync`] } });
-  const b = await MeridianNode.start(config, pino({ level: 'info' }, sink));
-  t.teardown(() => b.stop());
+  const logs: LogLine[] = [];
+  const b = await startXmlNode(t, { ...common, dir: bDir, nodeId: 'b', peers: [`ws://127.0.0.1:${pPort}/sync`, `ws://127.0.0.1:${qPort}/sync`] }, {}, logs, 'info');
   const opened = (peer: string): number => logs.filter((l) => l.msg === 'replication session open' && l.peer === peer).length;
   const live = (n: MeridianNode, peer: string): boolean => n.status().peers.some((s) => s.node === peer && s.state === 'live');
   // (b shows q catching up until its gap fills: q holds what b lacks)

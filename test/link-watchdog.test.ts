@@ -6,11 +6,12 @@
 import t, { type Test } from 'tap';
 import type { ConfigInput, MeridianNode } from '@meridian/node';
 import { freePort } from './helpers/free-port.js';
+import type { LogLine } from './helpers/node-process.js';
 import { startXmlNode } from './helpers/xml-node.js';
 import { sleep, until } from './helpers/wait.js';
 
-async function start(t: Test, flags: ConfigInput): Promise<{ node: MeridianNode; warnings: string[] }> {
-  const warnings: string[] = [];
+async function start(t: Test, flags: ConfigInput): Promise<{ node: MeridianNode; warnings: LogLine[] }> {
+  const warnings: LogLine[] = [];
   const node = await startXmlNode(t, { clusterSecret: 'watchdog-test-cluster-secret', heartbeat: 200, linkTimeout: 1000, ...flags }, {}, warnings);
   return { node, warnings };
 }
@@ -32,7 +33,6 @@ t.test('a link outlives a stall of its own process longer than the link timeout,
   // watchdog looks again, and the pings are read in the turn between
   stall(1600);
   await sleep(1000);
-  t.same([...a.warnings, ...b.warnings].filter((m) => /no heartbeat/.test(m)), [], 'neither declared the link dead');
+  t.same([...a.warnings, ...b.warnings].map((l) => l.msg).filter((m) => /no heartbeat/.test(m ?? '')), [], 'neither declared the link dead');
   t.ok(live(a.node) && live(b.node), 'and both are still live');
-  t.equal(a.node.status().peers[0]?.state, 'live');
 });

@@ -3,9 +3,11 @@
  * errors the server meets once it listens.
  */
 import t from 'tap';
-import { DEFAULT_SCHEMA, generateSample } from '@meridian/node';
-import { loadSchemaFile, Store } from '@meridian/store';
+import { generateSample } from '@meridian/node';
+import { Store } from '@meridian/store';
 import type { Server } from 'node:http';
+import { crmSchema } from './helpers/schema.js';
+import type { LogLine } from './helpers/node-process.js';
 import { tempDir } from './helpers/tmp.js';
 import { ADMIN, startXmlNode } from './helpers/xml-node.js';
 
@@ -13,7 +15,7 @@ t.test('a sample load cut short (Ctrl-C, a crash) is finished at the next start,
   const dir = tempDir(t);
   const sample = generateSample({ size: 20, password: 'meridian' });
   // what a load stopped part-way leaves: the first objects, and no sampleLoaded mark
-  const store = await Store.open({ dir, schema: loadSchemaFile(DEFAULT_SCHEMA) });
+  const store = await Store.open({ dir, schema: crmSchema });
   const first = sample.filter((o) => o.type === 'Organisation' && !o.fields['reseller']).slice(0, 3);
   for (const o of first) await store.create(o.type, o.fields, { id: o.id, principal: 'sample-loader' });
   await store.close();
@@ -23,12 +25,12 @@ t.test('a sample load cut short (Ctrl-C, a crash) is finished at the next start,
 });
 
 t.test('an error the HTTP server meets once listening (accept failing with EMFILE) is logged, and the node goes on serving', async (t) => {
-  const warnings: string[] = [];
+  const warnings: LogLine[] = [];
   const node = await startXmlNode(t, {}, {}, warnings);
   const server = (node as unknown as { server: Server }).server;
   // (the first was swallowed by the listen's leftover once-listener; the second, with none, ended the process)
   for (let i = 0; i < 2; i++) server.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' }));
-  t.equal(warnings.filter((w) => w === 'the HTTP server could not take a connection').length, 2);
+  t.equal(warnings.filter((w) => w.msg === 'the HTTP server could not take a connection').length, 2);
   const res = await fetch(`${node.url}/status`, { headers: { authorization: ADMIN } });
   t.equal(res.status, 200, 'and answers');
 });

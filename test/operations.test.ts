@@ -6,12 +6,11 @@
 import { cpSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
 import { pino } from 'pino';
 import { MeridianNode, resolveConfig, type ConfigInput } from '@meridian/node';
 import { DUPLICATE_SESSION, type PeerStatus } from '@meridian/sync';
-import { cliAsync, cliOnTty } from './helpers/node-process.js';
+import { cliAsync, cliOnTty, logSink } from './helpers/node-process.js';
 import { makeCerts } from './helpers/certs.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { freePort } from './helpers/free-port.js';
@@ -30,14 +29,8 @@ interface LogLine {
 
 async function start(t: Test, flags: ConfigInput, dir = tempDir(t)): Promise<{ node: MeridianNode; logs: LogLine[] }> {
   const logs: LogLine[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _e, done) {
-      for (const line of chunk.toString().split('\n')) if (line) logs.push(JSON.parse(line) as LogLine);
-      done();
-    },
-  });
   // debug: the tests count the retries that are not logged at info
-  const node = await MeridianNode.start(resolveConfig({ flags: { dir, httpPort: 0, adminPassword: PW, clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000, ...flags } }), pino({ level: 'debug' }, sink));
+  const node = await MeridianNode.start(resolveConfig({ flags: { dir, httpPort: 0, adminPassword: PW, clusterSecret: SECRET, heartbeat: 200, linkTimeout: 1000, ...flags } }), pino({ level: 'debug' }, logSink(logs)));
   t.teardown(() => node.stop());
   return { node, logs };
 }

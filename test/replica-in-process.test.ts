@@ -10,12 +10,13 @@ import { DEFAULT_SCHEMA, type ConfigInput, type MeridianNode } from '@meridian/n
 import { freePort } from './helpers/free-port.js';
 import { tempDir } from './helpers/tmp.js';
 import { ADMIN, basic, PERSON_PW, seed, startXmlNode } from './helpers/xml-node.js';
+import type { LogLine } from './helpers/node-process.js';
 import { sleep, until } from './helpers/wait.js';
 import { ldapTool } from './helpers/ldap-utils.js';
 import ldap from 'ldapjs';
 
 /** A master (its fixed port free) and a replica of it, writable; `prepare` runs on the master before the replica starts. */
-async function masterAndReplica(t: Test, prepare: (master: MeridianNode) => Promise<void> = async () => undefined, writesGraceMs?: number, replicaFlags: ConfigInput = {}, replicaWarnings?: string[]): Promise<{ master: MeridianNode; replica: MeridianNode }> {
+async function masterAndReplica(t: Test, prepare: (master: MeridianNode) => Promise<void> = async () => undefined, writesGraceMs?: number, replicaFlags: ConfigInput = {}, replicaWarnings?: LogLine[]): Promise<{ master: MeridianNode; replica: MeridianNode }> {
   const port = await freePort();
   const master = await startXmlNode(t, { httpPort: port, clusterSecret: 'in-process-cluster-secret', heartbeat: 200, linkTimeout: 1000 });
   await prepare(master);
@@ -30,7 +31,7 @@ async function masterAndReplica(t: Test, prepare: (master: MeridianNode) => Prom
 }
 
 t.test("a replica turns read-only when its master's connection closes, while that link's apply is still running", async (t) => {
-  const warnings: string[] = [];
+  const warnings: LogLine[] = [];
   const { master, replica } = await masterAndReplica(t, undefined, undefined, {}, warnings);
 
   // the next apply on the replica waits until the test lets it go: the link's queue is busy
@@ -52,7 +53,7 @@ t.test("a replica turns read-only when its master's connection closes, while tha
   await sleep(1500);
   release();
   t.ok(await until(() => replica.status().peers[0]?.state === 'backing-off', 5000), 'the link ends once its apply is done');
-  t.same(warnings.filter((m) => /heartbeat/.test(m)), [], 'and is not judged by heartbeats after its close');
+  t.same(warnings.map((l) => l.msg).filter((m) => /heartbeat/.test(m ?? '')), [], 'and is not judged by heartbeats after its close');
 });
 
 t.test('a master cloned after credentials were issued knows them (they came as states, with no feed entry)', async (t) => {

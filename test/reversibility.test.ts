@@ -13,7 +13,7 @@ import t, { type Test } from 'tap';
 import { pino } from 'pino';
 import { MeridianNode, resolveConfig, type ConfigInput } from '@meridian/node';
 import { checkIndexes, loadSchemaFile, Store } from '@meridian/store';
-import { cliAsync } from './helpers/node-process.js';
+import { cliAsync, nodeCommand } from './helpers/node-process.js';
 import { freePort } from './helpers/free-port.js';
 import { tempDir } from './helpers/tmp.js';
 import { until } from './helpers/wait.js';
@@ -173,13 +173,15 @@ t.test('a backup taken during writes restores to a consistent store: indexes agr
   t.same([onShm.code, readFileSync(shm, 'utf8')], [2, 'kept'], `refused: ${onShm.stderr.trim()}`);
   // --out /dev/stdout, redirected and piped: what it says of the file goes to stderr, not into the file
   // (after the end record, or written over the header through the other descriptor, it never restored)
-  const bin = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'bin', 'meridian');
   for (const [how, to] of [['redirected', '>'], ['piped', '| cat >']] as const) {
     const copy = join(tempDir(t), `${how}.mbak`);
-    const shell = spawn('bash', ['-c', `'${process.execPath}' '${bin}' backup --node ${a.url} --password '${PW}' --out /dev/stdout ${to} '${copy}'`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const [cmd, argv] = nodeCommand(['backup', '--node', a.url, '--out', '/dev/stdout']);
+    const quoted = [cmd, ...argv].map((w) => `'${w}'`).join(' ');
+    const shell = spawn('bash', ['-c', `${quoted} ${to} '${copy}'`], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MERIDIAN_PASSWORD: PW } });
     let stderr = '';
     shell.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const code = await new Promise<number | null>((resolve) => shell.on('exit', (c) => resolve(c)));
+    // ('close', not 'exit': stderr is read whole only then)
+    const code = await new Promise<number | null>((resolve) => shell.on('close', (c) => resolve(c)));
     t.equal(code, 0, stderr);
     t.match(stderr, /^backed up .* to \/dev\/stdout\n$/, `${how}: said on stderr`);
     const back = await cliAsync(['restore', '--in', copy, '--dir', join(tempDir(t), `r-${how}`), '--json']);

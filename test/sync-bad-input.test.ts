@@ -7,13 +7,13 @@
 import { randomBytes } from 'node:crypto';
 import { deflateRawSync } from 'node:zlib';
 import { request } from 'node:http';
-import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
 import { pino } from 'pino';
 import WebSocket from 'ws';
 import { MeridianNode, resolveConfig } from '@meridian/node';
 import { decodeFrame, encodeFrame, proof, PROTOCOL_VERSION, SyncSession, type Action, type Frame } from '@meridian/sync';
 import type { RemoteChange } from '@meridian/store';
+import { logSink } from './helpers/node-process.js';
 import { tempDir } from './helpers/tmp.js';
 import { sleep, until } from './helpers/wait.js';
 
@@ -29,14 +29,8 @@ interface LogLine {
 
 async function startNode(t: Test, flags: Record<string, string | number> = { clusterSecret: SECRET }): Promise<{ node: MeridianNode; logs: LogLine[] }> {
   const logs: LogLine[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n')) if (line) logs.push(JSON.parse(line) as LogLine);
-      done();
-    },
-  });
   const config = resolveConfig({ flags: { dir: tempDir(t), httpPort: 0, adminPassword: 'pw', ...flags } });
-  const node = await MeridianNode.start(config, pino({ level: 'debug' }, sink));
+  const node = await MeridianNode.start(config, pino({ level: 'debug' }, logSink(logs)));
   t.teardown(() => node.stop());
   return { node, logs };
 }

@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
@@ -82,6 +83,16 @@ export interface LogLine {
   msg?: string;
   time?: number;
   [field: string]: unknown;
+}
+
+/** A stream for a node's logger (pino) that parses each JSON line it writes into `lines`. */
+export function logSink<T = LogLine>(lines: T[]): Writable {
+  return new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n')) if (line) lines.push(JSON.parse(line) as T);
+      done();
+    },
+  });
 }
 
 /** The JSON lines of a node's output, parsed; lines that are not JSON (or cut short) are left out. */

@@ -1,7 +1,7 @@
-import { Writable } from 'node:stream';
 import type { Test } from 'tap';
-import { pino } from 'pino';
+import { pino, type Level } from 'pino';
 import { MeridianNode, resolveConfig, type ConfigInput } from '@meridian/node';
+import { logSink, type LogLine } from './node-process.js';
 import { tempDir } from './tmp.js';
 
 export const ADMIN_PW = 'xml-admin-pw';
@@ -9,17 +9,11 @@ export const PERSON_PW = 'person-pw-1';
 
 /**
  * Starts a node in this process, stopped when the test ends. Its log lines
- * at warn and above go to `warnings` (their messages), if given.
+ * at `level` and above go to `logs`, if given.
  */
-export async function startXmlNode(t: Test, flags: ConfigInput = {}, tuning: { writesGraceMs?: number; bindDelayMs?: number } = {}, warnings?: string[]): Promise<MeridianNode> {
-  const sink = new Writable({
-    write(chunk: Buffer, _e, done) {
-      if (warnings) for (const line of chunk.toString().split('\n')) if (line) warnings.push((JSON.parse(line) as { msg: string }).msg);
-      done();
-    },
-  });
+export async function startXmlNode(t: Test, flags: ConfigInput = {}, tuning: { writesGraceMs?: number; bindDelayMs?: number } = {}, logs: LogLine[] = [], level: Level = 'warn'): Promise<MeridianNode> {
   const config = resolveConfig({ flags: { dir: tempDir(t), httpPort: 0, adminPassword: ADMIN_PW, ...flags } });
-  const node = await MeridianNode.start(config, pino({ level: 'warn' }, sink), tuning);
+  const node = await MeridianNode.start(config, pino({ level }, logSink(logs)), tuning);
   t.teardown(() => node.stop());
   return node;
 }
