@@ -256,6 +256,25 @@ t.test('a reader that goes away ends the CLI quietly, not with a stack trace', a
   t.equal(stderr.trim(), 'exit 0', `nothing on stderr but the exit status: ${stderr}`);
 });
 
+t.test('a build with a package missing is one sentence from bin/meridian, not the loader\'s stack trace', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const { copyFileSync, mkdirSync } = await import('node:fs');
+  // bin/meridian in a tree of its own whose built CLI imports a package that was never built
+  const root = tempDir(t);
+  mkdirSync(join(root, 'bin'));
+  mkdirSync(join(root, 'packages', 'cli', 'dist'), { recursive: true });
+  copyFileSync(join(import.meta.dirname, '..', 'bin', 'meridian'), join(root, 'bin', 'meridian'));
+  writeFileSync(join(root, 'packages', 'cli', 'dist', 'bin.js'), "import '../../store/dist/index.js';\n");
+  const r = spawnSync(process.execPath, [join(root, 'bin', 'meridian'), 'status'], { encoding: 'utf8' });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /^meridian: the build is incomplete \(\S+store\/dist\/index\.js is missing\); run "npm run build" in the repository first\n$/);
+  t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  // a CLI not built at all keeps its own sentence
+  writeFileSync(join(root, 'packages', 'cli', 'dist', 'bin.js'), "throw new Error('a bug at load');\n");
+  const bug = spawnSync(process.execPath, [join(root, 'bin', 'meridian'), 'status'], { encoding: 'utf8' });
+  t.match(bug.stderr, /a bug at load/, 'any other error at load still shows in full');
+});
+
 t.test('verify refuses, in one sentence, to compare digests of different widths (a node of another version, or no Meridian)', async (t) => {
   const { compareDigests } = await import('../packages/cli/dist/replication-views.js');
   const bucket = (hash: string) => ({ count: 1, hash });

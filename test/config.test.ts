@@ -35,6 +35,8 @@ t.test('bad settings are refused with the source named', async (t) => {
   // past what a timer can wait, Node waits 1 ms: a ping every millisecond, every forwarded write timed out at once
   t.throws(() => resolveConfig({ flags: { heartbeat: '2147483648', linkTimeout: '2147483649' } }), { message: '--heartbeat: heartbeat must be at most 2147483647, got 2147483648' });
   t.throws(() => resolveConfig({ env: { MERIDIAN_WRITE_TIMEOUT: '9999999999' } }), { message: 'MERIDIAN_WRITE_TIMEOUT: writeTimeout must be at most 2147483647, got 9999999999' });
+  t.throws(() => resolveConfig({ flags: { sampleSize: '1000001' } }), { message: '--sample-size: sampleSize must be at most 1000000, got 1000001' }, 'a sample larger than a heap holds is refused before it is generated');
+  t.equal(resolveConfig({ flags: { sampleSize: '1000000' } }).sampleSize, 1_000_000);
   t.equal(resolveConfig({ flags: { ldapTimeLimit: '99999999' } }).ldapTimeLimit, 99999999, 'a time limit past any timer stands for none, as before');
   t.throws(() => resolveConfig({ flags: { ldapPort: '70000' } }), { message: '--ldap-port: ldapPort must be a port number (0-65535), got 70000' });
   t.equal(resolveConfig({ flags: { writeTimeout: '2147483647' } }).writeTimeout, 2147483647, 'the longest a timer waits is taken');

@@ -117,7 +117,7 @@ export function buildProgram(): Command {
     .option('--max-body <bytes>', 'largest request body accepted (default 1 MiB)')
     .option('--cache-bytes <bytes>', 'object cache budget (default 64 MiB)')
     .option('--sample', 'load the sample CRM dataset on the first start')
-    .option('--sample-size <persons>', 'about how many persons the sample dataset has (default 1000)')
+    .option('--sample-size <persons>', 'about how many persons the sample dataset has (default 1000, at most 1000000)')
     .option('--peers <urls>', 'comma-separated ws:// URLs of peer masters (their /sync endpoint)')
     .option('--cluster-secret <secret>', 'shared secret masters authenticate each other with (env MERIDIAN_CLUSTER_SECRET)')
     .option('--cluster-id <id>', 'cluster name; nodes of another cluster are refused (default meridian)')

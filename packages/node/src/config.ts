@@ -196,7 +196,7 @@ const NUMERIC = new Set<keyof NodeConfig>(['httpPort', 'maxBody', 'cacheBytes', 
  */
 const AT_LEAST: Partial<Record<keyof NodeConfig, number>> = { heartbeat: 50, maxBody: 1, writeTimeout: 100, idleTimeout: 1000, ldapSizeLimit: 1, ldapTimeLimit: 1 };
 
-/** The longest a timer can wait (Node runs a longer one after 1 ms), in each setting's unit; and port numbers. */
+/** The longest a timer can wait (Node runs a longer one after 1 ms), in each setting's unit; port numbers; the largest sample a heap holds. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const AT_MOST: Partial<Record<keyof NodeConfig, number>> = {
   heartbeat: MAX_TIMER_MS,
@@ -205,6 +205,8 @@ const AT_MOST: Partial<Record<keyof NodeConfig, number>> = {
   idleTimeout: MAX_TIMER_MS,
   httpPort: 65535,
   ldapPort: 65535,
+  // the sample is generated in memory before it is written: about 900 bytes of heap a person
+  sampleSize: 1_000_000,
   ldapsPort: 65535,
 };
 
