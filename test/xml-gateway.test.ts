@@ -454,6 +454,8 @@ t.test('bad input: a clear 4xx and nothing stored', async (t) => {
     ['an external entity', post('<!DOCTYPE object SYSTEM "file:///etc/passwd"><object type="Organisation"/>'), 400, /DOCTYPE and entity declarations are not accepted/],
     ['an undeclared entity', post('<object type="Organisation"><field name="name">&bomb;</field></object>'), 400, /"&amp;" must start one of/],
     ['malformed XML', post('<object type="Organisation">\n  <field name="name">A</field>\n  <field name="kind">customer\n</object>'), 400, /malformed XML at line 4, column \d+: /],
+    ['an empty body', post(''), 400, /^[^\n]*the body is empty; send an XML document whose root is &lt;object&gt;/m],
+    ['text and no element', post('just words'), 400, /malformed XML at line 1(, column \d+)?: [^<]*<\/error>/],
     ['two roots', post('<object type="Organisation"/><object type="Organisation"/>'), 400, /one root element &lt;object&gt;/],
     ['a body over the limit', post(`<object type="Organisation"><field name="name">${'x'.repeat(5000)}</field></object>`), 413, /larger than the limit of 4096 bytes/],
     ['JSON', post('{"type":"Organisation"}', { 'content-type': 'application/json' }), 415, /send the body as application\/xml/],
@@ -745,7 +747,8 @@ t.test('the changes feed carries a write made on another master: long poll, Serv
   }
   ctrl.abort();
   t.match(text, new RegExp(`id: ${at(b, since + 2)}\nevent: change\ndata: <change seq="${since + 2}" id="lic-c2" type="License" kind="update"`), 'the event arrives, after the one already seen');
-  t.notMatch(text, new RegExp(`id: ${at(b, since + 1)}\n`), 'resumed after Last-Event-ID');
+  t.match(text, new RegExp(`^: meridian changes feed\nid: ${at(b, since + 1)}\n\n`), 'the stream starts where Last-Event-ID says');
+  t.notMatch(text, new RegExp(`id: ${at(b, since + 1)}\nevent:`), 'resumed after Last-Event-ID');
   t.equal((await call(b, 'GET', '/changes?since=-1')).status, 400);
 });
 
@@ -969,6 +972,11 @@ t.test('second review: PUT tells a principal nothing of ids it cannot read; prec
   // GET evaluates If-Match; its 304 keeps the 200's Cache-Control; DELETE evaluates If-None-Match
   const got = await call(node, 'GET', '/objects/Host/hst-c1');
   t.equal((await call(node, 'GET', '/objects/Host/hst-c1', { headers: { 'if-match': '"stale"' } })).status, 412, 'GET with a stale If-Match');
+  // (RFC 9110 13.1.1: a read's If-Match is a list, compared strongly)
+  t.equal((await call(node, 'GET', '/objects/Host/hst-c1', { headers: { 'if-match': `"stale", "${etagOf(got)}"` } })).status, 200, 'GET with a list of tags, one the current');
+  t.equal((await call(node, 'HEAD', '/objects/Host/hst-c1', { headers: { 'if-match': `"stale", "${etagOf(got)}"` } })).status, 200, 'HEAD too');
+  t.equal((await call(node, 'GET', '/objects/Host/hst-c1', { headers: { 'if-match': `W/"${etagOf(got)}"` } })).status, 412, 'a weak tag never matches strongly');
+  t.equal((await call(node, 'GET', '/objects/Host/hst-c1', { headers: { 'if-match': '"a", "b"' } })).status, 412, 'a list with none current');
   const notModified = await call(node, 'GET', '/objects/Host/hst-c1', { headers: { 'if-none-match': `"${etagOf(got)}"` } });
   t.equal(notModified.status, 304);
   t.equal(notModified.headers.get('cache-control'), got.headers.get('cache-control'), 'the 304 carries the Cache-Control of the 200');
@@ -1241,7 +1249,7 @@ t.test('an SSE stream the feed was trimmed past while it read gets a reset sayin
       text += Buffer.from(next.value).toString();
     }
   };
-  await readUntil(/: meridian changes feed\n\n/);
+  await readUntil(/: meridian changes feed\nid: [^\n]+\n\n/);
   // the stream's next read of the feed waits until the feed was trimmed past where the stream is
   const read = node.store.readFeed.bind(node.store);
   let release!: () => void;
@@ -1270,6 +1278,33 @@ t.test('an SSE stream the feed was trimmed past while it read gets a reset sayin
   await node.store.create('Organisation', { name: 'After the trim', kind: 'vendor' }, { principal: 'test', id: 'org-after-trim' });
   await readUntil(/org-after-trim/);
   t.match(text, new RegExp(`id: ${at(node, node.store.lastSeq)}\nevent: change\ndata: <change seq="${node.store.lastSeq}" id="org-after-trim"`), 'then it reads on');
+});
+
+t.test('an SSE stream opened with since=now gives its start as an id at once: dropped before any change, it resumes there', async (t) => {
+  const node = await startXmlNode(t);
+  await seed(node);
+  const open = async (headers: Record<string, string>, until: RegExp): Promise<{ text: string; position: string | null }> => {
+    const ac = new AbortController();
+    const res = await fetch(`${node.url}/changes?since=now`, { headers: { authorization: ADMIN, accept: 'text/event-stream', ...headers }, signal: ac.signal });
+    const reader = res.body!.getReader();
+    let text = '';
+    while (!until.test(text)) {
+      const next = await Promise.race([reader.read(), sleep(5000).then(() => 'late' as const)]);
+      if (next === 'late' || next.done) break;
+      text += Buffer.from(next.value).toString();
+    }
+    ac.abort();
+    await reader.closed.catch(() => undefined);
+    return { text, position: res.headers.get('meridian-changes-position') };
+  };
+  const first = await open({}, /\n\n/);
+  const id = /^: meridian changes feed\nid: (\S+)\n\n$/.exec(first.text)?.[1];
+  t.equal(id, first.position, 'the first block is an id-only block naming the start (what an EventSource sends back as Last-Event-ID)');
+  t.equal(id, at(node, node.store.lastSeq));
+  // changed while the stream is down: the reconnect (same URL, the id it saw) brings it
+  await node.store.create('Organisation', { name: 'While away', kind: 'vendor' }, { principal: 'test', id: 'org-while-away' });
+  const again = await open({ 'last-event-id': id! }, /org-while-away/);
+  t.match(again.text, /event: change\ndata: <change [^\n]*id="org-while-away"/, 'the change made while it was down');
 });
 
 t.test('an SSE stream asked for a position the feed cannot read on from starts with a reset, not a 410 (which ends an EventSource for good)', async (t) => {

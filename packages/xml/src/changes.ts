@@ -166,8 +166,13 @@ async function changeXml(store: Store, e: FeedEntry): Promise<string> {
  */
 async function stream(store: Store, res: ServerResponse, startEpoch: number, since: number, allowed: () => Promise<boolean>, resetFirst?: ResetReason): Promise<void> {
   // (X-Accel-Buffering: nginx, the usual proxy in front, would otherwise hold events back until its buffer fills)
-  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no', [POSITION_HEADER]: changesPosition(store, startEpoch, since) });
-  res.write(': meridian changes feed\n\n');
+  const start = changesPosition(store, startEpoch, since);
+  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no', [POSITION_HEADER]: start });
+  // The start as an id at once: an id-only block sets an EventSource's last event id without an event.
+  // Without it, a stream opened with since=now that dropped before its first change reconnected with
+  // the same URL and no Last-Event-ID, at the head of then, and what changed in between never came.
+  // (a stream that starts with a reset has the reset's id for that)
+  res.write(resetFirst ? ': meridian changes feed\n\n' : `: meridian changes feed\nid: ${start}\n\n`);
   let epoch = startEpoch;
   let cursor = since;
   // (both taken at once: a client that drops everything holds nothing older than the head)

@@ -175,7 +175,10 @@ export function parseDocument(text: string, root: 'object' | 'objects', lineOffs
   if (valid !== true) {
     // (the validator's own message names the line a tag was opened on, counted within this piece too)
     const msg = valid.err.msg.replace(/\(opened in line (\d+),/, (_m, n: string) => `(opened in line ${Number(n) + lineOffset},`);
-    throw new XmlError(400, `malformed XML at line ${valid.err.line + lineOffset}, column ${valid.err.col}: ${msg}`);
+    // (the validator names no column for an empty document)
+    if (text.trim() === '' && lineOffset === 0) throw new XmlError(400, `the body is empty; send an XML document whose root is <${root}>`);
+    const col = typeof valid.err.col === 'number' ? `, column ${valid.err.col}` : '';
+    throw new XmlError(400, `malformed XML at line ${valid.err.line + lineOffset}${col}: ${msg}`);
   }
   let doc: Record<string, unknown>;
   try {

@@ -23,7 +23,7 @@ import {
   type WriteRequest,
 } from '@meridian/store';
 import { objectXml, parseDocument, XML_DECLARATION, XmlError, writeFields, escapeAttr, escapeText, xmlSafe, type ObjectInput } from './format.js';
-import { CACHE_CONTROL, ifMatch, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
+import { CACHE_CONTROL, ifMatch, ifMatchHolds, noneMatch, requireXml, sendXml, utf8, write, XML_TYPE } from './http.js';
 import { exportOrder, runImport } from './import-export.js';
 import { PieceParser } from './piece-parser.js';
 import { fieldsBefore, historyXml, readableHistory } from './history-xml.js';
@@ -281,8 +281,7 @@ export class XmlGateway {
   private async get(r: Request, type: string, id: string): Promise<void> {
     const o = await this.visible(r, type, id);
     // (RFC 9110 13.2.2: If-Match first, then If-None-Match)
-    const match = ifMatch(r.req);
-    if (match !== undefined && match !== '*' && match !== o.version) throw new XmlError(412, `${type} ${id} is at version "${o.version}", not the one If-Match names`);
+    if (ifMatchHolds(r.req, o.version) === false) throw new XmlError(412, `${type} ${id} is at version "${o.version}", not one If-Match names`);
     if (noneMatch(r.req, o.version)) {
       // (a 304 carries the headers the 200 would have, RFC 9110 15.4.5)
       r.res.writeHead(304, { etag: `"${o.version}"`, 'cache-control': CACHE_CONTROL });

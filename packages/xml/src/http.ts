@@ -74,6 +74,18 @@ export function ifMatch(req: IncomingMessage): string | '*' | undefined {
   return m[1];
 }
 
+/**
+ * Whether a read's If-Match holds for this version, undefined with none. A
+ * read may name several tags (RFC 9110 13.1.1), each compared strongly, so
+ * a weak tag never holds; writes take one strong tag only (ifMatch).
+ */
+export function ifMatchHolds(req: IncomingMessage, version: string): boolean | undefined {
+  const h = req.headers['if-match'];
+  if (h === undefined) return undefined;
+  if (h.trim() === '*') return true;
+  return h.split(',').some((t) => t.trim() === `"${version}"`);
+}
+
 /** Whether If-None-Match matches this version (or is `*`). */
 export function noneMatch(req: IncomingMessage, version: string | undefined): boolean {
   const h = req.headers['if-none-match'];
