@@ -297,9 +297,16 @@ export class ForwardingWriter implements Writer {
     return o;
   }
 
-  /** Resolves once everything `need` names is visible to readers here. */
+  /**
+   * Resolves once everything `need` names is on disk here, and so seen by
+   * every read: by id, through an index (a lookup, a sign-in by the mail
+   * just written, a list) and in the LDAP directory, whose refresh is
+   * queued before this resolves (subscribers are told in the order they
+   * subscribed). Visible by id alone, a client's next search for the
+   * value it just wrote found nothing for one fsync of this replica.
+   */
   private visible(need: Record<string, number>, deadline: number, id: string): Promise<void> {
-    if (this.store.covers(need)) return Promise.resolve();
+    if (this.store.covers(need, true)) return Promise.resolve();
     const stoppedError = (): HttpError => new HttpError(504, `the master committed the write to ${id}, but this replica stopped before the change came back; read it from the master, or here once the replica runs again`, 'not-yet-visible');
     // (answered by the master while the replica stops: nothing more is applied here)
     if (this.closed) return Promise.reject(stoppedError());
@@ -314,11 +321,16 @@ export class ForwardingWriter implements Writer {
         reject(stoppedError());
       };
       this.stops.add(stopped);
-      const unsubscribe = this.store.onVisible(() => {
-        if (!this.store.covers(need)) return;
+      const check = (): void => {
+        if (!this.store.covers(need, true)) return;
         done();
         resolve();
-      });
+      };
+      // (a change from the feed is told to subscribers once on disk; a clone's or repair's states raise the vector and tell onVisible)
+      const offs = [this.store.subscribe(check), this.store.onVisible(check)];
+      const unsubscribe = (): void => {
+        for (const off of offs) off();
+      };
       const timer = setTimeout(() => {
         done();
         reject(

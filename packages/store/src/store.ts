@@ -1057,8 +1057,10 @@ export class Store {
     // A remote change is on disk at its origin before it is sent, so readers
     // may see it before our fsync: lost in a crash here, it is received
     // again. Not so when it lands on a local change still on its way to the
-    // disk; then it shows with that one. (This is what lets a replica answer
-    // a forwarded write one fsync sooner.)
+    // disk; then it shows with that one. Reads by id see it at once (what
+    // push latency measures); reads through an index read the disk, so a
+    // replica answers a write it forwarded only once the change is on disk
+    // here too (covers with onDisk).)
     const showNow = remote && feed !== undefined && cur === slot.value.durable;
     slot.value.current = record;
     if (showNow) {
@@ -2539,12 +2541,16 @@ export class Store {
     if (done) {
       // only now: the vector must never claim what is not on disk
       const doneOps: BatchOp[] = await this.absentRecords(keyed);
+      // The durable and visible vectors move once the batch below is on disk, as persist moves them: a
+      // snapshot served meanwhile (a peer's clone, a backup) took its vector from the durable one, raised
+      // over this run, and its records from the disk, without the run's idempotency records still in that
+      // batch; a peer cloned from it never got them (its vector said it had those changes), and made a
+      // resent keyed write again.
+      const raised: [string, number][] = [];
+      const added: [string, number][] = [];
       for (const [origin, n] of Object.entries(done.vector)) {
         this.vector.raise(origin, n);
-        this.durableVector.raise(origin, n);
-        this.pruneAhead(origin);
-        this.visibleVector.raise(origin, n);
-        for (const fn of this.visibleListeners) fn();
+        raised.push([origin, n]);
         this.dirtyVector.add(origin);
         this.base[origin] = Math.max(vectorEntry(this.base, origin), n);
       }
@@ -2557,8 +2563,7 @@ export class Store {
         // gap lasts. The batch that fills the gap raises the base over it: see batchTrailer.)
         this.noteAhead(origin, n, 0, doneOps);
         this.vector.add(origin, n);
-        if (this.durableVector.add(origin, n)) this.pruneAhead(origin);
-        this.visibleVector.add(origin, n);
+        added.push([origin, n]);
         this.dirtyVector.add(origin);
       }
       doneOps.push({ type: 'put', key: keys.meta('feedBase'), value: encode(this.base) });
@@ -2566,7 +2571,18 @@ export class Store {
       // (only a clone's own end: another peer's clone may still be under way, or an anti-entropy run end meanwhile)
       const finished = this.cloning && opts?.clone === true;
       if (finished) doneOps.push({ type: 'del', key: keys.meta('cloning') });
-      await this.commits.add(doneOps);
+      await this.commits.add(doneOps, () => {
+        for (const [origin, n] of raised) {
+          this.durableVector.raise(origin, n);
+          this.pruneAhead(origin);
+          this.visibleVector.raise(origin, n);
+        }
+        for (const [origin, n] of added) {
+          if (this.durableVector.add(origin, n)) this.pruneAhead(origin);
+          this.visibleVector.add(origin, n);
+        }
+        for (const fn of this.visibleListeners) fn();
+      });
       if (finished) this.cloning = false;
       if (keyed.length) this.recordsStored();
     }
@@ -3342,9 +3358,16 @@ export class Store {
     return this.clock.current;
   }
 
-  /** Whether every change `need` names (origin -> seq, and all before it) is visible to readers here. */
-  covers(need: Record<string, number>): boolean {
-    for (const [origin, n] of Object.entries(need)) if (this.visibleVector.get(origin) < n) return false;
+  /**
+   * Whether every change `need` names (origin -> seq, and all before it) is
+   * visible to readers here; with `onDisk`, on disk here as well. A change
+   * from a peer shows to reads by id before this node's fsync (see persist),
+   * but reads through an index (lookup, sign-in by mail, lists) read the
+   * disk, and subscribers (the LDAP directory) hear of it once it is there.
+   */
+  covers(need: Record<string, number>, onDisk = false): boolean {
+    const v = onDisk ? this.durableVector : this.visibleVector;
+    for (const [origin, n] of Object.entries(need)) if (v.get(origin) < n) return false;
     return true;
   }
 

@@ -486,3 +486,50 @@ t.test('a change held ahead of a gap whose feed entry was trimmed reaches a clon
   s = await openStore(t, { nodeId: s.nodeId, dir });
   t.equal(s.feedBase()['x'], 6, 'raised at open');
 });
+
+t.test("a snapshot taken while a run's last batch is on its way to disk does not claim the run: its vector moves with that batch, and the run's idempotency records with it", async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  for (let i = 0; i < 50; i++) await a.create('Org', { name: `Keyed ${i}`, kind: 'customer' }, { idempotencyKey: `fwd/laptop-1/k${i}` });
+  const { frames, head, vector } = await statesOf(a, 1000);
+  const states = frames.flat();
+  const b = await openStore(t, { nodeId: 'b' });
+  const run = {};
+  await (await b.cloneStatesStaged(states.filter((s) => !('key' in s)), { run })).durable;
+  // every batch of b held back 50 ms on its way to disk, so that snapshots surely fall in the window
+  const db = (b as unknown as { db: { batch(...args: unknown[]): { write(o?: unknown): Promise<void> } } }).db;
+  const batch = db.batch.bind(db);
+  db.batch = (...args: unknown[]) => {
+    const chained = batch(...args);
+    const write = chained.write.bind(chained);
+    chained.write = async (opts?: unknown) => {
+      await new Promise((r) => setTimeout(r, 50));
+      await write(opts);
+    };
+    return chained;
+  };
+  // snapshots of b, one each turn of the event loop while the last frame (the records) is stored
+  const seen: { vector: number; keys: number }[] = [];
+  let ended = false;
+  const polls: Promise<void>[] = [];
+  const poll = (): void => {
+    if (ended) return;
+    const snap = b.stateSnapshot();
+    polls.push(
+      (async () => {
+        let keys = 0;
+        for await (const f of snap.batches(1000)) keys += f.filter((s) => 'key' in s).length;
+        seen.push({ vector: snap.vector['a'] ?? 0, keys });
+        await snap.close();
+      })(),
+    );
+    setImmediate(poll);
+  };
+  setImmediate(poll);
+  await b.cloneStates(states.filter((s) => 'key' in s), { peer: 'a', head, vector }, { run });
+  poll();
+  ended = true;
+  await Promise.all(polls);
+  t.ok(seen.length > 1, `${seen.length} snapshots taken`);
+  t.same(seen.filter((s) => s.vector > 0 && s.keys < 50), [], 'none claims the run without its records');
+  t.same(seen.at(-1), { vector: 50, keys: 50 }, 'one taken once it returned claims it, with them');
+});
