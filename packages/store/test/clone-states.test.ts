@@ -6,7 +6,7 @@ import * as Y from 'yjs';
 import { decode, encode } from '../dist/codec.js';
 import { docVersion } from '../dist/yobject.js';
 import { checkIndexes, Store, type ClonedState } from '../dist/index.js';
-import { openStore, schema, tempDir } from './fixtures.js';
+import { delayBatches, openStore, schema, tempDir } from './fixtures.js';
 
 async function statesOf(store: Store, batch: number): Promise<{ frames: ClonedState[][]; head: number; vector: Record<string, number> }> {
   const snap = store.stateSnapshot();
@@ -278,19 +278,8 @@ t.test('a write that changes nothing on a cloned object answers once the clone\'
   const { frames } = await statesOf(a, 10);
   const b = await openStore(t, { nodeId: 'b' });
   // the clone's batch is held back 200 ms on its way to disk
-  const db = (b as unknown as { db: { batch(...args: unknown[]): { write(o?: unknown): Promise<void> } } }).db;
-  const batch = db.batch.bind(db);
   let landed = false;
-  db.batch = (...args: unknown[]) => {
-    const chained = batch(...args);
-    const write = chained.write.bind(chained);
-    chained.write = async (opts?: unknown) => {
-      await new Promise((r) => setTimeout(r, 200));
-      await write(opts);
-      landed = true;
-    };
-    return chained;
-  };
+  delayBatches(b, () => 200, () => (landed = true));
   const { durable } = await b.cloneStatesStaged(frames.flat().filter((s) => !('key' in s)));
   await b.update(o.id, { name: 'Acme' });
   t.ok(landed, 'the answer came after the batch that holds the object');
@@ -334,25 +323,8 @@ t.test("a merged state this node holds already, in a change still on its way to 
   await a.create('Org', { name: 'Acme', kind: 'customer' });
   const b = await openStore(t, { nodeId: 'b' });
   // b applies a's change, whose batch is held back 300 ms on its way to disk
-  const db = (b as unknown as { db: { batch(...args: unknown[]): { write(o?: unknown): Promise<void> } } }).db;
-  const batch = db.batch.bind(db);
   let landed = false;
-  let hold = true;
-  db.batch = (...args: unknown[]) => {
-    const chained = batch(...args);
-    const write = chained.write.bind(chained);
-    chained.write = async (opts?: unknown) => {
-      if (hold) {
-        hold = false;
-        await new Promise((r) => setTimeout(r, 300));
-        await write(opts);
-        landed = true;
-        return;
-      }
-      await write(opts);
-    };
-    return chained;
-  };
+  delayBatches(b, (n) => (n === 0 ? 300 : 0), (n) => (landed ||= n === 0));
   const { durable } = await b.applyRemoteStaged((await a.readFeed(0)).map(({ seq: _s, ...c }) => c));
   // an anti-entropy run brings the same state meanwhile: nothing new, but not on disk yet either
   const { frames } = await statesOf(a, 10);
@@ -496,17 +468,7 @@ t.test("a snapshot taken while a run's last batch is on its way to disk does not
   const run = {};
   await (await b.cloneStatesStaged(states.filter((s) => !('key' in s)), { run })).durable;
   // every batch of b held back 50 ms on its way to disk, so that snapshots surely fall in the window
-  const db = (b as unknown as { db: { batch(...args: unknown[]): { write(o?: unknown): Promise<void> } } }).db;
-  const batch = db.batch.bind(db);
-  db.batch = (...args: unknown[]) => {
-    const chained = batch(...args);
-    const write = chained.write.bind(chained);
-    chained.write = async (opts?: unknown) => {
-      await new Promise((r) => setTimeout(r, 50));
-      await write(opts);
-    };
-    return chained;
-  };
+  delayBatches(b, () => 50);
   // snapshots of b, one each turn of the event loop while the last frame (the records) is stored
   const seen: { vector: number; keys: number }[] = [];
   let ended = false;

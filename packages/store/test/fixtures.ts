@@ -29,3 +29,25 @@ export async function ship(from: Store, to: Store, since = 0): Promise<number> {
   await to.applyRemote(entries.map(({ seq: _seq, ...c }) => c), { checkpoint: { peer: from.nodeId, seq: from.lastSeq } });
   return from.lastSeq;
 }
+
+/**
+ * Holds the store's batches back on their way to disk: the nth batch written from now on (0 first)
+ * waits `delayMs(n)` ms first (0: none); `landed` hears of each once written.
+ */
+export function delayBatches(store: Store, delayMs: (n: number) => number, landed?: (n: number) => void): void {
+  const db = (store as unknown as { db: { batch(...args: unknown[]): { write(o?: unknown): Promise<void> } } }).db;
+  const batch = db.batch.bind(db);
+  let next = 0;
+  db.batch = (...args: unknown[]) => {
+    const chained = batch(...args);
+    const write = chained.write.bind(chained);
+    const n = next++;
+    chained.write = async (opts?: unknown) => {
+      const ms = delayMs(n);
+      if (ms > 0) await new Promise((r) => setTimeout(r, ms));
+      await write(opts);
+      landed?.(n);
+    };
+    return chained;
+  };
+}
