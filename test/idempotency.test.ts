@@ -110,6 +110,32 @@ t.test("a forwarded write that changed its signer's own password, sent again wit
   t.match(await writes.handle({ ...bobs, password: 'wrong' }, 'laptop-1', 'laptop-1'), { ok: false, code: 'unauthorized' }, 'and a copy with a wrong password is refused');
 });
 
+t.test("a forwarded write that changed the name its signer signs in with, sent again under the old name, is answered from its first copy's record", async (t) => {
+  const store = await Store.open({ dir: tempDir(t), schema: crmSchema, passwordCost: TEST_COST });
+  t.teardown(() => store.close());
+  const org = await store.create('Organisation', { name: 'Acme', kind: 'customer' });
+  const person = await store.create('Person', { cn: 'Ada', sn: 'Lovelace', uid: 'ada', mail: ['ada@old.example'], organisation: org.id, roles: ['customer-contact'], password: 'old-password-1' });
+  const writes = new ForwardedWrites(store, new Principals(store, await AdminAuth.init(store, 'admin-pw')));
+  const cases: [string, WriteFrame][] = [
+    ['the mail signed in with', { t: 'write', key: 'mail-1', op: 'update', id: person.id, fields: { mail: ['ada@new.example'] }, user: 'ada@old.example', password: 'old-password-1', via: 'xml' }],
+    // (a person may not change their uid: the mail again, after the first case, with the password)
+    ['the mail, and the password with it', { t: 'write', key: 'mail-2', op: 'update', id: person.id, fields: { mail: ['ada@newer.example'], password: 'new-password-2' }, user: 'ada@new.example', password: 'old-password-1', via: 'ldap' }],
+  ];
+  for (const [what, frame] of cases) {
+    const first = await writes.handle(frame, 'laptop-1', 'laptop-1');
+    t.match(first, { ok: true, id: person.id }, `${what}: made`);
+    const madeAt = store.lastSeq;
+    // its answer was lost: the replica sends the frame it kept, whose name is no one's now
+    t.same(await writes.handle(frame, 'laptop-1', 'laptop-1'), first, `${what}: the copy sent again is answered as the first was, not refused as a wrong password`);
+    t.equal(store.lastSeq, madeAt, `${what}: and made once`);
+    // (the password a copy sets signs it in as the one it carries does: both guessed)
+    const guessed = 'password' in frame.fields! ? { ...frame.fields, password: 'another guess' } : frame.fields;
+    t.match(await writes.handle({ ...frame, password: 'a guess', fields: guessed }, 'laptop-1', 'laptop-1'), { ok: false, code: 'unauthorized' }, `${what}: a copy with a wrong password is refused`);
+    t.match(await writes.handle({ ...frame, key: `${frame.key}-unmade`, fields: { title: 'Countess' } }, 'laptop-1', 'laptop-1'), { ok: false, code: 'unauthorized' }, `${what}: a write never made under the old name is refused`);
+  }
+  t.equal((await store.get(person.id))!.fields['title'], undefined);
+});
+
 t.test('a key sent again with another write is refused, and a write answered from its key shows its object only to a user who may read it now', async (t) => {
   const node = await startXmlNode(t, { nodeId: 'a' });
   await seed(node);

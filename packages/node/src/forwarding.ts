@@ -33,7 +33,13 @@ export class ForwardedWrites {
   ) {}
 
   handle(w: WriteFrame, via: string, holder: string): Promise<WroteFrame> {
-    return this.signedIn(w, via).then((signed) => {
+    const signing = this.signedIn(w, via).catch((e: unknown) => {
+      // a resend whose record a peer's run is still bringing: the replica sends it again shortly
+      if (isMeridianError(e) && e.code === 'busy') return { t: 'wrote', key: w.key, ok: false, code: 'busy', message: e.message } satisfies WroteFrame;
+      throw e;
+    });
+    return signing.then((signed) => {
+      if (signed && 't' in signed) return signed;
       // authenticated first: a wrong password never shares another request's answer
       if (!signed) return this.wrongPassword(w);
       const { principal, resentOnly } = signed;
@@ -59,26 +65,33 @@ export class ForwardedWrites {
   }
 
   /**
-   * Who the write is made as. A write that sets its signer's own password
-   * and is sent again after its answer was lost (the replica resends with
-   * the frame it kept) carries the password the first copy replaced: the
-   * new one, in its fields, signs it in too, but only to be answered from
-   * the first copy's record (`resentOnly`), never to make it.
+   * Who the write is made as. A write of its signer's own entry that
+   * changed what signs them in (the password, or the uid or mail they
+   * signed in with) and is sent again after its answer was lost (the
+   * replica resends the frame it kept) carries the name and password the
+   * first copy replaced. If that copy was made (its record is here), the
+   * password the frame carries or the one it set, checked against the
+   * entry itself whatever name it goes by now, signs the resend in, but
+   * only to be answered from the record (`resentOnly`), never to make it.
+   * A record still arriving with a peer's run throws 'busy'.
    */
   private async signedIn(w: WriteFrame, via: string): Promise<{ principal: Principal; resentOnly: boolean } | undefined> {
     const principal = await this.principals.authenticate(w.user, w.password);
     if (principal) return { principal, resentOnly: false };
-    const field = this.store.schema.access?.passwordField;
-    const replaced = field === undefined ? undefined : w.fields?.[field];
-    if ((w.op !== 'update' && w.op !== 'replace') || typeof replaced !== 'string' || replaced === w.password) return undefined;
+    const rules = this.store.schema.access;
+    if (!rules || (w.op !== 'update' && w.op !== 'replace')) return undefined;
     // the cheap checks first: no second password check (nor a second guess) unless the entry's own write
     // under this key was made
     const target = await this.store.get(w.id);
-    if (!target || target.type !== this.store.schema.access?.principalType) return undefined;
-    const recorded = await this.store.idempotent(scopedKey(via, { kind: 'person', name: w.user, id: target.id, type: target.type, roles: [], organisation: undefined }, w.key)).catch(() => undefined);
+    if (!target || target.type !== rules.principalType) return undefined;
+    const recorded = await this.store.idempotent(scopedKey(via, { kind: 'person', name: w.user, id: target.id, type: target.type, roles: [], organisation: undefined }, w.key));
     if (!recorded) return undefined;
-    const after = await this.principals.authenticate(w.user, replaced);
-    return after?.kind === 'person' && after.id === w.id ? { principal: after, resentOnly: true } : undefined;
+    const set = w.fields?.[rules.passwordField];
+    for (const password of typeof set === 'string' && set !== w.password ? [w.password, set] : [w.password]) {
+      const after = await this.principals.person(target, w.user, password);
+      if (after) return { principal: after, resentOnly: true };
+    }
+    return undefined;
   }
 
   private wrongPassword(w: WriteFrame): WroteFrame {
