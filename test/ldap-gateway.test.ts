@@ -309,6 +309,13 @@ t.test('a second review of modify and password modify: what slapd answers, and n
   const twice = await modify(asAdmin, `dn: ${dnOf('per-c1')}\nchangetype: modify\nadd: mail\nmail: twice@example.com\nmail: TWICE@example.com\n`);
   t.equal(twice.code, 20, 'a value given twice in one add: attributeOrValueExists');
   t.match(twice.stderr, /given more than once/);
+  // several changes of one single-valued attribute in one modify: each sees what the one before left (one value, not a list)
+  const replaced = await modify(asAdmin, `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: title\ntitle: CTO\n-\ndelete: title\ntitle: CTO\n-\n`);
+  t.equal(replaced.code, 0, `replace then delete of that value: made (${replaced.stderr.trim()})`);
+  t.equal((await d.node.store.get('per-c1'))?.fields['title'], undefined, 'and the title is gone, as slapd leaves it');
+  const addTwo = await modify(asAdmin, `dn: ${dnOf('per-c1')}\nchangetype: modify\nreplace: title\ntitle: CTO\n-\nadd: title\ntitle: CEO\n-\n`);
+  t.equal(addTwo.code, 19, `replace then add of a second value: constraintViolation, not other (${addTwo.stderr.trim()})`);
+  t.match(addTwo.stderr, /title holds one value on a Person/);
   // many values: refused by their count before any work, however many; a thousand distinct ones are checked in linear time
   const values = (n: number, attr: string): string => Array.from({ length: n }, (_, i) => `${attr}: ${attr}${i}@example.com\n`).join('');
   const started = performance.now();

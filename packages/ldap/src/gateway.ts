@@ -1037,10 +1037,10 @@ export class LdapGateway {
     const o = await this.readable(t, loc.id, scope);
     if (!o) throw new LdapFailure(ResultCode.noSuchObject, `there is no entry ${dn}`, this.layout.containerDn(t));
     const update: Record<string, unknown> = {};
+    // (as an earlier change of this request left it: a single-valued field's one value is kept bare, not in a list)
     const current = (field: string): string[] => {
-      if (field in update) return (update[field] as string[] | null) ?? [];
-      const v = o.fields[field];
-      return v === undefined ? [] : (Array.isArray(v) ? v : [v]).map(String);
+      const v = field in update ? update[field] : o.fields[field];
+      return v === undefined || v === null ? [] : (Array.isArray(v) ? v : [v]).map(String);
     };
     /** a `delete: userPassword` by value: the value the password must be */
     let passwordGiven: { attr: string; values: string[]; stored: string } | undefined;
