@@ -975,3 +975,31 @@ t.test('a garbled password modify value, a WhoAmI with a value and an LDAPv2 bin
     t.equal(await firstAnswer(d.port, old), 2, `an LDAPv${version} bind: protocolError`);
   }
 });
+
+t.test('passwords and values that are not UTF-8 are refused, not decoded to U+FFFD: a Latin-1 password matched any byte in its place', async (t) => {
+  const d = await directory(t);
+  const latin1 = (s: string): Buffer => Buffer.from(s, 'latin1');
+  const asAdminBer = bindRequest(1, ADMIN_DN, ADMIN_PW);
+  const passwordModify = (dn: string, newPassword: Buffer): Buffer =>
+    tlv(0x30, [integer(2), tlv(0x77, [octets('1.3.6.1.4.1.4203.1.11.1', 0x80), octets(tlv(0x30, [octets(dn, 0x80), octets(newPassword, 0x82)]), 0x81)])]);
+  t.equal(await boundAnswer(d.port, asAdminBer, passwordModify(dnOf('per-c1'), latin1('p\u00e4ss-word-1'))), 53, 'a new password in Latin-1: unwillingToPerform');
+  t.equal(await firstAnswer(d.port, bindRequest(1, 'uid=contact1', PERSON_PW)), 0, 'and the password is as it was');
+  // a password with a letter beyond ASCII, set as text; its Latin-1 bytes, and another byte in the letter's place, are no one's
+  await d.node.store.update('per-c1', { password: 'p\u00e4ss-word-1' });
+  const bindWith = (password: Buffer): Promise<number> => firstAnswer(d.port, tlv(0x30, [integer(1), tlv(0x60, [integer(3), octets('uid=contact1'), octets(password, 0x80)])]));
+  t.equal(await bindWith(Buffer.from('p\u00e4ss-word-1')), 0, 'in UTF-8 it binds');
+  t.equal(await bindWith(latin1('p\u00e4ss-word-1')), 49, 'in Latin-1: invalidCredentials');
+  t.equal(await bindWith(latin1('p\u00fcss-word-1')), 49, 'another byte there: invalidCredentials');
+  // what a password set in Latin-1 was stored as before: any byte that is no UTF-8 in its place matched it
+  await d.node.store.update('per-c1', { password: 'p\ufffdss-word-2' });
+  t.equal(await bindWith(latin1('p\u00fcss-word-2')), 49, 'a stored U+FFFD is matched by no byte that is not UTF-8');
+  t.equal(await bindWith(latin1('p\u00e4ss-word-2')), 49, 'nor by another');
+  // an attribute value and a compare value
+  const title = (value: Buffer): Buffer => tlv(0x30, [integer(2), tlv(0x66, [octets(dnOf('per-c1')), tlv(0x30, [tlv(0x30, [integer(2, 0x0a), tlv(0x30, [octets('title'), tlv(0x31, [octets(value)])])])])])]);
+  t.equal(await boundAnswer(d.port, asAdminBer, title(latin1('M\u00fcller'))), 21, 'a modify with a Latin-1 value: invalidAttributeSyntax');
+  t.equal((await d.node.store.get('per-c1'))?.fields['title'], undefined, 'nothing stored');
+  t.equal(await boundAnswer(d.port, asAdminBer, title(Buffer.from('M\u00fcller'))), 0, 'in UTF-8 it is stored');
+  const compare = (value: Buffer): Buffer => tlv(0x30, [integer(2), tlv(0x6e, [octets(dnOf('per-c1')), tlv(0x30, [octets('title'), octets(value)])])]);
+  t.equal(await boundAnswer(d.port, asAdminBer, compare(latin1('M\u00e4ller'))), 21, 'a compare with a Latin-1 value: invalidAttributeSyntax, not compareTrue');
+  t.equal(await boundAnswer(d.port, asAdminBer, compare(Buffer.from('M\u00fcller'))), 6, 'in UTF-8: compareTrue');
+});

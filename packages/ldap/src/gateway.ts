@@ -25,6 +25,7 @@ import {
   extendedName,
   bindVersion,
   extendedValueProblem,
+  notUtf8,
   PASSWORD_MODIFY,
   WHOAMI,
   isAnonymousBind,
@@ -323,6 +324,8 @@ export class LdapGateway {
           const problem = extendedValueProblem(message, checked);
           if (problem) return this.refuse(socket, message, checked, ResultCode.protocolError, problem);
         }
+        const garbled = notUtf8(message, checked);
+        if (garbled) return this.refuse(socket, message, checked, garbled.code, garbled.text);
         for (const dn of requestDns(message, checked)) {
           // the empty DN is the root DSE's, which ldapjs cannot parse: it may be compared, and is not modified (slapd's answer)
           if (dn === '' && checked.op.tag === COMPARE_REQUEST) {

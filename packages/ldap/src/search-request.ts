@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { Socket } from 'node:net';
 import { decodeFilter, FilterTooComplex, type Filter, type FilterOptions } from './filter.js';
 import { berBool, berText, berTree, type BerNode, type CheckedRequest } from './validate.js';
@@ -77,6 +78,40 @@ export function extendedValueProblem(message: Buffer, checked: CheckedRequest): 
     last = f.tag;
   }
   return fields ? undefined : NOT_PASSWD_MODIFY;
+}
+
+/**
+ * Which text a bind, modify, compare or password modify carries that is
+ * not UTF-8, with the result code to refuse it with; undefined when all
+ * is. ldapjs decodes these values as UTF-8, each bad byte becoming U+FFFD,
+ * so a password set in Latin-1 was matched by any other byte in its place,
+ * and a value stored changed unseen. slapd compares passwords as octets
+ * and refuses such attribute values (invalidAttributeSyntax); here
+ * passwords are text, so one that is not UTF-8 can be no one's.
+ */
+export function notUtf8(message: Buffer, checked: CheckedRequest): { code: number; text: string } | undefined {
+  const c = checked.op.children!;
+  const bad = (n: BerNode | undefined): boolean => n !== undefined && !isUtf8(message.subarray(n.start, n.end));
+  switch (checked.op.tag) {
+    case BIND_REQUEST:
+      return c[2]!.tag === 0x80 && bad(c[2]) ? { code: 49, text: 'the password is not UTF-8 text, so it is no one\'s; send it in UTF-8' } : undefined;
+    case MODIFY_REQUEST:
+      for (const change of c[1]!.children!) {
+        const [type, values] = change.children![1]!.children!;
+        if (values!.children!.some(bad)) return { code: 21, text: `a value of ${berText(message, type).slice(0, 64)} is not UTF-8 text; send values in UTF-8` };
+      }
+      return undefined;
+    case COMPARE_REQUEST:
+      return bad(c[1]!.children![1]) ? { code: 21, text: 'the value to compare is not UTF-8 text; send it in UTF-8' } : undefined;
+    case EXTENDED_REQUEST: {
+      if (berText(message, c[0]) !== PASSWORD_MODIFY || !c[1] || c[1].end === c[1].start) return undefined;
+      // (its shape was checked by extendedValueProblem)
+      const fields = berTree(message, c[1].start, c[1].end, 8)?.[0]?.children ?? [];
+      return fields.some((f) => f.tag !== 0x80 && bad(f)) ? { code: 53, text: 'a password in the request is not UTF-8 text; send passwords in UTF-8' } : undefined;
+    }
+    default:
+      return undefined;
+  }
 }
 
 export const ADD_REQUEST = 0x68;
