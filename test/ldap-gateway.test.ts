@@ -874,6 +874,42 @@ t.test('a client that stops reading holds its search: what the server buffers fo
   t.equal((await searchesEnded(d, 0)) - before, 1);
 });
 
+t.test('a filter whose values grow past twice its bytes once folded is refused: a megabyte of U+FDFA folded to 12 MB per search', async (t) => {
+  const d = await directory(t);
+  const search = (value: string): Buffer =>
+    tlv(0x30, [integer(2), tlv(0x63, [octets(BASE), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), tlv(0xa3, [octets('cn'), octets(value)]), tlv(0x30, [octets('1.1')])])]);
+  const expanding = await searchResults(d.port, bindRequest(1, ADMIN_DN, ADMIN_PW), [search('\ufdfa'.repeat(50_000))], 1);
+  t.same(expanding.codes, [53], 'unwillingToPerform');
+  t.match(expanding.messages[0], /the filter's values grow past \d+ characters once folded \(NFKC and case\); send shorter values/);
+  const plain = await searchResults(d.port, bindRequest(1, ADMIN_DN, ADMIN_PW), [search('a'.repeat(200_000)), search('\ufb01'.repeat(3_000))], 2);
+  t.same(plain.codes, [0, 0], 'a long value that folds to itself, and a ligature folded to two letters, are searched (and match nothing)');
+});
+
+t.test('searches held for a client that does not read hold at most 4 MiB of requests per connection: the rest stay unread in its socket', async (t) => {
+  const d = await directory(t);
+  const long = (c: string): string => c.repeat(4000);
+  for (let i = 0; i < 1200; i += 50) {
+    await Promise.all(Array.from({ length: 50 }, (_, k) => d.node.store.create('Person', { cn: `held${i + k}`, sn: 'held', street: long('r'), l: long('l'), st: long('s'), description: long('d'), organisation: 'org-c1' })));
+  }
+  const compares = async (): Promise<number> => Number(/meridian_ldap_requests_total\{op="compare",result="\d+"\} (\d+)/.exec(await (await fetch(`${d.node.url}/metrics`)).text())?.[1] ?? 0);
+  // eight searches of 19 MB of answers each, each request 700 KB (a term that excludes nothing), then a compare
+  const padding = tlv(0xa2, [tlv(0xa3, [octets('description'), octets('x'.repeat(700_000))])]);
+  const search = (id: number): Buffer =>
+    tlv(0x30, [integer(id), tlv(0x63, [octets(BASE), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), tlv(0xa0, [tlv(0xa4, [octets('cn'), tlv(0x30, [octets('held', 0x80)])]), padding]), tlv(0x30, [])])]);
+  const compare = tlv(0x30, [integer(20), tlv(0x6e, [octets(dnOf('per-c1')), tlv(0x30, [octets('sn'), octets('contact1')])])]);
+  const s = connect(d.port, '127.0.0.1', () => s.write(bindRequest(1, ADMIN_DN, ADMIN_PW)));
+  t.teardown(() => s.destroy());
+  s.on('error', () => undefined);
+  await new Promise<void>((resolve) => s.once('data', () => resolve()));
+  // the bind is answered; from here on nothing is read
+  s.pause();
+  for (let id = 2; id < 10; id++) s.write(search(id));
+  s.write(compare);
+  await sleep(3000);
+  t.equal(await compares(), 0, 'the compare after them was not read while the searches held 4 MiB');
+  s.destroy();
+});
+
 for (const rebind of [false, true]) {
   t.test(`an abandoned search stops where it is and is not answered; the connection goes on${rebind ? ' (abandoned after a bind)' : ''}`, async (t) => {
     const d = await directory(t);

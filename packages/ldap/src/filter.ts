@@ -109,11 +109,16 @@ export function fold(attr: string, value: string): string {
 }
 
 /** A value folded for any attribute, each way once (plain, telephone number, DN): `name` asserts it of eleven types, which fold alike. */
-function folding(value: string): (attr: string) => string {
+function foldingEach(value: string, made: (folded: string) => void): (attr: string) => string {
   let plain: string | undefined;
   let phone: string | undefined;
   let dn: string | undefined;
-  return (attr) => (PHONE.has(attr) ? (phone ??= fold(attr, value)) : DN_VALUED.has(attr) ? (dn ??= fold(attr, value)) : (plain ??= fold(attr, value)));
+  const once = (attr: string): string => {
+    const v = fold(attr, value);
+    made(v);
+    return v;
+  };
+  return (attr) => (PHONE.has(attr) ? (phone ??= once(attr)) : DN_VALUED.has(attr) ? (dn ??= once(attr)) : (plain ??= once(attr)));
 }
 
 export interface FilterOptions {
@@ -141,6 +146,16 @@ export function decodeFilter(b: Buffer, root: BerNode, limits: FilterOptions): F
     nodes += n;
     if (nodes > limits.nodes) throw new FilterTooComplex(`the filter has more than ${limits.nodes} terms; split the search`);
   };
+  // Folding may lengthen a value (NFKC makes one three-byte character, U+FDFA, eighteen): the folded
+  // values a search holds until it is answered are kept to twice the filter's bytes, with room for
+  // ordinary text, whose folding lengthens it little (a megabyte of U+FDFA folded to 12 MB per search).
+  const most = 2 * (root.end - root.start) + 4096;
+  let folded = 0;
+  const folding = (value: string): ((attr: string) => string) =>
+    foldingEach(value, (v) => {
+      folded += v.length;
+      if (folded > most) throw new FilterTooComplex(`the filter's values grow past ${most} characters once folded (NFKC and case); send shorter values`);
+    });
   const UNDEFINED: Filter = { k: 'undefined' };
   /** RFC 4526's absolute false: an or of nothing */
   const FALSE: Filter = { k: 'or', f: [] };

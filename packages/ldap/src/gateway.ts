@@ -54,6 +54,14 @@ const MAX_BUFFERED = 256 * 1024;
  * client that sends without reading can make the server hold.
  */
 const MAX_IN_FLIGHT = 100;
+/**
+ * Bytes of search requests one connection may have running before its
+ * requests are read no further. A search keeps its decoded filter until it
+ * is answered, which a client that does not read can put off for good:
+ * 100 searches of a megabyte each, their values expanded by folding (see
+ * filter.ts), ran a node out of heap from a few anonymous connections.
+ */
+const MAX_HELD_BYTES = 4 * 1024 * 1024;
 /** candidates whose entries a search reads at once, when the index has already matched them */
 const READ_AHEAD = 64;
 /** ... and when the entries must be read to be matched */
@@ -189,8 +197,8 @@ export class LdapGateway {
   private readonly searches = new WeakMap<Socket, Map<number, Running>>();
   /** connections corked by write() until the next check phase */
   private readonly corked = new WeakSet<Socket>();
-  /** per connection: operations running, and the gate its requests are read through */
-  private readonly inFlight = new WeakMap<Socket, number>();
+  /** per connection: operations running, the bytes of the searches among them, and the gate its requests are read through */
+  private readonly inFlight = new WeakMap<Socket, { ops: number; bytes: number; held: boolean }>();
   private readonly gates = new WeakMap<Socket, ReadGate>();
   private readonly drains = new WeakMap<Socket, Promise<void>>();
   /** each cached entry's last encoding, with the selection it was made for */
@@ -306,7 +314,7 @@ export class LdapGateway {
         }
         if (checked.op.tag === SEARCH_REQUEST) {
           // (the search rechecks the bound entry itself, once an abandon can find it)
-          void this.run('search', decodeSearch(message, checked, controls, socket, this.filterOptions), (req, s) => this.abandonable(req, s), false);
+          void this.run('search', decodeSearch(message, checked, controls, socket, this.filterOptions), (req, s) => this.abandonable(req, s), false, message.length);
           return true;
         }
         // What ldapjs would answer itself, without our handlers, is answered here instead: through
@@ -406,7 +414,7 @@ export class LdapGateway {
   }
 
   /** Runs one operation, answers it, and never lets its failure reach ldapjs (or the process). */
-  private async run<R extends Request>(op: string, req: R, fn: (req: R, s: Session) => Promise<Answer>, recheck = true): Promise<void> {
+  private async run<R extends Request>(op: string, req: R, fn: (req: R, s: Session) => Promise<Answer>, recheck = true, bytes = 0): Promise<void> {
     const started = process.hrtime.bigint();
     const conn = req.connection;
     // Looked up once, before any await: an operation keeps the identity it came under,
@@ -418,9 +426,11 @@ export class LdapGateway {
     // answered by a larger entry) holds its requests in its socket, not the server's memory, and
     // one that reads slowly still gets its abandons read while fewer are running. (The count is
     // raised before the framer hands on the next request: ldapjs calls its handlers at once.)
-    const running = (this.inFlight.get(conn) ?? 0) + 1;
-    this.inFlight.set(conn, running);
-    if (running === MAX_IN_FLIGHT) this.gates.get(conn)?.hold();
+    let load = this.inFlight.get(conn);
+    if (!load) this.inFlight.set(conn, (load = { ops: 0, bytes: 0, held: false }));
+    load.ops++;
+    load.bytes += bytes;
+    this.gate(conn, load);
     let reply: Answer;
     try {
       // Every operation first checks that the bound entry still holds. (A bind's session is a new,
@@ -436,9 +446,18 @@ export class LdapGateway {
     if (!conn.destroyed && reply !== NO_ANSWER) this.write(conn, reply.bytes);
     this.opts.observe?.(op, reply.code, Number(process.hrtime.bigint() - started) / 1e9);
     await this.overBuffered(conn);
-    const left = this.inFlight.get(conn)! - 1;
-    this.inFlight.set(conn, left);
-    if (left === MAX_IN_FLIGHT - 1) this.gates.get(conn)?.release();
+    load.ops--;
+    load.bytes -= bytes;
+    this.gate(conn, load);
+  }
+
+  /** Holds a connection's requests unread while it has MAX_IN_FLIGHT operations or MAX_HELD_BYTES of searches running, and reads on below both. */
+  private gate(conn: Socket, load: { ops: number; bytes: number; held: boolean }): void {
+    const full = load.ops >= MAX_IN_FLIGHT || load.bytes >= MAX_HELD_BYTES;
+    if (full === load.held) return;
+    load.held = full;
+    if (full) this.gates.get(conn)?.hold();
+    else this.gates.get(conn)?.release();
   }
 
   /**
