@@ -1,7 +1,7 @@
 import * as Y from 'yjs';
 import type { FieldValue } from './codec.js';
 import { keys, SEP } from './keys.js';
-import { fieldHeads, lastItemId, parseItemId } from './yobject.js';
+import { fieldHeads, lastItemId, parseItemId, shownItem } from './yobject.js';
 
 /**
  * Concurrent writes to one field on two or more masters resolve the Yjs way
@@ -57,6 +57,10 @@ interface DetectedConflict {
 export function fieldConflict(doc: Y.Doc, field: string): DetectedConflict | undefined {
   const heads = fieldHeads(doc, field);
   if (heads.length < 2) return undefined;
+  // The winner is the value the field shows: its last item. When that is a removal (no head), the
+  // field shows nothing, and writes that lost only to it are no conflict, as a removal is never one
+  // side of one; recorded with the last head as winner, the conflict named a value no read shows.
+  if (heads.at(-1)!.item !== shownItem(doc, field)) return undefined;
   const winner = lastItemId(heads.at(-1)!.item);
   const values = heads.map((h): ConflictValue => ({ item: lastItemId(h.item), node: undefined, value: h.value }));
   values.sort((a, b) => compareItems(a.item, b.item));

@@ -158,6 +158,11 @@ export function dropClosedValues(doc: Y.Doc, keys: Iterable<string>): void {
   }
 }
 
+/** The item a field shows: the last of its key's list (a removal when the field is not set). */
+export function shownItem(doc: Y.Doc, key: string): Y.Item | undefined {
+  return doc.getMap<unknown>(FIELDS)._map.get(key);
+}
+
 export interface FieldHead {
   item: Y.Item;
   value: FieldValue;

@@ -165,6 +165,33 @@ t.test('a removal is never one side of a conflict: made without seeing a concurr
   }
 });
 
+t.test('two writes that lost only to a removal ordered after them are no conflict: the field shows nothing, and no record names a winner it does not show', async (t) => {
+  const nodes = await three(t);
+  const p = await nodes[0].create('Person', { cn: 'P', sn: 'p', uid: 'u0' });
+  const base = await own(nodes[0]);
+  for (const s of nodes.slice(1)) await deliver(s, base);
+  // the node whose clientID is highest: Yjs orders its item last among concurrent ones
+  const [w, x, y] = [...nodes].sort((m, n) => n.clientId - m.clientId) as [Store, Store, Store];
+  await w.update(p.id, { uid: 'w1' });
+  await w.update(p.id, { uid: null });
+  await x.update(p.id, { uid: 'xx' });
+  await y.update(p.id, { uid: 'yy' });
+  const writes = await Promise.all(nodes.map((s) => own(s, s === nodes[0] ? base.at(-1)!.seq : 0)));
+  for (const [i, to] of nodes.entries()) for (const [j, from] of writes.entries()) if (i !== j) await deliver(to, from);
+  for (const s of nodes) {
+    t.equal((await s.get(p.id))?.fields['uid'], undefined, `${s.nodeId} shows no uid`);
+    t.same(await openConflicts(s), [], `and lists no conflict (it listed xx and yy, "kept" one of them)`);
+  }
+  // a write settles what is left, everywhere
+  await x.update(p.id, { uid: 'settled' });
+  const last = await own(x, writes[nodes.indexOf(x)]!.at(-1)!.seq);
+  for (const s of nodes) if (s !== x) await deliver(s, last);
+  for (const s of nodes) {
+    t.equal((await s.get(p.id))?.fields['uid'], 'settled');
+    t.same(await openConflicts(s), []);
+  }
+});
+
 t.test('a value left a lone head by a concurrent removal is settled by the next write, on the writer as everywhere, whichever clientID wins', async (t) => {
   for (const order of ['a, b', 'b, a'] as const) {
     const [a, b, c] = await three(t);
