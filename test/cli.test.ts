@@ -267,9 +267,8 @@ t.test('a build with a package missing is one sentence from bin/meridian, not th
   writeFileSync(join(root, 'packages', 'cli', 'dist', 'bin.js'), "import '../../store/dist/index.js';\n");
   const r = spawnSync(process.execPath, [join(root, 'bin', 'meridian'), 'status'], { encoding: 'utf8' });
   t.equal(r.status, 1);
-  t.match(r.stderr, /^meridian: the build is incomplete \(\S+store\/dist\/index\.js is missing\); run "npm run build" in the repository first\n$/);
+  t.match(r.stderr, /^meridian: the build is incomplete \(\S+store\/dist\/index\.js is missing\); run "npm install && npm run build" in the repository first\n$/);
   t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
-  // a CLI not built at all keeps its own sentence
   writeFileSync(join(root, 'packages', 'cli', 'dist', 'bin.js'), "throw new Error('a bug at load');\n");
   const bug = spawnSync(process.execPath, [join(root, 'bin', 'meridian'), 'status'], { encoding: 'utf8' });
   t.match(bug.stderr, /a bug at load/, 'any other error at load still shows in full');

@@ -902,15 +902,20 @@ t.test('an and of long ors of broad substrings does not hold the event loop: pas
   t.ok(held < 300, `the event loop was held at most ${Math.round(held)} ms (search ${Math.round(ms)} ms)`);
 });
 
-t.test('a filter whose values grow past twice its bytes once folded is refused: a megabyte of U+FDFA folded to 12 MB per search', async (t) => {
+t.test('a filter whose values grow past four characters a byte once folded is refused: a megabyte of U+FDFA folded to 12 MB per search', async (t) => {
   const d = await directory(t);
   const search = (value: string): Buffer =>
     tlv(0x30, [integer(2), tlv(0x63, [octets(BASE), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), tlv(0xa3, [octets('cn'), octets(value)]), tlv(0x30, [octets('1.1')])])]);
   const expanding = await searchResults(d.port, bindRequest(1, ADMIN_DN, ADMIN_PW), [search('\ufdfa'.repeat(50_000))], 1);
   t.same(expanding.codes, [53], 'unwillingToPerform');
-  t.match(expanding.messages[0], /the filter's values grow past \d+ characters once folded \(NFKC and case\); send shorter values/);
+  t.match(expanding.messages[0], /the filter's values grow past \d+ characters once folded \(NFKC, case, DN escapes\); send shorter values/);
   const plain = await searchResults(d.port, bindRequest(1, ADMIN_DN, ADMIN_PW), [search('a'.repeat(200_000)), search('\ufb01'.repeat(3_000))], 2);
   t.same(plain.codes, [0, 0], 'a long value that folds to itself, and a ligature folded to two letters, are searched (and match nothing)');
+  // a DN-valued attribute's value has each byte past ASCII escaped as three characters: 300 DNs in Japanese are searched
+  const dn = `cn=${'\u7530\u4e2d\u592a\u90ce'.repeat(10)},ou=\u55b6\u696d\u90e8,${BASE}`;
+  const or = tlv(0xa1, Array.from({ length: 300 }, (_, i) => tlv(0xa3, [octets('entryDN'), octets(`${dn}${i}`)])));
+  const dns = tlv(0x30, [integer(2), tlv(0x63, [octets(BASE), integer(2, 0x0a), integer(0, 0x0a), integer(0), integer(0), Buffer.from([0x01, 0x01, 0x00]), or, tlv(0x30, [octets('1.1')])])]);
+  t.same((await searchResults(d.port, bindRequest(1, ADMIN_DN, ADMIN_PW), [dns], 1)).codes, [0], 'DNs with letters past ASCII: searched');
 });
 
 t.test('searches held for a client that does not read hold at most 4 MiB of requests per connection: the rest stay unread in its socket', async (t) => {

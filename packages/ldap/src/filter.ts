@@ -146,15 +146,16 @@ export function decodeFilter(b: Buffer, root: BerNode, limits: FilterOptions): F
     nodes += n;
     if (nodes > limits.nodes) throw new FilterTooComplex(`the filter has more than ${limits.nodes} terms; split the search`);
   };
-  // Folding may lengthen a value (NFKC makes one three-byte character, U+FDFA, eighteen): the folded
-  // values a search holds until it is answered are kept to twice the filter's bytes, with room for
-  // ordinary text, whose folding lengthens it little (a megabyte of U+FDFA folded to 12 MB per search).
-  const most = 2 * (root.end - root.start) + 4096;
+  // Folding may lengthen a value (NFKC makes one three-byte character, U+FDFA, eighteen; a DN-valued
+  // attribute's value escapes each byte past ASCII as three): the folded values a search holds until it
+  // is answered are kept to four characters a byte of the filter, with room, which every folding but
+  // NFKC's of U+FDFA and U+FDFB stays within (a megabyte of U+FDFA folded to 12 MB per search).
+  const most = 4 * (root.end - root.start) + 4096;
   let folded = 0;
   const folding = (value: string): ((attr: string) => string) =>
     foldingEach(value, (v) => {
       folded += v.length;
-      if (folded > most) throw new FilterTooComplex(`the filter's values grow past ${most} characters once folded (NFKC and case); send shorter values`);
+      if (folded > most) throw new FilterTooComplex(`the filter's values grow past ${most} characters once folded (NFKC, case, DN escapes); send shorter values`);
     });
   const UNDEFINED: Filter = { k: 'undefined' };
   /** RFC 4526's absolute false: an or of nothing */
