@@ -5,7 +5,7 @@ import { isFeedTags, isForgottenFeeds, isMap, isValidId } from './ids.js';
 import { SEP } from './keys.js';
 import { isFieldMap, isIdempotentWrite, isObjectRecordShape, isPurgeMarker } from './record-shapes.js';
 import { holdsState } from './yobject.js';
-import { isSeq, isVector } from './version-vector.js';
+import { isSeq, isSeqList, isVector } from './version-vector.js';
 
 /**
  * What is wrong with one record of a backup, if anything, as the end of a
@@ -114,6 +114,7 @@ const META: Readonly<Record<string, (v: unknown) => boolean>> = {
   statesEpoch: isSeq,
   peerFeeds: isFeedTags,
   forgottenFeeds: isForgottenFeeds,
+  compactOwed: (v) => isMap(v) && Object.entries(v).every(([id, range]) => isValidId(id) && isSeqList(range)),
 };
 
 const SPACES: Readonly<Record<string, Space>> = {

@@ -19,7 +19,7 @@ import { RecencyList } from './recency-list.js';
 import { ReadBatcher } from './read-batcher.js';
 import { bucketOf, digestRecords, type PositionedDigest, type StoreDigest } from './digest.js';
 import { clientSpace, drawClientId, firstClient, spaceOfClient } from './client-ids.js';
-import { vectorEntry, VersionVector } from './version-vector.js';
+import { isSeqList, vectorEntry, VersionVector } from './version-vector.js';
 import { BACKUP_FORMAT, BACKUP_VERSION, RESTORING, type BackupHeader } from './backup.js';
 import { historyRecord, toVersion, type HistoryRecord, type ObjectHistory, type ObjectVersion } from './history.js';
 import {
@@ -426,6 +426,8 @@ export class Store {
   private trimRun: Promise<number> = Promise.resolve(0);
   /** ids purged here: no change to them is applied again, nor a create with them made */
   private readonly purgedIds: Set<string>;
+  /** purged objects whose values compactAway has not yet pushed out of LevelDB's files, with the feed seqs it covers */
+  private readonly compactOwed: Map<string, number[]>;
   /** purged ids whose marker names a redacted change, the purge itself not yet here (PurgeMarker.r) */
   private readonly provisional: Set<string>;
   /**
@@ -463,6 +465,7 @@ export class Store {
     feedBase: Record<string, number>;
     trimmedTo: number;
     purged: Set<string>;
+    compactOwed: Record<string, number[]>;
     provisional: Set<string>;
     incarnation: number;
     versionsMigrated: number;
@@ -478,6 +481,7 @@ export class Store {
     this.forgotten = new Map(Object.entries(init.forgottenFeeds));
     this.feedlessNext = init.statesEpoch;
     this.purgedIds = init.purged;
+    this.compactOwed = new Map(Object.entries(init.compactOwed));
     this.provisional = init.provisional;
     this.incarnation = init.incarnation;
     this.versionsMigrated = init.versionsMigrated;
@@ -654,10 +658,11 @@ export class Store {
       }
       const trimmedTo = (await getMeta<number>('trimmedTo')) ?? 0;
       const versionsMigrated = await migrateVersions(db, formula);
-      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch, peerFeeds: validNodeEntries(await getMeta<unknown>('peerFeeds'), isFeedTag), forgottenFeeds: validNodeEntries(await getMeta<unknown>('forgottenFeeds'), isFeedTagList) });
+      const store = new Store({ db, opts, nodeId, clientId, hlc, seq: Math.max(seq, trimmedTo), vector, ahead, counts, untyped, clientNodes, ownClients, openConflicts, feedBase, trimmedTo, purged, provisional, incarnation: (await getMeta<number>('incarnation')) ?? 0, versionsMigrated, cloning: (await getMeta<number>('cloning')) === 1, feedTag, statesEpoch, peerFeeds: validNodeEntries(await getMeta<unknown>('peerFeeds'), isFeedTag), forgottenFeeds: validNodeEntries(await getMeta<unknown>('forgottenFeeds'), isFeedTagList), compactOwed: validNodeEntries(await getMeta<unknown>('compactOwed'), isSeqList) });
       try {
         await store.reindexChangedFields();
         await store.repairUniqueClashes();
+        store.resumeCompactions();
       } catch (e) {
         await store.close().catch(() => undefined);
         throw e;
@@ -1401,7 +1406,12 @@ export class Store {
     const byMarker = feed ? undefined : (entry as { marker: PurgeMarker; feedless: FeedlessFrame });
     const marker = feed ? markerOf(feed) : byMarker!.marker;
     const seq = feed ? ++this.seq : this.seq;
-    if (cur) ops.push({ type: 'del', key: keys.object(id) });
+    if (cur) {
+      ops.push({ type: 'del', key: keys.object(id) });
+      // owed until compactAway has run, in the purge's own batch: a crash before then must not leave the values in the files for good
+      this.compactOwed.set(id, seqs.length ? [Math.min(...seqs), Math.max(...seqs)] : []);
+      ops.push(this.compactOwedOp());
+    }
     for (const k of idx.plain) ops.push({ type: 'del', key: k });
     const hlc = feed?.h ?? this.clock.tick();
     for (const c of claims) if (c.value.owner === id) for (const op of this.releaseClaim(c, id, hlc)) ops.push(op);
@@ -1460,6 +1470,15 @@ export class Store {
     return { erased: seqs.length, durable };
   }
 
+  private compactOwedOp(): BatchOp {
+    return { type: 'put', key: keys.meta('compactOwed'), value: encode(Object.fromEntries(this.compactOwed)) };
+  }
+
+  /** Runs the compactions purges still owe (a crash or a close cut them short), in the background, at open. */
+  private resumeCompactions(): void {
+    for (const [id, range] of this.compactOwed) void this.compactAway(id, range);
+  }
+
   /**
    * LevelDB keeps deleted values in its files until a compaction rewrites
    * them, and a manual compaction of a range rewrites a file only when a
@@ -1490,8 +1509,10 @@ export class Store {
       // markers: keys inside each range that no record uses (a record key never ends in SEP)
       if (!this.closed) await this.db.batch(ranges.map(([a]) => ({ type: 'del' as const, key: `${a}${SEP}${SEP}` })));
       for (const [a, b] of ranges) if (!this.closed) await db.compactRange(a, b);
+      if (this.closed || !this.compactOwed.delete(id)) return;
+      await this.commits.add([this.compactOwedOp()]);
     } catch {
-      // a store closing under a compaction: the next compaction LevelDB runs rewrites these files anyway
+      // a store closing under a compaction: it is still owed (compactOwed), and runs again at the next open
     }
   }
 

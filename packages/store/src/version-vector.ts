@@ -25,6 +25,8 @@ export function isSeq(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
+export const isSeqList = (v: unknown): v is number[] => Array.isArray(v) && v.every(isSeq);
+
 /** Whether `v` is a version vector as it may come from outside: a plain map of node ids to seqs. */
 export function isVector(v: unknown): v is Record<string, number> {
   return isNodeMap(v, isSeq);
