@@ -887,11 +887,20 @@ export class Store {
     for (const k of after.unique) if (!before.unique.has(k)) claimKeys.add(k);
     const refIds = new Set<string>();
     if (!deleted) {
+      // A reference is checked when written: a value the object holds already, restated by an update or
+      // a replace (a PUT of what a GET gave), is not written again, so an object it names that was
+      // deleted since (on another master, at the same time) does not refuse the write. An undelete
+      // checks every one: what it brings back must pass the schema as it is.
+      const held = (name: string): ReadonlySet<string> => {
+        const v = intent.kind === 'undelete' ? undefined : cur?.f[name];
+        return new Set(v === undefined ? [] : (Array.isArray(v) ? v : [v]).map(String));
+      };
       for (const name of touched) {
         const f = def.fields.get(name);
         const v = fields[name];
-        if (f?.kind === 'ref' && typeof v === 'string') refIds.add(v);
-        if (f?.kind === 'ref' && Array.isArray(v)) for (const one of v) refIds.add(String(one));
+        if (f?.kind !== 'ref' || v === undefined) continue;
+        const had = held(name);
+        for (const one of Array.isArray(v) ? v : [v]) if (!had.has(String(one))) refIds.add(String(one));
       }
     }
     return { from: cur, fields, deleted, touched, before, after, claimKeys: sortedList(claimKeys), refIds: sortedList(refIds) };

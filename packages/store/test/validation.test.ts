@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { MAX_CHANGE_BYTES, ValidationError, MeridianError, parseSchema } from '../dist/index.js';
-import { openStore } from './fixtures.js';
+import { openStore, ship } from './fixtures.js';
 
 async function rejects(t: Test, p: Promise<unknown>, rule: string, field: string | undefined, message: RegExp): Promise<void> {
   try {
@@ -258,4 +258,31 @@ t.test('a decoy check refused as busy does not leave every later decoy check bus
   const started = performance.now();
   await s.decoyPasswordCheck('guess');
   t.pass(`once the storm is over, a decoy check runs (${Math.round(performance.now() - started)} ms): the refused hash was not kept`);
+});
+
+t.test('a reference restated unchanged is not written again: a replace or update that keeps one to an object deleted since (on another master, at once) is made; a new one is checked', async (t) => {
+  const a = await openStore(t, { nodeId: 'a' });
+  const b = await openStore(t, { nodeId: 'b' });
+  await a.create('Org', { name: 'Acme', kind: 'customer' }, { id: 'org-1' });
+  await a.create('Person', { cn: 'P', sn: 'p' }, { id: 'per-1' });
+  await ship(a, b);
+  // concurrently: a deletes the org, b points the person at it
+  await a.delete('org-1');
+  await b.update('per-1', { org: 'org-1' });
+  await ship(a, b);
+  await ship(b, a);
+  const p = (await a.get('per-1'))!;
+  t.equal(p.fields['org'], 'org-1');
+  t.equal((await a.get('org-1'))?.deleted, true);
+  const put = await a.replace('per-1', { ...p.fields, telephoneNumber: ['+27 021 456'] });
+  t.same(put.fields['telephoneNumber'], ['+27 021 456'], 'a replace of what a read gave, one field changed: made');
+  const restated = await a.update('per-1', { org: 'org-1', telephoneNumber: ['+27 021 789'] });
+  t.same(restated.fields['telephoneNumber'], ['+27 021 789'], 'an update that restates the reference: made');
+  await a.create('Org', { name: 'Gone', kind: 'customer' }, { id: 'org-2' });
+  await a.delete('org-2');
+  await t.rejects(a.update('per-1', { org: 'org-2' }), { message: /field "org" refers to deleted object org-2/ }, 'a reference newly written is checked');
+  await t.rejects(a.replace('per-1', { ...put.fields, org: 'org-2' }), { message: /field "org" refers to deleted object org-2/ });
+  // an undelete checks every reference: what it brings back must pass as it is
+  await a.delete('per-1');
+  await t.rejects(a.undelete('per-1'), { message: /field "org" refers to deleted object org-1/ });
 });
