@@ -144,6 +144,24 @@ t.test("a forwarded write that changed the name its signer signs in with, sent a
   store.idempotent = idempotent;
 });
 
+t.test("a forwarded write whose session ended before it was made is not made: the replica sends it again elsewhere, and a master that ran again after a stop read it late", async (t) => {
+  const store = await Store.open({ dir: tempDir(t), schema: crmSchema, passwordCost: TEST_COST });
+  t.teardown(() => store.close());
+  const org = await store.create('Organisation', { name: 'Acme', kind: 'customer' });
+  const writes = new ForwardedWrites(store, new Principals(store, await AdminAuth.init(store, 'admin-pw')));
+  const frame: WriteFrame = { t: 'write', key: 'late-1', op: 'update', id: org.id, fields: { name: 'Value 1' }, user: 'admin', password: 'admin-pw', via: 'xml' };
+  const before = store.lastSeq;
+  const late = await writes.handle(frame, 'laptop-1', 'laptop-1', () => false);
+  t.match(late, { ok: false, code: 'busy' });
+  t.match((late as { message: string }).message, /the session it came by ended first; the replica sends it again/);
+  t.equal(store.lastSeq, before, 'nothing made');
+  t.equal((await store.get(org.id))!.fields['name'], 'Acme');
+  // the copy the replica sends on a live session is made, once
+  t.match(await writes.handle(frame, 'laptop-1', 'laptop-1', () => true), { ok: true, id: org.id });
+  t.match(await writes.handle(frame, 'laptop-1', 'laptop-1', () => false), { ok: true, id: org.id }, 'and a late copy after it is answered from its record (nothing is made either way)');
+  t.equal(store.lastSeq, before + 1);
+});
+
 t.test('a key sent again with another write is refused, and a write answered from its key shows its object only to a user who may read it now', async (t) => {
   const node = await startXmlNode(t, { nodeId: 'a' });
   await seed(node);

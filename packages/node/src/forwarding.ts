@@ -32,7 +32,7 @@ export class ForwardedWrites {
     private readonly maxRunning = 2 * 1024,
   ) {}
 
-  handle(w: WriteFrame, via: string, holder: string): Promise<WroteFrame> {
+  handle(w: WriteFrame, via: string, holder: string, open: () => boolean = () => true): Promise<WroteFrame> {
     const signing = this.signedIn(w, via).catch((e: unknown) => {
       // a resend whose record a peer's run is still bringing: the replica sends it again shortly
       if (isMeridianError(e) && e.code === 'busy') return { t: 'wrote', key: w.key, ok: false, code: 'busy', message: e.message } satisfies WroteFrame;
@@ -46,13 +46,13 @@ export class ForwardedWrites {
       const scoped = scopedKey(via, principal, w.key);
       const running = this.running.get(scoped);
       // (another write under the key waits, then is judged by the record the first left: checkReplay)
-      if (running) return sameWrite(running.target, w) ? running.done : running.done.then(() => this.handle(w, via, holder));
+      if (running) return sameWrite(running.target, w) ? running.done : running.done.then(() => this.handle(w, via, holder, open));
       const n = this.runningBy.get(holder) ?? 0;
       if (n >= this.maxRunning) {
         return { t: 'wrote', key: w.key, ok: false, code: 'busy', message: `master ${this.store.nodeId} is running ${n} writes of this replica's credential already; send the write again shortly` };
       }
       this.runningBy.set(holder, n + 1);
-      const p = this.run(w, scoped, principal, resentOnly).finally(() => {
+      const p = this.run(w, scoped, principal, resentOnly, open).finally(() => {
         if (!resentOnly) this.running.delete(scoped);
         const left = (this.runningBy.get(holder) ?? 1) - 1;
         if (left > 0) this.runningBy.set(holder, left);
@@ -98,7 +98,7 @@ export class ForwardedWrites {
     return { t: 'wrote', key: w.key, ok: false, code: 'unauthorized', message: `master ${this.store.nodeId} refused the write: wrong user or password for "${w.user}"` };
   }
 
-  private async run(w: WriteFrame, scoped: string, principal: Principal, resentOnly: boolean): Promise<WroteFrame> {
+  private async run(w: WriteFrame, scoped: string, principal: Principal, resentOnly: boolean, open: () => boolean): Promise<WroteFrame> {
     const me = this.store.nodeId;
     const opts = { principal: recordedPrincipal(principalName(principal), w.via), ifVersion: w.ifVersion, idempotencyKey: scoped };
     let seesEverything = principal.kind === 'admin';
@@ -122,6 +122,11 @@ export class ForwardedWrites {
       scope = await this.principals.scope(principal);
       seesEverything = scope.everything;
       await authorizeWrite(scope, current ? readerKnowing(current, get) : get, w.op, w.id, w.type, w.fields);
+      // Not made once the session it came by has ended: the replica sends it again wherever it goes next,
+      // and the copy there is the one made. A master stopped (SIGSTOP, a stalled VM) with the frame unread
+      // read it when it ran again, after the replica had moved on, and made it a second time, concurrent
+      // with what others wrote since (it could win over a later write of the field).
+      if (!open()) return { t: 'wrote', key: w.key, ok: false, code: 'busy', message: `master ${this.store.nodeId} did not make the write: the session it came by ended first; the replica sends it again` };
       switch (w.op) {
         case 'create':
           await this.store.create(w.type!, w.fields!, { ...opts, id: w.id });

@@ -169,7 +169,7 @@ export class MeridianNode {
           secret,
           peers: config.peers,
           replicaKey: (c) => reg.keyFor(c),
-          onWrite: (w, via, holder) => forwarded.handle(w, via, holder),
+          onWrite: (w, via, holder, open) => forwarded.handle(w, via, holder, open),
         });
       }
       // one node key seals the XML gateway's list cursors and the LDAP gateway's paged results cookies

@@ -50,8 +50,12 @@ export interface ReplicatorOptions {
   /** master: the key of a replica credential id, or why it is refused */
   replicaKey?: (credential: string | undefined) => { key: string } | { refused: string };
   /** master: runs a write forwarded by a replica (`via` is the replica's node id) */
-  /** `via`: the replica's node id; `holder`: its credential's name, the same across its sessions and node ids */
-  onWrite?: (write: WriteFrame, via: string, holder: string) => Promise<WroteFrame>;
+  /**
+   * `via`: the replica's node id; `holder`: its credential's name, the same across its sessions and node ids;
+   * `open`: whether the session it came by is still open (once it is not, the replica sends the write again
+   * wherever it goes next, and no answer reaches it through this one)
+   */
+  onWrite?: (write: WriteFrame, via: string, holder: string, open: () => boolean) => Promise<WroteFrame>;
   /** replica: called when it gains or loses its master */
   onMode?: (mode: ReplicaMode) => void;
   /**
@@ -420,7 +424,7 @@ export class Replicator {
         const via = session.peer!;
         const onWrite = this.opts.onWrite;
         const answer = onWrite
-          ? onWrite(write, via, credentialName(link) ?? via).catch((e: unknown): WroteFrame => ({ t: 'wrote', key: write.key, ok: false, code: 'internal', message: (e as Error).message }))
+          ? onWrite(write, via, credentialName(link) ?? via, () => isLive(link)).catch((e: unknown): WroteFrame => ({ t: 'wrote', key: write.key, ok: false, code: 'internal', message: (e as Error).message }))
           : Promise.resolve<WroteFrame>({ t: 'wrote', key: write.key, ok: false, code: 'read-only', message: 'this node takes no forwarded writes' });
         // (sent at once, not behind the feed work queued on the link: a replica resubscribing with a digest
         // queued a whole-store snapshot there, and a write made meanwhile could time out unconfirmed)
