@@ -474,6 +474,9 @@ t.test('bad input: a clear 4xx and nothing stored', async (t) => {
   const field = await post('<object type="Organisation"><field name="name">A</field><field name="kind">martian</field></object>');
   t.match(field.text, /<error code="validation" field="kind">/, 'the error names the field');
   t.equal(node.store.lastSeq, seq, 'nothing was stored');
+  // the charset parameter by its name, not "charset=" inside another parameter's value
+  const params = await post('<object type="Organisation"><field name="name">Params</field><field name="kind">vendor</field></object>', { 'content-type': 'application/xml; profile="charset=latin1"; Charset="UTF-8"' });
+  t.equal(params.status, 201, params.text);
 });
 
 t.test('export, validated by xmllint, imported into an empty node gives the same content digest; import reports per object', async (t) => {

@@ -9,7 +9,15 @@ export function requireXml(req: IncomingMessage): void {
   if (type !== 'application/xml' && type !== 'text/xml') {
     throw new XmlError(415, `send the body as application/xml, not ${type || 'no content type'}`);
   }
-  const charset = /charset=([^;]+)/i.exec(req.headers['content-type'] ?? '')?.[1]?.trim().replace(/"/g, '').toLowerCase();
+  // (the charset parameter by its name: a match anywhere in the header found it in another parameter's value)
+  const charset = (req.headers['content-type'] ?? '')
+    .split(';')
+    .slice(1)
+    .map((p) => p.split('='))
+    .find(([name]) => name!.trim().toLowerCase() === 'charset')?.[1]
+    ?.trim()
+    .replace(/"/g, '')
+    .toLowerCase();
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') throw new XmlError(415, `send the body as UTF-8, not ${charset}`);
 }
 
