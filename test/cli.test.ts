@@ -87,6 +87,17 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
   t.equal(quoted.stderr, `meridian: unknown command 'Foo. Bar' (run "meridian --help" for usage)\n`, 'what was typed is quoted back as typed');
   const revoke = cli(['replica', 'revoke', '..'], env);
   t.same([revoke.code, revoke.stderr], [2, 'meridian: a replica name is 1-100 letters, digits, ".", "_" or "-", starting with a letter or digit, such as laptop-17\n'], 'a replica name no credential can have');
+  const add = cli(['replica', 'add', 'bad name'], { ...env, MERIDIAN_NODE: 'http://127.0.0.1:9' });
+  t.same([add.code, add.stderr], [2, revoke.stderr], 'to add too, said before any node is asked');
+  // a URL refused as no URL, or as another scheme, is quoted back without what stands before its "@"
+  for (const [args, said] of [
+    [['status', '--node', 'http://admin:S3cretPw@host:99999'], 'meridian: --node must be a URL such as http://127.0.0.1:8080, got "http://...@host:99999"\n'],
+    [['status', '--node', 'ftp://admin:S3cretPw@host'], 'meridian: --node must be an http:// or https:// URL, got "ftp://...@host"\n'],
+    [['verify', '--nodes', 'http://a:1,ftp://admin:S3cretPw@h'], 'meridian: --nodes takes http:// or https:// URLs separated by commas, such as http://10.0.0.1:8080,http://10.0.0.2:8080; "ftp://...@h" is not one\n'],
+  ] as const) {
+    const r = cli([...args], env);
+    t.same([r.code, r.stderr], [2, said], `${args.join(' ')}: no password in the sentence`);
+  }
   const extra = cli(['status', 'extra'], env);
   t.same([extra.code, extra.stderr], [2, `meridian: too many arguments for 'status'; expected 0 arguments but got 1 (run "meridian --help" for usage)\n`], "one sentence, though commander's was two");
   t.equal(cli(['put', 'Person', 'x', 'notanassignment'], env).code, 2);
@@ -254,6 +265,19 @@ t.test('a reader that goes away ends the CLI quietly, not with a stack trace', a
   });
   t.ok(ended, 'the CLI ended within 20 s of its reader going away');
   t.equal(stderr.trim(), 'exit 0', `nothing on stderr but the exit status: ${stderr}`);
+});
+
+t.test('a reader that goes away early keeps the exit code the command set: a failing import piped into head still fails', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const { nodeCommand } = await import('./helpers/node-process.js');
+  const node = await startNode(t, ['--dir', tempDir(t), '--admin-password', PW]);
+  // 1,500 objects of no type: each rejected, the JSON report (over 100 KB) more than a pipe holds
+  const doc = join(tempDir(t), 'rejected.xml');
+  writeFileSync(doc, `<objects>${'<object type="NoSuchType"><field name="x">y</field></object>\n'.repeat(1500)}</objects>`);
+  const [cmd, argv] = nodeCommand(['import', '--json', doc]);
+  const script = `set -o pipefail; ${[cmd, ...argv].map((a) => `'${a}'`).join(' ')} | head -c 100 >/dev/null`;
+  const r = spawnSync('bash', ['-c', script], { encoding: 'utf8', env: { ...process.env, MERIDIAN_NODE: node.url, MERIDIAN_PASSWORD: PW } });
+  t.equal(r.status, 1, `exit 1, as without the pipe (${r.stderr.trim()})`);
 });
 
 t.test('a build with a package missing is one sentence from bin/meridian, not the loader\'s stack trace', async (t) => {

@@ -32,6 +32,11 @@ export function timeoutOption(value: string | undefined): number {
   return seconds * 1000;
 }
 
+/** A URL as typed, for an error sentence, with whatever stands before an "@" in its authority left out: it may be a password. */
+export function withoutCredentials(url: string): string {
+  return url.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1...@');
+}
+
 export class AdminClient {
   private readonly base: URL;
   private readonly timeoutMs: number;
@@ -40,10 +45,10 @@ export class AdminClient {
     try {
       this.base = new URL(opts.node);
     } catch {
-      throw new CliError(`--node must be a URL such as http://127.0.0.1:8080, got "${opts.node}"`, 2);
+      throw new CliError(`--node must be a URL such as http://127.0.0.1:8080, got "${withoutCredentials(opts.node)}"`, 2);
     }
     if (this.base.protocol !== 'http:' && this.base.protocol !== 'https:') {
-      throw new CliError(`--node must be an http:// or https:// URL, got "${opts.node}"`, 2);
+      throw new CliError(`--node must be an http:// or https:// URL, got "${withoutCredentials(opts.node)}"`, 2);
     }
     // (fetch refuses such a URL, and its error quoted the URL, password and all)
     if (this.base.username !== '' || this.base.password !== '') {

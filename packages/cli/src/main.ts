@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { isMeridianError, MAX_PAGE, nodeIdProblem } from '@meridian/store';
 import { checkReplicaName, initDataDir, MeridianNode, resolveConfig, SettingError, VERSION, type ConfigInput } from '@meridian/node';
-import { AdminClient, CliError, DEFAULT_TIMEOUT_SECONDS, timeoutOption, unescapeXml } from './client.js';
+import { AdminClient, CliError, DEFAULT_TIMEOUT_SECONDS, timeoutOption, unescapeXml, withoutCredentials } from './client.js';
 import { formatList, formatObject, formatStatus, type ObjectView, type StatusView } from './format.js';
 import { compareDigests, formatCheck, formatConflicts, formatFeedEntry, formatLag, formatPeers, formatVerify, table, type CheckView, type FeedView, type ConflictView, type DigestView, type VerifyResult } from './replication-views.js';
 import { parseAssignments } from './assignments.js';
@@ -413,6 +413,7 @@ export function buildProgram(): Command {
   const replica = program.command('replica').description('issue, list and revoke replica credentials (on a master)');
   clientOptions(replica.command('add').description('issue a credential for a replica (re-issuing invalidates the old one); prints it once').argument('<name>', 'replica name, such as laptop-17')).action(
     async (name: string, flags: ClientFlags) => {
+      usableReplicaName(name);
       const { body } = await client(flags).request<{ name: string; credential: string }>('POST', '/api/replicas', { name });
       if (flags.json) out(JSON.stringify(body));
       else {
@@ -430,12 +431,7 @@ export function buildProgram(): Command {
   clientOptions(replica.command('revoke').description('revoke a replica credential: its sessions close and it is refused from then on').argument('<name>', 'replica name')).action(
     async (name: string, flags: ClientFlags) => {
       // (a name no credential can have went to another resource: revoke .. was DELETE /api/)
-      try {
-        checkReplicaName(name);
-      } catch (e) {
-        if (isMeridianError(e)) throw new CliError(e.message, 2);
-        throw e;
-      }
+      usableReplicaName(name);
       const { body } = await client(flags).request<{ name: string }>('DELETE', `/api/replicas/${name}`);
       out(flags.json ? JSON.stringify(body) : `revoked replica credential ${body.name}`);
     },
@@ -493,10 +489,10 @@ export function buildProgram(): Command {
             // (requests go to absolute paths: a path after the origin names the same node)
             key = url.origin;
           } catch {
-            throw new CliError(`--nodes takes http:// or https:// URLs separated by commas, such as http://10.0.0.1:8080,http://10.0.0.2:8080; "${u}" is not one`, 2);
+            throw new CliError(`--nodes takes http:// or https:// URLs separated by commas, such as http://10.0.0.1:8080,http://10.0.0.2:8080; "${withoutCredentials(u)}" is not one`, 2);
           }
           // (a node compared with itself says nothing)
-          if (named.has(key)) throw new CliError(`--nodes names ${u} twice; name each node once`, 2);
+          if (named.has(key)) throw new CliError(`--nodes names ${withoutCredentials(u)} twice; name each node once`, 2);
           named.set(key, u);
         }
         if (urls.length < 2) throw new CliError('--nodes needs at least two node URLs to compare', 2);
@@ -627,5 +623,15 @@ function originOf(url: string): string {
     return new URL(url).origin;
   } catch {
     return url;
+  }
+}
+
+/** A replica name no credential can have is a usage error (exit 2), said before any node is asked. */
+function usableReplicaName(name: string): void {
+  try {
+    checkReplicaName(name);
+  } catch (e) {
+    if (isMeridianError(e)) throw new CliError(e.message, 2);
+    throw e;
   }
 }
