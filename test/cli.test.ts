@@ -280,6 +280,26 @@ t.test('a reader that goes away early keeps the exit code the command set: a fai
   t.equal(r.status, 1, `exit 1, as without the pipe (${r.stderr.trim()})`);
 });
 
+t.test('a server that answers every request with {} is told to be no Meridian node, in one sentence, by every view', async (t) => {
+  const { createServer } = await import('node:http');
+  const fakes = await Promise.all(
+    [0, 1].map(
+      () =>
+        new Promise<{ url: string; close: () => void }>((resolve) => {
+          const server = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+          server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, close: () => server.close() }));
+        }),
+    ),
+  );
+  t.teardown(() => fakes.forEach((f) => f.close()));
+  const env = { MERIDIAN_NODE: fakes[0]!.url, MERIDIAN_PASSWORD: PW };
+  for (const args of [['status'], ['peers'], ['conflicts'], ['log'], ['check'], ['replica', 'list'], ['history', 'per-x'], ['list', 'Person'], ['verify', '--nodes', `${fakes[0]!.url},${fakes[1]!.url}`]]) {
+    const r = await cliAsync(args, env);
+    t.equal(r.code, 1, args.join(' '));
+    t.match(r.stderr, /^meridian: (\S+: )?the node at http:\/\/127\.0\.0\.1:\d+ answered GET \S+ without the list "\w+" a Meridian node sends; is it a Meridian node\?\n$/, `${args.join(' ')}: ${r.stderr.trim()}`);
+  }
+});
+
 t.test('a build with a package missing is one sentence from bin/meridian, not the loader\'s stack trace', async (t) => {
   const { spawnSync } = await import('node:child_process');
   const { copyFileSync, mkdirSync } = await import('node:fs');

@@ -106,7 +106,7 @@ t.test('a request that keeps moving, or that the node is at work on, outlives th
     }
   }
   t.notOk(ended, 'the idle stream stays open past three idle timeouts: the node is at work on it, not waiting on its client');
-  t.match(text, /^: meridian changes feed\n\n$/, 'with nothing sent but its opening comment');
+  t.match(text, /^: meridian changes feed\nid: \S+\n\n$/, 'with nothing sent but its opening comment and its start position');
   await node.store.create('Organisation', { name: 'Late', kind: 'vendor' }, { principal: 'test', id: 'org-late' });
   while (!text.includes('org-late')) {
     const next = await Promise.race([reading, sleep(5000).then(() => 'late' as const)]);

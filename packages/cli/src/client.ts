@@ -80,7 +80,8 @@ export class AdminClient {
     return res;
   }
 
-  async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T; headers: Headers }> {
+  /** `lists`: the fields of the answer that must be lists, or it is no Meridian node's (a view would fail on it with a TypeError) */
+  async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, lists: readonly string[] = []): Promise<{ status: number; body: T; headers: Headers }> {
     const h: Record<string, string> = { accept: 'application/json', ...headers };
     if (body !== undefined) h['content-type'] = 'application/json';
     const deadline = this.deadline();
@@ -93,7 +94,11 @@ export class AdminClient {
         if (deadline.signal.aborted) throw this.late(method);
         throw new CliError(`the node at ${this.base.origin} closed the connection before its answer was complete${method === 'GET' ? '' : '; the change may or may not have been made'}`);
       }
-      return this.parsed<T>(res, text);
+      const answer = this.parsed<T>(res, text);
+      const b = answer.body as unknown;
+      const missing = lists.find((k) => typeof b !== 'object' || b === null || !Array.isArray((b as Record<string, unknown>)[k]));
+      if (missing !== undefined) throw new CliError(`the node at ${this.base.origin} answered ${method} ${path.split('?')[0]} without the list "${missing}" a Meridian node sends; is it a Meridian node?`);
+      return answer;
     } finally {
       deadline.clear();
     }

@@ -34,7 +34,7 @@ type OlderStatus = Omit<StatusView, 'conflicts' | 'peers'> & {
  * conflicts, how far behind each peer is), so that every view can print it.
  */
 async function fetchStatus(c: AdminClient): Promise<StatusView> {
-  const { body } = await c.request<OlderStatus>('GET', '/status');
+  const { body } = await c.request<OlderStatus>('GET', '/status', undefined, {}, ['peers']);
   return {
     ...body,
     conflicts: body.conflicts ?? { open: 0 },
@@ -228,7 +228,7 @@ export function buildProgram(): Command {
       let next: string | null = null;
       do {
         if (next) q.set('after', next);
-        const { body } = await c.request<{ items: ObjectView[]; next: string | null }>('GET', `/api/objects?${q}`);
+        const { body } = await c.request<{ items: ObjectView[]; next: string | null }>('GET', `/api/objects?${q}`, undefined, {}, ['items']);
         items.push(...body.items);
         next = body.next;
       } while (flags.all && next);
@@ -297,7 +297,7 @@ export function buildProgram(): Command {
         after = Math.max(0, body.lastSeq - 20);
       }
       for (;;) {
-        const { body } = await c.request<{ entries: FeedView[]; lastSeq: number }>('GET', `/api/feed?after=${after}&limit=1000`);
+        const { body } = await c.request<{ entries: FeedView[]; lastSeq: number }>('GET', `/api/feed?after=${after}&limit=1000`, undefined, {}, ['entries']);
         for (const e of body.entries) out(flags.json ? JSON.stringify(e) : formatFeedEntry(e));
         if (body.entries.length) after = body.entries[body.entries.length - 1]!.seq;
         if (body.entries.length === 1000) continue;
@@ -316,7 +316,7 @@ export function buildProgram(): Command {
         const q = new URLSearchParams({ limit: '1000' });
         if (flags.all) q.set('all', '1');
         if (next) q.set('after', next);
-        const { body } = await c.request<{ items: ConflictView[]; next: string | null }>('GET', `/api/conflicts?${q}`);
+        const { body } = await c.request<{ items: ConflictView[]; next: string | null }>('GET', `/api/conflicts?${q}`, undefined, {}, ['items']);
         items.push(...body.items);
         next = body.next;
       } while (next);
@@ -424,7 +424,7 @@ export function buildProgram(): Command {
     },
   );
   clientOptions(replica.command('list').description('list the replica credentials issued')).action(async (flags: ClientFlags) => {
-    const { body } = await client(flags).request<{ items: { name: string; serial: string; issued: string; issuedBy: string | null }[] }>('GET', '/api/replicas');
+    const { body } = await client(flags).request<{ items: { name: string; serial: string; issued: string; issuedBy: string | null }[] }>('GET', '/api/replicas', undefined, {}, ['items']);
     if (flags.json) out(JSON.stringify(body.items));
     else out(body.items.length === 0 ? 'no replica credentials issued' : table(['name', 'serial', 'issued'], body.items.map((r) => [r.name, r.serial, r.issued])));
   });
@@ -462,7 +462,7 @@ export function buildProgram(): Command {
       let report: CheckView;
       try {
         // (the node reads every object before it answers: on a large store that takes longer than most answers)
-        report = (await client(flags, 300_000).request<CheckView>('GET', '/api/check')).body;
+        report = (await client(flags, 300_000).request<CheckView>('GET', '/api/check', undefined, {}, ['problems'])).body;
       } finally {
         clearInterval(tick);
         progress.done();
@@ -537,7 +537,7 @@ export function buildProgram(): Command {
       urls.map(async (u) => {
         let body: DigestView;
         try {
-          body = (await client({ ...flags, node: u }).request<DigestView>('GET', '/api/digest')).body;
+          body = (await client({ ...flags, node: u }).request<DigestView>('GET', '/api/digest', undefined, {}, ['buckets'])).body;
         } catch (e) {
           // (every node is asked with the same credentials: say which one refused or failed)
           if (e instanceof CliError && !e.message.includes(originOf(u))) throw new CliError(`${u}: ${e.message}`, e.exitCode);

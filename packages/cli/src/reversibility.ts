@@ -139,7 +139,7 @@ export function addReversibilityCommands(program: Command, withClient: (cmd: Com
 
   withClient(program.command('history').description("show an object's versions from the node's retained feed: time, principal, fields changed").argument('<id>', 'object id')).action(
     async (id: string, flags: ClientFlags) => {
-      const { body } = await client(flags).request<HistoryView>('GET', objectPath(id, '/history'));
+      const { body } = await client(flags).request<HistoryView>('GET', objectPath(id, '/history'), undefined, {}, ['versions']);
       out(flags.json ? JSON.stringify(body) : formatHistory(body));
     },
   );
