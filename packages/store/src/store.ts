@@ -1398,6 +1398,12 @@ export class Store {
     const old = await this.db.getMany(seqs.map((n) => keys.feed(n)));
     const cp = keys.conflictPrefix(id);
     for await (const k of this.db.keys({ gte: cp, lt: cp + HIGH })) ops.push({ type: 'del', key: k });
+    // and the records of unique values held twice, under other objects, that name this one (settled ones
+    // too): they hold its id and the value (a purge is rare; the conflicts are few)
+    const named = `unique:${id}`;
+    const naming: string[] = [];
+    for await (const k of this.db.keys({ gte: 'k', lt: `k${HIGH}` })) if (!k.startsWith(cp) && k.split(SEP).includes(named)) naming.push(k);
+    for (const k of naming) ops.push({ type: 'del', key: k });
 
     // -- synchronous from here: the purge's feed seq follows every change queued before it --
     for (const [i, buf] of old.entries()) {
@@ -1423,7 +1429,12 @@ export class Store {
     }
     for (const k of idx.plain) ops.push({ type: 'del', key: k });
     const hlc = feed?.h ?? this.clock.tick();
-    for (const c of claims) if (c.value.owner === id) for (const op of this.releaseClaim(c, id, hlc)) ops.push(op);
+    for (const c of claims) if (c.value.owner === id) for (const op of this.releaseClaim(c, id, hlc, true)) ops.push(op);
+    for (const k of naming) {
+      const holder = k.slice(1, k.indexOf(SEP));
+      const open = this.openConflicts.get(holder);
+      if (open?.delete(k) && open.size === 0) this.openConflicts.delete(holder);
+    }
     // the first marker stays, unless it names a redacted change and this is the purge itself
     if (!this.purgedIds.has(id) || (!marker.r && this.provisional.has(id))) {
       ops.push({ type: 'put', key: keys.purged(id), value: encode(marker) });
@@ -1688,8 +1699,8 @@ export class Store {
    * holder would be found by no lookup here, while a node where it held the
    * entry first finds it.)
    */
-  private releaseClaim(claim: Slot<CachedClaim>, id: string, hlc: number): BatchOp[] {
-    const { next, ops } = this.passEntry(claim.key, id, hlc);
+  private releaseClaim(claim: Slot<CachedClaim>, id: string, hlc: number, purged = false): BatchOp[] {
+    const { next, ops } = this.passEntry(claim.key, id, hlc, purged);
     claim.value.owner = next ?? null;
     return ops;
   }
@@ -1701,7 +1712,7 @@ export class Store {
    * clash are settled; any further holder's are settled and made anew
    * naming the new holder, which lookups find now.
    */
-  private passEntry(key: string, from: string | undefined, hlc: number): { next: string | undefined; ops: BatchOp[] } {
+  private passEntry(key: string, from: string | undefined, hlc: number, purged = false): { next: string | undefined; ops: BatchOp[] } {
     const waiters = this.uniqueWaiters.get(key);
     let next: string | undefined;
     for (const w of waiters ?? []) if (w !== from && (next === undefined || w < next)) next = w;
@@ -1714,7 +1725,9 @@ export class Store {
       for (const [k, rec] of recs) {
         rec.settled = hlc;
         open.delete(k);
-        ops.push({ type: 'put', key: k, value: encode(rec) });
+        // (a record naming a purged holder goes with it: kept settled, it kept the purged id and its value)
+        if (purged && rec.values.some((v) => v.item === `unique:${from}`)) ops.push({ type: 'del', key: k });
+        else ops.push({ type: 'put', key: k, value: encode(rec) });
         if (w === next) continue;
         const clash = uniqueClash(w, rec.type, rec.field, String(rec.values[0]!.value), next, rec.values[1]!.node, hlc);
         open.set(clash.key, clash.rec);
