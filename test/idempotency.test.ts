@@ -160,6 +160,17 @@ t.test("a forwarded write whose session ended before it was made is not made: th
   t.match(await writes.handle(frame, 'laptop-1', 'laptop-1', () => true), { ok: true, id: org.id });
   t.match(await writes.handle(frame, 'laptop-1', 'laptop-1', () => false), { ok: true, id: org.id }, 'and a late copy after it is answered from its record (nothing is made either way)');
   t.equal(store.lastSeq, before + 1);
+  // a copy sent again on a new session while the first, whose session has ended, still runs: not given the
+  // first's answer (busy, nothing made) but judged afresh once it is done, and made
+  let alive = true;
+  const again: WriteFrame = { ...frame, key: 'late-2', fields: { name: 'Value 2' } };
+  const dead = writes.handle(again, 'laptop-1', 'laptop-1', () => alive);
+  alive = false;
+  const resent = writes.handle(again, 'laptop-1', 'laptop-1', () => true);
+  t.match(await dead, { ok: false, code: 'busy' }, 'the copy of the ended session is not made');
+  t.match(await resent, { ok: true, id: org.id }, 'the one sent again is');
+  t.equal((await store.get(org.id))!.fields['name'], 'Value 2');
+  t.equal(store.lastSeq, before + 2, 'once');
 });
 
 t.test('a key sent again with another write is refused, and a write answered from its key shows its object only to a user who may read it now', async (t) => {

@@ -17,7 +17,7 @@ export const RETRY_AFTER_SECONDS = 5;
  * answered from the first, never applied twice.
  */
 export class ForwardedWrites {
-  private readonly running = new Map<string, { target: WriteFrame; done: Promise<WroteFrame> }>();
+  private readonly running = new Map<string, { target: WriteFrame; done: Promise<WroteFrame>; open: () => boolean }>();
   /** writes running, by the replica credential that sent them */
   private readonly runningBy = new Map<string, number>();
 
@@ -46,7 +46,9 @@ export class ForwardedWrites {
       const scoped = scopedKey(via, principal, w.key);
       const running = this.running.get(scoped);
       // (another write under the key waits, then is judged by the record the first left: checkReplay)
-      if (running) return sameWrite(running.target, w) ? running.done : running.done.then(() => this.handle(w, via, holder, open));
+      // (a copy whose session ended is not made, so one sent again on a new session is not given its answer: it
+      // waits for it, then is judged afresh, by the record if the first was made after all)
+      if (running) return sameWrite(running.target, w) && running.open() ? running.done : running.done.then(() => this.handle(w, via, holder, open));
       const n = this.runningBy.get(holder) ?? 0;
       if (n >= this.maxRunning) {
         return { t: 'wrote', key: w.key, ok: false, code: 'busy', message: `master ${this.store.nodeId} is running ${n} writes of this replica's credential already; send the write again shortly` };
@@ -59,7 +61,7 @@ export class ForwardedWrites {
         else this.runningBy.delete(holder);
       });
       // (not shared: a retry signed in with the password itself must not be given this one's refusal)
-      if (!resentOnly) this.running.set(scoped, { target: w, done: p });
+      if (!resentOnly) this.running.set(scoped, { target: w, done: p, open });
       return p;
     });
   }
