@@ -94,6 +94,9 @@ t.test('the CLI end to end against a node started through bin/meridian', async (
     [['status', '--node', 'http://admin:S3cretPw@host:99999'], 'meridian: --node must be a URL such as http://127.0.0.1:8080, got "http://...@host:99999"\n'],
     [['status', '--node', 'ftp://admin:S3cretPw@host'], 'meridian: --node must be an http:// or https:// URL, got "ftp://...@host"\n'],
     [['verify', '--nodes', 'http://a:1,ftp://admin:S3cretPw@h'], 'meridian: --nodes takes http:// or https:// URLs separated by commas, such as http://10.0.0.1:8080,http://10.0.0.2:8080; "ftp://...@h" is not one\n'],
+    [['status', '--node', 'admin:S3cretPw@host:8080'], 'meridian: --node must be an http:// or https:// URL, got "...@host:8080"\n'],
+    [['status', '--node', 'http://admin:pa/ss@host:8080'], 'meridian: --node must be a URL such as http://127.0.0.1:8080, got "http://...@host:8080"\n'],
+    [['status', '--node', 'http://admin:pa#ss@host'], 'meridian: --node must be a URL such as http://127.0.0.1:8080, got "http://...@host"\n'],
   ] as const) {
     const r = cli([...args], env);
     t.same([r.code, r.stderr], [2, said], `${args.join(' ')}: no password in the sentence`);

@@ -32,9 +32,15 @@ export function timeoutOption(value: string | undefined): number {
   return seconds * 1000;
 }
 
-/** A URL as typed, for an error sentence, with whatever stands before an "@" in its authority left out: it may be a password. */
+/**
+ * A URL as typed, for an error sentence, with whatever stands before its last "@" left out (after the
+ * scheme, if it has one): it may be a password, and one with "/", "?" or "#" in it is no URL at all.
+ */
 export function withoutCredentials(url: string): string {
-  return url.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1...@');
+  const at = url.lastIndexOf('@');
+  if (at < 0) return url;
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.exec(url)?.[0] ?? '';
+  return `${scheme}...${url.slice(at)}`;
 }
 
 export class AdminClient {

@@ -1402,7 +1402,12 @@ export class Store {
     // too): they hold its id and the value (a purge is rare; the conflicts are few)
     const named = `unique:${id}`;
     const naming: string[] = [];
-    for await (const k of this.db.keys({ gte: 'k', lt: `k${HIGH}` })) if (!k.startsWith(cp) && k.split(SEP).includes(named)) naming.push(k);
+    // (by the holder's place in the key, k<object>\0<field>\0unique:<holder>\0unique:<object>\0<value>: the value
+    // itself may read "unique:<id>", and a record of it is no record of this object)
+    for await (const k of this.db.keys({ gte: 'k', lt: `k${HIGH}` })) {
+      const parts = k.split(SEP);
+      if (!k.startsWith(cp) && parts.length === 5 && parts[2] === named) naming.push(k);
+    }
     for (const k of naming) ops.push({ type: 'del', key: k });
 
     // -- synchronous from here: the purge's feed seq follows every change queued before it --
@@ -1430,10 +1435,15 @@ export class Store {
     for (const k of idx.plain) ops.push({ type: 'del', key: k });
     const hlc = feed?.h ?? this.clock.tick();
     for (const c of claims) if (c.value.owner === id) for (const op of this.releaseClaim(c, id, hlc, true)) ops.push(op);
+    // (an open one left that no pass of the entry closed above, as the key's waiter too)
     for (const k of naming) {
-      const holder = k.slice(1, k.indexOf(SEP));
-      const open = this.openConflicts.get(holder);
-      if (open?.delete(k) && open.size === 0) this.openConflicts.delete(holder);
+      const objectId = k.slice(1, k.indexOf(SEP));
+      const open = this.openConflicts.get(objectId);
+      const rec = open?.get(k);
+      if (!rec) continue;
+      open!.delete(k);
+      if (open!.size === 0) this.openConflicts.delete(objectId);
+      this.dropWaiter(uniqueKeyOf(rec), objectId);
     }
     // the first marker stays, unless it names a redacted change and this is the purge itself
     if (!this.purgedIds.has(id) || (!marker.r && this.provisional.has(id))) {
@@ -1494,9 +1504,17 @@ export class Store {
     return { type: 'put', key: keys.meta('compactOwed'), value: encode(Object.fromEntries(this.compactOwed)) };
   }
 
-  /** Runs the compactions purges still owe (a crash or a close cut them short), in the background, at open. */
+  /**
+   * Runs the compactions purges still owe (a crash or a close cut them short), in the background, at
+   * open, one after another: a crash after a bulk purge leaves many, and each compacts the index ranges.
+   */
   private resumeCompactions(): void {
-    for (const [id, range] of this.compactOwed) void this.compactAway(id, range);
+    void (async () => {
+      for (const [id, range] of [...this.compactOwed]) {
+        if (this.closed) return;
+        await this.compactAway(id, range);
+      }
+    })();
   }
 
   /**

@@ -431,8 +431,20 @@ t.test('a purge takes with it every record of a unique value held twice that nam
   const [fromA, fromB] = [await ship(a, b), await ship(b, a)];
   t.ok(fromA > 0 && fromB > 0);
   for (const s of [a, b]) t.equal((await s.conflicts({})).items.length, 1, `${s.nodeId} holds a record of the clash`);
-  await a.purge(p1.id);
+  // and a clash of a value that reads "unique:<id>" of an object purged with it, which is no record of that object
+  const other = await a.create('Person', { cn: 'Other', sn: 'O' });
+  const q1 = await a.create('Person', { cn: 'Q1', sn: 'Q', uid: `unique:${other.id}` });
+  const q2 = await b.create('Person', { cn: 'Q2', sn: 'Q', uid: `unique:${other.id}` });
   await ship(a, b, fromA);
+  await ship(b, a, fromB);
+  for (const s of [a, b]) t.equal((await s.conflicts({ open: true })).items.length, 2, `${s.nodeId}: two clashes open`);
+  const before = a.lastSeq;
+  await a.purge(p1.id);
+  await a.purge(other.id);
+  await ship(a, b, before);
+  for (const s of [a, b]) {
+    t.same((await s.conflicts({ open: true })).items.map((r) => r.objectId).sort(), [q1.id, q2.id].filter((id) => id !== (s === a ? q1.id : q2.id)), `${s.nodeId}: the clash of the value that reads unique:<id> stays open`);
+  }
   for (const s of [a, b]) {
     const all = (await s.conflicts({})).items;
     t.same(all.filter((r) => r.objectId === p1.id || r.values.some((v) => v.item === `unique:${p1.id}`)), [], `${s.nodeId}: no record names the purged object`);

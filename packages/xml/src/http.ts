@@ -9,15 +9,12 @@ export function requireXml(req: IncomingMessage): void {
   if (type !== 'application/xml' && type !== 'text/xml') {
     throw new XmlError(415, `send the body as application/xml, not ${type || 'no content type'}`);
   }
-  // (the charset parameter by its name: a match anywhere in the header found it in another parameter's value)
-  const charset = (req.headers['content-type'] ?? '')
-    .split(';')
-    .slice(1)
-    .map((p) => p.split('='))
-    .find(([name]) => name!.trim().toLowerCase() === 'charset')?.[1]
-    ?.trim()
-    .replace(/"/g, '')
-    .toLowerCase();
+  // (the charset parameter by its name, a quoted value read whole: a match anywhere in the header found it in
+  // another parameter's value, as did a split at each ";" in profile="a;charset=latin1")
+  let charset: string | undefined;
+  for (const m of (req.headers['content-type'] ?? '').matchAll(/;\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)/g)) {
+    if (m[1]!.toLowerCase() === 'charset') charset = m[2]!.trim().replace(/"/g, '').toLowerCase();
+  }
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') throw new XmlError(415, `send the body as UTF-8, not ${charset}`);
 }
 
