@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isMeridianError, type ErrorCode } from '@meridian/store';
+import { charsetOf } from '@meridian/xml';
 
 /** An error meant for the HTTP client: a status and one sentence. */
 export class HttpError extends Error {
@@ -107,7 +108,7 @@ export async function readJson(req: IncomingMessage, limit: number): Promise<unk
   if (type !== 'application/json') {
     throw new HttpError(415, `send the body as application/json, not ${type || 'no content type'}`, 'unsupported-media-type');
   }
-  const charset = /charset=([^;]+)/i.exec(req.headers['content-type'] ?? '')?.[1]?.trim().replace(/"/g, '').toLowerCase();
+  const charset = charsetOf(req);
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') throw new HttpError(415, `send the body as UTF-8, not ${charset}`, 'unsupported-media-type');
   const body = await readBody(req, limit);
   let text: string;

@@ -932,7 +932,7 @@ export class Store {
       if (plan.before.unique.has(key)) continue;
       const owner = claims.find((c) => c.key === key)!.value.owner;
       if (owner !== null && owner !== id) {
-        const [, field, value] = key.slice(1).split(SEP) as [string, string, string];
+        const [, field, value] = uniqueKeyParts(key);
         throw uniqueTaken(def, shown, field, value, owner);
       }
     }
@@ -1438,12 +1438,8 @@ export class Store {
     // (an open one left that no pass of the entry closed above, as the key's waiter too)
     for (const k of naming) {
       const objectId = k.slice(1, k.indexOf(SEP));
-      const open = this.openConflicts.get(objectId);
-      const rec = open?.get(k);
-      if (!rec) continue;
-      open!.delete(k);
-      if (open!.size === 0) this.openConflicts.delete(objectId);
-      this.dropWaiter(uniqueKeyOf(rec), objectId);
+      const rec = this.openConflicts.get(objectId)?.get(k);
+      if (rec) this.closeOpen(objectId, k, rec);
     }
     // the first marker stays, unless it names a redacted change and this is the purge itself
     if (!this.purgedIds.has(id) || (!marker.r && this.provisional.has(id))) {
@@ -1496,7 +1492,7 @@ export class Store {
       }
     });
     slot.value.pending = durable;
-    if (cur) void durable.then(() => this.compactAway(id, seqs), () => undefined);
+    if (cur) void durable.then(() => this.compactAway([[id, seqs]]), () => undefined);
     return { erased: seqs.length, durable };
   }
 
@@ -1506,15 +1502,10 @@ export class Store {
 
   /**
    * Runs the compactions purges still owe (a crash or a close cut them short), in the background, at
-   * open, one after another: a crash after a bulk purge leaves many, and each compacts the index ranges.
+   * open, all in one pass: a crash after a bulk purge leaves many, and the index ranges are compacted once.
    */
   private resumeCompactions(): void {
-    void (async () => {
-      for (const [id, range] of [...this.compactOwed]) {
-        if (this.closed) return;
-        await this.compactAway(id, range);
-      }
-    })();
+    if (this.compactOwed.size) void this.compactAway([...this.compactOwed]);
   }
 
   /**
@@ -1531,15 +1522,13 @@ export class Store {
    * keeps the old values in the files until it closes; the next compaction
    * LevelDB runs then drops them.)
    */
-  private async compactAway(id: string, seqs: number[]): Promise<void> {
-    const ranges: [string, string][] = [
-      [keys.object(id), keys.object(id) + SEP],
-      [keys.historyPrefix(id), keys.historyPrefix(id) + HIGH],
-      [keys.conflictPrefix(id), keys.conflictPrefix(id) + HIGH],
-      // the type, field and unique indexes (t, u, x)
-      ['t', 'x' + HIGH],
-    ];
-    if (seqs.length) ranges.push([keys.feed(Math.min(...seqs)), keys.feed(Math.max(...seqs)) + SEP]);
+  private async compactAway(owed: readonly (readonly [id: string, seqs: number[]])[]): Promise<void> {
+    // the type, field and unique indexes (t, u, x) once, whatever the number of objects
+    const ranges: [string, string][] = [['t', 'x' + HIGH]];
+    for (const [id, seqs] of owed) {
+      ranges.push([keys.object(id), keys.object(id) + SEP], [keys.historyPrefix(id), keys.historyPrefix(id) + HIGH], [keys.conflictPrefix(id), keys.conflictPrefix(id) + HIGH]);
+      if (seqs.length) ranges.push([keys.feed(Math.min(...seqs)), keys.feed(Math.max(...seqs)) + SEP]);
+    }
     // (level's types leave out classic-level's compactRange, which is what runs under Node)
     const db = this.db as unknown as { compactRange(start: string, end: string): Promise<void> };
     try {
@@ -1547,8 +1536,10 @@ export class Store {
       // markers: keys inside each range that no record uses (a record key never ends in SEP)
       if (!this.closed) await this.db.batch(ranges.map(([a]) => ({ type: 'del' as const, key: `${a}${SEP}${SEP}` })));
       for (const [a, b] of ranges) if (!this.closed) await db.compactRange(a, b);
-      if (this.closed || !this.compactOwed.delete(id)) return;
-      await this.commits.add([this.compactOwedOp()]);
+      if (this.closed) return;
+      let done = false;
+      for (const [id] of owed) done = this.compactOwed.delete(id) || done;
+      if (done) await this.commits.add([this.compactOwedOp()]);
     } catch {
       // a store closing under a compaction: it is still owed (compactOwed), and runs again at the next open
     }
@@ -1859,7 +1850,7 @@ export class Store {
             first.set(key, id);
             continue;
           }
-          const [type, field, value] = key.slice(1).split(SEP) as [string, string, string];
+          const [type, field, value] = uniqueKeyParts(key);
           if (!wasUnique.has(`${type}${SEP}${field}`)) {
             throw new MeridianError('bad-request', `the schema makes ${type}.${field} unique, but ${held} and ${id} both hold "${value}"; start with the schema as it was and change one of them, or leave the field not unique`);
           }

@@ -429,7 +429,6 @@ t.test('a purge takes with it every record of a unique value held twice that nam
   const p1 = await a.create('Person', { cn: 'One', sn: 'O', uid: 'jo' });
   const p2 = await b.create('Person', { cn: 'Two', sn: 'T', uid: 'jo' });
   const [fromA, fromB] = [await ship(a, b), await ship(b, a)];
-  t.ok(fromA > 0 && fromB > 0);
   for (const s of [a, b]) t.equal((await s.conflicts({})).items.length, 1, `${s.nodeId} holds a record of the clash`);
   // and a clash of a value that reads "unique:<id>" of an object purged with it, which is no record of that object
   const other = await a.create('Person', { cn: 'Other', sn: 'O' });

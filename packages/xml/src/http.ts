@@ -3,18 +3,26 @@ import { XmlError } from './format.js';
 
 export const XML_TYPE = 'application/xml; charset=utf-8';
 
+/**
+ * The charset parameter of a request's Content-Type, lower case, if it has one: by the parameter's
+ * name, a quoted value read whole (a match anywhere in the header found it in another parameter's
+ * value, as did a split at each ";" in profile="a;charset=latin1").
+ */
+export function charsetOf(req: IncomingMessage): string | undefined {
+  let charset: string | undefined;
+  for (const m of (req.headers['content-type'] ?? '').matchAll(/;\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)/g)) {
+    if (m[1]!.toLowerCase() === 'charset') charset = m[2]!.trim().replace(/"/g, '').toLowerCase();
+  }
+  return charset;
+}
+
 /** Refuses a body that is not XML (415) before reading it. */
 export function requireXml(req: IncomingMessage): void {
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (type !== 'application/xml' && type !== 'text/xml') {
     throw new XmlError(415, `send the body as application/xml, not ${type || 'no content type'}`);
   }
-  // (the charset parameter by its name, a quoted value read whole: a match anywhere in the header found it in
-  // another parameter's value, as did a split at each ";" in profile="a;charset=latin1")
-  let charset: string | undefined;
-  for (const m of (req.headers['content-type'] ?? '').matchAll(/;\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)/g)) {
-    if (m[1]!.toLowerCase() === 'charset') charset = m[2]!.trim().replace(/"/g, '').toLowerCase();
-  }
+  const charset = charsetOf(req);
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') throw new XmlError(415, `send the body as UTF-8, not ${charset}`);
 }
 
